@@ -1,0 +1,42 @@
+//! # gateway
+//!
+//! An email-archiving gateway: it accepts journaled mail over SMTP, proxies SMTP and POP3
+//! between mail clients and their provider, and keeps every message encrypted per mailbox
+//! until an archiver picks it up over POP3S.
+//!
+//! ## Module map
+//!
+//! - [`config`]: the one TOML configuration file, its defaults and validation.
+//! - [`mailbox`]: mailbox identifiers and addresses (the value types every layer shares).
+//! - [`crypto`]: mailbox passwords, per-mailbox HPKE key pairs sealed under Argon2id, and the
+//!   chunked streaming encryption of messages.
+//! - [`store`]: the redb store: schema, records, and the group-commit writer that makes
+//!   many messages durable in one fsync.
+//! - [`service`]: the one service layer. Every rule about mailboxes and messages lives here;
+//!   CLI, console, API and protocols call it and never re-implement a rule.
+//! - [`tls`]: certificate material (self-signed, PEM files) behind a resolver that can be
+//!   swapped at run time.
+//! - [`smtp`]: the sans-IO SMTP server session and its tokio shell.
+//! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
+//! - [`logging`]: `tracing` set-up.
+//!
+//! ## How a message flows
+//!
+//! A protocol session (SMTP DATA, a proxied RETR) feeds bytes into a
+//! [`service::MessageDraft`], which encrypts them chunk by chunk as they arrive (so memory
+//! stays bounded whatever the message size) and spills sealed chunks to an unlinked spool
+//! file beyond a small threshold. The session then hands its drafts to
+//! [`service::Gateway::commit`]; the store's writer thread batches every commit waiting at
+//! that moment into one redb write transaction and one durable fsync, and only then returns
+//! the [`store::Durable`] proof the session needs before it may acknowledge the message.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod logging;
+pub mod mailbox;
+pub mod service;
+pub mod smtp;
+pub mod store;
+pub mod tls;

@@ -25,7 +25,10 @@ impl MailboxId {
     pub fn generate() -> Self {
         let mut bytes = [0u8; HEX_DIGITS / 2];
         crate::crypto::fill_random(&mut bytes);
-        Self(format!("{PREFIX}{}", data_encoding::HEXLOWER.encode(&bytes)))
+        Self(format!(
+            "{PREFIX}{}",
+            data_encoding::HEXLOWER.encode(&bytes)
+        ))
     }
 
     /// Parses an id in any letter case; surrounding white space is ignored.
@@ -109,7 +112,10 @@ mod tests {
         let upper = id.as_str().to_ascii_uppercase();
         assert_eq!(MailboxId::parse(&upper).unwrap(), id);
         let address = format!("{upper}@Example.COM");
-        assert_eq!(MailboxId::from_address(&address, "example.com"), Some(id.clone()));
+        assert_eq!(
+            MailboxId::from_address(&address, "example.com"),
+            Some(id.clone())
+        );
         assert_eq!(MailboxId::from_address(&address, "example.org"), None);
         assert_eq!(parse_id_or_address(&address).unwrap(), id);
     }

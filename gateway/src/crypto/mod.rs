@@ -1,4 +1,27 @@
 //! Mailbox cryptography.
+//!
+//! - [`MailboxPassword`]: generated from the OS CSPRNG (160 bits), shown once, never stored.
+//! - [`SealedKeyPair`]: each mailbox's HPKE key pair (RFC 9180: DHKEM(X25519, HKDF-SHA256),
+//!   HKDF-SHA256, ChaCha20-Poly1305). The public key is stored in clear so mail can be
+//!   encrypted without the password; the private key is sealed with XChaCha20-Poly1305 under a
+//!   key that Argon2id derives from the password, so only the password holder can read mail.
+//! - [`MessageSealer`] / [`MessageOpener`]: one HPKE context per message, whose sequence
+//!   numbers give each record its own nonce. Record 0 is the envelope; records 1.. are the
+//!   body in bounded chunks. Every record's associated data binds the mailbox, the message,
+//!   the chunk index and a last-chunk flag, so truncation, reordering and transplanting fail.
+
+mod error;
+mod keys;
+mod message;
+mod password;
+mod serde_hex;
+
+pub use error::CryptoError;
+pub use keys::{KdfParams, SealedKeyPair, UnsealedKey, SUITE};
+pub use message::{
+    Envelope, MessageId, MessageOpener, MessageSealer, SealedHeader, CHUNK_SIZE, TAG_SIZE,
+};
+pub use password::MailboxPassword;
 
 /// Fills `buf` from the OS CSPRNG. Failure of the OS generator leaves nothing safe to do, so
 /// it aborts the operation with a panic rather than continuing with predictable bytes.

@@ -1,0 +1,89 @@
+//! Mailbox passwords.
+
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// Random bytes in a generated password: 160 bits, above the 128 the design requires.
+const PASSWORD_BYTES: usize = 20;
+/// Characters per group in the displayed form (`ABCD-EFGH-...`), for reading aloud and copying.
+const GROUP: usize = 4;
+
+/// A mailbox password. The canonical form (uppercase base32, no separators) is what the key
+/// derivation sees, so people may type it in any case and with or without dashes or spaces.
+/// The value is wiped from memory on drop and never printed by `Debug`.
+#[derive(Clone)]
+pub struct MailboxPassword(Zeroizing<String>);
+
+impl MailboxPassword {
+    /// A fresh password from the OS CSPRNG.
+    pub fn generate() -> Self {
+        let mut bytes = Zeroizing::new([0u8; PASSWORD_BYTES]);
+        super::fill_random(bytes.as_mut());
+        Self(Zeroizing::new(
+            data_encoding::BASE32_NOPAD.encode(bytes.as_ref()),
+        ))
+    }
+
+    /// What a person typed. Separators and case are normalised; anything else is kept, so a
+    /// mistyped password simply fails to unseal.
+    pub fn from_user_input(input: &str) -> Self {
+        let canonical: String = input
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        Self(Zeroizing::new(canonical))
+    }
+
+    /// The grouped form shown to the administrator exactly once.
+    pub fn reveal_for_display(&self) -> Zeroizing<String> {
+        let mut shown = Zeroizing::new(String::with_capacity(self.0.len() + self.0.len() / GROUP));
+        for (i, c) in self.0.chars().enumerate() {
+            if i > 0 && i % GROUP == 0 {
+                shown.push('-');
+            }
+            shown.push(c);
+        }
+        shown
+    }
+
+    pub(super) fn kdf_input(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for MailboxPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MailboxPassword(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_passwords_have_enough_entropy_and_round_trip_through_display() {
+        let password = MailboxPassword::generate();
+        assert_eq!(
+            password.kdf_input().len(),
+            32,
+            "160 bits as 32 base32 characters"
+        );
+        let shown = password.reveal_for_display();
+        assert_eq!(shown.len(), 32 + 7);
+        let typed = MailboxPassword::from_user_input(&shown.to_lowercase());
+        assert_eq!(typed.kdf_input(), password.kdf_input());
+        assert_ne!(
+            MailboxPassword::generate().kdf_input(),
+            password.kdf_input()
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let password = MailboxPassword::generate();
+        let debug = format!("{password:?}");
+        assert!(!debug.contains(std::str::from_utf8(password.kdf_input()).unwrap()));
+    }
+}

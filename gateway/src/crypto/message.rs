@@ -75,6 +75,12 @@ pub struct SealedHeader {
     pub sealed_envelope: Vec<u8>,
 }
 
+impl fmt::Debug for SealedHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedHeader({} + {} bytes)", self.encapped_key.len(), self.sealed_envelope.len())
+    }
+}
+
 fn info(mailbox: &MailboxId, id: MessageId) -> Vec<u8> {
     let mut info = Vec::with_capacity(LABEL.len() + 40 + 16);
     info.extend_from_slice(LABEL);

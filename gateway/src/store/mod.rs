@@ -1,4 +1,25 @@
-//! The redb store.
+//! The redb store: mailboxes, message metadata and sealed message chunks in one file.
+//!
+//! Everything in it is either public (mailbox names, sizes, arrival times, public keys) or
+//! sealed (private keys, envelopes, bodies). Writes go through one group-commit thread
+//! ([`writer`]); reads use redb's concurrent read transactions directly.
+
+mod error;
+pub mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use tokio::sync::oneshot;
+
+pub use error::StoreError;
+pub use schema::{MailboxRecord, MailboxStatus, MessageRecord};
+
+use crate::crypto::MessageId;
+use crate::mailbox::MailboxId;
+use schema::{CHUNKS, MAILBOXES, MESSAGES, META, META_SCHEMA_VERSION, SCHEMA_VERSION};
 
 /// Proof that a commit reached stable storage. Only the store's commit path can create one,
 /// so a protocol session that needs it before acknowledging a message cannot skip the commit.
@@ -17,5 +38,344 @@ impl Durable {
     #[cfg(any(test, feature = "test-support"))]
     pub fn for_tests() -> Self {
         Self::after_sync()
+    }
+}
+
+/// A committed write: its result and the proof that it is on stable storage.
+#[derive(Debug)]
+pub struct Committed<T> {
+    pub value: T,
+    pub durable: Durable,
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// redb's page cache. redb defaults to 1 GiB; the gateway must stay within 512 MB.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The store. Cheap to clone; all clones share one database and one writer thread.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    writer: Option<mpsc::Sender<writer::Request>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Drop for Inner {
+    /// Closing the channel lets the writer finish its batch and exit; joining it means the
+    /// database is closed (and its file lock released) once the last `Store` is gone.
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store file at `path`, checks or sets the schema version, and
+    /// starts the writer thread.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path)?;
+        Self::initialise(&db)?;
+        let db = Arc::new(db);
+        let (writer, writer_thread) = writer::spawn(db.clone())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                writer: Some(writer),
+                writer_thread: Some(writer_thread),
+                path: path.to_owned(),
+            }),
+        })
+    }
+
+    fn initialise(db: &Database) -> Result<(), StoreError> {
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+                }
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::TooNew {
+                        found: v,
+                        supported: SCHEMA_VERSION,
+                    })
+                }
+                // Older versions would be migrated here, one step at a time.
+                Some(_) => {}
+            }
+            txn.open_table(MAILBOXES)?;
+            txn.open_table(MESSAGES)?;
+            txn.open_table(CHUNKS)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `work` inside the next group commit and waits until that commit is durable.
+    pub async fn write<T, F>(&self, work: F) -> Result<Committed<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let rx = self.submit(work)?;
+        Self::unpack(rx.await.map_err(|_| StoreError::Closed)?)
+    }
+
+    /// [`Store::write`] for callers outside an async runtime (the CLI, tests).
+    pub fn write_blocking<T, F>(&self, work: F) -> Result<Committed<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let rx = self.submit(work)?;
+        Self::unpack(rx.blocking_recv().map_err(|_| StoreError::Closed)?)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn submit<T, F>(
+        &self,
+        work: F,
+    ) -> Result<oneshot::Receiver<Result<(writer::Outcome, Durable), StoreError>>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let work: writer::WriteFn =
+            Box::new(move |txn| work(txn).map(|v| Box::new(v) as writer::Outcome));
+        self.inner
+            .writer
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(writer::Request { work, reply })
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    fn unpack<T: 'static>(
+        result: Result<(writer::Outcome, Durable), StoreError>,
+    ) -> Result<Committed<T>, StoreError> {
+        let (outcome, durable) = result?;
+        let value = *outcome
+            .downcast::<T>()
+            .expect("the writer returns the type its request produced");
+        Ok(Committed { value, durable })
+    }
+
+    /// A consistent snapshot for reading.
+    pub fn read(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot {
+            txn: self.inner.db.begin_read()?,
+        })
+    }
+}
+
+/// A read-only, consistent view of the store (a redb read transaction).
+pub struct Snapshot {
+    txn: redb::ReadTransaction,
+}
+
+impl Snapshot {
+    pub fn mailbox(&self, id: &MailboxId) -> Result<Option<MailboxRecord>, StoreError> {
+        let table = self.txn.open_table(MAILBOXES)?;
+        let value = table.get(id.as_str())?;
+        value.map(|v| MailboxRecord::decode(v.value())).transpose()
+    }
+
+    pub fn mailboxes(&self) -> Result<Vec<MailboxRecord>, StoreError> {
+        let table = self.txn.open_table(MAILBOXES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            out.push(MailboxRecord::decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// A mailbox's messages in arrival order, with their sequence numbers.
+    pub fn messages(&self, id: &MailboxId) -> Result<Vec<(u64, MessageRecord)>, StoreError> {
+        let table = self.txn.open_table(MESSAGES)?;
+        let mut out = Vec::new();
+        for entry in table.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
+            let (key, value) = entry?;
+            out.push((key.value().1, MessageRecord::decode(value.value())?));
+        }
+        Ok(out)
+    }
+
+    /// One sealed chunk of a message.
+    pub fn chunk(&self, id: MessageId, index: u32) -> Result<Vec<u8>, StoreError> {
+        let table = self.txn.open_table(CHUNKS)?;
+        let value = table
+            .get(schema::chunk_key(id, index))?
+            .ok_or_else(|| StoreError::Corrupt(format!("message {id} lacks chunk {index}")))?;
+        Ok(value.value().to_vec())
+    }
+}
+
+/// Write-side helpers used inside [`Store::write`] closures.
+pub mod txn {
+    use super::*;
+
+    pub fn mailbox(
+        txn: &WriteTransaction,
+        id: &MailboxId,
+    ) -> Result<Option<MailboxRecord>, StoreError> {
+        let table = txn.open_table(MAILBOXES)?;
+        let value = table.get(id.as_str())?;
+        value.map(|v| MailboxRecord::decode(v.value())).transpose()
+    }
+
+    pub fn put_mailbox(txn: &WriteTransaction, record: &MailboxRecord) -> Result<(), StoreError> {
+        let mut table = txn.open_table(MAILBOXES)?;
+        table.insert(record.id.as_str(), record.encode().as_slice())?;
+        Ok(())
+    }
+
+    pub fn remove_mailbox(txn: &WriteTransaction, id: &MailboxId) -> Result<(), StoreError> {
+        let mut table = txn.open_table(MAILBOXES)?;
+        table.remove(id.as_str())?;
+        Ok(())
+    }
+
+    /// Allocates the next arrival sequence number (store-wide, so it never repeats).
+    pub fn next_seq(txn: &WriteTransaction) -> Result<u64, StoreError> {
+        let mut meta = txn.open_table(META)?;
+        let seq = meta.get(schema::META_NEXT_SEQ)?.map(|v| v.value()).unwrap_or(1);
+        meta.insert(schema::META_NEXT_SEQ, seq + 1)?;
+        Ok(seq)
+    }
+
+    pub fn put_message(
+        txn: &WriteTransaction,
+        mailbox: &MailboxId,
+        seq: u64,
+        record: &MessageRecord,
+    ) -> Result<(), StoreError> {
+        let mut table = txn.open_table(MESSAGES)?;
+        table.insert((mailbox.as_str(), seq), record.encode().as_slice())?;
+        Ok(())
+    }
+
+    pub fn put_chunk(
+        txn: &WriteTransaction,
+        id: MessageId,
+        index: u32,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut table = txn.open_table(CHUNKS)?;
+        table.insert(schema::chunk_key(id, index), sealed)?;
+        Ok(())
+    }
+
+    /// Removes a message and its chunks; returns its record if it existed.
+    pub fn remove_message(
+        txn: &WriteTransaction,
+        mailbox: &MailboxId,
+        seq: u64,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let mut messages = txn.open_table(MESSAGES)?;
+        let Some(record) = messages
+            .remove((mailbox.as_str(), seq))?
+            .map(|v| MessageRecord::decode(v.value()))
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let mut chunks = txn.open_table(CHUNKS)?;
+        for index in 0..record.chunk_count {
+            chunks.remove(schema::chunk_key(record.id, index))?;
+        }
+        Ok(Some(record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_temp() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn schema_version_is_recorded_and_newer_versions_are_refused() {
+        let (dir, store) = open_temp();
+        store
+            .write_blocking(|txn| {
+                let mut meta = txn.open_table(META)?;
+                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION + 1)?;
+                Ok(())
+            })
+            .unwrap();
+        drop(store);
+        let err = Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default())
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_the_same_store() {
+        let (dir, _store) = open_temp();
+        let again = Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default());
+        assert!(matches!(again, Err(StoreError::Locked)), "{:?}", again.err());
+    }
+
+    #[test]
+    fn concurrent_writes_share_commits_and_all_land() {
+        let (_dir, store) = open_temp();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let count = runtime.block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..200 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    store.write(|txn| txn::next_seq(txn)).await.unwrap().value
+                }));
+            }
+            let mut seqs = Vec::new();
+            for t in tasks {
+                seqs.push(t.await.unwrap());
+            }
+            seqs.sort();
+            seqs.dedup();
+            seqs.len()
+        });
+        assert_eq!(count, 200, "every write landed with a distinct sequence");
     }
 }

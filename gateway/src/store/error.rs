@@ -1,0 +1,68 @@
+//! Store errors, classified by what a protocol should tell its client.
+
+/// Why the store could not do what was asked. Messages name the problem, never content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The disk (or the file system's quota) is full; nothing was committed.
+    #[error("storage is full: {0}")]
+    Full(String),
+    /// Any other I/O failure; nothing was committed.
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// The database file or a record in it is damaged.
+    #[error("the store is damaged: {0}")]
+    Corrupt(String),
+    /// Another process has the store open.
+    #[error("the store is in use by another gateway process")]
+    Locked,
+    /// The store was written by a newer gateway.
+    #[error("the store has schema version {found}; this gateway supports up to {supported}")]
+    TooNew { found: u64, supported: u64 },
+    /// The writer thread is gone (the gateway is shutting down).
+    #[error("the store is closed")]
+    Closed,
+}
+
+const ENOSPC: i32 = 28;
+const EDQUOT: i32 = 122;
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull
+            || matches!(e.raw_os_error(), Some(ENOSPC) | Some(EDQUOT))
+        {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Io(e.to_string())
+        }
+    }
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
+            redb::Error::Io(io) => io.into(),
+            redb::Error::Corrupted(what) => StoreError::Corrupt(what),
+            other => StoreError::Io(other.to_string()),
+        }
+    }
+}
+
+macro_rules! via_redb_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                redb::Error::from(e).into()
+            }
+        }
+    )*};
+}
+
+via_redb_error!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

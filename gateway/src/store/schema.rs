@@ -1,0 +1,186 @@
+//! Tables and record encodings. Bump [`SCHEMA_VERSION`] and add a migration in
+//! `Store::open` whenever a table or record layout changes.
+
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::crypto::{MessageId, SealedHeader, SealedKeyPair};
+use crate::mailbox::MailboxId;
+
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Store-wide counters and the schema version.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub const META_SCHEMA_VERSION: &str = "schema_version";
+pub const META_NEXT_SEQ: &str = "next_message_seq";
+
+/// Mailbox id → JSON [`MailboxRecord`]. Few, small, and read by people debugging: JSON.
+pub const MAILBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("mailboxes");
+
+/// (mailbox id, arrival sequence) → binary [`MessageRecord`]. The sequence orders a mailbox's
+/// messages by arrival, which is the order POP3 presents them in.
+pub const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+
+/// (message id, chunk index) → sealed chunk.
+pub const CHUNKS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("chunks");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailboxStatus {
+    Active,
+    Suspended,
+}
+
+impl std::fmt::Display for MailboxStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MailboxStatus::Active => "active",
+            MailboxStatus::Suspended => "suspended",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxRecord {
+    pub id: MailboxId,
+    pub name: String,
+    pub description: String,
+    pub status: MailboxStatus,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    pub message_count: u64,
+    /// Sum of the plaintext sizes of the stored messages.
+    pub message_bytes: u64,
+    pub keys: SealedKeyPair,
+}
+
+impl serde::Serialize for MailboxId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MailboxId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        MailboxId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl MailboxRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("mailbox records always serialise")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("mailbox record: {e}")))
+    }
+}
+
+/// A stored message's metadata. Only the size and arrival time are in clear; the envelope is
+/// sealed inside `header`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: MessageId,
+    /// Unix milliseconds.
+    pub received_at: u64,
+    /// Plaintext size in bytes (what POP3 LIST reports).
+    pub size: u64,
+    pub chunk_count: u32,
+    pub header: SealedHeader,
+}
+
+const MESSAGE_RECORD_VERSION: u8 = 1;
+
+impl MessageRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let h = &self.header;
+        let mut out = Vec::with_capacity(48 + h.encapped_key.len() + h.sealed_envelope.len());
+        out.push(MESSAGE_RECORD_VERSION);
+        out.extend_from_slice(&self.id.0);
+        out.extend_from_slice(&self.received_at.to_be_bytes());
+        out.extend_from_slice(&self.size.to_be_bytes());
+        out.extend_from_slice(&self.chunk_count.to_be_bytes());
+        for field in [&h.encapped_key, &h.sealed_envelope] {
+            out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            out.extend_from_slice(field);
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let bad = || StoreError::Corrupt("message record".into());
+        let mut r = Reader(bytes);
+        if r.take(1).ok_or_else(bad)? != [MESSAGE_RECORD_VERSION] {
+            return Err(bad());
+        }
+        let id = MessageId(r.array().ok_or_else(bad)?);
+        let received_at = u64::from_be_bytes(r.array().ok_or_else(bad)?);
+        let size = u64::from_be_bytes(r.array().ok_or_else(bad)?);
+        let chunk_count = u32::from_be_bytes(r.array().ok_or_else(bad)?);
+        let encapped_key = r.field().ok_or_else(bad)?;
+        let sealed_envelope = r.field().ok_or_else(bad)?;
+        if !r.0.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self {
+            id,
+            received_at,
+            size,
+            chunk_count,
+            header: SealedHeader {
+                encapped_key,
+                sealed_envelope,
+            },
+        })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    fn field(&mut self) -> Option<Vec<u8>> {
+        let len = u32::from_be_bytes(self.array()?) as usize;
+        Some(self.take(len)?.to_vec())
+    }
+}
+
+pub fn chunk_key(id: MessageId, index: u32) -> (u128, u32) {
+    (u128::from_be_bytes(id.0), index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn message_records_round_trip(id: [u8; 16], at: u64, size: u64, count: u32,
+                                      enc in proptest::collection::vec(any::<u8>(), 0..64),
+                                      env in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let rec = MessageRecord { id: MessageId(id), received_at: at, size, chunk_count: count,
+                header: SealedHeader { encapped_key: enc, sealed_envelope: env } };
+            prop_assert_eq!(MessageRecord::decode(&rec.encode()).unwrap(), rec);
+        }
+
+        #[test]
+        fn damaged_message_records_are_errors_not_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = MessageRecord::decode(&bytes);
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! The configuration data model: one struct per TOML section, each with its defaults.
+//!
+//! Every section is `#[serde(default)]` (a missing key keeps its default) and
+//! `#[serde(deny_unknown_fields)]` (a misspelt key is an error, not silently ignored).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::network::IpNetwork;
+use super::validate::is_dns_name;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewaySection,
+    pub listen: ListenSection,
+    pub tls: TlsSection,
+    pub limits: LimitsSection,
+    pub smtp: SmtpSection,
+    pub pop3: Pop3Section,
+}
+
+/// `[gateway]`: identity and storage.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Domain of the gateway's own mailbox addresses.
+    pub email_domain: String,
+    /// Name used in SMTP greetings and the self-signed certificate.
+    pub host_name: String,
+    /// Directory holding the store, spool and keys.
+    pub data_dir: PathBuf,
+    pub log_level: LogLevel,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            email_domain: "localhost".to_owned(),
+            host_name: detect_host_name(),
+            data_dir: PathBuf::from("./gateway-data"),
+            log_level: LogLevel::Info,
+        }
+    }
+}
+
+/// The machine's host name from /etc/hostname, else `$HOSTNAME`, else "localhost".
+/// A value that is not a valid DNS name is skipped, so the defaults always validate.
+pub fn detect_host_name() -> String {
+    let file = std::fs::read_to_string("/etc/hostname").ok();
+    let env = std::env::var("HOSTNAME").ok();
+    pick_host_name(file.as_deref(), env.as_deref())
+}
+
+fn pick_host_name(file: Option<&str>, env: Option<&str>) -> String {
+    [file, env]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|name| is_dns_name(name))
+        .unwrap_or("localhost")
+        .to_owned()
+}
+
+/// `gateway.log_level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The lowercase name, as `tracing_subscriber::EnvFilter` accepts it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One listening socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub address: IpAddr,
+    pub port: u16,
+    pub enabled: bool,
+}
+
+impl Listener {
+    /// An enabled listener on all IPv4 interfaces.
+    pub fn any(port: u16) -> Self {
+        Listener {
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port,
+            enabled: true,
+        }
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+/// `[listen.*]`: one listener per service.
+///
+/// Each `[listen.<service>]` table may give any subset of `address`, `port`, `enabled`;
+/// the rest come from that service's defaults (which differ per service, hence the
+/// conversion through a private all-optional shape rather than a plain `#[serde(default)]`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(from = "RawListenSection", into = "RawListenSection")]
+pub struct ListenSection {
+    /// Journal target and MX (plain SMTP, STARTTLS offered).
+    pub smtp: Listener,
+    /// SMTP over implicit TLS.
+    pub smtps: Listener,
+    /// Message submission (STARTTLS).
+    pub submission: Listener,
+    /// Plain POP3 (STARTTLS/STLS offered).
+    pub pop3: Listener,
+    /// POP3 over implicit TLS.
+    pub pop3s: Listener,
+    /// The web console.
+    pub console: Listener,
+    /// ACME HTTP-01 challenges; only opened when `tls.source = "acme"`.
+    pub acme_http: Listener,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        ListenSection {
+            smtp: Listener::any(25),
+            smtps: Listener::any(465),
+            submission: Listener::any(587),
+            pop3: Listener::any(110),
+            pop3s: Listener::any(995),
+            console: Listener::any(8450),
+            acme_http: Listener::any(80),
+        }
+    }
+}
+
+impl ListenSection {
+    /// Every listener with its TOML name, in file order.
+    pub fn all(&self) -> [(&'static str, &Listener); 7] {
+        [
+            ("smtp", &self.smtp),
+            ("smtps", &self.smtps),
+            ("submission", &self.submission),
+            ("pop3", &self.pop3),
+            ("pop3s", &self.pop3s),
+            ("console", &self.console),
+            ("acme_http", &self.acme_http),
+        ]
+    }
+}
+
+/// The on-disk shape of one listener: every key optional.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+}
+
+impl RawListener {
+    fn or(self, default: Listener) -> Listener {
+        Listener {
+            address: self.address.unwrap_or(default.address),
+            port: self.port.unwrap_or(default.port),
+            enabled: self.enabled.unwrap_or(default.enabled),
+        }
+    }
+}
+
+impl From<Listener> for RawListener {
+    fn from(l: Listener) -> Self {
+        RawListener {
+            address: Some(l.address),
+            port: Some(l.port),
+            enabled: Some(l.enabled),
+        }
+    }
+}
+
+/// The on-disk shape of `[listen]`; see `ListenSection`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawListenSection {
+    smtp: RawListener,
+    smtps: RawListener,
+    submission: RawListener,
+    pop3: RawListener,
+    pop3s: RawListener,
+    console: RawListener,
+    acme_http: RawListener,
+}
+
+impl From<RawListenSection> for ListenSection {
+    fn from(raw: RawListenSection) -> Self {
+        let d = ListenSection::default();
+        ListenSection {
+            smtp: raw.smtp.or(d.smtp),
+            smtps: raw.smtps.or(d.smtps),
+            submission: raw.submission.or(d.submission),
+            pop3: raw.pop3.or(d.pop3),
+            pop3s: raw.pop3s.or(d.pop3s),
+            console: raw.console.or(d.console),
+            acme_http: raw.acme_http.or(d.acme_http),
+        }
+    }
+}
+
+impl From<ListenSection> for RawListenSection {
+    fn from(l: ListenSection) -> Self {
+        RawListenSection {
+            smtp: l.smtp.into(),
+            smtps: l.smtps.into(),
+            submission: l.submission.into(),
+            pop3: l.pop3.into(),
+            pop3s: l.pop3s.into(),
+            console: l.console.into(),
+            acme_http: l.acme_http.into(),
+        }
+    }
+}
+
+/// `[tls]`: where the server certificate comes from. The TOML keys sit directly in
+/// `[tls]`, selected by `source`; see [`CertificateSource`].
+#[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(try_from = "RawTls", into = "RawTls")]
+pub struct TlsSection {
+    pub source: CertificateSource,
+}
+
+/// Let's Encrypt's production ACME directory.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `tls.source` and the keys that belong to it:
+///
+/// ```toml
+/// [tls]
+/// source = "self-signed"            # generated and kept in data_dir
+///
+/// [tls]
+/// source = "files"
+/// certificate_chain = "/etc/gateway/chain.pem"
+/// private_key = "/etc/gateway/key.pem"
+///
+/// [tls]
+/// source = "acme"
+/// acme_directory_url = "https://acme-v02.api.letsencrypt.org/directory"  # optional
+/// acme_contact_email = "postmaster@example.com"                          # optional
+/// acme_ca_file = "/etc/gateway/test-ca.pem"                              # optional
+/// ```
+///
+/// A key that does not belong to the chosen source is an error.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum CertificateSource {
+    /// A certificate for `gateway.host_name`, generated on first start.
+    #[default]
+    SelfSigned,
+    /// PEM files maintained by someone else (re-read on reload).
+    Files {
+        certificate_chain: PathBuf,
+        private_key: PathBuf,
+    },
+    /// Obtained and renewed over ACME (HTTP-01 on `listen.acme_http`).
+    Acme {
+        acme_directory_url: String,
+        acme_contact_email: Option<String>,
+        /// Extra CA to trust for the ACME server (test CAs such as Pebble).
+        acme_ca_file: Option<PathBuf>,
+    },
+}
+
+/// The on-disk shape of `[tls]`: flat, every key optional. Converting it checks that the
+/// keys present fit `source` (serde's tagged enums silently ignore extra keys on unit
+/// variants, so the check is done by hand).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawTls {
+    source: SourceKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate_chain: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acme_directory_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acme_contact_email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acme_ca_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum SourceKind {
+    #[default]
+    SelfSigned,
+    Files,
+    Acme,
+}
+
+impl SourceKind {
+    fn name(self) -> &'static str {
+        match self {
+            SourceKind::SelfSigned => "self-signed",
+            SourceKind::Files => "files",
+            SourceKind::Acme => "acme",
+        }
+    }
+}
+
+impl TryFrom<RawTls> for TlsSection {
+    type Error = String;
+
+    fn try_from(raw: RawTls) -> Result<Self, String> {
+        let kind = raw.source;
+        // Keys that belong to another source are refused, so a forgotten `source` line
+        // cannot silently fall back to a self-signed certificate.
+        let foreign = |key: &str, present: bool, owner: SourceKind| {
+            if present && kind != owner {
+                Err(format!(
+                    "`{key}` only applies when source = \"{}\" (source is \"{}\")",
+                    owner.name(),
+                    kind.name()
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        foreign(
+            "certificate_chain",
+            raw.certificate_chain.is_some(),
+            SourceKind::Files,
+        )?;
+        foreign("private_key", raw.private_key.is_some(), SourceKind::Files)?;
+        foreign(
+            "acme_directory_url",
+            raw.acme_directory_url.is_some(),
+            SourceKind::Acme,
+        )?;
+        foreign(
+            "acme_contact_email",
+            raw.acme_contact_email.is_some(),
+            SourceKind::Acme,
+        )?;
+        foreign("acme_ca_file", raw.acme_ca_file.is_some(), SourceKind::Acme)?;
+        let required = |key: &str, value: Option<PathBuf>| {
+            value.ok_or_else(|| format!("source = \"files\" requires `{key}`"))
+        };
+        let source = match kind {
+            SourceKind::SelfSigned => CertificateSource::SelfSigned,
+            SourceKind::Files => CertificateSource::Files {
+                certificate_chain: required("certificate_chain", raw.certificate_chain)?,
+                private_key: required("private_key", raw.private_key)?,
+            },
+            SourceKind::Acme => CertificateSource::Acme {
+                acme_directory_url: raw
+                    .acme_directory_url
+                    .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_owned()),
+                acme_contact_email: raw.acme_contact_email,
+                acme_ca_file: raw.acme_ca_file,
+            },
+        };
+        Ok(TlsSection { source })
+    }
+}
+
+impl From<TlsSection> for RawTls {
+    fn from(tls: TlsSection) -> Self {
+        match tls.source {
+            CertificateSource::SelfSigned => RawTls::default(),
+            CertificateSource::Files {
+                certificate_chain,
+                private_key,
+            } => RawTls {
+                source: SourceKind::Files,
+                certificate_chain: Some(certificate_chain),
+                private_key: Some(private_key),
+                ..RawTls::default()
+            },
+            CertificateSource::Acme {
+                acme_directory_url,
+                acme_contact_email,
+                acme_ca_file,
+            } => RawTls {
+                source: SourceKind::Acme,
+                acme_directory_url: Some(acme_directory_url),
+                acme_contact_email,
+                acme_ca_file,
+                ..RawTls::default()
+            },
+        }
+    }
+}
+
+/// `[limits]`: resource bounds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest accepted message, in bytes (advertised as SMTP SIZE).
+    pub max_message_size: u64,
+    /// Most RCPT TO per SMTP transaction.
+    pub max_recipients: u32,
+    /// Most simultaneous client connections, all services together.
+    pub max_connections: u32,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: u32,
+    /// redb page cache, in MiB.
+    pub store_cache_mib: u64,
+    /// Sealed bytes a message draft keeps in memory before spilling to its spool file, KiB.
+    pub spool_memory_kib: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_message_size: 100 * 1024 * 1024,
+            max_recipients: 100,
+            max_connections: 500,
+            max_connections_per_ip: 20,
+            store_cache_mib: 64,
+            spool_memory_kib: 256,
+        }
+    }
+}
+
+impl LimitsSection {
+    /// `store_cache_mib` in bytes (validation bounds it, so this cannot overflow).
+    pub fn store_cache_bytes(&self) -> u64 {
+        self.store_cache_mib.saturating_mul(1024 * 1024)
+    }
+
+    /// `spool_memory_kib` in bytes.
+    pub fn spool_memory_bytes(&self) -> u64 {
+        self.spool_memory_kib.saturating_mul(1024)
+    }
+}
+
+/// `[smtp]`: SMTP server policy.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSection {
+    /// When true, MAIL FROM before STARTTLS is refused with 530.
+    pub require_tls: bool,
+    /// Clients allowed to connect; empty means everyone.
+    pub allowed_networks: Vec<IpNetwork>,
+}
+
+impl SmtpSection {
+    /// Whether a client at `ip` may use the SMTP listeners.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.allowed_networks.is_empty() || self.allowed_networks.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// `[pop3]`: POP3 server policy.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pop3Section {
+    /// How many mailbox key unseals (Argon2id) may run at once; bounds memory and CPU.
+    pub max_concurrent_unseals: u32,
+    /// Pause before answering a failed login, in milliseconds (slows guessing).
+    pub failed_login_delay_ms: u64,
+}
+
+impl Default for Pop3Section {
+    fn default() -> Self {
+        Pop3Section {
+            max_concurrent_unseals: 4,
+            failed_login_delay_ms: 2000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_name_detection_prefers_file_and_skips_invalid() {
+        assert_eq!(pick_host_name(Some("mx1\n"), Some("other")), "mx1");
+        assert_eq!(pick_host_name(Some("  \n"), Some("envhost")), "envhost");
+        assert_eq!(pick_host_name(Some("bad_name!"), None), "localhost");
+        assert_eq!(pick_host_name(None, None), "localhost");
+        assert!(is_dns_name(&detect_host_name()));
+    }
+
+    #[test]
+    fn smtp_allows_everyone_when_list_empty() {
+        let mut smtp = SmtpSection::default();
+        let ip: IpAddr = "198.51.100.1".parse().expect("test address");
+        assert!(smtp.allows(ip));
+        smtp.allowed_networks = vec!["10.0.0.0/8".parse().expect("valid")];
+        assert!(!smtp.allows(ip));
+        assert!(smtp.allows("10.9.8.7".parse().expect("test address")));
+    }
+
+    #[test]
+    fn log_level_names() {
+        assert_eq!(LogLevel::Warn.to_string(), "warn");
+        assert_eq!(LogLevel::default(), LogLevel::Info);
+    }
+}

@@ -1,0 +1,112 @@
+//! The commented default configuration file (`gateway config init` writes it).
+
+/// A complete configuration file with every key at its default value.
+///
+/// The one exception is `gateway.host_name`: its default is the machine's host name,
+/// detected at start-up, so the template leaves it commented out (meaning "detect").
+/// Parsing this text therefore yields exactly `Config::default()` on any machine.
+pub const DEFAULT_TEMPLATE: &str = r#"# gateway configuration.
+#
+# Every key is optional: a missing key keeps the default shown here, and the gateway
+# runs with no file at all. Misspelt keys are rejected, so a typo never goes unnoticed.
+
+[gateway]
+# Domain of the mailbox addresses this gateway hands out (mailbox@email_domain).
+email_domain = "localhost"
+# Name the gateway announces in SMTP and POP3 greetings and puts in its self-signed
+# certificate. Leave commented out to use this machine's host name.
+# host_name = "mail.example.com"
+# Where the message store, spool files and keys live. Relative paths are relative to
+# the working directory; --data-dir or GATEWAY_DATA_DIR override it.
+data_dir = "./gateway-data"
+# How much to log: "error", "warn", "info", "debug" or "trace".
+log_level = "info"
+
+# One table per service. Each has an address ("0.0.0.0" = all IPv4 interfaces,
+# "::" = all interfaces), a port, and enabled = true/false.
+
+[listen.smtp]
+# Plain SMTP with STARTTLS: journal target and proxy entry point.
+address = "0.0.0.0"
+port = 25
+enabled = true
+
+[listen.smtps]
+# SMTP over implicit TLS.
+address = "0.0.0.0"
+port = 465
+enabled = true
+
+[listen.submission]
+# Message submission with STARTTLS.
+address = "0.0.0.0"
+port = 587
+enabled = true
+
+[listen.pop3]
+# Plain POP3 with STLS, for archivers picking up mail.
+address = "0.0.0.0"
+port = 110
+enabled = true
+
+[listen.pop3s]
+# POP3 over implicit TLS.
+address = "0.0.0.0"
+port = 995
+enabled = true
+
+[listen.console]
+# The web console.
+address = "0.0.0.0"
+port = 8450
+enabled = true
+
+[listen.acme_http]
+# Answers ACME HTTP-01 challenges. Only opened when tls.source = "acme".
+address = "0.0.0.0"
+port = 80
+enabled = true
+
+[tls]
+# Where the server certificate comes from:
+#   "self-signed"  generate one for host_name on first start and keep it in data_dir.
+#   "files"        use PEM files you maintain; requires certificate_chain and private_key:
+#                    certificate_chain = "/etc/gateway/fullchain.pem"
+#                    private_key = "/etc/gateway/privkey.pem"
+#   "acme"         obtain and renew one automatically (needs listen.acme_http reachable
+#                  on port 80 from the internet); optional keys:
+#                    acme_directory_url = "https://acme-v02.api.letsencrypt.org/directory"
+#                    acme_contact_email = "postmaster@example.com"
+#                    acme_ca_file = "/path/to/test-ca.pem"   # trust a test ACME server
+# Keys that do not belong to the chosen source are rejected.
+source = "self-signed"
+
+[limits]
+# Largest message accepted, in bytes (1024 to 2147483648). 104857600 = 100 MiB.
+max_message_size = 104857600
+# Most recipients in one SMTP transaction.
+max_recipients = 100
+# Most client connections at once, all services together.
+max_connections = 500
+# Most connections at once from a single IP address.
+max_connections_per_ip = 20
+# Memory for the message store's page cache, in MiB.
+store_cache_mib = 64
+# Encrypted bytes of a message kept in memory while it arrives, in KiB; beyond this
+# it is written to a temporary spool file.
+spool_memory_kib = 256
+
+[smtp]
+# When true, clients must STARTTLS before MAIL FROM (otherwise they get 530).
+require_tls = false
+# Which clients may connect, as addresses or CIDR networks,
+# e.g. ["192.0.2.0/24", "2001:db8::/32"]. Empty means everyone.
+allowed_networks = []
+
+[pop3]
+# How many mailbox keys may be unlocked at once. Each unlock deliberately costs
+# memory and CPU (Argon2id), so this bounds the load of many logins.
+max_concurrent_unseals = 4
+# Pause before answering a failed login, in milliseconds, to slow password guessing.
+failed_login_delay_ms = 2000
+"#;

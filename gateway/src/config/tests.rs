@@ -1,0 +1,476 @@
+//! Tests of the public configuration API: parsing, defaults, errors, validation.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn parse_err(text: &str) -> String {
+    match Config::from_toml_str(text) {
+        Ok(c) => panic!("expected an error for {text:?}, got {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Asserts that validating `config` fails with a message naming `key`.
+fn assert_invalid(config: &Config, key: &str) {
+    match config.validate() {
+        Ok(()) => panic!("expected {key} to be rejected"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("invalid configuration: {key}: ")),
+                "{msg}"
+            );
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+    }
+}
+
+#[test]
+fn defaults() {
+    let c = Config::default();
+    assert_eq!(c.gateway.email_domain, "localhost");
+    assert_eq!(c.gateway.host_name, detect_host_name());
+    assert_eq!(c.gateway.data_dir, PathBuf::from("./gateway-data"));
+    assert_eq!(c.gateway.log_level, LogLevel::Info);
+    assert_eq!(c.listen.smtp.port, 25);
+    assert_eq!(c.listen.smtps.port, 465);
+    assert_eq!(c.listen.submission.port, 587);
+    assert_eq!(c.listen.pop3.port, 110);
+    assert_eq!(c.listen.pop3s.port, 995);
+    assert_eq!(c.listen.console.port, 8450);
+    assert_eq!(c.listen.acme_http.port, 80);
+    assert_eq!(
+        c.listen.console.address,
+        "0.0.0.0".parse::<IpAddr>().expect("ip")
+    );
+    assert_eq!(c.tls.source, CertificateSource::SelfSigned);
+    assert_eq!(c.limits.max_message_size, 104_857_600);
+    assert_eq!(c.limits.max_recipients, 100);
+    assert_eq!(c.limits.max_connections, 500);
+    assert_eq!(c.limits.max_connections_per_ip, 20);
+    assert_eq!(c.limits.store_cache_mib, 64);
+    assert_eq!(c.limits.spool_memory_kib, 256);
+    assert!(!c.smtp.require_tls);
+    assert!(c.smtp.allowed_networks.is_empty());
+    assert_eq!(c.pop3.max_concurrent_unseals, 4);
+    assert_eq!(c.pop3.failed_login_delay_ms, 2000);
+    c.validate().expect("defaults are valid");
+}
+
+#[test]
+fn empty_file_is_defaults() {
+    assert_eq!(Config::from_toml_str("").expect("empty"), Config::default());
+    assert_eq!(
+        Config::from_toml_str("# only a comment\n\n").expect("comment"),
+        Config::default()
+    );
+}
+
+#[test]
+fn template_parses_to_defaults() {
+    let parsed = Config::from_toml_str(DEFAULT_TEMPLATE).expect("template parses");
+    assert_eq!(parsed, Config::default());
+}
+
+#[test]
+fn template_mentions_every_key() {
+    // Every key of the serialized defaults appears in the template (uncommented, except
+    // host_name which is detected), so a new key cannot be forgotten there.
+    let rendered = Config::default().to_toml_string();
+    for line in rendered.lines() {
+        let line = line.trim();
+        if let Some((key, _)) = line.split_once(" = ") {
+            let needle = if key == "host_name" {
+                "# host_name = ".to_owned()
+            } else {
+                format!("\n{key} = ")
+            };
+            assert!(DEFAULT_TEMPLATE.contains(&needle), "template lacks {key}");
+        } else if line.starts_with('[') {
+            assert!(DEFAULT_TEMPLATE.contains(line), "template lacks {line}");
+        }
+    }
+}
+
+#[test]
+fn serialization_round_trips() {
+    let mut c = Config::default();
+    c.tls.source = CertificateSource::Acme {
+        acme_directory_url: "https://acme.test/dir".to_owned(),
+        acme_contact_email: Some("ops@example.com".to_owned()),
+        acme_ca_file: None,
+    };
+    c.smtp.allowed_networks = vec!["10.0.0.0/8".parse().expect("net")];
+    c.listen.console.enabled = false;
+    let text = c.to_toml_string();
+    assert_eq!(Config::from_toml_str(&text).expect("round trip"), c);
+
+    c.tls.source = CertificateSource::Files {
+        certificate_chain: "chain.pem".into(),
+        private_key: "key.pem".into(),
+    };
+    let text = c.to_toml_string();
+    assert_eq!(Config::from_toml_str(&text).expect("round trip"), c);
+}
+
+#[test]
+fn partial_file_keeps_other_defaults() {
+    let c = Config::from_toml_str("[limits]\nmax_recipients = 7\n").expect("valid");
+    let mut expected = Config::default();
+    expected.limits.max_recipients = 7;
+    assert_eq!(c, expected);
+
+    // A partial listener table keeps that service's own defaults.
+    let c = Config::from_toml_str("[listen.pop3s]\naddress = \"127.0.0.1\"\n").expect("valid");
+    assert_eq!(c.listen.pop3s.port, 995);
+    assert!(c.listen.pop3s.enabled);
+    assert_eq!(
+        c.listen.pop3s.address,
+        "127.0.0.1".parse::<IpAddr>().expect("ip")
+    );
+    assert_eq!(c.listen.smtp, Config::default().listen.smtp);
+}
+
+#[test]
+fn unknown_key_is_rejected_by_name() {
+    let msg = parse_err("[limits]\nmax_recipients = 5\n\nmax_mesage_size = 10\n");
+    assert!(msg.contains("max_mesage_size"), "{msg}");
+    assert!(msg.contains("line 4, column 1"), "{msg}");
+    assert!(msg.contains("limits: unknown field"), "{msg}");
+    assert!(!msg.contains('\n'), "{msg}");
+
+    let msg = parse_err("[gatway]\n");
+    assert!(msg.contains("gatway"), "{msg}");
+    let msg = parse_err("[listen.smtp]\nprot = 25\n");
+    assert!(msg.contains("prot") && msg.contains("listen.smtp"), "{msg}");
+    let msg = parse_err("[listen.imap]\nport = 143\n");
+    assert!(msg.contains("imap"), "{msg}");
+}
+
+#[test]
+fn wrong_type_gives_line_and_key() {
+    let msg = parse_err("[listen.smtp]\n\nport = \"x\"\n");
+    assert!(msg.contains("line 3"), "{msg}");
+    assert!(msg.contains("listen.smtp.port"), "{msg}");
+
+    let msg = parse_err("[listen.smtp]\nport = 70000\n");
+    assert!(msg.contains("listen.smtp.port"), "{msg}");
+
+    let msg = parse_err("[gateway]\nlog_level = \"loud\"\n");
+    assert!(
+        msg.contains("gateway.log_level") && msg.contains("loud"),
+        "{msg}"
+    );
+
+    let msg = parse_err("[smtp]\nallowed_networks = [\"10.0.0.0/8\", \"nonsense\"]\n");
+    assert!(
+        msg.contains("smtp.allowed_networks") && msg.contains("nonsense"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn syntax_error_gives_line() {
+    let msg = parse_err("[gateway]\nemail_domain = \n");
+    assert!(msg.starts_with("configuration: line 2"), "{msg}");
+    assert!(!msg.contains('\n'), "{msg}");
+}
+
+#[test]
+fn tls_sources() {
+    let c = Config::from_toml_str(
+        "[tls]\nsource = \"files\"\ncertificate_chain = \"c.pem\"\nprivate_key = \"k.pem\"\n",
+    )
+    .expect("files");
+    assert_eq!(
+        c.tls.source,
+        CertificateSource::Files {
+            certificate_chain: "c.pem".into(),
+            private_key: "k.pem".into()
+        }
+    );
+
+    let c = Config::from_toml_str("[tls]\nsource = \"acme\"\n").expect("acme");
+    assert_eq!(
+        c.tls.source,
+        CertificateSource::Acme {
+            acme_directory_url: LETS_ENCRYPT_DIRECTORY.to_owned(),
+            acme_contact_email: None,
+            acme_ca_file: None,
+        }
+    );
+
+    let msg = parse_err("[tls]\nsource = \"files\"\ncertificate_chain = \"c.pem\"\n");
+    assert!(msg.contains("tls") && msg.contains("private_key"), "{msg}");
+    let msg = parse_err("[tls]\nsource = \"self-signed\"\nprivate_key = \"k.pem\"\n");
+    assert!(msg.contains("tls") && msg.contains("private_key"), "{msg}");
+    let msg = parse_err("[tls]\nsource = \"acme\"\ncertificate_chain = \"c.pem\"\n");
+    assert!(msg.contains("certificate_chain"), "{msg}");
+    let msg = parse_err("[tls]\ncertificate_chain = \"c.pem\"\n");
+    assert!(
+        msg.contains("only applies when source = \"files\""),
+        "{msg}"
+    );
+    let msg = parse_err("[tls]\nsource = \"letsencrypt\"\n");
+    assert!(msg.contains("tls") && msg.contains("letsencrypt"), "{msg}");
+}
+
+#[test]
+fn listeners_lists_enabled_services() {
+    let c = Config::default();
+    let names: Vec<_> = c.listeners().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        ["smtp", "smtps", "submission", "pop3", "pop3s", "console"]
+    );
+    assert_eq!(c.listeners()[0].1, "0.0.0.0:25".parse().expect("addr"));
+
+    let mut c = Config::from_toml_str("[tls]\nsource = \"acme\"\n[listen.pop3]\nenabled = false\n")
+        .expect("valid");
+    let names: Vec<_> = c.listeners().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "smtp",
+            "smtps",
+            "submission",
+            "pop3s",
+            "console",
+            "acme_http"
+        ]
+    );
+    c.listen.smtp.enabled = false;
+    assert_eq!(c.listeners().len(), 5);
+}
+
+#[test]
+fn data_dir_override() {
+    let c = Config::default().overridden(Some("/srv/gw".into()));
+    assert_eq!(c.gateway.data_dir, PathBuf::from("/srv/gw"));
+    let c = c.overridden(None);
+    assert_eq!(c.gateway.data_dir, PathBuf::from("/srv/gw"));
+}
+
+#[test]
+fn load_reads_file_and_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, "[limits]\nmax_recipients = 3\n").expect("write");
+    assert_eq!(Config::load(&path).expect("load").limits.max_recipients, 3);
+
+    std::fs::write(&path, "[limits]\nmax_mesage_size = 1\n").expect("write");
+    let msg = Config::load(&path).expect_err("typo").to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "config file {}: line 2, column 1: ",
+            path.display()
+        )),
+        "{msg}"
+    );
+
+    let missing = dir.path().join("missing.toml");
+    let msg = Config::load(&missing).expect_err("missing").to_string();
+    assert!(msg.contains("missing.toml"), "{msg}");
+
+    // Validation errors from a file keep their key.
+    std::fs::write(&path, "[limits]\nmax_recipients = 0\n").expect("write");
+    let err = Config::load(&path).expect_err("invalid");
+    assert_eq!(err.key(), Some("limits.max_recipients"));
+}
+
+#[test]
+fn validation_rules_name_their_key() {
+    let base = Config::default();
+    let with = |f: &dyn Fn(&mut Config)| {
+        let mut c = base.clone();
+        f(&mut c);
+        c
+    };
+
+    assert_invalid(
+        &with(&|c| c.gateway.email_domain = "bad domain".into()),
+        "gateway.email_domain",
+    );
+    assert_invalid(
+        &with(&|c| c.gateway.email_domain = String::new()),
+        "gateway.email_domain",
+    );
+    assert_invalid(
+        &with(&|c| c.gateway.host_name = "-mx.example".into()),
+        "gateway.host_name",
+    );
+    assert_invalid(
+        &with(&|c| c.gateway.host_name = "a".repeat(64)),
+        "gateway.host_name",
+    );
+    assert_invalid(
+        &with(&|c| c.gateway.data_dir = PathBuf::new()),
+        "gateway.data_dir",
+    );
+
+    assert_invalid(&with(&|c| c.listen.pop3.port = 0), "listen.pop3.port");
+    with(&|c| {
+        c.listen.pop3.port = 0;
+        c.listen.pop3.enabled = false;
+    })
+    .validate()
+    .expect("a disabled listener may have port 0");
+    assert_invalid(&with(&|c| c.listen.console.port = 25), "listen.console");
+    assert_invalid(
+        &with(&|c| {
+            c.listen.console.port = 25;
+            c.listen.console.address = "127.0.0.1".parse().expect("ip");
+        }),
+        "listen.console",
+    );
+    with(&|c| {
+        c.listen.console.port = 25;
+        c.listen.smtp.enabled = false;
+    })
+    .validate()
+    .expect("a disabled listener does not conflict");
+    with(&|c| c.listen.acme_http.port = 8450)
+        .validate()
+        .expect("acme_http is not opened without ACME");
+    assert_invalid(
+        &with(&|c| {
+            c.listen.acme_http.port = 8450;
+            c.tls.source = CertificateSource::Acme {
+                acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
+                acme_contact_email: None,
+                acme_ca_file: None,
+            };
+        }),
+        "listen.acme_http",
+    );
+
+    for size in [0, 12, 1023, 2 * 1024 * 1024 * 1024 + 1] {
+        assert_invalid(
+            &with(&|c| c.limits.max_message_size = size),
+            "limits.max_message_size",
+        );
+    }
+    for size in [1024, 2 * 1024 * 1024 * 1024] {
+        with(&|c| c.limits.max_message_size = size)
+            .validate()
+            .expect("bounds are inclusive");
+    }
+    assert_invalid(
+        &with(&|c| c.limits.max_recipients = 0),
+        "limits.max_recipients",
+    );
+    assert_invalid(
+        &with(&|c| c.limits.max_connections = 0),
+        "limits.max_connections",
+    );
+    assert_invalid(
+        &with(&|c| c.limits.max_connections_per_ip = 0),
+        "limits.max_connections_per_ip",
+    );
+    assert_invalid(
+        &with(&|c| c.limits.max_connections_per_ip = 501),
+        "limits.max_connections_per_ip",
+    );
+    assert_invalid(
+        &with(&|c| c.limits.store_cache_mib = 0),
+        "limits.store_cache_mib",
+    );
+    assert_invalid(
+        &with(&|c| c.limits.store_cache_mib = u64::MAX),
+        "limits.store_cache_mib",
+    );
+    assert_invalid(
+        &with(&|c| c.limits.spool_memory_kib = u64::MAX),
+        "limits.spool_memory_kib",
+    );
+
+    assert_invalid(
+        &with(&|c| {
+            c.tls.source = CertificateSource::Files {
+                certificate_chain: PathBuf::new(),
+                private_key: "k.pem".into(),
+            }
+        }),
+        "tls.certificate_chain",
+    );
+    assert_invalid(
+        &with(&|c| {
+            c.tls.source = CertificateSource::Files {
+                certificate_chain: "c.pem".into(),
+                private_key: PathBuf::new(),
+            }
+        }),
+        "tls.private_key",
+    );
+    let acme = |url: &str, email: Option<&str>, ca: Option<&str>| CertificateSource::Acme {
+        acme_directory_url: url.into(),
+        acme_contact_email: email.map(Into::into),
+        acme_ca_file: ca.map(Into::into),
+    };
+    assert_invalid(
+        &with(&|c| c.tls.source = acme("http://acme.test/dir", None, None)),
+        "tls.acme_directory_url",
+    );
+    assert_invalid(
+        &with(&|c| c.tls.source = acme("https:///dir", None, None)),
+        "tls.acme_directory_url",
+    );
+    assert_invalid(
+        &with(&|c| c.tls.source = acme(LETS_ENCRYPT_DIRECTORY, Some("nobody"), None)),
+        "tls.acme_contact_email",
+    );
+    assert_invalid(
+        &with(&|c| c.tls.source = acme(LETS_ENCRYPT_DIRECTORY, None, Some(""))),
+        "tls.acme_ca_file",
+    );
+    with(&|c| {
+        c.tls.source = acme(
+            "https://localhost:14000/dir",
+            Some("a@b.test"),
+            Some("ca.pem"),
+        )
+    })
+    .validate()
+    .expect("valid ACME settings");
+
+    assert_invalid(
+        &with(&|c| c.pop3.max_concurrent_unseals = 0),
+        "pop3.max_concurrent_unseals",
+    );
+    assert_invalid(
+        &with(&|c| c.pop3.failed_login_delay_ms = 60_001),
+        "pop3.failed_login_delay_ms",
+    );
+}
+
+#[test]
+fn from_toml_str_validates() {
+    let msg = parse_err("[limits]\nmax_message_size = 12\n");
+    assert_eq!(
+        msg,
+        "invalid configuration: limits.max_message_size: must be between 1024 and \
+         2147483648 bytes, got 12"
+    );
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(text in any::<String>()) {
+        let _ = Config::from_toml_str(&text);
+    }
+
+    #[test]
+    fn tomlish_text_never_panics(
+        text in "(\\[[a-z_.]{0,12}\\]\n|[a-z_]{1,12} = (\"[a-z0-9./:@ -]{0,12}\"|-?[0-9]{1,12}|true|\\[\\]|\\{\\})\n){0,8}"
+    ) {
+        // Key-and-value shaped input reaches the serde and validation paths far more often
+        // than arbitrary strings do.
+        if let Err(e) = Config::from_toml_str(&text) {
+            prop_assert!(!e.to_string().contains('\n'));
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Semantic checks that serde's types cannot express. The first broken rule is reported,
+//! naming its key.
+
+use std::net::IpAddr;
+
+use super::error::ConfigError;
+use super::model::{CertificateSource, Config, Listener};
+
+const MIN_MESSAGE_SIZE: u64 = 1024;
+const MAX_MESSAGE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
+/// 1 TiB of cache; beyond that a typo is likelier than a real machine.
+const MAX_STORE_CACHE_MIB: u64 = 1024 * 1024;
+/// 1 GiB per draft; memory per draft is multiplied by concurrent sessions.
+const MAX_SPOOL_MEMORY_KIB: u64 = 1024 * 1024;
+/// A login delay above a minute would just look like a hung server.
+const MAX_FAILED_LOGIN_DELAY_MS: u64 = 60_000;
+
+/// Whether `name` is a DNS host name: dot-separated labels of ASCII letters, digits and
+/// hyphens, each 1–63 long and not starting or ending with a hyphen, 253 bytes in all.
+/// One trailing dot (the root) is not accepted: names here go into SMTP greetings.
+pub fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
+    validate_gateway(config)?;
+    validate_listen(config)?;
+    validate_tls(&config.tls.source)?;
+    validate_limits(config)?;
+    validate_pop3(config)?;
+    Ok(())
+}
+
+fn dns_name(key: &str, value: &str) -> Result<(), ConfigError> {
+    if is_dns_name(value) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!(
+                "`{value}` is not a valid DNS name (letters, digits, hyphens and dots; \
+                 labels of 1 to 63 characters not starting or ending with a hyphen; \
+                 at most 253 characters)"
+            ),
+        ))
+    }
+}
+
+fn validate_gateway(config: &Config) -> Result<(), ConfigError> {
+    let g = &config.gateway;
+    dns_name("gateway.email_domain", &g.email_domain)?;
+    dns_name("gateway.host_name", &g.host_name)?;
+    if g.data_dir.as_os_str().is_empty() {
+        return Err(ConfigError::invalid(
+            "gateway.data_dir",
+            "must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_listen(config: &Config) -> Result<(), ConfigError> {
+    let active = config.active_listeners();
+    for (name, listener) in &active {
+        if listener.port == 0 {
+            return Err(ConfigError::invalid(
+                format!("listen.{name}.port"),
+                "must not be 0 while the listener is enabled (set enabled = false to turn it off)",
+            ));
+        }
+    }
+    for (i, (name_a, a)) in active.iter().enumerate() {
+        for (name_b, b) in active.iter().skip(i + 1) {
+            if a.port == b.port && addresses_overlap(a.address, b.address) {
+                return Err(ConfigError::invalid(
+                    format!("listen.{name_b}"),
+                    format!(
+                        "{} conflicts with listen.{name_a} ({}); two enabled listeners \
+                         cannot bind the same port",
+                        b.socket_addr(),
+                        a.socket_addr()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether binding both addresses on one port would fail: identical addresses, or a
+/// wildcard that covers the other. `::` is treated as covering IPv4 too, since Linux
+/// binds it dual-stack by default.
+fn addresses_overlap(a: IpAddr, b: IpAddr) -> bool {
+    let covers = |wild: IpAddr, other: IpAddr| match wild {
+        IpAddr::V6(w) if w.is_unspecified() => true,
+        IpAddr::V4(w) if w.is_unspecified() => other.is_ipv4(),
+        _ => false,
+    };
+    a == b || covers(a, b) || covers(b, a)
+}
+
+fn validate_tls(source: &CertificateSource) -> Result<(), ConfigError> {
+    match source {
+        CertificateSource::SelfSigned => Ok(()),
+        CertificateSource::Files {
+            certificate_chain,
+            private_key,
+        } => {
+            if certificate_chain.as_os_str().is_empty() {
+                return Err(ConfigError::invalid(
+                    "tls.certificate_chain",
+                    "must name a PEM file when tls.source = \"files\"",
+                ));
+            }
+            if private_key.as_os_str().is_empty() {
+                return Err(ConfigError::invalid(
+                    "tls.private_key",
+                    "must name a PEM file when tls.source = \"files\"",
+                ));
+            }
+            Ok(())
+        }
+        CertificateSource::Acme {
+            acme_directory_url,
+            acme_contact_email,
+            acme_ca_file,
+        } => {
+            let host = acme_directory_url
+                .strip_prefix("https://")
+                .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));
+            if !matches!(host, Some(h) if !h.is_empty()) {
+                return Err(ConfigError::invalid(
+                    "tls.acme_directory_url",
+                    format!("must be an https:// URL, got `{acme_directory_url}`"),
+                ));
+            }
+            if let Some(email) = acme_contact_email {
+                let ok = email
+                    .split_once('@')
+                    .is_some_and(|(local, domain)| !local.is_empty() && is_dns_name(domain))
+                    && !email.chars().any(char::is_whitespace);
+                if !ok {
+                    return Err(ConfigError::invalid(
+                        "tls.acme_contact_email",
+                        format!("`{email}` is not an email address"),
+                    ));
+                }
+            }
+            if acme_ca_file
+                .as_ref()
+                .is_some_and(|p| p.as_os_str().is_empty())
+            {
+                return Err(ConfigError::invalid(
+                    "tls.acme_ca_file",
+                    "must not be empty (leave the key out to use the system roots)",
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn validate_limits(config: &Config) -> Result<(), ConfigError> {
+    let l = &config.limits;
+    if !(MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&l.max_message_size) {
+        return Err(ConfigError::invalid(
+            "limits.max_message_size",
+            format!(
+                "must be between {MIN_MESSAGE_SIZE} and {MAX_MESSAGE_SIZE} bytes, got {}",
+                l.max_message_size
+            ),
+        ));
+    }
+    at_least_one("limits.max_recipients", l.max_recipients.into())?;
+    at_least_one("limits.max_connections", l.max_connections.into())?;
+    at_least_one(
+        "limits.max_connections_per_ip",
+        l.max_connections_per_ip.into(),
+    )?;
+    if l.max_connections_per_ip > l.max_connections {
+        return Err(ConfigError::invalid(
+            "limits.max_connections_per_ip",
+            format!(
+                "must not exceed limits.max_connections ({}), got {}",
+                l.max_connections, l.max_connections_per_ip
+            ),
+        ));
+    }
+    if !(1..=MAX_STORE_CACHE_MIB).contains(&l.store_cache_mib) {
+        return Err(ConfigError::invalid(
+            "limits.store_cache_mib",
+            format!(
+                "must be between 1 and {MAX_STORE_CACHE_MIB} MiB, got {}",
+                l.store_cache_mib
+            ),
+        ));
+    }
+    if l.spool_memory_kib > MAX_SPOOL_MEMORY_KIB {
+        return Err(ConfigError::invalid(
+            "limits.spool_memory_kib",
+            format!(
+                "must be at most {MAX_SPOOL_MEMORY_KIB} KiB, got {}",
+                l.spool_memory_kib
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_pop3(config: &Config) -> Result<(), ConfigError> {
+    let p = &config.pop3;
+    at_least_one(
+        "pop3.max_concurrent_unseals",
+        p.max_concurrent_unseals.into(),
+    )?;
+    if p.failed_login_delay_ms > MAX_FAILED_LOGIN_DELAY_MS {
+        return Err(ConfigError::invalid(
+            "pop3.failed_login_delay_ms",
+            format!(
+                "must be at most {MAX_FAILED_LOGIN_DELAY_MS} ms, got {}",
+                p.failed_login_delay_ms
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn at_least_one(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(ConfigError::invalid(key, "must be at least 1, got 0"))
+    } else {
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Enabled listeners that will actually be opened: `acme_http` only counts when the
+    /// certificate comes from ACME.
+    pub(crate) fn active_listeners(&self) -> Vec<(&'static str, Listener)> {
+        let acme = matches!(self.tls.source, CertificateSource::Acme { .. });
+        self.listen
+            .all()
+            .into_iter()
+            .filter(|(name, l)| l.enabled && (acme || *name != "acme_http"))
+            .map(|(name, l)| (name, *l))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names() {
+        for good in [
+            "localhost",
+            "mx1.example.com",
+            "a",
+            "x-y.Example.ORG",
+            "123.example",
+        ] {
+            assert!(is_dns_name(good), "{good}");
+        }
+        let long_label = "a".repeat(64);
+        let long_name = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(62),
+        ]
+        .join(".");
+        assert_eq!(long_name.len(), 254);
+        for bad in [
+            "",
+            ".",
+            "example.com.",
+            ".example.com",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "under_score.com",
+            "sp ace.com",
+            "ünicode.com",
+            long_label.as_str(),
+            long_name.as_str(),
+        ] {
+            assert!(!is_dns_name(bad), "{bad:?}");
+        }
+        assert!(is_dns_name(&long_name[1..]));
+    }
+
+    #[test]
+    fn overlap_rules() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("test address");
+        assert!(addresses_overlap(ip("0.0.0.0"), ip("127.0.0.1")));
+        assert!(addresses_overlap(ip("::"), ip("127.0.0.1")));
+        assert!(addresses_overlap(ip("::1"), ip("::1")));
+        assert!(!addresses_overlap(ip("0.0.0.0"), ip("::1")));
+        assert!(!addresses_overlap(ip("127.0.0.1"), ip("127.0.0.2")));
+    }
+}

@@ -1,0 +1,182 @@
+//! rustls server configuration shared by every TLS listener (SMTP, POP3, console).
+
+use std::sync::Arc;
+
+use rustls::version::{TLS12, TLS13};
+use rustls::{ProtocolVersion, ServerConfig, ServerConnection, SupportedProtocolVersion};
+use tokio_rustls::TlsAcceptor;
+
+use super::resolver::CertResolver;
+
+/// TLS 1.3 and 1.2 only: older versions are insecure (RFC 8996). rustls cannot speak them
+/// anyway; listing the versions here keeps the policy visible and testable.
+pub const PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
+
+/// Server configuration with the ring provider and no client authentication, serving
+/// whatever `resolver` currently holds. Callers needing ALPN (the console) clone the config
+/// and set `alpn_protocols`.
+pub fn server_config(resolver: Arc<CertResolver>) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        // Only fails if the provider offers no cipher suite for these versions; the ring
+        // default provider offers several for both, so this is a build-time fact.
+        .expect("ring provider supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    Arc::new(config)
+}
+
+/// A tokio acceptor over [`server_config`].
+pub fn acceptor(resolver: Arc<CertResolver>) -> TlsAcceptor {
+    TlsAcceptor::from(server_config(resolver))
+}
+
+/// Protocol and cipher of an established connection for the SMTP `Received:` header and
+/// logs, e.g. `TLSv1.3 cipher TLS13_AES_256_GCM_SHA384`. `None` before the handshake is done.
+pub fn describe_connection(conn: &ServerConnection) -> Option<String> {
+    let version = match conn.protocol_version()? {
+        ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+        ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+        other => format!("{other:?}"),
+    };
+    let suite = conn.negotiated_cipher_suite()?.suite();
+    let suite = suite
+        .as_str()
+        .map_or_else(|| format!("{suite:?}"), str::to_owned);
+    Some(format!("{version} cipher {suite}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{load_or_create_self_signed, CertifiedMaterial};
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::ClientConfig;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::TlsConnector;
+
+    const HOST: &str = "mail.example.com";
+
+    fn material(host: &str) -> (tempfile::TempDir, CertifiedMaterial) {
+        let dir = tempfile::tempdir().unwrap();
+        let m = load_or_create_self_signed(dir.path(), host).unwrap();
+        (dir, m)
+    }
+
+    fn client(
+        trusted: &[&CertifiedMaterial],
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for m in trusted {
+            roots.add(m.chain()[0].clone()).unwrap();
+        }
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        TlsConnector::from(Arc::new(config))
+    }
+
+    /// One connection: the client sends "ping", the server answers "pong". Returns the
+    /// server's description and the leaf certificate the client saw.
+    async fn exchange(
+        acceptor: &TlsAcceptor,
+        connector: &TlsConnector,
+    ) -> (Option<String>, CertificateDer<'static>) {
+        let (client_io, server_io) = tokio::io::duplex(16 * 1024);
+        let acceptor = acceptor.clone();
+        let server = tokio::spawn(async move {
+            let mut tls = acceptor.accept(server_io).await.unwrap();
+            let description = describe_connection(tls.get_ref().1);
+            let mut buf = [0u8; 4];
+            tls.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ping");
+            tls.write_all(b"pong").await.unwrap();
+            tls.flush().await.unwrap();
+            description
+        });
+        let name = ServerName::try_from(HOST).unwrap();
+        let mut tls = connector.connect(name, client_io).await.unwrap();
+        tls.write_all(b"ping").await.unwrap();
+        tls.flush().await.unwrap();
+        let mut buf = [0u8; 4];
+        tls.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong");
+        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        (server.await.unwrap(), leaf)
+    }
+
+    #[tokio::test]
+    async fn handshake_with_trusting_client() {
+        let (_dir, m) = material(HOST);
+        let acceptor = acceptor(Arc::new(CertResolver::new(m.clone())));
+
+        let (description, leaf) = exchange(&acceptor, &client(&[&m], &[&TLS13])).await;
+        assert_eq!(
+            description.as_deref(),
+            Some("TLSv1.3 cipher TLS13_AES_256_GCM_SHA384")
+        );
+        assert_eq!(leaf, m.chain()[0]);
+
+        let (description, _) = exchange(&acceptor, &client(&[&m], &[&TLS12])).await;
+        let description = description.unwrap();
+        assert!(
+            description.starts_with("TLSv1.2 cipher TLS_ECDHE_ECDSA_WITH_"),
+            "{description}"
+        );
+    }
+
+    #[tokio::test]
+    async fn swap_applies_to_new_handshakes_without_new_config() {
+        let (_d1, first) = material(HOST);
+        let (_d2, second) = material(HOST);
+        assert_ne!(first.fingerprint(), second.fingerprint());
+        let resolver = Arc::new(CertResolver::new(first.clone()));
+        let acceptor = acceptor(Arc::clone(&resolver));
+        // A fresh client each time: a client with a cached session would resume it, and a
+        // resumed session carries the original certificate.
+        let connector = || client(&[&first, &second], PROTOCOL_VERSIONS);
+
+        let (_, leaf) = exchange(&acceptor, &connector()).await;
+        assert_eq!(leaf, first.chain()[0]);
+
+        resolver.swap(second.clone());
+        assert_eq!(resolver.current().fingerprint(), second.fingerprint());
+        let (_, leaf) = exchange(&acceptor, &connector()).await;
+        assert_eq!(leaf, second.chain()[0]);
+    }
+
+    #[test]
+    fn only_tls12_and_tls13_are_enabled() {
+        let versions: Vec<_> = PROTOCOL_VERSIONS.iter().map(|v| v.version).collect();
+        assert_eq!(
+            versions,
+            [ProtocolVersion::TLSv1_3, ProtocolVersion::TLSv1_2]
+        );
+    }
+
+    #[test]
+    fn tls11_client_hello_is_refused() {
+        let (_dir, m) = material(HOST);
+        let config = server_config(Arc::new(CertResolver::new(m)));
+        let mut conn = ServerConnection::new(config).unwrap();
+        // A TLS 1.1 ClientHello: legacy_version 3.2, no supported_versions extension,
+        // offering TLS_RSA_WITH_AES_128_CBC_SHA and the null compression method.
+        let mut body = vec![0x03, 0x02];
+        body.extend_from_slice(&[0x42; 32]);
+        body.extend_from_slice(&[0x00, 0x00, 0x02, 0x00, 0x2f, 0x01, 0x00]);
+        let mut handshake = vec![0x01, 0x00, 0x00, body.len() as u8];
+        handshake.extend_from_slice(&body);
+        let mut record = vec![0x16, 0x03, 0x01, 0x00, handshake.len() as u8];
+        record.extend_from_slice(&handshake);
+
+        conn.read_tls(&mut &record[..]).unwrap();
+        let err = conn.process_new_packets().unwrap_err();
+        assert!(matches!(err, rustls::Error::PeerIncompatible(_)), "{err:?}");
+        assert!(describe_connection(&conn).is_none());
+    }
+}

@@ -77,7 +77,12 @@ pub struct SealedHeader {
 
 impl fmt::Debug for SealedHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SealedHeader({} + {} bytes)", self.encapped_key.len(), self.sealed_envelope.len())
+        write!(
+            f,
+            "SealedHeader({} + {} bytes)",
+            self.encapped_key.len(),
+            self.sealed_envelope.len()
+        )
     }
 }
 

@@ -270,7 +270,10 @@ pub mod txn {
     /// Allocates the next arrival sequence number (store-wide, so it never repeats).
     pub fn next_seq(txn: &WriteTransaction) -> Result<u64, StoreError> {
         let mut meta = txn.open_table(META)?;
-        let seq = meta.get(schema::META_NEXT_SEQ)?.map(|v| v.value()).unwrap_or(1);
+        let seq = meta
+            .get(schema::META_NEXT_SEQ)?
+            .map(|v| v.value())
+            .unwrap_or(1);
         meta.insert(schema::META_NEXT_SEQ, seq + 1)?;
         Ok(seq)
     }
@@ -325,7 +328,8 @@ mod tests {
 
     fn open_temp() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
+        let store =
+            Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
         (dir, store)
     }
 
@@ -350,7 +354,11 @@ mod tests {
     fn a_second_process_cannot_open_the_same_store() {
         let (dir, _store) = open_temp();
         let again = Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default());
-        assert!(matches!(again, Err(StoreError::Locked)), "{:?}", again.err());
+        assert!(
+            matches!(again, Err(StoreError::Locked)),
+            "{:?}",
+            again.err()
+        );
     }
 
     #[test]

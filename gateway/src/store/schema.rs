@@ -74,7 +74,8 @@ impl MailboxRecord {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("mailbox record: {e}")))
+        serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::Corrupt(format!("mailbox record: {e}")))
     }
 }
 

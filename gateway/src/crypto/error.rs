@@ -1,5 +1,5 @@
 /// Why a cryptographic operation failed. Messages never include key material.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
     /// The password did not open the sealed private key.
     #[error("wrong mailbox password")]

@@ -1,1 +1,128 @@
-//! (filled in by the foundation work)
+//! The one service layer. Every rule about mailboxes and messages lives here: CLI, console,
+//! API and protocols call it and never re-implement a rule.
+
+mod error;
+mod mailboxes;
+mod messages;
+mod spool;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use error::ServiceError;
+pub use mailboxes::{MailboxInfo, NewMailbox};
+pub use messages::{MessageDraft, MessageReader, MessageSummary, StoredMessage};
+
+use crate::config::Config;
+use crate::crypto::KdfParams;
+use crate::store::{Store, StoreOptions};
+
+/// Unix milliseconds; injectable so simulations run on simulated time.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// File name of the store inside the data directory.
+pub const STORE_FILE: &str = "gateway.redb";
+/// Folder of the spool inside the data directory.
+pub const SPOOL_DIR: &str = "spool";
+
+/// What the service needs besides the store.
+#[derive(Clone)]
+pub struct ServiceOptions {
+    pub email_domain: String,
+    pub kdf: KdfParams,
+    pub spool_dir: PathBuf,
+    /// Sealed bytes a draft keeps in memory before spilling to its spool file.
+    pub spool_memory_bytes: usize,
+    pub max_message_size: u64,
+    pub clock: Clock,
+}
+
+impl ServiceOptions {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            email_domain: config.gateway.email_domain.clone(),
+            kdf: KdfParams::default(),
+            spool_dir: config.gateway.data_dir.join(SPOOL_DIR),
+            spool_memory_bytes: config.limits.spool_memory_bytes() as usize,
+            max_message_size: config.limits.max_message_size,
+            clock: system_clock(),
+        }
+    }
+}
+
+/// The service: cheap to clone, shared by every session and front end.
+#[derive(Clone)]
+pub struct Gateway {
+    store: Store,
+    options: Arc<ServiceOptions>,
+}
+
+impl Gateway {
+    pub fn new(store: Store, options: ServiceOptions) -> Self {
+        Self {
+            store,
+            options: Arc::new(options),
+        }
+    }
+
+    /// Opens the store in the configured data directory.
+    pub fn open(config: &Config) -> Result<Self, ServiceError> {
+        let store = Store::open(
+            &store_path(&config.gateway.data_dir),
+            &StoreOptions {
+                cache_bytes: config.limits.store_cache_bytes() as usize,
+            },
+        )?;
+        Ok(Self::new(store, ServiceOptions::from_config(config)))
+    }
+
+    pub fn email_domain(&self) -> &str {
+        &self.options.email_domain
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn now(&self) -> u64 {
+        (self.options.clock)()
+    }
+}
+
+pub fn store_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(STORE_FILE)
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// A gateway on a temporary directory with cheap key derivation.
+    pub fn gateway() -> (tempfile::TempDir, Gateway) {
+        gateway_with(|_| {})
+    }
+
+    pub fn gateway_with(adjust: impl FnOnce(&mut ServiceOptions)) -> (tempfile::TempDir, Gateway) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&store_path(dir.path()), &StoreOptions::default()).unwrap();
+        let mut options = ServiceOptions {
+            email_domain: "archive.example".into(),
+            kdf: KdfParams::insecure_for_tests(),
+            spool_dir: dir.path().join(SPOOL_DIR),
+            spool_memory_bytes: 128 * 1024,
+            max_message_size: 100 * 1024 * 1024,
+            clock: system_clock(),
+        };
+        adjust(&mut options);
+        (dir, Gateway::new(store, options))
+    }
+}

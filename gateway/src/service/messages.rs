@@ -1,0 +1,462 @@
+//! Messages: streaming intake into drafts, group-committed storage, reading and deletion.
+
+use serde::Serialize;
+
+use super::spool::Spool;
+use super::{Gateway, ServiceError};
+use crate::crypto::{
+    CryptoError, Envelope, MessageId, MessageOpener, MessageSealer, SealedHeader, UnsealedKey,
+};
+use crate::mailbox::MailboxId;
+use crate::store::{txn, Durable, MailboxStatus, MessageRecord, Snapshot, StoreError};
+
+/// A message being received: one encrypted copy per recipient mailbox, sealed chunk by chunk
+/// as bytes arrive, so memory stays bounded whatever the message size.
+pub struct MessageDraft {
+    copies: Vec<DraftCopy>,
+    size: u64,
+    max_size: u64,
+}
+
+struct DraftCopy {
+    mailbox: MailboxId,
+    /// The key the copy is sealed to; the commit refuses it if the mailbox was re-keyed since.
+    public_key: Vec<u8>,
+    id: MessageId,
+    header: SealedHeader,
+    sealer: MessageSealer,
+    spool: Spool,
+}
+
+impl MessageDraft {
+    /// Appends body bytes. Past the size limit the draft refuses further data.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), ServiceError> {
+        self.size += data.len() as u64;
+        if self.size > self.max_size {
+            return Err(ServiceError::MessageTooLarge(self.max_size));
+        }
+        for copy in &mut self.copies {
+            let spool = &mut copy.spool;
+            copy.sealer
+                .push(data, &mut |chunk| spool.push(chunk).map_err(DraftError::Io))
+                .map_err(ServiceError::from)?;
+        }
+        Ok(())
+    }
+
+    /// Body bytes so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The mailboxes that will receive a copy.
+    pub fn recipients(&self) -> impl Iterator<Item = &MailboxId> {
+        self.copies.iter().map(|c| &c.mailbox)
+    }
+}
+
+/// Sealing writes into the spool: either side can fail.
+enum DraftError {
+    Io(std::io::Error),
+    Crypto(CryptoError),
+}
+
+impl From<CryptoError> for DraftError {
+    fn from(e: CryptoError) -> Self {
+        DraftError::Crypto(e)
+    }
+}
+
+impl From<DraftError> for ServiceError {
+    fn from(e: DraftError) -> Self {
+        match e {
+            DraftError::Io(e) => e.into(),
+            DraftError::Crypto(e) => ServiceError::Crypto(e),
+        }
+    }
+}
+
+/// A copy that reached the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredMessage {
+    pub mailbox: MailboxId,
+    pub seq: u64,
+    pub id: String,
+    pub size: u64,
+}
+
+/// A stored message as listed (no content).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageSummary {
+    /// Arrival sequence: orders a mailbox's messages and addresses one of them.
+    pub seq: u64,
+    /// Unique, stable id (POP3 UIDL).
+    pub id: String,
+    pub size: u64,
+    /// Unix milliseconds.
+    pub received_at: u64,
+}
+
+impl From<(u64, MessageRecord)> for MessageSummary {
+    fn from((seq, record): (u64, MessageRecord)) -> Self {
+        Self {
+            seq,
+            id: record.id.to_hex(),
+            size: record.size,
+            received_at: record.received_at,
+        }
+    }
+}
+
+/// Reads one message's body chunk by chunk from a consistent snapshot.
+pub struct MessageReader {
+    snapshot: Snapshot,
+    id: MessageId,
+    opener: MessageOpener,
+    next: u32,
+    envelope: Envelope,
+    size: u64,
+}
+
+impl MessageReader {
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The next piece of plaintext, or `None` at the end.
+    pub fn next_chunk(&mut self) -> Option<Result<Vec<u8>, ServiceError>> {
+        if self.opener.is_complete() {
+            return None;
+        }
+        let index = self.next;
+        self.next += 1;
+        Some(
+            self.snapshot
+                .chunk(self.id, index)
+                .map_err(ServiceError::from)
+                .and_then(|sealed| {
+                    self.opener
+                        .open_next(sealed)
+                        .map_err(|e| ServiceError::Damaged(self.id.to_hex(), e))
+                }),
+        )
+    }
+}
+
+impl Gateway {
+    /// Starts a message for `recipients` (duplicates collapse to one copy). Every mailbox
+    /// must exist and be active; the commit checks again.
+    pub fn begin_message(
+        &self,
+        recipients: &[MailboxId],
+        envelope: &Envelope,
+    ) -> Result<MessageDraft, ServiceError> {
+        let snapshot = self.store.read()?;
+        let mut copies: Vec<DraftCopy> = Vec::with_capacity(recipients.len());
+        for mailbox in recipients {
+            if copies.iter().any(|c| &c.mailbox == mailbox) {
+                continue;
+            }
+            let record = snapshot
+                .mailbox(mailbox)?
+                .ok_or_else(|| ServiceError::MailboxNotFound(mailbox.clone()))?;
+            if record.status != MailboxStatus::Active {
+                return Err(ServiceError::MailboxSuspended(mailbox.clone()));
+            }
+            let id = MessageId::generate();
+            let (header, sealer) = MessageSealer::new(&record.keys, mailbox, id, envelope)
+                .map_err(ServiceError::Crypto)?;
+            copies.push(DraftCopy {
+                mailbox: mailbox.clone(),
+                public_key: record.keys.public_key.clone(),
+                id,
+                header,
+                sealer,
+                spool: Spool::new(&self.options.spool_dir, self.options.spool_memory_bytes),
+            });
+        }
+        Ok(MessageDraft {
+            copies,
+            size: 0,
+            max_size: self.options.max_message_size,
+        })
+    }
+
+    /// Stores every copy of the draft in one durable commit (shared with whatever else is
+    /// committing at the same moment). All copies land or none do, so a sender that retries
+    /// after a temporary failure creates no duplicates.
+    pub async fn commit(
+        &self,
+        draft: MessageDraft,
+    ) -> Result<(Vec<StoredMessage>, Durable), ServiceError> {
+        let received_at = self.now();
+        let mut sealed = Vec::with_capacity(draft.copies.len());
+        for copy in draft.copies {
+            let (last, size, chunk_count) = copy.sealer.finish().map_err(ServiceError::Crypto)?;
+            let mut spool = copy.spool;
+            spool.push(last)?;
+            debug_assert_eq!(spool.len(), chunk_count as usize);
+            let record = MessageRecord {
+                id: copy.id,
+                received_at,
+                size,
+                chunk_count,
+                header: copy.header,
+            };
+            sealed.push((copy.mailbox, copy.public_key, record, spool));
+        }
+        let committed = self
+            .store
+            .write(move |t| {
+                // Every precondition first: a refusal must leave the shared transaction as
+                // it found it.
+                for (mailbox, public_key, _, _) in &sealed {
+                    let Some(record) = txn::mailbox(t, mailbox)? else {
+                        return Ok(Err(ServiceError::MailboxNotFound(mailbox.clone())));
+                    };
+                    if record.status != MailboxStatus::Active {
+                        return Ok(Err(ServiceError::MailboxSuspended(mailbox.clone())));
+                    }
+                    if &record.keys.public_key != public_key {
+                        return Ok(Err(ServiceError::MailboxChanged(mailbox.clone())));
+                    }
+                }
+                let mut stored = Vec::with_capacity(sealed.len());
+                for (mailbox, _, record, mut spool) in sealed {
+                    spool.for_each(|index, bytes| txn::put_chunk(t, record.id, index, bytes))?;
+                    let seq = txn::next_seq(t)?;
+                    txn::put_message(t, &mailbox, seq, &record)?;
+                    let mut mailbox_record = txn::mailbox(t, &mailbox)?
+                        .ok_or_else(|| StoreError::Corrupt("mailbox vanished".into()))?;
+                    mailbox_record.message_count += 1;
+                    mailbox_record.message_bytes += record.size;
+                    txn::put_mailbox(t, &mailbox_record)?;
+                    stored.push(StoredMessage {
+                        mailbox,
+                        seq,
+                        id: record.id.to_hex(),
+                        size: record.size,
+                    });
+                }
+                Ok(Ok(stored))
+            })
+            .await?;
+        let stored = committed.value?;
+        for message in &stored {
+            tracing::debug!(mailbox = %message.mailbox, seq = message.seq, size = message.size, "message stored");
+        }
+        Ok((stored, committed.durable))
+    }
+
+    /// A mailbox's messages in arrival order. Needs no password: sizes and times are clear.
+    pub fn list_messages(&self, mailbox: &MailboxId) -> Result<Vec<MessageSummary>, ServiceError> {
+        let snapshot = self.store.read()?;
+        if snapshot.mailbox(mailbox)?.is_none() {
+            return Err(ServiceError::MailboxNotFound(mailbox.clone()));
+        }
+        Ok(snapshot
+            .messages(mailbox)?
+            .into_iter()
+            .map(MessageSummary::from)
+            .collect())
+    }
+
+    /// Opens one message for streaming decryption with the mailbox's unsealed key.
+    pub fn open_message(&self, key: &UnsealedKey, seq: u64) -> Result<MessageReader, ServiceError> {
+        let mailbox = key.mailbox();
+        let snapshot = self.store.read()?;
+        let (_, record) = snapshot
+            .messages(mailbox)?
+            .into_iter()
+            .find(|(s, _)| *s == seq)
+            .ok_or_else(|| ServiceError::MessageNotFound(mailbox.clone(), seq))?;
+        let (envelope, opener) =
+            MessageOpener::new(key, record.id, &record.header, record.chunk_count)
+                .map_err(|e| ServiceError::Damaged(record.id.to_hex(), e))?;
+        Ok(MessageReader {
+            snapshot,
+            id: record.id,
+            opener,
+            next: 0,
+            envelope,
+            size: record.size,
+        })
+    }
+
+    /// Envelope and whole body of one message, for callers that want it in memory (CLI,
+    /// tests). Protocols stream with [`Gateway::open_message`] instead.
+    pub fn read_message(
+        &self,
+        key: &UnsealedKey,
+        seq: u64,
+    ) -> Result<(Envelope, Vec<u8>), ServiceError> {
+        let mut reader = self.open_message(key, seq)?;
+        let mut body = Vec::with_capacity(reader.size() as usize);
+        while let Some(chunk) = reader.next_chunk() {
+            body.extend(chunk?);
+        }
+        Ok((reader.envelope().clone(), body))
+    }
+
+    /// Deletes messages in one durable commit (a POP3 UPDATE). Sequence numbers that are
+    /// already gone are ignored, so a repeated UPDATE is harmless.
+    pub async fn delete_messages(
+        &self,
+        mailbox: &MailboxId,
+        seqs: &[u64],
+    ) -> Result<Durable, ServiceError> {
+        let target = mailbox.clone();
+        let seqs = seqs.to_vec();
+        let committed = self
+            .store
+            .write(move |t| {
+                let Some(mut record) = txn::mailbox(t, &target)? else {
+                    return Ok(Err(ServiceError::MailboxNotFound(target.clone())));
+                };
+                for seq in seqs {
+                    if let Some(message) = txn::remove_message(t, &target, seq)? {
+                        record.message_count = record.message_count.saturating_sub(1);
+                        record.message_bytes = record.message_bytes.saturating_sub(message.size);
+                    }
+                }
+                txn::put_mailbox(t, &record)?;
+                Ok(Ok(()))
+            })
+            .await?;
+        committed.value?;
+        Ok(committed.durable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{gateway, gateway_with};
+    use super::*;
+    use crate::crypto::CHUNK_SIZE;
+
+    fn envelope() -> Envelope {
+        Envelope {
+            mail_from: "journal@tenant.example".into(),
+            rcpt_to: vec!["x@archive.example".into()],
+            ..Envelope::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn one_copy_per_mailbox_all_decrypt_to_the_sent_bytes() {
+        let (_dir, gw) = gateway_with(|o| o.spool_memory_bytes = 70_000);
+        let a = gw.create_mailbox("a", "").await.unwrap();
+        let b = gw.create_mailbox("b", "").await.unwrap();
+        let body: Vec<u8> = (0..(3 * CHUNK_SIZE + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let recipients = [a.info.id.clone(), b.info.id.clone(), a.info.id.clone()];
+        let mut draft = gw.begin_message(&recipients, &envelope()).unwrap();
+        for piece in body.chunks(1000) {
+            draft.write(piece).unwrap();
+        }
+        let (stored, _durable) = gw.commit(draft).await.unwrap();
+        assert_eq!(stored.len(), 2, "duplicate recipient collapsed");
+
+        for created in [&a, &b] {
+            let key = gw.unseal(&created.info.id, &created.password).unwrap();
+            let list = gw.list_messages(&created.info.id).unwrap();
+            assert_eq!(list.len(), 1);
+            assert_eq!(list[0].size, body.len() as u64);
+            let (env, got) = gw.read_message(&key, list[0].seq).unwrap();
+            assert_eq!(env, envelope());
+            assert_eq!(got, body);
+            let info = gw.mailbox(&created.info.id).unwrap();
+            assert_eq!(
+                (info.message_count, info.message_bytes),
+                (1, body.len() as u64)
+            );
+        }
+        // One mailbox's key cannot read the other's copy.
+        let key_a = gw.unseal(&a.info.id, &a.password).unwrap();
+        let seq_b = gw.list_messages(&b.info.id).unwrap()[0].seq;
+        assert!(gw.open_message(&key_a, seq_b).is_err());
+    }
+
+    #[tokio::test]
+    async fn oversized_messages_are_refused_while_streaming() {
+        let (_dir, gw) = gateway_with(|o| o.max_message_size = 10_000);
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        let mut draft = gw
+            .begin_message(std::slice::from_ref(&id), &envelope())
+            .unwrap();
+        draft.write(&[b'a'; 9_000]).unwrap();
+        assert_eq!(
+            draft.write(&[b'a'; 2_000]),
+            Err(ServiceError::MessageTooLarge(10_000))
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_recipients_are_refused() {
+        let (_dir, gw) = gateway();
+        let missing = MailboxId::generate();
+        assert_eq!(
+            gw.begin_message(std::slice::from_ref(&missing), &envelope())
+                .err(),
+            Some(ServiceError::MailboxNotFound(missing))
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_commits_all_land_in_order_with_distinct_ids() {
+        let (_dir, gw) = gateway();
+        let created = gw.create_mailbox("m", "").await.unwrap();
+        let id = created.info.id.clone();
+        let mut tasks = Vec::new();
+        for i in 0..50u32 {
+            let gw = gw.clone();
+            let id = id.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut draft = gw.begin_message(&[id], &envelope()).unwrap();
+                draft.write(format!("message {i}\r\n").as_bytes()).unwrap();
+                gw.commit(draft).await.unwrap().0
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let list = gw.list_messages(&id).unwrap();
+        assert_eq!(list.len(), 50);
+        let mut ids: Vec<_> = list.iter().map(|m| m.id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 50);
+        let key = gw.unseal(&id, &created.password).unwrap();
+        let mut bodies: Vec<String> = list
+            .iter()
+            .map(|m| String::from_utf8(gw.read_message(&key, m.seq).unwrap().1).unwrap())
+            .collect();
+        bodies.sort();
+        let mut expected: Vec<String> = (0..50).map(|i| format!("message {i}\r\n")).collect();
+        expected.sort();
+        assert_eq!(bodies, expected);
+    }
+
+    #[tokio::test]
+    async fn deleting_twice_is_harmless_and_counts_stay_right() {
+        let (_dir, gw) = gateway();
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        for body in [&b"one"[..], b"three"] {
+            let mut draft = gw
+                .begin_message(std::slice::from_ref(&id), &envelope())
+                .unwrap();
+            draft.write(body).unwrap();
+            let _ = gw.commit(draft).await.unwrap();
+        }
+        let list = gw.list_messages(&id).unwrap();
+        let _ = gw.delete_messages(&id, &[list[0].seq]).await.unwrap();
+        let _ = gw.delete_messages(&id, &[list[0].seq]).await.unwrap();
+        let info = gw.mailbox(&id).unwrap();
+        assert_eq!((info.message_count, info.message_bytes), (1, 5));
+    }
+}

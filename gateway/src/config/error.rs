@@ -10,11 +10,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read (missing, permissions, not UTF-8, ...).
-    #[error("config file {}: {source}", path.display())]
+    // The cause is part of the one-line message, not a `#[source]`, so error chains printed
+    // with `{:#}` do not repeat it.
+    #[error("config file {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The text is not valid TOML, or does not fit the expected shape (unknown key, wrong
     /// type, bad value for a typed field).

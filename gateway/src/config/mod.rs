@@ -36,9 +36,9 @@ impl Config {
     /// Reads, parses and validates a configuration file. A missing file is an error here;
     /// the caller decides whether a missing *default* path means "use defaults".
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Config::from_toml_str(&text).map_err(|e| e.in_file(path.to_owned()))
     }

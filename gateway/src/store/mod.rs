@@ -373,7 +373,7 @@ mod tests {
             for _ in 0..200 {
                 let store = store.clone();
                 tasks.push(tokio::spawn(async move {
-                    store.write(|txn| txn::next_seq(txn)).await.unwrap().value
+                    store.write(txn::next_seq).await.unwrap().value
                 }));
             }
             let mut seqs = Vec::new();

@@ -1,0 +1,64 @@
+//! `gateway config init|check`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+
+use crate::config::{Config, DEFAULT_TEMPLATE};
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write a commented configuration file with every default.
+    Init {
+        /// Where to write it (default: --config, else ./gateway.toml).
+        #[arg(value_name = "PATH")]
+        path: Option<PathBuf>,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate a configuration file and print the effective settings.
+    Check {
+        /// The file to check (default: --config, else ./gateway.toml).
+        #[arg(value_name = "PATH")]
+        path: Option<PathBuf>,
+    },
+}
+
+pub fn run(command: ConfigCommand, global: Option<&Path>) -> anyhow::Result<()> {
+    let default = || {
+        global
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(super::DEFAULT_CONFIG_FILE))
+    };
+    match command {
+        ConfigCommand::Init { path, force } => {
+            let path = path.unwrap_or_else(default);
+            if path.exists() && !force {
+                bail!(
+                    "{} already exists (use --force to replace it)",
+                    path.display()
+                );
+            }
+            let mut file = std::fs::File::create(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            file.write_all(DEFAULT_TEMPLATE.as_bytes())?;
+            file.sync_all()?;
+            println!("Wrote {}", path.display());
+        }
+        ConfigCommand::Check { path } => {
+            let path = path.unwrap_or_else(default);
+            let config = Config::load(&path)?;
+            println!("{} is valid.", path.display());
+            println!("  email domain: {}", config.gateway.email_domain);
+            println!("  host name:    {}", config.gateway.host_name);
+            println!("  data dir:     {}", config.gateway.data_dir.display());
+            for (name, addr) in config.listeners() {
+                println!("  {name:<12}  {addr}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! `gateway serve`.
+
+use anyhow::Context;
+
+use crate::config::{CertificateSource, Config};
+use crate::service::Gateway;
+use crate::tls::{self, CertificateSourceSpec};
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let data_dir = &config.gateway.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let gateway = Gateway::open(&config).context("cannot open the store")?;
+    let spec = match &config.tls.source {
+        CertificateSource::SelfSigned => CertificateSourceSpec::SelfSigned,
+        CertificateSource::Files {
+            certificate_chain,
+            private_key,
+        } => CertificateSourceSpec::Files {
+            chain: certificate_chain.clone(),
+            key: private_key.clone(),
+        },
+        CertificateSource::Acme { .. } => {
+            anyhow::bail!("tls.source = \"acme\" is not available in this version yet; use \"self-signed\" or \"files\"")
+        }
+    };
+    let (_resolver, material) = tls::prepare(&spec, data_dir, &config.gateway.host_name)
+        .context("cannot prepare the TLS certificate")?;
+    let mailboxes = gateway.list_mailboxes()?.len();
+    tracing::info!(
+        email_domain = %config.gateway.email_domain,
+        host_name = %config.gateway.host_name,
+        data_dir = %data_dir.display(),
+        store = %gateway.store().path().display(),
+        mailboxes,
+        certificate = %material.fingerprint(),
+        "gateway ready"
+    );
+    for (name, addr) in config.listeners() {
+        tracing::info!(service = name, %addr, "would listen (protocol not yet available)");
+    }
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    Ok(())
+}

@@ -17,6 +17,8 @@
 //! - [`tls`]: certificate material (self-signed, PEM files) behind a resolver that can be
 //!   swapped at run time.
 //! - [`smtp`]: the sans-IO SMTP server session and its tokio shell.
+//! - [`net`]: the one module that touches sockets: listeners, plain-or-TLS streams,
+//!   connection limits and the graceful-shutdown latch.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
 //! - [`logging`]: `tracing` set-up.
 //!
@@ -36,6 +38,7 @@ pub mod config;
 pub mod crypto;
 pub mod logging;
 pub mod mailbox;
+pub mod net;
 pub mod service;
 pub mod smtp;
 pub mod store;

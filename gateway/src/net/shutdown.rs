@@ -1,0 +1,64 @@
+use tokio::sync::watch;
+
+/// The owner's side of graceful shutdown: [`Shutdown::trigger`] tells every listener to stop
+/// accepting and every session to finish its transaction and close.
+#[derive(Debug)]
+pub struct Shutdown {
+    sender: watch::Sender<bool>,
+}
+
+/// A session's or listener's side: cheap to clone, resolves once shutdown begins.
+#[derive(Debug, Clone)]
+pub struct ShutdownSignal {
+    receiver: watch::Receiver<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        let (sender, _) = watch::channel(false);
+        Self { sender }
+    }
+
+    pub fn signal(&self) -> ShutdownSignal {
+        ShutdownSignal {
+            receiver: self.sender.subscribe(),
+        }
+    }
+
+    pub fn trigger(&self) {
+        self.sender.send_replace(true);
+    }
+}
+
+impl ShutdownSignal {
+    pub fn is_triggered(&self) -> bool {
+        *self.receiver.borrow()
+    }
+
+    /// Resolves when shutdown begins (at once if it already has, or if the owner is gone).
+    pub async fn triggered(&mut self) {
+        let _ = self.receiver.wait_for(|&on| on).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn signals_resolve_after_trigger() {
+        let shutdown = Shutdown::new();
+        let mut signal = shutdown.signal();
+        assert!(!signal.is_triggered());
+        shutdown.trigger();
+        signal.triggered().await;
+        assert!(signal.is_triggered());
+        assert!(shutdown.signal().is_triggered(), "late subscribers see it too");
+    }
+}

@@ -1,0 +1,95 @@
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// A connection that starts plain and may switch to TLS (STARTTLS, STLS), or starts in TLS
+/// (ports 465 and 995).
+pub enum MaybeTls<S> {
+    Plain(S),
+    Tls(Box<TlsStream<S>>),
+    /// Only while a handshake is running, or after one failed.
+    Gone,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTls<S> {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, MaybeTls::Tls(_))
+    }
+
+    /// Runs the server handshake on a plain stream. Bytes the client sent before the
+    /// handshake that the shell has already read stay with the shell (which discards them);
+    /// the handshake only sees what follows.
+    pub async fn upgrade(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
+        match std::mem::replace(self, MaybeTls::Gone) {
+            MaybeTls::Plain(stream) => {
+                let tls = acceptor.accept(stream).await?;
+                *self = MaybeTls::Tls(Box::new(tls));
+                Ok(())
+            }
+            other => {
+                *self = other;
+                Err(io::Error::other("TLS is already active"))
+            }
+        }
+    }
+
+    /// "TLSv1.3 cipher TLS13_AES_256_GCM_SHA384", for trace headers and logs.
+    pub fn tls_description(&self) -> Option<String> {
+        match self {
+            MaybeTls::Tls(tls) => crate::tls::describe_connection(tls.get_ref().1),
+            _ => None,
+        }
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection lost during TLS handshake")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}

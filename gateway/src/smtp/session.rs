@@ -26,6 +26,9 @@
 //! }
 //! ```
 //!
+//! A shell may buffer `Send`s and flush when `poll` returns `None` (replies to a pipelined
+//! group then leave in one write, RFC 2920), but must flush before the TLS handshake.
+//!
 //! The shell answers each `LookupRecipient`, `MessageEnd` and `StartTls` before it reads
 //! again; the session processes no input while one is outstanding, which is what keeps
 //! pipelined commands (RFC 2920) in order behind a pending commit, and keeps memory

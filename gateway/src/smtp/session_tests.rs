@@ -690,6 +690,25 @@ fn bdat_errors_consume_the_chunk() {
 }
 
 #[test]
+fn ehlo_resets_the_transaction() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}", rcpt(ALICE)).as_bytes());
+    ehlo(&mut harness);
+    harness.client(b"DATA\r\n");
+    assert_eq!(harness.last_reply(), "503 5.5.1 need MAIL command");
+    harness.client(
+        format!(
+            "MAIL FROM:<>\r\n{}BDAT 2\r\nabHELO c.example\r\n",
+            rcpt(ALICE)
+        )
+        .as_bytes(),
+    );
+    assert!(harness.transcript.contains("message abort Reset"));
+    assert_eq!(harness.last_reply(), "250 mx.archive.example");
+}
+
+#[test]
 fn malformed_bdat_closes() {
     let mut harness = Harness::new();
     ehlo(&mut harness);

@@ -1,0 +1,127 @@
+//! Values exchanged between the session and the shell that drives it.
+
+use std::net::IpAddr;
+
+use super::data::BodyViolation;
+use crate::mailbox::MailboxId;
+
+/// Per-listener settings; share one behind an `Arc` among all sessions of a listener.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Our host name: in the greeting, EHLO reply, Received header and 421 replies.
+    pub host_name: String,
+    /// Recipients must be `<mailbox-id>@<email_domain>` (any letter case).
+    pub email_domain: String,
+    /// Largest accepted message in octets, as received (before our Received header);
+    /// advertised as `SIZE`.
+    pub max_message_size: u64,
+    /// Accepted recipients per transaction; more get `452 4.5.3`.
+    pub max_recipients: usize,
+    /// Refuse MAIL until TLS is active (`530 5.7.0`).
+    pub require_tls: bool,
+    /// The shell can perform STARTTLS, so it is advertised.
+    pub tls_available: bool,
+    /// Protocol errors tolerated before the session says `421` and closes.
+    pub max_errors: u32,
+}
+
+/// What the shell knows about one connection.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    /// The client's address, for the Received header.
+    pub peer: Option<IpAddr>,
+    /// `Some(description)` when TLS is already active (implicit TLS, port 465), e.g.
+    /// `"TLSv1.3 with cipher TLS_AES_256_GCM_SHA384"`.
+    pub tls: Option<String>,
+    /// The client passed the shell's access list. If not, the greeting is `554 5.7.1` and
+    /// every command but QUIT gets `503 5.7.1` (RFC 5321 §3.1).
+    pub allowed: bool,
+    /// A unique id for this connection chosen by the shell (random in production,
+    /// deterministic in simulations); message ids are `<session_id>.<n>`.
+    pub session_id: String,
+}
+
+/// The envelope of one message, handed to the shell before its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Our id for the message: in the Received header and in `250 ... queued as <id>`.
+    pub id: String,
+    /// The reverse path without brackets; empty for `<>`.
+    pub mail_from: String,
+    /// Accepted recipients, each once, in the order given.
+    pub rcpt: Vec<MailboxId>,
+    /// MAIL carried `BODY=8BITMIME`.
+    pub body_8bit: bool,
+    /// MAIL carried `SMTPUTF8`.
+    pub smtputf8: bool,
+    /// MAIL carried `SIZE=n` (the client's estimate).
+    pub declared_size: Option<u64>,
+}
+
+/// The answer to [`Output::LookupRecipient`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecipientStatus {
+    Active,
+    Suspended,
+    Unknown,
+}
+
+/// Why the shell could not make a message durable; the session turns it into a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitFailure {
+    /// Retry may work (I/O error, writer busy).
+    Temporary,
+    /// Out of disk or quota.
+    StorageFull,
+    /// A recipient mailbox was suspended while the message was in flight.
+    MailboxSuspended,
+    /// Retrying will not help.
+    Permanent,
+}
+
+/// Why a started message (after [`Output::MessageStart`]) will not be committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbortReason {
+    /// Over `max_message_size`.
+    TooBig,
+    /// Bare CR/LF or an overlong line.
+    Body(BodyViolation),
+    /// RSET, HELO/EHLO or QUIT in the middle of a BDAT transaction.
+    Reset,
+    /// The connection ended or the session closed it.
+    Closed,
+    /// The shell reported a timeout.
+    TimedOut,
+}
+
+/// Everything the session asks of its shell, in order.
+#[derive(Debug)]
+pub enum Output {
+    /// Write these bytes to the client. Replies that follow one another are coalesced
+    /// into one `Send`, so pipelined replies leave in one write (RFC 2920).
+    Send(Vec<u8>),
+    /// Look the mailbox up and answer with [`Session::recipient_status`]. Until then the
+    /// session processes no further input.
+    ///
+    /// [`Session::recipient_status`]: super::Session::recipient_status
+    LookupRecipient(MailboxId),
+    /// A message begins: open a draft for these recipients.
+    MessageStart(Envelope),
+    /// The next bytes of the message (our Received header first, then the body exactly as
+    /// sent, unstuffed, CRLF line ends). Chunks are at most one input buffer long.
+    MessageData(Vec<u8>),
+    /// The message is complete: commit it and answer with [`Session::commit_result`].
+    /// Until then the session processes no further input.
+    ///
+    /// [`Session::commit_result`]: super::Session::commit_result
+    MessageEnd,
+    /// Drop the draft: the message will not be committed.
+    MessageAbort(AbortReason),
+    /// Run the TLS handshake on the connection (the `220` is in the preceding `Send`), then
+    /// call [`Session::tls_established`].
+    ///
+    /// [`Session::tls_established`]: super::Session::tls_established
+    StartTls,
+    /// Close the connection after writing everything sent before.
+    Close,
+}

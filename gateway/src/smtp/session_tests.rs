@@ -1,0 +1,883 @@
+//! Session tests: canonical transcripts (insta snapshots), the smuggling and pipelining
+//! guarantees, and a property test over arbitrary input.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+use super::data::SMUGGLING_VARIANTS;
+use super::*;
+use crate::mailbox::MailboxId;
+use crate::store::Durable;
+
+const NOW: OffsetDateTime = datetime!(2024-05-06 07:08:09 UTC);
+const ALICE: &str = "mbx-0000000000000000000000000000000a";
+const BOB: &str = "mbx-0000000000000000000000000000000b";
+const SUSPENDED: &str = "mbx-00000000000000000000000000000005";
+const UNKNOWN: &str = "mbx-0000000000000000000000000000dead";
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        host_name: "mx.archive.example".into(),
+        email_domain: "archive.example".into(),
+        max_message_size: 10_000,
+        max_recipients: 3,
+        require_tls: false,
+        tls_available: true,
+        max_errors: 10,
+    }
+}
+
+fn client() -> ClientInfo {
+    ClientInfo {
+        peer: Some("192.0.2.7".parse().unwrap()),
+        tls: None,
+        allowed: true,
+        session_id: "S1".into(),
+    }
+}
+
+/// A message as the shell would have stored it.
+#[derive(Debug)]
+struct Stored {
+    envelope: Envelope,
+    body: Vec<u8>,
+}
+
+/// Plays the shell: answers lookups from a table, commits (or not) and writes a transcript.
+struct Harness {
+    session: Session,
+    transcript: String,
+    mailboxes: HashMap<MailboxId, RecipientStatus>,
+    draft: Option<(Envelope, Vec<u8>)>,
+    stored: Vec<Stored>,
+    /// `None`: leave commits pending for the test to answer.
+    commit_with: Option<fn() -> Result<Durable, CommitFailure>>,
+    commit_pending: bool,
+    closed: bool,
+    tls_requested: bool,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(config(), client())
+    }
+
+    fn with(config: SessionConfig, client: ClientInfo) -> Self {
+        let mailboxes = [
+            (ALICE, RecipientStatus::Active),
+            (BOB, RecipientStatus::Active),
+            (SUSPENDED, RecipientStatus::Suspended),
+        ]
+        .into_iter()
+        .map(|(id, status)| (MailboxId::parse(id).unwrap(), status))
+        .collect();
+        let mut harness = Self {
+            session: Session::new(Arc::new(config), client),
+            transcript: String::new(),
+            mailboxes,
+            draft: None,
+            stored: Vec::new(),
+            commit_with: Some(|| Ok(Durable::for_tests())),
+            commit_pending: false,
+            closed: false,
+            tls_requested: false,
+        };
+        harness.drain();
+        harness
+    }
+
+    /// One write from the client.
+    fn client(&mut self, bytes: &[u8]) {
+        for line in bytes.split_inclusive(|&byte| byte == b'\n') {
+            writeln!(self.transcript, "C: {}", escape(line)).unwrap();
+        }
+        self.session.receive(bytes, NOW);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.session.poll() {
+            match output {
+                Output::Send(bytes) => {
+                    // One block per Send, so coalescing shows in the transcript.
+                    for line in bytes.split_inclusive(|&byte| byte == b'\n') {
+                        writeln!(self.transcript, "S: {}", escape(line)).unwrap();
+                    }
+                    self.transcript.push_str("   ---\n");
+                }
+                Output::LookupRecipient(id) => {
+                    let status = self
+                        .mailboxes
+                        .get(&id)
+                        .copied()
+                        .unwrap_or(RecipientStatus::Unknown);
+                    writeln!(self.transcript, "~ lookup {id} -> {status:?}").unwrap();
+                    self.session.recipient_status(status);
+                }
+                Output::MessageStart(envelope) => {
+                    writeln!(self.transcript, "~ message start {envelope:?}").unwrap();
+                    assert!(self.draft.is_none(), "MessageStart while a message is open");
+                    self.draft = Some((envelope, Vec::new()));
+                }
+                Output::MessageData(bytes) => {
+                    let (_, body) = self
+                        .draft
+                        .as_mut()
+                        .expect("MessageData without MessageStart");
+                    body.extend_from_slice(&bytes);
+                }
+                Output::MessageEnd => {
+                    let (envelope, body) =
+                        self.draft.take().expect("MessageEnd without MessageStart");
+                    writeln!(self.transcript, "~ message end, {} octets:", body.len()).unwrap();
+                    for line in body.split_inclusive(|&byte| byte == b'\n') {
+                        writeln!(self.transcript, "  | {}", escape(line)).unwrap();
+                    }
+                    self.stored.push(Stored { envelope, body });
+                    match self.commit_with {
+                        Some(commit) => {
+                            writeln!(self.transcript, "~ commit").unwrap();
+                            self.session.commit_result(commit());
+                        }
+                        None => self.commit_pending = true,
+                    }
+                }
+                Output::MessageAbort(reason) => {
+                    writeln!(self.transcript, "~ message abort {reason:?}").unwrap();
+                    assert!(
+                        self.draft.take().is_some(),
+                        "MessageAbort without MessageStart"
+                    );
+                }
+                Output::StartTls => {
+                    writeln!(self.transcript, "~ start TLS").unwrap();
+                    self.tls_requested = true;
+                }
+                Output::Close => {
+                    writeln!(self.transcript, "~ close").unwrap();
+                    self.closed = true;
+                }
+            }
+        }
+    }
+
+    fn establish_tls(&mut self) {
+        assert!(self.tls_requested);
+        writeln!(self.transcript, "~ TLS established").unwrap();
+        self.session
+            .tls_established("TLSv1.3 with cipher TLS_AES_256_GCM_SHA384".into());
+        self.drain();
+    }
+
+    fn commit(&mut self, result: Result<Durable, CommitFailure>) {
+        assert!(self.commit_pending);
+        self.commit_pending = false;
+        writeln!(
+            self.transcript,
+            "~ commit {:?}",
+            result.as_ref().map(|_| "durable")
+        )
+        .unwrap();
+        self.session.commit_result(result);
+        self.drain();
+    }
+
+    /// The server's reply lines so far, without the transcript's decorations.
+    fn replies(&self) -> Vec<&str> {
+        self.transcript
+            .lines()
+            .filter_map(|line| line.strip_prefix("S: "))
+            .map(|line| line.trim_end_matches("\\r\\n"))
+            .collect()
+    }
+
+    fn last_reply(&self) -> &str {
+        self.replies().last().copied().unwrap_or_default()
+    }
+}
+
+fn escape(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+fn ehlo(harness: &mut Harness) {
+    harness.client(b"EHLO client.example\r\n");
+}
+
+fn rcpt(id: &str) -> String {
+    format!("RCPT TO:<{id}@archive.example>\r\n")
+}
+
+// ----- snapshots -----
+
+#[test]
+fn ehlo_before_and_after_tls() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(b"STARTTLS\r\n");
+    harness.establish_tls();
+    ehlo(&mut harness);
+    harness.client(b"STARTTLS\r\n");
+    insta::assert_snapshot!(harness.transcript);
+}
+
+#[test]
+fn helo_has_no_extensions() {
+    let mut harness = Harness::new();
+    harness.client(b"HELO client.example\r\n");
+    insta::assert_snapshot!(harness.transcript);
+}
+
+#[test]
+fn full_transaction_with_two_recipients() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(b"MAIL FROM:<journal@tenant.example> SIZE=100 BODY=8BITMIME\r\n");
+    harness.client(rcpt(ALICE).as_bytes());
+    harness.client(rcpt(&BOB.to_ascii_uppercase()).as_bytes());
+    harness.client(b"DATA\r\n");
+    harness.client(b"Subject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\n");
+    harness.client(b"QUIT\r\n");
+    insta::assert_snapshot!(harness.transcript);
+    assert!(harness.closed);
+}
+
+#[test]
+fn pipelined_transaction_in_one_write() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    let mut batch = b"MAIL FROM:<>\r\n".to_vec();
+    batch.extend_from_slice(rcpt(ALICE).as_bytes());
+    batch.extend_from_slice(rcpt(UNKNOWN).as_bytes());
+    batch.extend_from_slice(rcpt(BOB).as_bytes());
+    batch.extend_from_slice(b"DATA\r\n");
+    harness.client(&batch);
+    harness.client(b"x\r\n.\r\nMAIL FROM:<>\r\n");
+    harness.client(b"RSET\r\nQUIT\r\n");
+    insta::assert_snapshot!(harness.transcript);
+}
+
+#[test]
+fn starttls_discards_pipelined_commands() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(b"STARTTLS\r\nNOOP\r\nMAIL FROM:<evil@example>\r\n");
+    // Plaintext bytes arriving before the handshake completes are not commands either.
+    harness.client(b"NOOP\r\n");
+    harness.establish_tls();
+    harness.client(b"MAIL FROM:<>\r\n");
+    insta::assert_snapshot!(harness.transcript);
+    assert_eq!(
+        harness
+            .replies()
+            .iter()
+            .filter(|reply| reply.starts_with("250 2.0.0 Ok"))
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn refused_recipients() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(b"MAIL FROM:<a@b.example>\r\n");
+    for line in [
+        rcpt(UNKNOWN),
+        rcpt(SUSPENDED),
+        format!("RCPT TO:<{ALICE}@other.example>\r\n"),
+        "RCPT TO:<someone@archive.example>\r\n".into(),
+        "RCPT TO:<postmaster>\r\n".into(),
+        format!("RCPT TO:<{ALICE}@[192.0.2.1]>\r\n"),
+        format!("RCPT TO:<\" {ALICE}\"@archive.example>\r\n"),
+        rcpt(ALICE),
+        format!("RCPT TO:<\"{ALICE}\"@ARCHIVE.example>\r\n"),
+        rcpt(BOB),
+        format!("RCPT TO:<@relay.example:{BOB}@archive.example>\r\n"),
+        "RCPT TO:<jøran@archive.example>\r\n".into(),
+    ] {
+        harness.client(line.as_bytes());
+    }
+    insta::assert_snapshot!(harness.transcript);
+}
+
+#[test]
+fn too_many_recipients() {
+    let mut config = config();
+    config.max_recipients = 1;
+    let mut harness = Harness::with(config, client());
+    ehlo(&mut harness);
+    harness.client(b"MAIL FROM:<>\r\n");
+    harness.client(rcpt(ALICE).as_bytes());
+    harness.client(rcpt(BOB).as_bytes());
+    assert_eq!(harness.last_reply(), "452 4.5.3 too many recipients");
+}
+
+#[test]
+fn size_exceeded() {
+    let mut config = config();
+    config.max_message_size = 20;
+    let mut harness = Harness::with(config, client());
+    ehlo(&mut harness);
+    harness.client(b"MAIL FROM:<> SIZE=21\r\n");
+    harness.client(b"MAIL FROM:<> SIZE=20\r\n");
+    harness.client(rcpt(ALICE).as_bytes());
+    harness.client(b"DATA\r\n");
+    harness.client(b"0123456789\r\n0123456789\r\n");
+    harness.client(b"more\r\n.\r\n");
+    harness.client(b"NOOP\r\n");
+    insta::assert_snapshot!(harness.transcript);
+    assert!(harness.stored.is_empty());
+}
+
+#[test]
+fn bdat_transaction_with_last() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    let mut batch = b"MAIL FROM:<j@t.example>\r\n".to_vec();
+    batch.extend_from_slice(rcpt(ALICE).as_bytes());
+    batch.extend_from_slice(b"BDAT 14\r\nSubject: x\r\n\r\n");
+    harness.client(&batch);
+    harness.client(b"BDAT 9 LAST\r\n.not\r\nend");
+    harness.client(b"QUIT\r\n");
+    insta::assert_snapshot!(harness.transcript);
+    assert_eq!(harness.stored.len(), 1);
+}
+
+#[test]
+fn rset_and_quit() {
+    let mut harness = Harness::new();
+    harness.client(b"RSET\r\n");
+    ehlo(&mut harness);
+    harness.client(b"MAIL FROM:<>\r\n");
+    harness.client(rcpt(ALICE).as_bytes());
+    harness.client(b"RSET\r\n");
+    harness.client(b"DATA\r\n");
+    harness.client(b"NOOP\r\nVRFY x\r\nEXPN x\r\nAUTH PLAIN\r\nHELP\r\nQUIT\r\nNOOP\r\n");
+    insta::assert_snapshot!(harness.transcript);
+    assert!(harness.closed);
+}
+
+#[test]
+fn command_errors() {
+    let mut harness = Harness::new();
+    harness.client(b"MAIL FROM:<>\r\n");
+    ehlo(&mut harness);
+    harness.client(b"FOO\r\nNOOP\nNO\0OP\r\nNOOP \xff\r\n");
+    harness.client(b"RCPT TO:<a@b>\r\nDATA\r\nMAIL FROM:<a b>\r\n");
+    harness.client(b"MAIL FROM:<\xc3\xb8@x> \r\nMAIL FROM:<> RET=FULL\r\n");
+    insta::assert_snapshot!(harness.transcript);
+}
+
+// ----- behaviour -----
+
+#[test]
+fn stored_body_is_received_header_plus_exactly_the_bytes_sent() {
+    let mut client = client();
+    client.tls = Some("TLSv1.3 with cipher TLS_AES_128_GCM_SHA256".into());
+    let mut harness = Harness::with(config(), client);
+    ehlo(&mut harness);
+    let body = b"From: a@b\r\nSubject: s\r\n\r\n.\r\n..\r\nline . with dots\r\n\xc3\xb8 8bit\r\n";
+    harness.client(b"MAIL FROM:<a@b.example>\r\n");
+    harness.client(rcpt(ALICE).as_bytes());
+    harness.client(b"DATA\r\n");
+    harness.client(&data::dot_stuff(body));
+    let stored = &harness.stored[0];
+    let header = "Received: from client.example ([192.0.2.7])\r\n\
+                  \t(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256)\r\n\
+                  \tby mx.archive.example with ESMTPS id S1.1;\r\n\
+                  \tMon, 6 May 2024 07:08:09 +0000\r\n";
+    let mut expected = header.as_bytes().to_vec();
+    expected.extend_from_slice(body);
+    assert_eq!(stored.body, expected);
+    assert_eq!(harness.last_reply(), "250 2.0.0 Ok: queued as S1.1");
+}
+
+#[test]
+fn body_split_into_single_bytes_is_stored_the_same() {
+    let body = b"Subject: s\r\n\r\n.a\r\nb\r\n";
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\n", rcpt(ALICE)).as_bytes());
+    for byte in data::dot_stuff(body) {
+        harness.session.receive(&[byte], NOW);
+        harness.drain();
+    }
+    assert!(harness.stored[0].body.ends_with(body));
+    assert_eq!(harness.last_reply(), "250 2.0.0 Ok: queued as S1.1");
+}
+
+/// Each smuggling variant with a complete second transaction behind it in one buffer:
+/// at most one message, and the smuggled MAIL is never executed.
+#[test]
+fn smuggling_variants_yield_at_most_one_message() {
+    for variant in SMUGGLING_VARIANTS {
+        let mut harness = Harness::new();
+        ehlo(&mut harness);
+        let mut write = format!("MAIL FROM:<a@b.example>\r\n{}DATA\r\n", rcpt(ALICE)).into_bytes();
+        write.extend_from_slice(b"Subject: real\r\n\r\nreal body");
+        write.extend_from_slice(variant);
+        write.extend_from_slice(
+            format!("MAIL FROM:<evil@x.example>\r\n{}DATA\r\n", rcpt(BOB)).as_bytes(),
+        );
+        write.extend_from_slice(b"Subject: smuggled\r\n\r\nsmuggled\r\n.\r\n");
+        harness.client(&write);
+
+        let variant_text = escape(variant);
+        assert!(
+            harness.stored.len() <= 1,
+            "{variant_text}: {} messages",
+            harness.stored.len()
+        );
+        for stored in &harness.stored {
+            assert_eq!(
+                stored.envelope.rcpt,
+                vec![MailboxId::parse(ALICE).unwrap()],
+                "{variant_text}"
+            );
+        }
+        let replies = harness.replies();
+        let senders_accepted = replies
+            .iter()
+            .filter(|reply| reply.starts_with("250 2.1.0"))
+            .count();
+        assert_eq!(
+            senders_accepted, 1,
+            "{variant_text}: smuggled MAIL executed: {replies:?}"
+        );
+        assert!(
+            !harness.transcript.contains(&format!("lookup {BOB}")),
+            "{variant_text}"
+        );
+        let stored_smuggled = harness
+            .stored
+            .iter()
+            .any(|stored| stored.body.windows(8).any(|window| window == b"smuggled"));
+        // Only the NUL variant is legitimate content; all others reject the message.
+        if *variant == b"\r\n\x00.\r\n" {
+            assert_eq!(harness.stored.len(), 1);
+            assert!(
+                stored_smuggled,
+                "the NUL variant is content of the one message"
+            );
+        } else {
+            assert!(
+                harness.stored.is_empty(),
+                "{variant_text}: message with bare CR/LF stored"
+            );
+            assert!(
+                harness.last_reply().starts_with("554 5.6.0"),
+                "{variant_text}: {replies:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pipelined_commands_wait_for_the_commit() {
+    let mut harness = Harness::new();
+    harness.commit_with = None;
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\n", rcpt(ALICE)).as_bytes());
+    harness.client(format!("x\r\n.\r\nMAIL FROM:<>\r\n{}DATA\r\n", rcpt(BOB)).as_bytes());
+    assert!(harness.commit_pending);
+    assert_eq!(harness.last_reply(), "354 end data with <CR><LF>.<CR><LF>");
+    // Nothing after the end of data was processed yet.
+    assert!(!harness.transcript.contains(&format!("lookup {BOB}")));
+
+    harness.commit(Err(CommitFailure::Temporary));
+    let replies = harness.replies();
+    let tail: Vec<_> = replies.iter().rev().take(4).rev().copied().collect();
+    assert_eq!(
+        tail,
+        [
+            "451 4.3.0 temporary failure storing message, try again later",
+            "250 2.1.0 sender ok",
+            "250 2.1.5 recipient ok",
+            "354 end data with <CR><LF>.<CR><LF>",
+        ]
+    );
+    harness.client(b".\r\n");
+    harness.commit(Ok(Durable::for_tests()));
+    assert_eq!(harness.last_reply(), "250 2.0.0 Ok: queued as S1.2");
+}
+
+#[test]
+fn commit_failures_map_to_replies() {
+    for (failure, expected) in [
+        (CommitFailure::Temporary, "451 4.3.0"),
+        (CommitFailure::StorageFull, "452 4.3.1"),
+        (CommitFailure::MailboxSuspended, "450 4.2.1"),
+        (CommitFailure::Permanent, "554 5.3.0"),
+    ] {
+        let mut harness = Harness::new();
+        harness.commit_with = None;
+        ehlo(&mut harness);
+        harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\nx\r\n.\r\n", rcpt(ALICE)).as_bytes());
+        harness.commit(Err(failure));
+        assert!(harness.last_reply().starts_with(expected), "{failure:?}");
+    }
+}
+
+#[test]
+fn bare_lf_rejects_the_message_after_the_real_end() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\n", rcpt(ALICE)).as_bytes());
+    harness.client(b"a\nb\r\n");
+    assert!(harness.transcript.contains("message abort Body(BareLf)"));
+    harness.client(b".\r\nNOOP\r\n");
+    let replies = harness.replies();
+    assert_eq!(
+        replies[replies.len() - 2..],
+        [
+            "554 5.6.0 bare LF not allowed, lines must end with CRLF",
+            "250 2.0.0 Ok"
+        ]
+    );
+}
+
+#[test]
+fn overlong_body_line_is_refused() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\n", rcpt(ALICE)).as_bytes());
+    let mut body = vec![b'a'; 999];
+    body.extend_from_slice(b"\r\n.\r\n");
+    harness.client(&body);
+    assert_eq!(
+        harness.last_reply(),
+        "500 5.6.0 line longer than 1000 octets in message"
+    );
+    assert!(harness.stored.is_empty());
+}
+
+#[test]
+fn long_command_line_is_refused_without_buffering_it() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    for _ in 0..100 {
+        harness.client(&[b'A'; 1000]);
+    }
+    harness.client(b"\r\nNOOP\r\n");
+    let replies = harness.replies();
+    assert_eq!(
+        replies[replies.len() - 2..],
+        ["500 5.5.2 line too long", "250 2.0.0 Ok"]
+    );
+    // A line just under the limit is fine.
+    let mut line = b"NOOP ".to_vec();
+    line.resize(session::MAX_COMMAND_LINE - 2, b'x');
+    line.extend_from_slice(b"\r\n");
+    harness.client(&line);
+    assert_eq!(harness.last_reply(), "250 2.0.0 Ok");
+}
+
+#[test]
+fn too_many_errors_close_the_connection() {
+    let mut harness = Harness::new();
+    for _ in 0..10 {
+        harness.client(b"BOGUS\r\n");
+    }
+    assert!(harness.closed);
+    assert_eq!(
+        harness.last_reply(),
+        "421 4.7.0 mx.archive.example too many errors, closing connection"
+    );
+    harness.client(b"NOOP\r\n");
+    assert_eq!(
+        harness.last_reply(),
+        "421 4.7.0 mx.archive.example too many errors, closing connection"
+    );
+}
+
+#[test]
+fn refused_client_gets_554_and_503_until_quit() {
+    let mut client = client();
+    client.allowed = false;
+    let mut harness = Harness::with(config(), client);
+    harness.client(b"EHLO x\r\nMAIL FROM:<>\r\nQUIT\r\n");
+    insta::assert_snapshot!(harness.transcript);
+}
+
+#[test]
+fn tls_required_before_mail() {
+    let mut config = config();
+    config.require_tls = true;
+    let mut harness = Harness::with(config, client());
+    ehlo(&mut harness);
+    harness.client(b"MAIL FROM:<>\r\n");
+    assert_eq!(
+        harness.last_reply(),
+        "530 5.7.0 must issue a STARTTLS command first"
+    );
+    harness.client(b"STARTTLS\r\n");
+    harness.establish_tls();
+    harness.client(b"MAIL FROM:<>\r\n");
+    assert_eq!(harness.last_reply(), "503 5.5.1 send HELO/EHLO first");
+    ehlo(&mut harness);
+    harness.client(b"MAIL FROM:<>\r\n");
+    assert_eq!(harness.last_reply(), "250 2.1.0 sender ok");
+}
+
+#[test]
+fn implicit_tls_does_not_offer_starttls() {
+    let mut client = client();
+    client.tls = Some("TLSv1.3".into());
+    let mut harness = Harness::with(config(), client);
+    ehlo(&mut harness);
+    assert!(!harness.transcript.contains("STARTTLS"));
+    harness.client(b"STARTTLS\r\n");
+    assert_eq!(harness.last_reply(), "503 5.5.1 TLS already active");
+}
+
+#[test]
+fn starttls_not_available() {
+    let mut config = config();
+    config.tls_available = false;
+    let mut harness = Harness::with(config, client());
+    ehlo(&mut harness);
+    assert!(!harness.transcript.contains("STARTTLS"));
+    harness.client(b"STARTTLS\r\n");
+    assert_eq!(harness.last_reply(), "502 5.5.1 STARTTLS not available");
+}
+
+#[test]
+fn duplicate_recipients_yield_one_copy() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(b"MAIL FROM:<>\r\n");
+    harness.client(rcpt(ALICE).as_bytes());
+    harness.client(rcpt(&ALICE.to_ascii_uppercase()).as_bytes());
+    assert_eq!(
+        harness.last_reply(),
+        "250 2.1.5 duplicate recipient, delivering once"
+    );
+    harness.client(b"DATA\r\nx\r\n.\r\n");
+    assert_eq!(
+        harness.stored[0].envelope.rcpt,
+        vec![MailboxId::parse(ALICE).unwrap()]
+    );
+}
+
+#[test]
+fn bdat_errors_consume_the_chunk() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    // No transaction: the chunk "MAIL FROM:<>\r\n" must not run as a command.
+    harness.client(b"BDAT 14\r\nMAIL FROM:<>\r\nNOOP\r\n");
+    let replies = harness.replies();
+    assert_eq!(
+        replies[replies.len() - 2..],
+        ["503 5.5.1 need MAIL command", "250 2.0.0 Ok"]
+    );
+
+    let mut config = config();
+    config.max_message_size = 10;
+    let mut harness = Harness::with(config, client());
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}", rcpt(ALICE)).as_bytes());
+    harness.client(b"BDAT 6\r\n12345\n");
+    harness.client(b"BDAT 6\r\nabcdef");
+    harness.client(b"BDAT 3 LAST\r\nxyzNOOP\r\n");
+    insta::assert_snapshot!(harness.transcript);
+    assert!(harness.stored.is_empty());
+}
+
+#[test]
+fn ehlo_resets_the_transaction() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}", rcpt(ALICE)).as_bytes());
+    ehlo(&mut harness);
+    harness.client(b"DATA\r\n");
+    assert_eq!(harness.last_reply(), "503 5.5.1 need MAIL command");
+    harness.client(
+        format!(
+            "MAIL FROM:<>\r\n{}BDAT 2\r\nabHELO c.example\r\n",
+            rcpt(ALICE)
+        )
+        .as_bytes(),
+    );
+    assert!(harness.transcript.contains("message abort Reset"));
+    assert_eq!(harness.last_reply(), "250 mx.archive.example");
+}
+
+#[test]
+fn malformed_bdat_closes() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(b"BDAT many\r\nMAIL FROM:<>\r\n");
+    assert!(harness.closed);
+    assert_eq!(
+        harness.last_reply(),
+        "421 4.5.4 mx.archive.example malformed BDAT, closing connection"
+    );
+}
+
+#[test]
+fn rset_in_bdat_transfer_aborts_the_message() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}BDAT 3\r\nabcRSET\r\n", rcpt(ALICE)).as_bytes());
+    assert!(harness.transcript.contains("message abort Reset"));
+    assert!(harness.draft.is_none());
+}
+
+#[test]
+fn timeouts_per_state() {
+    let mut harness = Harness::new();
+    harness.commit_with = None;
+    assert_eq!(harness.session.timeout(), session::COMMAND_TIMEOUT);
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\n", rcpt(ALICE)).as_bytes());
+    assert_eq!(harness.session.timeout(), session::DATA_BLOCK_TIMEOUT);
+    harness.client(b"x\r\n.\r\n");
+    assert_eq!(harness.session.timeout(), session::DATA_TERMINATION_TIMEOUT);
+    harness.commit(Ok(Durable::for_tests()));
+    harness.client(b"MAIL FROM:<>\r\nRCPT TO:<".as_slice());
+    harness.client(format!("{ALICE}@archive.example>\r\nDATA\r\npartial").as_bytes());
+    harness.session.timed_out();
+    harness.drain();
+    assert!(harness.transcript.contains("message abort TimedOut"));
+    assert_eq!(
+        harness.last_reply(),
+        "421 4.4.2 mx.archive.example timeout, closing connection"
+    );
+    assert!(harness.closed);
+}
+
+#[test]
+fn connection_lost_aborts_the_message() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\npartial", rcpt(ALICE)).as_bytes());
+    harness.session.connection_lost();
+    harness.drain();
+    assert!(harness
+        .transcript
+        .ends_with("~ message abort Closed\n~ close\n"));
+}
+
+#[test]
+fn shutdown_when_idle_closes_at_once() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.session.shutdown();
+    harness.drain();
+    assert!(harness.closed);
+    assert_eq!(
+        harness.last_reply(),
+        "421 4.3.2 mx.archive.example shutting down, closing connection"
+    );
+}
+
+#[test]
+fn shutdown_in_a_transaction_lets_it_finish() {
+    let mut harness = Harness::new();
+    harness.commit_with = None;
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\nx\r\n", rcpt(ALICE)).as_bytes());
+    harness.session.shutdown();
+    harness.drain();
+    assert!(!harness.closed);
+    harness.client(b".\r\nMAIL FROM:<>\r\n");
+    harness.commit(Ok(Durable::for_tests()));
+    let replies = harness.replies();
+    assert_eq!(
+        replies[replies.len() - 2..],
+        [
+            "250 2.0.0 Ok: queued as S1.1",
+            "421 4.3.2 mx.archive.example shutting down, closing connection"
+        ]
+    );
+    assert!(harness.closed);
+}
+
+#[test]
+fn smtputf8_transaction() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client("MAIL FROM:<jøran@blåbær.example> SMTPUTF8\r\n".as_bytes());
+    assert_eq!(harness.last_reply(), "250 2.1.0 sender ok");
+    harness.client("RCPT TO:<jøran@archive.example>\r\n".as_bytes());
+    assert_eq!(harness.last_reply(), "550 5.1.1 no such mailbox here");
+    harness.client(format!("{}DATA\r\nSubject: ø\r\n.\r\n", rcpt(ALICE)).as_bytes());
+    let stored = &harness.stored[0];
+    assert!(stored.envelope.smtputf8);
+    assert_eq!(stored.envelope.mail_from, "jøran@blåbær.example");
+    assert!(stored.body.windows(9).any(|window| window == b"UTF8SMTP "));
+}
+
+// ----- property (c) -----
+
+fn session_input() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    let token = prop_oneof![
+        Just(b"EHLO c.example\r\n".to_vec()),
+        Just(b"MAIL FROM:<>\r\n".to_vec()),
+        Just(format!("RCPT TO:<{ALICE}@archive.example>\r\n").into_bytes()),
+        Just(format!("RCPT TO:<{SUSPENDED}@archive.example>\r\n").into_bytes()),
+        Just(b"DATA\r\n".to_vec()),
+        Just(b"BDAT 5\r\n".to_vec()),
+        Just(b"BDAT 3 LAST\r\n".to_vec()),
+        Just(b"\r\n.\r\n".to_vec()),
+        Just(b"STARTTLS\r\n".to_vec()),
+        Just(b"RSET\r\n".to_vec()),
+        Just(b"\n.\n".to_vec()),
+        Just(b"\r".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..20),
+    ];
+    proptest::collection::vec(
+        proptest::collection::vec(token, 0..6).prop_map(|parts| parts.concat()),
+        0..10,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Arbitrary writes never panic, and message outputs are always well nested.
+    #[test]
+    fn arbitrary_input_never_panics_and_messages_nest(writes in session_input(), tls_at in any::<u8>(), commit_ok in any::<bool>()) {
+        let mut session = Session::new(Arc::new(config()), client());
+        let mut open = false;
+        let mut index = 0u8;
+        prop_assert!(matches!(session.poll(), Some(Output::Send(_))), "greeting first");
+        for write in writes {
+            session.receive(&write, NOW);
+            index = index.wrapping_add(1);
+            while let Some(output) = session.poll() {
+                match output {
+                    Output::MessageStart(_) => { prop_assert!(!open); open = true; }
+                    Output::MessageData(_) => prop_assert!(open),
+                    Output::MessageEnd => {
+                        prop_assert!(open);
+                        open = false;
+                        session.commit_result(if commit_ok { Ok(Durable::for_tests()) } else { Err(CommitFailure::Temporary) });
+                    }
+                    Output::MessageAbort(_) => { prop_assert!(open); open = false; }
+                    Output::LookupRecipient(_) => session.recipient_status(RecipientStatus::Active),
+                    Output::StartTls => {
+                        if index == tls_at { session.connection_lost() } else { session.tls_established("TLS".into()) }
+                    }
+                    Output::Send(bytes) => prop_assert!(bytes.ends_with(b"\r\n")),
+                    Output::Close => {}
+                }
+            }
+        }
+        session.connection_lost();
+        while let Some(output) = session.poll() {
+            match output {
+                Output::MessageAbort(_) => { prop_assert!(open); open = false; }
+                Output::Close => {}
+                other => prop_assert!(false, "unexpected output after connection loss: {other:?}"),
+            }
+        }
+        prop_assert!(!open);
+    }
+}

@@ -66,7 +66,11 @@ impl ConnectionLimits {
     }
 
     pub fn active(&self) -> u32 {
-        self.inner.counts.lock().unwrap_or_else(|e| e.into_inner()).total
+        self.inner
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .total
     }
 }
 
@@ -103,7 +107,10 @@ mod tests {
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let p1 = limits.try_acquire(a).unwrap();
         let _p2 = limits.try_acquire(a_mapped).unwrap();
-        assert_eq!(limits.try_acquire(a).unwrap_err(), LimitExceeded::PerAddress);
+        assert_eq!(
+            limits.try_acquire(a).unwrap_err(),
+            LimitExceeded::PerAddress
+        );
         let _p3 = limits.try_acquire(b).unwrap();
         assert_eq!(limits.try_acquire(b).unwrap_err(), LimitExceeded::Total);
         drop(p1);

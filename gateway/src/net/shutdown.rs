@@ -59,6 +59,9 @@ mod tests {
         shutdown.trigger();
         signal.triggered().await;
         assert!(signal.is_triggered());
-        assert!(shutdown.signal().is_triggered(), "late subscribers see it too");
+        assert!(
+            shutdown.signal().is_triggered(),
+            "late subscribers see it too"
+        );
     }
 }

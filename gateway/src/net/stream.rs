@@ -47,7 +47,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTls<S> {
 }
 
 fn gone() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "connection lost during TLS handshake")
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "connection lost during TLS handshake",
+    )
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<S> {

@@ -39,6 +39,7 @@ pub mod crypto;
 pub mod logging;
 pub mod mailbox;
 pub mod net;
+pub mod server;
 pub mod service;
 pub mod smtp;
 pub mod store;

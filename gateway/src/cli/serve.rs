@@ -31,7 +31,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             anyhow::bail!("tls.source = \"acme\" is not available in this version yet; use \"self-signed\" or \"files\"")
         }
     };
-    let (_resolver, material) = tls::prepare(&spec, data_dir, &config.gateway.host_name)
+    let (resolver, material) = tls::prepare(&spec, data_dir, &config.gateway.host_name)
         .context("cannot prepare the TLS certificate")?;
     let mailboxes = gateway.list_mailboxes()?.len();
     tracing::info!(
@@ -43,10 +43,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         certificate = %material.fingerprint(),
         "gateway ready"
     );
+    let running = crate::server::start(&config, gateway, resolver).await?;
     for (name, addr) in config.listeners() {
-        tracing::info!(service = name, %addr, "would listen (protocol not yet available)");
+        if running.address(name).is_none() {
+            tracing::info!(service = name, %addr, "not started: this service is not available yet");
+        }
     }
+    wait_for_stop_signal().await?;
+    tracing::info!("shutting down: finishing transactions in flight");
+    running.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM from a service manager.
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
     tokio::signal::ctrl_c().await?;
-    tracing::info!("shutting down");
     Ok(())
 }

@@ -96,6 +96,13 @@ impl Gateway {
     fn now(&self) -> u64 {
         (self.options.clock)()
     }
+
+    /// The service clock as a date, for trace headers.
+    pub fn now_utc(&self) -> time::OffsetDateTime {
+        let nanos = i128::from(self.now()) * 1_000_000;
+        time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    }
 }
 
 pub fn store_path(data_dir: &Path) -> PathBuf {

@@ -32,6 +32,8 @@ pub enum Refusal {
     UnknownRecipient,
     /// RCPT for a suspended mailbox: temporary, so the journal is retried.
     RecipientSuspended,
+    /// The mailbox could not be looked up (storage error): temporary.
+    RecipientLookupFailed,
     /// RCPT for another domain or an address literal.
     RelayDenied,
     /// More recipients than allowed in one transaction.
@@ -50,6 +52,21 @@ pub enum Refusal {
 
 const fn status(class: u8, subject: u16, detail: u16) -> EnhancedStatus {
     EnhancedStatus::new(class, subject, detail)
+}
+
+impl From<&crate::service::ServiceError> for CommitFailure {
+    /// How a failed commit reads to an SMTP client: the one mapping from service errors.
+    fn from(e: &crate::service::ServiceError) -> Self {
+        use crate::service::ServiceError;
+        if e.is_storage_full() {
+            return CommitFailure::StorageFull;
+        }
+        match e {
+            ServiceError::MailboxSuspended(_) => CommitFailure::MailboxSuspended,
+            e if e.is_temporary() => CommitFailure::Temporary,
+            _ => CommitFailure::Permanent,
+        }
+    }
 }
 
 impl Refusal {
@@ -80,6 +97,11 @@ impl Refusal {
             Refusal::RecipientSuspended => {
                 Reply::new(450, status(4, 2, 1), "mailbox suspended, try again later")
             }
+            Refusal::RecipientLookupFailed => Reply::new(
+                451,
+                status(4, 3, 0),
+                "temporary failure looking up the mailbox, try again later",
+            ),
             Refusal::RelayDenied => Reply::new(550, status(5, 7, 1), "relay access denied"),
             // RFC 5321 §4.5.3.1.10 and RFC 3463 X.5.3.
             Refusal::TooManyRecipients => Reply::new(452, status(4, 5, 3), "too many recipients"),
@@ -214,6 +236,7 @@ mod tests {
             Refusal::NoValidRecipients,
             Refusal::UnknownRecipient,
             Refusal::RecipientSuspended,
+            Refusal::RecipientLookupFailed,
             Refusal::RelayDenied,
             Refusal::TooManyRecipients,
             Refusal::Body(BodyViolation::BareLf),

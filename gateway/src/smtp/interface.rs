@@ -64,6 +64,8 @@ pub enum RecipientStatus {
     Active,
     Suspended,
     Unknown,
+    /// The lookup itself failed (storage error); the client should retry.
+    Unavailable,
 }
 
 /// Why the shell could not make a message durable; the session turns it into a reply.

@@ -9,6 +9,7 @@
 //! - [`received`]: our Received trace header.
 //! - [`interface`]: configuration and the values exchanged with the shell.
 //! - [`session`]: the state machine.
+//! - [`server`]: the tokio shell and accept loop, generic over listener and stream.
 
 pub mod address;
 pub mod command;
@@ -17,6 +18,7 @@ pub mod error_map;
 pub mod interface;
 pub mod received;
 pub mod reply;
+pub mod server;
 pub mod session;
 
 #[cfg(test)]
@@ -26,4 +28,5 @@ pub use interface::{
     AbortReason, ClientInfo, CommitFailure, Envelope, Output, RecipientStatus, SessionConfig,
 };
 pub use reply::{EnhancedStatus, Reply};
+pub use server::{SmtpServer, TlsMode};
 pub use session::Session;

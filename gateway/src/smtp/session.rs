@@ -201,6 +201,7 @@ impl Session {
             }
             (RecipientStatus::Suspended, _) => self.refuse(Refusal::RecipientSuspended),
             (RecipientStatus::Unknown, _) => self.refuse(Refusal::UnknownRecipient),
+            (RecipientStatus::Unavailable, _) => self.refuse(Refusal::RecipientLookupFailed),
         }
         self.process();
     }

@@ -1,0 +1,122 @@
+//! Starting and stopping the protocol listeners that `gateway serve` runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::net::{ConnectionLimits, Shutdown};
+use crate::service::Gateway;
+use crate::smtp::{SessionConfig, SmtpServer, TlsMode};
+use crate::tls::CertResolver;
+
+/// A listener that could not be opened, named so the administrator knows which setting.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({service}): {source}{hint}")]
+pub struct BindError {
+    pub service: &'static str,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+    hint: &'static str,
+}
+
+/// The running listeners.
+pub struct Running {
+    /// Bound addresses by service name (useful when the configuration asked for port 0).
+    pub addresses: Vec<(&'static str, SocketAddr)>,
+    shutdown: Shutdown,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    pub fn address(&self, service: &str) -> Option<SocketAddr> {
+        self.addresses
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// Graceful shutdown: stop accepting, let transactions in flight finish, close.
+    pub async fn stop(mut self) {
+        self.shutdown.trigger();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+pub fn smtp_session_config(config: &Config) -> SessionConfig {
+    SessionConfig {
+        host_name: config.gateway.host_name.clone(),
+        email_domain: config.gateway.email_domain.clone(),
+        max_message_size: config.limits.max_message_size,
+        max_recipients: config.limits.max_recipients as usize,
+        require_tls: config.smtp.require_tls,
+        tls_available: true,
+        max_errors: 10,
+    }
+}
+
+/// Binds every enabled protocol listener and starts serving.
+pub async fn start(
+    config: &Config,
+    gateway: Gateway,
+    resolver: Arc<CertResolver>,
+) -> Result<Running, BindError> {
+    let shutdown = Shutdown::new();
+    let mut tasks = JoinSet::new();
+    let mut addresses = Vec::new();
+
+    let smtp = SmtpServer::new(
+        gateway,
+        smtp_session_config(config),
+        crate::tls::acceptor(resolver),
+        ConnectionLimits::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        ),
+        config.smtp.allowed_networks.clone(),
+    );
+    let listen = &config.listen;
+    for (service, listener, mode) in [
+        ("smtp", &listen.smtp, TlsMode::StartTls),
+        ("submission", &listen.submission, TlsMode::StartTls),
+        ("smtps", &listen.smtps, TlsMode::Implicit),
+    ] {
+        if !listener.enabled {
+            continue;
+        }
+        let addr = listener.socket_addr();
+        let bound = bind(service, addr).await?;
+        let local = bound.local_addr().unwrap_or(addr);
+        tracing::info!(service, addr = %local, "listening");
+        addresses.push((service, local));
+        tasks.spawn(smtp.clone().serve(bound, mode, shutdown.signal()));
+    }
+    Ok(Running {
+        addresses,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn bind(
+    service: &'static str,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpListener, BindError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| {
+        let hint = match source.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or change the port in [listen])"
+            }
+            std::io::ErrorKind::AddrInUse => " (another program uses this port)",
+            _ => "",
+        };
+        BindError {
+            service,
+            addr,
+            source,
+            hint,
+        }
+    })
+}

@@ -1,0 +1,346 @@
+//! The tokio shell around [`Session`]: moves bytes between a socket and the session, and
+//! answers the session's requests with the service layer. Generic over the listener and its
+//! stream, so the simulation runs it over turmoil sockets.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::interface::{ClientInfo, CommitFailure, Output, RecipientStatus, SessionConfig};
+use super::Session;
+use crate::config::IpNetwork;
+use crate::crypto::Envelope;
+use crate::net::{ConnectionLimits, Listener, MaybeTls, ShutdownSignal};
+use crate::service::{Gateway, MessageDraft, ServiceError};
+use crate::store::MailboxStatus;
+
+/// How a listener's connections start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain, with STARTTLS offered (ports 25 and 587).
+    StartTls,
+    /// TLS from the first byte (port 465, RFC 8314).
+    Implicit,
+}
+
+/// How long connections may take to finish after shutdown begins; then they are dropped.
+/// Nothing is lost by that: a message is only acknowledged after its commit.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Bound on the TLS handshake, so a silent client cannot hold a connection slot for the
+/// whole command timeout.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Everything the SMTP listeners share.
+pub struct SmtpServer {
+    gateway: Gateway,
+    config: Arc<SessionConfig>,
+    acceptor: TlsAcceptor,
+    limits: ConnectionLimits,
+    /// Empty means every client may deliver.
+    allowed_networks: Vec<IpNetwork>,
+}
+
+impl SmtpServer {
+    pub fn new(
+        gateway: Gateway,
+        config: SessionConfig,
+        acceptor: TlsAcceptor,
+        limits: ConnectionLimits,
+        allowed_networks: Vec<IpNetwork>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            gateway,
+            config: Arc::new(config),
+            acceptor,
+            limits,
+            allowed_networks,
+        })
+    }
+
+    fn allows(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.allowed_networks.is_empty() || self.allowed_networks.iter().any(|n| n.contains(ip))
+    }
+
+    /// Accepts connections until shutdown, then waits (bounded) for the open ones to finish.
+    pub async fn serve<L: Listener>(
+        self: Arc<Self>,
+        mut listener: L,
+        mode: TlsMode,
+        mut shutdown: ShutdownSignal,
+    ) {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let server = self.clone();
+                        let signal = shutdown.clone();
+                        connections.spawn(async move {
+                            server.handle(stream, peer, mode, signal).await;
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = shutdown.triggered() => break,
+            }
+        }
+        drop(listener);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                remaining = connections.len(),
+                "closing SMTP connections that did not finish in time"
+            );
+            connections.shutdown().await;
+        }
+    }
+
+    /// Runs one connection to its end.
+    pub async fn handle<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut stream = MaybeTls::Plain(stream);
+        let _permit = match self.limits.try_acquire(peer.ip()) {
+            Ok(permit) => permit,
+            Err(limit) => {
+                tracing::info!(%peer, ?limit, "connection refused: too many connections");
+                if mode == TlsMode::StartTls {
+                    let reply = format!(
+                        "421 4.7.0 {} too many connections, try again later\r\n",
+                        self.config.host_name
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                }
+                return;
+            }
+        };
+        if mode == TlsMode::Implicit {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.upgrade(&self.acceptor)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+        let client = ClientInfo {
+            peer: Some(peer.ip()),
+            tls: stream.tls_description(),
+            allowed: self.allows(peer.ip()),
+            session_id: session_id(),
+        };
+        tracing::debug!(%peer, session = %client.session_id, tls = ?client.tls, "SMTP connection");
+        let connection = Connection {
+            server: self,
+            session: Session::new(self.config.clone(), client),
+            stream,
+            peer,
+            draft: None,
+            shutdown,
+        };
+        connection.run().await;
+    }
+}
+
+fn session_id() -> String {
+    let mut bytes = [0u8; 8];
+    crate::crypto::fill_random(&mut bytes);
+    data_encoding::HEXUPPER.encode(&bytes)
+}
+
+/// A message being received: the draft, or why there is none (its recipients vanished or
+/// the spool failed), which the commit then reports.
+enum Draft {
+    Open(MessageDraft),
+    Failed(ServiceError),
+}
+
+struct Connection<'a, S> {
+    server: &'a SmtpServer,
+    session: Session,
+    stream: MaybeTls<S>,
+    peer: SocketAddr,
+    draft: Option<Draft>,
+    shutdown: ShutdownSignal,
+}
+
+impl<S> Connection<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async fn run(mut self) {
+        let mut buffer = vec![0u8; READ_BUFFER];
+        let mut pending = Vec::new();
+        let mut shutdown_seen = false;
+        loop {
+            while let Some(output) = self.session.poll() {
+                match output {
+                    Output::Send(bytes) => pending.extend_from_slice(&bytes),
+                    Output::LookupRecipient(id) => {
+                        let status = self.recipient_status(&id);
+                        self.session.recipient_status(status);
+                    }
+                    Output::MessageStart(envelope) => self.start_message(envelope),
+                    Output::MessageData(bytes) => self.write_message(&bytes),
+                    Output::MessageEnd => {
+                        let result = self.commit().await;
+                        self.session.commit_result(result);
+                    }
+                    Output::MessageAbort(reason) => {
+                        tracing::debug!(peer = %self.peer, ?reason, "message aborted");
+                        self.draft = None;
+                    }
+                    Output::StartTls => {
+                        if self.flush(&mut pending).await.is_err() {
+                            return;
+                        }
+                        let upgrade = tokio::time::timeout(
+                            HANDSHAKE_TIMEOUT,
+                            self.stream.upgrade(&self.server.acceptor),
+                        )
+                        .await;
+                        match upgrade {
+                            Ok(Ok(())) => {
+                                let description = self.stream.tls_description().unwrap_or_default();
+                                self.session.tls_established(description);
+                            }
+                            _ => {
+                                tracing::debug!(peer = %self.peer, "STARTTLS handshake failed");
+                                return;
+                            }
+                        }
+                    }
+                    Output::Close => {
+                        let _ = self.flush(&mut pending).await;
+                        let _ = self.stream.shutdown().await;
+                        return;
+                    }
+                }
+            }
+            if self.flush(&mut pending).await.is_err() {
+                self.session.connection_lost();
+                continue;
+            }
+            if self.session.is_closed() {
+                return;
+            }
+            let timeout = self.session.timeout();
+            tokio::select! {
+                read = tokio::time::timeout(timeout, self.stream.read(&mut buffer)) => match read {
+                    Ok(Ok(0)) | Ok(Err(_)) => self.session.connection_lost(),
+                    Ok(Ok(n)) => {
+                        let now = self.server.gateway.now_utc();
+                        self.session.receive(&buffer[..n], now);
+                    }
+                    Err(_) => self.session.timed_out(),
+                },
+                _ = self.shutdown.triggered(), if !shutdown_seen => {
+                    shutdown_seen = true;
+                    self.session.shutdown();
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self, pending: &mut Vec<u8>) -> std::io::Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(pending).await;
+        pending.clear();
+        match result {
+            Ok(()) => self.stream.flush().await,
+            Err(e) => Err(e),
+        }
+    }
+
+    fn recipient_status(&self, id: &crate::mailbox::MailboxId) -> RecipientStatus {
+        match self.server.gateway.mailbox(id) {
+            Ok(info) if info.status == MailboxStatus::Active => RecipientStatus::Active,
+            Ok(_) => RecipientStatus::Suspended,
+            Err(ServiceError::MailboxNotFound(_)) => RecipientStatus::Unknown,
+            Err(e) => {
+                tracing::error!(error = %e, "mailbox lookup failed");
+                RecipientStatus::Unavailable
+            }
+        }
+    }
+
+    fn start_message(&mut self, envelope: super::Envelope) {
+        let domain = self.server.gateway.email_domain();
+        let mut stored = Envelope {
+            mail_from: envelope.mail_from,
+            rcpt_to: envelope.rcpt.iter().map(|id| id.address(domain)).collect(),
+            ..Envelope::default()
+        };
+        stored
+            .attributes
+            .insert("direction".into(), "journal".into());
+        stored
+            .attributes
+            .insert("client".into(), self.peer.ip().to_string());
+        stored.attributes.insert("smtp-id".into(), envelope.id);
+        self.draft = Some(
+            match self.server.gateway.begin_message(&envelope.rcpt, &stored) {
+                Ok(draft) => Draft::Open(draft),
+                Err(e) => Draft::Failed(e),
+            },
+        );
+    }
+
+    fn write_message(&mut self, bytes: &[u8]) {
+        if let Some(Draft::Open(draft)) = &mut self.draft {
+            if let Err(e) = draft.write(bytes) {
+                self.draft = Some(Draft::Failed(e));
+            }
+        }
+    }
+
+    async fn commit(&mut self) -> Result<crate::store::Durable, CommitFailure> {
+        let failure = match self.draft.take() {
+            Some(Draft::Open(draft)) => match self.server.gateway.commit(draft).await {
+                Ok((stored, durable)) => {
+                    tracing::info!(peer = %self.peer, copies = stored.len(), size = stored.first().map(|m| m.size), "message stored");
+                    return Ok(durable);
+                }
+                Err(e) => e,
+            },
+            Some(Draft::Failed(e)) => e,
+            None => return Err(CommitFailure::Temporary),
+        };
+        if failure.is_temporary() {
+            tracing::warn!(peer = %self.peer, error = %failure, "message not stored (temporary)");
+        } else {
+            tracing::error!(peer = %self.peer, error = %failure, "message not stored");
+        }
+        Err(CommitFailure::from(&failure))
+    }
+}

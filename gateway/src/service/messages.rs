@@ -460,3 +460,45 @@ mod tests {
         assert_eq!((info.message_count, info.message_bytes), (1, 5));
     }
 }
+
+#[cfg(test)]
+mod disk_fault_tests {
+    use super::super::test_support::faulty_gateway;
+    use super::super::Gateway;
+    use super::*;
+    use crate::store::faults::Fault;
+
+    async fn deliver(gw: &Gateway, id: &MailboxId, body: &[u8]) -> Result<(), ServiceError> {
+        let mut draft = gw.begin_message(std::slice::from_ref(id), &Envelope::default())?;
+        draft.write(body)?;
+        gw.commit(draft).await.map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_fails_the_commit_cleanly_and_the_store_recovers() {
+        let (_dir, gw, switch) = faulty_gateway();
+        let created = gw.create_mailbox("m", "").await.unwrap();
+        let id = created.info.id.clone();
+        deliver(&gw, &id, b"before").await.unwrap();
+
+        for fault in [Fault::Full, Fault::Broken] {
+            switch.set(fault);
+            let err = deliver(&gw, &id, &vec![b'x'; 300_000]).await.unwrap_err();
+            assert!(err.is_temporary(), "{err}");
+            assert_eq!(err.is_storage_full(), fault == Fault::Full, "{err}");
+            switch.set(Fault::Healthy);
+        }
+
+        // The disk has room again: the store works without a restart and lost nothing.
+        deliver(&gw, &id, b"after").await.unwrap();
+        let key = gw.unseal(&id, &created.password).unwrap();
+        let bodies: Vec<Vec<u8>> = gw
+            .list_messages(&id)
+            .unwrap()
+            .iter()
+            .map(|m| gw.read_message(&key, m.seq).unwrap().1)
+            .collect();
+        assert_eq!(bodies, vec![b"before".to_vec(), b"after".to_vec()]);
+        assert_eq!(gw.mailbox(&id).unwrap().message_count, 2);
+    }
+}

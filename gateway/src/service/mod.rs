@@ -132,4 +132,42 @@ pub(crate) mod test_support {
         adjust(&mut options);
         (dir, Gateway::new(store, options))
     }
+
+    /// A gateway whose disk fails on command.
+    pub fn faulty_gateway() -> (
+        tempfile::TempDir,
+        Gateway,
+        crate::store::faults::FaultSwitch,
+    ) {
+        use crate::store::faults::{FaultSwitch, FaultyBackend};
+        let (dir, _) = gateway();
+        let path = store_path(dir.path()).with_extension("faulty.redb");
+        let switch = FaultSwitch::default();
+        let (file_path, disk) = (path.clone(), switch.clone());
+        let store = Store::open_with_backend(
+            move || {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&file_path)?;
+                let inner =
+                    redb::backends::FileBackend::new(file).map_err(std::io::Error::other)?;
+                Ok(FaultyBackend::new(inner, disk.clone()))
+            },
+            &path,
+            &StoreOptions::default(),
+        )
+        .unwrap();
+        let options = ServiceOptions {
+            email_domain: "archive.example".into(),
+            kdf: KdfParams::insecure_for_tests(),
+            spool_dir: dir.path().join(SPOOL_DIR),
+            spool_memory_bytes: 64 * 1024,
+            max_message_size: 100 * 1024 * 1024,
+            clock: system_clock(),
+        };
+        (dir, Gateway::new(store, options), switch)
+    }
 }

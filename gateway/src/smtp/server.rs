@@ -344,3 +344,102 @@ where
         Err(CommitFailure::from(&failure))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Shutdown;
+    use crate::service::test_support::faulty_gateway;
+    use crate::store::faults::Fault;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    fn session_config() -> SessionConfig {
+        SessionConfig {
+            host_name: "gw.test".into(),
+            email_domain: "archive.example".into(),
+            max_message_size: 1024 * 1024,
+            max_recipients: 10,
+            require_tls: false,
+            tls_available: true,
+            max_errors: 10,
+        }
+    }
+
+    /// Sends one message over an in-memory connection; returns every reply line before 221.
+    async fn send_one(server: &Arc<SmtpServer>, rcpt: &str) -> Vec<String> {
+        let (client, server_side) = tokio::io::duplex(1 << 20);
+        let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let shutdown = Shutdown::new();
+        let task = {
+            let server = server.clone();
+            let signal = shutdown.signal();
+            tokio::spawn(async move {
+                server
+                    .handle(server_side, peer, TlsMode::StartTls, signal)
+                    .await
+            })
+        };
+        let (read, mut write) = tokio::io::split(client);
+        let mut lines = BufReader::new(read).lines();
+        let script = format!(
+            "EHLO c\r\nMAIL FROM:<j@tenant.example>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\nSubject: t\r\n\r\n{}\r\n.\r\nQUIT\r\n",
+            "x".repeat(900)
+        );
+        write.write_all(script.as_bytes()).await.unwrap();
+        let mut replies = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("221") {
+                break;
+            }
+            replies.push(line);
+        }
+        task.await.unwrap();
+        replies
+    }
+
+    fn accepted(replies: &[String]) -> bool {
+        replies.iter().any(|r| r.starts_with("250 2.0.0"))
+    }
+
+    fn has(replies: &[String], code: &str) -> bool {
+        replies.iter().any(|r| r.starts_with(code))
+    }
+
+    #[tokio::test]
+    async fn storage_failures_are_temporary_replies_never_250() {
+        let (dir, gateway, disk) = faulty_gateway();
+        let material = crate::tls::load_or_create_self_signed(dir.path(), "gw.test").unwrap();
+        let acceptor = crate::tls::acceptor(Arc::new(crate::tls::CertResolver::new(material)));
+        let id = gateway.create_mailbox("m", "").await.unwrap().info.id;
+        let rcpt = id.address("archive.example");
+        let server = SmtpServer::new(
+            gateway.clone(),
+            session_config(),
+            acceptor,
+            ConnectionLimits::new(10, 10),
+            Vec::new(),
+        );
+
+        // The disk fills while the message is committed: 452 after the data.
+        disk.set(Fault::Full);
+        let replies = send_one(&server, &rcpt).await;
+        assert!(
+            !accepted(&replies) && has(&replies, "452 4.3.1"),
+            "{replies:?}"
+        );
+        // Still broken: the store cannot even reopen, so the lookup at RCPT already says 451.
+        disk.set(Fault::Broken);
+        let replies = send_one(&server, &rcpt).await;
+        assert!(
+            !accepted(&replies) && has(&replies, "451 4.3.0"),
+            "{replies:?}"
+        );
+
+        // The disk recovers: nothing half-stored, and the next delivery works without a restart.
+        disk.set(Fault::Healthy);
+        assert_eq!(gateway.mailbox(&id).unwrap().message_count, 0);
+        let replies = send_one(&server, &rcpt).await;
+        assert!(accepted(&replies), "{replies:?}");
+        assert_eq!(gateway.mailbox(&id).unwrap().message_count, 1);
+    }
+}

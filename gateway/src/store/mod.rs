@@ -5,6 +5,8 @@
 //! ([`writer`]); reads use redb's concurrent read transactions directly.
 
 mod error;
+pub mod faults;
+mod handle;
 pub mod schema;
 mod writer;
 
@@ -70,7 +72,7 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    db: Arc<handle::DbHandle>,
     writer: Option<mpsc::Sender<writer::Request>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     path: PathBuf,
@@ -94,10 +96,41 @@ impl Store {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(path)?;
-        Self::initialise(&db)?;
+        let file = path.to_owned();
+        let cache = options.cache_bytes;
+        Self::start(
+            Box::new(move || Ok(Database::builder().set_cache_size(cache).create(&file)?)),
+            path,
+        )
+    }
+
+    /// Opens a store on any redb backend: the fault-injecting disk of tests and the
+    /// simulation's disk model. `make_backend` is called again whenever the store must reopen
+    /// after a storage error; `label` stands in for the path in messages.
+    pub fn open_with_backend<B, F>(
+        make_backend: F,
+        label: &Path,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError>
+    where
+        B: redb::StorageBackend,
+        F: Fn() -> std::io::Result<B> + Send + Sync + 'static,
+    {
+        let cache = options.cache_bytes;
+        Self::start(
+            Box::new(move || {
+                Ok(Database::builder()
+                    .set_cache_size(cache)
+                    .create_with_backend(make_backend()?)?)
+            }),
+            label,
+        )
+    }
+
+    fn start(opener: handle::Opener, path: &Path) -> Result<Self, StoreError> {
+        let (db, first) = handle::DbHandle::open(opener)?;
+        Self::initialise(&first)?;
+        drop(first);
         let db = Arc::new(db);
         let (writer, writer_thread) = writer::spawn(db.clone())?;
         Ok(Self {
@@ -193,8 +226,9 @@ impl Store {
 
     /// A consistent snapshot for reading.
     pub fn read(&self) -> Result<Snapshot, StoreError> {
+        let db = self.inner.db.get()?;
         Ok(Snapshot {
-            txn: self.inner.db.begin_read()?,
+            txn: db.begin_read()?,
         })
     }
 }

@@ -8,7 +8,9 @@
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use redb::{Database, WriteTransaction};
+use redb::WriteTransaction;
+
+use super::handle::DbHandle;
 use tokio::sync::oneshot;
 
 use super::{Durable, StoreError};
@@ -32,7 +34,7 @@ pub struct Request {
 const MAX_BATCH: usize = 256;
 
 pub fn spawn(
-    db: Arc<Database>,
+    db: Arc<DbHandle>,
 ) -> std::io::Result<(mpsc::Sender<Request>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Request>();
     let thread = std::thread::Builder::new()
@@ -41,7 +43,7 @@ pub fn spawn(
     Ok((tx, thread))
 }
 
-fn run(db: Arc<Database>, rx: mpsc::Receiver<Request>) {
+fn run(db: Arc<DbHandle>, rx: mpsc::Receiver<Request>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -54,10 +56,27 @@ fn run(db: Arc<Database>, rx: mpsc::Receiver<Request>) {
     }
 }
 
-fn commit_batch(db: &Database, batch: Vec<Request>) {
+fn commit_batch(handle: &DbHandle, batch: Vec<Request>) {
+    let db = match handle.get() {
+        Ok(db) => db,
+        Err(e) => return fail_all(batch, e),
+    };
+    let failed = commit_on(&db, batch);
+    drop(db);
+    if failed {
+        // redb refuses everything after an I/O error until reopened.
+        let _ = handle.reopen();
+    }
+}
+
+/// Runs one batch; true if storage failed (and the database needs reopening).
+fn commit_on(db: &redb::Database, batch: Vec<Request>) -> bool {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
-        Err(e) => return fail_all(batch, StoreError::from(e)),
+        Err(e) => {
+            fail_all(batch, StoreError::from(e));
+            return true;
+        }
     };
     let mut results = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
@@ -71,7 +90,7 @@ fn commit_batch(db: &Database, batch: Vec<Request>) {
                 for reply in pending {
                     let _ = reply.send(Err(e.clone()));
                 }
-                return;
+                return true;
             }
             Ok(outcome) => {
                 results.push(outcome);
@@ -85,6 +104,7 @@ fn commit_batch(db: &Database, batch: Vec<Request>) {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok((result, Durable::after_sync())));
             }
+            false
         }
         Err(e) => {
             let e = StoreError::from(e);
@@ -92,6 +112,7 @@ fn commit_batch(db: &Database, batch: Vec<Request>) {
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }
+            true
         }
     }
 }

@@ -17,6 +17,7 @@
 //! - [`tls`]: certificate material (self-signed, PEM files) behind a resolver that can be
 //!   swapped at run time.
 //! - [`smtp`]: the sans-IO SMTP server session and its tokio shell.
+//! - [`server`]: binds the configured listeners and runs them until graceful shutdown.
 //! - [`net`]: the one module that touches sockets: listeners, plain-or-TLS streams,
 //!   connection limits and the graceful-shutdown latch.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).

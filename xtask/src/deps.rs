@@ -52,7 +52,14 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     }
     let mut install = vec!["install", "-y", "--no-install-recommends"];
     install.extend(&missing);
-    run(&mut apt(&missing, &install)?)
+    // One retry: another apt run on a shared machine can delete our downloaded .debs
+    // (Debian images clean the archive cache after every dpkg call) between fetch and unpack.
+    if let Err(err) = run(&mut apt(&missing, &install)?) {
+        eprintln!("deps: {err:#}; retrying once");
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        run(&mut apt(&missing, &install)?)?;
+    }
+    Ok(())
 }
 
 /// An `apt-get` command with `args`, run as root: directly when we are root, else via sudo.

@@ -1,1 +1,121 @@
-fn main() {}
+//! Project tasks: `cargo xtask <task>` (aliased in .cargo/config.toml). Only std + anyhow so
+//! xtask itself builds in seconds on CI.
+
+mod bench;
+mod ci;
+mod deps;
+mod util;
+
+use anyhow::{bail, Result};
+
+const HELP: &str = "\
+usage: cargo xtask <task> [args]
+
+tasks:
+  ci [--skip-deps]   install needed Debian packages, then fmt check, clippy, tests
+                     (--skip-deps: don't touch system packages; for developers without root)
+  bench [NAME...]    run criterion benches of the `bench` crate (all when no NAME)
+  fmt                format the workspace (cargo fmt --all)
+  help               this text";
+
+#[derive(Debug, PartialEq)]
+enum Task {
+    Ci { skip_deps: bool },
+    Bench { names: Vec<String> },
+    Fmt,
+    Help,
+}
+
+fn parse(args: &[String]) -> Result<Task> {
+    let Some((task, rest)) = args.split_first() else {
+        return Ok(Task::Help);
+    };
+    let task = match task.as_str() {
+        "ci" => {
+            let mut skip_deps = false;
+            for arg in rest {
+                match arg.as_str() {
+                    "--skip-deps" => skip_deps = true,
+                    other => bail!("ci: unknown argument `{other}`"),
+                }
+            }
+            Task::Ci { skip_deps }
+        }
+        "bench" => {
+            if let Some(flag) = rest.iter().find(|a| a.starts_with('-')) {
+                bail!("bench: unknown flag `{flag}` (give bench names only)");
+            }
+            Task::Bench {
+                names: rest.to_vec(),
+            }
+        }
+        "fmt" | "help" | "-h" | "--help" if !rest.is_empty() => {
+            bail!("{task}: takes no arguments")
+        }
+        "fmt" => Task::Fmt,
+        "help" | "-h" | "--help" => Task::Help,
+        other => bail!("unknown task `{other}`"),
+    };
+    Ok(task)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = match parse(&args) {
+        Ok(task) => task,
+        Err(err) => {
+            eprintln!("xtask: {err:#}\n\n{HELP}");
+            std::process::exit(2);
+        }
+    };
+    let result = match task {
+        Task::Ci { skip_deps } => ci::run_ci(&ci::Options { skip_deps }),
+        Task::Bench { names } => bench::run_benches(&names),
+        Task::Fmt => util::run(util::cargo().args(["fmt", "--all"])),
+        Task::Help => {
+            println!("{HELP}");
+            Ok(())
+        }
+    };
+    if let Err(err) = result {
+        eprintln!("\nxtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Task> {
+        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_tasks() {
+        assert_eq!(p(&[]).unwrap(), Task::Help);
+        assert_eq!(p(&["help"]).unwrap(), Task::Help);
+        assert_eq!(p(&["--help"]).unwrap(), Task::Help);
+        assert_eq!(p(&["fmt"]).unwrap(), Task::Fmt);
+        assert_eq!(p(&["ci"]).unwrap(), Task::Ci { skip_deps: false });
+        assert_eq!(
+            p(&["ci", "--skip-deps"]).unwrap(),
+            Task::Ci { skip_deps: true }
+        );
+        assert_eq!(p(&["bench"]).unwrap(), Task::Bench { names: vec![] });
+        assert_eq!(
+            p(&["bench", "crypto", "storage"]).unwrap(),
+            Task::Bench {
+                names: vec!["crypto".into(), "storage".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_arguments() {
+        assert!(p(&["nope"]).is_err());
+        assert!(p(&["ci", "--skip-dep"]).is_err());
+        assert!(p(&["bench", "--noplot"]).is_err());
+        assert!(p(&["fmt", "x"]).is_err());
+    }
+}

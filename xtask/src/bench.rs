@@ -1,0 +1,100 @@
+//! `cargo xtask bench [NAME...]`: criterion benches of the `bench` crate.
+
+use crate::deps;
+use crate::util::{cargo, run, workspace_root};
+use anyhow::{bail, Context, Result};
+
+/// Benches that need something on the machine besides the workspace, e.g. a peer MTA or POP3
+/// server to measure against. A bench not listed needs nothing; add one line per such bench:
+/// `("smtp", &["postfix"]),`
+const BENCH_PACKAGES: &[(&str, &[&str])] = &[];
+
+/// Runs the named bench targets, or every bench target when `names` is empty.
+pub fn run_benches(names: &[String]) -> Result<()> {
+    // Targets are always named: `--benches` would also run the lib's libtest harness, which
+    // rejects the criterion-only `--noplot` below.
+    let names = if names.is_empty() {
+        let manifest = workspace_root().join("bench/Cargo.toml");
+        let text = std::fs::read_to_string(&manifest)
+            .with_context(|| format!("reading {}", manifest.display()))?;
+        bench_targets(&text)
+    } else {
+        names.to_vec()
+    };
+    if names.is_empty() {
+        bail!("bench/Cargo.toml declares no [[bench]] targets yet");
+    }
+    deps::ensure_packages(&packages_for(&names))?;
+
+    let mut cmd = cargo();
+    cmd.args(["bench", "--package", "bench"]);
+    for name in &names {
+        cmd.args(["--bench", name]);
+    }
+    // Plots cost time and nobody looks at them on CI or over ssh; the numbers are printed.
+    cmd.args(["--", "--noplot"]);
+    run(&mut cmd)
+}
+
+/// Names of the `[[bench]]` targets in the bench crate's manifest. Criterion benches must be
+/// declared there (`harness = false`), so this finds them all without a TOML parser.
+fn bench_targets(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_bench = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bench = line == "[[bench]]";
+        } else if let Some(value) = line.strip_prefix("name").map(str::trim_start) {
+            if let (true, Some(value)) = (in_bench, value.strip_prefix('=')) {
+                names.push(value.trim().trim_matches('"').to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The Debian packages the selected benches need.
+fn packages_for(names: &[String]) -> Vec<&'static str> {
+    let mut packages = Vec::new();
+    for (bench, needs) in BENCH_PACKAGES {
+        if names.iter().any(|n| n == bench) {
+            for p in needs.iter() {
+                if !packages.contains(p) {
+                    packages.push(*p);
+                }
+            }
+        }
+    }
+    packages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlisted_benches_need_nothing() {
+        assert!(packages_for(&["crypto".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn finds_bench_targets_in_manifest() {
+        let manifest = r#"
+[package]
+name = "bench"
+
+[[bench]]
+name = "crypto"
+harness = false
+
+[[bench]]
+harness = false
+name    = "storage"
+
+[dev-dependencies]
+name = "not-a-bench"
+"#;
+        assert_eq!(bench_targets(manifest), ["crypto", "storage"]);
+        assert!(bench_targets("[package]\nname = \"bench\"\n").is_empty());
+    }
+}

@@ -1,0 +1,168 @@
+//! `cargo xtask ci`: everything CI checks, in order, stopping at the first failing step.
+
+use crate::deps;
+use crate::util::{cargo, display, run};
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+pub struct Options {
+    /// Skip installing Debian packages (developers without root who have them already).
+    pub skip_deps: bool,
+}
+
+/// A CI step; the test step records its counts in the `Tally` for the closing summary.
+type Step = fn(&mut Tally) -> Result<()>;
+
+pub fn run_ci(opts: &Options) -> Result<()> {
+    let mut steps: Vec<(&str, Step)> = Vec::new();
+    if !opts.skip_deps {
+        steps.push(("deps", |_| deps::ensure()));
+    }
+    steps.push(("fmt", |_| {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))
+    }));
+    steps.push(("clippy", |_| {
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    }));
+    steps.push(("test", test));
+
+    let mut tally = Tally::default();
+    let mut timings: Vec<(&str, Duration)> = Vec::new();
+    let started = Instant::now();
+    for (name, step) in steps {
+        eprintln!("\n==> ci: {name}");
+        let t = Instant::now();
+        let result = step(&mut tally);
+        timings.push((name, t.elapsed()));
+        if let Err(err) = result {
+            summary(&timings, started.elapsed(), &tally);
+            return Err(err.context(format!("ci step `{name}` failed")));
+        }
+    }
+    summary(&timings, started.elapsed(), &tally);
+    Ok(())
+}
+
+/// Test counts summed over every test binary and doctest run.
+#[derive(Default, Debug, PartialEq)]
+struct Tally {
+    ran: bool,
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    /// Adds one libtest closing line, e.g.
+    /// "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s".
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+        self.ran = true;
+    }
+}
+
+/// `cargo test` for the whole workspace, doctests included. Its stdout is echoed line by line
+/// and the per-binary results are summed, because the last of cargo's many "test result" lines
+/// is often a crate with zero doctests, which would read as "ran no tests".
+fn test(tally: &mut Tally) -> Result<()> {
+    let mut cmd = cargo();
+    // --no-fail-fast: one CI run should report every failing test binary, not just the first.
+    cmd.args(["test", "--workspace", "--no-fail-fast"])
+        // Tests may behave as on CI (skip nothing, no interactive prompts); insta must never
+        // write or accept snapshots here, so a mismatch fails instead.
+        .env("CI", "true")
+        .env("INSTA_UPDATE", "no")
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped());
+    let shown = display(&cmd);
+    eprintln!("$ {shown}");
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading test output")?;
+        println!("{line}");
+        tally.add_line(&line);
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    if tally.passed == 0 {
+        bail!("`{shown}` succeeded but no test passed: is the test suite wired up?");
+    }
+    Ok(())
+}
+
+fn summary(timings: &[(&str, Duration)], total: Duration, tally: &Tally) {
+    println!("\n==> ci: timings");
+    for (name, d) in timings {
+        println!("  {name:<8} {:>7.1}s", d.as_secs_f64());
+    }
+    println!("  {:<8} {:>7.1}s", "total", total.as_secs_f64());
+    // Last, in the plain "N passed, N failed, N skipped" form CI reads as the run's verdict.
+    if tally.ran {
+        println!(
+            "tests: {} passed, {} failed, {} skipped",
+            tally.passed, tally.failed, tally.ignored
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_libtest_result_lines() {
+        let mut t = Tally::default();
+        t.add_line("running 3 tests");
+        t.add_line("test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 2 filtered out; finished in 0.01s");
+        t.add_line("test result: FAILED. 4 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.50s");
+        t.add_line("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        assert_eq!(
+            t,
+            Tally {
+                ran: true,
+                passed: 7,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
+
+    #[test]
+    fn ignores_other_lines() {
+        let mut t = Tally::default();
+        t.add_line("test store::tests::roundtrip ... ok");
+        t.add_line("   Doc-tests gateway");
+        assert_eq!(t, Tally::default());
+    }
+}

@@ -1,0 +1,138 @@
+//! Debian packages that tests and benches need on the machine (CI starts from a bare Debian
+//! with only the Rust toolchain). Installs whatever is missing with apt-get.
+
+use crate::util::{self, run};
+use anyhow::{bail, Context, Result};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Packages the test suites need. Adding one is one line: name it and say which tests use it.
+/// Daemons such as postfix or dovecot will also need debconf preseeding before install.
+pub const TEST_PACKAGES: &[&str] = &[
+    "swaks",     // SMTP integration tests drive the gateway's SMTP listener with it
+    "fetchmail", // POP3 interop tests fetch from the gateway with a real client
+    "curl",      // interop tests that talk to the gateway as an off-the-shelf client
+    "openssl",   // TLS interop tests use `openssl s_client` against the gateway
+];
+
+/// Ensures every package the test suites need is installed.
+pub fn ensure() -> Result<()> {
+    ensure_packages(TEST_PACKAGES)
+}
+
+/// Installs those of `packages` that are not installed yet; does nothing (and needs no root)
+/// when all are present.
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    if !util::on_path("dpkg-query") {
+        bail!(
+            "dpkg-query not found: this is not a Debian-like system. Install these packages \
+             yourself and pass --skip-deps: {}",
+            packages.join(" ")
+        );
+    }
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("deps: all present ({})", packages.join(" "));
+        return Ok(());
+    }
+    eprintln!("deps: installing {}", missing.join(" "));
+
+    // The package lists are refreshed at most once per xtask run: CI's fresh machine has none,
+    // and a second `apt-get update` only costs time.
+    static UPDATED: AtomicBool = AtomicBool::new(false);
+    if !UPDATED.swap(true, Ordering::SeqCst) {
+        run(&mut apt(&missing, &["update"])?)?;
+    }
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(&missing);
+    // One retry: another apt run on a shared machine can delete our downloaded .debs
+    // (Debian images clean the archive cache after every dpkg call) between fetch and unpack.
+    if let Err(err) = run(&mut apt(&missing, &install)?) {
+        eprintln!("deps: {err:#}; retrying once");
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        run(&mut apt(&missing, &install)?)?;
+    }
+    Ok(())
+}
+
+/// An `apt-get` command with `args`, run as root: directly when we are root, else via sudo.
+/// `missing` only serves the error message when neither is possible.
+fn apt(missing: &[&str], args: &[&str]) -> Result<Command> {
+    let mut cmd = if is_root()? {
+        Command::new("apt-get")
+    } else if util::on_path("sudo") {
+        // sudo resets the environment, so the variable is passed through `env`.
+        let mut c = Command::new("sudo");
+        c.args(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
+        c
+    } else {
+        bail!(
+            "these Debian packages are missing and installing them needs root or sudo: {} \
+             (install them yourself, or run `cargo xtask ci --skip-deps`)",
+            missing.join(" ")
+        );
+    };
+    // No prompts: CI has no stdin. Wait for another apt/dpkg run instead of failing at once.
+    cmd.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["-o", "DPkg::Lock::Timeout=300"])
+        .args(args);
+    Ok(cmd)
+}
+
+fn is_root() -> Result<bool> {
+    let out = Command::new("id")
+        .arg("-u")
+        .output()
+        .context("could not run `id -u`")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+fn is_installed(package: &str) -> bool {
+    // dpkg-query exits non-zero for a package it has never heard of; that just means "no".
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|out| {
+            out.status.success() && status_is_installed(&String::from_utf8_lossy(&out.stdout))
+        })
+        .unwrap_or(false)
+}
+
+/// Parses dpkg's `${Status}` ("want error-flag state", e.g. "install ok installed").
+/// Only state "installed" with no error counts; "deinstall ok config-files" (removed, config
+/// kept) or "install reinstreq half-installed" need apt-get to act.
+fn status_is_installed(status: &str) -> bool {
+    let words: Vec<&str> = status.split_whitespace().collect();
+    matches!(words.as_slice(), [_, "ok", "installed"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpkg_status_parsing() {
+        assert!(status_is_installed("install ok installed"));
+        assert!(status_is_installed("hold ok installed\n"));
+        assert!(!status_is_installed("deinstall ok config-files"));
+        assert!(!status_is_installed("install ok half-installed"));
+        assert!(!status_is_installed("install reinstreq installed"));
+        assert!(!status_is_installed("unknown ok not-installed"));
+        assert!(!status_is_installed(""));
+    }
+
+    #[test]
+    fn package_list_has_no_duplicates() {
+        let mut sorted = TEST_PACKAGES.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), TEST_PACKAGES.len());
+    }
+}

@@ -1,0 +1,545 @@
+//! Shared harness for the SMTP integration tests: an in-process gateway listening on
+//! 127.0.0.1 with free ports and a self-signed certificate, a raw SMTP client over TCP or
+//! TLS, and helpers to read back what was stored.
+#![allow(dead_code)] // Not every test binary uses every helper.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway::config::Config;
+use gateway::crypto::MailboxPassword;
+use gateway::mailbox::MailboxId;
+use gateway::server::Running;
+use gateway::service::Gateway;
+use gateway::tls::{CertificateSourceSpec, SELF_SIGNED_CERT_FILE, TLS_DIR};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsConnector;
+
+/// The domain of the test gateway's mailbox addresses.
+pub const EMAIL_DOMAIN: &str = "archive.test";
+/// The test gateway's host name (in greetings and the certificate).
+pub const HOST_NAME: &str = "mx.archive.test";
+
+/// How long a test waits for any single reply before failing.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A gateway with its SMTP listeners running on free local ports.
+pub struct TestGateway {
+    dir: tempfile::TempDir,
+    pub config: Config,
+    gateway: Gateway,
+    running: Option<Running>,
+    smtp: SocketAddr,
+    submission: SocketAddr,
+    smtps: SocketAddr,
+}
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the test defaults, adjusted by `adjust` before anything is opened.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.gateway.data_dir = dir.path().join("data");
+        config.gateway.email_domain = EMAIL_DOMAIN.to_owned();
+        config.gateway.host_name = HOST_NAME.to_owned();
+        let local = |listener: &mut gateway::config::Listener| {
+            listener.address = "127.0.0.1".parse().expect("ip");
+            listener.port = 0;
+            listener.enabled = true;
+        };
+        local(&mut config.listen.smtp);
+        local(&mut config.listen.submission);
+        local(&mut config.listen.smtps);
+        for off in [
+            &mut config.listen.pop3,
+            &mut config.listen.pop3s,
+            &mut config.listen.console,
+            &mut config.listen.acme_http,
+        ] {
+            off.enabled = false;
+        }
+        adjust(&mut config);
+        std::fs::create_dir_all(&config.gateway.data_dir).expect("data dir");
+
+        let gateway = Gateway::open(&config).expect("open gateway");
+        let (resolver, _material) = gateway::tls::prepare(
+            &CertificateSourceSpec::SelfSigned,
+            &config.gateway.data_dir,
+            &config.gateway.host_name,
+        )
+        .expect("TLS material");
+        let running = gateway::server::start(&config, gateway.clone(), resolver)
+            .await
+            .expect("start listeners");
+        let addr = |service: &str| {
+            running
+                .address(service)
+                .unwrap_or_else(|| panic!("{service} listener"))
+        };
+        let (smtp, submission, smtps) = (addr("smtp"), addr("submission"), addr("smtps"));
+        Self {
+            dir,
+            config,
+            gateway,
+            running: Some(running),
+            smtp,
+            submission,
+            smtps,
+        }
+    }
+
+    pub fn smtp_addr(&self) -> SocketAddr {
+        self.smtp
+    }
+
+    pub fn submission_addr(&self) -> SocketAddr {
+        self.submission
+    }
+
+    pub fn smtps_addr(&self) -> SocketAddr {
+        self.smtps
+    }
+
+    /// The self-signed certificate, for clients to trust as their only CA.
+    pub fn ca_file(&self) -> PathBuf {
+        self.config
+            .gateway
+            .data_dir
+            .join(TLS_DIR)
+            .join(SELF_SIGNED_CERT_FILE)
+    }
+
+    /// A scratch directory for client-side files (bodies, transcripts).
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The same service instance the server uses (the store is opened once).
+    pub fn gateway(&self) -> Gateway {
+        self.gateway.clone()
+    }
+
+    /// An active mailbox: its id, address and password.
+    pub async fn create_mailbox(&self, name: &str) -> (MailboxId, String, MailboxPassword) {
+        let created = self
+            .gateway
+            .create_mailbox(name, "integration test")
+            .await
+            .expect("create mailbox");
+        (created.info.id, created.info.address, created.password)
+    }
+
+    /// Every message of a mailbox, decrypted, in arrival order.
+    pub fn messages(&self, id: &MailboxId, password: &MailboxPassword) -> Vec<Vec<u8>> {
+        let summaries = self.gateway.list_messages(id).expect("list messages");
+        if summaries.is_empty() {
+            return Vec::new();
+        }
+        let key = self.gateway.unseal(id, password).expect("unseal");
+        summaries
+            .iter()
+            .map(|summary| {
+                self.gateway
+                    .read_message(&key, summary.seq)
+                    .expect("read message")
+                    .1
+            })
+            .collect()
+    }
+
+    pub fn message_count(&self, id: &MailboxId) -> usize {
+        self.gateway.list_messages(id).expect("list messages").len()
+    }
+
+    /// Hands the running listeners over, e.g. to stop them concurrently.
+    pub fn take_running(&mut self) -> Running {
+        self.running.take().expect("listeners still running")
+    }
+
+    /// Graceful shutdown of the listeners (no-op if already taken).
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(Duration::from_secs(60), running.stop())
+                .await
+                .expect("graceful stop finished");
+        }
+    }
+
+    /// A rustls client configuration trusting only this gateway's certificate.
+    pub fn tls_connector(&self) -> TlsConnector {
+        tls_connector(&self.ca_file())
+    }
+}
+
+pub fn tls_connector(ca_file: &Path) -> TlsConnector {
+    let pem = std::fs::read(ca_file).expect("read CA file");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.expect("PEM certificate")).expect("add root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Splits a stored message into our `Received:` header (with its folded lines) and exactly
+/// the bytes the client sent.
+pub fn split_received(stored: &[u8]) -> (String, &[u8]) {
+    assert!(
+        stored.starts_with(b"Received: "),
+        "stored message does not start with our Received header: {:?}",
+        String::from_utf8_lossy(&stored[..stored.len().min(200)])
+    );
+    let mut at = 0;
+    loop {
+        let end = at
+            + stored[at..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("Received header ends with CRLF")
+            + 2;
+        at = end;
+        if !matches!(stored.get(at), Some(b' ' | b'\t')) {
+            break;
+        }
+    }
+    let header = String::from_utf8(stored[..at].to_vec()).expect("Received header is ASCII");
+    (header, &stored[at..])
+}
+
+/// Asserts the Received header records TLS exactly when it was used.
+pub fn assert_received(header: &str, tls: bool) {
+    assert!(
+        header.contains(&format!("by {HOST_NAME} with ")),
+        "{header}"
+    );
+    if tls {
+        assert!(header.contains("with ESMTPS "), "{header}");
+        assert!(
+            header.contains("(using TLSv1.3 cipher ") || header.contains("(using TLSv1.2 cipher "),
+            "{header}"
+        );
+    } else {
+        assert!(header.contains("with ESMTP "), "{header}");
+        assert!(!header.contains("using TLS"), "{header}");
+    }
+}
+
+/// One SMTP reply: its code and lines (without the code and separator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+
+    /// Asserts the code and that the first line starts with `prefix` (e.g. an enhanced code).
+    pub fn expect(&self, code: u16, prefix: &str) -> &Self {
+        assert_eq!(self.code, code, "unexpected reply {self:?}");
+        assert!(
+            self.lines[0].starts_with(prefix),
+            "reply {self:?} does not start with {prefix:?}"
+        );
+        self
+    }
+}
+
+/// Parses every complete reply in `bytes` (multi-line replies joined).
+pub fn parse_replies(bytes: &[u8]) -> Vec<Reply> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut replies = Vec::new();
+    let mut lines = Vec::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        assert!(line.len() >= 3, "short reply line {line:?}");
+        let code: u16 = line[..3].parse().expect("reply code");
+        lines.push(line.get(4..).unwrap_or("").to_owned());
+        if line.as_bytes().get(3) != Some(&b'-') {
+            replies.push(Reply {
+                code,
+                lines: std::mem::take(&mut lines),
+            });
+        }
+    }
+    replies
+}
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Only during a handshake.
+    Gone,
+}
+
+/// A raw SMTP client: writes whatever bytes it is given and parses replies.
+pub struct Client {
+    conn: Conn,
+    /// Received bytes not yet parsed into replies.
+    buffer: Vec<u8>,
+}
+
+impl Client {
+    /// Connects in plain text and reads the greeting.
+    pub async fn connect(addr: SocketAddr) -> (Self, Reply) {
+        let mut client = Self::connect_no_greeting(addr).await;
+        let greeting = client.reply().await;
+        (client, greeting)
+    }
+
+    pub async fn connect_no_greeting(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Self {
+            conn: Conn::Plain(stream),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Connects with implicit TLS (port 465) and reads the greeting.
+    pub async fn connect_tls(addr: SocketAddr, connector: &TlsConnector) -> (Self, Reply) {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let tls = connector
+            .connect(server_name(), stream)
+            .await
+            .expect("TLS handshake");
+        let mut client = Self {
+            conn: Conn::Tls(Box::new(tls)),
+            buffer: Vec::new(),
+        };
+        let greeting = client.reply().await;
+        (client, greeting)
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.conn, Conn::Tls(_))
+    }
+
+    fn io(&mut self) -> &mut dyn Io {
+        match &mut self.conn {
+            Conn::Plain(plain) => plain,
+            Conn::Tls(tls) => &mut **tls,
+            Conn::Gone => panic!("connection lost in a TLS handshake"),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        let io = self.io();
+        io.write_all(bytes.as_ref()).await.expect("write");
+        io.flush().await.expect("flush");
+    }
+
+    /// Sends one command line (CRLF appended) and reads its reply.
+    pub async fn command(&mut self, line: &str) -> Reply {
+        self.send(format!("{line}\r\n")).await;
+        self.reply().await
+    }
+
+    /// Reads one complete reply (fails the test after [`REPLY_TIMEOUT`]).
+    pub async fn reply(&mut self) -> Reply {
+        tokio::time::timeout(REPLY_TIMEOUT, self.try_reply())
+            .await
+            .expect("reply within timeout")
+            .unwrap_or_else(|| {
+                panic!(
+                    "connection closed before a complete reply; got {:?}",
+                    String::from_utf8_lossy(&self.buffer)
+                )
+            })
+    }
+
+    /// The next reply, or `None` if the server closed the connection first.
+    pub async fn try_reply(&mut self) -> Option<Reply> {
+        loop {
+            if let Some(end) = complete_reply_end(&self.buffer) {
+                let bytes: Vec<u8> = self.buffer.drain(..end).collect();
+                return parse_replies(&bytes).pop();
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.io().read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads `n` replies.
+    pub async fn replies(&mut self, n: usize) -> Vec<Reply> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.reply().await);
+        }
+        out
+    }
+
+    /// Reads until the server closes the connection; returns every reply it sent.
+    pub async fn replies_until_close(&mut self) -> Vec<Reply> {
+        let read_all = async {
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                match self.io().read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(REPLY_TIMEOUT, read_all)
+            .await
+            .expect("server closes the connection");
+        let bytes = std::mem::take(&mut self.buffer);
+        parse_replies(&bytes)
+    }
+
+    /// Waits up to `wait` for any byte from the server; `None` if nothing arrived.
+    pub async fn bytes_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        if !self.buffer.is_empty() {
+            return Some(std::mem::take(&mut self.buffer));
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(wait, self.io().read(&mut chunk)).await {
+            Err(_elapsed) => None,
+            Ok(Ok(n)) => Some(chunk[..n].to_vec()),
+            Ok(Err(e)) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// EHLO: its reply.
+    pub async fn ehlo(&mut self) -> Reply {
+        self.command("EHLO client.example.org").await
+    }
+
+    /// STARTTLS (expects 220) and the handshake; the session starts over, so send EHLO.
+    pub async fn starttls(&mut self, connector: &TlsConnector) {
+        self.command("STARTTLS").await.expect(220, "2.0.0");
+        self.upgrade(connector).await;
+    }
+
+    /// The TLS handshake on the plain stream, which must have no unread reply bytes left.
+    pub async fn upgrade(&mut self, connector: &TlsConnector) {
+        assert!(
+            self.buffer.is_empty(),
+            "unread bytes before the TLS handshake: {:?}",
+            String::from_utf8_lossy(&self.buffer)
+        );
+        let Conn::Plain(plain) = std::mem::replace(&mut self.conn, Conn::Gone) else {
+            panic!("TLS is already active");
+        };
+        let tls = connector
+            .connect(server_name(), plain)
+            .await
+            .expect("TLS handshake");
+        self.conn = Conn::Tls(Box::new(tls));
+    }
+
+    /// MAIL, one RCPT per recipient (each must get 250), DATA (354), the dot-stuffed body
+    /// and its end; returns the reply to the end of data.
+    pub async fn send_message(&mut self, from: &str, to: &[&str], message: &[u8]) -> Reply {
+        self.command(&format!("MAIL FROM:<{from}>"))
+            .await
+            .expect(250, "2.1.0");
+        for rcpt in to {
+            self.command(&format!("RCPT TO:<{rcpt}>"))
+                .await
+                .expect(250, "2.1.5");
+        }
+        self.command("DATA").await.expect(354, "");
+        self.send(dot_stuff(message)).await;
+        self.reply().await
+    }
+}
+
+fn server_name() -> rustls::pki_types::ServerName<'static> {
+    rustls::pki_types::ServerName::try_from("localhost").expect("server name")
+}
+
+/// Where the first complete reply in `buffer` ends (after its last line's CRLF).
+fn complete_reply_end(buffer: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    while let Some(pos) = buffer[start..].windows(2).position(|w| w == b"\r\n") {
+        let line = &buffer[start..start + pos];
+        start += pos + 2;
+        if line.get(3) != Some(&b'-') {
+            return Some(start);
+        }
+    }
+    None
+}
+
+/// Dot-stuffs CRLF-terminated `message` and appends `.CRLF` (a CRLF first if needed).
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 64);
+    let mut line_start = true;
+    for &byte in message {
+        if line_start && byte == b'.' {
+            out.push(b'.');
+        }
+        out.push(byte);
+        line_start = byte == b'\n';
+    }
+    if !message.is_empty() && !message.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// A message of CRLF lines exercising transparency and line rules: a leading-dot line, a
+/// lone-dot line, an 8-bit UTF-8 line, 998-octet lines (the longest legal) and empty lines.
+pub fn tricky_message(subject: &str) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(
+        format!(
+            "From: Sender <a@example.org>\r\nTo: archive@{EMAIL_DOMAIN}\r\nSubject: {subject}\r\n\
+             MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: 8bit\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    m.extend_from_slice(b"first line\r\n");
+    m.extend_from_slice(b".a line starting with a dot\r\n");
+    m.extend_from_slice(b"..two dots\r\n");
+    m.extend_from_slice(b".\r\n");
+    m.extend_from_slice(b"\r\n\r\n");
+    m.extend_from_slice("8-bit: Grüße, naïve café, 日本語, emoji 📨\r\n".as_bytes());
+    m.extend(std::iter::repeat_n(b'x', 998));
+    m.extend_from_slice(b"\r\n");
+    m.push(b'.');
+    m.extend(std::iter::repeat_n(b'y', 997));
+    m.extend_from_slice(b"\r\n");
+    m.extend_from_slice(b"\r\nlast line\r\n");
+    m
+}
+
+/// A message of about `size` bytes of 78-octet lines (several encryption chunks).
+pub fn large_message(subject: &str, size: usize) -> Vec<u8> {
+    let mut m = format!("From: a@example.org\r\nSubject: {subject}\r\n\r\n").into_bytes();
+    let mut n: u64 = 0;
+    while m.len() < size {
+        // Lines vary, and every 50th starts with a dot.
+        let lead = if n % 50 == 0 { "." } else { "" };
+        let line = format!(
+            "{lead}{n:08} {}\r\n",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-"
+        );
+        m.extend_from_slice(line.as_bytes());
+        n += 1;
+    }
+    m
+}

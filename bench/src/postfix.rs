@@ -45,12 +45,20 @@ pub fn ensure_installed() -> anyhow::Result<()> {
     std::io::Write::write_all(debconf.stdin.as_mut().expect("piped"), preseed.as_bytes())?;
     drop(debconf.stdin.take());
     debconf.wait()?;
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "-q", "postfix"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()?;
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "postfix"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+    };
+    let mut status = install()?;
+    if !status.success() {
+        // A fresh machine may not have the package lists yet.
+        Command::new("apt-get").args(["update", "-q"]).status()?;
+        status = install()?;
+    }
     if !status.success() || !installed() {
-        bail!("installing postfix failed ({status}); try `apt-get update` first");
+        bail!("installing postfix failed ({status})");
     }
     Ok(())
 }

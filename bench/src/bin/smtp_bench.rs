@@ -1,0 +1,581 @@
+//! SMTP throughput benchmark: the gateway against a local Postfix delivering to a Maildir.
+//!
+//! `cargo run --release -p bench --bin smtp_bench [-- --skip-postfix --skip-rss ...]`
+//!
+//! For each message size (10 KiB, 1 MiB) and session count (1, 20, 100) it starts a fresh
+//! gateway (a child process on a data directory under the cargo target directory, so on the
+//! real disk where fsync costs what it costs) and measures:
+//! - plaintext SMTP with Postfix's `smtp-source` (`-d`: many messages per connection),
+//! - plaintext SMTP with our `smtp_load` generator (PIPELINING of MAIL/RCPT/DATA),
+//! - implicit TLS (SMTPS) with our generator;
+//!
+//! then the same smtp-source and smtp_load runs against a throwaway Postfix (accepted: 250s
+//! received; delivered: until every message is in the Maildir). Finally the peak RSS of a
+//! gateway receiving one 50 MiB message. Prints a Markdown report and writes it to
+//! `<target dir>/bench-reports/smtp.md`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, CHILD_FLAG, HOST_NAME};
+use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
+use bench::postfix::{self, Postfix};
+use clap::Parser;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+const FROM: &str = "loadgen@client.bench.test";
+/// Safety cap on one load-generator run; counts stay valid if it triggers.
+const MAX_RUN: Duration = Duration::from_secs(20);
+const SMTP_SOURCE_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[derive(Debug, Parser)]
+#[command(about = "SMTP throughput of the gateway, with Postfix as the baseline")]
+struct Args {
+    /// Message sizes in bytes.
+    #[arg(long, value_delimiter = ',', default_values_t = [10 * KIB, MIB])]
+    sizes: Vec<usize>,
+    /// Concurrent session counts.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 20, 100])]
+    sessions: Vec<usize>,
+    /// Scale every cell's message count (e.g. 0.25 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Do not run (or install) Postfix.
+    #[arg(long)]
+    skip_postfix: bool,
+    /// Do not run smtp-source (our generator only).
+    #[arg(long)]
+    skip_smtp_source: bool,
+    /// Skip the peak-memory runs.
+    #[arg(long)]
+    skip_rss: bool,
+    /// Message sizes for the peak-memory runs, MiB (one fresh gateway each).
+    #[arg(long, value_delimiter = ',', default_values_t = [50, 90])]
+    rss_mib: Vec<usize>,
+    /// Report file (default: <target dir>/bench-reports/smtp.md).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Messages per cell: enough for a stable figure, a few seconds at most.
+fn messages_for(size: usize, sessions: usize, scale: f64) -> u64 {
+    let base: u64 = match (size >= 512 * KIB, sessions) {
+        (false, 1) => 1000,
+        (false, _) => 5000,
+        (true, 1) => 150,
+        (true, _) => 400,
+    };
+    ((base as f64 * scale).round() as u64).max(sessions as u64)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Source,
+    Load,
+    LoadTls,
+}
+
+impl Client {
+    fn label(self) -> &'static str {
+        match self {
+            Client::Source => "smtp-source, plain",
+            Client::Load => "smtp_load, plain",
+            Client::LoadTls => "smtp_load, TLS",
+        }
+    }
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Default)]
+struct Figure {
+    messages: u64,
+    elapsed: Duration,
+    size: usize,
+    /// p50 and p99 latency (ms), our generator only.
+    latency: Option<(f64, f64)>,
+    /// CPU time the server used (gateway child only), seconds.
+    server_cpu: Option<f64>,
+    /// Postfix only: time until every accepted message was in the Maildir.
+    delivered: Option<Duration>,
+}
+
+impl Figure {
+    fn rate(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+    fn mbit(&self) -> f64 {
+        self.rate() * self.size as f64 * 8.0 / 1e6
+    }
+    fn delivered_rate(&self) -> Option<f64> {
+        self.delivered
+            .map(|d| self.messages as f64 / d.as_secs_f64())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    size: usize,
+    sessions: usize,
+    client: Client,
+    gateway: Option<Figure>,
+    postfix: Option<Figure>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_some_and(|a| a == CHILD_FLAG) {
+        let config = argv.next().context("missing configuration path")?;
+        return gateway_proc::child_main(Path::new(&config));
+    }
+    let args = Args::parse();
+    let target_dir = target_dir()?;
+    let scratch = target_dir.join("bench-smtp-scratch");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| target_dir.join("bench-reports").join("smtp.md"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+
+    eprintln!(
+        "scratch directory {} (filesystem: {})",
+        scratch.display(),
+        filesystem_of(&scratch)
+    );
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for &size in &args.sizes {
+        for &sessions in &args.sessions {
+            let messages = messages_for(size, sessions, args.scale);
+            rows.extend(gateway_cell(
+                &runtime, &args, &scratch, size, sessions, messages,
+            )?);
+        }
+    }
+
+    if !args.skip_postfix {
+        match postfix_cells(&runtime, &args, &scratch, &mut rows) {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("Postfix baseline failed: {e:#}");
+                notes.push(format!("Postfix baseline failed: {e:#}"));
+            }
+        }
+    }
+
+    let mut rss = Vec::new();
+    if !args.skip_rss {
+        for &mib in &args.rss_mib {
+            rss.push(peak_rss(&runtime, &scratch, mib)?);
+        }
+    }
+
+    let report = render(&rows, &rss, &notes, &scratch);
+    println!("{report}");
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, &report)?;
+    eprintln!("report written to {}", out.display());
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// The cargo target directory: the binary lives in `<target>/release/`.
+fn target_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .context("cannot locate the target directory")
+}
+
+fn filesystem_of(path: &Path) -> String {
+    std::process::Command::new("df")
+        .args(["--output=fstype,source"])
+        .arg(path)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| {
+            s.lines()
+                .nth(1)
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" on "))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// utime + stime of a process, seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start at ") ".
+    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn our_load(
+    runtime: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    tls: Option<TlsTarget>,
+    size: usize,
+    sessions: usize,
+    messages: u64,
+    to: &str,
+) -> anyhow::Result<LoadReport> {
+    let report = runtime.block_on(load::run(LoadConfig {
+        addr,
+        tls,
+        sessions,
+        messages: Some(messages),
+        duration: Some(MAX_RUN),
+        size,
+        from: FROM.to_owned(),
+        to: to.to_owned(),
+        pipelining: true,
+    }))?;
+    eprintln!("    {}", report.summary());
+    if report.accepted == 0 {
+        bail!("no message accepted: {:?}", report.first_error);
+    }
+    Ok(report)
+}
+
+fn from_load(report: &LoadReport) -> Figure {
+    Figure {
+        messages: report.accepted,
+        elapsed: report.elapsed,
+        size: report.size,
+        latency: Some((
+            report.latency(50.0).as_secs_f64() * 1e3,
+            report.latency(99.0).as_secs_f64() * 1e3,
+        )),
+        ..Figure::default()
+    }
+}
+
+fn gateway_cell(
+    runtime: &tokio::runtime::Runtime,
+    args: &Args,
+    scratch: &Path,
+    size: usize,
+    sessions: usize,
+    messages: u64,
+) -> anyhow::Result<Vec<Row>> {
+    eprintln!(
+        "gateway: {} x {sessions} sessions, {messages} messages",
+        human(size)
+    );
+    let data_dir = scratch.join(format!("gateway-{size}-{sessions}"));
+    let gw = GatewayProcess::start(&data_dir)?;
+    let mut rows = Vec::new();
+    let mut sent = 0;
+    let clients = [Client::Source, Client::Load, Client::LoadTls];
+    for client in clients {
+        if client == Client::Source && args.skip_smtp_source {
+            continue;
+        }
+        let cpu0 = cpu_seconds(gw.pid());
+        let mut figure = match client {
+            Client::Source => {
+                let r = postfix::smtp_source(
+                    gw.smtp,
+                    sessions,
+                    messages,
+                    size,
+                    FROM,
+                    &gw.mailbox,
+                    SMTP_SOURCE_TIMEOUT,
+                )?;
+                eprintln!(
+                    "    smtp-source: {} messages in {:.2} s",
+                    r.messages,
+                    r.elapsed.as_secs_f64()
+                );
+                Figure {
+                    messages: r.messages,
+                    elapsed: r.elapsed,
+                    size,
+                    ..Figure::default()
+                }
+            }
+            Client::Load | Client::LoadTls => {
+                let tls = (client == Client::LoadTls).then(|| TlsTarget {
+                    ca_file: gw.ca_file.clone(),
+                    server_name: HOST_NAME.to_owned(),
+                });
+                let addr = if tls.is_some() { gw.smtps } else { gw.smtp };
+                from_load(&our_load(
+                    runtime,
+                    addr,
+                    tls,
+                    size,
+                    sessions,
+                    messages,
+                    &gw.mailbox,
+                )?)
+            }
+        };
+        figure.server_cpu = Some(cpu_seconds(gw.pid()) - cpu0);
+        sent += figure.messages;
+        rows.push(Row {
+            size,
+            sessions,
+            client,
+            gateway: Some(figure),
+            postfix: None,
+        });
+    }
+    let stored = gw.stop()?;
+    if stored != sent {
+        bail!("the gateway stored {stored} messages but the clients counted {sent} accepted");
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(rows)
+}
+
+fn postfix_cells(
+    runtime: &tokio::runtime::Runtime,
+    args: &Args,
+    scratch: &Path,
+    rows: &mut [Row],
+) -> anyhow::Result<()> {
+    postfix::ensure_installed()?;
+    let pf = Postfix::start(&scratch.join("postfix"))?;
+    eprintln!(
+        "postfix: listening on {} (log {})",
+        pf.addr,
+        pf.log_path().display()
+    );
+    for row in rows.iter_mut() {
+        let (size, sessions) = (row.size, row.sessions);
+        let messages = messages_for(size, sessions, args.scale);
+        pf.clear_maildir()?;
+        let (start, mut figure) = match row.client {
+            Client::Source => {
+                eprintln!(
+                    "postfix: {} x {sessions} sessions, smtp-source",
+                    human(size)
+                );
+                let r = postfix::smtp_source(
+                    pf.addr,
+                    sessions,
+                    messages,
+                    size,
+                    FROM,
+                    postfix::RECIPIENT,
+                    SMTP_SOURCE_TIMEOUT,
+                )?;
+                eprintln!(
+                    "    smtp-source: {} messages in {:.2} s",
+                    r.messages,
+                    r.elapsed.as_secs_f64()
+                );
+                (
+                    r.start,
+                    Figure {
+                        messages: r.messages,
+                        elapsed: r.elapsed,
+                        size,
+                        ..Figure::default()
+                    },
+                )
+            }
+            Client::Load => {
+                eprintln!("postfix: {} x {sessions} sessions, smtp_load", human(size));
+                let start = Instant::now();
+                let r = our_load(
+                    runtime,
+                    pf.addr,
+                    None,
+                    size,
+                    sessions,
+                    messages,
+                    postfix::RECIPIENT,
+                )?;
+                (start, from_load(&r))
+            }
+            Client::LoadTls => continue,
+        };
+        let delivered_at = pf
+            .wait_delivered(figure.messages, Duration::from_secs(120))
+            .with_context(|| {
+                format!(
+                    "Postfix delivered only {} of {} messages within 120 s",
+                    pf.delivered(),
+                    figure.messages
+                )
+            })?;
+        figure.delivered = Some(delivered_at - start);
+        eprintln!(
+            "    delivered to the Maildir after {:.2} s",
+            (delivered_at - start).as_secs_f64()
+        );
+        row.postfix = Some(figure);
+    }
+    pf.clear_maildir()?;
+    pf.stop()
+}
+
+struct Rss {
+    size_mib: usize,
+    before_rss_kib: u64,
+    before_hwm_kib: u64,
+    after_hwm_kib: u64,
+    /// Whether VmHWM was reset to the current RSS before the message.
+    hwm_reset: bool,
+    elapsed: Duration,
+}
+
+fn peak_rss(
+    runtime: &tokio::runtime::Runtime,
+    scratch: &Path,
+    size_mib: usize,
+) -> anyhow::Result<Rss> {
+    eprintln!("peak memory: one {size_mib} MiB message");
+    let data_dir = scratch.join("gateway-rss");
+    let gw = GatewayProcess::start(&data_dir)?;
+    // Warm up (threads, buffers) with small messages so the baseline is a working gateway.
+    our_load(runtime, gw.smtp, None, 10 * KIB, 4, 20, &gw.mailbox)?;
+    // Reset the peak to the current RSS (Linux: "5" > clear_refs), so start-up work (the
+    // mailbox key's Argon2id, 19 MiB) does not mask the message's own peak.
+    let reset = std::fs::write(format!("/proc/{}/clear_refs", gw.pid()), "5").is_ok();
+    let before_rss_kib = proc_status_kib(gw.pid(), "VmRSS")?;
+    let before_hwm_kib = proc_status_kib(gw.pid(), "VmHWM")?;
+    let r = our_load(runtime, gw.smtp, None, size_mib * MIB, 1, 1, &gw.mailbox)?;
+    let after_hwm_kib = proc_status_kib(gw.pid(), "VmHWM")?;
+    let stored = gw.stop()?;
+    if stored != 21 {
+        bail!("expected 21 stored messages, found {stored}");
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(Rss {
+        size_mib,
+        before_rss_kib,
+        before_hwm_kib,
+        after_hwm_kib,
+        hwm_reset: reset,
+        elapsed: r.elapsed,
+    })
+}
+
+fn human(size: usize) -> String {
+    if size >= MIB && size % MIB == 0 {
+        format!("{} MiB", size / MIB)
+    } else if size >= KIB && size % KIB == 0 {
+        format!("{} KiB", size / KIB)
+    } else {
+        format!("{size} B")
+    }
+}
+
+fn render(rows: &[Row], rss: &[Rss], notes: &[String], scratch: &Path) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# SMTP throughput: gateway vs Postfix\n");
+    let _ = writeln!(
+        s,
+        "Machine: {} CPUs, load generator and server on the same machine over 127.0.0.1. \
+         Data directories on `{}`. Every gateway 250 means the encrypted message is \
+         durably committed (fsync); Postfix answers 250 after fsyncing its queue file and \
+         delivers to the Maildir afterwards (\"delivered\" = until the last message is in \
+         the Maildir).\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        filesystem_of(scratch)
+    );
+    let _ = writeln!(
+        s,
+        "| size | sessions | client | messages | gateway msg/s | gateway Mbit/s | gateway p50 / p99 ms | gateway CPU s/1000 msg | Postfix accepted msg/s | Postfix accepted Mbit/s | Postfix delivered msg/s | gateway / Postfix (accepted) | gateway / Postfix (delivered) |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let dash = || "—".to_owned();
+    for row in rows {
+        let g = row.gateway.as_ref();
+        let p = row.postfix.as_ref();
+        let ratio = |gw: Option<f64>, pf: Option<f64>| match (gw, pf) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => dash(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            human(row.size),
+            row.sessions,
+            row.client.label(),
+            g.map(|f| f.messages.to_string()).unwrap_or_else(dash),
+            g.map(|f| format!("{:.0}", f.rate())).unwrap_or_else(dash),
+            g.map(|f| format!("{:.0}", f.mbit())).unwrap_or_else(dash),
+            g.and_then(|f| f.latency)
+                .map(|(p50, p99)| format!("{p50:.1} / {p99:.1}"))
+                .unwrap_or_else(dash),
+            g.and_then(|f| f.server_cpu.map(|c| c / f.messages as f64 * 1000.0))
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_else(dash),
+            p.map(|f| format!("{:.0}", f.rate())).unwrap_or_else(dash),
+            p.map(|f| format!("{:.0}", f.mbit())).unwrap_or_else(dash),
+            p.and_then(Figure::delivered_rate)
+                .map(|r| format!("{r:.0}"))
+                .unwrap_or_else(dash),
+            ratio(g.map(Figure::rate), p.map(Figure::rate)),
+            ratio(g.map(Figure::rate), p.and_then(Figure::delivered_rate)),
+        );
+    }
+    if !rss.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Peak memory of the gateway while one large message streams in\n\n\
+             | message | RSS before | VmHWM before | VmHWM after the message | growth | transfer time |\n\
+             |---:|---:|---:|---:|---:|---:|"
+        );
+        for r in rss {
+            let _ = writeln!(
+                s,
+                "| {} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} s |",
+                r.size_mib,
+                r.before_rss_kib as f64 / 1024.0,
+                r.before_hwm_kib as f64 / 1024.0,
+                r.after_hwm_kib as f64 / 1024.0,
+                r.after_hwm_kib.saturating_sub(r.before_hwm_kib) as f64 / 1024.0,
+                r.elapsed.as_secs_f64()
+            );
+        }
+        let r = &rss[0];
+        let _ = writeln!(
+            s,
+            "\nThe gateway runs as a child process; VmHWM is read from /proc/PID/status{}. \
+             Messages are sealed in chunks of just under 64 KiB as they arrive and spill to an unlinked \
+             spool file beyond `limits.spool_memory_kib`. Compare the sizes: growth that \
+             levels off means memory is bounded whatever the message size.",
+            if r.hwm_reset {
+                ", reset to the current RSS just before the message (clear_refs)"
+            } else {
+                " (could not be reset: it includes the start-up peak)"
+            }
+        );
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(s, "\n## Notes\n");
+        for note in notes {
+            let _ = writeln!(s, "- {note}");
+        }
+    }
+    s
+}

@@ -1,0 +1,198 @@
+//! The gateway under test, run as a child process so that its memory (VmHWM) and CPU are its
+//! own and the load generator does not share its runtime.
+//!
+//! The runner re-executes its own binary with [`CHILD_FLAG`]; the child serves exactly what
+//! `gateway serve` serves (same library calls), creates one mailbox, prints one `READY` line
+//! and runs until its standard input closes. It then stops gracefully and prints how many
+//! messages the mailbox holds, so the runner can check the load generators' counts.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use anyhow::{anyhow, bail, Context};
+use gateway::config::{Config, Listener};
+use gateway::service::Gateway;
+use gateway::tls::{self, CertificateSourceSpec};
+
+/// Hidden command-line flag that turns the runner binary into the gateway child.
+pub const CHILD_FLAG: &str = "--gateway-child";
+/// Name the self-signed certificate is issued for.
+pub const HOST_NAME: &str = "gateway.bench.test";
+pub const EMAIL_DOMAIN: &str = "archive.bench.test";
+
+/// The benchmark configuration: SMTP and SMTPS on 127.0.0.1, ephemeral ports, nothing else;
+/// connection limits raised above the largest session count.
+pub fn bench_config(data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.gateway.data_dir = data_dir.to_path_buf();
+    config.gateway.host_name = HOST_NAME.to_owned();
+    config.gateway.email_domain = EMAIL_DOMAIN.to_owned();
+    config.gateway.log_level = gateway::config::LogLevel::Warn;
+    let local = |enabled| Listener {
+        address: "127.0.0.1".parse().expect("literal address"),
+        port: 0,
+        enabled,
+    };
+    config.listen.smtp = local(true);
+    config.listen.smtps = local(true);
+    config.listen.submission = local(false);
+    config.listen.pop3 = local(false);
+    config.listen.pop3s = local(false);
+    config.listen.console = local(false);
+    config.listen.acme_http = local(false);
+    config.limits.max_connections = 1000;
+    config.limits.max_connections_per_ip = 1000;
+    config
+}
+
+/// Entry point of the child: `<binary> --gateway-child CONFIG.toml`.
+pub fn child_main(config_path: &Path) -> anyhow::Result<()> {
+    // Parsed without `Config::load`'s validation, which refuses port 0 (the benchmark wants
+    // ephemeral ports; `Running::address` reports them).
+    let text = std::fs::read_to_string(config_path)?;
+    let config: Config = toml::from_str(&text).context("bad benchmark configuration")?;
+    gateway::logging::init(config.gateway.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let data_dir = &config.gateway.data_dir;
+        std::fs::create_dir_all(data_dir)?;
+        let gateway = Gateway::open(&config).context("cannot open the store")?;
+        let mailbox = match gateway.list_mailboxes()?.into_iter().next() {
+            Some(existing) => existing,
+            None => gateway.create_mailbox("bench", "").await?.info,
+        };
+        let (resolver, _) = tls::prepare(
+            &CertificateSourceSpec::SelfSigned,
+            data_dir,
+            &config.gateway.host_name,
+        )?;
+        let running = gateway::server::start(&config, gateway.clone(), resolver).await?;
+        let addr = |name| {
+            running
+                .address(name)
+                .ok_or_else(|| anyhow!("{name} did not start"))
+        };
+        println!(
+            "READY {} {} {} {}",
+            addr("smtp")?,
+            addr("smtps")?,
+            mailbox.address,
+            data_dir
+                .join(tls::TLS_DIR)
+                .join(tls::SELF_SIGNED_CERT_FILE)
+                .display()
+        );
+        std::io::stdout().flush()?;
+        // Run until the parent closes our standard input.
+        tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin()
+                .read_line(&mut sink)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
+                sink.clear();
+            }
+        })
+        .await?;
+        running.stop().await;
+        let stored = gateway.mailbox(&mailbox.id)?.message_count;
+        println!("STORED {stored}");
+        std::io::stdout().flush()?;
+        anyhow::Ok(())
+    })
+}
+
+/// A running gateway child.
+pub struct GatewayProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pub smtp: SocketAddr,
+    pub smtps: SocketAddr,
+    /// Address of the mailbox that accepts the benchmark's mail.
+    pub mailbox: String,
+    /// The self-signed certificate, to trust in TLS clients.
+    pub ca_file: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Writes the configuration into `data_dir` and starts the child.
+    pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let config = bench_config(data_dir);
+        let config_path = data_dir.join("bench-gateway.toml");
+        std::fs::write(&config_path, config.to_toml_string())?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg(CHILD_FLAG)
+            .arg(&config_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start the gateway child process")?;
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [ready, smtp, smtps, mailbox, ca_file] = fields[..] else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the gateway child did not start (said {line:?})");
+        };
+        if ready != "READY" {
+            bail!("unexpected line from the gateway child: {line:?}");
+        }
+        Ok(Self {
+            smtp: smtp.parse()?,
+            smtps: smtps.parse()?,
+            mailbox: mailbox.to_owned(),
+            ca_file: PathBuf::from(ca_file),
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Graceful stop; returns the number of messages stored in the mailbox.
+    pub fn stop(mut self) -> anyhow::Result<u64> {
+        drop(self.stdin.take());
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("the gateway child exited with {status}");
+        }
+        line.trim()
+            .strip_prefix("STORED ")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow!("unexpected final line from the gateway child: {line:?}"))
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A `/proc/PID/status` field in KiB (VmRSS, VmHWM).
+pub fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no {field} in /proc/{pid}/status"))
+}

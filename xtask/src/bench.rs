@@ -9,8 +9,40 @@ use anyhow::{bail, Context, Result};
 /// `("smtp", &["postfix"]),`
 const BENCH_PACKAGES: &[(&str, &[&str])] = &[];
 
-/// Runs the named bench targets, or every bench target when `names` is empty.
+/// Benches that are runner binaries of the bench crate rather than criterion targets: they
+/// start the gateway and a peer server (Postfix, Dovecot) and print a side-by-side report.
+/// The runner installs its peer itself (it needs debconf answers apt alone cannot give).
+const RUNNERS: &[(&str, &str)] = &[("smtp", "smtp_bench")];
+
+/// Runs the named benches (criterion targets or runners), or every one when `names` is
+/// empty.
 pub fn run_benches(names: &[String]) -> Result<()> {
+    let (runners, criterion): (Vec<String>, Vec<String>) = names
+        .iter()
+        .cloned()
+        .partition(|n| RUNNERS.iter().any(|(name, _)| name == n));
+    if !criterion.is_empty() || runners.is_empty() {
+        run_criterion(&criterion)?;
+    }
+    let all_runners: Vec<String> = if names.is_empty() {
+        RUNNERS.iter().map(|(n, _)| n.to_string()).collect()
+    } else {
+        runners
+    };
+    for name in all_runners {
+        let (_, binary) = RUNNERS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("partitioned above");
+        let mut cmd = cargo();
+        cmd.args(["run", "--release", "--package", "bench", "--bin", binary]);
+        run(&mut cmd)?;
+    }
+    Ok(())
+}
+
+/// Runs criterion bench targets, or every one when `names` is empty.
+fn run_criterion(names: &[String]) -> Result<()> {
     // Targets are always named: `--benches` would also run the lib's libtest harness, which
     // rejects the criterion-only `--noplot` below.
     let names = if names.is_empty() {

@@ -17,6 +17,7 @@
 //! - [`tls`]: certificate material (self-signed, PEM files) behind a resolver that can be
 //!   swapped at run time.
 //! - [`smtp`]: the sans-IO SMTP server session and its tokio shell.
+//! - [`pop3`]: the sans-IO POP3 server session through which archivers pick up mail.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
 //! - [`logging`]: `tracing` set-up.
 //!
@@ -36,6 +37,7 @@ pub mod config;
 pub mod crypto;
 pub mod logging;
 pub mod mailbox;
+pub mod pop3;
 pub mod service;
 pub mod smtp;
 pub mod store;

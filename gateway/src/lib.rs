@@ -17,6 +17,8 @@
 //! - [`tls`]: certificate material (self-signed, PEM files) behind a resolver that can be
 //!   swapped at run time.
 //! - [`smtp`]: the sans-IO SMTP server session and its tokio shell.
+//! - [`pop3`]: the sans-IO POP3 server session through which archivers pick up mail, and
+//!   its tokio shell.
 //! - [`server`]: binds the configured listeners and runs them until graceful shutdown.
 //! - [`net`]: the one module that touches sockets: listeners, plain-or-TLS streams,
 //!   connection limits and the graceful-shutdown latch.
@@ -40,6 +42,7 @@ pub mod crypto;
 pub mod logging;
 pub mod mailbox;
 pub mod net;
+pub mod pop3;
 pub mod server;
 pub mod service;
 pub mod smtp;

@@ -1,0 +1,159 @@
+//! Bounded line framing of client input.
+//!
+//! Input is kept raw until the session is ready for its next command, so pipelined commands
+//! wait behind a pending action and bytes after STLS can be thrown away unexecuted. A line
+//! ends at LF (an optional CR before it is stripped). No line longer than [`MAX_AUTH_LINE`]
+//! is ever buffered: a longer one is dropped up to its LF and reported as [`Frame::TooLong`].
+//! Consumed bytes (which may hold a password) are wiped, and so is the buffer when it grows
+//! or is dropped.
+
+use zeroize::{Zeroize, Zeroizing};
+
+/// RFC 2449 §4: a command line, CRLF included, is at most 255 octets.
+pub const MAX_COMMAND_LINE: usize = 255;
+/// AUTH lines with an initial response, and SASL continuation lines, may be longer
+/// (RFC 5034 §4); this is their limit, CRLF included.
+pub const MAX_AUTH_LINE: usize = 2048;
+
+/// One framed piece of input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A line without its line end; `wire_len` counts the line end too.
+    Line {
+        text: Zeroizing<Vec<u8>>,
+        wire_len: usize,
+    },
+    /// A line longer than [`MAX_AUTH_LINE`], already discarded.
+    TooLong,
+}
+
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    buf: Zeroizing<Vec<u8>>,
+    /// Dropping an overlong line until its LF.
+    discarding: bool,
+}
+
+impl LineBuffer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes waiting to be framed.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        let needed = self.buf.len() + data.len();
+        if needed > self.buf.capacity() {
+            // Grow by hand so the old allocation is wiped rather than freed with its bytes.
+            let mut bigger = Vec::with_capacity(needed.next_power_of_two().max(512));
+            bigger.extend_from_slice(&self.buf);
+            self.buf = Zeroizing::new(bigger);
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Wipes and drops everything buffered (after STLS, or on close).
+    pub fn clear(&mut self) {
+        self.buf.zeroize();
+        self.discarding = false;
+    }
+
+    /// The next complete line, if there is one.
+    pub fn next_frame(&mut self) -> Option<Frame> {
+        match self.buf.iter().position(|&b| b == b'\n') {
+            Some(lf) => {
+                let wire_len = lf + 1;
+                if self.discarding || wire_len > MAX_AUTH_LINE {
+                    self.discarding = false;
+                    drop(self.take(wire_len));
+                    return Some(Frame::TooLong);
+                }
+                let mut text = self.take(wire_len);
+                text.pop();
+                if text.last() == Some(&b'\r') {
+                    text.pop();
+                }
+                Some(Frame::Line { text, wire_len })
+            }
+            None => {
+                if self.discarding || self.buf.len() >= MAX_AUTH_LINE {
+                    self.buf.zeroize();
+                    self.discarding = true;
+                }
+                None
+            }
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Zeroizing<Vec<u8>> {
+        let line = Zeroizing::new(self.buf[..n].to_vec());
+        self.buf.copy_within(n.., 0);
+        let remaining = self.buf.len() - n;
+        self.buf[remaining..].zeroize();
+        self.buf.truncate(remaining);
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(text: &[u8], wire_len: usize) -> Option<Frame> {
+        Some(Frame::Line {
+            text: Zeroizing::new(text.to_vec()),
+            wire_len,
+        })
+    }
+
+    #[test]
+    fn frames_crlf_and_bare_lf_lines() {
+        let mut buf = LineBuffer::new();
+        buf.push(b"STAT\r\nNOOP\nLI");
+        assert_eq!(buf.next_frame(), line(b"STAT", 6));
+        assert_eq!(buf.next_frame(), line(b"NOOP", 5));
+        assert_eq!(buf.next_frame(), None);
+        buf.push(b"ST\r\n");
+        assert_eq!(buf.next_frame(), line(b"LIST", 6));
+        assert_eq!(buf.len(), 0);
+    }
+
+    #[test]
+    fn overlong_lines_are_dropped_without_buffering_them() {
+        let mut buf = LineBuffer::new();
+        for _ in 0..100 {
+            buf.push(&[b'x'; 1000]);
+            assert_eq!(buf.next_frame(), None);
+            assert!(buf.len() < MAX_AUTH_LINE);
+        }
+        buf.push(b"xx\r\nNOOP\r\n");
+        assert_eq!(buf.next_frame(), Some(Frame::TooLong));
+        assert_eq!(buf.next_frame(), line(b"NOOP", 6));
+    }
+
+    #[test]
+    fn limit_is_inclusive_of_the_line_end() {
+        let mut buf = LineBuffer::new();
+        let mut exact = vec![b'a'; MAX_AUTH_LINE - 2];
+        exact.extend_from_slice(b"\r\n");
+        buf.push(&exact);
+        assert!(
+            matches!(buf.next_frame(), Some(Frame::Line { wire_len, .. }) if wire_len == MAX_AUTH_LINE)
+        );
+        let mut over = vec![b'a'; MAX_AUTH_LINE - 1];
+        over.extend_from_slice(b"\r\n");
+        buf.push(&over);
+        assert_eq!(buf.next_frame(), Some(Frame::TooLong));
+    }
+
+    #[test]
+    fn clear_forgets_pipelined_input() {
+        let mut buf = LineBuffer::new();
+        buf.push(b"CAPA\r\n");
+        buf.clear();
+        assert_eq!(buf.next_frame(), None);
+    }
+}

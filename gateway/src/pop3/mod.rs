@@ -1,0 +1,95 @@
+//! The POP3 server protocol core, sans-IO: how an archiver picks up mail over POP3S.
+//!
+//! An archiver logs into a gateway mailbox with the mailbox password, downloads every
+//! message, deletes it and quits (RFC 1939, with RFC 2449 CAPA and response codes, RFC 2595
+//! STLS, RFC 5034 SASL PLAIN, RFC 3206 `SYS/*` and `AUTH` codes). [`Session`] is a plain
+//! state machine fed bytes and events; it returns bytes and [`Action`]s. It reads no socket,
+//! no clock and no store, and never holds a mailbox key, so a tokio shell and a simulation
+//! drive the same code.
+//!
+//! - [`command`]: the typed command parser.
+//! - [`response`]: `+OK` / `-ERR [CODE]` lines and multi-line responses.
+//! - [`stuffing`]: streaming dot-stuffing of RETR and TOP bodies.
+//! - [`error_map`]: every failure and refusal mapped to its reply, in one place.
+//! - `line`, `sasl`, `session`: bounded line framing, SASL PLAIN, the state machine.
+//!
+//! ## The shell loop
+//!
+//! ```text
+//! let mut session = Session::new(SessionConfig::new(host, tls_on_connect, tls_available));
+//! let mut key = None; // the UnsealedKey and the maildrop lock live here, never in the session
+//! loop {
+//!     while let Some(output) = session.poll() {
+//!         match output {
+//!             Output::Send(bytes) => conn.write_all(&bytes).await?,
+//!             Output::Action(Action::StartTls) => {
+//!                 conn = tls_accept(conn).await?;       // on failure: just drop the connection
+//!                 session.tls_established();
+//!             }
+//!             Output::Action(Action::Authenticate { mailbox, password }) => {
+//!                 // rate limit / delay; gateway.unseal; take the maildrop lock; list_messages
+//!                 let result = login(&mailbox, &password).await.map(|(k, list)| {
+//!                     key = Some(k);
+//!                     Maildrop::from_summaries(list)
+//!                 }); // errors: AuthFailure::from_service_error, Locked, RateLimited
+//!                 session.auth_result(result);
+//!             }
+//!             Output::Action(Action::RejectLogin) => {
+//!                 failure_delay().await;                // same policy as a wrong password
+//!                 session.auth_result(Err(AuthFailure::WrongCredentials));
+//!             }
+//!             Output::Action(Action::StreamMessage { seq, .. }) => {
+//!                 match gateway.open_message(key, seq) {
+//!                     Err(e) => session.message_end(Err(StreamFailure::from_service_error(&e))),
+//!                     Ok(mut reader) => {
+//!                         let mut end = Ok(());
+//!                         while let Some(chunk) = reader.next_chunk() {
+//!                             let chunk = match chunk { Ok(c) => c, Err(e) => {
+//!                                 end = Err(StreamFailure::from_service_error(&e)); break } };
+//!                             let feed = session.message_data(&chunk);
+//!                             while let Some(Output::Send(b)) = session.poll() { conn.write_all(&b).await? }
+//!                             if feed == Feed::Enough { break }
+//!                         }
+//!                         session.message_end(end);
+//!                     }
+//!                 }
+//!             }
+//!             Output::Action(Action::Commit { delete }) => {
+//!                 let result = gateway.delete_messages(&mailbox, &delete).await;
+//!                 session.commit_result(result.map_err(|e| CommitFailure::from_service_error(&e)));
+//!             }
+//!             Output::Action(Action::Close) => return Ok(()), // drops key and lock
+//!         }
+//!     }
+//!     tokio::select! {
+//!         read = conn.read(&mut buf), if session.wants_input() => match read {
+//!             Ok(0) | Err(_) => session.connection_lost(),
+//!             Ok(n) => session.receive(&buf[..n]),
+//!         },
+//!         _ = sleep(session.timeout()) => session.timed_out(),
+//!         _ = shutdown.changed() => session.shutdown(),
+//!     }
+//! }
+//! ```
+//!
+//! While streaming, `poll` yields only `Send`s, so draining it between chunks keeps memory at
+//! about one chunk. `Action::Close` is emitted exactly once on every path and means "release
+//! everything": there is no separate release action.
+
+pub mod command;
+pub mod error_map;
+mod line;
+pub mod response;
+mod sasl;
+mod session;
+pub mod stuffing;
+
+#[cfg(test)]
+mod tests;
+
+pub use error_map::{AuthFailure, CommitFailure, StreamFailure};
+pub use line::{MAX_AUTH_LINE, MAX_COMMAND_LINE};
+pub use session::{
+    Action, Feed, Maildrop, MessageInfo, Output, Session, SessionConfig, MAX_ERRORS,
+    MAX_FAILED_LOGINS, MIN_IDLE_TIMEOUT, PIPELINE_LIMIT,
+};

@@ -1,0 +1,739 @@
+//! Session tests: behaviour, properties, and snapshot transcripts.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::mailbox::MailboxId;
+use crate::store::Durable;
+
+const ID: &str = "mbx-0123456789abcdef0123456789abcdef";
+const ADDRESS: &str = "MBX-0123456789ABCDEF0123456789ABCDEF@archive.example";
+
+/// Drives a session and records a transcript: `C:` client lines, `S:` server lines,
+/// `A:` actions, `E:` events the shell reports.
+struct Harness {
+    session: Session,
+    transcript: String,
+    server_bytes: Vec<u8>,
+    actions: Vec<Action>,
+}
+
+impl Harness {
+    fn new(tls_active: bool) -> Self {
+        let mut harness = Self {
+            session: Session::new(SessionConfig::new("pop.example", tls_active, true)),
+            transcript: String::new(),
+            server_bytes: Vec::new(),
+            actions: Vec::new(),
+        };
+        harness.drain();
+        harness
+    }
+
+    fn plain() -> Self {
+        Self::new(false)
+    }
+
+    fn tls() -> Self {
+        Self::new(true)
+    }
+
+    fn send(&mut self, line: &str) {
+        self.transcript.push_str(&format!("C: {line}\n"));
+        self.session.receive(format!("{line}\r\n").as_bytes());
+        self.drain();
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.transcript
+            .push_str(&format!("C: {:?}\n", String::from_utf8_lossy(bytes)));
+        self.session.receive(bytes);
+        self.drain();
+    }
+
+    fn event(&mut self, name: &str, f: impl FnOnce(&mut Session)) {
+        self.transcript.push_str(&format!("E: {name}\n"));
+        f(&mut self.session);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.session.poll() {
+            match output {
+                Output::Send(bytes) => {
+                    self.server_bytes.extend_from_slice(&bytes);
+                    self.render_lines();
+                }
+                Output::Action(action) => {
+                    self.transcript.push_str(&format!("A: {action:?}\n"));
+                    self.actions.push(action);
+                }
+            }
+        }
+    }
+
+    fn render_lines(&mut self) {
+        while let Some(end) = self.server_bytes.windows(2).position(|w| w == b"\r\n") {
+            let line: Vec<u8> = self.server_bytes.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&line[..end]);
+            assert!(!text.contains('\n'), "bare LF from the server: {text:?}");
+            self.transcript.push_str(&format!("S: {text}\n"));
+        }
+    }
+
+    /// Server output since the last call, as text.
+    fn take_transcript(&mut self) -> String {
+        std::mem::take(&mut self.transcript)
+    }
+
+    fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    fn login(&mut self, maildrop: Maildrop) {
+        self.send(&format!("USER {ID}"));
+        self.send("PASS abcd-efgh");
+        assert!(matches!(
+            self.take_actions().as_slice(),
+            [Action::Authenticate { .. }]
+        ));
+        self.event("auth_result(Ok)", |s| s.auth_result(Ok(maildrop)));
+    }
+
+    fn commits(&self) -> usize {
+        self.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Commit { .. }))
+            .count()
+    }
+
+    fn closed(&self) -> bool {
+        self.actions.iter().any(|a| matches!(a, Action::Close))
+    }
+}
+
+fn maildrop() -> Maildrop {
+    Maildrop {
+        messages: vec![
+            MessageInfo {
+                seq: 10,
+                uid: "9f86d081884c7d65".into(),
+                size: 120,
+            },
+            MessageInfo {
+                seq: 11,
+                uid: "60303ae22b998861".into(),
+                size: 2048,
+            },
+            MessageInfo {
+                seq: 15,
+                uid: "fd61a03af4f77d87".into(),
+                size: 77,
+            },
+        ],
+    }
+}
+
+const MESSAGE: &[u8] =
+    b"From: a@example.org\r\nSubject: hi\r\n\r\nline one\r\n.dot line\r\nline three";
+
+// ---- snapshots of canonical transcripts ----
+
+#[test]
+fn greeting_and_capa_before_and_after_tls() {
+    let mut h = Harness::plain();
+    h.send("CAPA");
+    h.send("STLS");
+    h.event("tls_established", |s| s.tls_established());
+    h.send("CAPA");
+    h.send("STLS");
+    insta::assert_snapshot!(h.take_transcript());
+}
+
+#[test]
+fn user_pass_login() {
+    let mut h = Harness::tls();
+    h.send(&format!("USER {ADDRESS}"));
+    h.send("PASS abcd-efgh-ijkl");
+    h.event("auth_result(Ok 3 messages)", |s| {
+        s.auth_result(Ok(maildrop()))
+    });
+    h.send("QUIT");
+    insta::assert_snapshot!(h.take_transcript());
+}
+
+#[test]
+fn auth_plain_with_initial_response_and_continuation() {
+    let plain = data_encoding::BASE64.encode(format!("\0{ID}\0secret").as_bytes());
+    let mut h = Harness::tls();
+    h.send(&format!("AUTH PLAIN {plain}"));
+    h.event("auth_result(Err Locked)", |s| {
+        s.auth_result(Err(AuthFailure::Locked))
+    });
+    h.send("AUTH PLAIN");
+    h.send("*");
+    h.send("AUTH plain");
+    h.send(&plain);
+    h.event("auth_result(Ok 0 messages)", |s| {
+        s.auth_result(Ok(Maildrop::default()))
+    });
+    h.send("STAT");
+    insta::assert_snapshot!(h.take_transcript());
+}
+
+#[test]
+fn failed_logins_look_alike_and_three_close() {
+    let mut h = Harness::tls();
+    h.send("USER not-a-mailbox");
+    h.send("PASS whatever");
+    h.event("auth_result(Err WrongCredentials)", |s| {
+        s.auth_result(Err(AuthFailure::WrongCredentials))
+    });
+    h.send(&format!("USER {ID}"));
+    h.send("PASS wrong");
+    h.event("auth_result(Err MailboxNotFound)", |s| {
+        s.auth_result(Err(AuthFailure::MailboxNotFound))
+    });
+    h.send("PASS again");
+    h.send(&format!("USER {ID}"));
+    h.send("PASS wrong");
+    h.event("auth_result(Err WrongCredentials)", |s| {
+        s.auth_result(Err(AuthFailure::WrongCredentials))
+    });
+    h.send("NOOP");
+    insta::assert_snapshot!(h.take_transcript());
+}
+
+#[test]
+fn in_use_and_rate_limited() {
+    let mut h = Harness::tls();
+    h.send(&format!("USER {ID}"));
+    h.send("PASS right");
+    h.event("auth_result(Err Locked)", |s| {
+        s.auth_result(Err(AuthFailure::Locked))
+    });
+    h.send(&format!("USER {ID}"));
+    h.send("PASS right");
+    h.event("auth_result(Err Temporary)", |s| {
+        s.auth_result(Err(AuthFailure::Temporary))
+    });
+    h.send(&format!("USER {ID}"));
+    h.send("PASS right");
+    h.event("auth_result(Err RateLimited)", |s| {
+        s.auth_result(Err(AuthFailure::RateLimited))
+    });
+    insta::assert_snapshot!(h.take_transcript());
+}
+
+#[test]
+fn full_transaction_session() {
+    let mut h = Harness::tls();
+    h.login(maildrop());
+    h.send("STAT");
+    h.send("LIST");
+    h.send("LIST 2");
+    h.send("UIDL");
+    h.send("UIDL 3");
+    h.send("RETR 1");
+    h.event("message_data x2, message_end(Ok)", |s| {
+        assert_eq!(s.message_data(&MESSAGE[..30]), Feed::More);
+        assert_eq!(s.message_data(&MESSAGE[30..]), Feed::More);
+        s.message_end(Ok(()));
+    });
+    h.send("TOP 1 1");
+    h.event("message_data(all) -> Enough, message_end(Ok)", |s| {
+        assert_eq!(s.message_data(MESSAGE), Feed::Enough);
+        s.message_end(Ok(()));
+    });
+    h.send("DELE 1");
+    h.send("DELE 1");
+    h.send("RETR 1");
+    h.send("LIST 1");
+    h.send("STAT");
+    h.send("RSET");
+    h.send("DELE 2");
+    h.send("DELE 3");
+    h.send("LIST 4");
+    h.send("RETR 0");
+    h.send("NOOP");
+    h.send("QUIT");
+    h.event("commit_result(Ok Durable)", |s| {
+        s.commit_result(Ok(Durable::for_tests()))
+    });
+    insta::assert_snapshot!(h.take_transcript());
+}
+
+#[test]
+fn errors_and_refusals() {
+    let mut h = Harness::plain();
+    h.send("USER x");
+    h.send("PASS y");
+    h.send("AUTH PLAIN AGEAYg==");
+    h.send("STAT");
+    h.send("XTND XLST");
+    h.send("");
+    h.send("LIST -1");
+    h.send("RETR");
+    h.send("QUIT now");
+    h.send_raw(&[b'N'; 300]);
+    h.send_raw(b"\r\n");
+    h.send("QUIT");
+    insta::assert_snapshot!(h.take_transcript());
+}
+
+// ---- behaviour ----
+
+#[test]
+fn stls_discards_pipelined_commands() {
+    let mut h = Harness::plain();
+    h.take_transcript();
+    h.send_raw(b"STLS\r\nCAPA\r\nUSER evil\r\n");
+    assert_eq!(
+        h.take_transcript(),
+        "C: \"STLS\\r\\nCAPA\\r\\nUSER evil\\r\\n\"\nS: +OK Begin TLS negotiation\nA: StartTls\n"
+    );
+    assert!(!h.session.wants_input());
+    h.send_raw(b"NOOP\r\n");
+    h.event("tls_established", |s| s.tls_established());
+    assert_eq!(
+        h.take_transcript(),
+        "C: \"NOOP\\r\\n\"\nE: tls_established\n",
+        "nothing pipelined before the handshake ran"
+    );
+    h.send("STLS");
+    assert!(h.take_transcript().contains("-ERR TLS already active"));
+}
+
+#[test]
+fn credentials_before_tls_are_refused_unprocessed() {
+    let mut h = Harness::plain();
+    let plain = data_encoding::BASE64.encode(format!("\0{ID}\0secret").as_bytes());
+    h.send(&format!("USER {ID}"));
+    h.send("PASS secret");
+    h.send(&format!("AUTH PLAIN {plain}"));
+    h.send("AUTH PLAIN");
+    let transcript = h.take_transcript();
+    assert_eq!(
+        transcript
+            .matches("-ERR [AUTH] TLS required: use STLS or port 995")
+            .count(),
+        4
+    );
+    assert!(!transcript.contains("+ "), "no SASL continuation");
+    assert!(h.take_actions().is_empty(), "no Authenticate");
+}
+
+#[test]
+fn stls_unavailable_without_certificate() {
+    let mut session = Session::new(SessionConfig::new("h", false, false));
+    session.receive(b"CAPA\r\nSTLS\r\n");
+    let mut out = Vec::new();
+    while let Some(Output::Send(bytes)) = session.poll() {
+        out.extend(bytes);
+    }
+    let out = String::from_utf8(out).unwrap();
+    assert!(!out.contains("STLS\r\n"));
+    assert!(out.ends_with("-ERR STLS not available\r\n"));
+}
+
+#[test]
+fn pipelined_commands_wait_for_authentication() {
+    let mut h = Harness::tls();
+    h.take_transcript();
+    h.send_raw(format!("USER {ID}\r\nPASS pw\r\nSTAT\r\nDELE 2\r\nQUIT\r\n").as_bytes());
+    let t = h.take_transcript();
+    assert!(t.ends_with("A: Authenticate { mailbox: MailboxId(mbx-0123456789abcdef0123456789abcdef), password: MailboxPassword(<redacted>) }\n"), "{t}");
+    h.event("ok", |s| s.auth_result(Ok(maildrop())));
+    let t = h.take_transcript();
+    assert!(
+        t.contains("S: +OK 3 2245\nS: +OK message 2 deleted\nA: Commit { delete: [11] }"),
+        "{t}"
+    );
+}
+
+#[test]
+fn dele_then_connection_lost_never_commits() {
+    let mut h = Harness::tls();
+    h.login(maildrop());
+    h.send("DELE 1");
+    h.event("connection_lost", |s| s.connection_lost());
+    assert_eq!(h.commits(), 0);
+    assert!(h.closed());
+}
+
+#[test]
+fn dele_rset_quit_does_not_commit() {
+    let mut h = Harness::tls();
+    h.login(maildrop());
+    h.send("DELE 1");
+    h.send("DELE 3");
+    h.send("RSET");
+    h.send("QUIT");
+    assert_eq!(h.commits(), 0);
+    assert!(h.closed());
+    assert!(h
+        .take_transcript()
+        .contains("S: +OK pop.example POP3 server signing off\n"));
+}
+
+#[test]
+fn dele_quit_commits_exactly_the_marked_seqs() {
+    let mut h = Harness::tls();
+    h.login(maildrop());
+    h.send("DELE 3");
+    h.send("DELE 1");
+    h.send("QUIT");
+    let actions = h.take_actions();
+    assert!(
+        matches!(actions.as_slice(), [Action::Commit { delete }] if delete == &[10, 15]),
+        "{actions:?}"
+    );
+    h.event("commit", |s| s.commit_result(Ok(Durable::for_tests())));
+    assert!(h
+        .take_transcript()
+        .ends_with("S: +OK pop.example POP3 server signing off, 2 messages deleted\nA: Close\n"));
+}
+
+#[test]
+fn failed_commit_reports_sys_temp_and_closes() {
+    let mut h = Harness::tls();
+    h.login(maildrop());
+    h.send("DELE 2");
+    h.send("QUIT");
+    h.take_transcript();
+    h.event("commit failed", |s| {
+        s.commit_result(Err(CommitFailure::Temporary))
+    });
+    assert_eq!(
+        h.take_transcript(),
+        "E: commit failed\nS: -ERR [SYS/TEMP] some deleted messages not removed\nA: Close\n"
+    );
+}
+
+#[test]
+fn autologout_and_shutdown_never_update() {
+    for end in [Session::timed_out as fn(&mut Session), Session::shutdown] {
+        let mut h = Harness::tls();
+        h.login(maildrop());
+        h.send("DELE 1");
+        h.event("end", end);
+        assert_eq!(h.commits(), 0);
+        assert!(h.closed());
+        let t = h.take_transcript();
+        assert!(
+            t.ends_with("S: -ERR autologout: idle too long\nA: Close\n")
+                || t.ends_with("S: -ERR [SYS/TEMP] server shutting down\nA: Close\n"),
+            "{t}"
+        );
+    }
+}
+
+#[test]
+fn shutdown_finishes_the_message_being_streamed() {
+    let mut h = Harness::tls();
+    h.login(maildrop());
+    h.send_raw(b"RETR 1\r\nRETR 2\r\n");
+    h.take_actions();
+    h.session.shutdown();
+    h.session.message_data(b"body\r\n");
+    h.session.message_end(Ok(()));
+    h.drain();
+    let t = h.take_transcript();
+    assert!(
+        t.ends_with(
+            "S: +OK 120 octets\nS: body\nS: .\nS: -ERR [SYS/TEMP] server shutting down\nA: Close\n"
+        ),
+        "{t}"
+    );
+    assert_eq!(h.commits(), 0);
+}
+
+#[test]
+fn shutdown_before_login() {
+    let mut h = Harness::plain();
+    h.take_transcript();
+    h.event("shutdown", |s| s.shutdown());
+    assert_eq!(
+        h.take_transcript(),
+        "E: shutdown\nS: -ERR [SYS/TEMP] server shutting down\nA: Close\n"
+    );
+}
+
+#[test]
+fn stream_failure_before_data_is_an_err_reply_and_the_session_goes_on() {
+    let mut h = Harness::tls();
+    h.login(maildrop());
+    h.send("RETR 2");
+    h.take_transcript();
+    h.event("message_end(Err Damaged)", |s| {
+        s.message_end(Err(StreamFailure::Damaged))
+    });
+    h.send("NOOP");
+    assert_eq!(
+        h.take_transcript(),
+        "E: message_end(Err Damaged)\nS: -ERR [SYS/PERM] message is damaged and cannot be read\nC: NOOP\nS: +OK\n"
+    );
+}
+
+#[test]
+fn stream_failure_mid_message_closes_without_terminator() {
+    let mut h = Harness::tls();
+    h.login(maildrop());
+    h.send("DELE 1");
+    h.send("RETR 2");
+    h.take_transcript();
+    h.session.message_data(b"partial line\r\nmore");
+    h.session.message_end(Err(StreamFailure::Temporary));
+    h.drain();
+    assert_eq!(
+        h.take_transcript(),
+        "S: +OK 2048 octets\nS: partial line\nA: Close\n"
+    );
+    assert_eq!(h.server_bytes, b"more", "no CRLF, no terminator");
+    assert_eq!(h.commits(), 0);
+}
+
+#[test]
+fn top_lines_beyond_u32_are_all_lines() {
+    let mut h = Harness::tls();
+    h.login(maildrop());
+    h.send("TOP 1 9999999999");
+    assert!(matches!(
+        h.take_actions().as_slice(),
+        [Action::StreamMessage {
+            seq: 10,
+            top_lines: Some(u32::MAX)
+        }]
+    ));
+}
+
+#[test]
+fn long_lines() {
+    let mut h = Harness::tls();
+    h.take_transcript();
+    // 255 octets including CRLF is fine; 256 is not.
+    h.send(&format!("USER {}", "a".repeat(255 - 2 - 5)));
+    h.send(&format!("USER {}", "a".repeat(256 - 2 - 5)));
+    // AUTH lines may be longer.
+    let long = data_encoding::BASE64.encode(&vec![b'x'; 1000]);
+    h.send(&format!("AUTH PLAIN {long}"));
+    // Beyond MAX_AUTH_LINE even AUTH is refused, and nothing of it is executed.
+    h.send_raw(format!("AUTH PLAIN {}", "A".repeat(5000)).as_bytes());
+    h.send_raw(b"\r\nNOOP\r\n");
+    let t = h.take_transcript();
+    let replies: Vec<&str> = t.lines().filter(|l| l.starts_with("S:")).collect();
+    assert_eq!(
+        replies,
+        [
+            "S: +OK send PASS",
+            "S: -ERR line too long",
+            "S: -ERR malformed SASL PLAIN response",
+            "S: -ERR line too long",
+            "S: -ERR command only valid after login",
+        ]
+    );
+}
+
+#[test]
+fn too_many_errors_close() {
+    let mut h = Harness::tls();
+    for _ in 0..MAX_ERRORS - 1 {
+        h.send("BOGUS");
+    }
+    assert!(!h.closed());
+    h.send("BOGUS");
+    assert!(h.closed());
+    h.send("CAPA");
+    assert!(h
+        .take_transcript()
+        .ends_with("S: -ERR unknown command\nA: Close\nC: CAPA\n"));
+}
+
+#[test]
+fn backpressure_while_waiting() {
+    let mut h = Harness::tls();
+    h.send(&format!("USER {ID}"));
+    h.send("PASS pw");
+    assert!(h.session.wants_input());
+    h.session
+        .receive(&b"NOOP\r\n".repeat(PIPELINE_LIMIT / 6 + 1));
+    assert!(!h.session.wants_input());
+    h.session.receive(&vec![b'x'; PIPELINE_LIMIT + 10]);
+    h.drain();
+    assert!(h.closed(), "a shell ignoring wants_input is cut off");
+}
+
+#[test]
+fn timeout_is_at_least_ten_minutes() {
+    let mut config = SessionConfig::new("h", true, true);
+    config.idle_timeout = std::time::Duration::from_secs(5);
+    assert_eq!(Session::new(config).timeout(), MIN_IDLE_TIMEOUT);
+}
+
+#[test]
+fn authzid_must_match() {
+    let other = MailboxId::generate();
+    let mut h = Harness::tls();
+    let plain = data_encoding::BASE64.encode(format!("{other}\0{ID}\0pw").as_bytes());
+    h.send(&format!("AUTH PLAIN {plain}"));
+    assert!(matches!(h.take_actions().as_slice(), [Action::RejectLogin]));
+    let plain = data_encoding::BASE64.encode(format!("{ADDRESS}\0{ID}\0pw").as_bytes());
+    h.event("reject", |s| {
+        s.auth_result(Err(AuthFailure::WrongCredentials))
+    });
+    h.send(&format!("AUTH PLAIN {plain}"));
+    assert!(matches!(
+        h.take_actions().as_slice(),
+        [Action::Authenticate { mailbox, .. }] if mailbox.as_str() == ID
+    ));
+}
+
+// ---- properties ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Input(Vec<u8>),
+    Lost,
+    Timeout,
+    Shutdown,
+    TlsDone,
+}
+
+fn command_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let line = prop_oneof![
+        Just(format!("USER {ID}")),
+        Just("USER nobody".to_owned()),
+        Just("PASS pw".to_owned()),
+        Just("AUTH PLAIN".to_owned()),
+        Just(format!(
+            "AUTH PLAIN {}",
+            data_encoding::BASE64.encode(format!("\0{ID}\0pw").as_bytes())
+        )),
+        Just("*".to_owned()),
+        Just("STLS".to_owned()),
+        Just("CAPA".to_owned()),
+        Just("STAT".to_owned()),
+        Just("LIST".to_owned()),
+        Just("UIDL 2".to_owned()),
+        Just("RETR 1".to_owned()),
+        Just("TOP 2 0".to_owned()),
+        (0u64..5).prop_map(|n| format!("DELE {n}")),
+        Just("RSET".to_owned()),
+        Just("NOOP".to_owned()),
+        Just("QUIT".to_owned()),
+        "[ -~]{0,20}",
+    ];
+    prop_oneof![
+        proptest::collection::vec(line, 1..4).prop_map(|lines| {
+            let mut bytes = lines.join("\r\n").into_bytes();
+            bytes.extend_from_slice(b"\r\n");
+            bytes
+        }),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    ]
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(
+        prop_oneof![
+            20 => command_bytes().prop_map(Op::Input),
+            1 => Just(Op::Lost),
+            1 => Just(Op::Timeout),
+            1 => Just(Op::Shutdown),
+            2 => Just(Op::TlsDone),
+        ],
+        0..40,
+    )
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_input_never_panics_and_commits_only_after_login_and_quit(
+        tls in any::<bool>(),
+        ops in ops(),
+        answers in proptest::collection::vec(any::<u8>(), 64),
+    ) {
+        let mut session = Session::new(SessionConfig::new("h", tls, true));
+        let mut logged_in = false;
+        let mut quit_sent = false;
+        let mut closed = false;
+        let mut answer = answers.iter().cycle();
+        for op in ops {
+            match op {
+                Op::Input(bytes) => {
+                    // QUIT may be pipelined behind PASS, so any QUIT sent so far counts.
+                    if String::from_utf8_lossy(&bytes).to_ascii_uppercase().contains("QUIT") {
+                        quit_sent = true;
+                    }
+                    session.receive(&bytes);
+                }
+                Op::Lost => session.connection_lost(),
+                Op::Timeout => session.timed_out(),
+                Op::Shutdown => session.shutdown(),
+                Op::TlsDone => session.tls_established(),
+            }
+            while let Some(output) = session.poll() {
+                let Output::Action(action) = output else { continue };
+                prop_assert!(!closed, "output after Close: {action:?}");
+                let pick = *answer.next().unwrap();
+                match action {
+                    Action::StartTls => {
+                        prop_assert!(!tls);
+                        if pick % 2 == 0 { session.tls_established() }
+                    }
+                    Action::Authenticate { .. } | Action::RejectLogin => {
+                        if matches!(action, Action::Authenticate { .. }) && pick % 3 == 0 {
+                            logged_in = true;
+                            session.auth_result(Ok(maildrop()));
+                        } else {
+                            session.auth_result(Err(AuthFailure::WrongCredentials));
+                        }
+                    }
+                    Action::StreamMessage { .. } => {
+                        session.message_data(MESSAGE);
+                        session.message_end(if pick % 5 == 0 { Err(StreamFailure::Temporary) } else { Ok(()) });
+                    }
+                    Action::Commit { delete } => {
+                        prop_assert!(logged_in && quit_sent, "Commit without login and QUIT");
+                        prop_assert!(!delete.is_empty());
+                        session.commit_result(Ok(Durable::for_tests()));
+                    }
+                    Action::Close => closed = true,
+                }
+            }
+        }
+        prop_assert_eq!(closed, session.is_closed());
+    }
+
+    #[test]
+    fn split_points_do_not_change_the_conversation(
+        cuts in proptest::collection::vec(any::<usize>(), 0..10),
+    ) {
+        let script = format!("CAPA\r\nUSER {ID}\r\nPASS pw\r\nLIST\r\nDELE 1\r\nQUIT\r\n");
+        let run = |pieces: Vec<&[u8]>| {
+            let mut session = Session::new(SessionConfig::new("h", true, true));
+            let mut log = Vec::new();
+            for piece in pieces {
+                session.receive(piece);
+                while let Some(output) = session.poll() {
+                    match output {
+                        Output::Send(bytes) => log.extend(bytes),
+                        Output::Action(Action::Authenticate { .. }) => session.auth_result(Ok(maildrop())),
+                        Output::Action(action) => log.extend(format!("{action:?}").into_bytes()),
+                    }
+                }
+            }
+            log
+        };
+        let bytes = script.as_bytes();
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            pieces.push(&bytes[start..cut]);
+            start = cut;
+        }
+        prop_assert_eq!(run(vec![bytes]), run(pieces));
+    }
+}

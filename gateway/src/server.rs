@@ -6,9 +6,11 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::net::TlsMode;
 use crate::net::{ConnectionLimits, Shutdown};
+use crate::pop3::{Pop3Server, Pop3Settings};
 use crate::service::Gateway;
-use crate::smtp::{SessionConfig, SmtpServer, TlsMode};
+use crate::smtp::{SessionConfig, SmtpServer};
 use crate::tls::CertResolver;
 
 /// A listener that could not be opened, named so the administrator knows which setting.
@@ -67,15 +69,30 @@ pub async fn start(
     let mut tasks = JoinSet::new();
     let mut addresses = Vec::new();
 
-    let smtp = SmtpServer::new(
-        gateway,
-        smtp_session_config(config),
-        crate::tls::acceptor(resolver),
+    // One budget of connections per protocol: a flood of SMTP clients must not keep the
+    // archiver out of POP3, nor the other way round.
+    let limits = || {
         ConnectionLimits::new(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
-        ),
+        )
+    };
+    let smtp = SmtpServer::new(
+        gateway.clone(),
+        smtp_session_config(config),
+        crate::tls::acceptor(resolver.clone()),
+        limits(),
         config.smtp.allowed_networks.clone(),
+    );
+    let pop3 = Pop3Server::new(
+        gateway,
+        Pop3Settings {
+            host_name: config.gateway.host_name.clone(),
+            max_concurrent_unseals: config.pop3.max_concurrent_unseals as usize,
+            failed_login_delay: std::time::Duration::from_millis(config.pop3.failed_login_delay_ms),
+        },
+        crate::tls::acceptor(resolver),
+        limits(),
     );
     let listen = &config.listen;
     for (service, listener, mode) in [
@@ -83,21 +100,40 @@ pub async fn start(
         ("submission", &listen.submission, TlsMode::StartTls),
         ("smtps", &listen.smtps, TlsMode::Implicit),
     ] {
-        if !listener.enabled {
-            continue;
+        if let Some(bound) = open(service, listener, &mut addresses).await? {
+            tasks.spawn(smtp.clone().serve(bound, mode, shutdown.signal()));
         }
-        let addr = listener.socket_addr();
-        let bound = bind(service, addr).await?;
-        let local = bound.local_addr().unwrap_or(addr);
-        tracing::info!(service, addr = %local, "listening");
-        addresses.push((service, local));
-        tasks.spawn(smtp.clone().serve(bound, mode, shutdown.signal()));
+    }
+    for (service, listener, mode) in [
+        ("pop3", &listen.pop3, TlsMode::StartTls),
+        ("pop3s", &listen.pop3s, TlsMode::Implicit),
+    ] {
+        if let Some(bound) = open(service, listener, &mut addresses).await? {
+            tasks.spawn(pop3.clone().serve(bound, mode, shutdown.signal()));
+        }
     }
     Ok(Running {
         addresses,
         shutdown,
         tasks,
     })
+}
+
+/// Binds an enabled listener and records its address; `None` when it is disabled.
+async fn open(
+    service: &'static str,
+    listener: &crate::config::Listener,
+    addresses: &mut Vec<(&'static str, SocketAddr)>,
+) -> Result<Option<tokio::net::TcpListener>, BindError> {
+    if !listener.enabled {
+        return Ok(None);
+    }
+    let addr = listener.socket_addr();
+    let bound = bind(service, addr).await?;
+    let local = bound.local_addr().unwrap_or(addr);
+    tracing::info!(service, addr = %local, "listening");
+    addresses.push((service, local));
+    Ok(Some(bound))
 }
 
 async fn bind(

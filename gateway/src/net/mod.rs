@@ -1,12 +1,23 @@
 //! The one module that touches real sockets. Protocol shells are generic over [`Listener`]
 //! and its stream type, so the simulation swaps exactly this module's TCP types for turmoil's.
 
+mod accept;
 mod limits;
 mod listener;
 mod shutdown;
 mod stream;
 
+pub use accept::serve_connections;
 pub use limits::{ConnectionLimits, ConnectionPermit, LimitExceeded};
 pub use listener::Listener;
 pub use shutdown::{Shutdown, ShutdownSignal};
 pub use stream::MaybeTls;
+
+/// How a listener's connections start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain, with the protocol's upgrade command offered (SMTP 25/587 STARTTLS, POP3 110 STLS).
+    StartTls,
+    /// TLS from the first byte (SMTP 465, POP3 995; RFC 8314).
+    Implicit,
+}

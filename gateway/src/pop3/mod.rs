@@ -12,6 +12,7 @@
 //! - [`stuffing`]: streaming dot-stuffing of RETR and TOP bodies.
 //! - [`error_map`]: every failure and refusal mapped to its reply, in one place.
 //! - `line`, `sasl`, `session`: bounded line framing, SASL PLAIN, the state machine.
+//! - [`server`]: the tokio shell; `guard`: login throttling and the maildrop lock.
 //!
 //! ## The shell loop
 //!
@@ -78,9 +79,11 @@
 
 pub mod command;
 pub mod error_map;
+mod guard;
 mod line;
 pub mod response;
 mod sasl;
+pub mod server;
 mod session;
 pub mod stuffing;
 
@@ -89,6 +92,7 @@ mod tests;
 
 pub use error_map::{AuthFailure, CommitFailure, StreamFailure};
 pub use line::{MAX_AUTH_LINE, MAX_COMMAND_LINE};
+pub use server::{Pop3Server, Pop3Settings};
 pub use session::{
     Action, Feed, Maildrop, MessageInfo, Output, Session, SessionConfig, MAX_ERRORS,
     MAX_FAILED_LOGINS, MIN_IDLE_TIMEOUT, PIPELINE_LIMIT,

@@ -37,6 +37,9 @@ pub enum ServiceError {
     Crypto(CryptoError),
     #[error("spool I/O error: {0}")]
     Spool(String),
+    /// Capacity is exhausted for the moment (e.g. every password check slot is busy).
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(&'static str),
 }
 
 impl ServiceError {
@@ -48,6 +51,7 @@ impl ServiceError {
                 | ServiceError::MailboxChanged(_)
                 | ServiceError::Store(_)
                 | ServiceError::Spool(_)
+                | ServiceError::Unavailable(_)
         )
     }
 

@@ -24,9 +24,10 @@ pub mod session;
 #[cfg(test)]
 mod session_tests;
 
+pub use crate::net::TlsMode;
 pub use interface::{
     AbortReason, ClientInfo, CommitFailure, Envelope, Output, RecipientStatus, SessionConfig,
 };
 pub use reply::{EnhancedStatus, Reply};
-pub use server::{SmtpServer, TlsMode};
+pub use server::SmtpServer;
 pub use session::Session;

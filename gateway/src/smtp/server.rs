@@ -7,25 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::interface::{ClientInfo, CommitFailure, Output, RecipientStatus, SessionConfig};
 use super::Session;
 use crate::config::IpNetwork;
 use crate::crypto::Envelope;
-use crate::net::{ConnectionLimits, Listener, MaybeTls, ShutdownSignal};
+use crate::net::{ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode};
 use crate::service::{Gateway, MessageDraft, ServiceError};
 use crate::store::MailboxStatus;
-
-/// How a listener's connections start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// Plain, with STARTTLS offered (ports 25 and 587).
-    StartTls,
-    /// TLS from the first byte (port 465, RFC 8314).
-    Implicit,
-}
 
 /// How long connections may take to finish after shutdown begins; then they are dropped.
 /// Nothing is lost by that: a message is only acknowledged after its commit.
@@ -73,43 +63,20 @@ impl SmtpServer {
     /// Accepts connections until shutdown, then waits (bounded) for the open ones to finish.
     pub async fn serve<L: Listener>(
         self: Arc<Self>,
-        mut listener: L,
+        listener: L,
         mode: TlsMode,
-        mut shutdown: ShutdownSignal,
+        shutdown: ShutdownSignal,
     ) {
-        let mut connections = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let server = self.clone();
-                        let signal = shutdown.clone();
-                        connections.spawn(async move {
-                            server.handle(stream, peer, mode, signal).await;
-                        });
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: pause instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                _ = shutdown.triggered() => break,
-            }
-        }
-        drop(listener);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
-        })
+        crate::net::serve_connections(
+            listener,
+            shutdown,
+            SHUTDOWN_GRACE,
+            move |stream, peer, signal| {
+                let server = self.clone();
+                async move { server.handle(stream, peer, mode, signal).await }
+            },
+        )
         .await;
-        if drained.is_err() {
-            tracing::warn!(
-                remaining = connections.len(),
-                "closing SMTP connections that did not finish in time"
-            );
-            connections.shutdown().await;
-        }
     }
 
     /// Runs one connection to its end.

@@ -1,0 +1,387 @@
+//! The tokio shell around the POP3 [`Session`]: logins (throttled, with a bounded number of
+//! concurrent Argon2id unseals), the exclusive maildrop lock, streaming decryption of
+//! messages, and the UPDATE commit. Generic over listener and stream like the SMTP shell.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use super::guard::{LoginThrottle, MaildropLock, MaildropLocks};
+use super::{
+    Action, AuthFailure, CommitFailure, Feed, Maildrop, Output, Session, SessionConfig,
+    StreamFailure,
+};
+use crate::crypto::{MailboxPassword, UnsealedKey};
+use crate::mailbox::MailboxId;
+use crate::net::{ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode};
+use crate::service::{Gateway, ServiceError};
+
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a login may wait for an unseal slot before it is told to come back later.
+const UNSEAL_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+const READ_BUFFER: usize = 16 * 1024;
+
+/// POP3 settings from the configuration.
+#[derive(Debug, Clone)]
+pub struct Pop3Settings {
+    pub host_name: String,
+    /// Argon2id derivations allowed at once (each takes ~19 MiB and a core for ~15 ms).
+    pub max_concurrent_unseals: usize,
+    /// Pause before answering a failed login.
+    pub failed_login_delay: Duration,
+}
+
+/// Everything the POP3 listeners share.
+pub struct Pop3Server {
+    gateway: Gateway,
+    settings: Pop3Settings,
+    acceptor: TlsAcceptor,
+    limits: ConnectionLimits,
+    unseals: Semaphore,
+    throttle: LoginThrottle,
+    locks: Arc<MaildropLocks>,
+}
+
+impl Pop3Server {
+    pub fn new(
+        gateway: Gateway,
+        settings: Pop3Settings,
+        acceptor: TlsAcceptor,
+        limits: ConnectionLimits,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            unseals: Semaphore::new(settings.max_concurrent_unseals.max(1)),
+            gateway,
+            settings,
+            acceptor,
+            limits,
+            throttle: LoginThrottle::default(),
+            locks: Arc::new(MaildropLocks::default()),
+        })
+    }
+
+    /// Accepts connections until shutdown, then waits (bounded) for the open ones to finish.
+    pub async fn serve<L: Listener>(
+        self: Arc<Self>,
+        listener: L,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) {
+        crate::net::serve_connections(
+            listener,
+            shutdown,
+            SHUTDOWN_GRACE,
+            move |stream, peer, signal| {
+                let server = self.clone();
+                async move { server.handle(stream, peer, mode, signal).await }
+            },
+        )
+        .await;
+    }
+
+    /// Runs one connection to its end.
+    pub async fn handle<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut stream = MaybeTls::Plain(stream);
+        let _permit = match self.limits.try_acquire(peer.ip()) {
+            Ok(permit) => permit,
+            Err(limit) => {
+                tracing::info!(%peer, ?limit, "POP3 connection refused: too many connections");
+                if mode == TlsMode::StartTls {
+                    let _ = stream
+                        .write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n")
+                        .await;
+                    let _ = stream.shutdown().await;
+                }
+                return;
+            }
+        };
+        if mode == TlsMode::Implicit
+            && !matches!(
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.upgrade(&self.acceptor)).await,
+                Ok(Ok(()))
+            )
+        {
+            tracing::debug!(%peer, "POP3 TLS handshake failed");
+            return;
+        }
+        let config = SessionConfig::new(
+            self.settings.host_name.clone(),
+            mode == TlsMode::Implicit,
+            true,
+        );
+        let connection = Connection {
+            server: self,
+            session: Session::new(config),
+            stream,
+            peer,
+            shutdown,
+            login: None,
+        };
+        connection.run().await;
+    }
+
+    /// Checks the password and takes the maildrop. The failure delay and the throttle apply
+    /// to every failure that could be a guess.
+    async fn login(
+        &self,
+        peer: IpAddr,
+        mailbox: Option<MailboxId>,
+        password: Option<MailboxPassword>,
+    ) -> Result<LoggedIn, AuthFailure> {
+        if !self.server_allows(peer, mailbox.as_ref()) {
+            tracing::warn!(%peer, mailbox = ?mailbox.as_ref().map(|m| m.to_string()), "POP3 login refused: too many failures");
+            return Err(AuthFailure::RateLimited);
+        }
+        let (Some(mailbox), Some(password)) = (mailbox, password) else {
+            return Err(self.failed(peer, None, AuthFailure::WrongCredentials).await);
+        };
+        let unsealed = self.unseal(&mailbox, password).await;
+        let key = match unsealed {
+            Ok(key) => key,
+            Err(e) => {
+                let failure = AuthFailure::from_service_error(&e);
+                if failure.counts_as_failed_login() {
+                    tracing::info!(%peer, "POP3 login failed");
+                    return Err(self.failed(peer, Some(&mailbox), failure).await);
+                }
+                tracing::error!(%peer, error = %e, "POP3 login could not be checked");
+                return Err(failure);
+            }
+        };
+        self.throttle.record_success(&mailbox);
+        let lock = self.locks.try_lock(&mailbox).ok_or(AuthFailure::Locked)?;
+        let messages = self.gateway.list_messages(&mailbox).map_err(|e| {
+            tracing::error!(error = %e, "listing the maildrop failed");
+            AuthFailure::from_service_error(&e)
+        })?;
+        tracing::info!(%peer, %mailbox, messages = messages.len(), "POP3 login");
+        Ok(LoggedIn {
+            mailbox,
+            key,
+            _lock: lock,
+            maildrop: Maildrop::from_summaries(messages),
+        })
+    }
+
+    fn server_allows(&self, peer: IpAddr, mailbox: Option<&MailboxId>) -> bool {
+        self.throttle.allows(peer, mailbox)
+    }
+
+    async fn failed(
+        &self,
+        peer: IpAddr,
+        mailbox: Option<&MailboxId>,
+        failure: AuthFailure,
+    ) -> AuthFailure {
+        self.throttle.record_failure(peer, mailbox);
+        tokio::time::sleep(self.settings.failed_login_delay).await;
+        failure
+    }
+
+    /// Argon2id off the async workers, at most `max_concurrent_unseals` at once.
+    async fn unseal(
+        &self,
+        mailbox: &MailboxId,
+        password: MailboxPassword,
+    ) -> Result<UnsealedKey, ServiceError> {
+        let permit = tokio::time::timeout(UNSEAL_QUEUE_TIMEOUT, self.unseals.acquire())
+            .await
+            .map_err(|_| ServiceError::Unavailable("too many logins in progress"))?
+            .map_err(|_| ServiceError::Unavailable("shutting down"))?;
+        let gateway = self.gateway.clone();
+        let mailbox = mailbox.clone();
+        let result = tokio::task::spawn_blocking(move || gateway.unseal(&mailbox, &password))
+            .await
+            .map_err(|_| ServiceError::Unavailable("login task failed"))?;
+        drop(permit);
+        result
+    }
+}
+
+/// A logged-in session's secrets and lock; dropped (key zeroized, lock released) when the
+/// connection ends on any path.
+struct LoggedIn {
+    mailbox: MailboxId,
+    key: UnsealedKey,
+    _lock: MaildropLock,
+    maildrop: Maildrop,
+}
+
+struct Connection<'a, S> {
+    server: &'a Pop3Server,
+    session: Session,
+    stream: MaybeTls<S>,
+    peer: SocketAddr,
+    shutdown: ShutdownSignal,
+    login: Option<LoggedIn>,
+}
+
+impl<S> Connection<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async fn run(mut self) {
+        let mut buffer = vec![0u8; READ_BUFFER];
+        let mut pending = Vec::new();
+        let mut shutdown_seen = false;
+        loop {
+            while let Some(output) = self.session.poll() {
+                match output {
+                    Output::Send(bytes) => pending.extend_from_slice(&bytes),
+                    Output::Action(action) => {
+                        if !self.act(action, &mut pending).await {
+                            let _ = self.flush(&mut pending).await;
+                            let _ = self.stream.shutdown().await;
+                            return;
+                        }
+                    }
+                }
+            }
+            if self.flush(&mut pending).await.is_err() {
+                self.session.connection_lost();
+                continue;
+            }
+            if self.session.is_closed() {
+                return;
+            }
+            let wants_input = self.session.wants_input();
+            tokio::select! {
+                read = self.stream.read(&mut buffer), if wants_input => match read {
+                    Ok(0) | Err(_) => self.session.connection_lost(),
+                    Ok(n) => self.session.receive(&buffer[..n]),
+                },
+                _ = tokio::time::sleep(self.session.timeout()) => self.session.timed_out(),
+                _ = self.shutdown.triggered(), if !shutdown_seen => {
+                    shutdown_seen = true;
+                    self.session.shutdown();
+                }
+            }
+        }
+    }
+
+    /// Carries out one action; false when the connection must end now.
+    async fn act(&mut self, action: Action, pending: &mut Vec<u8>) -> bool {
+        match action {
+            Action::StartTls => {
+                if self.flush(pending).await.is_err() {
+                    return false;
+                }
+                let upgrade = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    self.stream.upgrade(&self.server.acceptor),
+                )
+                .await;
+                if !matches!(upgrade, Ok(Ok(()))) {
+                    tracing::debug!(peer = %self.peer, "STLS handshake failed");
+                    return false;
+                }
+                self.session.tls_established();
+            }
+            Action::Authenticate { mailbox, password } => {
+                let result = self
+                    .server
+                    .login(self.peer.ip(), Some(mailbox), Some(password))
+                    .await;
+                let result = result.map(|mut logged_in| {
+                    let maildrop = std::mem::take(&mut logged_in.maildrop);
+                    self.login = Some(logged_in);
+                    maildrop
+                });
+                self.session.auth_result(result);
+            }
+            Action::RejectLogin => {
+                let result = self.server.login(self.peer.ip(), None, None).await;
+                self.session
+                    .auth_result(result.map(|_| Maildrop::default()));
+            }
+            Action::StreamMessage { seq, .. } => return self.stream_message(seq, pending).await,
+            Action::Commit { delete } => {
+                let Some(login) = &self.login else {
+                    self.session.commit_result(Err(CommitFailure::Permanent));
+                    return true;
+                };
+                let result = self
+                    .server
+                    .gateway
+                    .delete_messages(&login.mailbox, &delete)
+                    .await;
+                if let Err(e) = &result {
+                    tracing::error!(mailbox = %login.mailbox, error = %e, "POP3 UPDATE failed");
+                } else {
+                    tracing::info!(mailbox = %login.mailbox, deleted = delete.len(), "POP3 UPDATE");
+                }
+                self.session
+                    .commit_result(result.map_err(|e| CommitFailure::from_service_error(&e)));
+            }
+            Action::Close => return false,
+        }
+        true
+    }
+
+    /// Decrypts one message chunk by chunk straight into the session (and the socket), so
+    /// memory stays at about one chunk whatever the message size.
+    async fn stream_message(&mut self, seq: u64, pending: &mut Vec<u8>) -> bool {
+        let Some(login) = &self.login else {
+            self.session.message_end(Err(StreamFailure::Temporary));
+            return true;
+        };
+        let mut reader = match self.server.gateway.open_message(&login.key, seq) {
+            Ok(reader) => reader,
+            Err(e) => {
+                tracing::error!(seq, error = %e, "opening a message failed");
+                self.session
+                    .message_end(Err(StreamFailure::from_service_error(&e)));
+                return true;
+            }
+        };
+        let mut end = Ok(());
+        while let Some(chunk) = reader.next_chunk() {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "reading a message failed");
+                    end = Err(StreamFailure::from_service_error(&e));
+                    break;
+                }
+            };
+            let feed = self.session.message_data(&chunk);
+            while let Some(Output::Send(bytes)) = self.session.poll() {
+                pending.extend_from_slice(&bytes);
+            }
+            if self.flush(pending).await.is_err() {
+                self.session.connection_lost();
+                return true;
+            }
+            if feed == Feed::Enough {
+                break;
+            }
+        }
+        self.session.message_end(end);
+        true
+    }
+
+    async fn flush(&mut self, pending: &mut Vec<u8>) -> std::io::Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(pending).await;
+        pending.clear();
+        match result {
+            Ok(()) => self.stream.flush().await,
+            Err(e) => Err(e),
+        }
+    }
+}

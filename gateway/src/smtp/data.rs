@@ -92,11 +92,24 @@ impl BodyDecoder {
     /// Decodes `input`, appending body bytes to `out`. Stops right after the end of data
     /// (DotTerminated) and otherwise consumes everything.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Decoded {
-        for (index, &byte) in input.iter().enumerate() {
-            self.step(byte, out);
+        let mut index = 0;
+        while index < input.len() {
+            // Fast path: inside a line, everything up to the next CR or LF is plain text
+            // that the byte-wise machine would emit one by one.
+            if self.state == State::InLine {
+                let rest = &input[index..];
+                let run = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                if run > 0 {
+                    self.emit_run(&rest[..run], out);
+                    index += run;
+                    continue;
+                }
+            }
+            self.step(input[index], out);
+            index += 1;
             if self.state == State::Ended {
                 return Decoded {
-                    consumed: index + 1,
+                    consumed: index,
                     end_of_data: true,
                 };
             }
@@ -104,6 +117,19 @@ impl BodyDecoder {
         Decoded {
             consumed: input.len(),
             end_of_data: false,
+        }
+    }
+
+    /// Ordinary bytes inside a line, all at once.
+    /// Emits exactly what `emit` byte by byte would: up to the line limit, then nothing.
+    fn emit_run(&mut self, run: &[u8], out: &mut Vec<u8>) {
+        if self.violation.is_none() {
+            let room = MAX_TEXT_LINE.saturating_sub(self.line_length);
+            out.extend_from_slice(&run[..run.len().min(room)]);
+        }
+        self.line_length += run.len();
+        if self.line_length > MAX_TEXT_LINE {
+            self.violate(BodyViolation::LineTooLong);
         }
     }
 
@@ -235,6 +261,46 @@ pub(crate) const SMUGGLING_VARIANTS: &[&[u8]] = &[
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The byte-at-a-time machine alone, without `feed`'s fast path: the reference.
+    fn decode_bytewise(
+        framing: Framing,
+        input: &[u8],
+    ) -> (Vec<u8>, usize, bool, Option<BodyViolation>) {
+        let mut decoder = BodyDecoder::new(framing);
+        let mut out = Vec::new();
+        for (index, &byte) in input.iter().enumerate() {
+            decoder.step(byte, &mut out);
+            if decoder.state == State::Ended {
+                return (out, index + 1, true, decoder.violation());
+            }
+        }
+        (out, input.len(), false, decoder.violation())
+    }
+
+    proptest! {
+        #[test]
+        fn fast_path_matches_the_bytewise_machine(
+            input in proptest::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(0u8), any::<u8>(), Just(b'a')],
+                0..3000,
+            ),
+            long_line in 0usize..1200,
+            chunked: bool,
+        ) {
+            let mut input = input;
+            input.splice(0..0, std::iter::repeat_n(b'x', long_line));
+            let framing = if chunked { Framing::Chunked } else { Framing::DotTerminated };
+            let (expected, consumed, ended, violation) = decode_bytewise(framing, &input);
+            let mut decoder = BodyDecoder::new(framing);
+            let mut out = Vec::new();
+            let decoded = decoder.feed(&input, &mut out);
+            prop_assert_eq!(out, expected);
+            prop_assert_eq!(decoded.consumed, consumed);
+            prop_assert_eq!(decoded.end_of_data, ended);
+            prop_assert_eq!(decoder.violation(), violation);
+        }
+    }
 
     fn decode_all(input: &[u8]) -> (Vec<u8>, Decoded, Option<BodyViolation>) {
         let mut decoder = BodyDecoder::new(Framing::DotTerminated);

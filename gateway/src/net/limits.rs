@@ -48,7 +48,7 @@ impl ConnectionLimits {
     }
 
     pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnectionPermit, LimitExceeded> {
-        let ip = canonical(ip);
+        let ip = super::canonical_ip(ip);
         let mut counts = self.inner.counts.lock().unwrap_or_else(|e| e.into_inner());
         if counts.total >= self.inner.max_total {
             return Err(LimitExceeded::Total);
@@ -71,14 +71,6 @@ impl ConnectionLimits {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .total
-    }
-}
-
-/// Dual-stack sockets report IPv4 clients as `::ffff:a.b.c.d`; count them as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
     }
 }
 

@@ -2,12 +2,14 @@
 //! and its stream type, so the simulation swaps exactly this module's TCP types for turmoil's.
 
 mod accept;
+mod admit;
 mod limits;
 mod listener;
 mod shutdown;
 mod stream;
 
 pub use accept::serve_connections;
+pub use admit::{admit, canonical_ip, HANDSHAKE_TIMEOUT};
 pub use limits::{ConnectionLimits, ConnectionPermit, LimitExceeded};
 pub use listener::Listener;
 pub use shutdown::{Shutdown, ShutdownSignal};

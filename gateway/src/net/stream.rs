@@ -37,6 +37,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTls<S> {
         }
     }
 
+    /// Writes and flushes `pending`, leaving it empty either way.
+    pub async fn write_pending(&mut self, pending: &mut Vec<u8>) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let result = self.write_all(pending).await;
+        pending.clear();
+        result?;
+        self.flush().await
+    }
+
     /// "TLSv1.3 cipher TLS13_AES_256_GCM_SHA384", for trace headers and logs.
     pub fn tls_description(&self) -> Option<String> {
         match self {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::mailbox::MailboxId;
+use crate::net::canonical_ip;
 
 /// Failed logins counted over this window.
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -48,7 +49,7 @@ impl LoginThrottle {
                 })
                 .unwrap_or(false)
         };
-        let address_blocked = over(Key::Address(canonical(ip)), MAX_FAILURES_PER_ADDRESS);
+        let address_blocked = over(Key::Address(canonical_ip(ip)), MAX_FAILURES_PER_ADDRESS);
         let mailbox_blocked = mailbox
             .map(|m| over(Key::Mailbox(m.clone()), MAX_FAILURES_PER_MAILBOX))
             .unwrap_or(false);
@@ -78,7 +79,7 @@ impl LoginThrottle {
             prune(times, now);
             times.push_back(now);
         };
-        push(Key::Address(canonical(ip)));
+        push(Key::Address(canonical_ip(ip)));
         if let Some(mailbox) = mailbox {
             push(Key::Mailbox(mailbox.clone()));
         }
@@ -97,13 +98,6 @@ fn prune(times: &mut VecDeque<Instant>, now: Instant) {
         .is_some_and(|t| now.saturating_duration_since(*t) > WINDOW)
     {
         times.pop_front();
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
     }
 }
 

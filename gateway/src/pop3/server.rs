@@ -17,11 +17,12 @@ use super::{
 };
 use crate::crypto::{MailboxPassword, UnsealedKey};
 use crate::mailbox::MailboxId;
-use crate::net::{ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode};
+use crate::net::{
+    ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
+};
 use crate::service::{Gateway, ServiceError};
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a login may wait for an unseal slot before it is told to come back later.
 const UNSEAL_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 16 * 1024;
@@ -94,29 +95,12 @@ impl Pop3Server {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let mut stream = MaybeTls::Plain(stream);
-        let _permit = match self.limits.try_acquire(peer.ip()) {
-            Ok(permit) => permit,
-            Err(limit) => {
-                tracing::info!(%peer, ?limit, "POP3 connection refused: too many connections");
-                if mode == TlsMode::StartTls {
-                    let _ = stream
-                        .write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n")
-                        .await;
-                    let _ = stream.shutdown().await;
-                }
-                return;
-            }
-        };
-        if mode == TlsMode::Implicit
-            && !matches!(
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.upgrade(&self.acceptor)).await,
-                Ok(Ok(()))
-            )
-        {
-            tracing::debug!(%peer, "POP3 TLS handshake failed");
+        let busy = b"-ERR [SYS/TEMP] too many connections, try again later\r\n";
+        let Some((stream, _permit)) =
+            crate::net::admit(stream, peer, mode, &self.limits, &self.acceptor, busy).await
+        else {
             return;
-        }
+        };
         let config = SessionConfig::new(
             self.settings.host_name.clone(),
             mode == TlsMode::Implicit,
@@ -243,14 +227,14 @@ where
                     Output::Send(bytes) => pending.extend_from_slice(&bytes),
                     Output::Action(action) => {
                         if !self.act(action, &mut pending).await {
-                            let _ = self.flush(&mut pending).await;
+                            let _ = self.stream.write_pending(&mut pending).await;
                             let _ = self.stream.shutdown().await;
                             return;
                         }
                     }
                 }
             }
-            if self.flush(&mut pending).await.is_err() {
+            if self.stream.write_pending(&mut pending).await.is_err() {
                 self.session.connection_lost();
                 continue;
             }
@@ -276,7 +260,7 @@ where
     async fn act(&mut self, action: Action, pending: &mut Vec<u8>) -> bool {
         match action {
             Action::StartTls => {
-                if self.flush(pending).await.is_err() {
+                if self.stream.write_pending(pending).await.is_err() {
                     return false;
                 }
                 let upgrade = tokio::time::timeout(
@@ -361,7 +345,7 @@ where
             while let Some(Output::Send(bytes)) = self.session.poll() {
                 pending.extend_from_slice(&bytes);
             }
-            if self.flush(pending).await.is_err() {
+            if self.stream.write_pending(pending).await.is_err() {
                 self.session.connection_lost();
                 return true;
             }
@@ -371,17 +355,5 @@ where
         }
         self.session.message_end(end);
         true
-    }
-
-    async fn flush(&mut self, pending: &mut Vec<u8>) -> std::io::Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let result = self.stream.write_all(pending).await;
-        pending.clear();
-        match result {
-            Ok(()) => self.stream.flush().await,
-            Err(e) => Err(e),
-        }
     }
 }

@@ -13,16 +13,15 @@ use super::interface::{ClientInfo, CommitFailure, Output, RecipientStatus, Sessi
 use super::Session;
 use crate::config::IpNetwork;
 use crate::crypto::Envelope;
-use crate::net::{ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode};
+use crate::net::{
+    ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
+};
 use crate::service::{Gateway, MessageDraft, ServiceError};
 use crate::store::MailboxStatus;
 
 /// How long connections may take to finish after shutdown begins; then they are dropped.
 /// Nothing is lost by that: a message is only acknowledged after its commit.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// Bound on the TLS handshake, so a silent client cannot hold a connection slot for the
-/// whole command timeout.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 const READ_BUFFER: usize = 64 * 1024;
 
 /// Everything the SMTP listeners share.
@@ -53,10 +52,7 @@ impl SmtpServer {
     }
 
     fn allows(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = crate::net::canonical_ip(ip);
         self.allowed_networks.is_empty() || self.allowed_networks.iter().any(|n| n.contains(ip))
     }
 
@@ -89,35 +85,22 @@ impl SmtpServer {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let mut stream = MaybeTls::Plain(stream);
-        let _permit = match self.limits.try_acquire(peer.ip()) {
-            Ok(permit) => permit,
-            Err(limit) => {
-                tracing::info!(%peer, ?limit, "connection refused: too many connections");
-                if mode == TlsMode::StartTls {
-                    let reply = format!(
-                        "421 4.7.0 {} too many connections, try again later\r\n",
-                        self.config.host_name
-                    );
-                    let _ = stream.write_all(reply.as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                }
-                return;
-            }
+        let busy = format!(
+            "421 4.7.0 {} too many connections, try again later\r\n",
+            self.config.host_name
+        );
+        let Some((stream, _permit)) = crate::net::admit(
+            stream,
+            peer,
+            mode,
+            &self.limits,
+            &self.acceptor,
+            busy.as_bytes(),
+        )
+        .await
+        else {
+            return;
         };
-        if mode == TlsMode::Implicit {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.upgrade(&self.acceptor)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            }
-        }
         let client = ClientInfo {
             peer: Some(peer.ip()),
             tls: stream.tls_description(),
@@ -186,7 +169,7 @@ where
                         self.draft = None;
                     }
                     Output::StartTls => {
-                        if self.flush(&mut pending).await.is_err() {
+                        if self.stream.write_pending(&mut pending).await.is_err() {
                             return;
                         }
                         let upgrade = tokio::time::timeout(
@@ -206,13 +189,13 @@ where
                         }
                     }
                     Output::Close => {
-                        let _ = self.flush(&mut pending).await;
+                        let _ = self.stream.write_pending(&mut pending).await;
                         let _ = self.stream.shutdown().await;
                         return;
                     }
                 }
             }
-            if self.flush(&mut pending).await.is_err() {
+            if self.stream.write_pending(&mut pending).await.is_err() {
                 self.session.connection_lost();
                 continue;
             }
@@ -234,18 +217,6 @@ where
                     self.session.shutdown();
                 }
             }
-        }
-    }
-
-    async fn flush(&mut self, pending: &mut Vec<u8>) -> std::io::Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let result = self.stream.write_all(pending).await;
-        pending.clear();
-        match result {
-            Ok(()) => self.stream.flush().await,
-            Err(e) => Err(e),
         }
     }
 

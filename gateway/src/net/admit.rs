@@ -1,0 +1,64 @@
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+
+use super::{ConnectionLimits, ConnectionPermit, MaybeTls, TlsMode};
+
+/// Bound on a TLS handshake, so a silent client cannot hold a connection slot for the whole
+/// command timeout.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The first steps of every protocol connection: take a slot under the connection limits
+/// (or send the protocol's `busy` line and close) and, on implicit-TLS ports, complete the
+/// handshake. `None` means the connection is already finished.
+pub async fn admit<S>(
+    stream: S,
+    peer: SocketAddr,
+    mode: TlsMode,
+    limits: &ConnectionLimits,
+    acceptor: &TlsAcceptor,
+    busy: &[u8],
+) -> Option<(MaybeTls<S>, ConnectionPermit)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut stream = MaybeTls::Plain(stream);
+    let permit = match limits.try_acquire(peer.ip()) {
+        Ok(permit) => permit,
+        Err(limit) => {
+            tracing::info!(%peer, ?limit, "connection refused: too many connections");
+            // On implicit-TLS ports a plaintext line would only confuse the client's
+            // handshake, and a flood is no time to spend a handshake on a refusal.
+            if mode == TlsMode::StartTls {
+                let _ = stream.write_all(busy).await;
+                let _ = stream.shutdown().await;
+            }
+            return None;
+        }
+    };
+    if mode == TlsMode::Implicit {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.upgrade(acceptor)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return None;
+            }
+        }
+    }
+    Some((stream, permit))
+}
+
+/// Dual-stack sockets report IPv4 clients as `::ffff:a.b.c.d`; rules and limits treat them
+/// as the IPv4 address they are.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}

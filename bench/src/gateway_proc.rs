@@ -63,7 +63,9 @@ pub fn create_mailboxes(
         let gateway = Gateway::open(config).context("cannot open the store")?;
         let mut created = Vec::with_capacity(count);
         for i in 0..count {
-            let new = gateway.create_mailbox(&format!("{prefix}-{i:03}"), "").await?;
+            let new = gateway
+                .create_mailbox(&format!("{prefix}-{i:03}"), "")
+                .await?;
             created.push((
                 new.info.id.to_string(),
                 new.info.address.clone(),

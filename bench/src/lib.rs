@@ -10,6 +10,7 @@
 //! - [`dovecot`]: a throwaway local Dovecot pop3d on a Maildir, the POP3 baseline.
 //! - [`util`]: helpers the runners share.
 
+pub mod dovecot;
 pub mod gateway_proc;
 pub mod load;
 pub mod pop3_load;

@@ -29,6 +29,8 @@ const MAX_TRACE: usize = 4096;
 pub struct Account {
     pub user: String,
     pub password: String,
+    /// What each of its messages must be.
+    pub expect: Verify,
 }
 
 /// What every retrieved message must be.
@@ -53,7 +55,6 @@ pub struct DrainConfig {
     pub tls: Option<TlsTarget>,
     /// One concurrent client per account.
     pub accounts: Vec<Account>,
-    pub verify: Verify,
     /// DELE every message after its RETR (QUIT then commits the deletions).
     pub delete: bool,
     /// Give up (and report what was done) after this long.
@@ -267,9 +268,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     ok(&reply, "PASS")
 }
 
-async fn stat<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut Conn<S>,
-) -> anyhow::Result<(u64, u64)> {
+async fn stat<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>) -> anyhow::Result<(u64, u64)> {
     let reply = conn.command("STAT").await?;
     ok(&reply, "STAT")?;
     let mut fields = reply.split_whitespace().skip(1).map(str::parse::<u64>);
@@ -296,7 +295,7 @@ async fn client(
     for n in 1..=messages {
         let reply = conn.command(&format!("RETR {n}")).await?;
         ok(&reply, "RETR")?;
-        let mut check = Check::new(&config.verify, &mut collected);
+        let mut check = Check::new(&account.expect, &mut collected);
         let bytes = conn.multi_line(|piece| check.feed(piece)).await?;
         result.messages += 1;
         result.bytes += bytes;
@@ -531,8 +530,7 @@ mod tests {
         for step in [1, 2, 3, 5, 7, 64] {
             let (body, next) = parse(wire, step).await;
             assert_eq!(
-                body,
-                b"Subject: x\r\n\r\n.leading dot\r\n..two\r\n",
+                body, b"Subject: x\r\n\r\n.leading dot\r\n..two\r\n",
                 "step {step}"
             );
             assert_eq!(next, "+OK next");
@@ -571,7 +569,10 @@ mod tests {
         served.extend_from_slice(&sent);
         assert!(run(&traced, &served));
         assert!(run(&traced, &sent));
-        assert!(!run(&traced, &[b"X-Other: 1\r\n".as_slice(), &sent].concat()));
+        assert!(!run(
+            &traced,
+            &[b"X-Other: 1\r\n".as_slice(), &sent].concat()
+        ));
         assert!(run(&Verify::Length(sent.len() as u64), &sent));
         assert!(!run(&Verify::Length(3), &sent));
     }

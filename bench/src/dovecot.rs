@@ -47,6 +47,14 @@ pub fn ensure_installed() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `dovecot --version`, e.g. "2.3.19.1 (9b53102964)".
+pub fn version() -> Option<String> {
+    let out = Command::new(DOVECOT).arg("--version").output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 pub struct Dovecot {
     dir: PathBuf,
     config: PathBuf,

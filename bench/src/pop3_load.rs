@@ -43,8 +43,8 @@ pub enum Verify {
     Length(u64),
     /// Exactly these bytes (compared as they stream in).
     Exact(Arc<Vec<u8>>),
-    /// These bytes, after `Received:` trace header fields the server prepended (at most
-    /// 4 KiB of them): what a gateway that received the message by SMTP serves.
+    /// These bytes, after header fields the server prepended (its `Received:` trace, at
+    /// most 4 KiB): what a gateway that received the message over SMTP serves.
     AfterTrace(Arc<Vec<u8>>),
 }
 
@@ -374,18 +374,21 @@ impl<'a> Check<'a> {
     }
 }
 
-/// Whether `prefix` is nothing but `Received:` header fields (folded lines included).
+/// Whether `prefix` is nothing but header fields (folded lines included) ending in CRLF:
+/// the `Received:` trace a server prepends (or a `Return-Path:`, should one come along).
 fn is_trace(prefix: &[u8]) -> bool {
-    prefix.is_empty()
-        || (prefix.starts_with(b"Received:")
-            && prefix.ends_with(b"\r\n")
-            && prefix[..prefix.len() - 2]
-                .split(|&b| b == b'\n')
-                .all(|line| {
-                    line.starts_with(b"Received:")
-                        || line.starts_with(b" ")
-                        || line.starts_with(b"\t")
-                }))
+    let Some(fields) = prefix.strip_suffix(b"\r\n") else {
+        return prefix.is_empty();
+    };
+    fields.split(|&b| b == b'\n').enumerate().all(|(i, line)| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let folded = i > 0 && matches!(line.first(), Some(b' ' | b'\t'));
+        let field = line
+            .iter()
+            .position(|&b| b == b':')
+            .is_some_and(|colon| colon > 0 && line[..colon].iter().all(|b| b.is_ascii_graphic()));
+        folded || field
+    })
 }
 
 /// One POP3 connection: a read buffer over the stream, commands written straight through.
@@ -569,10 +572,13 @@ mod tests {
         served.extend_from_slice(&sent);
         assert!(run(&traced, &served));
         assert!(run(&traced, &sent));
-        assert!(!run(
-            &traced,
-            &[b"X-Other: 1\r\n".as_slice(), &sent].concat()
-        ));
+        let prefixed = |prefix: &[u8]| [prefix, &sent].concat();
+        assert!(run(&traced, &prefixed(b"Return-Path: <a@b>\r\n")));
+        assert!(!run(&traced, &prefixed(b"garbage\r\n")));
+        assert!(!run(&traced, &prefixed(b" folded first\r\n")));
+        assert!(!run(&traced, &prefixed(b"Received: no line end")));
+        assert!(!run(&traced, &prefixed(b"Received from x\r\n")));
+        assert!(!run(&traced, &served[..served.len() - 1]));
         assert!(run(&Verify::Length(sent.len() as u64), &sent));
         assert!(!run(&Verify::Length(3), &sent));
     }

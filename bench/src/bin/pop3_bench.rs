@@ -160,6 +160,13 @@ fn main() -> anyhow::Result<()> {
                     d.pop3s,
                     d.log_path().display()
                 );
+                notes.push(format!(
+                    "Dovecot {} (Debian package) pop3d: Maildir, `pop3_uidl_format = \
+                     %08Xu%08Xv`, otherwise default settings (`mail_fsync = optimized`, \
+                     one login process per connection); TLS by OpenSSL with an ECDSA P-256 \
+                     certificate like the gateway's.",
+                    dovecot::version().unwrap_or_else(|| "(unknown version)".into())
+                ));
                 Ok(d)
             }
             Err(e) => {

@@ -48,6 +48,16 @@ pub enum Verify {
     AfterTrace(Arc<Vec<u8>>),
 }
 
+impl Verify {
+    /// Whether a whole message passes (what the drain checks as it streams).
+    pub fn matches(&self, message: &[u8]) -> bool {
+        let mut collected = Vec::new();
+        let mut check = Check::new(self, &mut collected);
+        check.feed(message);
+        check.finish(message.len() as u64)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct DrainConfig {
     pub addr: SocketAddr,

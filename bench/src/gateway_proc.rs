@@ -47,6 +47,35 @@ pub fn bench_config(data_dir: &Path) -> Config {
     config
 }
 
+/// Creates mailboxes in the (not running) gateway's store before the child starts, so the
+/// caller knows their passwords: `(id, address, password as displayed)` each, named
+/// `{prefix}-{i:03}` so that the child serves the first one.
+pub fn create_mailboxes(
+    config: &Config,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<(String, String, String)>> {
+    std::fs::create_dir_all(&config.gateway.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let gateway = Gateway::open(config).context("cannot open the store")?;
+        let mut created = Vec::with_capacity(count);
+        for i in 0..count {
+            let new = gateway
+                .create_mailbox(&format!("{prefix}-{i:03}"), "")
+                .await?;
+            created.push((
+                new.info.id.to_string(),
+                new.info.address.clone(),
+                new.password.reveal_for_display().to_string(),
+            ));
+        }
+        anyhow::Ok(created)
+    })
+}
+
 /// Entry point of the child: `<binary> --gateway-child CONFIG.toml`.
 pub fn child_main(config_path: &Path) -> anyhow::Result<()> {
     // Parsed without `Config::load`'s validation, which refuses port 0 (the benchmark wants
@@ -76,8 +105,15 @@ pub fn child_main(config_path: &Path) -> anyhow::Result<()> {
                 .address(name)
                 .ok_or_else(|| anyhow!("{name} did not start"))
         };
+        // The other listeners that started (POP3 once the build has it) as NAME=ADDR.
+        let others: String = running
+            .addresses
+            .iter()
+            .filter(|(name, _)| !matches!(*name, "smtp" | "smtps"))
+            .map(|(name, addr)| format!(" {name}={addr}"))
+            .collect();
         println!(
-            "READY {} {} {} {}",
+            "READY {} {} {} {}{others}",
             addr("smtp")?,
             addr("smtps")?,
             mailbox.address,
@@ -118,13 +154,21 @@ pub struct GatewayProcess {
     pub mailbox: String,
     /// The self-signed certificate, to trust in TLS clients.
     pub ca_file: PathBuf,
+    /// The other listeners that started, by service name (`pop3`, `pop3s`, ...).
+    pub services: Vec<(String, SocketAddr)>,
 }
 
 impl GatewayProcess {
-    /// Writes the configuration into `data_dir` and starts the child.
+    /// Writes the benchmark configuration into `data_dir` and starts the child.
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(&bench_config(data_dir))
+    }
+
+    /// Starts the child on `config` (written into its data directory). The child serves the
+    /// first existing mailbox (by name) or creates one.
+    pub fn start_with(config: &Config) -> anyhow::Result<Self> {
+        let data_dir = config.gateway.data_dir.as_path();
         std::fs::create_dir_all(data_dir)?;
-        let config = bench_config(data_dir);
         let config_path = data_dir.join("bench-gateway.toml");
         std::fs::write(&config_path, config.to_toml_string())?;
         let mut child = Command::new(std::env::current_exe()?)
@@ -139,7 +183,7 @@ impl GatewayProcess {
         let mut line = String::new();
         stdout.read_line(&mut line)?;
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let [ready, smtp, smtps, mailbox, ca_file] = fields[..] else {
+        let [ready, smtp, smtps, mailbox, ca_file, ref others @ ..] = fields[..] else {
             let _ = child.kill();
             let _ = child.wait();
             bail!("the gateway child did not start (said {line:?})");
@@ -147,7 +191,17 @@ impl GatewayProcess {
         if ready != "READY" {
             bail!("unexpected line from the gateway child: {line:?}");
         }
+        let services = others
+            .iter()
+            .map(|field| {
+                let (name, addr) = field
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("bad service {field:?} from the gateway child"))?;
+                Ok((name.to_owned(), addr.parse()?))
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Self {
+            services,
             smtp: smtp.parse()?,
             smtps: smtps.parse()?,
             mailbox: mailbox.to_owned(),
@@ -156,6 +210,14 @@ impl GatewayProcess {
             stdin,
             stdout,
         })
+    }
+
+    /// Address of another listener (`pop3s`), if it started.
+    pub fn service(&self, name: &str) -> Option<SocketAddr> {
+        self.services
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| *addr)
     }
 
     pub fn pid(&self) -> u32 {

@@ -5,10 +5,17 @@
 //!   binary and by the `smtp_bench` runner.
 //! - [`gateway_proc`]: the gateway run as a child process for the runner.
 //! - [`postfix`]: a throwaway local Postfix delivering to a Maildir, the baseline.
+//! - [`pop3_load`]: a POP3 drain client (RETR + DELE every message, plain or implicit TLS),
+//!   used by the `pop3_bench` runner.
+//! - [`dovecot`]: a throwaway local Dovecot pop3d on a Maildir, the POP3 baseline.
+//! - [`util`]: helpers the runners share.
 
+pub mod dovecot;
 pub mod gateway_proc;
 pub mod load;
+pub mod pop3_load;
 pub mod postfix;
+pub mod util;
 
 use std::collections::BTreeMap;
 

@@ -135,7 +135,8 @@ pub fn build_message(size: usize, from: &str, to: &str) -> Vec<u8> {
     msg
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A plaintext or TLS connection, boxed.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 struct Shared {
@@ -168,7 +169,8 @@ struct SessionResult {
     error: Option<String>,
 }
 
-fn tls_connector(target: &TlsTarget) -> anyhow::Result<tokio_rustls::TlsConnector> {
+/// A rustls client trusting only the certificates in `target.ca_file`.
+pub fn tls_connector(target: &TlsTarget) -> anyhow::Result<tokio_rustls::TlsConnector> {
     let pem = std::fs::read(&target.ca_file)
         .with_context(|| format!("cannot read {}", target.ca_file.display()))?;
     let mut roots = rustls::RootCertStore::empty();
@@ -184,19 +186,26 @@ fn tls_connector(target: &TlsTarget) -> anyhow::Result<tokio_rustls::TlsConnecto
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
+/// A TLS client for `target`: the connector and the name to verify.
+pub fn tls_client(
+    target: &TlsTarget,
+) -> anyhow::Result<(
+    tokio_rustls::TlsConnector,
+    rustls::pki_types::ServerName<'static>,
+)> {
+    Ok((
+        tls_connector(target)?,
+        rustls::pki_types::ServerName::try_from(target.server_name.clone())
+            .map_err(|e| anyhow!("bad server name: {e}"))?,
+    ))
+}
+
 /// Runs the load and returns when every session has finished.
 pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     if config.messages.is_none() && config.duration.is_none() {
         bail!("give a number of messages or a duration");
     }
-    let tls = match &config.tls {
-        Some(target) => Some((
-            tls_connector(target)?,
-            rustls::pki_types::ServerName::try_from(target.server_name.clone())
-                .map_err(|e| anyhow!("bad server name: {e}"))?,
-        )),
-        None => None,
-    };
+    let tls = config.tls.as_ref().map(tls_client).transpose()?;
     let start = Instant::now();
     let shared = Arc::new(Shared {
         message: build_message(config.size, &config.from, &config.to),

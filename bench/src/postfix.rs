@@ -5,12 +5,15 @@
 //! Postfix writes and fsyncs the queue file before it answers 250 (like the gateway's
 //! commit), then delivers to the Maildir asynchronously; the runner reports both.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+pub use crate::util::free_port;
+use crate::util::{apt_install, chown, id, is_root, run};
 
 pub const RECIPIENT: &str = "bench@maildir.bench.test";
 const POSTFIX: &str = "/usr/sbin/postfix";
@@ -26,15 +29,7 @@ pub fn ensure_installed() -> anyhow::Result<()> {
     if installed() {
         return Ok(());
     }
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(str::to_owned))
-        })
-        .unwrap_or_default();
-    if uid != "0" {
+    if !is_root() {
         bail!("Postfix is not installed and we are not root: run `apt-get install postfix` (no configuration) first");
     }
     eprintln!("Postfix (with smtp-source) is missing: installing the Debian package `postfix` with no configuration...");
@@ -45,35 +40,11 @@ pub fn ensure_installed() -> anyhow::Result<()> {
     std::io::Write::write_all(debconf.stdin.as_mut().expect("piped"), preseed.as_bytes())?;
     drop(debconf.stdin.take());
     debconf.wait()?;
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "postfix"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-    };
-    let mut status = install()?;
-    if !status.success() {
-        // A fresh machine may not have the package lists yet.
-        Command::new("apt-get").args(["update", "-q"]).status()?;
-        status = install()?;
-    }
-    if !status.success() || !installed() {
-        bail!("installing postfix failed ({status})");
+    apt_install(&["postfix"])?;
+    if !installed() {
+        bail!("installing postfix did not install {POSTFIX} and {SMTP_SOURCE}");
     }
     Ok(())
-}
-
-/// A port that was free a moment ago (bound to port 0, then released).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn id(flag: &str, name: &str) -> anyhow::Result<u32> {
-    let out = Command::new("id").args([flag, name]).output()?;
-    if !out.status.success() {
-        bail!("no user or group {name}");
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
 
 pub struct Postfix {
@@ -235,23 +206,6 @@ impl Drop for Postfix {
                 .status();
         }
     }
-}
-
-fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .with_context(|| format!("chown {}", path.display()))
-}
-
-fn run(command: &mut Command) -> anyhow::Result<()> {
-    let out = command.output().with_context(|| format!("{command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
 }
 
 /// What one smtp-source run achieved.

@@ -22,10 +22,9 @@ use anyhow::{bail, Context};
 use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, CHILD_FLAG, HOST_NAME};
 use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
 use bench::postfix::{self, Postfix};
+use bench::util::{cpu_seconds, filesystem_of, human, target_dir, write_report, KIB, MIB};
 use clap::Parser;
 
-const KIB: usize = 1024;
-const MIB: usize = 1024 * 1024;
 const FROM: &str = "loadgen@client.bench.test";
 /// Safety cap on one load-generator run; counts stay valid if it triggers.
 const MAX_RUN: Duration = Duration::from_secs(20);
@@ -178,54 +177,10 @@ fn main() -> anyhow::Result<()> {
 
     let report = render(&rows, &rss, &notes, &scratch);
     println!("{report}");
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&out, &report)?;
+    write_report(&out, &report)?;
     eprintln!("report written to {}", out.display());
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
-}
-
-/// The cargo target directory: the binary lives in `<target>/release/`.
-fn target_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .context("cannot locate the target directory")
-}
-
-fn filesystem_of(path: &Path) -> String {
-    std::process::Command::new("df")
-        .args(["--output=fstype,source"])
-        .arg(path)
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| {
-            s.lines()
-                .nth(1)
-                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" on "))
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// utime + stime of a process, seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may contain spaces) start at ") ".
-    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    ticks / 100.0
 }
 
 fn our_load(
@@ -471,16 +426,6 @@ fn peak_rss(
         hwm_reset: reset,
         elapsed: r.elapsed,
     })
-}
-
-fn human(size: usize) -> String {
-    if size >= MIB && size % MIB == 0 {
-        format!("{} MiB", size / MIB)
-    } else if size >= KIB && size % KIB == 0 {
-        format!("{} KiB", size / KIB)
-    } else {
-        format!("{size} B")
-    }
 }
 
 fn render(rows: &[Row], rss: &[Rss], notes: &[String], scratch: &Path) -> String {

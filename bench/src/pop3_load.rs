@@ -1,0 +1,595 @@
+//! POP3 drain client: what an archiver does with each mailbox. One connection per mailbox
+//! (plaintext or implicit TLS): USER/PASS, STAT, then RETR and DELE of every message in
+//! turn, and QUIT (which commits the deletions). Multi-line responses are parsed as they
+//! stream in (dot-unstuffing, `.` CRLF terminator); message bytes are counted and optionally
+//! checked against what was sent.
+//!
+//! Several clients run concurrently, each draining its own mailbox; the figures cover the
+//! whole drain, logins included, from the first connect to the last QUIT answered.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::load::{tls_client, Io, TlsTarget};
+
+/// Read buffer of one connection.
+const BUFFER: usize = 64 * 1024;
+/// Longest status line we accept (RFC 2449 allows 512 octets).
+const MAX_LINE: usize = 4096;
+/// Longest trace prefix a server may put before the expected content ([`Verify::AfterTrace`]).
+const MAX_TRACE: usize = 4096;
+
+/// A mailbox to drain.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub user: String,
+    pub password: String,
+    /// What each of its messages must be.
+    pub expect: Verify,
+}
+
+/// What every retrieved message must be.
+#[derive(Clone, Debug, Default)]
+pub enum Verify {
+    /// Count bytes only.
+    #[default]
+    Nothing,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Exactly these bytes (compared as they stream in).
+    Exact(Arc<Vec<u8>>),
+    /// These bytes, after header fields the server prepended (its `Received:` trace, at
+    /// most 4 KiB): what a gateway that received the message over SMTP serves.
+    AfterTrace(Arc<Vec<u8>>),
+}
+
+impl Verify {
+    /// Whether a whole message passes (what the drain checks as it streams).
+    pub fn matches(&self, message: &[u8]) -> bool {
+        let mut collected = Vec::new();
+        let mut check = Check::new(self, &mut collected);
+        check.feed(message);
+        check.finish(message.len() as u64)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DrainConfig {
+    pub addr: SocketAddr,
+    /// Implicit TLS (POP3S) when set; plaintext otherwise.
+    pub tls: Option<TlsTarget>,
+    /// One concurrent client per account.
+    pub accounts: Vec<Account>,
+    /// DELE every message after its RETR (QUIT then commits the deletions).
+    pub delete: bool,
+    /// Give up (and report what was done) after this long.
+    pub timeout: Duration,
+}
+
+/// What a drain achieved, all clients together.
+#[derive(Clone, Debug, Default)]
+pub struct DrainReport {
+    pub clients: usize,
+    /// Messages announced by STAT.
+    pub announced: u64,
+    /// Messages retrieved in full.
+    pub messages: u64,
+    /// Content bytes of the retrieved messages (after unstuffing, without the terminator).
+    pub bytes: u64,
+    /// Retrieved messages that did not match [`Verify`].
+    pub mismatched: u64,
+    /// Clients that finished with QUIT answered +OK.
+    pub completed: usize,
+    /// From the first connect to the last client done.
+    pub elapsed: Duration,
+    /// Slowest time from connect to the answer to PASS.
+    pub slowest_login: Duration,
+    /// Negotiated TLS version and cipher suite, if TLS.
+    pub tls: Option<String>,
+    pub first_error: Option<String>,
+}
+
+impl DrainReport {
+    pub fn messages_per_sec(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Message content, 10^6 bytes per second.
+    pub fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
+    }
+
+    /// Every client finished, retrieved all STAT announced, and every message matched.
+    pub fn is_complete(&self) -> bool {
+        self.first_error.is_none()
+            && self.completed == self.clients
+            && self.messages == self.announced
+            && self.mismatched == 0
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} clients: {}/{} messages, {:.1} MB in {:.2} s = {:.0} msg/s, {:.1} MB/s; \
+             slowest login {:.0} ms{}{}{}",
+            self.clients,
+            self.messages,
+            self.announced,
+            self.bytes as f64 / 1e6,
+            self.elapsed.as_secs_f64(),
+            self.messages_per_sec(),
+            self.mb_per_sec(),
+            self.slowest_login.as_secs_f64() * 1e3,
+            self.tls
+                .as_ref()
+                .map(|t| format!("; {t}"))
+                .unwrap_or_default(),
+            if self.mismatched > 0 {
+                format!("; {} MISMATCHED", self.mismatched)
+            } else {
+                String::new()
+            },
+            self.first_error
+                .as_ref()
+                .map(|e| format!("; first error: {e}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// Whether something accepts TCP connections at `addr` (a quick probe, 2 s at most).
+pub async fn reachable(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Drains every account concurrently and returns when all clients are done (or the
+/// timeout struck: the report then carries the error and what was done until then).
+pub async fn drain(config: DrainConfig) -> anyhow::Result<DrainReport> {
+    let tls = config.tls.as_ref().map(tls_client).transpose()?;
+    let config = Arc::new(config);
+    let tls = Arc::new(tls);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for account in config.accounts.clone() {
+        let (config, tls) = (config.clone(), tls.clone());
+        tasks.spawn(async move {
+            let mut result = ClientResult::default();
+            let outcome = tokio::time::timeout(
+                config.timeout,
+                client(&config, tls.as_ref().as_ref(), &account, start, &mut result),
+            )
+            .await;
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result.error = Some(format!("{}: {e:#}", account.user)),
+                Err(_) => {
+                    result.error = Some(format!(
+                        "{}: not done after {:?}",
+                        account.user, config.timeout
+                    ))
+                }
+            }
+            result
+        });
+    }
+    let mut report = DrainReport {
+        clients: config.accounts.len(),
+        ..DrainReport::default()
+    };
+    while let Some(joined) = tasks.join_next().await {
+        let r = joined?;
+        report.announced += r.announced;
+        report.messages += r.messages;
+        report.bytes += r.bytes;
+        report.mismatched += r.mismatched;
+        report.completed += usize::from(r.completed);
+        report.slowest_login = report.slowest_login.max(r.login);
+        if report.tls.is_none() {
+            report.tls = r.tls;
+        }
+        if report.first_error.is_none() {
+            report.first_error = r.error;
+        }
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// Counts how many messages a mailbox holds (a STAT session, no changes).
+pub async fn count(
+    addr: SocketAddr,
+    tls: Option<&TlsTarget>,
+    account: &Account,
+) -> anyhow::Result<u64> {
+    let tls = tls.map(tls_client).transpose()?;
+    let mut conn = connect(addr, tls.as_ref()).await?.0;
+    login(&mut conn, account).await?;
+    let (messages, _) = stat(&mut conn).await?;
+    conn.command("QUIT").await?;
+    Ok(messages)
+}
+
+#[derive(Default)]
+struct ClientResult {
+    announced: u64,
+    messages: u64,
+    bytes: u64,
+    mismatched: u64,
+    completed: bool,
+    login: Duration,
+    tls: Option<String>,
+    error: Option<String>,
+}
+
+type TlsClient = (
+    tokio_rustls::TlsConnector,
+    rustls::pki_types::ServerName<'static>,
+);
+
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<&TlsClient>,
+) -> anyhow::Result<(Conn<Box<dyn Io>>, Option<String>)> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let (stream, described): (Box<dyn Io>, _) = match tls {
+        Some((connector, name)) => {
+            let stream = connector
+                .connect(name.clone(), tcp)
+                .await
+                .context("TLS handshake")?;
+            let session = stream.get_ref().1;
+            let described = format!(
+                "{:?} {:?}",
+                session
+                    .protocol_version()
+                    .ok_or_else(|| anyhow!("no TLS version"))?,
+                session
+                    .negotiated_cipher_suite()
+                    .ok_or_else(|| anyhow!("no cipher suite"))?
+                    .suite()
+            );
+            (Box::new(stream), Some(described))
+        }
+        None => (Box::new(tcp), None),
+    };
+    let mut conn = Conn::new(stream);
+    let greeting = conn.status().await.context("greeting")?;
+    ok(&greeting, "greeting")?;
+    Ok((conn, described))
+}
+
+async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    account: &Account,
+) -> anyhow::Result<()> {
+    let reply = conn.command(&format!("USER {}", account.user)).await?;
+    ok(&reply, "USER")?;
+    let reply = conn.command(&format!("PASS {}", account.password)).await?;
+    ok(&reply, "PASS")
+}
+
+async fn stat<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>) -> anyhow::Result<(u64, u64)> {
+    let reply = conn.command("STAT").await?;
+    ok(&reply, "STAT")?;
+    let mut fields = reply.split_whitespace().skip(1).map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(messages)), Some(Ok(octets))) => Ok((messages, octets)),
+        _ => bail!("malformed STAT reply {reply:?}"),
+    }
+}
+
+async fn client(
+    config: &DrainConfig,
+    tls: Option<&TlsClient>,
+    account: &Account,
+    start: Instant,
+    result: &mut ClientResult,
+) -> anyhow::Result<()> {
+    let (mut conn, described) = connect(config.addr, tls).await?;
+    result.tls = described;
+    login(&mut conn, account).await?;
+    result.login = start.elapsed();
+    let (messages, _) = stat(&mut conn).await?;
+    result.announced = messages;
+    let mut collected = Vec::new();
+    for n in 1..=messages {
+        let reply = conn.command(&format!("RETR {n}")).await?;
+        ok(&reply, "RETR")?;
+        let mut check = Check::new(&account.expect, &mut collected);
+        let bytes = conn.multi_line(|piece| check.feed(piece)).await?;
+        result.messages += 1;
+        result.bytes += bytes;
+        if !check.finish(bytes) {
+            result.mismatched += 1;
+        }
+        if config.delete {
+            let reply = conn.command(&format!("DELE {n}")).await?;
+            ok(&reply, "DELE")?;
+        }
+    }
+    let reply = conn.command("QUIT").await?;
+    ok(&reply, "QUIT")?;
+    result.completed = true;
+    Ok(())
+}
+
+fn ok(reply: &str, what: &str) -> anyhow::Result<()> {
+    if reply.starts_with("+OK") {
+        Ok(())
+    } else {
+        bail!("{what}: {reply}")
+    }
+}
+
+/// Checks one message against [`Verify`] as its pieces arrive.
+struct Check<'a> {
+    verify: &'a Verify,
+    /// Bytes seen so far ([`Verify::Exact`]).
+    position: usize,
+    matches: bool,
+    /// The whole message ([`Verify::AfterTrace`] only), reused between messages.
+    collected: &'a mut Vec<u8>,
+}
+
+impl<'a> Check<'a> {
+    fn new(verify: &'a Verify, collected: &'a mut Vec<u8>) -> Self {
+        collected.clear();
+        Self {
+            verify,
+            position: 0,
+            matches: true,
+            collected,
+        }
+    }
+
+    fn feed(&mut self, piece: &[u8]) {
+        match self.verify {
+            Verify::Nothing | Verify::Length(_) => {}
+            Verify::Exact(expected) => {
+                let end = self.position + piece.len();
+                self.matches &= expected.get(self.position..end) == Some(piece);
+                self.position = end;
+            }
+            Verify::AfterTrace(expected) => {
+                if self.collected.len() + piece.len() <= expected.len() + MAX_TRACE {
+                    self.collected.extend_from_slice(piece);
+                } else {
+                    self.matches = false;
+                }
+            }
+        }
+    }
+
+    fn finish(self, total: u64) -> bool {
+        match self.verify {
+            Verify::Nothing => true,
+            Verify::Length(len) => total == *len,
+            Verify::Exact(expected) => self.matches && total == expected.len() as u64,
+            Verify::AfterTrace(expected) => {
+                self.matches
+                    && self.collected.ends_with(expected)
+                    && is_trace(&self.collected[..self.collected.len() - expected.len()])
+            }
+        }
+    }
+}
+
+/// Whether `prefix` is nothing but header fields (folded lines included) ending in CRLF:
+/// the `Received:` trace a server prepends (or a `Return-Path:`, should one come along).
+fn is_trace(prefix: &[u8]) -> bool {
+    let Some(fields) = prefix.strip_suffix(b"\r\n") else {
+        return prefix.is_empty();
+    };
+    fields.split(|&b| b == b'\n').enumerate().all(|(i, line)| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let folded = i > 0 && matches!(line.first(), Some(b' ' | b'\t'));
+        let field = line
+            .iter()
+            .position(|&b| b == b':')
+            .is_some_and(|colon| colon > 0 && line[..colon].iter().all(|b| b.is_ascii_graphic()));
+        folded || field
+    })
+}
+
+/// One POP3 connection: a read buffer over the stream, commands written straight through.
+struct Conn<S> {
+    stream: S,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn new(stream: S) -> Self {
+        Self {
+            stream,
+            buf: vec![0; BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Reads more bytes after those buffered (moving them to the front if needed).
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            bail!("line longer than the buffer");
+        }
+        let n = self.stream.read(&mut self.buf[self.end..]).await?;
+        if n == 0 {
+            bail!("connection closed by the server");
+        }
+        self.end += n;
+        Ok(())
+    }
+
+    /// Sends a command and reads its status line.
+    async fn command(&mut self, command: &str) -> anyhow::Result<String> {
+        let mut line = Vec::with_capacity(command.len() + 2);
+        line.extend_from_slice(command.as_bytes());
+        line.extend_from_slice(b"\r\n");
+        self.stream.write_all(&line).await?;
+        self.stream.flush().await?;
+        self.status().await
+    }
+
+    /// One status line, without its line end.
+    async fn status(&mut self) -> anyhow::Result<String> {
+        let mut scanned = 0;
+        loop {
+            let pending = &self.buf[self.start + scanned..self.end];
+            if let Some(i) = memchr::memchr(b'\n', pending) {
+                let line = &self.buf[self.start..self.start + scanned + i];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let text = String::from_utf8_lossy(line).into_owned();
+                self.start += scanned + i + 1;
+                return Ok(text);
+            }
+            scanned = self.end - self.start;
+            if scanned > MAX_LINE {
+                bail!("status line longer than {MAX_LINE} bytes");
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// The body of a multi-line response, un-stuffed, up to and without the terminating
+    /// `.` CRLF line; `sink` gets it in pieces. Returns its length.
+    async fn multi_line(&mut self, mut sink: impl FnMut(&[u8])) -> anyhow::Result<u64> {
+        let mut total = 0u64;
+        let mut line_start = true;
+        loop {
+            if self.start == self.end {
+                self.fill().await?;
+            }
+            if line_start {
+                line_start = false;
+                if self.buf[self.start] == b'.' {
+                    // ".\r\n" ends the response; any other line starting with a dot had one
+                    // added.
+                    while self.end - self.start < 3 {
+                        self.fill().await?;
+                    }
+                    if &self.buf[self.start..self.start + 3] == b".\r\n" {
+                        self.start += 3;
+                        return Ok(total);
+                    }
+                    self.start += 1;
+                    continue;
+                }
+            }
+            let pending = &self.buf[self.start..self.end];
+            let piece = match memchr::memchr(b'\n', pending) {
+                Some(i) => {
+                    line_start = true;
+                    &pending[..=i]
+                }
+                None => pending,
+            };
+            sink(piece);
+            total += piece.len() as u64;
+            self.start += piece.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `wire` with reads of `step` bytes at most; returns the pieces joined and the
+    /// status line that follows.
+    async fn parse(wire: &[u8], step: usize) -> (Vec<u8>, String) {
+        let (mut client, mut server) = tokio::io::duplex(step);
+        let wire = wire.to_vec();
+        let writer = tokio::spawn(async move {
+            for piece in wire.chunks(step) {
+                server.write_all(piece).await.unwrap();
+            }
+            server
+        });
+        let mut conn = Conn::new(&mut client);
+        let mut body = Vec::new();
+        let n = conn
+            .multi_line(|p| body.extend_from_slice(p))
+            .await
+            .unwrap();
+        assert_eq!(n as usize, body.len());
+        let next = conn.status().await.unwrap();
+        drop(writer.await.unwrap());
+        (body, next)
+    }
+
+    #[tokio::test]
+    async fn unstuffs_and_stops_at_the_terminator() {
+        let wire = b"Subject: x\r\n\r\n..leading dot\r\n...two\r\n.\r\n+OK next\r\n";
+        for step in [1, 2, 3, 5, 7, 64] {
+            let (body, next) = parse(wire, step).await;
+            assert_eq!(
+                body, b"Subject: x\r\n\r\n.leading dot\r\n..two\r\n",
+                "step {step}"
+            );
+            assert_eq!(next, "+OK next");
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_body_and_long_lines() {
+        let (body, _) = parse(b".\r\n+OK\r\n", 1).await;
+        assert!(body.is_empty());
+        let long = vec![b'a'; 3 * BUFFER + 17];
+        let mut wire = long.clone();
+        wire.extend_from_slice(b"\r\n.\r\n+OK\r\n");
+        let (body, next) = parse(&wire, 10_000).await;
+        assert_eq!(&body[..long.len()], &long[..]);
+        assert_eq!(next, "+OK");
+    }
+
+    #[test]
+    fn verification() {
+        let sent = Arc::new(b"From: a\r\n\r\nbody\r\n".to_vec());
+        let run = |verify: &Verify, message: &[u8]| {
+            let mut collected = Vec::new();
+            let mut check = Check::new(verify, &mut collected);
+            for piece in message.chunks(3) {
+                check.feed(piece);
+            }
+            check.finish(message.len() as u64)
+        };
+        let exact = Verify::Exact(sent.clone());
+        assert!(run(&exact, &sent));
+        assert!(!run(&exact, b"From: a\r\n\r\nbodY\r\n"));
+        assert!(!run(&exact, &sent[..sent.len() - 1]));
+        let traced = Verify::AfterTrace(sent.clone());
+        let mut served = b"Received: from x ([127.0.0.1])\r\n\tby y; date\r\n".to_vec();
+        served.extend_from_slice(&sent);
+        assert!(run(&traced, &served));
+        assert!(run(&traced, &sent));
+        let prefixed = |prefix: &[u8]| [prefix, &sent].concat();
+        assert!(run(&traced, &prefixed(b"Return-Path: <a@b>\r\n")));
+        assert!(!run(&traced, &prefixed(b"garbage\r\n")));
+        assert!(!run(&traced, &prefixed(b" folded first\r\n")));
+        assert!(!run(&traced, &prefixed(b"Received: no line end")));
+        assert!(!run(&traced, &prefixed(b"Received from x\r\n")));
+        assert!(!run(&traced, &served[..served.len() - 1]));
+        assert!(run(&Verify::Length(sent.len() as u64), &sent));
+        assert!(!run(&Verify::Length(3), &sent));
+    }
+}

@@ -1,0 +1,76 @@
+//! What the POP3 benchmark assumes of the gateway, checked without its POP3 server: a
+//! message sent over SMTP by the load generator is stored as the gateway's `Received:`
+//! header followed by exactly the bytes sent, so `Verify::AfterTrace` accepts what RETR
+//! will serve (the decrypted stored message).
+
+use std::sync::Arc;
+
+use bench::gateway_proc::{bench_config, create_mailboxes};
+use bench::load::{self, LoadConfig};
+use bench::pop3_load::Verify;
+use gateway::crypto::MailboxPassword;
+use gateway::mailbox::MailboxId;
+use gateway::service::Gateway;
+use gateway::tls::{self, CertificateSourceSpec};
+
+#[test]
+fn smtp_stored_message_is_trace_plus_what_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = bench_config(dir.path());
+    let created = create_mailboxes(&config, "bench", 1).unwrap();
+    let (id, address, password) = &created[0];
+    let size = 10 * 1024;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let gateway = runtime.block_on(async {
+        let gateway = Gateway::open(&config).unwrap();
+        let (resolver, _) = tls::prepare(
+            &CertificateSourceSpec::SelfSigned,
+            dir.path(),
+            &config.gateway.host_name,
+        )
+        .unwrap();
+        let running = gateway::server::start(&config, gateway.clone(), resolver)
+            .await
+            .unwrap();
+        let report = load::run(LoadConfig {
+            addr: running.address("smtp").unwrap(),
+            tls: None,
+            sessions: 2,
+            messages: Some(3),
+            duration: Some(std::time::Duration::from_secs(30)),
+            size,
+            from: "loadgen@client.bench.test".into(),
+            to: address.clone(),
+            pipelining: true,
+        })
+        .await
+        .unwrap();
+        assert_eq!(report.accepted, 3, "{}", report.summary());
+        running.stop().await;
+        gateway
+    });
+
+    let mut sent = load::build_message(size, "loadgen@client.bench.test", address);
+    sent.truncate(sent.len() - 3);
+    let expect = Verify::AfterTrace(Arc::new(sent.clone()));
+    let id = MailboxId::parse(id).unwrap();
+    let key = gateway
+        .unseal(&id, &MailboxPassword::from_user_input(password))
+        .unwrap();
+    let messages = gateway.list_messages(&id).unwrap();
+    assert_eq!(messages.len(), 3);
+    for summary in messages {
+        let (_, body) = gateway.read_message(&key, summary.seq).unwrap();
+        assert!(body.starts_with(b"Received: "));
+        assert!(
+            expect.matches(&body),
+            "stored message is not Received: + what was sent: {:?}",
+            String::from_utf8_lossy(&body[..body.len() - sent.len()])
+        );
+        assert!(!Verify::Exact(Arc::new(sent.clone())).matches(&body));
+    }
+}

@@ -125,7 +125,7 @@ impl Fake {
                     self.sent.extend_from_slice(&bytes);
                 }
                 other => {
-                    writeln!(self.transcript, "-- {other:?}").unwrap();
+                    writeln!(self.transcript, "-- {}", describe(&other)).unwrap();
                     self.events.push(other);
                 }
             }
@@ -168,6 +168,22 @@ impl Fake {
             vec![Output::Failed(error), Output::Closed]
         );
         assert!(self.core.is_closed());
+    }
+}
+
+/// One output in the transcript: replies as the proxy would relay them.
+fn describe(output: &Output) -> String {
+    let wire = |reply: &Reply| reply.to_string().trim_end().replace("\r\n", " | ");
+    match output {
+        Output::Ready { extensions } => {
+            let keywords: Vec<&str> = extensions.list.iter().map(|e| e.keyword.as_str()).collect();
+            format!("Ready {}", keywords.join(" "))
+        }
+        Output::RcptResult { index, reply } => format!("RcptResult {index}: {}", wire(reply)),
+        Output::MailRejected(reply) => format!("MailRejected: {}", wire(reply)),
+        Output::DataAccepted(reply) => format!("DataAccepted: {}", wire(reply)),
+        Output::DataRejected(reply) => format!("DataRejected: {}", wire(reply)),
+        other => format!("{other:?}"),
     }
 }
 
@@ -502,7 +518,7 @@ fn message_refused_after_the_final_dot() {
         .send_envelope("a@x", "", &recipients(&["b@y"]))
         .unwrap();
     fake.drain();
-    fake.server(b"250 ok\r\n250 ok\r\n"[..8].as_ref());
+    fake.server(b"250 ok\r\n");
     fake.server(b"250 ok\r\n");
     fake.server(b"354 go\r\n");
     fake.core.data_chunk(b"hello\r\n").unwrap();
@@ -665,7 +681,7 @@ fn a_hanging_cr_at_data_end_fails() {
         .send_envelope("a@x", "", &recipients(&["b@y"]))
         .unwrap();
     fake.drain();
-    fake.server(b"250 ok\r\n250 ok\r\n"[..8].as_ref());
+    fake.server(b"250 ok\r\n");
     fake.server(b"250 ok\r\n");
     fake.server(b"354 go\r\n");
     fake.take_events();
@@ -812,7 +828,6 @@ fn invalid_configurations_are_refused() {
 
 #[test]
 fn every_split_of_the_multi_line_ehlo_reply_gives_the_same_result() {
-    let reference = happy_path(Vec::new());
     for cut in 0..=EHLO_AFTER_TLS.len() {
         let mut fake = Fake::new(UpstreamTls::Implicit);
         fake.server(GREETING);
@@ -827,7 +842,6 @@ fn every_split_of_the_multi_line_ehlo_reply_gives_the_same_result() {
         assert_eq!(extensions.list.len(), 5);
         assert!(contains(&fake.sent, b"AUTH PLAIN"));
     }
-    drop(reference);
 }
 
 fn body_lines() -> impl Strategy<Value = Vec<u8>> {

@@ -19,6 +19,9 @@
 //! - [`smtp`]: the sans-IO SMTP server session and its tokio shell.
 //! - [`pop3`]: the sans-IO POP3 server session through which archivers pick up mail, and
 //!   its tokio shell.
+//! - [`proxy`]: proxy mode toward the client's provider; so far the sans-IO SMTP client
+//!   core ([`proxy::smtp_client`]) that logs into the upstream over TLS and relays a
+//!   transaction.
 //! - [`server`]: binds the configured listeners and runs them until graceful shutdown.
 //! - [`net`]: the one module that touches sockets: listeners, plain-or-TLS streams,
 //!   connection limits and the graceful-shutdown latch.
@@ -43,6 +46,7 @@ pub mod logging;
 pub mod mailbox;
 pub mod net;
 pub mod pop3;
+pub mod proxy;
 pub mod server;
 pub mod service;
 pub mod smtp;

@@ -61,6 +61,16 @@ impl Reply {
         }
     }
 
+    /// A reply as read from a peer (the upstream server of the SMTP proxy): the enhanced
+    /// status, if any, already split off every line's text.
+    pub fn parsed(code: u16, status: Option<EnhancedStatus>, lines: Vec<String>) -> Self {
+        Self {
+            code,
+            status,
+            lines,
+        }
+    }
+
     pub fn code(&self) -> u16 {
         self.code
     }

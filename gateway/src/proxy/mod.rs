@@ -1,0 +1,9 @@
+//! Proxy mode: a mail client logs into the gateway as `remote_user%target_server%mailbox_id`,
+//! the gateway logs into the provider's server (the "upstream") with the client's
+//! credentials, always over TLS, relays the session and keeps an encrypted copy of every
+//! message in the mailbox.
+//!
+//! - [`smtp_client`]: the sans-IO SMTP client core toward the upstream (greeting, EHLO,
+//!   STARTTLS or implicit TLS, AUTH PLAIN/LOGIN, one transaction at a time).
+
+pub mod smtp_client;

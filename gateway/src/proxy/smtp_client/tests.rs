@@ -1,0 +1,944 @@
+//! Scripted upstream transcripts (a fake server feeding canned replies), the no-downgrade
+//! and no-injection guarantees, and property tests over splits and arbitrary bytes.
+
+use std::fmt::Write as _;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::smtp::data::{BodyDecoder, BodyViolation, Framing};
+use crate::smtp::{EnhancedStatus, Reply};
+
+const USER: &str = "alice@provider.example";
+const PASSWORD: &str = "dummy-Passw0rd";
+
+const GREETING: &[u8] = b"220 smtp.provider.example ESMTP ready\r\n";
+const EHLO_BEFORE_TLS: &[u8] = b"250-smtp.provider.example hello\r\n250-PIPELINING\r\n\
+250-SIZE 35882577\r\n250-8BITMIME\r\n250 STARTTLS\r\n";
+const EHLO_AFTER_TLS: &[u8] = b"250-smtp.provider.example hello\r\n250-PIPELINING\r\n\
+250-SIZE 35882577\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 AUTH PLAIN LOGIN\r\n";
+const EHLO_LOGIN_ONLY: &[u8] = b"250-smtp.provider.example\r\n250 AUTH LOGIN\r\n";
+const BODY: &[u8] = b"Subject: hi\r\n\r\n.hidden\r\n..two\r\n.\r\nend\r\n";
+
+fn config(tls: UpstreamTls) -> UpstreamConfig {
+    UpstreamConfig {
+        ehlo_name: "gateway.example".into(),
+        tls,
+        credentials: Credentials::new(USER, PASSWORD),
+        auth_preference: AuthPreference::default(),
+    }
+}
+
+fn secrets() -> Vec<String> {
+    vec![
+        PASSWORD.to_owned(),
+        data_encoding::BASE64.encode(PASSWORD.as_bytes()),
+        data_encoding::BASE64.encode(format!("\0{USER}\0{PASSWORD}").as_bytes()),
+        data_encoding::BASE64.encode(USER.as_bytes()),
+    ]
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// Plays the shell and the upstream: feeds canned replies, collects what the core sends
+/// and every other output, and writes a transcript.
+struct Fake {
+    core: UpstreamSmtp,
+    /// Everything sent so far.
+    sent: Vec<u8>,
+    /// What was sent before `tls_established` (StartTls mode).
+    sent_in_plaintext: Vec<u8>,
+    tls_done: bool,
+    events: Vec<Output>,
+    transcript: String,
+    /// How replies are cut into reads.
+    cuts: Vec<usize>,
+    /// Sent bytes not yet in the transcript (a line cut across two sends).
+    unprinted: Vec<u8>,
+}
+
+impl Fake {
+    fn new(tls: UpstreamTls) -> Self {
+        Self {
+            core: UpstreamSmtp::new(config(tls)).unwrap(),
+            sent: Vec::new(),
+            sent_in_plaintext: Vec::new(),
+            tls_done: tls == UpstreamTls::Implicit,
+            events: Vec::new(),
+            transcript: String::new(),
+            cuts: Vec::new(),
+            unprinted: Vec::new(),
+        }
+    }
+
+    fn with_cuts(mut self, cuts: Vec<usize>) -> Self {
+        self.cuts = cuts;
+        self
+    }
+
+    /// The upstream sends `bytes` (in reads cut at `self.cuts`).
+    fn server(&mut self, bytes: &[u8]) {
+        for line in String::from_utf8_lossy(bytes).split_inclusive("\r\n") {
+            writeln!(self.transcript, "S: {}", line.trim_end_matches("\r\n")).unwrap();
+        }
+        let mut cuts: Vec<usize> = self
+            .cuts
+            .iter()
+            .map(|cut| cut % (bytes.len() + 1))
+            .collect();
+        cuts.sort_unstable();
+        let mut start = 0;
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            if cut > start {
+                self.core.receive(&bytes[start..cut]);
+            }
+            start = cut;
+        }
+        self.drain();
+    }
+
+    fn tls_established(&mut self) {
+        self.transcript.push_str("-- TLS handshake\n");
+        self.tls_done = true;
+        self.core.tls_established();
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.core.poll() {
+            match output {
+                Output::Send(bytes) => {
+                    // Body pieces are cut anywhere: the transcript shows whole lines.
+                    self.unprinted.extend_from_slice(&bytes);
+                    while let Some(end) = self.unprinted.windows(2).position(|w| w == b"\r\n") {
+                        let line: Vec<u8> = self.unprinted.drain(..end + 2).collect();
+                        let line = String::from_utf8_lossy(&line[..end]);
+                        writeln!(self.transcript, "C: {line}").unwrap();
+                    }
+                    if !self.tls_done {
+                        self.sent_in_plaintext.extend_from_slice(&bytes);
+                    }
+                    self.sent.extend_from_slice(&bytes);
+                }
+                other => {
+                    writeln!(self.transcript, "-- {}", describe(&other)).unwrap();
+                    self.events.push(other);
+                }
+            }
+        }
+    }
+
+    fn take_events(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn take_sent(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.sent)
+    }
+
+    /// Greeting, EHLO, STARTTLS, handshake, EHLO, AUTH PLAIN: ready for a transaction.
+    fn login_starttls(&mut self) {
+        self.server(GREETING);
+        self.server(EHLO_BEFORE_TLS);
+        self.server(b"220 2.0.0 ready to start TLS\r\n");
+        assert_eq!(self.take_events(), vec![Output::StartTls]);
+        self.tls_established();
+        self.server(EHLO_AFTER_TLS);
+        self.server(b"235 2.7.0 authenticated\r\n");
+        assert!(matches!(self.take_events()[..], [Output::Ready { .. }]));
+    }
+
+    fn assert_no_credentials_sent(&self) {
+        for secret in secrets() {
+            assert!(
+                !contains(&self.sent, secret.as_bytes()),
+                "{secret} was sent"
+            );
+        }
+        assert!(!contains(&self.sent, b"AUTH"));
+    }
+
+    fn assert_failed(&mut self, error: UpstreamError) {
+        assert_eq!(
+            self.take_events(),
+            vec![Output::Failed(error), Output::Closed]
+        );
+        assert!(self.core.is_closed());
+    }
+}
+
+/// One output in the transcript: replies as the proxy would relay them.
+fn describe(output: &Output) -> String {
+    let wire = |reply: &Reply| reply.to_string().trim_end().replace("\r\n", " | ");
+    match output {
+        Output::Ready { extensions } => {
+            let keywords: Vec<&str> = extensions.list.iter().map(|e| e.keyword.as_str()).collect();
+            format!("Ready {}", keywords.join(" "))
+        }
+        Output::RcptResult { index, reply } => format!("RcptResult {index}: {}", wire(reply)),
+        Output::MailRejected(reply) => format!("MailRejected: {}", wire(reply)),
+        Output::DataAccepted(reply) => format!("DataAccepted: {}", wire(reply)),
+        Output::DataRejected(reply) => format!("DataRejected: {}", wire(reply)),
+        other => format!("{other:?}"),
+    }
+}
+
+fn recipients(list: &[&str]) -> Vec<String> {
+    list.iter().map(|r| (*r).to_owned()).collect()
+}
+
+/// The full happy path; returns the fake for inspection.
+fn happy_path(cuts: Vec<usize>) -> Fake {
+    let mut fake = Fake::new(UpstreamTls::StartTls).with_cuts(cuts);
+    fake.login_starttls();
+    fake.core
+        .send_envelope(
+            "alice@provider.example",
+            "SIZE=120 BODY=8BITMIME",
+            &recipients(&["bob@example.org", "carol@example.net"]),
+        )
+        .unwrap();
+    fake.drain();
+    fake.server(b"250 2.1.0 sender ok\r\n");
+    fake.server(b"250 2.1.5 recipient ok\r\n");
+    fake.server(b"250 2.1.5 recipient ok\r\n");
+    fake.server(b"354 go ahead\r\n");
+    fake.core.data_chunk(&BODY[..20]).unwrap();
+    fake.core.data_chunk(&BODY[20..]).unwrap();
+    fake.core.data_end().unwrap();
+    fake.drain();
+    fake.server(b"250 2.0.0 queued as 12345\r\n");
+    fake.core.quit();
+    fake.drain();
+    fake.server(b"221 2.0.0 bye\r\n");
+    fake
+}
+
+#[test]
+fn happy_path_starttls_auth_plain_two_recipients() {
+    let fake = happy_path(Vec::new());
+    insta::assert_snapshot!(fake.transcript);
+    let ok = |detail| Reply::new(250, EnhancedStatus::new(2, 1, detail), "recipient ok");
+    assert_eq!(
+        fake.events,
+        vec![
+            Output::RcptResult {
+                index: 0,
+                reply: ok(5)
+            },
+            Output::RcptResult {
+                index: 1,
+                reply: ok(5)
+            },
+            Output::DataReady,
+            Output::DataAccepted(Reply::new(
+                250,
+                EnhancedStatus::new(2, 0, 0),
+                "queued as 12345"
+            )),
+            Output::Closed,
+        ]
+    );
+}
+
+#[test]
+fn ready_carries_the_extensions_after_tls() {
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    fake.server(GREETING);
+    fake.server(EHLO_BEFORE_TLS);
+    fake.server(b"220 go\r\n");
+    fake.take_events();
+    fake.tls_established();
+    fake.server(EHLO_AFTER_TLS);
+    fake.server(b"235 ok\r\n");
+    let events = fake.take_events();
+    let [Output::Ready { extensions }] = &events[..] else {
+        panic!("{events:?}")
+    };
+    assert!(extensions.has("ENHANCEDSTATUSCODES"));
+    assert!(!extensions.has("STARTTLS"));
+    assert_eq!(extensions.size_limit(), Some(35_882_577));
+    assert!(fake.core.is_ready());
+    assert!(fake.core.tls_active());
+}
+
+#[test]
+fn auth_login_fallback() {
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    fake.server(GREETING);
+    fake.server(EHLO_BEFORE_TLS);
+    fake.server(b"220 go\r\n");
+    fake.tls_established();
+    fake.take_sent();
+    fake.server(EHLO_LOGIN_ONLY);
+    assert_eq!(fake.take_sent(), b"AUTH LOGIN\r\n");
+    fake.server(b"334 VXNlcm5hbWU6\r\n");
+    assert_eq!(
+        fake.take_sent(),
+        format!("{}\r\n", data_encoding::BASE64.encode(USER.as_bytes())).as_bytes()
+    );
+    fake.server(b"334 UGFzc3dvcmQ6\r\n");
+    assert_eq!(
+        fake.take_sent(),
+        format!("{}\r\n", data_encoding::BASE64.encode(PASSWORD.as_bytes())).as_bytes()
+    );
+    fake.server(b"235 2.7.0 ok\r\n");
+    assert!(matches!(
+        fake.take_events()[..],
+        [Output::StartTls, Output::Ready { .. }]
+    ));
+}
+
+#[test]
+fn login_preference_is_honoured() {
+    let mut config = config(UpstreamTls::Implicit);
+    config.auth_preference = AuthPreference::LoginThenPlain;
+    let mut core = UpstreamSmtp::new(config).unwrap();
+    core.receive(GREETING);
+    core.receive(EHLO_AFTER_TLS);
+    let mut sent = Vec::new();
+    while let Some(output) = core.poll() {
+        if let Output::Send(bytes) = output {
+            sent.extend(bytes);
+        }
+    }
+    assert!(sent.ends_with(b"AUTH LOGIN\r\n"));
+}
+
+#[test]
+fn implicit_tls_path() {
+    let mut fake = Fake::new(UpstreamTls::Implicit);
+    fake.server(GREETING);
+    assert_eq!(fake.take_sent(), b"EHLO gateway.example\r\n");
+    fake.server(EHLO_AFTER_TLS);
+    let plain = data_encoding::BASE64.encode(format!("\0{USER}\0{PASSWORD}").as_bytes());
+    assert_eq!(
+        fake.take_sent(),
+        format!("AUTH PLAIN {plain}\r\n").as_bytes()
+    );
+    fake.server(b"235 2.7.0 ok\r\n");
+    assert!(matches!(fake.take_events()[..], [Output::Ready { .. }]));
+}
+
+#[test]
+fn no_starttls_advertised_is_no_tls_and_nothing_else_is_sent() {
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    fake.server(GREETING);
+    // A downgrade: STARTTLS stripped, AUTH offered in plaintext.
+    fake.server(b"250-smtp.provider.example\r\n250 AUTH PLAIN LOGIN\r\n");
+    fake.assert_failed(UpstreamError::NoTls);
+    assert_eq!(fake.sent, b"EHLO gateway.example\r\n");
+    fake.assert_no_credentials_sent();
+}
+
+#[test]
+fn starttls_refused_is_no_tls() {
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    fake.server(GREETING);
+    fake.server(EHLO_BEFORE_TLS);
+    fake.server(b"454 4.7.0 TLS not available\r\n");
+    fake.assert_failed(UpstreamError::NoTls);
+    fake.assert_no_credentials_sent();
+}
+
+#[test]
+fn bytes_after_the_starttls_reply_are_injection() {
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    fake.server(GREETING);
+    fake.server(EHLO_BEFORE_TLS);
+    fake.server(b"220 ready\r\n250 injected\r\n");
+    fake.assert_failed(UpstreamError::ResponseInjection);
+    fake.assert_no_credentials_sent();
+}
+
+#[test]
+fn bytes_in_a_later_read_before_the_handshake_are_injection() {
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    fake.server(GREETING);
+    fake.server(EHLO_BEFORE_TLS);
+    fake.server(b"220 ready\r\n");
+    assert_eq!(fake.take_events(), vec![Output::StartTls]);
+    fake.server(b"2");
+    fake.assert_failed(UpstreamError::ResponseInjection);
+    // A late tls_established changes nothing.
+    fake.tls_established();
+    assert!(fake.take_events().is_empty());
+    fake.assert_no_credentials_sent();
+}
+
+#[test]
+fn a_partial_line_after_the_starttls_reply_is_injection_too() {
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    fake.server(GREETING);
+    fake.server(EHLO_BEFORE_TLS);
+    fake.server(b"220 ready\r\n2");
+    fake.assert_failed(UpstreamError::ResponseInjection);
+}
+
+#[test]
+fn credentials_are_never_sent_before_tls_established() {
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    // Everything an upstream (or a man in the middle) could say before the handshake.
+    for reply in [
+        GREETING,
+        b"250-x\r\n250-AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n",
+        b"220 go\r\n",
+    ] {
+        fake.server(reply);
+        // tls_established is not called; a misbehaving shell keeps feeding replies.
+        fake.server(b"334 VXNlcm5hbWU6\r\n");
+        fake.server(b"235 ok\r\n");
+    }
+    assert!(!fake.core.tls_active());
+    assert!(fake.sent_in_plaintext == fake.sent);
+    fake.assert_no_credentials_sent();
+}
+
+#[test]
+fn auth_rejected() {
+    let mut fake = Fake::new(UpstreamTls::Implicit);
+    fake.server(GREETING);
+    fake.server(EHLO_AFTER_TLS);
+    fake.server(b"535 5.7.8 authentication credentials invalid\r\n");
+    fake.assert_failed(UpstreamError::AuthRejected(Reply::new(
+        535,
+        EnhancedStatus::new(5, 7, 8),
+        "authentication credentials invalid",
+    )));
+}
+
+#[test]
+fn auth_login_rejected_at_the_password() {
+    let mut fake = Fake::new(UpstreamTls::Implicit);
+    fake.server(GREETING);
+    fake.server(EHLO_LOGIN_ONLY);
+    fake.server(b"334 VXNlcm5hbWU6\r\n");
+    fake.server(b"334 UGFzc3dvcmQ6\r\n");
+    fake.server(b"535 5.7.8 no\r\n");
+    assert!(matches!(
+        fake.take_events()[..],
+        [
+            Output::Failed(UpstreamError::AuthRejected(_)),
+            Output::Closed
+        ]
+    ));
+}
+
+#[test]
+fn no_usable_mechanism_is_auth_unavailable() {
+    let mut fake = Fake::new(UpstreamTls::Implicit);
+    fake.server(GREETING);
+    fake.server(b"250-x\r\n250 AUTH XOAUTH2 CRAM-MD5\r\n");
+    fake.assert_failed(UpstreamError::AuthUnavailable);
+    let mut fake = Fake::new(UpstreamTls::Implicit);
+    fake.server(GREETING);
+    fake.server(b"250 x\r\n");
+    fake.assert_failed(UpstreamError::AuthUnavailable);
+}
+
+#[test]
+fn greeting_other_than_220_is_rejected() {
+    let mut fake = Fake::new(UpstreamTls::Implicit);
+    fake.server(b"554 5.7.1 go away\r\n");
+    assert!(matches!(
+        fake.take_events()[..],
+        [Output::Failed(UpstreamError::Rejected(ref reply)), Output::Closed] if reply.code() == 554
+    ));
+    assert!(fake.sent.is_empty());
+}
+
+fn ready_fake() -> Fake {
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    fake.login_starttls();
+    fake.take_sent();
+    fake
+}
+
+#[test]
+fn refused_recipient_is_reported_with_the_upstream_reply() {
+    let mut fake = ready_fake();
+    fake.core
+        .send_envelope("a@x.example", "", &recipients(&["bob@y", "nobody@y"]))
+        .unwrap();
+    fake.drain();
+    fake.server(b"250 2.1.0 ok\r\n");
+    fake.server(b"250 2.1.5 ok\r\n");
+    fake.server(b"550 5.1.1 <nobody@y>: user unknown\r\n");
+    assert_eq!(
+        fake.take_sent(),
+        b"MAIL FROM:<a@x.example>\r\nRCPT TO:<bob@y>\r\nRCPT TO:<nobody@y>\r\nDATA\r\n"
+    );
+    let events = fake.take_events();
+    assert_eq!(
+        events[1],
+        Output::RcptResult {
+            index: 1,
+            reply: Reply::new(
+                550,
+                EnhancedStatus::new(5, 1, 1),
+                "<nobody@y>: user unknown"
+            )
+        }
+    );
+    // The proxy can relay it as is.
+    let Output::RcptResult { reply, .. } = &events[1] else {
+        unreachable!()
+    };
+    assert_eq!(reply.to_bytes(), b"550 5.1.1 <nobody@y>: user unknown\r\n");
+}
+
+#[test]
+fn all_recipients_refused_resets_the_transaction() {
+    let mut fake = ready_fake();
+    fake.core
+        .send_envelope("a@x", "", &recipients(&["b@y"]))
+        .unwrap();
+    fake.drain();
+    fake.server(b"250 ok\r\n");
+    fake.server(b"550 5.1.1 unknown\r\n");
+    assert_eq!(
+        fake.take_sent(),
+        b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRSET\r\n"
+    );
+    assert!(!fake.core.is_ready());
+    fake.server(b"250 2.0.0 ok\r\n");
+    let events = fake.take_events();
+    assert_eq!(events.last(), Some(&Output::NoRecipientAccepted));
+    assert!(fake.core.is_ready());
+}
+
+#[test]
+fn message_refused_after_the_final_dot() {
+    let mut fake = ready_fake();
+    fake.core
+        .send_envelope("a@x", "", &recipients(&["b@y"]))
+        .unwrap();
+    fake.drain();
+    fake.server(b"250 ok\r\n");
+    fake.server(b"250 ok\r\n");
+    fake.server(b"354 go\r\n");
+    fake.core.data_chunk(b"hello\r\n").unwrap();
+    fake.core.data_end().unwrap();
+    fake.drain();
+    fake.server(b"554 5.7.1 spam\r\n");
+    assert_eq!(
+        fake.take_events().last(),
+        Some(&Output::DataRejected(Reply::new(
+            554,
+            EnhancedStatus::new(5, 7, 1),
+            "spam"
+        )))
+    );
+    assert!(fake.core.is_ready());
+}
+
+#[test]
+fn data_command_refused_resets_then_reports() {
+    let mut fake = ready_fake();
+    fake.core
+        .send_envelope("a@x", "", &recipients(&["b@y"]))
+        .unwrap();
+    fake.drain();
+    fake.server(b"250 ok\r\n");
+    fake.server(b"250 ok\r\n");
+    fake.server(b"554 5.5.1 no valid recipients\r\n");
+    assert!(fake.take_sent().ends_with(b"DATA\r\nRSET\r\n"));
+    fake.server(b"250 ok\r\n");
+    assert!(matches!(
+        fake.take_events().last(),
+        Some(Output::DataRejected(reply)) if reply.code() == 554
+    ));
+    assert!(fake.core.is_ready());
+}
+
+#[test]
+fn mail_refused_leaves_the_core_idle() {
+    let mut fake = ready_fake();
+    fake.core
+        .send_envelope("a@x", "", &recipients(&["b@y"]))
+        .unwrap();
+    fake.drain();
+    fake.server(b"553 5.7.1 sender not allowed\r\n");
+    assert!(matches!(
+        fake.take_events()[..],
+        [Output::MailRejected(ref reply)] if reply.code() == 553
+    ));
+    assert!(fake.core.is_ready());
+    fake.core.reset().unwrap();
+    fake.drain();
+    fake.server(b"250 ok\r\n");
+    assert_eq!(fake.take_events(), vec![Output::ResetDone]);
+}
+
+#[test]
+fn mail_params_follow_the_upstream_extensions() {
+    let mut fake = ready_fake();
+    fake.core
+        .send_envelope(
+            "",
+            "size=100 BODY=8BITMIME RET=HDRS ENVID=x",
+            &recipients(&["b@y"]),
+        )
+        .unwrap();
+    fake.drain();
+    assert_eq!(fake.take_sent(), b"MAIL FROM:<> SIZE=100 BODY=8BITMIME\r\n");
+}
+
+#[test]
+fn requests_are_checked() {
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    let rcpt = recipients(&["b@y"]);
+    assert_eq!(
+        fake.core.send_envelope("a@x", "", &rcpt),
+        Err(UsageError::NotReady)
+    );
+    assert_eq!(fake.core.data_chunk(b"x"), Err(UsageError::NotReady));
+    assert_eq!(fake.core.reset(), Err(UsageError::NotReady));
+    let mut fake = ready_fake();
+    for (from, params, rcpt, error) in [
+        (
+            "a@x\r\nRCPT TO:<evil@z>",
+            "",
+            recipients(&["b@y"]),
+            UsageError::InvalidEnvelope,
+        ),
+        (
+            "a@x",
+            "",
+            recipients(&["b@y\nDATA"]),
+            UsageError::InvalidEnvelope,
+        ),
+        (
+            "a@x",
+            "SIZE=1\r\nRSET",
+            recipients(&["b@y"]),
+            UsageError::InvalidEnvelope,
+        ),
+        ("a@x", "", recipients(&[""]), UsageError::InvalidEnvelope),
+        ("a@x", "", vec![], UsageError::NoRecipients),
+        (
+            "a@x",
+            "SMTPUTF8",
+            recipients(&["b@y"]),
+            UsageError::Unsupported("SMTPUTF8"),
+        ),
+        (
+            "a@x",
+            "",
+            recipients(&["bjørn@y"]),
+            UsageError::Unsupported("SMTPUTF8"),
+        ),
+        (
+            "a@x",
+            "BODY=BINARYMIME",
+            recipients(&["b@y"]),
+            UsageError::Unsupported("BINARYMIME"),
+        ),
+    ] {
+        assert_eq!(fake.core.send_envelope(from, params, &rcpt), Err(error));
+    }
+    fake.drain();
+    assert!(fake.take_sent().is_empty());
+    assert!(fake.core.is_ready());
+}
+
+#[test]
+fn bare_line_ends_in_the_body_fail_without_the_final_dot() {
+    for (body, violation) in [
+        (
+            &b"ok\r\nsmuggled\n.\nMAIL FROM:<x>\r\n"[..],
+            BodyViolation::BareLf,
+        ),
+        (b"ok\r\nbad\r.\r\n", BodyViolation::BareCr),
+    ] {
+        let mut fake = ready_fake();
+        fake.core
+            .send_envelope("a@x", "", &recipients(&["b@y"]))
+            .unwrap();
+        fake.drain();
+        fake.server(b"250 ok\r\n");
+        fake.server(b"250 ok\r\n");
+        fake.server(b"354 go\r\n");
+        fake.take_sent();
+        fake.take_events();
+        fake.core.data_chunk(body).unwrap();
+        fake.drain();
+        fake.assert_failed(UpstreamError::Body(violation));
+        assert!(!contains(&fake.sent, b"MAIL"));
+        assert!(!contains(&fake.sent, b"\r\n.\r\n"));
+        assert_eq!(fake.core.data_end(), Err(UsageError::Closed));
+    }
+}
+
+#[test]
+fn a_hanging_cr_at_data_end_fails() {
+    let mut fake = ready_fake();
+    fake.core
+        .send_envelope("a@x", "", &recipients(&["b@y"]))
+        .unwrap();
+    fake.drain();
+    fake.server(b"250 ok\r\n");
+    fake.server(b"250 ok\r\n");
+    fake.server(b"354 go\r\n");
+    fake.take_events();
+    fake.core.data_chunk(b"x\r").unwrap();
+    fake.core.data_end().unwrap();
+    fake.drain();
+    fake.assert_failed(UpstreamError::Body(BodyViolation::BareCr));
+}
+
+#[test]
+fn service_closing_at_any_point() {
+    let mut fake = ready_fake();
+    fake.core
+        .send_envelope("a@x", "", &recipients(&["b@y"]))
+        .unwrap();
+    fake.drain();
+    fake.server(b"421 4.4.2 timeout\r\n");
+    assert!(matches!(
+        fake.take_events()[..],
+        [
+            Output::Failed(UpstreamError::ServiceClosing(_)),
+            Output::Closed
+        ]
+    ));
+    // While idle, too.
+    let mut fake = ready_fake();
+    fake.server(b"421 4.3.2 shutting down\r\n");
+    assert!(matches!(
+        fake.take_events()[..],
+        [
+            Output::Failed(UpstreamError::ServiceClosing(_)),
+            Output::Closed
+        ]
+    ));
+}
+
+#[test]
+fn unsolicited_and_early_replies_are_protocol_errors() {
+    let mut fake = ready_fake();
+    fake.server(b"250 surprise\r\n");
+    assert!(matches!(
+        fake.take_events()[..],
+        [Output::Failed(UpstreamError::Protocol(_)), Output::Closed]
+    ));
+    // A reply to a command we have not sent yet.
+    let mut fake = Fake::new(UpstreamTls::Implicit);
+    fake.server(b"220 hi\r\n250 early\r\n");
+    assert!(matches!(
+        fake.take_events()[..],
+        [Output::Failed(UpstreamError::Protocol(_)), Output::Closed]
+    ));
+}
+
+#[test]
+fn overlong_and_malformed_replies_are_protocol_errors() {
+    let mut fake = Fake::new(UpstreamTls::Implicit);
+    fake.server(&vec![b'2'; MAX_REPLY_LINE + 10]);
+    assert!(matches!(
+        fake.take_events()[..],
+        [Output::Failed(UpstreamError::Protocol(_)), Output::Closed]
+    ));
+    let mut fake = Fake::new(UpstreamTls::Implicit);
+    fake.server(b"hello\r\n");
+    assert!(matches!(
+        fake.take_events()[..],
+        [Output::Failed(UpstreamError::Protocol(_)), Output::Closed]
+    ));
+}
+
+#[test]
+fn quit_lost_connection_and_timeouts() {
+    let mut fake = ready_fake();
+    fake.core.quit();
+    fake.drain();
+    assert_eq!(fake.take_sent(), b"QUIT\r\n");
+    // The upstream hangs up without a 221: still an orderly close.
+    fake.core.connection_lost();
+    fake.drain();
+    assert_eq!(fake.take_events(), vec![Output::Closed]);
+    fake.core.connection_lost();
+    fake.core.timed_out();
+    fake.drain();
+    assert!(fake.take_events().is_empty());
+
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    assert_eq!(fake.core.timeout(), Some(COMMAND_TIMEOUT));
+    fake.core.timed_out();
+    fake.drain();
+    fake.assert_failed(UpstreamError::TimedOut);
+
+    let mut fake = ready_fake();
+    assert_eq!(fake.core.timeout(), None);
+    fake.core.connection_lost();
+    fake.drain();
+    fake.assert_failed(UpstreamError::ConnectionLost);
+
+    // quit() while busy closes at once, without QUIT.
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    fake.core.quit();
+    fake.drain();
+    assert_eq!(fake.take_events(), vec![Output::Closed]);
+    assert!(fake.sent.is_empty());
+}
+
+#[test]
+fn debug_output_never_shows_the_password() {
+    let config = config(UpstreamTls::StartTls);
+    let shown = format!("{config:?} {:?}", config.credentials);
+    assert!(shown.contains(USER));
+    let fake = happy_path(Vec::new());
+    let shown = format!("{shown} {:?} {:?}", fake.core, fake.events);
+    for secret in secrets().iter().take(3) {
+        assert!(!shown.contains(secret.as_str()), "{shown}");
+    }
+    // And the AUTH line itself, as an Output, shows only its length.
+    let mut core = UpstreamSmtp::new(config).unwrap();
+    core.receive(GREETING);
+    core.receive(EHLO_BEFORE_TLS);
+    core.receive(b"220 go\r\n");
+    core.tls_established();
+    core.receive(EHLO_AFTER_TLS);
+    let outputs: Vec<Output> = std::iter::from_fn(|| core.poll()).collect();
+    let shown = format!("{outputs:?}");
+    assert!(outputs
+        .iter()
+        .any(|o| matches!(o, Output::Send(b) if contains(b, secrets()[2].as_bytes()))));
+    for secret in secrets() {
+        assert!(!shown.contains(&secret), "{shown}");
+    }
+}
+
+#[test]
+fn invalid_configurations_are_refused() {
+    let mut bad = config(UpstreamTls::Implicit);
+    bad.ehlo_name = "gate way".into();
+    assert_eq!(UpstreamSmtp::new(bad).err(), Some(ConfigError::EhloName));
+    let mut bad = config(UpstreamTls::Implicit);
+    bad.credentials = Credentials::new("a\0b", "pw");
+    assert_eq!(UpstreamSmtp::new(bad).err(), Some(ConfigError::Username));
+    let mut bad = config(UpstreamTls::Implicit);
+    bad.credentials = Credentials::new("a", "");
+    assert_eq!(UpstreamSmtp::new(bad).err(), Some(ConfigError::Password));
+}
+
+#[test]
+fn every_split_of_the_multi_line_ehlo_reply_gives_the_same_result() {
+    for cut in 0..=EHLO_AFTER_TLS.len() {
+        let mut fake = Fake::new(UpstreamTls::Implicit);
+        fake.server(GREETING);
+        fake.core.receive(&EHLO_AFTER_TLS[..cut]);
+        fake.core.receive(&EHLO_AFTER_TLS[cut..]);
+        fake.drain();
+        fake.server(b"235 ok\r\n");
+        let events = fake.take_events();
+        let [Output::Ready { extensions }] = &events[..] else {
+            panic!("cut {cut}: {events:?}")
+        };
+        assert_eq!(extensions.list.len(), 5);
+        assert!(contains(&fake.sent, b"AUTH PLAIN"));
+    }
+}
+
+fn body_lines() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec("[.a-z ]{0,12}", 0..10).prop_map(|lines| {
+        let mut body = Vec::new();
+        for line in lines {
+            body.extend_from_slice(line.as_bytes());
+            body.extend_from_slice(b"\r\n");
+        }
+        body
+    })
+}
+
+proptest! {
+    /// However the upstream's bytes are cut into reads, the conversation is the same.
+    #[test]
+    fn read_boundaries_do_not_matter(cuts in proptest::collection::vec(any::<usize>(), 0..6)) {
+        let reference = happy_path(Vec::new());
+        let fake = happy_path(cuts);
+        prop_assert_eq!(fake.events, reference.events);
+        prop_assert_eq!(fake.sent, reference.sent);
+    }
+
+    /// Arbitrary upstream bytes in any state never panic, never put credentials on the
+    /// wire before TLS, and end at most one Closed.
+    #[test]
+    fn arbitrary_upstream_bytes(
+        prefix in 0usize..6,
+        reads in proptest::collection::vec(
+            proptest::collection::vec(
+                prop_oneof![
+                    Just(b'2'), Just(b'3'), Just(b'5'), Just(b'0'), Just(b' '), Just(b'-'),
+                    Just(b'\r'), Just(b'\n'), Just(b'.'), any::<u8>(),
+                ],
+                0..40,
+            ),
+            0..8,
+        ),
+    ) {
+        let mut fake = Fake::new(UpstreamTls::StartTls);
+        let script: [&[u8]; 5] = [
+            GREETING,
+            EHLO_BEFORE_TLS,
+            b"220 go\r\n",
+            EHLO_AFTER_TLS,
+            b"235 ok\r\n",
+        ];
+        for (step, reply) in script.iter().enumerate().take(prefix) {
+            fake.server(reply);
+            if step == 2 {
+                fake.tls_established();
+            }
+        }
+        for read in &reads {
+            fake.server(read);
+        }
+        fake.core.quit();
+        fake.core.connection_lost();
+        fake.drain();
+        for secret in secrets() {
+            prop_assert!(!contains(&fake.sent_in_plaintext, secret.as_bytes()));
+        }
+        prop_assert!(!contains(&fake.sent_in_plaintext, b"AUTH"));
+        let closed = fake.events.iter().filter(|e| **e == Output::Closed).count();
+        prop_assert_eq!(closed, 1);
+        prop_assert_eq!(fake.events.last(), Some(&Output::Closed));
+    }
+
+    /// The body as sent, read back by the server side's DATA decoder, is the body exactly.
+    #[test]
+    fn sent_body_decodes_to_the_original(
+        body in body_lines(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..5),
+    ) {
+        let mut fake = ready_fake();
+        fake.core.send_envelope("a@x", "", &recipients(&["b@y"])).unwrap();
+        fake.drain();
+        fake.server(b"250 ok\r\n");
+        fake.server(b"250 ok\r\n");
+        fake.server(b"354 go\r\n");
+        fake.take_sent();
+        let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % (body.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut start = 0;
+        for cut in cuts.into_iter().chain([body.len()]) {
+            fake.core.data_chunk(&body[start..cut]).unwrap();
+            start = cut;
+        }
+        fake.core.data_end().unwrap();
+        fake.drain();
+        let wire = fake.take_sent();
+        let mut decoder = BodyDecoder::new(Framing::DotTerminated);
+        let mut decoded = Vec::new();
+        let result = decoder.feed(&wire, &mut decoded);
+        prop_assert!(result.end_of_data);
+        prop_assert_eq!(result.consumed, wire.len());
+        prop_assert_eq!(decoder.violation(), None);
+        prop_assert_eq!(decoded, body);
+    }
+}

@@ -15,7 +15,7 @@ tasks:
   ci [--skip-deps]   install needed Debian packages, then fmt check, clippy, tests
                      (--skip-deps: don't touch system packages; for developers without root)
   bench [NAME...]    run benchmarks: criterion targets (crypto, storage) and side-by-side
-                     runners against peer servers (smtp: gateway vs Postfix); all when no NAME
+                     runners against peer servers (smtp: vs Postfix, pop3: vs Dovecot); all when no NAME
   fmt                format the workspace (cargo fmt --all)
   help               this text";
 

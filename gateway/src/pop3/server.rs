@@ -26,6 +26,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a login may wait for an unseal slot before it is told to come back later.
 const UNSEAL_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 16 * 1024;
+/// Pending output that is written out in the middle of a message.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
 
 /// POP3 settings from the configuration.
 #[derive(Debug, Clone)]
@@ -345,7 +347,10 @@ where
             while let Some(Output::Send(bytes)) = self.session.poll() {
                 pending.extend_from_slice(&bytes);
             }
-            if self.stream.write_pending(pending).await.is_err() {
+            // Small messages leave with the next reply in one write; large ones go out a
+            // chunk at a time, so memory stays at about one chunk.
+            if pending.len() >= FLUSH_THRESHOLD && self.stream.write_pending(pending).await.is_err()
+            {
                 self.session.connection_lost();
                 return true;
             }

@@ -76,7 +76,7 @@ impl Stuffer {
                 self.line_start = false;
                 self.line_len = 0;
             }
-            match rest.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', rest) {
                 None => {
                     out.extend_from_slice(rest);
                     self.line_len += rest.len();

@@ -269,10 +269,8 @@ impl Gateway {
     pub fn open_message(&self, key: &UnsealedKey, seq: u64) -> Result<MessageReader, ServiceError> {
         let mailbox = key.mailbox();
         let snapshot = self.store.read()?;
-        let (_, record) = snapshot
-            .messages(mailbox)?
-            .into_iter()
-            .find(|(s, _)| *s == seq)
+        let record = snapshot
+            .message(mailbox, seq)?
             .ok_or_else(|| ServiceError::MessageNotFound(mailbox.clone(), seq))?;
         let (envelope, opener) =
             MessageOpener::new(key, record.id, &record.header, record.chunk_count)

@@ -266,6 +266,13 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// One message's record, by arrival sequence.
+    pub fn message(&self, id: &MailboxId, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
+        let table = self.txn.open_table(MESSAGES)?;
+        let value = table.get((id.as_str(), seq))?;
+        value.map(|v| MessageRecord::decode(v.value())).transpose()
+    }
+
     /// One sealed chunk of a message.
     pub fn chunk(&self, id: MessageId, index: u32) -> Result<Vec<u8>, StoreError> {
         let table = self.txn.open_table(CHUNKS)?;

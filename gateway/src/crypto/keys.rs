@@ -12,10 +12,10 @@ use crate::mailbox::MailboxId;
 
 pub(super) type Kem = hpke::kem::X25519HkdfSha256;
 pub(super) type Kdf = hpke::kdf::HkdfSha256;
-pub(super) type Aead256 = hpke::aead::ChaCha20Poly1305;
+pub(super) type Aead256 = hpke::aead::AesGcm256;
 
 /// The HPKE suite of format version 1, recorded in every sealed key pair.
-pub const SUITE: &str = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/ChaCha20Poly1305";
+pub const SUITE: &str = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM";
 const FORMAT_VERSION: u8 = 1;
 const SALT_BYTES: usize = 16;
 const NONCE_BYTES: usize = 24;

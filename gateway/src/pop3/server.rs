@@ -20,7 +20,7 @@ use crate::mailbox::MailboxId;
 use crate::net::{
     ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
 };
-use crate::service::{Gateway, ServiceError};
+use crate::service::{Gateway, MessageReader, ServiceError};
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a login may wait for an unseal slot before it is told to come back later.
@@ -37,6 +37,9 @@ pub struct Pop3Settings {
     pub max_concurrent_unseals: usize,
     /// Pause before answering a failed login.
     pub failed_login_delay: Duration,
+    /// Open the next message on a blocking thread while the client reads the current one.
+    /// The simulation turns this off (blocking threads stall simulated time).
+    pub prefetch: bool,
 }
 
 /// Everything the POP3 listeners share.
@@ -115,6 +118,7 @@ impl Pop3Server {
             peer,
             shutdown,
             login: None,
+            prefetch: None,
         };
         connection.run().await;
     }
@@ -154,11 +158,13 @@ impl Pop3Server {
             AuthFailure::from_service_error(&e)
         })?;
         tracing::info!(%peer, %mailbox, messages = messages.len(), "POP3 login");
+        let seqs = messages.iter().map(|m| m.seq).collect();
         Ok(LoggedIn {
             mailbox,
-            key,
+            key: Arc::new(key),
             _lock: lock,
             maildrop: Maildrop::from_summaries(messages),
+            seqs,
         })
     }
 
@@ -201,10 +207,19 @@ impl Pop3Server {
 /// connection ends on any path.
 struct LoggedIn {
     mailbox: MailboxId,
-    key: UnsealedKey,
+    key: Arc<UnsealedKey>,
     _lock: MaildropLock,
     maildrop: Maildrop,
+    /// The maildrop's messages in order, for prefetching the one after a RETR.
+    seqs: Vec<u64>,
 }
+
+/// A message opened ahead of its RETR (key decapsulation and envelope done on a blocking
+/// thread while the client is busy with the previous one).
+type Prefetch = (
+    u64,
+    tokio::task::JoinHandle<Result<MessageReader, ServiceError>>,
+);
 
 struct Connection<'a, S> {
     server: &'a Pop3Server,
@@ -213,6 +228,7 @@ struct Connection<'a, S> {
     peer: SocketAddr,
     shutdown: ShutdownSignal,
     login: Option<LoggedIn>,
+    prefetch: Option<Prefetch>,
 }
 
 impl<S> Connection<'_, S>
@@ -324,7 +340,14 @@ where
             self.session.message_end(Err(StreamFailure::Temporary));
             return true;
         };
-        let mut reader = match self.server.gateway.open_message(&login.key, seq) {
+        let opened = match self.prefetch.take() {
+            Some((prefetched, handle)) if prefetched == seq => match handle.await {
+                Ok(result) => result,
+                Err(_) => self.server.gateway.open_message(&login.key, seq),
+            },
+            _ => self.server.gateway.open_message(&login.key, seq),
+        };
+        let mut reader = match opened {
             Ok(reader) => reader,
             Err(e) => {
                 tracing::error!(seq, error = %e, "opening a message failed");
@@ -359,6 +382,22 @@ where
             }
         }
         self.session.message_end(end);
+        self.prefetch_after(seq);
         true
+    }
+
+    /// Archivers fetch messages in order: open the next one while this one travels.
+    fn prefetch_after(&mut self, seq: u64) {
+        let Some(login) = &self.login else { return };
+        if !self.server.settings.prefetch {
+            return;
+        }
+        let Some(next) = login.seqs.iter().skip_while(|s| **s != seq).nth(1).copied() else {
+            return;
+        };
+        let gateway = self.server.gateway.clone();
+        let key = login.key.clone();
+        let handle = tokio::task::spawn_blocking(move || gateway.open_message(&key, next));
+        self.prefetch = Some((next, handle));
     }
 }

@@ -813,3 +813,200 @@ async fn suspended_mailbox_can_still_be_emptied() {
     assert_eq!(gw.message_count(&mailbox.id), 0);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_commands_are_answered_in_order() {
+    let mut gw = TestGateway::start().await;
+    let messages = vec![tricky_message("pipelined 1"), small_message("pipelined 2")];
+    let mailbox = filled(&gw, "pipelined", messages).await;
+    let (mut client, _) = Pop3Client::connect_tls(gw.pop3s_addr(), &gw.tls_connector()).await;
+    // Everything in one write, the login included (RFC 2449 PIPELINING).
+    client
+        .send(format!(
+            "USER {}\r\nPASS {}\r\nSTAT\r\nLIST 2\r\nUIDL\r\nRETR 1\r\nTOP 2 0\r\nTOP 2 99\r\n\
+             RETR 3\r\nDELE 1\r\nLIST\r\nQUIT\r\n",
+            mailbox.user(),
+            mailbox.pass()
+        ))
+        .await;
+    let sizes: Vec<usize> = mailbox.stored.iter().map(Vec::len).collect();
+    assert!(client.line().await.starts_with("+OK"), "USER");
+    assert!(client
+        .line()
+        .await
+        .starts_with("+OK maildrop has 2 messages"));
+    assert_eq!(
+        client.line().await,
+        format!("+OK 2 {}", sizes[0] + sizes[1])
+    );
+    assert_eq!(client.line().await, format!("+OK 2 {}", sizes[1]));
+    assert!(client.line().await.starts_with("+OK"), "UIDL");
+    let uidl = String::from_utf8(client.multiline().await).unwrap();
+    assert_eq!(uidl.lines().count(), 2, "{uidl}");
+    assert!(client.line().await.starts_with("+OK"), "RETR 1");
+    assert_same(
+        &client.multiline().await,
+        &mailbox.stored[0],
+        "pipelined RETR 1",
+    );
+    assert!(client.line().await.starts_with("+OK"), "TOP 2 0");
+    assert_same(
+        &client.multiline().await,
+        &top_of(&mailbox.stored[1], 0),
+        "TOP 2 0",
+    );
+    assert!(client.line().await.starts_with("+OK"), "TOP 2 99");
+    assert_same(&client.multiline().await, &mailbox.stored[1], "TOP 2 99");
+    assert!(client.line().await.starts_with("-ERR"), "RETR 3 of 2");
+    assert!(client.line().await.starts_with("+OK"), "DELE 1");
+    assert!(client.line().await.starts_with("+OK"), "LIST");
+    let list = client.multiline().await;
+    assert_eq!(
+        String::from_utf8_lossy(&list),
+        format!("2 {}\r\n", sizes[1])
+    );
+    let quit = client.line().await;
+    assert!(quit.contains("1 messages deleted"), "{quit}");
+    assert!(client.until_closed().await.is_empty());
+    assert_eq!(
+        gw.messages(&mailbox.id, &mailbox.password),
+        &mailbox.stored[1..]
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_sessions_without_deleting() {
+    let mut gw = TestGateway::start().await;
+    let messages = vec![small_message("shutdown 1"), small_message("shutdown 2")];
+    let mailbox = filled(&gw, "shutdown", messages).await;
+    let mut client = pop3s_login(&gw, &mailbox.user(), &mailbox.pass()).await;
+    client.ok("DELE 1").await;
+    let (mut waiting, _) = Pop3Client::connect(gw.pop3_addr()).await;
+
+    let stop = tokio::spawn(gw.take_running().stop());
+    let reply = client.line().await;
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+    assert!(client.until_closed().await.is_empty());
+    let reply = waiting.line().await;
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+    tokio::time::timeout(Duration::from_secs(60), stop)
+        .await
+        .expect("shutdown finishes")
+        .unwrap();
+    // No QUIT, so no UPDATE: the marked message is still there.
+    assert_eq!(gw.messages(&mailbox.id, &mailbox.password), mailbox.stored);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_limited_separately_from_smtp() {
+    let mut gw = TestGateway::start_with(|c| c.limits.max_connections_per_ip = 2).await;
+    let mailbox = filled(&gw, "limited", vec![small_message("limited")]).await;
+    let (first, _) = Pop3Client::connect(gw.pop3_addr()).await;
+    let (mut second, _) = Pop3Client::connect_tls(gw.pop3s_addr(), &gw.tls_connector()).await;
+
+    // The STLS port says why; the TLS port can only hang up.
+    let (mut refused, greeting) = Pop3Client::connect(gw.pop3_addr()).await;
+    assert!(greeting.starts_with("-ERR [SYS/TEMP]"), "{greeting}");
+    assert!(refused.until_closed().await.is_empty());
+    let mut raw = tokio::net::TcpStream::connect(gw.pop3s_addr())
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::AsyncReadExt::read(&mut raw, &mut byte),
+    )
+    .await
+    .expect("closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    // SMTP has its own budget: mail still arrives while POP3 is full.
+    gw.deliver(&mailbox.address, &small_message("while full"))
+        .await;
+
+    // A slot frees when a session ends.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (mut client, greeting) = Pop3Client::connect(gw.pop3_addr()).await;
+        if greeting.starts_with("+OK") {
+            client.ok("QUIT").await;
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = second.login(&mailbox.user(), &mailbox.pass()).await;
+    assert!(reply.starts_with("+OK maildrop has 2 messages"), "{reply}");
+    second.ok("QUIT").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_queue_for_one_unseal_slot() {
+    let mut gw = TestGateway::start_with(|c| c.pop3.max_concurrent_unseals = 1).await;
+    let mut mailboxes = Vec::new();
+    for n in 0..4 {
+        let name = format!("queued {n}");
+        mailboxes.push(filled(&gw, &name, vec![small_message(&name)]).await);
+    }
+    // Each first fails once (the slot must come back on the failure path too), then logs in.
+    let empty = |mailbox: &Filled| {
+        let (user, pass) = (mailbox.user(), mailbox.pass());
+        let gw = &gw;
+        async move {
+            let (mut client, _) =
+                Pop3Client::connect_tls(gw.pop3s_addr(), &gw.tls_connector()).await;
+            let reply = client.login(&user, "AAAA-BBBB-CCCC-DDDD").await;
+            assert!(reply.starts_with("-ERR [AUTH]"), "{reply}");
+            let reply = client.login(&user, &pass).await;
+            assert!(reply.starts_with("+OK"), "{reply}");
+            let message = client.retr(1).await;
+            client.ok("DELE 1").await;
+            client.ok("QUIT").await;
+            message
+        }
+    };
+    let (a, b, c, d) = tokio::join!(
+        empty(&mailboxes[0]),
+        empty(&mailboxes[1]),
+        empty(&mailboxes[2]),
+        empty(&mailboxes[3])
+    );
+    for (mailbox, message) in mailboxes.iter().zip([a, b, c, d]) {
+        assert_same(&message, &mailbox.stored[0], "concurrent RETR");
+        assert_eq!(gw.message_count(&mailbox.id), 0);
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_against_one_mailbox_from_many_addresses_are_limited() {
+    let mut gw = TestGateway::start().await;
+    let mailbox = filled(&gw, "targeted", vec![small_message("targeted")]).await;
+    let other = filled(&gw, "bystander", vec![small_message("bystander")]).await;
+    let wrong = "AAAA-BBBB-CCCC-DDDD";
+    // 30 failures (the per-mailbox limit), at most 9 from any one address (the per-address
+    // limit is 10): three sessions of three from each of 127.0.0.2-4, one from 127.0.0.5.
+    for host in 2..=5u8 {
+        let sessions = if host == 5 { 1 } else { 3 };
+        for _ in 0..sessions {
+            let source = std::net::Ipv4Addr::new(127, 0, 0, host);
+            let (mut client, _) =
+                Pop3Client::connect_tls_from(source, gw.pop3s_addr(), &gw.tls_connector()).await;
+            for _ in 0..3 {
+                let reply = client.login(&mailbox.user(), wrong).await;
+                assert!(reply.starts_with("-ERR [AUTH]"), "{reply}");
+            }
+        }
+    }
+    // The mailbox is refused even with its password, from an address with no failures...
+    let (mut client, _) = Pop3Client::connect_tls(gw.pop3s_addr(), &gw.tls_connector()).await;
+    let reply = client.login(&mailbox.user(), &mailbox.pass()).await;
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+    // ...while other mailboxes are not affected.
+    let mut client = pop3s_login(&gw, &other.user(), &other.pass()).await;
+    client.ok("QUIT").await;
+    gw.stop().await;
+}

@@ -605,6 +605,30 @@ impl Pop3Client {
         (client, greeting)
     }
 
+    /// Connects with implicit TLS from a chosen local address (e.g. 127.0.0.2, to look like
+    /// another client) and reads the greeting.
+    pub async fn connect_tls_from(
+        source: std::net::Ipv4Addr,
+        addr: SocketAddr,
+        connector: &TlsConnector,
+    ) -> (Self, String) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .expect("bind the local address");
+        let stream = socket.connect(addr).await.expect("connect");
+        let tls = connector
+            .connect(server_name(), stream)
+            .await
+            .expect("TLS handshake");
+        let mut client = Self {
+            conn: Conn::Tls(Box::new(tls)),
+            buffer: Vec::new(),
+        };
+        let greeting = client.line().await;
+        (client, greeting)
+    }
+
     /// Connects with implicit TLS (port 995) and reads the greeting.
     pub async fn connect_tls(addr: SocketAddr, connector: &TlsConnector) -> (Self, String) {
         let mut client = Self {

@@ -1,6 +1,6 @@
-//! Shared harness for the SMTP integration tests: an in-process gateway listening on
-//! 127.0.0.1 with free ports and a self-signed certificate, a raw SMTP client over TCP or
-//! TLS, and helpers to read back what was stored.
+//! Shared harness for the SMTP and POP3 integration tests: an in-process gateway listening
+//! on 127.0.0.1 with free ports and a self-signed certificate, raw SMTP and POP3 clients over
+//! TCP or TLS, and helpers to deliver messages and read back what was stored.
 #![allow(dead_code)] // Not every test binary uses every helper.
 
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ pub const HOST_NAME: &str = "mx.archive.test";
 /// How long a test waits for any single reply before failing.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A gateway with its SMTP listeners running on free local ports.
+/// A gateway with its SMTP and POP3 listeners running on free local ports.
 pub struct TestGateway {
     dir: tempfile::TempDir,
     pub config: Config,
@@ -36,6 +36,8 @@ pub struct TestGateway {
     smtp: SocketAddr,
     submission: SocketAddr,
     smtps: SocketAddr,
+    pop3: SocketAddr,
+    pop3s: SocketAddr,
 }
 
 impl TestGateway {
@@ -58,12 +60,11 @@ impl TestGateway {
         local(&mut config.listen.smtp);
         local(&mut config.listen.submission);
         local(&mut config.listen.smtps);
-        for off in [
-            &mut config.listen.pop3,
-            &mut config.listen.pop3s,
-            &mut config.listen.console,
-            &mut config.listen.acme_http,
-        ] {
+        local(&mut config.listen.pop3);
+        local(&mut config.listen.pop3s);
+        // Failed POP3 logins pause briefly, so the brute-force tests stay fast.
+        config.pop3.failed_login_delay_ms = 10;
+        for off in [&mut config.listen.console, &mut config.listen.acme_http] {
             off.enabled = false;
         }
         adjust(&mut config);
@@ -85,6 +86,7 @@ impl TestGateway {
                 .unwrap_or_else(|| panic!("{service} listener"))
         };
         let (smtp, submission, smtps) = (addr("smtp"), addr("submission"), addr("smtps"));
+        let (pop3, pop3s) = (addr("pop3"), addr("pop3s"));
         Self {
             dir,
             config,
@@ -93,6 +95,8 @@ impl TestGateway {
             smtp,
             submission,
             smtps,
+            pop3,
+            pop3s,
         }
     }
 
@@ -106,6 +110,16 @@ impl TestGateway {
 
     pub fn smtps_addr(&self) -> SocketAddr {
         self.smtps
+    }
+
+    /// POP3 with STLS (port 110 in production).
+    pub fn pop3_addr(&self) -> SocketAddr {
+        self.pop3
+    }
+
+    /// POP3 over implicit TLS (port 995 in production).
+    pub fn pop3s_addr(&self) -> SocketAddr {
+        self.pop3s
     }
 
     /// The self-signed certificate, for clients to trust as their only CA.
@@ -157,6 +171,18 @@ impl TestGateway {
 
     pub fn message_count(&self, id: &MailboxId) -> usize {
         self.gateway.list_messages(id).expect("list messages").len()
+    }
+
+    /// Delivers `message` to `to` over plain SMTP (one transaction, 250 expected).
+    pub async fn deliver(&self, to: &str, message: &[u8]) {
+        let (mut client, greeting) = Client::connect(self.smtp).await;
+        assert_eq!(greeting.code, 220, "{greeting:?}");
+        client.ehlo().await.expect(250, "");
+        client
+            .send_message("a@example.org", &[to], message)
+            .await
+            .expect(250, "2.0.0");
+        client.command("QUIT").await.expect(221, "2.0.0");
     }
 
     /// Hands the running listeners over, e.g. to stop them concurrently.
@@ -290,6 +316,37 @@ enum Conn {
     Gone,
 }
 
+impl Conn {
+    async fn connect_tls(addr: SocketAddr, connector: &TlsConnector) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let tls = connector
+            .connect(server_name(), stream)
+            .await
+            .expect("TLS handshake");
+        Conn::Tls(Box::new(tls))
+    }
+
+    fn io(&mut self) -> &mut dyn Io {
+        match self {
+            Conn::Plain(plain) => plain,
+            Conn::Tls(tls) => &mut **tls,
+            Conn::Gone => panic!("connection lost in a TLS handshake"),
+        }
+    }
+
+    /// The TLS handshake on a plain connection.
+    async fn upgrade(&mut self, connector: &TlsConnector) {
+        let Conn::Plain(plain) = std::mem::replace(self, Conn::Gone) else {
+            panic!("TLS is already active");
+        };
+        let tls = connector
+            .connect(server_name(), plain)
+            .await
+            .expect("TLS handshake");
+        *self = Conn::Tls(Box::new(tls));
+    }
+}
+
 /// A raw SMTP client: writes whatever bytes it is given and parses replies.
 pub struct Client {
     conn: Conn,
@@ -315,13 +372,8 @@ impl Client {
 
     /// Connects with implicit TLS (port 465) and reads the greeting.
     pub async fn connect_tls(addr: SocketAddr, connector: &TlsConnector) -> (Self, Reply) {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let tls = connector
-            .connect(server_name(), stream)
-            .await
-            .expect("TLS handshake");
         let mut client = Self {
-            conn: Conn::Tls(Box::new(tls)),
+            conn: Conn::connect_tls(addr, connector).await,
             buffer: Vec::new(),
         };
         let greeting = client.reply().await;
@@ -333,11 +385,7 @@ impl Client {
     }
 
     fn io(&mut self) -> &mut dyn Io {
-        match &mut self.conn {
-            Conn::Plain(plain) => plain,
-            Conn::Tls(tls) => &mut **tls,
-            Conn::Gone => panic!("connection lost in a TLS handshake"),
-        }
+        self.conn.io()
     }
 
     pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
@@ -438,14 +486,7 @@ impl Client {
             "unread bytes before the TLS handshake: {:?}",
             String::from_utf8_lossy(&self.buffer)
         );
-        let Conn::Plain(plain) = std::mem::replace(&mut self.conn, Conn::Gone) else {
-            panic!("TLS is already active");
-        };
-        let tls = connector
-            .connect(server_name(), plain)
-            .await
-            .expect("TLS handshake");
-        self.conn = Conn::Tls(Box::new(tls));
+        self.conn.upgrade(connector).await;
     }
 
     /// MAIL, one RCPT per recipient (each must get 250), DATA (354), the dot-stuffed body
@@ -542,4 +583,218 @@ pub fn large_message(subject: &str, size: usize) -> Vec<u8> {
         n += 1;
     }
     m
+}
+
+/// A raw POP3 client: writes whatever bytes it is given and reads status lines and
+/// multi-line responses exactly as they arrive.
+pub struct Pop3Client {
+    conn: Conn,
+    /// Received bytes not yet consumed.
+    buffer: Vec<u8>,
+}
+
+impl Pop3Client {
+    /// Connects in plain text (the STLS port) and reads the greeting.
+    pub async fn connect(addr: SocketAddr) -> (Self, String) {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut client = Self {
+            conn: Conn::Plain(stream),
+            buffer: Vec::new(),
+        };
+        let greeting = client.line().await;
+        (client, greeting)
+    }
+
+    /// Connects with implicit TLS from a chosen local address (e.g. 127.0.0.2, to look like
+    /// another client) and reads the greeting.
+    pub async fn connect_tls_from(
+        source: std::net::Ipv4Addr,
+        addr: SocketAddr,
+        connector: &TlsConnector,
+    ) -> (Self, String) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .expect("bind the local address");
+        let stream = socket.connect(addr).await.expect("connect");
+        let tls = connector
+            .connect(server_name(), stream)
+            .await
+            .expect("TLS handshake");
+        let mut client = Self {
+            conn: Conn::Tls(Box::new(tls)),
+            buffer: Vec::new(),
+        };
+        let greeting = client.line().await;
+        (client, greeting)
+    }
+
+    /// Connects with implicit TLS (port 995) and reads the greeting.
+    pub async fn connect_tls(addr: SocketAddr, connector: &TlsConnector) -> (Self, String) {
+        let mut client = Self {
+            conn: Conn::connect_tls(addr, connector).await,
+            buffer: Vec::new(),
+        };
+        let greeting = client.line().await;
+        (client, greeting)
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.conn, Conn::Tls(_))
+    }
+
+    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        let io = self.conn.io();
+        io.write_all(bytes.as_ref()).await.expect("write");
+        io.flush().await.expect("flush");
+    }
+
+    /// Sends one command line (CRLF appended) and reads the status line.
+    pub async fn command(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n")).await;
+        self.line().await
+    }
+
+    /// Like [`command`](Self::command), asserting a `+OK`.
+    pub async fn ok(&mut self, line: &str) -> String {
+        let reply = self.command(line).await;
+        assert!(reply.starts_with("+OK"), "{line:?} answered {reply:?}");
+        reply
+    }
+
+    /// Reads one line (without CRLF); fails the test on close or after [`REPLY_TIMEOUT`].
+    pub async fn line(&mut self) -> String {
+        let line = tokio::time::timeout(REPLY_TIMEOUT, self.try_line())
+            .await
+            .expect("line within timeout");
+        line.unwrap_or_else(|| {
+            panic!(
+                "connection closed before a complete line; got {:?}",
+                String::from_utf8_lossy(&self.buffer)
+            )
+        })
+    }
+
+    /// The next line, or `None` if the server closed the connection first.
+    pub async fn try_line(&mut self) -> Option<String> {
+        let bytes = self.raw_line().await?;
+        Some(String::from_utf8_lossy(&bytes[..bytes.len() - 2]).into_owned())
+    }
+
+    /// The next line with its CRLF, as bytes.
+    async fn raw_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(pos) = self.buffer.windows(2).position(|w| w == b"\r\n") {
+                return Some(self.buffer.drain(..pos + 2).collect());
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.conn.io().read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The body of a multi-line response up to its `.` line, un-dot-stuffed, CRLF kept.
+    pub async fn multiline(&mut self) -> Vec<u8> {
+        let read = async {
+            let mut body = Vec::new();
+            loop {
+                let line = self.raw_line().await.expect("multi-line response ends");
+                if line == b".\r\n" {
+                    return body;
+                }
+                let line = line.strip_prefix(b".").unwrap_or(&line);
+                body.extend_from_slice(line);
+            }
+        };
+        tokio::time::timeout(REPLY_TIMEOUT, read)
+            .await
+            .expect("multi-line response within timeout")
+    }
+
+    /// A command answered with `+OK` and a multi-line body; returns the body.
+    pub async fn ok_multiline(&mut self, line: &str) -> Vec<u8> {
+        self.ok(line).await;
+        self.multiline().await
+    }
+
+    /// RETR `n`: the message as the server holds it.
+    pub async fn retr(&mut self, n: usize) -> Vec<u8> {
+        self.ok_multiline(&format!("RETR {n}")).await
+    }
+
+    /// STLS (expects `+OK`) and the handshake.
+    pub async fn stls(&mut self, connector: &TlsConnector) {
+        self.ok("STLS").await;
+        self.upgrade(connector).await;
+    }
+
+    /// The TLS handshake on the plain stream, which must have no unread bytes left.
+    pub async fn upgrade(&mut self, connector: &TlsConnector) {
+        assert!(
+            self.buffer.is_empty(),
+            "unread bytes before the TLS handshake: {:?}",
+            String::from_utf8_lossy(&self.buffer)
+        );
+        self.conn.upgrade(connector).await;
+    }
+
+    /// USER and PASS; returns the answer to PASS (USER must get `+OK`).
+    pub async fn login(&mut self, user: &str, password: &str) -> String {
+        self.ok(&format!("USER {user}")).await;
+        self.command(&format!("PASS {password}")).await
+    }
+
+    /// CAPA: the capability lines.
+    pub async fn capa(&mut self) -> Vec<String> {
+        let body = self.ok_multiline("CAPA").await;
+        String::from_utf8(body)
+            .expect("CAPA is ASCII")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// STAT: message count and octets.
+    pub async fn stat(&mut self) -> (usize, u64) {
+        let reply = self.ok("STAT").await;
+        let mut words = reply.split(' ').skip(1);
+        let count = words.next().and_then(|w| w.parse().ok());
+        let octets = words.next().and_then(|w| w.parse().ok());
+        match (count, octets) {
+            (Some(count), Some(octets)) => (count, octets),
+            _ => panic!("malformed STAT reply {reply:?}"),
+        }
+    }
+
+    /// Waits up to `wait` for any byte from the server; `None` if nothing arrived.
+    pub async fn bytes_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        if !self.buffer.is_empty() {
+            return Some(std::mem::take(&mut self.buffer));
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(wait, self.conn.io().read(&mut chunk)).await {
+            Err(_elapsed) => None,
+            Ok(Ok(n)) => Some(chunk[..n].to_vec()),
+            Ok(Err(e)) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// Reads until the server closes the connection; returns whatever it sent meanwhile.
+    pub async fn until_closed(&mut self) -> Vec<u8> {
+        let read_all = async {
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                match self.conn.io().read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(REPLY_TIMEOUT, read_all)
+            .await
+            .expect("server closes the connection");
+        std::mem::take(&mut self.buffer)
+    }
 }

@@ -782,6 +782,15 @@ async fn login_forms() {
     assert_eq!(client.stat().await.0, 1);
     client.ok("QUIT").await;
 
+    // Commands are case-insensitive, and so is the address.
+    let (mut client, _) = Pop3Client::connect_tls(gw.pop3s_addr(), &connector).await;
+    client
+        .ok(&format!("user {}", mailbox.address.to_ascii_uppercase()))
+        .await;
+    client.ok(&format!("pass {pass}")).await;
+    assert_eq!(client.stat().await.0, 1);
+    client.ok("quit").await;
+
     // A cancelled AUTH does not log in and does not end the session.
     let (mut client, _) = Pop3Client::connect_tls(gw.pop3s_addr(), &connector).await;
     client.command("AUTH PLAIN").await;

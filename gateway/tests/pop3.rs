@@ -610,6 +610,13 @@ async fn stls_discards_pipelined_plaintext() {
     assert!(!capa.iter().any(|c| c == "STLS"), "{capa:?}");
     assert!(capa.iter().any(|c| c == "SASL PLAIN"), "{capa:?}");
     assert!(capa.iter().any(|c| c == "USER"), "{capa:?}");
+    // Exactly one CAPA answer: a held-back injected CAPA would be answered now, behind ours.
+    let extra = client.bytes_within(Duration::from_millis(300)).await;
+    assert_eq!(
+        extra.as_deref().map(String::from_utf8_lossy),
+        None,
+        "the CAPA pipelined behind STLS was answered inside TLS"
+    );
     let reply = client.command("STLS").await;
     assert!(reply.starts_with("-ERR"), "STLS twice: {reply}");
     let reply = client.login(&mailbox.user(), &mailbox.pass()).await;

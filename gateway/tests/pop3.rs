@@ -610,6 +610,13 @@ async fn stls_discards_pipelined_plaintext() {
     assert!(!capa.iter().any(|c| c == "STLS"), "{capa:?}");
     assert!(capa.iter().any(|c| c == "SASL PLAIN"), "{capa:?}");
     assert!(capa.iter().any(|c| c == "USER"), "{capa:?}");
+    // Exactly one CAPA answer: a held-back injected CAPA would be answered now, behind ours.
+    let extra = client.bytes_within(Duration::from_millis(300)).await;
+    assert_eq!(
+        extra.as_deref().map(String::from_utf8_lossy),
+        None,
+        "the CAPA pipelined behind STLS was answered inside TLS"
+    );
     let reply = client.command("STLS").await;
     assert!(reply.starts_with("-ERR"), "STLS twice: {reply}");
     let reply = client.login(&mailbox.user(), &mailbox.pass()).await;
@@ -781,6 +788,15 @@ async fn login_forms() {
     let mut client = pop3s_login(&gw, &mailbox.address, &loose).await;
     assert_eq!(client.stat().await.0, 1);
     client.ok("QUIT").await;
+
+    // Commands are case-insensitive, and so is the address.
+    let (mut client, _) = Pop3Client::connect_tls(gw.pop3s_addr(), &connector).await;
+    client
+        .ok(&format!("user {}", mailbox.address.to_ascii_uppercase()))
+        .await;
+    client.ok(&format!("pass {pass}")).await;
+    assert_eq!(client.stat().await.0, 1);
+    client.ok("quit").await;
 
     // A cancelled AUTH does not log in and does not end the session.
     let (mut client, _) = Pop3Client::connect_tls(gw.pop3s_addr(), &connector).await;

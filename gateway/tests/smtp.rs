@@ -363,18 +363,7 @@ async fn swaks_starttls_and_implicit_tls() {
 // ----- 4. SMTP smuggling -----
 
 /// End-of-data look-alikes from the 2023 SMTP smuggling research.
-const SMUGGLING_VARIANTS: [&[u8]; 10] = [
-    b"\n.\n",
-    b"\n.\r",
-    b"\r.\n",
-    b"\r.\r",
-    b"\n.\r\n",
-    b"\r.\r\n",
-    b"\r\n\x00.\r\n",
-    b"\r\n.\n",
-    b"\r\n.\r",
-    b"\r\n.\r\r\n",
-];
+use gateway::smtp::data::SMUGGLING_VARIANTS;
 
 /// Whether `bytes` holds a CR or LF that is not part of a CRLF pair.
 fn has_bare_cr_or_lf(bytes: &[u8]) -> bool {

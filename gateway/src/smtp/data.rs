@@ -243,8 +243,7 @@ pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
 
 /// The 2023 SMTP smuggling end-of-data variants (SEC Consult), for tests here and in the
 /// session.
-#[cfg(test)]
-pub(crate) const SMUGGLING_VARIANTS: &[&[u8]] = &[
+pub const SMUGGLING_VARIANTS: &[&[u8]] = &[
     b"\n.\n",
     b"\n.\r",
     b"\r.\n",

@@ -523,23 +523,8 @@ fn complete_reply_end(buffer: &[u8]) -> Option<usize> {
     None
 }
 
-/// Dot-stuffs CRLF-terminated `message` and appends `.CRLF` (a CRLF first if needed).
-pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 64);
-    let mut line_start = true;
-    for &byte in message {
-        if line_start && byte == b'.' {
-            out.push(b'.');
-        }
-        out.push(byte);
-        line_start = byte == b'\n';
-    }
-    if !message.is_empty() && !message.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
+/// The sending side of DATA, from the library (dot-stuffing plus `.CRLF`).
+pub use gateway::smtp::data::dot_stuff;
 
 /// A message of CRLF lines exercising transparency and line rules: a leading-dot line, a
 /// lone-dot line, an 8-bit UTF-8 line, 998-octet lines (the longest legal) and empty lines.

@@ -43,6 +43,7 @@ pub mod logging;
 pub mod mailbox;
 pub mod net;
 pub mod pop3;
+pub mod proxy;
 pub mod server;
 pub mod service;
 pub mod smtp;

@@ -114,7 +114,7 @@ pub enum UpstreamError {
     #[error("the upstream does not offer STLS; refusing to continue without TLS")]
     NoTls,
     /// The upstream sent bytes after the `+OK` to STLS, before the TLS handshake
-    /// (CVE-2011-1575-style injection); they are never interpreted.
+    /// (STARTTLS response injection); they are never interpreted.
     #[error("the upstream sent data after +OK to STLS, before the TLS handshake")]
     ResponseInjection,
     /// USER, PASS or AUTH was answered `-ERR` (the response carries any code, e.g.

@@ -26,7 +26,8 @@ pub(crate) enum StatusLine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NotAStatusLine;
 
-/// RFC 2449 §8: response codes are at most this long (we are lenient: RFC says nothing).
+/// RFC 2449 §8 sets no length for a response code; a bracketed word longer than this is
+/// treated as text, not as a code.
 const MAX_CODE_LEN: usize = 64;
 
 impl Response {

@@ -5,5 +5,11 @@
 //!
 //! - [`smtp_client`]: the sans-IO SMTP client core toward the upstream (greeting, EHLO,
 //!   STARTTLS or implicit TLS, AUTH PLAIN/LOGIN, one transaction at a time).
+//! - [`pop3_client`]: the sans-IO POP3 client core toward the upstream (CAPA, STLS or
+//!   implicit TLS, AUTH PLAIN or USER/PASS, relayed commands, streaming un-stuffing).
+//!
+//! The proxy sessions and their shells come with the proxy issue; these cores are the parts
+//! that talk to the provider.
 
+pub mod pop3_client;
 pub mod smtp_client;

@@ -1,0 +1,75 @@
+//! The upstream POP3 client core, sans-IO: the gateway's side toward the provider in proxy
+//! mode.
+//!
+//! A mail client logs into the gateway as `remote_user%target_server%mailbox_id`; the proxy
+//! connects to `target_server` and drives an [`UpstreamPop3`] with the client's credentials.
+//! The core always secures the connection (implicit TLS on 995, or STLS on 110; it never
+//! sends credentials in plaintext and never falls back to plaintext), logs in with SASL
+//! PLAIN when advertised (RFC 5034, with an initial response) or USER/PASS, then relays typed
+//! [`Request`]s one at a time and hands back typed answers. Multi-line bodies arrive
+//! un-stuffed in bounded pieces, so a RETR of any size passes through in bounded memory.
+//! Like [`crate::pop3::Session`], it reads no socket and no clock.
+//!
+//! - [`response`]: the upstream's status lines, CAPA lists and UIDL entries, typed.
+//! - `unstuff`: bounded line framing and streaming un-stuffing of multi-line bodies.
+//! - `client`: the state machine.
+//!
+//! ## The shell loop
+//!
+//! ```text
+//! // Implicit: connect to 995 and finish the TLS handshake first; Stls: plain TCP to 110.
+//! let mut upstream = UpstreamPop3::new(UpstreamConfig::new(tls, user, UpstreamPassword::new(pw)));
+//! loop {
+//!     while let Some(output) = upstream.poll() {
+//!         match output {
+//!             Output::Send(bytes) => conn.write_all(&bytes).await?,   // error: connection_lost()
+//!             Output::StartTls => {
+//!                 conn = tls_connect(conn, target_server).await?;   // verify the certificate
+//!                 upstream.tls_established();
+//!             }
+//!             Output::LoggedIn { capabilities } => { /* answer the client's PASS/AUTH with +OK */ }
+//!             Output::Response(r) => { /* relay r to the client (r.write_to) */ }
+//!             Output::UniqueId { message, uid } => { /* dedup key; relay "+OK message uid" */ }
+//!             Output::MultiLineStart(r) => { /* relay r; RETR: open a MessageDraft */ }
+//!             Output::MultiLineData(d) => { /* re-stuff to the client; RETR: draft.write(d) */ }
+//!             Output::UidlListing(entries) => { /* relay and remember the uids */ }
+//!             Output::MultiLineEnd => { /* relay "."; RETR: commit the draft, now complete */ }
+//!             Output::Failed(e) => { /* tell the client -ERR [SYS/TEMP] (or relay AuthRejected) */ }
+//!             Output::Close => return Ok(()),
+//!         }
+//!     }
+//!     tokio::select! {
+//!         read = conn.read(&mut buf), if upstream.wants_input() => match read {
+//!             Ok(0) | Err(_) => upstream.connection_lost(),
+//!             Ok(n) => upstream.receive(&buf[..n]),
+//!         },
+//!         _ = sleep(RESPONSE_TIMEOUT), if upstream.awaiting_upstream() => upstream.timed_out(),
+//!         request = client_requests.recv() => { upstream.command(request)?; }
+//!     }
+//! }
+//! ```
+//!
+//! ## Dedup by UIDL
+//!
+//! The gateway stores one encrypted copy of every message the client RETRieves, keyed by the
+//! upstream's UIDL. Message numbers are stable for the whole session (DELE only marks), so
+//! the proxy remembers `message → uid` from every [`Output::UidlListing`] and
+//! [`Output::UniqueId`] it sees. Before relaying `RETR n` for which it knows no uid, it first
+//! issues [`Request::Uidl`]`(Some(n))` itself (the answer is not relayed), then `Retr(n)`.
+//! If the uid is already stored it still relays the message but does not store it again. A
+//! message counts as complete only at [`Output::MultiLineEnd`]: a [`Output::Failed`] in the
+//! middle of a RETR means the draft is discarded.
+
+mod client;
+pub mod response;
+mod unstuff;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::{
+    Output, Request, RequestError, UpstreamConfig, UpstreamError, UpstreamPassword, UpstreamPop3,
+    UpstreamTls, MAX_CAPABILITIES, MAX_DATA_PIECE, MAX_LISTING_BATCH, MAX_QUEUED_REQUESTS,
+};
+pub use response::{Capabilities, Response, MAX_UID_LEN};
+pub use unstuff::MAX_RESPONSE_LINE;

@@ -33,6 +33,12 @@ pub fn run_ci(opts: &Options) -> Result<()> {
             "warnings",
         ]))
     }));
+    // Broken intra-doc links rot silently otherwise; the crate docs are the module map.
+    steps.push(("doc", |_| {
+        run(cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"))
+    }));
     steps.push(("test", test));
 
     let mut tally = Tally::default();

@@ -61,7 +61,7 @@ struct Args {
     /// Do not run (or install) Dovecot.
     #[arg(long)]
     skip_dovecot: bool,
-    /// Report file (default: <target dir>/bench-reports/pop3.md).
+    /// Report file (default: `<target dir>/bench-reports/pop3.md`).
     #[arg(long)]
     out: Option<PathBuf>,
 }

@@ -54,7 +54,7 @@ struct Args {
     /// Message sizes for the peak-memory runs, MiB (one fresh gateway each).
     #[arg(long, value_delimiter = ',', default_values_t = [50, 90])]
     rss_mib: Vec<usize>,
-    /// Report file (default: <target dir>/bench-reports/smtp.md).
+    /// Report file (default: `<target dir>/bench-reports/smtp.md`).
     #[arg(long)]
     out: Option<PathBuf>,
 }

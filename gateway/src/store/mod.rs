@@ -2,7 +2,7 @@
 //!
 //! Everything in it is either public (mailbox names, sizes, arrival times, public keys) or
 //! sealed (private keys, envelopes, bodies). Writes go through one group-commit thread
-//! ([`writer`]); reads use redb's concurrent read transactions directly.
+//! (`writer`); reads use redb's concurrent read transactions directly.
 
 mod error;
 pub mod faults;

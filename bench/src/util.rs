@@ -102,6 +102,23 @@ pub fn target_dir() -> anyhow::Result<PathBuf> {
         .context("cannot locate the target directory")
 }
 
+/// A runner's fresh scratch directory (`<target>/bench-NAME-scratch`, on the real disk,
+/// announced with its file system) and its report path (`--out`, else
+/// `<target>/bench-reports/NAME.md`).
+pub fn prepare_run(name: &str, out: Option<PathBuf>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let target = target_dir()?;
+    let scratch = target.join(format!("bench-{name}-scratch"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    eprintln!(
+        "scratch directory {} (filesystem: {})",
+        scratch.display(),
+        filesystem_of(&scratch)
+    );
+    let out = out.unwrap_or_else(|| target.join("bench-reports").join(format!("{name}.md")));
+    Ok((scratch, out))
+}
+
 /// "ext4 on /dev/sda1", for the report.
 pub fn filesystem_of(path: &Path) -> String {
     Command::new("df")

@@ -82,7 +82,7 @@ pub async fn start(
         smtp_session_config(config),
         crate::tls::acceptor(resolver.clone()),
         limits(),
-        config.smtp.allowed_networks.clone(),
+        config.smtp.clone(),
     );
     let pop3 = Pop3Server::new(
         gateway,

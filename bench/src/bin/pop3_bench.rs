@@ -30,7 +30,7 @@ use bench::dovecot::{self, Dovecot};
 use bench::gateway_proc::{self, GatewayProcess, CHILD_FLAG, HOST_NAME};
 use bench::load::{self, LoadConfig, TlsTarget};
 use bench::pop3_load::{self, Account, DrainConfig, DrainReport, Verify};
-use bench::util::{cpu_seconds, filesystem_of, human, target_dir, write_report, KIB, MIB};
+use bench::util::{cpu_seconds, filesystem_of, human, prepare_run, write_report, KIB, MIB};
 use clap::Parser;
 
 const FROM: &str = "loadgen@client.bench.test";
@@ -114,22 +114,10 @@ fn main() -> anyhow::Result<()> {
     if args.repeats == 0 || args.clients.contains(&0) {
         bail!("--repeats and --clients must be at least 1");
     }
-    let target_dir = target_dir()?;
-    let scratch = target_dir.join("bench-pop3-scratch");
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| target_dir.join("bench-reports").join("pop3.md"));
+    let (scratch, out) = prepare_run("pop3", args.out.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    eprintln!(
-        "scratch directory {} (filesystem: {})",
-        scratch.display(),
-        filesystem_of(&scratch)
-    );
     let max_clients = args.clients.iter().copied().max().unwrap_or(1);
     let mut notes = Vec::new();
 

@@ -22,7 +22,7 @@ use anyhow::{bail, Context};
 use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, CHILD_FLAG, HOST_NAME};
 use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
 use bench::postfix::{self, Postfix};
-use bench::util::{cpu_seconds, filesystem_of, human, target_dir, write_report, KIB, MIB};
+use bench::util::{cpu_seconds, filesystem_of, human, prepare_run, write_report, KIB, MIB};
 use clap::Parser;
 
 const FROM: &str = "loadgen@client.bench.test";
@@ -130,23 +130,10 @@ fn main() -> anyhow::Result<()> {
         return gateway_proc::child_main(Path::new(&config));
     }
     let args = Args::parse();
-    let target_dir = target_dir()?;
-    let scratch = target_dir.join("bench-smtp-scratch");
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| target_dir.join("bench-reports").join("smtp.md"));
+    let (scratch, out) = prepare_run("smtp", args.out.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-
-    eprintln!(
-        "scratch directory {} (filesystem: {})",
-        scratch.display(),
-        filesystem_of(&scratch)
-    );
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for &size in &args.sizes {

@@ -1,4 +1,4 @@
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -52,13 +52,4 @@ where
         }
     }
     Some((stream, permit))
-}
-
-/// Dual-stack sockets report IPv4 clients as `::ffff:a.b.c.d`; rules and limits treat them
-/// as the IPv4 address they are.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
 }

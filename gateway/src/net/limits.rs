@@ -48,7 +48,8 @@ impl ConnectionLimits {
     }
 
     pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnectionPermit, LimitExceeded> {
-        let ip = super::canonical_ip(ip);
+        // Dual-stack sockets report IPv4 clients as `::ffff:a.b.c.d`: count them as IPv4.
+        let ip = ip.to_canonical();
         let mut counts = self.inner.counts.lock().unwrap_or_else(|e| e.into_inner());
         if counts.total >= self.inner.max_total {
             return Err(LimitExceeded::Total);

@@ -9,7 +9,7 @@ mod shutdown;
 mod stream;
 
 pub use accept::serve_connections;
-pub use admit::{admit, canonical_ip, HANDSHAKE_TIMEOUT};
+pub use admit::{admit, HANDSHAKE_TIMEOUT};
 pub use limits::{ConnectionLimits, ConnectionPermit, LimitExceeded};
 pub use listener::Listener;
 pub use shutdown::{Shutdown, ShutdownSignal};

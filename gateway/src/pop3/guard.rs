@@ -13,7 +13,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::mailbox::MailboxId;
-use crate::net::canonical_ip;
 
 /// Failed logins counted over this window.
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -49,7 +48,7 @@ impl LoginThrottle {
                 })
                 .unwrap_or(false)
         };
-        let address_blocked = over(Key::Address(canonical_ip(ip)), MAX_FAILURES_PER_ADDRESS);
+        let address_blocked = over(Key::Address(ip.to_canonical()), MAX_FAILURES_PER_ADDRESS);
         let mailbox_blocked = mailbox
             .map(|m| over(Key::Mailbox(m.clone()), MAX_FAILURES_PER_MAILBOX))
             .unwrap_or(false);
@@ -79,7 +78,7 @@ impl LoginThrottle {
             prune(times, now);
             times.push_back(now);
         };
-        push(Key::Address(canonical_ip(ip)));
+        push(Key::Address(ip.to_canonical()));
         if let Some(mailbox) = mailbox {
             push(Key::Mailbox(mailbox.clone()));
         }

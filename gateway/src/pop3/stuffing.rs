@@ -154,7 +154,7 @@ pub(crate) mod tests {
     }
 
     /// What the wire carries for `body`: bare LFs as CRLF, and a final CRLF if it lacked one.
-    fn expected(body: &[u8]) -> Vec<u8> {
+    pub(crate) fn expected(body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         for (i, &b) in body.iter().enumerate() {
             if b == b'\n' && (i == 0 || body[i - 1] != b'\r') {

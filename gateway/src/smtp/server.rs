@@ -2,7 +2,7 @@
 //! answers the session's requests with the service layer. Generic over the listener and its
 //! stream, so the simulation runs it over turmoil sockets.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::interface::{ClientInfo, CommitFailure, Output, RecipientStatus, SessionConfig};
 use super::Session;
-use crate::config::IpNetwork;
+use crate::config::SmtpSection;
 use crate::crypto::Envelope;
 use crate::net::{
     ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
@@ -30,8 +30,8 @@ pub struct SmtpServer {
     config: Arc<SessionConfig>,
     acceptor: TlsAcceptor,
     limits: ConnectionLimits,
-    /// Empty means every client may deliver.
-    allowed_networks: Vec<IpNetwork>,
+    /// Who may deliver (`[smtp] allowed_networks`).
+    access: SmtpSection,
 }
 
 impl SmtpServer {
@@ -40,20 +40,15 @@ impl SmtpServer {
         config: SessionConfig,
         acceptor: TlsAcceptor,
         limits: ConnectionLimits,
-        allowed_networks: Vec<IpNetwork>,
+        access: SmtpSection,
     ) -> Arc<Self> {
         Arc::new(Self {
             gateway,
             config: Arc::new(config),
             acceptor,
             limits,
-            allowed_networks,
+            access,
         })
-    }
-
-    fn allows(&self, ip: IpAddr) -> bool {
-        let ip = crate::net::canonical_ip(ip);
-        self.allowed_networks.is_empty() || self.allowed_networks.iter().any(|n| n.contains(ip))
     }
 
     /// Accepts connections until shutdown, then waits (bounded) for the open ones to finish.
@@ -104,7 +99,7 @@ impl SmtpServer {
         let client = ClientInfo {
             peer: Some(peer.ip()),
             tls: stream.tls_description(),
-            allowed: self.allows(peer.ip()),
+            allowed: self.access.allows(peer.ip()),
             session_id: session_id(),
         };
         tracing::debug!(%peer, session = %client.session_id, tls = ?client.tls, "SMTP connection");
@@ -355,7 +350,7 @@ mod tests {
             session_config(),
             acceptor,
             ConnectionLimits::new(10, 10),
-            Vec::new(),
+            SmtpSection::default(),
         );
 
         // The disk fills while the message is committed: 452 after the data.

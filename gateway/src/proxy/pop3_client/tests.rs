@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::pop3::stuffing::tests::expected as expected_content;
 use crate::pop3::stuffing::Stuffer;
 
 const USER: &str = "alice@example.net";
@@ -577,22 +578,6 @@ fn logged_in_implicit() -> Harness {
     assert!(h.logged_in());
     h.take_outputs();
     h
-}
-
-/// What the upstream's message looks like after a round trip through the server's
-/// [`Stuffer`]: bare LFs as CRLF, a final CRLF if the body lacked one.
-fn expected_content(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (i, &b) in body.iter().enumerate() {
-        if b == b'\n' && (i == 0 || body[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(b);
-    }
-    if !out.is_empty() && !out.ends_with(b"\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 /// Feeds `RETR`'s answer to a logged-in core in pieces; returns the content and whether

@@ -9,9 +9,10 @@ use crate::config::Config;
 use crate::net::TlsMode;
 use crate::net::{ConnectionLimits, Shutdown};
 use crate::pop3::{Pop3Server, Pop3Settings};
+use crate::proxy::{TcpConnector, Upstreams};
 use crate::service::Gateway;
 use crate::smtp::{SessionConfig, SmtpServer};
-use crate::tls::CertResolver;
+use crate::tls::{CertResolver, UpstreamTrust};
 
 /// A listener that could not be opened, named so the administrator knows which setting.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,15 @@ pub struct BindError {
     #[source]
     pub source: std::io::Error,
     hint: &'static str,
+}
+
+/// Why the listeners did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("proxy: cannot load the trusted CA certificates ([proxy] ca_files): {0}")]
+    ProxyTrust(#[from] crate::tls::TlsError),
 }
 
 /// The running listeners.
@@ -56,7 +66,22 @@ pub fn smtp_session_config(config: &Config) -> SessionConfig {
         require_tls: config.smtp.require_tls,
         tls_available: true,
         max_errors: 10,
+        proxy: config.proxy.enabled,
     }
+}
+
+/// The proxy's way to upstream servers, from `[proxy]`.
+pub fn upstreams(config: &Config) -> Result<Arc<Upstreams<TcpConnector>>, crate::tls::TlsError> {
+    let trust = UpstreamTrust {
+        system_roots: config.proxy.system_roots,
+        ca_files: config.proxy.ca_files.clone(),
+    };
+    let connector = crate::tls::upstream_connector(&trust)?;
+    Ok(Upstreams::new(
+        TcpConnector,
+        connector,
+        config.proxy.clone(),
+    ))
 }
 
 /// Binds every enabled protocol listener and starts serving.
@@ -64,7 +89,8 @@ pub async fn start(
     config: &Config,
     gateway: Gateway,
     resolver: Arc<CertResolver>,
-) -> Result<Running, BindError> {
+) -> Result<Running, StartError> {
+    let upstreams = upstreams(config)?;
     let shutdown = Shutdown::new();
     let mut tasks = JoinSet::new();
     let mut addresses = Vec::new();
@@ -77,14 +103,15 @@ pub async fn start(
             config.limits.max_connections_per_ip,
         )
     };
-    let smtp = SmtpServer::new(
+    let smtp = SmtpServer::with_proxy(
         gateway.clone(),
         smtp_session_config(config),
         crate::tls::acceptor(resolver.clone()),
         limits(),
         config.smtp.clone(),
+        upstreams.clone(),
     );
-    let pop3 = Pop3Server::new(
+    let pop3 = Pop3Server::with_proxy(
         gateway,
         Pop3Settings {
             host_name: config.gateway.host_name.clone(),
@@ -94,6 +121,7 @@ pub async fn start(
         },
         crate::tls::acceptor(resolver),
         limits(),
+        upstreams,
     );
     let listen = &config.listen;
     for (service, listener, mode) in [

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, ParseError};
 pub use model::{
     detect_host_name, CertificateSource, Config, GatewaySection, LimitsSection, ListenSection,
-    Listener, LogLevel, Pop3Section, SmtpSection, TlsSection, LETS_ENCRYPT_DIRECTORY,
+    Listener, LogLevel, Pop3Section, ProxySection, SmtpSection, TlsSection, LETS_ENCRYPT_DIRECTORY,
 };
 pub use network::IpNetwork;
 pub use template::DEFAULT_TEMPLATE;

@@ -22,6 +22,7 @@ pub struct Config {
     pub limits: LimitsSection,
     pub smtp: SmtpSection,
     pub pop3: Pop3Section,
+    pub proxy: ProxySection,
 }
 
 /// `[gateway]`: identity and storage.
@@ -495,6 +496,49 @@ impl Default for Pop3Section {
             max_concurrent_unseals: 4,
             failed_login_delay_ms: 2000,
         }
+    }
+}
+
+/// `[proxy]`: SMTP and POP3 proxy mode (`remote_user%target_server%mailbox_id` logins).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxySection {
+    /// Offer proxy logins (SMTP AUTH after TLS, POP3 `user%server%mailbox`).
+    pub enabled: bool,
+    /// Extra CA certificates (PEM files) trusted for upstream servers, on top of the
+    /// system's trust roots.
+    pub ca_files: Vec<PathBuf>,
+    /// Trust the operating system's root certificates for upstream servers.
+    pub system_roots: bool,
+    /// Upstream servers clients may name (host names or addresses, compared without
+    /// letter case); empty means any. Without a list, anyone holding a mailbox id can make
+    /// the gateway open TLS connections to any host.
+    pub allowed_servers: Vec<String>,
+    /// Seconds to wait for an upstream's TCP connection and TLS handshake.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            enabled: true,
+            ca_files: Vec::new(),
+            system_roots: true,
+            allowed_servers: Vec::new(),
+            connect_timeout_secs: 30,
+        }
+    }
+}
+
+impl ProxySection {
+    /// Whether clients may name `host` as their upstream.
+    pub fn allows_server(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
+        self.allowed_servers.is_empty()
+            || self
+                .allowed_servers
+                .iter()
+                .any(|allowed| allowed.trim_end_matches('.').eq_ignore_ascii_case(host))
     }
 }
 

@@ -109,4 +109,19 @@ allowed_networks = []
 max_concurrent_unseals = 4
 # Pause before answering a failed login, in milliseconds, to slow password guessing.
 failed_login_delay_ms = 2000
+
+[proxy]
+# Proxy mode: mail clients log in as "remote_user%target_server%mailbox_id" (SMTP AUTH
+# after STARTTLS or on port 465; POP3 USER/PASS or AUTH PLAIN after STLS or on port 995).
+# The gateway logs into target_server over TLS with the client's credentials, relays
+# the session and stores an encrypted copy of every message sent or retrieved.
+enabled = true
+# Extra CA certificates (PEM files) to trust for upstream servers, e.g. a company CA.
+ca_files = []
+# Also trust the operating system's root certificates (/etc/ssl/certs).
+system_roots = true
+# Upstream servers clients may name, e.g. ["mail.example.com"]. Empty means any.
+allowed_servers = []
+# Seconds to wait for an upstream server's connection and TLS handshake.
+connect_timeout_secs = 30
 "#;

@@ -38,6 +38,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_tls(&config.tls.source)?;
     validate_limits(config)?;
     validate_pop3(config)?;
+    validate_proxy(config)?;
     Ok(())
 }
 
@@ -230,6 +231,23 @@ fn validate_pop3(config: &Config) -> Result<(), ConfigError> {
                 "must be at most {MAX_FAILED_LOGIN_DELAY_MS} ms, got {}",
                 p.failed_login_delay_ms
             ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_proxy(config: &Config) -> Result<(), ConfigError> {
+    let p = &config.proxy;
+    if !(1..=600).contains(&p.connect_timeout_secs) {
+        return Err(ConfigError::invalid(
+            "proxy.connect_timeout_secs",
+            format!("must be 1 to 600 seconds, got {}", p.connect_timeout_secs),
+        ));
+    }
+    if p.enabled && !p.system_roots && p.ca_files.is_empty() {
+        return Err(ConfigError::invalid(
+            "proxy.ca_files",
+            "with system_roots = false, name at least one CA file (no upstream could be verified)",
         ));
     }
     Ok(())

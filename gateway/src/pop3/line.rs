@@ -55,6 +55,12 @@ impl LineBuffer {
         self.buf.extend_from_slice(data);
     }
 
+    /// Everything buffered, handed on (to the proxy after a proxy login).
+    pub fn take_all(&mut self) -> Zeroizing<Vec<u8>> {
+        self.discarding = false;
+        std::mem::take(&mut self.buf)
+    }
+
     /// Wipes and drops everything buffered (after STLS, or on close).
     pub fn clear(&mut self) {
         self.buf.zeroize();

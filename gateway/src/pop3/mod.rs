@@ -80,7 +80,7 @@
 pub mod command;
 pub mod error_map;
 mod guard;
-mod line;
+pub(crate) mod line;
 pub mod response;
 mod sasl;
 pub mod server;

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::guard::{LoginThrottle, MaildropLock, MaildropLocks};
+use super::response::Reply;
 use super::{
     Action, AuthFailure, CommitFailure, Feed, Maildrop, Output, Session, SessionConfig,
     StreamFailure,
@@ -20,7 +21,11 @@ use crate::mailbox::MailboxId;
 use crate::net::{
     ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
 };
+use crate::proxy::pop3_client::UpstreamPassword;
+use crate::proxy::pop3_leg::{login_refusal, LoginFailure, Pop3Leg};
+use crate::proxy::{Connector, ProxyLogin, TcpConnector, Upstreams};
 use crate::service::{Gateway, MessageReader, ServiceError};
+use crate::store::MailboxStatus;
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a login may wait for an unseal slot before it is told to come back later.
@@ -43,7 +48,9 @@ pub struct Pop3Settings {
 }
 
 /// Everything the POP3 listeners share.
-pub struct Pop3Server {
+pub struct Pop3Server<C: Connector = TcpConnector> {
+    /// Proxy mode's way to the upstreams; `None` when proxy logins are off.
+    upstreams: Option<Arc<Upstreams<C>>>,
     gateway: Gateway,
     settings: Pop3Settings,
     acceptor: TlsAcceptor,
@@ -53,7 +60,8 @@ pub struct Pop3Server {
     locks: Arc<MaildropLocks>,
 }
 
-impl Pop3Server {
+impl Pop3Server<TcpConnector> {
+    /// A pick-up server without proxy mode.
     pub fn new(
         gateway: Gateway,
         settings: Pop3Settings,
@@ -61,6 +69,7 @@ impl Pop3Server {
         limits: ConnectionLimits,
     ) -> Arc<Self> {
         Arc::new(Self {
+            upstreams: None,
             unseals: Semaphore::new(settings.max_concurrent_unseals.max(1)),
             gateway,
             settings,
@@ -69,6 +78,59 @@ impl Pop3Server {
             throttle: LoginThrottle::default(),
             locks: Arc::new(MaildropLocks::default()),
         })
+    }
+}
+
+impl<C: Connector> Pop3Server<C> {
+    /// A server that also offers proxy logins through `upstreams` (when it is enabled).
+    pub fn with_proxy(
+        gateway: Gateway,
+        settings: Pop3Settings,
+        acceptor: TlsAcceptor,
+        limits: ConnectionLimits,
+        upstreams: Arc<Upstreams<C>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            upstreams: Some(upstreams),
+            unseals: Semaphore::new(settings.max_concurrent_unseals.max(1)),
+            gateway,
+            settings,
+            acceptor,
+            limits,
+            throttle: LoginThrottle::default(),
+            locks: Arc::new(MaildropLocks::default()),
+        })
+    }
+
+    /// Checks the mailbox, then logs into the upstream with the client's credentials.
+    async fn proxy_login(
+        &self,
+        peer: SocketAddr,
+        login: ProxyLogin,
+        password: UpstreamPassword,
+        implicit_tls: bool,
+    ) -> Result<Pop3Leg<C>, LoginFailure> {
+        let Some(upstreams) = &self.upstreams else {
+            return Err(LoginFailure::Temporary);
+        };
+        match self.gateway.mailbox(&login.mailbox) {
+            Ok(info) if info.status == MailboxStatus::Active => {}
+            Ok(_) => return Err(LoginFailure::MailboxSuspended),
+            Err(ServiceError::MailboxNotFound(_)) => {
+                tracing::info!(peer = %peer, "POP3 proxy login for an unknown mailbox");
+                tokio::time::sleep(self.settings.failed_login_delay).await;
+                return Err(LoginFailure::UnknownMailbox);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "mailbox lookup failed");
+                return Err(LoginFailure::Temporary);
+            }
+        }
+        let user = login.remote_user.clone();
+        let mailbox = login.mailbox.clone();
+        let leg = Pop3Leg::login(upstreams, login, password, implicit_tls).await?;
+        tracing::info!(peer = %peer, %user, server = %leg.server(), %mailbox, "POP3 proxy login");
+        Ok(leg)
     }
 
     /// Accepts connections until shutdown, then waits (bounded) for the open ones to finish.
@@ -106,11 +168,12 @@ impl Pop3Server {
         else {
             return;
         };
-        let config = SessionConfig::new(
+        let mut config = SessionConfig::new(
             self.settings.host_name.clone(),
             mode == TlsMode::Implicit,
             true,
         );
+        config.proxy = self.upstreams.as_ref().is_some_and(|u| u.enabled());
         let connection = Connection {
             server: self,
             session: Session::new(config),
@@ -119,6 +182,7 @@ impl Pop3Server {
             shutdown,
             login: None,
             prefetch: None,
+            implicit_tls: mode == TlsMode::Implicit,
         };
         connection.run().await;
     }
@@ -221,19 +285,22 @@ type Prefetch = (
     tokio::task::JoinHandle<Result<MessageReader, ServiceError>>,
 );
 
-struct Connection<'a, S> {
-    server: &'a Pop3Server,
+struct Connection<'a, S, C: Connector> {
+    server: &'a Pop3Server<C>,
     session: Session,
     stream: MaybeTls<S>,
     peer: SocketAddr,
     shutdown: ShutdownSignal,
     login: Option<LoggedIn>,
     prefetch: Option<Prefetch>,
+    /// The client came in on 995: the upstream gets implicit TLS too.
+    implicit_tls: bool,
 }
 
-impl<S> Connection<'_, S>
+impl<S, C> Connection<'_, S, C>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Connector,
 {
     async fn run(mut self) {
         let mut buffer = vec![0u8; READ_BUFFER];
@@ -327,6 +394,34 @@ where
                 }
                 self.session
                     .commit_result(result.map_err(|e| CommitFailure::from_service_error(&e)));
+            }
+            Action::ProxyLogin { login, password } => {
+                let result = self
+                    .server
+                    .proxy_login(self.peer, login, password, self.implicit_tls)
+                    .await;
+                match result {
+                    Ok(leg) => {
+                        let ready = Reply::ok(format!("logged in at {}, relaying", leg.server()));
+                        self.session.proxy_result(Ok(ready));
+                        while let Some(Output::Send(bytes)) = self.session.poll() {
+                            pending.extend_from_slice(&bytes);
+                        }
+                        if self.stream.write_pending(pending).await.is_err() {
+                            return false;
+                        }
+                        let input = self.session.take_input();
+                        leg.relay(
+                            &self.server.gateway,
+                            &mut self.stream,
+                            &input,
+                            self.shutdown.clone(),
+                        )
+                        .await;
+                        return false;
+                    }
+                    Err(failure) => self.session.proxy_result(Err(login_refusal(failure))),
+                }
             }
             Action::Close => return false,
         }

@@ -16,6 +16,8 @@ use super::sasl::{self, Continuation};
 use super::stuffing::Stuffer;
 use crate::crypto::MailboxPassword;
 use crate::mailbox::{parse_id_or_address, MailboxId};
+use crate::proxy::pop3_client::UpstreamPassword;
+use crate::proxy::ProxyLogin;
 use crate::service::MessageSummary;
 use crate::store::Durable;
 
@@ -41,6 +43,8 @@ pub struct SessionConfig {
     pub tls_available: bool,
     /// Autologout timer; raised to [`MIN_IDLE_TIMEOUT`] if shorter.
     pub idle_timeout: Duration,
+    /// Proxy logins (`remote_user%target_server%mailbox_id`) are offered.
+    pub proxy: bool,
 }
 
 impl SessionConfig {
@@ -50,6 +54,7 @@ impl SessionConfig {
             tls_active,
             tls_available,
             idle_timeout: MIN_IDLE_TIMEOUT,
+            proxy: false,
         }
     }
 }
@@ -94,6 +99,13 @@ impl Maildrop {
 /// Work the session asks of the shell. Each one that waits names the method that answers it.
 #[derive(Debug)]
 pub enum Action {
+    /// A proxy login: check the mailbox, connect to the upstream over TLS and log in there
+    /// with these credentials, then call [`Session::proxy_result`]. On success the shell
+    /// hands the connection to the proxy (with [`Session::take_input`]).
+    ProxyLogin {
+        login: ProxyLogin,
+        password: UpstreamPassword,
+    },
     /// Run the TLS handshake on the connection, then call [`Session::tls_established`].
     /// Every plaintext byte read after the STLS line has already been discarded.
     StartTls,
@@ -159,7 +171,18 @@ enum State {
     Committing {
         deleting: usize,
     },
+    /// Logged in as a proxy client: the proxy has the connection now.
+    Proxied,
     Closed,
+}
+
+/// The USER argument, kept until PASS.
+#[derive(Debug)]
+enum UserName {
+    /// A mailbox id or address (`None`: not one, which fails after PASS like a wrong password).
+    Mailbox(Option<MailboxId>),
+    /// `remote_user%target_server%mailbox_id` (`None`: malformed).
+    Proxy(Option<ProxyLogin>),
 }
 
 /// One POP3 server session.
@@ -173,7 +196,7 @@ pub struct Session {
     /// Bytes to send after everything in `output`; consecutive replies go out in one write.
     pending: Vec<u8>,
     /// The USER argument, checked when PASS arrives (`None` inside: not a mailbox id).
-    user: Option<Option<MailboxId>>,
+    user: Option<UserName>,
     messages: Vec<MessageInfo>,
     deleted: Vec<bool>,
     failed_logins: u32,
@@ -213,8 +236,10 @@ impl Session {
     /// Whether the shell should read from the client now: not after close, not while TLS is
     /// being set up, and not while too much pipelined input waits behind a pending action.
     pub fn wants_input(&self) -> bool {
-        !matches!(self.state, State::Closed | State::StartingTls)
-            && self.input.len() < PIPELINE_LIMIT
+        !matches!(
+            self.state,
+            State::Closed | State::StartingTls | State::Proxied
+        ) && self.input.len() < PIPELINE_LIMIT
     }
 
     pub fn is_closed(&self) -> bool {
@@ -278,6 +303,43 @@ impl Session {
             }
         }
         self.command_done();
+    }
+
+    /// The answer to [`Action::ProxyLogin`]: `Ok` with the line for the client (the
+    /// session is then done and the proxy takes over), or the refusal.
+    pub fn proxy_result(&mut self, result: Result<Reply, Reply>) {
+        if !matches!(self.state, State::Authenticating) {
+            return;
+        }
+        match result {
+            Ok(reply) => {
+                self.reply(reply);
+                self.state = State::Proxied;
+                if !self.pending.is_empty() {
+                    self.output
+                        .push_back(Output::Send(std::mem::take(&mut self.pending)));
+                }
+            }
+            Err(reply) => {
+                self.state = State::Authorization;
+                self.reply(reply);
+                self.failed_logins += 1;
+                if self.failed_logins >= MAX_FAILED_LOGINS {
+                    self.close();
+                }
+                self.command_done();
+            }
+        }
+    }
+
+    /// What the client pipelined behind its proxy login, for the proxy.
+    pub fn take_input(&mut self) -> zeroize::Zeroizing<Vec<u8>> {
+        self.input.take_all()
+    }
+
+    /// Logged in as a proxy client (after [`Session::proxy_result`]).
+    pub fn is_proxied(&self) -> bool {
+        matches!(self.state, State::Proxied)
     }
 
     /// A piece of the message [`Action::StreamMessage`] asked for.
@@ -382,7 +444,7 @@ impl Session {
     pub fn shutdown(&mut self) {
         match self.state {
             State::Closed => {}
-            State::StartingTls => self.close(),
+            State::StartingTls | State::Proxied => self.close(),
             State::Streaming { .. } | State::Committing { .. } => self.shutting_down = true,
             State::Authorization
             | State::AuthContinue
@@ -446,14 +508,19 @@ impl Session {
             Command::User(name) => {
                 // Whether or not this is a mailbox id, the answer is the same; a bad name
                 // fails only after PASS, exactly like a wrong password.
-                self.user = Some(parse_id_or_address(name).ok());
+                self.user = Some(if self.config.proxy && ProxyLogin::is_proxy_login(name) {
+                    UserName::Proxy(ProxyLogin::parse(name).ok())
+                } else {
+                    UserName::Mailbox(parse_id_or_address(name).ok())
+                });
                 self.reply(Reply::ok("send PASS"));
             }
             Command::Pass(password) => match self.user.take() {
                 None => self.refuse(Refusal::PassWithoutUser),
-                Some(mailbox) => {
+                Some(UserName::Mailbox(mailbox)) => {
                     self.begin_login(mailbox, MailboxPassword::from_user_input(password))
                 }
+                Some(UserName::Proxy(login)) => self.begin_proxy_login(login, password),
             },
             Command::Auth {
                 mechanism,
@@ -506,6 +573,14 @@ impl Session {
         let Ok(credentials) = sasl::decode_plain(response) else {
             return self.refuse(Refusal::MalformedSaslResponse);
         };
+        if self.config.proxy && ProxyLogin::is_proxy_login(&credentials.authcid) {
+            let same_identity =
+                credentials.authzid.is_empty() || credentials.authzid == credentials.authcid;
+            let login = ProxyLogin::parse(&credentials.authcid)
+                .ok()
+                .filter(|_| same_identity);
+            return self.begin_proxy_login(login, &credentials.password);
+        }
         let mailbox = parse_id_or_address(&credentials.authcid).ok();
         let authzid = &credentials.authzid;
         let same_identity = authzid.is_empty()
@@ -513,6 +588,18 @@ impl Session {
             || (mailbox.is_some() && parse_id_or_address(authzid).ok() == mailbox);
         let password = MailboxPassword::from_user_input(&credentials.password);
         self.begin_login(mailbox.filter(|_| same_identity), password);
+    }
+
+    fn begin_proxy_login(&mut self, login: Option<ProxyLogin>, password: &str) {
+        self.user = None;
+        self.state = State::Authenticating;
+        match login {
+            Some(login) if !password.is_empty() => self.action(Action::ProxyLogin {
+                login,
+                password: UpstreamPassword::new(password),
+            }),
+            _ => self.action(Action::RejectLogin),
+        }
     }
 
     fn begin_login(&mut self, mailbox: Option<MailboxId>, password: MailboxPassword) {

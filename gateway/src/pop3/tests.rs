@@ -689,6 +689,7 @@ proptest! {
                             session.auth_result(Err(AuthFailure::WrongCredentials));
                         }
                     }
+                    Action::ProxyLogin { .. } => prop_assert!(false, "proxy login without proxy mode"),
                     Action::StreamMessage { .. } => {
                         session.message_data(MESSAGE);
                         session.message_end(if pick % 5 == 0 { Err(StreamFailure::Temporary) } else { Ok(()) });

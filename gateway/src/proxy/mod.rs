@@ -11,5 +11,14 @@
 //! The proxy sessions and their shells come with the proxy issue; these cores are the parts
 //! that talk to the provider.
 
+pub mod connect;
+pub mod login;
 pub mod pop3_client;
+pub mod pop3_leg;
+pub mod pop3_session;
 pub mod smtp_client;
+pub mod smtp_leg;
+pub mod trace;
+
+pub use connect::{ConnectError, Connector, TcpConnector, UpstreamStream, Upstreams};
+pub use login::{LoginError, ProxyLogin};

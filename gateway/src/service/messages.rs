@@ -16,6 +16,31 @@ pub struct MessageDraft {
     copies: Vec<DraftCopy>,
     size: u64,
     max_size: u64,
+    /// Store only if no copy was stored under this key before ([`MessageDraft::once`]).
+    retrieval_key: Option<RetrievalKey>,
+}
+
+/// Identifies one upstream message for the POP3 proxy's one-copy rule: a SHA-256 over the
+/// remote user, the upstream server and the upstream's UIDL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetrievalKey([u8; 32]);
+
+impl RetrievalKey {
+    pub fn new(remote_user: &str, server: &str, uid: &str) -> Self {
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [remote_user, server, uid] {
+            // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+            context.update(&(part.len() as u64).to_be_bytes());
+            context.update(part.as_bytes());
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(context.finish().as_ref());
+        Self(key)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 struct DraftCopy {
@@ -47,6 +72,12 @@ impl MessageDraft {
     /// Body bytes so far.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Commit this draft only if nothing was committed under `key` before; a later commit
+    /// with the same key stores nothing and reports no copies.
+    pub fn once(&mut self, key: RetrievalKey) {
+        self.retrieval_key = Some(key);
     }
 
     /// The mailboxes that will receive a copy.
@@ -183,6 +214,7 @@ impl Gateway {
             copies,
             size: 0,
             max_size: self.options.max_message_size,
+            retrieval_key: None,
         })
     }
 
@@ -194,6 +226,7 @@ impl Gateway {
         draft: MessageDraft,
     ) -> Result<(Vec<StoredMessage>, Durable), ServiceError> {
         let received_at = self.now();
+        let retrieval_key = draft.retrieval_key;
         let mut sealed = Vec::with_capacity(draft.copies.len());
         for copy in draft.copies {
             let (last, size, chunk_count) = copy.sealer.finish().map_err(ServiceError::Crypto)?;
@@ -225,8 +258,18 @@ impl Gateway {
                         return Ok(Err(ServiceError::MailboxChanged(mailbox.clone())));
                     }
                 }
+                if let Some(key) = &retrieval_key {
+                    for (mailbox, _, _, _) in &sealed {
+                        if txn::retrieved(t, mailbox, key.as_bytes())? {
+                            return Ok(Ok(Vec::new()));
+                        }
+                    }
+                }
                 let mut stored = Vec::with_capacity(sealed.len());
                 for (mailbox, _, record, mut spool) in sealed {
+                    if let Some(key) = &retrieval_key {
+                        txn::put_retrieved(t, &mailbox, key.as_bytes(), received_at)?;
+                    }
                     spool.for_each(|index, bytes| txn::put_chunk(t, record.id, index, bytes))?;
                     let seq = txn::next_seq(t)?;
                     txn::put_message(t, &mailbox, seq, &record)?;
@@ -250,6 +293,15 @@ impl Gateway {
             tracing::debug!(mailbox = %message.mailbox, seq = message.seq, size = message.size, "message stored");
         }
         Ok((stored, committed.durable))
+    }
+
+    /// Whether the POP3 proxy already stored a copy of this upstream message.
+    pub fn already_retrieved(
+        &self,
+        mailbox: &MailboxId,
+        key: &RetrievalKey,
+    ) -> Result<bool, ServiceError> {
+        Ok(self.store.read()?.retrieved(mailbox, key.as_bytes())?)
     }
 
     /// A mailbox's messages in arrival order. Needs no password: sizes and times are clear.
@@ -342,6 +394,43 @@ mod tests {
             rcpt_to: vec!["x@archive.example".into()],
             ..Envelope::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_retrieval_key_stores_one_copy_even_after_pickup() {
+        let (_dir, gw) = gateway();
+        let created = gw.create_mailbox("m", "").await.unwrap();
+        let id = created.info.id.clone();
+        let key = RetrievalKey::new("alice", "pop.example:995", "UID-1");
+        assert_ne!(key, RetrievalKey::new("alic", "epop.example:995", "UID-1"));
+        assert!(!gw.already_retrieved(&id, &key).unwrap());
+        let store = |key: RetrievalKey| {
+            let gw = gw.clone();
+            let id = id.clone();
+            async move {
+                let mut draft = gw.begin_message(&[id], &envelope()).unwrap();
+                draft.write(b"Subject: x\r\n\r\nbody\r\n").unwrap();
+                draft.once(key);
+                gw.commit(draft).await.unwrap().0.len()
+            }
+        };
+        assert_eq!(store(key).await, 1);
+        assert!(gw.already_retrieved(&id, &key).unwrap());
+        assert_eq!(store(key).await, 0, "second retrieval stores nothing");
+        // The archiver picks the copy up; the key still prevents a second copy.
+        let seqs: Vec<u64> = gw
+            .list_messages(&id)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        let _durable = gw.delete_messages(&id, &seqs).await.unwrap();
+        assert_eq!(store(key).await, 0);
+        assert_eq!(
+            store(RetrievalKey::new("alice", "pop.example:995", "UID-2")).await,
+            1
+        );
+        assert_eq!(gw.mailbox(&id).unwrap().message_count, 1);
     }
 
     #[tokio::test]

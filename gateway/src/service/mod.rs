@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 pub use error::ServiceError;
 pub use mailboxes::{MailboxInfo, NewMailbox};
-pub use messages::{MessageDraft, MessageReader, MessageSummary, StoredMessage};
+pub use messages::{MessageDraft, MessageReader, MessageSummary, RetrievalKey, StoredMessage};
 
 use crate::config::Config;
 use crate::crypto::KdfParams;

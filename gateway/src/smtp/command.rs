@@ -36,7 +36,11 @@ pub enum Command {
     Expn,
     Help,
     StartTls,
-    Auth,
+    /// AUTH mechanism [initial-response] (RFC 4954 §4); the mechanism upper-cased.
+    Auth {
+        mechanism: String,
+        initial_response: Option<String>,
+    },
 }
 
 /// ESMTP parameters of `MAIL FROM`.
@@ -48,6 +52,26 @@ pub struct MailParams {
     pub body: Option<BodyType>,
     /// RFC 6531 `SMTPUTF8`.
     pub smtputf8: bool,
+}
+
+/// The parameters as they go on a `MAIL FROM` line (`SIZE=n BODY=8BITMIME SMTPUTF8`),
+/// for passing on to an upstream.
+impl std::fmt::Display for MailParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut words = Vec::new();
+        if let Some(size) = self.size {
+            words.push(format!("SIZE={size}"));
+        }
+        match self.body {
+            Some(BodyType::SevenBit) => words.push("BODY=7BIT".to_owned()),
+            Some(BodyType::EightBitMime) => words.push("BODY=8BITMIME".to_owned()),
+            None => {}
+        }
+        if self.smtputf8 {
+            words.push("SMTPUTF8".to_owned());
+        }
+        f.write_str(&words.join(" "))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,10 +149,31 @@ impl Command {
             "EXPN" if args.is_empty() => Err(CommandError::Syntax("EXPN <string>")),
             "EXPN" => Ok(Command::Expn),
             "STARTTLS" => without_arguments(args, Command::StartTls, "STARTTLS"),
-            "AUTH" => Ok(Command::Auth),
+            "AUTH" => parse_auth(args),
             _ => Err(CommandError::Unrecognized),
         }
     }
+}
+
+fn parse_auth(args: &str) -> Result<Command, CommandError> {
+    let mut words = args.split(' ').filter(|w| !w.is_empty());
+    let usage = "AUTH <mechanism> [<initial-response>]";
+    let Some(mechanism) = words.next() else {
+        return Err(CommandError::Syntax(usage));
+    };
+    let initial_response = words.next().map(str::to_owned);
+    // RFC 4422 §3.1: 1 to 20 of A-Z, 0-9, '-' and '_'.
+    let valid = mechanism.len() <= 20
+        && mechanism
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid || words.next().is_some() {
+        return Err(CommandError::Syntax(usage));
+    }
+    Ok(Command::Auth {
+        mechanism: mechanism.to_ascii_uppercase(),
+        initial_response,
+    })
 }
 
 fn without_arguments(
@@ -305,7 +350,23 @@ mod tests {
         assert_eq!(parse("VRFY someone"), Ok(Command::Vrfy));
         assert_eq!(parse("EXPN list"), Ok(Command::Expn));
         assert_eq!(parse("StartTLS"), Ok(Command::StartTls));
-        assert_eq!(parse("AUTH PLAIN AGZvbwBiYXI="), Ok(Command::Auth));
+        assert_eq!(
+            parse("AUTH plain AGZvbwBiYXI="),
+            Ok(Command::Auth {
+                mechanism: "PLAIN".into(),
+                initial_response: Some("AGZvbwBiYXI=".into())
+            })
+        );
+        assert_eq!(
+            parse("AUTH LOGIN"),
+            Ok(Command::Auth {
+                mechanism: "LOGIN".into(),
+                initial_response: None
+            })
+        );
+        assert!(parse("AUTH").is_err());
+        assert!(parse("AUTH PLAIN a b").is_err());
+        assert!(parse("AUTH PL@IN").is_err());
     }
 
     #[test]

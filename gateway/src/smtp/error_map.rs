@@ -3,7 +3,7 @@
 
 use super::command::CommandError;
 use super::data::BodyViolation;
-use super::interface::CommitFailure;
+use super::interface::{AuthFailure, CommitFailure};
 use super::reply::{EnhancedStatus, Reply};
 use crate::smtp::address::AddressError;
 
@@ -48,6 +48,20 @@ pub enum Refusal {
     Timeout,
     /// Graceful shutdown; closes the connection.
     ShuttingDown,
+    /// AUTH before TLS (RFC 4954 §4: 538).
+    AuthNeedsTls,
+    /// AUTH with a mechanism other than PLAIN and LOGIN.
+    UnsupportedMechanism,
+    /// The client answered a `334` with `*`.
+    AuthCancelled,
+    /// The client's SASL response is not base64 or not a PLAIN message.
+    AuthMalformed,
+    /// A proxy login failed.
+    Auth(AuthFailure),
+    /// The upstream's own reply, passed on unchanged (proxy mode).
+    Relayed(Reply),
+    /// The upstream connection is gone (proxy mode); closes the connection.
+    UpstreamLost,
 }
 
 const fn status(class: u8, subject: u16, detail: u16) -> EnhancedStatus {
@@ -156,6 +170,30 @@ impl Refusal {
                 status(4, 3, 2),
                 format!("{host} shutting down, closing connection"),
             ),
+            // RFC 4954 §6 and RFC 5248 for the codes of this block.
+            Refusal::AuthNeedsTls => Reply::new(
+                538,
+                status(5, 7, 11),
+                "encryption required: use STARTTLS (or port 465) before AUTH",
+            ),
+            Refusal::UnsupportedMechanism => Reply::new(
+                504,
+                status(5, 5, 4),
+                "unrecognized authentication mechanism, use PLAIN or LOGIN",
+            ),
+            Refusal::AuthCancelled => Reply::new(501, status(5, 0, 0), "authentication cancelled"),
+            Refusal::AuthMalformed => Reply::new(
+                501,
+                status(5, 5, 2),
+                "cannot decode the authentication response",
+            ),
+            Refusal::Auth(failure) => auth_reply(failure),
+            Refusal::Relayed(reply) => reply.clone(),
+            Refusal::UpstreamLost => Reply::new(
+                421,
+                status(4, 4, 2),
+                format!("{host} connection to the upstream server lost, closing connection"),
+            ),
         }
     }
 
@@ -172,7 +210,48 @@ impl Refusal {
                 | Refusal::AccessDenied
                 | Refusal::UnknownRecipient
                 | Refusal::RelayDenied
+                | Refusal::AuthMalformed
+                | Refusal::Auth(
+                    AuthFailure::InvalidLogin
+                        | AuthFailure::UnknownMailbox
+                        | AuthFailure::UpstreamRejected(_)
+                )
         )
+    }
+}
+
+fn auth_reply(failure: &AuthFailure) -> Reply {
+    match failure {
+        AuthFailure::InvalidLogin => Reply::new(
+            535,
+            status(5, 7, 8),
+            "authentication failed: log in as remote_user%target_server%mailbox_id",
+        ),
+        AuthFailure::UnknownMailbox => Reply::new(
+            535,
+            status(5, 7, 8),
+            "authentication failed: no such mailbox on this gateway",
+        ),
+        // Temporary, so the client keeps the message and tries again later.
+        AuthFailure::MailboxSuspended => {
+            Reply::new(454, status(4, 7, 0), "mailbox suspended, try again later")
+        }
+        AuthFailure::Temporary => Reply::new(
+            454,
+            status(4, 7, 0),
+            "temporary authentication failure, try again later",
+        ),
+        // The provider's words, under our code: its 4xx stays temporary, anything else is
+        // "credentials invalid".
+        AuthFailure::UpstreamRejected(reply) => {
+            let text = format!("upstream server: {}", reply.lines().join(" "));
+            if reply.code() / 100 == 4 {
+                Reply::new(454, status(4, 7, 0), text)
+            } else {
+                Reply::new(535, status(5, 7, 8), text)
+            }
+        }
+        AuthFailure::UpstreamUnavailable(why) => Reply::new(454, status(4, 7, 0), why.clone()),
     }
 }
 

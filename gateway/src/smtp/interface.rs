@@ -1,9 +1,14 @@
 //! Values exchanged between the session and the shell that drives it.
 
+use std::fmt;
 use std::net::IpAddr;
 
+use zeroize::Zeroizing;
+
 use super::data::BodyViolation;
+use super::reply::Reply;
 use crate::mailbox::MailboxId;
+use crate::proxy::ProxyLogin;
 
 /// Per-listener settings; share one behind an `Arc` among all sessions of a listener.
 #[derive(Clone, Debug)]
@@ -23,6 +28,8 @@ pub struct SessionConfig {
     pub tls_available: bool,
     /// Protocol errors tolerated before the session says `421` and closes.
     pub max_errors: u32,
+    /// Proxy logins are offered: AUTH PLAIN and LOGIN, after TLS only.
+    pub proxy: bool,
 }
 
 /// What the shell knows about one connection.
@@ -48,8 +55,10 @@ pub struct Envelope {
     pub id: String,
     /// The reverse path without brackets; empty for `<>`.
     pub mail_from: String,
-    /// Accepted recipients, each once, in the order given.
+    /// Accepted recipients, each once, in the order given (journal mode).
     pub rcpt: Vec<MailboxId>,
+    /// Proxy mode: the recipients the upstream accepted, as given by the client.
+    pub forward_to: Vec<String>,
     /// MAIL carried `BODY=8BITMIME`.
     pub body_8bit: bool,
     /// MAIL carried `SMTPUTF8`.
@@ -96,6 +105,53 @@ pub enum AbortReason {
     TimedOut,
 }
 
+/// A proxy login from SMTP AUTH. The password is wiped on drop and never printed.
+pub struct ProxyCredentials {
+    pub login: ProxyLogin,
+    pub password: Zeroizing<String>,
+}
+
+impl fmt::Debug for ProxyCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyCredentials")
+            .field("login", &self.login)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why a proxy login failed; the session turns it into a reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Not `remote_user%target_server%mailbox_id`, or a differing authorization identity.
+    InvalidLogin,
+    UnknownMailbox,
+    /// No copies may be stored now: temporary.
+    MailboxSuspended,
+    /// The mailbox lookup failed (storage): temporary.
+    Temporary,
+    /// The upstream refused the credentials; its reply.
+    UpstreamRejected(Reply),
+    /// The upstream cannot be used (unreachable, no TLS, bad certificate, not allowed):
+    /// the text says why.
+    UpstreamUnavailable(String),
+}
+
+/// A command for the upstream (proxy mode); answered with
+/// [`Session::upstream_reply`](super::Session::upstream_reply).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamCommand {
+    /// `params` holds the MAIL parameters the client gave (SIZE, BODY, SMTPUTF8).
+    Mail {
+        from: String,
+        params: String,
+    },
+    Rcpt(String),
+    Data,
+    /// Ends the upstream's transaction; the reply's text does not matter.
+    Rset,
+}
+
 /// Everything the session asks of its shell, in order.
 #[derive(Debug)]
 pub enum Output {
@@ -124,6 +180,11 @@ pub enum Output {
     ///
     /// [`Session::tls_established`]: super::Session::tls_established
     StartTls,
+    /// Check the mailbox, connect to the upstream over TLS and log in there, then call
+    /// [`Session::auth_result`](super::Session::auth_result).
+    ProxyLogin(ProxyCredentials),
+    /// Proxy mode: send this to the upstream and answer with its reply.
+    Upstream(UpstreamCommand),
     /// Close the connection after writing everything sent before.
     Close,
 }

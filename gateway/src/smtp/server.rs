@@ -9,14 +9,20 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
-use super::interface::{ClientInfo, CommitFailure, Output, RecipientStatus, SessionConfig};
+use super::interface::{
+    AuthFailure, ClientInfo, CommitFailure, Output, ProxyCredentials, RecipientStatus,
+    SessionConfig, UpstreamCommand,
+};
 use super::Session;
 use crate::config::SmtpSection;
 use crate::crypto::Envelope;
 use crate::net::{
     ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
 };
-use crate::service::{Gateway, MessageDraft, ServiceError};
+use crate::proxy::smtp_leg::{SmtpLeg, Verdict};
+use crate::proxy::trace::{trace_headers, Direction};
+use crate::proxy::{Connector, TcpConnector, Upstreams};
+use crate::service::{Gateway, MessageDraft, ServiceError, StoredMessage};
 use crate::store::MailboxStatus;
 
 /// How long connections may take to finish after shutdown begins; then they are dropped.
@@ -25,29 +31,56 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 64 * 1024;
 
 /// Everything the SMTP listeners share.
-pub struct SmtpServer {
+pub struct SmtpServer<C: Connector = TcpConnector> {
     gateway: Gateway,
     config: Arc<SessionConfig>,
     acceptor: TlsAcceptor,
     limits: ConnectionLimits,
     /// Who may deliver (`[smtp] allowed_networks`).
     access: SmtpSection,
+    /// Proxy mode's way to the upstreams; `None` when proxy logins are off.
+    upstreams: Option<Arc<Upstreams<C>>>,
 }
 
-impl SmtpServer {
+impl SmtpServer<TcpConnector> {
+    /// A journal-target server without proxy mode.
     pub fn new(
         gateway: Gateway,
-        config: SessionConfig,
+        mut config: SessionConfig,
         acceptor: TlsAcceptor,
         limits: ConnectionLimits,
         access: SmtpSection,
     ) -> Arc<Self> {
+        config.proxy = false;
         Arc::new(Self {
             gateway,
             config: Arc::new(config),
             acceptor,
             limits,
             access,
+            upstreams: None,
+        })
+    }
+}
+
+impl<C: Connector> SmtpServer<C> {
+    /// A server that also offers proxy logins through `upstreams` (when it is enabled).
+    pub fn with_proxy(
+        gateway: Gateway,
+        mut config: SessionConfig,
+        acceptor: TlsAcceptor,
+        limits: ConnectionLimits,
+        access: SmtpSection,
+        upstreams: Arc<Upstreams<C>>,
+    ) -> Arc<Self> {
+        config.proxy = upstreams.enabled();
+        Arc::new(Self {
+            gateway,
+            config: Arc::new(config),
+            acceptor,
+            limits,
+            access,
+            upstreams: Some(upstreams),
         })
     }
 
@@ -110,6 +143,8 @@ impl SmtpServer {
             peer,
             draft: None,
             shutdown,
+            implicit_tls: mode == TlsMode::Implicit,
+            leg: None,
         };
         connection.run().await;
     }
@@ -128,18 +163,23 @@ enum Draft {
     Failed(ServiceError),
 }
 
-struct Connection<'a, S> {
-    server: &'a SmtpServer,
+struct Connection<'a, S, C: Connector> {
+    server: &'a SmtpServer<C>,
     session: Session,
     stream: MaybeTls<S>,
     peer: SocketAddr,
     draft: Option<Draft>,
     shutdown: ShutdownSignal,
+    /// The client came in on 465: the upstream gets implicit TLS too.
+    implicit_tls: bool,
+    /// Proxy mode: the authenticated upstream connection.
+    leg: Option<SmtpLeg<C>>,
 }
 
-impl<S> Connection<'_, S>
+impl<S, C> Connection<'_, S, C>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Connector,
 {
     async fn run(mut self) {
         let mut buffer = vec![0u8; READ_BUFFER];
@@ -153,8 +193,15 @@ where
                         let status = self.recipient_status(&id);
                         self.session.recipient_status(status);
                     }
+                    Output::MessageStart(envelope) if self.leg.is_some() => {
+                        self.start_proxied(envelope)
+                    }
                     Output::MessageStart(envelope) => self.start_message(envelope),
-                    Output::MessageData(bytes) => self.write_message(&bytes),
+                    Output::MessageData(bytes) => {
+                        self.write_message(&bytes);
+                        self.relay_body(&bytes).await;
+                    }
+                    Output::MessageEnd if self.leg.is_some() => self.finish_proxied().await,
                     Output::MessageEnd => {
                         let result = self.commit().await;
                         self.session.commit_result(result);
@@ -162,7 +209,20 @@ where
                     Output::MessageAbort(reason) => {
                         tracing::debug!(peer = %self.peer, ?reason, "message aborted");
                         self.draft = None;
+                        // The only way to abandon a message at the upstream is to drop
+                        // the connection before the final dot.
+                        if let Some(leg) = self.leg.take() {
+                            if let Some(upstreams) = &self.server.upstreams {
+                                leg.close(upstreams).await;
+                            }
+                            self.session.upstream_failed(upstream_gone_reply());
+                        }
                     }
+                    Output::ProxyLogin(credentials) => {
+                        let result = self.proxy_login(credentials).await;
+                        self.session.auth_result(result);
+                    }
+                    Output::Upstream(command) => self.relay_command(command).await,
                     Output::StartTls => {
                         if self.stream.write_pending(&mut pending).await.is_err() {
                             return;
@@ -186,6 +246,7 @@ where
                     Output::Close => {
                         let _ = self.stream.write_pending(&mut pending).await;
                         let _ = self.stream.shutdown().await;
+                        self.close_leg().await;
                         return;
                     }
                 }
@@ -195,6 +256,7 @@ where
                 continue;
             }
             if self.session.is_closed() {
+                self.close_leg().await;
                 return;
             }
             let timeout = self.session.timeout();
@@ -213,6 +275,150 @@ where
                 }
             }
         }
+    }
+
+    async fn close_leg(&mut self) {
+        if let (Some(leg), Some(upstreams)) = (self.leg.take(), &self.server.upstreams) {
+            leg.close(upstreams).await;
+        }
+    }
+
+    /// Checks the mailbox, then logs into the upstream with the client's credentials.
+    async fn proxy_login(&mut self, credentials: ProxyCredentials) -> Result<(), AuthFailure> {
+        let Some(upstreams) = self.server.upstreams.clone() else {
+            return Err(AuthFailure::InvalidLogin);
+        };
+        let login = &credentials.login;
+        match self.server.gateway.mailbox(&login.mailbox) {
+            Ok(info) if info.status == MailboxStatus::Active => {}
+            Ok(_) => return Err(AuthFailure::MailboxSuspended),
+            Err(ServiceError::MailboxNotFound(_)) => {
+                tracing::info!(peer = %self.peer, "SMTP proxy login for an unknown mailbox");
+                return Err(AuthFailure::UnknownMailbox);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "mailbox lookup failed");
+                return Err(AuthFailure::Temporary);
+            }
+        }
+        let leg = SmtpLeg::login(
+            &upstreams,
+            &credentials,
+            self.implicit_tls,
+            &self.server.config.host_name,
+        )
+        .await?;
+        tracing::info!(peer = %self.peer, user = %login.remote_user, server = %leg.server(), mailbox = %login.mailbox, "SMTP proxy login");
+        self.leg = Some(leg);
+        Ok(())
+    }
+
+    async fn relay_command(&mut self, command: UpstreamCommand) {
+        let (Some(leg), Some(upstreams)) = (self.leg.as_mut(), &self.server.upstreams) else {
+            return self.session.upstream_failed(upstream_gone_reply());
+        };
+        match leg.command(upstreams, &command).await {
+            Ok(reply) => self.session.upstream_reply(reply),
+            Err(reply) => {
+                self.leg = None;
+                self.session.upstream_failed(reply);
+            }
+        }
+    }
+
+    /// A proxied message begins: its copy goes to the login's mailbox, trace headers first.
+    fn start_proxied(&mut self, envelope: super::Envelope) {
+        let Some(leg) = &self.leg else { return };
+        let login = leg.login_name();
+        let mut stored = Envelope {
+            mail_from: envelope.mail_from.clone(),
+            rcpt_to: envelope.forward_to.clone(),
+            ..Envelope::default()
+        };
+        let attributes = [
+            ("direction", Direction::Sent.as_str().to_owned()),
+            ("remote-user", login.remote_user.clone()),
+            ("server", leg.server().to_owned()),
+            ("client", self.peer.ip().to_string()),
+        ];
+        for (key, value) in attributes {
+            stored.attributes.insert(key.into(), value);
+        }
+        let headers = trace_headers(
+            Direction::Sent,
+            login,
+            leg.server(),
+            Some((&envelope.mail_from, &envelope.forward_to)),
+        );
+        let mailbox = login.mailbox.clone();
+        self.draft = Some(
+            match self.server.gateway.begin_message(&[mailbox], &stored) {
+                Ok(draft) => Draft::Open(draft),
+                Err(e) => Draft::Failed(e),
+            },
+        );
+        self.write_message(&headers);
+    }
+
+    async fn relay_body(&mut self, bytes: &[u8]) {
+        let Some(leg) = self.leg.as_mut() else { return };
+        if let Err(reply) = leg.body(bytes).await {
+            self.leg = None;
+            self.session.upstream_failed(reply);
+        }
+    }
+
+    /// The end of a proxied message. The copy is made durable BEFORE the final dot goes
+    /// upstream: then a `250` from the upstream always has its copy, and a copy that
+    /// cannot be stored stops the message from being sent at all.
+    async fn finish_proxied(&mut self) {
+        let (Some(mut leg), Some(upstreams)) = (self.leg.take(), self.server.upstreams.clone())
+        else {
+            return self.session.upstream_failed(upstream_gone_reply());
+        };
+        let (stored, durable) = match self.commit_copy().await {
+            Ok(committed) => committed,
+            Err(failure) => {
+                leg.close(&upstreams).await;
+                self.session.commit_result(Err(failure));
+                self.session.upstream_failed(upstream_gone_reply());
+                return;
+            }
+        };
+        match leg.finish(&upstreams).await {
+            Verdict::Accepted(reply) => {
+                tracing::info!(peer = %self.peer, server = %leg.server(), size = stored.first().map(|m| m.size), "proxied message sent and stored");
+                self.leg = Some(leg);
+                self.session.message_relayed(Ok((durable, reply)));
+            }
+            Verdict::Rejected(reply) => {
+                // Not sent, so not archived as sent.
+                discard(&self.server.gateway, &stored).await;
+                self.leg = Some(leg);
+                self.session.message_relayed(Err(reply));
+            }
+            Verdict::Lost(reply) => {
+                // The upstream may or may not have taken it: keep the copy, since an
+                // archive missing a sent message is worse than one holding a retry twice.
+                tracing::warn!(peer = %self.peer, server = %leg.server(), "upstream lost after the final dot; keeping the copy");
+                self.session.upstream_failed(reply);
+            }
+        }
+    }
+
+    async fn commit_copy(
+        &mut self,
+    ) -> Result<(Vec<StoredMessage>, crate::store::Durable), CommitFailure> {
+        let failure = match self.draft.take() {
+            Some(Draft::Open(draft)) => match self.server.gateway.commit(draft).await {
+                Ok(committed) => return Ok(committed),
+                Err(e) => e,
+            },
+            Some(Draft::Failed(e)) => e,
+            None => return Err(CommitFailure::Temporary),
+        };
+        tracing::warn!(peer = %self.peer, error = %failure, "proxied message not stored; not sending it");
+        Err(CommitFailure::from(&failure))
     }
 
     fn recipient_status(&self, id: &crate::mailbox::MailboxId) -> RecipientStatus {
@@ -278,6 +484,26 @@ where
     }
 }
 
+/// Removes the copies of a message the upstream refused.
+async fn discard(gateway: &Gateway, stored: &[StoredMessage]) {
+    for message in stored {
+        if let Err(e) = gateway
+            .delete_messages(&message.mailbox, &[message.seq])
+            .await
+        {
+            tracing::error!(error = %e, mailbox = %message.mailbox, "could not remove the copy of a message the upstream refused");
+        }
+    }
+}
+
+fn upstream_gone_reply() -> super::Reply {
+    super::Reply::new(
+        451,
+        super::EnhancedStatus::new(4, 4, 2),
+        "connection to the upstream server lost, try again later",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +521,7 @@ mod tests {
             require_tls: false,
             tls_available: true,
             max_errors: 10,
+            proxy: false,
         }
     }
 

@@ -45,12 +45,15 @@ use super::command::{BodyType, Command, CommandError, MailParams};
 use super::data::{BodyDecoder, Framing};
 use super::error_map::Refusal;
 use super::interface::{
-    AbortReason, ClientInfo, CommitFailure, Envelope, Output, RecipientStatus, SessionConfig,
+    AbortReason, AuthFailure, ClientInfo, CommitFailure, Envelope, Output, ProxyCredentials,
+    RecipientStatus, SessionConfig, UpstreamCommand,
 };
 use super::received::{received_header, Trace};
 use super::reply::{EnhancedStatus, Reply};
 use crate::mailbox::MailboxId;
+use crate::proxy::ProxyLogin;
 use crate::store::Durable;
+use zeroize::Zeroizing;
 
 /// Longest accepted command line including CRLF. RFC 5321 §4.5.3.1.4 sets 512 and lets
 /// extensions add to it (SIZE, BODY, SMTPUTF8 and a 256-octet path fit easily); 2048 is
@@ -76,6 +79,8 @@ struct Transaction {
     mail_from: ReversePath,
     params: MailParams,
     recipients: Vec<MailboxId>,
+    /// Proxy mode: the recipients the upstream accepted.
+    forward_to: Vec<String>,
     /// Present once DATA or the first BDAT started the body.
     message: Option<Message>,
 }
@@ -118,7 +123,42 @@ enum Mode {
     AwaitingRecipient(MailboxId),
     AwaitingCommit,
     AwaitingTls,
+    /// After a `334`: the next line is the client's SASL response.
+    AuthResponse(AuthStep),
+    /// Waiting for [`Session::auth_result`].
+    AwaitingAuth,
+    /// Proxy mode: waiting for [`Session::upstream_reply`].
+    AwaitingUpstream(Pending),
     Closed,
+}
+
+/// Where a SASL exchange is (RFC 4954, RFC 4616 PLAIN, the de-facto LOGIN).
+enum AuthStep {
+    Plain,
+    LoginUser,
+    LoginPassword { user: String },
+}
+
+/// The client command an upstream reply answers.
+enum Pending {
+    Mail {
+        from: ReversePath,
+        params: MailParams,
+    },
+    Rcpt(String),
+    Data,
+    /// The first BDAT of a message: its chunk waits in the input until the upstream is in
+    /// DATA.
+    Bdat {
+        size: u64,
+        last: bool,
+    },
+    Rset,
+    /// HELO/EHLO in the middle of a proxied transaction, which the upstream must forget too.
+    Hello {
+        name: String,
+        extended: bool,
+    },
 }
 
 /// One SMTP server connection; see the module documentation.
@@ -138,6 +178,10 @@ pub struct Session {
     messages_started: u64,
     /// The time given with the latest input, for the Received header.
     now: OffsetDateTime,
+    /// Authenticated as a proxy client: transactions go to the upstream.
+    proxy: bool,
+    /// The upstream connection is gone; the session closes after its next reply.
+    upstream_gone: bool,
 }
 
 impl Session {
@@ -156,6 +200,8 @@ impl Session {
             shutdown_requested: false,
             messages_started: 0,
             now: OffsetDateTime::UNIX_EPOCH,
+            proxy: false,
+            upstream_gone: false,
         };
         let host = &session.config.host_name;
         // RFC 5321 §3.1: a refused client gets 554 and then 503 to everything but QUIT.
@@ -225,6 +271,128 @@ impl Session {
         self.process();
     }
 
+    /// The answer to [`Output::ProxyLogin`]: on success the session is in proxy mode.
+    pub fn auth_result(&mut self, result: Result<(), AuthFailure>) {
+        if !matches!(self.mode, Mode::AwaitingAuth) {
+            return self.ignore_unexpected_event("auth_result");
+        }
+        self.mode = Mode::Commands;
+        match result {
+            Ok(()) => {
+                self.proxy = true;
+                self.send(&Reply::new(
+                    235,
+                    EnhancedStatus::new(2, 7, 0),
+                    "authentication successful, relaying to the upstream server",
+                ));
+            }
+            Err(failure) => self.refuse(Refusal::Auth(failure)),
+        }
+        self.process();
+    }
+
+    /// The upstream's reply to [`Output::Upstream`] (proxy mode).
+    pub fn upstream_reply(&mut self, reply: Reply) {
+        let Mode::AwaitingUpstream(pending) = std::mem::replace(&mut self.mode, Mode::Commands)
+        else {
+            return self.ignore_unexpected_event("upstream_reply");
+        };
+        let positive = reply.code() / 100 == 2;
+        match pending {
+            Pending::Mail { from, params } => {
+                if positive {
+                    self.transaction = Some(Transaction {
+                        mail_from: from,
+                        params,
+                        recipients: Vec::new(),
+                        forward_to: Vec::new(),
+                        message: None,
+                    });
+                }
+                self.send(&reply);
+            }
+            Pending::Rcpt(address) => {
+                if let (true, Some(transaction)) = (positive, self.transaction.as_mut()) {
+                    transaction.forward_to.push(address);
+                }
+                self.send(&reply);
+            }
+            Pending::Data if reply.code() == 354 => {
+                self.send(&Reply::plain(
+                    354,
+                    vec!["end data with <CR><LF>.<CR><LF>".to_owned()],
+                ));
+                self.start_message(Framing::DotTerminated);
+                self.mode = Mode::Data;
+            }
+            Pending::Data => {
+                self.transaction = None;
+                self.send(&reply);
+            }
+            Pending::Bdat { size, last } if reply.code() == 354 => {
+                self.start_message(Framing::Chunked);
+                self.mode = Mode::BdatChunk {
+                    remaining: size,
+                    last,
+                };
+            }
+            Pending::Bdat { size, .. } => {
+                self.transaction = None;
+                self.mode = Mode::BdatDiscard {
+                    remaining: size,
+                    refusal: Refusal::Relayed(reply),
+                };
+            }
+            Pending::Rset => self.send(&ok(2, 0, 0, "Ok")),
+            Pending::Hello { name, extended } => self.hello_reply(name, extended),
+        }
+        self.process();
+    }
+
+    /// The end of a proxied message (the answer to [`Output::MessageEnd`] in proxy mode):
+    /// the upstream's reply after the final dot. Its `250` reaches the client only with a
+    /// [`Durable`] proof that the copy is stored; a refusal is passed on.
+    pub fn message_relayed(&mut self, result: Result<(Durable, Reply), Reply>) {
+        if !matches!(self.mode, Mode::AwaitingCommit) {
+            return self.ignore_unexpected_event("message_relayed");
+        }
+        self.mode = Mode::Commands;
+        self.transaction = None;
+        match result {
+            Ok((_durable, reply)) => self.send(&reply),
+            Err(reply) => self.send(&reply),
+        }
+        self.after_upstream_loss();
+        self.process();
+    }
+
+    /// The upstream connection failed (proxy mode). A command waiting for it gets `reply`;
+    /// a message still arriving is refused with it at its end; then the session closes.
+    pub fn upstream_failed(&mut self, reply: Reply) {
+        if matches!(self.mode, Mode::Closed) {
+            return;
+        }
+        self.upstream_gone = true;
+        match self.mode {
+            Mode::AwaitingUpstream(_) | Mode::AwaitingCommit => {
+                self.mode = Mode::Commands;
+                self.end_transaction(AbortReason::Closed);
+                self.send(&reply);
+                self.close_with(Refusal::UpstreamLost);
+            }
+            Mode::Data | Mode::BdatChunk { .. } => {
+                if let Some(message) = self.message_mut() {
+                    if matches!(message.state, MessageState::Streaming) {
+                        message.state = MessageState::Failed(Refusal::Relayed(reply));
+                        self.outputs
+                            .push_back(Output::MessageAbort(AbortReason::Closed));
+                    }
+                }
+            }
+            _ => self.after_upstream_loss(),
+        }
+    }
+
     /// The TLS handshake after [`Output::StartTls`] succeeded. RFC 3207 §4.2: everything
     /// learnt before is forgotten and the client must send EHLO again.
     pub fn tls_established(&mut self, description: String) {
@@ -271,11 +439,14 @@ impl Session {
     pub fn timeout(&self) -> Duration {
         match self.mode {
             Mode::Data | Mode::BdatChunk { .. } | Mode::BdatDiscard { .. } => DATA_BLOCK_TIMEOUT,
-            Mode::AwaitingCommit => DATA_TERMINATION_TIMEOUT,
+            Mode::AwaitingCommit | Mode::AwaitingUpstream(_) | Mode::AwaitingAuth => {
+                DATA_TERMINATION_TIMEOUT
+            }
             Mode::Commands
             | Mode::SkippingLongLine
             | Mode::AwaitingRecipient(_)
             | Mode::AwaitingTls
+            | Mode::AuthResponse(_)
             | Mode::Closed => COMMAND_TIMEOUT,
         }
     }
@@ -288,6 +459,26 @@ impl Session {
         self.tls.is_some()
     }
 
+    /// Whether the shell should read from the client now. While the session waits for the
+    /// shell (a lookup, commit or the upstream) it processes nothing, so reading on would
+    /// only pile up input.
+    pub fn wants_input(&self) -> bool {
+        matches!(
+            self.mode,
+            Mode::Commands
+                | Mode::SkippingLongLine
+                | Mode::Data
+                | Mode::BdatChunk { .. }
+                | Mode::BdatDiscard { .. }
+                | Mode::AuthResponse(_)
+        )
+    }
+
+    /// Authenticated as a proxy client.
+    pub fn is_proxy(&self) -> bool {
+        self.proxy
+    }
+
     // ----- processing -----
 
     /// Works through buffered input until it runs out or the session must wait.
@@ -298,7 +489,7 @@ impl Session {
                 return;
             }
             let progressed = match self.mode {
-                Mode::Commands => self.next_command(),
+                Mode::Commands | Mode::AuthResponse(_) => self.next_command(),
                 Mode::SkippingLongLine => self.skip_long_line(),
                 Mode::Data => self.data_content(),
                 Mode::BdatChunk { .. } => self.bdat_content(),
@@ -306,6 +497,8 @@ impl Session {
                 Mode::AwaitingRecipient(_)
                 | Mode::AwaitingCommit
                 | Mode::AwaitingTls
+                | Mode::AwaitingAuth
+                | Mode::AwaitingUpstream(_)
                 | Mode::Closed => false,
             };
             if !progressed {
@@ -330,7 +523,11 @@ impl Session {
             return false;
         };
         let line: Vec<u8> = self.input.drain(..=lf).collect();
-        if line.len() > MAX_COMMAND_LINE {
+        let line = Zeroizing::new(line);
+        if let Mode::AuthResponse(step) = std::mem::replace(&mut self.mode, Mode::Commands) {
+            let response = line.strip_suffix(b"\r\n").unwrap_or(&line);
+            self.auth_response(step, response);
+        } else if line.len() > MAX_COMMAND_LINE {
             self.refuse(Refusal::CommandLineTooLong);
         } else if let Some(command) = line.strip_suffix(b"\r\n") {
             self.execute(command);
@@ -384,8 +581,13 @@ impl Session {
             Command::Data => self.data(),
             Command::Bdat { size, last } => self.bdat(size, last),
             Command::Rset => {
+                let open = self.transaction.is_some();
                 self.end_transaction(AbortReason::Reset);
-                self.send(&ok(2, 0, 0, "Ok"));
+                if self.proxy && open {
+                    self.ask_upstream(UpstreamCommand::Rset, Pending::Rset);
+                } else {
+                    self.send(&ok(2, 0, 0, "Ok"));
+                }
             }
             Command::Noop => self.send(&ok(2, 0, 0, "Ok")),
             Command::Quit => self.quit(),
@@ -396,7 +598,10 @@ impl Session {
                 "cannot verify, send the message to find out",
             )),
             Command::Expn => self.refuse(Refusal::NotImplemented("EXPN not available")),
-            Command::Auth => self.refuse(Refusal::NotImplemented("authentication not available")),
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(&mechanism, initial_response.map(Zeroizing::new)),
             Command::Help => self.send(&Reply::new(
                 214,
                 EnhancedStatus::new(2, 0, 0),
@@ -408,7 +613,15 @@ impl Session {
 
     /// HELO/EHLO: also an implicit RSET (RFC 5321 §4.1.4).
     fn hello(&mut self, name: String, extended: bool) {
+        let open = self.transaction.is_some();
         self.end_transaction(AbortReason::Reset);
+        if self.proxy && open {
+            return self.ask_upstream(UpstreamCommand::Rset, Pending::Hello { name, extended });
+        }
+        self.hello_reply(name, extended);
+    }
+
+    fn hello_reply(&mut self, name: String, extended: bool) {
         let host = self.config.host_name.clone();
         let reply = if extended {
             let mut lines = vec![
@@ -421,6 +634,11 @@ impl Session {
             ];
             if self.config.tls_available && self.tls.is_none() {
                 lines.push("STARTTLS".to_owned());
+            }
+            // RFC 4954 §4 lets AUTH be offered before TLS; credentials never cross plaintext
+            // here, so it is not.
+            if self.config.proxy && self.tls.is_some() && !self.proxy {
+                lines.push("AUTH PLAIN LOGIN".to_owned());
             }
             lines.push("CHUNKING".to_owned());
             Reply::plain(250, lines)
@@ -447,10 +665,18 @@ impl Session {
         {
             return self.refuse(Refusal::MessageTooBig);
         }
+        if self.proxy {
+            let command = UpstreamCommand::Mail {
+                from: from.to_string(),
+                params: params.to_string(),
+            };
+            return self.ask_upstream(command, Pending::Mail { from, params });
+        }
         self.transaction = Some(Transaction {
             mail_from: from,
             params,
             recipients: Vec::new(),
+            forward_to: Vec::new(),
             message: None,
         });
         self.send(&ok(2, 1, 0, "sender ok"));
@@ -462,6 +688,19 @@ impl Session {
         };
         if transaction.message.is_some() {
             return self.refuse(Refusal::BadSequence("BDAT transfer in progress"));
+        }
+        if self.proxy {
+            if transaction.forward_to.len() >= self.config.max_recipients {
+                return self.refuse(Refusal::TooManyRecipients);
+            }
+            let address = match to {
+                ForwardPath::Postmaster => "Postmaster".to_owned(),
+                ForwardPath::Mailbox(mailbox) => mailbox.to_string(),
+            };
+            return self.ask_upstream(
+                UpstreamCommand::Rcpt(address.clone()),
+                Pending::Rcpt(address),
+            );
         }
         let mailbox = match to {
             // No postmaster lives here: every local address is an archive mailbox.
@@ -498,6 +737,12 @@ impl Session {
         if transaction.message.is_some() {
             return self.refuse(Refusal::BadSequence("BDAT transfer in progress"));
         }
+        if self.proxy {
+            if transaction.forward_to.is_empty() {
+                return self.refuse(Refusal::NoValidRecipients);
+            }
+            return self.ask_upstream(UpstreamCommand::Data, Pending::Data);
+        }
         if transaction.recipients.is_empty() {
             return self.refuse(Refusal::NoValidRecipients);
         }
@@ -510,9 +755,13 @@ impl Session {
     }
 
     fn bdat(&mut self, size: u64, last: bool) {
+        let proxy = self.proxy;
         let refusal = match self.transaction.as_ref() {
             None => Some(Refusal::BadSequence("need MAIL command")),
-            Some(transaction) if transaction.recipients.is_empty() => {
+            Some(transaction) if proxy && transaction.forward_to.is_empty() => {
+                Some(Refusal::NoValidRecipients)
+            }
+            Some(transaction) if !proxy && transaction.recipients.is_empty() => {
                 Some(Refusal::NoValidRecipients)
             }
             Some(transaction) => {
@@ -541,6 +790,9 @@ impl Session {
             .as_ref()
             .is_some_and(|transaction| transaction.message.is_none())
         {
+            if self.proxy {
+                return self.ask_upstream(UpstreamCommand::Data, Pending::Bdat { size, last });
+            }
             self.start_message(Framing::Chunked);
         }
         self.mode = Mode::BdatChunk {
@@ -602,6 +854,7 @@ impl Session {
             id: id.clone(),
             mail_from: transaction.mail_from.to_string(),
             rcpt: transaction.recipients.clone(),
+            forward_to: transaction.forward_to.clone(),
             body_8bit: transaction.params.body == Some(BodyType::EightBitMime),
             smtputf8: transaction.params.smtputf8,
             declared_size: transaction.params.size,
@@ -629,7 +882,11 @@ impl Session {
             state: MessageState::Streaming,
         });
         self.outputs.push_back(Output::MessageStart(envelope));
-        self.outputs.push_back(Output::MessageData(header));
+        // A proxy passes the message on as the client wrote it; the upstream adds its own
+        // trace.
+        if !self.proxy {
+            self.outputs.push_back(Output::MessageData(header));
+        }
     }
 
     fn message_mut(&mut self) -> Option<&mut Message> {
@@ -756,8 +1013,104 @@ impl Session {
                 self.transaction = None;
                 self.mode = Mode::Commands;
                 self.refuse(refusal);
+                self.after_upstream_loss();
             }
         }
+    }
+
+    // ----- proxy -----
+
+    fn ask_upstream(&mut self, command: UpstreamCommand, pending: Pending) {
+        self.outputs.push_back(Output::Upstream(command));
+        self.mode = Mode::AwaitingUpstream(pending);
+    }
+
+    /// Once the upstream is gone and the session is between commands: `421` and close.
+    fn after_upstream_loss(&mut self) {
+        if self.upstream_gone && matches!(self.mode, Mode::Commands | Mode::SkippingLongLine) {
+            self.close_with(Refusal::UpstreamLost);
+        }
+    }
+
+    fn auth(&mut self, mechanism: &str, initial: Option<Zeroizing<String>>) {
+        if !self.config.proxy {
+            return self.refuse(Refusal::NotImplemented("authentication not available"));
+        }
+        if self.tls.is_none() {
+            return self.refuse(Refusal::AuthNeedsTls);
+        }
+        if self.greeting.is_none() {
+            return self.refuse(Refusal::BadSequence("send EHLO first"));
+        }
+        if self.proxy {
+            return self.refuse(Refusal::BadSequence("already authenticated"));
+        }
+        if self.transaction.is_some() {
+            return self.refuse(Refusal::BadSequence("mail transaction in progress"));
+        }
+        match (mechanism, initial) {
+            ("PLAIN", Some(response)) => self.auth_response(AuthStep::Plain, response.as_bytes()),
+            ("PLAIN", None) => self.challenge("", AuthStep::Plain),
+            // The LOGIN prompts are base64 "Username:" and "Password:".
+            ("LOGIN", Some(user)) => self.auth_response(AuthStep::LoginUser, user.as_bytes()),
+            ("LOGIN", None) => self.challenge("VXNlcm5hbWU6", AuthStep::LoginUser),
+            _ => self.refuse(Refusal::UnsupportedMechanism),
+        }
+    }
+
+    fn challenge(&mut self, text: &str, step: AuthStep) {
+        self.send(&Reply::plain(334, vec![text.to_owned()]));
+        self.mode = Mode::AuthResponse(step);
+    }
+
+    /// One SASL response line (RFC 4954 §4: base64, `=` for empty, `*` cancels).
+    fn auth_response(&mut self, step: AuthStep, line: &[u8]) {
+        if line == b"*" {
+            return self.refuse(Refusal::AuthCancelled);
+        }
+        let decoded = if line == b"=" {
+            Ok(Vec::new())
+        } else {
+            data_encoding::BASE64.decode(line)
+        };
+        let Ok(decoded) = decoded.map(Zeroizing::new) else {
+            return self.refuse(Refusal::AuthMalformed);
+        };
+        let Ok(text) = std::str::from_utf8(&decoded) else {
+            return self.refuse(Refusal::AuthMalformed);
+        };
+        match step {
+            AuthStep::Plain => {
+                // RFC 4616: authzid NUL authcid NUL passwd.
+                let mut fields = text.splitn(3, '\0');
+                let (Some(authzid), Some(authcid), Some(password)) =
+                    (fields.next(), fields.next(), fields.next())
+                else {
+                    return self.refuse(Refusal::AuthMalformed);
+                };
+                if !authzid.is_empty() && authzid != authcid {
+                    return self.refuse(Refusal::Auth(AuthFailure::InvalidLogin));
+                }
+                self.login(authcid, password);
+            }
+            AuthStep::LoginUser => {
+                let user = text.to_owned();
+                self.challenge("UGFzc3dvcmQ6", AuthStep::LoginPassword { user });
+            }
+            AuthStep::LoginPassword { user } => self.login(&user, text),
+        }
+    }
+
+    fn login(&mut self, user: &str, password: &str) {
+        let login = match ProxyLogin::parse(user) {
+            Ok(login) if !password.is_empty() && !password.contains('\0') => login,
+            _ => return self.refuse(Refusal::Auth(AuthFailure::InvalidLogin)),
+        };
+        self.outputs.push_back(Output::ProxyLogin(ProxyCredentials {
+            login,
+            password: Zeroizing::new(password.to_owned()),
+        }));
+        self.mode = Mode::AwaitingAuth;
     }
 
     // ----- helpers -----

@@ -1,7 +1,7 @@
 //! Session tests: canonical transcripts (insta snapshots), the smuggling and pipelining
 //! guarantees, and a property test over arbitrary input.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use time::macros::datetime;
 use time::OffsetDateTime;
 
 use super::data::SMUGGLING_VARIANTS;
+use super::interface::{AuthFailure, UpstreamCommand};
 use super::*;
 use crate::mailbox::MailboxId;
 use crate::store::Durable;
@@ -29,6 +30,14 @@ fn config() -> SessionConfig {
         require_tls: false,
         tls_available: true,
         max_errors: 10,
+        proxy: false,
+    }
+}
+
+fn proxy_config() -> SessionConfig {
+    SessionConfig {
+        proxy: true,
+        ..config()
     }
 }
 
@@ -60,6 +69,10 @@ struct Harness {
     commit_pending: bool,
     closed: bool,
     tls_requested: bool,
+    /// Scripted upstream replies (proxy mode); defaults: 250, and 354 to DATA.
+    upstream: VecDeque<Reply>,
+    /// The answer to a proxy login.
+    auth_answer: Result<(), AuthFailure>,
 }
 
 impl Harness {
@@ -86,6 +99,8 @@ impl Harness {
             commit_pending: false,
             closed: false,
             tls_requested: false,
+            upstream: VecDeque::new(),
+            auth_answer: Ok(()),
         };
         harness.drain();
         harness
@@ -139,6 +154,19 @@ impl Harness {
                         writeln!(self.transcript, "  | {}", escape(line)).unwrap();
                     }
                     self.stored.push(Stored { envelope, body });
+                    if self.session.is_proxy() {
+                        writeln!(self.transcript, "~ copy durable, final dot upstream").unwrap();
+                        let reply = self.upstream.pop_front().unwrap_or_else(|| {
+                            Reply::new(250, EnhancedStatus::new(2, 0, 0), "queued upstream")
+                        });
+                        let result = if reply.code() == 250 {
+                            Ok((Durable::for_tests(), reply))
+                        } else {
+                            Err(reply)
+                        };
+                        self.session.message_relayed(result);
+                        continue;
+                    }
                     match self.commit_with {
                         Some(commit) => {
                             writeln!(self.transcript, "~ commit").unwrap();
@@ -161,6 +189,28 @@ impl Harness {
                 Output::Close => {
                     writeln!(self.transcript, "~ close").unwrap();
                     self.closed = true;
+                }
+                Output::ProxyLogin(credentials) => {
+                    let login = &credentials.login;
+                    writeln!(
+                        self.transcript,
+                        "~ proxy login user={} host={} port={:?} mailbox={} password={}",
+                        login.remote_user,
+                        login.host,
+                        login.port,
+                        login.mailbox,
+                        credentials.password.len()
+                    )
+                    .unwrap();
+                    self.session.auth_result(self.auth_answer.clone());
+                }
+                Output::Upstream(command) => {
+                    writeln!(self.transcript, "~ upstream {command:?}").unwrap();
+                    let reply = self.upstream.pop_front().unwrap_or_else(|| match command {
+                        UpstreamCommand::Data => Reply::plain(354, vec!["go ahead".into()]),
+                        _ => Reply::new(250, EnhancedStatus::new(2, 0, 0), "upstream ok"),
+                    });
+                    self.session.upstream_reply(reply);
                 }
             }
         }
@@ -867,6 +917,7 @@ proptest! {
                     }
                     Output::Send(bytes) => prop_assert!(bytes.ends_with(b"\r\n")),
                     Output::Close => {}
+                    Output::ProxyLogin(_) | Output::Upstream(_) => prop_assert!(false, "proxy output without proxy mode"),
                 }
             }
         }
@@ -880,4 +931,183 @@ proptest! {
         }
         prop_assert!(!open);
     }
+}
+
+// ----- proxy mode (RFC 4954 AUTH, relaying to the upstream) -----
+
+const PROXY_LOGIN: &str =
+    "alice@provider.example%smtp.provider.example:2525%mbx-0000000000000000000000000000000a";
+
+fn plain(user: &str, password: &str) -> String {
+    data_encoding::BASE64.encode(format!("\0{user}\0{password}").as_bytes())
+}
+
+/// A proxy-enabled session, through STARTTLS and EHLO.
+fn proxy_harness() -> Harness {
+    let mut h = Harness::with(proxy_config(), client());
+    h.client(b"EHLO client.example\r\n");
+    assert!(!h.transcript.contains("AUTH"), "AUTH offered before TLS");
+    h.client(b"AUTH PLAIN AGEAYg==\r\n");
+    assert!(h.last_reply().starts_with("538 5.7.11"), "{}", h.transcript);
+    h.client(b"STARTTLS\r\n");
+    h.establish_tls();
+    h.client(b"EHLO client.example\r\n");
+    assert!(
+        h.replies().contains(&"250-AUTH PLAIN LOGIN"),
+        "{}",
+        h.transcript
+    );
+    h
+}
+
+#[test]
+fn proxy_transcript_auth_plain_then_relayed_transaction() {
+    let mut h = proxy_harness();
+    h.client(format!("AUTH PLAIN {}\r\n", plain(PROXY_LOGIN, "s3cret")).as_bytes());
+    assert!(h.last_reply().starts_with("235 2.7.0"), "{}", h.transcript);
+    h.client(b"EHLO client.example\r\n");
+    let after_auth = h.transcript.split("235 2.7.0").nth(1).unwrap();
+    assert!(
+        !after_auth.contains("AUTH"),
+        "AUTH offered again after login"
+    );
+    h.upstream = VecDeque::from([
+        Reply::new(250, EnhancedStatus::new(2, 1, 0), "sender ok"),
+        Reply::new(550, EnhancedStatus::new(5, 1, 1), "no such user here"),
+        Reply::new(250, EnhancedStatus::new(2, 1, 5), "recipient ok"),
+    ]);
+    h.client(
+        b"MAIL FROM:<alice@provider.example> SIZE=40\r\nRCPT TO:<nobody@example.org>\r\n\
+RCPT TO:<bob@example.org>\r\nDATA\r\nSubject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n",
+    );
+    insta::assert_snapshot!(h.transcript);
+    assert_eq!(h.stored.len(), 1);
+    let stored = &h.stored[0];
+    assert_eq!(
+        stored.envelope.forward_to,
+        vec!["bob@example.org".to_owned()]
+    );
+    assert!(stored.envelope.rcpt.is_empty());
+    // Relayed as the client wrote it: no Received header of ours, dots unstuffed.
+    assert_eq!(stored.body, b"Subject: hi\r\n\r\n.dot\r\n");
+    assert!(!h.transcript.contains("s3cret"));
+}
+
+#[test]
+fn proxy_auth_login_and_its_failures() {
+    let mut h = proxy_harness();
+    // LOGIN: username and password prompts.
+    h.client(b"AUTH LOGIN\r\n");
+    assert_eq!(h.last_reply(), "334 VXNlcm5hbWU6");
+    h.client(
+        format!(
+            "{}\r\n",
+            data_encoding::BASE64.encode(PROXY_LOGIN.as_bytes())
+        )
+        .as_bytes(),
+    );
+    assert_eq!(h.last_reply(), "334 UGFzc3dvcmQ6");
+    h.auth_answer = Err(AuthFailure::UpstreamRejected(Reply::new(
+        535,
+        EnhancedStatus::new(5, 7, 8),
+        "bad password",
+    )));
+    h.client(format!("{}\r\n", data_encoding::BASE64.encode(b"wrong")).as_bytes());
+    assert!(
+        h.last_reply()
+            .starts_with("535 5.7.8 upstream server: bad password"),
+        "{}",
+        h.transcript
+    );
+    // Cancelled, malformed, unknown mechanism, a login that is not user%server%mailbox.
+    h.client(b"AUTH PLAIN\r\n");
+    assert_eq!(h.last_reply(), "334 ");
+    h.client(b"*\r\n");
+    assert!(h.last_reply().starts_with("501 5.0.0"));
+    h.client(b"AUTH PLAIN !!!notbase64\r\n");
+    assert!(h.last_reply().starts_with("501 5.5.2"));
+    h.client(b"AUTH CRAM-MD5\r\n");
+    assert!(h.last_reply().starts_with("504 5.5.4"));
+    h.client(format!("AUTH PLAIN {}\r\n", plain("justauser", "pw")).as_bytes());
+    assert!(h.last_reply().starts_with("535 5.7.8"), "{}", h.transcript);
+    // A differing authorization identity is refused too.
+    let other = data_encoding::BASE64.encode(format!("admin\0{PROXY_LOGIN}\0pw").as_bytes());
+    h.client(format!("AUTH PLAIN {other}\r\n").as_bytes());
+    assert!(h.last_reply().starts_with("535 5.7.8"));
+    // Suspended mailbox: temporary.
+    h.auth_answer = Err(AuthFailure::MailboxSuspended);
+    h.client(format!("AUTH PLAIN {}\r\n", plain(PROXY_LOGIN, "pw")).as_bytes());
+    assert!(h.last_reply().starts_with("454 4.7.0"));
+    assert!(!h.session.is_proxy());
+    // Journal delivery still works on the same connection.
+    h.client(
+        format!("MAIL FROM:<j@tenant.example>\r\nRCPT TO:<{ALICE}@archive.example>\r\n").as_bytes(),
+    );
+    assert!(h.last_reply().starts_with("250 2.1.5"), "{}", h.transcript);
+}
+
+#[test]
+fn auth_is_refused_when_proxy_mode_is_off() {
+    let mut h = Harness::new();
+    h.client(b"EHLO c\r\nSTARTTLS\r\n");
+    h.establish_tls();
+    h.client(b"EHLO c\r\n");
+    assert!(!h.transcript.contains("AUTH PLAIN"));
+    h.client(format!("AUTH PLAIN {}\r\n", plain(PROXY_LOGIN, "pw")).as_bytes());
+    assert!(h.last_reply().starts_with("502 5.5.1"), "{}", h.transcript);
+}
+
+#[test]
+fn proxy_upstream_refusals_are_relayed_and_nothing_stored() {
+    let mut h = proxy_harness();
+    h.client(format!("AUTH PLAIN {}\r\n", plain(PROXY_LOGIN, "pw")).as_bytes());
+    h.upstream = VecDeque::from([
+        Reply::new(250, EnhancedStatus::new(2, 1, 0), "ok"),
+        Reply::new(550, EnhancedStatus::new(5, 1, 1), "unknown user"),
+    ]);
+    h.client(b"MAIL FROM:<a@provider.example>\r\nRCPT TO:<x@example.org>\r\nDATA\r\n");
+    let replies = h.replies();
+    assert!(
+        replies.contains(&"550 5.1.1 unknown user"),
+        "{}",
+        h.transcript
+    );
+    assert!(h.last_reply().starts_with("554 5.5.1"), "{}", h.transcript);
+    // The upstream refuses the message after the final dot: relayed, 250 never said.
+    h.upstream = VecDeque::from([
+        Reply::new(250, EnhancedStatus::new(2, 1, 5), "ok"),
+        Reply::plain(354, vec!["go".into()]),
+        Reply::new(554, EnhancedStatus::new(5, 7, 1), "spam detected"),
+    ]);
+    h.client(b"RCPT TO:<y@example.org>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(h.last_reply(), "554 5.7.1 spam detected");
+    assert!(!h.replies().iter().any(|r| r.starts_with("250 2.0.0")));
+}
+
+#[test]
+fn proxy_upstream_lost_in_the_middle_of_data() {
+    let mut h = proxy_harness();
+    h.client(format!("AUTH PLAIN {}\r\n", plain(PROXY_LOGIN, "pw")).as_bytes());
+    h.client(b"MAIL FROM:<a@provider.example>\r\nRCPT TO:<x@example.org>\r\nDATA\r\nSubject: x\r\n\r\nfirst part\r\n");
+    assert!(h.draft.is_some());
+    h.session.upstream_failed(Reply::new(
+        451,
+        EnhancedStatus::new(4, 4, 2),
+        "upstream server failed",
+    ));
+    h.drain();
+    assert!(h.draft.is_none(), "the copy is aborted");
+    assert!(
+        !h.closed,
+        "the client still gets its reply after the final dot"
+    );
+    h.client(b"rest\r\n.\r\n");
+    let replies = h.replies();
+    assert_eq!(
+        replies[replies.len() - 2],
+        "451 4.4.2 upstream server failed"
+    );
+    assert!(h.last_reply().starts_with("421 4.4.2"));
+    assert!(h.closed);
+    assert!(h.stored.is_empty());
 }

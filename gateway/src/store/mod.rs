@@ -21,7 +21,7 @@ pub use schema::{MailboxRecord, MailboxStatus, MessageRecord};
 
 use crate::crypto::MessageId;
 use crate::mailbox::MailboxId;
-use schema::{CHUNKS, MAILBOXES, MESSAGES, META, META_SCHEMA_VERSION, SCHEMA_VERSION};
+use schema::{CHUNKS, MAILBOXES, MESSAGES, META, META_SCHEMA_VERSION, RETRIEVED, SCHEMA_VERSION};
 
 /// Proof that a commit reached stable storage. Only the store's commit path can create one,
 /// so a protocol session that needs it before acknowledging a message cannot skip the commit.
@@ -158,12 +158,16 @@ impl Store {
                         supported: SCHEMA_VERSION,
                     })
                 }
-                // Older versions would be migrated here, one step at a time.
+                // 1 → 2 only adds a table, created below.
+                Some(1) => {
+                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+                }
                 Some(_) => {}
             }
             txn.open_table(MAILBOXES)?;
             txn.open_table(MESSAGES)?;
             txn.open_table(CHUNKS)?;
+            txn.open_table(RETRIEVED)?;
         }
         txn.commit()?;
         Ok(())
@@ -273,6 +277,12 @@ impl Snapshot {
         value.map(|v| MessageRecord::decode(v.value())).transpose()
     }
 
+    /// Whether the POP3 proxy already stored a copy under this retrieval key.
+    pub fn retrieved(&self, mailbox: &MailboxId, key: &[u8]) -> Result<bool, StoreError> {
+        let table = self.txn.open_table(RETRIEVED)?;
+        Ok(table.get((mailbox.as_str(), key))?.is_some())
+    }
+
     /// One sealed chunk of a message.
     pub fn chunk(&self, id: MessageId, index: u32) -> Result<Vec<u8>, StoreError> {
         let table = self.txn.open_table(CHUNKS)?;
@@ -338,6 +348,28 @@ pub mod txn {
     ) -> Result<(), StoreError> {
         let mut table = txn.open_table(CHUNKS)?;
         table.insert(schema::chunk_key(id, index), sealed)?;
+        Ok(())
+    }
+
+    /// Whether a retrieval key is recorded for the mailbox.
+    pub fn retrieved(
+        txn: &WriteTransaction,
+        mailbox: &MailboxId,
+        key: &[u8],
+    ) -> Result<bool, StoreError> {
+        let table = txn.open_table(RETRIEVED)?;
+        let found = table.get((mailbox.as_str(), key))?.is_some();
+        Ok(found)
+    }
+
+    pub fn put_retrieved(
+        txn: &WriteTransaction,
+        mailbox: &MailboxId,
+        key: &[u8],
+        at_millis: u64,
+    ) -> Result<(), StoreError> {
+        let mut table = txn.open_table(RETRIEVED)?;
+        table.insert((mailbox.as_str(), key), at_millis)?;
         Ok(())
     }
 

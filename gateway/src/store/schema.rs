@@ -8,7 +8,8 @@ use super::StoreError;
 use crate::crypto::{MessageId, SealedHeader, SealedKeyPair};
 use crate::mailbox::MailboxId;
 
-pub const SCHEMA_VERSION: u64 = 1;
+/// 1: mailboxes, messages, chunks. 2: adds [`RETRIEVED`] (proxy mode).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Store-wide counters and the schema version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -24,6 +25,13 @@ pub const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("
 
 /// (message id, chunk index) → sealed chunk.
 pub const CHUNKS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("chunks");
+
+/// (mailbox id, retrieval key) → unix milliseconds of the first copy. The POP3 proxy keeps
+/// one copy per upstream message; the key is a SHA-256 over the remote user, the upstream
+/// server and the upstream's UIDL, so neither names nor ids are kept in clear. Entries
+/// outlive the copies (an archiver picks those up) so a message left on the upstream is
+/// not copied again at the next retrieval.
+pub const RETRIEVED: TableDefinition<(&str, &[u8]), u64> = TableDefinition::new("retrieved");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -5,6 +5,7 @@
 //! `serve` calls [`prepare`] once, builds one [`acceptor`] per listener from the returned
 //! resolver, and keeps the resolver to [`CertResolver::swap`] later.
 
+mod client;
 mod error;
 mod material;
 mod pem_files;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+pub use client::{upstream_connector, UpstreamTrust};
 pub use error::TlsError;
 pub use material::{CertificateInfo, CertifiedMaterial};
 pub use pem_files::{load_pem_files, parse_pem};

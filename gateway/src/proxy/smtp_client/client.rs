@@ -72,6 +72,9 @@ pub enum Output {
     StartTls,
     /// Authenticated and idle: [`UpstreamSmtp::send_envelope`] may be called. Emitted once.
     Ready { extensions: Extensions },
+    /// MAIL was accepted in a stepwise transaction ([`UpstreamSmtp::mail`]): give
+    /// recipients with [`UpstreamSmtp::rcpt`].
+    MailAccepted(Reply),
     /// MAIL was refused; no transaction is open and the core is idle again.
     MailRejected(Reply),
     /// The upstream's reply to RCPT number `index` (into the list given to
@@ -106,6 +109,7 @@ impl fmt::Debug for Output {
                 .debug_struct("Ready")
                 .field("extensions", extensions)
                 .finish(),
+            Self::MailAccepted(reply) => f.debug_tuple("MailAccepted").field(reply).finish(),
             Self::MailRejected(reply) => f.debug_tuple("MailRejected").field(reply).finish(),
             Self::RcptResult { index, reply } => f
                 .debug_struct("RcptResult")
@@ -176,6 +180,11 @@ enum State {
         next: usize,
         accepted: usize,
     },
+    /// A stepwise transaction between commands: MAIL was accepted, `accepted` of the
+    /// recipients so far too.
+    Envelope {
+        accepted: usize,
+    },
     /// DATA sent.
     Data,
     /// `354` received; the body is flowing.
@@ -196,7 +205,7 @@ impl State {
     fn awaits_reply(&self) -> bool {
         !matches!(
             self,
-            Self::AwaitingTls | Self::Ready | Self::Body | Self::Closed
+            Self::AwaitingTls | Self::Ready | Self::Envelope { .. } | Self::Body | Self::Closed
         )
     }
 }
@@ -212,6 +221,8 @@ pub struct UpstreamSmtp {
     extensions: Option<Extensions>,
     /// The recipients of the running transaction.
     recipients: Vec<String>,
+    /// The running transaction is driven command by command ([`UpstreamSmtp::mail`]).
+    stepwise: bool,
     body: BodyEncoder,
     /// [`Output::Closed`] was emitted.
     finished: bool,
@@ -240,6 +251,7 @@ impl UpstreamSmtp {
             outputs: VecDeque::new(),
             extensions: None,
             recipients: Vec::new(),
+            stepwise: false,
             body: BodyEncoder::new(),
             finished: false,
         })
@@ -319,7 +331,7 @@ impl UpstreamSmtp {
     /// `None` while idle or closed, where the proxy applies its own idle policy.
     pub fn timeout(&self) -> Option<Duration> {
         match self.state {
-            State::Ready | State::Closed => None,
+            State::Ready | State::Envelope { .. } | State::Closed => None,
             State::Data => Some(DATA_INITIATION_TIMEOUT),
             State::Body => Some(DATA_BLOCK_TIMEOUT),
             State::DataEnd => Some(DATA_TERMINATION_TIMEOUT),
@@ -375,12 +387,78 @@ impl UpstreamSmtp {
         if rcpt.is_empty() {
             return Err(UsageError::NoRecipients);
         }
-        if !valid_field(mail_from) || !rcpt.iter().all(|r| !r.is_empty() && valid_field(r)) {
+        if !rcpt.iter().all(|r| !r.is_empty() && valid_field(r)) {
+            return Err(UsageError::InvalidEnvelope);
+        }
+        let utf8 = rcpt.iter().any(|r| !r.is_ascii());
+        let line = self.mail_line(mail_from, params, utf8)?;
+        self.recipients = rcpt.to_vec();
+        self.stepwise = false;
+        self.send_line(&line);
+        self.state = State::Mail;
+        Ok(())
+    }
+
+    /// Starts a stepwise transaction, for a proxy that relays each of its client's
+    /// commands and each reply: `MAIL FROM` now (answered by [`Output::MailAccepted`] or
+    /// [`Output::MailRejected`]), then [`UpstreamSmtp::rcpt`] per recipient and
+    /// [`UpstreamSmtp::data`]. Parameters as for [`UpstreamSmtp::send_envelope`].
+    pub fn mail(&mut self, mail_from: &str, params: &str) -> Result<(), UsageError> {
+        match self.state {
+            State::Ready => {}
+            State::Closed => return Err(UsageError::Closed),
+            _ => return Err(UsageError::NotReady),
+        }
+        let line = self.mail_line(mail_from, params, false)?;
+        self.recipients.clear();
+        self.stepwise = true;
+        self.send_line(&line);
+        self.state = State::Mail;
+        Ok(())
+    }
+
+    /// One recipient of a stepwise transaction, answered by [`Output::RcptResult`].
+    pub fn rcpt(&mut self, to: &str) -> Result<(), UsageError> {
+        let State::Envelope { accepted } = self.state else {
+            return Err(self.not_ready());
+        };
+        if to.is_empty() || !valid_field(to) {
+            return Err(UsageError::InvalidEnvelope);
+        }
+        self.recipients.push(to.to_owned());
+        self.send_rcpt(self.recipients.len() - 1, accepted);
+        Ok(())
+    }
+
+    /// DATA in a stepwise transaction with at least one accepted recipient: answered by
+    /// [`Output::DataReady`] or [`Output::DataRejected`].
+    pub fn data(&mut self) -> Result<(), UsageError> {
+        match self.state {
+            State::Envelope { accepted: 0 } => Err(UsageError::NoRecipients),
+            State::Envelope { .. } => {
+                self.send_line("DATA");
+                self.state = State::Data;
+                Ok(())
+            }
+            _ => Err(self.not_ready()),
+        }
+    }
+
+    fn not_ready(&self) -> UsageError {
+        match self.state {
+            State::Closed => UsageError::Closed,
+            _ => UsageError::NotReady,
+        }
+    }
+
+    /// `MAIL FROM:<path> params` with the parameters the upstream can take.
+    fn mail_line(&self, mail_from: &str, params: &str, utf8: bool) -> Result<String, UsageError> {
+        if !valid_field(mail_from) {
             return Err(UsageError::InvalidEnvelope);
         }
         let extensions = self.extensions.clone().unwrap_or_default();
         let mut params = filter_params(params, &extensions)?;
-        let utf8 = !mail_from.is_ascii() || rcpt.iter().any(|r| !r.is_ascii());
+        let utf8 = utf8 || !mail_from.is_ascii();
         if utf8 && !params.iter().any(|p| p == "SMTPUTF8") {
             if !extensions.has("SMTPUTF8") {
                 return Err(UsageError::Unsupported("SMTPUTF8"));
@@ -392,10 +470,7 @@ impl UpstreamSmtp {
             line.push(' ');
             line.push_str(param);
         }
-        self.recipients = rcpt.to_vec();
-        self.send_line(&line);
-        self.state = State::Mail;
-        Ok(())
+        Ok(line)
     }
 
     /// The next piece of the body after [`Output::DataReady`]: unstuffed, CRLF lines, cut
@@ -434,7 +509,7 @@ impl UpstreamSmtp {
     /// [`Output::ResetDone`].
     pub fn reset(&mut self) -> Result<(), UsageError> {
         match self.state {
-            State::Ready => {
+            State::Ready | State::Envelope { .. } => {
                 self.send_line("RSET");
                 self.state = State::Rset {
                     then: Output::ResetDone,
@@ -452,7 +527,7 @@ impl UpstreamSmtp {
     pub fn quit(&mut self) {
         match self.state {
             State::Closed | State::Quit => {}
-            State::Ready => {
+            State::Ready | State::Envelope { .. } => {
                 self.send_line("QUIT");
                 self.state = State::Quit;
             }
@@ -482,6 +557,10 @@ impl UpstreamSmtp {
             State::StartTls => self.fail(UpstreamError::NoTls),
             State::Auth(step) => self.on_auth_reply(step, reply),
             State::Mail => match class {
+                2 if self.stepwise => {
+                    self.state = State::Envelope { accepted: 0 };
+                    self.outputs.push_back(Output::MailAccepted(reply));
+                }
                 2 => self.send_rcpt(0, 0),
                 4 | 5 => {
                     self.state = State::Ready;
@@ -496,7 +575,9 @@ impl UpstreamSmtp {
                 let accepted = accepted + usize::from(class == 2);
                 self.outputs
                     .push_back(Output::RcptResult { index: next, reply });
-                if next + 1 < self.recipients.len() {
+                if self.stepwise {
+                    self.state = State::Envelope { accepted };
+                } else if next + 1 < self.recipients.len() {
                     self.send_rcpt(next + 1, accepted);
                 } else if accepted > 0 {
                     self.send_line("DATA");
@@ -538,10 +619,9 @@ impl UpstreamSmtp {
             // Whatever QUIT gets, the connection is over.
             State::Quit => self.close(),
             State::AwaitingTls => self.fail(UpstreamError::ResponseInjection),
-            State::Ready | State::Body => self.fail(UpstreamError::Protocol(format!(
-                "unsolicited reply {}",
-                reply.code()
-            ))),
+            State::Ready | State::Envelope { .. } | State::Body => self.fail(
+                UpstreamError::Protocol(format!("unsolicited reply {}", reply.code())),
+            ),
             State::Closed => {}
         }
     }

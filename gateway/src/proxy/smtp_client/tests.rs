@@ -942,3 +942,84 @@ proptest! {
         prop_assert_eq!(decoded, body);
     }
 }
+
+#[test]
+fn stepwise_transaction_relays_each_reply() {
+    let mut fake = Fake::new(UpstreamTls::StartTls);
+    fake.login_starttls();
+    fake.take_sent();
+    // Nothing but MAIL may start a stepwise transaction.
+    assert_eq!(fake.core.rcpt("bob@example.org"), Err(UsageError::NotReady));
+    fake.core.mail("alice@provider.example", "SIZE=10").unwrap();
+    fake.drain();
+    assert_eq!(
+        fake.take_sent(),
+        b"MAIL FROM:<alice@provider.example> SIZE=10\r\n"
+    );
+    fake.server(b"250 2.1.0 sender ok\r\n");
+    assert!(matches!(fake.take_events()[..], [Output::MailAccepted(_)]));
+    // DATA needs an accepted recipient.
+    assert_eq!(fake.core.data(), Err(UsageError::NoRecipients));
+    fake.core.rcpt("nobody@example.org").unwrap();
+    fake.drain();
+    fake.server(b"550 5.1.1 no such user\r\n");
+    let events = fake.take_events();
+    assert!(
+        matches!(&events[..], [Output::RcptResult { index: 0, reply }] if reply.code() == 550),
+        "{events:?}"
+    );
+    assert_eq!(fake.core.data(), Err(UsageError::NoRecipients));
+    fake.core.rcpt("bob@example.org").unwrap();
+    fake.drain();
+    fake.server(b"250 2.1.5 ok\r\n");
+    assert!(matches!(
+        fake.take_events()[..],
+        [Output::RcptResult { index: 1, .. }]
+    ));
+    fake.take_sent();
+    fake.core.data().unwrap();
+    fake.drain();
+    assert_eq!(fake.take_sent(), b"DATA\r\n");
+    fake.server(b"354 go\r\n");
+    assert_eq!(fake.take_events(), vec![Output::DataReady]);
+    fake.core.data_chunk(b"Subject: x\r\n\r\n.dot\r\n").unwrap();
+    fake.core.data_end().unwrap();
+    fake.drain();
+    assert_eq!(fake.take_sent(), b"Subject: x\r\n\r\n..dot\r\n.\r\n");
+    fake.server(b"250 2.0.0 queued\r\n");
+    assert!(matches!(fake.take_events()[..], [Output::DataAccepted(_)]));
+    assert!(fake.core.is_ready());
+}
+
+#[test]
+fn stepwise_mail_rejected_and_reset() {
+    let mut fake = Fake::new(UpstreamTls::Implicit);
+    fake.server(GREETING);
+    fake.server(EHLO_AFTER_TLS);
+    fake.server(b"235 ok\r\n");
+    fake.take_events();
+    fake.core.mail("a@b.example", "").unwrap();
+    fake.drain();
+    fake.server(b"553 5.7.1 sender not owned by user\r\n");
+    assert!(matches!(fake.take_events()[..], [Output::MailRejected(_)]));
+    assert!(fake.core.is_ready());
+    // A client's RSET in the middle of the envelope resets the upstream too.
+    fake.core.mail("a@b.example", "").unwrap();
+    fake.drain();
+    fake.server(b"250 ok\r\n");
+    fake.take_events();
+    fake.take_sent();
+    fake.core.reset().unwrap();
+    fake.drain();
+    assert_eq!(fake.take_sent(), b"RSET\r\n");
+    fake.server(b"250 ok\r\n");
+    assert_eq!(fake.take_events(), vec![Output::ResetDone]);
+    // Command injection through a recipient is impossible.
+    fake.core.mail("a@b.example", "").unwrap();
+    fake.drain();
+    fake.server(b"250 ok\r\n");
+    assert_eq!(
+        fake.core.rcpt("x@y\r\nRCPT TO:<z@w>"),
+        Err(UsageError::InvalidEnvelope)
+    );
+}

@@ -1,0 +1,195 @@
+//! Opening connections to upstream servers: TCP through a [`Connector`] (tokio in
+//! production, turmoil in the simulation), then TLS with certificate verification.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::login::ProxyLogin;
+use crate::config::ProxySection;
+
+/// Opens TCP connections to upstream servers.
+pub trait Connector: Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// Production: tokio's TCP with the system resolver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    type Stream = tokio::net::TcpStream;
+
+    async fn connect(&self, host: &str, port: u16) -> io::Result<Self::Stream> {
+        let stream = tokio::net::TcpStream::connect((host, port)).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+/// Why no usable upstream connection came about. The proxy sessions map these to replies.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the upstream server {0} is not allowed by this gateway's configuration")]
+    NotAllowed(String),
+    #[error("cannot connect to {target}: {source}")]
+    Connect { target: String, source: io::Error },
+    #[error("no answer from {0} in time")]
+    TimedOut(String),
+    #[error("TLS with {target} failed: {source}")]
+    Tls { target: String, source: io::Error },
+}
+
+/// Everything needed to reach upstreams; one per gateway, shared by all proxy sessions.
+pub struct Upstreams<C: Connector> {
+    connector: C,
+    tls: TlsConnector,
+    policy: ProxySection,
+    timeout: Duration,
+}
+
+impl<C: Connector> Upstreams<C> {
+    pub fn new(connector: C, tls: TlsConnector, policy: ProxySection) -> Arc<Self> {
+        Arc::new(Self {
+            connector,
+            tls,
+            timeout: Duration::from_secs(policy.connect_timeout_secs.max(1)),
+            policy,
+        })
+    }
+
+    /// Whether proxy logins are offered at all.
+    pub fn enabled(&self) -> bool {
+        self.policy.enabled
+    }
+
+    /// Connects to the login's server (at `default_port` unless it names one); with
+    /// `implicit_tls` the TLS handshake is done before this returns.
+    pub async fn open(
+        &self,
+        login: &ProxyLogin,
+        default_port: u16,
+        implicit_tls: bool,
+    ) -> Result<UpstreamStream<C::Stream>, ConnectError> {
+        let target = login.target(default_port);
+        if !self.policy.allows_server(&login.host) {
+            return Err(ConnectError::NotAllowed(login.host.clone()));
+        }
+        let port = login.port.unwrap_or(default_port);
+        let stream =
+            match tokio::time::timeout(self.timeout, self.connector.connect(&login.host, port))
+                .await
+            {
+                Err(_) => return Err(ConnectError::TimedOut(target)),
+                Ok(Err(source)) => return Err(ConnectError::Connect { target, source }),
+                Ok(Ok(stream)) => stream,
+            };
+        let mut stream = UpstreamStream::Plain(stream);
+        if implicit_tls {
+            self.start_tls(&mut stream, login).await?;
+        }
+        Ok(stream)
+    }
+
+    /// The TLS handshake on an open connection, verifying the server's certificate for
+    /// the host the client named.
+    pub async fn start_tls(
+        &self,
+        stream: &mut UpstreamStream<C::Stream>,
+        login: &ProxyLogin,
+    ) -> Result<(), ConnectError> {
+        let target = login.host.clone();
+        let name = ServerName::try_from(login.host.clone()).map_err(|e| ConnectError::Tls {
+            target: target.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        })?;
+        let plain = match std::mem::replace(stream, UpstreamStream::Gone) {
+            UpstreamStream::Plain(plain) => plain,
+            other => {
+                *stream = other;
+                return Err(ConnectError::Tls {
+                    target,
+                    source: io::Error::other("TLS is already active"),
+                });
+            }
+        };
+        match tokio::time::timeout(self.timeout, self.tls.connect(name, plain)).await {
+            Err(_) => Err(ConnectError::TimedOut(target)),
+            Ok(Err(source)) => Err(ConnectError::Tls { target, source }),
+            Ok(Ok(tls)) => {
+                *stream = UpstreamStream::Tls(Box::new(tls));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A connection to an upstream: plain until STARTTLS/STLS, or TLS from the start.
+pub enum UpstreamStream<S> {
+    Plain(S),
+    Tls(Box<TlsStream<S>>),
+    /// During a handshake, or after one failed.
+    Gone,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "upstream connection lost")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for UpstreamStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for UpstreamStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
+            Self::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The POP3 proxy's shell: logs into the upstream with the client's credentials, then moves
+//! bytes between the client, [`Pop3Proxy`] and the upstream core ([`UpstreamPop3`]), and
+//! stores a copy of every message the client retrieves in full.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::connect::{ConnectError, Connector, UpstreamStream, Upstreams};
+use super::pop3_client::{
+    Output as Upstream, UpstreamConfig, UpstreamError, UpstreamPassword, UpstreamPop3, UpstreamTls,
+};
+use super::pop3_session::{Action, Pop3Proxy};
+use super::trace::{trace_headers, Direction};
+use super::ProxyLogin;
+use crate::crypto::Envelope;
+use crate::net::{MaybeTls, ShutdownSignal};
+use crate::pop3::response::{Code, Reply};
+use crate::service::{Gateway, MessageDraft, RetrievalKey};
+
+pub const POP3_PORT: u16 = 110;
+pub const POP3S_PORT: u16 = 995;
+const READ_BUFFER: usize = 16 * 1024;
+
+/// An upstream POP3 connection, logged in.
+pub struct Pop3Leg<C: Connector> {
+    stream: UpstreamStream<C::Stream>,
+    core: UpstreamPop3,
+    login: ProxyLogin,
+    server: String,
+}
+
+/// Why the proxy login failed, as the client's reply.
+pub fn login_refusal(failure: LoginFailure) -> Reply {
+    match failure {
+        LoginFailure::UnknownMailbox => {
+            Reply::err_code(Code::Auth, "no such mailbox on this gateway")
+        }
+        LoginFailure::MailboxSuspended => {
+            Reply::err_code(Code::SysTemp, "mailbox suspended, try again later")
+        }
+        LoginFailure::Temporary => Reply::err_code(Code::SysTemp, "temporary failure, try later"),
+        LoginFailure::Rejected(text) => {
+            Reply::err_code(Code::Auth, format!("upstream server: {text}"))
+        }
+        LoginFailure::Unavailable(text) => Reply::err_code(Code::SysTemp, text),
+    }
+}
+
+/// Why a proxy login failed.
+#[derive(Debug)]
+pub enum LoginFailure {
+    UnknownMailbox,
+    MailboxSuspended,
+    Temporary,
+    /// The upstream refused the credentials (its text).
+    Rejected(String),
+    /// The upstream cannot be used; the text says why.
+    Unavailable(String),
+}
+
+impl<C: Connector> Pop3Leg<C> {
+    /// Connects (implicit TLS, or STLS), logs in with the client's credentials.
+    pub async fn login(
+        upstreams: &Upstreams<C>,
+        login: ProxyLogin,
+        password: UpstreamPassword,
+        implicit_tls: bool,
+    ) -> Result<Self, LoginFailure> {
+        let default_port = if implicit_tls { POP3S_PORT } else { POP3_PORT };
+        let server = login.target(default_port);
+        let stream = upstreams
+            .open(&login, default_port, implicit_tls)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let tls = if implicit_tls {
+            UpstreamTls::Implicit
+        } else {
+            UpstreamTls::Stls
+        };
+        let core = UpstreamPop3::new(UpstreamConfig::new(
+            tls,
+            login.remote_user.clone(),
+            password,
+        ));
+        let mut leg = Self {
+            stream,
+            core,
+            login,
+            server,
+        };
+        let mut buffer = vec![0u8; READ_BUFFER];
+        loop {
+            while let Some(output) = leg.core.poll() {
+                match output {
+                    Upstream::Send(bytes) => {
+                        if leg.stream.write_all(&bytes).await.is_err()
+                            || leg.stream.flush().await.is_err()
+                        {
+                            leg.core.connection_lost();
+                        }
+                    }
+                    Upstream::StartTls => {
+                        match upstreams.start_tls(&mut leg.stream, &leg.login).await {
+                            Ok(()) => leg.core.tls_established(),
+                            Err(e) => return Err(unavailable(&e)),
+                        }
+                    }
+                    Upstream::LoggedIn { .. } => return Ok(leg),
+                    Upstream::Failed(error) => return Err(login_failure(&error, &leg.server)),
+                    Upstream::Close => {
+                        return Err(LoginFailure::Unavailable(format!(
+                            "upstream server {} closed the connection",
+                            leg.server
+                        )))
+                    }
+                    other => {
+                        return Err(LoginFailure::Unavailable(format!(
+                            "unexpected upstream answer {other:?}"
+                        )))
+                    }
+                }
+            }
+            let wait = super::smtp_client::COMMAND_TIMEOUT;
+            match tokio::time::timeout(wait, leg.stream.read(&mut buffer)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => leg.core.connection_lost(),
+                Ok(Ok(n)) => leg.core.receive(&buffer[..n]),
+                Err(_) => leg.core.timed_out(),
+            }
+        }
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Relays the session until either side ends it. `input` is what the client pipelined
+    /// behind its login.
+    pub async fn relay<S>(
+        mut self,
+        gateway: &Gateway,
+        client: &mut MaybeTls<S>,
+        input: &[u8],
+        mut shutdown: ShutdownSignal,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut proxy = Pop3Proxy::new(input);
+        let mut copy = Copy::None;
+        let mut client_buffer = vec![0u8; READ_BUFFER];
+        let mut upstream_buffer = vec![0u8; READ_BUFFER];
+        let mut shutdown_seen = false;
+        loop {
+            let mut progressed = true;
+            while progressed {
+                progressed = false;
+                while let Some(action) = proxy.poll() {
+                    progressed = true;
+                    match action {
+                        Action::Send(bytes) => {
+                            if client.write_all(&bytes).await.is_err()
+                                || client.flush().await.is_err()
+                            {
+                                proxy.client_gone();
+                            }
+                        }
+                        Action::Upstream(request) => {
+                            if self.core.command(request).is_err() {
+                                proxy.upstream(Upstream::Failed(UpstreamError::Closed));
+                            }
+                        }
+                        Action::StoreBegin { uid } => copy = self.begin_copy(gateway, uid),
+                        Action::StoreData(bytes) => copy.write(&bytes),
+                        Action::StoreEnd => {
+                            let ok = std::mem::replace(&mut copy, Copy::None)
+                                .commit(gateway)
+                                .await;
+                            proxy.stored(ok);
+                        }
+                        Action::Close => {
+                            // No QUIT unless the client sent one (the core already did):
+                            // a client that just disappears must not delete anything.
+                            while let Some(Upstream::Send(bytes)) = self.core.poll() {
+                                let _ = self.stream.write_all(&bytes).await;
+                            }
+                            let _ = self.stream.shutdown().await;
+                            let _ = client.shutdown().await;
+                            return;
+                        }
+                    }
+                }
+                while let Some(output) = self.core.poll() {
+                    progressed = true;
+                    match output {
+                        Upstream::Send(bytes) => {
+                            if self.stream.write_all(&bytes).await.is_err()
+                                || self.stream.flush().await.is_err()
+                            {
+                                self.core.connection_lost();
+                            }
+                        }
+                        other => proxy.upstream(other),
+                    }
+                }
+            }
+            let reading_client = proxy.wants_input();
+            let reading_upstream = self.core.wants_input();
+            let awaiting = self.core.awaiting_upstream();
+            tokio::select! {
+                read = client.read(&mut client_buffer), if reading_client => match read {
+                    Ok(0) | Err(_) => proxy.client_gone(),
+                    Ok(n) => proxy.receive(&client_buffer[..n]),
+                },
+                read = self.stream.read(&mut upstream_buffer), if reading_upstream => match read {
+                    Ok(0) | Err(_) => self.core.connection_lost(),
+                    Ok(n) => self.core.receive(&upstream_buffer[..n]),
+                },
+                _ = tokio::time::sleep(super::smtp_client::COMMAND_TIMEOUT), if awaiting => {
+                    self.core.timed_out();
+                }
+                _ = tokio::time::sleep(proxy.timeout()), if !awaiting => proxy.client_gone(),
+                _ = shutdown.triggered(), if !shutdown_seen => {
+                    // Finish what is in flight; the grace period bounds the rest.
+                    shutdown_seen = true;
+                }
+            }
+        }
+    }
+
+    fn begin_copy(&self, gateway: &Gateway, uid: Option<String>) -> Copy {
+        let key = uid
+            .as_deref()
+            .map(|uid| RetrievalKey::new(&self.login.remote_user, &self.server, uid));
+        if let Some(key) = &key {
+            match gateway.already_retrieved(&self.login.mailbox, key) {
+                Ok(true) => return Copy::Duplicate,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "POP3 proxy: checking for an earlier copy failed");
+                    return Copy::Failed;
+                }
+            }
+        }
+        let mut envelope = Envelope::default();
+        let attributes = [
+            ("direction", Direction::Received.as_str().to_owned()),
+            ("remote-user", self.login.remote_user.clone()),
+            ("server", self.server.clone()),
+        ];
+        for (name, value) in attributes {
+            envelope.attributes.insert(name.into(), value);
+        }
+        if let Some(uid) = &uid {
+            envelope.attributes.insert("uidl".into(), uid.clone());
+        }
+        match gateway.begin_message(std::slice::from_ref(&self.login.mailbox), &envelope) {
+            Ok(mut draft) => {
+                if let Some(key) = key {
+                    draft.once(key);
+                }
+                let headers = trace_headers(Direction::Received, &self.login, &self.server, None);
+                let mut copy = Copy::Open(draft);
+                copy.write(&headers);
+                copy
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, mailbox = %self.login.mailbox, "POP3 proxy: cannot store a copy");
+                Copy::Failed
+            }
+        }
+    }
+}
+
+/// The copy of the message being retrieved.
+enum Copy {
+    None,
+    Open(MessageDraft),
+    /// Stored before: nothing to do.
+    Duplicate,
+    Failed,
+}
+
+impl Copy {
+    fn write(&mut self, bytes: &[u8]) {
+        if let Copy::Open(draft) = self {
+            if let Err(e) = draft.write(bytes) {
+                tracing::warn!(error = %e, "POP3 proxy: the copy failed");
+                *self = Copy::Failed;
+            }
+        }
+    }
+
+    /// Whether the message is safely archived.
+    async fn commit(self, gateway: &Gateway) -> bool {
+        match self {
+            Copy::Duplicate => true,
+            Copy::None | Copy::Failed => false,
+            Copy::Open(draft) => match gateway.commit(draft).await {
+                Ok((stored, _durable)) => {
+                    tracing::info!(
+                        copies = stored.len(),
+                        "POP3 proxy: retrieved message stored"
+                    );
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "POP3 proxy: storing a retrieved message failed");
+                    false
+                }
+            },
+        }
+    }
+}
+
+fn unavailable(error: &ConnectError) -> LoginFailure {
+    tracing::warn!(%error, "upstream POP3 connection failed");
+    LoginFailure::Unavailable(format!("cannot use the upstream server: {error}"))
+}
+
+fn login_failure(error: &UpstreamError, server: &str) -> LoginFailure {
+    tracing::warn!(%server, %error, "upstream POP3 login failed");
+    match error {
+        UpstreamError::AuthRejected(response) => LoginFailure::Rejected(response.text().to_owned()),
+        UpstreamError::NoTls => LoginFailure::Unavailable(format!(
+            "upstream server {server} does not offer STLS; credentials are never sent unencrypted"
+        )),
+        other => LoginFailure::Unavailable(format!("upstream server {server}: {other}")),
+    }
+}

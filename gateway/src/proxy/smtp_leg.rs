@@ -1,0 +1,255 @@
+//! The SMTP proxy's connection to the upstream: the tokio shell around [`UpstreamSmtp`].
+//! The SMTP server shell calls it inline, one client command at a time, and it answers
+//! with the upstream's reply or with the reply the client gets for a failure.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::connect::{ConnectError, Connector, UpstreamStream, Upstreams};
+use super::smtp_client::{
+    AuthPreference, Credentials, Output, UpstreamConfig, UpstreamError, UpstreamSmtp, UpstreamTls,
+};
+use super::ProxyLogin;
+use crate::smtp::interface::{AuthFailure, ProxyCredentials, UpstreamCommand};
+use crate::smtp::{EnhancedStatus, Reply};
+
+/// Default upstream ports: submission with STARTTLS, or SMTPS.
+pub const SUBMISSION_PORT: u16 = 587;
+pub const SMTPS_PORT: u16 = 465;
+const READ_BUFFER: usize = 16 * 1024;
+
+/// How a message ended at the upstream.
+#[derive(Debug)]
+pub enum Verdict {
+    Accepted(Reply),
+    Rejected(Reply),
+    /// The connection failed before a verdict: whether the upstream took the message is
+    /// unknown. The reply is for the client.
+    Lost(Reply),
+}
+
+/// An authenticated upstream connection.
+pub struct SmtpLeg<C: Connector> {
+    stream: UpstreamStream<C::Stream>,
+    core: UpstreamSmtp,
+    login: ProxyLogin,
+    server: String,
+    buffer: Vec<u8>,
+}
+
+impl<C: Connector> SmtpLeg<C> {
+    /// Connects (TLS only), authenticates with the client's credentials and returns a
+    /// connection ready for a transaction.
+    pub async fn login(
+        upstreams: &Upstreams<C>,
+        credentials: &ProxyCredentials,
+        implicit_tls: bool,
+        ehlo_name: &str,
+    ) -> Result<Self, AuthFailure> {
+        let login = credentials.login.clone();
+        let default_port = if implicit_tls {
+            SMTPS_PORT
+        } else {
+            SUBMISSION_PORT
+        };
+        let server = login.target(default_port);
+        let stream = upstreams
+            .open(&login, default_port, implicit_tls)
+            .await
+            .map_err(|e| connect_failure(&e))?;
+        let config = UpstreamConfig {
+            ehlo_name: ehlo_name.to_owned(),
+            tls: if implicit_tls {
+                UpstreamTls::Implicit
+            } else {
+                UpstreamTls::StartTls
+            },
+            credentials: Credentials::new(login.remote_user.clone(), credentials.password.as_str()),
+            auth_preference: AuthPreference::default(),
+        };
+        let core = UpstreamSmtp::new(config).map_err(|_| AuthFailure::InvalidLogin)?;
+        let mut leg = Self {
+            stream,
+            core,
+            login,
+            server,
+            buffer: vec![0; READ_BUFFER],
+        };
+        match leg.next_event(upstreams).await {
+            Output::Ready { .. } => Ok(leg),
+            Output::Failed(error) => Err(login_failure(&error, &leg.server)),
+            other => Err(AuthFailure::UpstreamUnavailable(format!(
+                "unexpected upstream event {other:?}"
+            ))),
+        }
+    }
+
+    pub fn login_name(&self) -> &ProxyLogin {
+        &self.login
+    }
+
+    /// `host:port` of the upstream, for trace headers and logs.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Relays one command; `Ok` is the upstream's reply, `Err` the client's reply for a
+    /// failed connection (which is then gone).
+    pub async fn command(
+        &mut self,
+        upstreams: &Upstreams<C>,
+        command: &UpstreamCommand,
+    ) -> Result<Reply, Reply> {
+        let started = match command {
+            UpstreamCommand::Mail { from, params } => self.core.mail(from, params),
+            UpstreamCommand::Rcpt(to) => self.core.rcpt(to),
+            UpstreamCommand::Data => self.core.data(),
+            UpstreamCommand::Rset => self.core.reset(),
+        };
+        if let Err(usage) = started {
+            // The parsed command cannot be passed on (e.g. SMTPUTF8 to an upstream without
+            // it): refuse it for the client, the upstream never saw it.
+            return Ok(Reply::new(
+                555,
+                EnhancedStatus::new(5, 5, 4),
+                format!("cannot pass this on to the upstream server: {usage}"),
+            ));
+        }
+        match self.next_event(upstreams).await {
+            Output::MailAccepted(reply)
+            | Output::MailRejected(reply)
+            | Output::RcptResult { reply, .. }
+            | Output::DataRejected(reply) => Ok(reply),
+            Output::DataReady => Ok(Reply::plain(354, vec!["go ahead".into()])),
+            Output::ResetDone => Ok(Reply::new(250, EnhancedStatus::new(2, 0, 0), "Ok")),
+            Output::Failed(error) => Err(lost_reply(&error)),
+            other => Err(lost_reply(&UpstreamError::Protocol(format!(
+                "unexpected {other:?}"
+            )))),
+        }
+    }
+
+    /// Passes body bytes on (unstuffed CRLF lines as the SMTP session decodes them; the
+    /// core re-stuffs). `Err` is the client's reply when the upstream is gone.
+    pub async fn body(&mut self, bytes: &[u8]) -> Result<(), Reply> {
+        if self.core.data_chunk(bytes).is_err() {
+            return Err(lost_reply(&UpstreamError::ConnectionLost));
+        }
+        self.flush().await
+    }
+
+    /// Sends the end of data and waits for the upstream's verdict.
+    pub async fn finish(&mut self, upstreams: &Upstreams<C>) -> Verdict {
+        if self.core.data_end().is_err() {
+            return Verdict::Lost(lost_reply(&UpstreamError::ConnectionLost));
+        }
+        match self.next_event(upstreams).await {
+            Output::DataAccepted(reply) => Verdict::Accepted(reply),
+            Output::DataRejected(reply) => Verdict::Rejected(reply),
+            Output::Failed(error) => Verdict::Lost(lost_reply(&error)),
+            other => Verdict::Lost(lost_reply(&UpstreamError::Protocol(format!(
+                "unexpected {other:?}"
+            )))),
+        }
+    }
+
+    /// Ends the connection: QUIT when idle; in the middle of a body the connection is
+    /// just closed, so the upstream drops the partial message.
+    pub async fn close(mut self, upstreams: &Upstreams<C>) {
+        let idle = self.core.is_ready();
+        self.core.quit();
+        if idle {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.next_event(upstreams),
+            )
+            .await;
+        } else {
+            let _ = self.flush().await;
+        }
+        let _ = self.stream.shutdown().await;
+    }
+
+    async fn flush(&mut self) -> Result<(), Reply> {
+        while let Some(output) = self.core.poll() {
+            match output {
+                Output::Send(bytes) if self.stream.write_all(&bytes).await.is_err() => {
+                    self.core.connection_lost();
+                }
+                Output::Failed(error) => return Err(lost_reply(&error)),
+                _ => {}
+            }
+        }
+        let _ = self.stream.flush().await;
+        Ok(())
+    }
+
+    /// Writes what the core wants sent, runs STARTTLS when asked, and reads until the core
+    /// has something to say. `Failed` ends it (the core then only says `Closed`).
+    async fn next_event(&mut self, upstreams: &Upstreams<C>) -> Output {
+        loop {
+            while let Some(output) = self.core.poll() {
+                match output {
+                    Output::Send(bytes) => {
+                        if self.stream.write_all(&bytes).await.is_err()
+                            || self.stream.flush().await.is_err()
+                        {
+                            self.core.connection_lost();
+                        }
+                    }
+                    Output::StartTls => {
+                        match upstreams.start_tls(&mut self.stream, &self.login).await {
+                            Ok(()) => self.core.tls_established(),
+                            Err(error) => {
+                                tracing::warn!(server = %self.server, %error, "upstream STARTTLS failed");
+                                return Output::Failed(UpstreamError::Protocol(error.to_string()));
+                            }
+                        }
+                    }
+                    Output::Closed => return Output::Failed(UpstreamError::ConnectionLost),
+                    other => return other,
+                }
+            }
+            let wait = self
+                .core
+                .timeout()
+                .unwrap_or(super::smtp_client::COMMAND_TIMEOUT);
+            match tokio::time::timeout(wait, self.stream.read(&mut self.buffer)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => self.core.connection_lost(),
+                Ok(Ok(n)) => self.core.receive(&self.buffer[..n]),
+                Err(_) => self.core.timed_out(),
+            }
+        }
+    }
+}
+
+/// The client's reply for a connection that failed at login.
+fn connect_failure(error: &ConnectError) -> AuthFailure {
+    tracing::warn!(%error, "upstream connection failed");
+    AuthFailure::UpstreamUnavailable(format!("cannot use the upstream server: {error}"))
+}
+
+fn login_failure(error: &UpstreamError, server: &str) -> AuthFailure {
+    tracing::warn!(%server, %error, "upstream login failed");
+    match error {
+        UpstreamError::AuthRejected(reply) => AuthFailure::UpstreamRejected(reply.clone()),
+        UpstreamError::NoTls => AuthFailure::UpstreamUnavailable(format!(
+            "upstream server {server} does not offer STARTTLS; credentials are never sent unencrypted"
+        )),
+        UpstreamError::ResponseInjection => AuthFailure::UpstreamUnavailable(format!(
+            "upstream server {server} sent data in plaintext after STARTTLS (possible attack); refused"
+        )),
+        UpstreamError::AuthUnavailable => AuthFailure::UpstreamUnavailable(format!(
+            "upstream server {server} offers neither AUTH PLAIN nor LOGIN"
+        )),
+        other => AuthFailure::UpstreamUnavailable(format!("upstream server {server}: {other}")),
+    }
+}
+
+/// The client's reply when the upstream connection fails in a transaction.
+fn lost_reply(error: &UpstreamError) -> Reply {
+    Reply::new(
+        451,
+        EnhancedStatus::new(4, 4, 2),
+        format!("upstream server failed ({error}), try again later"),
+    )
+}

@@ -3,6 +3,8 @@
 //! TCP or TLS, and helpers to deliver messages and read back what was stored.
 #![allow(dead_code)] // Not every test binary uses every helper.
 
+pub mod upstream;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

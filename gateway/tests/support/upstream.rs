@@ -317,7 +317,7 @@ impl Script {
                 }
                 (Protocol::Pop3, "NOOP") | (Protocol::Pop3, "RSET") => b"+OK\r\n".to_vec(),
                 (Protocol::Pop3, "QUIT") => {
-                    self.seen.lock().unwrap().deleted.extend(deleted.drain(..));
+                    self.seen.lock().unwrap().deleted.append(&mut deleted);
                     let _ = conn.get_mut().write_all(b"+OK bye\r\n").await;
                     return;
                 }

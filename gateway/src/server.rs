@@ -67,6 +67,7 @@ pub fn smtp_session_config(config: &Config) -> SessionConfig {
         tls_available: true,
         max_errors: 10,
         proxy: config.proxy.enabled,
+        postmaster: config.smtp.postmaster_mailbox.clone(),
     }
 }
 

@@ -471,6 +471,9 @@ pub struct SmtpSection {
     pub require_tls: bool,
     /// Clients allowed to connect; empty means everyone.
     pub allowed_networks: Vec<IpNetwork>,
+    /// The mailbox that receives mail for `<postmaster>` and `postmaster@<email_domain>`
+    /// (RFC 5321 §4.5.1); unset, such mail is refused.
+    pub postmaster_mailbox: Option<crate::mailbox::MailboxId>,
 }
 
 impl SmtpSection {

@@ -102,6 +102,9 @@ require_tls = false
 # Which clients may connect, as addresses or CIDR networks,
 # e.g. ["192.0.2.0/24", "2001:db8::/32"]. Empty means everyone.
 allowed_networks = []
+# The mailbox (its id) that receives mail for <postmaster> and postmaster@email_domain,
+# as RFC 5321 asks of every SMTP server. Unset, such mail is refused with 550.
+# postmaster_mailbox = "mbx-0123456789abcdef0123456789abcdef"
 
 [pop3]
 # How many mailbox keys may be unlocked at once. Each unlock deliberately costs

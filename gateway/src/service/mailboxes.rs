@@ -223,6 +223,7 @@ impl Gateway {
                     return Ok(Err(e));
                 }
                 txn::remove_mailbox(t, &target)?;
+                txn::remove_retrieved(t, &target)?;
                 Ok(Ok(()))
             })
             .await?

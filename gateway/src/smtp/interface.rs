@@ -30,6 +30,8 @@ pub struct SessionConfig {
     pub max_errors: u32,
     /// Proxy logins are offered: AUTH PLAIN and LOGIN, after TLS only.
     pub proxy: bool,
+    /// Where `<postmaster>` and `postmaster@<email_domain>` go, if anywhere.
+    pub postmaster: Option<MailboxId>,
 }
 
 /// What the shell knows about one connection.

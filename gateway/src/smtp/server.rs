@@ -522,6 +522,7 @@ mod tests {
             tls_available: true,
             max_errors: 10,
             proxy: false,
+            postmaster: None,
         }
     }
 

@@ -702,20 +702,27 @@ impl Session {
                 Pending::Rcpt(address),
             );
         }
-        let mailbox = match to {
-            // No postmaster lives here: every local address is an archive mailbox.
-            ForwardPath::Postmaster => return self.refuse(Refusal::UnknownRecipient),
-            ForwardPath::Mailbox(mailbox) => mailbox,
-        };
         let email_domain = self.config.email_domain.trim_end_matches('.');
-        let ours = matches!(&mailbox.domain, Domain::Name(name) if name.eq_ignore_ascii_case(email_domain));
-        if !ours {
-            return self.refuse(Refusal::RelayDenied);
-        }
-        let address = format!("{}@{}", mailbox.local_part, email_domain);
-        let id = MailboxId::from_address(&address, email_domain)
-            // `MailboxId::parse` trims white space, which a quoted local part may carry.
-            .filter(|id| id.as_str().eq_ignore_ascii_case(&mailbox.local_part));
+        let id = match to {
+            // RFC 5321 §4.5.1: postmaster, with or without our domain, goes to the
+            // configured mailbox.
+            ForwardPath::Postmaster => self.config.postmaster.clone(),
+            ForwardPath::Mailbox(mailbox) => {
+                let ours = matches!(&mailbox.domain, Domain::Name(name) if name.eq_ignore_ascii_case(email_domain));
+                if !ours {
+                    return self.refuse(Refusal::RelayDenied);
+                }
+                if mailbox.local_part.eq_ignore_ascii_case("postmaster") {
+                    self.config.postmaster.clone()
+                } else {
+                    let address = format!("{}@{}", mailbox.local_part, email_domain);
+                    MailboxId::from_address(&address, email_domain)
+                        // `MailboxId::parse` trims white space, which a quoted local part
+                        // may carry.
+                        .filter(|id| id.as_str().eq_ignore_ascii_case(&mailbox.local_part))
+                }
+            }
+        };
         let Some(id) = id else {
             return self.refuse(Refusal::UnknownRecipient);
         };

@@ -31,6 +31,7 @@ fn config() -> SessionConfig {
         tls_available: true,
         max_errors: 10,
         proxy: false,
+        postmaster: None,
     }
 }
 
@@ -1110,4 +1111,32 @@ fn proxy_upstream_lost_in_the_middle_of_data() {
     assert!(h.last_reply().starts_with("421 4.4.2"));
     assert!(h.closed);
     assert!(h.stored.is_empty());
+}
+
+#[test]
+fn postmaster_goes_to_the_configured_mailbox() {
+    let mut config = config();
+    config.postmaster = Some(MailboxId::parse(BOB).unwrap());
+    let mut harness = Harness::with(config, client());
+    ehlo(&mut harness);
+    harness.client(b"MAIL FROM:<>\r\nRCPT TO:<Postmaster>\r\n");
+    assert!(
+        harness.last_reply().starts_with("250 2.1.5"),
+        "{}",
+        harness.transcript
+    );
+    harness.client(b"RCPT TO:<POSTMASTER@archive.example>\r\n");
+    assert!(
+        harness.last_reply().starts_with("250 2.1.5"),
+        "{}",
+        harness.transcript
+    );
+    harness.client(b"DATA\r\nSubject: bounce\r\n\r\nx\r\n.\r\n");
+    assert_eq!(harness.stored.len(), 1);
+    assert_eq!(
+        harness.stored[0].envelope.rcpt,
+        vec![MailboxId::parse(BOB).unwrap()],
+        "both spellings are one mailbox, one copy"
+    );
+    // Without a configured mailbox, postmaster is refused (the existing snapshot shows it).
 }

@@ -362,6 +362,17 @@ pub mod txn {
         Ok(found)
     }
 
+    /// Forgets every retrieval key of a mailbox (when the mailbox is deleted).
+    pub fn remove_retrieved(txn: &WriteTransaction, mailbox: &MailboxId) -> Result<(), StoreError> {
+        let mut table = txn.open_table(RETRIEVED)?;
+        let upper = [0xffu8; 33];
+        table.retain_in(
+            (mailbox.as_str(), &[][..])..=(mailbox.as_str(), &upper[..]),
+            |_, _| false,
+        )?;
+        Ok(())
+    }
+
     pub fn put_retrieved(
         txn: &WriteTransaction,
         mailbox: &MailboxId,

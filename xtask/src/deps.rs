@@ -1,18 +1,31 @@
 //! Debian packages that tests and benches need on the machine (CI starts from a bare Debian
 //! with only the Rust toolchain). Installs whatever is missing with apt-get.
 
-use crate::util::{self, run};
+use crate::util::{self, display, run};
 use anyhow::{bail, Context, Result};
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Packages the test suites need. Adding one is one line: name it and say which tests use it.
-/// Daemons such as postfix or dovecot will also need debconf preseeding before install.
+/// A package whose installation asks questions also needs its answers in [`PRESEEDS`].
 pub const TEST_PACKAGES: &[&str] = &[
-    "swaks",     // SMTP integration tests drive the gateway's SMTP listener with it
-    "fetchmail", // POP3 interop tests fetch from the gateway with a real client
-    "curl",      // interop tests that talk to the gateway as an off-the-shelf client
-    "openssl",   // TLS interop tests use `openssl s_client` against the gateway
+    "swaks",              // SMTP integration tests drive the gateway's SMTP listener with it
+    "libnet-ssleay-perl", // swaks's --tls/--tlsc (only a Recommends of swaks, so not pulled in)
+    "fetchmail",          // POP3 interop tests fetch from the gateway with a real client
+    "curl",               // interop tests that talk to the gateway as an off-the-shelf client
+    "openssl",            // TLS interop tests use `openssl s_client` against the gateway
+    "postfix",            // upstream-test-util: the throwaway provider's SMTP submission server
+    "dovecot-core",       // upstream-test-util: its POP3 server and SMTP AUTH backend
+    "dovecot-pop3d",      // upstream-test-util: Dovecot's POP3 service
+];
+
+/// debconf answers (`debconf-set-selections` lines) given before installing, so that a
+/// package's questions neither block nor get a default that configures the machine.
+pub const PRESEEDS: &[&str] = &[
+    // Postfix only ever runs with upstream-test-util's own configuration directory; "No
+    // configuration" writes no /etc/postfix/main.cf and starts no system mail server.
+    "postfix postfix/main_mailer_type select No configuration",
 ];
 
 /// Ensures every package the test suites need is installed.
@@ -50,6 +63,7 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     if !UPDATED.swap(true, Ordering::SeqCst) {
         run(&mut apt(&missing, &["update"])?)?;
     }
+    preseed(&missing)?;
     let mut install = vec!["install", "-y", "--no-install-recommends"];
     install.extend(&missing);
     // One retry: another apt run on a shared machine can delete our downloaded .debs
@@ -62,27 +76,68 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// An `apt-get` command with `args`, run as root: directly when we are root, else via sudo.
-/// `missing` only serves the error message when neither is possible.
-fn apt(missing: &[&str], args: &[&str]) -> Result<Command> {
-    let mut cmd = if is_root()? {
-        Command::new("apt-get")
+/// Hands the [`PRESEEDS`] of the packages about to be installed to `debconf-set-selections`
+/// (as root, like apt-get).
+fn preseed(missing: &[&str]) -> Result<()> {
+    let lines: Vec<&str> = PRESEEDS
+        .iter()
+        .copied()
+        .filter(|line| {
+            line.split_whitespace()
+                .next()
+                .is_some_and(|package| missing.contains(&package))
+        })
+        .collect();
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = as_root(missing, "debconf-set-selections")?;
+    let shown = display(&cmd);
+    eprintln!("$ {shown} <<< {}", lines.join("; "));
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    let mut text = lines.join("\n");
+    text.push('\n');
+    child
+        .stdin
+        .take()
+        .context("debconf-set-selections stdin")?
+        .write_all(text.as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// `program`, run as root: directly when we are root, else via sudo. `missing` only serves
+/// the error message when neither is possible.
+fn as_root(missing: &[&str], program: &str) -> Result<Command> {
+    if is_root()? {
+        Ok(Command::new(program))
     } else if util::on_path("sudo") {
-        // sudo resets the environment, so the variable is passed through `env`.
         let mut c = Command::new("sudo");
-        c.args(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
-        c
+        c.arg(program);
+        Ok(c)
     } else {
         bail!(
             "these Debian packages are missing and installing them needs root or sudo: {} \
              (install them yourself, or run `cargo xtask ci --skip-deps`)",
             missing.join(" ")
         );
-    };
+    }
+}
+
+/// An `apt-get` command with `args`, run as root: directly when we are root, else via sudo.
+/// `missing` only serves the error message when neither is possible.
+fn apt(missing: &[&str], args: &[&str]) -> Result<Command> {
+    // Through `env`: sudo resets the environment, so the variable is passed on the command line.
+    let mut cmd = as_root(missing, "env")?;
+    cmd.args(["DEBIAN_FRONTEND=noninteractive", "apt-get"]);
     // No prompts: CI has no stdin. Wait for another apt/dpkg run instead of failing at once.
-    cmd.env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["-o", "DPkg::Lock::Timeout=300"])
-        .args(args);
+    cmd.args(["-o", "DPkg::Lock::Timeout=300"]).args(args);
     Ok(cmd)
 }
 
@@ -134,5 +189,15 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), TEST_PACKAGES.len());
+    }
+
+    #[test]
+    fn every_preseed_is_for_a_listed_package() {
+        for line in PRESEEDS {
+            let package = line.split_whitespace().next().unwrap_or_default();
+            assert!(TEST_PACKAGES.contains(&package), "{line}");
+            // package, question, type, value
+            assert!(line.split_whitespace().count() >= 4, "{line}");
+        }
     }
 }

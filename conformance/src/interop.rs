@@ -9,20 +9,12 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 
-use crate::matrix::{Level, Requirement, Suite};
+use crate::matrix::{Level, Suite};
 use crate::pop3::{filled, three};
 use crate::target::{Service, Target};
 use crate::{skip, Check};
 
-const fn r(
-    id: &'static str,
-    rfc: &'static str,
-    section: &'static str,
-    level: Level,
-    title: &'static str,
-) -> Requirement {
-    Requirement::new(id, Suite::Interop, rfc, section, level, title)
-}
+crate::requirement_fn!(Suite::Interop);
 
 pub fn checks() -> Vec<Check> {
     use Level::*;

@@ -6,8 +6,8 @@
 //!
 //! ## Module map
 //!
-//! - [`matrix`]: [`Requirement`](matrix::Requirement) (id, RFC, section, level, title),
-//!   [`Verdict`](matrix::Verdict) and which outcomes fail a run.
+//! - [`matrix`]: [`Requirement`] (id, RFC, section, level, title),
+//!   [`Verdict`] and which outcomes fail a run.
 //! - [`target`]: the gateway under test, started in-process on loopback with free ports and
 //!   a root → intermediate → leaf test PKI.
 //! - [`client`]: a raw SMTP/POP3 client over TCP or TLS that sends exactly the bytes it is
@@ -70,6 +70,22 @@ macro_rules! checks {
     };
 }
 pub(crate) use checks;
+
+/// Defines `r(id, rfc, section, level, title)`: a [`Requirement`] of the module's suite.
+macro_rules! requirement_fn {
+    ($suite:expr) => {
+        const fn r(
+            id: &'static str,
+            rfc: &'static str,
+            section: &'static str,
+            level: $crate::matrix::Level,
+            title: &'static str,
+        ) -> $crate::matrix::Requirement {
+            $crate::matrix::Requirement::new(id, $suite, rfc, section, level, title)
+        }
+    };
+}
+pub(crate) use requirement_fn;
 
 /// Why a check did not run; see [`skip`].
 #[derive(Debug)]

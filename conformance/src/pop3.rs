@@ -6,19 +6,11 @@ use anyhow::{ensure, Context, Result};
 use data_encoding::BASE64;
 
 use crate::client::{dot_stuff, Client};
-use crate::matrix::{Level, Requirement, Suite};
+use crate::matrix::{Level, Suite};
 use crate::target::{Mailbox, Service, Target};
 use crate::Check;
 
-const fn r(
-    id: &'static str,
-    rfc: &'static str,
-    section: &'static str,
-    level: Level,
-    title: &'static str,
-) -> Requirement {
-    Requirement::new(id, Suite::Pop3, rfc, section, level, title)
-}
+crate::requirement_fn!(Suite::Pop3);
 
 pub fn checks() -> Vec<Check> {
     use Level::*;
@@ -92,6 +84,22 @@ pub fn three(tag: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Connected to 110 in clear, greeting read.
+pub async fn pop3_plain(t: &Target) -> Result<Client> {
+    let mut c = Client::connect(t.addr(Service::Pop3)).await?;
+    let g = c.line().await?;
+    ensure!(g.starts_with("+OK"), "greeting {g:?}");
+    Ok(c)
+}
+
+/// Connected to 110 with STLS done.
+pub async fn pop3_stls(t: &Target) -> Result<Client> {
+    let mut c = pop3_plain(t).await?;
+    c.pop_ok("STLS").await?;
+    c.upgrade(t.connector()).await?;
+    Ok(c)
+}
+
 /// Connected to 995, greeting read.
 pub async fn pop3s(t: &Target) -> Result<Client> {
     let mut c = Client::connect_tls(t.addr(Service::Pop3s), t.connector()).await?;
@@ -114,9 +122,7 @@ pub fn plain(user: &str, pass: &str) -> String {
 }
 
 async fn greeting(t: &Target) -> Result<()> {
-    let mut c = Client::connect(t.addr(Service::Pop3)).await?;
-    let g = c.line().await?;
-    ensure!(g.starts_with("+OK"), "110 greeting {g:?}");
+    pop3_plain(t).await?;
     pop3s(t).await?;
     Ok(())
 }
@@ -446,8 +452,7 @@ async fn capa_authorization(t: &Target) -> Result<()> {
     let mut c = pop3s(t).await?;
     let caps = c.capa().await?;
     ensure!(!caps.is_empty(), "empty CAPA");
-    let mut plain = Client::connect(t.addr(Service::Pop3)).await?;
-    plain.line().await?;
+    let mut plain = pop3_plain(t).await?;
     ensure!(!plain.capa().await?.is_empty(), "empty CAPA on 110");
     Ok(())
 }
@@ -484,8 +489,7 @@ async fn capa_truthful(t: &Target) -> Result<()> {
     c.multiline().await?;
     c.pop_ok("UIDL 1").await?;
     // On 110 before STLS neither USER nor SASL is announced, and neither works.
-    let mut p = Client::connect(t.addr(Service::Pop3)).await?;
-    p.line().await?;
+    let mut p = pop3_plain(t).await?;
     let caps = p.capa().await?;
     ensure!(
         !caps.iter().any(|l| l == "USER" || l.starts_with("SASL")),
@@ -521,8 +525,7 @@ async fn capa_pipelining(t: &Target) -> Result<()> {
 }
 
 async fn stls_capa(t: &Target) -> Result<()> {
-    let mut c = Client::connect(t.addr(Service::Pop3)).await?;
-    c.line().await?;
+    let mut c = pop3_plain(t).await?;
     let caps = c.capa().await?;
     ensure!(
         caps.iter().any(|l| l == "STLS"),
@@ -533,20 +536,14 @@ async fn stls_capa(t: &Target) -> Result<()> {
 
 async fn stls_handshake(t: &Target) -> Result<()> {
     let mb = t.mailbox("stls").await?;
-    let mut c = Client::connect(t.addr(Service::Pop3)).await?;
-    c.line().await?;
-    c.pop_ok("STLS").await?;
-    c.upgrade(t.connector()).await?;
+    let mut c = pop3_stls(t).await?;
     c.pop_ok(&format!("AUTH PLAIN {}", plain(&mb.user(), &mb.pass())))
         .await?;
     Ok(())
 }
 
 async fn stls_once(t: &Target) -> Result<()> {
-    let mut c = Client::connect(t.addr(Service::Pop3)).await?;
-    c.line().await?;
-    c.pop_ok("STLS").await?;
-    c.upgrade(t.connector()).await?;
+    let mut c = pop3_stls(t).await?;
     let caps = c.capa().await?;
     ensure!(
         !caps.iter().any(|l| l == "STLS"),

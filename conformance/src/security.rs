@@ -10,21 +10,13 @@ use anyhow::{bail, ensure, Context, Result};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::client::Client;
-use crate::matrix::{Level, Requirement, Suite};
-use crate::pop3::{filled, login, plain, pop3s, three};
+use crate::matrix::{Level, Suite};
+use crate::pop3::{filled, login, plain, pop3_plain, pop3s, three};
 use crate::smtp::{message, session, tls_session};
 use crate::target::{Service, Target, EMAIL_DOMAIN};
 use crate::Check;
 
-const fn r(
-    id: &'static str,
-    rfc: &'static str,
-    section: &'static str,
-    level: Level,
-    title: &'static str,
-) -> Requirement {
-    Requirement::new(id, Suite::Security, rfc, section, level, title)
-}
+crate::requirement_fn!(Suite::Security);
 
 pub fn checks() -> Vec<Check> {
     use Level::*;
@@ -81,8 +73,7 @@ async fn starttls_injection(t: &Target) -> Result<()> {
 
 async fn stls_injection(t: &Target) -> Result<()> {
     let mb = t.mailbox("stls-inject").await?;
-    let mut c = Client::connect(t.addr(Service::Pop3)).await?;
-    c.line().await?;
+    let mut c = pop3_plain(t).await?;
     c.send(format!("STLS\r\nUSER {}\r\n", mb.user())).await?;
     let ok = c.line().await?;
     ensure!(ok.starts_with("+OK"), "STLS answered {ok:?}");
@@ -98,8 +89,7 @@ async fn stls_injection(t: &Target) -> Result<()> {
 
 async fn pop3_no_credentials_before_tls(t: &Target) -> Result<()> {
     let mb = t.mailbox("clear").await?;
-    let mut c = Client::connect(t.addr(Service::Pop3)).await?;
-    c.line().await?;
+    let mut c = pop3_plain(t).await?;
     // More attempts than the per-session failure limit: none may count as a failed login.
     for _ in 0..4 {
         c.pop_err(&format!("USER {}", mb.user())).await?;
@@ -146,8 +136,7 @@ async fn capabilities_tls(t: &Target) -> Result<()> {
         words(&before) == words(&after),
         "SMTP capabilities differ beyond STARTTLS/AUTH: {before} vs {after}"
     );
-    let mut p = Client::connect(t.addr(Service::Pop3)).await?;
-    p.line().await?;
+    let mut p = pop3_plain(t).await?;
     let before = p.capa().await?;
     p.pop_ok("STLS").await?;
     p.upgrade(t.connector()).await?;
@@ -299,13 +288,11 @@ async fn pop3_overlong(t: &Target) -> Result<()> {
     Ok(())
 }
 
-async fn nul_smtp(t: &Target) -> Result<()> {
+/// Sends each raw line in one session: every one must be refused (5xx) and the session
+/// must still work after them.
+async fn refused_then_usable(t: &Target, lines: &[&[u8]]) -> Result<()> {
     let (mut c, _) = session(t, Service::Smtp).await?;
-    for line in [
-        &b"NO\0OP\r\n"[..],
-        b"MAIL FROM:<a\0b@example.org>\r\n",
-        b"EHLO x\0y\r\n",
-    ] {
+    for line in lines {
         c.send(line).await?;
         let reply = c.reply().await?;
         ensure!(
@@ -314,8 +301,23 @@ async fn nul_smtp(t: &Target) -> Result<()> {
             crate::client::escape(line)
         );
     }
-    c.command("NOOP").await?.expect(250)?;
+    c.command("MAIL FROM:<a@example.org>")
+        .await?
+        .expect(250)
+        .context("session after the refused lines")?;
     Ok(())
+}
+
+async fn nul_smtp(t: &Target) -> Result<()> {
+    refused_then_usable(
+        t,
+        &[
+            b"NO\0OP\r\n",
+            b"MAIL FROM:<a\0b@example.org>\r\n",
+            b"EHLO x\0y\r\n",
+        ],
+    )
+    .await
 }
 
 async fn nul_pop3(t: &Target) -> Result<()> {
@@ -328,24 +330,14 @@ async fn nul_pop3(t: &Target) -> Result<()> {
 }
 
 async fn invalid_utf8(t: &Target) -> Result<()> {
-    let (mut c, _) = session(t, Service::Smtp).await?;
-    for line in [
-        &b"MAIL FROM:<j\xff\xfe@example.org> SMTPUTF8\r\n"[..],
-        b"MAIL FROM:<a@ex\xc3ample.org> SMTPUTF8\r\n",
-    ] {
-        c.send(line).await?;
-        let reply = c.reply().await?;
-        ensure!(
-            reply.code >= 500,
-            "{:?} answered {reply}",
-            crate::client::escape(line)
-        );
-    }
-    c.command("MAIL FROM:<a@example.org>")
-        .await?
-        .expect(250)
-        .context("session after invalid UTF-8")?;
-    Ok(())
+    refused_then_usable(
+        t,
+        &[
+            b"MAIL FROM:<j\xff\xfe@example.org> SMTPUTF8\r\n",
+            b"MAIL FROM:<a@ex\xc3ample.org> SMTPUTF8\r\n",
+        ],
+    )
+    .await
 }
 
 async fn address_syntax(t: &Target) -> Result<()> {

@@ -4,19 +4,11 @@
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::client::{dot_stuff, Client, Reply};
-use crate::matrix::{Level, Requirement, Suite};
+use crate::matrix::{Level, Suite};
 use crate::target::{Mailbox, Service, Target, EMAIL_DOMAIN};
 use crate::Check;
 
-const fn r(
-    id: &'static str,
-    rfc: &'static str,
-    section: &'static str,
-    level: Level,
-    title: &'static str,
-) -> Requirement {
-    Requirement::new(id, Suite::Smtp, rfc, section, level, title)
-}
+crate::requirement_fn!(Suite::Smtp);
 
 pub fn checks() -> Vec<Check> {
     use Level::*;
@@ -103,6 +95,11 @@ pub async fn send_message(c: &mut Client, from: &str, to: &str, message: &[u8]) 
     c.command("DATA").await?.expect(354)?;
     c.send(dot_stuff(message)).await?;
     c.reply().await
+}
+
+/// RCPT TO the mailbox: its reply.
+pub async fn rcpt(c: &mut Client, mb: &Mailbox) -> Result<Reply> {
+    c.command(&format!("RCPT TO:<{}>", mb.address)).await
 }
 
 /// A small message.
@@ -221,34 +218,31 @@ async fn quit(t: &Target) -> Result<()> {
     Ok(())
 }
 
-async fn rset_clears(t: &Target) -> Result<()> {
-    let mb = t.mailbox("rset").await?;
+/// MAIL, then `between`, then RCPT: the RCPT must be out of sequence (503).
+async fn forgets_transaction(t: &Target, between: &str) -> Result<()> {
+    let mb = t.mailbox("reset").await?;
     let (mut c, _) = session(t, Service::Smtp).await?;
     c.command("MAIL FROM:<a@example.org>").await?.expect(250)?;
-    c.command("RSET").await?.expect(250)?;
-    c.command(&format!("RCPT TO:<{}>", mb.address))
+    c.command(between).await?.expect(250)?;
+    rcpt(&mut c, &mb)
         .await?
         .expect(503)
-        .context("RCPT after RSET")?;
+        .with_context(|| format!("RCPT after {between}"))?;
     Ok(())
 }
 
+async fn rset_clears(t: &Target) -> Result<()> {
+    forgets_transaction(t, "RSET").await
+}
+
 async fn ehlo_resets(t: &Target) -> Result<()> {
-    let mb = t.mailbox("ehlo-reset").await?;
-    let (mut c, _) = session(t, Service::Smtp).await?;
-    c.command("MAIL FROM:<a@example.org>").await?.expect(250)?;
-    c.command("EHLO again.example.org").await?.expect(250)?;
-    c.command(&format!("RCPT TO:<{}>", mb.address))
-        .await?
-        .expect(503)
-        .context("RCPT after second EHLO")?;
-    Ok(())
+    forgets_transaction(t, "EHLO again.example.org").await
 }
 
 async fn sequence(t: &Target) -> Result<()> {
     let mb = t.mailbox("sequence").await?;
     let (mut c, _) = session(t, Service::Smtp).await?;
-    c.command(&format!("RCPT TO:<{}>", mb.address))
+    rcpt(&mut c, &mb)
         .await?
         .expect(503)
         .context("RCPT before MAIL")?;
@@ -301,9 +295,7 @@ async fn null_sender(t: &Target) -> Result<()> {
     let (mut c, _) = session(t, Service::Smtp).await?;
     let m = message("bounce");
     c.command("MAIL FROM:<>").await?.expect(250)?;
-    c.command(&format!("RCPT TO:<{}>", mb.address))
-        .await?
-        .expect(250)?;
+    rcpt(&mut c, &mb).await?.expect(250)?;
     c.command("DATA").await?.expect(354)?;
     c.send(dot_stuff(&m)).await?;
     c.reply().await?.expect(250)?;
@@ -359,7 +351,7 @@ async fn recipients_100(t: &Target) -> Result<()> {
     let (mut c, _) = session(t, Service::Smtp).await?;
     c.command("MAIL FROM:<a@example.org>").await?.expect(250)?;
     for i in 0..100 {
-        c.command(&format!("RCPT TO:<{}>", mb.address))
+        rcpt(&mut c, &mb)
             .await?
             .expect(250)
             .with_context(|| format!("recipient {}", i + 1))?;
@@ -376,9 +368,7 @@ async fn quoted_local_part(t: &Target) -> Result<()> {
     c.command("MAIL FROM:<\"john q. public\\\"x\"@example.org>")
         .await?
         .expect(250)?;
-    c.command(&format!("RCPT TO:<{}>", mb.address))
-        .await?
-        .expect(250)?;
+    rcpt(&mut c, &mb).await?.expect(250)?;
     Ok(())
 }
 
@@ -584,7 +574,7 @@ async fn starttls_reset(t: &Target) -> Result<()> {
     }
     c.upgrade(t.connector()).await?;
     c.command("EHLO client.example.org").await?.expect(250)?;
-    c.command(&format!("RCPT TO:<{}>", mb.address))
+    rcpt(&mut c, &mb)
         .await?
         .expect(503)
         .context("RCPT after TLS with MAIL before it")?;
@@ -636,9 +626,7 @@ async fn varied_replies(t: &Target) -> Result<Vec<(String, Reply)>> {
             (c, _) = session(t, Service::Smtp).await?;
             if i == 10 {
                 c.command("MAIL FROM:<a@example.org>").await?.expect(250)?;
-                c.command(&format!("RCPT TO:<{}>", mb.address))
-                    .await?
-                    .expect(250)?;
+                rcpt(&mut c, &mb).await?.expect(250)?;
             }
         }
         let reply = c.command(&cmd).await?;
@@ -702,11 +690,7 @@ async fn enhanced_codes(t: &Target) -> Result<()> {
         &["5.1.1"],
         "unknown mailbox",
     )?;
-    check(
-        c.command(&format!("RCPT TO:<{}>", mb.address)).await?,
-        &["2.1.5"],
-        "recipient ok",
-    )?;
+    check(rcpt(&mut c, &mb).await?, &["2.1.5"], "recipient ok")?;
     c.command("RSET").await?;
     let size = t.config.limits.max_message_size + 1;
     check(
@@ -735,9 +719,7 @@ async fn eightbit_body(t: &Target) -> Result<()> {
     c.command("MAIL FROM:<a@example.org> BODY=8BITMIME")
         .await?
         .expect(250)?;
-    c.command(&format!("RCPT TO:<{}>", mb.address))
-        .await?
-        .expect(250)?;
+    rcpt(&mut c, &mb).await?.expect(250)?;
     c.command("DATA").await?.expect(354)?;
     let m = eightbit_message();
     c.send(dot_stuff(&m)).await?;
@@ -771,9 +753,7 @@ async fn utf8_sender(t: &Target) -> Result<()> {
     c.command("MAIL FROM:<jöran.ñandú@exämple.org> SMTPUTF8 BODY=8BITMIME")
         .await?
         .expect(250)?;
-    c.command(&format!("RCPT TO:<{}>", mb.address))
-        .await?
-        .expect(250)?;
+    rcpt(&mut c, &mb).await?.expect(250)?;
     c.command("DATA").await?.expect(354)?;
     let m = "From: Jöran <jöran.ñandú@exämple.org>\r\nSubject: Grüße 📨\r\n\r\nUTF-8 headers and body.\r\n".as_bytes().to_vec();
     c.send(dot_stuff(&m)).await?;
@@ -809,9 +789,7 @@ async fn bdat_last(t: &Target) -> Result<()> {
     let (mut c, _) = session(t, Service::Smtp).await?;
     let m = b"Subject: bdat\r\n\r\n..two dots stay two\r\n.\r\nend\r\n".to_vec();
     c.command("MAIL FROM:<a@example.org>").await?.expect(250)?;
-    c.command(&format!("RCPT TO:<{}>", mb.address))
-        .await?
-        .expect(250)?;
+    rcpt(&mut c, &mb).await?.expect(250)?;
     c.send(format!("BDAT {} LAST\r\n", m.len())).await?;
     c.send(&m).await?;
     c.reply().await?.expect(250)?;
@@ -823,9 +801,7 @@ async fn bdat_chunks(t: &Target) -> Result<()> {
     let (mut c, _) = session(t, Service::Smtp).await?;
     let m = chunked_content();
     c.command("MAIL FROM:<a@example.org>").await?.expect(250)?;
-    c.command(&format!("RCPT TO:<{}>", mb.address))
-        .await?
-        .expect(250)?;
+    rcpt(&mut c, &mb).await?.expect(250)?;
     let (a, b) = m.split_at(22);
     for chunk in [a, b] {
         c.send(format!("BDAT {}\r\n", chunk.len())).await?;
@@ -853,9 +829,7 @@ async fn bdat_then_data(t: &Target) -> Result<()> {
     let mb = t.mailbox("bdat-data").await?;
     let (mut c, _) = session(t, Service::Smtp).await?;
     c.command("MAIL FROM:<a@example.org>").await?.expect(250)?;
-    c.command(&format!("RCPT TO:<{}>", mb.address))
-        .await?
-        .expect(250)?;
+    rcpt(&mut c, &mb).await?.expect(250)?;
     c.send("BDAT 5\r\nhello").await?;
     c.reply().await?.expect(250)?;
     c.command("DATA")

@@ -11,15 +11,7 @@ use crate::matrix::{Level, Outcome, Requirement, Suite, Verdict};
 use crate::target::{Service, Target};
 use crate::Check;
 
-const fn r(
-    id: &'static str,
-    rfc: &'static str,
-    section: &'static str,
-    level: Level,
-    title: &'static str,
-) -> Requirement {
-    Requirement::new(id, Suite::Tls, rfc, section, level, title)
-}
+crate::requirement_fn!(Suite::Tls);
 
 pub fn checks() -> Vec<Check> {
     use Level::*;

@@ -191,8 +191,7 @@ async fn smtp_bdat(t: &Target) -> Result<String> {
 }
 
 async fn pop3_stls(t: &Target) -> Result<String> {
-    let mut c = Client::connect(t.addr(Service::Pop3)).await?;
-    c.line().await?;
+    let mut c = crate::pop3::pop3_plain(t).await?;
     c.capa().await?;
     c.pop("USER someone").await?;
     c.send("STLS\r\nCAPA\r\n").await?;

@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Packages the test suites need. Adding one is one line: name it and say which tests use it.
 /// Daemons such as postfix or dovecot will also need debconf preseeding before install.
 pub const TEST_PACKAGES: &[&str] = &[
-    "swaks",     // SMTP integration tests drive the gateway's SMTP listener with it
-    "fetchmail", // POP3 interop tests fetch from the gateway with a real client
-    "curl",      // interop tests that talk to the gateway as an off-the-shelf client
-    "openssl",   // TLS interop tests use `openssl s_client` against the gateway
+    "swaks",      // SMTP integration tests drive the gateway's SMTP listener with it
+    "fetchmail",  // POP3 interop tests fetch from the gateway with a real client
+    "curl",       // interop tests that talk to the gateway as an off-the-shelf client
+    "openssl",    // TLS interop tests use `openssl s_client` against the gateway
+    "testssl.sh", // conformance: protocol, cipher and chain scans of every TLS listener
+    "python3",    // interop tests drive the gateway with Python's smtplib and poplib
 ];
 
 /// Ensures every package the test suites need is installed.

@@ -149,8 +149,10 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
         "Every row is a black-box check against a gateway started on 127.0.0.1: raw SMTP and \
          POP3 over TCP and TLS, `testssl.sh` for the TLS configuration and real clients for \
          interoperability. Levels are the RFC's (RFC 2119); security rows carry the level of the \
-         rule they defend. A MUST that fails fails the run, unless the row names a known gap \
-         and who closes it.\n\n",
+         rule they defend, and RFCs older than RFC 2119 (1870, 1939, 2034) are read by their \
+         imperative wording. A MUST that fails fails the run, unless the row names a known gap \
+         and who closes it. The idle timeouts, which cannot be configured (SMTP 5 minutes, \
+         POP3 10 minutes), are checked from the gateway's constants, not by waiting.\n\n",
     );
     md.push_str("## Summary\n\n| level | pass | fail | skipped |\n|---|---:|---:|---:|\n");
     for (level, t) in tally(outcomes) {

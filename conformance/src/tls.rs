@@ -18,7 +18,7 @@ pub fn checks() -> Vec<Check> {
     crate::checks![
         r("tls.implicit-465", "8314", "3.3", Must, "465 starts TLS on connect; the SMTP greeting comes inside TLS") => implicit_465,
         r("tls.implicit-995", "8314", "3.2", Must, "995 starts TLS on connect; the POP3 greeting comes inside TLS") => implicit_995,
-        r("tls.version", "8314", "4.1", Must, "every listener negotiates TLS 1.2 or later with a current client") => version,
+        r("tls.version", "8996", "4, 5", Must, "every listener negotiates TLS 1.2 or later with a current client (RFC 8314 4.1 as updated by RFC 8996)") => version,
         r("tls.chain", "8446/5246", "4.4.2/7.4.2", Must, "every listener serves leaf and intermediate: a client trusting only the root verifies it") => chain,
     ]
 }
@@ -105,83 +105,113 @@ const TESTSSL: [(Requirement, Service, Scan); 15] = {
     use Level::Must;
     use Scan::*;
     use Service::*;
-    const P: &str = "no SSL 2/3, TLS 1.0 or 1.1 offered; TLS 1.2 or 1.3 offered (testssl.sh)";
+    const P: &str = "no SSL 2/3, TLS 1.0 or 1.1 offered; TLS 1.2 or 1.3 offered (testssl.sh; RFC 8314 4.1 as updated by RFC 8996)";
     const C: &str =
-        "no NULL, anonymous, export, LOW, RC4, 3DES or obsoleted CBC cipher offered (testssl.sh)";
+        "no NULL, anonymous, export or LOW cipher (MUST NOT), nor RC4, 3DES or CBC suites (SHOULD NOT) offered (testssl.sh; BCP 195 as RFC 8314 4.1 asks)";
     const H: &str = "chain of trust verifies against the root with the chain served (testssl.sh)";
     [
         (
-            r("tls.testssl.protocols.smtp", "8314", "4.1", Must, P),
+            r("tls.testssl.protocols.smtp", "8996", "4, 5", Must, P),
             Smtp,
             Protocols,
         ),
         (
-            r("tls.testssl.protocols.submission", "8314", "4.1", Must, P),
+            r("tls.testssl.protocols.submission", "8996", "4, 5", Must, P),
             Submission,
             Protocols,
         ),
         (
-            r("tls.testssl.protocols.smtps", "8314", "4.1", Must, P),
+            r("tls.testssl.protocols.smtps", "8996", "4, 5", Must, P),
             Smtps,
             Protocols,
         ),
         (
-            r("tls.testssl.protocols.pop3", "8314", "4.1", Must, P),
+            r("tls.testssl.protocols.pop3", "8996", "4, 5", Must, P),
             Pop3,
             Protocols,
         ),
         (
-            r("tls.testssl.protocols.pop3s", "8314", "4.1", Must, P),
+            r("tls.testssl.protocols.pop3s", "8996", "4, 5", Must, P),
             Pop3s,
             Protocols,
         ),
         (
-            r("tls.testssl.ciphers.smtp", "8314", "4.1", Must, C),
+            r("tls.testssl.ciphers.smtp", "7525", "4.1", Must, C),
             Smtp,
             Ciphers,
         ),
         (
-            r("tls.testssl.ciphers.submission", "8314", "4.1", Must, C),
+            r("tls.testssl.ciphers.submission", "7525", "4.1", Must, C),
             Submission,
             Ciphers,
         ),
         (
-            r("tls.testssl.ciphers.smtps", "8314", "4.1", Must, C),
+            r("tls.testssl.ciphers.smtps", "7525", "4.1", Must, C),
             Smtps,
             Ciphers,
         ),
         (
-            r("tls.testssl.ciphers.pop3", "8314", "4.1", Must, C),
+            r("tls.testssl.ciphers.pop3", "7525", "4.1", Must, C),
             Pop3,
             Ciphers,
         ),
         (
-            r("tls.testssl.ciphers.pop3s", "8314", "4.1", Must, C),
+            r("tls.testssl.ciphers.pop3s", "7525", "4.1", Must, C),
             Pop3s,
             Ciphers,
         ),
         (
-            r("tls.testssl.chain.smtp", "8314", "4.1", Must, H),
+            r(
+                "tls.testssl.chain.smtp",
+                "8446/5246",
+                "4.4.2/7.4.2",
+                Must,
+                H,
+            ),
             Smtp,
             Chain,
         ),
         (
-            r("tls.testssl.chain.submission", "8314", "4.1", Must, H),
+            r(
+                "tls.testssl.chain.submission",
+                "8446/5246",
+                "4.4.2/7.4.2",
+                Must,
+                H,
+            ),
             Submission,
             Chain,
         ),
         (
-            r("tls.testssl.chain.smtps", "8314", "4.1", Must, H),
+            r(
+                "tls.testssl.chain.smtps",
+                "8446/5246",
+                "4.4.2/7.4.2",
+                Must,
+                H,
+            ),
             Smtps,
             Chain,
         ),
         (
-            r("tls.testssl.chain.pop3", "8314", "4.1", Must, H),
+            r(
+                "tls.testssl.chain.pop3",
+                "8446/5246",
+                "4.4.2/7.4.2",
+                Must,
+                H,
+            ),
             Pop3,
             Chain,
         ),
         (
-            r("tls.testssl.chain.pop3s", "8314", "4.1", Must, H),
+            r(
+                "tls.testssl.chain.pop3s",
+                "8446/5246",
+                "4.4.2/7.4.2",
+                Must,
+                H,
+            ),
             Pop3s,
             Chain,
         ),

@@ -17,7 +17,7 @@ pub fn checks() -> Vec<Check> {
         r("smtp.ehlo", "5321", "4.1.1.1", Must, "EHLO is answered 250 with the server's name and one extension keyword per line") => ehlo,
         r("smtp.helo", "5321", "4.1.1.1", Must, "HELO is answered 250 and a transaction can follow it") => helo,
         r("smtp.minimum-commands", "5321", "4.5.1", Must, "the minimum command set is implemented: NOOP and RSET get 250, VRFY is not 500/502") => minimum_commands,
-        r("smtp.postmaster", "5321", "4.5.1", Must, "RCPT TO:<postmaster> (no domain) is accepted").known_gap("gateway answers 550; the lead fixes it in smtp/session.rs on main") => postmaster,
+        r("smtp.postmaster", "5321", "4.5.1", Must, "RCPT TO:<Postmaster> and <postmaster@our domain> are accepted, in any letter case").known_gap("gateway answers 550 5.1.1; the lead fixes it in smtp/session.rs on main") => postmaster,
         r("smtp.quit", "5321", "4.1.1.10", Must, "QUIT is answered 221 and the server closes the connection") => quit,
         r("smtp.rset", "5321", "4.1.1.5", Must, "RSET aborts the transaction: a RCPT after it is out of sequence") => rset_clears,
         r("smtp.ehlo-resets", "5321", "4.1.4", Must, "EHLO in a transaction resets it as RSET does") => ehlo_resets,
@@ -201,10 +201,17 @@ async fn minimum_commands(t: &Target) -> Result<()> {
 async fn postmaster(t: &Target) -> Result<()> {
     let (mut c, _) = session(t, Service::Smtp).await?;
     c.command("MAIL FROM:<a@example.org>").await?.expect(250)?;
-    c.command("RCPT TO:<postmaster>")
-        .await?
-        .expect(250)
-        .context("RCPT TO:<postmaster>")?;
+    for rcpt in [
+        "<postmaster>".to_owned(),
+        "<Postmaster>".to_owned(),
+        format!("<postmaster@{EMAIL_DOMAIN}>"),
+        format!("<POSTMASTER@{EMAIL_DOMAIN}>"),
+    ] {
+        c.command(&format!("RCPT TO:{rcpt}"))
+            .await?
+            .expect(250)
+            .with_context(|| format!("RCPT TO:{rcpt}"))?;
+    }
     Ok(())
 }
 

@@ -29,6 +29,7 @@ pub fn checks() -> Vec<Check> {
         r("smtp.text-line-1000", "5321", "4.5.3.1.6", Must, "a text line of 1000 octets including CRLF is accepted intact") => text_line_1000,
         r("smtp.command-line-512", "5321", "4.5.3.1.4", Must, "a command line of 512 octets including CRLF is accepted") => command_line_512,
         r("smtp.recipients-100", "5321", "4.5.3.1.8", Must, "a transaction with 100 recipients is accepted") => recipients_100,
+        r("smtp.too-many-recipients", "5321", "4.5.3.1.10", Should, "a RCPT beyond the configured recipient limit gets the temporary 452, not 552, and the transaction goes on") => too_many_recipients,
         r("smtp.quoted-local-part", "5321", "4.1.2", Must, "a quoted-string local part in MAIL FROM is accepted") => quoted_local_part,
         r("smtp.source-route", "5321", "4.1.1.3, C", Must, "a forward-path with a source route is accepted and the route ignored") => source_route,
         r("smtp.received", "5321", "4.4", Must, "the stored message starts with a Received: trace field naming this server") => received_trace,
@@ -354,11 +355,16 @@ async fn command_line_512(t: &Target) -> Result<()> {
 }
 
 async fn recipients_100(t: &Target) -> Result<()> {
-    let mb = t.mailbox("hundred").await?;
+    // 100 distinct mailboxes: a repeated recipient is accepted once and would not fill the
+    // recipient buffer the RFC sizes.
+    let mut boxes = Vec::with_capacity(100);
+    for i in 0..100 {
+        boxes.push(t.mailbox(&format!("hundred-{i}")).await?);
+    }
     let (mut c, _) = session(t, Service::Smtp).await?;
     c.command("MAIL FROM:<a@example.org>").await?.expect(250)?;
-    for i in 0..100 {
-        rcpt(&mut c, &mb)
+    for (i, mb) in boxes.iter().enumerate() {
+        rcpt(&mut c, mb)
             .await?
             .expect(250)
             .with_context(|| format!("recipient {}", i + 1))?;
@@ -366,6 +372,33 @@ async fn recipients_100(t: &Target) -> Result<()> {
     c.command("DATA").await?.expect(354)?;
     c.send(dot_stuff(&message("hundred"))).await?;
     c.reply().await?.expect(250)?;
+    for mb in [&boxes[0], &boxes[99]] {
+        ensure!(t.message_count(mb)? == 1, "not delivered to every recipient");
+    }
+    Ok(())
+}
+
+async fn too_many_recipients(_: &Target) -> Result<()> {
+    let mut t = Target::start_with(|c| c.limits.max_recipients = 3).await?;
+    // Distinct mailboxes: a repeated recipient is accepted once and does not count.
+    let mut boxes = Vec::new();
+    for i in 0..4 {
+        boxes.push(t.mailbox(&format!("limit-{i}")).await?);
+    }
+    let (mut c, _) = session(&t, Service::Smtp).await?;
+    c.command("MAIL FROM:<a@example.org>").await?.expect(250)?;
+    for mb in &boxes[..3] {
+        rcpt(&mut c, mb).await?.expect(250)?;
+    }
+    rcpt(&mut c, &boxes[3])
+        .await?
+        .expect(452)
+        .context("4th recipient")?;
+    c.command("DATA").await?.expect(354)?;
+    let m = message("limit");
+    c.send(dot_stuff(&m)).await?;
+    c.reply().await?.expect(250)?;
+    t.stop().await;
     Ok(())
 }
 

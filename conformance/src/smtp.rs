@@ -373,7 +373,10 @@ async fn recipients_100(t: &Target) -> Result<()> {
     c.send(dot_stuff(&message("hundred"))).await?;
     c.reply().await?.expect(250)?;
     for mb in [&boxes[0], &boxes[99]] {
-        ensure!(t.message_count(mb)? == 1, "not delivered to every recipient");
+        ensure!(
+            t.message_count(mb)? == 1,
+            "not delivered to every recipient"
+        );
     }
     Ok(())
 }

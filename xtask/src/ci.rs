@@ -40,6 +40,14 @@ pub fn run_ci(opts: &Options) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"))
     }));
     steps.push(("test", test));
+    // The full requirement matrix (interop clients and testssl.sh included); fails on a
+    // failing MUST or a stale conformance/REPORT.md. Packages were handled by `deps`.
+    steps.push(("conformance", |_| {
+        crate::conformance::run_conformance(&crate::conformance::Options {
+            check: true,
+            skip_deps: true,
+        })
+    }));
 
     let mut tally = Tally::default();
     let mut timings: Vec<(&str, Duration)> = Vec::new();

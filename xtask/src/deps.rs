@@ -18,6 +18,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "postfix",            // upstream-test-util: the throwaway provider's SMTP submission server
     "dovecot-core",       // upstream-test-util: its POP3 server and SMTP AUTH backend
     "dovecot-pop3d",      // upstream-test-util: Dovecot's POP3 service
+    "testssl.sh",         // conformance: protocol, cipher and chain scans of every TLS listener
+    "python3",            // interop tests drive the gateway with Python's smtplib and poplib
 ];
 
 /// debconf answers (`debconf-set-selections` lines) given before installing, so that a

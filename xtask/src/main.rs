@@ -3,6 +3,7 @@
 
 mod bench;
 mod ci;
+mod conformance;
 mod deps;
 mod util;
 
@@ -14,6 +15,10 @@ usage: cargo xtask <task> [args]
 tasks:
   ci [--skip-deps]   install needed Debian packages, then fmt check, clippy, tests
                      (--skip-deps: don't touch system packages; for developers without root)
+  conformance [--check] [--skip-deps]
+                     run the RFC conformance, security, TLS (testssl.sh) and interop suites,
+                     print the requirement matrix and write conformance/REPORT.md; fails on
+                     any failing MUST (--check: compare the report instead, fail if stale)
   bench [NAME...]    run benchmarks: criterion targets (crypto, storage) and side-by-side
                      runners against peer servers (smtp: vs Postfix, pop3: vs Dovecot); all when no NAME
   fmt                format the workspace (cargo fmt --all)
@@ -22,6 +27,7 @@ tasks:
 #[derive(Debug, PartialEq)]
 enum Task {
     Ci { skip_deps: bool },
+    Conformance { check: bool, skip_deps: bool },
     Bench { names: Vec<String> },
     Fmt,
     Help,
@@ -41,6 +47,17 @@ fn parse(args: &[String]) -> Result<Task> {
                 }
             }
             Task::Ci { skip_deps }
+        }
+        "conformance" => {
+            let (mut check, mut skip_deps) = (false, false);
+            for arg in rest {
+                match arg.as_str() {
+                    "--check" => check = true,
+                    "--skip-deps" => skip_deps = true,
+                    other => bail!("conformance: unknown argument `{other}`"),
+                }
+            }
+            Task::Conformance { check, skip_deps }
         }
         "bench" => {
             if let Some(flag) = rest.iter().find(|a| a.starts_with('-')) {
@@ -71,6 +88,9 @@ fn main() {
     };
     let result = match task {
         Task::Ci { skip_deps } => ci::run_ci(&ci::Options { skip_deps }),
+        Task::Conformance { check, skip_deps } => {
+            conformance::run_conformance(&conformance::Options { check, skip_deps })
+        }
         Task::Bench { names } => bench::run_benches(&names),
         Task::Fmt => util::run(util::cargo().args(["fmt", "--all"])),
         Task::Help => {
@@ -103,6 +123,20 @@ mod tests {
             p(&["ci", "--skip-deps"]).unwrap(),
             Task::Ci { skip_deps: true }
         );
+        assert_eq!(
+            p(&["conformance"]).unwrap(),
+            Task::Conformance {
+                check: false,
+                skip_deps: false
+            }
+        );
+        assert_eq!(
+            p(&["conformance", "--check", "--skip-deps"]).unwrap(),
+            Task::Conformance {
+                check: true,
+                skip_deps: true
+            }
+        );
         assert_eq!(p(&["bench"]).unwrap(), Task::Bench { names: vec![] });
         assert_eq!(
             p(&["bench", "crypto", "storage"]).unwrap(),
@@ -117,6 +151,7 @@ mod tests {
         assert!(p(&["nope"]).is_err());
         assert!(p(&["ci", "--skip-dep"]).is_err());
         assert!(p(&["bench", "--noplot"]).is_err());
+        assert!(p(&["conformance", "--fast"]).is_err());
         assert!(p(&["fmt", "x"]).is_err());
     }
 }

@@ -38,6 +38,8 @@ pub struct LoadConfig {
     pub to: String,
     /// Send MAIL, RCPT and DATA in one write (only if the server offers PIPELINING).
     pub pipelining: bool,
+    /// Log in with AUTH PLAIN (user, password) after EHLO; needs `tls`.
+    pub auth: Option<(String, String)>,
 }
 
 /// What a run achieved.
@@ -263,6 +265,13 @@ async fn session(shared: &Shared, result: &mut SessionResult) -> anyhow::Result<
     write.write_all(b"EHLO loadgen.gateway.test\r\n").await?;
     let ehlo = expect(&mut read, &mut line, 250).await.context("EHLO")?;
     let pipelining = shared.config.pipelining && ehlo.iter().any(|l| l == "PIPELINING");
+    if let Some((user, password)) = &shared.config.auth {
+        let plain = data_encoding::BASE64.encode(format!("\0{user}\0{password}").as_bytes());
+        write
+            .write_all(format!("AUTH PLAIN {plain}\r\n").as_bytes())
+            .await?;
+        expect(&mut read, &mut line, 235).await.context("AUTH")?;
+    }
 
     let envelope = format!(
         "MAIL FROM:<{}>\r\nRCPT TO:<{}>\r\nDATA\r\n",

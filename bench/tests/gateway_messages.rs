@@ -46,6 +46,7 @@ fn smtp_stored_message_is_trace_plus_what_was_sent() {
             from: "loadgen@client.bench.test".into(),
             to: address.clone(),
             pipelining: true,
+            auth: None,
         })
         .await
         .unwrap();

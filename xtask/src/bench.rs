@@ -12,7 +12,11 @@ const BENCH_PACKAGES: &[(&str, &[&str])] = &[];
 /// Benches that are runner binaries of the bench crate rather than criterion targets: they
 /// start the gateway and a peer server (Postfix, Dovecot) and print a side-by-side report.
 /// The runner installs its peer itself (it needs debconf answers apt alone cannot give).
-const RUNNERS: &[(&str, &str)] = &[("smtp", "smtp_bench"), ("pop3", "pop3_bench")];
+const RUNNERS: &[(&str, &str)] = &[
+    ("smtp", "smtp_bench"),
+    ("pop3", "pop3_bench"),
+    ("proxy", "proxy_bench"),
+];
 
 /// Runs the named benches (criterion targets or runners), or every one when `names` is
 /// empty.

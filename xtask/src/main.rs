@@ -20,7 +20,7 @@ tasks:
                      print the requirement matrix and write conformance/REPORT.md; fails on
                      any failing MUST (--check: compare the report instead, fail if stale)
   bench [NAME...]    run benchmarks: criterion targets (crypto, storage) and side-by-side
-                     runners against peer servers (smtp: vs Postfix, pop3: vs Dovecot); all when no NAME
+                     runners against peer servers (smtp: vs Postfix, pop3: vs Dovecot, proxy: vs direct to Postfix); all when no NAME
   fmt                format the workspace (cargo fmt --all)
   help               this text";
 

@@ -342,6 +342,7 @@ impl GatewaySide {
                 from: FROM.to_owned(),
                 to: address.clone(),
                 pipelining: true,
+                auth: None,
             }))?;
             if report.accepted != per_mailbox {
                 bail!("SMTP fill: {}", report.summary());

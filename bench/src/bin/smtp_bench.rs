@@ -189,6 +189,7 @@ fn our_load(
         from: FROM.to_owned(),
         to: to.to_owned(),
         pipelining: true,
+        auth: None,
     }))?;
     eprintln!("    {}", report.summary());
     if report.accepted == 0 {

@@ -62,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         from: args.from,
         to: args.to,
         pipelining: !args.no_pipelining,
+        auth: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

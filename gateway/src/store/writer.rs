@@ -56,7 +56,7 @@ fn run(db: Arc<DbHandle>, rx: mpsc::Receiver<Request>) {
     }
 }
 
-fn commit_batch(handle: &DbHandle, batch: Vec<Request>) {
+pub fn commit_batch(handle: &DbHandle, batch: Vec<Request>) {
     let db = match handle.get() {
         Ok(db) => db,
         Err(e) => return fail_all(batch, e),

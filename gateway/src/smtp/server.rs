@@ -117,7 +117,7 @@ impl SmtpServer {
 
 fn session_id() -> String {
     let mut bytes = [0u8; 8];
-    crate::crypto::fill_random(&mut bytes);
+    crate::crypto::fill_random_id(&mut bytes);
     data_encoding::HEXUPPER.encode(&bytes)
 }
 

@@ -1,0 +1,119 @@
+//! `sim --seeds N [--from S] [--scenario X]`: runs N seeds and prints the failing ones.
+//! `sim --seed S [--scenario X] [--bug lying-sync]`: replays one seed with its readable trace.
+//! `cargo xtask sim` runs this with tokio's scheduler seeded too.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use sim::disk::DiskBug;
+use sim::scenario::Scenario;
+use sim::{run, Options};
+
+struct Args {
+    seeds: Option<u64>,
+    from: u64,
+    seed: Option<u64>,
+    scenario: Option<Scenario>,
+    bug: Option<DiskBug>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        seeds: None,
+        from: 0,
+        seed: None,
+        scenario: None,
+        bug: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let number = |v: String| v.parse::<u64>().map_err(|e| format!("{v}: {e}"));
+        match flag.as_str() {
+            "--seeds" => args.seeds = Some(number(value()?)?),
+            "--from" => args.from = number(value()?)?,
+            "--seed" => args.seed = Some(number(value()?)?),
+            "--scenario" => {
+                let name = value()?;
+                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                args.scenario = Some(
+                    Scenario::parse(&name)
+                        .ok_or(format!("unknown scenario {name}; one of {names:?}"))?,
+                );
+            }
+            "--bug" => match value()?.as_str() {
+                "lying-sync" => args.bug = Some(DiskBug::LyingSync),
+                other => return Err(format!("unknown bug {other}; the one known is lying-sync")),
+            },
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+/// A seed's scenario when none is named: spread the seeds over all of them.
+fn scenario_for(seed: u64) -> Scenario {
+    Scenario::ALL[(seed % Scenario::ALL.len() as u64) as usize]
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(seed) = args.seed {
+        let options = Options {
+            seed,
+            scenario: args.scenario.unwrap_or(scenario_for(seed)),
+            bug: args.bug,
+        };
+        let outcome = run(options);
+        print!("{}", outcome.trace.render());
+        println!(
+            "seed {seed} scenario {}: {} (trace hash {:016x}, {:?} simulated)",
+            options.scenario.name(),
+            if outcome.passed() { "passed" } else { "FAILED" },
+            outcome.trace.hash(),
+            outcome.sim_time
+        );
+        return if outcome.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let count = args.seeds.unwrap_or(100);
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for seed in args.from..args.from + count {
+        let scenario = args.scenario.unwrap_or(scenario_for(seed));
+        let outcome = run(Options {
+            seed,
+            scenario,
+            bug: args.bug,
+        });
+        if !outcome.passed() {
+            println!(
+                "FAILED seed {seed} scenario {}: {}",
+                scenario.name(),
+                outcome.violations.join("; ")
+            );
+            failed.push(seed);
+        }
+    }
+    println!(
+        "{} passed, {} failed ({} seeds in {:.1?})",
+        count as usize - failed.len(),
+        failed.len(),
+        count,
+        started.elapsed()
+    );
+    if !failed.is_empty() {
+        println!("replay one with: cargo xtask sim --seed {}", failed[0]);
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

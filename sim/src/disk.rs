@@ -46,7 +46,8 @@ struct State {
     next_backend: u64,
     /// The backend holding the whole-file lock, like the OS lock on the real file.
     lock_owner: Option<u64>,
-    /// Growth beyond this many bytes fails with ENOSPC.
+    /// While full: growth beyond this many bytes fails with ENOSPC, and so may a sync of
+    /// writes (a file system that allocates blocks only when it writes back).
     capacity: Option<u64>,
     syncs: u64,
     /// The sync with this number cuts the power instead of completing.
@@ -291,6 +292,11 @@ impl StorageBackend for DiskBackend {
             state.cut = Some(report);
             return Err(dead());
         }
+        if state.capacity.is_some() && !state.pending.is_empty() && state.rng.random_bool(0.2) {
+            // Like Linux after a failed fsync: the data stays readable in the cache, durable
+            // or not is unknown, and the next successful sync writes it.
+            return Err(enospc());
+        }
         if state.bug == Some(DiskBug::LyingSync) {
             return Ok(());
         }
@@ -422,13 +428,15 @@ mod tests {
     }
 
     #[test]
-    fn a_full_disk_refuses_growth_only() {
+    fn a_full_disk_refuses_growth_and_some_syncs() {
         let disk = Disk::new(1, None);
         let b = disk.backend();
         b.set_len(1024).unwrap();
         disk.fill(0);
         assert_eq!(b.set_len(2048).unwrap_err().raw_os_error(), Some(28));
         b.write(0, &[1; 1024]).unwrap();
+        let syncs: Vec<bool> = (0..20).map(|_| b.sync_data().is_ok()).collect();
+        assert!(syncs.contains(&false), "a sync of pending writes may fail");
         disk.free();
         b.set_len(2048).unwrap();
     }

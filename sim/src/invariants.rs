@@ -48,6 +48,11 @@ pub enum SessionEnd {
     NoUpdate,
     /// QUIT sent, no answer: the UPDATE happened entirely or not at all.
     QuitUnanswered,
+    /// `-ERR` to QUIT: the UPDATE's commit failed. After a failed sync nobody knows whether
+    /// it is durable (the written pages stay readable, as Linux keeps them after a failed
+    /// fsync), so this too is all or nothing; RFC 1939 only says "some deleted messages not
+    /// removed".
+    UpdateFailed,
     /// `+OK` to QUIT: the marked messages are gone for good.
     Completed,
 }
@@ -195,7 +200,7 @@ impl Ledger {
                             }
                         }
                     }
-                    SessionEnd::QuitUnanswered => {
+                    SessionEnd::QuitUnanswered | SessionEnd::UpdateFailed => {
                         let gone = deleted.iter().filter(|u| !next.contains(**u)).count();
                         if gone != 0 && gone != deleted.len() {
                             violations.push(format!(

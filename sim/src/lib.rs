@@ -259,6 +259,14 @@ fn run_seeded(options: Options) -> Outcome {
     }
 }
 
+fn heal_link(sim: &mut turmoil::Sim<'_>, client: &str, cut: bool) {
+    if cut {
+        sim.repair(client, GATEWAY);
+    } else {
+        sim.release(client, GATEWAY);
+    }
+}
+
 /// Steps the world and injects the faults; false if a panic cut the run short.
 fn drive(
     sim: &mut turmoil::Sim<'_>,
@@ -271,7 +279,8 @@ fn drive(
     let mut faults: VecDeque<(Duration, Fault)> = plan.faults.iter().cloned().collect();
     let mut restart_at: Option<Duration> = None;
     let mut cut_down: Option<Duration> = None;
-    let mut stalls: Vec<(Duration, String)> = Vec::new();
+    // Links held or cut, until when (true: cut).
+    let mut stalls: Vec<(Duration, String, bool)> = Vec::new();
     let mut disk_free_at: Option<Duration> = None;
     let mut healed = false;
     loop {
@@ -307,9 +316,9 @@ fn drive(
             sim.bounce(GATEWAY);
             log(now, "gateway restarted".into());
         }
-        stalls.retain(|(until, client)| {
+        stalls.retain(|(until, client, cut)| {
             if *until <= now {
-                sim.release(client.as_str(), GATEWAY);
+                heal_link(sim, client, *cut);
                 log(now, format!("link {client} <-> gateway flows again"));
                 false
             } else {
@@ -351,7 +360,12 @@ fn drive(
                         now,
                         format!("link {client} <-> gateway stalls for {for_:?}"),
                     );
-                    stalls.push((now + for_, client));
+                    stalls.push((now + for_, client, false));
+                }
+                Fault::Partition { client, for_ } => {
+                    sim.partition(client.as_str(), GATEWAY);
+                    log(now, format!("link {client} <-> gateway cut for {for_:?}"));
+                    stalls.push((now + for_, client, true));
                 }
                 Fault::DiskFull { slack, for_ } => {
                     disk.fill(slack);
@@ -365,8 +379,8 @@ fn drive(
             healed = true;
             disk.disarm_cut();
             cut_down = None;
-            for (_, client) in stalls.drain(..) {
-                sim.release(client.as_str(), GATEWAY);
+            for (_, client, cut) in stalls.drain(..) {
+                heal_link(sim, &client, cut);
             }
             disk.free();
             disk_free_at = None;

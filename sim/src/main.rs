@@ -57,6 +57,13 @@ fn scenario_for(seed: u64) -> Scenario {
 }
 
 fn main() -> ExitCode {
+    // The gateway's own logs, for digging into a replay: `RUST_LOG=debug`.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args = match parse() {
         Ok(args) => args,
         Err(e) => {

@@ -17,8 +17,8 @@ pub enum Scenario {
     /// Power cuts in the middle of a commit (a chosen sync never completes; unsynced writes
     /// are kept, dropped or torn), then a restart.
     PowerCut,
-    /// Clients dropping connections mid-DATA, after the dot and mid-RETR; links stalling and
-    /// coming back; variable latency.
+    /// Clients dropping connections mid-DATA, after the dot and mid-RETR; links stalling or
+    /// partitioned for a while; variable latency.
     Network,
     /// The disk fills up for a while.
     FullDisk,
@@ -109,6 +109,9 @@ pub enum Fault {
     CutAtSync { n: u64, down: Duration },
     /// Stall the link between a client and the gateway for a while (packets held, not lost).
     Stall { client: String, for_: Duration },
+    /// Cut the link for a while: packets are lost, and since turmoil's TCP does not
+    /// retransmit, the connections across it hang until a side gives up.
+    Partition { client: String, for_: Duration },
     /// The disk is full (growth beyond `slack` bytes fails) for a while.
     DiskFull { slack: u64, for_: Duration },
 }
@@ -197,7 +200,9 @@ impl Plan {
             max_gap_ms: 30_000,
             cut_rate: if network { 0.3 } else { 0.0 },
             patience: Duration::from_secs(30),
-            max_drain_attempts: 20,
+            // A session hung by a partition keeps the maildrop until the gateway's 10-minute
+            // idle timeout; the drain outlasts that.
+            max_drain_attempts: 40,
         };
 
         let mut faults = Vec::new();
@@ -225,13 +230,24 @@ impl Plan {
                     format!("sender-{}", rng.random_range(0..sender_count))
                 };
                 let for_ = Duration::from_millis(rng.random_range(100..40_000));
-                faults.push((at(rng), Fault::Stall { client, for_ }));
+                let fault = if rng.random_bool(0.3) {
+                    Fault::Partition { client, for_ }
+                } else {
+                    Fault::Stall { client, for_ }
+                };
+                faults.push((at(rng), fault));
             }
         }
         if scenario.has(Scenario::FullDisk) {
-            let slack = rng.random_range(0..64 * 1024);
-            let for_ = Duration::from_millis(rng.random_range(1_000..30_000));
-            faults.push((at(rng), Fault::DiskFull { slack, for_ }));
+            // While the senders are busy, so that commits meet it.
+            let when = Duration::from_millis(rng.random_range(0..30_000));
+            let slack = if rng.random_bool(0.5) {
+                0
+            } else {
+                rng.random_range(0..64 * 1024)
+            };
+            let for_ = Duration::from_millis(rng.random_range(5_000..60_000));
+            faults.push((when, Fault::DiskFull { slack, for_ }));
         }
         faults.sort_by_key(|(at, _)| *at);
         let (min_latency, max_latency) = if network || slow {

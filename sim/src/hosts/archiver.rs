@@ -67,7 +67,7 @@ pub async fn run(plan: ArchiverPlan, shared: SharedRef, mut rng: SmallRng) -> tu
                 ));
                 break;
             }
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
         }
     }
     shared.log(ME, "done");
@@ -219,8 +219,7 @@ async fn converse(
     match status(&mut conn).await? {
         Ok(_) => record.end = SessionEnd::Completed,
         Err(refused) => {
-            // -ERR to QUIT: the UPDATE failed and nothing was deleted (RFC 1939 §6).
-            record.end = SessionEnd::NoUpdate;
+            record.end = SessionEnd::UpdateFailed;
             shared.log(
                 ME,
                 format!("QUIT refused: {}", refused.split(' ').nth(1).unwrap_or("")),

@@ -189,8 +189,10 @@ fn run_seeded(options: Options) -> Outcome {
         .max_message_latency(plan.max_latency)
         .build();
     {
-        let disk = disk.clone();
-        sim.host(GATEWAY, move || hosts::gateway::run(disk.clone()));
+        let (disk, shared) = (disk.clone(), shared.clone());
+        sim.host(GATEWAY, move || {
+            hosts::gateway::run(disk.clone(), shared.clone())
+        });
     }
     shared.senders_left.set(plan.senders.len());
     for sender in &plan.senders {

@@ -15,6 +15,7 @@ use gateway::service::{Gateway, ServiceOptions};
 use gateway::smtp::{SessionConfig, SmtpServer};
 use gateway::store::{Store, StoreOptions};
 
+use super::SharedRef;
 use crate::disk::Disk;
 
 pub const NAME: &str = "gateway";
@@ -73,9 +74,27 @@ pub fn service(store: Store) -> Gateway {
     )
 }
 
-/// The host's software, from boot to crash.
-pub async fn run(disk: Disk) -> turmoil::Result {
-    let gateway = service(open_store(&disk)?);
+/// The host's software, from boot to crash. A store that cannot be opened (a full disk
+/// where redb's recovery must write) is retried every second, as a service manager
+/// restarting the gateway would.
+pub async fn run(disk: Disk, shared: SharedRef) -> turmoil::Result {
+    let mut failures = 0u32;
+    let store = loop {
+        match open_store(&disk) {
+            Ok(store) => break store,
+            Err(e) => {
+                if failures == 0 {
+                    shared.log(NAME, format!("cannot start: {e}"));
+                }
+                failures += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    if failures > 0 {
+        shared.log(NAME, format!("started after {failures} failed attempts"));
+    }
+    let gateway = service(store);
     let smtp = SmtpServer::new(
         gateway.clone(),
         SessionConfig {

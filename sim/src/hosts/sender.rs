@@ -40,8 +40,13 @@ pub async fn run(plan: SenderPlan, shared: SharedRef, mut rng: SmallRng) -> turm
     }
     for message in &plan.messages {
         let mut attempt = 0u32;
+        // Attempts begun after the faults ended: only those count for liveness.
+        let mut healthy_attempts = 0u32;
         loop {
             attempt += 1;
+            if shared.faults_over.get() {
+                healthy_attempts += 1;
+            }
             let cut = if shared.faults_over.get() {
                 Cut::None
             } else if rng.random_bool(plan.cut_rate) {
@@ -76,7 +81,7 @@ pub async fn run(plan: SenderPlan, shared: SharedRef, mut rng: SmallRng) -> turm
             if matches!(result, Ok(Delivery::Acked)) {
                 break;
             }
-            if shared.faults_over.get() && attempt > plan.max_attempts_after_faults {
+            if healthy_attempts >= plan.max_attempts_after_faults {
                 shared.ledger.borrow_mut().problems.push(format!(
                     "{me}: {} still not accepted after the faults ended ({attempt} attempts)",
                     message.label

@@ -245,6 +245,17 @@ impl Store {
         Ok(Committed { value, durable })
     }
 
+    /// The deliberately wrong variant the simulation must catch: from now on commits return
+    /// (and hand out their `Durable` proof, so SMTP answers 250) without syncing, as if
+    /// someone had traded the fsync for speed. Test-support builds only.
+    #[cfg(feature = "test-support")]
+    pub fn skip_sync_for_tests(&self, skip: bool) {
+        self.inner
+            .db
+            .skip_sync
+            .store(skip, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// A consistent snapshot for reading.
     pub fn read(&self) -> Result<Snapshot, StoreError> {
         let db = self.inner.db.get()?;

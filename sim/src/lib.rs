@@ -52,13 +52,37 @@ const MAILBOXES: usize = 2;
 /// A run that is still going after this much simulated time has hung.
 const TIME_LIMIT: Duration = Duration::from_secs(3 * 3600);
 
+/// A deliberately wrong variant, to show that the checks can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// The gateway's store commits without syncing (`Store::skip_sync_for_tests`), so SMTP
+    /// answers 250 before the message is durable.
+    UnsyncedCommit,
+    /// The disk's sync lies ([`DiskBug::LyingSync`]).
+    LyingDisk,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 2] = [Bug::UnsyncedCommit, Bug::LyingDisk];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::UnsyncedCommit => "unsynced-commit",
+            Bug::LyingDisk => "lying-disk",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub seed: u64,
     pub scenario: Scenario,
-    /// A deliberately wrong variant, to show that the checks can fail.
-    pub bug: Option<DiskBug>,
+    pub bug: Option<Bug>,
 }
 
 /// What a run did.
@@ -164,7 +188,10 @@ fn run_seeded(options: Options) -> Outcome {
         }
     };
     // The wrong variant starts after the set-up, so the mailboxes themselves are durable.
-    disk.set_bug(options.bug);
+    if options.bug == Some(Bug::LyingDisk) {
+        disk.set_bug(Some(DiskBug::LyingSync));
+    }
+    let skip_sync = options.bug == Some(Bug::UnsyncedCommit);
     let plan = Plan::draw(options.scenario, &mut rng, &mailboxes);
     shared.trace.borrow_mut().push(
         Duration::ZERO,
@@ -191,7 +218,7 @@ fn run_seeded(options: Options) -> Outcome {
     {
         let (disk, shared) = (disk.clone(), shared.clone());
         sim.host(GATEWAY, move || {
-            hosts::gateway::run(disk.clone(), shared.clone())
+            hosts::gateway::run(disk.clone(), shared.clone(), skip_sync)
         });
     }
     shared.senders_left.set(plan.senders.len());

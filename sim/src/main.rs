@@ -1,20 +1,19 @@
 //! `sim --seeds N [--from S] [--scenario X]`: runs N seeds and prints the failing ones.
-//! `sim --seed S [--scenario X] [--bug lying-sync]`: replays one seed with its readable trace.
+//! `sim --seed S [--scenario X] [--bug B]`: replays one seed with its readable trace.
 //! `cargo xtask sim` runs this with tokio's scheduler seeded too.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use sim::disk::DiskBug;
 use sim::scenario::Scenario;
-use sim::{run, Options};
+use sim::{run, Bug, Options};
 
 struct Args {
     seeds: Option<u64>,
     from: u64,
     seed: Option<u64>,
     scenario: Option<Scenario>,
-    bug: Option<DiskBug>,
+    bug: Option<Bug>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -41,10 +40,12 @@ fn parse() -> Result<Args, String> {
                         .ok_or(format!("unknown scenario {name}; one of {names:?}"))?,
                 );
             }
-            "--bug" => match value()?.as_str() {
-                "lying-sync" => args.bug = Some(DiskBug::LyingSync),
-                other => return Err(format!("unknown bug {other}; the one known is lying-sync")),
-            },
+            "--bug" => {
+                let name = value()?;
+                let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+                args.bug =
+                    Some(Bug::parse(&name).ok_or(format!("unknown bug {name}; one of {names:?}"))?);
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -119,7 +120,14 @@ fn main() -> ExitCode {
         started.elapsed()
     );
     if !failed.is_empty() {
-        println!("replay one with: cargo xtask sim --seed {}", failed[0]);
+        let mut replay = format!("cargo xtask sim --seed {}", failed[0]);
+        if let Some(scenario) = args.scenario {
+            replay.push_str(&format!(" --scenario {}", scenario.name()));
+        }
+        if let Some(bug) = args.bug {
+            replay.push_str(&format!(" --bug {}", bug.name()));
+        }
+        println!("replay one with: {replay}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

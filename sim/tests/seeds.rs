@@ -1,9 +1,8 @@
 //! CI's seed budget: a few hundred seeds over every scenario, the determinism check, the
 //! proof that a wrong variant is caught, and the regression seeds.
 
-use sim::disk::DiskBug;
 use sim::scenario::Scenario;
-use sim::{run, Options};
+use sim::{run, Bug, Options};
 
 /// Seeds per batch; the batches run in parallel test threads.
 const BATCH: u64 = 60;
@@ -83,17 +82,17 @@ fn a_seed_replays_to_the_same_trace() {
     assert_ne!(other.trace.hash(), first.trace.hash(), "the seed matters");
 }
 
-/// A disk whose sync lies acknowledges messages that a crash then takes away: the checks
-/// must catch it within the CI budget, and the failing seed must fail the same way again.
-#[test]
-fn a_lying_sync_is_caught_and_its_seed_replays() {
+/// A wrong variant acknowledges messages that a crash then takes away: the checks must catch
+/// it within the CI budget, and the failing seed must fail the same way again. Returns the
+/// seed that caught it.
+fn caught(bug: Bug) -> u64 {
     let mut caught = None;
     for seed in 0..BATCH {
         let scenario = Scenario::ALL[(seed % Scenario::ALL.len() as u64) as usize];
         let options = Options {
             seed,
             scenario,
-            bug: Some(DiskBug::LyingSync),
+            bug: Some(bug),
         };
         let outcome = run(options);
         if !outcome.passed() {
@@ -101,7 +100,8 @@ fn a_lying_sync_is_caught_and_its_seed_replays() {
             break;
         }
     }
-    let (options, outcome) = caught.expect("a lying sync went unnoticed for a whole batch");
+    let (options, outcome) =
+        caught.unwrap_or_else(|| panic!("{bug:?} went unnoticed for a whole batch"));
     assert!(
         outcome
             .violations
@@ -113,4 +113,18 @@ fn a_lying_sync_is_caught_and_its_seed_replays() {
     let again = run(options);
     assert_eq!(again.violations, outcome.violations);
     assert_eq!(again.trace.hash(), outcome.trace.hash());
+    options.seed
+}
+
+/// The gateway's store answering before its sync: 250 before the message is durable.
+#[test]
+fn committing_without_sync_is_caught_and_its_seed_replays() {
+    let seed = caught(Bug::UnsyncedCommit);
+    eprintln!("unsynced commits caught by seed {seed}");
+}
+
+#[test]
+fn a_lying_disk_is_caught_and_its_seed_replays() {
+    let seed = caught(Bug::LyingDisk);
+    eprintln!("a lying disk caught by seed {seed}");
 }

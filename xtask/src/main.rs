@@ -21,7 +21,7 @@ tasks:
                      run N simulation seeds (default 100, from S) and print the failing ones
   sim --seed S [--scenario X] [--bug B]
                      replay one seed with its readable trace; scenarios: calm, crash,
-                     power-cut, network, full-disk, slow-clients, mixed; bug: lying-sync
+                     power-cut, network, full-disk, slow-clients, mixed; bug: unsynced-commit, lying-disk
   fmt                format the workspace (cargo fmt --all)
   help               this text";
 

@@ -77,7 +77,9 @@ pub fn service(store: Store) -> Gateway {
 /// The host's software, from boot to crash. A store that cannot be opened (a full disk
 /// where redb's recovery must write) is retried every second, as a service manager
 /// restarting the gateway would.
-pub async fn run(disk: Disk, shared: SharedRef) -> turmoil::Result {
+///
+/// `skip_sync` switches on the store's deliberately wrong variant (commits without a sync).
+pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool) -> turmoil::Result {
     let mut failures = 0u32;
     let store = loop {
         match open_store(&disk) {
@@ -94,6 +96,7 @@ pub async fn run(disk: Disk, shared: SharedRef) -> turmoil::Result {
     if failures > 0 {
         shared.log(NAME, format!("started after {failures} failed attempts"));
     }
+    store.skip_sync_for_tests(skip_sync);
     let gateway = service(store);
     let smtp = SmtpServer::new(
         gateway.clone(),

@@ -288,6 +288,31 @@ fn run_seeded(options: Options) -> Outcome {
     }
 }
 
+/// Crashes the gateway host. The gateway's outgoing packets are cut first: a dead machine
+/// sends nothing (what was still on its way out is lost with it), and tokio drops the dead
+/// runtime's tasks in an order that follows its process-wide task ids, so the FINs their
+/// sockets would send would make a run depend on the runs before it in the same process.
+fn crash_gateway(sim: &mut turmoil::Sim<'_>, clients: &[String], links: &[Link]) {
+    for client in clients {
+        sim.partition_oneway(GATEWAY, client.as_str());
+    }
+    sim.crash(GATEWAY);
+    for client in clients {
+        sim.repair_oneway(GATEWAY, client.as_str());
+    }
+    // The link faults in force stay in force.
+    for (_, client, cut) in links {
+        if *cut {
+            sim.partition(client.as_str(), GATEWAY);
+        } else {
+            sim.hold(client.as_str(), GATEWAY);
+        }
+    }
+}
+
+/// A link fault in force: until when, which client, cut (true) or held.
+type Link = (Duration, String, bool);
+
 fn heal_link(sim: &mut turmoil::Sim<'_>, client: &str, cut: bool) {
     if cut {
         sim.repair(client, GATEWAY);
@@ -309,7 +334,13 @@ fn drive(
     let mut restart_at: Option<Duration> = None;
     let mut cut_down: Option<Duration> = None;
     // Links held or cut, until when (true: cut).
-    let mut stalls: Vec<(Duration, String, bool)> = Vec::new();
+    let mut stalls: Vec<Link> = Vec::new();
+    let clients: Vec<String> = plan
+        .senders
+        .iter()
+        .map(|s| s.name.clone())
+        .chain(std::iter::once("archiver".to_owned()))
+        .collect();
     let mut disk_free_at: Option<Duration> = None;
     let mut healed = false;
     loop {
@@ -336,7 +367,7 @@ fn drive(
                     if report.torn { ", one torn" } else { "" }
                 ),
             );
-            sim.crash(GATEWAY);
+            crash_gateway(sim, &clients, &stalls);
             restart_at = Some(now + cut_down.take().unwrap_or(Duration::from_secs(1)));
         }
         if restart_at.is_some_and(|at| at <= now) {
@@ -366,7 +397,7 @@ fn drive(
             match fault {
                 Fault::Crash { down } if restart_at.is_none() => {
                     let report = disk.crash();
-                    sim.crash(GATEWAY);
+                    crash_gateway(sim, &clients, &stalls);
                     restart_at = Some(now + down);
                     cut_down = None;
                     disk.disarm_cut();

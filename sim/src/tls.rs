@@ -42,6 +42,10 @@ fn material() -> &'static Material {
             .expect("ring supports the default versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
+        // One configuration serves every run in the process: a session cache in it would
+        // carry tickets from one run into the next and make runs depend on their order.
+        let mut client = client;
+        client.resumption = rustls::client::Resumption::disabled();
         Material {
             server,
             client: Arc::new(client),

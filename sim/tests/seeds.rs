@@ -5,7 +5,7 @@ use sim::scenario::Scenario;
 use sim::{run, Bug, Options};
 
 /// Seeds per batch; the batches run in parallel test threads.
-const BATCH: u64 = 60;
+const BATCH: u64 = 100;
 
 fn batch(first: u64) {
     let mut failed = Vec::new();
@@ -32,23 +32,23 @@ fn batch(first: u64) {
 }
 
 #[test]
-fn seeds_0_to_59() {
+fn seeds_0_to_99() {
     batch(0);
 }
 
 #[test]
-fn seeds_60_to_119() {
-    batch(60);
+fn seeds_100_to_199() {
+    batch(100);
 }
 
 #[test]
-fn seeds_120_to_179() {
-    batch(120);
+fn seeds_200_to_299() {
+    batch(200);
 }
 
 #[test]
-fn seeds_180_to_239() {
-    batch(180);
+fn seeds_300_to_399() {
+    batch(300);
 }
 
 /// A run is a function of its seed alone: the same seeds run forwards and then backwards in

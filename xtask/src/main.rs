@@ -5,6 +5,7 @@ mod bench;
 mod ci;
 mod conformance;
 mod deps;
+mod sim;
 mod util;
 
 use anyhow::{bail, Result};
@@ -21,6 +22,11 @@ tasks:
                      any failing MUST (--check: compare the report instead, fail if stale)
   bench [NAME...]    run benchmarks: criterion targets (crypto, storage) and side-by-side
                      runners against peer servers (smtp: vs Postfix, pop3: vs Dovecot, proxy: vs direct to Postfix); all when no NAME
+  sim [--seeds N] [--from S] [--scenario X] [--bug B]
+                     run N simulation seeds (default 100, from S) and print the failing ones
+  sim --seed S [--scenario X] [--bug B]
+                     replay one seed with its readable trace; scenarios: calm, crash,
+                     power-cut, network, full-disk, slow-clients, mixed; bug: unsynced-commit, lying-disk
   fmt                format the workspace (cargo fmt --all)
   help               this text";
 
@@ -29,6 +35,7 @@ enum Task {
     Ci { skip_deps: bool },
     Conformance { check: bool, skip_deps: bool },
     Bench { names: Vec<String> },
+    Sim { args: Vec<String> },
     Fmt,
     Help,
 }
@@ -67,6 +74,12 @@ fn parse(args: &[String]) -> Result<Task> {
                 names: rest.to_vec(),
             }
         }
+        "sim" => {
+            sim::check_args(rest)?;
+            Task::Sim {
+                args: rest.to_vec(),
+            }
+        }
         "fmt" | "help" | "-h" | "--help" if !rest.is_empty() => {
             bail!("{task}: takes no arguments")
         }
@@ -92,6 +105,7 @@ fn main() {
             conformance::run_conformance(&conformance::Options { check, skip_deps })
         }
         Task::Bench { names } => bench::run_benches(&names),
+        Task::Sim { args } => sim::run_sim(&args),
         Task::Fmt => util::run(util::cargo().args(["fmt", "--all"])),
         Task::Help => {
             println!("{HELP}");
@@ -139,6 +153,17 @@ mod tests {
         );
         assert_eq!(p(&["bench"]).unwrap(), Task::Bench { names: vec![] });
         assert_eq!(
+            p(&["sim", "--seed", "7", "--scenario", "crash"]).unwrap(),
+            Task::Sim {
+                args: vec![
+                    "--seed".into(),
+                    "7".into(),
+                    "--scenario".into(),
+                    "crash".into()
+                ]
+            }
+        );
+        assert_eq!(
             p(&["bench", "crypto", "storage"]).unwrap(),
             Task::Bench {
                 names: vec!["crypto".into(), "storage".into()]
@@ -153,5 +178,8 @@ mod tests {
         assert!(p(&["bench", "--noplot"]).is_err());
         assert!(p(&["conformance", "--fast"]).is_err());
         assert!(p(&["fmt", "x"]).is_err());
+        assert!(p(&["sim", "--seed"]).is_err());
+        assert!(p(&["sim", "--sead", "1"]).is_err());
+        assert!(p(&["sim", "--seed", "1", "--seeds", "5"]).is_err());
     }
 }

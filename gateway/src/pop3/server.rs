@@ -42,9 +42,10 @@ pub struct Pop3Settings {
     pub max_concurrent_unseals: usize,
     /// Pause before answering a failed login.
     pub failed_login_delay: Duration,
-    /// Open the next message on a blocking thread while the client reads the current one.
-    /// The simulation turns this off (blocking threads stall simulated time).
-    pub prefetch: bool,
+    /// Run Argon2id unseals on tokio's blocking threads and open the next message on one while
+    /// the client reads the current one. The simulation turns this off (blocking threads stall
+    /// simulated time): unseals then run on the session's task and nothing is prefetched.
+    pub blocking_threads: bool,
 }
 
 /// Everything the POP3 listeners share.
@@ -247,7 +248,8 @@ impl<C: Connector> Pop3Server<C> {
         failure
     }
 
-    /// Argon2id off the async workers, at most `max_concurrent_unseals` at once.
+    /// Argon2id off the async workers (on the task itself without blocking threads), at most
+    /// `max_concurrent_unseals` at once.
     async fn unseal(
         &self,
         mailbox: &MailboxId,
@@ -257,6 +259,11 @@ impl<C: Connector> Pop3Server<C> {
             .await
             .map_err(|_| ServiceError::Unavailable("too many logins in progress"))?
             .map_err(|_| ServiceError::Unavailable("shutting down"))?;
+        if !self.settings.blocking_threads {
+            let result = self.gateway.unseal(mailbox, &password);
+            drop(permit);
+            return result;
+        }
         let gateway = self.gateway.clone();
         let mailbox = mailbox.clone();
         let result = tokio::task::spawn_blocking(move || gateway.unseal(&mailbox, &password))
@@ -484,7 +491,7 @@ where
     /// Archivers fetch messages in order: open the next one while this one travels.
     fn prefetch_after(&mut self, seq: u64) {
         let Some(login) = &self.login else { return };
-        if !self.server.settings.prefetch {
+        if !self.server.settings.blocking_threads {
             return;
         }
         let Some(next) = login.seqs.iter().skip_while(|s| **s != seq).nth(1).copied() else {

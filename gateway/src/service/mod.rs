@@ -80,6 +80,7 @@ impl Gateway {
             &store_path(&config.gateway.data_dir),
             &StoreOptions {
                 cache_bytes: config.limits.store_cache_bytes() as usize,
+                inline_commits: false,
             },
         )?;
         Ok(Self::new(store, ServiceOptions::from_config(config)))

@@ -152,7 +152,7 @@ impl<C: Connector> SmtpServer<C> {
 
 fn session_id() -> String {
     let mut bytes = [0u8; 8];
-    crate::crypto::fill_random(&mut bytes);
+    crate::crypto::fill_random_id(&mut bytes);
     data_encoding::HEXUPPER.encode(&bytes)
 }
 

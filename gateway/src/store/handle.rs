@@ -17,6 +17,9 @@ pub type Opener = Box<dyn Fn() -> Result<Database, StoreError> + Send + Sync>;
 pub struct DbHandle {
     current: RwLock<Option<Arc<Database>>>,
     opener: Opener,
+    /// A deliberately wrong store for the simulation's self-test: commits skip the sync.
+    #[cfg(feature = "test-support")]
+    pub(super) skip_sync: std::sync::atomic::AtomicBool,
 }
 
 /// How long a reopen waits for readers to let go of the old database's file lock.
@@ -29,6 +32,8 @@ impl DbHandle {
         let handle = Self {
             current: RwLock::new(Some(db.clone())),
             opener,
+            #[cfg(feature = "test-support")]
+            skip_sync: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((handle, db))
     }

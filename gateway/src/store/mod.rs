@@ -2,7 +2,8 @@
 //!
 //! Everything in it is either public (mailbox names, sizes, arrival times, public keys) or
 //! sealed (private keys, envelopes, bodies). Writes go through one group-commit thread
-//! (`writer`); reads use redb's concurrent read transactions directly.
+//! (`writer`), or run inline on the caller when [`StoreOptions::inline_commits`] says so (the
+//! simulation); reads use redb's concurrent read transactions directly.
 
 mod error;
 pub mod faults;
@@ -55,17 +56,24 @@ pub struct Committed<T> {
 pub struct StoreOptions {
     /// redb's page cache. redb defaults to 1 GiB; the gateway must stay within 512 MB.
     pub cache_bytes: usize,
+    /// Commit each write on the calling task instead of the group-commit thread. Only for the
+    /// deterministic simulation: an OS thread runs outside simulated time and its scheduling is
+    /// outside the seed. Each write then costs its own fsync and blocks its async worker for
+    /// the commit, so production keeps the thread (`false`).
+    pub inline_commits: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             cache_bytes: 64 * 1024 * 1024,
+            inline_commits: false,
         }
     }
 }
 
-/// The store. Cheap to clone; all clones share one database and one writer thread.
+/// The store. Cheap to clone; all clones share one database and one writer thread (or none,
+/// with inline commits).
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -73,6 +81,7 @@ pub struct Store {
 
 struct Inner {
     db: Arc<handle::DbHandle>,
+    /// `None` with inline commits.
     writer: Option<mpsc::Sender<writer::Request>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     path: PathBuf,
@@ -101,6 +110,7 @@ impl Store {
         Self::start(
             Box::new(move || Ok(Database::builder().set_cache_size(cache).create(&file)?)),
             path,
+            options,
         )
     }
 
@@ -124,20 +134,30 @@ impl Store {
                     .create_with_backend(make_backend()?)?)
             }),
             label,
+            options,
         )
     }
 
-    fn start(opener: handle::Opener, path: &Path) -> Result<Self, StoreError> {
+    fn start(
+        opener: handle::Opener,
+        path: &Path,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
         let (db, first) = handle::DbHandle::open(opener)?;
         Self::initialise(&first)?;
         drop(first);
         let db = Arc::new(db);
-        let (writer, writer_thread) = writer::spawn(db.clone())?;
+        let (writer, writer_thread) = if options.inline_commits {
+            (None, None)
+        } else {
+            let (writer, thread) = writer::spawn(db.clone())?;
+            (Some(writer), Some(thread))
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
-                writer: Some(writer),
-                writer_thread: Some(writer_thread),
+                writer,
+                writer_thread,
                 path: path.to_owned(),
             }),
         })
@@ -209,12 +229,13 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         let work: writer::WriteFn =
             Box::new(move |txn| work(txn).map(|v| Box::new(v) as writer::Outcome));
-        self.inner
-            .writer
-            .as_ref()
-            .ok_or(StoreError::Closed)?
-            .send(writer::Request { work, reply })
-            .map_err(|_| StoreError::Closed)?;
+        let request = writer::Request { work, reply };
+        match &self.inner.writer {
+            Some(writer) => writer.send(request).map_err(|_| StoreError::Closed)?,
+            // Inline: the same commit code as the thread's, as a batch of one; the reply is
+            // waiting in `rx` when this returns.
+            None => writer::commit_batch(&self.inner.db, vec![request]),
+        }
         Ok(rx)
     }
 
@@ -226,6 +247,17 @@ impl Store {
             .downcast::<T>()
             .expect("the writer returns the type its request produced");
         Ok(Committed { value, durable })
+    }
+
+    /// The deliberately wrong variant the simulation must catch: from now on commits return
+    /// (and hand out their `Durable` proof, so SMTP answers 250) without syncing, as if
+    /// someone had traded the fsync for speed. Test-support builds only.
+    #[cfg(feature = "test-support")]
+    pub fn skip_sync_for_tests(&self, skip: bool) {
+        self.inner
+            .db
+            .skip_sync
+            .store(skip, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A consistent snapshot for reading.
@@ -443,6 +475,27 @@ mod tests {
             "{:?}",
             again.err()
         );
+    }
+
+    #[test]
+    fn inline_commits_land_without_a_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.redb");
+        let options = StoreOptions {
+            inline_commits: true,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&path, &options).unwrap();
+        assert!(store.inner.writer_thread.is_none());
+        let first = store.write_blocking(txn::next_seq).unwrap().value;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let second = runtime.block_on(store.write(txn::next_seq)).unwrap().value;
+        assert_eq!((first, second), (1, 2));
+        drop(store);
+        let again = Store::open(&path, &options).unwrap();
+        assert_eq!(again.write_blocking(txn::next_seq).unwrap().value, 3);
     }
 
     #[test]

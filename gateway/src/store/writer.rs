@@ -56,12 +56,16 @@ fn run(db: Arc<DbHandle>, rx: mpsc::Receiver<Request>) {
     }
 }
 
-fn commit_batch(handle: &DbHandle, batch: Vec<Request>) {
+pub fn commit_batch(handle: &DbHandle, batch: Vec<Request>) {
     let db = match handle.get() {
         Ok(db) => db,
         Err(e) => return fail_all(batch, e),
     };
-    let failed = commit_on(&db, batch);
+    #[cfg(feature = "test-support")]
+    let skip_sync = handle.skip_sync.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(feature = "test-support"))]
+    let skip_sync = false;
+    let failed = commit_on(&db, batch, skip_sync);
     drop(db);
     if failed {
         // redb refuses everything after an I/O error until reopened.
@@ -69,15 +73,22 @@ fn commit_batch(handle: &DbHandle, batch: Vec<Request>) {
     }
 }
 
-/// Runs one batch; true if storage failed (and the database needs reopening).
-fn commit_on(db: &redb::Database, batch: Vec<Request>) -> bool {
-    let txn = match db.begin_write() {
+/// Runs one batch; true if storage failed (and the database needs reopening). `skip_sync`
+/// is the wrong variant a test-support build can switch on (see `Store::skip_sync_for_tests`).
+fn commit_on(db: &redb::Database, batch: Vec<Request>, skip_sync: bool) -> bool {
+    let mut txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => {
             fail_all(batch, StoreError::from(e));
             return true;
         }
     };
+    if skip_sync {
+        if let Err(e) = txn.set_durability(redb::Durability::None) {
+            fail_all(batch, StoreError::Corrupt(e.to_string()));
+            return true;
+        }
+    }
     let mut results = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
     for request in batch {

@@ -1,0 +1,146 @@
+//! The gateway host: the real SMTP and POP3 servers (sessions and shells from the `gateway`
+//! crate) over turmoil listeners, on a store that lives on the simulated [`Disk`]. turmoil
+//! calls [`run`] again at every restart; the disk is all that survives.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway::config::SmtpSection;
+use gateway::crypto::KdfParams;
+use gateway::net::{ConnectionLimits, Listener, Shutdown, TlsMode};
+use gateway::pop3::{Pop3Server, Pop3Settings};
+use gateway::service::{Gateway, ServiceOptions};
+use gateway::smtp::{SessionConfig, SmtpServer};
+use gateway::store::{Store, StoreOptions};
+
+use super::SharedRef;
+use crate::disk::Disk;
+
+pub const NAME: &str = "gateway";
+pub const SMTP_PORT: u16 = 25;
+pub const POP3S_PORT: u16 = 995;
+pub const EMAIL_DOMAIN: &str = "archive.sim";
+/// Small enough that a sender's largest message spans a few sealed chunks.
+pub const MAX_MESSAGE_SIZE: u64 = 512 * 1024;
+
+/// turmoil's listener under the gateway's [`Listener`] trait (a newtype: both are foreign).
+pub struct SimListener(turmoil::net::TcpListener);
+
+impl Listener for SimListener {
+    type Stream = turmoil::net::TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Stream, SocketAddr)> {
+        self.0.accept().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// Opens the store on the disk as the gateway does at start: commits inline (no writer
+/// thread outside simulated time), a small cache.
+pub fn open_store(disk: &Disk) -> Result<Store, gateway::store::StoreError> {
+    let disk = disk.clone();
+    Store::open_with_backend(
+        move || Ok(disk.backend()),
+        Path::new("simulated-disk"),
+        &StoreOptions {
+            cache_bytes: 4 * 1024 * 1024,
+            inline_commits: true,
+        },
+    )
+}
+
+/// The service on that store, on simulated time when inside the simulation.
+pub fn service(store: Store) -> Gateway {
+    Gateway::new(
+        store,
+        ServiceOptions {
+            email_domain: EMAIL_DOMAIN.into(),
+            kdf: KdfParams::insecure_for_tests(),
+            // Drafts never spill: the memory limit is above the largest message.
+            spool_dir: "/nonexistent/sim-spool".into(),
+            spool_memory_bytes: 4 * MAX_MESSAGE_SIZE as usize,
+            max_message_size: MAX_MESSAGE_SIZE,
+            clock: Arc::new(|| {
+                turmoil::since_epoch()
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0)
+            }),
+        },
+    )
+}
+
+/// The host's software, from boot to crash. A store that cannot be opened (a full disk
+/// where redb's recovery must write) is retried every second, as a service manager
+/// restarting the gateway would.
+///
+/// `skip_sync` switches on the store's deliberately wrong variant (commits without a sync).
+pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool) -> turmoil::Result {
+    let mut failures = 0u32;
+    let store = loop {
+        match open_store(&disk) {
+            Ok(store) => break store,
+            Err(e) => {
+                if failures == 0 {
+                    shared.log(NAME, format!("cannot start: {e}"));
+                }
+                failures += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    if failures > 0 {
+        shared.log(NAME, format!("started after {failures} failed attempts"));
+    }
+    store.skip_sync_for_tests(skip_sync);
+    let gateway = service(store);
+    let smtp = SmtpServer::new(
+        gateway.clone(),
+        SessionConfig {
+            host_name: crate::tls::HOST_NAME.into(),
+            email_domain: EMAIL_DOMAIN.into(),
+            max_message_size: MAX_MESSAGE_SIZE,
+            max_recipients: 10,
+            require_tls: false,
+            tls_available: true,
+            max_errors: 10,
+            proxy: false,
+            postmaster: None,
+        },
+        crate::tls::acceptor(),
+        ConnectionLimits::new(64, 16),
+        SmtpSection::default(),
+    );
+    let pop3 = Pop3Server::new(
+        gateway,
+        Pop3Settings {
+            host_name: crate::tls::HOST_NAME.into(),
+            max_concurrent_unseals: 2,
+            failed_login_delay: Duration::from_secs(2),
+            blocking_threads: false,
+        },
+        crate::tls::acceptor(),
+        ConnectionLimits::new(64, 16),
+    );
+    let smtp_listener = turmoil::net::TcpListener::bind(("0.0.0.0", SMTP_PORT)).await?;
+    let pop3_listener = turmoil::net::TcpListener::bind(("0.0.0.0", POP3S_PORT)).await?;
+    // Never triggered: the simulation stops the gateway by crashing it.
+    let shutdown = Shutdown::new();
+    tokio::join!(
+        smtp.serve(
+            SimListener(smtp_listener),
+            TlsMode::StartTls,
+            shutdown.signal()
+        ),
+        pop3.serve(
+            SimListener(pop3_listener),
+            TlsMode::Implicit,
+            shutdown.signal()
+        ),
+    );
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! The simulated machines: the gateway, the journal senders (SMTP clients) and the archiver
+//! (POP3 client). A proxy-mode run adds an upstream provider host here (see the crate docs).
+
+pub mod archiver;
+mod conn;
+pub mod gateway;
+pub mod sender;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::invariants::Ledger;
+use crate::trace::Trace;
+
+/// What the clients and the driver share within one run (one thread, hence `Rc`).
+#[derive(Default)]
+pub struct Shared {
+    pub trace: RefCell<Trace>,
+    pub ledger: RefCell<Ledger>,
+    /// Senders still working; the archiver's final drain waits for none.
+    pub senders_left: std::cell::Cell<usize>,
+    /// Set by the driver once every fault is healed.
+    pub faults_over: std::cell::Cell<bool>,
+}
+
+impl Shared {
+    /// Logs an event at the current simulated time.
+    pub fn log(&self, actor: &str, what: impl Into<String>) {
+        let at = turmoil::sim_elapsed().unwrap_or_default();
+        self.trace.borrow_mut().push(at, actor, what);
+    }
+}
+
+pub type SharedRef = Rc<Shared>;

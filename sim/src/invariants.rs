@@ -1,0 +1,353 @@
+//! What the clients observed during a run (the ledger) and the rules checked against it and
+//! against the store left on the disk after the run.
+//!
+//! The rules, from issue #6:
+//! - every message acknowledged with 250 is retrievable exactly as sent (the archiver took
+//!   it out in a completed UPDATE, or it is still in the store);
+//! - nothing half-received is ever retrievable: whatever POP3 or the store hands out is,
+//!   after the gateway's `Received:` header, byte for byte a message a sender sent completely;
+//! - a POP3 session that never reached UPDATE deleted nothing;
+//! - a message deleted in a completed UPDATE never comes back (and an UPDATE whose answer was
+//!   lost deleted all of its messages or none);
+//! - the gateway never panics and always comes back after a restart;
+//! - once the faults are over, every message is accepted and the mailboxes can be emptied.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a sender knows about one of its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Delivery {
+    /// The final dot never left the sender.
+    NotSent,
+    /// Refused after the data (4xx/5xx).
+    Refused,
+    /// The dot left but no reply came back: stored or not, both are allowed.
+    Unknown,
+    /// 250 after the data.
+    Acked,
+}
+
+/// One message a sender wants delivered.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub label: String,
+    /// Exactly the message bytes (unstuffed), as they must come back.
+    pub body: Vec<u8>,
+    /// Mailbox indexes.
+    pub rcpts: Vec<usize>,
+    /// The best outcome over all attempts.
+    pub delivery: Delivery,
+}
+
+/// How a POP3 session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// No maildrop (connection failed, login refused, mailbox in use).
+    NoLogin,
+    /// Logged in, but the connection ended before QUIT was sent: must delete nothing.
+    NoUpdate,
+    /// QUIT sent, no answer: the UPDATE happened entirely or not at all.
+    QuitUnanswered,
+    /// `-ERR` to QUIT: the UPDATE's commit failed. After a failed sync nobody knows whether
+    /// it is durable (the written pages stay readable, as Linux keeps them after a failed
+    /// fsync), so this too is all or nothing; RFC 1939 only says "some deleted messages not
+    /// removed".
+    UpdateFailed,
+    /// `+OK` to QUIT: the marked messages are gone for good.
+    Completed,
+}
+
+/// One archiver session.
+#[derive(Debug, Clone)]
+pub struct Pop3Session {
+    pub mailbox: usize,
+    /// UIDLs at login, in order.
+    pub listing: Vec<String>,
+    /// UIDLs marked with DELE (acknowledged with +OK).
+    pub deleted: Vec<String>,
+    pub end: SessionEnd,
+}
+
+/// Everything the clients saw.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub sent: BTreeMap<String, Sent>,
+    pub sessions: Vec<Pop3Session>,
+    /// (mailbox, uidl) → the retrieved bytes (every retrieval of it must be the same).
+    pub retrieved: BTreeMap<(usize, String), Vec<u8>>,
+    /// Problems the clients saw directly (a retrieval that differed from an earlier one, a
+    /// sender that could not deliver after the faults ended).
+    pub problems: Vec<String>,
+}
+
+/// A mailbox's content in the store after the run: UIDL → message bytes.
+pub type FinalMailbox = BTreeMap<String, Vec<u8>>;
+
+/// Strips the gateway's own `Received:` field (with its folded lines) from a stored message.
+pub fn without_received(message: &[u8]) -> Option<&[u8]> {
+    if !message.starts_with(b"Received:") {
+        return None;
+    }
+    let mut rest = message;
+    let mut first = true;
+    loop {
+        let at_continuation = rest.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !first && !at_continuation {
+            return Some(rest);
+        }
+        first = false;
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        rest = &rest[end + 2..];
+    }
+}
+
+/// The scenario's label of a message: its first header field, `X-Sim-Label: <label>`.
+pub fn label_of(body: &[u8]) -> Option<String> {
+    let line = body.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    line.strip_prefix("X-Sim-Label: ").map(str::to_owned)
+}
+
+impl Ledger {
+    /// The message a retrieved or stored copy must be: its label if the copy is exactly a
+    /// completely sent message for this mailbox, else the reason it is not.
+    fn identify(&self, mailbox: usize, stored: &[u8]) -> Result<String, String> {
+        let body = without_received(stored).ok_or("lacks the gateway's Received: header")?;
+        let label = label_of(body).ok_or("carries no label: not a message any sender sent")?;
+        let sent = self
+            .sent
+            .get(&label)
+            .ok_or_else(|| format!("label {label} was never sent"))?;
+        if body != sent.body.as_slice() {
+            return Err(format!(
+                "{label} differs from what was sent ({} bytes stored, {} sent): half-received or altered",
+                body.len(),
+                sent.body.len()
+            ));
+        }
+        if sent.delivery == Delivery::NotSent {
+            return Err(format!("{label} is stored although its data never ended"));
+        }
+        if !sent.rcpts.contains(&mailbox) {
+            return Err(format!(
+                "{label} landed in mailbox {mailbox}, not a recipient"
+            ));
+        }
+        Ok(label)
+    }
+
+    /// Checks every rule; returns the violations (empty when the run is clean).
+    pub fn check(&self, final_store: &[FinalMailbox]) -> Vec<String> {
+        let mut violations = self.problems.clone();
+
+        // Nothing retrievable that was not completely sent, over POP3 or in the store.
+        for ((mailbox, uidl), bytes) in &self.retrieved {
+            if let Err(why) = self.identify(*mailbox, bytes) {
+                violations.push(format!(
+                    "POP3 handed out {uidl} in mailbox {mailbox}: {why}"
+                ));
+            }
+        }
+        for (mailbox, messages) in final_store.iter().enumerate() {
+            for (uidl, bytes) in messages {
+                if let Err(why) = self.identify(mailbox, bytes) {
+                    violations.push(format!("store holds {uidl} in mailbox {mailbox}: {why}"));
+                }
+            }
+        }
+
+        // Sessions in order per mailbox, with the store as the last listing.
+        let mut per_mailbox: BTreeMap<usize, Vec<&Pop3Session>> = BTreeMap::new();
+        for session in &self.sessions {
+            if session.end != SessionEnd::NoLogin {
+                per_mailbox
+                    .entry(session.mailbox)
+                    .or_default()
+                    .push(session);
+            }
+        }
+        let mut taken: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+        for (mailbox, sessions) in &per_mailbox {
+            let store: BTreeSet<&String> = final_store
+                .get(*mailbox)
+                .map(|m| m.keys().collect())
+                .unwrap_or_default();
+            for (i, session) in sessions.iter().enumerate() {
+                let next: BTreeSet<&String> = match sessions.get(i + 1) {
+                    Some(next) => next.listing.iter().collect(),
+                    None => store.clone(),
+                };
+                let deleted: BTreeSet<&String> = session.deleted.iter().collect();
+                let kept: Vec<&String> = session
+                    .listing
+                    .iter()
+                    .filter(|u| !deleted.contains(u))
+                    .collect();
+                for uidl in &kept {
+                    if !next.contains(uidl) {
+                        violations.push(format!(
+                            "mailbox {mailbox}: {uidl} vanished although no UPDATE deleted it"
+                        ));
+                    }
+                }
+                match session.end {
+                    SessionEnd::NoUpdate => {
+                        for uidl in &deleted {
+                            if !next.contains(uidl) {
+                                violations.push(format!(
+                                    "mailbox {mailbox}: {uidl} deleted by a session that never reached UPDATE"
+                                ));
+                            }
+                        }
+                    }
+                    SessionEnd::QuitUnanswered | SessionEnd::UpdateFailed => {
+                        let gone = deleted.iter().filter(|u| !next.contains(**u)).count();
+                        if gone != 0 && gone != deleted.len() {
+                            violations.push(format!(
+                                "mailbox {mailbox}: an UPDATE deleted {gone} of its {} messages",
+                                deleted.len()
+                            ));
+                        }
+                        if gone == deleted.len() {
+                            taken
+                                .entry(*mailbox)
+                                .or_default()
+                                .extend(deleted.iter().map(|u| (*u).clone()));
+                        }
+                    }
+                    SessionEnd::Completed => {
+                        // Gone now and in every later listing and the store.
+                        for later in sessions[i + 1..]
+                            .iter()
+                            .map(|s| s.listing.iter().collect::<BTreeSet<_>>())
+                            .chain(std::iter::once(store.clone()))
+                        {
+                            for uidl in &deleted {
+                                if later.contains(uidl) {
+                                    violations.push(format!(
+                                        "mailbox {mailbox}: {uidl} came back after a completed UPDATE"
+                                    ));
+                                }
+                            }
+                        }
+                        taken
+                            .entry(*mailbox)
+                            .or_default()
+                            .extend(deleted.iter().map(|u| (*u).clone()));
+                    }
+                    SessionEnd::NoLogin => {}
+                }
+            }
+        }
+
+        // Every 250 is retrievable: taken out by the archiver, or still in the store.
+        for sent in self.sent.values() {
+            if sent.delivery != Delivery::Acked {
+                continue;
+            }
+            for &mailbox in &sent.rcpts {
+                let in_store = final_store.get(mailbox).is_some_and(|m| {
+                    m.values().any(|bytes| {
+                        self.identify(mailbox, bytes).ok().as_ref() == Some(&sent.label)
+                    })
+                });
+                let archived = taken.get(&mailbox).is_some_and(|uidls| {
+                    uidls.iter().any(|uidl| {
+                        self.retrieved
+                            .get(&(mailbox, uidl.clone()))
+                            .and_then(|bytes| self.identify(mailbox, bytes).ok())
+                            .as_ref()
+                            == Some(&sent.label)
+                    })
+                });
+                if !in_store && !archived {
+                    violations.push(format!(
+                        "{} was acknowledged with 250 but is not retrievable from mailbox {mailbox}",
+                        sent.label
+                    ));
+                }
+            }
+        }
+        violations
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger_with(label: &str, delivery: Delivery) -> Ledger {
+        let mut ledger = Ledger::default();
+        ledger.sent.insert(
+            label.into(),
+            Sent {
+                label: label.into(),
+                body: format!("X-Sim-Label: {label}\r\n\r\nhello\r\n").into_bytes(),
+                rcpts: vec![0],
+                delivery,
+            },
+        );
+        ledger
+    }
+
+    fn stored(body: &str) -> Vec<u8> {
+        format!("Received: from c ([10.0.0.1])\r\n\tby gw with ESMTP id X;\r\n\tdate\r\n{body}")
+            .into_bytes()
+    }
+
+    #[test]
+    fn an_acknowledged_message_missing_everywhere_is_a_violation() {
+        let ledger = ledger_with("s0-m0", Delivery::Acked);
+        let v = ledger.check(&[FinalMailbox::new()]);
+        assert!(v.iter().any(|v| v.contains("acknowledged")), "{v:?}");
+        let mut store = FinalMailbox::new();
+        store.insert("u1".into(), stored("X-Sim-Label: s0-m0\r\n\r\nhello\r\n"));
+        assert!(ledger.check(&[store]).is_empty());
+    }
+
+    #[test]
+    fn a_truncated_copy_is_a_violation() {
+        let ledger = ledger_with("s0-m0", Delivery::Unknown);
+        let mut store = FinalMailbox::new();
+        store.insert("u1".into(), stored("X-Sim-Label: s0-m0\r\n\r\nhel"));
+        let v = ledger.check(&[store]);
+        assert!(v.iter().any(|v| v.contains("half-received")), "{v:?}");
+    }
+
+    #[test]
+    fn deletions_without_update_and_resurrections_are_violations() {
+        let mut ledger = ledger_with("s0-m0", Delivery::Acked);
+        ledger.sessions.push(Pop3Session {
+            mailbox: 0,
+            listing: vec!["u1".into()],
+            deleted: vec!["u1".into()],
+            end: SessionEnd::NoUpdate,
+        });
+        let v = ledger.check(&[FinalMailbox::new()]);
+        assert!(
+            v.iter().any(|v| v.contains("never reached UPDATE")),
+            "{v:?}"
+        );
+
+        ledger.sessions[0].end = SessionEnd::Completed;
+        ledger.retrieved.insert(
+            (0, "u1".into()),
+            stored("X-Sim-Label: s0-m0\r\n\r\nhello\r\n"),
+        );
+        assert!(ledger.check(&[FinalMailbox::new()]).is_empty());
+        let mut store = FinalMailbox::new();
+        store.insert("u1".into(), stored("X-Sim-Label: s0-m0\r\n\r\nhello\r\n"));
+        let v = ledger.check(&[store]);
+        assert!(v.iter().any(|v| v.contains("came back")), "{v:?}");
+    }
+
+    #[test]
+    fn the_received_field_is_stripped_with_its_folded_lines() {
+        let message = stored("X-Sim-Label: a\r\n\r\nb\r\n");
+        assert_eq!(
+            without_received(&message).unwrap(),
+            b"X-Sim-Label: a\r\n\r\nb\r\n"
+        );
+        assert_eq!(label_of(without_received(&message).unwrap()).unwrap(), "a");
+    }
+}

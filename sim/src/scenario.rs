@@ -1,0 +1,271 @@
+//! Scenarios and the plan of one run, drawn from its seed: who sends what, how the archiver
+//! behaves, and which faults the driver injects when.
+
+use std::time::Duration;
+
+use gateway::mailbox::MailboxId;
+use rand::rngs::SmallRng;
+use rand::Rng;
+
+/// A family of faults. `Mixed` (the default) draws a little of everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// No faults: the baseline every other scenario departs from.
+    Calm,
+    /// Gateway crashes and restarts at random moments.
+    Crash,
+    /// Power cuts in the middle of a commit (a chosen sync never completes; unsynced writes
+    /// are kept, dropped or torn), then a restart.
+    PowerCut,
+    /// Clients dropping connections mid-DATA, after the dot and mid-RETR; links stalling or
+    /// partitioned for a while; variable latency.
+    Network,
+    /// The disk fills up for a while.
+    FullDisk,
+    /// Senders that dribble their data out with long stalls, on slow links.
+    SlowClients,
+    /// All of the above at once, at random.
+    Mixed,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Calm,
+        Scenario::Crash,
+        Scenario::PowerCut,
+        Scenario::Network,
+        Scenario::FullDisk,
+        Scenario::SlowClients,
+        Scenario::Mixed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Calm => "calm",
+            Scenario::Crash => "crash",
+            Scenario::PowerCut => "power-cut",
+            Scenario::Network => "network",
+            Scenario::FullDisk => "full-disk",
+            Scenario::SlowClients => "slow-clients",
+            Scenario::Mixed => "mixed",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    fn has(self, other: Scenario) -> bool {
+        self == other || (self == Scenario::Mixed && other != Scenario::Calm)
+    }
+}
+
+/// One message a sender will deliver.
+#[derive(Debug, Clone)]
+pub struct MessagePlan {
+    pub label: String,
+    pub body: Vec<u8>,
+    /// Mailbox indexes.
+    pub rcpts: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SenderPlan {
+    pub name: String,
+    pub start: Duration,
+    pub messages: Vec<MessagePlan>,
+    pub mailboxes: Vec<MailboxId>,
+    /// Chance that an attempt drops its connection mid-data or after the dot.
+    pub cut_rate: f64,
+    pub tls_rate: f64,
+    /// Largest piece of data written at once.
+    pub max_piece: usize,
+    /// Longest stall between pieces (0: none).
+    pub max_stall_ms: u64,
+    pub max_pause_ms: u64,
+    /// How long the sender waits for any reply.
+    pub patience: Duration,
+    /// Attempts allowed per message once the faults are over: more is a liveness failure.
+    pub max_attempts_after_faults: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ArchiverPlan {
+    /// Mailbox id and password.
+    pub mailboxes: Vec<(MailboxId, String)>,
+    pub sessions_during_faults: usize,
+    pub max_gap_ms: u64,
+    pub cut_rate: f64,
+    pub patience: Duration,
+    pub max_drain_attempts: u32,
+}
+
+/// Something the driver does at a moment of simulated time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Crash the gateway now and restart it after the pause.
+    Crash { down: Duration },
+    /// Cut the power at the n-th sync from now (then restart after the pause).
+    CutAtSync { n: u64, down: Duration },
+    /// Stall the link between a client and the gateway for a while (packets held, not lost).
+    Stall { client: String, for_: Duration },
+    /// Cut the link for a while: packets are lost, and since turmoil's TCP does not
+    /// retransmit, the connections across it hang until a side gives up.
+    Partition { client: String, for_: Duration },
+    /// The disk is full (growth beyond `slack` bytes fails) for a while.
+    DiskFull { slack: u64, for_: Duration },
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub scenario: Scenario,
+    pub senders: Vec<SenderPlan>,
+    pub archiver: ArchiverPlan,
+    /// Faults by time, in order.
+    pub faults: Vec<(Duration, Fault)>,
+    /// When every fault is healed.
+    pub faults_end: Duration,
+    pub min_latency: Duration,
+    pub max_latency: Duration,
+}
+
+/// Mailboxes created before the run, with their passwords.
+pub type Mailboxes = Vec<(MailboxId, String)>;
+
+fn body(rng: &mut SmallRng, label: &str, slow: bool) -> Vec<u8> {
+    let mut out = format!("X-Sim-Label: {label}\r\nSubject: journal {label}\r\n\r\n").into_bytes();
+    // Mostly small; sometimes several sealed chunks (just under 64 KiB each).
+    let size = match rng.random_range(0..10) {
+        0 if !slow => rng.random_range(70_000..200_000),
+        1..=3 => rng.random_range(2_000..20_000),
+        _ => rng.random_range(10..2_000),
+    };
+    while out.len() < size {
+        let len = rng.random_range(0..78);
+        // Lines starting with a dot exercise transparency both ways.
+        if rng.random_bool(0.05) {
+            out.push(b'.');
+        }
+        for _ in 0..len {
+            out.push(rng.random_range(b' '..=b'~'));
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+impl Plan {
+    /// Draws a plan. Consumes `rng` only, so the plan is a function of the seed.
+    pub fn draw(scenario: Scenario, rng: &mut SmallRng, mailboxes: &Mailboxes) -> Self {
+        let network = scenario.has(Scenario::Network);
+        let slow = scenario.has(Scenario::SlowClients);
+        let faults_end = Duration::from_secs(rng.random_range(60..180));
+        let sender_count = rng.random_range(1..=3);
+        let ids: Vec<MailboxId> = mailboxes.iter().map(|(id, _)| id.clone()).collect();
+        let mut senders = Vec::new();
+        for s in 0..sender_count {
+            let name = format!("sender-{s}");
+            let count = rng.random_range(2..=6);
+            let messages = (0..count)
+                .map(|m| {
+                    let label = format!("s{s}-m{m}");
+                    let mut rcpts = vec![rng.random_range(0..ids.len())];
+                    if ids.len() > 1 && rng.random_bool(0.3) {
+                        rcpts = (0..ids.len()).collect();
+                    }
+                    MessagePlan {
+                        body: body(rng, &label, slow),
+                        label,
+                        rcpts,
+                    }
+                })
+                .collect();
+            senders.push(SenderPlan {
+                start: Duration::from_millis(rng.random_range(0..20_000)),
+                messages,
+                mailboxes: ids.clone(),
+                cut_rate: if network { 0.3 } else { 0.0 },
+                tls_rate: 0.3,
+                max_piece: if slow { 200 } else { 64 * 1024 },
+                max_stall_ms: if slow { 20_000 } else { 0 },
+                max_pause_ms: 10_000,
+                patience: Duration::from_secs(if slow { 120 } else { 30 }),
+                max_attempts_after_faults: 10,
+                name,
+            });
+        }
+        let archiver = ArchiverPlan {
+            mailboxes: mailboxes.clone(),
+            sessions_during_faults: rng.random_range(1..=5),
+            max_gap_ms: 30_000,
+            cut_rate: if network { 0.3 } else { 0.0 },
+            patience: Duration::from_secs(30),
+            // A session hung by a partition keeps the maildrop until the gateway's 10-minute
+            // idle timeout; the drain outlasts that.
+            max_drain_attempts: 40,
+        };
+
+        let mut faults = Vec::new();
+        let at = |rng: &mut SmallRng| {
+            Duration::from_millis(rng.random_range(1_000..faults_end.as_millis() as u64))
+        };
+        if scenario.has(Scenario::Crash) {
+            for _ in 0..rng.random_range(1..=3) {
+                let down = Duration::from_millis(rng.random_range(100..5_000));
+                faults.push((at(rng), Fault::Crash { down }));
+            }
+        }
+        if scenario.has(Scenario::PowerCut) {
+            for _ in 0..rng.random_range(1..=3) {
+                let n = rng.random_range(1..6);
+                let down = Duration::from_millis(rng.random_range(100..5_000));
+                faults.push((at(rng), Fault::CutAtSync { n, down }));
+            }
+        }
+        if network {
+            for _ in 0..rng.random_range(1..=4) {
+                let client = if rng.random_bool(0.3) {
+                    "archiver".to_owned()
+                } else {
+                    format!("sender-{}", rng.random_range(0..sender_count))
+                };
+                let for_ = Duration::from_millis(rng.random_range(100..40_000));
+                let fault = if rng.random_bool(0.3) {
+                    Fault::Partition { client, for_ }
+                } else {
+                    Fault::Stall { client, for_ }
+                };
+                faults.push((at(rng), fault));
+            }
+        }
+        if scenario.has(Scenario::FullDisk) {
+            // While the senders are busy, so that commits meet it.
+            let when = Duration::from_millis(rng.random_range(0..30_000));
+            let slack = if rng.random_bool(0.5) {
+                0
+            } else {
+                rng.random_range(0..64 * 1024)
+            };
+            let for_ = Duration::from_millis(rng.random_range(5_000..60_000));
+            faults.push((when, Fault::DiskFull { slack, for_ }));
+        }
+        faults.sort_by_key(|(at, _)| *at);
+        let (min_latency, max_latency) = if network || slow {
+            (
+                Duration::from_millis(1),
+                Duration::from_millis(rng.random_range(5..500)),
+            )
+        } else {
+            (Duration::from_millis(1), Duration::from_millis(10))
+        };
+        Plan {
+            scenario,
+            senders,
+            archiver,
+            faults,
+            faults_end,
+            min_latency,
+            max_latency,
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! TLS material for a run: one self-signed certificate for the gateway host, made once per
+//! process (key generation is slow and its randomness is not part of any trace), and the
+//! client configuration that trusts exactly it.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use gateway::tls::{CertResolver, CertifiedMaterial};
+use rustls::pki_types::ServerName;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// The name the clients expect in the gateway's certificate.
+pub const HOST_NAME: &str = "gateway.sim";
+
+struct Material {
+    server: CertifiedMaterial,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn material() -> &'static Material {
+    static MATERIAL: OnceLock<Material> = OnceLock::new();
+    MATERIAL.get_or_init(|| {
+        // rcgen's default validity (1975 to 4096) covers the real clock that rustls reads.
+        let cert = rcgen::generate_simple_self_signed(vec![HOST_NAME.to_owned()])
+            .expect("rcgen makes a certificate for a plain DNS name");
+        let chain = cert.cert.pem();
+        let key = cert.signing_key.serialize_pem();
+        let server = gateway::tls::parse_pem(
+            chain.as_bytes(),
+            key.as_bytes(),
+            Path::new("sim.crt"),
+            Path::new("sim.key"),
+        )
+        .expect("the gateway accepts rcgen's certificate");
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(cert.cert.der().clone())
+            .expect("a self-signed certificate is a valid root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        // One configuration serves every run in the process: a session cache in it would
+        // carry tickets from one run into the next and make runs depend on their order.
+        let mut client = client;
+        client.resumption = rustls::client::Resumption::disabled();
+        Material {
+            server,
+            client: Arc::new(client),
+        }
+    })
+}
+
+/// The gateway's acceptor.
+pub fn acceptor() -> TlsAcceptor {
+    gateway::tls::acceptor(Arc::new(CertResolver::new(material().server.clone())))
+}
+
+/// A client connector trusting the gateway's certificate.
+pub fn connector() -> TlsConnector {
+    TlsConnector::from(material().client.clone())
+}
+
+/// The server name the clients verify.
+pub fn server_name() -> ServerName<'static> {
+    ServerName::try_from(HOST_NAME).expect("a valid DNS name")
+}

@@ -226,9 +226,12 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
         md.push('\n');
     }
 
-    md.push_str("## Planned: proxy rows\n\n");
+    md.push_str("## Proxy rows tested outside this matrix\n\n");
     md.push_str(
-        "The SMTP and POP3 proxy is being built; these rows join the matrix with it.\n\n\
+        "These need an upstream mail server. They are tested in `gateway/tests/proxy.rs` \
+         (scripted upstreams: every failure case) and `gateway/tests/proxy_real.rs` (Debian's \
+         Postfix and Dovecot with smtplib, poplib, swaks and fetchmail), which run in CI; \
+         they are not yet rows of this matrix.\n\n\
          | RFC | section | level | requirement |\n|---|---|---|---|\n",
     );
     for (rfc, section, level, title) in PLANNED {

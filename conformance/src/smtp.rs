@@ -61,6 +61,13 @@ pub fn checks() -> Vec<Check> {
         r("chunking.bdat-chunks", "3030", "2", Must, "several BDAT chunks and a final BDAT 0 LAST deliver their concatenation") => bdat_chunks,
         r("chunking.errors-consume", "3030", "2", Must, "a refused BDAT still consumes its octets; the next command is read as a command") => bdat_errors_consume,
         r("chunking.no-data-mix", "3030", "2", Must, "DATA after BDAT in the same transaction is refused with 503") => bdat_then_data,
+        r("auth.not-before-tls", "4954", "4", Must, "AUTH is not announced before TLS, and AUTH before TLS is refused with 538 5.7.11") => auth_not_before_tls,
+        r("auth.announced-after-tls", "4954", "3", Must, "after STARTTLS and on port 465, EHLO announces AUTH PLAIN LOGIN") => auth_announced,
+        r("auth.unknown-mechanism", "4954", "4", Must, "an unsupported mechanism is refused with 504 5.5.4") => auth_unknown_mechanism,
+        r("auth.cancel", "4954", "4", Must, "a `*` answer to the 334 challenge cancels with 501") => auth_cancel,
+        r("auth.bad-base64", "4954", "4", Must, "a response that is not base64 is refused with 501 5.5.2") => auth_bad_base64,
+        r("auth.bad-credentials", "4954", "6", Must, "credentials that cannot log in are refused with 535 5.7.8 and the session goes on") => auth_bad_credentials,
+        r("auth.not-in-transaction", "4954", "4", Must, "AUTH inside a mail transaction is refused with 503") => auth_in_transaction,
     ]
 }
 
@@ -900,5 +907,77 @@ async fn bdat_then_data(t: &Target) -> Result<()> {
         .await?
         .expect(503)
         .context("DATA after BDAT")?;
+    Ok(())
+}
+
+async fn auth_not_before_tls(t: &Target) -> Result<()> {
+    for service in [Service::Smtp, Service::Submission] {
+        let (mut c, ehlo) = session(t, service).await?;
+        ensure!(
+            !ehlo.has_keyword("AUTH"),
+            "{}: AUTH announced in plaintext: {ehlo}",
+            service.name()
+        );
+        let reply = c.command("AUTH PLAIN AHVzZXIAcGFzcw==").await?;
+        reply.expect(538)?;
+        ensure!(reply.to_string().contains("5.7.11"), "{reply}");
+    }
+    Ok(())
+}
+
+async fn auth_announced(t: &Target) -> Result<()> {
+    let (_, ehlo) = tls_session(t).await?;
+    ensure!(
+        ehlo.to_string().contains("AUTH PLAIN LOGIN"),
+        "after STARTTLS: {ehlo}"
+    );
+    let (_, ehlo) = session(t, Service::Smtps).await?;
+    ensure!(
+        ehlo.to_string().contains("AUTH PLAIN LOGIN"),
+        "on 465: {ehlo}"
+    );
+    Ok(())
+}
+
+async fn auth_unknown_mechanism(t: &Target) -> Result<()> {
+    let (mut c, _) = tls_session(t).await?;
+    let reply = c.command("AUTH CRAM-MD5").await?;
+    reply.expect(504)?;
+    ensure!(reply.to_string().contains("5.5.4"), "{reply}");
+    Ok(())
+}
+
+async fn auth_cancel(t: &Target) -> Result<()> {
+    let (mut c, _) = tls_session(t).await?;
+    c.command("AUTH PLAIN").await?.expect(334)?;
+    c.command("*").await?.expect(501)?;
+    c.command("NOOP").await?.expect(250)?;
+    Ok(())
+}
+
+async fn auth_bad_base64(t: &Target) -> Result<()> {
+    let (mut c, _) = tls_session(t).await?;
+    let reply = c.command("AUTH PLAIN !!!not-base64").await?;
+    reply.expect(501)?;
+    ensure!(reply.to_string().contains("5.5.2"), "{reply}");
+    Ok(())
+}
+
+async fn auth_bad_credentials(t: &Target) -> Result<()> {
+    let (mut c, _) = tls_session(t).await?;
+    // Not a proxy login (user%server%mailbox): cannot succeed.
+    let reply = c.command("AUTH PLAIN AHVzZXIAcGFzcw==").await?;
+    reply.expect(535)?;
+    ensure!(reply.to_string().contains("5.7.8"), "{reply}");
+    c.command("NOOP").await?.expect(250)?;
+    Ok(())
+}
+
+async fn auth_in_transaction(t: &Target) -> Result<()> {
+    let (mut c, _) = tls_session(t).await?;
+    c.command("MAIL FROM:<a@example.org>").await?.expect(250)?;
+    c.command("AUTH PLAIN AHVzZXIAcGFzcw==")
+        .await?
+        .expect(503)?;
     Ok(())
 }

@@ -433,3 +433,40 @@ async fn pop3_proxy_upstream_dropping_in_retr_stores_nothing() {
     );
     assert_eq!(gw.message_count(&id), 0);
 }
+
+#[tokio::test]
+async fn proxy_targets_can_be_restricted() {
+    let upstream = FakeUpstream::start(Protocol::Smtp, false, Fault::None, vec![]).await;
+    let ca = upstream.ca_file.clone();
+    let gw = TestGateway::start_with(move |config| {
+        config.proxy.ca_files = vec![ca];
+        config.proxy.allowed_servers = vec!["mail.provider.example".into()];
+    })
+    .await;
+    let (id, _, _) = gw.create_mailbox("office").await;
+    let (_, reply) = smtp_login(&gw, &login(&upstream, &id), false).await;
+    reply.expect(454, "4.7.0");
+    assert!(reply.text().contains("not allowed"), "{reply:?}");
+    assert!(
+        upstream.seen.lock().unwrap().plaintext_lines.is_empty(),
+        "no connection was made"
+    );
+}
+
+#[tokio::test]
+async fn proxy_mode_can_be_turned_off() {
+    let gw = TestGateway::start_with(|config| config.proxy.enabled = false).await;
+    let (mut client, greeting) = Client::connect(gw.submission_addr()).await;
+    greeting.expect(220, "");
+    client.ehlo().await;
+    client.starttls(&gw.tls_connector()).await;
+    let ehlo = client.ehlo().await;
+    assert!(!ehlo.text().contains("AUTH"), "{ehlo:?}");
+    client
+        .command(&auth_plain(
+            "u%h%mbx-0123456789abcdef0123456789abcdef",
+            "pw",
+        ))
+        .await
+        .expect(502, "5.5.1");
+}

@@ -366,3 +366,170 @@ impl Pop3Proxy {
 fn number(n: Option<u64>) -> Result<Option<u32>, ()> {
     n.map(u32::try_from).transpose().map_err(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn drain(proxy: &mut Pop3Proxy) -> Vec<Action> {
+        std::iter::from_fn(|| proxy.poll()).collect()
+    }
+
+    fn sent(actions: &[Action]) -> Vec<u8> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(bytes) => Some(bytes.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn retr_body(proxy: &mut Pop3Proxy, body: &[u8]) {
+        proxy.upstream(Upstream::MultiLineStart(Response::ok("100 octets")));
+        proxy.upstream(Upstream::MultiLineData(body.to_vec()));
+        proxy.upstream(Upstream::MultiLineEnd);
+    }
+
+    #[test]
+    fn retr_asks_for_the_uid_first_and_ends_only_once_stored() {
+        let mut proxy = Pop3Proxy::new(b"RETR 2\r\nNOOP\r\n");
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::Upstream(Request::Uidl(Some(2)))]
+        );
+        proxy.upstream(Upstream::UniqueId {
+            message: 2,
+            uid: "abc".into(),
+        });
+        assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Retr(2))]);
+        retr_body(&mut proxy, b"Subject: x\r\n\r\n.dot\r\n");
+        let actions = drain(&mut proxy);
+        assert!(actions.contains(&Action::StoreBegin {
+            uid: Some("abc".into())
+        }));
+        assert!(actions.contains(&Action::StoreData(b"Subject: x\r\n\r\n.dot\r\n".to_vec())));
+        assert_eq!(actions.last(), Some(&Action::StoreEnd));
+        let client = sent(&actions);
+        assert_eq!(client, b"+OK 100 octets\r\nSubject: x\r\n\r\n..dot\r\n");
+        // The pipelined NOOP waits until the copy is stored; then "." and NOOP go out.
+        proxy.stored(true);
+        let actions = drain(&mut proxy);
+        assert_eq!(sent(&actions), b".\r\n");
+        assert_eq!(actions.last(), Some(&Action::Upstream(Request::Noop)));
+    }
+
+    #[test]
+    fn a_copy_that_cannot_be_stored_closes_without_the_terminator() {
+        // A UIDL listing the client asked for teaches the proxy the uids.
+        let mut proxy = Pop3Proxy::new(b"UIDL\r\n");
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::Upstream(Request::Uidl(None))]
+        );
+        proxy.upstream(Upstream::MultiLineStart(Response::ok("")));
+        proxy.upstream(Upstream::UidlListing(vec![(1, "u1".into())]));
+        proxy.upstream(Upstream::MultiLineEnd);
+        assert_eq!(sent(&drain(&mut proxy)), b"+OK\r\n1 u1\r\n.\r\n");
+        proxy.receive(b"RETR 1\r\n");
+        assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Retr(1))]);
+        retr_body(&mut proxy, b"body\r\n");
+        drain(&mut proxy);
+        proxy.stored(false);
+        let actions = drain(&mut proxy);
+        assert_eq!(actions, vec![Action::Close]);
+    }
+
+    #[test]
+    fn upstream_failure_mid_body_closes_without_an_error_line() {
+        let mut proxy = Pop3Proxy::new(b"RETR 1\r\n");
+        drain(&mut proxy);
+        proxy.upstream(Upstream::Response(Response::err("no UIDL")));
+        assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Retr(1))]);
+        proxy.upstream(Upstream::MultiLineStart(Response::ok("")));
+        proxy.upstream(Upstream::MultiLineData(b"half a mess".to_vec()));
+        drain(&mut proxy);
+        proxy.upstream(Upstream::Failed(
+            super::super::pop3_client::UpstreamError::Closed,
+        ));
+        let actions = drain(&mut proxy);
+        assert!(!sent(&actions).starts_with(b"-ERR"));
+        assert_eq!(actions.last(), Some(&Action::Close));
+    }
+
+    #[test]
+    fn top_and_listings_are_relayed_not_stored_and_login_commands_refused() {
+        let mut proxy = Pop3Proxy::new(b"TOP 1 0\r\n");
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::Upstream(Request::Top(1, 0))]
+        );
+        retr_body(&mut proxy, b"Subject: x\r\n\r\n");
+        let actions = drain(&mut proxy);
+        assert!(!actions
+            .iter()
+            .any(|a| matches!(a, Action::StoreBegin { .. })));
+        assert!(sent(&actions).ends_with(b"\r\n.\r\n"));
+        proxy.receive(b"USER x\r\nCAPA\r\n");
+        let client = sent(&drain(&mut proxy));
+        assert!(client.starts_with(b"-ERR"));
+        assert!(String::from_utf8_lossy(&client).contains("UIDL"));
+    }
+
+    #[test]
+    fn quit_is_relayed_then_closes() {
+        let mut proxy = Pop3Proxy::new(b"DELE 1\r\nQUIT\r\n");
+        assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Dele(1))]);
+        proxy.upstream(Upstream::Response(Response::ok("deleted")));
+        assert_eq!(
+            drain(&mut proxy),
+            vec![
+                Action::Send(b"+OK deleted\r\n".to_vec()),
+                Action::Upstream(Request::Quit)
+            ]
+        );
+        proxy.upstream(Upstream::Response(Response::ok("bye")));
+        proxy.upstream(Upstream::Close);
+        let actions = drain(&mut proxy);
+        assert_eq!(
+            actions,
+            vec![Action::Send(b"+OK bye\r\n".to_vec()), Action::Close]
+        );
+        assert!(proxy.is_closed());
+    }
+
+    proptest! {
+        /// Whatever the client sends and the upstream answers, the proxy never panics, at
+        /// most one request is outstanding, and a stored message's terminator never
+        /// precedes its `stored` answer.
+        #[test]
+        fn arbitrary_sessions(client in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..20),
+                              answers in proptest::collection::vec(0u8..6, 0..40)) {
+            let mut proxy = Pop3Proxy::new(b"");
+            let mut answers = answers.into_iter();
+            for write in client {
+                proxy.receive(&write);
+                let mut steps = 0;
+                while let Some(action) = proxy.poll() {
+                    steps += 1;
+                    prop_assert!(steps < 1000);
+                    match action {
+                        Action::Upstream(_) => match answers.next().unwrap_or(0) {
+                            0 => proxy.upstream(Upstream::Response(Response::ok("x"))),
+                            1 => proxy.upstream(Upstream::Response(Response::err("x"))),
+                            2 => proxy.upstream(Upstream::UniqueId { message: 1, uid: "u".into() }),
+                            3 => { proxy.upstream(Upstream::MultiLineStart(Response::ok(""))); proxy.upstream(Upstream::MultiLineData(b"a\r\n".to_vec())); proxy.upstream(Upstream::MultiLineEnd); }
+                            4 => proxy.upstream(Upstream::Failed(super::super::pop3_client::UpstreamError::TimedOut)),
+                            _ => proxy.upstream(Upstream::UidlListing(vec![(1, "u".into())])),
+                        },
+                        Action::StoreEnd => proxy.stored(answers.next().unwrap_or(0) % 2 == 0),
+                        Action::Close => prop_assert!(proxy.is_closed()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}

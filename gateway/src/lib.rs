@@ -19,9 +19,9 @@
 //! - [`smtp`]: the sans-IO SMTP server session and its tokio shell.
 //! - [`pop3`]: the sans-IO POP3 server session through which archivers pick up mail, and
 //!   its tokio shell.
-//! - [`proxy`]: proxy mode toward the client's provider; so far the sans-IO SMTP client
-//!   core ([`proxy::smtp_client`]) that logs into the upstream over TLS and relays a
-//!   transaction.
+//! - [`proxy`]: proxy mode: clients log in as `remote_user%target_server%mailbox_id`, the
+//!   gateway relays to their provider over verified TLS and stores a copy of every message
+//!   sent or retrieved (sans-IO client cores, the POP3 proxy core, and their shells).
 //! - [`server`]: binds the configured listeners and runs them until graceful shutdown.
 //! - [`net`]: the one module that touches sockets: listeners, plain-or-TLS streams,
 //!   connection limits and the graceful-shutdown latch.

@@ -8,8 +8,17 @@
 //! - [`pop3_client`]: the sans-IO POP3 client core toward the upstream (CAPA, STLS or
 //!   implicit TLS, AUTH PLAIN or USER/PASS, relayed commands, streaming un-stuffing).
 //!
-//! The proxy sessions and their shells come with the proxy issue; these cores are the parts
-//! that talk to the provider.
+//! - [`login`]: parsing `remote_user%target_server%mailbox_id`.
+//! - [`connect`]: the [`Connector`] (tokio TCP, or turmoil in the simulation) and TLS with
+//!   certificate verification toward the upstream.
+//! - [`smtp_leg`]: the shell that drives [`smtp_client`] for the SMTP server session, which
+//!   itself handles AUTH and proxy mode ([`crate::smtp::Session`]).
+//! - [`pop3_session`]: the sans-IO POP3 proxy after login (client commands in, requests and
+//!   store actions out); [`pop3_leg`]: its shell, with the copies and the one-copy rule.
+//! - [`trace`]: the `X-Gateway-*` header fields on every copy.
+//!
+//! The client's `250` for a sent message comes only after the copy is durable and the
+//! upstream accepted it; a retrieved message's terminating `.` only after its copy is durable.
 
 pub mod connect;
 pub mod login;

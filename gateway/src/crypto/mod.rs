@@ -31,7 +31,7 @@ pub fn fill_random(buf: &mut [u8]) {
 }
 
 /// Fills `buf` for an identifier (mailbox, message, SMTP session): from the OS CSPRNG, so ids
-/// cannot be guessed, except where a test-support build seeded [`seeded_ids`] on this thread.
+/// cannot be guessed, except where a test-support build seeded `seeded_ids` on this thread.
 /// Keys, salts, nonces and passwords always come from [`fill_random`].
 pub fn fill_random_id(buf: &mut [u8]) {
     #[cfg(feature = "test-support")]

@@ -13,7 +13,7 @@ pub use admit::{admit, HANDSHAKE_TIMEOUT};
 pub use limits::{ConnectionLimits, ConnectionPermit, LimitExceeded};
 pub use listener::Listener;
 pub use shutdown::{Shutdown, ShutdownSignal};
-pub use stream::MaybeTls;
+pub use stream::{MaybeTls, Switchable};
 
 /// How a listener's connections start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,14 +6,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-/// A connection that starts plain and may switch to TLS (STARTTLS, STLS), or starts in TLS
-/// (ports 465 and 995).
-pub enum MaybeTls<S> {
+/// A connection that starts plain and may switch to TLS, either side of it: `T` is the TLS
+/// stream over `S` (server side for our listeners, client side toward upstreams).
+pub enum Switchable<S, T> {
     Plain(S),
-    Tls(Box<TlsStream<S>>),
+    Tls(Box<T>),
     /// Only while a handshake is running, or after one failed.
     Gone,
 }
+
+/// A client connection that starts plain and may switch to TLS (STARTTLS, STLS), or starts
+/// in TLS (ports 465 and 995).
+pub type MaybeTls<S> = Switchable<S, TlsStream<S>>;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTls<S> {
     pub fn is_tls(&self) -> bool {
@@ -61,50 +65,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTls<S> {
 fn gone() -> io::Error {
     io::Error::new(
         io::ErrorKind::NotConnected,
-        "connection lost during TLS handshake",
+        "connection lost during a TLS handshake",
     )
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<S> {
+impl<S, T> AsyncRead for Switchable<S, T>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            MaybeTls::Tls(s) => Pin::new(s).poll_read(cx, buf),
-            MaybeTls::Gone => Poll::Ready(Err(gone())),
+            Switchable::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Switchable::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Switchable::Gone => Poll::Ready(Err(gone())),
         }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
+impl<S, T> AsyncWrite for Switchable<S, T>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            MaybeTls::Tls(s) => Pin::new(s).poll_write(cx, buf),
-            MaybeTls::Gone => Poll::Ready(Err(gone())),
+            Switchable::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Switchable::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Switchable::Gone => Poll::Ready(Err(gone())),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
-            MaybeTls::Tls(s) => Pin::new(s).poll_flush(cx),
-            MaybeTls::Gone => Poll::Ready(Err(gone())),
+            Switchable::Plain(s) => Pin::new(s).poll_flush(cx),
+            Switchable::Tls(s) => Pin::new(s).poll_flush(cx),
+            Switchable::Gone => Poll::Ready(Err(gone())),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            MaybeTls::Tls(s) => Pin::new(s).poll_shutdown(cx),
-            MaybeTls::Gone => Poll::Ready(Ok(())),
+            Switchable::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Switchable::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Switchable::Gone => Poll::Ready(Ok(())),
         }
     }
 }

@@ -69,16 +69,7 @@ impl Pop3Server<TcpConnector> {
         acceptor: TlsAcceptor,
         limits: ConnectionLimits,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            upstreams: None,
-            unseals: Semaphore::new(settings.max_concurrent_unseals.max(1)),
-            gateway,
-            settings,
-            acceptor,
-            limits,
-            throttle: LoginThrottle::default(),
-            locks: Arc::new(MaildropLocks::default()),
-        })
+        Self::build(gateway, settings, acceptor, limits, None)
     }
 }
 
@@ -91,8 +82,18 @@ impl<C: Connector> Pop3Server<C> {
         limits: ConnectionLimits,
         upstreams: Arc<Upstreams<C>>,
     ) -> Arc<Self> {
+        Self::build(gateway, settings, acceptor, limits, Some(upstreams))
+    }
+
+    fn build(
+        gateway: Gateway,
+        settings: Pop3Settings,
+        acceptor: TlsAcceptor,
+        limits: ConnectionLimits,
+        upstreams: Option<Arc<Upstreams<C>>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            upstreams: Some(upstreams),
+            upstreams,
             unseals: Semaphore::new(settings.max_concurrent_unseals.max(1)),
             gateway,
             settings,

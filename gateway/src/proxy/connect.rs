@@ -3,18 +3,17 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::login::ProxyLogin;
 use crate::config::ProxySection;
+use crate::net::Switchable;
 
 /// Opens TCP connections to upstream servers.
 pub trait Connector: Send + Sync + 'static {
@@ -98,7 +97,7 @@ impl<C: Connector> Upstreams<C> {
                 Ok(Err(source)) => return Err(ConnectError::Connect { target, source }),
                 Ok(Ok(stream)) => stream,
             };
-        let mut stream = UpstreamStream::Plain(stream);
+        let mut stream = Switchable::Plain(stream);
         if implicit_tls {
             self.start_tls(&mut stream, login).await?;
         }
@@ -117,8 +116,8 @@ impl<C: Connector> Upstreams<C> {
             target: target.clone(),
             source: io::Error::new(io::ErrorKind::InvalidInput, e),
         })?;
-        let plain = match std::mem::replace(stream, UpstreamStream::Gone) {
-            UpstreamStream::Plain(plain) => plain,
+        let plain = match std::mem::replace(stream, Switchable::Gone) {
+            Switchable::Plain(plain) => plain,
             other => {
                 *stream = other;
                 return Err(ConnectError::Tls {
@@ -131,7 +130,7 @@ impl<C: Connector> Upstreams<C> {
             Err(_) => Err(ConnectError::TimedOut(target)),
             Ok(Err(source)) => Err(ConnectError::Tls { target, source }),
             Ok(Ok(tls)) => {
-                *stream = UpstreamStream::Tls(Box::new(tls));
+                *stream = Switchable::Tls(Box::new(tls));
                 Ok(())
             }
         }
@@ -139,57 +138,4 @@ impl<C: Connector> Upstreams<C> {
 }
 
 /// A connection to an upstream: plain until STARTTLS/STLS, or TLS from the start.
-pub enum UpstreamStream<S> {
-    Plain(S),
-    Tls(Box<TlsStream<S>>),
-    /// During a handshake, or after one failed.
-    Gone,
-}
-
-fn gone() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "upstream connection lost")
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for UpstreamStream<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for UpstreamStream<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s).poll_flush(cx),
-            Self::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Gone => Poll::Ready(Ok(())),
-        }
-    }
-}
+pub type UpstreamStream<S> = Switchable<S, TlsStream<S>>;

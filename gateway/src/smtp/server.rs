@@ -46,20 +46,12 @@ impl SmtpServer<TcpConnector> {
     /// A journal-target server without proxy mode.
     pub fn new(
         gateway: Gateway,
-        mut config: SessionConfig,
+        config: SessionConfig,
         acceptor: TlsAcceptor,
         limits: ConnectionLimits,
         access: SmtpSection,
     ) -> Arc<Self> {
-        config.proxy = false;
-        Arc::new(Self {
-            gateway,
-            config: Arc::new(config),
-            acceptor,
-            limits,
-            access,
-            upstreams: None,
-        })
+        Self::build(gateway, config, acceptor, limits, access, None)
     }
 }
 
@@ -67,20 +59,31 @@ impl<C: Connector> SmtpServer<C> {
     /// A server that also offers proxy logins through `upstreams` (when it is enabled).
     pub fn with_proxy(
         gateway: Gateway,
-        mut config: SessionConfig,
+        config: SessionConfig,
         acceptor: TlsAcceptor,
         limits: ConnectionLimits,
         access: SmtpSection,
         upstreams: Arc<Upstreams<C>>,
     ) -> Arc<Self> {
-        config.proxy = upstreams.enabled();
+        Self::build(gateway, config, acceptor, limits, access, Some(upstreams))
+    }
+
+    fn build(
+        gateway: Gateway,
+        mut config: SessionConfig,
+        acceptor: TlsAcceptor,
+        limits: ConnectionLimits,
+        access: SmtpSection,
+        upstreams: Option<Arc<Upstreams<C>>>,
+    ) -> Arc<Self> {
+        config.proxy = upstreams.as_ref().is_some_and(|u| u.enabled());
         Arc::new(Self {
             gateway,
             config: Arc::new(config),
             acceptor,
             limits,
             access,
-            upstreams: Some(upstreams),
+            upstreams,
         })
     }
 

@@ -218,8 +218,8 @@ impl<C: Connector> Pop3Leg<C> {
                 }
                 _ = tokio::time::sleep(proxy.timeout()), if !awaiting => proxy.client_gone(),
                 _ = shutdown.triggered(), if !shutdown_seen => {
-                    // Finish what is in flight; the grace period bounds the rest.
                     shutdown_seen = true;
+                    proxy.shutdown();
                 }
             }
         }

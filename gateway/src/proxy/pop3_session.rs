@@ -73,6 +73,7 @@ pub struct Pop3Proxy {
     /// message number → UIDL, from every listing and `UIDL n` seen.
     uids: HashMap<u32, String>,
     errors: u32,
+    shutting_down: bool,
 }
 
 impl Pop3Proxy {
@@ -86,6 +87,7 @@ impl Pop3Proxy {
             pending: Vec::new(),
             uids: HashMap::new(),
             errors: 0,
+            shutting_down: false,
         };
         proxy.input.push(input);
         proxy.process();
@@ -117,6 +119,22 @@ impl Pop3Proxy {
         }
         self.input.push(data);
         self.process();
+    }
+
+    /// Graceful shutdown: between commands, `-ERR [SYS/TEMP]` and close without UPDATE (the
+    /// client did not QUIT, so nothing is deleted upstream); a command in flight (a message
+    /// being retrieved and stored) finishes first. A QUIT in flight completes.
+    pub fn shutdown(&mut self) {
+        self.shutting_down = true;
+        if matches!(self.state, State::Idle) {
+            self.shut();
+        }
+    }
+
+    fn shut(&mut self) {
+        Reply::err_code(Code::SysTemp, "server shutting down, try again later")
+            .write_to(&mut self.pending);
+        self.close();
     }
 
     /// The client went away or timed out: no UPDATE upstream (the core just closes).
@@ -342,6 +360,9 @@ impl Pop3Proxy {
 
     fn command_done(&mut self) {
         self.state = State::Idle;
+        if self.shutting_down {
+            return self.shut();
+        }
         self.process();
     }
 
@@ -476,6 +497,41 @@ mod tests {
         let client = sent(&drain(&mut proxy));
         assert!(client.starts_with(b"-ERR"));
         assert!(String::from_utf8_lossy(&client).contains("UIDL"));
+    }
+
+    #[test]
+    fn shutdown_lets_a_retrieval_finish_then_closes_without_update() {
+        let mut proxy = Pop3Proxy::new(b"");
+        proxy.upstream(Upstream::UniqueId {
+            message: 1,
+            uid: "u".into(),
+        });
+        drain(&mut proxy);
+        proxy.receive(b"UIDL 1\r\n");
+        drain(&mut proxy);
+        proxy.upstream(Upstream::UniqueId {
+            message: 1,
+            uid: "u".into(),
+        });
+        drain(&mut proxy);
+        proxy.receive(b"RETR 1\r\nDELE 1\r\nQUIT\r\n");
+        assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Retr(1))]);
+        proxy.shutdown();
+        retr_body(&mut proxy, b"x\r\n");
+        drain(&mut proxy);
+        proxy.stored(true);
+        let actions = drain(&mut proxy);
+        let client = sent(&actions);
+        assert!(
+            client.starts_with(b".\r\n-ERR [SYS/TEMP]"),
+            "{}",
+            String::from_utf8_lossy(&client)
+        );
+        assert_eq!(actions.last(), Some(&Action::Close));
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Upstream(_))),
+            "no DELE, no QUIT"
+        );
     }
 
     #[test]

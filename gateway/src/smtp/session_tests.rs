@@ -1140,3 +1140,35 @@ fn postmaster_goes_to_the_configured_mailbox() {
     );
     // Without a configured mailbox, postmaster is refused (the existing snapshot shows it).
 }
+
+#[test]
+fn proxy_bdat_opens_the_upstream_data_first_and_refusals_consume_the_chunk() {
+    let mut h = proxy_harness();
+    h.client(format!("AUTH PLAIN {}\r\n", plain(PROXY_LOGIN, "pw")).as_bytes());
+    h.client(b"MAIL FROM:<a@provider.example>\r\nRCPT TO:<x@example.org>\r\nBDAT 5\r\nHello");
+    assert!(h.transcript.contains("~ upstream Data"), "{}", h.transcript);
+    h.client(b"BDAT 8 LAST\r\n world\r\n");
+    assert_eq!(h.stored.len(), 1);
+    assert_eq!(h.stored[0].body, b"Hello world\r\n");
+    assert!(
+        h.last_reply().starts_with("250 2.0.0 queued upstream"),
+        "{}",
+        h.transcript
+    );
+    // The upstream refuses DATA: the chunk is still consumed, the refusal relayed.
+    h.upstream = VecDeque::from([
+        Reply::new(250, EnhancedStatus::new(2, 1, 0), "ok"),
+        Reply::new(250, EnhancedStatus::new(2, 1, 5), "ok"),
+        Reply::new(452, EnhancedStatus::new(4, 3, 1), "upstream full"),
+    ]);
+    h.client(
+        b"MAIL FROM:<a@provider.example>\r\nRCPT TO:<x@example.org>\r\nBDAT 3 LAST\r\nabcNOOP\r\n",
+    );
+    let replies = h.replies();
+    assert_eq!(replies[replies.len() - 2], "452 4.3.1 upstream full");
+    assert!(
+        h.last_reply().starts_with("250 2.0.0 Ok"),
+        "NOOP read as a command"
+    );
+    assert_eq!(h.stored.len(), 1);
+}

@@ -2,25 +2,33 @@
 //!
 //! A run is a function of its seed. [`run`] builds a turmoil world with:
 //! - the gateway host ([`hosts::gateway`]): the real SMTP and POP3 servers of the `gateway`
-//!   crate over turmoil sockets, on a redb store on the simulated [`disk::Disk`], with
-//!   commits inline (no writer thread) and ids drawn from the seed;
+//!   crate (sans-IO sessions and their stream-generic shells) over turmoil sockets, on a redb
+//!   store on the simulated [`disk::Disk`], with commits inline (no writer thread) and ids
+//!   drawn from the seed;
 //! - journal senders ([`hosts::sender`]) that deliver labelled messages and retry until 250;
 //! - an archiver ([`hosts::archiver`]) that empties the mailboxes over POP3S;
 //! - a driver (here) that injects the plan's faults ([`scenario`]): crashes and restarts,
-//!   power cuts in the middle of a commit, stalled links, a full disk.
+//!   power cuts in the middle of a commit, stalled or cut links, a full disk; the clients
+//!   themselves drop connections mid-DATA, after the dot and mid-RETR, and dribble data.
 //!
-//! What the clients see goes into a ledger; after the run, a last power cut hits the disk,
+//! What the clients see goes into a ledger; after the run one more power cut hits the disk,
 //! the store is reopened offline and [`invariants`] checks the ledger against it. The event
 //! log ([`trace`]) holds deterministic facts only, so its hash identifies a run.
 //!
 //! Determinism: turmoil's network and every choice of the plan follow the seed; the store
 //! commits on the calling task; mailbox, message and session ids come from the seed
-//! (`gateway::crypto::seeded_ids`). Left outside: key material, nonces and TLS randomness
-//! (they change bytes, never sizes or decisions), and tokio's `select!` branch order, which
-//! is seeded only under `--cfg tokio_unstable` (`cargo xtask sim` sets it).
+//! (`gateway::crypto::seeded_ids`); a crash cuts the gateway's outgoing packets before tokio
+//! drops its tasks (in an order that follows process-wide task ids); no TLS session cache
+//! outlives a run. Left outside: key material, nonces and TLS randomness (they change
+//! bytes, never sizes or decisions), and tokio's `select!` branch order, which turmoil can
+//! seed only under `--cfg tokio_unstable` (`cargo xtask sim` builds with it).
 //!
-//! Proxy mode is not simulated yet: it needs an upstream-provider host beside the gateway
-//! (an SMTP server and a POP3 server that can fail on command) and its own ledger rules.
+//! [`Bug`] names the deliberately wrong variants the checks must catch.
+//!
+//! Proxy mode is not simulated yet. It needs an upstream-provider host beside the gateway
+//! (an SMTP server and a POP3 server that record what they accepted and fail on command),
+//! proxy clients in place of the senders, and ledger rules for the proxy: no 250 to the
+//! client without a durable copy, and the copy equal to what the upstream accepted.
 
 #![forbid(unsafe_code)]
 

@@ -1,4 +1,5 @@
-//! `sim --seeds N [--from S] [--scenario X]`: runs N seeds and prints the failing ones.
+//! `sim --seeds N [--from S] [--scenario X]`: runs N seeds (from a random start unless `--from`
+//! says) and prints the failing ones.
 //! `sim --seed S [--scenario X] [--bug B]`: replays one seed with its readable trace.
 //! `cargo xtask sim` runs this with tokio's scheduler seeded too.
 
@@ -10,7 +11,7 @@ use sim::{run, Bug, Options};
 
 struct Args {
     seeds: Option<u64>,
-    from: u64,
+    from: Option<u64>,
     seed: Option<u64>,
     scenario: Option<Scenario>,
     bug: Option<Bug>,
@@ -19,7 +20,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut args = Args {
         seeds: None,
-        from: 0,
+        from: None,
         seed: None,
         scenario: None,
         bug: None,
@@ -30,7 +31,7 @@ fn parse() -> Result<Args, String> {
         let number = |v: String| v.parse::<u64>().map_err(|e| format!("{v}: {e}"));
         match flag.as_str() {
             "--seeds" => args.seeds = Some(number(value()?)?),
-            "--from" => args.from = number(value()?)?,
+            "--from" => args.from = Some(number(value()?)?),
             "--seed" => args.seed = Some(number(value()?)?),
             "--scenario" => {
                 let name = value()?;
@@ -94,9 +95,15 @@ fn main() -> ExitCode {
         };
     }
     let count = args.seeds.unwrap_or(100);
+    // New ground on every invocation unless told; any seed replays with --seed.
+    let from = args.from.unwrap_or_else(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0u8) >> 16
+    });
+    println!("seeds {from}..{}", from.saturating_add(count));
     let started = Instant::now();
     let mut failed = Vec::new();
-    for seed in args.from..args.from + count {
+    for seed in from..from.saturating_add(count) {
         let scenario = args.scenario.unwrap_or(scenario_for(seed));
         let outcome = run(Options {
             seed,

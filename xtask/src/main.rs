@@ -23,7 +23,8 @@ tasks:
   bench [NAME...]    run benchmarks: criterion targets (crypto, storage) and side-by-side
                      runners against peer servers (smtp: vs Postfix, pop3: vs Dovecot, proxy: vs direct to Postfix); all when no NAME
   sim [--seeds N] [--from S] [--scenario X] [--bug B]
-                     run N simulation seeds (default 100, from S) and print the failing ones
+                     run N random simulation seeds (default 100; from S if given) and
+                     print the failing ones
   sim --seed S [--scenario X] [--bug B]
                      replay one seed with its readable trace; scenarios: calm, crash,
                      power-cut, network, full-disk, slow-clients, mixed; bug: unsynced-commit, lying-disk

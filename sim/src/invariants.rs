@@ -11,6 +11,18 @@
 //!   lost deleted all of its messages or none);
 //! - the gateway never panics and always comes back after a restart;
 //! - once the faults are over, every message is accepted and the mailboxes can be emptied.
+//!
+//! And for proxy mode (a stored copy is the gateway's `X-Gateway-*` lines, then exactly the
+//! message):
+//! - no 250 without a durable copy: every message a proxy client got 250 for has a copy
+//!   (archived or in the store after the final power cut), and the upstream took exactly it;
+//! - nothing goes upstream without a durable copy: every message the upstream took (even one
+//!   whose 250 was lost) has a copy;
+//! - a message the upstream refused after the dot leaves no copy, unless another attempt of
+//!   it ended otherwise (accepted or unknown);
+//! - copies are never half-received (as above). Duplicates are allowed: a client that got
+//!   no answer retries, and the gateway keeps the copy of every attempt whose outcome it
+//!   could not know.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,6 +49,8 @@ pub struct Sent {
     pub rcpts: Vec<usize>,
     /// The best outcome over all attempts.
     pub delivery: Delivery,
+    /// Submitted through the SMTP proxy (else journaled).
+    pub proxy: bool,
 }
 
 /// How a POP3 session ended.
@@ -75,6 +89,8 @@ pub struct Ledger {
     pub sessions: Vec<Pop3Session>,
     /// (mailbox, uidl) → the retrieved bytes (every retrieval of it must be the same).
     pub retrieved: BTreeMap<(usize, String), Vec<u8>>,
+    /// Proxy mode: label → every message body the upstream took for it.
+    pub upstream: BTreeMap<String, Vec<Vec<u8>>>,
     /// Problems the clients saw directly (a retrieval that differed from an earlier one, a
     /// sender that could not deliver after the faults ended).
     pub problems: Vec<String>,
@@ -101,6 +117,27 @@ pub fn without_received(message: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// Strips the gateway's `X-Gateway-*` trace lines from a proxied copy.
+pub fn without_trace_lines(message: &[u8]) -> Option<&[u8]> {
+    if !message.starts_with(b"X-Gateway-") {
+        return None;
+    }
+    let mut rest = message;
+    while rest.starts_with(b"X-Gateway-") {
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        rest = &rest[end + 2..];
+    }
+    Some(rest)
+}
+
+/// The message in a stored copy, with whether it is a proxied one (`X-Gateway-*` lines) or
+/// a journaled one (`Received:`).
+pub fn message_of(stored: &[u8]) -> Option<(bool, &[u8])> {
+    without_received(stored)
+        .map(|m| (false, m))
+        .or_else(|| without_trace_lines(stored).map(|m| (true, m)))
+}
+
 /// The scenario's label of a message: its first header field, `X-Sim-Label: <label>`.
 pub fn label_of(body: &[u8]) -> Option<String> {
     let line = body.split(|b| *b == b'\n').next()?;
@@ -112,7 +149,8 @@ impl Ledger {
     /// The message a retrieved or stored copy must be: its label if the copy is exactly a
     /// completely sent message for this mailbox, else the reason it is not.
     fn identify(&self, mailbox: usize, stored: &[u8]) -> Result<String, String> {
-        let body = without_received(stored).ok_or("lacks the gateway's Received: header")?;
+        let (proxied, body) = message_of(stored)
+            .ok_or("lacks the gateway's Received: header or X-Gateway-* lines")?;
         let label = label_of(body).ok_or("carries no label: not a message any sender sent")?;
         let sent = self
             .sent
@@ -127,6 +165,17 @@ impl Ledger {
         }
         if sent.delivery == Delivery::NotSent {
             return Err(format!("{label} is stored although its data never ended"));
+        }
+        if proxied != sent.proxy {
+            return Err(format!(
+                "{label} is stored as {} but was {}",
+                if proxied {
+                    "a proxied copy"
+                } else {
+                    "journaled"
+                },
+                if sent.proxy { "proxied" } else { "journaled" }
+            ));
         }
         if !sent.rcpts.contains(&mailbox) {
             return Err(format!(
@@ -240,31 +289,68 @@ impl Ledger {
             }
         }
 
-        // Every 250 is retrievable: taken out by the archiver, or still in the store.
+        // Whether a copy of the message is retrievable: taken out by the archiver, or still in
+        // the store.
+        let archived = |label: &str, mailbox: usize| {
+            let in_store = final_store.get(mailbox).is_some_and(|m| {
+                m.values()
+                    .any(|bytes| self.identify(mailbox, bytes).ok().as_deref() == Some(label))
+            });
+            let archived = taken.get(&mailbox).is_some_and(|uidls| {
+                uidls.iter().any(|uidl| {
+                    self.retrieved
+                        .get(&(mailbox, uidl.clone()))
+                        .and_then(|bytes| self.identify(mailbox, bytes).ok())
+                        .as_deref()
+                        == Some(label)
+                })
+            });
+            in_store || archived
+        };
+        // A copy anywhere: in the store or handed out by POP3 (taken or not).
+        let copied = |label: &str, mailbox: usize| {
+            final_store.get(mailbox).is_some_and(|m| {
+                m.values()
+                    .any(|bytes| self.identify(mailbox, bytes).ok().as_deref() == Some(label))
+            }) || self.retrieved.iter().any(|((m, _), bytes)| {
+                *m == mailbox && self.identify(mailbox, bytes).ok().as_deref() == Some(label)
+            })
+        };
+
         for sent in self.sent.values() {
-            if sent.delivery != Delivery::Acked {
-                continue;
-            }
+            let label = sent.label.as_str();
             for &mailbox in &sent.rcpts {
-                let in_store = final_store.get(mailbox).is_some_and(|m| {
-                    m.values().any(|bytes| {
-                        self.identify(mailbox, bytes).ok().as_ref() == Some(&sent.label)
-                    })
-                });
-                let archived = taken.get(&mailbox).is_some_and(|uidls| {
-                    uidls.iter().any(|uidl| {
-                        self.retrieved
-                            .get(&(mailbox, uidl.clone()))
-                            .and_then(|bytes| self.identify(mailbox, bytes).ok())
-                            .as_ref()
-                            == Some(&sent.label)
-                    })
-                });
-                if !in_store && !archived {
+                if sent.delivery == Delivery::Acked && !archived(label, mailbox) {
+                    violations.push(if sent.proxy {
+                        format!("proxy: {label} got 250 but has no durable copy in mailbox {mailbox}")
+                    } else {
+                        format!("{label} was acknowledged with 250 but is not retrievable from mailbox {mailbox}")
+                    });
+                }
+                if !sent.proxy {
+                    continue;
+                }
+                let took = self.upstream.get(label);
+                if took.is_some() && !archived(label, mailbox) {
                     violations.push(format!(
-                        "{} was acknowledged with 250 but is not retrievable from mailbox {mailbox}",
-                        sent.label
+                        "proxy: the upstream took {label} but no copy is archived in mailbox {mailbox}"
                     ));
+                }
+                if sent.delivery == Delivery::Refused && copied(label, mailbox) {
+                    violations.push(format!(
+                        "proxy: every attempt of {label} was refused by the upstream, yet a copy is archived in mailbox {mailbox}"
+                    ));
+                }
+            }
+            if sent.proxy {
+                let took = self.upstream.get(label);
+                if sent.delivery == Delivery::Acked && took.is_none() {
+                    violations.push(format!(
+                        "proxy: {label} got 250 but the upstream never took it"
+                    ));
+                }
+                if took.is_some_and(|bodies| bodies.iter().any(|b| *b != sent.body)) {
+                    violations.push(format!("proxy: the upstream took {label} altered"));
                 }
             }
         }
@@ -285,6 +371,7 @@ mod tests {
                 body: format!("X-Sim-Label: {label}\r\n\r\nhello\r\n").into_bytes(),
                 rcpts: vec![0],
                 delivery,
+                proxy: false,
             },
         );
         ledger

@@ -25,10 +25,13 @@
 //!
 //! [`Bug`] names the deliberately wrong variants the checks must catch.
 //!
-//! Proxy mode is not simulated yet. It needs an upstream-provider host beside the gateway
-//! (an SMTP server and a POP3 server that record what they accepted and fail on command),
-//! proxy clients in place of the senders, and ledger rules for the proxy: no 250 to the
-//! client without a durable copy, and the copy equal to what the upstream accepted.
+//! Proxy mode (the `proxy` scenario) adds an upstream provider ([`hosts::upstream`]): a
+//! submission server reached through turmoil, which records what it took and refuses
+//! messages after the dot, drops connections mid-data or after the dot, and stalls, while
+//! the gateway crashes and loses power. Proxy clients ([`hosts::proxy_client`]) log in with
+//! `AUTH PLAIN` as `user%upstream:587%<mailbox>` and retry until 250; the rules (no 250 and
+//! nothing upstream without a durable copy, no copy of a refused message) are in
+//! [`invariants`]. The POP3 proxy is not simulated yet.
 
 #![forbid(unsafe_code)]
 
@@ -50,6 +53,7 @@ use rand::{Rng, SeedableRng};
 
 use disk::{Disk, DiskBug};
 use hosts::gateway::NAME as GATEWAY;
+use hosts::upstream::NAME as UPSTREAM;
 use hosts::Shared;
 use invariants::FinalMailbox;
 use scenario::{Fault, Mailboxes, Plan, Scenario};
@@ -225,16 +229,32 @@ fn run_seeded(options: Options) -> Outcome {
         .build();
     {
         let (disk, shared) = (disk.clone(), shared.clone());
+        let proxy = plan.proxy.is_some();
         sim.host(GATEWAY, move || {
-            hosts::gateway::run(disk.clone(), shared.clone(), skip_sync)
+            hosts::gateway::run(disk.clone(), shared.clone(), skip_sync, proxy)
         });
     }
-    shared.senders_left.set(plan.senders.len());
+    if let Some(proxy) = &plan.proxy {
+        let (upstream, shared) = (proxy.upstream.clone(), shared.clone());
+        sim.host(UPSTREAM, move || {
+            hosts::upstream::run(upstream.clone(), shared.clone())
+        });
+    }
+    shared
+        .senders_left
+        .set(plan.senders.len() + plan.proxy.as_ref().map_or(0, |p| p.clients.len()));
     for sender in &plan.senders {
         let client_rng = SmallRng::seed_from_u64(rng.random());
         sim.client(
             sender.name.as_str(),
             hosts::sender::run(sender.clone(), shared.clone(), client_rng),
+        );
+    }
+    for client in plan.proxy.iter().flat_map(|p| &p.clients) {
+        let client_rng = SmallRng::seed_from_u64(rng.random());
+        sim.client(
+            client.name.as_str(),
+            hosts::proxy_client::run(client.clone(), shared.clone(), client_rng),
         );
     }
     let archiver_rng = SmallRng::seed_from_u64(rng.random());
@@ -266,8 +286,8 @@ fn run_seeded(options: Options) -> Outcome {
         let labels: Vec<String> = mailbox
             .values()
             .map(|m| {
-                invariants::without_received(m)
-                    .and_then(invariants::label_of)
+                invariants::message_of(m)
+                    .and_then(|(_, m)| invariants::label_of(m))
                     .unwrap_or_else(|| "?".into())
             })
             .collect();
@@ -347,6 +367,12 @@ fn drive(
         .senders
         .iter()
         .map(|s| s.name.clone())
+        .chain(plan.proxy.iter().flat_map(|p| {
+            p.clients
+                .iter()
+                .map(|c| c.name.clone())
+                .chain(std::iter::once(UPSTREAM.to_owned()))
+        }))
         .chain(std::iter::once("archiver".to_owned()))
         .collect();
     let mut disk_free_at: Option<Duration> = None;

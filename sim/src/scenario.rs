@@ -26,10 +26,13 @@ pub enum Scenario {
     SlowClients,
     /// All of the above at once, at random.
     Mixed,
+    /// Proxy mode: clients submit through the gateway to an upstream provider that refuses
+    /// messages, drops connections and stalls, while the gateway crashes and loses power.
+    Proxy,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Calm,
         Scenario::Crash,
         Scenario::PowerCut,
@@ -37,6 +40,7 @@ impl Scenario {
         Scenario::FullDisk,
         Scenario::SlowClients,
         Scenario::Mixed,
+        Scenario::Proxy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +52,7 @@ impl Scenario {
             Scenario::FullDisk => "full-disk",
             Scenario::SlowClients => "slow-clients",
             Scenario::Mixed => "mixed",
+            Scenario::Proxy => "proxy",
         }
     }
 
@@ -56,7 +61,8 @@ impl Scenario {
     }
 
     fn has(self, other: Scenario) -> bool {
-        self == other || (self == Scenario::Mixed && other != Scenario::Calm)
+        self == other
+            || (self == Scenario::Mixed && other != Scenario::Calm && other != Scenario::Proxy)
     }
 }
 
@@ -87,6 +93,29 @@ pub struct SenderPlan {
     pub patience: Duration,
     /// Attempts allowed per message once the faults are over: more is a liveness failure.
     pub max_attempts_after_faults: u32,
+}
+
+/// A proxy-mode client: submits its messages through the gateway to the upstream.
+#[derive(Debug, Clone)]
+pub struct ProxyClientPlan {
+    pub name: String,
+    pub start: Duration,
+    /// `rcpts` is the one mailbox of the login.
+    pub messages: Vec<MessagePlan>,
+    /// The mailbox the copies go to.
+    pub mailbox: MailboxId,
+    pub cut_rate: f64,
+    pub max_piece: usize,
+    pub max_pause_ms: u64,
+    pub patience: Duration,
+    pub max_attempts_after_faults: u32,
+}
+
+/// Proxy mode's part of a plan.
+#[derive(Debug, Clone)]
+pub struct ProxyPlan {
+    pub clients: Vec<ProxyClientPlan>,
+    pub upstream: crate::hosts::upstream::UpstreamPlan,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +156,8 @@ pub struct Plan {
     pub faults_end: Duration,
     pub min_latency: Duration,
     pub max_latency: Duration,
+    /// Proxy mode (the gateway offers proxy logins, an upstream host runs).
+    pub proxy: Option<ProxyPlan>,
 }
 
 /// Mailboxes created before the run, with their passwords.
@@ -258,6 +289,61 @@ impl Plan {
         } else {
             (Duration::from_millis(1), Duration::from_millis(10))
         };
+        // Proxy mode's draws come last, so the other scenarios' plans stay as they were.
+        let mut archiver = archiver;
+        let proxy = (scenario == Scenario::Proxy).then(|| {
+            // One journal sender beside the proxy clients; the archiver only drains at the
+            // end, as a copy of a refused message lives until the refusal (see invariants).
+            senders.truncate(1);
+            archiver.sessions_during_faults = 0;
+            let clients = (0..rng.random_range(1..=3))
+                .map(|c| {
+                    let name = format!("client-{c}");
+                    let mailbox = rng.random_range(0..ids.len());
+                    let messages = (0..rng.random_range(2..=6))
+                        .map(|m| {
+                            let label = format!("p{c}-m{m}");
+                            MessagePlan {
+                                body: body(rng, &label, false),
+                                label,
+                                rcpts: vec![mailbox],
+                            }
+                        })
+                        .collect();
+                    ProxyClientPlan {
+                        start: Duration::from_millis(rng.random_range(0..20_000)),
+                        messages,
+                        mailbox: ids[mailbox].clone(),
+                        cut_rate: 0.2,
+                        max_piece: 64 * 1024,
+                        max_pause_ms: 10_000,
+                        patience: Duration::from_secs(60),
+                        max_attempts_after_faults: 10,
+                        name,
+                    }
+                })
+                .collect();
+            for _ in 0..rng.random_range(1..=3) {
+                let down = Duration::from_millis(rng.random_range(100..5_000));
+                let fault = if rng.random_bool(0.5) {
+                    Fault::Crash { down }
+                } else {
+                    Fault::CutAtSync {
+                        n: rng.random_range(1..6),
+                        down,
+                    }
+                };
+                faults.push((at(rng), fault));
+            }
+            faults.sort_by_key(|(at, _)| *at);
+            ProxyPlan {
+                clients,
+                upstream: crate::hosts::upstream::UpstreamPlan {
+                    fault_rate: 0.4,
+                    seed: rng.random(),
+                },
+            }
+        });
         Plan {
             scenario,
             senders,
@@ -266,6 +352,7 @@ impl Plan {
             faults_end,
             min_latency,
             max_latency,
+            proxy,
         }
     }
 }

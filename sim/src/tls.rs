@@ -1,4 +1,5 @@
-//! TLS material for a run: one self-signed certificate for the gateway host, made once per
+//! TLS material for a run: one self-signed certificate for the gateway host and the upstream
+//! provider (it names both; turmoil resolves the host name `upstream`), made once per
 //! process (key generation is slow and its randomness is not part of any trace), and the
 //! client configuration that trusts exactly it.
 
@@ -9,7 +10,8 @@ use gateway::tls::{CertResolver, CertifiedMaterial};
 use rustls::pki_types::ServerName;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-/// The name the clients expect in the gateway's certificate.
+/// The name the clients expect in the gateway's certificate (the gateway expects the
+/// upstream's host name, [`crate::hosts::upstream::NAME`]).
 pub const HOST_NAME: &str = "gateway.sim";
 
 struct Material {
@@ -21,8 +23,11 @@ fn material() -> &'static Material {
     static MATERIAL: OnceLock<Material> = OnceLock::new();
     MATERIAL.get_or_init(|| {
         // rcgen's default validity (1975 to 4096) covers the real clock that rustls reads.
-        let cert = rcgen::generate_simple_self_signed(vec![HOST_NAME.to_owned()])
-            .expect("rcgen makes a certificate for a plain DNS name");
+        let cert = rcgen::generate_simple_self_signed(vec![
+            HOST_NAME.to_owned(),
+            crate::hosts::upstream::NAME.to_owned(),
+        ])
+        .expect("rcgen makes a certificate for a plain DNS name");
         let chain = cert.cert.pem();
         let key = cert.signing_key.serialize_pem();
         let server = gateway::tls::parse_pem(

@@ -1,5 +1,5 @@
-//! CI's seed budget: a few hundred seeds over every scenario, the determinism check, the
-//! proof that a wrong variant is caught, and the regression seeds.
+//! CI's seed budget: a few hundred seeds over every scenario (one in eight is proxy mode),
+//! the determinism check, the proof that a wrong variant is caught, and the regression seeds.
 
 use sim::scenario::Scenario;
 use sim::{run, Bug, Options};
@@ -58,13 +58,18 @@ fn a_seed_replays_to_the_same_trace() {
     let cases: Vec<Options> = [3, 11, 26, 41]
         .into_iter()
         .flat_map(|seed| {
-            [Scenario::Mixed, Scenario::PowerCut, Scenario::Crash]
-                .into_iter()
-                .map(move |scenario| Options {
-                    seed,
-                    scenario,
-                    bug: None,
-                })
+            [
+                Scenario::Mixed,
+                Scenario::PowerCut,
+                Scenario::Crash,
+                Scenario::Proxy,
+            ]
+            .into_iter()
+            .map(move |scenario| Options {
+                seed,
+                scenario,
+                bug: None,
+            })
         })
         .collect();
     let forwards: Vec<String> = cases.iter().map(|o| run(*o).trace.render()).collect();
@@ -77,7 +82,7 @@ fn a_seed_replays_to_the_same_trace() {
             options.seed, options.scenario
         );
     }
-    assert_ne!(forwards[0], forwards[3], "the seed matters");
+    assert_ne!(forwards[0], forwards[4], "the seed matters");
     let a = run(cases[0]).trace;
     let b = run(cases[0]).trace;
     assert_eq!(a.hash(), b.hash());
@@ -122,6 +127,32 @@ fn caught(bug: Bug) -> u64 {
 fn committing_without_sync_is_caught_and_its_seed_replays() {
     let seed = caught(Bug::UnsyncedCommit);
     eprintln!("unsynced commits caught by seed {seed}");
+}
+
+/// The same wrong variant in proxy mode: a client gets 250 (and the upstream took the
+/// message) for a copy that a crash then takes away.
+#[test]
+fn committing_without_sync_is_caught_in_proxy_mode() {
+    let caught = (0..20).find_map(|seed| {
+        let options = Options {
+            seed,
+            scenario: Scenario::Proxy,
+            bug: Some(Bug::UnsyncedCommit),
+        };
+        let outcome = run(options);
+        (!outcome.passed()).then_some((options, outcome))
+    });
+    let (options, outcome) = caught.expect("unsynced proxy copies went unnoticed for 20 seeds");
+    assert!(
+        outcome
+            .violations
+            .iter()
+            .any(|v| v.contains("proxy: ") && v.contains("got 250 but has no durable copy")),
+        "{:?}",
+        outcome.violations
+    );
+    assert_eq!(run(options).trace.hash(), outcome.trace.hash());
+    eprintln!("unsynced proxy copies caught by seed {}", options.seed);
 }
 
 #[test]

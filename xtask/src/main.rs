@@ -27,7 +27,7 @@ tasks:
                      print the failing ones
   sim --seed S [--scenario X] [--bug B]
                      replay one seed with its readable trace; scenarios: calm, crash,
-                     power-cut, network, full-disk, slow-clients, mixed; bug: unsynced-commit, lying-disk
+                     power-cut, network, full-disk, slow-clients, mixed, proxy; bug: unsynced-commit, lying-disk
   fmt                format the workspace (cargo fmt --all)
   help               this text";
 

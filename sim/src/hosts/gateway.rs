@@ -7,10 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway::config::ProxySection;
 use gateway::config::SmtpSection;
 use gateway::crypto::KdfParams;
 use gateway::net::{ConnectionLimits, Listener, Shutdown, TlsMode};
 use gateway::pop3::{Pop3Server, Pop3Settings};
+use gateway::proxy::{Connector, Upstreams};
 use gateway::service::{Gateway, ServiceOptions};
 use gateway::smtp::{SessionConfig, SmtpServer};
 use gateway::store::{Store, StoreOptions};
@@ -37,6 +39,17 @@ impl Listener for SimListener {
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.0.local_addr()
+    }
+}
+
+/// turmoil's TCP for the proxy's upstream connections (host names resolve to turmoil hosts).
+pub struct SimConnector;
+
+impl Connector for SimConnector {
+    type Stream = turmoil::net::TcpStream;
+
+    async fn connect(&self, host: &str, port: u16) -> std::io::Result<Self::Stream> {
+        turmoil::net::TcpStream::connect((host, port)).await
     }
 }
 
@@ -78,8 +91,9 @@ pub fn service(store: Store) -> Gateway {
 /// where redb's recovery must write) is retried every second, as a service manager
 /// restarting the gateway would.
 ///
-/// `skip_sync` switches on the store's deliberately wrong variant (commits without a sync).
-pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool) -> turmoil::Result {
+/// `skip_sync` switches on the store's deliberately wrong variant (commits without a sync);
+/// `proxy` offers proxy logins (after STARTTLS) to upstreams reached through turmoil.
+pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) -> turmoil::Result {
     let mut failures = 0u32;
     let store = loop {
         match open_store(&disk) {
@@ -98,23 +112,46 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool) -> turmoil::Res
     }
     store.skip_sync_for_tests(skip_sync);
     let gateway = service(store);
-    let smtp = SmtpServer::new(
-        gateway.clone(),
-        SessionConfig {
-            host_name: crate::tls::HOST_NAME.into(),
-            email_domain: EMAIL_DOMAIN.into(),
-            max_message_size: MAX_MESSAGE_SIZE,
-            max_recipients: 10,
-            require_tls: false,
-            tls_available: true,
-            max_errors: 10,
-            proxy: false,
-            postmaster: None,
-        },
-        crate::tls::acceptor(),
-        ConnectionLimits::new(64, 16),
-        SmtpSection::default(),
-    );
+    let config = SessionConfig {
+        host_name: crate::tls::HOST_NAME.into(),
+        email_domain: EMAIL_DOMAIN.into(),
+        max_message_size: MAX_MESSAGE_SIZE,
+        max_recipients: 10,
+        require_tls: false,
+        tls_available: true,
+        max_errors: 10,
+        proxy,
+        postmaster: None,
+    };
+    let smtp = if proxy {
+        let upstreams = Upstreams::new(
+            SimConnector,
+            crate::tls::connector(),
+            ProxySection {
+                enabled: true,
+                ca_files: Vec::new(),
+                system_roots: false,
+                allowed_servers: vec![super::upstream::NAME.into()],
+                connect_timeout_secs: 30,
+            },
+        );
+        Either::Proxy(SmtpServer::with_proxy(
+            gateway.clone(),
+            config,
+            crate::tls::acceptor(),
+            ConnectionLimits::new(64, 16),
+            SmtpSection::default(),
+            upstreams,
+        ))
+    } else {
+        Either::Journal(SmtpServer::new(
+            gateway.clone(),
+            config,
+            crate::tls::acceptor(),
+            ConnectionLimits::new(64, 16),
+            SmtpSection::default(),
+        ))
+    };
     let pop3 = Pop3Server::new(
         gateway,
         Pop3Settings {
@@ -130,12 +167,28 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool) -> turmoil::Res
     let pop3_listener = turmoil::net::TcpListener::bind(("0.0.0.0", POP3S_PORT)).await?;
     // Never triggered: the simulation stops the gateway by crashing it.
     let shutdown = Shutdown::new();
+    let smtp = async {
+        match smtp {
+            Either::Journal(smtp) => {
+                smtp.serve(
+                    SimListener(smtp_listener),
+                    TlsMode::StartTls,
+                    shutdown.signal(),
+                )
+                .await
+            }
+            Either::Proxy(smtp) => {
+                smtp.serve(
+                    SimListener(smtp_listener),
+                    TlsMode::StartTls,
+                    shutdown.signal(),
+                )
+                .await
+            }
+        }
+    };
     tokio::join!(
-        smtp.serve(
-            SimListener(smtp_listener),
-            TlsMode::StartTls,
-            shutdown.signal()
-        ),
+        smtp,
         pop3.serve(
             SimListener(pop3_listener),
             TlsMode::Implicit,
@@ -143,4 +196,10 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool) -> turmoil::Res
         ),
     );
     Ok(())
+}
+
+/// The SMTP server without or with proxy logins (their connector types differ).
+enum Either {
+    Journal(Arc<SmtpServer>),
+    Proxy(Arc<SmtpServer<SimConnector>>),
 }

@@ -1,10 +1,12 @@
-//! The simulated machines: the gateway, the journal senders (SMTP clients) and the archiver
-//! (POP3 client). A proxy-mode run adds an upstream provider host here (see the crate docs).
+//! The simulated machines: the gateway, the journal senders (SMTP clients), the archiver
+//! (POP3 client), and in proxy mode the upstream provider and the proxy clients.
 
 pub mod archiver;
 mod conn;
 pub mod gateway;
+pub mod proxy_client;
 pub mod sender;
+pub mod upstream;
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -35,6 +35,7 @@ pub async fn run(plan: SenderPlan, shared: SharedRef, mut rng: SmallRng) -> turm
                 body: message.body.clone(),
                 rcpts: message.rcpts.clone(),
                 delivery: Delivery::NotSent,
+                proxy: false,
             },
         );
     }
@@ -102,14 +103,14 @@ pub async fn run(plan: SenderPlan, shared: SharedRef, mut rng: SmallRng) -> turm
     Ok(())
 }
 
-fn record(shared: &SharedRef, label: &str, delivery: Delivery) {
+pub(super) fn record(shared: &SharedRef, label: &str, delivery: Delivery) {
     if let Some(sent) = shared.ledger.borrow_mut().sent.get_mut(label) {
         sent.delivery = sent.delivery.max(delivery);
     }
 }
 
 /// The SMTP reply code, reading past continuation lines.
-async fn reply(conn: &mut Conn) -> Result<u16, Broken> {
+pub(super) async fn reply(conn: &mut Conn) -> Result<u16, Broken> {
     loop {
         let line = conn.line().await?;
         let code = std::str::from_utf8(line.get(..3).unwrap_or_default())
@@ -122,7 +123,7 @@ async fn reply(conn: &mut Conn) -> Result<u16, Broken> {
     }
 }
 
-async fn expect(conn: &mut Conn, wanted: u16) -> Result<(), Broken> {
+pub(super) async fn expect(conn: &mut Conn, wanted: u16) -> Result<(), Broken> {
     let code = reply(conn).await?;
     if code == wanted {
         Ok(())

@@ -18,8 +18,8 @@
 //!   (archived or in the store after the final power cut), and the upstream took exactly it;
 //! - nothing goes upstream without a durable copy: every message the upstream took (even one
 //!   whose 250 was lost) has a copy;
-//! - a message the upstream refused after the dot leaves no copy, unless another attempt of
-//!   it ended otherwise (accepted or unknown);
+//! - a message the upstream refused after the dot leaves no copy: there are never more
+//!   copies of a message than attempts of it that were not refused after their dot;
 //! - copies are never half-received (as above). Duplicates are allowed: a client that got
 //!   no answer retries, and the gateway keeps the copy of every attempt whose outcome it
 //!   could not know.
@@ -51,6 +51,10 @@ pub struct Sent {
     pub delivery: Delivery,
     /// Submitted through the SMTP proxy (else journaled).
     pub proxy: bool,
+    /// Proxy mode: attempts that may have left a copy (the dot went out, and the upstream's
+    /// refusal did not come back). Each leaves at most one, so more copies than this means
+    /// a refused attempt's copy stayed.
+    pub copies_allowed: u32,
 }
 
 /// How a POP3 session ended.
@@ -317,6 +321,24 @@ impl Ledger {
             })
         };
 
+        // Distinct copies (by UIDL) in the store or handed out by POP3.
+        let copy_count = |label: &str, mailbox: usize| {
+            let mut uidls = BTreeSet::new();
+            if let Some(m) = final_store.get(mailbox) {
+                for (uidl, bytes) in m {
+                    if self.identify(mailbox, bytes).ok().as_deref() == Some(label) {
+                        uidls.insert(uidl.clone());
+                    }
+                }
+            }
+            for ((m, uidl), bytes) in &self.retrieved {
+                if *m == mailbox && self.identify(mailbox, bytes).ok().as_deref() == Some(label) {
+                    uidls.insert(uidl.clone());
+                }
+            }
+            uidls.len()
+        };
+
         for sent in self.sent.values() {
             let label = sent.label.as_str();
             for &mailbox in &sent.rcpts {
@@ -339,6 +361,13 @@ impl Ledger {
                 if sent.delivery == Delivery::Refused && copied(label, mailbox) {
                     violations.push(format!(
                         "proxy: every attempt of {label} was refused by the upstream, yet a copy is archived in mailbox {mailbox}"
+                    ));
+                }
+                let copies = copy_count(label, mailbox);
+                if copies > sent.copies_allowed as usize {
+                    violations.push(format!(
+                        "proxy: {copies} copies of {label} in mailbox {mailbox}, but only {} attempts were not refused: a refused attempt's copy stayed",
+                        sent.copies_allowed
                     ));
                 }
             }
@@ -372,6 +401,7 @@ mod tests {
                 rcpts: vec![0],
                 delivery,
                 proxy: false,
+                copies_allowed: 0,
             },
         );
         ledger
@@ -426,6 +456,60 @@ mod tests {
         store.insert("u1".into(), stored("X-Sim-Label: s0-m0\r\n\r\nhello\r\n"));
         let v = ledger.check(&[store]);
         assert!(v.iter().any(|v| v.contains("came back")), "{v:?}");
+    }
+
+    fn proxied(body: &str) -> Vec<u8> {
+        format!("X-Gateway-Direction: sent\r\nX-Gateway-Server: upstream:587\r\n{body}")
+            .into_bytes()
+    }
+
+    fn proxy_ledger(delivery: Delivery) -> Ledger {
+        let mut ledger = ledger_with("p0-m0", delivery);
+        ledger.sent.get_mut("p0-m0").unwrap().proxy = true;
+        ledger
+    }
+
+    #[test]
+    fn a_proxied_250_needs_a_copy_and_the_upstreams_acceptance() {
+        let mut ledger = proxy_ledger(Delivery::Acked);
+        ledger.sent.get_mut("p0-m0").unwrap().copies_allowed = 1;
+        let mut store = FinalMailbox::new();
+        store.insert("u1".into(), proxied("X-Sim-Label: p0-m0\r\n\r\nhello\r\n"));
+        let v = ledger.check(std::slice::from_ref(&store));
+        assert!(v.iter().any(|v| v.contains("never took it")), "{v:?}");
+        ledger.upstream.insert(
+            "p0-m0".into(),
+            vec![b"X-Sim-Label: p0-m0\r\n\r\nhello\r\n".to_vec()],
+        );
+        assert!(ledger.check(std::slice::from_ref(&store)).is_empty());
+        let v = ledger.check(&[FinalMailbox::new()]);
+        assert!(v.iter().any(|v| v.contains("no durable copy")), "{v:?}");
+        assert!(v.iter().any(|v| v.contains("the upstream took")), "{v:?}");
+        // A journaled copy does not stand in for a proxied one.
+        let mut journaled = FinalMailbox::new();
+        journaled.insert("u1".into(), stored("X-Sim-Label: p0-m0\r\n\r\nhello\r\n"));
+        let v = ledger.check(&[journaled]);
+        assert!(v.iter().any(|v| v.contains("journaled")), "{v:?}");
+    }
+
+    #[test]
+    fn a_copy_of_a_refused_message_is_a_violation() {
+        let mut ledger = proxy_ledger(Delivery::Refused);
+        assert!(ledger.check(&[FinalMailbox::new()]).is_empty());
+        let mut store = FinalMailbox::new();
+        store.insert("u1".into(), proxied("X-Sim-Label: p0-m0\r\n\r\nhello\r\n"));
+        let v = ledger.check(std::slice::from_ref(&store));
+        assert!(v.iter().any(|v| v.contains("refused")), "{v:?}");
+        // Another attempt, accepted, left one copy; a refused one must not leave a second.
+        ledger.sent.get_mut("p0-m0").unwrap().delivery = Delivery::Unknown;
+        ledger.sent.get_mut("p0-m0").unwrap().copies_allowed = 1;
+        assert!(ledger.check(std::slice::from_ref(&store)).is_empty());
+        store.insert("u2".into(), proxied("X-Sim-Label: p0-m0\r\n\r\nhello\r\n"));
+        let v = ledger.check(&[store]);
+        assert!(
+            v.iter().any(|v| v.contains("refused attempt's copy")),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -187,8 +187,8 @@ async fn converse(
         let message = multiline(&mut conn, cut).await?;
         retrieved += 1;
         let uidl = record.listing[i].clone();
-        let label = crate::invariants::without_received(&message)
-            .and_then(crate::invariants::label_of)
+        let label = crate::invariants::message_of(&message)
+            .and_then(|(_, m)| crate::invariants::label_of(m))
             .unwrap_or_else(|| "?".into());
         shared.log(ME, format!("RETR {n}: {label}"));
         {

@@ -36,6 +36,7 @@ pub async fn run(plan: ProxyClientPlan, shared: SharedRef, mut rng: SmallRng) ->
                 rcpts: message.rcpts.clone(),
                 delivery: Delivery::NotSent,
                 proxy: true,
+                copies_allowed: 0,
             },
         );
     }
@@ -146,6 +147,8 @@ async fn submit(
             return Err(Broken::Closed);
         }
     }
+    // From here on this attempt may leave a copy, unless the upstream's refusal comes back.
+    allow_copy(shared, &message.label, 1);
     conn.send(b".\r\n").await?;
     record(shared, &message.label, Delivery::Unknown);
     if cut == Cut::AfterDot {
@@ -164,8 +167,17 @@ async fn submit(
         _ => Delivery::Unknown,
     };
     record(shared, &message.label, delivery);
+    if delivery == Delivery::Refused {
+        allow_copy(shared, &message.label, -1);
+    }
     let _ = conn.send(b"QUIT\r\n").await;
     Ok((delivery, code))
+}
+
+fn allow_copy(shared: &SharedRef, label: &str, change: i32) {
+    if let Some(sent) = shared.ledger.borrow_mut().sent.get_mut(label) {
+        sent.copies_allowed = sent.copies_allowed.saturating_add_signed(change);
+    }
 }
 
 /// Standard base64 with padding (enough for an `AUTH PLAIN` token).

@@ -36,6 +36,7 @@ pub async fn run(plan: SenderPlan, shared: SharedRef, mut rng: SmallRng) -> turm
                 rcpts: message.rcpts.clone(),
                 delivery: Delivery::NotSent,
                 proxy: false,
+                copies_allowed: 0,
             },
         );
     }

@@ -27,7 +27,8 @@ pub enum Scenario {
     /// All of the above at once, at random.
     Mixed,
     /// Proxy mode: clients submit through the gateway to an upstream provider that refuses
-    /// messages, drops connections and stalls, while the gateway crashes and loses power.
+    /// messages, drops connections and stalls, over a link that stalls or breaks for a
+    /// while, as the gateway crashes and loses power.
     Proxy,
 }
 
@@ -332,6 +333,17 @@ impl Plan {
                         n: rng.random_range(1..6),
                         down,
                     }
+                };
+                faults.push((at(rng), fault));
+            }
+            // The link between the gateway and the upstream stalls or breaks for a while.
+            for _ in 0..rng.random_range(0..=2) {
+                let client = crate::hosts::upstream::NAME.to_owned();
+                let for_ = Duration::from_millis(rng.random_range(100..40_000));
+                let fault = if rng.random_bool(0.3) {
+                    Fault::Partition { client, for_ }
+                } else {
+                    Fault::Stall { client, for_ }
                 };
                 faults.push((at(rng), fault));
             }

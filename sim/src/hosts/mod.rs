@@ -34,3 +34,41 @@ impl Shared {
 }
 
 pub type SharedRef = Rc<Shared>;
+
+/// How a client misbehaves on one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    None,
+    /// Drop the connection after about half the data.
+    MidData,
+    /// Drop it right after the final dot, before the reply.
+    AfterDot,
+}
+
+impl Cut {
+    /// How the attempt shows in the trace.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Cut::None => "",
+            Cut::MidData => " cut-mid-data",
+            Cut::AfterDot => " cut-after-dot",
+        }
+    }
+}
+
+/// Puts a client's messages in the ledger as not yet sent.
+pub(crate) fn register(shared: &Shared, messages: &[crate::scenario::MessagePlan], proxy: bool) {
+    for message in messages {
+        shared.ledger.borrow_mut().sent.insert(
+            message.label.clone(),
+            crate::invariants::Sent {
+                label: message.label.clone(),
+                body: message.body.clone(),
+                rcpts: message.rcpts.clone(),
+                delivery: crate::invariants::Delivery::NotSent,
+                proxy,
+                copies_allowed: 0,
+            },
+        );
+    }
+}

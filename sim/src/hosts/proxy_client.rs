@@ -13,33 +13,14 @@ use super::conn::{Broken, Conn};
 use super::gateway::{NAME as GATEWAY, SMTP_PORT};
 use super::sender::{expect, record, reply};
 use super::upstream::{NAME as UPSTREAM, SUBMISSION_PORT};
-use super::SharedRef;
-use crate::invariants::{Delivery, Sent};
+use super::{Cut, SharedRef};
+use crate::invariants::Delivery;
 use crate::scenario::{MessagePlan, ProxyClientPlan};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cut {
-    None,
-    MidData,
-    AfterDot,
-}
 
 pub async fn run(plan: ProxyClientPlan, shared: SharedRef, mut rng: SmallRng) -> turmoil::Result {
     let me = plan.name.clone();
     tokio::time::sleep(plan.start).await;
-    for message in &plan.messages {
-        shared.ledger.borrow_mut().sent.insert(
-            message.label.clone(),
-            Sent {
-                label: message.label.clone(),
-                body: message.body.clone(),
-                rcpts: message.rcpts.clone(),
-                delivery: Delivery::NotSent,
-                proxy: true,
-                copies_allowed: 0,
-            },
-        );
-    }
+    super::register(&shared, &plan.messages, true);
     for message in &plan.messages {
         let mut attempt = 0u32;
         let mut healthy_attempts = 0u32;
@@ -65,15 +46,7 @@ pub async fn run(plan: ProxyClientPlan, shared: SharedRef, mut rng: SmallRng) ->
             };
             shared.log(
                 &me,
-                format!(
-                    "{} attempt {attempt}{}: {told}",
-                    message.label,
-                    match cut {
-                        Cut::None => "",
-                        Cut::MidData => " cut-mid-data",
-                        Cut::AfterDot => " cut-after-dot",
-                    }
-                ),
+                format!("{} attempt {attempt}{}: {told}", message.label, cut.label()),
             );
             if matches!(result, Ok((Delivery::Acked, _))) {
                 break;

@@ -9,37 +9,15 @@ use rand::Rng;
 
 use super::conn::{Broken, Conn};
 use super::gateway::{EMAIL_DOMAIN, NAME as GATEWAY, SMTP_PORT};
-use super::SharedRef;
-use crate::invariants::{Delivery, Sent};
+use super::{Cut, SharedRef};
+use crate::invariants::Delivery;
 use crate::scenario::SenderPlan;
-
-/// How a sender misbehaves on one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cut {
-    None,
-    /// Drop the connection after about half the data.
-    MidData,
-    /// Drop it right after the final dot, before the reply.
-    AfterDot,
-}
 
 /// Runs the sender to its end; never fails the simulation (problems go in the ledger).
 pub async fn run(plan: SenderPlan, shared: SharedRef, mut rng: SmallRng) -> turmoil::Result {
     let me = plan.name.clone();
     tokio::time::sleep(plan.start).await;
-    for message in &plan.messages {
-        shared.ledger.borrow_mut().sent.insert(
-            message.label.clone(),
-            Sent {
-                label: message.label.clone(),
-                body: message.body.clone(),
-                rcpts: message.rcpts.clone(),
-                delivery: Delivery::NotSent,
-                proxy: false,
-                copies_allowed: 0,
-            },
-        );
-    }
+    super::register(&shared, &plan.messages, false);
     for message in &plan.messages {
         let mut attempt = 0u32;
         // Attempts begun after the faults ended: only those count for liveness.
@@ -73,11 +51,7 @@ pub async fn run(plan: SenderPlan, shared: SharedRef, mut rng: SmallRng) -> turm
                     "{} attempt {attempt}{}{}: {delivery}",
                     message.label,
                     if tls { " tls" } else { "" },
-                    match cut {
-                        Cut::None => "",
-                        Cut::MidData => " cut-mid-data",
-                        Cut::AfterDot => " cut-after-dot",
-                    }
+                    cut.label()
                 ),
             );
             if matches!(result, Ok(Delivery::Acked)) {

@@ -9,7 +9,6 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use bench::gateway_proc::bench_config;
@@ -166,7 +165,7 @@ fn main() -> anyhow::Result<()> {
         sent / 2
     )?;
     runtime.block_on(running.stop());
-    drop(Arc::new(provider));
+    drop(provider);
     print!("{report}");
     write_report(&out, &report)?;
     eprintln!("report written to {}", out.display());

@@ -144,7 +144,7 @@ impl<C: Connector> Pop3Leg<C> {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut proxy = Pop3Proxy::new(input);
-        let mut copy = Copy::None;
+        let mut copy = RetrievedCopy::None;
         let mut client_buffer = vec![0u8; READ_BUFFER];
         let mut upstream_buffer = vec![0u8; READ_BUFFER];
         let mut shutdown_seen = false;
@@ -170,7 +170,7 @@ impl<C: Connector> Pop3Leg<C> {
                         Action::StoreBegin { uid } => copy = self.begin_copy(gateway, uid),
                         Action::StoreData(bytes) => copy.write(&bytes),
                         Action::StoreEnd => {
-                            let ok = std::mem::replace(&mut copy, Copy::None)
+                            let ok = std::mem::replace(&mut copy, RetrievedCopy::None)
                                 .commit(gateway)
                                 .await;
                             proxy.stored(ok);
@@ -225,17 +225,17 @@ impl<C: Connector> Pop3Leg<C> {
         }
     }
 
-    fn begin_copy(&self, gateway: &Gateway, uid: Option<String>) -> Copy {
+    fn begin_copy(&self, gateway: &Gateway, uid: Option<String>) -> RetrievedCopy {
         let key = uid
             .as_deref()
             .map(|uid| RetrievalKey::new(&self.login.remote_user, &self.server, uid));
         if let Some(key) = &key {
             match gateway.already_retrieved(&self.login.mailbox, key) {
-                Ok(true) => return Copy::Duplicate,
+                Ok(true) => return RetrievedCopy::Duplicate,
                 Ok(false) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "POP3 proxy: checking for an earlier copy failed");
-                    return Copy::Failed;
+                    return RetrievedCopy::Failed;
                 }
             }
         }
@@ -257,20 +257,20 @@ impl<C: Connector> Pop3Leg<C> {
                     draft.once(key);
                 }
                 let headers = trace_headers(Direction::Received, &self.login, &self.server, None);
-                let mut copy = Copy::Open(draft);
+                let mut copy = RetrievedCopy::Open(draft);
                 copy.write(&headers);
                 copy
             }
             Err(e) => {
                 tracing::warn!(error = %e, mailbox = %self.login.mailbox, "POP3 proxy: cannot store a copy");
-                Copy::Failed
+                RetrievedCopy::Failed
             }
         }
     }
 }
 
 /// The copy of the message being retrieved.
-enum Copy {
+enum RetrievedCopy {
     None,
     Open(MessageDraft),
     /// Stored before: nothing to do.
@@ -278,12 +278,12 @@ enum Copy {
     Failed,
 }
 
-impl Copy {
+impl RetrievedCopy {
     fn write(&mut self, bytes: &[u8]) {
-        if let Copy::Open(draft) = self {
+        if let RetrievedCopy::Open(draft) = self {
             if let Err(e) = draft.write(bytes) {
                 tracing::warn!(error = %e, "POP3 proxy: the copy failed");
-                *self = Copy::Failed;
+                *self = RetrievedCopy::Failed;
             }
         }
     }
@@ -291,9 +291,9 @@ impl Copy {
     /// Whether the message is safely archived.
     async fn commit(self, gateway: &Gateway) -> bool {
         match self {
-            Copy::Duplicate => true,
-            Copy::None | Copy::Failed => false,
-            Copy::Open(draft) => match gateway.commit(draft).await {
+            RetrievedCopy::Duplicate => true,
+            RetrievedCopy::None | RetrievedCopy::Failed => false,
+            RetrievedCopy::Open(draft) => match gateway.commit(draft).await {
                 Ok((stored, _durable)) => {
                     tracing::info!(
                         copies = stored.len(),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::pop3_client::{Output as Upstream, Request, Response};
 use crate::pop3::command::{self, Command};
 use crate::pop3::line::{Frame, LineBuffer};
-use crate::pop3::response::{write_multiline, Code, Reply};
+use crate::pop3::response::{write_multiline, Code, Reply, TERMINATOR};
 use crate::pop3::stuffing::Stuffer;
 use crate::pop3::{MIN_IDLE_TIMEOUT, PIPELINE_LIMIT};
 
@@ -201,7 +201,7 @@ impl Pop3Proxy {
                     // The `.` waits for the copy; the stuffer's pending line end goes now.
                     let mut tail = Vec::new();
                     stuffer.finish(&mut tail);
-                    let line_end = tail.len().saturating_sub(3);
+                    let line_end = tail.len().saturating_sub(TERMINATOR.len());
                     self.pending.extend_from_slice(&tail[..line_end]);
                     self.flush();
                     self.actions.push_back(Action::StoreEnd);

@@ -246,7 +246,7 @@ fn login_failure(error: &UpstreamError, server: &str) -> AuthFailure {
 }
 
 /// The client's reply when the upstream connection fails in a transaction.
-fn lost_reply(error: &UpstreamError) -> Reply {
+pub fn lost_reply(error: &UpstreamError) -> Reply {
     Reply::new(
         451,
         EnhancedStatus::new(4, 4, 2),

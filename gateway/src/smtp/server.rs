@@ -499,12 +499,9 @@ async fn discard(gateway: &Gateway, stored: &[StoredMessage]) {
     }
 }
 
+/// The client's reply when the upstream connection is gone.
 fn upstream_gone_reply() -> super::Reply {
-    super::Reply::new(
-        451,
-        super::EnhancedStatus::new(4, 4, 2),
-        "connection to the upstream server lost, try again later",
-    )
+    crate::proxy::smtp_leg::lost_reply(&crate::proxy::smtp_client::UpstreamError::ConnectionLost)
 }
 
 #[cfg(test)]

@@ -46,6 +46,19 @@ pub(crate) enum Cut {
 }
 
 impl Cut {
+    /// This attempt's misbehaviour: none once the faults are over, else with `rate`, half
+    /// of them in the data and half right after the dot.
+    pub(crate) fn draw(rng: &mut rand::rngs::SmallRng, faults_over: bool, rate: f64) -> Self {
+        use rand::Rng;
+        if faults_over || !rng.random_bool(rate) {
+            Cut::None
+        } else if rng.random_bool(0.5) {
+            Cut::MidData
+        } else {
+            Cut::AfterDot
+        }
+    }
+
     /// How the attempt shows in the trace.
     pub(crate) fn label(self) -> &'static str {
         match self {

@@ -29,15 +29,7 @@ pub async fn run(plan: ProxyClientPlan, shared: SharedRef, mut rng: SmallRng) ->
             if shared.faults_over.get() {
                 healthy_attempts += 1;
             }
-            let cut = if !shared.faults_over.get() && rng.random_bool(plan.cut_rate) {
-                if rng.random_bool(0.5) {
-                    Cut::MidData
-                } else {
-                    Cut::AfterDot
-                }
-            } else {
-                Cut::None
-            };
+            let cut = Cut::draw(&mut rng, shared.faults_over.get(), plan.cut_rate);
             let result = submit(&plan, message, cut, &mut rng, &shared).await;
             let told = match &result {
                 Ok((Delivery::Acked, _)) => "250".to_owned(),

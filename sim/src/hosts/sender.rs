@@ -27,17 +27,7 @@ pub async fn run(plan: SenderPlan, shared: SharedRef, mut rng: SmallRng) -> turm
             if shared.faults_over.get() {
                 healthy_attempts += 1;
             }
-            let cut = if shared.faults_over.get() {
-                Cut::None
-            } else if rng.random_bool(plan.cut_rate) {
-                if rng.random_bool(0.5) {
-                    Cut::MidData
-                } else {
-                    Cut::AfterDot
-                }
-            } else {
-                Cut::None
-            };
+            let cut = Cut::draw(&mut rng, shared.faults_over.get(), plan.cut_rate);
             let tls = rng.random_bool(plan.tls_rate);
             let result = deliver(&plan, message, cut, tls, &mut rng, &shared).await;
             let delivery = match &result {

@@ -193,6 +193,45 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// However the input is cut, the output is the same, and no header line of it
+        /// starts with `X-Gateway-`.
+        #[test]
+        fn any_chunking_gives_the_same_renamed_header(
+            lines in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    &b"X-Gateway-Remote-User: x"[..], b"x-gAtEwAy-a:", b" folded", b"X-Gate",
+                    b"Subject: s", b"", b"\r", b"X-Gateway-",
+                ]),
+                0..12,
+            ),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+        ) {
+            let message: Vec<u8> = lines.iter().flat_map(|l| [*l, b"\r\n"].concat()).collect();
+            let whole = filtered(&[&message]);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(message.len())).collect();
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for cut in cuts {
+                pieces.push(&message[start..cut]);
+                start = cut;
+            }
+            pieces.push(&message[start..]);
+            proptest::prop_assert_eq!(&filtered(&pieces), &whole);
+            // The header ends at the first line with nothing but CRs.
+            let header = whole
+                .split_inclusive(|&b| b == b'\n')
+                .take_while(|line| line.iter().any(|&b| b != b'\r' && b != b'\n'));
+            for line in header {
+                proptest::prop_assert!(
+                    !line.to_ascii_lowercase().starts_with(b"x-gateway-"),
+                    "{}", String::from_utf8_lossy(line)
+                );
+            }
+        }
+    }
+
     #[test]
     fn sent_mail_carries_the_envelope() {
         let login = ProxyLogin::parse(

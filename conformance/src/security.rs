@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::client::Client;
 use crate::matrix::{Level, Suite};
-use crate::pop3::{filled, login, plain, pop3_plain, pop3s, three};
+use crate::pop3::{filled, login, plain, pop3_plain, pop3_stls, pop3s, three};
 use crate::smtp::{message, session, tls_session};
 use crate::target::{Service, Target, EMAIL_DOMAIN};
 use crate::Check;
@@ -42,6 +42,7 @@ pub fn checks() -> Vec<Check> {
         r("sec.slow-loris", "5321", "4.5.3.2", Should, "clients dribbling a byte at a time do not delay others (idle timeouts are fixed at 5 and 10 minutes, not tested here)") => slow_loris,
         r("sec.smtp-flood", "5321", "3.8, 4.2.3", Must, "connections over the per-address and total limits get 421 and are closed; freed slots are reused") => smtp_flood,
         r("sec.pop3-flood", "1939", "4", Must, "POP3 connections over the per-address limit get -ERR and are closed; SMTP's budget is separate") => pop3_flood,
+        r("sec.proxy-private-targets", "6890", "2.2", Must, "a proxy login naming a loopback or other non-global target, in any spelling, is refused with a generic reason and no connection (policy)") => proxy_private_targets,
     ]
 }
 
@@ -647,6 +648,50 @@ async fn pop3_flood(_: &Target) -> Result<()> {
             ),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.stop().await;
+    Ok(())
+}
+
+/// The proxy is no way into the gateway's own network: with the default policy (the
+/// listener's port allowed, so only the address is at issue), logins naming a loopback
+/// listener are refused before any connection. Only loopback is ever named.
+async fn proxy_private_targets(_: &Target) -> Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let mut t = Target::start_with(|c| c.proxy.allowed_ports.push(port)).await?;
+    let mb = t.mailbox("proxy-private").await?;
+    for server in [
+        format!("127.0.0.1:{port}"),
+        format!("127.1:{port}"),
+        format!("2130706433:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+    ] {
+        let user = format!("someone@example.org%{server}%{}", mb.user());
+        let mut c = pop3_stls(&t).await?;
+        c.pop_ok(&format!("USER {user}")).await?;
+        let reply = c.pop("PASS upstream-secret").await?;
+        ensure!(
+            reply.starts_with("-ERR") && reply.contains("not allowed") && !reply.contains("127."),
+            "POP3 proxy login to {server} answered {reply:?}"
+        );
+        let (mut c, _) = session(&t, Service::Submission).await?;
+        c.command("STARTTLS").await?.expect(220)?;
+        c.upgrade(t.connector()).await?;
+        c.command("EHLO client.example.org").await?.expect(250)?;
+        let reply = c
+            .command(&format!("AUTH PLAIN {}", plain(&user, "upstream-secret")))
+            .await?;
+        ensure!(
+            reply.code == 454 && reply.to_string().contains("not allowed"),
+            "SMTP proxy login to {server} answered {reply}"
+        );
+    }
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((_, peer)) => bail!("the gateway connected to the loopback target (from {peer})"),
+        Err(e) => return Err(e.into()),
     }
     t.stop().await;
     Ok(())

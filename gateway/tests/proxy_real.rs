@@ -26,6 +26,9 @@ async fn gateway_for(provider: &Provider) -> TestGateway {
     TestGateway::start_with(move |config| {
         config.proxy.ca_files = vec![ca];
         config.proxy.system_roots = false;
+        // The provider runs on loopback, on ports of its own.
+        config.proxy.allow_private_networks = true;
+        config.proxy.allowed_ports.clear();
     })
     .await
 }

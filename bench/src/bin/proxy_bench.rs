@@ -50,6 +50,9 @@ fn main() -> anyhow::Result<()> {
     let mut config = bench_config(&data_dir);
     config.proxy.ca_files = vec![provider.ca_file().to_owned()];
     config.proxy.system_roots = false;
+    // The provider runs on loopback, on ports of its own.
+    config.proxy.allow_private_networks = true;
+    config.proxy.allowed_ports.clear();
     let service = gateway::service::Gateway::open(&config).map_err(|e| anyhow!("{e}"))?;
     let (resolver, material) = gateway::tls::prepare(
         &gateway::tls::CertificateSourceSpec::SelfSigned,

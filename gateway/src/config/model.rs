@@ -519,7 +519,18 @@ pub struct ProxySection {
     pub allowed_servers: Vec<String>,
     /// Seconds to wait for an upstream's TCP connection and TLS handshake.
     pub connect_timeout_secs: u64,
+    /// Let clients name upstreams whose addresses are not globally reachable (loopback,
+    /// private ranges, link-local...). Off by default, so the proxy cannot be used to
+    /// reach the gateway's own network.
+    pub allow_private_networks: bool,
+    /// Upstream ports clients may name; empty means any. By default the SMTP and POP3
+    /// ports, so the proxy cannot be pointed at other services.
+    pub allowed_ports: Vec<u16>,
 }
+
+/// The mail ports the proxy connects to by default: SMTP, SMTPS, submission, POP3, POP3S.
+/// IMAP's are left out: the proxy does not speak IMAP.
+pub const DEFAULT_PROXY_PORTS: [u16; 5] = [25, 465, 587, 110, 995];
 
 impl Default for ProxySection {
     fn default() -> Self {
@@ -529,11 +540,18 @@ impl Default for ProxySection {
             system_roots: true,
             allowed_servers: Vec::new(),
             connect_timeout_secs: 30,
+            allow_private_networks: false,
+            allowed_ports: DEFAULT_PROXY_PORTS.to_vec(),
         }
     }
 }
 
 impl ProxySection {
+    /// Whether clients may name `port` on their upstream.
+    pub fn allows_port(&self, port: u16) -> bool {
+        self.allowed_ports.is_empty() || self.allowed_ports.contains(&port)
+    }
+
     /// Whether clients may name `host` as their upstream.
     pub fn allows_server(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.');

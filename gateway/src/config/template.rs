@@ -127,4 +127,11 @@ system_roots = true
 allowed_servers = []
 # Seconds to wait for an upstream server's connection and TLS handshake.
 connect_timeout_secs = 30
+# Let clients name servers on loopback, private (RFC 1918, CGNAT, ULA), link-local and
+# other non-global addresses. Off, the gateway resolves the name itself and refuses such
+# addresses, so the proxy cannot reach the gateway's own network; turn it on only for a
+# provider inside that network (and then list it in allowed_servers).
+allow_private_networks = false
+# Upstream ports clients may name. Empty means any.
+allowed_ports = [25, 465, 587, 110, 995]
 "#;

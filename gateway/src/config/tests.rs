@@ -283,6 +283,20 @@ fn load_reads_file_and_names_it() {
 }
 
 #[test]
+fn proxy_reaches_only_global_addresses_and_mail_ports_by_default() {
+    let c = Config::default();
+    assert!(!c.proxy.allow_private_networks);
+    assert_eq!(c.proxy.allowed_ports, [25, 465, 587, 110, 995]);
+    assert!(c.proxy.allows_port(995) && !c.proxy.allows_port(22));
+    let mut any = c.clone();
+    any.proxy.allowed_ports.clear();
+    assert!(any.proxy.allows_port(22));
+    any.validate().expect("empty means any port");
+    any.proxy.allowed_ports = vec![2525, 0];
+    assert_invalid(&any, "proxy.allowed_ports");
+}
+
+#[test]
 fn validation_rules_name_their_key() {
     let base = Config::default();
     let with = |f: &dyn Fn(&mut Config)| {

@@ -250,6 +250,12 @@ fn validate_proxy(config: &Config) -> Result<(), ConfigError> {
             "with system_roots = false, name at least one CA file (no upstream could be verified)",
         ));
     }
+    if p.allowed_ports.contains(&0) {
+        return Err(ConfigError::invalid(
+            "proxy.allowed_ports",
+            "port 0 cannot be connected to",
+        ));
+    }
     Ok(())
 }
 

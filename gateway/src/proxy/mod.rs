@@ -9,6 +9,8 @@
 //!   implicit TLS, AUTH PLAIN or USER/PASS, relayed commands, streaming un-stuffing).
 //!
 //! - [`login`]: parsing `remote_user%target_server%mailbox_id`.
+//! - [`address`]: which upstream addresses may be connected to (globally reachable only,
+//!   unless `[proxy] allow_private_networks`).
 //! - [`connect`]: the [`Connector`] (tokio TCP, or turmoil in the simulation) and TLS with
 //!   certificate verification toward the upstream.
 //! - [`smtp_leg`]: the shell that drives [`smtp_client`] for the SMTP server session, which
@@ -20,6 +22,7 @@
 //! The client's `250` for a sent message comes only after the copy is durable and the
 //! upstream accepted it; a retrieved message's terminating `.` only after its copy is durable.
 
+pub mod address;
 pub mod connect;
 pub mod login;
 pub mod pop3_client;

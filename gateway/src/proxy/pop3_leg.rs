@@ -8,7 +8,7 @@ use super::connect::{ConnectError, Connector, UpstreamStream, Upstreams};
 use super::pop3_client::{
     Output as Upstream, UpstreamConfig, UpstreamError, UpstreamPassword, UpstreamPop3, UpstreamTls,
 };
-use super::pop3_session::{Action, Pop3Proxy};
+use super::pop3_session::{Action, Archived, Pop3Proxy};
 use super::trace::{trace_headers, Direction};
 use super::ProxyLogin;
 use crate::crypto::Envelope;
@@ -107,15 +107,11 @@ impl<C: Connector> Pop3Leg<C> {
                     Upstream::LoggedIn { .. } => return Ok(leg),
                     Upstream::Failed(error) => return Err(login_failure(&error, &leg.server)),
                     Upstream::Close => {
-                        return Err(LoginFailure::Unavailable(format!(
-                            "upstream server {} closed the connection",
-                            leg.server
-                        )))
+                        return Err(login_failure(&UpstreamError::Closed, &leg.server))
                     }
                     other => {
-                        return Err(LoginFailure::Unavailable(format!(
-                            "unexpected upstream answer {other:?}"
-                        )))
+                        let error = UpstreamError::Protocol(format!("unexpected {other:?}"));
+                        return Err(login_failure(&error, &leg.server));
                     }
                 }
             }
@@ -170,10 +166,14 @@ impl<C: Connector> Pop3Leg<C> {
                         Action::StoreBegin { uid } => copy = self.begin_copy(gateway, uid),
                         Action::StoreData(bytes) => copy.write(&bytes),
                         Action::StoreEnd => {
-                            let ok = std::mem::replace(&mut copy, RetrievedCopy::None)
+                            let archived = std::mem::replace(&mut copy, RetrievedCopy::None)
                                 .commit(gateway)
                                 .await;
-                            proxy.stored(ok);
+                            proxy.stored(archived);
+                        }
+                        Action::StoreAbort => copy = RetrievedCopy::None,
+                        Action::IsArchived { uid } => {
+                            proxy.archived(self.is_archived(gateway, &uid));
                         }
                         Action::Close => {
                             // No QUIT unless the client sent one (the core already did):
@@ -225,6 +225,18 @@ impl<C: Connector> Pop3Leg<C> {
         }
     }
 
+    /// Whether the archive holds the message with this UIDL (from this user and server).
+    /// A failed look-up answers no: the message is then fetched and stored again.
+    fn is_archived(&self, gateway: &Gateway, uid: &str) -> bool {
+        let key = RetrievalKey::new(&self.login.remote_user, &self.server, uid);
+        gateway
+            .already_retrieved(&self.login.mailbox, &key)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "POP3 proxy: checking for an earlier copy failed");
+                false
+            })
+    }
+
     fn begin_copy(&self, gateway: &Gateway, uid: Option<String>) -> RetrievedCopy {
         let key = uid
             .as_deref()
@@ -257,9 +269,13 @@ impl<C: Connector> Pop3Leg<C> {
                     draft.once(key);
                 }
                 let headers = trace_headers(Direction::Received, &self.login, &self.server, None);
-                let mut copy = RetrievedCopy::Open(draft);
-                copy.write(&headers);
-                copy
+                match draft.write_trace(&headers) {
+                    Ok(()) => RetrievedCopy::Open(draft),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "POP3 proxy: the copy failed");
+                        RetrievedCopy::Failed
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, mailbox = %self.login.mailbox, "POP3 proxy: cannot store a copy");
@@ -288,22 +304,22 @@ impl RetrievedCopy {
         }
     }
 
-    /// Whether the message is safely archived.
-    async fn commit(self, gateway: &Gateway) -> bool {
+    /// How the message is safely archived, or `None` if it is not.
+    async fn commit(self, gateway: &Gateway) -> Option<Archived> {
         match self {
-            RetrievedCopy::Duplicate => true,
-            RetrievedCopy::None | RetrievedCopy::Failed => false,
+            RetrievedCopy::Duplicate => Some(Archived::Before),
+            RetrievedCopy::None | RetrievedCopy::Failed => None,
             RetrievedCopy::Open(draft) => match gateway.commit(draft).await {
-                Ok((stored, _durable)) => {
+                Ok((stored, durable)) => {
                     tracing::info!(
                         copies = stored.len(),
                         "POP3 proxy: retrieved message stored"
                     );
-                    true
+                    Some(Archived::Now(durable))
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "POP3 proxy: storing a retrieved message failed");
-                    false
+                    None
                 }
             },
         }
@@ -312,7 +328,7 @@ impl RetrievedCopy {
 
 fn unavailable(error: &ConnectError) -> LoginFailure {
     tracing::warn!(%error, "upstream POP3 connection failed");
-    LoginFailure::Unavailable(format!("cannot use the upstream server: {error}"))
+    LoginFailure::Unavailable(error.client_reason().to_owned())
 }
 
 fn login_failure(error: &UpstreamError, server: &str) -> LoginFailure {
@@ -322,6 +338,7 @@ fn login_failure(error: &UpstreamError, server: &str) -> LoginFailure {
         UpstreamError::NoTls => LoginFailure::Unavailable(format!(
             "upstream server {server} does not offer STLS; credentials are never sent unencrypted"
         )),
-        other => LoginFailure::Unavailable(format!("upstream server {server}: {other}")),
+        // The detail (what answered, and how) is in the log only.
+        _ => LoginFailure::Unavailable("cannot use the upstream server, try again later".into()),
     }
 }

@@ -2,14 +2,25 @@
 //! upstream core out; the upstream's answers in, client bytes and store actions out.
 //!
 //! One client command is in flight at a time, so answers stay in order and pipelined
-//! commands simply wait in the input. `RETR` needs the message's UIDL for the one-copy
-//! rule: if no earlier `UIDL` told it, the proxy first asks `UIDL n` itself (that answer is
-//! not relayed). A retrieved message's terminating `.` reaches the client only after its
-//! copy is durable ([`Pop3Proxy::stored`]); if storing fails the connection is closed
-//! without it, so the client never takes the message as retrieved (and never deletes it
-//! upstream) while the archive lacks it.
+//! commands simply wait in the input. No message leaves the upstream without a copy:
+//!
+//! - `RETR n` needs the message's UIDL for the one-copy rule: if no earlier `UIDL` told it,
+//!   the proxy first asks `UIDL n` itself (that answer is not relayed). The terminating `.`
+//!   reaches the client only with the proof that the copy is durable ([`Archived`], passed
+//!   to [`Pop3Proxy::stored`]); if storing fails the connection is closed without it, so
+//!   the client never takes the message as retrieved while the archive lacks it.
+//! - `TOP n k` is asked upstream as `TOP n k+1`, and the client gets at most `k` body
+//!   lines: if the upstream sent no more than `k`, the client has the whole message, which
+//!   is then stored like a `RETR`'s (a partial one is dropped, never stored under the
+//!   message's UIDL).
+//! - `DELE n` of a message the archive lacks (by its UIDL, or not kept in this session) is
+//!   preceded by a `RETR n` whose copy is stored, not relayed; the `DELE` goes upstream only
+//!   once that copy is durable.
+//!
+//! What the proxy remembers of listings is capped ([`MAX_REMEMBERED`]): past it, a `RETR`
+//! asks `UIDL n` again, so a hostile upstream cannot exhaust memory with a huge listing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use super::pop3_client::{Output as Upstream, Request, Response};
@@ -18,6 +29,12 @@ use crate::pop3::line::{Frame, LineBuffer};
 use crate::pop3::response::{write_multiline, Code, Reply, TERMINATOR};
 use crate::pop3::stuffing::Stuffer;
 use crate::pop3::{MIN_IDLE_TIMEOUT, PIPELINE_LIMIT};
+use crate::store::Durable;
+
+/// Message numbers the proxy remembers (their UIDLs from listings, and the messages whose
+/// copy it kept in this session). With UIDLs of at most 70 bytes this is well under a
+/// megabyte per session; past it the proxy asks again instead of remembering.
+pub const MAX_REMEMBERED: usize = 4096;
 
 /// What the shell must do, in order.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,8 +50,33 @@ pub enum Action {
     StoreData(Vec<u8>),
     /// The message is complete: commit the copy, then call [`Pop3Proxy::stored`].
     StoreEnd,
+    /// The message turned out partial (a `TOP`): drop the copy, store nothing.
+    StoreAbort,
+    /// Whether the archive already holds the message with this UIDL: answer with
+    /// [`Pop3Proxy::archived`].
+    IsArchived { uid: String },
     /// Close the client connection (after every `Send`) and the upstream.
     Close,
+}
+
+/// How a message's copy is known to be safe, which releases what waited for it.
+#[derive(Debug)]
+pub enum Archived {
+    /// Committed now: the store's proof.
+    Now(Durable),
+    /// The one-copy table, which only a durable commit fills, already holds its UIDL.
+    Before,
+}
+
+/// Why a message is fetched from the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// `RETR`: relayed and stored.
+    Retr,
+    /// `TOP n lines`: relayed up to `lines` body lines, stored if that was all of it.
+    Top { lines: u32 },
+    /// Before a `DELE`: stored only, then the `DELE` is relayed.
+    Dele,
 }
 
 /// What the proxy waits for.
@@ -44,19 +86,34 @@ enum State {
     Idle,
     /// A relayed single-line or listing command.
     Relaying,
-    /// Our own `UIDL n` before `RETR n`.
-    LookingUpUid(u32),
-    /// `RETR n` sent; `uid` as known.
-    Retrieving {
-        uid: Option<String>,
+    /// Our own `UIDL n` before the command that needs the uid.
+    LookingUpUid {
+        message: u32,
+        purpose: Purpose,
     },
-    /// A multi-line body is passing through; `store` for RETR.
+    /// [`Action::IsArchived`] asked before a `DELE n`.
+    CheckingArchive {
+        message: u32,
+        uid: String,
+    },
+    /// `RETR n` or `TOP n` sent; `uid` as known.
+    Retrieving {
+        message: u32,
+        uid: Option<String>,
+        purpose: Purpose,
+    },
+    /// A multi-line body is passing through; `copy` when it is being stored.
     Streaming {
         stuffer: Stuffer,
-        store: bool,
+        copy: Option<(u32, Purpose)>,
+        /// For `TOP`: the body lines the upstream sent.
+        body: BodyLines,
     },
-    /// `StoreEnd` emitted; the `.` waits for [`Pop3Proxy::stored`].
-    Storing,
+    /// `StoreEnd` emitted; what follows waits for [`Pop3Proxy::stored`].
+    Storing {
+        message: u32,
+        purpose: Purpose,
+    },
     /// QUIT relayed.
     Quitting,
     Closed,
@@ -70,8 +127,10 @@ pub struct Pop3Proxy {
     actions: VecDeque<Action>,
     /// Client bytes not yet in an action; consecutive replies leave in one write.
     pending: Vec<u8>,
-    /// message number → UIDL, from every listing and `UIDL n` seen.
+    /// message number → UIDL, from listings and `UIDL n` seen (at most [`MAX_REMEMBERED`]).
     uids: HashMap<u32, String>,
+    /// Messages whose copy is safe, from this session (at most [`MAX_REMEMBERED`]).
+    kept: HashSet<u32>,
     errors: u32,
     shutting_down: bool,
 }
@@ -86,6 +145,7 @@ impl Pop3Proxy {
             actions: VecDeque::new(),
             pending: Vec::new(),
             uids: HashMap::new(),
+            kept: HashSet::new(),
             errors: 0,
             shutting_down: false,
         };
@@ -148,11 +208,10 @@ impl Pop3Proxy {
         match output {
             Upstream::Response(response) => self.single_line(&response),
             Upstream::UniqueId { message, uid } => {
-                self.uids.insert(message, uid.clone());
+                self.remember(message, uid.clone());
                 match std::mem::replace(&mut self.state, State::Idle) {
-                    State::LookingUpUid(n) => {
-                        self.state = State::Retrieving { uid: Some(uid) };
-                        self.actions.push_back(Action::Upstream(Request::Retr(n)));
+                    State::LookingUpUid { message, purpose } => {
+                        self.uid_known(message, Some(uid), purpose)
                     }
                     _ => {
                         Reply::ok(format!("{message} {uid}")).write_to(&mut self.pending);
@@ -161,63 +220,71 @@ impl Pop3Proxy {
                 }
             }
             Upstream::MultiLineStart(response) => {
-                let store = match std::mem::replace(&mut self.state, State::Idle) {
-                    State::Retrieving { uid } => {
+                let (copy, stuffer) = match std::mem::replace(&mut self.state, State::Idle) {
+                    State::Retrieving {
+                        message,
+                        uid,
+                        purpose,
+                    } => {
                         self.flush();
                         self.actions.push_back(Action::StoreBegin { uid });
-                        true
+                        let stuffer = match purpose {
+                            Purpose::Top { lines } => Stuffer::top(lines),
+                            Purpose::Retr | Purpose::Dele => Stuffer::new(),
+                        };
+                        (Some((message, purpose)), stuffer)
                     }
-                    _ => false,
+                    _ => (None, Stuffer::new()),
                 };
-                response.write_to(&mut self.pending);
+                // Before a DELE the client sees nothing of the message.
+                if !matches!(copy, Some((_, Purpose::Dele))) {
+                    response.write_to(&mut self.pending);
+                }
                 self.state = State::Streaming {
-                    stuffer: Stuffer::new(),
-                    store,
+                    stuffer,
+                    copy,
+                    body: BodyLines::default(),
                 };
             }
             Upstream::MultiLineData(data) => {
-                if let State::Streaming { stuffer, store } = &mut self.state {
-                    stuffer.feed(&data, &mut self.pending);
-                    if *store {
-                        let client = std::mem::take(&mut self.pending);
-                        self.actions.push_back(Action::Send(client));
-                        self.actions.push_back(Action::StoreData(data));
+                if let State::Streaming {
+                    stuffer,
+                    copy,
+                    body,
+                } = &mut self.state
+                {
+                    match copy {
+                        None => stuffer.feed(&data, &mut self.pending),
+                        Some((_, purpose)) => {
+                            if let Purpose::Top { .. } = purpose {
+                                body.feed(&data);
+                            }
+                            if *purpose != Purpose::Dele {
+                                stuffer.feed(&data, &mut self.pending);
+                                let client = std::mem::take(&mut self.pending);
+                                self.actions.push_back(Action::Send(client));
+                            }
+                            self.actions.push_back(Action::StoreData(data));
+                        }
                     }
                 }
             }
             Upstream::UidlListing(entries) => {
                 if let State::Streaming { stuffer, .. } = &mut self.state {
-                    for (message, uid) in entries {
+                    for (message, uid) in &entries {
                         stuffer.feed(format!("{message} {uid}\r\n").as_bytes(), &mut self.pending);
-                        self.uids.insert(message, uid);
+                    }
+                    for (message, uid) in entries {
+                        self.remember(message, uid);
                     }
                 }
             }
-            Upstream::MultiLineEnd => match std::mem::replace(&mut self.state, State::Idle) {
-                State::Streaming {
-                    stuffer,
-                    store: true,
-                } => {
-                    // The `.` waits for the copy; the stuffer's pending line end goes now.
-                    let mut tail = Vec::new();
-                    stuffer.finish(&mut tail);
-                    let line_end = tail.len().saturating_sub(TERMINATOR.len());
-                    self.pending.extend_from_slice(&tail[..line_end]);
-                    self.flush();
-                    self.actions.push_back(Action::StoreEnd);
-                    self.state = State::Storing;
-                }
-                State::Streaming { stuffer, .. } => {
-                    stuffer.finish(&mut self.pending);
-                    self.command_done();
-                }
-                other => self.state = other,
-            },
+            Upstream::MultiLineEnd => self.multi_line_end(),
             Upstream::Failed(error) => {
                 tracing::warn!(%error, "POP3 proxy: upstream failed");
                 // In the middle of a body a `-ERR` would read as message content, and a
                 // `.` would pass a truncated message off as whole: just close.
-                if !matches!(self.state, State::Streaming { .. } | State::Storing) {
+                if !self.client_mid_body() {
                     Reply::err_code(
                         Code::SysTemp,
                         format!("upstream server failed ({error}), try again later"),
@@ -231,29 +298,106 @@ impl Pop3Proxy {
         }
     }
 
-    /// The copy after [`Action::StoreEnd`] is durable (`true`, or it was stored before), or
-    /// could not be stored (`false`).
-    pub fn stored(&mut self, ok: bool) {
-        if !matches!(self.state, State::Storing) {
+    fn multi_line_end(&mut self) {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Streaming {
+                stuffer,
+                copy: Some((message, purpose)),
+                body,
+            } => {
+                if let Purpose::Top { lines } = purpose {
+                    if body.count() > u64::from(lines) {
+                        // The client got part of the message: nothing to keep.
+                        self.actions.push_back(Action::StoreAbort);
+                        stuffer.finish(&mut self.pending);
+                        return self.command_done();
+                    }
+                }
+                if purpose != Purpose::Dele {
+                    // The `.` waits for the copy; the stuffer's pending line end goes now.
+                    let mut tail = Vec::new();
+                    stuffer.finish(&mut tail);
+                    let line_end = tail.len().saturating_sub(TERMINATOR.len());
+                    self.pending.extend_from_slice(&tail[..line_end]);
+                }
+                self.flush();
+                self.actions.push_back(Action::StoreEnd);
+                self.state = State::Storing { message, purpose };
+            }
+            State::Streaming { stuffer, .. } => {
+                stuffer.finish(&mut self.pending);
+                self.command_done();
+            }
+            other => self.state = other,
+        }
+    }
+
+    /// Whether the client is in the middle of a multi-line answer.
+    fn client_mid_body(&self) -> bool {
+        match &self.state {
+            State::Streaming { copy, .. } => !matches!(copy, Some((_, Purpose::Dele))),
+            State::Storing { purpose, .. } => *purpose != Purpose::Dele,
+            _ => false,
+        }
+    }
+
+    /// The copy after [`Action::StoreEnd`] is safe (`Some`, with the proof), or could not
+    /// be stored (`None`).
+    pub fn stored(&mut self, copy: Option<Archived>) {
+        let State::Storing { message, purpose } = self.state else {
+            return;
+        };
+        match (copy, purpose) {
+            (Some(_proof), Purpose::Dele) => {
+                self.keep(message);
+                self.relay(Request::Dele(message));
+            }
+            (Some(_proof), _) => {
+                self.keep(message);
+                self.pending.extend_from_slice(TERMINATOR);
+                self.command_done();
+            }
+            (None, Purpose::Dele) => {
+                tracing::error!(
+                    "POP3 proxy: no copy of a message could be kept; its DELE is refused"
+                );
+                Reply::err_code(
+                    Code::SysTemp,
+                    "no copy of this message could be archived; not deleted, try again later",
+                )
+                .write_to(&mut self.pending);
+                self.command_done();
+            }
+            (None, _) => {
+                tracing::error!("POP3 proxy: the copy of a retrieved message could not be stored; closing without completing the message");
+                self.close();
+            }
+        }
+    }
+
+    /// The answer to [`Action::IsArchived`].
+    pub fn archived(&mut self, archived: bool) {
+        let State::CheckingArchive { message, .. } = &self.state else {
+            return;
+        };
+        let message = *message;
+        if archived {
+            self.keep(message);
+            self.relay(Request::Dele(message));
             return;
         }
-        if ok {
-            self.pending.extend_from_slice(b".\r\n");
-            self.command_done();
-        } else {
-            tracing::error!("POP3 proxy: the copy of a retrieved message could not be stored; closing without completing the message");
-            self.close();
-        }
+        let State::CheckingArchive { uid, .. } = std::mem::replace(&mut self.state, State::Idle)
+        else {
+            return;
+        };
+        self.fetch(message, Some(uid), Purpose::Dele);
     }
 
     fn single_line(&mut self, response: &Response) {
         match std::mem::replace(&mut self.state, State::Idle) {
-            // `UIDL n` refused (no UIDL support, or no such message): RETR without a uid
-            // if it is an unsupported command; a missing message gets RETR's own -ERR.
-            State::LookingUpUid(n) => {
-                self.state = State::Retrieving { uid: None };
-                self.actions.push_back(Action::Upstream(Request::Retr(n)));
-            }
+            // `UIDL n` refused (no UIDL support, or no such message): go on without a uid;
+            // a missing message gets RETR's (or TOP's) own -ERR.
+            State::LookingUpUid { message, purpose } => self.uid_known(message, None, purpose),
             State::Quitting => {
                 response.write_to(&mut self.pending);
                 self.close();
@@ -262,6 +406,44 @@ impl Pop3Proxy {
                 response.write_to(&mut self.pending);
                 self.command_done();
             }
+        }
+    }
+
+    /// The next step of a command that needed message `message`'s uid.
+    fn uid_known(&mut self, message: u32, uid: Option<String>, purpose: Purpose) {
+        match (purpose, uid) {
+            (Purpose::Dele, Some(uid)) => {
+                self.actions
+                    .push_back(Action::IsArchived { uid: uid.clone() });
+                self.state = State::CheckingArchive { message, uid };
+            }
+            (purpose, uid) => self.fetch(message, uid, purpose),
+        }
+    }
+
+    fn fetch(&mut self, message: u32, uid: Option<String>, purpose: Purpose) {
+        let request = match purpose {
+            // One line more than asked: if it does not come, the client has it all.
+            Purpose::Top { lines } => Request::Top(message, lines.saturating_add(1)),
+            Purpose::Retr | Purpose::Dele => Request::Retr(message),
+        };
+        self.state = State::Retrieving {
+            message,
+            uid,
+            purpose,
+        };
+        self.actions.push_back(Action::Upstream(request));
+    }
+
+    fn remember(&mut self, message: u32, uid: String) {
+        if self.uids.len() < MAX_REMEMBERED || self.uids.contains_key(&message) {
+            self.uids.insert(message, uid);
+        }
+    }
+
+    fn keep(&mut self, message: u32) {
+        if self.kept.len() < MAX_REMEMBERED {
+            self.kept.insert(message);
         }
     }
 
@@ -288,13 +470,14 @@ impl Pop3Proxy {
                 Ok(n) => Request::Uidl(n),
                 Err(()) => return self.refuse("no such message"),
             },
-            Ok(Command::Retr(n)) => return self.retr(n),
-            Ok(Command::Top { message, lines }) => match u32::try_from(message) {
-                Ok(n) => Request::Top(n, u32::try_from(lines).unwrap_or(u32::MAX)),
-                Err(_) => return self.refuse("no such message"),
-            },
+            Ok(Command::Retr(n)) => return self.needs_uid(n, Purpose::Retr),
+            Ok(Command::Top { message, lines }) => {
+                let lines = u32::try_from(lines).unwrap_or(u32::MAX);
+                return self.needs_uid(message, Purpose::Top { lines });
+            }
             Ok(Command::Dele(n)) => match u32::try_from(n) {
-                Ok(n) => Request::Dele(n),
+                Ok(n) if self.kept.contains(&n) => Request::Dele(n),
+                Ok(_) => return self.needs_uid(n, Purpose::Dele),
                 Err(_) => return self.refuse("no such message"),
             },
             Ok(Command::Rset) => Request::Rset,
@@ -311,27 +494,27 @@ impl Pop3Proxy {
             }
             Err(_) => return self.refuse("unknown command or bad arguments"),
         };
+        self.relay(request);
+    }
+
+    fn relay(&mut self, request: Request) {
         self.state = State::Relaying;
         self.flush();
         self.actions.push_back(Action::Upstream(request));
     }
 
-    fn retr(&mut self, n: u64) {
-        let Ok(n) = u32::try_from(n) else {
+    /// RETR, TOP and DELE of a message not known to be kept: its uid first.
+    fn needs_uid(&mut self, n: u64, purpose: Purpose) {
+        let Ok(message) = u32::try_from(n) else {
             return self.refuse("no such message");
         };
         self.flush();
-        match self.uids.get(&n) {
-            Some(uid) => {
-                self.state = State::Retrieving {
-                    uid: Some(uid.clone()),
-                };
-                self.actions.push_back(Action::Upstream(Request::Retr(n)));
-            }
+        match self.uids.get(&message) {
+            Some(uid) => self.uid_known(message, Some(uid.clone()), purpose),
             None => {
-                self.state = State::LookingUpUid(n);
+                self.state = State::LookingUpUid { message, purpose };
                 self.actions
-                    .push_back(Action::Upstream(Request::Uidl(Some(n))));
+                    .push_back(Action::Upstream(Request::Uidl(Some(message))));
             }
         }
     }
@@ -384,6 +567,44 @@ impl Pop3Proxy {
     }
 }
 
+/// Counts a message's body lines as it streams (those after the blank line that ends the
+/// header), so a `TOP` knows whether the upstream sent all of them.
+#[derive(Debug, Default)]
+struct BodyLines {
+    in_body: bool,
+    /// In the header: the current line has had only a CR so far.
+    header_line_content: bool,
+    lines: u64,
+    /// A body line has begun without its LF yet.
+    open_line: bool,
+}
+
+impl BodyLines {
+    fn feed(&mut self, data: &[u8]) {
+        let mut rest = data;
+        while !self.in_body {
+            let Some((&byte, tail)) = rest.split_first() else {
+                return;
+            };
+            rest = tail;
+            match byte {
+                b'\n' if !self.header_line_content => self.in_body = true,
+                b'\n' => self.header_line_content = false,
+                b'\r' => {}
+                _ => self.header_line_content = true,
+            }
+        }
+        if let Some(&last) = rest.last() {
+            self.lines += memchr::memchr_iter(b'\n', rest).count() as u64;
+            self.open_line = last != b'\n';
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.lines + u64::from(self.open_line)
+    }
+}
+
 fn number(n: Option<u64>) -> Result<Option<u32>, ()> {
     n.map(u32::try_from).transpose().map_err(|_| ())
 }
@@ -406,6 +627,10 @@ mod tests {
             })
             .flatten()
             .collect()
+    }
+
+    fn durable() -> Option<Archived> {
+        Some(Archived::Now(Durable::for_tests()))
     }
 
     fn retr_body(proxy: &mut Pop3Proxy, body: &[u8]) {
@@ -436,7 +661,7 @@ mod tests {
         let client = sent(&actions);
         assert_eq!(client, b"+OK 100 octets\r\nSubject: x\r\n\r\n..dot\r\n");
         // The pipelined NOOP waits until the copy is stored; then "." and NOOP go out.
-        proxy.stored(true);
+        proxy.stored(durable());
         let actions = drain(&mut proxy);
         assert_eq!(sent(&actions), b".\r\n");
         assert_eq!(actions.last(), Some(&Action::Upstream(Request::Noop)));
@@ -458,7 +683,7 @@ mod tests {
         assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Retr(1))]);
         retr_body(&mut proxy, b"body\r\n");
         drain(&mut proxy);
-        proxy.stored(false);
+        proxy.stored(None);
         let actions = drain(&mut proxy);
         assert_eq!(actions, vec![Action::Close]);
     }
@@ -481,22 +706,205 @@ mod tests {
     }
 
     #[test]
-    fn top_and_listings_are_relayed_not_stored_and_login_commands_refused() {
+    fn partial_top_is_relayed_not_stored_and_login_commands_refused() {
         let mut proxy = Pop3Proxy::new(b"TOP 1 0\r\n");
         assert_eq!(
             drain(&mut proxy),
-            vec![Action::Upstream(Request::Top(1, 0))]
+            vec![Action::Upstream(Request::Uidl(Some(1)))]
         );
-        retr_body(&mut proxy, b"Subject: x\r\n\r\n");
+        proxy.upstream(Upstream::UniqueId {
+            message: 1,
+            uid: "u1".into(),
+        });
+        // One line more than the client asked for, to learn whether it gets it all.
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::Upstream(Request::Top(1, 1))]
+        );
+        retr_body(&mut proxy, b"Subject: x\r\n\r\nfirst line\r\n");
         let actions = drain(&mut proxy);
-        assert!(!actions
-            .iter()
-            .any(|a| matches!(a, Action::StoreBegin { .. })));
-        assert!(sent(&actions).ends_with(b"\r\n.\r\n"));
+        assert_eq!(sent(&actions), b"+OK 100 octets\r\nSubject: x\r\n\r\n.\r\n");
+        assert!(!actions.contains(&Action::StoreEnd));
+        assert!(actions.contains(&Action::StoreAbort));
         proxy.receive(b"USER x\r\nCAPA\r\n");
         let client = sent(&drain(&mut proxy));
         assert!(client.starts_with(b"-ERR"));
         assert!(String::from_utf8_lossy(&client).contains("UIDL"));
+    }
+
+    #[test]
+    fn top_returning_the_whole_message_stores_it_first() {
+        // The uid is known from a listing; TOP with a huge count gets the whole message.
+        let mut proxy = Pop3Proxy::new(b"");
+        proxy.upstream(Upstream::UniqueId {
+            message: 3,
+            uid: "u3".into(),
+        });
+        drain(&mut proxy);
+        proxy.receive(b"TOP 3 4294967295\r\nNOOP\r\n");
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::Upstream(Request::Top(3, u32::MAX))]
+        );
+        retr_body(&mut proxy, b"Subject: x\r\n\r\none\r\ntwo\r\n");
+        let actions = drain(&mut proxy);
+        assert!(actions.contains(&Action::StoreBegin {
+            uid: Some("u3".into())
+        }));
+        assert_eq!(actions.last(), Some(&Action::StoreEnd));
+        assert_eq!(
+            sent(&actions),
+            b"+OK 100 octets\r\nSubject: x\r\n\r\none\r\ntwo\r\n",
+            "the terminator waits for the copy"
+        );
+        proxy.stored(durable());
+        let actions = drain(&mut proxy);
+        assert_eq!(sent(&actions), b".\r\n");
+        assert_eq!(actions.last(), Some(&Action::Upstream(Request::Noop)));
+
+        // Exactly as many body lines as asked: the upstream was asked for one more and
+        // sent none, so this is the whole message too.
+        proxy.upstream(Upstream::Response(Response::ok("")));
+        drain(&mut proxy);
+        proxy.receive(b"TOP 3 2\r\n");
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::Upstream(Request::Top(3, 3))]
+        );
+        retr_body(&mut proxy, b"Subject: x\r\n\r\none\r\ntwo");
+        assert_eq!(drain(&mut proxy).last(), Some(&Action::StoreEnd));
+        proxy.stored(None);
+        assert_eq!(drain(&mut proxy), vec![Action::Close]);
+    }
+
+    #[test]
+    fn top_counts_body_lines_across_chunks() {
+        let mut body = BodyLines::default();
+        for chunk in [
+            &b"Subject: a\r"[..],
+            b"\n\r",
+            b"\nline",
+            b" one\r\n",
+            b"two",
+        ] {
+            body.feed(chunk);
+        }
+        assert_eq!(body.count(), 2);
+        let mut headers_only = BodyLines::default();
+        headers_only.feed(b"Subject: a\r\nX: b\r\n");
+        assert_eq!(headers_only.count(), 0);
+    }
+
+    #[test]
+    fn dele_of_a_message_the_archive_lacks_fetches_and_stores_it_first() {
+        let mut proxy = Pop3Proxy::new(b"DELE 2\r\n");
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::Upstream(Request::Uidl(Some(2)))]
+        );
+        proxy.upstream(Upstream::UniqueId {
+            message: 2,
+            uid: "u2".into(),
+        });
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::IsArchived { uid: "u2".into() }]
+        );
+        proxy.archived(false);
+        assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Retr(2))]);
+        retr_body(&mut proxy, b"Subject: x\r\n\r\nbody\r\n");
+        let actions = drain(&mut proxy);
+        assert_eq!(
+            actions,
+            vec![
+                Action::StoreBegin {
+                    uid: Some("u2".into())
+                },
+                Action::StoreData(b"Subject: x\r\n\r\nbody\r\n".to_vec()),
+                Action::StoreEnd
+            ],
+            "the client sees nothing of the message, the DELE waits for the copy"
+        );
+        proxy.stored(durable());
+        assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Dele(2))]);
+        proxy.upstream(Upstream::Response(Response::ok("deleted")));
+        assert_eq!(sent(&drain(&mut proxy)), b"+OK deleted\r\n");
+
+        // Kept in this session: a second DELE (after RSET) goes straight up.
+        proxy.receive(b"DELE 2\r\n");
+        assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Dele(2))]);
+    }
+
+    #[test]
+    fn dele_is_refused_when_no_copy_can_be_kept() {
+        // No UIDL upstream: the message is fetched without one.
+        let mut proxy = Pop3Proxy::new(b"DELE 1\r\nNOOP\r\n");
+        drain(&mut proxy);
+        proxy.upstream(Upstream::Response(Response::err("no UIDL")));
+        assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Retr(1))]);
+        retr_body(&mut proxy, b"x\r\n");
+        assert_eq!(drain(&mut proxy)[0], Action::StoreBegin { uid: None });
+        proxy.stored(None);
+        let actions = drain(&mut proxy);
+        assert!(sent(&actions).starts_with(b"-ERR [SYS/TEMP]"));
+        assert!(!actions.contains(&Action::Upstream(Request::Dele(1))));
+        assert_eq!(actions.last(), Some(&Action::Upstream(Request::Noop)));
+    }
+
+    #[test]
+    fn dele_of_an_archived_or_retrieved_message_is_relayed() {
+        let mut proxy = Pop3Proxy::new(b"");
+        proxy.upstream(Upstream::UniqueId {
+            message: 1,
+            uid: "u1".into(),
+        });
+        drain(&mut proxy);
+        proxy.receive(b"DELE 1\r\n");
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::IsArchived { uid: "u1".into() }]
+        );
+        proxy.archived(true);
+        assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Dele(1))]);
+        proxy.upstream(Upstream::Response(Response::ok("")));
+        drain(&mut proxy);
+        // Retrieved (and kept) in this session: no question asked.
+        proxy.receive(b"RETR 4\r\n");
+        drain(&mut proxy);
+        proxy.upstream(Upstream::Response(Response::err("no UIDL")));
+        drain(&mut proxy);
+        retr_body(&mut proxy, b"x\r\n");
+        drain(&mut proxy);
+        proxy.stored(Some(Archived::Before));
+        assert_eq!(sent(&drain(&mut proxy)), b".\r\n");
+        proxy.receive(b"DELE 4\r\n");
+        assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Dele(4))]);
+    }
+
+    #[test]
+    fn a_huge_uidl_listing_is_relayed_but_not_remembered() {
+        let mut proxy = Pop3Proxy::new(b"UIDL\r\n");
+        drain(&mut proxy);
+        proxy.upstream(Upstream::MultiLineStart(Response::ok("")));
+        let total = 200_000u32;
+        let mut relayed = 0usize;
+        for start in (1..=total).step_by(1000) {
+            let batch = (start..start + 1000)
+                .map(|n| (n, format!("{n:0>70}")))
+                .collect();
+            proxy.upstream(Upstream::UidlListing(batch));
+            relayed += sent(&drain(&mut proxy)).len();
+        }
+        proxy.upstream(Upstream::MultiLineEnd);
+        drain(&mut proxy);
+        assert!(relayed > 200_000 * 70, "the listing is relayed in full");
+        assert_eq!(proxy.uids.len(), MAX_REMEMBERED);
+        // A message past the cap: its uid is asked for again.
+        proxy.receive(b"RETR 199999\r\n");
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::Upstream(Request::Uidl(Some(199_999)))]
+        );
     }
 
     #[test]
@@ -519,7 +927,7 @@ mod tests {
         proxy.shutdown();
         retr_body(&mut proxy, b"x\r\n");
         drain(&mut proxy);
-        proxy.stored(true);
+        proxy.stored(durable());
         let actions = drain(&mut proxy);
         let client = sent(&actions);
         assert!(
@@ -537,6 +945,13 @@ mod tests {
     #[test]
     fn quit_is_relayed_then_closes() {
         let mut proxy = Pop3Proxy::new(b"DELE 1\r\nQUIT\r\n");
+        drain(&mut proxy);
+        proxy.upstream(Upstream::UniqueId {
+            message: 1,
+            uid: "u1".into(),
+        });
+        drain(&mut proxy);
+        proxy.archived(true);
         assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Dele(1))]);
         proxy.upstream(Upstream::Response(Response::ok("deleted")));
         assert_eq!(
@@ -580,7 +995,10 @@ mod tests {
                             4 => proxy.upstream(Upstream::Failed(super::super::pop3_client::UpstreamError::TimedOut)),
                             _ => proxy.upstream(Upstream::UidlListing(vec![(1, "u".into())])),
                         },
-                        Action::StoreEnd => proxy.stored(answers.next().unwrap_or(0) % 2 == 0),
+                        Action::StoreEnd => proxy.stored(
+                            (answers.next().unwrap_or(0) % 2 == 0).then(|| Archived::Now(Durable::for_tests()))
+                        ),
+                        Action::IsArchived { .. } => proxy.archived(answers.next().unwrap_or(0) % 2 == 0),
                         Action::Close => prop_assert!(proxy.is_closed()),
                         _ => {}
                     }

@@ -77,9 +77,10 @@ impl<C: Connector> SmtpLeg<C> {
         match leg.next_event(upstreams).await {
             Output::Ready { .. } => Ok(leg),
             Output::Failed(error) => Err(login_failure(&error, &leg.server)),
-            other => Err(AuthFailure::UpstreamUnavailable(format!(
-                "unexpected upstream event {other:?}"
-            ))),
+            other => Err(login_failure(
+                &UpstreamError::Protocol(format!("unexpected {other:?}")),
+                &leg.server,
+            )),
         }
     }
 
@@ -225,7 +226,7 @@ impl<C: Connector> SmtpLeg<C> {
 /// The client's reply for a connection that failed at login.
 fn connect_failure(error: &ConnectError) -> AuthFailure {
     tracing::warn!(%error, "upstream connection failed");
-    AuthFailure::UpstreamUnavailable(format!("cannot use the upstream server: {error}"))
+    AuthFailure::UpstreamUnavailable(error.client_reason().to_owned())
 }
 
 fn login_failure(error: &UpstreamError, server: &str) -> AuthFailure {
@@ -241,7 +242,10 @@ fn login_failure(error: &UpstreamError, server: &str) -> AuthFailure {
         UpstreamError::AuthUnavailable => AuthFailure::UpstreamUnavailable(format!(
             "upstream server {server} offers neither AUTH PLAIN nor LOGIN"
         )),
-        other => AuthFailure::UpstreamUnavailable(format!("upstream server {server}: {other}")),
+        // The detail (what answered, and how) is in the log only.
+        _ => AuthFailure::UpstreamUnavailable(
+            "cannot use the upstream server, try again later".into(),
+        ),
     }
 }
 

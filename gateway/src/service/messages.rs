@@ -8,6 +8,7 @@ use crate::crypto::{
     CryptoError, Envelope, MessageId, MessageOpener, MessageSealer, SealedHeader, UnsealedKey,
 };
 use crate::mailbox::MailboxId;
+use crate::proxy::trace::ForeignTrace;
 use crate::store::{txn, Durable, MailboxStatus, MessageRecord, Snapshot, StoreError};
 
 /// A message being received: one encrypted copy per recipient mailbox, sealed chunk by chunk
@@ -18,6 +19,9 @@ pub struct MessageDraft {
     max_size: u64,
     /// Store only if no copy was stored under this key before ([`MessageDraft::once`]).
     retrieval_key: Option<RetrievalKey>,
+    /// Renames `X-Gateway-*` fields that come with the message: only the gateway's own
+    /// ([`MessageDraft::write_trace`]) may carry those names.
+    foreign_trace: ForeignTrace,
 }
 
 /// Identifies one upstream message for the POP3 proxy's one-copy rule: a SHA-256 over the
@@ -54,11 +58,29 @@ struct DraftCopy {
 }
 
 impl MessageDraft {
-    /// Appends body bytes. Past the size limit the draft refuses further data.
+    /// Appends message bytes. Past the size limit the draft refuses further data. In the
+    /// header section, `X-Gateway-*` fields are renamed (the limit counts the bytes as
+    /// received).
     pub fn write(&mut self, data: &[u8]) -> Result<(), ServiceError> {
         self.size += data.len() as u64;
         if self.size > self.max_size {
             return Err(ServiceError::MessageTooLarge(self.max_size));
+        }
+        let mut header = Vec::new();
+        let body = self.foreign_trace.feed(data, &mut header);
+        self.seal(&header)?;
+        self.seal(body)
+    }
+
+    /// Prepends the gateway's own trace fields (before any [`MessageDraft::write`]).
+    pub fn write_trace(&mut self, fields: &[u8]) -> Result<(), ServiceError> {
+        self.size += fields.len() as u64;
+        self.seal(fields)
+    }
+
+    fn seal(&mut self, data: &[u8]) -> Result<(), ServiceError> {
+        if data.is_empty() {
+            return Ok(());
         }
         for copy in &mut self.copies {
             let spool = &mut copy.spool;
@@ -215,6 +237,7 @@ impl Gateway {
             size: 0,
             max_size: self.options.max_message_size,
             retrieval_key: None,
+            foreign_trace: ForeignTrace::new(),
         })
     }
 
@@ -223,8 +246,11 @@ impl Gateway {
     /// after a temporary failure creates no duplicates.
     pub async fn commit(
         &self,
-        draft: MessageDraft,
+        mut draft: MessageDraft,
     ) -> Result<(Vec<StoredMessage>, Durable), ServiceError> {
+        let mut held = Vec::new();
+        draft.foreign_trace.finish(&mut held);
+        draft.seal(&held)?;
         let received_at = self.now();
         let retrieval_key = draft.retrieval_key;
         let mut sealed = Vec::with_capacity(draft.copies.len());

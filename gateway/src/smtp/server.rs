@@ -354,13 +354,16 @@ where
             Some((&envelope.mail_from, &envelope.forward_to)),
         );
         let mailbox = login.mailbox.clone();
+        // The gateway's own fields: the message's `X-Gateway-*` fields get renamed.
         self.draft = Some(
             match self.server.gateway.begin_message(&[mailbox], &stored) {
-                Ok(draft) => Draft::Open(draft),
+                Ok(mut draft) => match draft.write_trace(&headers) {
+                    Ok(()) => Draft::Open(draft),
+                    Err(e) => Draft::Failed(e),
+                },
                 Err(e) => Draft::Failed(e),
             },
         );
-        self.write_message(&headers);
     }
 
     async fn relay_body(&mut self, bytes: &[u8]) {

@@ -35,6 +35,10 @@ pub struct Seen {
     pub plaintext_lines: Vec<String>,
     /// POP3 message numbers deleted in a completed UPDATE.
     pub deleted: Vec<usize>,
+    /// TCP connections accepted.
+    pub connections: usize,
+    /// POP3 RETR, TOP and DELE commands, in order.
+    pub message_commands: Vec<String>,
 }
 
 pub struct FakeUpstream {
@@ -74,6 +78,7 @@ impl FakeUpstream {
         let state = seen.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                state.lock().expect("seen").connections += 1;
                 let acceptor = acceptor.clone();
                 let fault = fault.clone();
                 let seen = state.clone();
@@ -145,6 +150,11 @@ impl Script {
             }
             if !tls {
                 self.seen.lock().unwrap().plaintext_lines.push(line.clone());
+            }
+            let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+            if protocol == Protocol::Pop3 && ["RETR", "TOP ", "DELE"].contains(&verb.as_str()) {
+                let command = line.trim_end().to_owned();
+                self.seen.lock().unwrap().message_commands.push(command);
             }
             if in_data {
                 if line == ".\r\n" {
@@ -296,14 +306,27 @@ impl Script {
                 },
                 (Protocol::Pop3, "TOP") => match number(&upper) {
                     Some(n) if n >= 1 && n <= self.mailbox.len() => {
-                        // Headers only (TOP n 0), enough for the relay test.
+                        // The header, the empty line, then at most `lines` body lines.
                         let message = &self.mailbox[n - 1];
-                        let end = message
-                            .windows(4)
-                            .position(|w| w == b"\r\n\r\n")
-                            .map_or(message.len(), |p| p + 4);
+                        let lines: usize = upper
+                            .split(' ')
+                            .nth(2)
+                            .and_then(|l| l.parse().ok())
+                            .unwrap_or(0);
                         let mut r = b"+OK\r\n".to_vec();
-                        r.extend_from_slice(&message[..end]);
+                        let mut body = None;
+                        for line in message.split_inclusive(|&b| b == b'\n') {
+                            match body {
+                                Some(count) if count >= lines => break,
+                                Some(count) => body = Some(count + 1),
+                                None if line == b"\r\n" => body = Some(0),
+                                None => {}
+                            }
+                            if line.starts_with(b".") {
+                                r.push(b'.');
+                            }
+                            r.extend_from_slice(line);
+                        }
                         r.extend_from_slice(b".\r\n");
                         r
                     }

@@ -48,8 +48,14 @@ pub struct SimConnector;
 impl Connector for SimConnector {
     type Stream = turmoil::net::TcpStream;
 
-    async fn connect(&self, host: &str, port: u16) -> std::io::Result<Self::Stream> {
-        turmoil::net::TcpStream::connect((host, port)).await
+    async fn resolve(&self, host: &str) -> std::io::Result<Vec<std::net::IpAddr>> {
+        // Only the configured upstream's name gets here ([proxy] allowed_servers), and
+        // turmoil knows every host.
+        Ok(vec![turmoil::lookup(host)])
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<Self::Stream> {
+        turmoil::net::TcpStream::connect(addr).await
     }
 }
 
@@ -133,6 +139,9 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
                 system_roots: false,
                 allowed_servers: vec![super::upstream::NAME.into()],
                 connect_timeout_secs: 30,
+                // turmoil's hosts have private addresses (192.168.0.0/16).
+                allow_private_networks: true,
+                allowed_ports: ProxySection::default().allowed_ports,
             },
         );
         Either::Proxy(SmtpServer::with_proxy(

@@ -53,9 +53,11 @@
 //!
 //! The gateway stores one encrypted copy of every message the client RETRieves, keyed by the
 //! upstream's UIDL. Message numbers are stable for the whole session (DELE only marks), so
-//! the proxy remembers `message → uid` from every [`Output::UidlListing`] and
-//! [`Output::UniqueId`] it sees. Before relaying `RETR n` for which it knows no uid, it first
-//! issues [`Request::Uidl`]`(Some(n))` itself (the answer is not relayed), then `Retr(n)`.
+//! the proxy remembers `message → uid` from the [`Output::UidlListing`]s and
+//! [`Output::UniqueId`]s it sees (up to a cap, so a huge listing cannot exhaust memory).
+//! Before relaying `RETR n` (or `TOP n`, or `DELE n` of a message it has not kept) for which
+//! it knows no uid, it first issues [`Request::Uidl`]`(Some(n))` itself (the answer is not
+//! relayed), then `Retr(n)`.
 //! If the uid is already stored it still relays the message but does not store it again. A
 //! message counts as complete only at [`Output::MultiLineEnd`]: a [`Output::Failed`] in the
 //! middle of a RETR means the draft is discarded.

@@ -17,6 +17,7 @@ use gateway::server::Running;
 use gateway::service::Gateway;
 use gateway::tls::CertificateSourceSpec;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::TlsConnector;
 
 /// The domain of the gateway's mailbox addresses in every suite.
@@ -259,7 +260,7 @@ impl Target {
 pub fn connector(root: &Path) -> Result<TlsConnector> {
     let pem = std::fs::read(root)?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert?)?;
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -309,6 +309,10 @@ fn make_pki(dir: &Path) -> Result<Pki> {
         .push(DnType::CommonName, HOST_NAME);
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // rcgen's default runs from 1975 to 4096, which testssl rightly flags; a leaf lives 90 days.
+    let now = time::OffsetDateTime::now_utc();
+    leaf_params.not_before = now - time::Duration::hours(1);
+    leaf_params.not_after = now + time::Duration::days(90);
     let leaf = leaf_params.signed_by(&leaf_key, &inter_issuer)?;
 
     let pki = Pki {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 /// How to reach the server over TLS.
 #[derive(Clone, Debug)]
@@ -176,7 +177,7 @@ pub fn tls_connector(target: &TlsTarget) -> anyhow::Result<tokio_rustls::TlsConn
     let pem = std::fs::read(&target.ca_file)
         .with_context(|| format!("cannot read {}", target.ca_file.display()))?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert?)?;
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -17,6 +17,7 @@ use gateway::server::Running;
 use gateway::service::Gateway;
 use gateway::tls::CertificateSourceSpec;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::TlsConnector;
 
 /// The domain of the gateway's mailbox addresses in every suite.
@@ -259,7 +260,7 @@ impl Target {
 pub fn connector(root: &Path) -> Result<TlsConnector> {
     let pem = std::fs::read(root)?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert?)?;
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -308,6 +309,10 @@ fn make_pki(dir: &Path) -> Result<Pki> {
         .push(DnType::CommonName, HOST_NAME);
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // rcgen's default runs from 1975 to 4096, which testssl rightly flags; a leaf lives 90 days.
+    let now = time::OffsetDateTime::now_utc();
+    leaf_params.not_before = now - time::Duration::hours(1);
+    leaf_params.not_after = now + time::Duration::days(90);
     let leaf = leaf_params.signed_by(&leaf_key, &inter_issuer)?;
 
     let pki = Pki {

@@ -300,7 +300,13 @@ async fn scan(program: &str, t: &Target, service: Service) -> Result<Vec<Finding
         "min",
     ])
     .args(["--connect-timeout", "10", "--openssl-timeout", "10"])
-    .args(["--protocols", "--std", "--server-defaults"])
+    // --server-preference: whether the server keeps its own cipher order (it must).
+    .args([
+        "--protocols",
+        "--std",
+        "--server-defaults",
+        "--server-preference",
+    ])
     .arg("--add-ca")
     .arg(&t.pki.root)
     .arg("--jsonfile")
@@ -359,6 +365,36 @@ pub fn parse_findings(json: &str) -> Result<Vec<Finding>> {
         .collect())
 }
 
+/// testssl's severities above LOW: any of them fails the row the finding belongs to.
+const ABOVE_LOW: [&str; 3] = ["MEDIUM", "HIGH", "CRITICAL"];
+
+/// Which of a listener's three rows a finding belongs to, so that one finding fails one row:
+/// certificate and chain findings go to the chain row, cipher findings to the cipher row, and
+/// everything else (protocols, server defaults, session handling) to the protocol row.
+fn row_of(id: &str) -> Scan {
+    const CHAIN: [&str; 5] = ["cert", "chain", "intermediate", "OCSP", "DNS_CAA"];
+    const CIPHERS: [&str; 4] = ["cipher", "FS", "DH_", "PFS"];
+    if CHAIN.iter().any(|p| id.starts_with(p)) {
+        Scan::Chain
+    } else if CIPHERS.iter().any(|p| id.starts_with(p)) {
+        Scan::Ciphers
+    } else {
+        Scan::Protocols
+    }
+}
+
+/// Findings that come from the suite's own PKI rather than the gateway: its root is made for
+/// the run, is in no trust store (testssl trusts it through `--add-ca` for the chain check
+/// only), and so the certificate cannot meet what a public CA's would.
+/// The chain of trust has its own check in the chain row; a private CA has no CRL or OCSP
+/// responder to name.
+fn from_test_pki(finding: &Finding) -> bool {
+    matches!(
+        finding.id.as_str(),
+        "cert_trust" | "cert_chain_of_trust" | "cert_revocation"
+    )
+}
+
 fn judge(findings: &[Finding], scan: Scan) -> Result<()> {
     let get = |id: &str| findings.iter().find(|f| f.id == id);
     let offered = |id: &str| get(id).is_some_and(|f| f.finding.starts_with("offered"));
@@ -366,6 +402,17 @@ fn judge(findings: &[Finding], scan: Scan) -> Result<()> {
     if let Some(fatal) = findings.iter().find(|f| f.severity == "FATAL") {
         bail!("{}: {}", fatal.id, fatal.finding);
     }
+    let serious: Vec<String> = findings
+        .iter()
+        .filter(|f| ABOVE_LOW.contains(&f.severity.as_str()))
+        .filter(|f| row_of(&f.id) == scan && !from_test_pki(f))
+        .map(|f| format!("{} ({}): {}", f.id, f.severity, f.finding))
+        .collect();
+    ensure!(
+        serious.is_empty(),
+        "findings above LOW: {}",
+        serious.join("; ")
+    );
     match scan {
         Scan::Protocols => {
             for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
@@ -465,6 +512,46 @@ mod tests {
             Scan::Chain
         )
         .is_err());
+    }
+
+    #[test]
+    fn findings_above_low_fail_their_own_row_except_the_test_pki() {
+        let mut findings = vec![
+            f("SSLv2", "OK", "not offered"),
+            f("SSLv3", "OK", "not offered"),
+            f("TLS1", "INFO", "not offered"),
+            f("TLS1_1", "INFO", "not offered"),
+            f("TLS1_2", "OK", "offered"),
+            f("cipherlist_STRONG", "OK", "offered"),
+            f("cert_chain_of_trust", "OK", "passed."),
+            f("OCSP_stapling", "LOW", "not offered"),
+            f(
+                "cert_trust",
+                "MEDIUM",
+                "certificate does not match any public trust anchor",
+            ),
+        ];
+        for weak in [
+            "cipherlist_NULL",
+            "cipherlist_aNULL",
+            "cipherlist_EXPORT",
+            "cipherlist_LOW",
+            "cipherlist_3DES_IDEA",
+            "cipherlist_AVERAGE",
+        ] {
+            findings.push(f(weak, "OK", "not offered"));
+        }
+        for scan in [Scan::Protocols, Scan::Ciphers, Scan::Chain] {
+            assert!(judge(&findings, scan).is_ok(), "{scan:?}");
+        }
+        // What testssl reported before the server's cipher order was set.
+        findings.push(f("cipher_order", "MEDIUM", "not a cipher order configured"));
+        assert!(judge(&findings, Scan::Ciphers).is_err());
+        assert!(judge(&findings, Scan::Protocols).is_ok());
+        findings.pop();
+        findings.push(f("session_ticket", "HIGH", "reused"));
+        assert!(judge(&findings, Scan::Protocols).is_err());
+        assert!(judge(&findings, Scan::Chain).is_ok());
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //!   connection limits and the graceful-shutdown latch.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
 //! - [`logging`]: `tracing` set-up.
+//! - [`hardening`]: no core dumps, no debugger attachment for the running service.
 //!
 //! ## How a message flows
 //!
@@ -42,6 +43,7 @@
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod hardening;
 pub mod logging;
 pub mod mailbox;
 pub mod net;

@@ -163,3 +163,155 @@ fn a_second_process_is_told_the_store_is_in_use() {
         "in use by a running gateway",
     );
 }
+
+#[test]
+fn json_command_errors_are_one_json_object_and_keep_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (args, kind) in [
+        (
+            &[
+                "mailbox",
+                "show",
+                "mbx-0123456789abcdef0123456789abcdef",
+                "--json",
+            ][..],
+            "not_found",
+        ),
+        (
+            &["mailbox", "show", "not-an-id", "--json"][..],
+            "invalid_input",
+        ),
+    ] {
+        let out = gateway(d, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let value: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert_eq!(value["error"]["kind"], kind, "{value}");
+        assert!(value["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // Without --json the error stays text on stderr.
+    let out = gateway(d, &["mailbox", "show", "not-an-id"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+}
+
+#[test]
+fn config_check_prints_the_data_directory_serve_will_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(gateway(d, &["config", "init"]).status.success());
+    // `gateway()` sets GATEWAY_DATA_DIR to <dir>/data, which overrides the file's.
+    let out = gateway(d, &["config", "check"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text.lines().find(|l| l.contains("data dir:")).unwrap();
+    assert!(
+        line.contains(&d.join("data").display().to_string()),
+        "{text}"
+    );
+    assert!(line.contains("GATEWAY_DATA_DIR"), "{text}");
+    // --data-dir wins over the environment.
+    let other = d.join("elsewhere");
+    let out = gateway(
+        d,
+        &["config", "check", "--data-dir", other.to_str().unwrap()],
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(&other.display().to_string()), "{text}");
+}
+
+/// Under `cargo test --workspace` this binary has the `test-support` feature (sim enables it and
+/// cargo unifies features), under `cargo test -p gateway` it does not: either way `serve` must
+/// refuse exactly when the feature is in. The missing configuration file makes a production
+/// binary fail right after the check, so nothing starts listening.
+#[test]
+fn serve_refuses_a_test_support_build_unless_the_test_override_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = |override_value: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+        cmd.args(["--config", "missing.toml", "serve"])
+            .current_dir(d)
+            .env_remove(gateway::cli::build_check::OVERRIDE_VAR);
+        if let Some(value) = override_value {
+            cmd.env(gateway::cli::build_check::OVERRIDE_VAR, value);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let refused = |stderr: &str| stderr.contains("built with the `test-support` feature");
+    let plain = serve(None);
+    assert_eq!(refused(&plain), cfg!(feature = "test-support"), "{plain}");
+    assert_eq!(refused(&serve(Some("1"))), cfg!(feature = "test-support"));
+    let allowed = serve(Some(gateway::cli::build_check::OVERRIDE_VALUE));
+    assert!(
+        !refused(&allowed) && allowed.contains("missing.toml"),
+        "{allowed}"
+    );
+}
+
+/// The running service can be neither dumped nor read by a debugger: its memory holds unsealed
+/// keys and passwords during pick-up.
+#[test]
+fn serve_runs_without_core_dumps_or_debugger_access() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // No listener: the process starts fully without binding anything.
+    let mut config = String::from("[gateway]\nlog_level = \"info\"\n");
+    for name in [
+        "smtp",
+        "smtps",
+        "submission",
+        "pop3",
+        "pop3s",
+        "console",
+        "acme_http",
+    ] {
+        config.push_str(&format!("[listen.{name}]\nenabled = false\n"));
+    }
+    std::fs::write(d.join("gateway.toml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("serve")
+        .current_dir(d)
+        .env("GATEWAY_DATA_DIR", d.join("data"))
+        .env_remove("GATEWAY_CONFIG")
+        .env_remove("RUST_LOG")
+        .env(
+            gateway::cli::build_check::OVERRIDE_VAR,
+            gateway::cli::build_check::OVERRIDE_VALUE,
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("gateway ready") {
+            break;
+        }
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(log.contains("gateway ready"), "{log}");
+    assert!(
+        log.contains("core dumps and debugger attachment disabled"),
+        "{log}"
+    );
+    let limits = limits.unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+}

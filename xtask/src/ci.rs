@@ -23,6 +23,13 @@ pub fn run_ci(opts: &Options) -> Result<()> {
     steps.push(("fmt", |_| {
         run(cargo().args(["fmt", "--all", "--", "--check"]))
     }));
+    // Licences, duplicate versions, banned crates and sources (deny.toml). The advisory
+    // check needs the advisory database from GitHub, so it is not part of CI.
+    steps.push(("deny", |_| {
+        run(deps::cargo_deny()?
+            .current_dir(crate::util::workspace_root())
+            .args(["check", "licenses", "bans", "sources"]))
+    }));
     steps.push(("clippy", |_| {
         run(cargo().args([
             "clippy",

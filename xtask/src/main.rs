@@ -6,6 +6,7 @@ mod ci;
 mod conformance;
 mod deps;
 mod sim;
+mod tidy;
 mod util;
 
 use anyhow::{bail, Result};

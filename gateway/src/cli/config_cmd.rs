@@ -27,7 +27,13 @@ pub enum ConfigCommand {
     },
 }
 
-pub fn run(command: ConfigCommand, global: Option<&Path>) -> anyhow::Result<()> {
+/// `data_dir` is `--data-dir` (or `GATEWAY_DATA_DIR`), which `check` reports as the effective
+/// data directory.
+pub fn run(
+    command: ConfigCommand,
+    global: Option<&Path>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let default = || {
         global
             .map(Path::to_path_buf)
@@ -51,10 +57,24 @@ pub fn run(command: ConfigCommand, global: Option<&Path>) -> anyhow::Result<()> 
         ConfigCommand::Check { path } => {
             let path = path.unwrap_or_else(default);
             let config = Config::load(&path)?;
+            let configured = config.gateway.data_dir.clone();
+            let config = config.overridden(data_dir);
+            config
+                .validate()
+                .context("the data directory given on the command line is not usable")?;
             println!("{} is valid.", path.display());
             println!("  email domain: {}", config.gateway.email_domain);
             println!("  host name:    {}", config.gateway.host_name);
-            println!("  data dir:     {}", config.gateway.data_dir.display());
+            if config.gateway.data_dir == configured {
+                println!("  data dir:     {}", configured.display());
+            } else {
+                // What `serve` will use, and why it differs from the file.
+                println!(
+                    "  data dir:     {} (from --data-dir or GATEWAY_DATA_DIR; the file says {})",
+                    config.gateway.data_dir.display(),
+                    configured.display()
+                );
+            }
             for (name, addr) in config.listeners() {
                 println!("  {name:<12}  {addr}");
             }

@@ -69,6 +69,22 @@ pub enum MailboxCommand {
     },
 }
 
+impl MailboxCommand {
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        match self {
+            MailboxCommand::Create { format, .. }
+            | MailboxCommand::List { format }
+            | MailboxCommand::Show { format, .. }
+            | MailboxCommand::Edit { format, .. }
+            | MailboxCommand::Suspend { format, .. }
+            | MailboxCommand::Activate { format, .. }
+            | MailboxCommand::Delete { format, .. }
+            | MailboxCommand::ResetPassword { format, .. } => format.json,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct Format {
     /// Machine-readable JSON output.
@@ -86,8 +102,9 @@ pub fn run(command: MailboxCommand, config: &Config) -> anyhow::Result<()> {
 
 fn explain_open_error(e: ServiceError) -> anyhow::Error {
     match e {
-        ServiceError::Store(StoreError::Locked) => anyhow::anyhow!(
-            "the store is in use by a running gateway; stop it first (`gateway serve` holds the store exclusively)"
+        // The typed error stays in the chain so `--json` can report its kind.
+        ServiceError::Store(StoreError::Locked) => anyhow::Error::new(StoreError::Locked).context(
+            "the store is in use by a running gateway; stop it first (`gateway serve` holds the store exclusively)",
         ),
         other => anyhow::Error::new(other).context("cannot open the store"),
     }

@@ -1,6 +1,8 @@
 //! The `gateway` command line. The binary only calls [`run`].
 
+pub mod build_check;
 mod config_cmd;
+pub mod error_output;
 mod mailbox_cmd;
 mod output;
 mod serve;
@@ -44,19 +46,47 @@ pub enum Command {
     Mailbox(mailbox_cmd::MailboxCommand),
 }
 
-/// Parses the command line and runs it.
-pub fn run() -> anyhow::Result<()> {
+/// Parses the command line, runs it, and reports a failure (as a JSON object for a `--json`
+/// command). The binary's `main`.
+pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let json = cli.command.json();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            error_output::report(&error, json);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command writes JSON, so its errors are JSON too.
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Mailbox(command) => command.json(),
+            Command::Serve | Command::Config(_) => false,
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Config(command) => config_cmd::run(command, cli.config.as_deref()),
+        Command::Config(command) => config_cmd::run(command, cli.config.as_deref(), cli.data_dir),
         Command::Mailbox(command) => {
             let config = load_config(cli.config, cli.data_dir)?;
             crate::logging::init(crate::config::LogLevel::Warn);
             mailbox_cmd::run(command, &config)
         }
         Command::Serve => {
+            build_check::check_this_binary()?;
             let config = load_config(cli.config, cli.data_dir)?;
             crate::logging::init(config.gateway.log_level);
+            // Before any secret can reach memory: no core dumps, no debugger attachment.
+            crate::hardening::disable_core_dumps_and_ptrace()
+                .context("cannot protect the process's memory")?;
+            tracing::info!("core dumps and debugger attachment disabled");
             serve::run(config)
         }
     }

@@ -16,6 +16,7 @@ mod keys;
 mod message;
 mod password;
 mod serde_hex;
+mod wiping_buffer;
 
 pub use error::CryptoError;
 pub use keys::{KdfParams, SealedKeyPair, UnsealedKey, SUITE};
@@ -23,6 +24,9 @@ pub use message::{
     Envelope, MessageId, MessageOpener, MessageSealer, SealedHeader, CHUNK_SIZE, TAG_SIZE,
 };
 pub use password::MailboxPassword;
+#[cfg(test)]
+pub(crate) use wiping_buffer::contains as test_contains;
+pub use wiping_buffer::{decode_secret, WipingBuffer};
 
 /// Fills `buf` from the OS CSPRNG. Failure of the OS generator leaves nothing safe to do, so
 /// it aborts the operation with a panic rather than continuing with predictable bytes.

@@ -27,12 +27,14 @@ impl MailboxPassword {
     /// What a person typed. Separators and case are normalised; anything else is kept, so a
     /// mistyped password simply fails to unseal.
     pub fn from_user_input(input: &str) -> Self {
-        let canonical: String = input
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != '-')
-            .map(|c| c.to_ascii_uppercase())
-            .collect();
-        Self(Zeroizing::new(canonical))
+        // Sized up front: a `collect` that grows would free copies of the password unwiped.
+        let mut canonical = Zeroizing::new(String::with_capacity(input.len()));
+        for c in input.chars() {
+            if !c.is_whitespace() && c != '-' {
+                canonical.push(c.to_ascii_uppercase());
+            }
+        }
+        Self(canonical)
     }
 
     /// The grouped form shown to the administrator exactly once.

@@ -7,7 +7,9 @@
 //! Consumed bytes (which may hold a password) are wiped, and so is the buffer when it grows
 //! or is dropped.
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
+
+use crate::crypto::WipingBuffer;
 
 /// RFC 2449 §4: a command line, CRLF included, is at most 255 octets.
 pub const MAX_COMMAND_LINE: usize = 255;
@@ -29,7 +31,7 @@ pub enum Frame {
 
 #[derive(Debug, Default)]
 pub struct LineBuffer {
-    buf: Zeroizing<Vec<u8>>,
+    buf: WipingBuffer,
     /// Dropping an overlong line until its LF.
     discarding: bool,
 }
@@ -45,25 +47,18 @@ impl LineBuffer {
     }
 
     pub fn push(&mut self, data: &[u8]) {
-        let needed = self.buf.len() + data.len();
-        if needed > self.buf.capacity() {
-            // Grow by hand so the old allocation is wiped rather than freed with its bytes.
-            let mut bigger = Vec::with_capacity(needed.next_power_of_two().max(512));
-            bigger.extend_from_slice(&self.buf);
-            self.buf = Zeroizing::new(bigger);
-        }
-        self.buf.extend_from_slice(data);
+        self.buf.push(data);
     }
 
     /// Everything buffered, handed on (to the proxy after a proxy login).
     pub fn take_all(&mut self) -> Zeroizing<Vec<u8>> {
         self.discarding = false;
-        std::mem::take(&mut self.buf)
+        self.buf.take_all()
     }
 
     /// Wipes and drops everything buffered (after STLS, or on close).
     pub fn clear(&mut self) {
-        self.buf.zeroize();
+        self.buf.clear();
         self.discarding = false;
     }
 
@@ -74,10 +69,11 @@ impl LineBuffer {
                 let wire_len = lf + 1;
                 if self.discarding || wire_len > MAX_AUTH_LINE {
                     self.discarding = false;
-                    drop(self.take(wire_len));
+                    drop(self.buf.take_front_wiping(wire_len));
                     return Some(Frame::TooLong);
                 }
-                let mut text = self.take(wire_len);
+                // Any line may be PASS or a SASL response: wipe what it leaves behind.
+                let mut text = self.buf.take_front_wiping(wire_len);
                 text.pop();
                 if text.last() == Some(&b'\r') {
                     text.pop();
@@ -86,7 +82,7 @@ impl LineBuffer {
             }
             None => {
                 if self.discarding || self.buf.len() >= MAX_AUTH_LINE {
-                    self.buf.zeroize();
+                    self.buf.clear();
                     self.discarding = true;
                 }
                 None
@@ -94,13 +90,10 @@ impl LineBuffer {
         }
     }
 
-    fn take(&mut self, n: usize) -> Zeroizing<Vec<u8>> {
-        let line = Zeroizing::new(self.buf[..n].to_vec());
-        self.buf.copy_within(n.., 0);
-        let remaining = self.buf.len() - n;
-        self.buf[remaining..].zeroize();
-        self.buf.truncate(remaining);
-        line
+    /// The whole allocation, stale bytes included.
+    #[cfg(test)]
+    pub(crate) fn storage(&self) -> &[u8] {
+        self.buf.storage()
     }
 }
 
@@ -153,6 +146,18 @@ mod tests {
         over.extend_from_slice(b"\r\n");
         buf.push(&over);
         assert_eq!(buf.next_frame(), Some(Frame::TooLong));
+    }
+
+    #[test]
+    fn pass_line_leaves_no_password_bytes_in_the_buffer() {
+        let mut buf = LineBuffer::new();
+        buf.push(b"USER mbx\r\nPASS ABCD-EFGH-secret\r\nST");
+        assert_eq!(buf.next_frame(), line(b"USER mbx", 10));
+        assert_eq!(buf.next_frame(), line(b"PASS ABCD-EFGH-secret", 23));
+        assert!(!crate::crypto::test_contains(buf.storage(), b"EFGH-secret"));
+        assert!(!crate::crypto::test_contains(buf.storage(), b"mbx"));
+        buf.push(b"AT\r\n");
+        assert_eq!(buf.next_frame(), line(b"STAT", 6));
     }
 
     #[test]

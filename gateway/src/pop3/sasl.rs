@@ -3,6 +3,8 @@
 
 use zeroize::Zeroizing;
 
+use crate::crypto::decode_secret;
+
 /// The client's answer to a `+ ` continuation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Continuation<'a> {
@@ -48,12 +50,9 @@ pub fn decode_plain(response: &str) -> Result<PlainCredentials, Malformed> {
     if response == "=" || response.is_empty() {
         return Err(Malformed);
     }
-    let bytes = Zeroizing::new(
-        data_encoding::BASE64
-            .decode(response.as_bytes())
-            .or_else(|_| data_encoding::BASE64_NOPAD.decode(response.as_bytes()))
-            .map_err(|_| Malformed)?,
-    );
+    let bytes = decode_secret(&data_encoding::BASE64, response.as_bytes())
+        .or_else(|| decode_secret(&data_encoding::BASE64_NOPAD, response.as_bytes()))
+        .ok_or(Malformed)?;
     let mut parts = bytes.split(|&b| b == 0);
     let (Some(authzid), Some(authcid), Some(password), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())

@@ -338,7 +338,14 @@ where
             tokio::select! {
                 read = self.stream.read(&mut buffer), if wants_input => match read {
                     Ok(0) | Err(_) => self.session.connection_lost(),
-                    Ok(n) => self.session.receive(&buffer[..n]),
+                    Ok(n) => {
+                        let credentials = self.session.may_receive_credentials();
+                        self.session.receive(&buffer[..n]);
+                        if credentials {
+                            // The read may have carried PASS or AUTH: no copy stays behind.
+                            zeroize::Zeroize::zeroize(&mut buffer[..n]);
+                        }
+                    }
                 },
                 _ = tokio::time::sleep(self.session.timeout()) => self.session.timed_out(),
                 _ = self.shutdown.triggered(), if !shutdown_seen => {

@@ -337,6 +337,18 @@ impl Session {
         self.input.take_all()
     }
 
+    /// The input buffer's whole allocation, stale bytes included (tests look for secrets).
+    #[cfg(test)]
+    pub(crate) fn input_storage(&self) -> &[u8] {
+        self.input.storage()
+    }
+
+    /// Whether input may still carry credentials (USER, PASS, AUTH, a SASL response), so the
+    /// shell wipes its read buffer after handing bytes over. After login it does not bother.
+    pub fn may_receive_credentials(&self) -> bool {
+        matches!(self.state, State::Authorization | State::AuthContinue)
+    }
+
     /// Logged in as a proxy client (after [`Session::proxy_result`]).
     pub fn is_proxied(&self) -> bool {
         matches!(self.state, State::Proxied)

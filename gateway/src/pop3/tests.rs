@@ -738,3 +738,26 @@ proptest! {
         prop_assert_eq!(run(vec![bytes]), run(pieces));
     }
 }
+
+#[test]
+fn pass_and_sasl_lines_leave_no_credential_bytes_in_the_input_buffer() {
+    use crate::crypto::test_contains;
+    // USER and PASS pipelined with a shorter command behind them.
+    let mut h = Harness::tls();
+    h.send_raw(format!("USER {ADDRESS}\r\nPASS abcd-efgh-ijkl-mnop\r\nSTAT\r\n").as_bytes());
+    assert!(!test_contains(h.session.input_storage(), b"efgh-ijkl"));
+    assert!(!test_contains(
+        h.session.input_storage(),
+        ADDRESS.as_bytes()
+    ));
+
+    // A SASL continuation line.
+    let plain = data_encoding::BASE64.encode(format!("\0{ID}\0a-long-secret-value").as_bytes());
+    let mut h = Harness::tls();
+    h.send("AUTH PLAIN");
+    h.send_raw(format!("{plain}\r\nSTAT\r\n").as_bytes());
+    assert!(!test_contains(
+        h.session.input_storage(),
+        &plain.as_bytes()[plain.len() - 12..]
+    ));
+}

@@ -161,7 +161,7 @@ fn parse_auth(args: &str) -> Result<Command, CommandError> {
     let Some(mechanism) = words.next() else {
         return Err(CommandError::Syntax(usage));
     };
-    let initial_response = words.next().map(str::to_owned);
+    let initial_response = words.next();
     // RFC 4422 §3.1: 1 to 20 of A-Z, 0-9, '-' and '_'.
     let valid = mechanism.len() <= 20
         && mechanism
@@ -170,9 +170,10 @@ fn parse_auth(args: &str) -> Result<Command, CommandError> {
     if !valid || words.next().is_some() {
         return Err(CommandError::Syntax(usage));
     }
+    // Copied only once the command is known good; the session wraps the copy in `Zeroizing`.
     Ok(Command::Auth {
         mechanism: mechanism.to_ascii_uppercase(),
-        initial_response,
+        initial_response: initial_response.map(str::to_owned),
     })
 }
 

@@ -268,7 +268,12 @@ where
                     Ok(Ok(0)) | Ok(Err(_)) => self.session.connection_lost(),
                     Ok(Ok(n)) => {
                         let now = self.server.gateway.now_utc();
+                        let credentials = self.session.may_receive_credentials();
                         self.session.receive(&buffer[..n], now);
+                        if credentials {
+                            // The read may have carried AUTH: no copy stays in the buffer.
+                            zeroize::Zeroize::zeroize(&mut buffer[..n]);
+                        }
                     }
                     Err(_) => self.session.timed_out(),
                 },

@@ -55,6 +55,8 @@ use crate::proxy::ProxyLogin;
 use crate::store::Durable;
 use zeroize::Zeroizing;
 
+use crate::crypto::{decode_secret, WipingBuffer};
+
 /// Longest accepted command line including CRLF. RFC 5321 §4.5.3.1.4 sets 512 and lets
 /// extensions add to it (SIZE, BODY, SMTPUTF8 and a 256-octet path fit easily); 2048 is
 /// generous for that and still a small, fixed buffer.
@@ -170,8 +172,8 @@ pub struct Session {
     greeting: Option<Greeting>,
     transaction: Option<Transaction>,
     mode: Mode,
-    /// Received bytes not processed yet.
-    input: Vec<u8>,
+    /// Received bytes not processed yet; AUTH lines are wiped from it once read.
+    input: WipingBuffer,
     outputs: VecDeque<Output>,
     errors: u32,
     shutdown_requested: bool,
@@ -194,7 +196,7 @@ impl Session {
             greeting: None,
             transaction: None,
             mode: Mode::Commands,
-            input: Vec::new(),
+            input: WipingBuffer::new(),
             outputs: VecDeque::new(),
             errors: 0,
             shutdown_requested: false,
@@ -214,6 +216,18 @@ impl Session {
         session
     }
 
+    /// Whether input may still carry credentials (AUTH and its SASL responses: proxy mode,
+    /// not logged in yet), so the shell wipes its read buffer after handing bytes over.
+    pub fn may_receive_credentials(&self) -> bool {
+        self.config.proxy && !self.proxy && !matches!(self.mode, Mode::Closed)
+    }
+
+    /// The input buffer's whole allocation, stale bytes included (tests look for secrets).
+    #[cfg(test)]
+    pub(crate) fn input_storage(&self) -> &[u8] {
+        self.input.storage()
+    }
+
     /// The next thing for the shell to do.
     pub fn poll(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -228,7 +242,7 @@ impl Session {
         if matches!(self.mode, Mode::AwaitingTls | Mode::Closed) {
             return;
         }
-        self.input.extend_from_slice(bytes);
+        self.input.push(bytes);
         self.process();
     }
 
@@ -522,8 +536,13 @@ impl Session {
             }
             return false;
         };
-        let line: Vec<u8> = self.input.drain(..=lf).collect();
-        let line = Zeroizing::new(line);
+        // An AUTH command or a SASL response carries a credential: nothing of it may stay
+        // behind in the buffer.
+        let line = if matches!(self.mode, Mode::AuthResponse(_)) || is_auth_command(&self.input) {
+            self.input.take_front_wiping(lf + 1)
+        } else {
+            Zeroizing::new(self.input.take_front(lf + 1))
+        };
         if let Mode::AuthResponse(step) = std::mem::replace(&mut self.mode, Mode::Commands) {
             let response = line.strip_suffix(b"\r\n").unwrap_or(&line);
             self.auth_response(step, response);
@@ -540,7 +559,7 @@ impl Session {
     fn skip_long_line(&mut self) -> bool {
         match self.input.iter().position(|&byte| byte == b'\n') {
             Some(lf) => {
-                self.input.drain(..=lf);
+                self.input.consume(lf + 1);
                 self.mode = Mode::Commands;
                 true
             }
@@ -911,7 +930,7 @@ impl Session {
             return true;
         };
         let decoded = message.decoder.feed(&self.input, &mut body);
-        self.input.drain(..decoded.consumed);
+        self.input.consume(decoded.consumed);
         self.accept_body(body);
         if decoded.end_of_data {
             self.finish_message();
@@ -927,7 +946,7 @@ impl Session {
             remaining.min(self.input.len())
         });
         if take > 0 {
-            let chunk: Vec<u8> = self.input.drain(..take).collect();
+            let chunk = self.input.take_front(take);
             let mut body = Vec::with_capacity(chunk.len());
             if let Some(message) = self.message_mut() {
                 message.decoder.feed(&chunk, &mut body);
@@ -965,7 +984,7 @@ impl Session {
         let take = usize::try_from(*remaining).map_or(self.input.len(), |remaining| {
             remaining.min(self.input.len())
         });
-        self.input.drain(..take);
+        self.input.consume(take);
         *remaining -= take as u64;
         if *remaining > 0 {
             return false;
@@ -1076,11 +1095,11 @@ impl Session {
             return self.refuse(Refusal::AuthCancelled);
         }
         let decoded = if line == b"=" {
-            Ok(Vec::new())
+            Some(Zeroizing::new(Vec::new()))
         } else {
-            data_encoding::BASE64.decode(line)
+            decode_secret(&data_encoding::BASE64, line)
         };
-        let Ok(decoded) = decoded.map(Zeroizing::new) else {
+        let Some(decoded) = decoded else {
             return self.refuse(Refusal::AuthMalformed);
         };
         let Ok(text) = std::str::from_utf8(&decoded) else {
@@ -1195,4 +1214,11 @@ fn atom(text: &str) -> String {
     } else {
         atom
     }
+}
+
+/// Whether buffered input starts with an AUTH command (its initial response is a credential).
+fn is_auth_command(input: &[u8]) -> bool {
+    input
+        .get(..5)
+        .is_some_and(|verb| verb.eq_ignore_ascii_case(b"AUTH "))
 }

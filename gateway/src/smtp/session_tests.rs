@@ -1172,3 +1172,44 @@ fn proxy_bdat_opens_the_upstream_data_first_and_refusals_consume_the_chunk() {
     );
     assert_eq!(h.stored.len(), 1);
 }
+
+#[test]
+fn auth_lines_leave_no_credential_bytes_in_the_input_buffer() {
+    use crate::crypto::test_contains;
+    let mut h = proxy_harness();
+    // PLAIN with an initial response, pipelined with a shorter command, so that shifting the
+    // rest of the buffer forward would leave the tail of the AUTH line behind.
+    let response = plain(PROXY_LOGIN, "plain-s3cret-value");
+    h.client(format!("AUTH PLAIN {response}\r\nNOOP\r\n").as_bytes());
+    assert!(h.transcript.contains("235 2.7.0"), "{}", h.transcript);
+    let storage = h.session.input_storage();
+    assert!(!test_contains(storage, response.as_bytes()));
+    assert!(!test_contains(
+        storage,
+        &response.as_bytes()[response.len() - 12..]
+    ));
+
+    // LOGIN: the password arrives as a continuation line, split across two reads.
+    let mut h = proxy_harness();
+    h.auth_answer = Err(AuthFailure::UpstreamRejected(Reply::new(
+        535,
+        EnhancedStatus::new(5, 7, 8),
+        "bad password",
+    )));
+    h.client(b"AUTH LOGIN\r\n");
+    h.client(
+        format!(
+            "{}\r\n",
+            data_encoding::BASE64.encode(PROXY_LOGIN.as_bytes())
+        )
+        .as_bytes(),
+    );
+    let password = data_encoding::BASE64.encode(b"login-s3cret-value");
+    let (first, second) = password.split_at(7);
+    h.client(first.as_bytes());
+    h.client(format!("{second}\r\nNOOP\r\n").as_bytes());
+    assert!(h.last_reply().starts_with("250"), "{}", h.transcript);
+    let storage = h.session.input_storage();
+    assert!(!test_contains(storage, first.as_bytes()));
+    assert!(!test_contains(storage, second.as_bytes()));
+}

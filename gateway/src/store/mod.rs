@@ -5,6 +5,7 @@
 //! (`writer`), or run inline on the caller when [`StoreOptions::inline_commits`] says so (the
 //! simulation); reads use redb's concurrent read transactions directly.
 
+mod durable;
 mod error;
 pub mod faults;
 mod handle;
@@ -17,32 +18,13 @@ use std::sync::{mpsc, Arc};
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
+pub use durable::Durable;
 pub use error::StoreError;
 pub use schema::{MailboxRecord, MailboxStatus, MessageRecord};
 
 use crate::crypto::MessageId;
 use crate::mailbox::MailboxId;
 use schema::{CHUNKS, MAILBOXES, MESSAGES, META, META_SCHEMA_VERSION, RETRIEVED, SCHEMA_VERSION};
-
-/// Proof that a commit reached stable storage. Only the store's commit path can create one,
-/// so a protocol session that needs it before acknowledging a message cannot skip the commit.
-#[derive(Debug)]
-#[must_use]
-pub struct Durable {
-    _private: (),
-}
-
-impl Durable {
-    pub(crate) fn after_sync() -> Self {
-        Self { _private: () }
-    }
-
-    /// For state-machine tests that model a store which has committed.
-    #[cfg(any(test, feature = "test-support"))]
-    pub fn for_tests() -> Self {
-        Self::after_sync()
-    }
-}
 
 /// A committed write: its result and the proof that it is on stable storage.
 #[derive(Debug)]

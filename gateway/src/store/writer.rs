@@ -13,6 +13,7 @@ use redb::WriteTransaction;
 use super::handle::DbHandle;
 use tokio::sync::oneshot;
 
+use super::durable::Synced;
 use super::{Durable, StoreError};
 
 /// One unit of work inside a shared transaction. It must check its preconditions before
@@ -109,11 +110,11 @@ fn commit_on(db: &redb::Database, batch: Vec<Request>, skip_sync: bool) -> bool 
             }
         }
     }
-    match txn.commit() {
-        Ok(()) => {
+    match Synced::commit(txn) {
+        Ok(synced) => {
             tracing::trace!(requests = replies.len(), "store commit");
             for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok((result, Durable::after_sync())));
+                let _ = reply.send(Ok((result, synced.proof())));
             }
             false
         }

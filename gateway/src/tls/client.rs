@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 use rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
@@ -41,7 +42,7 @@ pub fn upstream_connector(trust: &UpstreamTrust) -> Result<TlsConnector, TlsErro
             },
         })?;
         let mut found = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|source| TlsError::InvalidPem {
                 path: path.clone(),
                 source,

@@ -17,7 +17,10 @@ pub enum TlsError {
     Write { path: PathBuf, source: io::Error },
 
     #[error("{path} is not valid PEM: {source}")]
-    InvalidPem { path: PathBuf, source: io::Error },
+    InvalidPem {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
 
     #[error("{path} contains no PEM certificate (expected \"BEGIN CERTIFICATE\")")]
     NoCertificate { path: PathBuf },

@@ -5,7 +5,8 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::error::TlsError;
@@ -26,8 +27,8 @@ pub fn parse_pem(
     chain_path: &Path,
     key_path: &Path,
 ) -> Result<CertifiedMaterial, TlsError> {
-    let certs = rustls_pemfile::certs(&mut &chain_pem[..])
-        .collect::<Result<Vec<CertificateDer<'static>>, io::Error>>()
+    let certs = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<Vec<CertificateDer<'static>>, pem::Error>>()
         .map_err(|source| TlsError::InvalidPem {
             path: chain_path.to_owned(),
             source,
@@ -43,20 +44,25 @@ pub fn parse_pem(
             reason,
         })?;
 
-    let key_der = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|source| TlsError::InvalidPem {
+    let key_der = match PrivateKeyDer::from_pem_slice(key_pem) {
+        Ok(key) => Some(key),
+        Err(pem::Error::NoItemsFound) => None,
+        Err(source) => {
+            return Err(TlsError::InvalidPem {
+                path: key_path.to_owned(),
+                source,
+            })
+        }
+    };
+    let key_der = key_der.ok_or_else(|| match unsupported_key_label(key_pem) {
+        Some(reason) => TlsError::UnsupportedKey {
             path: key_path.to_owned(),
-            source,
-        })?
-        .ok_or_else(|| match unsupported_key_label(key_pem) {
-            Some(reason) => TlsError::UnsupportedKey {
-                path: key_path.to_owned(),
-                reason,
-            },
-            None => TlsError::NoPrivateKey {
-                path: key_path.to_owned(),
-            },
-        })?;
+            reason,
+        },
+        None => TlsError::NoPrivateKey {
+            path: key_path.to_owned(),
+        },
+    })?;
     let signing_key = rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|_| {
         TlsError::UnsupportedKey {
             path: key_path.to_owned(),

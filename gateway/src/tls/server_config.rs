@@ -17,13 +17,17 @@ pub const PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
 /// and set `alpn_protocols`.
 pub fn server_config(resolver: Arc<CertResolver>) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(PROTOCOL_VERSIONS)
         // Only fails if the provider offers no cipher suite for these versions; the ring
         // default provider offers several for both, so this is a build-time fact.
         .expect("ring provider supports TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(resolver);
+    // The provider lists its suites strongest first (AES-256-GCM, then AES-128-GCM, then
+    // ChaCha20-Poly1305); a client's order must not talk the server down that list, and
+    // TLS scanners flag a server without its own cipher order.
+    config.ignore_client_order = true;
     Arc::new(config)
 }
 
@@ -148,6 +152,35 @@ mod tests {
         assert_eq!(resolver.current().fingerprint(), second.fingerprint());
         let (_, leaf) = exchange(&acceptor, &connector()).await;
         assert_eq!(leaf, second.chain()[0]);
+    }
+
+    /// A TLS 1.2 client that prefers ChaCha20 still gets the server's first choice.
+    #[tokio::test]
+    async fn server_cipher_order_wins_over_the_clients() {
+        use rustls::crypto::ring::cipher_suite;
+        let (_dir, m) = material(HOST);
+        let config = server_config(Arc::new(CertResolver::new(m.clone())));
+        assert!(config.ignore_client_order);
+        let acceptor = TlsAcceptor::from(config);
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(m.chain()[0].clone()).unwrap();
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = vec![
+            cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ];
+        let client = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (description, _) = exchange(&acceptor, &TlsConnector::from(Arc::new(client))).await;
+        assert_eq!(
+            description.as_deref(),
+            Some("TLSv1.2 cipher TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384")
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use gateway::tls::{CertificateSourceSpec, SELF_SIGNED_CERT_FILE, TLS_DIR};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::TlsConnector;
 
 /// The domain of the test gateway's mailbox addresses.
@@ -210,7 +211,7 @@ impl TestGateway {
 pub fn tls_connector(ca_file: &Path) -> TlsConnector {
     let pem = std::fs::read(ca_file).expect("read CA file");
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.expect("PEM certificate")).expect("add root");
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(

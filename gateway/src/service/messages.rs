@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::spool::Spool;
+use super::spool::{Replay, Spool};
 use super::{Gateway, ServiceError};
 use crate::crypto::{
     CryptoError, Envelope, MessageId, MessageOpener, MessageSealer, SealedHeader, UnsealedKey,
@@ -83,6 +83,14 @@ impl MessageDraft {
     /// The mailboxes that will receive a copy.
     pub fn recipients(&self) -> impl Iterator<Item = &MailboxId> {
         self.copies.iter().map(|c| &c.mailbox)
+    }
+
+    /// Makes every copy's spool file unreadable, as a failing disk would.
+    #[cfg(test)]
+    pub(crate) fn damage_spool_for_tests(&mut self) {
+        for copy in &mut self.copies {
+            copy.spool.break_for_tests();
+        }
     }
 }
 
@@ -242,6 +250,11 @@ impl Gateway {
             };
             sealed.push((copy.mailbox, copy.public_key, record, spool));
         }
+        // Read every spool back before the transaction: a message whose spool cannot be read
+        // fails here, alone, instead of inside a transaction it shares with others.
+        for (_, _, _, spool) in &sealed {
+            spool.verify()?;
+        }
         let committed = self
             .store
             .write(move |t| {
@@ -266,20 +279,27 @@ impl Gateway {
                     }
                 }
                 let mut stored = Vec::with_capacity(sealed.len());
-                for (mailbox, _, record, mut spool) in sealed {
+                for (mailbox, _, record, spool) in &sealed {
                     if let Some(key) = &retrieval_key {
-                        txn::put_retrieved(t, &mailbox, key.as_bytes(), received_at)?;
+                        txn::put_retrieved(t, mailbox, key.as_bytes(), received_at)?;
                     }
-                    spool.for_each(|index, bytes| txn::put_chunk(t, record.id, index, bytes))?;
+                    spool
+                        .for_each(|index, bytes| txn::put_chunk(t, record.id, index, bytes))
+                        .map_err(|e| match e {
+                            // Checked above, so only a disk failing right now gets here; it is
+                            // still this message's own failure, not the store's.
+                            Replay::Unreadable(e) => StoreError::Input(format!("spool: {e}")),
+                            Replay::Failed(e) => e,
+                        })?;
                     let seq = txn::next_seq(t)?;
-                    txn::put_message(t, &mailbox, seq, &record)?;
-                    let mut mailbox_record = txn::mailbox(t, &mailbox)?
+                    txn::put_message(t, mailbox, seq, record)?;
+                    let mut mailbox_record = txn::mailbox(t, mailbox)?
                         .ok_or_else(|| StoreError::Corrupt("mailbox vanished".into()))?;
                     mailbox_record.message_count += 1;
                     mailbox_record.message_bytes += record.size;
                     txn::put_mailbox(t, &mailbox_record)?;
                     stored.push(StoredMessage {
-                        mailbox,
+                        mailbox: mailbox.clone(),
                         seq,
                         id: record.id.to_hex(),
                         size: record.size,
@@ -287,7 +307,11 @@ impl Gateway {
                 }
                 Ok(Ok(stored))
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                StoreError::Input(what) => ServiceError::Spool(what),
+                other => ServiceError::Store(other),
+            })?;
         let stored = committed.value?;
         for message in &stored {
             tracing::debug!(mailbox = %message.mailbox, seq = message.seq, size = message.size, "message stored");
@@ -367,7 +391,7 @@ impl Gateway {
                 let Some(mut record) = txn::mailbox(t, &target)? else {
                     return Ok(Err(ServiceError::MailboxNotFound(target.clone())));
                 };
-                for seq in seqs {
+                for &seq in &seqs {
                     if let Some(message) = txn::remove_message(t, &target, seq)? {
                         record.message_count = record.message_count.saturating_sub(1);
                         record.message_bytes = record.message_bytes.saturating_sub(message.size);
@@ -549,6 +573,84 @@ mod tests {
 }
 
 #[cfg(test)]
+mod spool_fault_tests {
+    use std::future::Future;
+    use std::pin::{pin, Pin};
+    use std::task::{Context, Poll, Waker};
+
+    use super::super::test_support::gateway_with;
+    use super::super::Gateway;
+    use super::*;
+    use crate::crypto::CHUNK_SIZE;
+
+    /// A draft whose first chunk is already in its spool file (the spool keeps nothing in
+    /// memory in these tests).
+    fn draft(gw: &Gateway, id: &MailboxId) -> MessageDraft {
+        let mut draft = gw
+            .begin_message(std::slice::from_ref(id), &Envelope::default())
+            .unwrap();
+        draft.write(&vec![b'x'; CHUNK_SIZE + 100]).unwrap();
+        draft
+    }
+
+    fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[tokio::test]
+    async fn bad_spool_fails_only_its_own_request() {
+        let (_dir, gw) = gateway_with(|o| o.spool_memory_bytes = 0);
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        // Hold the writer so that the next two commits queue up and share one transaction.
+        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate);
+        let mut held = pin!(gw.store().write(move |_| {
+            let _ = gate.lock().unwrap().recv();
+            Ok(())
+        }));
+        assert!(poll_once(held.as_mut()).is_pending());
+        let mut good = pin!(gw.commit(draft(&gw, &id)));
+        assert!(poll_once(good.as_mut()).is_pending());
+        let mut bad_draft = draft(&gw, &id);
+        bad_draft.damage_spool_for_tests();
+        let mut bad = pin!(gw.commit(bad_draft));
+        let early = poll_once(bad.as_mut());
+        open_gate.send(()).unwrap();
+        let _ = held.await.unwrap();
+        let bad = match early {
+            Poll::Ready(result) => result,
+            Poll::Pending => bad.await,
+        };
+        assert!(matches!(bad, Err(ServiceError::Spool(_))), "{bad:?}");
+        let (stored, _durable) = good.await.expect("the good message is not dragged down");
+        assert_eq!(stored.len(), 1);
+        assert_eq!(gw.list_messages(&id).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn spool_error_does_not_reopen_the_store() {
+        let (_dir, gw) = gateway_with(|o| o.spool_memory_bytes = 0);
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        let _ = gw.commit(draft(&gw, &id)).await.unwrap();
+        // A live read, as a POP3 session streaming a message holds one.
+        let reading = gw.store().read().unwrap();
+        let mut bad = draft(&gw, &id);
+        bad.damage_spool_for_tests();
+        let err = gw.commit(bad).await.unwrap_err();
+        assert!(matches!(err, ServiceError::Spool(_)), "{err}");
+        assert!(err.is_temporary());
+        assert_eq!(gw.store().reopens(), 0);
+        assert_eq!(
+            reading.messages(&id).unwrap().len(),
+            1,
+            "the live read goes on"
+        );
+        let _ = gw.commit(draft(&gw, &id)).await.unwrap();
+        assert_eq!(gw.list_messages(&id).unwrap().len(), 2);
+    }
+}
+
+#[cfg(test)]
 mod disk_fault_tests {
     use super::super::test_support::faulty_gateway;
     use super::super::Gateway;
@@ -574,6 +676,9 @@ mod disk_fault_tests {
             assert!(err.is_temporary(), "{err}");
             assert_eq!(err.is_storage_full(), fault == Fault::Full, "{err}");
             switch.set(Fault::Healthy);
+            // The writer thread reopens the store (reads never do, on an async worker); a
+            // write waits for that, so the next read finds it open.
+            gw.store().write(|_| Ok(())).await.unwrap();
         }
 
         // The disk has room again: the store works without a restart and lost nothing.
@@ -587,5 +692,6 @@ mod disk_fault_tests {
             .collect();
         assert_eq!(bodies, vec![b"before".to_vec(), b"after".to_vec()]);
         assert_eq!(gw.mailbox(&id).unwrap().message_count, 2);
+        assert!(gw.store().reopens() >= 1, "storage errors do reopen");
     }
 }

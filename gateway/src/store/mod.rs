@@ -198,23 +198,35 @@ impl Store {
     }
 
     /// Runs `work` inside the next group commit and waits until that commit is durable.
+    ///
+    /// `work` shares its transaction with other writes, so it checks its preconditions before
+    /// writing and reports a broken rule inside its `Ok` value. It may run more than once
+    /// (when another write of its batch fails on its own, the batch runs again without it),
+    /// hence `Fn`. An error it returns, or a panic, fails this write alone unless it is a
+    /// storage failure ([`StoreError::is_storage_failure`]), which fails the batch.
     pub async fn write<T, F>(&self, work: F) -> Result<Committed<T>, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         let rx = self.submit(work)?;
-        Self::unpack(rx.await.map_err(|_| StoreError::Closed)?)
+        Self::unpack(rx.await.map_err(|_| Self::abandoned())?)
     }
 
     /// [`Store::write`] for callers outside an async runtime (the CLI, tests).
     pub fn write_blocking<T, F>(&self, work: F) -> Result<Committed<T>, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         let rx = self.submit(work)?;
-        Self::unpack(rx.blocking_recv().map_err(|_| StoreError::Closed)?)
+        Self::unpack(rx.blocking_recv().map_err(|_| Self::abandoned())?)
+    }
+
+    /// The writer dropped a reply without answering: only a panic outside any request can do
+    /// that (the writer answers everything it takes, and drains its queue at shutdown).
+    fn abandoned() -> StoreError {
+        StoreError::Internal("the store writer restarted; nothing was committed".into())
     }
 
     #[allow(clippy::type_complexity)]
@@ -224,7 +236,7 @@ impl Store {
     ) -> Result<oneshot::Receiver<Result<(writer::Outcome, Durable), StoreError>>, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let work: writer::WriteFn =
@@ -260,12 +272,23 @@ impl Store {
             .store(skip, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// A consistent snapshot for reading.
+    /// A consistent snapshot for reading. While the database is closed after a storage error
+    /// this fails with [`StoreError::Reopening`] at once: the writer thread reopens it, never
+    /// an async worker (a reopen waits for readers of the old file). With inline commits
+    /// there is no such thread and the caller reopens.
     pub fn read(&self) -> Result<Snapshot, StoreError> {
-        let db = self.inner.db.get()?;
+        let db = match self.inner.writer {
+            Some(_) => self.inner.db.current().ok_or(StoreError::Reopening)?,
+            None => self.inner.db.get_or_reopen()?,
+        };
         Ok(Snapshot {
             txn: db.begin_read()?,
         })
+    }
+
+    /// How often the database was reopened after a storage error since the store opened.
+    pub fn reopens(&self) -> u64 {
+        self.inner.db.reopens()
     }
 }
 
@@ -496,6 +519,37 @@ mod tests {
         drop(store);
         let again = Store::open(&path, &options).unwrap();
         assert_eq!(again.write_blocking(txn::next_seq).unwrap().value, 3);
+    }
+
+    #[test]
+    fn panicking_request_does_not_stop_the_writer() {
+        let (_dir, store) = open_temp();
+        let err = store
+            .write_blocking(|txn| -> Result<u64, StoreError> {
+                txn::next_seq(txn)?;
+                panic!("a bug in one request");
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Internal(_)), "{err}");
+        assert_eq!(
+            store.write_blocking(txn::next_seq).unwrap().value,
+            1,
+            "later writes land, and nothing of the panicking one did"
+        );
+    }
+
+    #[test]
+    fn the_writer_restarts_after_failing_outside_any_request() {
+        let (_dir, store) = open_temp();
+        store
+            .inner
+            .db
+            .crash_writer
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = store.write_blocking(txn::next_seq).unwrap_err();
+        assert!(matches!(err, StoreError::Internal(_)), "{err}");
+        assert_eq!(store.write_blocking(txn::next_seq).unwrap().value, 1);
+        assert!(store.read().is_ok());
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub struct MessageDraft {
 }
 
 /// Identifies one upstream message for the POP3 proxy's one-copy rule: a SHA-256 over the
-/// remote user, the upstream server and the upstream's UIDL.
+/// remote user, the upstream server and the upstream's UIDL. Held in memory only: the store
+/// sees its HMAC under the [`super::RetrievalSecret`], which a copy of the store lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetrievalKey([u8; 32]);
 
@@ -234,7 +235,9 @@ impl Gateway {
         draft: MessageDraft,
     ) -> Result<(Vec<StoredMessage>, Durable), ServiceError> {
         let received_at = self.now();
-        let retrieval_key = draft.retrieval_key;
+        let retrieval_key = draft
+            .retrieval_key
+            .map(|key| self.retrieval.record_key(&key));
         let mut sealed = Vec::with_capacity(draft.copies.len());
         for copy in draft.copies {
             let (last, size, chunk_count) = copy.sealer.finish().map_err(ServiceError::Crypto)?;
@@ -273,7 +276,7 @@ impl Gateway {
                 }
                 if let Some(key) = &retrieval_key {
                     for (mailbox, _, _, _) in &sealed {
-                        if txn::retrieved(t, mailbox, key.as_bytes())? {
+                        if txn::retrieved(t, mailbox, key)? {
                             return Ok(Ok(Vec::new()));
                         }
                     }
@@ -281,7 +284,7 @@ impl Gateway {
                 let mut stored = Vec::with_capacity(sealed.len());
                 for (mailbox, _, record, spool) in &sealed {
                     if let Some(key) = &retrieval_key {
-                        txn::put_retrieved(t, mailbox, key.as_bytes(), received_at)?;
+                        txn::put_retrieved(t, mailbox, key, received_at)?;
                     }
                     spool
                         .for_each(|index, bytes| txn::put_chunk(t, record.id, index, bytes))
@@ -325,7 +328,8 @@ impl Gateway {
         mailbox: &MailboxId,
         key: &RetrievalKey,
     ) -> Result<bool, ServiceError> {
-        Ok(self.store.read()?.retrieved(mailbox, key.as_bytes())?)
+        let key = self.retrieval.record_key(key);
+        Ok(self.store.read()?.retrieved(mailbox, &key)?)
     }
 
     /// A mailbox's messages in arrival order. Needs no password: sizes and times are clear.
@@ -409,6 +413,7 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{gateway, gateway_with};
+    use super::super::Gateway;
     use super::*;
     use crate::crypto::CHUNK_SIZE;
 
@@ -455,6 +460,32 @@ mod tests {
             1
         );
         assert_eq!(gw.mailbox(&id).unwrap().message_count, 1);
+    }
+
+    #[tokio::test]
+    async fn retrieval_records_cannot_be_confirmed_without_the_secret() {
+        let (dir, gw) = gateway();
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        let key = RetrievalKey::new("alice", "pop.example:995", "UID-1");
+        let mut draft = gw
+            .begin_message(std::slice::from_ref(&id), &envelope())
+            .unwrap();
+        draft.write(b"Subject: x\r\n\r\nbody\r\n").unwrap();
+        draft.once(key);
+        let _ = gw.commit(draft).await.unwrap();
+        assert!(gw.already_retrieved(&id, &key).unwrap());
+
+        // The same store with another secret (a thief's guess) confirms nothing.
+        let other = Gateway::new(
+            gw.store().clone(),
+            (*gw.options).clone(),
+            super::super::RetrievalSecret::from_bytes(&[8; 32]),
+        );
+        assert!(!other.already_retrieved(&id, &key).unwrap());
+        drop((gw, other));
+        // Nor does the file hold the unkeyed hash anyone could recompute from a guess.
+        let bytes = std::fs::read(dir.path().join("gateway.redb")).unwrap();
+        assert!(!bytes.windows(32).any(|w| w == key.as_bytes()));
     }
 
     #[tokio::test]

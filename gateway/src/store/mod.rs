@@ -14,7 +14,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::oneshot;
 
 pub use error::StoreError;
@@ -105,6 +105,7 @@ impl Store {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
+        create_private(path)?;
         let file = path.to_owned();
         let cache = options.cache_bytes;
         Self::start(
@@ -164,30 +165,49 @@ impl Store {
     }
 
     fn initialise(db: &Database) -> Result<(), StoreError> {
+        Self::migrate(db)?;
+        let txn = db.begin_write()?;
+        txn.open_table(MAILBOXES)?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(CHUNKS)?;
+        txn.open_table(RETRIEVED)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Checks the schema version and brings an older store up to [`SCHEMA_VERSION`].
+    fn migrate(db: &Database) -> Result<(), StoreError> {
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             let found = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
             match found {
-                None => {
-                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
-                }
                 Some(v) if v > SCHEMA_VERSION => {
                     return Err(StoreError::TooNew {
                         found: v,
                         supported: SCHEMA_VERSION,
                     })
                 }
-                // 1 → 2 only adds a table, created below.
-                Some(1) => {
+                Some(SCHEMA_VERSION) => {}
+                // A new store, or 1 → 3: the retrieval table is created empty below.
+                None | Some(1) => {
                     meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
                 }
-                Some(_) => {}
+                // 2 → 3: retrieval records were unkeyed hashes. They cannot be keyed now (the
+                // names and ids they hash are not known), and kept they would go on
+                // confirming guesses to whoever holds the file; so they go. At worst the
+                // proxy stores a message it copied before once more: a duplicate, never a loss.
+                Some(_) => {
+                    let mut retrieved = txn.open_table(RETRIEVED)?;
+                    let dropped = retrieved.len()?;
+                    retrieved.retain(|_, _| false)?;
+                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+                    tracing::info!(
+                        dropped,
+                        "store upgraded: unkeyed retrieval records dropped (the proxy may store a message it copied before once more)"
+                    );
+                }
             }
-            txn.open_table(MAILBOXES)?;
-            txn.open_table(MESSAGES)?;
-            txn.open_table(CHUNKS)?;
-            txn.open_table(RETRIEVED)?;
         }
         txn.commit()?;
         Ok(())
@@ -290,6 +310,26 @@ impl Store {
     pub fn reopens(&self) -> u64 {
         self.inner.db.reopens()
     }
+}
+
+/// Creates the store file readable by its owner only (whatever the umask), or tightens an
+/// existing one. redb then opens the empty file as a new database.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    drop(options.open(path)?);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+        if mode & !0o600 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o600))?;
+            tracing::info!(path = %path.display(), from = format_args!("{mode:o}"), "tightened the store file's permissions to 600");
+        }
+    }
+    Ok(())
 }
 
 /// A read-only, consistent view of the store (a redb read transaction).
@@ -487,6 +527,45 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+    }
+
+    #[test]
+    fn upgrading_drops_unkeyed_retrieval_records() {
+        let (dir, store) = open_temp();
+        let mailbox = MailboxId::generate();
+        store
+            .write_blocking(move |txn| {
+                txn.open_table(META)?.insert(META_SCHEMA_VERSION, 2)?;
+                txn::put_retrieved(txn, &mailbox, &[1; 32], 5)
+            })
+            .unwrap();
+        drop(store);
+        let store =
+            Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
+        let snapshot = store.read().unwrap();
+        let meta = snapshot.txn.open_table(META).unwrap();
+        assert_eq!(
+            meta.get(META_SCHEMA_VERSION).unwrap().unwrap().value(),
+            SCHEMA_VERSION
+        );
+        assert_eq!(
+            snapshot.txn.open_table(RETRIEVED).unwrap().len().unwrap(),
+            0
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_file_is_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let (dir, store) = open_temp();
+        let path = dir.path().join("gateway.redb");
+        assert_eq!(mode(&path), 0o600, "created private");
+        drop(store);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert_eq!(mode(&path), 0o600, "tightened at start");
     }
 
     #[test]

@@ -298,8 +298,10 @@ impl Gateway {
                     txn::put_message(t, mailbox, seq, record)?;
                     let mut mailbox_record = txn::mailbox(t, mailbox)?
                         .ok_or_else(|| StoreError::Corrupt("mailbox vanished".into()))?;
-                    mailbox_record.message_count += 1;
-                    mailbox_record.message_bytes += record.size;
+                    // Saturating: a damaged counter must not fail (or wrap) a delivery.
+                    mailbox_record.message_count = mailbox_record.message_count.saturating_add(1);
+                    mailbox_record.message_bytes =
+                        mailbox_record.message_bytes.saturating_add(record.size);
                     txn::put_mailbox(t, &mailbox_record)?;
                     stored.push(StoredMessage {
                         mailbox: mailbox.clone(),
@@ -373,7 +375,9 @@ impl Gateway {
         seq: u64,
     ) -> Result<(Envelope, Vec<u8>), ServiceError> {
         let mut reader = self.open_message(key, seq)?;
-        let mut body = Vec::with_capacity(reader.size() as usize);
+        // The size is from the record, in clear: a damaged one must not reserve gigabytes.
+        const MAX_RESERVE: u64 = 16 * 1024 * 1024;
+        let mut body = Vec::with_capacity(reader.size().min(MAX_RESERVE) as usize);
         while let Some(chunk) = reader.next_chunk() {
             body.extend(chunk?);
         }
@@ -460,6 +464,45 @@ mod tests {
             1
         );
         assert_eq!(gw.mailbox(&id).unwrap().message_count, 1);
+    }
+
+    #[tokio::test]
+    async fn damaged_sizes_and_counters_in_records_do_not_panic() {
+        use redb::ReadableTable;
+        let (_dir, gw) = gateway();
+        let created = gw.create_mailbox("m", "").await.unwrap();
+        let id = created.info.id.clone();
+        let mut draft = gw
+            .begin_message(std::slice::from_ref(&id), &envelope())
+            .unwrap();
+        draft.write(b"body").unwrap();
+        let seq = gw.commit(draft).await.unwrap().0[0].seq;
+        let target = id.clone();
+        gw.store()
+            .write(move |t| {
+                let mut message = t
+                    .open_table(crate::store::schema::MESSAGES)?
+                    .get((target.as_str(), seq))?
+                    .map(|v| MessageRecord::decode(v.value()))
+                    .transpose()?
+                    .unwrap();
+                message.size = u64::MAX;
+                txn::put_message(t, &target, seq, &message)?;
+                let mut record = txn::mailbox(t, &target)?.unwrap();
+                record.message_count = u64::MAX;
+                record.message_bytes = u64::MAX;
+                txn::put_mailbox(t, &record)
+            })
+            .await
+            .unwrap();
+        let key = gw.unseal(&id, &created.password).unwrap();
+        assert_eq!(gw.read_message(&key, seq).unwrap().1, b"body");
+        let mut draft = gw
+            .begin_message(std::slice::from_ref(&id), &envelope())
+            .unwrap();
+        draft.write(b"more").unwrap();
+        let _ = gw.commit(draft).await.unwrap();
+        assert_eq!(gw.mailbox(&id).unwrap().message_count, u64::MAX);
     }
 
     #[tokio::test]

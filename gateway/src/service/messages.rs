@@ -738,6 +738,28 @@ mod disk_fault_tests {
     }
 
     #[tokio::test]
+    async fn readers_never_reopen_the_store_themselves() {
+        let (_dir, gw, switch) = faulty_gateway();
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        // A long read (a POP3 download) keeps the old database's file until it ends.
+        let reading = gw.store().read().unwrap();
+        switch.set(Fault::Full);
+        assert!(deliver(&gw, &id, &vec![b'x'; 300_000]).await.is_err());
+        switch.set(Fault::Healthy);
+        // The reopen waits for that reader; another reader is answered at once instead of
+        // retrying the reopen on its async worker.
+        assert_eq!(
+            gw.store().read().err(),
+            Some(crate::store::StoreError::Reopening)
+        );
+        assert_eq!(gw.store().reopens(), 0);
+        drop(reading);
+        gw.store().write(|_| Ok(())).await.unwrap();
+        assert_eq!(gw.store().reopens(), 1);
+        deliver(&gw, &id, b"after").await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_full_disk_fails_the_commit_cleanly_and_the_store_recovers() {
         let (_dir, gw, switch) = faulty_gateway();
         let created = gw.create_mailbox("m", "").await.unwrap();

@@ -8,7 +8,7 @@
 //! Only the writer thread reopens (or, with inline commits, the one simulated caller): a reopen
 //! waits for readers to let go of the old file, which must never block an async worker.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use redb::Database;
@@ -22,6 +22,9 @@ pub struct DbHandle {
     opener: Opener,
     /// Successful reopens since start, for tests and diagnostics.
     reopens: AtomicU64,
+    /// Whether the last reopen failed: the writer retries every few seconds while a disk
+    /// stays broken, and one error line says so, not one per attempt.
+    reopen_failing: AtomicBool,
     /// A deliberately wrong store for the simulation's self-test: commits skip the sync.
     #[cfg(feature = "test-support")]
     pub(super) skip_sync: std::sync::atomic::AtomicBool,
@@ -37,6 +40,7 @@ impl DbHandle {
             current: RwLock::new(Some(db.clone())),
             opener,
             reopens: AtomicU64::new(0),
+            reopen_failing: AtomicBool::new(false),
             #[cfg(feature = "test-support")]
             skip_sync: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -86,13 +90,18 @@ impl DbHandle {
             Ok(db) => {
                 *current = Some(Arc::new(db));
                 self.reopens.fetch_add(1, Ordering::Relaxed);
+                self.reopen_failing.store(false, Ordering::Relaxed);
                 tracing::warn!("store reopened after a storage error");
                 Ok(())
             }
             // Our own old database, still held by a reader: not another process.
             Err(StoreError::Locked) => Err(StoreError::Reopening),
             Err(e) => {
-                tracing::error!(error = %e, "store could not be reopened; retrying");
+                if self.reopen_failing.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(error = %e, "store could not be reopened yet");
+                } else {
+                    tracing::error!(error = %e, "store could not be reopened; retrying until it can");
+                }
                 Err(e)
             }
         }

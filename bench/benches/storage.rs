@@ -122,7 +122,7 @@ impl Fixture {
         self.store
             .write_blocking(move |t| {
                 let mut seqs = Vec::with_capacity(ids.len());
-                for id in ids {
+                for &id in &ids {
                     let seq = txn::next_seq(t)?;
                     txn::put_message(t, &mailbox, seq, &record(id, len, chunk_count))?;
                     seqs.push(seq);
@@ -167,7 +167,7 @@ impl Fixture {
         let mailbox = self.mailbox.clone();
         self.store
             .write_blocking(move |t| {
-                for seq in seqs {
+                for &seq in &seqs {
                     txn::remove_message(t, &mailbox, seq)?;
                 }
                 Ok(())

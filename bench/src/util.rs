@@ -154,9 +154,9 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// "10 KiB", "1 MiB", "300 B".
 pub fn human(size: usize) -> String {
-    if size >= MIB && size % MIB == 0 {
+    if size >= MIB && size.is_multiple_of(MIB) {
         format!("{} MiB", size / MIB)
-    } else if size >= KIB && size % KIB == 0 {
+    } else if size >= KIB && size.is_multiple_of(KIB) {
         format!("{} KiB", size / KIB)
     } else {
         format!("{size} B")

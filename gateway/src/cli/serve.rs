@@ -15,7 +15,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = &config.gateway.data_dir;
-    std::fs::create_dir_all(data_dir)
+    crate::service::prepare_data_dir(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let gateway = Gateway::open(&config).context("cannot open the store")?;
     let spec = match &config.tls.source {

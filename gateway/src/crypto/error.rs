@@ -13,6 +13,10 @@ pub enum CryptoError {
     /// The key-derivation parameters are outside what this build accepts.
     #[error("key-derivation parameters out of range: {0}")]
     KdfParams(String),
+    /// The stored key-derivation parameters would cost more than this build allows per
+    /// attempt (a damaged or tampered record); refused before deriving anything.
+    #[error("key-derivation parameters above the accepted maximum: {0:?}")]
+    KdfTooCostly(super::KdfParams),
     /// Sealing failed (an HPKE context was used beyond its message limit).
     #[error("encryption failed")]
     Seal,

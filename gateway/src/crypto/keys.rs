@@ -21,11 +21,14 @@ const SALT_BYTES: usize = 16;
 const NONCE_BYTES: usize = 24;
 const KEY_SEAL_LABEL: &[u8] = b"gateway/sealed-key/v1\0";
 
-/// Upper bounds on stored Argon2 parameters: a damaged or hostile record must not be able to
-/// make one unseal consume gigabytes or minutes.
-const MAX_M_COST_KIB: u32 = 1024 * 1024;
-const MAX_T_COST: u32 = 64;
-const MAX_P_COST: u32 = 16;
+/// Upper bounds on stored Argon2 parameters, close to the defaults: a damaged or hostile
+/// record must not turn each login attempt into a gigabyte or a second of work. Memory and
+/// passes are also bounded together, since the time one derivation takes grows with their
+/// product: 64 MiB × 2 passes or 32 MiB × 4, at most (the defaults use 38 MiB-passes).
+pub const MAX_M_COST_KIB: u32 = 64 * 1024;
+pub const MAX_T_COST: u32 = 4;
+pub const MAX_P_COST: u32 = 4;
+pub const MAX_M_COST_KIB_TIMES_T_COST: u64 = 128 * 1024;
 
 /// Argon2id parameters, stored beside each sealed key so they can be raised later without
 /// breaking existing mailboxes.
@@ -63,13 +66,21 @@ impl KdfParams {
         }
     }
 
-    fn argon2(&self) -> Result<Argon2<'static>, CryptoError> {
-        if self.m_cost_kib > MAX_M_COST_KIB || self.t_cost > MAX_T_COST || self.p_cost > MAX_P_COST
-        {
-            return Err(CryptoError::KdfParams(format!(
-                "{self:?} exceeds the accepted maximum"
-            )));
+    /// Refuses parameters above the caps, before anything is derived with them.
+    pub fn check(&self) -> Result<(), CryptoError> {
+        let within = self.m_cost_kib <= MAX_M_COST_KIB
+            && self.t_cost <= MAX_T_COST
+            && self.p_cost <= MAX_P_COST
+            && u64::from(self.m_cost_kib) * u64::from(self.t_cost) <= MAX_M_COST_KIB_TIMES_T_COST;
+        if within {
+            Ok(())
+        } else {
+            Err(CryptoError::KdfTooCostly(*self))
         }
+    }
+
+    fn argon2(&self) -> Result<Argon2<'static>, CryptoError> {
+        self.check()?;
         let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
             .map_err(|e| CryptoError::KdfParams(e.to_string()))?;
         Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
@@ -81,7 +92,10 @@ impl KdfParams {
         salt: &[u8],
     ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         let mut key = Zeroizing::new([0u8; 32]);
-        self.argon2()?
+        let argon2 = self.argon2()?;
+        #[cfg(test)]
+        tests::DERIVATIONS.with(|n| n.set(n.get() + 1));
+        argon2
             .hash_password_into(password.kdf_input(), salt, key.as_mut())
             .map_err(|e| CryptoError::KdfParams(e.to_string()))?;
         Ok(key)
@@ -193,6 +207,8 @@ impl SealedKeyPair {
         password: &MailboxPassword,
     ) -> Result<UnsealedKey, CryptoError> {
         self.check_format()?;
+        // A tampered record must not choose how much each login attempt costs.
+        self.kdf.check()?;
         let kek = self.kdf.derive(password, &self.salt)?;
         let cipher = XChaCha20Poly1305::new_from_slice(kek.as_ref())
             .map_err(|_| CryptoError::Malformed("key length"))?;
@@ -243,8 +259,93 @@ impl SealedKeyPair {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    thread_local! {
+        /// Argon2 derivations run on this thread.
+        pub(super) static DERIVATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    fn derivations() -> u64 {
+        DERIVATIONS.with(|n| n.get())
+    }
+
+    #[test]
+    fn tampered_record_with_huge_kdf_parameters_is_refused_without_deriving() {
+        let mailbox = MailboxId::generate();
+        let password = MailboxPassword::generate();
+        let sealed =
+            SealedKeyPair::generate(&mailbox, &password, KdfParams::insecure_for_tests()).unwrap();
+        let hostile = [
+            (1024 * 1024, 64, 16), // what the old caps let through
+            (MAX_M_COST_KIB + 1, 1, 1),
+            (8 * 1024, MAX_T_COST + 1, 1),
+            (8 * 1024, 1, MAX_P_COST + 1),
+            (MAX_M_COST_KIB, 4, 1), // each within its cap, the product not
+        ];
+        for (m_cost_kib, t_cost, p_cost) in hostile {
+            let mut tampered = sealed.clone();
+            tampered.kdf = KdfParams {
+                m_cost_kib,
+                t_cost,
+                p_cost,
+            };
+            let before = derivations();
+            assert_eq!(
+                tampered.unseal(&mailbox, &password).unwrap_err(),
+                CryptoError::KdfTooCostly(tampered.kdf)
+            );
+            assert_eq!(derivations(), before, "refused before any derivation");
+        }
+        let before = derivations();
+        assert!(sealed.unseal(&mailbox, &password).is_ok());
+        assert_eq!(derivations(), before + 1);
+    }
+
+    #[test]
+    fn default_parameters_are_within_the_caps() {
+        assert_eq!(KdfParams::default().check(), Ok(()));
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_kdf_parameters_never_exceed_the_caps(
+            m_cost_kib in prop_oneof![0u32..=256 * 1024, any::<u32>()],
+            t_cost in prop_oneof![0u32..=8, any::<u32>()],
+            p_cost in prop_oneof![0u32..=8, any::<u32>()],
+        ) {
+            let params = KdfParams { m_cost_kib, t_cost, p_cost };
+            let within = m_cost_kib <= 64 * 1024
+                && t_cost <= 4
+                && p_cost <= 4
+                && u64::from(m_cost_kib) * u64::from(t_cost) <= 128 * 1024;
+            prop_assert_eq!(params.check().is_ok(), within);
+            if !within {
+                static SEALED: std::sync::OnceLock<(MailboxId, MailboxPassword, SealedKeyPair)> =
+                    std::sync::OnceLock::new();
+                let (mailbox, password, sealed) = SEALED.get_or_init(|| {
+                    let mailbox = MailboxId::generate();
+                    let password = MailboxPassword::generate();
+                    let sealed = SealedKeyPair::generate(
+                        &mailbox,
+                        &password,
+                        KdfParams::insecure_for_tests(),
+                    )
+                    .unwrap();
+                    (mailbox, password, sealed)
+                });
+                let tampered = SealedKeyPair { kdf: params, ..sealed.clone() };
+                let before = derivations();
+                prop_assert_eq!(
+                    tampered.unseal(mailbox, password).unwrap_err(),
+                    CryptoError::KdfTooCostly(params)
+                );
+                prop_assert_eq!(derivations(), before, "refused before any derivation");
+            }
+        }
+    }
 
     #[test]
     fn right_password_opens_wrong_password_fails() {
@@ -299,7 +400,7 @@ mod tests {
         sealed.kdf.m_cost_kib = u32::MAX;
         assert!(matches!(
             sealed.unseal(&mailbox, &password),
-            Err(CryptoError::KdfParams(_))
+            Err(CryptoError::KdfTooCostly(_))
         ));
     }
 

@@ -183,11 +183,11 @@ impl Gateway {
             .map(|d| check_text("description", d, MAX_DESCRIPTION))
             .transpose()?;
         self.update(id, move |record| {
-            if let Some(name) = name {
-                record.name = name;
+            if let Some(name) = &name {
+                record.name.clone_from(name);
             }
-            if let Some(description) = description {
-                record.description = description;
+            if let Some(description) = &description {
+                record.description.clone_from(description);
             }
             Ok(())
         })
@@ -244,7 +244,7 @@ impl Gateway {
             .update(id, move |record| {
                 // Checked again inside the transaction: mail may have arrived meanwhile.
                 check_suspended_and_empty(record)?;
-                record.keys = keys;
+                record.keys = keys.clone();
                 Ok(())
             })
             .await?;
@@ -270,7 +270,7 @@ impl Gateway {
     async fn update(
         &self,
         id: &MailboxId,
-        change: impl FnOnce(&mut MailboxRecord) -> Result<(), ServiceError> + Send + 'static,
+        change: impl Fn(&mut MailboxRecord) -> Result<(), ServiceError> + Send + 'static,
     ) -> Result<MailboxInfo, ServiceError> {
         let target = id.clone();
         let record = self

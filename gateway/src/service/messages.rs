@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::spool::Spool;
+use super::spool::{Replay, Spool};
 use super::{Gateway, ServiceError};
 use crate::crypto::{
     CryptoError, Envelope, MessageId, MessageOpener, MessageSealer, SealedHeader, UnsealedKey,
@@ -25,7 +25,8 @@ pub struct MessageDraft {
 }
 
 /// Identifies one upstream message for the POP3 proxy's one-copy rule: a SHA-256 over the
-/// remote user, the upstream server and the upstream's UIDL.
+/// remote user, the upstream server and the upstream's UIDL. Held in memory only: the store
+/// sees its HMAC under the [`super::RetrievalSecret`], which a copy of the store lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetrievalKey([u8; 32]);
 
@@ -105,6 +106,14 @@ impl MessageDraft {
     /// The mailboxes that will receive a copy.
     pub fn recipients(&self) -> impl Iterator<Item = &MailboxId> {
         self.copies.iter().map(|c| &c.mailbox)
+    }
+
+    /// Makes every copy's spool file unreadable, as a failing disk would.
+    #[cfg(test)]
+    pub(crate) fn damage_spool_for_tests(&mut self) {
+        for copy in &mut self.copies {
+            copy.spool.break_for_tests();
+        }
     }
 }
 
@@ -252,7 +261,9 @@ impl Gateway {
         draft.foreign_trace.finish(&mut held);
         draft.seal(&held)?;
         let received_at = self.now();
-        let retrieval_key = draft.retrieval_key;
+        let retrieval_key = draft
+            .retrieval_key
+            .map(|key| self.retrieval.record_key(&key));
         let mut sealed = Vec::with_capacity(draft.copies.len());
         for copy in draft.copies {
             let (last, size, chunk_count) = copy.sealer.finish().map_err(ServiceError::Crypto)?;
@@ -267,6 +278,11 @@ impl Gateway {
                 header: copy.header,
             };
             sealed.push((copy.mailbox, copy.public_key, record, spool));
+        }
+        // Read every spool back before the transaction: a message whose spool cannot be read
+        // fails here, alone, instead of inside a transaction it shares with others.
+        for (_, _, _, spool) in &sealed {
+            spool.verify()?;
         }
         let committed = self
             .store
@@ -286,26 +302,35 @@ impl Gateway {
                 }
                 if let Some(key) = &retrieval_key {
                     for (mailbox, _, _, _) in &sealed {
-                        if txn::retrieved(t, mailbox, key.as_bytes())? {
+                        if txn::retrieved(t, mailbox, key)? {
                             return Ok(Ok(Vec::new()));
                         }
                     }
                 }
                 let mut stored = Vec::with_capacity(sealed.len());
-                for (mailbox, _, record, mut spool) in sealed {
+                for (mailbox, _, record, spool) in &sealed {
                     if let Some(key) = &retrieval_key {
-                        txn::put_retrieved(t, &mailbox, key.as_bytes(), received_at)?;
+                        txn::put_retrieved(t, mailbox, key, received_at)?;
                     }
-                    spool.for_each(|index, bytes| txn::put_chunk(t, record.id, index, bytes))?;
+                    spool
+                        .for_each(|index, bytes| txn::put_chunk(t, record.id, index, bytes))
+                        .map_err(|e| match e {
+                            // Checked above, so only a disk failing right now gets here; it is
+                            // still this message's own failure, not the store's.
+                            Replay::Unreadable(e) => StoreError::Input(format!("spool: {e}")),
+                            Replay::Failed(e) => e,
+                        })?;
                     let seq = txn::next_seq(t)?;
-                    txn::put_message(t, &mailbox, seq, &record)?;
-                    let mut mailbox_record = txn::mailbox(t, &mailbox)?
+                    txn::put_message(t, mailbox, seq, record)?;
+                    let mut mailbox_record = txn::mailbox(t, mailbox)?
                         .ok_or_else(|| StoreError::Corrupt("mailbox vanished".into()))?;
-                    mailbox_record.message_count += 1;
-                    mailbox_record.message_bytes += record.size;
+                    // Saturating: a damaged counter must not fail (or wrap) a delivery.
+                    mailbox_record.message_count = mailbox_record.message_count.saturating_add(1);
+                    mailbox_record.message_bytes =
+                        mailbox_record.message_bytes.saturating_add(record.size);
                     txn::put_mailbox(t, &mailbox_record)?;
                     stored.push(StoredMessage {
-                        mailbox,
+                        mailbox: mailbox.clone(),
                         seq,
                         id: record.id.to_hex(),
                         size: record.size,
@@ -313,7 +338,11 @@ impl Gateway {
                 }
                 Ok(Ok(stored))
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                StoreError::Input(what) => ServiceError::Spool(what),
+                other => ServiceError::Store(other),
+            })?;
         let stored = committed.value?;
         for message in &stored {
             tracing::debug!(mailbox = %message.mailbox, seq = message.seq, size = message.size, "message stored");
@@ -327,7 +356,8 @@ impl Gateway {
         mailbox: &MailboxId,
         key: &RetrievalKey,
     ) -> Result<bool, ServiceError> {
-        Ok(self.store.read()?.retrieved(mailbox, key.as_bytes())?)
+        let key = self.retrieval.record_key(key);
+        Ok(self.store.read()?.retrieved(mailbox, &key)?)
     }
 
     /// A mailbox's messages in arrival order. Needs no password: sizes and times are clear.
@@ -371,7 +401,9 @@ impl Gateway {
         seq: u64,
     ) -> Result<(Envelope, Vec<u8>), ServiceError> {
         let mut reader = self.open_message(key, seq)?;
-        let mut body = Vec::with_capacity(reader.size() as usize);
+        // The size is from the record, in clear: a damaged one must not reserve gigabytes.
+        const MAX_RESERVE: u64 = 16 * 1024 * 1024;
+        let mut body = Vec::with_capacity(reader.size().min(MAX_RESERVE) as usize);
         while let Some(chunk) = reader.next_chunk() {
             body.extend(chunk?);
         }
@@ -393,7 +425,7 @@ impl Gateway {
                 let Some(mut record) = txn::mailbox(t, &target)? else {
                     return Ok(Err(ServiceError::MailboxNotFound(target.clone())));
                 };
-                for seq in seqs {
+                for &seq in &seqs {
                     if let Some(message) = txn::remove_message(t, &target, seq)? {
                         record.message_count = record.message_count.saturating_sub(1);
                         record.message_bytes = record.message_bytes.saturating_sub(message.size);
@@ -411,6 +443,7 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{gateway, gateway_with};
+    use super::super::Gateway;
     use super::*;
     use crate::crypto::CHUNK_SIZE;
 
@@ -457,6 +490,71 @@ mod tests {
             1
         );
         assert_eq!(gw.mailbox(&id).unwrap().message_count, 1);
+    }
+
+    #[tokio::test]
+    async fn damaged_sizes_and_counters_in_records_do_not_panic() {
+        use redb::ReadableTable;
+        let (_dir, gw) = gateway();
+        let created = gw.create_mailbox("m", "").await.unwrap();
+        let id = created.info.id.clone();
+        let mut draft = gw
+            .begin_message(std::slice::from_ref(&id), &envelope())
+            .unwrap();
+        draft.write(b"body").unwrap();
+        let seq = gw.commit(draft).await.unwrap().0[0].seq;
+        let target = id.clone();
+        gw.store()
+            .write(move |t| {
+                let mut message = t
+                    .open_table(crate::store::schema::MESSAGES)?
+                    .get((target.as_str(), seq))?
+                    .map(|v| MessageRecord::decode(v.value()))
+                    .transpose()?
+                    .unwrap();
+                message.size = u64::MAX;
+                txn::put_message(t, &target, seq, &message)?;
+                let mut record = txn::mailbox(t, &target)?.unwrap();
+                record.message_count = u64::MAX;
+                record.message_bytes = u64::MAX;
+                txn::put_mailbox(t, &record)
+            })
+            .await
+            .unwrap();
+        let key = gw.unseal(&id, &created.password).unwrap();
+        assert_eq!(gw.read_message(&key, seq).unwrap().1, b"body");
+        let mut draft = gw
+            .begin_message(std::slice::from_ref(&id), &envelope())
+            .unwrap();
+        draft.write(b"more").unwrap();
+        let _ = gw.commit(draft).await.unwrap();
+        assert_eq!(gw.mailbox(&id).unwrap().message_count, u64::MAX);
+    }
+
+    #[tokio::test]
+    async fn retrieval_records_cannot_be_confirmed_without_the_secret() {
+        let (dir, gw) = gateway();
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        let key = RetrievalKey::new("alice", "pop.example:995", "UID-1");
+        let mut draft = gw
+            .begin_message(std::slice::from_ref(&id), &envelope())
+            .unwrap();
+        draft.write(b"Subject: x\r\n\r\nbody\r\n").unwrap();
+        draft.once(key);
+        let _ = gw.commit(draft).await.unwrap();
+        assert!(gw.already_retrieved(&id, &key).unwrap());
+
+        // The same store with another secret (a thief's guess) confirms nothing.
+        let other = Gateway::new(
+            gw.store().clone(),
+            (*gw.options).clone(),
+            super::super::RetrievalSecret::from_bytes(&[8; 32]),
+        );
+        assert!(!other.already_retrieved(&id, &key).unwrap());
+        drop((gw, other));
+        // Nor does the file hold the unkeyed hash anyone could recompute from a guess.
+        let bytes = std::fs::read(dir.path().join("gateway.redb")).unwrap();
+        assert!(!bytes.windows(32).any(|w| w == key.as_bytes()));
     }
 
     #[tokio::test]
@@ -575,6 +673,84 @@ mod tests {
 }
 
 #[cfg(test)]
+mod spool_fault_tests {
+    use std::future::Future;
+    use std::pin::{pin, Pin};
+    use std::task::{Context, Poll, Waker};
+
+    use super::super::test_support::gateway_with;
+    use super::super::Gateway;
+    use super::*;
+    use crate::crypto::CHUNK_SIZE;
+
+    /// A draft whose first chunk is already in its spool file (the spool keeps nothing in
+    /// memory in these tests).
+    fn draft(gw: &Gateway, id: &MailboxId) -> MessageDraft {
+        let mut draft = gw
+            .begin_message(std::slice::from_ref(id), &Envelope::default())
+            .unwrap();
+        draft.write(&vec![b'x'; CHUNK_SIZE + 100]).unwrap();
+        draft
+    }
+
+    fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[tokio::test]
+    async fn bad_spool_fails_only_its_own_request() {
+        let (_dir, gw) = gateway_with(|o| o.spool_memory_bytes = 0);
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        // Hold the writer so that the next two commits queue up and share one transaction.
+        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate);
+        let mut held = pin!(gw.store().write(move |_| {
+            let _ = gate.lock().unwrap().recv();
+            Ok(())
+        }));
+        assert!(poll_once(held.as_mut()).is_pending());
+        let mut good = pin!(gw.commit(draft(&gw, &id)));
+        assert!(poll_once(good.as_mut()).is_pending());
+        let mut bad_draft = draft(&gw, &id);
+        bad_draft.damage_spool_for_tests();
+        let mut bad = pin!(gw.commit(bad_draft));
+        let early = poll_once(bad.as_mut());
+        open_gate.send(()).unwrap();
+        let _ = held.await.unwrap();
+        let bad = match early {
+            Poll::Ready(result) => result,
+            Poll::Pending => bad.await,
+        };
+        assert!(matches!(bad, Err(ServiceError::Spool(_))), "{bad:?}");
+        let (stored, _durable) = good.await.expect("the good message is not dragged down");
+        assert_eq!(stored.len(), 1);
+        assert_eq!(gw.list_messages(&id).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn spool_error_does_not_reopen_the_store() {
+        let (_dir, gw) = gateway_with(|o| o.spool_memory_bytes = 0);
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        let _ = gw.commit(draft(&gw, &id)).await.unwrap();
+        // A live read, as a POP3 session streaming a message holds one.
+        let reading = gw.store().read().unwrap();
+        let mut bad = draft(&gw, &id);
+        bad.damage_spool_for_tests();
+        let err = gw.commit(bad).await.unwrap_err();
+        assert!(matches!(err, ServiceError::Spool(_)), "{err}");
+        assert!(err.is_temporary());
+        assert_eq!(gw.store().reopens(), 0);
+        assert_eq!(
+            reading.messages(&id).unwrap().len(),
+            1,
+            "the live read goes on"
+        );
+        let _ = gw.commit(draft(&gw, &id)).await.unwrap();
+        assert_eq!(gw.list_messages(&id).unwrap().len(), 2);
+    }
+}
+
+#[cfg(test)]
 mod disk_fault_tests {
     use super::super::test_support::faulty_gateway;
     use super::super::Gateway;
@@ -585,6 +761,28 @@ mod disk_fault_tests {
         let mut draft = gw.begin_message(std::slice::from_ref(id), &Envelope::default())?;
         draft.write(body)?;
         gw.commit(draft).await.map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn readers_never_reopen_the_store_themselves() {
+        let (_dir, gw, switch) = faulty_gateway();
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        // A long read (a POP3 download) keeps the old database's file until it ends.
+        let reading = gw.store().read().unwrap();
+        switch.set(Fault::Full);
+        assert!(deliver(&gw, &id, &vec![b'x'; 300_000]).await.is_err());
+        switch.set(Fault::Healthy);
+        // The reopen waits for that reader; another reader is answered at once instead of
+        // retrying the reopen on its async worker.
+        assert_eq!(
+            gw.store().read().err(),
+            Some(crate::store::StoreError::Reopening)
+        );
+        assert_eq!(gw.store().reopens(), 0);
+        drop(reading);
+        gw.store().write(|_| Ok(())).await.unwrap();
+        assert_eq!(gw.store().reopens(), 1);
+        deliver(&gw, &id, b"after").await.unwrap();
     }
 
     #[tokio::test]
@@ -600,6 +798,9 @@ mod disk_fault_tests {
             assert!(err.is_temporary(), "{err}");
             assert_eq!(err.is_storage_full(), fault == Fault::Full, "{err}");
             switch.set(Fault::Healthy);
+            // The writer thread reopens the store (reads never do, on an async worker); a
+            // write waits for that, so the next read finds it open.
+            gw.store().write(|_| Ok(())).await.unwrap();
         }
 
         // The disk has room again: the store works without a restart and lost nothing.
@@ -613,5 +814,6 @@ mod disk_fault_tests {
             .collect();
         assert_eq!(bodies, vec![b"before".to_vec(), b"after".to_vec()]);
         assert_eq!(gw.mailbox(&id).unwrap().message_count, 2);
+        assert!(gw.store().reopens() >= 1, "storage errors do reopen");
     }
 }

@@ -4,6 +4,8 @@
 mod error;
 mod mailboxes;
 mod messages;
+mod permissions;
+mod retrieval;
 mod spool;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +14,8 @@ use std::sync::Arc;
 pub use error::ServiceError;
 pub use mailboxes::{MailboxInfo, NewMailbox};
 pub use messages::{MessageDraft, MessageReader, MessageSummary, RetrievalKey, StoredMessage};
+pub use permissions::prepare_data_dir;
+pub use retrieval::{RetrievalSecret, RETRIEVAL_KEY_FILE};
 
 use crate::config::Config;
 use crate::crypto::KdfParams;
@@ -64,26 +68,38 @@ impl ServiceOptions {
 pub struct Gateway {
     store: Store,
     options: Arc<ServiceOptions>,
+    /// Keys the POP3 proxy's one-copy records; kept outside the store file.
+    retrieval: Arc<RetrievalSecret>,
 }
 
 impl Gateway {
-    pub fn new(store: Store, options: ServiceOptions) -> Self {
+    pub fn new(store: Store, options: ServiceOptions, retrieval: RetrievalSecret) -> Self {
         Self {
             store,
             options: Arc::new(options),
+            retrieval: Arc::new(retrieval),
         }
     }
 
-    /// Opens the store in the configured data directory.
+    /// Opens the store in the configured data directory (created, or tightened, to be the
+    /// gateway user's alone), with the retrieval secret beside it.
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
+        let data_dir = &config.gateway.data_dir;
+        prepare_data_dir(data_dir)?;
         let store = Store::open(
-            &store_path(&config.gateway.data_dir),
+            &store_path(data_dir),
             &StoreOptions {
                 cache_bytes: config.limits.store_cache_bytes() as usize,
                 inline_commits: false,
             },
         )?;
-        Ok(Self::new(store, ServiceOptions::from_config(config)))
+        // After the store: its lock keeps a second gateway from racing to create the secret.
+        let retrieval = RetrievalSecret::load_or_create(data_dir)?;
+        Ok(Self::new(
+            store,
+            ServiceOptions::from_config(config),
+            retrieval,
+        ))
     }
 
     pub fn email_domain(&self) -> &str {
@@ -114,6 +130,10 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
 pub(crate) mod test_support {
     use super::*;
 
+    pub fn test_secret() -> RetrievalSecret {
+        RetrievalSecret::from_bytes(&[7; 32])
+    }
+
     /// A gateway on a temporary directory with cheap key derivation.
     pub fn gateway() -> (tempfile::TempDir, Gateway) {
         gateway_with(|_| {})
@@ -131,7 +151,7 @@ pub(crate) mod test_support {
             clock: system_clock(),
         };
         adjust(&mut options);
-        (dir, Gateway::new(store, options))
+        (dir, Gateway::new(store, options, test_secret()))
     }
 
     /// A gateway whose disk fails on command.
@@ -169,6 +189,6 @@ pub(crate) mod test_support {
             max_message_size: 100 * 1024 * 1024,
             clock: system_clock(),
         };
-        (dir, Gateway::new(store, options), switch)
+        (dir, Gateway::new(store, options, test_secret()), switch)
     }
 }

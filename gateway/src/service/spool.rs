@@ -61,30 +61,72 @@ impl Spool {
         self.chunks.len()
     }
 
-    /// Calls `f` with each chunk in order, reading spilled ones back one at a time.
-    pub fn for_each<E: From<std::io::Error>>(
-        &mut self,
+    /// Calls `f` with each chunk in order, reading spilled ones back one at a time. Takes
+    /// `&self` (reads position explicitly) so a commit that runs again replays the same bytes.
+    pub fn for_each<E>(
+        &self,
         mut f: impl FnMut(u32, &[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
+    ) -> Result<(), Replay<E>> {
         let mut buffer = Vec::new();
         for (index, location) in self.chunks.iter().enumerate() {
             let index = index as u32;
             match location {
-                Location::Memory(bytes) => f(index, bytes)?,
+                Location::Memory(bytes) => f(index, bytes).map_err(Replay::Failed)?,
                 Location::File { offset, len } => {
-                    let file = self
-                        .file
-                        .as_mut()
-                        .ok_or_else(|| std::io::Error::other("spool file missing"))?;
-                    file.seek(SeekFrom::Start(*offset))?;
-                    buffer.resize(*len as usize, 0);
-                    file.read_exact(&mut buffer)?;
-                    f(index, &buffer)?;
+                    self.read_at(*offset, *len, &mut buffer)
+                        .map_err(Replay::Unreadable)?;
+                    f(index, &buffer).map_err(Replay::Failed)?;
                 }
             }
         }
         Ok(())
     }
+
+    /// Reads every spilled chunk back, so a spool that cannot be read fails its message
+    /// before the message shares a transaction with others.
+    pub fn verify(&self) -> std::io::Result<()> {
+        let mut buffer = Vec::new();
+        for location in &self.chunks {
+            if let Location::File { offset, len } = location {
+                self.read_at(*offset, *len, &mut buffer)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_at(&self, offset: u64, len: u32, buffer: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("spool file missing"))?;
+        file.seek(SeekFrom::Start(offset))?;
+        buffer.resize(len as usize, 0);
+        file.read_exact(buffer)
+    }
+
+    /// Swaps the spool file for one that cannot be read, as a failing disk would, for tests
+    /// of what a spool that cannot be read back does.
+    #[cfg(test)]
+    pub fn break_for_tests(&mut self) {
+        let path = self.dir.join("unreadable");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        self.file = Some(file);
+    }
+}
+
+/// Why [`Spool::for_each`] stopped.
+#[derive(Debug)]
+pub enum Replay<E> {
+    /// A spilled chunk could not be read back.
+    Unreadable(std::io::Error),
+    /// The callback failed.
+    Failed(E),
 }
 
 #[cfg(test)]
@@ -104,6 +146,7 @@ mod tests {
             "beyond the limit chunks spill to the file"
         );
         let mut seen = Vec::new();
+        spool.verify().unwrap();
         spool
             .for_each(|i, bytes| {
                 seen.push((i, bytes.to_vec()));
@@ -118,5 +161,18 @@ mod tests {
         assert_eq!(seen, expected);
         // The spool file is unlinked: nothing is left in the folder.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_spool_cut_short_is_found_before_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::new(dir.path(), 0);
+        spool.push(vec![7; 100]).unwrap();
+        spool.break_for_tests();
+        assert!(spool.verify().is_err());
+        assert!(matches!(
+            spool.for_each(|_, _| Ok::<_, ()>(())),
+            Err(Replay::Unreadable(_))
+        ));
     }
 }

@@ -606,6 +606,8 @@ mod tests {
 
         // The disk recovers: nothing half-stored, and the next delivery works without a restart.
         disk.set(Fault::Healthy);
+        // The store's writer thread reopens it (readers never do); a write waits for that.
+        gateway.store().write(|_| Ok(())).await.unwrap();
         assert_eq!(gateway.mailbox(&id).unwrap().message_count, 0);
         let replies = send_one(&server, &rcpt).await;
         assert!(accepted(&replies), "{replies:?}");

@@ -21,6 +21,28 @@ pub enum StoreError {
     /// The writer thread is gone (the gateway is shutting down).
     #[error("the store is closed")]
     Closed,
+    /// The database is closed after a storage error and the writer thread is reopening it;
+    /// nothing was done, and a later attempt may succeed.
+    #[error("the store is being reopened after a storage error")]
+    Reopening,
+    /// A write's own input (for example a message's spool file) could not be read. Only that
+    /// write failed and nothing of it was committed; the store itself is fine.
+    #[error("a write's input could not be read: {0}")]
+    Input(String),
+    /// A write failed on a bug (it panicked). Only that write failed and nothing of it was
+    /// committed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    /// Whether the error means the database itself failed, so that the transaction it
+    /// happened in is lost for every write sharing it and redb must be reopened before it
+    /// works again (after an I/O error it refuses everything: "previous I/O error"). Every
+    /// other error belongs to the one write that met it.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(self, StoreError::Full(_) | StoreError::Io(_))
+    }
 }
 
 const ENOSPC: i32 = 28;

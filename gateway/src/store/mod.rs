@@ -15,7 +15,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::oneshot;
 
 pub use durable::Durable;
@@ -87,6 +87,7 @@ impl Store {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
+        create_private(path)?;
         let file = path.to_owned();
         let cache = options.cache_bytes;
         Self::start(
@@ -146,30 +147,49 @@ impl Store {
     }
 
     fn initialise(db: &Database) -> Result<(), StoreError> {
+        Self::migrate(db)?;
+        let txn = db.begin_write()?;
+        txn.open_table(MAILBOXES)?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(CHUNKS)?;
+        txn.open_table(RETRIEVED)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Checks the schema version and brings an older store up to [`SCHEMA_VERSION`].
+    fn migrate(db: &Database) -> Result<(), StoreError> {
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             let found = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
             match found {
-                None => {
-                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
-                }
                 Some(v) if v > SCHEMA_VERSION => {
                     return Err(StoreError::TooNew {
                         found: v,
                         supported: SCHEMA_VERSION,
                     })
                 }
-                // 1 → 2 only adds a table, created below.
-                Some(1) => {
+                Some(SCHEMA_VERSION) => {}
+                // A new store, or 1 → 3: the retrieval table is created empty below.
+                None | Some(1) => {
                     meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
                 }
-                Some(_) => {}
+                // 2 → 3: retrieval records were unkeyed hashes. They cannot be keyed now (the
+                // names and ids they hash are not known), and kept they would go on
+                // confirming guesses to whoever holds the file; so they go. At worst the
+                // proxy stores a message it copied before once more: a duplicate, never a loss.
+                Some(_) => {
+                    let mut retrieved = txn.open_table(RETRIEVED)?;
+                    let dropped = retrieved.len()?;
+                    retrieved.retain(|_, _| false)?;
+                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+                    tracing::info!(
+                        dropped,
+                        "store upgraded: unkeyed retrieval records dropped (the proxy may store a message it copied before once more)"
+                    );
+                }
             }
-            txn.open_table(MAILBOXES)?;
-            txn.open_table(MESSAGES)?;
-            txn.open_table(CHUNKS)?;
-            txn.open_table(RETRIEVED)?;
         }
         txn.commit()?;
         Ok(())
@@ -180,23 +200,35 @@ impl Store {
     }
 
     /// Runs `work` inside the next group commit and waits until that commit is durable.
+    ///
+    /// `work` shares its transaction with other writes, so it checks its preconditions before
+    /// writing and reports a broken rule inside its `Ok` value. It may run more than once
+    /// (when another write of its batch fails on its own, the batch runs again without it),
+    /// hence `Fn`. An error it returns, or a panic, fails this write alone unless it is a
+    /// storage failure ([`StoreError::is_storage_failure`]), which fails the batch.
     pub async fn write<T, F>(&self, work: F) -> Result<Committed<T>, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         let rx = self.submit(work)?;
-        Self::unpack(rx.await.map_err(|_| StoreError::Closed)?)
+        Self::unpack(rx.await.map_err(|_| Self::abandoned())?)
     }
 
     /// [`Store::write`] for callers outside an async runtime (the CLI, tests).
     pub fn write_blocking<T, F>(&self, work: F) -> Result<Committed<T>, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         let rx = self.submit(work)?;
-        Self::unpack(rx.blocking_recv().map_err(|_| StoreError::Closed)?)
+        Self::unpack(rx.blocking_recv().map_err(|_| Self::abandoned())?)
+    }
+
+    /// The writer dropped a reply without answering: only a panic outside any request can do
+    /// that (the writer answers everything it takes, and drains its queue at shutdown).
+    fn abandoned() -> StoreError {
+        StoreError::Internal("the store writer restarted; nothing was committed".into())
     }
 
     #[allow(clippy::type_complexity)]
@@ -206,7 +238,7 @@ impl Store {
     ) -> Result<oneshot::Receiver<Result<(writer::Outcome, Durable), StoreError>>, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let work: writer::WriteFn =
@@ -242,13 +274,44 @@ impl Store {
             .store(skip, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// A consistent snapshot for reading.
+    /// A consistent snapshot for reading. While the database is closed after a storage error
+    /// this fails with [`StoreError::Reopening`] at once: the writer thread reopens it, never
+    /// an async worker (a reopen waits for readers of the old file). With inline commits
+    /// there is no such thread and the caller reopens.
     pub fn read(&self) -> Result<Snapshot, StoreError> {
-        let db = self.inner.db.get()?;
+        let db = match self.inner.writer {
+            Some(_) => self.inner.db.current().ok_or(StoreError::Reopening)?,
+            None => self.inner.db.get_or_reopen()?,
+        };
         Ok(Snapshot {
             txn: db.begin_read()?,
         })
     }
+
+    /// How often the database was reopened after a storage error since the store opened.
+    pub fn reopens(&self) -> u64 {
+        self.inner.db.reopens()
+    }
+}
+
+/// Creates the store file readable by its owner only (whatever the umask), or tightens an
+/// existing one. redb then opens the empty file as a new database.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    drop(options.open(path)?);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+        if mode & !0o600 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o600))?;
+            tracing::info!(path = %path.display(), from = format_args!("{mode:o}"), "tightened the store file's permissions to 600");
+        }
+    }
+    Ok(())
 }
 
 /// A read-only, consistent view of the store (a redb read transaction).
@@ -449,6 +512,45 @@ mod tests {
     }
 
     #[test]
+    fn upgrading_drops_unkeyed_retrieval_records() {
+        let (dir, store) = open_temp();
+        let mailbox = MailboxId::generate();
+        store
+            .write_blocking(move |txn| {
+                txn.open_table(META)?.insert(META_SCHEMA_VERSION, 2)?;
+                txn::put_retrieved(txn, &mailbox, &[1; 32], 5)
+            })
+            .unwrap();
+        drop(store);
+        let store =
+            Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
+        let snapshot = store.read().unwrap();
+        let meta = snapshot.txn.open_table(META).unwrap();
+        assert_eq!(
+            meta.get(META_SCHEMA_VERSION).unwrap().unwrap().value(),
+            SCHEMA_VERSION
+        );
+        assert_eq!(
+            snapshot.txn.open_table(RETRIEVED).unwrap().len().unwrap(),
+            0
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_file_is_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let (dir, store) = open_temp();
+        let path = dir.path().join("gateway.redb");
+        assert_eq!(mode(&path), 0o600, "created private");
+        drop(store);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert_eq!(mode(&path), 0o600, "tightened at start");
+    }
+
+    #[test]
     fn a_second_process_cannot_open_the_same_store() {
         let (dir, _store) = open_temp();
         let again = Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default());
@@ -478,6 +580,37 @@ mod tests {
         drop(store);
         let again = Store::open(&path, &options).unwrap();
         assert_eq!(again.write_blocking(txn::next_seq).unwrap().value, 3);
+    }
+
+    #[test]
+    fn panicking_request_does_not_stop_the_writer() {
+        let (_dir, store) = open_temp();
+        let err = store
+            .write_blocking(|txn| -> Result<u64, StoreError> {
+                txn::next_seq(txn)?;
+                panic!("a bug in one request");
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Internal(_)), "{err}");
+        assert_eq!(
+            store.write_blocking(txn::next_seq).unwrap().value,
+            1,
+            "later writes land, and nothing of the panicking one did"
+        );
+    }
+
+    #[test]
+    fn the_writer_restarts_after_failing_outside_any_request() {
+        let (_dir, store) = open_temp();
+        store
+            .inner
+            .db
+            .crash_writer
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = store.write_blocking(txn::next_seq).unwrap_err();
+        assert!(matches!(err, StoreError::Internal(_)), "{err}");
+        assert_eq!(store.write_blocking(txn::next_seq).unwrap().value, 1);
+        assert!(store.read().is_ok());
     }
 
     #[test]

@@ -8,8 +8,9 @@ use super::StoreError;
 use crate::crypto::{MessageId, SealedHeader, SealedKeyPair};
 use crate::mailbox::MailboxId;
 
-/// 1: mailboxes, messages, chunks. 2: adds [`RETRIEVED`] (proxy mode).
-pub const SCHEMA_VERSION: u64 = 2;
+/// 1: mailboxes, messages, chunks. 2: adds [`RETRIEVED`] (proxy mode). 3: [`RETRIEVED`] keys
+/// are HMACs under a secret outside the store (the unkeyed ones of 2 are dropped).
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Store-wide counters and the schema version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -27,8 +28,9 @@ pub const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("
 pub const CHUNKS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("chunks");
 
 /// (mailbox id, retrieval key) → unix milliseconds of the first copy. The POP3 proxy keeps
-/// one copy per upstream message; the key is a SHA-256 over the remote user, the upstream
-/// server and the upstream's UIDL, so neither names nor ids are kept in clear. Entries
+/// one copy per upstream message; the key is an HMAC-SHA256, under a secret kept outside this
+/// file, of a hash of the remote user, the upstream server and the upstream's UIDL, so
+/// neither names nor ids are kept in clear and a copy of the file cannot confirm a guess. Entries
 /// outlive the copies (an archiver picks those up) so a message left on the upstream is
 /// not copied again at the next retrieval.
 pub const RETRIEVED: TableDefinition<(&str, &[u8]), u64> = TableDefinition::new("retrieved");

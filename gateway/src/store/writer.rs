@@ -4,9 +4,19 @@
 //! store funnels every write through one thread. While a commit is syncing, new requests
 //! queue up; the next round takes all of them into one transaction and one fsync. Under load
 //! that amortises the fsync over the batch, so durability does not cap throughput.
+//!
+//! Sharing a transaction must not mean sharing a fate. A request that fails on its own (its
+//! input cannot be read, a record it reads is damaged, it panics) may have written part of its
+//! work, and redb cannot undo part of a transaction; so the transaction is dropped, that
+//! request alone is told, and the others run again in a fresh one. Only a failure of the
+//! storage itself fails the whole batch and reopens the database. The thread survives panics:
+//! each request runs under `catch_unwind`, and the thread's loop restarts if anything else
+//! unwinds.
 
-use std::sync::mpsc;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::Duration;
 
 use redb::WriteTransaction;
 
@@ -18,9 +28,11 @@ use super::{Durable, StoreError};
 
 /// One unit of work inside a shared transaction. It must check its preconditions before
 /// writing anything and report a broken rule inside its `Ok` value, leaving the transaction
-/// untouched, because other requests' writes share it. A storage error (`Err`) aborts the
-/// whole batch instead, and every request in it is told.
-pub type WriteFn = Box<dyn FnOnce(&WriteTransaction) -> Result<Outcome, StoreError> + Send>;
+/// untouched. An `Err` that is a storage failure ([`StoreError::is_storage_failure`]) fails
+/// the whole batch; any other `Err`, or a panic, fails this request alone. It may run more
+/// than once (when another request of its batch fails), so it must not consume what it
+/// captured: hence `Fn`.
+pub type WriteFn = Box<dyn Fn(&WriteTransaction) -> Result<Outcome, StoreError> + Send>;
 pub type Outcome = Box<dyn std::any::Any + Send>;
 
 type Reply = oneshot::Sender<Result<(Outcome, Durable), StoreError>>;
@@ -34,18 +46,63 @@ pub struct Request {
 /// without bound.
 const MAX_BATCH: usize = 256;
 
+/// While the database is closed after a storage error, the writer tries to reopen it this
+/// often (doubling up to the maximum), so reads recover even when no write comes.
+const REOPEN_FIRST_PAUSE: Duration = Duration::from_millis(20);
+const REOPEN_MAX_PAUSE: Duration = Duration::from_secs(2);
+
 pub fn spawn(
     db: Arc<DbHandle>,
 ) -> std::io::Result<(mpsc::Sender<Request>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Request>();
     let thread = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || run(db, rx))?;
+        .spawn(move || supervise(&db, &rx))?;
     Ok((tx, thread))
 }
 
-fn run(db: Arc<DbHandle>, rx: mpsc::Receiver<Request>) {
-    while let Ok(first) = rx.recv() {
+/// Runs the writer loop until every sender is gone, restarting it if it ever unwinds.
+fn supervise(db: &DbHandle, rx: &mpsc::Receiver<Request>) {
+    loop {
+        match panic::catch_unwind(AssertUnwindSafe(|| run(db, rx))) {
+            Ok(()) => return,
+            Err(_) => {
+                tracing::error!("the store writer failed unexpectedly; restarting it");
+                // Whatever the panic interrupted, a fresh open starts from the last commit.
+                db.close();
+            }
+        }
+    }
+}
+
+fn run(db: &DbHandle, rx: &mpsc::Receiver<Request>) {
+    let mut pause = REOPEN_FIRST_PAUSE;
+    loop {
+        let first = if db.current().is_some() {
+            match rx.recv() {
+                Ok(request) => request,
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(pause) {
+                Ok(request) => request,
+                Err(RecvTimeoutError::Timeout) => {
+                    pause = match db.try_reopen() {
+                        Ok(()) => REOPEN_FIRST_PAUSE,
+                        Err(_) => (pause * 2).min(REOPEN_MAX_PAUSE),
+                    };
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        #[cfg(test)]
+        if db
+            .crash_writer
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("writer crash requested by a test");
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -53,85 +110,210 @@ fn run(db: Arc<DbHandle>, rx: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&db, batch);
+        commit_batch(db, batch);
     }
 }
 
-pub fn commit_batch(handle: &DbHandle, batch: Vec<Request>) {
-    let db = match handle.get() {
-        Ok(db) => db,
-        Err(e) => return fail_all(batch, e),
-    };
+/// Commits a batch: every request gets its reply, each committed one with its `Durable`.
+pub fn commit_batch(handle: &DbHandle, mut batch: Vec<Request>) {
     #[cfg(feature = "test-support")]
     let skip_sync = handle.skip_sync.load(std::sync::atomic::Ordering::Relaxed);
     #[cfg(not(feature = "test-support"))]
     let skip_sync = false;
-    let failed = commit_on(&db, batch, skip_sync);
-    drop(db);
-    if failed {
-        // redb refuses everything after an I/O error until reopened.
-        let _ = handle.reopen();
+    // Each round either ends the batch or leaves one request fewer, so this ends.
+    while !batch.is_empty() {
+        let db = match handle.get_or_reopen() {
+            Ok(db) => db,
+            Err(e) => return fail_all(batch, &e),
+        };
+        let round = commit_round(&db, batch, skip_sync);
+        drop(db);
+        match round {
+            Round::Done => return,
+            Round::Again(rest) => batch = rest,
+            Round::StorageFailed => {
+                handle.close();
+                // Right away if no reader holds the old file; else the writer retries.
+                let _ = handle.try_reopen();
+                return;
+            }
+        }
     }
 }
 
-/// Runs one batch; true if storage failed (and the database needs reopening). `skip_sync`
-/// is the wrong variant a test-support build can switch on (see `Store::skip_sync_for_tests`).
-fn commit_on(db: &redb::Database, batch: Vec<Request>, skip_sync: bool) -> bool {
-    let mut txn = match db.begin_write() {
-        Ok(txn) => txn,
-        Err(e) => {
-            fail_all(batch, StoreError::from(e));
-            return true;
+enum Round {
+    /// Every request was answered.
+    Done,
+    /// One request failed on its own and was answered; these run again in a new transaction.
+    Again(Vec<Request>),
+    /// The storage failed; every request was answered with the error.
+    StorageFailed,
+}
+
+/// Runs the requests in one transaction. `skip_sync` is the wrong variant a test-support
+/// build can switch on (see `Store::skip_sync_for_tests`).
+fn commit_round(db: &redb::Database, mut batch: Vec<Request>, skip_sync: bool) -> Round {
+    let begun = panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut txn = db.begin_write()?;
+        if skip_sync {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| StoreError::Io(e.to_string()))?;
         }
+        Ok::<_, StoreError>(txn)
+    }));
+    let txn = match begun {
+        Ok(Ok(txn)) => txn,
+        Ok(Err(e)) => return storage_failed(batch, &e),
+        Err(_) => return storage_failed(batch, &panicked("starting a write transaction")),
     };
-    if skip_sync {
-        if let Err(e) = txn.set_durability(redb::Durability::None) {
-            fail_all(batch, StoreError::Corrupt(e.to_string()));
-            return true;
-        }
-    }
     let mut results = Vec::with_capacity(batch.len());
-    let mut replies = Vec::with_capacity(batch.len());
-    for request in batch {
-        match (request.work)(&txn) {
-            Err(e) => {
-                // The transaction may hold partial writes of this request: abort all of it.
-                drop(txn);
-                let mut pending = replies;
-                pending.push(request.reply);
-                for reply in pending {
-                    let _ = reply.send(Err(e.clone()));
-                }
-                return true;
+    let mut failure = None;
+    for (index, request) in batch.iter().enumerate() {
+        match panic::catch_unwind(AssertUnwindSafe(|| (request.work)(&txn))) {
+            Ok(Ok(outcome)) => results.push(outcome),
+            Ok(Err(e)) => {
+                failure = Some((index, e));
+                break;
             }
-            Ok(outcome) => {
-                results.push(outcome);
-                replies.push(request.reply);
+            Err(_) => {
+                failure = Some((index, panicked("a write request")));
+                break;
             }
         }
     }
-    match Synced::commit(txn) {
-        Ok(synced) => {
-            tracing::trace!(requests = replies.len(), "store commit");
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok((result, synced.proof())));
-            }
-            false
+    if let Some((index, e)) = failure {
+        // The transaction may hold part of the failed request's writes: drop all of it.
+        discard(txn);
+        if e.is_storage_failure() {
+            return storage_failed(batch, &e);
         }
-        Err(e) => {
-            let e = StoreError::from(e);
-            tracing::error!(error = %e, "store commit failed");
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
+        // The failure is this request's own: answer it, and let the others run again.
+        tracing::warn!(error = %e, "one write failed on its own; its batch runs again without it");
+        let culprit = batch.remove(index);
+        let _ = culprit.reply.send(Err(e));
+        return Round::Again(batch);
+    }
+    match panic::catch_unwind(AssertUnwindSafe(|| Synced::commit(txn))) {
+        Ok(Ok(synced)) => {
+            tracing::trace!(requests = batch.len(), "store commit");
+            for (request, result) in batch.into_iter().zip(results) {
+                let _ = request.reply.send(Ok((result, synced.proof())));
             }
-            true
+            Round::Done
         }
+        Ok(Err(e)) => storage_failed(batch, &StoreError::from(e)),
+        Err(_) => storage_failed(batch, &panicked("committing")),
     }
 }
 
-fn fail_all(batch: Vec<Request>, e: StoreError) {
-    tracing::error!(error = %e, "store write transaction could not start");
+/// Drops a transaction without committing. A panic while dropping is contained; the next
+/// round's `begin_write` shows whether the database is still usable.
+fn discard(txn: WriteTransaction) {
+    let _ = panic::catch_unwind(AssertUnwindSafe(|| txn.abort()));
+}
+
+fn panicked(what: &str) -> StoreError {
+    tracing::error!("the store writer caught a panic in {what}");
+    StoreError::Internal(format!("{what} failed unexpectedly; nothing was committed"))
+}
+
+fn storage_failed(batch: Vec<Request>, e: &StoreError) -> Round {
+    fail_all(batch, e);
+    Round::StorageFailed
+}
+
+fn fail_all(batch: Vec<Request>, e: &StoreError) {
+    tracing::error!(error = %e, requests = batch.len(), "store write failed");
     for request in batch {
         let _ = request.reply.send(Err(e.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{Database, ReadableDatabase, TableDefinition};
+
+    const T: TableDefinition<&str, u64> = TableDefinition::new("writer_test");
+
+    type Answer = oneshot::Receiver<Result<(Outcome, Durable), StoreError>>;
+
+    fn handle() -> (tempfile::TempDir, DbHandle) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb");
+        let (handle, _) = DbHandle::open(Box::new(move || Ok(Database::create(&path)?))).unwrap();
+        (dir, handle)
+    }
+
+    fn request(
+        work: impl Fn(&WriteTransaction) -> Result<(), StoreError> + Send + 'static,
+    ) -> (Request, Answer) {
+        let (reply, answer) = oneshot::channel();
+        let work: WriteFn = Box::new(move |txn| work(txn).map(|()| Box::new(()) as Outcome));
+        (Request { work, reply }, answer)
+    }
+
+    fn put(key: &'static str) -> impl Fn(&WriteTransaction) -> Result<(), StoreError> {
+        move |txn| {
+            txn.open_table(T)?.insert(key, 1)?;
+            Ok(())
+        }
+    }
+
+    fn keys(handle: &DbHandle) -> Vec<String> {
+        let db = handle.current().unwrap();
+        let txn = db.begin_read().unwrap();
+        let Ok(table) = txn.open_table(T) else {
+            return Vec::new();
+        };
+        use redb::ReadableTable;
+        table
+            .iter()
+            .unwrap()
+            .map(|entry| entry.unwrap().0.value().to_owned())
+            .collect()
+    }
+
+    fn outcome(mut answer: Answer) -> Result<(), StoreError> {
+        answer.try_recv().unwrap().map(|_| ())
+    }
+
+    #[test]
+    fn writes_failing_on_their_own_leave_the_rest_of_their_batch_committed() {
+        let (_dir, handle) = handle();
+        let (a, a_answer) = request(put("a"));
+        // Writes part of its work, then finds its own input unreadable.
+        let (b, b_answer) = request(|txn| {
+            put("b")(txn)?;
+            Err(StoreError::Input("spool: unexpected end of file".into()))
+        });
+        let (c, c_answer) = request(put("c"));
+        // Writes part of its work, then panics.
+        let (d, d_answer) = request(|txn| {
+            put("d")(txn)?;
+            panic!("a bug in one request");
+        });
+        let (e, e_answer) = request(put("e"));
+        commit_batch(&handle, vec![a, b, c, d, e]);
+
+        assert_eq!(outcome(a_answer), Ok(()));
+        assert!(matches!(outcome(b_answer), Err(StoreError::Input(_))));
+        assert_eq!(outcome(c_answer), Ok(()));
+        assert!(matches!(outcome(d_answer), Err(StoreError::Internal(_))));
+        assert_eq!(outcome(e_answer), Ok(()));
+        assert_eq!(keys(&handle), ["a", "c", "e"], "nothing of b or d was kept");
+        assert_eq!(handle.reopens(), 0, "no storage error, no reopen");
+    }
+
+    #[test]
+    fn a_storage_failure_fails_the_whole_batch_and_reopens() {
+        let (_dir, handle) = handle();
+        let (a, a_answer) = request(put("a"));
+        let (b, b_answer) = request(|_| Err(StoreError::Io("disk error".into())));
+        commit_batch(&handle, vec![a, b]);
+        assert!(matches!(outcome(a_answer), Err(StoreError::Io(_))));
+        assert!(matches!(outcome(b_answer), Err(StoreError::Io(_))));
+        assert_eq!(handle.reopens(), 1);
+        assert!(keys(&handle).is_empty());
     }
 }

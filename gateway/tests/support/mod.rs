@@ -562,7 +562,7 @@ pub fn large_message(subject: &str, size: usize) -> Vec<u8> {
     let mut n: u64 = 0;
     while m.len() < size {
         // Lines vary, and every 50th starts with a dot.
-        let lead = if n % 50 == 0 { "." } else { "" };
+        let lead = if n.is_multiple_of(50) { "." } else { "" };
         let line = format!(
             "{lead}{n:08} {}\r\n",
             "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-"

@@ -90,6 +90,8 @@ pub fn service(store: Store) -> Gateway {
                     .unwrap_or(0)
             }),
         },
+        // The simulated disk has no data directory; the secret only needs to outlive crashes.
+        gateway::service::RetrievalSecret::from_bytes(&[7; 32]),
     )
 }
 

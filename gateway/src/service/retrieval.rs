@@ -1,0 +1,135 @@
+//! The secret that keys the POP3 proxy's one-copy records.
+//!
+//! The store keeps, per mailbox, a record of every upstream message the proxy copied, so a
+//! message left on the upstream is not copied again. An unkeyed hash of (remote user, server,
+//! UIDL) would let anyone holding the store file confirm a guess ("did alice@ at this provider
+//! fetch through the gateway?") from a staff list. So the record's key is an HMAC-SHA256 under
+//! a secret kept outside the store file, in `<data_dir>/retrieval.key`: a copy of the store
+//! alone confirms nothing.
+//!
+//! Losing the file only costs the one-copy memory: the proxy may store a message again, a
+//! duplicate in the archive and never a loss.
+
+use std::io::Write;
+use std::path::Path;
+
+use ring::hmac;
+use zeroize::Zeroizing;
+
+use super::{RetrievalKey, ServiceError};
+
+/// File name of the secret inside the data directory.
+pub const RETRIEVAL_KEY_FILE: &str = "retrieval.key";
+
+const SECRET_BYTES: usize = 32;
+/// Domain separation, so the secret keys nothing else by accident.
+const LABEL: &[u8] = b"gateway/retrieved/v1\0";
+
+/// The HMAC key the store's retrieval records are made with. Never printed.
+#[derive(Clone)]
+pub struct RetrievalSecret(hmac::Key);
+
+impl std::fmt::Debug for RetrievalSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RetrievalSecret(<redacted>)")
+    }
+}
+
+impl RetrievalSecret {
+    pub fn from_bytes(bytes: &[u8; SECRET_BYTES]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, bytes))
+    }
+
+    /// Reads the secret from the data directory, creating it at the first start: 32 bytes
+    /// from the OS CSPRNG, in a file only the owner can read, written in full before it
+    /// appears under its name (a crash leaves no half-written secret).
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, ServiceError> {
+        let path = data_dir.join(RETRIEVAL_KEY_FILE);
+        let bad = |problem: String| ServiceError::InvalidInput {
+            field: RETRIEVAL_KEY_FILE,
+            problem,
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let bytes = Zeroizing::new(bytes);
+                let secret: &[u8; SECRET_BYTES] = bytes.as_slice().try_into().map_err(|_| {
+                    bad(format!(
+                        "{} holds {} bytes, not {SECRET_BYTES}; restore it from a backup, or delete it to start a new one (the proxy may then store a message it copied before once more)",
+                        path.display(),
+                        bytes.len()
+                    ))
+                })?;
+                super::permissions::tighten(&path, 0o600)
+                    .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+                Ok(Self::from_bytes(secret))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut secret = Zeroizing::new([0u8; SECRET_BYTES]);
+                crate::crypto::fill_random(secret.as_mut());
+                Self::create(data_dir, &path, &secret)
+                    .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
+                tracing::info!(path = %path.display(), "created the proxy's retrieval key");
+                Ok(Self::from_bytes(&secret))
+            }
+            Err(e) => Err(bad(format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    fn create(dir: &Path, path: &Path, secret: &[u8; SECRET_BYTES]) -> std::io::Result<()> {
+        // tempfile creates the file 0600; it gets its name only once written and synced.
+        let mut file = tempfile::NamedTempFile::new_in(dir)?;
+        file.write_all(secret)?;
+        file.as_file().sync_all()?;
+        file.persist_noclobber(path).map_err(|e| e.error)?;
+        // The name itself must survive a crash, or the next start makes a new secret.
+        #[cfg(unix)]
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// The key a retrieval record is stored under.
+    pub(super) fn record_key(&self, key: &RetrievalKey) -> [u8; 32] {
+        let mut context = hmac::Context::with_key(&self.0);
+        context.update(LABEL);
+        context.update(key.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(context.sign().as_ref());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_created_once_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = RetrievalKey::new("alice", "pop.example:995", "UID-1");
+        let first = RetrievalSecret::load_or_create(dir.path()).unwrap();
+        let path = dir.path().join(RETRIEVAL_KEY_FILE);
+        assert_eq!(std::fs::read(&path).unwrap().len(), 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = RetrievalSecret::load_or_create(dir.path()).unwrap();
+        assert_eq!(first.record_key(&key), again.record_key(&key));
+        let other = RetrievalSecret::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
+        assert_ne!(first.record_key(&key), other.record_key(&key));
+        assert_ne!(&first.record_key(&key)[..], key.as_bytes());
+        // Nothing else is left in the directory (no temporary file).
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_damaged_secret_file_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RETRIEVAL_KEY_FILE);
+        std::fs::write(&path, b"short").unwrap();
+        assert!(RetrievalSecret::load_or_create(dir.path()).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"short");
+    }
+}

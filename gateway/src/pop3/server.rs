@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
@@ -19,7 +19,8 @@ use super::{
 use crate::crypto::{MailboxPassword, UnsealedKey};
 use crate::mailbox::MailboxId;
 use crate::net::{
-    ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
+    ConnectionLimits, ConnectionPermit, Listener, MaybeTls, ShutdownSignal, TlsMode,
+    HANDSHAKE_TIMEOUT,
 };
 use crate::proxy::pop3_client::UpstreamPassword;
 use crate::proxy::pop3_leg::{login_refusal, LoginFailure, Pop3Leg};
@@ -27,10 +28,11 @@ use crate::proxy::{Connector, ProxyLogin, TcpConnector, Upstreams};
 use crate::service::{Gateway, MessageReader, ServiceError};
 use crate::store::MailboxStatus;
 
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a login may wait for an unseal slot before it is told to come back later.
 const UNSEAL_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 16 * 1024;
+/// The refusal when every slot this client may take is in use.
+const BUSY: &str = "too many connections, try again later";
 /// Pending output that is written out in the middle of a message.
 const FLUSH_THRESHOLD: usize = 64 * 1024;
 
@@ -46,6 +48,8 @@ pub struct Pop3Settings {
     /// the client reads the current one. The simulation turns this off (blocking threads stall
     /// simulated time): unseals then run on the session's task and nothing is prefetched.
     pub blocking_threads: bool,
+    /// Silence allowed before login (see [`SessionConfig::preauth_timeout`]).
+    pub preauth_timeout: Duration,
 }
 
 /// Everything the POP3 listeners share.
@@ -142,15 +146,10 @@ impl<C: Connector> Pop3Server<C> {
         mode: TlsMode,
         shutdown: ShutdownSignal,
     ) {
-        crate::net::serve_connections(
-            listener,
-            shutdown,
-            SHUTDOWN_GRACE,
-            move |stream, peer, signal| {
-                let server = self.clone();
-                async move { server.handle(stream, peer, mode, signal).await }
-            },
-        )
+        crate::net::serve_connections(listener, shutdown, move |stream, peer, signal| {
+            let server = self.clone();
+            async move { server.handle(stream, peer, mode, signal).await }
+        })
         .await;
     }
 
@@ -164,9 +163,16 @@ impl<C: Connector> Pop3Server<C> {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let busy = b"-ERR [SYS/TEMP] too many connections, try again later\r\n";
-        let Some((stream, _permit)) =
-            crate::net::admit(stream, peer, mode, &self.limits, &self.acceptor, busy).await
+        let busy = format!("-ERR [SYS/TEMP] {BUSY}\r\n");
+        let Some((stream, permit)) = crate::net::admit(
+            stream,
+            peer,
+            mode,
+            &self.limits,
+            &self.acceptor,
+            busy.as_bytes(),
+        )
+        .await
         else {
             return;
         };
@@ -176,6 +182,7 @@ impl<C: Connector> Pop3Server<C> {
             true,
         );
         config.proxy = self.upstreams.as_ref().is_some_and(|u| u.enabled());
+        config.preauth_timeout = self.settings.preauth_timeout;
         let connection = Connection {
             server: self,
             session: Session::new(config),
@@ -185,6 +192,7 @@ impl<C: Connector> Pop3Server<C> {
             login: None,
             prefetch: None,
             implicit_tls: mode == TlsMode::Implicit,
+            permit,
         };
         connection.run().await;
     }
@@ -303,6 +311,8 @@ struct Connection<'a, S, C: Connector> {
     prefetch: Option<Prefetch>,
     /// The client came in on 995: the upstream gets implicit TLS too.
     implicit_tls: bool,
+    /// The connection's slot, perhaps one of those reserved for pick-up.
+    permit: ConnectionPermit,
 }
 
 impl<S, C> Connection<'_, S, C>
@@ -311,6 +321,7 @@ where
     C: Connector,
 {
     async fn run(mut self) {
+        let stall = self.server.limits.write_timeout();
         let mut buffer = vec![0u8; READ_BUFFER];
         let mut pending = Vec::new();
         let mut shutdown_seen = false;
@@ -320,14 +331,15 @@ where
                     Output::Send(bytes) => pending.extend_from_slice(&bytes),
                     Output::Action(action) => {
                         if !self.act(action, &mut pending).await {
-                            let _ = self.stream.write_pending(&mut pending).await;
-                            let _ = self.stream.shutdown().await;
+                            let _ = self.stream.write_pending(&mut pending, stall).await;
+                            crate::net::shutdown_within(&mut self.stream, stall).await;
                             return;
                         }
                     }
                 }
             }
-            if self.stream.write_pending(&mut pending).await.is_err() {
+            if let Err(e) = self.stream.write_pending(&mut pending, stall).await {
+                tracing::debug!(peer = %self.peer, error = %e, "POP3 client write failed");
                 self.session.connection_lost();
                 continue;
             }
@@ -351,9 +363,10 @@ where
 
     /// Carries out one action; false when the connection must end now.
     async fn act(&mut self, action: Action, pending: &mut Vec<u8>) -> bool {
+        let stall = self.server.limits.write_timeout();
         match action {
             Action::StartTls => {
-                if self.stream.write_pending(pending).await.is_err() {
+                if self.stream.write_pending(pending, stall).await.is_err() {
                     return false;
                 }
                 let upgrade = tokio::time::timeout(
@@ -377,6 +390,10 @@ where
                     self.login = Some(logged_in);
                     maildrop
                 });
+                if result.is_ok() {
+                    // From now on this address may use the slots kept for pick-up.
+                    self.server.limits.remember_pickup(self.peer.ip());
+                }
                 self.session.auth_result(result);
             }
             Action::RejectLogin => {
@@ -404,6 +421,13 @@ where
                     .commit_result(result.map_err(|e| CommitFailure::from_service_error(&e)));
             }
             Action::ProxyLogin { login, password } => {
+                // The reserve is for pick-up: a proxy session needs an ordinary slot.
+                if !self.permit.move_to_general() {
+                    tracing::info!(peer = %self.peer, "POP3 proxy login refused: only reserved slots are free");
+                    let busy = Reply::err_code(super::response::Code::SysTemp, BUSY);
+                    self.session.proxy_result(Err(busy));
+                    return true;
+                }
                 let result = self
                     .server
                     .proxy_login(self.peer, login, password, self.implicit_tls)
@@ -415,7 +439,7 @@ where
                         while let Some(Output::Send(bytes)) = self.session.poll() {
                             pending.extend_from_slice(&bytes);
                         }
-                        if self.stream.write_pending(pending).await.is_err() {
+                        if self.stream.write_pending(pending, stall).await.is_err() {
                             return false;
                         }
                         let input = self.session.take_input();
@@ -424,6 +448,7 @@ where
                             &mut self.stream,
                             &input,
                             self.shutdown.clone(),
+                            stall,
                         )
                         .await;
                         return false;
@@ -475,7 +500,12 @@ where
             }
             // Small messages leave with the next reply in one write; large ones go out a
             // chunk at a time, so memory stays at about one chunk.
-            if pending.len() >= FLUSH_THRESHOLD && self.stream.write_pending(pending).await.is_err()
+            if pending.len() >= FLUSH_THRESHOLD
+                && self
+                    .stream
+                    .write_pending(pending, self.server.limits.write_timeout())
+                    .await
+                    .is_err()
             {
                 self.session.connection_lost();
                 return true;

@@ -7,6 +7,59 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The bytes all spool files together may hold (`[limits] spool_max_mib`), shared by every
+/// draft: without it the spool could grow to connections × max_message_size.
+#[derive(Debug)]
+pub struct SpoolBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl SpoolBudget {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes in spool files now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn is_exhausted(&self) -> bool {
+        self.used() >= self.limit
+    }
+
+    fn reserve(&self, bytes: u64) -> std::io::Result<()> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .map(|_| ())
+            .map_err(|_| spool_full())
+    }
+
+    fn release(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+}
+
+/// Read as a full disk by the error mappings (SMTP `452 4.3.1`).
+pub fn spool_full() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        "the spool limit ([limits] spool_max_mib) is reached",
+    )
+}
 
 enum Location {
     Memory(Vec<u8>),
@@ -20,10 +73,11 @@ pub struct Spool {
     dir: PathBuf,
     file: Option<File>,
     file_len: u64,
+    budget: Arc<SpoolBudget>,
 }
 
 impl Spool {
-    pub fn new(dir: &Path, memory_limit: usize) -> Self {
+    pub fn new(dir: &Path, memory_limit: usize, budget: Arc<SpoolBudget>) -> Self {
         Self {
             chunks: Vec::new(),
             memory_bytes: 0,
@@ -31,6 +85,7 @@ impl Spool {
             dir: dir.to_owned(),
             file: None,
             file_len: 0,
+            budget,
         }
     }
 
@@ -40,6 +95,11 @@ impl Spool {
             self.chunks.push(Location::Memory(chunk));
             return Ok(());
         }
+        let len = u32::try_from(chunk.len()).map_err(std::io::Error::other)?;
+        self.budget.reserve(u64::from(len))?;
+        // Counted from here on, so Drop releases exactly what was reserved.
+        self.file_len += u64::from(len);
+        let offset = self.file_len - u64::from(len);
         let file = match &mut self.file {
             Some(file) => file,
             None => {
@@ -48,12 +108,7 @@ impl Spool {
             }
         };
         file.write_all(&chunk)?;
-        let len = u32::try_from(chunk.len()).map_err(std::io::Error::other)?;
-        self.chunks.push(Location::File {
-            offset: self.file_len,
-            len,
-        });
-        self.file_len += u64::from(len);
+        self.chunks.push(Location::File { offset, len });
         Ok(())
     }
 
@@ -87,6 +142,12 @@ impl Spool {
     }
 }
 
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.budget.release(self.file_len);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,7 +155,7 @@ mod tests {
     #[test]
     fn chunks_come_back_in_order_from_memory_and_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::new(dir.path(), 10);
+        let mut spool = Spool::new(dir.path(), 10, SpoolBudget::new(u64::MAX));
         let chunks: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 4 + i as usize]).collect();
         for c in &chunks {
             spool.push(c.clone()).unwrap();
@@ -118,5 +179,24 @@ mod tests {
         assert_eq!(seen, expected);
         // The spool file is unlinked: nothing is left in the folder.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn spool_files_together_stay_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = SpoolBudget::new(100);
+        let mut first = Spool::new(dir.path(), 0, budget.clone());
+        let mut second = Spool::new(dir.path(), 0, budget.clone());
+        first.push(vec![1; 60]).unwrap();
+        let refused = second.push(vec![2; 60]).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::StorageFull);
+        assert_eq!(budget.used(), 60);
+        // A chunk that still fits is taken.
+        second.push(vec![3; 40]).unwrap();
+        assert!(budget.is_exhausted());
+        drop(first);
+        assert_eq!(budget.used(), 40);
+        drop(second);
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -1026,3 +1026,50 @@ async fn failures_against_one_mailbox_from_many_addresses_are_limited() {
     client.ok("QUIT").await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pickup_gets_in_when_slots_are_full() {
+    let mut gw = TestGateway::start_with(|c| {
+        c.limits.max_connections = 4;
+        c.limits.max_connections_per_ip = 4;
+        c.limits.reserved_pickup_slots = 2;
+    })
+    .await;
+    let mailbox = filled(&gw, "reserved", vec![small_message("reserved")]).await;
+    // The archiver has picked up from this address before.
+    let mut earlier = pop3s_login(&gw, &mailbox.user(), &mailbox.pass()).await;
+    earlier.ok("QUIT").await;
+
+    // Strangers take every slot they can get.
+    let mut flood = Vec::new();
+    loop {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let stream = socket.connect(gw.pop3_addr()).await.unwrap();
+        let mut reader = tokio::io::BufReader::new(stream);
+        let mut greeting = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut greeting)
+            .await
+            .unwrap();
+        if greeting.starts_with("-ERR [SYS/TEMP]") {
+            break;
+        }
+        assert!(greeting.starts_with("+OK"), "{greeting}");
+        flood.push(reader);
+        assert!(
+            flood.len() <= 4,
+            "strangers took more than the unreserved slots"
+        );
+    }
+    assert_eq!(flood.len(), 2, "strangers get the unreserved slots only");
+
+    // The archiver still gets in, and picks up.
+    let (mut client, greeting) =
+        Pop3Client::connect_tls(gw.pop3s_addr(), &gw.tls_connector()).await;
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    let reply = client.login(&mailbox.user(), &mailbox.pass()).await;
+    assert!(reply.starts_with("+OK maildrop has 1 message"), "{reply}");
+    client.ok("QUIT").await;
+    drop(flood);
+    gw.stop().await;
+}

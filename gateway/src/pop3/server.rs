@@ -534,3 +534,45 @@ where
         self.prefetch = Some((next, handle));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Shutdown;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn client_that_never_reads_is_disconnected() {
+        let (dir, gateway) = crate::service::test_support::gateway();
+        let material = crate::tls::load_or_create_self_signed(dir.path(), "gw.test").unwrap();
+        let acceptor = crate::tls::acceptor(Arc::new(crate::tls::CertResolver::new(material)));
+        let server = Pop3Server::new(
+            gateway,
+            Pop3Settings {
+                host_name: "gw.test".into(),
+                max_concurrent_unseals: 1,
+                failed_login_delay: Duration::ZERO,
+                blocking_threads: false,
+                preauth_timeout: super::super::DEFAULT_PREAUTH_TIMEOUT,
+            },
+            acceptor,
+            ConnectionLimits::new(10, 10),
+        );
+        let (client, server_side) = tokio::io::duplex(4096);
+        let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let shutdown = Shutdown::new();
+        let signal = shutdown.signal();
+        let task = tokio::spawn(async move {
+            server
+                .handle(server_side, peer, TlsMode::StartTls, signal)
+                .await
+        });
+        let (_read, mut write) = tokio::io::split(client);
+        let burst = b"CAPA\r\n".repeat(1000);
+        tokio::spawn(async move { while write.write_all(&burst).await.is_ok() {} });
+        tokio::time::timeout(Duration::from_secs(3600), task)
+            .await
+            .expect("the connection is dropped once its writes stall")
+            .unwrap();
+    }
+}

@@ -31,8 +31,10 @@ impl SpoolBudget {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// Less room left than one sealed chunk: a new message could not spill anything.
     pub fn is_exhausted(&self) -> bool {
-        self.used() >= self.limit
+        let chunk = (crate::crypto::CHUNK_SIZE + crate::crypto::TAG_SIZE) as u64;
+        self.limit.saturating_sub(self.used()) < chunk
     }
 
     fn reserve(&self, bytes: u64) -> std::io::Result<()> {
@@ -194,6 +196,7 @@ mod tests {
         // A chunk that still fits is taken.
         second.push(vec![3; 40]).unwrap();
         assert!(budget.is_exhausted());
+        assert!(!SpoolBudget::new(1 << 20).is_exhausted());
         drop(first);
         assert_eq!(budget.used(), 40);
         drop(second);

@@ -1048,7 +1048,7 @@ impl Session {
         };
         // A failed message decodes to nothing, so its input counts instead: it cannot
         // stream forever either.
-        let counted = if matches!(message.state, MessageState::Streaming) {
+        let counted = if message.decoder.violation().is_none() {
             body.len()
         } else {
             wire

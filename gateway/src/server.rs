@@ -134,6 +134,7 @@ pub async fn start(
             failed_login_delay: std::time::Duration::from_millis(config.pop3.failed_login_delay_ms),
             blocking_threads: true,
             preauth_timeout: config.limits.preauth_timeout(),
+            lock_takeover: config.pop3.lock_takeover(),
         },
         crate::tls::acceptor(resolver),
         ConnectionLimits::with_policy(pop3_policy),

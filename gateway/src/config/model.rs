@@ -554,6 +554,9 @@ pub struct Pop3Section {
     pub max_concurrent_unseals: u32,
     /// Pause before answering a failed login, in milliseconds (slows guessing).
     pub failed_login_delay_ms: u64,
+    /// Seconds a logged-in session must have waited for a command before a new login with
+    /// the mailbox password takes the maildrop over (ending it without UPDATE); 0: never.
+    pub lock_takeover_secs: u64,
 }
 
 impl Default for Pop3Section {
@@ -561,7 +564,15 @@ impl Default for Pop3Section {
         Pop3Section {
             max_concurrent_unseals: 4,
             failed_login_delay_ms: 2000,
+            lock_takeover_secs: 60,
         }
+    }
+}
+
+impl Pop3Section {
+    /// `None` when takeovers are off.
+    pub fn lock_takeover(&self) -> Option<Duration> {
+        (self.lock_takeover_secs > 0).then(|| Duration::from_secs(self.lock_takeover_secs))
     }
 }
 

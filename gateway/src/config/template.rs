@@ -136,6 +136,11 @@ allowed_networks = []
 max_concurrent_unseals = 4
 # Pause before answering a failed login, in milliseconds, to slow password guessing.
 failed_login_delay_ms = 2000
+# One session per mailbox at a time. When a session has waited this many seconds for a
+# command (say its client vanished in a network outage), a new login with the mailbox
+# password takes over: the old session ends without deleting anything. 0 = never; the
+# old session then holds the mailbox until it times out (10 minutes).
+lock_takeover_secs = 60
 
 [proxy]
 # Proxy mode: mail clients log in as "remote_user%target_server%mailbox_id" (SMTP AUTH

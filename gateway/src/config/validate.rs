@@ -278,6 +278,15 @@ fn validate_pop3(config: &Config) -> Result<(), ConfigError> {
         "pop3.max_concurrent_unseals",
         p.max_concurrent_unseals.into(),
     )?;
+    if p.lock_takeover_secs > MAX_TIMEOUT_SECS {
+        return Err(ConfigError::invalid(
+            "pop3.lock_takeover_secs",
+            format!(
+                "must be at most {MAX_TIMEOUT_SECS} seconds (0 = never), got {}",
+                p.lock_takeover_secs
+            ),
+        ));
+    }
     if p.failed_login_delay_ms > MAX_FAILED_LOGIN_DELAY_MS {
         return Err(ConfigError::invalid(
             "pop3.failed_login_delay_ms",

@@ -161,6 +161,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn vanished_clients_are_probed_by_tcp_keepalive() {
+        let options = SocketOptions {
+            backlog: 16,
+            keepalive: Some(Duration::from_secs(45)),
+        };
+        let mut listener = TcpListener::bind("127.0.0.1:0".parse().unwrap(), options).unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let socket = SockRef::from(&server);
+        assert!(socket.keepalive().unwrap());
+        #[cfg(target_os = "linux")]
+        {
+            assert_eq!(
+                socket.tcp_keepalive_time().unwrap(),
+                Duration::from_secs(45)
+            );
+            assert_eq!(socket.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+            assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_RETRIES);
+        }
+        // Off when configured so.
+        let options = SocketOptions {
+            keepalive: None,
+            ..options
+        };
+        let mut listener = TcpListener::bind("127.0.0.1:0".parse().unwrap(), options).unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        assert!(!SockRef::from(&server).keepalive().unwrap());
+    }
+
+    #[tokio::test]
     async fn wildcard_listener_answers_on_ipv6_and_ipv4_loopback() {
         let mut listener =
             TcpListener::bind("[::]:0".parse().unwrap(), SocketOptions::default()).unwrap();

@@ -15,7 +15,7 @@ pub use limits::{
 };
 pub use listener::{Listener, SocketOptions, TcpListener};
 pub use shutdown::{Shutdown, ShutdownSignal, DEFAULT_SHUTDOWN_GRACE};
-pub use stream::{shutdown_within, write_all_within, MaybeTls, Switchable};
+pub use stream::{linger, shutdown_within, write_all_within, MaybeTls, Switchable};
 
 /// How a listener's connections start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

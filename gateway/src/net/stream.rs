@@ -102,6 +102,32 @@ where
     let _ = tokio::time::timeout(stall, writer.shutdown()).await;
 }
 
+/// How long, and how much, [`linger`] reads after the last reply.
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+pub const LINGER_BYTES: usize = 256 * 1024;
+
+/// After the last reply and the shutdown of the write side: reads and drops what the client
+/// still sends, until it closes, for at most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing
+/// a socket with unread input makes the kernel send a reset, which can destroy the final
+/// replies (a `552` the client has not read yet) before the client sees them.
+pub async fn linger<R>(reader: &mut R)
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 16 * 1024];
+    let mut total = 0;
+    let drain = async {
+        while total < LINGER_BYTES {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
 fn stalled() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading")
 }

@@ -1,6 +1,32 @@
 //! The tokio shell around the POP3 [`Session`]: logins (throttled, with a bounded number of
 //! concurrent Argon2id unseals), the exclusive maildrop lock, streaming decryption of
 //! messages, and the UPDATE commit. Generic over listener and stream like the SMTP shell.
+//!
+//! ## A lock held by a connection that cannot be answered
+//!
+//! The maildrop lock lives as long as the session that took it. A client that vanished
+//! without a FIN or RST (a partition, a crashed host) would keep it, and every later login
+//! would get `[IN-USE]`, until the autologout timer. RFC 1939 §3 sets that timer to at
+//! least 10 minutes, so it is not shortened while logged in (the session keeps its
+//! autologout at [`MIN_IDLE_TIMEOUT`](super::MIN_IDLE_TIMEOUT)). Two things release the
+//! lock sooner without breaking that rule:
+//!
+//! - TCP keepalive on every accepted connection (`[limits] tcp_keepalive_secs`, 60 s, then
+//!   6 probes 10 s apart): the kernel notices a peer that no longer answers about two
+//!   minutes after it went silent, the read fails, and the session ends as any lost
+//!   connection does.
+//! - Takeover (`[pop3] lock_takeover_secs`, 60 s): a login that proves the mailbox
+//!   password while the lock's session has waited that long for a command, with nothing
+//!   of one received, ends that session (`-ERR [IN-USE]`, then close) and takes the lock.
+//!   This is not an autologout: the session is ended because the mailbox's owner logged
+//!   in again, which is what an archiver reconnecting after a partition does. A session
+//!   that is streaming, committing (UPDATE after QUIT) or has input waiting is never taken
+//!   over, and input that arrives after the takeover is not run.
+//!
+//! Either way the old session ends without UPDATE, so nothing it marked is deleted (RFC
+//! 1939 §6: only QUIT in TRANSACTION deletes). A client that stops reading is dropped by
+//! the write timeout. Before login the short `[limits] preauth_timeout_secs` applies; no
+//! lock is held then.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -50,6 +76,9 @@ pub struct Pop3Settings {
     pub blocking_threads: bool,
     /// Silence allowed before login (see [`SessionConfig::preauth_timeout`]).
     pub preauth_timeout: Duration,
+    /// A login with the right password takes the maildrop over from a session that has
+    /// waited this long for a command (see the module documentation); `None`: never.
+    pub lock_takeover: Option<Duration>,
 }
 
 /// Everything the POP3 listeners share.
@@ -63,6 +92,7 @@ pub struct Pop3Server<C: Connector = TcpConnector> {
     unseals: Semaphore,
     throttle: LoginThrottle,
     locks: Arc<MaildropLocks>,
+    holders: Arc<Holders>,
 }
 
 impl Pop3Server<TcpConnector> {
@@ -105,6 +135,7 @@ impl<C: Connector> Pop3Server<C> {
             limits,
             throttle: LoginThrottle::default(),
             locks: Arc::new(MaildropLocks::default()),
+            holders: Arc::default(),
         })
     }
 
@@ -226,7 +257,14 @@ impl<C: Connector> Pop3Server<C> {
             }
         };
         self.throttle.record_success(&mailbox);
-        let lock = self.locks.try_lock(&mailbox).ok_or(AuthFailure::Locked)?;
+        let lock = match self.locks.try_lock(&mailbox) {
+            Some(lock) => lock,
+            None => self
+                .take_over(&mailbox, peer)
+                .await
+                .ok_or(AuthFailure::Locked)?,
+        };
+        let holder = self.holders.register(&mailbox);
         let messages = self.gateway.list_messages(&mailbox).map_err(|e| {
             tracing::error!(error = %e, "listing the maildrop failed");
             AuthFailure::from_service_error(&e)
@@ -237,9 +275,27 @@ impl<C: Connector> Pop3Server<C> {
             mailbox,
             key: Arc::new(key),
             _lock: lock,
+            holder,
             maildrop: Maildrop::from_summaries(messages),
             seqs,
         })
+    }
+
+    /// The maildrop is locked: if its session has waited for a command for at least
+    /// `lock_takeover`, end it and take its lock. Only reached with the right password.
+    async fn take_over(&self, mailbox: &MailboxId, peer: IpAddr) -> Option<MaildropLock> {
+        let threshold = self.settings.lock_takeover?;
+        let holder = self.holders.get(mailbox)?;
+        let released = holder.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        let idle = holder.revoke_if_idle(threshold)?;
+        tracing::info!(%peer, %mailbox, idle_secs = idle.as_secs(), "POP3 login takes the maildrop over from an idle session");
+        // The old session ends at its next turn and releases the lock as it goes.
+        if tokio::time::timeout(TAKEOVER_WAIT, released).await.is_err() {
+            tracing::warn!(%mailbox, "the session taken over did not end in time");
+        }
+        self.locks.try_lock(mailbox)
     }
 
     fn server_allows(&self, peer: IpAddr, mailbox: Option<&MailboxId>) -> bool {
@@ -283,12 +339,123 @@ impl<C: Connector> Pop3Server<C> {
     }
 }
 
+/// Sessions holding a maildrop lock, for taking over from one that waits for a command.
+#[derive(Default)]
+struct Holders {
+    by_mailbox: std::sync::Mutex<std::collections::HashMap<MailboxId, Arc<Holder>>>,
+}
+
+/// How long a login that took a maildrop over waits for the old session to end.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// One lock-holding session, as seen by a login that finds the maildrop locked.
+#[derive(Default)]
+struct Holder {
+    state: std::sync::Mutex<HolderState>,
+    /// The session must end (a takeover).
+    revoked: tokio::sync::Notify,
+    /// The session ended and its lock is free.
+    released: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+enum HolderState {
+    #[default]
+    Busy,
+    /// Waiting for a command since then.
+    Idle(tokio::time::Instant),
+    Revoked,
+}
+
+impl Holders {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<MailboxId, Arc<Holder>>> {
+        self.by_mailbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(self: &Arc<Self>, mailbox: &MailboxId) -> HolderEntry {
+        let holder = Arc::new(Holder::default());
+        self.lock().insert(mailbox.clone(), holder.clone());
+        HolderEntry {
+            holders: self.clone(),
+            mailbox: mailbox.clone(),
+            holder,
+        }
+    }
+
+    fn get(&self, mailbox: &MailboxId) -> Option<Arc<Holder>> {
+        self.lock().get(mailbox).cloned()
+    }
+}
+
+impl Holder {
+    fn state(&self) -> std::sync::MutexGuard<'_, HolderState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session waits for a command (keeps the earlier start if it already did).
+    fn mark_idle(&self) {
+        let mut state = self.state();
+        if matches!(*state, HolderState::Busy) {
+            *state = HolderState::Idle(tokio::time::Instant::now());
+        }
+    }
+
+    /// Input arrived; false when the session was taken over first (the input must not run).
+    fn mark_busy(&self) -> bool {
+        let mut state = self.state();
+        if matches!(*state, HolderState::Revoked) {
+            return false;
+        }
+        *state = HolderState::Busy;
+        true
+    }
+
+    /// Revokes the session if it has waited for a command for `threshold`; how long it had.
+    fn revoke_if_idle(&self, threshold: Duration) -> Option<Duration> {
+        let mut state = self.state();
+        let HolderState::Idle(since) = *state else {
+            return None;
+        };
+        let idle = since.elapsed();
+        if idle < threshold {
+            return None;
+        }
+        *state = HolderState::Revoked;
+        self.revoked.notify_one();
+        Some(idle)
+    }
+}
+
+/// A session's registration as the maildrop's holder; removed when the session ends.
+struct HolderEntry {
+    holders: Arc<Holders>,
+    mailbox: MailboxId,
+    holder: Arc<Holder>,
+}
+
+impl Drop for HolderEntry {
+    fn drop(&mut self) {
+        let mut map = self.holders.lock();
+        if map
+            .get(&self.mailbox)
+            .is_some_and(|current| Arc::ptr_eq(current, &self.holder))
+        {
+            map.remove(&self.mailbox);
+        }
+        drop(map);
+        self.holder.released.notify_waiters();
+    }
+}
+
 /// A logged-in session's secrets and lock; dropped (key zeroized, lock released) when the
 /// connection ends on any path.
 struct LoggedIn {
     mailbox: MailboxId,
     key: Arc<UnsealedKey>,
+    /// Declared before `holder`: fields drop in order, so the lock is free when a login
+    /// waiting to take over hears of the release.
     _lock: MaildropLock,
+    holder: HolderEntry,
     maildrop: Maildrop,
     /// The maildrop's messages in order, for prefetching the one after a RETR.
     seqs: Vec<u64>,
@@ -333,6 +500,9 @@ where
                         if !self.act(action, &mut pending).await {
                             let _ = self.stream.write_pending(&mut pending, stall).await;
                             crate::net::shutdown_within(&mut self.stream, stall).await;
+                            // Release the slot and the maildrop lock before lingering.
+                            self.login = None;
+                            crate::net::linger(&mut self.stream).await;
                             return;
                         }
                     }
@@ -347,11 +517,36 @@ where
                 return;
             }
             let wants_input = self.session.wants_input();
+            // Logged in and waiting for a command: a new login may take the maildrop over.
+            let idle_holder = self
+                .login
+                .as_ref()
+                .filter(|_| self.session.waits_for_command())
+                .map(|login| login.holder.holder.clone());
+            if let Some(holder) = &idle_holder {
+                holder.mark_idle();
+            }
+            let revoked = async {
+                match &idle_holder {
+                    Some(holder) => holder.revoked.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                read = self.stream.read(&mut buffer), if wants_input => match read {
-                    Ok(0) | Err(_) => self.session.connection_lost(),
-                    Ok(n) => self.session.receive(&buffer[..n]),
+                read = self.stream.read(&mut buffer), if wants_input => {
+                    if idle_holder.as_ref().is_some_and(|holder| !holder.mark_busy()) {
+                        self.session.taken_over();
+                        continue;
+                    }
+                    match read {
+                        Ok(0) | Err(_) => self.session.connection_lost(),
+                        Ok(n) => self.session.receive(&buffer[..n]),
+                    }
                 },
+                _ = revoked => {
+                    tracing::info!(peer = %self.peer, "POP3 session taken over by a new login");
+                    self.session.taken_over();
+                }
                 _ = tokio::time::sleep(self.session.timeout()) => self.session.timed_out(),
                 _ = self.shutdown.triggered(), if !shutdown_seen => {
                     shutdown_seen = true;
@@ -554,6 +749,7 @@ mod tests {
                 failed_login_delay: Duration::ZERO,
                 blocking_threads: false,
                 preauth_timeout: super::super::DEFAULT_PREAUTH_TIMEOUT,
+                lock_takeover: None,
             },
             acceptor,
             ConnectionLimits::new(10, 10),

@@ -255,6 +255,27 @@ impl Session {
         matches!(self.state, State::Closed)
     }
 
+    /// Logged in and waiting for the client's next command, with nothing of it received:
+    /// the only state in which the shell may let a new login take the maildrop over.
+    pub fn waits_for_command(&self) -> bool {
+        matches!(self.state, State::Transaction)
+            && self.input.len() == 0
+            && self.output.is_empty()
+            && self.pending.is_empty()
+    }
+
+    /// A new login with the mailbox's password took the maildrop over while this session
+    /// waited for a command: `-ERR [IN-USE]` and close, without UPDATE (nothing marked is
+    /// deleted), as after any session that never reached QUIT.
+    pub fn taken_over(&mut self) {
+        if !matches!(self.state, State::Transaction) {
+            return self.close();
+        }
+        self.input.clear();
+        self.reply(Refusal::TakenOver.reply());
+        self.close();
+    }
+
     /// How long the shell waits for client input before calling [`timed_out`](Self::timed_out):
     /// the autologout timer once logged in, `preauth_timeout` before.
     pub fn timeout(&self) -> Duration {

@@ -257,6 +257,7 @@ where
                         let _ = self.stream.write_pending(&mut pending, stall).await;
                         crate::net::shutdown_within(&mut self.stream, stall).await;
                         self.close_leg().await;
+                        crate::net::linger(&mut self.stream).await;
                         return;
                     }
                 }

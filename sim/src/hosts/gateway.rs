@@ -164,6 +164,7 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
             failed_login_delay: Duration::from_secs(2),
             blocking_threads: false,
             preauth_timeout: LimitsSection::default().preauth_timeout(),
+            lock_takeover: gateway::config::Pop3Section::default().lock_takeover(),
         },
         crate::tls::acceptor(),
         ConnectionLimits::new(64, 16),

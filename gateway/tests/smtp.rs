@@ -533,7 +533,7 @@ async fn declared_size_over_limit_gets_552() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn body_over_limit_gets_552_and_nothing_is_stored() {
+async fn body_over_limit_gets_552_then_close_and_nothing_is_stored() {
     let mut gw = TestGateway::start_with(|c| c.limits.max_message_size = 64 * 1024).await;
     let (id, address, password) = gw.create_mailbox("small").await;
     let (mut client, _) = Client::connect(gw.smtp_addr()).await;
@@ -543,7 +543,13 @@ async fn body_over_limit_gets_552_and_nothing_is_stored() {
         .send_message(SENDER, &[&address], &too_big)
         .await
         .expect(552, "5.3.4");
-    // The connection is still usable and a message within the limit goes through.
+    // The rest of the message is not read: 421 and the connection closes.
+    let rest = client.replies_until_close().await;
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    rest[0].expect(421, "4.7.0");
+    // A message within the limit goes through on a new connection.
+    let (mut client, _) = Client::connect(gw.smtp_addr()).await;
+    client.ehlo().await;
     let fits = large_message("fits", 60 * 1024);
     client
         .send_message(SENDER, &[&address], &fits)

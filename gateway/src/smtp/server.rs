@@ -471,6 +471,10 @@ where
     /// the rest could be stored. Reported once; the failure stays for the commit path.
     fn report_draft_failure(&mut self) {
         if let Some(Draft::Failed(e)) = &self.draft {
+            // The session enforces the size limit itself, with its own reply.
+            if matches!(e, ServiceError::MessageTooLarge(_)) {
+                return;
+            }
             if !self.draft_failure_reported {
                 self.draft_failure_reported = true;
                 tracing::warn!(peer = %self.peer, error = %e, "message cannot be stored; refusing it now");

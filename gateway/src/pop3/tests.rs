@@ -762,3 +762,25 @@ proptest! {
         prop_assert_eq!(run(vec![bytes]), run(pieces));
     }
 }
+
+#[test]
+fn takeover_only_of_a_session_waiting_for_a_command_and_never_updates() {
+    let mut h = Harness::tls();
+    assert!(!h.session.waits_for_command(), "not logged in");
+    h.login(maildrop());
+    h.send("DELE 1");
+    assert!(h.session.waits_for_command());
+    // Part of a command received: busy.
+    h.send_raw(b"QU");
+    assert!(!h.session.waits_for_command());
+    h.event("taken over", Session::taken_over);
+    assert_eq!(h.commits(), 0, "nothing marked is deleted");
+    assert!(h.closed());
+    let t = h.take_transcript();
+    assert!(
+        t.ends_with(
+            "S: -ERR [IN-USE] session ended: a new login took the maildrop over\nA: Close\n"
+        ),
+        "{t}"
+    );
+}

@@ -43,6 +43,7 @@ pub fn checks() -> Vec<Check> {
         r("sec.smtp-flood", "5321", "3.8, 4.2.3", Must, "connections over the per-address and total limits get 421 and are closed; freed slots are reused") => smtp_flood,
         r("sec.pop3-flood", "1939", "4", Must, "POP3 connections over the per-address limit get -ERR and are closed; SMTP's budget is separate") => pop3_flood,
         r("sec.proxy-private-targets", "6890", "2.2", Must, "a proxy login naming a loopback or other non-global target, in any spelling, is refused with a generic reason and no connection (policy)") => proxy_private_targets,
+        r("sec.write-timeout", "5321", "4.5.3.2", Must, "a client that stops reading its replies is disconnected after [limits] write_timeout_secs (policy), SMTP and POP3") => write_timeout,
     ]
 }
 
@@ -231,12 +232,9 @@ async fn overlong_command(t: &Target) -> Result<()> {
     c.send(format!("NOOP {}\r\n", "A".repeat(10_000))).await?;
     let reply = c.reply().await?;
     match reply.code {
-        500 => {
-            c.command("NOOP")
-                .await?
-                .expect(250)
-                .context("after the overlong line")?;
-        }
+        500 => crate::smtp::usable_or_closed(&mut c)
+            .await
+            .context("after the overlong line")?,
         421 => ensure!(
             c.closed_within(Duration::from_secs(10)).await?,
             "421 but not closed"
@@ -692,6 +690,29 @@ async fn proxy_private_targets(_: &Target) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         Ok((_, peer)) => bail!("the gateway connected to the loopback target (from {peer})"),
         Err(e) => return Err(e.into()),
+    }
+    t.stop().await;
+    Ok(())
+}
+
+/// Pipelines commands and never reads the replies: once the server's writes stall for the
+/// write timeout, it drops the connection, and the client's writes start failing.
+async fn write_timeout(_: &Target) -> Result<()> {
+    let mut t = Target::start_with(|c| c.limits.write_timeout_secs = 2).await?;
+    for (service, command) in [
+        (Service::Smtp, &b"NOOP\r\n"[..]),
+        (Service::Pop3, &b"CAPA\r\n"[..]),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(t.addr(service)).await?;
+        let burst = command.repeat(4096);
+        let write_until_dropped = async { while stream.write_all(&burst).await.is_ok() {} };
+        let dropped = tokio::time::timeout(Duration::from_secs(60), write_until_dropped)
+            .await
+            .is_ok();
+        ensure!(
+            dropped,
+            "{service:?}: a client that never reads was still connected after 60 s"
+        );
     }
     t.stop().await;
     Ok(())

@@ -105,6 +105,22 @@ pub async fn send_message(c: &mut Client, from: &str, to: &str, message: &[u8]) 
     c.reply().await
 }
 
+/// After a refusal that may end the session (input past a limit): either a `421` follows
+/// and the server closes, or the session goes on (NOOP gets 250).
+pub async fn usable_or_closed(c: &mut Client) -> Result<()> {
+    if c.anything_within(std::time::Duration::from_secs(2)).await? {
+        let reply = c.reply().await?;
+        ensure!(reply.code == 421, "after the refusal: {reply}");
+        ensure!(
+            c.closed_within(std::time::Duration::from_secs(10)).await?,
+            "421 but not closed"
+        );
+        return Ok(());
+    }
+    c.command("NOOP").await?.expect(250)?;
+    Ok(())
+}
+
 /// RCPT TO the mailbox: its reply.
 pub async fn rcpt(c: &mut Client, mb: &Mailbox) -> Result<Reply> {
     c.command(&format!("RCPT TO:<{}>", mb.address)).await
@@ -541,9 +557,8 @@ async fn size_exceeded(_: &Target) -> Result<()> {
         .await?
         .expect(552)?;
     ensure!(t.message_count(&mb)? == 0, "oversized message was stored");
-    c.command("NOOP")
-        .await?
-        .expect(250)
+    usable_or_closed(&mut c)
+        .await
         .context("session after 552")?;
     t.stop().await;
     Ok(())

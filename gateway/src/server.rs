@@ -6,8 +6,9 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::net::TlsMode;
-use crate::net::{ConnectionLimits, Shutdown};
+use crate::net::{
+    ConnectionLimits, ConnectionPolicy, Shutdown, SocketOptions, TcpListener, TlsMode,
+};
 use crate::pop3::{Pop3Server, Pop3Settings};
 use crate::proxy::{TcpConnector, Upstreams};
 use crate::service::Gateway;
@@ -15,13 +16,14 @@ use crate::smtp::{SessionConfig, SmtpServer};
 use crate::tls::{CertResolver, UpstreamTrust};
 
 /// A listener that could not be opened, named so the administrator knows which setting.
+/// The cause is part of the message and deliberately not a `source`: error reports print
+/// the chain of sources, which would repeat it.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} ({service}): {source}{hint}")]
+#[error("cannot listen on {addr} ({service}): {cause}{hint}")]
 pub struct BindError {
     pub service: &'static str,
     pub addr: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
+    pub cause: std::io::Error,
     hint: &'static str,
 }
 
@@ -68,6 +70,8 @@ pub fn smtp_session_config(config: &Config) -> SessionConfig {
         max_errors: 10,
         proxy: config.proxy.enabled,
         postmaster: config.smtp.postmaster_mailbox.clone(),
+        preauth_timeout: config.limits.preauth_timeout(),
+        transaction_timeout: config.limits.transaction_timeout(),
     }
 }
 
@@ -92,23 +96,33 @@ pub async fn start(
     resolver: Arc<CertResolver>,
 ) -> Result<Running, StartError> {
     let upstreams = upstreams(config)?;
-    let shutdown = Shutdown::new();
+    let shutdown = Shutdown::with_grace(config.limits.shutdown_grace());
     let mut tasks = JoinSet::new();
     let mut addresses = Vec::new();
 
     // One budget of connections per protocol: a flood of SMTP clients must not keep the
     // archiver out of POP3, nor the other way round.
-    let limits = || {
-        ConnectionLimits::new(
+    let policy = ConnectionPolicy {
+        write_timeout: config.limits.write_timeout(),
+        ..ConnectionPolicy::new(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
         )
+    };
+    // Only POP3 has pick-up clients to keep slots for.
+    let pop3_policy = ConnectionPolicy {
+        reserved_pickup: config.limits.reserved_pickup(),
+        ..policy.clone()
+    };
+    let sockets = SocketOptions {
+        backlog: config.limits.listen_backlog,
+        keepalive: config.limits.tcp_keepalive(),
     };
     let smtp = SmtpServer::with_proxy(
         gateway.clone(),
         smtp_session_config(config),
         crate::tls::acceptor(resolver.clone()),
-        limits(),
+        ConnectionLimits::with_policy(policy),
         config.smtp.clone(),
         upstreams.clone(),
     );
@@ -119,9 +133,11 @@ pub async fn start(
             max_concurrent_unseals: config.pop3.max_concurrent_unseals as usize,
             failed_login_delay: std::time::Duration::from_millis(config.pop3.failed_login_delay_ms),
             blocking_threads: true,
+            preauth_timeout: config.limits.preauth_timeout(),
+            lock_takeover: config.pop3.lock_takeover(),
         },
         crate::tls::acceptor(resolver),
-        limits(),
+        ConnectionLimits::with_policy(pop3_policy),
         upstreams,
     );
     let listen = &config.listen;
@@ -130,7 +146,7 @@ pub async fn start(
         ("submission", &listen.submission, TlsMode::StartTls),
         ("smtps", &listen.smtps, TlsMode::Implicit),
     ] {
-        if let Some(bound) = open(service, listener, &mut addresses).await? {
+        if let Some(bound) = open(service, listener, sockets, &mut addresses)? {
             tasks.spawn(smtp.clone().serve(bound, mode, shutdown.signal()));
         }
     }
@@ -138,7 +154,7 @@ pub async fn start(
         ("pop3", &listen.pop3, TlsMode::StartTls),
         ("pop3s", &listen.pop3s, TlsMode::Implicit),
     ] {
-        if let Some(bound) = open(service, listener, &mut addresses).await? {
+        if let Some(bound) = open(service, listener, sockets, &mut addresses)? {
             tasks.spawn(pop3.clone().serve(bound, mode, shutdown.signal()));
         }
     }
@@ -150,28 +166,18 @@ pub async fn start(
 }
 
 /// Binds an enabled listener and records its address; `None` when it is disabled.
-async fn open(
+fn open(
     service: &'static str,
     listener: &crate::config::Listener,
+    options: SocketOptions,
     addresses: &mut Vec<(&'static str, SocketAddr)>,
-) -> Result<Option<tokio::net::TcpListener>, BindError> {
+) -> Result<Option<TcpListener>, BindError> {
     if !listener.enabled {
         return Ok(None);
     }
     let addr = listener.socket_addr();
-    let bound = bind(service, addr).await?;
-    let local = bound.local_addr().unwrap_or(addr);
-    tracing::info!(service, addr = %local, "listening");
-    addresses.push((service, local));
-    Ok(Some(bound))
-}
-
-async fn bind(
-    service: &'static str,
-    addr: SocketAddr,
-) -> Result<tokio::net::TcpListener, BindError> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|source| {
-        let hint = match source.kind() {
+    let bound = TcpListener::bind(addr, options).map_err(|cause| {
+        let hint = match cause.kind() {
             std::io::ErrorKind::PermissionDenied => {
                 " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or change the port in [listen])"
             }
@@ -181,8 +187,13 @@ async fn bind(
         BindError {
             service,
             addr,
-            source,
+            cause,
             hint,
         }
-    })
+    })?;
+    use crate::net::Listener as _;
+    let local = bound.local_addr().unwrap_or(addr);
+    tracing::info!(service, addr = %local, "listening");
+    addresses.push((service, local));
+    Ok(Some(bound))
 }

@@ -315,3 +315,105 @@ fn serve_runs_without_core_dumps_or_debugger_access() {
     let fields: Vec<&str> = core.split_whitespace().collect();
     assert_eq!(&fields[4..6], ["0", "0"], "{core}");
 }
+
+/// A configuration with only SMTP, on 127.0.0.1 at `port`.
+fn smtp_only_config(dir: &Path, port: u16) -> std::path::PathBuf {
+    let path = dir.join("gateway.toml");
+    let mut text = String::from(
+        "[gateway]\nemail_domain = \"archive.test\"\nhost_name = \"mx.archive.test\"\n",
+    );
+    text.push_str(&format!(
+        "[listen.smtp]\naddress = \"127.0.0.1\"\nport = {port}\n"
+    ));
+    for off in [
+        "smtps",
+        "submission",
+        "pop3",
+        "pop3s",
+        "console",
+        "acme_http",
+    ] {
+        text.push_str(&format!("[listen.{off}]\nenabled = false\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn bind_failure_names_its_cause_once_and_never_says_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = smtp_only_config(dir.path(), port);
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .current_dir(dir.path())
+        .env("GATEWAY_DATA_DIR", dir.path().join("data"))
+        .env(
+            gateway::cli::build_check::OVERRIDE_VAR,
+            gateway::cli::build_check::OVERRIDE_VALUE,
+        )
+        .env_remove("GATEWAY_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port} (smtp)")),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+    assert!(!stderr.contains("gateway ready"), "{stderr}");
+}
+
+#[test]
+fn ready_is_logged_after_the_ports_are_bound() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().port()
+    };
+    let config = smtp_only_config(dir.path(), port);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .current_dir(dir.path())
+        .env("GATEWAY_DATA_DIR", dir.path().join("data"))
+        .env(
+            gateway::cli::build_check::OVERRIDE_VAR,
+            gateway::cli::build_check::OVERRIDE_VALUE,
+        )
+        .env_remove("GATEWAY_CONFIG")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let ready = loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("gateway ready") => break true,
+            Some(Ok(line)) => seen.push(line),
+            _ => break false,
+        }
+    };
+    // Once "ready" is out, the port answers at the first attempt.
+    let answered = ready
+        && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut stream| {
+            let mut greeting = [0u8; 3];
+            stream.read_exact(&mut greeting).is_ok() && &greeting == b"220"
+        });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready, "no ready line: {seen:?}");
+    assert!(
+        seen.iter().any(|line| line.contains("listening")),
+        "ready before the listeners: {seen:?}"
+    );
+    assert!(answered, "ready, but the port did not answer");
+}

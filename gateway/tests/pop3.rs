@@ -1026,3 +1026,86 @@ async fn failures_against_one_mailbox_from_many_addresses_are_limited() {
     client.ok("QUIT").await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pickup_gets_in_when_slots_are_full() {
+    let mut gw = TestGateway::start_with(|c| {
+        c.limits.max_connections = 4;
+        c.limits.max_connections_per_ip = 4;
+        c.limits.reserved_pickup_slots = 2;
+    })
+    .await;
+    let mailbox = filled(&gw, "reserved", vec![small_message("reserved")]).await;
+    // The archiver has picked up from this address before.
+    let mut earlier = pop3s_login(&gw, &mailbox.user(), &mailbox.pass()).await;
+    earlier.ok("QUIT").await;
+    drop(earlier);
+
+    // Strangers take every slot they can get.
+    let mut flood = Vec::new();
+    loop {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let stream = socket.connect(gw.pop3_addr()).await.unwrap();
+        let mut reader = tokio::io::BufReader::new(stream);
+        let mut greeting = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut greeting)
+            .await
+            .unwrap();
+        if greeting.starts_with("-ERR [SYS/TEMP]") {
+            break;
+        }
+        assert!(greeting.starts_with("+OK"), "{greeting}");
+        flood.push(reader);
+        assert!(
+            flood.len() <= 4,
+            "strangers took more than the unreserved slots"
+        );
+    }
+    // (One may still be held by the earlier session while it closes.)
+    assert!(
+        (1..=2).contains(&flood.len()),
+        "strangers get the unreserved slots only: {}",
+        flood.len()
+    );
+
+    // The archiver still gets in, and picks up.
+    let (mut client, greeting) =
+        Pop3Client::connect_tls(gw.pop3s_addr(), &gw.tls_connector()).await;
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    let reply = client.login(&mailbox.user(), &mailbox.pass()).await;
+    assert!(reply.starts_with("+OK maildrop has 1 message"), "{reply}");
+    client.ok("QUIT").await;
+    drop(flood);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_session_is_taken_over_by_a_new_login_without_deleting() {
+    let mut gw = TestGateway::start_with(|c| c.pop3.lock_takeover_secs = 1).await;
+    let mailbox = filled(&gw, "takeover", vec![small_message("takeover")]).await;
+    let mut vanished = pop3s_login(&gw, &mailbox.user(), &mailbox.pass()).await;
+    vanished.ok("DELE 1").await;
+
+    // The client goes silent, as after a network partition. Right away the mailbox is
+    // still in use.
+    let (mut early, _) = Pop3Client::connect_tls(gw.pop3s_addr(), &gw.tls_connector()).await;
+    let reply = early.login(&mailbox.user(), &mailbox.pass()).await;
+    assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
+    drop(early);
+
+    // Once the old session has waited for a command for the takeover time, a login with
+    // the password gets in; the old session's DELE never took effect.
+    let mut archiver = pop3s_login_when_free(&gw, &mailbox.user(), &mailbox.pass()).await;
+    assert_eq!(
+        archiver.stat().await.0,
+        1,
+        "the old session deleted something"
+    );
+    let told = String::from_utf8_lossy(&vanished.until_closed().await).into_owned();
+    assert!(told.contains("-ERR [IN-USE]"), "{told:?}");
+    archiver.ok("DELE 1").await;
+    archiver.ok("QUIT").await;
+    assert_eq!(gw.message_count(&mailbox.id), 0);
+    gw.stop().await;
+}

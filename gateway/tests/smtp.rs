@@ -533,7 +533,7 @@ async fn declared_size_over_limit_gets_552() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn body_over_limit_gets_552_and_nothing_is_stored() {
+async fn body_over_limit_gets_552_then_close_and_nothing_is_stored() {
     let mut gw = TestGateway::start_with(|c| c.limits.max_message_size = 64 * 1024).await;
     let (id, address, password) = gw.create_mailbox("small").await;
     let (mut client, _) = Client::connect(gw.smtp_addr()).await;
@@ -543,7 +543,13 @@ async fn body_over_limit_gets_552_and_nothing_is_stored() {
         .send_message(SENDER, &[&address], &too_big)
         .await
         .expect(552, "5.3.4");
-    // The connection is still usable and a message within the limit goes through.
+    // The rest of the message is not read: 421 and the connection closes.
+    let rest = client.replies_until_close().await;
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    rest[0].expect(421, "4.7.0");
+    // A message within the limit goes through on a new connection.
+    let (mut client, _) = Client::connect(gw.smtp_addr()).await;
+    client.ehlo().await;
     let fits = large_message("fits", 60 * 1024);
     client
         .send_message(SENDER, &[&address], &fits)
@@ -817,4 +823,112 @@ async fn shutdown_finishes_the_transaction_in_flight() {
         );
     }
     assert_one_stored(&gw, &id, &password, &message, false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_input_is_refused_and_the_connection_closed() {
+    let mut gw = TestGateway::start_with(|c| c.limits.max_message_size = 2048).await;
+    let (_id, address, _) = gw.create_mailbox("endless").await;
+
+    // A command line without end: 500, then 421 and the connection closes.
+    let (mut client, greeting) = Client::connect(gw.smtp_addr()).await;
+    greeting.expect(220, "");
+    // Exactly the limit, so the server has read everything when it closes.
+    client
+        .send(vec![b'A'; gateway::smtp::session::MAX_COMMAND_LINE])
+        .await;
+    let replies = client.replies_until_close().await;
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    replies[0].expect(500, "5.5.2");
+    replies[1].expect(421, "4.7.0");
+
+    // Data past the size limit: 552 at once, then 421 and close, without waiting for the
+    // end of the data.
+    let (mut client, _) = Client::connect(gw.smtp_addr()).await;
+    client.ehlo().await.expect(250, "");
+    client
+        .command("MAIL FROM:<a@example.org>")
+        .await
+        .expect(250, "");
+    client
+        .command(&format!("RCPT TO:<{address}>"))
+        .await
+        .expect(250, "");
+    client.command("DATA").await.expect(354, "");
+    let mut line = vec![b'x'; 98];
+    line.extend_from_slice(b"\r\n");
+    client.send(line.repeat(21)).await;
+    let replies = client.replies_until_close().await;
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    replies[0].expect(552, "5.3.4");
+    replies[1].expect(421, "4.7.0");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_limit_refuses_new_mail_with_452() {
+    // Drafts spill at once, and the spool holds 1 MiB in all.
+    let mut gw = TestGateway::start_with(|c| {
+        c.limits.spool_memory_kib = 0;
+        c.limits.spool_max_mib = 1;
+    })
+    .await;
+    let (id, address, _) = gw.create_mailbox("spool").await;
+    // Another session's message in progress fills the spool.
+    let mut other = gw
+        .gateway()
+        .begin_message(std::slice::from_ref(&id), &Default::default())
+        .expect("draft");
+    let chunk = vec![b'y'; 64 * 1024];
+    while other.write(&chunk).is_ok() {}
+    assert!(gw.gateway().spool_used() > 0);
+
+    let (mut client, _) = Client::connect(gw.smtp_addr()).await;
+    client.ehlo().await.expect(250, "");
+    client
+        .command("MAIL FROM:<a@example.org>")
+        .await
+        .expect(250, "");
+    client
+        .command(&format!("RCPT TO:<{address}>"))
+        .await
+        .expect(250, "");
+    client.command("DATA").await.expect(354, "");
+    // Refused before any data is sent, and closed.
+    let replies = client.replies_until_close().await;
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    replies[0].expect(452, "4.3.1");
+    replies[1].expect(421, "4.7.0");
+
+    // The space comes back with the draft, and mail arrives again.
+    drop(other);
+    assert_eq!(gw.gateway().spool_used(), 0);
+    gw.deliver(&address, b"Subject: small\r\n\r\nfits\r\n")
+        .await;
+    assert_eq!(gw.message_count(&id), 1);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_listener_answers_on_ipv6_and_ipv4() {
+    let mut gw = TestGateway::start_with(|c| {
+        c.listen.smtp.address = gateway::config::Config::default().listen.smtp.address;
+    })
+    .await;
+    let bound = gw.smtp_addr();
+    assert!(bound.ip().is_unspecified(), "{bound}");
+    let mut targets = vec![std::net::SocketAddr::from(([127, 0, 0, 1], bound.port()))];
+    // Where the system has no IPv6 the listener falls back to 0.0.0.0.
+    if bound.is_ipv6() {
+        targets.push(std::net::SocketAddr::from((
+            std::net::Ipv6Addr::LOCALHOST,
+            bound.port(),
+        )));
+    }
+    for target in targets {
+        let (mut client, greeting) = Client::connect(target).await;
+        greeting.expect(220, "");
+        client.command("QUIT").await.expect(221, "2.0.0");
+    }
+    gw.stop().await;
 }

@@ -34,21 +34,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (resolver, material) = tls::prepare(&spec, data_dir, &config.gateway.host_name)
         .context("cannot prepare the TLS certificate")?;
     let mailboxes = gateway.list_mailboxes()?.len();
-    tracing::info!(
-        email_domain = %config.gateway.email_domain,
-        host_name = %config.gateway.host_name,
-        data_dir = %data_dir.display(),
-        store = %gateway.store().path().display(),
-        mailboxes,
-        certificate = %material.fingerprint(),
-        "gateway ready"
-    );
+    let store = gateway.store().path().display().to_string();
+    // Bind first: "ready" means the ports answer.
     let running = crate::server::start(&config, gateway, resolver).await?;
     for (name, addr) in config.listeners() {
         if running.address(name).is_none() {
             tracing::info!(service = name, %addr, "not started: this service is not available yet");
         }
     }
+    tracing::info!(
+        email_domain = %config.gateway.email_domain,
+        host_name = %config.gateway.host_name,
+        data_dir = %data_dir.display(),
+        store,
+        mailboxes,
+        certificate = %material.fingerprint(),
+        "gateway ready"
+    );
     wait_for_stop_signal().await?;
     tracing::info!("shutting down: finishing transactions in flight");
     running.stop().await;

@@ -4,8 +4,9 @@
 //! `#[serde(deny_unknown_fields)]` (a misspelt key is an error, not silently ignored).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -108,10 +109,11 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// An enabled listener on all IPv4 interfaces.
+    /// An enabled listener on all interfaces: `::`, which the server binds dual-stack
+    /// (IPv4 and IPv6), or IPv4 alone where the system has no IPv6.
     pub fn any(port: u16) -> Self {
         Listener {
-            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            address: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             port,
             enabled: true,
         }
@@ -436,6 +438,27 @@ pub struct LimitsSection {
     pub store_cache_mib: u64,
     /// Sealed bytes a message draft keeps in memory before spilling to its spool file, KiB.
     pub spool_memory_kib: u64,
+    /// Most bytes all messages in progress may hold in spool files together, MiB; beyond
+    /// it new data gets `452 4.3.1` (without it: connections × max_message_size).
+    pub spool_max_mib: u64,
+    /// Seconds a write to a client may make no progress before the connection is dropped.
+    pub write_timeout_secs: u64,
+    /// Seconds a client may stay silent before it has proved itself: SMTP before its first
+    /// MAIL (or AUTH), POP3 before login. After that the RFC idle timeouts apply.
+    pub preauth_timeout_secs: u64,
+    /// Seconds a whole SMTP transaction (MAIL to the end of its data) may take.
+    pub transaction_timeout_secs: u64,
+    /// Of `max_connections` per protocol, POP3 slots kept for pick-up clients (addresses
+    /// that logged in to a mailbox before); strangers and proxy clients never get them.
+    /// At most half of `max_connections` is reserved, whatever this says.
+    pub reserved_pickup_slots: u32,
+    /// Seconds of silence after which TCP keepalive probes a connection (0: off), so a
+    /// vanished client releases its slot and maildrop lock within minutes.
+    pub tcp_keepalive_secs: u64,
+    /// Connections the kernel queues per listener before the gateway accepts them.
+    pub listen_backlog: u32,
+    /// Seconds `gateway serve` lets open connections finish after a stop signal.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for LimitsSection {
@@ -447,6 +470,14 @@ impl Default for LimitsSection {
             max_connections_per_ip: 20,
             store_cache_mib: 64,
             spool_memory_kib: 256,
+            spool_max_mib: 2048,
+            write_timeout_secs: 60,
+            preauth_timeout_secs: 60,
+            transaction_timeout_secs: 1800,
+            reserved_pickup_slots: 10,
+            tcp_keepalive_secs: 60,
+            listen_backlog: 128,
+            shutdown_grace_secs: 30,
         }
     }
 }
@@ -460,6 +491,38 @@ impl LimitsSection {
     /// `spool_memory_kib` in bytes.
     pub fn spool_memory_bytes(&self) -> u64 {
         self.spool_memory_kib.saturating_mul(1024)
+    }
+
+    /// The POP3 slots actually reserved: at most half of `max_connections`, so a small
+    /// `max_connections` never leaves strangers no slot at all.
+    pub fn reserved_pickup(&self) -> u32 {
+        self.reserved_pickup_slots.min(self.max_connections / 2)
+    }
+
+    /// `spool_max_mib` in bytes.
+    pub fn spool_max_bytes(&self) -> u64 {
+        self.spool_max_mib.saturating_mul(1024 * 1024)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
+    }
+
+    pub fn preauth_timeout(&self) -> Duration {
+        Duration::from_secs(self.preauth_timeout_secs)
+    }
+
+    pub fn transaction_timeout(&self) -> Duration {
+        Duration::from_secs(self.transaction_timeout_secs)
+    }
+
+    /// `None` when keepalive is off.
+    pub fn tcp_keepalive(&self) -> Option<Duration> {
+        (self.tcp_keepalive_secs > 0).then(|| Duration::from_secs(self.tcp_keepalive_secs))
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
     }
 }
 
@@ -491,6 +554,9 @@ pub struct Pop3Section {
     pub max_concurrent_unseals: u32,
     /// Pause before answering a failed login, in milliseconds (slows guessing).
     pub failed_login_delay_ms: u64,
+    /// Seconds a logged-in session must have waited for a command before a new login with
+    /// the mailbox password takes the maildrop over (ending it without UPDATE); 0: never.
+    pub lock_takeover_secs: u64,
 }
 
 impl Default for Pop3Section {
@@ -498,7 +564,15 @@ impl Default for Pop3Section {
         Pop3Section {
             max_concurrent_unseals: 4,
             failed_login_delay_ms: 2000,
+            lock_takeover_secs: 60,
         }
+    }
+}
+
+impl Pop3Section {
+    /// `None` when takeovers are off.
+    pub fn lock_takeover(&self) -> Option<Duration> {
+        (self.lock_takeover_secs > 0).then(|| Duration::from_secs(self.lock_takeover_secs))
     }
 }
 

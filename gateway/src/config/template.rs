@@ -22,48 +22,49 @@ data_dir = "./gateway-data"
 # How much to log: "error", "warn", "info", "debug" or "trace".
 log_level = "info"
 
-# One table per service. Each has an address ("0.0.0.0" = all IPv4 interfaces,
-# "::" = all interfaces), a port, and enabled = true/false.
+# One table per service. Each has an address ("::" = all interfaces, IPv6 and IPv4, or
+# IPv4 alone where the system has no IPv6; "0.0.0.0" = all IPv4 interfaces), a port, and
+# enabled = true/false.
 
 [listen.smtp]
 # Plain SMTP with STARTTLS: journal target and proxy entry point.
-address = "0.0.0.0"
+address = "::"
 port = 25
 enabled = true
 
 [listen.smtps]
 # SMTP over implicit TLS.
-address = "0.0.0.0"
+address = "::"
 port = 465
 enabled = true
 
 [listen.submission]
 # Message submission with STARTTLS.
-address = "0.0.0.0"
+address = "::"
 port = 587
 enabled = true
 
 [listen.pop3]
 # Plain POP3 with STLS, for archivers picking up mail.
-address = "0.0.0.0"
+address = "::"
 port = 110
 enabled = true
 
 [listen.pop3s]
 # POP3 over implicit TLS.
-address = "0.0.0.0"
+address = "::"
 port = 995
 enabled = true
 
 [listen.console]
 # The web console.
-address = "0.0.0.0"
+address = "::"
 port = 8450
 enabled = true
 
 [listen.acme_http]
 # Answers ACME HTTP-01 challenges. Only opened when tls.source = "acme".
-address = "0.0.0.0"
+address = "::"
 port = 80
 enabled = true
 
@@ -95,6 +96,29 @@ store_cache_mib = 64
 # Encrypted bytes of a message kept in memory while it arrives, in KiB; beyond this
 # it is written to a temporary spool file.
 spool_memory_kib = 256
+# Most disk space all messages still arriving may use in spool files together, in MiB.
+# When it is reached, new mail gets "452 4.3.1" (try again later).
+spool_max_mib = 2048
+# Seconds a write to a client may make no progress (a client that stops reading) before
+# the connection is dropped.
+write_timeout_secs = 60
+# Seconds a client may stay silent before it has proved itself: SMTP until its first MAIL
+# or AUTH, POP3 until login. Later the protocols' idle timeouts apply (SMTP 5 minutes,
+# POP3 10 minutes).
+preauth_timeout_secs = 60
+# Seconds one SMTP transaction (MAIL FROM to the end of its data) may take in all.
+transaction_timeout_secs = 1800
+# POP3 connection slots (of max_connections) kept for pick-up: only addresses that logged
+# in to a mailbox before may take them, never strangers or proxy clients, so the archiver
+# gets in during a flood of connections. At most half of max_connections is reserved.
+reserved_pickup_slots = 10
+# Seconds of silence after which TCP keepalive checks that a client is still there
+# (0 = off). A client that vanished then releases its slot and mailbox within minutes.
+tcp_keepalive_secs = 60
+# Connections the system queues per listener before the gateway accepts them.
+listen_backlog = 128
+# Seconds "gateway serve" lets open connections finish after a stop signal.
+shutdown_grace_secs = 30
 
 [smtp]
 # When true, clients must STARTTLS before MAIL FROM (otherwise they get 530).
@@ -112,6 +136,11 @@ allowed_networks = []
 max_concurrent_unseals = 4
 # Pause before answering a failed login, in milliseconds, to slow password guessing.
 failed_login_delay_ms = 2000
+# One session per mailbox at a time. When a session has waited this many seconds for a
+# command (say its client vanished in a network outage), a new login with the mailbox
+# password takes over: the old session ends without deleting anything. 0 = never; the
+# old session then holds the mailbox until it times out (10 minutes).
+lock_takeover_secs = 60
 
 [proxy]
 # Proxy mode: mail clients log in as "remote_user%target_server%mailbox_id" (SMTP AUTH

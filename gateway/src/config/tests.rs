@@ -45,7 +45,7 @@ fn defaults() {
     assert_eq!(c.listen.acme_http.port, 80);
     assert_eq!(
         c.listen.console.address,
-        "0.0.0.0".parse::<IpAddr>().expect("ip")
+        "::".parse::<IpAddr>().expect("ip")
     );
     assert_eq!(c.tls.source, CertificateSource::SelfSigned);
     assert_eq!(c.limits.max_message_size, 104_857_600);
@@ -227,7 +227,7 @@ fn listeners_lists_enabled_services() {
         names,
         ["smtp", "smtps", "submission", "pop3", "pop3s", "console"]
     );
-    assert_eq!(c.listeners()[0].1, "0.0.0.0:25".parse().expect("addr"));
+    assert_eq!(c.listeners()[0].1, "[::]:25".parse().expect("addr"));
 
     let mut c = Config::from_toml_str("[tls]\nsource = \"acme\"\n[listen.pop3]\nenabled = false\n")
         .expect("valid");

@@ -12,6 +12,12 @@ const MAX_MESSAGE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
 const MAX_STORE_CACHE_MIB: u64 = 1024 * 1024;
 /// 1 GiB per draft; memory per draft is multiplied by concurrent sessions.
 const MAX_SPOOL_MEMORY_KIB: u64 = 1024 * 1024;
+/// An hour; longer client timeouts would just keep dead connections.
+const MAX_TIMEOUT_SECS: u64 = 3600;
+/// A day for one SMTP transaction.
+const MAX_TRANSACTION_SECS: u64 = 24 * 3600;
+/// Linux caps the backlog at net.core.somaxconn (4096 by default) anyway.
+const MAX_LISTEN_BACKLOG: u32 = 65_535;
 /// A login delay above a minute would just look like a hung server.
 const MAX_FAILED_LOGIN_DELAY_MS: u64 = 60_000;
 
@@ -206,6 +212,54 @@ fn validate_limits(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    at_least_one("limits.spool_max_mib", l.spool_max_mib)?;
+    for (key, value, max) in [
+        (
+            "limits.write_timeout_secs",
+            l.write_timeout_secs,
+            MAX_TIMEOUT_SECS,
+        ),
+        (
+            "limits.preauth_timeout_secs",
+            l.preauth_timeout_secs,
+            MAX_TIMEOUT_SECS,
+        ),
+        (
+            "limits.transaction_timeout_secs",
+            l.transaction_timeout_secs,
+            MAX_TRANSACTION_SECS,
+        ),
+        (
+            "limits.shutdown_grace_secs",
+            l.shutdown_grace_secs,
+            MAX_TIMEOUT_SECS,
+        ),
+    ] {
+        if !(1..=max).contains(&value) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("must be 1 to {max} seconds, got {value}"),
+            ));
+        }
+    }
+    if l.tcp_keepalive_secs > MAX_TIMEOUT_SECS {
+        return Err(ConfigError::invalid(
+            "limits.tcp_keepalive_secs",
+            format!(
+                "must be at most {MAX_TIMEOUT_SECS} seconds (0 = off), got {}",
+                l.tcp_keepalive_secs
+            ),
+        ));
+    }
+    if !(1..=MAX_LISTEN_BACKLOG).contains(&l.listen_backlog) {
+        return Err(ConfigError::invalid(
+            "limits.listen_backlog",
+            format!(
+                "must be 1 to {MAX_LISTEN_BACKLOG}, got {}",
+                l.listen_backlog
+            ),
+        ));
+    }
     if l.spool_memory_kib > MAX_SPOOL_MEMORY_KIB {
         return Err(ConfigError::invalid(
             "limits.spool_memory_kib",
@@ -224,6 +278,15 @@ fn validate_pop3(config: &Config) -> Result<(), ConfigError> {
         "pop3.max_concurrent_unseals",
         p.max_concurrent_unseals.into(),
     )?;
+    if p.lock_takeover_secs > MAX_TIMEOUT_SECS {
+        return Err(ConfigError::invalid(
+            "pop3.lock_takeover_secs",
+            format!(
+                "must be at most {MAX_TIMEOUT_SECS} seconds (0 = never), got {}",
+                p.lock_takeover_secs
+            ),
+        ));
+    }
     if p.failed_login_delay_ms > MAX_FAILED_LOGIN_DELAY_MS {
         return Err(ConfigError::invalid(
             "pop3.failed_login_delay_ms",

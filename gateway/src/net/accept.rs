@@ -7,14 +7,10 @@ use tokio::task::JoinSet;
 use super::{Listener, ShutdownSignal};
 
 /// Accepts connections until shutdown and runs `handle` for each on its own task; then waits
-/// up to `grace` for open connections to finish and drops the rest. Dropping loses nothing:
+/// up to the shutdown's grace period for open connections to finish and drops the rest. Dropping loses nothing:
 /// protocols acknowledge only what is durable.
-pub async fn serve_connections<L, F, Fut>(
-    mut listener: L,
-    mut shutdown: ShutdownSignal,
-    grace: Duration,
-    handle: F,
-) where
+pub async fn serve_connections<L, F, Fut>(mut listener: L, mut shutdown: ShutdownSignal, handle: F)
+where
     L: Listener,
     F: Fn(L::Stream, SocketAddr, ShutdownSignal) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -37,6 +33,7 @@ pub async fn serve_connections<L, F, Fut>(
         }
     }
     drop(listener);
+    let grace = shutdown.grace();
     let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
     })

@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
 use super::{ConnectionLimits, ConnectionPermit, MaybeTls, TlsMode};
@@ -32,8 +32,9 @@ where
             // On implicit-TLS ports a plaintext line would only confuse the client's
             // handshake, and a flood is no time to spend a handshake on a refusal.
             if mode == TlsMode::StartTls {
-                let _ = stream.write_all(busy).await;
-                let _ = stream.shutdown().await;
+                let stall = limits.write_timeout();
+                let _ = super::write_all_within(&mut stream, busy, stall).await;
+                super::shutdown_within(&mut stream, stall).await;
             }
             return None;
         }

@@ -10,10 +10,12 @@ mod stream;
 
 pub use accept::serve_connections;
 pub use admit::{admit, HANDSHAKE_TIMEOUT};
-pub use limits::{ConnectionLimits, ConnectionPermit, LimitExceeded};
-pub use listener::Listener;
-pub use shutdown::{Shutdown, ShutdownSignal};
-pub use stream::{MaybeTls, Switchable};
+pub use limits::{
+    ConnectionLimits, ConnectionPermit, ConnectionPolicy, LimitExceeded, DEFAULT_WRITE_TIMEOUT,
+};
+pub use listener::{Listener, SocketOptions, TcpListener};
+pub use shutdown::{Shutdown, ShutdownSignal, DEFAULT_SHUTDOWN_GRACE};
+pub use stream::{linger, shutdown_within, write_all_within, MaybeTls, Switchable};
 
 /// How a listener's connections start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,16 +1,24 @@
+use std::time::Duration;
+
 use tokio::sync::watch;
+
+/// How long connections may take to finish after shutdown begins; then they are dropped.
+/// Nothing is lost by that: a message is only acknowledged after its commit.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The owner's side of graceful shutdown: [`Shutdown::trigger`] tells every listener to stop
 /// accepting and every session to finish its transaction and close.
 #[derive(Debug)]
 pub struct Shutdown {
     sender: watch::Sender<bool>,
+    grace: Duration,
 }
 
 /// A session's or listener's side: cheap to clone, resolves once shutdown begins.
 #[derive(Debug, Clone)]
 pub struct ShutdownSignal {
     receiver: watch::Receiver<bool>,
+    grace: Duration,
 }
 
 impl Default for Shutdown {
@@ -21,13 +29,19 @@ impl Default for Shutdown {
 
 impl Shutdown {
     pub fn new() -> Self {
+        Self::with_grace(DEFAULT_SHUTDOWN_GRACE)
+    }
+
+    /// Listeners wait up to `grace` for their connections after the trigger.
+    pub fn with_grace(grace: Duration) -> Self {
         let (sender, _) = watch::channel(false);
-        Self { sender }
+        Self { sender, grace }
     }
 
     pub fn signal(&self) -> ShutdownSignal {
         ShutdownSignal {
             receiver: self.sender.subscribe(),
+            grace: self.grace,
         }
     }
 
@@ -37,6 +51,11 @@ impl Shutdown {
 }
 
 impl ShutdownSignal {
+    /// How long a listener waits for its connections once shutdown begins.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
     pub fn is_triggered(&self) -> bool {
         *self.receiver.borrow()
     }

@@ -1,6 +1,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::server::TlsStream;
@@ -41,16 +42,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTls<S> {
         }
     }
 
-    /// Writes and flushes `pending`, leaving it empty either way.
-    pub async fn write_pending(&mut self, pending: &mut Vec<u8>) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt;
+    /// Writes and flushes `pending`, leaving it empty either way. A write that makes no
+    /// progress for `stall` fails (see [`write_all_within`]).
+    pub async fn write_pending(
+        &mut self,
+        pending: &mut Vec<u8>,
+        stall: Duration,
+    ) -> io::Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
-        let result = self.write_all(pending).await;
+        let result = write_all_within(self, pending, stall).await;
         pending.clear();
-        result?;
-        self.flush().await
+        result
     }
 
     /// "TLSv1.3 cipher TLS13_AES_256_GCM_SHA384", for trace headers and logs.
@@ -60,6 +64,72 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTls<S> {
             _ => None,
         }
     }
+}
+
+/// Writes all of `bytes` and flushes, failing with `TimedOut` when the peer accepts nothing
+/// for `stall`: a client that stops reading is dropped instead of holding its connection
+/// (and whatever the session holds) forever. Progress restarts the clock, so a slow but
+/// live reader is never cut off.
+pub async fn write_all_within<W>(
+    writer: &mut W,
+    mut bytes: &[u8],
+    stall: Duration,
+) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    use tokio::io::AsyncWriteExt;
+    while !bytes.is_empty() {
+        let written = tokio::time::timeout(stall, writer.write(bytes))
+            .await
+            .map_err(|_| stalled())??;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[written..];
+    }
+    tokio::time::timeout(stall, writer.flush())
+        .await
+        .map_err(|_| stalled())?
+}
+
+/// Shuts the write side down (TLS close_notify included), giving up after `stall`.
+pub async fn shutdown_within<W>(writer: &mut W, stall: Duration)
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(stall, writer.shutdown()).await;
+}
+
+/// How long, and how much, [`linger`] reads after the last reply.
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+pub const LINGER_BYTES: usize = 256 * 1024;
+
+/// After the last reply and the shutdown of the write side: reads and drops what the client
+/// still sends, until it closes, for at most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing
+/// a socket with unread input makes the kernel send a reset, which can destroy the final
+/// replies (a `552` the client has not read yet) before the client sees them.
+pub async fn linger<R>(reader: &mut R)
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 16 * 1024];
+    let mut total = 0;
+    let drain = async {
+        while total < LINGER_BYTES {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+fn stalled() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading")
 }
 
 fn gone() -> io::Error {

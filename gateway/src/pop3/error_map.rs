@@ -134,6 +134,8 @@ impl CommitFailure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     Parse(ParseError),
+    /// A new login took the maildrop over from this idle session.
+    TakenOver,
     LineTooLong,
     /// USER, PASS or AUTH before TLS (RFC 2595 §4 lets a server require it).
     TlsRequired,
@@ -161,6 +163,7 @@ impl Refusal {
                 | Refusal::MessageDeleted
                 | Refusal::ShuttingDown
                 | Refusal::Autologout
+                | Refusal::TakenOver
         )
     }
 
@@ -176,6 +179,10 @@ impl Refusal {
                 ParseError::InvalidMechanism => "invalid SASL mechanism name",
             }),
             Refusal::LineTooLong => Reply::err("line too long"),
+            Refusal::TakenOver => Reply::err_code(
+                Code::InUse,
+                "session ended: a new login took the maildrop over",
+            ),
             Refusal::TlsRequired => {
                 Reply::err_code(Code::Auth, "TLS required: use STLS or port 995")
             }

@@ -50,6 +50,11 @@ impl LineBuffer {
         self.buf.push(data);
     }
 
+    /// An overlong line is being dropped: its start was too long and its LF has not come.
+    pub fn overflowed(&self) -> bool {
+        self.discarding
+    }
+
     /// Everything buffered, handed on (to the proxy after a proxy login).
     pub fn take_all(&mut self) -> Zeroizing<Vec<u8>> {
         self.discarding = false;
@@ -128,6 +133,7 @@ mod tests {
             assert_eq!(buf.next_frame(), None);
             assert!(buf.len() < MAX_AUTH_LINE);
         }
+        assert!(buf.overflowed());
         buf.push(b"xx\r\nNOOP\r\n");
         assert_eq!(buf.next_frame(), Some(Frame::TooLong));
         assert_eq!(buf.next_frame(), line(b"NOOP", 6));

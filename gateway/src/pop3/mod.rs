@@ -94,6 +94,6 @@ pub use error_map::{AuthFailure, CommitFailure, StreamFailure};
 pub use line::{MAX_AUTH_LINE, MAX_COMMAND_LINE};
 pub use server::{Pop3Server, Pop3Settings};
 pub use session::{
-    Action, Feed, Maildrop, MessageInfo, Output, Session, SessionConfig, MAX_ERRORS,
-    MAX_FAILED_LOGINS, MIN_IDLE_TIMEOUT, PIPELINE_LIMIT,
+    Action, Feed, Maildrop, MessageInfo, Output, Session, SessionConfig, DEFAULT_PREAUTH_TIMEOUT,
+    MAX_ERRORS, MAX_FAILED_LOGINS, MIN_IDLE_TIMEOUT, PIPELINE_LIMIT,
 };

@@ -1,12 +1,38 @@
 //! The tokio shell around the POP3 [`Session`]: logins (throttled, with a bounded number of
 //! concurrent Argon2id unseals), the exclusive maildrop lock, streaming decryption of
 //! messages, and the UPDATE commit. Generic over listener and stream like the SMTP shell.
+//!
+//! ## A lock held by a connection that cannot be answered
+//!
+//! The maildrop lock lives as long as the session that took it. A client that vanished
+//! without a FIN or RST (a partition, a crashed host) would keep it, and every later login
+//! would get `[IN-USE]`, until the autologout timer. RFC 1939 §3 sets that timer to at
+//! least 10 minutes, so it is not shortened while logged in (the session keeps its
+//! autologout at [`MIN_IDLE_TIMEOUT`](super::MIN_IDLE_TIMEOUT)). Two things release the
+//! lock sooner without breaking that rule:
+//!
+//! - TCP keepalive on every accepted connection (`[limits] tcp_keepalive_secs`, 60 s, then
+//!   6 probes 10 s apart): the kernel notices a peer that no longer answers about two
+//!   minutes after it went silent, the read fails, and the session ends as any lost
+//!   connection does.
+//! - Takeover (`[pop3] lock_takeover_secs`, 60 s): a login that proves the mailbox
+//!   password while the lock's session has waited that long for a command, with nothing
+//!   of one received, ends that session (`-ERR [IN-USE]`, then close) and takes the lock.
+//!   This is not an autologout: the session is ended because the mailbox's owner logged
+//!   in again, which is what an archiver reconnecting after a partition does. A session
+//!   that is streaming, committing (UPDATE after QUIT) or has input waiting is never taken
+//!   over, and input that arrives after the takeover is not run.
+//!
+//! Either way the old session ends without UPDATE, so nothing it marked is deleted (RFC
+//! 1939 §6: only QUIT in TRANSACTION deletes). A client that stops reading is dropped by
+//! the write timeout. Before login the short `[limits] preauth_timeout_secs` applies; no
+//! lock is held then.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
@@ -19,7 +45,8 @@ use super::{
 use crate::crypto::{MailboxPassword, UnsealedKey};
 use crate::mailbox::MailboxId;
 use crate::net::{
-    ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
+    ConnectionLimits, ConnectionPermit, Listener, MaybeTls, ShutdownSignal, TlsMode,
+    HANDSHAKE_TIMEOUT,
 };
 use crate::proxy::pop3_client::UpstreamPassword;
 use crate::proxy::pop3_leg::{login_refusal, LoginFailure, Pop3Leg};
@@ -27,10 +54,11 @@ use crate::proxy::{Connector, ProxyLogin, TcpConnector, Upstreams};
 use crate::service::{Gateway, MessageReader, ServiceError};
 use crate::store::MailboxStatus;
 
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a login may wait for an unseal slot before it is told to come back later.
 const UNSEAL_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 16 * 1024;
+/// The refusal when every slot this client may take is in use.
+const BUSY: &str = "too many connections, try again later";
 /// Pending output that is written out in the middle of a message.
 const FLUSH_THRESHOLD: usize = 64 * 1024;
 
@@ -46,6 +74,11 @@ pub struct Pop3Settings {
     /// the client reads the current one. The simulation turns this off (blocking threads stall
     /// simulated time): unseals then run on the session's task and nothing is prefetched.
     pub blocking_threads: bool,
+    /// Silence allowed before login (see [`SessionConfig::preauth_timeout`]).
+    pub preauth_timeout: Duration,
+    /// A login with the right password takes the maildrop over from a session that has
+    /// waited this long for a command (see the module documentation); `None`: never.
+    pub lock_takeover: Option<Duration>,
 }
 
 /// Everything the POP3 listeners share.
@@ -59,6 +92,7 @@ pub struct Pop3Server<C: Connector = TcpConnector> {
     unseals: Semaphore,
     throttle: LoginThrottle,
     locks: Arc<MaildropLocks>,
+    holders: Arc<Holders>,
 }
 
 impl Pop3Server<TcpConnector> {
@@ -101,6 +135,7 @@ impl<C: Connector> Pop3Server<C> {
             limits,
             throttle: LoginThrottle::default(),
             locks: Arc::new(MaildropLocks::default()),
+            holders: Arc::default(),
         })
     }
 
@@ -142,15 +177,10 @@ impl<C: Connector> Pop3Server<C> {
         mode: TlsMode,
         shutdown: ShutdownSignal,
     ) {
-        crate::net::serve_connections(
-            listener,
-            shutdown,
-            SHUTDOWN_GRACE,
-            move |stream, peer, signal| {
-                let server = self.clone();
-                async move { server.handle(stream, peer, mode, signal).await }
-            },
-        )
+        crate::net::serve_connections(listener, shutdown, move |stream, peer, signal| {
+            let server = self.clone();
+            async move { server.handle(stream, peer, mode, signal).await }
+        })
         .await;
     }
 
@@ -164,9 +194,16 @@ impl<C: Connector> Pop3Server<C> {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let busy = b"-ERR [SYS/TEMP] too many connections, try again later\r\n";
-        let Some((stream, _permit)) =
-            crate::net::admit(stream, peer, mode, &self.limits, &self.acceptor, busy).await
+        let busy = format!("-ERR [SYS/TEMP] {BUSY}\r\n");
+        let Some((stream, permit)) = crate::net::admit(
+            stream,
+            peer,
+            mode,
+            &self.limits,
+            &self.acceptor,
+            busy.as_bytes(),
+        )
+        .await
         else {
             return;
         };
@@ -176,6 +213,7 @@ impl<C: Connector> Pop3Server<C> {
             true,
         );
         config.proxy = self.upstreams.as_ref().is_some_and(|u| u.enabled());
+        config.preauth_timeout = self.settings.preauth_timeout;
         let connection = Connection {
             server: self,
             session: Session::new(config),
@@ -185,6 +223,7 @@ impl<C: Connector> Pop3Server<C> {
             login: None,
             prefetch: None,
             implicit_tls: mode == TlsMode::Implicit,
+            permit,
         };
         connection.run().await;
     }
@@ -218,7 +257,14 @@ impl<C: Connector> Pop3Server<C> {
             }
         };
         self.throttle.record_success(&mailbox);
-        let lock = self.locks.try_lock(&mailbox).ok_or(AuthFailure::Locked)?;
+        let lock = match self.locks.try_lock(&mailbox) {
+            Some(lock) => lock,
+            None => self
+                .take_over(&mailbox, peer)
+                .await
+                .ok_or(AuthFailure::Locked)?,
+        };
+        let holder = self.holders.register(&mailbox);
         let messages = self.gateway.list_messages(&mailbox).map_err(|e| {
             tracing::error!(error = %e, "listing the maildrop failed");
             AuthFailure::from_service_error(&e)
@@ -229,9 +275,27 @@ impl<C: Connector> Pop3Server<C> {
             mailbox,
             key: Arc::new(key),
             _lock: lock,
+            holder,
             maildrop: Maildrop::from_summaries(messages),
             seqs,
         })
+    }
+
+    /// The maildrop is locked: if its session has waited for a command for at least
+    /// `lock_takeover`, end it and take its lock. Only reached with the right password.
+    async fn take_over(&self, mailbox: &MailboxId, peer: IpAddr) -> Option<MaildropLock> {
+        let threshold = self.settings.lock_takeover?;
+        let holder = self.holders.get(mailbox)?;
+        let released = holder.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        let idle = holder.revoke_if_idle(threshold)?;
+        tracing::info!(%peer, %mailbox, idle_secs = idle.as_secs(), "POP3 login takes the maildrop over from an idle session");
+        // The old session ends at its next turn and releases the lock as it goes.
+        if tokio::time::timeout(TAKEOVER_WAIT, released).await.is_err() {
+            tracing::warn!(%mailbox, "the session taken over did not end in time");
+        }
+        self.locks.try_lock(mailbox)
     }
 
     fn server_allows(&self, peer: IpAddr, mailbox: Option<&MailboxId>) -> bool {
@@ -275,12 +339,123 @@ impl<C: Connector> Pop3Server<C> {
     }
 }
 
+/// Sessions holding a maildrop lock, for taking over from one that waits for a command.
+#[derive(Default)]
+struct Holders {
+    by_mailbox: std::sync::Mutex<std::collections::HashMap<MailboxId, Arc<Holder>>>,
+}
+
+/// How long a login that took a maildrop over waits for the old session to end.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// One lock-holding session, as seen by a login that finds the maildrop locked.
+#[derive(Default)]
+struct Holder {
+    state: std::sync::Mutex<HolderState>,
+    /// The session must end (a takeover).
+    revoked: tokio::sync::Notify,
+    /// The session ended and its lock is free.
+    released: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+enum HolderState {
+    #[default]
+    Busy,
+    /// Waiting for a command since then.
+    Idle(tokio::time::Instant),
+    Revoked,
+}
+
+impl Holders {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<MailboxId, Arc<Holder>>> {
+        self.by_mailbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(self: &Arc<Self>, mailbox: &MailboxId) -> HolderEntry {
+        let holder = Arc::new(Holder::default());
+        self.lock().insert(mailbox.clone(), holder.clone());
+        HolderEntry {
+            holders: self.clone(),
+            mailbox: mailbox.clone(),
+            holder,
+        }
+    }
+
+    fn get(&self, mailbox: &MailboxId) -> Option<Arc<Holder>> {
+        self.lock().get(mailbox).cloned()
+    }
+}
+
+impl Holder {
+    fn state(&self) -> std::sync::MutexGuard<'_, HolderState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session waits for a command (keeps the earlier start if it already did).
+    fn mark_idle(&self) {
+        let mut state = self.state();
+        if matches!(*state, HolderState::Busy) {
+            *state = HolderState::Idle(tokio::time::Instant::now());
+        }
+    }
+
+    /// Input arrived; false when the session was taken over first (the input must not run).
+    fn mark_busy(&self) -> bool {
+        let mut state = self.state();
+        if matches!(*state, HolderState::Revoked) {
+            return false;
+        }
+        *state = HolderState::Busy;
+        true
+    }
+
+    /// Revokes the session if it has waited for a command for `threshold`; how long it had.
+    fn revoke_if_idle(&self, threshold: Duration) -> Option<Duration> {
+        let mut state = self.state();
+        let HolderState::Idle(since) = *state else {
+            return None;
+        };
+        let idle = since.elapsed();
+        if idle < threshold {
+            return None;
+        }
+        *state = HolderState::Revoked;
+        self.revoked.notify_one();
+        Some(idle)
+    }
+}
+
+/// A session's registration as the maildrop's holder; removed when the session ends.
+struct HolderEntry {
+    holders: Arc<Holders>,
+    mailbox: MailboxId,
+    holder: Arc<Holder>,
+}
+
+impl Drop for HolderEntry {
+    fn drop(&mut self) {
+        let mut map = self.holders.lock();
+        if map
+            .get(&self.mailbox)
+            .is_some_and(|current| Arc::ptr_eq(current, &self.holder))
+        {
+            map.remove(&self.mailbox);
+        }
+        drop(map);
+        self.holder.released.notify_waiters();
+    }
+}
+
 /// A logged-in session's secrets and lock; dropped (key zeroized, lock released) when the
 /// connection ends on any path.
 struct LoggedIn {
     mailbox: MailboxId,
     key: Arc<UnsealedKey>,
+    /// Declared before `holder`: fields drop in order, so the lock is free when a login
+    /// waiting to take over hears of the release.
     _lock: MaildropLock,
+    holder: HolderEntry,
     maildrop: Maildrop,
     /// The maildrop's messages in order, for prefetching the one after a RETR.
     seqs: Vec<u64>,
@@ -303,6 +478,8 @@ struct Connection<'a, S, C: Connector> {
     prefetch: Option<Prefetch>,
     /// The client came in on 995: the upstream gets implicit TLS too.
     implicit_tls: bool,
+    /// The connection's slot, perhaps one of those reserved for pick-up.
+    permit: ConnectionPermit,
 }
 
 impl<S, C> Connection<'_, S, C>
@@ -311,6 +488,7 @@ where
     C: Connector,
 {
     async fn run(mut self) {
+        let stall = self.server.limits.write_timeout();
         let mut buffer = vec![0u8; READ_BUFFER];
         let mut pending = Vec::new();
         let mut shutdown_seen = false;
@@ -320,14 +498,18 @@ where
                     Output::Send(bytes) => pending.extend_from_slice(&bytes),
                     Output::Action(action) => {
                         if !self.act(action, &mut pending).await {
-                            let _ = self.stream.write_pending(&mut pending).await;
-                            let _ = self.stream.shutdown().await;
+                            let _ = self.stream.write_pending(&mut pending, stall).await;
+                            crate::net::shutdown_within(&mut self.stream, stall).await;
+                            // Release the slot and the maildrop lock before lingering.
+                            self.login = None;
+                            crate::net::linger(&mut self.stream).await;
                             return;
                         }
                     }
                 }
             }
-            if self.stream.write_pending(&mut pending).await.is_err() {
+            if let Err(e) = self.stream.write_pending(&mut pending, stall).await {
+                tracing::debug!(peer = %self.peer, error = %e, "POP3 client write failed");
                 self.session.connection_lost();
                 continue;
             }
@@ -335,18 +517,43 @@ where
                 return;
             }
             let wants_input = self.session.wants_input();
+            // Logged in and waiting for a command: a new login may take the maildrop over.
+            let idle_holder = self
+                .login
+                .as_ref()
+                .filter(|_| self.session.waits_for_command())
+                .map(|login| login.holder.holder.clone());
+            if let Some(holder) = &idle_holder {
+                holder.mark_idle();
+            }
+            let revoked = async {
+                match &idle_holder {
+                    Some(holder) => holder.revoked.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                read = self.stream.read(&mut buffer), if wants_input => match read {
-                    Ok(0) | Err(_) => self.session.connection_lost(),
-                    Ok(n) => {
-                        let credentials = self.session.may_receive_credentials();
-                        self.session.receive(&buffer[..n]);
-                        if credentials {
-                            // The read may have carried PASS or AUTH: no copy stays behind.
-                            zeroize::Zeroize::zeroize(&mut buffer[..n]);
+                read = self.stream.read(&mut buffer), if wants_input => {
+                    if idle_holder.as_ref().is_some_and(|holder| !holder.mark_busy()) {
+                        self.session.taken_over();
+                        continue;
+                    }
+                    match read {
+                        Ok(0) | Err(_) => self.session.connection_lost(),
+                        Ok(n) => {
+                            let credentials = self.session.may_receive_credentials();
+                            self.session.receive(&buffer[..n]);
+                            if credentials {
+                                // The read may have carried PASS or AUTH: no copy stays behind.
+                                zeroize::Zeroize::zeroize(&mut buffer[..n]);
+                            }
                         }
                     }
                 },
+                _ = revoked => {
+                    tracing::info!(peer = %self.peer, "POP3 session taken over by a new login");
+                    self.session.taken_over();
+                }
                 _ = tokio::time::sleep(self.session.timeout()) => self.session.timed_out(),
                 _ = self.shutdown.triggered(), if !shutdown_seen => {
                     shutdown_seen = true;
@@ -358,9 +565,10 @@ where
 
     /// Carries out one action; false when the connection must end now.
     async fn act(&mut self, action: Action, pending: &mut Vec<u8>) -> bool {
+        let stall = self.server.limits.write_timeout();
         match action {
             Action::StartTls => {
-                if self.stream.write_pending(pending).await.is_err() {
+                if self.stream.write_pending(pending, stall).await.is_err() {
                     return false;
                 }
                 let upgrade = tokio::time::timeout(
@@ -384,6 +592,10 @@ where
                     self.login = Some(logged_in);
                     maildrop
                 });
+                if result.is_ok() {
+                    // From now on this address may use the slots kept for pick-up.
+                    self.server.limits.remember_pickup(self.peer.ip());
+                }
                 self.session.auth_result(result);
             }
             Action::RejectLogin => {
@@ -411,6 +623,13 @@ where
                     .commit_result(result.map_err(|e| CommitFailure::from_service_error(&e)));
             }
             Action::ProxyLogin { login, password } => {
+                // The reserve is for pick-up: a proxy session needs an ordinary slot.
+                if !self.permit.move_to_general() {
+                    tracing::info!(peer = %self.peer, "POP3 proxy login refused: only reserved slots are free");
+                    let busy = Reply::err_code(super::response::Code::SysTemp, BUSY);
+                    self.session.proxy_result(Err(busy));
+                    return true;
+                }
                 let result = self
                     .server
                     .proxy_login(self.peer, login, password, self.implicit_tls)
@@ -422,7 +641,7 @@ where
                         while let Some(Output::Send(bytes)) = self.session.poll() {
                             pending.extend_from_slice(&bytes);
                         }
-                        if self.stream.write_pending(pending).await.is_err() {
+                        if self.stream.write_pending(pending, stall).await.is_err() {
                             return false;
                         }
                         let input = self.session.take_input();
@@ -431,6 +650,7 @@ where
                             &mut self.stream,
                             &input,
                             self.shutdown.clone(),
+                            stall,
                         )
                         .await;
                         return false;
@@ -482,7 +702,12 @@ where
             }
             // Small messages leave with the next reply in one write; large ones go out a
             // chunk at a time, so memory stays at about one chunk.
-            if pending.len() >= FLUSH_THRESHOLD && self.stream.write_pending(pending).await.is_err()
+            if pending.len() >= FLUSH_THRESHOLD
+                && self
+                    .stream
+                    .write_pending(pending, self.server.limits.write_timeout())
+                    .await
+                    .is_err()
             {
                 self.session.connection_lost();
                 return true;
@@ -509,5 +734,48 @@ where
         let key = login.key.clone();
         let handle = tokio::task::spawn_blocking(move || gateway.open_message(&key, next));
         self.prefetch = Some((next, handle));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Shutdown;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn client_that_never_reads_is_disconnected() {
+        let (dir, gateway) = crate::service::test_support::gateway();
+        let material = crate::tls::load_or_create_self_signed(dir.path(), "gw.test").unwrap();
+        let acceptor = crate::tls::acceptor(Arc::new(crate::tls::CertResolver::new(material)));
+        let server = Pop3Server::new(
+            gateway,
+            Pop3Settings {
+                host_name: "gw.test".into(),
+                max_concurrent_unseals: 1,
+                failed_login_delay: Duration::ZERO,
+                blocking_threads: false,
+                preauth_timeout: super::super::DEFAULT_PREAUTH_TIMEOUT,
+                lock_takeover: None,
+            },
+            acceptor,
+            ConnectionLimits::new(10, 10),
+        );
+        let (client, server_side) = tokio::io::duplex(4096);
+        let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let shutdown = Shutdown::new();
+        let signal = shutdown.signal();
+        let task = tokio::spawn(async move {
+            server
+                .handle(server_side, peer, TlsMode::StartTls, signal)
+                .await
+        });
+        let (_read, mut write) = tokio::io::split(client);
+        let burst = b"CAPA\r\n".repeat(1000);
+        tokio::spawn(async move { while write.write_all(&burst).await.is_ok() {} });
+        tokio::time::timeout(Duration::from_secs(3600), task)
+            .await
+            .expect("the connection is dropped once its writes stall")
+            .unwrap();
     }
 }

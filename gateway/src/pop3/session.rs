@@ -23,6 +23,9 @@ use crate::store::Durable;
 
 /// RFC 1939 §3: the autologout timer must be at least 10 minutes.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How long a client may stay silent before it has logged in (see
+/// [`SessionConfig::preauth_timeout`]).
+pub const DEFAULT_PREAUTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Failed logins after which the session closes.
 pub const MAX_FAILED_LOGINS: u32 = 3;
 /// Protocol errors after which the session closes.
@@ -43,6 +46,11 @@ pub struct SessionConfig {
     pub tls_available: bool,
     /// Autologout timer; raised to [`MIN_IDLE_TIMEOUT`] if shorter.
     pub idle_timeout: Duration,
+    /// The timer before login (AUTHORIZATION state). RFC 1939's 10-minute minimum is there
+    /// so a logged-in user does not lose the session's state; before login there is none
+    /// to lose, and a short timer keeps silent connections from holding slots. At most
+    /// the autologout timer.
+    pub preauth_timeout: Duration,
     /// Proxy logins (`remote_user%target_server%mailbox_id`) are offered.
     pub proxy: bool,
 }
@@ -54,6 +62,7 @@ impl SessionConfig {
             tls_active,
             tls_available,
             idle_timeout: MIN_IDLE_TIMEOUT,
+            preauth_timeout: DEFAULT_PREAUTH_TIMEOUT,
             proxy: false,
         }
     }
@@ -246,9 +255,37 @@ impl Session {
         matches!(self.state, State::Closed)
     }
 
-    /// How long the shell waits for client input before calling [`timed_out`](Self::timed_out).
+    /// Logged in and waiting for the client's next command, with nothing of it received:
+    /// the only state in which the shell may let a new login take the maildrop over.
+    pub fn waits_for_command(&self) -> bool {
+        matches!(self.state, State::Transaction)
+            && self.input.len() == 0
+            && self.output.is_empty()
+            && self.pending.is_empty()
+    }
+
+    /// A new login with the mailbox's password took the maildrop over while this session
+    /// waited for a command: `-ERR [IN-USE]` and close, without UPDATE (nothing marked is
+    /// deleted), as after any session that never reached QUIT.
+    pub fn taken_over(&mut self) {
+        if !matches!(self.state, State::Transaction) {
+            return self.close();
+        }
+        self.input.clear();
+        self.reply(Refusal::TakenOver.reply());
+        self.close();
+    }
+
+    /// How long the shell waits for client input before calling [`timed_out`](Self::timed_out):
+    /// the autologout timer once logged in, `preauth_timeout` before.
     pub fn timeout(&self) -> Duration {
-        self.config.idle_timeout.max(MIN_IDLE_TIMEOUT)
+        let autologout = self.config.idle_timeout.max(MIN_IDLE_TIMEOUT);
+        match self.state {
+            State::Authorization | State::AuthContinue => {
+                self.config.preauth_timeout.min(autologout)
+            }
+            _ => autologout,
+        }
     }
 
     /// Bytes from the client. Commands run as soon as the session is ready for them;
@@ -476,6 +513,11 @@ impl Session {
             State::Authorization | State::AuthContinue | State::Transaction
         ) {
             let Some(frame) = self.input.next_frame() else {
+                if self.input.overflowed() {
+                    // An endless line would otherwise be read and dropped forever.
+                    self.reply(Refusal::LineTooLong.reply());
+                    self.close();
+                }
                 return;
             };
             match frame {

@@ -517,7 +517,8 @@ fn long_lines() {
     // AUTH lines may be longer.
     let long = data_encoding::BASE64.encode(&vec![b'x'; 1000]);
     h.send(&format!("AUTH PLAIN {long}"));
-    // Beyond MAX_AUTH_LINE even AUTH is refused, and nothing of it is executed.
+    // Beyond MAX_AUTH_LINE even AUTH is refused, nothing of it is executed, and the
+    // connection closes: an endless line must not hold it.
     h.send_raw(format!("AUTH PLAIN {}", "A".repeat(5000)).as_bytes());
     h.send_raw(b"\r\nNOOP\r\n");
     let t = h.take_transcript();
@@ -529,9 +530,9 @@ fn long_lines() {
             "S: -ERR line too long",
             "S: -ERR malformed SASL PLAIN response",
             "S: -ERR line too long",
-            "S: -ERR command only valid after login",
         ]
     );
+    assert!(h.closed());
 }
 
 #[test]
@@ -567,7 +568,30 @@ fn backpressure_while_waiting() {
 fn timeout_is_at_least_ten_minutes() {
     let mut config = SessionConfig::new("h", true, true);
     config.idle_timeout = std::time::Duration::from_secs(5);
-    assert_eq!(Session::new(config).timeout(), MIN_IDLE_TIMEOUT);
+    let mut h = Harness::tls();
+    h.session = Session::new(config);
+    h.drain();
+    h.login(maildrop());
+    assert_eq!(h.session.timeout(), MIN_IDLE_TIMEOUT);
+}
+
+#[test]
+fn preauth_idle_client_is_dropped_early() {
+    let h = Harness::tls();
+    assert_eq!(h.session.timeout(), DEFAULT_PREAUTH_TIMEOUT);
+    assert!(DEFAULT_PREAUTH_TIMEOUT < MIN_IDLE_TIMEOUT);
+    // Still before login after a failed attempt.
+    let mut h = Harness::tls();
+    h.send(&format!("USER {ID}"));
+    h.send("PASS wrong");
+    h.event("auth_result", |s| {
+        s.auth_result(Err(AuthFailure::WrongCredentials))
+    });
+    assert_eq!(h.session.timeout(), DEFAULT_PREAUTH_TIMEOUT);
+    // Logged in: RFC 1939's autologout.
+    let mut h = Harness::tls();
+    h.login(maildrop());
+    assert_eq!(h.session.timeout(), MIN_IDLE_TIMEOUT);
 }
 
 #[test]
@@ -760,4 +784,26 @@ fn pass_and_sasl_lines_leave_no_credential_bytes_in_the_input_buffer() {
         h.session.input_storage(),
         &plain.as_bytes()[plain.len() - 12..]
     ));
+}
+
+#[test]
+fn takeover_only_of_a_session_waiting_for_a_command_and_never_updates() {
+    let mut h = Harness::tls();
+    assert!(!h.session.waits_for_command(), "not logged in");
+    h.login(maildrop());
+    h.send("DELE 1");
+    assert!(h.session.waits_for_command());
+    // Part of a command received: busy.
+    h.send_raw(b"QU");
+    assert!(!h.session.waits_for_command());
+    h.event("taken over", Session::taken_over);
+    assert_eq!(h.commits(), 0, "nothing marked is deleted");
+    assert!(h.closed());
+    let t = h.take_transcript();
+    assert!(
+        t.ends_with(
+            "S: -ERR [IN-USE] session ended: a new login took the maildrop over\nA: Close\n"
+        ),
+        "{t}"
+    );
 }

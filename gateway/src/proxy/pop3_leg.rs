@@ -136,6 +136,7 @@ impl<C: Connector> Pop3Leg<C> {
         client: &mut MaybeTls<S>,
         input: &[u8],
         mut shutdown: ShutdownSignal,
+        client_stall: std::time::Duration,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -152,8 +153,10 @@ impl<C: Connector> Pop3Leg<C> {
                     progressed = true;
                     match action {
                         Action::Send(bytes) => {
-                            if client.write_all(&bytes).await.is_err()
-                                || client.flush().await.is_err()
+                            // A client that stops reading is dropped like one that left.
+                            if crate::net::write_all_within(client, &bytes, client_stall)
+                                .await
+                                .is_err()
                             {
                                 proxy.client_gone();
                             }
@@ -182,7 +185,7 @@ impl<C: Connector> Pop3Leg<C> {
                                 let _ = self.stream.write_all(&bytes).await;
                             }
                             let _ = self.stream.shutdown().await;
-                            let _ = client.shutdown().await;
+                            crate::net::shutdown_within(client, client_stall).await;
                             return;
                         }
                     }

@@ -217,6 +217,10 @@ impl Gateway {
         recipients: &[MailboxId],
         envelope: &Envelope,
     ) -> Result<MessageDraft, ServiceError> {
+        // A spool already at its limit: refuse now rather than after part of the message.
+        if self.spool_budget.is_exhausted() {
+            return Err(super::spool::spool_full().into());
+        }
         let snapshot = self.store.read()?;
         let mut copies: Vec<DraftCopy> = Vec::with_capacity(recipients.len());
         for mailbox in recipients {
@@ -238,7 +242,11 @@ impl Gateway {
                 id,
                 header,
                 sealer,
-                spool: Spool::new(&self.options.spool_dir, self.options.spool_memory_bytes),
+                spool: Spool::new(
+                    &self.options.spool_dir,
+                    self.options.spool_memory_bytes,
+                    self.spool_budget.clone(),
+                ),
             });
         }
         Ok(MessageDraft {

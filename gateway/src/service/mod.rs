@@ -46,6 +46,8 @@ pub struct ServiceOptions {
     pub spool_dir: PathBuf,
     /// Sealed bytes a draft keeps in memory before spilling to its spool file.
     pub spool_memory_bytes: usize,
+    /// Bytes all spool files together may hold; beyond it drafts fail as a full disk.
+    pub spool_max_bytes: u64,
     pub max_message_size: u64,
     pub clock: Clock,
 }
@@ -57,6 +59,7 @@ impl ServiceOptions {
             kdf: KdfParams::default(),
             spool_dir: config.gateway.data_dir.join(SPOOL_DIR),
             spool_memory_bytes: config.limits.spool_memory_bytes() as usize,
+            spool_max_bytes: config.limits.spool_max_bytes(),
             max_message_size: config.limits.max_message_size,
             clock: system_clock(),
         }
@@ -70,15 +73,22 @@ pub struct Gateway {
     options: Arc<ServiceOptions>,
     /// Keys the POP3 proxy's one-copy records; kept outside the store file.
     retrieval: Arc<RetrievalSecret>,
+    spool_budget: Arc<spool::SpoolBudget>,
 }
 
 impl Gateway {
     pub fn new(store: Store, options: ServiceOptions, retrieval: RetrievalSecret) -> Self {
         Self {
             store,
+            spool_budget: spool::SpoolBudget::new(options.spool_max_bytes),
             options: Arc::new(options),
             retrieval: Arc::new(retrieval),
         }
+    }
+
+    /// Bytes the messages in progress hold in spool files now.
+    pub fn spool_used(&self) -> u64 {
+        self.spool_budget.used()
     }
 
     /// Opens the store in the configured data directory (created, or tightened, to be the
@@ -147,6 +157,7 @@ pub(crate) mod test_support {
             kdf: KdfParams::insecure_for_tests(),
             spool_dir: dir.path().join(SPOOL_DIR),
             spool_memory_bytes: 128 * 1024,
+            spool_max_bytes: u64::MAX,
             max_message_size: 100 * 1024 * 1024,
             clock: system_clock(),
         };
@@ -186,6 +197,7 @@ pub(crate) mod test_support {
             kdf: KdfParams::insecure_for_tests(),
             spool_dir: dir.path().join(SPOOL_DIR),
             spool_memory_bytes: 64 * 1024,
+            spool_max_bytes: u64::MAX,
             max_message_size: 100 * 1024 * 1024,
             clock: system_clock(),
         };

@@ -7,6 +7,61 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The bytes all spool files together may hold (`[limits] spool_max_mib`), shared by every
+/// draft: without it the spool could grow to connections × max_message_size.
+#[derive(Debug)]
+pub struct SpoolBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl SpoolBudget {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes in spool files now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Less room left than one sealed chunk: a new message could not spill anything.
+    pub fn is_exhausted(&self) -> bool {
+        let chunk = (crate::crypto::CHUNK_SIZE + crate::crypto::TAG_SIZE) as u64;
+        self.limit.saturating_sub(self.used()) < chunk
+    }
+
+    fn reserve(&self, bytes: u64) -> std::io::Result<()> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .map(|_| ())
+            .map_err(|_| spool_full())
+    }
+
+    fn release(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+}
+
+/// Read as a full disk by the error mappings (SMTP `452 4.3.1`).
+pub fn spool_full() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        "the spool limit ([limits] spool_max_mib) is reached",
+    )
+}
 
 enum Location {
     Memory(Vec<u8>),
@@ -20,10 +75,11 @@ pub struct Spool {
     dir: PathBuf,
     file: Option<File>,
     file_len: u64,
+    budget: Arc<SpoolBudget>,
 }
 
 impl Spool {
-    pub fn new(dir: &Path, memory_limit: usize) -> Self {
+    pub fn new(dir: &Path, memory_limit: usize, budget: Arc<SpoolBudget>) -> Self {
         Self {
             chunks: Vec::new(),
             memory_bytes: 0,
@@ -31,6 +87,7 @@ impl Spool {
             dir: dir.to_owned(),
             file: None,
             file_len: 0,
+            budget,
         }
     }
 
@@ -40,6 +97,11 @@ impl Spool {
             self.chunks.push(Location::Memory(chunk));
             return Ok(());
         }
+        let len = u32::try_from(chunk.len()).map_err(std::io::Error::other)?;
+        self.budget.reserve(u64::from(len))?;
+        // Counted from here on, so Drop releases exactly what was reserved.
+        self.file_len += u64::from(len);
+        let offset = self.file_len - u64::from(len);
         let file = match &mut self.file {
             Some(file) => file,
             None => {
@@ -48,12 +110,7 @@ impl Spool {
             }
         };
         file.write_all(&chunk)?;
-        let len = u32::try_from(chunk.len()).map_err(std::io::Error::other)?;
-        self.chunks.push(Location::File {
-            offset: self.file_len,
-            len,
-        });
-        self.file_len += u64::from(len);
+        self.chunks.push(Location::File { offset, len });
         Ok(())
     }
 
@@ -129,6 +186,12 @@ pub enum Replay<E> {
     Failed(E),
 }
 
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.budget.release(self.file_len);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,7 +199,7 @@ mod tests {
     #[test]
     fn chunks_come_back_in_order_from_memory_and_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::new(dir.path(), 10);
+        let mut spool = Spool::new(dir.path(), 10, SpoolBudget::new(u64::MAX));
         let chunks: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 4 + i as usize]).collect();
         for c in &chunks {
             spool.push(c.clone()).unwrap();
@@ -166,7 +229,7 @@ mod tests {
     #[test]
     fn a_spool_cut_short_is_found_before_the_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::new(dir.path(), 0);
+        let mut spool = Spool::new(dir.path(), 0, SpoolBudget::new(1 << 20));
         spool.push(vec![7; 100]).unwrap();
         spool.break_for_tests();
         assert!(spool.verify().is_err());
@@ -174,5 +237,25 @@ mod tests {
             spool.for_each(|_, _| Ok::<_, ()>(())),
             Err(Replay::Unreadable(_))
         ));
+    }
+
+    #[test]
+    fn spool_files_together_stay_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = SpoolBudget::new(100);
+        let mut first = Spool::new(dir.path(), 0, budget.clone());
+        let mut second = Spool::new(dir.path(), 0, budget.clone());
+        first.push(vec![1; 60]).unwrap();
+        let refused = second.push(vec![2; 60]).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::StorageFull);
+        assert_eq!(budget.used(), 60);
+        // A chunk that still fits is taken.
+        second.push(vec![3; 40]).unwrap();
+        assert!(budget.is_exhausted());
+        assert!(!SpoolBudget::new(1 << 20).is_exhausted());
+        drop(first);
+        assert_eq!(budget.used(), 40);
+        drop(second);
+        assert_eq!(budget.used(), 0);
     }
 }

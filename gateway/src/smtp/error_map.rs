@@ -46,6 +46,11 @@ pub enum Refusal {
     TooManyErrors,
     /// The shell reported a timeout; closes the connection.
     Timeout,
+    /// A transaction outlived `transaction_timeout`; closes the connection.
+    TransactionTimeout,
+    /// Follows the refusal of input past a limit (a command line, a message) that the
+    /// session will not read on to its end; closes the connection.
+    InputLimit,
     /// Graceful shutdown; closes the connection.
     ShuttingDown,
     /// AUTH before TLS (RFC 4954 §4: 538).
@@ -165,6 +170,16 @@ impl Refusal {
                 format!("{host} timeout, closing connection"),
             ),
             // RFC 3463 X.3.2 "system not accepting network messages".
+            Refusal::TransactionTimeout => Reply::new(
+                421,
+                status(4, 4, 2),
+                format!("{host} transaction took too long, closing connection"),
+            ),
+            Refusal::InputLimit => Reply::new(
+                421,
+                status(4, 7, 0),
+                format!("{host} input over the limit, closing connection"),
+            ),
             Refusal::ShuttingDown => Reply::new(
                 421,
                 status(4, 3, 2),
@@ -326,6 +341,8 @@ mod tests {
             Refusal::Commit(CommitFailure::Permanent),
             Refusal::TooManyErrors,
             Refusal::Timeout,
+            Refusal::TransactionTimeout,
+            Refusal::InputLimit,
             Refusal::ShuttingDown,
         ];
         for refusal in refusals {

@@ -32,6 +32,11 @@ pub struct SessionConfig {
     pub proxy: bool,
     /// Where `<postmaster>` and `postmaster@<email_domain>` go, if anywhere.
     pub postmaster: Option<MailboxId>,
+    /// How long a client may stay silent before its first MAIL (or successful AUTH): far
+    /// shorter than RFC 5321's 5 minutes, so silent connections cannot hold slots.
+    pub preauth_timeout: std::time::Duration,
+    /// How long one transaction, from MAIL to the reply after its data, may take.
+    pub transaction_timeout: std::time::Duration,
 }
 
 /// What the shell knows about one connection.

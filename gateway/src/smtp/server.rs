@@ -4,9 +4,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
 use super::interface::{
@@ -25,9 +24,6 @@ use crate::proxy::{Connector, TcpConnector, Upstreams};
 use crate::service::{Gateway, MessageDraft, ServiceError, StoredMessage};
 use crate::store::MailboxStatus;
 
-/// How long connections may take to finish after shutdown begins; then they are dropped.
-/// Nothing is lost by that: a message is only acknowledged after its commit.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 64 * 1024;
 
 /// Everything the SMTP listeners share.
@@ -94,15 +90,10 @@ impl<C: Connector> SmtpServer<C> {
         mode: TlsMode,
         shutdown: ShutdownSignal,
     ) {
-        crate::net::serve_connections(
-            listener,
-            shutdown,
-            SHUTDOWN_GRACE,
-            move |stream, peer, signal| {
-                let server = self.clone();
-                async move { server.handle(stream, peer, mode, signal).await }
-            },
-        )
+        crate::net::serve_connections(listener, shutdown, move |stream, peer, signal| {
+            let server = self.clone();
+            async move { server.handle(stream, peer, mode, signal).await }
+        })
         .await;
     }
 
@@ -148,6 +139,7 @@ impl<C: Connector> SmtpServer<C> {
             shutdown,
             implicit_tls: mode == TlsMode::Implicit,
             leg: None,
+            draft_failure_reported: false,
         };
         connection.run().await;
     }
@@ -177,6 +169,8 @@ struct Connection<'a, S, C: Connector> {
     implicit_tls: bool,
     /// Proxy mode: the authenticated upstream connection.
     leg: Option<SmtpLeg<C>>,
+    /// The current draft's failure was reported to the session.
+    draft_failure_reported: bool,
 }
 
 impl<S, C> Connection<'_, S, C>
@@ -185,6 +179,7 @@ where
     C: Connector,
 {
     async fn run(mut self) {
+        let stall = self.server.limits.write_timeout();
         let mut buffer = vec![0u8; READ_BUFFER];
         let mut pending = Vec::new();
         let mut shutdown_seen = false;
@@ -197,11 +192,18 @@ where
                         self.session.recipient_status(status);
                     }
                     Output::MessageStart(envelope) if self.leg.is_some() => {
-                        self.start_proxied(envelope)
+                        self.draft_failure_reported = false;
+                        self.start_proxied(envelope);
+                        self.report_draft_failure();
                     }
-                    Output::MessageStart(envelope) => self.start_message(envelope),
+                    Output::MessageStart(envelope) => {
+                        self.draft_failure_reported = false;
+                        self.start_message(envelope);
+                        self.report_draft_failure();
+                    }
                     Output::MessageData(bytes) => {
                         self.write_message(&bytes);
+                        self.report_draft_failure();
                         self.relay_body(&bytes).await;
                     }
                     Output::MessageEnd if self.leg.is_some() => self.finish_proxied().await,
@@ -227,7 +229,12 @@ where
                     }
                     Output::Upstream(command) => self.relay_command(command).await,
                     Output::StartTls => {
-                        if self.stream.write_pending(&mut pending).await.is_err() {
+                        if self
+                            .stream
+                            .write_pending(&mut pending, stall)
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                         let upgrade = tokio::time::timeout(
@@ -247,14 +254,16 @@ where
                         }
                     }
                     Output::Close => {
-                        let _ = self.stream.write_pending(&mut pending).await;
-                        let _ = self.stream.shutdown().await;
+                        let _ = self.stream.write_pending(&mut pending, stall).await;
+                        crate::net::shutdown_within(&mut self.stream, stall).await;
                         self.close_leg().await;
+                        crate::net::linger(&mut self.stream).await;
                         return;
                     }
                 }
             }
-            if self.stream.write_pending(&mut pending).await.is_err() {
+            if let Err(e) = self.stream.write_pending(&mut pending, stall).await {
+                tracing::debug!(peer = %self.peer, error = %e, "SMTP client write failed");
                 self.session.connection_lost();
                 continue;
             }
@@ -466,6 +475,23 @@ where
         );
     }
 
+    /// A draft that failed (spool full, a write error) ends the message now: nothing of
+    /// the rest could be stored. Reported once; the failure stays for the commit path.
+    fn report_draft_failure(&mut self) {
+        if let Some(Draft::Failed(e)) = &self.draft {
+            // The session enforces the size limit itself, with its own reply.
+            if matches!(e, ServiceError::MessageTooLarge(_)) {
+                return;
+            }
+            if !self.draft_failure_reported {
+                self.draft_failure_reported = true;
+                tracing::warn!(peer = %self.peer, error = %e, "message cannot be stored; refusing it now");
+                let failure = CommitFailure::from(e);
+                self.session.message_failed(failure);
+            }
+        }
+    }
+
     fn write_message(&mut self, bytes: &[u8]) {
         if let Some(Draft::Open(draft)) = &mut self.draft {
             if let Err(e) = draft.write(bytes) {
@@ -518,7 +544,8 @@ mod tests {
     use crate::net::Shutdown;
     use crate::service::test_support::faulty_gateway;
     use crate::store::faults::Fault;
-    use tokio::io::{AsyncBufReadExt, BufReader};
+    use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     fn session_config() -> SessionConfig {
         SessionConfig {
@@ -531,6 +558,8 @@ mod tests {
             max_errors: 10,
             proxy: false,
             postmaster: None,
+            preauth_timeout: Duration::from_secs(60),
+            transaction_timeout: Duration::from_secs(1800),
         }
     }
 
@@ -612,5 +641,43 @@ mod tests {
         let replies = send_one(&server, &rcpt).await;
         assert!(accepted(&replies), "{replies:?}");
         assert_eq!(gateway.mailbox(&id).unwrap().message_count, 1);
+    }
+
+    /// A server on a fresh gateway, for connection tests.
+    fn journal_server() -> (tempfile::TempDir, Arc<SmtpServer>) {
+        let (dir, gateway) = crate::service::test_support::gateway();
+        let material = crate::tls::load_or_create_self_signed(dir.path(), "gw.test").unwrap();
+        let acceptor = crate::tls::acceptor(Arc::new(crate::tls::CertResolver::new(material)));
+        let server = SmtpServer::new(
+            gateway,
+            session_config(),
+            acceptor,
+            ConnectionLimits::new(10, 10),
+            SmtpSection::default(),
+        );
+        (dir, server)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_that_never_reads_is_disconnected() {
+        let (_dir, server) = journal_server();
+        let (client, server_side) = tokio::io::duplex(4096);
+        let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let shutdown = Shutdown::new();
+        let signal = shutdown.signal();
+        let task = tokio::spawn(async move {
+            server
+                .handle(server_side, peer, TlsMode::StartTls, signal)
+                .await
+        });
+        // Pipelined commands whose replies fill the connection; the reading half is kept
+        // open but never read.
+        let (_read, mut write) = tokio::io::split(client);
+        let burst = b"NOOP\r\n".repeat(1000);
+        tokio::spawn(async move { while write.write_all(&burst).await.is_ok() {} });
+        tokio::time::timeout(Duration::from_secs(3600), task)
+            .await
+            .expect("the connection is dropped once its writes stall")
+            .unwrap();
     }
 }

@@ -78,6 +78,8 @@ struct Greeting {
 
 /// A mail transaction: from MAIL until its final reply, RSET, HELO/EHLO or QUIT.
 struct Transaction {
+    /// When MAIL was accepted, for `transaction_timeout`.
+    started: OffsetDateTime,
     mail_from: ReversePath,
     params: MailParams,
     recipients: Vec<MailboxId>,
@@ -107,8 +109,6 @@ enum MessageState {
 /// What the next input bytes are, or what the session waits for.
 enum Mode {
     Commands,
-    /// A command line overflowed: drop input up to the next LF.
-    SkippingLongLine,
     /// Inside DATA, until `CRLF.CRLF`.
     Data,
     /// Inside an accepted BDAT chunk.
@@ -117,7 +117,8 @@ enum Mode {
         last: bool,
     },
     /// Inside a refused BDAT chunk: its octets are on the wire anyway (RFC 3030 §3), so
-    /// they are consumed unread and then the refusal is sent.
+    /// they are consumed unread and then the refusal is sent. Only for chunks no larger
+    /// than a message may be; a larger one is refused and the connection closed.
     BdatDiscard {
         remaining: u64,
         refusal: Refusal,
@@ -184,6 +185,9 @@ pub struct Session {
     proxy: bool,
     /// The upstream connection is gone; the session closes after its next reply.
     upstream_gone: bool,
+    /// The client has had a MAIL accepted or logged in: from then on the RFC's command
+    /// timeout applies instead of `preauth_timeout`.
+    engaged: bool,
 }
 
 impl Session {
@@ -204,6 +208,7 @@ impl Session {
             now: OffsetDateTime::UNIX_EPOCH,
             proxy: false,
             upstream_gone: false,
+            engaged: false,
         };
         let host = &session.config.host_name;
         // RFC 5321 §3.1: a refused client gets 554 and then 503 to everything but QUIT.
@@ -241,6 +246,13 @@ impl Session {
         // close.
         if matches!(self.mode, Mode::AwaitingTls | Mode::Closed) {
             return;
+        }
+        if self
+            .transaction_remaining()
+            .is_some_and(|left| left.is_zero())
+        {
+            self.end_transaction(AbortReason::TimedOut);
+            return self.close_with(Refusal::TransactionTimeout);
         }
         self.input.push(bytes);
         self.process();
@@ -294,6 +306,7 @@ impl Session {
         match result {
             Ok(()) => {
                 self.proxy = true;
+                self.engaged = true;
                 self.send(&Reply::new(
                     235,
                     EnhancedStatus::new(2, 7, 0),
@@ -316,6 +329,7 @@ impl Session {
             Pending::Mail { from, params } => {
                 if positive {
                     self.transaction = Some(Transaction {
+                        started: self.now,
                         mail_from: from,
                         params,
                         recipients: Vec::new(),
@@ -426,8 +440,30 @@ impl Session {
         if matches!(self.mode, Mode::Closed) {
             return;
         }
+        // The timer was the transaction's deadline if that came before the idle timeout.
+        let deadline = self
+            .transaction_remaining()
+            .is_some_and(|left| left <= self.idle_timeout());
         self.end_transaction(AbortReason::TimedOut);
-        self.close_with(Refusal::Timeout);
+        self.close_with(if deadline {
+            Refusal::TransactionTimeout
+        } else {
+            Refusal::Timeout
+        });
+    }
+
+    /// The message's draft failed in the shell (the spool is full, a write failed): it
+    /// cannot be stored, so the refusal goes out now and the connection closes rather than
+    /// reading the rest of a message that would be thrown away.
+    pub fn message_failed(&mut self, failure: CommitFailure) {
+        let streaming = matches!(self.mode, Mode::Data | Mode::BdatChunk { .. })
+            && self
+                .message_mut()
+                .is_some_and(|message| matches!(message.state, MessageState::Streaming));
+        if !streaming {
+            return self.ignore_unexpected_event("message_failed");
+        }
+        self.refuse_and_close(Refusal::Commit(failure));
     }
 
     /// The client went away (EOF, reset, failed TLS handshake).
@@ -449,20 +485,53 @@ impl Session {
     }
 
     /// How long the shell should wait for the client (or for its own commit) in the
-    /// current state before calling [`Session::timed_out`].
+    /// current state before calling [`Session::timed_out`]: the RFC 5321 timeout of the
+    /// state, `preauth_timeout` before the client has engaged, and never past the end of
+    /// the transaction's `transaction_timeout` (counted from the time given with the
+    /// latest input).
     pub fn timeout(&self) -> Duration {
+        let idle = self.idle_timeout();
+        match self.transaction_remaining() {
+            Some(left) if self.waits_for_client() => idle.min(left),
+            _ => idle,
+        }
+    }
+
+    fn idle_timeout(&self) -> Duration {
         match self.mode {
             Mode::Data | Mode::BdatChunk { .. } | Mode::BdatDiscard { .. } => DATA_BLOCK_TIMEOUT,
             Mode::AwaitingCommit | Mode::AwaitingUpstream(_) | Mode::AwaitingAuth => {
                 DATA_TERMINATION_TIMEOUT
             }
+            Mode::Commands | Mode::AuthResponse(_) if !self.engaged => {
+                self.config.preauth_timeout.min(COMMAND_TIMEOUT)
+            }
             Mode::Commands
-            | Mode::SkippingLongLine
             | Mode::AwaitingRecipient(_)
             | Mode::AwaitingTls
             | Mode::AuthResponse(_)
             | Mode::Closed => COMMAND_TIMEOUT,
         }
+    }
+
+    /// Time left for the open transaction; `None` without one. The shell's own work (a
+    /// lookup, the commit, the upstream) is not held against the client.
+    fn transaction_remaining(&self) -> Option<Duration> {
+        let started = self.transaction.as_ref()?.started;
+        let elapsed = self.now - started;
+        let elapsed = Duration::try_from(elapsed).unwrap_or(Duration::ZERO);
+        Some(self.config.transaction_timeout.saturating_sub(elapsed))
+    }
+
+    fn waits_for_client(&self) -> bool {
+        matches!(
+            self.mode,
+            Mode::Commands
+                | Mode::Data
+                | Mode::BdatChunk { .. }
+                | Mode::BdatDiscard { .. }
+                | Mode::AuthResponse(_)
+        )
     }
 
     pub fn is_closed(&self) -> bool {
@@ -480,7 +549,6 @@ impl Session {
         matches!(
             self.mode,
             Mode::Commands
-                | Mode::SkippingLongLine
                 | Mode::Data
                 | Mode::BdatChunk { .. }
                 | Mode::BdatDiscard { .. }
@@ -504,7 +572,6 @@ impl Session {
             }
             let progressed = match self.mode {
                 Mode::Commands | Mode::AuthResponse(_) => self.next_command(),
-                Mode::SkippingLongLine => self.skip_long_line(),
                 Mode::Data => self.data_content(),
                 Mode::BdatChunk { .. } => self.bdat_content(),
                 Mode::BdatDiscard { .. } => self.bdat_discard(),
@@ -522,17 +589,15 @@ impl Session {
     }
 
     fn is_idle(&self) -> bool {
-        matches!(self.mode, Mode::Commands | Mode::SkippingLongLine) && self.transaction.is_none()
+        matches!(self.mode, Mode::Commands) && self.transaction.is_none()
     }
 
     fn next_command(&mut self) -> bool {
         let Some(lf) = self.input.iter().position(|&byte| byte == b'\n') else {
             if self.input.len() >= MAX_COMMAND_LINE {
-                // Reply now and drop the rest of the line as it comes, so an endless line
-                // cannot grow the buffer.
-                self.input.clear();
-                self.mode = Mode::SkippingLongLine;
-                self.refuse(Refusal::CommandLineTooLong);
+                // Reply now and close: skipping to the line's end would let an endless
+                // line hold the connection forever.
+                self.refuse_and_close(Refusal::CommandLineTooLong);
             }
             return false;
         };
@@ -547,27 +612,13 @@ impl Session {
             let response = line.strip_suffix(b"\r\n").unwrap_or(&line);
             self.auth_response(step, response);
         } else if line.len() > MAX_COMMAND_LINE {
-            self.refuse(Refusal::CommandLineTooLong);
+            self.refuse_and_close(Refusal::CommandLineTooLong);
         } else if let Some(command) = line.strip_suffix(b"\r\n") {
             self.execute(command);
         } else {
             self.refuse(Refusal::CommandBareLf);
         }
         true
-    }
-
-    fn skip_long_line(&mut self) -> bool {
-        match self.input.iter().position(|&byte| byte == b'\n') {
-            Some(lf) => {
-                self.input.consume(lf + 1);
-                self.mode = Mode::Commands;
-                true
-            }
-            None => {
-                self.input.clear();
-                false
-            }
-        }
     }
 
     fn execute(&mut self, line: &[u8]) {
@@ -692,12 +743,14 @@ impl Session {
             return self.ask_upstream(command, Pending::Mail { from, params });
         }
         self.transaction = Some(Transaction {
+            started: self.now,
             mail_from: from,
             params,
             recipients: Vec::new(),
             forward_to: Vec::new(),
             message: None,
         });
+        self.engaged = true;
         self.send(&ok(2, 1, 0, "sender ok"));
     }
 
@@ -800,10 +853,11 @@ impl Session {
             }
         };
         if let Some(refusal) = refusal {
-            if refusal == Refusal::MessageTooBig {
-                // RFC 3030 §3: the transaction has failed; later chunks already in the
-                // pipeline are discarded as chunks without a transaction.
+            if refusal == Refusal::MessageTooBig || size > self.config.max_message_size {
+                // Reading the chunk only to throw it away would let a declared size of
+                // any length hold the connection: refuse it and close.
                 self.end_transaction(AbortReason::TooBig);
+                return self.refuse_and_close(refusal);
             }
             self.mode = Mode::BdatDiscard {
                 remaining: size,
@@ -931,7 +985,9 @@ impl Session {
         };
         let decoded = message.decoder.feed(&self.input, &mut body);
         self.input.consume(decoded.consumed);
-        self.accept_body(body);
+        if !self.accept_body(body, decoded.consumed) {
+            return false;
+        }
         if decoded.end_of_data {
             self.finish_message();
         }
@@ -951,7 +1007,9 @@ impl Session {
             if let Some(message) = self.message_mut() {
                 message.decoder.feed(&chunk, &mut body);
             }
-            self.accept_body(body);
+            if !self.accept_body(body, take) {
+                return false;
+            }
         }
         let remaining = remaining - take as u64;
         if remaining > 0 {
@@ -966,7 +1024,9 @@ impl Session {
             if let Some(message) = self.message_mut() {
                 message.decoder.finish_chunked(&mut tail);
             }
-            self.accept_body(tail);
+            if !self.accept_body(tail, 0) {
+                return false;
+            }
             self.finish_message();
         } else if failed {
             self.finish_message();
@@ -997,31 +1057,41 @@ impl Session {
         true
     }
 
-    /// Passes decoded body bytes on, or turns a broken rule into a `MessageAbort`.
-    fn accept_body(&mut self, body: Vec<u8>) {
+    /// Passes decoded body bytes on, or turns a broken rule into a `MessageAbort`. False
+    /// when the message passed the size limit: the session has refused it and closed.
+    /// `wire` is how much input the body came from.
+    fn accept_body(&mut self, body: Vec<u8>, wire: usize) -> bool {
         let max_size = self.config.max_message_size;
         let Some(message) = self.message_mut() else {
-            return;
+            return true;
         };
-        if !matches!(message.state, MessageState::Streaming) {
-            return;
-        }
-        message.size = message.size.saturating_add(body.len() as u64);
-        let failure = if let Some(violation) = message.decoder.violation() {
-            Some((Refusal::Body(violation), AbortReason::Body(violation)))
-        } else if message.size > max_size {
-            Some((Refusal::MessageTooBig, AbortReason::TooBig))
+        // A failed message decodes to nothing, so its input counts instead: it cannot
+        // stream forever either.
+        let counted = if message.decoder.violation().is_none() {
+            body.len()
         } else {
-            None
+            wire
         };
-        match failure {
-            Some((refusal, reason)) => {
-                message.state = MessageState::Failed(refusal);
-                self.outputs.push_back(Output::MessageAbort(reason));
+        message.size = message.size.saturating_add(counted as u64);
+        if message.size > max_size {
+            // 552 now, not after the rest: reading on would let the sender hold the
+            // connection as long as it likes.
+            self.refuse_and_close(Refusal::MessageTooBig);
+            return false;
+        }
+        if !matches!(message.state, MessageState::Streaming) {
+            return true;
+        }
+        match message.decoder.violation() {
+            Some(violation) => {
+                message.state = MessageState::Failed(Refusal::Body(violation));
+                self.outputs
+                    .push_back(Output::MessageAbort(AbortReason::Body(violation)));
             }
             None if body.is_empty() => {}
             None => self.push_data(body),
         }
+        true
     }
 
     /// The end of the body: commit it, or send the refusal recorded when it failed.
@@ -1053,7 +1123,7 @@ impl Session {
 
     /// Once the upstream is gone and the session is between commands: `421` and close.
     fn after_upstream_loss(&mut self) {
-        if self.upstream_gone && matches!(self.mode, Mode::Commands | Mode::SkippingLongLine) {
+        if self.upstream_gone && matches!(self.mode, Mode::Commands) {
             self.close_with(Refusal::UpstreamLost);
         }
     }
@@ -1161,6 +1231,19 @@ impl Session {
                 self.close_with(Refusal::TooManyErrors);
             }
         }
+    }
+
+    /// Refuses input past a limit and closes: the refusal, then `421`. The transaction
+    /// ends (a message still streaming is aborted first).
+    fn refuse_and_close(&mut self, refusal: Refusal) {
+        let reason = if refusal == Refusal::MessageTooBig {
+            AbortReason::TooBig
+        } else {
+            AbortReason::Closed
+        };
+        self.end_transaction(reason);
+        self.send(&refusal.reply(&self.config.host_name));
+        self.close_with(Refusal::InputLimit);
     }
 
     fn close_with(&mut self, refusal: Refusal) {

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use time::macros::datetime;
@@ -32,6 +33,8 @@ fn config() -> SessionConfig {
         max_errors: 10,
         proxy: false,
         postmaster: None,
+        preauth_timeout: Duration::from_secs(60),
+        transaction_timeout: Duration::from_secs(1800),
     }
 }
 
@@ -109,10 +112,15 @@ impl Harness {
 
     /// One write from the client.
     fn client(&mut self, bytes: &[u8]) {
+        self.client_at(bytes, NOW);
+    }
+
+    /// One write from the client at a given time.
+    fn client_at(&mut self, bytes: &[u8], now: OffsetDateTime) {
         for line in bytes.split_inclusive(|&byte| byte == b'\n') {
             writeln!(self.transcript, "C: {}", escape(line)).unwrap();
         }
-        self.session.receive(bytes, NOW);
+        self.session.receive(bytes, now);
         self.drain();
     }
 
@@ -609,9 +617,17 @@ fn overlong_body_line_is_refused() {
 }
 
 #[test]
-fn long_command_line_is_refused_without_buffering_it() {
+fn endless_command_line_is_refused_and_the_connection_closed() {
     let mut harness = Harness::new();
     ehlo(&mut harness);
+    // A line just under the limit is fine.
+    let mut line = b"NOOP ".to_vec();
+    line.resize(session::MAX_COMMAND_LINE - 2, b'x');
+    line.extend_from_slice(b"\r\n");
+    harness.client(&line);
+    assert_eq!(harness.last_reply(), "250 2.0.0 Ok");
+    // Without a line end: refused as soon as the limit passes, then closed; what follows
+    // is never read.
     for _ in 0..100 {
         harness.client(&[b'A'; 1000]);
     }
@@ -619,14 +635,21 @@ fn long_command_line_is_refused_without_buffering_it() {
     let replies = harness.replies();
     assert_eq!(
         replies[replies.len() - 2..],
-        ["500 5.5.2 line too long", "250 2.0.0 Ok"]
+        [
+            "500 5.5.2 line too long",
+            "421 4.7.0 mx.archive.example input over the limit, closing connection"
+        ]
     );
-    // A line just under the limit is fine.
+    assert!(harness.closed);
+    // A complete line over the limit, in one piece, closes too.
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
     let mut line = b"NOOP ".to_vec();
-    line.resize(session::MAX_COMMAND_LINE - 2, b'x');
-    line.extend_from_slice(b"\r\n");
+    line.resize(session::MAX_COMMAND_LINE + 10, b'x');
+    line.extend_from_slice(b"\r\nNOOP\r\n");
     harness.client(&line);
-    assert_eq!(harness.last_reply(), "250 2.0.0 Ok");
+    assert!(harness.closed);
+    assert!(!harness.replies().contains(&"250 2.0.0 Ok"));
 }
 
 #[test]
@@ -784,13 +807,15 @@ fn rset_in_bdat_transfer_aborts_the_message() {
 fn timeouts_per_state() {
     let mut harness = Harness::new();
     harness.commit_with = None;
-    assert_eq!(harness.session.timeout(), session::COMMAND_TIMEOUT);
+    let preauth = config().preauth_timeout;
+    assert_eq!(harness.session.timeout(), preauth);
     ehlo(&mut harness);
     harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\n", rcpt(ALICE)).as_bytes());
     assert_eq!(harness.session.timeout(), session::DATA_BLOCK_TIMEOUT);
     harness.client(b"x\r\n.\r\n");
     assert_eq!(harness.session.timeout(), session::DATA_TERMINATION_TIMEOUT);
     harness.commit(Ok(Durable::for_tests()));
+    assert_eq!(harness.session.timeout(), session::COMMAND_TIMEOUT);
     harness.client(b"MAIL FROM:<>\r\nRCPT TO:<".as_slice());
     harness.client(format!("{ALICE}@archive.example>\r\nDATA\r\npartial").as_bytes());
     harness.session.timed_out();
@@ -1212,4 +1237,137 @@ fn auth_lines_leave_no_credential_bytes_in_the_input_buffer() {
     let storage = h.session.input_storage();
     assert!(!test_contains(storage, first.as_bytes()));
     assert!(!test_contains(storage, second.as_bytes()));
+}
+
+#[test]
+fn preauth_idle_client_is_dropped_early() {
+    let mut harness = Harness::new();
+    let preauth = config().preauth_timeout;
+    assert!(preauth < session::COMMAND_TIMEOUT);
+    // Greeting, EHLO, NOOPs, even a refused MAIL: the client has not engaged yet.
+    assert_eq!(harness.session.timeout(), preauth);
+    ehlo(&mut harness);
+    harness.client(b"NOOP\r\nMAIL FROM:<bad\r\n");
+    assert_eq!(harness.session.timeout(), preauth);
+    harness.session.timed_out();
+    harness.drain();
+    assert_eq!(
+        harness.last_reply(),
+        "421 4.4.2 mx.archive.example timeout, closing connection"
+    );
+    assert!(harness.closed);
+    // A MAIL accepted: RFC 5321's command timeout from then on, after RSET too.
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(b"MAIL FROM:<>\r\nRSET\r\n");
+    assert_eq!(harness.session.timeout(), session::COMMAND_TIMEOUT);
+}
+
+#[test]
+fn data_past_the_size_limit_is_refused_at_once_even_after_a_body_error() {
+    let mut config = config();
+    config.max_message_size = 100;
+    let mut harness = Harness::with(config, client());
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\n", rcpt(ALICE)).as_bytes());
+    // A bare LF fails the message first; the size still counts, so the rest cannot
+    // stream forever.
+    harness.client(b"bad\nline\r\n");
+    assert!(!harness.closed);
+    harness.client(&[b'x'; 200]);
+    assert!(harness.closed);
+    let replies = harness.replies();
+    assert_eq!(
+        replies[replies.len() - 2..],
+        [
+            "552 5.3.4 message size exceeds fixed limit",
+            "421 4.7.0 mx.archive.example input over the limit, closing connection"
+        ]
+    );
+    assert!(harness.stored.is_empty());
+}
+
+#[test]
+fn bdat_far_over_the_limit_is_refused_without_reading_it() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}", rcpt(ALICE)).as_bytes());
+    harness.client(b"BDAT 18446744073709551615 LAST\r\nxxxx");
+    assert!(harness.closed);
+    let replies = harness.replies();
+    assert_eq!(
+        replies[replies.len() - 2..],
+        [
+            "552 5.3.4 message size exceeds fixed limit",
+            "421 4.7.0 mx.archive.example input over the limit, closing connection"
+        ]
+    );
+    // A chunk refused for another reason is only skipped when it could be a message.
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(b"BDAT 5\r\nxxxxxNOOP\r\n");
+    assert_eq!(
+        harness.replies()[harness.replies().len() - 2..],
+        ["503 5.5.1 need MAIL command", "250 2.0.0 Ok"]
+    );
+    harness.client(b"BDAT 10001\r\n");
+    assert!(harness.closed);
+    assert_eq!(
+        harness.replies()[harness.replies().len() - 2],
+        "503 5.5.1 need MAIL command"
+    );
+}
+
+#[test]
+fn transaction_past_its_deadline_is_closed() {
+    let deadline = config().transaction_timeout;
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\n", rcpt(ALICE)).as_bytes());
+    // Data keeps coming, a little at a time: the idle timeout never fires, the deadline
+    // does.
+    let half = time::Duration::seconds(deadline.as_secs() as i64 / 2);
+    harness.client_at(b"Subject: slow\r\n", NOW + half);
+    assert!(harness.session.timeout() <= deadline / 2);
+    assert!(!harness.closed);
+    harness.client_at(b"more\r\n", NOW + half + half);
+    assert!(harness.closed);
+    assert!(harness.transcript.contains("message abort TimedOut"));
+    assert_eq!(
+        harness.last_reply(),
+        "421 4.4.2 mx.archive.example transaction took too long, closing connection"
+    );
+    assert!(harness.stored.is_empty());
+    // The shell's timer at the deadline gets the same reply.
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(b"MAIL FROM:<>\r\n");
+    harness.client_at(
+        b"NOOP\r\n",
+        NOW + time::Duration::seconds(deadline.as_secs() as i64 - 5),
+    );
+    assert_eq!(harness.session.timeout(), std::time::Duration::from_secs(5));
+    harness.session.timed_out();
+    harness.drain();
+    assert_eq!(
+        harness.last_reply(),
+        "421 4.4.2 mx.archive.example transaction took too long, closing connection"
+    );
+}
+
+#[test]
+fn draft_failure_ends_the_message_at_once() {
+    let mut harness = Harness::new();
+    ehlo(&mut harness);
+    harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\nSubject: x\r\n", rcpt(ALICE)).as_bytes());
+    harness.session.message_failed(CommitFailure::StorageFull);
+    harness.drain();
+    assert!(harness.closed);
+    assert!(harness.transcript.contains("message abort"));
+    let replies = harness.replies();
+    assert!(
+        replies[replies.len() - 2].starts_with("452 4.3.1"),
+        "{replies:?}"
+    );
+    assert!(harness.stored.is_empty());
 }

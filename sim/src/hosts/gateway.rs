@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::config::ProxySection;
 use gateway::config::SmtpSection;
+use gateway::config::{LimitsSection, ProxySection};
 use gateway::crypto::KdfParams;
 use gateway::net::{ConnectionLimits, Listener, Shutdown, TlsMode};
 use gateway::pop3::{Pop3Server, Pop3Settings};
@@ -83,6 +83,7 @@ pub fn service(store: Store) -> Gateway {
             // Drafts never spill: the memory limit is above the largest message.
             spool_dir: "/nonexistent/sim-spool".into(),
             spool_memory_bytes: 4 * MAX_MESSAGE_SIZE as usize,
+            spool_max_bytes: u64::MAX,
             max_message_size: MAX_MESSAGE_SIZE,
             clock: Arc::new(|| {
                 turmoil::since_epoch()
@@ -130,6 +131,9 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
         max_errors: 10,
         proxy,
         postmaster: None,
+        // The production defaults: the simulation runs the timeouts the gateway ships with.
+        preauth_timeout: LimitsSection::default().preauth_timeout(),
+        transaction_timeout: LimitsSection::default().transaction_timeout(),
     };
     let smtp = if proxy {
         let upstreams = Upstreams::new(
@@ -170,6 +174,8 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
             max_concurrent_unseals: 2,
             failed_login_delay: Duration::from_secs(2),
             blocking_threads: false,
+            preauth_timeout: LimitsSection::default().preauth_timeout(),
+            lock_takeover: gateway::config::Pop3Section::default().lock_takeover(),
         },
         crate::tls::acceptor(),
         ConnectionLimits::new(64, 16),

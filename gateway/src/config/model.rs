@@ -491,6 +491,9 @@ pub struct Pop3Section {
     pub max_concurrent_unseals: u32,
     /// Pause before answering a failed login, in milliseconds (slows guessing).
     pub failed_login_delay_ms: u64,
+    /// The archiver's networks: logins from them are never throttled or delayed by what
+    /// other clients did, and get a password check slot of their own.
+    pub trusted_networks: Vec<IpNetwork>,
 }
 
 impl Default for Pop3Section {
@@ -498,6 +501,7 @@ impl Default for Pop3Section {
         Pop3Section {
             max_concurrent_unseals: 4,
             failed_login_delay_ms: 2000,
+            trusted_networks: Vec::new(),
         }
     }
 }
@@ -519,6 +523,9 @@ pub struct ProxySection {
     pub allowed_servers: Vec<String>,
     /// Seconds to wait for an upstream's TCP connection and TLS handshake.
     pub connect_timeout_secs: u64,
+    /// Pause before answering a proxy login the upstream refused, in milliseconds; failed
+    /// logins are also throttled per client and per remote account.
+    pub failed_login_delay_ms: u64,
 }
 
 impl Default for ProxySection {
@@ -529,6 +536,7 @@ impl Default for ProxySection {
             system_roots: true,
             allowed_servers: Vec::new(),
             connect_timeout_secs: 30,
+            failed_login_delay_ms: 2000,
         }
     }
 }

@@ -112,6 +112,10 @@ allowed_networks = []
 max_concurrent_unseals = 4
 # Pause before answering a failed login, in milliseconds, to slow password guessing.
 failed_login_delay_ms = 2000
+# The archiver's addresses, as addresses or CIDR networks, e.g. ["192.0.2.10"].
+# Failed logins are throttled per client (IPv6 per /64) and delayed per mailbox;
+# clients in these networks are exempt, so others' failures can never slow them.
+trusted_networks = []
 
 [proxy]
 # Proxy mode: mail clients log in as "remote_user%target_server%mailbox_id" (SMTP AUTH
@@ -127,4 +131,8 @@ system_roots = true
 allowed_servers = []
 # Seconds to wait for an upstream server's connection and TLS handshake.
 connect_timeout_secs = 30
+# Pause before answering a proxy login the provider refused, in milliseconds. Failed
+# proxy logins are also throttled per client and per remote account, so the gateway
+# cannot be used to guess passwords at the provider.
+failed_login_delay_ms = 2000
 "#;

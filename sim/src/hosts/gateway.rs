@@ -158,6 +158,7 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
             host_name: crate::tls::HOST_NAME.into(),
             max_concurrent_unseals: 2,
             failed_login_delay: Duration::from_secs(2),
+            trusted_networks: Vec::new(),
             blocking_threads: false,
         },
         crate::tls::acceptor(),

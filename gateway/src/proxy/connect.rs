@@ -12,6 +12,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::login::ProxyLogin;
+use super::throttle::ProxyGuard;
 use crate::config::ProxySection;
 use crate::net::Switchable;
 
@@ -59,6 +60,8 @@ pub struct Upstreams<C: Connector> {
     tls: TlsConnector,
     policy: ProxySection,
     timeout: Duration,
+    /// Failed logins, counted across the SMTP and POP3 proxies.
+    guard: ProxyGuard,
 }
 
 impl<C: Connector> Upstreams<C> {
@@ -67,8 +70,14 @@ impl<C: Connector> Upstreams<C> {
             connector,
             tls,
             timeout: Duration::from_secs(policy.connect_timeout_secs.max(1)),
+            guard: ProxyGuard::new(Duration::from_millis(policy.failed_login_delay_ms)),
             policy,
         })
+    }
+
+    /// The throttle of proxy logins.
+    pub fn guard(&self) -> &ProxyGuard {
+        &self.guard
     }
 
     /// Whether proxy logins are offered at all.

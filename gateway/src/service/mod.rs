@@ -5,6 +5,7 @@ mod error;
 mod mailboxes;
 mod messages;
 mod spool;
+mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 pub use error::ServiceError;
 pub use mailboxes::{MailboxInfo, NewMailbox};
 pub use messages::{MessageDraft, MessageReader, MessageSummary, RetrievalKey, StoredMessage};
+pub use stats::ServiceStats;
 
 use crate::config::Config;
 use crate::crypto::KdfParams;
@@ -64,6 +66,7 @@ impl ServiceOptions {
 pub struct Gateway {
     store: Store,
     options: Arc<ServiceOptions>,
+    stats: Arc<ServiceStats>,
 }
 
 impl Gateway {
@@ -71,6 +74,7 @@ impl Gateway {
         Self {
             store,
             options: Arc::new(options),
+            stats: Arc::default(),
         }
     }
 
@@ -92,6 +96,11 @@ impl Gateway {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// What the service counted since it started.
+    pub fn stats(&self) -> &ServiceStats {
+        &self.stats
     }
 
     fn now(&self) -> u64 {

@@ -133,6 +133,7 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
                 system_roots: false,
                 allowed_servers: vec![super::upstream::NAME.into()],
                 connect_timeout_secs: 30,
+                ..ProxySection::default()
             },
         );
         Either::Proxy(SmtpServer::with_proxy(

@@ -44,6 +44,7 @@ pub fn checks() -> Vec<Check> {
         r("sec.pop3-flood", "1939", "4", Must, "POP3 connections over the per-address limit get -ERR and are closed; SMTP's budget is separate") => pop3_flood,
         r("sec.proxy-private-targets", "6890", "2.2", Must, "a proxy login naming a loopback or other non-global target, in any spelling, is refused with a generic reason and no connection (policy)") => proxy_private_targets,
         r("sec.write-timeout", "5321", "4.5.3.2", Must, "a client that stops reading its replies is disconnected after [limits] write_timeout_secs (policy), SMTP and POP3") => write_timeout,
+        r("sec.archiver-lockout", "1939", "13", Must, "after 30 failed logins for a mailbox from ten other clients, the archiver's right password still logs in (policy: failures are throttled per client and only delay the mailbox, never wall it off)") => archiver_lockout,
     ]
 }
 
@@ -715,5 +716,56 @@ async fn write_timeout(_: &Target) -> Result<()> {
         );
     }
     t.stop().await;
+    Ok(())
+}
+
+/// One wrong-password login over 110 with STLS from `source`; expects `-ERR [AUTH]`.
+async fn wrong_login(
+    source: Ipv4Addr,
+    addr: std::net::SocketAddr,
+    connector: tokio_rustls::TlsConnector,
+    user: String,
+) -> Result<()> {
+    let mut c = Client::connect_from(source, addr).await?;
+    let greeting = c.line().await?;
+    ensure!(greeting.starts_with("+OK"), "greeting {greeting:?}");
+    c.pop_ok("STLS").await?;
+    c.upgrade(&connector).await?;
+    let reply = c
+        .pop_err(&format!(
+            "AUTH PLAIN {}",
+            plain(&user, "AAAA-BBBB-CCCC-DDDD")
+        ))
+        .await?;
+    ensure!(
+        reply.starts_with("-ERR [AUTH]"),
+        "wrong password: {reply:?}"
+    );
+    Ok(())
+}
+
+async fn archiver_lockout(t: &Target) -> Result<()> {
+    let mb = filled(t, "lockout", &three("lockout")).await?;
+    // 30 failures (the old per-mailbox wall), three from each of 127.0.0.2-11, at once.
+    let mut guesses = tokio::task::JoinSet::new();
+    for host in 2..=11u8 {
+        for _ in 0..3 {
+            guesses.spawn(wrong_login(
+                Ipv4Addr::new(127, 0, 0, host),
+                t.addr(Service::Pop3),
+                t.connector().clone(),
+                mb.user(),
+            ));
+        }
+    }
+    while let Some(done) = guesses.join_next().await {
+        done.context("guessing client")??;
+    }
+    let mut c = login(t, &mb)
+        .await
+        .context("the archiver's right password after others failed")?;
+    let stat = c.pop_ok("STAT").await?;
+    ensure!(stat.starts_with("+OK 3 "), "STAT {stat:?}");
+    c.pop_ok("QUIT").await?;
     Ok(())
 }

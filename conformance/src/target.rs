@@ -140,6 +140,7 @@ impl Target {
         // Failed POP3 logins pause briefly so negative checks stay fast; the delay itself
         // is not an RFC requirement.
         config.pop3.failed_login_delay_ms = 10;
+        config.proxy.failed_login_delay_ms = 10;
         adjust(&mut config);
         std::fs::create_dir_all(&config.gateway.data_dir)?;
 

@@ -23,6 +23,8 @@
 //!   gateway relays to their provider over verified TLS and stores a copy of every message
 //!   sent or retrieved (sans-IO client cores, the POP3 proxy core, and their shells).
 //! - [`server`]: binds the configured listeners and runs them until graceful shutdown.
+//! - [`throttle`]: the one login throttle (per client with backoff, per mailbox or remote
+//!   account as a delay), shared by POP3 pick-up and the proxies.
 //! - [`net`]: the one module that touches sockets: listeners, plain-or-TLS streams,
 //!   connection limits and the graceful-shutdown latch.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
@@ -53,4 +55,5 @@ pub mod server;
 pub mod service;
 pub mod smtp;
 pub mod store;
+pub mod throttle;
 pub mod tls;

@@ -212,6 +212,41 @@ async fn smtp_proxy_refuses_an_upstream_certificate_it_cannot_verify() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_proxy_logins_are_throttled_per_account() {
+    let upstream = FakeUpstream::start(Protocol::Smtp, true, Fault::RejectAuth, vec![]).await;
+    let gw = gateway_trusting(&upstream).await;
+    let (id, _, _) = gw.create_mailbox("office").await;
+    // Six clients spray one account at once (before the fix, all six went upstream).
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let (mut client, greeting) =
+            Client::connect_tls(gw.smtps_addr(), &gw.tls_connector()).await;
+        greeting.expect(220, "");
+        client.ehlo().await;
+        clients.push(client);
+    }
+    let auth = auth_plain(&login(&upstream, &id), PASSWORD);
+    for client in &mut clients {
+        client.send(format!("{auth}\r\n")).await;
+    }
+    let mut throttled = 0;
+    for client in &mut clients {
+        let reply = client.reply().await;
+        if reply.code == 454 {
+            assert!(reply.text().contains("too many failed logins"), "{reply:?}");
+            throttled += 1;
+        } else {
+            reply.expect(535, "5.7.8");
+        }
+    }
+    assert!(throttled >= 2, "only {throttled} of 6 were throttled");
+    // Another account is not affected.
+    let other = format!("someone-else%{}%{id}", upstream.target());
+    let (_, reply) = smtp_login(&gw, &other, true).await;
+    reply.expect(535, "5.7.8");
+}
+
 #[tokio::test]
 async fn smtp_proxy_relays_an_auth_refusal() {
     let upstream = FakeUpstream::start(Protocol::Smtp, false, Fault::RejectAuth, vec![]).await;

@@ -32,6 +32,10 @@
 //! `AUTH PLAIN` as `user%upstream:587%<mailbox>` and retry until 250; the rules (no 250 and
 //! nothing upstream without a durable copy, no copy of a refused message) are in
 //! [`invariants`]. The POP3 proxy is not simulated yet.
+//!
+//! The `guessing` scenario adds attackers ([`hosts::attacker`]) guessing the password of the
+//! archiver's mailbox from their own addresses while the archiver picks up; the archiver
+//! must never be refused (any `-ERR` to its login other than `[IN-USE]` is a violation).
 
 #![forbid(unsafe_code)]
 
@@ -262,6 +266,13 @@ fn run_seeded(options: Options) -> Outcome {
         "archiver",
         hosts::archiver::run(plan.archiver.clone(), shared.clone(), archiver_rng),
     );
+    for attacker in &plan.attackers {
+        let attacker_rng = SmallRng::seed_from_u64(rng.random());
+        sim.client(
+            attacker.name.as_str(),
+            hosts::attacker::run(attacker.clone(), shared.clone(), attacker_rng),
+        );
+    }
 
     let finished = drive(&mut sim, &plan, &disk, &shared, &mut violations);
     let sim_time = sim.elapsed();

@@ -30,10 +30,14 @@ pub enum Scenario {
     /// messages, drops connections and stalls, over a link that stalls or breaks for a
     /// while, as the gateway crashes and loses power.
     Proxy,
+    /// Attackers who know the archiver's mailbox id guess its password from their own
+    /// addresses, several connections at once, while the archiver picks up: the archiver
+    /// must never be refused.
+    Guessing,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Calm,
         Scenario::Crash,
         Scenario::PowerCut,
@@ -42,6 +46,7 @@ impl Scenario {
         Scenario::SlowClients,
         Scenario::Mixed,
         Scenario::Proxy,
+        Scenario::Guessing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +59,7 @@ impl Scenario {
             Scenario::SlowClients => "slow-clients",
             Scenario::Mixed => "mixed",
             Scenario::Proxy => "proxy",
+            Scenario::Guessing => "guessing",
         }
     }
 
@@ -63,7 +69,8 @@ impl Scenario {
 
     fn has(self, other: Scenario) -> bool {
         self == other
-            || (self == Scenario::Mixed && other != Scenario::Calm && other != Scenario::Proxy)
+            || (self == Scenario::Mixed
+                && !matches!(other, Scenario::Calm | Scenario::Proxy | Scenario::Guessing))
     }
 }
 
@@ -128,6 +135,21 @@ pub struct ArchiverPlan {
     pub cut_rate: f64,
     pub patience: Duration,
     pub max_drain_attempts: u32,
+    /// Any `-ERR` to a login other than `[IN-USE]` is a violation (the guessing scenario,
+    /// whose only fault is the attackers).
+    pub never_refused: bool,
+}
+
+/// An attacker guessing the password of one mailbox.
+#[derive(Debug, Clone)]
+pub struct AttackerPlan {
+    pub name: String,
+    pub start: Duration,
+    pub mailbox: MailboxId,
+    /// Connections guessing at once.
+    pub connections: usize,
+    /// Longest pause before reconnecting after the gateway closed a session.
+    pub max_pause_ms: u64,
 }
 
 /// Something the driver does at a moment of simulated time.
@@ -159,6 +181,8 @@ pub struct Plan {
     pub max_latency: Duration,
     /// Proxy mode (the gateway offers proxy logins, an upstream host runs).
     pub proxy: Option<ProxyPlan>,
+    /// The guessing scenario's attackers.
+    pub attackers: Vec<AttackerPlan>,
 }
 
 /// Mailboxes created before the run, with their passwords.
@@ -235,6 +259,7 @@ impl Plan {
             // A session hung by a partition keeps the maildrop until the gateway's 10-minute
             // idle timeout; the drain outlasts that.
             max_drain_attempts: 40,
+            never_refused: false,
         };
 
         let mut faults = Vec::new();
@@ -356,6 +381,27 @@ impl Plan {
                 },
             }
         });
+        // The guessing scenario's draws come last too.
+        let mut attackers = Vec::new();
+        if scenario == Scenario::Guessing {
+            archiver.never_refused = true;
+            archiver.sessions_during_faults = rng.random_range(2..=6);
+            // Mostly the first mailbox, so the archiver meets the attack often.
+            let target = if rng.random_bool(0.8) {
+                0
+            } else {
+                1 % ids.len()
+            };
+            for a in 0..rng.random_range(1..=3) {
+                attackers.push(AttackerPlan {
+                    name: format!("attacker-{a}"),
+                    start: Duration::from_millis(rng.random_range(0..10_000)),
+                    mailbox: ids[target].clone(),
+                    connections: rng.random_range(1..=4),
+                    max_pause_ms: rng.random_range(200..5_000),
+                });
+            }
+        }
         Plan {
             scenario,
             senders,
@@ -365,6 +411,7 @@ impl Plan {
             min_latency,
             max_latency,
             proxy,
+            attackers,
         }
     }
 }

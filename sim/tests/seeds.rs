@@ -1,4 +1,4 @@
-//! CI's seed budget: a few hundred seeds over every scenario (one in eight is proxy mode),
+//! CI's seed budget: a few hundred seeds over every scenario (one in nine is proxy mode, one in nine the guessing attack),
 //! the determinism check, the proof that a wrong variant is caught, and the regression seeds.
 
 use sim::scenario::Scenario;
@@ -63,6 +63,7 @@ fn a_seed_replays_to_the_same_trace() {
                 Scenario::PowerCut,
                 Scenario::Crash,
                 Scenario::Proxy,
+                Scenario::Guessing,
             ]
             .into_iter()
             .map(move |scenario| Options {
@@ -82,7 +83,7 @@ fn a_seed_replays_to_the_same_trace() {
             options.seed, options.scenario
         );
     }
-    assert_ne!(forwards[0], forwards[4], "the seed matters");
+    assert_ne!(forwards[0], forwards[5], "the seed matters");
     let a = run(cases[0]).trace;
     let b = run(cases[0]).trace;
     assert_eq!(a.hash(), b.hash());

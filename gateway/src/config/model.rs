@@ -557,6 +557,9 @@ pub struct Pop3Section {
     /// Seconds a logged-in session must have waited for a command before a new login with
     /// the mailbox password takes the maildrop over (ending it without UPDATE); 0: never.
     pub lock_takeover_secs: u64,
+    /// The archiver's networks: logins from them are never throttled or delayed by what
+    /// other clients did, and get a password check slot of their own.
+    pub trusted_networks: Vec<IpNetwork>,
 }
 
 impl Default for Pop3Section {
@@ -565,6 +568,7 @@ impl Default for Pop3Section {
             max_concurrent_unseals: 4,
             failed_login_delay_ms: 2000,
             lock_takeover_secs: 60,
+            trusted_networks: Vec::new(),
         }
     }
 }
@@ -600,6 +604,9 @@ pub struct ProxySection {
     /// Upstream ports clients may name; empty means any. By default the SMTP and POP3
     /// ports, so the proxy cannot be pointed at other services.
     pub allowed_ports: Vec<u16>,
+    /// Pause before answering a proxy login the upstream refused, in milliseconds; failed
+    /// logins are also throttled per client and per remote account.
+    pub failed_login_delay_ms: u64,
 }
 
 /// The mail ports the proxy connects to by default: SMTP, SMTPS, submission, POP3, POP3S.
@@ -616,6 +623,7 @@ impl Default for ProxySection {
             connect_timeout_secs: 30,
             allow_private_networks: false,
             allowed_ports: DEFAULT_PROXY_PORTS.to_vec(),
+            failed_login_delay_ms: 2000,
         }
     }
 }

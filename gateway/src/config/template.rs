@@ -141,6 +141,10 @@ failed_login_delay_ms = 2000
 # password takes over: the old session ends without deleting anything. 0 = never; the
 # old session then holds the mailbox until it times out (10 minutes).
 lock_takeover_secs = 60
+# The archiver's addresses, as addresses or CIDR networks, e.g. ["192.0.2.10"].
+# Failed logins are throttled per client (IPv6 per /64) and delayed per mailbox;
+# clients in these networks are exempt, so others' failures can never slow them.
+trusted_networks = []
 
 [proxy]
 # Proxy mode: mail clients log in as "remote_user%target_server%mailbox_id" (SMTP AUTH
@@ -163,4 +167,8 @@ connect_timeout_secs = 30
 allow_private_networks = false
 # Upstream ports clients may name. Empty means any.
 allowed_ports = [25, 465, 587, 110, 995]
+# Pause before answering a proxy login the provider refused, in milliseconds. Failed
+# proxy logins are also throttled per client and per remote account, so the gateway
+# cannot be used to guess passwords at the provider.
+failed_login_delay_ms = 2000
 "#;

@@ -58,6 +58,8 @@ fn defaults() {
     assert!(c.smtp.allowed_networks.is_empty());
     assert_eq!(c.pop3.max_concurrent_unseals, 4);
     assert_eq!(c.pop3.failed_login_delay_ms, 2000);
+    assert!(c.pop3.trusted_networks.is_empty());
+    assert_eq!(c.proxy.failed_login_delay_ms, 2000);
     c.validate().expect("defaults are valid");
 }
 
@@ -459,6 +461,20 @@ fn validation_rules_name_their_key() {
         &with(&|c| c.pop3.failed_login_delay_ms = 60_001),
         "pop3.failed_login_delay_ms",
     );
+    assert_invalid(
+        &with(&|c| c.proxy.failed_login_delay_ms = 60_001),
+        "proxy.failed_login_delay_ms",
+    );
+}
+
+#[test]
+fn pop3_trusted_networks_parse_as_cidr() {
+    let c =
+        Config::from_toml_str("[pop3]\ntrusted_networks = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n")
+            .expect("valid");
+    assert_eq!(c.pop3.trusted_networks.len(), 2);
+    let msg = parse_err("[pop3]\ntrusted_networks = [\"archiver\"]\n");
+    assert!(msg.contains("pop3.trusted_networks"), "{msg}");
 }
 
 #[test]

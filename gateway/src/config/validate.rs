@@ -307,6 +307,15 @@ fn validate_proxy(config: &Config) -> Result<(), ConfigError> {
             format!("must be 1 to 600 seconds, got {}", p.connect_timeout_secs),
         ));
     }
+    if p.failed_login_delay_ms > MAX_FAILED_LOGIN_DELAY_MS {
+        return Err(ConfigError::invalid(
+            "proxy.failed_login_delay_ms",
+            format!(
+                "must be at most {MAX_FAILED_LOGIN_DELAY_MS} ms, got {}",
+                p.failed_login_delay_ms
+            ),
+        ));
+    }
     if p.enabled && !p.system_roots && p.ca_files.is_empty() {
         return Err(ConfigError::invalid(
             "proxy.ca_files",

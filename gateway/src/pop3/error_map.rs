@@ -82,7 +82,10 @@ impl StreamFailure {
     pub fn from_service_error(error: &ServiceError) -> Self {
         match error {
             ServiceError::MessageNotFound(..) => StreamFailure::Missing,
-            ServiceError::Damaged(..) | ServiceError::Crypto(_) => StreamFailure::Damaged,
+            // A broken record or a missing chunk is as permanent as a failed decryption:
+            // answered as temporary, the archiver would retry the message forever.
+            e if e.is_damaged_message() => StreamFailure::Damaged,
+            ServiceError::Crypto(_) => StreamFailure::Damaged,
             _ => StreamFailure::Temporary,
         }
     }
@@ -266,6 +269,15 @@ mod tests {
         assert_eq!(
             StreamFailure::from_service_error(&io),
             StreamFailure::Temporary
+        );
+        let corrupt = ServiceError::Store(StoreError::Corrupt("message 1 lacks chunk 0".into()));
+        assert_eq!(
+            StreamFailure::from_service_error(&corrupt),
+            StreamFailure::Damaged
+        );
+        assert_eq!(
+            line(StreamFailure::from_service_error(&corrupt).reply()),
+            "-ERR [SYS/PERM] message is damaged and cannot be read\r\n"
         );
         assert_eq!(
             CommitFailure::from_service_error(&io),

@@ -1,102 +1,123 @@
 //! Brute-force defence and the exclusive maildrop lock, for the POP3 shell.
 //!
 //! Guessing a 160-bit mailbox password is hopeless, so what the throttle really protects is
-//! the gateway's CPU and memory: every attempt costs an Argon2id derivation. Failures are
-//! therefore limited per client address (tight) and per mailbox (looser, because a lockout
-//! there would also lock out the legitimate archiver).
+//! the gateway's CPU and memory (every attempt costs an Argon2id derivation) and, above all,
+//! the archiver's access: nothing another client does may make its correct password fail.
+//! So the wall is per client ([`ClientKey`]: an IPv4 address or an IPv6 /64), with waits
+//! that double, attempts counted when they start; failures against one mailbox only add a
+//! bounded wait before *their* answer; and clients in `[pop3] trusted_networks` (the
+//! archiver) are not throttled at all.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use crate::config::IpNetwork;
 use crate::mailbox::MailboxId;
+use crate::throttle::{ClientKey, Policy, Throttle, Throttled};
 
-/// Failed logins counted over this window.
-pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Failures from one address within the window before it is refused.
-pub const MAX_FAILURES_PER_ADDRESS: usize = 10;
-/// Failures against one mailbox within the window before it is refused.
-pub const MAX_FAILURES_PER_MAILBOX: usize = 30;
-/// Bound on tracked keys, so a flood from many addresses cannot grow memory without limit.
-const MAX_TRACKED: usize = 100_000;
+/// Per client: 5 attempts free, then 1 s doubling to 15 minutes; an attempt that would wait
+/// more than 10 s is refused; quiet for 15 minutes, a client starts afresh.
+pub const CLIENT_POLICY: Policy = Policy {
+    free_attempts: 5,
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(15 * 60),
+    max_queue: Duration::from_secs(10),
+    forget_after: Duration::from_secs(15 * 60),
+};
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    Address(IpAddr),
-    Mailbox(MailboxId),
+/// Per mailbox, across clients: after 10 failures, each further failure's answer waits
+/// 250 ms more, doubling, never more than [`MAX_MAILBOX_DELAY`]. Never a refusal.
+pub const MAILBOX_POLICY: Policy = Policy {
+    free_attempts: 10,
+    base: Duration::from_millis(250),
+    max: MAX_MAILBOX_DELAY,
+    max_queue: Duration::ZERO,
+    forget_after: Duration::from_secs(15 * 60),
+};
+
+/// The most a mailbox under attack adds to the answer of a failed login.
+pub const MAX_MAILBOX_DELAY: Duration = Duration::from_secs(10);
+
+/// The POP3 login policy: per-client throttle, per-mailbox delay, trusted networks.
+#[derive(Debug)]
+pub struct LoginGuard {
+    clients: Throttle<ClientKey>,
+    mailboxes: Throttle<MailboxId>,
+    trusted: Vec<IpNetwork>,
 }
 
-#[derive(Debug, Default)]
-pub struct LoginThrottle {
-    failures: Mutex<HashMap<Key, VecDeque<Instant>>>,
+/// A login attempt admitted by [`LoginGuard::admit`]; report how it ended.
+#[derive(Debug)]
+#[must_use = "report the outcome with succeeded or failed"]
+pub struct Attempt {
+    /// `None` for a trusted client, which is not counted.
+    client: Option<ClientKey>,
+    /// How long the attempt must wait before it runs (its place in the client's queue).
+    pub wait: Duration,
 }
 
-impl LoginThrottle {
-    /// Whether a login from `ip` for `mailbox` may be attempted now.
-    pub fn allows(&self, ip: IpAddr, mailbox: Option<&MailboxId>) -> bool {
-        let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let mut over = |key: Key, max: usize| {
-            failures
-                .get_mut(&key)
-                .map(|times| {
-                    prune(times, now);
-                    times.len() >= max
-                })
-                .unwrap_or(false)
-        };
-        let address_blocked = over(Key::Address(ip.to_canonical()), MAX_FAILURES_PER_ADDRESS);
-        let mailbox_blocked = mailbox
-            .map(|m| over(Key::Mailbox(m.clone()), MAX_FAILURES_PER_MAILBOX))
-            .unwrap_or(false);
-        !(address_blocked || mailbox_blocked)
+impl Attempt {
+    /// From `[pop3] trusted_networks`.
+    pub fn is_trusted(&self) -> bool {
+        self.client.is_none()
+    }
+}
+
+impl LoginGuard {
+    pub fn new(trusted: Vec<IpNetwork>) -> Self {
+        Self {
+            clients: Throttle::new(CLIENT_POLICY),
+            mailboxes: Throttle::new(MAILBOX_POLICY),
+            trusted,
+        }
     }
 
-    pub fn record_failure(&self, ip: IpAddr, mailbox: Option<&MailboxId>) {
-        let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() >= MAX_TRACKED {
-            failures.retain(|_, times| {
-                prune(times, now);
-                !times.is_empty()
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|n| n.contains(ip))
+    }
+
+    /// Counts a login attempt from `ip` as it starts, or refuses it while the client waits
+    /// out its earlier failures. Never refuses a trusted client.
+    pub fn admit(&self, ip: IpAddr) -> Result<Attempt, Throttled> {
+        if self.is_trusted(ip) {
+            return Ok(Attempt {
+                client: None,
+                wait: Duration::ZERO,
             });
         }
-        if failures.len() >= MAX_TRACKED {
-            // Still full of recent failures: an attack from very many addresses. Forget the
-            // oldest half rather than grow; the per-address delay still applies.
-            let drop_count = failures.len() / 2;
-            let keys: Vec<Key> = failures.keys().take(drop_count).cloned().collect();
-            for key in keys {
-                failures.remove(&key);
-            }
+        let client = ClientKey::from(ip);
+        let wait = self.clients.begin(&client)?;
+        Ok(Attempt {
+            client: Some(client),
+            wait,
+        })
+    }
+
+    /// The password was right: the attempt is given back and the mailbox's failures are
+    /// forgotten.
+    pub fn succeeded(&self, attempt: Attempt, mailbox: &MailboxId) {
+        if let Some(client) = attempt.client {
+            self.clients.forgive(&client);
         }
-        let mut push = |key: Key| {
-            let times = failures.entry(key).or_default();
-            prune(times, now);
-            times.push_back(now);
-        };
-        push(Key::Address(ip.to_canonical()));
-        if let Some(mailbox) = mailbox {
-            push(Key::Mailbox(mailbox.clone()));
+        self.mailboxes.clear(mailbox);
+    }
+
+    /// The attempt could not be checked (storage, no unseal slot): not a guess.
+    pub fn not_checked(&self, attempt: Attempt) {
+        if let Some(client) = attempt.client {
+            self.clients.forgive(&client);
         }
     }
 
-    /// A correct password for the mailbox forgets its failures (not the address's).
-    pub fn record_success(&self, mailbox: &MailboxId) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.remove(&Key::Mailbox(mailbox.clone()));
-    }
-}
-
-fn prune(times: &mut VecDeque<Instant>, now: Instant) {
-    while times
-        .front()
-        .is_some_and(|t| now.saturating_duration_since(*t) > WINDOW)
-    {
-        times.pop_front();
+    /// A wrong password (or no such mailbox): the attempt stays counted against the client,
+    /// and for an existing mailbox the returned extra wait goes before the answer.
+    pub fn failed(&self, attempt: Attempt, mailbox: Option<&MailboxId>) -> Duration {
+        match (attempt.client, mailbox) {
+            (Some(_), Some(mailbox)) => self.mailboxes.fail(mailbox),
+            _ => Duration::ZERO,
+        }
     }
 }
 
@@ -134,34 +155,87 @@ impl Drop for MaildropLock {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn addresses_are_limited_and_forgiven_after_the_window() {
-        let throttle = LoginThrottle::default();
-        let ip: IpAddr = "198.51.100.9".parse().unwrap();
-        let mapped: IpAddr = "::ffff:198.51.100.9".parse().unwrap();
-        for _ in 0..MAX_FAILURES_PER_ADDRESS {
-            assert!(throttle.allows(ip, None));
-            throttle.record_failure(mapped, None);
-        }
-        assert!(!throttle.allows(ip, None));
-        assert!(throttle.allows("198.51.100.10".parse().unwrap(), None));
-        tokio::time::advance(WINDOW + Duration::from_secs(1)).await;
-        assert!(throttle.allows(ip, None));
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
     #[tokio::test(start_paused = true)]
-    async fn mailboxes_are_limited_across_addresses_and_reset_by_success() {
-        let throttle = LoginThrottle::default();
-        let mailbox = MailboxId::generate();
-        for i in 0..MAX_FAILURES_PER_MAILBOX {
-            let ip: IpAddr = format!("203.0.113.{}", i % 200).parse().unwrap();
-            throttle.record_failure(ip, Some(&mailbox));
+    async fn clients_back_off_and_ipv6_counts_per_64() {
+        let guard = LoginGuard::new(Vec::new());
+        let attacker = "2001:db8:1:2::1";
+        for n in 0..CLIENT_POLICY.free_attempts {
+            let attempt = guard.admit(ip(&format!("2001:db8:1:2::{n:x}"))).unwrap();
+            assert_eq!(attempt.wait, Duration::ZERO);
+            let _ = guard.failed(attempt, None);
         }
-        let fresh: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!(!throttle.allows(fresh, Some(&mailbox)));
-        assert!(throttle.allows(fresh, Some(&MailboxId::generate())));
-        throttle.record_success(&mailbox);
-        assert!(throttle.allows(fresh, Some(&mailbox)));
+        // Another address in the same /64 is the same client: it now has to wait.
+        let attempt = guard.admit(ip("2001:db8:1:2:aaaa::7")).unwrap();
+        assert_eq!(attempt.wait, CLIENT_POLICY.base);
+        let _ = guard.failed(attempt, None);
+        // Soon the wait is longer than the queue: refused.
+        let mut refused = false;
+        for _ in 0..10 {
+            match guard.admit(ip(attacker)) {
+                Ok(attempt) => {
+                    let _ = guard.failed(attempt, None);
+                }
+                Err(_) => refused = true,
+            }
+        }
+        assert!(refused);
+        // The next /64 and IPv4 clients are untouched.
+        assert_eq!(
+            guard.admit(ip("2001:db8:1:3::1")).unwrap().wait,
+            Duration::ZERO
+        );
+        assert_eq!(guard.admit(ip("192.0.2.1")).unwrap().wait, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parallel_attempts_are_counted_when_they_start() {
+        let guard = LoginGuard::new(Vec::new());
+        // 50 connections start a guess at the same moment, before any of them failed.
+        let admitted: Vec<Attempt> = (0..50)
+            .filter_map(|_| guard.admit(ip("198.51.100.9")).ok())
+            .collect();
+        let immediate = admitted.iter().filter(|a| a.wait.is_zero()).count();
+        assert_eq!(immediate, CLIENT_POLICY.free_attempts as usize);
+        assert!(
+            admitted.len() < 50,
+            "some of the parallel attempts are refused"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mailbox_failures_delay_failed_answers_but_never_refuse() {
+        let guard = LoginGuard::new(Vec::new());
+        let mailbox = MailboxId::generate();
+        let mut last = Duration::ZERO;
+        for i in 0..1000u32 {
+            let client = ip(&format!("203.0.{}.{}", i / 250, i % 250));
+            let attempt = guard.admit(client).expect("fresh clients are admitted");
+            last = guard.failed(attempt, Some(&mailbox));
+            assert!(last <= MAX_MAILBOX_DELAY);
+        }
+        assert_eq!(last, MAX_MAILBOX_DELAY);
+        // The archiver, from a fresh address, is admitted at once.
+        let archiver = guard.admit(ip("192.0.2.1")).unwrap();
+        assert_eq!(archiver.wait, Duration::ZERO);
+        guard.succeeded(archiver, &mailbox);
+        let attempt = guard.admit(ip("203.0.113.200")).unwrap();
+        assert_eq!(guard.failed(attempt, Some(&mailbox)), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trusted_networks_are_never_throttled() {
+        let guard = LoginGuard::new(vec!["192.0.2.0/24".parse().unwrap()]);
+        let mailbox = MailboxId::generate();
+        for _ in 0..100 {
+            let attempt = guard.admit(ip("::ffff:192.0.2.10")).unwrap();
+            assert_eq!(attempt.wait, Duration::ZERO);
+            assert_eq!(guard.failed(attempt, Some(&mailbox)), Duration::ZERO);
+        }
+        assert!(guard.admit(ip("192.0.2.10")).is_ok());
     }
 
     #[test]

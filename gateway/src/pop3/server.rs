@@ -36,12 +36,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use super::guard::{LoginThrottle, MaildropLock, MaildropLocks};
+use super::guard::{LoginGuard, MaildropLock, MaildropLocks};
 use super::response::Reply;
 use super::{
     Action, AuthFailure, CommitFailure, Feed, Maildrop, Output, Session, SessionConfig,
     StreamFailure,
 };
+use crate::config::IpNetwork;
 use crate::crypto::{MailboxPassword, UnsealedKey};
 use crate::mailbox::MailboxId;
 use crate::net::{
@@ -70,6 +71,8 @@ pub struct Pop3Settings {
     pub max_concurrent_unseals: usize,
     /// Pause before answering a failed login.
     pub failed_login_delay: Duration,
+    /// The archiver's networks (`[pop3] trusted_networks`): never throttled.
+    pub trusted_networks: Vec<IpNetwork>,
     /// Run Argon2id unseals on tokio's blocking threads and open the next message on one while
     /// the client reads the current one. The simulation turns this off (blocking threads stall
     /// simulated time): unseals then run on the session's task and nothing is prefetched.
@@ -90,7 +93,10 @@ pub struct Pop3Server<C: Connector = TcpConnector> {
     acceptor: TlsAcceptor,
     limits: ConnectionLimits,
     unseals: Semaphore,
-    throttle: LoginThrottle,
+    /// One more password check slot that only trusted clients may take, so a flood of
+    /// guesses filling `unseals` cannot make the archiver's login time out.
+    trusted_unseals: Semaphore,
+    guard: LoginGuard,
     locks: Arc<MaildropLocks>,
     holders: Arc<Holders>,
 }
@@ -129,11 +135,12 @@ impl<C: Connector> Pop3Server<C> {
         Arc::new(Self {
             upstreams,
             unseals: Semaphore::new(settings.max_concurrent_unseals.max(1)),
+            trusted_unseals: Semaphore::new(1),
+            guard: LoginGuard::new(settings.trusted_networks.clone()),
             gateway,
             settings,
             acceptor,
             limits,
-            throttle: LoginThrottle::default(),
             locks: Arc::new(MaildropLocks::default()),
             holders: Arc::default(),
         })
@@ -150,24 +157,46 @@ impl<C: Connector> Pop3Server<C> {
         let Some(upstreams) = &self.upstreams else {
             return Err(LoginFailure::Temporary);
         };
+        let guard = upstreams.guard();
+        let attempt = guard.admit(peer.ip(), &login).map_err(|throttled| {
+            tracing::warn!(%peer, user = %login.remote_user, server = %login.host, retry_after = ?throttled.retry_after, "POP3 proxy login refused: too many failed logins");
+            LoginFailure::Throttled
+        })?;
+        tokio::time::sleep(attempt.wait).await;
         match self.gateway.mailbox(&login.mailbox) {
             Ok(info) if info.status == MailboxStatus::Active => {}
-            Ok(_) => return Err(LoginFailure::MailboxSuspended),
+            Ok(_) => {
+                guard.not_a_guess(attempt);
+                return Err(LoginFailure::MailboxSuspended);
+            }
             Err(ServiceError::MailboxNotFound(_)) => {
                 tracing::info!(peer = %peer, "POP3 proxy login for an unknown mailbox");
-                tokio::time::sleep(self.settings.failed_login_delay).await;
+                tokio::time::sleep(guard.unknown_mailbox(attempt)).await;
                 return Err(LoginFailure::UnknownMailbox);
             }
             Err(e) => {
+                guard.not_a_guess(attempt);
                 tracing::error!(error = %e, "mailbox lookup failed");
                 return Err(LoginFailure::Temporary);
             }
         }
         let user = login.remote_user.clone();
         let mailbox = login.mailbox.clone();
-        let leg = Pop3Leg::login(upstreams, login, password, implicit_tls).await?;
-        tracing::info!(peer = %peer, %user, server = %leg.server(), %mailbox, "POP3 proxy login");
-        Ok(leg)
+        match Pop3Leg::login(upstreams, login, password, implicit_tls).await {
+            Ok(leg) => {
+                guard.succeeded(attempt);
+                tracing::info!(peer = %peer, %user, server = %leg.server(), %mailbox, "POP3 proxy login");
+                Ok(leg)
+            }
+            Err(failure @ LoginFailure::Rejected(_)) => {
+                tokio::time::sleep(guard.failed(attempt)).await;
+                Err(failure)
+            }
+            Err(failure) => {
+                guard.not_a_guess(attempt);
+                Err(failure)
+            }
+        }
     }
 
     /// Accepts connections until shutdown, then waits (bounded) for the open ones to finish.
@@ -228,35 +257,47 @@ impl<C: Connector> Pop3Server<C> {
         connection.run().await;
     }
 
-    /// Checks the password and takes the maildrop. The failure delay and the throttle apply
-    /// to every failure that could be a guess.
+    /// Checks the password and takes the maildrop. Every attempt is counted against its
+    /// client as it starts (trusted clients excepted); every failure that could be a guess
+    /// is answered after the failure delay, plus the mailbox's delay when it is under attack.
     async fn login(
         &self,
         peer: IpAddr,
         mailbox: Option<MailboxId>,
         password: Option<MailboxPassword>,
     ) -> Result<LoggedIn, AuthFailure> {
-        if !self.server_allows(peer, mailbox.as_ref()) {
-            tracing::warn!(%peer, mailbox = ?mailbox.as_ref().map(|m| m.to_string()), "POP3 login refused: too many failures");
-            return Err(AuthFailure::RateLimited);
+        let attempt = match self.guard.admit(peer) {
+            Ok(attempt) => attempt,
+            Err(throttled) => {
+                tracing::warn!(%peer, retry_after = ?throttled.retry_after, "POP3 login refused: too many failed logins from this client");
+                return Err(AuthFailure::RateLimited);
+            }
+        };
+        if !attempt.wait.is_zero() {
+            tokio::time::sleep(attempt.wait).await;
         }
         let (Some(mailbox), Some(password)) = (mailbox, password) else {
-            return Err(self.failed(peer, None, AuthFailure::WrongCredentials).await);
+            let extra = self.guard.failed(attempt, None);
+            return Err(self.failed(extra, AuthFailure::WrongCredentials).await);
         };
-        let unsealed = self.unseal(&mailbox, password).await;
+        let unsealed = self.unseal(&mailbox, password, attempt.is_trusted()).await;
         let key = match unsealed {
             Ok(key) => key,
             Err(e) => {
                 let failure = AuthFailure::from_service_error(&e);
                 if failure.counts_as_failed_login() {
                     tracing::info!(%peer, "POP3 login failed");
-                    return Err(self.failed(peer, Some(&mailbox), failure).await);
+                    // Only existing mailboxes are counted, so made-up ids add no keys.
+                    let existing = matches!(e, ServiceError::WrongPassword(_));
+                    let extra = self.guard.failed(attempt, existing.then_some(&mailbox));
+                    return Err(self.failed(extra, failure).await);
                 }
+                self.guard.not_checked(attempt);
                 tracing::error!(%peer, error = %e, "POP3 login could not be checked");
                 return Err(failure);
             }
         };
-        self.throttle.record_success(&mailbox);
+        self.guard.succeeded(attempt, &mailbox);
         let lock = match self.locks.try_lock(&mailbox) {
             Some(lock) => lock,
             None => self
@@ -298,18 +339,9 @@ impl<C: Connector> Pop3Server<C> {
         self.locks.try_lock(mailbox)
     }
 
-    fn server_allows(&self, peer: IpAddr, mailbox: Option<&MailboxId>) -> bool {
-        self.throttle.allows(peer, mailbox)
-    }
-
-    async fn failed(
-        &self,
-        peer: IpAddr,
-        mailbox: Option<&MailboxId>,
-        failure: AuthFailure,
-    ) -> AuthFailure {
-        self.throttle.record_failure(peer, mailbox);
-        tokio::time::sleep(self.settings.failed_login_delay).await;
+    /// Answers a failed login after the failure delay and `extra`.
+    async fn failed(&self, extra: Duration, failure: AuthFailure) -> AuthFailure {
+        tokio::time::sleep(self.settings.failed_login_delay + extra).await;
         failure
     }
 
@@ -319,8 +351,15 @@ impl<C: Connector> Pop3Server<C> {
         &self,
         mailbox: &MailboxId,
         password: MailboxPassword,
+        trusted: bool,
     ) -> Result<UnsealedKey, ServiceError> {
-        let permit = tokio::time::timeout(UNSEAL_QUEUE_TIMEOUT, self.unseals.acquire())
+        let acquire = async {
+            tokio::select! {
+                permit = self.unseals.acquire() => permit,
+                permit = self.trusted_unseals.acquire(), if trusted => permit,
+            }
+        };
+        let permit = tokio::time::timeout(UNSEAL_QUEUE_TIMEOUT, acquire)
             .await
             .map_err(|_| ServiceError::Unavailable("too many logins in progress"))?
             .map_err(|_| ServiceError::Unavailable("shutting down"))?;
@@ -680,7 +719,10 @@ where
         let mut reader = match opened {
             Ok(reader) => reader,
             Err(e) => {
-                tracing::error!(seq, error = %e, "opening a message failed");
+                // A damaged message was logged and counted by the service already.
+                if !e.is_damaged_message() {
+                    tracing::error!(mailbox = %login.mailbox, seq, error = %e, "opening a message failed");
+                }
                 self.session
                     .message_end(Err(StreamFailure::from_service_error(&e)));
                 return true;
@@ -691,7 +733,9 @@ where
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(e) => {
-                    tracing::error!(seq, error = %e, "reading a message failed");
+                    if !e.is_damaged_message() {
+                        tracing::error!(mailbox = %login.mailbox, seq, error = %e, "reading a message failed");
+                    }
                     end = Err(StreamFailure::from_service_error(&e));
                     break;
                 }
@@ -757,6 +801,7 @@ mod tests {
                 blocking_threads: false,
                 preauth_timeout: super::super::DEFAULT_PREAUTH_TIMEOUT,
                 lock_takeover: None,
+                trusted_networks: Vec::new(),
             },
             acceptor,
             ConnectionLimits::new(10, 10),
@@ -777,5 +822,171 @@ mod tests {
             .await
             .expect("the connection is dropped once its writes stall")
             .unwrap();
+    }
+
+    use crate::service::test_support;
+    use crate::tls::{load_or_create_self_signed, CertResolver};
+    use tokio::time::Instant;
+
+    const WRONG: &str = "AAAA-BBBB-CCCC-DDDD";
+
+    struct Fixture {
+        _dirs: (tempfile::TempDir, tempfile::TempDir),
+        server: Arc<Pop3Server>,
+        mailbox: MailboxId,
+        password: String,
+    }
+
+    /// A server without blocking threads (they would stall paused time) and one mailbox;
+    /// time is paused once it exists.
+    async fn fixture(trusted: &[&str]) -> Fixture {
+        let (data, gateway) = test_support::gateway();
+        let created = gateway.create_mailbox("archive", "").await.unwrap();
+        let tls = tempfile::tempdir().unwrap();
+        let material = load_or_create_self_signed(tls.path(), "mail.example.com").unwrap();
+        let server = Pop3Server::new(
+            gateway,
+            Pop3Settings {
+                host_name: "mail.example.com".into(),
+                max_concurrent_unseals: 2,
+                failed_login_delay: Duration::from_secs(2),
+                trusted_networks: trusted.iter().map(|n| n.parse().unwrap()).collect(),
+                blocking_threads: false,
+                preauth_timeout: super::super::DEFAULT_PREAUTH_TIMEOUT,
+                lock_takeover: None,
+            },
+            crate::tls::acceptor(Arc::new(CertResolver::new(material))),
+            ConnectionLimits::new(64, 16),
+        );
+        tokio::time::pause();
+        Fixture {
+            _dirs: (data, tls),
+            server,
+            mailbox: created.info.id,
+            password: created.password.reveal_for_display().to_string(),
+        }
+    }
+
+    impl Fixture {
+        async fn login(&self, from: &str, password: &str) -> Result<(), AuthFailure> {
+            let password = MailboxPassword::from_user_input(password);
+            self.server
+                .login(
+                    from.parse().unwrap(),
+                    Some(self.mailbox.clone()),
+                    Some(password),
+                )
+                .await
+                .map(drop)
+        }
+    }
+
+    #[tokio::test]
+    async fn correct_password_is_never_refused_after_others_failed() {
+        let f = fixture(&[]).await;
+        // Many clients, each well within its own allowance, fail against the mailbox
+        // (before the fix, 30 such failures walled the mailbox off for everyone).
+        for n in 0..200u32 {
+            let from = format!("203.0.{}.{}", n / 100, n % 100 + 1);
+            for _ in 0..3 {
+                let result = f.login(&from, WRONG).await;
+                assert_eq!(result, Err(AuthFailure::WrongCredentials));
+            }
+        }
+        // The archiver, from its own address, gets in at once.
+        let started = Instant::now();
+        assert_eq!(f.login("192.0.2.10", &f.password).await, Ok(()));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn failures_against_a_mailbox_delay_failed_answers_within_a_bound() {
+        let f = fixture(&[]).await;
+        let mut longest = Duration::ZERO;
+        for n in 0..100u32 {
+            let started = Instant::now();
+            let result = f.login(&format!("203.0.113.{}", n + 1), WRONG).await;
+            assert_eq!(result, Err(AuthFailure::WrongCredentials));
+            longest = longest.max(started.elapsed());
+        }
+        // The failure delay plus the mailbox's cap (timers round up to a millisecond).
+        let bound = Duration::from_secs(2) + super::super::guard::MAX_MAILBOX_DELAY;
+        assert!(
+            longest >= bound && longest < bound + Duration::from_secs(1),
+            "{longest:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_is_throttled_by_its_own_failures_per_64() {
+        let f = fixture(&[]).await;
+        let mut refused = false;
+        for n in 0..30u32 {
+            // Every address of one /64.
+            match f.login(&format!("2001:db8:5:5::{:x}", n + 1), WRONG).await {
+                Err(AuthFailure::WrongCredentials) => {}
+                Err(AuthFailure::RateLimited) => refused = true,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(refused);
+        // Even the right password waits its turn from there...
+        assert_eq!(
+            f.login("2001:db8:5:5::99", &f.password).await,
+            Err(AuthFailure::RateLimited)
+        );
+        // ...but not from another /64.
+        assert_eq!(f.login("2001:db8:5:6::1", &f.password).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn parallel_guesses_are_counted_when_they_start() {
+        let f = fixture(&[]).await;
+        let mut guesses = tokio::task::JoinSet::new();
+        for _ in 0..40 {
+            let (server, mailbox) = (f.server.clone(), f.mailbox.clone());
+            guesses.spawn(async move {
+                let password = MailboxPassword::from_user_input(WRONG);
+                let from = "198.51.100.7".parse().unwrap();
+                server
+                    .login(from, Some(mailbox), Some(password))
+                    .await
+                    .map(drop)
+            });
+        }
+        let results = guesses.join_all().await;
+        let checked = results
+            .iter()
+            .filter(|r| **r == Err(AuthFailure::WrongCredentials))
+            .count();
+        let refused = results
+            .iter()
+            .filter(|r| **r == Err(AuthFailure::RateLimited))
+            .count();
+        assert_eq!(checked + refused, 40);
+        // Before the fix all 40 were checked: none had failed yet when each began.
+        assert!(checked <= 10, "{checked} parallel guesses were checked");
+    }
+
+    #[tokio::test]
+    async fn trusted_networks_are_exempt_from_throttling() {
+        let f = fixture(&["192.0.2.0/28"]).await;
+        for _ in 0..50 {
+            assert_eq!(
+                f.login("192.0.2.3", WRONG).await,
+                Err(AuthFailure::WrongCredentials)
+            );
+        }
+        let started = Instant::now();
+        assert_eq!(f.login("192.0.2.3", &f.password).await, Ok(()));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // An untrusted neighbour doing the same is refused.
+        for _ in 0..50 {
+            let _ = f.login("192.0.2.99", WRONG).await;
+        }
+        assert_eq!(
+            f.login("192.0.2.99", &f.password).await,
+            Err(AuthFailure::RateLimited)
+        );
     }
 }

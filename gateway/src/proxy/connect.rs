@@ -15,6 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use super::address::{is_global, is_numeric_spelling};
 use super::login::ProxyLogin;
+use super::throttle::ProxyGuard;
 use crate::config::ProxySection;
 use crate::net::Switchable;
 
@@ -90,6 +91,8 @@ pub struct Upstreams<C: Connector> {
     tls: TlsConnector,
     policy: ProxySection,
     timeout: Duration,
+    /// Failed logins, counted across the SMTP and POP3 proxies.
+    guard: ProxyGuard,
 }
 
 impl<C: Connector> Upstreams<C> {
@@ -98,8 +101,14 @@ impl<C: Connector> Upstreams<C> {
             connector,
             tls,
             timeout: Duration::from_secs(policy.connect_timeout_secs.max(1)),
+            guard: ProxyGuard::new(Duration::from_millis(policy.failed_login_delay_ms)),
             policy,
         })
+    }
+
+    /// The throttle of proxy logins.
+    pub fn guard(&self) -> &ProxyGuard {
+        &self.guard
     }
 
     /// Whether proxy logins are offered at all.

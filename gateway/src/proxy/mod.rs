@@ -18,6 +18,7 @@
 //! - [`pop3_session`]: the sans-IO POP3 proxy after login (client commands in, requests and
 //!   store actions out); [`pop3_leg`]: its shell, with the copies and the one-copy rule.
 //! - [`trace`]: the `X-Gateway-*` header fields on every copy.
+//! - [`throttle`]: failed proxy logins delayed and limited per client and remote account.
 //!
 //! The client's `250` for a sent message comes only after the copy is durable and the
 //! upstream accepted it; a retrieved message's terminating `.` only after its copy is durable.
@@ -30,6 +31,7 @@ pub mod pop3_leg;
 pub mod pop3_session;
 pub mod smtp_client;
 pub mod smtp_leg;
+pub mod throttle;
 pub mod trace;
 
 pub use connect::{ConnectError, Connector, TcpConnector, UpstreamStream, Upstreams};

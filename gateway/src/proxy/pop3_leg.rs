@@ -42,6 +42,9 @@ pub fn login_refusal(failure: LoginFailure) -> Reply {
             Reply::err_code(Code::Auth, format!("upstream server: {text}"))
         }
         LoginFailure::Unavailable(text) => Reply::err_code(Code::SysTemp, text),
+        LoginFailure::Throttled => {
+            Reply::err_code(Code::SysTemp, "too many failed logins, try later")
+        }
     }
 }
 
@@ -55,6 +58,9 @@ pub enum LoginFailure {
     Rejected(String),
     /// The upstream cannot be used; the text says why.
     Unavailable(String),
+    /// Too many failed logins from this client or for this account: nothing was sent
+    /// upstream.
+    Throttled,
 }
 
 impl<C: Connector> Pop3Leg<C> {

@@ -55,6 +55,15 @@ impl ServiceError {
         )
     }
 
+    /// Whether one message's stored data is damaged: retrying cannot help, other messages
+    /// may be fine.
+    pub fn is_damaged_message(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::Damaged(..) | ServiceError::Store(StoreError::Corrupt(_))
+        )
+    }
+
     /// Whether the failure is a full disk (SMTP 452 4.3.1 rather than 451 4.3.0).
     pub fn is_storage_full(&self) -> bool {
         match self {

@@ -3,7 +3,9 @@
 use serde::Serialize;
 
 use super::spool::{Replay, Spool};
-use super::{Gateway, ServiceError};
+use std::sync::Arc;
+
+use super::{Gateway, ServiceError, ServiceStats};
 use crate::crypto::{
     CryptoError, Envelope, MessageId, MessageOpener, MessageSealer, SealedHeader, UnsealedKey,
 };
@@ -173,6 +175,9 @@ impl From<(u64, MessageRecord)> for MessageSummary {
 /// Reads one message's body chunk by chunk from a consistent snapshot.
 pub struct MessageReader {
     snapshot: Snapshot,
+    mailbox: MailboxId,
+    seq: u64,
+    stats: Arc<ServiceStats>,
     id: MessageId,
     opener: MessageOpener,
     next: u32,
@@ -196,16 +201,16 @@ impl MessageReader {
         }
         let index = self.next;
         self.next += 1;
-        Some(
-            self.snapshot
-                .chunk(self.id, index)
-                .map_err(ServiceError::from)
-                .and_then(|sealed| {
-                    self.opener
-                        .open_next(sealed)
-                        .map_err(|e| ServiceError::Damaged(self.id.to_hex(), e))
-                }),
-        )
+        let chunk = self
+            .snapshot
+            .chunk(self.id, index)
+            .map_err(ServiceError::from)
+            .and_then(|sealed| {
+                self.opener
+                    .open_next(sealed)
+                    .map_err(|e| ServiceError::Damaged(self.id.to_hex(), e))
+            });
+        Some(chunk.map_err(|e| note_damage(&self.stats, &self.mailbox, self.seq, Some(self.id), e)))
     }
 }
 
@@ -386,13 +391,21 @@ impl Gateway {
         let mailbox = key.mailbox();
         let snapshot = self.store.read()?;
         let record = snapshot
-            .message(mailbox, seq)?
+            .message(mailbox, seq)
+            .map_err(|e| note_damage(&self.stats, mailbox, seq, None, e.into()))?
             .ok_or_else(|| ServiceError::MessageNotFound(mailbox.clone(), seq))?;
         let (envelope, opener) =
-            MessageOpener::new(key, record.id, &record.header, record.chunk_count)
-                .map_err(|e| ServiceError::Damaged(record.id.to_hex(), e))?;
+            MessageOpener::new(key, record.id, &record.header, record.chunk_count).map_err(
+                |e| {
+                    let error = ServiceError::Damaged(record.id.to_hex(), e);
+                    note_damage(&self.stats, mailbox, seq, Some(record.id), error)
+                },
+            )?;
         Ok(MessageReader {
             snapshot,
+            mailbox: mailbox.clone(),
+            seq,
+            stats: self.stats.clone(),
             id: record.id,
             opener,
             next: 0,
@@ -446,6 +459,27 @@ impl Gateway {
         committed.value?;
         Ok(committed.durable)
     }
+}
+
+/// Logs and counts a damaged message (ids only, never content) and passes the error on.
+fn note_damage(
+    stats: &ServiceStats,
+    mailbox: &MailboxId,
+    seq: u64,
+    id: Option<MessageId>,
+    error: ServiceError,
+) -> ServiceError {
+    if error.is_damaged_message() {
+        stats.message_damaged();
+        tracing::error!(
+            %mailbox,
+            seq,
+            message = id.map(|id| id.to_hex()).unwrap_or_default(),
+            %error,
+            "message is damaged and cannot be read"
+        );
+    }
+    error
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod messages;
 mod permissions;
 mod retrieval;
 mod spool;
+mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub use mailboxes::{MailboxInfo, NewMailbox};
 pub use messages::{MessageDraft, MessageReader, MessageSummary, RetrievalKey, StoredMessage};
 pub use permissions::prepare_data_dir;
 pub use retrieval::{RetrievalSecret, RETRIEVAL_KEY_FILE};
+pub use stats::ServiceStats;
 
 use crate::config::Config;
 use crate::crypto::KdfParams;
@@ -74,6 +76,7 @@ pub struct Gateway {
     /// Keys the POP3 proxy's one-copy records; kept outside the store file.
     retrieval: Arc<RetrievalSecret>,
     spool_budget: Arc<spool::SpoolBudget>,
+    stats: Arc<ServiceStats>,
 }
 
 impl Gateway {
@@ -83,6 +86,7 @@ impl Gateway {
             spool_budget: spool::SpoolBudget::new(options.spool_max_bytes),
             options: Arc::new(options),
             retrieval: Arc::new(retrieval),
+            stats: Arc::default(),
         }
     }
 
@@ -118,6 +122,11 @@ impl Gateway {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// What the service counted since it started.
+    pub fn stats(&self) -> &ServiceStats {
+        &self.stats
     }
 
     fn now(&self) -> u64 {

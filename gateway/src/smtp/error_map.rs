@@ -230,6 +230,7 @@ impl Refusal {
                     AuthFailure::InvalidLogin
                         | AuthFailure::UnknownMailbox
                         | AuthFailure::UpstreamRejected(_)
+                        | AuthFailure::Throttled
                 )
         )
     }
@@ -267,6 +268,11 @@ fn auth_reply(failure: &AuthFailure) -> Reply {
             }
         }
         AuthFailure::UpstreamUnavailable(why) => Reply::new(454, status(4, 7, 0), why.clone()),
+        AuthFailure::Throttled => Reply::new(
+            454,
+            status(4, 7, 0),
+            "too many failed logins, try again later",
+        ),
     }
 }
 

@@ -142,6 +142,9 @@ pub enum AuthFailure {
     /// The upstream cannot be used (unreachable, no TLS, bad certificate, not allowed):
     /// the text says why.
     UpstreamUnavailable(String),
+    /// Too many failed logins from this client or for this account: nothing was sent
+    /// upstream. Temporary.
+    Throttled,
 }
 
 /// A command for the upstream (proxy mode); answered with

@@ -306,25 +306,50 @@ where
             return Err(AuthFailure::InvalidLogin);
         };
         let login = &credentials.login;
+        let guard = upstreams.guard();
+        let attempt = guard.admit(self.peer.ip(), login).map_err(|throttled| {
+            tracing::warn!(peer = %self.peer, user = %login.remote_user, server = %login.host, retry_after = ?throttled.retry_after, "SMTP proxy login refused: too many failed logins");
+            AuthFailure::Throttled
+        })?;
+        tokio::time::sleep(attempt.wait).await;
         match self.server.gateway.mailbox(&login.mailbox) {
             Ok(info) if info.status == MailboxStatus::Active => {}
-            Ok(_) => return Err(AuthFailure::MailboxSuspended),
+            Ok(_) => {
+                guard.not_a_guess(attempt);
+                return Err(AuthFailure::MailboxSuspended);
+            }
             Err(ServiceError::MailboxNotFound(_)) => {
                 tracing::info!(peer = %self.peer, "SMTP proxy login for an unknown mailbox");
+                tokio::time::sleep(guard.unknown_mailbox(attempt)).await;
                 return Err(AuthFailure::UnknownMailbox);
             }
             Err(e) => {
+                guard.not_a_guess(attempt);
                 tracing::error!(error = %e, "mailbox lookup failed");
                 return Err(AuthFailure::Temporary);
             }
         }
-        let leg = SmtpLeg::login(
+        let result = SmtpLeg::login(
             &upstreams,
             &credentials,
             self.implicit_tls,
             &self.server.config.host_name,
         )
-        .await?;
+        .await;
+        let leg = match result {
+            Ok(leg) => {
+                guard.succeeded(attempt);
+                leg
+            }
+            Err(failure @ AuthFailure::UpstreamRejected(_)) => {
+                tokio::time::sleep(guard.failed(attempt)).await;
+                return Err(failure);
+            }
+            Err(failure) => {
+                guard.not_a_guess(attempt);
+                return Err(failure);
+            }
+        };
         tracing::info!(peer = %self.peer, user = %login.remote_user, server = %leg.server(), mailbox = %login.mailbox, "SMTP proxy login");
         self.leg = Some(leg);
         Ok(())

@@ -67,6 +67,7 @@ impl TestGateway {
         local(&mut config.listen.pop3s);
         // Failed POP3 logins pause briefly, so the brute-force tests stay fast.
         config.pop3.failed_login_delay_ms = 10;
+        config.proxy.failed_login_delay_ms = 10;
         for off in [&mut config.listen.console, &mut config.listen.acme_http] {
             off.enabled = false;
         }

@@ -151,10 +151,15 @@ async fn converse(
     ok(&mut conn).await?;
     conn.send(format!("PASS {password}\r\n").as_bytes()).await?;
     if let Err(refused) = status(&mut conn).await? {
-        shared.log(
-            ME,
-            format!("login refused: {}", refused.split(' ').nth(1).unwrap_or("")),
-        );
+        let code = refused.split(' ').nth(1).unwrap_or("");
+        shared.log(ME, format!("login refused: {code}"));
+        // [IN-USE]: its own earlier session still holds the maildrop, which is legitimate.
+        if plan.never_refused && code != "[IN-USE]" {
+            shared.ledger.borrow_mut().problems.push(format!(
+                "archiver: the right password for mailbox {} was refused: {refused}",
+                record.mailbox
+            ));
+        }
         return Ok(());
     }
     // From here on the maildrop is ours: the session has begun.

@@ -147,7 +147,7 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
                 connect_timeout_secs: 30,
                 // turmoil's hosts have private addresses (192.168.0.0/16).
                 allow_private_networks: true,
-                allowed_ports: ProxySection::default().allowed_ports,
+                ..ProxySection::default()
             },
         );
         Either::Proxy(SmtpServer::with_proxy(
@@ -173,6 +173,7 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
             host_name: crate::tls::HOST_NAME.into(),
             max_concurrent_unseals: 2,
             failed_login_delay: Duration::from_secs(2),
+            trusted_networks: Vec::new(),
             blocking_threads: false,
             preauth_timeout: LimitsSection::default().preauth_timeout(),
             lock_takeover: gateway::config::Pop3Section::default().lock_takeover(),

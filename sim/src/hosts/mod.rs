@@ -1,7 +1,9 @@
 //! The simulated machines: the gateway, the journal senders (SMTP clients), the archiver
-//! (POP3 client), and in proxy mode the upstream provider and the proxy clients.
+//! (POP3 client), in proxy mode the upstream provider and the proxy clients, and in the
+//! guessing scenario attackers guessing the archiver's password.
 
 pub mod archiver;
+pub mod attacker;
 mod conn;
 pub mod gateway;
 pub mod proxy_client;

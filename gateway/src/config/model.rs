@@ -436,6 +436,12 @@ pub struct LimitsSection {
     pub store_cache_mib: u64,
     /// Sealed bytes a message draft keeps in memory before spilling to its spool file, KiB.
     pub spool_memory_kib: u64,
+    /// New mail is refused (SMTP 452 4.3.1) while less than this is free on the data
+    /// directory's file system (not counting the space reserve), MiB.
+    pub min_free_disk_mib: u64,
+    /// A preallocated file in the data directory, given back when the disk is full so that
+    /// deletions and the store's recovery can still commit, MiB (0: none).
+    pub disk_reserve_mib: u64,
 }
 
 impl Default for LimitsSection {
@@ -447,6 +453,8 @@ impl Default for LimitsSection {
             max_connections_per_ip: 20,
             store_cache_mib: 64,
             spool_memory_kib: 256,
+            min_free_disk_mib: 256,
+            disk_reserve_mib: 32,
         }
     }
 }
@@ -460,6 +468,16 @@ impl LimitsSection {
     /// `spool_memory_kib` in bytes.
     pub fn spool_memory_bytes(&self) -> u64 {
         self.spool_memory_kib.saturating_mul(1024)
+    }
+
+    /// `min_free_disk_mib` in bytes.
+    pub fn min_free_disk_bytes(&self) -> u64 {
+        self.min_free_disk_mib.saturating_mul(1024 * 1024)
+    }
+
+    /// `disk_reserve_mib` in bytes.
+    pub fn disk_reserve_bytes(&self) -> u64 {
+        self.disk_reserve_mib.saturating_mul(1024 * 1024)
     }
 }
 

@@ -95,6 +95,13 @@ store_cache_mib = 64
 # Encrypted bytes of a message kept in memory while it arrives, in KiB; beyond this
 # it is written to a temporary spool file.
 spool_memory_kib = 256
+# New mail is refused (452 4.3.1, try again later) while less than this many MiB are
+# free on the data directory's file system; pick-up and reading keep working.
+min_free_disk_mib = 256
+# MiB kept in a preallocated file in the data directory (disk-reserve) and given back
+# when the disk is full, so that pick-up can still delete and the store can recover
+# after a crash. 0 keeps no reserve.
+disk_reserve_mib = 32
 
 [smtp]
 # When true, clients must STARTTLS before MAIL FROM (otherwise they get 530).

@@ -186,6 +186,7 @@ impl Gateway {
         recipients: &[MailboxId],
         envelope: &Envelope,
     ) -> Result<MessageDraft, ServiceError> {
+        self.check_intake(0)?;
         let snapshot = self.store.read()?;
         let mut copies: Vec<DraftCopy> = Vec::with_capacity(recipients.len());
         for mailbox in recipients {
@@ -225,6 +226,9 @@ impl Gateway {
         &self,
         draft: MessageDraft,
     ) -> Result<(Vec<StoredMessage>, Durable), ServiceError> {
+        // It must fit beside the reserve, which is kept for deletions.
+        let copies = draft.copies.len() as u64;
+        self.check_room_for(draft.size.saturating_mul(copies))?;
         let received_at = self.now();
         let retrieval_key = draft.retrieval_key;
         let mut sealed = Vec::with_capacity(draft.copies.len());
@@ -353,12 +357,26 @@ impl Gateway {
     }
 
     /// Deletes messages in one durable commit (a POP3 UPDATE). Sequence numbers that are
-    /// already gone are ignored, so a repeated UPDATE is harmless.
+    /// already gone are ignored, so a repeated UPDATE is harmless. On a full disk the space
+    /// reserve makes room for the commit, and the freed space goes back to the file system
+    /// (see `service::disk`).
     pub async fn delete_messages(
         &self,
         mailbox: &MailboxId,
         seqs: &[u64],
     ) -> Result<Durable, ServiceError> {
+        let durable = match self.delete_once(mailbox, seqs).await {
+            Err(e) if self.release_reserve_after(&e) => {
+                tracing::warn!(error = %e, %mailbox, "deletion met a full disk; trying again in the reserve");
+                self.delete_once(mailbox, seqs).await?
+            }
+            other => other?,
+        };
+        self.give_back_space().await;
+        Ok(durable)
+    }
+
+    async fn delete_once(&self, mailbox: &MailboxId, seqs: &[u64]) -> Result<Durable, ServiceError> {
         let target = mailbox.clone();
         let seqs = seqs.to_vec();
         let committed = self

@@ -1,6 +1,7 @@
 //! The one service layer. Every rule about mailboxes and messages lives here: CLI, console,
 //! API and protocols call it and never re-implement a rule.
 
+mod disk;
 mod error;
 mod mailboxes;
 mod messages;
@@ -15,7 +16,7 @@ pub use messages::{MessageDraft, MessageReader, MessageSummary, RetrievalKey, St
 
 use crate::config::Config;
 use crate::crypto::KdfParams;
-use crate::store::{Store, StoreOptions};
+use crate::store::{DataDirVolume, Space, Store, StoreOptions};
 
 /// Unix milliseconds; injectable so simulations run on simulated time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -43,6 +44,9 @@ pub struct ServiceOptions {
     /// Sealed bytes a draft keeps in memory before spilling to its spool file.
     pub spool_memory_bytes: usize,
     pub max_message_size: u64,
+    /// New mail is refused while less than this many bytes are free outside the space
+    /// reserve (`[limits] min_free_disk_mib`); 0 refuses only what does not fit.
+    pub min_free_disk: u64,
     pub clock: Clock,
 }
 
@@ -54,6 +58,7 @@ impl ServiceOptions {
             spool_dir: config.gateway.data_dir.join(SPOOL_DIR),
             spool_memory_bytes: config.limits.spool_memory_bytes() as usize,
             max_message_size: config.limits.max_message_size,
+            min_free_disk: config.limits.min_free_disk_bytes(),
             clock: system_clock(),
         }
     }
@@ -64,6 +69,7 @@ impl ServiceOptions {
 pub struct Gateway {
     store: Store,
     options: Arc<ServiceOptions>,
+    intake: Arc<disk::IntakeState>,
 }
 
 impl Gateway {
@@ -71,19 +77,29 @@ impl Gateway {
         Self {
             store,
             options: Arc::new(options),
+            intake: Arc::default(),
         }
     }
 
-    /// Opens the store in the configured data directory.
+    /// Opens the store in the configured data directory, with the space reserve beside it
+    /// (given back if the store cannot be opened on a full disk otherwise).
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
+        let data_dir = &config.gateway.data_dir;
+        let space = Space::new(
+            Arc::new(DataDirVolume::new(data_dir)),
+            config.limits.disk_reserve_bytes(),
+        );
         let store = Store::open(
-            &store_path(&config.gateway.data_dir),
+            &store_path(data_dir),
             &StoreOptions {
                 cache_bytes: config.limits.store_cache_bytes() as usize,
                 inline_commits: false,
+                space: Some(Arc::new(space)),
             },
         )?;
-        Ok(Self::new(store, ServiceOptions::from_config(config)))
+        let gateway = Self::new(store, ServiceOptions::from_config(config));
+        gateway.prepare_disk();
+        Ok(gateway)
     }
 
     pub fn email_domain(&self) -> &str {
@@ -128,9 +144,37 @@ pub(crate) mod test_support {
             spool_dir: dir.path().join(SPOOL_DIR),
             spool_memory_bytes: 128 * 1024,
             max_message_size: 100 * 1024 * 1024,
+            min_free_disk: 0,
             clock: system_clock(),
         };
         adjust(&mut options);
+        (dir, Gateway::new(store, options))
+    }
+
+    /// A gateway whose file system is `volume`, with a reserve and a free-space minimum.
+    pub fn gateway_on(
+        volume: Arc<dyn crate::store::Volume>,
+        reserve: u64,
+        min_free_disk: u64,
+    ) -> (tempfile::TempDir, Gateway) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &store_path(dir.path()),
+            &StoreOptions {
+                space: Some(Arc::new(Space::new(volume, reserve))),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let options = ServiceOptions {
+            email_domain: "archive.example".into(),
+            kdf: KdfParams::insecure_for_tests(),
+            spool_dir: dir.path().join(SPOOL_DIR),
+            spool_memory_bytes: 128 * 1024,
+            max_message_size: 100 * 1024 * 1024,
+            min_free_disk,
+            clock: system_clock(),
+        };
         (dir, Gateway::new(store, options))
     }
 
@@ -167,6 +211,7 @@ pub(crate) mod test_support {
             spool_dir: dir.path().join(SPOOL_DIR),
             spool_memory_bytes: 64 * 1024,
             max_message_size: 100 * 1024 * 1024,
+            min_free_disk: 0,
             clock: system_clock(),
         };
         (dir, Gateway::new(store, options), switch)

@@ -63,6 +63,7 @@ pub fn open_store(disk: &Disk) -> Result<Store, gateway::store::StoreError> {
         &StoreOptions {
             cache_bytes: 4 * 1024 * 1024,
             inline_commits: true,
+            space: None,
         },
     )
 }
@@ -78,6 +79,7 @@ pub fn service(store: Store) -> Gateway {
             spool_dir: "/nonexistent/sim-spool".into(),
             spool_memory_bytes: 4 * MAX_MESSAGE_SIZE as usize,
             max_message_size: MAX_MESSAGE_SIZE,
+            min_free_disk: 0,
             clock: Arc::new(|| {
                 turmoil::since_epoch()
                     .map(|d| d.as_millis() as u64)

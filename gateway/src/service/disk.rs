@@ -92,10 +92,18 @@ impl Gateway {
         })
     }
 
-    /// Gives the reserve back after a commit failed for want of space; true if that made
-    /// room, so the failed work is worth trying again.
+    /// Gives the reserve back after a commit failed for want of space; true if the failed
+    /// work is worth one more try in its room. (The reserve may already be gone: the
+    /// store's reopen after the failed commit gives it back when recovery needs it.)
     pub(super) fn release_reserve_after(&self, error: &ServiceError) -> bool {
-        error.is_storage_full() && self.store.space().is_some_and(|space| space.release())
+        let Some(space) = self.store.space() else {
+            return false;
+        };
+        if !error.is_storage_full() {
+            return false;
+        }
+        space.release();
+        true
     }
 
     /// After deletions while space is short: compact the store so the space goes back to
@@ -135,11 +143,14 @@ impl Gateway {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
-    use super::super::test_support::gateway_on;
+    use super::super::test_support::{faulty_gateway_with, gateway_on};
+    use crate::crypto::Envelope;
+    use crate::store::faults::{Fault, FaultSwitch};
     use crate::store::space::testing::FakeVolume;
+    use crate::store::{Space, Volume};
 
     const MIB: u64 = 1024 * 1024;
 
@@ -167,6 +178,72 @@ mod tests {
         gw.check_intake(0).unwrap();
         assert_eq!(volume.reserve.load(Ordering::SeqCst), 20 * MIB);
         assert_eq!(volume.free.load(Ordering::SeqCst), 40 * MIB);
+    }
+
+    /// A disk that is full until the reserve is given back.
+    struct FullUntilReleased {
+        switch: FaultSwitch,
+        held: AtomicU64,
+    }
+
+    impl Volume for FullUntilReleased {
+        fn available(&self) -> std::io::Result<u64> {
+            Ok(100 * MIB)
+        }
+
+        fn reserve_len(&self) -> std::io::Result<u64> {
+            Ok(self.held.load(Ordering::SeqCst))
+        }
+
+        fn set_reserve_len(&self, len: u64) -> std::io::Result<()> {
+            if len == 0 {
+                self.switch.set(Fault::Healthy);
+            }
+            self.held.store(len, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn full_until_released(switch: &FaultSwitch) -> Arc<Space> {
+        let volume = Arc::new(FullUntilReleased {
+            switch: switch.clone(),
+            held: AtomicU64::new(10 * MIB),
+        });
+        Arc::new(Space::new(volume, 10 * MIB))
+    }
+
+    #[tokio::test]
+    async fn a_deletion_on_a_full_disk_commits_in_the_reserve() {
+        let switch = FaultSwitch::default();
+        let space = full_until_released(&switch);
+        let (_dir, gw, switch) = faulty_gateway_with(switch, Some(space.clone()));
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        let mut draft = gw
+            .begin_message(std::slice::from_ref(&id), &Envelope::default())
+            .unwrap();
+        draft.write(&[b'x'; 200_000]).unwrap();
+        let _ = gw.commit(draft).await.unwrap();
+        let seqs: Vec<u64> = gw
+            .list_messages(&id)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+
+        switch.set(Fault::Full);
+        let _durable = gw.delete_messages(&id, &seqs).await.unwrap();
+        assert_eq!(gw.mailbox(&id).unwrap().message_count, 0);
+        assert!(gw.list_messages(&id).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_store_opens_on_a_full_disk_in_the_reserve() {
+        let switch = FaultSwitch::default();
+        switch.set(Fault::Full);
+        let space = full_until_released(&switch);
+        let (_dir, gw, _switch) = faulty_gateway_with(switch, Some(space.clone()));
+        assert!(gw.list_mailboxes().unwrap().is_empty());
+        assert_eq!(space.status().unwrap().reserve_missing, 10 * MIB);
     }
 
     #[tokio::test]

@@ -376,7 +376,11 @@ impl Gateway {
         Ok(durable)
     }
 
-    async fn delete_once(&self, mailbox: &MailboxId, seqs: &[u64]) -> Result<Durable, ServiceError> {
+    async fn delete_once(
+        &self,
+        mailbox: &MailboxId,
+        seqs: &[u64],
+    ) -> Result<Durable, ServiceError> {
         let target = mailbox.clone();
         let seqs = seqs.to_vec();
         let committed = self

@@ -184,10 +184,21 @@ pub(crate) mod test_support {
         Gateway,
         crate::store::faults::FaultSwitch,
     ) {
-        use crate::store::faults::{FaultSwitch, FaultyBackend};
+        faulty_gateway_with(crate::store::faults::FaultSwitch::default(), None)
+    }
+
+    /// A gateway whose disk fails as `switch` says, with a space reserve if given.
+    pub fn faulty_gateway_with(
+        switch: crate::store::faults::FaultSwitch,
+        space: Option<Arc<Space>>,
+    ) -> (
+        tempfile::TempDir,
+        Gateway,
+        crate::store::faults::FaultSwitch,
+    ) {
+        use crate::store::faults::FaultyBackend;
         let (dir, _) = gateway();
         let path = store_path(dir.path()).with_extension("faulty.redb");
-        let switch = FaultSwitch::default();
         let (file_path, disk) = (path.clone(), switch.clone());
         let store = Store::open_with_backend(
             move || {
@@ -202,7 +213,10 @@ pub(crate) mod test_support {
                 Ok(FaultyBackend::new(inner, disk.clone()))
             },
             &path,
-            &StoreOptions::default(),
+            &StoreOptions {
+                space,
+                ..StoreOptions::default()
+            },
         )
         .unwrap();
         let options = ServiceOptions {

@@ -154,9 +154,8 @@ impl Store {
         // Opening recovers after a crash and initialising commits: on a full disk both
         // need the reserve's room, and so does every reopen after a failed commit.
         let space = options.space.clone();
-        let opener: handle::Opener = Box::new(move || {
-            space::with_reserve(space.as_deref(), || opener())
-        });
+        let opener: handle::Opener =
+            Box::new(move || space::with_reserve(space.as_deref(), &opener));
         let (db, first) = handle::DbHandle::open(opener)?;
         space::with_reserve(options.space.as_deref(), || Self::initialise(&first))?;
         drop(first);

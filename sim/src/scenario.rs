@@ -128,6 +128,9 @@ pub struct ArchiverPlan {
     pub cut_rate: f64,
     pub patience: Duration,
     pub max_drain_attempts: u32,
+    /// A QUIT after DELE must never be refused: on a full disk (and nothing worse) the
+    /// gateway's space reserve lets the deletion commit, so pick-up always frees space.
+    pub pickup_always_frees: bool,
 }
 
 /// Something the driver does at a moment of simulated time.
@@ -235,6 +238,8 @@ impl Plan {
             // A session hung by a partition keeps the maildrop until the gateway's 10-minute
             // idle timeout; the drain outlasts that.
             max_drain_attempts: 40,
+            // Crashes and power cuts may fail an UPDATE; a full disk alone must not.
+            pickup_always_frees: scenario == Scenario::FullDisk,
         };
 
         let mut faults = Vec::new();

@@ -86,7 +86,7 @@ impl Volume for DataDirVolume {
         {
             Ok(()) => Ok(()),
             // File systems without fallocate: write the bytes.
-            Err(rustix::io::Errno::OPNOTSUPP) => write_zeros(&file, len),
+            Err(rustix::io::Errno::OPNOTSUPP) => write_filler(&file, len),
             Err(e) => Err(e.into()),
         };
         if let Err(e) = result {
@@ -99,9 +99,11 @@ impl Volume for DataDirVolume {
     }
 }
 
-fn write_zeros(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+/// Random bytes rather than zeros: a compressing file system would store zeros in nothing.
+fn write_filler(file: &std::fs::File, len: u64) -> std::io::Result<()> {
     use std::io::Write;
-    let block = vec![0u8; 1024 * 1024];
+    let mut block = vec![0u8; 1024 * 1024];
+    getrandom::fill(&mut block).map_err(std::io::Error::other)?;
     let mut writer = std::io::BufWriter::new(file);
     let mut left = len;
     while left > 0 {

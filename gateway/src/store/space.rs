@@ -103,7 +103,7 @@ impl Volume for DataDirVolume {
 fn write_filler(file: &std::fs::File, len: u64) -> std::io::Result<()> {
     use std::io::Write;
     let mut block = vec![0u8; 1024 * 1024];
-    getrandom::fill(&mut block).map_err(std::io::Error::other)?;
+    getrandom::fill(&mut block).map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut writer = std::io::BufWriter::new(file);
     let mut left = len;
     while left > 0 {

@@ -46,9 +46,13 @@ struct State {
     next_backend: u64,
     /// The backend holding the whole-file lock, like the OS lock on the real file.
     lock_owner: Option<u64>,
-    /// While full: growth beyond this many bytes fails with ENOSPC, and so may a sync of
-    /// writes (a file system that allocates blocks only when it writes back).
+    /// While full: what the file system holds in all, the store file and the gateway's
+    /// space reserve together. Growth beyond it fails with ENOSPC, and so may a sync of more
+    /// writes than there is room left (a file system that allocates blocks only when it
+    /// writes back).
     capacity: Option<u64>,
+    /// Bytes the gateway's space reserve holds (a file beside the store).
+    reserve: u64,
     syncs: u64,
     /// The sync with this number cuts the power instead of completing.
     cut_at_sync: Option<u64>,
@@ -87,6 +91,7 @@ impl Disk {
                 next_backend: 0,
                 lock_owner: None,
                 capacity: None,
+                reserve: 0,
                 syncs: 0,
                 cut_at_sync: None,
                 cut: None,
@@ -130,11 +135,16 @@ impl Disk {
         crash_locked(&mut state)
     }
 
-    /// A full disk from now on: the file may not grow beyond its present length plus `slack`.
+    /// A full disk from now on: something else takes all but `slack` of the free space.
     pub fn fill(&self, slack: u64) {
         let mut state = self.lock();
-        let len = state.current.len() as u64;
-        state.capacity = Some(len + slack);
+        let used = state.current.len() as u64 + state.reserve;
+        state.capacity = Some(used + slack);
+    }
+
+    /// Bytes the gateway's space reserve holds now.
+    pub fn reserve(&self) -> u64 {
+        self.lock().reserve
     }
 
     /// Space freed again.
@@ -176,6 +186,46 @@ impl Disk {
     /// True when nothing was ever written.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl State {
+    /// Free bytes while the disk is full; `None` when space is plentiful.
+    fn free(&self) -> Option<u64> {
+        let used = self.current.len() as u64 + self.reserve;
+        self.capacity.map(|cap| cap.saturating_sub(used))
+    }
+
+    fn pending_bytes(&self) -> u64 {
+        self.pending
+            .iter()
+            .map(|op| match op {
+                Op::Write { data, .. } => data.len() as u64,
+                Op::SetLen(_) => 0,
+            })
+            .sum()
+    }
+}
+
+/// The gateway's view of the disk for its space rules: free space and the reserve (which
+/// lives beside the store, outside the simulated crash model: its length is metadata).
+impl gateway::store::Volume for Disk {
+    fn available(&self) -> std::io::Result<u64> {
+        // Plenty when not full: more than any run writes.
+        Ok(self.lock().free().unwrap_or(1 << 40))
+    }
+
+    fn reserve_len(&self) -> std::io::Result<u64> {
+        Ok(self.lock().reserve)
+    }
+
+    fn set_reserve_len(&self, len: u64) -> std::io::Result<()> {
+        let mut state = self.lock();
+        if len > state.reserve && state.free().is_some_and(|free| len - state.reserve > free) {
+            return Err(enospc());
+        }
+        state.reserve = len;
+        Ok(())
     }
 }
 
@@ -274,7 +324,8 @@ impl StorageBackend for DiskBackend {
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
         let mut state = self.live()?;
-        if state.capacity.is_some_and(|cap| len > cap) && len > state.current.len() as u64 {
+        let current = state.current.len() as u64;
+        if len > current && state.free().is_some_and(|free| len - current > free) {
             return Err(enospc());
         }
         let size = usize::try_from(len).map_err(|_| enospc())?;
@@ -292,7 +343,10 @@ impl StorageBackend for DiskBackend {
             state.cut = Some(report);
             return Err(dead());
         }
-        if state.capacity.is_some() && !state.pending.is_empty() && state.rng.random_bool(0.2) {
+        let short = state
+            .free()
+            .is_some_and(|free| free < state.pending_bytes());
+        if short && !state.pending.is_empty() && state.rng.random_bool(0.2) {
             // Like Linux after a failed fsync: the data stays readable in the cache, durable
             // or not is unknown, and the next successful sync writes it.
             return Err(enospc());
@@ -445,6 +499,31 @@ mod tests {
         assert!(syncs.contains(&true), "and may succeed");
         disk.free();
         b.set_len(2048).unwrap();
+    }
+
+    #[test]
+    fn the_reserve_gives_its_room_back_on_a_full_disk() {
+        use gateway::store::Volume;
+        let disk = Disk::new(1, None);
+        let b = disk.backend();
+        b.set_len(4096).unwrap();
+        disk.set_reserve_len(8192).unwrap();
+        disk.fill(0);
+        assert_eq!(disk.available().unwrap(), 0);
+        assert_eq!(b.set_len(8192).unwrap_err().raw_os_error(), Some(28));
+        assert!(
+            disk.set_reserve_len(16384).is_err(),
+            "no room to grow the reserve"
+        );
+        disk.set_reserve_len(0).unwrap();
+        assert_eq!(disk.available().unwrap(), 8192);
+        b.set_len(8192).unwrap();
+        b.write(4096, &[1; 4096]).unwrap();
+        // Writes that fit in the room left never fail their sync for want of space.
+        for _ in 0..40 {
+            b.write(0, &[2; 512]).unwrap();
+            b.sync_data().unwrap();
+        }
     }
 
     #[test]

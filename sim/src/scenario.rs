@@ -138,6 +138,9 @@ pub struct ArchiverPlan {
     /// Any `-ERR` to a login other than `[IN-USE]` is a violation (the guessing scenario,
     /// whose only fault is the attackers).
     pub never_refused: bool,
+    /// A QUIT after DELE must never be refused: on a full disk (and nothing worse) the
+    /// gateway's space reserve lets the deletion commit, so pick-up always frees space.
+    pub pickup_always_frees: bool,
 }
 
 /// An attacker guessing the password of one mailbox.
@@ -260,6 +263,8 @@ impl Plan {
             // idle timeout; the drain outlasts that.
             max_drain_attempts: 40,
             never_refused: false,
+            // Crashes and power cuts may fail an UPDATE; a full disk alone must not.
+            pickup_always_frees: scenario == Scenario::FullDisk,
         };
 
         let mut faults = Vec::new();

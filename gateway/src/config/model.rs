@@ -459,6 +459,12 @@ pub struct LimitsSection {
     pub listen_backlog: u32,
     /// Seconds `gateway serve` lets open connections finish after a stop signal.
     pub shutdown_grace_secs: u64,
+    /// New mail is refused (SMTP 452 4.3.1) while less than this is free on the data
+    /// directory's file system (not counting the space reserve), MiB.
+    pub min_free_disk_mib: u64,
+    /// A preallocated file in the data directory, given back when the disk is full so that
+    /// deletions and the store's recovery can still commit, MiB (0: none).
+    pub disk_reserve_mib: u64,
 }
 
 impl Default for LimitsSection {
@@ -478,6 +484,8 @@ impl Default for LimitsSection {
             tcp_keepalive_secs: 60,
             listen_backlog: 128,
             shutdown_grace_secs: 30,
+            min_free_disk_mib: 256,
+            disk_reserve_mib: 32,
         }
     }
 }
@@ -523,6 +531,16 @@ impl LimitsSection {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// `min_free_disk_mib` in bytes.
+    pub fn min_free_disk_bytes(&self) -> u64 {
+        self.min_free_disk_mib.saturating_mul(1024 * 1024)
+    }
+
+    /// `disk_reserve_mib` in bytes.
+    pub fn disk_reserve_bytes(&self) -> u64 {
+        self.disk_reserve_mib.saturating_mul(1024 * 1024)
     }
 }
 

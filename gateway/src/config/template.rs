@@ -119,6 +119,13 @@ tcp_keepalive_secs = 60
 listen_backlog = 128
 # Seconds "gateway serve" lets open connections finish after a stop signal.
 shutdown_grace_secs = 30
+# New mail is refused (452 4.3.1, try again later) while less than this many MiB are
+# free on the data directory's file system; pick-up and reading keep working.
+min_free_disk_mib = 256
+# MiB kept in a preallocated file in the data directory (disk-reserve) and given back
+# when the disk is full, so that pick-up can still delete and the store can recover
+# after a crash. 0 keeps no reserve.
+disk_reserve_mib = 32
 
 [smtp]
 # When true, clients must STARTTLS before MAIL FROM (otherwise they get 530).

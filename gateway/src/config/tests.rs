@@ -54,6 +54,8 @@ fn defaults() {
     assert_eq!(c.limits.max_connections_per_ip, 20);
     assert_eq!(c.limits.store_cache_mib, 64);
     assert_eq!(c.limits.spool_memory_kib, 256);
+    assert_eq!(c.limits.min_free_disk_mib, 256);
+    assert_eq!(c.limits.disk_reserve_mib, 32);
     assert!(!c.smtp.require_tls);
     assert!(c.smtp.allowed_networks.is_empty());
     assert_eq!(c.pop3.max_concurrent_unseals, 4);
@@ -402,6 +404,14 @@ fn validation_rules_name_their_key() {
     assert_invalid(
         &with(&|c| c.limits.spool_memory_kib = u64::MAX),
         "limits.spool_memory_kib",
+    );
+    assert_invalid(
+        &with(&|c| c.limits.min_free_disk_mib = u64::MAX),
+        "limits.min_free_disk_mib",
+    );
+    assert_invalid(
+        &with(&|c| c.limits.disk_reserve_mib = 4097),
+        "limits.disk_reserve_mib",
     );
 
     assert_invalid(

@@ -18,6 +18,10 @@ const MAX_TIMEOUT_SECS: u64 = 3600;
 const MAX_TRANSACTION_SECS: u64 = 24 * 3600;
 /// Linux caps the backlog at net.core.somaxconn (4096 by default) anyway.
 const MAX_LISTEN_BACKLOG: u32 = 65_535;
+/// 1 TiB: more is a typo.
+const MAX_MIN_FREE_DISK_MIB: u64 = 1024 * 1024;
+/// 4 GiB: a deletion or recovery never needs that much.
+const MAX_DISK_RESERVE_MIB: u64 = 4096;
 /// A login delay above a minute would just look like a hung server.
 const MAX_FAILED_LOGIN_DELAY_MS: u64 = 60_000;
 
@@ -266,6 +270,24 @@ fn validate_limits(config: &Config) -> Result<(), ConfigError> {
             format!(
                 "must be at most {MAX_SPOOL_MEMORY_KIB} KiB, got {}",
                 l.spool_memory_kib
+            ),
+        ));
+    }
+    if l.min_free_disk_mib > MAX_MIN_FREE_DISK_MIB {
+        return Err(ConfigError::invalid(
+            "limits.min_free_disk_mib",
+            format!(
+                "must be at most {MAX_MIN_FREE_DISK_MIB} MiB, got {}",
+                l.min_free_disk_mib
+            ),
+        ));
+    }
+    if l.disk_reserve_mib > MAX_DISK_RESERVE_MIB {
+        return Err(ConfigError::invalid(
+            "limits.disk_reserve_mib",
+            format!(
+                "must be at most {MAX_DISK_RESERVE_MIB} MiB, got {}",
+                l.disk_reserve_mib
             ),
         ));
     }

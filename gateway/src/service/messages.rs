@@ -226,6 +226,7 @@ impl Gateway {
         if self.spool_budget.is_exhausted() {
             return Err(super::spool::spool_full().into());
         }
+        self.check_intake(0)?;
         let snapshot = self.store.read()?;
         let mut copies: Vec<DraftCopy> = Vec::with_capacity(recipients.len());
         for mailbox in recipients {
@@ -273,6 +274,9 @@ impl Gateway {
         let mut held = Vec::new();
         draft.foreign_trace.finish(&mut held);
         draft.seal(&held)?;
+        // It must fit beside the reserve, which is kept for deletions.
+        let copies = draft.copies.len() as u64;
+        self.check_room_for(draft.size.saturating_mul(copies))?;
         let received_at = self.now();
         let retrieval_key = draft
             .retrieval_key
@@ -432,8 +436,26 @@ impl Gateway {
     }
 
     /// Deletes messages in one durable commit (a POP3 UPDATE). Sequence numbers that are
-    /// already gone are ignored, so a repeated UPDATE is harmless.
+    /// already gone are ignored, so a repeated UPDATE is harmless. On a full disk the space
+    /// reserve makes room for the commit, and the freed space goes back to the file system
+    /// (see `service::disk`).
     pub async fn delete_messages(
+        &self,
+        mailbox: &MailboxId,
+        seqs: &[u64],
+    ) -> Result<Durable, ServiceError> {
+        let durable = match self.delete_once(mailbox, seqs).await {
+            Err(e) if self.release_reserve_after(&e) => {
+                tracing::warn!(error = %e, %mailbox, "deletion met a full disk; trying again in the reserve");
+                self.delete_once(mailbox, seqs).await?
+            }
+            other => other?,
+        };
+        self.give_back_space().await;
+        Ok(durable)
+    }
+
+    async fn delete_once(
         &self,
         mailbox: &MailboxId,
         seqs: &[u64],

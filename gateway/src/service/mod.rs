@@ -1,6 +1,7 @@
 //! The one service layer. Every rule about mailboxes and messages lives here: CLI, console,
 //! API and protocols call it and never re-implement a rule.
 
+mod disk;
 mod error;
 mod mailboxes;
 mod messages;
@@ -21,7 +22,7 @@ pub use stats::ServiceStats;
 
 use crate::config::Config;
 use crate::crypto::KdfParams;
-use crate::store::{Store, StoreOptions};
+use crate::store::{DataDirVolume, Space, Store, StoreOptions};
 
 /// Unix milliseconds; injectable so simulations run on simulated time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -51,6 +52,9 @@ pub struct ServiceOptions {
     /// Bytes all spool files together may hold; beyond it drafts fail as a full disk.
     pub spool_max_bytes: u64,
     pub max_message_size: u64,
+    /// New mail is refused while less than this many bytes are free outside the space
+    /// reserve (`[limits] min_free_disk_mib`); 0 refuses only what does not fit.
+    pub min_free_disk: u64,
     pub clock: Clock,
 }
 
@@ -63,6 +67,7 @@ impl ServiceOptions {
             spool_memory_bytes: config.limits.spool_memory_bytes() as usize,
             spool_max_bytes: config.limits.spool_max_bytes(),
             max_message_size: config.limits.max_message_size,
+            min_free_disk: config.limits.min_free_disk_bytes(),
             clock: system_clock(),
         }
     }
@@ -77,6 +82,7 @@ pub struct Gateway {
     retrieval: Arc<RetrievalSecret>,
     spool_budget: Arc<spool::SpoolBudget>,
     stats: Arc<ServiceStats>,
+    intake: Arc<disk::IntakeState>,
 }
 
 impl Gateway {
@@ -87,6 +93,7 @@ impl Gateway {
             options: Arc::new(options),
             retrieval: Arc::new(retrieval),
             stats: Arc::default(),
+            intake: Arc::default(),
         }
     }
 
@@ -96,24 +103,28 @@ impl Gateway {
     }
 
     /// Opens the store in the configured data directory (created, or tightened, to be the
-    /// gateway user's alone), with the retrieval secret beside it.
+    /// gateway user's alone), with the retrieval secret and the space reserve beside it (the
+    /// reserve is given back if the store cannot be opened on a full disk otherwise).
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
         let data_dir = &config.gateway.data_dir;
         prepare_data_dir(data_dir)?;
+        let space = Space::new(
+            Arc::new(DataDirVolume::new(data_dir)),
+            config.limits.disk_reserve_bytes(),
+        );
         let store = Store::open(
             &store_path(data_dir),
             &StoreOptions {
                 cache_bytes: config.limits.store_cache_bytes() as usize,
                 inline_commits: false,
+                space: Some(Arc::new(space)),
             },
         )?;
         // After the store: its lock keeps a second gateway from racing to create the secret.
         let retrieval = RetrievalSecret::load_or_create(data_dir)?;
-        Ok(Self::new(
-            store,
-            ServiceOptions::from_config(config),
-            retrieval,
-        ))
+        let gateway = Self::new(store, ServiceOptions::from_config(config), retrieval);
+        gateway.prepare_disk();
+        Ok(gateway)
     }
 
     pub fn email_domain(&self) -> &str {
@@ -168,9 +179,38 @@ pub(crate) mod test_support {
             spool_memory_bytes: 128 * 1024,
             spool_max_bytes: u64::MAX,
             max_message_size: 100 * 1024 * 1024,
+            min_free_disk: 0,
             clock: system_clock(),
         };
         adjust(&mut options);
+        (dir, Gateway::new(store, options, test_secret()))
+    }
+
+    /// A gateway whose file system is `volume`, with a reserve and a free-space minimum.
+    pub fn gateway_on(
+        volume: Arc<dyn crate::store::Volume>,
+        reserve: u64,
+        min_free_disk: u64,
+    ) -> (tempfile::TempDir, Gateway) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &store_path(dir.path()),
+            &StoreOptions {
+                space: Some(Arc::new(Space::new(volume, reserve))),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let options = ServiceOptions {
+            email_domain: "archive.example".into(),
+            kdf: KdfParams::insecure_for_tests(),
+            spool_dir: dir.path().join(SPOOL_DIR),
+            spool_memory_bytes: 128 * 1024,
+            spool_max_bytes: u64::MAX,
+            max_message_size: 100 * 1024 * 1024,
+            min_free_disk,
+            clock: system_clock(),
+        };
         (dir, Gateway::new(store, options, test_secret()))
     }
 
@@ -180,10 +220,21 @@ pub(crate) mod test_support {
         Gateway,
         crate::store::faults::FaultSwitch,
     ) {
-        use crate::store::faults::{FaultSwitch, FaultyBackend};
+        faulty_gateway_with(crate::store::faults::FaultSwitch::default(), None)
+    }
+
+    /// A gateway whose disk fails as `switch` says, with a space reserve if given.
+    pub fn faulty_gateway_with(
+        switch: crate::store::faults::FaultSwitch,
+        space: Option<Arc<Space>>,
+    ) -> (
+        tempfile::TempDir,
+        Gateway,
+        crate::store::faults::FaultSwitch,
+    ) {
+        use crate::store::faults::FaultyBackend;
         let (dir, _) = gateway();
         let path = store_path(dir.path()).with_extension("faulty.redb");
-        let switch = FaultSwitch::default();
         let (file_path, disk) = (path.clone(), switch.clone());
         let store = Store::open_with_backend(
             move || {
@@ -198,7 +249,10 @@ pub(crate) mod test_support {
                 Ok(FaultyBackend::new(inner, disk.clone()))
             },
             &path,
-            &StoreOptions::default(),
+            &StoreOptions {
+                space,
+                ..StoreOptions::default()
+            },
         )
         .unwrap();
         let options = ServiceOptions {
@@ -208,6 +262,7 @@ pub(crate) mod test_support {
             spool_memory_bytes: 64 * 1024,
             spool_max_bytes: u64::MAX,
             max_message_size: 100 * 1024 * 1024,
+            min_free_disk: 0,
             clock: system_clock(),
         };
         (dir, Gateway::new(store, options, test_secret()), switch)

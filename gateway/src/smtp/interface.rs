@@ -82,6 +82,8 @@ pub enum RecipientStatus {
     Unknown,
     /// The lookup itself failed (storage error); the client should retry.
     Unavailable,
+    /// No new mail is accepted for now: the disk is (nearly) full.
+    StorageFull,
 }
 
 /// Why the shell could not make a message durable; the session turns it into a reply.

@@ -467,6 +467,14 @@ where
     }
 
     fn recipient_status(&self, id: &crate::mailbox::MailboxId) -> RecipientStatus {
+        // The service's free-space rule first: a full disk says so (452), not "unknown".
+        if let Err(e) = self.server.gateway.check_intake(0) {
+            return if e.is_storage_full() {
+                RecipientStatus::StorageFull
+            } else {
+                RecipientStatus::Unavailable
+            };
+        }
         match self.server.gateway.mailbox(id) {
             Ok(info) if info.status == MailboxStatus::Active => RecipientStatus::Active,
             Ok(_) => RecipientStatus::Suspended,

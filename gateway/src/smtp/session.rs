@@ -274,6 +274,9 @@ impl Session {
             (RecipientStatus::Suspended, _) => self.refuse(Refusal::RecipientSuspended),
             (RecipientStatus::Unknown, _) => self.refuse(Refusal::UnknownRecipient),
             (RecipientStatus::Unavailable, _) => self.refuse(Refusal::RecipientLookupFailed),
+            (RecipientStatus::StorageFull, _) => {
+                self.refuse(Refusal::Commit(CommitFailure::StorageFull))
+            }
         }
         self.process();
     }

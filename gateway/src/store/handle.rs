@@ -110,4 +110,30 @@ impl DbHandle {
     pub fn reopens(&self) -> u64 {
         self.reopens.load(Ordering::Relaxed)
     }
+
+    /// Runs `work` with the database to itself: no batch or reader start holds it, and none
+    /// can begin until `work` returns (they wait on the lock). `None` if someone holds it now.
+    /// A storage error closes the database, so the next use reopens it.
+    pub fn exclusive<T>(
+        &self,
+        work: impl FnOnce(&mut Database) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let shared = current.take()?;
+        let mut db = match Arc::try_unwrap(shared) {
+            Ok(db) => db,
+            Err(shared) => {
+                *current = Some(shared);
+                return None;
+            }
+        };
+        let result = work(&mut db);
+        match &result {
+            Err(StoreError::Full(_) | StoreError::Io(_) | StoreError::Corrupt(_)) => {
+                drop(db);
+            }
+            _ => *current = Some(Arc::new(db)),
+        }
+        Some(result)
+    }
 }

@@ -10,6 +10,7 @@ mod error;
 pub mod faults;
 mod handle;
 pub mod schema;
+pub mod space;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use tokio::sync::oneshot;
 pub use durable::Durable;
 pub use error::StoreError;
 pub use schema::{MailboxRecord, MailboxStatus, MessageRecord};
+pub use space::{DataDirVolume, Space, SpaceStatus, Volume};
 
 use crate::crypto::MessageId;
 use crate::mailbox::MailboxId;
@@ -43,6 +45,9 @@ pub struct StoreOptions {
     /// outside the seed. Each write then costs its own fsync and blocks its async worker for
     /// the commit, so production keeps the thread (`false`).
     pub inline_commits: bool,
+    /// The space reserve, given back when opening or recovering the store finds the disk
+    /// full (see [`space`]). `None`: no reserve.
+    pub space: Option<Arc<Space>>,
 }
 
 impl Default for StoreOptions {
@@ -50,6 +55,7 @@ impl Default for StoreOptions {
         Self {
             cache_bytes: 64 * 1024 * 1024,
             inline_commits: false,
+            space: None,
         }
     }
 }
@@ -67,6 +73,8 @@ struct Inner {
     writer: Option<mpsc::Sender<writer::Request>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     path: PathBuf,
+    space: Option<Arc<Space>>,
+    inline: bool,
 }
 
 impl Drop for Inner {
@@ -126,8 +134,13 @@ impl Store {
         path: &Path,
         options: &StoreOptions,
     ) -> Result<Self, StoreError> {
+        // Opening recovers after a crash and initialising commits: on a full disk both
+        // need the reserve's room, and so does every reopen after a failed commit.
+        let space = options.space.clone();
+        let opener: handle::Opener =
+            Box::new(move || space::with_reserve(space.as_deref(), &opener));
         let (db, first) = handle::DbHandle::open(opener)?;
-        Self::initialise(&first)?;
+        space::with_reserve(options.space.as_deref(), || Self::initialise(&first))?;
         drop(first);
         let db = Arc::new(db);
         let (writer, writer_thread) = if options.inline_commits {
@@ -142,6 +155,8 @@ impl Store {
                 writer,
                 writer_thread,
                 path: path.to_owned(),
+                space: options.space.clone(),
+                inline: options.inline_commits,
             }),
         })
     }
@@ -197,6 +212,42 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The space reserve the store was opened with.
+    pub fn space(&self) -> Option<&Arc<Space>> {
+        self.inner.space.as_ref()
+    }
+
+    /// Compacts the store file so that pages freed by deletions go back to the file
+    /// system. Reads and writes wait while it runs. Returns false if it could not run now
+    /// (a read or a commit was in progress throughout a few tries).
+    pub async fn compact(&self) -> Result<bool, StoreError> {
+        if self.inner.inline {
+            // The simulation: no thread outside simulated time.
+            return self.compact_blocking();
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.compact_blocking())
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::compact`] on the calling thread.
+    pub fn compact_blocking(&self) -> Result<bool, StoreError> {
+        const ATTEMPTS: u32 = 20;
+        for attempt in 0..ATTEMPTS {
+            match self.inner.db.exclusive(space::compact) {
+                Some(Ok(true)) => return Ok(true),
+                Some(Err(e)) => return Err(e),
+                // Busy: a batch or a read holds the database; it lets go shortly.
+                Some(Ok(false)) | None if attempt + 1 < ATTEMPTS && !self.inner.inline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Some(Ok(false)) | None => break,
+            }
+        }
+        Ok(false)
     }
 
     /// Runs `work` inside the next group commit and waits until that commit is durable.

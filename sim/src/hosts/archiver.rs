@@ -229,6 +229,13 @@ async fn converse(
                 ME,
                 format!("QUIT refused: {}", refused.split(' ').nth(1).unwrap_or("")),
             );
+            if plan.pickup_always_frees && !record.deleted.is_empty() {
+                shared.ledger.borrow_mut().problems.push(format!(
+                    "archiver: mailbox {}: QUIT after {} DELE refused ({refused}): pick-up could not free space",
+                    record.mailbox,
+                    record.deleted.len()
+                ));
+            }
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use gateway::pop3::{Pop3Server, Pop3Settings};
 use gateway::proxy::{Connector, Upstreams};
 use gateway::service::{Gateway, ServiceOptions};
 use gateway::smtp::{SessionConfig, SmtpServer};
-use gateway::store::{Store, StoreOptions};
+use gateway::store::{Space, Store, StoreOptions};
 
 use super::SharedRef;
 use crate::disk::Disk;
@@ -59,9 +59,15 @@ impl Connector for SimConnector {
     }
 }
 
+/// The space reserve beside the store: enough for a deletion's commit and a recovery.
+pub const DISK_RESERVE: u64 = 2 * 1024 * 1024;
+/// New mail is refused below this much free space.
+pub const MIN_FREE_DISK: u64 = 256 * 1024;
+
 /// Opens the store on the disk as the gateway does at start: commits inline (no writer
-/// thread outside simulated time), a small cache.
+/// thread outside simulated time), a small cache, the space reserve on the same disk.
 pub fn open_store(disk: &Disk) -> Result<Store, gateway::store::StoreError> {
+    let space = Space::new(Arc::new(disk.clone()), DISK_RESERVE);
     let disk = disk.clone();
     Store::open_with_backend(
         move || Ok(disk.backend()),
@@ -69,6 +75,7 @@ pub fn open_store(disk: &Disk) -> Result<Store, gateway::store::StoreError> {
         &StoreOptions {
             cache_bytes: 4 * 1024 * 1024,
             inline_commits: true,
+            space: Some(Arc::new(space)),
         },
     )
 }
@@ -85,6 +92,7 @@ pub fn service(store: Store) -> Gateway {
             spool_memory_bytes: 4 * MAX_MESSAGE_SIZE as usize,
             spool_max_bytes: u64::MAX,
             max_message_size: MAX_MESSAGE_SIZE,
+            min_free_disk: MIN_FREE_DISK,
             clock: Arc::new(|| {
                 turmoil::since_epoch()
                     .map(|d| d.as_millis() as u64)

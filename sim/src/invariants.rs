@@ -79,8 +79,10 @@ pub enum SessionEnd {
 #[derive(Debug, Clone)]
 pub struct Pop3Session {
     pub mailbox: usize,
-    /// UIDLs at login, in order.
-    pub listing: Vec<String>,
+    /// UIDLs at login, in order; `None` when the listing never arrived whole (the session
+    /// was cut before or during UIDL's answer), which says nothing about the maildrop: an
+    /// empty listing would read as "everything is gone".
+    pub listing: Option<Vec<String>>,
     /// UIDLs marked with DELE (acknowledged with +OK).
     pub deleted: Vec<String>,
     pub end: SessionEnd,
@@ -209,14 +211,26 @@ impl Ledger {
             }
         }
 
-        // Sessions in order per mailbox, with the store as the last listing.
-        let mut per_mailbox: BTreeMap<usize, Vec<&Pop3Session>> = BTreeMap::new();
+        // Sessions in order per mailbox, with the store as the last listing. A session whose
+        // listing never arrived is left out: it marked nothing (DELE comes after the listing)
+        // and never sent QUIT, and it saw nothing to compare with.
+        let mut per_mailbox: BTreeMap<usize, Vec<(&Pop3Session, &[String])>> = BTreeMap::new();
         for session in &self.sessions {
-            if session.end != SessionEnd::NoLogin {
-                per_mailbox
+            if session.end == SessionEnd::NoLogin {
+                continue;
+            }
+            match &session.listing {
+                Some(listing) => per_mailbox
                     .entry(session.mailbox)
                     .or_default()
-                    .push(session);
+                    .push((session, listing)),
+                None if !session.deleted.is_empty() || session.end != SessionEnd::NoUpdate => {
+                    violations.push(format!(
+                        "mailbox {}: the archiver marked or quit without a listing (a simulator bug)",
+                        session.mailbox
+                    ));
+                }
+                None => {}
             }
         }
         let mut taken: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
@@ -225,17 +239,13 @@ impl Ledger {
                 .get(*mailbox)
                 .map(|m| m.keys().collect())
                 .unwrap_or_default();
-            for (i, session) in sessions.iter().enumerate() {
+            for (i, (session, listing)) in sessions.iter().enumerate() {
                 let next: BTreeSet<&String> = match sessions.get(i + 1) {
-                    Some(next) => next.listing.iter().collect(),
+                    Some((_, next)) => next.iter().collect(),
                     None => store.clone(),
                 };
                 let deleted: BTreeSet<&String> = session.deleted.iter().collect();
-                let kept: Vec<&String> = session
-                    .listing
-                    .iter()
-                    .filter(|u| !deleted.contains(u))
-                    .collect();
+                let kept: Vec<&String> = listing.iter().filter(|u| !deleted.contains(u)).collect();
                 for uidl in &kept {
                     if !next.contains(uidl) {
                         violations.push(format!(
@@ -272,7 +282,7 @@ impl Ledger {
                         // Gone now and in every later listing and the store.
                         for later in sessions[i + 1..]
                             .iter()
-                            .map(|s| s.listing.iter().collect::<BTreeSet<_>>())
+                            .map(|(_, listing)| listing.iter().collect::<BTreeSet<_>>())
                             .chain(std::iter::once(store.clone()))
                         {
                             for uidl in &deleted {
@@ -436,7 +446,7 @@ mod tests {
         let mut ledger = ledger_with("s0-m0", Delivery::Acked);
         ledger.sessions.push(Pop3Session {
             mailbox: 0,
-            listing: vec!["u1".into()],
+            listing: Some(vec!["u1".into()]),
             deleted: vec!["u1".into()],
             end: SessionEnd::NoUpdate,
         });
@@ -456,6 +466,47 @@ mod tests {
         store.insert("u1".into(), stored("X-Sim-Label: s0-m0\r\n\r\nhello\r\n"));
         let v = ledger.check(&[store]);
         assert!(v.iter().any(|v| v.contains("came back")), "{v:?}");
+    }
+
+    /// Seed 202416066124139 (network): a session marks u1 and is cut before QUIT; the next
+    /// logs in and is cut by a partition before its listing arrives; the last one lists u1
+    /// again. The cut session's missing listing is no evidence that u1 went away.
+    #[test]
+    fn a_session_cut_before_its_listing_is_no_evidence_of_a_deletion() {
+        let mut ledger = ledger_with("s0-m0", Delivery::Acked);
+        let message = stored("X-Sim-Label: s0-m0\r\n\r\nhello\r\n");
+        ledger.retrieved.insert((0, "u1".into()), message.clone());
+        let session = |listing: Option<Vec<String>>, deleted: &[&str], end| Pop3Session {
+            mailbox: 0,
+            listing,
+            deleted: deleted.iter().map(|u| (*u).to_owned()).collect(),
+            end,
+        };
+        ledger.sessions = vec![
+            session(Some(vec!["u1".into()]), &["u1"], SessionEnd::NoUpdate),
+            session(None, &[], SessionEnd::NoUpdate),
+            session(Some(vec!["u1".into()]), &["u1"], SessionEnd::Completed),
+        ];
+        let v = ledger.check(&[FinalMailbox::new()]);
+        assert!(v.is_empty(), "{v:?}");
+
+        // Still caught: the message really gone after the session that never reached UPDATE.
+        ledger.sessions[2] = session(Some(vec![]), &[], SessionEnd::Completed);
+        let v = ledger.check(&[FinalMailbox::new()]);
+        assert!(
+            v.iter().any(|v| v.contains("never reached UPDATE")),
+            "{v:?}"
+        );
+        // And as the last word, the store.
+        ledger.sessions.truncate(2);
+        let v = ledger.check(&[FinalMailbox::new()]);
+        assert!(
+            v.iter().any(|v| v.contains("never reached UPDATE")),
+            "{v:?}"
+        );
+        let mut store = FinalMailbox::new();
+        store.insert("u1".into(), message);
+        assert!(ledger.check(&[store]).is_empty());
     }
 
     fn proxied(body: &str) -> Vec<u8> {

@@ -121,7 +121,7 @@ async fn session(
 ) -> SessionEnd {
     let mut record = Pop3Session {
         mailbox,
-        listing: Vec::new(),
+        listing: None,
         deleted: Vec::new(),
         end: SessionEnd::NoLogin,
     };
@@ -168,6 +168,7 @@ async fn converse(
     ok(&mut conn).await?;
     let listing = multiline(&mut conn, false).await?;
     let mut numbers = Vec::new();
+    let mut uidls = Vec::new();
     for line in listing.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let line = String::from_utf8_lossy(line);
         let mut parts = line.trim_end().split(' ');
@@ -175,8 +176,10 @@ async fn converse(
             return Err(Broken::Protocol(format!("UIDL line {line}")));
         };
         numbers.push(n.to_owned());
-        record.listing.push(uidl.to_owned());
+        uidls.push(uidl.to_owned());
     }
+    // Only a listing that arrived whole says what the maildrop held.
+    record.listing = Some(uidls.clone());
     shared.log(
         ME,
         format!("mailbox {}: {} messages", record.mailbox, numbers.len()),
@@ -191,7 +194,7 @@ async fn converse(
         let cut = style.cut_in_retr == Some(retrieved);
         let message = multiline(&mut conn, cut).await?;
         retrieved += 1;
-        let uidl = record.listing[i].clone();
+        let uidl = uidls[i].clone();
         let label = crate::invariants::message_of(&message)
             .and_then(|(_, m)| crate::invariants::label_of(m))
             .unwrap_or_else(|| "?".into());

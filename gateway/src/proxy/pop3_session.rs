@@ -450,6 +450,11 @@ impl Pop3Proxy {
     fn process(&mut self) {
         while matches!(self.state, State::Idle) {
             let Some(frame) = self.input.next_frame() else {
+                if self.input.overflowed() {
+                    // An endless line would otherwise be read and dropped forever.
+                    Reply::err("line too long").write_to(&mut self.pending);
+                    self.close();
+                }
                 return;
             };
             match frame {
@@ -665,6 +670,24 @@ mod tests {
         let actions = drain(&mut proxy);
         assert_eq!(sent(&actions), b".\r\n");
         assert_eq!(actions.last(), Some(&Action::Upstream(Request::Noop)));
+    }
+
+    #[test]
+    fn endless_command_line_is_refused_and_the_connection_closed() {
+        let mut proxy = Pop3Proxy::new(b"");
+        let chunk = vec![b'x'; 1024];
+        let mut actions = Vec::new();
+        for _ in 0..64 {
+            proxy.receive(&chunk);
+            actions.extend(drain(&mut proxy));
+            if proxy.is_closed() {
+                break;
+            }
+        }
+        assert!(proxy.is_closed(), "an endless line is not read forever");
+        assert!(sent(&actions).starts_with(b"-ERR"));
+        assert_eq!(actions.last(), Some(&Action::Close));
+        assert!(!actions.iter().any(|a| matches!(a, Action::Upstream(_))));
     }
 
     #[test]

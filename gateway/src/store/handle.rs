@@ -113,7 +113,8 @@ impl DbHandle {
 
     /// Runs `work` with the database to itself: no batch or reader start holds it, and none
     /// can begin until `work` returns (they wait on the lock). `None` if someone holds it now.
-    /// A storage error closes the database, so the next use reopens it.
+    /// A storage error closes the database and opens it again at once (nothing else holds
+    /// the file now); if that fails too, the writer thread keeps trying.
     pub fn exclusive<T>(
         &self,
         work: impl FnOnce(&mut Database) -> Result<T, StoreError>,
@@ -131,6 +132,16 @@ impl DbHandle {
         match &result {
             Err(StoreError::Full(_) | StoreError::Io(_) | StoreError::Corrupt(_)) => {
                 drop(db);
+                match (self.opener)() {
+                    Ok(db) => {
+                        *current = Some(Arc::new(db));
+                        self.reopens.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        self.reopen_failing.store(true, Ordering::Relaxed);
+                        tracing::error!(error = %e, "store could not be reopened; retrying until it can");
+                    }
+                }
             }
             _ => *current = Some(Arc::new(db)),
         }

@@ -79,9 +79,12 @@ fn run(db: &DbHandle, rx: &mpsc::Receiver<Request>) {
     let mut pause = REOPEN_FIRST_PAUSE;
     loop {
         let first = if db.current().is_some() {
-            match rx.recv() {
+            // Wakes now and then even when idle: something other than a commit (a compaction
+            // on a full disk) may have closed the database, and reads wait for the reopen.
+            match rx.recv_timeout(REOPEN_MAX_PAUSE) {
                 Ok(request) => request,
-                Err(_) => return,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
             }
         } else {
             match rx.recv_timeout(pause) {

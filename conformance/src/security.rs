@@ -39,7 +39,7 @@ pub fn checks() -> Vec<Check> {
         r("sec.utf8-foreign-rcpt", "6531", "3.2", Should, "an internationalised recipient outside our domain is refused as a foreign recipient, not as a syntax error") => utf8_foreign_rcpt,
         r("sec.smtp-big-pipeline", "2920", "3.1", Must, "6000 pipelined SMTP commands in one burst are all answered, in order, while the client keeps writing") => smtp_big_pipeline,
         r("sec.pop3-big-pipeline", "2449", "6.6", Must, "5000 pipelined POP3 commands in one burst are all answered, in order") => pop3_big_pipeline,
-        r("sec.slow-loris", "5321", "4.5.3.2", Should, "clients dribbling a byte at a time do not delay others (idle timeouts are fixed at 5 and 10 minutes, not tested here)") => slow_loris,
+        r("sec.slow-loris", "5321", "4.5.3.2", Should, "clients dribbling a byte at a time do not delay others (idle timeouts: [limits] preauth_timeout_secs before MAIL or login, then 5 and 10 minutes; not tested here)") => slow_loris,
         r("sec.smtp-flood", "5321", "3.8, 4.2.3", Must, "connections over the per-address and total limits get 421 and are closed; freed slots are reused") => smtp_flood,
         r("sec.pop3-flood", "1939", "4", Must, "POP3 connections over the per-address limit get -ERR and are closed; SMTP's budget is separate") => pop3_flood,
         r("sec.proxy-private-targets", "6890", "2.2", Must, "a proxy login naming a loopback or other non-global target, in any spelling, is refused with a generic reason and no connection (policy)") => proxy_private_targets,

@@ -112,6 +112,7 @@ pub async fn start(
     // Only POP3 has pick-up clients to keep slots for.
     let pop3_policy = ConnectionPolicy {
         reserved_pickup: config.limits.reserved_pickup(),
+        trusted: config.pop3.trusted_networks.clone(),
         ..policy.clone()
     };
     let sockets = SocketOptions {

@@ -449,8 +449,9 @@ pub struct LimitsSection {
     /// Seconds a whole SMTP transaction (MAIL to the end of its data) may take.
     pub transaction_timeout_secs: u64,
     /// Of `max_connections` per protocol, POP3 slots kept for pick-up clients (addresses
-    /// that logged in to a mailbox before); strangers and proxy clients never get them.
-    /// At most half of `max_connections` is reserved, whatever this says.
+    /// that logged in to a mailbox before, and `[pop3] trusted_networks`); strangers and
+    /// proxy clients never get them. At most half of `max_connections` is reserved,
+    /// whatever this says.
     pub reserved_pickup_slots: u32,
     /// Seconds of silence after which TCP keepalive probes a connection (0: off), so a
     /// vanished client releases its slot and maildrop lock within minutes.

@@ -108,9 +108,10 @@ write_timeout_secs = 60
 preauth_timeout_secs = 60
 # Seconds one SMTP transaction (MAIL FROM to the end of its data) may take in all.
 transaction_timeout_secs = 1800
-# POP3 connection slots (of max_connections) kept for pick-up: only addresses that logged
-# in to a mailbox before may take them, never strangers or proxy clients, so the archiver
-# gets in during a flood of connections. At most half of max_connections is reserved.
+# POP3 connection slots (of max_connections) kept for pick-up: only [pop3] trusted_networks
+# and addresses that logged in to a mailbox since start may take them, never strangers or
+# proxy clients, so the archiver gets in during a flood of connections. At most half of
+# max_connections is reserved.
 reserved_pickup_slots = 10
 # Seconds of silence after which TCP keepalive checks that a client is still there
 # (0 = off). A client that vanished then releases its slot and mailbox within minutes.

@@ -3,6 +3,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::config::IpNetwork;
+
 /// How long one write to a client may make no progress before the connection is dropped:
 /// a client that stops reading must not hold its slot (and the maildrop lock) forever.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -24,6 +26,9 @@ pub struct ConnectionPolicy {
     pub reserved_pickup: u32,
     /// See [`DEFAULT_WRITE_TIMEOUT`].
     pub write_timeout: Duration,
+    /// The archiver's networks (`[pop3] trusted_networks`): they may take a reserved slot
+    /// from the start, before any login since start has taught us their addresses.
+    pub trusted: Vec<IpNetwork>,
 }
 
 impl ConnectionPolicy {
@@ -33,6 +38,7 @@ impl ConnectionPolicy {
             max_per_ip,
             reserved_pickup: 0,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            trusted: Vec::new(),
         }
     }
 }
@@ -109,7 +115,9 @@ impl ConnectionLimits {
         let general_slots = policy.max_total.saturating_sub(policy.reserved_pickup);
         let reserved = if counts.general < general_slots {
             false
-        } else if counts.pickup.contains_key(&pickup_key(ip)) {
+        } else if counts.pickup.contains_key(&pickup_key(ip))
+            || policy.trusted.iter().any(|network| network.contains(ip))
+        {
             true
         } else {
             return Err(LimitExceeded::Total);
@@ -265,6 +273,22 @@ mod tests {
         assert_eq!(limits.active(), 1);
         drop(pickup);
         assert_eq!(limits.active(), 0);
+    }
+
+    #[test]
+    fn trusted_networks_may_take_reserved_slots_before_any_login() {
+        let limits = ConnectionLimits::with_policy(ConnectionPolicy {
+            reserved_pickup: 1,
+            trusted: vec!["192.0.2.0/28".parse().unwrap()],
+            ..ConnectionPolicy::new(2, 2)
+        });
+        let _flood = limits.try_acquire(ip("198.51.100.7")).unwrap();
+        assert_eq!(
+            limits.try_acquire(ip("198.51.100.8")).unwrap_err(),
+            LimitExceeded::Total
+        );
+        let archiver = limits.try_acquire(ip("192.0.2.3")).unwrap();
+        assert!(archiver.is_reserved());
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub const LINGER_TIME: Duration = Duration::from_secs(2);
 pub const LINGER_BYTES: usize = 256 * 1024;
 
 /// After the last reply and the shutdown of the write side: reads and drops what the client
-/// still sends, until it closes, for at most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing
+/// still sends, until it closes, for at most `LINGER_TIME` and `LINGER_BYTES`. Closing
 /// a socket with unread input makes the kernel send a reset, which can destroy the final
 /// replies (a `552` the client has not read yet) before the client sees them.
 pub async fn linger<R>(reader: &mut R)

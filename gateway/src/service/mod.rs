@@ -164,6 +164,20 @@ pub(crate) mod test_support {
         RetrievalSecret::from_bytes(&[7; 32])
     }
 
+    /// Service options for a test gateway in `dir`: cheap key derivation, no disk minimum.
+    fn options_in(dir: &std::path::Path) -> ServiceOptions {
+        ServiceOptions {
+            email_domain: "archive.example".into(),
+            kdf: KdfParams::insecure_for_tests(),
+            spool_dir: dir.join(SPOOL_DIR),
+            spool_memory_bytes: 128 * 1024,
+            spool_max_bytes: u64::MAX,
+            max_message_size: 100 * 1024 * 1024,
+            min_free_disk: 0,
+            clock: system_clock(),
+        }
+    }
+
     /// A gateway on a temporary directory with cheap key derivation.
     pub fn gateway() -> (tempfile::TempDir, Gateway) {
         gateway_with(|_| {})
@@ -172,16 +186,7 @@ pub(crate) mod test_support {
     pub fn gateway_with(adjust: impl FnOnce(&mut ServiceOptions)) -> (tempfile::TempDir, Gateway) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&store_path(dir.path()), &StoreOptions::default()).unwrap();
-        let mut options = ServiceOptions {
-            email_domain: "archive.example".into(),
-            kdf: KdfParams::insecure_for_tests(),
-            spool_dir: dir.path().join(SPOOL_DIR),
-            spool_memory_bytes: 128 * 1024,
-            spool_max_bytes: u64::MAX,
-            max_message_size: 100 * 1024 * 1024,
-            min_free_disk: 0,
-            clock: system_clock(),
-        };
+        let mut options = options_in(dir.path());
         adjust(&mut options);
         (dir, Gateway::new(store, options, test_secret()))
     }
@@ -202,14 +207,8 @@ pub(crate) mod test_support {
         )
         .unwrap();
         let options = ServiceOptions {
-            email_domain: "archive.example".into(),
-            kdf: KdfParams::insecure_for_tests(),
-            spool_dir: dir.path().join(SPOOL_DIR),
-            spool_memory_bytes: 128 * 1024,
-            spool_max_bytes: u64::MAX,
-            max_message_size: 100 * 1024 * 1024,
             min_free_disk,
-            clock: system_clock(),
+            ..options_in(dir.path())
         };
         (dir, Gateway::new(store, options, test_secret()))
     }
@@ -256,14 +255,8 @@ pub(crate) mod test_support {
         )
         .unwrap();
         let options = ServiceOptions {
-            email_domain: "archive.example".into(),
-            kdf: KdfParams::insecure_for_tests(),
-            spool_dir: dir.path().join(SPOOL_DIR),
             spool_memory_bytes: 64 * 1024,
-            spool_max_bytes: u64::MAX,
-            max_message_size: 100 * 1024 * 1024,
-            min_free_disk: 0,
-            clock: system_clock(),
+            ..options_in(dir.path())
         };
         (dir, Gateway::new(store, options, test_secret()), switch)
     }

@@ -27,6 +27,8 @@
 //!   account as a delay), shared by POP3 pick-up and the proxies.
 //! - [`net`]: the one module that touches sockets: listeners, plain-or-TLS streams,
 //!   connection limits and the graceful-shutdown latch.
+//! - [`api`]: the Management API: one dispatcher for every administrative function, called
+//!   by the HTTPS listener, the local control socket and the CLI alike.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
 //! - [`logging`]: `tracing` set-up.
 //! - [`hardening`]: no core dumps, no debugger attachment for the running service.
@@ -42,6 +44,7 @@
 //! the [`store::Durable`] proof the session needs before it may acknowledge the message.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod crypto;

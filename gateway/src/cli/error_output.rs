@@ -15,18 +15,9 @@ use crate::mailbox::InvalidMailboxId;
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
-/// The stable kinds, for scripts.
-pub const KINDS: &[&str] = &[
-    "config",
-    "invalid_input",
-    "not_found",
-    "conflict",
-    "wrong_password",
-    "store_in_use",
-    "disk_full",
-    "storage",
-    "error",
-];
+/// The stable kinds, for scripts: the API's, so a script sees the same word either way.
+pub use crate::api::envelope::KINDS;
+use crate::api::envelope::{service_kind, store_kind};
 
 /// Prints `error` the way the command's output is written.
 pub fn report(error: &anyhow::Error, json: bool) {
@@ -64,32 +55,6 @@ pub fn kind(error: &anyhow::Error) -> &'static str {
         }
     }
     "error"
-}
-
-fn service_kind(error: &ServiceError) -> &'static str {
-    match error {
-        ServiceError::MailboxNotFound(_) | ServiceError::MessageNotFound(..) => "not_found",
-        ServiceError::MailboxSuspended(_)
-        | ServiceError::MailboxNotSuspended(_)
-        | ServiceError::MailboxNotEmpty(..)
-        | ServiceError::MailboxChanged(_) => "conflict",
-        ServiceError::WrongPassword(_) => "wrong_password",
-        ServiceError::InvalidInput { .. } | ServiceError::MessageTooLarge(_) => "invalid_input",
-        ServiceError::Store(e) => store_kind(e),
-        ServiceError::Spool(_) if error.is_storage_full() => "disk_full",
-        ServiceError::Damaged(..)
-        | ServiceError::Crypto(_)
-        | ServiceError::Spool(_)
-        | ServiceError::Unavailable(_) => "error",
-    }
-}
-
-fn store_kind(error: &StoreError) -> &'static str {
-    match error {
-        StoreError::Locked => "store_in_use",
-        StoreError::Full(_) => "disk_full",
-        _ => "storage",
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Mailbox lifecycle: create, list, show, edit, suspend/activate, delete, reset password.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Gateway, ServiceError};
 use crate::crypto::{MailboxPassword, SealedKeyPair, UnsealedKey};
@@ -11,8 +11,10 @@ const MAX_NAME: usize = 200;
 const MAX_DESCRIPTION: usize = 2000;
 
 /// What people see of a mailbox. Holds nothing secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct MailboxInfo {
+    #[schema(value_type = String)]
     pub id: MailboxId,
     pub address: String,
     pub name: String,

@@ -35,7 +35,7 @@ pub const CHUNKS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("ch
 /// not copied again at the next retrieval.
 pub const RETRIEVED: TableDefinition<(&str, &[u8]), u64> = TableDefinition::new("retrieved");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MailboxStatus {
     Active,

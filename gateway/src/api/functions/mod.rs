@@ -1,0 +1,271 @@
+//! The registry of API functions.
+//!
+//! Each function is a type implementing [`Function`]: its name, who may call it, and typed
+//! parameters and result. Parsing, `get-metadata` and the OpenAPI document all come from
+//! these types, so what is documented is what is accepted.
+
+mod mailboxes;
+mod server;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::ToSchema;
+
+use super::{Api, ApiError, Caller, Params};
+
+/// Who may call a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Access {
+    /// The administrator, by password or API key, and the host.
+    Admin,
+    /// Also the administrator's first login with the initial password (from loopback only).
+    OwnPassword,
+    /// Only on the gateway's machine (control socket, CLI); network callers never see it.
+    HostOnly,
+}
+
+/// One API function.
+pub trait Function: 'static {
+    const NAME: &'static str;
+    const SUMMARY: &'static str;
+    const ACCESS: Access = Access::Admin;
+    type Params: DeserializeOwned + ToSchema + Send;
+    type Output: Serialize + ToSchema;
+
+    fn call(
+        api: &Api,
+        caller: &Caller,
+        params: Self::Params,
+    ) -> impl Future<Output = Result<Self::Output, ApiError>> + Send;
+}
+
+/// For functions without parameters: anything given is refused, so a typo is noticed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A function with its types erased, as the registry holds it.
+pub trait Spec: Sync {
+    fn name(&self) -> &'static str;
+    fn summary(&self) -> &'static str;
+    fn access(&self) -> Access;
+    /// (name, schema) of the parameters object and of the result, plus the schemas they
+    /// reference.
+    fn params_schema(&self) -> NamedSchema;
+    fn output_schema(&self) -> NamedSchema;
+    fn call<'a>(
+        &'a self,
+        api: &'a Api,
+        caller: &'a Caller,
+        params: Params,
+    ) -> BoxFuture<'a, Result<serde_json::Value, ApiError>>;
+}
+
+/// A schema by name, with the schemas it refers to.
+pub struct NamedSchema {
+    pub name: Cow<'static, str>,
+    pub schema: RefOr<Schema>,
+    pub referenced: Vec<(String, RefOr<Schema>)>,
+}
+
+fn named_schema<T: ToSchema>() -> NamedSchema {
+    let mut referenced = Vec::new();
+    T::schemas(&mut referenced);
+    NamedSchema {
+        name: T::name(),
+        schema: T::schema(),
+        referenced,
+    }
+}
+
+struct Entry<F>(PhantomData<fn() -> F>);
+
+impl<F: Function> Spec for Entry<F> {
+    fn name(&self) -> &'static str {
+        F::NAME
+    }
+
+    fn summary(&self) -> &'static str {
+        F::SUMMARY
+    }
+
+    fn access(&self) -> Access {
+        F::ACCESS
+    }
+
+    fn params_schema(&self) -> NamedSchema {
+        named_schema::<F::Params>()
+    }
+
+    fn output_schema(&self) -> NamedSchema {
+        named_schema::<F::Output>()
+    }
+
+    fn call<'a>(
+        &'a self,
+        api: &'a Api,
+        caller: &'a Caller,
+        params: Params,
+    ) -> BoxFuture<'a, Result<serde_json::Value, ApiError>> {
+        Box::pin(async move {
+            let params: F::Params = serde_json::from_value(serde_json::Value::Object(params))
+                .map_err(|e| ApiError::invalid_parameters(e.to_string()))?;
+            let output = F::call(api, caller, params).await?;
+            serde_json::to_value(output).map_err(|e| {
+                ApiError::new(500, "error", "the result could not be encoded").with_details(e.to_string())
+            })
+        })
+    }
+}
+
+const fn entry<F: Function>() -> &'static dyn Spec {
+    &Entry::<F>(PhantomData)
+}
+
+/// Every function, in the order `get-metadata` lists them.
+pub static FUNCTIONS: &[&dyn Spec] = &[
+    entry::<mailboxes::GetMailboxes>(),
+    entry::<mailboxes::GetMailbox>(),
+    entry::<mailboxes::CreateMailbox>(),
+    entry::<mailboxes::SetMailboxProperties>(),
+    entry::<mailboxes::DeleteMailbox>(),
+    entry::<mailboxes::ResetMailboxPassword>(),
+    entry::<server::GetServerInfo>(),
+    entry::<server::GetCertificateInfo>(),
+];
+
+pub fn find(name: &str) -> Option<&'static dyn Spec> {
+    FUNCTIONS.iter().copied().find(|f| f.name() == name)
+}
+
+/// Whether `caller` may call a function with `access`.
+pub fn check_access(access: Access, caller: &Caller) -> Result<(), ApiError> {
+    match (access, caller) {
+        (_, Caller::Host) => Ok(()),
+        (Access::HostOnly, _) => Err(ApiError::forbidden(
+            "this function is available only on the gateway's machine",
+        )),
+        (_, Caller::AdminFirstLogin { client }) if !client.is_loopback() => {
+            Err(ApiError::forbidden(FIRST_LOGIN_FROM_LOOPBACK))
+        }
+        (Access::OwnPassword, _) => Ok(()),
+        (Access::Admin, Caller::AdminFirstLogin { .. }) => {
+            Err(ApiError::forbidden(FIRST_LOGIN_REQUIRED))
+        }
+        (Access::Admin, Caller::Admin { .. } | Caller::ApiKey { .. }) => Ok(()),
+    }
+}
+
+pub const FIRST_LOGIN_REQUIRED: &str = "the administrator still has the initial password: call \
+     ResetOwnPassword with currentPassword=admin to get the new password first";
+pub const FIRST_LOGIN_FROM_LOOPBACK: &str = "the administrator still has the initial password: \
+     replace it from the gateway's own machine (https://127.0.0.1) first";
+
+/// `get-metadata`: each network-callable function with its parameters.
+pub fn metadata() -> serde_json::Value {
+    let list: Vec<serde_json::Value> = FUNCTIONS
+        .iter()
+        .filter(|f| f.access() != Access::HostOnly)
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name(),
+                "summary": f.summary(),
+                "access": f.access(),
+                "args": arguments(&f.params_schema()),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list)
+}
+
+/// The parameters of a function, read from its schema: name, type, whether required.
+fn arguments(params: &NamedSchema) -> Vec<serde_json::Value> {
+    let schema = serde_json::to_value(&params.schema).unwrap_or_default();
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let Some(properties) = schema["properties"].as_object() else {
+        return Vec::new();
+    };
+    properties
+        .iter()
+        .map(|(name, property)| {
+            let kind = property["type"].clone();
+            serde_json::json!({
+                "name": name,
+                "type": if kind.is_array() { kind[0].clone() } else { kind },
+                "required": required.contains(&name.as_str()),
+                "description": property["description"],
+                "enum": property["enum"],
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn function_names_are_unique() {
+        let mut names: Vec<&str> = FUNCTIONS.iter().map(|f| f.name()).collect();
+        names.sort_unstable();
+        let count = names.len();
+        names.dedup();
+        assert_eq!(names.len(), count);
+    }
+
+    #[test]
+    fn the_first_login_may_only_replace_the_password_and_only_from_loopback() {
+        let local = Caller::AdminFirstLogin {
+            client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        let remote = Caller::AdminFirstLogin {
+            client: "192.0.2.7".parse().unwrap(),
+        };
+        assert!(check_access(Access::OwnPassword, &local).is_ok());
+        assert_eq!(
+            check_access(Access::Admin, &local).unwrap_err().http_status,
+            403
+        );
+        assert_eq!(
+            check_access(Access::OwnPassword, &remote)
+                .unwrap_err()
+                .http_status,
+            403
+        );
+        assert!(check_access(Access::HostOnly, &Caller::Host).is_ok());
+        let admin = Caller::Admin {
+            client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        assert!(check_access(Access::HostOnly, &admin).is_err());
+        assert!(check_access(Access::Admin, &admin).is_ok());
+    }
+
+    #[test]
+    fn metadata_lists_parameters_from_the_types() {
+        let metadata = metadata();
+        let create = metadata
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "CreateMailbox")
+            .unwrap();
+        let args = create["args"].as_array().unwrap();
+        let name = args.iter().find(|a| a["name"] == "name").unwrap();
+        assert_eq!(name["required"], true);
+        let description = args.iter().find(|a| a["name"] == "description").unwrap();
+        assert_eq!(description["required"], false);
+    }
+}

@@ -1,0 +1,124 @@
+//! Server functions: what runs, and the certificate it presents.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{Function, NoParams};
+use crate::api::{Api, ApiError, Caller, ListenerInfo};
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerInfo {
+    pub version: String,
+    pub host_name: String,
+    pub email_domain: String,
+    /// Unix milliseconds.
+    pub started_at: u64,
+    pub uptime_seconds: u64,
+    pub listeners: Vec<ListenerInfo>,
+}
+
+pub struct GetServerInfo;
+
+impl Function for GetServerInfo {
+    const NAME: &'static str = "GetServerInfo";
+    const SUMMARY: &'static str =
+        "Version, host name, email domain, uptime and the listeners with their state.";
+    type Params = NoParams;
+    type Output = ServerInfo;
+
+    async fn call(api: &Api, _: &Caller, _: NoParams) -> Result<ServerInfo, ApiError> {
+        let server = api.server();
+        Ok(ServerInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            host_name: server.host_name.clone(),
+            email_domain: api.gateway().email_domain().to_owned(),
+            started_at: server.started_at,
+            uptime_seconds: server.uptime_seconds(),
+            listeners: server.listeners(),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<String>,
+    /// RFC 3339.
+    pub not_before: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// Whole days until `notAfter`; negative once expired.
+    pub days_left: i64,
+    pub sha256_fingerprint: String,
+    /// `self-signed` or `files`.
+    pub source: String,
+}
+
+pub struct GetCertificateInfo;
+
+impl Function for GetCertificateInfo {
+    const NAME: &'static str = "GetCertificateInfo";
+    const SUMMARY: &'static str =
+        "The certificate every listener presents: names, issuer, validity and days left.";
+    type Params = NoParams;
+    type Output = CertificateInfo;
+
+    async fn call(api: &Api, _: &Caller, _: NoParams) -> Result<CertificateInfo, ApiError> {
+        let server = api.server();
+        let Some(resolver) = &server.certificates else {
+            return Err(ApiError::new(
+                503,
+                "error",
+                "the gateway is not running; `gateway serve` loads the certificate",
+            ));
+        };
+        let material = resolver.current();
+        let info = material.info();
+        Ok(CertificateInfo {
+            subject: info.subject.clone(),
+            issuer: info.issuer.clone(),
+            dns_names: info.dns_names.clone(),
+            ip_addresses: info.ip_addresses.iter().map(|ip| ip.to_string()).collect(),
+            not_before: rfc3339(info.not_before),
+            not_after: rfc3339(info.not_after),
+            days_left: days_left(info.not_after, SystemTime::now()),
+            sha256_fingerprint: info.sha256_fingerprint.clone(),
+            source: server.certificate_source.to_owned(),
+        })
+    }
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Whole days from `now` until `not_after`, rounded down; negative once past.
+fn days_left(not_after: SystemTime, now: SystemTime) -> i64 {
+    let seconds = match not_after.duration_since(now) {
+        Ok(ahead) => ahead.as_secs() as i64,
+        Err(past) => -(past.duration().as_secs() as i64),
+    };
+    seconds.div_euclid(86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn days_left_counts_whole_days_and_goes_negative_after_expiry() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(days_left(now + Duration::from_secs(86_400 * 30 + 5), now), 30);
+        assert_eq!(days_left(now + Duration::from_secs(86_399), now), 0);
+        assert_eq!(days_left(now - Duration::from_secs(1), now), -1);
+    }
+}

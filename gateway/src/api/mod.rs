@@ -1,0 +1,109 @@
+//! The Management API: one dispatcher for every administrative function.
+//!
+//! The HTTPS listener, the local control socket and the CLI all call [`Api::invoke`]; none of
+//! them implements a rule. A function is a typed [`functions::Function`]: its parameters and
+//! result types give `get-metadata`, the OpenAPI document and the parameter parsing, so the
+//! three cannot drift apart. Every rule about mailboxes stays in the service layer
+//! ([`crate::service::Gateway`]); this module only checks who may call what and maps errors
+//! to answers ([`envelope`]) in one place.
+
+pub mod envelope;
+pub mod functions;
+pub mod openapi;
+mod server_context;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use envelope::{Answer, ApiError, Envelope, EnvelopeError, StatusCode};
+pub use functions::Access;
+pub use server_context::{ListenerInfo, ListenerState, ServerContext};
+
+use crate::service::Gateway;
+
+/// A function's parameters as the transport received them (form fields become strings).
+pub type Params = serde_json::Map<String, serde_json::Value>;
+
+/// Who calls. The transports authenticate and build this; [`Api::invoke`] decides what each
+/// caller may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// On the gateway's own machine: the control socket (the operating system checked who
+    /// may open it) or the CLI on a stopped gateway's store.
+    Host,
+    /// HTTP Basic as `admin` with the administrator's password.
+    Admin { client: IpAddr },
+    /// HTTP Basic as `admin` with the initial password, before the first login replaced it:
+    /// only `ResetOwnPassword`, and only from the gateway's own machine.
+    AdminFirstLogin { client: IpAddr },
+    /// `Authorization: Bearer` with an API key.
+    ApiKey { key_id: String, client: IpAddr },
+}
+
+impl Caller {
+    /// The network address of a remote caller.
+    pub fn client(&self) -> Option<IpAddr> {
+        match self {
+            Caller::Host => None,
+            Caller::Admin { client }
+            | Caller::AdminFirstLogin { client }
+            | Caller::ApiKey { client, .. } => Some(*client),
+        }
+    }
+}
+
+/// The API over one running (or, for the CLI, stopped) gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    gateway: Gateway,
+    server: ServerContext,
+}
+
+impl Api {
+    pub fn new(gateway: Gateway, server: ServerContext) -> Self {
+        Self {
+            inner: Arc::new(Inner { gateway, server }),
+        }
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.inner.gateway
+    }
+
+    pub fn server(&self) -> &ServerContext {
+        &self.inner.server
+    }
+
+    /// Runs `function` for `caller`. Never panics on input and always answers.
+    pub async fn invoke(&self, caller: &Caller, function: &str, params: Params) -> Answer {
+        let Some(spec) = functions::find(function) else {
+            return ApiError::unknown_function(function).into_answer();
+        };
+        if let Err(refusal) = functions::check_access(spec.access(), caller) {
+            // A host-only function does not exist for network callers.
+            if spec.access() == Access::HostOnly {
+                return ApiError::unknown_function(function).into_answer();
+            }
+            return refusal.into_answer();
+        }
+        match spec.call(self, caller, params).await {
+            Ok(result) => Answer::ok(result),
+            Err(e) => e.into_answer(),
+        }
+    }
+
+    /// `POST /api/get-metadata`: every function a network caller can invoke, with its
+    /// parameters.
+    pub fn metadata(&self) -> serde_json::Value {
+        functions::metadata()
+    }
+
+    /// `GET /api/openapi.json`.
+    pub fn openapi(&self) -> serde_json::Value {
+        openapi::document()
+    }
+}

@@ -1,0 +1,141 @@
+//! The OpenAPI 3.1 document, generated from the function registry (never written by hand).
+
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
+use utoipa::openapi::schema::{ComponentsBuilder, ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Content, Schema, InfoBuilder, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required};
+use utoipa::{PartialSchema, ToSchema};
+
+use super::envelope::Envelope;
+use super::functions::{self, Access};
+
+/// Statuses a function may answer with besides 200, each with the envelope.
+const FAILURES: &[(&str, &str)] = &[
+    ("400", "Missing or malformed parameters, or invalid input"),
+    ("401", "No, wrong or revoked credentials"),
+    ("403", "Not allowed (first login not done, or not from this machine)"),
+    ("404", "Unknown function, or no such mailbox"),
+    ("409", "A rule was broken; the message says what to do"),
+    ("413", "Request body too large"),
+    ("415", "Unsupported content type"),
+    ("429", "Too many failed logins from this client; see Retry-After"),
+    ("503", "Storage unavailable or full"),
+];
+
+pub fn document() -> serde_json::Value {
+    let mut components = ComponentsBuilder::new()
+        .security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        )
+        .security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    let mut referenced = Vec::new();
+    Envelope::schemas(&mut referenced);
+    components = components.schema(Envelope::name(), Envelope::schema());
+    let mut paths = PathsBuilder::new();
+    for function in functions::FUNCTIONS
+        .iter()
+        .filter(|f| f.access() != Access::HostOnly)
+    {
+        let params = function.params_schema();
+        let output = function.output_schema();
+        referenced.extend(params.referenced);
+        referenced.extend(output.referenced);
+        components = components
+            .schema(params.name.clone(), params.schema)
+            .schema(output.name.clone(), output.schema);
+        let params_ref = || RefOr::Ref(Ref::from_schema_name(params.name.clone()));
+        let body = RequestBodyBuilder::new()
+            .required(Some(Required::False))
+            .content("application/json", Content::new(Some(params_ref())))
+            .content(
+                "application/x-www-form-urlencoded",
+                Content::new(Some(params_ref())),
+            )
+            .build();
+        // The envelope with this function's result in `result`.
+        let succeeded = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("result", Ref::from_schema_name(output.name.clone()))
+            .build();
+        let success = utoipa::openapi::schema::AllOfBuilder::new()
+            .item(Ref::from_schema_name(Envelope::name()))
+            .item(succeeded)
+            .build();
+        let mut responses = ResponsesBuilder::new().response(
+            "200",
+            ResponseBuilder::new()
+                .description("Succeeded")
+                .content("application/json", Content::new(Some(Schema::AllOf(success)))),
+        );
+        for (status, description) in FAILURES {
+            responses = responses.response(*status, envelope_response(description));
+        }
+        let operation = OperationBuilder::new()
+            .operation_id(Some(function.name()))
+            .summary(Some(function.summary()))
+            .request_body(Some(body))
+            .responses(responses.build())
+            .security(SecurityRequirement::new("basic", Vec::<String>::new()))
+            .security(SecurityRequirement::new("bearer", Vec::<String>::new()));
+        paths = paths.path(
+            format!("/api/invoke/{}", function.name()),
+            PathItem::new(HttpMethod::Post, operation),
+        );
+    }
+    for (name, schema) in referenced {
+        components = components.schema(name, schema);
+    }
+    let doc = OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("gateway Management API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Every function is POST /api/invoke/<Function> with parameters as a JSON \
+                     object or form fields, and answers with the same envelope.",
+                ))
+                .build(),
+        )
+        .paths(paths.build())
+        .components(Some(components.build()))
+        .build();
+    serde_json::to_value(doc).unwrap_or_default()
+}
+
+fn envelope_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            Content::new(Some(Ref::from_schema_name(Envelope::name()))),
+        )
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_function_has_a_path_and_its_schemas_resolve() {
+        let doc = super::document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        for function in super::functions::FUNCTIONS {
+            let path = format!("/api/invoke/{}", function.name());
+            assert!(doc["paths"][&path]["post"].is_object(), "{path}");
+        }
+        // Every $ref points at a schema in components.
+        let text = doc.to_string();
+        for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &reference[..reference.find('"').unwrap()];
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "unresolved $ref {name}"
+            );
+        }
+    }
+}

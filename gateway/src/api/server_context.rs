@@ -1,0 +1,102 @@
+//! What the API reports about the running process: start time, listeners, certificate.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::tls::CertResolver;
+
+/// Whether a configured listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerState {
+    Listening,
+    Disabled,
+    /// The gateway is not running (the CLI answered from the store).
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerInfo {
+    /// `smtp`, `submission`, `smtps`, `pop3`, `pop3s`, `console`.
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub state: ListenerState,
+}
+
+/// The running process as the API sees it.
+pub struct ServerContext {
+    pub host_name: String,
+    started: Instant,
+    /// Unix milliseconds.
+    pub started_at: u64,
+    listeners: Mutex<Vec<ListenerInfo>>,
+    /// The certificate the listeners present; `None` when the gateway is not running.
+    pub certificates: Option<Arc<CertResolver>>,
+    /// Where the certificate comes from: `self-signed` or `files`.
+    pub certificate_source: &'static str,
+}
+
+impl ServerContext {
+    pub fn new(
+        host_name: String,
+        certificates: Option<Arc<CertResolver>>,
+        certificate_source: &'static str,
+    ) -> Self {
+        let started_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Self {
+            host_name,
+            started: Instant::now(),
+            started_at,
+            listeners: Mutex::new(Vec::new()),
+            certificates,
+            certificate_source,
+        }
+    }
+
+    pub fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Records the configured listeners; `bound` holds those that serve, by name.
+    pub fn set_listeners(
+        &self,
+        configured: &[(&'static str, SocketAddr, bool)],
+        bound: &[(&'static str, SocketAddr)],
+        running: bool,
+    ) {
+        let list = configured
+            .iter()
+            .map(|&(name, addr, enabled)| {
+                let serving = bound.iter().find(|(n, _)| *n == name).map(|(_, a)| *a);
+                let addr = serving.unwrap_or(addr);
+                ListenerInfo {
+                    name: name.to_owned(),
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    state: match (running, enabled, serving.is_some()) {
+                        (false, _, _) => ListenerState::Stopped,
+                        (true, _, true) => ListenerState::Listening,
+                        _ => ListenerState::Disabled,
+                    },
+                }
+            })
+            .collect();
+        *self.listeners.lock().unwrap_or_else(|p| p.into_inner()) = list;
+    }
+
+    pub fn listeners(&self) -> Vec<ListenerInfo> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::api::http::{ConsoleOptions, ConsoleServer};
+use crate::api::{Api, ServerContext};
+use crate::config::{CertificateSource, Config};
 use crate::net::{
     ConnectionLimits, ConnectionPolicy, Shutdown, SocketOptions, TcpListener, TlsMode,
 };
@@ -40,11 +42,18 @@ pub enum StartError {
 pub struct Running {
     /// Bound addresses by service name (useful when the configuration asked for port 0).
     pub addresses: Vec<(&'static str, SocketAddr)>,
+    api: Api,
     shutdown: Shutdown,
     tasks: JoinSet<()>,
 }
 
 impl Running {
+    /// The Management API of this gateway, as the console listener serves it (for the
+    /// control socket, which calls the same dispatcher).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
     pub fn address(&self, service: &str) -> Option<SocketAddr> {
         self.addresses
             .iter()
@@ -119,11 +128,19 @@ pub async fn start(
         backlog: config.limits.listen_backlog,
         keepalive: config.limits.tcp_keepalive(),
     };
+    let api = Api::new(
+        gateway.clone(),
+        ServerContext::new(
+            config.gateway.host_name.clone(),
+            Some(resolver.clone()),
+            certificate_source(config),
+        ),
+    );
     let smtp = SmtpServer::with_proxy(
         gateway.clone(),
         smtp_session_config(config),
         crate::tls::acceptor(resolver.clone()),
-        ConnectionLimits::with_policy(policy),
+        ConnectionLimits::with_policy(policy.clone()),
         config.smtp.clone(),
         upstreams.clone(),
     );
@@ -138,7 +155,7 @@ pub async fn start(
             preauth_timeout: config.limits.preauth_timeout(),
             lock_takeover: config.pop3.lock_takeover(),
         },
-        crate::tls::acceptor(resolver),
+        crate::tls::acceptor(resolver.clone()),
         ConnectionLimits::with_policy(pop3_policy),
         upstreams,
     );
@@ -160,11 +177,38 @@ pub async fn start(
             tasks.spawn(pop3.clone().serve(bound, mode, shutdown.signal()));
         }
     }
+    // HTTPS only, with its own budget of connections: a flood of API clients must not keep
+    // mail out, nor a mail flood the administrator.
+    if let Some(bound) = open("console", &listen.console, sockets, &mut addresses)? {
+        let console = ConsoleServer::new(
+            api.clone(),
+            resolver,
+            ConnectionLimits::with_policy(policy),
+            ConsoleOptions::default(),
+        );
+        tasks.spawn(console.serve(bound, shutdown.signal()));
+    }
+    let configured: Vec<(&'static str, SocketAddr, bool)> = listen
+        .all()
+        .into_iter()
+        .map(|(name, listener)| (name, listener.socket_addr(), listener.enabled))
+        .collect();
+    api.server().set_listeners(&configured, &addresses, true);
     Ok(Running {
         addresses,
+        api,
         shutdown,
         tasks,
     })
+}
+
+/// Where the certificate comes from, as `GetCertificateInfo` reports it.
+fn certificate_source(config: &Config) -> &'static str {
+    match config.tls.source {
+        CertificateSource::SelfSigned => "self-signed",
+        CertificateSource::Files { .. } => "files",
+        CertificateSource::Acme { .. } => "acme",
+    }
 }
 
 /// Binds an enabled listener and records its address; `None` when it is disabled.

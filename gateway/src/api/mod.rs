@@ -9,6 +9,7 @@
 
 pub mod envelope;
 pub mod functions;
+pub mod http;
 pub mod openapi;
 mod server_context;
 

@@ -13,6 +13,8 @@ pub mod auth;
 mod body;
 mod response;
 mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -1,0 +1,180 @@
+//! The console listener's connection handling: admission, timeouts, shutdown, certificate
+//! swaps. Requests and answers are covered over HTTPS in `tests/api.rs`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::*;
+use crate::api::{Api, ServerContext};
+use crate::net::{ConnectionLimits, Shutdown};
+use crate::tls::{load_or_create_self_signed, CertResolver, CertifiedMaterial};
+
+/// Long enough that a test fails rather than hangs when the server never closes.
+const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Console {
+    addr: SocketAddr,
+    resolver: Arc<CertResolver>,
+    material: CertifiedMaterial,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+async fn console(limits: ConnectionLimits, options: ConsoleOptions) -> Console {
+    let (store_dir, gateway) = crate::service::test_support::gateway();
+    let tls_dir = tempfile::tempdir().unwrap();
+    let material = load_or_create_self_signed(tls_dir.path(), "localhost").unwrap();
+    let resolver = Arc::new(CertResolver::new(material.clone()));
+    let api = Api::new(
+        gateway,
+        ServerContext::new("localhost".into(), Some(resolver.clone()), "self-signed"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A long grace: a test that relies on it instead of graceful shutdown times out.
+    let shutdown = Shutdown::with_grace(Duration::from_secs(3600));
+    let server = ConsoleServer::new(api, resolver.clone(), limits, options);
+    let task = tokio::spawn(server.serve(listener, shutdown.signal()));
+    Console {
+        addr,
+        resolver,
+        material,
+        shutdown,
+        task,
+        _dirs: (store_dir, tls_dir),
+    }
+}
+
+fn connector(trusted: &[&CertifiedMaterial]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for m in trusted {
+        roots.add(m.chain()[0].clone()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn handshake(
+    addr: SocketAddr,
+    trusted: &[&CertifiedMaterial],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector(trusted)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// Reads until the server closes; what it sent meanwhile.
+async fn until_closed(stream: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server did not close the connection");
+    received
+}
+
+fn leaf(stream: &tokio_rustls::client::TlsStream<TcpStream>) -> CertificateDer<'static> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+fn short(options: impl FnOnce(&mut ConsoleOptions)) -> ConsoleOptions {
+    let mut o = ConsoleOptions::default();
+    options(&mut o);
+    o
+}
+
+#[tokio::test]
+async fn a_client_that_never_starts_the_handshake_is_closed() {
+    let console = console(
+        ConnectionLimits::new(10, 10),
+        short(|o| o.handshake_timeout = Duration::from_millis(200)),
+    )
+    .await;
+    let mut tcp = TcpStream::connect(console.addr).await.unwrap();
+    assert!(until_closed(&mut tcp).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_never_sends_its_headers_is_closed() {
+    let console = console(
+        ConnectionLimits::new(10, 10),
+        short(|o| o.header_read_timeout = Duration::from_millis(200)),
+    )
+    .await;
+    let mut tls = handshake(console.addr, &[&console.material]).await;
+    tls.write_all(b"POST /api/get-metadata HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let received = until_closed(&mut tls).await;
+    // hyper may say 408 before closing; it must not have served the request.
+    assert!(
+        !String::from_utf8_lossy(&received).contains("200 OK"),
+        "{received:?}"
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_without_a_handshake() {
+    let console = console(ConnectionLimits::new(10, 1), ConsoleOptions::default()).await;
+    let _held = handshake(console.addr, &[&console.material]).await;
+    let mut second = TcpStream::connect(console.addr).await.unwrap();
+    assert!(until_closed(&mut second).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_certificate_swap_reaches_new_console_connections() {
+    let console = console(ConnectionLimits::new(10, 10), ConsoleOptions::default()).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = load_or_create_self_signed(other_dir.path(), "localhost").unwrap();
+    let trusted = [&console.material, &other];
+    let before = handshake(console.addr, &trusted).await;
+    assert_eq!(leaf(&before), console.material.chain()[0]);
+    console.resolver.swap(other.clone());
+    let after = handshake(console.addr, &trusted).await;
+    assert_eq!(leaf(&after), other.chain()[0]);
+    assert_eq!(after.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let console = console(ConnectionLimits::new(10, 10), ConsoleOptions::default()).await;
+    let mut tls = handshake(console.addr, &[&console.material]).await;
+    // One request, then the connection stays open (keep-alive) and idle.
+    tls.write_all(b"GET /api/openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tls.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    console.shutdown.trigger();
+    // The grace period is an hour: only a graceful close of the idle connection ends the
+    // listener in time.
+    tokio::time::timeout(TEST_TIMEOUT, console.task)
+        .await
+        .expect("the listener stopped")
+        .unwrap();
+    until_closed(&mut tls).await;
+}

@@ -311,7 +311,12 @@ mod tests {
     #[test]
     fn the_envelope_has_the_documented_shape() {
         let json = serde_json::to_value(Envelope::succeeded(serde_json::json!({"a": 1}))).unwrap();
-        let keys: Vec<&str> = json.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         for key in [
             "error",
             "statusCode",

@@ -45,6 +45,9 @@ pub struct Envelope {
     pub status_code: StatusCode,
     /// For a long-running function: the token to poll with `/api/get-status`.
     pub token: Option<String>,
+    /// Bumped by every change of a long-running function's status (`get-status` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_version: Option<u64>,
     pub percent_progress: Option<u8>,
     pub status_text: Option<String>,
     /// The function's result; null when it failed.
@@ -58,6 +61,7 @@ impl Envelope {
             error: None,
             status_code: StatusCode::Succeeded,
             token: None,
+            status_version: None,
             percent_progress: None,
             status_text: None,
             result,
@@ -170,6 +174,7 @@ impl ApiError {
                 }),
                 status_code: StatusCode::Failed,
                 token: None,
+                status_version: None,
                 percent_progress: None,
                 status_text: None,
                 result: serde_json::Value::Null,

@@ -27,6 +27,9 @@
 //!   account as a delay), shared by POP3 pick-up and the proxies.
 //! - [`net`]: the one module that touches sockets: listeners, plain-or-TLS streams,
 //!   connection limits and the graceful-shutdown latch.
+//! - [`settings`]: the settings an administrator changes while the gateway runs (email
+//!   domain, log level, console language), applied at once and written back to the
+//!   configuration file with its comments kept.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
 //! - [`logging`]: `tracing` set-up.
 //! - [`hardening`]: no core dumps, no debugger attachment for the running service.
@@ -53,6 +56,7 @@ pub mod pop3;
 pub mod proxy;
 pub mod server;
 pub mod service;
+pub mod settings;
 pub mod smtp;
 pub mod store;
 pub mod throttle;

@@ -135,3 +135,16 @@ pub fn load_config(path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::
         .context("the data directory given on the command line is not usable")?;
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_configuration_file_is_never_created_from_the_template() {
+        let file = settings_file(Some(Path::new("conf/gateway.toml")));
+        assert!(!file.create_if_missing);
+        assert!(file.path.is_absolute());
+        assert!(file.path.ends_with("conf/gateway.toml"));
+    }
+}

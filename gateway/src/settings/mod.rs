@@ -336,6 +336,15 @@ impl LiveSettings {
     }
 }
 
+impl std::fmt::Debug for LiveSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSettings")
+            .field("current", &self.current())
+            .field("file", &self.inner.file)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A setting in a log line: `old -> new`, or the value alone when unchanged.
 struct Changed<'a, T>(&'a T, &'a T);
 

@@ -93,7 +93,7 @@ impl Gateway {
     pub(super) fn info(&self, record: &MailboxRecord) -> MailboxInfo {
         MailboxInfo {
             id: record.id.clone(),
-            address: record.id.address(self.email_domain()),
+            address: record.id.address(&self.email_domain()),
             name: record.name.clone(),
             description: record.description.clone(),
             status: record.status,

@@ -22,6 +22,7 @@ pub use stats::ServiceStats;
 
 use crate::config::Config;
 use crate::crypto::KdfParams;
+use crate::settings::EmailDomain;
 use crate::store::{DataDirVolume, Space, Store, StoreOptions};
 
 /// Unix milliseconds; injectable so simulations run on simulated time.
@@ -44,7 +45,8 @@ pub const SPOOL_DIR: &str = "spool";
 /// What the service needs besides the store.
 #[derive(Clone)]
 pub struct ServiceOptions {
-    pub email_domain: String,
+    /// Live: shared with the SMTP sessions and changed by `LiveSettings`.
+    pub email_domain: EmailDomain,
     pub kdf: KdfParams,
     pub spool_dir: PathBuf,
     /// Sealed bytes a draft keeps in memory before spilling to its spool file.
@@ -61,7 +63,7 @@ pub struct ServiceOptions {
 impl ServiceOptions {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            email_domain: config.gateway.email_domain.clone(),
+            email_domain: EmailDomain::new(config.gateway.email_domain.as_str()),
             kdf: KdfParams::default(),
             spool_dir: config.gateway.data_dir.join(SPOOL_DIR),
             spool_memory_bytes: config.limits.spool_memory_bytes() as usize,
@@ -127,7 +129,13 @@ impl Gateway {
         Ok(gateway)
     }
 
-    pub fn email_domain(&self) -> &str {
+    /// The email domain now; it may change while the gateway runs (`SetSettings`).
+    pub fn email_domain(&self) -> Arc<str> {
+        self.options.email_domain.get()
+    }
+
+    /// The shared email domain, for the SMTP sessions and the live settings.
+    pub fn email_domain_handle(&self) -> &EmailDomain {
         &self.options.email_domain
     }
 

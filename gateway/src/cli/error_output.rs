@@ -68,12 +68,17 @@ pub fn kind(error: &anyhow::Error) -> &'static str {
 
 fn service_kind(error: &ServiceError) -> &'static str {
     match error {
-        ServiceError::MailboxNotFound(_) | ServiceError::MessageNotFound(..) => "not_found",
+        ServiceError::MailboxNotFound(_)
+        | ServiceError::MessageNotFound(..)
+        | ServiceError::ApiKeyNotFound(_) => "not_found",
         ServiceError::MailboxSuspended(_)
         | ServiceError::MailboxNotSuspended(_)
         | ServiceError::MailboxNotEmpty(..)
         | ServiceError::MailboxChanged(_) => "conflict",
-        ServiceError::WrongPassword(_) => "wrong_password",
+        ServiceError::WrongPassword(_) | ServiceError::WrongAdminPassword => "wrong_password",
+        ServiceError::InvalidApiKey => "unauthorized",
+        ServiceError::InitialAdminPassword => "forbidden",
+        ServiceError::Throttled { .. } => "throttled",
         ServiceError::InvalidInput { .. } | ServiceError::MessageTooLarge(_) => "invalid_input",
         ServiceError::Store(e) => store_kind(e),
         ServiceError::Spool(_) if error.is_storage_full() => "disk_full",

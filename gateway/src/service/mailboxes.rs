@@ -48,7 +48,7 @@ fn check_text(field: &'static str, value: &str, max: usize) -> Result<String, Se
     Ok(value.to_owned())
 }
 
-fn check_name(name: &str) -> Result<String, ServiceError> {
+pub(super) fn check_name(name: &str) -> Result<String, ServiceError> {
     let name = check_text("name", name, MAX_NAME)?;
     if name.is_empty() {
         return Err(ServiceError::InvalidInput {

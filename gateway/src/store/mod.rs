@@ -483,6 +483,21 @@ pub mod txn {
         value.map(|v| MailboxRecord::decode(v.value())).transpose()
     }
 
+    /// [`Snapshot::oldest_message_at`] inside a write.
+    pub fn oldest_message_at(
+        txn: &WriteTransaction,
+        id: &MailboxId,
+    ) -> Result<Option<u64>, StoreError> {
+        let table = txn.open_table(MESSAGES)?;
+        let first = table
+            .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?
+            .next()
+            .transpose()?;
+        first
+            .map(|(_, value)| MessageRecord::decode(value.value()).map(|r| r.received_at))
+            .transpose()
+    }
+
     pub fn put_mailbox(txn: &WriteTransaction, record: &MailboxRecord) -> Result<(), StoreError> {
         let mut table = txn.open_table(MAILBOXES)?;
         table.insert(record.id.as_str(), record.encode().as_slice())?;

@@ -15,6 +15,7 @@
 //! - Argon2id runs on tokio's blocking threads, a few at a time.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -105,6 +106,9 @@ pub(super) struct AdminGuard {
     /// One more slot only loopback may take, so a flood of guesses from elsewhere filling
     /// `checks` cannot make the administrator's own login on the host time out.
     loopback_checks: Semaphore,
+    /// The initial password is known to be replaced; nothing ever brings it back, so once
+    /// true this saves a store read per request.
+    first_login_done: AtomicBool,
 }
 
 impl Default for AdminGuard {
@@ -114,6 +118,7 @@ impl Default for AdminGuard {
             account: Throttle::new(ACCOUNT_POLICY),
             checks: Semaphore::new(CHECK_SLOTS),
             loopback_checks: Semaphore::new(1),
+            first_login_done: AtomicBool::new(false),
         }
     }
 }
@@ -240,7 +245,10 @@ impl Gateway {
             None => None,
         };
         let password = AdminPassword::generate();
-        let new_hash = self.hash_admin_password(&password).await?;
+        // A host reset may take the loopback slot: recovery must get through a flood.
+        let new_hash = self
+            .hash_admin_password(&password, current.is_none())
+            .await?;
         let changed_at = self.now();
         self.store
             .write(move |t| {
@@ -276,7 +284,27 @@ impl Gateway {
     /// Whether the initial password has been replaced (until then the API serves only the
     /// reset, and only to loopback).
     pub fn admin_first_login_done(&self) -> Result<bool, ServiceError> {
-        Ok(!self.admin_record()?.initial)
+        if self.admin.first_login_done.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let done = !self.admin_record()?.initial;
+        if done {
+            self.admin.first_login_done.store(true, Ordering::Relaxed);
+        }
+        Ok(done)
+    }
+
+    /// The first-login rule for the network: until the initial password is replaced, a
+    /// client not on loopback is refused whatever it presents
+    /// ([`ServiceError::InitialAdminPassword`]), as the archiving server's API does. Loopback
+    /// clients pass (and may then only reset the password, which the API enforces with
+    /// [`AdminLogin::InitialPassword`]).
+    pub fn check_admin_client(&self, client: IpAddr) -> Result<(), ServiceError> {
+        if is_loopback(client) || self.admin_first_login_done()? {
+            Ok(())
+        } else {
+            Err(ServiceError::InitialAdminPassword)
+        }
     }
 
     /// Creates an API key named `name`; the key is returned this once and only its hash is
@@ -453,8 +481,12 @@ impl Gateway {
     }
 
     /// Argon2id hashing of a new password in a check slot on a blocking thread.
-    async fn hash_admin_password(&self, password: &AdminPassword) -> Result<String, ServiceError> {
-        let _slot = self.admin.slot(true).await?;
+    async fn hash_admin_password(
+        &self,
+        password: &AdminPassword,
+        loopback: bool,
+    ) -> Result<String, ServiceError> {
+        let _slot = self.admin.slot(loopback).await?;
         let password = password.clone();
         let kdf = self.options.kdf;
         tokio::task::spawn_blocking(move || {
@@ -521,6 +553,24 @@ mod tests {
                 .await,
             Ok(AdminLogin::Valid)
         );
+    }
+
+    #[tokio::test]
+    async fn before_the_first_reset_only_loopback_clients_are_let_in() {
+        let (_dir, gw) = gateway();
+        for remote in [ip("192.0.2.1"), ip("2001:db8::1"), ip("::ffff:192.0.2.1")] {
+            assert_eq!(
+                gw.check_admin_client(remote),
+                Err(ServiceError::InitialAdminPassword)
+            );
+        }
+        for local in [loopback(), ip("127.0.0.2"), ip("::1")] {
+            assert_eq!(gw.check_admin_client(local), Ok(()));
+        }
+        gw.reset_admin_password(Some(INITIAL_ADMIN_PASSWORD))
+            .await
+            .unwrap();
+        assert_eq!(gw.check_admin_client(ip("192.0.2.1")), Ok(()));
     }
 
     #[tokio::test]

@@ -365,9 +365,11 @@ impl Gateway {
     /// Revokes an API key, named by its id (or by the whole key, which is then not echoed
     /// anywhere). It stops working at once.
     pub async fn revoke_api_key(&self, id: &str) -> Result<(), ServiceError> {
+        let lowered = id.to_ascii_lowercase();
         let id = match ApiKey::parse(id) {
             Some(parsed) => parsed.id,
-            None if ApiKey::is_id(id) => id.to_owned(),
+            // Ids are shown in lowercase; typed in any case they name the same key.
+            None if ApiKey::is_id(&lowered) => lowered,
             None => {
                 return Err(ServiceError::InvalidInput {
                     field: "id",
@@ -742,7 +744,9 @@ mod tests {
             gw.check_api_key(first.key.reveal(), client).await,
             Ok(first.info.id.clone())
         );
-        gw.revoke_api_key(&first.info.id).await.unwrap();
+        gw.revoke_api_key(&first.info.id.to_uppercase())
+            .await
+            .unwrap();
         assert_eq!(
             gw.check_api_key(first.key.reveal(), client).await,
             Err(ServiceError::InvalidApiKey),

@@ -67,6 +67,10 @@ fn mailbox_workflow() {
     // Ids and addresses are accepted in any case.
     let shown = ok_json(d, &["mailbox", "show", &id.to_uppercase(), "--json"]);
     assert_eq!(shown["name"], "Sales");
+    assert!(
+        shown["oldestMessageAt"].is_null(),
+        "an empty mailbox has no oldest message: {shown}"
+    );
     let by_address = ok_json(
         d,
         &[

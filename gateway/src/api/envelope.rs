@@ -230,7 +230,15 @@ impl From<ServiceError> for ApiError {
             ServiceError::MailboxSuspended(_) | ServiceError::MailboxChanged(_) => {
                 Self::new(409, kind, e.to_string())
             }
-            ServiceError::WrongPassword(_) => Self::new(401, kind, e.to_string()),
+            ServiceError::WrongPassword(_)
+            | ServiceError::WrongAdminPassword
+            | ServiceError::InvalidApiKey => Self::new(401, kind, e.to_string()),
+            ServiceError::InitialAdminPassword => Self::new(403, kind, e.to_string()),
+            ServiceError::ApiKeyNotFound(_) => Self::new(404, kind, e.to_string()),
+            ServiceError::Throttled { retry_after } => Self {
+                retry_after: Some(retry_after),
+                ..Self::new(429, kind, e.to_string())
+            },
             ServiceError::InvalidInput { .. } | ServiceError::MessageTooLarge(_) => {
                 Self::new(400, kind, e.to_string())
             }
@@ -245,12 +253,17 @@ impl From<ServiceError> for ApiError {
 /// The stable kind of a service error.
 pub fn service_kind(error: &ServiceError) -> &'static str {
     match error {
-        ServiceError::MailboxNotFound(_) | ServiceError::MessageNotFound(..) => "not_found",
+        ServiceError::MailboxNotFound(_)
+        | ServiceError::MessageNotFound(..)
+        | ServiceError::ApiKeyNotFound(_) => "not_found",
         ServiceError::MailboxSuspended(_)
         | ServiceError::MailboxNotSuspended(_)
         | ServiceError::MailboxNotEmpty(..)
         | ServiceError::MailboxChanged(_) => "conflict",
-        ServiceError::WrongPassword(_) => "wrong_password",
+        ServiceError::WrongPassword(_) | ServiceError::WrongAdminPassword => "wrong_password",
+        ServiceError::InvalidApiKey => "unauthorized",
+        ServiceError::InitialAdminPassword => "forbidden",
+        ServiceError::Throttled { .. } => "throttled",
         ServiceError::InvalidInput { .. } | ServiceError::MessageTooLarge(_) => "invalid_input",
         ServiceError::Store(e) => store_kind(e),
         ServiceError::Spool(_) if error.is_storage_full() => "disk_full",

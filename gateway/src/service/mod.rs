@@ -1,6 +1,8 @@
-//! The one service layer. Every rule about mailboxes and messages lives here: CLI, console,
-//! API and protocols call it and never re-implement a rule.
+//! The one service layer. Every rule about mailboxes, messages, the administrator account and
+//! API keys lives here: CLI, console, API and protocols call it and never re-implement a rule.
 
+mod admin;
+mod api_key;
 mod disk;
 mod error;
 mod mailboxes;
@@ -13,6 +15,8 @@ mod stats;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use admin::{AdminLogin, ApiKeyInfo, NewApiKey};
+pub use api_key::ApiKey;
 pub use error::ServiceError;
 pub use mailboxes::{MailboxInfo, NewMailbox};
 pub use messages::{MessageDraft, MessageReader, MessageSummary, RetrievalKey, StoredMessage};
@@ -85,6 +89,8 @@ pub struct Gateway {
     spool_budget: Arc<spool::SpoolBudget>,
     stats: Arc<ServiceStats>,
     intake: Arc<disk::IntakeState>,
+    /// Administrator login throttles and password check slots, shared by every transport.
+    admin: Arc<admin::AdminGuard>,
 }
 
 impl Gateway {
@@ -96,6 +102,7 @@ impl Gateway {
             retrieval: Arc::new(retrieval),
             stats: Arc::default(),
             intake: Arc::default(),
+            admin: Arc::default(),
         }
     }
 
@@ -197,6 +204,12 @@ pub(crate) mod test_support {
         let mut options = options_in(dir.path());
         adjust(&mut options);
         (dir, Gateway::new(store, options, test_secret()))
+    }
+
+    /// A gateway on the store already in `dir` (opened again, as after a restart).
+    pub fn gateway_in(dir: &std::path::Path) -> Gateway {
+        let store = Store::open(&store_path(dir), &StoreOptions::default()).unwrap();
+        Gateway::new(store, options_in(dir), test_secret())
     }
 
     /// A gateway whose file system is `volume`, with a reserve and a free-space minimum.

@@ -21,6 +21,7 @@ pub use functions::Access;
 pub use server_context::{ListenerInfo, ListenerState, ServerContext};
 
 use crate::service::Gateway;
+use crate::settings::LiveSettings;
 
 /// A function's parameters as the transport received them (form fields become strings).
 pub type Params = serde_json::Map<String, serde_json::Value>;
@@ -61,15 +62,17 @@ pub struct Api {
 
 struct Inner {
     gateway: Gateway,
+    settings: LiveSettings,
     server: ServerContext,
     jobs: jobs::Jobs,
 }
 
 impl Api {
-    pub fn new(gateway: Gateway, server: ServerContext) -> Self {
+    pub fn new(gateway: Gateway, settings: LiveSettings, server: ServerContext) -> Self {
         Self {
             inner: Arc::new(Inner {
                 gateway,
+                settings,
                 server,
                 jobs: jobs::Jobs::default(),
             }),
@@ -78,6 +81,10 @@ impl Api {
 
     pub fn gateway(&self) -> &Gateway {
         &self.inner.gateway
+    }
+
+    pub fn settings(&self) -> &LiveSettings {
+        &self.inner.settings
     }
 
     pub fn server(&self) -> &ServerContext {
@@ -129,3 +136,6 @@ impl Api {
         openapi::document()
     }
 }
+
+#[cfg(test)]
+mod tests;

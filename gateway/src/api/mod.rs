@@ -10,6 +10,7 @@
 pub mod envelope;
 pub mod functions;
 pub mod http;
+pub mod jobs;
 pub mod openapi;
 mod server_context;
 
@@ -21,6 +22,7 @@ pub use functions::Access;
 pub use server_context::{ListenerInfo, ListenerState, ServerContext};
 
 use crate::service::Gateway;
+use crate::settings::LiveSettings;
 
 /// A function's parameters as the transport received them (form fields become strings).
 pub type Params = serde_json::Map<String, serde_json::Value>;
@@ -61,18 +63,29 @@ pub struct Api {
 
 struct Inner {
     gateway: Gateway,
+    settings: LiveSettings,
     server: ServerContext,
+    jobs: jobs::Jobs,
 }
 
 impl Api {
-    pub fn new(gateway: Gateway, server: ServerContext) -> Self {
+    pub fn new(gateway: Gateway, settings: LiveSettings, server: ServerContext) -> Self {
         Self {
-            inner: Arc::new(Inner { gateway, server }),
+            inner: Arc::new(Inner {
+                gateway,
+                settings,
+                server,
+                jobs: jobs::Jobs::default(),
+            }),
         }
     }
 
     pub fn gateway(&self) -> &Gateway {
         &self.inner.gateway
+    }
+
+    pub fn settings(&self) -> &LiveSettings {
+        &self.inner.settings
     }
 
     pub fn server(&self) -> &ServerContext {
@@ -103,8 +116,27 @@ impl Api {
         functions::metadata()
     }
 
+    /// The runs of long-running functions.
+    pub fn jobs(&self) -> &jobs::Jobs {
+        &self.inner.jobs
+    }
+
+    /// `POST /api/get-status`: the status of a long-running function's run.
+    pub async fn status(&self, caller: &Caller, params: Params) -> Answer {
+        if let Err(refusal) = functions::check_access(Access::Admin, caller) {
+            return refusal.into_answer();
+        }
+        match serde_json::from_value(serde_json::Value::Object(params)) {
+            Ok(params) => self.inner.jobs.status(params).await,
+            Err(e) => ApiError::invalid_parameters(e.to_string()).into_answer(),
+        }
+    }
+
     /// `GET /api/openapi.json`.
     pub fn openapi(&self) -> serde_json::Value {
         openapi::document()
     }
 }
+
+#[cfg(test)]
+mod tests;

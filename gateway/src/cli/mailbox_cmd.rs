@@ -217,6 +217,9 @@ fn print_info(info: &MailboxInfo, json: bool) -> anyhow::Result<()> {
         info.message_count,
         output::size(info.message_bytes)
     );
+    if let Some(oldest) = info.oldest_message_at {
+        println!("Oldest:      {}", output::time(oldest));
+    }
     Ok(())
 }
 

@@ -34,7 +34,7 @@ impl Function for GetServerInfo {
         Ok(ServerInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             host_name: server.host_name.clone(),
-            email_domain: api.gateway().email_domain().to_owned(),
+            email_domain: api.gateway().email_domain().to_string(),
             started_at: server.started_at,
             uptime_seconds: server.uptime_seconds(),
             listeners: server.listeners(),

@@ -15,6 +15,7 @@ use crate::pop3::{Pop3Server, Pop3Settings};
 use crate::proxy::{TcpConnector, Upstreams};
 use crate::service::Gateway;
 use crate::settings::EmailDomain;
+use crate::settings::{LiveSettings, SettingsFile};
 use crate::smtp::{SessionConfig, SmtpServer};
 use crate::tls::{CertResolver, UpstreamTrust};
 
@@ -101,11 +102,35 @@ pub fn upstreams(config: &Config) -> Result<Arc<Upstreams<TcpConnector>>, crate:
     ))
 }
 
-/// Binds every enabled protocol listener and starts serving.
+/// Binds every enabled protocol listener and starts serving. Settings changed through the
+/// Management API are written to `gateway.toml` in the data directory; `gateway serve` uses
+/// [`start_with_settings`] to write them where its configuration came from.
 pub async fn start(
     config: &Config,
     gateway: Gateway,
     resolver: Arc<CertResolver>,
+) -> Result<Running, StartError> {
+    let settings = LiveSettings::new(
+        config,
+        gateway.email_domain_handle().clone(),
+        None,
+        SettingsFile {
+            path: config
+                .gateway
+                .data_dir
+                .join(crate::cli::DEFAULT_CONFIG_FILE),
+            create_if_missing: true,
+        },
+    );
+    start_with_settings(config, gateway, resolver, settings).await
+}
+
+/// [`start`] with the live settings the Management API shows and changes.
+pub async fn start_with_settings(
+    config: &Config,
+    gateway: Gateway,
+    resolver: Arc<CertResolver>,
+    settings: LiveSettings,
 ) -> Result<Running, StartError> {
     let upstreams = upstreams(config)?;
     let shutdown = Shutdown::with_grace(config.limits.shutdown_grace());
@@ -133,6 +158,7 @@ pub async fn start(
     };
     let api = Api::new(
         gateway.clone(),
+        settings,
         ServerContext::new(
             config.gateway.host_name.clone(),
             Some(resolver.clone()),

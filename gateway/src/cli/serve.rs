@@ -65,7 +65,8 @@ async fn serve(
     let mailboxes = gateway.list_mailboxes()?.len();
     let store = gateway.store().path().display().to_string();
     // Bind first: "ready" means the ports answer.
-    let running = crate::server::start(&config, gateway, resolver).await?;
+    let running =
+        crate::server::start_with_settings(&config, gateway, resolver, settings.clone()).await?;
     for (name, addr) in config.listeners() {
         if running.address(name).is_none() {
             tracing::info!(service = name, %addr, "not started: this service is not available yet");

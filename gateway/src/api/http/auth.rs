@@ -12,6 +12,7 @@ use axum::http::HeaderMap;
 use zeroize::Zeroizing;
 
 use crate::api::{Api, ApiError, Caller};
+use crate::service::AdminLogin;
 
 /// The administrator's user name for HTTP Basic.
 pub const ADMIN_USER: &str = "admin";
@@ -81,20 +82,32 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
 }
 
 /// Authenticates a request from `client`.
+///
+/// Until the initial password is replaced, a client not on loopback is refused (403)
+/// before its credentials are even looked at, as the archiving server's API does.
 pub async fn authenticate(
     api: &Api,
     headers: &HeaderMap,
     client: IpAddr,
 ) -> Result<Caller, ApiError> {
     let client = client.to_canonical();
-    let credentials = credentials(headers)?;
-    verify(api, credentials, client).await
-}
-
-async fn verify(_api: &Api, credentials: Credentials, _client: IpAddr) -> Result<Caller, ApiError> {
-    // Until the administrator account exists in the service layer, nobody is let in.
-    drop(credentials);
-    Err(unauthorized(LOG_IN))
+    let gateway = api.gateway();
+    gateway.check_admin_client(client)?;
+    match credentials(headers)? {
+        Credentials::Basic { user, password } => {
+            match gateway
+                .check_admin_password(&user, &password, client)
+                .await?
+            {
+                AdminLogin::Valid => Ok(Caller::Admin { client }),
+                AdminLogin::InitialPassword => Ok(Caller::AdminFirstLogin { client }),
+            }
+        }
+        Credentials::Bearer(key) => {
+            let key_id = gateway.check_api_key(&key, client).await?;
+            Ok(Caller::ApiKey { key_id, client })
+        }
+    }
 }
 
 #[cfg(test)]

@@ -82,26 +82,12 @@ async fn metadata(State(api): State<Api>, request: Request) -> Response {
     response::answer(answer)
 }
 
-/// `get-status` polls a long-running function by its token. No function runs long yet, so
-/// every token is unknown.
+/// `get-status` polls a long-running function by its token.
 async fn status(State(api): State<Api>, request: Request) -> Response {
-    let (caller, params) = match caller_and_params(&api, request).await {
-        Ok(found) => found,
-        Err(e) => return response::error(e),
-    };
-    if let Err(e) = check_access(Access::Admin, &caller) {
-        return response::error(e);
+    match caller_and_params(&api, request).await {
+        Ok((caller, params)) => response::answer(api.status(&caller, params).await),
+        Err(e) => response::error(e),
     }
-    let answer = match params.get("token") {
-        Some(serde_json::Value::String(_)) if params.len() == 1 => ApiError::new(
-            400,
-            "invalid_input",
-            "unknown token: it belongs to no running or recently finished function",
-        )
-        .into_answer(),
-        _ => ApiError::invalid_parameters("get-status takes one parameter, `token`").into_answer(),
-    };
-    response::answer(answer)
 }
 
 /// The document describes the API; it holds no secret, so it needs no login.

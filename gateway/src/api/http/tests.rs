@@ -13,6 +13,7 @@ use tokio_rustls::TlsConnector;
 use super::*;
 use crate::api::{Api, ServerContext};
 use crate::net::{ConnectionLimits, Shutdown};
+use crate::settings::{LiveSettings, SettingsFile};
 use crate::tls::{load_or_create_self_signed, CertResolver, CertifiedMaterial};
 
 /// Long enough that a test fails rather than hangs when the server never closes.
@@ -32,8 +33,18 @@ async fn console(limits: ConnectionLimits, options: ConsoleOptions) -> Console {
     let tls_dir = tempfile::tempdir().unwrap();
     let material = load_or_create_self_signed(tls_dir.path(), "localhost").unwrap();
     let resolver = Arc::new(CertResolver::new(material.clone()));
+    let settings = LiveSettings::new(
+        &crate::config::Config::default(),
+        gateway.email_domain_handle().clone(),
+        None,
+        SettingsFile {
+            path: store_dir.path().join("gateway.toml"),
+            create_if_missing: true,
+        },
+    );
     let api = Api::new(
         gateway,
+        settings,
         ServerContext::new("localhost".into(), Some(resolver.clone()), "self-signed"),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

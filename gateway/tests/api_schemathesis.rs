@@ -109,10 +109,23 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         .args([
             "--checks",
             "all",
+            // The parameter schemas give types; rules on values (a mailbox id or address, a
+            // log level, a non-empty name) are the service's, answered with a 400 that says
+            // what is wrong. This check would take such a 400 for a rejected valid request.
+            "--exclude-checks",
+            "positive_data_acceptance",
+            // Wrong current passwords are slowed down more and more by the login throttle,
+            // as they must be; tests/api.rs covers ResetOwnPassword.
+            "--exclude-operation-id",
+            "ResetOwnPassword",
+            // It would learn the fuzzer's own key id from GetApiKeys and revoke it, leaving
+            // every later request a 401; tests/api.rs covers it.
+            "--exclude-operation-id",
+            "RevokeApiKey",
             "--seed",
             "20261204",
             "--max-examples",
-            "12",
+            "30",
             "--workers",
             "1",
             "--generation-database",
@@ -139,6 +152,13 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // Shown with --nocapture, or in the failure below.
+    println!("{stdout}");
+    // A warning that authentication failed means the run tested little beyond 401s.
+    assert!(
+        !stdout.contains("Authentication failed"),
+        "schemathesis could not authenticate:\n{stdout}"
+    );
     assert!(
         output.status.success(),
         "schemathesis found problems ({}):\n{stdout}\n{stderr}",

@@ -189,3 +189,99 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
         .unwrap();
     until_closed(&mut tls).await;
 }
+
+fn basic(user_password: &str) -> axum::http::HeaderMap {
+    let mut headers = axum::http::HeaderMap::new();
+    let value = format!(
+        "Basic {}",
+        data_encoding::BASE64.encode(user_password.as_bytes())
+    );
+    headers.insert(axum::http::header::AUTHORIZATION, value.parse().unwrap());
+    headers
+}
+
+fn test_api() -> (tempfile::TempDir, Api) {
+    let (dir, gateway) = crate::service::test_support::gateway();
+    let settings = LiveSettings::new(
+        &crate::config::Config::default(),
+        gateway.email_domain_handle().clone(),
+        None,
+        SettingsFile {
+            path: dir.path().join("gateway.toml"),
+            create_if_missing: true,
+        },
+    );
+    let api = Api::new(
+        gateway,
+        settings,
+        ServerContext::new("localhost".into(), None, "self-signed"),
+    );
+    (dir, api)
+}
+
+/// A client elsewhere guessing passwords is told to wait: 429 with `Retry-After`, and the
+/// administrator on the host still gets in at once.
+#[tokio::test(start_paused = true)]
+async fn a_remote_client_guessing_passwords_gets_429_with_retry_after() {
+    let (_dir, api) = test_api();
+    let password = api
+        .gateway()
+        .reset_admin_password(Some("admin"))
+        .await
+        .unwrap();
+    let remote: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let mut throttled = None;
+    for _ in 0..20 {
+        let e = auth::authenticate(&api, &basic("admin:guess"), remote)
+            .await
+            .unwrap_err();
+        if e.http_status == 429 {
+            throttled = Some(e);
+            break;
+        }
+        assert_eq!(e.http_status, 401, "{e:?}");
+    }
+    let throttled = throttled.expect("guessing is throttled");
+    assert_eq!(throttled.kind, "throttled");
+    let response = response::error(throttled);
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let local = std::net::IpAddr::from([127, 0, 0, 1]);
+    let admin = auth::authenticate(&api, &basic(&format!("admin:{}", password.reveal())), local)
+        .await
+        .unwrap();
+    assert_eq!(admin, crate::api::Caller::Admin { client: local });
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers_and_401_the_challenge() {
+    use tower::ServiceExt as _;
+    let (_dir, api) = test_api();
+    let request = axum::http::Request::post("/api/invoke/GetMailboxes")
+        .extension(ClientAddr(std::net::IpAddr::from([127, 0, 0, 1])))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let answer = router(api).oneshot(request).await.unwrap();
+    assert_eq!(answer.status(), 401);
+    let headers = answer.headers();
+    assert_eq!(
+        headers["www-authenticate"],
+        response::WWW_AUTHENTICATE_VALUE
+    );
+    for (name, value) in [
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("content-security-policy", "frame-ancestors 'none'"),
+        ("referrer-policy", "no-referrer"),
+        ("content-type", "application/json"),
+    ] {
+        assert_eq!(headers[name], value, "{name}");
+    }
+    assert!(headers.contains_key("strict-transport-security"));
+}

@@ -9,7 +9,6 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -46,13 +45,24 @@ async fn caller_and_params(api: &Api, request: Request) -> Result<(Caller, Param
     let client = client(&request);
     let (parts, body) = request.into_parts();
     body::check_declared_length(&parts.headers)?;
-    let caller = authenticate(api, &parts.headers, client).await?;
+    let caller = auth::authenticate(api, &parts.headers, client)
+        .await
+        .inspect_err(|refusal| {
+            // Who was refused and why; never what they presented.
+            tracing::info!(%client, status = refusal.http_status, kind = refusal.kind, "API login refused");
+        })?;
     let params = body::params(&parts.headers, body).await?;
     Ok((caller, params))
 }
 
-async fn authenticate(api: &Api, headers: &HeaderMap, client: IpAddr) -> Result<Caller, ApiError> {
-    auth::authenticate(api, headers, client).await
+/// How the audit log names a caller: the API key by its id (not secret), never a credential.
+fn caller_name(caller: &Caller) -> String {
+    match caller {
+        Caller::Host => "host".to_owned(),
+        Caller::Admin { .. } => "admin".to_owned(),
+        Caller::AdminFirstLogin { .. } => "admin (initial password)".to_owned(),
+        Caller::ApiKey { key_id, .. } => format!("API key {key_id}"),
+    }
 }
 
 async fn invoke(
@@ -65,10 +75,23 @@ async fn invoke(
             "the function name in the path is malformed",
         ));
     };
-    match caller_and_params(&api, request).await {
-        Ok((caller, params)) => response::answer(api.invoke(&caller, &function, params).await),
-        Err(e) => response::error(e),
-    }
+    let client = client(&request);
+    let (caller, params) = match caller_and_params(&api, request).await {
+        Ok(found) => found,
+        Err(e) => return response::error(e),
+    };
+    let answer = api.invoke(&caller, &function, params).await;
+    // An audit trail of administration: the function by its registered name only (the
+    // path is the client's input), never parameters or results (they hold passwords).
+    let name = crate::api::functions::find(&function).map_or("(unknown)", |f| f.name());
+    tracing::info!(
+        %client,
+        caller = %caller_name(&caller),
+        function = name,
+        status = answer.http_status,
+        "API call"
+    );
+    response::answer(answer)
 }
 
 async fn metadata(State(api): State<Api>, request: Request) -> Response {

@@ -285,3 +285,79 @@ async fn every_answer_carries_the_security_headers_and_401_the_challenge() {
     }
     assert!(headers.contains_key("strict-transport-security"));
 }
+
+/// A `tracing` writer into a shared buffer, to read what was logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn calls_are_logged_without_credentials_or_parameters() {
+    use tower::ServiceExt as _;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let (_dir, api) = test_api();
+    let password = api
+        .gateway()
+        .reset_admin_password(Some("admin"))
+        .await
+        .unwrap();
+    let local = ClientAddr(std::net::IpAddr::from([127, 0, 0, 1]));
+    let router = router(api);
+    let call = |credentials: String, body: &'static str| {
+        let mut request = axum::http::Request::post("/api/invoke/CreateMailbox")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .extension(local)
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        request
+            .headers_mut()
+            .extend(basic(&format!("admin:{credentials}")));
+        router.clone().oneshot(request)
+    };
+    let refused = call("WrongGuess-1234".into(), "name=SecretCorp")
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let created = call(
+        password.reveal().to_owned(),
+        "name=SecretCorp&description=Hidden+Text",
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 200);
+    let body = axum::body::to_bytes(created.into_body(), BODY_LIMIT)
+        .await
+        .unwrap();
+    let created: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mailbox_password = created["result"]["password"].as_str().unwrap().to_owned();
+
+    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("API call"), "{logged}");
+    assert!(logged.contains("CreateMailbox"), "{logged}");
+    assert!(logged.contains("API login refused"), "{logged}");
+    for secret in [
+        "WrongGuess-1234",
+        password.reveal(),
+        "SecretCorp",
+        "Hidden",
+        &mailbox_password,
+    ] {
+        assert!(!logged.contains(secret), "{secret} was logged:\n{logged}");
+    }
+}

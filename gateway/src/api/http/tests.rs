@@ -300,17 +300,28 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Everything this test process logs. Global rather than a scoped subscriber: tests on
+/// other threads hitting the same log lines first could otherwise leave them disabled.
+fn captured_logs() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in the library's tests");
+        captured
+    })
+}
+
 #[tokio::test]
 async fn calls_are_logged_without_credentials_or_parameters() {
     use tower::ServiceExt as _;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let captured = captured_logs();
     let (_dir, api) = test_api();
     let password = api
         .gateway()

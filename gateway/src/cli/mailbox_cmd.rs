@@ -1,14 +1,16 @@
-//! `gateway mailbox ...`: every command calls the service layer; none re-implements a rule.
+//! `gateway mailbox ...`: every command is one API function, called on the running gateway
+//! or on the stopped gateway's store (see [`super::api_call`]); none re-implements a rule.
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde::Serialize;
+use serde::Deserialize;
+use serde_json::Value;
 
+use super::api_call::{self, params, FunctionFailed};
 use super::output;
+use crate::api::Params;
 use crate::config::Config;
-use crate::mailbox::{parse_id_or_address, MailboxId};
-use crate::service::{Gateway, MailboxInfo, NewMailbox, ServiceError};
-use crate::store::{MailboxStatus, StoreError};
+use crate::service::MailboxInfo;
 
 #[derive(Debug, Subcommand)]
 pub enum MailboxCommand {
@@ -89,46 +91,85 @@ impl MailboxCommand {
 pub struct Format {
     /// Machine-readable JSON output.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 pub fn run(command: MailboxCommand, config: &Config) -> anyhow::Result<()> {
-    let gateway = Gateway::open(config).map_err(explain_open_error)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(dispatch(command, &gateway))
-}
-
-fn explain_open_error(e: ServiceError) -> anyhow::Error {
-    match e {
-        // The typed error stays in the chain so `--json` can report its kind.
-        ServiceError::Store(StoreError::Locked) => anyhow::Error::new(StoreError::Locked).context(
-            "the store is in use by a running gateway; stop it first (`gateway serve` holds the store exclusively)",
-        ),
-        other => anyhow::Error::new(other).context("cannot open the store"),
+    let json = command.json();
+    let (function, request) = request(&command)?;
+    let result = api_call::call(config, function, request)?;
+    if json {
+        return output::json(&result);
     }
+    print(&command, result)
 }
 
-fn parse(mailbox: &str) -> anyhow::Result<MailboxId> {
-    parse_id_or_address(mailbox).with_context(|| format!("`{mailbox}`"))
-}
-
-async fn dispatch(command: MailboxCommand, gw: &Gateway) -> anyhow::Result<()> {
-    match command {
+/// The API function and parameters for `command`.
+fn request(command: &MailboxCommand) -> anyhow::Result<(&'static str, Params)> {
+    let id = |mailbox: &str| params([("id", Some(mailbox))]);
+    Ok(match command {
         MailboxCommand::Create {
+            name, description, ..
+        } => (
+            "CreateMailbox",
+            params([
+                ("name", Some(name.as_str())),
+                ("description", Some(description.as_str())),
+            ]),
+        ),
+        MailboxCommand::List { .. } => ("GetMailboxes", Params::new()),
+        MailboxCommand::Show { mailbox, .. } => ("GetMailbox", id(mailbox)),
+        MailboxCommand::Edit {
+            mailbox,
             name,
             description,
-            format,
+            ..
         } => {
-            let created = gw.create_mailbox(&name, &description).await?;
-            print_new(&created, format.json, "Mailbox created.")
-        }
-        MailboxCommand::List { format } => {
-            let list = gw.list_mailboxes()?;
-            if format.json {
-                return print_json(&list);
+            if name.is_none() && description.is_none() {
+                return Err(nothing_to_change());
             }
+            (
+                "SetMailboxProperties",
+                params([
+                    ("id", Some(mailbox.as_str())),
+                    ("name", name.as_deref()),
+                    ("description", description.as_deref()),
+                ]),
+            )
+        }
+        MailboxCommand::Suspend { mailbox, .. } => (
+            "SetMailboxProperties",
+            params([
+                ("id", Some(mailbox.as_str())),
+                ("status", Some("suspended")),
+            ]),
+        ),
+        MailboxCommand::Activate { mailbox, .. } => (
+            "SetMailboxProperties",
+            params([("id", Some(mailbox.as_str())), ("status", Some("active"))]),
+        ),
+        MailboxCommand::Delete { mailbox, .. } => ("DeleteMailbox", id(mailbox)),
+        MailboxCommand::ResetPassword { mailbox, .. } => ("ResetMailboxPassword", id(mailbox)),
+    })
+}
+
+fn nothing_to_change() -> anyhow::Error {
+    FunctionFailed {
+        kind: "invalid_input",
+        message: "nothing to change: give --name and/or --description".to_owned(),
+        details: None,
+        http_status: 400,
+    }
+    .into()
+}
+
+/// The human output of a succeeded `command`.
+fn print(command: &MailboxCommand, result: Value) -> anyhow::Result<()> {
+    match command {
+        MailboxCommand::Create { .. } => print_new(&result, "Mailbox created."),
+        MailboxCommand::ResetPassword { .. } => print_new(&result, "Password reset."),
+        MailboxCommand::List { .. } => {
+            let list: Vec<MailboxInfo> = parse(result)?;
             if list.is_empty() {
                 println!("No mailboxes. Create one with `gateway mailbox create --name NAME`.");
                 return Ok(());
@@ -149,61 +190,29 @@ async fn dispatch(command: MailboxCommand, gw: &Gateway) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        MailboxCommand::Show { mailbox, format } => {
-            print_info(&gw.mailbox(&parse(&mailbox)?)?, format.json)
-        }
-        MailboxCommand::Edit {
-            mailbox,
-            name,
-            description,
-            format,
-        } => {
-            if name.is_none() && description.is_none() {
-                anyhow::bail!("nothing to change: give --name and/or --description");
+        MailboxCommand::Show { .. }
+        | MailboxCommand::Edit { .. }
+        | MailboxCommand::Suspend { .. }
+        | MailboxCommand::Activate { .. } => print_info(&result),
+        MailboxCommand::Delete { .. } => {
+            #[derive(Deserialize)]
+            struct Deleted {
+                id: String,
             }
-            let info = gw
-                .edit_mailbox(&parse(&mailbox)?, name.as_deref(), description.as_deref())
-                .await?;
-            print_info(&info, format.json)
-        }
-        MailboxCommand::Suspend { mailbox, format } => {
-            let info = gw
-                .set_status(&parse(&mailbox)?, MailboxStatus::Suspended)
-                .await?;
-            print_info(&info, format.json)
-        }
-        MailboxCommand::Activate { mailbox, format } => {
-            let info = gw
-                .set_status(&parse(&mailbox)?, MailboxStatus::Active)
-                .await?;
-            print_info(&info, format.json)
-        }
-        MailboxCommand::Delete { mailbox, format } => {
-            let id = parse(&mailbox)?;
-            gw.delete_mailbox(&id).await?;
-            if format.json {
-                print_json(&serde_json::json!({ "id": id, "deleted": true }))
-            } else {
-                println!("Mailbox {id} deleted.");
-                Ok(())
-            }
-        }
-        MailboxCommand::ResetPassword { mailbox, format } => {
-            let created = gw.reset_password(&parse(&mailbox)?).await?;
-            print_new(&created, format.json, "Password reset.")
+            let deleted: Deleted = parse(result)?;
+            println!("Mailbox {} deleted.", deleted.id);
+            Ok(())
         }
     }
 }
 
-fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+/// The typed view of a result, for the human output.
+fn parse<T: serde::de::DeserializeOwned>(result: Value) -> anyhow::Result<T> {
+    serde_json::from_value(result).context("the gateway's answer has an unexpected shape")
 }
 
-fn print_info(info: &MailboxInfo, json: bool) -> anyhow::Result<()> {
-    if json {
-        return print_json(info);
-    }
+fn print_info(result: &Value) -> anyhow::Result<()> {
+    let info: MailboxInfo = parse(result.clone())?;
     println!("ID:          {}", info.id);
     println!("Address:     {}", info.address);
     println!("Name:        {}", info.name);
@@ -217,27 +226,22 @@ fn print_info(info: &MailboxInfo, json: bool) -> anyhow::Result<()> {
         info.message_count,
         output::size(info.message_bytes)
     );
+    // Read from the JSON, so a gateway that does not report it simply leaves the line out.
+    if let Some(oldest) = result.get("oldestMessageAt").and_then(Value::as_u64) {
+        println!("Oldest:      {}", output::time(oldest));
+    }
     Ok(())
 }
 
-fn print_new(created: &NewMailbox, json: bool, headline: &str) -> anyhow::Result<()> {
-    let password = created.password.reveal_for_display();
-    if json {
-        #[derive(Serialize)]
-        struct Created<'a> {
-            #[serde(flatten)]
-            info: &'a MailboxInfo,
-            password: &'a str,
-        }
-        return print_json(&Created {
-            info: &created.info,
-            password: password.as_str(),
-        });
-    }
+fn print_new(result: &Value, headline: &str) -> anyhow::Result<()> {
+    let password = result
+        .get("password")
+        .and_then(Value::as_str)
+        .context("the gateway's answer holds no password")?;
     println!("{headline}");
     println!();
-    print_info(&created.info, false)?;
-    println!("Password:    {}", password.as_str());
+    print_info(result)?;
+    println!("Password:    {password}");
     println!();
     println!("Keep this password safe now: it is shown only this once and the gateway does not");
     println!("store it. Without it nobody, administrators included, can decrypt this mailbox.");

@@ -1,11 +1,14 @@
 //! The `gateway` command line. The binary only calls [`run`].
 
+mod admin_cmd;
+pub mod api_call;
 pub mod build_check;
 mod config_cmd;
 pub mod error_output;
 mod mailbox_cmd;
 mod output;
 mod serve;
+mod settings_cmd;
 
 use std::path::PathBuf;
 
@@ -44,6 +47,12 @@ pub enum Command {
     /// Manage mailboxes.
     #[command(subcommand)]
     Mailbox(mailbox_cmd::MailboxCommand),
+    /// The administrator account.
+    #[command(subcommand)]
+    Admin(admin_cmd::AdminCommand),
+    /// Email domain, log level and console language.
+    #[command(subcommand)]
+    Settings(settings_cmd::SettingsCommand),
 }
 
 /// Parses the command line, runs it, and reports a failure (as a JSON object for a `--json`
@@ -65,6 +74,8 @@ impl Command {
     pub fn json(&self) -> bool {
         match self {
             Command::Mailbox(command) => command.json(),
+            Command::Admin(command) => command.json(),
+            Command::Settings(command) => command.json(),
             Command::Serve | Command::Config(_) => false,
         }
     }
@@ -78,6 +89,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(cli.config, cli.data_dir)?;
             crate::logging::init(crate::config::LogLevel::Warn);
             mailbox_cmd::run(command, &config)
+        }
+        Command::Admin(command) => {
+            let config = load_config(cli.config, cli.data_dir)?;
+            crate::logging::init(crate::config::LogLevel::Warn);
+            admin_cmd::run(command, &config)
+        }
+        Command::Settings(command) => {
+            let config = load_config(cli.config, cli.data_dir)?;
+            crate::logging::init(crate::config::LogLevel::Warn);
+            settings_cmd::run(command, &config)
         }
         Command::Serve => {
             build_check::check_this_binary()?;

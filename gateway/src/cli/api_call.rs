@@ -1,0 +1,119 @@
+//! How every management command reaches the API: through the running gateway's control
+//! socket, or, when no gateway runs, by calling the same [`Api::invoke`] on the store
+//! directly. Either way the command gets the same [`Answer`], so it prints the same thing
+//! and fails with the same kinds. The store is never opened beside a running gateway: its
+//! lock refuses that, and then the command says so.
+
+use crate::api::control::{socket_path, ControlClient};
+use crate::api::envelope::KINDS;
+use crate::api::{Answer, Api, Caller, Params, ServerContext};
+use crate::config::{CertificateSource, Config};
+use crate::service::{Gateway, ServiceError};
+use crate::store::StoreError;
+
+/// A function that answered `failed`: the envelope's message, and its stable kind for
+/// `--json` errors (see [`super::error_output`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}{}", .details.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
+pub struct FunctionFailed {
+    pub kind: &'static str,
+    pub message: String,
+    pub details: Option<String>,
+    pub http_status: u16,
+}
+
+/// Parameters from optional values; absent ones are left out.
+pub fn params<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Params {
+    pairs
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value?.into())))
+        .collect()
+}
+
+/// Calls `function` and returns its result, or the failure as an error.
+pub fn call(config: &Config, function: &str, params: Params) -> anyhow::Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(answer(config, function, params))?;
+    into_result(function, answer)
+}
+
+/// The answer of the running gateway if one listens, else of the stopped gateway's store.
+pub async fn answer(config: &Config, function: &str, params: Params) -> anyhow::Result<Answer> {
+    let data_dir = &config.gateway.data_dir;
+    if let Some(mut client) = ControlClient::connect(data_dir).await? {
+        return Ok(client.invoke(function, params).await?);
+    }
+    let gateway = Gateway::open(config).map_err(|e| explain_open_error(e, config))?;
+    let server = ServerContext::new(
+        config.gateway.host_name.clone(),
+        None,
+        certificate_source(config),
+    );
+    let configured: Vec<_> = config
+        .listeners()
+        .into_iter()
+        .map(|(name, addr)| (name, addr, true))
+        .collect();
+    server.set_listeners(&configured, &[], false);
+    let api = Api::new(gateway, server);
+    Ok(api.invoke(&Caller::Host, function, params).await)
+}
+
+/// Where the certificate comes from, as `GetCertificateInfo` reports it.
+pub fn certificate_source(config: &Config) -> &'static str {
+    match config.tls.source {
+        CertificateSource::SelfSigned => "self-signed",
+        CertificateSource::Files { .. } => "files",
+        CertificateSource::Acme { .. } => "acme",
+    }
+}
+
+fn explain_open_error(e: ServiceError, config: &Config) -> anyhow::Error {
+    match e {
+        // Locked, yet nobody answered on the socket: a gateway that is starting, stopping,
+        // or too old to have one. The typed error stays in the chain for `--json`.
+        ServiceError::Store(StoreError::Locked) => anyhow::Error::new(StoreError::Locked).context(format!(
+            "the store is in use by a running gateway, but it does not answer on its control socket {}: \
+             it may be starting or stopping (try again in a moment), or be a version without one (stop it first)",
+            socket_path(&config.gateway.data_dir).display()
+        )),
+        other => anyhow::Error::new(other).context("cannot open the store"),
+    }
+}
+
+/// The result of a succeeded answer; a failed one becomes a [`FunctionFailed`] error.
+pub fn into_result(function: &str, answer: Answer) -> anyhow::Result<serde_json::Value> {
+    if answer.is_success() {
+        return Ok(answer.envelope.result);
+    }
+    let error = answer
+        .envelope
+        .error
+        .unwrap_or_else(|| crate::api::EnvelopeError {
+            message: format!("{function} failed"),
+            details: None,
+            kind: "error".to_owned(),
+        });
+    let kind = KINDS
+        .iter()
+        .copied()
+        .find(|k| *k == error.kind)
+        .unwrap_or("error");
+    let message = if kind == "unknown_function" {
+        // Only a gateway older than this command lacks one of the command's functions.
+        format!(
+            "the gateway does not provide {function}: restart it with the version of this command"
+        )
+    } else {
+        error.message
+    };
+    Err(FunctionFailed {
+        kind,
+        message,
+        details: error.details,
+        http_status: answer.http_status,
+    }
+    .into())
+}

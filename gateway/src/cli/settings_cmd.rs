@@ -1,0 +1,119 @@
+//! `gateway settings show|set`: what the Configuration Tool sets, on the running gateway (at
+//! once, and written back to the configuration file) or on the stopped one's file.
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use super::api_call::{self, params, FunctionFailed};
+use super::mailbox_cmd::Format;
+use super::output;
+use crate::api::Params;
+use crate::config::Config;
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Show the email domain, log level and console language.
+    Show {
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Change settings; each takes effect at once where it can and is kept in the
+    /// configuration file.
+    Set {
+        /// The domain of the mailbox addresses (`<mailbox-id>@<domain>`).
+        #[arg(long, value_name = "DOMAIN")]
+        email_domain: Option<String>,
+        /// error, warn, info, debug or trace.
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
+        /// The console's default language: en or de.
+        #[arg(long, value_name = "LANGUAGE")]
+        language: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+impl SettingsCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            SettingsCommand::Show { format } | SettingsCommand::Set { format, .. } => format.json,
+        }
+    }
+}
+
+pub fn run(command: SettingsCommand, config: &Config) -> anyhow::Result<()> {
+    let json = command.json();
+    let (function, request) = request(&command)?;
+    let result = api_call::call(config, function, request)?;
+    if json {
+        return output::json(&result);
+    }
+    if matches!(command, SettingsCommand::Set { .. }) {
+        println!("Settings saved.");
+        println!();
+    }
+    print(&result);
+    Ok(())
+}
+
+fn request(command: &SettingsCommand) -> anyhow::Result<(&'static str, Params)> {
+    Ok(match command {
+        SettingsCommand::Show { .. } => ("GetSettings", Params::new()),
+        SettingsCommand::Set {
+            email_domain,
+            log_level,
+            language,
+            ..
+        } => {
+            if email_domain.is_none() && log_level.is_none() && language.is_none() {
+                return Err(FunctionFailed {
+                    kind: "invalid_input",
+                    message:
+                        "nothing to change: give --email-domain, --log-level and/or --language"
+                            .to_owned(),
+                    details: None,
+                    http_status: 400,
+                }
+                .into());
+            }
+            (
+                "SetSettings",
+                params([
+                    ("emailDomain", email_domain.as_deref()),
+                    ("logLevel", log_level.as_deref()),
+                    ("consoleLanguage", language.as_deref()),
+                ]),
+            )
+        }
+    })
+}
+
+/// One line per setting: the known ones with their labels, in a fixed order, then any other
+/// the gateway reports.
+fn print(result: &Value) {
+    const LABELS: [(&str, &str); 3] = [
+        ("emailDomain", "Email domain"),
+        ("logLevel", "Log level"),
+        ("consoleLanguage", "Console language"),
+    ];
+    let Some(settings) = result.as_object() else {
+        println!("{result}");
+        return;
+    };
+    let text = |value: &Value| match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    for (key, label) in LABELS {
+        if let Some(value) = settings.get(key) {
+            println!("{:<18}{}", format!("{label}:"), text(value));
+        }
+    }
+    for (key, value) in settings {
+        if !LABELS.iter().any(|(k, _)| k == key) {
+            println!("{:<18}{}", format!("{key}:"), text(value));
+        }
+    }
+}

@@ -117,3 +117,51 @@ pub fn into_result(function: &str, answer: Answer) -> anyhow::Result<serde_json:
     }
     .into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApiError;
+    use serde_json::Value;
+
+    #[test]
+    fn a_failed_answer_is_an_error_with_its_message_details_and_stable_kind() {
+        let answer = ApiError::new(409, "conflict", "suspend it first")
+            .with_details("still holds 3 message(s)")
+            .into_answer();
+        let error = into_result("DeleteMailbox", answer).unwrap_err();
+        assert_eq!(super::super::error_output::kind(&error), "conflict");
+        assert_eq!(
+            format!("{error:#}"),
+            "suspend it first (still holds 3 message(s))"
+        );
+        let json = super::super::error_output::to_json(&error);
+        assert_eq!(json["error"]["kind"], "conflict");
+
+        // A kind this version does not know (a newer gateway) is reported as `error`.
+        let answer = ApiError::new(400, "brand_new", "whatever").into_answer();
+        let error = into_result("GetMailboxes", answer).unwrap_err();
+        assert_eq!(super::super::error_output::kind(&error), "error");
+
+        // A function the gateway lacks: it is older than this command.
+        let answer = ApiError::unknown_function("ResetAdminPassword").into_answer();
+        let error = into_result("ResetAdminPassword", answer).unwrap_err();
+        assert_eq!(super::super::error_output::kind(&error), "unknown_function");
+        assert!(error.to_string().contains("restart it with the version"));
+    }
+
+    #[test]
+    fn a_succeeded_answer_gives_its_result() {
+        let answer = Answer::ok(serde_json::json!({"a": 1}));
+        assert_eq!(
+            into_result("GetSettings", answer).unwrap(),
+            serde_json::json!({"a": 1})
+        );
+    }
+
+    #[test]
+    fn absent_parameters_are_left_out() {
+        let p = params([("id", Some("x")), ("name", None)]);
+        assert_eq!(Value::Object(p), serde_json::json!({"id": "x"}));
+    }
+}

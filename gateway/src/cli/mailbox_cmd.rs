@@ -1,6 +1,8 @@
 //! `gateway mailbox ...`: every command is one API function, called on the running gateway
 //! or on the stopped gateway's store (see [`super::api_call`]); none re-implements a rule.
 
+use std::fmt::Write as _;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Deserialize;
@@ -101,7 +103,8 @@ pub fn run(command: MailboxCommand, config: &Config) -> anyhow::Result<()> {
     if json {
         return output::json(&result);
     }
-    print(&command, result)
+    print!("{}", render(&command, result)?);
+    Ok(())
 }
 
 /// The API function and parameters for `command`.
@@ -164,46 +167,51 @@ fn nothing_to_change() -> anyhow::Error {
 }
 
 /// The human output of a succeeded `command`.
-fn print(command: &MailboxCommand, result: Value) -> anyhow::Result<()> {
+fn render(command: &MailboxCommand, result: Value) -> anyhow::Result<String> {
+    let mut out = String::new();
     match command {
-        MailboxCommand::Create { .. } => print_new(&result, "Mailbox created."),
-        MailboxCommand::ResetPassword { .. } => print_new(&result, "Password reset."),
+        MailboxCommand::Create { .. } => render_new(&mut out, &result, "Mailbox created.")?,
+        MailboxCommand::ResetPassword { .. } => render_new(&mut out, &result, "Password reset.")?,
         MailboxCommand::List { .. } => {
             let list: Vec<MailboxInfo> = parse(result)?;
             if list.is_empty() {
-                println!("No mailboxes. Create one with `gateway mailbox create --name NAME`.");
-                return Ok(());
+                writeln!(
+                    out,
+                    "No mailboxes. Create one with `gateway mailbox create --name NAME`."
+                )?;
+                return Ok(out);
             }
-            println!(
+            writeln!(
+                out,
                 "{:<36}  {:<9}  {:>8}  {:>10}  NAME",
                 "ID", "STATUS", "MESSAGES", "SIZE"
-            );
+            )?;
             for m in &list {
-                println!(
+                writeln!(
+                    out,
                     "{:<36}  {:<9}  {:>8}  {:>10}  {}",
                     m.id,
                     m.status,
                     m.message_count,
                     output::size(m.message_bytes),
                     m.name
-                );
+                )?;
             }
-            Ok(())
         }
         MailboxCommand::Show { .. }
         | MailboxCommand::Edit { .. }
         | MailboxCommand::Suspend { .. }
-        | MailboxCommand::Activate { .. } => print_info(&result),
+        | MailboxCommand::Activate { .. } => render_info(&mut out, &result)?,
         MailboxCommand::Delete { .. } => {
             #[derive(Deserialize)]
             struct Deleted {
                 id: String,
             }
             let deleted: Deleted = parse(result)?;
-            println!("Mailbox {} deleted.", deleted.id);
-            Ok(())
+            writeln!(out, "Mailbox {} deleted.", deleted.id)?;
         }
     }
+    Ok(out)
 }
 
 /// The typed view of a result, for the human output.
@@ -211,39 +219,145 @@ fn parse<T: serde::de::DeserializeOwned>(result: Value) -> anyhow::Result<T> {
     serde_json::from_value(result).context("the gateway's answer has an unexpected shape")
 }
 
-fn print_info(result: &Value) -> anyhow::Result<()> {
+fn render_info(out: &mut String, result: &Value) -> anyhow::Result<()> {
     let info: MailboxInfo = parse(result.clone())?;
-    println!("ID:          {}", info.id);
-    println!("Address:     {}", info.address);
-    println!("Name:        {}", info.name);
+    writeln!(out, "ID:          {}", info.id)?;
+    writeln!(out, "Address:     {}", info.address)?;
+    writeln!(out, "Name:        {}", info.name)?;
     if !info.description.is_empty() {
-        println!("Description: {}", info.description);
+        writeln!(out, "Description: {}", info.description)?;
     }
-    println!("Status:      {}", info.status);
-    println!("Created:     {}", output::time(info.created_at));
-    println!(
+    writeln!(out, "Status:      {}", info.status)?;
+    writeln!(out, "Created:     {}", output::time(info.created_at))?;
+    writeln!(
+        out,
         "Messages:    {} ({})",
         info.message_count,
         output::size(info.message_bytes)
-    );
+    )?;
     // Read from the JSON, so a gateway that does not report it simply leaves the line out.
     if let Some(oldest) = result.get("oldestMessageAt").and_then(Value::as_u64) {
-        println!("Oldest:      {}", output::time(oldest));
+        writeln!(out, "Oldest:      {}", output::time(oldest))?;
     }
     Ok(())
 }
 
-fn print_new(result: &Value, headline: &str) -> anyhow::Result<()> {
+fn render_new(out: &mut String, result: &Value, headline: &str) -> anyhow::Result<()> {
     let password = result
         .get("password")
         .and_then(Value::as_str)
         .context("the gateway's answer holds no password")?;
-    println!("{headline}");
-    println!();
-    print_info(result)?;
-    println!("Password:    {password}");
-    println!();
-    println!("Keep this password safe now: it is shown only this once and the gateway does not");
-    println!("store it. Without it nobody, administrators included, can decrypt this mailbox.");
+    writeln!(out, "{headline}")?;
+    writeln!(out)?;
+    render_info(out, result)?;
+    writeln!(out, "Password:    {password}")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Keep this password safe now: it is shown only this once and the gateway does not"
+    )?;
+    writeln!(
+        out,
+        "store it. Without it nobody, administrators included, can decrypt this mailbox."
+    )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn command(args: &[&str]) -> MailboxCommand {
+        let mut argv = vec!["gateway", "mailbox"];
+        argv.extend_from_slice(args);
+        match super::super::Cli::parse_from(argv).command {
+            super::super::Command::Mailbox(command) => command,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn request_of(args: &[&str]) -> (&'static str, Value) {
+        let (function, params) = request(&command(args)).unwrap();
+        (function, Value::Object(params))
+    }
+
+    #[test]
+    fn edit_suspend_and_activate_are_set_mailbox_properties() {
+        let id = "mbx-0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            request_of(&["edit", id, "--name", "EU"]),
+            (
+                "SetMailboxProperties",
+                serde_json::json!({"id": id, "name": "EU"})
+            )
+        );
+        assert_eq!(
+            request_of(&["suspend", id]),
+            (
+                "SetMailboxProperties",
+                serde_json::json!({"id": id, "status": "suspended"})
+            )
+        );
+        assert_eq!(
+            request_of(&["activate", id, "--json"]),
+            (
+                "SetMailboxProperties",
+                serde_json::json!({"id": id, "status": "active"})
+            )
+        );
+        assert_eq!(
+            request_of(&["create", "--name", "Sales"]),
+            (
+                "CreateMailbox",
+                serde_json::json!({"name": "Sales", "description": ""})
+            )
+        );
+        let nothing = request(&command(&["edit", id])).unwrap_err();
+        assert_eq!(super::super::error_output::kind(&nothing), "invalid_input");
+    }
+
+    fn info(oldest: Option<u64>) -> Value {
+        let mut value = serde_json::json!({
+            "id": "mbx-0123456789abcdef0123456789abcdef",
+            "address": "mbx-0123456789abcdef0123456789abcdef@archive.test",
+            "name": "Sales",
+            "description": "",
+            "status": "active",
+            "createdAt": 0,
+            "messageCount": 2,
+            "messageBytes": 2048,
+        });
+        if let Some(oldest) = oldest {
+            value["oldestMessageAt"] = oldest.into();
+        }
+        value
+    }
+
+    #[test]
+    fn the_oldest_message_line_appears_only_when_the_gateway_reports_one() {
+        let show = command(&["show", "mbx-0123456789abcdef0123456789abcdef"]);
+        let with = render(&show, info(Some(86_400_000))).unwrap();
+        assert!(
+            with.contains("Messages:    2 (2.0 KiB)\nOldest:      1970-01-02 00:00:00 UTC\n"),
+            "{with}"
+        );
+        let without = render(&show, info(None)).unwrap();
+        assert!(!without.contains("Oldest"), "{without}");
+        // A null (no message held) is no line either.
+        let mut empty = info(None);
+        empty["oldestMessageAt"] = Value::Null;
+        assert!(!render(&show, empty).unwrap().contains("Oldest"));
+    }
+
+    #[test]
+    fn a_new_password_is_shown_with_its_warning_and_a_missing_one_is_an_error() {
+        let create = command(&["create", "--name", "Sales"]);
+        let mut created = info(None);
+        created["password"] = "abcd-efgh".into();
+        let text = render(&create, created).unwrap();
+        assert!(text.starts_with("Mailbox created.\n"), "{text}");
+        assert!(text.contains("Password:    abcd-efgh\n") && text.contains("shown only this once"));
+        assert!(render(&create, info(None)).is_err());
+    }
 }

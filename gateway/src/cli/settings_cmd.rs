@@ -53,7 +53,7 @@ pub fn run(command: SettingsCommand, config: &Config) -> anyhow::Result<()> {
         println!("Settings saved.");
         println!();
     }
-    print(&result);
+    print!("{}", render(&result));
     Ok(())
 }
 
@@ -91,29 +91,91 @@ fn request(command: &SettingsCommand) -> anyhow::Result<(&'static str, Params)> 
 
 /// One line per setting: the known ones with their labels, in a fixed order, then any other
 /// the gateway reports.
-fn print(result: &Value) {
+fn render(result: &Value) -> String {
     const LABELS: [(&str, &str); 3] = [
         ("emailDomain", "Email domain"),
         ("logLevel", "Log level"),
         ("consoleLanguage", "Console language"),
     ];
     let Some(settings) = result.as_object() else {
-        println!("{result}");
-        return;
+        return format!("{result}\n");
     };
     let text = |value: &Value| match value {
         Value::String(s) => s.clone(),
         Value::Null => "-".to_owned(),
         other => other.to_string(),
     };
+    let mut out = String::new();
+    let mut line = |label: &str, value: &Value| {
+        out.push_str(&format!("{:<18}{}\n", format!("{label}:"), text(value)));
+    };
     for (key, label) in LABELS {
         if let Some(value) = settings.get(key) {
-            println!("{:<18}{}", format!("{label}:"), text(value));
+            line(label, value);
         }
     }
     for (key, value) in settings {
         if !LABELS.iter().any(|(k, _)| k == key) {
-            println!("{:<18}{}", format!("{key}:"), text(value));
+            line(key, value);
         }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn command(args: &[&str]) -> SettingsCommand {
+        let mut argv = vec!["gateway", "settings"];
+        argv.extend_from_slice(args);
+        match super::super::Cli::parse_from(argv).command {
+            super::super::Command::Settings(command) => command,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_sends_only_what_was_given_and_refuses_nothing() {
+        let (function, params) = request(&command(&["set", "--language", "de", "--json"])).unwrap();
+        assert_eq!(function, "SetSettings");
+        assert_eq!(
+            Value::Object(params),
+            serde_json::json!({"consoleLanguage": "de"})
+        );
+        let (function, params) = request(&command(&[
+            "set",
+            "--email-domain",
+            "archive.example",
+            "--log-level",
+            "debug",
+        ]))
+        .unwrap();
+        assert_eq!(function, "SetSettings");
+        assert_eq!(
+            Value::Object(params),
+            serde_json::json!({"emailDomain": "archive.example", "logLevel": "debug"})
+        );
+        let nothing = request(&command(&["set"])).unwrap_err();
+        assert_eq!(super::super::error_output::kind(&nothing), "invalid_input");
+        assert_eq!(request(&command(&["show"])).unwrap().0, "GetSettings");
+    }
+
+    #[test]
+    fn settings_read_as_labelled_lines_in_a_fixed_order() {
+        let text = render(&serde_json::json!({
+            "consoleLanguage": "de",
+            "emailDomain": "archive.example",
+            "logLevel": "info",
+            "somethingNew": 3,
+        }));
+        assert_eq!(
+            text,
+            "Email domain:     archive.example\n\
+             Log level:        info\n\
+             Console language: de\n\
+             somethingNew:     3\n"
+        );
     }
 }

@@ -62,15 +62,16 @@ impl ControlClient {
             function: function.to_owned(),
             params,
         };
-        write_json_line(&mut self.writer, &request).await?;
+        // The whole exchange: a gateway too busy to read the request counts as well.
+        tokio::time::timeout(ANSWER_TIMEOUT, self.exchange(&request))
+            .await
+            .map_err(|_| ControlError::Timeout(ANSWER_TIMEOUT))?
+    }
+
+    async fn exchange(&mut self, request: &Request) -> Result<Answer, ControlError> {
+        write_json_line(&mut self.writer, request).await?;
         let mut line = Vec::new();
-        let read = tokio::time::timeout(
-            ANSWER_TIMEOUT,
-            read_line(&mut self.reader, MAX_ANSWER_BYTES, &mut line),
-        )
-        .await
-        .map_err(|_| ControlError::Timeout(ANSWER_TIMEOUT))??;
-        match read {
+        match read_line(&mut self.reader, MAX_ANSWER_BYTES, &mut line).await? {
             Line::Complete => serde_json::from_slice(&line).map_err(ControlError::BadAnswer),
             Line::Closed => Err(ControlError::Closed),
             Line::TooLong => Err(ControlError::AnswerTooLarge),

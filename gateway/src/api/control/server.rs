@@ -392,6 +392,44 @@ mod tests {
         assert_eq!(unknown.envelope.error.unwrap().kind, "unknown_function");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed_after_the_read_timeout() {
+        let fixture = start();
+        let mut stream = raw(&fixture).await;
+        let opened = tokio::time::Instant::now();
+        let mut rest = Vec::new();
+        // Paused time jumps ahead while everyone waits: the server's timer fires.
+        tokio::time::timeout(READ_TIMEOUT * 2, stream.read_to_end(&mut rest))
+            .await
+            .expect("closed by the server")
+            .unwrap();
+        assert!(rest.is_empty());
+        assert!(opened.elapsed() >= READ_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_closes_idle_connections_at_once_and_removes_the_socket() {
+        let fixture = start();
+        let path = fixture.server.path().to_owned();
+        let mut idle = raw(&fixture).await;
+        // The connection is being served before the stop begins.
+        idle.write_all(b"{\"function\": \"GetMailboxes\"}\n")
+            .await
+            .unwrap();
+        assert_eq!(answer_line(&mut idle).await.http_status, 200);
+        let stopping = tokio::time::Instant::now();
+        fixture.server.stop().await;
+        let mut rest = Vec::new();
+        idle.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        assert!(
+            stopping.elapsed() < READ_TIMEOUT.min(STOP_GRACE),
+            "closed by the stop, not by a timeout"
+        );
+        assert!(!path.exists());
+        assert!(ControlClient::connect_to(&path).await.unwrap().is_none());
+    }
+
     #[tokio::test]
     async fn a_stale_socket_is_replaced_and_no_listener_means_no_gateway() {
         let data = tempfile::tempdir().unwrap();

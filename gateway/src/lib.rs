@@ -29,6 +29,9 @@
 //!   connection limits and the graceful-shutdown latch.
 //! - [`api`]: the Management API: one dispatcher for every administrative function, called
 //!   by the HTTPS listener, the local control socket and the CLI alike.
+//! - [`settings`]: the settings an administrator changes while the gateway runs (email
+//!   domain, log level, console language), applied at once and written back to the
+//!   configuration file with its comments kept.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
 //! - [`logging`]: `tracing` set-up.
 //! - [`hardening`]: no core dumps, no debugger attachment for the running service.
@@ -56,6 +59,7 @@ pub mod pop3;
 pub mod proxy;
 pub mod server;
 pub mod service;
+pub mod settings;
 pub mod smtp;
 pub mod store;
 pub mod throttle;

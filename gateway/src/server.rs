@@ -12,6 +12,7 @@ use crate::net::{
 use crate::pop3::{Pop3Server, Pop3Settings};
 use crate::proxy::{TcpConnector, Upstreams};
 use crate::service::Gateway;
+use crate::settings::EmailDomain;
 use crate::smtp::{SessionConfig, SmtpServer};
 use crate::tls::{CertResolver, UpstreamTrust};
 
@@ -59,10 +60,12 @@ impl Running {
     }
 }
 
-pub fn smtp_session_config(config: &Config) -> SessionConfig {
+/// The SMTP sessions' settings; `email_domain` is the service's live one, so a change of
+/// the domain reaches RCPT checks and stored envelopes alike.
+pub fn smtp_session_config(config: &Config, email_domain: &EmailDomain) -> SessionConfig {
     SessionConfig {
         host_name: config.gateway.host_name.clone(),
-        email_domain: config.gateway.email_domain.clone(),
+        email_domain: email_domain.clone(),
         max_message_size: config.limits.max_message_size,
         max_recipients: config.limits.max_recipients as usize,
         require_tls: config.smtp.require_tls,
@@ -121,7 +124,7 @@ pub async fn start(
     };
     let smtp = SmtpServer::with_proxy(
         gateway.clone(),
-        smtp_session_config(config),
+        smtp_session_config(config, gateway.email_domain_handle()),
         crate::tls::acceptor(resolver.clone()),
         ConnectionLimits::with_policy(policy),
         config.smtp.clone(),

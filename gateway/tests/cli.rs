@@ -67,6 +67,10 @@ fn mailbox_workflow() {
     // Ids and addresses are accepted in any case.
     let shown = ok_json(d, &["mailbox", "show", &id.to_uppercase(), "--json"]);
     assert_eq!(shown["name"], "Sales");
+    assert!(
+        shown["oldestMessageAt"].is_null(),
+        "an empty mailbox has no oldest message: {shown}"
+    );
     let by_address = ok_json(
         d,
         &[
@@ -417,4 +421,71 @@ fn ready_is_logged_after_the_ports_are_bound() {
         "ready before the listeners: {seen:?}"
     );
     assert!(answered, "ready, but the port did not answer");
+}
+
+/// SIGHUP re-reads the configuration file and applies its log level, saying what changed and
+/// which other changed settings it leaves alone.
+#[test]
+fn sighup_reloads_the_log_level_from_the_file() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut config =
+        String::from("# kept\n[gateway]\nemail_domain = \"archive.test\"\nlog_level = \"info\"\n");
+    for name in [
+        "smtp",
+        "smtps",
+        "submission",
+        "pop3",
+        "pop3s",
+        "console",
+        "acme_http",
+    ] {
+        config.push_str(&format!("[listen.{name}]\nenabled = false\n"));
+    }
+    let path = d.join("gateway.toml");
+    std::fs::write(&path, &config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", path.to_str().unwrap(), "serve"])
+        .current_dir(d)
+        .env("GATEWAY_DATA_DIR", d.join("data"))
+        .env_remove("GATEWAY_CONFIG")
+        .env_remove("RUST_LOG")
+        .env(
+            gateway::cli::build_check::OVERRIDE_VAR,
+            gateway::cli::build_check::OVERRIDE_VALUE,
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let mut read_until = |needle: &str| {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
+    };
+    let ready = read_until("gateway ready");
+    let edited = config
+        .replace("log_level = \"info\"", "log_level = \"debug\"")
+        .replace("archive.test", "edited.test");
+    std::fs::write(&path, edited).unwrap();
+    let signalled = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    let reloaded = signalled && read_until("SIGHUP: log level reloaded");
+    let warned = reloaded && read_until("SIGHUP reloads the log level only");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(ready && reloaded && warned, "{log}");
+    assert!(log.contains("info -> debug"), "{log}");
+    assert!(log.contains("edited.test"), "{log}");
 }

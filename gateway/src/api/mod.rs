@@ -10,6 +10,7 @@
 pub mod control;
 pub mod envelope;
 pub mod functions;
+pub mod jobs;
 pub mod openapi;
 mod server_context;
 
@@ -62,12 +63,17 @@ pub struct Api {
 struct Inner {
     gateway: Gateway,
     server: ServerContext,
+    jobs: jobs::Jobs,
 }
 
 impl Api {
     pub fn new(gateway: Gateway, server: ServerContext) -> Self {
         Self {
-            inner: Arc::new(Inner { gateway, server }),
+            inner: Arc::new(Inner {
+                gateway,
+                server,
+                jobs: jobs::Jobs::default(),
+            }),
         }
     }
 
@@ -101,6 +107,22 @@ impl Api {
     /// parameters.
     pub fn metadata(&self) -> serde_json::Value {
         functions::metadata()
+    }
+
+    /// The runs of long-running functions.
+    pub fn jobs(&self) -> &jobs::Jobs {
+        &self.inner.jobs
+    }
+
+    /// `POST /api/get-status`: the status of a long-running function's run.
+    pub async fn status(&self, caller: &Caller, params: Params) -> Answer {
+        if let Err(refusal) = functions::check_access(Access::Admin, caller) {
+            return refusal.into_answer();
+        }
+        match serde_json::from_value(serde_json::Value::Object(params)) {
+            Ok(params) => self.inner.jobs.status(params).await,
+            Err(e) => ApiError::invalid_parameters(e.to_string()).into_answer(),
+        }
     }
 
     /// `GET /api/openapi.json`.

@@ -5,7 +5,9 @@ use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
 use utoipa::openapi::schema::{ComponentsBuilder, ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{Content, Schema, InfoBuilder, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required};
+use utoipa::openapi::{
+    Content, InfoBuilder, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required, Schema,
+};
 use utoipa::{PartialSchema, ToSchema};
 
 use super::envelope::Envelope;
@@ -15,12 +17,18 @@ use super::functions::{self, Access};
 const FAILURES: &[(&str, &str)] = &[
     ("400", "Missing or malformed parameters, or invalid input"),
     ("401", "No, wrong or revoked credentials"),
-    ("403", "Not allowed (first login not done, or not from this machine)"),
+    (
+        "403",
+        "Not allowed (first login not done, or not from this machine)",
+    ),
     ("404", "Unknown function, or no such mailbox"),
     ("409", "A rule was broken; the message says what to do"),
     ("413", "Request body too large"),
     ("415", "Unsupported content type"),
-    ("429", "Too many failed logins from this client; see Retry-After"),
+    (
+        "429",
+        "Too many failed logins from this client; see Retry-After",
+    ),
     ("503", "Storage unavailable or full"),
 ];
 
@@ -69,9 +77,10 @@ pub fn document() -> serde_json::Value {
             .build();
         let mut responses = ResponsesBuilder::new().response(
             "200",
-            ResponseBuilder::new()
-                .description("Succeeded")
-                .content("application/json", Content::new(Some(Schema::AllOf(success)))),
+            ResponseBuilder::new().description("Succeeded").content(
+                "application/json",
+                Content::new(Some(Schema::AllOf(success))),
+            ),
         );
         for (status, description) in FAILURES {
             responses = responses.response(*status, envelope_response(description));

@@ -235,8 +235,7 @@ fn render_info(out: &mut String, result: &Value) -> anyhow::Result<()> {
         info.message_count,
         output::size(info.message_bytes)
     )?;
-    // Read from the JSON, so a gateway that does not report it simply leaves the line out.
-    if let Some(oldest) = result.get("oldestMessageAt").and_then(Value::as_u64) {
+    if let Some(oldest) = info.oldest_message_at {
         writeln!(out, "Oldest:      {}", output::time(oldest))?;
     }
     Ok(())

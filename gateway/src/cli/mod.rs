@@ -10,12 +10,13 @@ mod output;
 mod serve;
 mod settings_cmd;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::settings::SettingsFile;
 
 /// Default configuration file, looked up in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "gateway.toml";
@@ -102,14 +103,37 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve => {
             build_check::check_this_binary()?;
+            // Before loading: whether the file exists now decides whether a settings change
+            // may create it.
+            let settings_file = settings_file(cli.config.as_deref());
             let config = load_config(cli.config, cli.data_dir)?;
-            crate::logging::init(config.gateway.log_level);
+            let log = crate::logging::init(config.gateway.log_level);
             // Before any secret can reach memory: no core dumps, no debugger attachment.
             crate::hardening::disable_core_dumps_and_ptrace()
                 .context("cannot protect the process's memory")?;
             tracing::info!("core dumps and debugger attachment disabled");
-            serve::run(config)
+            serve::run(config, settings_file, log)
         }
+    }
+}
+
+/// Where settings changed at run time are written: the file given (`--config`,
+/// `GATEWAY_CONFIG`), else `./gateway.toml`, created from the commented template at the first
+/// change when the gateway started without one. Absolute, so it names the same file whatever
+/// the working directory later is.
+pub fn settings_file(path: Option<&Path>) -> SettingsFile {
+    let (path, create_if_missing) = match path {
+        Some(path) => (path.to_path_buf(), false),
+        None => {
+            let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+            let missing = !default.exists();
+            (default, missing)
+        }
+    };
+    let path = std::path::absolute(&path).unwrap_or(path);
+    SettingsFile {
+        path,
+        create_if_missing,
     }
 }
 
@@ -131,4 +155,17 @@ pub fn load_config(path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::
         .validate()
         .context("the data directory given on the command line is not usable")?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_configuration_file_is_never_created_from_the_template() {
+        let file = settings_file(Some(Path::new("conf/gateway.toml")));
+        assert!(!file.create_if_missing);
+        assert!(file.path.is_absolute());
+        assert!(file.path.ends_with("conf/gateway.toml"));
+    }
 }

@@ -5,21 +5,50 @@ use anyhow::Context;
 use crate::api::control::ControlServer;
 use crate::api::{Api, ServerContext};
 use crate::config::{CertificateSource, Config};
+use crate::logging::LogControl;
 use crate::service::Gateway;
+use crate::settings::{LiveSettings, Reload, SettingsFile};
 use crate::tls::{self, CertificateSourceSpec};
 
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// `settings_file` is where settings changed at run time are saved; `log` changes the level
+/// of the subscriber `cli` installed (`None` if another one was installed first).
+pub fn run(
+    config: Config,
+    settings_file: SettingsFile,
+    log: Option<LogControl>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, settings_file, log))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    settings_file: SettingsFile,
+    log: Option<LogControl>,
+) -> anyhow::Result<()> {
+    // Before anything else: SIGHUP's default action would end the process.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
     let data_dir = &config.gateway.data_dir;
     crate::service::prepare_data_dir(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let gateway = Gateway::open(&config).context("cannot open the store")?;
+    // The service's email domain handle: a change reaches the service and SMTP alike.
+    let settings = LiveSettings::new(
+        &config,
+        gateway.email_domain_handle().clone(),
+        log,
+        settings_file,
+    );
+    if let Some(rust_log) = settings.rust_log() {
+        tracing::info!(
+            rust_log,
+            "RUST_LOG decides what is logged; gateway.log_level and its changes apply once the gateway runs without it"
+        );
+    }
+    let reloads = tokio::spawn(reload_on_hangup(hangup, settings.clone()));
     let spec = match &config.tls.source {
         CertificateSource::SelfSigned => CertificateSourceSpec::SelfSigned,
         CertificateSource::Files {
@@ -77,6 +106,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "gateway ready"
     );
     wait_for_stop_signal().await?;
+    reloads.abort();
     tracing::info!("shutting down: finishing transactions in flight");
     control.stop().await;
     running.stop().await;
@@ -97,4 +127,49 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
     #[cfg(not(unix))]
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+/// SIGHUP: re-read the configuration file and apply its log level (the one setting that is
+/// reloaded this way; the others change through `gateway settings set` or the API, which also
+/// save them). Every SIGHUP is answered with a log line saying what changed.
+async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, settings: LiveSettings) {
+    while hangup.recv().await.is_some() {
+        let reader = settings.clone();
+        let file = settings.config_file().display().to_string();
+        match tokio::task::spawn_blocking(move || reader.reload_log_level()).await {
+            Ok(Ok(reload)) => log_reload(&file, &reload, &settings),
+            Ok(Err(e)) => {
+                tracing::error!(file, error = %e, "SIGHUP: configuration not reloaded; the running settings stay");
+            }
+            Err(_) => return, // the runtime is shutting down
+        }
+    }
+}
+
+fn log_reload(file: &str, reload: &Reload, settings: &LiveSettings) {
+    match reload.log_level {
+        Some((old, new)) if reload.overridden_by_rust_log => tracing::info!(
+            file,
+            log_level = %format_args!("{old} -> {new}"),
+            "SIGHUP: log level reloaded; RUST_LOG was set at start and still decides what is logged"
+        ),
+        Some((old, new)) => tracing::info!(
+            file,
+            log_level = %format_args!("{old} -> {new}"),
+            "SIGHUP: log level reloaded"
+        ),
+        None => tracing::info!(
+            file,
+            log_level = %settings.current().log_level,
+            "SIGHUP: configuration re-read; log level unchanged"
+        ),
+    }
+    for (key, value) in &reload.not_applied {
+        tracing::warn!(
+            file,
+            key,
+            value,
+            "SIGHUP reloads the log level only: this setting differs from the running value; change it with `gateway settings set` (or restart)"
+        );
+    }
 }

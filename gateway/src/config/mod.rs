@@ -17,12 +17,14 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ParseError};
 pub use model::{
-    detect_host_name, CertificateSource, Config, GatewaySection, LimitsSection, ListenSection,
-    Listener, LogLevel, Pop3Section, ProxySection, SmtpSection, TlsSection, LETS_ENCRYPT_DIRECTORY,
+    detect_host_name, CertificateSource, Config, ConsoleSection, GatewaySection, Language,
+    LimitsSection, ListenSection, Listener, LogLevel, Pop3Section, ProxySection, SmtpSection,
+    TlsSection, UnknownValue, LETS_ENCRYPT_DIRECTORY,
 };
 pub use network::IpNetwork;
 pub use template::DEFAULT_TEMPLATE;
 pub use validate::is_dns_name;
+pub(crate) use validate::validate_email_domain;
 
 impl Config {
     /// Parses and validates a configuration from TOML text.

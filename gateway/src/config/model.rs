@@ -24,6 +24,7 @@ pub struct Config {
     pub smtp: SmtpSection,
     pub pop3: Pop3Section,
     pub proxy: ProxySection,
+    pub console: ConsoleSection,
 }
 
 /// `[gateway]`: identity and storage.
@@ -96,6 +97,41 @@ impl LogLevel {
 impl fmt::Display for LogLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+}
+
+/// A name that is not one of a setting's values (`"verbose"` as a log level).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not {what} (expected {expected})")]
+pub struct UnknownValue {
+    pub value: String,
+    pub what: &'static str,
+    pub expected: &'static str,
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = UnknownValue;
+
+    /// The names the configuration file uses, in any letter case.
+    fn from_str(s: &str) -> Result<Self, UnknownValue> {
+        LogLevel::ALL
+            .into_iter()
+            .find(|level| level.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownValue {
+                value: s.to_owned(),
+                what: "a log level",
+                expected: "error, warn, info, debug or trace",
+            })
     }
 }
 
@@ -664,6 +700,56 @@ impl ProxySection {
     }
 }
 
+/// `[console]`: the web console.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// The console's language for users who have not chosen one.
+    pub language: Language,
+}
+
+/// A language of the web console (`console.language`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    En,
+    De,
+}
+
+impl Language {
+    pub const ALL: [Language; 2] = [Language::En, Language::De];
+
+    /// The ISO 639-1 code, as the configuration file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::En => "en",
+            Language::De => "de",
+        }
+    }
+}
+
+impl fmt::Display for Language {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Language {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, UnknownValue> {
+        Language::ALL
+            .into_iter()
+            .find(|language| language.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownValue {
+                value: s.to_owned(),
+                what: "a console language",
+                expected: "en or de",
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,5 +777,24 @@ mod tests {
     fn log_level_names() {
         assert_eq!(LogLevel::Warn.to_string(), "warn");
         assert_eq!(LogLevel::default(), LogLevel::Info);
+    }
+
+    #[test]
+    fn log_levels_and_languages_parse_from_their_names_only() {
+        for level in LogLevel::ALL {
+            assert_eq!(level.as_str().parse(), Ok(level));
+        }
+        assert_eq!("DEBUG".parse(), Ok(LogLevel::Debug));
+        let error = "verbose".parse::<LogLevel>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`verbose` is not a log level (expected error, warn, info, debug or trace)"
+        );
+        for language in Language::ALL {
+            assert_eq!(language.as_str().parse(), Ok(language));
+        }
+        assert_eq!(Language::default(), Language::En);
+        assert!("fr".parse::<Language>().is_err());
+        assert!("".parse::<Language>().is_err());
     }
 }

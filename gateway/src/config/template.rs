@@ -179,4 +179,8 @@ allowed_ports = [25, 465, 587, 110, 995]
 # proxy logins are also throttled per client and per remote account, so the gateway
 # cannot be used to guess passwords at the provider.
 failed_login_delay_ms = 2000
+
+[console]
+# Language of the web console for users who have not chosen one: "en" or "de".
+language = "en"
 "#;

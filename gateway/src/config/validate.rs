@@ -67,6 +67,11 @@ fn dns_name(key: &str, value: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// The rule for `gateway.email_domain`, for settings changed while the gateway runs.
+pub(crate) fn validate_email_domain(value: &str) -> Result<(), ConfigError> {
+    dns_name("gateway.email_domain", value)
+}
+
 fn validate_gateway(config: &Config) -> Result<(), ConfigError> {
     let g = &config.gateway;
     dns_name("gateway.email_domain", &g.email_domain)?;

@@ -79,7 +79,7 @@ impl KdfParams {
         }
     }
 
-    fn argon2(&self) -> Result<Argon2<'static>, CryptoError> {
+    pub(super) fn argon2(&self) -> Result<Argon2<'static>, CryptoError> {
         self.check()?;
         let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
             .map_err(|e| CryptoError::KdfParams(e.to_string()))?;

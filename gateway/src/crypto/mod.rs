@@ -1,6 +1,8 @@
 //! Mailbox cryptography.
 //!
 //! - [`MailboxPassword`]: generated from the OS CSPRNG (160 bits), shown once, never stored.
+//! - [`AdminPassword`]: the administrator's, generated the same way; stored only as an
+//!   Argon2id PHC hash ([`hash_password`], [`verify_password`]).
 //! - [`SealedKeyPair`]: each mailbox's HPKE key pair (RFC 9180: DHKEM(X25519, HKDF-SHA256),
 //!   HKDF-SHA256, AES-256-GCM; 2.4× faster than ChaCha20-Poly1305 on
 //!   AES-NI hardware, measured). The public key is stored in clear so mail can be
@@ -15,6 +17,7 @@ mod error;
 mod keys;
 mod message;
 mod password;
+mod password_hash;
 mod serde_hex;
 mod wiping_buffer;
 
@@ -23,7 +26,10 @@ pub use keys::{KdfParams, SealedKeyPair, UnsealedKey, SUITE};
 pub use message::{
     Envelope, MessageId, MessageOpener, MessageSealer, SealedHeader, CHUNK_SIZE, TAG_SIZE,
 };
-pub use password::MailboxPassword;
+pub use password::{AdminPassword, MailboxPassword};
+pub use password_hash::{
+    hash_password, verify_password, INITIAL_ADMIN_PASSWORD, INITIAL_ADMIN_PASSWORD_HASH,
+};
 #[cfg(test)]
 pub(crate) use wiping_buffer::contains as test_contains;
 pub use wiping_buffer::{decode_secret, WipingBuffer};

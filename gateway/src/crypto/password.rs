@@ -1,4 +1,4 @@
-//! Mailbox passwords.
+//! Generated passwords: mailboxes' and the administrator's.
 
 use std::fmt;
 use zeroize::Zeroizing;
@@ -60,6 +60,31 @@ impl fmt::Debug for MailboxPassword {
     }
 }
 
+/// The administrator's password, as generated: 160 random bits in the grouped base32 form
+/// of a mailbox password (`ABCD-EFGH-...`, an alphabet without 0/O or 1/I/L confusion). The
+/// grouped form, dashes included, is the password: what is shown is what is typed or pasted.
+/// Wiped from memory on drop and never printed by `Debug`.
+#[derive(Clone)]
+pub struct AdminPassword(Zeroizing<String>);
+
+impl AdminPassword {
+    /// A fresh password from the OS CSPRNG.
+    pub fn generate() -> Self {
+        Self(MailboxPassword::generate().reveal_for_display())
+    }
+
+    /// The password, to show exactly once.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminPassword(<redacted>)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +112,17 @@ mod tests {
         let password = MailboxPassword::generate();
         let debug = format!("{password:?}");
         assert!(!debug.contains(std::str::from_utf8(password.kdf_input()).unwrap()));
+    }
+
+    #[test]
+    fn admin_passwords_are_long_random_and_never_debug_printed() {
+        let password = AdminPassword::generate();
+        let shown = password.reveal();
+        assert_eq!(shown.len(), 32 + 7, "160 bits as 8 groups of 4");
+        assert!(shown
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_uppercase() || ('2'..='7').contains(&c)));
+        assert_ne!(AdminPassword::generate().reveal(), shown);
+        assert!(!format!("{password:?}").contains(shown));
     }
 }

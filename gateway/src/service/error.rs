@@ -40,6 +40,22 @@ pub enum ServiceError {
     /// Capacity is exhausted for the moment (e.g. every password check slot is busy).
     #[error("temporarily unavailable: {0}")]
     Unavailable(&'static str),
+    /// Wrong administrator password, or a user name other than `admin` (the same answer,
+    /// so it tells nothing about which was wrong).
+    #[error("wrong user name or password")]
+    WrongAdminPassword,
+    /// The administrator still has the initial password, which is good only to set a new one.
+    #[error("the initial administrator password must be replaced first: log in as admin with it from the gateway host and reset it (or run `gateway admin reset-password` there)")]
+    InitialAdminPassword,
+    /// A presented API key is malformed, unknown or revoked (one answer for all three).
+    #[error("invalid or revoked API key")]
+    InvalidApiKey,
+    /// No API key has this id (to revoke).
+    #[error("no API key {0}")]
+    ApiKeyNotFound(String),
+    /// Too many failed logins from this client; nothing was checked.
+    #[error("too many failed logins; try again in {} s", retry_after.as_secs().max(1))]
+    Throttled { retry_after: std::time::Duration },
 }
 
 impl ServiceError {
@@ -52,6 +68,7 @@ impl ServiceError {
                 | ServiceError::Store(_)
                 | ServiceError::Spool(_)
                 | ServiceError::Unavailable(_)
+                | ServiceError::Throttled { .. }
         )
     }
 

@@ -24,6 +24,9 @@ pub struct MailboxInfo {
     pub created_at: u64,
     pub message_count: u64,
     pub message_bytes: u64,
+    /// Unix milliseconds: when the oldest message still stored arrived; `None` when empty.
+    /// An old one means the archiver stopped picking up.
+    pub oldest_message_at: Option<u64>,
 }
 
 /// A mailbox just created (or re-keyed), with the password shown exactly this once.
@@ -50,7 +53,7 @@ fn check_text(field: &'static str, value: &str, max: usize) -> Result<String, Se
     Ok(value.to_owned())
 }
 
-fn check_name(name: &str) -> Result<String, ServiceError> {
+pub(super) fn check_name(name: &str) -> Result<String, ServiceError> {
     let name = check_text("name", name, MAX_NAME)?;
     if name.is_empty() {
         return Err(ServiceError::InvalidInput {
@@ -90,16 +93,22 @@ fn check_suspended_and_empty(record: &MailboxRecord) -> Result<(), ServiceError>
 }
 
 impl Gateway {
-    pub(super) fn info(&self, record: &MailboxRecord) -> MailboxInfo {
+    /// What people see of `record`, whose oldest message arrived at `oldest_message_at`.
+    pub(super) fn info(
+        &self,
+        record: &MailboxRecord,
+        oldest_message_at: Option<u64>,
+    ) -> MailboxInfo {
         MailboxInfo {
             id: record.id.clone(),
-            address: record.id.address(self.email_domain()),
+            address: record.id.address(&self.email_domain()),
             name: record.name.clone(),
             description: record.description.clone(),
             status: record.status,
             created_at: record.created_at,
             message_count: record.message_count,
             message_bytes: record.message_bytes,
+            oldest_message_at,
         }
     }
 
@@ -139,20 +148,19 @@ impl Gateway {
             .await?;
         tracing::info!(mailbox = %id, "mailbox created");
         Ok(NewMailbox {
-            info: self.info(&record),
+            info: self.info(&record, None),
             password,
         })
     }
 
     /// All mailboxes, ordered by name then id.
     pub fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>, ServiceError> {
-        let mut list: Vec<MailboxInfo> = self
-            .store
-            .read()?
-            .mailboxes()?
-            .iter()
-            .map(|r| self.info(r))
-            .collect();
+        let snapshot = self.store.read()?;
+        let mut list = Vec::new();
+        for record in snapshot.mailboxes()? {
+            let oldest = snapshot.oldest_message_at(&record.id)?;
+            list.push(self.info(&record, oldest));
+        }
         list.sort_by(|a, b| {
             a.name
                 .to_lowercase()
@@ -163,7 +171,12 @@ impl Gateway {
     }
 
     pub fn mailbox(&self, id: &MailboxId) -> Result<MailboxInfo, ServiceError> {
-        self.mailbox_record(id).map(|r| self.info(&r))
+        let snapshot = self.store.read()?;
+        let record = snapshot
+            .mailbox(id)?
+            .ok_or_else(|| ServiceError::MailboxNotFound(id.clone()))?;
+        let oldest = snapshot.oldest_message_at(id)?;
+        Ok(self.info(&record, oldest))
     }
 
     pub(super) fn mailbox_record(&self, id: &MailboxId) -> Result<MailboxRecord, ServiceError> {
@@ -275,7 +288,7 @@ impl Gateway {
         change: impl Fn(&mut MailboxRecord) -> Result<(), ServiceError> + Send + 'static,
     ) -> Result<MailboxInfo, ServiceError> {
         let target = id.clone();
-        let record = self
+        let (record, oldest) = self
             .store
             .write(move |t| {
                 let mut record = match existing(t, &target)? {
@@ -286,11 +299,12 @@ impl Gateway {
                     return Ok(Err(e));
                 }
                 txn::put_mailbox(t, &record)?;
-                Ok(Ok(record))
+                let oldest = txn::oldest_message_at(t, &target)?;
+                Ok(Ok((record, oldest)))
             })
             .await?
             .value?;
-        Ok(self.info(&record))
+        Ok(self.info(&record, oldest))
     }
 }
 
@@ -429,6 +443,50 @@ mod tests {
             gw.unseal(&id, &created.password).err(),
             Some(ServiceError::WrongPassword(id.clone()))
         );
+    }
+
+    #[tokio::test]
+    async fn the_oldest_stored_message_is_shown_with_the_mailbox() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let now = std::sync::Arc::new(AtomicU64::new(1_000));
+        let clock = now.clone();
+        let (_dir, gw) = super::super::test_support::gateway_with(|o| {
+            o.clock = std::sync::Arc::new(move || clock.load(Ordering::SeqCst))
+        });
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        let other = gw.create_mailbox("other", "").await.unwrap().info.id;
+        assert_eq!(gw.mailbox(&id).unwrap().oldest_message_at, None);
+        deliver(&gw, &id, b"first").await.unwrap();
+        now.store(2_000, Ordering::SeqCst);
+        deliver(&gw, &id, b"second").await.unwrap();
+        deliver(&gw, &other, b"other's").await.unwrap();
+        assert_eq!(gw.mailbox(&id).unwrap().oldest_message_at, Some(1_000));
+        let listed: Vec<_> = gw
+            .list_mailboxes()
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.name, m.oldest_message_at))
+            .collect();
+        assert_eq!(
+            listed,
+            [("m".into(), Some(1_000)), ("other".into(), Some(2_000))]
+        );
+        let edited = gw.edit_mailbox(&id, Some("m2"), None).await.unwrap();
+        assert_eq!(edited.oldest_message_at, Some(1_000));
+
+        let first = gw.list_messages(&id).unwrap()[0].seq;
+        let _ = gw.delete_messages(&id, &[first]).await.unwrap();
+        assert_eq!(gw.mailbox(&id).unwrap().oldest_message_at, Some(2_000));
+        let rest: Vec<u64> = gw
+            .list_messages(&id)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        let _ = gw.delete_messages(&id, &rest).await.unwrap();
+        assert_eq!(gw.mailbox(&id).unwrap().oldest_message_at, None);
+        let json = serde_json::to_value(gw.mailbox(&other).unwrap()).unwrap();
+        assert_eq!(json["oldest_message_at"], 2_000);
     }
 
     #[tokio::test]

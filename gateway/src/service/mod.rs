@@ -1,6 +1,8 @@
-//! The one service layer. Every rule about mailboxes and messages lives here: CLI, console,
-//! API and protocols call it and never re-implement a rule.
+//! The one service layer. Every rule about mailboxes, messages, the administrator account and
+//! API keys lives here: CLI, console, API and protocols call it and never re-implement a rule.
 
+mod admin;
+mod api_key;
 mod disk;
 mod error;
 mod mailboxes;
@@ -13,6 +15,8 @@ mod stats;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use admin::{AdminLogin, ApiKeyInfo, NewApiKey};
+pub use api_key::ApiKey;
 pub use error::ServiceError;
 pub use mailboxes::{MailboxInfo, NewMailbox};
 pub use messages::{MessageDraft, MessageReader, MessageSummary, RetrievalKey, StoredMessage};
@@ -22,6 +26,7 @@ pub use stats::ServiceStats;
 
 use crate::config::Config;
 use crate::crypto::KdfParams;
+use crate::settings::EmailDomain;
 use crate::store::{DataDirVolume, Space, Store, StoreOptions};
 
 /// Unix milliseconds; injectable so simulations run on simulated time.
@@ -44,7 +49,8 @@ pub const SPOOL_DIR: &str = "spool";
 /// What the service needs besides the store.
 #[derive(Clone)]
 pub struct ServiceOptions {
-    pub email_domain: String,
+    /// Live: shared with the SMTP sessions and changed by `LiveSettings`.
+    pub email_domain: EmailDomain,
     pub kdf: KdfParams,
     pub spool_dir: PathBuf,
     /// Sealed bytes a draft keeps in memory before spilling to its spool file.
@@ -61,7 +67,7 @@ pub struct ServiceOptions {
 impl ServiceOptions {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            email_domain: config.gateway.email_domain.clone(),
+            email_domain: EmailDomain::new(config.gateway.email_domain.as_str()),
             kdf: KdfParams::default(),
             spool_dir: config.gateway.data_dir.join(SPOOL_DIR),
             spool_memory_bytes: config.limits.spool_memory_bytes() as usize,
@@ -83,6 +89,8 @@ pub struct Gateway {
     spool_budget: Arc<spool::SpoolBudget>,
     stats: Arc<ServiceStats>,
     intake: Arc<disk::IntakeState>,
+    /// Administrator login throttles and password check slots, shared by every transport.
+    admin: Arc<admin::AdminGuard>,
 }
 
 impl Gateway {
@@ -94,6 +102,7 @@ impl Gateway {
             retrieval: Arc::new(retrieval),
             stats: Arc::default(),
             intake: Arc::default(),
+            admin: Arc::default(),
         }
     }
 
@@ -127,7 +136,13 @@ impl Gateway {
         Ok(gateway)
     }
 
-    pub fn email_domain(&self) -> &str {
+    /// The email domain now; it may change while the gateway runs (`SetSettings`).
+    pub fn email_domain(&self) -> Arc<str> {
+        self.options.email_domain.get()
+    }
+
+    /// The shared email domain, for the SMTP sessions and the live settings.
+    pub fn email_domain_handle(&self) -> &EmailDomain {
         &self.options.email_domain
     }
 
@@ -189,6 +204,12 @@ pub(crate) mod test_support {
         let mut options = options_in(dir.path());
         adjust(&mut options);
         (dir, Gateway::new(store, options, test_secret()))
+    }
+
+    /// A gateway on the store already in `dir` (opened again, as after a restart).
+    pub fn gateway_in(dir: &std::path::Path) -> Gateway {
+        let store = Store::open(&store_path(dir), &StoreOptions::default()).unwrap();
+        Gateway::new(store, options_in(dir), test_secret())
     }
 
     /// A gateway whose file system is `volume`, with a reserve and a free-space minimum.

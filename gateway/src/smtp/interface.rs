@@ -9,14 +9,16 @@ use super::data::BodyViolation;
 use super::reply::Reply;
 use crate::mailbox::MailboxId;
 use crate::proxy::ProxyLogin;
+use crate::settings::EmailDomain;
 
 /// Per-listener settings; share one behind an `Arc` among all sessions of a listener.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
     /// Our host name: in the greeting, EHLO reply, Received header and 421 replies.
     pub host_name: String,
-    /// Recipients must be `<mailbox-id>@<email_domain>` (any letter case).
-    pub email_domain: String,
+    /// Recipients must be `<mailbox-id>@<email_domain>` (any letter case). Shared and live:
+    /// each RCPT reads the value of that moment.
+    pub email_domain: EmailDomain,
     /// Largest accepted message in octets, as received (before our Received header);
     /// advertised as `SIZE`.
     pub max_message_size: u64,

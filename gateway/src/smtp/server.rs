@@ -490,7 +490,7 @@ where
         let domain = self.server.gateway.email_domain();
         let mut stored = Envelope {
             mail_from: envelope.mail_from,
-            rcpt_to: envelope.rcpt.iter().map(|id| id.address(domain)).collect(),
+            rcpt_to: envelope.rcpt.iter().map(|id| id.address(&domain)).collect(),
             ..Envelope::default()
         };
         stored

@@ -777,7 +777,8 @@ impl Session {
                 Pending::Rcpt(address),
             );
         }
-        let email_domain = self.config.email_domain.trim_end_matches('.');
+        let email_domain = self.config.email_domain.get();
+        let email_domain = email_domain.trim_end_matches('.');
         let id = match to {
             // RFC 5321 §4.5.1: postmaster, with or without our domain, goes to the
             // configured mailbox.

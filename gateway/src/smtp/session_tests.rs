@@ -366,6 +366,41 @@ fn refused_recipients() {
 }
 
 #[test]
+fn rcpt_checks_the_email_domain_of_the_moment() {
+    // The handle the service shares; `LiveSettings` changes it on `SetSettings`.
+    let domain = crate::settings::EmailDomain::from("archive.example");
+    let config = SessionConfig {
+        email_domain: domain.clone(),
+        ..config()
+    };
+    let mut harness = Harness::with(config, client());
+    ehlo(&mut harness);
+    harness.client(b"MAIL FROM:<journal@tenant.example>\r\n");
+    harness.client(rcpt(ALICE).as_bytes());
+    assert_eq!(harness.last_reply(), "250 2.1.5 recipient ok");
+    // Changed in the middle of the session: the next RCPT sees the new domain.
+    domain.set("new.example");
+    harness.client(rcpt(BOB).as_bytes());
+    assert!(
+        harness.last_reply().starts_with("550 5.7.1"),
+        "{}",
+        harness.last_reply()
+    );
+    harness.client(format!("RCPT TO:<{BOB}@NEW.example>\r\n").as_bytes());
+    assert_eq!(harness.last_reply(), "250 2.1.5 recipient ok");
+    harness.client(b"DATA\r\n");
+    harness.client(b"Subject: hi\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(harness.stored.len(), 1);
+    let ids: Vec<_> = harness.stored[0]
+        .envelope
+        .rcpt
+        .iter()
+        .map(MailboxId::as_str)
+        .collect();
+    assert_eq!(ids, [ALICE, BOB]);
+}
+
+#[test]
 fn too_many_recipients() {
     let mut config = config();
     config.max_recipients = 1;

@@ -21,12 +21,15 @@ use tokio::sync::oneshot;
 
 pub use durable::Durable;
 pub use error::StoreError;
-pub use schema::{MailboxRecord, MailboxStatus, MessageRecord};
+pub use schema::{AdminRecord, ApiKeyRecord, MailboxRecord, MailboxStatus, MessageRecord};
 pub use space::{DataDirVolume, Space, SpaceStatus, Volume};
 
 use crate::crypto::MessageId;
 use crate::mailbox::MailboxId;
-use schema::{CHUNKS, MAILBOXES, MESSAGES, META, META_SCHEMA_VERSION, RETRIEVED, SCHEMA_VERSION};
+use schema::{
+    ADMIN, ADMIN_ACCOUNT, API_KEYS, CHUNKS, MAILBOXES, MESSAGES, META, META_SCHEMA_VERSION,
+    RETRIEVED, SCHEMA_VERSION,
+};
 
 /// A committed write: its result and the proof that it is on stable storage.
 #[derive(Debug)]
@@ -168,6 +171,8 @@ impl Store {
         txn.open_table(MESSAGES)?;
         txn.open_table(CHUNKS)?;
         txn.open_table(RETRIEVED)?;
+        txn.open_table(ADMIN)?;
+        txn.open_table(API_KEYS)?;
         txn.commit()?;
         Ok(())
     }
@@ -186,23 +191,28 @@ impl Store {
                     })
                 }
                 Some(SCHEMA_VERSION) => {}
-                // A new store, or 1 → 3: the retrieval table is created empty below.
-                None | Some(1) => {
+                older => {
+                    // 2 → 3: retrieval records were unkeyed hashes. They cannot be keyed now
+                    // (the names and ids they hash are not known), and kept they would go on
+                    // confirming guesses to whoever holds the file; so they go. At worst the
+                    // proxy stores a message it copied before once more: a duplicate, never
+                    // a loss. (From 1 the retrieval table is created empty below.)
+                    if older == Some(2) {
+                        let mut retrieved = txn.open_table(RETRIEVED)?;
+                        let dropped = retrieved.len()?;
+                        retrieved.retain(|_, _| false)?;
+                        tracing::info!(
+                            dropped,
+                            "store upgraded: unkeyed retrieval records dropped (the proxy may store a message it copied before once more)"
+                        );
+                    }
+                    // → 4, and every new store: the administrator account, with the initial
+                    // password that is good only to set a new one.
+                    let mut admin = txn.open_table(ADMIN)?;
+                    if admin.get(ADMIN_ACCOUNT)?.is_none() {
+                        admin.insert(ADMIN_ACCOUNT, AdminRecord::initial().encode().as_slice())?;
+                    }
                     meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
-                }
-                // 2 → 3: retrieval records were unkeyed hashes. They cannot be keyed now (the
-                // names and ids they hash are not known), and kept they would go on
-                // confirming guesses to whoever holds the file; so they go. At worst the
-                // proxy stores a message it copied before once more: a duplicate, never a loss.
-                Some(_) => {
-                    let mut retrieved = txn.open_table(RETRIEVED)?;
-                    let dropped = retrieved.len()?;
-                    retrieved.retain(|_, _| false)?;
-                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
-                    tracing::info!(
-                        dropped,
-                        "store upgraded: unkeyed retrieval records dropped (the proxy may store a message it copied before once more)"
-                    );
                 }
             }
         }
@@ -398,6 +408,45 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// Arrival time (unix milliseconds) of the mailbox's oldest stored message: the first
+    /// row of its range, so one lookup whatever the mailbox holds.
+    pub fn oldest_message_at(&self, id: &MailboxId) -> Result<Option<u64>, StoreError> {
+        let table = self.txn.open_table(MESSAGES)?;
+        let first = table
+            .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?
+            .next()
+            .transpose()?;
+        first
+            .map(|(_, value)| MessageRecord::decode(value.value()).map(|r| r.received_at))
+            .transpose()
+    }
+
+    /// The administrator account (present in every opened store).
+    pub fn admin(&self) -> Result<AdminRecord, StoreError> {
+        let table = self.txn.open_table(ADMIN)?;
+        let value = table
+            .get(ADMIN_ACCOUNT)?
+            .ok_or_else(|| StoreError::Corrupt("the administrator account is missing".into()))?;
+        AdminRecord::decode(value.value())
+    }
+
+    pub fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let table = self.txn.open_table(API_KEYS)?;
+        let value = table.get(id)?;
+        value.map(|v| ApiKeyRecord::decode(v.value())).transpose()
+    }
+
+    /// Every API key, by id.
+    pub fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let table = self.txn.open_table(API_KEYS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            out.push(ApiKeyRecord::decode(value.value())?);
+        }
+        Ok(out)
+    }
+
     /// One message's record, by arrival sequence.
     pub fn message(&self, id: &MailboxId, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
         let table = self.txn.open_table(MESSAGES)?;
@@ -434,6 +483,21 @@ pub mod txn {
         value.map(|v| MailboxRecord::decode(v.value())).transpose()
     }
 
+    /// [`Snapshot::oldest_message_at`] inside a write.
+    pub fn oldest_message_at(
+        txn: &WriteTransaction,
+        id: &MailboxId,
+    ) -> Result<Option<u64>, StoreError> {
+        let table = txn.open_table(MESSAGES)?;
+        let first = table
+            .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?
+            .next()
+            .transpose()?;
+        first
+            .map(|(_, value)| MessageRecord::decode(value.value()).map(|r| r.received_at))
+            .transpose()
+    }
+
     pub fn put_mailbox(txn: &WriteTransaction, record: &MailboxRecord) -> Result<(), StoreError> {
         let mut table = txn.open_table(MAILBOXES)?;
         table.insert(record.id.as_str(), record.encode().as_slice())?;
@@ -444,6 +508,39 @@ pub mod txn {
         let mut table = txn.open_table(MAILBOXES)?;
         table.remove(id.as_str())?;
         Ok(())
+    }
+
+    pub fn admin(txn: &WriteTransaction) -> Result<AdminRecord, StoreError> {
+        let table = txn.open_table(ADMIN)?;
+        let value = table
+            .get(ADMIN_ACCOUNT)?
+            .ok_or_else(|| StoreError::Corrupt("the administrator account is missing".into()))?;
+        AdminRecord::decode(value.value())
+    }
+
+    pub fn put_admin(txn: &WriteTransaction, record: &AdminRecord) -> Result<(), StoreError> {
+        let mut table = txn.open_table(ADMIN)?;
+        table.insert(ADMIN_ACCOUNT, record.encode().as_slice())?;
+        Ok(())
+    }
+
+    pub fn api_key(txn: &WriteTransaction, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let table = txn.open_table(API_KEYS)?;
+        let value = table.get(id)?;
+        value.map(|v| ApiKeyRecord::decode(v.value())).transpose()
+    }
+
+    pub fn put_api_key(txn: &WriteTransaction, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        let mut table = txn.open_table(API_KEYS)?;
+        table.insert(record.id.as_str(), record.encode().as_slice())?;
+        Ok(())
+    }
+
+    /// Removes an API key; whether it existed.
+    pub fn remove_api_key(txn: &WriteTransaction, id: &str) -> Result<bool, StoreError> {
+        let mut table = txn.open_table(API_KEYS)?;
+        let removed = table.remove(id)?.is_some();
+        Ok(removed)
     }
 
     /// Allocates the next arrival sequence number (store-wide, so it never repeats).
@@ -585,6 +682,72 @@ mod tests {
             snapshot.txn.open_table(RETRIEVED).unwrap().len().unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn a_new_store_starts_with_the_initial_administrator_password() {
+        let (_dir, store) = open_temp();
+        let admin = store.read().unwrap().admin().unwrap();
+        assert_eq!(admin, AdminRecord::initial());
+        assert!(admin.initial);
+        assert!(store.read().unwrap().api_keys().unwrap().is_empty());
+    }
+
+    /// A store as version 3 left it: no administrator account, no API key table.
+    fn downgrade_to_v3(store: &Store) {
+        store
+            .write_blocking(|txn| {
+                txn.open_table(META)?.insert(META_SCHEMA_VERSION, 3)?;
+                txn.delete_table(ADMIN)?;
+                txn.delete_table(API_KEYS)?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn upgrading_from_3_adds_the_initial_administrator_and_keeps_mailboxes() {
+        let (dir, store) = open_temp();
+        let mailbox = MailboxId::generate();
+        store
+            .write_blocking(move |txn| txn::put_retrieved(txn, &mailbox, &[1; 32], 5))
+            .unwrap();
+        downgrade_to_v3(&store);
+        {
+            let snapshot = store.read().unwrap();
+            assert!(snapshot.admin().is_err(), "really a v3 store");
+        }
+        drop(store);
+        let store =
+            Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
+        let snapshot = store.read().unwrap();
+        let meta = snapshot.txn.open_table(META).unwrap();
+        assert_eq!(meta.get(META_SCHEMA_VERSION).unwrap().unwrap().value(), 4);
+        assert_eq!(snapshot.admin().unwrap(), AdminRecord::initial());
+        assert!(snapshot.api_keys().unwrap().is_empty());
+        assert_eq!(
+            snapshot.txn.open_table(RETRIEVED).unwrap().len().unwrap(),
+            1,
+            "3 → 4 keeps the keyed retrieval records"
+        );
+    }
+
+    #[test]
+    fn reopening_a_current_store_keeps_a_changed_administrator_password() {
+        let (dir, store) = open_temp();
+        let changed = AdminRecord {
+            password_hash: "$argon2id$changed".into(),
+            initial: false,
+            changed_at: Some(7),
+        };
+        let stored = changed.clone();
+        store
+            .write_blocking(move |t| txn::put_admin(t, &stored))
+            .unwrap();
+        drop(store);
+        let store =
+            Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
+        assert_eq!(store.read().unwrap().admin().unwrap(), changed);
     }
 
     #[cfg(unix)]

@@ -9,8 +9,9 @@ use crate::crypto::{MessageId, SealedHeader, SealedKeyPair};
 use crate::mailbox::MailboxId;
 
 /// 1: mailboxes, messages, chunks. 2: adds [`RETRIEVED`] (proxy mode). 3: [`RETRIEVED`] keys
-/// are HMACs under a secret outside the store (the unkeyed ones of 2 are dropped).
-pub const SCHEMA_VERSION: u64 = 3;
+/// are HMACs under a secret outside the store (the unkeyed ones of 2 are dropped). 4: adds
+/// [`ADMIN`] (starting with the initial password) and [`API_KEYS`].
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Store-wide counters and the schema version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -34,6 +35,80 @@ pub const CHUNKS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("ch
 /// outlive the copies (an archiver picks those up) so a message left on the upstream is
 /// not copied again at the next retrieval.
 pub const RETRIEVED: TableDefinition<(&str, &[u8]), u64> = TableDefinition::new("retrieved");
+
+/// Account name → JSON [`AdminRecord`]. One row, [`ADMIN_ACCOUNT`]; a table so that more
+/// accounts could follow without a new layout.
+pub const ADMIN: TableDefinition<&str, &[u8]> = TableDefinition::new("admin");
+/// The administrator's account name, the one key of [`ADMIN`].
+pub const ADMIN_ACCOUNT: &str = "admin";
+
+/// API key id → JSON [`ApiKeyRecord`]. The key's secret is not stored, only its hash.
+pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+
+/// The administrator account.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminRecord {
+    /// Argon2id PHC string of the password.
+    pub password_hash: String,
+    /// Still the initial password of a fresh install, good only to set a new one.
+    pub initial: bool,
+    /// Unix milliseconds of the last change; `None` while the password is the initial one.
+    pub changed_at: Option<u64>,
+}
+
+impl AdminRecord {
+    /// What a new store (or one upgraded from before accounts existed) starts with.
+    pub fn initial() -> Self {
+        Self {
+            password_hash: crate::crypto::INITIAL_ADMIN_PASSWORD_HASH.to_owned(),
+            initial: true,
+            changed_at: None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("admin records always serialise")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("admin record: {e}")))
+    }
+}
+
+impl std::fmt::Debug for AdminRecord {
+    /// The hash stays out of logs: it is what a guesser would work on.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminRecord")
+            .field("initial", &self.initial)
+            .field("changed_at", &self.changed_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An API key as stored: its name and times, and a hash of its secret (see
+/// `service::admin` for the key format and the hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    /// Lowercase hex.
+    pub secret_hash: String,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    /// Unix milliseconds, updated at most about once a minute; `None`: never used.
+    pub last_used_at: Option<u64>,
+}
+
+impl ApiKeyRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("API key records always serialise")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::Corrupt(format!("API key record: {e}")))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -25,7 +25,8 @@ pub struct GetMailboxes;
 
 impl Function for GetMailboxes {
     const NAME: &'static str = "GetMailboxes";
-    const SUMMARY: &'static str = "All mailboxes with their message count, stored bytes and oldest message.";
+    const SUMMARY: &'static str =
+        "All mailboxes with their message count, stored bytes and oldest message.";
     type Params = NoParams;
     type Output = Vec<MailboxInfo>;
 
@@ -79,7 +80,8 @@ pub struct CreateMailbox;
 
 impl Function for CreateMailbox {
     const NAME: &'static str = "CreateMailbox";
-    const SUMMARY: &'static str = "Creates an active mailbox; the answer holds its password, shown only this once.";
+    const SUMMARY: &'static str =
+        "Creates an active mailbox; the answer holds its password, shown only this once.";
     type Params = CreateMailboxParams;
     type Output = MailboxWithPassword;
 
@@ -111,7 +113,8 @@ pub struct SetMailboxProperties;
 
 impl Function for SetMailboxProperties {
     const NAME: &'static str = "SetMailboxProperties";
-    const SUMMARY: &'static str = "Changes a mailbox's name, description or status (active or suspended).";
+    const SUMMARY: &'static str =
+        "Changes a mailbox's name, description or status (active or suspended).";
     type Params = SetMailboxPropertiesParams;
     type Output = MailboxInfo;
 

@@ -121,7 +121,8 @@ impl<F: Function> Spec for Entry<F> {
                 .map_err(|e| ApiError::invalid_parameters(e.to_string()))?;
             let output = F::call(api, caller, params).await?;
             serde_json::to_value(output).map_err(|e| {
-                ApiError::new(500, "error", "the result could not be encoded").with_details(e.to_string())
+                ApiError::new(500, "error", "the result could not be encoded")
+                    .with_details(e.to_string())
             })
         })
     }

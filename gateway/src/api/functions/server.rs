@@ -34,7 +34,7 @@ impl Function for GetServerInfo {
         Ok(ServerInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             host_name: server.host_name.clone(),
-            email_domain: api.gateway().email_domain().to_owned(),
+            email_domain: api.gateway().email_domain().to_string(),
             started_at: server.started_at,
             uptime_seconds: server.uptime_seconds(),
             listeners: server.listeners(),
@@ -117,7 +117,10 @@ mod tests {
     #[test]
     fn days_left_counts_whole_days_and_goes_negative_after_expiry() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(days_left(now + Duration::from_secs(86_400 * 30 + 5), now), 30);
+        assert_eq!(
+            days_left(now + Duration::from_secs(86_400 * 30 + 5), now),
+            30
+        );
         assert_eq!(days_left(now + Duration::from_secs(86_399), now), 0);
         assert_eq!(days_left(now - Duration::from_secs(1), now), -1);
     }

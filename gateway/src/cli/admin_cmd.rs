@@ -4,11 +4,10 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::api_call;
+use super::api_call::{self, Target};
 use super::mailbox_cmd::Format;
 use super::output;
 use crate::api::Params;
-use crate::config::Config;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -28,11 +27,11 @@ impl AdminCommand {
     }
 }
 
-pub fn run(command: AdminCommand, config: &Config) -> anyhow::Result<()> {
+pub fn run(command: AdminCommand, target: &Target) -> anyhow::Result<()> {
     match command {
         AdminCommand::ResetPassword { format } => {
             // Host-only: the network API does not have it.
-            let result = api_call::call(config, "ResetAdminPassword", Params::new())?;
+            let result = api_call::call(target, "ResetAdminPassword", Params::new())?;
             if format.json {
                 return output::json(&result);
             }

@@ -9,7 +9,15 @@ use crate::api::envelope::KINDS;
 use crate::api::{Answer, Api, Caller, Params, ServerContext};
 use crate::config::{CertificateSource, Config};
 use crate::service::{Gateway, ServiceError};
+use crate::settings::SettingsFile;
 use crate::store::StoreError;
+
+/// The gateway a command administers: its configuration, and where a stopped gateway's
+/// settings changes are saved (the file `serve` would use).
+pub struct Target {
+    pub config: Config,
+    pub settings_file: SettingsFile,
+}
 
 /// A function that answered `failed`: the envelope's message, and its stable kind for
 /// `--json` errors (see [`super::error_output`]).
@@ -31,16 +39,17 @@ pub fn params<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -
 }
 
 /// Calls `function` and returns its result, or the failure as an error.
-pub fn call(config: &Config, function: &str, params: Params) -> anyhow::Result<serde_json::Value> {
+pub fn call(target: &Target, function: &str, params: Params) -> anyhow::Result<serde_json::Value> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer = runtime.block_on(answer(config, function, params))?;
+    let answer = runtime.block_on(answer(target, function, params))?;
     into_result(function, answer)
 }
 
 /// The answer of the running gateway if one listens, else of the stopped gateway's store.
-pub async fn answer(config: &Config, function: &str, params: Params) -> anyhow::Result<Answer> {
+pub async fn answer(target: &Target, function: &str, params: Params) -> anyhow::Result<Answer> {
+    let config = &target.config;
     let data_dir = &config.gateway.data_dir;
     if let Some(mut client) = ControlClient::connect(data_dir).await? {
         return Ok(client.invoke(function, params).await?);

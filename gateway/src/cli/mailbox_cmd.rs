@@ -8,10 +8,9 @@ use clap::{Args, Subcommand};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api_call::{self, params, FunctionFailed};
+use super::api_call::{self, params, FunctionFailed, Target};
 use super::output;
 use crate::api::Params;
-use crate::config::Config;
 use crate::service::MailboxInfo;
 
 #[derive(Debug, Subcommand)]
@@ -96,10 +95,10 @@ pub struct Format {
     pub json: bool,
 }
 
-pub fn run(command: MailboxCommand, config: &Config) -> anyhow::Result<()> {
+pub fn run(command: MailboxCommand, target: &Target) -> anyhow::Result<()> {
     let json = command.json();
     let (function, request) = request(&command)?;
-    let result = api_call::call(config, function, request)?;
+    let result = api_call::call(target, function, request)?;
     if json {
         return output::json(&result);
     }

@@ -86,20 +86,10 @@ impl Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config(command) => config_cmd::run(command, cli.config.as_deref(), cli.data_dir),
-        Command::Mailbox(command) => {
-            let config = load_config(cli.config, cli.data_dir)?;
-            crate::logging::init(crate::config::LogLevel::Warn);
-            mailbox_cmd::run(command, &config)
-        }
-        Command::Admin(command) => {
-            let config = load_config(cli.config, cli.data_dir)?;
-            crate::logging::init(crate::config::LogLevel::Warn);
-            admin_cmd::run(command, &config)
-        }
+        Command::Mailbox(command) => mailbox_cmd::run(command, &target(cli.config, cli.data_dir)?),
+        Command::Admin(command) => admin_cmd::run(command, &target(cli.config, cli.data_dir)?),
         Command::Settings(command) => {
-            let config = load_config(cli.config, cli.data_dir)?;
-            crate::logging::init(crate::config::LogLevel::Warn);
-            settings_cmd::run(command, &config)
+            settings_cmd::run(command, &target(cli.config, cli.data_dir)?)
         }
         Command::Serve => {
             build_check::check_this_binary()?;
@@ -115,6 +105,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             serve::run(config, settings_file, log)
         }
     }
+}
+
+/// The gateway a management command administers (running or not), with quiet logging.
+fn target(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<api_call::Target> {
+    // Before loading, as for `serve`: the same file decides where a stopped gateway's
+    // settings are saved.
+    let settings_file = settings_file(config.as_deref());
+    let config = load_config(config, data_dir)?;
+    crate::logging::init(crate::config::LogLevel::Warn);
+    Ok(api_call::Target {
+        config,
+        settings_file,
+    })
 }
 
 /// Where settings changed at run time are written: the file given (`--config`,

@@ -4,11 +4,10 @@
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::api_call::{self, params, FunctionFailed};
+use super::api_call::{self, params, FunctionFailed, Target};
 use super::mailbox_cmd::Format;
 use super::output;
 use crate::api::Params;
-use crate::config::Config;
 
 #[derive(Debug, Subcommand)]
 pub enum SettingsCommand {
@@ -42,10 +41,10 @@ impl SettingsCommand {
     }
 }
 
-pub fn run(command: SettingsCommand, config: &Config) -> anyhow::Result<()> {
+pub fn run(command: SettingsCommand, target: &Target) -> anyhow::Result<()> {
     let json = command.json();
     let (function, request) = request(&command)?;
-    let result = api_call::call(config, function, request)?;
+    let result = api_call::call(target, function, request)?;
     if json {
         return output::json(&result);
     }

@@ -350,7 +350,6 @@ fn a_killed_gateway_leaves_no_obstacle_for_the_cli_or_the_next_start() {
 }
 
 #[test]
-#[ignore = "needs ResetAdminPassword (admin helper); enabled once it is merged"]
 fn admin_reset_password_prints_a_new_password_once_running_or_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -380,7 +379,6 @@ fn admin_reset_password_prints_a_new_password_once_running_or_stopped() {
 }
 
 #[test]
-#[ignore = "needs GetSettings/SetSettings (settings helper); enabled once they are merged"]
 fn settings_are_shown_and_set_on_a_running_gateway_and_kept_in_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

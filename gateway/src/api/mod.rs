@@ -22,6 +22,7 @@ pub use functions::Access;
 pub use server_context::{ListenerInfo, ListenerState, ServerContext};
 
 use crate::service::Gateway;
+use crate::settings::LiveSettings;
 
 /// A function's parameters as the transport received them (form fields become strings).
 pub type Params = serde_json::Map<String, serde_json::Value>;
@@ -62,15 +63,17 @@ pub struct Api {
 
 struct Inner {
     gateway: Gateway,
+    settings: LiveSettings,
     server: ServerContext,
     jobs: jobs::Jobs,
 }
 
 impl Api {
-    pub fn new(gateway: Gateway, server: ServerContext) -> Self {
+    pub fn new(gateway: Gateway, settings: LiveSettings, server: ServerContext) -> Self {
         Self {
             inner: Arc::new(Inner {
                 gateway,
+                settings,
                 server,
                 jobs: jobs::Jobs::default(),
             }),
@@ -79,6 +82,10 @@ impl Api {
 
     pub fn gateway(&self) -> &Gateway {
         &self.inner.gateway
+    }
+
+    pub fn settings(&self) -> &LiveSettings {
+        &self.inner.settings
     }
 
     pub fn server(&self) -> &ServerContext {
@@ -130,3 +137,6 @@ impl Api {
         openapi::document()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,7 @@ use crate::api::envelope::KINDS;
 use crate::api::{Answer, Api, Caller, Params, ServerContext};
 use crate::config::{CertificateSource, Config};
 use crate::service::{Gateway, ServiceError};
-use crate::settings::SettingsFile;
+use crate::settings::{LiveSettings, SettingsFile};
 use crate::store::StoreError;
 
 /// The gateway a command administers: its configuration, and where a stopped gateway's
@@ -66,7 +66,15 @@ pub async fn answer(target: &Target, function: &str, params: Params) -> anyhow::
         .map(|(name, addr)| (name, addr, true))
         .collect();
     server.set_listeners(&configured, &[], false);
-    let api = Api::new(gateway, server);
+    // Settings changed here are saved where the running gateway would save them; there is
+    // no subscriber to change the level of.
+    let settings = LiveSettings::new(
+        config,
+        gateway.email_domain_handle().clone(),
+        None,
+        target.settings_file.clone(),
+    );
+    let api = Api::new(gateway, settings, server);
     Ok(api.invoke(&Caller::Host, function, params).await)
 }
 

@@ -76,6 +76,7 @@ async fn serve(
     // The CLI's way in, once the listeners are up.
     let api = Api::new(
         gateway,
+        settings,
         ServerContext::new(
             config.gateway.host_name.clone(),
             Some(resolver),

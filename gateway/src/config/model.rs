@@ -70,7 +70,9 @@ fn pick_host_name(file: Option<&str>, env: Option<&str>) -> String {
 }
 
 /// `gateway.log_level`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize, Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -709,7 +711,9 @@ pub struct ConsoleSection {
 }
 
 /// A language of the web console (`console.language`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize, Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     #[default]

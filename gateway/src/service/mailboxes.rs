@@ -486,7 +486,7 @@ mod tests {
         let _ = gw.delete_messages(&id, &rest).await.unwrap();
         assert_eq!(gw.mailbox(&id).unwrap().oldest_message_at, None);
         let json = serde_json::to_value(gw.mailbox(&other).unwrap()).unwrap();
-        assert_eq!(json["oldest_message_at"], 2_000);
+        assert_eq!(json["oldestMessageAt"], 2_000);
     }
 
     #[tokio::test]

@@ -28,7 +28,7 @@ use crate::config::{validate_email_domain, Config, ConfigError, Language, LogLev
 use crate::logging::{LevelChange, LogControl};
 
 /// The settings as they are now (`GetSettings`, `gateway settings show`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
     pub email_domain: String,

@@ -274,12 +274,24 @@ mod tests {
         server: ControlServer,
     }
 
-    fn start() -> Fixture {
+    /// An API over a test gateway whose settings file is in its directory.
+    fn test_api() -> (tempfile::TempDir, Api) {
         let (store, gateway) = crate::service::test_support::gateway();
-        let api = Api::new(
-            gateway,
-            ServerContext::new("mx.test".into(), None, "self-signed"),
+        let settings = crate::settings::LiveSettings::new(
+            &crate::config::Config::default(),
+            gateway.email_domain_handle().clone(),
+            None,
+            crate::settings::SettingsFile {
+                path: store.path().join("gateway.toml"),
+                create_if_missing: true,
+            },
         );
+        let server = ServerContext::new("mx.test".into(), None, "self-signed");
+        (store, Api::new(gateway, settings, server))
+    }
+
+    fn start() -> Fixture {
+        let (store, api) = test_api();
         let data = tempfile::tempdir().unwrap();
         let server = ControlServer::start(api, data.path()).unwrap();
         Fixture {
@@ -442,11 +454,7 @@ mod tests {
             "connection refused means no gateway"
         );
 
-        let (_store, gateway) = crate::service::test_support::gateway();
-        let api = Api::new(
-            gateway,
-            ServerContext::new("mx.test".into(), None, "self-signed"),
-        );
+        let (_store, api) = test_api();
         let server = ControlServer::start(api.clone(), data.path()).unwrap();
         let mut client = ControlClient::connect(data.path()).await.unwrap().unwrap();
         let answer = client

@@ -4,8 +4,10 @@
 //! parameters and result. Parsing, `get-metadata` and the OpenAPI document all come from
 //! these types, so what is documented is what is accepted.
 
+mod admin;
 mod mailboxes;
 mod server;
+mod settings;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -142,6 +144,13 @@ pub static FUNCTIONS: &[&dyn Spec] = &[
     entry::<mailboxes::ResetMailboxPassword>(),
     entry::<server::GetServerInfo>(),
     entry::<server::GetCertificateInfo>(),
+    entry::<settings::GetSettings>(),
+    entry::<settings::SetSettings>(),
+    entry::<admin::ResetOwnPassword>(),
+    entry::<admin::CreateApiKey>(),
+    entry::<admin::GetApiKeys>(),
+    entry::<admin::RevokeApiKey>(),
+    entry::<admin::ResetAdminPassword>(),
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Spec> {

@@ -1,0 +1,240 @@
+//! The dispatcher in-process: who may call what, and that answers carry the rules' words.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::*;
+use crate::config::Config;
+use crate::settings::{LiveSettings, SettingsFile};
+
+fn api() -> (tempfile::TempDir, Api) {
+    let (dir, gateway) = crate::service::test_support::gateway();
+    let settings = LiveSettings::new(
+        &Config::default(),
+        gateway.email_domain_handle().clone(),
+        None,
+        SettingsFile {
+            path: dir.path().join("gateway.toml"),
+            create_if_missing: true,
+        },
+    );
+    let server = ServerContext::new("mail.example".into(), None, "self-signed");
+    (dir, Api::new(gateway, settings, server))
+}
+
+fn params(pairs: &[(&str, &str)]) -> Params {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String((*v).to_owned())))
+        .collect()
+}
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+#[tokio::test]
+async fn the_first_login_gets_a_new_password_and_nothing_else() {
+    let (_dir, api) = api();
+    let first = Caller::AdminFirstLogin { client: LOCAL };
+    let refused = api.invoke(&first, "GetMailboxes", Params::new()).await;
+    assert_eq!(refused.http_status, 403);
+    assert!(refused
+        .envelope
+        .error
+        .unwrap()
+        .message
+        .contains("ResetOwnPassword"));
+
+    let reset = api
+        .invoke(
+            &first,
+            "ResetOwnPassword",
+            params(&[("currentPassword", "admin")]),
+        )
+        .await;
+    assert!(reset.is_success(), "{reset:?}");
+    let password = reset.envelope.result["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(password.len() >= 20);
+    assert_eq!(
+        api.gateway()
+            .check_admin_password("admin", &password, LOCAL)
+            .await
+            .unwrap(),
+        crate::service::AdminLogin::Valid
+    );
+    // The initial password is gone for good.
+    let again = api
+        .invoke(
+            &first,
+            "ResetOwnPassword",
+            params(&[("currentPassword", "admin")]),
+        )
+        .await;
+    assert_eq!(again.http_status, 401);
+}
+
+#[tokio::test]
+async fn host_only_functions_do_not_exist_for_the_network() {
+    let (_dir, api) = api();
+    let admin = Caller::Admin { client: LOCAL };
+    let hidden = api
+        .invoke(&admin, "ResetAdminPassword", Params::new())
+        .await;
+    assert_eq!(hidden.http_status, 404);
+    assert_eq!(hidden.envelope.error.unwrap().kind, "unknown_function");
+    let metadata = api.metadata().to_string();
+    assert!(!metadata.contains("ResetAdminPassword"));
+    assert!(!api.openapi().to_string().contains("ResetAdminPassword"));
+
+    let host = api
+        .invoke(&Caller::Host, "ResetAdminPassword", Params::new())
+        .await;
+    assert!(host.is_success(), "{host:?}");
+    assert!(api.gateway().admin_first_login_done().unwrap());
+}
+
+#[tokio::test]
+async fn parameters_are_checked_against_the_function_types() {
+    let (_dir, api) = api();
+    let host = Caller::Host;
+    let missing = api.invoke(&host, "CreateMailbox", Params::new()).await;
+    assert_eq!(missing.http_status, 400);
+    assert!(missing
+        .envelope
+        .error
+        .unwrap()
+        .details
+        .unwrap()
+        .contains("name"));
+    let unknown = api
+        .invoke(
+            &host,
+            "CreateMailbox",
+            params(&[("name", "a"), ("nmae", "b")]),
+        )
+        .await;
+    assert_eq!(unknown.http_status, 400);
+    let bad_id = api
+        .invoke(&host, "GetMailbox", params(&[("id", "mbx-1")]))
+        .await;
+    assert_eq!(bad_id.http_status, 400);
+    let bad_status = api
+        .invoke(
+            &host,
+            "SetMailboxProperties",
+            params(&[
+                ("id", "mbx-0123456789abcdef0123456789abcdef"),
+                ("status", "paused"),
+            ]),
+        )
+        .await;
+    assert_eq!(bad_status.http_status, 400);
+    let nothing = api.invoke(&host, "NoSuchFunction", Params::new()).await;
+    assert_eq!(nothing.http_status, 404);
+}
+
+#[tokio::test]
+async fn a_mailbox_lives_and_dies_by_the_service_rules() {
+    let (_dir, api) = api();
+    let host = Caller::Host;
+    let created = api
+        .invoke(&host, "CreateMailbox", params(&[("name", "Sales")]))
+        .await;
+    assert!(created.is_success());
+    let id = created.envelope.result["id"].as_str().unwrap().to_owned();
+    assert!(created.envelope.result["password"].as_str().unwrap().len() > 10);
+    let address = created.envelope.result["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let active = api
+        .invoke(&host, "DeleteMailbox", params(&[("id", &id)]))
+        .await;
+    assert_eq!(active.http_status, 409);
+    assert!(active
+        .envelope
+        .error
+        .unwrap()
+        .message
+        .contains("suspended first"));
+    let reset = api
+        .invoke(&host, "ResetMailboxPassword", params(&[("id", &address)]))
+        .await;
+    assert_eq!(reset.http_status, 409);
+
+    let suspended = api
+        .invoke(
+            &host,
+            "SetMailboxProperties",
+            params(&[
+                ("id", &address),
+                ("status", "suspended"),
+                ("description", "old"),
+            ]),
+        )
+        .await;
+    assert_eq!(suspended.envelope.result["status"], "suspended");
+    assert_eq!(suspended.envelope.result["description"], "old");
+    let deleted = api
+        .invoke(&host, "DeleteMailbox", params(&[("id", &id)]))
+        .await;
+    assert!(deleted.is_success());
+    let gone = api
+        .invoke(&host, "GetMailbox", params(&[("id", &id)]))
+        .await;
+    assert_eq!(gone.http_status, 404);
+}
+
+#[tokio::test]
+async fn settings_change_live_and_bad_values_change_nothing() {
+    let (dir, api) = api();
+    let host = Caller::Host;
+    let bad = api
+        .invoke(
+            &host,
+            "SetSettings",
+            params(&[("emailDomain", "not a domain"), ("logLevel", "debug")]),
+        )
+        .await;
+    assert_eq!(bad.http_status, 400);
+    assert!(!dir.path().join("gateway.toml").exists());
+    let set = api
+        .invoke(
+            &host,
+            "SetSettings",
+            params(&[("emailDomain", "archive.example.org")]),
+        )
+        .await;
+    assert!(set.is_success(), "{set:?}");
+    assert_eq!(api.gateway().email_domain().as_ref(), "archive.example.org");
+    let got = api.invoke(&host, "GetSettings", Params::new()).await;
+    assert_eq!(got.envelope.result["emailDomain"], "archive.example.org");
+    let saved = std::fs::read_to_string(dir.path().join("gateway.toml")).unwrap();
+    assert!(saved.contains("archive.example.org"));
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_listed_without_the_secret_and_revoked() {
+    let (_dir, api) = api();
+    let host = Caller::Host;
+    let created = api
+        .invoke(&host, "CreateApiKey", params(&[("name", "backup script")]))
+        .await;
+    let key = created.envelope.result["key"].as_str().unwrap().to_owned();
+    let id = created.envelope.result["id"].as_str().unwrap().to_owned();
+    let listed = api.invoke(&host, "GetApiKeys", Params::new()).await;
+    assert!(!listed.envelope.result.to_string().contains(&key));
+    assert_eq!(listed.envelope.result[0]["name"], "backup script");
+    assert_eq!(api.gateway().check_api_key(&key, LOCAL).await.unwrap(), id);
+    let revoked = api
+        .invoke(&host, "RevokeApiKey", params(&[("id", &id)]))
+        .await;
+    assert!(revoked.is_success());
+    assert!(api.gateway().check_api_key(&key, LOCAL).await.is_err());
+    let twice = api
+        .invoke(&host, "RevokeApiKey", params(&[("id", &id)]))
+        .await;
+    assert_eq!(twice.http_status, 404);
+}

@@ -79,10 +79,25 @@ impl ControlClient {
     }
 }
 
-/// No socket file, or a socket file nobody listens on (its gateway was killed).
+/// No socket file, or a socket file nobody listens on (its gateway was killed), or a path
+/// too long to be a socket's (no gateway can listen there: `serve` refuses to start).
 fn is_nobody_there(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::InvalidInput
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_data_directory_too_long_for_a_socket_has_no_gateway_listening() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("d".repeat(120));
+        assert!(ControlClient::connect(&data).await.unwrap().is_none());
+    }
 }

@@ -443,6 +443,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_data_directory_too_long_for_a_socket_is_refused_saying_what_to_do() {
+        let (_store, api) = test_api();
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("d".repeat(120));
+        std::fs::create_dir(&data).unwrap();
+        let Err(error) = ControlServer::start(api, &data) else {
+            panic!("a socket path over the limit was bound");
+        };
+        let text = error.to_string();
+        assert!(text.contains("choose a shorter data directory"), "{text}");
+        let left: Vec<_> = std::fs::read_dir(&data).unwrap().collect();
+        assert!(left.is_empty(), "nothing left behind");
+    }
+
+    #[tokio::test]
     async fn a_stale_socket_is_replaced_and_no_listener_means_no_gateway() {
         let data = tempfile::tempdir().unwrap();
         let path = data.path().join("control.sock");

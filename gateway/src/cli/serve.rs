@@ -2,6 +2,8 @@
 
 use anyhow::Context;
 
+use crate::api::control::ControlServer;
+use crate::api::{Api, ServerContext};
 use crate::config::{CertificateSource, Config};
 use crate::logging::LogControl;
 use crate::service::Gateway;
@@ -65,12 +67,36 @@ async fn serve(
     let mailboxes = gateway.list_mailboxes()?.len();
     let store = gateway.store().path().display().to_string();
     // Bind first: "ready" means the ports answer.
-    let running = crate::server::start(&config, gateway, resolver).await?;
+    let running = crate::server::start(&config, gateway.clone(), resolver.clone()).await?;
     for (name, addr) in config.listeners() {
         if running.address(name).is_none() {
             tracing::info!(service = name, %addr, "not started: this service is not available yet");
         }
     }
+    // The CLI's way in, once the listeners are up.
+    let api = Api::new(
+        gateway,
+        settings,
+        ServerContext::new(
+            config.gateway.host_name.clone(),
+            Some(resolver),
+            super::api_call::certificate_source(&config),
+        ),
+    );
+    let configured: Vec<_> = config
+        .listeners()
+        .into_iter()
+        .map(|(name, addr)| (name, addr, true))
+        .collect();
+    api.server()
+        .set_listeners(&configured, &running.addresses, true);
+    let control = match ControlServer::start(api, data_dir) {
+        Ok(control) => control,
+        Err(e) => {
+            running.stop().await;
+            return Err(e).context("the CLI could not reach this gateway");
+        }
+    };
     tracing::info!(
         email_domain = %config.gateway.email_domain,
         host_name = %config.gateway.host_name,
@@ -83,6 +109,7 @@ async fn serve(
     wait_for_stop_signal().await?;
     reloads.abort();
     tracing::info!("shutting down: finishing transactions in flight");
+    control.stop().await;
     running.stop().await;
     tracing::info!("stopped");
     Ok(())

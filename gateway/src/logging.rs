@@ -96,14 +96,12 @@ pub fn init(level: LogLevel) -> Option<LogControl> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use std::sync::{Arc, Mutex, PoisonError};
-
-    use super::*;
 
     /// Collects what the subscriber writes.
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    pub struct Captured(Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for Captured {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -120,11 +118,18 @@ mod tests {
     }
 
     impl Captured {
-        fn text(&self) -> String {
+        pub fn text(&self) -> String {
             String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
                 .into_owned()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::Captured;
+
+    use super::*;
 
     #[test]
     fn setting_the_level_changes_what_is_logged_at_once() {

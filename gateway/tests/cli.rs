@@ -161,10 +161,11 @@ fn a_second_process_is_told_the_store_is_in_use() {
         ..Default::default()
     };
     let _held = gateway::service::Gateway::open(&config).unwrap();
+    // Held, yet no control socket answers: the command says so instead of waiting.
     fails_with(
         dir.path(),
         &["mailbox", "list"],
-        "in use by a running gateway",
+        "in use by a running gateway, but it does not answer on its control socket",
     );
 }
 

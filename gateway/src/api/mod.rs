@@ -7,6 +7,7 @@
 //! ([`crate::service::Gateway`]); this module only checks who may call what and maps errors
 //! to answers ([`envelope`]) in one place.
 
+pub mod control;
 pub mod envelope;
 pub mod functions;
 pub mod http;

@@ -1,14 +1,17 @@
-//! `gateway mailbox ...`: every command calls the service layer; none re-implements a rule.
+//! `gateway mailbox ...`: every command is one API function, called on the running gateway
+//! or on the stopped gateway's store (see [`super::api_call`]); none re-implements a rule.
+
+use std::fmt::Write as _;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde::Serialize;
+use serde::Deserialize;
+use serde_json::Value;
 
+use super::api_call::{self, params, FunctionFailed, Target};
 use super::output;
-use crate::config::Config;
-use crate::mailbox::{parse_id_or_address, MailboxId};
-use crate::service::{Gateway, MailboxInfo, NewMailbox, ServiceError};
-use crate::store::{MailboxStatus, StoreError};
+use crate::api::Params;
+use crate::service::MailboxInfo;
 
 #[derive(Debug, Subcommand)]
 pub enum MailboxCommand {
@@ -89,160 +92,270 @@ impl MailboxCommand {
 pub struct Format {
     /// Machine-readable JSON output.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
-pub fn run(command: MailboxCommand, config: &Config) -> anyhow::Result<()> {
-    let gateway = Gateway::open(config).map_err(explain_open_error)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(dispatch(command, &gateway))
-}
-
-fn explain_open_error(e: ServiceError) -> anyhow::Error {
-    match e {
-        // The typed error stays in the chain so `--json` can report its kind.
-        ServiceError::Store(StoreError::Locked) => anyhow::Error::new(StoreError::Locked).context(
-            "the store is in use by a running gateway; stop it first (`gateway serve` holds the store exclusively)",
-        ),
-        other => anyhow::Error::new(other).context("cannot open the store"),
+pub fn run(command: MailboxCommand, target: &Target) -> anyhow::Result<()> {
+    let json = command.json();
+    let (function, request) = request(&command)?;
+    let result = api_call::call(target, function, request)?;
+    if json {
+        return output::json(&result);
     }
+    print!("{}", render(&command, result)?);
+    Ok(())
 }
 
-fn parse(mailbox: &str) -> anyhow::Result<MailboxId> {
-    parse_id_or_address(mailbox).with_context(|| format!("`{mailbox}`"))
-}
-
-async fn dispatch(command: MailboxCommand, gw: &Gateway) -> anyhow::Result<()> {
-    match command {
+/// The API function and parameters for `command`.
+fn request(command: &MailboxCommand) -> anyhow::Result<(&'static str, Params)> {
+    let id = |mailbox: &str| params([("id", Some(mailbox))]);
+    Ok(match command {
         MailboxCommand::Create {
+            name, description, ..
+        } => (
+            "CreateMailbox",
+            params([
+                ("name", Some(name.as_str())),
+                ("description", Some(description.as_str())),
+            ]),
+        ),
+        MailboxCommand::List { .. } => ("GetMailboxes", Params::new()),
+        MailboxCommand::Show { mailbox, .. } => ("GetMailbox", id(mailbox)),
+        MailboxCommand::Edit {
+            mailbox,
             name,
             description,
-            format,
+            ..
         } => {
-            let created = gw.create_mailbox(&name, &description).await?;
-            print_new(&created, format.json, "Mailbox created.")
+            if name.is_none() && description.is_none() {
+                return Err(nothing_to_change());
+            }
+            (
+                "SetMailboxProperties",
+                params([
+                    ("id", Some(mailbox.as_str())),
+                    ("name", name.as_deref()),
+                    ("description", description.as_deref()),
+                ]),
+            )
         }
-        MailboxCommand::List { format } => {
-            let list = gw.list_mailboxes()?;
-            if format.json {
-                return print_json(&list);
-            }
+        MailboxCommand::Suspend { mailbox, .. } => (
+            "SetMailboxProperties",
+            params([
+                ("id", Some(mailbox.as_str())),
+                ("status", Some("suspended")),
+            ]),
+        ),
+        MailboxCommand::Activate { mailbox, .. } => (
+            "SetMailboxProperties",
+            params([("id", Some(mailbox.as_str())), ("status", Some("active"))]),
+        ),
+        MailboxCommand::Delete { mailbox, .. } => ("DeleteMailbox", id(mailbox)),
+        MailboxCommand::ResetPassword { mailbox, .. } => ("ResetMailboxPassword", id(mailbox)),
+    })
+}
+
+fn nothing_to_change() -> anyhow::Error {
+    FunctionFailed {
+        kind: "invalid_input",
+        message: "nothing to change: give --name and/or --description".to_owned(),
+        details: None,
+        http_status: 400,
+    }
+    .into()
+}
+
+/// The human output of a succeeded `command`.
+fn render(command: &MailboxCommand, result: Value) -> anyhow::Result<String> {
+    let mut out = String::new();
+    match command {
+        MailboxCommand::Create { .. } => render_new(&mut out, &result, "Mailbox created.")?,
+        MailboxCommand::ResetPassword { .. } => render_new(&mut out, &result, "Password reset.")?,
+        MailboxCommand::List { .. } => {
+            let list: Vec<MailboxInfo> = parse(result)?;
             if list.is_empty() {
-                println!("No mailboxes. Create one with `gateway mailbox create --name NAME`.");
-                return Ok(());
+                writeln!(
+                    out,
+                    "No mailboxes. Create one with `gateway mailbox create --name NAME`."
+                )?;
+                return Ok(out);
             }
-            println!(
+            writeln!(
+                out,
                 "{:<36}  {:<9}  {:>8}  {:>10}  NAME",
                 "ID", "STATUS", "MESSAGES", "SIZE"
-            );
+            )?;
             for m in &list {
-                println!(
+                writeln!(
+                    out,
                     "{:<36}  {:<9}  {:>8}  {:>10}  {}",
                     m.id,
                     m.status,
                     m.message_count,
                     output::size(m.message_bytes),
                     m.name
-                );
-            }
-            Ok(())
-        }
-        MailboxCommand::Show { mailbox, format } => {
-            print_info(&gw.mailbox(&parse(&mailbox)?)?, format.json)
-        }
-        MailboxCommand::Edit {
-            mailbox,
-            name,
-            description,
-            format,
-        } => {
-            if name.is_none() && description.is_none() {
-                anyhow::bail!("nothing to change: give --name and/or --description");
-            }
-            let info = gw
-                .edit_mailbox(&parse(&mailbox)?, name.as_deref(), description.as_deref())
-                .await?;
-            print_info(&info, format.json)
-        }
-        MailboxCommand::Suspend { mailbox, format } => {
-            let info = gw
-                .set_status(&parse(&mailbox)?, MailboxStatus::Suspended)
-                .await?;
-            print_info(&info, format.json)
-        }
-        MailboxCommand::Activate { mailbox, format } => {
-            let info = gw
-                .set_status(&parse(&mailbox)?, MailboxStatus::Active)
-                .await?;
-            print_info(&info, format.json)
-        }
-        MailboxCommand::Delete { mailbox, format } => {
-            let id = parse(&mailbox)?;
-            gw.delete_mailbox(&id).await?;
-            if format.json {
-                print_json(&serde_json::json!({ "id": id, "deleted": true }))
-            } else {
-                println!("Mailbox {id} deleted.");
-                Ok(())
+                )?;
             }
         }
-        MailboxCommand::ResetPassword { mailbox, format } => {
-            let created = gw.reset_password(&parse(&mailbox)?).await?;
-            print_new(&created, format.json, "Password reset.")
+        MailboxCommand::Show { .. }
+        | MailboxCommand::Edit { .. }
+        | MailboxCommand::Suspend { .. }
+        | MailboxCommand::Activate { .. } => render_info(&mut out, &result)?,
+        MailboxCommand::Delete { .. } => {
+            #[derive(Deserialize)]
+            struct Deleted {
+                id: String,
+            }
+            let deleted: Deleted = parse(result)?;
+            writeln!(out, "Mailbox {} deleted.", deleted.id)?;
         }
     }
+    Ok(out)
 }
 
-fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+/// The typed view of a result, for the human output.
+fn parse<T: serde::de::DeserializeOwned>(result: Value) -> anyhow::Result<T> {
+    serde_json::from_value(result).context("the gateway's answer has an unexpected shape")
 }
 
-fn print_info(info: &MailboxInfo, json: bool) -> anyhow::Result<()> {
-    if json {
-        return print_json(info);
-    }
-    println!("ID:          {}", info.id);
-    println!("Address:     {}", info.address);
-    println!("Name:        {}", info.name);
+fn render_info(out: &mut String, result: &Value) -> anyhow::Result<()> {
+    let info: MailboxInfo = parse(result.clone())?;
+    writeln!(out, "ID:          {}", info.id)?;
+    writeln!(out, "Address:     {}", info.address)?;
+    writeln!(out, "Name:        {}", info.name)?;
     if !info.description.is_empty() {
-        println!("Description: {}", info.description);
+        writeln!(out, "Description: {}", info.description)?;
     }
-    println!("Status:      {}", info.status);
-    println!("Created:     {}", output::time(info.created_at));
-    println!(
+    writeln!(out, "Status:      {}", info.status)?;
+    writeln!(out, "Created:     {}", output::time(info.created_at))?;
+    writeln!(
+        out,
         "Messages:    {} ({})",
         info.message_count,
         output::size(info.message_bytes)
-    );
+    )?;
     if let Some(oldest) = info.oldest_message_at {
-        println!("Oldest:      {}", output::time(oldest));
+        writeln!(out, "Oldest:      {}", output::time(oldest))?;
     }
     Ok(())
 }
 
-fn print_new(created: &NewMailbox, json: bool, headline: &str) -> anyhow::Result<()> {
-    let password = created.password.reveal_for_display();
-    if json {
-        #[derive(Serialize)]
-        struct Created<'a> {
-            #[serde(flatten)]
-            info: &'a MailboxInfo,
-            password: &'a str,
-        }
-        return print_json(&Created {
-            info: &created.info,
-            password: password.as_str(),
-        });
-    }
-    println!("{headline}");
-    println!();
-    print_info(&created.info, false)?;
-    println!("Password:    {}", password.as_str());
-    println!();
-    println!("Keep this password safe now: it is shown only this once and the gateway does not");
-    println!("store it. Without it nobody, administrators included, can decrypt this mailbox.");
+fn render_new(out: &mut String, result: &Value, headline: &str) -> anyhow::Result<()> {
+    let password = result
+        .get("password")
+        .and_then(Value::as_str)
+        .context("the gateway's answer holds no password")?;
+    writeln!(out, "{headline}")?;
+    writeln!(out)?;
+    render_info(out, result)?;
+    writeln!(out, "Password:    {password}")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Keep this password safe now: it is shown only this once and the gateway does not"
+    )?;
+    writeln!(
+        out,
+        "store it. Without it nobody, administrators included, can decrypt this mailbox."
+    )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn command(args: &[&str]) -> MailboxCommand {
+        let mut argv = vec!["gateway", "mailbox"];
+        argv.extend_from_slice(args);
+        match super::super::Cli::parse_from(argv).command {
+            super::super::Command::Mailbox(command) => command,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn request_of(args: &[&str]) -> (&'static str, Value) {
+        let (function, params) = request(&command(args)).unwrap();
+        (function, Value::Object(params))
+    }
+
+    #[test]
+    fn edit_suspend_and_activate_are_set_mailbox_properties() {
+        let id = "mbx-0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            request_of(&["edit", id, "--name", "EU"]),
+            (
+                "SetMailboxProperties",
+                serde_json::json!({"id": id, "name": "EU"})
+            )
+        );
+        assert_eq!(
+            request_of(&["suspend", id]),
+            (
+                "SetMailboxProperties",
+                serde_json::json!({"id": id, "status": "suspended"})
+            )
+        );
+        assert_eq!(
+            request_of(&["activate", id, "--json"]),
+            (
+                "SetMailboxProperties",
+                serde_json::json!({"id": id, "status": "active"})
+            )
+        );
+        assert_eq!(
+            request_of(&["create", "--name", "Sales"]),
+            (
+                "CreateMailbox",
+                serde_json::json!({"name": "Sales", "description": ""})
+            )
+        );
+        let nothing = request(&command(&["edit", id])).unwrap_err();
+        assert_eq!(super::super::error_output::kind(&nothing), "invalid_input");
+    }
+
+    fn info(oldest: Option<u64>) -> Value {
+        let mut value = serde_json::json!({
+            "id": "mbx-0123456789abcdef0123456789abcdef",
+            "address": "mbx-0123456789abcdef0123456789abcdef@archive.test",
+            "name": "Sales",
+            "description": "",
+            "status": "active",
+            "createdAt": 0,
+            "messageCount": 2,
+            "messageBytes": 2048,
+        });
+        if let Some(oldest) = oldest {
+            value["oldestMessageAt"] = oldest.into();
+        }
+        value
+    }
+
+    #[test]
+    fn the_oldest_message_line_appears_only_when_the_gateway_reports_one() {
+        let show = command(&["show", "mbx-0123456789abcdef0123456789abcdef"]);
+        let with = render(&show, info(Some(86_400_000))).unwrap();
+        assert!(
+            with.contains("Messages:    2 (2.0 KiB)\nOldest:      1970-01-02 00:00:00 UTC\n"),
+            "{with}"
+        );
+        let without = render(&show, info(None)).unwrap();
+        assert!(!without.contains("Oldest"), "{without}");
+        // A null (no message held) is no line either.
+        let mut empty = info(None);
+        empty["oldestMessageAt"] = Value::Null;
+        assert!(!render(&show, empty).unwrap().contains("Oldest"));
+    }
+
+    #[test]
+    fn a_new_password_is_shown_with_its_warning_and_a_missing_one_is_an_error() {
+        let create = command(&["create", "--name", "Sales"]);
+        let mut created = info(None);
+        created["password"] = "abcd-efgh".into();
+        let text = render(&create, created).unwrap();
+        assert!(text.starts_with("Mailbox created.\n"), "{text}");
+        assert!(text.contains("Password:    abcd-efgh\n") && text.contains("shown only this once"));
+        assert!(render(&create, info(None)).is_err());
+    }
 }

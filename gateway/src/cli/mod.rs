@@ -1,11 +1,14 @@
 //! The `gateway` command line. The binary only calls [`run`].
 
+mod admin_cmd;
+pub mod api_call;
 pub mod build_check;
 mod config_cmd;
 pub mod error_output;
 mod mailbox_cmd;
 mod output;
 mod serve;
+mod settings_cmd;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +48,12 @@ pub enum Command {
     /// Manage mailboxes.
     #[command(subcommand)]
     Mailbox(mailbox_cmd::MailboxCommand),
+    /// The administrator account.
+    #[command(subcommand)]
+    Admin(admin_cmd::AdminCommand),
+    /// Email domain, log level and console language.
+    #[command(subcommand)]
+    Settings(settings_cmd::SettingsCommand),
 }
 
 /// Parses the command line, runs it, and reports a failure (as a JSON object for a `--json`
@@ -66,6 +75,8 @@ impl Command {
     pub fn json(&self) -> bool {
         match self {
             Command::Mailbox(command) => command.json(),
+            Command::Admin(command) => command.json(),
+            Command::Settings(command) => command.json(),
             Command::Serve | Command::Config(_) => false,
         }
     }
@@ -75,10 +86,10 @@ impl Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config(command) => config_cmd::run(command, cli.config.as_deref(), cli.data_dir),
-        Command::Mailbox(command) => {
-            let config = load_config(cli.config, cli.data_dir)?;
-            crate::logging::init(crate::config::LogLevel::Warn);
-            mailbox_cmd::run(command, &config)
+        Command::Mailbox(command) => mailbox_cmd::run(command, &target(cli.config, cli.data_dir)?),
+        Command::Admin(command) => admin_cmd::run(command, &target(cli.config, cli.data_dir)?),
+        Command::Settings(command) => {
+            settings_cmd::run(command, &target(cli.config, cli.data_dir)?)
         }
         Command::Serve => {
             build_check::check_this_binary()?;
@@ -94,6 +105,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             serve::run(config, settings_file, log)
         }
     }
+}
+
+/// The gateway a management command administers (running or not), with quiet logging.
+fn target(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<api_call::Target> {
+    // Before loading, as for `serve`: the same file decides where a stopped gateway's
+    // settings are saved.
+    let settings_file = settings_file(config.as_deref());
+    let config = load_config(config, data_dir)?;
+    crate::logging::init(crate::config::LogLevel::Warn);
+    Ok(api_call::Target {
+        config,
+        settings_file,
+    })
 }
 
 /// Where settings changed at run time are written: the file given (`--config`,

@@ -15,6 +15,12 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// A command's `--json` output: the result, pretty-printed.
+pub fn json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
 pub fn time(unix_ms: u64) -> String {
     let nanos = i128::from(unix_ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)

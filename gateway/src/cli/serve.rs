@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 
+use crate::api::control::ControlServer;
 use crate::config::{CertificateSource, Config};
 use crate::logging::LogControl;
 use crate::service::Gateway;
@@ -72,6 +73,16 @@ async fn serve(
             tracing::info!(service = name, %addr, "not started: this service is not available yet");
         }
     }
+    // The CLI's way in, once the listeners are up: the same API the console serves (one
+    // table of long-running jobs, one view of the listeners).
+    let api = running.api().clone();
+    let control = match ControlServer::start(api, data_dir) {
+        Ok(control) => control,
+        Err(e) => {
+            running.stop().await;
+            return Err(e).context("the CLI could not reach this gateway");
+        }
+    };
     tracing::info!(
         email_domain = %config.gateway.email_domain,
         host_name = %config.gateway.host_name,
@@ -84,6 +95,7 @@ async fn serve(
     wait_for_stop_signal().await?;
     reloads.abort();
     tracing::info!("shutting down: finishing transactions in flight");
+    control.stop().await;
     running.stop().await;
     tracing::info!("stopped");
     Ok(())

@@ -3,9 +3,9 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use super::*;
+use crate::logging::test_support::Captured;
 
 const FILE: &str =
     "# ops\n[gateway]\nemail_domain = \"old.example\" # journal\nlog_level = \"info\"\n";
@@ -180,30 +180,6 @@ fn an_empty_change_writes_nothing() {
         .unwrap();
     assert_eq!(current, f.settings.current());
     assert!(!f.path.exists());
-}
-
-/// Collects what a test subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
 }
 
 #[test]

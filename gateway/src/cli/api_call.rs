@@ -1,0 +1,184 @@
+//! How every management command reaches the API: through the running gateway's control
+//! socket, or, when no gateway runs, by calling the same [`Api::invoke`] on the store
+//! directly. Either way the command gets the same [`Answer`], so it prints the same thing
+//! and fails with the same kinds. The store is never opened beside a running gateway: its
+//! lock refuses that, and then the command says so.
+
+use crate::api::control::{socket_path, ControlClient};
+use crate::api::envelope::KINDS;
+use crate::api::{Answer, Api, Caller, Params, ServerContext};
+use crate::config::{CertificateSource, Config};
+use crate::service::{Gateway, ServiceError};
+use crate::settings::{LiveSettings, SettingsFile};
+use crate::store::StoreError;
+
+/// The gateway a command administers: its configuration, and where a stopped gateway's
+/// settings changes are saved (the file `serve` would use).
+pub struct Target {
+    pub config: Config,
+    pub settings_file: SettingsFile,
+}
+
+/// A function that answered `failed`: the envelope's message, and its stable kind for
+/// `--json` errors (see [`super::error_output`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}{}", .details.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
+pub struct FunctionFailed {
+    pub kind: &'static str,
+    pub message: String,
+    pub details: Option<String>,
+    pub http_status: u16,
+}
+
+/// Parameters from optional values; absent ones are left out.
+pub fn params<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Params {
+    pairs
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value?.into())))
+        .collect()
+}
+
+/// Calls `function` and returns its result, or the failure as an error.
+pub fn call(target: &Target, function: &str, params: Params) -> anyhow::Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(answer(target, function, params))?;
+    into_result(function, answer)
+}
+
+/// The answer of the running gateway if one listens, else of the stopped gateway's store.
+pub async fn answer(target: &Target, function: &str, params: Params) -> anyhow::Result<Answer> {
+    let config = &target.config;
+    let data_dir = &config.gateway.data_dir;
+    if let Some(mut client) = ControlClient::connect(data_dir).await? {
+        return Ok(client.invoke(function, params).await?);
+    }
+    let gateway = Gateway::open(config).map_err(|e| explain_open_error(e, config))?;
+    let server = ServerContext::new(
+        config.gateway.host_name.clone(),
+        None,
+        certificate_source(config),
+    );
+    let configured: Vec<_> = config
+        .listeners()
+        .into_iter()
+        .map(|(name, addr)| (name, addr, true))
+        .collect();
+    server.set_listeners(&configured, &[], false);
+    // Settings changed here are saved where the running gateway would save them; there is
+    // no subscriber to change the level of.
+    let settings = LiveSettings::new(
+        config,
+        gateway.email_domain_handle().clone(),
+        None,
+        target.settings_file.clone(),
+    );
+    let api = Api::new(gateway, settings, server);
+    Ok(api.invoke(&Caller::Host, function, params).await)
+}
+
+/// Where the certificate comes from, as `GetCertificateInfo` reports it.
+pub fn certificate_source(config: &Config) -> &'static str {
+    match config.tls.source {
+        CertificateSource::SelfSigned => "self-signed",
+        CertificateSource::Files { .. } => "files",
+        CertificateSource::Acme { .. } => "acme",
+    }
+}
+
+fn explain_open_error(e: ServiceError, config: &Config) -> anyhow::Error {
+    match e {
+        // Locked, yet nobody answered on the socket: a gateway that is starting, stopping,
+        // or too old to have one. The typed error stays in the chain for `--json`.
+        ServiceError::Store(StoreError::Locked) => anyhow::Error::new(StoreError::Locked).context(format!(
+            "the store is in use by a running gateway, but it does not answer on its control socket {}: \
+             it may be starting or stopping (try again in a moment), or be a version without one (stop it first)",
+            socket_path(&config.gateway.data_dir).display()
+        )),
+        other => anyhow::Error::new(other).context("cannot open the store"),
+    }
+}
+
+/// The result of a succeeded answer; a failed one becomes a [`FunctionFailed`] error.
+pub fn into_result(function: &str, answer: Answer) -> anyhow::Result<serde_json::Value> {
+    if answer.is_success() {
+        return Ok(answer.envelope.result);
+    }
+    let error = answer
+        .envelope
+        .error
+        .unwrap_or_else(|| crate::api::EnvelopeError {
+            message: format!("{function} failed"),
+            details: None,
+            kind: "error".to_owned(),
+        });
+    let kind = KINDS
+        .iter()
+        .copied()
+        .find(|k| *k == error.kind)
+        .unwrap_or("error");
+    let message = if kind == "unknown_function" {
+        // Only a gateway older than this command lacks one of the command's functions.
+        format!(
+            "the gateway does not provide {function}: restart it with the version of this command"
+        )
+    } else {
+        error.message
+    };
+    Err(FunctionFailed {
+        kind,
+        message,
+        details: error.details,
+        http_status: answer.http_status,
+    }
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApiError;
+    use serde_json::Value;
+
+    #[test]
+    fn a_failed_answer_is_an_error_with_its_message_details_and_stable_kind() {
+        let answer = ApiError::new(409, "conflict", "suspend it first")
+            .with_details("still holds 3 message(s)")
+            .into_answer();
+        let error = into_result("DeleteMailbox", answer).unwrap_err();
+        assert_eq!(super::super::error_output::kind(&error), "conflict");
+        assert_eq!(
+            format!("{error:#}"),
+            "suspend it first (still holds 3 message(s))"
+        );
+        let json = super::super::error_output::to_json(&error);
+        assert_eq!(json["error"]["kind"], "conflict");
+
+        // A kind this version does not know (a newer gateway) is reported as `error`.
+        let answer = ApiError::new(400, "brand_new", "whatever").into_answer();
+        let error = into_result("GetMailboxes", answer).unwrap_err();
+        assert_eq!(super::super::error_output::kind(&error), "error");
+
+        // A function the gateway lacks: it is older than this command.
+        let answer = ApiError::unknown_function("ResetAdminPassword").into_answer();
+        let error = into_result("ResetAdminPassword", answer).unwrap_err();
+        assert_eq!(super::super::error_output::kind(&error), "unknown_function");
+        assert!(error.to_string().contains("restart it with the version"));
+    }
+
+    #[test]
+    fn a_succeeded_answer_gives_its_result() {
+        let answer = Answer::ok(serde_json::json!({"a": 1}));
+        assert_eq!(
+            into_result("GetSettings", answer).unwrap(),
+            serde_json::json!({"a": 1})
+        );
+    }
+
+    #[test]
+    fn absent_parameters_are_left_out() {
+        let p = params([("id", Some("x")), ("name", None)]);
+        assert_eq!(Value::Object(p), serde_json::json!({"id": "x"}));
+    }
+}

@@ -1,0 +1,420 @@
+//! The CLI on a running gateway: `gateway serve` runs as a real process and `gateway mailbox
+//! ...` reaches it through the control socket, while it keeps accepting mail. Without the
+//! socket these commands would stop with "the store is in use by a running gateway".
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const EMAIL_DOMAIN: &str = "archive.test";
+
+/// A configuration with every listener on 127.0.0.1 and a free port (the configuration
+/// refuses port 0, as the other tests that run `gateway serve` know).
+fn write_config(dir: &Path) {
+    let mut text = format!(
+        "[gateway]\nemail_domain = \"{EMAIL_DOMAIN}\"\nhost_name = \"mx.archive.test\"\nlog_level = \"info\"\n"
+    );
+    // All held at once, so they are distinct; released just before the gateway binds them.
+    let names = [
+        "smtp",
+        "smtps",
+        "submission",
+        "pop3",
+        "pop3s",
+        "console",
+        "acme_http",
+    ];
+    let free: Vec<std::net::TcpListener> = names
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = free
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    for (name, port) in names.iter().zip(&ports) {
+        text.push_str(&format!(
+            "[listen.{name}]\naddress = \"127.0.0.1\"\nport = {port}\nenabled = true\n"
+        ));
+    }
+    std::fs::write(dir.join("gateway.toml"), text).unwrap();
+}
+
+/// A `gateway serve` process and what it logged.
+struct Served {
+    child: Child,
+    smtp: SocketAddr,
+    log: Arc<Mutex<String>>,
+    drain: Option<JoinHandle<()>>,
+}
+
+impl Served {
+    fn start(dir: &Path) -> Self {
+        let config = dir.join("gateway.toml");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .current_dir(dir)
+            .env("GATEWAY_DATA_DIR", dir.join("data"))
+            .env(
+                gateway::cli::build_check::OVERRIDE_VAR,
+                gateway::cli::build_check::OVERRIDE_VALUE,
+            )
+            .env("NO_COLOR", "1")
+            .env_remove("GATEWAY_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut log = String::new();
+        let mut smtp = None;
+        for line in lines.by_ref() {
+            let line = strip_ansi(&line.unwrap());
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("listening") && line.contains("service=\"smtp\"") {
+                smtp = field(&line, "addr").and_then(|a| a.parse().ok());
+            }
+            if line.contains("gateway ready") {
+                break;
+            }
+        }
+        let smtp = smtp.unwrap_or_else(|| panic!("not ready, or no smtp listener logged:\n{log}"));
+        // Keep reading, so the gateway never blocks on a full pipe.
+        let log = Arc::new(Mutex::new(log));
+        let sink = log.clone();
+        let drain = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&strip_ansi(&line));
+                log.push('\n');
+            }
+        });
+        Self {
+            child,
+            smtp,
+            log,
+            drain: Some(drain),
+        }
+    }
+
+    /// SIGTERM, as a service manager stops it; waits for the exit and returns the log.
+    fn stop(mut self) -> String {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        self.finish()
+    }
+
+    /// SIGKILL: no cleanup at all.
+    fn kill(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.finish()
+    }
+
+    fn finish(&mut self) -> String {
+        if let Some(drain) = self.drain.take() {
+            drain.join().unwrap();
+        }
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI sequences end with a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The value of `name=value` in a log line, quotes removed.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{name}="))? + name.len() + 1;
+    let value = line[start..].split_whitespace().next()?;
+    Some(value.trim_matches('"'))
+}
+
+fn gateway(dir: &Path, args: &[&str]) -> Output {
+    let config = dir.join("gateway.toml");
+    Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", config.to_str().unwrap()])
+        .args(args)
+        .current_dir(dir)
+        .env("GATEWAY_DATA_DIR", dir.join("data"))
+        .env_remove("GATEWAY_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn ok_json(dir: &Path, args: &[&str]) -> Value {
+    let out = gateway(dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A failed `--json` command: exit code 1 and one JSON error object.
+fn failed_json(dir: &Path, args: &[&str]) -> Value {
+    let out = gateway(dir, args);
+    assert_eq!(out.status.code(), Some(1), "{args:?}");
+    let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+    value["error"].clone()
+}
+
+fn keys(value: &Value) -> BTreeSet<String> {
+    value.as_object().unwrap().keys().cloned().collect()
+}
+
+/// One SMTP transaction over plain TCP, like a journaling mail server.
+fn deliver(smtp: SocketAddr, to: &str, message: &str) {
+    let stream = TcpStream::connect(smtp).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = |expect: &str| {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            text.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                break;
+            }
+        }
+        assert!(text.starts_with(expect), "expected {expect}: {text}");
+    };
+    reply("220");
+    for (command, expect) in [
+        ("EHLO journal.example.org".to_owned(), "250"),
+        ("MAIL FROM:<journal@example.org>".to_owned(), "250"),
+        (format!("RCPT TO:<{to}>"), "250"),
+        ("DATA".to_owned(), "354"),
+    ] {
+        writer
+            .write_all(format!("{command}\r\n").as_bytes())
+            .unwrap();
+        reply(expect);
+    }
+    writer
+        .write_all(format!("{message}\r\n.\r\n").as_bytes())
+        .unwrap();
+    reply("250");
+    writer.write_all(b"QUIT\r\n").unwrap();
+    reply("221");
+    let mut rest = Vec::new();
+    let _ = writer.read_to_end(&mut rest);
+}
+
+#[test]
+fn the_cli_manages_a_running_gateway_that_keeps_accepting_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d);
+    let served = Served::start(d);
+    let socket = d.join("data/control.sock");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "only the gateway's user may connect");
+
+    let created = ok_json(d, &["mailbox", "create", "--name", "Sales", "--json"]);
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["address"], format!("{id}@{EMAIL_DOMAIN}"));
+    assert!(created["password"].as_str().is_some_and(|p| !p.is_empty()));
+
+    let list = ok_json(d, &["mailbox", "list", "--json"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], id.as_str());
+
+    // New mail reaches the new mailbox at once: no restart.
+    deliver(
+        served.smtp,
+        &format!("{id}@{EMAIL_DOMAIN}"),
+        "Subject: journal\r\n\r\nhello",
+    );
+    let shown = ok_json(d, &["mailbox", "show", &id, "--json"]);
+    assert_eq!(shown["messageCount"], 1, "{shown}");
+    assert_eq!(shown["name"], "Sales");
+
+    let suspended = ok_json(d, &["mailbox", "suspend", &id, "--json"]);
+    assert_eq!(suspended["status"], "suspended");
+    // A broken rule is a failed answer with its stable kind and what to do.
+    let refused = failed_json(d, &["mailbox", "delete", &id, "--json"]);
+    assert_eq!(refused["kind"], "conflict", "{refused}");
+    assert!(refused["message"]
+        .as_str()
+        .unwrap()
+        .contains("let the archiver empty it first"));
+    let missing = failed_json(
+        d,
+        &[
+            "mailbox",
+            "show",
+            "mbx-0123456789abcdef0123456789abcdef",
+            "--json",
+        ],
+    );
+    assert_eq!(missing["kind"], "not_found");
+
+    // An empty mailbox goes all the way: create, suspend, delete.
+    let empty = ok_json(d, &["mailbox", "create", "--name", "Temp", "--json"]);
+    let empty_id = empty["id"].as_str().unwrap();
+    ok_json(d, &["mailbox", "suspend", empty_id, "--json"]);
+    let deleted = ok_json(d, &["mailbox", "delete", empty_id, "--json"]);
+    assert_eq!(deleted["deleted"], true);
+    assert_eq!(deleted["id"], empty_id);
+
+    // People get the same text as on a stopped gateway.
+    let out = gateway(d, &["mailbox", "show", &id]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Status:      suspended"), "{text}");
+    assert!(text.contains("Messages:    1 ("), "{text}");
+
+    let log = served.stop();
+    // Every command went through the running gateway.
+    assert!(
+        log.contains("function=\"CreateMailbox\"") && log.contains("function=\"DeleteMailbox\""),
+        "{log}"
+    );
+    assert!(!socket.exists(), "removed at shutdown");
+
+    // Stopped: the same commands answer from the store, in the same shape.
+    let stopped = ok_json(d, &["mailbox", "show", &id, "--json"]);
+    assert_eq!(keys(&stopped), keys(&shown));
+    assert_eq!(stopped["messageCount"], 1);
+    assert_eq!(stopped["status"], "suspended");
+    let stopped_list = ok_json(d, &["mailbox", "list", "--json"]);
+    assert_eq!(keys(&stopped_list[0]), keys(&list[0]));
+}
+
+#[test]
+fn a_killed_gateway_leaves_no_obstacle_for_the_cli_or_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d);
+    let served = Served::start(d);
+    let created = ok_json(d, &["mailbox", "create", "--name", "Sales", "--json"]);
+    served.kill();
+    let socket = d.join("data/control.sock");
+    assert!(socket.exists(), "SIGKILL leaves the socket file behind");
+
+    // Nobody listens: the CLI opens the store itself.
+    let list = ok_json(d, &["mailbox", "list", "--json"]);
+    assert_eq!(list[0]["id"], created["id"]);
+
+    // The next start replaces the stale socket and the CLI reaches it again.
+    let served = Served::start(d);
+    let shown = ok_json(
+        d,
+        &["mailbox", "show", created["id"].as_str().unwrap(), "--json"],
+    );
+    assert_eq!(shown["name"], "Sales");
+    let log = served.stop();
+    assert!(
+        log.contains("replacing the control socket") && log.contains("function=\"GetMailbox\""),
+        "{log}"
+    );
+}
+
+#[test]
+fn admin_reset_password_prints_a_new_password_once_running_or_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d);
+    let served = Served::start(d);
+    let first = ok_json(d, &["admin", "reset-password", "--json"]);
+    let password = first["password"].as_str().unwrap().to_owned();
+    assert!(password.len() >= 16, "{first}");
+
+    let out = gateway(d, &["admin", "reset-password"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("shown only this once") && !text.contains(&password),
+        "a new one each time: {text}"
+    );
+    let log = served.stop();
+    assert!(log.contains("function=\"ResetAdminPassword\""), "{log}");
+    assert!(
+        !log.contains(&password),
+        "the password is in no log line: {log}"
+    );
+
+    let stopped = ok_json(d, &["admin", "reset-password", "--json"]);
+    assert_eq!(keys(&stopped), keys(&first));
+    assert_ne!(stopped["password"], first["password"]);
+}
+
+#[test]
+fn settings_are_shown_and_set_on_a_running_gateway_and_kept_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d);
+    let served = Served::start(d);
+    let shown = ok_json(d, &["settings", "show", "--json"]);
+    assert_eq!(shown["emailDomain"], EMAIL_DOMAIN);
+    let set = ok_json(
+        d,
+        &[
+            "settings",
+            "set",
+            "--email-domain",
+            "journal.test",
+            "--language",
+            "de",
+            "--json",
+        ],
+    );
+    assert_eq!(set["emailDomain"], "journal.test");
+    assert_eq!(set["consoleLanguage"], "de");
+    // New mailboxes get the new domain at once.
+    let created = ok_json(d, &["mailbox", "create", "--name", "New", "--json"]);
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(created["address"], format!("{id}@journal.test"));
+    deliver(
+        served.smtp,
+        &format!("{id}@journal.test"),
+        "Subject: x\r\n\r\ny",
+    );
+    served.stop();
+
+    let file = std::fs::read_to_string(d.join("gateway.toml")).unwrap();
+    assert!(file.contains("journal.test"), "{file}");
+    let stopped = ok_json(d, &["settings", "show", "--json"]);
+    assert_eq!(keys(&stopped), keys(&shown));
+    assert_eq!(stopped["emailDomain"], "journal.test");
+    assert_eq!(stopped["consoleLanguage"], "de");
+}

@@ -22,6 +22,7 @@ const FAILURES: &[(&str, &str)] = &[
         "Not allowed (first login not done, or not from this machine)",
     ),
     ("404", "Unknown function, or no such mailbox"),
+    ("408", "The request body did not arrive in time"),
     ("409", "A rule was broken; the message says what to do"),
     ("413", "Request body too large"),
     ("415", "Unsupported content type"),

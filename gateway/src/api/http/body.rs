@@ -1,5 +1,7 @@
 //! Function parameters from a request body: a JSON object, form fields, or nothing.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::HeaderMap;
@@ -42,11 +44,31 @@ pub fn check_declared_length(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Reads at most [`BODY_LIMIT`] bytes of `body` and parses them as parameters. An empty
-/// body is no parameters, whatever its type.
-pub async fn params(headers: &HeaderMap, body: Body) -> Result<Params, ApiError> {
+/// How long a request body may take to arrive when nothing else says.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads at most [`BODY_LIMIT`] bytes of `body`, within `timeout`, and parses them as
+/// parameters. An empty body is no parameters, whatever its type.
+pub async fn params(
+    headers: &HeaderMap,
+    body: Body,
+    timeout: Duration,
+) -> Result<Params, ApiError> {
     check_declared_length(headers)?;
-    let bytes = match Limited::new(body, BODY_LIMIT).collect().await {
+    // A body trickling in byte by byte must not hold the connection (and its slot) forever.
+    let Ok(collected) =
+        tokio::time::timeout(timeout, Limited::new(body, BODY_LIMIT).collect()).await
+    else {
+        return Err(ApiError::new(
+            408,
+            "invalid_input",
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs()
+            ),
+        ));
+    };
+    let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
         Err(_) => {
@@ -133,7 +155,12 @@ mod tests {
         content_type: Option<&'static str>,
         body: &'static [u8],
     ) -> Result<Params, ApiError> {
-        params(&headers(content_type), Body::from(body)).await
+        params(
+            &headers(content_type),
+            Body::from(body),
+            DEFAULT_BODY_TIMEOUT,
+        )
+        .await
     }
 
     #[tokio::test]
@@ -179,7 +206,7 @@ mod tests {
     #[tokio::test]
     async fn json_must_be_an_object() {
         for body in [&b"[1]"[..], b"\"x\"", b"{", b"null"] {
-            let e = params(&headers(Some(JSON)), Body::from(body))
+            let e = params(&headers(Some(JSON)), Body::from(body), DEFAULT_BODY_TIMEOUT)
                 .await
                 .unwrap_err();
             assert_eq!(e.http_status, 400, "{body:?}");
@@ -202,18 +229,28 @@ mod tests {
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused_with_or_without_a_length() {
         let big = vec![b'a'; BODY_LIMIT + 1];
-        let e = params(&headers(Some(FORM)), Body::from(big.clone()))
-            .await
-            .unwrap_err();
+        let e = params(
+            &headers(Some(FORM)),
+            Body::from(big.clone()),
+            DEFAULT_BODY_TIMEOUT,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.http_status, 413);
         let mut declared = headers(Some(FORM));
         declared.insert(CONTENT_LENGTH, HeaderValue::from(BODY_LIMIT + 1));
-        let e = params(&declared, Body::empty()).await.unwrap_err();
+        let e = params(&declared, Body::empty(), DEFAULT_BODY_TIMEOUT)
+            .await
+            .unwrap_err();
         assert_eq!(e.http_status, 413);
         let exact = vec![b'a'; BODY_LIMIT];
-        let ok = params(&headers(Some(FORM)), Body::from(exact))
-            .await
-            .unwrap();
+        let ok = params(
+            &headers(Some(FORM)),
+            Body::from(exact),
+            DEFAULT_BODY_TIMEOUT,
+        )
+        .await
+        .unwrap();
         assert_eq!(ok.len(), 1);
     }
 }

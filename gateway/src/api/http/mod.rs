@@ -39,6 +39,11 @@ use crate::tls::CertResolver;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
+/// How long a request's body may take to arrive ([`ConsoleOptions::body_timeout`]); put
+/// into each request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTimeout(pub Duration);
+
 /// Timeouts of the console listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsoleOptions {
@@ -46,6 +51,8 @@ pub struct ConsoleOptions {
     pub handshake_timeout: Duration,
     /// Bound on receiving a request's headers (HTTP/1.1): against slow-header clients.
     pub header_read_timeout: Duration,
+    /// Bound on receiving a request's body (at most [`BODY_LIMIT`] bytes).
+    pub body_timeout: Duration,
     /// After this long a connection is closed gracefully (requests in flight finish): an
     /// idle keep-alive or HTTP/2 connection must not hold its slot forever.
     pub max_connection_age: Duration,
@@ -56,10 +63,14 @@ impl Default for ConsoleOptions {
         Self {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            body_timeout: body::DEFAULT_BODY_TIMEOUT,
             max_connection_age: Duration::from_secs(10 * 60),
         }
     }
 }
+
+/// How long requests in flight may take once a connection reached its maximum age.
+const AGE_GRACE: Duration = Duration::from_secs(30);
 
 /// The console's TLS acceptor: the shared server configuration (so the same certificate
 /// resolver) plus ALPN for HTTP/2 and HTTP/1.1.
@@ -133,11 +144,13 @@ impl ConsoleServer {
             }
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let body_timeout = BodyTimeout(self.options.body_timeout);
         let service =
             self.router
                 .clone()
                 .map_request(move |mut request: hyper::Request<Incoming>| {
                     request.extensions_mut().insert(ClientAddr(client));
+                    request.extensions_mut().insert(body_timeout);
                     request
                 });
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -145,11 +158,14 @@ impl ConsoleServer {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.options.header_read_timeout)
-            .max_headers(64);
+            .max_headers(64)
+            // Headers and what is buffered of a body; parameters are small.
+            .max_buf_size(BODY_LIMIT + 16 * 1024);
         builder
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(32)
+            .max_header_list_size(16 * 1024)
             .keep_alive_interval(Some(Duration::from_secs(30)));
         // The protocol is the one ALPN settled, so no sniffing (which has no timeout).
         let builder = if h2 {
@@ -170,7 +186,11 @@ impl ConsoleServer {
             }
             _ = &mut age => {
                 connection.as_mut().graceful_shutdown();
-                connection.await
+                // Requests in flight may finish, but not take forever.
+                match tokio::time::timeout(AGE_GRACE, connection).await {
+                    Ok(result) => result,
+                    Err(_) => return,
+                }
             }
         };
         if let Err(e) = result {

@@ -13,7 +13,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use super::{auth, body, response, ClientAddr};
+use super::{auth, body, response, BodyTimeout, ClientAddr};
 use crate::api::functions::{check_access, Access};
 use crate::api::{Answer, Api, ApiError, Caller, Params};
 
@@ -43,6 +43,10 @@ fn client(request: &Request) -> IpAddr {
 /// body is read (a body declared too large is refused first, without a look at anything).
 async fn caller_and_params(api: &Api, request: Request) -> Result<(Caller, Params), ApiError> {
     let client = client(&request);
+    let body_timeout = request
+        .extensions()
+        .get::<BodyTimeout>()
+        .map_or(body::DEFAULT_BODY_TIMEOUT, |t| t.0);
     let (parts, body) = request.into_parts();
     body::check_declared_length(&parts.headers)?;
     let caller = auth::authenticate(api, &parts.headers, client)
@@ -51,7 +55,7 @@ async fn caller_and_params(api: &Api, request: Request) -> Result<(Caller, Param
             // Who was refused and why; never what they presented.
             tracing::info!(%client, status = refusal.http_status, kind = refusal.kind, "API login refused");
         })?;
-    let params = body::params(&parts.headers, body).await?;
+    let params = body::params(&parts.headers, body, body_timeout).await?;
     Ok((caller, params))
 }
 

@@ -372,3 +372,29 @@ async fn calls_are_logged_without_credentials_or_parameters() {
         assert!(!logged.contains(secret), "{secret} was logged:\n{logged}");
     }
 }
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_answered_408_and_frees_the_connection() {
+    let console = console(
+        ConnectionLimits::new(10, 10),
+        short(|o| o.body_timeout = Duration::from_millis(200)),
+    )
+    .await;
+    let mut tls = handshake(console.addr, &[&console.material]).await;
+    // Credentials are checked before the body is read: a first-login one will do.
+    let credentials = data_encoding::BASE64.encode(b"admin:admin");
+    tls.write_all(
+        format!(
+            "POST /api/invoke/ResetOwnPassword HTTP/1.1\r\nHost: localhost\r\n\
+             Authorization: Basic {credentials}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ncurrent"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let received = until_closed(&mut tls).await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("did not arrive"), "{text}");
+}

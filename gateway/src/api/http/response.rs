@@ -69,9 +69,10 @@ pub fn json(value: &serde_json::Value) -> Response {
         .into_response()
 }
 
-/// Middleware for every response: the security headers, and an envelope instead of any
-/// body that is not JSON (a response axum or hyper produced on its own), so a client always
-/// gets the documented shape.
+/// Middleware for every response the router gives: the security headers, and an envelope
+/// instead of any error body that is not JSON (one axum produced on its own, such as an
+/// extractor's rejection), so a client always gets the documented shape. (Errors hyper
+/// answers at the connection level, such as oversized headers, never reach the router.)
 pub async fn finish(mut response: Response) -> Response {
     let is_json = response
         .headers()

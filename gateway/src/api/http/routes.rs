@@ -53,7 +53,12 @@ async fn caller_and_params(api: &Api, request: Request) -> Result<(Caller, Param
         .await
         .inspect_err(|refusal| {
             // Who was refused and why; never what they presented.
-            tracing::info!(%client, status = refusal.http_status, kind = refusal.kind, "API login refused");
+            tracing::info!(
+                %client,
+                status = refusal.http_status,
+                kind = refusal.kind,
+                "API login refused"
+            );
         })?;
     let params = body::params(&parts.headers, body, body_timeout).await?;
     Ok((caller, params))

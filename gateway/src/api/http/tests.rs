@@ -398,3 +398,31 @@ async fn a_body_that_never_arrives_is_answered_408_and_frees_the_connection() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("did not arrive"), "{text}");
 }
+
+#[tokio::test]
+async fn a_malformed_function_name_and_an_unknown_method_get_envelopes() {
+    use tower::ServiceExt as _;
+    let (_dir, api) = test_api();
+    let router = router(api);
+    for (method, path, status) in [
+        ("POST", "/api/invoke/%FF", 400),
+        ("DELETE", "/api/get-metadata", 405),
+        ("GET", "/nowhere", 404),
+    ] {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .extension(ClientAddr(std::net::IpAddr::from([127, 0, 0, 1])))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let answer = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(answer.status(), status, "{method} {path}");
+        assert_eq!(answer.headers()["cache-control"], "no-store");
+        let body = axum::body::to_bytes(answer.into_body(), BODY_LIMIT)
+            .await
+            .unwrap();
+        let envelope: crate::api::Envelope = serde_json::from_slice(&body).unwrap();
+        assert_eq!(envelope.status_code, crate::api::StatusCode::Failed);
+        assert!(envelope.error.is_some());
+    }
+}

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::api::http::{ConsoleOptions, ConsoleServer};
+use crate::api::{Api, ServerContext};
+use crate::config::{CertificateSource, Config};
 use crate::net::{
     ConnectionLimits, ConnectionPolicy, Shutdown, SocketOptions, TcpListener, TlsMode,
 };
@@ -13,6 +15,7 @@ use crate::pop3::{Pop3Server, Pop3Settings};
 use crate::proxy::{TcpConnector, Upstreams};
 use crate::service::Gateway;
 use crate::settings::EmailDomain;
+use crate::settings::{LiveSettings, SettingsFile};
 use crate::smtp::{SessionConfig, SmtpServer};
 use crate::tls::{CertResolver, UpstreamTrust};
 
@@ -41,11 +44,18 @@ pub enum StartError {
 pub struct Running {
     /// Bound addresses by service name (useful when the configuration asked for port 0).
     pub addresses: Vec<(&'static str, SocketAddr)>,
+    api: Api,
     shutdown: Shutdown,
     tasks: JoinSet<()>,
 }
 
 impl Running {
+    /// The Management API of this gateway, as the console listener serves it (for the
+    /// control socket, which calls the same dispatcher).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
     pub fn address(&self, service: &str) -> Option<SocketAddr> {
         self.addresses
             .iter()
@@ -92,11 +102,35 @@ pub fn upstreams(config: &Config) -> Result<Arc<Upstreams<TcpConnector>>, crate:
     ))
 }
 
-/// Binds every enabled protocol listener and starts serving.
+/// Binds every enabled protocol listener and starts serving. Settings changed through the
+/// Management API are written to `gateway.toml` in the data directory; `gateway serve` uses
+/// [`start_with_settings`] to write them where its configuration came from.
 pub async fn start(
     config: &Config,
     gateway: Gateway,
     resolver: Arc<CertResolver>,
+) -> Result<Running, StartError> {
+    let settings = LiveSettings::new(
+        config,
+        gateway.email_domain_handle().clone(),
+        None,
+        SettingsFile {
+            path: config
+                .gateway
+                .data_dir
+                .join(crate::cli::DEFAULT_CONFIG_FILE),
+            create_if_missing: true,
+        },
+    );
+    start_with_settings(config, gateway, resolver, settings).await
+}
+
+/// [`start`] with the live settings the Management API shows and changes.
+pub async fn start_with_settings(
+    config: &Config,
+    gateway: Gateway,
+    resolver: Arc<CertResolver>,
+    settings: LiveSettings,
 ) -> Result<Running, StartError> {
     let upstreams = upstreams(config)?;
     let shutdown = Shutdown::with_grace(config.limits.shutdown_grace());
@@ -122,11 +156,20 @@ pub async fn start(
         backlog: config.limits.listen_backlog,
         keepalive: config.limits.tcp_keepalive(),
     };
+    let api = Api::new(
+        gateway.clone(),
+        settings,
+        ServerContext::new(
+            config.gateway.host_name.clone(),
+            Some(resolver.clone()),
+            certificate_source(config),
+        ),
+    );
     let smtp = SmtpServer::with_proxy(
         gateway.clone(),
         smtp_session_config(config, gateway.email_domain_handle()),
         crate::tls::acceptor(resolver.clone()),
-        ConnectionLimits::with_policy(policy),
+        ConnectionLimits::with_policy(policy.clone()),
         config.smtp.clone(),
         upstreams.clone(),
     );
@@ -141,7 +184,7 @@ pub async fn start(
             preauth_timeout: config.limits.preauth_timeout(),
             lock_takeover: config.pop3.lock_takeover(),
         },
-        crate::tls::acceptor(resolver),
+        crate::tls::acceptor(resolver.clone()),
         ConnectionLimits::with_policy(pop3_policy),
         upstreams,
     );
@@ -163,11 +206,38 @@ pub async fn start(
             tasks.spawn(pop3.clone().serve(bound, mode, shutdown.signal()));
         }
     }
+    // HTTPS only, with its own budget of connections: a flood of API clients must not keep
+    // mail out, nor a mail flood the administrator.
+    if let Some(bound) = open("console", &listen.console, sockets, &mut addresses)? {
+        let console = ConsoleServer::new(
+            api.clone(),
+            resolver,
+            ConnectionLimits::with_policy(policy),
+            ConsoleOptions::default(),
+        );
+        tasks.spawn(console.serve(bound, shutdown.signal()));
+    }
+    let configured: Vec<(&'static str, SocketAddr, bool)> = listen
+        .all()
+        .into_iter()
+        .map(|(name, listener)| (name, listener.socket_addr(), listener.enabled))
+        .collect();
+    api.server().set_listeners(&configured, &addresses, true);
     Ok(Running {
         addresses,
+        api,
         shutdown,
         tasks,
     })
+}
+
+/// Where the certificate comes from, as `GetCertificateInfo` reports it.
+fn certificate_source(config: &Config) -> &'static str {
+    match config.tls.source {
+        CertificateSource::SelfSigned => "self-signed",
+        CertificateSource::Files { .. } => "files",
+        CertificateSource::Acme { .. } => "acme",
+    }
 }
 
 /// Binds an enabled listener and records its address; `None` when it is disabled.

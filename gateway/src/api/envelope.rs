@@ -50,8 +50,8 @@ pub struct Envelope {
     pub status_version: Option<u64>,
     pub percent_progress: Option<u8>,
     pub status_text: Option<String>,
-    /// The function's result; null when it failed.
-    #[schema(value_type = Object)]
+    /// The function's result (an object or a list); null when it failed.
+    #[schema(value_type = Value)]
     pub result: serde_json::Value,
 }
 

@@ -10,6 +10,7 @@
 pub mod control;
 pub mod envelope;
 pub mod functions;
+pub mod http;
 pub mod jobs;
 pub mod openapi;
 mod server_context;

@@ -3,7 +3,6 @@
 use anyhow::Context;
 
 use crate::api::control::ControlServer;
-use crate::api::{Api, ServerContext};
 use crate::config::{CertificateSource, Config};
 use crate::logging::LogControl;
 use crate::service::Gateway;
@@ -67,29 +66,16 @@ async fn serve(
     let mailboxes = gateway.list_mailboxes()?.len();
     let store = gateway.store().path().display().to_string();
     // Bind first: "ready" means the ports answer.
-    let running = crate::server::start(&config, gateway.clone(), resolver.clone()).await?;
+    let running =
+        crate::server::start_with_settings(&config, gateway, resolver, settings.clone()).await?;
     for (name, addr) in config.listeners() {
         if running.address(name).is_none() {
             tracing::info!(service = name, %addr, "not started: this service is not available yet");
         }
     }
-    // The CLI's way in, once the listeners are up.
-    let api = Api::new(
-        gateway,
-        settings,
-        ServerContext::new(
-            config.gateway.host_name.clone(),
-            Some(resolver),
-            super::api_call::certificate_source(&config),
-        ),
-    );
-    let configured: Vec<_> = config
-        .listeners()
-        .into_iter()
-        .map(|(name, addr)| (name, addr, true))
-        .collect();
-    api.server()
-        .set_listeners(&configured, &running.addresses, true);
+    // The CLI's way in, once the listeners are up: the same API the console serves (one
+    // table of long-running jobs, one view of the listeners).
+    let api = running.api().clone();
     let control = match ControlServer::start(api, data_dir) {
         Ok(control) => control,
         Err(e) => {

@@ -41,6 +41,8 @@ pub struct TestGateway {
     smtps: SocketAddr,
     pop3: SocketAddr,
     pop3s: SocketAddr,
+    console: Option<SocketAddr>,
+    api: gateway::api::Api,
 }
 
 impl TestGateway {
@@ -91,6 +93,8 @@ impl TestGateway {
         };
         let (smtp, submission, smtps) = (addr("smtp"), addr("submission"), addr("smtps"));
         let (pop3, pop3s) = (addr("pop3"), addr("pop3s"));
+        let console = running.address("console");
+        let api = running.api().clone();
         Self {
             dir,
             config,
@@ -101,7 +105,30 @@ impl TestGateway {
             smtps,
             pop3,
             pop3s,
+            console,
+            api,
         }
+    }
+
+    /// Starts with the Management API's HTTPS listener on a free local port too.
+    pub async fn start_with_console(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with(|config| {
+            config.listen.console.address = "127.0.0.1".parse().expect("ip");
+            config.listen.console.port = 0;
+            config.listen.console.enabled = true;
+            adjust(config);
+        })
+        .await
+    }
+
+    /// The Management API's HTTPS listener (only with [`Self::start_with_console`]).
+    pub fn console_addr(&self) -> SocketAddr {
+        self.console.expect("the console listener runs")
+    }
+
+    /// The Management API the listeners serve.
+    pub fn api(&self) -> gateway::api::Api {
+        self.api.clone()
     }
 
     pub fn smtp_addr(&self) -> SocketAddr {

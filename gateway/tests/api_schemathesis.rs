@@ -1,0 +1,167 @@
+//! schemathesis fuzzes the Management API against its own OpenAPI document: no answer may
+//! be a server error, and every answer must match the schema it documents.
+//!
+//! schemathesis is a required test tool (`cargo xtask ci` installs it); this test fails,
+//! rather than skips, when it is missing. `GATEWAY_SCHEMATHESIS` names its `st` command
+//! when that is not on `PATH`.
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{TestGateway, HOST_NAME};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+
+/// What CI installs (xtask's deps step pins the same release).
+const INSTALL: &str = "pip install schemathesis==4.32.5";
+
+fn http_client(gateway: &TestGateway) -> reqwest::Client {
+    let pem = std::fs::read(gateway.ca_file()).expect("read CA file");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("PEM certificate")).expect("add root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .resolve(HOST_NAME, gateway.console_addr())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("HTTP client")
+}
+
+/// Invokes `function` with form `params` as `user:password`; returns the result.
+async fn invoke_basic(
+    http: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+    function: &str,
+    params: &[(&str, &str)],
+) -> Value {
+    let response = http
+        .post(format!("{base}/api/invoke/{function}"))
+        .basic_auth(user, Some(password))
+        .form(params)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status();
+    let body: Value = response.json().await.expect("JSON body");
+    assert!(status.is_success(), "{function}: {status} {body}");
+    body["result"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
+    let gateway = TestGateway::start_with_console(|_| {}).await;
+    let http = http_client(&gateway);
+    let port = gateway.console_addr().port();
+    let base = format!("https://{HOST_NAME}:{port}");
+
+    // The first login replaces the initial password; an API key for the fuzzer.
+    let first = invoke_basic(
+        &http,
+        &base,
+        "admin",
+        "admin",
+        "ResetOwnPassword",
+        &[("currentPassword", "admin")],
+    )
+    .await;
+    let password = first["password"]
+        .as_str()
+        .expect("the first login answers with the new password")
+        .to_owned();
+    let created = invoke_basic(
+        &http,
+        &base,
+        "admin",
+        &password,
+        "CreateApiKey",
+        &[("name", "schemathesis")],
+    )
+    .await;
+    let key = created["key"].as_str().expect("the new key").to_owned();
+
+    let st = std::env::var_os("GATEWAY_SCHEMATHESIS").unwrap_or_else(|| "st".into());
+    let reports = gateway.scratch().join("schemathesis");
+    // The certificate names 127.0.0.1, so schemathesis verifies it against our CA.
+    let url = format!("https://127.0.0.1:{port}/api/openapi.json");
+    let mut command = tokio::process::Command::new(&st);
+    command
+        .arg("run")
+        .arg(&url)
+        .arg("--header")
+        .arg(format!("Authorization: Bearer {key}"))
+        .arg("--tls-verify")
+        .arg(gateway.ca_file())
+        .args([
+            "--checks",
+            "all",
+            // The parameter schemas give types; rules on values (a mailbox id or address, a
+            // log level, a non-empty name) are the service's, answered with a 400 that says
+            // what is wrong. This check would take such a 400 for a rejected valid request.
+            "--exclude-checks",
+            "positive_data_acceptance",
+            // Wrong current passwords are slowed down more and more by the login throttle,
+            // as they must be; tests/api.rs covers ResetOwnPassword.
+            "--exclude-operation-id",
+            "ResetOwnPassword",
+            // It would learn the fuzzer's own key id from GetApiKeys and revoke it, leaving
+            // every later request a 401; tests/api.rs covers it.
+            "--exclude-operation-id",
+            "RevokeApiKey",
+            "--seed",
+            "20261204",
+            "--max-examples",
+            "30",
+            "--workers",
+            "1",
+            "--generation-database",
+            "none",
+            "--no-color",
+            "--output-truncate",
+            "false",
+            "--request-timeout",
+            "30",
+        ])
+        // The key must not end up in a report on disk.
+        .arg("--report-dir")
+        .arg(&reports)
+        .kill_on_drop(true)
+        .stdin(Stdio::null());
+    let output = match command.output().await {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "schemathesis is not installed (no `{}`): install it with `{INSTALL}` \
+             (`cargo xtask ci` does), or set GATEWAY_SCHEMATHESIS to its `st` command",
+            st.to_string_lossy()
+        ),
+        Err(e) => panic!("cannot run {}: {e}", st.to_string_lossy()),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Shown with --nocapture, or in the failure below.
+    println!("{stdout}");
+    // A warning that authentication failed means the run tested little beyond 401s.
+    assert!(
+        !stdout.contains("Authentication failed"),
+        "schemathesis could not authenticate:\n{stdout}"
+    );
+    assert!(
+        output.status.success(),
+        "schemathesis found problems ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+}

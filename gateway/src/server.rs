@@ -7,7 +7,7 @@ use tokio::task::JoinSet;
 
 use crate::api::http::{ConsoleOptions, ConsoleServer};
 use crate::api::{Api, ServerContext};
-use crate::config::{CertificateSource, Config};
+use crate::config::Config;
 use crate::net::{
     ConnectionLimits, ConnectionPolicy, Shutdown, SocketOptions, TcpListener, TlsMode,
 };
@@ -162,7 +162,7 @@ pub async fn start_with_settings(
         ServerContext::new(
             config.gateway.host_name.clone(),
             Some(resolver.clone()),
-            certificate_source(config),
+            config.tls.source.name(),
         ),
     );
     let smtp = SmtpServer::with_proxy(
@@ -229,15 +229,6 @@ pub async fn start_with_settings(
         shutdown,
         tasks,
     })
-}
-
-/// Where the certificate comes from, as `GetCertificateInfo` reports it.
-fn certificate_source(config: &Config) -> &'static str {
-    match config.tls.source {
-        CertificateSource::SelfSigned => "self-signed",
-        CertificateSource::Files { .. } => "files",
-        CertificateSource::Acme { .. } => "acme",
-    }
 }
 
 /// Binds an enabled listener and records its address; `None` when it is disabled.

@@ -7,7 +7,7 @@
 use crate::api::control::{socket_path, ControlClient};
 use crate::api::envelope::KINDS;
 use crate::api::{Answer, Api, Caller, Params, ServerContext};
-use crate::config::{CertificateSource, Config};
+use crate::config::Config;
 use crate::service::{Gateway, ServiceError};
 use crate::settings::{LiveSettings, SettingsFile};
 use crate::store::StoreError;
@@ -58,7 +58,7 @@ pub async fn answer(target: &Target, function: &str, params: Params) -> anyhow::
     let server = ServerContext::new(
         config.gateway.host_name.clone(),
         None,
-        certificate_source(config),
+        config.tls.source.name(),
     );
     let configured: Vec<_> = config
         .listeners()
@@ -76,15 +76,6 @@ pub async fn answer(target: &Target, function: &str, params: Params) -> anyhow::
     );
     let api = Api::new(gateway, settings, server);
     Ok(api.invoke(&Caller::Host, function, params).await)
-}
-
-/// Where the certificate comes from, as `GetCertificateInfo` reports it.
-pub fn certificate_source(config: &Config) -> &'static str {
-    match config.tls.source {
-        CertificateSource::SelfSigned => "self-signed",
-        CertificateSource::Files { .. } => "files",
-        CertificateSource::Acme { .. } => "acme",
-    }
 }
 
 fn explain_open_error(e: ServiceError, config: &Config) -> anyhow::Error {

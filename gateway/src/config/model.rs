@@ -338,6 +338,17 @@ pub enum CertificateSource {
     },
 }
 
+impl CertificateSource {
+    /// The source's name as the configuration file and `GetCertificateInfo` write it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CertificateSource::SelfSigned => "self-signed",
+            CertificateSource::Files { .. } => "files",
+            CertificateSource::Acme { .. } => "acme",
+        }
+    }
+}
+
 /// The on-disk shape of `[tls]`: flat, every key optional. Converting it checks that the
 /// keys present fit `source` (serde's tagged enums silently ignore extra keys on unit
 /// variants, so the check is done by hand).

@@ -111,10 +111,20 @@ impl Api {
         }
     }
 
-    /// `POST /api/get-metadata`: every function a network caller can invoke, with its
-    /// parameters.
+    /// Every function a network caller can invoke, with its parameters.
     pub fn metadata(&self) -> serde_json::Value {
-        functions::metadata()
+        serde_json::to_value(functions::metadata()).unwrap_or_default()
+    }
+
+    /// `POST /api/get-metadata`, which takes no parameters.
+    pub fn get_metadata(&self, caller: &Caller, params: Params) -> Answer {
+        if let Err(refusal) = functions::check_access(Access::Admin, caller) {
+            return refusal.into_answer();
+        }
+        match serde_json::from_value::<functions::NoParams>(serde_json::Value::Object(params)) {
+            Ok(_) => Answer::ok(self.metadata()),
+            Err(e) => ApiError::invalid_parameters(e.to_string()).into_answer(),
+        }
     }
 
     /// The runs of long-running functions.

@@ -33,6 +33,16 @@ const FAILURES: &[(&str, &str)] = &[
     ("503", "Storage unavailable or full"),
 ];
 
+/// One POST path of the document.
+struct Endpoint {
+    path: String,
+    operation_id: String,
+    summary: &'static str,
+    params: functions::NamedSchema,
+    /// The type of the envelope's `result`; `None`: any (the polled function's).
+    output: Option<functions::NamedSchema>,
+}
+
 pub fn document() -> serde_json::Value {
     let mut components = ComponentsBuilder::new()
         .security_scheme(
@@ -47,17 +57,35 @@ pub fn document() -> serde_json::Value {
     Envelope::schemas(&mut referenced);
     components = components.schema(Envelope::name(), Envelope::schema());
     let mut paths = PathsBuilder::new();
-    for function in functions::FUNCTIONS
+    let mut endpoints: Vec<Endpoint> = functions::FUNCTIONS
         .iter()
         .filter(|f| f.access() != Access::HostOnly)
-    {
-        let params = function.params_schema();
-        let output = function.output_schema();
+        .map(|f| Endpoint {
+            path: format!("/api/invoke/{}", f.name()),
+            operation_id: f.name().to_owned(),
+            summary: f.summary(),
+            params: f.params_schema(),
+            output: Some(f.output_schema()),
+        })
+        .collect();
+    endpoints.push(Endpoint {
+        path: "/api/get-metadata".into(),
+        operation_id: "get-metadata".into(),
+        summary: "Every function with its parameters.",
+        params: functions::named_schema::<functions::NoParams>(),
+        output: Some(functions::named_schema::<Vec<functions::FunctionMetadata>>()),
+    });
+    endpoints.push(Endpoint {
+        path: "/api/get-status".into(),
+        operation_id: "get-status".into(),
+        summary: "The status of a long-running function's run; waits up to millisecondsTimeout for a change from lastKnownStatusVersion.",
+        params: functions::named_schema::<super::jobs::StatusParams>(),
+        output: None,
+    });
+    for endpoint in endpoints {
+        let params = endpoint.params;
         referenced.extend(params.referenced);
-        referenced.extend(output.referenced);
-        components = components
-            .schema(params.name.clone(), params.schema)
-            .schema(output.name.clone(), output.schema);
+        components = components.schema(params.name.clone(), params.schema);
         let params_ref = || RefOr::Ref(Ref::from_schema_name(params.name.clone()));
         let body = RequestBodyBuilder::new()
             .required(Some(Required::False))
@@ -67,36 +95,41 @@ pub fn document() -> serde_json::Value {
                 Content::new(Some(params_ref())),
             )
             .build();
-        // The envelope with this function's result in `result`.
-        let succeeded = ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property("result", Ref::from_schema_name(output.name.clone()))
-            .build();
-        let success = utoipa::openapi::schema::AllOfBuilder::new()
-            .item(Ref::from_schema_name(Envelope::name()))
-            .item(succeeded)
-            .build();
+        let success = match endpoint.output {
+            // The envelope with this function's result in `result`.
+            // Inline: result types such as `Vec<T>` share one schema name.
+            Some(output) => {
+                referenced.extend(output.referenced);
+                let succeeded = ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property("result", output.schema)
+                    .build();
+                RefOr::T(Schema::AllOf(
+                    utoipa::openapi::schema::AllOfBuilder::new()
+                        .item(Ref::from_schema_name(Envelope::name()))
+                        .item(succeeded)
+                        .build(),
+                ))
+            }
+            None => RefOr::Ref(Ref::from_schema_name(Envelope::name())),
+        };
         let mut responses = ResponsesBuilder::new().response(
             "200",
-            ResponseBuilder::new().description("Succeeded").content(
-                "application/json",
-                Content::new(Some(Schema::AllOf(success))),
-            ),
+            ResponseBuilder::new()
+                .description("Succeeded")
+                .content("application/json", Content::new(Some(success))),
         );
         for (status, description) in FAILURES {
             responses = responses.response(*status, envelope_response(description));
         }
         let operation = OperationBuilder::new()
-            .operation_id(Some(function.name()))
-            .summary(Some(function.summary()))
+            .operation_id(Some(endpoint.operation_id))
+            .summary(Some(endpoint.summary))
             .request_body(Some(body))
             .responses(responses.build())
             .security(SecurityRequirement::new("basic", Vec::<String>::new()))
             .security(SecurityRequirement::new("bearer", Vec::<String>::new()));
-        paths = paths.path(
-            format!("/api/invoke/{}", function.name()),
-            PathItem::new(HttpMethod::Post, operation),
-        );
+        paths = paths.path(endpoint.path, PathItem::new(HttpMethod::Post, operation));
     }
     for (name, schema) in referenced {
         components = components.schema(name, schema);

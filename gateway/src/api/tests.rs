@@ -238,3 +238,18 @@ async fn api_keys_are_shown_once_listed_without_the_secret_and_revoked() {
         .await;
     assert_eq!(twice.http_status, 404);
 }
+
+#[tokio::test]
+async fn get_metadata_takes_no_parameters_and_needs_the_administrator() {
+    let (_dir, api) = api();
+    let admin = Caller::Admin { client: LOCAL };
+    let listed = api.get_metadata(&admin, Params::new());
+    assert!(listed.is_success());
+    assert!(listed.envelope.result.to_string().contains("CreateMailbox"));
+    assert_eq!(
+        api.get_metadata(&admin, params(&[("x", "1")])).http_status,
+        400
+    );
+    let first = Caller::AdminFirstLogin { client: LOCAL };
+    assert_eq!(api.get_metadata(&first, Params::new()).http_status, 403);
+}

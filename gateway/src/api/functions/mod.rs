@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 use super::{Api, ApiError, Caller, Params};
 
 /// Who may call a function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Access {
     /// The administrator, by password or API key, and the host.
@@ -79,7 +79,7 @@ pub struct NamedSchema {
     pub referenced: Vec<(String, RefOr<Schema>)>,
 }
 
-fn named_schema<T: ToSchema>() -> NamedSchema {
+pub fn named_schema<T: ToSchema>() -> NamedSchema {
     let mut referenced = Vec::new();
     T::schemas(&mut referenced);
     NamedSchema {
@@ -180,25 +180,45 @@ pub const FIRST_LOGIN_REQUIRED: &str = "the administrator still has the initial 
 pub const FIRST_LOGIN_FROM_LOOPBACK: &str = "the administrator still has the initial password: \
      replace it from the gateway's own machine (https://127.0.0.1) first";
 
+/// What `get-metadata` says of a function.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FunctionMetadata {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub access: Access,
+    pub args: Vec<Argument>,
+}
+
+/// One parameter of a function (every value travels as a string).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Argument {
+    pub name: String,
+    /// The JSON type (`string`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub required: bool,
+    pub description: Option<String>,
+    /// The values allowed, when the parameter takes one of a few words.
+    #[serde(rename = "enum")]
+    pub allowed: Option<Vec<String>>,
+}
+
 /// `get-metadata`: each network-callable function with its parameters.
-pub fn metadata() -> serde_json::Value {
-    let list: Vec<serde_json::Value> = FUNCTIONS
+pub fn metadata() -> Vec<FunctionMetadata> {
+    FUNCTIONS
         .iter()
         .filter(|f| f.access() != Access::HostOnly)
-        .map(|f| {
-            serde_json::json!({
-                "name": f.name(),
-                "summary": f.summary(),
-                "access": f.access(),
-                "args": arguments(&f.params_schema()),
-            })
+        .map(|f| FunctionMetadata {
+            name: f.name(),
+            summary: f.summary(),
+            access: f.access(),
+            args: arguments(&f.params_schema()),
         })
-        .collect();
-    serde_json::Value::Array(list)
+        .collect()
 }
 
 /// The parameters of a function, read from its schema: name, type, whether required.
-fn arguments(params: &NamedSchema) -> Vec<serde_json::Value> {
+fn arguments(params: &NamedSchema) -> Vec<Argument> {
     let schema = serde_json::to_value(&params.schema).unwrap_or_default();
     let required: Vec<&str> = schema["required"]
         .as_array()
@@ -210,14 +230,29 @@ fn arguments(params: &NamedSchema) -> Vec<serde_json::Value> {
     properties
         .iter()
         .map(|(name, property)| {
-            let kind = property["type"].clone();
-            serde_json::json!({
-                "name": name,
-                "type": if kind.is_array() { kind[0].clone() } else { kind },
-                "required": required.contains(&name.as_str()),
-                "description": property["description"],
-                "enum": property["enum"],
-            })
+            // `Option<T>` is `["T", "null"]`; a `$ref` (an enum type) is a string.
+            let kind = match &property["type"] {
+                serde_json::Value::String(kind) => kind.clone(),
+                serde_json::Value::Array(kinds) => kinds
+                    .iter()
+                    .filter_map(|k| k.as_str())
+                    .find(|k| *k != "null")
+                    .unwrap_or("string")
+                    .to_owned(),
+                _ => "string".to_owned(),
+            };
+            Argument {
+                name: name.clone(),
+                kind,
+                required: required.contains(&name.as_str()),
+                description: property["description"].as_str().map(str::to_owned),
+                allowed: property["enum"].as_array().map(|values| {
+                    values
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                }),
+            }
         })
         .collect()
 }
@@ -265,7 +300,7 @@ mod tests {
 
     #[test]
     fn metadata_lists_parameters_from_the_types() {
-        let metadata = metadata();
+        let metadata = serde_json::to_value(metadata()).unwrap();
         let create = metadata
             .as_array()
             .unwrap()

@@ -14,8 +14,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::{auth, body, response, BodyTimeout, ClientAddr};
-use crate::api::functions::{check_access, Access};
-use crate::api::{Answer, Api, ApiError, Caller, Params};
+use crate::api::{Api, ApiError, Caller, Params};
 
 /// Every route, with the response headers added to whatever answers.
 pub fn router(api: Api) -> Router {
@@ -105,10 +104,7 @@ async fn invoke(
 
 async fn metadata(State(api): State<Api>, request: Request) -> Response {
     let answer = match caller_and_params(&api, request).await {
-        Ok((caller, _)) => match check_access(Access::Admin, &caller) {
-            Ok(()) => Answer::ok(api.metadata()),
-            Err(e) => e.into_answer(),
-        },
+        Ok((caller, params)) => api.get_metadata(&caller, params),
         Err(e) => e.into_answer(),
     };
     response::answer(answer)

@@ -6,8 +6,8 @@
 //! as every protocol (a budget of connections, per client address too), a bounded TLS
 //! handshake and a bounded wait for request headers, and finish their requests in flight on
 //! graceful shutdown. Requests are served by hyper (HTTP/1.1, or HTTP/2 when the client
-//! asks for it through ALPN) and routed by axum ([`routes`]); every answer is the API's JSON
-//! envelope ([`response`]).
+//! asks for it through ALPN) and routed by axum (`routes`); every answer is the API's JSON
+//! envelope (`response`).
 
 pub mod auth;
 mod body;

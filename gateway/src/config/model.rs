@@ -479,9 +479,10 @@ pub struct LimitsSection {
     pub max_message_size: u64,
     /// Most RCPT TO per SMTP transaction.
     pub max_recipients: u32,
-    /// Most simultaneous client connections, all services together.
+    /// Most simultaneous client connections, for each of SMTP, POP3 and the console (each
+    /// has its own budget, so a flood on one cannot lock the others out).
     pub max_connections: u32,
-    /// Most simultaneous connections from one IP address.
+    /// Most simultaneous connections from one IP address, for each of them.
     pub max_connections_per_ip: u32,
     /// redb page cache, in MiB.
     pub store_cache_mib: u64,

@@ -87,9 +87,10 @@ source = "self-signed"
 max_message_size = 104857600
 # Most recipients in one SMTP transaction.
 max_recipients = 100
-# Most client connections at once, all services together.
+# Most client connections at once, for each of SMTP, POP3 and the console (each has its
+# own budget, so a flood on one cannot lock the others out).
 max_connections = 500
-# Most connections at once from a single IP address.
+# Most connections at once from a single IP address, for each of them.
 max_connections_per_ip = 20
 # Memory for the message store's page cache, in MiB.
 store_cache_mib = 64

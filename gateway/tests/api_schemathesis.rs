@@ -109,11 +109,6 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         .args([
             "--checks",
             "all",
-            // The parameter schemas give types; rules on values (a mailbox id or address, a
-            // log level, a non-empty name) are the service's, answered with a 400 that says
-            // what is wrong. This check would take such a 400 for a rejected valid request.
-            "--exclude-checks",
-            "positive_data_acceptance",
             // Wrong current passwords are slowed down more and more by the login throttle,
             // as they must be; tests/api.rs covers ResetOwnPassword.
             "--exclude-operation-id",

@@ -63,8 +63,12 @@ pub struct StatusParams {
     /// The token the function answered with.
     pub token: String,
     /// The `statusVersion` of the last answer; the poll waits until the status differs.
+    #[schema(nullable = false, pattern = r"^\s*[0-9]{1,18}\s*$")]
+    #[serde(default, deserialize_with = "crate::api::functions::present")]
     pub last_known_status_version: Option<String>,
     /// How long to wait for a change, in milliseconds (at most 60000).
+    #[schema(nullable = false, pattern = r"^\s*[0-9]{1,18}\s*$")]
+    #[serde(default, deserialize_with = "crate::api::functions::present")]
     pub milliseconds_timeout: Option<String>,
 }
 

@@ -85,10 +85,19 @@ pub fn document() -> serde_json::Value {
     for endpoint in endpoints {
         let params = endpoint.params;
         referenced.extend(params.referenced);
+        // A body is required when the function has a required parameter.
+        let required = serde_json::to_value(&params.schema)
+            .ok()
+            .and_then(|schema| schema["required"].as_array().map(|r| !r.is_empty()))
+            .unwrap_or(false);
         components = components.schema(params.name.clone(), params.schema);
         let params_ref = || RefOr::Ref(Ref::from_schema_name(params.name.clone()));
         let body = RequestBodyBuilder::new()
-            .required(Some(Required::False))
+            .required(Some(if required {
+                Required::True
+            } else {
+                Required::False
+            }))
             .content("application/json", Content::new(Some(params_ref())))
             .content(
                 "application/x-www-form-urlencoded",

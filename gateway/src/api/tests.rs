@@ -253,3 +253,23 @@ async fn get_metadata_takes_no_parameters_and_needs_the_administrator() {
     let first = Caller::AdminFirstLogin { client: LOCAL };
     assert_eq!(api.get_metadata(&first, Params::new()).http_status, 403);
 }
+
+#[tokio::test]
+async fn an_explicit_null_is_refused_and_an_empty_change_changes_nothing() {
+    let (_dir, api) = api();
+    let host = Caller::Host;
+    let mut with_null = params(&[("name", "Sales")]);
+    with_null.insert("description".into(), serde_json::Value::Null);
+    let refused = api.invoke(&host, "CreateMailbox", with_null).await;
+    assert_eq!(refused.http_status, 400);
+    let created = api
+        .invoke(&host, "CreateMailbox", params(&[("name", "Sales")]))
+        .await;
+    let id = created.envelope.result["id"].as_str().unwrap().to_owned();
+    let unchanged = api
+        .invoke(&host, "SetMailboxProperties", params(&[("id", &id)]))
+        .await;
+    assert!(unchanged.is_success(), "{unchanged:?}");
+    assert_eq!(unchanged.envelope.result["name"], "Sales");
+    assert_eq!(unchanged.envelope.result["status"], "active");
+}

@@ -69,6 +69,11 @@ impl Function for ResetAdminPassword {
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyParams {
     /// What the key is for, e.g. the script that uses it.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub name: String,
 }
 

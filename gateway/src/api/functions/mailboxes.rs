@@ -14,6 +14,7 @@ use crate::store::MailboxStatus;
 #[serde(deny_unknown_fields)]
 pub struct MailboxParams {
     /// The mailbox id (`mbx-` and 32 hex digits) or its address.
+    #[schema(pattern = r"^\s*[mM][bB][xX]-[0-9a-fA-F]{32}(@[^@]*)?\s*$")]
     pub id: String,
 }
 
@@ -52,8 +53,19 @@ impl Function for GetMailbox {
 #[serde(deny_unknown_fields)]
 pub struct CreateMailboxParams {
     /// A name for people, e.g. the company or the journal it receives.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub name: String,
     /// Free text.
+    #[schema(
+        nullable = false,
+        max_length = 2000,
+        pattern = r"^[^\x00-\x09\x0B-\x1F\x7F-\x9F]*$"
+    )]
+    #[serde(default, deserialize_with = "crate::api::functions::present")]
     pub description: Option<String>,
 }
 
@@ -102,10 +114,26 @@ impl Function for CreateMailbox {
 #[serde(deny_unknown_fields)]
 pub struct SetMailboxPropertiesParams {
     /// The mailbox id or its address.
+    #[schema(pattern = r"^\s*[mM][bB][xX]-[0-9a-fA-F]{32}(@[^@]*)?\s*$")]
     pub id: String,
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
+    #[serde(default, deserialize_with = "crate::api::functions::present")]
     pub name: Option<String>,
+    #[schema(
+        nullable = false,
+        max_length = 2000,
+        pattern = r"^[^\x00-\x09\x0B-\x1F\x7F-\x9F]*$"
+    )]
+    #[serde(default, deserialize_with = "crate::api::functions::present")]
     pub description: Option<String>,
     /// `suspended` refuses new mail (temporarily) while pick-up goes on.
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "crate::api::functions::present")]
     pub status: Option<MailboxStatus>,
 }
 
@@ -125,11 +153,7 @@ impl Function for SetMailboxProperties {
     ) -> Result<MailboxInfo, ApiError> {
         let id = mailbox_id(&p.id)?;
         let gateway = api.gateway();
-        if p.name.is_none() && p.description.is_none() && p.status.is_none() {
-            return Err(ApiError::invalid_parameters(
-                "nothing to change: give name, description and/or status",
-            ));
-        }
+        // Nothing to change changes nothing: the answer is the mailbox as it is.
         let mut info = gateway.mailbox(&id)?;
         if p.name.is_some() || p.description.is_some() {
             info = gateway

@@ -53,6 +53,16 @@ pub trait Function: 'static {
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
+/// For optional parameters: absent is `None`, but an explicit JSON `null` is refused like
+/// any other value of the wrong type (the schema says a string, and a form cannot send null).
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A function with its types erased, as the registry holds it.

@@ -24,10 +24,20 @@ impl Function for GetSettings {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetSettingsParams {
     /// The domain of the mailbox addresses; new RCPTs are checked against it at once.
+    #[schema(
+        nullable = false,
+        max_length = 253,
+        pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    )]
+    #[serde(default, deserialize_with = "crate::api::functions::present")]
     pub email_domain: Option<String>,
     /// `error`, `warn`, `info`, `debug` or `trace`; takes effect at once.
+    #[schema(nullable = false, value_type = Option<crate::config::LogLevel>)]
+    #[serde(default, deserialize_with = "crate::api::functions::present")]
     pub log_level: Option<String>,
     /// The console's language for administrators who have not chosen one: `en` or `de`.
+    #[schema(nullable = false, value_type = Option<crate::config::Language>)]
+    #[serde(default, deserialize_with = "crate::api::functions::present")]
     pub console_language: Option<String>,
 }
 

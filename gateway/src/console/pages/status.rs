@@ -169,6 +169,45 @@ mod tests {
         assert_eq!(Urgency::of_days_left(-3), Urgency::Critical);
     }
 
+    /// The page as a browser gets it for a certificate with `days` left.
+    fn page_with_days_left(days: i64) -> String {
+        let viewer = crate::console::render::Viewer {
+            lang: crate::config::Language::En,
+            csrf: Some("token".into()),
+        };
+        let certificate = context! {
+            subject => "CN=mx.example", issuer => "CN=mx.example", names => vec!["mx.example"],
+            not_after => "2027-01-01T00:00:00Z", days_left => days,
+            urgency => Urgency::of_days_left(days).as_str(), source => "files",
+            fingerprint => "00",
+        };
+        crate::console::render::html(
+            &viewer,
+            "status.html",
+            context! {
+                server => None::<Value>, server_error => "down",
+                certificate => certificate, certificate_error => None::<String>,
+                stale => Vec::<Value>::new(), stale_error => None::<String>,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_page_colours_the_days_left_by_urgency() {
+        let soon = page_with_days_left(5);
+        assert!(soon.contains("urgency-critical"), "{soon}");
+        assert!(soon.contains("Renew the certificate now"));
+        let later = page_with_days_left(20);
+        assert!(later.contains("urgency-warning"));
+        assert!(later.contains("Renew the certificate soon"));
+        let fine = page_with_days_left(200);
+        assert!(fine.contains("urgency-ok"));
+        assert!(!fine.contains("Renew the certificate"));
+        // A part that failed shows its error, the rest of the page stays.
+        assert!(fine.contains(">down<"), "{fine}");
+    }
+
     #[test]
     fn a_mailbox_is_stale_once_its_oldest_message_waits_over_a_day() {
         let mailbox = |oldest: Option<u64>| MailboxInfo {

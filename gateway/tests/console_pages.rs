@@ -628,4 +628,31 @@ async fn the_main_page_renders_in_german() {
     assert!(row.contains("Aktiv"), "{row}");
     assert!(row.contains("Halten Sie das Postfach zuerst an."), "{row}");
     assert!(!page.has("Create mailbox"));
+
+    // Every other page of this part renders in German too (a text missing or broken in
+    // the German catalogue fails the page).
+    for (path, expected) in [
+        ("/console/status".to_owned(), "Verbleibende Tage"),
+        ("/console/mailboxes/new".to_owned(), "Postfach anlegen"),
+        (
+            format!("/console/mailboxes/{}/edit", id.as_str()),
+            "Angehalten",
+        ),
+        (
+            format!("/console/mailboxes/{}/delete", id.as_str()),
+            "endgültig löschen",
+        ),
+        (
+            format!("/console/mailboxes/{}/reset-password", id.as_str()),
+            "neues Passwort",
+        ),
+        (
+            format!("/console/mailboxes/{}/setup", id.as_str()),
+            "Benutzername",
+        ),
+    ] {
+        let page = browser.get_in(&path, "de").await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(page.has(expected), "{path}: {expected}");
+    }
 }

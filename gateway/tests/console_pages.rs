@@ -366,6 +366,20 @@ async fn delete_and_reset_are_disabled_with_the_reason_until_suspended_and_empty
         "{row}"
     );
     assert!(row.contains("still holds messages"), "{row}");
+    assert!(!row.contains("Suspend the mailbox first."), "{row}");
+    // An active mailbox with mail: both steps are named.
+    let (busy, busy_address, _) = gateway.create_mailbox("busy one").await;
+    gateway
+        .deliver(&busy_address, b"Subject: busy\r\n\r\nbody\r\n")
+        .await;
+    let main = browser.get("/console/").await;
+    let row = main.row(busy.as_str()).expect("busy row");
+    assert!(row.contains("Suspend the mailbox first."), "{row}");
+    assert!(row.contains("still holds messages"), "{row}");
+    assert!(!main
+        .row(active.as_str())
+        .unwrap()
+        .contains("still holds messages"));
 
     // The confirmation page disables Yes; posting anyway gets the API's refusal.
     let confirm = browser

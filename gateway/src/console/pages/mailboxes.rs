@@ -74,7 +74,10 @@ fn row(admin: &SignedIn, mailbox: &MailboxInfo) -> Value {
         message_count => mailbox.message_count,
         size => format::size(mailbox.message_bytes, lang),
         oldest => mailbox.oldest_message_at.map(format::timestamp),
-        blocked => table::blocked(mailbox).map(|b| b.message_key()),
+        blocked => table::blocked(mailbox)
+            .into_iter()
+            .map(|b| b.message_key())
+            .collect::<Vec<_>>(),
     }
 }
 

@@ -211,15 +211,17 @@ impl Blocked {
     }
 }
 
-/// `None` when delete and reset may be offered.
-pub fn blocked(mailbox: &MailboxInfo) -> Option<Blocked> {
+/// Why delete and reset may not be offered yet (every reason that applies, so the
+/// administrator sees all steps at once); empty when they may.
+pub fn blocked(mailbox: &MailboxInfo) -> Vec<Blocked> {
+    let mut reasons = Vec::new();
     if mailbox.status != MailboxStatus::Suspended {
-        Some(Blocked::NotSuspended)
-    } else if mailbox.message_count > 0 {
-        Some(Blocked::NotEmpty)
-    } else {
-        None
+        reasons.push(Blocked::NotSuspended);
     }
+    if mailbox.message_count > 0 {
+        reasons.push(Blocked::NotEmpty);
+    }
+    reasons
 }
 
 #[cfg(test)]
@@ -333,9 +335,12 @@ mod tests {
     #[test]
     fn delete_and_reset_need_a_suspended_empty_mailbox() {
         let s = sample();
-        assert_eq!(blocked(&s[0]), Some(Blocked::NotSuspended));
-        assert_eq!(blocked(&s[1]), None);
+        assert_eq!(blocked(&s[0]), [Blocked::NotSuspended, Blocked::NotEmpty]);
+        assert!(blocked(&s[1]).is_empty());
+        assert_eq!(blocked(&s[2]), [Blocked::NotSuspended, Blocked::NotEmpty]);
         let full = mailbox("x", MailboxStatus::Suspended, 2, Some(1));
-        assert_eq!(blocked(&full), Some(Blocked::NotEmpty));
+        assert_eq!(blocked(&full), [Blocked::NotEmpty]);
+        let idle = mailbox("y", MailboxStatus::Active, 0, None);
+        assert_eq!(blocked(&idle), [Blocked::NotSuspended]);
     }
 }

@@ -272,4 +272,14 @@ async fn an_explicit_null_is_refused_and_an_empty_change_changes_nothing() {
     assert!(unchanged.is_success(), "{unchanged:?}");
     assert_eq!(unchanged.envelope.result["name"], "Sales");
     assert_eq!(unchanged.envelope.result["status"], "active");
+async fn server_info_reports_the_store_files_size() {
+    let (_dir, api) = api();
+    let admin = Caller::Admin { client: LOCAL };
+    let info = api.invoke(&admin, "GetServerInfo", Params::new()).await;
+    assert!(info.is_success(), "{info:?}");
+    let on_disk = std::fs::metadata(api.gateway().store().path())
+        .unwrap()
+        .len();
+    assert!(on_disk > 0);
+    assert_eq!(info.envelope.result["storeBytes"], on_disk);
 }

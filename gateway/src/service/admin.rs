@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 
 use super::api_key::ApiKey;
 use super::{Gateway, ServiceError};
+use crate::config::Language;
 use crate::crypto::{self, AdminPassword};
 use crate::store::schema::ADMIN_ACCOUNT;
 use crate::store::{txn, AdminRecord, ApiKeyRecord, StoreError};
@@ -265,6 +266,7 @@ impl Gateway {
                         password_hash: new_hash.clone(),
                         initial: false,
                         changed_at: Some(changed_at),
+                        ..stored
                     },
                 )?;
                 Ok(Ok(()))
@@ -279,6 +281,23 @@ impl Gateway {
         };
         tracing::info!(by, "administrator password reset");
         Ok(password)
+    }
+
+    /// The console language the administrator chose (`None`: not chosen).
+    pub fn admin_language(&self) -> Result<Option<Language>, ServiceError> {
+        Ok(self.admin_record()?.language)
+    }
+
+    /// Remembers the administrator's console language (`None` forgets the choice).
+    pub async fn set_admin_language(&self, language: Option<Language>) -> Result<(), ServiceError> {
+        self.store
+            .write(move |t| {
+                let mut record = txn::admin(t)?;
+                record.language = language;
+                txn::put_admin(t, &record)
+            })
+            .await?;
+        Ok(())
     }
 
     /// Whether the initial password has been replaced (until then the API serves only the
@@ -573,6 +592,30 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(gw.check_admin_client(ip("192.0.2.1")), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn the_console_language_is_remembered_across_resets_and_restarts() {
+        let (dir, gw) = gateway();
+        assert_eq!(gw.admin_language().unwrap(), None);
+        gw.set_admin_language(Some(Language::De)).await.unwrap();
+        gw.reset_admin_password(Some(INITIAL_ADMIN_PASSWORD))
+            .await
+            .unwrap();
+        assert_eq!(gw.admin_language().unwrap(), Some(Language::De));
+        drop(gw);
+        let gw = gateway_in(dir.path());
+        assert_eq!(gw.admin_language().unwrap(), Some(Language::De));
+        gw.set_admin_language(None).await.unwrap();
+        assert_eq!(gw.admin_language().unwrap(), None);
+    }
+
+    #[test]
+    fn admin_records_written_before_the_console_read_without_a_language() {
+        let old = br#"{"password_hash":"$argon2id$x","initial":false,"changed_at":5}"#;
+        let record = AdminRecord::decode(old).unwrap();
+        assert_eq!(record.language, None);
+        assert!(!record.initial);
     }
 
     #[tokio::test]

@@ -134,6 +134,8 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         // The key must not end up in a report on disk.
         .arg("--report-dir")
         .arg(&reports)
+        // Its cache (`.schemathesis/`) goes to the scratch directory, not the source tree.
+        .current_dir(gateway.scratch())
         .kill_on_drop(true)
         .stdin(Stdio::null());
     let output = match command.output().await {

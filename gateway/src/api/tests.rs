@@ -272,6 +272,9 @@ async fn an_explicit_null_is_refused_and_an_empty_change_changes_nothing() {
     assert!(unchanged.is_success(), "{unchanged:?}");
     assert_eq!(unchanged.envelope.result["name"], "Sales");
     assert_eq!(unchanged.envelope.result["status"], "active");
+}
+
+#[tokio::test]
 async fn server_info_reports_the_store_files_size() {
     let (_dir, api) = api();
     let admin = Caller::Admin { client: LOCAL };

@@ -191,3 +191,305 @@ async fn settings_switch_to_german_and_back_and_reset_own_password() {
     assert_eq!(browser.path().await, "/console/");
     browser.close().await;
 }
+
+/// The mailbox with this id, as the service sees it.
+fn mailbox(gateway: &TestGateway, id: &str) -> Option<gateway::service::MailboxInfo> {
+    gateway
+        .gateway()
+        .list_mailboxes()
+        .expect("list mailboxes")
+        .into_iter()
+        .find(|m| m.id.to_string() == id)
+}
+
+/// True if `password` opens the mailbox's key: the page showed the real one.
+fn password_opens(gateway: &TestGateway, id: &str, password: &str) -> bool {
+    let info = mailbox(gateway, id).expect("mailbox exists");
+    let password = gateway::crypto::MailboxPassword::from_user_input(password);
+    gateway.gateway().unseal(&info.id, &password).is_ok()
+}
+
+/// The text of one cell (`data-testid`) in the mailbox's table row.
+async fn cell(browser: &Browser, id: &str, testid: &str) -> String {
+    browser
+        .text(&format!(
+            "tr[data-mailbox-id='{id}'] [data-testid='{testid}']"
+        ))
+        .await
+}
+
+/// True if the row's delete and reset buttons are disabled with the reason shown.
+async fn actions_blocked(browser: &Browser, id: &str) -> bool {
+    let delete = browser.find(&format!("#delete-{id}")).await;
+    let reset = browser.find(&format!("#reset-{id}")).await;
+    let disabled = |e: fantoccini::elements::Element| async move {
+        e.tag_name().await.expect("tag") == "button" && !e.is_enabled().await.expect("enabled")
+    };
+    let blocked = disabled(delete).await && disabled(reset).await;
+    if blocked {
+        let reason = browser.text(&format!("#blocked-{id}")).await;
+        assert!(
+            !reason.trim().is_empty(),
+            "a disabled action shows its reason"
+        );
+    }
+    blocked
+}
+
+/// The mailbox id a password page is about (its acknowledgement form names it).
+async fn password_page_mailbox(browser: &Browser) -> String {
+    let action = browser
+        .find("#acknowledge-form")
+        .await
+        .attr("action")
+        .await
+        .expect("form action")
+        .expect("action set");
+    action
+        .trim_start_matches("/console/mailboxes/")
+        .trim_end_matches("/acknowledge")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailbox_create_edit_suspend_reset_and_delete_in_the_browser() {
+    let _one = ONE_BROWSER.lock().await;
+    let gateway = TestGateway::start_with_console(|_| {}).await;
+    let mut browser = Browser::start(&gateway, "mailbox_lifecycle").await;
+    first_login(&mut browser).await;
+    assert!(browser.exists("#no-mailboxes").await);
+
+    // Create: a form, then the password once with the warning.
+    browser.click("#create-mailbox").await;
+    assert_eq!(browser.path().await, "/console/mailboxes/new");
+    browser.check_page("create").await;
+    browser.fill("#name", "Accounting").await;
+    browser
+        .fill("#description", "Journal of the accounting team")
+        .await;
+    browser.click("#create-submit").await;
+    let password = browser.text("#new-password").await;
+    let id = password_page_mailbox(&browser).await;
+    assert!(
+        password_opens(&gateway, &id, &password),
+        "the real password is shown"
+    );
+    assert!(!browser.text("#password-warning").await.trim().is_empty());
+    assert!(
+        !browser
+            .find("#acknowledge-continue")
+            .await
+            .is_enabled()
+            .await
+            .expect("enabled"),
+        "OK only after ticking the warning"
+    );
+    assert!(!browser.path().await.contains(&password), "never in a URL");
+    browser.check_page("create-password").await;
+
+    // Without the tick the server keeps the dialog open, and the password is gone for good.
+    browser
+        .js("document.getElementById('acknowledge').required = false;\
+             document.getElementById('acknowledge-continue').disabled = false; return true;")
+        .await;
+    browser.click("#acknowledge-continue").await;
+    assert!(
+        browser.exists("#password-gone").await,
+        "the dialog stays, without the password"
+    );
+    assert!(!browser.page_text().await.contains(&password));
+    browser.check_page("create-password-not-acknowledged").await;
+    browser.click("#acknowledge").await;
+    browser.click("#acknowledge-continue").await;
+    assert!(browser.path().await.starts_with("/console/"));
+
+    // The table: the new, active mailbox; delete and reset are disabled with the reason.
+    browser.goto("/console/").await;
+    assert_eq!(cell(&browser, &id, "name").await, "Accounting");
+    assert_eq!(
+        cell(&browser, &id, "description").await,
+        "Journal of the accounting team"
+    );
+    assert_eq!(cell(&browser, &id, "messages").await.trim(), "0");
+    assert!(
+        actions_blocked(&browser, &id).await,
+        "active: delete and reset disabled"
+    );
+    browser.check_page("main-one-mailbox").await;
+
+    // The setup hints.
+    browser.click(&format!("#setup-{id}")).await;
+    let info = mailbox(&gateway, &id).expect("mailbox");
+    assert_eq!(browser.text("#setup-journal-address").await, info.address);
+    assert!(browser
+        .text("#setup-proxy-login")
+        .await
+        .ends_with(&format!("%{id}")));
+    assert_eq!(browser.text("#setup-pop3-user").await, id);
+    browser.check_page("setup").await;
+
+    // Edit: new name and description, then suspend.
+    browser.goto("/console/").await;
+    browser.click(&format!("#edit-{id}")).await;
+    browser.check_page("edit").await;
+    browser.fill("#name", "Accounting team").await;
+    browser
+        .fill("#description", "Suspended while the archiver moves")
+        .await;
+    browser
+        .find("#status")
+        .await
+        .select_by_value("suspended")
+        .await
+        .expect("choose suspended");
+    browser.click("#edit-submit").await;
+    browser.goto("/console/").await;
+    assert_eq!(cell(&browser, &id, "name").await, "Accounting team");
+    let info = mailbox(&gateway, &id).expect("mailbox");
+    assert_eq!(info.name, "Accounting team");
+    assert_eq!(info.description, "Suspended while the archiver moves");
+    assert_eq!(
+        format!("{:?}", info.status).to_lowercase(),
+        "suspended",
+        "the service has it suspended"
+    );
+    assert!(
+        !actions_blocked(&browser, &id).await,
+        "suspended and empty: allowed"
+    );
+    browser.check_page("main-suspended").await;
+
+    // Reset: No changes nothing; Yes shows a new password once.
+    browser.click(&format!("#reset-{id}")).await;
+    browser.check_page("reset-confirm").await;
+    browser.click("#confirm-no").await;
+    assert!(
+        password_opens(&gateway, &id, &password),
+        "No kept the password"
+    );
+    browser.click(&format!("#reset-{id}")).await;
+    browser.click("#confirm-yes").await;
+    let new_password = browser.text("#new-password").await;
+    assert_ne!(new_password, password);
+    assert!(password_opens(&gateway, &id, &new_password));
+    assert!(!password_opens(&gateway, &id, &password));
+    browser.check_page("reset-password").await;
+    browser.click("#acknowledge").await;
+    browser.click("#acknowledge-continue").await;
+
+    // Delete: No keeps it; Yes removes it.
+    browser.goto("/console/").await;
+    browser.click(&format!("#delete-{id}")).await;
+    browser.check_page("delete-confirm").await;
+    browser.click("#confirm-no").await;
+    assert!(mailbox(&gateway, &id).is_some());
+    browser.click(&format!("#delete-{id}")).await;
+    browser.click("#confirm-yes").await;
+    assert!(mailbox(&gateway, &id).is_none(), "deleted");
+    browser.goto("/console/").await;
+    assert!(browser.exists("#no-mailboxes").await);
+    browser.check_page("main-after-delete").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_message_shows_in_the_counts_and_keeps_delete_and_reset_disabled() {
+    let _one = ONE_BROWSER.lock().await;
+    let gateway = TestGateway::start_with_console(|_| {}).await;
+    let (mailbox_id, address, _password) = gateway.create_mailbox("Sales").await;
+    let id = mailbox_id.to_string();
+    let mut browser = Browser::start(&gateway, "delivered_message").await;
+    first_login(&mut browser).await;
+    assert_eq!(cell(&browser, &id, "messages").await.trim(), "0");
+
+    // A message over SMTP; after a reload the table counts it.
+    gateway
+        .deliver(&address, &support::tricky_message("counted in the console"))
+        .await;
+    browser.client().refresh().await.expect("reload");
+    let count = browser
+        .find(&format!(
+            "tr[data-mailbox-id='{id}'] [data-testid='messages']"
+        ))
+        .await
+        .attr("data-count")
+        .await
+        .expect("data-count")
+        .expect("data-count set");
+    assert_eq!(count, "1");
+    assert_ne!(cell(&browser, &id, "size").await.trim(), "");
+    assert!(
+        browser
+            .exists(&format!(
+                "tr[data-mailbox-id='{id}'] [data-testid='oldest']"
+            ))
+            .await
+    );
+    browser.check_page("main-with-message").await;
+
+    // Suspended but not empty: still disabled, with the reason.
+    browser.click(&format!("#edit-{id}")).await;
+    browser
+        .find("#status")
+        .await
+        .select_by_value("suspended")
+        .await
+        .expect("choose suspended");
+    browser.click("#edit-submit").await;
+    browser.goto("/console/").await;
+    assert!(
+        actions_blocked(&browser, &id).await,
+        "not empty: delete and reset disabled"
+    );
+    browser.check_page("main-suspended-not-empty").await;
+
+    // The confirmation page, reached directly, refuses too (even with its button forced on).
+    browser
+        .goto(&format!("/console/mailboxes/{id}/delete"))
+        .await;
+    assert!(!browser
+        .find("#confirm-yes")
+        .await
+        .is_enabled()
+        .await
+        .expect("enabled"));
+    assert!(!browser.text("#blocked-reason").await.trim().is_empty());
+    browser.check_page("delete-confirm-blocked").await;
+    browser
+        .js("document.getElementById('confirm-yes').disabled = false; return true;")
+        .await;
+    browser.click("#confirm-yes").await;
+    assert!(
+        mailbox(&gateway, &id).is_some(),
+        "a mailbox with mail is never deleted"
+    );
+    assert_eq!(gateway.message_count(&mailbox_id), 1);
+
+    // At phone width the table still works (axe and keyboard included).
+    browser
+        .client()
+        .set_window_size(390, 844)
+        .await
+        .expect("phone width");
+    browser.goto("/console/").await;
+    browser.check_page("main-phone").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_in_the_browser() {
+    let _one = ONE_BROWSER.lock().await;
+    let gateway = TestGateway::start_with_console(|_| {}).await;
+    let mut browser = Browser::start(&gateway, "status").await;
+    first_login(&mut browser).await;
+    browser.click(".user-menu summary").await;
+    browser.click(".user-menu a[href='/console/status']").await;
+    assert_eq!(browser.path().await, "/console/status");
+    let text = browser.page_text().await;
+    assert!(
+        text.contains(&gateway.console_addr().port().to_string()),
+        "{text}"
+    );
+    browser.check_page("status").await;
+    browser.close().await;
+}

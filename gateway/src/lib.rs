@@ -29,6 +29,8 @@
 //!   connection limits and the graceful-shutdown latch.
 //! - [`api`]: the Management API: one dispatcher for every administrative function, called
 //!   by the HTTPS listener, the local control socket and the CLI alike.
+//! - [`console`]: the Management Console, the administrator's web UI on the API's HTTPS
+//!   listener (server-rendered pages in English and German, sessions, CSRF).
 //! - [`settings`]: the settings an administrator changes while the gateway runs (email
 //!   domain, log level, console language), applied at once and written back to the
 //!   configuration file with its comments kept.
@@ -50,6 +52,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod hardening;
 pub mod logging;

@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 
 use super::api_key::ApiKey;
 use super::{Gateway, ServiceError};
+use crate::config::Language;
 use crate::crypto::{self, AdminPassword};
 use crate::store::schema::ADMIN_ACCOUNT;
 use crate::store::{txn, AdminRecord, ApiKeyRecord, StoreError};
@@ -265,6 +266,7 @@ impl Gateway {
                         password_hash: new_hash.clone(),
                         initial: false,
                         changed_at: Some(changed_at),
+                        ..stored
                     },
                 )?;
                 Ok(Ok(()))
@@ -279,6 +281,23 @@ impl Gateway {
         };
         tracing::info!(by, "administrator password reset");
         Ok(password)
+    }
+
+    /// The console language the administrator chose (`None`: not chosen).
+    pub fn admin_language(&self) -> Result<Option<Language>, ServiceError> {
+        Ok(self.admin_record()?.language)
+    }
+
+    /// Remembers the administrator's console language (`None` forgets the choice).
+    pub async fn set_admin_language(&self, language: Option<Language>) -> Result<(), ServiceError> {
+        self.store
+            .write(move |t| {
+                let mut record = txn::admin(t)?;
+                record.language = language;
+                txn::put_admin(t, &record)
+            })
+            .await?;
+        Ok(())
     }
 
     /// Whether the initial password has been replaced (until then the API serves only the

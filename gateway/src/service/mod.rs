@@ -9,6 +9,7 @@ mod mailboxes;
 mod messages;
 mod permissions;
 mod retrieval;
+mod sessions;
 mod spool;
 mod stats;
 
@@ -22,6 +23,7 @@ pub use mailboxes::{MailboxInfo, NewMailbox};
 pub use messages::{MessageDraft, MessageReader, MessageSummary, RetrievalKey, StoredMessage};
 pub use permissions::prepare_data_dir;
 pub use retrieval::{RetrievalSecret, RETRIEVAL_KEY_FILE};
+pub use sessions::{Session, SessionPolicy, SessionToken, Sessions, DEFAULT_SESSION_POLICY};
 pub use stats::ServiceStats;
 
 use crate::config::Config;
@@ -91,6 +93,8 @@ pub struct Gateway {
     intake: Arc<disk::IntakeState>,
     /// Administrator login throttles and password check slots, shared by every transport.
     admin: Arc<admin::AdminGuard>,
+    /// The administrator's sign-in sessions (the web console), in memory only.
+    sessions: Arc<Sessions>,
 }
 
 impl Gateway {
@@ -103,7 +107,13 @@ impl Gateway {
             stats: Arc::default(),
             intake: Arc::default(),
             admin: Arc::default(),
+            sessions: Arc::default(),
         }
+    }
+
+    /// The administrator's sign-in sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// Bytes the messages in progress hold in spool files now.

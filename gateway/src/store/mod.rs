@@ -739,6 +739,7 @@ mod tests {
             password_hash: "$argon2id$changed".into(),
             initial: false,
             changed_at: Some(7),
+            language: Some(crate::config::Language::De),
         };
         let stored = changed.clone();
         store

@@ -54,6 +54,11 @@ pub struct AdminRecord {
     pub initial: bool,
     /// Unix milliseconds of the last change; `None` while the password is the initial one.
     pub changed_at: Option<u64>,
+    /// The web console's language the administrator chose; `None`: the browser's or the
+    /// configured default. Absent in records written before the console (hence the default;
+    /// records are JSON, so no schema change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<crate::config::Language>,
 }
 
 impl AdminRecord {
@@ -63,6 +68,7 @@ impl AdminRecord {
             password_hash: crate::crypto::INITIAL_ADMIN_PASSWORD_HASH.to_owned(),
             initial: true,
             changed_at: None,
+            language: None,
         }
     }
 
@@ -81,6 +87,7 @@ impl std::fmt::Debug for AdminRecord {
         f.debug_struct("AdminRecord")
             .field("initial", &self.initial)
             .field("changed_at", &self.changed_at)
+            .field("language", &self.language)
             .finish_non_exhaustive()
     }
 }

@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 pub use body::BODY_LIMIT;
+pub(crate) use body::{params as read_params, DEFAULT_BODY_TIMEOUT};
 pub use routes::router;
 
 use super::Api;

@@ -74,6 +74,15 @@ pub fn json(value: &serde_json::Value) -> Response {
 /// extractor's rejection), so a client always gets the documented shape. (Errors hyper
 /// answers at the connection level, such as oversized headers, never reach the router.)
 pub async fn finish(mut response: Response) -> Response {
+    // The web console's pages (its 404 comes through the API's fallback) carry their own
+    // headers, a stricter CSP among them.
+    if response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/html"))
+    {
+        return response;
+    }
     let is_json = response
         .headers()
         .get(CONTENT_TYPE)

@@ -16,7 +16,8 @@ use axum::Router;
 use super::{auth, body, response, BodyTimeout, ClientAddr};
 use crate::api::{Api, ApiError, Caller, Params};
 
-/// Every route, with the response headers added to whatever answers.
+/// Every route, with the response headers added to whatever answers; the web console's
+/// routes ([`crate::console::router`]) are merged in (one listener).
 pub fn router(api: Api) -> Router {
     Router::new()
         .route("/api/invoke/{function}", post(invoke))
@@ -25,8 +26,9 @@ pub fn router(api: Api) -> Router {
         .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(api)
+        .with_state(api.clone())
         .layer(axum::middleware::map_response(response::finish))
+        .merge(crate::console::router(api))
 }
 
 /// The client's address; without one (a request that did not come through the listener)
@@ -123,7 +125,15 @@ async fn openapi(State(api): State<Api>) -> Response {
     response::json(&api.openapi())
 }
 
-async fn not_found() -> Response {
+async fn not_found(
+    State(api): State<Api>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    // A mistyped console address gets the console's page, not the API's JSON.
+    if crate::console::owns_path(uri.path()) {
+        return crate::console::not_found(&api, &headers).await;
+    }
     response::error(ApiError::new(
         404,
         "not_found",

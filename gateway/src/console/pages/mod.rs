@@ -1,0 +1,6 @@
+//! The console's pages, one file per page or group of pages.
+
+pub mod login;
+pub mod mailboxes;
+pub mod settings;
+pub mod status;

@@ -27,7 +27,7 @@ async fn log_in(browser: &Browser, user: &str, password: &str) {
 
 /// Ticks the acknowledgement box of a page that shows a new password and continues.
 async fn acknowledge(browser: &Browser) {
-    browser.click("input[name=stored]").await;
+    browser.toggle("input[name=stored]").await;
     browser.click("#continue").await;
 }
 
@@ -44,7 +44,7 @@ async fn first_login(browser: &mut Browser) -> String {
 
 /// Signs out through the user menu.
 async fn sign_out(browser: &Browser) {
-    browser.click(".user-menu summary").await;
+    browser.toggle(".user-menu summary").await;
     browser
         .click(".user-menu form[action='/console/logout'] button")
         .await;
@@ -125,7 +125,7 @@ async fn settings_switch_to_german_and_back_and_reset_own_password() {
     let password = first_login(&mut browser).await;
 
     // The user menu, opened.
-    browser.click(".user-menu summary").await;
+    browser.toggle(".user-menu summary").await;
     browser.check_page("user-menu").await;
     browser
         .click(".user-menu a[href='/console/settings']")
@@ -299,7 +299,7 @@ async fn mailbox_create_edit_suspend_reset_and_delete_in_the_browser() {
     );
     assert!(!browser.page_text().await.contains(&password));
     browser.check_page("create-password-not-acknowledged").await;
-    browser.click("#acknowledge").await;
+    browser.toggle("#acknowledge").await;
     browser.click("#acknowledge-continue").await;
     assert!(browser.path().await.starts_with("/console/"));
 
@@ -374,7 +374,7 @@ async fn mailbox_create_edit_suspend_reset_and_delete_in_the_browser() {
     assert!(password_opens(&gateway, &id, &new_password));
     assert!(!password_opens(&gateway, &id, &password));
     browser.check_page("reset-password").await;
-    browser.click("#acknowledge").await;
+    browser.toggle("#acknowledge").await;
     browser.click("#acknowledge-continue").await;
 
     // Delete: No keeps it; Yes removes it.
@@ -482,7 +482,7 @@ async fn status_page_in_the_browser() {
     let gateway = TestGateway::start_with_console(|_| {}).await;
     let mut browser = Browser::start(&gateway, "status").await;
     first_login(&mut browser).await;
-    browser.click(".user-menu summary").await;
+    browser.toggle(".user-menu summary").await;
     browser.click(".user-menu a[href='/console/status']").await;
     assert_eq!(browser.path().await, "/console/status");
     let text = browser.page_text().await;

@@ -227,7 +227,10 @@ async fn without_credentials_every_function_is_401_with_a_basic_challenge() {
 async fn unknown_paths_and_methods_answer_with_the_envelope() {
     let gateway = TestGateway::start_with_console(|_| {}).await;
     let client = ApiClient::new(&gateway);
-    let reply = client.send(client.http.get(client.url("/"))).await;
+    // (`/` itself leads to the web console.)
+    let reply = client
+        .send(client.http.get(client.url("/no-such-path")))
+        .await;
     reply.expect_failed(404, "not_found");
     assert_security_headers(&reply);
     let reply = client.send(client.post("/api/invoke")).await;

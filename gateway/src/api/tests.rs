@@ -253,3 +253,16 @@ async fn get_metadata_takes_no_parameters_and_needs_the_administrator() {
     let first = Caller::AdminFirstLogin { client: LOCAL };
     assert_eq!(api.get_metadata(&first, Params::new()).http_status, 403);
 }
+
+#[tokio::test]
+async fn server_info_reports_the_store_files_size() {
+    let (_dir, api) = api();
+    let admin = Caller::Admin { client: LOCAL };
+    let info = api.invoke(&admin, "GetServerInfo", Params::new()).await;
+    assert!(info.is_success(), "{info:?}");
+    let on_disk = std::fs::metadata(api.gateway().store().path())
+        .unwrap()
+        .len();
+    assert!(on_disk > 0);
+    assert_eq!(info.envelope.result["storeBytes"], on_disk);
+}

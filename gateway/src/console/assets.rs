@@ -20,6 +20,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("assets/console.css"),
     ),
     (
+        "pages.css",
+        "text/css; charset=utf-8",
+        include_bytes!("assets/pages.css"),
+    ),
+    (
         "console.js",
         "text/javascript; charset=utf-8",
         include_bytes!("assets/console.js"),

@@ -45,8 +45,22 @@ pub fn text_with(language: Language, key: &str, args: &[(&str, FluentValue<'stat
 
 /// Every catalogue's source, by language (the same files `LOCALES` compiles).
 pub(super) const CATALOGUES: &[(Language, &str)] = &[
-    (Language::En, include_str!("locales/en/console.ftl")),
-    (Language::De, include_str!("locales/de/console.ftl")),
+    (
+        Language::En,
+        concat!(
+            include_str!("locales/en/console.ftl"),
+            "\n",
+            include_str!("locales/en/pages.ftl")
+        ),
+    ),
+    (
+        Language::De,
+        concat!(
+            include_str!("locales/de/console.ftl"),
+            "\n",
+            include_str!("locales/de/pages.ftl")
+        ),
+    ),
 ];
 
 /// The message ids a catalogue defines (`key = ...` at the start of a line; comments,

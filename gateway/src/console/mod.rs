@@ -87,6 +87,30 @@ pub fn router(api: Api) -> Router {
             post(pages::settings::reset_password),
         )
         .route("/console/status", get(pages::status::status_page))
+        .route(
+            "/console/mailboxes/new",
+            get(pages::mailboxes::create_page).post(pages::mailboxes::create),
+        )
+        .route(
+            "/console/mailboxes/{id}/acknowledge",
+            post(pages::mailboxes::acknowledge),
+        )
+        .route(
+            "/console/mailboxes/{id}/edit",
+            get(pages::mailboxes::edit_page).post(pages::mailboxes::edit),
+        )
+        .route(
+            "/console/mailboxes/{id}/delete",
+            get(pages::mailboxes::delete_page).post(pages::mailboxes::delete),
+        )
+        .route(
+            "/console/mailboxes/{id}/reset-password",
+            get(pages::mailboxes::reset_page).post(pages::mailboxes::reset),
+        )
+        .route(
+            "/console/mailboxes/{id}/setup",
+            get(pages::mailboxes::setup_page),
+        )
         .route("/console/assets/{name}", get(assets::serve))
         .with_state(api)
         .layer(axum::middleware::map_response(headers))

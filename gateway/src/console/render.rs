@@ -34,6 +34,26 @@ pub(super) const TEMPLATES: &[(&str, &str)] = &[
     ("settings.html", include_str!("templates/settings.html")),
     ("main.html", include_str!("templates/main.html")),
     ("status.html", include_str!("templates/status.html")),
+    (
+        "mailbox_create.html",
+        include_str!("templates/mailbox_create.html"),
+    ),
+    (
+        "mailbox_password.html",
+        include_str!("templates/mailbox_password.html"),
+    ),
+    (
+        "mailbox_edit.html",
+        include_str!("templates/mailbox_edit.html"),
+    ),
+    (
+        "mailbox_confirm.html",
+        include_str!("templates/mailbox_confirm.html"),
+    ),
+    (
+        "mailbox_setup.html",
+        include_str!("templates/mailbox_setup.html"),
+    ),
 ];
 
 /// Who a page is rendered for: the language, and the session's CSRF token once signed in.
@@ -86,13 +106,17 @@ fn translate(state: &State, key: &str, kwargs: Kwargs) -> Result<String, Error> 
     Ok(i18n::text_with(lang, key, &args))
 }
 
-fn asset_url(name: &str) -> Result<String, Error> {
-    assets::url(name).ok_or_else(|| {
-        Error::new(
-            ErrorKind::InvalidOperation,
-            format!("asset(): no asset {name:?}"),
-        )
-    })
+/// `asset("name")`: the URL is built from our own constants (name, hex version), so it is
+/// marked safe (minijinja would otherwise write every `/` as `&#x2f;`).
+fn asset_url(name: &str) -> Result<Value, Error> {
+    assets::url(name)
+        .map(Value::from_safe_string)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("asset(): no asset {name:?}"),
+            )
+        })
 }
 
 /// Renders `template` for `viewer` with the page's own `context`, as a 200 page.

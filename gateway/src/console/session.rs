@@ -13,6 +13,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{ACCEPT_LANGUAGE, COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
@@ -264,6 +265,10 @@ impl HasSession for Acknowledging {
 pub struct Fields(Params);
 
 impl Fields {
+    pub fn from_params(params: Params) -> Self {
+        Self(params)
+    }
+
     /// The field `name`, `""` when absent.
     pub fn get(&self, name: &str) -> &str {
         self.0.get(name).and_then(|v| v.as_str()).unwrap_or("")
@@ -295,18 +300,18 @@ pub struct Form<G> {
     pub fields: Fields,
 }
 
-/// Reads a form body (bounded in size and time, as the API's).
-async fn read_fields(request: Request) -> Result<(Parts, Fields), Response> {
-    let timeout = request
-        .extensions()
+/// Reads a form body (bounded in size and time, as the API's); a body that cannot be read
+/// gets the error page for `viewer`.
+async fn read_fields(parts: &Parts, body: Body, viewer: &Viewer) -> Result<Fields, Response> {
+    let timeout = parts
+        .extensions
         .get::<BodyTimeout>()
         .map_or(crate::api::http::DEFAULT_BODY_TIMEOUT, |t| t.0);
-    let (parts, body) = request.into_parts();
     match crate::api::http::read_params(&parts.headers, body, timeout).await {
-        Ok(params) => Ok((parts, Fields(params))),
+        Ok(params) => Ok(Fields(params)),
         Err(e) => {
             let status = StatusCode::from_u16(e.http_status).unwrap_or(StatusCode::BAD_REQUEST);
-            Err((status, e.message).into_response())
+            Err(render::error_page(status, viewer, &e.message))
         }
     }
 }
@@ -321,8 +326,8 @@ where
         let (mut parts, body) = request.into_parts();
         // The session first: a signed-out browser goes to the login page, body unread.
         let guard = G::from_request_parts(&mut parts, api).await?;
-        let (_, fields) = read_fields(Request::from_parts(parts, body)).await?;
         let signed_in = guard.signed_in();
+        let fields = read_fields(&parts, body, signed_in.viewer()).await?;
         if !signed_in.session.csrf_matches(fields.get("csrf")) {
             tracing::info!(client = %signed_in.client, "console form refused: no valid CSRF token");
             return Err(render::error_page(
@@ -373,7 +378,7 @@ impl FromRequest<Api> for VisitorForm {
     async fn from_request(request: Request, api: &Api) -> Result<Self, Response> {
         let (mut parts, body) = request.into_parts();
         let visitor = Visitor::from_request_parts(&mut parts, api).await?;
-        let (_, fields) = read_fields(Request::from_parts(parts, body)).await?;
+        let fields = read_fields(&parts, body, &visitor.viewer).await?;
         Ok(Self { visitor, fields })
     }
 }

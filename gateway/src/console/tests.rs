@@ -348,3 +348,55 @@ async fn a_form_without_the_sessions_csrf_token_is_refused() {
         Some(crate::config::Language::De)
     );
 }
+
+#[tokio::test]
+async fn before_the_first_login_a_client_elsewhere_is_told_to_sign_in_on_the_host() {
+    let (_dir, api) = test_api();
+    let mut remote = Browser::new(&api, "192.0.2.1".parse().unwrap());
+    let page = remote
+        .post(
+            "/console/login",
+            &[("user", "admin"), ("password", "admin")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(
+        page.body.contains("gateway admin reset-password"),
+        "{}",
+        page.body
+    );
+    assert!(page.cookie().is_none());
+    assert!(
+        !api.gateway().admin_first_login_done().unwrap(),
+        "nothing replaced"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_form_gets_the_error_page() {
+    let (_dir, api, password) = set_up().await;
+    let mut browser = Browser::new(&api, loopback());
+    browser.sign_in(&password).await;
+    let page = browser
+        .send(
+            Request::post("/console/settings/language").header(CONTENT_TYPE, "text/plain"),
+            Body::from("language=de"),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(page.headers[CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert_eq!(page.headers["content-security-policy"], super::CSP);
+}
+
+#[test]
+fn form_fields_never_print_their_values() {
+    let mut params = crate::api::Params::new();
+    params.insert("password".into(), "s3cret".into());
+    let fields = super::session::Fields::from_params(params);
+    assert!(!format!("{fields:?}").contains("s3cret"));
+    assert_eq!(fields.get("password"), "s3cret");
+    assert_eq!(fields.get("missing"), "");
+}

@@ -595,6 +595,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_console_language_is_remembered_across_resets_and_restarts() {
+        let (dir, gw) = gateway();
+        assert_eq!(gw.admin_language().unwrap(), None);
+        gw.set_admin_language(Some(Language::De)).await.unwrap();
+        gw.reset_admin_password(Some(INITIAL_ADMIN_PASSWORD))
+            .await
+            .unwrap();
+        assert_eq!(gw.admin_language().unwrap(), Some(Language::De));
+        drop(gw);
+        let gw = gateway_in(dir.path());
+        assert_eq!(gw.admin_language().unwrap(), Some(Language::De));
+        gw.set_admin_language(None).await.unwrap();
+        assert_eq!(gw.admin_language().unwrap(), None);
+    }
+
+    #[test]
+    fn admin_records_written_before_the_console_read_without_a_language() {
+        let old = br#"{"password_hash":"$argon2id$x","initial":false,"changed_at":5}"#;
+        let record = AdminRecord::decode(old).unwrap();
+        assert_eq!(record.language, None);
+        assert!(!record.initial);
+    }
+
+    #[tokio::test]
     async fn the_first_reset_survives_a_restart() {
         let (dir, gw) = gateway();
         let new = gw

@@ -18,6 +18,9 @@ pub struct ServerInfo {
     pub started_at: u64,
     pub uptime_seconds: u64,
     pub listeners: Vec<ListenerInfo>,
+    /// Bytes the store file takes on disk (every mailbox's encrypted messages and the
+    /// records); `null` when its size cannot be read.
+    pub store_bytes: Option<u64>,
 }
 
 pub struct GetServerInfo;
@@ -25,7 +28,7 @@ pub struct GetServerInfo;
 impl Function for GetServerInfo {
     const NAME: &'static str = "GetServerInfo";
     const SUMMARY: &'static str =
-        "Version, host name, email domain, uptime and the listeners with their state.";
+        "Version, host name, email domain, uptime, store size and the listeners with their state.";
     type Params = NoParams;
     type Output = ServerInfo;
 
@@ -38,6 +41,7 @@ impl Function for GetServerInfo {
             started_at: server.started_at,
             uptime_seconds: server.uptime_seconds(),
             listeners: server.listeners(),
+            store_bytes: store_bytes(api.gateway().store().path()),
         })
     }
 }
@@ -58,6 +62,11 @@ pub struct CertificateInfo {
     pub sha256_fingerprint: String,
     /// `self-signed` or `files`.
     pub source: String,
+}
+
+/// The size of the store file; a failure to read it is not worth failing the whole answer.
+fn store_bytes(path: &std::path::Path) -> Option<u64> {
+    std::fs::metadata(path).map(|m| m.len()).ok()
 }
 
 pub struct GetCertificateInfo;

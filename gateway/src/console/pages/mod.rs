@@ -1,6 +1,8 @@
 //! The console's pages, one file per page or group of pages.
 
+mod format;
 pub mod login;
 pub mod mailboxes;
 pub mod settings;
 pub mod status;
+mod table;

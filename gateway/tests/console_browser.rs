@@ -493,3 +493,35 @@ async fn status_page_in_the_browser() {
     browser.check_page("status").await;
     browser.close().await;
 }
+
+/// The checks every page goes through can fail: a page with an image without text, no
+/// language and a link taken out of the tab order is caught by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_checks_catch_missing_alt_text_and_unreachable_controls() {
+    let _one = ONE_BROWSER.lock().await;
+    let gateway = TestGateway::start_with_console(|_| {}).await;
+    let browser = Browser::start(&gateway, "page_checks").await;
+    // A data: URL: nothing leaves the machine, and the console's own pages stay untouched.
+    browser
+        .client()
+        .goto(
+            "data:text/html,<!doctype html><title>bad</title>\
+             <img src='data:,'><a href='/x' tabindex='-1'>hidden from Tab</a>\
+             <a href='/y'>reachable</a>",
+        )
+        .await
+        .expect("load the bad page");
+    let violations = browser.axe_violations("bad page").await;
+    assert!(
+        violations.iter().any(|v| v.contains("image-alt")),
+        "{violations:?}"
+    );
+    assert!(
+        violations.iter().any(|v| v.contains("html-has-lang")),
+        "{violations:?}"
+    );
+    let missed = browser.unreachable_controls().await;
+    assert_eq!(missed.len(), 1, "{missed:?}");
+    assert!(missed[0].contains("hidden from Tab"), "{missed:?}");
+    browser.close().await;
+}

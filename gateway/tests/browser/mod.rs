@@ -82,7 +82,13 @@ impl Tools {
 fn from_env_or(var: &str, defaults: &[impl AsRef<str>]) -> Option<PathBuf> {
     if let Some(set) = std::env::var_os(var).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(set);
-        assert!(path.is_file(), "{var}={} does not exist", path.display());
+        assert!(
+            path.is_file(),
+            "{var}={} does not exist (`cargo xtask ci` installs the browser tests' tools: \
+             `apt-get install chromium chromium-driver` and `npm install --prefix \
+             ~/.cache/gateway-test-tools/axe-core-{AXE_CORE_VERSION} axe-core@{AXE_CORE_VERSION}`)",
+            path.display()
+        );
         return Some(path);
     }
     defaults
@@ -370,6 +376,17 @@ impl Browser {
 
     /// Runs axe-core in the page; fails on any serious or critical violation.
     pub async fn axe(&self, step: &str) {
+        let bad = self.axe_violations(step).await;
+        assert!(
+            bad.is_empty(),
+            "axe-core found serious or critical violations on {step} ({}):\n{}",
+            self.path().await,
+            bad.join("\n")
+        );
+    }
+
+    /// The serious and critical violations axe-core finds in the page, one text each.
+    pub async fn axe_violations(&self, step: &str) -> Vec<String> {
         // Injected on every page (a new document forgets it); the console's CSP does not
         // apply to WebDriver's script execution.
         let already = self.js("return typeof window.axe !== 'undefined';").await;
@@ -414,18 +431,29 @@ impl Browser {
                 )
             })
             .collect();
-        assert!(
-            bad.is_empty(),
-            "axe-core found serious or critical violations on {step} ({}):\n{}",
-            self.path().await,
-            bad.join("\n")
-        );
+        bad
     }
 
     /// Presses Tab through the page from the top and fails when a visible, enabled control
     /// never received the focus. Controls inside a closed `<details>` (the user menu) are not
     /// visible and so not expected; a test opens the menu and walks it as its own step.
     pub async fn keyboard_reaches_every_control(&self, step: &str) {
+        let missed = self.unreachable_controls().await;
+        assert!(
+            missed.is_empty(),
+            "on {step} ({}), these controls are not reachable with Tab:\n{}",
+            self.path().await,
+            missed
+                .iter()
+                .map(|m| format!("  {m}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    /// The visible, enabled controls (their HTML, shortened) that pressing Tab from the top
+    /// of the page never focuses.
+    pub async fn unreachable_controls(&self) -> Vec<String> {
         const CONTROLS: &str = "a[href], button, input:not([type=hidden]), select, textarea, \
                                 summary, [tabindex]:not([tabindex='-1'])";
         let count = self
@@ -468,17 +496,14 @@ impl Browser {
                  return missed;",
             )
             .await;
-        let missed = missed.as_array().cloned().unwrap_or_default();
-        assert!(
-            missed.is_empty(),
-            "on {step} ({}), these controls are not reachable with Tab:\n{}",
-            self.path().await,
-            missed
-                .iter()
-                .map(|m| format!("  {}", m.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        missed
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|m| m.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Ends the WebDriver session (chromium exits); chromedriver is killed on drop.

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::{ACCEPT_LANGUAGE, COOKIE, SET_COOKIE};
+use axum::http::header::{ACCEPT_LANGUAGE, COOKIE, HOST, ORIGIN, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -300,9 +300,40 @@ pub struct Form<G> {
     pub fields: Fields,
 }
 
-/// Reads a form body (bounded in size and time, as the API's); a body that cannot be read
-/// gets the error page for `viewer`.
+/// Whether a POST comes from a page of this console: browsers send `Origin` with every form
+/// POST, and one from another site is refused (the login form has no session, hence no CSRF
+/// token yet; for the other forms this is a second line behind the token). Without `Origin`
+/// (a client that is not a browser) the request passes on to the token check.
+fn same_origin(parts: &Parts) -> bool {
+    let Some(origin) = parts.headers.get(ORIGIN) else {
+        return true;
+    };
+    // HTTP/1.1 names the host in `Host`, HTTP/2 in the request's authority.
+    let host = parts
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()));
+    match (origin.to_str().ok(), host) {
+        (Some(origin), Some(host)) => origin
+            .strip_prefix("https://")
+            .is_some_and(|o| o.eq_ignore_ascii_case(&host)),
+        _ => false,
+    }
+}
+
+/// Reads a form body (bounded in size and time, as the API's); a body that cannot be read,
+/// or a POST from another site, gets the error page for `viewer`.
 async fn read_fields(parts: &Parts, body: Body, viewer: &Viewer) -> Result<Fields, Response> {
+    if !same_origin(parts) {
+        tracing::info!(client = %client(parts), "console form refused: posted from another site");
+        return Err(render::error_page(
+            StatusCode::FORBIDDEN,
+            viewer,
+            &i18n::text(viewer.lang, "error-csrf"),
+        ));
+    }
     let timeout = parts
         .extensions
         .get::<BodyTimeout>()

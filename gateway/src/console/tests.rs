@@ -400,3 +400,31 @@ fn form_fields_never_print_their_values() {
     assert_eq!(fields.get("password"), "s3cret");
     assert_eq!(fields.get("missing"), "");
 }
+
+#[tokio::test]
+async fn a_form_posted_from_another_site_is_refused() {
+    let (_dir, api, password) = set_up().await;
+    let mut browser = Browser::new(&api, loopback());
+    let login = |origin: &'static str| {
+        Request::post("/console/login")
+            .header("host", "gateway.example:8450")
+            .header("origin", origin)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+    };
+    let body = || Body::from(format!("user=admin&password={password}"));
+    for origin in [
+        "https://evil.example",
+        "null",
+        "http://gateway.example:8450",
+        "https://gateway.example:8451",
+    ] {
+        let page = browser.send(login(origin), body()).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{origin}");
+        assert!(page.cookie().is_none(), "{origin}");
+    }
+    let page = browser
+        .send(login("https://Gateway.example:8450"), body())
+        .await;
+    assert_eq!(page.location(), "/console/", "{}", page.body);
+    assert!(page.cookie().is_some());
+}

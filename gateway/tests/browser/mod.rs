@@ -271,7 +271,17 @@ impl Browser {
     pub async fn find(&self, css: &str) -> Element {
         match self.client().find(Locator::Css(css)).await {
             Ok(found) => found,
-            Err(e) => panic!("no element `{css}` on {}: {e}", self.path().await),
+            Err(e) => {
+                // The page's text says why (an error page, another language) more than the id.
+                let text = match self.client().find(Locator::Css("body")).await {
+                    Ok(body) => body.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                panic!(
+                    "no element `{css}` on {}: {e}\npage text:\n{text}",
+                    self.path().await
+                )
+            }
         }
     }
 

@@ -525,3 +525,69 @@ async fn page_checks_catch_missing_alt_text_and_unreachable_controls() {
     assert!(missed[0].contains("hidden from Tab"), "{missed:?}");
     browser.close().await;
 }
+
+/// Before login the console speaks the browser's language.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_page_follows_a_german_browser() {
+    let _one = ONE_BROWSER.lock().await;
+    let gateway = TestGateway::start_with_console(|_| {}).await;
+    let mut browser = Browser::start_with_languages(&gateway, "login_de", "de-DE,de").await;
+    browser.goto("/console/login").await;
+    assert_eq!(browser.lang().await, "de");
+    assert!(
+        browser.page_text().await.contains("Anmelden"),
+        "{}",
+        browser.page_text().await
+    );
+    browser.check_page("login-de").await;
+    // The forced new password, in German too.
+    log_in(&browser, FACTORY_USER, FACTORY_PASSWORD).await;
+    assert_eq!(browser.lang().await, "de");
+    assert!(browser.exists("#new-password").await);
+    browser.check_page("first-password-de").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailbox_table_sorts_and_filters_in_the_browser() {
+    let _one = ONE_BROWSER.lock().await;
+    let gateway = TestGateway::start_with_console(|_| {}).await;
+    for name in ["Berta", "Anton", "Caesar"] {
+        gateway.create_mailbox(name).await;
+    }
+    let mut browser = Browser::start(&gateway, "sort_filter").await;
+    first_login(&mut browser).await;
+    assert_eq!(
+        names(&browser).await,
+        ["Anton", "Berta", "Caesar"],
+        "by name by default"
+    );
+    browser.click("#sort-name").await;
+    assert_eq!(
+        names(&browser).await,
+        ["Caesar", "Berta", "Anton"],
+        "a second click reverses"
+    );
+    browser.check_page("sorted-desc").await;
+    browser.fill("#filter-q", "ert").await;
+    browser.click("#filter-submit").await;
+    assert_eq!(names(&browser).await, ["Berta"]);
+    browser.check_page("filtered").await;
+    browser.fill("#filter-q", "nobody").await;
+    browser.click("#filter-submit").await;
+    assert!(browser.exists("#no-matches").await);
+    browser.check_page("filtered-none").await;
+    browser.close().await;
+}
+
+/// The names in the mailbox table, top to bottom.
+async fn names(browser: &Browser) -> Vec<String> {
+    let mut names = Vec::new();
+    for cell in browser
+        .find_all("tr[data-mailbox-id] [data-testid='name']")
+        .await
+    {
+        names.push(cell.text().await.expect("name"));
+    }
+    names
+}

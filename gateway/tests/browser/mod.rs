@@ -186,6 +186,11 @@ impl Browser {
     /// not `acceptInsecureCerts`) and resolves the certificate's host name to 127.0.0.1, so
     /// the console is reached as `https://mx.archive.test:<port>` with a valid name.
     pub async fn start(gateway: &TestGateway, test: &str) -> Self {
+        Self::start_with_languages(gateway, test, "en-US,en").await
+    }
+
+    /// As [`Self::start`], with the browser's `Accept-Language` set to `languages`.
+    pub async fn start_with_languages(gateway: &TestGateway, test: &str, languages: &str) -> Self {
         let tools = Tools::find();
         let shots = screenshot_root().join(test);
         let _ = std::fs::remove_dir_all(&shots);
@@ -211,8 +216,8 @@ impl Browser {
         }
         let mut options = json!({
             "args": args,
-            // Before login the console follows Accept-Language: English for these tests.
-            "prefs": { "intl.accept_languages": "en-US,en" },
+            // Before login the console follows Accept-Language.
+            "prefs": { "intl.accept_languages": languages },
         });
         if let Some(chromium) = &tools.chromium {
             options["binary"] = json!(chromium.display().to_string());

@@ -263,6 +263,21 @@ async fn mailbox_create_edit_suspend_reset_and_delete_in_the_browser() {
     browser.click("#create-mailbox").await;
     assert_eq!(browser.path().await, "/console/mailboxes/new");
     browser.check_page("create").await;
+
+    // Without its CSRF token the form is refused, and nothing is created.
+    browser.fill("#name", "Forged").await;
+    browser
+        .js("document.querySelector('#create-form input[name=csrf]').remove(); return true;")
+        .await;
+    browser.click("#create-submit").await;
+    assert!(!browser.exists("#new-password").await);
+    assert!(
+        gateway.gateway().list_mailboxes().expect("list").is_empty(),
+        "a form without its token changes nothing"
+    );
+    browser.check_page("create-without-csrf").await;
+    browser.goto("/console/mailboxes/new").await;
+
     browser.fill("#name", "Accounting").await;
     browser
         .fill("#description", "Journal of the accounting team")

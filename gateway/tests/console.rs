@@ -284,6 +284,11 @@ async fn the_session_cookie_is_host_only_secure_http_only_strict_and_fresh_at_ev
     assert_ne!(first, second, "a fresh session id at login");
     assert!(second.len() >= 43, "256 bits");
     browser.get("/console/").await.expect_ok();
+    // Signed in, the login page leads to the main page.
+    browser
+        .get("/console/login")
+        .await
+        .expect_redirect("/console/");
     // The session the browser had before signing in again has ended.
     browser.token = Some(first);
     browser

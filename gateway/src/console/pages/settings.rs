@@ -69,6 +69,7 @@ pub async fn set_language(
         };
         return admin.failure_page(&failure);
     }
+    tracing::info!(client = %admin.client(), %language, "administrator's console language changed");
     redirect(SETTINGS_PATH)
 }
 

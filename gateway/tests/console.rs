@@ -89,7 +89,7 @@ impl Page {
         assert!(!self.header("content-security-policy").contains("unsafe"));
         assert_eq!(self.header("x-frame-options"), "DENY");
         assert_eq!(self.header("x-content-type-options"), "nosniff");
-        assert_eq!(self.header("referrer-policy"), "no-referrer");
+        assert_eq!(self.header("referrer-policy"), "same-origin");
         assert!(self
             .header("strict-transport-security")
             .starts_with("max-age="));

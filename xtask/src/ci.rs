@@ -20,7 +20,8 @@ pub fn run_ci(opts: &Options) -> Result<()> {
     if !opts.skip_deps {
         steps.push(("deps", |_| {
             deps::ensure()?;
-            deps::ensure_python_tools()
+            deps::ensure_python_tools()?;
+            deps::ensure_node_tools()
         }));
     }
     steps.push(("fmt", |_| {
@@ -127,6 +128,17 @@ fn test(tally: &mut Tally) -> Result<()> {
     // The API fuzzing test runs schemathesis, which pip may have put off PATH.
     if let Some(st) = deps::find_schemathesis() {
         cmd.env("GATEWAY_SCHEMATHESIS", st);
+    }
+    // The console browser tests drive chromium through chromedriver and inject axe-core; they
+    // fail (naming the install command) when these are missing, so CI always runs them.
+    if let Some(driver) = deps::find_chromedriver() {
+        cmd.env("GATEWAY_CHROMEDRIVER", driver);
+    }
+    if let Some(chromium) = deps::find_chromium() {
+        cmd.env("GATEWAY_CHROMIUM", chromium);
+    }
+    if let Some(axe) = deps::find_axe_js() {
+        cmd.env("GATEWAY_AXE_JS", axe);
     }
     let shown = display(&cmd);
     eprintln!("$ {shown}");

@@ -20,6 +20,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "dovecot-pop3d",      // upstream-test-util: Dovecot's POP3 service
     "testssl.sh",         // conformance: protocol, cipher and chain scans of every TLS listener
     "python3",            // interop tests drive the gateway with Python's smtplib and poplib
+    "chromium",           // console browser tests: the real browser, run headless
+    "chromium-driver",    // console browser tests drive chromium over WebDriver (chromedriver)
 ];
 
 /// debconf answers (`debconf-set-selections` lines) given before installing, so that a
@@ -190,6 +192,76 @@ pub fn ensure_python_tools() -> Result<()> {
     find_schemathesis()
         .map(|_| ())
         .context("schemathesis was installed but its `st` command is not on PATH nor in Python's scripts directories")
+}
+
+/// The axe-core release the console browser tests inject into every page (npm).
+pub const AXE_CORE_VERSION: &str = "4.10.3";
+
+/// Ensures the npm tools the tests need: the pinned axe-core, installed with Debian's `npm`
+/// (itself installed when missing) into a per-user cache directory, not into the repository.
+pub fn ensure_node_tools() -> Result<()> {
+    if let Some(found) = find_axe_js() {
+        eprintln!("deps: axe-core present ({})", found.display());
+        return Ok(());
+    }
+    if !util::on_path("npm") {
+        ensure_packages(&["npm"])?;
+    }
+    let dir = axe_core_dir().context("neither XDG_CACHE_HOME nor HOME is set")?;
+    eprintln!(
+        "deps: axe-core not found; installing axe-core@{AXE_CORE_VERSION} into {}",
+        dir.display()
+    );
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    // --no-save: no package.json or lock file to keep; the version is pinned here.
+    run(Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--no-save",
+            "--prefix",
+        ])
+        .arg(&dir)
+        .arg(format!("axe-core@{AXE_CORE_VERSION}")))?;
+    find_axe_js()
+        .context("npm installed axe-core but axe.min.js is not where expected")
+        .map(|_| ())
+}
+
+/// The directory axe-core is installed into: `~/.cache/gateway-test-tools/axe-core-<version>`
+/// (one per version, so that changing the pin installs afresh).
+fn axe_core_dir() -> Option<std::path::PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cache"))
+        })?;
+    Some(
+        cache
+            .join("gateway-test-tools")
+            .join(format!("axe-core-{AXE_CORE_VERSION}")),
+    )
+}
+
+/// axe-core's browser bundle, if the pinned version is installed.
+pub fn find_axe_js() -> Option<std::path::PathBuf> {
+    let js = axe_core_dir()?
+        .join("node_modules")
+        .join("axe-core")
+        .join("axe.min.js");
+    js.is_file().then_some(js)
+}
+
+/// chromedriver, on `PATH` or where Debian's `chromium-driver` puts it.
+pub fn find_chromedriver() -> Option<std::path::PathBuf> {
+    find_program("chromedriver", &[std::path::PathBuf::from("/usr/bin")])
+}
+
+/// The chromium binary, on `PATH` or where Debian's `chromium` puts it.
+pub fn find_chromium() -> Option<std::path::PathBuf> {
+    find_program("chromium", &[std::path::PathBuf::from("/usr/bin")])
 }
 
 /// schemathesis's `st` command, wherever pip put it.

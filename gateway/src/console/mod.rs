@@ -128,7 +128,10 @@ async fn headers(mut response: Response) -> Response {
         (STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
         (X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (X_FRAME_OPTIONS, "DENY"),
-        (REFERRER_POLICY, "no-referrer"),
+        // Not `no-referrer`: under it browsers send `Origin: null` with every form POST
+        // (Fetch, "append a request Origin header"), and the same-origin check would refuse
+        // the console's own forms. `same-origin` still sends nothing to other sites.
+        (REFERRER_POLICY, "same-origin"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }

@@ -22,6 +22,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "python3",            // interop tests drive the gateway with Python's smtplib and poplib
     "chromium",           // console browser tests: the real browser, run headless
     "chromium-driver",    // console browser tests drive chromium over WebDriver (chromedriver)
+    "pebble", // pebble-test-util: the local ACME CA the certificate tests get certificates from
 ];
 
 /// debconf answers (`debconf-set-selections` lines) given before installing, so that a

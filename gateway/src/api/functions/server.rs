@@ -60,7 +60,7 @@ pub struct CertificateInfo {
     /// Whole days until `notAfter`; negative once expired.
     pub days_left: i64,
     pub sha256_fingerprint: String,
-    /// `self-signed` or `files`.
+    /// `self-signed`, `imported` or `files`.
     pub source: String,
 }
 
@@ -87,19 +87,31 @@ impl Function for GetCertificateInfo {
                 "the gateway is not running; `gateway serve` loads the certificate",
             ));
         };
-        let material = resolver.current();
-        let info = material.info();
-        Ok(CertificateInfo {
-            subject: info.subject.clone(),
-            issuer: info.issuer.clone(),
-            dns_names: info.dns_names.clone(),
-            ip_addresses: info.ip_addresses.iter().map(|ip| ip.to_string()).collect(),
-            not_before: rfc3339(info.not_before),
-            not_after: rfc3339(info.not_after),
-            days_left: days_left(info.not_after, SystemTime::now()),
-            sha256_fingerprint: info.sha256_fingerprint.clone(),
-            source: server.certificate_source.to_owned(),
-        })
+        Ok(certificate_info(
+            &resolver.current(),
+            server.certificate_source(),
+            SystemTime::now(),
+        ))
+    }
+}
+
+/// What the API says of a certificate.
+pub(super) fn certificate_info(
+    material: &crate::tls::CertifiedMaterial,
+    source: &str,
+    now: SystemTime,
+) -> CertificateInfo {
+    let info = material.info();
+    CertificateInfo {
+        subject: info.subject.clone(),
+        issuer: info.issuer.clone(),
+        dns_names: info.dns_names.clone(),
+        ip_addresses: info.ip_addresses.iter().map(|ip| ip.to_string()).collect(),
+        not_before: rfc3339(info.not_before),
+        not_after: rfc3339(info.not_after),
+        days_left: days_left(info.not_after, now),
+        sha256_fingerprint: info.sha256_fingerprint.clone(),
+        source: source.to_owned(),
     }
 }
 

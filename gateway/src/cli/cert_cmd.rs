@@ -1,0 +1,166 @@
+//! `gateway cert ...`: the certificate every listener presents. Each command is one API
+//! function (see [`super::api_call`]), so a running gateway swaps the new certificate in at
+//! once.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::Value;
+
+use super::api_call::{self, params, Target};
+use super::mailbox_cmd::Format;
+use super::output;
+use crate::api::Params;
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Show the certificate the listeners present.
+    Show {
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Create a new self-signed certificate for the host name and present it.
+    SelfSigned {
+        /// A further name (DNS name or IP address) for the certificate; repeatable.
+        #[arg(long = "name", value_name = "N")]
+        names: Vec<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Import a PEM certificate chain with its private key and present it.
+    Import {
+        /// PEM file with the chain (server certificate first) and, unless `--key` is given,
+        /// the unencrypted private key.
+        file: PathBuf,
+        /// PEM file with the private key, when it is not in FILE.
+        #[arg(long, value_name = "KEYFILE")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+impl CertCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            CertCommand::Show { format }
+            | CertCommand::SelfSigned { format, .. }
+            | CertCommand::Import { format, .. } => format.json,
+        }
+    }
+}
+
+pub fn run(command: CertCommand, target: &Target) -> anyhow::Result<()> {
+    let json = command.json();
+    let (function, request) = request(&command)?;
+    let result = api_call::call(target, function, request)?;
+    if json {
+        return output::json(&result);
+    }
+    print!("{}", render(&result));
+    Ok(())
+}
+
+fn request(command: &CertCommand) -> anyhow::Result<(&'static str, Params)> {
+    Ok(match command {
+        CertCommand::Show { .. } => ("GetCertificateInfo", Params::new()),
+        CertCommand::SelfSigned { names, .. } => {
+            let names = names.join(",");
+            let names = (!names.is_empty()).then_some(names.as_str());
+            ("CreateSelfSignedCertificate", params([("names", names)]))
+        }
+        CertCommand::Import { file, key, .. } => {
+            if is_pkcs12(file) {
+                anyhow::bail!(
+                    "PKCS#12 files are not supported yet; convert with `openssl pkcs12 -in {} \
+                     -nodes -out bundle.pem` and import bundle.pem (mode 0600)",
+                    file.display()
+                );
+            }
+            let chain = read(file)?;
+            let key = match key {
+                Some(path) => read(path)?,
+                None => chain.clone(),
+            };
+            (
+                "ImportCertificate",
+                params([
+                    ("certificateChain", Some(chain.as_str())),
+                    ("privateKey", Some(key.as_str())),
+                ]),
+            )
+        }
+    })
+}
+
+fn is_pkcs12(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("p12") || e.eq_ignore_ascii_case("pfx"))
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// `GetCertificateInfo` answers the certificate; the changing functions wrap it with the
+/// warnings.
+fn render(result: &Value) -> String {
+    let (certificate, warnings) = match result.get("certificate") {
+        Some(certificate) => (certificate, result["warnings"].as_array()),
+        None => (result, None),
+    };
+    let text = |key: &str| certificate[key].as_str().unwrap_or_default().to_owned();
+    let list = |key: &str| {
+        certificate[key]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "subject:      {}", text("subject"));
+    let _ = writeln!(out, "issuer:       {}", text("issuer"));
+    let _ = writeln!(out, "DNS names:    {}", list("dnsNames"));
+    let _ = writeln!(out, "IP addresses: {}", list("ipAddresses"));
+    let _ = writeln!(out, "not before:   {}", text("notBefore"));
+    let _ = writeln!(out, "not after:    {}", text("notAfter"));
+    let _ = writeln!(out, "days left:    {}", certificate["daysLeft"]);
+    let _ = writeln!(out, "SHA-256:      {}", text("sha256Fingerprint"));
+    let _ = writeln!(out, "source:       {}", text("source"));
+    for warning in warnings.into_iter().flatten().filter_map(Value::as_str) {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkcs12_files_are_recognised_by_extension() {
+        assert!(is_pkcs12(Path::new("/x/server.P12")));
+        assert!(is_pkcs12(Path::new("server.pfx")));
+        assert!(!is_pkcs12(Path::new("server.pem")));
+    }
+
+    #[test]
+    fn warnings_are_printed_after_the_certificate() {
+        let result = serde_json::json!({
+            "certificate": {"subject": "CN=mx", "dnsNames": ["mx", "mx2"], "daysLeft": -2,
+                            "source": "imported"},
+            "warnings": ["the certificate expired on 2026-01-01T00:00:00Z"],
+        });
+        let text = render(&result);
+        assert!(text.contains("DNS names:    mx, mx2"), "{text}");
+        assert!(text.contains("days left:    -2"), "{text}");
+        assert!(text.ends_with("warning: the certificate expired on 2026-01-01T00:00:00Z\n"));
+    }
+}

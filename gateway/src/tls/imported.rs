@@ -99,6 +99,58 @@ pub fn import_pem(
     Ok(material)
 }
 
+/// Checks a PKCS#12 file (`.p12`/`.pfx`: legacy 3DES/RC2 as older Windows exports, or
+/// AES-256 PBES2) and stores its first key with its chain as the chosen certificate.
+pub fn import_pkcs12(
+    data_dir: &Path,
+    pkcs12: &[u8],
+    password: &str,
+) -> Result<CertifiedMaterial, TlsError> {
+    let (chain_pem, key_pem) = pkcs12_to_pem(pkcs12, password)?;
+    import_pem(data_dir, chain_pem.as_bytes(), key_pem.as_bytes())
+}
+
+/// The chain (leaf first) and the PKCS#8 key of a PKCS#12 file, as PEM.
+fn pkcs12_to_pem(pkcs12: &[u8], password: &str) -> Result<(String, String), TlsError> {
+    use p12_keystore::error::Error;
+    use p12_keystore::{KeyStore, Pkcs12ImportPolicy};
+    let store = KeyStore::from_pkcs12(pkcs12, password, Pkcs12ImportPolicy::Strict).map_err(
+        |e| match e {
+            // The MAC is keyed by the password: a mismatch means a wrong password (or a
+            // damaged file, which the admin finds out by trying the password again).
+            Error::MacError(_) => TlsError::Pkcs12Password,
+            other => TlsError::Pkcs12 {
+                reason: other.to_string(),
+            },
+        },
+    )?;
+    let (_, chain) = store.private_key_chain().ok_or_else(|| TlsError::Pkcs12 {
+        reason: "it holds no private key with its certificate".to_owned(),
+    })?;
+    if chain.certs().is_empty() {
+        return Err(TlsError::Pkcs12 {
+            reason: "it holds no certificate for its private key".to_owned(),
+        });
+    }
+    let chain_pem: String = chain
+        .certs()
+        .iter()
+        .map(|cert| pem_block("CERTIFICATE", cert.as_der()))
+        .collect();
+    Ok((chain_pem, pem_block("PRIVATE KEY", chain.key().as_der())))
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    let base64 = data_encoding::BASE64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in base64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 /// The chosen certificate, if one was imported. `None` when there is none; an error when it
 /// is there but unusable.
 pub fn load_imported(data_dir: &Path) -> Option<Result<CertifiedMaterial, TlsError>> {
@@ -200,5 +252,67 @@ mod tests {
 
         let not_yet = warnings(&good, "mail.example.com", now - 500 * DAY);
         assert!(not_yet[0].contains("not valid yet"), "{not_yet:?}");
+    }
+
+    /// A PKCS#12 file made by `openssl pkcs12 -export` with `extra` arguments.
+    fn openssl_pkcs12(dir: &Path, days_left: i64, extra: &[&str]) -> Vec<u8> {
+        let (chain, key) = pair("mail.example.com", days_left);
+        let (chain_path, key_path) = (dir.join("c.pem"), dir.join("k.pem"));
+        fs::write(&chain_path, chain).unwrap();
+        fs::write(&key_path, key).unwrap();
+        let out_path = dir.join("out.p12");
+        let status = std::process::Command::new("openssl")
+            .args(["pkcs12", "-export", "-passout", "pass:s3cret", "-in"])
+            .arg(&chain_path)
+            .arg("-inkey")
+            .arg(&key_path)
+            .arg("-out")
+            .arg(&out_path)
+            .args(extra)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        fs::read(out_path).unwrap()
+    }
+
+    #[test]
+    fn legacy_and_modern_pkcs12_files_import_with_the_right_password() {
+        let work = tempfile::tempdir().unwrap();
+        let legacy = openssl_pkcs12(work.path(), 90, &["-legacy"]);
+        let modern = openssl_pkcs12(
+            work.path(),
+            90,
+            &["-certpbe", "AES-256-CBC", "-keypbe", "AES-256-CBC"],
+        );
+        for (what, file) in [("legacy 3DES/RC2", legacy), ("AES-256", modern)] {
+            let data = tempfile::tempdir().unwrap();
+            let material = import_pkcs12(data.path(), &file, "s3cret")
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(material.info().covers("mail.example.com"), "{what}");
+            let loaded = load_imported(data.path()).unwrap().unwrap();
+            assert_eq!(loaded.fingerprint(), material.fingerprint(), "{what}");
+        }
+    }
+
+    #[test]
+    fn pkcs12_with_a_wrong_password_is_refused_and_nothing_is_written() {
+        let work = tempfile::tempdir().unwrap();
+        let file = openssl_pkcs12(work.path(), 90, &[]);
+        let data = tempfile::tempdir().unwrap();
+        let err = import_pkcs12(data.path(), &file, "guess").unwrap_err();
+        assert!(matches!(err, TlsError::Pkcs12Password), "{err}");
+        assert!(load_imported(data.path()).is_none());
+        let err = import_pkcs12(data.path(), b"not a pkcs12 file", "s3cret").unwrap_err();
+        assert!(matches!(err, TlsError::Pkcs12 { .. }), "{err}");
+    }
+
+    #[test]
+    fn expired_pkcs12_certificate_is_imported_with_a_warning() {
+        let work = tempfile::tempdir().unwrap();
+        let file = openssl_pkcs12(work.path(), -3, &[]);
+        let data = tempfile::tempdir().unwrap();
+        let material = import_pkcs12(data.path(), &file, "s3cret").unwrap();
+        let w = warnings(&material, "mail.example.com", SystemTime::now());
+        assert!(w[0].contains("expired"), "{w:?}");
     }
 }

@@ -21,7 +21,8 @@ use std::time::{Duration, SystemTime};
 pub use client::{upstream_connector, UpstreamTrust};
 pub use error::TlsError;
 pub use imported::{
-    forget_imported, import_pem, load_imported, warnings, IMPORTED_CERT_FILE, IMPORTED_KEY_FILE,
+    forget_imported, import_pem, import_pkcs12, load_imported, warnings, IMPORTED_CERT_FILE,
+    IMPORTED_KEY_FILE,
 };
 pub use material::{CertificateInfo, CertifiedMaterial};
 pub use pem_files::{load_pem_files, parse_pem};

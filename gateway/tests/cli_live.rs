@@ -478,6 +478,48 @@ fn an_imported_certificate_is_presented_at_once_and_after_a_restart() {
         ok_json(d, &["cert", "show", "--json"])["sha256Fingerprint"],
         fingerprint
     );
+
+    // A PKCS#12 file as Windows exports it (legacy 3DES/RC2), password from a file.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mx.archive.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(
+        d.join("p12.pem"),
+        format!("{}{}", cert.pem(), key.serialize_pem()),
+    )
+    .unwrap();
+    let p12 = d.join("server.pfx");
+    let made = Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-export",
+            "-legacy",
+            "-passout",
+            "pass:s3cret",
+            "-in",
+        ])
+        .arg(d.join("p12.pem"))
+        .arg("-out")
+        .arg(&p12)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::write(d.join("password"), "s3cret\n").unwrap();
+    let imported = ok_json(
+        d,
+        &[
+            "cert",
+            "import",
+            p12.to_str().unwrap(),
+            "--password-file",
+            d.join("password").to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let fingerprint = imported["certificate"]["sha256Fingerprint"].clone();
+    assert_eq!(presented_fingerprint(&smtps), fingerprint);
     served.stop();
 
     let served = Served::start(d);

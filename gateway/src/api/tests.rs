@@ -450,3 +450,56 @@ async fn expired_certificate_is_imported_with_a_warning_and_a_foreign_key_refuse
     );
     assert_ne!(resolver.current().fingerprint(), before);
 }
+
+#[tokio::test]
+async fn pkcs12_is_imported_with_its_password_and_refused_with_another() {
+    let (dir, api, resolver) = api_with_certificate();
+    let (chain, key) = pem_pair("mail.example", 90);
+    std::fs::write(dir.path().join("in.pem"), format!("{chain}{key}")).unwrap();
+    let out = dir.path().join("in.p12");
+    let made = std::process::Command::new("openssl")
+        .args(["pkcs12", "-export", "-passout", "pass:s3cret", "-in"])
+        .arg(dir.path().join("in.pem"))
+        .arg("-out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let encoded = data_encoding::BASE64.encode(&std::fs::read(&out).unwrap());
+    let before = resolver.current().fingerprint().to_owned();
+
+    let wrong = api
+        .invoke(
+            &Caller::Host,
+            "ImportCertificate",
+            params(&[("pkcs12", &encoded), ("password", "guess")]),
+        )
+        .await;
+    assert_eq!(wrong.http_status, 400, "{wrong:?}");
+    let details = wrong.envelope.error.unwrap().details.unwrap_or_default();
+    assert!(details.contains("password is wrong"), "{details}");
+    assert_eq!(resolver.current().fingerprint(), before);
+
+    let both = api
+        .invoke(
+            &Caller::Host,
+            "ImportCertificate",
+            params(&[("pkcs12", &encoded), ("certificateChain", &chain)]),
+        )
+        .await;
+    assert_eq!(both.http_status, 400, "{both:?}");
+
+    let right = api
+        .invoke(
+            &Caller::Host,
+            "ImportCertificate",
+            params(&[("pkcs12", &encoded), ("password", "s3cret")]),
+        )
+        .await;
+    assert!(right.is_success(), "{right:?}");
+    assert_eq!(
+        right.envelope.result["certificate"]["sha256Fingerprint"],
+        resolver.current().fingerprint()
+    );
+    assert_ne!(resolver.current().fingerprint(), before);
+}

@@ -29,14 +29,18 @@ pub enum CertCommand {
         #[command(flatten)]
         format: Format,
     },
-    /// Import a PEM certificate chain with its private key and present it.
+    /// Import a PKCS#12 file (.p12/.pfx) or a PEM certificate chain with its private key, and
+    /// present it. The PKCS#12 password comes from --password-file or GATEWAY_CERT_PASSWORD.
     Import {
-        /// PEM file with the chain (server certificate first) and, unless `--key` is given,
-        /// the unencrypted private key.
+        /// A .p12/.pfx file, or a PEM file with the chain (server certificate first) and,
+        /// unless `--key` is given, the unencrypted private key.
         file: PathBuf,
         /// PEM file with the private key, when it is not in FILE.
         #[arg(long, value_name = "KEYFILE")]
         key: Option<PathBuf>,
+        /// File whose first line is the PKCS#12 password.
+        #[arg(long, value_name = "F")]
+        password_file: Option<PathBuf>,
         #[command(flatten)]
         format: Format,
     },
@@ -71,13 +75,24 @@ fn request(command: &CertCommand) -> anyhow::Result<(&'static str, Params)> {
             let names = (!names.is_empty()).then_some(names.as_str());
             ("CreateSelfSignedCertificate", params([("names", names)]))
         }
-        CertCommand::Import { file, key, .. } => {
+        CertCommand::Import {
+            file,
+            key,
+            password_file,
+            ..
+        } => {
             if is_pkcs12(file) {
-                anyhow::bail!(
-                    "PKCS#12 files are not supported yet; convert with `openssl pkcs12 -in {} \
-                     -nodes -out bundle.pem` and import bundle.pem (mode 0600)",
-                    file.display()
-                );
+                let bytes = std::fs::read(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let password = pkcs12_password(password_file.as_deref())?;
+                let encoded = data_encoding::BASE64.encode(&bytes);
+                return Ok((
+                    "ImportCertificate",
+                    params([
+                        ("pkcs12", Some(encoded.as_str())),
+                        ("password", Some(password.as_str())),
+                    ]),
+                ));
             }
             let chain = read(file)?;
             let key = match key {
@@ -94,6 +109,22 @@ fn request(command: &CertCommand) -> anyhow::Result<(&'static str, Params)> {
         }
     })
 }
+
+/// Never an argument (it would show in `ps` and the shell history): a file, or the
+/// environment.
+fn pkcs12_password(file: Option<&Path>) -> anyhow::Result<String> {
+    if let Some(path) = file {
+        let text = read(path)?;
+        return Ok(text.lines().next().unwrap_or_default().to_owned());
+    }
+    std::env::var(PASSWORD_VAR).map_err(|_| {
+        anyhow::anyhow!(
+            "a PKCS#12 file needs its password: give --password-file FILE or set {PASSWORD_VAR}"
+        )
+    })
+}
+
+const PASSWORD_VAR: &str = "GATEWAY_CERT_PASSWORD";
 
 fn is_pkcs12(path: &Path) -> bool {
     path.extension()

@@ -64,13 +64,22 @@ impl Function for CreateSelfSignedCertificate {
     }
 }
 
+/// Either `certificateChain` with `privateKey`, or `pkcs12` with `password`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImportCertificateParams {
     /// PEM certificates, the server's first, then the intermediates.
-    pub certificate_chain: String,
+    #[serde(default, deserialize_with = "present")]
+    pub certificate_chain: Option<String>,
     /// The unencrypted PEM private key of the first certificate (PKCS#8, PKCS#1 or SEC1).
-    pub private_key: String,
+    #[serde(default, deserialize_with = "present")]
+    pub private_key: Option<String>,
+    /// A PKCS#12 file (`.p12`/`.pfx`), base64.
+    #[serde(default, deserialize_with = "present")]
+    pub pkcs12: Option<String>,
+    /// The PKCS#12 file's password (empty when it has none).
+    #[serde(default, deserialize_with = "present")]
+    pub password: Option<String>,
 }
 
 pub struct ImportCertificate;
@@ -89,12 +98,35 @@ impl Function for ImportCertificate {
         params: ImportCertificateParams,
     ) -> Result<CertificateChange, ApiError> {
         let data_dir = data_dir(api)?;
-        let material = tls::import_pem(
-            data_dir,
-            params.certificate_chain.as_bytes(),
-            params.private_key.as_bytes(),
-        )
-        .map_err(|e| refused(e, "the certificate was not imported"))?;
+        let imported = match params {
+            ImportCertificateParams {
+                certificate_chain: Some(chain),
+                private_key: Some(key),
+                pkcs12: None,
+                password: None,
+            } => tls::import_pem(data_dir, chain.as_bytes(), key.as_bytes()),
+            ImportCertificateParams {
+                certificate_chain: None,
+                private_key: None,
+                pkcs12: Some(pkcs12),
+                password,
+            } => {
+                // MIME-style line breaks are common in pasted base64.
+                let compact: String = pkcs12.split_whitespace().collect();
+                let bytes = data_encoding::BASE64
+                    .decode(compact.as_bytes())
+                    .map_err(|e| {
+                        ApiError::invalid_parameters(format!("pkcs12 is not base64: {e}"))
+                    })?;
+                tls::import_pkcs12(data_dir, &bytes, password.as_deref().unwrap_or_default())
+            }
+            _ => {
+                return Err(ApiError::invalid_parameters(
+                    "give certificateChain with privateKey, or pkcs12 with password",
+                ))
+            }
+        };
+        let material = imported.map_err(|e| refused(e, "the certificate was not imported"))?;
         Ok(put_in_use(api, material, "imported"))
     }
 }

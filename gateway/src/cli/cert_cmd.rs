@@ -117,11 +117,34 @@ fn pkcs12_password(file: Option<&Path>) -> anyhow::Result<String> {
         let text = read(path)?;
         return Ok(text.lines().next().unwrap_or_default().to_owned());
     }
-    std::env::var(PASSWORD_VAR).map_err(|_| {
-        anyhow::anyhow!(
+    if let Ok(password) = std::env::var(PASSWORD_VAR) {
+        return Ok(password);
+    }
+    prompt_password()
+}
+
+/// Asks on the terminal, without echo; refuses when there is no terminal to ask on.
+fn prompt_password() -> anyhow::Result<String> {
+    use rustix::termios::{isatty, tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let stdin = std::io::stdin();
+    if !isatty(&stdin) {
+        anyhow::bail!(
             "a PKCS#12 file needs its password: give --password-file FILE or set {PASSWORD_VAR}"
-        )
-    })
+        );
+    }
+    eprint!("PKCS#12 password: ");
+    let old = tcgetattr(&stdin).context("cannot read the terminal's settings")?;
+    let mut quiet = old.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).context("cannot turn off echo")?;
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    // Echo back on whatever the read did.
+    let restored = tcsetattr(&stdin, OptionalActions::Now, &old);
+    eprintln!();
+    read.context("cannot read the password")?;
+    restored.context("cannot turn echo back on")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 const PASSWORD_VAR: &str = "GATEWAY_CERT_PASSWORD";

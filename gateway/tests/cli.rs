@@ -513,3 +513,23 @@ fn a_pkcs12_import_without_a_password_source_asks_for_one_and_sends_nothing() {
     );
     assert!(!d.join("data/tls/imported.crt.pem").exists());
 }
+
+#[test]
+fn cert_commands_work_on_a_stopped_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let created = ok_json(
+        d,
+        &["cert", "self-signed", "--name", "mx2.example", "--json"],
+    );
+    assert_eq!(created["certificate"]["source"], "self-signed");
+    let shown = ok_json(d, &["cert", "show", "--json"]);
+    assert_eq!(
+        shown["sha256Fingerprint"],
+        created["certificate"]["sha256Fingerprint"]
+    );
+    assert!(shown["dnsNames"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("mx2.example")));
+}

@@ -80,18 +80,48 @@ impl Function for GetCertificateInfo {
 
     async fn call(api: &Api, _: &Caller, _: NoParams) -> Result<CertificateInfo, ApiError> {
         let server = api.server();
-        let Some(resolver) = &server.certificates else {
-            return Err(ApiError::new(
+        let now = SystemTime::now();
+        if let Some(resolver) = &server.certificates {
+            return Ok(certificate_info(
+                &resolver.current(),
+                server.certificate_source(),
+                now,
+            ));
+        }
+        // Stopped: what the next start will present, when it is already in the data
+        // directory (an imported or a stored self-signed certificate).
+        let stored = server
+            .data_dir()
+            .and_then(|dir| stored_certificate(dir, server.certificate_source()));
+        match stored {
+            Some((material, source)) => Ok(certificate_info(&material, source, now)),
+            None => Err(ApiError::new(
                 503,
                 "error",
                 "the gateway is not running; `gateway serve` loads the certificate",
-            ));
-        };
-        Ok(certificate_info(
-            &resolver.current(),
-            server.certificate_source(),
-            SystemTime::now(),
-        ))
+            )),
+        }
+    }
+}
+
+fn stored_certificate(
+    data_dir: &std::path::Path,
+    source: &'static str,
+) -> Option<(crate::tls::CertifiedMaterial, &'static str)> {
+    match source {
+        "imported" => crate::tls::load_imported(data_dir)?
+            .ok()
+            .map(|m| (m, "imported")),
+        "self-signed" => {
+            let dir = data_dir.join(crate::tls::TLS_DIR);
+            crate::tls::load_pem_files(
+                &dir.join(crate::tls::SELF_SIGNED_CERT_FILE),
+                &dir.join(crate::tls::SELF_SIGNED_KEY_FILE),
+            )
+            .ok()
+            .map(|m| (m, "self-signed"))
+        }
+        _ => None,
     }
 }
 

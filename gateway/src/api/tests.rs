@@ -339,6 +339,7 @@ async fn imported_certificate_is_presented_at_once_and_after_a_restart() {
     assert!(answer.is_success(), "{answer:?}");
     let result = &answer.envelope.result;
     assert_eq!(result["certificate"]["source"], "imported");
+    assert_eq!(result["certificate"]["keyType"], "ECDSA");
     assert_eq!(result["warnings"], serde_json::json!([]));
     let fingerprint = result["certificate"]["sha256Fingerprint"]
         .as_str()

@@ -187,6 +187,7 @@ fn render(result: &Value) -> String {
     let _ = writeln!(out, "not after:    {}", text("notAfter"));
     let _ = writeln!(out, "days left:    {}", certificate["daysLeft"]);
     let _ = writeln!(out, "SHA-256:      {}", text("sha256Fingerprint"));
+    let _ = writeln!(out, "key type:     {}", text("keyType"));
     let _ = writeln!(out, "source:       {}", text("source"));
     for warning in warnings.into_iter().flatten().filter_map(Value::as_str) {
         let _ = writeln!(out, "warning: {warning}");

@@ -60,6 +60,8 @@ pub struct CertificateInfo {
     /// Whole days until `notAfter`; negative once expired.
     pub days_left: i64,
     pub sha256_fingerprint: String,
+    /// The private key's algorithm: `RSA`, `ECDSA` or `ED25519`.
+    pub key_type: String,
     /// `self-signed`, `imported` or `files`.
     pub source: String,
 }
@@ -141,6 +143,7 @@ pub(super) fn certificate_info(
         not_after: rfc3339(info.not_after),
         days_left: days_left(info.not_after, now),
         sha256_fingerprint: info.sha256_fingerprint.clone(),
+        key_type: format!("{:?}", material.certified_key().key.algorithm()),
         source: source.to_owned(),
     }
 }

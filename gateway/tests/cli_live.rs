@@ -451,12 +451,15 @@ fn an_imported_certificate_is_presented_at_once_and_after_a_restart() {
     write_config(d);
     let served = Served::start(d);
     let log = served.log.lock().unwrap().clone();
-    let smtps = log
-        .lines()
-        .find(|l| l.contains("listening") && l.contains("service=\"smtps\""))
-        .and_then(|l| field(l, "addr"))
-        .unwrap_or_else(|| panic!("no smtps listener logged:\n{log}"))
-        .to_owned();
+    let address = |service: &str| {
+        log.lines()
+            .find(|l| l.contains("listening") && l.contains(&format!("service=\"{service}\"")))
+            .and_then(|l| field(l, "addr"))
+            .unwrap_or_else(|| panic!("no {service} listener logged:\n{log}"))
+            .to_owned()
+    };
+    let smtps = address("smtps");
+    let pop3s = address("pop3s");
     let before = ok_json(d, &["cert", "show", "--json"]);
     assert_eq!(before["source"], "self-signed");
     assert_eq!(presented_fingerprint(&smtps), before["sha256Fingerprint"]);
@@ -520,6 +523,7 @@ fn an_imported_certificate_is_presented_at_once_and_after_a_restart() {
     );
     let fingerprint = imported["certificate"]["sha256Fingerprint"].clone();
     assert_eq!(presented_fingerprint(&smtps), fingerprint);
+    assert_eq!(presented_fingerprint(&pop3s), fingerprint);
     served.stop();
 
     let served = Served::start(d);

@@ -162,8 +162,9 @@ pub async fn start_with_settings(
         ServerContext::new(
             config.gateway.host_name.clone(),
             Some(resolver.clone()),
-            config.tls.source.name(),
-        ),
+            crate::tls::source_name(config.tls.source.name(), &config.gateway.data_dir),
+        )
+        .with_data_dir(config.gateway.data_dir.clone()),
     );
     let smtp = SmtpServer::with_proxy(
         gateway.clone(),

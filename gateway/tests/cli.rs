@@ -489,3 +489,47 @@ fn sighup_reloads_the_log_level_from_the_file() {
     assert!(log.contains("info -> debug"), "{log}");
     assert!(log.contains("edited.test"), "{log}");
 }
+
+#[test]
+fn a_pkcs12_import_without_a_password_source_asks_for_one_and_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("server.p12"), b"not read before the password").unwrap();
+    // No terminal (stdin is not one under `output()`), no file, no environment variable.
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["cert", "import", "server.p12"])
+        .current_dir(d)
+        .env("GATEWAY_DATA_DIR", d.join("data"))
+        .env_remove("GATEWAY_CONFIG")
+        .env_remove("GATEWAY_CERT_PASSWORD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--password-file") && stderr.contains("GATEWAY_CERT_PASSWORD"),
+        "{stderr}"
+    );
+    assert!(!d.join("data/tls/imported.crt.pem").exists());
+}
+
+#[test]
+fn cert_commands_work_on_a_stopped_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let created = ok_json(
+        d,
+        &["cert", "self-signed", "--name", "mx2.example", "--json"],
+    );
+    assert_eq!(created["certificate"]["source"], "self-signed");
+    let shown = ok_json(d, &["cert", "show", "--json"]);
+    assert_eq!(
+        shown["sha256Fingerprint"],
+        created["certificate"]["sha256Fingerprint"]
+    );
+    assert!(shown["dnsNames"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("mx2.example")));
+}

@@ -418,3 +418,117 @@ fn settings_are_shown_and_set_on_a_running_gateway_and_kept_in_the_file() {
     assert_eq!(stopped["emailDomain"], "journal.test");
     assert_eq!(stopped["consoleLanguage"], "de");
 }
+
+/// The SHA-256 fingerprint (lowercase hex) of the certificate `openssl s_client` is shown on
+/// an implicit-TLS listener.
+fn presented_fingerprint(addr: &str) -> String {
+    let client = Command::new("openssl")
+        .args(["s_client", "-connect", addr])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    x509.stdin
+        .take()
+        .unwrap()
+        .write_all(&client.stdout)
+        .unwrap();
+    let out = x509.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hex = text.trim().rsplit('=').next().unwrap_or_default();
+    hex.replace(':', "").to_ascii_lowercase()
+}
+
+#[test]
+fn an_imported_certificate_is_presented_at_once_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d);
+    let served = Served::start(d);
+    let log = served.log.lock().unwrap().clone();
+    let address = |service: &str| {
+        log.lines()
+            .find(|l| l.contains("listening") && l.contains(&format!("service=\"{service}\"")))
+            .and_then(|l| field(l, "addr"))
+            .unwrap_or_else(|| panic!("no {service} listener logged:\n{log}"))
+            .to_owned()
+    };
+    let smtps = address("smtps");
+    let pop3s = address("pop3s");
+    let before = ok_json(d, &["cert", "show", "--json"]);
+    assert_eq!(before["source"], "self-signed");
+    assert_eq!(presented_fingerprint(&smtps), before["sha256Fingerprint"]);
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mx.archive.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let bundle = d.join("bundle.pem");
+    std::fs::write(&bundle, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+    let imported = ok_json(d, &["cert", "import", bundle.to_str().unwrap(), "--json"]);
+    let fingerprint = imported["certificate"]["sha256Fingerprint"].clone();
+    assert_eq!(imported["certificate"]["source"], "imported");
+    assert_ne!(fingerprint, before["sha256Fingerprint"]);
+    // No restart: the next handshake already gets the new certificate.
+    assert_eq!(presented_fingerprint(&smtps), fingerprint);
+    assert_eq!(
+        ok_json(d, &["cert", "show", "--json"])["sha256Fingerprint"],
+        fingerprint
+    );
+
+    // A PKCS#12 file as Windows exports it (legacy 3DES/RC2), password from a file.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mx.archive.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(
+        d.join("p12.pem"),
+        format!("{}{}", cert.pem(), key.serialize_pem()),
+    )
+    .unwrap();
+    let p12 = d.join("server.pfx");
+    let made = Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-export",
+            "-legacy",
+            "-passout",
+            "pass:s3cret",
+            "-in",
+        ])
+        .arg(d.join("p12.pem"))
+        .arg("-out")
+        .arg(&p12)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::write(d.join("password"), "s3cret\n").unwrap();
+    let imported = ok_json(
+        d,
+        &[
+            "cert",
+            "import",
+            p12.to_str().unwrap(),
+            "--password-file",
+            d.join("password").to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let fingerprint = imported["certificate"]["sha256Fingerprint"].clone();
+    assert_eq!(presented_fingerprint(&smtps), fingerprint);
+    assert_eq!(presented_fingerprint(&pop3s), fingerprint);
+    served.stop();
+
+    let served = Served::start(d);
+    let shown = ok_json(d, &["cert", "show", "--json"]);
+    assert_eq!(shown["sha256Fingerprint"], fingerprint);
+    assert_eq!(shown["source"], "imported");
+    served.stop();
+}

@@ -1,6 +1,7 @@
 //! What the API reports about the running process: start time, listeners, certificate.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -38,8 +39,11 @@ pub struct ServerContext {
     listeners: Mutex<Vec<ListenerInfo>>,
     /// The certificate the listeners present; `None` when the gateway is not running.
     pub certificates: Option<Arc<CertResolver>>,
-    /// Where the certificate comes from: `self-signed` or `files`.
-    pub certificate_source: &'static str,
+    /// Where the certificate comes from: `self-signed`, `imported` or `files`; changes when
+    /// the administrator chooses another one.
+    certificate_source: Mutex<&'static str>,
+    /// Where chosen certificates are stored; `None` in tests that have no data directory.
+    data_dir: Option<PathBuf>,
 }
 
 impl ServerContext {
@@ -58,8 +62,33 @@ impl ServerContext {
             started_at,
             listeners: Mutex::new(Vec::new()),
             certificates,
-            certificate_source,
+            certificate_source: Mutex::new(certificate_source),
+            data_dir: None,
         }
+    }
+
+    /// Where [`Self::data_dir`] points: certificate functions store their material there.
+    pub fn with_data_dir(mut self, data_dir: PathBuf) -> Self {
+        self.data_dir = Some(data_dir);
+        self
+    }
+
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
+    }
+
+    pub fn certificate_source(&self) -> &'static str {
+        *self
+            .certificate_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_certificate_source(&self, source: &'static str) {
+        *self
+            .certificate_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = source;
     }
 
     pub fn uptime_seconds(&self) -> u64 {

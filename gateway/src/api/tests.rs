@@ -286,3 +286,221 @@ async fn server_info_reports_the_store_files_size() {
     assert!(on_disk > 0);
     assert_eq!(info.envelope.result["storeBytes"], on_disk);
 }
+
+/// An API whose server presents a certificate through a resolver, as `serve` sets it up.
+fn api_with_certificate() -> (
+    tempfile::TempDir,
+    Api,
+    std::sync::Arc<crate::tls::CertResolver>,
+) {
+    let (dir, gateway) = crate::service::test_support::gateway();
+    let settings = LiveSettings::new(
+        &Config::default(),
+        gateway.email_domain_handle().clone(),
+        None,
+        SettingsFile {
+            path: dir.path().join("gateway.toml"),
+            create_if_missing: true,
+        },
+    );
+    let data_dir = dir.path().join("data");
+    let (resolver, _) = crate::tls::prepare(
+        &crate::tls::CertificateSourceSpec::SelfSigned,
+        &data_dir,
+        "mail.example",
+    )
+    .unwrap();
+    let server = ServerContext::new("mail.example".into(), Some(resolver.clone()), "self-signed")
+        .with_data_dir(data_dir);
+    (dir, Api::new(gateway, settings, server), resolver)
+}
+
+fn pem_pair(name: &str, days_left: i64) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(30);
+    params.not_after = now + time::Duration::days(days_left);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn imported_certificate_is_presented_at_once_and_after_a_restart() {
+    let (dir, api, resolver) = api_with_certificate();
+    let (chain, key) = pem_pair("mail.example", 90);
+    let answer = api
+        .invoke(
+            &Caller::Host,
+            "ImportCertificate",
+            params(&[("certificateChain", &chain), ("privateKey", &key)]),
+        )
+        .await;
+    assert!(answer.is_success(), "{answer:?}");
+    let result = &answer.envelope.result;
+    assert_eq!(result["certificate"]["source"], "imported");
+    assert_eq!(result["certificate"]["keyType"], "ECDSA");
+    assert_eq!(result["warnings"], serde_json::json!([]));
+    let fingerprint = result["certificate"]["sha256Fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(resolver.current().fingerprint(), fingerprint);
+    let info = api
+        .invoke(&Caller::Host, "GetCertificateInfo", Params::new())
+        .await;
+    assert_eq!(info.envelope.result["source"], "imported");
+
+    // The next start serves it again.
+    let data_dir = dir.path().join("data");
+    let (restarted, _) = crate::tls::prepare(
+        &crate::tls::CertificateSourceSpec::SelfSigned,
+        &data_dir,
+        "mail.example",
+    )
+    .unwrap();
+    assert_eq!(restarted.current().fingerprint(), fingerprint);
+    assert_eq!(
+        crate::tls::source_name("self-signed", &data_dir),
+        "imported"
+    );
+
+    // A new self-signed certificate replaces it, now and after a restart.
+    let created = api
+        .invoke(
+            &Caller::Host,
+            "CreateSelfSignedCertificate",
+            params(&[("names", "mx.example, 192.0.2.1")]),
+        )
+        .await;
+    assert!(created.is_success(), "{created:?}");
+    let certificate = &created.envelope.result["certificate"];
+    assert_eq!(certificate["source"], "self-signed");
+    let names = certificate["dnsNames"].as_array().unwrap();
+    assert!(
+        names.contains(&serde_json::json!("mx.example")),
+        "{names:?}"
+    );
+    assert!(certificate["ipAddresses"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("192.0.2.1")));
+    assert_ne!(resolver.current().fingerprint(), fingerprint);
+    assert_eq!(
+        crate::tls::source_name("self-signed", &data_dir),
+        "self-signed"
+    );
+    let (restarted, _) = crate::tls::prepare(
+        &crate::tls::CertificateSourceSpec::SelfSigned,
+        &data_dir,
+        "mail.example",
+    )
+    .unwrap();
+    assert_eq!(
+        restarted.current().fingerprint(),
+        resolver.current().fingerprint()
+    );
+}
+
+#[tokio::test]
+async fn expired_certificate_is_imported_with_a_warning_and_a_foreign_key_refused() {
+    let (_dir, api, resolver) = api_with_certificate();
+    let before = resolver.current().fingerprint().to_owned();
+    let (chain, _) = pem_pair("mail.example", 90);
+    let (_, foreign_key) = pem_pair("mail.example", 90);
+    let refused = api
+        .invoke(
+            &Caller::Host,
+            "ImportCertificate",
+            params(&[("certificateChain", &chain), ("privateKey", &foreign_key)]),
+        )
+        .await;
+    assert_eq!(refused.http_status, 400, "{refused:?}");
+    let error = refused.envelope.error.unwrap();
+    assert!(
+        error
+            .details
+            .unwrap_or_default()
+            .contains("does not belong"),
+        "{}",
+        error.message
+    );
+    assert_eq!(resolver.current().fingerprint(), before);
+
+    let (chain, key) = pem_pair("other.example", -2);
+    let answer = api
+        .invoke(
+            &Caller::Host,
+            "ImportCertificate",
+            params(&[("certificateChain", &chain), ("privateKey", &key)]),
+        )
+        .await;
+    assert!(answer.is_success(), "{answer:?}");
+    let warnings = answer.envelope.result["warnings"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].as_str().unwrap().contains("does not name"));
+    assert!(warnings[1].as_str().unwrap().contains("expired"));
+    assert!(
+        answer.envelope.result["certificate"]["daysLeft"]
+            .as_i64()
+            .unwrap()
+            < 0
+    );
+    assert_ne!(resolver.current().fingerprint(), before);
+}
+
+#[tokio::test]
+async fn pkcs12_is_imported_with_its_password_and_refused_with_another() {
+    let (dir, api, resolver) = api_with_certificate();
+    let (chain, key) = pem_pair("mail.example", 90);
+    std::fs::write(dir.path().join("in.pem"), format!("{chain}{key}")).unwrap();
+    let out = dir.path().join("in.p12");
+    let made = std::process::Command::new("openssl")
+        .args(["pkcs12", "-export", "-passout", "pass:s3cret", "-in"])
+        .arg(dir.path().join("in.pem"))
+        .arg("-out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let encoded = data_encoding::BASE64.encode(&std::fs::read(&out).unwrap());
+    let before = resolver.current().fingerprint().to_owned();
+
+    let wrong = api
+        .invoke(
+            &Caller::Host,
+            "ImportCertificate",
+            params(&[("pkcs12", &encoded), ("password", "guess")]),
+        )
+        .await;
+    assert_eq!(wrong.http_status, 400, "{wrong:?}");
+    let details = wrong.envelope.error.unwrap().details.unwrap_or_default();
+    assert!(details.contains("password is wrong"), "{details}");
+    assert_eq!(resolver.current().fingerprint(), before);
+
+    let both = api
+        .invoke(
+            &Caller::Host,
+            "ImportCertificate",
+            params(&[("pkcs12", &encoded), ("certificateChain", &chain)]),
+        )
+        .await;
+    assert_eq!(both.http_status, 400, "{both:?}");
+
+    let right = api
+        .invoke(
+            &Caller::Host,
+            "ImportCertificate",
+            params(&[("pkcs12", &encoded), ("password", "s3cret")]),
+        )
+        .await;
+    assert!(right.is_success(), "{right:?}");
+    assert_eq!(
+        right.envelope.result["certificate"]["sha256Fingerprint"],
+        resolver.current().fingerprint()
+    );
+    assert_ne!(resolver.current().fingerprint(), before);
+}

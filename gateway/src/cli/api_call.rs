@@ -58,8 +58,9 @@ pub async fn answer(target: &Target, function: &str, params: Params) -> anyhow::
     let server = ServerContext::new(
         config.gateway.host_name.clone(),
         None,
-        config.tls.source.name(),
-    );
+        crate::tls::source_name(config.tls.source.name(), data_dir),
+    )
+    .with_data_dir(data_dir.clone());
     let configured: Vec<_> = config
         .listeners()
         .into_iter()

@@ -3,6 +3,7 @@
 mod admin_cmd;
 pub mod api_call;
 pub mod build_check;
+mod cert_cmd;
 mod config_cmd;
 pub mod error_output;
 mod mailbox_cmd;
@@ -54,6 +55,9 @@ pub enum Command {
     /// Email domain, log level and console language.
     #[command(subcommand)]
     Settings(settings_cmd::SettingsCommand),
+    /// The TLS certificate every listener presents.
+    #[command(subcommand)]
+    Cert(cert_cmd::CertCommand),
 }
 
 /// Parses the command line, runs it, and reports a failure (as a JSON object for a `--json`
@@ -77,6 +81,7 @@ impl Command {
             Command::Mailbox(command) => command.json(),
             Command::Admin(command) => command.json(),
             Command::Settings(command) => command.json(),
+            Command::Cert(command) => command.json(),
             Command::Serve | Command::Config(_) => false,
         }
     }
@@ -91,6 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Settings(command) => {
             settings_cmd::run(command, &target(cli.config, cli.data_dir)?)
         }
+        Command::Cert(command) => cert_cmd::run(command, &target(cli.config, cli.data_dir)?),
         Command::Serve => {
             build_check::check_this_binary()?;
             // Before loading: whether the file exists now decides whether a settings change

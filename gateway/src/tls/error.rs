@@ -42,4 +42,10 @@ pub enum TlsError {
 
     #[error("cannot generate a self-signed certificate for {host_name:?}: {reason}")]
     Generate { host_name: String, reason: String },
+
+    #[error("the PKCS#12 password is wrong")]
+    Pkcs12Password,
+
+    #[error("the PKCS#12 file cannot be read: {reason}")]
+    Pkcs12 { reason: String },
 }

@@ -7,6 +7,7 @@
 
 mod client;
 mod error;
+mod imported;
 mod material;
 mod pem_files;
 mod resolver;
@@ -19,11 +20,16 @@ use std::time::{Duration, SystemTime};
 
 pub use client::{upstream_connector, UpstreamTrust};
 pub use error::TlsError;
+pub use imported::{
+    forget_imported, import_pem, import_pkcs12, load_imported, warnings, IMPORTED_CERT_FILE,
+    IMPORTED_KEY_FILE,
+};
 pub use material::{CertificateInfo, CertifiedMaterial};
 pub use pem_files::{load_pem_files, parse_pem};
 pub use resolver::CertResolver;
 pub use self_signed::{
-    load_or_create_self_signed, SELF_SIGNED_CERT_FILE, SELF_SIGNED_KEY_FILE, TLS_DIR,
+    create_self_signed, load_or_create_self_signed, SELF_SIGNED_CERT_FILE, SELF_SIGNED_KEY_FILE,
+    TLS_DIR,
 };
 pub use server_config::{acceptor, describe_connection, server_config, PROTOCOL_VERSIONS};
 
@@ -46,7 +52,23 @@ pub fn prepare(
     host_name: &str,
 ) -> Result<(Arc<CertResolver>, CertifiedMaterial), TlsError> {
     let material = match spec {
-        CertificateSourceSpec::SelfSigned => load_or_create_self_signed(data_dir, host_name)?,
+        CertificateSourceSpec::SelfSigned => match load_imported(data_dir) {
+            Some(Ok(material)) => {
+                report_files(
+                    &material,
+                    &data_dir.join(TLS_DIR),
+                    host_name,
+                    SystemTime::now(),
+                );
+                material
+            }
+            // An unusable import must not keep the gateway from accepting mail.
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "the imported TLS certificate is unusable; serving the self-signed one");
+                load_or_create_self_signed(data_dir, host_name)?
+            }
+            None => load_or_create_self_signed(data_dir, host_name)?,
+        },
         CertificateSourceSpec::Files { chain, key } => {
             let material = load_pem_files(chain, key)?;
             report_files(&material, chain, host_name, SystemTime::now());
@@ -54,6 +76,16 @@ pub fn prepare(
         }
     };
     Ok((Arc::new(CertResolver::new(material.clone())), material))
+}
+
+/// The name `GetCertificateInfo` reports for the source start-up chose: an imported
+/// certificate takes the place of the self-signed one.
+pub fn source_name(configured: &'static str, data_dir: &Path) -> &'static str {
+    if configured == "self-signed" && matches!(load_imported(data_dir), Some(Ok(_))) {
+        "imported"
+    } else {
+        configured
+    }
 }
 
 /// Warns about an admin-provided certificate clients will reject, but still starts: a mail

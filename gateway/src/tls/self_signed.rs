@@ -133,6 +133,39 @@ pub(crate) fn load_or_create_at(
 
 /// PEM certificate and PKCS#8 key for `host_name`, ECDSA P-256.
 fn generate(host_name: &str, now: SystemTime) -> Result<(String, String), TlsError> {
+    generate_with_names(host_name, &[], now)
+}
+
+/// Creates a new self-signed certificate for `host_name` plus `extra` names (DNS names or
+/// IP literals), stores it where [`load_or_create_self_signed`] finds it on later starts
+/// (it is reused as long as it still names the host name), and returns it.
+pub fn create_self_signed(
+    data_dir: &Path,
+    host_name: &str,
+    extra: &[String],
+) -> Result<CertifiedMaterial, TlsError> {
+    let dir = data_dir.join(TLS_DIR);
+    let cert_path = dir.join(SELF_SIGNED_CERT_FILE);
+    let key_path = dir.join(SELF_SIGNED_KEY_FILE);
+    let (cert_pem, key_pem) = generate_with_names(host_name, extra, SystemTime::now())?;
+    let material = parse_pem(
+        cert_pem.as_bytes(),
+        key_pem.as_bytes(),
+        &cert_path,
+        &key_path,
+    )?;
+    create_private_dir(&dir)?;
+    write_atomically(&dir, &key_path, key_pem.as_bytes(), 0o600)?;
+    write_atomically(&dir, &cert_path, cert_pem.as_bytes(), 0o644)?;
+    sync_dir(&dir)?;
+    Ok(material)
+}
+
+fn generate_with_names(
+    host_name: &str,
+    extra: &[String],
+    now: SystemTime,
+) -> Result<(String, String), TlsError> {
     let fail = |reason: String| TlsError::Generate {
         host_name: host_name.to_owned(),
         reason,
@@ -142,9 +175,10 @@ fn generate(host_name: &str, now: SystemTime) -> Result<(String, String), TlsErr
     }
     // Local names too, so an admin can reach the console on the machine itself.
     let mut names = vec![host_name.to_owned()];
-    for local in ["localhost", "127.0.0.1", "::1"] {
-        if !names.iter().any(|n| n.eq_ignore_ascii_case(local)) {
-            names.push(local.to_owned());
+    let locals = ["localhost", "127.0.0.1", "::1"].map(str::to_owned);
+    for name in extra.iter().chain(locals.iter()) {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            names.push(name.clone());
         }
     }
     // `new` turns IP literals into IP SANs and rejects non-ASCII names.
@@ -168,7 +202,7 @@ fn generate(host_name: &str, now: SystemTime) -> Result<(String, String), TlsErr
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
+pub(super) fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -184,7 +218,12 @@ fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
 
 /// Temp file in the same directory, fsync, rename: a reader sees the old file or the new one,
 /// never a torn one. The mode is set at creation so the key is never readable by others.
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+pub(super) fn write_atomically(
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(), TlsError> {
     let err = |source| TlsError::Write {
         path: path.to_owned(),
         source,
@@ -206,7 +245,7 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8], mode: u32) -> Result<
 }
 
 /// Makes the renames durable.
-fn sync_dir(dir: &Path) -> Result<(), TlsError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), TlsError> {
     #[cfg(unix)]
     {
         fs::File::open(dir)

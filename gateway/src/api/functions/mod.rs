@@ -5,6 +5,7 @@
 //! these types, so what is documented is what is accepted.
 
 mod admin;
+mod certificates;
 mod mailboxes;
 mod server;
 mod settings;
@@ -154,6 +155,8 @@ pub static FUNCTIONS: &[&dyn Spec] = &[
     entry::<mailboxes::ResetMailboxPassword>(),
     entry::<server::GetServerInfo>(),
     entry::<server::GetCertificateInfo>(),
+    entry::<certificates::CreateSelfSignedCertificate>(),
+    entry::<certificates::ImportCertificate>(),
     entry::<settings::GetSettings>(),
     entry::<settings::SetSettings>(),
     entry::<admin::ResetOwnPassword>(),

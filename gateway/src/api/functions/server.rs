@@ -60,7 +60,9 @@ pub struct CertificateInfo {
     /// Whole days until `notAfter`; negative once expired.
     pub days_left: i64,
     pub sha256_fingerprint: String,
-    /// `self-signed` or `files`.
+    /// The private key's algorithm: `RSA`, `ECDSA` or `ED25519`.
+    pub key_type: String,
+    /// `self-signed`, `imported` or `files`.
     pub source: String,
 }
 
@@ -80,26 +82,69 @@ impl Function for GetCertificateInfo {
 
     async fn call(api: &Api, _: &Caller, _: NoParams) -> Result<CertificateInfo, ApiError> {
         let server = api.server();
-        let Some(resolver) = &server.certificates else {
-            return Err(ApiError::new(
+        let now = SystemTime::now();
+        if let Some(resolver) = &server.certificates {
+            return Ok(certificate_info(
+                &resolver.current(),
+                server.certificate_source(),
+                now,
+            ));
+        }
+        // Stopped: what the next start will present, when it is already in the data
+        // directory (an imported or a stored self-signed certificate).
+        let stored = server
+            .data_dir()
+            .and_then(|dir| stored_certificate(dir, server.certificate_source()));
+        match stored {
+            Some((material, source)) => Ok(certificate_info(&material, source, now)),
+            None => Err(ApiError::new(
                 503,
                 "error",
                 "the gateway is not running; `gateway serve` loads the certificate",
-            ));
-        };
-        let material = resolver.current();
-        let info = material.info();
-        Ok(CertificateInfo {
-            subject: info.subject.clone(),
-            issuer: info.issuer.clone(),
-            dns_names: info.dns_names.clone(),
-            ip_addresses: info.ip_addresses.iter().map(|ip| ip.to_string()).collect(),
-            not_before: rfc3339(info.not_before),
-            not_after: rfc3339(info.not_after),
-            days_left: days_left(info.not_after, SystemTime::now()),
-            sha256_fingerprint: info.sha256_fingerprint.clone(),
-            source: server.certificate_source.to_owned(),
-        })
+            )),
+        }
+    }
+}
+
+fn stored_certificate(
+    data_dir: &std::path::Path,
+    source: &'static str,
+) -> Option<(crate::tls::CertifiedMaterial, &'static str)> {
+    match source {
+        "imported" => crate::tls::load_imported(data_dir)?
+            .ok()
+            .map(|m| (m, "imported")),
+        "self-signed" => {
+            let dir = data_dir.join(crate::tls::TLS_DIR);
+            crate::tls::load_pem_files(
+                &dir.join(crate::tls::SELF_SIGNED_CERT_FILE),
+                &dir.join(crate::tls::SELF_SIGNED_KEY_FILE),
+            )
+            .ok()
+            .map(|m| (m, "self-signed"))
+        }
+        _ => None,
+    }
+}
+
+/// What the API says of a certificate.
+pub(super) fn certificate_info(
+    material: &crate::tls::CertifiedMaterial,
+    source: &str,
+    now: SystemTime,
+) -> CertificateInfo {
+    let info = material.info();
+    CertificateInfo {
+        subject: info.subject.clone(),
+        issuer: info.issuer.clone(),
+        dns_names: info.dns_names.clone(),
+        ip_addresses: info.ip_addresses.iter().map(|ip| ip.to_string()).collect(),
+        not_before: rfc3339(info.not_before),
+        not_after: rfc3339(info.not_after),
+        days_left: days_left(info.not_after, now),
+        sha256_fingerprint: info.sha256_fingerprint.clone(),
+        key_type: format!("{:?}", material.certified_key().key.algorithm()),
+        source: source.to_owned(),
     }
 }
 

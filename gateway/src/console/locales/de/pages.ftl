@@ -118,6 +118,7 @@ status-cert-critical = Erneuern Sie das Zertifikat jetzt: Clients lehnen es ab, 
 status-cert-source = Herkunft
 status-cert-self-signed = vom Gateway selbst signiert
 status-cert-files = Zertifikatsdateien
+status-cert-imported = importiertes Zertifikat
 status-cert-fingerprint = SHA-256-Fingerabdruck
 status-stale = Nicht abgeholte Postfächer
 status-stale-intro = Postfächer, deren älteste Nachricht seit mehr als einem Tag wartet: Ihr Archivierer holt womöglich nicht mehr ab.

@@ -118,6 +118,7 @@ status-cert-critical = Renew the certificate now: clients will refuse it once it
 status-cert-source = Source
 status-cert-self-signed = self-signed by the gateway
 status-cert-files = certificate files
+status-cert-imported = imported certificate
 status-cert-fingerprint = SHA-256 fingerprint
 status-stale = Mailboxes not picked up
 status-stale-intro = Mailboxes whose oldest message has waited for more than a day: their archiver may have stopped picking up.

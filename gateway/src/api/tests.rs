@@ -504,3 +504,23 @@ async fn pkcs12_is_imported_with_its_password_and_refused_with_another() {
     );
     assert_ne!(resolver.current().fingerprint(), before);
 }
+
+#[tokio::test]
+async fn a_self_signed_certificate_names_only_dns_names_and_addresses() {
+    let (_dir, api) = api();
+    let refused = api
+        .invoke(
+            &Caller::Host,
+            "CreateSelfSignedCertificate",
+            params(&[("names", "mail.example.com, not a name")]),
+        )
+        .await;
+    assert_eq!(refused.http_status, 400, "{refused:?}");
+    assert!(refused
+        .envelope
+        .error
+        .unwrap()
+        .details
+        .unwrap()
+        .contains("not a name"));
+}

@@ -28,6 +28,10 @@ pub struct CertificateChange {
 pub struct CreateSelfSignedParams {
     /// Names besides the host name (DNS names or IP addresses), comma-separated.
     #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        pattern = r"^\s*([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(\s*,\s*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)*)?\s*$"
+    )]
     pub names: Option<String>,
 }
 
@@ -46,7 +50,6 @@ impl Function for CreateSelfSignedCertificate {
         params: CreateSelfSignedParams,
     ) -> Result<CertificateChange, ApiError> {
         let server = api.server();
-        let data_dir = data_dir(api)?;
         let extra: Vec<String> = params
             .names
             .as_deref()
@@ -56,6 +59,16 @@ impl Function for CreateSelfSignedCertificate {
             .filter(|n| !n.is_empty())
             .map(str::to_owned)
             .collect();
+        // A certificate naming anything else would be refused by every client.
+        if let Some(bad) = extra.iter().find(|name| {
+            name.parse::<std::net::IpAddr>().is_err()
+                && !crate::config::is_dns_name(name.strip_prefix("*.").unwrap_or(name))
+        }) {
+            return Err(ApiError::invalid_parameters(format!(
+                "names: `{bad}` is neither a DNS name nor an IP address"
+            )));
+        }
+        let data_dir = data_dir(api)?;
         let material = tls::create_self_signed(data_dir, &server.host_name, &extra)
             .map_err(|e| refused(e, "the certificate could not be created"))?;
         tls::forget_imported(data_dir)
@@ -70,15 +83,19 @@ impl Function for CreateSelfSignedCertificate {
 pub struct ImportCertificateParams {
     /// PEM certificates, the server's first, then the intermediates.
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub certificate_chain: Option<String>,
     /// The unencrypted PEM private key of the first certificate (PKCS#8, PKCS#1 or SEC1).
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub private_key: Option<String>,
     /// A PKCS#12 file (`.p12`/`.pfx`), base64.
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub pkcs12: Option<String>,
     /// The PKCS#12 file's password (empty when it has none).
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub password: Option<String>,
 }
 

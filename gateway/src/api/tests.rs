@@ -7,6 +7,13 @@ use crate::config::Config;
 use crate::settings::{LiveSettings, SettingsFile};
 
 fn api() -> (tempfile::TempDir, Api) {
+    let (dir, gateway, settings) = gateway_and_settings();
+    let server = ServerContext::new("mail.example".into(), None, "self-signed");
+    (dir, Api::new(gateway, settings, server))
+}
+
+/// A test gateway with live settings saved beside its store.
+fn gateway_and_settings() -> (tempfile::TempDir, crate::service::Gateway, LiveSettings) {
     let (dir, gateway) = crate::service::test_support::gateway();
     let settings = LiveSettings::new(
         &Config::default(),
@@ -17,8 +24,7 @@ fn api() -> (tempfile::TempDir, Api) {
             create_if_missing: true,
         },
     );
-    let server = ServerContext::new("mail.example".into(), None, "self-signed");
-    (dir, Api::new(gateway, settings, server))
+    (dir, gateway, settings)
 }
 
 fn params(pairs: &[(&str, &str)]) -> Params {
@@ -293,16 +299,7 @@ fn api_with_certificate() -> (
     Api,
     std::sync::Arc<crate::tls::CertResolver>,
 ) {
-    let (dir, gateway) = crate::service::test_support::gateway();
-    let settings = LiveSettings::new(
-        &Config::default(),
-        gateway.email_domain_handle().clone(),
-        None,
-        SettingsFile {
-            path: dir.path().join("gateway.toml"),
-            create_if_missing: true,
-        },
-    );
+    let (dir, gateway, settings) = gateway_and_settings();
     let data_dir = dir.path().join("data");
     let (resolver, _) = crate::tls::prepare(
         &crate::tls::CertificateSourceSpec::SelfSigned,

@@ -151,3 +151,33 @@ impl Api {
 
 #[cfg(test)]
 mod tests;
+
+/// Set-ups shared by the API's, the HTTPS listener's and the console's unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{Api, ServerContext};
+    use crate::service::Gateway;
+    use crate::settings::{LiveSettings, SettingsFile};
+
+    /// A test gateway with live settings saved beside its store.
+    pub fn gateway_and_settings() -> (tempfile::TempDir, Gateway, LiveSettings) {
+        let (dir, gateway) = crate::service::test_support::gateway();
+        let settings = LiveSettings::new(
+            &crate::config::Config::default(),
+            gateway.email_domain_handle().clone(),
+            None,
+            SettingsFile {
+                path: dir.path().join("gateway.toml"),
+                create_if_missing: true,
+            },
+        );
+        (dir, gateway, settings)
+    }
+
+    /// An API over a test gateway, without certificates or listeners.
+    pub fn api(host_name: &str) -> (tempfile::TempDir, Api) {
+        let (dir, gateway, settings) = gateway_and_settings();
+        let server = ServerContext::new(host_name.into(), None, "self-signed");
+        (dir, Api::new(gateway, settings, server))
+    }
+}

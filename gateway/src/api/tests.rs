@@ -3,29 +3,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
-use crate::config::Config;
-use crate::settings::{LiveSettings, SettingsFile};
 
 fn api() -> (tempfile::TempDir, Api) {
-    let (dir, gateway, settings) = gateway_and_settings();
-    let server = ServerContext::new("mail.example".into(), None, "self-signed");
-    (dir, Api::new(gateway, settings, server))
+    super::test_support::api("mail.example")
 }
 
-/// A test gateway with live settings saved beside its store.
-fn gateway_and_settings() -> (tempfile::TempDir, crate::service::Gateway, LiveSettings) {
-    let (dir, gateway) = crate::service::test_support::gateway();
-    let settings = LiveSettings::new(
-        &Config::default(),
-        gateway.email_domain_handle().clone(),
-        None,
-        SettingsFile {
-            path: dir.path().join("gateway.toml"),
-            create_if_missing: true,
-        },
-    );
-    (dir, gateway, settings)
-}
+use super::test_support::gateway_and_settings;
 
 fn params(pairs: &[(&str, &str)]) -> Params {
     pairs

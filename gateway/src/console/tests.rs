@@ -11,26 +11,10 @@ use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
 use crate::api::http::ClientAddr;
-use crate::api::{Api, ServerContext};
-use crate::settings::{LiveSettings, SettingsFile};
+use crate::api::Api;
 
 fn test_api() -> (tempfile::TempDir, Api) {
-    let (dir, gateway) = crate::service::test_support::gateway();
-    let settings = LiveSettings::new(
-        &crate::config::Config::default(),
-        gateway.email_domain_handle().clone(),
-        None,
-        SettingsFile {
-            path: dir.path().join("gateway.toml"),
-            create_if_missing: true,
-        },
-    );
-    let api = Api::new(
-        gateway,
-        settings,
-        ServerContext::new("localhost".into(), None, "self-signed"),
-    );
-    (dir, api)
+    crate::api::test_support::api("localhost")
 }
 
 fn loopback() -> IpAddr {

@@ -13,7 +13,6 @@ use tokio_rustls::TlsConnector;
 use super::*;
 use crate::api::{Api, ServerContext};
 use crate::net::{ConnectionLimits, Shutdown};
-use crate::settings::{LiveSettings, SettingsFile};
 use crate::tls::{load_or_create_self_signed, CertResolver, CertifiedMaterial};
 
 /// Long enough that a test fails rather than hangs when the server never closes.
@@ -29,19 +28,10 @@ struct Console {
 }
 
 async fn console(limits: ConnectionLimits, options: ConsoleOptions) -> Console {
-    let (store_dir, gateway) = crate::service::test_support::gateway();
+    let (store_dir, gateway, settings) = crate::api::test_support::gateway_and_settings();
     let tls_dir = tempfile::tempdir().unwrap();
     let material = load_or_create_self_signed(tls_dir.path(), "localhost").unwrap();
     let resolver = Arc::new(CertResolver::new(material.clone()));
-    let settings = LiveSettings::new(
-        &crate::config::Config::default(),
-        gateway.email_domain_handle().clone(),
-        None,
-        SettingsFile {
-            path: store_dir.path().join("gateway.toml"),
-            create_if_missing: true,
-        },
-    );
     let api = Api::new(
         gateway,
         settings,
@@ -201,22 +191,7 @@ fn basic(user_password: &str) -> axum::http::HeaderMap {
 }
 
 fn test_api() -> (tempfile::TempDir, Api) {
-    let (dir, gateway) = crate::service::test_support::gateway();
-    let settings = LiveSettings::new(
-        &crate::config::Config::default(),
-        gateway.email_domain_handle().clone(),
-        None,
-        SettingsFile {
-            path: dir.path().join("gateway.toml"),
-            create_if_missing: true,
-        },
-    );
-    let api = Api::new(
-        gateway,
-        settings,
-        ServerContext::new("localhost".into(), None, "self-signed"),
-    );
-    (dir, api)
+    crate::api::test_support::api("localhost")
 }
 
 /// A client elsewhere guessing passwords is told to wait: 429 with `Retry-After`, and the

@@ -135,6 +135,10 @@ fn config_init_writes_a_file_that_checks_and_bad_keys_are_named() {
     let out = gateway(d, &["config", "init"]);
     assert!(out.status.success());
     assert!(gateway(d, &["config", "check"]).status.success());
+    // GATEWAY_DATA_DIR (or --data-dir) is written into the file, as packages need.
+    let written = std::fs::read_to_string(d.join("gateway.toml")).unwrap();
+    let expected = format!("data_dir = \"{}\"", d.join("data").display());
+    assert!(written.contains(&expected), "{written}");
     fails_with(d, &["config", "init"], "already exists");
 
     let text = std::fs::read_to_string(d.join("gateway.toml")).unwrap();

@@ -350,6 +350,29 @@ fn a_killed_gateway_leaves_no_obstacle_for_the_cli_or_the_next_start() {
 }
 
 #[test]
+fn serve_warns_while_the_email_domain_is_the_default_and_not_once_it_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d);
+    let warning = "the email domain is still the default";
+    let set = Served::start(d).stop();
+    assert!(!set.contains(warning), "{set}");
+
+    let config = d.join("gateway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(&format!("\"{EMAIL_DOMAIN}\""), "\"localhost\""),
+    )
+    .unwrap();
+    let default = Served::start(d).stop();
+    assert!(
+        default.contains(warning) && default.contains("WARN"),
+        "{default}"
+    );
+}
+
+#[test]
 fn admin_reset_password_prints_a_new_password_once_running_or_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -51,6 +51,16 @@ pub fn run_ci(opts: &Options) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"))
     }));
     steps.push(("test", test));
+    // The Debian package as an administrator installs it: dpkg -i, the binary runs, the
+    // shipped configuration checks, the unit verifies (systemd-analyze), then it is purged.
+    // Built from the dev profile (the tests built its dependencies already); `cargo xtask
+    // dist` alone builds the release package to ship.
+    steps.push(("package", |_| {
+        crate::dist::run_dist(&crate::dist::Options {
+            profile: "dev".to_owned(),
+            check: true,
+        })
+    }));
     // The full requirement matrix (interop clients and testssl.sh included); fails on a
     // failing MUST or a stale conformance/REPORT.md. Packages were handled by `deps`.
     steps.push(("conformance", |_| {

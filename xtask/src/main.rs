@@ -5,6 +5,7 @@ mod bench;
 mod ci;
 mod conformance;
 mod deps;
+mod dist;
 mod sim;
 mod tidy;
 mod util;
@@ -29,6 +30,10 @@ tasks:
   sim --seed S [--scenario X] [--bug B]
                      replay one seed with its readable trace; scenarios: calm, crash,
                      power-cut, network, full-disk, slow-clients, mixed, proxy; bug: unsynced-commit, lying-disk
+  dist [--profile P] [--check]
+                     build the Debian package into target/dist/ with cargo-deb (profile
+                     release unless given); --check installs it with dpkg, runs it, verifies
+                     its systemd unit and purges it again (needs root)
   fmt                format the workspace (cargo fmt --all)
   help               this text";
 
@@ -38,6 +43,7 @@ enum Task {
     Conformance { check: bool, skip_deps: bool },
     Bench { names: Vec<String> },
     Sim { args: Vec<String> },
+    Dist(dist::Options),
     Fmt,
     Help,
 }
@@ -82,6 +88,26 @@ fn parse(args: &[String]) -> Result<Task> {
                 args: rest.to_vec(),
             }
         }
+        "dist" => {
+            let mut opts = dist::Options {
+                profile: "release".to_owned(),
+                check: false,
+            };
+            let mut args = rest.iter();
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--check" => opts.check = true,
+                    "--profile" => match args.next() {
+                        Some(profile) if !profile.starts_with('-') => {
+                            opts.profile = profile.clone()
+                        }
+                        _ => bail!("dist: --profile needs a profile name"),
+                    },
+                    other => bail!("dist: unknown argument `{other}`"),
+                }
+            }
+            Task::Dist(opts)
+        }
         "fmt" | "help" | "-h" | "--help" if !rest.is_empty() => {
             bail!("{task}: takes no arguments")
         }
@@ -108,6 +134,7 @@ fn main() {
         }
         Task::Bench { names } => bench::run_benches(&names),
         Task::Sim { args } => sim::run_sim(&args),
+        Task::Dist(opts) => dist::run_dist(&opts),
         Task::Fmt => util::run(util::cargo().args(["fmt", "--all"])),
         Task::Help => {
             println!("{HELP}");
@@ -155,6 +182,20 @@ mod tests {
         );
         assert_eq!(p(&["bench"]).unwrap(), Task::Bench { names: vec![] });
         assert_eq!(
+            p(&["dist"]).unwrap(),
+            Task::Dist(dist::Options {
+                profile: "release".into(),
+                check: false
+            })
+        );
+        assert_eq!(
+            p(&["dist", "--profile", "dev", "--check"]).unwrap(),
+            Task::Dist(dist::Options {
+                profile: "dev".into(),
+                check: true
+            })
+        );
+        assert_eq!(
             p(&["sim", "--seed", "7", "--scenario", "crash"]).unwrap(),
             Task::Sim {
                 args: vec![
@@ -180,6 +221,9 @@ mod tests {
         assert!(p(&["bench", "--noplot"]).is_err());
         assert!(p(&["conformance", "--fast"]).is_err());
         assert!(p(&["fmt", "x"]).is_err());
+        assert!(p(&["dist", "--profile"]).is_err());
+        assert!(p(&["dist", "--profile", "--check"]).is_err());
+        assert!(p(&["dist", "--install"]).is_err());
         assert!(p(&["sim", "--seed"]).is_err());
         assert!(p(&["sim", "--sead", "1"]).is_err());
         assert!(p(&["sim", "--seed", "1", "--seeds", "5"]).is_err());

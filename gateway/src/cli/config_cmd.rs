@@ -10,7 +10,8 @@ use crate::config::{Config, DEFAULT_TEMPLATE};
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Write a commented configuration file with every default.
+    /// Write a commented configuration file with every default (and the data directory
+    /// given with --data-dir, if any).
     Init {
         /// Where to write it (default: --config, else ./gateway.toml).
         #[arg(value_name = "PATH")]
@@ -48,9 +49,13 @@ pub fn run(
                     path.display()
                 );
             }
+            let text = match &data_dir {
+                Some(dir) => crate::settings::config_file::template_with_data_dir(dir)?,
+                None => DEFAULT_TEMPLATE.to_owned(),
+            };
             let mut file = std::fs::File::create(&path)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            file.write_all(DEFAULT_TEMPLATE.as_bytes())?;
+            file.write_all(text.as_bytes())?;
             file.sync_all()?;
             println!("Wrote {}", path.display());
         }

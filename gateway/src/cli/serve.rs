@@ -27,9 +27,12 @@ async fn serve(
     settings_file: SettingsFile,
     log: Option<LogControl>,
 ) -> anyhow::Result<()> {
-    // Before anything else: SIGHUP's default action would end the process.
+    // Before anything else: SIGHUP's default action would end the process, and SIGTERM's
+    // would skip the drain if it came right after "gateway ready" is logged.
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot handle SIGHUP")?;
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
     let data_dir = &config.gateway.data_dir;
     crate::service::prepare_data_dir(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -45,6 +48,12 @@ async fn serve(
         tracing::info!(
             rust_log,
             "RUST_LOG decides what is logged; gateway.log_level and its changes apply once the gateway runs without it"
+        );
+    }
+    if config.gateway.email_domain == crate::config::DEFAULT_EMAIL_DOMAIN {
+        tracing::warn!(
+            email_domain = %config.gateway.email_domain,
+            "the email domain is still the default: no mail from outside can reach a mailbox; set it with `gateway setup` or `gateway settings set --email-domain`"
         );
     }
     let reloads = tokio::spawn(reload_on_hangup(hangup, settings.clone()));
@@ -92,7 +101,7 @@ async fn serve(
         certificate = %material.fingerprint(),
         "gateway ready"
     );
-    wait_for_stop_signal().await?;
+    wait_for_stop_signal(terminate).await?;
     reloads.abort();
     tracing::info!("shutting down: finishing transactions in flight");
     control.stop().await;
@@ -102,17 +111,11 @@ async fn serve(
 }
 
 /// Ctrl-C, or SIGTERM from a service manager.
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result?,
-            _ = term.recv() => {}
-        }
+async fn wait_for_stop_signal(mut terminate: tokio::signal::unix::Signal) -> anyhow::Result<()> {
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
     Ok(())
 }
 

@@ -43,7 +43,7 @@ pub struct GatewaySection {
 impl Default for GatewaySection {
     fn default() -> Self {
         GatewaySection {
-            email_domain: "localhost".to_owned(),
+            email_domain: DEFAULT_EMAIL_DOMAIN.to_owned(),
             host_name: detect_host_name(),
             data_dir: PathBuf::from("./gateway-data"),
             log_level: LogLevel::Info,
@@ -296,6 +296,9 @@ impl From<ListenSection> for RawListenSection {
 pub struct TlsSection {
     pub source: CertificateSource,
 }
+
+/// The email domain until the administrator sets one: nothing from outside can reach it.
+pub const DEFAULT_EMAIL_DOMAIN: &str = "localhost";
 
 /// Let's Encrypt's production ACME directory.
 pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";

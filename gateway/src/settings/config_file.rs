@@ -146,6 +146,22 @@ pub fn edit(text: &str, change: &SettingsChange, path: &Path) -> Result<String, 
     Ok(doc.to_string())
 }
 
+/// The commented template with `[gateway] data_dir` set, for `gateway config init
+/// --data-dir` (packages put the data directory outside the working directory).
+pub fn template_with_data_dir(data_dir: &Path) -> Result<String, ConfigFileError> {
+    let mut doc: DocumentMut = DEFAULT_TEMPLATE
+        .parse()
+        .expect("the built-in template is valid TOML");
+    let path = data_dir.to_string_lossy();
+    set_string(&mut doc, "gateway", "data_dir", &path).map_err(|key| {
+        ConfigFileError::NotATable {
+            path: PathBuf::from("(built-in template)"),
+            key,
+        }
+    })?;
+    Ok(doc.to_string())
+}
+
 /// Sets `[table] key = "value"`; the error names a `table` that is not one.
 fn set_string(
     doc: &mut DocumentMut,
@@ -243,6 +259,31 @@ allowed_networks = ["192.0.2.0/24"]
         let path = dir.join("gateway.toml");
         fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn the_template_with_a_data_dir_keeps_its_comments_and_loads_with_it() {
+        let text = template_with_data_dir(Path::new("/var/lib/gateway")).expect("template");
+        let config = Config::from_toml_str(&text).expect("loads");
+        assert_eq!(config.gateway.data_dir, Path::new("/var/lib/gateway"));
+        assert_eq!(
+            text.lines().count(),
+            DEFAULT_TEMPLATE.lines().count(),
+            "only the value changed"
+        );
+    }
+
+    /// The Debian package ships `contrib/gateway.toml`; it must stay the current template.
+    /// Regenerate it with `gateway --data-dir /var/lib/gateway config init --force
+    /// contrib/gateway.toml`.
+    #[test]
+    fn the_packaged_configuration_is_the_template_with_the_package_data_dir() {
+        let packaged = include_str!("../../../contrib/gateway.toml");
+        assert_eq!(
+            packaged,
+            template_with_data_dir(Path::new("/var/lib/gateway")).expect("template"),
+            "contrib/gateway.toml is stale: regenerate it (see this test's comment)"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod mailbox_cmd;
 mod output;
 mod serve;
 mod settings_cmd;
+mod setup;
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,9 @@ pub enum Command {
     /// The TLS certificate every listener presents.
     #[command(subcommand)]
     Cert(cert_cmd::CertCommand),
+    /// First run: email domain, host name, certificate and log level, checked and written to
+    /// the configuration file.
+    Setup(setup::SetupArgs),
 }
 
 /// Parses the command line, runs it, and reports a failure (as a JSON object for a `--json`
@@ -82,7 +86,7 @@ impl Command {
             Command::Admin(command) => command.json(),
             Command::Settings(command) => command.json(),
             Command::Cert(command) => command.json(),
-            Command::Serve | Command::Config(_) => false,
+            Command::Serve | Command::Config(_) | Command::Setup(_) => false,
         }
     }
 }
@@ -97,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             settings_cmd::run(command, &target(cli.config, cli.data_dir)?)
         }
         Command::Cert(command) => cert_cmd::run(command, &target(cli.config, cli.data_dir)?),
+        Command::Setup(args) => setup::run(args, cli.config.as_deref(), cli.data_dir),
         Command::Serve => {
             build_check::check_this_binary()?;
             // Before loading: whether the file exists now decides whether a settings change

@@ -67,6 +67,75 @@ pub enum ConfigFileError {
 /// Sets the changed keys in the configuration file, keeping everything else; creates the
 /// file from the template when allowed. Returns the configuration the file now holds.
 pub fn update(file: &SettingsFile, change: &SettingsChange) -> Result<Config, ConfigFileError> {
+    rewrite(file, DEFAULT_TEMPLATE, |text, path| {
+        edit(text, change, path)
+    })
+}
+
+/// One change `gateway setup` makes to the file.
+#[derive(Clone, Debug)]
+pub enum KeyEdit {
+    /// `[table] key = value`, keeping the old value's comment.
+    Set {
+        table: &'static str,
+        key: &'static str,
+        value: toml_edit::Value,
+    },
+    /// Removes `[table] key` (e.g. the file paths when the certificate source changes).
+    Remove {
+        table: &'static str,
+        key: &'static str,
+    },
+}
+
+/// Applies `edits` to the configuration file (created from `template` when missing and
+/// allowed), with the same guarantees as [`update`]: comments kept, the result validated
+/// before anything is written, the file replaced atomically.
+pub fn apply_edits(
+    file: &SettingsFile,
+    template: &str,
+    edits: &[KeyEdit],
+) -> Result<Config, ConfigFileError> {
+    rewrite(file, template, |text, path| edit_keys(text, edits, path))
+}
+
+/// The text with `edits` applied; comments and every other byte are kept.
+pub fn edit_keys(text: &str, edits: &[KeyEdit], path: &Path) -> Result<String, ConfigFileError> {
+    let mut doc = parse(text, path)?;
+    for edit in edits {
+        match edit {
+            KeyEdit::Set { table, key, value } => set_value(&mut doc, table, key, value.clone()),
+            KeyEdit::Remove { table, key } => {
+                if let Some(table_like) = doc.get_mut(table).and_then(Item::as_table_like_mut) {
+                    table_like.remove(key);
+                }
+                Ok(())
+            }
+        }
+        .map_err(|key| ConfigFileError::NotATable {
+            path: path.to_owned(),
+            key,
+        })?;
+    }
+    Ok(doc.to_string())
+}
+
+fn parse(text: &str, path: &Path) -> Result<DocumentMut, ConfigFileError> {
+    text.parse()
+        .map_err(|e: toml_edit::TomlError| ConfigFileError::NotToml {
+            path: path.to_owned(),
+            // The parser's message spans lines (it quotes the offending one).
+            message: e.message().replace('\n', " "),
+        })
+}
+
+/// Reads the file (or `template` when it is missing and may be created), applies `change`,
+/// checks the result loads, and replaces the file atomically with its mode and owner kept.
+fn rewrite(
+    file: &SettingsFile,
+    template: &str,
+    change: impl FnOnce(&str, &Path) -> Result<String, ConfigFileError>,
+) -> Result<Config, ConfigFileError> {
     // Write through a symbolic link (a file kept by configuration management) rather than
     // replacing the link with a plain file.
     let path = match fs::canonicalize(&file.path) {
@@ -86,10 +155,10 @@ pub fn update(file: &SettingsFile, change: &SettingsChange) -> Result<Config, Co
     };
     let text = match &existing {
         Some(text) => text.as_str(),
-        None if file.create_if_missing => DEFAULT_TEMPLATE,
+        None if file.create_if_missing => template,
         None => return Err(ConfigFileError::Missing { path }),
     };
-    let edited = edit(text, change, &path)?;
+    let edited = change(text, &path)?;
     let config =
         Config::from_toml_str(&edited).map_err(|source| ConfigFileError::WouldNotLoad {
             path: path.clone(),
@@ -121,13 +190,7 @@ pub fn update(file: &SettingsFile, change: &SettingsChange) -> Result<Config, Co
 /// The text with the changed keys set. Comments and every other byte are kept; a value's
 /// trailing comment stays with the new value. Missing tables and keys are added at the end.
 pub fn edit(text: &str, change: &SettingsChange, path: &Path) -> Result<String, ConfigFileError> {
-    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
-        ConfigFileError::NotToml {
-            path: path.to_owned(),
-            // The parser's message spans lines (it quotes the offending one).
-            message: e.message().replace('\n', " "),
-        }
-    })?;
+    let mut doc = parse(text, path)?;
     let mut set = |table: &'static str, key: &str, value: &str| {
         set_string(&mut doc, table, key, value).map_err(|key| ConfigFileError::NotATable {
             path: path.to_owned(),
@@ -169,6 +232,16 @@ fn set_string(
     key: &str,
     value: &str,
 ) -> Result<(), &'static str> {
+    set_value(doc, table, key, Value::from(value))
+}
+
+/// Sets `[table] key = value`; the error names a `table` that is not one.
+fn set_value(
+    doc: &mut DocumentMut,
+    table: &'static str,
+    key: &str,
+    value: Value,
+) -> Result<(), &'static str> {
     let item = doc.as_table_mut().entry(table).or_insert_with(|| {
         let mut new = Table::new();
         // A blank line before a table the gateway adds, as between the template's tables.
@@ -180,15 +253,15 @@ fn set_string(
         Some(Item::Value(old)) => {
             // The old value's surrounding white space and trailing comment stay.
             let decor = old.decor().clone();
-            let mut new = Value::from(value);
+            let mut new = value;
             *new.decor_mut() = decor;
             *old = new;
         }
         // Absent, or something that is not a plain value (validation refuses the latter
-        // anyway): a plain `key = "value"`.
-        Some(other) => *other = toml_edit::value(value),
+        // anyway): a plain `key = value`.
+        Some(other) => *other = Item::Value(value),
         None => {
-            table_like.insert(key, toml_edit::value(value));
+            table_like.insert(key, Item::Value(value));
         }
     }
     Ok(())

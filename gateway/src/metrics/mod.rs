@@ -258,6 +258,28 @@ impl Metrics {
             "The gateway's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        // Every series that can appear starts at 0, so the first event is an increase a
+        // scraper sees (a series that appears with 1 looks like it always was 1).
+        for protocol in ["smtp", "pop3"] {
+            for class in [ReplyClass::Temporary, ReplyClass::Permanent] {
+                let _ = inner.refusals.get_or_create(&RefusalLabels {
+                    protocol,
+                    class: class.as_str(),
+                });
+            }
+        }
+        for kind in [
+            LoginKind::Pop3,
+            LoginKind::SmtpProxy,
+            LoginKind::Pop3Proxy,
+            LoginKind::Api,
+        ] {
+            let label = LoginLabel {
+                login: kind.as_str(),
+            };
+            let _ = inner.login_failures.get_or_create(&label);
+            let _ = inner.throttled.get_or_create(&label);
+        }
         Self {
             inner: Arc::new(Inner { registry, ..inner }),
         }
@@ -268,6 +290,24 @@ impl Metrics {
     pub fn listener(&self, name: &'static str) -> ListenerMetrics {
         let label = ListenerLabel { listener: name };
         let i = &self.inner;
+        // The series this listener can move, at 0 from the start (see `new`).
+        let modes: &[Mode] = match name {
+            "smtp" | "submission" | "smtps" => &[Mode::Journal, Mode::ProxySent],
+            "pop3" | "pop3s" => &[Mode::ProxyReceived],
+            _ => &[],
+        };
+        for mode in modes {
+            let labels = ReceivedLabels {
+                listener: name,
+                mode: mode.as_str(),
+            };
+            let _ = i.messages_received.get_or_create(&labels);
+            let _ = i.bytes_received.get_or_create(&labels);
+        }
+        if name.starts_with("pop3") {
+            let _ = i.messages_picked_up.get_or_create(&label);
+            let _ = i.bytes_picked_up.get_or_create(&label);
+        }
         ListenerMetrics {
             metrics: self.clone(),
             name,

@@ -176,3 +176,27 @@ async fn store_commits_are_observed_with_their_batch_size() {
         env!("CARGO_PKG_VERSION")
     )));
 }
+
+#[test]
+fn series_a_listener_can_move_are_there_from_the_start_at_zero() {
+    let (_dir, gateway) = crate::service::test_support::gateway();
+    gateway.metrics().listener("smtps");
+    gateway.metrics().listener("pop3");
+    let text = gateway.metrics().scrape(&gateway, None);
+    for series in [
+        "gateway_messages_received_total{listener=\"smtps\",mode=\"journal\"}",
+        "gateway_message_bytes_received_total{listener=\"smtps\",mode=\"proxy_sent\"}",
+        "gateway_messages_received_total{listener=\"pop3\",mode=\"proxy_received\"}",
+        "gateway_messages_picked_up_total{listener=\"pop3\"}",
+        "gateway_sessions_open{listener=\"pop3\"}",
+        "gateway_tls_handshake_failures_total{listener=\"smtps\"}",
+        "gateway_refusals_total{protocol=\"pop3\",class=\"4xx\"}",
+        "gateway_login_failures_total{login=\"smtp_proxy\"}",
+        "gateway_logins_throttled_total{login=\"api\"}",
+    ] {
+        assert_eq!(value(&text, series), Some(0.0), "{series} in\n{text}");
+    }
+    // Nothing that cannot happen: no pick-ups on SMTP, no journal on POP3.
+    assert!(!text.contains("gateway_messages_picked_up_total{listener=\"smtps\"}"));
+    assert!(!text.contains("listener=\"pop3\",mode=\"journal\""));
+}

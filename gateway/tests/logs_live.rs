@@ -76,6 +76,25 @@ fn serve_writes_json_lines_to_daily_files_and_sighup_changes_their_level() {
     std::fs::write(logs.join("gateway.log.2001-02-03"), b"{}\n").unwrap();
 
     let config = dir.path().join("gateway.toml");
+    // `config check` names the plain listener and where the files go.
+    let check = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", config.to_str().unwrap(), "config", "check"])
+        .env("GATEWAY_DATA_DIR", dir.path().join("data"))
+        .env_remove("GATEWAY_CONFIG")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "metrics       127.0.0.1:{metrics} (plain HTTP, no login"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("log files:") && out.contains("(daily, kept 7 days)"),
+        "{out}"
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["--config", config.to_str().unwrap(), "serve"])
         .current_dir(dir.path())

@@ -225,6 +225,16 @@ async fn scraped_counters_move_by_exactly_the_deliveries_and_the_pick_up() {
     pop3.ok("DELE 2").await;
     pop3.ok("QUIT").await;
     assert_eq!(gw.message_count(&id), 0);
+    // Plaintext on the implicit-TLS port: a failed handshake, and the server hangs up.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut plain = tokio::net::TcpStream::connect(gw.smtps_addr())
+            .await
+            .expect("connect");
+        plain.write_all(b"EHLO not-tls\r\n").await.expect("write");
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(60), plain.read_to_end(&mut rest)).await;
+    }
 
     let after = scrape().await;
     let delta = |series: &str| value(&after, series) - value(&before, series);
@@ -249,6 +259,15 @@ async fn scraped_counters_move_by_exactly_the_deliveries_and_the_pick_up() {
     assert_eq!(delta("gateway_sessions_total{listener=\"smtp\"}"), 2.0);
     assert_eq!(delta(&format!("gateway_sessions_total{pop3s}")), 2.0);
     assert_eq!(delta(&format!("gateway_tls_handshakes_total{pop3s}")), 2.0);
+    assert_eq!(
+        delta(&format!("gateway_tls_handshake_failures_total{pop3s}")),
+        0.0
+    );
+    assert_eq!(
+        delta("gateway_tls_handshake_failures_total{listener=\"smtps\"}"),
+        1.0
+    );
+    assert_eq!(delta("gateway_sessions_total{listener=\"smtps\"}"), 0.0);
     assert_eq!(delta("gateway_login_failures_total{login=\"pop3\"}"), 1.0);
     assert_eq!(
         delta("gateway_refusals_total{protocol=\"pop3\",class=\"5xx\"}"),

@@ -35,7 +35,9 @@
 //!   domain, log level, console language), applied at once and written back to the
 //!   configuration file with its comments kept.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
-//! - [`logging`]: `tracing` set-up.
+//! - [`metrics`]: the Prometheus registry and the typed handles the shells and the store
+//!   count into; `/metrics` on the console listener and an optional loopback listener.
+//! - [`logging`]: `tracing` set-up: stderr, optional daily log files, text or JSON lines.
 //! - [`hardening`]: no core dumps, no debugger attachment for the running service.
 //!
 //! ## How a message flows
@@ -57,6 +59,7 @@ pub mod crypto;
 pub mod hardening;
 pub mod logging;
 pub mod mailbox;
+pub mod metrics;
 pub mod net;
 pub mod pop3;
 pub mod proxy;

@@ -1,12 +1,28 @@
 //! Logging set-up: the configured level, overridable by `RUST_LOG`, and changeable while the
 //! gateway runs (`SetSettings`, SIGHUP) through [`LogControl`].
+//!
+//! Lines go to stderr (journald takes them from there) and, with `[logging] file = true`, to
+//! daily files in `<data_dir>/logs` ([`files`]); as readable text or as JSON lines
+//! (`[logging] format`). One filter decides for every output, so a level change reaches
+//! stderr and the files at once, without touching a connection.
+//!
+//! Every protocol connection runs inside a `session` span (id, listener, client address,
+//! TLS version once known, mailbox after RCPT or login), so each of its lines carries them;
+//! in JSON they are the `span` object. Passwords, keys and message contents are never
+//! logged: credentials live in types whose `Debug` hides them and no call site logs a body.
+
+pub mod files;
+#[cfg(test)]
+mod session_tests;
+
+use std::path::PathBuf;
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter, Registry};
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
-use crate::config::LogLevel;
+use crate::config::{LogFormat, LogLevel};
 
 /// Changes the filter of the installed subscriber. Cheap to clone.
 #[derive(Clone)]
@@ -67,6 +83,42 @@ pub(crate) fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    subscriber_with(level, rust_log, vec![output(writer, LogFormat::Text, true)])
+}
+
+/// The filter every output shares.
+type Filtered = tracing_subscriber::layer::Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+
+/// One output: a formatting layer that writes to `writer`.
+pub(crate) type Output = Box<dyn Layer<Filtered> + Send + Sync>;
+
+/// An output writing `format` to `writer`; `ansi` colours text (a terminal, never a file).
+pub(crate) fn output<W>(writer: W, format: LogFormat, ansi: bool) -> Output
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
+        // The event's fields at the top level, the session span's fields under `span`.
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+    }
+}
+
+/// The subscriber with `outputs` behind one reloadable filter.
+pub(crate) fn subscriber_with(
+    level: LogLevel,
+    rust_log: Option<String>,
+    outputs: Vec<Output>,
+) -> (impl tracing::Subscriber + Send + Sync, LogControl) {
     let from_env = rust_log
         .filter(|value| !value.trim().is_empty())
         .and_then(|value| {
@@ -79,10 +131,59 @@ where
         None => (level_filter(level), None),
     };
     let (filter, handle) = reload::Layer::new(filter);
-    let subscriber = Registry::default()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(writer));
+    let subscriber = Registry::default().with(filter).with(outputs);
     (subscriber, LogControl { handle, rust_log })
+}
+
+/// Where and how `gateway serve` logs (`[logging]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogOptions {
+    pub level: LogLevel,
+    pub format: LogFormat,
+    /// Daily files in this directory (`<data_dir>/logs`), or none.
+    pub directory: Option<PathBuf>,
+    pub retention_days: u32,
+}
+
+impl LogOptions {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            level: config.gateway.log_level,
+            format: config.logging.format,
+            directory: config
+                .logging
+                .file
+                .then(|| config.gateway.data_dir.join(files::LOG_DIR)),
+            retention_days: config.logging.retention_days,
+        }
+    }
+}
+
+/// Installs the global subscriber for `gateway serve`: stderr, and the daily files when
+/// configured (their directory is created, 0700, and files past the retention removed).
+///
+/// Returns the control of the level, or `None` when a subscriber was installed before.
+pub fn init_with(options: &LogOptions) -> Result<Option<LogControl>, files::LogFileError> {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut outputs = vec![output(std::io::stderr, options.format, ansi)];
+    let mut pruned = None;
+    if let Some(directory) = &options.directory {
+        let (appender, removed) = files::open(directory, options.retention_days)?;
+        outputs.push(output(appender, options.format, false));
+        pruned = Some(removed);
+    }
+    let (subscriber, control) =
+        subscriber_with(options.level, std::env::var("RUST_LOG").ok(), outputs);
+    let control = subscriber.try_init().ok().map(|()| control);
+    if let (Some(directory), Some(removed)) = (&options.directory, pruned) {
+        tracing::info!(
+            directory = %directory.display(),
+            retention_days = options.retention_days,
+            removed,
+            "logging to daily files"
+        );
+    }
+    Ok(control)
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over the configured level so an

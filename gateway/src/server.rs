@@ -133,6 +133,9 @@ pub async fn start_with_settings(
     settings: LiveSettings,
 ) -> Result<Running, StartError> {
     let upstreams = upstreams(config)?;
+    gateway
+        .metrics()
+        .set_per_mailbox_limit(config.metrics.per_mailbox_limit);
     let shutdown = Shutdown::with_grace(config.limits.shutdown_grace());
     let mut tasks = JoinSet::new();
     let mut addresses = Vec::new();
@@ -166,6 +169,8 @@ pub async fn start_with_settings(
         )
         .with_data_dir(config.gateway.data_dir.clone()),
     );
+    let metrics_server =
+        crate::metrics::http::MetricsServer::new(gateway.clone(), Some(resolver.clone()));
     let smtp = SmtpServer::with_proxy(
         gateway.clone(),
         smtp_session_config(config, gateway.email_domain_handle()),
@@ -196,7 +201,10 @@ pub async fn start_with_settings(
         ("smtps", &listen.smtps, TlsMode::Implicit),
     ] {
         if let Some(bound) = open(service, listener, sockets, &mut addresses)? {
-            tasks.spawn(smtp.clone().serve(bound, mode, shutdown.signal()));
+            tasks.spawn(
+                smtp.clone()
+                    .serve_as(service, bound, mode, shutdown.signal()),
+            );
         }
     }
     for (service, listener, mode) in [
@@ -204,7 +212,10 @@ pub async fn start_with_settings(
         ("pop3s", &listen.pop3s, TlsMode::Implicit),
     ] {
         if let Some(bound) = open(service, listener, sockets, &mut addresses)? {
-            tasks.spawn(pop3.clone().serve(bound, mode, shutdown.signal()));
+            tasks.spawn(
+                pop3.clone()
+                    .serve_as(service, bound, mode, shutdown.signal()),
+            );
         }
     }
     // HTTPS only, with its own budget of connections: a flood of API clients must not keep
@@ -217,6 +228,18 @@ pub async fn start_with_settings(
             ConsoleOptions::default(),
         );
         tasks.spawn(console.serve(bound, shutdown.signal()));
+    }
+    // Plain HTTP for a scraper on this machine (validation keeps it on loopback unless the
+    // administrator allowed otherwise); not one of the `[listen]` services.
+    if let Some(addr) = config.metrics.listen {
+        let metrics_listener = crate::config::Listener {
+            address: addr.ip(),
+            port: addr.port(),
+            enabled: true,
+        };
+        if let Some(bound) = open("metrics", &metrics_listener, sockets, &mut addresses)? {
+            tasks.spawn(metrics_server.serve(bound, shutdown.signal()));
+        }
     }
     let configured: Vec<(&'static str, SocketAddr, bool)> = listen
         .all()

@@ -83,6 +83,23 @@ pub fn run(
             for (name, addr) in config.listeners() {
                 println!("  {name:<12}  {addr}");
             }
+            if let Some(addr) = config.metrics.listen {
+                println!(
+                    "  {:<12}  {addr} (plain HTTP, no login: GET /metrics)",
+                    "metrics"
+                );
+            }
+            if config.logging.file {
+                println!(
+                    "  log files:    {} (daily, kept {} days)",
+                    config
+                        .gateway
+                        .data_dir
+                        .join(crate::logging::files::LOG_DIR)
+                        .display(),
+                    config.logging.retention_days
+                );
+            }
         }
     }
     Ok(())

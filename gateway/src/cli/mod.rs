@@ -108,7 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             // may create it.
             let settings_file = settings_file(cli.config.as_deref());
             let config = load_config(cli.config, cli.data_dir)?;
-            let log = crate::logging::init(config.gateway.log_level);
+            let log = crate::logging::init_with(&crate::logging::LogOptions::from_config(&config))?;
             // Before any secret can reach memory: no core dumps, no debugger attachment.
             crate::hardening::disable_core_dumps_and_ptrace()
                 .context("cannot protect the process's memory")?;

@@ -21,6 +21,7 @@ pub use model::{
     LimitsSection, ListenSection, Listener, LogLevel, Pop3Section, ProxySection, SmtpSection,
     TlsSection, UnknownValue, DEFAULT_EMAIL_DOMAIN, LETS_ENCRYPT_DIRECTORY,
 };
+pub use model::{LogFormat, LoggingSection, MetricsSection};
 pub use network::IpNetwork;
 pub use template::DEFAULT_TEMPLATE;
 pub use validate::is_dns_name;

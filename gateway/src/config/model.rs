@@ -25,6 +25,8 @@ pub struct Config {
     pub pop3: Pop3Section,
     pub proxy: ProxySection,
     pub console: ConsoleSection,
+    pub metrics: MetricsSection,
+    pub logging: LoggingSection,
 }
 
 /// `[gateway]`: identity and storage.
@@ -723,6 +725,65 @@ impl ProxySection {
 pub struct ConsoleSection {
     /// The console's language for users who have not chosen one.
     pub language: Language,
+}
+
+/// `[metrics]`: Prometheus metrics. `/metrics` on the console listener is always there
+/// (behind the API's authentication); this section adds a plain-HTTP listener for a local
+/// scraper and bounds the per-mailbox series.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Serve `GET /metrics` over plain HTTP, without authentication, on this address
+    /// (e.g. `127.0.0.1:9450`); unset: no such listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Let `listen` be an address other than loopback. The listener has no authentication
+    /// and no TLS, so this is for a scraper on a network the administrator trusts.
+    pub allow_remote: bool,
+    /// Per-mailbox series (messages waiting, oldest message) only while there are at most
+    /// this many mailboxes; totals always. Bounds the number of series a scrape returns.
+    pub per_mailbox_limit: u32,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            allow_remote: false,
+            per_mailbox_limit: 50,
+        }
+    }
+}
+
+/// `[logging]`: where log lines go besides stderr, and their format.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingSection {
+    /// Also write log files to `<data_dir>/logs`, one per day (`gateway.log.YYYY-MM-DD`).
+    pub file: bool,
+    /// Log files older than this many days are deleted (at start and at each day's turn).
+    pub retention_days: u32,
+    /// `text` (readable lines) or `json` (one JSON object per line), for stderr and files.
+    pub format: LogFormat,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        Self {
+            file: false,
+            retention_days: 14,
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// The format of log lines (`logging.format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// A language of the web console (`console.language`).

@@ -184,4 +184,24 @@ failed_login_delay_ms = 2000
 [console]
 # Language of the web console for users who have not chosen one: "en" or "de".
 language = "en"
+
+[metrics]
+# Prometheus metrics are served at https://<host>:<console port>/metrics to the
+# administrator and API keys. Set listen to also serve them over plain HTTP without a
+# login, for a scraper on this machine, e.g. "127.0.0.1:9450" (unset: no such listener).
+# listen = "127.0.0.1:9450"
+# The plain listener must be on loopback unless this is true (it has no login and no TLS).
+allow_remote = false
+# Per-mailbox series (messages waiting, age of the oldest message) only while there are
+# at most this many mailboxes; the totals are always there.
+per_mailbox_limit = 50
+
+[logging]
+# Besides stderr, write log files to <data_dir>/logs, a new file every day
+# (gateway.log.YYYY-MM-DD).
+file = false
+# Log files older than this many days are deleted.
+retention_days = 14
+# "text" (readable lines) or "json" (one JSON object per line), on stderr and in files.
+format = "text"
 "#;

@@ -514,3 +514,75 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_plain_metrics_listener_stays_on_loopback_unless_remote_is_allowed() {
+    let parsed = Config::from_toml_str(
+        "[metrics]\nlisten = \"127.0.0.1:9450\"\nper_mailbox_limit = 10\n\n[logging]\nfile = true\nretention_days = 30\nformat = \"json\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        parsed.metrics.listen,
+        Some("127.0.0.1:9450".parse().unwrap())
+    );
+    assert_eq!(parsed.metrics.per_mailbox_limit, 10);
+    assert!(parsed.logging.file);
+    assert_eq!(parsed.logging.retention_days, 30);
+    assert_eq!(parsed.logging.format, LogFormat::Json);
+    let defaults = Config::default();
+    assert_eq!(defaults.metrics.listen, None);
+    assert!(!defaults.metrics.allow_remote);
+    assert_eq!(defaults.metrics.per_mailbox_limit, 50);
+    assert_eq!(defaults.logging, LoggingSection::default());
+    assert!(!defaults.logging.file);
+    assert_eq!(defaults.logging.retention_days, 14);
+    assert_eq!(defaults.logging.format, LogFormat::Text);
+
+    let with = |listen: &str, allow_remote: bool| {
+        let mut config = Config::default();
+        config.metrics.listen = Some(listen.parse().unwrap());
+        config.metrics.allow_remote = allow_remote;
+        config
+    };
+    for loopback in [
+        "127.0.0.1:9450",
+        "[::1]:9450",
+        "127.0.0.2:9450",
+        "[::ffff:127.0.0.1]:9450",
+    ] {
+        assert!(with(loopback, false).validate().is_ok(), "{loopback}");
+    }
+    // Only the address is checked here: nothing is bound or connected to.
+    for remote in [
+        "0.0.0.0:9450",
+        "[::]:9450",
+        "192.0.2.10:9450",
+        "[2001:db8::1]:9450",
+    ] {
+        assert_invalid(&with(remote, false), "metrics.listen");
+        assert!(with(remote, true).validate().is_ok(), "{remote}");
+    }
+    assert_invalid(&with("127.0.0.1:0", false), "metrics.listen");
+    // The console's port on an overlapping address.
+    assert_invalid(&with("[::]:8450", true), "metrics.listen");
+    assert!(
+        parse_err("[metrics]\nlisten = \"127.0.0.1:995\"\n").starts_with(
+            "invalid configuration: metrics.listen: 127.0.0.1:995 conflicts with listen.pop3s"
+        )
+    );
+    // A misspelt format is a parse error naming the key.
+    assert!(parse_err("[logging]\nformat = \"xml\"\n").contains("logging"));
+}
+
+#[test]
+fn log_retention_is_one_day_to_ten_years() {
+    let mut config = Config::default();
+    for days in [1, 14, 3650] {
+        config.logging.retention_days = days;
+        assert!(config.validate().is_ok(), "{days}");
+    }
+    for days in [0, 3651] {
+        config.logging.retention_days = days;
+        assert_invalid(&config, "logging.retention_days");
+    }
+}

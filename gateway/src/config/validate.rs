@@ -49,6 +49,8 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_limits(config)?;
     validate_pop3(config)?;
     validate_proxy(config)?;
+    validate_metrics(config)?;
+    validate_logging(config)?;
     Ok(())
 }
 
@@ -353,6 +355,57 @@ fn validate_proxy(config: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "proxy.allowed_ports",
             "port 0 cannot be connected to",
+        ));
+    }
+    Ok(())
+}
+
+/// Log files are kept at least a day and at most ten years.
+const MAX_RETENTION_DAYS: u32 = 3650;
+
+fn validate_metrics(config: &Config) -> Result<(), ConfigError> {
+    let m = &config.metrics;
+    let Some(addr) = m.listen else {
+        return Ok(());
+    };
+    if addr.port() == 0 {
+        return Err(ConfigError::invalid(
+            "metrics.listen",
+            "needs a port (e.g. 127.0.0.1:9450)",
+        ));
+    }
+    // The plain listener has no login and no TLS: it stays on this machine unless the
+    // administrator says otherwise.
+    if !addr.ip().to_canonical().is_loopback() && !m.allow_remote {
+        return Err(ConfigError::invalid(
+            "metrics.listen",
+            format!(
+                "{addr} is not a loopback address; the metrics listener has no login and no \
+                 TLS, so use 127.0.0.1 or ::1 (a scraper elsewhere can use /metrics on the \
+                 console port with an API key), or set metrics.allow_remote = true"
+            ),
+        ));
+    }
+    for (name, listener) in config.active_listeners() {
+        if listener.port == addr.port() && addresses_overlap(listener.address, addr.ip()) {
+            return Err(ConfigError::invalid(
+                "metrics.listen",
+                format!(
+                    "{addr} conflicts with listen.{name} ({})",
+                    listener.socket_addr()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_logging(config: &Config) -> Result<(), ConfigError> {
+    let days = config.logging.retention_days;
+    if !(1..=MAX_RETENTION_DAYS).contains(&days) {
+        return Err(ConfigError::invalid(
+            "logging.retention_days",
+            format!("must be 1 to {MAX_RETENTION_DAYS} days, got {days}"),
         ));
     }
     Ok(())

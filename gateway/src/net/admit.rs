@@ -5,6 +5,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
 use super::{ConnectionLimits, ConnectionPermit, MaybeTls, TlsMode};
+use crate::metrics::ListenerMetrics;
 
 /// Bound on a TLS handshake, so a silent client cannot hold a connection slot for the whole
 /// command timeout.
@@ -12,7 +13,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The first steps of every protocol connection: take a slot under the connection limits
 /// (or send the protocol's `busy` line and close) and, on implicit-TLS ports, complete the
-/// handshake. `None` means the connection is already finished.
+/// handshake. `None` means the connection is already finished. Refusals and handshakes
+/// are counted in the listener's `metrics`.
 pub async fn admit<S>(
     stream: S,
     peer: SocketAddr,
@@ -20,6 +22,7 @@ pub async fn admit<S>(
     limits: &ConnectionLimits,
     acceptor: &TlsAcceptor,
     busy: &[u8],
+    metrics: &ListenerMetrics,
 ) -> Option<(MaybeTls<S>, ConnectionPermit)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -29,6 +32,7 @@ where
         Ok(permit) => permit,
         Err(limit) => {
             tracing::info!(%peer, ?limit, "connection refused: too many connections");
+            metrics.refused_busy();
             // On implicit-TLS ports a plaintext line would only confuse the client's
             // handshake, and a flood is no time to spend a handshake on a refusal.
             if mode == TlsMode::StartTls {
@@ -40,7 +44,9 @@ where
         }
     };
     if mode == TlsMode::Implicit {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.upgrade(acceptor)).await {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.upgrade(acceptor)).await;
+        metrics.tls_handshake(matches!(handshake, Ok(Ok(()))));
+        match handshake {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -35,6 +35,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument as _;
 
 use super::guard::{LoginGuard, MaildropLock, MaildropLocks};
 use super::response::Reply;
@@ -45,6 +46,7 @@ use super::{
 use crate::config::IpNetwork;
 use crate::crypto::{MailboxPassword, UnsealedKey};
 use crate::mailbox::MailboxId;
+use crate::metrics::{ListenerMetrics, LoginKind, OpenSession};
 use crate::net::{
     ConnectionLimits, ConnectionPermit, Listener, MaybeTls, ShutdownSignal, TlsMode,
     HANDSHAKE_TIMEOUT,
@@ -160,6 +162,7 @@ impl<C: Connector> Pop3Server<C> {
         let guard = upstreams.guard();
         let attempt = guard.admit(peer.ip(), &login).map_err(|throttled| {
             tracing::warn!(%peer, user = %login.remote_user, server = %login.host, retry_after = ?throttled.retry_after, "POP3 proxy login refused: too many failed logins");
+            self.gateway.metrics().login_throttled(LoginKind::Pop3Proxy);
             LoginFailure::Throttled
         })?;
         tokio::time::sleep(attempt.wait).await;
@@ -171,6 +174,7 @@ impl<C: Connector> Pop3Server<C> {
             }
             Err(ServiceError::MailboxNotFound(_)) => {
                 tracing::info!(peer = %peer, "POP3 proxy login for an unknown mailbox");
+                self.gateway.metrics().login_failed(LoginKind::Pop3Proxy);
                 tokio::time::sleep(guard.unknown_mailbox(attempt)).await;
                 return Err(LoginFailure::UnknownMailbox);
             }
@@ -185,10 +189,12 @@ impl<C: Connector> Pop3Server<C> {
         match Pop3Leg::login(upstreams, login, password, implicit_tls).await {
             Ok(leg) => {
                 guard.succeeded(attempt);
+                tracing::Span::current().record("mailbox", tracing::field::display(&mailbox));
                 tracing::info!(peer = %peer, %user, server = %leg.server(), %mailbox, "POP3 proxy login");
                 Ok(leg)
             }
             Err(failure @ LoginFailure::Rejected(_)) => {
+                self.gateway.metrics().login_failed(LoginKind::Pop3Proxy);
                 tokio::time::sleep(guard.failed(attempt)).await;
                 Err(failure)
             }
@@ -200,15 +206,30 @@ impl<C: Connector> Pop3Server<C> {
     }
 
     /// Accepts connections until shutdown, then waits (bounded) for the open ones to finish.
+    /// The listener is named `pop3` (STLS) or `pop3s` (implicit TLS) in metrics and logs.
     pub async fn serve<L: Listener>(
         self: Arc<Self>,
         listener: L,
         mode: TlsMode,
         shutdown: ShutdownSignal,
     ) {
+        self.serve_as(default_listener_name(mode), listener, mode, shutdown)
+            .await;
+    }
+
+    /// [`Self::serve`] for the listener `name`.
+    pub async fn serve_as<L: Listener>(
+        self: Arc<Self>,
+        name: &'static str,
+        listener: L,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) {
+        let metrics = self.gateway.metrics().listener(name);
         crate::net::serve_connections(listener, shutdown, move |stream, peer, signal| {
             let server = self.clone();
-            async move { server.handle(stream, peer, mode, signal).await }
+            let metrics = metrics.clone();
+            async move { server.handle_as(&metrics, stream, peer, mode, signal).await }
         })
         .await;
     }
@@ -216,6 +237,45 @@ impl<C: Connector> Pop3Server<C> {
     /// Runs one connection to its end.
     pub async fn handle<S>(
         &self,
+        stream: S,
+        peer: SocketAddr,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let metrics = self.gateway.metrics().listener(default_listener_name(mode));
+        self.handle_as(&metrics, stream, peer, mode, shutdown).await;
+    }
+
+    /// Runs one connection of the listener `metrics` counts for to its end, inside a
+    /// `session` span that puts the session's id, listener and client on every log line.
+    pub async fn handle_as<S>(
+        &self,
+        metrics: &ListenerMetrics,
+        stream: S,
+        peer: SocketAddr,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let span = tracing::info_span!(
+            "session",
+            id = %session_id(),
+            listener = metrics.name(),
+            client = %peer,
+            tls = tracing::field::Empty,
+            mailbox = tracing::field::Empty,
+        );
+        self.connection(metrics, stream, peer, mode, shutdown)
+            .instrument(span)
+            .await;
+    }
+
+    async fn connection<S>(
+        &self,
+        metrics: &ListenerMetrics,
         stream: S,
         peer: SocketAddr,
         mode: TlsMode,
@@ -231,11 +291,17 @@ impl<C: Connector> Pop3Server<C> {
             &self.limits,
             &self.acceptor,
             busy.as_bytes(),
+            metrics,
         )
         .await
         else {
             return;
         };
+        let open = metrics.session_opened();
+        if let Some(tls) = stream.tls_description() {
+            tracing::Span::current().record("tls", tls.as_str());
+        }
+        tracing::debug!("POP3 connection");
         let mut config = SessionConfig::new(
             self.settings.host_name.clone(),
             mode == TlsMode::Implicit,
@@ -245,6 +311,8 @@ impl<C: Connector> Pop3Server<C> {
         config.preauth_timeout = self.settings.preauth_timeout;
         let connection = Connection {
             server: self,
+            metrics: metrics.clone(),
+            _open: open,
             session: Session::new(config),
             stream,
             peer,
@@ -270,6 +338,7 @@ impl<C: Connector> Pop3Server<C> {
             Ok(attempt) => attempt,
             Err(throttled) => {
                 tracing::warn!(%peer, retry_after = ?throttled.retry_after, "POP3 login refused: too many failed logins from this client");
+                self.gateway.metrics().login_throttled(LoginKind::Pop3);
                 return Err(AuthFailure::RateLimited);
             }
         };
@@ -277,6 +346,7 @@ impl<C: Connector> Pop3Server<C> {
             tokio::time::sleep(attempt.wait).await;
         }
         let (Some(mailbox), Some(password)) = (mailbox, password) else {
+            self.gateway.metrics().login_failed(LoginKind::Pop3);
             let extra = self.guard.failed(attempt, None);
             return Err(self.failed(extra, AuthFailure::WrongCredentials).await);
         };
@@ -287,6 +357,7 @@ impl<C: Connector> Pop3Server<C> {
                 let failure = AuthFailure::from_service_error(&e);
                 if failure.counts_as_failed_login() {
                     tracing::info!(%peer, "POP3 login failed");
+                    self.gateway.metrics().login_failed(LoginKind::Pop3);
                     // Only existing mailboxes are counted, so made-up ids add no keys.
                     let existing = matches!(e, ServiceError::WrongPassword(_));
                     let extra = self.guard.failed(attempt, existing.then_some(&mailbox));
@@ -310,6 +381,7 @@ impl<C: Connector> Pop3Server<C> {
             tracing::error!(error = %e, "listing the maildrop failed");
             AuthFailure::from_service_error(&e)
         })?;
+        tracing::Span::current().record("mailbox", tracing::field::display(&mailbox));
         tracing::info!(%peer, %mailbox, messages = messages.len(), "POP3 login");
         let seqs = messages.iter().map(|m| m.seq).collect();
         Ok(LoggedIn {
@@ -507,8 +579,26 @@ type Prefetch = (
     tokio::task::JoinHandle<Result<MessageReader, ServiceError>>,
 );
 
+/// How [`Pop3Server::serve`] names a listener it was not told the name of.
+fn default_listener_name(mode: TlsMode) -> &'static str {
+    match mode {
+        TlsMode::StartTls => "pop3",
+        TlsMode::Implicit => "pop3s",
+    }
+}
+
+/// A session's id for its log lines: random, so lines of different sessions never mix.
+fn session_id() -> String {
+    let mut bytes = [0u8; 8];
+    crate::crypto::fill_random_id(&mut bytes);
+    data_encoding::HEXUPPER.encode(&bytes)
+}
+
 struct Connection<'a, S, C: Connector> {
     server: &'a Pop3Server<C>,
+    metrics: ListenerMetrics,
+    /// Counts the connection as open while it lives.
+    _open: OpenSession,
     session: Session,
     stream: MaybeTls<S>,
     peer: SocketAddr,
@@ -534,7 +624,11 @@ where
         loop {
             while let Some(output) = self.session.poll() {
                 match output {
-                    Output::Send(bytes) => pending.extend_from_slice(&bytes),
+                    Output::Send(bytes) => {
+                        // Replies only: message lines go out in `stream_message`.
+                        self.metrics.count_pop3_replies(&bytes);
+                        pending.extend_from_slice(&bytes);
+                    }
                     Output::Action(action) => {
                         if !self.act(action, &mut pending).await {
                             let _ = self.stream.write_pending(&mut pending, stall).await;
@@ -615,9 +709,13 @@ where
                     self.stream.upgrade(&self.server.acceptor),
                 )
                 .await;
+                self.metrics.tls_handshake(matches!(upgrade, Ok(Ok(()))));
                 if !matches!(upgrade, Ok(Ok(()))) {
                     tracing::debug!(peer = %self.peer, "STLS handshake failed");
                     return false;
+                }
+                if let Some(tls) = self.stream.tls_description() {
+                    tracing::Span::current().record("tls", tls.as_str());
                 }
                 self.session.tls_established();
             }
@@ -642,7 +740,9 @@ where
                 self.session
                     .auth_result(result.map(|_| Maildrop::default()));
             }
-            Action::StreamMessage { seq, .. } => return self.stream_message(seq, pending).await,
+            Action::StreamMessage { seq, top_lines } => {
+                return self.stream_message(seq, top_lines.is_none(), pending).await
+            }
             Action::Commit { delete } => {
                 let Some(login) = &self.login else {
                     self.session.commit_result(Err(CommitFailure::Permanent));
@@ -686,6 +786,7 @@ where
                         let input = self.session.take_input();
                         leg.relay(
                             &self.server.gateway,
+                            &self.metrics,
                             &mut self.stream,
                             &input,
                             self.shutdown.clone(),
@@ -704,7 +805,8 @@ where
 
     /// Decrypts one message chunk by chunk straight into the session (and the socket), so
     /// memory stays at about one chunk whatever the message size.
-    async fn stream_message(&mut self, seq: u64, pending: &mut Vec<u8>) -> bool {
+    /// `whole` is a RETR (counted as picked up once it all went out), not a TOP.
+    async fn stream_message(&mut self, seq: u64, whole: bool, pending: &mut Vec<u8>) -> bool {
         let Some(login) = &self.login else {
             self.session.message_end(Err(StreamFailure::Temporary));
             return true;
@@ -759,6 +861,11 @@ where
             if feed == Feed::Enough {
                 break;
             }
+        }
+        if whole && end.is_ok() {
+            let size = reader.size();
+            tracing::info!(seq, id = %reader.id(), size, "message picked up");
+            self.metrics.message_picked_up(size);
         }
         self.session.message_end(end);
         self.prefetch_after(seq);

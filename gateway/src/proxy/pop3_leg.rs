@@ -139,6 +139,7 @@ impl<C: Connector> Pop3Leg<C> {
     pub async fn relay<S>(
         mut self,
         gateway: &Gateway,
+        metrics: &crate::metrics::ListenerMetrics,
         client: &mut MaybeTls<S>,
         input: &[u8],
         mut shutdown: ShutdownSignal,
@@ -176,7 +177,7 @@ impl<C: Connector> Pop3Leg<C> {
                         Action::StoreData(bytes) => copy.write(&bytes),
                         Action::StoreEnd => {
                             let archived = std::mem::replace(&mut copy, RetrievedCopy::None)
-                                .commit(gateway)
+                                .commit(gateway, metrics)
                                 .await;
                             proxy.stored(archived);
                         }
@@ -314,15 +315,27 @@ impl RetrievedCopy {
     }
 
     /// How the message is safely archived, or `None` if it is not.
-    async fn commit(self, gateway: &Gateway) -> Option<Archived> {
+    async fn commit(
+        self,
+        gateway: &Gateway,
+        metrics: &crate::metrics::ListenerMetrics,
+    ) -> Option<Archived> {
         match self {
             RetrievedCopy::Duplicate => Some(Archived::Before),
             RetrievedCopy::None | RetrievedCopy::Failed => None,
             RetrievedCopy::Open(draft) => match gateway.commit(draft).await {
                 Ok((stored, durable)) => {
-                    tracing::info!(
-                        copies = stored.len(),
-                        "POP3 proxy: retrieved message stored"
+                    for message in &stored {
+                        tracing::info!(
+                            mailbox = %message.mailbox,
+                            id = %message.id,
+                            size = message.size,
+                            "POP3 proxy: retrieved message stored"
+                        );
+                    }
+                    metrics.message_received(
+                        crate::metrics::Mode::ProxyReceived,
+                        stored.first().map_or(0, |m| m.size),
                     );
                     Some(Archived::Now(durable))
                 }

@@ -26,6 +26,7 @@ use super::api_key::ApiKey;
 use super::{Gateway, ServiceError};
 use crate::config::Language;
 use crate::crypto::{self, AdminPassword};
+use crate::metrics::LoginKind;
 use crate::store::schema::ADMIN_ACCOUNT;
 use crate::store::{txn, AdminRecord, ApiKeyRecord, StoreError};
 use crate::throttle::{ClientKey, Policy, Throttle};
@@ -181,7 +182,9 @@ impl Gateway {
     ) -> Result<AdminLogin, ServiceError> {
         let guard = &self.admin;
         let loopback = is_loopback(client);
-        let (attempt, wait) = guard.admit(client)?;
+        let (attempt, wait) = guard.admit(client).inspect_err(|_| {
+            self.metrics.login_throttled(LoginKind::Api);
+        })?;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -218,6 +221,7 @@ impl Gateway {
             self.admin_failure_delay().await;
         }
         tracing::info!(%client, "administrator login refused: wrong user name or password");
+        self.metrics.login_failed(LoginKind::Api);
         Err(ServiceError::WrongAdminPassword)
     }
 
@@ -414,7 +418,9 @@ impl Gateway {
     /// wrong passwords (loopback excepted).
     pub async fn check_api_key(&self, key: &str, client: IpAddr) -> Result<String, ServiceError> {
         let guard = &self.admin;
-        let (attempt, wait) = guard.admit(client)?;
+        let (attempt, wait) = guard.admit(client).inspect_err(|_| {
+            self.metrics.login_throttled(LoginKind::Api);
+        })?;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -431,10 +437,12 @@ impl Gateway {
         };
         let (Some(parsed), Some(record)) = (parsed, found) else {
             tracing::info!(%client, "API key refused");
+            self.metrics.login_failed(LoginKind::Api);
             return Err(ServiceError::InvalidApiKey);
         };
         if !parsed.matches(&record.secret_hash) {
             tracing::info!(%client, key = %record.id, "API key refused");
+            self.metrics.login_failed(LoginKind::Api);
             return Err(ServiceError::InvalidApiKey);
         }
         guard.forgive(attempt);

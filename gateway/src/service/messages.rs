@@ -194,6 +194,11 @@ impl MessageReader {
         self.size
     }
 
+    /// The message's id as POP3's UIDL shows it (hex; not secret).
+    pub fn id(&self) -> String {
+        self.id.to_hex()
+    }
+
     /// The next piece of plaintext, or `None` at the end.
     pub fn next_chunk(&mut self) -> Option<Result<Vec<u8>, ServiceError>> {
         if self.opener.is_complete() {

@@ -28,6 +28,7 @@ pub use stats::ServiceStats;
 
 use crate::config::Config;
 use crate::crypto::KdfParams;
+use crate::metrics::Metrics;
 use crate::settings::EmailDomain;
 use crate::store::{DataDirVolume, Space, Store, StoreOptions};
 
@@ -95,11 +96,16 @@ pub struct Gateway {
     admin: Arc<admin::AdminGuard>,
     /// The administrator's sign-in sessions (the web console), in memory only.
     sessions: Arc<Sessions>,
+    /// This gateway's metrics: the front ends count through it, the store reports commits.
+    metrics: Metrics,
 }
 
 impl Gateway {
     pub fn new(store: Store, options: ServiceOptions, retrieval: RetrievalSecret) -> Self {
+        let metrics = Metrics::new();
+        store.observe_commits(Arc::new(metrics.clone()));
         Self {
+            metrics,
             store,
             spool_budget: spool::SpoolBudget::new(options.spool_max_bytes),
             options: Arc::new(options),
@@ -158,6 +164,11 @@ impl Gateway {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The metrics every front end of this gateway counts into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// What the service counted since it started.

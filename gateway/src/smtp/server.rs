@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument as _;
 
 use super::interface::{
     AuthFailure, ClientInfo, CommitFailure, Output, ProxyCredentials, RecipientStatus,
@@ -15,6 +16,7 @@ use super::interface::{
 use super::Session;
 use crate::config::SmtpSection;
 use crate::crypto::Envelope;
+use crate::metrics::{ListenerMetrics, LoginKind, Mode, OpenSession};
 use crate::net::{
     ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
 };
@@ -84,15 +86,31 @@ impl<C: Connector> SmtpServer<C> {
     }
 
     /// Accepts connections until shutdown, then waits (bounded) for the open ones to finish.
+    /// The listener is named `smtp` (STARTTLS) or `smtps` (implicit TLS) in metrics and logs;
+    /// [`Self::serve_as`] names it.
     pub async fn serve<L: Listener>(
         self: Arc<Self>,
         listener: L,
         mode: TlsMode,
         shutdown: ShutdownSignal,
     ) {
+        self.serve_as(default_listener_name(mode), listener, mode, shutdown)
+            .await;
+    }
+
+    /// [`Self::serve`] for the listener `name` (`smtp`, `submission`, `smtps`).
+    pub async fn serve_as<L: Listener>(
+        self: Arc<Self>,
+        name: &'static str,
+        listener: L,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) {
+        let metrics = self.gateway.metrics().listener(name);
         crate::net::serve_connections(listener, shutdown, move |stream, peer, signal| {
             let server = self.clone();
-            async move { server.handle(stream, peer, mode, signal).await }
+            let metrics = metrics.clone();
+            async move { server.handle_as(&metrics, stream, peer, mode, signal).await }
         })
         .await;
     }
@@ -100,6 +118,47 @@ impl<C: Connector> SmtpServer<C> {
     /// Runs one connection to its end.
     pub async fn handle<S>(
         &self,
+        stream: S,
+        peer: SocketAddr,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let metrics = self.gateway.metrics().listener(default_listener_name(mode));
+        self.handle_as(&metrics, stream, peer, mode, shutdown).await;
+    }
+
+    /// Runs one connection of the listener `metrics` counts for to its end, inside a
+    /// `session` span that puts the session's id, listener and client on every log line.
+    pub async fn handle_as<S>(
+        &self,
+        metrics: &ListenerMetrics,
+        stream: S,
+        peer: SocketAddr,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let id = session_id();
+        let span = tracing::info_span!(
+            "session",
+            id = %id,
+            listener = metrics.name(),
+            client = %peer,
+            tls = tracing::field::Empty,
+            mailbox = tracing::field::Empty,
+        );
+        self.connection(metrics, id, stream, peer, mode, shutdown)
+            .instrument(span)
+            .await;
+    }
+
+    async fn connection<S>(
+        &self,
+        metrics: &ListenerMetrics,
+        session_id: String,
         stream: S,
         peer: SocketAddr,
         mode: TlsMode,
@@ -118,19 +177,26 @@ impl<C: Connector> SmtpServer<C> {
             &self.limits,
             &self.acceptor,
             busy.as_bytes(),
+            metrics,
         )
         .await
         else {
             return;
         };
+        let open = metrics.session_opened();
         let client = ClientInfo {
             peer: Some(peer.ip()),
             tls: stream.tls_description(),
             allowed: self.access.allows(peer.ip()),
-            session_id: session_id(),
+            session_id,
         };
-        tracing::debug!(%peer, session = %client.session_id, tls = ?client.tls, "SMTP connection");
+        if let Some(tls) = &client.tls {
+            tracing::Span::current().record("tls", tls.as_str());
+        }
+        tracing::debug!("SMTP connection");
         let connection = Connection {
+            metrics: metrics.clone(),
+            _open: open,
             server: self,
             session: Session::new(self.config.clone(), client),
             stream,
@@ -142,6 +208,14 @@ impl<C: Connector> SmtpServer<C> {
             draft_failure_reported: false,
         };
         connection.run().await;
+    }
+}
+
+/// How [`SmtpServer::serve`] names a listener it was not told the name of.
+fn default_listener_name(mode: TlsMode) -> &'static str {
+    match mode {
+        TlsMode::StartTls => "smtp",
+        TlsMode::Implicit => "smtps",
     }
 }
 
@@ -160,6 +234,9 @@ enum Draft {
 
 struct Connection<'a, S, C: Connector> {
     server: &'a SmtpServer<C>,
+    metrics: ListenerMetrics,
+    /// Counts the connection as open while it lives.
+    _open: OpenSession,
     session: Session,
     stream: MaybeTls<S>,
     peer: SocketAddr,
@@ -186,7 +263,10 @@ where
         loop {
             while let Some(output) = self.session.poll() {
                 match output {
-                    Output::Send(bytes) => pending.extend_from_slice(&bytes),
+                    Output::Send(bytes) => {
+                        self.metrics.count_smtp_replies(&bytes);
+                        pending.extend_from_slice(&bytes);
+                    }
                     Output::LookupRecipient(id) => {
                         let status = self.recipient_status(&id);
                         self.session.recipient_status(status);
@@ -242,9 +322,11 @@ where
                             self.stream.upgrade(&self.server.acceptor),
                         )
                         .await;
+                        self.metrics.tls_handshake(matches!(upgrade, Ok(Ok(()))));
                         match upgrade {
                             Ok(Ok(())) => {
                                 let description = self.stream.tls_description().unwrap_or_default();
+                                tracing::Span::current().record("tls", description.as_str());
                                 self.session.tls_established(description);
                             }
                             _ => {
@@ -309,6 +391,7 @@ where
         let guard = upstreams.guard();
         let attempt = guard.admit(self.peer.ip(), login).map_err(|throttled| {
             tracing::warn!(peer = %self.peer, user = %login.remote_user, server = %login.host, retry_after = ?throttled.retry_after, "SMTP proxy login refused: too many failed logins");
+            self.metrics.all().login_throttled(LoginKind::SmtpProxy);
             AuthFailure::Throttled
         })?;
         tokio::time::sleep(attempt.wait).await;
@@ -320,6 +403,7 @@ where
             }
             Err(ServiceError::MailboxNotFound(_)) => {
                 tracing::info!(peer = %self.peer, "SMTP proxy login for an unknown mailbox");
+                self.metrics.all().login_failed(LoginKind::SmtpProxy);
                 tokio::time::sleep(guard.unknown_mailbox(attempt)).await;
                 return Err(AuthFailure::UnknownMailbox);
             }
@@ -342,6 +426,7 @@ where
                 leg
             }
             Err(failure @ AuthFailure::UpstreamRejected(_)) => {
+                self.metrics.all().login_failed(LoginKind::SmtpProxy);
                 tokio::time::sleep(guard.failed(attempt)).await;
                 return Err(failure);
             }
@@ -350,6 +435,7 @@ where
                 return Err(failure);
             }
         };
+        tracing::Span::current().record("mailbox", tracing::field::display(&login.mailbox));
         tracing::info!(peer = %self.peer, user = %login.remote_user, server = %leg.server(), mailbox = %login.mailbox, "SMTP proxy login");
         self.leg = Some(leg);
         Ok(())
@@ -432,7 +518,11 @@ where
         };
         match leg.finish(&upstreams).await {
             Verdict::Accepted(reply) => {
-                tracing::info!(peer = %self.peer, server = %leg.server(), size = stored.first().map(|m| m.size), "proxied message sent and stored");
+                let size = stored.first().map_or(0, |m| m.size);
+                for message in &stored {
+                    tracing::info!(server = %leg.server(), mailbox = %message.mailbox, id = %message.id, size = message.size, "proxied message sent and stored");
+                }
+                self.metrics.message_received(Mode::ProxySent, size);
                 self.leg = Some(leg);
                 self.session.message_relayed(Ok((durable, reply)));
             }
@@ -476,7 +566,12 @@ where
             };
         }
         match self.server.gateway.mailbox(id) {
-            Ok(info) if info.status == MailboxStatus::Active => RecipientStatus::Active,
+            Ok(info) if info.status == MailboxStatus::Active => {
+                // The session's lines name the mailbox from here on (the last accepted
+                // recipient when there are several; each stored copy's line names its own).
+                tracing::Span::current().record("mailbox", tracing::field::display(id));
+                RecipientStatus::Active
+            }
             Ok(_) => RecipientStatus::Suspended,
             Err(ServiceError::MailboxNotFound(_)) => RecipientStatus::Unknown,
             Err(e) => {
@@ -537,7 +632,13 @@ where
         let failure = match self.draft.take() {
             Some(Draft::Open(draft)) => match self.server.gateway.commit(draft).await {
                 Ok((stored, durable)) => {
-                    tracing::info!(peer = %self.peer, copies = stored.len(), size = stored.first().map(|m| m.size), "message stored");
+                    // One line per stored copy (a journal message may go to several
+                    // mailboxes); the metrics count the message once.
+                    for message in &stored {
+                        tracing::info!(mailbox = %message.mailbox, id = %message.id, size = message.size, "message stored");
+                    }
+                    self.metrics
+                        .message_received(Mode::Journal, stored.first().map_or(0, |m| m.size));
                     return Ok(durable);
                 }
                 Err(e) => e,

@@ -31,6 +31,13 @@ use schema::{
     RETRIEVED, SCHEMA_VERSION,
 };
 
+/// Told of every durable group commit: how many writes it made durable and how long the
+/// transaction and its fsync took (the metrics' commit latency and batch size). Called on
+/// the writer thread, so it must be quick.
+pub trait CommitObserver: Send + Sync {
+    fn committed(&self, requests: usize, took: std::time::Duration);
+}
+
 /// A committed write: its result and the proof that it is on stable storage.
 #[derive(Debug)]
 pub struct Committed<T> {
@@ -347,6 +354,12 @@ impl Store {
         Ok(Snapshot {
             txn: db.begin_read()?,
         })
+    }
+
+    /// Tells `observer` of every durable group commit from now on. The first observer set
+    /// stays (a store shared by two services reports to the first one's metrics).
+    pub fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
+        let _ = self.inner.db.observer.set(observer);
     }
 
     /// How often the database was reopened after a storage error since the store opened.

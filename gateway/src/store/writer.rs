@@ -129,7 +129,8 @@ pub fn commit_batch(handle: &DbHandle, mut batch: Vec<Request>) {
             Ok(db) => db,
             Err(e) => return fail_all(batch, &e),
         };
-        let round = commit_round(&db, batch, skip_sync);
+        let observer = handle.observer.get().map(|o| &**o);
+        let round = commit_round(&db, batch, skip_sync, observer);
         drop(db);
         match round {
             Round::Done => return,
@@ -155,7 +156,13 @@ enum Round {
 
 /// Runs the requests in one transaction. `skip_sync` is the wrong variant a test-support
 /// build can switch on (see `Store::skip_sync_for_tests`).
-fn commit_round(db: &redb::Database, mut batch: Vec<Request>, skip_sync: bool) -> Round {
+fn commit_round(
+    db: &redb::Database,
+    mut batch: Vec<Request>,
+    skip_sync: bool,
+    observer: Option<&dyn super::CommitObserver>,
+) -> Round {
+    let started = std::time::Instant::now();
     let begun = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut txn = db.begin_write()?;
         if skip_sync {
@@ -199,6 +206,9 @@ fn commit_round(db: &redb::Database, mut batch: Vec<Request>, skip_sync: bool) -
     match panic::catch_unwind(AssertUnwindSafe(|| Synced::commit(txn))) {
         Ok(Ok(synced)) => {
             tracing::trace!(requests = batch.len(), "store commit");
+            if let Some(observer) = observer {
+                observer.committed(batch.len(), started.elapsed());
+            }
             for (request, result) in batch.into_iter().zip(results) {
                 let _ = request.reply.send(Ok((result, synced.proof())));
             }

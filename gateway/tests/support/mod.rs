@@ -126,6 +126,14 @@ impl TestGateway {
         self.console.expect("the console listener runs")
     }
 
+    /// The address a running listener bound (`metrics` too, when configured).
+    pub fn running_address(&self, service: &str) -> SocketAddr {
+        self.running
+            .as_ref()
+            .and_then(|running| running.address(service))
+            .unwrap_or_else(|| panic!("the {service} listener runs"))
+    }
+
     /// The Management API the listeners serve.
     pub fn api(&self) -> gateway::api::Api {
         self.api.clone()

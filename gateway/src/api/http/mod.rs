@@ -85,6 +85,7 @@ pub fn tls_acceptor(resolver: Arc<CertResolver>) -> TlsAcceptor {
 #[derive(Clone)]
 pub struct ConsoleServer {
     router: axum::Router,
+    metrics: crate::metrics::ListenerMetrics,
     acceptor: TlsAcceptor,
     limits: ConnectionLimits,
     options: ConsoleOptions,
@@ -98,6 +99,7 @@ impl ConsoleServer {
         options: ConsoleOptions,
     ) -> Self {
         Self {
+            metrics: api.gateway().metrics().listener("console"),
             router: router(api),
             acceptor: tls_acceptor(resolver),
             limits,
@@ -125,21 +127,28 @@ impl ConsoleServer {
             Ok(permit) => permit,
             Err(limit) => {
                 tracing::info!(%peer, ?limit, "console connection refused: too many connections");
+                self.metrics.refused_busy();
                 return;
             }
         };
+        let _open = self.metrics.session_opened();
         let tls = match tokio::time::timeout(
             self.options.handshake_timeout,
             self.acceptor.accept(stream),
         )
         .await
         {
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(tls)) => {
+                self.metrics.tls_handshake(true);
+                tls
+            }
             Ok(Err(e)) => {
+                self.metrics.tls_handshake(false);
                 tracing::debug!(%peer, error = %e, "console TLS handshake failed");
                 return;
             }
             Err(_) => {
+                self.metrics.tls_handshake(false);
                 tracing::debug!(%peer, "console TLS handshake timed out");
                 return;
             }

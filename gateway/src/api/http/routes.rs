@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::{auth, body, response, BodyTimeout, ClientAddr};
-use crate::api::{Api, ApiError, Caller, Params};
+use crate::api::{Access, Api, ApiError, Caller, Params};
 
 /// Every route, with the response headers added to whatever answers; the web console's
 /// routes ([`crate::console::router`]) are merged in (one listener).
@@ -24,6 +24,7 @@ pub fn router(api: Api) -> Router {
         .route("/api/get-metadata", post(metadata))
         .route("/api/get-status", post(status))
         .route("/api/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api.clone())
@@ -118,6 +119,33 @@ async fn status(State(api): State<Api>, request: Request) -> Response {
         Ok((caller, params)) => response::answer(api.status(&caller, params).await),
         Err(e) => response::error(e),
     }
+}
+
+/// `GET /metrics`: the Prometheus text, for an API key, the administrator's password or a
+/// signed-in console session; anyone else gets the API's 401.
+async fn metrics(State(api): State<Api>, request: Request) -> Response {
+    let client = client(&request);
+    let headers = request.headers();
+    let signed_in = crate::console::session::token(headers)
+        .and_then(|token| api.gateway().sessions().get(&token))
+        .is_some_and(|session| !session.acknowledgement_pending);
+    if !signed_in {
+        let allowed = match auth::authenticate(&api, headers, client).await {
+            Ok(caller) => crate::api::functions::check_access(Access::Admin, &caller),
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = allowed {
+            tracing::info!(
+                %client,
+                status = refusal.http_status,
+                kind = refusal.kind,
+                "metrics scrape refused"
+            );
+            return response::error(refusal);
+        }
+    }
+    let certificate = api.server().certificates.clone();
+    crate::metrics::http::response(api.gateway(), certificate.as_deref())
 }
 
 /// The document describes the API; it holds no secret, so it needs no login.

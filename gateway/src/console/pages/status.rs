@@ -106,6 +106,7 @@ pub async fn status_page(admin: SignedIn) -> Response {
                 days_left => days,
                 urgency => Urgency::of_days_left(days).as_str(),
                 source => cert["source"].as_str().unwrap_or_default(),
+                key_type => cert["keyType"].as_str().unwrap_or_default(),
                 fingerprint => cert["sha256Fingerprint"].as_str().unwrap_or_default(),
             })
         }

@@ -50,11 +50,11 @@ fn certificate_summary(result: &serde_json::Value) -> Option<Value> {
         result
     };
     let fingerprint = cert["sha256Fingerprint"].as_str()?;
-    let names: Vec<&str> = ["dnsNames", "ipAddresses"]
+    let names: Vec<String> = ["dnsNames", "ipAddresses"]
         .iter()
         .filter_map(|key| cert[*key].as_array())
         .flatten()
-        .filter_map(|v| v.as_str())
+        .filter_map(|v| v.as_str().map(str::to_owned))
         .collect();
     Some(context! {
         subject => cert["subject"].as_str().unwrap_or_default(),

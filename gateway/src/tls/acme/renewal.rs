@@ -70,10 +70,10 @@ impl RenewalPolicy {
 
     /// When a certificate valid from `not_before` to `not_after` is due.
     ///
-    /// A policy that would make a certificate due within the first third of its lifetime
-    /// (say, 30 days before the end of a 6-day certificate, as CAs move to shorter ones)
-    /// would renew right after every issuance; then the certificate is due at two thirds of
-    /// its lifetime instead, which is what CAs recommend.
+    /// A `renew_before` that reaches into the first third of the lifetime (say, 30 days
+    /// before the end of a 6-day certificate, as CAs move to shorter ones) would renew right
+    /// after every issuance; then "two thirds of the lifetime", which CAs recommend, takes
+    /// its place.
     pub fn due_at(&self, not_before: SystemTime, not_after: SystemTime) -> SystemTime {
         let lifetime = not_after
             .duration_since(not_before)
@@ -81,15 +81,11 @@ impl RenewalPolicy {
         let by_age = not_before
             .checked_add(self.renew_after)
             .unwrap_or(not_after);
-        let by_end = not_after
-            .checked_sub(self.renew_before)
-            .unwrap_or(UNIX_EPOCH);
-        let due = by_age.min(by_end);
-        if due < not_before + lifetime / 3 {
-            not_before + lifetime * 2 / 3
-        } else {
-            due
-        }
+        let by_end = match not_after.checked_sub(self.renew_before) {
+            Some(t) if t >= not_before + lifetime / 3 => t,
+            _ => not_before + lifetime * 2 / 3,
+        };
+        by_age.min(by_end)
     }
 }
 
@@ -122,10 +118,12 @@ pub fn backoff_delay(
     let spread = base
         .mul_f64(1.0 + JITTER * jitter)
         .clamp(BACKOFF_START, BACKOFF_CAP);
-    match retry_after.map(|r| r.min(RETRY_AFTER_LIMIT)) {
+    let delay = match retry_after.map(|r| r.min(RETRY_AFTER_LIMIT)) {
         Some(r) if r > spread => r.mul_f64(1.0 + JITTER * jitter.abs()),
         _ => spread,
-    }
+    };
+    // Whole seconds, rounded up: what the state file stores, and never earlier than asked.
+    Duration::from_secs(delay.as_secs() + u64::from(delay.subsec_nanos() > 0))
 }
 
 /// What the renewal loop remembers across restarts.
@@ -154,8 +152,10 @@ struct StateFile {
     last_error: Option<String>,
 }
 
+/// Rounded up, so a stored plan is never earlier than the one in memory.
 fn to_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
 fn from_secs(secs: u64) -> SystemTime {

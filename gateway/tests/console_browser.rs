@@ -506,6 +506,25 @@ async fn status_page_in_the_browser() {
         "{text}"
     );
     browser.check_page("status").await;
+    // The certificate forms, each through axe and the keyboard walk too.
+    for (link, step) in [
+        (
+            "/console/certificate/self-signed",
+            "certificate-self-signed",
+        ),
+        ("/console/certificate/import", "certificate-import"),
+        ("/console/certificate/acme", "certificate-acme"),
+    ] {
+        browser.goto("/console/status").await;
+        browser
+            .click(&format!("#certificate-actions a[href='{link}']"))
+            .await;
+        assert_eq!(browser.path().await, link);
+        browser.check_page(step).await;
+    }
+    // With script, the PKCS#12 form offers a file picker.
+    browser.goto("/console/certificate/import").await;
+    assert!(browser.exists("#pkcs12-file-row:not([hidden])").await);
     browser.close().await;
 }
 

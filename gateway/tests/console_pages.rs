@@ -670,3 +670,380 @@ async fn the_main_page_renders_in_german() {
         assert!(page.has(expected), "{path}: {expected}");
     }
 }
+
+impl Browser {
+    /// The same session over a client that trusts `ca_pem` instead: after a certificate
+    /// change new connections meet the new certificate.
+    fn trusting(&self, ca_file: &std::path::Path) -> Self {
+        let addr: std::net::SocketAddr =
+            format!("127.0.0.1:{}", self.base.rsplit(':').next().unwrap())
+                .parse()
+                .unwrap();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(rustls_config(ca_file))
+            .resolve(HOST_NAME, addr)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("HTTP client");
+        Self {
+            http,
+            base: self.base.clone(),
+            cookie: self.cookie.clone(),
+        }
+    }
+}
+
+/// The certificate the gateway presents now, as the API reports it.
+async fn presented_fingerprint(gateway: &TestGateway) -> String {
+    let answer = gateway
+        .api()
+        .invoke(&Caller::Host, "GetCertificateInfo", Params::new())
+        .await;
+    answer.envelope.result["sha256Fingerprint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer:?}"))
+        .to_owned()
+}
+
+/// A self-signed PEM certificate and key for `name`, valid for `days` more days.
+fn pem_pair(name: &str, days: i64) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(days);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn the_status_page_offers_the_certificate_actions_and_shows_source_and_key_type() {
+    let (_gateway, browser) = console().await;
+    let page = browser.get("/console/status").await;
+    assert_eq!(page.text_of("cert-key-type").as_deref(), Some("ECDSA"));
+    assert_eq!(
+        page.text_of("cert-source").as_deref(),
+        Some("self-signed by the gateway")
+    );
+    for link in [
+        "/console/certificate/self-signed",
+        "/console/certificate/import",
+        "/console/certificate/acme",
+    ] {
+        assert!(page.has(&format!("href=\"{link}\"")), "{link}");
+        let form = browser.get(link).await;
+        assert_eq!(form.status, StatusCode::OK, "{link}");
+        assert!(form.has("name=\"csrf\""), "{link}");
+    }
+    // "Renew now" only for an ACME certificate.
+    assert!(!page.has("id=\"renew-form\""));
+}
+
+#[tokio::test]
+async fn a_new_self_signed_certificate_from_the_console_is_presented_at_once() {
+    let (gateway, browser) = console().await;
+    let before = presented_fingerprint(&gateway).await;
+    let page = browser
+        .post(
+            "/console/certificate/self-signed",
+            &[("names", "alias.archive.test, 192.0.2.7")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{page:?}");
+    let fingerprint = page
+        .text_of("new-cert-fingerprint")
+        .expect("the new fingerprint");
+    assert_ne!(fingerprint, before);
+    assert_eq!(presented_fingerprint(&gateway).await, fingerprint);
+    let names = page.text_of("new-cert-names").unwrap();
+    assert!(
+        names.contains("alias.archive.test") && names.contains("192.0.2.7"),
+        "{names}"
+    );
+
+    // The status page, over a connection that meets the new certificate, shows it.
+    let browser = browser.trusting(&gateway.ca_file());
+    let status = browser.get("/console/status").await;
+    assert!(status.has(&fingerprint), "{status:?}");
+
+    // A name that is not one is refused with the API's reason, in the form.
+    let refused = browser
+        .post(
+            "/console/certificate/self-signed",
+            &[("names", "not a name!")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let error = refused.text_of("error").expect("an error");
+    assert!(
+        error.contains("neither a DNS name nor an IP address"),
+        "{error}"
+    );
+    assert_eq!(
+        attribute_after(&refused.html, "id=\"names\"", "value").as_deref(),
+        Some("not a name!")
+    );
+    assert_eq!(presented_fingerprint(&gateway).await, fingerprint);
+}
+
+#[tokio::test]
+async fn an_imported_pem_certificate_is_presented_with_its_warnings() {
+    let (gateway, browser) = console().await;
+    // Ten days left: accepted, with a warning.
+    let (chain, key) = pem_pair(HOST_NAME, 10);
+    let page = browser
+        .post(
+            "/console/certificate/import",
+            &[
+                ("kind", "pem"),
+                ("certificate_chain", &chain),
+                ("private_key", &key),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{page:?}");
+    let fingerprint = page.text_of("new-cert-fingerprint").unwrap();
+    assert_eq!(presented_fingerprint(&gateway).await, fingerprint);
+    assert!(page.has("id=\"cert-warnings\""), "{page:?}");
+    assert!(page.has("30 days or fewer"), "{page:?}");
+
+    // The key of another certificate: refused with the reason, the chain kept in the form,
+    // the key not echoed, the certificate in use unchanged.
+    let ca = gateway.scratch().join("imported.pem");
+    std::fs::write(&ca, &chain).unwrap();
+    let browser = browser.trusting(&ca);
+    let (_, other_key) = pem_pair(HOST_NAME, 90);
+    let refused = browser
+        .post(
+            "/console/certificate/import",
+            &[
+                ("kind", "pem"),
+                ("certificate_chain", &chain),
+                ("private_key", &other_key),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{refused:?}");
+    let error = refused.text_of("error").unwrap();
+    assert!(
+        error.contains("does not belong to the certificate"),
+        "{error}"
+    );
+    assert!(refused.has("-----BEGIN CERTIFICATE-----"));
+    assert!(
+        !refused.has("PRIVATE KEY-----\n"),
+        "the key is not sent back"
+    );
+    assert_eq!(presented_fingerprint(&gateway).await, fingerprint);
+}
+
+/// `chain` and `key` as a PKCS#12 file with `password`, made by openssl as Windows would
+/// (legacy 3DES/RC2), base64.
+fn pkcs12_base64(dir: &std::path::Path, chain: &str, key: &str, password: &str) -> String {
+    let pem = dir.join("p12-input.pem");
+    std::fs::write(&pem, format!("{chain}{key}")).unwrap();
+    let out = dir.join("server.pfx");
+    let made = std::process::Command::new("openssl")
+        .args(["pkcs12", "-export", "-legacy", "-passout"])
+        .arg(format!("pass:{password}"))
+        .arg("-in")
+        .arg(&pem)
+        .arg("-out")
+        .arg(&out)
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    data_encoding::BASE64_MIME.encode(&std::fs::read(out).unwrap())
+}
+
+#[tokio::test]
+async fn a_pkcs12_import_with_the_wrong_password_says_so_and_the_right_one_imports() {
+    let (gateway, browser) = console().await;
+    let before = presented_fingerprint(&gateway).await;
+    let (chain, key) = pem_pair(HOST_NAME, 90);
+    let pkcs12 = pkcs12_base64(gateway.scratch(), &chain, &key, "s3cret");
+
+    let wrong = browser
+        .post(
+            "/console/certificate/import",
+            &[
+                ("kind", "pkcs12"),
+                ("pkcs12", &pkcs12),
+                ("password", "guess"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST, "{wrong:?}");
+    let error = wrong.text_of("error").unwrap();
+    assert!(error.contains("the PKCS#12 password is wrong"), "{error}");
+    assert!(!wrong.has("guess"), "the password is not sent back");
+    assert_eq!(presented_fingerprint(&gateway).await, before);
+
+    let right = browser
+        .post(
+            "/console/certificate/import",
+            &[
+                ("kind", "pkcs12"),
+                ("pkcs12", &pkcs12),
+                ("password", "s3cret"),
+            ],
+        )
+        .await;
+    assert_eq!(right.status, StatusCode::OK, "{right:?}");
+    let fingerprint = right.text_of("new-cert-fingerprint").unwrap();
+    assert_ne!(fingerprint, before);
+    assert_eq!(presented_fingerprint(&gateway).await, fingerprint);
+    assert!(
+        !right.has("id=\"cert-warnings\""),
+        "a good certificate has no warnings"
+    );
+}
+
+#[tokio::test]
+async fn the_acme_form_requires_the_terms_and_shows_a_refusal_as_an_error() {
+    let (_gateway, browser) = console().await;
+    let form = browser.get("/console/certificate/acme").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert_eq!(
+        attribute_after(&form.html, "id=\"domains\"", "value").as_deref(),
+        Some(HOST_NAME)
+    );
+    let terms_at = form.html.find("id=\"accept-terms\"").unwrap();
+    let tag_end = terms_at + form.html[terms_at..].find('>').unwrap();
+    assert!(form.html[terms_at..tag_end].contains("required"));
+    assert!(form.has("<label for=\"domains\">"));
+
+    // Without the box: refused before the API is asked, the values kept.
+    let page = browser
+        .post(
+            "/console/certificate/acme",
+            &[
+                ("domains", "mx.archive.test"),
+                ("email", "ops@archive.test"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.text_of("error").unwrap().contains("terms of service"));
+    assert_eq!(
+        attribute_after(&page.html, "id=\"email\"", "value").as_deref(),
+        Some("ops@archive.test")
+    );
+
+    // With it: whatever the API answers (this build may not have the function), the
+    // answer is shown in the form, not a crash or a blank page.
+    let page = browser
+        .post(
+            "/console/certificate/acme",
+            &[
+                ("domains", "mx.archive.test"),
+                ("accept_terms", "yes"),
+                ("directory_url", "https://127.0.0.1:1/dir"),
+            ],
+        )
+        .await;
+    if page.status == StatusCode::SEE_OTHER {
+        // The function exists and runs: its progress page.
+        let location = page.location.unwrap();
+        assert!(
+            location.starts_with("/console/certificate/progress/"),
+            "{location}"
+        );
+    } else {
+        assert!(page.status.is_client_error(), "{page:?}");
+        assert!(page.text_of("error").is_some(), "{page:?}");
+        assert!(page.has("id=\"acme-form\""));
+    }
+}
+
+#[tokio::test]
+async fn renew_now_without_an_acme_certificate_is_an_error_in_words() {
+    let (gateway, browser) = console().await;
+    let before = presented_fingerprint(&gateway).await;
+    let page = browser.post("/console/certificate/renew", &[]).await;
+    assert!(page.status.is_client_error(), "{page:?}");
+    assert!(page.text_of("error").is_some(), "{page:?}");
+    assert!(page.has("The certificate in use has not changed."));
+    assert_eq!(presented_fingerprint(&gateway).await, before);
+}
+
+/// Reloads `path` until `done` holds (a run moves on in its own task); bounded.
+async fn until(browser: &Browser, path: &str, done: impl Fn(&Page) -> bool) -> Page {
+    for _ in 0..1000 {
+        let page = browser.get(path).await;
+        if done(&page) {
+            return page;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{path} never got there");
+}
+
+#[tokio::test]
+async fn the_progress_page_reloads_while_a_run_works_then_shows_the_result_or_the_error() {
+    let (gateway, browser) = console().await;
+    let api = gateway.api();
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+    let started = api.jobs().start(|progress| async move {
+        progress.update(Some(40), "waiting for the CA to check mx.archive.test");
+        let _ = finished.await;
+        Ok(serde_json::json!({
+            "certificate": {
+                "subject": "CN=mx.archive.test", "issuer": "CN=Pebble", "dnsNames": [HOST_NAME],
+                "notAfter": "2027-03-01T00:00:00Z", "sha256Fingerprint": "c0ffee",
+            },
+            "warnings": [],
+        }))
+    });
+    let token = started.envelope.token.unwrap();
+    let path = format!("/console/certificate/progress/{token}");
+
+    // The run reports its progress from its own task: reload as the page would.
+    let running = until(&browser, &path, |page| page.has("waiting for the CA")).await;
+    assert_eq!(running.status, StatusCode::OK);
+    assert_eq!(
+        attribute_after(&running.html, "http-equiv=\"refresh\"", "content"),
+        Some(format!("2;url={path}"))
+    );
+    let text = running.text_of("progress").unwrap();
+    assert!(text.contains("(40 %)"), "{text}");
+
+    finish.send(()).unwrap();
+    let done = until(&browser, &path, |page| !page.has("http-equiv=\"refresh\"")).await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert_eq!(
+        done.text_of("new-cert-fingerprint").as_deref(),
+        Some("c0ffee")
+    );
+
+    let failed = api.jobs().start(|_| async {
+        Err(gateway::api::ApiError::new(
+            502,
+            "error",
+            "the CA could not reach http://mx.archive.test/.well-known/acme-challenge/x: connection refused; is port 80 forwarded to this machine?",
+        ))
+    });
+    let path = format!(
+        "/console/certificate/progress/{}",
+        failed.envelope.token.unwrap()
+    );
+    let page = until(&browser, &path, |page| !page.has("http-equiv=\"refresh\"")).await;
+    assert!(
+        page.text_of("error")
+            .unwrap()
+            .contains("is port 80 forwarded"),
+        "{page:?}"
+    );
+
+    // A token that is not one: 404; one that is unknown: the API's words.
+    assert_eq!(
+        browser
+            .get("/console/certificate/progress/not-a-token")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let unknown = browser.get("/console/certificate/progress/00ff").await;
+    assert!(unknown.text_of("error").unwrap().contains("no such token"));
+}

@@ -297,6 +297,30 @@ impl From<ListenSection> for RawListenSection {
 #[serde(try_from = "RawTls", into = "RawTls")]
 pub struct TlsSection {
     pub source: CertificateSource,
+    /// When the ACME certificate is renewed (`acme_renew_after_days`,
+    /// `acme_renew_before_days`); only settable with source = "acme".
+    pub acme_renewal: AcmeRenewal,
+}
+
+/// `[tls] acme_renew_after_days` / `acme_renew_before_days`: an ACME certificate is renewed
+/// when it is `renew_after_days` old or has `renew_before_days` or fewer left, whichever
+/// comes first. Should `renew_before_days` not fit the certificate's lifetime (CAs move to
+/// shorter ones), renewal falls back to two thirds of the lifetime, so it never renews right
+/// after every issuance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcmeRenewal {
+    pub renew_after_days: u32,
+    pub renew_before_days: u32,
+}
+
+impl Default for AcmeRenewal {
+    /// Let's Encrypt's 90-day certificates: renewed at day 60, 30 days before they end.
+    fn default() -> Self {
+        Self {
+            renew_after_days: 60,
+            renew_before_days: 30,
+        }
+    }
 }
 
 /// The email domain until the administrator sets one: nothing from outside can reach it.
@@ -321,6 +345,8 @@ pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/d
 /// acme_directory_url = "https://acme-v02.api.letsencrypt.org/directory"  # optional
 /// acme_contact_email = "postmaster@example.com"                          # optional
 /// acme_ca_file = "/etc/gateway/test-ca.pem"                              # optional
+/// acme_renew_after_days = 60                                             # optional
+/// acme_renew_before_days = 30                                            # optional
 /// ```
 ///
 /// A key that does not belong to the chosen source is an error.
@@ -371,6 +397,10 @@ struct RawTls {
     acme_contact_email: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     acme_ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acme_renew_after_days: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acme_renew_before_days: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -427,6 +457,25 @@ impl TryFrom<RawTls> for TlsSection {
             SourceKind::Acme,
         )?;
         foreign("acme_ca_file", raw.acme_ca_file.is_some(), SourceKind::Acme)?;
+        foreign(
+            "acme_renew_after_days",
+            raw.acme_renew_after_days.is_some(),
+            SourceKind::Acme,
+        )?;
+        foreign(
+            "acme_renew_before_days",
+            raw.acme_renew_before_days.is_some(),
+            SourceKind::Acme,
+        )?;
+        let renewal_default = AcmeRenewal::default();
+        let acme_renewal = AcmeRenewal {
+            renew_after_days: raw
+                .acme_renew_after_days
+                .unwrap_or(renewal_default.renew_after_days),
+            renew_before_days: raw
+                .acme_renew_before_days
+                .unwrap_or(renewal_default.renew_before_days),
+        };
         let required = |key: &str, value: Option<PathBuf>| {
             value.ok_or_else(|| format!("source = \"files\" requires `{key}`"))
         };
@@ -444,13 +493,23 @@ impl TryFrom<RawTls> for TlsSection {
                 acme_ca_file: raw.acme_ca_file,
             },
         };
-        Ok(TlsSection { source })
+        Ok(TlsSection {
+            source,
+            acme_renewal,
+        })
     }
 }
 
 impl From<TlsSection> for RawTls {
     fn from(tls: TlsSection) -> Self {
-        match tls.source {
+        // Written only when they differ from the defaults (and so only with source = "acme").
+        let renewal = tls.acme_renewal;
+        let default = AcmeRenewal::default();
+        let acme_renew_after_days = (renewal.renew_after_days != default.renew_after_days)
+            .then_some(renewal.renew_after_days);
+        let acme_renew_before_days = (renewal.renew_before_days != default.renew_before_days)
+            .then_some(renewal.renew_before_days);
+        let raw = match tls.source {
             CertificateSource::SelfSigned => RawTls::default(),
             CertificateSource::Files {
                 certificate_chain,
@@ -472,6 +531,11 @@ impl From<TlsSection> for RawTls {
                 acme_ca_file,
                 ..RawTls::default()
             },
+        };
+        RawTls {
+            acme_renew_after_days,
+            acme_renew_before_days,
+            ..raw
         }
     }
 }

@@ -79,6 +79,12 @@ enabled = true
 #                    acme_directory_url = "https://acme-v02.api.letsencrypt.org/directory"
 #                    acme_contact_email = "postmaster@example.com"
 #                    acme_ca_file = "/path/to/test-ca.pem"   # trust a test ACME server
+#                    # Renew when the certificate is this many days old or has this many
+#                    # days or fewer left, whichever comes first (1 to 365). Keep
+#                    # acme_renew_before_days below the certificate's lifetime (90 days
+#                    # at Let's Encrypt); otherwise it renews at two thirds of the lifetime.
+#                    acme_renew_after_days = 60
+#                    acme_renew_before_days = 30
 # Keys that do not belong to the chosen source are rejected.
 source = "self-signed"
 

@@ -586,3 +586,46 @@ fn log_retention_is_one_day_to_ten_years() {
         assert_invalid(&config, "logging.retention_days");
     }
 }
+
+#[test]
+fn acme_renewal_days_default_parse_round_trip_and_belong_to_acme() {
+    let c = Config::from_toml_str("[tls]\nsource = \"acme\"\n").expect("acme");
+    assert_eq!(c.tls.acme_renewal, AcmeRenewal::default());
+    assert_eq!(c.tls.acme_renewal.renew_after_days, 60);
+    assert_eq!(c.tls.acme_renewal.renew_before_days, 30);
+
+    let text =
+        "[tls]\nsource = \"acme\"\nacme_renew_after_days = 40\nacme_renew_before_days = 20\n";
+    let c = Config::from_toml_str(text).expect("custom days");
+    assert_eq!(
+        c.tls.acme_renewal,
+        AcmeRenewal {
+            renew_after_days: 40,
+            renew_before_days: 20
+        }
+    );
+    let again = Config::from_toml_str(&c.to_toml_string()).expect("reparse");
+    assert_eq!(again.tls.acme_renewal, c.tls.acme_renewal);
+
+    let msg = parse_err("[tls]\nacme_renew_after_days = 40\n");
+    assert!(
+        msg.contains("acme_renew_after_days")
+            && msg.contains("only applies when source = \"acme\""),
+        "{msg}"
+    );
+    let msg = parse_err("[tls]\nsource = \"files\"\ncertificate_chain = \"c.pem\"\nprivate_key = \"k.pem\"\nacme_renew_before_days = 10\n");
+    assert!(msg.contains("acme_renew_before_days"), "{msg}");
+
+    for (after, before, key) in [
+        (0, 30, "tls.acme_renew_after_days"),
+        (60, 0, "tls.acme_renew_before_days"),
+        (366, 30, "tls.acme_renew_after_days"),
+    ] {
+        let mut c = Config::from_toml_str("[tls]\nsource = \"acme\"\n").expect("acme");
+        c.tls.acme_renewal = AcmeRenewal {
+            renew_after_days: after,
+            renew_before_days: before,
+        };
+        assert_invalid(&c, key);
+    }
+}

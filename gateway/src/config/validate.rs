@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::error::ConfigError;
-use super::model::{CertificateSource, Config, Listener};
+use super::model::{AcmeRenewal, CertificateSource, Config, Listener};
 
 const MIN_MESSAGE_SIZE: u64 = 1024;
 const MAX_MESSAGE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
@@ -46,6 +46,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_gateway(config)?;
     validate_listen(config)?;
     validate_tls(&config.tls.source)?;
+    validate_acme_renewal(&config.tls.acme_renewal)?;
     validate_limits(config)?;
     validate_pop3(config)?;
     validate_proxy(config)?;
@@ -186,6 +187,25 @@ fn validate_tls(source: &CertificateSource) -> Result<(), ConfigError> {
             Ok(())
         }
     }
+}
+
+/// Longest renewal setting accepted: a year is already longer than any publicly trusted
+/// certificate lives (398 days at most, and shrinking), so more is a typo.
+const MAX_RENEWAL_DAYS: u32 = 365;
+
+fn validate_acme_renewal(renewal: &AcmeRenewal) -> Result<(), ConfigError> {
+    for (key, days) in [
+        ("tls.acme_renew_after_days", renewal.renew_after_days),
+        ("tls.acme_renew_before_days", renewal.renew_before_days),
+    ] {
+        if !(1..=MAX_RENEWAL_DAYS).contains(&days) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("must be between 1 and {MAX_RENEWAL_DAYS} days, got {days}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_limits(config: &Config) -> Result<(), ConfigError> {

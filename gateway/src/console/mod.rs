@@ -88,6 +88,26 @@ pub fn router(api: Api) -> Router {
         )
         .route("/console/status", get(pages::status::status_page))
         .route(
+            "/console/certificate/self-signed",
+            get(pages::certificate::self_signed_page).post(pages::certificate::self_signed),
+        )
+        .route(
+            "/console/certificate/import",
+            get(pages::certificate::import_page).post(pages::certificate::import),
+        )
+        .route(
+            "/console/certificate/acme",
+            get(pages::certificate::acme_page).post(pages::certificate::acme),
+        )
+        .route(
+            "/console/certificate/renew",
+            post(pages::certificate::renew),
+        )
+        .route(
+            "/console/certificate/progress/{token}",
+            get(pages::certificate::progress_page),
+        )
+        .route(
             "/console/mailboxes/new",
             get(pages::mailboxes::create_page).post(pages::mailboxes::create),
         )

@@ -35,6 +35,26 @@ pub(super) const TEMPLATES: &[(&str, &str)] = &[
     ("main.html", include_str!("templates/main.html")),
     ("status.html", include_str!("templates/status.html")),
     (
+        "certificate_self_signed.html",
+        include_str!("templates/certificate_self_signed.html"),
+    ),
+    (
+        "certificate_import.html",
+        include_str!("templates/certificate_import.html"),
+    ),
+    (
+        "certificate_acme.html",
+        include_str!("templates/certificate_acme.html"),
+    ),
+    (
+        "certificate_progress.html",
+        include_str!("templates/certificate_progress.html"),
+    ),
+    (
+        "certificate_result.html",
+        include_str!("templates/certificate_result.html"),
+    ),
+    (
         "mailbox_create.html",
         include_str!("templates/mailbox_create.html"),
     ),

@@ -159,14 +159,7 @@ impl SignedIn {
         function: &str,
         params: Params,
     ) -> Result<serde_json::Value, Failure> {
-        let answer = self.api.invoke(&self.caller(), function, params).await;
-        tracing::info!(
-            client = %self.client,
-            caller = "admin (console)",
-            function,
-            status = answer.http_status,
-            "API call"
-        );
+        let answer = self.answer(function, params).await;
         match answer.envelope.error {
             None => Ok(answer.envelope.result),
             Some(error) => Err(Failure {
@@ -175,6 +168,20 @@ impl SignedIn {
                 message: error.message,
             }),
         }
+    }
+
+    /// Calls an API function as the administrator and returns the whole answer: for a
+    /// long-running function the token and status are in the envelope, not the result.
+    pub async fn answer(&self, function: &str, params: Params) -> crate::api::Answer {
+        let answer = self.api.invoke(&self.caller(), function, params).await;
+        tracing::info!(
+            client = %self.client,
+            caller = "admin (console)",
+            function,
+            status = answer.http_status,
+            "API call"
+        );
+        answer
     }
 
     /// Renders `template` for this administrator.

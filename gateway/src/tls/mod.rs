@@ -5,6 +5,7 @@
 //! `serve` calls [`prepare`] once, builds one [`acceptor`] per listener from the returned
 //! resolver, and keeps the resolver to [`CertResolver::swap`] later.
 
+pub mod acme;
 mod client;
 mod error;
 mod imported;

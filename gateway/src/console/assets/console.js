@@ -4,6 +4,9 @@
 //   `data-without-js` are then hidden.
 // - A checkbox with `data-enables="<id>"` enables that button only while ticked (the
 //   server requires the box anyway).
+// - A file input with `data-base64-into="<id>"` (hidden without script: its row is
+//   `data-reveal`ed) puts the chosen file, base64, into that text area: the console's forms
+//   are URL-encoded, so without script the admin pastes the base64 there instead.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -50,5 +53,29 @@ document.addEventListener("DOMContentLoaded", () => {
     };
     box.addEventListener("change", update);
     update();
+  }
+
+  for (const input of document.querySelectorAll("input[type=file][data-base64-into]")) {
+    const target = document.getElementById(input.dataset.base64Into);
+    const row = document.getElementById(input.dataset.reveal);
+    if (!target) {
+      continue;
+    }
+    if (row) {
+      row.hidden = false;
+    }
+    input.addEventListener("change", () => {
+      const file = input.files && input.files[0];
+      if (!file) {
+        return;
+      }
+      const reader = new FileReader();
+      reader.addEventListener("load", () => {
+        // A data: URL; the base64 follows the first comma.
+        const url = String(reader.result);
+        target.value = url.slice(url.indexOf(",") + 1);
+      });
+      reader.readAsDataURL(file);
+    });
   }
 });

@@ -1,5 +1,6 @@
 //! The console's pages, one file per page or group of pages.
 
+pub mod certificate;
 mod format;
 pub mod login;
 pub mod mailboxes;

@@ -106,6 +106,7 @@ pub async fn status_page(admin: SignedIn) -> Response {
                 days_left => days,
                 urgency => Urgency::of_days_left(days).as_str(),
                 source => cert["source"].as_str().unwrap_or_default(),
+                key_type => cert["keyType"].as_str().unwrap_or_default(),
                 fingerprint => cert["sha256Fingerprint"].as_str().unwrap_or_default(),
             })
         }
@@ -179,7 +180,7 @@ mod tests {
             subject => "CN=mx.example", issuer => "CN=mx.example", names => vec!["mx.example"],
             not_after => "2027-01-01T00:00:00Z", days_left => days,
             urgency => Urgency::of_days_left(days).as_str(), source => "files",
-            fingerprint => "00",
+            key_type => "ECDSA", fingerprint => "00",
         };
         crate::console::render::html(
             &viewer,

@@ -1,0 +1,3 @@
+//! ACME (RFC 8555): obtaining and renewing the certificate.
+
+pub mod renewal;

@@ -34,6 +34,8 @@
 //! - [`settings`]: the settings an administrator changes while the gateway runs (email
 //!   domain, log level, console language), applied at once and written back to the
 //!   configuration file with its comments kept.
+//! - [`backup`]: consistent backups of a running gateway (store, retrieval key, certificates,
+//!   configuration, with a checksummed manifest), their restore, and the rolling snapshot.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
 //! - [`logging`]: `tracing` set-up.
 //! - [`hardening`]: no core dumps, no debugger attachment for the running service.
@@ -50,6 +52,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod console;

@@ -202,6 +202,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::backup::BackupError> for ApiError {
+    fn from(e: crate::backup::BackupError) -> Self {
+        use crate::backup::BackupError;
+        match e {
+            BackupError::Store(store) => store.into(),
+            BackupError::NotEmpty { .. } | BackupError::GatewayRunning(_) => {
+                Self::new(409, "conflict", e.to_string())
+            }
+            BackupError::Io { ref source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                Self::new(503, "disk_full", e.to_string())
+            }
+            BackupError::Io { .. } => Self::new(500, "storage", e.to_string()),
+            _ => Self::new(400, "invalid_input", e.to_string()),
+        }
+    }
+}
+
 /// The one mapping from the service's errors to answers (the CLI reuses its kinds).
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ParseError};
 pub use model::{
-    detect_host_name, CertificateSource, Config, ConsoleSection, GatewaySection, Language,
-    LimitsSection, ListenSection, Listener, LogLevel, Pop3Section, ProxySection, SmtpSection,
-    TlsSection, UnknownValue, LETS_ENCRYPT_DIRECTORY,
+    detect_host_name, parse_interval, BackupSection, CertificateSource, Config, ConsoleSection,
+    GatewaySection, Language, LimitsSection, ListenSection, Listener, LogLevel, Pop3Section,
+    ProxySection, SmtpSection, TlsSection, UnknownValue, LETS_ENCRYPT_DIRECTORY,
 };
 pub use network::IpNetwork;
 pub use template::DEFAULT_TEMPLATE;

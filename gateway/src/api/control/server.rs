@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::framing::{read_line, write_json_line, Line};
-use super::{socket_path, ControlError, Request, MAX_REQUEST_BYTES, READ_TIMEOUT};
+use super::{socket_path, ControlError, Request, GET_STATUS, MAX_REQUEST_BYTES, READ_TIMEOUT};
 use crate::api::{Answer, Api, ApiError, Caller};
 use crate::net::{Shutdown, ShutdownSignal};
 
@@ -220,9 +220,13 @@ async fn answer(api: &Api, line: &[u8]) -> Answer {
             .with_details(e.to_string())
             .into_answer(),
         };
-    let answer = api
-        .invoke(&Caller::Host, &request.function, request.params)
-        .await;
+    // `get-status` polls a long-running function, as `POST /api/get-status` does.
+    let answer = if request.function == GET_STATUS {
+        api.status(&Caller::Host, request.params).await
+    } else {
+        api.invoke(&Caller::Host, &request.function, request.params)
+            .await
+    };
     // The function name only (escaped by `?`): parameters may hold what must not be logged.
     tracing::info!(function = ?request.function, status = answer.http_status, "control request");
     answer

@@ -166,7 +166,7 @@ async fn every_message_acknowledged_before_a_backup_under_load_is_restored_and_r
     backup::restore(&directory, &restored, None).unwrap();
     let mut again =
         TestGateway::start_with(|config| config.gateway.data_dir = restored.clone()).await;
-    let found = pick_up(&again, id.as_str(), password.reveal()).await;
+    let found = pick_up(&again, id.as_str(), &password.reveal_for_display()).await;
     for n in &before {
         assert!(
             found.contains(n),
@@ -343,6 +343,36 @@ async fn restore_refuses_a_used_directory_a_running_gateway_a_tampered_or_newer_
         ],
         "a gateway is running",
     );
+    // The running gateway writes a backup itself when the CLI asks through its socket.
+    let running_backup = r.join("running-backup");
+    let out = tokio::task::spawn_blocking({
+        let (data, to) = (r.join("running"), running_backup.clone());
+        move || {
+            gateway_cli(&[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "backup",
+                "--to",
+                to.to_str().unwrap(),
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Backup written to") && text.contains("gateway.redb"),
+        "{text}"
+    );
+    Manifest::read(&running_backup)
+        .unwrap()
+        .verify(&running_backup)
+        .unwrap();
     control.stop().await;
 
     // A newer format.

@@ -205,19 +205,33 @@ impl From<StoreError> for ApiError {
 impl From<crate::backup::BackupError> for ApiError {
     fn from(e: crate::backup::BackupError) -> Self {
         use crate::backup::BackupError;
+        let kind = backup_kind(&e);
         match e {
             BackupError::Store(store) => store.into(),
-            BackupError::NotEmpty { .. } | BackupError::GatewayRunning(_) => {
-                Self::new(409, "conflict", e.to_string())
+            _ => {
+                let status = match kind {
+                    "conflict" => 409,
+                    "invalid_input" => 400,
+                    "disk_full" => 503,
+                    _ => 500,
+                };
+                Self::new(status, kind, e.to_string())
             }
-            BackupError::Io { ref source, .. }
-                if source.kind() == std::io::ErrorKind::StorageFull =>
-            {
-                Self::new(503, "disk_full", e.to_string())
-            }
-            BackupError::Io { .. } => Self::new(500, "storage", e.to_string()),
-            _ => Self::new(400, "invalid_input", e.to_string()),
         }
+    }
+}
+
+/// The stable kind of a backup or restore failure.
+pub fn backup_kind(e: &crate::backup::BackupError) -> &'static str {
+    use crate::backup::BackupError;
+    match e {
+        BackupError::Store(store) => store_kind(store),
+        BackupError::NotEmpty { .. } | BackupError::GatewayRunning(_) => "conflict",
+        BackupError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            "disk_full"
+        }
+        BackupError::Io { .. } => "storage",
+        _ => "invalid_input",
     }
 }
 

@@ -408,6 +408,21 @@ mod tests {
         assert_eq!(unknown.envelope.error.unwrap().kind, "unknown_function");
     }
 
+    #[tokio::test]
+    async fn get_status_polls_long_running_functions_over_the_socket() {
+        let fixture = start();
+        let mut client = ControlClient::connect(fixture.data.path())
+            .await
+            .unwrap()
+            .expect("a gateway listens");
+        let mut params = crate::api::Params::new();
+        params.insert("token".into(), "0000".into());
+        let status = client.invoke(GET_STATUS, params).await.unwrap();
+        // get-status itself answered (no such run), not "no such function".
+        assert_eq!(status.http_status, 404);
+        assert_eq!(status.envelope.error.unwrap().kind, "not_found");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_is_closed_after_the_read_timeout() {
         let fixture = start();

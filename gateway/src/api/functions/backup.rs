@@ -148,6 +148,59 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::path::Path;
 
+    #[tokio::test]
+    async fn an_api_key_backs_up_into_the_backups_folder_polling_for_the_result() {
+        let (dir, gateway, settings) = crate::api::test_support::gateway_and_settings();
+        let server = crate::api::ServerContext::new("mx.test".into(), None, "self-signed")
+            .with_data_dir(dir.path().to_owned());
+        let api = Api::new(gateway, settings, server);
+        let caller = Caller::ApiKey {
+            key_id: "k".into(),
+            client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        let params = |directory: &str| {
+            let mut p = crate::api::Params::new();
+            p.insert("directory".into(), directory.into());
+            p
+        };
+        let started = api.invoke(&caller, "CreateBackup", params("nightly")).await;
+        assert_eq!(
+            started.envelope.status_code,
+            crate::api::StatusCode::Running
+        );
+        let token = started.envelope.token.unwrap();
+        let mut version = started.envelope.status_version.unwrap();
+        let done = loop {
+            let mut poll = crate::api::Params::new();
+            poll.insert("token".into(), token.clone().into());
+            poll.insert("lastKnownStatusVersion".into(), version.to_string().into());
+            poll.insert("millisecondsTimeout".into(), "60000".into());
+            let status = api.status(&caller, poll).await;
+            if status.envelope.status_code != crate::api::StatusCode::Running {
+                break status;
+            }
+            version = status.envelope.status_version.unwrap();
+        };
+        assert_eq!(
+            done.envelope.status_code,
+            crate::api::StatusCode::Succeeded,
+            "{done:?}"
+        );
+        let written = dir.path().join(BACKUPS_DIR).join("nightly");
+        assert_eq!(
+            done.envelope.result["directory"],
+            written.display().to_string()
+        );
+        Manifest::read(&written).unwrap().verify(&written).unwrap();
+
+        // The same folder again: refused at once, no run started.
+        let again = api.invoke(&caller, "CreateBackup", params("nightly")).await;
+        assert_eq!(again.http_status, 409, "{again:?}");
+        assert!(again.envelope.token.is_none());
+        let elsewhere = api.invoke(&caller, "CreateBackup", params("/tmp/x")).await;
+        assert_eq!(elsewhere.http_status, 403);
+    }
+
     #[test]
     fn network_callers_write_only_under_the_backups_folder() {
         let data = Path::new("/var/lib/gateway");

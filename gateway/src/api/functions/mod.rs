@@ -102,6 +102,11 @@ pub trait Spec: Sync {
     /// reference.
     fn params_schema(&self) -> NamedSchema;
     fn output_schema(&self) -> NamedSchema;
+    /// Whether the function answers `running` with a token first (its result then comes
+    /// from `get-status`).
+    fn long_running(&self) -> bool {
+        false
+    }
     /// Runs the function: its result, or a long-running function's `running` answer.
     fn call<'a>(
         &'a self,
@@ -180,6 +185,10 @@ struct LongEntry<F>(PhantomData<fn() -> F>);
 impl<F: LongFunction> Spec for LongEntry<F> {
     fn name(&self) -> &'static str {
         F::NAME
+    }
+
+    fn long_running(&self) -> bool {
+        true
     }
 
     fn summary(&self) -> &'static str {

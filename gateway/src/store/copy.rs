@@ -131,6 +131,7 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
 #[cfg(test)]
 mod tests {
     use super::super::{txn, StoreOptions};
+    use redb::ReadableDatabase;
     use super::*;
     use crate::mailbox::MailboxId;
 

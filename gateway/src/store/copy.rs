@@ -131,9 +131,9 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
 #[cfg(test)]
 mod tests {
     use super::super::{txn, StoreOptions};
-    use redb::ReadableDatabase;
     use super::*;
     use crate::mailbox::MailboxId;
+    use redb::ReadableDatabase;
 
     fn open(path: &Path) -> Store {
         Store::open(path, &StoreOptions::default()).unwrap()
@@ -203,10 +203,10 @@ mod tests {
     fn a_copy_is_the_store_as_one_commit_left_it_whatever_comes_after() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir.path().join("live.redb"));
-        store.write_blocking(|t| txn::next_seq(t)).unwrap();
+        store.write_blocking(txn::next_seq).unwrap();
         let snapshot = store.read().unwrap();
         // Written after the snapshot began: not in the copy.
-        store.write_blocking(|t| txn::next_seq(t)).unwrap();
+        store.write_blocking(txn::next_seq).unwrap();
         let dest = dir.path().join("copy.redb");
         copy_snapshot(&snapshot.txn, &dest, &mut |_, _| {}).unwrap();
         drop(snapshot);

@@ -34,6 +34,8 @@
 //! - [`settings`]: the settings an administrator changes while the gateway runs (email
 //!   domain, log level, console language), applied at once and written back to the
 //!   configuration file with its comments kept.
+//! - [`backup`]: consistent backups of a running gateway (store, retrieval key, certificates,
+//!   configuration, with a checksummed manifest), their restore, and the rolling snapshot.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
 //! - [`metrics`]: the Prometheus registry and the typed handles the shells and the store
 //!   count into; `/metrics` on the console listener and an optional loopback listener.
@@ -52,6 +54,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod console;

@@ -47,6 +47,8 @@ pub struct Running {
     api: Api,
     shutdown: Shutdown,
     tasks: JoinSet<()>,
+    /// The rolling snapshot, when `[backup] snapshot_interval` is set.
+    snapshots: Option<crate::backup::Snapshots>,
 }
 
 impl Running {
@@ -54,6 +56,11 @@ impl Running {
     /// control socket, which calls the same dispatcher).
     pub fn api(&self) -> &Api {
         &self.api
+    }
+
+    /// The rolling snapshot, when `[backup] snapshot_interval` turned it on.
+    pub fn snapshots(&self) -> Option<&crate::backup::Snapshots> {
+        self.snapshots.as_ref()
     }
 
     pub fn address(&self, service: &str) -> Option<SocketAddr> {
@@ -247,11 +254,21 @@ pub async fn start_with_settings(
         .map(|(name, listener)| (name, listener.socket_addr(), listener.enabled))
         .collect();
     api.server().set_listeners(&configured, &addresses, true);
+    let snapshots = config.backup.snapshot_interval().map(|interval| {
+        let snapshots = crate::backup::Snapshots::new(crate::backup::Sources {
+            store: api.gateway().store().clone(),
+            data_dir: config.gateway.data_dir.clone(),
+            config_file: Some(api.settings().config_file().to_owned()),
+        });
+        tasks.spawn(snapshots.clone().run(interval, shutdown.signal()));
+        snapshots
+    });
     Ok(Running {
         addresses,
         api,
         shutdown,
         tasks,
+        snapshots,
     })
 }
 

@@ -202,6 +202,39 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::backup::BackupError> for ApiError {
+    fn from(e: crate::backup::BackupError) -> Self {
+        use crate::backup::BackupError;
+        let kind = backup_kind(&e);
+        match e {
+            BackupError::Store(store) => store.into(),
+            _ => {
+                let status = match kind {
+                    "conflict" => 409,
+                    "invalid_input" => 400,
+                    "disk_full" => 503,
+                    _ => 500,
+                };
+                Self::new(status, kind, e.to_string())
+            }
+        }
+    }
+}
+
+/// The stable kind of a backup or restore failure.
+pub fn backup_kind(e: &crate::backup::BackupError) -> &'static str {
+    use crate::backup::BackupError;
+    match e {
+        BackupError::Store(store) => store_kind(store),
+        BackupError::NotEmpty { .. } | BackupError::GatewayRunning(_) => "conflict",
+        BackupError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            "disk_full"
+        }
+        BackupError::Io { .. } => "storage",
+        _ => "invalid_input",
+    }
+}
+
 /// The one mapping from the service's errors to answers (the CLI reuses its kinds).
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {

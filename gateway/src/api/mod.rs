@@ -106,7 +106,7 @@ impl Api {
             return refusal.into_answer();
         }
         match spec.call(self, caller, params).await {
-            Ok(result) => Answer::ok(result),
+            Ok(answer) => answer,
             Err(e) => e.into_answer(),
         }
     }

@@ -65,7 +65,9 @@ pub fn document() -> serde_json::Value {
             operation_id: f.name().to_owned(),
             summary: f.summary(),
             params: f.params_schema(),
-            output: Some(f.output_schema()),
+            // A long-running function answers `running` (result null) at first; its result
+            // comes from get-status.
+            output: (!f.long_running()).then(|| f.output_schema()),
         })
         .collect();
     endpoints.push(Endpoint {
@@ -180,6 +182,14 @@ mod tests {
         let result = &doc["components"]["schemas"]["Envelope"]["properties"]["result"];
         assert!(result.is_object(), "{result}");
         assert!(result.get("type").is_none(), "{result}");
+    }
+
+    #[test]
+    fn a_long_running_function_documents_its_running_answer_not_a_result() {
+        let doc = super::document();
+        let ok = &doc["paths"]["/api/invoke/CreateBackup"]["post"]["responses"]["200"]["content"]
+            ["application/json"]["schema"];
+        assert_eq!(ok["$ref"], "#/components/schemas/Envelope", "{ok}");
     }
 
     #[test]

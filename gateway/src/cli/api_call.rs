@@ -4,9 +4,9 @@
 //! and fails with the same kinds. The store is never opened beside a running gateway: its
 //! lock refuses that, and then the command says so.
 
-use crate::api::control::{socket_path, ControlClient};
+use crate::api::control::{socket_path, ControlClient, GET_STATUS};
 use crate::api::envelope::KINDS;
-use crate::api::{Answer, Api, Caller, Params, ServerContext};
+use crate::api::{Answer, Api, Caller, Params, ServerContext, StatusCode};
 use crate::config::Config;
 use crate::service::{Gateway, ServiceError};
 use crate::settings::{LiveSettings, SettingsFile};
@@ -49,34 +49,97 @@ pub fn call(target: &Target, function: &str, params: Params) -> anyhow::Result<s
 
 /// The answer of the running gateway if one listens, else of the stopped gateway's store.
 pub async fn answer(target: &Target, function: &str, params: Params) -> anyhow::Result<Answer> {
-    let config = &target.config;
-    let data_dir = &config.gateway.data_dir;
-    if let Some(mut client) = ControlClient::connect(data_dir).await? {
-        return Ok(client.invoke(function, params).await?);
+    Connection::open(target)
+        .await?
+        .invoke(function, params)
+        .await
+}
+
+/// Calls a long-running function and polls it until it finishes, telling `progress` each
+/// percentage and status text on the way; returns its result, or the failure as an error.
+pub fn call_long(
+    target: &Target,
+    function: &str,
+    params: Params,
+    progress: &mut dyn FnMut(Option<u8>, &str),
+) -> anyhow::Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(async {
+        // One connection throughout: on a stopped gateway, the run lives in this process.
+        let mut connection = Connection::open(target).await?;
+        let mut answer = connection.invoke(function, params).await?;
+        while answer.envelope.status_code == StatusCode::Running {
+            let envelope = &answer.envelope;
+            progress(
+                envelope.percent_progress,
+                envelope.status_text.as_deref().unwrap_or("started"),
+            );
+            let token = envelope
+                .token
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("{function} is running but gave no token"))?;
+            let version = envelope.status_version.unwrap_or(1).to_string();
+            let poll = self::params([
+                ("token", Some(token.as_str())),
+                ("lastKnownStatusVersion", Some(version.as_str())),
+                ("millisecondsTimeout", Some("30000")),
+            ]);
+            answer = connection.invoke(GET_STATUS, poll).await?;
+        }
+        anyhow::Ok(answer)
+    })?;
+    into_result(function, answer)
+}
+
+/// Where a command's functions run: the running gateway's control socket, or an API over
+/// the stopped gateway's store in this process.
+enum Connection {
+    Socket(ControlClient),
+    Local(Api),
+}
+
+impl Connection {
+    async fn open(target: &Target) -> anyhow::Result<Self> {
+        let config = &target.config;
+        let data_dir = &config.gateway.data_dir;
+        if let Some(client) = ControlClient::connect(data_dir).await? {
+            return Ok(Connection::Socket(client));
+        }
+        let gateway = Gateway::open(config).map_err(|e| explain_open_error(e, config))?;
+        let server = ServerContext::new(
+            config.gateway.host_name.clone(),
+            None,
+            crate::tls::source_name(config.tls.source.name(), data_dir),
+        )
+        .with_data_dir(data_dir.clone());
+        let configured: Vec<_> = config
+            .listeners()
+            .into_iter()
+            .map(|(name, addr)| (name, addr, true))
+            .collect();
+        server.set_listeners(&configured, &[], false);
+        // Settings changed here are saved where the running gateway would save them; there is
+        // no subscriber to change the level of.
+        let settings = LiveSettings::new(
+            config,
+            gateway.email_domain_handle().clone(),
+            None,
+            target.settings_file.clone(),
+        );
+        Ok(Connection::Local(Api::new(gateway, settings, server)))
     }
-    let gateway = Gateway::open(config).map_err(|e| explain_open_error(e, config))?;
-    let server = ServerContext::new(
-        config.gateway.host_name.clone(),
-        None,
-        crate::tls::source_name(config.tls.source.name(), data_dir),
-    )
-    .with_data_dir(data_dir.clone());
-    let configured: Vec<_> = config
-        .listeners()
-        .into_iter()
-        .map(|(name, addr)| (name, addr, true))
-        .collect();
-    server.set_listeners(&configured, &[], false);
-    // Settings changed here are saved where the running gateway would save them; there is
-    // no subscriber to change the level of.
-    let settings = LiveSettings::new(
-        config,
-        gateway.email_domain_handle().clone(),
-        None,
-        target.settings_file.clone(),
-    );
-    let api = Api::new(gateway, settings, server);
-    Ok(api.invoke(&Caller::Host, function, params).await)
+
+    async fn invoke(&mut self, function: &str, params: Params) -> anyhow::Result<Answer> {
+        Ok(match self {
+            Connection::Socket(client) => client.invoke(function, params).await?,
+            Connection::Local(api) if function == GET_STATUS => {
+                api.status(&Caller::Host, params).await
+            }
+            Connection::Local(api) => api.invoke(&Caller::Host, function, params).await,
+        })
+    }
 }
 
 fn explain_open_error(e: ServiceError, config: &Config) -> anyhow::Error {

@@ -56,6 +56,10 @@ pub fn kind(error: &anyhow::Error) -> &'static str {
         if cause.downcast_ref::<InvalidMailboxId>().is_some() {
             return "invalid_input";
         }
+        if let Some(e) = cause.downcast_ref::<crate::backup::BackupError>() {
+            // The API's words, so `restore --json` and `CreateBackup` fail alike.
+            return crate::api::envelope::backup_kind(e);
+        }
     }
     "error"
 }

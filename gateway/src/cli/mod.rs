@@ -2,6 +2,7 @@
 
 mod admin_cmd;
 pub mod api_call;
+mod backup_cmd;
 pub mod build_check;
 mod cert_cmd;
 mod config_cmd;
@@ -62,6 +63,11 @@ pub enum Command {
     /// First run: email domain, host name, certificate and log level, checked and written to
     /// the configuration file.
     Setup(setup::SetupArgs),
+    /// Write a consistent backup (store, certificates, retrieval key, configuration) into a
+    /// new or empty directory, while the gateway runs or not.
+    Backup(backup_cmd::BackupArgs),
+    /// Restore a backup into an empty data directory (the gateway must not run on it).
+    Restore(backup_cmd::RestoreArgs),
 }
 
 /// Parses the command line, runs it, and reports a failure (as a JSON object for a `--json`
@@ -86,6 +92,8 @@ impl Command {
             Command::Admin(command) => command.json(),
             Command::Settings(command) => command.json(),
             Command::Cert(command) => command.json(),
+            Command::Backup(args) => args.format.json,
+            Command::Restore(args) => args.format.json,
             Command::Serve | Command::Config(_) | Command::Setup(_) => false,
         }
     }
@@ -102,6 +110,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cert(command) => cert_cmd::run(command, &target(cli.config, cli.data_dir)?),
         Command::Setup(args) => setup::run(args, cli.config.as_deref(), cli.data_dir),
+        Command::Backup(args) => backup_cmd::backup(args, &target(cli.config, cli.data_dir)?),
+        Command::Restore(args) => {
+            let config = load_config(cli.config, cli.data_dir)?;
+            crate::logging::init(crate::config::LogLevel::Warn);
+            backup_cmd::restore(args, &config.gateway.data_dir)
+        }
         Command::Serve => {
             build_check::check_this_binary()?;
             // Before loading: whether the file exists now decides whether a settings change

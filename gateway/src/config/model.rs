@@ -27,6 +27,7 @@ pub struct Config {
     pub console: ConsoleSection,
     pub metrics: MetricsSection,
     pub logging: LoggingSection,
+    pub backup: BackupSection,
 }
 
 /// `[gateway]`: identity and storage.
@@ -850,6 +851,65 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[backup]`: the rolling snapshot a file-level backup of the data directory relies on.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSection {
+    /// How often the running gateway writes a consistent snapshot of its store (with the
+    /// retrieval key, certificates and configuration) to `<data_dir>/snapshots/`: a number
+    /// with `s`, `m`, `h` or `d` (`"1h"`), or `"off"`. Off by default: each snapshot is a
+    /// full copy of the store, which doubles (with the previous one kept, triples) the
+    /// disk space the store takes.
+    pub snapshot_interval: String,
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        BackupSection {
+            snapshot_interval: "off".to_owned(),
+        }
+    }
+}
+
+impl BackupSection {
+    /// The snapshot interval; `None` when snapshots are off. An unparsable value is `None`
+    /// too, but validation refuses it before anything runs.
+    pub fn snapshot_interval(&self) -> Option<Duration> {
+        parse_interval(&self.snapshot_interval).ok().flatten()
+    }
+}
+
+/// Parses `"off"`, `""` (off) or a whole number with a unit: `s`, `m`, `h` or `d`.
+pub fn parse_interval(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` lacks a unit (s, m, h or d), e.g. \"1h\""))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a whole number, e.g. \"1h\""))?;
+    let scale = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "`{text}`: the unit must be s, m, h or d (or the whole value \"off\")"
+            ))
+        }
+    };
+    let seconds = number
+        .checked_mul(scale)
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("`{text}` must be more than 0 (or \"off\")"))?;
+    Ok(Some(Duration::from_secs(seconds)))
+}
+
 /// A language of the web console (`console.language`).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize, Serialize, utoipa::ToSchema,
@@ -915,6 +975,20 @@ mod tests {
         smtp.allowed_networks = vec!["10.0.0.0/8".parse().expect("valid")];
         assert!(!smtp.allows(ip));
         assert!(smtp.allows("10.9.8.7".parse().expect("test address")));
+    }
+
+    #[test]
+    fn snapshot_intervals_parse_with_units_or_off() {
+        assert_eq!(parse_interval("off"), Ok(None));
+        assert_eq!(parse_interval(""), Ok(None));
+        assert_eq!(parse_interval("90s"), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(parse_interval("15m"), Ok(Some(Duration::from_secs(900))));
+        assert_eq!(parse_interval(" 1h "), Ok(Some(Duration::from_secs(3600))));
+        assert_eq!(parse_interval("2d"), Ok(Some(Duration::from_secs(172_800))));
+        for bad in ["1", "h", "0h", "1w", "-1h", "1.5h", "99999999999999999999d"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+        assert_eq!(BackupSection::default().snapshot_interval(), None);
     }
 
     #[test]

@@ -210,4 +210,13 @@ file = false
 retention_days = 14
 # "text" (readable lines) or "json" (one JSON object per line), on stderr and in files.
 format = "text"
+[backup]
+# How often the running gateway writes a consistent snapshot of the store (with the
+# proxy's retrieval key, the certificates and this file) to data_dir/snapshots/, e.g.
+# "15m", "1h" or "1d"; "off" writes none. Turn it on when you back up the data directory
+# with your own tools: copying a store file while mail arrives may catch it half-written,
+# a snapshot never is (restore one with `gateway restore --from .../snapshots`). Each
+# snapshot is a full copy of the store and the previous one is kept, so the store's
+# disk space triples. `gateway backup --to DIR` works with or without this.
+snapshot_interval = "off"
 "#;

@@ -629,3 +629,16 @@ fn acme_renewal_days_default_parse_round_trip_and_belong_to_acme() {
         assert_invalid(&c, key);
     }
 }
+
+#[test]
+fn a_snapshot_interval_without_a_unit_is_refused_by_its_key() {
+    let mut c = Config::default();
+    c.backup.snapshot_interval = "60".to_owned();
+    assert_invalid(&c, "backup.snapshot_interval");
+    c.backup.snapshot_interval = "1h".to_owned();
+    assert!(c.validate().is_ok());
+    assert_eq!(
+        c.backup.snapshot_interval(),
+        Some(std::time::Duration::from_secs(3600))
+    );
+}

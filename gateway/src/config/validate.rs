@@ -52,7 +52,14 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_proxy(config)?;
     validate_metrics(config)?;
     validate_logging(config)?;
+    validate_backup(config)?;
     Ok(())
+}
+
+fn validate_backup(config: &Config) -> Result<(), ConfigError> {
+    super::model::parse_interval(&config.backup.snapshot_interval)
+        .map(drop)
+        .map_err(|message| ConfigError::invalid("backup.snapshot_interval", message))
 }
 
 fn dns_name(key: &str, value: &str) -> Result<(), ConfigError> {

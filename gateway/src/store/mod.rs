@@ -5,6 +5,7 @@
 //! (`writer`), or run inline on the caller when [`StoreOptions::inline_commits`] says so (the
 //! simulation); reads use redb's concurrent read transactions directly.
 
+mod copy;
 mod durable;
 mod error;
 pub mod faults;
@@ -19,6 +20,7 @@ use std::sync::{mpsc, Arc};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::oneshot;
 
+pub use copy::CopyCounts;
 pub use durable::Durable;
 pub use error::StoreError;
 pub use schema::{AdminRecord, ApiKeyRecord, MailboxRecord, MailboxStatus, MessageRecord};

@@ -224,6 +224,11 @@ impl TestGateway {
         client.command("QUIT").await.expect(221, "2.0.0");
     }
 
+    /// The rolling snapshot, when the configuration turned it on.
+    pub fn snapshots(&self) -> Option<gateway::backup::Snapshots> {
+        self.running.as_ref()?.snapshots().cloned()
+    }
+
     /// Hands the running listeners over, e.g. to stop them concurrently.
     pub fn take_running(&mut self) -> Running {
         self.running.take().expect("listeners still running")

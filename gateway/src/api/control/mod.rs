@@ -28,6 +28,10 @@ pub use server::ControlServer;
 
 use super::Params;
 
+/// The request `function` that polls a long-running function's run by its token (its
+/// `params` are `get-status`'s), as `POST /api/get-status` does over HTTPS.
+pub const GET_STATUS: &str = "get-status";
+
 /// The socket's file name inside the data directory.
 pub const SOCKET_FILE: &str = "control.sock";
 

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::framing::{read_line, write_json_line, Line};
-use super::{socket_path, ControlError, Request, MAX_REQUEST_BYTES, READ_TIMEOUT};
+use super::{socket_path, ControlError, Request, GET_STATUS, MAX_REQUEST_BYTES, READ_TIMEOUT};
 use crate::api::{Answer, Api, ApiError, Caller};
 use crate::net::{Shutdown, ShutdownSignal};
 
@@ -220,9 +220,13 @@ async fn answer(api: &Api, line: &[u8]) -> Answer {
             .with_details(e.to_string())
             .into_answer(),
         };
-    let answer = api
-        .invoke(&Caller::Host, &request.function, request.params)
-        .await;
+    // `get-status` polls a long-running function, as `POST /api/get-status` does.
+    let answer = if request.function == GET_STATUS {
+        api.status(&Caller::Host, request.params).await
+    } else {
+        api.invoke(&Caller::Host, &request.function, request.params)
+            .await
+    };
     // The function name only (escaped by `?`): parameters may hold what must not be logged.
     tracing::info!(function = ?request.function, status = answer.http_status, "control request");
     answer
@@ -402,6 +406,21 @@ mod tests {
             .unwrap();
         assert_eq!(unknown.http_status, 404);
         assert_eq!(unknown.envelope.error.unwrap().kind, "unknown_function");
+    }
+
+    #[tokio::test]
+    async fn get_status_polls_long_running_functions_over_the_socket() {
+        let fixture = start();
+        let mut client = ControlClient::connect(fixture.data.path())
+            .await
+            .unwrap()
+            .expect("a gateway listens");
+        let mut params = crate::api::Params::new();
+        params.insert("token".into(), "0000".into());
+        let status = client.invoke(GET_STATUS, params).await.unwrap();
+        // get-status itself answered (no such run), not "no such function".
+        assert_eq!(status.http_status, 404);
+        assert_eq!(status.envelope.error.unwrap().kind, "not_found");
     }
 
     #[tokio::test(start_paused = true)]

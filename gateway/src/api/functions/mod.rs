@@ -5,6 +5,7 @@
 //! these types, so what is documented is what is accepted.
 
 mod admin;
+mod backup;
 mod certificates;
 mod mailboxes;
 mod server;
@@ -20,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
-use super::{Api, ApiError, Caller, Params};
+use super::jobs::Progress;
+use super::{Answer, Api, ApiError, Caller, Params};
 
 /// Who may call a function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -49,6 +51,31 @@ pub trait Function: 'static {
     ) -> impl Future<Output = Result<Self::Output, ApiError>> + Send;
 }
 
+/// A function that takes long (a backup): `prepare` checks the parameters and what can be
+/// refused at once, then `run` works in the background while the caller polls
+/// `get-status` with the token the first answer gave (see [`super::jobs`]).
+pub trait LongFunction: 'static {
+    const NAME: &'static str;
+    const SUMMARY: &'static str;
+    const ACCESS: Access = Access::Admin;
+    type Params: DeserializeOwned + ToSchema + Send;
+    /// The result of the finished run.
+    type Output: Serialize + ToSchema;
+    /// What `prepare` hands to `run`.
+    type Job: Send + 'static;
+
+    fn prepare(
+        api: &Api,
+        caller: &Caller,
+        params: Self::Params,
+    ) -> impl Future<Output = Result<Self::Job, ApiError>> + Send;
+
+    fn run(
+        job: Self::Job,
+        progress: Progress,
+    ) -> impl Future<Output = Result<Self::Output, ApiError>> + Send + 'static;
+}
+
 /// For functions without parameters: anything given is refused, so a typo is noticed.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -75,12 +102,18 @@ pub trait Spec: Sync {
     /// reference.
     fn params_schema(&self) -> NamedSchema;
     fn output_schema(&self) -> NamedSchema;
+    /// Whether the function answers `running` with a token first (its result then comes
+    /// from `get-status`).
+    fn long_running(&self) -> bool {
+        false
+    }
+    /// Runs the function: its result, or a long-running function's `running` answer.
     fn call<'a>(
         &'a self,
         api: &'a Api,
         caller: &'a Caller,
         params: Params,
-    ) -> BoxFuture<'a, Result<serde_json::Value, ApiError>>;
+    ) -> BoxFuture<'a, Result<Answer, ApiError>>;
 }
 
 /// A schema by name, with the schemas it refers to.
@@ -128,21 +161,73 @@ impl<F: Function> Spec for Entry<F> {
         api: &'a Api,
         caller: &'a Caller,
         params: Params,
-    ) -> BoxFuture<'a, Result<serde_json::Value, ApiError>> {
+    ) -> BoxFuture<'a, Result<Answer, ApiError>> {
         Box::pin(async move {
-            let params: F::Params = serde_json::from_value(serde_json::Value::Object(params))
-                .map_err(|e| ApiError::invalid_parameters(e.to_string()))?;
-            let output = F::call(api, caller, params).await?;
-            serde_json::to_value(output).map_err(|e| {
-                ApiError::new(500, "error", "the result could not be encoded")
-                    .with_details(e.to_string())
-            })
+            let output = F::call(api, caller, parse(params)?).await?;
+            encode(output).map(Answer::ok)
+        })
+    }
+}
+
+fn parse<P: DeserializeOwned>(params: Params) -> Result<P, ApiError> {
+    serde_json::from_value(serde_json::Value::Object(params))
+        .map_err(|e| ApiError::invalid_parameters(e.to_string()))
+}
+
+fn encode<T: Serialize>(output: T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(output).map_err(|e| {
+        ApiError::new(500, "error", "the result could not be encoded").with_details(e.to_string())
+    })
+}
+
+struct LongEntry<F>(PhantomData<fn() -> F>);
+
+impl<F: LongFunction> Spec for LongEntry<F> {
+    fn name(&self) -> &'static str {
+        F::NAME
+    }
+
+    fn long_running(&self) -> bool {
+        true
+    }
+
+    fn summary(&self) -> &'static str {
+        F::SUMMARY
+    }
+
+    fn access(&self) -> Access {
+        F::ACCESS
+    }
+
+    fn params_schema(&self) -> NamedSchema {
+        named_schema::<F::Params>()
+    }
+
+    fn output_schema(&self) -> NamedSchema {
+        named_schema::<F::Output>()
+    }
+
+    fn call<'a>(
+        &'a self,
+        api: &'a Api,
+        caller: &'a Caller,
+        params: Params,
+    ) -> BoxFuture<'a, Result<Answer, ApiError>> {
+        Box::pin(async move {
+            let job = F::prepare(api, caller, parse(params)?).await?;
+            Ok(api
+                .jobs()
+                .start(|progress| async move { encode(F::run(job, progress).await?) }))
         })
     }
 }
 
 const fn entry<F: Function>() -> &'static dyn Spec {
     &Entry::<F>(PhantomData)
+}
+
+const fn long_entry<F: LongFunction>() -> &'static dyn Spec {
+    &LongEntry::<F>(PhantomData)
 }
 
 /// Every function, in the order `get-metadata` lists them.
@@ -164,6 +249,7 @@ pub static FUNCTIONS: &[&dyn Spec] = &[
     entry::<admin::GetApiKeys>(),
     entry::<admin::RevokeApiKey>(),
     entry::<admin::ResetAdminPassword>(),
+    long_entry::<backup::CreateBackup>(),
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Spec> {

@@ -35,6 +35,8 @@
 //!   domain, log level, console language), applied at once and written back to the
 //!   configuration file with its comments kept.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
+//! - [`check`]: `gateway check`, the monitoring probe (Nagios/Icinga plugin convention)
+//!   that speaks to every listener as a client would.
 //! - [`logging`]: `tracing` set-up.
 //! - [`hardening`]: no core dumps, no debugger attachment for the running service.
 //!
@@ -50,6 +52,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod console;

@@ -65,6 +65,9 @@ impl Running {
 
     /// Graceful shutdown: stop accepting, let transactions in flight finish, close.
     pub async fn stop(mut self) {
+        // Before the trigger: a load balancer asking /readyz stops sending new clients, and
+        // the listeners' loops ending now are no failure.
+        self.api.server().set_shutting_down();
         self.shutdown.trigger();
         while self.tasks.join_next().await.is_some() {}
     }
@@ -196,7 +199,8 @@ pub async fn start_with_settings(
         ("smtps", &listen.smtps, TlsMode::Implicit),
     ] {
         if let Some(bound) = open(service, listener, sockets, &mut addresses)? {
-            tasks.spawn(smtp.clone().serve(bound, mode, shutdown.signal()));
+            let serve = smtp.clone().serve(bound, mode, shutdown.signal());
+            tasks.spawn(watched(api.clone(), service, serve));
         }
     }
     for (service, listener, mode) in [
@@ -204,7 +208,8 @@ pub async fn start_with_settings(
         ("pop3s", &listen.pop3s, TlsMode::Implicit),
     ] {
         if let Some(bound) = open(service, listener, sockets, &mut addresses)? {
-            tasks.spawn(pop3.clone().serve(bound, mode, shutdown.signal()));
+            let serve = pop3.clone().serve(bound, mode, shutdown.signal());
+            tasks.spawn(watched(api.clone(), service, serve));
         }
     }
     // HTTPS only, with its own budget of connections: a flood of API clients must not keep
@@ -216,7 +221,11 @@ pub async fn start_with_settings(
             ConnectionLimits::with_policy(policy),
             ConsoleOptions::default(),
         );
-        tasks.spawn(console.serve(bound, shutdown.signal()));
+        tasks.spawn(watched(
+            api.clone(),
+            "console",
+            console.serve(bound, shutdown.signal()),
+        ));
     }
     let configured: Vec<(&'static str, SocketAddr, bool)> = listen
         .all()
@@ -230,6 +239,28 @@ pub async fn start_with_settings(
         shutdown,
         tasks,
     })
+}
+
+/// Runs a listener's accept loop. Its end before shutdown is a fault (a panic out of the
+/// loop, say): `/readyz` reports that listener from then on.
+async fn watched(api: Api, service: &'static str, serve: impl std::future::Future<Output = ()>) {
+    let _watch = ListenerWatch { api, service };
+    serve.await;
+}
+
+/// Marks its listener stopped when dropped outside shutdown: on return and on unwind alike.
+struct ListenerWatch {
+    api: Api,
+    service: &'static str,
+}
+
+impl Drop for ListenerWatch {
+    fn drop(&mut self) {
+        if !self.api.server().is_shutting_down() {
+            tracing::error!(service = self.service, "listener stopped serving");
+            self.api.server().listener_stopped(self.service);
+        }
+    }
 }
 
 /// Binds an enabled listener and records its address; `None` when it is disabled.

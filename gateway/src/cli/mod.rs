@@ -4,6 +4,7 @@ mod admin_cmd;
 pub mod api_call;
 pub mod build_check;
 mod cert_cmd;
+mod check_cmd;
 mod config_cmd;
 pub mod error_output;
 mod mailbox_cmd;
@@ -58,12 +59,31 @@ pub enum Command {
     /// The TLS certificate every listener presents.
     #[command(subcommand)]
     Cert(cert_cmd::CertCommand),
+    /// Monitoring probe (Nagios/Icinga plugin): listeners, certificates, waiting mail.
+    Check(check_cmd::CheckArgs),
 }
 
 /// Parses the command line, runs it, and reports a failure (as a JSON object for a `--json`
 /// command). The binary's `main`.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+            let help = matches!(
+                error.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            );
+            if !help && check_cmd::is_check_command(&args) {
+                return check_cmd::usage_error(&error);
+            }
+            error.exit()
+        }
+    };
+    // The plugin convention's exit codes, not the other commands' success or failure.
+    if let Command::Check(args) = cli.command {
+        return check_cmd::main(args, cli.config, cli.data_dir);
+    }
     let json = cli.command.json();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -82,7 +102,7 @@ impl Command {
             Command::Admin(command) => command.json(),
             Command::Settings(command) => command.json(),
             Command::Cert(command) => command.json(),
-            Command::Serve | Command::Config(_) => false,
+            Command::Serve | Command::Config(_) | Command::Check(_) => false,
         }
     }
 }
@@ -97,6 +117,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             settings_cmd::run(command, &target(cli.config, cli.data_dir)?)
         }
         Command::Cert(command) => cert_cmd::run(command, &target(cli.config, cli.data_dir)?),
+        Command::Check(args) => {
+            // Reached only through `run` (tests, embedding): no exit code to give, so a
+            // state other than OK is an error. The binary goes through `main`.
+            let report = check_cmd::report(args, cli.config, cli.data_dir);
+            print!("{}", report.render());
+            anyhow::ensure!(
+                report.state() == crate::check::State::Ok,
+                "the check found problems"
+            );
+            Ok(())
+        }
         Command::Serve => {
             build_check::check_this_binary()?;
             // Before loading: whether the file exists now decides whether a settings change

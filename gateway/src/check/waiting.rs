@@ -147,14 +147,14 @@ mod tests {
             mailbox("Stale", 1, Some(10_000_000)),
             mailbox("Empty", 0, None),
         ];
-        let (finding, perf) = assess(&boxes, &options(3600, 86_400), now);
+        let (finding, perf) = assess(&boxes, &options(3600, 100_000), now);
         assert_eq!(finding.state, State::Warning);
         assert!(
             finding.text.contains("1d 1h in mailbox Stale"),
             "{}",
             finding.text
         );
-        assert_eq!(perf[0].to_string(), "'oldest_waiting'=90000s;3600;86400;0");
+        assert_eq!(perf[0].to_string(), "'oldest_waiting'=90000s;3600;100000;0");
         assert_eq!(perf[1].to_string(), "'messages_waiting'=3;;;0");
         let (finding, _) = assess(&boxes, &options(60, 3600), now);
         assert_eq!(finding.state, State::Critical);

@@ -36,6 +36,7 @@ fn write_config(dir: &Path) {
 struct Served {
     child: Child,
     smtp: SocketAddr,
+    console: SocketAddr,
     drain: Option<JoinHandle<()>>,
 }
 
@@ -59,27 +60,34 @@ impl Served {
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut log = String::new();
-        let mut smtp = None;
+        let (mut smtp, mut console) = (None, None);
         for line in lines.by_ref() {
             let line = line.unwrap();
             log.push_str(&line);
             log.push('\n');
-            if line.contains("listening") && line.contains("service=\"smtp\"") {
-                smtp = line
-                    .split_whitespace()
+            let addr = || {
+                line.split_whitespace()
                     .find_map(|w| w.strip_prefix("addr="))
-                    .and_then(|a| a.trim_matches('"').parse().ok());
+                    .and_then(|a| a.trim_matches('"').parse().ok())
+            };
+            if line.contains("listening") && line.contains("service=\"smtp\"") {
+                smtp = addr();
+            }
+            if line.contains("listening") && line.contains("service=\"console\"") {
+                console = addr();
             }
             if line.contains("gateway ready") {
                 break;
             }
         }
         let smtp = smtp.unwrap_or_else(|| panic!("not ready, or no smtp listener logged:\n{log}"));
+        let console = console.unwrap_or_else(|| panic!("no console listener logged:\n{log}"));
         // Keep reading, so the gateway never blocks on a full pipe.
         let drain = std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
         Self {
             child,
             smtp,
+            console,
             drain: Some(drain),
         }
     }
@@ -158,6 +166,57 @@ fn deliver(smtp: SocketAddr, to: &str) {
     }
     let mut rest = Vec::new();
     let _ = writer.read_to_end(&mut rest);
+}
+
+/// `GET path` over HTTPS/1.1 without a login: the status code, content type and body.
+fn https_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let response = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(HOST_NAME).unwrap();
+        let mut tls = gateway::check::net::any_certificate(&[b"http/1.1"])
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {HOST_NAME}\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response).await;
+        String::from_utf8(response).unwrap()
+    });
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+#[test]
+fn healthz_and_readyz_answer_on_the_console_port_without_a_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d);
+    let served = Served::start(d);
+    let text = "text/plain; charset=utf-8".to_owned();
+    assert_eq!(
+        https_get(served.console, "/healthz"),
+        (200, text.clone(), "ok\n".into())
+    );
+    assert_eq!(
+        https_get(served.console, "/readyz"),
+        (200, text, "ready\n".into())
+    );
 }
 
 /// A port on loopback where nothing listens (bound, then closed).

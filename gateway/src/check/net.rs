@@ -148,7 +148,7 @@ async fn converse(target: &Target) -> Result<Option<TlsSeen>, String> {
     let mut seen = None;
     let mut chunk = vec![0u8; 4096];
     loop {
-        match probe.next().map_err(|e| e.to_string())? {
+        match probe.poll().map_err(|e| e.to_string())? {
             Next::Done => return Ok(seen),
             Next::Send(bytes) => {
                 let written = match &mut conn {

@@ -105,7 +105,7 @@ pub struct Probe {
 impl Probe {
     /// The script for `protocol`; `host` is what the probe names itself (EHLO) and the
     /// server (HTTP `Host`). Implicit TLS is part of the script: the shell connects and
-    /// asks [`Probe::next`].
+    /// asks [`Probe::poll`].
     pub fn new(protocol: Protocol, host: &str) -> Self {
         let ehlo = |name: &str| Step::Send(format!("EHLO {name}\r\n").into_bytes());
         let line = |text: &str| Step::Send(format!("{text}\r\n").into_bytes());
@@ -162,7 +162,7 @@ impl Probe {
     }
 
     /// What to do now. `Send` and `StartTls` count as done once returned.
-    pub fn next(&mut self) -> Result<Next, ProbeError> {
+    pub fn poll(&mut self) -> Result<Next, ProbeError> {
         let Some(step) = self.steps.get(self.at) else {
             return Ok(Next::Done);
         };
@@ -308,7 +308,7 @@ mod tests {
         let mut sent = Vec::new();
         let mut chunks = server.iter();
         let end = loop {
-            match probe.next() {
+            match probe.poll() {
                 Ok(Next::Send(bytes)) => sent.push(String::from_utf8(bytes).unwrap()),
                 Ok(Next::StartTls) => sent.push("<tls>".into()),
                 Ok(Next::Done) => break Ok(()),

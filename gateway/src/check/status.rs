@@ -156,7 +156,7 @@ impl Report {
             .filter(|f| f.state != State::Ok)
             .collect();
         // Stable: same-state problems keep the order they were checked in.
-        problems.sort_by(|a, b| b.state.cmp(&a.state));
+        problems.sort_by_key(|f| std::cmp::Reverse(f.state));
         let summary = if self.findings.is_empty() {
             "nothing to check: no listener is enabled".to_owned()
         } else if problems.is_empty() {

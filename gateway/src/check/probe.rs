@@ -163,25 +163,34 @@ impl Probe {
 
     /// What to do now. `Send` and `StartTls` count as done once returned.
     pub fn poll(&mut self) -> Result<Next, ProbeError> {
-        let Some(step) = self.steps.get(self.at) else {
-            return Ok(Next::Done);
-        };
-        match step {
-            Step::Send(bytes) => {
-                let bytes = bytes.clone();
-                self.at += 1;
-                Ok(Next::Send(bytes))
-            }
-            Step::Tls => {
-                // Whatever came before the handshake and was not read as an answer was
-                // sent in plaintext by someone: never carry it into the TLS session.
-                if self.smtp.has_buffered() || !self.buf.is_empty() {
-                    return Err(ProbeError::InjectedBeforeTls);
+        loop {
+            let Some(step) = self.steps.get(self.at) else {
+                return Ok(Next::Done);
+            };
+            match step {
+                Step::Send(bytes) => {
+                    let bytes = bytes.clone();
+                    self.at += 1;
+                    return Ok(Next::Send(bytes));
                 }
-                self.at += 1;
-                Ok(Next::StartTls)
+                Step::Tls => {
+                    // Whatever came before the handshake and was not read as an answer was
+                    // sent in plaintext by someone: never carry it into the TLS session.
+                    if self.smtp.has_buffered() || !self.buf.is_empty() {
+                        return Err(ProbeError::InjectedBeforeTls);
+                    }
+                    self.at += 1;
+                    return Ok(Next::StartTls);
+                }
+                Step::Smtp(..) | Step::Pop3Ok | Step::Http200 => {
+                    // The answer may have come with an earlier read already.
+                    let before = self.at;
+                    self.advance()?;
+                    if self.at == before {
+                        return Ok(Next::Read);
+                    }
+                }
             }
-            Step::Smtp(..) | Step::Pop3Ok | Step::Http200 => Ok(Next::Read),
         }
     }
 
@@ -429,6 +438,39 @@ mod tests {
         assert!(sent[1].starts_with("GET /healthz HTTP/1.1\r\nHost: mx.test\r\n"));
         let (_, end) = converse(Protocol::Https, &[b"HTTP/1.1 503 Service Unavailable\r\n"]);
         assert!(matches!(end, Err(ProbeError::Unexpected { .. })), "{end:?}");
+    }
+
+    proptest::proptest! {
+        /// However the server's bytes are cut into reads, the conversation is the same.
+        #[test]
+        fn replies_split_at_any_points_read_the_same(cuts in proptest::collection::vec(0usize..200, 0..8)) {
+            let whole: &[u8] = b"220-mx.test ESMTP\r\n220 hello\r\n250-mx.test\r\n250-STARTTLS\r\n250 SIZE 1000\r\n";
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (whole.len() + 1)).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([whole.len()]) {
+                if cut > from {
+                    chunks.push(&whole[from..cut]);
+                    from = cut;
+                }
+            }
+            let mut probe = Probe::new(Protocol::SmtpStartTls, "mx.test");
+            let mut sent = Vec::new();
+            let mut chunks = chunks.into_iter();
+            loop {
+                match probe.poll().unwrap() {
+                    Next::Send(bytes) => sent.push(bytes),
+                    Next::Read => match chunks.next() {
+                        Some(chunk) => probe.received(chunk).unwrap(),
+                        None => break,
+                    },
+                    other => proptest::prop_assert!(false, "{other:?}"),
+                }
+            }
+            proptest::prop_assert_eq!(sent, vec![b"EHLO gateway-check\r\n".to_vec(), b"STARTTLS\r\n".to_vec()]);
+        }
     }
 
     #[test]

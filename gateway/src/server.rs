@@ -295,3 +295,26 @@ fn open(
     addresses.push((service, local));
     Ok(Some(bound))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_listener_loop_that_ends_outside_shutdown_is_reported_stopped() {
+        let (_dir, api) = crate::api::test_support::api("localhost");
+        watched(api.clone(), "smtp", async {}).await;
+        assert_eq!(api.server().stopped_listeners(), ["smtp"]);
+        // A panic out of the loop counts too.
+        let panicked = tokio::spawn(watched(api.clone(), "pop3s", async {
+            panic!("accept loop failed")
+        }))
+        .await;
+        assert!(panicked.is_err());
+        assert_eq!(api.server().stopped_listeners(), ["smtp", "pop3s"]);
+        // In shutdown, ending is what a loop should do.
+        api.server().set_shutting_down();
+        watched(api.clone(), "console", async {}).await;
+        assert_eq!(api.server().stopped_listeners(), ["smtp", "pop3s"]);
+    }
+}

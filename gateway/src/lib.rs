@@ -37,6 +37,8 @@
 //! - [`backup`]: consistent backups of a running gateway (store, retrieval key, certificates,
 //!   configuration, with a checksummed manifest), their restore, and the rolling snapshot.
 //! - [`cli`]: the `gateway` command line (the binary is a thin wrapper around it).
+//! - [`check`]: `gateway check`, the monitoring probe (Nagios/Icinga plugin convention)
+//!   that speaks to every listener as a client would.
 //! - [`metrics`]: the Prometheus registry and the typed handles the shells and the store
 //!   count into; `/metrics` on the console listener and an optional loopback listener.
 //! - [`logging`]: `tracing` set-up: stderr, optional daily log files, text or JSON lines.
@@ -55,6 +57,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod console;

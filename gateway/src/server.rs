@@ -72,6 +72,9 @@ impl Running {
 
     /// Graceful shutdown: stop accepting, let transactions in flight finish, close.
     pub async fn stop(mut self) {
+        // Before the trigger: a load balancer asking /readyz stops sending new clients, and
+        // the listeners' loops ending now are no failure.
+        self.api.server().set_shutting_down();
         self.shutdown.trigger();
         while self.tasks.join_next().await.is_some() {}
     }
@@ -208,10 +211,10 @@ pub async fn start_with_settings(
         ("smtps", &listen.smtps, TlsMode::Implicit),
     ] {
         if let Some(bound) = open(service, listener, sockets, &mut addresses)? {
-            tasks.spawn(
-                smtp.clone()
-                    .serve_as(service, bound, mode, shutdown.signal()),
-            );
+            let serve = smtp
+                .clone()
+                .serve_as(service, bound, mode, shutdown.signal());
+            tasks.spawn(watched(api.clone(), service, serve));
         }
     }
     for (service, listener, mode) in [
@@ -219,10 +222,10 @@ pub async fn start_with_settings(
         ("pop3s", &listen.pop3s, TlsMode::Implicit),
     ] {
         if let Some(bound) = open(service, listener, sockets, &mut addresses)? {
-            tasks.spawn(
-                pop3.clone()
-                    .serve_as(service, bound, mode, shutdown.signal()),
-            );
+            let serve = pop3
+                .clone()
+                .serve_as(service, bound, mode, shutdown.signal());
+            tasks.spawn(watched(api.clone(), service, serve));
         }
     }
     // HTTPS only, with its own budget of connections: a flood of API clients must not keep
@@ -234,7 +237,11 @@ pub async fn start_with_settings(
             ConnectionLimits::with_policy(policy),
             ConsoleOptions::default(),
         );
-        tasks.spawn(console.serve(bound, shutdown.signal()));
+        tasks.spawn(watched(
+            api.clone(),
+            "console",
+            console.serve(bound, shutdown.signal()),
+        ));
     }
     // Plain HTTP for a scraper on this machine (validation keeps it on loopback unless the
     // administrator allowed otherwise); not one of the `[listen]` services.
@@ -272,6 +279,28 @@ pub async fn start_with_settings(
     })
 }
 
+/// Runs a listener's accept loop. Its end before shutdown is a fault (a panic out of the
+/// loop, say): `/readyz` reports that listener from then on.
+async fn watched(api: Api, service: &'static str, serve: impl std::future::Future<Output = ()>) {
+    let _watch = ListenerWatch { api, service };
+    serve.await;
+}
+
+/// Marks its listener stopped when dropped outside shutdown: on return and on unwind alike.
+struct ListenerWatch {
+    api: Api,
+    service: &'static str,
+}
+
+impl Drop for ListenerWatch {
+    fn drop(&mut self) {
+        if !self.api.server().is_shutting_down() {
+            tracing::error!(service = self.service, "listener stopped serving");
+            self.api.server().listener_stopped(self.service);
+        }
+    }
+}
+
 /// Binds an enabled listener and records its address; `None` when it is disabled.
 fn open(
     service: &'static str,
@@ -303,4 +332,27 @@ fn open(
     tracing::info!(service, addr = %local, "listening");
     addresses.push((service, local));
     Ok(Some(bound))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_listener_loop_that_ends_outside_shutdown_is_reported_stopped() {
+        let (_dir, api) = crate::api::test_support::api("localhost");
+        watched(api.clone(), "smtp", async {}).await;
+        assert_eq!(api.server().stopped_listeners(), ["smtp"]);
+        // A panic out of the loop counts too.
+        let panicked = tokio::spawn(watched(api.clone(), "pop3s", async {
+            panic!("accept loop failed")
+        }))
+        .await;
+        assert!(panicked.is_err());
+        assert_eq!(api.server().stopped_listeners(), ["smtp", "pop3s"]);
+        // In shutdown, ending is what a loop should do.
+        api.server().set_shutting_down();
+        watched(api.clone(), "console", async {}).await;
+        assert_eq!(api.server().stopped_listeners(), ["smtp", "pop3s"]);
+    }
 }

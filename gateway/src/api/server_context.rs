@@ -2,8 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -44,7 +45,20 @@ pub struct ServerContext {
     certificate_source: Mutex<&'static str>,
     /// Where chosen certificates are stored; `None` in tests that have no data directory.
     data_dir: Option<PathBuf>,
+    /// Listeners whose accept loop ended while the gateway runs (by service name).
+    stopped_listeners: Mutex<Vec<&'static str>>,
+    /// Set when graceful shutdown begins: from then on the gateway is not ready.
+    shutting_down: AtomicBool,
+    /// The last store write probe of `/readyz`.
+    store_probe: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    store_probe_interval: Duration,
 }
+
+/// How long a store probe's result stands: `/readyz` needs no login, so a flood of requests
+/// must not turn into a flood of commits.
+pub const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// A commit slower than this counts as a store that does not take writes.
+pub const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ServerContext {
     pub fn new(
@@ -64,12 +78,22 @@ impl ServerContext {
             certificates,
             certificate_source: Mutex::new(certificate_source),
             data_dir: None,
+            stopped_listeners: Mutex::new(Vec::new()),
+            shutting_down: AtomicBool::new(false),
+            store_probe: tokio::sync::Mutex::new(None),
+            store_probe_interval: STORE_PROBE_INTERVAL,
         }
     }
 
     /// Where [`Self::data_dir`] points: certificate functions store their material there.
     pub fn with_data_dir(mut self, data_dir: PathBuf) -> Self {
         self.data_dir = Some(data_dir);
+        self
+    }
+
+    /// How long a store probe's result stands (tests).
+    pub fn with_store_probe_interval(mut self, interval: Duration) -> Self {
+        self.store_probe_interval = interval;
         self
     }
 
@@ -120,6 +144,62 @@ impl ServerContext {
             })
             .collect();
         *self.listeners.lock().unwrap_or_else(|p| p.into_inner()) = list;
+    }
+
+    /// Records that the accept loop of `service` ended.
+    pub fn listener_stopped(&self, service: &'static str) {
+        let mut stopped = self
+            .stopped_listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !stopped.contains(&service) {
+            stopped.push(service);
+        }
+    }
+
+    /// Listeners that were serving and stopped, by service name.
+    pub fn stopped_listeners(&self) -> Vec<&'static str> {
+        self.stopped_listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Graceful shutdown began.
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Whether the store took a commit within [`STORE_PROBE_TIMEOUT`], probed at most once
+    /// per [`STORE_PROBE_INTERVAL`]; concurrent callers wait for one probe and share it.
+    pub async fn store_writable(&self, gateway: &crate::service::Gateway) -> bool {
+        let mut last = self.store_probe.lock().await;
+        if let Some((at, writable)) = *last {
+            if at.elapsed() < self.store_probe_interval {
+                return writable;
+            }
+        }
+        let writable = match tokio::time::timeout(STORE_PROBE_TIMEOUT, gateway.probe_store()).await
+        {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the store does not take a commit");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout = ?STORE_PROBE_TIMEOUT,
+                    "readiness: a commit to the store did not finish in time"
+                );
+                false
+            }
+        };
+        *last = Some((Instant::now(), writable));
+        writable
     }
 
     pub fn listeners(&self) -> Vec<ListenerInfo> {

@@ -5,6 +5,7 @@ pub mod api_call;
 mod backup_cmd;
 pub mod build_check;
 mod cert_cmd;
+mod check_cmd;
 mod config_cmd;
 pub mod error_output;
 mod mailbox_cmd;
@@ -68,12 +69,31 @@ pub enum Command {
     Backup(backup_cmd::BackupArgs),
     /// Restore a backup into an empty data directory (the gateway must not run on it).
     Restore(backup_cmd::RestoreArgs),
+    /// Monitoring probe (Nagios/Icinga plugin): listeners, certificates, waiting mail.
+    Check(check_cmd::CheckArgs),
 }
 
 /// Parses the command line, runs it, and reports a failure (as a JSON object for a `--json`
 /// command). The binary's `main`.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+            let help = matches!(
+                error.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            );
+            if !help && check_cmd::is_check_command(&args) {
+                return check_cmd::usage_error(&error);
+            }
+            error.exit()
+        }
+    };
+    // The plugin convention's exit codes, not the other commands' success or failure.
+    if let Command::Check(args) = cli.command {
+        return check_cmd::main(args, cli.config, cli.data_dir);
+    }
     let json = cli.command.json();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -94,7 +114,7 @@ impl Command {
             Command::Cert(command) => command.json(),
             Command::Backup(args) => args.format.json,
             Command::Restore(args) => args.format.json,
-            Command::Serve | Command::Config(_) | Command::Setup(_) => false,
+            Command::Serve | Command::Config(_) | Command::Setup(_) | Command::Check(_) => false,
         }
     }
 }
@@ -115,6 +135,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(cli.config, cli.data_dir)?;
             crate::logging::init(crate::config::LogLevel::Warn);
             backup_cmd::restore(args, &config.gateway.data_dir)
+        }
+        Command::Check(args) => {
+            // Reached only through `run` (tests, embedding): no exit code to give, so a
+            // state other than OK is an error. The binary goes through `main`.
+            let report = check_cmd::report(args, cli.config, cli.data_dir);
+            print!("{}", report.render());
+            anyhow::ensure!(
+                report.state() == crate::check::State::Ok,
+                "the check found problems"
+            );
+            Ok(())
         }
         Command::Serve => {
             build_check::check_this_binary()?;

@@ -5,6 +5,7 @@ mod admin;
 mod api_key;
 mod disk;
 mod error;
+mod health;
 mod mailboxes;
 mod messages;
 mod permissions;

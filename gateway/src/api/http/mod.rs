@@ -11,6 +11,7 @@
 
 pub mod auth;
 mod body;
+pub mod health;
 mod response;
 mod routes;
 #[cfg(test)]

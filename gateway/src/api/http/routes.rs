@@ -3,7 +3,8 @@
 //! `POST /api/invoke/{function}`, `POST /api/get-metadata`, `POST /api/get-status` and
 //! `GET /api/openapi.json`; anything else is a 404 or 405 envelope. Each handler
 //! authenticates (except the OpenAPI document), reads the parameters and hands them to the
-//! one dispatcher, [`Api::invoke`].
+//! one dispatcher, [`Api::invoke`]. `GET /healthz` and `/readyz` are merged in from
+//! [`super::health`], without a login and without the envelope.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -29,6 +30,7 @@ pub fn router(api: Api) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api.clone())
         .layer(axum::middleware::map_response(response::finish))
+        .merge(super::health::router(api.clone()))
         .merge(crate::console::router(api))
 }
 

@@ -105,6 +105,9 @@ impl Api {
             }
             return refusal.into_answer();
         }
+        if spec.long_running() {
+            return spec.start(self, caller, params);
+        }
         match spec.call(self, caller, params).await {
             Ok(result) => Answer::ok(result),
             Err(e) => e.into_answer(),

@@ -47,20 +47,103 @@ pub fn call(target: &Target, function: &str, params: Params) -> anyhow::Result<s
     into_result(function, answer)
 }
 
+/// Calls a long-running `function`, polls it to the end, telling `progress` each new status
+/// text, and returns its result or its failure as an error. On a stopped gateway the run
+/// happens in this process.
+pub fn call_polling(
+    target: &Target,
+    function: &str,
+    params: Params,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(async {
+        let mut channel = open(target).await?;
+        let mut answer = channel.invoke(function, params).await?;
+        let mut shown: Option<String> = None;
+        loop {
+            if let Some(text) = &answer.envelope.status_text {
+                if shown.as_ref() != Some(text) {
+                    progress(text);
+                    shown = Some(text.clone());
+                }
+            }
+            if answer.envelope.status_code != crate::api::StatusCode::Running {
+                return anyhow::Ok(answer);
+            }
+            let Some(token) = answer.envelope.token.clone() else {
+                return anyhow::Ok(answer);
+            };
+            let version = answer.envelope.status_version.unwrap_or(1).to_string();
+            let poll = params_of([
+                ("token", token.as_str()),
+                ("lastKnownStatusVersion", version.as_str()),
+                ("millisecondsTimeout", "20000"),
+            ]);
+            answer = channel.status(poll).await?;
+        }
+    })?;
+    into_result(function, answer)
+}
+
+fn params_of<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Params {
+    params(pairs.into_iter().map(|(k, v)| (k, Some(v))))
+}
+
+/// A way to the gateway's API: its control socket, or the stopped gateway's store here.
+pub enum Channel {
+    Running(ControlClient),
+    Stopped(Api),
+}
+
+impl Channel {
+    pub async fn invoke(&mut self, function: &str, params: Params) -> anyhow::Result<Answer> {
+        Ok(match self {
+            Channel::Running(client) => client.invoke(function, params).await?,
+            Channel::Stopped(api) => api.invoke(&Caller::Host, function, params).await,
+        })
+    }
+
+    /// Polls a long-running run (`get-status`).
+    pub async fn status(&mut self, params: Params) -> anyhow::Result<Answer> {
+        Ok(match self {
+            Channel::Running(client) => {
+                client
+                    .invoke(crate::api::control::GET_STATUS, params)
+                    .await?
+            }
+            Channel::Stopped(api) => api.status(&Caller::Host, params).await,
+        })
+    }
+}
+
 /// The answer of the running gateway if one listens, else of the stopped gateway's store.
 pub async fn answer(target: &Target, function: &str, params: Params) -> anyhow::Result<Answer> {
+    open(target).await?.invoke(function, params).await
+}
+
+/// The running gateway's control socket, or the stopped gateway's store opened here.
+pub async fn open(target: &Target) -> anyhow::Result<Channel> {
     let config = &target.config;
     let data_dir = &config.gateway.data_dir;
-    if let Some(mut client) = ControlClient::connect(data_dir).await? {
-        return Ok(client.invoke(function, params).await?);
+    if let Some(client) = ControlClient::connect(data_dir).await? {
+        return Ok(Channel::Running(client));
     }
     let gateway = Gateway::open(config).map_err(|e| explain_open_error(e, config))?;
+    // The certificate rules as the running gateway has them; an ACME order opens the
+    // challenge listener itself.
     let server = ServerContext::new(
         config.gateway.host_name.clone(),
         None,
         crate::tls::source_name(config.tls.source.name(), data_dir),
     )
-    .with_data_dir(data_dir.clone());
+    .with_data_dir(data_dir.clone())
+    .with_certificate_manager(std::sync::Arc::new(
+        crate::tls::CertificateManager::from_config(config, None),
+    ));
     let configured: Vec<_> = config
         .listeners()
         .into_iter()
@@ -75,8 +158,7 @@ pub async fn answer(target: &Target, function: &str, params: Params) -> anyhow::
         None,
         target.settings_file.clone(),
     );
-    let api = Api::new(gateway, settings, server);
-    Ok(api.invoke(&Caller::Host, function, params).await)
+    Ok(Channel::Stopped(Api::new(gateway, settings, server)))
 }
 
 fn explain_open_error(e: ServiceError, config: &Config) -> anyhow::Error {

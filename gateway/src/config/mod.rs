@@ -19,7 +19,7 @@ pub use error::{ConfigError, ParseError};
 pub use model::{
     detect_host_name, CertificateSource, Config, ConsoleSection, GatewaySection, Language,
     LimitsSection, ListenSection, Listener, LogLevel, Pop3Section, ProxySection, SmtpSection,
-    TlsSection, UnknownValue, LETS_ENCRYPT_DIRECTORY,
+    TlsSection, UnknownValue, LETS_ENCRYPT_DIRECTORY, LETS_ENCRYPT_STAGING_DIRECTORY,
 };
 pub use network::IpNetwork;
 pub use template::DEFAULT_TEMPLATE;

@@ -10,6 +10,9 @@
 //! ← {"httpStatus": 200, "envelope": {"error": null, "statusCode": "succeeded", ...}}
 //! ```
 //!
+//! A long-running function answers `running` with a token; the CLI polls it with the
+//! pseudo-function [`GET_STATUS`] (parameters as `POST /api/get-status`).
+//!
 //! The answer is the API's [`crate::api::Answer`], so the CLI prints the same thing whether
 //! it reached a running gateway here or called [`crate::api::Api::invoke`] on a stopped
 //! gateway's store itself.
@@ -27,6 +30,9 @@ pub use client::ControlClient;
 pub use server::ControlServer;
 
 use super::Params;
+
+/// The request "function" that polls a long-running run (`POST /api/get-status`).
+pub const GET_STATUS: &str = "get-status";
 
 /// The socket's file name inside the data directory.
 pub const SOCKET_FILE: &str = "control.sock";

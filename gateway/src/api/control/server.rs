@@ -220,9 +220,12 @@ async fn answer(api: &Api, line: &[u8]) -> Answer {
             .with_details(e.to_string())
             .into_answer(),
         };
-    let answer = api
-        .invoke(&Caller::Host, &request.function, request.params)
-        .await;
+    let answer = if request.function == super::GET_STATUS {
+        api.status(&Caller::Host, request.params).await
+    } else {
+        api.invoke(&Caller::Host, &request.function, request.params)
+            .await
+    };
     // The function name only (escaped by `?`): parameters may hold what must not be logged.
     tracing::info!(function = ?request.function, status = answer.http_status, "control request");
     answer

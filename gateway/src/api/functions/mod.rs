@@ -39,8 +39,16 @@ pub trait Function: 'static {
     const NAME: &'static str;
     const SUMMARY: &'static str;
     const ACCESS: Access = Access::Admin;
-    type Params: DeserializeOwned + ToSchema + Send;
+    type Params: DeserializeOwned + ToSchema + Send + 'static;
     type Output: Serialize + ToSchema;
+    /// Answers `running` with a token at once; the result comes through `get-status`
+    /// ([`crate::api::jobs`]).
+    const LONG_RUNNING: bool = false;
+
+    /// For a long-running function: the checks answered at once, before the run starts.
+    fn precheck(_api: &Api, _params: &Self::Params) -> Result<(), ApiError> {
+        Ok(())
+    }
 
     fn call(
         api: &Api,
@@ -81,6 +89,10 @@ pub trait Spec: Sync {
         caller: &'a Caller,
         params: Params,
     ) -> BoxFuture<'a, Result<serde_json::Value, ApiError>>;
+    fn long_running(&self) -> bool;
+    /// Starts a long-running function: parameters and prechecks are answered at once, the
+    /// run's result through `get-status`.
+    fn start(&self, api: &Api, caller: &Caller, params: Params) -> super::Answer;
 }
 
 /// A schema by name, with the schemas it refers to.
@@ -133,12 +145,36 @@ impl<F: Function> Spec for Entry<F> {
             let params: F::Params = serde_json::from_value(serde_json::Value::Object(params))
                 .map_err(|e| ApiError::invalid_parameters(e.to_string()))?;
             let output = F::call(api, caller, params).await?;
-            serde_json::to_value(output).map_err(|e| {
-                ApiError::new(500, "error", "the result could not be encoded")
-                    .with_details(e.to_string())
+            encode(output)
+        })
+    }
+
+    fn long_running(&self) -> bool {
+        F::LONG_RUNNING
+    }
+
+    fn start(&self, api: &Api, caller: &Caller, params: Params) -> super::Answer {
+        let params: F::Params = match serde_json::from_value(serde_json::Value::Object(params)) {
+            Ok(params) => params,
+            Err(e) => return ApiError::invalid_parameters(e.to_string()).into_answer(),
+        };
+        if let Err(refusal) = F::precheck(api, &params) {
+            return refusal.into_answer();
+        }
+        let (run_api, caller) = (api.clone(), caller.clone());
+        api.jobs().start(move |progress| {
+            super::jobs::with_progress(progress, async move {
+                let output = F::call(&run_api, &caller, params).await?;
+                encode(output)
             })
         })
     }
+}
+
+fn encode<T: Serialize>(output: T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(output).map_err(|e| {
+        ApiError::new(500, "error", "the result could not be encoded").with_details(e.to_string())
+    })
 }
 
 const fn entry<F: Function>() -> &'static dyn Spec {
@@ -157,6 +193,8 @@ pub static FUNCTIONS: &[&dyn Spec] = &[
     entry::<server::GetCertificateInfo>(),
     entry::<certificates::CreateSelfSignedCertificate>(),
     entry::<certificates::ImportCertificate>(),
+    entry::<certificates::RequestAcmeCertificate>(),
+    entry::<certificates::RenewCertificate>(),
     entry::<settings::GetSettings>(),
     entry::<settings::SetSettings>(),
     entry::<admin::ResetOwnPassword>(),

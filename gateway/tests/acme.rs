@@ -331,3 +331,107 @@ async fn a_ca_rejecting_every_nonce_gives_a_clear_error() {
     );
     assert!(load_acme(data.path()).is_none());
 }
+
+#[tokio::test]
+async fn choosing_another_certificate_stops_acme_and_closes_the_challenge_port() {
+    use gateway::tls::{AcmeSettings, CertificateManager, ChallengePort};
+    // The port Pebble dials is the manager's challenge port: free now, opened by the order.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: port.port(),
+        mock_dns: true,
+        ..PebbleOptions::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let data = tempfile::tempdir().expect("data dir");
+    std::fs::write(data.path().join("pebble-ca.pem"), pebble.ca_pem()).expect("CA file");
+    let manager = CertificateManager::new(
+        NAME.to_owned(),
+        Some(data.path().to_owned()),
+        None,
+        "self-signed",
+    )
+    .with_acme(
+        None,
+        Some(ChallengePort {
+            addr: port,
+            options: gateway::net::SocketOptions::default(),
+        }),
+    );
+    let settings = AcmeSettings {
+        directory_url: pebble.directory_url(),
+        contact_email: None,
+        ca_file: Some(data.path().join("pebble-ca.pem")),
+        domains: vec![NAME.to_owned()],
+        staging_directory_url: None,
+    };
+    let material = manager
+        .request_acme(settings.clone(), false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", pebble.log()));
+    assert_eq!(manager.source(), "acme");
+    assert_eq!(manager.acme_settings(), Some(settings));
+    assert_eq!(manager.challenge_listener_addr().await, Some(port));
+    assert!(
+        std::net::TcpStream::connect(port).is_ok(),
+        "open for renewals"
+    );
+    let renewed = manager
+        .renew_now()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", pebble.log()));
+    assert_ne!(renewed.sha256_fingerprint, material.fingerprint());
+
+    // The administrator chooses a self-signed certificate instead.
+    let chosen = gateway::tls::create_self_signed(data.path(), NAME, &[]).expect("self-signed");
+    manager.put_in_use(&chosen, "self-signed").await;
+    assert_eq!(manager.source(), "self-signed");
+    assert!(manager.acme_settings().is_none(), "renewal stops");
+    assert_eq!(manager.challenge_listener_addr().await, None);
+    assert!(
+        std::net::TcpStream::connect(port).is_err(),
+        "the challenge port is closed"
+    );
+    let err = manager.renew_now().await.expect_err("not ACME any more");
+    assert!(matches!(err, AcmeError::NotAcme), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_failed_first_order_leaves_the_challenge_port_closed() {
+    use gateway::tls::{AcmeSettings, CertificateManager, ChallengePort};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let data = tempfile::tempdir().expect("data dir");
+    let manager = CertificateManager::new(
+        NAME.to_owned(),
+        Some(data.path().to_owned()),
+        None,
+        "self-signed",
+    )
+    .with_acme(
+        None,
+        Some(ChallengePort {
+            addr: port,
+            options: gateway::net::SocketOptions::default(),
+        }),
+    );
+    let settings = AcmeSettings {
+        directory_url: dead_directory(),
+        contact_email: None,
+        ca_file: None,
+        domains: vec![NAME.to_owned()],
+        staging_directory_url: None,
+    };
+    let err = manager
+        .request_acme(settings, false)
+        .await
+        .expect_err("the CA is down");
+    assert!(matches!(err, AcmeError::Unreachable { .. }), "{err:?}");
+    assert_eq!(manager.source(), "self-signed", "the old source stays");
+    assert_eq!(manager.challenge_listener_addr().await, None);
+}

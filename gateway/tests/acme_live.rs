@@ -340,3 +340,78 @@ async fn every_listener_presents_the_acme_certificate_and_a_renewal_keeps_open_s
         "the session kept the certificate it started with"
     );
 }
+
+#[test]
+fn cert_acme_on_a_stopped_gateway_orders_in_process_and_rewrites_tls() {
+    let held: Vec<std::net::TcpListener> = LISTENERS
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: ports[6],
+        mock_dns: true,
+        ..PebbleOptions::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    write_config(d, &pebble, &ports);
+    // Start from a self-signed configuration with a comment to keep.
+    let text = std::fs::read_to_string(d.join("gateway.toml")).expect("config");
+    let start = text.find("[tls]").expect("tls");
+    let end = text[start..].find("[listen").expect("listen") + start;
+    let text = format!(
+        "{}[tls]\n# chosen by the installer\nsource = \"self-signed\"\n\n{}",
+        &text[..start],
+        &text[end..]
+    );
+    std::fs::write(d.join("gateway.toml"), text).expect("config");
+    drop(held);
+    let ca_file = pebble.ca_file();
+    let directory = pebble.directory_url();
+    let args = [
+        "cert",
+        "acme",
+        "--domain",
+        HOST,
+        "--email",
+        "postmaster@example.test",
+        "--directory",
+        directory.as_str(),
+        "--ca-file",
+        ca_file.to_str().expect("path"),
+        "--json",
+    ];
+
+    let refused = gateway(d, &args);
+    assert!(!refused.status.success());
+    // With --json the error is a JSON object on stdout.
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(said.contains("--accept-tos"), "{said}");
+
+    let mut with_tos = args.to_vec();
+    with_tos.push("--accept-tos");
+    let ordered = ok_json(d, &with_tos);
+    assert_eq!(ordered["certificate"]["source"], "acme", "{ordered}");
+    let config = std::fs::read_to_string(d.join("gateway.toml")).expect("config");
+    assert!(
+        config.contains("# chosen by the installer\nsource = \"acme\"")
+            && config.contains(&format!("acme_directory_url = \"{directory}\""))
+            && config.contains(&format!("acme_domains = [\"{HOST}\"]")),
+        "{config}"
+    );
+    // What the next start serves.
+    let shown = ok_json(d, &["cert", "show", "--json"]);
+    assert_eq!(
+        shown["sha256Fingerprint"], ordered["certificate"]["sha256Fingerprint"],
+        "{shown}"
+    );
+}

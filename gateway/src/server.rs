@@ -17,7 +17,7 @@ use crate::service::Gateway;
 use crate::settings::EmailDomain;
 use crate::settings::{LiveSettings, SettingsFile};
 use crate::smtp::{SessionConfig, SmtpServer};
-use crate::tls::{CertResolver, UpstreamTrust};
+use crate::tls::{CertResolver, CertificateManager, UpstreamTrust};
 
 /// A listener that could not be opened, named so the administrator knows which setting.
 /// The cause is part of the message and deliberately not a `source`: error reports print
@@ -38,6 +38,8 @@ pub enum StartError {
     Bind(#[from] BindError),
     #[error("proxy: cannot load the trusted CA certificates ([proxy] ca_files): {0}")]
     ProxyTrust(#[from] crate::tls::TlsError),
+    #[error("tls.source = \"acme\": {0}")]
+    Acme(#[from] crate::tls::acme::AcmeError),
 }
 
 /// The running listeners.
@@ -169,6 +171,10 @@ pub async fn start_with_settings(
         backlog: config.limits.listen_backlog,
         keepalive: config.limits.tcp_keepalive(),
     };
+    let certificates = Arc::new(CertificateManager::from_config(
+        config,
+        Some(resolver.clone()),
+    ));
     let api = Api::new(
         gateway.clone(),
         settings,
@@ -177,7 +183,8 @@ pub async fn start_with_settings(
             Some(resolver.clone()),
             crate::tls::source_name(config.tls.source.name(), &config.gateway.data_dir),
         )
-        .with_data_dir(config.gateway.data_dir.clone()),
+        .with_data_dir(config.gateway.data_dir.clone())
+        .with_certificate_manager(certificates.clone()),
     );
     let metrics_server =
         crate::metrics::http::MetricsServer::new(gateway.clone(), Some(resolver.clone()));
@@ -254,6 +261,14 @@ pub async fn start_with_settings(
         if let Some(bound) = open("metrics", &metrics_listener, sockets, &mut addresses)? {
             tasks.spawn(metrics_server.serve(bound, shutdown.signal()));
         }
+    }
+    // With ACME the challenge listener is open from the start (renewals need it), and a
+    // certificate is ordered in the background when none is stored.
+    if certificates.acme_settings().is_some() {
+        let addr = certificates.open_challenge_listener().await?;
+        tracing::info!(service = "acme_http", %addr, "listening");
+        addresses.push(("acme_http", addr));
+        certificates.start_acme();
     }
     let configured: Vec<(&'static str, SocketAddr, bool)> = listen
         .all()

@@ -110,6 +110,7 @@ pub const KINDS: &[&str] = &[
     "store_in_use",
     "disk_full",
     "storage",
+    "acme",
     "error",
 ];
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::tls::CertResolver;
+use crate::tls::{CertResolver, CertificateManager};
 
 /// Whether a configured listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -40,9 +40,9 @@ pub struct ServerContext {
     listeners: Mutex<Vec<ListenerInfo>>,
     /// The certificate the listeners present; `None` when the gateway is not running.
     pub certificates: Option<Arc<CertResolver>>,
-    /// Where the certificate comes from: `self-signed`, `imported` or `files`; changes when
-    /// the administrator chooses another one.
-    certificate_source: Mutex<&'static str>,
+    /// The rules for choosing and obtaining certificates, and where the current one comes
+    /// from (`self-signed`, `imported`, `files` or `acme`).
+    certificate_manager: Arc<CertificateManager>,
     /// Where chosen certificates are stored; `None` in tests that have no data directory.
     data_dir: Option<PathBuf>,
     /// Listeners whose accept loop ended while the gateway runs (by service name).
@@ -71,12 +71,17 @@ impl ServerContext {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         Self {
-            host_name,
             started: Instant::now(),
             started_at,
             listeners: Mutex::new(Vec::new()),
+            certificate_manager: Arc::new(CertificateManager::new(
+                host_name.clone(),
+                None,
+                certificates.clone(),
+                certificate_source,
+            )),
+            host_name,
             certificates,
-            certificate_source: Mutex::new(certificate_source),
             data_dir: None,
             stopped_listeners: Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
@@ -87,6 +92,12 @@ impl ServerContext {
 
     /// Where [`Self::data_dir`] points: certificate functions store their material there.
     pub fn with_data_dir(mut self, data_dir: PathBuf) -> Self {
+        self.certificate_manager = Arc::new(CertificateManager::new(
+            self.host_name.clone(),
+            Some(data_dir.clone()),
+            self.certificates.clone(),
+            self.certificate_manager.source(),
+        ));
         self.data_dir = Some(data_dir);
         self
     }
@@ -97,22 +108,23 @@ impl ServerContext {
         self
     }
 
+    /// A manager set up with the configuration's ACME settings and challenge port (the
+    /// default one knows neither).
+    pub fn with_certificate_manager(mut self, manager: Arc<CertificateManager>) -> Self {
+        self.certificate_manager = manager;
+        self
+    }
+
+    pub fn certificate_manager(&self) -> &Arc<CertificateManager> {
+        &self.certificate_manager
+    }
+
     pub fn data_dir(&self) -> Option<&Path> {
         self.data_dir.as_deref()
     }
 
     pub fn certificate_source(&self) -> &'static str {
-        *self
-            .certificate_source
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn set_certificate_source(&self, source: &'static str) {
-        *self
-            .certificate_source
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = source;
+        self.certificate_manager.source()
     }
 
     pub fn uptime_seconds(&self) -> u64 {

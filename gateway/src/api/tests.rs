@@ -504,3 +504,46 @@ async fn a_self_signed_certificate_names_only_dns_names_and_addresses() {
         .unwrap()
         .contains("not a name"));
 }
+
+#[tokio::test]
+async fn acme_functions_refuse_at_once_what_cannot_run() {
+    let (_dir, api) = api();
+    // Not an ACME certificate: nothing to renew, answered without starting a run.
+    let renew = api
+        .invoke(&Caller::Host, "RenewCertificate", Params::new())
+        .await;
+    assert_eq!(renew.http_status, 409, "{renew:?}");
+    assert!(renew.envelope.token.is_none());
+    // The terms of service must be accepted, the names must be DNS names.
+    for (pairs, needle) in [
+        (
+            &[
+                ("domains", "mail.example"),
+                ("acceptTermsOfService", "false"),
+            ][..],
+            "acceptTermsOfService",
+        ),
+        (
+            &[("domains", "*.example"), ("acceptTermsOfService", "true")][..],
+            "not a DNS name",
+        ),
+        (
+            &[
+                ("domains", "mail.example"),
+                ("acceptTermsOfService", "true"),
+                ("directoryUrl", "http://ca.example/dir"),
+            ][..],
+            "https://",
+        ),
+    ] {
+        let answer = api
+            .invoke(&Caller::Host, "RequestAcmeCertificate", params(pairs))
+            .await;
+        assert_eq!(answer.http_status, 400, "{pairs:?}: {answer:?}");
+        let error = answer.envelope.error.expect("error");
+        assert!(
+            format!("{} {:?}", error.message, error.details).contains(needle),
+            "{pairs:?}: {error:?}"
+        );
+    }
+}

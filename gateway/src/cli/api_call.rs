@@ -47,6 +47,23 @@ pub fn call(target: &Target, function: &str, params: Params) -> anyhow::Result<s
     into_result(function, answer)
 }
 
+/// Calls a long-running `function` (see [`call_long`]), telling `progress` each new status
+/// text only once.
+pub fn call_polling(
+    target: &Target,
+    function: &str,
+    params: Params,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<serde_json::Value> {
+    let mut shown: Option<String> = None;
+    call_long(target, function, params, &mut |_, text| {
+        if shown.as_deref() != Some(text) {
+            progress(text);
+            shown = Some(text.to_owned());
+        }
+    })
+}
+
 /// The answer of the running gateway if one listens, else of the stopped gateway's store.
 pub async fn answer(target: &Target, function: &str, params: Params) -> anyhow::Result<Answer> {
     Connection::open(target)
@@ -63,7 +80,10 @@ pub fn call_long(
     params: Params,
     progress: &mut dyn FnMut(Option<u8>, &str),
 ) -> anyhow::Result<serde_json::Value> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two workers: on a stopped gateway the run (an ACME order, with its challenge listener
+    // answering the CA) happens in this process while this thread polls it.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
     let answer = runtime.block_on(async {
@@ -113,7 +133,12 @@ impl Connection {
             None,
             crate::tls::source_name(config.tls.source.name(), data_dir),
         )
-        .with_data_dir(data_dir.clone());
+        .with_data_dir(data_dir.clone())
+        // The certificate rules as the running gateway has them; an ACME order opens the
+        // challenge listener itself.
+        .with_certificate_manager(std::sync::Arc::new(
+            crate::tls::CertificateManager::from_config(config, None),
+        ));
         let configured: Vec<_> = config
             .listeners()
             .into_iter()

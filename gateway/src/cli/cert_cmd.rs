@@ -44,6 +44,40 @@ pub enum CertCommand {
         #[command(flatten)]
         format: Format,
     },
+    /// Order a certificate from an ACME CA (Let's Encrypt by default) with HTTP-01, present
+    /// it and renew it from then on. The CA must reach this machine on port 80
+    /// ([listen.acme_http]); on failure the certificate in use stays.
+    Acme {
+        /// A DNS name for the certificate (the first is its common name); repeatable.
+        #[arg(long = "domain", value_name = "D", required = true)]
+        domains: Vec<String>,
+        /// Contact address for the CA's expiry and policy notices.
+        #[arg(long, value_name = "E")]
+        email: Option<String>,
+        /// Agree to the CA's terms of service (required).
+        #[arg(long)]
+        accept_tos: bool,
+        /// The CA's ACME directory URL (default: the configured one, else Let's Encrypt).
+        #[arg(long = "directory", value_name = "URL")]
+        directory: Option<String>,
+        /// PEM file with the CA certificate that signs the ACME server's HTTPS (a private
+        /// CA or a test CA).
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
+        /// Run the whole order against the staging directory first, then production.
+        #[arg(long)]
+        staging_first: bool,
+        /// The staging directory (default: Let's Encrypt's when ordering from it).
+        #[arg(long = "staging-directory", value_name = "URL")]
+        staging_directory: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Renew the ACME certificate now and present the new one.
+    Renew {
+        #[command(flatten)]
+        format: Format,
+    },
 }
 
 impl CertCommand {
@@ -51,7 +85,9 @@ impl CertCommand {
         match self {
             CertCommand::Show { format }
             | CertCommand::SelfSigned { format, .. }
-            | CertCommand::Import { format, .. } => format.json,
+            | CertCommand::Import { format, .. }
+            | CertCommand::Acme { format, .. }
+            | CertCommand::Renew { format } => format.json,
         }
     }
 }
@@ -59,7 +95,16 @@ impl CertCommand {
 pub fn run(command: CertCommand, target: &Target) -> anyhow::Result<()> {
     let json = command.json();
     let (function, request) = request(&command)?;
-    let result = api_call::call(target, function, request)?;
+    let result = if matches!(
+        command,
+        CertCommand::Acme { .. } | CertCommand::Renew { .. }
+    ) {
+        // Orders take seconds to minutes: say what happens meanwhile (on stderr, so
+        // `--json` output stays clean).
+        api_call::call_polling(target, function, request, |text| eprintln!("{text}"))?
+    } else {
+        api_call::call(target, function, request)?
+    };
     if json {
         return output::json(&result);
     }
@@ -74,6 +119,38 @@ fn request(command: &CertCommand) -> anyhow::Result<(&'static str, Params)> {
             let names = names.join(",");
             let names = (!names.is_empty()).then_some(names.as_str());
             ("CreateSelfSignedCertificate", params([("names", names)]))
+        }
+        CertCommand::Renew { .. } => ("RenewCertificate", Params::new()),
+        CertCommand::Acme {
+            domains,
+            email,
+            accept_tos,
+            directory,
+            ca_file,
+            staging_first,
+            staging_directory,
+            ..
+        } => {
+            if !accept_tos {
+                anyhow::bail!(
+                    "ordering a certificate means agreeing to the CA's terms of service \
+                     (Let's Encrypt: https://letsencrypt.org/repository/); add --accept-tos"
+                );
+            }
+            let domains = domains.join(",");
+            let ca_pem = ca_file.as_deref().map(read).transpose()?;
+            (
+                "RequestAcmeCertificate",
+                params([
+                    ("domains", Some(domains.as_str())),
+                    ("email", email.as_deref()),
+                    ("acceptTermsOfService", Some("true")),
+                    ("directoryUrl", directory.as_deref()),
+                    ("caPem", ca_pem.as_deref()),
+                    ("stagingFirst", staging_first.then_some("true")),
+                    ("stagingDirectoryUrl", staging_directory.as_deref()),
+                ]),
+            )
         }
         CertCommand::Import {
             file,

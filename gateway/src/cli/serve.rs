@@ -66,9 +66,7 @@ async fn serve(
             chain: certificate_chain.clone(),
             key: private_key.clone(),
         },
-        CertificateSource::Acme { .. } => {
-            anyhow::bail!("tls.source = \"acme\" is not available in this version yet; use \"self-signed\" or \"files\"")
-        }
+        CertificateSource::Acme { .. } => CertificateSourceSpec::Acme,
     };
     let (resolver, material) = tls::prepare(&spec, data_dir, &config.gateway.host_name)
         .context("cannot prepare the TLS certificate")?;

@@ -330,6 +330,10 @@ pub const DEFAULT_EMAIL_DOMAIN: &str = "localhost";
 /// Let's Encrypt's production ACME directory.
 pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
+/// Let's Encrypt's staging ACME directory: untrusted certificates, generous rate limits.
+pub const LETS_ENCRYPT_STAGING_DIRECTORY: &str =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
+
 /// `tls.source` and the keys that belong to it:
 ///
 /// ```toml
@@ -348,6 +352,8 @@ pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/d
 /// acme_ca_file = "/etc/gateway/test-ca.pem"                              # optional
 /// acme_renew_after_days = 60                                             # optional
 /// acme_renew_before_days = 30                                            # optional
+/// acme_domains = ["mail.example.com"]                   # optional, default [host_name]
+/// acme_staging_directory_url = "https://acme-staging-v02.api.letsencrypt.org/directory"
 /// ```
 ///
 /// A key that does not belong to the chosen source is an error.
@@ -367,6 +373,12 @@ pub enum CertificateSource {
         acme_contact_email: Option<String>,
         /// Extra CA to trust for the ACME server (test CAs such as Pebble).
         acme_ca_file: Option<PathBuf>,
+        /// The names to order; empty means `[gateway.host_name]`.
+        acme_domains: Vec<String>,
+        /// Where a new setup is tried first (its certificate discarded); `None`: no trial.
+        /// Defaults to Let's Encrypt's staging directory when the directory is Let's
+        /// Encrypt's production one.
+        acme_staging_directory_url: Option<String>,
     },
 }
 
@@ -402,6 +414,9 @@ struct RawTls {
     acme_renew_after_days: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     acme_renew_before_days: Option<u32>,
+    acme_domains: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acme_staging_directory_url: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -477,6 +492,12 @@ impl TryFrom<RawTls> for TlsSection {
                 .acme_renew_before_days
                 .unwrap_or(renewal_default.renew_before_days),
         };
+        foreign("acme_domains", raw.acme_domains.is_some(), SourceKind::Acme)?;
+        foreign(
+            "acme_staging_directory_url",
+            raw.acme_staging_directory_url.is_some(),
+            SourceKind::Acme,
+        )?;
         let required = |key: &str, value: Option<PathBuf>| {
             value.ok_or_else(|| format!("source = \"files\" requires `{key}`"))
         };
@@ -486,13 +507,24 @@ impl TryFrom<RawTls> for TlsSection {
                 certificate_chain: required("certificate_chain", raw.certificate_chain)?,
                 private_key: required("private_key", raw.private_key)?,
             },
-            SourceKind::Acme => CertificateSource::Acme {
-                acme_directory_url: raw
+            SourceKind::Acme => {
+                let acme_directory_url = raw
                     .acme_directory_url
-                    .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_owned()),
-                acme_contact_email: raw.acme_contact_email,
-                acme_ca_file: raw.acme_ca_file,
-            },
+                    .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_owned());
+                // Let's Encrypt's staging directory is the natural trial for its production
+                // one; another CA's staging directory must be named.
+                let acme_staging_directory_url = raw.acme_staging_directory_url.or_else(|| {
+                    (acme_directory_url == LETS_ENCRYPT_DIRECTORY)
+                        .then(|| LETS_ENCRYPT_STAGING_DIRECTORY.to_owned())
+                });
+                CertificateSource::Acme {
+                    acme_directory_url,
+                    acme_contact_email: raw.acme_contact_email,
+                    acme_ca_file: raw.acme_ca_file,
+                    acme_domains: raw.acme_domains.unwrap_or_default(),
+                    acme_staging_directory_url,
+                }
+            }
         };
         Ok(TlsSection {
             source,
@@ -525,11 +557,15 @@ impl From<TlsSection> for RawTls {
                 acme_directory_url,
                 acme_contact_email,
                 acme_ca_file,
+                acme_domains,
+                acme_staging_directory_url,
             } => RawTls {
                 source: SourceKind::Acme,
                 acme_directory_url: Some(acme_directory_url),
                 acme_contact_email,
                 acme_ca_file,
+                acme_domains: (!acme_domains.is_empty()).then_some(acme_domains),
+                acme_staging_directory_url,
                 ..RawTls::default()
             },
         };

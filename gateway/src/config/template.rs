@@ -75,7 +75,9 @@ enabled = true
 #                    certificate_chain = "/etc/gateway/fullchain.pem"
 #                    private_key = "/etc/gateway/privkey.pem"
 #   "acme"         obtain and renew one automatically (needs listen.acme_http reachable
-#                  on port 80 from the internet); optional keys:
+#                  on port 80 from the internet). Choosing it means you agree to the
+#                  CA's terms of service (Let's Encrypt: https://letsencrypt.org/repository/).
+#                  Optional keys:
 #                    acme_directory_url = "https://acme-v02.api.letsencrypt.org/directory"
 #                    acme_contact_email = "postmaster@example.com"
 #                    acme_ca_file = "/path/to/test-ca.pem"   # trust a test ACME server
@@ -85,6 +87,10 @@ enabled = true
 #                    # at Let's Encrypt); otherwise it renews at two thirds of the lifetime.
 #                    acme_renew_after_days = 60
 #                    acme_renew_before_days = 30
+#                    acme_domains = ["mail.example.com"]     # default: [host_name]
+#                    # A new setup is first tried here (certificate discarded); default:
+#                    # Let's Encrypt's staging directory when ordering from Let's Encrypt.
+#                    acme_staging_directory_url = "https://acme-staging-v02.api.letsencrypt.org/directory"
 # Keys that do not belong to the chosen source are rejected.
 source = "self-signed"
 

@@ -107,6 +107,8 @@ fn serialization_round_trips() {
         acme_directory_url: "https://acme.test/dir".to_owned(),
         acme_contact_email: Some("ops@example.com".to_owned()),
         acme_ca_file: None,
+        acme_domains: vec!["mail.example.com".to_owned(), "mx.example.com".to_owned()],
+        acme_staging_directory_url: Some("https://acme.test/staging".to_owned()),
     };
     c.smtp.allowed_networks = vec!["10.0.0.0/8".parse().expect("net")];
     c.listen.console.enabled = false;
@@ -205,8 +207,25 @@ fn tls_sources() {
             acme_directory_url: LETS_ENCRYPT_DIRECTORY.to_owned(),
             acme_contact_email: None,
             acme_ca_file: None,
+            acme_domains: Vec::new(),
+            // A new setup is tried against Let's Encrypt's staging directory first.
+            acme_staging_directory_url: Some(LETS_ENCRYPT_STAGING_DIRECTORY.to_owned()),
         }
     );
+    // Another CA has no staging directory unless one is named.
+    let c = Config::from_toml_str(
+        "[tls]\nsource = \"acme\"\nacme_directory_url = \"https://ca.test/dir\"\n",
+    )
+    .expect("acme");
+    assert!(matches!(
+        c.tls.source,
+        CertificateSource::Acme {
+            acme_staging_directory_url: None,
+            ..
+        }
+    ));
+    let msg = parse_err("[tls]\nacme_domains = [\"mail.example.com\"]\n");
+    assert!(msg.contains("acme_domains"), "{msg}");
 
     let msg = parse_err("[tls]\nsource = \"files\"\ncertificate_chain = \"c.pem\"\n");
     assert!(msg.contains("tls") && msg.contains("private_key"), "{msg}");
@@ -361,6 +380,8 @@ fn validation_rules_name_their_key() {
                 acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
                 acme_contact_email: None,
                 acme_ca_file: None,
+                acme_domains: Vec::new(),
+                acme_staging_directory_url: None,
             };
         }),
         "listen.acme_http",
@@ -436,7 +457,33 @@ fn validation_rules_name_their_key() {
         acme_directory_url: url.into(),
         acme_contact_email: email.map(Into::into),
         acme_ca_file: ca.map(Into::into),
+        acme_domains: Vec::new(),
+        acme_staging_directory_url: None,
     };
+    assert_invalid(
+        &with(&|c| {
+            c.tls.source = CertificateSource::Acme {
+                acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
+                acme_contact_email: None,
+                acme_ca_file: None,
+                acme_domains: vec!["*.example.com".into()],
+                acme_staging_directory_url: None,
+            }
+        }),
+        "tls.acme_domains",
+    );
+    assert_invalid(
+        &with(&|c| {
+            c.tls.source = CertificateSource::Acme {
+                acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
+                acme_contact_email: None,
+                acme_ca_file: None,
+                acme_domains: Vec::new(),
+                acme_staging_directory_url: Some("http://staging.test/dir".into()),
+            }
+        }),
+        "tls.acme_staging_directory_url",
+    );
     assert_invalid(
         &with(&|c| c.tls.source = acme("http://acme.test/dir", None, None)),
         "tls.acme_directory_url",

@@ -160,7 +160,30 @@ fn validate_tls(source: &CertificateSource) -> Result<(), ConfigError> {
             acme_directory_url,
             acme_contact_email,
             acme_ca_file,
+            acme_domains,
+            acme_staging_directory_url,
         } => {
+            for name in acme_domains {
+                if !is_dns_name(name) {
+                    return Err(ConfigError::invalid(
+                        "tls.acme_domains",
+                        format!(
+                            "`{name}` is not a DNS name (HTTP-01 cannot prove wildcards or addresses)"
+                        ),
+                    ));
+                }
+            }
+            if let Some(url) = acme_staging_directory_url {
+                let host = url
+                    .strip_prefix("https://")
+                    .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));
+                if !matches!(host, Some(h) if !h.is_empty()) {
+                    return Err(ConfigError::invalid(
+                        "tls.acme_staging_directory_url",
+                        format!("must be an https:// URL, got `{url}`"),
+                    ));
+                }
+            }
             let host = acme_directory_url
                 .strip_prefix("https://")
                 .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));

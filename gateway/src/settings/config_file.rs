@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use toml_edit::{DocumentMut, Item, Table, Value};
 
 use super::SettingsChange;
-use crate::config::{Config, ConfigError, DEFAULT_TEMPLATE};
+use crate::config::{CertificateSource, Config, ConfigError, DEFAULT_TEMPLATE};
 
 /// Mode of a configuration file the gateway creates: like `gateway config init` under the
 /// usual umask. The file holds no secret.
@@ -72,6 +72,18 @@ pub fn update(file: &SettingsFile, change: &SettingsChange) -> Result<Config, Co
     })
 }
 
+/// Rewrites `[tls]` for a certificate source chosen at run time (ACME ordered, a
+/// self-signed or imported certificate chosen instead): `source` and its keys are set, keys
+/// of other sources removed, every other line kept.
+pub fn update_tls(
+    file: &SettingsFile,
+    source: &CertificateSource,
+) -> Result<Config, ConfigFileError> {
+    rewrite(file, DEFAULT_TEMPLATE, |text, path| {
+        edit_tls(text, source, path)
+    })
+}
+
 /// One change `gateway setup` makes to the file.
 #[derive(Clone, Debug)]
 pub enum KeyEdit {
@@ -91,12 +103,20 @@ pub enum KeyEdit {
 /// Applies `edits` to the configuration file (created from `template` when missing and
 /// allowed), with the same guarantees as [`update`]: comments kept, the result validated
 /// before anything is written, the file replaced atomically.
+/// `tls`, when given, rewrites `[tls]` for that source as [`update_tls`] does.
 pub fn apply_edits(
     file: &SettingsFile,
     template: &str,
     edits: &[KeyEdit],
+    tls: Option<&CertificateSource>,
 ) -> Result<Config, ConfigFileError> {
-    rewrite(file, template, |text, path| edit_keys(text, edits, path))
+    rewrite(file, template, |text, path| {
+        let edited = edit_keys(text, edits, path)?;
+        match tls {
+            Some(source) => edit_tls(&edited, source, path),
+            None => Ok(edited),
+        }
+    })
 }
 
 /// The text with `edits` applied; comments and every other byte are kept.
@@ -223,6 +243,111 @@ pub fn template_with_data_dir(data_dir: &Path) -> Result<String, ConfigFileError
         }
     })?;
     Ok(doc.to_string())
+}
+
+/// Keys of `[tls]` that belong to one source or another (the renewal keys included: they
+/// start with `acme_`).
+const FILES_KEYS: [&str; 2] = ["certificate_chain", "private_key"];
+
+/// The text with `[tls]` describing `source`.
+pub fn edit_tls(
+    text: &str,
+    source: &CertificateSource,
+    path: &Path,
+) -> Result<String, ConfigFileError> {
+    let mut doc = parse(text, path)?;
+    set_string(&mut doc, "tls", "source", source.name()).map_err(|key| {
+        ConfigFileError::NotATable {
+            path: path.to_owned(),
+            key,
+        }
+    })?;
+    let not_a_table = |key| ConfigFileError::NotATable {
+        path: path.to_owned(),
+        key,
+    };
+    let tls = doc
+        .get_mut("tls")
+        .and_then(Item::as_table_like_mut)
+        .ok_or_else(|| not_a_table("tls"))?;
+    let keys: Vec<String> = tls.iter().map(|(key, _)| key.to_owned()).collect();
+    let acme = matches!(source, CertificateSource::Acme { .. });
+    let files = matches!(source, CertificateSource::Files { .. });
+    for key in keys {
+        let foreign =
+            (key.starts_with("acme_") && !acme) || (FILES_KEYS.contains(&key.as_str()) && !files);
+        if foreign {
+            tls.remove(&key);
+        }
+    }
+    let mut set = |key: &'static str, value: Option<Value>| match value {
+        Some(new) => set_in_table(tls, key, new),
+        None => {
+            tls.remove(key);
+        }
+    };
+    match source {
+        CertificateSource::SelfSigned => {}
+        CertificateSource::Files {
+            certificate_chain,
+            private_key,
+        } => {
+            set(
+                "certificate_chain",
+                Some(Value::from(certificate_chain.display().to_string())),
+            );
+            set(
+                "private_key",
+                Some(Value::from(private_key.display().to_string())),
+            );
+        }
+        CertificateSource::Acme {
+            acme_directory_url,
+            acme_contact_email,
+            acme_ca_file,
+            acme_domains,
+            acme_staging_directory_url,
+        } => {
+            set(
+                "acme_directory_url",
+                Some(Value::from(acme_directory_url.as_str())),
+            );
+            set(
+                "acme_contact_email",
+                acme_contact_email.as_deref().map(Value::from),
+            );
+            set(
+                "acme_ca_file",
+                acme_ca_file
+                    .as_ref()
+                    .map(|p| Value::from(p.display().to_string())),
+            );
+            set(
+                "acme_domains",
+                (!acme_domains.is_empty())
+                    .then(|| Value::Array(acme_domains.iter().map(String::as_str).collect())),
+            );
+            set(
+                "acme_staging_directory_url",
+                acme_staging_directory_url.as_deref().map(Value::from),
+            );
+        }
+    }
+    Ok(doc.to_string())
+}
+
+/// Sets `key = new` in a table, keeping an old value's decor (white space, comment).
+fn set_in_table(table: &mut dyn toml_edit::TableLike, key: &str, mut new: Value) {
+    match table.get_mut(key) {
+        Some(Item::Value(old)) => {
+            *new.decor_mut() = old.decor().clone();
+            *old = new;
+        }
+        Some(other) => *other = Item::Value(new),
+        None => {
+            table.insert(key, Item::Value(new));
+        }
+    }
 }
 
 /// Sets `[table] key = "value"`; the error names a `table` that is not one.
@@ -522,5 +647,40 @@ language = "de"
             .is_symlink());
         let loaded = Config::load(&target).unwrap();
         assert_eq!(loaded.gateway.email_domain, "new.example");
+    }
+
+    #[test]
+    fn tls_is_rewritten_for_acme_and_back_keeping_comments() {
+        let text = "[gateway]\nhost_name = \"mx.example\"\n\n[tls]\n# where the certificate comes from\nsource = \"self-signed\"   # for now\n";
+        let acme = CertificateSource::Acme {
+            acme_directory_url: "https://ca.test/dir".into(),
+            acme_contact_email: Some("ops@example.com".into()),
+            acme_ca_file: None,
+            acme_domains: vec!["mx.example".into(), "mail.example".into()],
+            acme_staging_directory_url: None,
+        };
+        let edited = edit_tls(text, &acme, Path::new("gateway.toml")).unwrap();
+        assert!(
+            edited.contains("# where the certificate comes from\nsource = \"acme\"   # for now\n"),
+            "{edited}"
+        );
+        let config = Config::from_toml_str(&edited).unwrap();
+        assert_eq!(config.tls.source, acme);
+
+        let back = edit_tls(
+            &edited,
+            &CertificateSource::SelfSigned,
+            Path::new("gateway.toml"),
+        )
+        .unwrap();
+        assert!(!back.contains("acme_"), "{back}");
+        assert_eq!(
+            Config::from_toml_str(&back).unwrap().tls.source,
+            CertificateSource::SelfSigned
+        );
+        assert!(
+            back.contains("# where the certificate comes from"),
+            "{back}"
+        );
     }
 }

@@ -246,6 +246,31 @@ impl LiveSettings {
         Ok(after)
     }
 
+    /// Writes `[tls]` for a certificate source chosen at run time, so a restart keeps it
+    /// (the certificate manager has already made it live).
+    pub async fn save_tls_source(
+        &self,
+        source: crate::config::CertificateSource,
+    ) -> Result<(), SettingsError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = this
+                .inner
+                .changing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            config_file::update_tls(&this.inner.file, &source)?;
+            tracing::info!(
+                file = %this.inner.file.path.display(),
+                source = source.name(),
+                "[tls] saved"
+            );
+            Ok(())
+        })
+        .await
+        .map_err(|_| SettingsError::Interrupted)?
+    }
+
     /// [`Self::apply_blocking`] on tokio's blocking threads.
     pub async fn apply(&self, change: SettingsChange) -> Result<Settings, SettingsError> {
         let this = self.clone();

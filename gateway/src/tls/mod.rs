@@ -9,6 +9,7 @@ pub mod acme;
 mod client;
 mod error;
 mod imported;
+mod manager;
 mod material;
 mod pem_files;
 mod resolver;
@@ -25,6 +26,7 @@ pub use imported::{
     forget_imported, import_pem, import_pkcs12, load_imported, warnings, IMPORTED_CERT_FILE,
     IMPORTED_KEY_FILE,
 };
+pub use manager::{AcmeSettings, CertificateManager, ChallengePort};
 pub use material::{CertificateInfo, CertifiedMaterial};
 pub use pem_files::{load_pem_files, parse_pem};
 pub use resolver::CertResolver;
@@ -43,6 +45,9 @@ pub enum CertificateSourceSpec {
     /// are resolved against the working directory, so the config layer should pass
     /// absolute ones.
     Files { chain: PathBuf, key: PathBuf },
+    /// Ordered over ACME and kept under `<data_dir>/tls/acme/`; until the first order
+    /// succeeds, the self-signed certificate is served.
+    Acme,
 }
 
 /// Loads (or creates) the certificate and wraps it in a resolver for the listeners. Returns
@@ -66,6 +71,22 @@ pub fn prepare(
             // An unusable import must not keep the gateway from accepting mail.
             Some(Err(e)) => {
                 tracing::error!(error = %e, "the imported TLS certificate is unusable; serving the self-signed one");
+                load_or_create_self_signed(data_dir, host_name)?
+            }
+            None => load_or_create_self_signed(data_dir, host_name)?,
+        },
+        CertificateSourceSpec::Acme => match acme::load_acme(data_dir) {
+            Some(Ok(material)) => {
+                report_files(
+                    &material,
+                    &acme::acme_dir(data_dir),
+                    host_name,
+                    SystemTime::now(),
+                );
+                material
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "the stored ACME certificate is unusable; serving the self-signed one until a new one is issued");
                 load_or_create_self_signed(data_dir, host_name)?
             }
             None => load_or_create_self_signed(data_dir, host_name)?,

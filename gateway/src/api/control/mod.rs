@@ -10,6 +10,9 @@
 //! ← {"httpStatus": 200, "envelope": {"error": null, "statusCode": "succeeded", ...}}
 //! ```
 //!
+//! A long-running function answers `running` with a token; the CLI polls it with the
+//! pseudo-function [`GET_STATUS`] (parameters as `POST /api/get-status`).
+//!
 //! The answer is the API's [`crate::api::Answer`], so the CLI prints the same thing whether
 //! it reached a running gateway here or called [`crate::api::Api::invoke`] on a stopped
 //! gateway's store itself.

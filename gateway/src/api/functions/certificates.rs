@@ -1,7 +1,9 @@
-//! Choosing the certificate every listener presents: a new self-signed one, or one the
-//! administrator imports. The new certificate is stored in the data directory (see
-//! `tls::imported` for how the choice survives a restart) and swapped into the running
-//! listeners at once; open connections keep the certificate they started with.
+//! Choosing the certificate every listener presents: a new self-signed one, one the
+//! administrator imports, or one ordered over ACME (and renewed). The new certificate is
+//! stored in the data directory (see `tls::imported` and `tls::acme` for how the choice
+//! survives a restart) and swapped into the running listeners at once; open connections
+//! keep the certificate they started with. The rules live in the
+//! [`crate::tls::CertificateManager`]; these functions parse, check and report.
 
 use std::time::SystemTime;
 
@@ -9,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::server::{certificate_info, CertificateInfo};
-use super::{present, Function};
+use super::{present, Function, LongFunction, NoParams};
+use crate::api::jobs::Progress;
 use crate::api::{Api, ApiError, Caller};
 use crate::tls::{self, CertifiedMaterial, TlsError};
 
@@ -73,7 +76,7 @@ impl Function for CreateSelfSignedCertificate {
             .map_err(|e| refused(e, "the certificate could not be created"))?;
         tls::forget_imported(data_dir)
             .map_err(|e| refused(e, "the imported certificate could not be removed"))?;
-        Ok(put_in_use(api, material, "self-signed"))
+        Ok(put_in_use(api, material, "self-signed").await)
     }
 }
 
@@ -144,7 +147,7 @@ impl Function for ImportCertificate {
             }
         };
         let material = imported.map_err(|e| refused(e, "the certificate was not imported"))?;
-        Ok(put_in_use(api, material, "imported"))
+        Ok(put_in_use(api, material, "imported").await)
     }
 }
 
@@ -155,25 +158,330 @@ fn data_dir(api: &Api) -> Result<&std::path::Path, ApiError> {
 }
 
 /// Swaps the new certificate into the running listeners (if the gateway runs) and says what
-/// is presented now.
-fn put_in_use(api: &Api, material: CertifiedMaterial, source: &'static str) -> CertificateChange {
+/// is presented now. Leaving ACME stops it and rewrites `[tls]` to self-signed (which
+/// presents an imported certificate when there is one).
+async fn put_in_use(
+    api: &Api,
+    material: CertifiedMaterial,
+    source: &'static str,
+) -> CertificateChange {
     let server = api.server();
+    let manager = server.certificate_manager();
     let now = SystemTime::now();
     let mut warnings = tls::warnings(&material, &server.host_name, now);
-    if server.certificate_source() == "files" {
+    let previous = manager.source();
+    if previous == "files" {
         warnings.push(
             "[tls] source = \"files\" in the configuration: the configured files are presented \
              again after a restart; set source = \"self-signed\" to keep this certificate"
                 .to_owned(),
         );
     }
-    if let Some(resolver) = &server.certificates {
-        resolver.swap(material.clone());
-        server.set_certificate_source(source);
+    manager.put_in_use(&material, source).await;
+    if previous == "acme" && source != "acme" {
+        if let Err(e) = api
+            .settings()
+            .save_tls_source(crate::config::CertificateSource::SelfSigned)
+            .await
+        {
+            warnings.push(format!(
+                "ACME renewal stopped, but [tls] could not be saved ({e}): after a restart the \
+                 gateway would order from ACME again; set source = \"self-signed\" by hand"
+            ));
+        }
     }
     CertificateChange {
         certificate: certificate_info(&material, source, now),
         warnings,
+    }
+}
+
+/// Names are comma-separated in a string, as every parameter travels.
+fn split_names(names: &str) -> Vec<String> {
+    names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `"true"` or `"false"` (any case, blanks ignored); the error names the parameter.
+fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(_) => Err(ApiError::invalid_parameters(format!(
+            "{name}: must be true or false"
+        ))),
+    }
+}
+
+fn https_url(name: &str, url: &str) -> Result<(), ApiError> {
+    let host = url
+        .strip_prefix("https://")
+        .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));
+    match host {
+        Some(h) if !h.is_empty() && !url.chars().any(char::is_whitespace) => Ok(()),
+        _ => Err(ApiError::invalid_parameters(format!(
+            "{name}: must be an https:// URL"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestAcmeParams {
+    /// DNS names for the certificate, comma-separated; the first is its common name.
+    #[schema(
+        pattern = r"^\s*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(\s*,\s*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)*\s*$"
+    )]
+    pub domains: String,
+    /// Contact address the CA sends expiry and policy notices to.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub email: Option<String>,
+    /// Must be `true`: ordering means agreeing to the CA's terms of service.
+    #[schema(pattern = r"^\s*(?i:true)\s*$")]
+    pub accept_terms_of_service: String,
+    /// The CA's ACME directory; default: the configured one, else Let's Encrypt.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub directory_url: Option<String>,
+    /// PEM certificate(s) to trust for the ACME server's HTTPS (a private CA).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub ca_pem: Option<String>,
+    /// `true`: run the whole order against the staging directory first (its certificate is
+    /// discarded), then against production.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, pattern = r"^\s*(?i:true|false)\s*$")]
+    pub staging_first: Option<String>,
+    /// The staging directory; default: Let's Encrypt's when ordering from Let's Encrypt.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub staging_directory_url: Option<String>,
+}
+
+/// The parameters checked: (settings, staging first).
+fn acme_settings(
+    api: &Api,
+    params: &RequestAcmeParams,
+) -> Result<(tls::AcmeSettings, bool), ApiError> {
+    if !flag(
+        "acceptTermsOfService",
+        Some(&params.accept_terms_of_service),
+    )? {
+        return Err(ApiError::invalid_parameters(
+            "acceptTermsOfService: must be true; ordering a certificate means agreeing to the \
+             CA's terms of service",
+        ));
+    }
+    let domains = split_names(&params.domains);
+    if domains.is_empty() {
+        return Err(ApiError::invalid_parameters(
+            "domains: give at least one DNS name",
+        ));
+    }
+    if let Some(bad) = domains.iter().find(|d| !crate::config::is_dns_name(d)) {
+        return Err(ApiError::invalid_parameters(format!(
+            "domains: `{bad}` is not a DNS name (HTTP-01 cannot prove wildcards or addresses)"
+        )));
+    }
+    if let Some(email) = &params.email {
+        let ok = email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && crate::config::is_dns_name(domain))
+            && !email.chars().any(char::is_whitespace);
+        if !ok {
+            return Err(ApiError::invalid_parameters(format!(
+                "email: `{email}` is not an email address"
+            )));
+        }
+    }
+    let configured = api.server().certificate_manager().acme_settings();
+    let directory_url = match (&params.directory_url, &configured) {
+        (Some(url), _) => url.trim().to_owned(),
+        (None, Some(configured)) => configured.directory_url.clone(),
+        (None, None) => crate::config::LETS_ENCRYPT_DIRECTORY.to_owned(),
+    };
+    https_url("directoryUrl", &directory_url)?;
+    let staging_first = flag("stagingFirst", params.staging_first.as_deref())?;
+    let staging_directory_url = match &params.staging_directory_url {
+        Some(url) => Some(url.trim().to_owned()),
+        None if directory_url == crate::config::LETS_ENCRYPT_DIRECTORY => {
+            Some(crate::config::LETS_ENCRYPT_STAGING_DIRECTORY.to_owned())
+        }
+        None => None,
+    };
+    if let Some(url) = &staging_directory_url {
+        https_url("stagingDirectoryUrl", url)?;
+    }
+    if staging_first && staging_directory_url.is_none() {
+        return Err(ApiError::invalid_parameters(
+            "stagingFirst: this CA's staging directory is not known; give stagingDirectoryUrl",
+        ));
+    }
+    Ok((
+        tls::AcmeSettings {
+            directory_url,
+            contact_email: params.email.clone(),
+            ca_file: None,
+            domains,
+            staging_directory_url,
+        },
+        staging_first,
+    ))
+}
+
+/// A failed order: the reason in words as the message.
+fn acme_failed(error: tls::acme::AcmeError) -> ApiError {
+    use tls::acme::AcmeError;
+    let status = match &error {
+        AcmeError::NotAcme => 409,
+        AcmeError::InvalidOrder { .. } | AcmeError::CaFile { .. } | AcmeError::NoHttp01 { .. } => {
+            400
+        }
+        AcmeError::Storage(_) | AcmeError::ChallengeListener { .. } => 500,
+        _ => 502,
+    };
+    let kind = match status {
+        409 => "conflict",
+        400 => "invalid_input",
+        _ => "acme",
+    };
+    let mut failed = ApiError::new(status, kind, error.to_string());
+    failed.retry_after = error.retry_after();
+    failed
+}
+
+pub struct RequestAcmeCertificate;
+
+impl LongFunction for RequestAcmeCertificate {
+    const NAME: &'static str = "RequestAcmeCertificate";
+    const SUMMARY: &'static str = "Orders a certificate from an ACME CA (Let's Encrypt by \
+         default) with HTTP-01 on the challenge listener, presents it on every listener and \
+         renews it from then on; on failure the certificate in use stays. Long-running: \
+         answers with a token for get-status.";
+    type Params = RequestAcmeParams;
+    type Output = CertificateChange;
+    type Job = (Api, RequestAcmeParams);
+
+    /// What can be refused at once: the order's parameters, a gateway without a data
+    /// directory.
+    async fn prepare(
+        api: &Api,
+        _: &Caller,
+        params: RequestAcmeParams,
+    ) -> Result<Self::Job, ApiError> {
+        acme_settings(api, &params)?;
+        data_dir(api)?;
+        Ok((api.clone(), params))
+    }
+
+    async fn run(
+        (api, params): Self::Job,
+        progress: Progress,
+    ) -> Result<CertificateChange, ApiError> {
+        crate::api::jobs::with_progress(progress, request_acme(&api, params)).await
+    }
+}
+
+async fn request_acme(api: &Api, params: RequestAcmeParams) -> Result<CertificateChange, ApiError> {
+    {
+        let (mut settings, staging_first) = acme_settings(api, &params)?;
+        let data_dir = data_dir(api)?;
+        if let Some(pem) = &params.ca_pem {
+            let path = tls::acme::store_ca_pem(data_dir, pem.as_bytes())
+                .map_err(|e| refused(e, "the CA certificate could not be stored"))?;
+            settings.ca_file = Some(path);
+        } else if let Some(configured) = api.server().certificate_manager().acme_settings() {
+            // The same CA as configured keeps its trust.
+            if configured.directory_url == settings.directory_url {
+                settings.ca_file = configured.ca_file;
+            }
+        }
+        crate::api::jobs::report(
+            Some(5),
+            format!(
+                "ordering a certificate for {} from {}{}",
+                settings.domains.join(", "),
+                settings.directory_url,
+                if staging_first {
+                    " (staging directory first)"
+                } else {
+                    ""
+                }
+            ),
+        );
+        let manager = api.server().certificate_manager();
+        let material = manager
+            .request_acme(settings.clone(), staging_first)
+            .await
+            .map_err(acme_failed)?;
+        let now = SystemTime::now();
+        let mut warnings = tls::warnings(&material, &api.server().host_name, now);
+        if let Err(e) = api.settings().save_tls_source(settings.to_source()).await {
+            warnings.push(format!(
+                "the certificate is in use, but [tls] could not be saved ({e}): after a restart \
+                 the previous source is used again; set source = \"acme\" by hand"
+            ));
+        }
+        Ok(CertificateChange {
+            certificate: certificate_info(&material, "acme", now),
+            warnings,
+        })
+    }
+}
+
+pub struct RenewCertificate;
+
+impl LongFunction for RenewCertificate {
+    const NAME: &'static str = "RenewCertificate";
+    const SUMMARY: &'static str = "Renews the ACME certificate now and presents the new one \
+         on every listener; open connections keep the old one. 409 when the certificate does \
+         not come from ACME. Long-running: answers with a token for get-status.";
+    type Params = NoParams;
+    type Output = CertificateChange;
+    type Job = Api;
+
+    /// A certificate that does not come from ACME is refused at once (409).
+    async fn prepare(api: &Api, _: &Caller, _: NoParams) -> Result<Api, ApiError> {
+        match api.server().certificate_manager().acme_settings() {
+            Some(_) => Ok(api.clone()),
+            None => Err(acme_failed(tls::acme::AcmeError::NotAcme)),
+        }
+    }
+
+    async fn run(api: Api, progress: Progress) -> Result<CertificateChange, ApiError> {
+        crate::api::jobs::with_progress(progress, renew(&api)).await
+    }
+}
+
+async fn renew(api: &Api) -> Result<CertificateChange, ApiError> {
+    {
+        let manager = api.server().certificate_manager();
+        crate::api::jobs::report(Some(5), "renewing the ACME certificate");
+        manager.renew_now().await.map_err(acme_failed)?;
+        let now = SystemTime::now();
+        let material = match manager.resolver() {
+            Some(resolver) => resolver.current(),
+            None => match manager.data_dir().and_then(tls::acme::load_acme) {
+                Some(Ok(material)) => material,
+                _ => {
+                    return Err(ApiError::new(
+                        500,
+                        "error",
+                        "the renewed certificate cannot be read back",
+                    ))
+                }
+            },
+        };
+        Ok(CertificateChange {
+            warnings: tls::warnings(&material, &api.server().host_name, now),
+            certificate: certificate_info(&material, "acme", now),
+        })
     }
 }
 

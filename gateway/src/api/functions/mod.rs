@@ -41,7 +41,7 @@ pub trait Function: 'static {
     const NAME: &'static str;
     const SUMMARY: &'static str;
     const ACCESS: Access = Access::Admin;
-    type Params: DeserializeOwned + ToSchema + Send;
+    type Params: DeserializeOwned + ToSchema + Send + 'static;
     type Output: Serialize + ToSchema;
 
     fn call(
@@ -242,6 +242,8 @@ pub static FUNCTIONS: &[&dyn Spec] = &[
     entry::<server::GetCertificateInfo>(),
     entry::<certificates::CreateSelfSignedCertificate>(),
     entry::<certificates::ImportCertificate>(),
+    long_entry::<certificates::RequestAcmeCertificate>(),
+    long_entry::<certificates::RenewCertificate>(),
     entry::<settings::GetSettings>(),
     entry::<settings::SetSettings>(),
     entry::<admin::ResetOwnPassword>(),

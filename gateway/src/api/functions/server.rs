@@ -62,7 +62,7 @@ pub struct CertificateInfo {
     pub sha256_fingerprint: String,
     /// The private key's algorithm: `RSA`, `ECDSA` or `ED25519`.
     pub key_type: String,
-    /// `self-signed`, `imported` or `files`.
+    /// `self-signed`, `imported`, `files` or `acme`.
     pub source: String,
 }
 
@@ -114,6 +114,9 @@ fn stored_certificate(
         "imported" => crate::tls::load_imported(data_dir)?
             .ok()
             .map(|m| (m, "imported")),
+        "acme" => crate::tls::acme::load_acme(data_dir)?
+            .ok()
+            .map(|m| (m, "acme")),
         "self-signed" => {
             let dir = data_dir.join(crate::tls::TLS_DIR);
             crate::tls::load_pem_files(

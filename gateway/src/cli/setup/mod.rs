@@ -13,6 +13,7 @@ use clap::{Args, ValueEnum};
 
 use crate::config::{
     is_dns_name, CertificateSource, Config, LogLevel, DEFAULT_EMAIL_DOMAIN, DEFAULT_TEMPLATE,
+    LETS_ENCRYPT_DIRECTORY, LETS_ENCRYPT_STAGING_DIRECTORY,
 };
 use crate::settings::config_file::{self, KeyEdit};
 use crate::settings::SettingsFile;
@@ -99,12 +100,13 @@ pub fn run(
     if !args.skip_checks {
         run_checks(&args, &answers, &current)?;
     }
-    let edits = edits(&answers, &current, data_dir.as_deref());
+    let edits = edits(&answers, data_dir.as_deref());
+    let tls = tls_source(&answers, &current);
     let template = match &data_dir {
         Some(dir) => config_file::template_with_data_dir(dir)?,
         None => DEFAULT_TEMPLATE.to_owned(),
     };
-    let written = config_file::apply_edits(&file, &template, &edits)?;
+    let written = config_file::apply_edits(&file, &template, &edits, tls.as_ref())?;
     println!("Wrote {}", file.path.display());
     next_steps(&written, running(&written));
     Ok(())
@@ -243,7 +245,7 @@ fn running(config: &Config) -> bool {
     .is_ok()
 }
 
-fn edits(answers: &Answers, current: &Config, data_dir: Option<&Path>) -> Vec<KeyEdit> {
+fn edits(answers: &Answers, data_dir: Option<&Path>) -> Vec<KeyEdit> {
     let set = |table, key, value: &str| KeyEdit::Set {
         table,
         key,
@@ -257,37 +259,38 @@ fn edits(answers: &Answers, current: &Config, data_dir: Option<&Path>) -> Vec<Ke
     if let Some(dir) = data_dir {
         edits.push(set("gateway", "data_dir", &dir.to_string_lossy()));
     }
-    let remove = |key| KeyEdit::Remove { table: "tls", key };
-    let others = [
-        "certificate_chain",
-        "private_key",
-        "acme_directory_url",
-        "acme_contact_email",
-        "acme_ca_file",
-    ];
-    match answers.certificate {
-        CertificateChoice::Keep => {}
-        CertificateChoice::SelfSigned => {
-            edits.push(set("tls", "source", "self-signed"));
-            edits.extend(others.into_iter().map(remove));
-        }
-        CertificateChoice::Acme => {
-            edits.push(set("tls", "source", "acme"));
-            // A directory or CA file chosen by hand (a private CA) stays.
-            let keep_acme = matches!(current.tls.source, CertificateSource::Acme { .. });
-            edits.extend(
-                others
-                    .into_iter()
-                    .filter(|key| !(keep_acme && key.starts_with("acme_")))
-                    .map(remove),
-            );
-            match &answers.acme_email {
-                Some(email) => edits.push(set("tls", "acme_contact_email", email)),
-                None => edits.push(remove("acme_contact_email")),
-            }
-        }
-    }
     edits
+}
+
+/// The certificate source chosen, or `None` to keep `[tls]` as it is.
+fn tls_source(answers: &Answers, current: &Config) -> Option<CertificateSource> {
+    match answers.certificate {
+        CertificateChoice::Keep => None,
+        CertificateChoice::SelfSigned => Some(CertificateSource::SelfSigned),
+        // A directory, CA file or names chosen by hand (a private CA) stay.
+        CertificateChoice::Acme => Some(match &current.tls.source {
+            CertificateSource::Acme {
+                acme_directory_url,
+                acme_ca_file,
+                acme_domains,
+                acme_staging_directory_url,
+                ..
+            } => CertificateSource::Acme {
+                acme_directory_url: acme_directory_url.clone(),
+                acme_contact_email: answers.acme_email.clone(),
+                acme_ca_file: acme_ca_file.clone(),
+                acme_domains: acme_domains.clone(),
+                acme_staging_directory_url: acme_staging_directory_url.clone(),
+            },
+            _ => CertificateSource::Acme {
+                acme_directory_url: LETS_ENCRYPT_DIRECTORY.to_owned(),
+                acme_contact_email: answers.acme_email.clone(),
+                acme_ca_file: None,
+                acme_domains: Vec::new(),
+                acme_staging_directory_url: Some(LETS_ENCRYPT_STAGING_DIRECTORY.to_owned()),
+            },
+        }),
+    }
 }
 
 fn next_steps(config: &Config, running: bool) {
@@ -380,12 +383,10 @@ mod tests {
         };
         let text =
             "[tls]\nsource = \"files\"\ncertificate_chain = \"/c.pem\"\nprivate_key = \"/k.pem\"\n";
-        let edited = config_file::edit_keys(
-            text,
-            &edits(&answers, &Config::default(), None),
-            Path::new("g.toml"),
-        )
-        .unwrap();
+        let source = tls_source(&answers, &Config::default()).expect("a choice");
+        let edited = config_file::edit_keys(text, &edits(&answers, None), Path::new("g.toml"))
+            .and_then(|t| config_file::edit_tls(&t, &source, Path::new("g.toml")))
+            .unwrap();
         let config = Config::from_toml_str(&edited).expect(&edited);
         assert_eq!(config.tls.source, CertificateSource::SelfSigned);
         assert_eq!(config.gateway.email_domain, "a.example");

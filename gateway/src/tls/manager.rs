@@ -1,0 +1,389 @@
+//! The one place that decides which certificate the listeners present and where it comes
+//! from: self-signed, imported, configured files, or ACME. The API functions (and so the
+//! CLI and the console), `serve` and the renewal loop all go through a
+//! [`CertificateManager`].
+//!
+//! It owns the ACME side: the challenge listener on `[listen.acme_http]` is open while the
+//! source is ACME or an order runs, and closed otherwise; one order runs at a time;
+//! [`CertificateManager::renew_now`] is the entry point for renewals (by hand or on
+//! schedule). Choosing a self-signed or imported certificate while the source is ACME ends
+//! ACME: the challenge listener closes and renewals stop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::acme::{self, AcmeError, AcmeOrder, ChallengeListener, Http01Responses};
+use super::{CertResolver, CertificateInfo, CertifiedMaterial};
+use crate::config::CertificateSource;
+use crate::net::{SocketOptions, TcpListener};
+
+/// `[tls]` for ACME, as configured or as chosen through `RequestAcmeCertificate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    pub directory_url: String,
+    pub contact_email: Option<String>,
+    /// PEM file trusted for the ACME server's HTTPS on top of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Empty means the host name.
+    pub domains: Vec<String>,
+    pub staging_directory_url: Option<String>,
+}
+
+impl AcmeSettings {
+    /// The ACME part of `[tls]`, when the source is ACME.
+    pub fn from_source(source: &CertificateSource) -> Option<Self> {
+        match source {
+            CertificateSource::Acme {
+                acme_directory_url,
+                acme_contact_email,
+                acme_ca_file,
+                acme_domains,
+                acme_staging_directory_url,
+            } => Some(Self {
+                directory_url: acme_directory_url.clone(),
+                contact_email: acme_contact_email.clone(),
+                ca_file: acme_ca_file.clone(),
+                domains: acme_domains.clone(),
+                staging_directory_url: acme_staging_directory_url.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The `[tls]` source these settings stand for.
+    pub fn to_source(&self) -> CertificateSource {
+        CertificateSource::Acme {
+            acme_directory_url: self.directory_url.clone(),
+            acme_contact_email: self.contact_email.clone(),
+            acme_ca_file: self.ca_file.clone(),
+            acme_domains: self.domains.clone(),
+            acme_staging_directory_url: self.staging_directory_url.clone(),
+        }
+    }
+
+    /// The order these settings make; `staging` runs it on the staging directory first.
+    pub fn order(&self, host_name: &str, staging: bool) -> Result<AcmeOrder, AcmeError> {
+        let ca_pem = match &self.ca_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path).map_err(|e| AcmeError::CaFile {
+                    reason: format!("cannot read {}: {e}", path.display()),
+                })?,
+            ),
+            None => None,
+        };
+        let domains = if self.domains.is_empty() {
+            vec![host_name.to_owned()]
+        } else {
+            self.domains.clone()
+        };
+        Ok(AcmeOrder {
+            domains,
+            contact_email: self.contact_email.clone(),
+            directory_url: self.directory_url.clone(),
+            staging_directory_url: if staging {
+                self.staging_directory_url.clone()
+            } else {
+                None
+            },
+            ca_pem,
+        })
+    }
+}
+
+/// Where the challenge listener opens (`[listen.acme_http]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ChallengePort {
+    pub addr: SocketAddr,
+    pub options: SocketOptions,
+}
+
+struct State {
+    /// `self-signed`, `imported`, `files` or `acme`.
+    source: &'static str,
+    /// Set while the source is ACME.
+    acme: Option<AcmeSettings>,
+}
+
+/// See the module documentation. Shared as `Arc<CertificateManager>`.
+pub struct CertificateManager {
+    host_name: String,
+    data_dir: Option<PathBuf>,
+    /// `None` when the gateway is not running (the CLI on a stopped gateway).
+    resolver: Option<Arc<CertResolver>>,
+    state: Mutex<State>,
+    /// `None` when `[listen.acme_http]` is disabled.
+    challenge_port: Option<ChallengePort>,
+    challenge: tokio::sync::Mutex<Option<ChallengeListener>>,
+    responses: Http01Responses,
+    /// One order at a time: a renewal and an order by hand must not race to store.
+    ordering: tokio::sync::Mutex<()>,
+}
+
+impl CertificateManager {
+    pub fn new(
+        host_name: String,
+        data_dir: Option<PathBuf>,
+        resolver: Option<Arc<CertResolver>>,
+        source: &'static str,
+    ) -> Self {
+        Self {
+            host_name,
+            data_dir,
+            resolver,
+            state: Mutex::new(State { source, acme: None }),
+            challenge_port: None,
+            challenge: tokio::sync::Mutex::new(None),
+            responses: Http01Responses::new(),
+            ordering: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A manager for `config`: its ACME settings, its challenge port, `source` as start-up
+    /// chose it ([`super::source_name`]).
+    pub fn from_config(
+        config: &crate::config::Config,
+        resolver: Option<Arc<CertResolver>>,
+    ) -> Self {
+        let data_dir = config.gateway.data_dir.clone();
+        let source = super::source_name(config.tls.source.name(), &data_dir);
+        let listener = &config.listen.acme_http;
+        let port = listener.enabled.then(|| ChallengePort {
+            addr: listener.socket_addr(),
+            options: SocketOptions {
+                backlog: config.limits.listen_backlog,
+                keepalive: config.limits.tcp_keepalive(),
+            },
+        });
+        Self::new(
+            config.gateway.host_name.clone(),
+            Some(data_dir),
+            resolver,
+            source,
+        )
+        .with_acme(AcmeSettings::from_source(&config.tls.source), port)
+    }
+
+    /// The ACME settings in force (when the source is ACME) and where challenges are
+    /// answered.
+    pub fn with_acme(mut self, acme: Option<AcmeSettings>, port: Option<ChallengePort>) -> Self {
+        self.state
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .acme = acme;
+        self.challenge_port = port;
+        self
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Only whole assignments happen under the lock.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn host_name(&self) -> &str {
+        &self.host_name
+    }
+
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
+    }
+
+    /// The listeners' resolver; `None` on a stopped gateway.
+    pub fn resolver(&self) -> Option<&Arc<CertResolver>> {
+        self.resolver.as_ref()
+    }
+
+    pub fn source(&self) -> &'static str {
+        self.state().source
+    }
+
+    /// The ACME settings while the source is ACME.
+    pub fn acme_settings(&self) -> Option<AcmeSettings> {
+        self.state().acme.clone()
+    }
+
+    /// The table the challenge listener answers from.
+    pub fn http01_responses(&self) -> &Http01Responses {
+        &self.responses
+    }
+
+    /// Presents `material` from now on (when running) and records where it came from.
+    /// Leaving ACME closes the challenge listener and stops renewals.
+    pub async fn put_in_use(&self, material: &CertifiedMaterial, source: &'static str) {
+        if let Some(resolver) = &self.resolver {
+            resolver.swap(material.clone());
+        }
+        let left_acme = {
+            let mut state = self.state();
+            let was_acme = state.source == "acme";
+            state.source = source;
+            if source != "acme" {
+                state.acme = None;
+            }
+            was_acme && source != "acme"
+        };
+        if left_acme {
+            tracing::info!(source, "certificate chosen by hand: ACME renewal stops");
+            self.close_challenge_listener().await;
+        }
+    }
+
+    /// Where the challenge listener listens, if it is open.
+    pub async fn challenge_listener_addr(&self) -> Option<SocketAddr> {
+        self.challenge
+            .lock()
+            .await
+            .as_ref()
+            .map(ChallengeListener::local_addr)
+    }
+
+    /// Opens the challenge listener unless it is open; returns its address.
+    pub async fn open_challenge_listener(&self) -> Result<SocketAddr, AcmeError> {
+        let mut slot = self.challenge.lock().await;
+        if let Some(open) = slot.as_ref() {
+            return Ok(open.local_addr());
+        }
+        let Some(port) = self.challenge_port else {
+            return Err(AcmeError::ChallengeListener {
+                addr: None,
+                reason: "[listen.acme_http] is disabled; HTTP-01 needs it (enable it and \
+                         forward port 80 to it)"
+                    .to_owned(),
+            });
+        };
+        let bound = TcpListener::bind(port.addr, port.options).map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                }
+                std::io::ErrorKind::AddrInUse => {
+                    " (another program, e.g. a web server, uses this port)"
+                }
+                _ => "",
+            };
+            AcmeError::ChallengeListener {
+                addr: Some(port.addr),
+                reason: format!("{e}{hint}"),
+            }
+        })?;
+        let listener = ChallengeListener::start(bound, self.responses.clone()).map_err(|e| {
+            AcmeError::ChallengeListener {
+                addr: Some(port.addr),
+                reason: e.to_string(),
+            }
+        })?;
+        let addr = listener.local_addr();
+        *slot = Some(listener);
+        Ok(addr)
+    }
+
+    /// Closes the challenge listener if it is open.
+    pub async fn close_challenge_listener(&self) {
+        let open = self.challenge.lock().await.take();
+        if let Some(listener) = open {
+            listener.stop().await;
+        }
+    }
+
+    /// Orders a certificate with `settings` (on their staging directory first when
+    /// `staging_first`), presents it and makes ACME the source. On failure the certificate
+    /// and the source in use stay, and the challenge listener is closed again unless the
+    /// source is ACME.
+    pub async fn request_acme(
+        &self,
+        settings: AcmeSettings,
+        staging_first: bool,
+    ) -> Result<CertifiedMaterial, AcmeError> {
+        let order = settings.order(&self.host_name, staging_first)?;
+        let material = self.order(&order, true).await?;
+        self.put_in_use(&material, "acme").await;
+        self.state().acme = Some(settings);
+        Ok(material)
+    }
+
+    /// Renews the ACME certificate now (production directory only: the setup was proven
+    /// when it was made) and presents the new one. The renewal schedule calls this too.
+    pub async fn renew_now(&self) -> Result<CertificateInfo, AcmeError> {
+        let settings = self.acme_settings().ok_or(AcmeError::NotAcme)?;
+        let order = settings.order(&self.host_name, false)?;
+        let material = self.order(&order, false).await?;
+        // The administrator may have chosen another certificate while the order ran.
+        if self.source() == "acme" {
+            if let Some(resolver) = &self.resolver {
+                resolver.swap(material.clone());
+            }
+        }
+        Ok(material.info().clone())
+    }
+
+    /// `serve` with ACME configured: presents the stored ACME certificate if there is a
+    /// usable one that names every domain; otherwise orders one in the background (the
+    /// listeners start on the self-signed certificate meanwhile) and swaps it in when it
+    /// arrives. Errors are logged in words.
+    pub fn start_acme(self: &Arc<Self>) {
+        let Some(settings) = self.acme_settings() else {
+            return;
+        };
+        let Some(data_dir) = self.data_dir.clone() else {
+            return;
+        };
+        let domains = if settings.domains.is_empty() {
+            vec![self.host_name.clone()]
+        } else {
+            settings.domains.clone()
+        };
+        if let Some(Ok(stored)) = acme::load_acme(&data_dir) {
+            let fits = domains.iter().all(|d| stored.info().covers(d))
+                && !stored
+                    .info()
+                    .invalid_within(std::time::SystemTime::now(), std::time::Duration::ZERO);
+            if fits {
+                return;
+            }
+        }
+        let manager = Arc::clone(self);
+        tokio::spawn(async move {
+            tracing::info!(domains = ?domains, "ACME: no usable stored certificate; ordering one (serving the self-signed certificate meanwhile)");
+            // A first order for this setup: staging first, as with a new setup by hand.
+            let result = match settings.order(&manager.host_name, true) {
+                Ok(order) => manager.order(&order, false).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(material) if manager.source() == "acme" => {
+                    if let Some(resolver) = &manager.resolver {
+                        resolver.swap(material);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "ACME: no certificate obtained; the current certificate stays in use")
+                }
+            }
+        });
+    }
+
+    /// Runs one order with the challenge listener open, one order at a time; the
+    /// listener is closed again afterwards unless the source is ACME.
+    async fn order(
+        &self,
+        order: &AcmeOrder,
+        becomes_acme: bool,
+    ) -> Result<CertifiedMaterial, AcmeError> {
+        let data_dir = self
+            .data_dir
+            .clone()
+            .ok_or_else(|| AcmeError::InvalidOrder {
+                reason: "this gateway has no data directory to keep the certificate in".to_owned(),
+            })?;
+        let _one_at_a_time = self.ordering.lock().await;
+        self.open_challenge_listener().await?;
+        let result = acme::obtain(order, &data_dir, &self.responses).await;
+        // Renewals need the port later; anything else closes it again.
+        let keep_open = self.source() == "acme" || (becomes_acme && result.is_ok());
+        if !keep_open {
+            self.close_challenge_listener().await;
+        }
+        result
+    }
+}

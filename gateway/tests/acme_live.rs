@@ -1,0 +1,417 @@
+//! #14's "Show": a real `gateway serve` configured for ACME against Pebble obtains a
+//! certificate; every listener (SMTP and submission with STARTTLS, SMTPS, POP3 with STLS,
+//! POP3S, the console) presents it to a client that trusts only Pebble's issuing root; then
+//! `gateway cert renew` swaps in a new one while an SMTP session sits mid-transaction, and
+//! that session still completes its message with 250.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pebble_test_util::{Pebble, PebbleOptions};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader as AsyncBufReader,
+};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const HOST: &str = "mail.example.test";
+const EMAIL_DOMAIN: &str = "archive.example.test";
+/// Long enough for an order on a loaded machine; the wait ends as soon as the line comes.
+const LOG_WAIT: Duration = Duration::from_secs(120);
+
+const LISTENERS: [&str; 7] = [
+    "smtp",
+    "smtps",
+    "submission",
+    "pop3",
+    "pop3s",
+    "console",
+    "acme_http",
+];
+
+/// `gateway serve` whose log lines arrive on a channel.
+struct Served {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Served {
+    fn start(dir: &Path) -> Self {
+        let config = dir.join("gateway.toml");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["--config", config.to_str().expect("path"), "serve"])
+            .current_dir(dir)
+            .env("GATEWAY_DATA_DIR", dir.join("data"))
+            .env(
+                gateway::cli::build_check::OVERRIDE_VAR,
+                gateway::cli::build_check::OVERRIDE_VALUE,
+            )
+            .env("NO_COLOR", "1")
+            .env_remove("GATEWAY_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gateway serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: String::new(),
+        }
+    }
+
+    /// Waits for a log line containing every one of `parts`; panics with the log so far.
+    fn wait_for(&mut self, parts: &[&str]) -> String {
+        loop {
+            match self.lines.recv_timeout(LOG_WAIT) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                    if parts.iter().all(|p| line.contains(p)) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line with {parts:?}; the log:\n{}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn gateway(dir: &Path, args: &[&str]) -> Output {
+    let config = dir.join("gateway.toml");
+    Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", config.to_str().expect("path")])
+        .args(args)
+        .current_dir(dir)
+        .env("GATEWAY_DATA_DIR", dir.join("data"))
+        .env_remove("GATEWAY_CONFIG")
+        .output()
+        .expect("run gateway")
+}
+
+fn ok_json(dir: &Path, args: &[&str]) -> Value {
+    let out = gateway(dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+/// A client that trusts only Pebble's issuing root. Without session resumption: a resumed
+/// session reports the certificate of the session it resumes, not the one presented now.
+fn connector(root_pem: &str) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots.add(cert.expect("root PEM")).expect("add root");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    TlsConnector::from(Arc::new(config))
+}
+
+fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    use std::fmt::Write;
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    digest.as_ref().iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Reads one (possibly multi-line) reply; returns its last line.
+async fn reply<R: AsyncRead + Unpin>(reader: &mut AsyncBufReader<R>) -> String {
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).await.expect("read reply");
+        assert!(n > 0, "connection closed");
+        // SMTP continuation lines have '-' after the code; POP3 answers are one line.
+        if !(line.len() > 3 && line.as_bytes()[3] == b'-') {
+            return line;
+        }
+    }
+}
+
+async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut AsyncBufReader<S>,
+    line: &str,
+    expect: &str,
+) {
+    stream
+        .get_mut()
+        .write_all(format!("{line}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let answer = reply(stream).await;
+    assert!(answer.starts_with(expect), "{line}: {answer}");
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Start {
+    Implicit,
+    SmtpStartTls,
+    Pop3Stls,
+}
+
+/// The handshake as each listener's clients do it; the leaf's SHA-256 (the handshake only
+/// succeeds when the chain verifies for HOST against Pebble's root).
+async fn presented(addr: SocketAddr, start: Start, tls: &TlsConnector) -> String {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let mut plain = AsyncBufReader::new(tcp);
+    match start {
+        Start::Implicit => {}
+        Start::SmtpStartTls => {
+            assert!(reply(&mut plain).await.starts_with("220"));
+            command(&mut plain, "EHLO client.example.org", "250").await;
+            command(&mut plain, "STARTTLS", "220").await;
+        }
+        Start::Pop3Stls => {
+            assert!(reply(&mut plain).await.starts_with("+OK"));
+            command(&mut plain, "STLS", "+OK").await;
+        }
+    }
+    let stream = tls
+        .connect(
+            ServerName::try_from(HOST.to_owned()).expect("name"),
+            plain.into_inner(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{start:?} handshake on {addr}: {e}"));
+    let (_, session) = stream.get_ref();
+    fingerprint(&session.peer_certificates().expect("peer certificates")[0])
+}
+
+fn write_config(dir: &Path, pebble: &Pebble, ports: &[u16]) {
+    let mut text = format!(
+        "[gateway]\nemail_domain = \"{EMAIL_DOMAIN}\"\nhost_name = \"{HOST}\"\nlog_level = \"info\"\n\n\
+         [tls]\nsource = \"acme\"\nacme_directory_url = \"{}\"\nacme_ca_file = \"{}\"\n\
+         acme_contact_email = \"postmaster@example.test\"\n\n",
+        pebble.directory_url(),
+        pebble.ca_file().display()
+    );
+    for (name, port) in LISTENERS.iter().zip(ports) {
+        text.push_str(&format!(
+            "[listen.{name}]\naddress = \"127.0.0.1\"\nport = {port}\nenabled = true\n"
+        ));
+    }
+    std::fs::write(dir.join("gateway.toml"), text).expect("write config");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listener_presents_the_acme_certificate_and_a_renewal_keeps_open_sessions() {
+    // Distinct free ports, held until just before the gateway binds them; Pebble dials
+    // the last one for HTTP-01.
+    let held: Vec<std::net::TcpListener> = LISTENERS
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: ports[6],
+        mock_dns: true,
+        ..PebbleOptions::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    write_config(d, &pebble, &ports);
+    drop(held);
+
+    let mut served = Served::start(d);
+    served.wait_for(&["gateway ready"]);
+    // Nothing was stored: the gateway starts on its self-signed certificate and orders.
+    served.wait_for(&["TLS certificate replaced"]);
+    let shown = ok_json(d, &["cert", "show", "--json"]);
+    assert_eq!(shown["source"], "acme", "{shown}");
+    let first = shown["sha256Fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned();
+
+    let tls = connector(pebble.issuing_root_pem());
+    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
+    let listeners = [
+        ("smtp (25, STARTTLS)", addr(0), Start::SmtpStartTls),
+        ("smtps (465)", addr(1), Start::Implicit),
+        ("submission (587, STARTTLS)", addr(2), Start::SmtpStartTls),
+        ("pop3 (110, STLS)", addr(3), Start::Pop3Stls),
+        ("pop3s (995)", addr(4), Start::Implicit),
+        ("console (8450)", addr(5), Start::Implicit),
+    ];
+    for (name, addr, start) in listeners {
+        assert_eq!(presented(addr, start, &tls).await, first, "{name}");
+    }
+
+    // A journal delivery in progress: TLS, the envelope given, DATA accepted.
+    let created = ok_json(d, &["mailbox", "create", "--name", "Sales", "--json"]);
+    let address = created["address"].as_str().expect("address").to_owned();
+    let tcp = TcpStream::connect(addr(0)).await.expect("connect");
+    let mut plain = AsyncBufReader::new(tcp);
+    assert!(reply(&mut plain).await.starts_with("220"));
+    command(&mut plain, "EHLO journal.example.org", "250").await;
+    command(&mut plain, "STARTTLS", "220").await;
+    let secured = tls
+        .connect(
+            ServerName::try_from(HOST.to_owned()).expect("name"),
+            plain.into_inner(),
+        )
+        .await
+        .expect("STARTTLS handshake");
+    let mut session = AsyncBufReader::new(secured);
+    command(&mut session, "EHLO journal.example.org", "250").await;
+    command(&mut session, "MAIL FROM:<journal@example.org>", "250").await;
+    command(&mut session, &format!("RCPT TO:<{address}>"), "250").await;
+    command(&mut session, "DATA", "354").await;
+    session
+        .get_mut()
+        .write_all(b"Subject: before the renewal\r\n\r\nfirst half\r\n")
+        .await
+        .expect("write");
+
+    // The renewal, through the control socket, while the session waits.
+    let cli = {
+        let d = d.to_owned();
+        tokio::task::spawn_blocking(move || ok_json(&d, &["cert", "renew", "--json"]))
+    };
+    let renewed = cli.await.expect("cert renew");
+    let second = renewed["certificate"]["sha256Fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned();
+    assert_ne!(second, first, "a new certificate");
+    assert_eq!(renewed["certificate"]["source"], "acme");
+    for (name, addr, start) in listeners {
+        assert_eq!(
+            presented(addr, start, &tls).await,
+            second,
+            "{name} after the renewal"
+        );
+    }
+
+    // The open session finishes its message on the old certificate.
+    session
+        .get_mut()
+        .write_all(b"second half\r\n.\r\n")
+        .await
+        .expect("write");
+    let done = reply(&mut session).await;
+    assert!(done.starts_with("250"), "end of data: {done}");
+    command(&mut session, "QUIT", "221").await;
+    let (_, old) = session.get_ref().get_ref();
+    assert_eq!(
+        fingerprint(&old.peer_certificates().expect("peer")[0]),
+        first,
+        "the session kept the certificate it started with"
+    );
+}
+
+#[test]
+fn cert_acme_on_a_stopped_gateway_orders_in_process_and_rewrites_tls() {
+    let held: Vec<std::net::TcpListener> = LISTENERS
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: ports[6],
+        mock_dns: true,
+        ..PebbleOptions::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    write_config(d, &pebble, &ports);
+    // Start from a self-signed configuration with a comment to keep.
+    let text = std::fs::read_to_string(d.join("gateway.toml")).expect("config");
+    let start = text.find("[tls]").expect("tls");
+    let end = text[start..].find("[listen").expect("listen") + start;
+    let text = format!(
+        "{}[tls]\n# chosen by the installer\nsource = \"self-signed\"\n\n{}",
+        &text[..start],
+        &text[end..]
+    );
+    std::fs::write(d.join("gateway.toml"), text).expect("config");
+    drop(held);
+    let ca_file = pebble.ca_file();
+    let directory = pebble.directory_url();
+    let args = [
+        "cert",
+        "acme",
+        "--domain",
+        HOST,
+        "--email",
+        "postmaster@example.test",
+        "--directory",
+        directory.as_str(),
+        "--ca-file",
+        ca_file.to_str().expect("path"),
+        "--json",
+    ];
+
+    let refused = gateway(d, &args);
+    assert!(!refused.status.success());
+    // With --json the error is a JSON object on stdout.
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(said.contains("--accept-tos"), "{said}");
+
+    let mut with_tos = args.to_vec();
+    with_tos.push("--accept-tos");
+    let ordered = ok_json(d, &with_tos);
+    assert_eq!(ordered["certificate"]["source"], "acme", "{ordered}");
+    let config = std::fs::read_to_string(d.join("gateway.toml")).expect("config");
+    assert!(
+        config.contains("# chosen by the installer\nsource = \"acme\"")
+            && config.contains(&format!("acme_directory_url = \"{directory}\""))
+            && config.contains(&format!("acme_domains = [\"{HOST}\"]")),
+        "{config}"
+    );
+    // What the next start serves.
+    let shown = ok_json(d, &["cert", "show", "--json"]);
+    assert_eq!(
+        shown["sha256Fingerprint"], ordered["certificate"]["sha256Fingerprint"],
+        "{shown}"
+    );
+}

@@ -28,7 +28,7 @@ pub struct BindError {
     pub service: &'static str,
     pub addr: SocketAddr,
     pub cause: std::io::Error,
-    hint: &'static str,
+    hint: String,
 }
 
 /// Why the listeners did not start.
@@ -329,11 +329,14 @@ fn open(
     let addr = listener.socket_addr();
     let bound = TcpListener::bind(addr, options).map_err(|cause| {
         let hint = match cause.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or change the port in [listen])"
-            }
-            std::io::ErrorKind::AddrInUse => " (another program uses this port)",
-            _ => "",
+            std::io::ErrorKind::PermissionDenied => format!(
+                " (ports below 1024 need root or CAP_NET_BIND_SERVICE, which the systemd unit \
+                 grants; or change the port in [listen.{service}])"
+            ),
+            std::io::ErrorKind::AddrInUse => format!(
+                " (another program uses this port: stop it, or change the port in [listen.{service}])"
+            ),
+            _ => String::new(),
         };
         BindError {
             service,

@@ -371,6 +371,11 @@ fn bind_failure_names_its_cause_once_and_never_says_ready() {
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port} (smtp)")),
         "{stderr}"
     );
+    // The fix, on the same line.
+    assert!(
+        stderr.contains("stop it, or change the port in [listen.smtp]"),
+        "{stderr}"
+    );
     assert_eq!(
         stderr.matches("Address already in use").count(),
         1,

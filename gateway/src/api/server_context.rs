@@ -56,9 +56,9 @@ pub struct ServerContext {
 
 /// How long a store probe's result stands: `/readyz` needs no login, so a flood of requests
 /// must not turn into a flood of commits.
-pub const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// A commit slower than this counts as a store that does not take writes.
-pub const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ServerContext {
     pub fn new(
@@ -186,8 +186,8 @@ impl ServerContext {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Whether the store took a commit within [`STORE_PROBE_TIMEOUT`], probed at most once
-    /// per [`STORE_PROBE_INTERVAL`]; concurrent callers wait for one probe and share it.
+    /// Whether the store took a commit within `STORE_PROBE_TIMEOUT`, probed at most once
+    /// per `STORE_PROBE_INTERVAL`; concurrent callers wait for one probe and share it.
     pub async fn store_writable(&self, gateway: &crate::service::Gateway) -> bool {
         let mut last = self.store_probe.lock().await;
         if let Some((at, writable)) = *last {

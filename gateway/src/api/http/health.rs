@@ -7,7 +7,7 @@
 //! - `/readyz` (readiness): `200 ready`, or `503` with one short reason per line: a listener
 //!   that stopped serving, graceful shutdown under way, a store that does not take a commit
 //!   (an empty commit through the group commit, probed at most every
-//!   [`STORE_PROBE_INTERVAL`](crate::api::server_context::STORE_PROBE_INTERVAL)), free
+//!   `STORE_PROBE_INTERVAL`), free
 //!   disk space below `[limits] min_free_disk_mib` outside the reserve (new mail is refused
 //!   then).
 

@@ -276,6 +276,41 @@ async fn server_info_reports_the_store_files_size() {
     assert_eq!(info.envelope.result["storeBytes"], on_disk);
 }
 
+#[tokio::test]
+async fn server_info_reports_free_disk_space_against_the_thresholds() {
+    use crate::store::space::testing::FakeVolume;
+    use std::sync::atomic::Ordering;
+    const MIB: u64 = 1024 * 1024;
+    let volume = FakeVolume::with_free(500 * MIB);
+    let (dir, gateway) =
+        crate::service::test_support::gateway_on_warning(volume.clone(), 0, 30 * MIB, 100 * MIB);
+    let settings = crate::settings::LiveSettings::new(
+        &crate::config::Config::default(),
+        gateway.email_domain_handle().clone(),
+        None,
+        crate::settings::SettingsFile {
+            path: dir.path().join("gateway.toml"),
+            create_if_missing: true,
+        },
+    );
+    let api = Api::new(
+        gateway,
+        settings,
+        crate::api::ServerContext::new("mail.example".into(), None, "self-signed"),
+    );
+    let admin = Caller::Admin { client: LOCAL };
+    for (free, level) in [(500, "ok"), (99, "warning"), (29, "critical")] {
+        volume.free.store(free * MIB, Ordering::SeqCst);
+        let info = api.invoke(&admin, "GetServerInfo", Params::new()).await;
+        assert!(info.is_success(), "{info:?}");
+        let result = &info.envelope.result;
+        assert_eq!(result["freeDiskBytes"], free * MIB);
+        assert_eq!(result["warnFreeDiskBytes"], 100 * MIB);
+        assert_eq!(result["minFreeDiskBytes"], 30 * MIB);
+        assert_eq!(result["diskLevel"], level, "{free} MiB free");
+    }
+}
+
 /// An API whose server presents a certificate through a resolver, as `serve` sets it up.
 fn api_with_certificate() -> (
     tempfile::TempDir,

@@ -1,5 +1,5 @@
 //! The status page: listeners, the certificate with its days left, version, uptime, store
-//! size, and the mailboxes an archiver seems to have stopped emptying.
+//! size, free disk space (highlighted below the warning threshold), and the mailboxes an archiver seems to have stopped emptying.
 
 use axum::response::Response;
 use minijinja::context;
@@ -85,6 +85,11 @@ pub async fn status_page(admin: SignedIn) -> Response {
                 uptime => format::duration(info["uptimeSeconds"].as_u64().unwrap_or(0)),
                 started => format::timestamp(info["startedAt"].as_u64().unwrap_or(0)),
                 store_size => info["storeBytes"].as_u64().map(|b| format::size(b, lang)),
+                disk_free => info["freeDiskBytes"].as_u64().map(|b| format::size(b, lang)),
+                disk_total => info["totalDiskBytes"].as_u64().map(|b| format::size(b, lang)),
+                disk_level => info["diskLevel"].as_str().unwrap_or("unknown"),
+                disk_warn => format::size(info["warnFreeDiskBytes"].as_u64().unwrap_or(0), lang),
+                disk_min => format::size(info["minFreeDiskBytes"].as_u64().unwrap_or(0), lang),
                 listeners => listeners.iter().map(listener_row).collect::<Vec<_>>(),
             })
         }
@@ -207,6 +212,56 @@ mod tests {
         assert!(!fine.contains("Renew the certificate"));
         // A part that failed shows its error, the rest of the page stays.
         assert!(fine.contains(">down<"), "{fine}");
+    }
+
+    /// The page as a browser gets it with `free` MiB free of 10 GiB and the disk at `level`.
+    fn page_with_free_disk(free: u64, level: &str, lang: crate::config::Language) -> String {
+        let viewer = crate::console::render::Viewer {
+            lang,
+            csrf: Some("token".into()),
+        };
+        let size = |mib: u64| format::size(mib * 1024 * 1024, lang);
+        let server = context! {
+            version => "1", host_name => "mx.example", uptime => "1m", started => "then",
+            store_size => size(3), disk_free => size(free), disk_total => size(10 * 1024),
+            disk_level => level, disk_warn => size(1024), disk_min => size(256),
+            listeners => Vec::<Value>::new(),
+        };
+        crate::console::render::html(
+            &viewer,
+            "status.html",
+            context! {
+                server => server, server_error => None::<String>,
+                certificate => None::<Value>, certificate_error => "none",
+                stale => Vec::<Value>::new(), stale_error => None::<String>,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn free_disk_space_is_shown_and_highlighted_below_the_thresholds() {
+        use crate::config::Language::{De, En};
+        let fine = page_with_free_disk(5000, "ok", En);
+        assert!(fine.contains(r#"data-level="ok""#), "{fine}");
+        assert!(fine.contains("4.9 GiB"), "{fine}");
+        assert!(fine.contains("10 GiB"), "{fine}");
+        assert!(!fine.contains("urgency-warning") && !fine.contains("urgency-critical"));
+        assert!(!fine.contains("free: "), "{fine}");
+
+        let low = page_with_free_disk(500, "warning", En);
+        assert!(low.contains("urgency-warning"), "{low}");
+        assert!(low.contains("make room before mail is refused"), "{low}");
+        assert!(low.contains("1.0 GiB"), "{low}");
+
+        let full = page_with_free_disk(100, "critical", En);
+        assert!(full.contains("urgency-critical"), "{full}");
+        assert!(full.contains("new mail is refused until space is freed"));
+
+        let voll = page_with_free_disk(100, "critical", De);
+        assert!(voll.contains("Freier Speicherplatz"), "{voll}");
+        assert!(voll.contains("neue Mails werden abgewiesen"), "{voll}");
+        assert!(voll.contains("100 MiB"), "{voll}");
     }
 
     #[test]

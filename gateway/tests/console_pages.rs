@@ -604,6 +604,36 @@ async fn the_status_page_shows_listeners_certificate_and_store() {
 }
 
 #[tokio::test]
+async fn the_status_page_shows_free_disk_space_and_highlights_it_below_the_warning() {
+    // A warning threshold no disk is above (1 EiB): the real free space is below it.
+    let gateway = TestGateway::start_with_console(|config| {
+        config.limits.warn_free_disk_mib = 1 << 40;
+    })
+    .await;
+    let browser = Browser::sign_in(&gateway).await;
+    let page = browser.get("/console/status").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        attribute_after(&page.html, "id=\"disk-free\"", "data-level").as_deref(),
+        Some("warning"),
+        "{}",
+        page.html
+    );
+    // Free space of the file system's size, both in binary units.
+    let at = page.html.find("id=\"disk-free\"").unwrap();
+    let cell = &page.html[at..at + page.html[at..].find("</dd>").unwrap()];
+    assert!(
+        cell.contains(" of ") && cell.matches("iB").count() >= 2,
+        "{cell}"
+    );
+    assert!(page.has("urgency-warning"));
+    assert!(page.has("make room before mail is refused"));
+    let seite = browser.get_in("/console/status", "de").await;
+    assert!(seite.has("Freier Speicherplatz"), "{}", seite.html);
+    assert!(seite.has("Platz schaffen"));
+}
+
+#[tokio::test]
 async fn the_setup_hints_name_the_address_proxy_login_and_pop3s_settings() {
     let (gateway, browser) = console().await;
     let (id, address, _) = gateway.create_mailbox("hinted").await;

@@ -184,7 +184,8 @@ pub async fn start_with_settings(
             crate::tls::source_name(config.tls.source.name(), &config.gateway.data_dir),
         )
         .with_data_dir(config.gateway.data_dir.clone())
-        .with_certificate_manager(certificates.clone()),
+        .with_certificate_manager(certificates.clone())
+        .with_snapshot_interval(config.backup.snapshot_interval()),
     );
     let metrics_server =
         crate::metrics::http::MetricsServer::new(gateway.clone(), Some(resolver.clone()));

@@ -311,6 +311,43 @@ async fn server_info_reports_free_disk_space_against_the_thresholds() {
     }
 }
 
+#[tokio::test]
+async fn server_info_tells_whether_snapshots_are_on_and_when_the_last_was_taken() {
+    let (dir, gateway, settings) = gateway_and_settings();
+    let snapshots = crate::backup::Snapshots::new(crate::backup::Sources {
+        store: gateway.store().clone(),
+        data_dir: dir.path().to_owned(),
+        config_file: None,
+    });
+    let context = |interval| {
+        crate::api::ServerContext::new("mail.example".into(), None, "self-signed")
+            .with_data_dir(dir.path().to_owned())
+            .with_snapshot_interval(interval)
+    };
+    let admin = Caller::Admin { client: LOCAL };
+    let on = Api::new(
+        gateway.clone(),
+        settings.clone(),
+        context(Some(std::time::Duration::from_secs(900))),
+    );
+    let info = on.invoke(&admin, "GetServerInfo", Params::new()).await;
+    assert_eq!(info.envelope.result["snapshotIntervalSeconds"], 900);
+    assert!(info.envelope.result["lastSnapshotAt"].is_null(), "{info:?}");
+
+    let (_, manifest) = snapshots.take().unwrap();
+    let info = on.invoke(&admin, "GetServerInfo", Params::new()).await;
+    assert_eq!(
+        info.envelope.result["lastSnapshotAt"],
+        manifest.created_at.as_str()
+    );
+
+    // Off: a snapshot left from before is not reported as current.
+    let off = Api::new(gateway, settings, context(None));
+    let info = off.invoke(&admin, "GetServerInfo", Params::new()).await;
+    assert!(info.envelope.result["snapshotIntervalSeconds"].is_null());
+    assert!(info.envelope.result["lastSnapshotAt"].is_null());
+}
+
 /// An API whose server presents a certificate through a resolver, as `serve` sets it up.
 fn api_with_certificate() -> (
     tempfile::TempDir,

@@ -33,6 +33,11 @@ pub struct ServerInfo {
     /// `ok`, `warning` (below the warning threshold) or `critical` (below the minimum);
     /// `null` when the free space is unknown.
     pub disk_level: Option<String>,
+    /// Seconds between rolling snapshots (`[backup] snapshot_interval`); `null`: off.
+    pub snapshot_interval_seconds: Option<u64>,
+    /// When the newest complete snapshot in `<data_dir>/snapshots` read the store, RFC
+    /// 3339; `null` when there is none yet (or snapshots are off).
+    pub last_snapshot_at: Option<String>,
 }
 
 pub struct GetServerInfo;
@@ -64,6 +69,11 @@ impl Function for GetServerInfo {
             disk_level: disk
                 .free
                 .map(|free| gateway.disk_level(free).as_str().to_owned()),
+            snapshot_interval_seconds: server.snapshot_interval().map(|i| i.as_secs()),
+            last_snapshot_at: server
+                .snapshot_interval()
+                .and(server.data_dir())
+                .and_then(crate::backup::last_snapshot_at),
         })
     }
 }

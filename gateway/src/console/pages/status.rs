@@ -53,6 +53,24 @@ pub fn stale(mut mailboxes: Vec<MailboxInfo>, now_ms: u64) -> Vec<MailboxInfo> {
     mailboxes
 }
 
+/// `off`, `none` (on, none taken yet) or `taken`, from `GetServerInfo`.
+fn snapshots_state(info: &serde_json::Value) -> &'static str {
+    match (
+        info["snapshotIntervalSeconds"].as_u64(),
+        info["lastSnapshotAt"].as_str(),
+    ) {
+        (None, _) => "off",
+        (Some(_), None) => "none",
+        (Some(_), Some(_)) => "taken",
+    }
+}
+
+fn rfc3339_millis(text: &str) -> Option<u64> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 fn listener_row(listener: &ListenerInfo) -> Value {
     let state = match listener.state {
         ListenerState::Listening => "listening",
@@ -90,6 +108,9 @@ pub async fn status_page(admin: SignedIn) -> Response {
                 disk_level => info["diskLevel"].as_str().unwrap_or("unknown"),
                 disk_warn => format::size(info["warnFreeDiskBytes"].as_u64().unwrap_or(0), lang),
                 disk_min => format::size(info["minFreeDiskBytes"].as_u64().unwrap_or(0), lang),
+                snapshots => snapshots_state(&info),
+                snapshot_every => info["snapshotIntervalSeconds"].as_u64().map(format::duration),
+                last_snapshot => info["lastSnapshotAt"].as_str().and_then(rfc3339_millis).map(format::timestamp),
                 listeners => listeners.iter().map(listener_row).collect::<Vec<_>>(),
             })
         }
@@ -225,7 +246,7 @@ mod tests {
             version => "1", host_name => "mx.example", uptime => "1m", started => "then",
             store_size => size(3), disk_free => size(free), disk_total => size(10 * 1024),
             disk_level => level, disk_warn => size(1024), disk_min => size(256),
-            listeners => Vec::<Value>::new(),
+            listeners => Vec::<Value>::new(), snapshots => "off",
         };
         crate::console::render::html(
             &viewer,
@@ -262,6 +283,22 @@ mod tests {
         assert!(voll.contains("Freier Speicherplatz"), "{voll}");
         assert!(voll.contains("neue Mails werden abgewiesen"), "{voll}");
         assert!(voll.contains("100 MiB"), "{voll}");
+    }
+
+    #[test]
+    fn the_snapshot_state_is_off_none_yet_or_the_last_ones_time() {
+        let info = |interval: Option<u64>, last: Option<&str>| serde_json::json!({ "snapshotIntervalSeconds": interval, "lastSnapshotAt": last });
+        assert_eq!(snapshots_state(&info(None, None)), "off");
+        assert_eq!(snapshots_state(&info(Some(900), None)), "none");
+        assert_eq!(
+            snapshots_state(&info(Some(900), Some("2026-12-04T17:51:00Z"))),
+            "taken"
+        );
+        assert_eq!(
+            rfc3339_millis("2026-12-04T17:51:42.5Z"),
+            Some(1_796_406_702_500)
+        );
+        assert_eq!(rfc3339_millis("yesterday"), None);
     }
 
     #[test]

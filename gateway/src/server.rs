@@ -184,7 +184,8 @@ pub async fn start_with_settings(
             crate::tls::source_name(config.tls.source.name(), &config.gateway.data_dir),
         )
         .with_data_dir(config.gateway.data_dir.clone())
-        .with_certificate_manager(certificates.clone()),
+        .with_certificate_manager(certificates.clone())
+        .with_snapshot_interval(config.backup.snapshot_interval()),
     );
     let metrics_server =
         crate::metrics::http::MetricsServer::new(gateway.clone(), Some(resolver.clone()));
@@ -276,6 +277,12 @@ pub async fn start_with_settings(
         .map(|(name, listener)| (name, listener.socket_addr(), listener.enabled))
         .collect();
     api.server().set_listeners(&configured, &addresses, true);
+    // A warning in the log when free space falls below `[limits] warn_free_disk_mib`.
+    tasks.spawn(
+        api.gateway()
+            .clone()
+            .watch_disk(crate::service::DISK_WATCH_PERIOD, shutdown.signal()),
+    );
     let snapshots = config.backup.snapshot_interval().map(|interval| {
         let snapshots = crate::backup::Snapshots::new(crate::backup::Sources {
             store: api.gateway().store().clone(),

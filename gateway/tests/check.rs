@@ -369,6 +369,109 @@ fn check_warns_on_mail_waiting_past_the_threshold() {
     assert!(out.contains("[OK] smtp 127.0.0.1:"), "{out}");
 }
 
+#[test]
+fn check_warns_when_free_disk_space_is_below_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d);
+    let _served = Served::start(d);
+    // No disk is this large (a thousand PiB): WARNING, without filling a disk.
+    let huge = (1u64 << 40).to_string();
+
+    // The gateway's own thresholds (the defaults here), whatever this machine has free.
+    let (code, out) = check(d, &["--disk", "--listener", "smtp"]);
+    assert!((0..=2).contains(&code), "{out}");
+    let line = status_line(&out);
+    assert!(line.contains(" disk free"), "{out}");
+    assert!(
+        line.contains(&format!(";{}:;{}:;0", 1024u64 << 20, 256u64 << 20)),
+        "the configured thresholds are the defaults: {out}"
+    );
+
+    let (code, out) = check(d, &["--warn-disk-mib", &huge, "--listener", "smtp"]);
+    assert_eq!(code, 1, "{out}");
+    let line = status_line(&out);
+    assert!(line.starts_with("GATEWAY WARNING - "), "{out}");
+    assert!(line.contains("below the warning threshold of "), "{out}");
+    assert!(line.contains("'free_disk'="), "{out}");
+    assert!(
+        line.contains(&format!("B;{}:;", (1u64 << 40) << 20)),
+        "{out}"
+    );
+    assert!(out.contains("[OK] smtp 127.0.0.1:"), "{out}");
+
+    // Below the critical threshold too: CRITICAL wins.
+    let (code, out) = check(
+        d,
+        &[
+            "--warn-disk-mib",
+            &huge,
+            "--crit-disk-mib",
+            &huge,
+            "--listener",
+            "smtp",
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        status_line(&out).contains("below the critical threshold of "),
+        "{out}"
+    );
+
+    // Thresholds that contradict each other: bad usage, UNKNOWN.
+    let (code, out) = check(
+        d,
+        &[
+            "--warn-disk-mib",
+            "10",
+            "--crit-disk-mib",
+            "20",
+            "--listener",
+            "smtp",
+        ],
+    );
+    assert_eq!(code, 3, "{out}");
+
+    // No gateway behind the control socket: UNKNOWN, saying why.
+    let elsewhere = d.join("elsewhere");
+    let (code, out) = check(
+        d,
+        &[
+            "--data-dir",
+            elsewhere.to_str().unwrap(),
+            "--disk",
+            "--listener",
+            "smtp",
+        ],
+    );
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        status_line(&out).starts_with(
+            "GATEWAY UNKNOWN - free disk space unknown: no gateway answers on the control socket"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_configured_disk_warning_threshold_reaches_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d);
+    // A warning threshold no disk is above (1 EiB).
+    let mut text = std::fs::read_to_string(d.join("gateway.toml")).unwrap();
+    text.push_str(&format!("[limits]\nwarn_free_disk_mib = {}\n", 1u64 << 40));
+    std::fs::write(d.join("gateway.toml"), text).unwrap();
+    let _served = Served::start(d);
+
+    let (code, out) = check(d, &["--disk", "--listener", "smtp"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        status_line(&out).contains(&format!(";{}:;{}:;0", 1u64 << 60, 256u64 << 20)),
+        "{out}"
+    );
+}
+
 /// A PEM bundle (certificate and key) for the gateway's host name, valid for `days` more.
 fn expiring_bundle(dir: &Path, days: i64) -> std::path::PathBuf {
     let key = rcgen::KeyPair::generate().unwrap();

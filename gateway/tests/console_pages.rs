@@ -604,6 +604,80 @@ async fn the_status_page_shows_listeners_certificate_and_store() {
 }
 
 #[tokio::test]
+async fn the_status_page_shows_free_disk_space_and_highlights_it_below_the_warning() {
+    // A warning threshold no disk is above (1 EiB): the real free space is below it.
+    let gateway = TestGateway::start_with_console(|config| {
+        config.limits.warn_free_disk_mib = 1 << 40;
+    })
+    .await;
+    let browser = Browser::sign_in(&gateway).await;
+    let page = browser.get("/console/status").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        attribute_after(&page.html, "id=\"disk-free\"", "data-level").as_deref(),
+        Some("warning"),
+        "{}",
+        page.html
+    );
+    // Free space of the file system's size, both in binary units.
+    let at = page.html.find("id=\"disk-free\"").unwrap();
+    let cell = &page.html[at..at + page.html[at..].find("</dd>").unwrap()];
+    assert!(
+        cell.contains(" of ") && cell.matches("iB").count() >= 2,
+        "{cell}"
+    );
+    assert!(page.has("urgency-warning"));
+    assert!(page.has("make room before mail is refused"));
+    let seite = browser.get_in("/console/status", "de").await;
+    assert!(seite.has("Freier Speicherplatz"), "{}", seite.html);
+    assert!(seite.has("Platz schaffen"));
+}
+
+#[tokio::test]
+async fn the_status_page_shows_whether_snapshots_are_on_and_the_last_ones_time() {
+    let (_plain, browser) = console().await;
+    let page = browser.get("/console/status").await;
+    assert_eq!(
+        attribute_after(&page.html, "id=\"snapshots\"", "data-state").as_deref(),
+        Some("off")
+    );
+
+    let gateway = TestGateway::start_with_console(|config| {
+        config.backup.snapshot_interval = "1h".to_owned();
+    })
+    .await;
+    let browser = Browser::sign_in(&gateway).await;
+    let page = browser.get("/console/status").await;
+    assert_eq!(
+        attribute_after(&page.html, "id=\"snapshots\"", "data-state").as_deref(),
+        Some("none"),
+        "{}",
+        page.html
+    );
+    assert!(page
+        .text_of("snapshots")
+        .unwrap()
+        .contains("none taken yet"));
+
+    let snapshots = gateway.snapshots().expect("snapshots are on");
+    let (_, manifest) = tokio::task::spawn_blocking(move || snapshots.take())
+        .await
+        .unwrap()
+        .unwrap();
+    let page = browser.get("/console/status").await;
+    assert_eq!(
+        attribute_after(&page.html, "id=\"snapshots\"", "data-state").as_deref(),
+        Some("taken")
+    );
+    // The manifest's time to the minute, as the page shows times.
+    let minute = manifest.created_at[..16].replace('T', " ");
+    let shown = page.text_of("snapshots").unwrap();
+    assert!(shown.contains(&minute), "{shown} / {minute}");
+    let seite = browser.get_in("/console/status", "de").await;
+    assert!(seite.text_of("snapshots").unwrap().contains("zuletzt"));
+}
+
+#[tokio::test]
 async fn the_setup_hints_name_the_address_proxy_login_and_pop3s_settings() {
     let (gateway, browser) = console().await;
     let (id, address, _) = gateway.create_mailbox("hinted").await;

@@ -52,6 +52,8 @@ pub struct ServerContext {
     /// The last store write probe of `/readyz`.
     store_probe: tokio::sync::Mutex<Option<(Instant, bool)>>,
     store_probe_interval: Duration,
+    /// `[backup] snapshot_interval`; `None`: no rolling snapshots.
+    snapshot_interval: Option<Duration>,
 }
 
 /// How long a store probe's result stands: `/readyz` needs no login, so a flood of requests
@@ -87,6 +89,7 @@ impl ServerContext {
             shutting_down: AtomicBool::new(false),
             store_probe: tokio::sync::Mutex::new(None),
             store_probe_interval: STORE_PROBE_INTERVAL,
+            snapshot_interval: None,
         }
     }
 
@@ -100,6 +103,17 @@ impl ServerContext {
         ));
         self.data_dir = Some(data_dir);
         self
+    }
+
+    /// Rolling snapshots are taken every `interval` (`[backup] snapshot_interval`).
+    pub fn with_snapshot_interval(mut self, interval: Option<Duration>) -> Self {
+        self.snapshot_interval = interval;
+        self
+    }
+
+    /// `[backup] snapshot_interval`, when rolling snapshots are on.
+    pub fn snapshot_interval(&self) -> Option<Duration> {
+        self.snapshot_interval
     }
 
     /// How long a store probe's result stands (tests).

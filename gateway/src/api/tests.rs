@@ -276,6 +276,78 @@ async fn server_info_reports_the_store_files_size() {
     assert_eq!(info.envelope.result["storeBytes"], on_disk);
 }
 
+#[tokio::test]
+async fn server_info_reports_free_disk_space_against_the_thresholds() {
+    use crate::store::space::testing::FakeVolume;
+    use std::sync::atomic::Ordering;
+    const MIB: u64 = 1024 * 1024;
+    let volume = FakeVolume::with_free(500 * MIB);
+    let (dir, gateway) =
+        crate::service::test_support::gateway_on_warning(volume.clone(), 0, 30 * MIB, 100 * MIB);
+    let settings = crate::settings::LiveSettings::new(
+        &crate::config::Config::default(),
+        gateway.email_domain_handle().clone(),
+        None,
+        crate::settings::SettingsFile {
+            path: dir.path().join("gateway.toml"),
+            create_if_missing: true,
+        },
+    );
+    let api = Api::new(
+        gateway,
+        settings,
+        crate::api::ServerContext::new("mail.example".into(), None, "self-signed"),
+    );
+    let admin = Caller::Admin { client: LOCAL };
+    for (free, level) in [(500, "ok"), (99, "warning"), (29, "critical")] {
+        volume.free.store(free * MIB, Ordering::SeqCst);
+        let info = api.invoke(&admin, "GetServerInfo", Params::new()).await;
+        assert!(info.is_success(), "{info:?}");
+        let result = &info.envelope.result;
+        assert_eq!(result["freeDiskBytes"], free * MIB);
+        assert_eq!(result["warnFreeDiskBytes"], 100 * MIB);
+        assert_eq!(result["minFreeDiskBytes"], 30 * MIB);
+        assert_eq!(result["diskLevel"], level, "{free} MiB free");
+    }
+}
+
+#[tokio::test]
+async fn server_info_tells_whether_snapshots_are_on_and_when_the_last_was_taken() {
+    let (dir, gateway, settings) = gateway_and_settings();
+    let snapshots = crate::backup::Snapshots::new(crate::backup::Sources {
+        store: gateway.store().clone(),
+        data_dir: dir.path().to_owned(),
+        config_file: None,
+    });
+    let context = |interval| {
+        crate::api::ServerContext::new("mail.example".into(), None, "self-signed")
+            .with_data_dir(dir.path().to_owned())
+            .with_snapshot_interval(interval)
+    };
+    let admin = Caller::Admin { client: LOCAL };
+    let on = Api::new(
+        gateway.clone(),
+        settings.clone(),
+        context(Some(std::time::Duration::from_secs(900))),
+    );
+    let info = on.invoke(&admin, "GetServerInfo", Params::new()).await;
+    assert_eq!(info.envelope.result["snapshotIntervalSeconds"], 900);
+    assert!(info.envelope.result["lastSnapshotAt"].is_null(), "{info:?}");
+
+    let (_, manifest) = snapshots.take().unwrap();
+    let info = on.invoke(&admin, "GetServerInfo", Params::new()).await;
+    assert_eq!(
+        info.envelope.result["lastSnapshotAt"],
+        manifest.created_at.as_str()
+    );
+
+    // Off: a snapshot left from before is not reported as current.
+    let off = Api::new(gateway, settings, context(None));
+    let info = off.invoke(&admin, "GetServerInfo", Params::new()).await;
+    assert!(info.envelope.result["snapshotIntervalSeconds"].is_null());
+    assert!(info.envelope.result["lastSnapshotAt"].is_null());
+}
+
 /// An API whose server presents a certificate through a resolver, as `serve` sets it up.
 fn api_with_certificate() -> (
     tempfile::TempDir,

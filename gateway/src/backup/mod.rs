@@ -23,7 +23,7 @@ pub use create::{create_backup, prepare_target, Sources};
 pub use error::BackupError;
 pub use manifest::{hash_file, BackupKind, FileEntry, Manifest};
 pub use restore::{locate, restore};
-pub use snapshot::{latest_snapshot, Snapshots, KEEP_SNAPSHOTS, SNAPSHOTS_DIR};
+pub use snapshot::{last_snapshot_at, latest_snapshot, Snapshots, KEEP_SNAPSHOTS, SNAPSHOTS_DIR};
 
 /// The manifest's `format`.
 pub const FORMAT: &str = "gateway-backup";

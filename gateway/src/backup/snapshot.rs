@@ -136,6 +136,13 @@ fn complete(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// When the newest complete snapshot in `<data_dir>/snapshots` read the store (its
+/// manifest's RFC 3339 time); `None` when there is none (or its manifest is unreadable).
+pub fn last_snapshot_at(data_dir: &Path) -> Option<String> {
+    let newest = latest_snapshot(&data_dir.join(SNAPSHOTS_DIR))?;
+    Manifest::read(&newest).ok().map(|m| m.created_at)
+}
+
 /// The newest complete snapshot in a snapshots folder.
 pub fn latest_snapshot(dir: &Path) -> Option<PathBuf> {
     complete(dir).pop()

@@ -11,7 +11,11 @@
 //! - `net`: sockets and TLS, the one part that touches the network.
 //! - `status`: states (worst wins), the status line and performance data.
 //! - `waiting`: the waiting-mail part, over the control socket.
+//! - `disk`: the free-disk-space part, over the control socket.
+//! - `control`: asking the running gateway through its control socket.
 
+mod control;
+mod disk;
 pub mod net;
 pub mod probe;
 pub mod status;
@@ -45,6 +49,19 @@ pub struct CheckOptions {
     /// Mail waiting at least this long: WARNING / CRITICAL. Neither: not checked.
     pub warn_waiting: Option<Duration>,
     pub crit_waiting: Option<Duration>,
+    /// Check the free disk space (also on when a disk threshold is given).
+    pub disk: bool,
+    /// Less free than this many MiB: WARNING / CRITICAL; unset: the gateway's own
+    /// `[limits] warn_free_disk_mib` / `min_free_disk_mib`.
+    pub warn_disk_mib: Option<u64>,
+    pub crit_disk_mib: Option<u64>,
+}
+
+impl CheckOptions {
+    /// Whether the free-disk-space part runs.
+    pub fn checks_disk(&self) -> bool {
+        self.disk || self.warn_disk_mib.is_some() || self.crit_disk_mib.is_some()
+    }
 }
 
 impl Default for CheckOptions {
@@ -58,6 +75,9 @@ impl Default for CheckOptions {
             crit_days: 7,
             warn_waiting: None,
             crit_waiting: None,
+            disk: false,
+            warn_disk_mib: None,
+            crit_disk_mib: None,
         }
     }
 }
@@ -71,6 +91,8 @@ pub enum UsageError {
     DayThresholds { warn: u32, crit: u32 },
     #[error("--crit-waiting must not be shorter than --warn-waiting")]
     WaitingThresholds,
+    #[error("--crit-disk-mib ({crit}) must not be more than --warn-disk-mib ({warn})")]
+    DiskThresholds { warn: u64, crit: u64 },
     #[error("--timeout must be more than 0")]
     ZeroTimeout,
     #[error("cannot resolve {host}: {reason}")]
@@ -103,7 +125,13 @@ async fn try_run(
         }
         Some(waiting::check(config, options, now).await)
     };
-    let (mut answered, waiting) = tokio::join!(
+    let disk = async {
+        if !options.checks_disk() {
+            return None;
+        }
+        Some(disk::check(config, options).await)
+    };
+    let (mut answered, waiting, disk) = tokio::join!(
         async {
             let mut all = Vec::new();
             while let Some(joined) = tasks.join_next().await {
@@ -113,7 +141,8 @@ async fn try_run(
             }
             all
         },
-        waiting
+        waiting,
+        disk
     );
     answered.sort_by_key(|(index, _)| *index);
 
@@ -135,6 +164,11 @@ async fn try_run(
         summary.push_str(&format!(", certificate valid {days} days"));
     }
     if let Some((finding, perf)) = waiting {
+        summary.push_str(&format!(", {}", finding.text));
+        report.findings.push(finding);
+        report.perf.extend(perf);
+    }
+    if let Some((finding, perf)) = disk {
         summary.push_str(&format!(", {}", finding.text));
         report.findings.push(finding);
         report.perf.extend(perf);
@@ -172,6 +206,11 @@ fn validate(options: &CheckOptions) -> Result<(), UsageError> {
     if let (Some(warn), Some(crit)) = (options.warn_waiting, options.crit_waiting) {
         if crit < warn {
             return Err(UsageError::WaitingThresholds);
+        }
+    }
+    if let (Some(warn), Some(crit)) = (options.warn_disk_mib, options.crit_disk_mib) {
+        if crit > warn {
+            return Err(UsageError::DiskThresholds { warn, crit });
         }
     }
     if options.timeout.is_zero() {

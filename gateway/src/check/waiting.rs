@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 
 use super::status::{Finding, Perf, State};
 use super::{human, CheckOptions};
-use crate::api::control::{socket_path, ControlClient};
 use crate::config::Config;
 use crate::service::MailboxInfo;
 
@@ -42,24 +41,7 @@ pub(super) async fn check(
 }
 
 async fn mailboxes(config: &Config) -> Result<Vec<MailboxInfo>, String> {
-    let data_dir = &config.gateway.data_dir;
-    let mut client = match ControlClient::connect(data_dir).await {
-        Ok(Some(client)) => client,
-        Ok(None) => {
-            return Err(format!(
-                "no gateway answers on the control socket {} (is it running with this \
-                 configuration? the waiting-mail check runs on the gateway's machine)",
-                socket_path(data_dir).display()
-            ))
-        }
-        Err(e) => return Err(e.to_string()),
-    };
-    let answer = client
-        .invoke("GetMailboxes", crate::api::Params::new())
-        .await
-        .map_err(|e| e.to_string())?;
-    let result = crate::cli::api_call::into_result("GetMailboxes", answer)
-        .map_err(|e| format!("GetMailboxes failed: {e:#}"))?;
+    let result = super::control::invoke(config, "GetMailboxes", "waiting-mail").await?;
     serde_json::from_value(result).map_err(|e| format!("GetMailboxes answered unreadably: {e}"))
 }
 

@@ -18,7 +18,7 @@ use crate::check::{parse_duration, CheckOptions, Report};
     long_about = "Connects to every enabled listener as a client would (STARTTLS on SMTP, \
     STLS on POP3, implicit TLS on 465 and 995, HTTPS on the console), reads the days left \
     on each presented certificate, and optionally asks the running gateway (control socket) \
-    how long mail has been waiting for pick-up. Prints one status line with performance \
+    how long mail has been waiting for pick-up and how much disk space is free. Prints one status line with performance \
     data and exits 0 (OK), 1 (WARNING), 2 (CRITICAL) or 3 (UNKNOWN)."
 )]
 pub struct CheckArgs {
@@ -49,6 +49,17 @@ pub struct CheckArgs {
     /// CRITICAL when mail has waited at least this long for pick-up.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     crit_waiting: Option<Duration>,
+    /// Check the data directory's free disk space against the gateway's own thresholds
+    /// (`[limits] warn_free_disk_mib`: WARNING, `min_free_disk_mib`: CRITICAL). Asks the
+    /// running gateway through its control socket.
+    #[arg(long)]
+    disk: bool,
+    /// WARNING when less than this many MiB are free (implies --disk).
+    #[arg(long, value_name = "MIB")]
+    warn_disk_mib: Option<u64>,
+    /// CRITICAL when less than this many MiB are free (implies --disk).
+    #[arg(long, value_name = "MIB")]
+    crit_disk_mib: Option<u64>,
 }
 
 fn parse_port(text: &str) -> Result<(String, u16), String> {
@@ -88,6 +99,9 @@ fn run(config: &crate::config::Config, args: CheckArgs) -> Report {
         crit_days: args.crit_days,
         warn_waiting: args.warn_waiting,
         crit_waiting: args.crit_waiting,
+        disk: args.disk,
+        warn_disk_mib: args.warn_disk_mib,
+        crit_disk_mib: args.crit_disk_mib,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

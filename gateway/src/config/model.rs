@@ -622,6 +622,10 @@ pub struct LimitsSection {
     /// A preallocated file in the data directory, given back when the disk is full so that
     /// deletions and the store's recovery can still commit, MiB (0: none).
     pub disk_reserve_mib: u64,
+    /// Below this many MiB free (outside the reserve) the log warns, once per crossing,
+    /// `gateway check` says WARNING and the console highlights the free space; at least
+    /// `min_free_disk_mib`, so the warning comes before mail is refused.
+    pub warn_free_disk_mib: u64,
 }
 
 impl Default for LimitsSection {
@@ -643,6 +647,7 @@ impl Default for LimitsSection {
             shutdown_grace_secs: 30,
             min_free_disk_mib: 256,
             disk_reserve_mib: 32,
+            warn_free_disk_mib: 1024,
         }
     }
 }
@@ -693,6 +698,11 @@ impl LimitsSection {
     /// `min_free_disk_mib` in bytes.
     pub fn min_free_disk_bytes(&self) -> u64 {
         self.min_free_disk_mib.saturating_mul(1024 * 1024)
+    }
+
+    /// `warn_free_disk_mib` in bytes.
+    pub fn warn_free_disk_bytes(&self) -> u64 {
+        self.warn_free_disk_mib.saturating_mul(1024 * 1024)
     }
 
     /// `disk_reserve_mib` in bytes.

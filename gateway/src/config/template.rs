@@ -136,6 +136,10 @@ shutdown_grace_secs = 30
 # New mail is refused (452 4.3.1, try again later) while less than this many MiB are
 # free on the data directory's file system; pick-up and reading keep working.
 min_free_disk_mib = 256
+# Below this many MiB free the log warns (once, and again when space returns), "gateway
+# check" reports WARNING and the console's status page highlights the free space. At
+# least min_free_disk_mib.
+warn_free_disk_mib = 1024
 # MiB kept in a preallocated file in the data directory (disk-reserve) and given back
 # when the disk is full, so that pick-up can still delete and the store can recover
 # after a crash. 0 keeps no reserve.

@@ -431,6 +431,10 @@ fn validation_rules_name_their_key() {
         "limits.min_free_disk_mib",
     );
     assert_invalid(
+        &with(&|c| c.limits.warn_free_disk_mib = c.limits.min_free_disk_mib - 1),
+        "limits.warn_free_disk_mib",
+    );
+    assert_invalid(
         &with(&|c| c.limits.disk_reserve_mib = 4097),
         "limits.disk_reserve_mib",
     );

@@ -339,6 +339,16 @@ fn validate_limits(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if l.warn_free_disk_mib < l.min_free_disk_mib {
+        return Err(ConfigError::invalid(
+            "limits.warn_free_disk_mib",
+            format!(
+                "must be at least min_free_disk_mib ({} MiB) so the warning comes before \
+                 mail is refused, got {}",
+                l.min_free_disk_mib, l.warn_free_disk_mib
+            ),
+        ));
+    }
     if l.disk_reserve_mib > MAX_DISK_RESERVE_MIB {
         return Err(ConfigError::invalid(
             "limits.disk_reserve_mib",

@@ -59,9 +59,11 @@ pub(super) fn registry(sources: &ScrapeSources<'_>) -> Registry {
         // The store is reopening after a storage error: the other gauges still help.
         Err(e) => tracing::debug!(error = %e, "metrics: mailboxes not readable now"),
     }
-    if let Ok(meta) = std::fs::metadata(gateway.store().path()) {
+    // The same reading GetServerInfo and the console show (`Gateway::disk_usage`).
+    let disk = gateway.disk_usage();
+    if let Some(bytes) = disk.store {
         let size: Gauge = Gauge::default();
-        size.set(i64::try_from(meta.len()).unwrap_or(i64::MAX));
+        size.set(i64::try_from(bytes).unwrap_or(i64::MAX));
         registry.register_with_unit(
             "store_size",
             "Size of the store file (every mailbox's encrypted messages and the records)",
@@ -69,9 +71,9 @@ pub(super) fn registry(sources: &ScrapeSources<'_>) -> Registry {
             size,
         );
     }
-    if let Some(Ok(space)) = gateway.store().space().map(|space| space.status()) {
+    if let Some(bytes) = disk.free {
         let free: Gauge = Gauge::default();
-        free.set(i64::try_from(space.room()).unwrap_or(i64::MAX));
+        free.set(i64::try_from(bytes).unwrap_or(i64::MAX));
         registry.register_with_unit(
             "disk_free",
             "Free space on the data directory's file system, the space reserve not counted",

@@ -4,6 +4,7 @@
 mod admin;
 mod api_key;
 mod disk;
+mod disk_usage;
 mod error;
 mod health;
 mod mailboxes;
@@ -19,6 +20,9 @@ use std::sync::Arc;
 
 pub use admin::{AdminLogin, ApiKeyInfo, NewApiKey};
 pub use api_key::ApiKey;
+pub use disk_usage::{
+    watch_free_space, DiskCrossing, DiskLevel, DiskUsage, DiskWatch, DISK_WATCH_PERIOD,
+};
 pub use error::ServiceError;
 pub use mailboxes::{MailboxInfo, NewMailbox};
 pub use messages::{MessageDraft, MessageReader, MessageSummary, RetrievalKey, StoredMessage};
@@ -65,6 +69,9 @@ pub struct ServiceOptions {
     /// New mail is refused while less than this many bytes are free outside the space
     /// reserve (`[limits] min_free_disk_mib`); 0 refuses only what does not fit.
     pub min_free_disk: u64,
+    /// Below this many bytes free the log warns and monitoring says WARNING
+    /// (`[limits] warn_free_disk_mib`); not below `min_free_disk`.
+    pub warn_free_disk: u64,
     pub clock: Clock,
 }
 
@@ -78,6 +85,7 @@ impl ServiceOptions {
             spool_max_bytes: config.limits.spool_max_bytes(),
             max_message_size: config.limits.max_message_size,
             min_free_disk: config.limits.min_free_disk_bytes(),
+            warn_free_disk: config.limits.warn_free_disk_bytes(),
             clock: system_clock(),
         }
     }
@@ -211,6 +219,7 @@ pub(crate) mod test_support {
             spool_max_bytes: u64::MAX,
             max_message_size: 100 * 1024 * 1024,
             min_free_disk: 0,
+            warn_free_disk: 0,
             clock: system_clock(),
         }
     }
@@ -240,6 +249,16 @@ pub(crate) mod test_support {
         reserve: u64,
         min_free_disk: u64,
     ) -> (tempfile::TempDir, Gateway) {
+        gateway_on_warning(volume, reserve, min_free_disk, 0)
+    }
+
+    /// A gateway whose file system is `volume`, with a warning threshold too.
+    pub fn gateway_on_warning(
+        volume: Arc<dyn crate::store::Volume>,
+        reserve: u64,
+        min_free_disk: u64,
+        warn_free_disk: u64,
+    ) -> (tempfile::TempDir, Gateway) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
             &store_path(dir.path()),
@@ -251,6 +270,7 @@ pub(crate) mod test_support {
         .unwrap();
         let options = ServiceOptions {
             min_free_disk,
+            warn_free_disk,
             ..options_in(dir.path())
         };
         (dir, Gateway::new(store, options, test_secret()))

@@ -33,6 +33,10 @@ pub trait Volume: Send + Sync + 'static {
     /// Makes the reserve hold exactly `len` bytes, allocated (not a sparse file), so that
     /// giving it back later really frees that much.
     fn set_reserve_len(&self, len: u64) -> std::io::Result<()>;
+    /// The file system's size in bytes, for display; `None` where the volume cannot tell.
+    fn total(&self) -> std::io::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// The data directory's file system (statvfs) with the reserve as a file in it.
@@ -55,6 +59,11 @@ impl Volume for DataDirVolume {
     fn available(&self) -> std::io::Result<u64> {
         let stat = rustix::fs::statvfs(&self.dir)?;
         Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    fn total(&self) -> std::io::Result<Option<u64>> {
+        let stat = rustix::fs::statvfs(&self.dir)?;
+        Ok(Some(stat.f_blocks.saturating_mul(stat.f_frsize)))
     }
 
     fn reserve_len(&self) -> std::io::Result<u64> {
@@ -159,6 +168,11 @@ impl Space {
     /// The configured size of the reserve.
     pub fn reserve_size(&self) -> u64 {
         self.reserve
+    }
+
+    /// The file system's size, when the volume can tell.
+    pub fn total(&self) -> std::io::Result<Option<u64>> {
+        self.volume.total()
     }
 
     pub fn status(&self) -> std::io::Result<SpaceStatus> {

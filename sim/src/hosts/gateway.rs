@@ -93,6 +93,7 @@ pub fn service(store: Store) -> Gateway {
             spool_max_bytes: u64::MAX,
             max_message_size: MAX_MESSAGE_SIZE,
             min_free_disk: MIN_FREE_DISK,
+            warn_free_disk: MIN_FREE_DISK,
             clock: Arc::new(|| {
                 turmoil::since_epoch()
                     .map(|d| d.as_millis() as u64)

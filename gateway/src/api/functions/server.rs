@@ -21,6 +21,23 @@ pub struct ServerInfo {
     /// Bytes the store file takes on disk (every mailbox's encrypted messages and the
     /// records); `null` when its size cannot be read.
     pub store_bytes: Option<u64>,
+    /// Bytes free on the data directory's file system, the space reserve not counted (as
+    /// the refusal of new mail counts them); `null` when the file system cannot tell.
+    pub free_disk_bytes: Option<u64>,
+    /// Size of the data directory's file system; `null` when it cannot tell.
+    pub total_disk_bytes: Option<u64>,
+    /// Below this much free space the gateway warns (`[limits] warn_free_disk_mib`).
+    pub warn_free_disk_bytes: u64,
+    /// Below this much free space new mail is refused (`[limits] min_free_disk_mib`).
+    pub min_free_disk_bytes: u64,
+    /// `ok`, `warning` (below the warning threshold) or `critical` (below the minimum);
+    /// `null` when the free space is unknown.
+    pub disk_level: Option<String>,
+    /// Seconds between rolling snapshots (`[backup] snapshot_interval`); `null`: off.
+    pub snapshot_interval_seconds: Option<u64>,
+    /// When the newest complete snapshot in `<data_dir>/snapshots` read the store, RFC
+    /// 3339; `null` when there is none yet (or snapshots are off).
+    pub last_snapshot_at: Option<String>,
 }
 
 pub struct GetServerInfo;
@@ -28,12 +45,15 @@ pub struct GetServerInfo;
 impl Function for GetServerInfo {
     const NAME: &'static str = "GetServerInfo";
     const SUMMARY: &'static str =
-        "Version, host name, email domain, uptime, store size and the listeners with their state.";
+        "Version, host name, email domain, uptime, store size, free disk space with its \
+         thresholds, and the listeners with their state.";
     type Params = NoParams;
     type Output = ServerInfo;
 
     async fn call(api: &Api, _: &Caller, _: NoParams) -> Result<ServerInfo, ApiError> {
         let server = api.server();
+        let gateway = api.gateway();
+        let disk = gateway.disk_usage();
         Ok(ServerInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             host_name: server.host_name.clone(),
@@ -41,7 +61,19 @@ impl Function for GetServerInfo {
             started_at: server.started_at,
             uptime_seconds: server.uptime_seconds(),
             listeners: server.listeners(),
-            store_bytes: store_bytes(api.gateway().store().path()),
+            store_bytes: disk.store,
+            free_disk_bytes: disk.free,
+            total_disk_bytes: disk.total,
+            warn_free_disk_bytes: gateway.warn_free_disk(),
+            min_free_disk_bytes: gateway.min_free_disk(),
+            disk_level: disk
+                .free
+                .map(|free| gateway.disk_level(free).as_str().to_owned()),
+            snapshot_interval_seconds: server.snapshot_interval().map(|i| i.as_secs()),
+            last_snapshot_at: server
+                .snapshot_interval()
+                .and(server.data_dir())
+                .and_then(crate::backup::last_snapshot_at),
         })
     }
 }
@@ -64,11 +96,6 @@ pub struct CertificateInfo {
     pub key_type: String,
     /// `self-signed`, `imported`, `files` or `acme`.
     pub source: String,
-}
-
-/// The size of the store file; a failure to read it is not worth failing the whole answer.
-fn store_bytes(path: &std::path::Path) -> Option<u64> {
-    std::fs::metadata(path).map(|m| m.len()).ok()
 }
 
 pub struct GetCertificateInfo;

@@ -1,5 +1,5 @@
 //! The status page: listeners, the certificate with its days left, version, uptime, store
-//! size, and the mailboxes an archiver seems to have stopped emptying.
+//! size, free disk space (highlighted below the warning threshold), and the mailboxes an archiver seems to have stopped emptying.
 
 use axum::response::Response;
 use minijinja::context;
@@ -53,6 +53,24 @@ pub fn stale(mut mailboxes: Vec<MailboxInfo>, now_ms: u64) -> Vec<MailboxInfo> {
     mailboxes
 }
 
+/// `off`, `none` (on, none taken yet) or `taken`, from `GetServerInfo`.
+fn snapshots_state(info: &serde_json::Value) -> &'static str {
+    match (
+        info["snapshotIntervalSeconds"].as_u64(),
+        info["lastSnapshotAt"].as_str(),
+    ) {
+        (None, _) => "off",
+        (Some(_), None) => "none",
+        (Some(_), Some(_)) => "taken",
+    }
+}
+
+fn rfc3339_millis(text: &str) -> Option<u64> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 fn listener_row(listener: &ListenerInfo) -> Value {
     let state = match listener.state {
         ListenerState::Listening => "listening",
@@ -85,6 +103,14 @@ pub async fn status_page(admin: SignedIn) -> Response {
                 uptime => format::duration(info["uptimeSeconds"].as_u64().unwrap_or(0)),
                 started => format::timestamp(info["startedAt"].as_u64().unwrap_or(0)),
                 store_size => info["storeBytes"].as_u64().map(|b| format::size(b, lang)),
+                disk_free => info["freeDiskBytes"].as_u64().map(|b| format::size(b, lang)),
+                disk_total => info["totalDiskBytes"].as_u64().map(|b| format::size(b, lang)),
+                disk_level => info["diskLevel"].as_str().unwrap_or("unknown"),
+                disk_warn => format::size(info["warnFreeDiskBytes"].as_u64().unwrap_or(0), lang),
+                disk_min => format::size(info["minFreeDiskBytes"].as_u64().unwrap_or(0), lang),
+                snapshots => snapshots_state(&info),
+                snapshot_every => info["snapshotIntervalSeconds"].as_u64().map(format::duration),
+                last_snapshot => info["lastSnapshotAt"].as_str().and_then(rfc3339_millis).map(format::timestamp),
                 listeners => listeners.iter().map(listener_row).collect::<Vec<_>>(),
             })
         }
@@ -207,6 +233,72 @@ mod tests {
         assert!(!fine.contains("Renew the certificate"));
         // A part that failed shows its error, the rest of the page stays.
         assert!(fine.contains(">down<"), "{fine}");
+    }
+
+    /// The page as a browser gets it with `free` MiB free of 10 GiB and the disk at `level`.
+    fn page_with_free_disk(free: u64, level: &str, lang: crate::config::Language) -> String {
+        let viewer = crate::console::render::Viewer {
+            lang,
+            csrf: Some("token".into()),
+        };
+        let size = |mib: u64| format::size(mib * 1024 * 1024, lang);
+        let server = context! {
+            version => "1", host_name => "mx.example", uptime => "1m", started => "then",
+            store_size => size(3), disk_free => size(free), disk_total => size(10 * 1024),
+            disk_level => level, disk_warn => size(1024), disk_min => size(256),
+            listeners => Vec::<Value>::new(), snapshots => "off",
+        };
+        crate::console::render::html(
+            &viewer,
+            "status.html",
+            context! {
+                server => server, server_error => None::<String>,
+                certificate => None::<Value>, certificate_error => "none",
+                stale => Vec::<Value>::new(), stale_error => None::<String>,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn free_disk_space_is_shown_and_highlighted_below_the_thresholds() {
+        use crate::config::Language::{De, En};
+        let fine = page_with_free_disk(5000, "ok", En);
+        assert!(fine.contains(r#"data-level="ok""#), "{fine}");
+        assert!(fine.contains("4.9 GiB"), "{fine}");
+        assert!(fine.contains("10 GiB"), "{fine}");
+        assert!(!fine.contains("urgency-warning") && !fine.contains("urgency-critical"));
+        assert!(!fine.contains("free: "), "{fine}");
+
+        let low = page_with_free_disk(500, "warning", En);
+        assert!(low.contains("urgency-warning"), "{low}");
+        assert!(low.contains("make room before mail is refused"), "{low}");
+        assert!(low.contains("1.0 GiB"), "{low}");
+
+        let full = page_with_free_disk(100, "critical", En);
+        assert!(full.contains("urgency-critical"), "{full}");
+        assert!(full.contains("new mail is refused until space is freed"));
+
+        let voll = page_with_free_disk(100, "critical", De);
+        assert!(voll.contains("Freier Speicherplatz"), "{voll}");
+        assert!(voll.contains("neue Mails werden abgewiesen"), "{voll}");
+        assert!(voll.contains("100 MiB"), "{voll}");
+    }
+
+    #[test]
+    fn the_snapshot_state_is_off_none_yet_or_the_last_ones_time() {
+        let info = |interval: Option<u64>, last: Option<&str>| serde_json::json!({ "snapshotIntervalSeconds": interval, "lastSnapshotAt": last });
+        assert_eq!(snapshots_state(&info(None, None)), "off");
+        assert_eq!(snapshots_state(&info(Some(900), None)), "none");
+        assert_eq!(
+            snapshots_state(&info(Some(900), Some("2026-12-04T17:51:00Z"))),
+            "taken"
+        );
+        assert_eq!(
+            rfc3339_millis("2026-12-04T17:51:42.5Z"),
+            Some(1_796_406_702_500)
+        );
+        assert_eq!(rfc3339_millis("yesterday"), None);
     }
 
     #[test]

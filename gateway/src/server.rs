@@ -171,10 +171,16 @@ pub async fn start_with_settings(
         backlog: config.limits.listen_backlog,
         keepalive: config.limits.tcp_keepalive(),
     };
-    let certificates = Arc::new(CertificateManager::from_config(
-        config,
-        Some(resolver.clone()),
-    ));
+    // `serve` is the one process that renews ACME certificates on schedule.
+    let renewal = &config.tls.acme_renewal;
+    let certificates = Arc::new(
+        CertificateManager::from_config(config, Some(resolver.clone())).with_renewal(
+            crate::tls::acme::renewal::RenewalPolicy::from_days(
+                renewal.renew_after_days,
+                renewal.renew_before_days,
+            ),
+        ),
+    );
     let api = Api::new(
         gateway.clone(),
         settings,

@@ -348,18 +348,20 @@ async fn choosing_another_certificate_stops_acme_and_closes_the_challenge_port()
     .unwrap_or_else(|err| panic!("{err}"));
     let data = tempfile::tempdir().expect("data dir");
     std::fs::write(data.path().join("pebble-ca.pem"), pebble.ca_pem()).expect("CA file");
-    let manager = CertificateManager::new(
-        NAME.to_owned(),
-        Some(data.path().to_owned()),
-        None,
-        "self-signed",
-    )
-    .with_acme(
-        None,
-        Some(ChallengePort {
-            addr: port,
-            options: gateway::net::SocketOptions::default(),
-        }),
+    let manager = Arc::new(
+        CertificateManager::new(
+            NAME.to_owned(),
+            Some(data.path().to_owned()),
+            None,
+            "self-signed",
+        )
+        .with_acme(
+            None,
+            Some(ChallengePort {
+                addr: port,
+                options: gateway::net::SocketOptions::default(),
+            }),
+        ),
     );
     let settings = AcmeSettings {
         directory_url: pebble.directory_url(),
@@ -407,18 +409,20 @@ async fn a_failed_first_order_leaves_the_challenge_port_closed() {
         .local_addr()
         .expect("addr");
     let data = tempfile::tempdir().expect("data dir");
-    let manager = CertificateManager::new(
-        NAME.to_owned(),
-        Some(data.path().to_owned()),
-        None,
-        "self-signed",
-    )
-    .with_acme(
-        None,
-        Some(ChallengePort {
-            addr: port,
-            options: gateway::net::SocketOptions::default(),
-        }),
+    let manager = Arc::new(
+        CertificateManager::new(
+            NAME.to_owned(),
+            Some(data.path().to_owned()),
+            None,
+            "self-signed",
+        )
+        .with_acme(
+            None,
+            Some(ChallengePort {
+                addr: port,
+                options: gateway::net::SocketOptions::default(),
+            }),
+        ),
     );
     let settings = AcmeSettings {
         directory_url: dead_directory(),
@@ -434,4 +438,115 @@ async fn a_failed_first_order_leaves_the_challenge_port_closed() {
     assert!(matches!(err, AcmeError::Unreachable { .. }), "{err:?}");
     assert_eq!(manager.source(), "self-signed", "the old source stays");
     assert_eq!(manager.challenge_listener_addr().await, None);
+}
+
+#[tokio::test]
+async fn renewal_by_hand_goes_through_the_loop_its_record_survives_a_restart_and_stops_with_self_signed(
+) {
+    use gateway::tls::acme::renewal::{state_path, RenewalPolicy};
+    use gateway::tls::{AcmeSettings, CertResolver, CertificateManager, ChallengePort};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: port.port(),
+        mock_dns: true,
+        ..PebbleOptions::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let data = tempfile::tempdir().expect("data dir");
+    std::fs::write(data.path().join("pebble-ca.pem"), pebble.ca_pem()).expect("CA file");
+    let first = gateway::tls::create_self_signed(data.path(), NAME, &[]).expect("self-signed");
+    let resolver = Arc::new(CertResolver::new(first));
+    let challenge = Some(ChallengePort {
+        addr: port,
+        options: gateway::net::SocketOptions::default(),
+    });
+    // As `serve` builds it: with a renewal loop.
+    let serving = |acme: Option<AcmeSettings>, source| {
+        Arc::new(
+            CertificateManager::new(
+                NAME.to_owned(),
+                Some(data.path().to_owned()),
+                Some(Arc::clone(&resolver)),
+                source,
+            )
+            .with_acme(acme, challenge)
+            .with_renewal(RenewalPolicy::default()),
+        )
+    };
+    let manager = serving(None, "self-signed");
+    assert!(manager.renewal_handle().is_none(), "no loop before ACME");
+    let settings = AcmeSettings {
+        directory_url: pebble.directory_url(),
+        contact_email: None,
+        ca_file: Some(data.path().join("pebble-ca.pem")),
+        domains: vec![NAME.to_owned()],
+        staging_directory_url: None,
+    };
+    let ordered = manager
+        .request_acme(settings.clone(), false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", pebble.log()));
+    let handle = manager
+        .renewal_handle()
+        .expect("the loop runs once the source is ACME");
+    assert_eq!(handle.state().consecutive_failures, 0);
+    assert!(handle.state().last_success.is_some());
+
+    // RenewCertificate's path: an attempt by the loop, presented on the listeners.
+    let renewed = manager
+        .renew()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", pebble.log()));
+    assert_ne!(renewed.sha256_fingerprint, ordered.fingerprint());
+    assert_eq!(resolver.current().fingerprint(), renewed.sha256_fingerprint);
+
+    // The CA goes away: the failure is the loop's, recorded and on disk.
+    drop(pebble);
+    let err = manager.renew().await.expect_err("the CA is down");
+    assert!(matches!(err, AcmeError::RenewalFailed { .. }), "{err:?}");
+    assert!(err.to_string().contains("retried at"), "{err}");
+    let failed = handle.state();
+    assert_eq!(failed.consecutive_failures, 1);
+    assert!(failed.last_error.is_some());
+    assert_eq!(
+        resolver.current().fingerprint(),
+        renewed.sha256_fingerprint,
+        "old one kept"
+    );
+
+    // A restart: the record is read back, not forgotten.
+    drop(manager);
+    assert_eq!(
+        handle.renew_now().await,
+        None,
+        "the old loop ended with its manager"
+    );
+    let restarted = serving(Some(settings), "acme");
+    let stored = load_acme(data.path()).expect("stored").expect("readable");
+    restarted.start_renewal(&stored);
+    let status = restarted
+        .renewal_status(Some(stored.info()))
+        .expect("ACME has a renewal status");
+    assert!(status.scheduled);
+    assert_eq!(status.state.consecutive_failures, 1);
+    assert_eq!(status.state.last_error, failed.last_error);
+    // Not due yet: the next attempt is the due date, whatever the failures' backoff said.
+    assert_eq!(status.state.next_attempt, status.due);
+
+    // Choosing a self-signed certificate by hand stops the loop: no further attempts.
+    let handle = restarted.renewal_handle().expect("loop after restart");
+    let recorded = std::fs::read(state_path(data.path())).expect("renewal.json");
+    let chosen = gateway::tls::create_self_signed(data.path(), NAME, &[]).expect("self-signed");
+    restarted.put_in_use(&chosen, "self-signed").await;
+    assert!(restarted.renewal_handle().is_none());
+    assert!(restarted.renewal_status(None).is_none(), "no renewal shown");
+    assert_eq!(handle.renew_now().await, None, "the loop is gone");
+    assert_eq!(
+        std::fs::read(state_path(data.path())).expect("renewal.json"),
+        recorded,
+        "no attempt was made"
+    );
 }

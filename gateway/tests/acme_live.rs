@@ -415,3 +415,76 @@ fn cert_acme_on_a_stopped_gateway_orders_in_process_and_rewrites_tls() {
         "{shown}"
     );
 }
+
+/// A certificate for HOST that started `age` ago, as an earlier order would have left it in
+/// the data directory; returns its SHA-256.
+fn store_old_acme_certificate(data_dir: &Path, age: Duration) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let mut params = rcgen::CertificateParams::new(vec![HOST.to_owned()]).expect("params");
+    params.not_before = now - age;
+    params.not_after = now + Duration::from_secs(30 * 24 * 3600);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("certificate");
+    let dir = data_dir.join("tls").join("acme");
+    std::fs::create_dir_all(&dir).expect("acme dir");
+    std::fs::write(dir.join("chain.pem"), cert.pem()).expect("chain");
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("key");
+    fingerprint(cert.der())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_certificate_past_its_renewal_date_is_renewed_by_itself_and_presented() {
+    let held: Vec<std::net::TcpListener> = LISTENERS
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: ports[6],
+        mock_dns: true,
+        ..PebbleOptions::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    write_config(d, &pebble, &ports);
+    // Renew at one day of age: the stored certificate is two days old, so due at start.
+    let text = std::fs::read_to_string(d.join("gateway.toml")).expect("config");
+    let text = text.replace("[tls]\n", "[tls]\nacme_renew_after_days = 1\n");
+    std::fs::write(d.join("gateway.toml"), text).expect("config");
+    let old = store_old_acme_certificate(&d.join("data"), Duration::from_secs(2 * 24 * 3600));
+    drop(held);
+
+    let mut served = Served::start(d);
+    served.wait_for(&["gateway ready"]);
+    // No command from anyone: the loop finds the certificate due and renews it.
+    served.wait_for(&["renewed the ACME certificate"]);
+    let shown = ok_json(d, &["cert", "show", "--json"]);
+    let new = shown["sha256Fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned();
+    assert_ne!(new, old, "{shown}");
+    assert_eq!(shown["source"], "acme");
+    let renewal = &shown["renewal"];
+    assert_eq!(renewal["scheduled"], true, "{shown}");
+    assert_eq!(renewal["consecutiveFailures"], 0, "{shown}");
+    assert!(renewal["lastSuccess"].is_string(), "{shown}");
+    assert!(renewal["lastError"].is_null(), "{shown}");
+    // A day after the new certificate's start, per acme_renew_after_days.
+    assert!(renewal["nextAttempt"].is_string(), "{shown}");
+    // Presented on the listeners, issued by Pebble (the handshake checks the chain).
+    let tls = connector(pebble.issuing_root_pem());
+    let smtps = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+    assert_eq!(presented(smtps, Start::Implicit, &tls).await, new);
+    // The record is on disk for the next start.
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(d.join("data/tls/acme/renewal.json")).expect("renewal.json"),
+    )
+    .expect("JSON");
+    assert_eq!(state["consecutiveFailures"], 0, "{state}");
+    assert!(state["lastSuccess"].is_u64(), "{state}");
+}

@@ -1121,3 +1121,113 @@ async fn the_progress_page_reloads_while_a_run_works_then_shows_the_result_or_th
     let unknown = browser.get("/console/certificate/progress/00ff").await;
     assert!(unknown.text_of("error").unwrap().contains("no such token"));
 }
+
+/// Follows a long-running action's progress page (it reloads itself with `<meta refresh>`)
+/// to its result, as a browser would; bounded, since the order talks to a real CA.
+async fn follow_progress(browser: &Browser, started: Page) -> Page {
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{started:?}");
+    let path = started.location.expect("the progress page");
+    assert!(path.starts_with("/console/certificate/progress/"), "{path}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let page = browser.get(&path).await;
+        if !page.has("http-equiv=\"refresh\"") {
+            return page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still running: {page:?}"
+        );
+        // The page's own refresh interval, shortened: the reload is what a browser does.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_requested_and_renewed_through_the_console_is_presented() {
+    use pebble_test_util::{Pebble, PebbleOptions};
+    let challenge = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let challenge_port = challenge.local_addr().expect("addr").port();
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: challenge_port,
+        mock_dns: true,
+        ..PebbleOptions::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    drop(challenge);
+    let directory = pebble.directory_url();
+    let ca_file = pebble.ca_file();
+    let gateway = TestGateway::start_with_console(|config| {
+        config.tls.source = gateway::config::CertificateSource::Acme {
+            acme_directory_url: directory.clone(),
+            acme_contact_email: None,
+            acme_ca_file: Some(ca_file.clone()),
+            acme_domains: vec![HOST_NAME.to_owned()],
+            acme_staging_directory_url: None,
+        };
+        config.listen.acme_http.address = "127.0.0.1".parse().expect("ip");
+        config.listen.acme_http.port = challenge_port;
+        config.listen.acme_http.enabled = true;
+    })
+    .await;
+    let self_signed = presented_fingerprint(&gateway).await;
+    let browser = Browser::sign_in(&gateway).await;
+    // The gateway orders its first certificate at start; wait for it so the console's
+    // order is the last one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while presented_fingerprint(&gateway).await == self_signed {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no first certificate:\n{}",
+            pebble.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = presented_fingerprint(&gateway).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let root = dir.path().join("pebble-root.pem");
+    std::fs::write(&root, pebble.issuing_root_pem()).expect("root");
+    let browser = browser.trusting(&root);
+
+    // The form, as the page sends it (a checked box, a JSON boolean in the API call).
+    let started = browser
+        .post(
+            "/console/certificate/acme",
+            &[
+                ("domains", HOST_NAME),
+                ("email", "ops@archive.test"),
+                ("accept_terms", "on"),
+                ("directory_url", directory.as_str()),
+            ],
+        )
+        .await;
+    let done = follow_progress(&browser, started).await;
+    assert_eq!(done.status, StatusCode::OK, "{done:?}\n{}", pebble.log());
+    let ordered = done
+        .text_of("new-cert-fingerprint")
+        .unwrap_or_else(|| panic!("{done:?}"));
+    assert_ne!(ordered, first);
+    assert_eq!(presented_fingerprint(&gateway).await, ordered);
+
+    // "Renew now" on the status page: shown for ACME, and it swaps in a new certificate.
+    let status = browser.get("/console/status").await;
+    assert!(status.has("id=\"cert-renew\""), "{status:?}");
+    assert!(status.has("id=\"cert-renewal-next\""), "{status:?}");
+    let started = browser.post("/console/certificate/renew", &[]).await;
+    let done = follow_progress(&browser, started).await;
+    assert_eq!(done.status, StatusCode::OK, "{done:?}\n{}", pebble.log());
+    let renewed = done
+        .text_of("new-cert-fingerprint")
+        .unwrap_or_else(|| panic!("{done:?}"));
+    assert_ne!(renewed, ordered);
+    assert_eq!(presented_fingerprint(&gateway).await, renewed);
+    // The renewal went through the loop: its record says so.
+    let info = gateway
+        .api()
+        .invoke(&Caller::Host, "GetCertificateInfo", Params::new())
+        .await;
+    let renewal = &info.envelope.result["renewal"];
+    assert_eq!(renewal["scheduled"], true, "{info:?}");
+    assert_eq!(renewal["consecutiveFailures"], 0, "{info:?}");
+    assert!(renewal["lastSuccess"].is_string(), "{info:?}");
+}

@@ -174,6 +174,39 @@ fn envelope_response(description: &str) -> utoipa::openapi::Response {
 
 #[cfg(test)]
 mod tests {
+    /// The console sends `acceptTermsOfService: true`, forms and the CLI `"true"`: the schema
+    /// says both, and that the optional flag is optional.
+    #[test]
+    fn boolean_parameters_are_described_as_a_boolean_or_its_string() {
+        let doc = super::document();
+        let params = doc["components"]["schemas"]
+            .as_object()
+            .and_then(|schemas| {
+                schemas
+                    .values()
+                    .find(|s| s["properties"]["acceptTermsOfService"].is_object())
+            })
+            .expect("RequestAcmeCertificate's parameters");
+        for name in ["acceptTermsOfService", "stagingFirst"] {
+            let flag = &params["properties"][name];
+            let kinds: Vec<&str> = flag["oneOf"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name}: {flag}"))
+                .iter()
+                .filter_map(|s| s["type"].as_str())
+                .collect();
+            assert_eq!(kinds, ["boolean", "string"], "{name}: {flag}");
+        }
+        let required: Vec<&str> = params["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert!(required.contains(&"acceptTermsOfService"), "{params}");
+        assert!(!required.contains(&"stagingFirst"), "{params}");
+    }
+
     /// schemathesis found failed answers (`"result": null`) and `GetMailboxes` (a list)
     /// breaking a `type: object` result.
     #[test]

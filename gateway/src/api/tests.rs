@@ -619,3 +619,41 @@ async fn acme_functions_refuse_at_once_what_cannot_run() {
         );
     }
 }
+
+#[tokio::test]
+async fn accept_terms_of_service_is_a_json_boolean_or_the_string_a_form_sends() {
+    let (_dir, api) = api();
+    let call = |terms: serde_json::Value, staging: Option<serde_json::Value>| {
+        let mut p = Params::new();
+        // A name HTTP-01 cannot prove: refused after the flags are read, before any order.
+        p.insert("domains".into(), "*.example".into());
+        p.insert("acceptTermsOfService".into(), terms);
+        if let Some(staging) = staging {
+            p.insert("stagingFirst".into(), staging);
+        }
+        let api = api.clone();
+        async move {
+            let answer = api.invoke(&Caller::Host, "RequestAcmeCertificate", p).await;
+            assert_eq!(answer.http_status, 400, "{answer:?}");
+            let error = answer.envelope.error.expect("error");
+            format!("{} {:?}", error.message, error.details)
+        }
+    };
+    // What the console sends (a JSON boolean) and what a form or the CLI sends.
+    for accepted in [
+        serde_json::Value::Bool(true),
+        " TRUE ".into(),
+        "true".into(),
+    ] {
+        let said = call(accepted.clone(), Some(serde_json::Value::Bool(false))).await;
+        assert!(said.contains("not a DNS name"), "{accepted}: {said}");
+    }
+    for refused in [serde_json::Value::Bool(false), "false".into()] {
+        let said = call(refused.clone(), None).await;
+        assert!(said.contains("acceptTermsOfService"), "{refused}: {said}");
+    }
+    let said = call("yes".into(), None).await;
+    assert!(said.contains("true or false"), "{said}");
+    let said = call(true.into(), Some("sometimes".into())).await;
+    assert!(said.contains("true or false"), "{said}");
+}

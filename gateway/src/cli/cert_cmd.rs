@@ -266,15 +266,68 @@ fn render(result: &Value) -> String {
     let _ = writeln!(out, "SHA-256:      {}", text("sha256Fingerprint"));
     let _ = writeln!(out, "key type:     {}", text("keyType"));
     let _ = writeln!(out, "source:       {}", text("source"));
+    if let Some(renewal) = certificate.get("renewal").filter(|r| r.is_object()) {
+        render_renewal(&mut out, renewal);
+    }
     for warning in warnings.into_iter().flatten().filter_map(Value::as_str) {
         let _ = writeln!(out, "warning: {warning}");
     }
     out
 }
 
+/// The ACME renewal's plan and record (`GetCertificateInfo`'s `renewal`).
+fn render_renewal(out: &mut String, renewal: &Value) {
+    let text = |key: &str| renewal[key].as_str().unwrap_or("-").to_owned();
+    let scheduled = if renewal["scheduled"].as_bool() == Some(true) {
+        ""
+    } else {
+        " (when the gateway runs)"
+    };
+    let _ = writeln!(out, "renewal due:  {}", text("due"));
+    let _ = writeln!(out, "next attempt: {}{scheduled}", text("nextAttempt"));
+    let _ = writeln!(out, "last renewed: {}", text("lastSuccess"));
+    let failures = renewal["consecutiveFailures"].as_u64().unwrap_or(0);
+    if failures > 0 {
+        let _ = writeln!(out, "failures:     {failures} in a row");
+    }
+    if let Some(error) = renewal["lastError"].as_str() {
+        let _ = writeln!(out, "last error:   {error}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renewal_state_is_printed_for_acme_certificates() {
+        let result = serde_json::json!({
+            "subject": "CN=mx", "source": "acme",
+            "renewal": {"due": "2027-01-01T00:00:00Z", "nextAttempt": "2026-12-04T22:05:00Z",
+                        "consecutiveFailures": 2, "lastError": "cannot reach the ACME server",
+                        "lastSuccess": null, "scheduled": true},
+        });
+        let text = render(&result);
+        assert!(
+            text.contains("renewal due:  2027-01-01T00:00:00Z"),
+            "{text}"
+        );
+        assert!(
+            text.contains("next attempt: 2026-12-04T22:05:00Z\n"),
+            "{text}"
+        );
+        assert!(text.contains("last renewed: -"), "{text}");
+        assert!(text.contains("failures:     2 in a row"), "{text}");
+        assert!(
+            text.contains("last error:   cannot reach the ACME server"),
+            "{text}"
+        );
+        let stopped = serde_json::json!({"source": "acme", "renewal": {"scheduled": false,
+            "nextAttempt": "2027-01-01T00:00:00Z", "consecutiveFailures": 0}});
+        let text = render(&stopped);
+        assert!(text.contains("(when the gateway runs)"), "{text}");
+        assert!(!text.contains("failures"), "{text}");
+    }
 
     #[test]
     fn pkcs12_files_are_recognised_by_extension() {

@@ -11,8 +11,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::SystemTime;
 
+use super::acme::renewal::{
+    AttemptOutcome, Issue, Renewal, RenewalError, RenewalHandle, RenewalPolicy, RenewalState,
+    SystemClock,
+};
 use super::acme::{self, AcmeError, AcmeOrder, ChallengeListener, Http01Responses};
 use super::{CertResolver, CertificateInfo, CertifiedMaterial};
 use crate::config::CertificateSource;
@@ -118,6 +123,57 @@ pub struct CertificateManager {
     responses: Http01Responses,
     /// One order at a time: a renewal and an order by hand must not race to store.
     ordering: tokio::sync::Mutex<()>,
+    /// When the certificate is due (`[tls] acme_renew_*_days`).
+    renewal_policy: RenewalPolicy,
+    /// Only `serve` runs the renewal loop: a CLI process on a stopped gateway must not.
+    renews: bool,
+    /// The loop while the source is ACME (and `renews`).
+    renewal: Mutex<Option<RunningRenewal>>,
+}
+
+struct RunningRenewal {
+    task: tokio::task::JoinHandle<()>,
+    handle: RenewalHandle,
+}
+
+impl Drop for CertificateManager {
+    fn drop(&mut self) {
+        // The loop holds only a weak reference; without its manager it has nothing to do.
+        self.stop_renewal();
+    }
+}
+
+/// The renewal loop's issuer: the same order as [`CertificateManager::renew_now`], on the
+/// production directory.
+struct ManagerIssuer(Weak<CertificateManager>);
+
+impl Issue for ManagerIssuer {
+    type Error = AcmeError;
+
+    async fn issue(&self) -> Result<CertifiedMaterial, AcmeError> {
+        let manager = self.0.upgrade().ok_or(AcmeError::NotAcme)?;
+        manager.order_renewal().await
+    }
+}
+
+impl RenewalError for AcmeError {
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        AcmeError::retry_after(self)
+    }
+
+    fn is_permanent(&self) -> bool {
+        AcmeError::is_permanent(self)
+    }
+}
+
+/// What `GetCertificateInfo` shows about renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalStatus {
+    pub state: RenewalState,
+    /// When the certificate in use is due by the policy.
+    pub due: Option<SystemTime>,
+    /// Whether a renewal loop runs in this process (false on a stopped gateway).
+    pub scheduled: bool,
 }
 
 impl CertificateManager {
@@ -136,7 +192,17 @@ impl CertificateManager {
             challenge: tokio::sync::Mutex::new(None),
             responses: Http01Responses::new(),
             ordering: tokio::sync::Mutex::new(()),
+            renewal_policy: RenewalPolicy::default(),
+            renews: false,
+            renewal: Mutex::new(None),
         }
+    }
+
+    /// Renews on schedule with `policy` while the source is ACME; only `serve` asks for it.
+    pub fn with_renewal(mut self, policy: RenewalPolicy) -> Self {
+        self.renewal_policy = policy;
+        self.renews = true;
+        self
     }
 
     /// A manager for `config`: its ACME settings, its challenge port, `source` as start-up
@@ -162,6 +228,21 @@ impl CertificateManager {
             source,
         )
         .with_acme(AcmeSettings::from_source(&config.tls.source), port)
+        .with_policy(RenewalPolicy::from_days(
+            config.tls.acme_renewal.renew_after_days,
+            config.tls.acme_renewal.renew_before_days,
+        ))
+    }
+
+    /// The renewal policy (for showing when the certificate is due) without running a loop.
+    fn with_policy(mut self, policy: RenewalPolicy) -> Self {
+        self.renewal_policy = policy;
+        self
+    }
+
+    /// The renewal policy in force.
+    pub fn renewal_policy(&self) -> RenewalPolicy {
+        self.renewal_policy
     }
 
     /// The ACME settings in force (when the source is ACME) and where challenges are
@@ -224,6 +305,7 @@ impl CertificateManager {
         };
         if left_acme {
             tracing::info!(source, "certificate chosen by hand: ACME renewal stops");
+            self.stop_renewal();
             self.close_challenge_listener().await;
         }
     }
@@ -290,7 +372,7 @@ impl CertificateManager {
     /// and the source in use stay, and the challenge listener is closed again unless the
     /// source is ACME.
     pub async fn request_acme(
-        &self,
+        self: &Arc<Self>,
         settings: AcmeSettings,
         staging_first: bool,
     ) -> Result<CertifiedMaterial, AcmeError> {
@@ -298,22 +380,161 @@ impl CertificateManager {
         let material = self.order(&order, true).await?;
         self.put_in_use(&material, "acme").await;
         self.state().acme = Some(settings);
+        self.record_new_certificate();
+        self.start_renewal(&material);
         Ok(material)
+    }
+
+    /// The order a renewal makes: production directory only (the setup was proven when it
+    /// was made). Stores the certificate but does not present it.
+    async fn order_renewal(&self) -> Result<CertifiedMaterial, AcmeError> {
+        let settings = self.acme_settings().ok_or(AcmeError::NotAcme)?;
+        let order = settings.order(&self.host_name, false)?;
+        self.order(&order, false).await
+    }
+
+    /// Presents a renewed certificate on every listener, unless the administrator chose
+    /// another certificate while the order ran.
+    fn present_renewed(&self, material: CertifiedMaterial) {
+        if self.source() == "acme" {
+            if let Some(resolver) = &self.resolver {
+                resolver.swap(material);
+            }
+        }
+    }
+
+    /// Starts (or restarts) the renewal loop for `current`, the ACME certificate in use.
+    /// Does nothing outside `serve` or without a data directory.
+    pub fn start_renewal(self: &Arc<Self>, current: &CertifiedMaterial) {
+        if !self.renews {
+            return;
+        }
+        let Some(data_dir) = self.data_dir.clone() else {
+            return;
+        };
+        let mut seed = [0u8; 8];
+        // Jitter spreads gateways; a seed that cannot be drawn only costs that spread.
+        if let Err(e) = getrandom::fill(&mut seed) {
+            tracing::warn!(error = %e, "no random seed for the renewal jitter");
+        }
+        let renewal = Renewal::new(
+            self.renewal_policy,
+            SystemClock,
+            ManagerIssuer(Arc::downgrade(self)),
+            &data_dir,
+            current,
+            u64::from_le_bytes(seed),
+        );
+        let handle = renewal.handle();
+        tracing::info!(
+            next_attempt = %time::OffsetDateTime::from(renewal.next_attempt()),
+            "ACME renewal scheduled"
+        );
+        let manager = Arc::downgrade(self);
+        let task = tokio::spawn(renewal.run(move |material| {
+            if let Some(manager) = manager.upgrade() {
+                manager.present_renewed(material);
+            }
+        }));
+        let previous = self
+            .renewal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(RunningRenewal { task, handle });
+        if let Some(previous) = previous {
+            previous.task.abort();
+        }
+    }
+
+    /// Stops the renewal loop, if one runs.
+    pub fn stop_renewal(&self) {
+        let running = self
+            .renewal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(running) = running {
+            running.task.abort();
+        }
+    }
+
+    /// The running loop's handle.
+    pub fn renewal_handle(&self) -> Option<RenewalHandle> {
+        self.renewal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|r| r.handle.clone())
+    }
+
+    /// A certificate ordered by hand (or at first start) starts the record afresh: old
+    /// failures belong to the previous setup.
+    fn record_new_certificate(&self) {
+        let Some(data_dir) = &self.data_dir else {
+            return;
+        };
+        let now = SystemTime::now();
+        let fresh = RenewalState {
+            last_success: Some(now),
+            last_attempt: Some(now),
+            ..RenewalState::default()
+        };
+        if let Err(e) = fresh.save(&acme::renewal::state_path(data_dir)) {
+            tracing::error!(error = %e, "cannot store the ACME renewal state");
+        }
+    }
+
+    /// The renewal record while the source is ACME: the loop's when it runs, else the
+    /// state file's (a stopped gateway).
+    pub fn renewal_status(&self, current: Option<&CertificateInfo>) -> Option<RenewalStatus> {
+        self.acme_settings()?;
+        let due = current.map(|info| self.renewal_policy.due_at(info.not_before, info.not_after));
+        if let Some(handle) = self.renewal_handle() {
+            return Some(RenewalStatus {
+                state: handle.state(),
+                due,
+                scheduled: true,
+            });
+        }
+        let state = RenewalState::load(&acme::renewal::state_path(self.data_dir.as_deref()?));
+        Some(RenewalStatus {
+            state,
+            due,
+            scheduled: false,
+        })
+    }
+
+    /// "Renew now": through the loop when it runs, so its record (failures, next attempt)
+    /// stays right; directly otherwise (the CLI on a stopped gateway).
+    pub async fn renew(&self) -> Result<CertificateInfo, AcmeError> {
+        let Some(handle) = self.renewal_handle() else {
+            return self.renew_now().await;
+        };
+        match handle.renew_now().await {
+            Some(AttemptOutcome::Renewed { .. }) => self
+                .resolver
+                .as_ref()
+                .map(|r| r.current().info().clone())
+                .ok_or(AcmeError::NotAcme),
+            Some(AttemptOutcome::Failed {
+                error,
+                next_attempt,
+            }) => Err(AcmeError::RenewalFailed {
+                reason: error,
+                next_attempt,
+            }),
+            // The loop was stopped meanwhile: another certificate was chosen.
+            None => Err(AcmeError::NotAcme),
+        }
     }
 
     /// Renews the ACME certificate now (production directory only: the setup was proven
     /// when it was made) and presents the new one. The renewal schedule calls this too.
     pub async fn renew_now(&self) -> Result<CertificateInfo, AcmeError> {
-        let settings = self.acme_settings().ok_or(AcmeError::NotAcme)?;
-        let order = settings.order(&self.host_name, false)?;
-        let material = self.order(&order, false).await?;
-        // The administrator may have chosen another certificate while the order ran.
-        if self.source() == "acme" {
-            if let Some(resolver) = &self.resolver {
-                resolver.swap(material.clone());
-            }
-        }
-        Ok(material.info().clone())
+        let material = self.order_renewal().await?;
+        let info = material.info().clone();
+        self.present_renewed(material);
+        Ok(info)
     }
 
     /// `serve` with ACME configured: presents the stored ACME certificate if there is a
@@ -338,6 +559,7 @@ impl CertificateManager {
                     .info()
                     .invalid_within(std::time::SystemTime::now(), std::time::Duration::ZERO);
             if fits {
+                self.start_renewal(&stored);
                 return;
             }
         }
@@ -351,6 +573,8 @@ impl CertificateManager {
             };
             match result {
                 Ok(material) if manager.source() == "acme" => {
+                    manager.record_new_certificate();
+                    manager.start_renewal(&material);
                     if let Some(resolver) = &manager.resolver {
                         resolver.swap(material);
                     }

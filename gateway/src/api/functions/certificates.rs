@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::server::{certificate_info, CertificateInfo};
-use super::{present, Function, LongFunction, NoParams};
+use super::{flag, flag_schema, optional_flag, present, Function, LongFunction, NoParams};
 use crate::api::jobs::Progress;
 use crate::api::{Api, ApiError, Caller};
 use crate::tls::{self, CertifiedMaterial, TlsError};
@@ -206,18 +206,6 @@ fn split_names(names: &str) -> Vec<String> {
         .collect()
 }
 
-/// `"true"` or `"false"` (any case, blanks ignored); the error names the parameter.
-fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
-    match value.map(|v| v.trim().to_ascii_lowercase()) {
-        None => Ok(false),
-        Some(v) if v == "true" => Ok(true),
-        Some(v) if v == "false" => Ok(false),
-        Some(_) => Err(ApiError::invalid_parameters(format!(
-            "{name}: must be true or false"
-        ))),
-    }
-}
-
 fn https_url(name: &str, url: &str) -> Result<(), ApiError> {
     let host = url
         .strip_prefix("https://")
@@ -242,9 +230,11 @@ pub struct RequestAcmeParams {
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     pub email: Option<String>,
-    /// Must be `true`: ordering means agreeing to the CA's terms of service.
-    #[schema(pattern = r"^\s*(?i:true)\s*$")]
-    pub accept_terms_of_service: String,
+    /// Must be `true` (a JSON boolean, or the string from a form): ordering means agreeing
+    /// to the CA's terms of service.
+    #[serde(deserialize_with = "flag")]
+    #[schema(schema_with = flag_schema)]
+    pub accept_terms_of_service: bool,
     /// The CA's ACME directory; default: the configured one, else Let's Encrypt.
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
@@ -255,9 +245,9 @@ pub struct RequestAcmeParams {
     pub ca_pem: Option<String>,
     /// `true`: run the whole order against the staging directory first (its certificate is
     /// discarded), then against production.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(nullable = false, pattern = r"^\s*(?i:true|false)\s*$")]
-    pub staging_first: Option<String>,
+    #[serde(default, deserialize_with = "optional_flag")]
+    #[schema(schema_with = flag_schema, required = false)]
+    pub staging_first: Option<bool>,
     /// The staging directory; default: Let's Encrypt's when ordering from Let's Encrypt.
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
@@ -269,10 +259,7 @@ fn acme_settings(
     api: &Api,
     params: &RequestAcmeParams,
 ) -> Result<(tls::AcmeSettings, bool), ApiError> {
-    if !flag(
-        "acceptTermsOfService",
-        Some(&params.accept_terms_of_service),
-    )? {
+    if !params.accept_terms_of_service {
         return Err(ApiError::invalid_parameters(
             "acceptTermsOfService: must be true; ordering a certificate means agreeing to the \
              CA's terms of service",
@@ -307,7 +294,7 @@ fn acme_settings(
         (None, None) => crate::config::LETS_ENCRYPT_DIRECTORY.to_owned(),
     };
     https_url("directoryUrl", &directory_url)?;
-    let staging_first = flag("stagingFirst", params.staging_first.as_deref())?;
+    let staging_first = params.staging_first.unwrap_or(false);
     let staging_directory_url = match &params.staging_directory_url {
         Some(url) => Some(url.trim().to_owned()),
         None if directory_url == crate::config::LETS_ENCRYPT_DIRECTORY => {
@@ -463,7 +450,8 @@ async fn renew(api: &Api) -> Result<CertificateChange, ApiError> {
     {
         let manager = api.server().certificate_manager();
         crate::api::jobs::report(Some(5), "renewing the ACME certificate");
-        manager.renew_now().await.map_err(acme_failed)?;
+        // Through the renewal loop when it runs, so its record stays right.
+        manager.renew().await.map_err(acme_failed)?;
         let now = SystemTime::now();
         let material = match manager.resolver() {
             Some(resolver) => resolver.current(),

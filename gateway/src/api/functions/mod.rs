@@ -91,6 +91,52 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
+/// A boolean parameter as JSON clients send it (`true`) and as form-encoded callers and the
+/// CLI send it (`"true"`, any case, blanks ignored). The schema says both: [`flag_schema`].
+pub fn flag<'de, D>(deserializer: D) -> Result<bool, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Text(String),
+    }
+    match Flag::deserialize(deserializer)? {
+        Flag::Bool(b) => Ok(b),
+        Flag::Text(text) => match text.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(serde::de::Error::custom(format!(
+                "must be true or false, got `{text}`"
+            ))),
+        },
+    }
+}
+
+/// [`flag`] for an optional parameter (absent is `None`, `null` refused as with [`present`]).
+pub fn optional_flag<'de, D>(deserializer: D) -> Result<Option<bool>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    flag(deserializer).map(Some)
+}
+
+/// The schema of a [`flag`]: a JSON boolean, or the string `true`/`false`.
+pub fn flag_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^\s*(?i:true|false)\s*$")),
+        )
+        .build();
+    Schema::OneOf(one_of)
+}
+
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A function with its types erased, as the registry holds it.

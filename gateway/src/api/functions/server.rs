@@ -96,6 +96,64 @@ pub struct CertificateInfo {
     pub key_type: String,
     /// `self-signed`, `imported`, `files` or `acme`.
     pub source: String,
+    /// Automatic renewal, when the source is `acme` (only `GetCertificateInfo` fills it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub renewal: Option<RenewalInfo>,
+}
+
+/// The ACME renewal's record and plan.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewalInfo {
+    /// RFC 3339: when the certificate is due by `acme_renew_after_days` /
+    /// `acme_renew_before_days`.
+    pub due: Option<String>,
+    /// RFC 3339: when the next attempt is planned (the due date, or later after failures).
+    pub next_attempt: Option<String>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// The last failure in words; `null` after a success.
+    pub last_error: Option<String>,
+    /// RFC 3339: when a certificate was last obtained.
+    pub last_success: Option<String>,
+    /// RFC 3339: when the last attempt ended.
+    pub last_attempt: Option<String>,
+    /// Whether this process renews on schedule (false while the gateway is stopped: the
+    /// plan is what `serve` will follow).
+    pub scheduled: bool,
+}
+
+fn renewal_info(
+    api: &Api,
+    material: &crate::tls::CertifiedMaterial,
+    now: SystemTime,
+) -> Option<RenewalInfo> {
+    let manager = api.server().certificate_manager();
+    let status = manager.renewal_status(Some(material.info()))?;
+    let state = &status.state;
+    let next_attempt = if status.scheduled {
+        state.next_attempt
+    } else {
+        // What `serve` would plan at start from this record.
+        let info = material.info();
+        Some(crate::tls::acme::renewal::first_attempt(
+            &manager.renewal_policy(),
+            info.not_before,
+            info.not_after,
+            state,
+            now,
+        ))
+    };
+    Some(RenewalInfo {
+        due: status.due.map(rfc3339),
+        next_attempt: next_attempt.map(rfc3339),
+        consecutive_failures: state.consecutive_failures,
+        last_error: state.last_error.clone(),
+        last_success: state.last_success.map(rfc3339),
+        last_attempt: state.last_attempt.map(rfc3339),
+        scheduled: status.scheduled,
+    })
 }
 
 pub struct GetCertificateInfo;
@@ -111,11 +169,12 @@ impl Function for GetCertificateInfo {
         let server = api.server();
         let now = SystemTime::now();
         if let Some(resolver) = &server.certificates {
-            return Ok(certificate_info(
-                &resolver.current(),
-                server.certificate_source(),
-                now,
-            ));
+            let current = resolver.current();
+            let mut info = certificate_info(&current, server.certificate_source(), now);
+            if info.source == "acme" {
+                info.renewal = renewal_info(api, &current, now);
+            }
+            return Ok(info);
         }
         // Stopped: what the next start will present, when it is already in the data
         // directory (an imported or a stored self-signed certificate).
@@ -123,7 +182,13 @@ impl Function for GetCertificateInfo {
             .data_dir()
             .and_then(|dir| stored_certificate(dir, server.certificate_source()));
         match stored {
-            Some((material, source)) => Ok(certificate_info(&material, source, now)),
+            Some((material, source)) => {
+                let mut info = certificate_info(&material, source, now);
+                if source == "acme" {
+                    info.renewal = renewal_info(api, &material, now);
+                }
+                Ok(info)
+            }
             None => Err(ApiError::new(
                 503,
                 "error",
@@ -175,6 +240,7 @@ pub(super) fn certificate_info(
         sha256_fingerprint: info.sha256_fingerprint.clone(),
         key_type: format!("{:?}", material.certified_key().key.algorithm()),
         source: source.to_owned(),
+        renewal: None,
     }
 }
 

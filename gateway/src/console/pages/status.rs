@@ -85,6 +85,20 @@ fn listener_row(listener: &ListenerInfo) -> Value {
     }
 }
 
+/// The ACME renewal's plan and record, when `GetCertificateInfo` has one.
+fn renewal_of(renewal: &serde_json::Value) -> Option<Value> {
+    renewal.is_object().then(|| {
+        let text = |key: &str| renewal[key].as_str().map(str::to_owned);
+        context! {
+            next_attempt => text("nextAttempt"),
+            last_success => text("lastSuccess"),
+            failures => renewal["consecutiveFailures"].as_u64().unwrap_or(0),
+            last_error => text("lastError"),
+            scheduled => renewal["scheduled"].as_bool().unwrap_or(false),
+        }
+    })
+}
+
 /// `GET /console/status`. Each part is asked for on its own, so one failing part (say, the
 /// certificate) still leaves the rest of the page readable, with that part's error.
 pub async fn status_page(admin: SignedIn) -> Response {
@@ -134,6 +148,7 @@ pub async fn status_page(admin: SignedIn) -> Response {
                 source => cert["source"].as_str().unwrap_or_default(),
                 key_type => cert["keyType"].as_str().unwrap_or_default(),
                 fingerprint => cert["sha256Fingerprint"].as_str().unwrap_or_default(),
+                renewal => renewal_of(&cert["renewal"]),
             })
         }
         Err(failure) => Err(failure.message),
@@ -206,7 +221,7 @@ mod tests {
             subject => "CN=mx.example", issuer => "CN=mx.example", names => vec!["mx.example"],
             not_after => "2027-01-01T00:00:00Z", days_left => days,
             urgency => Urgency::of_days_left(days).as_str(), source => "files",
-            key_type => "ECDSA", fingerprint => "00",
+            key_type => "ECDSA", fingerprint => "00", renewal => None::<Value>,
         };
         crate::console::render::html(
             &viewer,
@@ -299,6 +314,59 @@ mod tests {
             Some(1_796_406_702_500)
         );
         assert_eq!(rfc3339_millis("yesterday"), None);
+    }
+
+    #[test]
+    fn the_acme_renewal_state_is_shown_in_english_and_german() {
+        let renewal = renewal_of(&serde_json::json!({
+            "nextAttempt": "2026-12-05T10:00:00Z", "lastSuccess": null,
+            "consecutiveFailures": 3, "lastError": "cannot reach the ACME server (refused)",
+            "scheduled": true,
+        }));
+        let certificate = context! {
+            subject => "CN=mx.example", issuer => "CN=R3", names => vec!["mx.example"],
+            not_after => "2027-01-01T00:00:00Z", days_left => 60, urgency => "ok",
+            source => "acme", key_type => "ECDSA", fingerprint => "00", renewal => renewal,
+        };
+        for (lang, expected) in [
+            (
+                crate::config::Language::En,
+                ["Next renewal attempt", "Failed attempts in a row"],
+            ),
+            (
+                crate::config::Language::De,
+                [
+                    "Nächster Erneuerungsversuch",
+                    "Fehlgeschlagene Versuche in Folge",
+                ],
+            ),
+        ] {
+            let viewer = crate::console::render::Viewer {
+                lang,
+                csrf: Some("token".into()),
+            };
+            let page = crate::console::render::html(
+                &viewer,
+                "status.html",
+                context! {
+                    server => None::<Value>, server_error => "down",
+                    certificate => certificate.clone(), certificate_error => None::<String>,
+                    stale => Vec::<Value>::new(), stale_error => None::<String>,
+                },
+            )
+            .unwrap();
+            for text in expected {
+                assert!(page.contains(text), "{lang:?} {text}: {page}");
+            }
+            assert!(page.contains("2026-12-05T10:00:00Z"), "{page}");
+            assert!(page.contains(">3<"), "{page}");
+            assert!(
+                page.contains("cannot reach the ACME server (refused)"),
+                "{page}"
+            );
+        }
+        // Not ACME: no renewal rows.
+        assert!(!page_with_days_left(200).contains("cert-renewal-next"));
     }
 
     #[test]

@@ -92,6 +92,20 @@ pub enum AcmeError {
     /// The account or the certificate could not be stored or read back.
     #[error("cannot store the ACME files: {0}")]
     Storage(#[from] TlsError),
+
+    /// A renewal the renewal loop ran (on request) failed; the loop has planned the next
+    /// attempt already.
+    #[error("{reason}; the renewal is retried at {}", when(*next_attempt))]
+    RenewalFailed {
+        reason: String,
+        next_attempt: std::time::SystemTime,
+    },
+}
+
+fn when(t: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 fn retry_text(after: Option<Duration>) -> String {

@@ -293,15 +293,18 @@ struct Shared {
     state: Mutex<RenewalState>,
     /// Wakes the loop for an attempt now.
     wake: Notify,
-    /// Attempts finished so far, with the last one's outcome.
-    finished: watch::Sender<(u64, Option<AttemptOutcome>)>,
 }
+
+/// Attempts finished so far, with the last one's outcome. Only the loop holds the sender,
+/// so a handle sees the loop end (task aborted) as a closed channel instead of waiting on.
+type Finished = (u64, Option<AttemptOutcome>);
 
 /// Looks at the loop from outside: its state for display (`GetCertificateInfo`, the
 /// console) and "renew now". Cheap to clone.
 #[derive(Clone)]
 pub struct RenewalHandle {
     shared: Arc<Shared>,
+    finished: watch::Receiver<Finished>,
 }
 
 impl RenewalHandle {
@@ -318,7 +321,7 @@ impl RenewalHandle {
     /// scheduled one (same code, same state), so `RenewCertificate` and the schedule agree.
     /// None when the loop ended before answering.
     pub async fn renew_now(&self) -> Option<AttemptOutcome> {
-        let mut finished = self.shared.finished.subscribe();
+        let mut finished = self.finished.clone();
         let before = finished.borrow_and_update().0;
         self.shared.wake.notify_one();
         loop {
@@ -341,6 +344,7 @@ pub struct Renewal<C, I> {
     issuer: I,
     state_path: PathBuf,
     shared: Arc<Shared>,
+    finished: watch::Sender<Finished>,
     rng: StdRng,
     not_before: SystemTime,
     not_after: SystemTime,
@@ -377,8 +381,8 @@ impl<C: Clock, I: Issue> Renewal<C, I> {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 wake: Notify::new(),
-                finished,
             }),
+            finished,
             rng: StdRng::seed_from_u64(seed),
             not_before: info.not_before,
             not_after: info.not_after,
@@ -388,6 +392,7 @@ impl<C: Clock, I: Issue> Renewal<C, I> {
     pub fn handle(&self) -> RenewalHandle {
         RenewalHandle {
             shared: Arc::clone(&self.shared),
+            finished: self.finished.subscribe(),
         }
     }
 
@@ -481,7 +486,7 @@ impl<C: Clock, I: Issue> Renewal<C, I> {
         if let Err(e) = snapshot.save(&self.state_path) {
             tracing::error!(error = %e, "cannot store the ACME renewal state");
         }
-        self.shared.finished.send_modify(|(count, last)| {
+        self.finished.send_modify(|(count, last)| {
             *count += 1;
             *last = Some(outcome.clone());
         });

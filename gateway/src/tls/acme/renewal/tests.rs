@@ -559,3 +559,27 @@ proptest! {
         prop_assert!(backoff_delay(failures + 1, retry_after, permanent, jitter) >= delay);
     }
 }
+
+#[tokio::test]
+async fn renew_now_answers_none_once_the_loop_is_stopped() {
+    let data = tempfile::tempdir().unwrap();
+    let start = t0() + DAY;
+    let clock = FakeClock::new(start, start);
+    let ca = FakeCa::new(&clock, |_| Ok(()));
+    let renewal = Renewal::new(
+        RenewalPolicy::default(),
+        clock.clone(),
+        ca.clone(),
+        data.path(),
+        &certificate(t0(), 90 * DAY),
+        SEED,
+    );
+    let handle = renewal.handle();
+    let task = tokio::spawn(renewal.run(|_| {}));
+    // What "choosing another certificate by hand" does to the loop.
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    // Before, the handle kept the loop's channel open and this waited for ever.
+    assert_eq!(handle.renew_now().await, None);
+    assert!(ca.attempts().is_empty());
+}

@@ -607,7 +607,7 @@ async fn the_status_page_shows_listeners_certificate_and_store() {
 async fn the_status_page_shows_free_disk_space_and_highlights_it_below_the_warning() {
     // A warning threshold no disk is above (1 EiB): the real free space is below it.
     let gateway = TestGateway::start_with_console(|config| {
-        config.limits.warn_free_disk_mib = 1 << 40;
+        config.limits.warn_free_disk_mib = Some(1 << 40);
     })
     .await;
     let browser = Browser::sign_in(&gateway).await;

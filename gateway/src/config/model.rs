@@ -577,6 +577,9 @@ impl From<TlsSection> for RawTls {
     }
 }
 
+/// `warn_free_disk_mib` when the file does not set it (and `min_free_disk_mib` is lower).
+pub const DEFAULT_WARN_FREE_DISK_MIB: u64 = 1024;
+
 /// `[limits]`: resource bounds.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -624,8 +627,11 @@ pub struct LimitsSection {
     pub disk_reserve_mib: u64,
     /// Below this many MiB free (outside the reserve) the log warns, once per crossing,
     /// `gateway check` says WARNING and the console highlights the free space; at least
-    /// `min_free_disk_mib`, so the warning comes before mail is refused.
-    pub warn_free_disk_mib: u64,
+    /// `min_free_disk_mib`, so the warning comes before mail is refused. Unset (as in a
+    /// configuration written before it existed): 1024 MiB, or `min_free_disk_mib` when that
+    /// is higher, so an upgrade never turns a working configuration into an invalid one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warn_free_disk_mib: Option<u64>,
 }
 
 impl Default for LimitsSection {
@@ -647,7 +653,7 @@ impl Default for LimitsSection {
             shutdown_grace_secs: 30,
             min_free_disk_mib: 256,
             disk_reserve_mib: 32,
-            warn_free_disk_mib: 1024,
+            warn_free_disk_mib: None,
         }
     }
 }
@@ -700,9 +706,11 @@ impl LimitsSection {
         self.min_free_disk_mib.saturating_mul(1024 * 1024)
     }
 
-    /// `warn_free_disk_mib` in bytes.
+    /// `warn_free_disk_mib` in bytes (see the field for the value when it is unset).
     pub fn warn_free_disk_bytes(&self) -> u64 {
-        self.warn_free_disk_mib.saturating_mul(1024 * 1024)
+        self.warn_free_disk_mib
+            .unwrap_or(DEFAULT_WARN_FREE_DISK_MIB.max(self.min_free_disk_mib))
+            .saturating_mul(1024 * 1024)
     }
 
     /// `disk_reserve_mib` in bytes.

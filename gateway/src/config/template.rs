@@ -138,8 +138,8 @@ shutdown_grace_secs = 30
 min_free_disk_mib = 256
 # Below this many MiB free the log warns (once, and again when space returns), "gateway
 # check" reports WARNING and the console's status page highlights the free space. At
-# least min_free_disk_mib.
-warn_free_disk_mib = 1024
+# least min_free_disk_mib; unset, 1024 or min_free_disk_mib if that is higher.
+# warn_free_disk_mib = 1024
 # MiB kept in a preallocated file in the data directory (disk-reserve) and given back
 # when the disk is full, so that pick-up can still delete and the store can recover
 # after a crash. 0 keeps no reserve.

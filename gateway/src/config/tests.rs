@@ -431,7 +431,7 @@ fn validation_rules_name_their_key() {
         "limits.min_free_disk_mib",
     );
     assert_invalid(
-        &with(&|c| c.limits.warn_free_disk_mib = c.limits.min_free_disk_mib - 1),
+        &with(&|c| c.limits.warn_free_disk_mib = Some(c.limits.min_free_disk_mib - 1)),
         "limits.warn_free_disk_mib",
     );
     assert_invalid(
@@ -692,4 +692,16 @@ fn a_snapshot_interval_without_a_unit_is_refused_by_its_key() {
         c.backup.snapshot_interval(),
         Some(std::time::Duration::from_secs(3600))
     );
+}
+
+/// A configuration written before `warn_free_disk_mib` existed, with a minimum above its
+/// default, stays valid after an upgrade: the warning threshold follows the minimum.
+#[test]
+fn an_unset_disk_warning_threshold_follows_a_high_minimum() {
+    let c = Config::from_toml_str("[limits]\nmin_free_disk_mib = 4096\n").expect("valid");
+    assert_eq!(c.limits.warn_free_disk_bytes(), 4096 * 1024 * 1024);
+    let c = Config::from_toml_str("[limits]\nmin_free_disk_mib = 100\n").expect("valid");
+    assert_eq!(c.limits.warn_free_disk_bytes(), 1024 * 1024 * 1024);
+    let c = Config::from_toml_str("[limits]\nwarn_free_disk_mib = 2000\n").expect("valid");
+    assert_eq!(c.limits.warn_free_disk_bytes(), 2000 * 1024 * 1024);
 }

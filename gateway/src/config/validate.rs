@@ -339,15 +339,18 @@ fn validate_limits(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if l.warn_free_disk_mib < l.min_free_disk_mib {
-        return Err(ConfigError::invalid(
-            "limits.warn_free_disk_mib",
-            format!(
-                "must be at least min_free_disk_mib ({} MiB) so the warning comes before \
-                 mail is refused, got {}",
-                l.min_free_disk_mib, l.warn_free_disk_mib
-            ),
-        ));
+    match l.warn_free_disk_mib {
+        Some(warn) if warn < l.min_free_disk_mib => {
+            return Err(ConfigError::invalid(
+                "limits.warn_free_disk_mib",
+                format!(
+                    "must be at least min_free_disk_mib ({} MiB) so the warning comes before \
+                     mail is refused, got {warn}",
+                    l.min_free_disk_mib
+                ),
+            ));
+        }
+        _ => {}
     }
     if l.disk_reserve_mib > MAX_DISK_RESERVE_MIB {
         return Err(ConfigError::invalid(

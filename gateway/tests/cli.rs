@@ -212,7 +212,14 @@ fn json_command_errors_are_one_json_object_and_keep_the_exit_code() {
 fn config_check_prints_the_data_directory_serve_will_use() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    assert!(gateway(d, &["config", "init"]).status.success());
+    // `config init` writes the data directory it is given into the file.
+    let in_file = d.join("from-file");
+    assert!(gateway(
+        d,
+        &["config", "init", "--data-dir", in_file.to_str().unwrap()]
+    )
+    .status
+    .success());
     // `gateway()` sets GATEWAY_DATA_DIR to <dir>/data, which overrides the file's.
     let out = gateway(d, &["config", "check"]);
     assert!(out.status.success());
@@ -223,6 +230,10 @@ fn config_check_prints_the_data_directory_serve_will_use() {
         "{text}"
     );
     assert!(line.contains("GATEWAY_DATA_DIR"), "{text}");
+    assert!(
+        line.contains(&format!("the file says {}", in_file.display())),
+        "{text}"
+    );
     // --data-dir wins over the environment.
     let other = d.join("elsewhere");
     let out = gateway(

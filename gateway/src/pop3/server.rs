@@ -55,7 +55,6 @@ use crate::proxy::pop3_client::UpstreamPassword;
 use crate::proxy::pop3_leg::{login_refusal, LoginFailure, Pop3Leg};
 use crate::proxy::{Connector, ProxyLogin, TcpConnector, Upstreams};
 use crate::service::{Gateway, MessageReader, ServiceError};
-use crate::store::MailboxStatus;
 
 /// How long a login may wait for an unseal slot before it is told to come back later.
 const UNSEAL_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -166,9 +165,9 @@ impl<C: Connector> Pop3Server<C> {
             LoginFailure::Throttled
         })?;
         tokio::time::sleep(attempt.wait).await;
-        match self.gateway.mailbox(&login.mailbox) {
-            Ok(info) if info.status == MailboxStatus::Active => {}
-            Ok(_) => {
+        match self.gateway.accepting(&login.mailbox) {
+            Ok(_) => {}
+            Err(ServiceError::MailboxSuspended(_)) => {
                 guard.not_a_guess(attempt);
                 return Err(LoginFailure::MailboxSuspended);
             }

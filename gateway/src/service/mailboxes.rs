@@ -79,6 +79,28 @@ fn existing(
 }
 
 /// Delete and reset need an archived-out mailbox that no longer takes mail.
+/// A mailbox that took new mail when [`Gateway::accepting`] asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepting(MailboxId);
+
+impl Accepting {
+    pub fn id(&self) -> &MailboxId {
+        &self.0
+    }
+}
+
+/// The rule for new mail: the mailbox exists and is active.
+pub(super) fn accepts_mail<'r>(
+    id: &MailboxId,
+    record: Option<&'r MailboxRecord>,
+) -> Result<&'r MailboxRecord, ServiceError> {
+    let record = record.ok_or_else(|| ServiceError::MailboxNotFound(id.clone()))?;
+    if record.status != MailboxStatus::Active {
+        return Err(ServiceError::MailboxSuspended(id.clone()));
+    }
+    Ok(record)
+}
+
 fn check_suspended_and_empty(record: &MailboxRecord) -> Result<(), ServiceError> {
     if record.status != MailboxStatus::Suspended {
         return Err(ServiceError::MailboxNotSuspended(record.id.clone()));
@@ -168,6 +190,15 @@ impl Gateway {
                 .then(a.id.cmp(&b.id))
         });
         Ok(list)
+    }
+
+    /// Whether `id` takes new mail now: the rule RCPT and both proxy logins ask, and the
+    /// one [`Gateway::begin_message`] and the commit apply again (the status can change
+    /// between). Refusals: [`ServiceError::MailboxNotFound`], [`ServiceError::MailboxSuspended`].
+    pub fn accepting(&self, id: &MailboxId) -> Result<Accepting, ServiceError> {
+        let record = self.store.read()?.mailbox(id)?;
+        accepts_mail(id, record.as_ref())?;
+        Ok(Accepting(id.clone()))
     }
 
     pub fn mailbox(&self, id: &MailboxId) -> Result<MailboxInfo, ServiceError> {
@@ -507,6 +538,26 @@ mod tests {
         assert_eq!(gw.read_message(&key, list[0].seq).unwrap().1, b"before");
         let _ = gw.delete_messages(&id, &[list[0].seq]).await.unwrap();
         assert_eq!(gw.mailbox(&id).unwrap().message_count, 0);
+    }
+
+    /// The one question RCPT and the proxy logins ask, answered as delivery answers it.
+    #[tokio::test]
+    async fn accepting_follows_the_mailbox_status() {
+        let (_dir, gw) = gateway();
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        assert_eq!(gw.accepting(&id).unwrap().id(), &id);
+        gw.set_status(&id, MailboxStatus::Suspended).await.unwrap();
+        assert_eq!(
+            gw.accepting(&id).unwrap_err(),
+            ServiceError::MailboxSuspended(id.clone())
+        );
+        gw.set_status(&id, MailboxStatus::Active).await.unwrap();
+        assert!(gw.accepting(&id).is_ok());
+        let unknown = MailboxId::generate();
+        assert_eq!(
+            gw.accepting(&unknown).unwrap_err(),
+            ServiceError::MailboxNotFound(unknown.clone())
+        );
     }
 
     #[tokio::test]

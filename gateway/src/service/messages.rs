@@ -5,13 +5,14 @@ use serde::Serialize;
 use super::spool::{Replay, Spool};
 use std::sync::Arc;
 
+use super::mailboxes::accepts_mail;
 use super::{Gateway, ServiceError, ServiceStats};
 use crate::crypto::{
     CryptoError, Envelope, MessageId, MessageOpener, MessageSealer, SealedHeader, UnsealedKey,
 };
 use crate::mailbox::MailboxId;
 use crate::proxy::trace::ForeignTrace;
-use crate::store::{txn, Durable, MailboxStatus, MessageRecord, Snapshot, StoreError};
+use crate::store::{txn, Durable, MessageRecord, Snapshot, StoreError};
 
 /// A message being received: one encrypted copy per recipient mailbox, sealed chunk by chunk
 /// as bytes arrive, so memory stays bounded whatever the message size.
@@ -238,12 +239,8 @@ impl Gateway {
             if copies.iter().any(|c| &c.mailbox == mailbox) {
                 continue;
             }
-            let record = snapshot
-                .mailbox(mailbox)?
-                .ok_or_else(|| ServiceError::MailboxNotFound(mailbox.clone()))?;
-            if record.status != MailboxStatus::Active {
-                return Err(ServiceError::MailboxSuspended(mailbox.clone()));
-            }
+            let record = snapshot.mailbox(mailbox)?;
+            let record = accepts_mail(mailbox, record.as_ref())?;
             let id = MessageId::generate();
             let (header, sealer) = MessageSealer::new(&record.keys, mailbox, id, envelope)
                 .map_err(ServiceError::Crypto)?;
@@ -312,12 +309,11 @@ impl Gateway {
                 // Every precondition first: a refusal must leave the shared transaction as
                 // it found it.
                 for (mailbox, public_key, _, _) in &sealed {
-                    let Some(record) = txn::mailbox(t, mailbox)? else {
-                        return Ok(Err(ServiceError::MailboxNotFound(mailbox.clone())));
+                    let record = txn::mailbox(t, mailbox)?;
+                    let record = match accepts_mail(mailbox, record.as_ref()) {
+                        Ok(record) => record,
+                        Err(refused) => return Ok(Err(refused)),
                     };
-                    if record.status != MailboxStatus::Active {
-                        return Ok(Err(ServiceError::MailboxSuspended(mailbox.clone())));
-                    }
                     if &record.keys.public_key != public_key {
                         return Ok(Err(ServiceError::MailboxChanged(mailbox.clone())));
                     }

@@ -24,7 +24,6 @@ use crate::proxy::smtp_leg::{SmtpLeg, Verdict};
 use crate::proxy::trace::{trace_headers, Direction};
 use crate::proxy::{Connector, TcpConnector, Upstreams};
 use crate::service::{Gateway, MessageDraft, ServiceError, StoredMessage};
-use crate::store::MailboxStatus;
 
 const READ_BUFFER: usize = 64 * 1024;
 
@@ -395,9 +394,9 @@ where
             AuthFailure::Throttled
         })?;
         tokio::time::sleep(attempt.wait).await;
-        match self.server.gateway.mailbox(&login.mailbox) {
-            Ok(info) if info.status == MailboxStatus::Active => {}
-            Ok(_) => {
+        match self.server.gateway.accepting(&login.mailbox) {
+            Ok(_) => {}
+            Err(ServiceError::MailboxSuspended(_)) => {
                 guard.not_a_guess(attempt);
                 return Err(AuthFailure::MailboxSuspended);
             }
@@ -565,14 +564,14 @@ where
                 RecipientStatus::Unavailable
             };
         }
-        match self.server.gateway.mailbox(id) {
-            Ok(info) if info.status == MailboxStatus::Active => {
+        match self.server.gateway.accepting(id) {
+            Ok(_) => {
                 // The session's lines name the mailbox from here on (the last accepted
                 // recipient when there are several; each stored copy's line names its own).
                 tracing::Span::current().record("mailbox", tracing::field::display(id));
                 RecipientStatus::Active
             }
-            Ok(_) => RecipientStatus::Suspended,
+            Err(ServiceError::MailboxSuspended(_)) => RecipientStatus::Suspended,
             Err(ServiceError::MailboxNotFound(_)) => RecipientStatus::Unknown,
             Err(e) => {
                 tracing::error!(error = %e, "mailbox lookup failed");

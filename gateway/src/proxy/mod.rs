@@ -17,7 +17,6 @@
 //!   itself handles AUTH and proxy mode ([`crate::smtp::Session`]).
 //! - [`pop3_session`]: the sans-IO POP3 proxy after login (client commands in, requests and
 //!   store actions out); [`pop3_leg`]: its shell, with the copies and the one-copy rule.
-//! - [`trace`]: the `X-Gateway-*` header fields on every copy.
 //! - [`throttle`]: failed proxy logins delayed and limited per client and remote account.
 //!
 //! The client's `250` for a sent message comes only after the copy is durable and the
@@ -32,7 +31,6 @@ pub mod pop3_session;
 pub mod smtp_client;
 pub mod smtp_leg;
 pub mod throttle;
-pub mod trace;
 
 pub use connect::{ConnectError, Connector, TcpConnector, UpstreamStream, Upstreams};
 pub use login::{LoginError, ProxyLogin};

@@ -9,12 +9,10 @@ use super::pop3_client::{
     Output as Upstream, UpstreamConfig, UpstreamError, UpstreamPassword, UpstreamPop3, UpstreamTls,
 };
 use super::pop3_session::{Action, Archived, Pop3Proxy};
-use super::trace::{trace_headers, Direction};
 use super::ProxyLogin;
-use crate::crypto::Envelope;
 use crate::net::{MaybeTls, ShutdownSignal};
 use crate::pop3::response::{Code, Reply};
-use crate::service::{Gateway, MessageDraft, RetrievalKey};
+use crate::service::{Gateway, MessageDraft, ProxiedCopy};
 
 pub const POP3_PORT: u16 = 110;
 pub const POP3S_PORT: u16 = 995;
@@ -238,55 +236,27 @@ impl<C: Connector> Pop3Leg<C> {
     /// Whether the archive holds the message with this UIDL (from this user and server).
     /// A failed look-up answers no: the message is then fetched and stored again.
     fn is_archived(&self, gateway: &Gateway, uid: &str) -> bool {
-        let key = RetrievalKey::new(&self.login.remote_user, &self.server, uid);
         gateway
-            .already_retrieved(&self.login.mailbox, &key)
+            .retrieved_before(self.origin(), uid)
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "POP3 proxy: checking for an earlier copy failed");
                 false
             })
     }
 
+    /// The account, server and mailbox every copy of this session names.
+    fn origin(&self) -> ProxiedCopy<'_> {
+        ProxiedCopy {
+            remote_user: &self.login.remote_user,
+            server: &self.server,
+            mailbox: &self.login.mailbox,
+        }
+    }
+
     fn begin_copy(&self, gateway: &Gateway, uid: Option<String>) -> RetrievedCopy {
-        let key = uid
-            .as_deref()
-            .map(|uid| RetrievalKey::new(&self.login.remote_user, &self.server, uid));
-        if let Some(key) = &key {
-            match gateway.already_retrieved(&self.login.mailbox, key) {
-                Ok(true) => return RetrievedCopy::Duplicate,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "POP3 proxy: checking for an earlier copy failed");
-                    return RetrievedCopy::Failed;
-                }
-            }
-        }
-        let mut envelope = Envelope::default();
-        let attributes = [
-            ("direction", Direction::Received.as_str().to_owned()),
-            ("remote-user", self.login.remote_user.clone()),
-            ("server", self.server.clone()),
-        ];
-        for (name, value) in attributes {
-            envelope.attributes.insert(name.into(), value);
-        }
-        if let Some(uid) = &uid {
-            envelope.attributes.insert("uidl".into(), uid.clone());
-        }
-        match gateway.begin_message(std::slice::from_ref(&self.login.mailbox), &envelope) {
-            Ok(mut draft) => {
-                if let Some(key) = key {
-                    draft.once(key);
-                }
-                let headers = trace_headers(Direction::Received, &self.login, &self.server, None);
-                match draft.write_trace(&headers) {
-                    Ok(()) => RetrievedCopy::Open(draft),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "POP3 proxy: the copy failed");
-                        RetrievedCopy::Failed
-                    }
-                }
-            }
+        match gateway.begin_retrieved(self.origin(), uid.as_deref()) {
+            Ok(Some(draft)) => RetrievedCopy::Open(draft),
+            Ok(None) => RetrievedCopy::Duplicate,
             Err(e) => {
                 tracing::warn!(error = %e, mailbox = %self.login.mailbox, "POP3 proxy: cannot store a copy");
                 RetrievedCopy::Failed

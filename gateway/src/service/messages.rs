@@ -6,12 +6,12 @@ use super::spool::{Replay, Spool};
 use std::sync::Arc;
 
 use super::mailboxes::accepts_mail;
+use super::trace::ForeignTrace;
 use super::{Gateway, ServiceError, ServiceStats};
 use crate::crypto::{
     CryptoError, Envelope, MessageId, MessageOpener, MessageSealer, SealedHeader, UnsealedKey,
 };
 use crate::mailbox::MailboxId;
-use crate::proxy::trace::ForeignTrace;
 use crate::store::{txn, Durable, MessageRecord, Snapshot, StoreError};
 
 /// A message being received: one encrypted copy per recipient mailbox, sealed chunk by chunk
@@ -77,7 +77,7 @@ impl MessageDraft {
     }
 
     /// Prepends the gateway's own trace fields (before any [`MessageDraft::write`]).
-    pub fn write_trace(&mut self, fields: &[u8]) -> Result<(), ServiceError> {
+    pub(super) fn write_trace(&mut self, fields: &[u8]) -> Result<(), ServiceError> {
         self.size += fields.len() as u64;
         self.seal(fields)
     }
@@ -102,7 +102,7 @@ impl MessageDraft {
 
     /// Commit this draft only if nothing was committed under `key` before; a later commit
     /// with the same key stores nothing and reports no copies.
-    pub fn once(&mut self, key: RetrievalKey) {
+    pub(super) fn once(&mut self, key: RetrievalKey) {
         self.retrieval_key = Some(key);
     }
 
@@ -369,7 +369,7 @@ impl Gateway {
     }
 
     /// Whether the POP3 proxy already stored a copy of this upstream message.
-    pub fn already_retrieved(
+    pub(super) fn already_retrieved(
         &self,
         mailbox: &MailboxId,
         key: &RetrievalKey,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod api_key;
+mod copies;
 mod disk;
 mod disk_usage;
 mod error;
@@ -14,18 +15,20 @@ mod retrieval;
 mod sessions;
 mod spool;
 mod stats;
+mod trace;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use admin::{AdminLogin, ApiKeyInfo, NewApiKey};
 pub use api_key::ApiKey;
+pub use copies::ProxiedCopy;
 pub use disk_usage::{
     watch_free_space, DiskCrossing, DiskLevel, DiskUsage, DiskWatch, DISK_WATCH_PERIOD,
 };
 pub use error::ServiceError;
 pub use mailboxes::{Accepting, MailboxInfo, NewMailbox};
-pub use messages::{MessageDraft, MessageReader, MessageSummary, RetrievalKey, StoredMessage};
+pub use messages::{MessageDraft, MessageReader, MessageSummary, StoredMessage};
 pub use permissions::prepare_data_dir;
 pub use retrieval::{RetrievalSecret, RETRIEVAL_KEY_FILE};
 pub use sessions::{Session, SessionPolicy, SessionToken, Sessions, DEFAULT_SESSION_POLICY};

@@ -16,7 +16,8 @@ use std::path::Path;
 use ring::hmac;
 use zeroize::Zeroizing;
 
-use super::{RetrievalKey, ServiceError};
+use super::messages::RetrievalKey;
+use super::ServiceError;
 
 /// File name of the secret inside the data directory.
 pub const RETRIEVAL_KEY_FILE: &str = "retrieval.key";

@@ -15,15 +15,13 @@ use super::interface::{
 };
 use super::Session;
 use crate::config::SmtpSection;
-use crate::crypto::Envelope;
 use crate::metrics::{ListenerMetrics, LoginKind, Mode, OpenSession};
 use crate::net::{
     ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
 };
 use crate::proxy::smtp_leg::{SmtpLeg, Verdict};
-use crate::proxy::trace::{trace_headers, Direction};
 use crate::proxy::{Connector, TcpConnector, Upstreams};
-use crate::service::{Gateway, MessageDraft, ServiceError, StoredMessage};
+use crate::service::{Gateway, MessageDraft, ProxiedCopy, ServiceError, StoredMessage};
 
 const READ_BUFFER: usize = 64 * 1024;
 
@@ -457,37 +455,21 @@ where
     fn start_proxied(&mut self, envelope: super::Envelope) {
         let Some(leg) = &self.leg else { return };
         let login = leg.login_name();
-        let mut stored = Envelope {
-            mail_from: envelope.mail_from.clone(),
-            rcpt_to: envelope.forward_to.clone(),
-            ..Envelope::default()
+        let origin = ProxiedCopy {
+            remote_user: &login.remote_user,
+            server: leg.server(),
+            mailbox: &login.mailbox,
         };
-        let attributes = [
-            ("direction", Direction::Sent.as_str().to_owned()),
-            ("remote-user", login.remote_user.clone()),
-            ("server", leg.server().to_owned()),
-            ("client", self.peer.ip().to_string()),
-        ];
-        for (key, value) in attributes {
-            stored.attributes.insert(key.into(), value);
-        }
-        let headers = trace_headers(
-            Direction::Sent,
-            login,
-            leg.server(),
-            Some((&envelope.mail_from, &envelope.forward_to)),
+        let draft = self.server.gateway.begin_sent(
+            origin,
+            self.peer.ip(),
+            &envelope.mail_from,
+            &envelope.forward_to,
         );
-        let mailbox = login.mailbox.clone();
-        // The gateway's own fields: the message's `X-Gateway-*` fields get renamed.
-        self.draft = Some(
-            match self.server.gateway.begin_message(&[mailbox], &stored) {
-                Ok(mut draft) => match draft.write_trace(&headers) {
-                    Ok(()) => Draft::Open(draft),
-                    Err(e) => Draft::Failed(e),
-                },
-                Err(e) => Draft::Failed(e),
-            },
-        );
+        self.draft = Some(match draft {
+            Ok(draft) => Draft::Open(draft),
+            Err(e) => Draft::Failed(e),
+        });
     }
 
     async fn relay_body(&mut self, bytes: &[u8]) {
@@ -581,25 +563,16 @@ where
     }
 
     fn start_message(&mut self, envelope: super::Envelope) {
-        let domain = self.server.gateway.email_domain();
-        let mut stored = Envelope {
-            mail_from: envelope.mail_from,
-            rcpt_to: envelope.rcpt.iter().map(|id| id.address(&domain)).collect(),
-            ..Envelope::default()
-        };
-        stored
-            .attributes
-            .insert("direction".into(), "journal".into());
-        stored
-            .attributes
-            .insert("client".into(), self.peer.ip().to_string());
-        stored.attributes.insert("smtp-id".into(), envelope.id);
-        self.draft = Some(
-            match self.server.gateway.begin_message(&envelope.rcpt, &stored) {
-                Ok(draft) => Draft::Open(draft),
-                Err(e) => Draft::Failed(e),
-            },
+        let draft = self.server.gateway.begin_journal(
+            &envelope.rcpt,
+            &envelope.mail_from,
+            self.peer.ip(),
+            &envelope.id,
         );
+        self.draft = Some(match draft {
+            Ok(draft) => Draft::Open(draft),
+            Err(e) => Draft::Failed(e),
+        });
     }
 
     /// A draft that failed (spool full, a write error) ends the message now: nothing of

@@ -16,6 +16,7 @@
 //!   CLI, console, API and protocols call it and never re-implement a rule.
 //! - [`tls`]: certificate material (self-signed, PEM files) behind a resolver that can be
 //!   swapped at run time.
+//! - [`wire`]: what SMTP and POP3 share on the wire (SASL), for servers and clients.
 //! - [`smtp`]: the sans-IO SMTP server session and its tokio shell.
 //! - [`pop3`]: the sans-IO POP3 server session through which archivers pick up mail, and
 //!   its tokio shell.
@@ -76,3 +77,4 @@ pub mod smtp;
 pub mod store;
 pub mod throttle;
 pub mod tls;
+pub mod wire;

@@ -11,7 +11,8 @@
 //! - [`response`]: `+OK` / `-ERR [CODE]` lines and multi-line responses.
 //! - [`stuffing`]: streaming dot-stuffing of RETR and TOP bodies.
 //! - [`error_map`]: every failure and refusal mapped to its reply, in one place.
-//! - `line`, `sasl`, `session`: bounded line framing, SASL PLAIN, the state machine.
+//! - `line`, `session`: bounded line framing, the state machine (SASL PLAIN is
+//!   [`crate::wire::sasl`]).
 //! - [`server`]: the tokio shell; `guard`: login throttling and the maildrop lock.
 //!
 //! ## The shell loop
@@ -82,7 +83,6 @@ pub mod error_map;
 mod guard;
 pub(crate) mod line;
 pub mod response;
-mod sasl;
 pub mod server;
 mod session;
 pub mod stuffing;

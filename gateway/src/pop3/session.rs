@@ -12,7 +12,6 @@ use super::command::{self, Command};
 use super::error_map::{AuthFailure, CommitFailure, Refusal, StreamFailure};
 use super::line::{Frame, LineBuffer, MAX_COMMAND_LINE};
 use super::response::{write_multiline, Reply};
-use super::sasl::{self, Continuation};
 use super::stuffing::Stuffer;
 use crate::crypto::MailboxPassword;
 use crate::mailbox::{parse_id_or_address, MailboxId};
@@ -20,6 +19,7 @@ use crate::proxy::pop3_client::UpstreamPassword;
 use crate::proxy::ProxyLogin;
 use crate::service::MessageSummary;
 use crate::store::Durable;
+use crate::wire::sasl::{self, PlainCredentials, Response};
 
 /// RFC 1939 §3: the autologout timer must be at least 10 minutes.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -535,9 +535,9 @@ impl Session {
     fn line(&mut self, text: &[u8], wire_len: usize) {
         if matches!(self.state, State::AuthContinue) {
             self.state = State::Authorization;
-            return match sasl::continuation(text) {
-                Ok(Continuation::Cancel) => self.refuse(Refusal::AuthCancelled),
-                Ok(Continuation::Response(response)) => self.sasl_plain(response),
+            return match sasl::response(text) {
+                Ok(Response::Cancel) => self.refuse(Refusal::AuthCancelled),
+                Ok(Response::Data(message)) => self.sasl_plain(sasl::plain(&message)),
                 Err(_) => self.refuse(Refusal::MalformedSaslResponse),
             };
         }
@@ -584,7 +584,7 @@ impl Session {
                     return self.refuse(Refusal::UnsupportedMechanism);
                 }
                 match initial_response {
-                    Some(response) => self.sasl_plain(response),
+                    Some(response) => self.sasl_plain(sasl::plain_response(response.as_bytes())),
                     None => {
                         self.pending.extend_from_slice(b"+ \r\n");
                         self.state = State::AuthContinue;
@@ -623,23 +623,20 @@ impl Session {
         self.action(Action::StartTls);
     }
 
-    fn sasl_plain(&mut self, response: &str) {
-        let Ok(credentials) = sasl::decode_plain(response) else {
+    fn sasl_plain(&mut self, credentials: Result<PlainCredentials, sasl::Malformed>) {
+        let Ok(credentials) = credentials else {
             return self.refuse(Refusal::MalformedSaslResponse);
         };
         if self.config.proxy && ProxyLogin::is_proxy_login(&credentials.authcid) {
-            let same_identity =
-                credentials.authzid.is_empty() || credentials.authzid == credentials.authcid;
             let login = ProxyLogin::parse(&credentials.authcid)
                 .ok()
-                .filter(|_| same_identity);
+                .filter(|_| credentials.same_identity());
             return self.begin_proxy_login(login, &credentials.password);
         }
         let mailbox = parse_id_or_address(&credentials.authcid).ok();
-        let authzid = &credentials.authzid;
-        let same_identity = authzid.is_empty()
-            || *authzid == credentials.authcid
-            || (mailbox.is_some() && parse_id_or_address(authzid).ok() == mailbox);
+        // A mailbox may also be named by id in one identity and by address in the other.
+        let same_identity = credentials.same_identity()
+            || (mailbox.is_some() && parse_id_or_address(&credentials.authzid).ok() == mailbox);
         let password = MailboxPassword::from_user_input(&credentials.password);
         self.begin_login(mailbox.filter(|_| same_identity), password);
     }

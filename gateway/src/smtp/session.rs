@@ -55,7 +55,8 @@ use crate::proxy::ProxyLogin;
 use crate::store::Durable;
 use zeroize::Zeroizing;
 
-use crate::crypto::{decode_secret, WipingBuffer};
+use crate::crypto::WipingBuffer;
+use crate::wire::sasl::{self, Response};
 
 /// Longest accepted command line including CRLF. RFC 5321 §4.5.3.1.4 sets 512 and lets
 /// extensions add to it (SIZE, BODY, SMTPUTF8 and a 256-octet path fit easily); 2048 is
@@ -1165,39 +1166,34 @@ impl Session {
 
     /// One SASL response line (RFC 4954 §4: base64, `=` for empty, `*` cancels).
     fn auth_response(&mut self, step: AuthStep, line: &[u8]) {
-        if line == b"*" {
-            return self.refuse(Refusal::AuthCancelled);
-        }
-        let decoded = if line == b"=" {
-            Some(Zeroizing::new(Vec::new()))
-        } else {
-            decode_secret(&data_encoding::BASE64, line)
-        };
-        let Some(decoded) = decoded else {
-            return self.refuse(Refusal::AuthMalformed);
-        };
-        let Ok(text) = std::str::from_utf8(&decoded) else {
-            return self.refuse(Refusal::AuthMalformed);
+        let decoded = match sasl::response(line) {
+            Ok(Response::Data(decoded)) => decoded,
+            Ok(Response::Cancel) => return self.refuse(Refusal::AuthCancelled),
+            Err(sasl::Malformed) => return self.refuse(Refusal::AuthMalformed),
         };
         match step {
             AuthStep::Plain => {
-                // RFC 4616: authzid NUL authcid NUL passwd.
-                let mut fields = text.splitn(3, '\0');
-                let (Some(authzid), Some(authcid), Some(password)) =
-                    (fields.next(), fields.next(), fields.next())
-                else {
+                let Ok(credentials) = sasl::plain(&decoded) else {
                     return self.refuse(Refusal::AuthMalformed);
                 };
-                if !authzid.is_empty() && authzid != authcid {
+                if !credentials.same_identity() {
                     return self.refuse(Refusal::Auth(AuthFailure::InvalidLogin));
                 }
-                self.login(authcid, password);
+                self.login(&credentials.authcid, &credentials.password);
             }
             AuthStep::LoginUser => {
-                let user = text.to_owned();
+                let Ok(user) = std::str::from_utf8(&decoded) else {
+                    return self.refuse(Refusal::AuthMalformed);
+                };
+                let user = user.to_owned();
                 self.challenge("UGFzc3dvcmQ6", AuthStep::LoginPassword { user });
             }
-            AuthStep::LoginPassword { user } => self.login(&user, text),
+            AuthStep::LoginPassword { user } => {
+                let Ok(password) = std::str::from_utf8(&decoded) else {
+                    return self.refuse(Refusal::AuthMalformed);
+                };
+                self.login(&user, password);
+            }
         }
     }
 

@@ -1091,6 +1091,12 @@ fn proxy_auth_login_and_its_failures() {
     assert!(h.last_reply().starts_with("504 5.5.4"));
     h.client(format!("AUTH PLAIN {}\r\n", plain("justauser", "pw")).as_bytes());
     assert!(h.last_reply().starts_with("535 5.7.8"), "{}", h.transcript);
+    // RFC 4616's grammar, as POP3 reads it (one decoder): an empty password or a NUL
+    // inside it is malformed, not a wrong login.
+    h.client(format!("AUTH PLAIN {}\r\n", plain(PROXY_LOGIN, "")).as_bytes());
+    assert!(h.last_reply().starts_with("501 5.5.2"), "{}", h.transcript);
+    h.client(format!("AUTH PLAIN {}\r\n", plain(PROXY_LOGIN, "p\0w")).as_bytes());
+    assert!(h.last_reply().starts_with("501 5.5.2"), "{}", h.transcript);
     // A differing authorization identity is refused too.
     let other = data_encoding::BASE64.encode(format!("admin\0{PROXY_LOGIN}\0pw").as_bytes());
     h.client(format!("AUTH PLAIN {other}\r\n").as_bytes());

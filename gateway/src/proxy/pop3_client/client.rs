@@ -640,12 +640,7 @@ impl UpstreamPop3 {
 
     /// base64(`NUL username NUL password`), RFC 4616 with an empty authorization identity.
     fn plain_response(&self) -> Zeroizing<String> {
-        let mut raw = Zeroizing::new(Vec::new());
-        raw.push(0);
-        raw.extend_from_slice(self.config.username.as_bytes());
-        raw.push(0);
-        raw.extend_from_slice(self.config.password.expose().as_bytes());
-        Zeroizing::new(data_encoding::BASE64.encode(&raw))
+        crate::wire::sasl::encode_plain(&self.config.username, self.config.password.expose())
     }
 
     // ---- output ----

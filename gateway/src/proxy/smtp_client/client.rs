@@ -661,13 +661,8 @@ impl UpstreamSmtp {
         let credentials = &self.config.credentials;
         match mechanism {
             AuthMechanism::Plain => {
-                // RFC 4616: [authzid] NUL authcid NUL passwd, with an empty authzid.
-                let mut message = Zeroizing::new(Vec::new());
-                message.push(0);
-                message.extend_from_slice(credentials.username.as_bytes());
-                message.push(0);
-                message.extend_from_slice(credentials.password.as_bytes());
-                let encoded = Zeroizing::new(data_encoding::BASE64.encode(&message));
+                let encoded =
+                    crate::wire::sasl::encode_plain(&credentials.username, &credentials.password);
                 self.send_secret(&["AUTH PLAIN ", &encoded]);
                 self.state = State::Auth(AuthStep::Plain);
             }

@@ -1,0 +1,7 @@
+//! What SMTP and POP3 share on the wire, in both directions (server sessions and the
+//! proxy's upstream clients), written once.
+//!
+//! - [`sasl`]: SASL response lines (RFC 4954 §4, RFC 5034 §4) and the PLAIN mechanism
+//!   (RFC 4616), decoding and encoding.
+
+pub mod sasl;

@@ -3,6 +3,8 @@
 //! - [`MailboxPassword`]: generated from the OS CSPRNG (160 bits), shown once, never stored.
 //! - [`AdminPassword`]: the administrator's, generated the same way; stored only as an
 //!   Argon2id PHC hash ([`hash_password`], [`verify_password`]).
+//! - [`Secret`]: every other credential in memory (upstream and API passwords, API keys):
+//!   wiped on drop, `<redacted>` in `Debug`.
 //! - [`SealedKeyPair`]: each mailbox's HPKE key pair (RFC 9180: DHKEM(X25519, HKDF-SHA256),
 //!   HKDF-SHA256, AES-256-GCM; 2.4× faster than ChaCha20-Poly1305 on
 //!   AES-NI hardware, measured). The public key is stored in clear so mail can be
@@ -18,6 +20,7 @@ mod keys;
 mod message;
 mod password;
 mod password_hash;
+mod secret;
 mod serde_hex;
 mod wiping_buffer;
 
@@ -30,6 +33,7 @@ pub use password::{AdminPassword, MailboxPassword};
 pub use password_hash::{
     hash_password, verify_password, INITIAL_ADMIN_PASSWORD, INITIAL_ADMIN_PASSWORD_HASH,
 };
+pub use secret::Secret;
 #[cfg(test)]
 pub(crate) use wiping_buffer::contains as test_contains;
 pub use wiping_buffer::{decode_secret, WipingBuffer};

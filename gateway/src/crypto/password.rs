@@ -1,7 +1,8 @@
 //! Generated passwords: mailboxes' and the administrator's.
 
-use std::fmt;
 use zeroize::Zeroizing;
+
+use super::Secret;
 
 /// Random bytes in a generated password: 160 bits, above the 128 the design requires.
 const PASSWORD_BYTES: usize = 20;
@@ -11,15 +12,15 @@ const GROUP: usize = 4;
 /// A mailbox password. The canonical form (uppercase base32, no separators) is what the key
 /// derivation sees, so people may type it in any case and with or without dashes or spaces.
 /// The value is wiped from memory on drop and never printed by `Debug`.
-#[derive(Clone)]
-pub struct MailboxPassword(Zeroizing<String>);
+#[derive(Clone, Debug)]
+pub struct MailboxPassword(Secret<String>);
 
 impl MailboxPassword {
     /// A fresh password from the OS CSPRNG.
     pub fn generate() -> Self {
         let mut bytes = Zeroizing::new([0u8; PASSWORD_BYTES]);
         super::fill_random(bytes.as_mut());
-        Self(Zeroizing::new(
+        Self(Secret::new(
             data_encoding::BASE32_NOPAD.encode(bytes.as_ref()),
         ))
     }
@@ -34,13 +35,16 @@ impl MailboxPassword {
                 canonical.push(c.to_ascii_uppercase());
             }
         }
-        Self(canonical)
+        Self(canonical.into())
     }
 
     /// The grouped form shown to the administrator exactly once.
     pub fn reveal_for_display(&self) -> Zeroizing<String> {
-        let mut shown = Zeroizing::new(String::with_capacity(self.0.len() + self.0.len() / GROUP));
-        for (i, c) in self.0.chars().enumerate() {
+        let password = self.0.expose();
+        let mut shown = Zeroizing::new(String::with_capacity(
+            password.len() + password.len() / GROUP,
+        ));
+        for (i, c) in password.chars().enumerate() {
             if i > 0 && i % GROUP == 0 {
                 shown.push('-');
             }
@@ -50,13 +54,7 @@ impl MailboxPassword {
     }
 
     pub(super) fn kdf_input(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl fmt::Debug for MailboxPassword {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MailboxPassword(<redacted>)")
+        self.0.expose().as_bytes()
     }
 }
 
@@ -64,24 +62,18 @@ impl fmt::Debug for MailboxPassword {
 /// of a mailbox password (`ABCD-EFGH-...`, an alphabet without 0/O or 1/I/L confusion). The
 /// grouped form, dashes included, is the password: what is shown is what is typed or pasted.
 /// Wiped from memory on drop and never printed by `Debug`.
-#[derive(Clone)]
-pub struct AdminPassword(Zeroizing<String>);
+#[derive(Clone, Debug)]
+pub struct AdminPassword(Secret<String>);
 
 impl AdminPassword {
     /// A fresh password from the OS CSPRNG.
     pub fn generate() -> Self {
-        Self(MailboxPassword::generate().reveal_for_display())
+        Self(MailboxPassword::generate().reveal_for_display().into())
     }
 
     /// The password, to show exactly once.
     pub fn reveal(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for AdminPassword {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminPassword(<redacted>)")
+        self.0.expose()
     }
 }
 

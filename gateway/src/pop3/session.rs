@@ -631,13 +631,13 @@ impl Session {
             let login = ProxyLogin::parse(&credentials.authcid)
                 .ok()
                 .filter(|_| credentials.same_identity());
-            return self.begin_proxy_login(login, &credentials.password);
+            return self.begin_proxy_login(login, credentials.password.expose());
         }
         let mailbox = parse_id_or_address(&credentials.authcid).ok();
         // A mailbox may also be named by id in one identity and by address in the other.
         let same_identity = credentials.same_identity()
             || (mailbox.is_some() && parse_id_or_address(&credentials.authzid).ok() == mailbox);
-        let password = MailboxPassword::from_user_input(&credentials.password);
+        let password = MailboxPassword::from_user_input(credentials.password.expose());
         self.begin_login(mailbox.filter(|_| same_identity), password);
     }
 

@@ -63,7 +63,10 @@ impl<C: Connector> SmtpLeg<C> {
             } else {
                 UpstreamTls::StartTls
             },
-            credentials: Credentials::new(login.remote_user.clone(), credentials.password.as_str()),
+            credentials: Credentials::new(
+                login.remote_user.clone(),
+                credentials.password.expose().as_str(),
+            ),
             auth_preference: AuthPreference::default(),
         };
         let core = UpstreamSmtp::new(config).map_err(|_| AuthFailure::InvalidLogin)?;

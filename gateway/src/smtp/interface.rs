@@ -1,12 +1,10 @@
 //! Values exchanged between the session and the shell that drives it.
 
-use std::fmt;
 use std::net::IpAddr;
-
-use zeroize::Zeroizing;
 
 use super::data::BodyViolation;
 use super::reply::Reply;
+use crate::crypto::Secret;
 use crate::mailbox::MailboxId;
 use crate::proxy::ProxyLogin;
 use crate::settings::EmailDomain;
@@ -116,19 +114,11 @@ pub enum AbortReason {
     TimedOut,
 }
 
-/// A proxy login from SMTP AUTH. The password is wiped on drop and never printed.
+/// A proxy login from SMTP AUTH.
+#[derive(Debug)]
 pub struct ProxyCredentials {
     pub login: ProxyLogin,
-    pub password: Zeroizing<String>,
-}
-
-impl fmt::Debug for ProxyCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProxyCredentials")
-            .field("login", &self.login)
-            .field("password", &"<redacted>")
-            .finish()
-    }
+    pub password: Secret<String>,
 }
 
 /// Why a proxy login failed; the session turns it into a reply.

@@ -55,6 +55,7 @@ use crate::proxy::ProxyLogin;
 use crate::store::Durable;
 use zeroize::Zeroizing;
 
+use crate::crypto::Secret;
 use crate::crypto::WipingBuffer;
 use crate::wire::sasl::{self, Response};
 
@@ -1179,7 +1180,7 @@ impl Session {
                 if !credentials.same_identity() {
                     return self.refuse(Refusal::Auth(AuthFailure::InvalidLogin));
                 }
-                self.login(&credentials.authcid, &credentials.password);
+                self.login(&credentials.authcid, credentials.password.expose());
             }
             AuthStep::LoginUser => {
                 let Ok(user) = std::str::from_utf8(&decoded) else {
@@ -1204,7 +1205,7 @@ impl Session {
         };
         self.outputs.push_back(Output::ProxyLogin(ProxyCredentials {
             login,
-            password: Zeroizing::new(password.to_owned()),
+            password: Secret::new(password),
         }));
         self.mode = Mode::AwaitingAuth;
     }

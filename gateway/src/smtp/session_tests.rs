@@ -208,7 +208,7 @@ impl Harness {
                         login.host,
                         login.port,
                         login.mailbox,
-                        credentials.password.len()
+                        credentials.password.expose().len()
                     )
                     .unwrap();
                     self.session.auth_result(self.auth_answer.clone());

@@ -5,7 +5,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::crypto::decode_secret;
+use crate::crypto::{decode_secret, Secret};
 
 /// A response line or PLAIN message that breaks the grammar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,21 +53,13 @@ fn trim_spaces(mut text: &[u8]) -> &[u8] {
     text
 }
 
-/// Decoded PLAIN credentials. The password is wiped on drop and never printed.
+/// Decoded PLAIN credentials.
+#[derive(Debug)]
 pub struct PlainCredentials {
     /// The authorization identity; empty when the client names none.
     pub authzid: String,
     pub authcid: String,
-    pub password: Zeroizing<String>,
-}
-
-impl std::fmt::Debug for PlainCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlainCredentials")
-            .field("authzid", &self.authzid)
-            .field("authcid", &self.authcid)
-            .finish_non_exhaustive()
-    }
+    pub password: Secret<String>,
 }
 
 impl PlainCredentials {
@@ -93,7 +85,7 @@ pub fn plain(message: &[u8]) -> Result<PlainCredentials, Malformed> {
     Ok(PlainCredentials {
         authzid: utf8(authzid)?.to_owned(),
         authcid: utf8(authcid)?.to_owned(),
-        password: Zeroizing::new(utf8(password)?.to_owned()),
+        password: Secret::new(utf8(password)?),
     })
 }
 
@@ -139,7 +131,7 @@ mod tests {
         let creds = decode_plain(&encode(b"\0user\0pass word")).unwrap();
         assert_eq!(creds.authzid, "");
         assert_eq!(creds.authcid, "user");
-        assert_eq!(creds.password.as_str(), "pass word");
+        assert_eq!(creds.password.expose(), "pass word");
         assert!(creds.same_identity());
         let creds = decode_plain(&encode(b"user\0user\0pw")).unwrap();
         assert_eq!(creds.authzid, "user");
@@ -193,7 +185,7 @@ mod tests {
         assert_eq!(encoded.as_str(), encode(b"\0jdoe@example.com\0s3cret pw"));
         let creds = decode_plain(&encoded).unwrap();
         assert_eq!(creds.authcid, "jdoe@example.com");
-        assert_eq!(creds.password.as_str(), "s3cret pw");
+        assert_eq!(creds.password.expose(), "s3cret pw");
     }
 
     proptest! {
@@ -210,7 +202,7 @@ mod tests {
         fn round_trip(user in "[^\\x00]{1,40}", password in "[^\\x00]{1,40}") {
             let creds = decode_plain(&encode_plain(&user, &password)).unwrap();
             prop_assert_eq!(creds.authcid, user);
-            prop_assert_eq!(creds.password.as_str(), password.as_str());
+            prop_assert_eq!(creds.password.expose(), &password);
         }
     }
 }

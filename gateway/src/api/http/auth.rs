@@ -12,31 +12,20 @@ use axum::http::HeaderMap;
 use zeroize::Zeroizing;
 
 use crate::api::{Api, ApiError, Caller};
+use crate::crypto::Secret;
 use crate::service::AdminLogin;
 
 /// The administrator's user name for HTTP Basic.
 pub const ADMIN_USER: &str = "admin";
 
 /// Credentials as the client sent them.
+#[derive(Debug)]
 pub enum Credentials {
     Basic {
         user: String,
-        password: Zeroizing<String>,
+        password: Secret<String>,
     },
-    Bearer(Zeroizing<String>),
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Credentials::Basic { user, .. } => f
-                .debug_struct("Basic")
-                .field("user", user)
-                .field("password", &"<redacted>")
-                .finish(),
-            Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
-        }
-    }
+    Bearer(Secret<String>),
 }
 
 pub fn unauthorized(message: &str) -> ApiError {
@@ -72,10 +61,10 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
         };
         Ok(Credentials::Basic {
             user: user.to_owned(),
-            password: Zeroizing::new(password.to_owned()),
+            password: Secret::new(password),
         })
     } else if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
-        Ok(Credentials::Bearer(Zeroizing::new(rest.to_owned())))
+        Ok(Credentials::Bearer(Secret::new(rest)))
     } else {
         Err(unauthorized(LOG_IN))
     }
@@ -96,7 +85,7 @@ pub async fn authenticate(
     match credentials(headers)? {
         Credentials::Basic { user, password } => {
             match gateway
-                .check_admin_password(&user, &password, client)
+                .check_admin_password(&user, password.expose(), client)
                 .await?
             {
                 AdminLogin::Valid => Ok(Caller::Admin { client }),
@@ -104,7 +93,7 @@ pub async fn authenticate(
             }
         }
         Credentials::Bearer(key) => {
-            let key_id = gateway.check_api_key(&key, client).await?;
+            let key_id = gateway.check_api_key(key.expose(), client).await?;
             Ok(Caller::ApiKey { key_id, client })
         }
     }
@@ -129,10 +118,10 @@ mod tests {
             panic!("{basic:?}");
         };
         assert_eq!(user, "admin");
-        assert_eq!(password.as_str(), "s3cret:with:colons");
+        assert_eq!(password.expose(), "s3cret:with:colons");
         assert!(!format!("{basic:?}").contains("s3cret"));
         let bearer = credentials(&with("bearer gwk_abc_def")).unwrap();
-        assert!(matches!(&bearer, Credentials::Bearer(key) if key.as_str() == "gwk_abc_def"));
+        assert!(matches!(&bearer, Credentials::Bearer(key) if key.expose() == "gwk_abc_def"));
         assert!(!format!("{bearer:?}").contains("gwk_abc"));
     }
 

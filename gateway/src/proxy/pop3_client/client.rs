@@ -33,25 +33,8 @@ pub enum UpstreamTls {
     Stls,
 }
 
-/// The client's password for the upstream. Wiped on drop, never shown by `Debug`.
-#[derive(Clone)]
-pub struct UpstreamPassword(Zeroizing<String>);
-
-impl UpstreamPassword {
-    pub fn new(password: impl Into<String>) -> Self {
-        Self(Zeroizing::new(password.into()))
-    }
-
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for UpstreamPassword {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("UpstreamPassword(<redacted>)")
-    }
-}
+/// The client's password for the upstream.
+pub type UpstreamPassword = crate::crypto::Secret<String>;
 
 /// What the core logs in with.
 #[derive(Debug, Clone)]

@@ -661,8 +661,10 @@ impl UpstreamSmtp {
         let credentials = &self.config.credentials;
         match mechanism {
             AuthMechanism::Plain => {
-                let encoded =
-                    crate::wire::sasl::encode_plain(&credentials.username, &credentials.password);
+                let encoded = crate::wire::sasl::encode_plain(
+                    &credentials.username,
+                    credentials.password.expose(),
+                );
                 self.send_secret(&["AUTH PLAIN ", &encoded]);
                 self.state = State::Auth(AuthStep::Plain);
             }
@@ -692,7 +694,8 @@ impl UpstreamSmtp {
             }
             (AuthStep::LoginUser, 334) => {
                 let encoded = Zeroizing::new(
-                    data_encoding::BASE64.encode(self.config.credentials.password.as_bytes()),
+                    data_encoding::BASE64
+                        .encode(self.config.credentials.password.expose().as_bytes()),
                 );
                 self.send_secret(&[&encoded]);
                 self.state = State::Auth(AuthStep::LoginPassword);

@@ -1,9 +1,7 @@
 //! How an upstream connection is set up: our EHLO name, the TLS mode, the client's
 //! credentials and which SASL mechanisms to try.
 
-use std::fmt;
-
-use zeroize::Zeroizing;
+use crate::crypto::Secret;
 
 /// How TLS reaches the upstream. There is no plaintext mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,29 +59,19 @@ impl AuthPreference {
     }
 }
 
-/// The mail client's login at its provider. The password is wiped on drop and never
-/// printed by `Debug`, so a `tracing` field holding a config cannot leak it.
-#[derive(Clone)]
+/// The mail client's login at its provider.
+#[derive(Clone, Debug)]
 pub struct Credentials {
     pub username: String,
-    pub password: Zeroizing<String>,
+    pub password: Secret<String>,
 }
 
 impl Credentials {
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             username: username.into(),
-            password: Zeroizing::new(password.into()),
+            password: Secret::new(password),
         }
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
     }
 }
 
@@ -121,7 +109,7 @@ impl UpstreamConfig {
         if user.is_empty() || user.bytes().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
             return Err(ConfigError::Username);
         }
-        let password = &self.credentials.password;
+        let password = self.credentials.password.expose();
         if password.is_empty() || password.bytes().any(|b| b == 0) {
             return Err(ConfigError::Password);
         }

@@ -1073,7 +1073,7 @@ async fn damaged_message_is_refused_permanently_and_the_rest_are_picked_up() {
     }
     let id = MessageId(raw);
     service
-        .store()
+        .store_for_tests()
         .write(move |txn| {
             let mut chunks = txn.open_table(CHUNKS)?;
             chunks.remove(chunk_key(id, 0))?;

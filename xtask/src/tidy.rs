@@ -41,4 +41,43 @@ mod tests {
         let sim = gateway_features(&["sim"]);
         assert!(sim.contains(FEATURE), "{sim}");
     }
+
+    /// `Gateway::store_for_tests` reaches past the service; only integration tests may
+    /// call it (it is public because they build without `test-support`).
+    #[test]
+    fn only_integration_tests_reach_past_the_service() {
+        let root = crate::util::workspace_root();
+        let mut offenders = Vec::new();
+        for dir in [
+            "gateway/src",
+            "sim/src",
+            "bench",
+            "conformance/src",
+            "xtask/src",
+        ] {
+            let mut stack = vec![root.join(dir)];
+            while let Some(path) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&path) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if path.extension().is_some_and(|e| e == "rs")
+                        && !path.ends_with("xtask/src/tidy.rs")
+                    {
+                        let text = std::fs::read_to_string(&path).unwrap_or_default();
+                        if text.contains(".store_for_tests(") {
+                            offenders.push(path.display().to_string());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "store_for_tests called in {offenders:?}"
+        );
+    }
 }

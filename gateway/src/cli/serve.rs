@@ -71,7 +71,7 @@ async fn serve(
     let (resolver, material) = tls::prepare(&spec, data_dir, &config.gateway.host_name)
         .context("cannot prepare the TLS certificate")?;
     let mailboxes = gateway.list_mailboxes()?.len();
-    let store = gateway.store().path().display().to_string();
+    let store = gateway.store_path().display().to_string();
     // Bind first: "ready" means the ports answer.
     let running =
         crate::server::start_with_settings(&config, gateway, resolver, settings.clone()).await?;

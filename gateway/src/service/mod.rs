@@ -174,7 +174,22 @@ impl Gateway {
         &self.options.email_domain
     }
 
-    pub fn store(&self) -> &Store {
+    /// The store, for what copies it whole (backups, snapshots) and this crate's tests;
+    /// everything else goes through the service's methods.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Where the store lives (start-up messages).
+    pub fn store_path(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Integration tests that damage the store on purpose reach past the service here
+    /// (they build without `test-support`, so it cannot be behind that feature). Nothing
+    /// else calls it: `cargo xtask tidy` refuses a call outside tests.
+    #[doc(hidden)]
+    pub fn store_for_tests(&self) -> &Store {
         &self.store
     }
 

@@ -32,7 +32,7 @@
 //!                 // rate limit / delay; gateway.unseal; take the maildrop lock; list_messages
 //!                 let result = login(&mailbox, &password).await.map(|(k, list)| {
 //!                     key = Some(k);
-//!                     Maildrop::from_summaries(list)
+//!                     Maildrop::unsealed(&k, list)
 //!                 }); // errors: AuthFailure::from_service_error, Locked, RateLimited
 //!                 session.auth_result(result);
 //!             }

@@ -332,7 +332,7 @@ impl<C: Connector> Pop3Server<C> {
         peer: IpAddr,
         mailbox: Option<MailboxId>,
         password: Option<MailboxPassword>,
-    ) -> Result<LoggedIn, AuthFailure> {
+    ) -> Result<(LoggedIn, Maildrop), AuthFailure> {
         let attempt = match self.guard.admit(peer) {
             Ok(attempt) => attempt,
             Err(throttled) => {
@@ -383,14 +383,15 @@ impl<C: Connector> Pop3Server<C> {
         tracing::Span::current().record("mailbox", tracing::field::display(&mailbox));
         tracing::info!(%peer, %mailbox, messages = messages.len(), "POP3 login");
         let seqs = messages.iter().map(|m| m.seq).collect();
-        Ok(LoggedIn {
+        let maildrop = Maildrop::unsealed(&key, messages);
+        let logged_in = LoggedIn {
             mailbox,
             key: Arc::new(key),
             _lock: lock,
             holder,
-            maildrop: Maildrop::from_summaries(messages),
             seqs,
-        })
+        };
+        Ok((logged_in, maildrop))
     }
 
     /// The maildrop is locked: if its session has waited for a command for at least
@@ -566,7 +567,6 @@ struct LoggedIn {
     /// waiting to take over hears of the release.
     _lock: MaildropLock,
     holder: HolderEntry,
-    maildrop: Maildrop,
     /// The maildrop's messages in order, for prefetching the one after a RETR.
     seqs: Vec<u64>,
 }
@@ -723,8 +723,7 @@ where
                     .server
                     .login(self.peer.ip(), Some(mailbox), Some(password))
                     .await;
-                let result = result.map(|mut logged_in| {
-                    let maildrop = std::mem::take(&mut logged_in.maildrop);
+                let result = result.map(|(logged_in, maildrop)| {
                     self.login = Some(logged_in);
                     maildrop
                 });
@@ -735,9 +734,12 @@ where
                 self.session.auth_result(result);
             }
             Action::RejectLogin => {
-                let result = self.server.login(self.peer.ip(), None, None).await;
-                self.session
-                    .auth_result(result.map(|_| Maildrop::default()));
+                // No mailbox or password: the same count and delay as a wrong password.
+                let failure = match self.server.login(self.peer.ip(), None, None).await {
+                    Ok(_) => AuthFailure::WrongCredentials,
+                    Err(failure) => failure,
+                };
+                self.session.auth_result(Err(failure));
             }
             Action::StreamMessage { seq, top_lines } => {
                 return self.stream_message(seq, top_lines.is_none(), pending).await

@@ -13,7 +13,7 @@ use super::error_map::{AuthFailure, CommitFailure, Refusal, StreamFailure};
 use super::line::{Frame, LineBuffer, MAX_COMMAND_LINE};
 use super::response::{write_multiline, Reply};
 use super::stuffing::Stuffer;
-use crate::crypto::MailboxPassword;
+use crate::crypto::{MailboxPassword, UnsealedKey};
 use crate::mailbox::{parse_id_or_address, MailboxId};
 use crate::proxy::pop3_client::UpstreamPassword;
 use crate::proxy::ProxyLogin;
@@ -72,7 +72,7 @@ impl SessionConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageInfo {
     /// The store's sequence number, which [`Action::StreamMessage`] and [`Action::Commit`]
-    /// name. The POP3 message number is the 1-based position in [`Maildrop::messages`].
+    /// name. The POP3 message number is the 1-based position in the [`Maildrop`].
     pub seq: u64,
     /// The UIDL (RFC 1939 §7: 1 to 70 characters 0x21..=0x7E; the message id in hex).
     pub uid: String,
@@ -91,17 +91,25 @@ impl From<MessageSummary> for MessageInfo {
 }
 
 /// What the shell hands over after a successful login: it has unsealed the key (which it
-/// keeps) and holds the maildrop lock (which it releases on [`Action::Close`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// keeps) and holds the maildrop lock (which it releases on [`Action::Close`]). Built only
+/// from an unsealed key, so no path reaches TRANSACTION without the right password.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Maildrop {
-    pub messages: Vec<MessageInfo>,
+    messages: Vec<MessageInfo>,
 }
 
 impl Maildrop {
-    pub fn from_summaries(summaries: Vec<MessageSummary>) -> Self {
+    /// The maildrop `key` opens, listed at login.
+    pub fn unsealed(_key: &UnsealedKey, summaries: Vec<MessageSummary>) -> Self {
         Self {
             messages: summaries.into_iter().map(MessageInfo::from).collect(),
         }
+    }
+
+    /// A maildrop for the session's own tests, which have no store.
+    #[cfg(test)]
+    pub(crate) fn for_tests(messages: Vec<MessageInfo>) -> Self {
+        Self { messages }
     }
 }
 

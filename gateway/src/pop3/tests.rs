@@ -113,25 +113,23 @@ impl Harness {
 }
 
 fn maildrop() -> Maildrop {
-    Maildrop {
-        messages: vec![
-            MessageInfo {
-                seq: 10,
-                uid: "9f86d081884c7d65".into(),
-                size: 120,
-            },
-            MessageInfo {
-                seq: 11,
-                uid: "60303ae22b998861".into(),
-                size: 2048,
-            },
-            MessageInfo {
-                seq: 15,
-                uid: "fd61a03af4f77d87".into(),
-                size: 77,
-            },
-        ],
-    }
+    Maildrop::for_tests(vec![
+        MessageInfo {
+            seq: 10,
+            uid: "9f86d081884c7d65".into(),
+            size: 120,
+        },
+        MessageInfo {
+            seq: 11,
+            uid: "60303ae22b998861".into(),
+            size: 2048,
+        },
+        MessageInfo {
+            seq: 15,
+            uid: "fd61a03af4f77d87".into(),
+            size: 77,
+        },
+    ])
 }
 
 const MESSAGE: &[u8] =
@@ -175,7 +173,7 @@ fn auth_plain_with_initial_response_and_continuation() {
     h.send("AUTH plain");
     h.send(&plain);
     h.event("auth_result(Ok 0 messages)", |s| {
-        s.auth_result(Ok(Maildrop::default()))
+        s.auth_result(Ok(Maildrop::for_tests(Vec::new())))
     });
     h.send("STAT");
     insta::assert_snapshot!(h.take_transcript());

@@ -58,9 +58,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTls<S> {
     }
 
     /// "TLSv1.3 cipher TLS13_AES_256_GCM_SHA384", for trace headers and logs.
-    pub fn tls_description(&self) -> Option<String> {
+    /// The proof that TLS is on, once its handshake is done.
+    pub fn tls_active(&self) -> Option<crate::tls::TlsActive> {
         match self {
-            MaybeTls::Tls(tls) => crate::tls::describe_connection(tls.get_ref().1),
+            MaybeTls::Tls(tls) => crate::tls::TlsActive::of(tls.get_ref().1),
             _ => None,
         }
     }

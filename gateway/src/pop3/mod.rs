@@ -18,7 +18,7 @@
 //! ## The shell loop
 //!
 //! ```text
-//! let mut session = Session::new(SessionConfig::new(host, tls_on_connect, tls_available));
+//! let mut session = Session::new(SessionConfig::new(host, stream.tls_active(), tls_available));
 //! let mut key = None; // the UnsealedKey and the maildrop lock live here, never in the session
 //! loop {
 //!     while let Some(output) = session.poll() {
@@ -26,7 +26,7 @@
 //!             Output::Send(bytes) => conn.write_all(&bytes).await?,
 //!             Output::Action(Action::StartTls) => {
 //!                 conn = tls_accept(conn).await?;       // on failure: just drop the connection
-//!                 session.tls_established();
+//!                 session.tls_established(conn.tls_active()?);
 //!             }
 //!             Output::Action(Action::Authenticate { mailbox, password }) => {
 //!                 // rate limit / delay; gateway.unseal; take the maildrop lock; list_messages

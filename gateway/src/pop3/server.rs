@@ -297,15 +297,12 @@ impl<C: Connector> Pop3Server<C> {
             return;
         };
         let open = metrics.session_opened();
-        if let Some(tls) = stream.tls_description() {
-            tracing::Span::current().record("tls", tls.as_str());
+        let tls = stream.tls_active();
+        if let Some(tls) = &tls {
+            tracing::Span::current().record("tls", tls.description());
         }
         tracing::debug!("POP3 connection");
-        let mut config = SessionConfig::new(
-            self.settings.host_name.clone(),
-            mode == TlsMode::Implicit,
-            true,
-        );
+        let mut config = SessionConfig::new(self.settings.host_name.clone(), tls, true);
         config.proxy = self.upstreams.as_ref().is_some_and(|u| u.enabled());
         config.preauth_timeout = self.settings.preauth_timeout;
         let connection = Connection {
@@ -709,14 +706,17 @@ where
                 )
                 .await;
                 self.metrics.tls_handshake(matches!(upgrade, Ok(Ok(()))));
-                if !matches!(upgrade, Ok(Ok(()))) {
+                // A finished handshake gives the proof the session needs.
+                let active = match upgrade {
+                    Ok(Ok(())) => self.stream.tls_active(),
+                    _ => None,
+                };
+                let Some(tls) = active else {
                     tracing::debug!(peer = %self.peer, "STLS handshake failed");
                     return false;
-                }
-                if let Some(tls) = self.stream.tls_description() {
-                    tracing::Span::current().record("tls", tls.as_str());
-                }
-                self.session.tls_established();
+                };
+                tracing::Span::current().record("tls", tls.description());
+                self.session.tls_established(tls);
             }
             Action::Authenticate { mailbox, password } => {
                 let result = self

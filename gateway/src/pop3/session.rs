@@ -19,6 +19,7 @@ use crate::proxy::pop3_client::UpstreamPassword;
 use crate::proxy::ProxyLogin;
 use crate::service::MessageSummary;
 use crate::store::Durable;
+use crate::tls::TlsActive;
 use crate::wire::sasl::{self, PlainCredentials, Response};
 
 /// RFC 1939 §3: the autologout timer must be at least 10 minutes.
@@ -40,8 +41,8 @@ const HARD_INPUT_LIMIT: usize = 2 * PIPELINE_LIMIT;
 pub struct SessionConfig {
     /// Shown in the greeting and the sign-off.
     pub host_name: String,
-    /// The connection is already TLS (port 995).
-    pub tls_active: bool,
+    /// Set when the connection is already TLS (port 995).
+    pub tls: Option<TlsActive>,
     /// STLS may be offered (a certificate is configured).
     pub tls_available: bool,
     /// Autologout timer; raised to [`MIN_IDLE_TIMEOUT`] if shorter.
@@ -56,10 +57,10 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
-    pub fn new(host_name: impl Into<String>, tls_active: bool, tls_available: bool) -> Self {
+    pub fn new(host_name: impl Into<String>, tls: Option<TlsActive>, tls_available: bool) -> Self {
         Self {
             host_name: host_name.into(),
-            tls_active,
+            tls,
             tls_available,
             idle_timeout: MIN_IDLE_TIMEOUT,
             preauth_timeout: DEFAULT_PREAUTH_TIMEOUT,
@@ -206,7 +207,8 @@ enum UserName {
 #[derive(Debug)]
 pub struct Session {
     config: SessionConfig,
-    tls_active: bool,
+    /// Credentials are looked at only while this is set.
+    tls: Option<TlsActive>,
     state: State,
     input: LineBuffer,
     output: VecDeque<Output>,
@@ -225,7 +227,7 @@ impl Session {
     /// A new session; the greeting is ready to [`poll`](Self::poll).
     pub fn new(config: SessionConfig) -> Self {
         let mut session = Self {
-            tls_active: config.tls_active,
+            tls: config.tls.clone(),
             config,
             state: State::Authorization,
             input: LineBuffer::new(),
@@ -315,9 +317,9 @@ impl Session {
     }
 
     /// The TLS handshake after STLS succeeded: back to AUTHORIZATION, now with TLS.
-    pub fn tls_established(&mut self) {
+    pub fn tls_established(&mut self, tls: TlsActive) {
         if matches!(self.state, State::StartingTls) {
-            self.tls_active = true;
+            self.tls = Some(tls);
             self.input.clear();
             self.state = State::Authorization;
         }
@@ -564,7 +566,7 @@ impl Session {
         match command {
             Command::Stls => self.stls(),
             // Credentials never cross plaintext: not even the name is looked at.
-            Command::User(_) | Command::Pass(_) | Command::Auth { .. } if !self.tls_active => {
+            Command::User(_) | Command::Pass(_) | Command::Auth { .. } if self.tls.is_none() => {
                 self.refuse(Refusal::TlsRequired)
             }
             Command::User(name) => {
@@ -617,7 +619,7 @@ impl Session {
     }
 
     fn stls(&mut self) {
-        if self.tls_active {
+        if self.tls.is_some() {
             return self.refuse(Refusal::TlsAlreadyActive);
         }
         if !self.config.tls_available {
@@ -672,7 +674,7 @@ impl Session {
 
     fn capa(&mut self) {
         let mut capabilities = vec!["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"];
-        if self.tls_active {
+        if self.tls.is_some() {
             capabilities.extend(["USER", "SASL PLAIN"]);
         } else if self.config.tls_available {
             capabilities.push("STLS");

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::mailbox::MailboxId;
 use crate::store::Durable;
+use crate::tls::TlsActive;
 
 const ID: &str = "mbx-0123456789abcdef0123456789abcdef";
 const ADDRESS: &str = "MBX-0123456789ABCDEF0123456789ABCDEF@archive.example";
@@ -18,10 +19,20 @@ struct Harness {
     actions: Vec<Action>,
 }
 
+/// The proof a finished handshake gives (no sockets here).
+fn proof() -> TlsActive {
+    TlsActive::assumed("TLSv1.3 cipher TLS13_AES_256_GCM_SHA384")
+}
+
+/// Whether the connection starts with TLS on (port 995).
+fn tls(on: bool) -> Option<TlsActive> {
+    on.then(proof)
+}
+
 impl Harness {
     fn new(tls_active: bool) -> Self {
         let mut harness = Self {
-            session: Session::new(SessionConfig::new("pop.example", tls_active, true)),
+            session: Session::new(SessionConfig::new("pop.example", tls(tls_active), true)),
             transcript: String::new(),
             server_bytes: Vec::new(),
             actions: Vec::new(),
@@ -142,7 +153,7 @@ fn greeting_and_capa_before_and_after_tls() {
     let mut h = Harness::plain();
     h.send("CAPA");
     h.send("STLS");
-    h.event("tls_established", |s| s.tls_established());
+    h.event("tls_established", |s| s.tls_established(proof()));
     h.send("CAPA");
     h.send("STLS");
     insta::assert_snapshot!(h.take_transcript());
@@ -292,7 +303,7 @@ fn stls_discards_pipelined_commands() {
     );
     assert!(!h.session.wants_input());
     h.send_raw(b"NOOP\r\n");
-    h.event("tls_established", |s| s.tls_established());
+    h.event("tls_established", |s| s.tls_established(proof()));
     assert_eq!(
         h.take_transcript(),
         "C: \"NOOP\\r\\n\"\nE: tls_established\n",
@@ -323,7 +334,7 @@ fn credentials_before_tls_are_refused_unprocessed() {
 
 #[test]
 fn stls_unavailable_without_certificate() {
-    let mut session = Session::new(SessionConfig::new("h", false, false));
+    let mut session = Session::new(SessionConfig::new("h", None, false));
     session.receive(b"CAPA\r\nSTLS\r\n");
     let mut out = Vec::new();
     while let Some(Output::Send(bytes)) = session.poll() {
@@ -564,7 +575,7 @@ fn backpressure_while_waiting() {
 
 #[test]
 fn timeout_is_at_least_ten_minutes() {
-    let mut config = SessionConfig::new("h", true, true);
+    let mut config = SessionConfig::new("h", tls(true), true);
     config.idle_timeout = std::time::Duration::from_secs(5);
     let mut h = Harness::tls();
     h.session = Session::new(config);
@@ -675,7 +686,7 @@ proptest! {
         ops in ops(),
         answers in proptest::collection::vec(any::<u8>(), 64),
     ) {
-        let mut session = Session::new(SessionConfig::new("h", tls, true));
+        let mut session = Session::new(SessionConfig::new("h", self::tls(tls), true));
         let mut logged_in = false;
         let mut quit_sent = false;
         let mut closed = false;
@@ -692,7 +703,7 @@ proptest! {
                 Op::Lost => session.connection_lost(),
                 Op::Timeout => session.timed_out(),
                 Op::Shutdown => session.shutdown(),
-                Op::TlsDone => session.tls_established(),
+                Op::TlsDone => session.tls_established(proof()),
             }
             while let Some(output) = session.poll() {
                 let Output::Action(action) = output else { continue };
@@ -701,7 +712,7 @@ proptest! {
                 match action {
                     Action::StartTls => {
                         prop_assert!(!tls);
-                        if pick % 2 == 0 { session.tls_established() }
+                        if pick % 2 == 0 { session.tls_established(proof()) }
                     }
                     Action::Authenticate { .. } | Action::RejectLogin => {
                         if matches!(action, Action::Authenticate { .. }) && pick % 3 == 0 {
@@ -734,7 +745,7 @@ proptest! {
     ) {
         let script = format!("CAPA\r\nUSER {ID}\r\nPASS pw\r\nLIST\r\nDELE 1\r\nQUIT\r\n");
         let run = |pieces: Vec<&[u8]>| {
-            let mut session = Session::new(SessionConfig::new("h", true, true));
+            let mut session = Session::new(SessionConfig::new("h", tls(true), true));
             let mut log = Vec::new();
             for piece in pieces {
                 session.receive(piece);

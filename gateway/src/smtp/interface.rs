@@ -8,6 +8,7 @@ use crate::crypto::Secret;
 use crate::mailbox::MailboxId;
 use crate::proxy::ProxyLogin;
 use crate::settings::EmailDomain;
+use crate::tls::TlsActive;
 
 /// Per-listener settings; share one behind an `Arc` among all sessions of a listener.
 #[derive(Clone, Debug)]
@@ -44,9 +45,8 @@ pub struct SessionConfig {
 pub struct ClientInfo {
     /// The client's address, for the Received header.
     pub peer: Option<IpAddr>,
-    /// `Some(description)` when TLS is already active (implicit TLS, port 465), e.g.
-    /// `"TLSv1.3 with cipher TLS_AES_256_GCM_SHA384"`.
-    pub tls: Option<String>,
+    /// Set when TLS is already active (implicit TLS, port 465).
+    pub tls: Option<TlsActive>,
     /// The client passed the shell's access list. If not, the greeting is `554 5.7.1` and
     /// every command but QUIT gets `503 5.7.1` (RFC 5321 §3.1).
     pub allowed: bool,

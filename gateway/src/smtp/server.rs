@@ -183,12 +183,12 @@ impl<C: Connector> SmtpServer<C> {
         let open = metrics.session_opened();
         let client = ClientInfo {
             peer: Some(peer.ip()),
-            tls: stream.tls_description(),
+            tls: stream.tls_active(),
             allowed: self.access.allows(peer.ip()),
             session_id,
         };
         if let Some(tls) = &client.tls {
-            tracing::Span::current().record("tls", tls.as_str());
+            tracing::Span::current().record("tls", tls.description());
         }
         tracing::debug!("SMTP connection");
         let connection = Connection {
@@ -320,13 +320,17 @@ where
                         )
                         .await;
                         self.metrics.tls_handshake(matches!(upgrade, Ok(Ok(()))));
-                        match upgrade {
-                            Ok(Ok(())) => {
-                                let description = self.stream.tls_description().unwrap_or_default();
-                                tracing::Span::current().record("tls", description.as_str());
-                                self.session.tls_established(description);
+                        // A finished handshake gives the proof the session needs.
+                        let active = match upgrade {
+                            Ok(Ok(())) => self.stream.tls_active(),
+                            _ => None,
+                        };
+                        match active {
+                            Some(tls) => {
+                                tracing::Span::current().record("tls", tls.description());
+                                self.session.tls_established(tls);
                             }
-                            _ => {
+                            None => {
                                 tracing::debug!(peer = %self.peer, "STARTTLS handshake failed");
                                 return;
                             }

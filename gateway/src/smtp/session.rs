@@ -53,6 +53,7 @@ use super::reply::{EnhancedStatus, Reply};
 use crate::mailbox::MailboxId;
 use crate::proxy::ProxyLogin;
 use crate::store::Durable;
+use crate::tls::TlsActive;
 use zeroize::Zeroizing;
 
 use crate::crypto::Secret;
@@ -171,7 +172,7 @@ pub struct Session {
     config: Arc<SessionConfig>,
     client: ClientInfo,
     /// TLS description once TLS is active.
-    tls: Option<String>,
+    tls: Option<TlsActive>,
     greeting: Option<Greeting>,
     transaction: Option<Transaction>,
     mode: Mode,
@@ -428,11 +429,11 @@ impl Session {
 
     /// The TLS handshake after [`Output::StartTls`] succeeded. RFC 3207 §4.2: everything
     /// learnt before is forgotten and the client must send EHLO again.
-    pub fn tls_established(&mut self, description: String) {
+    pub fn tls_established(&mut self, tls: TlsActive) {
         if !matches!(self.mode, Mode::AwaitingTls) {
             return self.ignore_unexpected_event("tls_established");
         }
-        self.tls = Some(description);
+        self.tls = Some(tls);
         self.greeting = None;
         self.transaction = None;
         self.input.clear();
@@ -956,7 +957,7 @@ impl Session {
             extended,
             peer: self.client.peer,
             host: &self.config.host_name,
-            tls: self.tls.as_deref(),
+            tls: self.tls.as_ref().map(TlsActive::description),
             smtputf8: transaction.params.smtputf8,
             id: &id,
             date: self.now,

@@ -15,6 +15,7 @@ use super::interface::{AuthFailure, UpstreamCommand};
 use super::*;
 use crate::mailbox::MailboxId;
 use crate::store::Durable;
+use crate::tls::TlsActive;
 
 const NOW: OffsetDateTime = datetime!(2024-05-06 07:08:09 UTC);
 const ALICE: &str = "mbx-0000000000000000000000000000000a";
@@ -228,8 +229,9 @@ impl Harness {
     fn establish_tls(&mut self) {
         assert!(self.tls_requested);
         writeln!(self.transcript, "~ TLS established").unwrap();
-        self.session
-            .tls_established("TLSv1.3 with cipher TLS_AES_256_GCM_SHA384".into());
+        self.session.tls_established(TlsActive::assumed(
+            "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384",
+        ));
         self.drain();
     }
 
@@ -473,7 +475,9 @@ fn command_errors() {
 #[test]
 fn stored_body_is_received_header_plus_exactly_the_bytes_sent() {
     let mut client = client();
-    client.tls = Some("TLSv1.3 with cipher TLS_AES_128_GCM_SHA256".into());
+    client.tls = Some(TlsActive::assumed(
+        "TLSv1.3 with cipher TLS_AES_128_GCM_SHA256",
+    ));
     let mut harness = Harness::with(config(), client);
     ehlo(&mut harness);
     let body = b"From: a@b\r\nSubject: s\r\n\r\n.\r\n..\r\nline . with dots\r\n\xc3\xb8 8bit\r\n";
@@ -737,7 +741,7 @@ fn tls_required_before_mail() {
 #[test]
 fn implicit_tls_does_not_offer_starttls() {
     let mut client = client();
-    client.tls = Some("TLSv1.3".into());
+    client.tls = Some(TlsActive::assumed("TLSv1.3"));
     let mut harness = Harness::with(config(), client);
     ehlo(&mut harness);
     assert!(!harness.transcript.contains("STARTTLS"));
@@ -974,7 +978,7 @@ proptest! {
                     Output::MessageAbort(_) => { prop_assert!(open); open = false; }
                     Output::LookupRecipient(_) => session.recipient_status(RecipientStatus::Active),
                     Output::StartTls => {
-                        if index == tls_at { session.connection_lost() } else { session.tls_established("TLS".into()) }
+                        if index == tls_at { session.connection_lost() } else { session.tls_established(TlsActive::assumed("TLS")) }
                     }
                     Output::Send(bytes) => prop_assert!(bytes.ends_with(b"\r\n")),
                     Output::Close => {}

@@ -6,6 +6,7 @@
 //! resolver, and keeps the resolver to [`CertResolver::swap`] later.
 
 pub mod acme;
+mod active;
 mod client;
 mod error;
 mod imported;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+pub use active::TlsActive;
 pub use client::{upstream_connector, UpstreamTrust};
 pub use error::TlsError;
 pub use imported::{

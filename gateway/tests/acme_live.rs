@@ -4,11 +4,8 @@
 //! `gateway cert renew` swaps in a new one while an SMTP session sits mid-transaction, and
 //! that session still completes its message with 250.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +19,11 @@ use tokio::io::{
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+mod served;
+use served::{gateway, Served};
+
 const HOST: &str = "mail.example.test";
 const EMAIL_DOMAIN: &str = "archive.example.test";
-/// Long enough for an order on a loaded machine; the wait ends as soon as the line comes.
-const LOG_WAIT: Duration = Duration::from_secs(120);
 
 const LISTENERS: [&str; 7] = [
     "smtp",
@@ -36,83 +34,6 @@ const LISTENERS: [&str; 7] = [
     "console",
     "acme_http",
 ];
-
-/// `gateway serve` whose log lines arrive on a channel.
-struct Served {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: String,
-}
-
-impl Served {
-    fn start(dir: &Path) -> Self {
-        let config = dir.join("gateway.toml");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(["--config", config.to_str().expect("path"), "serve"])
-            .current_dir(dir)
-            .env("GATEWAY_DATA_DIR", dir.join("data"))
-            .env(
-                gateway::cli::build_check::OVERRIDE_VAR,
-                gateway::cli::build_check::OVERRIDE_VALUE,
-            )
-            .env("NO_COLOR", "1")
-            .env_remove("GATEWAY_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start gateway serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: String::new(),
-        }
-    }
-
-    /// Waits for a log line containing every one of `parts`; panics with the log so far.
-    fn wait_for(&mut self, parts: &[&str]) -> String {
-        loop {
-            match self.lines.recv_timeout(LOG_WAIT) {
-                Ok(line) => {
-                    self.seen.push_str(&line);
-                    self.seen.push('\n');
-                    if parts.iter().all(|p| line.contains(p)) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no log line with {parts:?}; the log:\n{}", self.seen),
-            }
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn gateway(dir: &Path, args: &[&str]) -> Output {
-    let config = dir.join("gateway.toml");
-    Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["--config", config.to_str().expect("path")])
-        .args(args)
-        .current_dir(dir)
-        .env("GATEWAY_DATA_DIR", dir.join("data"))
-        .env_remove("GATEWAY_CONFIG")
-        .output()
-        .expect("run gateway")
-}
 
 fn ok_json(dir: &Path, args: &[&str]) -> Value {
     let out = gateway(dir, args);
@@ -254,7 +175,6 @@ async fn every_listener_presents_the_acme_certificate_and_a_renewal_keeps_open_s
     drop(held);
 
     let mut served = Served::start(d);
-    served.wait_for(&["gateway ready"]);
     // Nothing was stored: the gateway starts on its self-signed certificate and orders.
     served.wait_for(&["TLS certificate replaced"]);
     let shown = ok_json(d, &["cert", "show", "--json"]);
@@ -459,7 +379,6 @@ async fn a_stored_certificate_past_its_renewal_date_is_renewed_by_itself_and_pre
     drop(held);
 
     let mut served = Served::start(d);
-    served.wait_for(&["gateway ready"]);
     // No command from anyone: the loop finds the certificate due and renews it.
     served.wait_for(&["renewed the ACME certificate"]);
     let shown = ok_json(d, &["cert", "show", "--json"]);

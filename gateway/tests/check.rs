@@ -2,12 +2,12 @@
 //! serve`, judged by its exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), its status line
 //! and its performance data.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::process::Command;
+
+mod served;
+use served::{deliver, gateway, Served};
 
 const EMAIL_DOMAIN: &str = "archive.test";
 const HOST_NAME: &str = "mx.archive.test";
@@ -32,89 +32,6 @@ fn write_config(dir: &Path) {
     std::fs::write(dir.join("gateway.toml"), text).unwrap();
 }
 
-/// A `gateway serve` process, killed when dropped.
-struct Served {
-    child: Child,
-    smtp: SocketAddr,
-    console: SocketAddr,
-    drain: Option<JoinHandle<()>>,
-}
-
-impl Served {
-    fn start(dir: &Path) -> Self {
-        let config = dir.join("gateway.toml");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(["--config", config.to_str().unwrap(), "serve"])
-            .current_dir(dir)
-            .env("GATEWAY_DATA_DIR", dir.join("data"))
-            .env(
-                gateway::cli::build_check::OVERRIDE_VAR,
-                gateway::cli::build_check::OVERRIDE_VALUE,
-            )
-            .env("NO_COLOR", "1")
-            .env_remove("GATEWAY_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut log = String::new();
-        let (mut smtp, mut console) = (None, None);
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            log.push_str(&line);
-            log.push('\n');
-            let addr = || {
-                line.split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-                    .and_then(|a| a.trim_matches('"').parse().ok())
-            };
-            if line.contains("listening") && line.contains("service=\"smtp\"") {
-                smtp = addr();
-            }
-            if line.contains("listening") && line.contains("service=\"console\"") {
-                console = addr();
-            }
-            if line.contains("gateway ready") {
-                break;
-            }
-        }
-        let smtp = smtp.unwrap_or_else(|| panic!("not ready, or no smtp listener logged:\n{log}"));
-        let console = console.unwrap_or_else(|| panic!("no console listener logged:\n{log}"));
-        // Keep reading, so the gateway never blocks on a full pipe.
-        let drain = std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        Self {
-            child,
-            smtp,
-            console,
-            drain: Some(drain),
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(drain) = self.drain.take() {
-            let _ = drain.join();
-        }
-    }
-}
-
-fn gateway(dir: &Path, args: &[&str]) -> Output {
-    let config = dir.join("gateway.toml");
-    Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["--config", config.to_str().unwrap()])
-        .args(args)
-        .current_dir(dir)
-        .env("GATEWAY_DATA_DIR", dir.join("data"))
-        .env_remove("GATEWAY_CONFIG")
-        .output()
-        .unwrap()
-}
-
 /// `gateway check ARGS`: the exit code and stdout.
 fn check(dir: &Path, args: &[&str]) -> (i32, String) {
     let out = gateway(dir, &[&["check"], args].concat());
@@ -125,47 +42,6 @@ fn check(dir: &Path, args: &[&str]) -> (i32, String) {
 
 fn status_line(output: &str) -> &str {
     output.lines().next().unwrap_or_default()
-}
-
-/// One SMTP transaction over plain TCP, like a journaling mail server.
-fn deliver(smtp: SocketAddr, to: &str) {
-    let stream = TcpStream::connect(smtp).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut reply = |expect: &str| {
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            text.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                break;
-            }
-        }
-        assert!(text.starts_with(expect), "expected {expect}: {text}");
-    };
-    reply("220");
-    for (command, expect) in [
-        ("EHLO journal.example.org".to_owned(), "250"),
-        ("MAIL FROM:<journal@example.org>".to_owned(), "250"),
-        (format!("RCPT TO:<{to}>"), "250"),
-        ("DATA".to_owned(), "354"),
-        (
-            "Subject: waiting\r\n\r\nfor the archiver\r\n.".to_owned(),
-            "250",
-        ),
-        ("QUIT".to_owned(), "221"),
-    ] {
-        writer
-            .write_all(format!("{command}\r\n").as_bytes())
-            .unwrap();
-        reply(expect);
-    }
-    let mut rest = Vec::new();
-    let _ = writer.read_to_end(&mut rest);
 }
 
 /// `GET path` over HTTPS/1.1 without a login: the status code, content type and body.
@@ -210,11 +86,11 @@ fn healthz_and_readyz_answer_on_the_console_port_without_a_login() {
     let served = Served::start(d);
     let text = "text/plain; charset=utf-8".to_owned();
     assert_eq!(
-        https_get(served.console, "/healthz"),
+        https_get(served.addr("console"), "/healthz"),
         (200, text.clone(), "ok\n".into())
     );
     assert_eq!(
-        https_get(served.console, "/readyz"),
+        https_get(served.addr("console"), "/readyz"),
         (200, text, "ready\n".into())
     );
 }
@@ -311,7 +187,11 @@ fn check_warns_on_mail_waiting_past_the_threshold() {
     assert!(created.status.success());
     let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
     let id = created["id"].as_str().unwrap();
-    deliver(served.smtp, &format!("{id}@{EMAIL_DOMAIN}"));
+    deliver(
+        served.addr("smtp"),
+        &format!("{id}@{EMAIL_DOMAIN}"),
+        "Subject: waiting\r\n\r\nfor the archiver",
+    );
 
     let (code, out) = check(d, &["--warn-waiting", "0s", "--listener", "smtp"]);
     assert_eq!(code, 1, "{out}");

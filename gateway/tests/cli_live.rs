@@ -3,13 +3,12 @@
 //! socket these commands would stop with "the store is in use by a running gateway".
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+mod served;
+use served::{deliver, gateway, Served};
 
 use serde_json::Value;
 
@@ -47,133 +46,6 @@ fn write_config(dir: &Path) {
     std::fs::write(dir.join("gateway.toml"), text).unwrap();
 }
 
-/// A `gateway serve` process and what it logged.
-struct Served {
-    child: Child,
-    smtp: SocketAddr,
-    log: Arc<Mutex<String>>,
-    drain: Option<JoinHandle<()>>,
-}
-
-impl Served {
-    fn start(dir: &Path) -> Self {
-        let config = dir.join("gateway.toml");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(["--config", config.to_str().unwrap(), "serve"])
-            .current_dir(dir)
-            .env("GATEWAY_DATA_DIR", dir.join("data"))
-            .env(
-                gateway::cli::build_check::OVERRIDE_VAR,
-                gateway::cli::build_check::OVERRIDE_VALUE,
-            )
-            .env("NO_COLOR", "1")
-            .env_remove("GATEWAY_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut log = String::new();
-        let mut smtp = None;
-        for line in lines.by_ref() {
-            let line = strip_ansi(&line.unwrap());
-            log.push_str(&line);
-            log.push('\n');
-            if line.contains("listening") && line.contains("service=\"smtp\"") {
-                smtp = field(&line, "addr").and_then(|a| a.parse().ok());
-            }
-            if line.contains("gateway ready") {
-                break;
-            }
-        }
-        let smtp = smtp.unwrap_or_else(|| panic!("not ready, or no smtp listener logged:\n{log}"));
-        // Keep reading, so the gateway never blocks on a full pipe.
-        let log = Arc::new(Mutex::new(log));
-        let sink = log.clone();
-        let drain = std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&strip_ansi(&line));
-                log.push('\n');
-            }
-        });
-        Self {
-            child,
-            smtp,
-            log,
-            drain: Some(drain),
-        }
-    }
-
-    /// SIGTERM, as a service manager stops it; waits for the exit and returns the log.
-    fn stop(mut self) -> String {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{status:?}");
-        self.finish()
-    }
-
-    /// SIGKILL: no cleanup at all.
-    fn kill(mut self) -> String {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.finish()
-    }
-
-    fn finish(&mut self) -> String {
-        if let Some(drain) = self.drain.take() {
-            drain.join().unwrap();
-        }
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI sequences end with a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The value of `name=value` in a log line, quotes removed.
-fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let start = line.find(&format!("{name}="))? + name.len() + 1;
-    let value = line[start..].split_whitespace().next()?;
-    Some(value.trim_matches('"'))
-}
-
-fn gateway(dir: &Path, args: &[&str]) -> Output {
-    let config = dir.join("gateway.toml");
-    Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["--config", config.to_str().unwrap()])
-        .args(args)
-        .current_dir(dir)
-        .env("GATEWAY_DATA_DIR", dir.join("data"))
-        .env_remove("GATEWAY_CONFIG")
-        .output()
-        .unwrap()
-}
-
 fn ok_json(dir: &Path, args: &[&str]) -> Value {
     let out = gateway(dir, args);
     assert!(
@@ -195,48 +67,6 @@ fn failed_json(dir: &Path, args: &[&str]) -> Value {
 
 fn keys(value: &Value) -> BTreeSet<String> {
     value.as_object().unwrap().keys().cloned().collect()
-}
-
-/// One SMTP transaction over plain TCP, like a journaling mail server.
-fn deliver(smtp: SocketAddr, to: &str, message: &str) {
-    let stream = TcpStream::connect(smtp).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut reply = |expect: &str| {
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            text.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                break;
-            }
-        }
-        assert!(text.starts_with(expect), "expected {expect}: {text}");
-    };
-    reply("220");
-    for (command, expect) in [
-        ("EHLO journal.example.org".to_owned(), "250"),
-        ("MAIL FROM:<journal@example.org>".to_owned(), "250"),
-        (format!("RCPT TO:<{to}>"), "250"),
-        ("DATA".to_owned(), "354"),
-    ] {
-        writer
-            .write_all(format!("{command}\r\n").as_bytes())
-            .unwrap();
-        reply(expect);
-    }
-    writer
-        .write_all(format!("{message}\r\n.\r\n").as_bytes())
-        .unwrap();
-    reply("250");
-    writer.write_all(b"QUIT\r\n").unwrap();
-    reply("221");
-    let mut rest = Vec::new();
-    let _ = writer.read_to_end(&mut rest);
 }
 
 #[test]
@@ -261,7 +91,7 @@ fn the_cli_manages_a_running_gateway_that_keeps_accepting_mail() {
 
     // New mail reaches the new mailbox at once: no restart.
     deliver(
-        served.smtp,
+        served.addr("smtp"),
         &format!("{id}@{EMAIL_DOMAIN}"),
         "Subject: journal\r\n\r\nhello",
     );
@@ -428,7 +258,7 @@ fn settings_are_shown_and_set_on_a_running_gateway_and_kept_in_the_file() {
     let id = created["id"].as_str().unwrap();
     assert_eq!(created["address"], format!("{id}@journal.test"));
     deliver(
-        served.smtp,
+        served.addr("smtp"),
         &format!("{id}@journal.test"),
         "Subject: x\r\n\r\ny",
     );
@@ -473,16 +303,8 @@ fn an_imported_certificate_is_presented_at_once_and_after_a_restart() {
     let d = dir.path();
     write_config(d);
     let served = Served::start(d);
-    let log = served.log.lock().unwrap().clone();
-    let address = |service: &str| {
-        log.lines()
-            .find(|l| l.contains("listening") && l.contains(&format!("service=\"{service}\"")))
-            .and_then(|l| field(l, "addr"))
-            .unwrap_or_else(|| panic!("no {service} listener logged:\n{log}"))
-            .to_owned()
-    };
-    let smtps = address("smtps");
-    let pop3s = address("pop3s");
+    let smtps = served.addr("smtps").to_string();
+    let pop3s = served.addr("pop3s").to_string();
     let before = ok_json(d, &["cert", "show", "--json"]);
     assert_eq!(before["source"], "self-signed");
     assert_eq!(presented_fingerprint(&smtps), before["sha256Fingerprint"]);

@@ -51,6 +51,60 @@ fn order(pebble: &Pebble, names: &[&str]) -> AcmeOrder {
     }
 }
 
+/// A free loopback port for a manager's challenge listener, which the manager opens itself.
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+/// Pebble dialling `port` for HTTP-01, its CA written to `<data>/pebble-ca.pem`.
+fn pebble_for(port: std::net::SocketAddr, data: &Path) -> Pebble {
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: port.port(),
+        mock_dns: true,
+        ..PebbleOptions::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    std::fs::write(data.join("pebble-ca.pem"), pebble.ca_pem()).expect("CA file");
+    pebble
+}
+
+fn challenge_port(addr: std::net::SocketAddr) -> Option<gateway::tls::ChallengePort> {
+    Some(gateway::tls::ChallengePort {
+        addr,
+        options: gateway::net::SocketOptions::default(),
+    })
+}
+
+/// A manager on a self-signed certificate that may order on `port`, as a CLI process has it.
+fn manager(data: &Path, port: std::net::SocketAddr) -> Arc<gateway::tls::CertificateManager> {
+    Arc::new(
+        gateway::tls::CertificateManager::new(
+            NAME.to_owned(),
+            Some(data.to_owned()),
+            None,
+            "self-signed",
+        )
+        .with_acme(None, challenge_port(port)),
+    )
+}
+
+/// ACME settings for `NAME` from `directory_url`, trusting `<data>/pebble-ca.pem` if given.
+fn settings(
+    directory_url: String,
+    ca_file: Option<std::path::PathBuf>,
+) -> gateway::tls::AcmeSettings {
+    gateway::tls::AcmeSettings {
+        directory_url,
+        contact_email: None,
+        ca_file,
+        domains: vec![NAME.to_owned()],
+        staging_directory_url: None,
+    }
+}
+
 /// The chain verifies for `name` against `root_pem` alone, as a client trusting only that
 /// root would check it.
 fn assert_chains_to(chain: &[CertificateDer<'static>], root_pem: &str, name: &str) {
@@ -334,42 +388,15 @@ async fn a_ca_rejecting_every_nonce_gives_a_clear_error() {
 
 #[tokio::test]
 async fn choosing_another_certificate_stops_acme_and_closes_the_challenge_port() {
-    use gateway::tls::{AcmeSettings, CertificateManager, ChallengePort};
     // The port Pebble dials is the manager's challenge port: free now, opened by the order.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
-    let pebble = Pebble::start(PebbleOptions {
-        http_port: port.port(),
-        mock_dns: true,
-        ..PebbleOptions::default()
-    })
-    .unwrap_or_else(|err| panic!("{err}"));
+    let port = free_port();
     let data = tempfile::tempdir().expect("data dir");
-    std::fs::write(data.path().join("pebble-ca.pem"), pebble.ca_pem()).expect("CA file");
-    let manager = Arc::new(
-        CertificateManager::new(
-            NAME.to_owned(),
-            Some(data.path().to_owned()),
-            None,
-            "self-signed",
-        )
-        .with_acme(
-            None,
-            Some(ChallengePort {
-                addr: port,
-                options: gateway::net::SocketOptions::default(),
-            }),
-        ),
+    let pebble = pebble_for(port, data.path());
+    let manager = manager(data.path(), port);
+    let settings = settings(
+        pebble.directory_url(),
+        Some(data.path().join("pebble-ca.pem")),
     );
-    let settings = AcmeSettings {
-        directory_url: pebble.directory_url(),
-        contact_email: None,
-        ca_file: Some(data.path().join("pebble-ca.pem")),
-        domains: vec![NAME.to_owned()],
-        staging_directory_url: None,
-    };
     let material = manager
         .request_acme(settings.clone(), false)
         .await
@@ -403,34 +430,10 @@ async fn choosing_another_certificate_stops_acme_and_closes_the_challenge_port()
 
 #[tokio::test]
 async fn a_failed_first_order_leaves_the_challenge_port_closed() {
-    use gateway::tls::{AcmeSettings, CertificateManager, ChallengePort};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    let port = free_port();
     let data = tempfile::tempdir().expect("data dir");
-    let manager = Arc::new(
-        CertificateManager::new(
-            NAME.to_owned(),
-            Some(data.path().to_owned()),
-            None,
-            "self-signed",
-        )
-        .with_acme(
-            None,
-            Some(ChallengePort {
-                addr: port,
-                options: gateway::net::SocketOptions::default(),
-            }),
-        ),
-    );
-    let settings = AcmeSettings {
-        directory_url: dead_directory(),
-        contact_email: None,
-        ca_file: None,
-        domains: vec![NAME.to_owned()],
-        staging_directory_url: None,
-    };
+    let manager = manager(data.path(), port);
+    let settings = settings(dead_directory(), None);
     let err = manager
         .request_acme(settings, false)
         .await
@@ -444,25 +447,13 @@ async fn a_failed_first_order_leaves_the_challenge_port_closed() {
 async fn renewal_by_hand_goes_through_the_loop_its_record_survives_a_restart_and_stops_with_self_signed(
 ) {
     use gateway::tls::acme::renewal::{state_path, RenewalPolicy};
-    use gateway::tls::{AcmeSettings, CertResolver, CertificateManager, ChallengePort};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
-    let pebble = Pebble::start(PebbleOptions {
-        http_port: port.port(),
-        mock_dns: true,
-        ..PebbleOptions::default()
-    })
-    .unwrap_or_else(|err| panic!("{err}"));
+    use gateway::tls::{AcmeSettings, CertResolver, CertificateManager};
+    let port = free_port();
     let data = tempfile::tempdir().expect("data dir");
-    std::fs::write(data.path().join("pebble-ca.pem"), pebble.ca_pem()).expect("CA file");
+    let pebble = pebble_for(port, data.path());
     let first = gateway::tls::create_self_signed(data.path(), NAME, &[]).expect("self-signed");
     let resolver = Arc::new(CertResolver::new(first));
-    let challenge = Some(ChallengePort {
-        addr: port,
-        options: gateway::net::SocketOptions::default(),
-    });
+    let challenge = challenge_port(port);
     // As `serve` builds it: with a renewal loop.
     let serving = |acme: Option<AcmeSettings>, source| {
         Arc::new(
@@ -478,13 +469,10 @@ async fn renewal_by_hand_goes_through_the_loop_its_record_survives_a_restart_and
     };
     let manager = serving(None, "self-signed");
     assert!(manager.renewal_handle().is_none(), "no loop before ACME");
-    let settings = AcmeSettings {
-        directory_url: pebble.directory_url(),
-        contact_email: None,
-        ca_file: Some(data.path().join("pebble-ca.pem")),
-        domains: vec![NAME.to_owned()],
-        staging_directory_url: None,
-    };
+    let settings = settings(
+        pebble.directory_url(),
+        Some(data.path().join("pebble-ca.pem")),
+    );
     let ordered = manager
         .request_acme(settings.clone(), false)
         .await

@@ -3,8 +3,8 @@
 //! socket these commands would stop with "the store is in use by a running gateway".
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod served;

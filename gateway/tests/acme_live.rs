@@ -151,10 +151,9 @@ fn write_config(dir: &Path, pebble: &Pebble, ports: &[u16]) {
     std::fs::write(dir.join("gateway.toml"), text).expect("write config");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_listener_presents_the_acme_certificate_and_a_renewal_keeps_open_sessions() {
-    // Distinct free ports, held until just before the gateway binds them; Pebble dials
-    // the last one for HTTP-01.
+/// Distinct free ports for [`LISTENERS`], held until just before the gateway binds them,
+/// and Pebble dialling the last one (`acme_http`) for HTTP-01.
+fn ports_and_pebble() -> (Vec<std::net::TcpListener>, Vec<u16>, Pebble) {
     let held: Vec<std::net::TcpListener> = LISTENERS
         .iter()
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
@@ -169,6 +168,12 @@ async fn every_listener_presents_the_acme_certificate_and_a_renewal_keeps_open_s
         ..PebbleOptions::default()
     })
     .unwrap_or_else(|err| panic!("{err}"));
+    (held, ports, pebble)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listener_presents_the_acme_certificate_and_a_renewal_keeps_open_sessions() {
+    let (held, ports, pebble) = ports_and_pebble();
     let dir = tempfile::tempdir().expect("dir");
     let d = dir.path();
     write_config(d, &pebble, &ports);
@@ -263,20 +268,7 @@ async fn every_listener_presents_the_acme_certificate_and_a_renewal_keeps_open_s
 
 #[test]
 fn cert_acme_on_a_stopped_gateway_orders_in_process_and_rewrites_tls() {
-    let held: Vec<std::net::TcpListener> = LISTENERS
-        .iter()
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    let ports: Vec<u16> = held
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect();
-    let pebble = Pebble::start(PebbleOptions {
-        http_port: ports[6],
-        mock_dns: true,
-        ..PebbleOptions::default()
-    })
-    .unwrap_or_else(|err| panic!("{err}"));
+    let (held, ports, pebble) = ports_and_pebble();
     let dir = tempfile::tempdir().expect("dir");
     let d = dir.path();
     write_config(d, &pebble, &ports);
@@ -354,20 +346,7 @@ fn store_old_acme_certificate(data_dir: &Path, age: Duration) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_certificate_past_its_renewal_date_is_renewed_by_itself_and_presented() {
-    let held: Vec<std::net::TcpListener> = LISTENERS
-        .iter()
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    let ports: Vec<u16> = held
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect();
-    let pebble = Pebble::start(PebbleOptions {
-        http_port: ports[6],
-        mock_dns: true,
-        ..PebbleOptions::default()
-    })
-    .unwrap_or_else(|err| panic!("{err}"));
+    let (held, ports, pebble) = ports_and_pebble();
     let dir = tempfile::tempdir().expect("dir");
     let d = dir.path();
     write_config(d, &pebble, &ports);

@@ -179,28 +179,36 @@ pub fn named_schema<T: ToSchema>() -> NamedSchema {
     }
 }
 
+/// The part of [`Spec`] that [`Function`] and [`LongFunction`] both declare the same way,
+/// as constants and types on `F`.
+macro_rules! described_by_its_constants {
+    () => {
+        fn name(&self) -> &'static str {
+            F::NAME
+        }
+
+        fn summary(&self) -> &'static str {
+            F::SUMMARY
+        }
+
+        fn access(&self) -> Access {
+            F::ACCESS
+        }
+
+        fn params_schema(&self) -> NamedSchema {
+            named_schema::<F::Params>()
+        }
+
+        fn output_schema(&self) -> NamedSchema {
+            named_schema::<F::Output>()
+        }
+    };
+}
+
 struct Entry<F>(PhantomData<fn() -> F>);
 
 impl<F: Function> Spec for Entry<F> {
-    fn name(&self) -> &'static str {
-        F::NAME
-    }
-
-    fn summary(&self) -> &'static str {
-        F::SUMMARY
-    }
-
-    fn access(&self) -> Access {
-        F::ACCESS
-    }
-
-    fn params_schema(&self) -> NamedSchema {
-        named_schema::<F::Params>()
-    }
-
-    fn output_schema(&self) -> NamedSchema {
-        named_schema::<F::Output>()
-    }
+    described_by_its_constants!();
 
     fn call<'a>(
         &'a self,
@@ -229,28 +237,10 @@ fn encode<T: Serialize>(output: T) -> Result<serde_json::Value, ApiError> {
 struct LongEntry<F>(PhantomData<fn() -> F>);
 
 impl<F: LongFunction> Spec for LongEntry<F> {
-    fn name(&self) -> &'static str {
-        F::NAME
-    }
+    described_by_its_constants!();
 
     fn long_running(&self) -> bool {
         true
-    }
-
-    fn summary(&self) -> &'static str {
-        F::SUMMARY
-    }
-
-    fn access(&self) -> Access {
-        F::ACCESS
-    }
-
-    fn params_schema(&self) -> NamedSchema {
-        named_schema::<F::Params>()
-    }
-
-    fn output_schema(&self) -> NamedSchema {
-        named_schema::<F::Output>()
     }
 
     fn call<'a>(

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 mod served;
-use served::{gateway, Served};
+use served::{gateway, hold_free_ports, listen_sections, Served};
 
 const HOST: &str = "mail.example.test";
 const EMAIL_DOMAIN: &str = "archive.example.test";
@@ -143,25 +143,14 @@ fn write_config(dir: &Path, pebble: &Pebble, ports: &[u16]) {
         pebble.directory_url(),
         pebble.ca_file().display()
     );
-    for (name, port) in LISTENERS.iter().zip(ports) {
-        text.push_str(&format!(
-            "[listen.{name}]\naddress = \"127.0.0.1\"\nport = {port}\nenabled = true\n"
-        ));
-    }
+    text.push_str(&listen_sections(&LISTENERS, ports));
     std::fs::write(dir.join("gateway.toml"), text).expect("write config");
 }
 
 /// Distinct free ports for [`LISTENERS`], held until just before the gateway binds them,
 /// and Pebble dialling the last one (`acme_http`) for HTTP-01.
 fn ports_and_pebble() -> (Vec<std::net::TcpListener>, Vec<u16>, Pebble) {
-    let held: Vec<std::net::TcpListener> = LISTENERS
-        .iter()
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    let ports: Vec<u16> = held
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect();
+    let (held, ports) = hold_free_ports(LISTENERS.len());
     let pebble = Pebble::start(PebbleOptions {
         http_port: ports[6],
         mock_dns: true,

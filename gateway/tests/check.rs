@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod served;
-use served::{deliver, gateway, Served};
+use served::{deliver, gateway, hold_free_ports, listen_sections, Served};
 
 const EMAIL_DOMAIN: &str = "archive.test";
 const HOST_NAME: &str = "mx.archive.test";
@@ -18,17 +18,8 @@ fn write_config(dir: &Path) {
     let mut text = format!(
         "[gateway]\nemail_domain = \"{EMAIL_DOMAIN}\"\nhost_name = \"{HOST_NAME}\"\nlog_level = \"info\"\n"
     );
-    // All held at once, so they are distinct; released just before the gateway binds them.
-    let free: Vec<std::net::TcpListener> = SERVICES
-        .iter()
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    for (name, listener) in SERVICES.iter().zip(&free) {
-        let port = listener.local_addr().unwrap().port();
-        text.push_str(&format!(
-            "[listen.{name}]\naddress = \"127.0.0.1\"\nport = {port}\nenabled = true\n"
-        ));
-    }
+    let (_held, ports) = hold_free_ports(SERVICES.len());
+    text.push_str(&listen_sections(&SERVICES, &ports));
     std::fs::write(dir.join("gateway.toml"), text).unwrap();
 }
 

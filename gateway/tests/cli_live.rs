@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod served;
-use served::{deliver, gateway, Served};
+use served::{deliver, gateway, hold_free_ports, listen_sections, Served};
 
 use serde_json::Value;
 
@@ -20,7 +20,6 @@ fn write_config(dir: &Path) {
     let mut text = format!(
         "[gateway]\nemail_domain = \"{EMAIL_DOMAIN}\"\nhost_name = \"mx.archive.test\"\nlog_level = \"info\"\n"
     );
-    // All held at once, so they are distinct; released just before the gateway binds them.
     let names = [
         "smtp",
         "smtps",
@@ -30,19 +29,8 @@ fn write_config(dir: &Path) {
         "console",
         "acme_http",
     ];
-    let free: Vec<std::net::TcpListener> = names
-        .iter()
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let ports: Vec<u16> = free
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    for (name, port) in names.iter().zip(&ports) {
-        text.push_str(&format!(
-            "[listen.{name}]\naddress = \"127.0.0.1\"\nport = {port}\nenabled = true\n"
-        ));
-    }
+    let (_held, ports) = hold_free_ports(names.len());
+    text.push_str(&listen_sections(&names, &ports));
     std::fs::write(dir.join("gateway.toml"), text).unwrap();
 }
 

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+mod served;
+use served::{hold_free_ports, listen_sections};
+
 /// Every listener and the metrics listener on 127.0.0.1 and a free port (the configuration
 /// refuses port 0); returns the SMTP and metrics ports.
 fn write_config(dir: &Path, log_level: &str) -> (u16, u16) {
@@ -23,23 +26,11 @@ fn write_config(dir: &Path, log_level: &str) -> (u16, u16) {
         "acme_http",
         "metrics",
     ];
-    // All held at once, so they are distinct; released just before the gateway binds them.
-    let free: Vec<std::net::TcpListener> = names
-        .iter()
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let ports: Vec<u16> = free
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
+    let (_held, ports) = hold_free_ports(names.len());
     let mut text = format!(
         "[gateway]\nemail_domain = \"archive.test\"\nhost_name = \"mx.archive.test\"\nlog_level = \"{log_level}\"\n"
     );
-    for (name, port) in names.iter().zip(&ports).take(7) {
-        text.push_str(&format!(
-            "[listen.{name}]\naddress = \"127.0.0.1\"\nport = {port}\nenabled = true\n"
-        ));
-    }
+    text.push_str(&listen_sections(&names[..7], &ports[..7]));
     text.push_str(&format!(
         "[metrics]\nlisten = \"127.0.0.1:{}\"\n[logging]\nfile = true\nformat = \"json\"\nretention_days = 7\n",
         ports[7]

@@ -158,6 +158,30 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
+/// Free loopback ports, one per name, all held at once so they are distinct; drop the
+/// listeners just before the gateway binds the ports (the configuration refuses port 0).
+pub fn hold_free_ports(count: usize) -> (Vec<std::net::TcpListener>, Vec<u16>) {
+    let held: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let ports = held
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
+    (held, ports)
+}
+
+/// `[listen.<name>]` sections putting each listener on 127.0.0.1 and its port.
+pub fn listen_sections(names: &[&str], ports: &[u16]) -> String {
+    names
+        .iter()
+        .zip(ports)
+        .map(|(name, port)| {
+            format!("[listen.{name}]\naddress = \"127.0.0.1\"\nport = {port}\nenabled = true\n")
+        })
+        .collect()
+}
+
 /// The value of `name=value` (quotes removed) in a log line.
 pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let start = line.find(&format!("{name}="))? + name.len() + 1;

@@ -365,3 +365,55 @@ fn an_imported_certificate_is_presented_at_once_and_after_a_restart() {
     assert_eq!(shown["source"], "imported");
     served.stop();
 }
+
+/// A certificate for the host name, written as PEM chain and key files; its SHA-256.
+fn write_certificate_files(chain: &Path, key_file: &Path) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mx.archive.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(chain, cert.pem()).unwrap();
+    std::fs::write(key_file, key.serialize_pem()).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.der());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `systemctl reload`: certificate files renewed by another tool are presented without a
+/// restart, and a change only a restart applies is named in the log.
+#[test]
+fn sighup_presents_renewed_certificate_files_and_names_what_needs_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d);
+    let (chain, key) = (d.join("fullchain.pem"), d.join("privkey.pem"));
+    let first = write_certificate_files(&chain, &key);
+    let config = d.join("gateway.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[tls]\nsource = \"files\"\ncertificate_chain = \"{}\"\nprivate_key = \"{}\"\n",
+        chain.display(),
+        key.display()
+    ));
+    std::fs::write(&config, &text).unwrap();
+    let mut served = Served::start(d);
+    let smtps = served.addr("smtps").to_string();
+    assert_eq!(presented_fingerprint(&smtps), first);
+
+    // Renewed files, and a limit changed in the file.
+    let second = write_certificate_files(&chain, &key);
+    assert_ne!(second, first);
+    text.push_str("[limits]\nmax_recipients = 7\n");
+    std::fs::write(&config, &text).unwrap();
+    served.hangup();
+    served.wait_for(&["SIGHUP: certificate reloaded from its files"]);
+    served.wait_for(&["takes effect after a restart", "limits.max_recipients"]);
+    assert_eq!(presented_fingerprint(&smtps), second);
+
+    // Nothing new: said so, nothing swapped.
+    served.hangup();
+    served.wait_for(&["SIGHUP: certificate files unchanged"]);
+    assert_eq!(presented_fingerprint(&smtps), second);
+    let log = served.stop();
+    assert!(!log.contains("listen.smtps"), "{log}");
+}

@@ -10,6 +10,7 @@ mod config_cmd;
 pub mod error_output;
 mod mailbox_cmd;
 mod output;
+mod reload;
 mod serve;
 mod settings_cmd;
 mod setup;
@@ -152,13 +153,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             // Before loading: whether the file exists now decides whether a settings change
             // may create it.
             let settings_file = settings_file(cli.config.as_deref());
-            let config = load_config(cli.config, cli.data_dir)?;
+            let config = load_config(cli.config, cli.data_dir.clone())?;
             let log = crate::logging::init_with(&crate::logging::LogOptions::from_config(&config))?;
             // Before any secret can reach memory: no core dumps, no debugger attachment.
             crate::hardening::disable_core_dumps_and_ptrace()
                 .context("cannot protect the process's memory")?;
             tracing::info!("core dumps and debugger attachment disabled");
-            serve::run(config, settings_file, log)
+            serve::run(config, cli.data_dir, settings_file, log)
         }
     }
 }

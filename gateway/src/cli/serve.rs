@@ -6,24 +6,28 @@ use crate::api::control::ControlServer;
 use crate::config::{CertificateSource, Config};
 use crate::logging::LogControl;
 use crate::service::Gateway;
-use crate::settings::{LiveSettings, Reload, SettingsFile};
+use crate::settings::{LiveSettings, SettingsFile};
 use crate::tls::{self, CertificateSourceSpec};
 
 /// `settings_file` is where settings changed at run time are saved; `log` changes the level
 /// of the subscriber `cli` installed (`None` if another one was installed first).
+/// `data_dir_override` is `--data-dir` / `GATEWAY_DATA_DIR` (already applied to `config`),
+/// which a reload applies to the re-read file too.
 pub fn run(
     config: Config,
+    data_dir_override: Option<std::path::PathBuf>,
     settings_file: SettingsFile,
     log: Option<LogControl>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config, settings_file, log))
+    runtime.block_on(serve(config, data_dir_override, settings_file, log))
 }
 
 async fn serve(
     config: Config,
+    data_dir_override: Option<std::path::PathBuf>,
     settings_file: SettingsFile,
     log: Option<LogControl>,
 ) -> anyhow::Result<()> {
@@ -56,7 +60,6 @@ async fn serve(
             "the email domain is still the default: no mail from outside can reach a mailbox; set it with `gateway setup` or `gateway settings set --email-domain`"
         );
     }
-    let reloads = tokio::spawn(reload_on_hangup(hangup, settings.clone()));
     let spec = match &config.tls.source {
         CertificateSource::SelfSigned => CertificateSourceSpec::SelfSigned,
         CertificateSource::Files {
@@ -80,6 +83,15 @@ async fn serve(
             tracing::info!(service = name, %addr, "not started: this service is not available yet");
         }
     }
+    let reloads = tokio::spawn(super::reload::reload_on_hangup(
+        hangup,
+        settings.clone(),
+        running.api().server().certificate_manager().clone(),
+        super::reload::Started {
+            config: config.clone(),
+            data_dir_override,
+        },
+    ));
     // The CLI's way in, once the listeners are up: the same API the console serves (one
     // table of long-running jobs, one view of the listeners).
     let api = running.api().clone();
@@ -115,49 +127,4 @@ async fn wait_for_stop_signal(mut terminate: tokio::signal::unix::Signal) -> any
         _ = terminate.recv() => {}
     }
     Ok(())
-}
-
-/// SIGHUP: re-read the configuration file and apply its log level (the one setting that is
-/// reloaded this way; the others change through `gateway settings set` or the API, which also
-/// save them). Every SIGHUP is answered with a log line saying what changed.
-async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, settings: LiveSettings) {
-    while hangup.recv().await.is_some() {
-        let reader = settings.clone();
-        let file = settings.config_file().display().to_string();
-        match tokio::task::spawn_blocking(move || reader.reload_log_level()).await {
-            Ok(Ok(reload)) => log_reload(&file, &reload, &settings),
-            Ok(Err(e)) => {
-                tracing::error!(file, error = %e, "SIGHUP: configuration not reloaded; the running settings stay");
-            }
-            Err(_) => return, // the runtime is shutting down
-        }
-    }
-}
-
-fn log_reload(file: &str, reload: &Reload, settings: &LiveSettings) {
-    match reload.log_level {
-        Some((old, new)) if reload.overridden_by_rust_log => tracing::info!(
-            file,
-            log_level = %format_args!("{old} -> {new}"),
-            "SIGHUP: log level reloaded; RUST_LOG was set at start and still decides what is logged"
-        ),
-        Some((old, new)) => tracing::info!(
-            file,
-            log_level = %format_args!("{old} -> {new}"),
-            "SIGHUP: log level reloaded"
-        ),
-        None => tracing::info!(
-            file,
-            log_level = %settings.current().log_level,
-            "SIGHUP: configuration re-read; log level unchanged"
-        ),
-    }
-    for (key, value) in &reload.not_applied {
-        tracing::warn!(
-            file,
-            key,
-            value,
-            "SIGHUP reloads the log level only: this setting differs from the running value; change it with `gateway settings set` (or restart)"
-        );
-    }
 }

@@ -103,6 +103,12 @@ impl Served {
         self.rest_of_log()
     }
 
+    /// SIGHUP, as `systemctl reload` sends it.
+    pub fn hangup(&self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("SIGHUP");
+    }
+
     /// SIGKILL: no cleanup at all. Returns the log.
     pub fn kill(mut self) -> String {
         self.child.kill().expect("SIGKILL");

@@ -41,16 +41,19 @@ pub async fn reload_on_hangup(
     while hangup.recv().await.is_some() {
         let reader = settings.clone();
         let file = settings.config_file().display().to_string();
-        match tokio::task::spawn_blocking(move || reader.reload_log_level()).await {
-            Ok(Ok(reload)) => log_reload(&file, &reload, &settings),
+        let config = match tokio::task::spawn_blocking(move || reader.reload()).await {
+            Ok(Ok((reload, config))) => {
+                log_reload(&file, &reload, &settings);
+                config
+            }
             Ok(Err(e)) => {
                 tracing::error!(file, error = %e, "SIGHUP: configuration not reloaded; the running settings stay");
                 continue;
             }
             Err(_) => return, // the runtime is shutting down
-        }
-        // Read again for the rest; absent (never written) means nothing changed.
-        let Ok(config) = Config::load(settings.config_file()) else {
+        };
+        // No file (never written): nothing else can have changed.
+        let Some(config) = config else {
             continue;
         };
         let config = config.overridden(started.data_dir_override.clone());
@@ -153,8 +156,9 @@ pub fn needing_restart(running: &Config, new: &Config) -> Vec<String> {
 /// Every leaf of the configuration as `a.b.c` → its TOML text.
 fn flatten(config: &Config) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if let Ok(toml::Value::Table(table)) = toml::from_str::<toml::Value>(&config.to_toml_string()) {
-        walk(String::new(), &toml::Value::Table(table), &mut out);
+    // Every field serializes (see `Config::to_toml_string`); nothing to compare otherwise.
+    if let Ok(value) = toml::Value::try_from(config) {
+        walk(String::new(), &value, &mut out);
     }
     out
 }

@@ -5,6 +5,7 @@ mod accept;
 mod admit;
 mod limits;
 mod listener;
+mod session;
 mod shutdown;
 mod stream;
 
@@ -14,6 +15,7 @@ pub use limits::{
     ConnectionLimits, ConnectionPermit, ConnectionPolicy, LimitExceeded, DEFAULT_WRITE_TIMEOUT,
 };
 pub use listener::{Listener, SocketOptions, TcpListener};
+pub use session::{session_id, session_span};
 pub use shutdown::{Shutdown, ShutdownSignal, DEFAULT_SHUTDOWN_GRACE};
 pub use stream::{linger, shutdown_within, write_all_within, MaybeTls, Switchable};
 

@@ -259,14 +259,7 @@ impl<C: Connector> Pop3Server<C> {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let span = tracing::info_span!(
-            "session",
-            id = %session_id(),
-            listener = metrics.name(),
-            client = %peer,
-            tls = tracing::field::Empty,
-            mailbox = tracing::field::Empty,
-        );
+        let span = crate::net::session_span(&crate::net::session_id(), metrics.name(), peer);
         self.connection(metrics, stream, peer, mode, shutdown)
             .instrument(span)
             .await;
@@ -584,12 +577,6 @@ fn default_listener_name(mode: TlsMode) -> &'static str {
 }
 
 /// A session's id for its log lines: random, so lines of different sessions never mix.
-fn session_id() -> String {
-    let mut bytes = [0u8; 8];
-    crate::crypto::fill_random_id(&mut bytes);
-    data_encoding::HEXUPPER.encode(&bytes)
-}
-
 struct Connection<'a, S, C: Connector> {
     server: &'a Pop3Server<C>,
     metrics: ListenerMetrics,

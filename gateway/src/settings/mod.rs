@@ -283,6 +283,12 @@ impl LiveSettings {
     /// that differ are reported, not applied (they change through [`Self::apply`], which
     /// also saves them, or a restart). Without a file there is nothing to reload.
     pub fn reload_log_level(&self) -> Result<Reload, SettingsError> {
+        self.reload().map(|(reload, _)| reload)
+    }
+
+    /// [`Self::reload_log_level`], also handing back the configuration it read (`None`
+    /// without a file), so the rest of a SIGHUP needs no second read.
+    pub fn reload(&self) -> Result<(Reload, Option<Config>), SettingsError> {
         let _one_at_a_time = self
             .inner
             .changing
@@ -294,11 +300,12 @@ impl LiveSettings {
                 if cause.kind() == std::io::ErrorKind::NotFound
                     && self.inner.file.create_if_missing =>
             {
-                return Ok(Reload {
+                let nothing = Reload {
                     log_level: None,
                     overridden_by_rust_log: false,
                     not_applied: Vec::new(),
-                })
+                };
+                return Ok((nothing, None));
             }
             Err(e) => return Err(SettingsError::Reload(e)),
         };
@@ -325,7 +332,7 @@ impl LiveSettings {
             reload.overridden_by_rust_log = !self.set_log_level(level);
             reload.log_level = Some((before.log_level, level));
         }
-        Ok(reload)
+        Ok((reload, Some(config)))
     }
 
     /// Swaps the subscriber's filter; false when `RUST_LOG` keeps deciding. A failure to

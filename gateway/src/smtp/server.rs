@@ -138,15 +138,8 @@ impl<C: Connector> SmtpServer<C> {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let id = session_id();
-        let span = tracing::info_span!(
-            "session",
-            id = %id,
-            listener = metrics.name(),
-            client = %peer,
-            tls = tracing::field::Empty,
-            mailbox = tracing::field::Empty,
-        );
+        let id = crate::net::session_id();
+        let span = crate::net::session_span(&id, metrics.name(), peer);
         self.connection(metrics, id, stream, peer, mode, shutdown)
             .instrument(span)
             .await;
@@ -214,12 +207,6 @@ fn default_listener_name(mode: TlsMode) -> &'static str {
         TlsMode::StartTls => "smtp",
         TlsMode::Implicit => "smtps",
     }
-}
-
-fn session_id() -> String {
-    let mut bytes = [0u8; 8];
-    crate::crypto::fill_random_id(&mut bytes);
-    data_encoding::HEXUPPER.encode(&bytes)
 }
 
 /// A message being received: the draft, or why there is none (its recipients vanished or

@@ -172,22 +172,16 @@ pub async fn start_with_settings(
         keepalive: config.limits.tcp_keepalive(),
     };
     // `serve` is the one process that renews ACME certificates on schedule.
-    let renewal = &config.tls.acme_renewal;
-    let certificates = Arc::new(
-        CertificateManager::from_config(config, Some(resolver.clone())).with_renewal(
-            crate::tls::acme::renewal::RenewalPolicy::from_days(
-                renewal.renew_after_days,
-                renewal.renew_before_days,
-            ),
-        ),
-    );
+    let certificates =
+        Arc::new(CertificateManager::from_config(config, Some(resolver.clone())).with_renewal());
     let api = Api::new(
         gateway.clone(),
         settings,
         ServerContext::new(
             config.gateway.host_name.clone(),
             Some(resolver.clone()),
-            crate::tls::source_name(config.tls.source.name(), &config.gateway.data_dir),
+            // The manager read it already (for an imported certificate, from its files).
+            certificates.source(),
         )
         .with_data_dir(config.gateway.data_dir.clone())
         .with_certificate_manager(certificates.clone())

@@ -446,7 +446,7 @@ async fn a_failed_first_order_leaves_the_challenge_port_closed() {
 #[tokio::test]
 async fn renewal_by_hand_goes_through_the_loop_its_record_survives_a_restart_and_stops_with_self_signed(
 ) {
-    use gateway::tls::acme::renewal::{state_path, RenewalPolicy};
+    use gateway::tls::acme::renewal::state_path;
     use gateway::tls::{AcmeSettings, CertResolver, CertificateManager};
     let port = free_port();
     let data = tempfile::tempdir().expect("data dir");
@@ -464,7 +464,7 @@ async fn renewal_by_hand_goes_through_the_loop_its_record_survives_a_restart_and
                 source,
             )
             .with_acme(acme, challenge)
-            .with_renewal(RenewalPolicy::default()),
+            .with_renewal(),
         )
     };
     let manager = serving(None, "self-signed");

@@ -128,17 +128,17 @@ impl Connection {
             return Ok(Connection::Socket(client));
         }
         let gateway = Gateway::open(config).map_err(|e| explain_open_error(e, config))?;
+        // The certificate rules as the running gateway has them; an ACME order opens the
+        // challenge listener itself.
+        let certificates =
+            std::sync::Arc::new(crate::tls::CertificateManager::from_config(config, None));
         let server = ServerContext::new(
             config.gateway.host_name.clone(),
             None,
-            crate::tls::source_name(config.tls.source.name(), data_dir),
+            certificates.source(),
         )
         .with_data_dir(data_dir.clone())
-        // The certificate rules as the running gateway has them; an ACME order opens the
-        // challenge listener itself.
-        .with_certificate_manager(std::sync::Arc::new(
-            crate::tls::CertificateManager::from_config(config, None),
-        ));
+        .with_certificate_manager(certificates);
         let configured: Vec<_> = config
             .listeners()
             .into_iter()

@@ -78,17 +78,6 @@ fn existing(
     Ok(txn::mailbox(t, id)?.ok_or_else(|| ServiceError::MailboxNotFound(id.clone())))
 }
 
-/// Delete and reset need an archived-out mailbox that no longer takes mail.
-/// A mailbox that took new mail when [`Gateway::accepting`] asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepting(MailboxId);
-
-impl Accepting {
-    pub fn id(&self) -> &MailboxId {
-        &self.0
-    }
-}
-
 /// The rule for new mail: the mailbox exists and is active.
 pub(super) fn accepts_mail<'r>(
     id: &MailboxId,
@@ -101,6 +90,7 @@ pub(super) fn accepts_mail<'r>(
     Ok(record)
 }
 
+/// Delete and reset need an archived-out mailbox that no longer takes mail.
 fn check_suspended_and_empty(record: &MailboxRecord) -> Result<(), ServiceError> {
     if record.status != MailboxStatus::Suspended {
         return Err(ServiceError::MailboxNotSuspended(record.id.clone()));
@@ -195,10 +185,9 @@ impl Gateway {
     /// Whether `id` takes new mail now: the rule RCPT and both proxy logins ask, and the
     /// one [`Gateway::begin_message`] and the commit apply again (the status can change
     /// between). Refusals: [`ServiceError::MailboxNotFound`], [`ServiceError::MailboxSuspended`].
-    pub fn accepting(&self, id: &MailboxId) -> Result<Accepting, ServiceError> {
+    pub fn accepting(&self, id: &MailboxId) -> Result<(), ServiceError> {
         let record = self.store.read()?.mailbox(id)?;
-        accepts_mail(id, record.as_ref())?;
-        Ok(Accepting(id.clone()))
+        accepts_mail(id, record.as_ref()).map(|_| ())
     }
 
     pub fn mailbox(&self, id: &MailboxId) -> Result<MailboxInfo, ServiceError> {
@@ -545,7 +534,7 @@ mod tests {
     async fn accepting_follows_the_mailbox_status() {
         let (_dir, gw) = gateway();
         let id = gw.create_mailbox("m", "").await.unwrap().info.id;
-        assert_eq!(gw.accepting(&id).unwrap().id(), &id);
+        assert_eq!(gw.accepting(&id), Ok(()));
         gw.set_status(&id, MailboxStatus::Suspended).await.unwrap();
         assert_eq!(
             gw.accepting(&id).unwrap_err(),

@@ -27,7 +27,7 @@ pub use disk_usage::{
     watch_free_space, DiskCrossing, DiskLevel, DiskUsage, DiskWatch, DISK_WATCH_PERIOD,
 };
 pub use error::ServiceError;
-pub use mailboxes::{Accepting, MailboxInfo, NewMailbox};
+pub use mailboxes::{MailboxInfo, NewMailbox};
 pub use messages::{MessageDraft, MessageReader, MessageSummary, StoredMessage};
 pub use permissions::prepare_data_dir;
 pub use retrieval::{RetrievalSecret, RETRIEVAL_KEY_FILE};

@@ -93,11 +93,6 @@ pub enum KeyEdit {
         key: &'static str,
         value: toml_edit::Value,
     },
-    /// Removes `[table] key` (e.g. the file paths when the certificate source changes).
-    Remove {
-        table: &'static str,
-        key: &'static str,
-    },
 }
 
 /// Applies `edits` to the configuration file (created from `template` when missing and
@@ -125,12 +120,6 @@ pub fn edit_keys(text: &str, edits: &[KeyEdit], path: &Path) -> Result<String, C
     for edit in edits {
         match edit {
             KeyEdit::Set { table, key, value } => set_value(&mut doc, table, key, value.clone()),
-            KeyEdit::Remove { table, key } => {
-                if let Some(table_like) = doc.get_mut(table).and_then(Item::as_table_like_mut) {
-                    table_like.remove(key);
-                }
-                Ok(())
-            }
         }
         .map_err(|key| ConfigFileError::NotATable {
             path: path.to_owned(),
@@ -374,21 +363,7 @@ fn set_value(
         Item::Table(new)
     });
     let table_like = item.as_table_like_mut().ok_or(table)?;
-    match table_like.get_mut(key) {
-        Some(Item::Value(old)) => {
-            // The old value's surrounding white space and trailing comment stay.
-            let decor = old.decor().clone();
-            let mut new = value;
-            *new.decor_mut() = decor;
-            *old = new;
-        }
-        // Absent, or something that is not a plain value (validation refuses the latter
-        // anyway): a plain `key = value`.
-        Some(other) => *other = Item::Value(value),
-        None => {
-            table_like.insert(key, Item::Value(value));
-        }
-    }
+    set_in_table(table_like, key, value);
     Ok(())
 }
 

@@ -198,9 +198,9 @@ impl CertificateManager {
         }
     }
 
-    /// Renews on schedule with `policy` while the source is ACME; only `serve` asks for it.
-    pub fn with_renewal(mut self, policy: RenewalPolicy) -> Self {
-        self.renewal_policy = policy;
+    /// Renews on schedule (with the policy [`Self::from_config`] read, else the default)
+    /// while the source is ACME; only `serve` asks for it.
+    pub fn with_renewal(mut self) -> Self {
         self.renews = true;
         self
     }
@@ -261,10 +261,6 @@ impl CertificateManager {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn host_name(&self) -> &str {
-        &self.host_name
-    }
-
     pub fn data_dir(&self) -> Option<&Path> {
         self.data_dir.as_deref()
     }
@@ -283,14 +279,9 @@ impl CertificateManager {
         self.state().acme.clone()
     }
 
-    /// The table the challenge listener answers from.
-    pub fn http01_responses(&self) -> &Http01Responses {
-        &self.responses
-    }
-
     /// Presents `material` from now on (when running) and records where it came from.
-    /// Leaving ACME closes the challenge listener and stops renewals.
-    pub async fn put_in_use(&self, material: &CertifiedMaterial, source: &'static str) {
+    /// Leaving ACME closes the challenge listener and stops renewals; returns whether it did.
+    pub async fn put_in_use(&self, material: &CertifiedMaterial, source: &'static str) -> bool {
         if let Some(resolver) = &self.resolver {
             resolver.swap(material.clone());
         }
@@ -308,6 +299,7 @@ impl CertificateManager {
             self.stop_renewal();
             self.close_challenge_listener().await;
         }
+        left_acme
     }
 
     /// Where the challenge listener listens, if it is open.
@@ -575,9 +567,7 @@ impl CertificateManager {
                 Ok(material) if manager.source() == "acme" => {
                     manager.record_new_certificate();
                     manager.start_renewal(&material);
-                    if let Some(resolver) = &manager.resolver {
-                        resolver.swap(material);
-                    }
+                    manager.present_renewed(material);
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -53,15 +53,7 @@ impl Function for CreateSelfSignedCertificate {
         params: CreateSelfSignedParams,
     ) -> Result<CertificateChange, ApiError> {
         let server = api.server();
-        let extra: Vec<String> = params
-            .names
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let extra = split_names(params.names.as_deref().unwrap_or_default());
         // A certificate naming anything else would be refused by every client.
         if let Some(bad) = extra.iter().find(|name| {
             name.parse::<std::net::IpAddr>().is_err()
@@ -169,16 +161,14 @@ async fn put_in_use(
     let manager = server.certificate_manager();
     let now = SystemTime::now();
     let mut warnings = tls::warnings(&material, &server.host_name, now);
-    let previous = manager.source();
-    if previous == "files" {
+    if manager.source() == "files" {
         warnings.push(
             "[tls] source = \"files\" in the configuration: the configured files are presented \
              again after a restart; set source = \"self-signed\" to keep this certificate"
                 .to_owned(),
         );
     }
-    manager.put_in_use(&material, source).await;
-    if previous == "acme" && source != "acme" {
+    if manager.put_in_use(&material, source).await {
         if let Err(e) = api
             .settings()
             .save_tls_source(crate::config::CertificateSource::SelfSigned)

@@ -37,17 +37,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 pub use error::AcmeError;
-pub use http01::{ChallengeListener, Http01Responses, Published, CHALLENGE_PATH};
+pub use http01::{ChallengeListener, Http01Responses, CHALLENGE_PATH};
 pub use storage::{
-    account_path, acme_dir, load_acme, store_ca_pem, ACME_CA_FILE, ACME_CHAIN_FILE, ACME_DIR,
-    ACME_KEY_FILE,
+    account_path, acme_dir, load_acme, store_ca_pem, ACME_CHAIN_FILE, ACME_KEY_FILE,
 };
 
 use super::{parse_pem, CertifiedMaterial};
-
-/// Let's Encrypt's staging directory: tried first when ordering from its production one.
-pub const LETS_ENCRYPT_STAGING_DIRECTORY: &str =
-    "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 /// The longest one order (against one directory) may take, validation and issuance included.
 pub const ORDER_TIMEOUT: Duration = Duration::from_secs(300);

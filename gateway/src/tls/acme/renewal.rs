@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use crate::tls::self_signed::{create_private_dir, write_atomically, TLS_DIR};
+use crate::tls::self_signed::{create_private_dir, write_atomically};
 use crate::tls::{CertifiedMaterial, TlsError};
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -34,14 +34,12 @@ pub const JITTER: f64 = 0.2;
 /// header than a plan, and the certificate may expire meanwhile.
 pub const RETRY_AFTER_LIMIT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
-/// Directory of the ACME files, below the data directory.
-pub const ACME_DIR: &str = "acme";
-/// The renewal state file in [`ACME_DIR`].
+/// The renewal state file, beside the ACME certificate.
 pub const STATE_FILE: &str = "renewal.json";
 
 /// `<data_dir>/tls/acme/renewal.json`.
 pub fn state_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(TLS_DIR).join(ACME_DIR).join(STATE_FILE)
+    super::acme_dir(data_dir).join(STATE_FILE)
 }
 
 /// When a certificate is due for renewal: `renew_after` after its start, or `renew_before`

@@ -10,6 +10,8 @@
 //! - [`mailbox`]: mailbox identifiers and addresses (the value types every layer shares).
 //! - [`crypto`]: mailbox passwords, per-mailbox HPKE key pairs sealed under Argon2id, and the
 //!   chunked streaming encryption of messages.
+//! - [`exec`]: where blocking work and the store's writer run: production's threads, or tasks
+//!   of the simulated runtime, injected so the simulation runs the production paths.
 //! - [`store`]: the redb store: schema, records, and the group-commit writer that makes
 //!   many messages durable in one fsync.
 //! - [`service`]: the one service layer. Every rule about mailboxes and messages lives here;
@@ -63,6 +65,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod crypto;
+pub mod exec;
 pub mod hardening;
 pub mod logging;
 pub mod mailbox;

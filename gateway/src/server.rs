@@ -201,12 +201,15 @@ pub async fn start_with_settings(
         gateway,
         Pop3Settings {
             host_name: config.gateway.host_name.clone(),
-            max_concurrent_unseals: config.pop3.max_concurrent_unseals as usize,
-            failed_login_delay: std::time::Duration::from_millis(config.pop3.failed_login_delay_ms),
-            trusted_networks: config.pop3.trusted_networks.clone(),
-            blocking_threads: true,
             preauth_timeout: config.limits.preauth_timeout(),
-            lock_takeover: config.pop3.lock_takeover(),
+            pickup: crate::service::PickupPolicy {
+                max_concurrent_unseals: config.pop3.max_concurrent_unseals as usize,
+                failed_login_delay: std::time::Duration::from_millis(
+                    config.pop3.failed_login_delay_ms,
+                ),
+                trusted_networks: config.pop3.trusted_networks.clone(),
+                lock_takeover: config.pop3.lock_takeover(),
+            },
         },
         crate::tls::acceptor(resolver.clone()),
         ConnectionLimits::with_policy(pop3_policy),

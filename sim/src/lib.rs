@@ -134,13 +134,20 @@ fn watch_panics() {
     PANICS.with(|p| p.borrow_mut().clear());
 }
 
+/// A runtime for the store's writer task outside the simulation (before and after a run).
+fn offline_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// Creates the mailboxes on a fresh disk, as `gateway mailbox create` would before `serve`.
 fn create_mailboxes(disk: &Disk) -> Result<Mailboxes, String> {
+    let runtime = offline_runtime()?;
+    let _inside = runtime.enter();
     let store = hosts::gateway::open_store(disk).map_err(|e| e.to_string())?;
     let gateway = hosts::gateway::service(store);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for i in 0..MAILBOXES {
         let created = runtime
@@ -156,6 +163,8 @@ fn create_mailboxes(disk: &Disk) -> Result<Mailboxes, String> {
 
 /// Reads every mailbox back from the disk, offline, after the run.
 fn read_store(disk: &Disk, mailboxes: &Mailboxes) -> Result<Vec<FinalMailbox>, String> {
+    let runtime = offline_runtime()?;
+    let _inside = runtime.enter();
     let store = hosts::gateway::open_store(disk).map_err(|e| format!("store: {e}"))?;
     let gateway = hosts::gateway::service(store);
     let mut out = Vec::new();

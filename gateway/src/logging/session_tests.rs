@@ -49,13 +49,13 @@ fn pop3_server(gateway: &Gateway, resolver: &Arc<CertResolver>) -> Arc<Pop3Serve
         gateway.clone(),
         Pop3Settings {
             host_name: "gw.test".into(),
-            max_concurrent_unseals: 1,
-            failed_login_delay: Duration::ZERO,
-            trusted_networks: Vec::new(),
-            // Everything on the test's thread, so its subscriber sees every line.
-            blocking_threads: false,
             preauth_timeout: crate::pop3::DEFAULT_PREAUTH_TIMEOUT,
-            lock_takeover: None,
+            pickup: crate::service::PickupPolicy {
+                max_concurrent_unseals: 1,
+                failed_login_delay: Duration::ZERO,
+                trusted_networks: Vec::new(),
+                lock_takeover: None,
+            },
         },
         crate::tls::acceptor(resolver.clone()),
         ConnectionLimits::new(10, 10),

@@ -1,13 +1,13 @@
 //! The one place that turns failures into POP3 replies.
 //!
 //! The shell reports what went wrong outside the protocol core with the small enums here
-//! ([`AuthFailure`], [`StreamFailure`], [`CommitFailure`]; each has a `from_service_error`
-//! for the usual case), and the session reports protocol refusals with [`Refusal`]. Every
+//! ([`AuthFailure`] from the service's `LoginRefused`; [`StreamFailure`] and
+//! [`CommitFailure`] with a `from_service_error` each), and the session reports protocol refusals with [`Refusal`]. Every
 //! `-ERR` text and response code the POP3 server can send is written below.
 
 use super::command::ParseError;
 use super::response::{Code, Reply};
-use crate::service::ServiceError;
+use crate::service::{LoginRefused, ServiceError};
 
 /// Why a login attempt failed, as the shell reports it to [`super::Session::auth_result`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,16 +24,19 @@ pub enum AuthFailure {
     Temporary,
 }
 
-impl AuthFailure {
-    /// Classifies an error from `Gateway::unseal` or `Gateway::list_messages`.
-    pub fn from_service_error(error: &ServiceError) -> Self {
-        match error {
-            ServiceError::WrongPassword(_) => AuthFailure::WrongCredentials,
-            ServiceError::MailboxNotFound(_) => AuthFailure::MailboxNotFound,
-            _ => AuthFailure::Temporary,
+impl From<LoginRefused> for AuthFailure {
+    fn from(refused: LoginRefused) -> Self {
+        match refused {
+            LoginRefused::WrongPassword => AuthFailure::WrongCredentials,
+            LoginRefused::UnknownMailbox => AuthFailure::MailboxNotFound,
+            LoginRefused::Locked => AuthFailure::Locked,
+            LoginRefused::Throttled => AuthFailure::RateLimited,
+            LoginRefused::Unavailable => AuthFailure::Temporary,
         }
     }
+}
 
+impl AuthFailure {
     /// Whether this counts towards the session's limit of failed logins.
     pub fn counts_as_failed_login(self) -> bool {
         matches!(
@@ -252,16 +255,16 @@ mod tests {
     #[test]
     fn service_errors_are_classified() {
         let id = MailboxId::generate();
-        assert_eq!(
-            AuthFailure::from_service_error(&ServiceError::WrongPassword(id.clone())),
-            AuthFailure::WrongCredentials
-        );
-        assert_eq!(
-            AuthFailure::from_service_error(&ServiceError::MailboxNotFound(id.clone())),
-            AuthFailure::MailboxNotFound
-        );
+        for (refused, failure) in [
+            (LoginRefused::WrongPassword, AuthFailure::WrongCredentials),
+            (LoginRefused::UnknownMailbox, AuthFailure::MailboxNotFound),
+            (LoginRefused::Locked, AuthFailure::Locked),
+            (LoginRefused::Throttled, AuthFailure::RateLimited),
+            (LoginRefused::Unavailable, AuthFailure::Temporary),
+        ] {
+            assert_eq!(AuthFailure::from(refused), failure);
+        }
         let io = ServiceError::Store(StoreError::Io("disk".into()));
-        assert_eq!(AuthFailure::from_service_error(&io), AuthFailure::Temporary);
         assert_eq!(
             StreamFailure::from_service_error(&ServiceError::MessageNotFound(id, 3)),
             StreamFailure::Missing

@@ -13,13 +13,14 @@
 //! - [`error_map`]: every failure and refusal mapped to its reply, in one place.
 //! - `line`, `session`: bounded line framing, the state machine (SASL PLAIN is
 //!   [`crate::wire::sasl`]).
-//! - [`server`]: the tokio shell; `guard`: login throttling and the maildrop lock.
+//! - [`server`]: the tokio shell. Logins, the maildrop lock and message access are the
+//!   service's ([`crate::service::Pickup`]).
 //!
 //! ## The shell loop
 //!
 //! ```text
 //! let mut session = Session::new(SessionConfig::new(host, stream.tls_active(), tls_available));
-//! let mut key = None; // the UnsealedKey and the maildrop lock live here, never in the session
+//! let mut maildrop = None; // the unsealed key and the lock live here, never in the session
 //! loop {
 //!     while let Some(output) = session.poll() {
 //!         match output {
@@ -29,19 +30,20 @@
 //!                 session.tls_established(conn.tls_active()?);
 //!             }
 //!             Output::Action(Action::Authenticate { mailbox, password }) => {
-//!                 // rate limit / delay; gateway.unseal; take the maildrop lock; list_messages
-//!                 let result = login(&mailbox, &password).await.map(|(k, list)| {
-//!                     key = Some(k);
-//!                     Maildrop::unsealed(&k, list)
-//!                 }); // errors: AuthFailure::from_service_error, Locked, RateLimited
-//!                 session.auth_result(result);
+//!                 // throttle, delay, unseal, lock, list: all in the service
+//!                 let result = pickup.open_maildrop(peer, mailbox, password).await.map(|m| {
+//!                     let listing = Listing::of(&m);
+//!                     maildrop = Some(m);
+//!                     listing
+//!                 });
+//!                 session.auth_result(result.map_err(AuthFailure::from));
 //!             }
 //!             Output::Action(Action::RejectLogin) => {
-//!                 failure_delay().await;                // same policy as a wrong password
-//!                 session.auth_result(Err(AuthFailure::WrongCredentials));
+//!                 let refused = pickup.refuse(peer).await; // same policy as a wrong password
+//!                 session.auth_result(Err(AuthFailure::from(refused)));
 //!             }
 //!             Output::Action(Action::StreamMessage { seq, .. }) => {
-//!                 match gateway.open_message(key, seq) {
+//!                 match pickup.open_message(&mut maildrop, seq).await {
 //!                     Err(e) => session.message_end(Err(StreamFailure::from_service_error(&e))),
 //!                     Ok(mut reader) => {
 //!                         let mut end = Ok(());
@@ -57,7 +59,7 @@
 //!                 }
 //!             }
 //!             Output::Action(Action::Commit { delete }) => {
-//!                 let result = gateway.delete_messages(&mailbox, &delete).await;
+//!                 let result = gateway.delete_messages(&maildrop, &delete).await;
 //!                 session.commit_result(result.map_err(|e| CommitFailure::from_service_error(&e)));
 //!             }
 //!             Output::Action(Action::Close) => return Ok(()), // drops key and lock
@@ -80,7 +82,6 @@
 
 pub mod command;
 pub mod error_map;
-mod guard;
 pub(crate) mod line;
 pub mod response;
 pub mod server;
@@ -94,6 +95,6 @@ pub use error_map::{AuthFailure, CommitFailure, StreamFailure};
 pub use line::{MAX_AUTH_LINE, MAX_COMMAND_LINE};
 pub use server::{Pop3Server, Pop3Settings};
 pub use session::{
-    Action, Feed, Maildrop, MessageInfo, Output, Session, SessionConfig, DEFAULT_PREAUTH_TIMEOUT,
+    Action, Feed, Listing, MessageInfo, Output, Session, SessionConfig, DEFAULT_PREAUTH_TIMEOUT,
     MAX_ERRORS, MAX_FAILED_LOGINS, MIN_IDLE_TIMEOUT, PIPELINE_LIMIT,
 };

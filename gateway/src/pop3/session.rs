@@ -13,11 +13,11 @@ use super::error_map::{AuthFailure, CommitFailure, Refusal, StreamFailure};
 use super::line::{Frame, LineBuffer, MAX_COMMAND_LINE};
 use super::response::{write_multiline, Reply};
 use super::stuffing::Stuffer;
-use crate::crypto::{MailboxPassword, UnsealedKey};
+use crate::crypto::MailboxPassword;
 use crate::mailbox::{parse_id_or_address, MailboxId};
 use crate::proxy::pop3_client::UpstreamPassword;
 use crate::proxy::ProxyLogin;
-use crate::service::MessageSummary;
+use crate::service::{Maildrop, MessageSummary};
 use crate::store::Durable;
 use crate::tls::TlsActive;
 use crate::wire::sasl::{self, PlainCredentials, Response};
@@ -73,7 +73,7 @@ impl SessionConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageInfo {
     /// The store's sequence number, which [`Action::StreamMessage`] and [`Action::Commit`]
-    /// name. The POP3 message number is the 1-based position in the [`Maildrop`].
+    /// name. The POP3 message number is the 1-based position in the [`Listing`].
     pub seq: u64,
     /// The UIDL (RFC 1939 §7: 1 to 70 characters 0x21..=0x7E; the message id in hex).
     pub uid: String,
@@ -81,29 +81,30 @@ pub struct MessageInfo {
     pub size: u64,
 }
 
-impl From<MessageSummary> for MessageInfo {
-    fn from(summary: MessageSummary) -> Self {
+impl From<&MessageSummary> for MessageInfo {
+    fn from(summary: &MessageSummary) -> Self {
         Self {
             seq: summary.seq,
-            uid: summary.id,
+            uid: summary.id.clone(),
             size: summary.size,
         }
     }
 }
 
-/// What the shell hands over after a successful login: it has unsealed the key (which it
-/// keeps) and holds the maildrop lock (which it releases on [`Action::Close`]). Built only
-/// from an unsealed key, so no path reaches TRANSACTION without the right password.
+/// What the shell hands over after a successful login: the listing of the maildrop it
+/// opened (the shell keeps the [`Maildrop`] itself, with the key and the lock, and drops it
+/// on [`Action::Close`]). Built only from an open maildrop, so no path reaches TRANSACTION
+/// without the right password.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Maildrop {
+pub struct Listing {
     messages: Vec<MessageInfo>,
 }
 
-impl Maildrop {
-    /// The maildrop `key` opens, listed at login.
-    pub fn unsealed(_key: &UnsealedKey, summaries: Vec<MessageSummary>) -> Self {
+impl Listing {
+    /// The messages of `maildrop` as listed at login.
+    pub fn of(maildrop: &Maildrop) -> Self {
         Self {
-            messages: summaries.into_iter().map(MessageInfo::from).collect(),
+            messages: maildrop.messages().iter().map(MessageInfo::from).collect(),
         }
     }
 
@@ -326,7 +327,7 @@ impl Session {
     }
 
     /// The answer to [`Action::Authenticate`] or [`Action::RejectLogin`].
-    pub fn auth_result(&mut self, result: Result<Maildrop, AuthFailure>) {
+    pub fn auth_result(&mut self, result: Result<Listing, AuthFailure>) {
         if !matches!(self.state, State::Authenticating) {
             return;
         }

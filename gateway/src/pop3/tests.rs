@@ -101,7 +101,7 @@ impl Harness {
         std::mem::take(&mut self.actions)
     }
 
-    fn login(&mut self, maildrop: Maildrop) {
+    fn login(&mut self, maildrop: Listing) {
         self.send(&format!("USER {ID}"));
         self.send("PASS abcd-efgh");
         assert!(matches!(
@@ -123,8 +123,8 @@ impl Harness {
     }
 }
 
-fn maildrop() -> Maildrop {
-    Maildrop::for_tests(vec![
+fn maildrop() -> Listing {
+    Listing::for_tests(vec![
         MessageInfo {
             seq: 10,
             uid: "9f86d081884c7d65".into(),
@@ -184,7 +184,7 @@ fn auth_plain_with_initial_response_and_continuation() {
     h.send("AUTH plain");
     h.send(&plain);
     h.event("auth_result(Ok 0 messages)", |s| {
-        s.auth_result(Ok(Maildrop::for_tests(Vec::new())))
+        s.auth_result(Ok(Listing::for_tests(Vec::new())))
     });
     h.send("STAT");
     insta::assert_snapshot!(h.take_transcript());

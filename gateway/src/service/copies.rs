@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::messages::{MessageDraft, RetrievalKey};
+use super::messages::{MessageDraft, RetrievalKey, StoredMessage};
 use super::trace::{trace_headers, Direction};
 use super::{Gateway, ServiceError};
 use crate::crypto::Envelope;
@@ -131,6 +131,16 @@ impl Gateway {
             None,
         ))?;
         Ok(Some(draft))
+    }
+
+    /// Removes the copies of a message the upstream refused after they were stored: not
+    /// sent, so not archived as sent. Failures are logged; the copies then stay.
+    pub async fn discard_sent(&self, stored: &[StoredMessage]) {
+        for message in stored {
+            if let Err(e) = self.remove_messages(&message.mailbox, &[message.seq]).await {
+                tracing::error!(error = %e, mailbox = %message.mailbox, "could not remove the copy of a message the upstream refused");
+            }
+        }
     }
 }
 

@@ -231,7 +231,7 @@ mod tests {
             .collect();
 
         switch.set(Fault::Full);
-        let _durable = gw.delete_messages(&id, &seqs).await.unwrap();
+        let _durable = gw.remove_messages(&id, &seqs).await.unwrap();
         assert_eq!(gw.mailbox(&id).unwrap().message_count, 0);
         assert!(gw.list_messages(&id).unwrap().is_empty());
     }

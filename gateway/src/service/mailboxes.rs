@@ -424,7 +424,7 @@ mod tests {
             .iter()
             .map(|m| m.seq)
             .collect();
-        let _ = gw.delete_messages(&id, &seqs).await.unwrap();
+        let _ = gw.remove_messages(&id, &seqs).await.unwrap();
         gw.delete_mailbox(&id).await.unwrap();
         assert_eq!(
             gw.mailbox(&id),
@@ -455,7 +455,7 @@ mod tests {
             .iter()
             .map(|m| m.seq)
             .collect();
-        let _ = gw.delete_messages(&id, &seqs).await.unwrap();
+        let _ = gw.remove_messages(&id, &seqs).await.unwrap();
 
         let reset = gw.reset_password(&id).await.unwrap();
         assert!(gw.unseal(&id, &reset.password).is_ok());
@@ -495,7 +495,7 @@ mod tests {
         assert_eq!(edited.oldest_message_at, Some(1_000));
 
         let first = gw.list_messages(&id).unwrap()[0].seq;
-        let _ = gw.delete_messages(&id, &[first]).await.unwrap();
+        let _ = gw.remove_messages(&id, &[first]).await.unwrap();
         assert_eq!(gw.mailbox(&id).unwrap().oldest_message_at, Some(2_000));
         let rest: Vec<u64> = gw
             .list_messages(&id)
@@ -503,7 +503,7 @@ mod tests {
             .iter()
             .map(|m| m.seq)
             .collect();
-        let _ = gw.delete_messages(&id, &rest).await.unwrap();
+        let _ = gw.remove_messages(&id, &rest).await.unwrap();
         assert_eq!(gw.mailbox(&id).unwrap().oldest_message_at, None);
         let json = serde_json::to_value(gw.mailbox(&other).unwrap()).unwrap();
         assert_eq!(json["oldestMessageAt"], 2_000);
@@ -525,7 +525,7 @@ mod tests {
         let list = gw.list_messages(&id).unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(gw.read_message(&key, list[0].seq).unwrap().1, b"before");
-        let _ = gw.delete_messages(&id, &[list[0].seq]).await.unwrap();
+        let _ = gw.remove_messages(&id, &[list[0].seq]).await.unwrap();
         assert_eq!(gw.mailbox(&id).unwrap().message_count, 0);
     }
 

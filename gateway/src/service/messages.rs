@@ -436,11 +436,11 @@ impl Gateway {
         Ok((reader.envelope().clone(), body))
     }
 
-    /// Deletes messages in one durable commit (a POP3 UPDATE). Sequence numbers that are
-    /// already gone are ignored, so a repeated UPDATE is harmless. On a full disk the space
+    /// Deletes messages in one durable commit (for [`Gateway::delete_messages`] and
+    /// [`Gateway::discard_sent`]). Sequence numbers that are already gone are ignored, so a repeated UPDATE is harmless. On a full disk the space
     /// reserve makes room for the commit, and the freed space goes back to the file system
     /// (see `service::disk`).
-    pub async fn delete_messages(
+    pub(super) async fn remove_messages(
         &self,
         mailbox: &MailboxId,
         seqs: &[u64],
@@ -548,7 +548,7 @@ mod tests {
             .iter()
             .map(|m| m.seq)
             .collect();
-        let _durable = gw.delete_messages(&id, &seqs).await.unwrap();
+        let _durable = gw.remove_messages(&id, &seqs).await.unwrap();
         assert_eq!(store(key).await, 0);
         assert_eq!(
             store(RetrievalKey::new("alice", "pop.example:995", "UID-2")).await,
@@ -730,8 +730,8 @@ mod tests {
             let _ = gw.commit(draft).await.unwrap();
         }
         let list = gw.list_messages(&id).unwrap();
-        let _ = gw.delete_messages(&id, &[list[0].seq]).await.unwrap();
-        let _ = gw.delete_messages(&id, &[list[0].seq]).await.unwrap();
+        let _ = gw.remove_messages(&id, &[list[0].seq]).await.unwrap();
+        let _ = gw.remove_messages(&id, &[list[0].seq]).await.unwrap();
         let info = gw.mailbox(&id).unwrap();
         assert_eq!((info.message_count, info.message_bytes), (1, 5));
     }

@@ -11,6 +11,7 @@ mod health;
 mod mailboxes;
 mod messages;
 mod permissions;
+mod pickup;
 mod retrieval;
 mod sessions;
 mod spool;
@@ -30,6 +31,10 @@ pub use error::ServiceError;
 pub use mailboxes::{MailboxInfo, NewMailbox};
 pub use messages::{MessageDraft, MessageReader, MessageSummary, StoredMessage};
 pub use permissions::prepare_data_dir;
+pub use pickup::{
+    Holder, LoginRefused, Maildrop, Pickup, PickupPolicy, CLIENT_POLICY, MAILBOX_POLICY,
+    MAX_MAILBOX_DELAY,
+};
 pub use retrieval::{RetrievalSecret, RETRIEVAL_KEY_FILE};
 pub use sessions::{Session, SessionPolicy, SessionToken, Sessions, DEFAULT_SESSION_POLICY};
 pub use stats::ServiceStats;
@@ -153,7 +158,7 @@ impl Gateway {
             &store_path(data_dir),
             &StoreOptions {
                 cache_bytes: config.limits.store_cache_bytes() as usize,
-                inline_commits: false,
+                executor: crate::exec::Executor::threads(),
                 space: Some(Arc::new(space)),
             },
         )?;
@@ -191,6 +196,11 @@ impl Gateway {
     #[doc(hidden)]
     pub fn store_for_tests(&self) -> &Store {
         &self.store
+    }
+
+    /// Where blocking work runs (Argon2id unseals, opening messages ahead): the store's.
+    pub fn executor(&self) -> &crate::exec::Executor {
+        self.store.executor()
     }
 
     /// The metrics every front end of this gateway counts into.
@@ -253,6 +263,19 @@ pub(crate) mod test_support {
         let mut options = options_in(dir.path());
         adjust(&mut options);
         (dir, Gateway::new(store, options, test_secret()))
+    }
+
+    /// A gateway whose blocking work and store writer are tasks of the test's runtime, for
+    /// tests on paused time (a thread would run outside it). Call inside the runtime.
+    pub fn gateway_on_runtime_tasks() -> (tempfile::TempDir, Gateway) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            executor: crate::exec::Executor::runtime_tasks(),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&store_path(dir.path()), &options).unwrap();
+        let gateway = Gateway::new(store, options_in(dir.path()), test_secret());
+        (dir, gateway)
     }
 
     /// A gateway on the store already in `dir` (opened again, as after a restart).

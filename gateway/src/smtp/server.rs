@@ -500,7 +500,7 @@ where
             }
             Verdict::Rejected(reply) => {
                 // Not sent, so not archived as sent.
-                discard(&self.server.gateway, &stored).await;
+                self.server.gateway.discard_sent(&stored).await;
                 self.leg = Some(leg);
                 self.session.message_relayed(Err(reply));
             }
@@ -615,18 +615,6 @@ where
             tracing::error!(peer = %self.peer, error = %failure, "message not stored");
         }
         Err(CommitFailure::from(&failure))
-    }
-}
-
-/// Removes the copies of a message the upstream refused.
-async fn discard(gateway: &Gateway, stored: &[StoredMessage]) {
-    for message in stored {
-        if let Err(e) = gateway
-            .delete_messages(&message.mailbox, &[message.seq])
-            .await
-        {
-            tracing::error!(error = %e, mailbox = %message.mailbox, "could not remove the copy of a message the upstream refused");
-        }
     }
 }
 

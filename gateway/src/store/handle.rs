@@ -5,8 +5,8 @@
 //! until someone restarts it, so after a failed commit the writer reopens the database; redb's
 //! recovery then rolls back to the last durable commit, which is exactly what was acknowledged.
 //!
-//! Only the writer thread reopens (or, with inline commits, the one simulated caller): a reopen
-//! waits for readers to let go of the old file, which must never block an async worker.
+//! Only the writer reopens: a reopen waits for readers to let go of the old file, which must
+//! never block an async worker.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -63,7 +63,7 @@ impl DbHandle {
     }
 
     /// The database, reopening it first if an earlier failure closed it. Blocks on the file:
-    /// only for the writer thread and inline commits.
+    /// only for the writer.
     pub fn get_or_reopen(&self) -> Result<Arc<Database>, StoreError> {
         if let Some(db) = self.current() {
             return Ok(db);
@@ -83,7 +83,7 @@ impl DbHandle {
     }
 
     /// One attempt at opening the database again (after [`DbHandle::close`]). Fails while
-    /// readers still hold the old database's file; the writer thread tries again later.
+    /// readers still hold the old database's file; the writer tries again later.
     pub fn try_reopen(&self) -> Result<(), StoreError> {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         if current.is_some() {
@@ -117,7 +117,7 @@ impl DbHandle {
     /// Runs `work` with the database to itself: no batch or reader start holds it, and none
     /// can begin until `work` returns (they wait on the lock). `None` if someone holds it now.
     /// A storage error closes the database and opens it again at once (nothing else holds
-    /// the file now); if that fails too, the writer thread keeps trying.
+    /// the file now); if that fails too, the writer keeps trying.
     pub fn exclusive<T>(
         &self,
         work: impl FnOnce(&mut Database) -> Result<T, StoreError>,

@@ -1,9 +1,9 @@
 //! The redb store: mailboxes, message metadata and sealed message chunks in one file.
 //!
 //! Everything in it is either public (mailbox names, sizes, arrival times, public keys) or
-//! sealed (private keys, envelopes, bodies). Writes go through one group-commit thread
-//! (`writer`), or run inline on the caller when [`StoreOptions::inline_commits`] says so (the
-//! simulation); reads use redb's concurrent read transactions directly.
+//! sealed (private keys, envelopes, bodies). Writes go through one group-commit loop
+//! (`writer`), run where [`StoreOptions::executor`] puts it; reads use redb's concurrent read
+//! transactions directly.
 
 mod copy;
 mod durable;
@@ -15,10 +15,10 @@ pub mod space;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 pub use copy::CopyCounts;
 pub use durable::Durable;
@@ -27,6 +27,7 @@ pub use schema::{AdminRecord, ApiKeyRecord, MailboxRecord, MailboxStatus, Messag
 pub use space::{DataDirVolume, Space, SpaceStatus, Volume};
 
 use crate::crypto::MessageId;
+use crate::exec::Executor;
 use crate::mailbox::MailboxId;
 use schema::{
     ADMIN, ADMIN_ACCOUNT, API_KEYS, CHUNKS, MAILBOXES, MESSAGES, META, META_SCHEMA_VERSION,
@@ -52,11 +53,9 @@ pub struct Committed<T> {
 pub struct StoreOptions {
     /// redb's page cache. redb defaults to 1 GiB; the gateway must stay within 512 MB.
     pub cache_bytes: usize,
-    /// Commit each write on the calling task instead of the group-commit thread. Only for the
-    /// deterministic simulation: an OS thread runs outside simulated time and its scheduling is
-    /// outside the seed. Each write then costs its own fsync and blocks its async worker for
-    /// the commit, so production keeps the thread (`false`).
-    pub inline_commits: bool,
+    /// Where the group-commit writer and blocking store work run: production's threads, or
+    /// tasks of the simulated runtime (so group commit runs in simulated time under the seed).
+    pub executor: Executor,
     /// The space reserve, given back when opening or recovering the store finds the disk
     /// full (see [`space`]). `None`: no reserve.
     pub space: Option<Arc<Space>>,
@@ -66,14 +65,17 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             cache_bytes: 64 * 1024 * 1024,
-            inline_commits: false,
+            executor: Executor::threads(),
             space: None,
         }
     }
 }
 
-/// The store. Cheap to clone; all clones share one database and one writer thread (or none,
-/// with inline commits).
+/// How often a compaction tries to find the database idle, and how long it waits between.
+const COMPACT_ATTEMPTS: u32 = 20;
+const COMPACT_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The store. Cheap to clone; all clones share one database and one writer.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -81,19 +83,20 @@ pub struct Store {
 
 struct Inner {
     db: Arc<handle::DbHandle>,
-    /// `None` with inline commits.
-    writer: Option<mpsc::Sender<writer::Request>>,
+    writer: mpsc::UnboundedSender<writer::Request>,
+    /// `None` when the writer is a task (the simulation).
     writer_thread: Option<std::thread::JoinHandle<()>>,
     path: PathBuf,
     space: Option<Arc<Space>>,
-    inline: bool,
+    executor: Executor,
 }
 
 impl Drop for Inner {
     /// Closing the channel lets the writer finish its batch and exit; joining it means the
     /// database is closed (and its file lock released) once the last `Store` is gone.
     fn drop(&mut self) {
-        self.writer.take();
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.writer, closed));
         if let Some(thread) = self.writer_thread.take() {
             let _ = thread.join();
         }
@@ -155,12 +158,7 @@ impl Store {
         space::with_reserve(options.space.as_deref(), || Self::initialise(&first))?;
         drop(first);
         let db = Arc::new(db);
-        let (writer, writer_thread) = if options.inline_commits {
-            (None, None)
-        } else {
-            let (writer, thread) = writer::spawn(db.clone())?;
-            (Some(writer), Some(thread))
-        };
+        let (writer, writer_thread) = writer::spawn(db.clone(), &options.executor)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -168,7 +166,7 @@ impl Store {
                 writer_thread,
                 path: path.to_owned(),
                 space: options.space.clone(),
-                inline: options.inline_commits,
+                executor: options.executor.clone(),
             }),
         })
     }
@@ -242,31 +240,50 @@ impl Store {
     /// system. Reads and writes wait while it runs. Returns false if it could not run now
     /// (a read or a commit was in progress throughout a few tries).
     pub async fn compact(&self) -> Result<bool, StoreError> {
-        if self.inner.inline {
-            // The simulation: no thread outside simulated time.
-            return self.compact_blocking();
-        }
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.compact_blocking())
-            .await
-            .map_err(|_| StoreError::Closed)?
-    }
-
-    /// [`Store::compact`] on the calling thread.
-    pub fn compact_blocking(&self) -> Result<bool, StoreError> {
-        const ATTEMPTS: u32 = 20;
-        for attempt in 0..ATTEMPTS {
-            match self.inner.db.exclusive(space::compact) {
-                Some(Ok(true)) => return Ok(true),
-                Some(Err(e)) => return Err(e),
-                // Busy: a batch or a read holds the database; it lets go shortly.
-                Some(Ok(false)) | None if attempt + 1 < ATTEMPTS && !self.inner.inline => {
-                    std::thread::sleep(std::time::Duration::from_millis(5))
-                }
-                Some(Ok(false)) | None => break,
+        for attempt in 1..=COMPACT_ATTEMPTS {
+            let store = self.clone();
+            let tried = self
+                .inner
+                .executor
+                .run(move || store.compact_once())
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            if let Some(done) = tried {
+                return done;
+            }
+            // Busy: a batch or a read holds the database; it lets go shortly (and on the
+            // simulation's one thread, only once this task waits).
+            if attempt < COMPACT_ATTEMPTS {
+                tokio::time::sleep(COMPACT_PAUSE).await;
             }
         }
         Ok(false)
+    }
+
+    /// Where this store runs blocking work; the service runs its own there too.
+    pub fn executor(&self) -> &Executor {
+        &self.inner.executor
+    }
+
+    /// [`Store::compact`] on the calling thread (start-up, outside any runtime).
+    pub fn compact_blocking(&self) -> Result<bool, StoreError> {
+        for attempt in 1..=COMPACT_ATTEMPTS {
+            if let Some(done) = self.compact_once() {
+                return done;
+            }
+            if attempt < COMPACT_ATTEMPTS {
+                std::thread::sleep(COMPACT_PAUSE);
+            }
+        }
+        Ok(false)
+    }
+
+    /// One try; `None` while a batch or a read holds the database.
+    fn compact_once(&self) -> Option<Result<bool, StoreError>> {
+        match self.inner.db.exclusive(space::compact) {
+            Some(Ok(false)) | None => None,
+            Some(done) => Some(done),
+        }
     }
 
     /// Runs `work` inside the next group commit and waits until that commit is durable.
@@ -314,12 +331,10 @@ impl Store {
         let work: writer::WriteFn =
             Box::new(move |txn| work(txn).map(|v| Box::new(v) as writer::Outcome));
         let request = writer::Request { work, reply };
-        match &self.inner.writer {
-            Some(writer) => writer.send(request).map_err(|_| StoreError::Closed)?,
-            // Inline: the same commit code as the thread's, as a batch of one; the reply is
-            // waiting in `rx` when this returns.
-            None => writer::commit_batch(&self.inner.db, vec![request]),
-        }
+        self.inner
+            .writer
+            .send(request)
+            .map_err(|_| StoreError::Closed)?;
         Ok(rx)
     }
 
@@ -345,14 +360,10 @@ impl Store {
     }
 
     /// A consistent snapshot for reading. While the database is closed after a storage error
-    /// this fails with [`StoreError::Reopening`] at once: the writer thread reopens it, never
-    /// an async worker (a reopen waits for readers of the old file). With inline commits
-    /// there is no such thread and the caller reopens.
+    /// this fails with [`StoreError::Reopening`] at once: the writer reopens it, never an
+    /// async worker (a reopen waits for readers of the old file).
     pub fn read(&self) -> Result<Snapshot, StoreError> {
-        let db = match self.inner.writer {
-            Some(_) => self.inner.db.current().ok_or(StoreError::Reopening)?,
-            None => self.inner.db.get_or_reopen()?,
-        };
+        let db = self.inner.db.current().ok_or(StoreError::Reopening)?;
         Ok(Snapshot {
             txn: db.begin_read()?,
         })
@@ -791,25 +802,47 @@ mod tests {
         );
     }
 
+    /// The simulation's placement: the writer is a task of the runtime, with no thread to
+    /// join, and writes submitted together still share one commit.
     #[test]
-    fn inline_commits_land_without_a_writer_thread() {
+    fn a_writer_on_runtime_tasks_group_commits() {
+        struct Batches(std::sync::Mutex<Vec<usize>>);
+        impl CommitObserver for Batches {
+            fn committed(&self, requests: usize, _took: std::time::Duration) {
+                self.0.lock().unwrap().push(requests);
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.redb");
         let options = StoreOptions {
-            inline_commits: true,
+            executor: Executor::runtime_tasks(),
             ..StoreOptions::default()
         };
-        let store = Store::open(&path, &options).unwrap();
-        assert!(store.inner.writer_thread.is_none());
-        let first = store.write_blocking(txn::next_seq).unwrap().value;
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
-        let second = runtime.block_on(store.write(txn::next_seq)).unwrap().value;
-        assert_eq!((first, second), (1, 2));
-        drop(store);
-        let again = Store::open(&path, &options).unwrap();
-        assert_eq!(again.write_blocking(txn::next_seq).unwrap().value, 3);
+        let batches = Arc::new(Batches(Default::default()));
+        let seqs = runtime.block_on(async {
+            let store = Store::open(&path, &options).unwrap();
+            assert!(store.inner.writer_thread.is_none());
+            store.observe_commits(batches.clone());
+            // Spawned together: each queues its request before the writer task runs.
+            let mut writes = tokio::task::JoinSet::new();
+            for _ in 0..5 {
+                let store = store.clone();
+                writes.spawn(async move { store.write(txn::next_seq).await.unwrap().value });
+            }
+            let mut seqs = writes.join_all().await;
+            seqs.sort_unstable();
+            seqs
+        });
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(
+            *batches.0.lock().unwrap(),
+            [5],
+            "one commit for the five writes"
+        );
     }
 
     #[test]

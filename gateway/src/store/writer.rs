@@ -1,27 +1,26 @@
 //! The group-commit writer.
 //!
 //! redb allows one write transaction at a time and a durable commit costs one fsync, so the
-//! store funnels every write through one thread. While a commit is syncing, new requests
-//! queue up; the next round takes all of them into one transaction and one fsync. Under load
+//! store funnels every write through one loop (its own thread in production, see
+//! [`crate::exec`]). While a commit is syncing, new requests queue up; the next round takes all of them into one transaction and one fsync. Under load
 //! that amortises the fsync over the batch, so durability does not cap throughput.
 //!
 //! Sharing a transaction must not mean sharing a fate. A request that fails on its own (its
 //! input cannot be read, a record it reads is damaged, it panics) may have written part of its
 //! work, and redb cannot undo part of a transaction; so the transaction is dropped, that
 //! request alone is told, and the others run again in a fresh one. Only a failure of the
-//! storage itself fails the whole batch and reopens the database. The thread survives panics:
-//! each request runs under `catch_unwind`, and the thread's loop restarts if anything else
-//! unwinds.
+//! storage itself fails the whole batch and reopens the database. The loop survives panics:
+//! each request runs under `catch_unwind`, and so does each batch as a whole.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
 use redb::WriteTransaction;
+use tokio::sync::{mpsc, oneshot};
 
 use super::handle::DbHandle;
-use tokio::sync::oneshot;
+use crate::exec::Executor;
 
 use super::durable::Synced;
 use super::{Durable, StoreError};
@@ -51,61 +50,44 @@ const MAX_BATCH: usize = 256;
 const REOPEN_FIRST_PAUSE: Duration = Duration::from_millis(20);
 const REOPEN_MAX_PAUSE: Duration = Duration::from_secs(2);
 
+/// Starts the writer loop on `executor` (production: its own thread; the simulation: a task
+/// of its runtime). The loop ends when every sender is gone; join the handle, if any, to know
+/// the database is closed.
 pub fn spawn(
     db: Arc<DbHandle>,
-) -> std::io::Result<(mpsc::Sender<Request>, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = mpsc::channel::<Request>();
-    let thread = std::thread::Builder::new()
-        .name("store-writer".into())
-        .spawn(move || supervise(&db, &rx))?;
+    executor: &Executor,
+) -> std::io::Result<(
+    mpsc::UnboundedSender<Request>,
+    Option<std::thread::JoinHandle<()>>,
+)> {
+    let (tx, rx) = mpsc::unbounded_channel::<Request>();
+    let thread = executor.background("store-writer", run(db, rx))?;
     Ok((tx, thread))
 }
 
-/// Runs the writer loop until every sender is gone, restarting it if it ever unwinds.
-fn supervise(db: &DbHandle, rx: &mpsc::Receiver<Request>) {
-    loop {
-        match panic::catch_unwind(AssertUnwindSafe(|| run(db, rx))) {
-            Ok(()) => return,
-            Err(_) => {
-                tracing::error!("the store writer failed unexpectedly; restarting it");
-                // Whatever the panic interrupted, a fresh open starts from the last commit.
-                db.close();
-            }
-        }
-    }
-}
-
-fn run(db: &DbHandle, rx: &mpsc::Receiver<Request>) {
+/// Takes every request waiting into one batch and commits it, until every sender is gone.
+/// A panic outside the requests (each runs under its own `catch_unwind`) closes the database
+/// and the loop goes on: a fresh open starts from the last commit.
+async fn run(db: Arc<DbHandle>, mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut pause = REOPEN_FIRST_PAUSE;
     loop {
-        let first = if db.current().is_some() {
-            // Wakes now and then even when idle: something other than a commit (a compaction
-            // on a full disk) may have closed the database, and reads wait for the reopen.
-            match rx.recv_timeout(REOPEN_MAX_PAUSE) {
-                Ok(request) => request,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-        } else {
-            match rx.recv_timeout(pause) {
-                Ok(request) => request,
-                Err(RecvTimeoutError::Timeout) => {
+        // Wakes now and then even when idle: something other than a commit (a compaction on
+        // a full disk) may have closed the database, and reads wait for the reopen.
+        let open = db.current().is_some();
+        let wait = if open { REOPEN_MAX_PAUSE } else { pause };
+        let first = match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(_elapsed) => {
+                if !open {
                     pause = match db.try_reopen() {
                         Ok(()) => REOPEN_FIRST_PAUSE,
                         Err(_) => (pause * 2).min(REOPEN_MAX_PAUSE),
                     };
-                    continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                continue;
             }
         };
-        #[cfg(test)]
-        if db
-            .crash_writer
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            panic!("writer crash requested by a test");
-        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -113,7 +95,20 @@ fn run(db: &DbHandle, rx: &mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        commit_batch(db, batch);
+        let committed = panic::catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(test)]
+            if db
+                .crash_writer
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                panic!("writer crash requested by a test");
+            }
+            commit_batch(&db, batch);
+        }));
+        if committed.is_err() {
+            tracing::error!("the store writer failed unexpectedly; restarting it");
+            db.close();
+        }
     }
 }
 

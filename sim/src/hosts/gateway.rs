@@ -10,10 +10,11 @@ use std::time::Duration;
 use gateway::config::SmtpSection;
 use gateway::config::{LimitsSection, ProxySection};
 use gateway::crypto::KdfParams;
+use gateway::exec::Executor;
 use gateway::net::{ConnectionLimits, Listener, Shutdown, TlsMode};
 use gateway::pop3::{Pop3Server, Pop3Settings};
 use gateway::proxy::{Connector, Upstreams};
-use gateway::service::{Gateway, ServiceOptions};
+use gateway::service::{Gateway, PickupPolicy, ServiceOptions};
 use gateway::smtp::{SessionConfig, SmtpServer};
 use gateway::store::{Space, Store, StoreOptions};
 
@@ -64,8 +65,9 @@ pub const DISK_RESERVE: u64 = 2 * 1024 * 1024;
 /// New mail is refused below this much free space.
 pub const MIN_FREE_DISK: u64 = 256 * 1024;
 
-/// Opens the store on the disk as the gateway does at start: commits inline (no writer
-/// thread outside simulated time), a small cache, the space reserve on the same disk.
+/// Opens the store on the disk as the gateway does at start, with its group-commit writer and
+/// blocking work as tasks of the simulated runtime (the production code, in simulated time
+/// under the seed), a small cache, the space reserve on the same disk.
 pub fn open_store(disk: &Disk) -> Result<Store, gateway::store::StoreError> {
     let space = Space::new(Arc::new(disk.clone()), DISK_RESERVE);
     let disk = disk.clone();
@@ -74,7 +76,7 @@ pub fn open_store(disk: &Disk) -> Result<Store, gateway::store::StoreError> {
         Path::new("simulated-disk"),
         &StoreOptions {
             cache_bytes: 4 * 1024 * 1024,
-            inline_commits: true,
+            executor: Executor::runtime_tasks(),
             space: Some(Arc::new(space)),
         },
     )
@@ -180,12 +182,13 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
         gateway,
         Pop3Settings {
             host_name: crate::tls::HOST_NAME.into(),
-            max_concurrent_unseals: 2,
-            failed_login_delay: Duration::from_secs(2),
-            trusted_networks: Vec::new(),
-            blocking_threads: false,
             preauth_timeout: LimitsSection::default().preauth_timeout(),
-            lock_takeover: gateway::config::Pop3Section::default().lock_takeover(),
+            pickup: PickupPolicy {
+                max_concurrent_unseals: 2,
+                failed_login_delay: Duration::from_secs(2),
+                trusted_networks: Vec::new(),
+                lock_takeover: gateway::config::Pop3Section::default().lock_takeover(),
+            },
         },
         crate::tls::acceptor(),
         ConnectionLimits::new(64, 16),

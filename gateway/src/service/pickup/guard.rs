@@ -1,4 +1,4 @@
-//! Brute-force defence and the exclusive maildrop lock, for the POP3 shell.
+//! Brute-force defence and the exclusive maildrop lock of pick-up logins.
 //!
 //! Guessing a 160-bit mailbox password is hopeless, so what the throttle really protects is
 //! the gateway's CPU and memory (every attempt costs an Argon2id derivation) and, above all,

@@ -23,7 +23,8 @@ pub type Background = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// Runs blocking jobs and background loops; see the module documentation.
 pub trait Spawn: Send + Sync + 'static {
     /// Runs `job` where it cannot stall the async workers. Must be called inside a runtime.
-    fn blocking(&self, job: Job);
+    /// `what` names the kind of work (`"unseal"`, `"prefetch"`, `"compact"`).
+    fn blocking(&self, what: &'static str, job: Job);
 
     /// Runs `work` to its end; `Some` is a thread to join when the owner is dropped.
     fn background(
@@ -39,7 +40,7 @@ pub trait Spawn: Send + Sync + 'static {
 pub struct Threads;
 
 impl Spawn for Threads {
-    fn blocking(&self, job: Job) {
+    fn blocking(&self, _what: &'static str, job: Job) {
         drop(tokio::task::spawn_blocking(job));
     }
 
@@ -65,7 +66,7 @@ impl Spawn for Threads {
 pub struct RuntimeTasks;
 
 impl Spawn for RuntimeTasks {
-    fn blocking(&self, job: Job) {
+    fn blocking(&self, _what: &'static str, job: Job) {
         drop(tokio::spawn(async move { job() }));
     }
 
@@ -118,21 +119,29 @@ impl Executor {
         Self::new(RuntimeTasks)
     }
 
-    /// Starts `job`; its result arrives on the returned receiver.
-    pub fn start<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Pending<T> {
+    /// Starts `job` (named `what`); its result arrives on the returned receiver.
+    pub fn start<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Pending<T> {
         let (tx, rx) = oneshot::channel();
-        self.0.blocking(Box::new(move || {
-            let _ = tx.send(job());
-        }));
+        self.0.blocking(
+            what,
+            Box::new(move || {
+                let _ = tx.send(job());
+            }),
+        );
         rx
     }
 
-    /// Runs `job` off the async workers and waits for its result.
+    /// Runs `job` (named `what`) off the async workers and waits for its result.
     pub async fn run<T: Send + 'static>(
         &self,
+        what: &'static str,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Lost> {
-        self.start(job).await.map_err(|_| Lost)
+        self.start(what, job).await.map_err(|_| Lost)
     }
 
     /// Starts a long-running loop; see [`Spawn::background`].
@@ -153,7 +162,10 @@ mod tests {
     async fn threads_run_jobs_off_the_runtime_and_return_their_results() {
         let executor = Executor::threads();
         let runtime_thread = std::thread::current().id();
-        let ran_on = executor.run(|| std::thread::current().id()).await.unwrap();
+        let ran_on = executor
+            .run("test", || std::thread::current().id())
+            .await
+            .unwrap();
         assert_ne!(ran_on, runtime_thread);
     }
 
@@ -161,14 +173,19 @@ mod tests {
     async fn runtime_tasks_run_jobs_on_the_callers_runtime() {
         let executor = Executor::runtime_tasks();
         let runtime_thread = std::thread::current().id();
-        let ran_on = executor.run(|| std::thread::current().id()).await.unwrap();
+        let ran_on = executor
+            .run("test", || std::thread::current().id())
+            .await
+            .unwrap();
         assert_eq!(ran_on, runtime_thread);
     }
 
     #[tokio::test]
     async fn a_panicking_job_is_lost_not_hung() {
         for executor in [Executor::threads(), Executor::runtime_tasks()] {
-            let result = executor.run(|| -> u8 { panic!("a bug in a job") }).await;
+            let result = executor
+                .run("test", || -> u8 { panic!("a bug in a job") })
+                .await;
             assert_eq!(result, Err(Lost));
         }
     }

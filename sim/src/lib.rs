@@ -42,6 +42,7 @@
 pub mod disk;
 pub mod hosts;
 pub mod invariants;
+pub mod paths;
 pub mod scenario;
 pub mod tls;
 pub mod trace;
@@ -108,6 +109,8 @@ pub struct Outcome {
     pub trace: Trace,
     pub violations: Vec<String>,
     pub sim_time: Duration,
+    /// What the gateway ran on its production paths (group commit, blocking jobs).
+    pub paths: paths::Paths,
 }
 
 impl Outcome {
@@ -209,6 +212,7 @@ fn run_seeded(options: Options) -> Outcome {
                 trace: Trace::default(),
                 violations: vec![format!("setting up the mailboxes failed: {e}")],
                 sim_time: Duration::ZERO,
+                paths: paths::Paths::default(),
             }
         }
     };
@@ -218,6 +222,8 @@ fn run_seeded(options: Options) -> Outcome {
     }
     let skip_sync = options.bug == Some(Bug::UnsyncedCommit);
     let plan = Plan::draw(options.scenario, &mut rng, &mailboxes);
+    // Count from here: the set-up's commits are not the run's.
+    paths::take();
     shared.trace.borrow_mut().push(
         Duration::ZERO,
         "driver",
@@ -295,6 +301,7 @@ fn run_seeded(options: Options) -> Outcome {
         std::mem::forget(sim);
     }
     disk.power_on();
+    let paths = paths::take();
     let final_store = match read_store(&disk, &mailboxes) {
         Ok(store) => store,
         Err(e) => {
@@ -333,6 +340,7 @@ fn run_seeded(options: Options) -> Outcome {
         trace,
         violations,
         sim_time,
+        paths,
     }
 }
 

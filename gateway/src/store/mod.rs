@@ -245,7 +245,7 @@ impl Store {
             let tried = self
                 .inner
                 .executor
-                .run(move || store.compact_once())
+                .run("compact", move || store.compact_once())
                 .await
                 .map_err(|_| StoreError::Closed)?;
             if let Some(done) = tried {

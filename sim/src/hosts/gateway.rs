@@ -10,7 +10,6 @@ use std::time::Duration;
 use gateway::config::SmtpSection;
 use gateway::config::{LimitsSection, ProxySection};
 use gateway::crypto::KdfParams;
-use gateway::exec::Executor;
 use gateway::net::{ConnectionLimits, Listener, Shutdown, TlsMode};
 use gateway::pop3::{Pop3Server, Pop3Settings};
 use gateway::proxy::{Connector, Upstreams};
@@ -71,15 +70,17 @@ pub const MIN_FREE_DISK: u64 = 256 * 1024;
 pub fn open_store(disk: &Disk) -> Result<Store, gateway::store::StoreError> {
     let space = Space::new(Arc::new(disk.clone()), DISK_RESERVE);
     let disk = disk.clone();
-    Store::open_with_backend(
+    let store = Store::open_with_backend(
         move || Ok(disk.backend()),
         Path::new("simulated-disk"),
         &StoreOptions {
             cache_bytes: 4 * 1024 * 1024,
-            executor: Executor::runtime_tasks(),
+            executor: crate::paths::executor(),
             space: Some(Arc::new(space)),
         },
-    )
+    )?;
+    store.observe_commits(Arc::new(crate::paths::Commits));
+    Ok(store)
 }
 
 /// The service on that store, on simulated time when inside the simulation.

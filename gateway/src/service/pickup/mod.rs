@@ -264,7 +264,7 @@ impl Pickup {
             let pending = self
                 .gateway
                 .executor()
-                .start(move || gateway.open_message(&key, next));
+                .start("prefetch", move || gateway.open_message(&key, next));
             maildrop.prefetch = Some((next, pending));
         }
         if let Some(pending) = prefetched {
@@ -333,7 +333,7 @@ impl Pickup {
         let mailbox = mailbox.clone();
         self.gateway
             .executor()
-            .run(move || gateway.unseal(&mailbox, &password))
+            .run("unseal", move || gateway.unseal(&mailbox, &password))
             .await
             .map_err(|_| ServiceError::Unavailable("login task failed"))?
     }

@@ -10,7 +10,6 @@ use gateway::tls::acme::{
     self, account_path, load_acme, AcmeError, AcmeOrder, ChallengeListener, Http01Responses,
 };
 use pebble_test_util::{Pebble, PebbleOptions};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 const NAME: &str = "mail.example.test";
@@ -109,10 +108,7 @@ fn settings(
 /// root would check it.
 fn assert_chains_to(chain: &[CertificateDer<'static>], root_pem: &str, name: &str) {
     use rustls::client::danger::ServerCertVerifier;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
-        roots.add(cert.expect("root PEM")).expect("add root");
-    }
+    let roots = test_support::pki::roots(root_pem.as_bytes()).expect("root PEM");
     let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
         Arc::new(rustls::crypto::ring::default_provider()),

@@ -107,22 +107,7 @@ fn settings(
 /// The chain verifies for `name` against `root_pem` alone, as a client trusting only that
 /// root would check it.
 fn assert_chains_to(chain: &[CertificateDer<'static>], root_pem: &str, name: &str) {
-    use rustls::client::danger::ServerCertVerifier;
-    let roots = test_support::pki::roots(root_pem.as_bytes()).expect("root PEM");
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        Arc::new(rustls::crypto::ring::default_provider()),
-    )
-    .build()
-    .expect("verifier");
-    verifier
-        .verify_server_cert(
-            &chain[0],
-            &chain[1..],
-            &rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name"),
-            &[],
-            rustls::pki_types::UnixTime::now(),
-        )
+    test_support::pki::verify_chain(root_pem.as_bytes(), chain, name)
         .expect("the issued chain verifies against the CA's issuing root");
 }
 

@@ -19,20 +19,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 mod served;
-use served::{gateway, hold_free_ports, listen_sections, Served};
+use served::{gateway, hold_free_ports, listen_sections, Served, LISTENERS};
 
 const HOST: &str = "mail.example.test";
 const EMAIL_DOMAIN: &str = "archive.example.test";
-
-const LISTENERS: [&str; 7] = [
-    "smtp",
-    "smtps",
-    "submission",
-    "pop3",
-    "pop3s",
-    "console",
-    "acme_http",
-];
 
 fn ok_json(dir: &Path, args: &[&str]) -> Value {
     let out = gateway(dir, args);

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod served;
-use served::{deliver, gateway, hold_free_ports, listen_sections, Served};
+use served::{deliver, gateway, hold_free_ports, listen_sections, Served, LISTENERS};
 use test_support::pki::Leaf;
 
 use serde_json::Value;
@@ -21,17 +21,8 @@ fn write_config(dir: &Path) {
     let mut text = format!(
         "[gateway]\nemail_domain = \"{EMAIL_DOMAIN}\"\nhost_name = \"mx.archive.test\"\nlog_level = \"info\"\n"
     );
-    let names = [
-        "smtp",
-        "smtps",
-        "submission",
-        "pop3",
-        "pop3s",
-        "console",
-        "acme_http",
-    ];
-    let (_held, ports) = hold_free_ports(names.len());
-    text.push_str(&listen_sections(&names, &ports));
+    let (_held, ports) = hold_free_ports(LISTENERS.len());
+    text.push_str(&listen_sections(&LISTENERS, &ports));
     std::fs::write(dir.join("gateway.toml"), text).unwrap();
 }
 

@@ -12,26 +12,16 @@ use serde_json::Value;
 use test_support::wire::{self, Conn, Options};
 
 mod served;
-use served::{hold_free_ports, listen_sections};
+use served::{hold_free_ports, listen_sections, LISTENERS};
 
 /// Every listener and the metrics listener on 127.0.0.1 and a free port (the configuration
 /// refuses port 0); returns the SMTP and metrics ports.
 fn write_config(dir: &Path, log_level: &str) -> (u16, u16) {
-    let names = [
-        "smtp",
-        "smtps",
-        "submission",
-        "pop3",
-        "pop3s",
-        "console",
-        "acme_http",
-        "metrics",
-    ];
-    let (_held, ports) = hold_free_ports(names.len());
+    let (_held, ports) = hold_free_ports(LISTENERS.len() + 1);
     let mut text = format!(
         "[gateway]\nemail_domain = \"archive.test\"\nhost_name = \"mx.archive.test\"\nlog_level = \"{log_level}\"\n"
     );
-    text.push_str(&listen_sections(&names[..7], &ports[..7]));
+    text.push_str(&listen_sections(&LISTENERS, &ports[..7]));
     text.push_str(&format!(
         "[metrics]\nlisten = \"127.0.0.1:{}\"\n[logging]\nfile = true\nformat = \"json\"\nretention_days = 7\n",
         ports[7]

@@ -105,6 +105,17 @@ pub fn hold_free_ports(count: usize) -> (Vec<std::net::TcpListener>, Vec<u16>) {
     test_support::process::hold_free_ports(std::net::Ipv4Addr::LOCALHOST, count).expect("bind")
 }
 
+/// Every listener of the gateway's configuration (`[listen.<name>]`).
+pub const LISTENERS: [&str; 7] = [
+    "smtp",
+    "smtps",
+    "submission",
+    "pop3",
+    "pop3s",
+    "console",
+    "acme_http",
+];
+
 /// `[listen.<name>]` sections putting each listener on 127.0.0.1 and its port.
 pub fn listen_sections(names: &[&str], ports: &[u16]) -> String {
     names

@@ -345,10 +345,62 @@ fn failed(conn: &Conn, what: &str, error: wire::Error) -> ! {
     )
 }
 
-/// A raw SMTP client: writes whatever bytes it is given and parses replies (test-support's
-/// wire client; every failure fails the test).
-pub struct Client {
+/// A raw test client of protocol `P` ([`Smtp`] or [`Pop3`]): test-support's wire client
+/// writing whatever bytes it is given, every failure failing the test.
+pub struct TestClient<P> {
     conn: Conn,
+    protocol: std::marker::PhantomData<P>,
+}
+
+/// SMTP, for [`TestClient`].
+pub struct Smtp;
+/// POP3, for [`TestClient`].
+pub struct Pop3;
+
+/// A raw SMTP client: writes whatever bytes it is given and parses replies.
+pub type Client = TestClient<Smtp>;
+/// A raw POP3 client: writes whatever bytes it is given and reads status lines and
+/// multi-line responses exactly as they arrive.
+pub type Pop3Client = TestClient<Pop3>;
+
+impl<P> TestClient<P> {
+    fn new(conn: Conn) -> Self {
+        Self {
+            conn,
+            protocol: std::marker::PhantomData,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+
+    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        if let Err(e) = self.conn.send(bytes).await {
+            failed(&self.conn, "write", e);
+        }
+    }
+
+    /// The TLS handshake on the plain stream, which must have no unread bytes left.
+    pub async fn upgrade(&mut self, connector: &TlsConnector) {
+        if let Err(e) = self.conn.upgrade(connector).await {
+            failed(&self.conn, "TLS handshake", e);
+        }
+    }
+
+    /// Waits up to `wait` for any byte from the server; `None` if nothing arrived (an empty
+    /// vector: the server closed the connection).
+    pub async fn bytes_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        self.conn.bytes_within(wait).await.expect("read")
+    }
+
+    /// Reads until the server closes the connection; returns whatever it sent meanwhile.
+    pub async fn until_closed(&mut self) -> Vec<u8> {
+        match self.conn.until_closed().await {
+            Ok(bytes) => bytes,
+            Err(e) => failed(&self.conn, "the server does not close the connection", e),
+        }
+    }
 }
 
 impl Client {
@@ -361,7 +413,7 @@ impl Client {
 
     pub async fn connect_no_greeting(addr: SocketAddr) -> Self {
         let conn = Conn::connect(addr, options()).await.expect("connect");
-        Self { conn }
+        Self::new(conn)
     }
 
     /// Connects with implicit TLS (port 465) and reads the greeting.
@@ -369,19 +421,9 @@ impl Client {
         let conn = Conn::connect_tls(addr, connector, options())
             .await
             .expect("TLS handshake");
-        let mut client = Self { conn };
+        let mut client = Self::new(conn);
         let greeting = client.reply().await;
         (client, greeting)
-    }
-
-    pub fn is_tls(&self) -> bool {
-        self.conn.is_tls()
-    }
-
-    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        if let Err(e) = self.conn.send(bytes).await {
-            failed(&self.conn, "write", e);
-        }
     }
 
     /// Sends one command line (CRLF appended) and reads its reply.
@@ -419,16 +461,8 @@ impl Client {
 
     /// Reads until the server closes the connection; returns every reply it sent.
     pub async fn replies_until_close(&mut self) -> Vec<Reply> {
-        match self.conn.until_closed().await {
-            Ok(bytes) => parse_replies(&bytes),
-            Err(e) => failed(&self.conn, "the server does not close the connection", e),
-        }
-    }
-
-    /// Waits up to `wait` for any byte from the server; `None` if nothing arrived (an empty
-    /// vector: the server closed the connection).
-    pub async fn bytes_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
-        self.conn.bytes_within(wait).await.expect("read")
+        let bytes = self.until_closed().await;
+        parse_replies(&bytes)
     }
 
     /// EHLO: its reply.
@@ -440,13 +474,6 @@ impl Client {
     pub async fn starttls(&mut self, connector: &TlsConnector) {
         self.command("STARTTLS").await.expect(220, "2.0.0");
         self.upgrade(connector).await;
-    }
-
-    /// The TLS handshake on the plain stream, which must have no unread reply bytes left.
-    pub async fn upgrade(&mut self, connector: &TlsConnector) {
-        if let Err(e) = self.conn.upgrade(connector).await {
-            failed(&self.conn, "TLS handshake", e);
-        }
     }
 
     /// MAIL, one RCPT per recipient (each must get 250), DATA (354), the dot-stuffed body
@@ -513,13 +540,6 @@ pub fn large_message(subject: &str, size: usize) -> Vec<u8> {
     m
 }
 
-/// A raw POP3 client: writes whatever bytes it is given and reads status lines and
-/// multi-line responses exactly as they arrive (test-support's wire client; every failure
-/// fails the test).
-pub struct Pop3Client {
-    conn: Conn,
-}
-
 impl Pop3Client {
     /// Connects in plain text (the STLS port) and reads the greeting.
     pub async fn connect(addr: SocketAddr) -> (Self, String) {
@@ -550,19 +570,9 @@ impl Pop3Client {
     }
 
     async fn greeted(conn: Conn) -> (Self, String) {
-        let mut client = Self { conn };
+        let mut client = Self::new(conn);
         let greeting = client.line().await;
         (client, greeting)
-    }
-
-    pub fn is_tls(&self) -> bool {
-        self.conn.is_tls()
-    }
-
-    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        if let Err(e) = self.conn.send(bytes).await {
-            failed(&self.conn, "write", e);
-        }
     }
 
     /// Sends one command line (CRLF appended) and reads the status line.
@@ -619,13 +629,6 @@ impl Pop3Client {
         self.upgrade(connector).await;
     }
 
-    /// The TLS handshake on the plain stream, which must have no unread bytes left.
-    pub async fn upgrade(&mut self, connector: &TlsConnector) {
-        if let Err(e) = self.conn.upgrade(connector).await {
-            failed(&self.conn, "TLS handshake", e);
-        }
-    }
-
     /// USER and PASS; returns the answer to PASS (USER must get `+OK`).
     pub async fn login(&mut self, user: &str, password: &str) -> String {
         self.ok(&format!("USER {user}")).await;
@@ -651,20 +654,6 @@ impl Pop3Client {
         match (count, octets) {
             (Some(count), Some(octets)) => (count, octets),
             _ => panic!("malformed STAT reply {reply:?}"),
-        }
-    }
-
-    /// Waits up to `wait` for any byte from the server; `None` if nothing arrived (an empty
-    /// vector: the server closed the connection).
-    pub async fn bytes_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
-        self.conn.bytes_within(wait).await.expect("read")
-    }
-
-    /// Reads until the server closes the connection; returns whatever it sent meanwhile.
-    pub async fn until_closed(&mut self) -> Vec<u8> {
-        match self.conn.until_closed().await {
-            Ok(bytes) => bytes,
-            Err(e) => failed(&self.conn, "the server does not close the connection", e),
         }
     }
 }

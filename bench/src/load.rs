@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use anyhow::{bail, Context};
+use test_support::wire::{Conn, Options};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 /// How to reach the server over TLS.
 #[derive(Clone, Debug)]
@@ -138,19 +137,12 @@ pub fn build_message(size: usize, from: &str, to: &str) -> Vec<u8> {
     msg
 }
 
-/// A plaintext or TLS connection, boxed.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 struct Shared {
     config: LoadConfig,
     message: Vec<u8>,
     started: AtomicU64,
     deadline: Option<Instant>,
-    tls: Option<(
-        tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    tls: Option<TlsClient>,
 }
 
 impl Shared {
@@ -172,35 +164,34 @@ struct SessionResult {
     error: Option<String>,
 }
 
-/// A rustls client trusting only the certificates in `target.ca_file`.
-pub fn tls_connector(target: &TlsTarget) -> anyhow::Result<tokio_rustls::TlsConnector> {
-    let pem = std::fs::read(&target.ca_file)
-        .with_context(|| format!("cannot read {}", target.ca_file.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert?)?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+/// What a TLS client of a [`TlsTarget`] needs: the connector (trusting only its
+/// certificates) and the name to verify.
+pub type TlsClient = (tokio_rustls::TlsConnector, String);
+
+/// A TLS client for `target`.
+pub fn tls_client(target: &TlsTarget) -> anyhow::Result<TlsClient> {
+    Ok((
+        test_support::pki::connector_for_file(&target.ca_file)?,
+        target.server_name.clone(),
     ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-/// A TLS client for `target`: the connector and the name to verify.
-pub fn tls_client(
-    target: &TlsTarget,
-) -> anyhow::Result<(
-    tokio_rustls::TlsConnector,
-    rustls::pki_types::ServerName<'static>,
-)> {
-    Ok((
-        tls_connector(target)?,
-        rustls::pki_types::ServerName::try_from(target.server_name.clone())
-            .map_err(|e| anyhow!("bad server name: {e}"))?,
-    ))
+/// A connection to `addr` (TCP_NODELAY: requests go out at once), TLS first with `tls`.
+/// No time limit on any step: the runners have their own.
+pub(crate) async fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> anyhow::Result<Conn> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let mut options = Options::default().resets_are_errors();
+    if let Some((_, name)) = tls {
+        options = options.server_name(name);
+    }
+    let mut conn = Conn::new(tcp, options);
+    if let Some((connector, _)) = tls {
+        conn.upgrade(connector).await.context("TLS handshake")?;
+    }
+    Ok(conn)
 }
 
 /// Runs the load and returns when every session has finished.
@@ -248,30 +239,17 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
 }
 
 async fn session(shared: &Shared, result: &mut SessionResult) -> anyhow::Result<()> {
-    let tcp = TcpStream::connect(shared.config.addr)
-        .await
-        .with_context(|| format!("connect to {}", shared.config.addr))?;
-    tcp.set_nodelay(true)?;
-    let stream: Box<dyn Io> = match &shared.tls {
-        Some((connector, name)) => Box::new(connector.connect(name.clone(), tcp).await?),
-        None => Box::new(tcp),
-    };
-    let (read, mut write) = tokio::io::split(stream);
-    let mut read = BufReader::with_capacity(16 * 1024, read);
-    let mut line = String::new();
-
-    expect(&mut read, &mut line, 220)
-        .await
-        .context("greeting")?;
-    write.write_all(b"EHLO loadgen.gateway.test\r\n").await?;
-    let ehlo = expect(&mut read, &mut line, 250).await.context("EHLO")?;
-    let pipelining = shared.config.pipelining && ehlo.iter().any(|l| l == "PIPELINING");
+    let mut conn = connect(shared.config.addr, shared.tls.as_ref()).await?;
+    conn.reply().await?.expect(220).context("greeting")?;
+    let ehlo = conn.command("EHLO loadgen.gateway.test").await?;
+    ehlo.expect(250).context("EHLO")?;
+    let pipelining = shared.config.pipelining && ehlo.lines.iter().any(|l| l == "PIPELINING");
     if let Some((user, password)) = &shared.config.auth {
         let plain = data_encoding::BASE64.encode(format!("\0{user}\0{password}").as_bytes());
-        write
-            .write_all(format!("AUTH PLAIN {plain}\r\n").as_bytes())
-            .await?;
-        expect(&mut read, &mut line, 235).await.context("AUTH")?;
+        conn.command(&format!("AUTH PLAIN {plain}"))
+            .await?
+            .expect(235)
+            .context("AUTH")?;
     }
 
     let envelope = format!(
@@ -285,28 +263,33 @@ async fn session(shared: &Shared, result: &mut SessionResult) -> anyhow::Result<
             let t0 = Instant::now();
             in_transaction = true;
             if pipelining {
-                write.write_all(envelope.as_bytes()).await?;
-                expect(&mut read, &mut line, 250).await.context("MAIL")?;
-                expect(&mut read, &mut line, 250).await.context("RCPT")?;
-                expect(&mut read, &mut line, 354).await.context("DATA")?;
+                conn.send(&envelope).await?;
+                conn.reply().await?.expect(250).context("MAIL")?;
+                conn.reply().await?.expect(250).context("RCPT")?;
+                conn.reply().await?.expect(354).context("DATA")?;
             } else {
                 for (command, code) in commands.iter().zip([250, 250, 354]) {
-                    write.write_all(command.as_bytes()).await?;
-                    expect(&mut read, &mut line, code)
-                        .await
+                    conn.send(command).await?;
+                    conn.reply()
+                        .await?
+                        .expect(code)
                         .with_context(|| command.trim_end().to_owned())?;
                 }
             }
-            write.write_all(&shared.message).await?;
-            let (code, text) = reply(&mut read, &mut line).await?;
+            conn.send(&shared.message).await?;
+            let reply = conn.reply().await?;
             in_transaction = false;
-            if code == 250 {
+            if reply.code == 250 {
                 result.accepted += 1;
                 result.latencies.push(t0.elapsed());
             } else {
                 result.failed += 1;
                 if result.error.is_none() {
-                    result.error = Some(format!("end of data: {code} {}", text.join(" / ")));
+                    result.error = Some(format!(
+                        "end of data: {} {}",
+                        reply.code,
+                        reply.lines.join(" / ")
+                    ));
                 }
             }
         }
@@ -319,47 +302,10 @@ async fn session(shared: &Shared, result: &mut SessionResult) -> anyhow::Result<
         }
         return Err(e);
     }
-    write.write_all(b"QUIT\r\n").await?;
-    let _ = reply(&mut read, &mut line).await;
-    let _ = write.shutdown().await;
+    conn.send("QUIT\r\n").await?;
+    let _ = conn.reply().await;
+    conn.shutdown().await;
     Ok(())
-}
-
-/// Reads one (possibly multi-line) reply: its code and the text of each line.
-async fn reply<R: AsyncBufReadExt + Unpin>(
-    read: &mut R,
-    line: &mut String,
-) -> anyhow::Result<(u16, Vec<String>)> {
-    let mut texts = Vec::new();
-    loop {
-        line.clear();
-        if read.read_line(line).await? == 0 {
-            bail!("connection closed by the server");
-        }
-        let l = line.trim_end();
-        if l.len() < 3 {
-            bail!("malformed reply {l:?}");
-        }
-        let code: u16 = l[..3]
-            .parse()
-            .map_err(|_| anyhow!("malformed reply {l:?}"))?;
-        texts.push(l.get(4..).unwrap_or("").to_owned());
-        if l.as_bytes().get(3) != Some(&b'-') {
-            return Ok((code, texts));
-        }
-    }
-}
-
-async fn expect<R: AsyncBufReadExt + Unpin>(
-    read: &mut R,
-    line: &mut String,
-    want: u16,
-) -> anyhow::Result<Vec<String>> {
-    let (code, texts) = reply(read, line).await?;
-    if code != want {
-        bail!("expected {want}, got {code} {}", texts.join(" / "));
-    }
-    Ok(texts)
 }
 
 #[cfg(test)]

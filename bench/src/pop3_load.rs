@@ -11,16 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use anyhow::{bail, Context};
+use test_support::wire::Conn;
 use tokio::net::TcpStream;
 
-use crate::load::{tls_client, Io, TlsTarget};
+use crate::load::{tls_client, TlsClient, TlsTarget};
 
-/// Read buffer of one connection.
-const BUFFER: usize = 64 * 1024;
-/// Longest status line we accept (RFC 2449 allows 512 octets).
-const MAX_LINE: usize = 4096;
 /// Longest trace prefix a server may put before the expected content ([`Verify::AfterTrace`]).
 const MAX_TRACE: usize = 4096;
 
@@ -212,7 +208,7 @@ pub async fn count(
     let mut conn = connect(addr, tls.as_ref()).await?.0;
     login(&mut conn, account).await?;
     let (messages, _) = stat(&mut conn).await?;
-    conn.command("QUIT").await?;
+    conn.pop("QUIT").await?;
     Ok(messages)
 }
 
@@ -228,58 +224,32 @@ struct ClientResult {
     error: Option<String>,
 }
 
-type TlsClient = (
-    tokio_rustls::TlsConnector,
-    rustls::pki_types::ServerName<'static>,
-);
-
 async fn connect(
     addr: SocketAddr,
     tls: Option<&TlsClient>,
-) -> anyhow::Result<(Conn<Box<dyn Io>>, Option<String>)> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connect to {addr}"))?;
-    tcp.set_nodelay(true)?;
-    let (stream, described): (Box<dyn Io>, _) = match tls {
-        Some((connector, name)) => {
-            let stream = connector
-                .connect(name.clone(), tcp)
-                .await
-                .context("TLS handshake")?;
-            let session = stream.get_ref().1;
-            let described = format!(
-                "{:?} {:?}",
-                session
-                    .protocol_version()
-                    .ok_or_else(|| anyhow!("no TLS version"))?,
-                session
-                    .negotiated_cipher_suite()
-                    .ok_or_else(|| anyhow!("no cipher suite"))?
-                    .suite()
-            );
-            (Box::new(stream), Some(described))
-        }
-        None => (Box::new(tcp), None),
+) -> anyhow::Result<(Conn, Option<String>)> {
+    let mut conn = crate::load::connect(addr, tls).await?;
+    let described = match tls {
+        Some(_) => Some(
+            conn.tls_description()
+                .context("no TLS version or cipher suite")?,
+        ),
+        None => None,
     };
-    let mut conn = Conn::new(stream);
-    let greeting = conn.status().await.context("greeting")?;
+    let greeting = conn.line().await.context("greeting")?;
     ok(&greeting, "greeting")?;
     Ok((conn, described))
 }
 
-async fn login<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut Conn<S>,
-    account: &Account,
-) -> anyhow::Result<()> {
-    let reply = conn.command(&format!("USER {}", account.user)).await?;
+async fn login(conn: &mut Conn, account: &Account) -> anyhow::Result<()> {
+    let reply = conn.pop(&format!("USER {}", account.user)).await?;
     ok(&reply, "USER")?;
-    let reply = conn.command(&format!("PASS {}", account.password)).await?;
+    let reply = conn.pop(&format!("PASS {}", account.password)).await?;
     ok(&reply, "PASS")
 }
 
-async fn stat<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>) -> anyhow::Result<(u64, u64)> {
-    let reply = conn.command("STAT").await?;
+async fn stat(conn: &mut Conn) -> anyhow::Result<(u64, u64)> {
+    let reply = conn.pop("STAT").await?;
     ok(&reply, "STAT")?;
     let mut fields = reply.split_whitespace().skip(1).map(str::parse::<u64>);
     match (fields.next(), fields.next()) {
@@ -303,21 +273,21 @@ async fn client(
     result.announced = messages;
     let mut collected = Vec::new();
     for n in 1..=messages {
-        let reply = conn.command(&format!("RETR {n}")).await?;
+        let reply = conn.pop(&format!("RETR {n}")).await?;
         ok(&reply, "RETR")?;
         let mut check = Check::new(&account.expect, &mut collected);
-        let bytes = conn.multi_line(|piece| check.feed(piece)).await?;
+        let bytes = conn.multiline_with(|piece| check.feed(piece)).await?;
         result.messages += 1;
         result.bytes += bytes;
         if !check.finish(bytes) {
             result.mismatched += 1;
         }
         if config.delete {
-            let reply = conn.command(&format!("DELE {n}")).await?;
+            let reply = conn.pop(&format!("DELE {n}")).await?;
             ok(&reply, "DELE")?;
         }
     }
-    let reply = conn.command("QUIT").await?;
+    let reply = conn.pop("QUIT").await?;
     ok(&reply, "QUIT")?;
     result.completed = true;
     Ok(())
@@ -401,166 +371,9 @@ fn is_trace(prefix: &[u8]) -> bool {
     })
 }
 
-/// One POP3 connection: a read buffer over the stream, commands written straight through.
-struct Conn<S> {
-    stream: S,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    fn new(stream: S) -> Self {
-        Self {
-            stream,
-            buf: vec![0; BUFFER].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
-    }
-
-    /// Reads more bytes after those buffered (moving them to the front if needed).
-    async fn fill(&mut self) -> anyhow::Result<()> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            bail!("line longer than the buffer");
-        }
-        let n = self.stream.read(&mut self.buf[self.end..]).await?;
-        if n == 0 {
-            bail!("connection closed by the server");
-        }
-        self.end += n;
-        Ok(())
-    }
-
-    /// Sends a command and reads its status line.
-    async fn command(&mut self, command: &str) -> anyhow::Result<String> {
-        let mut line = Vec::with_capacity(command.len() + 2);
-        line.extend_from_slice(command.as_bytes());
-        line.extend_from_slice(b"\r\n");
-        self.stream.write_all(&line).await?;
-        self.stream.flush().await?;
-        self.status().await
-    }
-
-    /// One status line, without its line end.
-    async fn status(&mut self) -> anyhow::Result<String> {
-        let mut scanned = 0;
-        loop {
-            let pending = &self.buf[self.start + scanned..self.end];
-            if let Some(i) = memchr::memchr(b'\n', pending) {
-                let line = &self.buf[self.start..self.start + scanned + i];
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                let text = String::from_utf8_lossy(line).into_owned();
-                self.start += scanned + i + 1;
-                return Ok(text);
-            }
-            scanned = self.end - self.start;
-            if scanned > MAX_LINE {
-                bail!("status line longer than {MAX_LINE} bytes");
-            }
-            self.fill().await?;
-        }
-    }
-
-    /// The body of a multi-line response, un-stuffed, up to and without the terminating
-    /// `.` CRLF line; `sink` gets it in pieces. Returns its length.
-    async fn multi_line(&mut self, mut sink: impl FnMut(&[u8])) -> anyhow::Result<u64> {
-        let mut total = 0u64;
-        let mut line_start = true;
-        loop {
-            if self.start == self.end {
-                self.fill().await?;
-            }
-            if line_start {
-                line_start = false;
-                if self.buf[self.start] == b'.' {
-                    // ".\r\n" ends the response; any other line starting with a dot had one
-                    // added.
-                    while self.end - self.start < 3 {
-                        self.fill().await?;
-                    }
-                    if &self.buf[self.start..self.start + 3] == b".\r\n" {
-                        self.start += 3;
-                        return Ok(total);
-                    }
-                    self.start += 1;
-                    continue;
-                }
-            }
-            let pending = &self.buf[self.start..self.end];
-            let piece = match memchr::memchr(b'\n', pending) {
-                Some(i) => {
-                    line_start = true;
-                    &pending[..=i]
-                }
-                None => pending,
-            };
-            sink(piece);
-            total += piece.len() as u64;
-            self.start += piece.len();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Parses `wire` with reads of `step` bytes at most; returns the pieces joined and the
-    /// status line that follows.
-    async fn parse(wire: &[u8], step: usize) -> (Vec<u8>, String) {
-        let (mut client, mut server) = tokio::io::duplex(step);
-        let wire = wire.to_vec();
-        let writer = tokio::spawn(async move {
-            for piece in wire.chunks(step) {
-                server.write_all(piece).await.unwrap();
-            }
-            server
-        });
-        let mut conn = Conn::new(&mut client);
-        let mut body = Vec::new();
-        let n = conn
-            .multi_line(|p| body.extend_from_slice(p))
-            .await
-            .unwrap();
-        assert_eq!(n as usize, body.len());
-        let next = conn.status().await.unwrap();
-        drop(writer.await.unwrap());
-        (body, next)
-    }
-
-    #[tokio::test]
-    async fn unstuffs_and_stops_at_the_terminator() {
-        let wire = b"Subject: x\r\n\r\n..leading dot\r\n...two\r\n.\r\n+OK next\r\n";
-        for step in [1, 2, 3, 5, 7, 64] {
-            let (body, next) = parse(wire, step).await;
-            assert_eq!(
-                body, b"Subject: x\r\n\r\n.leading dot\r\n..two\r\n",
-                "step {step}"
-            );
-            assert_eq!(next, "+OK next");
-        }
-    }
-
-    #[tokio::test]
-    async fn empty_body_and_long_lines() {
-        let (body, _) = parse(b".\r\n+OK\r\n", 1).await;
-        assert!(body.is_empty());
-        let long = vec![b'a'; 3 * BUFFER + 17];
-        let mut wire = long.clone();
-        wire.extend_from_slice(b"\r\n.\r\n+OK\r\n");
-        let (body, next) = parse(&wire, 10_000).await;
-        assert_eq!(&body[..long.len()], &long[..]);
-        assert_eq!(next, "+OK");
-    }
 
     #[test]
     fn verification() {

@@ -1,97 +1,13 @@
-//! Helpers the benchmark runners share: the machine (root, free ports, filesystems, CPU
-//! time), external commands and Debian packages, and report formatting.
+//! Helpers the benchmark runners share: scratch directories, filesystems, CPU time and
+//! report formatting (ports, commands and Debian packages come from `test-support`).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * 1024;
-
-/// Whether this process runs as root (it may then install packages).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(str::to_owned))
-        })
-        .is_some_and(|uid| uid == "0")
-}
-
-/// Installs Debian packages with `apt-get install -y` (running `apt-get update` first if the
-/// package lists are missing or stale), non-interactively.
-pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
-    if !is_root() {
-        bail!(
-            "missing packages and we are not root: run `apt-get install {}` first",
-            packages.join(" ")
-        );
-    }
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-q"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-    };
-    let mut status = install()?;
-    if !status.success() {
-        // A fresh machine may not have the package lists yet.
-        Command::new("apt-get").args(["update", "-q"]).status()?;
-        status = install()?;
-    }
-    if !status.success() {
-        bail!("installing {} failed ({status})", packages.join(" "));
-    }
-    Ok(())
-}
-
-/// A port that was free a moment ago (bound to port 0, then released).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(free_ports(1)?[0])
-}
-
-/// `n` distinct ports that were free a moment ago (all bound at once, then released).
-pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
-}
-
-/// Runs a command to completion; fails with its output if it fails.
-pub fn run(command: &mut Command) -> anyhow::Result<()> {
-    let out = command.output().with_context(|| format!("{command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
-/// The numeric id of a user (`-u`) or group (`-g`), from `id`.
-pub fn id(flag: &str, name: &str) -> anyhow::Result<u32> {
-    let out = Command::new("id").args([flag, name]).output()?;
-    if !out.status.success() {
-        bail!("no user or group {name}");
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
-}
-
-pub fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .with_context(|| format!("chown {}", path.display()))
-}
 
 /// The cargo target directory of the running binary (which lives in `<target>/release/`).
 pub fn target_dir() -> anyhow::Result<PathBuf> {
@@ -180,11 +96,5 @@ mod tests {
         assert_eq!(human(10 * KIB), "10 KiB");
         assert_eq!(human(MIB), "1 MiB");
         assert_eq!(human(300), "300 B");
-    }
-
-    #[test]
-    fn free_ports_are_distinct() {
-        let ports = free_ports(3).unwrap();
-        assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2]);
     }
 }

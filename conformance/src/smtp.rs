@@ -102,7 +102,7 @@ pub async fn send_message(c: &mut Client, from: &str, to: &str, message: &[u8]) 
     c.command(&format!("RCPT TO:<{to}>")).await?.expect(250)?;
     c.command("DATA").await?.expect(354)?;
     c.send(dot_stuff(message)).await?;
-    c.reply().await
+    Ok(c.reply().await?)
 }
 
 /// After a refusal that may end the session (input past a limit): either a `421` follows
@@ -123,7 +123,7 @@ pub async fn usable_or_closed(c: &mut Client) -> Result<()> {
 
 /// RCPT TO the mailbox: its reply.
 pub async fn rcpt(c: &mut Client, mb: &Mailbox) -> Result<Reply> {
-    c.command(&format!("RCPT TO:<{}>", mb.address)).await
+    Ok(c.command(&format!("RCPT TO:<{}>", mb.address)).await?)
 }
 
 /// A small message.

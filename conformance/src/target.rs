@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -16,8 +15,7 @@ use gateway::mailbox::MailboxId;
 use gateway::server::Running;
 use gateway::service::Gateway;
 use gateway::tls::CertificateSourceSpec;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
+use test_support::pki::{self, Ca, Leaf};
 use tokio_rustls::TlsConnector;
 
 /// The domain of the gateway's mailbox addresses in every suite.
@@ -259,70 +257,26 @@ impl Target {
 
 /// A client configuration trusting only `root`, with rustls' safe defaults (TLS 1.2, 1.3).
 pub fn connector(root: &Path) -> Result<TlsConnector> {
-    let pem = std::fs::read(root)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert?)?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    test_support::pki::connector_for_file(root)
 }
 
 /// Root CA, intermediate CA and leaf (for `localhost`, [`HOST_NAME`] and 127.0.0.1),
 /// written as PEM under `dir`.
 fn make_pki(dir: &Path) -> Result<Pki> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let ca_params = |name: &str| -> Result<CertificateParams> {
-        let mut p = CertificateParams::new(Vec::<String>::new())?;
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        Ok(p)
-    };
-    let root_key = KeyPair::generate()?;
-    let root_params = ca_params("gateway conformance root")?;
-    let root = root_params.self_signed(&root_key)?;
-    let root_issuer = Issuer::from_params(&root_params, &root_key);
-
-    let inter_key = KeyPair::generate()?;
-    let inter_params = ca_params("gateway conformance intermediate")?;
-    let inter = inter_params.signed_by(&inter_key, &root_issuer)?;
-    let inter_issuer = Issuer::from_params(&inter_params, &inter_key);
-
-    let leaf_key = KeyPair::generate()?;
-    let mut leaf_params =
-        CertificateParams::new(vec!["localhost".to_owned(), HOST_NAME.to_owned()])?;
-    leaf_params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress(
-            std::net::Ipv4Addr::LOCALHOST.into(),
-        ));
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, HOST_NAME);
-    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let root = Ca::new("gateway conformance root")?;
+    let intermediate = root.intermediate("gateway conformance intermediate")?;
     // rcgen's default runs from 1975 to 4096, which testssl rightly flags; a leaf lives 90 days.
-    let now = time::OffsetDateTime::now_utc();
-    leaf_params.not_before = now - time::Duration::hours(1);
-    leaf_params.not_after = now + time::Duration::days(90);
-    let leaf = leaf_params.signed_by(&leaf_key, &inter_issuer)?;
-
+    let leaf = intermediate.issue(
+        Leaf::names(&["localhost", HOST_NAME, "127.0.0.1"])
+            .common_name(HOST_NAME)
+            .valid(Duration::from_secs(3600), 90 * pki::DAY),
+    )?;
     let pki = Pki {
         root: dir.join("root.pem"),
         chain: dir.join("chain.pem"),
         key: dir.join("key.pem"),
     };
     std::fs::write(&pki.root, root.pem())?;
-    std::fs::write(&pki.chain, format!("{}{}", leaf.pem(), inter.pem()))?;
-    std::fs::write(&pki.key, leaf_key.serialize_pem())?;
+    leaf.write(&pki.chain, &pki.key)?;
     Ok(pki)
 }

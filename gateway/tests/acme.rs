@@ -10,7 +10,6 @@ use gateway::tls::acme::{
     self, account_path, load_acme, AcmeError, AcmeOrder, ChallengeListener, Http01Responses,
 };
 use pebble_test_util::{Pebble, PebbleOptions};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 const NAME: &str = "mail.example.test";
@@ -108,25 +107,7 @@ fn settings(
 /// The chain verifies for `name` against `root_pem` alone, as a client trusting only that
 /// root would check it.
 fn assert_chains_to(chain: &[CertificateDer<'static>], root_pem: &str, name: &str) {
-    use rustls::client::danger::ServerCertVerifier;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
-        roots.add(cert.expect("root PEM")).expect("add root");
-    }
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        Arc::new(rustls::crypto::ring::default_provider()),
-    )
-    .build()
-    .expect("verifier");
-    verifier
-        .verify_server_cert(
-            &chain[0],
-            &chain[1..],
-            &rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name"),
-            &[],
-            rustls::pki_types::UnixTime::now(),
-        )
+    test_support::pki::verify_chain(root_pem.as_bytes(), chain, name)
         .expect("the issued chain verifies against the CA's issuing root");
 }
 

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pebble_test_util::{Pebble, PebbleOptions};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use tokio::io::{
@@ -20,20 +19,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 mod served;
-use served::{gateway, hold_free_ports, listen_sections, Served};
+use served::{gateway, hold_free_ports, listen_sections, Served, LISTENERS};
 
 const HOST: &str = "mail.example.test";
 const EMAIL_DOMAIN: &str = "archive.example.test";
-
-const LISTENERS: [&str; 7] = [
-    "smtp",
-    "smtps",
-    "submission",
-    "pop3",
-    "pop3s",
-    "console",
-    "acme_http",
-];
 
 fn ok_json(dir: &Path, args: &[&str]) -> Value {
     let out = gateway(dir, args);
@@ -49,17 +38,7 @@ fn ok_json(dir: &Path, args: &[&str]) -> Value {
 /// A client that trusts only Pebble's issuing root. Without session resumption: a resumed
 /// session reports the certificate of the session it resumes, not the one presented now.
 fn connector(root_pem: &str) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
-        roots.add(cert.expect("root PEM")).expect("add root");
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = test_support::pki::client_config(root_pem.as_bytes()).expect("root PEM");
     config.resumption = rustls::client::Resumption::disabled();
     TlsConnector::from(Arc::new(config))
 }
@@ -320,16 +299,14 @@ fn cert_acme_on_a_stopped_gateway_orders_in_process_and_rewrites_tls() {
 /// A certificate for HOST that started `age` ago, as an earlier order would have left it in
 /// the data directory; returns its SHA-256.
 fn store_old_acme_certificate(data_dir: &Path, age: Duration) -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let mut params = rcgen::CertificateParams::new(vec![HOST.to_owned()]).expect("params");
-    params.not_before = now - age;
-    params.not_after = now + Duration::from_secs(30 * 24 * 3600);
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = params.self_signed(&key).expect("certificate");
+    let cert = test_support::pki::Leaf::names(&[HOST])
+        .valid(age, 30 * test_support::pki::DAY)
+        .self_signed()
+        .expect("certificate");
     let dir = data_dir.join("tls").join("acme");
     std::fs::create_dir_all(&dir).expect("acme dir");
-    std::fs::write(dir.join("chain.pem"), cert.pem()).expect("chain");
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("key");
+    std::fs::write(dir.join("chain.pem"), cert.cert_pem()).expect("chain");
+    std::fs::write(dir.join("key.pem"), cert.key_pem()).expect("key");
     fingerprint(cert.der())
 }
 

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
@@ -12,7 +11,6 @@ use serde_json::{json, Value};
 use support::{TestGateway, HOST_NAME};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 /// An HTTPS client for one test gateway.
 struct ApiClient {
@@ -54,18 +52,7 @@ impl Reply {
 }
 
 fn rustls_config(ca_file: &std::path::Path, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    let pem = std::fs::read(ca_file).expect("read CA file");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.expect("PEM certificate")).expect("add root");
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = support::client_config(ca_file);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config
 }

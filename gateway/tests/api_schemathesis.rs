@@ -8,30 +8,16 @@
 mod support;
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::{TestGateway, HOST_NAME};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 /// What CI installs (xtask's deps step pins the same release).
 const INSTALL: &str = "pip install schemathesis==4.32.5";
 
 fn http_client(gateway: &TestGateway) -> reqwest::Client {
-    let pem = std::fs::read(gateway.ca_file()).expect("read CA file");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.expect("PEM certificate")).expect("add root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = support::client_config(&gateway.ca_file());
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .resolve(HOST_NAME, gateway.console_addr())

@@ -8,6 +8,7 @@ use std::process::Command;
 
 mod served;
 use served::{deliver, gateway, hold_free_ports, listen_sections, Served};
+use test_support::pki::Leaf;
 
 const EMAIL_DOMAIN: &str = "archive.test";
 const HOST_NAME: &str = "mx.archive.test";
@@ -344,15 +345,13 @@ fn the_configured_disk_warning_threshold_reaches_the_check() {
 }
 
 /// A PEM bundle (certificate and key) for the gateway's host name, valid for `days` more.
-fn expiring_bundle(dir: &Path, days: i64) -> std::path::PathBuf {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![HOST_NAME.to_owned()]).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(days);
-    let cert = params.self_signed(&key).unwrap();
+fn expiring_bundle(dir: &Path, days: u64) -> std::path::PathBuf {
+    let cert = Leaf::names(&[HOST_NAME])
+        .days_left(days)
+        .self_signed()
+        .unwrap();
     let path = dir.join(format!("expiring-{days}.pem"));
-    std::fs::write(&path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+    std::fs::write(&path, cert.bundle_pem()).unwrap();
     path
 }
 
@@ -363,7 +362,7 @@ fn check_warns_and_then_goes_critical_as_the_certificate_nears_expiry() {
     write_config(d);
     let _served = Served::start(d);
 
-    let import = |days: i64| {
+    let import = |days: u64| {
         let bundle = expiring_bundle(d, days);
         let out = gateway(d, &["cert", "import", bundle.to_str().unwrap(), "--json"]);
         assert!(

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod served;
-use served::{deliver, gateway, hold_free_ports, listen_sections, Served};
+use served::{deliver, gateway, hold_free_ports, listen_sections, Served, LISTENERS};
+use test_support::pki::Leaf;
 
 use serde_json::Value;
 
@@ -20,17 +21,8 @@ fn write_config(dir: &Path) {
     let mut text = format!(
         "[gateway]\nemail_domain = \"{EMAIL_DOMAIN}\"\nhost_name = \"mx.archive.test\"\nlog_level = \"info\"\n"
     );
-    let names = [
-        "smtp",
-        "smtps",
-        "submission",
-        "pop3",
-        "pop3s",
-        "console",
-        "acme_http",
-    ];
-    let (_held, ports) = hold_free_ports(names.len());
-    text.push_str(&listen_sections(&names, &ports));
+    let (_held, ports) = hold_free_ports(LISTENERS.len());
+    text.push_str(&listen_sections(&LISTENERS, &ports));
     std::fs::write(dir.join("gateway.toml"), text).unwrap();
 }
 
@@ -297,13 +289,9 @@ fn an_imported_certificate_is_presented_at_once_and_after_a_restart() {
     assert_eq!(before["source"], "self-signed");
     assert_eq!(presented_fingerprint(&smtps), before["sha256Fingerprint"]);
 
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["mx.archive.test".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let cert = Leaf::names(&["mx.archive.test"]).self_signed().unwrap();
     let bundle = d.join("bundle.pem");
-    std::fs::write(&bundle, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+    std::fs::write(&bundle, cert.bundle_pem()).unwrap();
     let imported = ok_json(d, &["cert", "import", bundle.to_str().unwrap(), "--json"]);
     let fingerprint = imported["certificate"]["sha256Fingerprint"].clone();
     assert_eq!(imported["certificate"]["source"], "imported");
@@ -316,16 +304,8 @@ fn an_imported_certificate_is_presented_at_once_and_after_a_restart() {
     );
 
     // A PKCS#12 file as Windows exports it (legacy 3DES/RC2), password from a file.
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["mx.archive.test".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    std::fs::write(
-        d.join("p12.pem"),
-        format!("{}{}", cert.pem(), key.serialize_pem()),
-    )
-    .unwrap();
+    let cert = Leaf::names(&["mx.archive.test"]).self_signed().unwrap();
+    std::fs::write(d.join("p12.pem"), cert.bundle_pem()).unwrap();
     let p12 = d.join("server.pfx");
     let made = Command::new("openssl")
         .args([
@@ -368,13 +348,9 @@ fn an_imported_certificate_is_presented_at_once_and_after_a_restart() {
 
 /// A certificate for the host name, written as PEM chain and key files; its SHA-256.
 fn write_certificate_files(chain: &Path, key_file: &Path) -> String {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["mx.archive.test".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    std::fs::write(chain, cert.pem()).unwrap();
-    std::fs::write(key_file, key.serialize_pem()).unwrap();
+    let cert = Leaf::names(&["mx.archive.test"]).self_signed().unwrap();
+    std::fs::write(chain, cert.cert_pem()).unwrap();
+    std::fs::write(key_file, cert.key_pem()).unwrap();
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.der());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }

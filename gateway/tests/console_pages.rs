@@ -4,15 +4,14 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use gateway::api::{Caller, Params};
 use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use support::{TestGateway, HOST_NAME};
+use test_support::pki::Leaf;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 /// A signed-in browser without JavaScript: it keeps the session cookie and follows no
 /// redirect on its own, so each test sees the 303s.
@@ -91,16 +90,7 @@ fn unescape(text: &str) -> String {
 }
 
 fn rustls_config(ca_file: &std::path::Path) -> rustls::ClientConfig {
-    let pem = std::fs::read(ca_file).expect("read CA file");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.expect("PEM certificate")).expect("add root");
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth()
+    support::client_config(ca_file)
 }
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -781,14 +771,9 @@ async fn presented_fingerprint(gateway: &TestGateway) -> String {
 }
 
 /// A self-signed PEM certificate and key for `name`, valid for `days` more days.
-fn pem_pair(name: &str, days: i64) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(days);
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), key.serialize_pem())
+fn pem_pair(name: &str, days: u64) -> (String, String) {
+    let cert = Leaf::names(&[name]).days_left(days).self_signed().unwrap();
+    (cert.cert_pem().to_owned(), cert.key_pem().to_owned())
 }
 
 #[tokio::test]

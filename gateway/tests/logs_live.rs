@@ -9,28 +9,19 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use test_support::wire::{self, Conn, Options};
 
 mod served;
-use served::{hold_free_ports, listen_sections};
+use served::{hold_free_ports, listen_sections, LISTENERS};
 
 /// Every listener and the metrics listener on 127.0.0.1 and a free port (the configuration
 /// refuses port 0); returns the SMTP and metrics ports.
 fn write_config(dir: &Path, log_level: &str) -> (u16, u16) {
-    let names = [
-        "smtp",
-        "smtps",
-        "submission",
-        "pop3",
-        "pop3s",
-        "console",
-        "acme_http",
-        "metrics",
-    ];
-    let (_held, ports) = hold_free_ports(names.len());
+    let (_held, ports) = hold_free_ports(LISTENERS.len() + 1);
     let mut text = format!(
         "[gateway]\nemail_domain = \"archive.test\"\nhost_name = \"mx.archive.test\"\nlog_level = \"{log_level}\"\n"
     );
-    text.push_str(&listen_sections(&names[..7], &ports[..7]));
+    text.push_str(&listen_sections(&LISTENERS, &ports[..7]));
     text.push_str(&format!(
         "[metrics]\nlisten = \"127.0.0.1:{}\"\n[logging]\nfile = true\nformat = \"json\"\nretention_days = 7\n",
         ports[7]
@@ -136,18 +127,16 @@ fn serve_writes_json_lines_to_daily_files_and_sighup_changes_their_level() {
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
     read_until(&mut lines, "SIGHUP: log level reloaded");
-    let mut client = TcpStream::connect(("127.0.0.1", smtp)).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut reader = BufReader::new(client.try_clone().unwrap());
-    let mut greeting = String::new();
-    reader.read_line(&mut greeting).unwrap();
-    assert!(greeting.starts_with("220 "), "{greeting}");
-    client.write_all(b"QUIT\r\n").unwrap();
-    let mut bye = String::new();
-    reader.read_line(&mut bye).unwrap();
-    assert!(bye.starts_with("221 "), "{bye}");
+    wire::block_on(async {
+        let options = Options::default().timeout(Duration::from_secs(30));
+        let mut client = Conn::connect(([127, 0, 0, 1], smtp).into(), options)
+            .await
+            .unwrap();
+        let greeting = client.reply().await.unwrap();
+        assert_eq!(greeting.code, 220, "{greeting}");
+        let bye = client.command("QUIT").await.unwrap();
+        assert_eq!(bye.code, 221, "{bye}");
+    });
 
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let rest: Vec<Value> = lines.map(|l| json(&l)).collect();

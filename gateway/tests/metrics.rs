@@ -10,21 +10,9 @@ use std::time::Duration;
 
 use support::{Pop3Client, TestGateway, HOST_NAME};
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 fn https_client(gw: &TestGateway) -> reqwest::Client {
-    let pem = std::fs::read(gw.ca_file()).expect("read CA file");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.expect("PEM certificate")).expect("add root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = support::client_config(&gw.ca_file());
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .resolve(HOST_NAME, gw.console_addr())

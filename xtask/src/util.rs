@@ -1,7 +1,6 @@
 //! Running external commands: echo them, inherit stdio, and turn a non-zero exit into an error
 //! that names the command, so every failure in CI says what was being run.
 
-use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,32 +21,6 @@ pub fn cargo() -> Command {
     cmd
 }
 
-/// Human-readable form of a command, for logs and error messages.
-pub fn display(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for arg in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&arg.to_string_lossy());
-    }
-    s
-}
-
-/// Runs `cmd` with inherited stdio; errors if it cannot start or exits non-zero.
-pub fn run(cmd: &mut Command) -> Result<()> {
-    let shown = display(cmd);
-    eprintln!("$ {shown}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("could not start `{shown}`"))?;
-    if !status.success() {
-        bail!("`{shown}` failed ({status})");
-    }
-    Ok(())
-}
-
-/// True if `name` is an executable file somewhere on `PATH`.
-pub fn on_path(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
-        .unwrap_or(false)
-}
+/// Human-readable form of a command, for logs and error messages; runs `cmd` with inherited
+/// stdio (echoed first), failing with an error that names it; whether a program is on `PATH`.
+pub use test_support::packages::{display, on_path, run};

@@ -3,24 +3,21 @@
 //! listeners it announced, one-shot CLI commands, and a plain SMTP delivery.
 #![allow(dead_code)] // Not every test binary uses every helper.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+
+use test_support::process::LoggedChild;
+use test_support::wire::{self, Conn, Options};
 
 /// How long a wait for a log line may take on a loaded machine; it ends as soon as the line
 /// comes.
 pub const LOG_WAIT: Duration = Duration::from_secs(120);
 
-/// A running `gateway --config <dir>/gateway.toml serve` with `<dir>/data`.
+/// A running `gateway --config <dir>/gateway.toml serve` with `<dir>/data`; killed on drop.
 pub struct Served {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: String,
-    listeners: HashMap<String, SocketAddr>,
+    child: LoggedChild,
 }
 
 impl Served {
@@ -33,149 +30,91 @@ impl Served {
 
     /// Starts the gateway without waiting for anything.
     pub fn spawn(dir: &Path) -> Self {
-        let mut child = command(dir)
-            .arg("serve")
-            .env(
-                gateway::cli::build_check::OVERRIDE_VAR,
-                gateway::cli::build_check::OVERRIDE_VALUE,
-            )
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start gateway serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (send, lines) = mpsc::channel();
-        // Reads on, so the gateway never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: String::new(),
-            listeners: HashMap::new(),
-        }
+        let child = LoggedChild::spawn(
+            command(dir)
+                .arg("serve")
+                .env(
+                    gateway::cli::build_check::OVERRIDE_VAR,
+                    gateway::cli::build_check::OVERRIDE_VALUE,
+                )
+                .env("NO_COLOR", "1")
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null()),
+        )
+        .expect("start gateway serve");
+        Self { child }
     }
 
     /// Waits for a log line containing every one of `parts`; panics with the log so far.
     pub fn wait_for(&mut self, parts: &[&str]) -> String {
-        loop {
-            match self.lines.recv_timeout(LOG_WAIT) {
-                Ok(line) => {
-                    self.record(&line);
-                    if parts.iter().all(|p| line.contains(p)) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no log line with {parts:?}; the log:\n{}", self.seen),
-            }
+        match self
+            .child
+            .wait_for(LOG_WAIT, |line| parts.iter().all(|p| line.contains(p)))
+        {
+            Some(line) => line,
+            None => panic!("no log line with {parts:?}; the log:\n{}", self.child.log()),
         }
     }
 
-    /// Where `service` (`smtp`, `pop3s`, `console`, ...) listens, as its start-up line said.
+    /// Where `service` (`smtp`, `pop3s`, `console`, ...) listens, as its start-up line said
+    /// (among the lines read so far).
     pub fn addr(&self, service: &str) -> SocketAddr {
-        *self
-            .listeners
-            .get(service)
-            .unwrap_or_else(|| panic!("no {service} listener logged:\n{}", self.seen))
+        let log = self.child.seen();
+        log.lines()
+            .rev()
+            .filter(|line| line.contains("listening") && field(line, "service") == Some(service))
+            .find_map(|line| field(line, "addr")?.parse().ok())
+            .unwrap_or_else(|| panic!("no {service} listener logged:\n{log}"))
     }
 
     /// The log so far.
     pub fn log(&mut self) -> &str {
-        while let Ok(line) = self.lines.try_recv() {
-            self.record(&line);
-        }
-        &self.seen
+        self.child.log()
     }
 
     /// SIGTERM, as a service manager stops it; waits for a clean exit and returns the log.
     pub fn stop(mut self) -> String {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "{status:?}\n{}", self.rest_of_log());
-        self.rest_of_log()
+        self.signal(rustix::process::Signal::TERM);
+        let status = self.child.child_mut().wait().expect("wait");
+        let log = self.child.rest_of_log(LOG_WAIT);
+        assert!(status.success(), "{status:?}\n{log}");
+        log
     }
 
     /// SIGHUP, as `systemctl reload` sends it.
     pub fn hangup(&self) {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("SIGHUP");
+        self.signal(rustix::process::Signal::HUP);
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_child(self.child.child());
+        rustix::process::kill_process(pid, signal).expect("signal the gateway");
     }
 
     /// SIGKILL: no cleanup at all. Returns the log.
     pub fn kill(mut self) -> String {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("wait");
-        self.rest_of_log()
+        self.child.child_mut().kill().expect("SIGKILL");
+        self.child.child_mut().wait().expect("wait");
+        self.child.rest_of_log(LOG_WAIT)
     }
-
-    /// Everything until the reader sees the pipe close (the process has exited).
-    fn rest_of_log(&mut self) -> String {
-        while let Ok(line) = self.lines.recv_timeout(LOG_WAIT) {
-            self.record(&line);
-        }
-        self.seen.clone()
-    }
-
-    fn record(&mut self, line: &str) {
-        let line = &strip_ansi(line);
-        self.seen.push_str(line);
-        self.seen.push('\n');
-        if line.contains("listening") {
-            if let (Some(service), Some(addr)) = (field(line, "service"), field(line, "addr")) {
-                if let Ok(addr) = addr.parse() {
-                    self.listeners.insert(service.to_owned(), addr);
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The line without terminal colour sequences, should the logger emit any.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI sequences end with a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Free loopback ports, one per name, all held at once so they are distinct; drop the
 /// listeners just before the gateway binds the ports (the configuration refuses port 0).
 pub fn hold_free_ports(count: usize) -> (Vec<std::net::TcpListener>, Vec<u16>) {
-    let held: Vec<std::net::TcpListener> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    let ports = held
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect();
-    (held, ports)
+    test_support::process::hold_free_ports(std::net::Ipv4Addr::LOCALHOST, count).expect("bind")
 }
+
+/// Every listener of the gateway's configuration (`[listen.<name>]`).
+pub const LISTENERS: [&str; 7] = [
+    "smtp",
+    "smtps",
+    "submission",
+    "pop3",
+    "pop3s",
+    "console",
+    "acme_http",
+];
 
 /// `[listen.<name>]` sections putting each listener on 127.0.0.1 and its port.
 pub fn listen_sections(names: &[&str], ports: &[u16]) -> String {
@@ -215,39 +154,23 @@ pub fn gateway(dir: &Path, args: &[&str]) -> Output {
 /// One SMTP transaction over plain TCP, like a journaling mail server; every reply must
 /// be the expected one.
 pub fn deliver(smtp: SocketAddr, to: &str, message: &str) {
-    let stream = TcpStream::connect(smtp).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut writer = stream;
-    let mut reply = |expect: &str| {
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read");
-            text.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                break;
-            }
+    wire::block_on(async {
+        let options = Options::default().timeout(Duration::from_secs(60));
+        let mut c = Conn::connect(smtp, options).await.expect("connect");
+        let greeting = c.reply().await.expect("greeting");
+        assert_eq!(greeting.code, 220, "expected 220: {greeting}");
+        for (command, expect) in [
+            ("EHLO journal.example.org".to_owned(), 250),
+            ("MAIL FROM:<journal@example.org>".to_owned(), 250),
+            (format!("RCPT TO:<{to}>"), 250),
+            ("DATA".to_owned(), 354),
+            (format!("{message}\r\n."), 250),
+            ("QUIT".to_owned(), 221),
+        ] {
+            let reply = c.command(&command).await.expect("reply");
+            assert_eq!(reply.code, expect, "expected {expect}: {reply}");
         }
-        assert!(text.starts_with(expect), "expected {expect}: {text}");
-    };
-    reply("220");
-    for (command, expect) in [
-        ("EHLO journal.example.org".to_owned(), "250"),
-        ("MAIL FROM:<journal@example.org>".to_owned(), "250"),
-        (format!("RCPT TO:<{to}>"), "250"),
-        ("DATA".to_owned(), "354"),
-        (format!("{message}\r\n."), "250"),
-        ("QUIT".to_owned(), "221"),
-    ] {
-        writer
-            .write_all(format!("{command}\r\n").as_bytes())
-            .expect("write");
-        reply(expect);
-    }
-    // Until the server closes, so the session has ended when this returns.
-    let mut rest = Vec::new();
-    let _ = writer.read_to_end(&mut rest);
+        // Until the server closes, so the session has ended when this returns.
+        let _ = c.until_closed().await;
+    });
 }

@@ -7,7 +7,6 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use gateway::config::Config;
@@ -16,10 +15,7 @@ use gateway::mailbox::MailboxId;
 use gateway::server::Running;
 use gateway::service::Gateway;
 use gateway::tls::{CertificateSourceSpec, SELF_SIGNED_CERT_FILE, TLS_DIR};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
+use test_support::wire::{self, Conn, Options};
 use tokio_rustls::TlsConnector;
 
 /// The domain of the test gateway's mailbox addresses.
@@ -249,20 +245,14 @@ impl TestGateway {
     }
 }
 
+/// A rustls client configuration trusting only the certificates in `ca_file`.
+pub fn client_config(ca_file: &Path) -> tokio_rustls::rustls::ClientConfig {
+    test_support::pki::client_config(&std::fs::read(ca_file).expect("read CA file"))
+        .expect("trust the CA file")
+}
+
 pub fn tls_connector(ca_file: &Path) -> TlsConnector {
-    let pem = std::fs::read(ca_file).expect("read CA file");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.expect("PEM certificate")).expect("add root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
+    test_support::pki::connector_for_file(ca_file).expect("trust the CA file")
 }
 
 /// Splits a stored message into our `Received:` header (with its folded lines) and exactly
@@ -308,18 +298,19 @@ pub fn assert_received(header: &str, tls: bool) {
     }
 }
 
-/// One SMTP reply: its code and lines (without the code and separator).
+/// One SMTP reply (test-support's, with its `code` and `lines`), with the test's assertion.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub lines: Vec<String>,
+pub struct Reply(pub wire::Reply);
+
+impl std::ops::Deref for Reply {
+    type Target = wire::Reply;
+
+    fn deref(&self) -> &wire::Reply {
+        &self.0
+    }
 }
 
 impl Reply {
-    pub fn text(&self) -> String {
-        self.lines.join("\n")
-    }
-
     /// Asserts the code and that the first line starts with `prefix` (e.g. an enhanced code).
     pub fn expect(&self, code: u16, prefix: &str) -> &Self {
         assert_eq!(self.code, code, "unexpected reply {self:?}");
@@ -333,69 +324,83 @@ impl Reply {
 
 /// Parses every complete reply in `bytes` (multi-line replies joined).
 pub fn parse_replies(bytes: &[u8]) -> Vec<Reply> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut replies = Vec::new();
-    let mut lines = Vec::new();
-    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
-        assert!(line.len() >= 3, "short reply line {line:?}");
-        let code: u16 = line[..3].parse().expect("reply code");
-        lines.push(line.get(4..).unwrap_or("").to_owned());
-        if line.as_bytes().get(3) != Some(&b'-') {
-            replies.push(Reply {
-                code,
-                lines: std::mem::take(&mut lines),
-            });
-        }
-    }
-    replies
+    wire::parse_replies(bytes)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(bytes)))
+        .into_iter()
+        .map(Reply)
+        .collect()
 }
 
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    /// Only during a handshake.
-    Gone,
+/// How the tests' clients talk: every step within [`REPLY_TIMEOUT`], TLS verifying
+/// `localhost`.
+fn options() -> Options {
+    Options::default().timeout(REPLY_TIMEOUT)
 }
 
-impl Conn {
-    async fn connect_tls(addr: SocketAddr, connector: &TlsConnector) -> Self {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let tls = connector
-            .connect(server_name(), stream)
-            .await
-            .expect("TLS handshake");
-        Conn::Tls(Box::new(tls))
-    }
-
-    fn io(&mut self) -> &mut dyn Io {
-        match self {
-            Conn::Plain(plain) => plain,
-            Conn::Tls(tls) => &mut **tls,
-            Conn::Gone => panic!("connection lost in a TLS handshake"),
-        }
-    }
-
-    /// The TLS handshake on a plain connection.
-    async fn upgrade(&mut self, connector: &TlsConnector) {
-        let Conn::Plain(plain) = std::mem::replace(self, Conn::Gone) else {
-            panic!("TLS is already active");
-        };
-        let tls = connector
-            .connect(server_name(), plain)
-            .await
-            .expect("TLS handshake");
-        *self = Conn::Tls(Box::new(tls));
-    }
+/// Panics with what went wrong and what was received but not consumed.
+fn failed(conn: &Conn, what: &str, error: wire::Error) -> ! {
+    panic!(
+        "{what}: {error}; unread {:?}",
+        String::from_utf8_lossy(conn.unread())
+    )
 }
+
+/// A raw test client of protocol `P` ([`Smtp`] or [`Pop3`]): test-support's wire client
+/// writing whatever bytes it is given, every failure failing the test.
+pub struct TestClient<P> {
+    conn: Conn,
+    protocol: std::marker::PhantomData<P>,
+}
+
+/// SMTP, for [`TestClient`].
+pub struct Smtp;
+/// POP3, for [`TestClient`].
+pub struct Pop3;
 
 /// A raw SMTP client: writes whatever bytes it is given and parses replies.
-pub struct Client {
-    conn: Conn,
-    /// Received bytes not yet parsed into replies.
-    buffer: Vec<u8>,
+pub type Client = TestClient<Smtp>;
+/// A raw POP3 client: writes whatever bytes it is given and reads status lines and
+/// multi-line responses exactly as they arrive.
+pub type Pop3Client = TestClient<Pop3>;
+
+impl<P> TestClient<P> {
+    fn new(conn: Conn) -> Self {
+        Self {
+            conn,
+            protocol: std::marker::PhantomData,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+
+    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        if let Err(e) = self.conn.send(bytes).await {
+            failed(&self.conn, "write", e);
+        }
+    }
+
+    /// The TLS handshake on the plain stream, which must have no unread bytes left.
+    pub async fn upgrade(&mut self, connector: &TlsConnector) {
+        if let Err(e) = self.conn.upgrade(connector).await {
+            failed(&self.conn, "TLS handshake", e);
+        }
+    }
+
+    /// Waits up to `wait` for any byte from the server; `None` if nothing arrived (an empty
+    /// vector: the server closed the connection).
+    pub async fn bytes_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        self.conn.bytes_within(wait).await.expect("read")
+    }
+
+    /// Reads until the server closes the connection; returns whatever it sent meanwhile.
+    pub async fn until_closed(&mut self) -> Vec<u8> {
+        match self.conn.until_closed().await {
+            Ok(bytes) => bytes,
+            Err(e) => failed(&self.conn, "the server does not close the connection", e),
+        }
+    }
 }
 
 impl Client {
@@ -407,35 +412,18 @@ impl Client {
     }
 
     pub async fn connect_no_greeting(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        Self {
-            conn: Conn::Plain(stream),
-            buffer: Vec::new(),
-        }
+        let conn = Conn::connect(addr, options()).await.expect("connect");
+        Self::new(conn)
     }
 
     /// Connects with implicit TLS (port 465) and reads the greeting.
     pub async fn connect_tls(addr: SocketAddr, connector: &TlsConnector) -> (Self, Reply) {
-        let mut client = Self {
-            conn: Conn::connect_tls(addr, connector).await,
-            buffer: Vec::new(),
-        };
+        let conn = Conn::connect_tls(addr, connector, options())
+            .await
+            .expect("TLS handshake");
+        let mut client = Self::new(conn);
         let greeting = client.reply().await;
         (client, greeting)
-    }
-
-    pub fn is_tls(&self) -> bool {
-        matches!(self.conn, Conn::Tls(_))
-    }
-
-    fn io(&mut self) -> &mut dyn Io {
-        self.conn.io()
-    }
-
-    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        let io = self.io();
-        io.write_all(bytes.as_ref()).await.expect("write");
-        io.flush().await.expect("flush");
     }
 
     /// Sends one command line (CRLF appended) and reads its reply.
@@ -446,29 +434,19 @@ impl Client {
 
     /// Reads one complete reply (fails the test after [`REPLY_TIMEOUT`]).
     pub async fn reply(&mut self) -> Reply {
-        tokio::time::timeout(REPLY_TIMEOUT, self.try_reply())
-            .await
-            .expect("reply within timeout")
-            .unwrap_or_else(|| {
-                panic!(
-                    "connection closed before a complete reply; got {:?}",
-                    String::from_utf8_lossy(&self.buffer)
-                )
-            })
+        match self.conn.reply().await {
+            Ok(reply) => Reply(reply),
+            Err(e) => failed(&self.conn, "no complete reply", e),
+        }
     }
 
     /// The next reply, or `None` if the server closed the connection first.
     pub async fn try_reply(&mut self) -> Option<Reply> {
-        loop {
-            if let Some(end) = complete_reply_end(&self.buffer) {
-                let bytes: Vec<u8> = self.buffer.drain(..end).collect();
-                return parse_replies(&bytes).pop();
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            match self.io().read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
-            }
+        match self.conn.try_reply().await {
+            Ok(reply) => reply.map(Reply),
+            Err(wire::Error::Closed) => None,
+            Err(wire::Error::Protocol(what)) if what.starts_with("connection closed") => None,
+            Err(e) => failed(&self.conn, "no complete reply", e),
         }
     }
 
@@ -483,33 +461,8 @@ impl Client {
 
     /// Reads until the server closes the connection; returns every reply it sent.
     pub async fn replies_until_close(&mut self) -> Vec<Reply> {
-        let read_all = async {
-            let mut chunk = [0u8; 16 * 1024];
-            loop {
-                match self.io().read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
-                }
-            }
-        };
-        tokio::time::timeout(REPLY_TIMEOUT, read_all)
-            .await
-            .expect("server closes the connection");
-        let bytes = std::mem::take(&mut self.buffer);
+        let bytes = self.until_closed().await;
         parse_replies(&bytes)
-    }
-
-    /// Waits up to `wait` for any byte from the server; `None` if nothing arrived.
-    pub async fn bytes_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
-        if !self.buffer.is_empty() {
-            return Some(std::mem::take(&mut self.buffer));
-        }
-        let mut chunk = [0u8; 4096];
-        match tokio::time::timeout(wait, self.io().read(&mut chunk)).await {
-            Err(_elapsed) => None,
-            Ok(Ok(n)) => Some(chunk[..n].to_vec()),
-            Ok(Err(e)) => panic!("read failed: {e}"),
-        }
     }
 
     /// EHLO: its reply.
@@ -521,16 +474,6 @@ impl Client {
     pub async fn starttls(&mut self, connector: &TlsConnector) {
         self.command("STARTTLS").await.expect(220, "2.0.0");
         self.upgrade(connector).await;
-    }
-
-    /// The TLS handshake on the plain stream, which must have no unread reply bytes left.
-    pub async fn upgrade(&mut self, connector: &TlsConnector) {
-        assert!(
-            self.buffer.is_empty(),
-            "unread bytes before the TLS handshake: {:?}",
-            String::from_utf8_lossy(&self.buffer)
-        );
-        self.conn.upgrade(connector).await;
     }
 
     /// MAIL, one RCPT per recipient (each must get 250), DATA (354), the dot-stuffed body
@@ -548,23 +491,6 @@ impl Client {
         self.send(dot_stuff(message)).await;
         self.reply().await
     }
-}
-
-fn server_name() -> rustls::pki_types::ServerName<'static> {
-    rustls::pki_types::ServerName::try_from("localhost").expect("server name")
-}
-
-/// Where the first complete reply in `buffer` ends (after its last line's CRLF).
-fn complete_reply_end(buffer: &[u8]) -> Option<usize> {
-    let mut start = 0;
-    while let Some(pos) = buffer[start..].windows(2).position(|w| w == b"\r\n") {
-        let line = &buffer[start..start + pos];
-        start += pos + 2;
-        if line.get(3) != Some(&b'-') {
-            return Some(start);
-        }
-    }
-    None
 }
 
 /// The sending side of DATA, from the library (dot-stuffing plus `.CRLF`).
@@ -614,24 +540,11 @@ pub fn large_message(subject: &str, size: usize) -> Vec<u8> {
     m
 }
 
-/// A raw POP3 client: writes whatever bytes it is given and reads status lines and
-/// multi-line responses exactly as they arrive.
-pub struct Pop3Client {
-    conn: Conn,
-    /// Received bytes not yet consumed.
-    buffer: Vec<u8>,
-}
-
 impl Pop3Client {
     /// Connects in plain text (the STLS port) and reads the greeting.
     pub async fn connect(addr: SocketAddr) -> (Self, String) {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let mut client = Self {
-            conn: Conn::Plain(stream),
-            buffer: Vec::new(),
-        };
-        let greeting = client.line().await;
-        (client, greeting)
+        let conn = Conn::connect(addr, options()).await.expect("connect");
+        Self::greeted(conn).await
     }
 
     /// Connects with implicit TLS from a chosen local address (e.g. 127.0.0.2, to look like
@@ -641,41 +554,25 @@ impl Pop3Client {
         addr: SocketAddr,
         connector: &TlsConnector,
     ) -> (Self, String) {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(SocketAddr::from((source, 0)))
-            .expect("bind the local address");
-        let stream = socket.connect(addr).await.expect("connect");
-        let tls = connector
-            .connect(server_name(), stream)
+        let mut conn = Conn::connect_from(source, addr, options())
             .await
-            .expect("TLS handshake");
-        let mut client = Self {
-            conn: Conn::Tls(Box::new(tls)),
-            buffer: Vec::new(),
-        };
-        let greeting = client.line().await;
-        (client, greeting)
+            .expect("connect from the local address");
+        conn.upgrade(connector).await.expect("TLS handshake");
+        Self::greeted(conn).await
     }
 
     /// Connects with implicit TLS (port 995) and reads the greeting.
     pub async fn connect_tls(addr: SocketAddr, connector: &TlsConnector) -> (Self, String) {
-        let mut client = Self {
-            conn: Conn::connect_tls(addr, connector).await,
-            buffer: Vec::new(),
-        };
+        let conn = Conn::connect_tls(addr, connector, options())
+            .await
+            .expect("TLS handshake");
+        Self::greeted(conn).await
+    }
+
+    async fn greeted(conn: Conn) -> (Self, String) {
+        let mut client = Self::new(conn);
         let greeting = client.line().await;
         (client, greeting)
-    }
-
-    pub fn is_tls(&self) -> bool {
-        matches!(self.conn, Conn::Tls(_))
-    }
-
-    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        let io = self.conn.io();
-        io.write_all(bytes.as_ref()).await.expect("write");
-        io.flush().await.expect("flush");
     }
 
     /// Sends one command line (CRLF appended) and reads the status line.
@@ -693,53 +590,26 @@ impl Pop3Client {
 
     /// Reads one line (without CRLF); fails the test on close or after [`REPLY_TIMEOUT`].
     pub async fn line(&mut self) -> String {
-        let line = tokio::time::timeout(REPLY_TIMEOUT, self.try_line())
-            .await
-            .expect("line within timeout");
-        line.unwrap_or_else(|| {
-            panic!(
-                "connection closed before a complete line; got {:?}",
-                String::from_utf8_lossy(&self.buffer)
-            )
-        })
+        match self.conn.line().await {
+            Ok(line) => line,
+            Err(e) => failed(&self.conn, "no complete line", e),
+        }
     }
 
     /// The next line, or `None` if the server closed the connection first.
     pub async fn try_line(&mut self) -> Option<String> {
-        let bytes = self.raw_line().await?;
-        Some(String::from_utf8_lossy(&bytes[..bytes.len() - 2]).into_owned())
-    }
-
-    /// The next line with its CRLF, as bytes.
-    async fn raw_line(&mut self) -> Option<Vec<u8>> {
-        loop {
-            if let Some(pos) = self.buffer.windows(2).position(|w| w == b"\r\n") {
-                return Some(self.buffer.drain(..pos + 2).collect());
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            match self.conn.io().read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
-            }
+        match self.conn.try_line().await {
+            Ok(line) => line,
+            Err(e) => failed(&self.conn, "no complete line", e),
         }
     }
 
     /// The body of a multi-line response up to its `.` line, un-dot-stuffed, CRLF kept.
     pub async fn multiline(&mut self) -> Vec<u8> {
-        let read = async {
-            let mut body = Vec::new();
-            loop {
-                let line = self.raw_line().await.expect("multi-line response ends");
-                if line == b".\r\n" {
-                    return body;
-                }
-                let line = line.strip_prefix(b".").unwrap_or(&line);
-                body.extend_from_slice(line);
-            }
-        };
-        tokio::time::timeout(REPLY_TIMEOUT, read)
-            .await
-            .expect("multi-line response within timeout")
+        match self.conn.multiline_bytes().await {
+            Ok(body) => body,
+            Err(e) => failed(&self.conn, "no complete multi-line response", e),
+        }
     }
 
     /// A command answered with `+OK` and a multi-line body; returns the body.
@@ -757,16 +627,6 @@ impl Pop3Client {
     pub async fn stls(&mut self, connector: &TlsConnector) {
         self.ok("STLS").await;
         self.upgrade(connector).await;
-    }
-
-    /// The TLS handshake on the plain stream, which must have no unread bytes left.
-    pub async fn upgrade(&mut self, connector: &TlsConnector) {
-        assert!(
-            self.buffer.is_empty(),
-            "unread bytes before the TLS handshake: {:?}",
-            String::from_utf8_lossy(&self.buffer)
-        );
-        self.conn.upgrade(connector).await;
     }
 
     /// USER and PASS; returns the answer to PASS (USER must get `+OK`).
@@ -795,35 +655,5 @@ impl Pop3Client {
             (Some(count), Some(octets)) => (count, octets),
             _ => panic!("malformed STAT reply {reply:?}"),
         }
-    }
-
-    /// Waits up to `wait` for any byte from the server; `None` if nothing arrived.
-    pub async fn bytes_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
-        if !self.buffer.is_empty() {
-            return Some(std::mem::take(&mut self.buffer));
-        }
-        let mut chunk = [0u8; 4096];
-        match tokio::time::timeout(wait, self.conn.io().read(&mut chunk)).await {
-            Err(_elapsed) => None,
-            Ok(Ok(n)) => Some(chunk[..n].to_vec()),
-            Ok(Err(e)) => panic!("read failed: {e}"),
-        }
-    }
-
-    /// Reads until the server closes the connection; returns whatever it sent meanwhile.
-    pub async fn until_closed(&mut self) -> Vec<u8> {
-        let read_all = async {
-            let mut chunk = [0u8; 16 * 1024];
-            loop {
-                match self.conn.io().read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
-                }
-            }
-        };
-        tokio::time::timeout(REPLY_TIMEOUT, read_all)
-            .await
-            .expect("server closes the connection");
-        std::mem::take(&mut self.buffer)
     }
 }

@@ -19,21 +19,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 mod served;
-use served::{gateway, hold_free_ports, listen_sections, Served, LISTENERS};
+use served::{gateway, hold_free_ports, listen_sections, ok_json, Served, LISTENERS};
 
 const HOST: &str = "mail.example.test";
 const EMAIL_DOMAIN: &str = "archive.example.test";
-
-fn ok_json(dir: &Path, args: &[&str]) -> Value {
-    let out = gateway(dir, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON output")
-}
 
 /// A client that trusts only Pebble's issuing root. Without session resumption: a resumed
 /// session reports the certificate of the session it resumes, not the one presented now.

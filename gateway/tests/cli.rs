@@ -5,6 +5,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod served;
+
 fn gateway(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(args)
@@ -284,15 +286,7 @@ fn serve_runs_without_core_dumps_or_debugger_access() {
     let d = dir.path();
     // No listener: the process starts fully without binding anything.
     let mut config = String::from("[gateway]\nlog_level = \"info\"\n");
-    for name in [
-        "smtp",
-        "smtps",
-        "submission",
-        "pop3",
-        "pop3s",
-        "console",
-        "acme_http",
-    ] {
+    for name in served::LISTENERS {
         config.push_str(&format!("[listen.{name}]\nenabled = false\n"));
     }
     std::fs::write(d.join("gateway.toml"), config).unwrap();
@@ -345,14 +339,8 @@ fn smtp_only_config(dir: &Path, port: u16) -> std::path::PathBuf {
     text.push_str(&format!(
         "[listen.smtp]\naddress = \"127.0.0.1\"\nport = {port}\n"
     ));
-    for off in [
-        "smtps",
-        "submission",
-        "pop3",
-        "pop3s",
-        "console",
-        "acme_http",
-    ] {
+    // Every listener but SMTP (the first) off.
+    for off in &served::LISTENERS[1..] {
         text.push_str(&format!("[listen.{off}]\nenabled = false\n"));
     }
     std::fs::write(&path, text).unwrap();
@@ -452,15 +440,7 @@ fn sighup_reloads_the_log_level_from_the_file() {
     let d = dir.path();
     let mut config =
         String::from("# kept\n[gateway]\nemail_domain = \"archive.test\"\nlog_level = \"info\"\n");
-    for name in [
-        "smtp",
-        "smtps",
-        "submission",
-        "pop3",
-        "pop3s",
-        "console",
-        "acme_http",
-    ] {
+    for name in served::LISTENERS {
         config.push_str(&format!("[listen.{name}]\nenabled = false\n"));
     }
     let path = d.join("gateway.toml");

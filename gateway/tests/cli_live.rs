@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod served;
-use served::{deliver, gateway, hold_free_ports, listen_sections, Served, LISTENERS};
+use served::{deliver, gateway, hold_free_ports, listen_sections, ok_json, Served, LISTENERS};
 use test_support::pki::Leaf;
 
 use serde_json::Value;
@@ -24,17 +24,6 @@ fn write_config(dir: &Path) {
     let (_held, ports) = hold_free_ports(LISTENERS.len());
     text.push_str(&listen_sections(&LISTENERS, &ports));
     std::fs::write(dir.join("gateway.toml"), text).unwrap();
-}
-
-fn ok_json(dir: &Path, args: &[&str]) -> Value {
-    let out = gateway(dir, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A failed `--json` command: exit code 1 and one JSON error object.

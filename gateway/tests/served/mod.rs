@@ -151,6 +151,18 @@ pub fn gateway(dir: &Path, args: &[&str]) -> Output {
     command(dir).args(args).output().expect("run gateway")
 }
 
+/// One CLI command that must succeed, its `--json` output parsed.
+pub fn ok_json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = gateway(dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
 /// One SMTP transaction over plain TCP, like a journaling mail server; every reply must
 /// be the expected one.
 pub fn deliver(smtp: SocketAddr, to: &str, message: &str) {

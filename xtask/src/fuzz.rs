@@ -224,11 +224,26 @@ fn run_target(cargo_fuzz: &Path, fuzz_dir: &Path, target: &str, seconds: u64) ->
 /// `cargo +nightly fuzz <subcommand>` with the shared build flags, run from `fuzz/`.
 fn cargo_fuzz_command(cargo_fuzz: &Path, fuzz_dir: &Path, subcommand: &str) -> Command {
     let mut cmd = Command::new(cargo_fuzz);
-    // cargo-fuzz runs `cargo build`; the toolchain comes from RUSTUP_TOOLCHAIN, which also
-    // replaces whatever toolchain runs xtask itself.
+    // `cargo run` gave xtask the variables cargo sets for a crate (CARGO, CARGO_PKG_NAME,
+    // ...). Cargo compares build scripts' `rerun-if-env-changed` against its own
+    // environment, so passing them on would rebuild ring and everything above it whenever
+    // cargo-fuzz alternates between here and a shell. CARGO would also pin the toolchain.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key == "CARGO"
+            || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*key,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(&*key);
+        }
+    }
+    // cargo-fuzz runs `cargo build`; the toolchain comes from RUSTUP_TOOLCHAIN.
     cmd.current_dir(fuzz_dir)
         .env("RUSTUP_TOOLCHAIN", "nightly")
-        .env_remove("CARGO")
         .arg("fuzz")
         .arg(subcommand)
         .args(BUILD_FLAGS);

@@ -13,7 +13,7 @@
 use gateway::pop3::command::{is_auth_line, parse, Command};
 use gateway::pop3::response::Reply;
 use gateway::pop3::{Action, AuthFailure, Output, Session, SessionConfig};
-use gateway_fuzz::Split;
+use gateway_fuzz::{auth_line, Split};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -55,12 +55,8 @@ fn write(command: Command) -> String {
         Command::Pass(password) => format!("PASS {password}"),
         Command::Auth {
             mechanism,
-            initial_response: None,
-        } => format!("AUTH {mechanism}"),
-        Command::Auth {
-            mechanism,
-            initial_response: Some(response),
-        } => format!("AUTH {mechanism} {response}"),
+            initial_response,
+        } => auth_line(mechanism, initial_response),
         Command::Capa => "CAPA".to_owned(),
         Command::Stls => "STLS".to_owned(),
         Command::Stat => "STAT".to_owned(),

@@ -12,6 +12,7 @@
 
 use gateway::smtp::address::{ForwardPath, ReversePath, MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH};
 use gateway::smtp::command::Command;
+use gateway_fuzz::auth_line;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|line: &[u8]| {
@@ -72,12 +73,8 @@ fn write(command: &Command) -> String {
         Command::StartTls => "STARTTLS".to_owned(),
         Command::Auth {
             mechanism,
-            initial_response: None,
-        } => format!("AUTH {mechanism}"),
-        Command::Auth {
-            mechanism,
-            initial_response: Some(response),
-        } => format!("AUTH {mechanism} {response}"),
+            initial_response,
+        } => auth_line(mechanism, initial_response.as_deref()),
     }
 }
 

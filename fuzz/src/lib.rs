@@ -46,6 +46,14 @@ impl<'a> Split<'a> {
     }
 }
 
+/// `AUTH mechanism [initial-response]`, as SMTP and POP3 clients write it.
+pub fn auth_line(mechanism: &str, initial_response: Option<&str>) -> String {
+    match initial_response {
+        None => format!("AUTH {mechanism}"),
+        Some(response) => format!("AUTH {mechanism} {response}"),
+    }
+}
+
 /// Lines of `bytes`, each ended by CRLF, without it; `None` if any CR or LF is not part of a
 /// CRLF or the last line lacks its CRLF.
 pub fn crlf_lines(bytes: &[u8]) -> Option<Vec<&[u8]>> {

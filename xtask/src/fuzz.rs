@@ -268,15 +268,7 @@ fn minimise(
         .arg(format!("-max_len={max_len}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let shown = display(&cmd);
-    eprintln!("$ {shown}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("could not start `{shown}`"))?;
-    if !status.success() {
-        bail!("`{shown}` failed ({status})");
-    }
-    Ok(())
+    run(&mut cmd)
 }
 
 fn count_files(dir: &Path) -> Result<usize> {

@@ -182,20 +182,24 @@ fn run_target(cargo_fuzz: &Path, fuzz_dir: &Path, target: &str, seconds: u64) ->
         .stderr(Stdio::piped());
     let shown = display(&cmd);
     eprintln!("$ {shown}");
-    let started = Instant::now();
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not start `{shown}`"))?;
-    // libFuzzer reports on stderr; echo it and pick out the numbers.
+    // libFuzzer reports on stderr; echo it and pick out the numbers. Its clock starts with
+    // its first `INFO:` line, after cargo's build.
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut report = Report::default();
+    let mut fuzzing_since = None;
     for line in BufReader::new(stderr).lines() {
         let line = line.context("reading the fuzzer's output")?;
         eprintln!("{line}");
+        if line.starts_with("INFO: ") {
+            fuzzing_since.get_or_insert_with(Instant::now);
+        }
         report.add_line(&line);
     }
     let status = child.wait()?;
-    let elapsed = started.elapsed().as_secs();
+    let elapsed = fuzzing_since.map_or(0, |since| since.elapsed().as_secs());
     let crash = if status.success() {
         None
     } else {
@@ -214,7 +218,7 @@ fn run_target(cargo_fuzz: &Path, fuzz_dir: &Path, target: &str, seconds: u64) ->
     }
     Ok(Outcome {
         target: target.to_owned(),
-        // libFuzzer's own count leaves out the build.
+        // libFuzzer's count when it finished normally; after a crash, it printed none.
         seconds: report.seconds.unwrap_or(elapsed),
         execs: report.execs,
         new_entries: grown as isize - before as isize,

@@ -41,8 +41,9 @@ pub const FMT_ARGS: &[&str] = &["fmt", "--manifest-path", "fuzz/Cargo.toml"];
 /// itself needs nightly), so a target broken by a change in the gateway fails CI cheaply.
 pub fn ci_check() -> Result<()> {
     run(cargo().args(FMT_ARGS).args(["--", "--check"]))?;
-    // A target directory of its own inside the workspace's: the fuzz crate's lock file and
-    // features differ, and sharing `target/debug` would make the two builds evict each other.
+    // A target directory of its own inside the workspace's: the fuzz crate builds the gateway
+    // and its dependencies with other features than the workspace does, so little could be
+    // shared, and apart the two builds leave each other's artifacts alone.
     let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir).join("fuzz-check"),
         None => workspace_root().join("target").join("fuzz-check"),
@@ -199,7 +200,11 @@ fn run_target(cargo_fuzz: &Path, fuzz_dir: &Path, target: &str, seconds: u64) ->
         report.add_line(&line);
     }
     let status = child.wait()?;
-    let elapsed = fuzzing_since.map_or(0, |since| since.elapsed().as_secs());
+    let Some(fuzzing_since) = fuzzing_since else {
+        // Not a run: the build (or cargo-fuzz itself) failed. Nothing goes into RUNS.md.
+        bail!("`{shown}` failed before fuzzing started ({status})");
+    };
+    let elapsed = fuzzing_since.elapsed().as_secs();
     let crash = if status.success() {
         None
     } else {

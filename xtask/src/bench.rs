@@ -53,7 +53,7 @@ fn run_criterion(names: &[String]) -> Result<()> {
         let manifest = workspace_root().join("bench/Cargo.toml");
         let text = std::fs::read_to_string(&manifest)
             .with_context(|| format!("reading {}", manifest.display()))?;
-        bench_targets(&text)
+        crate::util::declared_targets(&text, "[[bench]]")
     } else {
         names.to_vec()
     };
@@ -70,23 +70,6 @@ fn run_criterion(names: &[String]) -> Result<()> {
     // Plots cost time and nobody looks at them on CI or over ssh; the numbers are printed.
     cmd.args(["--", "--noplot"]);
     run(&mut cmd)
-}
-
-/// Names of the `[[bench]]` targets in the bench crate's manifest. Criterion benches must be
-/// declared there (`harness = false`), so this finds them all without a TOML parser.
-fn bench_targets(manifest: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut in_bench = false;
-    for line in manifest.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_bench = line == "[[bench]]";
-        } else if let Some(value) = line.strip_prefix("name").map(str::trim_start) {
-            if let (true, Some(value)) = (in_bench, value.strip_prefix('=')) {
-                names.push(value.trim().trim_matches('"').to_string());
-            }
-        }
-    }
-    names
 }
 
 /// The Debian packages the selected benches need.
@@ -111,26 +94,5 @@ mod tests {
     #[test]
     fn unlisted_benches_need_nothing() {
         assert!(packages_for(&["crypto".to_string()]).is_empty());
-    }
-
-    #[test]
-    fn finds_bench_targets_in_manifest() {
-        let manifest = r#"
-[package]
-name = "bench"
-
-[[bench]]
-name = "crypto"
-harness = false
-
-[[bench]]
-harness = false
-name    = "storage"
-
-[dev-dependencies]
-name = "not-a-bench"
-"#;
-        assert_eq!(bench_targets(manifest), ["crypto", "storage"]);
-        assert!(bench_targets("[package]\nname = \"bench\"\n").is_empty());
     }
 }

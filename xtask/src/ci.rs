@@ -50,6 +50,9 @@ pub fn run_ci(opts: &Options) -> Result<()> {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"))
     }));
+    // The cargo-fuzz targets (fuzz/, a workspace of its own) still compile against the
+    // gateway; running them is `cargo xtask fuzz`, not CI.
+    steps.push(("fuzz", |_| crate::fuzz::ci_check()));
     steps.push(("test", test));
     // The Debian package as an administrator installs it: dpkg -i, the binary runs, the
     // shipped configuration checks, the unit verifies (systemd-analyze), then it is purged.

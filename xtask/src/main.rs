@@ -6,6 +6,7 @@ mod ci;
 mod conformance;
 mod deps;
 mod dist;
+mod fuzz;
 mod sim;
 mod tidy;
 mod util;
@@ -34,7 +35,12 @@ tasks:
                      build the Debian package into target/dist/ with cargo-deb (profile
                      release unless given); --check installs it with dpkg, runs it, verifies
                      its systemd unit and purges it again (needs root)
-  fmt                format the workspace (cargo fmt --all)
+  fuzz [--time SECONDS] [TARGET...]
+                     run the cargo-fuzz targets in fuzz/ (all when no TARGET), each for
+                     SECONDS (default 60) on its corpus with nightly; minimise the corpus,
+                     log the run in fuzz/RUNS.md and print each target's total time; fails
+                     naming the artifact when a target crashes
+  fmt                format the workspace and fuzz/ (cargo fmt)
   help               this text";
 
 #[derive(Debug, PartialEq)]
@@ -44,6 +50,7 @@ enum Task {
     Bench { names: Vec<String> },
     Sim { args: Vec<String> },
     Dist(dist::Options),
+    Fuzz(fuzz::Options),
     Fmt,
     Help,
 }
@@ -108,6 +115,7 @@ fn parse(args: &[String]) -> Result<Task> {
             }
             Task::Dist(opts)
         }
+        "fuzz" => Task::Fuzz(fuzz::parse_args(rest)?),
         "fmt" | "help" | "-h" | "--help" if !rest.is_empty() => {
             bail!("{task}: takes no arguments")
         }
@@ -135,7 +143,9 @@ fn main() {
         Task::Bench { names } => bench::run_benches(&names),
         Task::Sim { args } => sim::run_sim(&args),
         Task::Dist(opts) => dist::run_dist(&opts),
-        Task::Fmt => util::run(util::cargo().args(["fmt", "--all"])),
+        Task::Fuzz(opts) => fuzz::run_fuzz(&opts),
+        Task::Fmt => util::run(util::cargo().args(["fmt", "--all"]))
+            .and_then(|()| util::run(util::cargo().args(fuzz::FMT_ARGS))),
         Task::Help => {
             println!("{HELP}");
             Ok(())
@@ -207,6 +217,13 @@ mod tests {
             }
         );
         assert_eq!(
+            p(&["fuzz", "--time", "30", "smtp_data"]).unwrap(),
+            Task::Fuzz(fuzz::Options {
+                seconds: 30,
+                targets: vec!["smtp_data".into()]
+            })
+        );
+        assert_eq!(
             p(&["bench", "crypto", "storage"]).unwrap(),
             Task::Bench {
                 names: vec!["crypto".into(), "storage".into()]
@@ -224,6 +241,7 @@ mod tests {
         assert!(p(&["dist", "--profile"]).is_err());
         assert!(p(&["dist", "--profile", "--check"]).is_err());
         assert!(p(&["dist", "--install"]).is_err());
+        assert!(p(&["fuzz", "--time"]).is_err());
         assert!(p(&["sim", "--seed"]).is_err());
         assert!(p(&["sim", "--sead", "1"]).is_err());
         assert!(p(&["sim", "--seed", "1", "--seeds", "5"]).is_err());

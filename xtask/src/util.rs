@@ -24,3 +24,54 @@ pub fn cargo() -> Command {
 /// Human-readable form of a command, for logs and error messages; runs `cmd` with inherited
 /// stdio (echoed first), failing with an error that names it; whether a program is on `PATH`.
 pub use test_support::packages::{display, on_path, run};
+
+/// Names of the targets of one kind (`"[[bench]]"`, `"[[bin]]"`) declared in a Cargo
+/// manifest, in order. Criterion benches and cargo-fuzz targets must be declared there, so
+/// this finds them all without a TOML parser.
+pub fn declared_targets(manifest: &str, kind: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_kind = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_kind = line == kind;
+        } else if let Some(value) = line.strip_prefix("name").map(str::trim_start) {
+            if let (true, Some(value)) = (in_kind, value.strip_prefix('=')) {
+                names.push(value.trim().trim_matches('"').to_string());
+            }
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_declared_targets_in_manifest() {
+        let manifest = r#"
+[package]
+name = "bench"
+
+[[bench]]
+name = "crypto"
+harness = false
+
+[[bench]]
+harness = false
+name    = "storage"
+
+[[bin]]
+name = "smtp_data"
+
+[dev-dependencies]
+name = "not-a-bench"
+"#;
+        assert_eq!(
+            declared_targets(manifest, "[[bench]]"),
+            ["crypto", "storage"]
+        );
+        assert_eq!(declared_targets(manifest, "[[bin]]"), ["smtp_data"]);
+        assert!(declared_targets("[package]\nname = \"bench\"\n", "[[bench]]").is_empty());
+    }
+}

@@ -523,22 +523,16 @@ impl Session {
             self.state,
             State::Authorization | State::AuthContinue | State::Transaction
         ) {
-            let Some(frame) = self.input.next_frame() else {
-                if self.input.overflowed() {
-                    // An endless line would otherwise be read and dropped forever.
+            match self.input.next_frame() {
+                None if !self.input.overflowed() => return,
+                // A line beyond MAX_AUTH_LINE closes the connection whether or not its LF
+                // has come (an endless line would otherwise be read and dropped forever), so
+                // the outcome does not depend on how the reads split it.
+                None | Some(Frame::TooLong) => {
                     self.reply(Refusal::LineTooLong.reply());
-                    self.close();
+                    return self.close();
                 }
-                return;
-            };
-            match frame {
-                Frame::TooLong => {
-                    if matches!(self.state, State::AuthContinue) {
-                        self.state = State::Authorization;
-                    }
-                    self.refuse(Refusal::LineTooLong);
-                }
-                Frame::Line { text, wire_len } => self.line(&text, wire_len),
+                Some(Frame::Line { text, wire_len }) => self.line(&text, wire_len),
             }
         }
     }

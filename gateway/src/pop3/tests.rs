@@ -544,6 +544,31 @@ fn long_lines() {
     assert!(h.closed());
 }
 
+/// Found by the `pop3_command` fuzz target: a line beyond MAX_AUTH_LINE whose LF came in
+/// the same read was refused and the session went on, while the same bytes read in pieces
+/// closed it (the buffer overflowed before the LF came). Both ways now end alike: refused,
+/// nothing after it executed, closed.
+#[test]
+fn overlong_line_closes_however_it_is_read() {
+    let input = format!("NOOP {}\r\nNOOP\r\n", "a".repeat(MAX_AUTH_LINE));
+    let replies = |pieces: &[&[u8]]| {
+        let mut h = Harness::plain();
+        for piece in pieces {
+            h.send_raw(piece);
+        }
+        assert!(h.closed());
+        let t = h.take_transcript();
+        t.lines()
+            .filter(|l| !l.starts_with("C:"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let whole = replies(&[input.as_bytes()]);
+    let pieces: Vec<&[u8]> = input.as_bytes().chunks(100).collect();
+    assert_eq!(whole, replies(&pieces));
+    assert_eq!(whole[1..], ["S: -ERR line too long", "A: Close"]);
+}
+
 #[test]
 fn too_many_errors_close() {
     let mut h = Harness::tls();

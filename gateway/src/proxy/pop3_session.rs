@@ -449,17 +449,16 @@ impl Pop3Proxy {
 
     fn process(&mut self) {
         while matches!(self.state, State::Idle) {
-            let Some(frame) = self.input.next_frame() else {
-                if self.input.overflowed() {
-                    // An endless line would otherwise be read and dropped forever.
+            match self.input.next_frame() {
+                None if !self.input.overflowed() => return,
+                // A line beyond MAX_AUTH_LINE closes the connection whether or not its LF
+                // has come (an endless line would otherwise be read and dropped forever), so
+                // the outcome does not depend on how the reads split it.
+                None | Some(Frame::TooLong) => {
                     Reply::err("line too long").write_to(&mut self.pending);
-                    self.close();
+                    return self.close();
                 }
-                return;
-            };
-            match frame {
-                Frame::TooLong => self.refuse("line too long"),
-                Frame::Line { text, .. } => self.command(&text),
+                Some(Frame::Line { text, .. }) => self.command(&text),
             }
         }
     }
@@ -688,6 +687,32 @@ mod tests {
         assert!(sent(&actions).starts_with(b"-ERR"));
         assert_eq!(actions.last(), Some(&Action::Close));
         assert!(!actions.iter().any(|a| matches!(a, Action::Upstream(_))));
+    }
+
+    /// Found by the `pop3_command` fuzz target in the server session, which frames lines the
+    /// same way: a line beyond MAX_AUTH_LINE with its LF in the same read was refused and the
+    /// session went on, while the same bytes in pieces closed it. Both now close.
+    #[test]
+    fn overlong_line_closes_however_it_is_read() {
+        let input = format!(
+            "NOOP {}\r\nNOOP\r\n",
+            "a".repeat(crate::pop3::MAX_AUTH_LINE)
+        );
+        let run = |pieces: &[&[u8]]| {
+            let mut proxy = Pop3Proxy::new(b"");
+            let mut actions = Vec::new();
+            for piece in pieces {
+                proxy.receive(piece);
+                actions.extend(drain(&mut proxy));
+            }
+            assert!(proxy.is_closed());
+            assert!(!actions.iter().any(|a| matches!(a, Action::Upstream(_))));
+            sent(&actions)
+        };
+        let whole = run(&[input.as_bytes()]);
+        let pieces: Vec<&[u8]> = input.as_bytes().chunks(100).collect();
+        assert_eq!(whole, run(&pieces));
+        assert_eq!(whole, b"-ERR line too long\r\n");
     }
 
     #[test]

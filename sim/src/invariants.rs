@@ -23,6 +23,24 @@
 //! - copies are never half-received (as above). Duplicates are allowed: a client that got
 //!   no answer retries, and the gateway keeps the copy of every attempt whose outcome it
 //!   could not know.
+//!
+//! And for the POP3 proxy (a message in an upstream maildrop, identified by its label and
+//! retrieved through the gateway; its copy is the gateway's `X-Gateway-*` lines, then
+//! exactly the message):
+//! - no `.` before durable: every message whose RETR the client saw complete (final `.`
+//!   received, bytes exact) has a copy, archived by the archiver's final drain or left in
+//!   the store after the final power cut;
+//! - one copy per UIDL: never more than one copy of an upstream message in the mailbox
+//!   (distinct gateway UIDLs in the store and handed out by the archiver), however often
+//!   and in however many sessions it was retrieved. Crash windows count the same: a copy
+//!   committed whose `.` was lost (the client cut off, the gateway crashed or lost power
+//!   after the commit) is allowed, and the retrieval that follows must find it and store
+//!   nothing; a commit cut by the power either happened whole (copy and its one-copy
+//!   record) or not at all;
+//! - copies are never half-received, and only of messages the client asked for (RETR,
+//!   TOP or DELE);
+//! - the upstream deletes a message only after a client marked it with DELE and then sent
+//!   QUIT, and only once a copy of it is archived.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -88,6 +106,25 @@ pub struct Pop3Session {
     pub end: SessionEnd,
 }
 
+/// A message in an upstream maildrop (POP3 proxy mode), and what became of it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub user: String,
+    pub uidl: String,
+    /// The mailbox of the client's login: where its copy goes.
+    pub mailbox: usize,
+    /// Exactly the message.
+    pub body: Vec<u8>,
+    /// The client sent RETR, TOP or DELE for it: only then may the gateway fetch it.
+    pub asked: bool,
+    /// RETRs the client saw complete: the final `.` arrived and the bytes were exact.
+    pub completed: u32,
+    /// A client session marked it with DELE (answered `+OK`) and then sent QUIT.
+    pub dele_then_quit: bool,
+    /// The upstream removed it in an UPDATE.
+    pub deleted_upstream: bool,
+}
+
 /// Everything the clients saw.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -97,6 +134,8 @@ pub struct Ledger {
     pub retrieved: BTreeMap<(usize, String), Vec<u8>>,
     /// Proxy mode: label → every message body the upstream took for it.
     pub upstream: BTreeMap<String, Vec<Vec<u8>>>,
+    /// POP3 proxy mode: label → the upstream message.
+    pub maildrop: BTreeMap<String, Fetched>,
     /// Problems the clients saw directly (a retrieval that differed from an earlier one, a
     /// sender that could not deliver after the faults ended).
     pub problems: Vec<String>,
@@ -158,6 +197,9 @@ impl Ledger {
         let (proxied, body) = message_of(stored)
             .ok_or("lacks the gateway's Received: header or X-Gateway-* lines")?;
         let label = label_of(body).ok_or("carries no label: not a message any sender sent")?;
+        if let Some(fetched) = self.maildrop.get(&label) {
+            return Self::identify_fetched(mailbox, proxied, body, label, fetched);
+        }
         let sent = self
             .sent
             .get(&label)
@@ -186,6 +228,40 @@ impl Ledger {
         if !sent.rcpts.contains(&mailbox) {
             return Err(format!(
                 "{label} landed in mailbox {mailbox}, not a recipient"
+            ));
+        }
+        Ok(label)
+    }
+
+    /// [`Self::identify`] for a copy of an upstream message retrieved through the POP3 proxy.
+    fn identify_fetched(
+        mailbox: usize,
+        proxied: bool,
+        body: &[u8],
+        label: String,
+        fetched: &Fetched,
+    ) -> Result<String, String> {
+        if body != fetched.body.as_slice() {
+            return Err(format!(
+                "{label} differs from the upstream's message ({} bytes stored, {} upstream): half-received or altered",
+                body.len(),
+                fetched.body.len()
+            ));
+        }
+        if !proxied {
+            return Err(format!(
+                "{label} is stored as journaled but came through the POP3 proxy"
+            ));
+        }
+        if mailbox != fetched.mailbox {
+            return Err(format!(
+                "{label} landed in mailbox {mailbox}, not the login's {}",
+                fetched.mailbox
+            ));
+        }
+        if !fetched.asked {
+            return Err(format!(
+                "{label} was copied although the client never asked for it"
             ));
         }
         Ok(label)
@@ -393,6 +469,30 @@ impl Ledger {
                 }
             }
         }
+        for (label, fetched) in &self.maildrop {
+            let (mailbox, uidl) = (fetched.mailbox, &fetched.uidl);
+            if fetched.completed > 0 && !archived(label, mailbox) {
+                violations.push(format!(
+                    "pop3 proxy: {label} (UIDL {uidl}) reached the client whole but has no durable copy in mailbox {mailbox}: its final `.` came before the copy was durable"
+                ));
+            }
+            let copies = copy_count(label, mailbox);
+            if copies > 1 {
+                violations.push(format!(
+                    "pop3 proxy: {copies} copies of {label} (UIDL {uidl}) in mailbox {mailbox}: one copy per UIDL, however often it is retrieved"
+                ));
+            }
+            if fetched.deleted_upstream && !fetched.dele_then_quit {
+                violations.push(format!(
+                    "pop3 proxy: the upstream deleted {label} (UIDL {uidl}) although no client sent DELE and then QUIT"
+                ));
+            }
+            if fetched.deleted_upstream && !archived(label, mailbox) {
+                violations.push(format!(
+                    "pop3 proxy: the upstream deleted {label} (UIDL {uidl}) but no copy is archived in mailbox {mailbox}"
+                ));
+            }
+        }
         violations
     }
 }
@@ -561,6 +661,105 @@ mod tests {
             v.iter().any(|v| v.contains("refused attempt's copy")),
             "{v:?}"
         );
+    }
+
+    fn fetched_ledger() -> Ledger {
+        let mut ledger = Ledger::default();
+        ledger.maildrop.insert(
+            "r0-m0".into(),
+            Fetched {
+                user: "pop3-client-0".into(),
+                uidl: "up0.0".into(),
+                mailbox: 0,
+                body: b"X-Sim-Label: r0-m0\r\n\r\n.hello\r\n".to_vec(),
+                asked: true,
+                completed: 0,
+                dele_then_quit: false,
+                deleted_upstream: false,
+            },
+        );
+        ledger
+    }
+
+    fn retrieved_copy(body: &str) -> Vec<u8> {
+        format!("X-Gateway-Direction: received\r\nX-Gateway-Server: upstream:995\r\n{body}")
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_pop3_retrieval_seen_whole_needs_a_durable_copy() {
+        let mut ledger = fetched_ledger();
+        // Asked for and cut off: no copy is fine.
+        assert!(ledger.check(&[FinalMailbox::new()]).is_empty());
+        ledger.maildrop.get_mut("r0-m0").unwrap().completed = 1;
+        let v = ledger.check(&[FinalMailbox::new()]);
+        assert!(v.iter().any(|v| v.contains("no durable copy")), "{v:?}");
+        let mut store = FinalMailbox::new();
+        store.insert(
+            "g1".into(),
+            retrieved_copy("X-Sim-Label: r0-m0\r\n\r\n.hello\r\n"),
+        );
+        assert!(ledger.check(std::slice::from_ref(&store)).is_empty());
+        // Archived by the final drain counts too.
+        ledger
+            .retrieved
+            .insert((0, "g1".into()), store["g1"].clone());
+        ledger.sessions.push(Pop3Session {
+            mailbox: 0,
+            listing: Some(vec!["g1".into()]),
+            deleted: vec!["g1".into()],
+            end: SessionEnd::Completed,
+        });
+        assert!(ledger.check(&[FinalMailbox::new()]).is_empty());
+    }
+
+    #[test]
+    fn two_copies_of_one_uidl_are_a_violation() {
+        let mut ledger = fetched_ledger();
+        ledger.maildrop.get_mut("r0-m0").unwrap().completed = 3;
+        let copy = retrieved_copy("X-Sim-Label: r0-m0\r\n\r\n.hello\r\n");
+        let mut store = FinalMailbox::new();
+        store.insert("g1".into(), copy.clone());
+        assert!(ledger.check(std::slice::from_ref(&store)).is_empty());
+        // A second copy, taken out by the archiver, still counts.
+        ledger.retrieved.insert((0, "g2".into()), copy);
+        let v = ledger.check(&[store]);
+        assert!(v.iter().any(|v| v.contains("one copy per UIDL")), "{v:?}");
+    }
+
+    #[test]
+    fn a_half_retrieved_or_unasked_pop3_copy_is_a_violation() {
+        let mut ledger = fetched_ledger();
+        let mut store = FinalMailbox::new();
+        store.insert(
+            "g1".into(),
+            retrieved_copy("X-Sim-Label: r0-m0\r\n\r\n.hel"),
+        );
+        let v = ledger.check(std::slice::from_ref(&store));
+        assert!(v.iter().any(|v| v.contains("half-received")), "{v:?}");
+        store.insert(
+            "g1".into(),
+            retrieved_copy("X-Sim-Label: r0-m0\r\n\r\n.hello\r\n"),
+        );
+        ledger.maildrop.get_mut("r0-m0").unwrap().asked = false;
+        let v = ledger.check(&[store]);
+        assert!(v.iter().any(|v| v.contains("never asked")), "{v:?}");
+    }
+
+    #[test]
+    fn an_upstream_deletion_needs_dele_quit_and_a_copy() {
+        let mut ledger = fetched_ledger();
+        ledger.maildrop.get_mut("r0-m0").unwrap().deleted_upstream = true;
+        let v = ledger.check(&[FinalMailbox::new()]);
+        assert!(v.iter().any(|v| v.contains("DELE and then QUIT")), "{v:?}");
+        assert!(v.iter().any(|v| v.contains("no copy is archived")), "{v:?}");
+        ledger.maildrop.get_mut("r0-m0").unwrap().dele_then_quit = true;
+        let mut store = FinalMailbox::new();
+        store.insert(
+            "g1".into(),
+            retrieved_copy("X-Sim-Label: r0-m0\r\n\r\n.hello\r\n"),
+        );
+        assert!(ledger.check(&[store]).is_empty());
     }
 
     #[test]

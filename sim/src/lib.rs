@@ -31,7 +31,15 @@
 //! the gateway crashes and loses power. Proxy clients ([`hosts::proxy_client`]) log in with
 //! `AUTH PLAIN` as `user%upstream:587%<mailbox>` and retry until 250; the rules (no 250 and
 //! nothing upstream without a durable copy, no copy of a refused message) are in
-//! [`invariants`]. The POP3 proxy is not simulated yet.
+//! [`invariants`].
+//!
+//! The `pop3-proxy` scenario gives the upstream POP3 maildrops ([`hosts::upstream_pop3`]:
+//! implicit TLS and STLS, faults mid-RETR, stalls, logins refused for a while); POP3 proxy
+//! clients ([`hosts::pop3_client`]) log in to the gateway as `user%upstream%<mailbox>` and
+//! retrieve them over several sessions, again and again, deleting some and breaking off
+//! some, as the gateway crashes and loses power and links stall or break. The rules (no `.`
+//! before the copy is durable, one copy per UIDL, deletions upstream only after DELE and
+//! QUIT and a copy) are in [`invariants`].
 //!
 //! The `guessing` scenario adds attackers ([`hosts::attacker`]) guessing the password of the
 //! archiver's mailbox from their own addresses while the archiver picks up; the archiver
@@ -259,9 +267,13 @@ fn run_seeded(options: Options) -> Outcome {
             hosts::upstream::run(upstream.clone(), shared.clone())
         });
     }
-    shared
-        .senders_left
-        .set(plan.senders.len() + plan.proxy.as_ref().map_or(0, |p| p.clients.len()));
+    shared.senders_left.set(
+        plan.senders.len()
+            + plan
+                .proxy
+                .as_ref()
+                .map_or(0, |p| p.clients.len() + p.pop3_clients.len()),
+    );
     for sender in &plan.senders {
         let client_rng = SmallRng::seed_from_u64(rng.random());
         sim.client(
@@ -274,6 +286,13 @@ fn run_seeded(options: Options) -> Outcome {
         sim.client(
             client.name.as_str(),
             hosts::proxy_client::run(client.clone(), shared.clone(), client_rng),
+        );
+    }
+    for client in plan.proxy.iter().flat_map(|p| &p.pop3_clients) {
+        let client_rng = SmallRng::seed_from_u64(rng.random());
+        sim.client(
+            client.name.as_str(),
+            hosts::pop3_client::run(client.clone(), shared.clone(), client_rng),
         );
     }
     let archiver_rng = SmallRng::seed_from_u64(rng.random());
@@ -399,6 +418,7 @@ fn drive(
             p.clients
                 .iter()
                 .map(|c| c.name.clone())
+                .chain(p.pop3_clients.iter().map(|c| c.name.clone()))
                 .chain(std::iter::once(UPSTREAM.to_owned()))
         }))
         .chain(std::iter::once("archiver".to_owned()))

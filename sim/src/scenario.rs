@@ -34,10 +34,15 @@ pub enum Scenario {
     /// addresses, several connections at once, while the archiver picks up: the archiver
     /// must never be refused.
     Guessing,
+    /// POP3 proxy mode: clients retrieve their maildrops at an upstream provider through the
+    /// gateway, several sessions each, retrieving again, deleting and breaking off mid-RETR,
+    /// while the upstream drops connections mid-RETR, stalls and refuses logins for a while,
+    /// links stall or break and the gateway crashes and loses power.
+    Pop3Proxy,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Calm,
         Scenario::Crash,
         Scenario::PowerCut,
@@ -47,6 +52,7 @@ impl Scenario {
         Scenario::Mixed,
         Scenario::Proxy,
         Scenario::Guessing,
+        Scenario::Pop3Proxy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +66,7 @@ impl Scenario {
             Scenario::Mixed => "mixed",
             Scenario::Proxy => "proxy",
             Scenario::Guessing => "guessing",
+            Scenario::Pop3Proxy => "pop3-proxy",
         }
     }
 
@@ -70,7 +77,10 @@ impl Scenario {
     fn has(self, other: Scenario) -> bool {
         self == other
             || (self == Scenario::Mixed
-                && !matches!(other, Scenario::Calm | Scenario::Proxy | Scenario::Guessing))
+                && !matches!(
+                    other,
+                    Scenario::Calm | Scenario::Proxy | Scenario::Guessing | Scenario::Pop3Proxy
+                ))
     }
 }
 
@@ -119,10 +129,42 @@ pub struct ProxyClientPlan {
     pub max_attempts_after_faults: u32,
 }
 
+/// A message in a maildrop at the upstream (POP3 proxy mode).
+#[derive(Debug, Clone)]
+pub struct UpstreamMessage {
+    pub uidl: String,
+    pub label: String,
+    /// Exactly the message (CRLF lines, some starting with a dot).
+    pub body: Vec<u8>,
+}
+
+/// A POP3 proxy client: retrieves its maildrop at the upstream through the gateway, as
+/// `<name>%upstream%<mailbox>`, in several sessions.
+#[derive(Debug, Clone)]
+pub struct Pop3ClientPlan {
+    /// Also the account's user name at the upstream.
+    pub name: String,
+    pub start: Duration,
+    /// The mailbox the copies go to, and its index.
+    pub mailbox: MailboxId,
+    pub mailbox_index: usize,
+    /// The account's maildrop at the upstream.
+    pub messages: Vec<UpstreamMessage>,
+    pub sessions_during_faults: usize,
+    pub max_gap_ms: u64,
+    /// Chance that a session breaks off mid-RETR or before QUIT.
+    pub cut_rate: f64,
+    pub patience: Duration,
+    /// Sessions allowed to empty the maildrop once the faults are over.
+    pub max_attempts_after_faults: u32,
+}
+
 /// Proxy mode's part of a plan.
 #[derive(Debug, Clone)]
 pub struct ProxyPlan {
     pub clients: Vec<ProxyClientPlan>,
+    /// POP3 proxy clients (the `pop3-proxy` scenario).
+    pub pop3_clients: Vec<Pop3ClientPlan>,
     pub upstream: crate::hosts::upstream::UpstreamPlan,
 }
 
@@ -291,12 +333,7 @@ impl Plan {
                 } else {
                     format!("sender-{}", rng.random_range(0..sender_count))
                 };
-                let for_ = Duration::from_millis(rng.random_range(100..40_000));
-                let fault = if rng.random_bool(0.3) {
-                    Fault::Partition { client, for_ }
-                } else {
-                    Fault::Stall { client, for_ }
-                };
+                let fault = link_fault(rng, client);
                 faults.push((at(rng), fault));
             }
         }
@@ -322,7 +359,7 @@ impl Plan {
         };
         // Proxy mode's draws come last, so the other scenarios' plans stay as they were.
         let mut archiver = archiver;
-        let proxy = (scenario == Scenario::Proxy).then(|| {
+        let mut proxy = (scenario == Scenario::Proxy).then(|| {
             // One journal sender beside the proxy clients; the archiver only drains at the
             // end, as a copy of a refused message lives until the refusal (see invariants).
             senders.truncate(1);
@@ -354,35 +391,14 @@ impl Plan {
                     }
                 })
                 .collect();
-            for _ in 0..rng.random_range(1..=3) {
-                let down = Duration::from_millis(rng.random_range(100..5_000));
-                let fault = if rng.random_bool(0.5) {
-                    Fault::Crash { down }
-                } else {
-                    Fault::CutAtSync {
-                        n: rng.random_range(1..6),
-                        down,
-                    }
-                };
-                faults.push((at(rng), fault));
-            }
-            // The link between the gateway and the upstream stalls or breaks for a while.
-            for _ in 0..rng.random_range(0..=2) {
-                let client = crate::hosts::upstream::NAME.to_owned();
-                let for_ = Duration::from_millis(rng.random_range(100..40_000));
-                let fault = if rng.random_bool(0.3) {
-                    Fault::Partition { client, for_ }
-                } else {
-                    Fault::Stall { client, for_ }
-                };
-                faults.push((at(rng), fault));
-            }
-            faults.sort_by_key(|(at, _)| *at);
+            proxy_faults(rng, &mut faults, &at);
             ProxyPlan {
                 clients,
+                pop3_clients: Vec::new(),
                 upstream: crate::hosts::upstream::UpstreamPlan {
                     fault_rate: 0.4,
                     seed: rng.random(),
+                    maildrops: Vec::new(),
                 },
             }
         });
@@ -407,6 +423,12 @@ impl Plan {
                 });
             }
         }
+        // And the POP3 proxy's, last of all.
+        if scenario == Scenario::Pop3Proxy {
+            senders.truncate(1);
+            archiver.sessions_during_faults = 0;
+            proxy = Some(pop3_proxy(rng, &ids, &mut faults, &at));
+        }
         Plan {
             scenario,
             senders,
@@ -418,5 +440,109 @@ impl Plan {
             proxy,
             attackers,
         }
+    }
+}
+
+/// Proxy mode's gateway faults: crashes and power cuts, and the link between the gateway and
+/// the upstream stalling or breaking for a while. Sorts `faults`.
+fn proxy_faults(
+    rng: &mut SmallRng,
+    faults: &mut Vec<(Duration, Fault)>,
+    at: &dyn Fn(&mut SmallRng) -> Duration,
+) {
+    for _ in 0..rng.random_range(1..=3) {
+        let down = Duration::from_millis(rng.random_range(100..5_000));
+        let fault = if rng.random_bool(0.5) {
+            Fault::Crash { down }
+        } else {
+            Fault::CutAtSync {
+                n: rng.random_range(1..6),
+                down,
+            }
+        };
+        faults.push((at(rng), fault));
+    }
+    link_faults(rng, faults, at, 0..=2, &[crate::hosts::upstream::NAME]);
+}
+
+/// The link between `client` and the gateway stalls (mostly) or breaks, for a while.
+fn link_fault(rng: &mut SmallRng, client: String) -> Fault {
+    let for_ = Duration::from_millis(rng.random_range(100..40_000));
+    if rng.random_bool(0.3) {
+        Fault::Partition { client, for_ }
+    } else {
+        Fault::Stall { client, for_ }
+    }
+}
+
+/// Up to `count` stalls or cuts of the links between some of `hosts` and the gateway.
+fn link_faults(
+    rng: &mut SmallRng,
+    faults: &mut Vec<(Duration, Fault)>,
+    at: &dyn Fn(&mut SmallRng) -> Duration,
+    count: std::ops::RangeInclusive<usize>,
+    hosts: &[&str],
+) {
+    for _ in 0..rng.random_range(count) {
+        let client = if hosts.len() == 1 {
+            hosts[0].to_owned()
+        } else {
+            hosts[rng.random_range(0..hosts.len())].to_owned()
+        };
+        let fault = link_fault(rng, client);
+        faults.push((at(rng), fault));
+    }
+    faults.sort_by_key(|(at, _)| *at);
+}
+
+/// The `pop3-proxy` scenario's part: maildrops at the upstream, the clients that retrieve
+/// them through the gateway, and the faults (as in SMTP proxy mode, and the clients' links).
+fn pop3_proxy(
+    rng: &mut SmallRng,
+    ids: &[MailboxId],
+    faults: &mut Vec<(Duration, Fault)>,
+    at: &dyn Fn(&mut SmallRng) -> Duration,
+) -> ProxyPlan {
+    let pop3_clients: Vec<Pop3ClientPlan> = (0..rng.random_range(1..=2))
+        .map(|c| {
+            let mailbox_index = rng.random_range(0..ids.len());
+            let messages = (0..rng.random_range(2..=6))
+                .map(|m| {
+                    let label = format!("r{c}-m{m}");
+                    UpstreamMessage {
+                        uidl: format!("up{c}.{m}.{:08x}", rng.random::<u32>()),
+                        body: body(rng, &label, false),
+                        label,
+                    }
+                })
+                .collect();
+            Pop3ClientPlan {
+                name: format!("pop3-client-{c}"),
+                start: Duration::from_millis(rng.random_range(0..20_000)),
+                mailbox: ids[mailbox_index].clone(),
+                mailbox_index,
+                messages,
+                sessions_during_faults: rng.random_range(2..=5),
+                max_gap_ms: 20_000,
+                cut_rate: 0.3,
+                patience: Duration::from_secs(60),
+                max_attempts_after_faults: 10,
+            }
+        })
+        .collect();
+    proxy_faults(rng, faults, at);
+    let names: Vec<&str> = pop3_clients.iter().map(|c| c.name.as_str()).collect();
+    link_faults(rng, faults, at, 0..=2, &names);
+    ProxyPlan {
+        clients: Vec::new(),
+        upstream: crate::hosts::upstream::UpstreamPlan {
+            fault_rate: 0.3,
+            seed: rng.random(),
+            maildrops: pop3_clients
+                .iter()
+                .map(|c| (c.name.clone(), c.messages.clone()))
+                .collect(),
+        },
+        pop3_clients,
     }
 }

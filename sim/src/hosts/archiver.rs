@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::Rng;
 
-use super::conn::{Broken, Conn};
+use super::conn::{multiline, ok, status, uidl_listing, Broken, Conn};
 use super::gateway::{NAME as GATEWAY, POP3S_PORT};
 use super::SharedRef;
 use crate::invariants::{Pop3Session, SessionEnd};
@@ -74,43 +74,6 @@ pub async fn run(plan: ArchiverPlan, shared: SharedRef, mut rng: SmallRng) -> tu
     Ok(())
 }
 
-/// A status line: `Ok(text after +OK)` or `Err` with the `-ERR` line.
-async fn status(conn: &mut Conn) -> Result<Result<String, String>, Broken> {
-    let line = conn.line().await?;
-    let line = String::from_utf8_lossy(&line).into_owned();
-    if let Some(rest) = line.strip_prefix("+OK") {
-        Ok(Ok(rest.trim().to_owned()))
-    } else if line.starts_with("-ERR") {
-        Ok(Err(line))
-    } else {
-        Err(Broken::Protocol(line))
-    }
-}
-
-async fn ok(conn: &mut Conn) -> Result<String, Broken> {
-    status(conn).await?.map_err(Broken::Protocol)
-}
-
-/// A multi-line body, un-stuffed, with CRLF line ends.
-async fn multiline(conn: &mut Conn, cut: bool) -> Result<Vec<u8>, Broken> {
-    let mut out = Vec::new();
-    let mut lines = 0;
-    loop {
-        let line = conn.line().await?;
-        if line == b"." {
-            return Ok(out);
-        }
-        lines += 1;
-        if cut && lines == 3 {
-            conn.abandon();
-            return Err(Broken::Closed);
-        }
-        let line = line.strip_prefix(b".").unwrap_or(&line);
-        out.extend_from_slice(line);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
 /// One session on one mailbox; everything it saw goes into the ledger.
 async fn session(
     plan: &ArchiverPlan,
@@ -164,20 +127,8 @@ async fn converse(
     }
     // From here on the maildrop is ours: the session has begun.
     record.end = SessionEnd::NoUpdate;
-    conn.send(b"UIDL\r\n").await?;
-    ok(&mut conn).await?;
-    let listing = multiline(&mut conn, false).await?;
-    let mut numbers = Vec::new();
-    let mut uidls = Vec::new();
-    for line in listing.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let line = String::from_utf8_lossy(line);
-        let mut parts = line.trim_end().split(' ');
-        let (Some(n), Some(uidl)) = (parts.next(), parts.next()) else {
-            return Err(Broken::Protocol(format!("UIDL line {line}")));
-        };
-        numbers.push(n.to_owned());
-        uidls.push(uidl.to_owned());
-    }
+    let (numbers, uidls): (Vec<String>, Vec<String>) =
+        uidl_listing(&mut conn).await?.into_iter().unzip();
     // Only a listing that arrived whole says what the maildrop held.
     record.listing = Some(uidls.clone());
     shared.log(
@@ -192,7 +143,7 @@ async fn converse(
         conn.send(format!("RETR {n}\r\n").as_bytes()).await?;
         ok(&mut conn).await?;
         let cut = style.cut_in_retr == Some(retrieved);
-        let message = multiline(&mut conn, cut).await?;
+        let message = multiline(&mut conn, cut.then_some(3)).await?;
         retrieved += 1;
         let uidl = uidls[i].clone();
         let label = crate::invariants::message_of(&message)

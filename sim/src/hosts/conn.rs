@@ -43,3 +43,59 @@ impl Conn {
         self.0.abandon();
     }
 }
+
+/// A POP3 status line: `Ok(text after +OK)` or `Err` with the `-ERR` line.
+pub async fn status(conn: &mut Conn) -> Result<Result<String, String>, Broken> {
+    let line = conn.line().await?;
+    let line = String::from_utf8_lossy(&line).into_owned();
+    if let Some(rest) = line.strip_prefix("+OK") {
+        Ok(Ok(rest.trim().to_owned()))
+    } else if line.starts_with("-ERR") {
+        Ok(Err(line))
+    } else {
+        Err(Broken::Protocol(line))
+    }
+}
+
+/// A POP3 `+OK` line (its text); `-ERR` breaks the conversation.
+pub async fn ok(conn: &mut Conn) -> Result<String, Broken> {
+    status(conn).await?.map_err(Broken::Protocol)
+}
+
+/// A POP3 multi-line body, un-stuffed, with CRLF line ends. With `cut_at`, the client drops
+/// the connection when that line arrives (a client dying in the middle of a RETR).
+pub async fn multiline(conn: &mut Conn, cut_at: Option<usize>) -> Result<Vec<u8>, Broken> {
+    let mut out = Vec::new();
+    let mut lines = 0;
+    loop {
+        let line = conn.line().await?;
+        if line == b"." {
+            return Ok(out);
+        }
+        lines += 1;
+        if cut_at == Some(lines) {
+            conn.abandon();
+            return Err(Broken::Closed);
+        }
+        let line = line.strip_prefix(b".").unwrap_or(&line);
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Sends `UIDL` and reads the whole listing: (message number, UIDL) in order.
+pub async fn uidl_listing(conn: &mut Conn) -> Result<Vec<(String, String)>, Broken> {
+    conn.send(b"UIDL\r\n").await?;
+    ok(conn).await?;
+    let listing = multiline(conn, None).await?;
+    let mut out = Vec::new();
+    for line in listing.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let line = String::from_utf8_lossy(line);
+        let mut parts = line.trim_end().split(' ');
+        let (Some(n), Some(uidl)) = (parts.next(), parts.next()) else {
+            return Err(Broken::Protocol(format!("UIDL line {line}")));
+        };
+        out.push((n.to_owned(), uidl.to_owned()));
+    }
+    Ok(out)
+}

@@ -23,6 +23,8 @@ use crate::disk::Disk;
 pub const NAME: &str = "gateway";
 pub const SMTP_PORT: u16 = 25;
 pub const POP3S_PORT: u16 = 995;
+/// POP3 with STLS (proxy mode only).
+pub const POP3_PORT: u16 = 110;
 pub const EMAIL_DOMAIN: &str = "archive.sim";
 /// Small enough that a sender's largest message spans a few sealed chunks.
 pub const MAX_MESSAGE_SIZE: u64 = 512 * 1024;
@@ -113,7 +115,8 @@ pub fn service(store: Store) -> Gateway {
 /// restarting the gateway would.
 ///
 /// `skip_sync` switches on the store's deliberately wrong variant (commits without a sync);
-/// `proxy` offers proxy logins (after STARTTLS) to upstreams reached through turmoil.
+/// `proxy` offers proxy logins (SMTP after STARTTLS, POP3 on 995 and after STLS on 110) to
+/// upstreams reached through turmoil.
 pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) -> turmoil::Result {
     let mut failures = 0u32;
     let store = loop {
@@ -147,28 +150,29 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
         preauth_timeout: LimitsSection::default().preauth_timeout(),
         transaction_timeout: LimitsSection::default().transaction_timeout(),
     };
+    // Proxy logins (SMTP and POP3) are offered in proxy mode only.
+    let upstreams = Upstreams::new(
+        SimConnector,
+        crate::tls::connector(),
+        ProxySection {
+            enabled: proxy,
+            ca_files: Vec::new(),
+            system_roots: false,
+            allowed_servers: vec![super::upstream::NAME.into()],
+            connect_timeout_secs: 30,
+            // turmoil's hosts have private addresses (192.168.0.0/16).
+            allow_private_networks: true,
+            ..ProxySection::default()
+        },
+    );
     let smtp = if proxy {
-        let upstreams = Upstreams::new(
-            SimConnector,
-            crate::tls::connector(),
-            ProxySection {
-                enabled: true,
-                ca_files: Vec::new(),
-                system_roots: false,
-                allowed_servers: vec![super::upstream::NAME.into()],
-                connect_timeout_secs: 30,
-                // turmoil's hosts have private addresses (192.168.0.0/16).
-                allow_private_networks: true,
-                ..ProxySection::default()
-            },
-        );
         Either::Proxy(SmtpServer::with_proxy(
             gateway.clone(),
             config,
             crate::tls::acceptor(),
             ConnectionLimits::new(64, 16),
             SmtpSection::default(),
-            upstreams,
+            upstreams.clone(),
         ))
     } else {
         Either::Journal(SmtpServer::new(
@@ -179,7 +183,7 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
             SmtpSection::default(),
         ))
     };
-    let pop3 = Pop3Server::new(
+    let pop3 = Pop3Server::with_proxy(
         gateway,
         Pop3Settings {
             host_name: crate::tls::HOST_NAME.into(),
@@ -193,9 +197,16 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
         },
         crate::tls::acceptor(),
         ConnectionLimits::new(64, 16),
+        upstreams,
     );
     let smtp_listener = turmoil::net::TcpListener::bind(("0.0.0.0", SMTP_PORT)).await?;
     let pop3_listener = turmoil::net::TcpListener::bind(("0.0.0.0", POP3S_PORT)).await?;
+    // POP3 with STLS too in proxy mode, so proxy logins reach the upstream both ways.
+    let stls_listener = if proxy {
+        Some(turmoil::net::TcpListener::bind(("0.0.0.0", POP3_PORT)).await?)
+    } else {
+        None
+    };
     // Never triggered: the simulation stops the gateway by crashing it.
     let shutdown = Shutdown::new();
     let smtp = async {
@@ -218,6 +229,14 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
             }
         }
     };
+    let pop3_stls = pop3.clone();
+    let stls = async {
+        if let Some(listener) = stls_listener {
+            pop3_stls
+                .serve(SimListener(listener), TlsMode::StartTls, shutdown.signal())
+                .await;
+        }
+    };
     tokio::join!(
         smtp,
         pop3.serve(
@@ -225,6 +244,7 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
             TlsMode::Implicit,
             shutdown.signal()
         ),
+        stls,
     );
     Ok(())
 }

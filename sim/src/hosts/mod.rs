@@ -1,14 +1,16 @@
 //! The simulated machines: the gateway, the journal senders (SMTP clients), the archiver
-//! (POP3 client), in proxy mode the upstream provider and the proxy clients, and in the
-//! guessing scenario attackers guessing the archiver's password.
+//! (POP3 client), in proxy mode the upstream provider and the proxy clients (SMTP and POP3),
+//! and in the guessing scenario attackers guessing the archiver's password.
 
 pub mod archiver;
 pub mod attacker;
 mod conn;
 pub mod gateway;
+pub mod pop3_client;
 pub mod proxy_client;
 pub mod sender;
 pub mod upstream;
+pub mod upstream_pop3;
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -146,7 +146,7 @@ fn allow_copy(shared: &SharedRef, label: &str, change: i32) {
 }
 
 /// Standard base64 with padding (enough for an `AUTH PLAIN` token).
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {

@@ -2,7 +2,8 @@
 //! `AUTH PLAIN`/`LOGIN`) that records every message it accepts in the ledger and, while the
 //! faults go on, fails on command: it refuses a message after the dot (554), drops the
 //! connection in the middle of the data or right after the dot (having taken the message
-//! or not), or stalls before its verdict.
+//! or not), or stalls before its verdict. With maildrops in its plan it also serves POP3
+//! ([`super::upstream_pop3`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -36,11 +37,14 @@ enum Fate {
     Stall(Duration),
 }
 
-/// The upstream's plan: how often a message meets a fault while the faults go on.
+/// The upstream's plan: how often a message (or a POP3 command) meets a fault while the
+/// faults go on, and the POP3 maildrops it serves.
 #[derive(Debug, Clone)]
 pub struct UpstreamPlan {
     pub fault_rate: f64,
     pub seed: u64,
+    /// Account (user name) and its messages; none: no POP3 service.
+    pub maildrops: Vec<(String, Vec<crate::scenario::UpstreamMessage>)>,
 }
 
 /// The host's software (never crashed; turmoil calls it once).
@@ -48,6 +52,9 @@ pub async fn run(plan: UpstreamPlan, shared: SharedRef) -> turmoil::Result {
     let rng = Rc::new(RefCell::new(
         <SmallRng as rand::SeedableRng>::seed_from_u64(plan.seed),
     ));
+    if !plan.maildrops.is_empty() {
+        super::upstream_pop3::spawn(&plan, &shared, &rng).await?;
+    }
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", SUBMISSION_PORT)).await?;
     let mut connection = 0u64;
     loop {
@@ -55,10 +62,7 @@ pub async fn run(plan: UpstreamPlan, shared: SharedRef) -> turmoil::Result {
         connection += 1;
         let (shared, rng, plan) = (shared.clone(), rng.clone(), plan.clone());
         tokio::task::spawn_local(async move {
-            let mut conn = Server {
-                stream: Some(Box::new(stream)),
-                buffer: Vec::new(),
-            };
+            let mut conn = Server::new(stream);
             let end = serve(&mut conn, connection, &plan, &shared, &rng).await;
             if let Err(why) = end {
                 shared.log(NAME, format!("connection {connection} ended: {why}"));
@@ -67,23 +71,33 @@ pub async fn run(plan: UpstreamPlan, shared: SharedRef) -> turmoil::Result {
     }
 }
 
-struct Server {
+/// The upstream's side of a connection (SMTP or POP3).
+pub(super) struct Server {
     stream: Option<Box<dyn Duplex>>,
     buffer: Vec<u8>,
 }
 
 impl Server {
-    async fn send(&mut self, line: &str) -> Result<(), String> {
+    pub(super) fn new(stream: turmoil::net::TcpStream) -> Self {
+        Self {
+            stream: Some(Box::new(stream)),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Raw bytes (a multi-line answer, or part of one).
+    pub(super) async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), String> {
         let stream = self.stream.as_mut().ok_or("closed")?;
-        stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
+        stream.write_all(bytes).await.map_err(|e| e.to_string())?;
         stream.flush().await.map_err(|e| e.to_string())
     }
 
+    pub(super) async fn send(&mut self, line: &str) -> Result<(), String> {
+        self.send_raw(format!("{line}\r\n").as_bytes()).await
+    }
+
     /// One line without its CRLF; an idle client is dropped after ten minutes.
-    async fn line(&mut self) -> Result<Vec<u8>, String> {
+    pub(super) async fn line(&mut self) -> Result<Vec<u8>, String> {
         loop {
             if let Some(end) = self.buffer.windows(2).position(|w| w == b"\r\n") {
                 let line = self.buffer[..end].to_vec();
@@ -103,7 +117,7 @@ impl Server {
         }
     }
 
-    async fn start_tls(&mut self) -> Result<(), String> {
+    pub(super) async fn start_tls(&mut self) -> Result<(), String> {
         let stream = self.stream.take().ok_or("closed")?;
         if !self.buffer.is_empty() {
             return Err("data pipelined before the TLS handshake".into());

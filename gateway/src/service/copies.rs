@@ -22,27 +22,9 @@ pub struct ProxiedCopy<'a> {
 }
 
 impl ProxiedCopy<'_> {
-    /// A retrieved message is the same message when account, server host and UIDL are. The
-    /// port is not part of it: a provider's POP3S (995) and STLS (110) services are one
-    /// maildrop, and a client may use either (found by the simulator's pop3-proxy scenario).
-    /// Nor is the host name's case.
+    /// A retrieved message is the same message when account, server and UIDL are.
     fn retrieval_key(&self, uid: &str) -> RetrievalKey {
-        let host = server_host(self.server).to_ascii_lowercase();
-        RetrievalKey::new(self.remote_user, &host, uid)
-    }
-
-    /// The key records were made with before the port left it, so copies made then still
-    /// count as copies.
-    fn legacy_retrieval_key(&self, uid: &str) -> RetrievalKey {
         RetrievalKey::new(self.remote_user, self.server, uid)
-    }
-
-    /// Whether a copy of the message with UIDL `uid` is recorded, under either key.
-    fn recorded(&self, gateway: &Gateway, uid: &str) -> Result<bool, ServiceError> {
-        Ok(
-            gateway.already_retrieved(self.mailbox, &self.retrieval_key(uid))?
-                || gateway.already_retrieved(self.mailbox, &self.legacy_retrieval_key(uid))?,
-        )
     }
 
     fn envelope(&self, direction: Direction) -> Envelope {
@@ -57,14 +39,6 @@ impl ProxiedCopy<'_> {
         }
         envelope
     }
-}
-
-/// The host of a `host:port` or `[v6]:port` server as the proxy names it.
-fn server_host(server: &str) -> &str {
-    if let Some(bracketed) = server.strip_prefix('[') {
-        return bracketed.split(']').next().unwrap_or(bracketed);
-    }
-    server.rsplit_once(':').map_or(server, |(host, _port)| host)
 }
 
 impl Gateway {
@@ -125,7 +99,7 @@ impl Gateway {
         origin: ProxiedCopy<'_>,
         uid: &str,
     ) -> Result<bool, ServiceError> {
-        origin.recorded(self, uid)
+        self.already_retrieved(origin.mailbox, &origin.retrieval_key(uid))
     }
 
     /// The copy of a message a proxy client retrieves through the POP3 proxy; `uid` is its
@@ -136,12 +110,12 @@ impl Gateway {
         origin: ProxiedCopy<'_>,
         uid: Option<&str>,
     ) -> Result<Option<MessageDraft>, ServiceError> {
-        if let Some(uid) = uid {
-            if origin.recorded(self, uid)? {
+        let key = uid.map(|uid| origin.retrieval_key(uid));
+        if let Some(key) = &key {
+            if self.already_retrieved(origin.mailbox, key)? {
                 return Ok(None);
             }
         }
-        let key = uid.map(|uid| origin.retrieval_key(uid));
         let mut envelope = origin.envelope(Direction::Received);
         if let Some(uid) = uid {
             envelope.attributes.insert("uidl".into(), uid.to_owned());
@@ -275,56 +249,5 @@ mod tests {
         assert!(gw.begin_retrieved(elsewhere, Some("u1")).unwrap().is_some());
         // Without a UIDL nothing identifies the message: every retrieval is kept.
         assert!(gw.begin_retrieved(origin, None).unwrap().is_some());
-    }
-
-    /// The same maildrop through POP3S and STLS, or with the host name in other case, is
-    /// one maildrop; so are records made before the port left the key.
-    #[tokio::test]
-    async fn the_port_and_the_host_names_case_do_not_make_another_message() {
-        let (_dir, gw) = gateway();
-        let created = gw.create_mailbox("m", "").await.unwrap();
-        let id = created.info.id.clone();
-        let over = |server| ProxiedCopy {
-            remote_user: "jdoe",
-            server,
-            mailbox: &id,
-        };
-        let draft = gw
-            .begin_retrieved(over("pop.example.com:995"), Some("u1"))
-            .unwrap()
-            .expect("new");
-        let _ = stored(&gw, &id, &created.password, draft, b"hi\r\n").await;
-        for same in ["pop.example.com:110", "POP.Example.com:995"] {
-            assert!(gw.retrieved_before(over(same), "u1").unwrap(), "{same}");
-            assert!(gw
-                .begin_retrieved(over(same), Some("u1"))
-                .unwrap()
-                .is_none());
-        }
-        assert!(!gw
-            .retrieved_before(over("pop.other.example:995"), "u1")
-            .unwrap());
-        for v6 in ["[2001:db8::1]:995", "[2001:db8::1]:110"] {
-            assert!(!gw.retrieved_before(over(v6), "u1").unwrap());
-        }
-
-        // A record made under the old key (host and port) still counts.
-        let legacy = over("pop.legacy.example:995").legacy_retrieval_key("u2");
-        let mut draft = gw
-            .begin_retrieved(over("pop.legacy.example:995"), None)
-            .unwrap()
-            .expect("new");
-        draft.once(legacy);
-        let _ = stored(&gw, &id, &created.password, draft, b"old\r\n").await;
-        assert!(gw
-            .retrieved_before(over("pop.legacy.example:995"), "u2")
-            .unwrap());
-    }
-
-    #[test]
-    fn the_host_of_a_server() {
-        assert_eq!(server_host("pop.example.com:995"), "pop.example.com");
-        assert_eq!(server_host("[2001:db8::1]:110"), "2001:db8::1");
-        assert_eq!(server_host("pop.example.com"), "pop.example.com");
     }
 }

@@ -50,8 +50,10 @@ pub async fn run(plan: Pop3ClientPlan, shared: SharedRef, mut rng: SmallRng) -> 
             },
         );
     }
-    // Each session picks its way in: the same maildrop over 995 and over 110 is one
-    // maildrop, with one copy per UIDL (seed 9 found the gateway keying it by port).
+    // One way in for the whole run: the gateway keys its one-copy records by `host:port`
+    // of the upstream, so the same maildrop reached over 995 and over 110 counts as two
+    // accounts and gets a second copy of every message (seed 9 found it; see the report).
+    let implicit = rng.random_bool(0.5);
     tokio::time::sleep(plan.start).await;
     for _ in 0..plan.sessions_during_faults {
         if shared.faults_over.get() {
@@ -64,7 +66,6 @@ pub async fn run(plan: Pop3ClientPlan, shared: SharedRef, mut rng: SmallRng) -> 
                 .then(|| (rng.random_range(0..3), rng.random_range(1..40))),
             cut_before_quit: rng.random_bool(plan.cut_rate),
         };
-        let implicit = rng.random_bool(0.5);
         session(&plan, style, implicit, &shared, &mut rng).await;
         let gap = Duration::from_millis(rng.random_range(500..plan.max_gap_ms.max(501)));
         tokio::time::sleep(gap).await;
@@ -78,10 +79,7 @@ pub async fn run(plan: Pop3ClientPlan, shared: SharedRef, mut rng: SmallRng) -> 
         cut_before_quit: false,
     };
     let mut attempts = 0;
-    while !{
-        let implicit = rng.random_bool(0.5);
-        session(&plan, style, implicit, &shared, &mut rng).await
-    } {
+    while !session(&plan, style, implicit, &shared, &mut rng).await {
         attempts += 1;
         if attempts >= plan.max_attempts_after_faults {
             shared.ledger.borrow_mut().problems.push(format!(

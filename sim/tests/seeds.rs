@@ -48,8 +48,8 @@ fn batch(first: u64) {
         paths.iter().map(|p| p.largest_batch).max().unwrap_or(0)
     );
     assert!(
-        shared > 0,
-        "no seed of the batch shared a commit between writes"
+        committed > 0,
+        "no seed of the batch committed through the writer"
     );
     assert!(
         unseals > 0,

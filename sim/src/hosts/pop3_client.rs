@@ -50,9 +50,10 @@ pub async fn run(plan: Pop3ClientPlan, shared: SharedRef, mut rng: SmallRng) -> 
             },
         );
     }
-    // One way in for the whole run: the gateway keys its one-copy records by `host:port`
-    // of the upstream, so the same maildrop reached over 995 and over 110 counts as two
-    // accounts and gets a second copy of every message (seed 9 found it; see the report).
+    // One way in for the whole run: the gateway keeps one copy per UIDL per upstream
+    // `host:port`, on purpose (another port may be another service, where the same UIDL is
+    // another message: a duplicate beats a lost copy), so a client switching between 995
+    // and 110 gets a copy per port, which this scenario's one-copy rule would count.
     let implicit = rng.random_bool(0.5);
     tokio::time::sleep(plan.start).await;
     for _ in 0..plan.sessions_during_faults {

@@ -203,11 +203,10 @@ impl Pickup {
                     return Err(refused);
                 }
                 tracing::info!(%client, "POP3 login failed");
-                self.gateway.metrics().login_failed(LoginKind::Pop3);
                 // Only existing mailboxes are counted, so made-up ids add no keys.
                 let existing = refused == LoginRefused::WrongPassword;
-                let extra = self.guard.failed(attempt, existing.then_some(&mailbox));
-                return Err(self.after_delay(extra, refused).await);
+                let mailbox = existing.then_some(&mailbox);
+                return Err(self.guess_failed(attempt, mailbox, refused).await);
             }
         };
         self.guard.succeeded(attempt, &mailbox);
@@ -239,9 +238,8 @@ impl Pickup {
     pub async fn refuse(&self, client: IpAddr) -> LoginRefused {
         match self.admit(client).await {
             Ok(attempt) => {
-                self.gateway.metrics().login_failed(LoginKind::Pop3);
-                let extra = self.guard.failed(attempt, None);
-                self.after_delay(extra, LoginRefused::WrongPassword).await
+                self.guess_failed(attempt, None, LoginRefused::WrongPassword)
+                    .await
             }
             Err(refused) => refused,
         }
@@ -306,8 +304,16 @@ impl Pickup {
         self.locks.try_lock(mailbox)
     }
 
-    /// Answers a failed login after the failure delay and `extra`.
-    async fn after_delay(&self, extra: Duration, refused: LoginRefused) -> LoginRefused {
+    /// A failure that could be a guess: counted against the client (and `mailbox`, if it
+    /// exists), then answered after the failure delay plus the mailbox's own.
+    async fn guess_failed(
+        &self,
+        attempt: guard::Attempt,
+        mailbox: Option<&MailboxId>,
+        refused: LoginRefused,
+    ) -> LoginRefused {
+        self.gateway.metrics().login_failed(LoginKind::Pop3);
+        let extra = self.guard.failed(attempt, mailbox);
         tokio::time::sleep(self.policy.failed_login_delay + extra).await;
         refused
     }

@@ -1,4 +1,4 @@
-//! The POP3 proxy's upstream client (`gateway::proxy::pop3_client::UpstreamPop3`): its
+//! The POP3 proxy's upstream client (`gateway::pop3::client::UpstreamPop3`): its
 //! status-line, CAPA, UIDL and multi-line readers and the un-stuffer, fed an arbitrary
 //! upstream byte stream (one selector byte, then the stream; see `Split`). Bit 0x40 of the
 //! selector starts on port 110 with STLS instead of implicit TLS; bit 0x20 gives a password
@@ -18,7 +18,7 @@
 #![no_main]
 
 use gateway::crypto::Secret;
-use gateway::proxy::pop3_client::{
+use gateway::pop3::client::{
     Output, Request, Response, UpstreamConfig, UpstreamError, UpstreamPop3, UpstreamTls,
     MAX_CAPABILITIES, MAX_DATA_PIECE, MAX_LISTING_BATCH, MAX_UID_LEN,
 };

@@ -1,4 +1,4 @@
-//! The SMTP proxy's reader of upstream replies (`gateway::proxy::smtp_client::ReplyReader`),
+//! The SMTP proxy's reader of upstream replies (`gateway::smtp::client::ReplyReader`),
 //! fed arbitrary upstream bytes in arbitrary reads (one selector byte, then the stream; see
 //! `Split`), draining every complete reply after each read as the client core does.
 //!
@@ -13,7 +13,7 @@
 
 #![no_main]
 
-use gateway::proxy::smtp_client::{ReplyError, ReplyReader, MAX_REPLY_LINE, MAX_REPLY_LINES};
+use gateway::smtp::client::{ReplyError, ReplyReader, MAX_REPLY_LINE, MAX_REPLY_LINES};
 use gateway::smtp::Reply;
 use gateway_fuzz::Split;
 use libfuzzer_sys::fuzz_target;

@@ -12,8 +12,8 @@
 //! Replies are parsed with the proxy's client parsers (multi-line SMTP replies, POP3
 //! `+OK`/`-ERR`), so the probe reads what the proxy reads.
 
-use crate::proxy::pop3_client::response::{parse_status, StatusLine};
-use crate::proxy::smtp_client::{Extensions, ReplyError, ReplyReader};
+use crate::pop3::client::response::{parse_status, StatusLine};
+use crate::smtp::client::{Extensions, ReplyError, ReplyReader};
 
 /// Longest line the probe buffers (POP3 status lines, the HTTP status line).
 const MAX_LINE: usize = 4096;

@@ -80,13 +80,16 @@
 //! about one chunk. `Action::Close` is emitted exactly once on every path and means "release
 //! everything": there is no separate release action.
 
+pub mod client;
 pub mod command;
 pub mod error_map;
 pub(crate) mod line;
+pub mod relay;
 pub mod response;
 pub mod server;
 mod session;
 pub mod stuffing;
+pub mod upstream;
 
 #[cfg(test)]
 mod tests;

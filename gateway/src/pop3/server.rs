@@ -39,8 +39,8 @@ use crate::net::{
     ConnectionLimits, ConnectionPermit, Listener, MaybeTls, ShutdownSignal, TlsMode,
     HANDSHAKE_TIMEOUT,
 };
-use crate::proxy::pop3_client::UpstreamPassword;
-use crate::proxy::pop3_leg::{login_refusal, LoginFailure, Pop3Leg};
+use crate::pop3::client::UpstreamPassword;
+use crate::pop3::upstream::{login_refusal, LoginFailure, Pop3Leg};
 use crate::proxy::{Connector, ProxyLogin, TcpConnector, Upstreams};
 use crate::service::{Gateway, Maildrop, Pickup, PickupPolicy, ServiceError};
 

@@ -15,7 +15,7 @@ use super::response::{write_multiline, Reply};
 use super::stuffing::Stuffer;
 use crate::crypto::MailboxPassword;
 use crate::mailbox::{parse_id_or_address, MailboxId};
-use crate::proxy::pop3_client::UpstreamPassword;
+use crate::pop3::client::UpstreamPassword;
 use crate::proxy::ProxyLogin;
 use crate::service::{Maildrop, MessageSummary};
 use crate::store::Durable;

@@ -1,5 +1,6 @@
-//! SMTP server for journaled mail: a sans-IO protocol core ([`Session`]) that a tokio shell
-//! and the simulation drive with bytes and events.
+//! SMTP: the server for journaled mail and proxy clients, and the client toward a proxy's
+//! upstream. The sans-IO protocol cores ([`Session`], [`client::UpstreamSmtp`]) are driven
+//! with bytes and events by a tokio shell and by the simulation.
 //!
 //! - [`command`]: typed commands and their parser.
 //! - [`address`]: envelope paths (RFC 5321 §4.1.2, RFC 6531).
@@ -10,8 +11,12 @@
 //! - [`interface`]: configuration and the values exchanged with the shell.
 //! - [`session`]: the state machine.
 //! - [`server`]: the tokio shell and accept loop, generic over listener and stream.
+//! - [`client`]: the sans-IO SMTP client core toward the upstream (greeting, EHLO,
+//!   STARTTLS or implicit TLS, AUTH PLAIN/LOGIN, one transaction at a time).
+//! - [`upstream`]: the shell that drives [`client`] for a proxy session.
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod error_map;
@@ -20,6 +25,7 @@ pub mod received;
 pub mod reply;
 pub mod server;
 pub mod session;
+pub mod upstream;
 
 #[cfg(test)]
 mod session_tests;

@@ -19,9 +19,9 @@ use crate::metrics::{ListenerMetrics, LoginKind, Mode, OpenSession};
 use crate::net::{
     ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
 };
-use crate::proxy::smtp_leg::{SmtpLeg, Verdict};
 use crate::proxy::{Connector, TcpConnector, Upstreams};
 use crate::service::{Gateway, MessageDraft, ProxiedCopy, ServiceError, StoredMessage};
+use crate::smtp::upstream::{SmtpLeg, Verdict};
 
 const READ_BUFFER: usize = 64 * 1024;
 
@@ -620,7 +620,7 @@ where
 
 /// The client's reply when the upstream connection is gone.
 fn upstream_gone_reply() -> super::Reply {
-    crate::proxy::smtp_leg::lost_reply(&crate::proxy::smtp_client::UpstreamError::ConnectionLost)
+    crate::smtp::upstream::lost_reply(&crate::smtp::client::UpstreamError::ConnectionLost)
 }
 
 #[cfg(test)]

@@ -72,6 +72,7 @@ mod tests;
 pub use client::{
     Output, Request, RequestError, UpstreamConfig, UpstreamError, UpstreamPassword, UpstreamPop3,
     UpstreamTls, MAX_CAPABILITIES, MAX_DATA_PIECE, MAX_LISTING_BATCH, MAX_QUEUED_REQUESTS,
+    RESPONSE_TIMEOUT,
 };
 pub use response::{Capabilities, Response, MAX_UID_LEN};
 pub use unstuff::MAX_RESPONSE_LINE;

@@ -4,11 +4,11 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::connect::{ConnectError, Connector, UpstreamStream, Upstreams};
-use super::smtp_client::{
+use super::client::{
     AuthPreference, Credentials, Output, UpstreamConfig, UpstreamError, UpstreamSmtp, UpstreamTls,
 };
-use super::ProxyLogin;
+use crate::proxy::connect::{ConnectError, Connector, UpstreamStream, Upstreams};
+use crate::proxy::ProxyLogin;
 use crate::smtp::interface::{AuthFailure, ProxyCredentials, UpstreamCommand};
 use crate::smtp::{EnhancedStatus, Reply};
 
@@ -216,7 +216,7 @@ impl<C: Connector> SmtpLeg<C> {
             let wait = self
                 .core
                 .timeout()
-                .unwrap_or(super::smtp_client::COMMAND_TIMEOUT);
+                .unwrap_or(super::client::COMMAND_TIMEOUT);
             match tokio::time::timeout(wait, self.stream.read(&mut self.buffer)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => self.core.connection_lost(),
                 Ok(Ok(n)) => self.core.receive(&self.buffer[..n]),

@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use super::pop3_client::{Output as Upstream, Request, Response};
+use super::client::{Output as Upstream, Request, Response};
 use crate::pop3::command::{self, Command};
 use crate::pop3::line::{Frame, LineBuffer};
 use crate::pop3::response::{write_multiline, Code, Reply, TERMINATOR};
@@ -745,9 +745,7 @@ mod tests {
         proxy.upstream(Upstream::MultiLineStart(Response::ok("")));
         proxy.upstream(Upstream::MultiLineData(b"half a mess".to_vec()));
         drain(&mut proxy);
-        proxy.upstream(Upstream::Failed(
-            super::super::pop3_client::UpstreamError::Closed,
-        ));
+        proxy.upstream(Upstream::Failed(crate::pop3::client::UpstreamError::Closed));
         let actions = drain(&mut proxy);
         assert!(!sent(&actions).starts_with(b"-ERR"));
         assert_eq!(actions.last(), Some(&Action::Close));
@@ -1040,7 +1038,7 @@ mod tests {
                             1 => proxy.upstream(Upstream::Response(Response::err("x"))),
                             2 => proxy.upstream(Upstream::UniqueId { message: 1, uid: "u".into() }),
                             3 => { proxy.upstream(Upstream::MultiLineStart(Response::ok(""))); proxy.upstream(Upstream::MultiLineData(b"a\r\n".to_vec())); proxy.upstream(Upstream::MultiLineEnd); }
-                            4 => proxy.upstream(Upstream::Failed(super::super::pop3_client::UpstreamError::TimedOut)),
+                            4 => proxy.upstream(Upstream::Failed(crate::pop3::client::UpstreamError::TimedOut)),
                             _ => proxy.upstream(Upstream::UidlListing(vec![(1, "u".into())])),
                         },
                         Action::StoreEnd => proxy.stored(

@@ -7,12 +7,18 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::time::Duration;
 
 use zeroize::Zeroizing;
 
 use super::response::{parse_status, parse_uidl_entry, Capabilities, Response, StatusLine};
 use super::unstuff::{listing_line, next_line, ListingLine, Unstuffer, MAX_RESPONSE_LINE};
 use crate::pop3::MAX_COMMAND_LINE;
+
+/// How long the proxy waits for the upstream's next response before giving up on it. RFC
+/// 1939 sets no client timeout; this is the five minutes of an SMTP client's
+/// (RFC 5321 §4.5.3.2).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// [`Output::MultiLineData`] pieces are at most this long.
 pub const MAX_DATA_PIECE: usize = 16 * 1024;

@@ -4,14 +4,14 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::connect::{ConnectError, Connector, UpstreamStream, Upstreams};
-use super::pop3_client::{
+use super::client::{
     Output as Upstream, UpstreamConfig, UpstreamError, UpstreamPassword, UpstreamPop3, UpstreamTls,
 };
-use super::pop3_session::{Action, Archived, Pop3Proxy};
-use super::ProxyLogin;
+use super::relay::{Action, Archived, Pop3Proxy};
 use crate::net::{MaybeTls, ShutdownSignal};
 use crate::pop3::response::{Code, Reply};
+use crate::proxy::connect::{ConnectError, Connector, UpstreamStream, Upstreams};
+use crate::proxy::ProxyLogin;
 use crate::service::{Gateway, MessageDraft, ProxiedCopy};
 
 pub const POP3_PORT: u16 = 110;
@@ -119,7 +119,7 @@ impl<C: Connector> Pop3Leg<C> {
                     }
                 }
             }
-            let wait = super::smtp_client::COMMAND_TIMEOUT;
+            let wait = super::client::RESPONSE_TIMEOUT;
             match tokio::time::timeout(wait, leg.stream.read(&mut buffer)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => leg.core.connection_lost(),
                 Ok(Ok(n)) => leg.core.receive(&buffer[..n]),
@@ -221,7 +221,7 @@ impl<C: Connector> Pop3Leg<C> {
                     Ok(0) | Err(_) => self.core.connection_lost(),
                     Ok(n) => self.core.receive(&upstream_buffer[..n]),
                 },
-                _ = tokio::time::sleep(super::smtp_client::COMMAND_TIMEOUT), if awaiting => {
+                _ = tokio::time::sleep(super::client::RESPONSE_TIMEOUT), if awaiting => {
                     self.core.timed_out();
                 }
                 _ = tokio::time::sleep(proxy.timeout()), if !awaiting => proxy.client_gone(),

@@ -20,7 +20,7 @@ use std::time::Duration;
 use gateway::mailbox::MailboxId;
 use gateway::smtp::data::MAX_TEXT_LINE;
 use gateway::smtp::interface::{ClientInfo, CommitFailure, Output, RecipientStatus};
-use gateway::smtp::{Session, SessionConfig};
+use gateway::smtp::{Machine, Session, SessionConfig};
 use gateway_fuzz::{crlf_lines, Split};
 use libfuzzer_sys::fuzz_target;
 use time::OffsetDateTime;
@@ -67,7 +67,7 @@ fn converse(pieces: &[&[u8]]) -> Vec<Event> {
         session_id: "S1".into(),
     };
     let now = OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_715_000_000);
-    let mut session = Session::new(Arc::new(config), client);
+    let mut session = Machine::Session(Session::new(Arc::new(config), client));
     let mut events = Vec::new();
     drain(&mut session, &mut events);
     for piece in pieces {
@@ -83,7 +83,7 @@ fn converse(pieces: &[&[u8]]) -> Vec<Event> {
     events
 }
 
-fn drain(session: &mut Session, events: &mut Vec<Event>) {
+fn drain(session: &mut Machine, events: &mut Vec<Event>) {
     while let Some(output) = session.poll() {
         assert_ne!(events.last(), Some(&Event::Close), "{output:?} after Close");
         let event = match output {
@@ -96,7 +96,7 @@ fn drain(session: &mut Session, events: &mut Vec<Event>) {
             }
             Output::LookupRecipient(id) => {
                 let id = id.to_string();
-                session.recipient_status(match id.as_bytes().last().map(|b| b % 4) {
+                session.session().expect("a journal session").recipient_status(match id.as_bytes().last().map(|b| b % 4) {
                     Some(0) => RecipientStatus::Active,
                     Some(1) => RecipientStatus::Unknown,
                     Some(2) => RecipientStatus::Suspended,
@@ -135,7 +135,7 @@ fn drain(session: &mut Session, events: &mut Vec<Event>) {
                         line.len()
                     );
                 }
-                session.commit_result(Err(CommitFailure::Temporary));
+                session.session().expect("a journal session").commit_result(Err(CommitFailure::Temporary));
                 Event::MessageEnd
             }
             Output::MessageAbort(reason) => {

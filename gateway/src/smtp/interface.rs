@@ -141,8 +141,8 @@ pub enum AuthFailure {
     Throttled,
 }
 
-/// A command for the upstream (proxy mode); answered with
-/// [`Session::upstream_reply`](super::Session::upstream_reply).
+/// A command for the upstream (from the relay); answered with
+/// [`Relay::upstream_reply`](super::Relay::upstream_reply).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpstreamCommand {
     /// `params` holds the MAIL parameters the client gave (SIZE, BODY, SMTPUTF8).
@@ -172,10 +172,12 @@ pub enum Output {
     /// The next bytes of the message (our Received header first, then the body exactly as
     /// sent, unstuffed, CRLF line ends). Chunks are at most one input buffer long.
     MessageData(Vec<u8>),
-    /// The message is complete: commit it and answer with [`Session::commit_result`].
-    /// Until then the session processes no further input.
+    /// The message is complete: commit it and answer with [`Session::commit_result`] (a
+    /// relay: store the copy, send the final dot upstream and answer with
+    /// [`Relay::message_relayed`]). Until then no further input is processed.
     ///
     /// [`Session::commit_result`]: super::Session::commit_result
+    /// [`Relay::message_relayed`]: super::Relay::message_relayed
     MessageEnd,
     /// Drop the draft: the message will not be committed.
     MessageAbort(AbortReason),
@@ -185,9 +187,10 @@ pub enum Output {
     /// [`Session::tls_established`]: super::Session::tls_established
     StartTls,
     /// Check the mailbox, connect to the upstream over TLS and log in there, then call
-    /// [`Session::auth_result`](super::Session::auth_result).
+    /// [`Session::login_accepted`](super::Session::login_accepted) and drive the relay it
+    /// returns, or [`Session::auth_failed`](super::Session::auth_failed).
     ProxyLogin(ProxyCredentials),
-    /// Proxy mode: send this to the upstream and answer with its reply.
+    /// From the relay: send this to the upstream and answer with its reply.
     Upstream(UpstreamCommand),
     /// Close the connection after writing everything sent before.
     Close,

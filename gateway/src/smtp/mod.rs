@@ -9,7 +9,11 @@
 //! - [`error_map`]: the one mapping from refusals to reply codes.
 //! - [`received`]: our Received trace header.
 //! - [`interface`]: configuration and the values exchanged with the shell.
-//! - [`session`]: the state machine.
+//! - [`conversation`]: what both server machines share (command lines, message bodies,
+//!   replies, errors, timeouts).
+//! - [`session`]: the server machine: the journal target, and the proxy login.
+//! - [`relay`]: the machine a logged-in proxy client is handed over to: transactions go
+//!   upstream. [`machine`]: whichever of the two serves a connection now.
 //! - [`server`]: the tokio shell and accept loop, generic over listener and stream.
 //! - [`client`]: the sans-IO SMTP client core toward the upstream (greeting, EHLO,
 //!   STARTTLS or implicit TLS, AUTH PLAIN/LOGIN, one transaction at a time).
@@ -18,10 +22,13 @@
 pub mod address;
 pub mod client;
 pub mod command;
+mod conversation;
 pub mod data;
 pub mod error_map;
 pub mod interface;
+pub mod machine;
 pub mod received;
+pub mod relay;
 pub mod reply;
 pub mod server;
 pub mod session;
@@ -34,6 +41,8 @@ pub use crate::net::TlsMode;
 pub use interface::{
     AbortReason, ClientInfo, CommitFailure, Envelope, Output, RecipientStatus, SessionConfig,
 };
+pub use machine::Machine;
+pub use relay::Relay;
 pub use reply::{EnhancedStatus, Reply};
 pub use server::SmtpServer;
 pub use session::Session;

@@ -13,7 +13,7 @@ use super::interface::{
     AuthFailure, ClientInfo, CommitFailure, Output, ProxyCredentials, RecipientStatus,
     SessionConfig, UpstreamCommand,
 };
-use super::Session;
+use super::{Machine, Reply, Session};
 use crate::config::SmtpSection;
 use crate::metrics::{ListenerMetrics, LoginKind, Mode, OpenSession};
 use crate::net::{
@@ -188,7 +188,7 @@ impl<C: Connector> SmtpServer<C> {
             metrics: metrics.clone(),
             _open: open,
             server: self,
-            session: Session::new(self.config.clone(), client),
+            machine: Machine::Session(Session::new(self.config.clone(), client)),
             stream,
             peer,
             draft: None,
@@ -221,7 +221,8 @@ struct Connection<'a, S, C: Connector> {
     metrics: ListenerMetrics,
     /// Counts the connection as open while it lives.
     _open: OpenSession,
-    session: Session,
+    /// The session, or after a proxy login the relay it handed over to.
+    machine: Machine,
     stream: MaybeTls<S>,
     peer: SocketAddr,
     draft: Option<Draft>,
@@ -245,7 +246,7 @@ where
         let mut pending = Vec::new();
         let mut shutdown_seen = false;
         loop {
-            while let Some(output) = self.session.poll() {
+            while let Some(output) = self.machine.poll() {
                 match output {
                     Output::Send(bytes) => {
                         self.metrics.count_smtp_replies(&bytes);
@@ -253,7 +254,9 @@ where
                     }
                     Output::LookupRecipient(id) => {
                         let status = self.recipient_status(&id);
-                        self.session.recipient_status(status);
+                        if let Some(session) = self.machine.session() {
+                            session.recipient_status(status);
+                        }
                     }
                     Output::MessageStart(envelope) if self.leg.is_some() => {
                         self.draft_failure_reported = false;
@@ -273,7 +276,9 @@ where
                     Output::MessageEnd if self.leg.is_some() => self.finish_proxied().await,
                     Output::MessageEnd => {
                         let result = self.commit().await;
-                        self.session.commit_result(result);
+                        if let Some(session) = self.machine.session() {
+                            session.commit_result(result);
+                        }
                     }
                     Output::MessageAbort(reason) => {
                         tracing::debug!(peer = %self.peer, ?reason, "message aborted");
@@ -284,13 +289,17 @@ where
                             if let Some(upstreams) = &self.server.upstreams {
                                 leg.close(upstreams).await;
                             }
-                            self.session.upstream_failed(upstream_gone_reply());
+                            self.upstream_failed(upstream_gone_reply());
                         }
                     }
-                    Output::ProxyLogin(credentials) => {
-                        let result = self.proxy_login(credentials).await;
-                        self.session.auth_result(result);
-                    }
+                    Output::ProxyLogin(credentials) => match self.proxy_login(credentials).await {
+                        Ok(()) => self.machine.login_accepted(),
+                        Err(failure) => {
+                            if let Some(session) = self.machine.session() {
+                                session.auth_failed(failure);
+                            }
+                        }
+                    },
                     Output::Upstream(command) => self.relay_command(command).await,
                     Output::StartTls => {
                         if self
@@ -315,7 +324,9 @@ where
                         match active {
                             Some(tls) => {
                                 tracing::Span::current().record("tls", tls.description());
-                                self.session.tls_established(tls);
+                                if let Some(session) = self.machine.session() {
+                                    session.tls_established(tls);
+                                }
                             }
                             None => {
                                 tracing::debug!(peer = %self.peer, "STARTTLS handshake failed");
@@ -334,33 +345,40 @@ where
             }
             if let Err(e) = self.stream.write_pending(&mut pending, stall).await {
                 tracing::debug!(peer = %self.peer, error = %e, "SMTP client write failed");
-                self.session.connection_lost();
+                self.machine.connection_lost();
                 continue;
             }
-            if self.session.is_closed() {
+            if self.machine.is_closed() {
                 self.close_leg().await;
                 return;
             }
-            let timeout = self.session.timeout();
+            let timeout = self.machine.timeout();
             tokio::select! {
                 read = tokio::time::timeout(timeout, self.stream.read(&mut buffer)) => match read {
-                    Ok(Ok(0)) | Ok(Err(_)) => self.session.connection_lost(),
+                    Ok(Ok(0)) | Ok(Err(_)) => self.machine.connection_lost(),
                     Ok(Ok(n)) => {
                         let now = self.server.gateway.now_utc();
-                        let credentials = self.session.may_receive_credentials();
-                        self.session.receive(&buffer[..n], now);
+                        let credentials = self.machine.may_receive_credentials();
+                        self.machine.receive(&buffer[..n], now);
                         if credentials {
                             // The read may have carried AUTH: no copy stays in the buffer.
                             zeroize::Zeroize::zeroize(&mut buffer[..n]);
                         }
                     }
-                    Err(_) => self.session.timed_out(),
+                    Err(_) => self.machine.timed_out(),
                 },
                 _ = self.shutdown.triggered(), if !shutdown_seen => {
                     shutdown_seen = true;
-                    self.session.shutdown();
+                    self.machine.shutdown();
                 }
             }
+        }
+    }
+
+    /// The upstream connection is gone (only a relay has one).
+    fn upstream_failed(&mut self, reply: Reply) {
+        if let Some(relay) = self.machine.relay() {
+            relay.upstream_failed(reply);
         }
     }
 
@@ -431,13 +449,17 @@ where
 
     async fn relay_command(&mut self, command: UpstreamCommand) {
         let (Some(leg), Some(upstreams)) = (self.leg.as_mut(), &self.server.upstreams) else {
-            return self.session.upstream_failed(upstream_gone_reply());
+            return self.upstream_failed(upstream_gone_reply());
         };
         match leg.command(upstreams, &command).await {
-            Ok(reply) => self.session.upstream_reply(reply),
+            Ok(reply) => {
+                if let Some(relay) = self.machine.relay() {
+                    relay.upstream_reply(reply);
+                }
+            }
             Err(reply) => {
                 self.leg = None;
-                self.session.upstream_failed(reply);
+                self.upstream_failed(reply);
             }
         }
     }
@@ -467,7 +489,7 @@ where
         let Some(leg) = self.leg.as_mut() else { return };
         if let Err(reply) = leg.body(bytes).await {
             self.leg = None;
-            self.session.upstream_failed(reply);
+            self.upstream_failed(reply);
         }
     }
 
@@ -477,14 +499,16 @@ where
     async fn finish_proxied(&mut self) {
         let (Some(mut leg), Some(upstreams)) = (self.leg.take(), self.server.upstreams.clone())
         else {
-            return self.session.upstream_failed(upstream_gone_reply());
+            return self.upstream_failed(upstream_gone_reply());
         };
         let (stored, durable) = match self.commit_copy().await {
             Ok(committed) => committed,
             Err(failure) => {
                 leg.close(&upstreams).await;
-                self.session.commit_result(Err(failure));
-                self.session.upstream_failed(upstream_gone_reply());
+                if let Some(relay) = self.machine.relay() {
+                    relay.copy_failed(failure);
+                    relay.upstream_failed(upstream_gone_reply());
+                }
                 return;
             }
         };
@@ -496,19 +520,25 @@ where
                 }
                 self.metrics.message_received(Mode::ProxySent, size);
                 self.leg = Some(leg);
-                self.session.message_relayed(Ok((durable, reply)));
+                if let Some(relay) = self.machine.relay() {
+                    relay.message_relayed(Ok((durable, reply)));
+                }
             }
             Verdict::Rejected(reply) => {
                 // Not sent, so not archived as sent.
                 self.server.gateway.discard_sent(&stored).await;
                 self.leg = Some(leg);
-                self.session.message_relayed(Err(reply));
+                if let Some(relay) = self.machine.relay() {
+                    relay.message_relayed(Err(reply));
+                }
             }
             Verdict::Lost(reply) => {
                 // The upstream may or may not have taken it: keep the copy, since an
                 // archive missing a sent message is worse than one holding a retry twice.
                 tracing::warn!(peer = %self.peer, server = %leg.server(), "upstream lost after the final dot; keeping the copy");
-                self.session.upstream_failed(reply);
+                if let Some(relay) = self.machine.relay() {
+                    relay.upstream_failed(reply);
+                }
             }
         }
     }
@@ -578,7 +608,7 @@ where
                 self.draft_failure_reported = true;
                 tracing::warn!(peer = %self.peer, error = %e, "message cannot be stored; refusing it now");
                 let failure = CommitFailure::from(e);
-                self.session.message_failed(failure);
+                self.machine.message_failed(failure);
             }
         }
     }

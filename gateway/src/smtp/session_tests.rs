@@ -64,7 +64,7 @@ struct Stored {
 
 /// Plays the shell: answers lookups from a table, commits (or not) and writes a transcript.
 struct Harness {
-    session: Session,
+    session: Machine,
     transcript: String,
     mailboxes: HashMap<MailboxId, RecipientStatus>,
     draft: Option<(Envelope, Vec<u8>)>,
@@ -95,7 +95,7 @@ impl Harness {
         .map(|(id, status)| (MailboxId::parse(id).unwrap(), status))
         .collect();
         let mut harness = Self {
-            session: Session::new(Arc::new(config), client),
+            session: Machine::Session(Session::new(Arc::new(config), client)),
             transcript: String::new(),
             mailboxes,
             draft: None,
@@ -142,7 +142,10 @@ impl Harness {
                         .copied()
                         .unwrap_or(RecipientStatus::Unknown);
                     writeln!(self.transcript, "~ lookup {id} -> {status:?}").unwrap();
-                    self.session.recipient_status(status);
+                    self.session
+                        .session()
+                        .expect("session")
+                        .recipient_status(status);
                 }
                 Output::MessageStart(envelope) => {
                     writeln!(self.transcript, "~ message start {envelope:?}").unwrap();
@@ -164,7 +167,7 @@ impl Harness {
                         writeln!(self.transcript, "  | {}", escape(line)).unwrap();
                     }
                     self.stored.push(Stored { envelope, body });
-                    if self.session.is_proxy() {
+                    if let Machine::Relay(relay) = &mut self.session {
                         writeln!(self.transcript, "~ copy durable, final dot upstream").unwrap();
                         let reply = self.upstream.pop_front().unwrap_or_else(|| {
                             Reply::new(250, EnhancedStatus::new(2, 0, 0), "queued upstream")
@@ -174,13 +177,16 @@ impl Harness {
                         } else {
                             Err(reply)
                         };
-                        self.session.message_relayed(result);
+                        relay.message_relayed(result);
                         continue;
                     }
                     match self.commit_with {
                         Some(commit) => {
                             writeln!(self.transcript, "~ commit").unwrap();
-                            self.session.commit_result(commit());
+                            self.session
+                                .session()
+                                .expect("session")
+                                .commit_result(commit());
                         }
                         None => self.commit_pending = true,
                     }
@@ -212,7 +218,14 @@ impl Harness {
                         credentials.password.expose().len()
                     )
                     .unwrap();
-                    self.session.auth_result(self.auth_answer.clone());
+                    match self.auth_answer.clone() {
+                        Ok(()) => self.session.login_accepted(),
+                        Err(failure) => self
+                            .session
+                            .session()
+                            .expect("session")
+                            .auth_failed(failure),
+                    }
                 }
                 Output::Upstream(command) => {
                     writeln!(self.transcript, "~ upstream {command:?}").unwrap();
@@ -220,7 +233,7 @@ impl Harness {
                         UpstreamCommand::Data => Reply::plain(354, vec!["go ahead".into()]),
                         _ => Reply::new(250, EnhancedStatus::new(2, 0, 0), "upstream ok"),
                     });
-                    self.session.upstream_reply(reply);
+                    self.session.relay().expect("relay").upstream_reply(reply);
                 }
             }
         }
@@ -229,9 +242,12 @@ impl Harness {
     fn establish_tls(&mut self) {
         assert!(self.tls_requested);
         writeln!(self.transcript, "~ TLS established").unwrap();
-        self.session.tls_established(TlsActive::assumed(
-            "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384",
-        ));
+        self.session
+            .session()
+            .expect("session")
+            .tls_established(TlsActive::assumed(
+                "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384",
+            ));
         self.drain();
     }
 
@@ -244,7 +260,10 @@ impl Harness {
             result.as_ref().map(|_| "durable")
         )
         .unwrap();
-        self.session.commit_result(result);
+        self.session
+            .session()
+            .expect("session")
+            .commit_result(result);
         self.drain();
     }
 
@@ -959,7 +978,7 @@ proptest! {
     /// Arbitrary writes never panic, and message outputs are always well nested.
     #[test]
     fn arbitrary_input_never_panics_and_messages_nest(writes in session_input(), tls_at in any::<u8>(), commit_ok in any::<bool>()) {
-        let mut session = Session::new(Arc::new(config()), client());
+        let mut session = Machine::Session(Session::new(Arc::new(config()), client()));
         let mut open = false;
         let mut index = 0u8;
         prop_assert!(matches!(session.poll(), Some(Output::Send(_))), "greeting first");
@@ -973,12 +992,12 @@ proptest! {
                     Output::MessageEnd => {
                         prop_assert!(open);
                         open = false;
-                        session.commit_result(if commit_ok { Ok(Durable::for_tests()) } else { Err(CommitFailure::Temporary) });
+                        session.session().expect("no proxy login here").commit_result(if commit_ok { Ok(Durable::for_tests()) } else { Err(CommitFailure::Temporary) });
                     }
                     Output::MessageAbort(_) => { prop_assert!(open); open = false; }
-                    Output::LookupRecipient(_) => session.recipient_status(RecipientStatus::Active),
+                    Output::LookupRecipient(_) => session.session().expect("no proxy login here").recipient_status(RecipientStatus::Active),
                     Output::StartTls => {
-                        if index == tls_at { session.connection_lost() } else { session.tls_established(TlsActive::assumed("TLS")) }
+                        if index == tls_at { session.connection_lost() } else { session.session().expect("no proxy login here").tls_established(TlsActive::assumed("TLS")) }
                     }
                     Output::Send(bytes) => prop_assert!(bytes.ends_with(b"\r\n")),
                     Output::Close => {}
@@ -1109,7 +1128,7 @@ fn proxy_auth_login_and_its_failures() {
     h.auth_answer = Err(AuthFailure::MailboxSuspended);
     h.client(format!("AUTH PLAIN {}\r\n", plain(PROXY_LOGIN, "pw")).as_bytes());
     assert!(h.last_reply().starts_with("454 4.7.0"));
-    assert!(!h.session.is_proxy());
+    assert!(matches!(h.session, Machine::Session(_)));
     // Journal delivery still works on the same connection.
     h.client(
         format!("MAIL FROM:<j@tenant.example>\r\nRCPT TO:<{ALICE}@archive.example>\r\n").as_bytes(),
@@ -1161,11 +1180,14 @@ fn proxy_upstream_lost_in_the_middle_of_data() {
     h.client(format!("AUTH PLAIN {}\r\n", plain(PROXY_LOGIN, "pw")).as_bytes());
     h.client(b"MAIL FROM:<a@provider.example>\r\nRCPT TO:<x@example.org>\r\nDATA\r\nSubject: x\r\n\r\nfirst part\r\n");
     assert!(h.draft.is_some());
-    h.session.upstream_failed(Reply::new(
-        451,
-        EnhancedStatus::new(4, 4, 2),
-        "upstream server failed",
-    ));
+    h.session
+        .relay()
+        .expect("relay")
+        .upstream_failed(Reply::new(
+            451,
+            EnhancedStatus::new(4, 4, 2),
+            "upstream server failed",
+        ));
     h.drain();
     assert!(h.draft.is_none(), "the copy is aborted");
     assert!(

@@ -12,7 +12,7 @@
 //!
 //! - [`response`]: the upstream's status lines, CAPA lists and UIDL entries, typed.
 //! - `unstuff`: bounded line framing and streaming un-stuffing of multi-line bodies.
-//! - `client`: the state machine.
+//! - `upstream_pop3`: the state machine.
 //!
 //! ## The shell loop
 //!
@@ -62,17 +62,17 @@
 //! message counts as complete only at [`Output::MultiLineEnd`]: a [`Output::Failed`] in the
 //! middle of a RETR means the draft is discarded.
 
-mod client;
 pub mod response;
 mod unstuff;
+mod upstream_pop3;
 
 #[cfg(test)]
 mod tests;
 
-pub use client::{
+pub use response::{Capabilities, Response, MAX_UID_LEN};
+pub use unstuff::MAX_RESPONSE_LINE;
+pub use upstream_pop3::{
     Output, Request, RequestError, UpstreamConfig, UpstreamError, UpstreamPassword, UpstreamPop3,
     UpstreamTls, MAX_CAPABILITIES, MAX_DATA_PIECE, MAX_LISTING_BATCH, MAX_QUEUED_REQUESTS,
     RESPONSE_TIMEOUT,
 };
-pub use response::{Capabilities, Response, MAX_UID_LEN};
-pub use unstuff::MAX_RESPONSE_LINE;

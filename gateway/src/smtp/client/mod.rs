@@ -71,24 +71,24 @@
 //!   proxy can relay the upstream's code, enhanced status and text.
 //! - [`extensions`]: the EHLO keywords.
 //! - `body`: strict streaming dot-stuffing of DATA.
-//! - `client`: the state machine.
+//! - `upstream_smtp`: the state machine.
 
 mod body;
-mod client;
 pub mod config;
 pub mod extensions;
 pub mod reply_reader;
+mod upstream_smtp;
 
 #[cfg(test)]
 mod tests;
 
 pub use body::BodyEncoder;
-pub use client::{
-    Output, UpstreamError, UpstreamSmtp, UsageError, COMMAND_TIMEOUT, DATA_BLOCK_TIMEOUT,
-    DATA_INITIATION_TIMEOUT, DATA_TERMINATION_TIMEOUT, MAX_ENVELOPE_FIELD,
-};
 pub use config::{
     AuthMechanism, AuthPreference, ConfigError, Credentials, UpstreamConfig, UpstreamTls,
 };
 pub use extensions::{Extension, Extensions};
 pub use reply_reader::{ReplyError, ReplyReader, MAX_REPLY_LINE, MAX_REPLY_LINES};
+pub use upstream_smtp::{
+    Output, UpstreamError, UpstreamSmtp, UsageError, COMMAND_TIMEOUT, DATA_BLOCK_TIMEOUT,
+    DATA_INITIATION_TIMEOUT, DATA_TERMINATION_TIMEOUT, MAX_ENVELOPE_FIELD,
+};

@@ -16,6 +16,11 @@ pub struct Options {
 type Step = fn(&mut Tally) -> Result<()>;
 
 pub fn run_ci(opts: &Options) -> Result<()> {
+    // CI starts from an empty target directory, where incremental caches only cost disk
+    // (they were 14 of 50 GB, and a CI machine ran out of space in the test step).
+    if std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        std::env::set_var("CARGO_INCREMENTAL", "0");
+    }
     let mut steps: Vec<(&str, Step)> = Vec::new();
     if !opts.skip_deps {
         steps.push(("deps", |_| {
@@ -74,13 +79,17 @@ pub fn run_ci(opts: &Options) -> Result<()> {
     }));
 
     let mut tally = Tally::default();
-    let mut timings: Vec<(&str, Duration)> = Vec::new();
+    let mut timings: Vec<Timing> = Vec::new();
     let started = Instant::now();
     for (name, step) in steps {
         eprintln!("\n==> ci: {name}");
         let t = Instant::now();
         let result = step(&mut tally);
-        timings.push((name, t.elapsed()));
+        timings.push(Timing {
+            step: name,
+            took: t.elapsed(),
+            disk: disk_use(),
+        });
         if let Err(err) = result {
             summary(&timings, started.elapsed(), &tally);
             return Err(err.context(format!("ci step `{name}` failed")));
@@ -174,12 +183,50 @@ fn test(tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
-fn summary(timings: &[(&str, Duration)], total: Duration, tally: &Tally) {
+/// One finished step: how long it took and the disk left after it.
+struct Timing {
+    step: &'static str,
+    took: Duration,
+    disk: Option<DiskUse>,
+}
+
+/// The target directory's size and the free space on its file system, in MiB.
+struct DiskUse {
+    target_mib: u64,
+    free_mib: u64,
+}
+
+/// Measured with `du` and `df` so a run that fills the disk shows which step did it.
+/// `None` when either cannot tell (no target directory yet, tools missing).
+fn disk_use() -> Option<DiskUse> {
+    let target = crate::util::target_dir();
+    let kib = |cmd: &mut std::process::Command, column: usize| -> Option<u64> {
+        let out = cmd.output().ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let line = text.lines().last()?;
+        line.split_whitespace().nth(column)?.parse().ok()
+    };
+    let used = kib(std::process::Command::new("du").arg("-sk").arg(&target), 0)?;
+    let free = kib(std::process::Command::new("df").arg("-Pk").arg(&target), 3)?;
+    Some(DiskUse {
+        target_mib: used / 1024,
+        free_mib: free / 1024,
+    })
+}
+
+fn summary(timings: &[Timing], total: Duration, tally: &Tally) {
     println!("\n==> ci: timings");
-    for (name, d) in timings {
-        println!("  {name:<8} {:>7.1}s", d.as_secs_f64());
+    for t in timings {
+        let disk = match &t.disk {
+            Some(d) => format!(
+                "   target {:>6} MiB, {:>7} MiB free",
+                d.target_mib, d.free_mib
+            ),
+            None => String::new(),
+        };
+        println!("  {:<11} {:>7.1}s{disk}", t.step, t.took.as_secs_f64());
     }
-    println!("  {:<8} {:>7.1}s", "total", total.as_secs_f64());
+    println!("  {:<11} {:>7.1}s", "total", total.as_secs_f64());
     // Last, in the plain "N passed, N failed, N skipped" form CI reads as the run's verdict.
     if tally.ran {
         println!(

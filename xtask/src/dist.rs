@@ -1,7 +1,7 @@
 //! `cargo xtask dist`: the Debian package (cargo-deb), and the check CI runs on it: install it
 //! with dpkg, run the installed binary, verify the installed systemd unit, purge it again.
 
-use crate::util::{self, cargo, run, workspace_root};
+use crate::util::{self, cargo, run, target_dir, workspace_root};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,12 +123,6 @@ fn output(cmd: &mut Command) -> Result<String> {
         bail!("`{shown}` failed ({})", out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// cargo-deb, installed with `cargo install` when missing (no Debian package exists).

@@ -44,10 +44,7 @@ pub fn ci_check() -> Result<()> {
     // A target directory of its own inside the workspace's: the fuzz crate builds the gateway
     // and its dependencies with other features than the workspace does, so little could be
     // shared, and apart the two builds leave each other's artifacts alone.
-    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir).join("fuzz-check"),
-        None => workspace_root().join("target").join("fuzz-check"),
-    };
+    let target_dir = crate::util::target_dir().join("fuzz-check");
     // Not --locked: fuzz/Cargo.lock pins what it has, and a dependency the gateway gains
     // is added to it here rather than failing CI until someone updates the second lock file.
     let manifest = ["--manifest-path", "fuzz/Cargo.toml"];

@@ -31,12 +31,7 @@ pub fn check_args(args: &[String]) -> Result<()> {
 }
 
 pub fn run_sim(args: &[String]) -> Result<()> {
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => std::path::PathBuf::from(dir).join("sim-tokio-unstable"),
-        None => util::workspace_root()
-            .join("target")
-            .join("sim-tokio-unstable"),
-    };
+    let target = util::target_dir().join("sim-tokio-unstable");
     let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
     flags.push_str(" --cfg tokio_unstable");
     let mut cmd = util::cargo();

@@ -13,6 +13,13 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// `cargo` as a command, using the same cargo that runs xtask (cargo sets `CARGO`), so a
 /// pinned or non-default toolchain is used consistently.
 pub fn cargo() -> Command {

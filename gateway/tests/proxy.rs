@@ -461,6 +461,26 @@ async fn pop3_proxy_failures() {
     assert!(reply.starts_with("-ERR [AUTH]"), "{reply}");
 }
 
+/// `[IN-USE]` means the password was right (RFC 2449 §8.1.2): relayed as such, and never
+/// counted as a failed guess, however often the client retries.
+#[tokio::test]
+async fn pop3_proxy_relays_a_locked_upstream_maildrop_without_throttling() {
+    let upstream =
+        FakeUpstream::start(Protocol::Pop3, false, Fault::MaildropInUse, maildrop()).await;
+    let gw = gateway_trusting(&upstream).await;
+    let (id, _, _) = gw.create_mailbox("office").await;
+    // More attempts than the throttle lets a guessing client make (see
+    // failed_proxy_logins_are_throttled_per_account).
+    for attempt in 0..8 {
+        let (_, reply) = pop3_login(&gw, &login(&upstream, &id), false).await;
+        assert!(
+            reply.starts_with("-ERR [IN-USE]") && reply.contains("maildrop locked"),
+            "attempt {attempt}: {reply}"
+        );
+    }
+    assert_eq!(upstream.seen.lock().unwrap().connections, 8);
+}
+
 #[tokio::test]
 async fn pop3_proxy_upstream_dropping_in_retr_stores_nothing() {
     let upstream =

@@ -39,6 +39,9 @@ pub fn login_refusal(failure: LoginFailure) -> Reply {
         LoginFailure::Rejected(text) => {
             Reply::err_code(Code::Auth, format!("upstream server: {text}"))
         }
+        LoginFailure::NotNow { code, text } => {
+            Reply::err_code(code, format!("upstream server: {text}"))
+        }
         LoginFailure::Unavailable(text) => Reply::err_code(Code::SysTemp, text),
         LoginFailure::Throttled => {
             Reply::err_code(Code::SysTemp, "too many failed logins, try later")
@@ -54,6 +57,13 @@ pub enum LoginFailure {
     Temporary,
     /// The upstream refused the credentials (its text).
     Rejected(String),
+    /// The upstream refused the login for another reason than the credentials (RFC 2449
+    /// `IN-USE`, `LOGIN-DELAY`; RFC 3206 `SYS/TEMP`, `SYS/PERM`): not a password guess, so
+    /// the login throttle does not count it. Its code is relayed.
+    NotNow {
+        code: Code,
+        text: String,
+    },
     /// The upstream cannot be used; the text says why.
     Unavailable(String),
     /// Too many failed logins from this client or for this account: nothing was sent
@@ -326,7 +336,24 @@ fn unavailable(error: &ConnectError) -> LoginFailure {
 fn login_failure(error: &UpstreamError, server: &str) -> LoginFailure {
     tracing::warn!(%server, %error, "upstream POP3 login failed");
     match error {
-        UpstreamError::AuthRejected(response) => LoginFailure::Rejected(response.text().to_owned()),
+        UpstreamError::AuthRejected(response) => {
+            let text = response.text().to_owned();
+            match response.code().map(str::to_ascii_uppercase).as_deref() {
+                Some("IN-USE") => LoginFailure::NotNow {
+                    code: Code::InUse,
+                    text,
+                },
+                Some("SYS/TEMP" | "LOGIN-DELAY") => LoginFailure::NotNow {
+                    code: Code::SysTemp,
+                    text,
+                },
+                Some("SYS/PERM") => LoginFailure::NotNow {
+                    code: Code::SysPerm,
+                    text,
+                },
+                _ => LoginFailure::Rejected(text),
+            }
+        }
         UpstreamError::NoTls => LoginFailure::Unavailable(format!(
             "upstream server {server} does not offer STLS; credentials are never sent unencrypted"
         )),

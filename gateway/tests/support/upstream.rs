@@ -18,6 +18,8 @@ pub enum Fault {
     NoTls,
     /// Every login is refused.
     RejectAuth,
+    /// POP3: every login is refused with `[IN-USE]`: right credentials, locked maildrop.
+    MaildropInUse,
     /// This recipient gets 550 (SMTP).
     RejectRecipient(String),
     /// The connection drops after this many body lines (SMTP DATA or POP3 RETR).
@@ -253,6 +255,8 @@ impl Script {
                 (Protocol::Pop3, "PASS") => {
                     if self.fault == Fault::RejectAuth {
                         b"-ERR [AUTH] invalid login\r\n".to_vec()
+                    } else if self.fault == Fault::MaildropInUse {
+                        b"-ERR [IN-USE] maildrop locked\r\n".to_vec()
                     } else {
                         user_ok = true;
                         b"+OK logged in\r\n".to_vec()

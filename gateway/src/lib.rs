@@ -8,6 +8,7 @@
 //!
 //! - [`config`]: the one TOML configuration file, its defaults and validation.
 //! - [`mailbox`]: mailbox identifiers and addresses (the value types every layer shares).
+//! - [`random`]: the OS CSPRNG, and identifiers a simulation can seed.
 //! - [`crypto`]: mailbox passwords, per-mailbox HPKE key pairs sealed under Argon2id, and the
 //!   chunked streaming encryption of messages.
 //! - [`exec`]: where blocking work and the store's writer run: production's threads, or tasks
@@ -73,6 +74,7 @@ pub mod metrics;
 pub mod net;
 pub mod pop3;
 pub mod proxy;
+pub mod random;
 pub mod server;
 pub mod service;
 pub mod settings;

@@ -51,9 +51,9 @@ use super::interface::{
 use super::received::{received_header, Trace};
 use super::reply::{EnhancedStatus, Reply};
 use crate::mailbox::MailboxId;
+use crate::net::TlsActive;
 use crate::proxy::ProxyLogin;
 use crate::store::Durable;
-use crate::tls::TlsActive;
 use zeroize::Zeroizing;
 
 use crate::crypto::Secret;

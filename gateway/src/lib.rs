@@ -44,7 +44,9 @@
 //! - [`check`]: `gateway check`, the monitoring probe (Nagios/Icinga plugin convention)
 //!   that speaks to every listener as a client would.
 //! - [`metrics`]: the Prometheus registry and the typed handles the shells and the store
-//!   count into; `/metrics` on the console listener and an optional loopback listener.
+//!   count into.
+//! - [`metrics_endpoint`]: the gauges a scrape reads from the service and the certificate,
+//!   and `/metrics` on the console listener and an optional loopback listener.
 //! - [`logging`]: `tracing` set-up: stderr, optional daily log files, text or JSON lines.
 //! - [`hardening`]: no core dumps, no debugger attachment for the running service.
 //!
@@ -71,6 +73,7 @@ pub mod hardening;
 pub mod logging;
 pub mod mailbox;
 pub mod metrics;
+pub mod metrics_endpoint;
 pub mod net;
 pub mod pop3;
 pub mod proxy;

@@ -188,7 +188,7 @@ pub async fn start_with_settings(
         .with_snapshot_interval(config.backup.snapshot_interval()),
     );
     let metrics_server =
-        crate::metrics::http::MetricsServer::new(gateway.clone(), Some(resolver.clone()));
+        crate::metrics_endpoint::http::MetricsServer::new(gateway.clone(), Some(resolver.clone()));
     let smtp = SmtpServer::with_proxy(
         gateway.clone(),
         smtp_session_config(config, gateway.email_domain_handle()),

@@ -147,7 +147,7 @@ async fn metrics(State(api): State<Api>, request: Request) -> Response {
         }
     }
     let certificate = api.server().certificates.clone();
-    crate::metrics::http::response(api.gateway(), certificate.as_deref())
+    crate::metrics_endpoint::http::response(api.gateway(), certificate.as_deref())
 }
 
 /// The document describes the API; it holds no secret, so it needs no login.

@@ -35,6 +35,8 @@
 //!   by the HTTPS listener, the local control socket and the CLI alike.
 //! - [`console`]: the Management Console, the administrator's web UI on the API's HTTPS
 //!   listener (server-rendered pages in English and German, sessions, CSRF).
+//! - [`console_listener`]: the HTTPS listener that serves the API, the console, the health
+//!   probes and `/metrics` on one port.
 //! - [`settings`]: the settings an administrator changes while the gateway runs (email
 //!   domain, log level, console language), applied at once and written back to the
 //!   configuration file with its comments kept.
@@ -67,6 +69,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod console_listener;
 pub mod crypto;
 pub mod exec;
 pub mod hardening;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::api::http::{ConsoleOptions, ConsoleServer};
 use crate::api::{Api, ServerContext};
 use crate::config::Config;
+use crate::console_listener::{ConsoleOptions, ConsoleServer};
 use crate::net::{
     ConnectionLimits, ConnectionPolicy, Shutdown, SocketOptions, TcpListener, TlsMode,
 };

@@ -7,8 +7,8 @@
 //! scrapes; reading the service and the certificate puts this module above both.
 //!
 //! The text is served at `/metrics` on the console listener (behind the API's
-//! authentication) and, when `[metrics] listen` is set, on a plain-HTTP listener meant for
-//! a scraper on the same machine ([`http`]).
+//! authentication, [`crate::console_listener`]) and, when `[metrics] listen` is set, on a
+//! plain-HTTP listener meant for a scraper on the same machine ([`http`]).
 
 pub mod gauges;
 pub mod http;

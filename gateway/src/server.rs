@@ -130,7 +130,7 @@ pub async fn start(
             path: config
                 .gateway
                 .data_dir
-                .join(crate::cli::DEFAULT_CONFIG_FILE),
+                .join(crate::config::DEFAULT_CONFIG_FILE),
             create_if_missing: true,
         },
     );

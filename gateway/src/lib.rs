@@ -8,6 +8,7 @@
 //!
 //! - [`config`]: the one TOML configuration file, its defaults and validation.
 //! - [`mailbox`]: mailbox identifiers and addresses (the value types every layer shares).
+//! - [`random`]: the OS CSPRNG, and identifiers a simulation can seed.
 //! - [`crypto`]: mailbox passwords, per-mailbox HPKE key pairs sealed under Argon2id, and the
 //!   chunked streaming encryption of messages.
 //! - [`exec`]: where blocking work and the store's writer run: production's threads, or tasks
@@ -34,6 +35,8 @@
 //!   by the HTTPS listener, the local control socket and the CLI alike.
 //! - [`console`]: the Management Console, the administrator's web UI on the API's HTTPS
 //!   listener (server-rendered pages in English and German, sessions, CSRF).
+//! - [`console_listener`]: the HTTPS listener that serves the API, the console, the health
+//!   probes and `/metrics` on one port.
 //! - [`settings`]: the settings an administrator changes while the gateway runs (email
 //!   domain, log level, console language), applied at once and written back to the
 //!   configuration file with its comments kept.
@@ -43,7 +46,9 @@
 //! - [`check`]: `gateway check`, the monitoring probe (Nagios/Icinga plugin convention)
 //!   that speaks to every listener as a client would.
 //! - [`metrics`]: the Prometheus registry and the typed handles the shells and the store
-//!   count into; `/metrics` on the console listener and an optional loopback listener.
+//!   count into.
+//! - [`metrics_endpoint`]: the gauges a scrape reads from the service and the certificate,
+//!   and `/metrics` on the console listener and an optional loopback listener.
 //! - [`logging`]: `tracing` set-up: stderr, optional daily log files, text or JSON lines.
 //! - [`hardening`]: no core dumps, no debugger attachment for the running service.
 //!
@@ -64,15 +69,18 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod console_listener;
 pub mod crypto;
 pub mod exec;
 pub mod hardening;
 pub mod logging;
 pub mod mailbox;
 pub mod metrics;
+pub mod metrics_endpoint;
 pub mod net;
 pub mod pop3;
 pub mod proxy;
+pub mod random;
 pub mod server;
 pub mod service;
 pub mod settings;

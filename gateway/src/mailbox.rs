@@ -24,7 +24,7 @@ impl MailboxId {
     /// A fresh id with 128 bits from the OS CSPRNG.
     pub fn generate() -> Self {
         let mut bytes = [0u8; HEX_DIGITS / 2];
-        crate::crypto::fill_random_id(&mut bytes);
+        crate::random::fill_random_id(&mut bytes);
         Self(format!(
             "{PREFIX}{}",
             data_encoding::HEXLOWER.encode(&bytes)

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::api::http::{ConsoleOptions, ConsoleServer};
 use crate::api::{Api, ServerContext};
 use crate::config::Config;
+use crate::console_listener::{ConsoleOptions, ConsoleServer};
 use crate::net::{
     ConnectionLimits, ConnectionPolicy, Shutdown, SocketOptions, TcpListener, TlsMode,
 };
@@ -130,7 +130,7 @@ pub async fn start(
             path: config
                 .gateway
                 .data_dir
-                .join(crate::cli::DEFAULT_CONFIG_FILE),
+                .join(crate::config::DEFAULT_CONFIG_FILE),
             create_if_missing: true,
         },
     );
@@ -188,7 +188,7 @@ pub async fn start_with_settings(
         .with_snapshot_interval(config.backup.snapshot_interval()),
     );
     let metrics_server =
-        crate::metrics::http::MetricsServer::new(gateway.clone(), Some(resolver.clone()));
+        crate::metrics_endpoint::http::MetricsServer::new(gateway.clone(), Some(resolver.clone()));
     let smtp = SmtpServer::with_proxy(
         gateway.clone(),
         smtp_session_config(config, gateway.email_domain_handle()),

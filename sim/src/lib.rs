@@ -17,7 +17,7 @@
 //!
 //! Determinism: turmoil's network and every choice of the plan follow the seed; the store
 //! commits on the calling task; mailbox, message and session ids come from the seed
-//! (`gateway::crypto::seeded_ids`); a crash cuts the gateway's outgoing packets before tokio
+//! (`gateway::random::seeded_ids`); a crash cuts the gateway's outgoing packets before tokio
 //! drops its tasks (in an order that follows process-wide task ids); no TLS session cache
 //! outlives a run. Left outside: key material, nonces and TLS randomness (they change
 //! bytes, never sizes or decisions), and tokio's `select!` branch order, which turmoil can
@@ -60,7 +60,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use gateway::crypto::{seeded_ids, MailboxPassword};
+use gateway::crypto::MailboxPassword;
+use gateway::random::seeded_ids;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

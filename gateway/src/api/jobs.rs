@@ -218,7 +218,7 @@ fn prune(runs: &mut HashMap<String, Arc<watch::Sender<Snapshot>>>) {
 
 fn new_token() -> String {
     let mut bytes = [0u8; 16];
-    crate::crypto::fill_random_id(&mut bytes);
+    crate::random::fill_random_id(&mut bytes);
     data_encoding::HEXLOWER.encode(&bytes)
 }
 

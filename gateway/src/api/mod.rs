@@ -9,6 +9,7 @@
 
 pub mod control;
 pub mod envelope;
+mod function_failed;
 pub mod functions;
 pub mod http;
 pub mod jobs;
@@ -19,6 +20,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use envelope::{Answer, ApiError, Envelope, EnvelopeError, StatusCode};
+pub use function_failed::{into_result, FunctionFailed};
 pub use functions::Access;
 pub use server_context::{ListenerInfo, ListenerState, ServerContext};
 

@@ -27,6 +27,5 @@ pub(super) async fn invoke(
         .invoke(function, crate::api::Params::new())
         .await
         .map_err(|e| e.to_string())?;
-    crate::cli::api_call::into_result(function, answer)
-        .map_err(|e| format!("{function} failed: {e:#}"))
+    crate::api::into_result(function, answer).map_err(|e| format!("{function} failed: {e:#}"))
 }

@@ -5,8 +5,7 @@
 //! lock refuses that, and then the command says so.
 
 use crate::api::control::{socket_path, ControlClient, GET_STATUS};
-use crate::api::envelope::KINDS;
-use crate::api::{Answer, Api, Caller, Params, ServerContext, StatusCode};
+use crate::api::{into_result, Answer, Api, Caller, Params, ServerContext, StatusCode};
 use crate::config::Config;
 use crate::service::{Gateway, ServiceError};
 use crate::settings::{LiveSettings, SettingsFile};
@@ -17,17 +16,6 @@ use crate::store::StoreError;
 pub struct Target {
     pub config: Config,
     pub settings_file: SettingsFile,
-}
-
-/// A function that answered `failed`: the envelope's message, and its stable kind for
-/// `--json` errors (see [`super::error_output`]).
-#[derive(Debug, thiserror::Error)]
-#[error("{message}{}", .details.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
-pub struct FunctionFailed {
-    pub kind: &'static str,
-    pub message: String,
-    pub details: Option<String>,
-    pub http_status: u16,
 }
 
 /// Parameters from optional values; absent ones are left out.
@@ -178,41 +166,6 @@ fn explain_open_error(e: ServiceError, config: &Config) -> anyhow::Error {
         )),
         other => anyhow::Error::new(other).context("cannot open the store"),
     }
-}
-
-/// The result of a succeeded answer; a failed one becomes a [`FunctionFailed`] error.
-pub fn into_result(function: &str, answer: Answer) -> anyhow::Result<serde_json::Value> {
-    if answer.is_success() {
-        return Ok(answer.envelope.result);
-    }
-    let error = answer
-        .envelope
-        .error
-        .unwrap_or_else(|| crate::api::EnvelopeError {
-            message: format!("{function} failed"),
-            details: None,
-            kind: "error".to_owned(),
-        });
-    let kind = KINDS
-        .iter()
-        .copied()
-        .find(|k| *k == error.kind)
-        .unwrap_or("error");
-    let message = if kind == "unknown_function" {
-        // Only a gateway older than this command lacks one of the command's functions.
-        format!(
-            "the gateway does not provide {function}: restart it with the version of this command"
-        )
-    } else {
-        error.message
-    };
-    Err(FunctionFailed {
-        kind,
-        message,
-        details: error.details,
-        http_status: answer.http_status,
-    }
-    .into())
 }
 
 #[cfg(test)]

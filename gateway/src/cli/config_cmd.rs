@@ -38,7 +38,7 @@ pub fn run(
     let default = || {
         global
             .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(super::DEFAULT_CONFIG_FILE))
+            .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_FILE))
     };
     match command {
         ConfigCommand::Init { path, force } => {

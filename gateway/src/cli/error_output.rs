@@ -41,7 +41,7 @@ pub fn to_json(error: &anyhow::Error) -> serde_json::Value {
 /// The stable kind of `error`: the first cause in its chain that says what went wrong.
 pub fn kind(error: &anyhow::Error) -> &'static str {
     for cause in error.chain() {
-        if let Some(e) = cause.downcast_ref::<super::api_call::FunctionFailed>() {
+        if let Some(e) = cause.downcast_ref::<crate::api::FunctionFailed>() {
             return e.kind;
         }
         if let Some(e) = cause.downcast_ref::<ServiceError>() {

@@ -8,8 +8,9 @@ use clap::{Args, Subcommand};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api_call::{self, params, FunctionFailed, Target};
+use super::api_call::{self, params, Target};
 use super::output;
+use crate::api::FunctionFailed;
 use crate::api::Params;
 use crate::service::MailboxInfo;
 

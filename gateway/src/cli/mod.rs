@@ -20,11 +20,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_CONFIG_FILE};
 use crate::settings::SettingsFile;
-
-/// Default configuration file, looked up in the working directory.
-pub const DEFAULT_CONFIG_FILE: &str = "gateway.toml";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -4,9 +4,10 @@
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::api_call::{self, params, FunctionFailed, Target};
+use super::api_call::{self, params, Target};
 use super::mailbox_cmd::Format;
 use super::output;
+use crate::api::FunctionFailed;
 use crate::api::Params;
 
 #[derive(Debug, Subcommand)]

@@ -28,6 +28,11 @@ pub use template::DEFAULT_TEMPLATE;
 pub use validate::is_dns_name;
 pub(crate) use validate::validate_email_domain;
 
+/// The configuration file's name: the CLI looks for it in the working directory, and a
+/// gateway started without one keeps settings changes in a file of this name in its data
+/// directory.
+pub const DEFAULT_CONFIG_FILE: &str = "gateway.toml";
+
 impl Config {
     /// Parses and validates a configuration from TOML text.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {

@@ -1,5 +1,6 @@
 //! The Management Console: the administrator's web UI, served with the Management API on
-//! the console listener (HTTPS only; [`crate::api::http`] merges [`router`] into its own).
+//! the console listener (HTTPS only; [`crate::console_listener`] mounts [`router`] beside the
+//! API's routes).
 //!
 //! Server-rendered HTML that works without JavaScript; `console.js` only adds copy buttons,
 //! submits the language drop-down on change and enables the Continue button of a
@@ -59,7 +60,7 @@ use crate::api::Api;
 pub const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
      img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The console's routes (merged into the API's router by [`crate::api::http::router`]).
+/// The console's routes (mounted beside the API's by [`crate::console_listener::router`]).
 pub fn router(api: Api) -> Router {
     Router::new()
         .route("/", get(|| async { session::redirect(session::MAIN_PATH) }))

@@ -79,7 +79,7 @@ impl Browser {
         }
         let mut request = request.body(body).unwrap();
         request.extensions_mut().insert(ClientAddr(self.client));
-        let response = crate::api::http::router(self.api.clone())
+        let response = crate::console_listener::router(self.api.clone())
             .oneshot(request)
             .await
             .unwrap();

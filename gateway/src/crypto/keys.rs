@@ -166,9 +166,9 @@ impl SealedKeyPair {
         let (private_key, public_key) = Kem::gen_keypair();
         let public_key = public_key.to_bytes().to_vec();
         let mut salt = vec![0u8; SALT_BYTES];
-        super::fill_random(&mut salt);
+        crate::random::fill_random(&mut salt);
         let mut nonce = vec![0u8; NONCE_BYTES];
-        super::fill_random(&mut nonce);
+        crate::random::fill_random(&mut nonce);
 
         let kek = kdf.derive(password, &salt)?;
         let cipher = XChaCha20Poly1305::new_from_slice(kek.as_ref())

@@ -30,7 +30,7 @@ pub struct MessageId(pub [u8; 16]);
 impl MessageId {
     pub fn generate() -> Self {
         let mut bytes = [0u8; 16];
-        super::fill_random_id(&mut bytes);
+        crate::random::fill_random_id(&mut bytes);
         Self(bytes)
     }
 

@@ -19,7 +19,7 @@ impl MailboxPassword {
     /// A fresh password from the OS CSPRNG.
     pub fn generate() -> Self {
         let mut bytes = Zeroizing::new([0u8; PASSWORD_BYTES]);
-        super::fill_random(bytes.as_mut());
+        crate::random::fill_random(bytes.as_mut());
         Self(Secret::new(
             data_encoding::BASE32_NOPAD.encode(bytes.as_ref()),
         ))

@@ -21,7 +21,7 @@ const SALT_BYTES: usize = 16;
 /// (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`).
 pub fn hash_password(password: &[u8], kdf: KdfParams) -> Result<String, CryptoError> {
     let mut salt = [0u8; SALT_BYTES];
-    super::fill_random(&mut salt);
+    crate::random::fill_random(&mut salt);
     let hash = kdf
         .argon2()?
         .hash_password_with_salt(password, &salt)

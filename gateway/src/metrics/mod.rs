@@ -8,16 +8,9 @@
 //! reports each group commit through [`crate::store::CommitObserver`]. The sans-IO protocol
 //! cores know nothing of metrics.
 //!
-//! Gauges that need a look at the store (mailboxes, messages waiting, the oldest message's
-//! age, store size, free disk space) and the certificate's remaining lifetime are computed
-//! at scrape time ([`scrape`]), so they are never stale and cost nothing between scrapes.
-//!
-//! The text is served at `/metrics` on the console listener (behind the API's
-//! authentication) and, when `[metrics] listen` is set, on a plain-HTTP listener meant for
-//! a scraper on the same machine ([`http`]).
-
-pub mod http;
-pub mod scrape;
+//! This module only counts, so everything that counts can depend on it. Gauges that need a
+//! look at the service or the certificate, and the `/metrics` endpoints that serve the text,
+//! sit above it, in [`crate::metrics_endpoint`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,10 +23,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-pub use scrape::{ScrapeSources, DEFAULT_PER_MAILBOX_LIMIT};
-
-/// The `Content-Type` of the Prometheus text format the gateway serves.
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+/// Per-mailbox series are written while there are at most this many mailboxes
+/// (`[metrics] per_mailbox_limit`).
+pub const DEFAULT_PER_MAILBOX_LIMIT: u32 = 50;
 
 /// How a message came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,35 +355,21 @@ impl Metrics {
             .store(limit, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The whole text a scrape gets: the counters, and the gauges of this moment read from
-    /// `gateway` and the presented `certificate`.
-    pub fn scrape(
-        &self,
-        gateway: &crate::service::Gateway,
-        certificate: Option<&crate::tls::CertResolver>,
-    ) -> String {
-        self.render(&ScrapeSources {
-            gateway,
-            certificate,
-            per_mailbox_limit: self
-                .inner
-                .per_mailbox_limit
-                .load(std::sync::atomic::Ordering::Relaxed),
-            now: std::time::SystemTime::now(),
-        })
+    /// The limit [`Self::set_per_mailbox_limit`] set.
+    pub fn per_mailbox_limit(&self) -> u32 {
+        self.inner
+            .per_mailbox_limit
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The counters in the Prometheus text format, followed by the gauges computed now
-    /// from `sources`.
-    pub fn render(&self, sources: &ScrapeSources<'_>) -> String {
+    /// The counters in the Prometheus text format, followed by `gauges`: those a scrape
+    /// computes from the state of the moment ([`crate::metrics_endpoint::scrape()`]).
+    pub fn render(&self, gauges: &Registry) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail; the encoder only reports the writer's errors.
         let _ =
             prometheus_client::encoding::prometheus_text::encode(&mut text, &self.inner.registry);
-        let _ = prometheus_client::encoding::prometheus_text::encode(
-            &mut text,
-            &scrape::registry(sources),
-        );
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, gauges);
         text
     }
 }
@@ -541,5 +519,7 @@ impl crate::store::CommitObserver for Metrics {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ mod listener;
 mod session;
 mod shutdown;
 mod stream;
+mod tls_active;
 
 pub use accept::serve_connections;
 pub use admit::{admit, HANDSHAKE_TIMEOUT};
@@ -18,6 +19,7 @@ pub use listener::{Listener, SocketOptions, TcpListener};
 pub use session::{session_id, session_span};
 pub use shutdown::{Shutdown, ShutdownSignal, DEFAULT_SHUTDOWN_GRACE};
 pub use stream::{linger, shutdown_within, write_all_within, MaybeTls, Switchable};
+pub use tls_active::{describe_connection, TlsActive};
 
 /// How a listener's connections start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

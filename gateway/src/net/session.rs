@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 /// SMTP's message ids).
 pub fn session_id() -> String {
     let mut bytes = [0u8; 8];
-    crate::crypto::fill_random_id(&mut bytes);
+    crate::random::fill_random_id(&mut bytes);
     data_encoding::HEXUPPER.encode(&bytes)
 }
 

@@ -59,9 +59,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTls<S> {
 
     /// "TLSv1.3 cipher TLS13_AES_256_GCM_SHA384", for trace headers and logs.
     /// The proof that TLS is on, once its handshake is done.
-    pub fn tls_active(&self) -> Option<crate::tls::TlsActive> {
+    pub fn tls_active(&self) -> Option<super::TlsActive> {
         match self {
-            MaybeTls::Tls(tls) => crate::tls::TlsActive::of(tls.get_ref().1),
+            MaybeTls::Tls(tls) => super::TlsActive::of(tls.get_ref().1),
             _ => None,
         }
     }

@@ -15,11 +15,11 @@ use super::response::{write_multiline, Reply};
 use super::stuffing::Stuffer;
 use crate::crypto::MailboxPassword;
 use crate::mailbox::{parse_id_or_address, MailboxId};
+use crate::net::TlsActive;
 use crate::pop3::client::UpstreamPassword;
 use crate::proxy::ProxyLogin;
 use crate::service::{Maildrop, MessageSummary};
 use crate::store::Durable;
-use crate::tls::TlsActive;
 use crate::wire::sasl::{self, PlainCredentials, Response};
 
 /// RFC 1939 §3: the autologout timer must be at least 10 minutes.

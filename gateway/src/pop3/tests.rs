@@ -4,8 +4,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::mailbox::MailboxId;
+use crate::net::TlsActive;
 use crate::store::Durable;
-use crate::tls::TlsActive;
 
 const ID: &str = "mbx-0123456789abcdef0123456789abcdef";
 const ADDRESS: &str = "MBX-0123456789ABCDEF0123456789ABCDEF@archive.example";

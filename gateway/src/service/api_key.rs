@@ -48,9 +48,9 @@ impl ApiKey {
     /// like every identifier).
     pub fn generate() -> (Self, ParsedApiKey) {
         let mut id = [0u8; ID_BYTES];
-        crate::crypto::fill_random_id(&mut id);
+        crate::random::fill_random_id(&mut id);
         let mut secret = Zeroizing::new([0u8; SECRET_BYTES]);
-        crate::crypto::fill_random(secret.as_mut());
+        crate::random::fill_random(secret.as_mut());
         let parsed = ParsedApiKey {
             id: data_encoding::HEXLOWER.encode(&id),
             secret,

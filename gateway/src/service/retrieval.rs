@@ -66,7 +66,7 @@ impl RetrievalSecret {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut secret = Zeroizing::new([0u8; SECRET_BYTES]);
-                crate::crypto::fill_random(secret.as_mut());
+                crate::random::fill_random(secret.as_mut());
                 Self::create(data_dir, &path, &secret)
                     .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
                 tracing::info!(path = %path.display(), "created the proxy's retrieval key");

@@ -66,7 +66,7 @@ impl std::fmt::Debug for SessionToken {
 
 fn random_token() -> String {
     let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
-    crate::crypto::fill_random(bytes.as_mut_slice());
+    crate::random::fill_random(bytes.as_mut_slice());
     data_encoding::BASE64URL_NOPAD.encode(bytes.as_slice())
 }
 

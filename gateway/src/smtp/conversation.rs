@@ -24,7 +24,7 @@ use super::received::{received_header, Trace};
 use super::reply::{EnhancedStatus, Reply};
 use crate::crypto::WipingBuffer;
 use crate::mailbox::MailboxId;
-use crate::tls::TlsActive;
+use crate::net::TlsActive;
 
 /// Longest accepted command line including CRLF. RFC 5321 §4.5.3.1.4 sets 512 and lets
 /// extensions add to it (SIZE, BODY, SMTPUTF8 and a 256-octet path fit easily); 2048 is

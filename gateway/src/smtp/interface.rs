@@ -6,9 +6,9 @@ use super::data::BodyViolation;
 use super::reply::Reply;
 use crate::crypto::Secret;
 use crate::mailbox::MailboxId;
+use crate::net::TlsActive;
 use crate::proxy::ProxyLogin;
 use crate::settings::EmailDomain;
-use crate::tls::TlsActive;
 
 /// Per-listener settings; share one behind an `Arc` among all sessions of a listener.
 #[derive(Clone, Debug)]

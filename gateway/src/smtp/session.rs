@@ -60,9 +60,9 @@ use super::relay::Relay;
 use super::reply::Reply;
 use crate::crypto::Secret;
 use crate::mailbox::MailboxId;
+use crate::net::TlsActive;
 use crate::proxy::ProxyLogin;
 use crate::store::Durable;
-use crate::tls::TlsActive;
 use crate::wire::sasl::{self, Response};
 
 pub use super::conversation::{

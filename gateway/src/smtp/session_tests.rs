@@ -14,8 +14,8 @@ use super::data::SMUGGLING_VARIANTS;
 use super::interface::{AuthFailure, UpstreamCommand};
 use super::*;
 use crate::mailbox::MailboxId;
+use crate::net::TlsActive;
 use crate::store::Durable;
-use crate::tls::TlsActive;
 
 const NOW: OffsetDateTime = datetime!(2024-05-06 07:08:09 UTC);
 const ALICE: &str = "mbx-0000000000000000000000000000000a";

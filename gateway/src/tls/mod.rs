@@ -6,7 +6,6 @@
 //! resolver, and keeps the resolver to [`CertResolver::swap`] later.
 
 pub mod acme;
-mod active;
 mod client;
 mod error;
 mod imported;
@@ -21,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-pub use active::TlsActive;
 pub use client::{upstream_connector, UpstreamTrust};
 pub use error::TlsError;
 pub use imported::{
@@ -36,7 +34,7 @@ pub use self_signed::{
     create_self_signed, load_or_create_self_signed, SELF_SIGNED_CERT_FILE, SELF_SIGNED_KEY_FILE,
     TLS_DIR,
 };
-pub use server_config::{acceptor, describe_connection, server_config, PROTOCOL_VERSIONS};
+pub use server_config::{acceptor, server_config, PROTOCOL_VERSIONS};
 
 /// Where the certificate comes from. The configuration maps its own type onto this.
 #[derive(Debug, Clone, PartialEq, Eq)]

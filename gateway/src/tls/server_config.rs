@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use rustls::version::{TLS12, TLS13};
-use rustls::{ProtocolVersion, ServerConfig, ServerConnection, SupportedProtocolVersion};
+use rustls::{ServerConfig, SupportedProtocolVersion};
 use tokio_rustls::TlsAcceptor;
 
 use super::resolver::CertResolver;
@@ -36,27 +36,14 @@ pub fn acceptor(resolver: Arc<CertResolver>) -> TlsAcceptor {
     TlsAcceptor::from(server_config(resolver))
 }
 
-/// Protocol and cipher of an established connection for the SMTP `Received:` header and
-/// logs, e.g. `TLSv1.3 cipher TLS13_AES_256_GCM_SHA384`. `None` before the handshake is done.
-pub fn describe_connection(conn: &ServerConnection) -> Option<String> {
-    let version = match conn.protocol_version()? {
-        ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
-        ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
-        other => format!("{other:?}"),
-    };
-    let suite = conn.negotiated_cipher_suite()?.suite();
-    let suite = suite
-        .as_str()
-        .map_or_else(|| format!("{suite:?}"), str::to_owned);
-    Some(format!("{version} cipher {suite}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::describe_connection;
     use crate::tls::{load_or_create_self_signed, CertifiedMaterial};
     use rustls::pki_types::{CertificateDer, ServerName};
     use rustls::ClientConfig;
+    use rustls::{ProtocolVersion, ServerConnection};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::TlsConnector;
 

@@ -123,7 +123,7 @@ mod tests {
 
     /// Status, content type and body of `GET path` through the whole router.
     async fn get(api: &Api, path: &str) -> (u16, String, String) {
-        let response = crate::api::http::router(api.clone())
+        let response = crate::console_listener::router(api.clone())
             .oneshot(Request::get(path).body(Body::empty()).unwrap())
             .await
             .unwrap();

@@ -74,7 +74,7 @@ pub fn json(value: &serde_json::Value) -> Response {
 /// extractor's rejection), so a client always gets the documented shape. (Errors hyper
 /// answers at the connection level, such as oversized headers, never reach the router.)
 pub async fn finish(mut response: Response) -> Response {
-    // The web console's pages (its 404 comes through the API's fallback) carry their own
+    // The web console's pages (its 404 comes through the listener's fallback, inside this middleware) carry their own
     // headers, a stricter CSP among them.
     if response
         .headers()

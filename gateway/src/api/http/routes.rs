@@ -4,7 +4,8 @@
 //! `GET /api/openapi.json`; anything else is a 404 or 405 envelope. Each handler
 //! authenticates (except the OpenAPI document), reads the parameters and hands them to the
 //! one dispatcher, [`Api::invoke`]. `GET /healthz` and `/readyz` are merged in from
-//! [`super::health`], without a login and without the envelope.
+//! [`super::health`], without a login and without the envelope. The listener adds its own
+//! routes and the answer for an unknown path ([`crate::console_listener::router`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -15,28 +16,28 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::{auth, body, response, BodyTimeout, ClientAddr};
-use crate::api::{Access, Api, ApiError, Caller, Params};
+use crate::api::{Api, ApiError, Caller, Params};
 
-/// Every route, with the response headers added to whatever answers; the web console's
-/// routes ([`crate::console::router`]) are merged in (one listener).
-pub fn router(api: Api) -> Router {
+/// Every route of the API, with the response headers added to whatever answers, and the
+/// health probes. `listener` brings the routes and the fallback of the listener that serves
+/// the API; they answer like the API's own (its 405, its headers, an envelope for a bare
+/// error), so they go in before those are added.
+pub fn router(api: Api, listener: Router<Api>) -> Router {
     Router::new()
         .route("/api/invoke/{function}", post(invoke))
         .route("/api/get-metadata", post(metadata))
         .route("/api/get-status", post(status))
         .route("/api/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
+        .merge(listener)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api.clone())
         .layer(axum::middleware::map_response(response::finish))
-        .merge(super::health::router(api.clone()))
-        .merge(crate::console::router(api))
+        .merge(super::health::router(api))
 }
 
 /// The client's address; without one (a request that did not come through the listener)
 /// the caller counts as remote, the stricter case.
-fn client(request: &Request) -> IpAddr {
+pub fn client(request: &Request) -> IpAddr {
     request
         .extensions()
         .get::<ClientAddr>()
@@ -123,47 +124,13 @@ async fn status(State(api): State<Api>, request: Request) -> Response {
     }
 }
 
-/// `GET /metrics`: the Prometheus text, for an API key, the administrator's password or a
-/// signed-in console session; anyone else gets the API's 401.
-async fn metrics(State(api): State<Api>, request: Request) -> Response {
-    let client = client(&request);
-    let headers = request.headers();
-    let signed_in = crate::console::session::token(headers)
-        .and_then(|token| api.gateway().sessions().get(&token))
-        .is_some_and(|session| !session.acknowledgement_pending);
-    if !signed_in {
-        let allowed = match auth::authenticate(&api, headers, client).await {
-            Ok(caller) => crate::api::functions::check_access(Access::Admin, &caller),
-            Err(refusal) => Err(refusal),
-        };
-        if let Err(refusal) = allowed {
-            tracing::info!(
-                %client,
-                status = refusal.http_status,
-                kind = refusal.kind,
-                "metrics scrape refused"
-            );
-            return response::error(refusal);
-        }
-    }
-    let certificate = api.server().certificates.clone();
-    crate::metrics::http::response(api.gateway(), certificate.as_deref())
-}
-
 /// The document describes the API; it holds no secret, so it needs no login.
 async fn openapi(State(api): State<Api>) -> Response {
     response::json(&api.openapi())
 }
 
-async fn not_found(
-    State(api): State<Api>,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-) -> Response {
-    // A mistyped console address gets the console's page, not the API's JSON.
-    if crate::console::owns_path(uri.path()) {
-        return crate::console::not_found(&api, &headers).await;
-    }
+/// The API's answer to a path nothing serves.
+pub fn not_found() -> Response {
     response::error(ApiError::new(
         404,
         "not_found",

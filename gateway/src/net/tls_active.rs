@@ -1,6 +1,7 @@
-//! [`TlsActive`]: the proof a session needs before it accepts credentials.
+//! [`TlsActive`]: the proof a session needs before it accepts credentials. Here, beside
+//! [`super::MaybeTls`], because the stream that ran the handshake is what makes one.
 
-use tokio_rustls::rustls::ServerConnection;
+use tokio_rustls::rustls::{ProtocolVersion, ServerConnection};
 
 /// Proof that this connection's TLS handshake completed, with what it negotiated. The SMTP
 /// and POP3 sessions take AUTH, USER/PASS and proxy logins only while they hold one, and
@@ -17,7 +18,7 @@ impl TlsActive {
         if conn.is_handshaking() {
             return None;
         }
-        super::describe_connection(conn).map(|description| Self { description })
+        describe_connection(conn).map(|description| Self { description })
     }
 
     /// Protocol and cipher, e.g. `TLSv1.3 cipher TLS13_AES_256_GCM_SHA384`, for the
@@ -33,4 +34,19 @@ impl TlsActive {
             description: description.to_owned(),
         }
     }
+}
+
+/// Protocol and cipher of an established connection for the SMTP `Received:` header and
+/// logs, e.g. `TLSv1.3 cipher TLS13_AES_256_GCM_SHA384`. `None` before the handshake is done.
+pub fn describe_connection(conn: &ServerConnection) -> Option<String> {
+    let version = match conn.protocol_version()? {
+        ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+        ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+        other => format!("{other:?}"),
+    };
+    let suite = conn.negotiated_cipher_suite()?.suite();
+    let suite = suite
+        .as_str()
+        .map_or_else(|| format!("{suite:?}"), str::to_owned);
+    Some(format!("{version} cipher {suite}"))
 }

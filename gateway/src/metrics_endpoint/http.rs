@@ -1,4 +1,4 @@
-//! `/metrics` over HTTP: the handler both listeners use, and the optional plain-HTTP
+//! `/metrics` over HTTP: the response both listeners give, and the optional plain-HTTP
 //! listener for a scraper on the gateway's own machine (`[metrics] listen`).
 //!
 //! The plain listener has no authentication and no TLS, which is why validation keeps it on
@@ -24,6 +24,9 @@ use crate::net::{serve_connections, ConnectionLimits, Listener, ShutdownSignal};
 use crate::service::Gateway;
 use crate::tls::CertResolver;
 
+/// The `Content-Type` of the Prometheus text format.
+const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
 /// Connections the plain listener serves at once (a scraper needs one).
 const MAX_CONNECTIONS: u32 = 8;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,11 +35,11 @@ const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
 
 /// The scrape as an HTTP response (Prometheus text format, never cached).
 pub fn response(gateway: &Gateway, certificate: Option<&CertResolver>) -> Response {
-    let text = gateway.metrics().scrape(gateway, certificate);
+    let text = super::scrape(gateway, certificate);
     (
         StatusCode::OK,
         [
-            (CONTENT_TYPE, HeaderValue::from_static(super::CONTENT_TYPE)),
+            (CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_TEXT)),
             (CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
         text,

@@ -20,10 +20,6 @@ use crate::service::{Gateway, MailboxInfo};
 use crate::store::MailboxStatus;
 use crate::tls::CertResolver;
 
-/// Per-mailbox series are written while there are at most this many mailboxes
-/// (`[metrics] per_mailbox_limit`).
-pub const DEFAULT_PER_MAILBOX_LIMIT: u32 = 50;
-
 /// What a scrape reads.
 pub struct ScrapeSources<'a> {
     pub gateway: &'a Gateway,
@@ -45,8 +41,20 @@ struct StatusLabel {
     status: &'static str,
 }
 
+/// The whole text a scrape gets: the gateway's counters, and the gauges of this moment read
+/// from `gateway` and the presented `certificate`.
+pub fn scrape(gateway: &Gateway, certificate: Option<&CertResolver>) -> String {
+    let metrics = gateway.metrics();
+    metrics.render(&registry(&ScrapeSources {
+        gateway,
+        certificate,
+        per_mailbox_limit: metrics.per_mailbox_limit(),
+        now: SystemTime::now(),
+    }))
+}
+
 /// A registry holding this moment's gauges.
-pub(super) fn registry(sources: &ScrapeSources<'_>) -> Registry {
+fn registry(sources: &ScrapeSources<'_>) -> Registry {
     let mut registry = Registry::with_prefix("gateway");
     let gateway = sources.gateway;
     match gateway.list_mailboxes() {

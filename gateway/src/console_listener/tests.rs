@@ -11,7 +11,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::*;
-use crate::api::{Api, ServerContext};
+use crate::api::http::{auth, response};
+use crate::api::ServerContext;
 use crate::net::{ConnectionLimits, Shutdown};
 use crate::tls::{load_or_create_self_signed, CertResolver, CertifiedMaterial};
 

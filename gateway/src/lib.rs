@@ -20,12 +20,14 @@
 //! - [`tls`]: certificate material (self-signed, PEM files) behind a resolver that can be
 //!   swapped at run time.
 //! - [`wire`]: what SMTP and POP3 share on the wire (SASL), for servers and clients.
-//! - [`smtp`]: the sans-IO SMTP server session and its tokio shell.
-//! - [`pop3`]: the sans-IO POP3 server session through which archivers pick up mail, and
-//!   its tokio shell.
-//! - [`proxy`]: proxy mode: clients log in as `remote_user%target_server%mailbox_id`, the
-//!   gateway relays to their provider over verified TLS and stores a copy of every message
-//!   sent or retrieved (sans-IO client cores, the POP3 proxy core, and their shells).
+//! - [`smtp`]: per protocol folder, the sans-IO machines and their tokio shells: the SMTP
+//!   server session (journal target, proxy login), the relay a logged-in proxy client is
+//!   handed over to, and the client core toward the provider.
+//! - [`pop3`]: the same for POP3: the server session through which archivers pick up mail,
+//!   the proxy's relay after login, and the client core toward the provider.
+//! - [`proxy`]: what the two proxies share: clients log in as
+//!   `remote_user%target_server%mailbox_id`; which upstreams may be reached; connecting to
+//!   them over verified TLS; the proxy login throttle. It imports neither protocol folder.
 //! - [`server`]: binds the configured listeners and runs them until graceful shutdown.
 //! - [`throttle`]: the one login throttle (per client with backoff, per mailbox or remote
 //!   account as a delay), shared by POP3 pick-up and the proxies.

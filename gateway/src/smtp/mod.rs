@@ -9,7 +9,7 @@
 //! - [`error_map`]: the one mapping from refusals to reply codes.
 //! - [`received`]: our Received trace header.
 //! - [`interface`]: configuration and the values exchanged with the shell.
-//! - [`conversation`]: what both server machines share (command lines, message bodies,
+//! - `conversation`: what both server machines share (command lines, message bodies,
 //!   replies, errors, timeouts).
 //! - [`session`]: the server machine: the journal target, and the proxy login.
 //! - [`relay`]: the machine a logged-in proxy client is handed over to: transactions go

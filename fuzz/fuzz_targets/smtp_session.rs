@@ -96,12 +96,15 @@ fn drain(session: &mut Machine, events: &mut Vec<Event>) {
             }
             Output::LookupRecipient(id) => {
                 let id = id.to_string();
-                session.session().expect("a journal session").recipient_status(match id.as_bytes().last().map(|b| b % 4) {
-                    Some(0) => RecipientStatus::Active,
-                    Some(1) => RecipientStatus::Unknown,
-                    Some(2) => RecipientStatus::Suspended,
-                    _ => RecipientStatus::Unavailable,
-                });
+                session
+                    .session()
+                    .expect("a journal session")
+                    .recipient_status(match id.as_bytes().last().map(|b| b % 4) {
+                        Some(0) => RecipientStatus::Active,
+                        Some(1) => RecipientStatus::Unknown,
+                        Some(2) => RecipientStatus::Suspended,
+                        _ => RecipientStatus::Unavailable,
+                    });
                 Event::Lookup(id)
             }
             Output::MessageStart(envelope) => Event::MessageStart(format!("{envelope:?}")),
@@ -135,7 +138,10 @@ fn drain(session: &mut Machine, events: &mut Vec<Event>) {
                         line.len()
                     );
                 }
-                session.session().expect("a journal session").commit_result(Err(CommitFailure::Temporary));
+                session
+                    .session()
+                    .expect("a journal session")
+                    .commit_result(Err(CommitFailure::Temporary));
                 Event::MessageEnd
             }
             Output::MessageAbort(reason) => {

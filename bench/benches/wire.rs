@@ -8,8 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gateway::pop3::stuffing::Stuffer;
-use gateway::smtp::client::BodyEncoder;
+use gateway::wire::dot::Stuffer;
 
 const BODY_LEN: usize = 1024 * 1024;
 /// A socket read's worth, as the relays feed the stuffers.
@@ -57,7 +56,7 @@ fn stuffing(c: &mut Criterion) {
     group.bench_function("smtp_data_strict", |b| {
         b.iter(|| {
             out.clear();
-            let mut encoder = BodyEncoder::new();
+            let mut encoder = Stuffer::strict();
             for piece in body.chunks(PIECE) {
                 encoder.feed(black_box(piece), &mut out).unwrap();
             }

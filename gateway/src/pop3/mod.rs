@@ -9,7 +9,6 @@
 //!
 //! - [`command`]: the typed command parser.
 //! - [`response`]: `+OK` / `-ERR [CODE]` lines and multi-line responses.
-//! - [`stuffing`]: streaming dot-stuffing of RETR and TOP bodies.
 //! - [`error_map`]: every failure and refusal mapped to its reply, in one place.
 //! - `line`, `session`: bounded line framing, the state machine (SASL PLAIN is
 //!   [`crate::wire::sasl`]).
@@ -88,7 +87,6 @@ pub mod relay;
 pub mod response;
 pub mod server;
 mod session;
-pub mod stuffing;
 pub mod upstream;
 
 #[cfg(test)]

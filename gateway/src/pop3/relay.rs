@@ -27,9 +27,9 @@ use super::client::{Output as Upstream, Request, Response};
 use crate::pop3::command::{self, Command};
 use crate::pop3::line::{Frame, LineBuffer};
 use crate::pop3::response::{write_multiline, Code, Reply, TERMINATOR};
-use crate::pop3::stuffing::Stuffer;
 use crate::pop3::{MIN_IDLE_TIMEOUT, PIPELINE_LIMIT};
 use crate::store::Durable;
+use crate::wire::dot::Stuffer;
 
 /// Message numbers the proxy remembers (their UIDLs from listings, and the messages whose
 /// copy it kept in this session). With UIDLs of at most 70 bytes this is well under a

@@ -109,7 +109,7 @@ where
 }
 
 /// Ends every multi-line response.
-pub const TERMINATOR: &[u8] = b".\r\n";
+pub use crate::wire::dot::TERMINATOR;
 
 fn write_single_line(out: &mut Vec<u8>, text: &str) {
     out.extend(

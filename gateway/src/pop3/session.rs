@@ -12,7 +12,6 @@ use super::command::{self, Command};
 use super::error_map::{AuthFailure, CommitFailure, Refusal, StreamFailure};
 use super::line::{Frame, LineBuffer, MAX_COMMAND_LINE};
 use super::response::{write_multiline, Reply};
-use super::stuffing::Stuffer;
 use crate::crypto::MailboxPassword;
 use crate::mailbox::{parse_id_or_address, MailboxId};
 use crate::net::TlsActive;
@@ -20,6 +19,7 @@ use crate::pop3::client::UpstreamPassword;
 use crate::proxy::ProxyLogin;
 use crate::service::{Maildrop, MessageSummary};
 use crate::store::Durable;
+use crate::wire::dot::Stuffer;
 use crate::wire::sasl::{self, PlainCredentials, Response};
 
 /// RFC 1939 §3: the autologout timer must be at least 10 minutes.

@@ -16,8 +16,7 @@
 //! Output is the unstuffed body with CRLF line ends preserved; after a violation nothing more
 //! is output, so a caller can never store bytes that broke the rules.
 
-/// RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF.
-pub const MAX_TEXT_LINE: usize = 1000;
+pub use crate::wire::dot::{BodyViolation, MAX_TEXT_LINE};
 
 /// How the end of the body is found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,17 +25,6 @@ pub enum Framing {
     DotTerminated,
     /// BDAT: the session counts octets; dots are ordinary characters.
     Chunked,
-}
-
-/// A rule the body broke.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BodyViolation {
-    #[error("bare LF in message")]
-    BareLf,
-    #[error("bare CR in message")]
-    BareCr,
-    #[error("text line longer than 1000 octets")]
-    LineTooLong,
 }
 
 /// What one call to [`BodyDecoder::feed`] did.
@@ -222,24 +210,9 @@ impl BodyDecoder {
     }
 }
 
-/// Dot-stuffs a body of CRLF-terminated lines and appends the end-of-data marker: the
-/// sending side of DATA, used by tests and simulations.
-pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 5);
-    let mut at_line_start = true;
-    for &byte in body {
-        if at_line_start && byte == b'.' {
-            out.push(b'.');
-        }
-        out.push(byte);
-        at_line_start = byte == b'\n';
-    }
-    if !body.is_empty() && !body.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
+/// The whole-buffer dot-stuffer lives with the streaming one; many tests and simulations
+/// reach it here.
+pub use crate::wire::dot::dot_stuff;
 
 /// The 2023 SMTP smuggling end-of-data variants (SEC Consult), for tests here and in the
 /// session.
@@ -419,12 +392,6 @@ mod tests {
         decoder.feed(b"a\r", &mut out);
         decoder.finish_chunked(&mut out);
         assert_eq!(decoder.violation(), Some(BodyViolation::BareCr));
-    }
-
-    #[test]
-    fn dot_stuff_output() {
-        assert_eq!(dot_stuff(b".a\r\nb\r\n"), b"..a\r\nb\r\n.\r\n");
-        assert_eq!(dot_stuff(b""), b".\r\n");
     }
 
     fn decode_in_pieces(

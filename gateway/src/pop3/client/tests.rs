@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::pop3::stuffing::tests::expected as expected_content;
-use crate::pop3::stuffing::Stuffer;
+use crate::wire::dot::tests::expected as expected_content;
+use crate::wire::dot::Stuffer;
 
 const USER: &str = "alice@example.net";
 const PASSWORD: &str = "s3cret-Pa55word";

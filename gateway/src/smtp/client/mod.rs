@@ -70,10 +70,8 @@
 //! - [`reply_reader`]: bounded reply framing into [`crate::smtp::Reply`] values, so the
 //!   proxy can relay the upstream's code, enhanced status and text.
 //! - [`extensions`]: the EHLO keywords.
-//! - `body`: strict streaming dot-stuffing of DATA.
 //! - `upstream_smtp`: the state machine.
 
-mod body;
 pub mod config;
 pub mod extensions;
 pub mod reply_reader;
@@ -82,7 +80,6 @@ mod upstream_smtp;
 #[cfg(test)]
 mod tests;
 
-pub use body::BodyEncoder;
 pub use config::{
     AuthMechanism, AuthPreference, ConfigError, Credentials, UpstreamConfig, UpstreamTls,
 };

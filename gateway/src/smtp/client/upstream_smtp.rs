@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::body::BodyEncoder;
 use super::config::{AuthMechanism, ConfigError, UpstreamConfig, UpstreamTls};
 use super::extensions::Extensions;
 use super::reply_reader::ReplyReader;
 use crate::smtp::data::BodyViolation;
 use crate::smtp::Reply;
+use crate::wire::dot::{Strict, Stuffer};
 
 /// RFC 5321 §4.5.3.2.1, .2, .3, .4: the initial `220`, MAIL, RCPT and other commands.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -223,7 +223,7 @@ pub struct UpstreamSmtp {
     recipients: Vec<String>,
     /// The running transaction is driven command by command ([`UpstreamSmtp::mail`]).
     stepwise: bool,
-    body: BodyEncoder,
+    body: Stuffer<Strict>,
     /// [`Output::Closed`] was emitted.
     finished: bool,
 }
@@ -252,7 +252,7 @@ impl UpstreamSmtp {
             extensions: None,
             recipients: Vec::new(),
             stepwise: false,
-            body: BodyEncoder::new(),
+            body: Stuffer::strict(),
             finished: false,
         })
     }
@@ -588,7 +588,7 @@ impl UpstreamSmtp {
             }
             State::Data => match reply.code() {
                 354 => {
-                    self.body = BodyEncoder::new();
+                    self.body = Stuffer::strict();
                     self.state = State::Body;
                     self.outputs.push_back(Output::DataReady);
                 }

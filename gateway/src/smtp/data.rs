@@ -214,6 +214,24 @@ impl BodyDecoder {
 /// reach it here.
 pub use crate::wire::dot::dot_stuff;
 
+/// Decodes one complete DATA transfer: the body, or why `wire` is not exactly one clean
+/// dot-terminated body. For the property tests of the senders' stuffing.
+#[cfg(test)]
+pub(crate) fn decode_dot_terminated(wire: &[u8]) -> Result<Vec<u8>, String> {
+    let mut decoder = BodyDecoder::new(Framing::DotTerminated);
+    let mut body = Vec::new();
+    let decoded = decoder.feed(wire, &mut body);
+    match (decoded.end_of_data, decoder.violation()) {
+        (true, None) if decoded.consumed == wire.len() => Ok(body),
+        (true, None) => Err(format!(
+            "{} octets after the end",
+            wire.len() - decoded.consumed
+        )),
+        (false, None) => Err("no end of data".to_owned()),
+        (_, Some(violation)) => Err(violation.to_string()),
+    }
+}
+
 /// The 2023 SMTP smuggling end-of-data variants (SEC Consult), for tests here and in the
 /// session.
 pub const SMUGGLING_VARIANTS: &[&[u8]] = &[

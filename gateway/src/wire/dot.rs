@@ -327,7 +327,7 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::smtp::data::{BodyDecoder, Framing};
+    use crate::smtp::data::decode_dot_terminated;
 
     // Strict (DATA toward an SMTP upstream).
     fn encode_in_pieces(body: &[u8], cuts: &[usize]) -> Result<Vec<u8>, BodyViolation> {
@@ -423,13 +423,7 @@ pub(crate) mod tests {
             cuts in proptest::collection::vec(any::<usize>(), 0..6),
         ) {
             let wire = encode_in_pieces(&body, &cuts).unwrap();
-            let mut decoder = BodyDecoder::new(Framing::DotTerminated);
-            let mut decoded = Vec::new();
-            let result = decoder.feed(&wire, &mut decoded);
-            prop_assert!(result.end_of_data);
-            prop_assert_eq!(result.consumed, wire.len());
-            prop_assert_eq!(decoder.violation(), None);
-            prop_assert_eq!(decoded, body);
+            prop_assert_eq!(decode_dot_terminated(&wire), Ok(body));
         }
 
         /// Streaming in any pieces gives what the whole-body `dot_stuff` gives.

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use proptest::prelude::*;
 
 use super::*;
-use crate::smtp::data::{BodyDecoder, BodyViolation, Framing};
+use crate::smtp::data::{decode_dot_terminated, BodyViolation};
 use crate::smtp::{EnhancedStatus, Reply};
 
 const USER: &str = "alice@provider.example";
@@ -933,13 +933,7 @@ proptest! {
         fake.core.data_end().unwrap();
         fake.drain();
         let wire = fake.take_sent();
-        let mut decoder = BodyDecoder::new(Framing::DotTerminated);
-        let mut decoded = Vec::new();
-        let result = decoder.feed(&wire, &mut decoded);
-        prop_assert!(result.end_of_data);
-        prop_assert_eq!(result.consumed, wire.len());
-        prop_assert_eq!(decoder.violation(), None);
-        prop_assert_eq!(decoded, body);
+        prop_assert_eq!(decode_dot_terminated(&wire), Ok(body));
     }
 }
 

@@ -31,25 +31,12 @@ use crate::store::schema::ADMIN_ACCOUNT;
 use crate::store::{txn, AdminRecord, ApiKeyRecord, StoreError};
 use crate::throttle::{ClientKey, Policy, Throttle};
 
-/// Per client: 5 failed logins free, then 1 s doubling to 15 minutes; an attempt that would
-/// wait more than 10 s is refused; quiet for 15 minutes, a client starts afresh. (POP3's.)
-pub const CLIENT_POLICY: Policy = Policy {
-    free_attempts: 5,
-    base: Duration::from_secs(1),
-    max: Duration::from_secs(15 * 60),
-    max_queue: Duration::from_secs(10),
-    forget_after: Duration::from_secs(15 * 60),
-};
-
-/// Per account, across clients: after 10 failures each further failed answer waits 250 ms
-/// more, doubling, never more than 10 s. A delay, never a refusal.
-pub const ACCOUNT_POLICY: Policy = Policy {
-    free_attempts: 10,
-    base: Duration::from_millis(250),
-    max: Duration::from_secs(10),
-    max_queue: Duration::ZERO,
-    forget_after: Duration::from_secs(15 * 60),
-};
+/// The administrator's login is a password login like a pick-up, and throttled the same:
+/// per client, 5 failed logins free, then a growing wait and refusals
+/// ([`super::CLIENT_POLICY`]); per account, a growing delay on failed answers, never a
+/// refusal ([`super::MAILBOX_POLICY`]).
+pub const CLIENT_POLICY: Policy = super::CLIENT_POLICY;
+pub const ACCOUNT_POLICY: Policy = super::MAILBOX_POLICY;
 
 /// Password checks (Argon2id, 19 MiB each) running at once for clients not on loopback.
 const CHECK_SLOTS: usize = 2;

@@ -3,6 +3,7 @@
 
 mod accept;
 mod admit;
+pub mod driver;
 mod limits;
 mod listener;
 mod session;
@@ -12,6 +13,7 @@ mod tls_active;
 
 pub use accept::serve_connections;
 pub use admit::{admit, HANDSHAKE_TIMEOUT};
+pub use driver::{Driver, Interrupt, Machine, Next, Now};
 pub use limits::{
     ConnectionLimits, ConnectionPermit, ConnectionPolicy, LimitExceeded, DEFAULT_WRITE_TIMEOUT,
 };

@@ -1,0 +1,329 @@
+//! The one tokio driver every protocol machine runs under: the SMTP and POP3 servers, the
+//! two upstream clients and the POP3 relay.
+//!
+//! A [`Machine`] is a sans-IO core, in the manner of quinn-proto: bytes in
+//! ([`Machine::handle_input`]), bytes out into the caller's buffer
+//! ([`Machine::poll_transmit`]), requests for its shell ([`Machine::poll_event`]) and one
+//! timer as a deadline ([`Machine::poll_timeout`], [`Machine::handle_timeout`]). The
+//! [`Driver`] owns the socket and its buffers and runs a machine until it has an event for
+//! its shell; the shell answers the event with the service layer and asks again.
+//!
+//! What goes out is written when the machine next waits (for input, its timer or its
+//! shell), so pipelined replies leave in one write. A write that makes no progress for the
+//! driver's stall time counts as a lost connection, so a peer that stops reading cannot hold
+//! a session open. [`Driver::next_event`] is cancel-safe: the relay selects over two of them.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::ShutdownSignal;
+
+/// The time as a machine sees it: a monotonic instant for its timers, and the service's
+/// clock for what it writes down (trace headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub instant: Instant,
+    pub utc: OffsetDateTime,
+}
+
+/// A sans-IO protocol machine.
+pub trait Machine {
+    /// What the machine asks of its shell.
+    type Event;
+
+    /// Bytes that arrived from the peer.
+    fn handle_input(&mut self, input: &[u8], now: Now);
+    /// Appends whatever is to be sent to `out`.
+    fn poll_transmit(&mut self, out: &mut Vec<u8>);
+    /// The next request for the shell, if any.
+    fn poll_event(&mut self) -> Option<Self::Event>;
+    /// When [`Self::handle_timeout`] is due; `None` while no timer runs.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// The deadline from [`Self::poll_timeout`] has passed (or, if the machine moved it
+    /// since, perhaps not: the machine checks `now` itself).
+    fn handle_timeout(&mut self, now: Now);
+    /// The peer closed, or reading or writing failed.
+    fn handle_connection_lost(&mut self);
+    /// The gateway is shutting down: finish what is in hand, then close.
+    fn handle_shutdown(&mut self) {}
+    /// Whether the machine reads input now.
+    fn wants_input(&self) -> bool;
+    /// Whether the machine is done and the connection can be dropped.
+    fn is_closed(&self) -> bool;
+    /// Whether the next input may carry credentials, so the driver wipes its read buffer
+    /// after handing it over.
+    fn may_receive_credentials(&self) -> bool {
+        false
+    }
+}
+
+/// What [`Driver::next_event`] ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next<E> {
+    /// The machine asks its shell for something.
+    Event(E),
+    /// The machine is closed; what it sent last has been written.
+    Closed,
+    /// The shell's [`Interrupt`] fired.
+    Interrupted,
+}
+
+/// Something outside the connection that can stop a driver waiting, such as another
+/// login taking a maildrop over.
+pub trait Interrupt {
+    /// Resolves when the wait must end. Must be cancel-safe.
+    fn interrupted(&mut self) -> impl Future<Output = ()> + Send;
+    /// Asked after a read, before the machine sees the input: `false` drops the input and
+    /// ends the wait with [`Next::Interrupted`].
+    fn admit_input(&mut self) -> bool {
+        true
+    }
+}
+
+/// No interrupt: [`Driver::next_event`]'s.
+pub struct Never;
+
+impl Interrupt for Never {
+    fn interrupted(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+}
+
+type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+type Observer = Box<dyn FnMut(&[u8]) + Send>;
+
+/// Owns one connection's socket and buffers and runs machines over it.
+pub struct Driver<S> {
+    stream: S,
+    read_buffer: Box<[u8]>,
+    transmit: Vec<u8>,
+    /// How much of `transmit` is already written (a cancelled write resumes here).
+    written: usize,
+    stall: Duration,
+    clock: Clock,
+    /// Told about shutdown once; `None` when there is none to watch, or after it fired.
+    shutdown: Option<ShutdownSignal>,
+    /// Sees every byte a machine transmits (metrics count replies with it).
+    observer: Option<Observer>,
+}
+
+impl<S> Driver<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    /// A driver reading up to `read_buffer` bytes at a time, whose writes fail after
+    /// `stall` without progress.
+    pub fn new(stream: S, read_buffer: usize, stall: Duration) -> Self {
+        Self {
+            stream,
+            read_buffer: vec![0; read_buffer].into_boxed_slice(),
+            transmit: Vec::new(),
+            written: 0,
+            stall,
+            clock: Arc::new(OffsetDateTime::now_utc),
+            shutdown: None,
+            observer: None,
+        }
+    }
+
+    /// The clock machines get as [`Now::utc`] (the service's, so the simulation controls it).
+    pub fn with_clock(
+        mut self,
+        clock: impl Fn() -> OffsetDateTime + Send + Sync + 'static,
+    ) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Tells the machine once when `shutdown` fires.
+    pub fn with_shutdown(mut self, shutdown: ShutdownSignal) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Shows `observer` every byte machines transmit through [`Self::collect`].
+    pub fn with_observer(mut self, observer: impl FnMut(&[u8]) + Send + 'static) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
+    }
+
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
+    /// For what the machine asked of its shell on the socket itself (a TLS upgrade).
+    /// Queued bytes are not written first: [`Self::flush`] does that.
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    pub fn into_stream(self) -> S {
+        self.stream
+    }
+
+    pub fn now(&self) -> Now {
+        Now {
+            instant: tokio::time::Instant::now().into_std(),
+            utc: (self.clock)(),
+        }
+    }
+
+    /// Takes what the machine wants sent into the queue (shown to the observer).
+    pub fn collect<M: Machine>(&mut self, machine: &mut M) {
+        let start = self.transmit.len();
+        machine.poll_transmit(&mut self.transmit);
+        if let Some(observer) = &mut self.observer {
+            if self.transmit.len() > start {
+                observer(&self.transmit[start..]);
+            }
+        }
+    }
+
+    /// Takes what the machine wants sent into the queue without showing it to the
+    /// observer (a message's lines, which are not replies).
+    pub fn collect_unobserved<M: Machine>(&mut self, machine: &mut M) {
+        machine.poll_transmit(&mut self.transmit);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.transmit.len() - self.written
+    }
+
+    /// Collects and writes what the machine wants sent; a failed write tells the machine
+    /// its connection is lost.
+    pub async fn flush<M: Machine>(&mut self, machine: &mut M) -> std::io::Result<()> {
+        self.collect(machine);
+        let result = self.write_queued().await;
+        if result.is_err() {
+            machine.handle_connection_lost();
+        }
+        result
+    }
+
+    /// Runs the machine until it has an event for its shell, or is closed.
+    pub async fn next_event<M: Machine>(&mut self, machine: &mut M) -> Next<M::Event> {
+        self.next_event_or(machine, &mut Never).await
+    }
+
+    /// [`Self::next_event`], also ending when `interrupt` fires.
+    pub async fn next_event_or<M, I>(
+        &mut self,
+        machine: &mut M,
+        interrupt: &mut I,
+    ) -> Next<M::Event>
+    where
+        M: Machine,
+        I: Interrupt,
+    {
+        loop {
+            self.collect(machine);
+            if let Some(event) = machine.poll_event() {
+                return Next::Event(event);
+            }
+            if let Err(error) = self.write_queued().await {
+                tracing::debug!(%error, "write failed");
+                machine.handle_connection_lost();
+                continue;
+            }
+            if machine.is_closed() {
+                return Next::Closed;
+            }
+            let wants_input = machine.wants_input();
+            let deadline = machine.poll_timeout();
+            let woke = {
+                let shutdown = async {
+                    match &mut self.shutdown {
+                        Some(signal) => signal.triggered().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let timer = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    read = self.stream.read(&mut self.read_buffer), if wants_input => Woke::Read(read),
+                    () = timer => Woke::Timer,
+                    () = shutdown => Woke::Shutdown,
+                    () = interrupt.interrupted() => Woke::Interrupted,
+                }
+            };
+            match woke {
+                Woke::Read(read) => {
+                    if !interrupt.admit_input() {
+                        self.read_buffer.fill(0);
+                        return Next::Interrupted;
+                    }
+                    match read {
+                        Ok(0) | Err(_) => machine.handle_connection_lost(),
+                        Ok(n) => {
+                            let now = self.now();
+                            let credentials = machine.may_receive_credentials();
+                            machine.handle_input(&self.read_buffer[..n], now);
+                            if credentials {
+                                // The read may have carried a password: no copy stays here.
+                                zeroize::Zeroize::zeroize(&mut self.read_buffer[..n]);
+                            }
+                        }
+                    }
+                }
+                Woke::Timer => machine.handle_timeout(self.now()),
+                Woke::Shutdown => {
+                    self.shutdown = None;
+                    machine.handle_shutdown();
+                }
+                Woke::Interrupted => return Next::Interrupted,
+            }
+        }
+    }
+
+    /// Writes the queue, resuming where a cancelled write stopped. Fails when the peer
+    /// accepts nothing for the stall time.
+    async fn write_queued(&mut self) -> std::io::Result<()> {
+        if self.transmit.is_empty() {
+            return Ok(());
+        }
+        let result = self.write_rest().await;
+        self.transmit.clear();
+        self.written = 0;
+        result
+    }
+
+    async fn write_rest(&mut self) -> std::io::Result<()> {
+        while self.written < self.transmit.len() {
+            let rest = &self.transmit[self.written..];
+            let n = tokio::time::timeout(self.stall, self.stream.write(rest))
+                .await
+                .map_err(|_| stalled())??;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.written += n;
+        }
+        tokio::time::timeout(self.stall, self.stream.flush())
+            .await
+            .map_err(|_| stalled())?
+    }
+}
+
+/// What ended one wait of [`Driver::next_event_or`].
+enum Woke {
+    Read(std::io::Result<usize>),
+    Timer,
+    Shutdown,
+    Interrupted,
+}
+
+fn stalled() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading")
+}
+
+#[cfg(test)]
+mod tests;

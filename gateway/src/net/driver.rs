@@ -13,6 +13,7 @@
 //! driver's stall time counts as a lost connection, so a peer that stops reading cannot hold
 //! a session open. [`Driver::next_event`] is cancel-safe: the relay selects over two of them.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,6 +91,85 @@ pub struct Never;
 impl Interrupt for Never {
     fn interrupted(&mut self) -> impl Future<Output = ()> + Send {
         std::future::pending()
+    }
+}
+
+/// What a machine has to say, in order: bytes for the peer and events for its shell.
+/// [`Outbox::poll_transmit`] hands out only the bytes queued before the next event, and
+/// [`Outbox::poll_event`] that event only once they are taken, so a `220` goes out before
+/// the TLS handshake it announces, and a reply queued after an event never overtakes it.
+/// Bytes between two events leave together (pipelined replies in one write).
+#[derive(Debug)]
+pub struct Outbox<E> {
+    transmit: Vec<u8>,
+    /// Each event with how many bytes of `transmit` come before it.
+    events: VecDeque<(usize, E)>,
+}
+
+impl<E> Default for Outbox<E> {
+    fn default() -> Self {
+        Self {
+            transmit: Vec::new(),
+            events: VecDeque::new(),
+        }
+    }
+}
+
+impl<E> Outbox<E> {
+    /// The buffer to append bytes for the peer to.
+    pub fn transmit(&mut self) -> &mut Vec<u8> {
+        &mut self.transmit
+    }
+
+    pub fn push_event(&mut self, event: E) {
+        self.events.push_back((self.transmit.len(), event));
+    }
+
+    /// The last event queued, if no bytes came after it (to merge body pieces into it).
+    pub fn last_event_mut(&mut self) -> Option<&mut E> {
+        let len = self.transmit.len();
+        match self.events.back_mut() {
+            Some((at, event)) if *at == len => Some(event),
+            _ => None,
+        }
+    }
+
+    /// Appends the bytes that come before the next event to `out`.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        let ready = self
+            .events
+            .front()
+            .map_or(self.transmit.len(), |(at, _)| *at);
+        if ready == 0 {
+            return;
+        }
+        if ready == self.transmit.len() && out.is_empty() {
+            // All of it: hand the buffer over instead of copying.
+            std::mem::swap(out, &mut self.transmit);
+        } else {
+            out.extend(self.transmit.drain(..ready));
+        }
+        for (at, _) in &mut self.events {
+            *at -= ready;
+        }
+    }
+
+    /// The next event, once every byte before it was taken by [`Self::poll_transmit`].
+    pub fn poll_event(&mut self) -> Option<E> {
+        match self.events.front() {
+            Some((0, _)) => self.events.pop_front().map(|(_, event)| event),
+            _ => None,
+        }
+    }
+
+    /// Drops everything queued (bytes and events), e.g. when the connection is gone.
+    pub fn clear(&mut self) {
+        self.transmit.clear();
+        self.events.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.transmit.is_empty() && self.events.is_empty()
     }
 }
 

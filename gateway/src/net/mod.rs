@@ -13,7 +13,7 @@ mod tls_active;
 
 pub use accept::serve_connections;
 pub use admit::{admit, HANDSHAKE_TIMEOUT};
-pub use driver::{Driver, Interrupt, Machine, Next, Now};
+pub use driver::{Driver, Interrupt, Machine, Next, Now, Outbox};
 pub use limits::{
     ConnectionLimits, ConnectionPermit, ConnectionPolicy, LimitExceeded, DEFAULT_WRITE_TIMEOUT,
 };

@@ -302,3 +302,77 @@ async fn the_observer_sees_what_machines_transmit() {
     assert_eq!(driver.next_event(&mut echo).await, Next::Closed);
     assert_eq!(&seen.lock().unwrap()[..], b"ok a\r\nbye\r\n");
 }
+
+#[test]
+fn an_outbox_keeps_bytes_and_events_in_order() {
+    let mut outbox = Outbox::default();
+    outbox.transmit().extend_from_slice(b"220 go ahead\r\n");
+    outbox.push_event("start tls");
+    outbox.transmit().extend_from_slice(b"after\r\n");
+    outbox.push_event("close");
+    assert_eq!(outbox.poll_event(), None, "bytes before an event go first");
+    let mut out = Vec::new();
+    outbox.poll_transmit(&mut out);
+    assert_eq!(out, b"220 go ahead\r\n");
+    outbox.poll_transmit(&mut out);
+    assert_eq!(out, b"220 go ahead\r\n", "nothing past the event yet");
+    assert_eq!(outbox.poll_event(), Some("start tls"));
+    assert_eq!(outbox.poll_event(), None);
+    outbox.poll_transmit(&mut out);
+    assert_eq!(out, b"220 go ahead\r\nafter\r\n");
+    assert_eq!(outbox.poll_event(), Some("close"));
+    assert!(outbox.is_empty());
+}
+
+#[test]
+fn an_outbox_merges_only_into_an_event_nothing_followed() {
+    let mut outbox: Outbox<Vec<u8>> = Outbox::default();
+    outbox.push_event(b"a".to_vec());
+    outbox.last_event_mut().unwrap().extend_from_slice(b"b");
+    outbox.transmit().extend_from_slice(b"x");
+    assert!(outbox.last_event_mut().is_none());
+    assert_eq!(outbox.poll_event(), Some(b"ab".to_vec()));
+}
+
+proptest::proptest! {
+    /// Whatever is queued, transmitting and polling in any pattern gives the bytes and
+    /// events in the order they were queued.
+    #[test]
+    fn an_outbox_never_reorders(ops in proptest::collection::vec(proptest::option::of(proptest::collection::vec(0u8..=255, 0..8)), 0..40), polls in proptest::collection::vec(proptest::bool::ANY, 0..80)) {
+        let mut outbox = Outbox::default();
+        let mut expected = Vec::new();
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        let mut polls = polls.into_iter();
+        for (n, op) in ops.into_iter().enumerate() {
+            match op {
+                Some(bytes) => {
+                    outbox.transmit().extend_from_slice(&bytes);
+                    expected.extend(bytes.into_iter().map(|b| (false, u32::from(b))));
+                }
+                None => {
+                    outbox.push_event(n as u32);
+                    expected.push((true, n as u32));
+                }
+            }
+            if polls.next() == Some(true) {
+                let start = out.len();
+                outbox.poll_transmit(&mut out);
+                seen.extend(out[start..].iter().map(|b| (false, u32::from(*b))));
+                if let Some(event) = outbox.poll_event() {
+                    seen.push((true, event));
+                }
+            }
+        }
+        loop {
+            let start = out.len();
+            outbox.poll_transmit(&mut out);
+            seen.extend(out[start..].iter().map(|b| (false, u32::from(*b))));
+            match outbox.poll_event() {
+                Some(event) => seen.push((true, event)),
+                None => break,
+            }
+        }
+        proptest::prop_assert_eq!(seen, expected);
+    }
+}

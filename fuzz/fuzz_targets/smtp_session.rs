@@ -15,11 +15,12 @@
 #![no_main]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gateway::mailbox::MailboxId;
+use gateway::net::{Machine as _, Now};
 use gateway::smtp::data::MAX_TEXT_LINE;
-use gateway::smtp::interface::{ClientInfo, CommitFailure, Output, RecipientStatus};
+use gateway::smtp::interface::{ClientInfo, CommitFailure, Event as Output, RecipientStatus};
 use gateway::smtp::{Machine, Session, SessionConfig};
 use gateway_fuzz::{crlf_lines, Split};
 use libfuzzer_sys::fuzz_target;
@@ -66,34 +67,42 @@ fn converse(pieces: &[&[u8]]) -> Vec<Event> {
         allowed: true,
         session_id: "S1".into(),
     };
-    let now = OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_715_000_000);
-    let mut session = Machine::Session(Session::new(Arc::new(config), client));
+    let now = Now {
+        instant: Instant::now(),
+        utc: OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_715_000_000),
+    };
+    let mut session = Machine::Session(Session::new(Arc::new(config), client, now.instant));
     let mut events = Vec::new();
     drain(&mut session, &mut events);
     for piece in pieces {
         if !session.wants_input() {
             break;
         }
-        session.receive(piece, now);
+        session.handle_input(piece, now);
         drain(&mut session, &mut events);
     }
-    session.connection_lost();
+    session.handle_connection_lost();
     drain(&mut session, &mut events);
     assert_eq!(events.last(), Some(&Event::Close), "{events:?}");
     events
 }
 
 fn drain(session: &mut Machine, events: &mut Vec<Event>) {
-    while let Some(output) = session.poll() {
+    loop {
+        let mut bytes = Vec::new();
+        session.poll_transmit(Instant::now(), &mut bytes);
+        if !bytes.is_empty() {
+            assert_ne!(events.last(), Some(&Event::Close), "bytes after Close");
+            match events.last_mut() {
+                Some(Event::Sent(sent)) => sent.extend_from_slice(&bytes),
+                _ => events.push(Event::Sent(bytes)),
+            }
+        }
+        let Some(output) = session.poll_event() else {
+            return;
+        };
         assert_ne!(events.last(), Some(&Event::Close), "{output:?} after Close");
         let event = match output {
-            Output::Send(bytes) => {
-                if let Some(Event::Sent(sent)) = events.last_mut() {
-                    sent.extend_from_slice(&bytes);
-                    continue;
-                }
-                Event::Sent(bytes)
-            }
             Output::LookupRecipient(id) => {
                 let id = id.to_string();
                 session

@@ -38,8 +38,9 @@ pub trait Machine {
 
     /// Bytes that arrived from the peer.
     fn handle_input(&mut self, input: &[u8], now: Now);
-    /// Appends whatever is to be sent to `out`.
-    fn poll_transmit(&mut self, out: &mut Vec<u8>);
+    /// Appends whatever is to be sent to `out`; `now` is when it leaves (a client starts
+    /// waiting for its reply then).
+    fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>);
     /// The next request for the shell, if any.
     fn poll_event(&mut self) -> Option<Self::Event>;
     /// When [`Self::handle_timeout`] is due; `None` while no timer runs.
@@ -247,15 +248,20 @@ where
 
     pub fn now(&self) -> Now {
         Now {
-            instant: tokio::time::Instant::now().into_std(),
+            instant: self.instant(),
             utc: (self.clock)(),
         }
+    }
+
+    /// The runtime's clock (paused in tests, simulated under turmoil).
+    fn instant(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
     }
 
     /// Takes what the machine wants sent into the queue (shown to the observer).
     pub fn collect<M: Machine>(&mut self, machine: &mut M) {
         let start = self.transmit.len();
-        machine.poll_transmit(&mut self.transmit);
+        machine.poll_transmit(self.instant(), &mut self.transmit);
         if let Some(observer) = &mut self.observer {
             if self.transmit.len() > start {
                 observer(&self.transmit[start..]);
@@ -266,7 +272,7 @@ where
     /// Takes what the machine wants sent into the queue without showing it to the
     /// observer (a message's lines, which are not replies).
     pub fn collect_unobserved<M: Machine>(&mut self, machine: &mut M) {
-        machine.poll_transmit(&mut self.transmit);
+        machine.poll_transmit(self.instant(), &mut self.transmit);
     }
 
     /// Bytes queued and not yet written.

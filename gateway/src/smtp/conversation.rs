@@ -8,9 +8,8 @@
 //! the other. `R` is what a transaction's recipients are: mailbox ids for the journal,
 //! the addresses the upstream accepted for the relay.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -19,12 +18,12 @@ use super::address::ReversePath;
 use super::command::{BodyType, Command, CommandError, MailParams};
 use super::data::{BodyDecoder, Framing};
 use super::error_map::Refusal;
-use super::interface::{AbortReason, ClientInfo, Envelope, Output, SessionConfig};
+use super::interface::{AbortReason, ClientInfo, Envelope, Event, SessionConfig};
 use super::received::{received_header, Trace};
 use super::reply::{EnhancedStatus, Reply};
 use crate::crypto::WipingBuffer;
 use crate::mailbox::MailboxId;
-use crate::net::TlsActive;
+use crate::net::{Now, Outbox, TlsActive};
 
 /// Longest accepted command line including CRLF. RFC 5321 §4.5.3.1.4 sets 512 and lets
 /// extensions add to it (SIZE, BODY, SMTPUTF8 and a 256-octet path fit easily); 2048 is
@@ -47,8 +46,9 @@ pub(super) struct Greeting {
 
 /// A mail transaction: from MAIL until its final reply, RSET, HELO/EHLO or QUIT.
 pub(super) struct Transaction<R> {
-    /// When MAIL was accepted, for `transaction_timeout`.
-    pub started: OffsetDateTime,
+    /// When MAIL was accepted (the time of the input that carried it), for
+    /// `transaction_timeout`.
+    pub started: Instant,
     pub mail_from: ReversePath,
     pub params: MailParams,
     pub recipients: Vec<R>,
@@ -145,19 +145,23 @@ pub(super) struct Conversation<R> {
     pub mode: Mode,
     /// Received bytes not processed yet; AUTH lines are wiped from it once read.
     pub input: WipingBuffer,
-    outputs: VecDeque<Output>,
+    outbox: Outbox<Event>,
     errors: u32,
     shutdown_requested: bool,
     messages_started: u64,
     /// The time given with the latest input, for the Received header.
     now: OffsetDateTime,
+    /// When the latest input arrived (or the connection opened): idle timeouts count
+    /// from here.
+    activity: Instant,
     /// The client has had a MAIL accepted or logged in: from then on the RFC's command
     /// timeout applies instead of `preauth_timeout`.
     pub engaged: bool,
 }
 
 impl<R: Recipients + Clone> Conversation<R> {
-    pub fn new(config: Arc<SessionConfig>, client: ClientInfo) -> Self {
+    /// A conversation on a connection opened at `now`.
+    pub fn new(config: Arc<SessionConfig>, client: ClientInfo, now: Instant) -> Self {
         Self {
             tls: client.tls.clone(),
             config,
@@ -166,11 +170,12 @@ impl<R: Recipients + Clone> Conversation<R> {
             transaction: None,
             mode: Mode::Commands,
             input: WipingBuffer::new(),
-            outputs: VecDeque::new(),
+            outbox: Outbox::default(),
             errors: 0,
             shutdown_requested: false,
             messages_started: 0,
             now: OffsetDateTime::UNIX_EPOCH,
+            activity: now,
             engaged: false,
         }
     }
@@ -187,31 +192,39 @@ impl<R: Recipients + Clone> Conversation<R> {
             transaction: None,
             mode: self.mode,
             input: self.input,
-            outputs: self.outputs,
+            outbox: self.outbox,
             errors: self.errors,
             shutdown_requested: self.shutdown_requested,
             messages_started: self.messages_started,
             now: self.now,
+            activity: self.activity,
             engaged: self.engaged,
         }
     }
 
-    pub fn poll(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+    /// Appends the replies queued before the next event to `out`.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        self.outbox.poll_transmit(out);
+    }
+
+    /// The next event for the shell, once the replies before it were taken.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.outbox.poll_event()
     }
 
     /// Takes bytes from the client; false when they are not to be processed (TLS handshake,
     /// closed, or the transaction's time is up and the session closed).
-    pub fn receive(&mut self, bytes: &[u8], now: OffsetDateTime) -> bool {
-        self.now = now;
+    pub fn receive(&mut self, bytes: &[u8], now: Now) -> bool {
+        self.now = now.utc;
+        self.activity = now.instant;
         // During the TLS handshake the shell owns the socket; and nothing is read after
         // close.
         if matches!(self.mode, Mode::Waiting(Wait::Tls) | Mode::Closed) {
             return false;
         }
         if self
-            .transaction_remaining()
-            .is_some_and(|left| left.is_zero())
+            .transaction_deadline()
+            .is_some_and(|deadline| now.instant >= deadline)
         {
             self.end_transaction(AbortReason::TimedOut);
             self.close_with(Refusal::TransactionTimeout);
@@ -232,8 +245,8 @@ impl<R: Recipients + Clone> Conversation<R> {
         true
     }
 
-    pub fn wait_for(&mut self, wait: Wait, output: Output) {
-        self.outputs.push_back(output);
+    pub fn wait_for(&mut self, wait: Wait, event: Event) {
+        self.outbox.push_event(event);
         self.mode = Mode::Waiting(wait);
     }
 
@@ -397,7 +410,7 @@ impl<R: Recipients + Clone> Conversation<R> {
 
     pub fn open_transaction(&mut self, mail_from: ReversePath, params: MailParams) {
         self.transaction = Some(Transaction {
-            started: self.now,
+            started: self.activity,
             mail_from,
             params,
             recipients: Vec::new(),
@@ -515,10 +528,10 @@ impl<R: Recipients + Clone> Conversation<R> {
         // CVE-2011-0411: bytes pipelined behind STARTTLS arrived in plaintext and must
         // never be executed as if they came over TLS.
         self.input.clear();
-        self.wait_for(Wait::Tls, Output::StartTls);
+        self.wait_for(Wait::Tls, Event::StartTls);
     }
 
-    /// The TLS handshake after [`Output::StartTls`] succeeded. RFC 3207 §4.2: everything
+    /// The TLS handshake after [`Event::StartTls`] succeeded. RFC 3207 §4.2: everything
     /// learnt before is forgotten and the client must send EHLO again.
     pub fn tls_established(&mut self, tls: TlsActive) -> bool {
         if !self.answered(Wait::Tls, "tls_established") {
@@ -592,9 +605,9 @@ impl<R: Recipients + Clone> Conversation<R> {
             size: 0,
             state: MessageState::Streaming,
         });
-        self.outputs.push_back(Output::MessageStart(envelope));
+        self.outbox.push_event(Event::MessageStart(envelope));
         if let Some(header) = header {
-            self.outputs.push_back(Output::MessageData(header));
+            self.outbox.push_event(Event::MessageData(header));
         }
     }
 
@@ -620,8 +633,8 @@ impl<R: Recipients + Clone> Conversation<R> {
         }
         if let Some(message) = self.message_mut() {
             message.state = MessageState::Failed(refusal);
-            self.outputs
-                .push_back(Output::MessageAbort(AbortReason::Closed));
+            self.outbox
+                .push_event(Event::MessageAbort(AbortReason::Closed));
         }
     }
 
@@ -737,8 +750,8 @@ impl<R: Recipients + Clone> Conversation<R> {
         match message.decoder.violation() {
             Some(violation) => {
                 message.state = MessageState::Failed(Refusal::Body(violation));
-                self.outputs
-                    .push_back(Output::MessageAbort(AbortReason::Body(violation)));
+                self.outbox
+                    .push_event(Event::MessageAbort(AbortReason::Body(violation)));
             }
             None if body.is_empty() => {}
             None => self.push_data(body),
@@ -754,7 +767,7 @@ impl<R: Recipients + Clone> Conversation<R> {
         };
         match std::mem::replace(&mut message.state, MessageState::Complete) {
             MessageState::Streaming | MessageState::Complete => {
-                self.wait_for(Wait::Commit, Output::MessageEnd);
+                self.wait_for(Wait::Commit, Event::MessageEnd);
             }
             MessageState::Failed(refusal) => {
                 self.transaction = None;
@@ -775,16 +788,23 @@ impl<R: Recipients + Clone> Conversation<R> {
 
     // ----- time -----
 
-    /// How long the shell should wait for the client (or for its own work) in the current
-    /// state before calling `timed_out`: the RFC 5321 timeout of the state,
-    /// `preauth_timeout` before the client has engaged, and never past the end of the
-    /// transaction's `transaction_timeout` (counted from the time given with the latest
-    /// input).
-    pub fn timeout(&self) -> Duration {
-        let idle = self.idle_timeout();
-        match self.transaction_remaining() {
-            Some(left) if self.wants_input() => idle.min(left),
-            _ => idle,
+    /// When the latest input arrived (or the connection opened).
+    pub fn activity(&self) -> Instant {
+        self.activity
+    }
+
+    /// When the shell should call [`Conversation::handle_timeout`]: the RFC 5321 timeout of
+    /// the state (`preauth_timeout` before the client has engaged) after the latest input,
+    /// and never past the end of the transaction's `transaction_timeout` while the client
+    /// is the one to act. `None` once closed.
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.is_closed() {
+            return None;
+        }
+        let idle = self.activity + self.idle_timeout();
+        match self.transaction_deadline() {
+            Some(end) if self.wants_input() => Some(idle.min(end)),
+            _ => Some(idle),
         }
     }
 
@@ -799,26 +819,27 @@ impl<R: Recipients + Clone> Conversation<R> {
         }
     }
 
-    /// Time left for the open transaction; `None` without one. The shell's own work (a
-    /// lookup, the commit, the upstream) is not held against the client.
-    fn transaction_remaining(&self) -> Option<Duration> {
+    /// When the open transaction's time is up; `None` without one.
+    fn transaction_deadline(&self) -> Option<Instant> {
         let started = self.transaction.as_ref()?.started;
-        let elapsed = self.now - started;
-        let elapsed = Duration::try_from(elapsed).unwrap_or(Duration::ZERO);
-        Some(self.config.transaction_timeout.saturating_sub(elapsed))
+        Some(started + self.config.transaction_timeout)
     }
 
-    /// The shell's timer for [`Conversation::timeout`] fired: `421 4.4.2` and close.
-    pub fn timed_out(&mut self) {
-        if self.is_closed() {
+    /// The timer of [`Conversation::deadline`] fired: `421 4.4.2` and close, if that
+    /// deadline has really passed at `now` (a late timer for an old deadline does nothing).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(deadline) = self.deadline() else {
+            return;
+        };
+        if now < deadline {
             return;
         }
-        // The timer was the transaction's deadline if that came before the idle timeout.
-        let deadline = self
-            .transaction_remaining()
-            .is_some_and(|left| left <= self.idle_timeout());
+        // The transaction's end, if that came first.
+        let transaction = self
+            .transaction_deadline()
+            .is_some_and(|end| end <= self.activity + self.idle_timeout());
         self.end_transaction(AbortReason::TimedOut);
-        self.close_with(if deadline {
+        self.close_with(if transaction {
             Refusal::TransactionTimeout
         } else {
             Refusal::Timeout
@@ -859,7 +880,7 @@ impl<R: Recipients + Clone> Conversation<R> {
         self.end_transaction(AbortReason::Closed);
         self.input.clear();
         self.mode = Mode::Closed;
-        self.outputs.push_back(Output::Close);
+        self.outbox.push_event(Event::Close);
     }
 
     /// Graceful shutdown: `421 4.3.2` as soon as no transaction is open.
@@ -877,7 +898,7 @@ impl<R: Recipients + Clone> Conversation<R> {
             .and_then(|transaction| transaction.message)
             .is_some_and(|message| matches!(message.state, MessageState::Streaming));
         if streaming {
-            self.outputs.push_back(Output::MessageAbort(reason));
+            self.outbox.push_event(Event::MessageAbort(reason));
         }
     }
 
@@ -913,23 +934,19 @@ impl<R: Recipients + Clone> Conversation<R> {
     fn close(&mut self) {
         self.input.clear();
         self.mode = Mode::Closed;
-        self.outputs.push_back(Output::Close);
+        self.outbox.push_event(Event::Close);
     }
 
-    /// Queues a reply, joining it to a `Send` already at the back of the queue.
+    /// Queues a reply; replies with no event between them leave in one write.
     pub fn send(&mut self, reply: &Reply) {
-        if let Some(Output::Send(bytes)) = self.outputs.back_mut() {
-            reply.write(bytes);
-        } else {
-            self.outputs.push_back(Output::Send(reply.to_bytes()));
-        }
+        reply.write(self.outbox.transmit());
     }
 
     fn push_data(&mut self, body: Vec<u8>) {
-        if let Some(Output::MessageData(bytes)) = self.outputs.back_mut() {
+        if let Some(Event::MessageData(bytes)) = self.outbox.last_event_mut() {
             bytes.extend_from_slice(&body);
         } else {
-            self.outputs.push_back(Output::MessageData(body));
+            self.outbox.push_event(Event::MessageData(body));
         }
     }
 }

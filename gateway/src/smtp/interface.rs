@@ -74,7 +74,7 @@ pub struct Envelope {
     pub declared_size: Option<u64>,
 }
 
-/// The answer to [`Output::LookupRecipient`].
+/// The answer to [`Event::LookupRecipient`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecipientStatus {
     Active,
@@ -99,7 +99,7 @@ pub enum CommitFailure {
     Permanent,
 }
 
-/// Why a started message (after [`Output::MessageStart`]) will not be committed.
+/// Why a started message (after [`Event::MessageStart`]) will not be committed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AbortReason {
     /// Over `max_message_size`.
@@ -156,12 +156,12 @@ pub enum UpstreamCommand {
     Rset,
 }
 
-/// Everything the session asks of its shell, in order.
+/// Everything the session asks of its shell, in order. Replies to the client are not
+/// events: they come from `poll_transmit` ([`crate::net::Machine`]), each before the
+/// events queued after it, and replies with no event between them leave in one write
+/// (RFC 2920).
 #[derive(Debug)]
-pub enum Output {
-    /// Write these bytes to the client. Replies that follow one another are coalesced
-    /// into one `Send`, so pipelined replies leave in one write (RFC 2920).
-    Send(Vec<u8>),
+pub enum Event {
     /// Look the mailbox up and answer with [`Session::recipient_status`]. Until then the
     /// session processes no further input.
     ///
@@ -181,7 +181,8 @@ pub enum Output {
     MessageEnd,
     /// Drop the draft: the message will not be committed.
     MessageAbort(AbortReason),
-    /// Run the TLS handshake on the connection (the `220` is in the preceding `Send`), then
+    /// Run the TLS handshake on the connection (after writing the `220` transmitted before
+    /// it), then
     /// call [`Session::tls_established`].
     ///
     /// [`Session::tls_established`]: super::Session::tls_established

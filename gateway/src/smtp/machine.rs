@@ -2,13 +2,12 @@
 //! then the [`Relay`] it hands over to. The shell and the session tests hold one of these
 //! and give each machine the events only it takes.
 
-use std::time::Duration;
+use std::time::Instant;
 
-use time::OffsetDateTime;
-
-use super::interface::{CommitFailure, Output};
+use super::interface::{CommitFailure, Event};
 use super::relay::Relay;
 use super::session::Session;
+use crate::net::Now;
 
 pub enum Machine {
     Session(Session),
@@ -48,30 +47,6 @@ impl Machine {
         }
     }
 
-    /// The next thing for the shell to do.
-    pub fn poll(&mut self) -> Option<Output> {
-        match self {
-            Machine::Session(session) => session.conversation.poll(),
-            Machine::Relay(relay) => relay.conversation.poll(),
-        }
-    }
-
-    pub fn receive(&mut self, bytes: &[u8], now: OffsetDateTime) {
-        match self {
-            Machine::Session(session) => session.receive(bytes, now),
-            Machine::Relay(relay) => relay.receive(bytes, now),
-        }
-    }
-
-    /// Whether input may carry credentials (only before the login), so the shell wipes
-    /// its read buffer after handing bytes over.
-    pub fn may_receive_credentials(&self) -> bool {
-        match self {
-            Machine::Session(session) => session.may_receive_credentials(),
-            Machine::Relay(_) => false,
-        }
-    }
-
     /// The message's draft failed in the shell (the spool is full, a write failed): it
     /// cannot be stored, so the refusal goes out now and the connection closes rather than
     /// reading the rest of a message that would be thrown away.
@@ -81,58 +56,97 @@ impl Machine {
             Machine::Relay(relay) => relay.conversation.message_failed(failure),
         }
     }
+}
 
-    /// The shell's timer for [`Machine::timeout`] fired: `421 4.4.2` and close.
-    pub fn timed_out(&mut self) {
+/// Both machines share one conversation, so each call goes to whichever serves now.
+macro_rules! either {
+    ($machine:expr, $conversation:ident => $call:expr) => {
+        match $machine {
+            Machine::Session(session) => {
+                let $conversation = &session.conversation;
+                $call
+            }
+            Machine::Relay(relay) => {
+                let $conversation = &relay.conversation;
+                $call
+            }
+        }
+    };
+    (mut $machine:expr, $conversation:ident => $call:expr) => {
+        match $machine {
+            Machine::Session(session) => {
+                let $conversation = &mut session.conversation;
+                $call
+            }
+            Machine::Relay(relay) => {
+                let $conversation = &mut relay.conversation;
+                $call
+            }
+        }
+    };
+}
+
+impl crate::net::Machine for Machine {
+    type Event = Event;
+
+    /// Bytes from the client, with the time (the Received header of a message that starts
+    /// now uses it).
+    fn handle_input(&mut self, input: &[u8], now: Now) {
         match self {
-            Machine::Session(session) => session.conversation.timed_out(),
-            Machine::Relay(relay) => relay.conversation.timed_out(),
+            Machine::Session(session) => session.receive(input, now),
+            Machine::Relay(relay) => relay.receive(input, now),
         }
     }
 
+    fn poll_transmit(&mut self, _now: Instant, out: &mut Vec<u8>) {
+        either!(mut self, conversation => conversation.poll_transmit(out));
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        either!(mut self, conversation => conversation.poll_event())
+    }
+
+    /// The RFC 5321 timeout of the state after the latest input (`preauth_timeout` before
+    /// the client has engaged), never past the end of the transaction's
+    /// `transaction_timeout`.
+    fn poll_timeout(&self) -> Option<Instant> {
+        either!(self, conversation => conversation.deadline())
+    }
+
+    /// `421 4.4.2` and close, once the deadline has passed.
+    fn handle_timeout(&mut self, now: Now) {
+        either!(mut self, conversation => conversation.handle_timeout(now.instant));
+    }
+
     /// The client went away (EOF, reset, failed TLS handshake).
-    pub fn connection_lost(&mut self) {
-        match self {
-            Machine::Session(session) => session.conversation.connection_lost(),
-            Machine::Relay(relay) => relay.conversation.connection_lost(),
-        }
+    fn handle_connection_lost(&mut self) {
+        either!(mut self, conversation => conversation.connection_lost());
     }
 
     /// Graceful shutdown: close with `421 4.3.2` now if no transaction is open, otherwise
     /// as soon as the current one has its final reply.
-    pub fn shutdown(&mut self) {
+    fn handle_shutdown(&mut self) {
         match self {
             Machine::Session(session) => session.shutdown(),
             Machine::Relay(relay) => relay.shutdown(),
         }
     }
 
-    /// How long the shell should wait for the client (or for its own work) in the
-    /// current state before calling [`Machine::timed_out`]: the RFC 5321 timeout of the
-    /// state, `preauth_timeout` before the client has engaged, and never past the end of
-    /// the transaction's `transaction_timeout` (counted from the time given with the
-    /// latest input).
-    pub fn timeout(&self) -> Duration {
-        match self {
-            Machine::Session(session) => session.conversation.timeout(),
-            Machine::Relay(relay) => relay.conversation.timeout(),
-        }
+    /// While the machine waits for the shell (a lookup, the commit, a login, the upstream)
+    /// it processes nothing, so reading on would only pile up input.
+    fn wants_input(&self) -> bool {
+        either!(self, conversation => conversation.wants_input())
     }
 
-    pub fn is_closed(&self) -> bool {
-        match self {
-            Machine::Session(session) => session.conversation.is_closed(),
-            Machine::Relay(relay) => relay.conversation.is_closed(),
-        }
+    fn is_closed(&self) -> bool {
+        either!(self, conversation => conversation.is_closed())
     }
 
-    /// Whether the shell should read from the client now. While the machine waits for the
-    /// shell (a lookup, the commit, a login, the upstream) it processes nothing, so
-    /// reading on would only pile up input.
-    pub fn wants_input(&self) -> bool {
+    /// Only before the login: AUTH and its SASL responses.
+    fn may_receive_credentials(&self) -> bool {
         match self {
-            Machine::Session(session) => session.conversation.wants_input(),
-            Machine::Relay(relay) => relay.conversation.wants_input(),
+            Machine::Session(session) => session.may_receive_credentials(),
+            Machine::Relay(_) => false,
         }
     }
 }

@@ -39,7 +39,7 @@ mod session_tests;
 
 pub use crate::net::TlsMode;
 pub use interface::{
-    AbortReason, ClientInfo, CommitFailure, Envelope, Output, RecipientStatus, SessionConfig,
+    AbortReason, ClientInfo, CommitFailure, Envelope, Event, RecipientStatus, SessionConfig,
 };
 pub use machine::Machine;
 pub use relay::Relay;

@@ -1,19 +1,19 @@
 //! The SMTP relay: a logged-in proxy client's side of the connection, after
 //! [`Session::login_accepted`](super::Session::login_accepted) handed it over.
 //!
-//! Each transaction command goes to the upstream ([`Output::Upstream`]) and the client gets
+//! Each transaction command goes to the upstream ([`Event::Upstream`]) and the client gets
 //! the upstream's reply ([`Relay::upstream_reply`]); the message is both relayed and copied
 //! by the shell, and its `250` reaches the client only with a [`Durable`] proof that the
 //! copy is stored ([`Relay::message_relayed`]). Like the session it is sans-IO; the shell
 //! (`super::server`) drives it with the upstream leg (`super::upstream`).
 
-use time::OffsetDateTime;
+use crate::net::Now;
 
 use super::address::{ForwardPath, ReversePath};
 use super::command::{Command, MailParams};
 use super::conversation::{ok, Conversation, Mode, Step, Wait};
 use super::error_map::Refusal;
-use super::interface::{AbortReason, CommitFailure, Output, UpstreamCommand};
+use super::interface::{AbortReason, CommitFailure, Event, UpstreamCommand};
 use super::reply::{EnhancedStatus, Reply};
 use crate::store::Durable;
 
@@ -43,7 +43,7 @@ enum Pending {
 pub struct Relay {
     /// Recipients are the addresses the upstream accepted.
     pub(super) conversation: Conversation<String>,
-    /// What the outstanding [`Output::Upstream`] was for.
+    /// What the outstanding [`Event::Upstream`] was for.
     pending: Option<Pending>,
     /// The upstream connection is gone; the relay closes after its next reply.
     upstream_gone: bool,
@@ -70,13 +70,13 @@ impl Relay {
     }
 
     /// Bytes from the client, with the current time.
-    pub fn receive(&mut self, bytes: &[u8], now: OffsetDateTime) {
+    pub fn receive(&mut self, bytes: &[u8], now: Now) {
         if self.conversation.receive(bytes, now) {
             self.process();
         }
     }
 
-    /// The upstream's reply to [`Output::Upstream`].
+    /// The upstream's reply to [`Event::Upstream`].
     pub fn upstream_reply(&mut self, reply: Reply) {
         if !self.conversation.answered(Wait::Upstream, "upstream_reply") {
             return;
@@ -117,7 +117,7 @@ impl Relay {
         self.process();
     }
 
-    /// The end of a relayed message (the answer to [`Output::MessageEnd`]): the upstream's
+    /// The end of a relayed message (the answer to [`Event::MessageEnd`]): the upstream's
     /// reply after the final dot. Its `250` reaches the client only with a [`Durable`]
     /// proof that the copy is stored; a refusal is passed on.
     pub fn message_relayed(&mut self, result: Result<(Durable, Reply), Reply>) {
@@ -271,7 +271,7 @@ impl Relay {
 
     fn ask_upstream(&mut self, command: UpstreamCommand, pending: Pending) {
         self.conversation
-            .wait_for(Wait::Upstream, Output::Upstream(command));
+            .wait_for(Wait::Upstream, Event::Upstream(command));
         self.pending = Some(pending);
     }
 }

@@ -5,19 +5,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument as _;
 
 use super::interface::{
-    AuthFailure, ClientInfo, CommitFailure, Output, ProxyCredentials, RecipientStatus,
+    AuthFailure, ClientInfo, CommitFailure, Event, ProxyCredentials, RecipientStatus,
     SessionConfig, UpstreamCommand,
 };
 use super::{Machine, Reply, Session};
 use crate::config::SmtpSection;
 use crate::metrics::{ListenerMetrics, LoginKind, Mode, OpenSession};
 use crate::net::{
-    ConnectionLimits, Listener, MaybeTls, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
+    ConnectionLimits, Driver, Listener, MaybeTls, Next, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
 };
 use crate::proxy::{Connector, TcpConnector, Upstreams};
 use crate::service::{Gateway, MessageDraft, ProxiedCopy, ServiceError, StoredMessage};
@@ -184,15 +184,21 @@ impl<C: Connector> SmtpServer<C> {
             tracing::Span::current().record("tls", tls.description());
         }
         tracing::debug!("SMTP connection");
+        let gateway = self.gateway.clone();
+        let replies = metrics.clone();
+        let driver = Driver::new(stream, READ_BUFFER, self.limits.write_timeout())
+            .with_clock(move || gateway.now_utc())
+            .with_shutdown(shutdown)
+            .with_observer(move |bytes| replies.count_smtp_replies(bytes));
+        let session = Session::new(self.config.clone(), client, driver.now().instant);
         let connection = Connection {
             metrics: metrics.clone(),
             _open: open,
             server: self,
-            machine: Machine::Session(Session::new(self.config.clone(), client)),
-            stream,
+            machine: Machine::Session(session),
+            driver,
             peer,
             draft: None,
-            shutdown,
             implicit_tls: mode == TlsMode::Implicit,
             leg: None,
             draft_failure_reported: false,
@@ -223,10 +229,9 @@ struct Connection<'a, S, C: Connector> {
     _open: OpenSession,
     /// The session, or after a proxy login the relay it handed over to.
     machine: Machine,
-    stream: MaybeTls<S>,
+    driver: Driver<MaybeTls<S>>,
     peer: SocketAddr,
     draft: Option<Draft>,
-    shutdown: ShutdownSignal,
     /// The client came in on 465: the upstream gets implicit TLS too.
     implicit_tls: bool,
     /// Proxy mode: the authenticated upstream connection.
@@ -241,138 +246,104 @@ where
     C: Connector,
 {
     async fn run(mut self) {
-        let stall = self.server.limits.write_timeout();
-        let mut buffer = vec![0u8; READ_BUFFER];
-        let mut pending = Vec::new();
-        let mut shutdown_seen = false;
         loop {
-            while let Some(output) = self.machine.poll() {
-                match output {
-                    Output::Send(bytes) => {
-                        self.metrics.count_smtp_replies(&bytes);
-                        pending.extend_from_slice(&bytes);
+            let event = match self.driver.next_event(&mut self.machine).await {
+                Next::Event(event) => event,
+                Next::Closed | Next::Interrupted => return self.close_leg().await,
+            };
+            match event {
+                Event::LookupRecipient(id) => {
+                    let status = self.recipient_status(&id);
+                    if let Some(session) = self.machine.session() {
+                        session.recipient_status(status);
                     }
-                    Output::LookupRecipient(id) => {
-                        let status = self.recipient_status(&id);
+                }
+                Event::MessageStart(envelope) if self.leg.is_some() => {
+                    self.draft_failure_reported = false;
+                    self.start_proxied(envelope);
+                    self.report_draft_failure();
+                }
+                Event::MessageStart(envelope) => {
+                    self.draft_failure_reported = false;
+                    self.start_message(envelope);
+                    self.report_draft_failure();
+                }
+                Event::MessageData(bytes) => {
+                    self.write_message(&bytes);
+                    self.report_draft_failure();
+                    self.relay_body(&bytes).await;
+                }
+                Event::MessageEnd if self.leg.is_some() => self.finish_proxied().await,
+                Event::MessageEnd => {
+                    let result = self.commit().await;
+                    if let Some(session) = self.machine.session() {
+                        session.commit_result(result);
+                    }
+                }
+                Event::MessageAbort(reason) => {
+                    tracing::debug!(peer = %self.peer, ?reason, "message aborted");
+                    self.draft = None;
+                    // The only way to abandon a message at the upstream is to drop
+                    // the connection before the final dot.
+                    if let Some(leg) = self.leg.take() {
+                        if let Some(upstreams) = &self.server.upstreams {
+                            leg.close(upstreams).await;
+                        }
+                        self.upstream_failed(upstream_gone_reply());
+                    }
+                }
+                Event::ProxyLogin(credentials) => match self.proxy_login(credentials).await {
+                    Ok(()) => self.machine.login_accepted(),
+                    Err(failure) => {
                         if let Some(session) = self.machine.session() {
-                            session.recipient_status(status);
+                            session.auth_failed(failure);
                         }
                     }
-                    Output::MessageStart(envelope) if self.leg.is_some() => {
-                        self.draft_failure_reported = false;
-                        self.start_proxied(envelope);
-                        self.report_draft_failure();
-                    }
-                    Output::MessageStart(envelope) => {
-                        self.draft_failure_reported = false;
-                        self.start_message(envelope);
-                        self.report_draft_failure();
-                    }
-                    Output::MessageData(bytes) => {
-                        self.write_message(&bytes);
-                        self.report_draft_failure();
-                        self.relay_body(&bytes).await;
-                    }
-                    Output::MessageEnd if self.leg.is_some() => self.finish_proxied().await,
-                    Output::MessageEnd => {
-                        let result = self.commit().await;
-                        if let Some(session) = self.machine.session() {
-                            session.commit_result(result);
-                        }
-                    }
-                    Output::MessageAbort(reason) => {
-                        tracing::debug!(peer = %self.peer, ?reason, "message aborted");
-                        self.draft = None;
-                        // The only way to abandon a message at the upstream is to drop
-                        // the connection before the final dot.
-                        if let Some(leg) = self.leg.take() {
-                            if let Some(upstreams) = &self.server.upstreams {
-                                leg.close(upstreams).await;
-                            }
-                            self.upstream_failed(upstream_gone_reply());
-                        }
-                    }
-                    Output::ProxyLogin(credentials) => match self.proxy_login(credentials).await {
-                        Ok(()) => self.machine.login_accepted(),
-                        Err(failure) => {
-                            if let Some(session) = self.machine.session() {
-                                session.auth_failed(failure);
-                            }
-                        }
-                    },
-                    Output::Upstream(command) => self.relay_command(command).await,
-                    Output::StartTls => {
-                        if self
-                            .stream
-                            .write_pending(&mut pending, stall)
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                        let upgrade = tokio::time::timeout(
-                            HANDSHAKE_TIMEOUT,
-                            self.stream.upgrade(&self.server.acceptor),
-                        )
-                        .await;
-                        self.metrics.tls_handshake(matches!(upgrade, Ok(Ok(()))));
-                        // A finished handshake gives the proof the session needs.
-                        let active = match upgrade {
-                            Ok(Ok(())) => self.stream.tls_active(),
-                            _ => None,
-                        };
-                        match active {
-                            Some(tls) => {
-                                tracing::Span::current().record("tls", tls.description());
-                                if let Some(session) = self.machine.session() {
-                                    session.tls_established(tls);
-                                }
-                            }
-                            None => {
-                                tracing::debug!(peer = %self.peer, "STARTTLS handshake failed");
-                                return;
-                            }
-                        }
-                    }
-                    Output::Close => {
-                        let _ = self.stream.write_pending(&mut pending, stall).await;
-                        crate::net::shutdown_within(&mut self.stream, stall).await;
-                        self.close_leg().await;
-                        crate::net::linger(&mut self.stream).await;
+                },
+                Event::Upstream(command) => self.relay_command(command).await,
+                Event::StartTls => {
+                    if !self.start_tls().await {
                         return;
                     }
                 }
-            }
-            if let Err(e) = self.stream.write_pending(&mut pending, stall).await {
-                tracing::debug!(peer = %self.peer, error = %e, "SMTP client write failed");
-                self.machine.connection_lost();
-                continue;
-            }
-            if self.machine.is_closed() {
-                self.close_leg().await;
-                return;
-            }
-            let timeout = self.machine.timeout();
-            tokio::select! {
-                read = tokio::time::timeout(timeout, self.stream.read(&mut buffer)) => match read {
-                    Ok(Ok(0)) | Ok(Err(_)) => self.machine.connection_lost(),
-                    Ok(Ok(n)) => {
-                        let now = self.server.gateway.now_utc();
-                        let credentials = self.machine.may_receive_credentials();
-                        self.machine.receive(&buffer[..n], now);
-                        if credentials {
-                            // The read may have carried AUTH: no copy stays in the buffer.
-                            zeroize::Zeroize::zeroize(&mut buffer[..n]);
-                        }
-                    }
-                    Err(_) => self.machine.timed_out(),
-                },
-                _ = self.shutdown.triggered(), if !shutdown_seen => {
-                    shutdown_seen = true;
-                    self.machine.shutdown();
+                Event::Close => {
+                    let stall = self.server.limits.write_timeout();
+                    let _ = self.driver.flush(&mut self.machine).await;
+                    crate::net::shutdown_within(self.driver.stream_mut(), stall).await;
+                    self.close_leg().await;
+                    crate::net::linger(self.driver.stream_mut()).await;
+                    return;
                 }
             }
         }
+    }
+
+    /// Writes the `220`, runs the handshake and gives the session its proof; false when
+    /// the connection is to be dropped.
+    async fn start_tls(&mut self) -> bool {
+        if self.driver.flush(&mut self.machine).await.is_err() {
+            return false;
+        }
+        let upgrade = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            self.driver.stream_mut().upgrade(&self.server.acceptor),
+        )
+        .await;
+        self.metrics.tls_handshake(matches!(upgrade, Ok(Ok(()))));
+        // A finished handshake gives the proof the session needs.
+        let active = match upgrade {
+            Ok(Ok(())) => self.driver.stream().tls_active(),
+            _ => None,
+        };
+        let Some(tls) = active else {
+            tracing::debug!(peer = %self.peer, "STARTTLS handshake failed");
+            return false;
+        };
+        tracing::Span::current().record("tls", tls.description());
+        if let Some(session) = self.machine.session() {
+            session.tls_established(tls);
+        }
+        true
     }
 
     /// The upstream connection is gone (only a relay has one).

@@ -1,4 +1,4 @@
-//! The SMTP server session: a state machine fed bytes and events, returning [`Output`]s.
+//! The SMTP server session: a state machine fed bytes and events, returning [`Event`]s.
 //! It is the journal target (mail for `<mailbox-id>@<email domain>`, stored by the shell)
 //! and, on proxy listeners, takes the proxy login; once that succeeds it hands the
 //! connection over to a [`Relay`] ([`Session::login_accepted`]).
@@ -11,18 +11,18 @@
 //! loop {
 //!     while let Some(output) = machine.poll() {
 //!         match output {
-//!             Output::Send(bytes) => socket.write_all(&bytes).await?,
-//!             Output::LookupRecipient(id) => session.recipient_status(service.status(&id)),
-//!             Output::MessageStart(envelope) => draft = Some(service.draft(envelope)),
-//!             Output::MessageData(bytes) => draft.write(&bytes)?,
-//!             Output::MessageEnd => session.commit_result(service.commit(draft).await),
-//!             Output::MessageAbort(_) => drop(draft.take()),
-//!             Output::StartTls => { socket = tls.accept(socket).await?; session.tls_established(desc) }
-//!             Output::ProxyLogin(credentials) => match login(credentials).await {
+//!             Event::Send(bytes) => socket.write_all(&bytes).await?,
+//!             Event::LookupRecipient(id) => session.recipient_status(service.status(&id)),
+//!             Event::MessageStart(envelope) => draft = Some(service.draft(envelope)),
+//!             Event::MessageData(bytes) => draft.write(&bytes)?,
+//!             Event::MessageEnd => session.commit_result(service.commit(draft).await),
+//!             Event::MessageAbort(_) => drop(draft.take()),
+//!             Event::StartTls => { socket = tls.accept(socket).await?; session.tls_established(desc) }
+//!             Event::ProxyLogin(credentials) => match login(credentials).await {
 //!                 Ok(upstream) => machine.login_accepted(),   // the Relay serves from now
 //!                 Err(failure) => session.auth_failed(failure),
 //!             },
-//!             Output::Close => return,
+//!             Event::Close => return,
 //!             // A relay's outputs (Upstream, and MessageEnd answered with
 //!             // message_relayed): see super::relay.
 //!         }
@@ -45,7 +45,7 @@
 
 use std::sync::Arc;
 
-use time::OffsetDateTime;
+use std::time::Instant;
 use zeroize::Zeroizing;
 
 use super::address::{Domain, ForwardPath, ReversePath};
@@ -53,14 +53,14 @@ use super::command::{Command, MailParams};
 use super::conversation::{ok, Conversation, Mode, Step, Wait};
 use super::error_map::Refusal;
 use super::interface::{
-    AbortReason, AuthFailure, ClientInfo, CommitFailure, Output, ProxyCredentials, RecipientStatus,
+    AbortReason, AuthFailure, ClientInfo, CommitFailure, Event, ProxyCredentials, RecipientStatus,
     SessionConfig,
 };
 use super::relay::Relay;
 use super::reply::Reply;
 use crate::crypto::Secret;
 use crate::mailbox::MailboxId;
-use crate::net::TlsActive;
+use crate::net::{Now, TlsActive};
 use crate::proxy::ProxyLogin;
 use crate::store::Durable;
 use crate::wire::sasl::{self, Response};
@@ -81,14 +81,14 @@ pub struct Session {
     pub(super) conversation: Conversation<MailboxId>,
     /// After a `334`: the next line is the client's SASL response.
     auth: Option<AuthStep>,
-    /// The recipient of the outstanding [`Output::LookupRecipient`].
+    /// The recipient of the outstanding [`Event::LookupRecipient`].
     looking_up: Option<MailboxId>,
 }
 
 impl Session {
-    /// A new session; its first output is the greeting.
-    pub fn new(config: Arc<SessionConfig>, client: ClientInfo) -> Self {
-        let mut conversation = Conversation::new(config, client);
+    /// A new session on a connection opened at `now`; it first transmits the greeting.
+    pub fn new(config: Arc<SessionConfig>, client: ClientInfo, now: Instant) -> Self {
+        let mut conversation = Conversation::new(config, client, now);
         let host = &conversation.config.host_name;
         // RFC 5321 §3.1: a refused client gets 554 and then 503 to everything but QUIT.
         let greeting = if conversation.client.allowed {
@@ -112,13 +112,13 @@ impl Session {
 
     /// Bytes from the client, with the current time (used for the Received header of a
     /// message that starts now).
-    pub fn receive(&mut self, bytes: &[u8], now: OffsetDateTime) {
+    pub fn receive(&mut self, bytes: &[u8], now: Now) {
         if self.conversation.receive(bytes, now) {
             self.process();
         }
     }
 
-    /// The answer to [`Output::LookupRecipient`].
+    /// The answer to [`Event::LookupRecipient`].
     pub fn recipient_status(&mut self, status: RecipientStatus) {
         if !self
             .conversation
@@ -148,7 +148,7 @@ impl Session {
         self.process();
     }
 
-    /// The answer to [`Output::MessageEnd`]. Only a [`Durable`] proof gets the `250`.
+    /// The answer to [`Event::MessageEnd`]. Only a [`Durable`] proof gets the `250`.
     pub fn commit_result(&mut self, result: Result<Durable, CommitFailure>) {
         if !self.conversation.answered(Wait::Commit, "commit_result") {
             return;
@@ -163,7 +163,7 @@ impl Session {
         self.process();
     }
 
-    /// The proxy login after [`Output::ProxyLogin`] failed.
+    /// The proxy login after [`Event::ProxyLogin`] failed.
     pub fn auth_failed(&mut self, failure: AuthFailure) {
         if !self.conversation.answered(Wait::Auth, "auth_failed") {
             return;
@@ -172,7 +172,7 @@ impl Session {
         self.process();
     }
 
-    /// The proxy login after [`Output::ProxyLogin`] succeeded: from now on the returned
+    /// The proxy login after [`Event::ProxyLogin`] succeeded: from now on the returned
     /// [`Relay`] serves the connection and passes its transactions to the upstream; this
     /// session is left closed. `None` (the session unchanged) when no login was
     /// outstanding.
@@ -183,13 +183,14 @@ impl Session {
         let mut husk = Conversation::new(
             self.conversation.config.clone(),
             self.conversation.client.clone(),
+            self.conversation.activity(),
         );
         husk.mode = Mode::Closed;
         let conversation = std::mem::replace(&mut self.conversation, husk);
         Some(Relay::logged_in(conversation.hand_over()))
     }
 
-    /// The TLS handshake after [`Output::StartTls`] succeeded. RFC 3207 §4.2: everything
+    /// The TLS handshake after [`Event::StartTls`] succeeded. RFC 3207 §4.2: everything
     /// learnt before is forgotten and the client must send EHLO again.
     pub fn tls_established(&mut self, tls: TlsActive) {
         if self.conversation.tls_established(tls) {
@@ -316,7 +317,7 @@ impl Session {
         if recipients.len() >= config.max_recipients {
             return conversation.refuse(Refusal::TooManyRecipients);
         }
-        conversation.wait_for(Wait::Recipient, Output::LookupRecipient(id.clone()));
+        conversation.wait_for(Wait::Recipient, Event::LookupRecipient(id.clone()));
         self.looking_up = Some(id);
     }
 
@@ -398,7 +399,7 @@ impl Session {
         };
         self.conversation.wait_for(
             Wait::Auth,
-            Output::ProxyLogin(ProxyCredentials {
+            Event::ProxyLogin(ProxyCredentials {
                 login,
                 password: Secret::new(password),
             }),

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use time::macros::datetime;
@@ -14,7 +14,7 @@ use super::data::SMUGGLING_VARIANTS;
 use super::interface::{AuthFailure, UpstreamCommand};
 use super::*;
 use crate::mailbox::MailboxId;
-use crate::net::TlsActive;
+use crate::net::{Machine as _, Now, TlsActive};
 use crate::store::Durable;
 
 const NOW: OffsetDateTime = datetime!(2024-05-06 07:08:09 UTC);
@@ -65,6 +65,9 @@ struct Stored {
 /// Plays the shell: answers lookups from a table, commits (or not) and writes a transcript.
 struct Harness {
     session: Machine,
+    /// The instant `NOW` stands for, and the instant of the latest input.
+    start: Instant,
+    at: Instant,
     transcript: String,
     mailboxes: HashMap<MailboxId, RecipientStatus>,
     draft: Option<(Envelope, Vec<u8>)>,
@@ -94,8 +97,11 @@ impl Harness {
         .into_iter()
         .map(|(id, status)| (MailboxId::parse(id).unwrap(), status))
         .collect();
+        let start = Instant::now();
         let mut harness = Self {
-            session: Machine::Session(Session::new(Arc::new(config), client)),
+            session: Machine::Session(Session::new(Arc::new(config), client, start)),
+            start,
+            at: start,
             transcript: String::new(),
             mailboxes,
             draft: None,
@@ -121,21 +127,61 @@ impl Harness {
         for line in bytes.split_inclusive(|&byte| byte == b'\n') {
             writeln!(self.transcript, "C: {}", escape(line)).unwrap();
         }
-        self.session.receive(bytes, now);
+        let now = self.now_at(now);
+        self.at = now.instant;
+        self.session.handle_input(bytes, now);
+        self.drain();
+    }
+
+    /// `utc` as the session sees it: the instant is as far from `start` as `utc` from `NOW`.
+    fn now_at(&self, utc: OffsetDateTime) -> Now {
+        let offset = Duration::try_from(utc - NOW).expect("not before NOW");
+        Now {
+            instant: self.start + offset,
+            utc,
+        }
+    }
+
+    /// The time of the latest input.
+    fn now(&self) -> Now {
+        let offset = time::Duration::try_from(self.at - self.start).unwrap();
+        Now {
+            instant: self.at,
+            utc: NOW + offset,
+        }
+    }
+
+    /// How long after the latest input the session's timer fires.
+    fn timeout(&self) -> Duration {
+        self.session.poll_timeout().expect("a timer runs") - self.at
+    }
+
+    /// The session's timer fires at its deadline.
+    fn fire_timer(&mut self) {
+        let deadline = self.session.poll_timeout().expect("a timer runs");
+        self.at = deadline;
+        let now = self.now();
+        self.session.handle_timeout(now);
         self.drain();
     }
 
     fn drain(&mut self) {
-        while let Some(output) = self.session.poll() {
-            match output {
-                Output::Send(bytes) => {
-                    // One block per Send, so coalescing shows in the transcript.
-                    for line in bytes.split_inclusive(|&byte| byte == b'\n') {
-                        writeln!(self.transcript, "S: {}", escape(line)).unwrap();
-                    }
-                    self.transcript.push_str("   ---\n");
+        loop {
+            let mut bytes = Vec::new();
+            self.session.poll_transmit(self.at, &mut bytes);
+            if !bytes.is_empty() {
+                // One block per write (replies with no event between them), so coalescing
+                // shows in the transcript.
+                for line in bytes.split_inclusive(|&byte| byte == b'\n') {
+                    writeln!(self.transcript, "S: {}", escape(line)).unwrap();
                 }
-                Output::LookupRecipient(id) => {
+                self.transcript.push_str("   ---\n");
+            }
+            let Some(output) = self.session.poll_event() else {
+                return;
+            };
+            match output {
+                Event::LookupRecipient(id) => {
                     let status = self
                         .mailboxes
                         .get(&id)
@@ -147,19 +193,19 @@ impl Harness {
                         .expect("session")
                         .recipient_status(status);
                 }
-                Output::MessageStart(envelope) => {
+                Event::MessageStart(envelope) => {
                     writeln!(self.transcript, "~ message start {envelope:?}").unwrap();
                     assert!(self.draft.is_none(), "MessageStart while a message is open");
                     self.draft = Some((envelope, Vec::new()));
                 }
-                Output::MessageData(bytes) => {
+                Event::MessageData(bytes) => {
                     let (_, body) = self
                         .draft
                         .as_mut()
                         .expect("MessageData without MessageStart");
                     body.extend_from_slice(&bytes);
                 }
-                Output::MessageEnd => {
+                Event::MessageEnd => {
                     let (envelope, body) =
                         self.draft.take().expect("MessageEnd without MessageStart");
                     writeln!(self.transcript, "~ message end, {} octets:", body.len()).unwrap();
@@ -191,22 +237,22 @@ impl Harness {
                         None => self.commit_pending = true,
                     }
                 }
-                Output::MessageAbort(reason) => {
+                Event::MessageAbort(reason) => {
                     writeln!(self.transcript, "~ message abort {reason:?}").unwrap();
                     assert!(
                         self.draft.take().is_some(),
                         "MessageAbort without MessageStart"
                     );
                 }
-                Output::StartTls => {
+                Event::StartTls => {
                     writeln!(self.transcript, "~ start TLS").unwrap();
                     self.tls_requested = true;
                 }
-                Output::Close => {
+                Event::Close => {
                     writeln!(self.transcript, "~ close").unwrap();
                     self.closed = true;
                 }
-                Output::ProxyLogin(credentials) => {
+                Event::ProxyLogin(credentials) => {
                     let login = &credentials.login;
                     writeln!(
                         self.transcript,
@@ -227,7 +273,7 @@ impl Harness {
                             .auth_failed(failure),
                     }
                 }
-                Output::Upstream(command) => {
+                Event::Upstream(command) => {
                     writeln!(self.transcript, "~ upstream {command:?}").unwrap();
                     let reply = self.upstream.pop_front().unwrap_or_else(|| match command {
                         UpstreamCommand::Data => Reply::plain(354, vec!["go ahead".into()]),
@@ -522,7 +568,8 @@ fn body_split_into_single_bytes_is_stored_the_same() {
     ehlo(&mut harness);
     harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\n", rcpt(ALICE)).as_bytes());
     for byte in data::dot_stuff(body) {
-        harness.session.receive(&[byte], NOW);
+        let now = harness.now();
+        harness.session.handle_input(&[byte], now);
         harness.drain();
     }
     assert!(harness.stored[0].body.ends_with(body));
@@ -866,18 +913,17 @@ fn timeouts_per_state() {
     let mut harness = Harness::new();
     harness.commit_with = None;
     let preauth = config().preauth_timeout;
-    assert_eq!(harness.session.timeout(), preauth);
+    assert_eq!(harness.timeout(), preauth);
     ehlo(&mut harness);
     harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\n", rcpt(ALICE)).as_bytes());
-    assert_eq!(harness.session.timeout(), session::DATA_BLOCK_TIMEOUT);
+    assert_eq!(harness.timeout(), session::DATA_BLOCK_TIMEOUT);
     harness.client(b"x\r\n.\r\n");
-    assert_eq!(harness.session.timeout(), session::DATA_TERMINATION_TIMEOUT);
+    assert_eq!(harness.timeout(), session::DATA_TERMINATION_TIMEOUT);
     harness.commit(Ok(Durable::for_tests()));
-    assert_eq!(harness.session.timeout(), session::COMMAND_TIMEOUT);
+    assert_eq!(harness.timeout(), session::COMMAND_TIMEOUT);
     harness.client(b"MAIL FROM:<>\r\nRCPT TO:<".as_slice());
     harness.client(format!("{ALICE}@archive.example>\r\nDATA\r\npartial").as_bytes());
-    harness.session.timed_out();
-    harness.drain();
+    harness.fire_timer();
     assert!(harness.transcript.contains("message abort TimedOut"));
     assert_eq!(
         harness.last_reply(),
@@ -891,7 +937,7 @@ fn connection_lost_aborts_the_message() {
     let mut harness = Harness::new();
     ehlo(&mut harness);
     harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\npartial", rcpt(ALICE)).as_bytes());
-    harness.session.connection_lost();
+    harness.session.handle_connection_lost();
     harness.drain();
     assert!(harness
         .transcript
@@ -902,7 +948,7 @@ fn connection_lost_aborts_the_message() {
 fn shutdown_when_idle_closes_at_once() {
     let mut harness = Harness::new();
     ehlo(&mut harness);
-    harness.session.shutdown();
+    harness.session.handle_shutdown();
     harness.drain();
     assert!(harness.closed);
     assert_eq!(
@@ -917,7 +963,7 @@ fn shutdown_in_a_transaction_lets_it_finish() {
     harness.commit_with = None;
     ehlo(&mut harness);
     harness.client(format!("MAIL FROM:<>\r\n{}DATA\r\nx\r\n", rcpt(ALICE)).as_bytes());
-    harness.session.shutdown();
+    harness.session.handle_shutdown();
     harness.drain();
     assert!(!harness.closed);
     harness.client(b".\r\nMAIL FROM:<>\r\n");
@@ -978,38 +1024,47 @@ proptest! {
     /// Arbitrary writes never panic, and message outputs are always well nested.
     #[test]
     fn arbitrary_input_never_panics_and_messages_nest(writes in session_input(), tls_at in any::<u8>(), commit_ok in any::<bool>()) {
-        let mut session = Machine::Session(Session::new(Arc::new(config()), client()));
+        let start = Instant::now();
+        let now = Now { instant: start, utc: NOW };
+        let mut session = Machine::Session(Session::new(Arc::new(config()), client(), start));
         let mut open = false;
         let mut index = 0u8;
-        prop_assert!(matches!(session.poll(), Some(Output::Send(_))), "greeting first");
+        let mut greeting = Vec::new();
+        session.poll_transmit(start, &mut greeting);
+        prop_assert!(greeting.starts_with(b"220 "), "greeting first");
         for write in writes {
-            session.receive(&write, NOW);
+            session.handle_input(&write, now);
             index = index.wrapping_add(1);
-            while let Some(output) = session.poll() {
+            loop {
+                let mut bytes = Vec::new();
+                session.poll_transmit(start, &mut bytes);
+                prop_assert!(bytes.is_empty() || bytes.ends_with(b"\r\n"));
+                let Some(output) = session.poll_event() else { break };
                 match output {
-                    Output::MessageStart(_) => { prop_assert!(!open); open = true; }
-                    Output::MessageData(_) => prop_assert!(open),
-                    Output::MessageEnd => {
+                    Event::MessageStart(_) => { prop_assert!(!open); open = true; }
+                    Event::MessageData(_) => prop_assert!(open),
+                    Event::MessageEnd => {
                         prop_assert!(open);
                         open = false;
                         session.session().expect("no proxy login here").commit_result(if commit_ok { Ok(Durable::for_tests()) } else { Err(CommitFailure::Temporary) });
                     }
-                    Output::MessageAbort(_) => { prop_assert!(open); open = false; }
-                    Output::LookupRecipient(_) => session.session().expect("no proxy login here").recipient_status(RecipientStatus::Active),
-                    Output::StartTls => {
-                        if index == tls_at { session.connection_lost() } else { session.session().expect("no proxy login here").tls_established(TlsActive::assumed("TLS")) }
+                    Event::MessageAbort(_) => { prop_assert!(open); open = false; }
+                    Event::LookupRecipient(_) => session.session().expect("no proxy login here").recipient_status(RecipientStatus::Active),
+                    Event::StartTls => {
+                        if index == tls_at { session.handle_connection_lost() } else { session.session().expect("no proxy login here").tls_established(TlsActive::assumed("TLS")) }
                     }
-                    Output::Send(bytes) => prop_assert!(bytes.ends_with(b"\r\n")),
-                    Output::Close => {}
-                    Output::ProxyLogin(_) | Output::Upstream(_) => prop_assert!(false, "proxy output without proxy mode"),
+                    Event::Close => {}
+                    Event::ProxyLogin(_) | Event::Upstream(_) => prop_assert!(false, "proxy output without proxy mode"),
                 }
             }
         }
-        session.connection_lost();
-        while let Some(output) = session.poll() {
+        session.handle_connection_lost();
+        loop {
+            session.poll_transmit(start, &mut Vec::new());
+            let Some(output) = session.poll_event() else { break };
             match output {
-                Output::MessageAbort(_) => { prop_assert!(open); open = false; }
-                Output::Close => {}
+                Event::MessageAbort(_) => { prop_assert!(open); open = false; }
+                Event::Close => {}
                 other => prop_assert!(false, "unexpected output after connection loss: {other:?}"),
             }
         }
@@ -1312,12 +1367,11 @@ fn preauth_idle_client_is_dropped_early() {
     let preauth = config().preauth_timeout;
     assert!(preauth < session::COMMAND_TIMEOUT);
     // Greeting, EHLO, NOOPs, even a refused MAIL: the client has not engaged yet.
-    assert_eq!(harness.session.timeout(), preauth);
+    assert_eq!(harness.timeout(), preauth);
     ehlo(&mut harness);
     harness.client(b"NOOP\r\nMAIL FROM:<bad\r\n");
-    assert_eq!(harness.session.timeout(), preauth);
-    harness.session.timed_out();
-    harness.drain();
+    assert_eq!(harness.timeout(), preauth);
+    harness.fire_timer();
     assert_eq!(
         harness.last_reply(),
         "421 4.4.2 mx.archive.example timeout, closing connection"
@@ -1327,7 +1381,7 @@ fn preauth_idle_client_is_dropped_early() {
     let mut harness = Harness::new();
     ehlo(&mut harness);
     harness.client(b"MAIL FROM:<>\r\nRSET\r\n");
-    assert_eq!(harness.session.timeout(), session::COMMAND_TIMEOUT);
+    assert_eq!(harness.timeout(), session::COMMAND_TIMEOUT);
 }
 
 #[test]
@@ -1395,7 +1449,7 @@ fn transaction_past_its_deadline_is_closed() {
     // does.
     let half = time::Duration::seconds(deadline.as_secs() as i64 / 2);
     harness.client_at(b"Subject: slow\r\n", NOW + half);
-    assert!(harness.session.timeout() <= deadline / 2);
+    assert!(harness.timeout() <= deadline / 2);
     assert!(!harness.closed);
     harness.client_at(b"more\r\n", NOW + half + half);
     assert!(harness.closed);
@@ -1413,9 +1467,8 @@ fn transaction_past_its_deadline_is_closed() {
         b"NOOP\r\n",
         NOW + time::Duration::seconds(deadline.as_secs() as i64 - 5),
     );
-    assert_eq!(harness.session.timeout(), std::time::Duration::from_secs(5));
-    harness.session.timed_out();
-    harness.drain();
+    assert_eq!(harness.timeout(), std::time::Duration::from_secs(5));
+    harness.fire_timer();
     assert_eq!(
         harness.last_reply(),
         "421 4.4.2 mx.archive.example transaction took too long, closing connection"
@@ -1437,4 +1490,30 @@ fn draft_failure_ends_the_message_at_once() {
         "{replies:?}"
     );
     assert!(harness.stored.is_empty());
+}
+
+#[test]
+fn deadlines_move_with_input_and_a_stale_timer_does_nothing() {
+    let mut harness = Harness::new();
+    let preauth = config().preauth_timeout;
+    assert_eq!(
+        harness.session.poll_timeout(),
+        Some(harness.start + preauth)
+    );
+    // Input ten seconds in moves the deadline.
+    harness.client_at(b"NOOP\r\n", NOW + time::Duration::seconds(10));
+    let deadline = harness.start + Duration::from_secs(10) + preauth;
+    assert_eq!(harness.session.poll_timeout(), Some(deadline));
+    // A timer set for the old deadline fires: too early for the new one, nothing happens.
+    let stale = harness.now_at(NOW + time::Duration::try_from(preauth).unwrap());
+    harness.session.handle_timeout(stale);
+    harness.drain();
+    assert!(!harness.closed);
+    harness.fire_timer();
+    assert!(harness.closed);
+    assert_eq!(
+        harness.last_reply(),
+        "421 4.4.2 mx.archive.example timeout, closing connection"
+    );
+    assert_eq!(harness.session.poll_timeout(), None, "no timer once closed");
 }

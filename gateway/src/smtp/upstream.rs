@@ -2,11 +2,12 @@
 //! The SMTP server shell calls it inline, one client command at a time, and it answers
 //! with the upstream's reply or with the reply the client gets for a failure.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::client::{
-    AuthPreference, Credentials, Output, UpstreamConfig, UpstreamError, UpstreamSmtp, UpstreamTls,
+    AuthPreference, Credentials, Event, UpstreamConfig, UpstreamError, UpstreamSmtp, UpstreamTls,
 };
+use crate::net::{Driver, Machine as _, Next};
 use crate::proxy::connect::{ConnectError, Connector, UpstreamStream, Upstreams};
 use crate::proxy::ProxyLogin;
 use crate::smtp::interface::{AuthFailure, ProxyCredentials, UpstreamCommand};
@@ -29,11 +30,10 @@ pub enum Verdict {
 
 /// An authenticated upstream connection.
 pub struct SmtpLeg<C: Connector> {
-    stream: UpstreamStream<C::Stream>,
+    driver: Driver<UpstreamStream<C::Stream>>,
     core: UpstreamSmtp,
     login: ProxyLogin,
     server: String,
-    buffer: Vec<u8>,
 }
 
 impl<C: Connector> SmtpLeg<C> {
@@ -69,17 +69,19 @@ impl<C: Connector> SmtpLeg<C> {
             ),
             auth_preference: AuthPreference::default(),
         };
-        let core = UpstreamSmtp::new(config).map_err(|_| AuthFailure::InvalidLogin)?;
+        // An upstream that takes nothing for the command timeout is as dead as a silent one.
+        let driver = Driver::new(stream, READ_BUFFER, super::client::COMMAND_TIMEOUT);
+        let core = UpstreamSmtp::new(config, driver.now().instant)
+            .map_err(|_| AuthFailure::InvalidLogin)?;
         let mut leg = Self {
-            stream,
+            driver,
             core,
             login,
             server,
-            buffer: vec![0; READ_BUFFER],
         };
         match leg.next_event(upstreams).await {
-            Output::Ready { .. } => Ok(leg),
-            Output::Failed(error) => Err(login_failure(&error, &leg.server)),
+            Event::Ready { .. } => Ok(leg),
+            Event::Failed(error) => Err(login_failure(&error, &leg.server)),
             other => Err(login_failure(
                 &UpstreamError::Protocol(format!("unexpected {other:?}")),
                 &leg.server,
@@ -119,13 +121,13 @@ impl<C: Connector> SmtpLeg<C> {
             ));
         }
         match self.next_event(upstreams).await {
-            Output::MailAccepted(reply)
-            | Output::MailRejected(reply)
-            | Output::RcptResult { reply, .. }
-            | Output::DataRejected(reply) => Ok(reply),
-            Output::DataReady => Ok(Reply::plain(354, vec!["go ahead".into()])),
-            Output::ResetDone => Ok(Reply::new(250, EnhancedStatus::new(2, 0, 0), "Ok")),
-            Output::Failed(error) => Err(lost_reply(&error)),
+            Event::MailAccepted(reply)
+            | Event::MailRejected(reply)
+            | Event::RcptResult { reply, .. }
+            | Event::DataRejected(reply) => Ok(reply),
+            Event::DataReady => Ok(Reply::plain(354, vec!["go ahead".into()])),
+            Event::ResetDone => Ok(Reply::new(250, EnhancedStatus::new(2, 0, 0), "Ok")),
+            Event::Failed(error) => Err(lost_reply(&error)),
             other => Err(lost_reply(&UpstreamError::Protocol(format!(
                 "unexpected {other:?}"
             )))),
@@ -138,7 +140,14 @@ impl<C: Connector> SmtpLeg<C> {
         if self.core.data_chunk(bytes).is_err() {
             return Err(lost_reply(&UpstreamError::ConnectionLost));
         }
-        self.flush().await
+        // A failed write tells the core, which then says `Failed`.
+        let _ = self.driver.flush(&mut self.core).await;
+        while let Some(event) = self.core.poll_event() {
+            if let Event::Failed(error) = event {
+                return Err(lost_reply(&error));
+            }
+        }
+        Ok(())
     }
 
     /// Sends the end of data and waits for the upstream's verdict.
@@ -147,9 +156,9 @@ impl<C: Connector> SmtpLeg<C> {
             return Verdict::Lost(lost_reply(&UpstreamError::ConnectionLost));
         }
         match self.next_event(upstreams).await {
-            Output::DataAccepted(reply) => Verdict::Accepted(reply),
-            Output::DataRejected(reply) => Verdict::Rejected(reply),
-            Output::Failed(error) => Verdict::Lost(lost_reply(&error)),
+            Event::DataAccepted(reply) => Verdict::Accepted(reply),
+            Event::DataRejected(reply) => Verdict::Rejected(reply),
+            Event::Failed(error) => Verdict::Lost(lost_reply(&error)),
             other => Verdict::Lost(lost_reply(&UpstreamError::Protocol(format!(
                 "unexpected {other:?}"
             )))),
@@ -168,59 +177,36 @@ impl<C: Connector> SmtpLeg<C> {
             )
             .await;
         } else {
-            let _ = self.flush().await;
+            let _ = self.driver.flush(&mut self.core).await;
         }
-        let _ = self.stream.shutdown().await;
-    }
-
-    async fn flush(&mut self) -> Result<(), Reply> {
-        while let Some(output) = self.core.poll() {
-            match output {
-                Output::Send(bytes) if self.stream.write_all(&bytes).await.is_err() => {
-                    self.core.connection_lost();
-                }
-                Output::Failed(error) => return Err(lost_reply(&error)),
-                _ => {}
-            }
-        }
-        let _ = self.stream.flush().await;
-        Ok(())
+        let _ = self.driver.stream_mut().shutdown().await;
     }
 
     /// Writes what the core wants sent, runs STARTTLS when asked, and reads until the core
     /// has something to say. `Failed` ends it (the core then only says `Closed`).
-    async fn next_event(&mut self, upstreams: &Upstreams<C>) -> Output {
+    async fn next_event(&mut self, upstreams: &Upstreams<C>) -> Event {
         loop {
-            while let Some(output) = self.core.poll() {
-                match output {
-                    Output::Send(bytes) => {
-                        if self.stream.write_all(&bytes).await.is_err()
-                            || self.stream.flush().await.is_err()
-                        {
-                            self.core.connection_lost();
+            match self.driver.next_event(&mut self.core).await {
+                Next::Event(Event::StartTls) => {
+                    let started = match self.driver.flush(&mut self.core).await {
+                        Ok(()) => upstreams
+                            .start_tls(self.driver.stream_mut(), &self.login)
+                            .await
+                            .map_err(|error| error.to_string()),
+                        Err(error) => Err(error.to_string()),
+                    };
+                    match started {
+                        Ok(()) => self.core.tls_established(),
+                        Err(error) => {
+                            tracing::warn!(server = %self.server, %error, "upstream STARTTLS failed");
+                            return Event::Failed(UpstreamError::Protocol(error));
                         }
                     }
-                    Output::StartTls => {
-                        match upstreams.start_tls(&mut self.stream, &self.login).await {
-                            Ok(()) => self.core.tls_established(),
-                            Err(error) => {
-                                tracing::warn!(server = %self.server, %error, "upstream STARTTLS failed");
-                                return Output::Failed(UpstreamError::Protocol(error.to_string()));
-                            }
-                        }
-                    }
-                    Output::Closed => return Output::Failed(UpstreamError::ConnectionLost),
-                    other => return other,
                 }
-            }
-            let wait = self
-                .core
-                .timeout()
-                .unwrap_or(super::client::COMMAND_TIMEOUT);
-            match tokio::time::timeout(wait, self.stream.read(&mut self.buffer)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => self.core.connection_lost(),
-                Ok(Ok(n)) => self.core.receive(&self.buffer[..n]),
-                Err(_) => self.core.timed_out(),
+                Next::Event(Event::Closed) | Next::Closed | Next::Interrupted => {
+                    return Event::Failed(UpstreamError::ConnectionLost)
+                }
+                Next::Event(event) => return event,
             }
         }
     }

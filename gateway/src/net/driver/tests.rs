@@ -72,7 +72,7 @@ impl Machine for Echo {
         self.process();
     }
 
-    fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+    fn poll_transmit(&mut self, _now: Instant, out: &mut Vec<u8>) {
         out.append(&mut self.out);
     }
 

@@ -7,7 +7,7 @@
 //! ```text
 //! greeting 220 ─ EHLO ─┬─ (StartTls) STARTTLS advertised? ── no ──> Failed(NoTls)
 //!                      │   STARTTLS ─ 220 ─ nothing buffered? ─ no ─> Failed(ResponseInjection)
-//!                      │   Output::StartTls … tls_established() ─ EHLO
+//!                      │   Event::StartTls … tls_established() ─ EHLO
 //!                      └─ (TLS active) AUTH PLAIN <initial response>          ─ 235 ─ Ready
 //!                                   or AUTH LOGIN ─ 334 ─ user ─ 334 ─ pass ─ 235 ─ Ready
 //! Ready ─ MAIL ─ RCPT × n ─ DATA ─ 354 ─ body … "." ─ 250 ─ Ready ─ … ─ QUIT ─ Closed
@@ -24,7 +24,7 @@
 //! (587, 25) the core sends only EHLO and STARTTLS until [`UpstreamSmtp::tls_established`];
 //! a missing or refused STARTTLS ends the connection with [`UpstreamError::NoTls`]. AUTH is
 //! written in one place, reachable only once TLS is active. The password is never printed
-//! by `Debug` ([`Credentials`], and [`Output::Send`] shows only its length).
+//! by `Debug` ([`Credentials`], and [`Event::Send`] shows only its length).
 //!
 //! ## The shell loop
 //!
@@ -35,23 +35,23 @@
 //! loop {
 //!     while let Some(output) = smtp.poll() {
 //!         match output {
-//!             Output::Send(bytes) => conn.write_all(&bytes).await?,
-//!             Output::StartTls => {
+//!             Event::Send(bytes) => conn.write_all(&bytes).await?,
+//!             Event::StartTls => {
 //!                 // No plaintext read may be buffered across this point.
 //!                 match tls_connect(conn, server).await {       // verifies the certificate
 //!                     Ok(tls) => { conn = tls; smtp.tls_established() }
 //!                     Err(_) => smtp.connection_lost(),
 //!                 }
 //!             }
-//!             Output::Ready { extensions } => proxy.upstream_ready(extensions),
-//!             Output::RcptResult { index, reply } => proxy.rcpt(index, reply),
-//!             Output::DataReady => for chunk in body { smtp.data_chunk(&chunk)?; /* drain poll */ }
+//!             Event::Ready { extensions } => proxy.upstream_ready(extensions),
+//!             Event::RcptResult { index, reply } => proxy.rcpt(index, reply),
+//!             Event::DataReady => for chunk in body { smtp.data_chunk(&chunk)?; /* drain poll */ }
 //!                                  smtp.data_end()?,
-//!             Output::DataAccepted(reply) | Output::DataRejected(reply) => proxy.relay(reply),
-//!             Output::MailRejected(reply) => proxy.relay(reply),
-//!             Output::NoRecipientAccepted | Output::ResetDone => proxy.idle(),
-//!             Output::Failed(error) => proxy.upstream_failed(error),
-//!             Output::Closed => return Ok(()),
+//!             Event::DataAccepted(reply) | Event::DataRejected(reply) => proxy.relay(reply),
+//!             Event::MailRejected(reply) => proxy.relay(reply),
+//!             Event::NoRecipientAccepted | Event::ResetDone => proxy.idle(),
+//!             Event::Failed(error) => proxy.upstream_failed(error),
+//!             Event::Closed => return Ok(()),
 //!         }
 //!     }
 //!     let wait = smtp.timeout().unwrap_or(PROXY_IDLE_TIMEOUT);
@@ -86,6 +86,6 @@ pub use config::{
 pub use extensions::{Extension, Extensions};
 pub use reply_reader::{ReplyError, ReplyReader, MAX_REPLY_LINE, MAX_REPLY_LINES};
 pub use upstream_smtp::{
-    Output, UpstreamError, UpstreamSmtp, UsageError, COMMAND_TIMEOUT, DATA_BLOCK_TIMEOUT,
+    Event, UpstreamError, UpstreamSmtp, UsageError, COMMAND_TIMEOUT, DATA_BLOCK_TIMEOUT,
     DATA_INITIATION_TIMEOUT, DATA_TERMINATION_TIMEOUT, MAX_ENVELOPE_FIELD,
 };

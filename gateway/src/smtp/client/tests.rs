@@ -2,10 +2,12 @@
 //! and no-injection guarantees, and property tests over splits and arbitrary bytes.
 
 use std::fmt::Write as _;
+use std::time::Instant;
 
 use proptest::prelude::*;
 
 use super::*;
+use crate::net::{Machine as _, Now};
 use crate::smtp::data::{decode_dot_terminated, BodyViolation};
 use crate::smtp::{EnhancedStatus, Reply};
 
@@ -48,12 +50,14 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// and every other output, and writes a transcript.
 struct Fake {
     core: UpstreamSmtp,
+    /// The time commands leave at.
+    at: Instant,
     /// Everything sent so far.
     sent: Vec<u8>,
     /// What was sent before `tls_established` (StartTls mode).
     sent_in_plaintext: Vec<u8>,
     tls_done: bool,
-    events: Vec<Output>,
+    events: Vec<Event>,
     transcript: String,
     /// How replies are cut into reads.
     cuts: Vec<usize>,
@@ -63,8 +67,10 @@ struct Fake {
 
 impl Fake {
     fn new(tls: UpstreamTls) -> Self {
+        let at = Instant::now();
         Self {
-            core: UpstreamSmtp::new(config(tls)).unwrap(),
+            core: UpstreamSmtp::new(config(tls), at).unwrap(),
+            at,
             sent: Vec::new(),
             sent_in_plaintext: Vec::new(),
             tls_done: tls == UpstreamTls::Implicit,
@@ -108,10 +114,30 @@ impl Fake {
         self.drain();
     }
 
+    /// The core's timer fires at `instant`.
+    fn timer_at(&mut self, instant: Instant) {
+        self.at = instant;
+        self.core.handle_timeout(Now {
+            instant,
+            utc: time::OffsetDateTime::UNIX_EPOCH,
+        });
+        self.drain();
+    }
+
     fn drain(&mut self) {
-        while let Some(output) = self.core.poll() {
+        loop {
+            let mut bytes = Vec::new();
+            self.core.poll_transmit(self.at, &mut bytes);
+            let output = if bytes.is_empty() {
+                match self.core.poll_event() {
+                    Some(event) => Some(event),
+                    None => return,
+                }
+            } else {
+                None
+            };
             match output {
-                Output::Send(bytes) => {
+                None => {
                     // Body pieces are cut anywhere: the transcript shows whole lines.
                     self.unprinted.extend_from_slice(&bytes);
                     while let Some(end) = self.unprinted.windows(2).position(|w| w == b"\r\n") {
@@ -124,7 +150,7 @@ impl Fake {
                     }
                     self.sent.extend_from_slice(&bytes);
                 }
-                other => {
+                Some(other) => {
                     writeln!(self.transcript, "-- {}", describe(&other)).unwrap();
                     self.events.push(other);
                 }
@@ -132,7 +158,7 @@ impl Fake {
         }
     }
 
-    fn take_events(&mut self) -> Vec<Output> {
+    fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
     }
 
@@ -145,11 +171,11 @@ impl Fake {
         self.server(GREETING);
         self.server(EHLO_BEFORE_TLS);
         self.server(b"220 2.0.0 ready to start TLS\r\n");
-        assert_eq!(self.take_events(), vec![Output::StartTls]);
+        assert_eq!(self.take_events(), vec![Event::StartTls]);
         self.tls_established();
         self.server(EHLO_AFTER_TLS);
         self.server(b"235 2.7.0 authenticated\r\n");
-        assert!(matches!(self.take_events()[..], [Output::Ready { .. }]));
+        assert!(matches!(self.take_events()[..], [Event::Ready { .. }]));
     }
 
     fn assert_no_credentials_sent(&self) {
@@ -165,24 +191,24 @@ impl Fake {
     fn assert_failed(&mut self, error: UpstreamError) {
         assert_eq!(
             self.take_events(),
-            vec![Output::Failed(error), Output::Closed]
+            vec![Event::Failed(error), Event::Closed]
         );
         assert!(self.core.is_closed());
     }
 }
 
 /// One output in the transcript: replies as the proxy would relay them.
-fn describe(output: &Output) -> String {
+fn describe(output: &Event) -> String {
     let wire = |reply: &Reply| reply.to_string().trim_end().replace("\r\n", " | ");
     match output {
-        Output::Ready { extensions } => {
+        Event::Ready { extensions } => {
             let keywords: Vec<&str> = extensions.list.iter().map(|e| e.keyword.as_str()).collect();
             format!("Ready {}", keywords.join(" "))
         }
-        Output::RcptResult { index, reply } => format!("RcptResult {index}: {}", wire(reply)),
-        Output::MailRejected(reply) => format!("MailRejected: {}", wire(reply)),
-        Output::DataAccepted(reply) => format!("DataAccepted: {}", wire(reply)),
-        Output::DataRejected(reply) => format!("DataRejected: {}", wire(reply)),
+        Event::RcptResult { index, reply } => format!("RcptResult {index}: {}", wire(reply)),
+        Event::MailRejected(reply) => format!("MailRejected: {}", wire(reply)),
+        Event::DataAccepted(reply) => format!("DataAccepted: {}", wire(reply)),
+        Event::DataRejected(reply) => format!("DataRejected: {}", wire(reply)),
         other => format!("{other:?}"),
     }
 }
@@ -226,21 +252,21 @@ fn happy_path_starttls_auth_plain_two_recipients() {
     assert_eq!(
         fake.events,
         vec![
-            Output::RcptResult {
+            Event::RcptResult {
                 index: 0,
                 reply: ok(5)
             },
-            Output::RcptResult {
+            Event::RcptResult {
                 index: 1,
                 reply: ok(5)
             },
-            Output::DataReady,
-            Output::DataAccepted(Reply::new(
+            Event::DataReady,
+            Event::DataAccepted(Reply::new(
                 250,
                 EnhancedStatus::new(2, 0, 0),
                 "queued as 12345"
             )),
-            Output::Closed,
+            Event::Closed,
         ]
     );
 }
@@ -256,7 +282,7 @@ fn ready_carries_the_extensions_after_tls() {
     fake.server(EHLO_AFTER_TLS);
     fake.server(b"235 ok\r\n");
     let events = fake.take_events();
-    let [Output::Ready { extensions }] = &events[..] else {
+    let [Event::Ready { extensions }] = &events[..] else {
         panic!("{events:?}")
     };
     assert!(extensions.has("ENHANCEDSTATUSCODES"));
@@ -289,7 +315,7 @@ fn auth_login_fallback() {
     fake.server(b"235 2.7.0 ok\r\n");
     assert!(matches!(
         fake.take_events()[..],
-        [Output::StartTls, Output::Ready { .. }]
+        [Event::StartTls, Event::Ready { .. }]
     ));
 }
 
@@ -297,15 +323,12 @@ fn auth_login_fallback() {
 fn login_preference_is_honoured() {
     let mut config = config(UpstreamTls::Implicit);
     config.auth_preference = AuthPreference::LoginThenPlain;
-    let mut core = UpstreamSmtp::new(config).unwrap();
+    let start = Instant::now();
+    let mut core = UpstreamSmtp::new(config, start).unwrap();
     core.receive(GREETING);
     core.receive(EHLO_AFTER_TLS);
     let mut sent = Vec::new();
-    while let Some(output) = core.poll() {
-        if let Output::Send(bytes) = output {
-            sent.extend(bytes);
-        }
-    }
+    core.poll_transmit(start, &mut sent);
     assert!(sent.ends_with(b"AUTH LOGIN\r\n"));
 }
 
@@ -321,7 +344,7 @@ fn implicit_tls_path() {
         format!("AUTH PLAIN {plain}\r\n").as_bytes()
     );
     fake.server(b"235 2.7.0 ok\r\n");
-    assert!(matches!(fake.take_events()[..], [Output::Ready { .. }]));
+    assert!(matches!(fake.take_events()[..], [Event::Ready { .. }]));
 }
 
 #[test]
@@ -361,7 +384,7 @@ fn bytes_in_a_later_read_before_the_handshake_are_injection() {
     fake.server(GREETING);
     fake.server(EHLO_BEFORE_TLS);
     fake.server(b"220 ready\r\n");
-    assert_eq!(fake.take_events(), vec![Output::StartTls]);
+    assert_eq!(fake.take_events(), vec![Event::StartTls]);
     fake.server(b"2");
     fake.assert_failed(UpstreamError::ResponseInjection);
     // A late tls_established changes nothing.
@@ -421,10 +444,7 @@ fn auth_login_rejected_at_the_password() {
     fake.server(b"535 5.7.8 no\r\n");
     assert!(matches!(
         fake.take_events()[..],
-        [
-            Output::Failed(UpstreamError::AuthRejected(_)),
-            Output::Closed
-        ]
+        [Event::Failed(UpstreamError::AuthRejected(_)), Event::Closed]
     ));
 }
 
@@ -446,7 +466,7 @@ fn greeting_other_than_220_is_rejected() {
     fake.server(b"554 5.7.1 go away\r\n");
     assert!(matches!(
         fake.take_events()[..],
-        [Output::Failed(UpstreamError::Rejected(ref reply)), Output::Closed] if reply.code() == 554
+        [Event::Failed(UpstreamError::Rejected(ref reply)), Event::Closed] if reply.code() == 554
     ));
     assert!(fake.sent.is_empty());
 }
@@ -475,7 +495,7 @@ fn refused_recipient_is_reported_with_the_upstream_reply() {
     let events = fake.take_events();
     assert_eq!(
         events[1],
-        Output::RcptResult {
+        Event::RcptResult {
             index: 1,
             reply: Reply::new(
                 550,
@@ -485,7 +505,7 @@ fn refused_recipient_is_reported_with_the_upstream_reply() {
         }
     );
     // The proxy can relay it as is.
-    let Output::RcptResult { reply, .. } = &events[1] else {
+    let Event::RcptResult { reply, .. } = &events[1] else {
         unreachable!()
     };
     assert_eq!(reply.to_bytes(), b"550 5.1.1 <nobody@y>: user unknown\r\n");
@@ -507,7 +527,7 @@ fn all_recipients_refused_resets_the_transaction() {
     assert!(!fake.core.is_ready());
     fake.server(b"250 2.0.0 ok\r\n");
     let events = fake.take_events();
-    assert_eq!(events.last(), Some(&Output::NoRecipientAccepted));
+    assert_eq!(events.last(), Some(&Event::NoRecipientAccepted));
     assert!(fake.core.is_ready());
 }
 
@@ -527,7 +547,7 @@ fn message_refused_after_the_final_dot() {
     fake.server(b"554 5.7.1 spam\r\n");
     assert_eq!(
         fake.take_events().last(),
-        Some(&Output::DataRejected(Reply::new(
+        Some(&Event::DataRejected(Reply::new(
             554,
             EnhancedStatus::new(5, 7, 1),
             "spam"
@@ -550,7 +570,7 @@ fn data_command_refused_resets_then_reports() {
     fake.server(b"250 ok\r\n");
     assert!(matches!(
         fake.take_events().last(),
-        Some(Output::DataRejected(reply)) if reply.code() == 554
+        Some(Event::DataRejected(reply)) if reply.code() == 554
     ));
     assert!(fake.core.is_ready());
 }
@@ -565,13 +585,13 @@ fn mail_refused_leaves_the_core_idle() {
     fake.server(b"553 5.7.1 sender not allowed\r\n");
     assert!(matches!(
         fake.take_events()[..],
-        [Output::MailRejected(ref reply)] if reply.code() == 553
+        [Event::MailRejected(ref reply)] if reply.code() == 553
     ));
     assert!(fake.core.is_ready());
     fake.core.reset().unwrap();
     fake.drain();
     fake.server(b"250 ok\r\n");
-    assert_eq!(fake.take_events(), vec![Output::ResetDone]);
+    assert_eq!(fake.take_events(), vec![Event::ResetDone]);
 }
 
 #[test]
@@ -702,8 +722,8 @@ fn service_closing_at_any_point() {
     assert!(matches!(
         fake.take_events()[..],
         [
-            Output::Failed(UpstreamError::ServiceClosing(_)),
-            Output::Closed
+            Event::Failed(UpstreamError::ServiceClosing(_)),
+            Event::Closed
         ]
     ));
     // While idle, too.
@@ -712,8 +732,8 @@ fn service_closing_at_any_point() {
     assert!(matches!(
         fake.take_events()[..],
         [
-            Output::Failed(UpstreamError::ServiceClosing(_)),
-            Output::Closed
+            Event::Failed(UpstreamError::ServiceClosing(_)),
+            Event::Closed
         ]
     ));
 }
@@ -724,14 +744,14 @@ fn unsolicited_and_early_replies_are_protocol_errors() {
     fake.server(b"250 surprise\r\n");
     assert!(matches!(
         fake.take_events()[..],
-        [Output::Failed(UpstreamError::Protocol(_)), Output::Closed]
+        [Event::Failed(UpstreamError::Protocol(_)), Event::Closed]
     ));
     // A reply to a command we have not sent yet.
     let mut fake = Fake::new(UpstreamTls::Implicit);
     fake.server(b"220 hi\r\n250 early\r\n");
     assert!(matches!(
         fake.take_events()[..],
-        [Output::Failed(UpstreamError::Protocol(_)), Output::Closed]
+        [Event::Failed(UpstreamError::Protocol(_)), Event::Closed]
     ));
 }
 
@@ -741,13 +761,13 @@ fn overlong_and_malformed_replies_are_protocol_errors() {
     fake.server(&vec![b'2'; MAX_REPLY_LINE + 10]);
     assert!(matches!(
         fake.take_events()[..],
-        [Output::Failed(UpstreamError::Protocol(_)), Output::Closed]
+        [Event::Failed(UpstreamError::Protocol(_)), Event::Closed]
     ));
     let mut fake = Fake::new(UpstreamTls::Implicit);
     fake.server(b"hello\r\n");
     assert!(matches!(
         fake.take_events()[..],
-        [Output::Failed(UpstreamError::Protocol(_)), Output::Closed]
+        [Event::Failed(UpstreamError::Protocol(_)), Event::Closed]
     ));
 }
 
@@ -760,20 +780,21 @@ fn quit_lost_connection_and_timeouts() {
     // The upstream hangs up without a 221: still an orderly close.
     fake.core.connection_lost();
     fake.drain();
-    assert_eq!(fake.take_events(), vec![Output::Closed]);
+    assert_eq!(fake.take_events(), vec![Event::Closed]);
     fake.core.connection_lost();
-    fake.core.timed_out();
-    fake.drain();
+    assert_eq!(fake.core.poll_timeout(), None);
+    let later = fake.at + DATA_TERMINATION_TIMEOUT * 2;
+    fake.timer_at(later);
     assert!(fake.take_events().is_empty());
 
     let mut fake = Fake::new(UpstreamTls::StartTls);
-    assert_eq!(fake.core.timeout(), Some(COMMAND_TIMEOUT));
-    fake.core.timed_out();
-    fake.drain();
+    let deadline = fake.at + COMMAND_TIMEOUT;
+    assert_eq!(fake.core.poll_timeout(), Some(deadline));
+    fake.timer_at(deadline);
     fake.assert_failed(UpstreamError::TimedOut);
 
     let mut fake = ready_fake();
-    assert_eq!(fake.core.timeout(), None);
+    assert_eq!(fake.core.poll_timeout(), None);
     fake.core.connection_lost();
     fake.drain();
     fake.assert_failed(UpstreamError::ConnectionLost);
@@ -782,7 +803,7 @@ fn quit_lost_connection_and_timeouts() {
     let mut fake = Fake::new(UpstreamTls::StartTls);
     fake.core.quit();
     fake.drain();
-    assert_eq!(fake.take_events(), vec![Output::Closed]);
+    assert_eq!(fake.take_events(), vec![Event::Closed]);
     assert!(fake.sent.is_empty());
 }
 
@@ -796,18 +817,25 @@ fn debug_output_never_shows_the_password() {
     for secret in secrets().iter().take(3) {
         assert!(!shown.contains(secret.as_str()), "{shown}");
     }
-    // And the AUTH line itself, as an Output, shows only its length.
-    let mut core = UpstreamSmtp::new(config).unwrap();
+    // The AUTH line is only ever transmitted, never part of an event or the core's Debug.
+    let start = Instant::now();
+    let mut core = UpstreamSmtp::new(config, start).unwrap();
     core.receive(GREETING);
     core.receive(EHLO_BEFORE_TLS);
     core.receive(b"220 go\r\n");
     core.tls_established();
     core.receive(EHLO_AFTER_TLS);
-    let outputs: Vec<Output> = std::iter::from_fn(|| core.poll()).collect();
-    let shown = format!("{outputs:?}");
-    assert!(outputs
-        .iter()
-        .any(|o| matches!(o, Output::Send(b) if contains(b, secrets()[2].as_bytes()))));
+    let mut sent = Vec::new();
+    let mut events = Vec::new();
+    loop {
+        core.poll_transmit(start, &mut sent);
+        match core.poll_event() {
+            Some(event) => events.push(event),
+            None => break,
+        }
+    }
+    assert!(contains(&sent, secrets()[2].as_bytes()));
+    let shown = format!("{events:?} {core:?}");
     for secret in secrets() {
         assert!(!shown.contains(&secret), "{shown}");
     }
@@ -817,13 +845,22 @@ fn debug_output_never_shows_the_password() {
 fn invalid_configurations_are_refused() {
     let mut bad = config(UpstreamTls::Implicit);
     bad.ehlo_name = "gate way".into();
-    assert_eq!(UpstreamSmtp::new(bad).err(), Some(ConfigError::EhloName));
+    assert_eq!(
+        UpstreamSmtp::new(bad, Instant::now()).err(),
+        Some(ConfigError::EhloName)
+    );
     let mut bad = config(UpstreamTls::Implicit);
     bad.credentials = Credentials::new("a\0b", "pw");
-    assert_eq!(UpstreamSmtp::new(bad).err(), Some(ConfigError::Username));
+    assert_eq!(
+        UpstreamSmtp::new(bad, Instant::now()).err(),
+        Some(ConfigError::Username)
+    );
     let mut bad = config(UpstreamTls::Implicit);
     bad.credentials = Credentials::new("a", "");
-    assert_eq!(UpstreamSmtp::new(bad).err(), Some(ConfigError::Password));
+    assert_eq!(
+        UpstreamSmtp::new(bad, Instant::now()).err(),
+        Some(ConfigError::Password)
+    );
 }
 
 #[test]
@@ -836,7 +873,7 @@ fn every_split_of_the_multi_line_ehlo_reply_gives_the_same_result() {
         fake.drain();
         fake.server(b"235 ok\r\n");
         let events = fake.take_events();
-        let [Output::Ready { extensions }] = &events[..] else {
+        let [Event::Ready { extensions }] = &events[..] else {
             panic!("cut {cut}: {events:?}")
         };
         assert_eq!(extensions.list.len(), 5);
@@ -905,9 +942,9 @@ proptest! {
             prop_assert!(!contains(&fake.sent_in_plaintext, secret.as_bytes()));
         }
         prop_assert!(!contains(&fake.sent_in_plaintext, b"AUTH"));
-        let closed = fake.events.iter().filter(|e| **e == Output::Closed).count();
+        let closed = fake.events.iter().filter(|e| **e == Event::Closed).count();
         prop_assert_eq!(closed, 1);
-        prop_assert_eq!(fake.events.last(), Some(&Output::Closed));
+        prop_assert_eq!(fake.events.last(), Some(&Event::Closed));
     }
 
     /// The body as sent, read back by the server side's DATA decoder, is the body exactly.
@@ -951,7 +988,7 @@ fn stepwise_transaction_relays_each_reply() {
         b"MAIL FROM:<alice@provider.example> SIZE=10\r\n"
     );
     fake.server(b"250 2.1.0 sender ok\r\n");
-    assert!(matches!(fake.take_events()[..], [Output::MailAccepted(_)]));
+    assert!(matches!(fake.take_events()[..], [Event::MailAccepted(_)]));
     // DATA needs an accepted recipient.
     assert_eq!(fake.core.data(), Err(UsageError::NoRecipients));
     fake.core.rcpt("nobody@example.org").unwrap();
@@ -959,7 +996,7 @@ fn stepwise_transaction_relays_each_reply() {
     fake.server(b"550 5.1.1 no such user\r\n");
     let events = fake.take_events();
     assert!(
-        matches!(&events[..], [Output::RcptResult { index: 0, reply }] if reply.code() == 550),
+        matches!(&events[..], [Event::RcptResult { index: 0, reply }] if reply.code() == 550),
         "{events:?}"
     );
     assert_eq!(fake.core.data(), Err(UsageError::NoRecipients));
@@ -968,20 +1005,20 @@ fn stepwise_transaction_relays_each_reply() {
     fake.server(b"250 2.1.5 ok\r\n");
     assert!(matches!(
         fake.take_events()[..],
-        [Output::RcptResult { index: 1, .. }]
+        [Event::RcptResult { index: 1, .. }]
     ));
     fake.take_sent();
     fake.core.data().unwrap();
     fake.drain();
     assert_eq!(fake.take_sent(), b"DATA\r\n");
     fake.server(b"354 go\r\n");
-    assert_eq!(fake.take_events(), vec![Output::DataReady]);
+    assert_eq!(fake.take_events(), vec![Event::DataReady]);
     fake.core.data_chunk(b"Subject: x\r\n\r\n.dot\r\n").unwrap();
     fake.core.data_end().unwrap();
     fake.drain();
     assert_eq!(fake.take_sent(), b"Subject: x\r\n\r\n..dot\r\n.\r\n");
     fake.server(b"250 2.0.0 queued\r\n");
-    assert!(matches!(fake.take_events()[..], [Output::DataAccepted(_)]));
+    assert!(matches!(fake.take_events()[..], [Event::DataAccepted(_)]));
     assert!(fake.core.is_ready());
 }
 
@@ -995,7 +1032,7 @@ fn stepwise_mail_rejected_and_reset() {
     fake.core.mail("a@b.example", "").unwrap();
     fake.drain();
     fake.server(b"553 5.7.1 sender not owned by user\r\n");
-    assert!(matches!(fake.take_events()[..], [Output::MailRejected(_)]));
+    assert!(matches!(fake.take_events()[..], [Event::MailRejected(_)]));
     assert!(fake.core.is_ready());
     // A client's RSET in the middle of the envelope resets the upstream too.
     fake.core.mail("a@b.example", "").unwrap();
@@ -1007,7 +1044,7 @@ fn stepwise_mail_rejected_and_reset() {
     fake.drain();
     assert_eq!(fake.take_sent(), b"RSET\r\n");
     fake.server(b"250 ok\r\n");
-    assert_eq!(fake.take_events(), vec![Output::ResetDone]);
+    assert_eq!(fake.take_events(), vec![Event::ResetDone]);
     // Command injection through a recipient is impossible.
     fake.core.mail("a@b.example", "").unwrap();
     fake.drain();
@@ -1016,4 +1053,46 @@ fn stepwise_mail_rejected_and_reset() {
         fake.core.rcpt("x@y\r\nRCPT TO:<z@w>"),
         Err(UsageError::InvalidEnvelope)
     );
+}
+
+/// Each wait for a reply is due its RFC 5321 timeout after the command left, not after
+/// the core was created or last heard from.
+#[test]
+fn deadlines_count_from_the_command_that_left() {
+    let mut fake = ready_fake();
+    assert_eq!(
+        fake.core.poll_timeout(),
+        None,
+        "idle: the proxy's policy applies"
+    );
+    fake.at += std::time::Duration::from_secs(3600);
+    fake.core.mail("a@example.org", "").unwrap();
+    fake.drain();
+    let deadline = fake.at + COMMAND_TIMEOUT;
+    assert_eq!(fake.core.poll_timeout(), Some(deadline));
+    // A timer from an earlier deadline does nothing.
+    fake.timer_at(deadline - std::time::Duration::from_secs(1));
+    assert!(fake.take_events().is_empty());
+    fake.server(b"250 ok\r\n");
+    fake.core.rcpt("b@example.org").unwrap();
+    fake.drain();
+    fake.server(b"250 ok\r\n");
+    fake.core.data().unwrap();
+    fake.drain();
+    assert_eq!(
+        fake.core.poll_timeout(),
+        Some(fake.at + DATA_INITIATION_TIMEOUT)
+    );
+    fake.server(b"354 go\r\n");
+    fake.at += std::time::Duration::from_secs(60);
+    fake.core.data_chunk(b"line\r\n").unwrap();
+    fake.drain();
+    assert_eq!(fake.core.poll_timeout(), Some(fake.at + DATA_BLOCK_TIMEOUT));
+    fake.core.data_end().unwrap();
+    fake.drain();
+    let deadline = fake.at + DATA_TERMINATION_TIMEOUT;
+    assert_eq!(fake.core.poll_timeout(), Some(deadline));
+    fake.take_events();
+    fake.timer_at(deadline);
+    fake.assert_failed(UpstreamError::TimedOut);
 }

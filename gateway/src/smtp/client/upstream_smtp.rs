@@ -1,14 +1,14 @@
 //! The upstream SMTP client state machine; see the module documentation of [`super`].
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
 use super::config::{AuthMechanism, ConfigError, UpstreamConfig, UpstreamTls};
 use super::extensions::Extensions;
 use super::reply_reader::ReplyReader;
+use crate::net::{Machine, Now, Outbox};
 use crate::smtp::data::BodyViolation;
 use crate::smtp::Reply;
 use crate::wire::dot::{Strict, Stuffer};
@@ -25,7 +25,7 @@ pub const DATA_TERMINATION_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// for a path; UTF-8 addresses and parameters get some room).
 pub const MAX_ENVELOPE_FIELD: usize = 512;
 
-/// Why the upstream connection failed. Always followed by [`Output::Closed`].
+/// Why the upstream connection failed. Always followed by [`Event::Closed`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
     /// STARTTLS was not advertised, or was refused. Nothing else is tried: there is no
@@ -61,14 +61,13 @@ pub enum UpstreamError {
     TimedOut,
 }
 
-/// What [`UpstreamSmtp::poll`] yields, in order.
+/// What the core asks of its shell ([`crate::net::Machine::poll_event`]), in order with
+/// the bytes it transmits.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Output {
-    /// Bytes to write to the upstream.
-    Send(Vec<u8>),
+pub enum Event {
     /// Run the TLS client handshake on the connection, then call
-    /// [`UpstreamSmtp::tls_established`]. Every `Send` before this must be written first,
-    /// and the shell must not read (or keep buffered) any plaintext after it.
+    /// [`UpstreamSmtp::tls_established`]. Everything transmitted before this must be
+    /// written first, and the shell must not read (or keep buffered) any plaintext after it.
     StartTls,
     /// Authenticated and idle: [`UpstreamSmtp::send_envelope`] may be called. Emitted once.
     Ready { extensions: Extensions },
@@ -91,19 +90,16 @@ pub enum Output {
     DataRejected(Reply),
     /// The RSET asked for by [`UpstreamSmtp::reset`] is done. Idle again.
     ResetDone,
-    /// The connection is unusable; [`Output::Closed`] follows.
+    /// The connection is unusable; [`Event::Closed`] follows.
     Failed(UpstreamError),
     /// Close the connection after writing every `Send` before this. Emitted exactly once,
     /// on every path; nothing follows it.
     Closed,
 }
 
-/// `Send` shows only its length: it may carry the AUTH exchange, which must never reach a
-/// log through `{:?}`.
-impl fmt::Debug for Output {
+impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Send(bytes) => write!(f, "Send(<{} bytes>)", bytes.len()),
             Self::StartTls => f.write_str("StartTls"),
             Self::Ready { extensions } => f
                 .debug_struct("Ready")
@@ -130,7 +126,7 @@ impl fmt::Debug for Output {
 /// A request the core cannot take now or at all. Nothing was sent; the state is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UsageError {
-    /// Not idle: before [`Output::Ready`], or a transaction or RSET is still running
+    /// Not idle: before [`Event::Ready`], or a transaction or RSET is still running
     /// (wait for its last output), or no body is expected now.
     #[error("the upstream connection is busy or not ready")]
     NotReady,
@@ -168,7 +164,7 @@ enum State {
     Ehlo,
     /// STARTTLS sent.
     StartTls,
-    /// [`Output::StartTls`] emitted; waiting for [`UpstreamSmtp::tls_established`].
+    /// [`Event::StartTls`] emitted; waiting for [`UpstreamSmtp::tls_established`].
     AwaitingTls,
     Auth(AuthStep),
     /// Authenticated and idle.
@@ -193,7 +189,7 @@ enum State {
     DataEnd,
     /// RSET sent; `then` is emitted when it succeeds.
     Rset {
-        then: Output,
+        then: Event,
     },
     /// QUIT sent.
     Quit,
@@ -216,7 +212,10 @@ pub struct UpstreamSmtp {
     state: State,
     tls_active: bool,
     reader: ReplyReader,
-    outputs: VecDeque<Output>,
+    /// Commands for the upstream (the AUTH exchange among them: never logged) and events.
+    outbox: Outbox<Event>,
+    /// When the reply the core waits for is overdue; set when a command leaves.
+    deadline: Option<Instant>,
     /// From the latest EHLO reply; forgotten at STARTTLS (RFC 3207 §4.2).
     extensions: Option<Extensions>,
     /// The recipients of the running transaction.
@@ -224,7 +223,7 @@ pub struct UpstreamSmtp {
     /// The running transaction is driven command by command ([`UpstreamSmtp::mail`]).
     stepwise: bool,
     body: Stuffer<Strict>,
-    /// [`Output::Closed`] was emitted.
+    /// [`Event::Closed`] was emitted.
     finished: bool,
 }
 
@@ -241,25 +240,22 @@ impl fmt::Debug for UpstreamSmtp {
 impl UpstreamSmtp {
     /// A core for a freshly opened connection, waiting for the greeting. With
     /// [`UpstreamTls::Implicit`] the shell has already completed the TLS handshake.
-    pub fn new(config: UpstreamConfig) -> Result<Self, ConfigError> {
+    /// `now` is when the connection opened: the greeting is due within the command timeout.
+    pub fn new(config: UpstreamConfig, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
             tls_active: config.tls == UpstreamTls::Implicit,
             config,
             state: State::Greeting,
             reader: ReplyReader::new(),
-            outputs: VecDeque::new(),
+            outbox: Outbox::default(),
+            deadline: Some(now + COMMAND_TIMEOUT),
             extensions: None,
             recipients: Vec::new(),
             stepwise: false,
             body: Stuffer::strict(),
             finished: false,
         })
-    }
-
-    /// The next thing for the shell to do.
-    pub fn poll(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
     }
 
     /// Bytes read from the upstream.
@@ -298,7 +294,7 @@ impl UpstreamSmtp {
         }
     }
 
-    /// The TLS handshake asked for by [`Output::StartTls`] succeeded: EHLO again.
+    /// The TLS handshake asked for by [`Event::StartTls`] succeeded: EHLO again.
     pub fn tls_established(&mut self) {
         if !matches!(self.state, State::AwaitingTls) {
             tracing::warn!("upstream SMTP core got tls_established while not waiting for it");
@@ -318,8 +314,8 @@ impl UpstreamSmtp {
         }
     }
 
-    /// The shell's timer for [`UpstreamSmtp::timeout`] fired.
-    pub fn timed_out(&mut self) {
+    /// The reply waited for is overdue.
+    fn timed_out(&mut self) {
         match self.state {
             State::Closed => {}
             State::Quit => self.close(),
@@ -327,9 +323,10 @@ impl UpstreamSmtp {
         }
     }
 
-    /// How long to wait for the upstream in the current state (RFC 5321 §4.5.3.2);
-    /// `None` while idle or closed, where the proxy applies its own idle policy.
-    pub fn timeout(&self) -> Option<Duration> {
+    /// How long to wait for the upstream in the current state (RFC 5321 §4.5.3.2),
+    /// counted from the command that left last; `None` while idle or closed, where the
+    /// proxy applies its own idle policy.
+    fn timeout(&self) -> Option<Duration> {
         match self.state {
             State::Ready | State::Envelope { .. } | State::Closed => None,
             State::Data => Some(DATA_INITIATION_TIMEOUT),
@@ -400,8 +397,8 @@ impl UpstreamSmtp {
     }
 
     /// Starts a stepwise transaction, for a proxy that relays each of its client's
-    /// commands and each reply: `MAIL FROM` now (answered by [`Output::MailAccepted`] or
-    /// [`Output::MailRejected`]), then [`UpstreamSmtp::rcpt`] per recipient and
+    /// commands and each reply: `MAIL FROM` now (answered by [`Event::MailAccepted`] or
+    /// [`Event::MailRejected`]), then [`UpstreamSmtp::rcpt`] per recipient and
     /// [`UpstreamSmtp::data`]. Parameters as for [`UpstreamSmtp::send_envelope`].
     pub fn mail(&mut self, mail_from: &str, params: &str) -> Result<(), UsageError> {
         match self.state {
@@ -417,7 +414,7 @@ impl UpstreamSmtp {
         Ok(())
     }
 
-    /// One recipient of a stepwise transaction, answered by [`Output::RcptResult`].
+    /// One recipient of a stepwise transaction, answered by [`Event::RcptResult`].
     pub fn rcpt(&mut self, to: &str) -> Result<(), UsageError> {
         let State::Envelope { accepted } = self.state else {
             return Err(self.not_ready());
@@ -431,7 +428,7 @@ impl UpstreamSmtp {
     }
 
     /// DATA in a stepwise transaction with at least one accepted recipient: answered by
-    /// [`Output::DataReady`] or [`Output::DataRejected`].
+    /// [`Event::DataReady`] or [`Event::DataRejected`].
     pub fn data(&mut self) -> Result<(), UsageError> {
         match self.state {
             State::Envelope { accepted: 0 } => Err(UsageError::NoRecipients),
@@ -473,31 +470,27 @@ impl UpstreamSmtp {
         Ok(line)
     }
 
-    /// The next piece of the body after [`Output::DataReady`]: unstuffed, CRLF lines, cut
+    /// The next piece of the body after [`Event::DataReady`]: unstuffed, CRLF lines, cut
     /// anywhere. It is re-stuffed here; a bare CR or LF, or an overlong line, fails the
     /// connection with [`UpstreamError::Body`] (nothing of the offending piece is sent).
     pub fn data_chunk(&mut self, bytes: &[u8]) -> Result<(), UsageError> {
         self.expect_body()?;
         let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 64 + 2);
         match self.body.feed(bytes, &mut out) {
-            Ok(()) => {
-                if !out.is_empty() {
-                    self.outputs.push_back(Output::Send(out));
-                }
-            }
+            Ok(()) => self.outbox.transmit().append(&mut out),
             Err(violation) => self.fail(UpstreamError::Body(violation)),
         }
         Ok(())
     }
 
     /// The body is complete: send the end of data and wait for the upstream's verdict
-    /// ([`Output::DataAccepted`] or [`Output::DataRejected`]).
+    /// ([`Event::DataAccepted`] or [`Event::DataRejected`]).
     pub fn data_end(&mut self) -> Result<(), UsageError> {
         self.expect_body()?;
         let mut out = Vec::new();
         match self.body.finish(&mut out) {
             Ok(()) => {
-                self.outputs.push_back(Output::Send(out));
+                self.outbox.transmit().append(&mut out);
                 self.state = State::DataEnd;
             }
             Err(violation) => self.fail(UpstreamError::Body(violation)),
@@ -506,13 +499,13 @@ impl UpstreamSmtp {
     }
 
     /// RSET while idle (e.g. the client reset after a refused MAIL); answered by
-    /// [`Output::ResetDone`].
+    /// [`Event::ResetDone`].
     pub fn reset(&mut self) -> Result<(), UsageError> {
         match self.state {
             State::Ready | State::Envelope { .. } => {
                 self.send_line("RSET");
                 self.state = State::Rset {
-                    then: Output::ResetDone,
+                    then: Event::ResetDone,
                 };
                 Ok(())
             }
@@ -521,8 +514,8 @@ impl UpstreamSmtp {
         }
     }
 
-    /// Ends the connection: QUIT when idle (then [`Output::Closed`] after the reply),
-    /// otherwise [`Output::Closed`] at once. In the middle of a body this is the only way
+    /// Ends the connection: QUIT when idle (then [`Event::Closed`] after the reply),
+    /// otherwise [`Event::Closed`] at once. In the middle of a body this is the only way
     /// to abandon the message: the final dot is never sent, so the upstream drops it.
     pub fn quit(&mut self) {
         match self.state {
@@ -552,19 +545,19 @@ impl UpstreamSmtp {
                     return self.fail(UpstreamError::ResponseInjection);
                 }
                 self.state = State::AwaitingTls;
-                self.outputs.push_back(Output::StartTls);
+                self.outbox.push_event(Event::StartTls);
             }
             State::StartTls => self.fail(UpstreamError::NoTls),
             State::Auth(step) => self.on_auth_reply(step, reply),
             State::Mail => match class {
                 2 if self.stepwise => {
                     self.state = State::Envelope { accepted: 0 };
-                    self.outputs.push_back(Output::MailAccepted(reply));
+                    self.outbox.push_event(Event::MailAccepted(reply));
                 }
                 2 => self.send_rcpt(0, 0),
                 4 | 5 => {
                     self.state = State::Ready;
-                    self.outputs.push_back(Output::MailRejected(reply));
+                    self.outbox.push_event(Event::MailRejected(reply));
                 }
                 _ => self.unexpected("MAIL", &reply),
             },
@@ -573,8 +566,8 @@ impl UpstreamSmtp {
                     return self.unexpected("RCPT", &reply);
                 }
                 let accepted = accepted + usize::from(class == 2);
-                self.outputs
-                    .push_back(Output::RcptResult { index: next, reply });
+                self.outbox
+                    .push_event(Event::RcptResult { index: next, reply });
                 if self.stepwise {
                     self.state = State::Envelope { accepted };
                 } else if next + 1 < self.recipients.len() {
@@ -583,17 +576,17 @@ impl UpstreamSmtp {
                     self.send_line("DATA");
                     self.state = State::Data;
                 } else {
-                    self.send_rset(Output::NoRecipientAccepted);
+                    self.send_rset(Event::NoRecipientAccepted);
                 }
             }
             State::Data => match reply.code() {
                 354 => {
                     self.body = Stuffer::strict();
                     self.state = State::Body;
-                    self.outputs.push_back(Output::DataReady);
+                    self.outbox.push_event(Event::DataReady);
                 }
                 // RFC 5321 does not say whether a refused DATA ends the transaction.
-                _ if matches!(class, 4 | 5) => self.send_rset(Output::DataRejected(reply)),
+                _ if matches!(class, 4 | 5) => self.send_rset(Event::DataRejected(reply)),
                 _ => self.unexpected("DATA", &reply),
             },
             State::DataEnd => {
@@ -601,11 +594,11 @@ impl UpstreamSmtp {
                 match class {
                     2 => {
                         self.state = State::Ready;
-                        self.outputs.push_back(Output::DataAccepted(reply));
+                        self.outbox.push_event(Event::DataAccepted(reply));
                     }
                     4 | 5 => {
                         self.state = State::Ready;
-                        self.outputs.push_back(Output::DataRejected(reply));
+                        self.outbox.push_event(Event::DataRejected(reply));
                     }
                     _ => self.unexpected("end of data", &reply),
                 }
@@ -613,7 +606,7 @@ impl UpstreamSmtp {
             State::Rset { then } if class == 2 => {
                 self.recipients.clear();
                 self.state = State::Ready;
-                self.outputs.push_back(then);
+                self.outbox.push_event(then);
             }
             State::Rset { .. } => self.fail(UpstreamError::Rejected(reply)),
             // Whatever QUIT gets, the connection is over.
@@ -680,7 +673,7 @@ impl UpstreamSmtp {
             (AuthStep::Plain | AuthStep::LoginPassword, 235) => {
                 self.state = State::Ready;
                 let extensions = self.extensions.clone().unwrap_or_default();
-                self.outputs.push_back(Output::Ready { extensions });
+                self.outbox.push_event(Event::Ready { extensions });
             }
             (AuthStep::Plain, 334) => self.fail(UpstreamError::Protocol(
                 "334 to AUTH PLAIN with an initial response".into(),
@@ -721,26 +714,24 @@ impl UpstreamSmtp {
         };
     }
 
-    fn send_rset(&mut self, then: Output) {
+    fn send_rset(&mut self, then: Event) {
         self.send_line("RSET");
         self.state = State::Rset { then };
     }
 
     fn send_line(&mut self, line: &str) {
-        let mut bytes = Vec::with_capacity(line.len() + 2);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
-        self.outputs.push_back(Output::Send(bytes));
+        let out = self.outbox.transmit();
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 
-    /// A line holding credentials; never logged (see `Output`'s `Debug`).
+    /// A line holding credentials; transmitted, never logged.
     fn send_secret(&mut self, parts: &[&str]) {
-        let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 2);
+        let out = self.outbox.transmit();
         for part in parts {
-            bytes.extend_from_slice(part.as_bytes());
+            out.extend_from_slice(part.as_bytes());
         }
-        bytes.extend_from_slice(b"\r\n");
-        self.outputs.push_back(Output::Send(bytes));
+        out.extend_from_slice(b"\r\n");
     }
 
     fn expect_body(&self) -> Result<(), UsageError> {
@@ -762,7 +753,7 @@ impl UpstreamSmtp {
         if self.finished {
             return;
         }
-        self.outputs.push_back(Output::Failed(error));
+        self.outbox.push_event(Event::Failed(error));
         self.close();
     }
 
@@ -773,7 +764,7 @@ impl UpstreamSmtp {
         }
         self.reader = ReplyReader::new();
         self.recipients.clear();
-        self.outputs.push_back(Output::Closed);
+        self.outbox.push_event(Event::Closed);
     }
 }
 
@@ -815,4 +806,52 @@ fn filter_params(params: &str, extensions: &Extensions) -> Result<Vec<String>, U
         }
     }
     Ok(passed)
+}
+
+impl Machine for UpstreamSmtp {
+    type Event = Event;
+
+    fn handle_input(&mut self, input: &[u8], _now: Now) {
+        self.receive(input);
+    }
+
+    /// A command leaving starts the wait for its reply.
+    fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) {
+        let before = out.len();
+        self.outbox.poll_transmit(out);
+        if out.len() > before {
+            self.deadline = self.timeout().map(|timeout| now + timeout);
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.outbox.poll_event()
+    }
+
+    /// `None` while idle (the proxy's own idle policy applies) or closed.
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timeout().and(self.deadline)
+    }
+
+    fn handle_timeout(&mut self, now: Now) {
+        if self
+            .poll_timeout()
+            .is_some_and(|deadline| now.instant >= deadline)
+        {
+            self.timed_out();
+        }
+    }
+
+    /// The upstream went away (EOF, reset, failed TLS handshake).
+    fn handle_connection_lost(&mut self) {
+        self.connection_lost();
+    }
+
+    fn wants_input(&self) -> bool {
+        !self.is_closed()
+    }
+
+    fn is_closed(&self) -> bool {
+        UpstreamSmtp::is_closed(self)
+    }
 }

@@ -4,39 +4,37 @@
 //! connection over to a [`Relay`] ([`Session::login_accepted`]).
 //!
 //! It never touches a socket, a clock or the store, so the tokio shell and the simulation
-//! drive the same code. The shell contract:
+//! drive the same code. It is a [`crate::net::Machine`]: replies come from `poll_transmit`,
+//! requests for the shell from `poll_event`, and its one timer is a deadline. The shell
+//! contract, on [`crate::net::Driver`]:
 //!
 //! ```text
-//! let mut machine = Machine::Session(Session::new(config, client));   // see super::Machine
+//! let mut machine = Machine::Session(Session::new(config, client, driver.now().instant));
 //! loop {
-//!     while let Some(output) = machine.poll() {
-//!         match output {
-//!             Event::Send(bytes) => socket.write_all(&bytes).await?,
-//!             Event::LookupRecipient(id) => session.recipient_status(service.status(&id)),
-//!             Event::MessageStart(envelope) => draft = Some(service.draft(envelope)),
-//!             Event::MessageData(bytes) => draft.write(&bytes)?,
-//!             Event::MessageEnd => session.commit_result(service.commit(draft).await),
-//!             Event::MessageAbort(_) => drop(draft.take()),
-//!             Event::StartTls => { socket = tls.accept(socket).await?; session.tls_established(desc) }
-//!             Event::ProxyLogin(credentials) => match login(credentials).await {
-//!                 Ok(upstream) => machine.login_accepted(),   // the Relay serves from now
-//!                 Err(failure) => session.auth_failed(failure),
-//!             },
-//!             Event::Close => return,
-//!             // A relay's outputs (Upstream, and MessageEnd answered with
-//!             // message_relayed): see super::relay.
+//!     match driver.next_event(&mut machine).await {        // writes replies, reads, timers
+//!         Next::Event(Event::LookupRecipient(id)) => session.recipient_status(service.status(&id)),
+//!         Next::Event(Event::MessageStart(envelope)) => draft = Some(service.draft(envelope)),
+//!         Next::Event(Event::MessageData(bytes)) => draft.write(&bytes)?,
+//!         Next::Event(Event::MessageEnd) => session.commit_result(service.commit(draft).await),
+//!         Next::Event(Event::MessageAbort(_)) => drop(draft.take()),
+//!         Next::Event(Event::StartTls) => {
+//!             driver.flush(&mut machine).await?;            // the 220 first
+//!             driver.stream_mut().upgrade(tls).await?;
+//!             session.tls_established(proof);
 //!         }
-//!     }
-//!     match timeout(machine.timeout(), socket.read(&mut buf)).await {
-//!         Ok(Ok(0)) | Ok(Err(_)) => machine.connection_lost(),
-//!         Ok(Ok(n)) => machine.receive(&buf[..n], OffsetDateTime::now_utc()),
-//!         Err(_) => machine.timed_out(),
+//!         Next::Event(Event::ProxyLogin(credentials)) => match login(credentials).await {
+//!             Ok(upstream) => machine.login_accepted(),   // the Relay serves from now
+//!             Err(failure) => session.auth_failed(failure),
+//!         },
+//!         Next::Event(Event::Close) | Next::Closed => return,
+//!         // A relay's events (Upstream, and MessageEnd answered with message_relayed):
+//!         // see super::relay.
 //!     }
 //! }
 //! ```
 //!
-//! A shell may buffer `Send`s and flush when `poll` returns `None` (replies to a pipelined
-//! group then leave in one write, RFC 2920), but must flush before the TLS handshake.
+//! Replies with no event between them leave in one write (RFC 2920), and a reply queued
+//! after an event never goes out before the shell has seen that event.
 //!
 //! The shell answers each `LookupRecipient`, `MessageEnd`, `StartTls` and `ProxyLogin`
 //! before it reads again; the session processes no input while one is outstanding, which

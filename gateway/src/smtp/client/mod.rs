@@ -1,6 +1,8 @@
 //! The SMTP client toward the upstream, sans-IO: [`UpstreamSmtp`] is a plain state machine
-//! fed upstream bytes, shell events and the proxy's requests; it hands back bytes to send
-//! and typed results through [`UpstreamSmtp::poll`]. It reads no socket and no clock.
+//! fed upstream bytes, shell events and the proxy's requests; as a [`crate::net::Machine`] it
+//! hands back the bytes to send (`poll_transmit`) and typed results (`poll_event`), and its
+//! timer is a deadline counted from the command that left last. It reads no socket and no
+//! clock.
 //!
 //! ## The conversation
 //!
@@ -24,44 +26,30 @@
 //! (587, 25) the core sends only EHLO and STARTTLS until [`UpstreamSmtp::tls_established`];
 //! a missing or refused STARTTLS ends the connection with [`UpstreamError::NoTls`]. AUTH is
 //! written in one place, reachable only once TLS is active. The password is never printed
-//! by `Debug` ([`Credentials`], and [`Event::Send`] shows only its length).
+//! by `Debug` ([`Credentials`]), and the AUTH exchange is only ever transmitted, never part
+//! of an [`Event`].
 //!
 //! ## The shell loop
 //!
 //! ```text
-//! let mut conn = connect(server).await?;
-//! if tls == UpstreamTls::Implicit { conn = tls_connect(conn, server).await? }
-//! let mut smtp = UpstreamSmtp::new(config)?;
+//! let mut driver = Driver::new(connect(server).await?, READ_BUFFER, COMMAND_TIMEOUT);
+//! let mut smtp = UpstreamSmtp::new(config, driver.now().instant)?;
 //! loop {
-//!     while let Some(output) = smtp.poll() {
-//!         match output {
-//!             Event::Send(bytes) => conn.write_all(&bytes).await?,
-//!             Event::StartTls => {
-//!                 // No plaintext read may be buffered across this point.
-//!                 match tls_connect(conn, server).await {       // verifies the certificate
-//!                     Ok(tls) => { conn = tls; smtp.tls_established() }
-//!                     Err(_) => smtp.connection_lost(),
-//!                 }
-//!             }
-//!             Event::Ready { extensions } => proxy.upstream_ready(extensions),
-//!             Event::RcptResult { index, reply } => proxy.rcpt(index, reply),
-//!             Event::DataReady => for chunk in body { smtp.data_chunk(&chunk)?; /* drain poll */ }
-//!                                  smtp.data_end()?,
-//!             Event::DataAccepted(reply) | Event::DataRejected(reply) => proxy.relay(reply),
-//!             Event::MailRejected(reply) => proxy.relay(reply),
-//!             Event::NoRecipientAccepted | Event::ResetDone => proxy.idle(),
-//!             Event::Failed(error) => proxy.upstream_failed(error),
-//!             Event::Closed => return Ok(()),
+//!     match driver.next_event(&mut smtp).await {            // writes, reads, the deadline
+//!         Next::Event(Event::StartTls) => {
+//!             driver.flush(&mut smtp).await?;                 // STARTTLS itself first
+//!             tls_connect(driver.stream_mut(), server).await?; // verifies the certificate
+//!             smtp.tls_established();
 //!         }
-//!     }
-//!     let wait = smtp.timeout().unwrap_or(PROXY_IDLE_TIMEOUT);
-//!     tokio::select! {
-//!         read = conn.read(&mut buf) => match read {
-//!             Ok(0) | Err(_) => smtp.connection_lost(),
-//!             Ok(n) => smtp.receive(&buf[..n]),
+//!         Next::Event(Event::Ready { extensions }) => proxy.upstream_ready(extensions),
+//!         Next::Event(Event::DataReady) => for chunk in body {
+//!             smtp.data_chunk(&chunk)?;
+//!             driver.flush(&mut smtp).await?;
 //!         },
-//!         _ = sleep(wait) => smtp.timed_out(),
-//!         request = proxy.next_request() => { /* send_envelope, reset, quit */ }
+//!         Next::Event(Event::DataAccepted(reply) | Event::DataRejected(reply)) => proxy.relay(reply),
+//!         Next::Event(Event::Failed(error)) => proxy.upstream_failed(error),
+//!         Next::Event(Event::Closed) | Next::Closed => return Ok(()),
+//!         Next::Event(other) => proxy.handle(other),
 //!     }
 //! }
 //! ```

@@ -197,14 +197,12 @@ fn split_names(names: &str) -> Vec<String> {
 }
 
 fn https_url(name: &str, url: &str) -> Result<(), ApiError> {
-    let host = url
-        .strip_prefix("https://")
-        .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));
-    match host {
-        Some(h) if !h.is_empty() && !url.chars().any(char::is_whitespace) => Ok(()),
-        _ => Err(ApiError::invalid_parameters(format!(
+    if crate::config::is_https_url(url) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_parameters(format!(
             "{name}: must be an https:// URL"
-        ))),
+        )))
     }
 }
 
@@ -267,11 +265,7 @@ fn acme_settings(
         )));
     }
     if let Some(email) = &params.email {
-        let ok = email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && crate::config::is_dns_name(domain))
-            && !email.chars().any(char::is_whitespace);
-        if !ok {
+        if !crate::config::is_email_address(email) {
             return Err(ApiError::invalid_parameters(format!(
                 "email: `{email}` is not an email address"
             )));

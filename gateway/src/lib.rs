@@ -52,6 +52,7 @@
 //! - [`metrics_endpoint`]: the gauges a scrape reads from the service and the certificate,
 //!   and `/metrics` on the console listener and an optional loopback listener.
 //! - [`logging`]: `tracing` set-up: stderr, optional daily log files, text or JSON lines.
+//! - [`fs`]: private directories and files written atomically (TLS material, backups, logs).
 //! - [`hardening`]: no core dumps, no debugger attachment for the running service.
 //!
 //! ## How a message flows
@@ -74,6 +75,7 @@ pub mod console;
 pub mod console_listener;
 pub mod crypto;
 pub mod exec;
+pub mod fs;
 pub mod hardening;
 pub mod logging;
 pub mod mailbox;

@@ -393,7 +393,7 @@ async fn choosing_another_certificate_stops_acme_and_closes_the_challenge_port()
         .renew_now()
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", pebble.log()));
-    assert_ne!(renewed.sha256_fingerprint, material.fingerprint());
+    assert_ne!(renewed.fingerprint(), material.fingerprint());
 
     // The administrator chooses a self-signed certificate instead.
     let chosen = gateway::tls::create_self_signed(data.path(), NAME, &[]).expect("self-signed");
@@ -469,8 +469,8 @@ async fn renewal_by_hand_goes_through_the_loop_its_record_survives_a_restart_and
         .renew()
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", pebble.log()));
-    assert_ne!(renewed.sha256_fingerprint, ordered.fingerprint());
-    assert_eq!(resolver.current().fingerprint(), renewed.sha256_fingerprint);
+    assert_ne!(renewed.fingerprint(), ordered.fingerprint());
+    assert_eq!(resolver.current().fingerprint(), renewed.fingerprint());
 
     // The CA goes away: the failure is the loop's, recorded and on disk.
     drop(pebble);
@@ -482,7 +482,7 @@ async fn renewal_by_hand_goes_through_the_loop_its_record_survives_a_restart_and
     assert!(failed.last_error.is_some());
     assert_eq!(
         resolver.current().fingerprint(),
-        renewed.sha256_fingerprint,
+        renewed.fingerprint(),
         "old one kept"
     );
 

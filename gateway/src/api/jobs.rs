@@ -50,23 +50,6 @@ impl Progress {
     }
 }
 
-tokio::task_local! {
-    /// The progress handle of the run the current task belongs to.
-    static PROGRESS: Progress;
-}
-
-/// Runs `work` with `progress` reachable through [`report`].
-pub async fn with_progress<F: Future>(progress: Progress, work: F) -> F::Output {
-    PROGRESS.scope(progress, work).await
-}
-
-/// Reports progress of the long-running run this task belongs to; does nothing elsewhere
-/// (the same code serves the CLI on a stopped gateway).
-pub fn report(percent: Option<u8>, text: impl Into<String>) {
-    let text = text.into();
-    let _ = PROGRESS.try_with(|progress| progress.update(percent, text));
-}
-
 /// The runs of long-running functions.
 #[derive(Clone, Default)]
 pub struct Jobs {

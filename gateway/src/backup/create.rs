@@ -46,7 +46,7 @@ pub fn create_backup(
         }
         // Not recursive: if another backup created it meanwhile, this one stops here
         // instead of writing into (and then cleaning up) the other's directory.
-        files::create_new_private_dir(target).map_err(|e| match e.kind() {
+        crate::fs::create_new_private_dir(target).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => BackupError::NotEmpty {
                 path: target.to_owned(),
                 what: "a backup is written",

@@ -8,21 +8,7 @@ use super::BackupError;
 
 /// Creates `dir` (and missing parents) readable by the owner only.
 pub fn create_private_dir(dir: &Path) -> Result<(), BackupError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(BackupError::io("cannot create", dir))
-}
-
-/// Creates `dir` (its parent must exist) readable by the owner only; fails if it exists.
-pub fn create_new_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    crate::fs::create_private_dir(dir).map_err(BackupError::io("cannot create", dir))
 }
 
 /// Whether `dir` is missing or an empty directory; a file is an error.
@@ -37,9 +23,7 @@ pub fn is_missing_or_empty(dir: &Path) -> Result<bool, BackupError> {
 
 /// Makes a directory's entries (creations, renames) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), BackupError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(BackupError::io("cannot sync", dir))
+    crate::fs::sync_dir(dir).map_err(BackupError::io("cannot sync", dir))
 }
 
 /// Copies `src` to `dest` (0600) through a synced temporary file in `dest`'s directory,

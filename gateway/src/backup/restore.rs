@@ -64,7 +64,7 @@ pub fn restore(
         }
     }
     let existed = data_dir.exists();
-    create_private_dir(data_dir)?;
+    // Created (0700, parents too) as every start of the gateway prepares it.
     crate::service::prepare_data_dir(data_dir)
         .map_err(BackupError::io("cannot prepare", data_dir))?;
     let mut config_written = None;

@@ -28,7 +28,7 @@ use rustls::pki_types::ServerName;
 
 pub use status::{Finding, Perf, Report, State};
 
-use crate::config::Config;
+use crate::config::{Config, ListenSection};
 use net::{Answered, Target};
 use probe::Protocol;
 
@@ -178,22 +178,13 @@ async fn try_run(
 }
 
 fn validate(options: &CheckOptions) -> Result<(), UsageError> {
-    const NAMES: [&str; 7] = [
-        "smtp",
-        "submission",
-        "smtps",
-        "pop3",
-        "pop3s",
-        "console",
-        "acme_http",
-    ];
     for name in options
         .ports
         .iter()
         .map(|(name, _)| name)
         .chain(&options.only)
     {
-        if !NAMES.contains(&name.as_str()) {
+        if !ListenSection::NAMES.contains(&name.as_str()) {
             return Err(UsageError::UnknownListener(name.clone()));
         }
     }
@@ -329,7 +320,7 @@ fn listener_finding(
         }
         Ok(Some(tls)) => tls,
     };
-    let days = days_left(tls.not_after, now);
+    let days = crate::tls::days_left(tls.not_after, now);
     perf.push(
         Perf::new(format!("{service}_cert_days"), days.to_string()).thresholds(
             format!("{}:", options.warn_days),
@@ -358,15 +349,6 @@ fn listener_finding(
     };
     let text = format!("{at}: {how} {}, {validity}", tls.version);
     (Finding::new(state, text), perf, Some(days))
-}
-
-/// Whole days from `now` until `not_after`; negative once expired.
-fn days_left(not_after: SystemTime, now: SystemTime) -> i64 {
-    const DAY: i64 = 86_400;
-    match not_after.duration_since(now) {
-        Ok(left) => (left.as_secs() / DAY as u64) as i64,
-        Err(past) => -((past.duration().as_secs() as i64 + DAY - 1) / DAY),
-    }
 }
 
 /// `90`, `90s`, `30m`, `24h`, `2d` (a bare number is seconds).
@@ -428,17 +410,6 @@ mod tests {
         assert_eq!(human(Duration::from_secs(45 * 60 + 3)), "45m");
         assert_eq!(human(Duration::from_secs(3 * 3600 + 60)), "3h 1m");
         assert_eq!(human(Duration::from_secs(2 * 86_400 + 3 * 3600)), "2d 3h");
-    }
-
-    #[test]
-    fn days_left_round_down_and_expired_ones_are_negative() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        let day = Duration::from_secs(86_400);
-        assert_eq!(days_left(now + day * 10, now), 10);
-        assert_eq!(days_left(now + day * 10 - Duration::from_secs(1), now), 9);
-        assert_eq!(days_left(now, now), 0);
-        assert_eq!(days_left(now - Duration::from_secs(1), now), -1);
-        assert_eq!(days_left(now - day * 2, now), -2);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! and fails with the same kinds. The store is never opened beside a running gateway: its
 //! lock refuses that, and then the command says so.
 
-use crate::api::control::{socket_path, ControlClient, GET_STATUS};
-use crate::api::{into_result, Answer, Api, Caller, Params, ServerContext, StatusCode};
+use crate::api::control::{answer_as_host, socket_path, ControlClient, GET_STATUS};
+use crate::api::{into_result, Answer, Api, Params, ServerContext, StatusCode};
 use crate::config::Config;
 use crate::service::{Gateway, ServiceError};
 use crate::settings::{LiveSettings, SettingsFile};
@@ -147,10 +147,7 @@ impl Connection {
     async fn invoke(&mut self, function: &str, params: Params) -> anyhow::Result<Answer> {
         Ok(match self {
             Connection::Socket(client) => client.invoke(function, params).await?,
-            Connection::Local(api) if function == GET_STATUS => {
-                api.status(&Caller::Host, params).await
-            }
-            Connection::Local(api) => api.invoke(&Caller::Host, function, params).await,
+            Connection::Local(api) => answer_as_host(api, function, params).await,
         })
     }
 }

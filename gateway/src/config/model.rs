@@ -204,17 +204,29 @@ impl Default for ListenSection {
 }
 
 impl ListenSection {
+    /// The listeners' TOML names, in file order.
+    pub const NAMES: [&'static str; 7] = [
+        "smtp",
+        "smtps",
+        "submission",
+        "pop3",
+        "pop3s",
+        "console",
+        "acme_http",
+    ];
+
     /// Every listener with its TOML name, in file order.
     pub fn all(&self) -> [(&'static str, &Listener); 7] {
-        [
-            ("smtp", &self.smtp),
-            ("smtps", &self.smtps),
-            ("submission", &self.submission),
-            ("pop3", &self.pop3),
-            ("pop3s", &self.pop3s),
-            ("console", &self.console),
-            ("acme_http", &self.acme_http),
-        ]
+        let listeners = [
+            &self.smtp,
+            &self.smtps,
+            &self.submission,
+            &self.pop3,
+            &self.pop3s,
+            &self.console,
+            &self.acme_http,
+        ];
+        std::array::from_fn(|i| (Self::NAMES[i], listeners[i]))
     }
 }
 

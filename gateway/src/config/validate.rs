@@ -42,6 +42,24 @@ pub fn is_dns_name(name: &str) -> bool {
         })
 }
 
+/// Whether `url` is an `https://` URL with a host and no white space: what an ACME
+/// directory's address must be.
+pub fn is_https_url(url: &str) -> bool {
+    let host = url
+        .strip_prefix("https://")
+        .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));
+    matches!(host, Some(h) if !h.is_empty()) && !url.chars().any(char::is_whitespace)
+}
+
+/// Whether `email` looks like an address a CA can write to: a non-empty local part, `@`, a
+/// DNS name, no white space.
+pub fn is_email_address(email: &str) -> bool {
+    email
+        .split_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && is_dns_name(domain))
+        && !email.chars().any(char::is_whitespace)
+}
+
 pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_gateway(config)?;
     validate_listen(config)?;
@@ -173,32 +191,22 @@ fn validate_tls(source: &CertificateSource) -> Result<(), ConfigError> {
                     ));
                 }
             }
-            if let Some(url) = acme_staging_directory_url {
-                let host = url
-                    .strip_prefix("https://")
-                    .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));
-                if !matches!(host, Some(h) if !h.is_empty()) {
+            for (key, url) in [
+                (
+                    "tls.acme_staging_directory_url",
+                    acme_staging_directory_url.as_ref(),
+                ),
+                ("tls.acme_directory_url", Some(acme_directory_url)),
+            ] {
+                if let Some(url) = url.filter(|url| !is_https_url(url)) {
                     return Err(ConfigError::invalid(
-                        "tls.acme_staging_directory_url",
+                        key,
                         format!("must be an https:// URL, got `{url}`"),
                     ));
                 }
             }
-            let host = acme_directory_url
-                .strip_prefix("https://")
-                .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));
-            if !matches!(host, Some(h) if !h.is_empty()) {
-                return Err(ConfigError::invalid(
-                    "tls.acme_directory_url",
-                    format!("must be an https:// URL, got `{acme_directory_url}`"),
-                ));
-            }
             if let Some(email) = acme_contact_email {
-                let ok = email
-                    .split_once('@')
-                    .is_some_and(|(local, domain)| !local.is_empty() && is_dns_name(domain))
-                    && !email.chars().any(char::is_whitespace);
-                if !ok {
+                if !is_email_address(email) {
                     return Err(ConfigError::invalid(
                         "tls.acme_contact_email",
                         format!("`{email}` is not an email address"),
@@ -228,27 +236,19 @@ fn validate_acme_renewal(renewal: &AcmeRenewal) -> Result<(), ConfigError> {
         ("tls.acme_renew_after_days", renewal.renew_after_days),
         ("tls.acme_renew_before_days", renewal.renew_before_days),
     ] {
-        if !(1..=MAX_RENEWAL_DAYS).contains(&days) {
-            return Err(ConfigError::invalid(
-                key,
-                format!("must be between 1 and {MAX_RENEWAL_DAYS} days, got {days}"),
-            ));
-        }
+        between(key, days.into(), (1, MAX_RENEWAL_DAYS.into()), " days")?;
     }
     Ok(())
 }
 
 fn validate_limits(config: &Config) -> Result<(), ConfigError> {
     let l = &config.limits;
-    if !(MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&l.max_message_size) {
-        return Err(ConfigError::invalid(
-            "limits.max_message_size",
-            format!(
-                "must be between {MIN_MESSAGE_SIZE} and {MAX_MESSAGE_SIZE} bytes, got {}",
-                l.max_message_size
-            ),
-        ));
-    }
+    between(
+        "limits.max_message_size",
+        l.max_message_size,
+        (MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE),
+        " bytes",
+    )?;
     at_least_one("limits.max_recipients", l.max_recipients.into())?;
     at_least_one("limits.max_connections", l.max_connections.into())?;
     at_least_one(
@@ -264,15 +264,12 @@ fn validate_limits(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if !(1..=MAX_STORE_CACHE_MIB).contains(&l.store_cache_mib) {
-        return Err(ConfigError::invalid(
-            "limits.store_cache_mib",
-            format!(
-                "must be between 1 and {MAX_STORE_CACHE_MIB} MiB, got {}",
-                l.store_cache_mib
-            ),
-        ));
-    }
+    between(
+        "limits.store_cache_mib",
+        l.store_cache_mib,
+        (1, MAX_STORE_CACHE_MIB),
+        " MiB",
+    )?;
     at_least_one("limits.spool_max_mib", l.spool_max_mib)?;
     for (key, value, max) in [
         (
@@ -296,49 +293,32 @@ fn validate_limits(config: &Config) -> Result<(), ConfigError> {
             MAX_TIMEOUT_SECS,
         ),
     ] {
-        if !(1..=max).contains(&value) {
-            return Err(ConfigError::invalid(
-                key,
-                format!("must be 1 to {max} seconds, got {value}"),
-            ));
-        }
+        one_to(key, value, max, " seconds")?;
     }
-    if l.tcp_keepalive_secs > MAX_TIMEOUT_SECS {
-        return Err(ConfigError::invalid(
-            "limits.tcp_keepalive_secs",
-            format!(
-                "must be at most {MAX_TIMEOUT_SECS} seconds (0 = off), got {}",
-                l.tcp_keepalive_secs
-            ),
-        ));
-    }
-    if !(1..=MAX_LISTEN_BACKLOG).contains(&l.listen_backlog) {
-        return Err(ConfigError::invalid(
-            "limits.listen_backlog",
-            format!(
-                "must be 1 to {MAX_LISTEN_BACKLOG}, got {}",
-                l.listen_backlog
-            ),
-        ));
-    }
-    if l.spool_memory_kib > MAX_SPOOL_MEMORY_KIB {
-        return Err(ConfigError::invalid(
-            "limits.spool_memory_kib",
-            format!(
-                "must be at most {MAX_SPOOL_MEMORY_KIB} KiB, got {}",
-                l.spool_memory_kib
-            ),
-        ));
-    }
-    if l.min_free_disk_mib > MAX_MIN_FREE_DISK_MIB {
-        return Err(ConfigError::invalid(
-            "limits.min_free_disk_mib",
-            format!(
-                "must be at most {MAX_MIN_FREE_DISK_MIB} MiB, got {}",
-                l.min_free_disk_mib
-            ),
-        ));
-    }
+    at_most(
+        "limits.tcp_keepalive_secs",
+        l.tcp_keepalive_secs,
+        MAX_TIMEOUT_SECS,
+        " seconds (0 = off)",
+    )?;
+    one_to(
+        "limits.listen_backlog",
+        l.listen_backlog.into(),
+        MAX_LISTEN_BACKLOG.into(),
+        "",
+    )?;
+    at_most(
+        "limits.spool_memory_kib",
+        l.spool_memory_kib,
+        MAX_SPOOL_MEMORY_KIB,
+        " KiB",
+    )?;
+    at_most(
+        "limits.min_free_disk_mib",
+        l.min_free_disk_mib,
+        MAX_MIN_FREE_DISK_MIB,
+        " MiB",
+    )?;
     match l.warn_free_disk_mib {
         Some(warn) if warn < l.min_free_disk_mib => {
             return Err(ConfigError::invalid(
@@ -352,16 +332,12 @@ fn validate_limits(config: &Config) -> Result<(), ConfigError> {
         }
         _ => {}
     }
-    if l.disk_reserve_mib > MAX_DISK_RESERVE_MIB {
-        return Err(ConfigError::invalid(
-            "limits.disk_reserve_mib",
-            format!(
-                "must be at most {MAX_DISK_RESERVE_MIB} MiB, got {}",
-                l.disk_reserve_mib
-            ),
-        ));
-    }
-    Ok(())
+    at_most(
+        "limits.disk_reserve_mib",
+        l.disk_reserve_mib,
+        MAX_DISK_RESERVE_MIB,
+        " MiB",
+    )
 }
 
 fn validate_pop3(config: &Config) -> Result<(), ConfigError> {
@@ -370,44 +346,34 @@ fn validate_pop3(config: &Config) -> Result<(), ConfigError> {
         "pop3.max_concurrent_unseals",
         p.max_concurrent_unseals.into(),
     )?;
-    if p.lock_takeover_secs > MAX_TIMEOUT_SECS {
-        return Err(ConfigError::invalid(
-            "pop3.lock_takeover_secs",
-            format!(
-                "must be at most {MAX_TIMEOUT_SECS} seconds (0 = never), got {}",
-                p.lock_takeover_secs
-            ),
-        ));
-    }
-    if p.failed_login_delay_ms > MAX_FAILED_LOGIN_DELAY_MS {
-        return Err(ConfigError::invalid(
-            "pop3.failed_login_delay_ms",
-            format!(
-                "must be at most {MAX_FAILED_LOGIN_DELAY_MS} ms, got {}",
-                p.failed_login_delay_ms
-            ),
-        ));
-    }
-    Ok(())
+    at_most(
+        "pop3.lock_takeover_secs",
+        p.lock_takeover_secs,
+        MAX_TIMEOUT_SECS,
+        " seconds (0 = never)",
+    )?;
+    at_most(
+        "pop3.failed_login_delay_ms",
+        p.failed_login_delay_ms,
+        MAX_FAILED_LOGIN_DELAY_MS,
+        " ms",
+    )
 }
 
 fn validate_proxy(config: &Config) -> Result<(), ConfigError> {
     let p = &config.proxy;
-    if !(1..=600).contains(&p.connect_timeout_secs) {
-        return Err(ConfigError::invalid(
-            "proxy.connect_timeout_secs",
-            format!("must be 1 to 600 seconds, got {}", p.connect_timeout_secs),
-        ));
-    }
-    if p.failed_login_delay_ms > MAX_FAILED_LOGIN_DELAY_MS {
-        return Err(ConfigError::invalid(
-            "proxy.failed_login_delay_ms",
-            format!(
-                "must be at most {MAX_FAILED_LOGIN_DELAY_MS} ms, got {}",
-                p.failed_login_delay_ms
-            ),
-        ));
-    }
+    one_to(
+        "proxy.connect_timeout_secs",
+        p.connect_timeout_secs,
+        600,
+        " seconds",
+    )?;
+    at_most(
+        "proxy.failed_login_delay_ms",
+        p.failed_login_delay_ms,
+        MAX_FAILED_LOGIN_DELAY_MS,
+        " ms",
+    )?;
     if p.enabled && !p.system_roots && p.ca_files.is_empty() {
         return Err(ConfigError::invalid(
             "proxy.ca_files",
@@ -464,14 +430,48 @@ fn validate_metrics(config: &Config) -> Result<(), ConfigError> {
 }
 
 fn validate_logging(config: &Config) -> Result<(), ConfigError> {
-    let days = config.logging.retention_days;
-    if !(1..=MAX_RETENTION_DAYS).contains(&days) {
-        return Err(ConfigError::invalid(
-            "logging.retention_days",
-            format!("must be 1 to {MAX_RETENTION_DAYS} days, got {days}"),
-        ));
+    one_to(
+        "logging.retention_days",
+        config.logging.retention_days.into(),
+        MAX_RETENTION_DAYS.into(),
+        " days",
+    )
+}
+
+/// `value` within `min..=max`; the message reads "must be between {min} and {max}{unit}".
+fn between(key: &str, value: u64, (min, max): (u64, u64), unit: &str) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be between {min} and {max}{unit}, got {value}"),
+        ))
     }
-    Ok(())
+}
+
+/// `value` within `1..=max`; the message reads "must be 1 to {max}{unit}".
+fn one_to(key: &str, value: u64, max: u64, unit: &str) -> Result<(), ConfigError> {
+    if (1..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be 1 to {max}{unit}, got {value}"),
+        ))
+    }
+}
+
+/// `value` at most `max`; `unit` follows the maximum in the message.
+fn at_most(key: &str, value: u64, max: u64, unit: &str) -> Result<(), ConfigError> {
+    if value <= max {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be at most {max}{unit}, got {value}"),
+        ))
+    }
 }
 
 fn at_least_one(key: &str, value: u64) -> Result<(), ConfigError> {
@@ -537,6 +537,65 @@ mod tests {
             assert!(!is_dns_name(bad), "{bad:?}");
         }
         assert!(is_dns_name(&long_name[1..]));
+    }
+
+    #[test]
+    fn range_rules_name_the_key_the_bound_and_the_value() {
+        let message = |r: Result<(), ConfigError>| r.unwrap_err().to_string();
+        assert!(between("k", 5, (1, 5), " MiB").is_ok());
+        assert!(one_to("k", 1, 1, "").is_ok());
+        assert!(at_most("k", 0, 0, " ms").is_ok());
+        for (got, want) in [
+            (
+                message(between("a.b", 0, (1, 5), " MiB")),
+                "must be between 1 and 5 MiB, got 0",
+            ),
+            (
+                message(one_to("a.b", 6, 5, " seconds")),
+                "must be 1 to 5 seconds, got 6",
+            ),
+            (message(one_to("a.b", 0, 5, "")), "must be 1 to 5, got 0"),
+            (
+                message(at_most("a.b", 6, 5, " ms")),
+                "must be at most 5 ms, got 6",
+            ),
+        ] {
+            assert!(got.contains("a.b") && got.contains(want), "{got}");
+        }
+    }
+
+    #[test]
+    fn https_urls_and_email_addresses() {
+        for good in [
+            "https://acme.example/dir",
+            "https://localhost:14000/dir",
+            "https://h",
+        ] {
+            assert!(is_https_url(good), "{good}");
+        }
+        for bad in [
+            "http://acme.example/dir",
+            "https://",
+            "https:///dir",
+            "https://:1/",
+            "https://a b/",
+            "acme.example",
+        ] {
+            assert!(!is_https_url(bad), "{bad}");
+        }
+        for good in ["admin@example.com", "a.b+c@mx1.example"] {
+            assert!(is_email_address(good), "{good}");
+        }
+        for bad in [
+            "admin",
+            "@example.com",
+            "admin@",
+            "admin@exa mple.com",
+            " admin@example.com",
+            "a@b@c",
+        ] {
+            assert!(!is_email_address(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -48,19 +48,14 @@ pub fn open(
 }
 
 fn create_private_dir(directory: &Path) -> std::io::Result<()> {
+    crate::fs::create_private_dir(directory)?;
+    // An existing directory made by hand may be more open: lines name clients.
     #[cfg(unix)]
     {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(directory)?;
-        // An existing directory made by hand may be more open: lines name clients.
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o700))
+        std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o700))?;
     }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(directory)
+    Ok(())
 }
 
 /// The date of a log file's name, if it is one.

@@ -288,17 +288,11 @@ impl Metrics {
             "pop3" | "pop3s" => &[Mode::ProxyReceived],
             _ => &[],
         };
-        for mode in modes {
-            let labels = ReceivedLabels {
-                listener: name,
-                mode: mode.as_str(),
-            };
-            let _ = i.messages_received.get_or_create(&labels);
-            let _ = i.bytes_received.get_or_create(&labels);
+        for &mode in modes {
+            let _ = i.received(name, mode);
         }
         if name.starts_with("pop3") {
-            let _ = i.messages_picked_up.get_or_create(&label);
-            let _ = i.bytes_picked_up.get_or_create(&label);
+            let _ = i.picked_up(name);
         }
         ListenerMetrics {
             metrics: self.clone(),
@@ -374,6 +368,43 @@ impl Metrics {
     }
 }
 
+/// A pair of series that move together: messages and their bytes.
+struct MessageCounters {
+    messages: Counter,
+    bytes: Counter,
+}
+
+impl MessageCounters {
+    /// One message of `bytes`.
+    fn count(&self, bytes: u64) {
+        self.messages.inc();
+        self.bytes.inc_by(bytes);
+    }
+}
+
+impl Inner {
+    /// `messages_received` and `message_bytes_received` of `listener` in `mode`.
+    fn received(&self, listener: &'static str, mode: Mode) -> MessageCounters {
+        let labels = ReceivedLabels {
+            listener,
+            mode: mode.as_str(),
+        };
+        MessageCounters {
+            messages: self.messages_received.get_or_create_owned(&labels),
+            bytes: self.bytes_received.get_or_create_owned(&labels),
+        }
+    }
+
+    /// `messages_picked_up` and `message_bytes_picked_up` of `listener`.
+    fn picked_up(&self, listener: &'static str) -> MessageCounters {
+        let label = ListenerLabel { listener };
+        MessageCounters {
+            messages: self.messages_picked_up.get_or_create_owned(&label),
+            bytes: self.bytes_picked_up.get_or_create_owned(&label),
+        }
+    }
+}
+
 /// The handles of one listener. Cheap to clone.
 #[derive(Clone)]
 pub struct ListenerMetrics {
@@ -428,30 +459,12 @@ impl ListenerMetrics {
 
     /// A message of `bytes` (as received) stored durably in `mode`.
     pub fn message_received(&self, mode: Mode, bytes: u64) {
-        let labels = ReceivedLabels {
-            listener: self.name,
-            mode: mode.as_str(),
-        };
-        self.metrics
-            .inner
-            .messages_received
-            .get_or_create(&labels)
-            .inc();
-        self.metrics
-            .inner
-            .bytes_received
-            .get_or_create(&labels)
-            .inc_by(bytes);
+        self.metrics.inner.received(self.name, mode).count(bytes);
     }
 
     /// A message of `bytes` retrieved in full by an archiver.
     pub fn message_picked_up(&self, bytes: u64) {
-        let label = ListenerLabel {
-            listener: self.name,
-        };
-        let inner = &self.metrics.inner;
-        inner.messages_picked_up.get_or_create(&label).inc();
-        inner.bytes_picked_up.get_or_create(&label).inc_by(bytes);
+        self.metrics.inner.picked_up(self.name).count(bytes);
     }
 
     /// Counts the error replies in `bytes` that an SMTP server wrote (final lines of 4xx

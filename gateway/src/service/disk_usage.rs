@@ -61,12 +61,19 @@ impl Gateway {
     /// Free space, the file system's size and the store's size, read now. Reads only: the
     /// reserve is not taken back here (the intake check does that).
     pub fn disk_usage(&self) -> DiskUsage {
-        let space = self.store.space();
         DiskUsage {
-            free: space.and_then(|s| s.status().ok()).map(|s| s.room()),
-            total: space.and_then(|s| s.total().ok().flatten()),
+            free: self.free_space(),
+            total: self.store.space().and_then(|s| s.total().ok().flatten()),
             store: std::fs::metadata(self.store.path()).map(|m| m.len()).ok(),
         }
+    }
+
+    /// Free space for mail, read now; `None` when it cannot be read.
+    fn free_space(&self) -> Option<u64> {
+        self.store
+            .space()
+            .and_then(|s| s.status().ok())
+            .map(|s| s.room())
     }
 
     /// `[limits] warn_free_disk_mib` in bytes, never below the minimum.
@@ -88,7 +95,7 @@ impl Gateway {
     /// the warning threshold and when it recovers, once per crossing.
     pub async fn watch_disk(self, period: Duration, mut shutdown: ShutdownSignal) {
         let warn = self.warn_free_disk();
-        let watch = watch_free_space(move || self.disk_usage().free, warn, period, log_crossing);
+        let watch = watch_free_space(move || self.free_space(), warn, period, log_crossing);
         tokio::select! {
             () = watch => {}
             () = shutdown.triggered() => {}

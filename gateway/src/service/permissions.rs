@@ -28,16 +28,7 @@ pub fn tighten(_path: &Path, _mode: u32) -> std::io::Result<()> {
 /// Creates the data directory (0700) if missing and tightens it if it exists. A directory
 /// the gateway's user does not own (and so cannot tighten) is used with a warning.
 pub fn prepare_data_dir(data_dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(data_dir)?;
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(data_dir)?;
+    crate::fs::create_private_dir(data_dir)?;
     if let Err(e) = tighten(data_dir, 0o700) {
         tracing::warn!(path = %data_dir.display(), error = %e, "cannot make the data directory private to the gateway's user");
     }

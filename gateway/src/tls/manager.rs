@@ -498,7 +498,7 @@ impl CertificateManager {
 
     /// "Renew now": through the loop when it runs, so its record (failures, next attempt)
     /// stays right; directly otherwise (the CLI on a stopped gateway).
-    pub async fn renew(&self) -> Result<CertificateInfo, AcmeError> {
+    pub async fn renew(&self) -> Result<CertifiedMaterial, AcmeError> {
         let Some(handle) = self.renewal_handle() else {
             return self.renew_now().await;
         };
@@ -506,7 +506,7 @@ impl CertificateManager {
             Some(AttemptOutcome::Renewed { .. }) => self
                 .resolver
                 .as_ref()
-                .map(|r| r.current().info().clone())
+                .map(|r| r.current())
                 .ok_or(AcmeError::NotAcme),
             Some(AttemptOutcome::Failed {
                 error,
@@ -522,11 +522,10 @@ impl CertificateManager {
 
     /// Renews the ACME certificate now (production directory only: the setup was proven
     /// when it was made) and presents the new one. The renewal schedule calls this too.
-    pub async fn renew_now(&self) -> Result<CertificateInfo, AcmeError> {
+    pub async fn renew_now(&self) -> Result<CertifiedMaterial, AcmeError> {
         let material = self.order_renewal().await?;
-        let info = material.info().clone();
-        self.present_renewed(material);
-        Ok(info)
+        self.present_renewed(material.clone());
+        Ok(material)
     }
 
     /// `serve` with ACME configured: presents the stored ACME certificate if there is a

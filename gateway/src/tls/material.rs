@@ -169,9 +169,32 @@ impl fmt::Debug for CertifiedMaterial {
     }
 }
 
+/// Whole days from `now` until `not_after`, rounded down; negative once past (a certificate
+/// that expired a second ago has -1 days left).
+pub fn days_left(not_after: SystemTime, now: SystemTime) -> i64 {
+    let seconds = match not_after.duration_since(now) {
+        Ok(ahead) => ahead.as_secs() as i64,
+        Err(past) => -(past.duration().as_secs() as i64),
+    };
+    seconds.div_euclid(86_400)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_left_round_down_and_expired_ones_are_negative() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let day = Duration::from_secs(86_400);
+        assert_eq!(days_left(now + day * 30 + Duration::from_secs(5), now), 30);
+        assert_eq!(days_left(now + day * 10, now), 10);
+        assert_eq!(days_left(now + day * 10 - Duration::from_secs(1), now), 9);
+        assert_eq!(days_left(now + Duration::from_secs(86_399), now), 0);
+        assert_eq!(days_left(now, now), 0);
+        assert_eq!(days_left(now - Duration::from_secs(1), now), -1);
+        assert_eq!(days_left(now - day * 2, now), -2);
+    }
 
     fn info(dns: &[&str], ips: &[&str]) -> CertificateInfo {
         CertificateInfo {

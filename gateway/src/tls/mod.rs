@@ -27,7 +27,7 @@ pub use imported::{
     IMPORTED_KEY_FILE,
 };
 pub use manager::{AcmeSettings, CertificateManager, ChallengePort};
-pub use material::{CertificateInfo, CertifiedMaterial};
+pub use material::{days_left, CertificateInfo, CertifiedMaterial};
 pub use pem_files::{load_pem_files, parse_pem};
 pub use resolver::CertResolver;
 pub use self_signed::{

@@ -1,8 +1,6 @@
 //! The self-signed certificate used when the admin configured none: generated on first start,
 //! kept in the data directory, reused afterwards, regenerated when it no longer fits.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -106,21 +104,7 @@ pub(crate) fn load_or_create_at(
         }
     };
 
-    let (cert_pem, key_pem) = generate(host_name, now)?;
-    // Parse what we are about to store, so the served material is exactly what later starts
-    // will load.
-    let material = parse_pem(
-        cert_pem.as_bytes(),
-        key_pem.as_bytes(),
-        &cert_path,
-        &key_path,
-    )?;
-    create_private_dir(&dir)?;
-    // Key first: if we crash between the two renames, the next start sees a mismatched pair
-    // and regenerates, rather than serving a certificate whose key is lost.
-    write_atomically(&dir, &key_path, key_pem.as_bytes(), 0o600)?;
-    write_atomically(&dir, &cert_path, cert_pem.as_bytes(), 0o644)?;
-    sync_dir(&dir)?;
+    let material = store(data_dir, generate(host_name, now)?)?;
     tracing::info!(
         path = %cert_path.display(),
         host_name,
@@ -144,10 +128,21 @@ pub fn create_self_signed(
     host_name: &str,
     extra: &[String],
 ) -> Result<CertifiedMaterial, TlsError> {
+    store(
+        data_dir,
+        generate_with_names(host_name, extra, SystemTime::now())?,
+    )
+}
+
+/// Stores a generated pair where [`load_or_create_self_signed`] finds it and returns it as
+/// it was parsed, so the served material is exactly what later starts will load.
+fn store(
+    data_dir: &Path,
+    (cert_pem, key_pem): (String, String),
+) -> Result<CertifiedMaterial, TlsError> {
     let dir = data_dir.join(TLS_DIR);
     let cert_path = dir.join(SELF_SIGNED_CERT_FILE);
     let key_path = dir.join(SELF_SIGNED_KEY_FILE);
-    let (cert_pem, key_pem) = generate_with_names(host_name, extra, SystemTime::now())?;
     let material = parse_pem(
         cert_pem.as_bytes(),
         key_pem.as_bytes(),
@@ -155,6 +150,8 @@ pub fn create_self_signed(
         &key_path,
     )?;
     create_private_dir(&dir)?;
+    // Key first: if we crash between the two renames, the next start sees a mismatched pair
+    // and regenerates, rather than serving a certificate whose key is lost.
     write_atomically(&dir, &key_path, key_pem.as_bytes(), 0o600)?;
     write_atomically(&dir, &cert_path, cert_pem.as_bytes(), 0o644)?;
     sync_dir(&dir)?;
@@ -202,67 +199,38 @@ fn generate_with_names(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// [`crate::fs::create_private_dir`], failing with the directory's name.
 pub(super) fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir).map_err(|source| TlsError::Write {
-        path: dir.to_owned(),
-        source,
-    })
+    crate::fs::create_private_dir(dir).map_err(write_failed(dir))
 }
 
-/// Temp file in the same directory, fsync, rename: a reader sees the old file or the new one,
-/// never a torn one. The mode is set at creation so the key is never readable by others.
+/// [`crate::fs::write_atomically`]: the mode is set at creation so the key is never
+/// readable by others.
 pub(super) fn write_atomically(
     dir: &Path,
     path: &Path,
     bytes: &[u8],
     mode: u32,
 ) -> Result<(), TlsError> {
-    let err = |source| TlsError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".tmp-").suffix(".pem");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(fs::Permissions::from_mode(mode));
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut tmp = builder.tempfile_in(dir).map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    crate::fs::write_atomically(dir, path, bytes, mode).map_err(write_failed(path))
 }
 
 /// Makes the renames durable.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), TlsError> {
-    #[cfg(unix)]
-    {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| TlsError::Write {
-                path: dir.to_owned(),
-                source,
-            })?;
+    crate::fs::sync_dir(dir).map_err(write_failed(dir))
+}
+
+fn write_failed(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Write {
+        path: path.to_owned(),
+        source,
     }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 

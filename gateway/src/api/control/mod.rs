@@ -29,11 +29,22 @@ use serde::{Deserialize, Serialize};
 pub use client::ControlClient;
 pub use server::ControlServer;
 
-use super::Params;
+use super::{Answer, Api, Caller, Params};
 
 /// The request `function` that polls a long-running function's run by its token (its
 /// `params` are `get-status`'s), as `POST /api/get-status` does over HTTPS.
 pub const GET_STATUS: &str = "get-status";
+
+/// Answers one request as the host: a function, or [`GET_STATUS`] polling a run, as
+/// `POST /api/get-status` does. The control socket answers with it, and so does the CLI
+/// on a stopped gateway's store.
+pub async fn answer_as_host(api: &Api, function: &str, params: Params) -> Answer {
+    if function == GET_STATUS {
+        api.status(&Caller::Host, params).await
+    } else {
+        api.invoke(&Caller::Host, function, params).await
+    }
+}
 
 /// The socket's file name inside the data directory.
 pub const SOCKET_FILE: &str = "control.sock";

@@ -10,8 +10,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::framing::{read_line, write_json_line, Line};
-use super::{socket_path, ControlError, Request, GET_STATUS, MAX_REQUEST_BYTES, READ_TIMEOUT};
-use crate::api::{Answer, Api, ApiError, Caller};
+use super::{answer_as_host, socket_path, ControlError, Request, MAX_REQUEST_BYTES, READ_TIMEOUT};
+use crate::api::{Answer, Api, ApiError};
 use crate::net::{Shutdown, ShutdownSignal};
 
 /// Connections served at once; more wait in the socket's backlog. Only the gateway's user
@@ -220,13 +220,7 @@ async fn answer(api: &Api, line: &[u8]) -> Answer {
             .with_details(e.to_string())
             .into_answer(),
         };
-    // `get-status` polls a long-running function, as `POST /api/get-status` does.
-    let answer = if request.function == GET_STATUS {
-        api.status(&Caller::Host, request.params).await
-    } else {
-        api.invoke(&Caller::Host, &request.function, request.params)
-            .await
-    };
+    let answer = answer_as_host(api, &request.function, request.params).await;
     // The function name only (escaped by `?`): parameters may hold what must not be logged.
     tracing::info!(function = ?request.function, status = answer.http_status, "control request");
     answer
@@ -417,7 +411,10 @@ mod tests {
             .expect("a gateway listens");
         let mut params = crate::api::Params::new();
         params.insert("token".into(), "0000".into());
-        let status = client.invoke(GET_STATUS, params).await.unwrap();
+        let status = client
+            .invoke(super::super::GET_STATUS, params)
+            .await
+            .unwrap();
         // get-status itself answered (no such run), not "no such function".
         assert_eq!(status.http_status, 404);
         assert_eq!(status.envelope.error.unwrap().kind, "not_found");

@@ -197,14 +197,12 @@ fn split_names(names: &str) -> Vec<String> {
 }
 
 fn https_url(name: &str, url: &str) -> Result<(), ApiError> {
-    let host = url
-        .strip_prefix("https://")
-        .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));
-    match host {
-        Some(h) if !h.is_empty() && !url.chars().any(char::is_whitespace) => Ok(()),
-        _ => Err(ApiError::invalid_parameters(format!(
+    if crate::config::is_https_url(url) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_parameters(format!(
             "{name}: must be an https:// URL"
-        ))),
+        )))
     }
 }
 
@@ -267,11 +265,7 @@ fn acme_settings(
         )));
     }
     if let Some(email) = &params.email {
-        let ok = email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && crate::config::is_dns_name(domain))
-            && !email.chars().any(char::is_whitespace);
-        if !ok {
+        if !crate::config::is_email_address(email) {
             return Err(ApiError::invalid_parameters(format!(
                 "email: `{email}` is not an email address"
             )));
@@ -343,33 +337,51 @@ impl LongFunction for RequestAcmeCertificate {
          answers with a token for get-status.";
     type Params = RequestAcmeParams;
     type Output = CertificateChange;
-    type Job = (Api, RequestAcmeParams);
+    type Job = AcmeJob;
 
     /// What can be refused at once: the order's parameters, a gateway without a data
-    /// directory.
+    /// directory. The run uses them as checked here.
     async fn prepare(
         api: &Api,
         _: &Caller,
         params: RequestAcmeParams,
-    ) -> Result<Self::Job, ApiError> {
-        acme_settings(api, &params)?;
+    ) -> Result<AcmeJob, ApiError> {
+        let (settings, staging_first) = acme_settings(api, &params)?;
         data_dir(api)?;
-        Ok((api.clone(), params))
+        Ok(AcmeJob {
+            api: api.clone(),
+            settings,
+            staging_first,
+            ca_pem: params.ca_pem,
+        })
     }
 
-    async fn run(
-        (api, params): Self::Job,
-        progress: Progress,
-    ) -> Result<CertificateChange, ApiError> {
-        crate::api::jobs::with_progress(progress, request_acme(&api, params)).await
+    async fn run(job: AcmeJob, progress: Progress) -> Result<CertificateChange, ApiError> {
+        request_acme(job, &progress).await
     }
 }
 
-async fn request_acme(api: &Api, params: RequestAcmeParams) -> Result<CertificateChange, ApiError> {
+/// An order whose parameters were checked.
+pub struct AcmeJob {
+    api: Api,
+    settings: tls::AcmeSettings,
+    staging_first: bool,
+    ca_pem: Option<String>,
+}
+
+async fn request_acme(
+    AcmeJob {
+        api,
+        mut settings,
+        staging_first,
+        ca_pem,
+    }: AcmeJob,
+    progress: &Progress,
+) -> Result<CertificateChange, ApiError> {
+    let api = &api;
     {
-        let (mut settings, staging_first) = acme_settings(api, &params)?;
         let data_dir = data_dir(api)?;
-        if let Some(pem) = &params.ca_pem {
+        if let Some(pem) = &ca_pem {
             let path = tls::acme::store_ca_pem(data_dir, pem.as_bytes())
                 .map_err(|e| refused(e, "the CA certificate could not be stored"))?;
             settings.ca_file = Some(path);
@@ -379,7 +391,7 @@ async fn request_acme(api: &Api, params: RequestAcmeParams) -> Result<Certificat
                 settings.ca_file = configured.ca_file;
             }
         }
-        crate::api::jobs::report(
+        progress.update(
             Some(5),
             format!(
                 "ordering a certificate for {} from {}{}",
@@ -432,30 +444,17 @@ impl LongFunction for RenewCertificate {
     }
 
     async fn run(api: Api, progress: Progress) -> Result<CertificateChange, ApiError> {
-        crate::api::jobs::with_progress(progress, renew(&api)).await
+        renew(&api, &progress).await
     }
 }
 
-async fn renew(api: &Api) -> Result<CertificateChange, ApiError> {
+async fn renew(api: &Api, progress: &Progress) -> Result<CertificateChange, ApiError> {
     {
         let manager = api.server().certificate_manager();
-        crate::api::jobs::report(Some(5), "renewing the ACME certificate");
+        progress.update(Some(5), "renewing the ACME certificate");
         // Through the renewal loop when it runs, so its record stays right.
-        manager.renew().await.map_err(acme_failed)?;
+        let material = manager.renew().await.map_err(acme_failed)?;
         let now = SystemTime::now();
-        let material = match manager.resolver() {
-            Some(resolver) => resolver.current(),
-            None => match manager.data_dir().and_then(tls::acme::load_acme) {
-                Some(Ok(material)) => material,
-                _ => {
-                    return Err(ApiError::new(
-                        500,
-                        "error",
-                        "the renewed certificate cannot be read back",
-                    ))
-                }
-            },
-        };
         Ok(CertificateChange {
             warnings: tls::warnings(&material, &api.server().host_name, now),
             certificate: certificate_info(&material, "acme", now),

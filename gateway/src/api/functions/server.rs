@@ -236,7 +236,7 @@ pub(super) fn certificate_info(
         ip_addresses: info.ip_addresses.iter().map(|ip| ip.to_string()).collect(),
         not_before: rfc3339(info.not_before),
         not_after: rfc3339(info.not_after),
-        days_left: days_left(info.not_after, now),
+        days_left: crate::tls::days_left(info.not_after, now),
         sha256_fingerprint: info.sha256_fingerprint.clone(),
         key_type: format!("{:?}", material.certified_key().key.algorithm()),
         source: source.to_owned(),
@@ -248,30 +248,4 @@ fn rfc3339(at: SystemTime) -> String {
     time::OffsetDateTime::from(at)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-/// Whole days from `now` until `not_after`, rounded down; negative once past.
-fn days_left(not_after: SystemTime, now: SystemTime) -> i64 {
-    let seconds = match not_after.duration_since(now) {
-        Ok(ahead) => ahead.as_secs() as i64,
-        Err(past) => -(past.duration().as_secs() as i64),
-    };
-    seconds.div_euclid(86_400)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn days_left_counts_whole_days_and_goes_negative_after_expiry() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(
-            days_left(now + Duration::from_secs(86_400 * 30 + 5), now),
-            30
-        );
-        assert_eq!(days_left(now + Duration::from_secs(86_399), now), 0);
-        assert_eq!(days_left(now - Duration::from_secs(1), now), -1);
-    }
 }

@@ -32,7 +32,8 @@
 //! - [`throttle`]: the one login throttle (per client with backoff, per mailbox or remote
 //!   account as a delay), shared by POP3 pick-up and the proxies.
 //! - [`net`]: the one module that touches sockets: listeners, plain-or-TLS streams,
-//!   connection limits and the graceful-shutdown latch.
+//!   connection limits, the graceful-shutdown latch, and [`net::Driver`], the one tokio
+//!   driver every sans-IO protocol machine ([`net::Machine`]) runs under.
 //! - [`api`]: the Management API: one dispatcher for every administrative function, called
 //!   by the HTTPS listener, the local control socket and the CLI alike.
 //! - [`console`]: the Management Console, the administrator's web UI on the API's HTTPS

@@ -1,5 +1,6 @@
 //! The one module that touches real sockets. Protocol shells are generic over [`Listener`]
 //! and its stream type, so the simulation swaps exactly this module's TCP types for turmoil's.
+//! Every protocol machine runs under the one [`Driver`].
 
 mod accept;
 mod admit;

@@ -630,6 +630,7 @@ mod tests {
     use super::*;
     use crate::pop3::timer::testing::at;
     use proptest::prelude::*;
+    use std::time::Duration;
 
     /// The proxy's actions and the bytes it sent the client since the last look. Compared
     /// with a list of actions, it also says that nothing was sent.
@@ -1055,6 +1056,27 @@ mod tests {
         assert_eq!(actions.sent, b"+OK bye\r\n");
         assert_eq!(actions.actions, vec![Action::Close]);
         assert!(proxy.is_closed());
+    }
+
+    #[test]
+    fn the_idle_timer_runs_only_while_the_client_owes_a_command() {
+        let start = Instant::now();
+        let mut proxy = Pop3Proxy::new(b"", start);
+        assert_eq!(proxy.poll_timeout(), Some(start + MIN_IDLE_TIMEOUT));
+        let noop = start + Duration::from_secs(60);
+        proxy.handle_input(b"NOOP\r\n", at(noop));
+        assert_eq!(proxy.poll_timeout(), None, "the upstream has the next word");
+        proxy.upstream(Upstream::Response(Response::ok("")));
+        // The answer came without a time: the timer restarts at the driver's next look.
+        let look = noop + Duration::from_secs(2);
+        proxy.handle_timeout(at(proxy.poll_timeout().unwrap().max(look)));
+        assert!(!proxy.is_closed());
+        let deadline = proxy.poll_timeout().unwrap();
+        proxy.handle_timeout(at(deadline - Duration::from_nanos(1)));
+        assert!(!proxy.is_closed());
+        proxy.handle_timeout(at(deadline));
+        assert!(proxy.is_closed());
+        assert_eq!(drain(&mut proxy).actions.last(), Some(&Action::Close));
     }
 
     proptest! {

@@ -10,11 +10,15 @@
 
 #![no_main]
 
+use std::time::Instant;
+
+use gateway::net::{Machine, Now};
 use gateway::pop3::command::{is_auth_line, parse, Command};
 use gateway::pop3::response::Reply;
-use gateway::pop3::{Action, AuthFailure, Output, Session, SessionConfig};
+use gateway::pop3::{Action, AuthFailure, Session, SessionConfig};
 use gateway_fuzz::{auth_line, Split};
 use libfuzzer_sys::fuzz_target;
+use time::OffsetDateTime;
 
 fuzz_target!(|data: &[u8]| {
     let Some(split) = Split::new(data) else {
@@ -81,7 +85,12 @@ struct Transcript {
 }
 
 fn converse(pieces: &[&[u8]]) -> Transcript {
-    let mut session = Session::new(SessionConfig::new("pop.example", None, false));
+    // Time stands still: no timer runs out here.
+    let now = Now {
+        instant: Instant::now(),
+        utc: OffsetDateTime::UNIX_EPOCH,
+    };
+    let mut session = Session::new(SessionConfig::new("pop.example", None, false), now.instant);
     let mut transcript = Transcript {
         sent: Vec::new(),
         actions: Vec::new(),
@@ -91,10 +100,10 @@ fn converse(pieces: &[&[u8]]) -> Transcript {
         if !session.wants_input() {
             break;
         }
-        session.receive(piece);
+        session.handle_input(piece, now);
         drain(&mut session, &mut transcript);
     }
-    session.connection_lost();
+    session.handle_connection_lost();
     drain(&mut session, &mut transcript);
     assert_eq!(
         transcript.actions.last().map(String::as_str),
@@ -107,36 +116,40 @@ fn converse(pieces: &[&[u8]]) -> Transcript {
 /// Plays the shell: every login fails like a wrong password (there is no TLS, so none can
 /// reach the store anyway).
 fn drain(session: &mut Session, transcript: &mut Transcript) {
-    while let Some(output) = session.poll() {
-        match output {
-            Output::Send(bytes) => transcript.sent.extend_from_slice(&bytes),
-            Output::Action(action) => {
-                let name = match &action {
-                    Action::ProxyLogin { .. } => "ProxyLogin",
-                    Action::StartTls => "StartTls",
-                    Action::Authenticate { .. } => "Authenticate",
-                    Action::RejectLogin => "RejectLogin",
-                    Action::StreamMessage { .. } => "StreamMessage",
-                    Action::Commit { .. } => "Commit",
-                    Action::Close => "Close",
-                };
-                assert_ne!(
-                    transcript.actions.last().map(String::as_str),
-                    Some("Close"),
-                    "output after Close"
-                );
-                transcript.actions.push(name.to_owned());
-                match action {
-                    Action::Authenticate { .. } | Action::RejectLogin => {
-                        session.auth_result(Err(AuthFailure::WrongCredentials))
-                    }
-                    Action::ProxyLogin { .. } => session.proxy_result(Err(Reply::err("no"))),
-                    Action::StartTls | Action::StreamMessage { .. } | Action::Commit { .. } => {
-                        panic!("{name} without TLS and before login")
-                    }
-                    Action::Close => {}
-                }
+    loop {
+        let before = transcript.sent.len();
+        session.poll_transmit(&mut transcript.sent);
+        assert!(
+            !closed(transcript) || transcript.sent.len() == before,
+            "bytes after Close"
+        );
+        let Some(action) = session.poll_event() else {
+            return;
+        };
+        let name = match &action {
+            Action::ProxyLogin { .. } => "ProxyLogin",
+            Action::StartTls => "StartTls",
+            Action::Authenticate { .. } => "Authenticate",
+            Action::RejectLogin => "RejectLogin",
+            Action::StreamMessage { .. } => "StreamMessage",
+            Action::Commit { .. } => "Commit",
+            Action::Close => "Close",
+        };
+        assert!(!closed(transcript), "output after Close");
+        transcript.actions.push(name.to_owned());
+        match action {
+            Action::Authenticate { .. } | Action::RejectLogin => {
+                session.auth_result(Err(AuthFailure::WrongCredentials))
             }
+            Action::ProxyLogin { .. } => session.proxy_result(Err(Reply::err("no"))),
+            Action::StartTls | Action::StreamMessage { .. } | Action::Commit { .. } => {
+                panic!("{name} without TLS and before login")
+            }
+            Action::Close => {}
         }
     }
+}
+
+fn closed(transcript: &Transcript) -> bool {
+    transcript.actions.last().map(String::as_str) == Some("Close")
 }

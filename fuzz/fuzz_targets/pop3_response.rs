@@ -17,13 +17,17 @@
 
 #![no_main]
 
+use std::time::Instant;
+
 use gateway::crypto::Secret;
+use gateway::net::{Machine, Now};
 use gateway::pop3::client::{
     Output, Request, Response, UpstreamConfig, UpstreamError, UpstreamPop3, UpstreamTls,
     MAX_CAPABILITIES, MAX_DATA_PIECE, MAX_LISTING_BATCH, MAX_UID_LEN,
 };
 use gateway_fuzz::Split;
 use libfuzzer_sys::fuzz_target;
+use time::OffsetDateTime;
 
 const REQUESTS: &[Request] = &[
     Request::Stat,
@@ -125,7 +129,12 @@ struct Setup {
 impl Setup {
     fn converse(&self, pieces: &[&[u8]]) -> Vec<Event> {
         let config = UpstreamConfig::new(self.tls, "user", Secret::new(self.password.clone()));
-        let mut core = UpstreamPop3::new(config);
+        // Time stands still: no timer runs out here.
+        let now = Now {
+            instant: Instant::now(),
+            utc: OffsetDateTime::UNIX_EPOCH,
+        };
+        let mut core = UpstreamPop3::new(config, now.instant);
         let mut run = Run {
             events: Vec::new(),
             tls: self.tls == UpstreamTls::Implicit,
@@ -135,10 +144,10 @@ impl Setup {
             if !core.wants_input() {
                 break;
             }
-            core.receive(piece);
+            core.handle_input(piece, now);
             run.drain(&mut core);
         }
-        core.connection_lost();
+        core.handle_connection_lost();
         run.drain(&mut core);
         assert!(
             matches!(run.events.last(), Some(Event::Close)),
@@ -157,79 +166,94 @@ struct Run {
 
 impl Run {
     /// Plays the proxy: completes every TLS handshake at once and, once logged in, asks for
-    /// every request.
+    /// every request. The core sends a command only after the answer to the one before, so
+    /// its events come first, then what it sends.
     fn drain(&mut self, core: &mut UpstreamPop3) {
-        while let Some(output) = core.poll() {
+        loop {
+            if let Some(output) = core.poll_event() {
+                self.output(core, output);
+                continue;
+            }
+            let mut bytes = Vec::new();
+            core.poll_transmit(&mut bytes);
+            if bytes.is_empty() {
+                return;
+            }
+            // Only the SASL cancel written as the core gave up may follow its Close here.
             assert!(
-                !matches!(self.events.last(), Some(Event::Close)),
-                "{output:?} after Close"
+                !matches!(self.events.last(), Some(Event::Close)) || bytes[..] == b"*\r\n"[..],
+                "bytes after Close"
             );
-            let event = match output {
-                Output::Send(bytes) => {
-                    assert!(
-                        bytes.ends_with(b"\r\n")
-                            && bytes.iter().filter(|&&b| b == b'\n').count() == 1,
-                        "a command is one line"
-                    );
-                    assert!(
-                        self.tls || bytes[..] == b"CAPA\r\n"[..] || bytes[..] == b"STLS\r\n"[..],
-                        "sent {:?} before TLS",
-                        String::from_utf8_lossy(&bytes)
-                    );
-                    Event::Send(bytes.to_vec())
-                }
-                Output::StartTls => {
-                    self.tls = true;
-                    core.tls_established();
-                    Event::StartTls
-                }
-                Output::LoggedIn { capabilities } => {
-                    assert!(capabilities.lines().len() <= MAX_CAPABILITIES);
-                    for line in capabilities.lines() {
-                        assert!(!line.chars().any(char::is_control), "{line:?}");
-                    }
-                    for &request in REQUESTS {
-                        let _ = core.command(request);
-                    }
-                    Event::LoggedIn(capabilities.lines().to_vec())
-                }
-                Output::Response(response) => {
-                    check_status_line(&response);
-                    Event::Response(response)
-                }
-                Output::UniqueId { message, uid } => {
-                    check_uid(&uid);
-                    Event::UniqueId(message, uid)
-                }
-                Output::MultiLineStart(response) => {
-                    check_status_line(&response);
-                    Event::MultiLineStart(response)
-                }
-                Output::MultiLineData(bytes) => {
-                    assert!(!bytes.is_empty() && bytes.len() <= MAX_DATA_PIECE);
-                    if let Some(Event::Data(data)) = self.events.last_mut() {
-                        data.extend_from_slice(&bytes);
-                        continue;
-                    }
-                    Event::Data(bytes)
-                }
-                Output::UidlListing(entries) => {
-                    assert!(!entries.is_empty() && entries.len() <= MAX_LISTING_BATCH);
-                    for (_, uid) in &entries {
-                        check_uid(uid);
-                    }
-                    if let Some(Event::Listing(listing)) = self.events.last_mut() {
-                        listing.extend(entries);
-                        continue;
-                    }
-                    Event::Listing(entries)
-                }
-                Output::MultiLineEnd => Event::End,
-                Output::Failed(error) => Event::Failed(error),
-                Output::Close => Event::Close,
-            };
-            self.events.push(event);
+            assert!(
+                bytes.ends_with(b"\r\n") && bytes.iter().filter(|&&b| b == b'\n').count() == 1,
+                "a command is one line"
+            );
+            assert!(
+                self.tls || bytes[..] == b"CAPA\r\n"[..] || bytes[..] == b"STLS\r\n"[..],
+                "sent {:?} before TLS",
+                String::from_utf8_lossy(&bytes)
+            );
+            self.events.push(Event::Send(bytes));
         }
+    }
+
+    fn output(&mut self, core: &mut UpstreamPop3, output: Output) {
+        assert!(
+            !matches!(self.events.last(), Some(Event::Close)),
+            "{output:?} after Close"
+        );
+        let event = match output {
+            Output::StartTls => {
+                self.tls = true;
+                core.tls_established();
+                Event::StartTls
+            }
+            Output::LoggedIn { capabilities } => {
+                assert!(capabilities.lines().len() <= MAX_CAPABILITIES);
+                for line in capabilities.lines() {
+                    assert!(!line.chars().any(char::is_control), "{line:?}");
+                }
+                for &request in REQUESTS {
+                    let _ = core.command(request);
+                }
+                Event::LoggedIn(capabilities.lines().to_vec())
+            }
+            Output::Response(response) => {
+                check_status_line(&response);
+                Event::Response(response)
+            }
+            Output::UniqueId { message, uid } => {
+                check_uid(&uid);
+                Event::UniqueId(message, uid)
+            }
+            Output::MultiLineStart(response) => {
+                check_status_line(&response);
+                Event::MultiLineStart(response)
+            }
+            Output::MultiLineData(bytes) => {
+                assert!(!bytes.is_empty() && bytes.len() <= MAX_DATA_PIECE);
+                if let Some(Event::Data(data)) = self.events.last_mut() {
+                    data.extend_from_slice(&bytes);
+                    return;
+                }
+                Event::Data(bytes)
+            }
+            Output::UidlListing(entries) => {
+                assert!(!entries.is_empty() && entries.len() <= MAX_LISTING_BATCH);
+                for (_, uid) in &entries {
+                    check_uid(uid);
+                }
+                if let Some(Event::Listing(listing)) = self.events.last_mut() {
+                    listing.extend(entries);
+                    return;
+                }
+                Event::Listing(entries)
+            }
+            Output::MultiLineEnd => Event::End,
+            Output::Failed(error) => Event::Failed(error),
+            Output::Close => Event::Close,
+        };
+        self.events.push(event);
     }
 }
 

@@ -61,6 +61,11 @@ pub trait Machine {
     fn may_receive_credentials(&self) -> bool {
         false
     }
+    /// Whether the shell's [`Interrupt`] may end the coming wait (a POP3 session only while
+    /// it waits for a command with nothing of one read). Asked before each wait.
+    fn interruptible(&self) -> bool {
+        true
+    }
 }
 
 /// What [`Driver::next_event`] ended with.
@@ -77,10 +82,11 @@ pub enum Next<E> {
 /// Something outside the connection that can stop a driver waiting, such as another
 /// login taking a maildrop over.
 pub trait Interrupt {
-    /// Resolves when the wait must end. Must be cancel-safe.
+    /// Resolves when the wait must end. Must be cancel-safe. Called only for waits the
+    /// machine calls [interruptible](Machine::interruptible).
     fn interrupted(&mut self) -> impl Future<Output = ()> + Send;
-    /// Asked after a read, before the machine sees the input: `false` drops the input and
-    /// ends the wait with [`Next::Interrupted`].
+    /// Asked after a read in an interruptible wait, before the machine sees the input:
+    /// `false` drops the input and ends the wait with [`Next::Interrupted`].
     fn admit_input(&mut self) -> bool {
         true
     }
@@ -321,6 +327,7 @@ where
             }
             let wants_input = machine.wants_input();
             let deadline = machine.poll_timeout();
+            let interruptible = machine.interruptible();
             let woke = {
                 let shutdown = async {
                     match &mut self.shutdown {
@@ -334,16 +341,24 @@ where
                         None => std::future::pending().await,
                     }
                 };
+                // Lazy, so a wait that is not interruptible never calls the interrupt.
+                let interrupted = async {
+                    if interruptible {
+                        interrupt.interrupted().await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
                     read = self.stream.read(&mut self.read_buffer), if wants_input => Woke::Read(read),
                     () = timer => Woke::Timer,
                     () = shutdown => Woke::Shutdown,
-                    () = interrupt.interrupted() => Woke::Interrupted,
+                    () = interrupted => Woke::Interrupted,
                 }
             };
             match woke {
                 Woke::Read(read) => {
-                    if !interrupt.admit_input() {
+                    if interruptible && !interrupt.admit_input() {
                         self.read_buffer.fill(0);
                         return Next::Interrupted;
                     }
@@ -377,6 +392,8 @@ where
             return Ok(());
         }
         let result = self.write_rest().await;
+        // What went out may have been credentials (a login toward an upstream).
+        zeroize::Zeroize::zeroize(&mut self.transmit[..]);
         self.transmit.clear();
         self.written = 0;
         result

@@ -1,5 +1,6 @@
 //! The POP3 proxy session after login, sans-IO: client commands in, [`Request`]s to the
-//! upstream core out; the upstream's answers in, client bytes and store actions out.
+//! upstream core out; the upstream's answers in, client bytes and store actions out. A
+//! [`Machine`] toward the client: its [`Action`]s are its events.
 //!
 //! One client command is in flight at a time, so answers stay in order and pipelined
 //! commands simply wait in the input. No message leaves the upstream without a copy:
@@ -21,9 +22,11 @@
 //! asks `UIDL n` again, so a hostile upstream cannot exhaust memory with a huge listing.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::Duration;
+use std::time::Instant;
 
 use super::client::{Output as Upstream, Request, Response};
+use super::timer::Timer;
+use crate::net::{Machine, Now};
 use crate::pop3::command::{self, Command};
 use crate::pop3::line::{Frame, LineBuffer};
 use crate::pop3::response::{write_multiline, Code, Reply, TERMINATOR};
@@ -36,11 +39,10 @@ use crate::wire::dot::Stuffer;
 /// megabyte per session; past it the proxy asks again instead of remembering.
 pub const MAX_REMEMBERED: usize = 4096;
 
-/// What the shell must do, in order.
+/// What the shell must do, in order (the client's bytes come from
+/// [`Machine::poll_transmit`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Bytes for the client.
-    Send(Vec<u8>),
     /// A request for the upstream core.
     Upstream(Request),
     /// A full message starts arriving: open a copy for it. `uid` is the upstream's UIDL
@@ -55,7 +57,7 @@ pub enum Action {
     /// Whether the archive already holds the message with this UIDL: answer with
     /// [`Pop3Proxy::archived`].
     IsArchived { uid: String },
-    /// Close the client connection (after every `Send`) and the upstream.
+    /// Close the client connection (after every byte before it) and the upstream.
     Close,
 }
 
@@ -125,8 +127,11 @@ pub struct Pop3Proxy {
     state: State,
     input: LineBuffer,
     actions: VecDeque<Action>,
-    /// Client bytes not yet in an action; consecutive replies leave in one write.
+    /// Bytes for the client ([`Machine::poll_transmit`]); consecutive replies leave in one
+    /// write. A stored message's terminator is written here only once its copy is safe.
     pending: Vec<u8>,
+    /// RFC 1939 §3 autologout; runs while the proxy waits for the client's next command.
+    timer: Timer,
     /// message number → UIDL, from listings and `UIDL n` seen (at most [`MAX_REMEMBERED`]).
     uids: HashMap<u32, String>,
     /// Messages whose copy is safe, from this session (at most [`MAX_REMEMBERED`]).
@@ -137,13 +142,14 @@ pub struct Pop3Proxy {
 
 impl Pop3Proxy {
     /// Takes over after a successful upstream login; `input` is what the client pipelined
-    /// behind its login.
-    pub fn new(input: &[u8]) -> Self {
+    /// behind its login, at `now`.
+    pub fn new(input: &[u8], now: Instant) -> Self {
         let mut proxy = Self {
             state: State::Idle,
             input: LineBuffer::new(),
             actions: VecDeque::new(),
             pending: Vec::new(),
+            timer: Timer::new(now, MIN_IDLE_TIMEOUT),
             uids: HashMap::new(),
             kept: HashSet::new(),
             errors: 0,
@@ -154,41 +160,12 @@ impl Pop3Proxy {
         proxy
     }
 
-    pub fn poll(&mut self) -> Option<Action> {
-        self.actions.pop_front().or_else(|| {
-            (!self.pending.is_empty()).then(|| Action::Send(std::mem::take(&mut self.pending)))
-        })
-    }
-
-    pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed)
-    }
-
-    pub fn wants_input(&self) -> bool {
-        !self.is_closed() && self.input.len() < PIPELINE_LIMIT
-    }
-
-    /// RFC 1939 §3 autologout for an idle client.
-    pub fn timeout(&self) -> Duration {
-        MIN_IDLE_TIMEOUT
-    }
-
-    pub fn receive(&mut self, data: &[u8]) {
+    fn receive(&mut self, data: &[u8]) {
         if self.is_closed() {
             return;
         }
         self.input.push(data);
         self.process();
-    }
-
-    /// Graceful shutdown: between commands, `-ERR [SYS/TEMP]` and close without UPDATE (the
-    /// client did not QUIT, so nothing is deleted upstream); a command in flight (a message
-    /// being retrieved and stored) finishes first. A QUIT in flight completes.
-    pub fn shutdown(&mut self) {
-        self.shutting_down = true;
-        if matches!(self.state, State::Idle) {
-            self.shut();
-        }
     }
 
     fn shut(&mut self) {
@@ -197,13 +174,8 @@ impl Pop3Proxy {
         self.close();
     }
 
-    /// The client went away or timed out: no UPDATE upstream (the core just closes).
-    pub fn client_gone(&mut self) {
-        self.close();
-    }
-
-    /// An output of the upstream core (everything but `Send`, `StartTls` and `LoggedIn`,
-    /// which the shell handles).
+    /// An output of the upstream core (everything but `StartTls` and `LoggedIn`, which the
+    /// shell handles).
     pub fn upstream(&mut self, output: Upstream) {
         match output {
             Upstream::Response(response) => self.single_line(&response),
@@ -226,7 +198,6 @@ impl Pop3Proxy {
                         uid,
                         purpose,
                     } => {
-                        self.flush();
                         self.actions.push_back(Action::StoreBegin { uid });
                         let stuffer = match purpose {
                             Purpose::Top { lines } => Stuffer::top(lines),
@@ -261,8 +232,6 @@ impl Pop3Proxy {
                             }
                             if *purpose != Purpose::Dele {
                                 stuffer.feed(&data, &mut self.pending);
-                                let client = std::mem::take(&mut self.pending);
-                                self.actions.push_back(Action::Send(client));
                             }
                             self.actions.push_back(Action::StoreData(data));
                         }
@@ -294,7 +263,7 @@ impl Pop3Proxy {
                 self.close();
             }
             Upstream::Close => self.close(),
-            Upstream::Send(_) | Upstream::StartTls | Upstream::LoggedIn { .. } => {}
+            Upstream::StartTls | Upstream::LoggedIn { .. } => {}
         }
     }
 
@@ -320,7 +289,6 @@ impl Pop3Proxy {
                     let line_end = tail.len().saturating_sub(TERMINATOR.len());
                     self.pending.extend_from_slice(&tail[..line_end]);
                 }
-                self.flush();
                 self.actions.push_back(Action::StoreEnd);
                 self.state = State::Storing { message, purpose };
             }
@@ -488,7 +456,6 @@ impl Pop3Proxy {
             Ok(Command::Noop) => Request::Noop,
             Ok(Command::Quit) => {
                 self.state = State::Quitting;
-                self.flush();
                 self.actions.push_back(Action::Upstream(Request::Quit));
                 return;
             }
@@ -503,7 +470,6 @@ impl Pop3Proxy {
 
     fn relay(&mut self, request: Request) {
         self.state = State::Relaying;
-        self.flush();
         self.actions.push_back(Action::Upstream(request));
     }
 
@@ -512,7 +478,6 @@ impl Pop3Proxy {
         let Ok(message) = u32::try_from(n) else {
             return self.refuse("no such message");
         };
-        self.flush();
         match self.uids.get(&message) {
             Some(uid) => self.uid_known(message, Some(uid.clone()), purpose),
             None => {
@@ -547,17 +512,12 @@ impl Pop3Proxy {
 
     fn command_done(&mut self) {
         self.state = State::Idle;
+        // The client's silence counts from the driver's next look.
+        self.timer.restart();
         if self.shutting_down {
             return self.shut();
         }
         self.process();
-    }
-
-    fn flush(&mut self) {
-        if !self.pending.is_empty() {
-            self.actions
-                .push_back(Action::Send(std::mem::take(&mut self.pending)));
-        }
     }
 
     fn close(&mut self) {
@@ -566,8 +526,60 @@ impl Pop3Proxy {
         }
         self.state = State::Closed;
         self.input.clear();
-        self.flush();
         self.actions.push_back(Action::Close);
+    }
+}
+
+impl Machine for Pop3Proxy {
+    type Event = Action;
+
+    fn handle_input(&mut self, input: &[u8], now: Now) {
+        self.receive(input);
+        self.timer.start(now.instant, MIN_IDLE_TIMEOUT);
+    }
+
+    fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.pending);
+    }
+
+    fn poll_event(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Only while the proxy waits for the client: otherwise the upstream (with its own
+    /// timer) or the shell has the next word.
+    fn poll_timeout(&self) -> Option<Instant> {
+        matches!(self.state, State::Idle).then(|| self.timer.deadline())
+    }
+
+    /// The client stayed silent: close, without UPDATE upstream.
+    fn handle_timeout(&mut self, now: Now) {
+        if matches!(self.state, State::Idle) && self.timer.expired(now.instant, MIN_IDLE_TIMEOUT) {
+            self.close();
+        }
+    }
+
+    /// The client went away: no UPDATE upstream (the core just closes).
+    fn handle_connection_lost(&mut self) {
+        self.close();
+    }
+
+    /// Graceful shutdown: between commands, `-ERR [SYS/TEMP]` and close without UPDATE (the
+    /// client did not QUIT, so nothing is deleted upstream); a command in flight (a message
+    /// being retrieved and stored) finishes first. A QUIT in flight completes.
+    fn handle_shutdown(&mut self) {
+        self.shutting_down = true;
+        if matches!(self.state, State::Idle) {
+            self.shut();
+        }
+    }
+
+    fn wants_input(&self) -> bool {
+        !self.is_closed() && self.input.len() < PIPELINE_LIMIT
+    }
+
+    fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
     }
 }
 
@@ -616,21 +628,56 @@ fn number(n: Option<u64>) -> Result<Option<u32>, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pop3::timer::testing::at;
     use proptest::prelude::*;
+    use std::time::Duration;
 
-    fn drain(proxy: &mut Pop3Proxy) -> Vec<Action> {
-        std::iter::from_fn(|| proxy.poll()).collect()
+    /// The proxy's actions and the bytes it sent the client since the last look. Compared
+    /// with a list of actions, it also says that nothing was sent.
+    #[derive(Debug, Default)]
+    struct Drained {
+        actions: Vec<Action>,
+        sent: Vec<u8>,
     }
 
-    fn sent(actions: &[Action]) -> Vec<u8> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Send(bytes) => Some(bytes.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect()
+    impl Drained {
+        fn absorb(&mut self, more: Drained) {
+            self.actions.extend(more.actions);
+            self.sent.extend(more.sent);
+        }
+    }
+
+    impl std::ops::Deref for Drained {
+        type Target = [Action];
+
+        fn deref(&self) -> &[Action] {
+            &self.actions
+        }
+    }
+
+    impl PartialEq<Vec<Action>> for Drained {
+        fn eq(&self, actions: &Vec<Action>) -> bool {
+            self.sent.is_empty() && self.actions == *actions
+        }
+    }
+
+    fn drain(proxy: &mut Pop3Proxy) -> Drained {
+        let mut drained = Drained::default();
+        proxy.poll_transmit(&mut drained.sent);
+        drained.actions = std::iter::from_fn(|| proxy.poll_event()).collect();
+        drained
+    }
+
+    fn sent(drained: &Drained) -> Vec<u8> {
+        drained.sent.clone()
+    }
+
+    fn new_proxy(input: &[u8]) -> Pop3Proxy {
+        Pop3Proxy::new(input, Instant::now())
+    }
+
+    fn receive(proxy: &mut Pop3Proxy, input: &[u8]) {
+        proxy.handle_input(input, at(Instant::now()));
     }
 
     fn durable() -> Option<Archived> {
@@ -645,7 +692,7 @@ mod tests {
 
     #[test]
     fn retr_asks_for_the_uid_first_and_ends_only_once_stored() {
-        let mut proxy = Pop3Proxy::new(b"RETR 2\r\nNOOP\r\n");
+        let mut proxy = new_proxy(b"RETR 2\r\nNOOP\r\n");
         assert_eq!(
             drain(&mut proxy),
             vec![Action::Upstream(Request::Uidl(Some(2)))]
@@ -673,12 +720,12 @@ mod tests {
 
     #[test]
     fn endless_command_line_is_refused_and_the_connection_closed() {
-        let mut proxy = Pop3Proxy::new(b"");
+        let mut proxy = new_proxy(b"");
         let chunk = vec![b'x'; 1024];
-        let mut actions = Vec::new();
+        let mut actions = Drained::default();
         for _ in 0..64 {
-            proxy.receive(&chunk);
-            actions.extend(drain(&mut proxy));
+            receive(&mut proxy, &chunk);
+            actions.absorb(drain(&mut proxy));
             if proxy.is_closed() {
                 break;
             }
@@ -699,11 +746,11 @@ mod tests {
             "a".repeat(crate::pop3::MAX_AUTH_LINE)
         );
         let run = |pieces: &[&[u8]]| {
-            let mut proxy = Pop3Proxy::new(b"");
-            let mut actions = Vec::new();
+            let mut proxy = new_proxy(b"");
+            let mut actions = Drained::default();
             for piece in pieces {
-                proxy.receive(piece);
-                actions.extend(drain(&mut proxy));
+                receive(&mut proxy, piece);
+                actions.absorb(drain(&mut proxy));
             }
             assert!(proxy.is_closed());
             assert!(!actions.iter().any(|a| matches!(a, Action::Upstream(_))));
@@ -718,7 +765,7 @@ mod tests {
     #[test]
     fn a_copy_that_cannot_be_stored_closes_without_the_terminator() {
         // A UIDL listing the client asked for teaches the proxy the uids.
-        let mut proxy = Pop3Proxy::new(b"UIDL\r\n");
+        let mut proxy = new_proxy(b"UIDL\r\n");
         assert_eq!(
             drain(&mut proxy),
             vec![Action::Upstream(Request::Uidl(None))]
@@ -727,7 +774,7 @@ mod tests {
         proxy.upstream(Upstream::UidlListing(vec![(1, "u1".into())]));
         proxy.upstream(Upstream::MultiLineEnd);
         assert_eq!(sent(&drain(&mut proxy)), b"+OK\r\n1 u1\r\n.\r\n");
-        proxy.receive(b"RETR 1\r\n");
+        receive(&mut proxy, b"RETR 1\r\n");
         assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Retr(1))]);
         retr_body(&mut proxy, b"body\r\n");
         drain(&mut proxy);
@@ -738,7 +785,7 @@ mod tests {
 
     #[test]
     fn upstream_failure_mid_body_closes_without_an_error_line() {
-        let mut proxy = Pop3Proxy::new(b"RETR 1\r\n");
+        let mut proxy = new_proxy(b"RETR 1\r\n");
         drain(&mut proxy);
         proxy.upstream(Upstream::Response(Response::err("no UIDL")));
         assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Retr(1))]);
@@ -753,7 +800,7 @@ mod tests {
 
     #[test]
     fn partial_top_is_relayed_not_stored_and_login_commands_refused() {
-        let mut proxy = Pop3Proxy::new(b"TOP 1 0\r\n");
+        let mut proxy = new_proxy(b"TOP 1 0\r\n");
         assert_eq!(
             drain(&mut proxy),
             vec![Action::Upstream(Request::Uidl(Some(1)))]
@@ -772,7 +819,7 @@ mod tests {
         assert_eq!(sent(&actions), b"+OK 100 octets\r\nSubject: x\r\n\r\n.\r\n");
         assert!(!actions.contains(&Action::StoreEnd));
         assert!(actions.contains(&Action::StoreAbort));
-        proxy.receive(b"USER x\r\nCAPA\r\n");
+        receive(&mut proxy, b"USER x\r\nCAPA\r\n");
         let client = sent(&drain(&mut proxy));
         assert!(client.starts_with(b"-ERR"));
         assert!(String::from_utf8_lossy(&client).contains("UIDL"));
@@ -781,13 +828,13 @@ mod tests {
     #[test]
     fn top_returning_the_whole_message_stores_it_first() {
         // The uid is known from a listing; TOP with a huge count gets the whole message.
-        let mut proxy = Pop3Proxy::new(b"");
+        let mut proxy = new_proxy(b"");
         proxy.upstream(Upstream::UniqueId {
             message: 3,
             uid: "u3".into(),
         });
         drain(&mut proxy);
-        proxy.receive(b"TOP 3 4294967295\r\nNOOP\r\n");
+        receive(&mut proxy, b"TOP 3 4294967295\r\nNOOP\r\n");
         assert_eq!(
             drain(&mut proxy),
             vec![Action::Upstream(Request::Top(3, u32::MAX))]
@@ -812,7 +859,7 @@ mod tests {
         // sent none, so this is the whole message too.
         proxy.upstream(Upstream::Response(Response::ok("")));
         drain(&mut proxy);
-        proxy.receive(b"TOP 3 2\r\n");
+        receive(&mut proxy, b"TOP 3 2\r\n");
         assert_eq!(
             drain(&mut proxy),
             vec![Action::Upstream(Request::Top(3, 3))]
@@ -843,7 +890,7 @@ mod tests {
 
     #[test]
     fn dele_of_a_message_the_archive_lacks_fetches_and_stores_it_first() {
-        let mut proxy = Pop3Proxy::new(b"DELE 2\r\n");
+        let mut proxy = new_proxy(b"DELE 2\r\n");
         assert_eq!(
             drain(&mut proxy),
             vec![Action::Upstream(Request::Uidl(Some(2)))]
@@ -877,14 +924,14 @@ mod tests {
         assert_eq!(sent(&drain(&mut proxy)), b"+OK deleted\r\n");
 
         // Kept in this session: a second DELE (after RSET) goes straight up.
-        proxy.receive(b"DELE 2\r\n");
+        receive(&mut proxy, b"DELE 2\r\n");
         assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Dele(2))]);
     }
 
     #[test]
     fn dele_is_refused_when_no_copy_can_be_kept() {
         // No UIDL upstream: the message is fetched without one.
-        let mut proxy = Pop3Proxy::new(b"DELE 1\r\nNOOP\r\n");
+        let mut proxy = new_proxy(b"DELE 1\r\nNOOP\r\n");
         drain(&mut proxy);
         proxy.upstream(Upstream::Response(Response::err("no UIDL")));
         assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Retr(1))]);
@@ -899,13 +946,13 @@ mod tests {
 
     #[test]
     fn dele_of_an_archived_or_retrieved_message_is_relayed() {
-        let mut proxy = Pop3Proxy::new(b"");
+        let mut proxy = new_proxy(b"");
         proxy.upstream(Upstream::UniqueId {
             message: 1,
             uid: "u1".into(),
         });
         drain(&mut proxy);
-        proxy.receive(b"DELE 1\r\n");
+        receive(&mut proxy, b"DELE 1\r\n");
         assert_eq!(
             drain(&mut proxy),
             vec![Action::IsArchived { uid: "u1".into() }]
@@ -915,7 +962,7 @@ mod tests {
         proxy.upstream(Upstream::Response(Response::ok("")));
         drain(&mut proxy);
         // Retrieved (and kept) in this session: no question asked.
-        proxy.receive(b"RETR 4\r\n");
+        receive(&mut proxy, b"RETR 4\r\n");
         drain(&mut proxy);
         proxy.upstream(Upstream::Response(Response::err("no UIDL")));
         drain(&mut proxy);
@@ -923,13 +970,13 @@ mod tests {
         drain(&mut proxy);
         proxy.stored(Some(Archived::Before));
         assert_eq!(sent(&drain(&mut proxy)), b".\r\n");
-        proxy.receive(b"DELE 4\r\n");
+        receive(&mut proxy, b"DELE 4\r\n");
         assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Dele(4))]);
     }
 
     #[test]
     fn a_huge_uidl_listing_is_relayed_but_not_remembered() {
-        let mut proxy = Pop3Proxy::new(b"UIDL\r\n");
+        let mut proxy = new_proxy(b"UIDL\r\n");
         drain(&mut proxy);
         proxy.upstream(Upstream::MultiLineStart(Response::ok("")));
         let total = 200_000u32;
@@ -946,7 +993,7 @@ mod tests {
         assert!(relayed > 200_000 * 70, "the listing is relayed in full");
         assert_eq!(proxy.uids.len(), MAX_REMEMBERED);
         // A message past the cap: its uid is asked for again.
-        proxy.receive(b"RETR 199999\r\n");
+        receive(&mut proxy, b"RETR 199999\r\n");
         assert_eq!(
             drain(&mut proxy),
             vec![Action::Upstream(Request::Uidl(Some(199_999)))]
@@ -955,22 +1002,22 @@ mod tests {
 
     #[test]
     fn shutdown_lets_a_retrieval_finish_then_closes_without_update() {
-        let mut proxy = Pop3Proxy::new(b"");
+        let mut proxy = new_proxy(b"");
         proxy.upstream(Upstream::UniqueId {
             message: 1,
             uid: "u".into(),
         });
         drain(&mut proxy);
-        proxy.receive(b"UIDL 1\r\n");
+        receive(&mut proxy, b"UIDL 1\r\n");
         drain(&mut proxy);
         proxy.upstream(Upstream::UniqueId {
             message: 1,
             uid: "u".into(),
         });
         drain(&mut proxy);
-        proxy.receive(b"RETR 1\r\nDELE 1\r\nQUIT\r\n");
+        receive(&mut proxy, b"RETR 1\r\nDELE 1\r\nQUIT\r\n");
         assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Retr(1))]);
-        proxy.shutdown();
+        proxy.handle_shutdown();
         retr_body(&mut proxy, b"x\r\n");
         drain(&mut proxy);
         proxy.stored(durable());
@@ -990,7 +1037,7 @@ mod tests {
 
     #[test]
     fn quit_is_relayed_then_closes() {
-        let mut proxy = Pop3Proxy::new(b"DELE 1\r\nQUIT\r\n");
+        let mut proxy = new_proxy(b"DELE 1\r\nQUIT\r\n");
         drain(&mut proxy);
         proxy.upstream(Upstream::UniqueId {
             message: 1,
@@ -1000,21 +1047,36 @@ mod tests {
         proxy.archived(true);
         assert_eq!(drain(&mut proxy), vec![Action::Upstream(Request::Dele(1))]);
         proxy.upstream(Upstream::Response(Response::ok("deleted")));
-        assert_eq!(
-            drain(&mut proxy),
-            vec![
-                Action::Send(b"+OK deleted\r\n".to_vec()),
-                Action::Upstream(Request::Quit)
-            ]
-        );
+        let actions = drain(&mut proxy);
+        assert_eq!(actions.sent, b"+OK deleted\r\n");
+        assert_eq!(actions.actions, vec![Action::Upstream(Request::Quit)]);
         proxy.upstream(Upstream::Response(Response::ok("bye")));
         proxy.upstream(Upstream::Close);
         let actions = drain(&mut proxy);
-        assert_eq!(
-            actions,
-            vec![Action::Send(b"+OK bye\r\n".to_vec()), Action::Close]
-        );
+        assert_eq!(actions.sent, b"+OK bye\r\n");
+        assert_eq!(actions.actions, vec![Action::Close]);
         assert!(proxy.is_closed());
+    }
+
+    #[test]
+    fn the_idle_timer_runs_only_while_the_client_owes_a_command() {
+        let start = Instant::now();
+        let mut proxy = Pop3Proxy::new(b"", start);
+        assert_eq!(proxy.poll_timeout(), Some(start + MIN_IDLE_TIMEOUT));
+        let noop = start + Duration::from_secs(60);
+        proxy.handle_input(b"NOOP\r\n", at(noop));
+        assert_eq!(proxy.poll_timeout(), None, "the upstream has the next word");
+        proxy.upstream(Upstream::Response(Response::ok("")));
+        // The answer came without a time: the timer restarts at the driver's next look.
+        let look = noop + Duration::from_secs(2);
+        proxy.handle_timeout(at(proxy.poll_timeout().unwrap().max(look)));
+        assert!(!proxy.is_closed());
+        let deadline = proxy.poll_timeout().unwrap();
+        proxy.handle_timeout(at(deadline - Duration::from_nanos(1)));
+        assert!(!proxy.is_closed());
+        proxy.handle_timeout(at(deadline));
+        assert!(proxy.is_closed());
+        assert_eq!(drain(&mut proxy).actions.last(), Some(&Action::Close));
     }
 
     proptest! {
@@ -1024,12 +1086,13 @@ mod tests {
         #[test]
         fn arbitrary_sessions(client in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..20),
                               answers in proptest::collection::vec(0u8..6, 0..40)) {
-            let mut proxy = Pop3Proxy::new(b"");
+            let mut proxy = new_proxy(b"");
             let mut answers = answers.into_iter();
             for write in client {
-                proxy.receive(&write);
+                receive(&mut proxy, &write);
                 let mut steps = 0;
-                while let Some(action) = proxy.poll() {
+                proxy.poll_transmit(&mut Vec::new());
+                while let Some(action) = proxy.poll_event() {
                     steps += 1;
                     prop_assert!(steps < 1000);
                     match action {

@@ -13,9 +13,9 @@
 //!   minutes after it went silent, the read fails, and the session ends as any lost
 //!   connection does.
 //! - Takeover by a login with the right password (see [`crate::service::Pickup`]): this
-//!   shell tells the maildrop's [`Holder`](crate::service::Holder) when it waits for a
-//!   command and when input arrives, and ends the session (`-ERR [IN-USE]`, then close)
-//!   when it is revoked. Input that arrives after the takeover is not run.
+//!   shell tells the maildrop's [`Holder`] when it waits for a command and when input
+//!   arrives (through the driver's interrupt), and ends the session (`-ERR [IN-USE]`,
+//!   then close) when it is revoked. Input that arrives after the takeover is not run.
 //!
 //! Either way the old session ends without UPDATE, so nothing it marked is deleted. A client
 //! that stops reading is dropped by the write timeout. Before login the short `[limits]
@@ -25,24 +25,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument as _;
 
 use super::response::Reply;
 use super::{
-    Action, AuthFailure, CommitFailure, Feed, Listing, Output, Session, SessionConfig,
-    StreamFailure,
+    Action, AuthFailure, CommitFailure, Feed, Listing, Session, SessionConfig, StreamFailure,
 };
 use crate::metrics::{ListenerMetrics, LoginKind, OpenSession};
 use crate::net::{
-    ConnectionLimits, ConnectionPermit, Listener, MaybeTls, ShutdownSignal, TlsMode,
-    HANDSHAKE_TIMEOUT,
+    ConnectionLimits, ConnectionPermit, Driver, Interrupt, Listener, MaybeTls, Next,
+    ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
 };
 use crate::pop3::client::UpstreamPassword;
 use crate::pop3::upstream::{login_refusal, LoginFailure, Pop3Leg};
 use crate::proxy::{Connector, ProxyLogin, TcpConnector, Upstreams};
-use crate::service::{Gateway, Maildrop, Pickup, PickupPolicy, ServiceError};
+use crate::service::{Gateway, Holder, Maildrop, Pickup, PickupPolicy, ServiceError};
 
 const READ_BUFFER: usize = 16 * 1024;
 /// The refusal when every slot this client may take is in use.
@@ -264,12 +263,16 @@ impl<C: Connector> Pop3Server<C> {
         let mut config = SessionConfig::new(self.settings.host_name.clone(), tls, true);
         config.proxy = self.upstreams.as_ref().is_some_and(|u| u.enabled());
         config.preauth_timeout = self.settings.preauth_timeout;
+        let replies = metrics.clone();
+        let driver = Driver::new(stream, READ_BUFFER, self.limits.write_timeout())
+            .with_shutdown(shutdown.clone())
+            .with_observer(move |bytes| replies.count_pop3_replies(bytes));
         let connection = Connection {
             server: self,
             metrics: metrics.clone(),
             _open: open,
-            session: Session::new(config),
-            stream,
+            session: Session::new(config, driver.now().instant),
+            driver,
             peer,
             shutdown,
             maildrop: None,
@@ -295,8 +298,11 @@ struct Connection<'a, S, C: Connector> {
     /// Counts the connection as open while it lives.
     _open: OpenSession,
     session: Session,
-    stream: MaybeTls<S>,
+    /// The client's socket and buffers; every reply it writes is counted in metrics (the
+    /// lines of a message are not: they go out unobserved).
+    driver: Driver<MaybeTls<S>>,
     peer: SocketAddr,
+    /// For the relay after a proxy login (the driver has its own).
     shutdown: ShutdownSignal,
     /// After login: the key and the lock, released when the connection ends on any path.
     maildrop: Option<Maildrop>,
@@ -312,102 +318,58 @@ where
     C: Connector,
 {
     async fn run(mut self) {
-        let stall = self.server.limits.write_timeout();
-        let mut buffer = vec![0u8; READ_BUFFER];
-        let mut pending = Vec::new();
-        let mut shutdown_seen = false;
         loop {
-            while let Some(output) = self.session.poll() {
-                match output {
-                    Output::Send(bytes) => {
-                        // Replies only: message lines go out in `stream_message`.
-                        self.metrics.count_pop3_replies(&bytes);
-                        pending.extend_from_slice(&bytes);
-                    }
-                    Output::Action(action) => {
-                        if !self.act(action, &mut pending).await {
-                            let _ = self.stream.write_pending(&mut pending, stall).await;
-                            crate::net::shutdown_within(&mut self.stream, stall).await;
-                            // Release the slot and the maildrop lock before lingering.
-                            self.maildrop = None;
-                            crate::net::linger(&mut self.stream).await;
-                            return;
-                        }
-                    }
-                }
-            }
-            if let Err(e) = self.stream.write_pending(&mut pending, stall).await {
-                tracing::debug!(peer = %self.peer, error = %e, "POP3 client write failed");
-                self.session.connection_lost();
-                continue;
-            }
-            if self.session.is_closed() {
-                return;
-            }
-            let wants_input = self.session.wants_input();
-            // Logged in and waiting for a command: a new login may take the maildrop over.
-            let idle_holder = self
-                .maildrop
-                .as_ref()
-                .filter(|_| self.session.waits_for_command())
-                .map(|maildrop| maildrop.holder().clone());
-            if let Some(holder) = &idle_holder {
-                holder.mark_idle();
-            }
-            let revoked = async {
-                match &idle_holder {
-                    Some(holder) => holder.revoked().await,
-                    None => std::future::pending().await,
-                }
+            // Logged in: a new login may take the maildrop over while the session waits
+            // for a command (the session says when, see `Machine::interruptible`).
+            let mut takeover = Takeover {
+                holder: self.maildrop.as_ref().map(|m| m.holder().clone()),
+                refused_input: false,
             };
-            tokio::select! {
-                read = self.stream.read(&mut buffer), if wants_input => {
-                    if idle_holder.as_ref().is_some_and(|holder| !holder.mark_busy()) {
-                        self.session.taken_over();
-                        continue;
+            match self
+                .driver
+                .next_event_or(&mut self.session, &mut takeover)
+                .await
+            {
+                Next::Event(action) => {
+                    if !self.act(action).await {
+                        let stall = self.server.limits.write_timeout();
+                        let _ = self.driver.flush(&mut self.session).await;
+                        crate::net::shutdown_within(self.driver.stream_mut(), stall).await;
+                        // Release the slot and the maildrop lock before lingering.
+                        self.maildrop = None;
+                        crate::net::linger(self.driver.stream_mut()).await;
+                        return;
                     }
-                    match read {
-                        Ok(0) | Err(_) => self.session.connection_lost(),
-                        Ok(n) => {
-                            let credentials = self.session.may_receive_credentials();
-                            self.session.receive(&buffer[..n]);
-                            if credentials {
-                                // The read may have carried PASS or AUTH: no copy stays behind.
-                                zeroize::Zeroize::zeroize(&mut buffer[..n]);
-                            }
-                        }
-                    }
-                },
-                _ = revoked => {
-                    tracing::info!(peer = %self.peer, "POP3 session taken over by a new login");
-                    self.session.taken_over();
                 }
-                _ = tokio::time::sleep(self.session.timeout()) => self.session.timed_out(),
-                _ = self.shutdown.triggered(), if !shutdown_seen => {
-                    shutdown_seen = true;
-                    self.session.shutdown();
+                Next::Closed => return,
+                Next::Interrupted => {
+                    if !takeover.refused_input {
+                        tracing::info!(peer = %self.peer, "POP3 session taken over by a new login");
+                    }
+                    self.session.taken_over();
                 }
             }
         }
     }
 
     /// Carries out one action; false when the connection must end now.
-    async fn act(&mut self, action: Action, pending: &mut Vec<u8>) -> bool {
+    async fn act(&mut self, action: Action) -> bool {
         let stall = self.server.limits.write_timeout();
         match action {
             Action::StartTls => {
-                if self.stream.write_pending(pending, stall).await.is_err() {
+                // The `+OK` goes out in plaintext, before the handshake.
+                if self.driver.flush(&mut self.session).await.is_err() {
                     return false;
                 }
                 let upgrade = tokio::time::timeout(
                     HANDSHAKE_TIMEOUT,
-                    self.stream.upgrade(&self.server.acceptor),
+                    self.driver.stream_mut().upgrade(&self.server.acceptor),
                 )
                 .await;
                 self.metrics.tls_handshake(matches!(upgrade, Ok(Ok(()))));
                 // A finished handshake gives the proof the session needs.
                 let active = match upgrade {
-                    Ok(Ok(())) => self.stream.tls_active(),
+                    Ok(Ok(())) => self.driver.stream().tls_active(),
                     _ => None,
                 };
                 let Some(tls) = active else {
@@ -439,7 +401,7 @@ where
                 self.session.auth_result(Err(AuthFailure::from(refused)));
             }
             Action::StreamMessage { seq, top_lines } => {
-                return self.stream_message(seq, top_lines.is_none(), pending).await
+                return self.stream_message(seq, top_lines.is_none()).await
             }
             Action::Commit { delete } => {
                 let Some(maildrop) = &self.maildrop else {
@@ -472,17 +434,14 @@ where
                     Ok(leg) => {
                         let ready = Reply::ok(format!("logged in at {}, relaying", leg.server()));
                         self.session.proxy_result(Ok(ready));
-                        while let Some(Output::Send(bytes)) = self.session.poll() {
-                            pending.extend_from_slice(&bytes);
-                        }
-                        if self.stream.write_pending(pending, stall).await.is_err() {
+                        if self.driver.flush(&mut self.session).await.is_err() {
                             return false;
                         }
                         let input = self.session.take_input();
                         leg.relay(
                             &self.server.gateway,
                             &self.metrics,
-                            &mut self.stream,
+                            self.driver.stream_mut(),
                             &input,
                             self.shutdown.clone(),
                             stall,
@@ -501,7 +460,7 @@ where
     /// Decrypts one message chunk by chunk straight into the session (and the socket), so
     /// memory stays at about one chunk whatever the message size.
     /// `whole` is a RETR (counted as picked up once it all went out), not a TOP.
-    async fn stream_message(&mut self, seq: u64, whole: bool, pending: &mut Vec<u8>) -> bool {
+    async fn stream_message(&mut self, seq: u64, whole: bool) -> bool {
         let Some(maildrop) = &mut self.maildrop else {
             self.session.message_end(Err(StreamFailure::Temporary));
             return true;
@@ -532,19 +491,14 @@ where
                 }
             };
             let feed = self.session.message_data(&chunk);
-            while let Some(Output::Send(bytes)) = self.session.poll() {
-                pending.extend_from_slice(&bytes);
-            }
+            // Message lines are not replies: metrics do not see them.
+            self.driver.collect_unobserved(&mut self.session);
             // Small messages leave with the next reply in one write; large ones go out a
-            // chunk at a time, so memory stays at about one chunk.
-            if pending.len() >= FLUSH_THRESHOLD
-                && self
-                    .stream
-                    .write_pending(pending, self.server.limits.write_timeout())
-                    .await
-                    .is_err()
+            // chunk at a time, so memory stays at about one chunk. A failed write has told
+            // the session its connection is lost.
+            if self.driver.queued() >= FLUSH_THRESHOLD
+                && self.driver.flush(&mut self.session).await.is_err()
             {
-                self.session.connection_lost();
                 return true;
             }
             if feed == Feed::Enough {
@@ -558,6 +512,36 @@ where
         }
         self.session.message_end(end);
         true
+    }
+}
+
+/// A login with the mailbox's password taking the maildrop over: ends the driver's wait
+/// while the session waits for a command, and refuses input that arrives after it.
+struct Takeover {
+    /// The maildrop's, once logged in.
+    holder: Option<Arc<Holder>>,
+    /// The wait ended because input came after the takeover (not the takeover itself).
+    refused_input: bool,
+}
+
+impl Interrupt for Takeover {
+    fn interrupted(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        let holder = self.holder.clone();
+        if let Some(holder) = &holder {
+            holder.mark_idle();
+        }
+        async move {
+            match holder {
+                Some(holder) => holder.revoked().await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn admit_input(&mut self) -> bool {
+        let admitted = self.holder.as_ref().is_none_or(|holder| holder.mark_busy());
+        self.refused_input = !admitted;
+        admitted
     }
 }
 

@@ -1,20 +1,21 @@
 //! The POP3 server session: a sans-IO state machine (RFC 1939, 2449, 2595, 5034, 3206).
 //!
-//! It is fed client bytes ([`Session::receive`]) and the results of the work it asks the
-//! shell to do ([`Action`]), and hands back bytes to send and actions through
-//! [`Session::poll`]. It never touches a socket, the clock, the store or a key; see the
+//! A [`Machine`]: it is fed client bytes and the results of the work it asks the shell to
+//! do ([`Action`]s, its events), and hands back the bytes to send. It never touches a
+//! socket, the store or a key, and knows the time only as the `Now` it is given; see the
 //! module documentation of [`super`] for the loop a shell runs around it.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::command::{self, Command};
 use super::error_map::{AuthFailure, CommitFailure, Refusal, StreamFailure};
 use super::line::{Frame, LineBuffer, MAX_COMMAND_LINE};
 use super::response::{write_multiline, Reply};
+use super::timer::Timer;
 use crate::crypto::MailboxPassword;
 use crate::mailbox::{parse_id_or_address, MailboxId};
-use crate::net::TlsActive;
+use crate::net::{Machine, Now, TlsActive};
 use crate::pop3::client::UpstreamPassword;
 use crate::proxy::ProxyLogin;
 use crate::service::{Maildrop, MessageSummary};
@@ -31,9 +32,9 @@ pub const DEFAULT_PREAUTH_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_FAILED_LOGINS: u32 = 3;
 /// Protocol errors after which the session closes.
 pub const MAX_ERRORS: u32 = 20;
-/// Unprocessed input the session holds before [`Session::wants_input`] says stop reading.
+/// Unprocessed input the session holds before [`Machine::wants_input`] says stop reading.
 pub const PIPELINE_LIMIT: usize = 64 * 1024;
-/// Unprocessed input beyond which a shell that ignores [`Session::wants_input`] is cut off.
+/// Unprocessed input beyond which a shell that ignores [`Machine::wants_input`] is cut off.
 const HARD_INPUT_LIMIT: usize = 2 * PIPELINE_LIMIT;
 
 /// How a session starts.
@@ -140,26 +141,18 @@ pub enum Action {
     /// password, then call `auth_result(Err(AuthFailure::WrongCredentials))`, so such a login
     /// looks exactly like a wrong password.
     RejectLogin,
-    /// Open message `seq` and feed its plaintext with [`Session::message_data`] (draining
-    /// [`Session::poll`] after each piece; stop early when it returns [`Feed::Enough`]),
+    /// Open message `seq` and feed its plaintext with [`Session::message_data`] (taking
+    /// [`Machine::poll_transmit`] after each piece; stop early when it returns [`Feed::Enough`]),
     /// then call [`Session::message_end`]. `top_lines` is informational: the session cuts
     /// TOP itself.
     StreamMessage { seq: u64, top_lines: Option<u32> },
     /// The UPDATE state: delete these messages (store sequence numbers) durably and call
     /// [`Session::commit_result`]. Only ever emitted after a successful login and a QUIT.
     Commit { delete: Vec<u64> },
-    /// Close the connection once every `Send` before it is written, and release everything
+    /// Close the connection once every byte before it is written, and release everything
     /// the session held: the maildrop lock and the unsealed key. Emitted exactly once, on
     /// every path (QUIT, errors, timeouts, shutdown, a lost connection); nothing follows it.
     Close,
-}
-
-/// What [`Session::poll`] yields, in order.
-#[derive(Debug)]
-pub enum Output {
-    /// Bytes to write to the client.
-    Send(Vec<u8>),
-    Action(Action),
 }
 
 /// Whether the session wants more of the message being streamed.
@@ -212,9 +205,15 @@ pub struct Session {
     tls: Option<TlsActive>,
     state: State,
     input: LineBuffer,
-    output: VecDeque<Output>,
-    /// Bytes to send after everything in `output`; consecutive replies go out in one write.
+    /// Actions for the shell ([`Machine::poll_event`]). Nothing is written to `pending`
+    /// after one that waits for an answer until it is answered: the session stops
+    /// processing until then.
+    events: VecDeque<Action>,
+    /// Bytes for the client ([`Machine::poll_transmit`]); consecutive replies go out in one
+    /// write.
     pending: Vec<u8>,
+    /// Autologout, or the pre-login timer.
+    timer: Timer,
     /// The USER argument, checked when PASS arrives (`None` inside: not a mailbox id).
     user: Option<UserName>,
     messages: Vec<MessageInfo>,
@@ -225,15 +224,17 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new session; the greeting is ready to [`poll`](Self::poll).
-    pub fn new(config: SessionConfig) -> Self {
+    /// A new session whose timer runs from `now`; the greeting is ready to transmit.
+    pub fn new(config: SessionConfig, now: Instant) -> Self {
         let mut session = Self {
             tls: config.tls.clone(),
             config,
             state: State::Authorization,
             input: LineBuffer::new(),
-            output: VecDeque::new(),
+            events: VecDeque::new(),
             pending: Vec::new(),
+            // Set below, once the state it depends on is there.
+            timer: Timer::new(now, Duration::ZERO),
             user: None,
             messages: Vec::new(),
             deleted: Vec::new(),
@@ -241,38 +242,10 @@ impl Session {
             errors: 0,
             shutting_down: false,
         };
+        session.timer.start(now, session.timeout());
         let greeting = Reply::ok(format!("{} POP3 ready", session.config.host_name));
         session.reply(greeting);
         session
-    }
-
-    /// The next output, in order. `None` until the session is fed again.
-    pub fn poll(&mut self) -> Option<Output> {
-        self.output.pop_front().or_else(|| {
-            (!self.pending.is_empty()).then(|| Output::Send(std::mem::take(&mut self.pending)))
-        })
-    }
-
-    /// Whether the shell should read from the client now: not after close, not while TLS is
-    /// being set up, and not while too much pipelined input waits behind a pending action.
-    pub fn wants_input(&self) -> bool {
-        !matches!(
-            self.state,
-            State::Closed | State::StartingTls | State::Proxied
-        ) && self.input.len() < PIPELINE_LIMIT
-    }
-
-    pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed)
-    }
-
-    /// Logged in and waiting for the client's next command, with nothing of it received:
-    /// the only state in which the shell may let a new login take the maildrop over.
-    pub fn waits_for_command(&self) -> bool {
-        matches!(self.state, State::Transaction)
-            && self.input.len() == 0
-            && self.output.is_empty()
-            && self.pending.is_empty()
     }
 
     /// A new login with the mailbox's password took the maildrop over while this session
@@ -287,9 +260,9 @@ impl Session {
         self.close();
     }
 
-    /// How long the shell waits for client input before calling [`timed_out`](Self::timed_out):
-    /// the autologout timer once logged in, `preauth_timeout` before.
-    pub fn timeout(&self) -> Duration {
+    /// How long the client may stay silent: the autologout timer once logged in,
+    /// `preauth_timeout` before.
+    fn timeout(&self) -> Duration {
         let autologout = self.config.idle_timeout.max(MIN_IDLE_TIMEOUT);
         match self.state {
             State::Authorization | State::AuthContinue => {
@@ -301,7 +274,7 @@ impl Session {
 
     /// Bytes from the client. Commands run as soon as the session is ready for them;
     /// the rest waits (pipelining, RFC 2449 §6.6).
-    pub fn receive(&mut self, data: &[u8]) {
+    fn receive(&mut self, data: &[u8]) {
         for piece in data.chunks(PIPELINE_LIMIT) {
             // After STLS (or close) the rest of what was read is dropped, never executed.
             if matches!(self.state, State::Closed | State::StartingTls) {
@@ -323,6 +296,7 @@ impl Session {
             self.tls = Some(tls);
             self.input.clear();
             self.state = State::Authorization;
+            self.timer.restart();
         }
     }
 
@@ -363,10 +337,6 @@ impl Session {
             Ok(reply) => {
                 self.reply(reply);
                 self.state = State::Proxied;
-                if !self.pending.is_empty() {
-                    self.output
-                        .push_back(Output::Send(std::mem::take(&mut self.pending)));
-                }
             }
             Err(reply) => {
                 self.state = State::Authorization;
@@ -389,12 +359,6 @@ impl Session {
     #[cfg(test)]
     pub(crate) fn input_storage(&self) -> &[u8] {
         self.input.storage()
-    }
-
-    /// Whether input may still carry credentials (USER, PASS, AUTH, a SASL response), so the
-    /// shell wipes its read buffer after handing bytes over. After login it does not bother.
-    pub fn may_receive_credentials(&self) -> bool {
-        matches!(self.state, State::Authorization | State::AuthContinue)
     }
 
     /// Logged in as a proxy client (after [`Session::proxy_result`]).
@@ -477,15 +441,10 @@ impl Session {
         self.close();
     }
 
-    /// The connection is gone. Never leads to an UPDATE: marked messages stay.
-    pub fn connection_lost(&mut self) {
-        self.close();
-    }
-
     /// No client input for [`timeout`](Self::timeout): autologout, without UPDATE (RFC 1939
     /// §3: marked messages are not deleted). Meant for while the session waits for the
-    /// client; if the shell calls it while an action is pending, the session just closes.
-    pub fn timed_out(&mut self) {
+    /// client; if it runs out while an action is pending, the session just closes.
+    fn autologout(&mut self) {
         match self.state {
             State::Closed => {}
             State::Authorization | State::AuthContinue | State::Transaction => {
@@ -496,12 +455,8 @@ impl Session {
         }
     }
 
-    /// Graceful shutdown. Waiting for a command (AUTHORIZATION or TRANSACTION), or for a
-    /// login result: `-ERR [SYS/TEMP] server shutting down` and close, without UPDATE (the
-    /// client did not QUIT, so nothing marked is deleted). While a message streams, the
-    /// message is finished first, then the same reply and close. An UPDATE already under way
-    /// (QUIT was sent) completes normally. During a TLS handshake the session just closes.
-    pub fn shutdown(&mut self) {
+    /// Graceful shutdown (see [`Machine::handle_shutdown`]).
+    fn shutdown(&mut self) {
         match self.state {
             State::Closed => {}
             State::StartingTls | State::Proxied => self.close(),
@@ -782,6 +737,7 @@ impl Session {
     /// After an asynchronous step completes: honour a pending shutdown, else run what the
     /// client pipelined meanwhile.
     fn command_done(&mut self) {
+        self.timer.restart();
         if self.shutting_down && !self.is_closed() {
             self.reply(Refusal::ShuttingDown.reply());
             self.close();
@@ -843,11 +799,7 @@ impl Session {
     }
 
     fn action(&mut self, action: Action) {
-        if !self.pending.is_empty() {
-            self.output
-                .push_back(Output::Send(std::mem::take(&mut self.pending)));
-        }
-        self.output.push_back(Output::Action(action));
+        self.events.push_back(action);
     }
 
     fn close(&mut self) {
@@ -860,5 +812,79 @@ impl Session {
         self.messages.clear();
         self.deleted.clear();
         self.action(Action::Close);
+    }
+}
+
+impl Machine for Session {
+    type Event = Action;
+
+    fn handle_input(&mut self, input: &[u8], now: Now) {
+        self.receive(input);
+        self.timer.start(now.instant, self.timeout());
+    }
+
+    fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        if out.is_empty() {
+            // Swapped, not copied: the caller's empty buffer becomes the session's.
+            std::mem::swap(out, &mut self.pending);
+        } else {
+            out.append(&mut self.pending);
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Action> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        (!matches!(self.state, State::Closed | State::Proxied)).then(|| self.timer.deadline())
+    }
+
+    fn handle_timeout(&mut self, now: Now) {
+        if !self.is_closed() && self.timer.expired(now.instant, self.timeout()) {
+            self.autologout();
+        }
+    }
+
+    /// The connection is gone. Never leads to an UPDATE: marked messages stay.
+    fn handle_connection_lost(&mut self) {
+        self.close();
+    }
+
+    /// Graceful shutdown. Waiting for a command (AUTHORIZATION or TRANSACTION), or for a
+    /// login result: `-ERR [SYS/TEMP] server shutting down` and close, without UPDATE (the
+    /// client did not QUIT, so nothing marked is deleted). While a message streams, the
+    /// message is finished first, then the same reply and close. An UPDATE already under way
+    /// (QUIT was sent) completes normally. During a TLS handshake the session just closes.
+    fn handle_shutdown(&mut self) {
+        self.shutdown();
+    }
+
+    /// Whether the shell should read from the client now: not after close, not while TLS is
+    /// being set up, and not while too much pipelined input waits behind a pending action.
+    fn wants_input(&self) -> bool {
+        !matches!(
+            self.state,
+            State::Closed | State::StartingTls | State::Proxied
+        ) && self.input.len() < PIPELINE_LIMIT
+    }
+
+    fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Whether input may still carry credentials (USER, PASS, AUTH, a SASL response), so the
+    /// shell wipes its read buffer after handing bytes over. After login it does not bother.
+    fn may_receive_credentials(&self) -> bool {
+        matches!(self.state, State::Authorization | State::AuthContinue)
+    }
+
+    /// Logged in and waiting for the client's next command, with nothing of it received:
+    /// the only state in which the shell may let a new login take the maildrop over.
+    fn interruptible(&self) -> bool {
+        matches!(self.state, State::Transaction)
+            && self.input.len() == 0
+            && self.events.is_empty()
+            && self.pending.is_empty()
     }
 }

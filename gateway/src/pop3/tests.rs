@@ -2,9 +2,12 @@
 
 use proptest::prelude::*;
 
+use std::time::{Duration, Instant};
+
 use super::*;
 use crate::mailbox::MailboxId;
-use crate::net::TlsActive;
+use crate::net::{Machine, TlsActive};
+use crate::pop3::timer::testing::{at, run_out};
 use crate::store::Durable;
 
 const ID: &str = "mbx-0123456789abcdef0123456789abcdef";
@@ -31,8 +34,9 @@ fn tls(on: bool) -> Option<TlsActive> {
 
 impl Harness {
     fn new(tls_active: bool) -> Self {
+        let config = SessionConfig::new("pop.example", tls(tls_active), true);
         let mut harness = Self {
-            session: Session::new(SessionConfig::new("pop.example", tls(tls_active), true)),
+            session: Session::new(config, Instant::now()),
             transcript: String::new(),
             server_bytes: Vec::new(),
             actions: Vec::new(),
@@ -51,14 +55,15 @@ impl Harness {
 
     fn send(&mut self, line: &str) {
         self.transcript.push_str(&format!("C: {line}\n"));
-        self.session.receive(format!("{line}\r\n").as_bytes());
+        self.session
+            .handle_input(format!("{line}\r\n").as_bytes(), now());
         self.drain();
     }
 
     fn send_raw(&mut self, bytes: &[u8]) {
         self.transcript
             .push_str(&format!("C: {:?}\n", String::from_utf8_lossy(bytes)));
-        self.session.receive(bytes);
+        self.session.handle_input(bytes, now());
         self.drain();
     }
 
@@ -68,18 +73,14 @@ impl Harness {
         self.drain();
     }
 
+    /// The bytes first, then the actions: the session writes nothing after an action
+    /// until it is answered.
     fn drain(&mut self) {
-        while let Some(output) = self.session.poll() {
-            match output {
-                Output::Send(bytes) => {
-                    self.server_bytes.extend_from_slice(&bytes);
-                    self.render_lines();
-                }
-                Output::Action(action) => {
-                    self.transcript.push_str(&format!("A: {action:?}\n"));
-                    self.actions.push(action);
-                }
-            }
+        self.session.poll_transmit(&mut self.server_bytes);
+        self.render_lines();
+        while let Some(action) = self.session.poll_event() {
+            self.transcript.push_str(&format!("A: {action:?}\n"));
+            self.actions.push(action);
         }
     }
 
@@ -121,6 +122,11 @@ impl Harness {
     fn closed(&self) -> bool {
         self.actions.iter().any(|a| matches!(a, Action::Close))
     }
+}
+
+/// A `Now` for input whose time does not matter.
+fn now() -> crate::net::Now {
+    at(Instant::now())
 }
 
 fn maildrop() -> Listing {
@@ -334,12 +340,10 @@ fn credentials_before_tls_are_refused_unprocessed() {
 
 #[test]
 fn stls_unavailable_without_certificate() {
-    let mut session = Session::new(SessionConfig::new("h", None, false));
-    session.receive(b"CAPA\r\nSTLS\r\n");
+    let mut session = Session::new(SessionConfig::new("h", None, false), Instant::now());
+    session.handle_input(b"CAPA\r\nSTLS\r\n", now());
     let mut out = Vec::new();
-    while let Some(Output::Send(bytes)) = session.poll() {
-        out.extend(bytes);
-    }
+    session.poll_transmit(&mut out);
     let out = String::from_utf8(out).unwrap();
     assert!(!out.contains("STLS\r\n"));
     assert!(out.ends_with("-ERR STLS not available\r\n"));
@@ -365,7 +369,7 @@ fn dele_then_connection_lost_never_commits() {
     let mut h = Harness::tls();
     h.login(maildrop());
     h.send("DELE 1");
-    h.event("connection_lost", |s| s.connection_lost());
+    h.event("connection_lost", |s| s.handle_connection_lost());
     assert_eq!(h.commits(), 0);
     assert!(h.closed());
 }
@@ -421,7 +425,7 @@ fn failed_commit_reports_sys_temp_and_closes() {
 
 #[test]
 fn autologout_and_shutdown_never_update() {
-    for end in [Session::timed_out as fn(&mut Session), Session::shutdown] {
+    for end in [run_out as fn(&mut Session), Session::handle_shutdown] {
         let mut h = Harness::tls();
         h.login(maildrop());
         h.send("DELE 1");
@@ -443,7 +447,7 @@ fn shutdown_finishes_the_message_being_streamed() {
     h.login(maildrop());
     h.send_raw(b"RETR 1\r\nRETR 2\r\n");
     h.take_actions();
-    h.session.shutdown();
+    h.session.handle_shutdown();
     h.session.message_data(b"body\r\n");
     h.session.message_end(Ok(()));
     h.drain();
@@ -461,7 +465,7 @@ fn shutdown_finishes_the_message_being_streamed() {
 fn shutdown_before_login() {
     let mut h = Harness::plain();
     h.take_transcript();
-    h.event("shutdown", |s| s.shutdown());
+    h.event("shutdown", |s| s.handle_shutdown());
     assert_eq!(
         h.take_transcript(),
         "E: shutdown\nS: -ERR [SYS/TEMP] server shutting down\nA: Close\n"
@@ -591,28 +595,48 @@ fn backpressure_while_waiting() {
     h.send("PASS pw");
     assert!(h.session.wants_input());
     h.session
-        .receive(&b"NOOP\r\n".repeat(PIPELINE_LIMIT / 6 + 1));
+        .handle_input(&b"NOOP\r\n".repeat(PIPELINE_LIMIT / 6 + 1), now());
     assert!(!h.session.wants_input());
-    h.session.receive(&vec![b'x'; PIPELINE_LIMIT + 10]);
+    h.session
+        .handle_input(&vec![b'x'; PIPELINE_LIMIT + 10], now());
     h.drain();
     assert!(h.closed(), "a shell ignoring wants_input is cut off");
+}
+
+/// The session's deadline, as the driver sees it once it has written everything and looked
+/// at the timer (an answer from the shell restarts it then).
+fn deadline_after_look(session: &mut Session, look: Instant) -> Instant {
+    let due = session.poll_timeout().expect("a timer runs");
+    if due <= look {
+        session.handle_timeout(at(look));
+    }
+    session.poll_timeout().expect("a timer runs")
 }
 
 #[test]
 fn timeout_is_at_least_ten_minutes() {
     let mut config = SessionConfig::new("h", tls(true), true);
-    config.idle_timeout = std::time::Duration::from_secs(5);
+    config.idle_timeout = Duration::from_secs(5);
     let mut h = Harness::tls();
-    h.session = Session::new(config);
+    let start = Instant::now();
+    h.session = Session::new(config, start);
     h.drain();
     h.login(maildrop());
-    assert_eq!(h.session.timeout(), MIN_IDLE_TIMEOUT);
+    let look = start + Duration::from_secs(1);
+    assert_eq!(
+        deadline_after_look(&mut h.session, look),
+        look + MIN_IDLE_TIMEOUT
+    );
 }
 
 #[test]
 fn preauth_idle_client_is_dropped_early() {
-    let h = Harness::tls();
-    assert_eq!(h.session.timeout(), DEFAULT_PREAUTH_TIMEOUT);
+    let start = Instant::now();
+    let session = Session::new(SessionConfig::new("h", tls(true), true), start);
+    assert_eq!(
+        session.poll_timeout(),
+        Some(start + DEFAULT_PREAUTH_TIMEOUT)
+    );
     assert!(DEFAULT_PREAUTH_TIMEOUT < MIN_IDLE_TIMEOUT);
     // Still before login after a failed attempt.
     let mut h = Harness::tls();
@@ -621,11 +645,62 @@ fn preauth_idle_client_is_dropped_early() {
     h.event("auth_result", |s| {
         s.auth_result(Err(AuthFailure::WrongCredentials))
     });
-    assert_eq!(h.session.timeout(), DEFAULT_PREAUTH_TIMEOUT);
+    let look = Instant::now() + Duration::from_secs(3);
+    assert_eq!(
+        deadline_after_look(&mut h.session, look),
+        look + DEFAULT_PREAUTH_TIMEOUT
+    );
     // Logged in: RFC 1939's autologout.
     let mut h = Harness::tls();
     h.login(maildrop());
-    assert_eq!(h.session.timeout(), MIN_IDLE_TIMEOUT);
+    let look = Instant::now() + Duration::from_secs(3);
+    assert_eq!(
+        deadline_after_look(&mut h.session, look),
+        look + MIN_IDLE_TIMEOUT
+    );
+}
+
+#[test]
+fn the_idle_timer_fires_at_exactly_its_deadline_and_input_moves_it() {
+    let start = Instant::now();
+    let mut h = Harness::tls();
+    h.session = Session::new(SessionConfig::new("h", tls(true), true), start);
+    h.drain();
+    // Before login: input moves the pre-login deadline.
+    let typed = start + Duration::from_secs(30);
+    h.session.handle_input(b"CAPA\r\n", at(typed));
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(typed + DEFAULT_PREAUTH_TIMEOUT)
+    );
+    h.session
+        .handle_timeout(at(typed + DEFAULT_PREAUTH_TIMEOUT - Duration::from_nanos(1)));
+    assert!(!h.session.is_closed(), "not yet");
+    // Logged in, the shell answering at `answered`: the autologout runs from the driver's
+    // next look, and each command moves it.
+    h.session
+        .handle_input(format!("USER {ID}\r\nPASS pw\r\n").as_bytes(), at(typed));
+    h.drain();
+    h.session.auth_result(Ok(maildrop()));
+    let answered = typed + Duration::from_secs(5);
+    assert_eq!(
+        deadline_after_look(&mut h.session, answered),
+        answered + MIN_IDLE_TIMEOUT
+    );
+    let stat = answered + Duration::from_secs(400);
+    h.session.handle_input(b"STAT\r\n", at(stat));
+    let deadline = stat + MIN_IDLE_TIMEOUT;
+    assert_eq!(h.session.poll_timeout(), Some(deadline));
+    h.session
+        .handle_timeout(at(deadline - Duration::from_nanos(1)));
+    assert!(!h.session.is_closed());
+    h.session.handle_timeout(at(deadline));
+    assert!(h.session.is_closed());
+    assert_eq!(h.session.poll_timeout(), None);
+    h.drain();
+    assert!(h
+        .take_transcript()
+        .ends_with("S: -ERR autologout: idle too long\nA: Close\n"));
 }
 
 #[test]
@@ -711,7 +786,7 @@ proptest! {
         ops in ops(),
         answers in proptest::collection::vec(any::<u8>(), 64),
     ) {
-        let mut session = Session::new(SessionConfig::new("h", self::tls(tls), true));
+        let mut session = Session::new(SessionConfig::new("h", self::tls(tls), true), Instant::now());
         let mut logged_in = false;
         let mut quit_sent = false;
         let mut closed = false;
@@ -723,16 +798,20 @@ proptest! {
                     if String::from_utf8_lossy(&bytes).to_ascii_uppercase().contains("QUIT") {
                         quit_sent = true;
                     }
-                    session.receive(&bytes);
+                    session.handle_input(&bytes, now());
                 }
-                Op::Lost => session.connection_lost(),
-                Op::Timeout => session.timed_out(),
-                Op::Shutdown => session.shutdown(),
+                Op::Lost => session.handle_connection_lost(),
+                Op::Timeout => run_out(&mut session),
+                Op::Shutdown => session.handle_shutdown(),
                 Op::TlsDone => session.tls_established(proof()),
             }
-            while let Some(output) = session.poll() {
-                let Output::Action(action) = output else { continue };
+            // What the last answer wrote goes out before the next action is taken.
+            while let Some(action) = { session.poll_transmit(&mut Vec::new()); session.poll_event() } {
                 prop_assert!(!closed, "output after Close: {action:?}");
+                // Nothing is written after an action before it is answered.
+                let mut after = Vec::new();
+                session.poll_transmit(&mut after);
+                prop_assert!(after.is_empty(), "{:?} after {action:?}", String::from_utf8_lossy(&after));
                 let pick = *answer.next().unwrap();
                 match action {
                     Action::StartTls => {
@@ -770,15 +849,16 @@ proptest! {
     ) {
         let script = format!("CAPA\r\nUSER {ID}\r\nPASS pw\r\nLIST\r\nDELE 1\r\nQUIT\r\n");
         let run = |pieces: Vec<&[u8]>| {
-            let mut session = Session::new(SessionConfig::new("h", tls(true), true));
+            let mut session = Session::new(SessionConfig::new("h", tls(true), true), Instant::now());
             let mut log = Vec::new();
             for piece in pieces {
-                session.receive(piece);
-                while let Some(output) = session.poll() {
-                    match output {
-                        Output::Send(bytes) => log.extend(bytes),
-                        Output::Action(Action::Authenticate { .. }) => session.auth_result(Ok(maildrop())),
-                        Output::Action(action) => log.extend(format!("{action:?}").into_bytes()),
+                session.handle_input(piece, now());
+                loop {
+                    session.poll_transmit(&mut log);
+                    match session.poll_event() {
+                        None => break,
+                        Some(Action::Authenticate { .. }) => session.auth_result(Ok(maildrop())),
+                        Some(action) => log.extend(format!("{action:?}").into_bytes()),
                     }
                 }
             }
@@ -823,13 +903,13 @@ fn pass_and_sasl_lines_leave_no_credential_bytes_in_the_input_buffer() {
 #[test]
 fn takeover_only_of_a_session_waiting_for_a_command_and_never_updates() {
     let mut h = Harness::tls();
-    assert!(!h.session.waits_for_command(), "not logged in");
+    assert!(!h.session.interruptible(), "not logged in");
     h.login(maildrop());
     h.send("DELE 1");
-    assert!(h.session.waits_for_command());
+    assert!(h.session.interruptible());
     // Part of a command received: busy.
     h.send_raw(b"QU");
-    assert!(!h.session.waits_for_command());
+    assert!(!h.session.interruptible());
     h.event("taken over", Session::taken_over);
     assert_eq!(h.commits(), 0, "nothing marked is deleted");
     assert!(h.closed());

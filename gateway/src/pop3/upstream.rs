@@ -2,13 +2,14 @@
 //! bytes between the client, [`Pop3Proxy`] and the upstream core ([`UpstreamPop3`]), and
 //! stores a copy of every message the client retrieves in full.
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::client::{
     Output as Upstream, UpstreamConfig, UpstreamError, UpstreamPassword, UpstreamPop3, UpstreamTls,
+    RESPONSE_TIMEOUT,
 };
 use super::relay::{Action, Archived, Pop3Proxy};
-use crate::net::{MaybeTls, ShutdownSignal};
+use crate::net::{Driver, Machine, MaybeTls, Next, ShutdownSignal};
 use crate::pop3::response::{Code, Reply};
 use crate::proxy::connect::{ConnectError, Connector, UpstreamStream, Upstreams};
 use crate::proxy::ProxyLogin;
@@ -17,10 +18,15 @@ use crate::service::{Gateway, MessageDraft, ProxiedCopy};
 pub const POP3_PORT: u16 = 110;
 pub const POP3S_PORT: u16 = 995;
 const READ_BUFFER: usize = 16 * 1024;
+/// Client bytes the relay lets pile up (a message passing through) before it stops reading
+/// the upstream to write them out.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
 
 /// An upstream POP3 connection, logged in.
 pub struct Pop3Leg<C: Connector> {
-    stream: UpstreamStream<C::Stream>,
+    /// A write the upstream accepts nothing of for [`RESPONSE_TIMEOUT`] ends the session,
+    /// as its silence does.
+    upstream: Driver<UpstreamStream<C::Stream>>,
     core: UpstreamPop3,
     login: ProxyLogin,
     server: String,
@@ -90,50 +96,42 @@ impl<C: Connector> Pop3Leg<C> {
         } else {
             UpstreamTls::Stls
         };
-        let core = UpstreamPop3::new(UpstreamConfig::new(
-            tls,
-            login.remote_user.clone(),
-            password,
-        ));
+        let upstream = Driver::new(stream, READ_BUFFER, RESPONSE_TIMEOUT);
+        let core = UpstreamPop3::new(
+            UpstreamConfig::new(tls, login.remote_user.clone(), password),
+            upstream.now().instant,
+        );
         let mut leg = Self {
-            stream,
+            upstream,
             core,
             login,
             server,
         };
-        let mut buffer = vec![0u8; READ_BUFFER];
         loop {
-            while let Some(output) = leg.core.poll() {
-                match output {
-                    Upstream::Send(bytes) => {
-                        if leg.stream.write_all(&bytes).await.is_err()
-                            || leg.stream.flush().await.is_err()
-                        {
-                            leg.core.connection_lost();
-                        }
-                    }
-                    Upstream::StartTls => {
-                        match upstreams.start_tls(&mut leg.stream, &leg.login).await {
-                            Ok(()) => leg.core.tls_established(),
-                            Err(e) => return Err(unavailable(&e)),
-                        }
-                    }
-                    Upstream::LoggedIn { .. } => return Ok(leg),
-                    Upstream::Failed(error) => return Err(login_failure(&error, &leg.server)),
-                    Upstream::Close => {
-                        return Err(login_failure(&UpstreamError::Closed, &leg.server))
-                    }
-                    other => {
-                        let error = UpstreamError::Protocol(format!("unexpected {other:?}"));
-                        return Err(login_failure(&error, &leg.server));
+            match leg.upstream.next_event(&mut leg.core).await {
+                Next::Event(Upstream::StartTls) => {
+                    // Nothing is queued after STLS; flushed anyway so no byte can follow
+                    // the handshake out of order. A failed write has closed the core.
+                    let _ = leg.upstream.flush(&mut leg.core).await;
+                    match upstreams
+                        .start_tls(leg.upstream.stream_mut(), &leg.login)
+                        .await
+                    {
+                        Ok(()) => leg.core.tls_established(),
+                        Err(e) => return Err(unavailable(&e)),
                     }
                 }
-            }
-            let wait = super::client::RESPONSE_TIMEOUT;
-            match tokio::time::timeout(wait, leg.stream.read(&mut buffer)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => leg.core.connection_lost(),
-                Ok(Ok(n)) => leg.core.receive(&buffer[..n]),
-                Err(_) => leg.core.timed_out(),
+                Next::Event(Upstream::LoggedIn { .. }) => return Ok(leg),
+                Next::Event(Upstream::Failed(error)) => {
+                    return Err(login_failure(&error, &leg.server))
+                }
+                Next::Event(Upstream::Close) | Next::Closed | Next::Interrupted => {
+                    return Err(login_failure(&UpstreamError::Closed, &leg.server))
+                }
+                Next::Event(other) => {
+                    let error = UpstreamError::Protocol(format!("unexpected {other:?}"));
+                    return Err(login_failure(&error, &leg.server));
+                }
             }
         }
     }
@@ -150,95 +148,71 @@ impl<C: Connector> Pop3Leg<C> {
         metrics: &crate::metrics::ListenerMetrics,
         client: &mut MaybeTls<S>,
         input: &[u8],
-        mut shutdown: ShutdownSignal,
+        shutdown: ShutdownSignal,
         client_stall: std::time::Duration,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let mut proxy = Pop3Proxy::new(input);
+        let mut client = Driver::new(client, READ_BUFFER, client_stall).with_shutdown(shutdown);
+        let mut proxy = Pop3Proxy::new(input, client.now().instant);
         let mut copy = RetrievedCopy::None;
-        let mut client_buffer = vec![0u8; READ_BUFFER];
-        let mut upstream_buffer = vec![0u8; READ_BUFFER];
-        let mut shutdown_seen = false;
         loop {
-            let mut progressed = true;
-            while progressed {
-                progressed = false;
-                while let Some(action) = proxy.poll() {
-                    progressed = true;
-                    match action {
-                        Action::Send(bytes) => {
-                            // A client that stops reading is dropped like one that left.
-                            if crate::net::write_all_within(client, &bytes, client_stall)
-                                .await
-                                .is_err()
-                            {
-                                proxy.client_gone();
-                            }
-                        }
-                        Action::Upstream(request) => {
-                            if self.core.command(request).is_err() {
-                                proxy.upstream(Upstream::Failed(UpstreamError::Closed));
-                            }
-                        }
-                        Action::StoreBegin { uid } => copy = self.begin_copy(gateway, uid),
-                        Action::StoreData(bytes) => copy.write(&bytes),
-                        Action::StoreEnd => {
-                            let archived = std::mem::replace(&mut copy, RetrievedCopy::None)
-                                .commit(gateway, metrics)
-                                .await;
-                            proxy.stored(archived);
-                        }
-                        Action::StoreAbort => copy = RetrievedCopy::None,
-                        Action::IsArchived { uid } => {
-                            proxy.archived(self.is_archived(gateway, &uid));
-                        }
-                        Action::Close => {
-                            // No QUIT unless the client sent one (the core already did):
-                            // a client that just disappears must not delete anything.
-                            while let Some(Upstream::Send(bytes)) = self.core.poll() {
-                                let _ = self.stream.write_all(&bytes).await;
-                            }
-                            let _ = self.stream.shutdown().await;
-                            crate::net::shutdown_within(client, client_stall).await;
-                            return;
+            // Both waits are cancel-safe: whichever side has something first is served,
+            // and the other resumes where it was (a half-written reply included).
+            // The proxy's actions first, as they come: the upstream waits while it has any.
+            let side = tokio::select! {
+                biased;
+                next = client.next_event(&mut proxy) => Side::Client(next),
+                next = self.upstream.next_event(&mut self.core), if !self.core.is_closed() => {
+                    Side::Upstream(next)
+                }
+            };
+            match side {
+                Side::Client(Next::Event(action)) => match action {
+                    Action::Upstream(request) => {
+                        if self.core.command(request).is_err() {
+                            proxy.upstream(Upstream::Failed(UpstreamError::Closed));
                         }
                     }
-                }
-                while let Some(output) = self.core.poll() {
-                    progressed = true;
-                    match output {
-                        Upstream::Send(bytes) => {
-                            if self.stream.write_all(&bytes).await.is_err()
-                                || self.stream.flush().await.is_err()
-                            {
-                                self.core.connection_lost();
-                            }
-                        }
-                        other => proxy.upstream(other),
+                    Action::StoreBegin { uid } => copy = self.begin_copy(gateway, uid),
+                    Action::StoreData(bytes) => copy.write(&bytes),
+                    Action::StoreEnd => {
+                        // The message goes to the client while the copy is committed; only
+                        // its terminator waits for the copy. A failed write has told the
+                        // proxy the client is gone.
+                        let _ = client.flush(&mut proxy).await;
+                        let archived = std::mem::replace(&mut copy, RetrievedCopy::None)
+                            .commit(gateway, metrics)
+                            .await;
+                        proxy.stored(archived);
+                    }
+                    Action::StoreAbort => copy = RetrievedCopy::None,
+                    Action::IsArchived { uid } => {
+                        proxy.archived(self.is_archived(gateway, &uid));
+                    }
+                    Action::Close => {
+                        let _ = client.flush(&mut proxy).await;
+                        // No QUIT unless the client sent one (the core already did):
+                        // a client that just disappears must not delete anything.
+                        let _ = self.upstream.flush(&mut self.core).await;
+                        let _ = self.upstream.stream_mut().shutdown().await;
+                        crate::net::shutdown_within(client.stream_mut(), client_stall).await;
+                        return;
+                    }
+                },
+                // The proxy's Close came first and returned above.
+                Side::Client(Next::Closed | Next::Interrupted) => return,
+                Side::Upstream(Next::Event(output)) => {
+                    proxy.upstream(output);
+                    // A message from a fast upstream to a slow client: write it out before
+                    // reading on, so it never piles up here.
+                    client.collect(&mut proxy);
+                    if client.queued() >= FLUSH_THRESHOLD {
+                        let _ = client.flush(&mut proxy).await;
                     }
                 }
-            }
-            let reading_client = proxy.wants_input();
-            let reading_upstream = self.core.wants_input();
-            let awaiting = self.core.awaiting_upstream();
-            tokio::select! {
-                read = client.read(&mut client_buffer), if reading_client => match read {
-                    Ok(0) | Err(_) => proxy.client_gone(),
-                    Ok(n) => proxy.receive(&client_buffer[..n]),
-                },
-                read = self.stream.read(&mut upstream_buffer), if reading_upstream => match read {
-                    Ok(0) | Err(_) => self.core.connection_lost(),
-                    Ok(n) => self.core.receive(&upstream_buffer[..n]),
-                },
-                _ = tokio::time::sleep(super::client::RESPONSE_TIMEOUT), if awaiting => {
-                    self.core.timed_out();
-                }
-                _ = tokio::time::sleep(proxy.timeout()), if !awaiting => proxy.client_gone(),
-                _ = shutdown.triggered(), if !shutdown_seen => {
-                    shutdown_seen = true;
-                    proxy.shutdown();
-                }
+                // Its Close has reached the proxy, which closes too.
+                Side::Upstream(Next::Closed | Next::Interrupted) => {}
             }
         }
     }
@@ -273,6 +247,12 @@ impl<C: Connector> Pop3Leg<C> {
             }
         }
     }
+}
+
+/// Which driver had something for the relay.
+enum Side {
+    Client(Next<Action>),
+    Upstream(Next<Upstream>),
 }
 
 /// The copy of the message being retrieved.

@@ -19,6 +19,8 @@ struct Echo {
     closed: bool,
     lost: bool,
     shutdowns: u32,
+    /// Holds off the shell's interrupt.
+    uninterruptible: bool,
 }
 
 impl Echo {
@@ -108,6 +110,10 @@ impl Machine for Echo {
 
     fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    fn interruptible(&self) -> bool {
+        !self.uninterruptible
     }
 }
 
@@ -239,6 +245,26 @@ async fn an_interrupt_ends_the_wait_and_can_refuse_input() {
     assert!(
         !echo.is_closed(),
         "the refused input never reached the machine"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_uninterruptible_wait_neither_hears_the_interrupt_nor_asks_it_about_input() {
+    let (mut driver, mut peer) = pair(4096);
+    let mut echo = Echo {
+        uninterruptible: true,
+        ..Echo::started(now())
+    };
+    let (fire, fired) = tokio::sync::oneshot::channel();
+    let mut switch = Switch {
+        fire: Some(fired),
+        admit: false,
+    };
+    fire.send(()).unwrap();
+    peer.write_all(b"ask\r\n").await.unwrap();
+    assert_eq!(
+        driver.next_event_or(&mut echo, &mut switch).await,
+        Next::Event("ask")
     );
 }
 

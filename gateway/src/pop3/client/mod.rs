@@ -16,36 +16,33 @@
 //!
 //! ## The shell loop
 //!
+//! The core is a [`crate::net::Machine`]: a [`crate::net::Driver`] writes its commands,
+//! reads the upstream and runs the response timer ([`RESPONSE_TIMEOUT`] while an answer is
+//! awaited), and hands the shell each [`Output`]:
+//!
 //! ```text
 //! // Implicit: connect to 995 and finish the TLS handshake first; Stls: plain TCP to 110.
-//! let mut upstream = UpstreamPop3::new(UpstreamConfig::new(tls, user, UpstreamPassword::new(pw)));
+//! let mut upstream = Driver::new(stream, READ_BUFFER, RESPONSE_TIMEOUT);
+//! let mut core = UpstreamPop3::new(UpstreamConfig::new(tls, user, pw), upstream.now().instant);
 //! loop {
-//!     while let Some(output) = upstream.poll() {
-//!         match output {
-//!             Output::Send(bytes) => conn.write_all(&bytes).await?,   // error: connection_lost()
-//!             Output::StartTls => {
-//!                 conn = tls_connect(conn, target_server).await?;   // verify the certificate
-//!                 upstream.tls_established();
-//!             }
-//!             Output::LoggedIn { capabilities } => { /* answer the client's PASS/AUTH with +OK */ }
-//!             Output::Response(r) => { /* relay r to the client (r.write_to) */ }
-//!             Output::UniqueId { message, uid } => { /* dedup key; relay "+OK message uid" */ }
-//!             Output::MultiLineStart(r) => { /* relay r; RETR: open a MessageDraft */ }
-//!             Output::MultiLineData(d) => { /* re-stuff to the client; RETR: draft.write(d) */ }
-//!             Output::UidlListing(entries) => { /* relay and remember the uids */ }
-//!             Output::MultiLineEnd => { /* relay "."; RETR: commit the draft, now complete */ }
-//!             Output::Failed(e) => { /* tell the client -ERR [SYS/TEMP] (or relay AuthRejected) */ }
-//!             Output::Close => return Ok(()),
+//!     match upstream.next_event(&mut core).await {
+//!         Next::Event(Output::StartTls) => {
+//!             upstream.flush(&mut core).await;
+//!             tls_connect(upstream.stream_mut(), target_server).await?; // verify the certificate
+//!             core.tls_established();
 //!         }
+//!         Next::Event(Output::LoggedIn { capabilities }) => { /* answer the client's PASS/AUTH */ }
+//!         Next::Event(Output::Response(r)) => { /* relay r to the client (r.write_to) */ }
+//!         Next::Event(Output::UniqueId { message, uid }) => { /* dedup key; relay "+OK n uid" */ }
+//!         Next::Event(Output::MultiLineStart(r)) => { /* relay r; RETR: open a MessageDraft */ }
+//!         Next::Event(Output::MultiLineData(d)) => { /* re-stuff to the client; RETR: draft.write(d) */ }
+//!         Next::Event(Output::UidlListing(entries)) => { /* relay and remember the uids */ }
+//!         Next::Event(Output::MultiLineEnd) => { /* relay "."; RETR: commit the draft, now complete */ }
+//!         Next::Event(Output::Failed(e)) => { /* tell the client -ERR [SYS/TEMP] (or relay AuthRejected) */ }
+//!         Next::Event(Output::Close) | Next::Closed | Next::Interrupted => return Ok(()),
 //!     }
-//!     tokio::select! {
-//!         read = conn.read(&mut buf), if upstream.wants_input() => match read {
-//!             Ok(0) | Err(_) => upstream.connection_lost(),
-//!             Ok(n) => upstream.receive(&buf[..n]),
-//!         },
-//!         _ = sleep(RESPONSE_TIMEOUT), if upstream.awaiting_upstream() => upstream.timed_out(),
-//!         request = client_requests.recv() => { upstream.command(request)?; }
-//!     }
+//!     // A client request, whenever one comes (the relay selects over both drivers):
+//!     core.command(request)?;
 //! }
 //! ```
 //!

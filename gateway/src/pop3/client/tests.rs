@@ -4,6 +4,10 @@
 use proptest::prelude::*;
 
 use super::*;
+use std::time::Duration;
+
+use crate::net::Machine;
+use crate::pop3::timer::testing::{at, run_out};
 use crate::wire::dot::tests::expected as expected_content;
 use crate::wire::dot::Stuffer;
 
@@ -42,7 +46,7 @@ impl Harness {
     fn with_config(config: UpstreamConfig) -> Self {
         let tls = config.tls == UpstreamTls::Implicit;
         let mut harness = Self {
-            core: UpstreamPop3::new(config),
+            core: UpstreamPop3::new(config, std::time::Instant::now()),
             transcript: String::new(),
             sent: Vec::new(),
             sent_before_tls: Vec::new(),
@@ -63,14 +67,15 @@ impl Harness {
             bytes.extend_from_slice(line.as_bytes());
             bytes.extend_from_slice(b"\r\n");
         }
-        self.core.receive(&bytes);
+        self.core
+            .handle_input(&bytes, at(std::time::Instant::now()));
         self.drain();
     }
 
     fn server_raw(&mut self, bytes: &[u8]) {
         self.transcript
             .push_str(&format!("S: {:?}\n", String::from_utf8_lossy(bytes)));
-        self.core.receive(bytes);
+        self.core.handle_input(bytes, at(std::time::Instant::now()));
         self.drain();
     }
 
@@ -91,31 +96,29 @@ impl Harness {
         });
     }
 
+    /// Events first, then the bytes: the core sends its next command only after the answer
+    /// to the one before.
     fn drain(&mut self) {
-        while let Some(output) = self.core.poll() {
-            match output {
-                Output::Send(bytes) => {
-                    self.sent.extend_from_slice(&bytes);
-                    if !self.tls {
-                        self.sent_before_tls.extend_from_slice(&bytes);
-                    }
-                    self.unsent.extend_from_slice(&bytes);
-                    while let Some(end) = self.unsent.windows(2).position(|w| w == b"\r\n") {
-                        let line: Vec<u8> = self.unsent.drain(..end + 2).collect();
-                        let text = String::from_utf8_lossy(&line[..end]).into_owned();
-                        assert!(!text.contains(['\r', '\n']), "bare line end sent: {text:?}");
-                        self.transcript.push_str(&format!("C: {text}\n"));
-                    }
-                }
-                other => {
-                    if let Output::MultiLineData(bytes) = &other {
-                        assert!(!bytes.is_empty() && bytes.len() <= MAX_DATA_PIECE);
-                        self.data.extend_from_slice(bytes);
-                    }
-                    self.transcript.push_str(&format!("O: {other:?}\n"));
-                    self.outputs.push(other);
-                }
+        while let Some(output) = self.core.poll_event() {
+            if let Output::MultiLineData(bytes) = &output {
+                assert!(!bytes.is_empty() && bytes.len() <= MAX_DATA_PIECE);
+                self.data.extend_from_slice(bytes);
             }
+            self.transcript.push_str(&format!("O: {output:?}\n"));
+            self.outputs.push(output);
+        }
+        let mut bytes = Vec::new();
+        self.core.poll_transmit(&mut bytes);
+        self.sent.extend_from_slice(&bytes);
+        if !self.tls {
+            self.sent_before_tls.extend_from_slice(&bytes);
+        }
+        self.unsent.extend_from_slice(&bytes);
+        while let Some(end) = self.unsent.windows(2).position(|w| w == b"\r\n") {
+            let line: Vec<u8> = self.unsent.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&line[..end]).into_owned();
+            assert!(!text.contains(['\r', '\n']), "bare line end sent: {text:?}");
+            self.transcript.push_str(&format!("C: {text}\n"));
         }
     }
 
@@ -489,7 +492,7 @@ fn requests_queue_and_refusals() {
     assert!(h.core.is_closed());
     assert_eq!(h.closes(), 1);
     assert!(h.failure().is_none());
-    h.event("connection_lost", |c| c.connection_lost());
+    h.event("connection_lost", |c| c.handle_connection_lost());
     assert!(h.failure().is_none());
 
     let mut h = logged_in_implicit();
@@ -506,17 +509,17 @@ fn lost_connection_and_timeout_mid_message() {
     h.request(Request::Retr(1));
     h.server_raw(b"+OK\r\npart of a mess");
     assert!(h.core.awaiting_upstream());
-    h.event("connection_lost", |c| c.connection_lost());
+    h.event("connection_lost", |c| c.handle_connection_lost());
     assert_eq!(h.failure(), Some(&UpstreamError::Closed));
     assert!(!h.outputs.iter().any(|o| matches!(o, Output::MultiLineEnd)));
     assert_eq!(h.closes(), 1);
-    h.event("timed_out", |c| c.timed_out());
+    h.event("timed_out", run_out);
     assert_eq!(h.closes(), 1);
 
     let mut h = logged_in_implicit();
     assert!(!h.core.awaiting_upstream());
     h.request(Request::Stat);
-    h.event("timed_out", |c| c.timed_out());
+    h.event("timed_out", run_out);
     assert_eq!(h.failure(), Some(&UpstreamError::TimedOut));
 }
 
@@ -553,8 +556,8 @@ fn secrets_never_in_debug() {
     h.server(&["+OK"]);
     h.server(&["+OK", "."]);
     h.server(&["+OK"]);
-    let mut core = UpstreamPop3::new(config);
-    core.receive(b"+OK\r\n");
+    let mut core = UpstreamPop3::new(config, std::time::Instant::now());
+    core.handle_input(b"+OK\r\n", at(std::time::Instant::now()));
     let debug = format!("{core:?} {:?}", h.core);
     assert!(!debug.contains(PASSWORD), "{debug}");
     assert_eq!(
@@ -562,11 +565,6 @@ fn secrets_never_in_debug() {
         1,
         "only the C: PASS line"
     );
-    // Outputs carrying credentials print only their length.
-    let send = Output::Send(zeroize::Zeroizing::new(
-        format!("PASS {PASSWORD}\r\n").into_bytes(),
-    ));
-    assert!(!format!("{send:?}").contains(PASSWORD));
 }
 
 fn logged_in_implicit() -> Harness {
@@ -590,7 +588,8 @@ fn retr_in_pieces(wire: &[u8], cuts: &[usize]) -> (Vec<u8>, bool) {
     cuts.sort_unstable();
     let mut start = 0;
     for cut in cuts.into_iter().chain([wire.len()]) {
-        h.core.receive(&wire[start..cut]);
+        h.core
+            .handle_input(&wire[start..cut], at(std::time::Instant::now()));
         h.drain();
         start = cut;
     }
@@ -658,7 +657,7 @@ proptest! {
         let mut tls_started = false;
         for step in script {
             match step {
-                Step::Bytes(bytes) => h.core.receive(&bytes),
+                Step::Bytes(bytes) => h.core.handle_input(&bytes, at(std::time::Instant::now())),
                 Step::Tls => {
                     // A well-behaved shell only completes a handshake it was asked for.
                     if h.outputs.iter().any(|o| matches!(o, Output::StartTls)) && !tls_started {
@@ -681,8 +680,8 @@ proptest! {
                     };
                     let _ = h.core.command(request);
                 }
-                Step::Lost => h.core.connection_lost(),
-                Step::Timeout => h.core.timed_out(),
+                Step::Lost => h.core.handle_connection_lost(),
+                Step::Timeout => run_out(&mut h.core),
             }
             h.drain();
         }
@@ -701,4 +700,31 @@ enum Step {
     Command(u8, u32),
     Lost,
     Timeout,
+}
+
+#[test]
+fn the_response_timer_runs_only_while_an_answer_is_awaited() {
+    let start = std::time::Instant::now();
+    let mut core = UpstreamPop3::new(config(UpstreamTls::Implicit), start);
+    assert_eq!(core.poll_timeout(), Some(start + RESPONSE_TIMEOUT));
+    // A read moves the deadline.
+    let later = start + Duration::from_secs(100);
+    core.handle_input(b"+OK\r\n", at(later));
+    assert_eq!(core.poll_timeout(), Some(later + RESPONSE_TIMEOUT));
+    core.handle_timeout(at(later + RESPONSE_TIMEOUT - Duration::from_nanos(1)));
+    assert!(!core.is_closed());
+    core.handle_timeout(at(later + RESPONSE_TIMEOUT));
+    assert!(core.is_closed());
+    assert!(std::iter::from_fn(|| core.poll_event())
+        .any(|o| matches!(o, Output::Failed(UpstreamError::TimedOut))));
+
+    // Logged in and idle: no timer. A request starts it from the driver's next look.
+    let mut h = logged_in_implicit();
+    assert_eq!(h.core.poll_timeout(), None);
+    h.core.command(Request::Noop).unwrap();
+    let due = h.core.poll_timeout().expect("awaiting the answer");
+    let look = due + Duration::from_secs(7);
+    h.core.handle_timeout(at(look));
+    assert!(!h.core.is_closed(), "a restart does not fire");
+    assert_eq!(h.core.poll_timeout(), Some(look + RESPONSE_TIMEOUT));
 }

@@ -1,18 +1,20 @@
 //! The upstream POP3 client: a sans-IO state machine (RFC 1939, 2449, 2595, 5034).
 //!
-//! It is fed the upstream's bytes and the shell's events, takes typed requests from the
-//! proxy, and hands back bytes to send and typed outputs through [`UpstreamPop3::poll`]. It
-//! touches no socket and no clock; see the module documentation of [`super`] for the loop a
-//! shell runs around it.
+//! A [`Machine`]: it is fed the upstream's bytes and the shell's answers, takes typed
+//! requests from the proxy, and hands back bytes to send and typed [`Output`]s (its
+//! events). It touches no socket and knows the time only as the `Now` it is given; see the
+//! module documentation of [`super`] for the loop a shell runs around it.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
 use super::response::{parse_status, parse_uidl_entry, Capabilities, Response, StatusLine};
 use super::unstuff::{listing_line, next_line, ListingLine, Unstuffer, MAX_RESPONSE_LINE};
+use crate::net::{Machine, Now};
+use crate::pop3::timer::Timer;
 use crate::pop3::MAX_COMMAND_LINE;
 
 /// How long the proxy waits for the upstream's next response before giving up on it. RFC
@@ -120,7 +122,7 @@ pub enum UpstreamError {
     /// Malformed or overlong lines, unsolicited data, unexpected replies.
     #[error("upstream protocol error: {0}")]
     Protocol(String),
-    /// [`UpstreamPop3::timed_out`].
+    /// No answer for [`RESPONSE_TIMEOUT`].
     #[error("the upstream did not answer in time")]
     TimedOut,
     /// The connection was lost before the session ended.
@@ -140,7 +142,8 @@ pub enum RequestError {
     QueueFull,
 }
 
-/// What [`UpstreamPop3::poll`] yields, in order.
+/// What [`Machine::poll_event`] yields, in order (the bytes to send come from
+/// [`Machine::poll_transmit`]).
 ///
 /// Every request gets exactly one answer, in request order: a [`Response`](Output::Response)
 /// (always for `-ERR`, and for `+OK` to STAT, LIST n, DELE, RSET, NOOP and QUIT), a
@@ -148,8 +151,6 @@ pub enum RequestError {
 /// [`MultiLineStart`](Output::MultiLineStart) … [`MultiLineEnd`](Output::MultiLineEnd)
 /// (`+OK` to LIST, UIDL, RETR and TOP), unless a [`Failed`](Output::Failed) cuts it short.
 pub enum Output {
-    /// Bytes to write to the upstream (wiped on drop: they may hold credentials).
-    Send(Zeroizing<Vec<u8>>),
     /// Run the TLS client handshake on the connection (verifying the upstream's certificate
     /// for `target_server`), then call [`UpstreamPop3::tls_established`]. Do not read
     /// plaintext meanwhile.
@@ -173,7 +174,7 @@ pub enum Output {
     MultiLineEnd,
     /// The session failed; [`Output::Close`] follows.
     Failed(UpstreamError),
-    /// Close the connection once every `Send` before it is written. Emitted exactly once,
+    /// Close the connection once every byte before it is written. Emitted exactly once,
     /// on every path (after QUIT's answer, or after `Failed`); nothing follows it.
     Close,
 }
@@ -181,8 +182,7 @@ pub enum Output {
 impl fmt::Debug for Output {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            // Neither credentials nor message content end up in logs.
-            Output::Send(bytes) => write!(f, "Send(<{} bytes>)", bytes.len()),
+            // Message content does not end up in logs.
             Output::MultiLineData(bytes) => write!(f, "MultiLineData(<{} bytes>)", bytes.len()),
             Output::StartTls => f.write_str("StartTls"),
             Output::LoggedIn { capabilities } => f
@@ -248,7 +248,12 @@ pub struct UpstreamPop3 {
     state: State,
     tls_active: bool,
     input: Vec<u8>,
-    output: VecDeque<Output>,
+    /// Commands for the upstream ([`Machine::poll_transmit`]); wiped once handed over, as
+    /// they may hold credentials.
+    transmit: Zeroizing<Vec<u8>>,
+    events: VecDeque<Output>,
+    /// Runs while an answer is awaited.
+    timer: Timer,
     /// Requests waiting for the one in flight; the core never pipelines.
     queue: VecDeque<Request>,
     /// QUIT was requested: no further requests.
@@ -271,15 +276,17 @@ impl fmt::Debug for UpstreamPop3 {
 
 impl UpstreamPop3 {
     /// A new session on a fresh connection: TCP for [`UpstreamTls::Stls`], an established
-    /// TLS stream for [`UpstreamTls::Implicit`]. It first waits for the greeting.
-    pub fn new(config: UpstreamConfig) -> Self {
+    /// TLS stream for [`UpstreamTls::Implicit`]. It first waits for the greeting, from `now`.
+    pub fn new(config: UpstreamConfig, now: Instant) -> Self {
         let tls_active = config.tls == UpstreamTls::Implicit;
         let mut core = Self {
             config,
             state: State::Greeting,
             tls_active,
             input: Vec::new(),
-            output: VecDeque::new(),
+            transmit: Zeroizing::new(Vec::new()),
+            events: VecDeque::new(),
+            timer: Timer::new(now, RESPONSE_TIMEOUT),
             queue: VecDeque::new(),
             quitting: false,
             capabilities: Capabilities::default(),
@@ -291,19 +298,8 @@ impl UpstreamPop3 {
         core
     }
 
-    /// The next output, in order. `None` until the core is fed again.
-    pub fn poll(&mut self) -> Option<Output> {
-        self.output.pop_front()
-    }
-
-    /// Whether the shell should read from the upstream: not during the TLS handshake and
-    /// not after close.
-    pub fn wants_input(&self) -> bool {
-        !matches!(self.state, State::Closed | State::StartingTls)
-    }
-
-    /// Whether the core waits for the upstream to answer (the shell's response timer runs
-    /// only then; while [`is_idle`](Self::is_idle) the upstream is expected to be silent).
+    /// Whether the core waits for the upstream to answer (its response timer runs only
+    /// then; while [`is_idle`](Self::is_idle) the upstream is expected to be silent).
     pub fn awaiting_upstream(&self) -> bool {
         !matches!(self.state, State::Closed | State::StartingTls | State::Idle)
     }
@@ -313,12 +309,8 @@ impl UpstreamPop3 {
         matches!(self.state, State::Idle)
     }
 
-    pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed)
-    }
-
     /// Bytes read from the upstream (decrypted, once TLS is on).
-    pub fn receive(&mut self, data: &[u8]) {
+    fn receive(&mut self, data: &[u8]) {
         if self.is_closed() {
             return;
         }
@@ -327,23 +319,13 @@ impl UpstreamPop3 {
     }
 
     /// The TLS handshake after [`Output::StartTls`] succeeded. (If it fails, the shell just
-    /// calls [`connection_lost`](Self::connection_lost).)
+    /// drops the connection.)
     pub fn tls_established(&mut self) {
         if matches!(self.state, State::StartingTls) {
             self.tls_active = true;
             // RFC 2595 §4: forget what was learnt before TLS and ask again.
             self.send_command(command_line("CAPA"), State::CapaStatus { tls: true });
         }
-    }
-
-    /// The connection is gone (EOF, read or write error, failed handshake).
-    pub fn connection_lost(&mut self) {
-        self.fail(UpstreamError::Closed);
-    }
-
-    /// The upstream did not answer in time (see [`awaiting_upstream`](Self::awaiting_upstream)).
-    pub fn timed_out(&mut self) {
-        self.fail(UpstreamError::TimedOut);
     }
 
     /// Relays a client request. Requests are sent one at a time, in order: one made while
@@ -421,12 +403,12 @@ impl UpstreamPop3 {
             consumed += used;
             done = finished;
             if !piece.is_empty() {
-                self.output.push_back(Output::MultiLineData(piece));
+                self.events.push_back(Output::MultiLineData(piece));
             }
         }
         self.input.drain(..consumed);
         if done {
-            self.output.push_back(Output::MultiLineEnd);
+            self.events.push_back(Output::MultiLineEnd);
             self.request_done();
         }
         done
@@ -459,15 +441,15 @@ impl UpstreamPop3 {
                         entries.push(entry);
                         if entries.len() >= MAX_LISTING_BATCH {
                             let batch = std::mem::take(entries);
-                            self.output.push_back(Output::UidlListing(batch));
+                            self.events.push_back(Output::UidlListing(batch));
                         }
                     }
                     ListingLine::End => {
                         let batch = std::mem::take(entries);
                         if !batch.is_empty() {
-                            self.output.push_back(Output::UidlListing(batch));
+                            self.events.push_back(Output::UidlListing(batch));
                         }
-                        self.output.push_back(Output::MultiLineEnd);
+                        self.events.push_back(Output::MultiLineEnd);
                         self.request_done();
                     }
                 }
@@ -489,7 +471,7 @@ impl UpstreamPop3 {
             }
             (State::AuthPlain, StatusLine::Continuation) => {
                 // PLAIN has no server challenge: cancel (RFC 5034 §4) and give up.
-                self.output.push_back(Output::Send(command_line("*")));
+                self.transmit.extend_from_slice(&command_line("*"));
                 self.fail(protocol("unexpected SASL challenge to AUTH PLAIN"));
             }
             (_, StatusLine::Continuation) => self.fail(protocol("unexpected continuation line")),
@@ -521,7 +503,7 @@ impl UpstreamPop3 {
                     return self.fail(UpstreamError::ResponseInjection);
                 }
                 self.state = State::StartingTls;
-                self.output.push_back(Output::StartTls);
+                self.events.push_back(Output::StartTls);
             }
             State::Stls => self.fail(UpstreamError::NoTls),
             State::User if ok => {
@@ -533,7 +515,7 @@ impl UpstreamPop3 {
             State::AuthPlain | State::Pass if ok => {
                 self.state = State::Idle;
                 let capabilities = std::mem::take(&mut self.capabilities);
-                self.output.push_back(Output::LoggedIn { capabilities });
+                self.events.push_back(Output::LoggedIn { capabilities });
             }
             State::AuthPlainChallenge if ok => {
                 self.fail(protocol("+OK to AUTH PLAIN before any credentials"))
@@ -554,27 +536,27 @@ impl UpstreamPop3 {
     /// The status line answering a relayed request.
     fn answer(&mut self, request: Request, response: Response) {
         if !response.is_ok() {
-            self.output.push_back(Output::Response(response));
+            self.events.push_back(Output::Response(response));
             return self.request_done();
         }
         match request {
             Request::Quit => {
-                self.output.push_back(Output::Response(response));
+                self.events.push_back(Output::Response(response));
                 self.close();
             }
             Request::Uidl(Some(n)) => match parse_uidl_entry(response.text().as_bytes()) {
                 Some((message, uid)) if message == n => {
-                    self.output.push_back(Output::UniqueId { message, uid });
+                    self.events.push_back(Output::UniqueId { message, uid });
                     self.request_done();
                 }
                 _ => self.fail(protocol("malformed answer to UIDL n")),
             },
             Request::Uidl(None) => {
-                self.output.push_back(Output::MultiLineStart(response));
+                self.events.push_back(Output::MultiLineStart(response));
                 self.state = State::Listing(Vec::new());
             }
             Request::List(None) | Request::Retr(_) | Request::Top(..) => {
-                self.output.push_back(Output::MultiLineStart(response));
+                self.events.push_back(Output::MultiLineStart(response));
                 self.state = State::Streaming(Unstuffer::new());
             }
             Request::Stat
@@ -582,7 +564,7 @@ impl UpstreamPop3 {
             | Request::Dele(_)
             | Request::Rset
             | Request::Noop => {
-                self.output.push_back(Output::Response(response));
+                self.events.push_back(Output::Response(response));
                 self.request_done();
             }
         }
@@ -640,8 +622,10 @@ impl UpstreamPop3 {
         if !self.input.is_empty() {
             return self.fail(protocol("the upstream sent data before it was asked"));
         }
-        self.output.push_back(Output::Send(line));
+        self.transmit.extend_from_slice(&line);
         self.state = next;
+        // The answer is awaited from the driver's next look (no `now` here).
+        self.timer.restart();
     }
 
     /// The answer to a request is complete: send the next queued one, if any.
@@ -657,7 +641,7 @@ impl UpstreamPop3 {
             return;
         }
         tracing::debug!(%error, "upstream POP3 session failed");
-        self.output.push_back(Output::Failed(error));
+        self.events.push_back(Output::Failed(error));
         self.close();
     }
 
@@ -668,7 +652,7 @@ impl UpstreamPop3 {
         self.state = State::Closed;
         self.input.clear();
         self.queue.clear();
-        self.output.push_back(Output::Close);
+        self.events.push_back(Output::Close);
     }
 }
 
@@ -681,4 +665,49 @@ fn command_line(command: &str) -> Zeroizing<Vec<u8>> {
 
 fn protocol(message: impl Into<String>) -> UpstreamError {
     UpstreamError::Protocol(message.into())
+}
+
+impl Machine for UpstreamPop3 {
+    type Event = Output;
+
+    fn handle_input(&mut self, input: &[u8], now: Now) {
+        self.receive(input);
+        // Every read restarts the wait for the rest of the answer.
+        self.timer.start(now.instant, RESPONSE_TIMEOUT);
+    }
+
+    fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.transmit);
+        zeroize::Zeroize::zeroize(&mut *self.transmit);
+    }
+
+    fn poll_event(&mut self) -> Option<Output> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.awaiting_upstream().then(|| self.timer.deadline())
+    }
+
+    /// The upstream did not answer in time.
+    fn handle_timeout(&mut self, now: Now) {
+        if self.awaiting_upstream() && self.timer.expired(now.instant, RESPONSE_TIMEOUT) {
+            self.fail(UpstreamError::TimedOut);
+        }
+    }
+
+    /// The connection is gone (EOF, read or write error, failed handshake).
+    fn handle_connection_lost(&mut self) {
+        self.fail(UpstreamError::Closed);
+    }
+
+    /// Whether the shell should read from the upstream: not during the TLS handshake and
+    /// not after close.
+    fn wants_input(&self) -> bool {
+        !matches!(self.state, State::Closed | State::StartingTls)
+    }
+
+    fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
 }

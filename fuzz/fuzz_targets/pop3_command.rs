@@ -118,7 +118,7 @@ fn converse(pieces: &[&[u8]]) -> Transcript {
 fn drain(session: &mut Session, transcript: &mut Transcript) {
     loop {
         let before = transcript.sent.len();
-        session.poll_transmit(&mut transcript.sent);
+        session.poll_transmit(std::time::Instant::now(), &mut transcript.sent);
         assert!(
             !closed(transcript) || transcript.sent.len() == before,
             "bytes after Close"

@@ -175,7 +175,7 @@ impl Run {
                 continue;
             }
             let mut bytes = Vec::new();
-            core.poll_transmit(&mut bytes);
+            core.poll_transmit(std::time::Instant::now(), &mut bytes);
             if bytes.is_empty() {
                 return;
             }

@@ -196,6 +196,8 @@ pub struct Driver<S> {
     shutdown: Option<ShutdownSignal>,
     /// Sees every byte a machine transmits (metrics count replies with it).
     observer: Option<Observer>,
+    /// Wipe what was written (a client that sends credentials).
+    wipe_writes: bool,
 }
 
 impl<S> Driver<S>
@@ -214,7 +216,15 @@ where
             clock: Arc::new(OffsetDateTime::now_utc),
             shutdown: None,
             observer: None,
+            wipe_writes: false,
         }
+    }
+
+    /// Wipes every byte once written: for a connection whose machine sends credentials
+    /// (a login toward an upstream). Servers never send any, and skip the cost.
+    pub fn wiping_writes(mut self) -> Self {
+        self.wipe_writes = true;
+        self
     }
 
     /// The clock machines get as [`Now::utc`] (the service's, so the simulation controls it).
@@ -392,8 +402,10 @@ where
             return Ok(());
         }
         let result = self.write_rest().await;
-        // What went out may have been credentials (a login toward an upstream).
-        zeroize::Zeroize::zeroize(&mut self.transmit[..]);
+        if self.wipe_writes {
+            // What went out may have been credentials (a login toward an upstream).
+            zeroize::Zeroize::zeroize(&mut self.transmit[..]);
+        }
         self.transmit.clear();
         self.written = 0;
         result

@@ -538,7 +538,7 @@ impl Machine for Pop3Proxy {
         self.timer.start(now.instant, MIN_IDLE_TIMEOUT);
     }
 
-    fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+    fn poll_transmit(&mut self, _now: Instant, out: &mut Vec<u8>) {
         out.append(&mut self.pending);
     }
 
@@ -663,7 +663,7 @@ mod tests {
 
     fn drain(proxy: &mut Pop3Proxy) -> Drained {
         let mut drained = Drained::default();
-        proxy.poll_transmit(&mut drained.sent);
+        proxy.poll_transmit(std::time::Instant::now(), &mut drained.sent);
         drained.actions = std::iter::from_fn(|| proxy.poll_event()).collect();
         drained
     }
@@ -1091,7 +1091,7 @@ mod tests {
             for write in client {
                 receive(&mut proxy, &write);
                 let mut steps = 0;
-                proxy.poll_transmit(&mut Vec::new());
+                proxy.poll_transmit(std::time::Instant::now(), &mut Vec::new());
                 while let Some(action) = proxy.poll_event() {
                     steps += 1;
                     prop_assert!(steps < 1000);

@@ -823,7 +823,7 @@ impl Machine for Session {
         self.timer.start(now.instant, self.timeout());
     }
 
-    fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+    fn poll_transmit(&mut self, _now: Instant, out: &mut Vec<u8>) {
         if out.is_empty() {
             // Swapped, not copied: the caller's empty buffer becomes the session's.
             std::mem::swap(out, &mut self.pending);

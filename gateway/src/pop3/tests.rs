@@ -76,7 +76,8 @@ impl Harness {
     /// The bytes first, then the actions: the session writes nothing after an action
     /// until it is answered.
     fn drain(&mut self) {
-        self.session.poll_transmit(&mut self.server_bytes);
+        self.session
+            .poll_transmit(std::time::Instant::now(), &mut self.server_bytes);
         self.render_lines();
         while let Some(action) = self.session.poll_event() {
             self.transcript.push_str(&format!("A: {action:?}\n"));
@@ -343,7 +344,7 @@ fn stls_unavailable_without_certificate() {
     let mut session = Session::new(SessionConfig::new("h", None, false), Instant::now());
     session.handle_input(b"CAPA\r\nSTLS\r\n", now());
     let mut out = Vec::new();
-    session.poll_transmit(&mut out);
+    session.poll_transmit(std::time::Instant::now(), &mut out);
     let out = String::from_utf8(out).unwrap();
     assert!(!out.contains("STLS\r\n"));
     assert!(out.ends_with("-ERR STLS not available\r\n"));
@@ -806,11 +807,11 @@ proptest! {
                 Op::TlsDone => session.tls_established(proof()),
             }
             // What the last answer wrote goes out before the next action is taken.
-            while let Some(action) = { session.poll_transmit(&mut Vec::new()); session.poll_event() } {
+            while let Some(action) = { session.poll_transmit(std::time::Instant::now(), &mut Vec::new()); session.poll_event() } {
                 prop_assert!(!closed, "output after Close: {action:?}");
                 // Nothing is written after an action before it is answered.
                 let mut after = Vec::new();
-                session.poll_transmit(&mut after);
+                session.poll_transmit(std::time::Instant::now(), &mut after);
                 prop_assert!(after.is_empty(), "{:?} after {action:?}", String::from_utf8_lossy(&after));
                 let pick = *answer.next().unwrap();
                 match action {
@@ -854,7 +855,7 @@ proptest! {
             for piece in pieces {
                 session.handle_input(piece, now());
                 loop {
-                    session.poll_transmit(&mut log);
+                    session.poll_transmit(std::time::Instant::now(), &mut log);
                     match session.poll_event() {
                         None => break,
                         Some(Action::Authenticate { .. }) => session.auth_result(Ok(maildrop())),

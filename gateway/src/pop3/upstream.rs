@@ -96,7 +96,7 @@ impl<C: Connector> Pop3Leg<C> {
         } else {
             UpstreamTls::Stls
         };
-        let upstream = Driver::new(stream, READ_BUFFER, RESPONSE_TIMEOUT);
+        let upstream = Driver::new(stream, READ_BUFFER, RESPONSE_TIMEOUT).wiping_writes();
         let core = UpstreamPop3::new(
             UpstreamConfig::new(tls, login.remote_user.clone(), password),
             upstream.now().instant,

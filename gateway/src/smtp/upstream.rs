@@ -70,7 +70,8 @@ impl<C: Connector> SmtpLeg<C> {
             auth_preference: AuthPreference::default(),
         };
         // An upstream that takes nothing for the command timeout is as dead as a silent one.
-        let driver = Driver::new(stream, READ_BUFFER, super::client::COMMAND_TIMEOUT);
+        let driver =
+            Driver::new(stream, READ_BUFFER, super::client::COMMAND_TIMEOUT).wiping_writes();
         let core = UpstreamSmtp::new(config, driver.now().instant)
             .map_err(|_| AuthFailure::InvalidLogin)?;
         let mut leg = Self {

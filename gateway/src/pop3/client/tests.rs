@@ -108,7 +108,8 @@ impl Harness {
             self.outputs.push(output);
         }
         let mut bytes = Vec::new();
-        self.core.poll_transmit(&mut bytes);
+        self.core
+            .poll_transmit(std::time::Instant::now(), &mut bytes);
         self.sent.extend_from_slice(&bytes);
         if !self.tls {
             self.sent_before_tls.extend_from_slice(&bytes);

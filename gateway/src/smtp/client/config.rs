@@ -10,10 +10,10 @@ pub enum UpstreamTls {
     /// creates the core, so the very first byte the core sees is already inside TLS.
     Implicit,
     /// STARTTLS (RFC 3207, ports 587 and 25): the core requires STARTTLS in the first EHLO
-    /// reply, asks the shell for the handshake with [`Output::StartTls`], and sends nothing
+    /// reply, asks the shell for the handshake with [`Event::StartTls`], and sends nothing
     /// but EHLO and STARTTLS before [`UpstreamSmtp::tls_established`].
     ///
-    /// [`Output::StartTls`]: super::Output::StartTls
+    /// [`Event::StartTls`]: super::Event::StartTls
     /// [`UpstreamSmtp::tls_established`]: super::UpstreamSmtp::tls_established
     StartTls,
 }

@@ -9,7 +9,8 @@ use crate::api::{Api, ServerContext};
 use crate::config::Config;
 use crate::console_listener::{ConsoleOptions, ConsoleServer};
 use crate::net::{
-    ConnectionLimits, ConnectionPolicy, Shutdown, SocketOptions, TcpListener, TlsMode,
+    ConnectionLimits, ConnectionPolicy, ProtocolServer as _, Shutdown, SocketOptions, TcpListener,
+    TlsMode,
 };
 use crate::pop3::{Pop3Server, Pop3Settings};
 use crate::proxy::{TcpConnector, Upstreams};

@@ -12,7 +12,7 @@ use tokio_rustls::rustls;
 use super::test_support::Captured;
 use super::*;
 use crate::config::SmtpSection;
-use crate::net::{ConnectionLimits, Shutdown, TlsMode};
+use crate::net::{ConnectionLimits, ProtocolServer as _, Shutdown, TlsMode};
 use crate::pop3::{Pop3Server, Pop3Settings};
 use crate::service::Gateway;
 use crate::smtp::{SessionConfig, SmtpServer};

@@ -27,15 +27,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
-use tracing::Instrument as _;
 
 use super::response::Reply;
 use super::{
     Action, AuthFailure, CommitFailure, Feed, Listing, Session, SessionConfig, StreamFailure,
 };
-use crate::metrics::{ListenerMetrics, LoginKind, OpenSession};
+use crate::metrics::{ListenerMetrics, LoginKind, Metrics, OpenSession};
 use crate::net::{
-    ConnectionLimits, ConnectionPermit, Driver, Interrupt, Listener, MaybeTls, Next,
+    ConnectionLimits, ConnectionPermit, Driver, Interrupt, MaybeTls, Next, ProtocolServer,
     ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
 };
 use crate::pop3::client::UpstreamPassword;
@@ -168,71 +167,19 @@ impl<C: Connector> Pop3Server<C> {
             }
         }
     }
+}
 
-    /// Accepts connections until shutdown, then waits (bounded) for the open ones to finish.
-    /// The listener is named `pop3` (STLS) or `pop3s` (implicit TLS) in metrics and logs.
-    pub async fn serve<L: Listener>(
-        self: Arc<Self>,
-        listener: L,
-        mode: TlsMode,
-        shutdown: ShutdownSignal,
-    ) {
-        self.serve_as(default_listener_name(mode), listener, mode, shutdown)
-            .await;
-    }
+impl<C: Connector> ProtocolServer for Pop3Server<C> {
+    const LISTENER_NAMES: (&'static str, &'static str) = ("pop3", "pop3s");
 
-    /// [`Self::serve`] for the listener `name`.
-    pub async fn serve_as<L: Listener>(
-        self: Arc<Self>,
-        name: &'static str,
-        listener: L,
-        mode: TlsMode,
-        shutdown: ShutdownSignal,
-    ) {
-        let metrics = self.gateway.metrics().listener(name);
-        crate::net::serve_connections(listener, shutdown, move |stream, peer, signal| {
-            let server = self.clone();
-            let metrics = metrics.clone();
-            async move { server.handle_as(&metrics, stream, peer, mode, signal).await }
-        })
-        .await;
-    }
-
-    /// Runs one connection to its end.
-    pub async fn handle<S>(
-        &self,
-        stream: S,
-        peer: SocketAddr,
-        mode: TlsMode,
-        shutdown: ShutdownSignal,
-    ) where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let metrics = self.gateway.metrics().listener(default_listener_name(mode));
-        self.handle_as(&metrics, stream, peer, mode, shutdown).await;
-    }
-
-    /// Runs one connection of the listener `metrics` counts for to its end, inside a
-    /// `session` span that puts the session's id, listener and client on every log line.
-    pub async fn handle_as<S>(
-        &self,
-        metrics: &ListenerMetrics,
-        stream: S,
-        peer: SocketAddr,
-        mode: TlsMode,
-        shutdown: ShutdownSignal,
-    ) where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let span = crate::net::session_span(&crate::net::session_id(), metrics.name(), peer);
-        self.connection(metrics, stream, peer, mode, shutdown)
-            .instrument(span)
-            .await;
+    fn metrics(&self) -> &Metrics {
+        self.gateway.metrics()
     }
 
     async fn connection<S>(
         &self,
         metrics: &ListenerMetrics,
+        _session_id: String,
         stream: S,
         peer: SocketAddr,
         mode: TlsMode,
@@ -280,14 +227,6 @@ impl<C: Connector> Pop3Server<C> {
             permit,
         };
         connection.run().await;
-    }
-}
-
-/// How [`Pop3Server::serve`] names a listener it was not told the name of.
-fn default_listener_name(mode: TlsMode) -> &'static str {
-    match mode {
-        TlsMode::StartTls => "pop3",
-        TlsMode::Implicit => "pop3s",
     }
 }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
-use tracing::Instrument as _;
 
 use super::interface::{
     AuthFailure, ClientInfo, CommitFailure, Event, ProxyCredentials, RecipientStatus,
@@ -15,9 +14,10 @@ use super::interface::{
 };
 use super::{Machine, Reply, Session};
 use crate::config::SmtpSection;
-use crate::metrics::{ListenerMetrics, LoginKind, Mode, OpenSession};
+use crate::metrics::{ListenerMetrics, LoginKind, Metrics, Mode, OpenSession};
 use crate::net::{
-    ConnectionLimits, Driver, Listener, MaybeTls, Next, ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
+    ConnectionLimits, Driver, MaybeTls, Next, ProtocolServer, ShutdownSignal, TlsMode,
+    HANDSHAKE_TIMEOUT,
 };
 use crate::proxy::{Connector, TcpConnector, Upstreams};
 use crate::service::{Gateway, MessageDraft, ProxiedCopy, ServiceError, StoredMessage};
@@ -81,68 +81,13 @@ impl<C: Connector> SmtpServer<C> {
             upstreams,
         })
     }
+}
 
-    /// Accepts connections until shutdown, then waits (bounded) for the open ones to finish.
-    /// The listener is named `smtp` (STARTTLS) or `smtps` (implicit TLS) in metrics and logs;
-    /// [`Self::serve_as`] names it.
-    pub async fn serve<L: Listener>(
-        self: Arc<Self>,
-        listener: L,
-        mode: TlsMode,
-        shutdown: ShutdownSignal,
-    ) {
-        self.serve_as(default_listener_name(mode), listener, mode, shutdown)
-            .await;
-    }
+impl<C: Connector> ProtocolServer for SmtpServer<C> {
+    const LISTENER_NAMES: (&'static str, &'static str) = ("smtp", "smtps");
 
-    /// [`Self::serve`] for the listener `name` (`smtp`, `submission`, `smtps`).
-    pub async fn serve_as<L: Listener>(
-        self: Arc<Self>,
-        name: &'static str,
-        listener: L,
-        mode: TlsMode,
-        shutdown: ShutdownSignal,
-    ) {
-        let metrics = self.gateway.metrics().listener(name);
-        crate::net::serve_connections(listener, shutdown, move |stream, peer, signal| {
-            let server = self.clone();
-            let metrics = metrics.clone();
-            async move { server.handle_as(&metrics, stream, peer, mode, signal).await }
-        })
-        .await;
-    }
-
-    /// Runs one connection to its end.
-    pub async fn handle<S>(
-        &self,
-        stream: S,
-        peer: SocketAddr,
-        mode: TlsMode,
-        shutdown: ShutdownSignal,
-    ) where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let metrics = self.gateway.metrics().listener(default_listener_name(mode));
-        self.handle_as(&metrics, stream, peer, mode, shutdown).await;
-    }
-
-    /// Runs one connection of the listener `metrics` counts for to its end, inside a
-    /// `session` span that puts the session's id, listener and client on every log line.
-    pub async fn handle_as<S>(
-        &self,
-        metrics: &ListenerMetrics,
-        stream: S,
-        peer: SocketAddr,
-        mode: TlsMode,
-        shutdown: ShutdownSignal,
-    ) where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let id = crate::net::session_id();
-        let span = crate::net::session_span(&id, metrics.name(), peer);
-        self.connection(metrics, id, stream, peer, mode, shutdown)
-            .instrument(span)
-            .await;
+    fn metrics(&self) -> &Metrics {
+        self.gateway.metrics()
     }
 
     async fn connection<S>(
@@ -204,14 +149,6 @@ impl<C: Connector> SmtpServer<C> {
             draft_failure_reported: false,
         };
         connection.run().await;
-    }
-}
-
-/// How [`SmtpServer::serve`] names a listener it was not told the name of.
-fn default_listener_name(mode: TlsMode) -> &'static str {
-    match mode {
-        TlsMode::StartTls => "smtp",
-        TlsMode::Implicit => "smtps",
     }
 }
 

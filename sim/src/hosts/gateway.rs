@@ -10,7 +10,7 @@ use std::time::Duration;
 use gateway::config::SmtpSection;
 use gateway::config::{LimitsSection, ProxySection};
 use gateway::crypto::KdfParams;
-use gateway::net::{ConnectionLimits, Listener, Shutdown, TlsMode};
+use gateway::net::{ConnectionLimits, Listener, ProtocolServer as _, Shutdown, TlsMode};
 use gateway::pop3::{Pop3Server, Pop3Settings};
 use gateway::proxy::{Connector, Upstreams};
 use gateway::service::{Gateway, PickupPolicy, ServiceOptions};

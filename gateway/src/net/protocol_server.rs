@@ -1,0 +1,105 @@
+//! What the SMTP and POP3 servers share above the accept loop: naming the listener,
+//! counting it in metrics, and running each connection inside its `session` span.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument as _;
+
+use super::{Listener, ShutdownSignal, TlsMode};
+use crate::metrics::{ListenerMetrics, Metrics};
+
+/// A protocol server as its listeners run it. A server gives its listener names, its
+/// metrics and how it runs one connection; `serve`, `serve_as`, `handle` and `handle_as` come with them.
+pub trait ProtocolServer: Send + Sync + Sized + 'static {
+    /// The listener's name in metrics and logs when none is given: with STARTTLS, and
+    /// with implicit TLS (`smtp` and `smtps`, `pop3` and `pop3s`).
+    const LISTENER_NAMES: (&'static str, &'static str);
+
+    fn metrics(&self) -> &Metrics;
+
+    fn default_listener_name(mode: TlsMode) -> &'static str {
+        match mode {
+            TlsMode::StartTls => Self::LISTENER_NAMES.0,
+            TlsMode::Implicit => Self::LISTENER_NAMES.1,
+        }
+    }
+
+    /// Runs one connection to its end (already inside its span).
+    fn connection<S>(
+        &self,
+        metrics: &ListenerMetrics,
+        session_id: String,
+        stream: S,
+        peer: SocketAddr,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Accepts connections until shutdown, then waits (bounded) for the open ones to
+    /// finish, under the listener's default name.
+    fn serve<L: Listener>(
+        self: Arc<Self>,
+        listener: L,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) -> impl Future<Output = ()> + Send {
+        self.serve_as(Self::default_listener_name(mode), listener, mode, shutdown)
+    }
+
+    /// [`Self::serve`] for the listener `name` (`smtp`, `submission`, `smtps`, ...).
+    fn serve_as<L: Listener>(
+        self: Arc<Self>,
+        name: &'static str,
+        listener: L,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) -> impl Future<Output = ()> + Send {
+        let metrics = self.metrics().listener(name);
+        super::serve_connections(listener, shutdown, move |stream, peer, signal| {
+            let server = self.clone();
+            let metrics = metrics.clone();
+            async move { server.handle_as(&metrics, stream, peer, mode, signal).await }
+        })
+    }
+
+    /// Runs one connection to its end, counted under the listener's default name.
+    fn handle<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        async move {
+            let metrics = self.metrics().listener(Self::default_listener_name(mode));
+            self.handle_as(&metrics, stream, peer, mode, shutdown).await;
+        }
+    }
+
+    /// Runs one connection of the listener `metrics` counts for to its end, inside a
+    /// `session` span that puts the session's id, listener and client on every log line.
+    fn handle_as<S>(
+        &self,
+        metrics: &ListenerMetrics,
+        stream: S,
+        peer: SocketAddr,
+        mode: TlsMode,
+        shutdown: ShutdownSignal,
+    ) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let id = super::session_id();
+        let span = super::session_span(&id, metrics.name(), peer);
+        self.connection(metrics, id, stream, peer, mode, shutdown)
+            .instrument(span)
+    }
+}

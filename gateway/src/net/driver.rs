@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::ShutdownSignal;
+use tokio_rustls::TlsAcceptor;
+
+use super::{MaybeTls, ShutdownSignal, TlsActive, HANDSHAKE_TIMEOUT};
+use crate::metrics::ListenerMetrics;
 
 /// The time as a machine sees it: a monotonic instant for its timers, and the service's
 /// clock for what it writes down (trace headers).
@@ -425,6 +428,37 @@ where
         tokio::time::timeout(self.stall, self.stream.flush())
             .await
             .map_err(|_| stalled())?
+    }
+}
+
+impl<S> Driver<MaybeTls<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    /// The server side of STARTTLS and STLS: writes what the machine sent (its go-ahead,
+    /// in plaintext), runs the handshake within [`HANDSHAKE_TIMEOUT`] and counts it in
+    /// `metrics`. The proof that TLS is on, or `None` when the connection is to be dropped.
+    pub async fn start_tls<M: Machine>(
+        &mut self,
+        machine: &mut M,
+        acceptor: &TlsAcceptor,
+        metrics: &ListenerMetrics,
+    ) -> Option<TlsActive> {
+        self.flush(machine).await.ok()?;
+        let upgrade = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.stream.upgrade(acceptor)).await;
+        metrics.tls_handshake(matches!(upgrade, Ok(Ok(()))));
+        // Only a finished handshake gives the proof.
+        let tls = match upgrade {
+            Ok(Ok(())) => self.stream.tls_active(),
+            _ => None,
+        };
+        match &tls {
+            Some(tls) => {
+                tracing::Span::current().record("tls", tls.description());
+            }
+            None => tracing::debug!("TLS handshake after the upgrade command failed"),
+        }
+        tls
     }
 }
 

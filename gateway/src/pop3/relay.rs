@@ -538,7 +538,8 @@ impl Machine for Pop3Proxy {
         self.timer.start(now.instant, MIN_IDLE_TIMEOUT);
     }
 
-    fn poll_transmit(&mut self, _now: Instant, out: &mut Vec<u8>) {
+    fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) {
+        self.timer.settle(now, MIN_IDLE_TIMEOUT);
         out.append(&mut self.pending);
     }
 

@@ -35,7 +35,7 @@ use super::{
 use crate::metrics::{ListenerMetrics, LoginKind, Metrics, OpenSession};
 use crate::net::{
     ConnectionLimits, ConnectionPermit, Driver, Interrupt, MaybeTls, Next, ProtocolServer,
-    ShutdownSignal, TlsMode, HANDSHAKE_TIMEOUT,
+    ShutdownSignal, TlsMode,
 };
 use crate::pop3::client::UpstreamPassword;
 use crate::pop3::upstream::{login_refusal, LoginFailure, Pop3Leg};
@@ -297,25 +297,14 @@ where
         match action {
             Action::StartTls => {
                 // The `+OK` goes out in plaintext, before the handshake.
-                if self.driver.flush(&mut self.session).await.is_err() {
-                    return false;
-                }
-                let upgrade = tokio::time::timeout(
-                    HANDSHAKE_TIMEOUT,
-                    self.driver.stream_mut().upgrade(&self.server.acceptor),
-                )
-                .await;
-                self.metrics.tls_handshake(matches!(upgrade, Ok(Ok(()))));
-                // A finished handshake gives the proof the session needs.
-                let active = match upgrade {
-                    Ok(Ok(())) => self.driver.stream().tls_active(),
-                    _ => None,
-                };
-                let Some(tls) = active else {
-                    tracing::debug!(peer = %self.peer, "STLS handshake failed");
+                let acceptor = &self.server.acceptor;
+                let Some(tls) = self
+                    .driver
+                    .start_tls(&mut self.session, acceptor, &self.metrics)
+                    .await
+                else {
                     return false;
                 };
-                tracing::Span::current().record("tls", tls.description());
                 self.session.tls_established(tls);
             }
             Action::Authenticate { mailbox, password } => {

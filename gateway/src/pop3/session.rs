@@ -823,7 +823,8 @@ impl Machine for Session {
         self.timer.start(now.instant, self.timeout());
     }
 
-    fn poll_transmit(&mut self, _now: Instant, out: &mut Vec<u8>) {
+    fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) {
+        self.timer.settle(now, self.timeout());
         if out.is_empty() {
             // Swapped, not copied: the caller's empty buffer becomes the session's.
             std::mem::swap(out, &mut self.pending);

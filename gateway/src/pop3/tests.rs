@@ -604,14 +604,14 @@ fn backpressure_while_waiting() {
     assert!(h.closed(), "a shell ignoring wants_input is cut off");
 }
 
-/// The session's deadline, as the driver sees it once it has written everything and looked
-/// at the timer (an answer from the shell restarts it then).
-fn deadline_after_look(session: &mut Session, look: Instant) -> Instant {
-    let due = session.poll_timeout().expect("a timer runs");
-    if due <= look {
-        session.handle_timeout(at(look));
-    }
-    session.poll_timeout().expect("a timer runs")
+/// An answer from the shell restarted the timer when the reply was transmitted: between
+/// `before` (taken before the answer) and now.
+fn assert_restarted(session: &Session, before: Instant, timeout: Duration) {
+    let deadline = session.poll_timeout().expect("a timer runs");
+    assert!(
+        deadline >= before + timeout && deadline <= Instant::now() + timeout,
+        "{deadline:?} is not {timeout:?} after the answer"
+    );
 }
 
 #[test]
@@ -619,15 +619,11 @@ fn timeout_is_at_least_ten_minutes() {
     let mut config = SessionConfig::new("h", tls(true), true);
     config.idle_timeout = Duration::from_secs(5);
     let mut h = Harness::tls();
-    let start = Instant::now();
-    h.session = Session::new(config, start);
+    h.session = Session::new(config, Instant::now());
     h.drain();
+    let before = Instant::now();
     h.login(maildrop());
-    let look = start + Duration::from_secs(1);
-    assert_eq!(
-        deadline_after_look(&mut h.session, look),
-        look + MIN_IDLE_TIMEOUT
-    );
+    assert_restarted(&h.session, before, MIN_IDLE_TIMEOUT);
 }
 
 #[test]
@@ -643,22 +639,16 @@ fn preauth_idle_client_is_dropped_early() {
     let mut h = Harness::tls();
     h.send(&format!("USER {ID}"));
     h.send("PASS wrong");
+    let before = Instant::now();
     h.event("auth_result", |s| {
         s.auth_result(Err(AuthFailure::WrongCredentials))
     });
-    let look = Instant::now() + Duration::from_secs(3);
-    assert_eq!(
-        deadline_after_look(&mut h.session, look),
-        look + DEFAULT_PREAUTH_TIMEOUT
-    );
+    assert_restarted(&h.session, before, DEFAULT_PREAUTH_TIMEOUT);
     // Logged in: RFC 1939's autologout.
     let mut h = Harness::tls();
+    let before = Instant::now();
     h.login(maildrop());
-    let look = Instant::now() + Duration::from_secs(3);
-    assert_eq!(
-        deadline_after_look(&mut h.session, look),
-        look + MIN_IDLE_TIMEOUT
-    );
+    assert_restarted(&h.session, before, MIN_IDLE_TIMEOUT);
 }
 
 #[test]
@@ -677,17 +667,15 @@ fn the_idle_timer_fires_at_exactly_its_deadline_and_input_moves_it() {
     h.session
         .handle_timeout(at(typed + DEFAULT_PREAUTH_TIMEOUT - Duration::from_nanos(1)));
     assert!(!h.session.is_closed(), "not yet");
-    // Logged in, the shell answering at `answered`: the autologout runs from the driver's
-    // next look, and each command moves it.
+    // Logged in, the shell answering at `answered`: the autologout runs from when the
+    // reply is transmitted, and each command moves it.
     h.session
         .handle_input(format!("USER {ID}\r\nPASS pw\r\n").as_bytes(), at(typed));
     h.drain();
     h.session.auth_result(Ok(maildrop()));
     let answered = typed + Duration::from_secs(5);
-    assert_eq!(
-        deadline_after_look(&mut h.session, answered),
-        answered + MIN_IDLE_TIMEOUT
-    );
+    h.session.poll_transmit(answered, &mut Vec::new());
+    assert_eq!(h.session.poll_timeout(), Some(answered + MIN_IDLE_TIMEOUT));
     let stat = answered + Duration::from_secs(400);
     h.session.handle_input(b"STAT\r\n", at(stat));
     let deadline = stat + MIN_IDLE_TIMEOUT;

@@ -3,8 +3,10 @@
 //! A machine arms it from the `Now` it is given with input. The shell's answers (a login
 //! result, a message streamed, a request to relay) come without one, and the timer must
 //! then run from when the driver next waits, as the loops before the driver had it: so an
-//! answer only marks it for a restart, [`Timer::deadline`] is then already due, and the
-//! driver's next [`Timer::expired`] check restarts it from its `now` instead of firing.
+//! answer only marks it for a restart, and the driver's next `poll_transmit` (which it
+//! calls before every wait, with the time) starts it ([`Timer::settle`]). Should a restart
+//! still be pending when the driver asks, [`Timer::deadline`] is already due and
+//! [`Timer::expired`] restarts it instead of firing.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,13 @@ impl Timer {
     /// Runs again from the driver's next look (the caller has no `now`).
     pub(crate) fn restart(&mut self) {
         self.state = State::Restart;
+    }
+
+    /// Starts a pending restart from `now`, for `after`.
+    pub(crate) fn settle(&mut self, now: Instant, after: Duration) {
+        if self.state == State::Restart {
+            self.start(now, after);
+        }
     }
 
     pub(crate) fn deadline(&self) -> Instant {
@@ -87,6 +96,20 @@ mod tests {
         let later = start + Duration::from_secs(500);
         assert!(!timer.expired(later, T), "a restart never fires");
         assert_eq!(timer.deadline(), later + T);
+    }
+
+    #[test]
+    fn a_settled_restart_runs_from_the_transmit_and_settling_a_running_timer_does_nothing() {
+        let start = Instant::now();
+        let mut timer = Timer::new(start, T);
+        let later = start + Duration::from_secs(5);
+        timer.settle(later, T);
+        assert_eq!(timer.deadline(), start + T, "running: unchanged");
+        timer.restart();
+        timer.settle(later, T);
+        assert_eq!(timer.deadline(), later + T);
+        assert!(!timer.expired(later + T - Duration::from_nanos(1), T));
+        assert!(timer.expired(later + T, T));
     }
 }
 

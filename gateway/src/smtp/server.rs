@@ -17,7 +17,6 @@ use crate::config::SmtpSection;
 use crate::metrics::{ListenerMetrics, LoginKind, Metrics, Mode, OpenSession};
 use crate::net::{
     ConnectionLimits, Driver, MaybeTls, Next, ProtocolServer, ShutdownSignal, TlsMode,
-    HANDSHAKE_TIMEOUT,
 };
 use crate::proxy::{Connector, TcpConnector, Upstreams};
 use crate::service::{Gateway, MessageDraft, ProxiedCopy, ServiceError, StoredMessage};
@@ -258,25 +257,14 @@ where
     /// Writes the `220`, runs the handshake and gives the session its proof; false when
     /// the connection is to be dropped.
     async fn start_tls(&mut self) -> bool {
-        if self.driver.flush(&mut self.machine).await.is_err() {
-            return false;
-        }
-        let upgrade = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            self.driver.stream_mut().upgrade(&self.server.acceptor),
-        )
-        .await;
-        self.metrics.tls_handshake(matches!(upgrade, Ok(Ok(()))));
-        // A finished handshake gives the proof the session needs.
-        let active = match upgrade {
-            Ok(Ok(())) => self.driver.stream().tls_active(),
-            _ => None,
-        };
-        let Some(tls) = active else {
-            tracing::debug!(peer = %self.peer, "STARTTLS handshake failed");
+        let acceptor = &self.server.acceptor;
+        let Some(tls) = self
+            .driver
+            .start_tls(&mut self.machine, acceptor, &self.metrics)
+            .await
+        else {
             return false;
         };
-        tracing::Span::current().record("tls", tls.description());
         if let Some(session) = self.machine.session() {
             session.tls_established(tls);
         }

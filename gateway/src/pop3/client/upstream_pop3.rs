@@ -676,7 +676,8 @@ impl Machine for UpstreamPop3 {
         self.timer.start(now.instant, RESPONSE_TIMEOUT);
     }
 
-    fn poll_transmit(&mut self, _now: Instant, out: &mut Vec<u8>) {
+    fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) {
+        self.timer.settle(now, RESPONSE_TIMEOUT);
         out.extend_from_slice(&self.transmit);
         zeroize::Zeroize::zeroize(&mut *self.transmit);
     }

@@ -126,6 +126,41 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
     Ok(command)
 }
 
+impl Command<'_> {
+    /// Appends the command line, CRLF included, as a client sends it (the proxy toward an
+    /// upstream): [`parse`] reads it back as the same command.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        let _ = match self {
+            Command::User(name) => write!(out, "USER {name}"),
+            Command::Pass(password) => write!(out, "PASS {password}"),
+            Command::Auth {
+                mechanism,
+                initial_response: None,
+            } => write!(out, "AUTH {mechanism}"),
+            Command::Auth {
+                mechanism,
+                initial_response: Some(response),
+            } => write!(out, "AUTH {mechanism} {response}"),
+            Command::Capa => write!(out, "CAPA"),
+            Command::Stls => write!(out, "STLS"),
+            Command::Stat => write!(out, "STAT"),
+            Command::List(None) => write!(out, "LIST"),
+            Command::List(Some(n)) => write!(out, "LIST {n}"),
+            Command::Uidl(None) => write!(out, "UIDL"),
+            Command::Uidl(Some(n)) => write!(out, "UIDL {n}"),
+            Command::Retr(n) => write!(out, "RETR {n}"),
+            Command::Top { message, lines } => write!(out, "TOP {message} {lines}"),
+            Command::Dele(n) => write!(out, "DELE {n}"),
+            Command::Rset => write!(out, "RSET"),
+            Command::Noop => write!(out, "NOOP"),
+            Command::Quit => write!(out, "QUIT"),
+        };
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Whether a raw line is an AUTH command, which may be longer than other commands.
 pub fn is_auth_line(line: &[u8]) -> bool {
     line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"AUTH ")
@@ -280,6 +315,52 @@ mod tests {
         fn never_panics_on_arbitrary_bytes(line in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = parse(&line);
             let _ = is_auth_line(&line);
+        }
+
+        /// Every command a client can send is written so that the server's parser reads
+        /// back exactly that command.
+        #[test]
+        fn written_commands_parse_back_as_themselves(
+            kind in 0u8..17,
+            a in 0u64..=9_999_999_999,
+            b in 0u64..=9_999_999_999,
+            text in "[!-~]([ -~]{0,40}[!-~])?",
+            word in "[!-~]{1,40}",
+            mechanism in "[A-Z0-9_-]{1,20}",
+        ) {
+            let command = match kind {
+                0 => Command::User(&text),
+                1 => Command::Pass(&text),
+                2 => Command::Auth { mechanism: &mechanism, initial_response: None },
+                3 => Command::Auth { mechanism: &mechanism, initial_response: Some(&word) },
+                4 => Command::Capa,
+                5 => Command::Stls,
+                6 => Command::Stat,
+                7 => Command::List(None),
+                8 => Command::List(Some(a)),
+                9 => Command::Uidl(None),
+                10 => Command::Uidl(Some(a)),
+                11 => Command::Retr(a),
+                12 => Command::Top { message: a, lines: b },
+                13 => Command::Dele(a),
+                14 => Command::Rset,
+                15 => Command::Noop,
+                _ => Command::Quit,
+            };
+            let mut line = Vec::new();
+            command.write(&mut line);
+            prop_assert!(line.ends_with(b"\r\n"));
+            prop_assert_eq!(parse(&line[..line.len() - 2]), Ok(command));
+        }
+
+        /// And whatever the parser accepts, written again, parses to the same command.
+        #[test]
+        fn parsed_commands_write_back_to_themselves(line in "(?i)(user|pass|auth|list|uidl|retr|top|dele|stat|capa|stls|rset|noop|quit)( {1,2}[0-9A-Za-z+=_-]{1,12}){0,2}") {
+            if let Ok(command) = parse(line.as_bytes()) {
+                let mut written = Vec::new();
+                command.write(&mut written);
+                prop_assert_eq!(parse(&written[..written.len() - 2]), Ok(command));
+            }
         }
 
         #[test]

@@ -120,6 +120,16 @@ pub enum ForwardPath {
     Mailbox(Mailbox),
 }
 
+impl fmt::Display for ForwardPath {
+    /// The address without brackets; `Postmaster` for the bare postmaster.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardPath::Postmaster => f.write_str("Postmaster"),
+            ForwardPath::Mailbox(mailbox) => mailbox.fmt(f),
+        }
+    }
+}
+
 /// Parses a reverse path at the start of `input`; returns it and the rest of the input
 /// (the ESMTP parameters).
 pub fn parse_reverse_path(

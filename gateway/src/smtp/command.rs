@@ -155,6 +155,49 @@ impl Command {
     }
 }
 
+impl Command {
+    /// Appends the command line, CRLF included, as a client sends it: [`Command::parse`]
+    /// reads it back as the same command. VRFY and EXPN keep no argument when parsed, so
+    /// they are written with `postmaster` as theirs.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        let _ = match self {
+            Command::Helo { domain } => write!(out, "HELO {domain}"),
+            Command::Ehlo { domain } => write!(out, "EHLO {domain}"),
+            Command::Mail { from, params } => {
+                let _ = write!(out, "MAIL FROM:<{from}>");
+                let params = params.to_string();
+                if params.is_empty() {
+                    Ok(())
+                } else {
+                    write!(out, " {params}")
+                }
+            }
+            Command::Rcpt { to } => write!(out, "RCPT TO:<{to}>"),
+            Command::Data => write!(out, "DATA"),
+            Command::Bdat { size, last: false } => write!(out, "BDAT {size}"),
+            Command::Bdat { size, last: true } => write!(out, "BDAT {size} LAST"),
+            Command::Rset => write!(out, "RSET"),
+            Command::Noop => write!(out, "NOOP"),
+            Command::Quit => write!(out, "QUIT"),
+            Command::Vrfy => write!(out, "VRFY postmaster"),
+            Command::Expn => write!(out, "EXPN postmaster"),
+            Command::Help => write!(out, "HELP"),
+            Command::StartTls => write!(out, "STARTTLS"),
+            Command::Auth {
+                mechanism,
+                initial_response: None,
+            } => write!(out, "AUTH {mechanism}"),
+            Command::Auth {
+                mechanism,
+                initial_response: Some(response),
+            } => write!(out, "AUTH {mechanism} {response}"),
+        };
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 fn parse_auth(args: &str) -> Result<Command, CommandError> {
     let mut words = args.split(' ').filter(|w| !w.is_empty());
     let usage = "AUTH <mechanism> [<initial-response>]";
@@ -627,6 +670,51 @@ mod tests {
         #[test]
         fn never_panics_on_arbitrary_bytes(line in proptest::collection::vec(any::<u8>(), 0..300), utf8 in any::<bool>()) {
             let _ = Command::parse(&line, utf8);
+        }
+
+        /// Whatever the parser accepts, written again, parses to the same command: the
+        /// command type both reads and writes the protocol.
+        #[test]
+        fn parsed_commands_write_back_to_themselves(
+            line in "(HELO |EHLO |MAIL FROM:|RCPT TO:|BDAT |AUTH |DATA|RSET|NOOP|QUIT|HELP|STARTTLS|VRFY |EXPN )[<>@\\[\\]\"\\\\:,. a-zA-Z0-9=_ø+-]{0,60}",
+            utf8 in any::<bool>(),
+        ) {
+            if let Ok(command) = Command::parse(line.as_bytes(), utf8) {
+                let mut written = Vec::new();
+                command.write(&mut written);
+                prop_assert!(written.ends_with(b"\r\n"));
+                let again = Command::parse(&written[..written.len() - 2], utf8);
+                prop_assert_eq!(again, Ok(command), "{:?}", String::from_utf8_lossy(&written));
+            }
+        }
+
+        /// Written commands from well-formed parts parse back as themselves.
+        #[test]
+        fn written_envelopes_parse_back(
+            local in "[a-z0-9.+_-]{1,20}|\"[a-z ,@]{1,10}\"",
+            domain in "[a-z0-9]{1,10}\\.[a-z]{2,5}",
+            size in proptest::option::of(0u64..1_000_000_000),
+            body in 0u8..3,
+            last in any::<bool>(),
+        ) {
+            let line = format!("MAIL FROM:<{local}@{domain}>");
+            let Ok(Command::Mail { from, .. }) = Command::parse(line.as_bytes(), false) else {
+                return Ok(());
+            };
+            let params = MailParams {
+                size,
+                body: [None, Some(BodyType::SevenBit), Some(BodyType::EightBitMime)][usize::from(body)],
+                smtputf8: false,
+            };
+            let rcpt = format!("RCPT TO:<{local}@{domain}>");
+            let Ok(rcpt) = Command::parse(rcpt.as_bytes(), false) else {
+                return Ok(());
+            };
+            for command in [Command::Mail { from, params }, rcpt, Command::Bdat { size: size.unwrap_or(0), last }] {
+                let mut written = Vec::new();
+                command.write(&mut written);
+                prop_assert_eq!(Command::parse(&written[..written.len() - 2], false), Ok(command));
+            }
         }
 
         #[test]

@@ -259,10 +259,7 @@ impl Relay {
         if accepted >= conversation.config.max_recipients {
             return conversation.refuse(Refusal::TooManyRecipients);
         }
-        let address = match to {
-            ForwardPath::Postmaster => "Postmaster".to_owned(),
-            ForwardPath::Mailbox(mailbox) => mailbox.to_string(),
-        };
+        let address = to.to_string();
         self.ask_upstream(
             UpstreamCommand::Rcpt(address.clone()),
             Pending::Rcpt(address),

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use super::response::{parse_status, parse_uidl_entry, Capabilities, Response, StatusLine};
 use super::unstuff::{listing_line, next_line, ListingLine, Unstuffer, MAX_RESPONSE_LINE};
 use crate::net::{Machine, Now};
+use crate::pop3::command::Command;
 use crate::pop3::timer::Timer;
 use crate::pop3::MAX_COMMAND_LINE;
 
@@ -80,20 +81,20 @@ pub enum Request {
 
 impl Request {
     fn line(self) -> Zeroizing<Vec<u8>> {
-        let line = match self {
-            Request::Stat => "STAT".to_owned(),
-            Request::List(None) => "LIST".to_owned(),
-            Request::List(Some(n)) => format!("LIST {n}"),
-            Request::Uidl(None) => "UIDL".to_owned(),
-            Request::Uidl(Some(n)) => format!("UIDL {n}"),
-            Request::Retr(n) => format!("RETR {n}"),
-            Request::Top(n, lines) => format!("TOP {n} {lines}"),
-            Request::Dele(n) => format!("DELE {n}"),
-            Request::Rset => "RSET".to_owned(),
-            Request::Noop => "NOOP".to_owned(),
-            Request::Quit => "QUIT".to_owned(),
-        };
-        command_line(&line)
+        command_line(match self {
+            Request::Stat => Command::Stat,
+            Request::List(n) => Command::List(n.map(u64::from)),
+            Request::Uidl(n) => Command::Uidl(n.map(u64::from)),
+            Request::Retr(n) => Command::Retr(n.into()),
+            Request::Top(message, lines) => Command::Top {
+                message: message.into(),
+                lines: lines.into(),
+            },
+            Request::Dele(n) => Command::Dele(n.into()),
+            Request::Rset => Command::Rset,
+            Request::Noop => Command::Noop,
+            Request::Quit => Command::Quit,
+        })
     }
 }
 
@@ -324,7 +325,7 @@ impl UpstreamPop3 {
         if matches!(self.state, State::StartingTls) {
             self.tls_active = true;
             // RFC 2595 §4: forget what was learnt before TLS and ask again.
-            self.send_command(command_line("CAPA"), State::CapaStatus { tls: true });
+            self.send_command(command_line(Command::Capa), State::CapaStatus { tls: true });
         }
     }
 
@@ -471,7 +472,8 @@ impl UpstreamPop3 {
             }
             (State::AuthPlain, StatusLine::Continuation) => {
                 // PLAIN has no server challenge: cancel (RFC 5034 §4) and give up.
-                self.transmit.extend_from_slice(&command_line("*"));
+                // Cancels the exchange (RFC 5034 §4); not a command.
+                self.transmit.extend_from_slice(b"*\r\n");
                 self.fail(protocol("unexpected SASL challenge to AUTH PLAIN"));
             }
             (_, StatusLine::Continuation) => self.fail(protocol("unexpected continuation line")),
@@ -483,7 +485,7 @@ impl UpstreamPop3 {
         let ok = response.is_ok();
         match self.state {
             State::Greeting if ok => self.send_command(
-                command_line("CAPA"),
+                command_line(Command::Capa),
                 State::CapaStatus {
                     tls: self.tls_active,
                 },
@@ -507,9 +509,7 @@ impl UpstreamPop3 {
             }
             State::Stls => self.fail(UpstreamError::NoTls),
             State::User if ok => {
-                let mut line = Zeroizing::new(b"PASS ".to_vec());
-                line.extend_from_slice(self.config.password.expose().as_bytes());
-                line.extend_from_slice(b"\r\n");
+                let line = command_line(Command::Pass(self.config.password.expose()));
                 self.send_command(line, State::Pass);
             }
             State::AuthPlain | State::Pass if ok => {
@@ -574,7 +574,7 @@ impl UpstreamPop3 {
     fn capabilities_known(&mut self, tls: bool, capabilities: Capabilities) {
         if !tls {
             if capabilities.has("STLS") {
-                self.send_command(command_line("STLS"), State::Stls);
+                self.send_command(command_line(Command::Stls), State::Stls);
             } else {
                 self.fail(UpstreamError::NoTls);
             }
@@ -593,18 +593,21 @@ impl UpstreamPop3 {
         self.capabilities = capabilities;
         if plain {
             let response = self.plain_response();
-            let mut line = Zeroizing::new(b"AUTH PLAIN ".to_vec());
-            line.extend_from_slice(response.as_bytes());
-            line.extend_from_slice(b"\r\n");
+            let line = command_line(Command::Auth {
+                mechanism: "PLAIN",
+                initial_response: Some(&response),
+            });
             if line.len() <= MAX_COMMAND_LINE {
                 self.send_command(line, State::AuthPlain);
             } else {
-                self.send_command(command_line("AUTH PLAIN"), State::AuthPlainChallenge);
+                let line = command_line(Command::Auth {
+                    mechanism: "PLAIN",
+                    initial_response: None,
+                });
+                self.send_command(line, State::AuthPlainChallenge);
             }
         } else {
-            let mut line = Zeroizing::new(b"USER ".to_vec());
-            line.extend_from_slice(self.config.username.as_bytes());
-            line.extend_from_slice(b"\r\n");
+            let line = command_line(Command::User(&self.config.username));
             self.send_command(line, State::User);
         }
     }
@@ -656,10 +659,10 @@ impl UpstreamPop3 {
     }
 }
 
-fn command_line(command: &str) -> Zeroizing<Vec<u8>> {
-    let mut line = Zeroizing::new(Vec::with_capacity(command.len() + 2));
-    line.extend_from_slice(command.as_bytes());
-    line.extend_from_slice(b"\r\n");
+fn command_line(command: Command<'_>) -> Zeroizing<Vec<u8>> {
+    // Wiped when dropped: USER, PASS and AUTH carry credentials.
+    let mut line = Zeroizing::new(Vec::new());
+    command.write(&mut line);
     line
 }
 

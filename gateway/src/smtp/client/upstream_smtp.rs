@@ -9,6 +9,7 @@ use super::config::{AuthMechanism, ConfigError, UpstreamConfig, UpstreamTls};
 use super::extensions::Extensions;
 use super::reply_reader::ReplyReader;
 use crate::net::{Machine, Now, Outbox};
+use crate::smtp::command::Command;
 use crate::smtp::data::BodyViolation;
 use crate::smtp::Reply;
 use crate::wire::dot::{Strict, Stuffer};
@@ -433,7 +434,7 @@ impl UpstreamSmtp {
         match self.state {
             State::Envelope { accepted: 0 } => Err(UsageError::NoRecipients),
             State::Envelope { .. } => {
-                self.send_line("DATA");
+                self.send(&Command::Data);
                 self.state = State::Data;
                 Ok(())
             }
@@ -503,7 +504,7 @@ impl UpstreamSmtp {
     pub fn reset(&mut self) -> Result<(), UsageError> {
         match self.state {
             State::Ready | State::Envelope { .. } => {
-                self.send_line("RSET");
+                self.send(&Command::Rset);
                 self.state = State::Rset {
                     then: Event::ResetDone,
                 };
@@ -521,7 +522,7 @@ impl UpstreamSmtp {
         match self.state {
             State::Closed | State::Quit => {}
             State::Ready | State::Envelope { .. } => {
-                self.send_line("QUIT");
+                self.send(&Command::Quit);
                 self.state = State::Quit;
             }
             _ => self.close(),
@@ -573,7 +574,7 @@ impl UpstreamSmtp {
                 } else if next + 1 < self.recipients.len() {
                     self.send_rcpt(next + 1, accepted);
                 } else if accepted > 0 {
-                    self.send_line("DATA");
+                    self.send(&Command::Data);
                     self.state = State::Data;
                 } else {
                     self.send_rset(Event::NoRecipientAccepted);
@@ -623,7 +624,7 @@ impl UpstreamSmtp {
         if !self.tls_active {
             // StartTls mode before the handshake: STARTTLS or nothing. NO DOWNGRADE.
             if extensions.has("STARTTLS") {
-                self.send_line("STARTTLS");
+                self.send(&Command::StartTls);
                 self.state = State::StartTls;
             } else {
                 self.fail(UpstreamError::NoTls);
@@ -662,7 +663,10 @@ impl UpstreamSmtp {
                 self.state = State::Auth(AuthStep::Plain);
             }
             AuthMechanism::Login => {
-                self.send_line("AUTH LOGIN");
+                self.send(&Command::Auth {
+                    mechanism: "LOGIN".into(),
+                    initial_response: None,
+                });
                 self.state = State::Auth(AuthStep::LoginStart);
             }
         }
@@ -700,8 +704,10 @@ impl UpstreamSmtp {
     // ----- helpers -----
 
     fn send_ehlo(&mut self) {
-        let line = format!("EHLO {}", self.config.ehlo_name);
-        self.send_line(&line);
+        let ehlo = Command::Ehlo {
+            domain: self.config.ehlo_name.clone(),
+        };
+        self.send(&ehlo);
         self.state = State::Ehlo;
     }
 
@@ -715,8 +721,13 @@ impl UpstreamSmtp {
     }
 
     fn send_rset(&mut self, then: Event) {
-        self.send_line("RSET");
+        self.send(&Command::Rset);
         self.state = State::Rset { then };
+    }
+
+    /// A command the server side parses as the same [`Command`].
+    fn send(&mut self, command: &Command) {
+        command.write(self.outbox.transmit());
     }
 
     fn send_line(&mut self, line: &str) {

@@ -7,7 +7,7 @@ mod admit;
 pub mod driver;
 mod limits;
 mod listener;
-mod protocol_server;
+pub(crate) mod protocol_server;
 mod session;
 mod shutdown;
 mod stream;

@@ -103,3 +103,31 @@ pub trait ProtocolServer: Send + Sync + Sized + 'static {
             .instrument(span)
     }
 }
+
+/// For the servers' tests: a client that pipelines `command` forever and never reads a
+/// reply is disconnected once the server's writes stall. Run with the clock paused.
+#[cfg(test)]
+pub(crate) async fn assert_a_client_that_never_reads_is_dropped<P: ProtocolServer>(
+    server: Arc<P>,
+    command: &[u8],
+) {
+    use tokio::io::AsyncWriteExt as _;
+    let (client, server_side) = tokio::io::duplex(4096);
+    let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+    let shutdown = super::Shutdown::new();
+    let signal = shutdown.signal();
+    let task = tokio::spawn(async move {
+        server
+            .handle(server_side, peer, TlsMode::StartTls, signal)
+            .await
+    });
+    // Pipelined commands whose replies fill the connection; the reading half is kept open
+    // but never read.
+    let (_read, mut write) = tokio::io::split(client);
+    let burst = command.repeat(1000);
+    tokio::spawn(async move { while write.write_all(&burst).await.is_ok() {} });
+    tokio::time::timeout(std::time::Duration::from_secs(3600), task)
+        .await
+        .expect("the connection is dropped once its writes stall")
+        .unwrap();
+}

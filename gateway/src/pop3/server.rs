@@ -476,8 +476,6 @@ impl Interrupt for Takeover {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::Shutdown;
-    use tokio::io::AsyncWriteExt;
 
     #[tokio::test(start_paused = true)]
     async fn client_that_never_reads_is_disconnected() {
@@ -499,21 +497,10 @@ mod tests {
             acceptor,
             ConnectionLimits::new(10, 10),
         );
-        let (client, server_side) = tokio::io::duplex(4096);
-        let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
-        let shutdown = Shutdown::new();
-        let signal = shutdown.signal();
-        let task = tokio::spawn(async move {
-            server
-                .handle(server_side, peer, TlsMode::StartTls, signal)
-                .await
-        });
-        let (_read, mut write) = tokio::io::split(client);
-        let burst = b"CAPA\r\n".repeat(1000);
-        tokio::spawn(async move { while write.write_all(&burst).await.is_ok() {} });
-        tokio::time::timeout(Duration::from_secs(3600), task)
-            .await
-            .expect("the connection is dropped once its writes stall")
-            .unwrap();
+        crate::net::protocol_server::assert_a_client_that_never_reads_is_dropped(
+            server,
+            b"CAPA\r\n",
+        )
+        .await;
     }
 }

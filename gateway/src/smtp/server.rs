@@ -672,23 +672,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn client_that_never_reads_is_disconnected() {
         let (_dir, server) = journal_server();
-        let (client, server_side) = tokio::io::duplex(4096);
-        let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
-        let shutdown = Shutdown::new();
-        let signal = shutdown.signal();
-        let task = tokio::spawn(async move {
-            server
-                .handle(server_side, peer, TlsMode::StartTls, signal)
-                .await
-        });
-        // Pipelined commands whose replies fill the connection; the reading half is kept
-        // open but never read.
-        let (_read, mut write) = tokio::io::split(client);
-        let burst = b"NOOP\r\n".repeat(1000);
-        tokio::spawn(async move { while write.write_all(&burst).await.is_ok() {} });
-        tokio::time::timeout(Duration::from_secs(3600), task)
-            .await
-            .expect("the connection is dropped once its writes stall")
-            .unwrap();
+        crate::net::protocol_server::assert_a_client_that_never_reads_is_dropped(
+            server,
+            b"NOOP\r\n",
+        )
+        .await;
     }
 }

@@ -50,8 +50,6 @@ pub enum ParseError {
 
 /// Digits a number may have.
 const MAX_DIGITS: usize = 10;
-/// Characters a SASL mechanism name may have.
-const MAX_MECHANISM: usize = 20;
 
 /// Parses one line without its line end.
 pub fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
@@ -79,11 +77,7 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
         Command::Pass(rest)
     } else if is("AUTH") {
         let mechanism = args.next().ok_or(ParseError::MissingArgument)?;
-        if mechanism.len() > MAX_MECHANISM
-            || !mechanism
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !crate::wire::sasl::is_mechanism_name(mechanism) {
             return Err(ParseError::InvalidMechanism);
         }
         let initial_response = args.next();
@@ -137,12 +131,11 @@ impl Command<'_> {
             Command::Pass(password) => write!(out, "PASS {password}"),
             Command::Auth {
                 mechanism,
-                initial_response: None,
-            } => write!(out, "AUTH {mechanism}"),
-            Command::Auth {
-                mechanism,
-                initial_response: Some(response),
-            } => write!(out, "AUTH {mechanism} {response}"),
+                initial_response,
+            } => {
+                crate::wire::sasl::write_auth(out, mechanism, *initial_response);
+                Ok(())
+            }
             Command::Capa => write!(out, "CAPA"),
             Command::Stls => write!(out, "STLS"),
             Command::Stat => write!(out, "STAT"),

@@ -187,12 +187,11 @@ impl Command {
             Command::StartTls => write!(out, "STARTTLS"),
             Command::Auth {
                 mechanism,
-                initial_response: None,
-            } => write!(out, "AUTH {mechanism}"),
-            Command::Auth {
-                mechanism,
-                initial_response: Some(response),
-            } => write!(out, "AUTH {mechanism} {response}"),
+                initial_response,
+            } => {
+                crate::wire::sasl::write_auth(out, mechanism, initial_response.as_deref());
+                Ok(())
+            }
         };
         out.extend_from_slice(b"\r\n");
     }
@@ -205,12 +204,7 @@ fn parse_auth(args: &str) -> Result<Command, CommandError> {
         return Err(CommandError::Syntax(usage));
     };
     let initial_response = words.next();
-    // RFC 4422 §3.1: 1 to 20 of A-Z, 0-9, '-' and '_'.
-    let valid = mechanism.len() <= 20
-        && mechanism
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !valid || words.next().is_some() {
+    if !crate::wire::sasl::is_mechanism_name(mechanism) || words.next().is_some() {
         return Err(CommandError::Syntax(usage));
     }
     // Copied only once the command is known good; the session wraps the copy in `Zeroizing`.

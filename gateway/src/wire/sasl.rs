@@ -29,6 +29,26 @@ impl std::fmt::Debug for Response {
     }
 }
 
+/// RFC 4422 §3.1: a mechanism name is 1 to 20 of `A-Z 0-9 - _` (letter case is the
+/// parsers' business).
+pub fn is_mechanism_name(name: &str) -> bool {
+    (1..=20).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Appends `AUTH <mechanism> [<initial response>]` without its line end: the same in SMTP
+/// (RFC 4954 §4) and POP3 (RFC 5034 §4).
+pub fn write_auth(out: &mut Vec<u8>, mechanism: &str, initial_response: Option<&str>) {
+    out.extend_from_slice(b"AUTH ");
+    out.extend_from_slice(mechanism.as_bytes());
+    if let Some(response) = initial_response {
+        out.push(b' ');
+        out.extend_from_slice(response.as_bytes());
+    }
+}
+
 /// Reads a response line (without its line end; surrounding spaces ignored). base64 is
 /// accepted with or without its padding, as clients differ.
 pub fn response(line: &[u8]) -> Result<Response, Malformed> {
@@ -117,6 +137,22 @@ fn utf8(part: &[u8]) -> Result<&str, Malformed> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn mechanism_names_and_the_auth_line() {
+        for good in ["PLAIN", "LOGIN", "SCRAM-SHA-256", "X_1", &"A".repeat(20)] {
+            assert!(is_mechanism_name(good), "{good}");
+        }
+        for bad in ["", "PLAIN LOGIN", "PLÄIN", "A=B", &"A".repeat(21)] {
+            assert!(!is_mechanism_name(bad), "{bad}");
+        }
+        let mut line = Vec::new();
+        write_auth(&mut line, "PLAIN", Some("AGE="));
+        assert_eq!(line, b"AUTH PLAIN AGE=");
+        line.clear();
+        write_auth(&mut line, "LOGIN", None);
+        assert_eq!(line, b"AUTH LOGIN");
+    }
 
     fn encode(raw: &[u8]) -> String {
         data_encoding::BASE64.encode(raw)

@@ -162,4 +162,27 @@ mod tests {
     fn empty_reply_still_has_one_line() {
         assert_eq!(Reply::plain(250, vec![]).to_bytes(), b"250 \r\n");
     }
+
+    proptest::proptest! {
+        /// What the server writes, the client side (the proxy's reader of an upstream's
+        /// replies) reads back as the same reply.
+        #[test]
+        fn written_replies_read_back_as_themselves(
+            // RFC 5321 §4.2: the second digit is 0 to 5.
+            (class, category, detail_digit) in (2u16..6, 0u16..6, 0u16..10),
+            status in proptest::option::of((0u16..1000, 0u16..1000)),
+            lines in proptest::collection::vec("([a-zA-Z][ -~]{0,40})?", 1..5),
+        ) {
+            let code = class * 100 + category * 10 + detail_digit;
+            // RFC 3463 §3.1: enhanced status classes are 2, 4 and 5 only.
+            let status = status.filter(|_| class != 3).map(|(subject, detail)| {
+                EnhancedStatus::new((code / 100) as u8, subject, detail)
+            });
+            let reply = Reply::parsed(code, status, lines);
+            let mut reader = crate::smtp::client::ReplyReader::new();
+            reader.push(&reply.to_bytes());
+            proptest::prop_assert_eq!(reader.next_reply(), Ok(Some(reply)));
+            proptest::prop_assert!(!reader.has_buffered());
+        }
+    }
 }

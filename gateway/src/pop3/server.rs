@@ -123,12 +123,12 @@ impl<C: Connector> Pop3Server<C> {
             return Err(LoginFailure::Temporary);
         };
         let guard = upstreams.guard();
-        let attempt = guard.admit(peer.ip(), &login).map_err(|throttled| {
+        let mut attempt = guard.admit(peer.ip(), &login).map_err(|throttled| {
             tracing::warn!(%peer, user = %login.remote_user, server = %login.host, retry_after = ?throttled.retry_after, "POP3 proxy login refused: too many failed logins");
             self.gateway.metrics().login_throttled(LoginKind::Pop3Proxy);
             LoginFailure::Throttled
         })?;
-        tokio::time::sleep(attempt.wait).await;
+        guard.wait(&mut attempt).await;
         match self.gateway.accepting(&login.mailbox) {
             Ok(_) => {}
             Err(ServiceError::MailboxSuspended(_)) => {

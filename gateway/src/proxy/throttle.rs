@@ -9,8 +9,12 @@
 //! Per account this is a wall, not only a delay: while someone sprays an account through
 //! the gateway, its owner may be told to try later too, which the provider would do anyway.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::ProxyLogin;
 use crate::throttle::{ClientKey, Policy, Throttle, Throttled};
@@ -47,6 +51,11 @@ pub struct ProxyGuard {
     clients: Throttle<ClientKey>,
     accounts: Throttle<Account>,
     failure_delay: Duration,
+    /// Accounts with logins waiting: told when one of the account's logins succeeds.
+    /// Logins count while in flight (so a spray cannot outrun its own failures), which
+    /// makes a mail client's fourth parallel connection wait; a success proves the
+    /// credentials, so the waiting ones go ahead then, as any login after it would.
+    waiting: Mutex<HashMap<Account, Arc<watch::Sender<()>>>>,
 }
 
 /// A proxy login admitted by [`ProxyGuard::admit`]; report how it ended.
@@ -55,8 +64,11 @@ pub struct ProxyGuard {
 pub struct ProxyAttempt {
     client: ClientKey,
     account: Account,
-    /// How long the login must wait before it goes to the upstream.
+    /// How long the login must wait before it goes to the upstream (at most: see
+    /// [`ProxyGuard::wait`]).
     pub wait: Duration,
+    /// Fires when another login of the account succeeds; only when there is a wait.
+    released: Option<watch::Receiver<()>>,
 }
 
 impl ProxyGuard {
@@ -65,6 +77,7 @@ impl ProxyGuard {
             clients: Throttle::new(CLIENT_POLICY),
             accounts: Throttle::new(ACCOUNT_POLICY),
             failure_delay,
+            waiting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -84,17 +97,62 @@ impl ProxyGuard {
                 return Err(throttled);
             }
         };
+        let wait = client_wait.max(account_wait);
+        // Only the account's own delay is cut short by a success; a client's is not.
+        let released = (!account_wait.is_zero() && client_wait.is_zero()).then(|| {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            waiting
+                .entry(account.clone())
+                .or_insert_with(|| Arc::new(watch::channel(()).0))
+                .subscribe()
+        });
         Ok(ProxyAttempt {
             client,
             account,
-            wait: client_wait.max(account_wait),
+            wait,
+            released,
         })
     }
 
-    /// The upstream accepted the credentials.
+    /// Waits out the attempt's delay before it goes to the upstream, or less if another
+    /// login of the same account succeeds meanwhile.
+    pub async fn wait(&self, attempt: &mut ProxyAttempt) {
+        if attempt.wait.is_zero() {
+            return;
+        }
+        match &mut attempt.released {
+            Some(released) => {
+                tokio::select! {
+                    () = tokio::time::sleep(attempt.wait) => {}
+                    _ = released.changed() => {}
+                }
+            }
+            None => tokio::time::sleep(attempt.wait).await,
+        }
+        if attempt.released.take().is_some() {
+            self.forget_idle(&attempt.account);
+        }
+    }
+
+    /// Drops the account's signal once no login waits on it.
+    fn forget_idle(&self, account: &Account) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting
+            .get(account)
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            waiting.remove(account);
+        }
+    }
+
+    /// The upstream accepted the credentials: logins of the account still waiting go now.
     pub fn succeeded(&self, attempt: ProxyAttempt) {
         self.clients.forgive(&attempt.client);
         self.accounts.clear(&attempt.account);
+        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = waiting.get(&attempt.account) {
+            sender.send_replace(());
+        }
     }
 
     /// The login never reached the upstream's password check (unreachable, no TLS, a
@@ -208,6 +266,51 @@ mod tests {
             guard.succeeded(attempt);
             let attempt = guard.admit(ip("192.0.2.1"), &alice).unwrap();
             guard.not_a_guess(attempt);
+        }
+    }
+
+    /// A mail client opening several connections for one account at once: the fourth
+    /// login waits for the account's delay only until one of the others succeeds.
+    #[tokio::test(start_paused = true)]
+    async fn a_success_releases_the_accounts_waiting_logins() {
+        let guard = Arc::new(ProxyGuard::new(Duration::from_secs(2)));
+        let alice = login("alice@example.com", "mail.example.com");
+        let first: Vec<ProxyAttempt> = (0..ACCOUNT_POLICY.free_attempts)
+            .map(|_| guard.admit(ip("192.0.2.1"), &alice).unwrap())
+            .collect();
+        let mut fourth = guard.admit(ip("192.0.2.1"), &alice).unwrap();
+        assert_eq!(fourth.wait, ACCOUNT_POLICY.base);
+        let started = tokio::time::Instant::now();
+        let waiter = {
+            let guard = guard.clone();
+            tokio::spawn(async move {
+                guard.wait(&mut fourth).await;
+                fourth
+            })
+        };
+        tokio::task::yield_now().await;
+        let mut first = first.into_iter();
+        guard.succeeded(first.next().unwrap());
+        let fourth = waiter.await.unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO, "released, not timed out");
+        guard.succeeded(fourth);
+        for attempt in first {
+            guard.succeeded(attempt);
+        }
+        assert!(guard.waiting.lock().unwrap().is_empty(), "nothing kept");
+
+        // Without a success the delay is waited out in full.
+        let bob = login("bob@example.com", "mail.example.com");
+        let held: Vec<ProxyAttempt> = (0..ACCOUNT_POLICY.free_attempts)
+            .map(|_| guard.admit(ip("192.0.2.2"), &bob).unwrap())
+            .collect();
+        let mut next = guard.admit(ip("192.0.2.2"), &bob).unwrap();
+        let started = tokio::time::Instant::now();
+        guard.wait(&mut next).await;
+        assert_eq!(started.elapsed(), ACCOUNT_POLICY.base);
+        let _ = guard.failed(next);
+        for attempt in held {
+            let _ = guard.failed(attempt);
         }
     }
 }

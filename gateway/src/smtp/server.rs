@@ -291,12 +291,12 @@ where
         };
         let login = &credentials.login;
         let guard = upstreams.guard();
-        let attempt = guard.admit(self.peer.ip(), login).map_err(|throttled| {
+        let mut attempt = guard.admit(self.peer.ip(), login).map_err(|throttled| {
             tracing::warn!(peer = %self.peer, user = %login.remote_user, server = %login.host, retry_after = ?throttled.retry_after, "SMTP proxy login refused: too many failed logins");
             self.metrics.all().login_throttled(LoginKind::SmtpProxy);
             AuthFailure::Throttled
         })?;
-        tokio::time::sleep(attempt.wait).await;
+        guard.wait(&mut attempt).await;
         match self.server.gateway.accepting(&login.mailbox) {
             Ok(_) => {}
             Err(ServiceError::MailboxSuspended(_)) => {

@@ -11,7 +11,8 @@
 //! Like [`crate::pop3::Session`], it reads no socket and no clock.
 //!
 //! - [`response`]: the upstream's status lines, CAPA lists and UIDL entries, typed.
-//! - `unstuff`: bounded line framing and streaming un-stuffing of multi-line bodies.
+//! - `unstuff`: bounded line framing of status lines and listings (bodies are un-stuffed by
+//!   [`crate::wire::undot`]).
 //! - `upstream_pop3`: the state machine.
 //!
 //! ## The shell loop

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::response::{parse_status, parse_uidl_entry, Capabilities, Response, StatusLine};
-use super::unstuff::{listing_line, next_line, ListingLine, MAX_RESPONSE_LINE};
+use super::response::{
+    listing_line, parse_status, parse_uidl_entry, Capabilities, ListingLine, Response, StatusLine,
+    MAX_RESPONSE_LINE, RESPONSE_LINES,
+};
 use crate::net::{Machine, Now};
 use crate::pop3::timer::Timer;
 use crate::pop3::MAX_COMMAND_LINE;
@@ -375,7 +377,7 @@ impl UpstreamPop3 {
                         return;
                     }
                 }
-                _ => match next_line(&mut self.input) {
+                _ => match RESPONSE_LINES.next_line(&mut self.input) {
                     Ok(Some(line)) => self.line(&line),
                     Ok(None) => return,
                     Err(_) => {

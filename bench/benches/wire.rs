@@ -1,5 +1,7 @@
-//! Dot-stuffing throughput on the wire: a 1 MiB message body fed in 16 KiB pieces, as the
-//! strict DATA encoder toward an SMTP upstream and as the POP3 RETR stuffer.
+//! Dot-stuffing and un-stuffing throughput on the wire: a 1 MiB message body fed in 16 KiB
+//! pieces, stuffed as the strict DATA encoder toward an SMTP upstream and as the POP3 RETR
+//! stuffer, and un-stuffed as the SMTP server's strict DATA decoder and as the POP3 client's
+//! lenient RETR reader.
 //!
 //! The body is deterministic text: lines of mixed lengths (empty lines, short header-like
 //! lines, typical 60–78 octet text, a few long ones near the 1000 octet limit), about one in
@@ -8,7 +10,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use gateway::smtp::data::{BodyDecoder, Framing};
 use gateway::wire::dot::Stuffer;
+use gateway::wire::undot::Unstuffer;
 
 const BODY_LEN: usize = 1024 * 1024;
 /// A socket read's worth, as the relays feed the stuffers.
@@ -78,5 +82,41 @@ fn stuffing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, stuffing);
+fn unstuffing(c: &mut Criterion) {
+    let body = text_body(BODY_LEN);
+    let mut wire = Vec::with_capacity(body.len() + body.len() / 8);
+    let mut encoder = Stuffer::strict();
+    encoder.feed(&body, &mut wire).unwrap();
+    encoder.finish(&mut wire).unwrap();
+    let mut group = c.benchmark_group("dot_unstuff");
+    group.throughput(Throughput::Bytes(wire.len() as u64));
+    let mut out = Vec::with_capacity(body.len());
+    group.bench_function("smtp_data_strict", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut decoder = BodyDecoder::new(Framing::DotTerminated);
+            let mut ended = false;
+            for piece in wire.chunks(PIECE) {
+                ended = decoder.feed(black_box(piece), &mut out).end_of_data;
+            }
+            assert!(ended && decoder.violation().is_none());
+            black_box(out.len())
+        })
+    });
+    group.bench_function("pop3_retr", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut unstuffer = Unstuffer::new();
+            let mut ended = false;
+            for piece in wire.chunks(PIECE) {
+                ended = unstuffer.feed(black_box(piece), &mut out).end_of_data;
+            }
+            assert!(ended);
+            black_box(out.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stuffing, unstuffing);
 criterion_main!(benches);

@@ -10,12 +10,16 @@
 use zeroize::Zeroizing;
 
 use crate::crypto::WipingBuffer;
+use crate::wire::line::{Ending, Frame as Framed, Framer};
 
 /// RFC 2449 §4: a command line, CRLF included, is at most 255 octets.
 pub const MAX_COMMAND_LINE: usize = 255;
 /// AUTH lines with an initial response, and SASL continuation lines, may be longer
 /// (RFC 5034 §4); this is their limit, CRLF included.
 pub const MAX_AUTH_LINE: usize = 2048;
+
+/// Lines end at LF, a CR before it optional; the longest kind of line bounds them all.
+const COMMAND_LINES: Framer = Framer::new(MAX_AUTH_LINE, Ending::Lf);
 
 /// One framed piece of input.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,24 +73,23 @@ impl LineBuffer {
 
     /// The next complete line, if there is one.
     pub fn next_frame(&mut self) -> Option<Frame> {
-        match self.buf.iter().position(|&b| b == b'\n') {
-            Some(lf) => {
-                let wire_len = lf + 1;
-                if self.discarding || wire_len > MAX_AUTH_LINE {
-                    self.discarding = false;
-                    drop(self.buf.take_front_wiping(wire_len));
-                    return Some(Frame::TooLong);
-                }
+        match COMMAND_LINES.frame(&self.buf) {
+            Framed::Line { wire_len } if !self.discarding => {
                 // Any line may be PASS or a SASL response: wipe what it leaves behind.
                 let mut text = self.buf.take_front_wiping(wire_len);
-                text.pop();
-                if text.last() == Some(&b'\r') {
-                    text.pop();
-                }
+                COMMAND_LINES.strip(&mut text);
                 Some(Frame::Line { text, wire_len })
             }
-            None => {
-                if self.discarding || self.buf.len() >= MAX_AUTH_LINE {
+            Framed::Line { wire_len }
+            | Framed::TooLong {
+                wire_len: Some(wire_len),
+            } => {
+                self.discarding = false;
+                drop(self.buf.take_front_wiping(wire_len));
+                Some(Frame::TooLong)
+            }
+            framed => {
+                if self.discarding || framed != Framed::Partial {
                     self.buf.clear();
                     self.discarding = true;
                 }

@@ -24,11 +24,14 @@ use super::reply::{EnhancedStatus, Reply};
 use crate::crypto::WipingBuffer;
 use crate::mailbox::MailboxId;
 use crate::net::{Now, Outbox, TlsActive};
+use crate::wire::line::{Ending, Frame, Framer};
 
 /// Longest accepted command line including CRLF. RFC 5321 §4.5.3.1.4 sets 512 and lets
 /// extensions add to it (SIZE, BODY, SMTPUTF8 and a 256-octet path fit easily); 2048 is
 /// generous for that and still a small, fixed buffer.
 pub const MAX_COMMAND_LINE: usize = 2048;
+/// Command lines end only at CRLF; one framed at a bare LF is refused.
+const COMMAND_LINES: Framer = Framer::new(MAX_COMMAND_LINE, Ending::Crlf);
 
 /// RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for the next command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -282,30 +285,31 @@ impl<R: Recipients + Clone> Conversation<R> {
     }
 
     fn next_line(&mut self, sasl_response: bool) -> Step {
-        let Some(lf) = self.input.iter().position(|&byte| byte == b'\n') else {
-            if self.input.len() >= MAX_COMMAND_LINE {
+        let (wire_len, too_long) = match COMMAND_LINES.frame(&self.input) {
+            Frame::Line { wire_len } => (wire_len, false),
+            Frame::TooLong {
+                wire_len: Some(wire_len),
+            } => (wire_len, true),
+            Frame::Partial => return Step::Blocked,
+            Frame::TooLong { wire_len: None } => {
                 // Reply now and close: skipping to the line's end would let an endless
                 // line hold the connection forever.
                 self.refuse_and_close(Refusal::CommandLineTooLong);
+                return Step::Blocked;
             }
-            return Step::Blocked;
         };
         // An AUTH command or a SASL response carries a credential: nothing of it may stay
         // behind in the buffer.
         let mut line = if sasl_response || is_auth_command(&self.input) {
-            self.input.take_front_wiping(lf + 1)
+            self.input.take_front_wiping(wire_len)
         } else {
-            Zeroizing::new(self.input.take_front(lf + 1))
+            Zeroizing::new(self.input.take_front(wire_len))
         };
-        let wire_len = line.len();
-        let crlf = line.ends_with(b"\r\n");
-        if crlf {
-            line.truncate(wire_len - 2);
-        }
+        let crlf = COMMAND_LINES.strip(&mut line);
         if sasl_response {
             return Step::Line(line);
         }
-        if wire_len > MAX_COMMAND_LINE {
+        if too_long {
             self.refuse_and_close(Refusal::CommandLineTooLong);
         } else if crlf {
             return Step::Line(line);

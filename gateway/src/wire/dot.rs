@@ -1,5 +1,5 @@
 //! Dot-stuffing (RFC 5321 §4.5.2, RFC 1939 §3), written once for both protocols: the sending
-//! twin of [`crate::smtp::data::BodyDecoder`] and of the POP3 client's un-stuffing.
+//! twin of [`Unstuffer`](super::undot::Unstuffer).
 //!
 //! A [`Stuffer`] is fed the unstuffed body in pieces cut anywhere and appends the wire form:
 //! a line starting with `.` gets another `.`, a last line without CRLF gets one, and `finish`
@@ -10,7 +10,7 @@
 //! - [`Strict`] (DATA toward an SMTP upstream): a bare CR or bare LF, or a line over
 //!   [`MAX_TEXT_LINE`] octets, is a [`BodyViolation`] and nothing after it is written,
 //!   because the smuggling attacks of 2023 live exactly in such bytes.
-//! - [`Repair`] (RETR and TOP): a bare LF becomes CRLF (a client that splits on LF must not
+//! - [`Lenient`] (RETR and TOP): a bare LF becomes CRLF (a client that splits on LF must not
 //!   mistake `\n.\r\n` inside a body for the terminator); bare CRs and long lines pass. The
 //!   octet count on the wire may then exceed the stored size, which RFC 1939 §11 allows.
 //!   [`Stuffer::top`] passes the header block, the blank line and `n` body lines, then
@@ -46,26 +46,31 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// What a [`Stuffer`] does with a body that breaks the line rules: [`Strict`] or [`Repair`].
+/// What a [`Stuffer`] or an [`Unstuffer`](super::undot::Unstuffer) does with a body that
+/// breaks the line rules: [`Strict`] or [`Lenient`].
 pub trait Mode: sealed::Sealed {
     /// A refusal: [`BodyViolation`], or [`Infallible`] for a mode that never refuses.
     type Error: Copy + fmt::Debug;
     /// Whether lines are checked at all; lets the unchecked mode skip the scans.
     const CHECKED: bool;
-    /// The answer to a broken rule: an error stops the stuffer; `Ok` goes on repairing.
+    /// The answer to a broken rule: an error stops the stuffer (the unstuffer records it and
+    /// outputs nothing more); `Ok` goes on.
     fn answer(violation: BodyViolation) -> Result<(), Self::Error>;
 }
 
-/// Refuses bare CR, bare LF and overlong lines (DATA).
+/// Refuses bare CR, bare LF and overlong lines (DATA, in both directions).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Strict;
 
-/// Turns bare LFs into CRLF and passes everything else (RETR, TOP).
+/// Never refuses (RETR and TOP). Stuffing, it repairs what a client could misread: bare LFs
+/// become CRLF. Un-stuffing an upstream's response, it reads what comes: a line starts after
+/// any LF and every byte passes. One name for both, because in both directions the body is
+/// taken as it is and never rejected.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Repair;
+pub struct Lenient;
 
 impl sealed::Sealed for Strict {}
-impl sealed::Sealed for Repair {}
+impl sealed::Sealed for Lenient {}
 
 impl Mode for Strict {
     type Error = BodyViolation;
@@ -75,7 +80,7 @@ impl Mode for Strict {
     }
 }
 
-impl Mode for Repair {
+impl Mode for Lenient {
     type Error = Infallible;
     const CHECKED: bool = false;
     fn answer(_: BodyViolation) -> Result<(), Infallible> {
@@ -85,7 +90,7 @@ impl Mode for Repair {
 
 /// The streaming stuffer. `Stuffer` alone is the repairing POP3 form.
 #[derive(Clone, Debug)]
-pub struct Stuffer<M: Mode = Repair> {
+pub struct Stuffer<M: Mode = Lenient> {
     /// The next byte begins a line.
     line_start: bool,
     /// The previous byte was a CR (possibly at the end of the previous piece); whether it
@@ -128,13 +133,13 @@ impl Stuffer<Strict> {
     }
 }
 
-impl Default for Stuffer<Repair> {
+impl Default for Stuffer<Lenient> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Stuffer<Repair> {
+impl Stuffer<Lenient> {
     /// Stuffs a whole message (RETR).
     pub fn new() -> Self {
         Self::start(None)
@@ -327,7 +332,7 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::smtp::data::decode_dot_terminated;
+    use crate::wire::undot::decode_dot_terminated;
 
     // Strict (DATA toward an SMTP upstream).
     fn encode_in_pieces(body: &[u8], cuts: &[usize]) -> Result<Vec<u8>, BodyViolation> {
@@ -466,7 +471,7 @@ pub(crate) mod tests {
         }
     }
 
-    // Repair (RETR and TOP).
+    // Lenient (RETR and TOP).
 
     /// Reverses the wire form: returns the body and whether the terminator was found.
     pub(crate) fn unstuff(wire: &[u8]) -> (Vec<u8>, bool) {

@@ -10,8 +10,9 @@
 //! un-stuffed in bounded pieces, so a RETR of any size passes through in bounded memory.
 //! Like [`crate::pop3::Session`], it reads no socket and no clock.
 //!
-//! - [`response`]: the upstream's status lines, CAPA lists and UIDL entries, typed.
-//! - `unstuff`: bounded line framing and streaming un-stuffing of multi-line bodies.
+//! - [`response`]: the upstream's status lines, CAPA lists and UIDL entries, typed, and
+//!   their line limit (framed by [`crate::wire::line`]; bodies are un-stuffed by
+//!   [`crate::wire::undot`]).
 //! - `upstream_pop3`: the state machine.
 //!
 //! ## The shell loop
@@ -60,14 +61,12 @@
 //! middle of a RETR means the draft is discarded.
 
 pub mod response;
-mod unstuff;
 mod upstream_pop3;
 
 #[cfg(test)]
 mod tests;
 
-pub use response::{Capabilities, Response, MAX_UID_LEN};
-pub use unstuff::MAX_RESPONSE_LINE;
+pub use response::{Capabilities, Response, MAX_RESPONSE_LINE, MAX_UID_LEN};
 pub use upstream_pop3::{
     Output, Request, RequestError, UpstreamConfig, UpstreamError, UpstreamPassword, UpstreamPop3,
     UpstreamTls, MAX_CAPABILITIES, MAX_DATA_PIECE, MAX_LISTING_BATCH, MAX_QUEUED_REQUESTS,

@@ -1,10 +1,21 @@
 //! Typed upstream replies: status lines (`+OK` / `-ERR`, with an optional RFC 2449 response
-//! code), SASL continuations, CAPA capability lists and UIDL entries.
+//! code), SASL continuations, CAPA capability lists and UIDL entries, and how long their
+//! lines may be ([`MAX_RESPONSE_LINE`]).
 //!
 //! The server core writes replies from a fixed set of codes ([`crate::pop3::response`]); an
 //! upstream may send any code and any text, so the client side parses into its own types.
 //! Text is sanitised at parse time (control characters become spaces), so a [`Response`]
 //! can be relayed to the mail client as exactly one line.
+
+use crate::wire::line::{Ending, Framer};
+
+/// Status lines, capability lines and UIDL listing lines are at most this long, line end
+/// included. RFC 2449 §4 allows 512 octets for responses; this is twice that, for lenience.
+pub const MAX_RESPONSE_LINE: usize = 1024;
+
+/// The upstream's lines end at LF, a CR before it optional (RFC 1939 wants CRLF; a lone LF
+/// is tolerated because the client un-stuffs bodies leniently anyway).
+pub(crate) const RESPONSE_LINES: Framer = Framer::new(MAX_RESPONSE_LINE, Ending::Lf);
 
 /// One status line from the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +212,23 @@ impl Capabilities {
     }
 }
 
+/// A line of a multi-line response read line by line (CAPA, UIDL).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ListingLine<'a> {
+    /// The content, with the stuffed dot removed.
+    Content(&'a [u8]),
+    /// The `.` terminator.
+    End,
+}
+
+pub(crate) fn listing_line(line: &[u8]) -> ListingLine<'_> {
+    match line.strip_prefix(b".") {
+        Some(b"") => ListingLine::End,
+        Some(rest) => ListingLine::Content(rest),
+        None => ListingLine::Content(line),
+    }
+}
+
 /// RFC 1939 §7: a unique-id is 1 to 70 characters in 0x21..=0x7E.
 pub const MAX_UID_LEN: usize = 70;
 
@@ -222,6 +250,13 @@ pub(crate) fn parse_uidl_entry(text: &[u8]) -> Option<(u32, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listing_lines() {
+        assert_eq!(listing_line(b"."), ListingLine::End);
+        assert_eq!(listing_line(b"..x"), ListingLine::Content(b".x"));
+        assert_eq!(listing_line(b"TOP"), ListingLine::Content(b"TOP"));
+    }
 
     fn status(line: &str) -> Response {
         match parse_status(line.as_bytes()) {

@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::response::{parse_status, parse_uidl_entry, Capabilities, Response, StatusLine};
-use super::unstuff::{listing_line, next_line, ListingLine, Unstuffer, MAX_RESPONSE_LINE};
+use super::response::{
+    listing_line, parse_status, parse_uidl_entry, Capabilities, ListingLine, Response, StatusLine,
+    MAX_RESPONSE_LINE, RESPONSE_LINES,
+};
 use crate::net::{Machine, Now};
 use crate::pop3::command::Command;
 use crate::pop3::timer::Timer;
 use crate::pop3::MAX_COMMAND_LINE;
+use crate::wire::undot::Unstuffer;
 
 /// How long the proxy waits for the upstream's next response before giving up on it. RFC
 /// 1939 sets no client timeout; this is the five minutes of an SMTP client's
@@ -375,7 +378,7 @@ impl UpstreamPop3 {
                         return;
                     }
                 }
-                _ => match next_line(&mut self.input) {
+                _ => match RESPONSE_LINES.next_line(&mut self.input) {
                     Ok(Some(line)) => self.line(&line),
                     Ok(None) => return,
                     Err(_) => {
@@ -400,9 +403,9 @@ impl UpstreamPop3 {
             // The un-stuffer may add one held-back byte to what it is given.
             let end = self.input.len().min(consumed + MAX_DATA_PIECE - 1);
             let mut piece = Vec::with_capacity(end - consumed + 1);
-            let (used, finished) = unstuffer.feed(&self.input[consumed..end], &mut piece);
-            consumed += used;
-            done = finished;
+            let decoded = unstuffer.feed(&self.input[consumed..end], &mut piece);
+            consumed += decoded.consumed;
+            done = decoded.end_of_data;
             if !piece.is_empty() {
                 self.events.push_back(Output::MultiLineData(piece));
             }

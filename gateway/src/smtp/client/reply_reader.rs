@@ -8,10 +8,13 @@
 //! so an upstream cannot make us buffer without bound.
 
 use crate::smtp::{EnhancedStatus, Reply};
+use crate::wire::line::{Ending, Framer, LineTooLong};
 
 /// Longest accepted reply line including its line end. RFC 5321 §4.5.3.1.5 sets 512; real
 /// servers exceed it with long EHLO keywords, so this is generous but fixed.
 pub const MAX_REPLY_LINE: usize = 4096;
+/// Reply lines end at LF, a CR before it dropped (see the module documentation).
+const REPLY_LINES: Framer = Framer::new(MAX_REPLY_LINE, Ending::Lf);
 /// Most lines in one reply (an EHLO reply has one per extension).
 pub const MAX_REPLY_LINES: usize = 128;
 
@@ -55,20 +58,10 @@ impl ReplyReader {
     /// The next complete reply, `Ok(None)` if more bytes are needed.
     pub fn next_reply(&mut self) -> Result<Option<Reply>, ReplyError> {
         loop {
-            let Some(lf) = memchr::memchr(b'\n', &self.buf) else {
-                if self.buf.len() >= MAX_REPLY_LINE {
-                    return Err(ReplyError::LineTooLong);
-                }
+            let line = REPLY_LINES.next_line(&mut self.buf);
+            let Some(line) = line.map_err(|LineTooLong| ReplyError::LineTooLong)? else {
                 return Ok(None);
             };
-            if lf + 1 > MAX_REPLY_LINE {
-                return Err(ReplyError::LineTooLong);
-            }
-            let mut line: Vec<u8> = self.buf.drain(..=lf).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
             let (code, last, text) = parse_line(&line)?;
             let (expected, lines) = self.partial.get_or_insert_with(|| (code, Vec::new()));
             if *expected != code {

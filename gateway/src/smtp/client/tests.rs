@@ -8,8 +8,10 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::net::{Machine as _, Now};
-use crate::smtp::data::{decode_dot_terminated, BodyViolation};
+use crate::smtp::data::BodyViolation;
 use crate::smtp::{EnhancedStatus, Reply};
+use crate::wire::undot::decode_dot_terminated;
+use crate::wire::undot::tests::crlf_lines;
 
 const USER: &str = "alice@provider.example";
 const PASSWORD: &str = "dummy-Passw0rd";
@@ -881,17 +883,6 @@ fn every_split_of_the_multi_line_ehlo_reply_gives_the_same_result() {
     }
 }
 
-fn body_lines() -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec("[.a-z ]{0,12}", 0..10).prop_map(|lines| {
-        let mut body = Vec::new();
-        for line in lines {
-            body.extend_from_slice(line.as_bytes());
-            body.extend_from_slice(b"\r\n");
-        }
-        body
-    })
-}
-
 proptest! {
     /// However the upstream's bytes are cut into reads, the conversation is the same.
     #[test]
@@ -950,7 +941,7 @@ proptest! {
     /// The body as sent, read back by the server side's DATA decoder, is the body exactly.
     #[test]
     fn sent_body_decodes_to_the_original(
-        body in body_lines(),
+        body in crlf_lines("[.a-z ]{0,12}", 10),
         cuts in proptest::collection::vec(any::<usize>(), 0..5),
     ) {
         let mut fake = ready_fake();

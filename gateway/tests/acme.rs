@@ -94,8 +94,8 @@ fn manager(data: &Path, port: std::net::SocketAddr) -> Arc<gateway::tls::Certifi
 fn settings(
     directory_url: String,
     ca_file: Option<std::path::PathBuf>,
-) -> gateway::tls::AcmeSettings {
-    gateway::tls::AcmeSettings {
+) -> gateway::config::AcmeSettings {
+    gateway::config::AcmeSettings {
         directory_url,
         contact_email: None,
         ca_file,
@@ -427,8 +427,9 @@ async fn a_failed_first_order_leaves_the_challenge_port_closed() {
 #[tokio::test]
 async fn renewal_by_hand_goes_through_the_loop_its_record_survives_a_restart_and_stops_with_self_signed(
 ) {
+    use gateway::config::AcmeSettings;
     use gateway::tls::acme::renewal::state_path;
-    use gateway::tls::{AcmeSettings, CertResolver, CertificateManager};
+    use gateway::tls::{CertResolver, CertificateManager};
     let port = free_port();
     let data = tempfile::tempdir().expect("data dir");
     let pebble = pebble_for(port, data.path());

@@ -1143,13 +1143,14 @@ async fn a_certificate_requested_and_renewed_through_the_console_is_presented() 
     let directory = pebble.directory_url();
     let ca_file = pebble.ca_file();
     let gateway = TestGateway::start_with_console(|config| {
-        config.tls.source = gateway::config::CertificateSource::Acme {
-            acme_directory_url: directory.clone(),
-            acme_contact_email: None,
-            acme_ca_file: Some(ca_file.clone()),
-            acme_domains: vec![HOST_NAME.to_owned()],
-            acme_staging_directory_url: None,
-        };
+        config.tls.source =
+            gateway::config::CertificateSource::Acme(gateway::config::AcmeSettings {
+                directory_url: directory.clone(),
+                contact_email: None,
+                ca_file: Some(ca_file.clone()),
+                domains: vec![HOST_NAME.to_owned()],
+                staging_directory_url: None,
+            });
         config.listen.acme_http.address = "127.0.0.1".parse().expect("ip");
         config.listen.acme_http.port = challenge_port;
         config.listen.acme_http.enabled = true;

@@ -69,7 +69,7 @@ async fn serve(
             chain: certificate_chain.clone(),
             key: private_key.clone(),
         },
-        CertificateSource::Acme { .. } => CertificateSourceSpec::Acme,
+        CertificateSource::Acme(_) => CertificateSourceSpec::Acme,
     };
     let (resolver, material) = tls::prepare(&spec, data_dir, &config.gateway.host_name)
         .context("cannot prepare the TLS certificate")?;

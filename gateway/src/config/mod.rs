@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ParseError};
 pub use model::{
-    detect_host_name, parse_interval, AcmeRenewal, BackupSection, CertificateSource, Config,
-    ConsoleSection, GatewaySection, Language, LimitsSection, ListenSection, Listener, LogLevel,
-    Pop3Section, ProxySection, SmtpSection, TlsSection, UnknownValue, DEFAULT_EMAIL_DOMAIN,
-    LETS_ENCRYPT_DIRECTORY, LETS_ENCRYPT_STAGING_DIRECTORY,
+    detect_host_name, parse_interval, AcmeRenewal, AcmeSettings, BackupSection, CertificateSource,
+    Config, ConsoleSection, GatewaySection, Language, LimitsSection, ListenSection, Listener,
+    LogLevel, Pop3Section, ProxySection, SmtpSection, TlsSection, UnknownValue,
+    DEFAULT_EMAIL_DOMAIN, LETS_ENCRYPT_DIRECTORY, LETS_ENCRYPT_STAGING_DIRECTORY,
 };
 pub use model::{LogFormat, LoggingSection, MetricsSection};
 pub use network::IpNetwork;

@@ -380,18 +380,27 @@ pub enum CertificateSource {
         private_key: PathBuf,
     },
     /// Obtained and renewed over ACME (HTTP-01 on `listen.acme_http`).
-    Acme {
-        acme_directory_url: String,
-        acme_contact_email: Option<String>,
-        /// Extra CA to trust for the ACME server (test CAs such as Pebble).
-        acme_ca_file: Option<PathBuf>,
-        /// The names to order; empty means `[gateway.host_name]`.
-        acme_domains: Vec<String>,
-        /// Where a new setup is tried first (its certificate discarded); `None`: no trial.
-        /// Defaults to Let's Encrypt's staging directory when the directory is Let's
-        /// Encrypt's production one.
-        acme_staging_directory_url: Option<String>,
-    },
+    Acme(AcmeSettings),
+}
+
+/// What to order over ACME and where: the `acme_*` keys of `[tls]` but the renewal days
+/// (those are [`AcmeRenewal`]), as configured or as chosen through
+/// `RequestAcmeCertificate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// `acme_directory_url`.
+    pub directory_url: String,
+    /// `acme_contact_email`.
+    pub contact_email: Option<String>,
+    /// `acme_ca_file`: a PEM file trusted for the ACME server's HTTPS on top of the
+    /// system's roots (test CAs such as Pebble).
+    pub ca_file: Option<PathBuf>,
+    /// `acme_domains`: the names to order; empty means `[gateway.host_name]`.
+    pub domains: Vec<String>,
+    /// `acme_staging_directory_url`: where a new setup is tried first (its certificate
+    /// discarded); `None`: no trial. Defaults to Let's Encrypt's staging directory when the
+    /// directory is Let's Encrypt's production one.
+    pub staging_directory_url: Option<String>,
 }
 
 impl CertificateSource {
@@ -400,7 +409,15 @@ impl CertificateSource {
         match self {
             CertificateSource::SelfSigned => "self-signed",
             CertificateSource::Files { .. } => "files",
-            CertificateSource::Acme { .. } => "acme",
+            CertificateSource::Acme(_) => "acme",
+        }
+    }
+
+    /// The ACME settings, when the source is ACME.
+    pub fn acme(&self) -> Option<&AcmeSettings> {
+        match self {
+            CertificateSource::Acme(settings) => Some(settings),
+            _ => None,
         }
     }
 }
@@ -520,22 +537,22 @@ impl TryFrom<RawTls> for TlsSection {
                 private_key: required("private_key", raw.private_key)?,
             },
             SourceKind::Acme => {
-                let acme_directory_url = raw
+                let directory_url = raw
                     .acme_directory_url
                     .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_owned());
                 // Let's Encrypt's staging directory is the natural trial for its production
                 // one; another CA's staging directory must be named.
-                let acme_staging_directory_url = raw.acme_staging_directory_url.or_else(|| {
-                    (acme_directory_url == LETS_ENCRYPT_DIRECTORY)
+                let staging_directory_url = raw.acme_staging_directory_url.or_else(|| {
+                    (directory_url == LETS_ENCRYPT_DIRECTORY)
                         .then(|| LETS_ENCRYPT_STAGING_DIRECTORY.to_owned())
                 });
-                CertificateSource::Acme {
-                    acme_directory_url,
-                    acme_contact_email: raw.acme_contact_email,
-                    acme_ca_file: raw.acme_ca_file,
-                    acme_domains: raw.acme_domains.unwrap_or_default(),
-                    acme_staging_directory_url,
-                }
+                CertificateSource::Acme(AcmeSettings {
+                    directory_url,
+                    contact_email: raw.acme_contact_email,
+                    ca_file: raw.acme_ca_file,
+                    domains: raw.acme_domains.unwrap_or_default(),
+                    staging_directory_url,
+                })
             }
         };
         Ok(TlsSection {
@@ -565,19 +582,13 @@ impl From<TlsSection> for RawTls {
                 private_key: Some(private_key),
                 ..RawTls::default()
             },
-            CertificateSource::Acme {
-                acme_directory_url,
-                acme_contact_email,
-                acme_ca_file,
-                acme_domains,
-                acme_staging_directory_url,
-            } => RawTls {
+            CertificateSource::Acme(acme) => RawTls {
                 source: SourceKind::Acme,
-                acme_directory_url: Some(acme_directory_url),
-                acme_contact_email,
-                acme_ca_file,
-                acme_domains: (!acme_domains.is_empty()).then_some(acme_domains),
-                acme_staging_directory_url,
+                acme_directory_url: Some(acme.directory_url),
+                acme_contact_email: acme.contact_email,
+                acme_ca_file: acme.ca_file,
+                acme_domains: (!acme.domains.is_empty()).then_some(acme.domains),
+                acme_staging_directory_url: acme.staging_directory_url,
                 ..RawTls::default()
             },
         };

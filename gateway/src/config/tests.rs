@@ -14,6 +14,17 @@ fn parse_err(text: &str) -> String {
     }
 }
 
+/// ACME from `directory_url` with nothing else set.
+fn acme_settings(directory_url: &str) -> AcmeSettings {
+    AcmeSettings {
+        directory_url: directory_url.to_owned(),
+        contact_email: None,
+        ca_file: None,
+        domains: Vec::new(),
+        staging_directory_url: None,
+    }
+}
+
 /// Asserts that validating `config` fails with a message naming `key`.
 fn assert_invalid(config: &Config, key: &str) {
     match config.validate() {
@@ -103,13 +114,13 @@ fn template_mentions_every_key() {
 #[test]
 fn serialization_round_trips() {
     let mut c = Config::default();
-    c.tls.source = CertificateSource::Acme {
-        acme_directory_url: "https://acme.test/dir".to_owned(),
-        acme_contact_email: Some("ops@example.com".to_owned()),
-        acme_ca_file: None,
-        acme_domains: vec!["mail.example.com".to_owned(), "mx.example.com".to_owned()],
-        acme_staging_directory_url: Some("https://acme.test/staging".to_owned()),
-    };
+    c.tls.source = CertificateSource::Acme(AcmeSettings {
+        directory_url: "https://acme.test/dir".to_owned(),
+        contact_email: Some("ops@example.com".to_owned()),
+        ca_file: None,
+        domains: vec!["mail.example.com".to_owned(), "mx.example.com".to_owned()],
+        staging_directory_url: Some("https://acme.test/staging".to_owned()),
+    });
     c.smtp.allowed_networks = vec!["10.0.0.0/8".parse().expect("net")];
     c.listen.console.enabled = false;
     let text = c.to_toml_string();
@@ -203,14 +214,11 @@ fn tls_sources() {
     let c = Config::from_toml_str("[tls]\nsource = \"acme\"\n").expect("acme");
     assert_eq!(
         c.tls.source,
-        CertificateSource::Acme {
-            acme_directory_url: LETS_ENCRYPT_DIRECTORY.to_owned(),
-            acme_contact_email: None,
-            acme_ca_file: None,
-            acme_domains: Vec::new(),
+        CertificateSource::Acme(AcmeSettings {
             // A new setup is tried against Let's Encrypt's staging directory first.
-            acme_staging_directory_url: Some(LETS_ENCRYPT_STAGING_DIRECTORY.to_owned()),
-        }
+            staging_directory_url: Some(LETS_ENCRYPT_STAGING_DIRECTORY.to_owned()),
+            ..acme_settings(LETS_ENCRYPT_DIRECTORY)
+        })
     );
     // Another CA has no staging directory unless one is named.
     let c = Config::from_toml_str(
@@ -219,10 +227,10 @@ fn tls_sources() {
     .expect("acme");
     assert!(matches!(
         c.tls.source,
-        CertificateSource::Acme {
-            acme_staging_directory_url: None,
+        CertificateSource::Acme(AcmeSettings {
+            staging_directory_url: None,
             ..
-        }
+        })
     ));
     let msg = parse_err("[tls]\nacme_domains = [\"mail.example.com\"]\n");
     assert!(msg.contains("acme_domains"), "{msg}");
@@ -376,13 +384,7 @@ fn validation_rules_name_their_key() {
     assert_invalid(
         &with(&|c| {
             c.listen.acme_http.port = 8450;
-            c.tls.source = CertificateSource::Acme {
-                acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
-                acme_contact_email: None,
-                acme_ca_file: None,
-                acme_domains: Vec::new(),
-                acme_staging_directory_url: None,
-            };
+            c.tls.source = CertificateSource::Acme(acme_settings(LETS_ENCRYPT_DIRECTORY));
         }),
         "listen.acme_http",
     );
@@ -457,34 +459,28 @@ fn validation_rules_name_their_key() {
         }),
         "tls.private_key",
     );
-    let acme = |url: &str, email: Option<&str>, ca: Option<&str>| CertificateSource::Acme {
-        acme_directory_url: url.into(),
-        acme_contact_email: email.map(Into::into),
-        acme_ca_file: ca.map(Into::into),
-        acme_domains: Vec::new(),
-        acme_staging_directory_url: None,
+    let acme = |url: &str, email: Option<&str>, ca: Option<&str>| {
+        CertificateSource::Acme(AcmeSettings {
+            contact_email: email.map(Into::into),
+            ca_file: ca.map(Into::into),
+            ..acme_settings(url)
+        })
     };
     assert_invalid(
         &with(&|c| {
-            c.tls.source = CertificateSource::Acme {
-                acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
-                acme_contact_email: None,
-                acme_ca_file: None,
-                acme_domains: vec!["*.example.com".into()],
-                acme_staging_directory_url: None,
-            }
+            c.tls.source = CertificateSource::Acme(AcmeSettings {
+                domains: vec!["*.example.com".into()],
+                ..acme_settings(LETS_ENCRYPT_DIRECTORY)
+            })
         }),
         "tls.acme_domains",
     );
     assert_invalid(
         &with(&|c| {
-            c.tls.source = CertificateSource::Acme {
-                acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
-                acme_contact_email: None,
-                acme_ca_file: None,
-                acme_domains: Vec::new(),
-                acme_staging_directory_url: Some("http://staging.test/dir".into()),
-            }
+            c.tls.source = CertificateSource::Acme(AcmeSettings {
+                staging_directory_url: Some("http://staging.test/dir".into()),
+                ..acme_settings(LETS_ENCRYPT_DIRECTORY)
+            })
         }),
         "tls.acme_staging_directory_url",
     );

@@ -174,14 +174,8 @@ fn validate_tls(source: &CertificateSource) -> Result<(), ConfigError> {
             }
             Ok(())
         }
-        CertificateSource::Acme {
-            acme_directory_url,
-            acme_contact_email,
-            acme_ca_file,
-            acme_domains,
-            acme_staging_directory_url,
-        } => {
-            for name in acme_domains {
+        CertificateSource::Acme(acme) => {
+            for name in &acme.domains {
                 if !is_dns_name(name) {
                     return Err(ConfigError::invalid(
                         "tls.acme_domains",
@@ -194,9 +188,9 @@ fn validate_tls(source: &CertificateSource) -> Result<(), ConfigError> {
             for (key, url) in [
                 (
                     "tls.acme_staging_directory_url",
-                    acme_staging_directory_url.as_ref(),
+                    acme.staging_directory_url.as_ref(),
                 ),
-                ("tls.acme_directory_url", Some(acme_directory_url)),
+                ("tls.acme_directory_url", Some(&acme.directory_url)),
             ] {
                 if let Some(url) = url.filter(|url| !is_https_url(url)) {
                     return Err(ConfigError::invalid(
@@ -205,7 +199,7 @@ fn validate_tls(source: &CertificateSource) -> Result<(), ConfigError> {
                     ));
                 }
             }
-            if let Some(email) = acme_contact_email {
+            if let Some(email) = &acme.contact_email {
                 if !is_email_address(email) {
                     return Err(ConfigError::invalid(
                         "tls.acme_contact_email",
@@ -213,7 +207,8 @@ fn validate_tls(source: &CertificateSource) -> Result<(), ConfigError> {
                     ));
                 }
             }
-            if acme_ca_file
+            if acme
+                .ca_file
                 .as_ref()
                 .is_some_and(|p| p.as_os_str().is_empty())
             {
@@ -486,7 +481,7 @@ impl Config {
     /// Enabled listeners that will actually be opened: `acme_http` only counts when the
     /// certificate comes from ACME.
     pub(crate) fn active_listeners(&self) -> Vec<(&'static str, Listener)> {
-        let acme = matches!(self.tls.source, CertificateSource::Acme { .. });
+        let acme = matches!(self.tls.source, CertificateSource::Acme(_));
         self.listen
             .all()
             .into_iter()

@@ -260,7 +260,7 @@ pub fn edit_tls(
         .and_then(Item::as_table_like_mut)
         .ok_or_else(|| not_a_table("tls"))?;
     let keys: Vec<String> = tls.iter().map(|(key, _)| key.to_owned()).collect();
-    let acme = matches!(source, CertificateSource::Acme { .. });
+    let acme = matches!(source, CertificateSource::Acme(_));
     let files = matches!(source, CertificateSource::Files { .. });
     for key in keys {
         let foreign =
@@ -290,35 +290,29 @@ pub fn edit_tls(
                 Some(Value::from(private_key.display().to_string())),
             );
         }
-        CertificateSource::Acme {
-            acme_directory_url,
-            acme_contact_email,
-            acme_ca_file,
-            acme_domains,
-            acme_staging_directory_url,
-        } => {
+        CertificateSource::Acme(acme) => {
             set(
                 "acme_directory_url",
-                Some(Value::from(acme_directory_url.as_str())),
+                Some(Value::from(acme.directory_url.as_str())),
             );
             set(
                 "acme_contact_email",
-                acme_contact_email.as_deref().map(Value::from),
+                acme.contact_email.as_deref().map(Value::from),
             );
             set(
                 "acme_ca_file",
-                acme_ca_file
+                acme.ca_file
                     .as_ref()
                     .map(|p| Value::from(p.display().to_string())),
             );
             set(
                 "acme_domains",
-                (!acme_domains.is_empty())
-                    .then(|| Value::Array(acme_domains.iter().map(String::as_str).collect())),
+                (!acme.domains.is_empty())
+                    .then(|| Value::Array(acme.domains.iter().map(String::as_str).collect())),
             );
             set(
                 "acme_staging_directory_url",
-                acme_staging_directory_url.as_deref().map(Value::from),
+                acme.staging_directory_url.as_deref().map(Value::from),
             );
         }
     }
@@ -405,7 +399,7 @@ fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Language, LogLevel};
+    use crate::config::{AcmeSettings, Language, LogLevel};
 
     const HAND_WRITTEN: &str = r#"# Our archive gateway. Managed by ops.
 
@@ -627,13 +621,13 @@ language = "de"
     #[test]
     fn tls_is_rewritten_for_acme_and_back_keeping_comments() {
         let text = "[gateway]\nhost_name = \"mx.example\"\n\n[tls]\n# where the certificate comes from\nsource = \"self-signed\"   # for now\n";
-        let acme = CertificateSource::Acme {
-            acme_directory_url: "https://ca.test/dir".into(),
-            acme_contact_email: Some("ops@example.com".into()),
-            acme_ca_file: None,
-            acme_domains: vec!["mx.example".into(), "mail.example".into()],
-            acme_staging_directory_url: None,
-        };
+        let acme = CertificateSource::Acme(AcmeSettings {
+            directory_url: "https://ca.test/dir".into(),
+            contact_email: Some("ops@example.com".into()),
+            ca_file: None,
+            domains: vec!["mx.example".into(), "mail.example".into()],
+            staging_directory_url: None,
+        });
         let edited = edit_tls(text, &acme, Path::new("gateway.toml")).unwrap();
         assert!(
             edited.contains("# where the certificate comes from\nsource = \"acme\"   # for now\n"),

@@ -17,7 +17,10 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use tokio::sync::{mpsc, oneshot};
 
 pub use copy::CopyCounts;
@@ -414,11 +417,20 @@ impl Snapshot {
     }
 
     pub fn mailboxes(&self) -> Result<Vec<MailboxRecord>, StoreError> {
-        let table = self.txn.open_table(MAILBOXES)?;
+        self.decode_all(MAILBOXES, MailboxRecord::decode)
+    }
+
+    /// Every record of a table keyed by name, decoded, in key order.
+    fn decode_all<T>(
+        &self,
+        table: TableDefinition<&'static str, &'static [u8]>,
+        decode: fn(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let table = self.txn.open_table(table)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (_, value) = entry?;
-            out.push(MailboxRecord::decode(value.value())?);
+            out.push(decode(value.value())?);
         }
         Ok(out)
     }
@@ -437,14 +449,7 @@ impl Snapshot {
     /// Arrival time (unix milliseconds) of the mailbox's oldest stored message: the first
     /// row of its range, so one lookup whatever the mailbox holds.
     pub fn oldest_message_at(&self, id: &MailboxId) -> Result<Option<u64>, StoreError> {
-        let table = self.txn.open_table(MESSAGES)?;
-        let first = table
-            .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?
-            .next()
-            .transpose()?;
-        first
-            .map(|(_, value)| MessageRecord::decode(value.value()).map(|r| r.received_at))
-            .transpose()
+        oldest_message_at(&self.txn.open_table(MESSAGES)?, id)
     }
 
     /// The administrator account (present in every opened store).
@@ -464,13 +469,7 @@ impl Snapshot {
 
     /// Every API key, by id.
     pub fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let table = self.txn.open_table(API_KEYS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (_, value) = entry?;
-            out.push(ApiKeyRecord::decode(value.value())?);
-        }
-        Ok(out)
+        self.decode_all(API_KEYS, ApiKeyRecord::decode)
     }
 
     /// One message's record, by arrival sequence.
@@ -496,6 +495,20 @@ impl Snapshot {
     }
 }
 
+/// [`Snapshot::oldest_message_at`] in `MESSAGES` opened for reading or for writing.
+fn oldest_message_at(
+    messages: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    id: &MailboxId,
+) -> Result<Option<u64>, StoreError> {
+    let first = messages
+        .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?
+        .next()
+        .transpose()?;
+    first
+        .map(|(_, value)| MessageRecord::decode(value.value()).map(|r| r.received_at))
+        .transpose()
+}
+
 /// Write-side helpers used inside [`Store::write`] closures.
 pub mod txn {
     use super::*;
@@ -514,14 +527,7 @@ pub mod txn {
         txn: &WriteTransaction,
         id: &MailboxId,
     ) -> Result<Option<u64>, StoreError> {
-        let table = txn.open_table(MESSAGES)?;
-        let first = table
-            .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?
-            .next()
-            .transpose()?;
-        first
-            .map(|(_, value)| MessageRecord::decode(value.value()).map(|r| r.received_at))
-            .transpose()
+        super::oldest_message_at(&txn.open_table(MESSAGES)?, id)
     }
 
     pub fn put_mailbox(txn: &WriteTransaction, record: &MailboxRecord) -> Result<(), StoreError> {

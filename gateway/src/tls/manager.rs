@@ -20,80 +20,40 @@ use super::acme::renewal::{
 };
 use super::acme::{self, AcmeError, AcmeOrder, ChallengeListener, Http01Responses};
 use super::{CertResolver, CertificateInfo, CertifiedMaterial};
-use crate::config::CertificateSource;
+use crate::config::AcmeSettings;
 use crate::net::{SocketOptions, TcpListener};
 
-/// `[tls]` for ACME, as configured or as chosen through `RequestAcmeCertificate`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AcmeSettings {
-    pub directory_url: String,
-    pub contact_email: Option<String>,
-    /// PEM file trusted for the ACME server's HTTPS on top of the system's roots.
-    pub ca_file: Option<PathBuf>,
-    /// Empty means the host name.
-    pub domains: Vec<String>,
-    pub staging_directory_url: Option<String>,
-}
-
-impl AcmeSettings {
-    /// The ACME part of `[tls]`, when the source is ACME.
-    pub fn from_source(source: &CertificateSource) -> Option<Self> {
-        match source {
-            CertificateSource::Acme {
-                acme_directory_url,
-                acme_contact_email,
-                acme_ca_file,
-                acme_domains,
-                acme_staging_directory_url,
-            } => Some(Self {
-                directory_url: acme_directory_url.clone(),
-                contact_email: acme_contact_email.clone(),
-                ca_file: acme_ca_file.clone(),
-                domains: acme_domains.clone(),
-                staging_directory_url: acme_staging_directory_url.clone(),
-            }),
-            _ => None,
-        }
-    }
-
-    /// The `[tls]` source these settings stand for.
-    pub fn to_source(&self) -> CertificateSource {
-        CertificateSource::Acme {
-            acme_directory_url: self.directory_url.clone(),
-            acme_contact_email: self.contact_email.clone(),
-            acme_ca_file: self.ca_file.clone(),
-            acme_domains: self.domains.clone(),
-            acme_staging_directory_url: self.staging_directory_url.clone(),
-        }
-    }
-
-    /// The order these settings make; `staging` runs it on the staging directory first.
-    pub fn order(&self, host_name: &str, staging: bool) -> Result<AcmeOrder, AcmeError> {
-        let ca_pem = match &self.ca_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path).map_err(|e| AcmeError::CaFile {
-                    reason: format!("cannot read {}: {e}", path.display()),
-                })?,
-            ),
-            None => None,
-        };
-        let domains = if self.domains.is_empty() {
-            vec![host_name.to_owned()]
+/// The order `settings` make for `host_name`; `staging` runs it on the staging directory
+/// first.
+fn acme_order(
+    settings: &AcmeSettings,
+    host_name: &str,
+    staging: bool,
+) -> Result<AcmeOrder, AcmeError> {
+    let ca_pem = match &settings.ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|e| AcmeError::CaFile {
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?,
+        ),
+        None => None,
+    };
+    let domains = if settings.domains.is_empty() {
+        vec![host_name.to_owned()]
+    } else {
+        settings.domains.clone()
+    };
+    Ok(AcmeOrder {
+        domains,
+        contact_email: settings.contact_email.clone(),
+        directory_url: settings.directory_url.clone(),
+        staging_directory_url: if staging {
+            settings.staging_directory_url.clone()
         } else {
-            self.domains.clone()
-        };
-        Ok(AcmeOrder {
-            domains,
-            contact_email: self.contact_email.clone(),
-            directory_url: self.directory_url.clone(),
-            staging_directory_url: if staging {
-                self.staging_directory_url.clone()
-            } else {
-                None
-            },
-            ca_pem,
-        })
-    }
+            None
+        },
+        ca_pem,
+    })
 }
 
 /// Where the challenge listener opens (`[listen.acme_http]`).
@@ -227,7 +187,7 @@ impl CertificateManager {
             resolver,
             source,
         )
-        .with_acme(AcmeSettings::from_source(&config.tls.source), port)
+        .with_acme(config.tls.source.acme().cloned(), port)
         .with_policy(RenewalPolicy::from_days(
             config.tls.acme_renewal.renew_after_days,
             config.tls.acme_renewal.renew_before_days,
@@ -368,7 +328,7 @@ impl CertificateManager {
         settings: AcmeSettings,
         staging_first: bool,
     ) -> Result<CertifiedMaterial, AcmeError> {
-        let order = settings.order(&self.host_name, staging_first)?;
+        let order = acme_order(&settings, &self.host_name, staging_first)?;
         let material = self.order(&order, true).await?;
         self.put_in_use(&material, "acme").await;
         self.state().acme = Some(settings);
@@ -381,7 +341,7 @@ impl CertificateManager {
     /// was made). Stores the certificate but does not present it.
     async fn order_renewal(&self) -> Result<CertifiedMaterial, AcmeError> {
         let settings = self.acme_settings().ok_or(AcmeError::NotAcme)?;
-        let order = settings.order(&self.host_name, false)?;
+        let order = acme_order(&settings, &self.host_name, false)?;
         self.order(&order, false).await
     }
 
@@ -558,7 +518,7 @@ impl CertificateManager {
         tokio::spawn(async move {
             tracing::info!(domains = ?domains, "ACME: no usable stored certificate; ordering one (serving the self-signed certificate meanwhile)");
             // A first order for this setup: staging first, as with a new setup by hand.
-            let result = match settings.order(&manager.host_name, true) {
+            let result = match acme_order(&settings, &manager.host_name, true) {
                 Ok(order) => manager.order(&order, false).await,
                 Err(e) => Err(e),
             };

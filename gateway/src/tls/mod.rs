@@ -26,7 +26,7 @@ pub use imported::{
     forget_imported, import_pem, import_pkcs12, load_imported, warnings, IMPORTED_CERT_FILE,
     IMPORTED_KEY_FILE,
 };
-pub use manager::{AcmeSettings, CertificateManager, ChallengePort};
+pub use manager::{CertificateManager, ChallengePort};
 pub use material::{days_left, CertificateInfo, CertifiedMaterial};
 pub use pem_files::{load_pem_files, parse_pem};
 pub use resolver::CertResolver;

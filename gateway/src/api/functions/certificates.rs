@@ -14,6 +14,7 @@ use super::server::{certificate_info, CertificateInfo};
 use super::{flag, flag_schema, optional_flag, present, Function, LongFunction, NoParams};
 use crate::api::jobs::Progress;
 use crate::api::{Api, ApiError, Caller};
+use crate::config::{AcmeSettings, CertificateSource};
 use crate::tls::{self, CertifiedMaterial, TlsError};
 
 /// The certificate now presented, and what the administrator should know about it.
@@ -171,7 +172,7 @@ async fn put_in_use(
     if manager.put_in_use(&material, source).await {
         if let Err(e) = api
             .settings()
-            .save_tls_source(crate::config::CertificateSource::SelfSigned)
+            .save_tls_source(CertificateSource::SelfSigned)
             .await
         {
             warnings.push(format!(
@@ -243,10 +244,7 @@ pub struct RequestAcmeParams {
 }
 
 /// The parameters checked: (settings, staging first).
-fn acme_settings(
-    api: &Api,
-    params: &RequestAcmeParams,
-) -> Result<(tls::AcmeSettings, bool), ApiError> {
+fn acme_settings(api: &Api, params: &RequestAcmeParams) -> Result<(AcmeSettings, bool), ApiError> {
     if !params.accept_terms_of_service {
         return Err(ApiError::invalid_parameters(
             "acceptTermsOfService: must be true; ordering a certificate means agreeing to the \
@@ -295,7 +293,7 @@ fn acme_settings(
         ));
     }
     Ok((
-        tls::AcmeSettings {
+        AcmeSettings {
             directory_url,
             contact_email: params.email.clone(),
             ca_file: None,
@@ -364,7 +362,7 @@ impl LongFunction for RequestAcmeCertificate {
 /// An order whose parameters were checked.
 pub struct AcmeJob {
     api: Api,
-    settings: tls::AcmeSettings,
+    settings: AcmeSettings,
     staging_first: bool,
     ca_pem: Option<String>,
 }
@@ -411,7 +409,11 @@ async fn request_acme(
             .map_err(acme_failed)?;
         let now = SystemTime::now();
         let mut warnings = tls::warnings(&material, &api.server().host_name, now);
-        if let Err(e) = api.settings().save_tls_source(settings.to_source()).await {
+        if let Err(e) = api
+            .settings()
+            .save_tls_source(CertificateSource::Acme(settings))
+            .await
+        {
             warnings.push(format!(
                 "the certificate is in use, but [tls] could not be saved ({e}): after a restart \
                  the previous source is used again; set source = \"acme\" by hand"

@@ -12,8 +12,8 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use crate::config::{
-    is_dns_name, CertificateSource, Config, LogLevel, DEFAULT_EMAIL_DOMAIN, DEFAULT_TEMPLATE,
-    LETS_ENCRYPT_DIRECTORY, LETS_ENCRYPT_STAGING_DIRECTORY,
+    is_dns_name, AcmeSettings, CertificateSource, Config, LogLevel, DEFAULT_EMAIL_DOMAIN,
+    DEFAULT_TEMPLATE, LETS_ENCRYPT_DIRECTORY, LETS_ENCRYPT_STAGING_DIRECTORY,
 };
 use crate::settings::config_file::{self, KeyEdit};
 use crate::settings::SettingsFile;
@@ -268,28 +268,24 @@ fn tls_source(answers: &Answers, current: &Config) -> Option<CertificateSource> 
         CertificateChoice::Keep => None,
         CertificateChoice::SelfSigned => Some(CertificateSource::SelfSigned),
         // A directory, CA file or names chosen by hand (a private CA) stay.
-        CertificateChoice::Acme => Some(match &current.tls.source {
-            CertificateSource::Acme {
-                acme_directory_url,
-                acme_ca_file,
-                acme_domains,
-                acme_staging_directory_url,
-                ..
-            } => CertificateSource::Acme {
-                acme_directory_url: acme_directory_url.clone(),
-                acme_contact_email: answers.acme_email.clone(),
-                acme_ca_file: acme_ca_file.clone(),
-                acme_domains: acme_domains.clone(),
-                acme_staging_directory_url: acme_staging_directory_url.clone(),
-            },
-            _ => CertificateSource::Acme {
-                acme_directory_url: LETS_ENCRYPT_DIRECTORY.to_owned(),
-                acme_contact_email: answers.acme_email.clone(),
-                acme_ca_file: None,
-                acme_domains: Vec::new(),
-                acme_staging_directory_url: Some(LETS_ENCRYPT_STAGING_DIRECTORY.to_owned()),
-            },
-        }),
+        CertificateChoice::Acme => {
+            let kept = current
+                .tls
+                .source
+                .acme()
+                .cloned()
+                .unwrap_or_else(|| AcmeSettings {
+                    directory_url: LETS_ENCRYPT_DIRECTORY.to_owned(),
+                    contact_email: None,
+                    ca_file: None,
+                    domains: Vec::new(),
+                    staging_directory_url: Some(LETS_ENCRYPT_STAGING_DIRECTORY.to_owned()),
+                });
+            Some(CertificateSource::Acme(AcmeSettings {
+                contact_email: answers.acme_email.clone(),
+                ..kept
+            }))
+        }
     }
 }
 

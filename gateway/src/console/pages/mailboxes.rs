@@ -319,6 +319,14 @@ impl Confirm {
             Confirm::Reset => "reset-password",
         }
     }
+
+    /// The API function Yes calls.
+    fn function(self) -> &'static str {
+        match self {
+            Confirm::Delete => "DeleteMailbox",
+            Confirm::Reset => "ResetMailboxPassword",
+        }
+    }
 }
 
 /// The Yes/No page; Yes is disabled with the reason when the mailbox does not qualify.
@@ -361,34 +369,32 @@ pub async fn reset_page(admin: SignedIn, Path(id): Path<String>) -> Response {
     confirm_get(admin, id, Confirm::Reset).await
 }
 
-/// `POST /console/mailboxes/{id}/delete` (Yes).
-pub async fn delete(Path(id): Path<String>, form: Form<SignedIn>) -> Response {
-    let admin = form.guard;
+/// Yes on a confirmation page: the action's API function on the mailbox, then the main
+/// page (deleted) or the new password, shown once (reset).
+async fn confirm_post(admin: SignedIn, id: String, action: Confirm) -> Response {
     let Some(id) = path_id(&id) else {
         return no_such_mailbox(&admin);
     };
     match admin
-        .invoke("DeleteMailbox", params(&[("id", id.as_str())]))
+        .invoke(action.function(), params(&[("id", id.as_str())]))
         .await
     {
-        Ok(_) => session::redirect(&format!("{}?notice=deleted", session::MAIN_PATH)),
-        Err(failure) => refused(&admin, Confirm::Delete, &id, failure).await,
+        Ok(answer) => match action {
+            Confirm::Delete => session::redirect(&format!("{}?notice=deleted", session::MAIN_PATH)),
+            Confirm::Reset => password_page(&admin, answer, "reset"),
+        },
+        Err(failure) => refused(&admin, action, &id, failure).await,
     }
+}
+
+/// `POST /console/mailboxes/{id}/delete` (Yes).
+pub async fn delete(Path(id): Path<String>, form: Form<SignedIn>) -> Response {
+    confirm_post(form.guard, id, Confirm::Delete).await
 }
 
 /// `POST /console/mailboxes/{id}/reset-password` (Yes): the new password, shown once.
 pub async fn reset(Path(id): Path<String>, form: Form<SignedIn>) -> Response {
-    let admin = form.guard;
-    let Some(id) = path_id(&id) else {
-        return no_such_mailbox(&admin);
-    };
-    match admin
-        .invoke("ResetMailboxPassword", params(&[("id", id.as_str())]))
-        .await
-    {
-        Ok(created) => password_page(&admin, created, "reset"),
-        Err(failure) => refused(&admin, Confirm::Reset, &id, failure).await,
-    }
+    confirm_post(form.guard, id, Confirm::Reset).await
 }
 
 /// The confirmation page again with the API's refusal (or the error page when the

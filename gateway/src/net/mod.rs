@@ -20,7 +20,7 @@ pub use limits::{
     ConnectionLimits, ConnectionPermit, ConnectionPolicy, LimitExceeded, DEFAULT_WRITE_TIMEOUT,
 };
 pub use listener::{Listener, SocketOptions, TcpListener};
-pub use protocol_server::ProtocolServer;
+pub use protocol_server::{Admitted, ProtocolServer};
 pub use session::{session_id, session_span};
 pub use shutdown::{Shutdown, ShutdownSignal, DEFAULT_SHUTDOWN_GRACE};
 pub use stream::{linger, shutdown_within, write_all_within, MaybeTls, Switchable};

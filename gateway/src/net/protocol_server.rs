@@ -8,8 +8,19 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument as _;
 
-use super::{Listener, ShutdownSignal, TlsMode};
-use crate::metrics::{ListenerMetrics, Metrics};
+use tokio_rustls::TlsAcceptor;
+
+use super::{ConnectionLimits, ConnectionPermit, Listener, MaybeTls, ShutdownSignal, TlsMode};
+use crate::metrics::{ListenerMetrics, Metrics, OpenSession};
+
+/// A connection that got a slot (and on implicit-TLS ports finished its handshake).
+pub struct Admitted<S> {
+    pub stream: MaybeTls<S>,
+    /// The slot, perhaps one of those kept for pick-up.
+    pub permit: ConnectionPermit,
+    /// Counts the session as open while it lives.
+    pub open: OpenSession,
+}
 
 /// A protocol server as its listeners run it. A server gives its listener names, its
 /// metrics and how it runs one connection; `serve`, `serve_as`, `handle` and `handle_as` come with them.
@@ -20,6 +31,14 @@ pub trait ProtocolServer: Send + Sync + Sized + 'static {
 
     fn metrics(&self) -> &Metrics;
 
+    fn limits(&self) -> &ConnectionLimits;
+
+    fn acceptor(&self) -> &TlsAcceptor;
+
+    /// The protocol's "too many connections" line, sent before closing a connection that
+    /// found no slot.
+    fn busy_line(&self) -> String;
+
     fn default_listener_name(mode: TlsMode) -> &'static str {
         match mode {
             TlsMode::StartTls => Self::LISTENER_NAMES.0,
@@ -27,12 +46,12 @@ pub trait ProtocolServer: Send + Sync + Sized + 'static {
         }
     }
 
-    /// Runs one connection to its end (already inside its span).
+    /// Runs one admitted connection to its end (inside its span).
     fn connection<S>(
         &self,
         metrics: &ListenerMetrics,
         session_id: String,
-        stream: S,
+        admitted: Admitted<S>,
         peer: SocketAddr,
         mode: TlsMode,
         shutdown: ShutdownSignal,
@@ -99,8 +118,34 @@ pub trait ProtocolServer: Send + Sync + Sized + 'static {
     {
         let id = super::session_id();
         let span = super::session_span(&id, metrics.name(), peer);
-        self.connection(metrics, id, stream, peer, mode, shutdown)
-            .instrument(span)
+        async move {
+            let busy = self.busy_line();
+            let admitted = super::admit(
+                stream,
+                peer,
+                mode,
+                self.limits(),
+                self.acceptor(),
+                busy.as_bytes(),
+                metrics,
+            )
+            .await;
+            let Some((stream, permit)) = admitted else {
+                return;
+            };
+            let open = metrics.session_opened();
+            if let Some(tls) = stream.tls_active() {
+                tracing::Span::current().record("tls", tls.description());
+            }
+            let admitted = Admitted {
+                stream,
+                permit,
+                open,
+            };
+            self.connection(metrics, id, admitted, peer, mode, shutdown)
+                .await;
+        }
+        .instrument(span)
     }
 }
 

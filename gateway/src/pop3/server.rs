@@ -34,8 +34,8 @@ use super::{
 };
 use crate::metrics::{ListenerMetrics, LoginKind, Metrics, OpenSession};
 use crate::net::{
-    ConnectionLimits, ConnectionPermit, Driver, Interrupt, MaybeTls, Next, ProtocolServer,
-    ShutdownSignal, TlsMode,
+    Admitted, ConnectionLimits, ConnectionPermit, Driver, Interrupt, MaybeTls, Next,
+    ProtocolServer, ShutdownSignal, TlsMode,
 };
 use crate::pop3::client::UpstreamPassword;
 use crate::pop3::upstream::{login_refusal, LoginFailure, Pop3Leg};
@@ -176,36 +176,35 @@ impl<C: Connector> ProtocolServer for Pop3Server<C> {
         self.gateway.metrics()
     }
 
+    fn limits(&self) -> &ConnectionLimits {
+        &self.limits
+    }
+
+    fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
+    fn busy_line(&self) -> String {
+        format!("-ERR [SYS/TEMP] {BUSY}\r\n")
+    }
+
     async fn connection<S>(
         &self,
         metrics: &ListenerMetrics,
         _session_id: String,
-        stream: S,
+        admitted: Admitted<S>,
         peer: SocketAddr,
         mode: TlsMode,
         shutdown: ShutdownSignal,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let busy = format!("-ERR [SYS/TEMP] {BUSY}\r\n");
-        let Some((stream, permit)) = crate::net::admit(
+        let Admitted {
             stream,
-            peer,
-            mode,
-            &self.limits,
-            &self.acceptor,
-            busy.as_bytes(),
-            metrics,
-        )
-        .await
-        else {
-            return;
-        };
-        let open = metrics.session_opened();
+            permit,
+            open,
+        } = admitted;
         let tls = stream.tls_active();
-        if let Some(tls) = &tls {
-            tracing::Span::current().record("tls", tls.description());
-        }
         tracing::debug!("POP3 connection");
         let mut config = SessionConfig::new(self.settings.host_name.clone(), tls, true);
         config.proxy = self.upstreams.as_ref().is_some_and(|u| u.enabled());

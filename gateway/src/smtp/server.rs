@@ -16,7 +16,7 @@ use super::{Machine, Reply, Session};
 use crate::config::SmtpSection;
 use crate::metrics::{ListenerMetrics, LoginKind, Metrics, Mode, OpenSession};
 use crate::net::{
-    ConnectionLimits, Driver, MaybeTls, Next, ProtocolServer, ShutdownSignal, TlsMode,
+    Admitted, ConnectionLimits, Driver, MaybeTls, Next, ProtocolServer, ShutdownSignal, TlsMode,
 };
 use crate::proxy::{Connector, TcpConnector, Upstreams};
 use crate::service::{Gateway, MessageDraft, ProxiedCopy, ServiceError, StoredMessage};
@@ -89,44 +89,43 @@ impl<C: Connector> ProtocolServer for SmtpServer<C> {
         self.gateway.metrics()
     }
 
+    fn limits(&self) -> &ConnectionLimits {
+        &self.limits
+    }
+
+    fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
+    fn busy_line(&self) -> String {
+        format!(
+            "421 4.7.0 {} too many connections, try again later\r\n",
+            self.config.host_name
+        )
+    }
+
     async fn connection<S>(
         &self,
         metrics: &ListenerMetrics,
         session_id: String,
-        stream: S,
+        admitted: Admitted<S>,
         peer: SocketAddr,
         mode: TlsMode,
         shutdown: ShutdownSignal,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let busy = format!(
-            "421 4.7.0 {} too many connections, try again later\r\n",
-            self.config.host_name
-        );
-        let Some((stream, _permit)) = crate::net::admit(
+        let Admitted {
             stream,
-            peer,
-            mode,
-            &self.limits,
-            &self.acceptor,
-            busy.as_bytes(),
-            metrics,
-        )
-        .await
-        else {
-            return;
-        };
-        let open = metrics.session_opened();
+            permit: _permit,
+            open,
+        } = admitted;
         let client = ClientInfo {
             peer: Some(peer.ip()),
             tls: stream.tls_active(),
             allowed: self.access.allows(peer.ip()),
             session_id,
         };
-        if let Some(tls) = &client.tls {
-            tracing::Span::current().record("tls", tls.description());
-        }
         tracing::debug!("SMTP connection");
         let gateway = self.gateway.clone();
         let replies = metrics.clone();

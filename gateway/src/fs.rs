@@ -54,14 +54,16 @@ pub fn write_atomically(dir: &Path, path: &Path, bytes: &[u8], mode: u32) -> io:
     Ok(())
 }
 
+/// For tests: the permission bits of `path` (`0o700`, `0o600`, ...).
+#[cfg(all(test, unix))]
+pub(crate) fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
 
     #[test]
     fn private_dirs_are_the_owners_and_only_the_new_one_refuses_an_existing_dir() {

@@ -176,10 +176,6 @@ mod tests {
             "no colour codes in files: {text:?}"
         );
         #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&directory).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o700);
-        }
+        assert_eq!(crate::fs::mode(&directory), 0o700);
     }
 }

@@ -310,6 +310,13 @@ where
         result
     }
 
+    /// Ends the connection in order: writes what the machine still has to send, then shuts
+    /// the write side down (TLS close_notify included), each within the stall time.
+    pub async fn shut_down<M: Machine>(&mut self, machine: &mut M) {
+        let _ = self.flush(machine).await;
+        super::shutdown_within(&mut self.stream, self.stall).await;
+    }
+
     /// Runs the machine until it has an event for its shell, or is closed.
     pub async fn next_event<M: Machine>(&mut self, machine: &mut M) -> Next<M::Event> {
         self.next_event_or(machine, &mut Never).await

@@ -270,9 +270,7 @@ where
             {
                 Next::Event(action) => {
                     if !self.act(action).await {
-                        let stall = self.server.limits.write_timeout();
-                        let _ = self.driver.flush(&mut self.session).await;
-                        crate::net::shutdown_within(self.driver.stream_mut(), stall).await;
+                        self.driver.shut_down(&mut self.session).await;
                         // Release the slot and the maildrop lock before lingering.
                         self.maildrop = None;
                         crate::net::linger(self.driver.stream_mut()).await;

@@ -2,7 +2,7 @@
 //! bytes between the client, [`Pop3Proxy`] and the upstream core ([`UpstreamPop3`]), and
 //! stores a copy of every message the client retrieves in full.
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::client::{
     Output as Upstream, UpstreamConfig, UpstreamError, UpstreamPassword, UpstreamPop3, UpstreamTls,
@@ -191,12 +191,12 @@ impl<C: Connector> Pop3Leg<C> {
                         proxy.archived(self.is_archived(gateway, &uid));
                     }
                     Action::Close => {
+                        // The client's last reply first, whatever the upstream does.
                         let _ = client.flush(&mut proxy).await;
                         // No QUIT unless the client sent one (the core already did):
                         // a client that just disappears must not delete anything.
-                        let _ = self.upstream.flush(&mut self.core).await;
-                        let _ = self.upstream.stream_mut().shutdown().await;
-                        crate::net::shutdown_within(client.stream_mut(), client_stall).await;
+                        self.upstream.shut_down(&mut self.core).await;
+                        client.shut_down(&mut proxy).await;
                         return;
                     }
                 },

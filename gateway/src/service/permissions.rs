@@ -38,11 +38,8 @@ pub fn prepare_data_dir(data_dir: &Path) -> std::io::Result<()> {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use crate::fs::mode;
     use std::os::unix::fs::PermissionsExt;
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
 
     #[test]
     fn the_data_directory_is_private_whatever_the_umask() {

@@ -242,9 +242,7 @@ where
                     }
                 }
                 Event::Close => {
-                    let stall = self.server.limits.write_timeout();
-                    let _ = self.driver.flush(&mut self.machine).await;
-                    crate::net::shutdown_within(self.driver.stream_mut(), stall).await;
+                    self.driver.shut_down(&mut self.machine).await;
                     self.close_leg().await;
                     crate::net::linger(self.driver.stream_mut()).await;
                     return;

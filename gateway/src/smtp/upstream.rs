@@ -2,8 +2,6 @@
 //! The SMTP server shell calls it inline, one client command at a time, and it answers
 //! with the upstream's reply or with the reply the client gets for a failure.
 
-use tokio::io::AsyncWriteExt;
-
 use super::client::{
     AuthPreference, Credentials, Event, UpstreamConfig, UpstreamError, UpstreamSmtp, UpstreamTls,
 };
@@ -177,10 +175,8 @@ impl<C: Connector> SmtpLeg<C> {
                 self.next_event(upstreams),
             )
             .await;
-        } else {
-            let _ = self.driver.flush(&mut self.core).await;
         }
-        let _ = self.driver.stream_mut().shutdown().await;
+        self.driver.shut_down(&mut self.core).await;
     }
 
     /// Writes what the core wants sent, runs STARTTLS when asked, and reads until the core

@@ -221,13 +221,11 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_copy_is_private_and_never_overwrites_a_file() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir.path().join("live.redb"));
         let dest = dir.path().join("copy.redb");
         store.copy_to(&dest, &mut |_, _| {}).unwrap();
-        let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(crate::fs::mode(&dest), 0o600);
         let again = store.copy_to(&dest, &mut |_, _| {});
         assert!(matches!(again, Err(StoreError::Io(_))), "{again:?}");
     }

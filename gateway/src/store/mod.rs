@@ -786,8 +786,8 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn the_store_file_is_private_whatever_the_umask() {
+        use crate::fs::mode;
         use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let (dir, store) = open_temp();
         let path = dir.path().join("gateway.redb");
         assert_eq!(mode(&path), 0o600, "created private");

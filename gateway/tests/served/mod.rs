@@ -106,15 +106,7 @@ pub fn hold_free_ports(count: usize) -> (Vec<std::net::TcpListener>, Vec<u16>) {
 }
 
 /// Every listener of the gateway's configuration (`[listen.<name>]`).
-pub const LISTENERS: [&str; 7] = [
-    "smtp",
-    "smtps",
-    "submission",
-    "pop3",
-    "pop3s",
-    "console",
-    "acme_http",
-];
+pub const LISTENERS: [&str; 7] = gateway::config::ListenSection::NAMES;
 
 /// `[listen.<name>]` sections putting each listener on 127.0.0.1 and its port.
 pub fn listen_sections(names: &[&str], ports: &[u16]) -> String {

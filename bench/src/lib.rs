@@ -8,6 +8,8 @@
 //! - [`pop3_load`]: a POP3 drain client (RETR + DELE every message, plain or implicit TLS),
 //!   used by the `pop3_bench` runner.
 //! - [`dovecot`]: a throwaway local Dovecot pop3d on a Maildir, the POP3 baseline.
+//! - [`results`]: the runners' JSON results (`<name>.json` beside the report), for
+//!   `cargo xtask bench compare`.
 //! - [`util`]: helpers the runners share.
 
 pub mod dovecot;
@@ -15,6 +17,7 @@ pub mod gateway_proc;
 pub mod load;
 pub mod pop3_load;
 pub mod postfix;
+pub mod results;
 pub mod util;
 
 use std::collections::BTreeMap;

@@ -15,9 +15,13 @@
 //!   plaintext POP3 for reference.
 //!
 //! The median run of each cell goes into a Markdown table, printed and written to
-//! `<target dir>/bench-reports/pop3.md`. The gateway runs as a child process with POP3 and
+//! `<target dir>/bench-reports/pop3.md`, its figures to `pop3.json` beside it
+//! ([`bench::results`]). The gateway runs as a child process with POP3 and
 //! POP3S enabled on ephemeral ports; when its build starts no `pop3s` listener (or it
 //! refuses connections) the gateway cells say so and Dovecot is still measured.
+//!
+//! `--quick`: a smoke run (10 KiB, 20 messages, 1 and 2 clients, one run, Dovecot included)
+//! that fails if any cell fails or is unavailable.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -30,6 +34,7 @@ use bench::dovecot::{self, Dovecot};
 use bench::gateway_proc::{self, GatewayProcess, CHILD_FLAG, HOST_NAME};
 use bench::load::{self, LoadConfig, TlsTarget};
 use bench::pop3_load::{self, Account, DrainConfig, DrainReport, Verify};
+use bench::results::{Better, Results};
 use bench::util::{cpu_seconds, filesystem_of, human, prepare_run, write_report, KIB, MIB};
 use clap::Parser;
 
@@ -61,9 +66,14 @@ struct Args {
     /// Do not run (or install) Dovecot.
     #[arg(long)]
     skip_dovecot: bool,
-    /// Report file (default: `<target dir>/bench-reports/pop3.md`).
+    /// Report file (default: `<target dir>/bench-reports/pop3.md`); the JSON results go
+    /// beside it (`.json`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Smoke run: small size and counts (overrides the options above); any failed or
+    /// unavailable cell fails the run.
+    #[arg(long)]
+    quick: bool,
 }
 
 /// Messages per cell, all mailboxes together: a few seconds of draining at most.
@@ -110,7 +120,13 @@ fn main() -> anyhow::Result<()> {
         let config = argv.next().context("missing configuration path")?;
         return gateway_proc::child_main(Path::new(&config));
     }
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.quick {
+        args.sizes = vec![10 * KIB];
+        args.clients = vec![1, 2];
+        args.repeats = 1;
+        args.scale = 0.01;
+    }
     if args.repeats == 0 || args.clients.contains(&0) {
         bail!("--repeats and --clients must be at least 1");
     }
@@ -208,13 +224,23 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
+    let mut failures: Vec<String> = cells
+        .iter()
+        .flat_map(|c| [&c.gateway, &c.dovecot_tls, &c.dovecot_plain])
+        .filter_map(|o| match o {
+            Outcome::Failed(why) | Outcome::Unavailable(why) => Some(why.clone()),
+            Outcome::Runs(_) | Outcome::Skipped => None,
+        })
+        .collect();
     if let Ok(side) = gateway {
         if let Err(e) = side.stop() {
+            failures.push(format!("Gateway stop: {e:#}"));
             notes.push(format!("Gateway stop: {e:#}"));
         }
     }
     if let Ok(d) = dovecot {
         if let Err(e) = d.stop() {
+            failures.push(format!("Dovecot stop: {e:#}"));
             notes.push(format!("Dovecot stop: {e:#}"));
         }
     }
@@ -222,8 +248,14 @@ fn main() -> anyhow::Result<()> {
     let report = render(&cells, &notes, &scratch, args.repeats);
     println!("{report}");
     write_report(&out, &report)?;
-    eprintln!("report written to {}", out.display());
+    let json = results(&cells, args.quick).write_beside(&out)?;
+    eprintln!("report written to {} and {}", out.display(), json.display());
     let _ = std::fs::remove_dir_all(&scratch);
+    if args.quick && !failures.is_empty() {
+        failures.sort();
+        failures.dedup();
+        bail!("{}", failures.join("; "));
+    }
     Ok(())
 }
 
@@ -469,6 +501,28 @@ fn dovecot_cell(
         }
     }
     Outcome::Runs(runs)
+}
+
+/// The figures of the report's first table as JSON cells.
+fn results(cells: &[Cell], quick: bool) -> Results {
+    let mut r = Results::new("pop3", quick);
+    for cell in cells {
+        let (size, clients) = (human(cell.size), format!("{} clients", cell.clients));
+        let parts = [size.as_str(), clients.as_str()];
+        let dovecot = cell.dovecot_tls.median().map(|d| d.messages_per_sec());
+        if let Some(g) = cell.gateway.median() {
+            let rate = g.messages_per_sec();
+            let peer = dovecot.map(|d| ("Dovecot POP3S", d));
+            r.add(&parts, "POP3S msg/s", Better::Higher, rate, peer);
+            let login = g.slowest_login.as_secs_f64() * 1e3;
+            r.add(&parts, "POP3S slowest login ms", Better::Lower, login, None);
+        }
+        if let Some(p) = cell.dovecot_plain.median() {
+            let rate = p.messages_per_sec();
+            r.add(&parts, "Dovecot POP3 msg/s", Better::Higher, rate, None);
+        }
+    }
+    r
 }
 
 fn render(cells: &[Cell], notes: &[String], scratch: &Path, repeats: usize) -> String {

@@ -6,6 +6,10 @@
 //! interleaved; the median of the runs per cell, and the ratio proxy/direct.
 //!
 //! `cargo run --release -p bench --bin proxy_bench [-- --runs 3 --messages 40]`
+//!
+//! `--quick`: a smoke run (64 KiB, 4 messages, 1 and 2 sessions, one run) that fails if a
+//! proxied message has no stored copy. The figures also go to `proxy.json` beside the
+//! report ([`bench::results`]).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -13,7 +17,8 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context};
 use bench::gateway_proc::bench_config;
 use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
-use bench::util::{filesystem_of, prepare_run, write_report, MIB};
+use bench::results::{Better, Results};
+use bench::util::{filesystem_of, human, prepare_run, write_report, KIB, MIB};
 use clap::Parser;
 use upstream_test_util::Provider;
 
@@ -32,13 +37,24 @@ struct Args {
     /// Message size in bytes.
     #[arg(long, default_value_t = MIB)]
     size: usize,
-    /// Report file (default: `<target dir>/bench-reports/proxy.md`).
+    /// Report file (default: `<target dir>/bench-reports/proxy.md`); the JSON results go
+    /// beside it (`.json`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Smoke run: small size and counts (overrides the options above), strict checks.
+    #[arg(long)]
+    quick: bool,
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.quick {
+        args.messages = 4;
+        args.runs = 1;
+        args.sessions = vec![1, 2];
+        args.size = 64 * KIB;
+    }
+    let mut results = Results::new("proxy", args.quick);
     let (scratch, out) = prepare_run("proxy", args.out.clone())?;
     let provider = Provider::start().context("start Postfix and Dovecot")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -157,6 +173,13 @@ fn main() -> anyhow::Result<()> {
             mb(p),
             p / d
         )?;
+        results.add(
+            &[&human(args.size), &format!("{sessions} sessions")],
+            "proxy msg/s",
+            Better::Higher,
+            p,
+            Some(("direct", d)),
+        );
     }
     let copies = service
         .mailbox(&mailbox)
@@ -171,7 +194,11 @@ fn main() -> anyhow::Result<()> {
     drop(provider);
     print!("{report}");
     write_report(&out, &report)?;
-    eprintln!("report written to {}", out.display());
+    let json = results.write_beside(&out)?;
+    eprintln!("report written to {} and {}", out.display(), json.display());
+    if args.quick && copies != sent / 2 {
+        anyhow::bail!("{copies} copies stored for {} proxied messages", sent / 2);
+    }
     Ok(())
 }
 

@@ -12,7 +12,11 @@
 //! then the same smtp-source and smtp_load runs against a throwaway Postfix (accepted: 250s
 //! received; delivered: until every message is in the Maildir). Finally the peak RSS of a
 //! gateway receiving one 50 MiB message. Prints a Markdown report and writes it to
-//! `<target dir>/bench-reports/smtp.md`.
+//! `<target dir>/bench-reports/smtp.md`, its figures to `smtp.json` beside it
+//! ([`bench::results`]).
+//!
+//! `--quick`: a smoke run (10 KiB, 1 and 4 sessions, a few dozen messages, one 4 MiB message
+//! for the memory run, Postfix included) that fails if anything fails, Postfix too.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,6 +26,7 @@ use anyhow::{bail, Context};
 use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, CHILD_FLAG, HOST_NAME};
 use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
 use bench::postfix::{self, Postfix};
+use bench::results::{Better, Results};
 use bench::util::{cpu_seconds, filesystem_of, human, prepare_run, write_report, KIB, MIB};
 use clap::Parser;
 
@@ -54,9 +59,14 @@ struct Args {
     /// Message sizes for the peak-memory runs, MiB (one fresh gateway each).
     #[arg(long, value_delimiter = ',', default_values_t = [50, 90])]
     rss_mib: Vec<usize>,
-    /// Report file (default: `<target dir>/bench-reports/smtp.md`).
+    /// Report file (default: `<target dir>/bench-reports/smtp.md`); the JSON results go
+    /// beside it (`.json`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Smoke run: small sizes and counts (overrides the options above); a failing Postfix
+    /// baseline fails the run.
+    #[arg(long)]
+    quick: bool,
 }
 
 /// Messages per cell: enough for a stable figure, a few seconds at most.
@@ -129,7 +139,13 @@ fn main() -> anyhow::Result<()> {
         let config = argv.next().context("missing configuration path")?;
         return gateway_proc::child_main(Path::new(&config));
     }
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.quick {
+        args.sizes = vec![10 * KIB];
+        args.sessions = vec![1, 4];
+        args.scale = 0.01;
+        args.rss_mib = vec![4];
+    }
     let (scratch, out) = prepare_run("smtp", args.out.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -165,8 +181,12 @@ fn main() -> anyhow::Result<()> {
     let report = render(&rows, &rss, &notes, &scratch);
     println!("{report}");
     write_report(&out, &report)?;
-    eprintln!("report written to {}", out.display());
+    let json = results(&rows, &rss, args.quick).write_beside(&out)?;
+    eprintln!("report written to {} and {}", out.display(), json.display());
     let _ = std::fs::remove_dir_all(&scratch);
+    if args.quick && !notes.is_empty() {
+        bail!("{}", notes.join("; "));
+    }
     Ok(())
 }
 
@@ -414,6 +434,42 @@ fn peak_rss(
         hwm_reset: reset,
         elapsed: r.elapsed,
     })
+}
+
+/// The figures of the report's tables as JSON cells.
+fn results(rows: &[Row], rss: &[Rss], quick: bool) -> Results {
+    let mut r = Results::new("smtp", quick);
+    for row in rows {
+        let (size, sessions) = (human(row.size), format!("{} sessions", row.sessions));
+        let parts = [size.as_str(), sessions.as_str(), row.client.label()];
+        let p = row.postfix.as_ref();
+        if let Some(g) = &row.gateway {
+            let accepted = p.map(|f| ("Postfix accepted", f.rate()));
+            r.add(&parts, "msg/s", Better::Higher, g.rate(), accepted);
+            if let Some((p50, p99)) = g.latency {
+                r.add(&parts, "p50 ms", Better::Lower, p50, None);
+                r.add(&parts, "p99 ms", Better::Lower, p99, None);
+            }
+            if let (Some(cpu), true) = (g.server_cpu, g.messages > 0) {
+                let per_1000 = cpu / g.messages as f64 * 1000.0;
+                r.add(&parts, "CPU s/1000 msg", Better::Lower, per_1000, None);
+            }
+        }
+        if let Some(delivered) = p.and_then(Figure::delivered_rate) {
+            let metric = "Postfix delivered msg/s";
+            r.add(&parts, metric, Better::Higher, delivered, None);
+        }
+    }
+    for m in rss {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let message = format!("{} MiB message", m.size_mib);
+        let parts = ["peak memory", message.as_str()];
+        let growth = mib(m.after_hwm_kib.saturating_sub(m.before_hwm_kib));
+        r.add(&parts, "VmHWM growth MiB", Better::Lower, growth, None);
+        let after = mib(m.after_hwm_kib);
+        r.add(&parts, "VmHWM after MiB", Better::Lower, after, None);
+    }
+    r
 }
 
 fn render(rows: &[Row], rss: &[Rss], notes: &[String], scratch: &Path) -> String {

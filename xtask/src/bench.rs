@@ -1,4 +1,12 @@
-//! `cargo xtask bench [NAME...]`: criterion benches of the `bench` crate.
+//! `cargo xtask bench [--quick] [NAME...]`: criterion benches and runner binaries of the
+//! `bench` crate.
+//!
+//! `--quick` is the smoke run CI does: each criterion bench function runs once (criterion's
+//! test mode, under `cargo test`), each runner with its own `--quick` (smallest size, a few
+//! sessions and messages, its peer included). Nothing is timed against a threshold; the run
+//! fails only when a bench or runner fails. It builds in the dev profile: a smoke run checks code paths, not speed,
+//! and CI's test step has built the dependencies in that profile already, where a release
+//! build would add minutes and gigabytes on a fresh CI machine.
 
 use crate::deps;
 use crate::util::{cargo, run, workspace_root};
@@ -12,6 +20,8 @@ const BENCH_PACKAGES: &[(&str, &[&str])] = &[];
 /// Benches that are runner binaries of the bench crate rather than criterion targets: they
 /// start the gateway and a peer server (Postfix, Dovecot) and print a side-by-side report.
 /// The runner installs its peer itself (it needs debconf answers apt alone cannot give).
+/// Every runner takes `--quick` and writes `<name>.md` and `<name>.json` (schema in
+/// `bench/src/results.rs`) into `<target>/bench-reports/`.
 const RUNNERS: &[(&str, &str)] = &[
     ("smtp", "smtp_bench"),
     ("pop3", "pop3_bench"),
@@ -19,14 +29,14 @@ const RUNNERS: &[(&str, &str)] = &[
 ];
 
 /// Runs the named benches (criterion targets or runners), or every one when `names` is
-/// empty.
-pub fn run_benches(names: &[String]) -> Result<()> {
+/// empty; `quick`: the smoke run.
+pub fn run_benches(names: &[String], quick: bool) -> Result<()> {
     let (runners, criterion): (Vec<String>, Vec<String>) = names
         .iter()
         .cloned()
         .partition(|n| RUNNERS.iter().any(|(name, _)| name == n));
     if !criterion.is_empty() || runners.is_empty() {
-        run_criterion(&criterion)?;
+        run_criterion(&criterion, quick)?;
     }
     let all_runners: Vec<String> = if names.is_empty() {
         RUNNERS.iter().map(|(n, _)| n.to_string()).collect()
@@ -39,14 +49,20 @@ pub fn run_benches(names: &[String]) -> Result<()> {
             .find(|(n, _)| *n == name)
             .expect("partitioned above");
         let mut cmd = cargo();
-        cmd.args(["run", "--release", "--package", "bench", "--bin", binary]);
+        cmd.args(["run", "--package", "bench", "--bin", binary]);
+        if quick {
+            cmd.args(["--", "--quick"]);
+        } else {
+            cmd.arg("--release");
+        }
         run(&mut cmd)?;
     }
     Ok(())
 }
 
-/// Runs criterion bench targets, or every one when `names` is empty.
-fn run_criterion(names: &[String]) -> Result<()> {
+/// Runs criterion bench targets, or every one when `names` is empty; `quick`: each bench
+/// function once, untimed.
+fn run_criterion(names: &[String], quick: bool) -> Result<()> {
     // Targets are always named: `--benches` would also run the lib's libtest harness, which
     // rejects the criterion-only `--noplot` below.
     let names = if names.is_empty() {
@@ -63,12 +79,15 @@ fn run_criterion(names: &[String]) -> Result<()> {
     deps::ensure_packages(&packages_for(&names))?;
 
     let mut cmd = cargo();
-    cmd.args(["bench", "--package", "bench"]);
+    // Under `cargo test` criterion runs each bench function once, untimed.
+    cmd.args([if quick { "test" } else { "bench" }, "--package", "bench"]);
     for name in &names {
         cmd.args(["--bench", name]);
     }
-    // Plots cost time and nobody looks at them on CI or over ssh; the numbers are printed.
-    cmd.args(["--", "--noplot"]);
+    if !quick {
+        // Plots cost time and nobody looks at them on CI or over ssh; the numbers are printed.
+        cmd.args(["--", "--noplot"]);
+    }
     run(&mut cmd)
 }
 

@@ -77,6 +77,10 @@ pub fn run_ci(opts: &Options) -> Result<()> {
             skip_deps: true,
         })
     }));
+    // Every benchmark once at a small size, peers included (`cargo xtask bench --quick`): a
+    // smoke test with no timing assertion, failing only when a bench or runner fails (an
+    // error, a lost message, a peer that does not start). Postfix and Dovecot came with `deps`.
+    steps.push(("bench", |_| crate::bench::run_benches(&[], true)));
 
     let mut tally = Tally::default();
     let mut timings: Vec<Timing> = Vec::new();

@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask <task>` (aliased in .cargo/config.toml). Only std + anyhow so
-//! xtask itself builds in seconds on CI.
+//! Project tasks: `cargo xtask <task>` (aliased in .cargo/config.toml). Only std, anyhow and
+//! serde_json (for benchmark results) so xtask itself builds in seconds on CI.
 
 mod bench;
 mod ci;
+mod compare;
 mod conformance;
 mod deps;
 mod dist;
@@ -12,6 +13,7 @@ mod tidy;
 mod util;
 
 use anyhow::{bail, Result};
+use std::path::PathBuf;
 
 const HELP: &str = "\
 usage: cargo xtask <task> [args]
@@ -23,8 +25,14 @@ tasks:
                      run the RFC conformance, security, TLS (testssl.sh) and interop suites,
                      print the requirement matrix and write conformance/REPORT.md; fails on
                      any failing MUST (--check: compare the report instead, fail if stale)
-  bench [NAME...]    run benchmarks: criterion targets (crypto, storage) and side-by-side
-                     runners against peer servers (smtp: vs Postfix, pop3: vs Dovecot, proxy: vs direct to Postfix); all when no NAME
+  bench [--quick] [NAME...]
+                     run benchmarks: criterion targets (crypto, storage, wire) and side-by-side
+                     runners against peer servers (smtp: vs Postfix, pop3: vs Dovecot, proxy:
+                     vs direct to Postfix); all when no NAME. Runners write
+                     target/bench-reports/NAME.md and NAME.json. --quick: smoke run (every
+                     bench once at a small size, no timing; CI runs it)
+  bench compare A B  compare two runs' JSON results (files or directories of them): B/A per
+                     cell, better or worse
   sim [--seeds N] [--from S] [--scenario X] [--bug B]
                      run N random simulation seeds (default 100; from S if given) and
                      print the failing ones
@@ -47,7 +55,8 @@ tasks:
 enum Task {
     Ci { skip_deps: bool },
     Conformance { check: bool, skip_deps: bool },
-    Bench { names: Vec<String> },
+    Bench { names: Vec<String>, quick: bool },
+    BenchCompare { a: PathBuf, b: PathBuf },
     Sim { args: Vec<String> },
     Dist(dist::Options),
     Fuzz(fuzz::Options),
@@ -81,14 +90,29 @@ fn parse(args: &[String]) -> Result<Task> {
             }
             Task::Conformance { check, skip_deps }
         }
-        "bench" => {
-            if let Some(flag) = rest.iter().find(|a| a.starts_with('-')) {
-                bail!("bench: unknown flag `{flag}` (give bench names only)");
+        "bench" => match rest {
+            [compare, args @ ..] if compare == "compare" => match args {
+                [a, b] if !a.starts_with('-') && !b.starts_with('-') => Task::BenchCompare {
+                    a: a.into(),
+                    b: b.into(),
+                },
+                _ => bail!("bench compare: give two results files or directories, A and B"),
+            },
+            _ => {
+                let mut quick = false;
+                let mut names = Vec::new();
+                for arg in rest {
+                    match arg.as_str() {
+                        "--quick" => quick = true,
+                        flag if flag.starts_with('-') => {
+                            bail!("bench: unknown flag `{flag}` (only --quick)")
+                        }
+                        name => names.push(name.to_owned()),
+                    }
+                }
+                Task::Bench { names, quick }
             }
-            Task::Bench {
-                names: rest.to_vec(),
-            }
-        }
+        },
         "sim" => {
             sim::check_args(rest)?;
             Task::Sim {
@@ -140,7 +164,8 @@ fn main() {
         Task::Conformance { check, skip_deps } => {
             conformance::run_conformance(&conformance::Options { check, skip_deps })
         }
-        Task::Bench { names } => bench::run_benches(&names),
+        Task::Bench { names, quick } => bench::run_benches(&names, quick),
+        Task::BenchCompare { a, b } => compare::run_compare(&a, &b),
         Task::Sim { args } => sim::run_sim(&args),
         Task::Dist(opts) => dist::run_dist(&opts),
         Task::Fuzz(opts) => fuzz::run_fuzz(&opts),
@@ -190,7 +215,34 @@ mod tests {
                 skip_deps: true
             }
         );
-        assert_eq!(p(&["bench"]).unwrap(), Task::Bench { names: vec![] });
+        assert_eq!(
+            p(&["bench"]).unwrap(),
+            Task::Bench {
+                names: vec![],
+                quick: false
+            }
+        );
+        assert_eq!(
+            p(&["bench", "--quick"]).unwrap(),
+            Task::Bench {
+                names: vec![],
+                quick: true
+            }
+        );
+        assert_eq!(
+            p(&["bench", "smtp", "--quick", "crypto"]).unwrap(),
+            Task::Bench {
+                names: vec!["smtp".into(), "crypto".into()],
+                quick: true
+            }
+        );
+        assert_eq!(
+            p(&["bench", "compare", "old/", "new/smtp.json"]).unwrap(),
+            Task::BenchCompare {
+                a: "old/".into(),
+                b: "new/smtp.json".into()
+            }
+        );
         assert_eq!(
             p(&["dist"]).unwrap(),
             Task::Dist(dist::Options {
@@ -226,7 +278,8 @@ mod tests {
         assert_eq!(
             p(&["bench", "crypto", "storage"]).unwrap(),
             Task::Bench {
-                names: vec!["crypto".into(), "storage".into()]
+                names: vec!["crypto".into(), "storage".into()],
+                quick: false
             }
         );
     }
@@ -236,6 +289,10 @@ mod tests {
         assert!(p(&["nope"]).is_err());
         assert!(p(&["ci", "--skip-dep"]).is_err());
         assert!(p(&["bench", "--noplot"]).is_err());
+        assert!(p(&["bench", "--quick", "--fast"]).is_err());
+        assert!(p(&["bench", "compare", "a.json"]).is_err());
+        assert!(p(&["bench", "compare", "a.json", "b.json", "c.json"]).is_err());
+        assert!(p(&["bench", "compare", "--quick", "b.json"]).is_err());
         assert!(p(&["conformance", "--fast"]).is_err());
         assert!(p(&["fmt", "x"]).is_err());
         assert!(p(&["dist", "--profile"]).is_err());

@@ -594,8 +594,12 @@ async fn openssl_resumes_a_pop3s_session() {
     let session = unique_path(&gw, "openssl-session.pem");
     let first = s_client_pop3s(&gw, &["-sess_out".as_ref(), session.as_os_str()]).await;
     assert!(first.contains("\nNew, TLSv1.3"), "{first}");
-    let second = s_client_pop3s(&gw, &["-sess_in".as_ref(), session.as_os_str()]).await;
-    assert!(second.contains("\nReused, TLSv1.3"), "{second}");
+    // The same stored session twice: tickets are not single-use on the server, so clients
+    // that resume several connections from one session (Postfix's cache) resume them all.
+    for _ in 0..2 {
+        let again = s_client_pop3s(&gw, &["-sess_in".as_ref(), session.as_os_str()]).await;
+        assert!(again.contains("\nReused, TLSv1.3"), "{again}");
+    }
     gw.stop().await;
 }
 

@@ -537,6 +537,72 @@ async fn curl_pop3s_and_stls_retrieve_and_list() {
     gw.stop().await;
 }
 
+// ----- TLS session resumption (the archiver reconnecting every few minutes) -----
+
+/// A client that kept the session of its last connection resumes it (no certificate, no
+/// signature); one without a stored session does a full handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pop3s_session_is_resumed_by_a_client_that_kept_it() {
+    use tokio_rustls::rustls::HandshakeKind::{Full, Resumed};
+    let mut gw = TestGateway::start().await;
+    // rustls clients keep sessions in memory by default.
+    let archiver = gw.tls_connector();
+    for expected in [Full, Resumed, Resumed] {
+        let (mut client, greeting) = Pop3Client::connect_tls(gw.pop3s_addr(), &archiver).await;
+        assert!(greeting.starts_with("+OK"), "{greeting}");
+        assert_eq!(client.tls_handshake_kind(), Some(expected));
+        client.ok("QUIT").await;
+    }
+    let (client, _) = Pop3Client::connect_tls(gw.pop3s_addr(), &gw.tls_connector()).await;
+    assert_eq!(client.tls_handshake_kind(), Some(Full));
+    gw.stop().await;
+}
+
+/// `openssl s_client` on 995 with `-sess_in`/`-sess_out`; its output.
+async fn s_client_pop3s(gw: &TestGateway, session: &[&std::ffi::OsStr]) -> String {
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect"])
+        .arg(gw.pop3s_addr().to_string())
+        .args(["-verify_return_error", "-CAfile"])
+        .arg(gw.ca_file())
+        .args(["-crlf", "-ign_eof"])
+        .args(session)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = child.stdin.take().expect("piped");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"QUIT\n")
+        .await
+        .expect("write to openssl");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("openssl runs");
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(text.contains("+OK"), "{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_resumes_a_pop3s_session() {
+    if !tool_available("openssl", "version") {
+        return;
+    }
+    let mut gw = TestGateway::start().await;
+    let session = unique_path(&gw, "openssl-session.pem");
+    let first = s_client_pop3s(&gw, &["-sess_out".as_ref(), session.as_os_str()]).await;
+    assert!(first.contains("\nNew, TLSv1.3"), "{first}");
+    // The same stored session twice: tickets are not single-use on the server, so clients
+    // that resume several connections from one session (Postfix's cache) resume them all.
+    for _ in 0..2 {
+        let again = s_client_pop3s(&gw, &["-sess_in".as_ref(), session.as_os_str()]).await;
+        assert!(again.contains("\nReused, TLSv1.3"), "{again}");
+    }
+    gw.stop().await;
+}
+
 // ----- 4. Protocol and security over raw TCP -----
 
 fn plain_auth(authzid: &str, authcid: &str, password: &str) -> String {

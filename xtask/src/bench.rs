@@ -26,6 +26,7 @@ const RUNNERS: &[(&str, &str)] = &[
     ("smtp", "smtp_bench"),
     ("pop3", "pop3_bench"),
     ("proxy", "proxy_bench"),
+    ("tls", "tls_bench"),
 ];
 
 /// Runs the named benches (criterion targets or runners), or every one when `names` is

@@ -1,7 +1,31 @@
 //! rustls server configuration shared by every TLS listener (SMTP, POP3, console).
+//!
+//! # Session resumption
+//!
+//! TLS 1.3 clients resume with stateless tickets from rustls' ring `Ticketer`: ChaCha20-
+//! Poly1305 under a random key held only in memory, replaced every 6 hours; the previous
+//! key still opens tickets for the next 6, so a ticket works for 6 to 12 hours and tickets
+//! advertise a 12-hour lifetime. No ticket key is ever written to disk: a restart makes
+//! every outstanding ticket a full handshake, which is the price of not having a long-lived
+//! secret to protect. rustls checks no ticket age itself; after a long idle spell the first
+//! rotation only demotes the key, so an older ticket may still open. Clients drop tickets
+//! past their lifetime (RFC 8446 4.6.1), and resumption is `psk_dhe_ke` only, so every
+//! resumed connection still runs a fresh key exchange (forward secrecy).
+//!
+//! Each call to [`server_config`] makes its own ticket key and session cache: the SMTP
+//! listeners (25, 587, 465) share one, POP3 (110, 995) another, the console a third, so a
+//! session from one protocol cannot be resumed on another.
+//!
+//! A certificate swap ([`CertResolver::swap`]) does not end resumption: a resumed session
+//! authenticates by the secret of the handshake that created it, so the client keeps the
+//! identity it verified then (the old certificate) until its ticket expires. That is not a
+//! weakness: the certificate's key plays no part in resumption, so someone holding a
+//! replaced (even compromised) key gains nothing from tickets; only sessions that were
+//! already established with the server continue.
 
 use std::sync::Arc;
 
+use rustls::server::ServerSessionMemoryCache;
 use rustls::version::{TLS12, TLS13};
 use rustls::{ServerConfig, SupportedProtocolVersion};
 use tokio_rustls::TlsAcceptor;
@@ -12,9 +36,25 @@ use super::resolver::CertResolver;
 /// anyway; listing the versions here keeps the policy visible and testable.
 pub const PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
 
+/// TLS 1.3 tickets sent after each handshake. A client that reconnects one connection at a
+/// time (the POP3 archiver, an MTA's queue runner) uses one ticket and gets a new one each
+/// time, so one is enough. Stateless tickets are not single-use on our side: OpenSSL-based
+/// clients that resume parallel connections from one stored session (Postfix's session
+/// cache) resume them all; only clients that take each ticket once (rustls) do a full
+/// handshake for a second parallel connection. rustls' default of two would cost each
+/// handshake another ticket encryption and record (no difference measurable in
+/// `tls_bench` on a shared machine).
+pub const TLS13_TICKETS: usize = 1;
+
+/// Sessions remembered for TLS 1.2 clients that resume by session id rather than a ticket
+/// (TLS 1.3 resumption never uses this cache once a ticketer is set). Entries are a few
+/// hundred bytes; the cache evicts when full, so this bounds its memory per listener group.
+pub const SESSION_CACHE_ENTRIES: usize = 256;
+
 /// Server configuration with the ring provider and no client authentication, serving
-/// whatever `resolver` currently holds. Callers needing ALPN (the console) clone the config
-/// and set `alpn_protocols`.
+/// whatever `resolver` currently holds, with its own ticket key and session cache (see the
+/// module docs). Callers needing ALPN (the console) clone the config and set
+/// `alpn_protocols`; a clone shares the ticket key.
 pub fn server_config(resolver: Arc<CertResolver>) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -28,6 +68,14 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Arc<ServerConfig> {
     // ChaCha20-Poly1305); a client's order must not talk the server down that list, and
     // TLS scanners flag a server without its own cipher order.
     config.ignore_client_order = true;
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+    // Fails only if the system's random source does; a gateway without one cannot do TLS
+    // at all, so it goes without resumption rather than refusing to start.
+    match rustls::crypto::ring::Ticketer::new() {
+        Ok(ticketer) => config.ticketer = ticketer,
+        Err(e) => tracing::error!(error = %e, "no TLS session tickets: cannot make a ticket key"),
+    }
+    config.send_tls13_tickets = TLS13_TICKETS;
     Arc::new(config)
 }
 
@@ -43,7 +91,7 @@ mod tests {
     use crate::tls::{load_or_create_self_signed, CertifiedMaterial};
     use rustls::pki_types::{CertificateDer, ServerName};
     use rustls::ClientConfig;
-    use rustls::{ProtocolVersion, ServerConnection};
+    use rustls::{HandshakeKind, ProtocolVersion, ServerConnection};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::TlsConnector;
 
@@ -72,12 +120,22 @@ mod tests {
         TlsConnector::from(Arc::new(config))
     }
 
-    /// One connection: the client sends "ping", the server answers "pong". Returns the
-    /// server's description and the leaf certificate the client saw.
+    /// One connection: the client sends "ping", the server answers "pong" (after its
+    /// tickets, so the client has them when this returns). Returns the server's description
+    /// and the leaf certificate the client saw.
     async fn exchange(
         acceptor: &TlsAcceptor,
         connector: &TlsConnector,
     ) -> (Option<String>, CertificateDer<'static>) {
+        let (description, leaf, _) = exchange_kind(acceptor, connector).await;
+        (description, leaf)
+    }
+
+    /// [`exchange`], also returning how the client's handshake went.
+    async fn exchange_kind(
+        acceptor: &TlsAcceptor,
+        connector: &TlsConnector,
+    ) -> (Option<String>, CertificateDer<'static>, HandshakeKind) {
         let (client_io, server_io) = tokio::io::duplex(16 * 1024);
         let acceptor = acceptor.clone();
         let server = tokio::spawn(async move {
@@ -98,7 +156,8 @@ mod tests {
         tls.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"pong");
         let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-        (server.await.unwrap(), leaf)
+        let kind = tls.get_ref().1.handshake_kind().unwrap();
+        (server.await.unwrap(), leaf, kind)
     }
 
     #[tokio::test]
@@ -129,7 +188,7 @@ mod tests {
         let resolver = Arc::new(CertResolver::new(first.clone()));
         let acceptor = acceptor(Arc::clone(&resolver));
         // A fresh client each time: a client with a cached session would resume it, and a
-        // resumed session carries the original certificate.
+        // resumed session carries the original certificate (see the test below).
         let connector = || client(&[&first, &second], PROTOCOL_VERSIONS);
 
         let (_, leaf) = exchange(&acceptor, &connector()).await;
@@ -139,6 +198,84 @@ mod tests {
         assert_eq!(resolver.current().fingerprint(), second.fingerprint());
         let (_, leaf) = exchange(&acceptor, &connector()).await;
         assert_eq!(leaf, second.chain()[0]);
+    }
+
+    #[tokio::test]
+    async fn a_client_with_a_stored_session_resumes_it() {
+        let (_dir, m) = material(HOST);
+        let acceptor = acceptor(Arc::new(CertResolver::new(m.clone())));
+        for version in [&TLS13, &TLS12] {
+            // rustls clients keep sessions in memory by default.
+            let connector = client(&[&m], &[version]);
+            let (_, _, kind) = exchange_kind(&acceptor, &connector).await;
+            assert_eq!(kind, HandshakeKind::Full, "{version:?}");
+            for _ in 0..3 {
+                let (description, leaf, kind) = exchange_kind(&acceptor, &connector).await;
+                assert_eq!(kind, HandshakeKind::Resumed, "{version:?}");
+                assert_eq!(leaf, m.chain()[0]);
+                assert!(description.is_some());
+            }
+            // Without a stored session, a full handshake.
+            let (_, _, kind) = exchange_kind(&acceptor, &client(&[&m], &[version])).await;
+            assert_eq!(kind, HandshakeKind::Full, "{version:?}");
+        }
+    }
+
+    #[test]
+    fn tickets_are_stateless_with_the_documented_lifetime() {
+        let (_dir, m) = material(HOST);
+        let config = server_config(Arc::new(CertResolver::new(m)));
+        assert!(config.ticketer.enabled());
+        // 12 hours, as the module docs say (6-hour key rotation, previous key kept).
+        assert_eq!(config.ticketer.lifetime(), 12 * 60 * 60);
+        assert_eq!(config.send_tls13_tickets, TLS13_TICKETS);
+    }
+
+    /// SMTP and POP3 build their configurations separately: a session from one is not
+    /// resumed on the other, although both serve the same certificate.
+    #[tokio::test]
+    async fn separate_configs_do_not_resume_each_others_sessions() {
+        let (_dir, m) = material(HOST);
+        let resolver = Arc::new(CertResolver::new(m.clone()));
+        let smtp = acceptor(Arc::clone(&resolver));
+        let pop3 = acceptor(resolver);
+        let connector = client(&[&m], PROTOCOL_VERSIONS);
+        let (_, _, kind) = exchange_kind(&smtp, &connector).await;
+        assert_eq!(kind, HandshakeKind::Full);
+        let (_, _, kind) = exchange_kind(&pop3, &connector).await;
+        assert_eq!(kind, HandshakeKind::Full);
+        let (_, _, kind) = exchange_kind(&pop3, &connector).await;
+        assert_eq!(kind, HandshakeKind::Resumed);
+    }
+
+    /// After a swap, a client resuming an earlier session keeps the certificate it verified
+    /// then (resumption authenticates by that session's secret, not by the certificate's
+    /// key); a client without a session gets the new certificate.
+    #[tokio::test]
+    async fn a_resumed_session_keeps_the_certificate_it_verified_before_a_swap() {
+        let (_d1, first) = material(HOST);
+        let (_d2, second) = material(HOST);
+        let resolver = Arc::new(CertResolver::new(first.clone()));
+        let acceptor = acceptor(Arc::clone(&resolver));
+        let connector = client(&[&first, &second], &[&TLS13]);
+        let (_, leaf, kind) = exchange_kind(&acceptor, &connector).await;
+        assert_eq!(
+            (leaf, kind),
+            (first.chain()[0].clone(), HandshakeKind::Full)
+        );
+
+        resolver.swap(second.clone());
+        let (_, leaf, kind) = exchange_kind(&acceptor, &connector).await;
+        assert_eq!(
+            (leaf, kind),
+            (first.chain()[0].clone(), HandshakeKind::Resumed)
+        );
+        let fresh = client(&[&first, &second], &[&TLS13]);
+        let (_, leaf, kind) = exchange_kind(&acceptor, &fresh).await;
+        assert_eq!(
+            (leaf, kind),
+            (second.chain()[0].clone(), HandshakeKind::Full)
+        );
     }
 
     /// A TLS 1.2 client that prefers ChaCha20 still gets the server's first choice.

@@ -375,6 +375,10 @@ impl<P> TestClient<P> {
         self.conn.is_tls()
     }
 
+    pub fn tls_handshake_kind(&self) -> Option<tokio_rustls::rustls::HandshakeKind> {
+        self.conn.tls_handshake_kind()
+    }
+
     pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
         if let Err(e) = self.conn.send(bytes).await {
             failed(&self.conn, "write", e);

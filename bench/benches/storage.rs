@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bench::body;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gateway::crypto::{MessageId, SealedHeader, CHUNK_SIZE, TAG_SIZE};
+use gateway::crypto::{MessageFormat, MessageId, SealedHeader, CHUNK_SIZE, TAG_SIZE};
 use gateway::mailbox::MailboxId;
 use gateway::store::{txn, MessageRecord, Store, StoreOptions};
 
@@ -49,6 +49,7 @@ fn record(id: MessageId, plaintext_len: usize, chunk_count: usize) -> MessageRec
         size: plaintext_len as u64,
         chunk_count: chunk_count as u32,
         header: SealedHeader {
+            format: MessageFormat::V2,
             encapped_key: vec![0x42; 32],
             sealed_envelope: body(120, 3),
         },

@@ -287,6 +287,12 @@ pub async fn start_with_settings(
             .clone()
             .watch_disk(crate::service::DISK_WATCH_PERIOD, shutdown.signal()),
     );
+    // Ended sealing epochs leave memory within this period, even without new mail.
+    tasks.spawn(
+        api.gateway()
+            .clone()
+            .expire_epochs(crate::service::EPOCH_SWEEP_PERIOD, shutdown.signal()),
+    );
     let snapshots = config.backup.snapshot_interval().map(|interval| {
         let snapshots = crate::backup::Snapshots::new(crate::backup::Sources {
             store: api.gateway().store().clone(),

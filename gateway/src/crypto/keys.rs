@@ -129,10 +129,12 @@ impl std::fmt::Debug for SealedKeyPair {
 }
 
 /// A mailbox's private key, opened for one session. Zeroized on drop (x25519-dalek's
-/// `StaticSecret` wipes itself).
+/// `StaticSecret` wipes itself), as are the epoch secrets it recovered.
 pub struct UnsealedKey {
     pub(super) private_key: <Kem as hpke::Kem>::PrivateKey,
     pub(super) mailbox: MailboxId,
+    /// Format 2 epochs this key opened lately, so a session pays one DH per epoch.
+    pub(super) epochs: super::epoch::OpenedEpochs,
 }
 
 impl std::fmt::Debug for UnsealedKey {
@@ -241,6 +243,7 @@ impl SealedKeyPair {
         Ok(UnsealedKey {
             private_key,
             mailbox: mailbox.clone(),
+            epochs: Default::default(),
         })
     }
 

@@ -1,4 +1,6 @@
-//! Streaming message encryption in bounded chunks.
+//! Streaming message encryption in bounded chunks, in two formats: 1, one HPKE context per
+//! message ([`MessageSealer::new`], still read and kept as a reference writer), and 2, the
+//! service's, per-message keys from a mailbox epoch's secret (see `super::epoch`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,6 +9,7 @@ use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::epoch::{EpochSecret, MessageCipher, MESSAGE_LABEL};
 use super::keys::{Aead256, Kdf, Kem};
 use super::{CryptoError, SealedKeyPair, UnsealedKey};
 use crate::mailbox::MailboxId;
@@ -68,9 +71,21 @@ pub struct Envelope {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// What a reader needs besides the chunks: the HPKE encapsulated key and the sealed envelope.
+/// How a message was sealed; stored with it, so every format ever written stays readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageFormat {
+    /// One HPKE context per message (an X25519 DH each); its sequence numbers are the nonces.
+    V1,
+    /// AES-256-GCM under a per-message key derived from a mailbox epoch's HPKE-exported
+    /// secret; the encapsulated key is the epoch's, shared by its messages.
+    V2,
+}
+
+/// What a reader needs besides the chunks: the format, the HPKE encapsulated key and the
+/// sealed envelope.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedHeader {
+    pub format: MessageFormat,
     pub encapped_key: Vec<u8>,
     pub sealed_envelope: Vec<u8>,
 }
@@ -79,16 +94,19 @@ impl fmt::Debug for SealedHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "SealedHeader({} + {} bytes)",
+            "SealedHeader({:?}, {} + {} bytes)",
+            self.format,
             self.encapped_key.len(),
             self.sealed_envelope.len()
         )
     }
 }
 
-fn info(mailbox: &MailboxId, id: MessageId) -> Vec<u8> {
-    let mut info = Vec::with_capacity(LABEL.len() + 40 + 16);
-    info.extend_from_slice(LABEL);
+/// The format's label, then mailbox and message: HPKE info (1), HKDF info (2), and the
+/// start of every record's associated data (both).
+pub(super) fn info(label: &[u8], mailbox: &MailboxId, id: MessageId) -> Vec<u8> {
+    let mut info = Vec::with_capacity(label.len() + 40 + 16);
+    info.extend_from_slice(label);
     info.extend_from_slice(mailbox.as_str().as_bytes());
     info.push(0);
     info.extend_from_slice(&id.0);
@@ -102,8 +120,8 @@ struct Aad {
 }
 
 impl Aad {
-    fn new(mailbox: &MailboxId, id: MessageId) -> Self {
-        let bytes = info(mailbox, id);
+    fn new(label: &[u8], mailbox: &MailboxId, id: MessageId) -> Self {
+        let bytes = info(label, mailbox, id);
         let fixed_len = bytes.len();
         Self { bytes, fixed_len }
     }
@@ -120,9 +138,67 @@ impl Aad {
 type SenderCtx = hpke::aead::AeadCtxS<Aead256, Kdf, Kem>;
 type ReceiverCtx = hpke::aead::AeadCtxR<Aead256, Kdf, Kem>;
 
+/// What seals a message's records.
+enum SealCipher {
+    /// Format 1: the HPKE context, whose sequence number is each record's nonce.
+    V1(SenderCtx),
+    /// Format 2: the message's own key, with the nonce from kind and index.
+    V2(MessageCipher),
+}
+
+impl SealCipher {
+    fn seal(
+        &mut self,
+        kind: u8,
+        index: u32,
+        aad: &[u8],
+        buffer: &mut [u8],
+    ) -> Result<[u8; TAG_SIZE], CryptoError> {
+        match self {
+            SealCipher::V1(ctx) => {
+                let tag = ctx
+                    .seal_inout_detached(buffer.into(), aad)
+                    .map_err(|_| CryptoError::Seal)?;
+                tag.to_bytes()
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| CryptoError::Seal)
+            }
+            SealCipher::V2(cipher) => cipher.seal(kind, index, aad, buffer),
+        }
+    }
+}
+
+/// What opens a message's records; the counterpart of [`SealCipher`].
+enum OpenCipher {
+    V1(ReceiverCtx),
+    V2(MessageCipher),
+}
+
+impl OpenCipher {
+    fn open(
+        &mut self,
+        kind: u8,
+        index: u32,
+        aad: &[u8],
+        buffer: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), CryptoError> {
+        match self {
+            OpenCipher::V1(ctx) => {
+                let tag = hpke::aead::AeadTag::<Aead256>::from_bytes(tag)
+                    .map_err(|_| CryptoError::Tampered)?;
+                ctx.open_inout_detached(buffer.into(), aad, &tag)
+                    .map_err(|_| CryptoError::Tampered)
+            }
+            OpenCipher::V2(cipher) => cipher.open(kind, index, aad, buffer, tag),
+        }
+    }
+}
+
 /// Encrypts one message as it streams in. Holds at most one chunk of plaintext.
 pub struct MessageSealer {
-    ctx: SenderCtx,
+    cipher: SealCipher,
     aad: Aad,
     pending: Zeroizing<Vec<u8>>,
     next_index: u32,
@@ -130,7 +206,9 @@ pub struct MessageSealer {
 }
 
 impl MessageSealer {
-    /// Starts a message to `keys`' public key; the envelope is sealed at once.
+    /// Starts a message to `keys`' public key in format 1 (one HPKE setup, so one X25519 DH,
+    /// per message); the envelope is sealed at once. The service seals in format 2
+    /// ([`super::SealingEpochs::sealer`]); this writer stays as the reference for format 1.
     pub fn new(
         keys: &SealedKeyPair,
         mailbox: &MailboxId,
@@ -138,24 +216,63 @@ impl MessageSealer {
         envelope: &Envelope,
     ) -> Result<(SealedHeader, Self), CryptoError> {
         let public_key = keys.hpke_public_key()?;
-        let (encapped_key, mut ctx) = hpke::setup_sender::<Aead256, Kdf, Kem>(
+        let (encapped_key, ctx) = hpke::setup_sender::<Aead256, Kdf, Kem>(
             &OpModeS::Base,
             &public_key,
-            &info(mailbox, id),
+            &info(LABEL, mailbox, id),
         )
         .map_err(|_| CryptoError::Seal)?;
-        let mut aad = Aad::new(mailbox, id);
-        let envelope_json =
+        Self::start(
+            SealCipher::V1(ctx),
+            MessageFormat::V1,
+            encapped_key.to_bytes().to_vec(),
+            Aad::new(LABEL, mailbox, id),
+            envelope,
+        )
+    }
+
+    /// Starts a message in format 2, under a key derived from the epoch's secret.
+    pub(super) fn in_epoch(
+        secret: &EpochSecret,
+        encapped_key: &[u8],
+        mailbox: &MailboxId,
+        id: MessageId,
+        envelope: &Envelope,
+    ) -> Result<(SealedHeader, Self), CryptoError> {
+        Self::start(
+            SealCipher::V2(MessageCipher::derive(secret, mailbox, id)),
+            MessageFormat::V2,
+            encapped_key.to_vec(),
+            Aad::new(MESSAGE_LABEL, mailbox, id),
+            envelope,
+        )
+    }
+
+    fn start(
+        mut cipher: SealCipher,
+        format: MessageFormat,
+        encapped_key: Vec<u8>,
+        mut aad: Aad,
+        envelope: &Envelope,
+    ) -> Result<(SealedHeader, Self), CryptoError> {
+        let mut sealed_envelope =
             Zeroizing::new(serde_json::to_vec(envelope).map_err(|_| CryptoError::Seal)?);
-        let sealed_envelope = ctx
-            .seal(&envelope_json, aad.for_record(KIND_ENVELOPE, 0, true))
-            .map_err(|_| CryptoError::Seal)?;
+        let tag = cipher.seal(
+            KIND_ENVELOPE,
+            0,
+            aad.for_record(KIND_ENVELOPE, 0, true),
+            sealed_envelope.as_mut_slice(),
+        )?;
+        // Ciphertext now: no longer secret, so out of the wiping wrapper.
+        let mut sealed_envelope = std::mem::take(&mut *sealed_envelope);
+        sealed_envelope.extend_from_slice(&tag);
         let header = SealedHeader {
-            encapped_key: encapped_key.to_bytes().to_vec(),
+            format,
+            encapped_key,
             sealed_envelope,
         };
         let sealer = Self {
-            ctx,
+            cipher,
             aad,
             pending: Zeroizing::new(Vec::with_capacity(CHUNK_SIZE + TAG_SIZE)),
             next_index: 0,
@@ -200,29 +317,30 @@ impl MessageSealer {
         self.next_index = index.checked_add(1).ok_or(CryptoError::Seal)?;
         let aad = self.aad.for_record(KIND_BODY, index, last);
         let tag = self
-            .ctx
-            .seal_inout_detached(self.pending.as_mut_slice().into(), aad)
-            .map_err(|_| CryptoError::Seal)?;
+            .cipher
+            .seal(KIND_BODY, index, aad, self.pending.as_mut_slice())?;
         // Ciphertext now fills `pending`; hand it over and start a fresh buffer.
         let mut sealed = std::mem::replace(
             &mut *self.pending,
             Vec::with_capacity(if last { 0 } else { CHUNK_SIZE + TAG_SIZE }),
         );
-        sealed.extend_from_slice(&tag.to_bytes());
+        sealed.extend_from_slice(&tag);
         Ok(sealed)
     }
 }
 
 /// Decrypts one message chunk by chunk, in order.
 pub struct MessageOpener {
-    ctx: ReceiverCtx,
+    cipher: OpenCipher,
     aad: Aad,
     next_index: u32,
     chunk_count: u32,
 }
 
 impl MessageOpener {
-    /// Opens the envelope; body chunks follow through [`MessageOpener::open_next`].
+    /// Opens the envelope; body chunks follow through [`MessageOpener::open_next`]. Reads
+    /// either format. In format 2 the key remembers the last few epochs it opened, so the
+    /// messages of one epoch cost one DH together.
     /// `chunk_count` comes from the stored metadata; a wrong count makes the last-chunk flag
     /// disagree with what was sealed, so tampering with it fails authentication.
     pub fn new(
@@ -231,29 +349,48 @@ impl MessageOpener {
         header: &SealedHeader,
         chunk_count: u32,
     ) -> Result<(Envelope, Self), CryptoError> {
-        let encapped = <Kem as hpke::Kem>::EncappedKey::from_bytes(&header.encapped_key)
-            .map_err(|_| CryptoError::Tampered)?;
-        let mut ctx = hpke::setup_receiver::<Aead256, Kdf, Kem>(
-            &OpModeR::Base,
-            &key.private_key,
-            &encapped,
-            &info(&key.mailbox, id),
-        )
-        .map_err(|_| CryptoError::Tampered)?;
-        let mut aad = Aad::new(&key.mailbox, id);
-        let envelope_json = Zeroizing::new(
-            ctx.open(
-                &header.sealed_envelope,
-                aad.for_record(KIND_ENVELOPE, 0, true),
-            )
-            .map_err(|_| CryptoError::Tampered)?,
-        );
+        let (mut cipher, mut aad) = match header.format {
+            MessageFormat::V1 => {
+                let encapped = <Kem as hpke::Kem>::EncappedKey::from_bytes(&header.encapped_key)
+                    .map_err(|_| CryptoError::Tampered)?;
+                let ctx = hpke::setup_receiver::<Aead256, Kdf, Kem>(
+                    &OpModeR::Base,
+                    &key.private_key,
+                    &encapped,
+                    &info(LABEL, &key.mailbox, id),
+                )
+                .map_err(|_| CryptoError::Tampered)?;
+                (OpenCipher::V1(ctx), Aad::new(LABEL, &key.mailbox, id))
+            }
+            MessageFormat::V2 => {
+                let secret =
+                    key.epochs
+                        .secret(&key.private_key, &key.mailbox, &header.encapped_key)?;
+                (
+                    OpenCipher::V2(MessageCipher::derive(&secret, &key.mailbox, id)),
+                    Aad::new(MESSAGE_LABEL, &key.mailbox, id),
+                )
+            }
+        };
+        let sealed = &header.sealed_envelope;
+        let body_len = sealed
+            .len()
+            .checked_sub(TAG_SIZE)
+            .ok_or(CryptoError::Tampered)?;
+        let mut envelope_json = Zeroizing::new(sealed[..body_len].to_vec());
+        cipher.open(
+            KIND_ENVELOPE,
+            0,
+            aad.for_record(KIND_ENVELOPE, 0, true),
+            envelope_json.as_mut_slice(),
+            &sealed[body_len..],
+        )?;
         let envelope = serde_json::from_slice(&envelope_json).map_err(|_| CryptoError::Tampered)?;
         if chunk_count == 0 {
             return Err(CryptoError::Tampered);
         }
         let opener = Self {
-            ctx,
+            cipher,
             aad,
             next_index: 0,
             chunk_count,
@@ -272,13 +409,10 @@ impl MessageOpener {
             .len()
             .checked_sub(TAG_SIZE)
             .ok_or(CryptoError::Tampered)?;
-        let tag = hpke::aead::AeadTag::<Aead256>::from_bytes(&sealed[body_len..])
-            .map_err(|_| CryptoError::Tampered)?;
-        sealed.truncate(body_len);
+        let (body, tag) = sealed.split_at_mut(body_len);
         let aad = self.aad.for_record(KIND_BODY, index, last);
-        self.ctx
-            .open_inout_detached(sealed.as_mut_slice().into(), aad, &tag)
-            .map_err(|_| CryptoError::Tampered)?;
+        self.cipher.open(KIND_BODY, index, aad, body, tag)?;
+        sealed.truncate(body_len);
         self.next_index += 1;
         Ok(sealed)
     }
@@ -329,8 +463,16 @@ mod tests {
     /// Seals `body` fed in pieces of `piece` bytes; returns header, chunks and length.
     fn seal(body: &[u8], id: MessageId, piece: usize) -> (SealedHeader, Vec<Vec<u8>>, u64) {
         let f = fixture();
-        let (header, mut sealer) =
-            MessageSealer::new(&f.keys, &f.mailbox, id, &envelope()).unwrap();
+        let started = MessageSealer::new(&f.keys, &f.mailbox, id, &envelope()).unwrap();
+        seal_with(started, body, piece)
+    }
+
+    /// Feeds `body` to a started sealer in pieces of `piece` bytes.
+    fn seal_with(
+        (header, mut sealer): (SealedHeader, MessageSealer),
+        body: &[u8],
+        piece: usize,
+    ) -> (SealedHeader, Vec<Vec<u8>>, u64) {
         let mut chunks = Vec::new();
         for part in body.chunks(piece.max(1)) {
             sealer
@@ -353,7 +495,17 @@ mod tests {
         chunks: &[Vec<u8>],
     ) -> Result<Vec<u8>, CryptoError> {
         let key = fixture().keys.unseal(mailbox, &fixture().password)?;
-        let (env, mut opener) = MessageOpener::new(&key, id, header, chunks.len() as u32)?;
+        open_with(&key, id, header, chunks)
+    }
+
+    /// Opens one message with `key` and checks the envelope.
+    fn open_with(
+        key: &UnsealedKey,
+        id: MessageId,
+        header: &SealedHeader,
+        chunks: &[Vec<u8>],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let (env, mut opener) = MessageOpener::new(key, id, header, chunks.len() as u32)?;
         assert_eq!(env, envelope());
         let mut out = Vec::new();
         for c in chunks {
@@ -477,6 +629,7 @@ mod tests {
         let moved = UnsealedKey {
             private_key: key.private_key.clone(),
             mailbox: MailboxId::generate(),
+            epochs: Default::default(),
         };
         let result = MessageOpener::new(&moved, id, &header, chunks.len() as u32);
         assert!(matches!(result, Err(CryptoError::Tampered)));
@@ -525,6 +678,320 @@ mod tests {
                 at -= c.len();
             }
             prop_assert_eq!(open(&fixture().mailbox, id, &header, &chunks), Err(CryptoError::Tampered));
+        }
+    }
+
+    /// Format 2: messages sealed in mailbox epochs ([`crate::crypto::SealingEpochs`]).
+    mod format_2 {
+        use super::*;
+        use crate::crypto::{EpochLimits, SealingEpochs};
+
+        const T0: u64 = 1_700_000_000_000;
+
+        fn limits(max_messages: u32) -> EpochLimits {
+            EpochLimits {
+                max_age_ms: 60_000,
+                max_messages,
+            }
+        }
+
+        fn seal_v2(
+            epochs: &SealingEpochs,
+            body: &[u8],
+            id: MessageId,
+            piece: usize,
+            now: u64,
+        ) -> (SealedHeader, Vec<Vec<u8>>, u64) {
+            let f = fixture();
+            let started = epochs
+                .sealer(&f.keys, &f.mailbox, id, &envelope(), now)
+                .unwrap();
+            assert_eq!(started.0.format, MessageFormat::V2);
+            seal_with(started, body, piece)
+        }
+
+        /// A message as stored: id, header, chunks.
+        type Sealed = (MessageId, SealedHeader, Vec<Vec<u8>>);
+
+        /// Opens with one key for the whole list, as a POP3 session does.
+        fn open_all(key: &UnsealedKey, messages: &[Sealed]) -> Result<Vec<Vec<u8>>, CryptoError> {
+            messages
+                .iter()
+                .map(|(id, header, chunks)| open_with(key, *id, header, chunks))
+                .collect()
+        }
+
+        fn key() -> UnsealedKey {
+            let f = fixture();
+            f.keys.unseal(&f.mailbox, &f.password).unwrap()
+        }
+
+        /// A message of four chunks and another of the same epoch, for the tamper tests.
+        fn two_of_one_epoch() -> (Sealed, Sealed) {
+            let epochs = SealingEpochs::new(limits(10));
+            let body = body_of(3 * CHUNK_SIZE + 10, 4);
+            let (a, b) = (MessageId::generate(), MessageId::generate());
+            let (ha, ca, _) = seal_v2(&epochs, &body, a, CHUNK_SIZE, T0);
+            let (hb, cb, _) = seal_v2(&epochs, &body, b, CHUNK_SIZE, T0 + 1);
+            assert_eq!(ha.encapped_key, hb.encapped_key, "one epoch");
+            // Same body, same index, yet other ciphertext: each message has its own key (one
+            // shared key would reuse every nonce).
+            assert_ne!(ca[0][..CHUNK_SIZE], cb[0][..CHUNK_SIZE]);
+            ((a, ha, ca), (b, hb, cb))
+        }
+
+        #[test]
+        fn a_message_of_one_epoch_opens_and_its_records_stay_in_place() {
+            let ((a, ha, ca), (b, hb, cb)) = two_of_one_epoch();
+            let key = key();
+            let both = open_all(
+                &key,
+                &[(a, ha.clone(), ca.clone()), (b, hb.clone(), cb.clone())],
+            )
+            .unwrap();
+            assert_eq!(both[0], body_of(3 * CHUNK_SIZE + 10, 4));
+            assert_eq!(both[0], both[1]);
+
+            let open_a = |header: &SealedHeader, chunks: &[Vec<u8>]| {
+                open(&fixture().mailbox, a, header, chunks)
+            };
+            // A chunk of the other message of the same epoch, at the same index.
+            let mut mixed = ca.clone();
+            mixed[1] = cb[1].clone();
+            assert_eq!(open_a(&ha, &mixed), Err(CryptoError::Tampered));
+            // The other message's header (same encapsulated key, other sealed envelope).
+            assert_eq!(open_a(&hb, &ca), Err(CryptoError::Tampered));
+            // Truncated: the last chunk missing.
+            assert_eq!(open_a(&ha, &ca[..3]), Err(CryptoError::Tampered));
+            // Extended, reordered, flipped.
+            let mut longer = ca.clone();
+            longer.push(ca[1].clone());
+            assert_eq!(open_a(&ha, &longer), Err(CryptoError::Tampered));
+            let mut swapped = ca.clone();
+            swapped.swap(1, 2);
+            assert_eq!(open_a(&ha, &swapped), Err(CryptoError::Tampered));
+            let mut flipped = ca.clone();
+            flipped[0][3] ^= 0x10;
+            assert_eq!(open_a(&ha, &flipped), Err(CryptoError::Tampered));
+            let mut flipped = ha.clone();
+            flipped.encapped_key[0] ^= 1;
+            assert_eq!(open_a(&flipped, &ca), Err(CryptoError::Tampered));
+            // The whole message under another id.
+            assert_eq!(
+                open(&fixture().mailbox, MessageId::generate(), &ha, &ca),
+                Err(CryptoError::Tampered)
+            );
+            // Read as format 1, it does not open either.
+            let mut as_v1 = ha.clone();
+            as_v1.format = MessageFormat::V1;
+            assert_eq!(open_a(&as_v1, &ca), Err(CryptoError::Tampered));
+        }
+
+        #[test]
+        fn records_moved_to_another_mailbox_fail() {
+            let f = fixture();
+            let epochs = SealingEpochs::new(limits(10));
+            let body = body_of(2 * CHUNK_SIZE, 6);
+            let id = MessageId::generate();
+            let (header, chunks, _) = seal_v2(&epochs, &body, id, CHUNK_SIZE, T0);
+            // The same private key under another mailbox id: the epoch's HPKE info, the
+            // message key and the AAD all differ.
+            let other_mailbox = MailboxId::generate();
+            let moved = UnsealedKey {
+                private_key: key().private_key.clone(),
+                mailbox: other_mailbox.clone(),
+                epochs: Default::default(),
+            };
+            assert!(matches!(
+                MessageOpener::new(&moved, id, &header, chunks.len() as u32),
+                Err(CryptoError::Tampered)
+            ));
+            // A chunk of a message (same id, same index) sealed to another mailbox.
+            let password = MailboxPassword::generate();
+            let other_keys =
+                SealedKeyPair::generate(&other_mailbox, &password, KdfParams::insecure_for_tests())
+                    .unwrap();
+            let started = epochs
+                .sealer(&other_keys, &other_mailbox, id, &envelope(), T0)
+                .unwrap();
+            let (_, other_chunks, _) = seal_with(started, &body, CHUNK_SIZE);
+            let mut mixed = chunks.clone();
+            mixed[0] = other_chunks[0].clone();
+            assert_eq!(
+                open(&f.mailbox, id, &header, &mixed),
+                Err(CryptoError::Tampered)
+            );
+            assert_eq!(open(&f.mailbox, id, &header, &chunks).unwrap(), body);
+        }
+
+        #[test]
+        fn an_epoch_ends_after_its_message_limit_its_age_or_a_clock_going_back() {
+            let epochs = SealingEpochs::new(limits(3));
+            let encapped = |now| {
+                seal_v2(&epochs, b"x", MessageId::generate(), 1, now)
+                    .0
+                    .encapped_key
+            };
+            let first = encapped(T0);
+            assert_eq!(encapped(T0 + 1), first);
+            assert_eq!(encapped(T0 + 2), first);
+            let second = encapped(T0 + 3);
+            assert_ne!(second, first, "the fourth message starts a new epoch");
+            assert_eq!(encapped(T0 + 60_002), second, "59.999 s old: still live");
+            let third = encapped(T0 + 60_003);
+            assert_ne!(third, second, "60 s old: a new epoch");
+            assert_ne!(encapped(T0 + 60_002), third, "the clock went back");
+            assert_eq!(epochs.len(), 1, "one mailbox, one epoch");
+        }
+
+        #[test]
+        fn a_new_key_pair_starts_a_new_epoch() {
+            let f = fixture();
+            let epochs = SealingEpochs::new(limits(100));
+            let id = MessageId::generate();
+            let (before, _, _) = seal_v2(&epochs, b"old", id, 3, T0);
+            // The password was reset: same mailbox, new key pair.
+            let password = MailboxPassword::generate();
+            let reset =
+                SealedKeyPair::generate(&f.mailbox, &password, KdfParams::insecure_for_tests())
+                    .unwrap();
+            let started = epochs
+                .sealer(&reset, &f.mailbox, id, &envelope(), T0 + 1)
+                .unwrap();
+            let (after, chunks, _) = seal_with(started, b"new", 3);
+            assert_ne!(after.encapped_key, before.encapped_key);
+            let new_key = reset.unseal(&f.mailbox, &password).unwrap();
+            assert_eq!(
+                open_all(&new_key, &[(id, after.clone(), chunks.clone())]).unwrap(),
+                vec![b"new".to_vec()]
+            );
+            assert!(matches!(
+                open_all(&key(), &[(id, after, chunks)]),
+                Err(CryptoError::Tampered)
+            ));
+            // And back to the first key: not the epoch sealed to it before the reset.
+            let (again, _, _) = seal_v2(&epochs, b"x", MessageId::generate(), 1, T0 + 2);
+            assert_ne!(again.encapped_key, before.encapped_key);
+        }
+
+        #[test]
+        fn expire_drops_ended_epochs_only() {
+            let f = fixture();
+            let epochs = SealingEpochs::new(limits(100));
+            let other = MailboxId::generate();
+            let password = MailboxPassword::generate();
+            let other_keys =
+                SealedKeyPair::generate(&other, &password, KdfParams::insecure_for_tests())
+                    .unwrap();
+            seal_v2(&epochs, b"a", MessageId::generate(), 1, T0);
+            epochs
+                .sealer(
+                    &other_keys,
+                    &other,
+                    MessageId::generate(),
+                    &envelope(),
+                    T0 + 30_000,
+                )
+                .unwrap();
+            assert_eq!(epochs.len(), 2);
+            epochs.expire(T0 + 59_999);
+            assert_eq!(epochs.len(), 2);
+            epochs.expire(T0 + 60_000);
+            assert_eq!(epochs.len(), 1, "{} ended", f.mailbox);
+            epochs.expire(T0 + 90_000);
+            assert!(epochs.is_empty());
+        }
+
+        #[test]
+        fn a_reader_decapsulates_once_per_epoch() {
+            let epochs = SealingEpochs::new(limits(2));
+            let messages: Vec<_> = (0..5)
+                .map(|i| {
+                    let id = MessageId::generate();
+                    let (h, c, _) = seal_v2(&epochs, &body_of(100, i), id, 7, T0 + u64::from(i));
+                    (id, h, c)
+                })
+                .collect();
+            let key = key();
+            let bodies = open_all(&key, &messages).unwrap();
+            assert_eq!(bodies[4], body_of(100, 4));
+            assert_eq!(key.epochs.len(), 3, "epochs of 2 + 2 + 1 messages");
+            // Cached or not, the result is the same (and a second pass uses the cache).
+            assert_eq!(open_all(&key, &messages).unwrap(), bodies);
+            assert_eq!(key.epochs.len(), 3);
+        }
+
+        /// Written by format 1 before format 2 existed (the sealer then was the one that
+        /// `MessageSealer::new` still is); a throwaway key pair with test KDF parameters.
+        #[test]
+        fn a_fixed_format_1_message_still_opens() {
+            let mailbox = MailboxId::parse("mbx-9d9d921c100db32a2961945110bcc0f9").unwrap();
+            let password =
+                MailboxPassword::from_user_input("UANU-M4QA-CFYU-OYPT-YJNH-KHKV-5K7P-AF3S");
+            let keys: SealedKeyPair = serde_json::from_str(
+                r#"{"format":1,"suite":"DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM","public_key":"f35691af65b5e9aabd5bfd74d36ff716d806686d211512614ff935caa3576939","kdf":{"m_cost_kib":64,"t_cost":1,"p_cost":1},"salt":"335e39b63c357fc8aa56a3d040c20ef2","nonce":"fb819cad5a033fa316778b33991dcfb1a62c01d876e4410e","sealed_private_key":"3000f597a055ccf6f875afa8ac68809db2ad0fdb5db333ae089d43daa4190845c3c25d77a844e86358eb59048f325bfc"}"#,
+            )
+            .unwrap();
+            let hex = |s: &str| data_encoding::HEXLOWER.decode(s.as_bytes()).unwrap();
+            let id = MessageId::from_hex("a012ffdb1d74e1f30b1b6f8c4b84903d").unwrap();
+            let header = SealedHeader {
+                format: MessageFormat::V1,
+                encapped_key: hex("a5774df28c9b34fa095bb7ce0946c4c7b6f5630ee30e31e58932d043f00ae03b"),
+                sealed_envelope: hex("806b04276d59dc9937cea760526cc8faaea0acd4cb1efe2dd1134e5862a001212626d7f29c454f93c65663b6ee9dd9200967cb540a7ae7db970ead3a38367f8db6d759c08f3275165db7ed"),
+            };
+            let chunk = hex("e18d33320aa6099693cd57264a93e60c4fa054c5acefbe20744ed82f78f541cb708418a40bedd0ca5a262e3471bde69809929fb8");
+            let key = keys.unseal(&mailbox, &password).unwrap();
+            let (env, mut opener) = MessageOpener::new(&key, id, &header, 1).unwrap();
+            assert_eq!(env.mail_from, "old@example.org");
+            assert_eq!(env.rcpt_to, vec!["a@example.com".to_owned()]);
+            assert_eq!(
+                opener.open_next(chunk.clone()).unwrap(),
+                b"Subject: v1\r\n\r\nwritten by format 1\r\n"
+            );
+            assert!(opener.is_complete());
+            // Bound to its format: read as format 2 it fails.
+            let as_v2 = SealedHeader {
+                format: MessageFormat::V2,
+                ..header
+            };
+            assert!(matches!(
+                MessageOpener::new(&key, id, &as_v2, 1),
+                Err(CryptoError::Tampered)
+            ));
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+            /// Any bodies, any split into pushes, any number of messages in one epoch or across
+            /// epoch boundaries (by count and by time), opened in order by one key.
+            #[test]
+            fn round_trip_any_messages_across_epochs(
+                messages in proptest::collection::vec(
+                    (prop_oneof![
+                        0usize..300,
+                        (CHUNK_SIZE - 2)..(CHUNK_SIZE + 3),
+                        0usize..(2 * CHUNK_SIZE + 100),
+                    ], 1usize..100_000, any::<u8>(), 0u64..40_000),
+                    1..8,
+                ),
+                max_messages in 1u32..5,
+            ) {
+                let epochs = SealingEpochs::new(limits(max_messages));
+                let mut now = T0;
+                let mut sealed = Vec::new();
+                let mut bodies = Vec::new();
+                for (len, piece, seed, step) in messages {
+                    now += step;
+                    let body = body_of(len, seed);
+                    let id = MessageId::generate();
+                    let (header, chunks, plen) = seal_v2(&epochs, &body, id, piece, now);
+                    prop_assert_eq!(plen, len as u64);
+                    sealed.push((id, header, chunks));
+                    bodies.push(body);
+                }
+                prop_assert_eq!(open_all(&key(), &sealed).unwrap(), bodies);
+            }
         }
     }
 }

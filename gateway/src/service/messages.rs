@@ -242,7 +242,9 @@ impl Gateway {
             let record = snapshot.mailbox(mailbox)?;
             let record = accepts_mail(mailbox, record.as_ref())?;
             let id = MessageId::generate();
-            let (header, sealer) = MessageSealer::new(&record.keys, mailbox, id, envelope)
+            let (header, sealer) = self
+                .epochs
+                .sealer(&record.keys, mailbox, id, envelope, self.now())
                 .map_err(ServiceError::Crypto)?;
             copies.push(DraftCopy {
                 mailbox: mailbox.clone(),
@@ -366,6 +368,32 @@ impl Gateway {
             tracing::debug!(mailbox = %message.mailbox, seq = message.seq, size = message.size, "message stored");
         }
         Ok((stored, committed.durable))
+    }
+
+    /// Drops the sealing epochs that have ended every `period` until shutdown, so an epoch's
+    /// secret leaves memory soon after the epoch even when no more mail comes.
+    pub async fn expire_epochs(
+        self,
+        period: std::time::Duration,
+        mut shutdown: crate::net::ShutdownSignal,
+    ) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let sweep = async {
+            loop {
+                ticks.tick().await;
+                self.epochs.expire(self.now());
+            }
+        };
+        tokio::select! {
+            () = sweep => {}
+            () = shutdown.triggered() => {}
+        }
+    }
+
+    /// Sealing epochs held now (ended ones until [`Gateway::expire_epochs`] drops them).
+    pub fn sealing_epochs(&self) -> usize {
+        self.epochs.len()
     }
 
     /// Whether the POP3 proxy already stored a copy of this upstream message.
@@ -656,6 +684,100 @@ mod tests {
         let key_a = gw.unseal(&a.info.id, &a.password).unwrap();
         let seq_b = gw.list_messages(&b.info.id).unwrap()[0].seq;
         assert!(gw.open_message(&key_a, seq_b).is_err());
+    }
+
+    async fn deliver(gw: &Gateway, id: &MailboxId, body: &[u8]) -> u64 {
+        let mut draft = gw
+            .begin_message(std::slice::from_ref(id), &envelope())
+            .unwrap();
+        draft.write(body).unwrap();
+        gw.commit(draft).await.unwrap().0[0].seq
+    }
+
+    fn header(gw: &Gateway, id: &MailboxId, seq: u64) -> SealedHeader {
+        let record = gw.store().read().unwrap().message(id, seq).unwrap();
+        record.unwrap().header
+    }
+
+    #[tokio::test]
+    async fn new_mail_is_sealed_in_epochs_and_format_1_mail_still_reads() {
+        use crate::crypto::MessageFormat;
+        use crate::store::MailboxStatus;
+        let (_dir, gw) = gateway();
+        let created = gw.create_mailbox("m", "").await.unwrap();
+        let id = created.info.id.clone();
+
+        // A format 1 message, as a gateway before format 2 stored it.
+        let keys = gw
+            .store()
+            .read()
+            .unwrap()
+            .mailbox(&id)
+            .unwrap()
+            .unwrap()
+            .keys;
+        let old_id = MessageId::generate();
+        let (old_header, mut sealer) = MessageSealer::new(&keys, &id, old_id, &envelope()).unwrap();
+        let mut chunks = Vec::new();
+        sealer
+            .push(b"old mail", &mut |c| {
+                chunks.push(c);
+                Ok::<_, CryptoError>(())
+            })
+            .unwrap();
+        let (last, size, chunk_count) = sealer.finish().unwrap();
+        chunks.push(last);
+        let target = id.clone();
+        let old_seq = gw
+            .store()
+            .write(move |t| {
+                for (index, chunk) in chunks.iter().enumerate() {
+                    txn::put_chunk(t, old_id, index as u32, chunk)?;
+                }
+                let seq = txn::next_seq(t)?;
+                let record = MessageRecord {
+                    id: old_id,
+                    received_at: 1,
+                    size,
+                    chunk_count,
+                    header: old_header.clone(),
+                };
+                txn::put_message(t, &target, seq, &record)?;
+                Ok(seq)
+            })
+            .await
+            .unwrap()
+            .value;
+
+        let a = deliver(&gw, &id, b"first").await;
+        let b = deliver(&gw, &id, b"second").await;
+        let (ha, hb) = (header(&gw, &id, a), header(&gw, &id, b));
+        assert_eq!(header(&gw, &id, old_seq).format, MessageFormat::V1);
+        assert_eq!(
+            (ha.format, hb.format),
+            (MessageFormat::V2, MessageFormat::V2)
+        );
+        assert_eq!(ha.encapped_key, hb.encapped_key, "one epoch");
+        assert_eq!(gw.sealing_epochs(), 1);
+
+        let key = gw.unseal(&id, &created.password).unwrap();
+        let bodies: Vec<Vec<u8>> = [old_seq, a, b]
+            .iter()
+            .map(|&seq| gw.read_message(&key, seq).unwrap().1)
+            .collect();
+        assert_eq!(bodies, [&b"old mail"[..], b"first", b"second"]);
+
+        // A password reset (suspended, empty) gives a new key pair: the next message is
+        // sealed to it, in a new epoch, and opens with the new password only.
+        let _durable = gw.remove_messages(&id, &[old_seq, a, b]).await.unwrap();
+        gw.set_status(&id, MailboxStatus::Suspended).await.unwrap();
+        let reset = gw.reset_password(&id).await.unwrap();
+        gw.set_status(&id, MailboxStatus::Active).await.unwrap();
+        let c = deliver(&gw, &id, b"after reset").await;
+        assert_ne!(header(&gw, &id, c).encapped_key, ha.encapped_key);
+        let new_key = gw.unseal(&id, &reset.password).unwrap();
+        assert_eq!(gw.read_message(&new_key, c).unwrap().1, b"after reset");
+        assert!(gw.read_message(&key, c).is_err());
     }
 
     #[tokio::test]

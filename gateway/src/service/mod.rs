@@ -40,7 +40,7 @@ pub use sessions::{Session, SessionPolicy, SessionToken, Sessions, DEFAULT_SESSI
 pub use stats::ServiceStats;
 
 use crate::config::Config;
-use crate::crypto::KdfParams;
+use crate::crypto::{KdfParams, SealingEpochs};
 use crate::metrics::Metrics;
 use crate::settings::EmailDomain;
 use crate::store::{DataDirVolume, Space, Store, StoreOptions};
@@ -56,6 +56,10 @@ pub fn system_clock() -> Clock {
             .unwrap_or(0)
     })
 }
+
+/// How often ended sealing epochs are dropped ([`Gateway::expire_epochs`]): an epoch's
+/// secret stays in memory at most this long after [`crate::crypto::EPOCH_MAX_AGE_MS`].
+pub const EPOCH_SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// File name of the store inside the data directory.
 pub const STORE_FILE: &str = "gateway.redb";
@@ -115,6 +119,8 @@ pub struct Gateway {
     sessions: Arc<Sessions>,
     /// This gateway's metrics: the front ends count through it, the store reports commits.
     metrics: Metrics,
+    /// Each mailbox's current sealing epoch: one HPKE setup per epoch, not per message.
+    epochs: Arc<SealingEpochs>,
 }
 
 impl Gateway {
@@ -131,6 +137,7 @@ impl Gateway {
             intake: Arc::default(),
             admin: Arc::default(),
             sessions: Arc::default(),
+            epochs: Arc::default(),
         }
     }
 

@@ -217,7 +217,8 @@ impl Store {
                         );
                     }
                     // → 4, and every new store: the administrator account, with the initial
-                    // password that is good only to set a new one.
+                    // password that is good only to set a new one. (→ 5 changes nothing
+                    // stored: format 1 messages stay as they are and readable.)
                     let mut admin = txn.open_table(ADMIN)?;
                     if admin.get(ADMIN_ACCOUNT)?.is_none() {
                         admin.insert(ADMIN_ACCOUNT, AdminRecord::initial().encode().as_slice())?;
@@ -754,7 +755,10 @@ mod tests {
             Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
         let snapshot = store.read().unwrap();
         let meta = snapshot.txn.open_table(META).unwrap();
-        assert_eq!(meta.get(META_SCHEMA_VERSION).unwrap().unwrap().value(), 4);
+        assert_eq!(
+            meta.get(META_SCHEMA_VERSION).unwrap().unwrap().value(),
+            SCHEMA_VERSION
+        );
         assert_eq!(snapshot.admin().unwrap(), AdminRecord::initial());
         assert!(snapshot.api_keys().unwrap().is_empty());
         assert_eq!(

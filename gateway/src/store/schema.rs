@@ -5,13 +5,15 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::crypto::{MessageId, SealedHeader, SealedKeyPair};
+use crate::crypto::{MessageFormat, MessageId, SealedHeader, SealedKeyPair};
 use crate::mailbox::MailboxId;
 
 /// 1: mailboxes, messages, chunks. 2: adds [`RETRIEVED`] (proxy mode). 3: [`RETRIEVED`] keys
 /// are HMACs under a secret outside the store (the unkeyed ones of 2 are dropped). 4: adds
-/// [`ADMIN`] (starting with the initial password) and [`API_KEYS`].
-pub const SCHEMA_VERSION: u64 = 4;
+/// [`ADMIN`] (starting with the initial password) and [`API_KEYS`]. 5: [`MessageRecord`]s
+/// of format 2 ([`MessageFormat::V2`]); nothing to migrate, but a build that knows only 4
+/// refuses the store instead of calling new messages corrupt.
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// Store-wide counters and the schema version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -184,13 +186,20 @@ pub struct MessageRecord {
     pub header: SealedHeader,
 }
 
-const MESSAGE_RECORD_VERSION: u8 = 1;
+/// A record's first byte: its layout version, which is also the message's sealing format
+/// (the layout is the same for both).
+fn record_version(format: MessageFormat) -> u8 {
+    match format {
+        MessageFormat::V1 => 1,
+        MessageFormat::V2 => 2,
+    }
+}
 
 impl MessageRecord {
     pub fn encode(&self) -> Vec<u8> {
         let h = &self.header;
         let mut out = Vec::with_capacity(48 + h.encapped_key.len() + h.sealed_envelope.len());
-        out.push(MESSAGE_RECORD_VERSION);
+        out.push(record_version(h.format));
         out.extend_from_slice(&self.id.0);
         out.extend_from_slice(&self.received_at.to_be_bytes());
         out.extend_from_slice(&self.size.to_be_bytes());
@@ -205,9 +214,11 @@ impl MessageRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         let bad = || StoreError::Corrupt("message record".into());
         let mut r = Reader(bytes);
-        if r.take(1).ok_or_else(bad)? != [MESSAGE_RECORD_VERSION] {
-            return Err(bad());
-        }
+        let format = match r.take(1).ok_or_else(bad)? {
+            [1] => MessageFormat::V1,
+            [2] => MessageFormat::V2,
+            _ => return Err(bad()),
+        };
         let id = MessageId(r.array().ok_or_else(bad)?);
         let received_at = u64::from_be_bytes(r.array().ok_or_else(bad)?);
         let size = u64::from_be_bytes(r.array().ok_or_else(bad)?);
@@ -223,6 +234,7 @@ impl MessageRecord {
             size,
             chunk_count,
             header: SealedHeader {
+                format,
                 encapped_key,
                 sealed_envelope,
             },
@@ -261,13 +273,41 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A record as format 1 wrote it (before format 2 existed): version 1, id, time, size,
+    /// count, then the two length-prefixed fields.
+    #[test]
+    fn records_written_before_format_2_still_decode_as_format_1() {
+        let mut bytes = vec![1u8];
+        bytes.extend_from_slice(&[7; 16]);
+        bytes.extend_from_slice(&5u64.to_be_bytes());
+        bytes.extend_from_slice(&10u64.to_be_bytes());
+        bytes.extend_from_slice(&1u32.to_be_bytes());
+        bytes.extend_from_slice(&32u32.to_be_bytes());
+        bytes.extend_from_slice(&[0xEE; 32]);
+        bytes.extend_from_slice(&3u32.to_be_bytes());
+        bytes.extend_from_slice(b"env");
+        let record = MessageRecord::decode(&bytes).unwrap();
+        assert_eq!(record.header.format, MessageFormat::V1);
+        assert_eq!(record.header.encapped_key, vec![0xEE; 32]);
+        assert_eq!(record.encode(), bytes, "re-encoded unchanged");
+        bytes[0] = 2;
+        assert_eq!(
+            MessageRecord::decode(&bytes).unwrap().header.format,
+            MessageFormat::V2
+        );
+        bytes[0] = 3;
+        assert!(MessageRecord::decode(&bytes).is_err(), "an unknown format");
+    }
+
     proptest! {
         #[test]
         fn message_records_round_trip(id: [u8; 16], at: u64, size: u64, count: u32,
+                                      v2: bool,
                                       enc in proptest::collection::vec(any::<u8>(), 0..64),
                                       env in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let format = if v2 { MessageFormat::V2 } else { MessageFormat::V1 };
             let rec = MessageRecord { id: MessageId(id), received_at: at, size, chunk_count: count,
-                header: SealedHeader { encapped_key: enc, sealed_envelope: env } };
+                header: SealedHeader { format, encapped_key: enc, sealed_envelope: env } };
             prop_assert_eq!(MessageRecord::decode(&rec.encode()).unwrap(), rec);
         }
 

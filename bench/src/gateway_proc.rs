@@ -143,6 +143,25 @@ pub fn child_main(config_path: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// Set to a command line (`perf record -g -o gw.perf`, `valgrind --tool=massif`) to run
+/// the gateway child under it, for profiles of the gateway alone.
+pub const CHILD_WRAPPER_VAR: &str = "BENCH_GATEWAY_WRAPPER";
+
+/// The command that starts the child: this executable, or the wrapper running it.
+fn child_command() -> anyhow::Result<Command> {
+    let exe = std::env::current_exe()?;
+    let wrapper = std::env::var(CHILD_WRAPPER_VAR).unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    Ok(match words.next() {
+        None => Command::new(exe),
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(exe);
+            command
+        }
+    })
+}
+
 /// A running gateway child.
 pub struct GatewayProcess {
     child: Child,
@@ -171,7 +190,7 @@ impl GatewayProcess {
         std::fs::create_dir_all(data_dir)?;
         let config_path = data_dir.join("bench-gateway.toml");
         std::fs::write(&config_path, config.to_toml_string())?;
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut child = child_command()?
             .arg(CHILD_FLAG)
             .arg(&config_path)
             .stdin(Stdio::piped())

@@ -178,7 +178,7 @@ pub fn tls_client(target: &TlsTarget) -> anyhow::Result<TlsClient> {
 
 /// A connection to `addr` (TCP_NODELAY: requests go out at once), TLS first with `tls`.
 /// No time limit on any step: the runners have their own.
-pub(crate) async fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> anyhow::Result<Conn> {
+pub async fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> anyhow::Result<Conn> {
     let tcp = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect to {addr}"))?;

@@ -67,6 +67,7 @@
 //! the [`store::Durable`] proof the session needs before it may acknowledge the message.
 #![forbid(unsafe_code)]
 
+mod allocator;
 pub mod api;
 pub mod backup;
 pub mod check;

@@ -156,8 +156,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::hardening::disable_core_dumps_and_ptrace()
                 .context("cannot protect the process's memory")?;
             tracing::info!("core dumps and debugger attachment disabled");
+            open_files(config.limits.max_connections);
             serve::run(config, cli.data_dir, settings_file, log)
         }
+    }
+}
+
+/// Raises the open-files limit as far as allowed, and says when it is still below what
+/// `max_connections` may need (a connection refused with EMFILE is a client refused).
+fn open_files(max_connections: u32) {
+    let needed = crate::net::descriptors_needed(max_connections);
+    match crate::net::raise_open_files_limit() {
+        Ok(limits) if limits.suffices(needed) => {
+            tracing::info!(before = limits.before, now = limits.now, "open files limit");
+        }
+        Ok(limits) => tracing::warn!(
+            limit = limits.now,
+            needed,
+            "the open files limit is below what [limits] max_connections may use; raise the \
+             hard limit (systemd: LimitNOFILE) or lower max_connections"
+        ),
+        Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
     }
 }
 

@@ -13,13 +13,16 @@
 //! driver's stall time counts as a lost connection, so a peer that stops reading cannot hold
 //! a session open. [`Driver::next_event`] is cancel-safe: the relay selects over two of them.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use tokio_rustls::TlsAcceptor;
 
@@ -183,13 +186,48 @@ impl<E> Outbox<E> {
     }
 }
 
+/// Most bytes one read takes.
+pub const MAX_READ: usize = 64 * 1024;
+/// A transmit buffer that grew past this (a large reply, a message being relayed) is
+/// released when the connection waits on its peer.
+const KEPT_TRANSMIT: usize = 16 * 1024;
+
+thread_local! {
+    /// The read buffer of every connection this thread polls. A connection waiting for its
+    /// peer holds no read buffer of its own: an idle session costs its state, not 64 KiB.
+    /// Reads land here and go to the machine in the same poll, so no connection ever sees
+    /// another's bytes; input that may hold credentials is wiped after the machine took it.
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_READ].into_boxed_slice());
+}
+
+/// Reads up to `limit` bytes into this thread's [`READ_BUFFER`]; [`with_read`] hands them
+/// out. Cancel-safe: a read that is not ready took nothing.
+fn read_shared<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: usize,
+) -> impl Future<Output = std::io::Result<usize>> + '_ {
+    std::future::poll_fn(move |cx| {
+        READ_BUFFER.with_borrow_mut(|buffer| {
+            let mut read = ReadBuf::new(&mut buffer[..limit]);
+            std::task::ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+            Poll::Ready(Ok(read.filled().len()))
+        })
+    })
+}
+
+/// Runs `f` on the `n` bytes [`read_shared`] just read on this thread.
+fn with_read<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUFFER.with_borrow_mut(|buffer| f(&mut buffer[..n]))
+}
+
 type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 type Observer = Box<dyn FnMut(&[u8]) + Send>;
 
 /// Owns one connection's socket and buffers and runs machines over it.
 pub struct Driver<S> {
     stream: S,
-    read_buffer: Box<[u8]>,
+    /// Most bytes one read takes (of the thread's [`READ_BUFFER`]).
+    read_limit: usize,
     transmit: Vec<u8>,
     /// How much of `transmit` is already written (a cancelled write resumes here).
     written: usize,
@@ -207,12 +245,12 @@ impl<S> Driver<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    /// A driver reading up to `read_buffer` bytes at a time, whose writes fail after
-    /// `stall` without progress.
+    /// A driver reading up to `read_buffer` bytes at a time (at most [`MAX_READ`]), whose
+    /// writes fail after `stall` without progress.
     pub fn new(stream: S, read_buffer: usize, stall: Duration) -> Self {
         Self {
             stream,
-            read_buffer: vec![0; read_buffer].into_boxed_slice(),
+            read_limit: read_buffer.clamp(1, MAX_READ),
             transmit: Vec::new(),
             written: 0,
             stall,
@@ -369,17 +407,25 @@ where
                         std::future::pending::<()>().await;
                     }
                 };
+                if self.transmit.capacity() > KEPT_TRANSMIT {
+                    // About to wait on the peer: a large reply's buffer is not kept idle.
+                    self.transmit = Vec::new();
+                }
                 tokio::select! {
-                    read = self.stream.read(&mut self.read_buffer), if wants_input => Woke::Read(read),
+                    read = read_shared(&mut self.stream, self.read_limit), if wants_input => Woke::Read(read),
                     () = timer => Woke::Timer,
                     () = shutdown => Woke::Shutdown,
                     () = interrupted => Woke::Interrupted,
                 }
             };
             match woke {
+                // No await from here until the input is handled: what was read is still in
+                // this thread's READ_BUFFER, which the next poll of any connection reuses.
                 Woke::Read(read) => {
                     if interruptible && !interrupt.admit_input() {
-                        self.read_buffer.fill(0);
+                        if let Ok(n) = read {
+                            with_read(n, zeroize::Zeroize::zeroize);
+                        }
                         return Next::Interrupted;
                     }
                     match read {
@@ -387,11 +433,13 @@ where
                         Ok(n) => {
                             let now = self.now();
                             let credentials = machine.may_receive_credentials();
-                            machine.handle_input(&self.read_buffer[..n], now);
-                            if credentials {
-                                // The read may have carried a password: no copy stays here.
-                                zeroize::Zeroize::zeroize(&mut self.read_buffer[..n]);
-                            }
+                            with_read(n, |input| {
+                                machine.handle_input(input, now);
+                                if credentials {
+                                    // The read may have carried a password: no copy stays.
+                                    zeroize::Zeroize::zeroize(input);
+                                }
+                            });
                         }
                     }
                 }

@@ -7,6 +7,7 @@ mod admit;
 pub mod driver;
 mod limits;
 mod listener;
+mod open_files;
 pub(crate) mod protocol_server;
 mod session;
 mod shutdown;
@@ -20,6 +21,7 @@ pub use limits::{
     ConnectionLimits, ConnectionPermit, ConnectionPolicy, LimitExceeded, DEFAULT_WRITE_TIMEOUT,
 };
 pub use listener::{Listener, SocketOptions, TcpListener};
+pub use open_files::{descriptors_needed, raise_open_files_limit, OpenFiles};
 pub use protocol_server::{Admitted, ProtocolServer};
 pub use session::{session_id, session_span};
 pub use shutdown::{Shutdown, ShutdownSignal, DEFAULT_SHUTDOWN_GRACE};

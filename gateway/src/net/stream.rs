@@ -116,7 +116,9 @@ where
     R: AsyncRead + Unpin + ?Sized,
 {
     use tokio::io::AsyncReadExt;
-    let mut buffer = [0u8; 16 * 1024];
+    // On the heap, only while lingering: an array here would sit in every session's future
+    // (the future holds the largest state of all its awaits) for the session's whole life.
+    let mut buffer = vec![0u8; 16 * 1024];
     let mut total = 0;
     let drain = async {
         while total < LINGER_BYTES {

@@ -150,6 +150,15 @@ impl<C: Connector> ProtocolServer for SmtpServer<C> {
     }
 }
 
+/// Closes a proxy leg, on the heap: inline, the upstream QUIT's state would sit in every
+/// session's future, proxied or not.
+fn close_boxed<C: Connector>(
+    leg: SmtpLeg<C>,
+    upstreams: &Upstreams<C>,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + '_>> {
+    Box::pin(leg.close(upstreams))
+}
+
 /// A message being received: the draft, or why there is none (its recipients vanished or
 /// the spool failed), which the commit then reports.
 enum Draft {
@@ -208,7 +217,10 @@ where
                     self.report_draft_failure();
                     self.relay_body(&bytes).await;
                 }
-                Event::MessageEnd if self.leg.is_some() => self.finish_proxied().await,
+                // Boxed below: the proxy's and STARTTLS's states are large and rare, and
+                // inline they would sit in every session's future (which is as large as
+                // the largest state of all its awaits) for the session's whole life.
+                Event::MessageEnd if self.leg.is_some() => Box::pin(self.finish_proxied()).await,
                 Event::MessageEnd => {
                     let result = self.commit().await;
                     if let Some(session) = self.machine.session() {
@@ -222,22 +234,24 @@ where
                     // the connection before the final dot.
                     if let Some(leg) = self.leg.take() {
                         if let Some(upstreams) = &self.server.upstreams {
-                            leg.close(upstreams).await;
+                            close_boxed(leg, upstreams).await;
                         }
                         self.upstream_failed(upstream_gone_reply());
                     }
                 }
-                Event::ProxyLogin(credentials) => match self.proxy_login(credentials).await {
-                    Ok(()) => self.machine.login_accepted(),
-                    Err(failure) => {
-                        if let Some(session) = self.machine.session() {
-                            session.auth_failed(failure);
+                Event::ProxyLogin(credentials) => {
+                    match Box::pin(self.proxy_login(credentials)).await {
+                        Ok(()) => self.machine.login_accepted(),
+                        Err(failure) => {
+                            if let Some(session) = self.machine.session() {
+                                session.auth_failed(failure);
+                            }
                         }
                     }
-                },
-                Event::Upstream(command) => self.relay_command(command).await,
+                }
+                Event::Upstream(command) => Box::pin(self.relay_command(command)).await,
                 Event::StartTls => {
-                    if !self.start_tls().await {
+                    if !Box::pin(self.start_tls()).await {
                         return;
                     }
                 }
@@ -277,7 +291,7 @@ where
 
     async fn close_leg(&mut self) {
         if let (Some(leg), Some(upstreams)) = (self.leg.take(), &self.server.upstreams) {
-            leg.close(upstreams).await;
+            close_boxed(leg, upstreams).await;
         }
     }
 

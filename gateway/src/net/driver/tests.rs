@@ -21,6 +21,8 @@ struct Echo {
     shutdowns: u32,
     /// Holds off the shell's interrupt.
     uninterruptible: bool,
+    /// Input may carry a password.
+    credentials: bool,
 }
 
 impl Echo {
@@ -114,6 +116,10 @@ impl Machine for Echo {
 
     fn interruptible(&self) -> bool {
         !self.uninterruptible
+    }
+
+    fn may_receive_credentials(&self) -> bool {
+        self.credentials
     }
 }
 
@@ -401,4 +407,87 @@ proptest::proptest! {
         }
         proptest::prop_assert_eq!(seen, expected);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_polled_on_one_thread_see_only_their_own_input() {
+    // Both drivers share this thread's read buffer (a current-thread runtime).
+    let (mut a, mut peer_a) = pair(4096);
+    let (mut b, mut peer_b) = pair(4096);
+    let mut echo_a = Echo::started(now());
+    let mut echo_b = Echo::started(now());
+    let feed = async {
+        for i in 0..50 {
+            peer_a
+                .write_all(format!("a{i}\r\n").as_bytes())
+                .await
+                .unwrap();
+            peer_b
+                .write_all(format!("b{i}-longer\r\n").as_bytes())
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+        }
+        peer_a.write_all(b"quit\r\n").await.unwrap();
+        peer_b.write_all(b"quit\r\n").await.unwrap();
+        (read_all(&mut peer_a).await, read_all(&mut peer_b).await)
+    };
+    let run_a = async {
+        assert_eq!(a.next_event(&mut echo_a).await, Next::Closed);
+        drop(a);
+    };
+    let run_b = async {
+        assert_eq!(b.next_event(&mut echo_b).await, Next::Closed);
+        drop(b);
+    };
+    let ((got_a, got_b), (), ()) = tokio::join!(feed, run_a, run_b);
+    let want = |prefix: &str, suffix: &str| {
+        let mut text: String = (0..50)
+            .map(|i| format!("ok {prefix}{i}{suffix}\r\n"))
+            .collect();
+        text.push_str("bye\r\n");
+        text
+    };
+    assert_eq!(got_a, want("a", ""));
+    assert_eq!(got_b, want("b", "-longer"));
+}
+
+/// Whether this thread's read buffer still holds `needle`.
+fn read_buffer_holds(needle: &[u8]) -> bool {
+    READ_BUFFER.with_borrow(|buffer| buffer.windows(needle.len()).any(|w| w == needle))
+}
+
+#[tokio::test(start_paused = true)]
+async fn input_that_may_carry_credentials_is_wiped_from_the_read_buffer() {
+    for credentials in [false, true] {
+        let (mut driver, mut peer) = pair(4096);
+        let mut echo = Echo {
+            credentials,
+            ..Echo::started(now())
+        };
+        peer.write_all(b"hunter2-secret\r\nask\r\n").await.unwrap();
+        assert_eq!(driver.next_event(&mut echo).await, Next::Event("ask"));
+        // Without the flag the bytes stay (so this test can fail); with it, they are gone.
+        assert_eq!(read_buffer_holds(b"hunter2-secret"), !credentials);
+        with_read(MAX_READ, |buffer| buffer.fill(0));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_transmit_buffer_is_released_while_waiting_for_the_peer() {
+    let (mut driver, mut peer) = pair(64 * 1024);
+    let mut echo = Echo::started(now());
+    let long = "x".repeat(2 * KEPT_TRANSMIT);
+    peer.write_all(format!("{long}\r\nask\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(driver.next_event(&mut echo).await, Next::Event("ask"));
+    echo.answer("answered");
+    // The echo went out with the answer; the driver now waits on the peer.
+    let waiting = tokio::time::timeout(Duration::from_secs(1), driver.next_event(&mut echo)).await;
+    assert!(waiting.is_err(), "nothing more to do but wait");
+    assert_eq!(driver.transmit.capacity(), 0);
+    let mut echoed = vec![0; long.len() + 5];
+    peer.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed[3..long.len() + 3], long.as_bytes());
 }

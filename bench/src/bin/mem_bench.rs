@@ -1,0 +1,330 @@
+//! Session memory: what idle connections cost the gateway, and whether memory comes back
+//! after a flood.
+//!
+//! `cargo run --release -p bench --bin mem_bench [-- --sessions 10000 --flood 1000]`
+//!
+//! One gateway child (fresh data directory), measured from outside through
+//! `/proc/<pid>/status` (VmRSS), in this order:
+//! 1. fresh: after a short warm-up (a few messages, so threads and the store are up);
+//! 2. `--sessions` idle plaintext SMTP sessions (greeting read), then closed;
+//! 3. the same number of idle implicit-TLS sessions (handshake done, greeting read), closed;
+//! 4. a flood: `--flood` concurrent sessions each sending 10 KiB messages, then closed;
+//! 5. idle plaintext sessions again, on the heap the flood left behind, then closed.
+//!
+//! After each close the runner waits until the gateway has let go of the sockets (its open
+//! descriptors are back to where they were) before reading RSS. Prints a Markdown report and
+//! writes it to `<target dir>/bench-reports/mem.md`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, CHILD_FLAG, HOST_NAME};
+use bench::load::{self, LoadConfig, TlsTarget};
+use bench::util::{prepare_run, write_report, KIB};
+use clap::Parser;
+use test_support::wire::Conn;
+
+const FROM: &str = "loadgen@client.bench.test";
+
+#[derive(Debug, Parser)]
+#[command(about = "Memory of idle sessions and after a flood")]
+struct Args {
+    /// Idle sessions opened at once in each idle phase.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Concurrent sending sessions of the flood.
+    #[arg(long, default_value_t = 1_000)]
+    flood: usize,
+    /// Messages (10 KiB) each flood session sends.
+    #[arg(long, default_value_t = 5)]
+    flood_messages: u64,
+    /// Seconds to wait after a phase's connections closed before reading RSS again (an
+    /// allocator may give memory back some time after it was freed).
+    #[arg(long, default_value_t = 1.0)]
+    settle: f64,
+    /// Report file (default: `<target dir>/bench-reports/mem.md`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+struct Phase {
+    name: String,
+    sessions: usize,
+    /// RSS before the sessions opened, with them open, and after they closed (KiB).
+    before: u64,
+    open: u64,
+    after: u64,
+}
+
+impl Phase {
+    fn per_session_kib(&self) -> f64 {
+        (self.open as f64 - self.before as f64) / self.sessions.max(1) as f64
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_some_and(|a| a == CHILD_FLAG) {
+        let config = argv.next().context("missing configuration path")?;
+        return gateway_proc::child_main(Path::new(&config));
+    }
+    let args = Args::parse();
+    // Each process (this one, the gateway child) holds one descriptor per session.
+    raise_fd_limit(args.sessions.max(args.flood) as u64 + 1024)?;
+    let (scratch, out) = prepare_run("mem", args.out.clone())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+
+    let data_dir = scratch.join("gateway-mem");
+    let mut config = gateway_proc::bench_config(&data_dir);
+    let most = (args.sessions.max(args.flood) + 100) as u32;
+    config.limits.max_connections = most;
+    config.limits.max_connections_per_ip = most;
+    config.limits.listen_backlog = 1024;
+    let gw = GatewayProcess::start_with(&config)?;
+    let tls = load::tls_client(&TlsTarget {
+        ca_file: gw.ca_file.clone(),
+        server_name: HOST_NAME.to_owned(),
+    })?;
+    let pid = gw.pid();
+    let settle = Duration::from_secs_f64(args.settle);
+
+    flood(&runtime, &gw, 4, 5)?;
+    let fds = open_fds(pid)?;
+    let fresh = rss(pid)?;
+    let mut phases = Vec::new();
+
+    phases.push(idle(
+        &runtime,
+        &gw,
+        fds,
+        "idle SMTP, plain (25)",
+        args.sessions,
+        None,
+        settle,
+    )?);
+    phases.push(idle(
+        &runtime,
+        &gw,
+        fds,
+        "idle SMTPS, TLS (465)",
+        args.sessions,
+        Some(&tls),
+        settle,
+    )?);
+
+    let before = rss(pid)?;
+    let started = Instant::now();
+    let peak = runtime.block_on(async {
+        let load = tokio::spawn(load::run(LoadConfig {
+            addr: gw.smtp,
+            tls: None,
+            sessions: args.flood,
+            messages: Some(args.flood as u64 * args.flood_messages),
+            duration: Some(Duration::from_secs(120)),
+            size: 10 * KIB,
+            from: FROM.to_owned(),
+            to: gw.mailbox.clone(),
+            pipelining: true,
+            auth: None,
+        }));
+        let mut peak = 0;
+        while !load.is_finished() {
+            peak = peak.max(rss(pid).unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let report = load.await??;
+        eprintln!("flood: {}", report.summary());
+        if report.accepted == 0 {
+            bail!(
+                "the flood got no message accepted: {:?}",
+                report.first_error
+            );
+        }
+        anyhow::Ok(peak)
+    })?;
+    wait_for_fds(pid, fds, settle)?;
+    let flood_phase = Phase {
+        name: format!(
+            "flood: {} sessions x {} messages of 10 KiB (peak while open)",
+            args.flood, args.flood_messages
+        ),
+        sessions: args.flood,
+        before,
+        open: peak,
+        after: rss(pid)?,
+    };
+    let flood_time = started.elapsed();
+    phases.push(flood_phase);
+
+    phases.push(idle(
+        &runtime,
+        &gw,
+        fds,
+        "idle SMTP, plain (25), after the flood",
+        args.sessions,
+        None,
+        settle,
+    )?);
+
+    let stored = gw.stop()?;
+    let report = render(&args, fresh, &phases, flood_time, stored);
+    println!("{report}");
+    write_report(&out, &report)?;
+    eprintln!("report written to {}", out.display());
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// Opens `count` sessions that read the greeting and then wait, measures, closes them.
+fn idle(
+    runtime: &tokio::runtime::Runtime,
+    gw: &GatewayProcess,
+    fds: usize,
+    name: &str,
+    count: usize,
+    tls: Option<&load::TlsClient>,
+    settle: Duration,
+) -> anyhow::Result<Phase> {
+    eprintln!("{name}: {count} sessions");
+    let pid = gw.pid();
+    let addr = if tls.is_some() { gw.smtps } else { gw.smtp };
+    let before = rss(pid)?;
+    let conns = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        // Bounded opening rate: a connection the full accept queue dropped after the
+        // handshake (SYN cookies) would wait for a greeting forever.
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+        for _ in 0..count {
+            let tls = tls.cloned();
+            let gate = gate.clone();
+            tasks.spawn(async move {
+                let _slot = gate.acquire_owned().await?;
+                let mut conn: Conn = load::connect(addr, tls.as_ref()).await?;
+                conn.reply().await?.expect(220).context("greeting")?;
+                anyhow::Ok(conn)
+            });
+        }
+        let mut conns = Vec::with_capacity(count);
+        while let Some(joined) = tasks.join_next().await {
+            conns.push(joined??);
+        }
+        anyhow::Ok(conns)
+    })?;
+    let open = rss(pid)?;
+    drop(conns);
+    wait_for_fds(pid, fds, settle)?;
+    Ok(Phase {
+        name: name.to_owned(),
+        sessions: count,
+        before,
+        open,
+        after: rss(pid)?,
+    })
+}
+
+/// A warm-up: `sessions` sessions sending `each` 10 KiB messages.
+fn flood(
+    runtime: &tokio::runtime::Runtime,
+    gw: &GatewayProcess,
+    sessions: usize,
+    each: u64,
+) -> anyhow::Result<()> {
+    let report = runtime.block_on(load::run(LoadConfig {
+        addr: gw.smtp,
+        tls: None,
+        sessions,
+        messages: Some(sessions as u64 * each),
+        duration: Some(Duration::from_secs(60)),
+        size: 10 * KIB,
+        from: FROM.to_owned(),
+        to: gw.mailbox.clone(),
+        pipelining: true,
+        auth: None,
+    }))?;
+    if report.accepted == 0 {
+        bail!("warm-up: no message accepted: {:?}", report.first_error);
+    }
+    Ok(())
+}
+
+fn rss(pid: u32) -> anyhow::Result<u64> {
+    proc_status_kib(pid, "VmRSS")
+}
+
+fn open_fds(pid: u32) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// Waits until the gateway holds no more descriptors than `fds` (its sessions are gone),
+/// then `settle` longer.
+fn wait_for_fds(pid: u32, fds: usize, settle: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open_fds(pid)? > fds {
+        if Instant::now() > deadline {
+            bail!(
+                "the gateway still holds {} descriptors (expected {fds})",
+                open_fds(pid)?
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(settle);
+    Ok(())
+}
+
+fn raise_fd_limit(want: u64) -> anyhow::Result<()> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if hard < want {
+        bail!("the descriptor limit is {hard}; this run needs {want} (lower --sessions)");
+    }
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(want.max(limit.current.unwrap_or(0))),
+            maximum: limit.maximum,
+        },
+    )?;
+    Ok(())
+}
+
+fn render(args: &Args, fresh: u64, phases: &[Phase], flood_time: Duration, stored: u64) -> String {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut s = String::new();
+    let _ = writeln!(s, "# Session memory\n");
+    let _ = writeln!(
+        s,
+        "One gateway process; RSS from /proc. Fresh after warm-up: {:.1} MiB. \
+         {} messages stored in all (flood took {:.1} s).\n",
+        mib(fresh),
+        stored,
+        flood_time.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "| phase | sessions | RSS before (MiB) | open (MiB) | KiB per session | after close (MiB) |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    for p in phases {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            p.name,
+            p.sessions,
+            mib(p.before),
+            mib(p.open),
+            p.per_session_kib(),
+            mib(p.after)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{} idle sessions per phase, flood of {} sessions.",
+        args.sessions, args.flood
+    );
+    s
+}

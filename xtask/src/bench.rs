@@ -27,6 +27,7 @@ const RUNNERS: &[(&str, &str)] = &[
     ("pop3", "pop3_bench"),
     ("proxy", "proxy_bench"),
     ("tls", "tls_bench"),
+    ("mem", "mem_bench"),
 ];
 
 /// Runs the named benches (criterion targets or runners), or every one when `names` is

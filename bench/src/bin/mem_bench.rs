@@ -1,7 +1,8 @@
 //! Session memory: what idle connections cost the gateway, and whether memory comes back
 //! after a flood.
 //!
-//! `cargo run --release -p bench --bin mem_bench [-- --sessions 10000 --flood 1000]`
+//! `cargo xtask bench mem`, or `cargo run --release -p bench --bin mem_bench [-- --sessions
+//! 10000 --flood 1000 --settle 12]`
 //!
 //! One gateway child (fresh data directory), measured from outside through
 //! `/proc/<pid>/status` (VmRSS), in this order:
@@ -12,8 +13,9 @@
 //! 5. idle plaintext sessions again, on the heap the flood left behind, then closed.
 //!
 //! After each close the runner waits until the gateway has let go of the sockets (its open
-//! descriptors are back to where they were) before reading RSS. Prints a Markdown report and
-//! writes it to `<target dir>/bench-reports/mem.md`.
+//! descriptors are back to where they were) and `--settle` seconds more before reading RSS.
+//! Prints a Markdown report and writes it to `<target dir>/bench-reports/mem.md`, with the
+//! figures as JSON beside it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, CHILD_FLAG, HOST_NAME};
 use bench::load::{self, LoadConfig, TlsTarget};
+use bench::results::{Better, Results};
 use bench::util::{prepare_run, write_report, KIB};
 use clap::Parser;
 use test_support::wire::Conn;
@@ -40,16 +43,21 @@ struct Args {
     /// Messages (10 KiB) each flood session sends.
     #[arg(long, default_value_t = 5)]
     flood_messages: u64,
-    /// Seconds to wait after a phase's connections closed before reading RSS again (an
-    /// allocator may give memory back some time after it was freed).
-    #[arg(long, default_value_t = 1.0)]
+    /// Seconds to wait after a phase's connections closed before reading RSS again: the
+    /// allocator (jemalloc) purges freed pages about ten seconds after they were freed.
+    #[arg(long, default_value_t = 12.0)]
     settle: f64,
+    /// A short smoke run (200 sessions, a flood of 20, no settling).
+    #[arg(long)]
+    quick: bool,
     /// Report file (default: `<target dir>/bench-reports/mem.md`).
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
 struct Phase {
+    /// Stable part of the result cells' ids.
+    id: &'static str,
     name: String,
     sessions: usize,
     /// RSS before the sessions opened, with them open, and after they closed (KiB).
@@ -70,9 +78,22 @@ fn main() -> anyhow::Result<()> {
         let config = argv.next().context("missing configuration path")?;
         return gateway_proc::child_main(Path::new(&config));
     }
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.quick {
+        args.sessions = 200;
+        args.flood = 20;
+        args.flood_messages = 2;
+        args.settle = 0.0;
+    }
     // Each process (this one, the gateway child) holds one descriptor per session.
-    raise_fd_limit(args.sessions.max(args.flood) as u64 + 1024)?;
+    let want = args.sessions.max(args.flood) as u64 + 1024;
+    let limits = gateway::net::raise_open_files_limit()?;
+    if !limits.suffices(want) {
+        bail!(
+            "the open-files limit is {}; this run needs {want} (lower --sessions)",
+            limits.now
+        );
+    }
     let (scratch, out) = prepare_run("mem", args.out.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -101,7 +122,7 @@ fn main() -> anyhow::Result<()> {
         &runtime,
         &gw,
         fds,
-        "idle SMTP, plain (25)",
+        ("idle plain", "idle SMTP, plain (25)"),
         args.sessions,
         None,
         settle,
@@ -110,7 +131,7 @@ fn main() -> anyhow::Result<()> {
         &runtime,
         &gw,
         fds,
-        "idle SMTPS, TLS (465)",
+        ("idle TLS", "idle SMTPS, TLS (465)"),
         args.sessions,
         Some(&tls),
         settle,
@@ -148,6 +169,7 @@ fn main() -> anyhow::Result<()> {
     })?;
     wait_for_fds(pid, fds, settle)?;
     let flood_phase = Phase {
+        id: "flood",
         name: format!(
             "flood: {} sessions x {} messages of 10 KiB (peak while open)",
             args.flood, args.flood_messages
@@ -164,7 +186,10 @@ fn main() -> anyhow::Result<()> {
         &runtime,
         &gw,
         fds,
-        "idle SMTP, plain (25), after the flood",
+        (
+            "idle plain after flood",
+            "idle SMTP, plain (25), after the flood",
+        ),
         args.sessions,
         None,
         settle,
@@ -174,7 +199,8 @@ fn main() -> anyhow::Result<()> {
     let report = render(&args, fresh, &phases, flood_time, stored);
     println!("{report}");
     write_report(&out, &report)?;
-    eprintln!("report written to {}", out.display());
+    let json = results(&args, fresh, &phases).write_beside(&out)?;
+    eprintln!("report written to {} and {}", out.display(), json.display());
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
@@ -184,7 +210,7 @@ fn idle(
     runtime: &tokio::runtime::Runtime,
     gw: &GatewayProcess,
     fds: usize,
-    name: &str,
+    (id, name): (&'static str, &str),
     count: usize,
     tls: Option<&load::TlsClient>,
     settle: Duration,
@@ -218,6 +244,7 @@ fn idle(
     drop(conns);
     wait_for_fds(pid, fds, settle)?;
     Ok(Phase {
+        id,
         name: name.to_owned(),
         sessions: count,
         before,
@@ -276,20 +303,29 @@ fn wait_for_fds(pid: u32, fds: usize, settle: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn raise_fd_limit(want: u64) -> anyhow::Result<()> {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let hard = limit.maximum.unwrap_or(u64::MAX);
-    if hard < want {
-        bail!("the descriptor limit is {hard}; this run needs {want} (lower --sessions)");
+fn results(args: &Args, fresh: u64, phases: &[Phase]) -> Results {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut results = Results::new("mem", args.quick);
+    results.add(&["fresh"], "RSS MiB", Better::Lower, mib(fresh), None);
+    for p in phases {
+        let parts = [p.id, &format!("{} sessions", p.sessions)];
+        results.add(
+            &parts,
+            "KiB per session",
+            Better::Lower,
+            p.per_session_kib(),
+            None,
+        );
+        results.add(&parts, "RSS open MiB", Better::Lower, mib(p.open), None);
+        results.add(
+            &parts,
+            "RSS after close MiB",
+            Better::Lower,
+            mib(p.after),
+            None,
+        );
     }
-    rustix::process::setrlimit(
-        rustix::process::Resource::Nofile,
-        rustix::process::Rlimit {
-            current: Some(want.max(limit.current.unwrap_or(0))),
-            maximum: limit.maximum,
-        },
-    )?;
-    Ok(())
+    results
 }
 
 fn render(args: &Args, fresh: u64, phases: &[Phase], flood_time: Duration, stored: u64) -> String {

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, CHILD_FLAG, HOST_NAME};
+use bench::results::{Better, Results};
 use bench::util::{cpu_seconds, prepare_run, write_report};
 use clap::Parser;
 use gateway::config::LogLevel;
@@ -142,7 +143,9 @@ fn main() -> anyhow::Result<()> {
     let (scratch, out) = prepare_run("tls", args.out.clone())?;
     // The child inherits the raised limit: it holds one descriptor per session, this
     // process one per client connection.
-    let fd_limit = raise_fd_limit();
+    let fd_limit = gateway::net::raise_open_files_limit()
+        .map(|limits| limits.now)
+        .ok();
     let mut notes = vec![fd_limit_note(fd_limit, args.sessions)];
 
     let mut config = gateway_proc::bench_config(&scratch.join("gateway"));
@@ -245,33 +248,21 @@ fn main() -> anyhow::Result<()> {
     let report = render(&handshakes, &memory, &negotiated, &args, &notes);
     println!("{report}");
     write_report(&out, &report)?;
-    eprintln!("report written to {}", out.display());
+    let json = results(&handshakes, &memory, args.quick).write_beside(&out)?;
+    eprintln!("report written to {} and {}", out.display(), json.display());
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
 
 /// Raises this process's soft open-files limit to its hard limit; returns the soft limit
 /// now in force.
-fn raise_fd_limit() -> Option<u64> {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let raised = Rlimit {
-        current: limit.maximum,
-        maximum: limit.maximum,
-    };
-    if let Err(e) = setrlimit(Resource::Nofile, raised) {
-        eprintln!("cannot raise the open-files limit: {e}");
-    }
-    getrlimit(Resource::Nofile).current
-}
-
 fn fd_limit_note(limit: Option<u64>, sessions: usize) -> String {
     let limit = limit.map_or_else(|| "unlimited".to_owned(), |l| l.to_string());
     format!(
         "Open-files limit of the runner (raised to its hard limit; the gateway child \
          inherits it): {limit}; the memory phase holds {sessions} connections at a time. \
-         The gateway does not raise its own limit: under systemd it gets `LimitNOFILE=65536` \
-         from `contrib/gateway.service`, otherwise the limit of the shell that started it."
+         `gateway serve` raises its own soft limit to the hard one (under systemd \
+         `LimitNOFILE=65536` from `contrib/gateway.service`)."
     )
 }
 
@@ -504,6 +495,31 @@ async fn wait_closed(pid: u32) {
 /// Open file descriptors of `pid`.
 fn open_descriptors(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+fn results(handshakes: &[HandshakeCell], memory: &[MemoryCell], quick: bool) -> Results {
+    let mut results = Results::new("tls", quick);
+    for c in handshakes {
+        let parts = [format!("{:?}", c.mode), format!("{} clients", c.clients)];
+        let parts = [parts[0].as_str(), parts[1].as_str()];
+        results.add(&parts, "handshakes/s", Better::Higher, c.per_sec(), None);
+        let cpu = c.ms_per_handshake(c.gateway_cpu);
+        results.add(&parts, "gateway CPU ms each", Better::Lower, cpu, None);
+    }
+    for m in memory {
+        let parts = [m.listener, "idle"];
+        let first = m.kib_per_session(m.rss_before, m.rss_open);
+        results.add(&parts, "KiB per session", Better::Lower, first, None);
+        let again = m.kib_per_session(m.rss_before, m.rss_reopened);
+        results.add(
+            &parts,
+            "KiB per session, second fill",
+            Better::Lower,
+            again,
+            None,
+        );
+    }
+    results
 }
 
 fn render(

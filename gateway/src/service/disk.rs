@@ -10,17 +10,43 @@
 //!   goes back to the file system (redb alone only reuses freed pages inside its file, which
 //!   neither the spool nor anything else on the disk can use).
 //! - The reserve is taken again, and mail accepted again, as soon as the file system has
-//!   room: every check looks at the disk afresh, no restart needed.
+//!   room: checks look at the disk afresh, no restart needed. Only while a reading of the
+//!   last [`REUSE_READING_MS`] showed [`REUSE_MARGIN`] more room than a check needs is that
+//!   reading reused: a statvfs and a stat per message cost more than the rest of its check.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use super::{Gateway, ServiceError};
 use crate::store::{SpaceStatus, StoreError};
 
-/// What the service remembers between checks (for logging changes only).
+/// How long (service clock, ms) a reading of the disk may answer later checks.
+pub const REUSE_READING_MS: u64 = 250;
+/// How much more room than a check needs a reading must have shown to answer it: far more
+/// than the gateway can write in [`REUSE_READING_MS`].
+pub const REUSE_MARGIN: u64 = 1 << 30;
+
+/// What the service remembers between checks: whether it refuses (to log changes only) and
+/// the last reading of the disk.
 #[derive(Debug, Default)]
 pub(super) struct IntakeState {
     refusing: AtomicBool,
+    /// When (ms) the room outside the reserve was last read, and how much there was.
+    last_reading: Mutex<Option<(u64, u64)>>,
+}
+
+impl IntakeState {
+    /// Whether a recent reading showed room for `needed` with [`REUSE_MARGIN`] to spare.
+    fn recently_roomy(&self, now: u64, needed: u64) -> bool {
+        let reading = *self.last_reading.lock().unwrap_or_else(|e| e.into_inner());
+        reading.is_some_and(|(at, room)| {
+            now >= at && now - at < REUSE_READING_MS && room >= needed.saturating_add(REUSE_MARGIN)
+        })
+    }
+
+    fn remember(&self, now: u64, room: u64) {
+        *self.last_reading.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, room));
+    }
 }
 
 impl Gateway {
@@ -38,10 +64,15 @@ impl Gateway {
 
     /// Refuses unless `needed` bytes are free outside the reserve.
     fn check_room(&self, needed: u64) -> Result<(), ServiceError> {
+        let now = self.now();
+        if self.intake.recently_roomy(now, needed) {
+            return Ok(());
+        }
         let Some(status) = self.space_status() else {
             return Ok(());
         };
         let room = status.room();
+        self.intake.remember(now, room);
         let refusing = room < needed;
         let was = self.intake.refusing.swap(refusing, Ordering::Relaxed);
         if refusing && !was {
@@ -257,5 +288,65 @@ mod tests {
             "taking the reserve would leave less than the minimum"
         );
         let _ = Arc::clone(&volume);
+    }
+
+    /// A volume that counts its readings.
+    struct CountingVolume {
+        inner: Arc<FakeVolume>,
+        readings: AtomicU64,
+    }
+
+    impl Volume for CountingVolume {
+        fn available(&self) -> std::io::Result<u64> {
+            self.readings.fetch_add(1, Ordering::SeqCst);
+            self.inner.available()
+        }
+        fn reserve_len(&self) -> std::io::Result<u64> {
+            self.inner.reserve_len()
+        }
+        fn set_reserve_len(&self, len: u64) -> std::io::Result<()> {
+            self.inner.set_reserve_len(len)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recent_roomy_reading_answers_checks_and_a_tight_one_never_does() {
+        const GIB: u64 = 1024 * MIB;
+        let volume = Arc::new(CountingVolume {
+            inner: FakeVolume::with_free(10 * GIB),
+            readings: AtomicU64::new(0),
+        });
+        let (_dir, mut gw) = gateway_on(volume.clone(), 20 * MIB, 30 * MIB);
+        let options = Arc::get_mut(&mut gw.options).expect("not shared yet");
+        let clock = Arc::new(AtomicU64::new(1_000_000));
+        let time = clock.clone();
+        options.clock = Arc::new(move || time.load(Ordering::SeqCst));
+        let readings = || volume.readings.load(Ordering::SeqCst);
+
+        gw.check_intake(MIB).unwrap();
+        let first = readings();
+        assert!(first > 0);
+        gw.check_intake(MIB).unwrap();
+        gw.check_room_for(MIB).unwrap();
+        assert_eq!(readings(), first, "answered by the reading just taken");
+
+        // Older than the reuse window: read again.
+        clock.fetch_add(super::REUSE_READING_MS, Ordering::SeqCst);
+        gw.check_intake(MIB).unwrap();
+        let second = readings();
+        assert!(second > first);
+
+        // The disk fills: the next reading shows it, and with little room every check reads.
+        volume.inner.free.store(GIB / 2, Ordering::SeqCst);
+        clock.fetch_add(super::REUSE_READING_MS, Ordering::SeqCst);
+        gw.check_intake(MIB).unwrap();
+        let third = readings();
+        gw.check_intake(MIB).unwrap();
+        assert!(
+            readings() > third,
+            "less than the margin to spare: no reuse"
+        );
+        volume.inner.free.store(29 * MIB, Ordering::SeqCst);
+        assert!(gw.check_intake(0).unwrap_err().is_storage_full());
     }
 }

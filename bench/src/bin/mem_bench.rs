@@ -47,6 +47,10 @@ struct Args {
     /// allocator (jemalloc) purges freed pages about ten seconds after they were freed.
     #[arg(long, default_value_t = 12.0)]
     settle: f64,
+    /// The store's cache (`[limits] store_cache_mib`; the default when not given): after a
+    /// flood it holds written pages up to this size, which is a cache, not a leak.
+    #[arg(long)]
+    store_cache_mib: Option<u64>,
     /// A short smoke run (200 sessions, a flood of 20, no settling).
     #[arg(long)]
     quick: bool,
@@ -105,6 +109,9 @@ fn main() -> anyhow::Result<()> {
     config.limits.max_connections = most;
     config.limits.max_connections_per_ip = most;
     config.limits.listen_backlog = 1024;
+    if let Some(mib) = args.store_cache_mib {
+        config.limits.store_cache_mib = mib;
+    }
     let gw = GatewayProcess::start_with(&config)?;
     let tls = load::tls_client(&TlsTarget {
         ca_file: gw.ca_file.clone(),

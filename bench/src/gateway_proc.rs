@@ -147,11 +147,15 @@ pub fn child_main(config_path: &Path) -> anyhow::Result<()> {
 /// the gateway child under it, for profiles of the gateway alone.
 pub const CHILD_WRAPPER_VAR: &str = "BENCH_GATEWAY_WRAPPER";
 
-/// The command that starts the child: this executable, or the wrapper running it.
-fn child_command() -> anyhow::Result<Command> {
+/// The command that starts the child: this executable, or the wrappers running it
+/// (`outer` first, e.g. a memory limit, then the one [`CHILD_WRAPPER_VAR`] names).
+fn child_command(outer: &[String]) -> anyhow::Result<Command> {
     let exe = std::env::current_exe()?;
     let wrapper = std::env::var(CHILD_WRAPPER_VAR).unwrap_or_default();
-    let mut words = wrapper.split_whitespace();
+    let mut words = outer
+        .iter()
+        .map(String::as_str)
+        .chain(wrapper.split_whitespace());
     Ok(match words.next() {
         None => Command::new(exe),
         Some(program) => {
@@ -186,11 +190,17 @@ impl GatewayProcess {
     /// Starts the child on `config` (written into its data directory). The child serves the
     /// first existing mailbox (by name) or creates one.
     pub fn start_with(config: &Config) -> anyhow::Result<Self> {
+        Self::start_wrapped(config, &[])
+    }
+
+    /// Like [`Self::start_with`], the child run by the command `wrapper` (its words; the
+    /// child's command line follows them), e.g. one that puts it under a memory limit.
+    pub fn start_wrapped(config: &Config, wrapper: &[String]) -> anyhow::Result<Self> {
         let data_dir = config.gateway.data_dir.as_path();
         std::fs::create_dir_all(data_dir)?;
         let config_path = data_dir.join("bench-gateway.toml");
         std::fs::write(&config_path, config.to_toml_string())?;
-        let mut child = child_command()?
+        let mut child = child_command(wrapper)?
             .arg(CHILD_FLAG)
             .arg(&config_path)
             .stdin(Stdio::piped())
@@ -241,6 +251,11 @@ impl GatewayProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How the child ended, if it has (killed by a memory limit, crashed), without waiting.
+    pub fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 
     /// Graceful stop; returns the number of messages stored in the mailbox.

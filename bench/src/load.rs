@@ -2,16 +2,23 @@
 //! connection (MAIL, RCPT and DATA pipelined when the server offers PIPELINING), until a
 //! total number of messages or a duration is reached. Only messages the server answered
 //! with 250 after the data count.
+//!
+//! Closed loop by default: each session sends its next message as soon as the last one was
+//! answered. With an offered rate (`rate_bps`) the load is open loop instead: a [`Pacer`]
+//! hands out send times at that rate, every session waits for the next one, and a message's
+//! latency counts from its scheduled time, so a server that falls behind shows it in the
+//! latency instead of slowing the generator down (no coordinated omission).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use test_support::wire::{Conn, Options};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// How to reach the server over TLS.
 #[derive(Clone, Debug)]
@@ -40,6 +47,63 @@ pub struct LoadConfig {
     pub pipelining: bool,
     /// Log in with AUTH PLAIN (user, password) after EHLO; needs `tls`.
     pub auth: Option<(String, String)>,
+    /// Offered rate in bits of message per second (open loop, see the module docs); with a
+    /// `duration`, messages are due during that long from the moment every session is
+    /// connected. None: closed loop.
+    pub rate_bps: Option<f64>,
+}
+
+/// Open-loop pacing, a token bucket: tokens (send times) are issued at the offered rate, one
+/// per message, starting at `start`; every message takes the next token and waits until its
+/// time. A sender that comes late gets a token that is already due and goes at once: the
+/// backlog is sent as fast as the sessions can, and the latency counts from the token's time.
+#[derive(Debug)]
+pub struct Pacer {
+    start: Instant,
+    interval: Duration,
+    /// No tokens at or after this time.
+    end: Option<Instant>,
+    issued: AtomicU64,
+}
+
+impl Pacer {
+    /// Tokens for messages of `message_bytes` at `rate_bps` bits per second, from `start`
+    /// for `duration` (forever without).
+    pub fn new(
+        start: Instant,
+        rate_bps: f64,
+        message_bytes: usize,
+        duration: Option<Duration>,
+    ) -> Self {
+        Self {
+            start,
+            interval: Duration::from_secs_f64(message_bytes as f64 * 8.0 / rate_bps),
+            end: duration.map(|d| start + d),
+            issued: AtomicU64::new(0),
+        }
+    }
+
+    /// The time between two tokens.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Takes the next token: its time, or None when the run is over.
+    pub fn claim(&self) -> Option<Instant> {
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        let due = self.start + self.interval.mul_f64(n as f64);
+        match self.end {
+            Some(end) if due >= end => None,
+            _ => Some(due),
+        }
+    }
+
+    /// Takes the next token and waits until it is due; returns its time.
+    pub async fn next(&self) -> Option<Instant> {
+        let due = self.claim()?;
+        tokio::time::sleep_until(due).await;
+        Some(due)
+    }
 }
 
 /// What a run achieved.
@@ -52,7 +116,10 @@ pub struct LoadReport {
     /// Messages refused or lost (non-2xx reply, broken connection).
     pub failed: u64,
     pub elapsed: Duration,
-    /// Latency from MAIL FROM to the final 250, sorted.
+    /// The offered rate (bits per second) of a paced run.
+    pub offered_bps: Option<f64>,
+    /// Latency from MAIL FROM (paced: from the message's scheduled time) to the final 250,
+    /// sorted.
     latencies: Vec<Duration>,
     /// First error seen, for diagnosis.
     pub first_error: Option<String>,
@@ -63,7 +130,12 @@ impl LoadReport {
         self.accepted as f64 / self.elapsed.as_secs_f64()
     }
 
-    /// Accepted message bytes, in megabits per second.
+    /// The offered rate of a paced run, megabits per second.
+    pub fn offered_mbit_per_sec(&self) -> Option<f64> {
+        self.offered_bps.map(|bps| bps / 1e6)
+    }
+
+    /// Accepted message bytes, in megabits per second (achieved, for a paced run).
     pub fn mbit_per_sec(&self) -> f64 {
         self.accepted as f64 * self.size as f64 * 8.0 / self.elapsed.as_secs_f64() / 1e6
     }
@@ -79,7 +151,7 @@ impl LoadReport {
 
     pub fn summary(&self) -> String {
         format!(
-            "{} sessions, {} B: {} accepted, {} failed in {:.2} s = {:.0} msg/s, {:.1} Mbit/s; \
+            "{} sessions, {} B: {} accepted, {} failed in {:.2} s = {:.0} msg/s, {:.1} Mbit/s{}; \
              latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}",
             self.sessions,
             self.size,
@@ -88,6 +160,9 @@ impl LoadReport {
             self.elapsed.as_secs_f64(),
             self.messages_per_sec(),
             self.mbit_per_sec(),
+            self.offered_mbit_per_sec()
+                .map(|o| format!(" (offered {o:.1})"))
+                .unwrap_or_default(),
             ms(self.latency(50.0)),
             ms(self.latency(90.0)),
             ms(self.latency(99.0)),
@@ -143,16 +218,34 @@ struct Shared {
     started: AtomicU64,
     deadline: Option<Instant>,
     tls: Option<TlsClient>,
+    /// Paced runs: set once every session is connected.
+    pacer: tokio::sync::watch::Receiver<Option<Arc<Pacer>>>,
 }
 
 impl Shared {
-    /// Claims the next message, or None when the run is over.
-    fn claim(&self) -> bool {
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            return false;
-        }
+    /// Claims the next message: the time its latency counts from (paced: once it is due),
+    /// or None when the run is over.
+    async fn claim(&self) -> Option<Instant> {
+        let paced = self.pacer.borrow().clone();
+        let at = match paced {
+            Some(pacer) => pacer.next().await?,
+            None if self.deadline.is_some_and(|d| Instant::now() >= d) => return None,
+            None => Instant::now(),
+        };
         let n = self.started.fetch_add(1, Ordering::Relaxed);
-        self.config.messages.is_none_or(|max| n < max)
+        self.config.messages.is_none_or(|max| n < max).then_some(at)
+    }
+
+    /// Paced runs: tells the runner this session is ready (or failed: the sender is
+    /// dropped either way) and waits for the pacer.
+    async fn wait_for_start(&self, ready: tokio::sync::mpsc::Sender<()>) {
+        if self.config.rate_bps.is_none() {
+            return;
+        }
+        let _ = ready.send(()).await;
+        drop(ready);
+        let mut pacer = self.pacer.clone();
+        let _ = pacer.wait_for(Option::is_some).await;
     }
 }
 
@@ -199,29 +292,49 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     if config.messages.is_none() && config.duration.is_none() {
         bail!("give a number of messages or a duration");
     }
+    if config.rate_bps.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        bail!("the offered rate must be positive");
+    }
     let tls = config.tls.as_ref().map(tls_client).transpose()?;
-    let start = Instant::now();
+    let mut start = Instant::now();
+    let (pacer_tx, pacer_rx) = tokio::sync::watch::channel(None);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(config.sessions.max(1));
     let shared = Arc::new(Shared {
         message: build_message(config.size, &config.from, &config.to),
         deadline: config.duration.map(|d| start + d),
         started: AtomicU64::new(0),
         tls,
+        pacer: pacer_rx,
         config,
     });
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..shared.config.sessions {
         let shared = shared.clone();
+        let ready = ready_tx.clone();
         tasks.spawn(async move {
             let mut result = SessionResult::default();
-            if let Err(e) = session(&shared, &mut result).await {
+            if let Err(e) = session(&shared, ready, &mut result).await {
                 result.error = Some(format!("{e:#}"));
             }
             result
         });
     }
+    drop(ready_tx);
+    if let Some(rate) = shared.config.rate_bps {
+        // The clock starts once every session is connected (or failed): connection set-up
+        // is not part of the paced load.
+        let mut ready = 0;
+        while ready < shared.config.sessions && ready_rx.recv().await.is_some() {
+            ready += 1;
+        }
+        start = Instant::now();
+        let pacer = Pacer::new(start, rate, shared.config.size, shared.config.duration);
+        let _ = pacer_tx.send(Some(Arc::new(pacer)));
+    }
     let mut report = LoadReport {
         sessions: shared.config.sessions,
         size: shared.config.size,
+        offered_bps: shared.config.rate_bps,
         ..LoadReport::default()
     };
     while let Some(joined) = tasks.join_next().await {
@@ -238,7 +351,11 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     Ok(report)
 }
 
-async fn session(shared: &Shared, result: &mut SessionResult) -> anyhow::Result<()> {
+async fn session(
+    shared: &Shared,
+    ready: tokio::sync::mpsc::Sender<()>,
+    result: &mut SessionResult,
+) -> anyhow::Result<()> {
     let mut conn = connect(shared.config.addr, shared.tls.as_ref()).await?;
     conn.reply().await?.expect(220).context("greeting")?;
     let ehlo = conn.command("EHLO loadgen.gateway.test").await?;
@@ -257,10 +374,10 @@ async fn session(shared: &Shared, result: &mut SessionResult) -> anyhow::Result<
         shared.config.from, shared.config.to
     );
     let commands: Vec<&str> = envelope.split_inclusive("\r\n").collect();
+    shared.wait_for_start(ready).await;
     let mut in_transaction = false;
     let outcome: anyhow::Result<()> = async {
-        while shared.claim() {
-            let t0 = Instant::now();
+        while let Some(t0) = shared.claim().await {
             in_transaction = true;
             if pipelining {
                 conn.send(&envelope).await?;
@@ -311,6 +428,87 @@ async fn session(shared: &Shared, result: &mut SessionResult) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_come_at_the_offered_rate_until_the_end() {
+        let start = Instant::now();
+        // 1 MiB at 100 Mbit/s: one message every 83.886 ms.
+        let pacer = Pacer::new(start, 100e6, 1 << 20, Some(Duration::from_secs(1)));
+        assert_eq!(pacer.interval().as_micros(), 83_886);
+        let dues: Vec<Duration> = std::iter::from_fn(|| pacer.claim())
+            .map(|due| due - start)
+            .collect();
+        assert_eq!(dues.len(), 12, "1 s / 83.9 ms");
+        assert_eq!(dues[0], Duration::ZERO);
+        for pair in dues.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap.abs_diff(pacer.interval()) <= Duration::from_nanos(2),
+                "{gap:?}"
+            );
+        }
+        assert!(pacer.claim().is_none(), "no tokens after the end");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn senders_wait_for_their_token_and_late_ones_keep_its_time() {
+        let start = Instant::now();
+        // 10 ms between tokens.
+        let pacer = Pacer::new(start, 8_000.0, 10, None);
+        assert_eq!(pacer.next().await, Some(start));
+        assert_eq!(Instant::now(), start, "the first token is due at once");
+        let second = pacer.next().await.unwrap();
+        assert_eq!(second - start, Duration::from_millis(10));
+        assert_eq!(Instant::now(), second, "waited exactly until it was due");
+        // A slow server keeps the sender busy for 35 ms: the tokens due meanwhile go at
+        // once, each with its own time, so the latency counts from there.
+        tokio::time::advance(Duration::from_millis(35)).await;
+        let late = Instant::now();
+        let third = pacer.next().await.unwrap();
+        let fourth = pacer.next().await.unwrap();
+        assert_eq!(
+            (third - start, fourth - start),
+            (Duration::from_millis(20), Duration::from_millis(30))
+        );
+        assert_eq!(Instant::now(), late, "no waiting for tokens already due");
+        let fifth = pacer.next().await.unwrap();
+        assert_eq!(fifth - start, Duration::from_millis(40));
+        assert_eq!(Instant::now(), late, "due at 40 ms, now is 45 ms: at once");
+        // Caught up: the next token is in the future again.
+        let sixth = pacer.next().await.unwrap();
+        assert_eq!(sixth - start, Duration::from_millis(50));
+        assert_eq!(Instant::now(), sixth);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_senders_share_one_schedule() {
+        let start = Instant::now();
+        let pacer = Arc::new(Pacer::new(
+            start,
+            8_000.0,
+            10,
+            Some(Duration::from_millis(100)),
+        ));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let pacer = pacer.clone();
+            tasks.spawn(async move {
+                let mut sent = Vec::new();
+                while let Some(due) = pacer.next().await {
+                    sent.push((due - start, Instant::now() - start));
+                }
+                sent
+            });
+        }
+        let mut all: Vec<(Duration, Duration)> = tasks.join_all().await.concat();
+        all.sort();
+        let dues: Vec<u128> = all.iter().map(|(due, _)| due.as_millis()).collect();
+        assert_eq!(dues, (0..10).map(|i| i * 10).collect::<Vec<u128>>());
+        assert!(
+            all.iter().all(|(due, went)| due == went),
+            "each went when due"
+        );
+    }
 
     #[test]
     fn message_has_the_requested_size() {

@@ -151,6 +151,7 @@ fn main() -> anyhow::Result<()> {
             to: gw.mailbox.clone(),
             pipelining: true,
             auth: None,
+            rate_bps: None,
         }));
         let mut peak = 0;
         while !load.is_finished() {
@@ -271,6 +272,7 @@ fn flood(
         to: gw.mailbox.clone(),
         pipelining: true,
         auth: None,
+        rate_bps: None,
     }))?;
     if report.accepted == 0 {
         bail!("warm-up: no message accepted: {:?}", report.first_error);

@@ -375,6 +375,7 @@ impl GatewaySide {
                 to: address.clone(),
                 pipelining: true,
                 auth: None,
+                rate_bps: None,
             }))?;
             if report.accepted != per_mailbox {
                 bail!("SMTP fill: {}", report.summary());

@@ -210,6 +210,7 @@ fn our_load(
         to: to.to_owned(),
         pipelining: true,
         auth: None,
+        rate_bps: None,
     }))?;
     eprintln!("    {}", report.summary());
     if report.accepted == 0 {

@@ -83,6 +83,11 @@ impl Pacer {
         }
     }
 
+    /// When the first token is due.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
     /// The time between two tokens.
     pub fn interval(&self) -> Duration {
         self.interval
@@ -218,16 +223,13 @@ struct Shared {
     started: AtomicU64,
     deadline: Option<Instant>,
     tls: Option<TlsClient>,
-    /// Paced runs: set once every session is connected.
-    pacer: tokio::sync::watch::Receiver<Option<Arc<Pacer>>>,
 }
 
 impl Shared {
     /// Claims the next message: the time its latency counts from (paced: once it is due),
     /// or None when the run is over.
-    async fn claim(&self) -> Option<Instant> {
-        let paced = self.pacer.borrow().clone();
-        let at = match paced {
+    async fn claim(&self, pacer: Option<&Pacer>) -> Option<Instant> {
+        let at = match pacer {
             Some(pacer) => pacer.next().await?,
             None if self.deadline.is_some_and(|d| Instant::now() >= d) => return None,
             None => Instant::now(),
@@ -235,17 +237,91 @@ impl Shared {
         let n = self.started.fetch_add(1, Ordering::Relaxed);
         self.config.messages.is_none_or(|max| n < max).then_some(at)
     }
+}
 
-    /// Paced runs: tells the runner this session is ready (or failed: the sender is
-    /// dropped either way) and waits for the pacer.
-    async fn wait_for_start(&self, ready: tokio::sync::mpsc::Sender<()>) {
-        if self.config.rate_bps.is_none() {
-            return;
+/// Starts a paced run once every session is connected, so that connection set-up is not
+/// part of the paced load: each session holds a [`Ticket`] and uses it when it is ready
+/// (or drops it when it failed); [`StartGate::open`] waits for all of them and starts the
+/// [`Pacer`] the tickets then hand out.
+pub struct StartGate {
+    ready_tx: tokio::sync::mpsc::Sender<()>,
+    ready_rx: tokio::sync::mpsc::Receiver<()>,
+    pacer_tx: tokio::sync::watch::Sender<Option<Arc<Pacer>>>,
+    tickets: usize,
+}
+
+/// A session's part of a [`StartGate`].
+pub struct Ticket {
+    ready: tokio::sync::mpsc::Sender<()>,
+    pacer: tokio::sync::watch::Receiver<Option<Arc<Pacer>>>,
+}
+
+impl StartGate {
+    pub fn new() -> Self {
+        // Every ticket sends at most once before it is dropped: no sender waits long.
+        let (ready_tx, ready_rx) = tokio::sync::mpsc::channel(1024);
+        Self {
+            ready_tx,
+            ready_rx,
+            pacer_tx: tokio::sync::watch::channel(None).0,
+            tickets: 0,
         }
-        let _ = ready.send(()).await;
-        drop(ready);
-        let mut pacer = self.pacer.clone();
-        let _ = pacer.wait_for(Option::is_some).await;
+    }
+
+    pub fn ticket(&mut self) -> Ticket {
+        self.tickets += 1;
+        Ticket {
+            ready: self.ready_tx.clone(),
+            pacer: self.pacer_tx.subscribe(),
+        }
+    }
+
+    /// Waits until every ticket was used or dropped, then starts tokens at `rate_bps` for
+    /// messages of `message_bytes` for `duration`.
+    pub async fn open(
+        self,
+        rate_bps: f64,
+        message_bytes: usize,
+        duration: Option<Duration>,
+    ) -> Arc<Pacer> {
+        let Self {
+            ready_tx,
+            mut ready_rx,
+            pacer_tx,
+            tickets,
+        } = self;
+        // Now only the tickets hold senders: the channel closes when the last one is used
+        // or dropped (its session failed before it was ready).
+        drop(ready_tx);
+        let mut ready = 0;
+        while ready < tickets && ready_rx.recv().await.is_some() {
+            ready += 1;
+        }
+        let pacer = Arc::new(Pacer::new(
+            Instant::now(),
+            rate_bps,
+            message_bytes,
+            duration,
+        ));
+        // Tickets check the value before they look at whether the sender is gone.
+        let _ = pacer_tx.send(Some(pacer.clone()));
+        pacer
+    }
+}
+
+impl Default for StartGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Ticket {
+    /// Says this session is ready and waits for the pacer.
+    pub async fn wait(mut self) -> Option<Arc<Pacer>> {
+        let _ = self.ready.send(()).await;
+        drop(self.ready);
+        let pacer = self.pacer.wait_for(Option::is_some).await.ok()?;
+        pacer.clone()
     }
 }
 
@@ -287,6 +363,35 @@ pub async fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> anyhow::Resul
     Ok(conn)
 }
 
+/// Opens `count` SMTP sessions to `addr` (TLS first with `tls`) that read the greeting and
+/// then wait, at most `in_flight` being opened at a time: a burst would overflow the accept
+/// queue, and a connection dropped from it after the handshake (SYN cookies) would wait for
+/// a greeting forever.
+pub async fn open_idle(
+    addr: SocketAddr,
+    tls: Option<&TlsClient>,
+    count: usize,
+    in_flight: usize,
+) -> anyhow::Result<Vec<Conn>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
+    for _ in 0..count {
+        let tls = tls.cloned();
+        let gate = gate.clone();
+        tasks.spawn(async move {
+            let _slot = gate.acquire_owned().await?;
+            let mut conn = connect(addr, tls.as_ref()).await?;
+            conn.reply().await?.expect(220).context("greeting")?;
+            anyhow::Ok(conn)
+        });
+    }
+    let mut conns = Vec::with_capacity(count);
+    while let Some(joined) = tasks.join_next().await {
+        conns.push(joined??);
+    }
+    Ok(conns)
+}
+
 /// Runs the load and returns when every session has finished.
 pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     if config.messages.is_none() && config.duration.is_none() {
@@ -297,39 +402,31 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     }
     let tls = config.tls.as_ref().map(tls_client).transpose()?;
     let mut start = Instant::now();
-    let (pacer_tx, pacer_rx) = tokio::sync::watch::channel(None);
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(config.sessions.max(1));
     let shared = Arc::new(Shared {
         message: build_message(config.size, &config.from, &config.to),
         deadline: config.duration.map(|d| start + d),
         started: AtomicU64::new(0),
         tls,
-        pacer: pacer_rx,
         config,
     });
+    let mut gate = StartGate::new();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..shared.config.sessions {
         let shared = shared.clone();
-        let ready = ready_tx.clone();
+        let ticket = shared.config.rate_bps.map(|_| gate.ticket());
         tasks.spawn(async move {
             let mut result = SessionResult::default();
-            if let Err(e) = session(&shared, ready, &mut result).await {
+            if let Err(e) = session(&shared, ticket, &mut result).await {
                 result.error = Some(format!("{e:#}"));
             }
             result
         });
     }
-    drop(ready_tx);
     if let Some(rate) = shared.config.rate_bps {
-        // The clock starts once every session is connected (or failed): connection set-up
-        // is not part of the paced load.
-        let mut ready = 0;
-        while ready < shared.config.sessions && ready_rx.recv().await.is_some() {
-            ready += 1;
-        }
-        start = Instant::now();
-        let pacer = Pacer::new(start, rate, shared.config.size, shared.config.duration);
-        let _ = pacer_tx.send(Some(Arc::new(pacer)));
+        let pacer = gate
+            .open(rate, shared.config.size, shared.config.duration)
+            .await;
+        start = pacer.start();
     }
     let mut report = LoadReport {
         sessions: shared.config.sessions,
@@ -353,7 +450,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
 
 async fn session(
     shared: &Shared,
-    ready: tokio::sync::mpsc::Sender<()>,
+    ticket: Option<Ticket>,
     result: &mut SessionResult,
 ) -> anyhow::Result<()> {
     let mut conn = connect(shared.config.addr, shared.tls.as_ref()).await?;
@@ -374,10 +471,13 @@ async fn session(
         shared.config.from, shared.config.to
     );
     let commands: Vec<&str> = envelope.split_inclusive("\r\n").collect();
-    shared.wait_for_start(ready).await;
+    let pacer = match ticket {
+        Some(ticket) => Some(ticket.wait().await.context("the run never started")?),
+        None => None,
+    };
     let mut in_transaction = false;
     let outcome: anyhow::Result<()> = async {
-        while let Some(t0) = shared.claim().await {
+        while let Some(t0) = shared.claim(pacer.as_deref()).await {
             in_transaction = true;
             if pipelining {
                 conn.send(&envelope).await?;
@@ -478,6 +578,32 @@ mod tests {
         let sixth = pacer.next().await.unwrap();
         assert_eq!(sixth - start, Duration::from_millis(50));
         assert_eq!(Instant::now(), sixth);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_opens_when_every_session_is_ready_or_gone() {
+        let mut gate = StartGate::new();
+        let tickets: Vec<Ticket> = (0..3).map(|_| gate.ticket()).collect();
+        let mut tickets = tickets.into_iter();
+        let (a, b, failed) = (
+            tickets.next().unwrap(),
+            tickets.next().unwrap(),
+            tickets.next().unwrap(),
+        );
+        let a = tokio::spawn(a.wait());
+        // The second session takes 50 ms to connect: the clock starts after that.
+        let b = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            b.wait().await
+        });
+        drop(failed);
+        let before = Instant::now();
+        let pacer = gate.open(8_000.0, 10, None).await;
+        assert_eq!(pacer.start() - before, Duration::from_millis(50));
+        for session in [a, b] {
+            let got = session.await.unwrap().expect("a pacer");
+            assert!(Arc::ptr_eq(&got, &pacer));
+        }
     }
 
     #[tokio::test(start_paused = true)]

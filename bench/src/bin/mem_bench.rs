@@ -27,7 +27,6 @@ use bench::load::{self, LoadConfig, TlsTarget};
 use bench::results::{Better, Results};
 use bench::util::{prepare_run, write_report, KIB};
 use clap::Parser;
-use test_support::wire::Conn;
 
 const FROM: &str = "loadgen@client.bench.test";
 
@@ -220,27 +219,7 @@ fn idle(
     let pid = gw.pid();
     let addr = if tls.is_some() { gw.smtps } else { gw.smtp };
     let before = rss(pid)?;
-    let conns = runtime.block_on(async {
-        let mut tasks = tokio::task::JoinSet::new();
-        // Bounded opening rate: a connection the full accept queue dropped after the
-        // handshake (SYN cookies) would wait for a greeting forever.
-        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
-        for _ in 0..count {
-            let tls = tls.cloned();
-            let gate = gate.clone();
-            tasks.spawn(async move {
-                let _slot = gate.acquire_owned().await?;
-                let mut conn: Conn = load::connect(addr, tls.as_ref()).await?;
-                conn.reply().await?.expect(220).context("greeting")?;
-                anyhow::Ok(conn)
-            });
-        }
-        let mut conns = Vec::with_capacity(count);
-        while let Some(joined) = tasks.join_next().await {
-            conns.push(joined??);
-        }
-        anyhow::Ok(conns)
-    })?;
+    let conns = runtime.block_on(load::open_idle(addr, tls, count, 64))?;
     let open = rss(pid)?;
     drop(conns);
     wait_for_fds(pid, fds, settle)?;

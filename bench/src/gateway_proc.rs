@@ -76,6 +76,21 @@ pub fn create_mailboxes(
     })
 }
 
+/// Runs the gateway child when this process was started as one (`<binary> --gateway-child
+/// CONFIG.toml`). Call it first in a runner's `main`: `Some` is the child's outcome to
+/// return, `None` means carry on as the runner.
+pub fn child_if_asked() -> Option<anyhow::Result<()>> {
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_none_or(|a| a != CHILD_FLAG) {
+        return None;
+    }
+    Some(
+        argv.next()
+            .context("missing configuration path")
+            .and_then(|config| child_main(Path::new(&config))),
+    )
+}
+
 /// Entry point of the child: `<binary> --gateway-child CONFIG.toml`.
 pub fn child_main(config_path: &Path) -> anyhow::Result<()> {
     // Parsed without `Config::load`'s validation, which refuses port 0 (the benchmark wants

@@ -18,14 +18,14 @@
 //! figures as JSON beside it.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, CHILD_FLAG, HOST_NAME};
+use anyhow::bail;
+use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, HOST_NAME};
 use bench::load::{self, LoadConfig, TlsTarget};
 use bench::results::{Better, Results};
-use bench::util::{prepare_run, write_report, KIB};
+use bench::util::{ensure_open_files, prepare_run, write_report, KIB};
 use clap::Parser;
 
 const FROM: &str = "loadgen@client.bench.test";
@@ -72,10 +72,8 @@ impl Phase {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut argv = std::env::args_os();
-    if argv.nth(1).is_some_and(|a| a == CHILD_FLAG) {
-        let config = argv.next().context("missing configuration path")?;
-        return gateway_proc::child_main(Path::new(&config));
+    if let Some(child) = gateway_proc::child_if_asked() {
+        return child;
     }
     let mut args = Args::parse();
     if args.quick {
@@ -86,13 +84,7 @@ fn main() -> anyhow::Result<()> {
     }
     // Each process (this one, the gateway child) holds one descriptor per session.
     let want = args.sessions.max(args.flood) as u64 + 1024;
-    let limits = gateway::net::raise_open_files_limit()?;
-    if !limits.suffices(want) {
-        bail!(
-            "the open-files limit is {}; this run needs {want} (lower --sessions)",
-            limits.now
-        );
-    }
+    ensure_open_files(want)?;
     let (scratch, out) = prepare_run("mem", args.out.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

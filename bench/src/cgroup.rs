@@ -135,16 +135,20 @@ pub struct Counters {
     pub hit_limit: Option<u64>,
     /// Processes the OOM killer killed in the group.
     pub oom_kills: Option<u64>,
+    /// Anonymous memory (heaps, stacks: no page cache) charged to the group when read.
+    pub anon: Option<u64>,
 }
 
 /// Reads the counters of the group at `dir` (`v2`: cgroup v2 file names).
 pub fn read_counters(dir: &Path, v2: bool) -> Counters {
+    let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
     if v2 {
         let events = std::fs::read_to_string(dir.join("memory.events")).unwrap_or_default();
         Counters {
             peak: number(&dir.join("memory.peak")),
             hit_limit: keyed(&events, "max"),
             oom_kills: keyed(&events, "oom_kill"),
+            anon: keyed(&stat, "anon"),
         }
     } else {
         let oom = std::fs::read_to_string(dir.join("memory.oom_control")).unwrap_or_default();
@@ -152,6 +156,8 @@ pub fn read_counters(dir: &Path, v2: bool) -> Counters {
             peak: number(&dir.join("memory.max_usage_in_bytes")),
             hit_limit: number(&dir.join("memory.failcnt")),
             oom_kills: keyed(&oom, "oom_kill"),
+            // The group has no children: its own rss is all there is.
+            anon: keyed(&stat, "rss"),
         }
     }
 }
@@ -430,12 +436,18 @@ mod tests {
             "memory.oom_control",
             "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
         );
+        touch(
+            d,
+            "memory.stat",
+            "cache 4096\nrss 8192\nrss_huge 0\ntotal_rss 8192\n",
+        );
         assert_eq!(
             read_counters(d, false),
             Counters {
                 peak: Some(1_048_576),
                 hit_limit: Some(3),
-                oom_kills: Some(1)
+                oom_kills: Some(1),
+                anon: Some(8192),
             }
         );
         touch(d, "memory.peak", "2048\n");
@@ -444,12 +456,14 @@ mod tests {
             "memory.events",
             "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\noom_group_kill 0\n",
         );
+        touch(d, "memory.stat", "anon 12288\nfile 4096\nkernel 0\n");
         assert_eq!(
             read_counters(d, true),
             Counters {
                 peak: Some(2048),
                 hit_limit: Some(7),
-                oom_kills: Some(2)
+                oom_kills: Some(2),
+                anon: Some(12288),
             }
         );
         // An old kernel's oom_control has no oom_kill line: unknown, not zero.

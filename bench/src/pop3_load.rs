@@ -218,7 +218,9 @@ pub struct PickupConfig {
 /// each at the time the shared [`crate::load::Pacer`] hands out, until the schedule ends or
 /// its mailbox is empty, and QUITs. A message's latency runs from its scheduled time to the
 /// end of its content; `accepted` counts messages retrieved in full, `failed` the sessions
-/// that broke off with an error (each loses at most the message in flight).
+/// that broke off with an error (each loses at most the message in flight). The elapsed
+/// time ends with the last message retrieved (at least the schedule's length): the QUITs
+/// that commit the deletions come after it.
 pub async fn pickup(config: PickupConfig) -> anyhow::Result<LoadReport> {
     let tls = Arc::new(config.tls.as_ref().map(tls_client).transpose()?);
     let mut gate = StartGate::new();
@@ -226,7 +228,7 @@ pub async fn pickup(config: PickupConfig) -> anyhow::Result<LoadReport> {
     for account in config.accounts.clone() {
         let (tls, ticket, addr) = (tls.clone(), gate.ticket(), config.addr);
         tasks.spawn(async move {
-            let mut latencies = Vec::new();
+            let (mut latencies, mut last) = (Vec::new(), None);
             let outcome: anyhow::Result<()> = async {
                 let (mut conn, _) = connect(addr, tls.as_ref().as_ref()).await?;
                 login(&mut conn, &account).await?;
@@ -237,15 +239,14 @@ pub async fn pickup(config: PickupConfig) -> anyhow::Result<LoadReport> {
                     ok(&conn.pop(&format!("RETR {n}")).await?, "RETR")?;
                     conn.multiline_with(|_| ()).await?;
                     latencies.push(due.elapsed());
+                    last = Some(tokio::time::Instant::now());
                     ok(&conn.pop(&format!("DELE {n}")).await?, "DELE")?;
                 }
                 ok(&conn.pop("QUIT").await?, "QUIT")
             }
             .await;
-            (
-                latencies,
-                outcome.err().map(|e| format!("{}: {e:#}", account.user)),
-            )
+            let error = outcome.err().map(|e| format!("{}: {e:#}", account.user));
+            (latencies, last, error)
         });
     }
     let start = gate
@@ -258,8 +259,10 @@ pub async fn pickup(config: PickupConfig) -> anyhow::Result<LoadReport> {
         offered_bps: Some(config.rate_bps),
         ..LoadReport::default()
     };
+    let mut last = start;
     while let Some(joined) = tasks.join_next().await {
-        let (latencies, error) = joined?;
+        let (latencies, done, error) = joined?;
+        last = last.max(done.unwrap_or(start));
         report.accepted += latencies.len() as u64;
         report.latencies.extend(latencies);
         if error.is_some() {
@@ -267,7 +270,7 @@ pub async fn pickup(config: PickupConfig) -> anyhow::Result<LoadReport> {
             report.first_error = report.first_error.or(error);
         }
     }
-    report.elapsed = start.elapsed().max(config.duration);
+    report.elapsed = (last - start).max(config.duration);
     report.latencies.sort();
     Ok(report)
 }

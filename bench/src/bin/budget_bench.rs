@@ -650,6 +650,13 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// A group counter in bytes as MiB for the table, a dash where there is none.
+fn group_mib(bytes: Option<u64>) -> String {
+    bytes
+        .map(|b| format!("{:.1}", b as f64 / MIB as f64))
+        .unwrap_or_else(|| "—".into())
+}
+
 fn results(args: &Args, done: &Done) -> Results {
     let mut r = Results::new("budget", args.quick);
     for cell in &done.cells {
@@ -666,6 +673,10 @@ fn results(args: &Args, done: &Done) -> Results {
         if let Some(peak) = cell.group.peak {
             let peak = peak as f64 / MIB as f64;
             r.add(&id, "memory group peak MiB", Better::Lower, peak, None);
+        }
+        if let Some(anon) = cell.group.anon {
+            let anon = anon as f64 / MIB as f64;
+            r.add(&id, "memory group anon end MiB", Better::Lower, anon, None);
         }
         for part in &cell.parts {
             let parts = [cell.id.as_str(), part.kind.as_str()];
@@ -723,7 +734,10 @@ fn render(
          final 250; pick-up: RETR to the end of the message). CPU: the gateway's user + \
          system time over the cell's wall time (idle and paced sessions' set-up included), \
          as a share of one core. VmHWM: the gateway's peak RSS during the cell{}. Group \
-         peak: the memory group's peak usage during the cell, page cache included{}.\n",
+         peak: the memory group's peak usage during the cell, page cache included{}: the \
+         files the gateway writes fill the group up to its limit, and the kernel then \
+         reclaims cache (each time counts as the limit hit, not as a kill). Group anon: \
+         the group's anonymous memory (no cache) at the cell's end.\n",
         args.seconds,
         if cells.iter().all(|c| c.hwm_reset) {
             " (reset before it)"
@@ -738,16 +752,19 @@ fn render(
     );
     let _ = writeln!(
         s,
-        "| cell | traffic | sessions | offered Mbit/s | achieved Mbit/s | p50 ms | p99 ms | CPU % of one core | RSS end MiB | VmHWM MiB | group peak MiB |"
+        "| cell | traffic | sessions | offered Mbit/s | achieved Mbit/s | p50 ms | p99 ms | CPU % of one core | RSS end MiB | VmHWM MiB | group peak MiB | group anon end MiB |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for cell in cells {
         for (i, part) in cell.parts.iter().enumerate() {
             let whole = |text: String| if i == 0 { text } else { String::new() };
             let r = &part.report;
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} |",
                 whole(cell.id.clone()),
                 part.kind,
                 r.sessions,
@@ -758,12 +775,8 @@ fn render(
                 whole(format!("{:.1}", cell.cpu_share() * 100.0)),
                 whole(format!("{:.1}", mib(cell.rss_kib))),
                 whole(format!("{:.1}", mib(cell.hwm_kib))),
-                whole(
-                    cell.group
-                        .peak
-                        .map(|p| format!("{:.1}", p as f64 / MIB as f64))
-                        .unwrap_or_else(|| "—".into())
-                ),
+                whole(group_mib(cell.group.peak)),
+                whole(group_mib(cell.group.anon)),
             );
         }
         if cell.idle > 0 {
@@ -829,16 +842,13 @@ fn render(
         let _ = writeln!(
             s,
             "- {} concurrent sessions ({} idle TLS + the mix's paced ones) inside the {} MiB \
-             limit: {}; peak RSS {:.1} MiB, group peak {}, limit hit {} time(s), OOM kills {}.",
+             limit: {}; peak RSS {:.1} MiB, group peak {} MiB, limit hit {} time(s), OOM kills {}.",
             args.sessions,
             all.idle,
             args.limit_mib,
             if killed { "KILLED" } else { "not killed" },
             mib(all.hwm_kib),
-            all.group
-                .peak
-                .map(|p| format!("{:.1} MiB", p as f64 / MIB as f64))
-                .unwrap_or_else(|| "—".into()),
+            group_mib(all.group.peak),
             all.group
                 .hit_limit
                 .map_or_else(|| "—".into(), |n| n.to_string()),

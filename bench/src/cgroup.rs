@@ -178,8 +178,28 @@ impl MemoryLimit {
     /// named `name`.
     pub fn establish(bytes: u64, name: &str) -> anyhow::Result<Self> {
         let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let systemd_run = on_path("systemd-run");
+        let found = candidates(Path::new("/"), &self_cgroup, systemd_run, name);
         let mut passed_over = Vec::new();
-        for mechanism in candidates(Path::new("/"), &self_cgroup, on_path("systemd-run"), name) {
+        if !found.contains(&Mechanism::SystemdRun) {
+            passed_over.push(format!(
+                "{}: {}",
+                Mechanism::SystemdRun.label(),
+                if systemd_run {
+                    "systemd is not running (no /run/systemd/system)"
+                } else {
+                    "systemd-run is not installed"
+                }
+            ));
+        }
+        if !found.iter().any(|m| matches!(m, Mechanism::CgroupV2(_))) {
+            passed_over.push(
+                "cgroup v2: /sys/fs/cgroup is not a v2 hierarchy handing down the memory \
+                 controller"
+                    .to_owned(),
+            );
+        }
+        for mechanism in found {
             match set_up(&mechanism, bytes) {
                 Ok(created) => {
                     return Ok(Self {

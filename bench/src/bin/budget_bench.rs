@@ -737,7 +737,10 @@ fn render(
          peak: the memory group's peak usage during the cell, page cache included{}: the \
          files the gateway writes fill the group up to its limit, and the kernel then \
          reclaims cache (each time counts as the limit hit, not as a kill). Group anon: \
-         the group's anonymous memory (no cache) at the cell's end.\n",
+         the group's anonymous memory (no cache) at the cell's end. Idle sessions: TLS \
+         handshake done, greeting read, then silent; the gateway's \
+         `limits.preauth_timeout_secs` is raised to 3600 for the run so it keeps them \
+         (default 60 s), and its connection limits to the session count.\n",
         args.seconds,
         if cells.iter().all(|c| c.hwm_reset) {
             " (reset before it)"

@@ -83,6 +83,10 @@ struct Args {
     /// Mailboxes (one POP3S session each) the pick-up uses.
     #[arg(long, default_value_t = 4)]
     pickup_sessions: usize,
+    /// Limit memory with `prlimit --as` (RLIMIT_AS) even where a cgroup is available: the
+    /// last resort, tried on purpose.
+    #[arg(long)]
+    rlimit: bool,
     /// Report file (default: `<target dir>/bench-reports/budget.md`); JSON beside it.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -201,6 +205,7 @@ fn main() -> anyhow::Result<()> {
     let limit = MemoryLimit::establish(
         args.limit_mib * MIB as u64,
         &format!("gateway-budget-{}", std::process::id()),
+        args.rlimit,
     )?;
     eprintln!("{}", limit.describe());
     let mut bench = Bench::start(args, &scratch, limit)?;

@@ -76,6 +76,21 @@ pub fn create_mailboxes(
     })
 }
 
+/// Runs the gateway child when this process was started as one (`<binary> --gateway-child
+/// CONFIG.toml`). Call it first in a runner's `main`: `Some` is the child's outcome to
+/// return, `None` means carry on as the runner.
+pub fn child_if_asked() -> Option<anyhow::Result<()>> {
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_none_or(|a| a != CHILD_FLAG) {
+        return None;
+    }
+    Some(
+        argv.next()
+            .context("missing configuration path")
+            .and_then(|config| child_main(Path::new(&config))),
+    )
+}
+
 /// Entry point of the child: `<binary> --gateway-child CONFIG.toml`.
 pub fn child_main(config_path: &Path) -> anyhow::Result<()> {
     // Parsed without `Config::load`'s validation, which refuses port 0 (the benchmark wants
@@ -147,11 +162,15 @@ pub fn child_main(config_path: &Path) -> anyhow::Result<()> {
 /// the gateway child under it, for profiles of the gateway alone.
 pub const CHILD_WRAPPER_VAR: &str = "BENCH_GATEWAY_WRAPPER";
 
-/// The command that starts the child: this executable, or the wrapper running it.
-fn child_command() -> anyhow::Result<Command> {
+/// The command that starts the child: this executable, or the wrappers running it
+/// (`outer` first, e.g. a memory limit, then the one [`CHILD_WRAPPER_VAR`] names).
+fn child_command(outer: &[String]) -> anyhow::Result<Command> {
     let exe = std::env::current_exe()?;
     let wrapper = std::env::var(CHILD_WRAPPER_VAR).unwrap_or_default();
-    let mut words = wrapper.split_whitespace();
+    let mut words = outer
+        .iter()
+        .map(String::as_str)
+        .chain(wrapper.split_whitespace());
     Ok(match words.next() {
         None => Command::new(exe),
         Some(program) => {
@@ -186,11 +205,17 @@ impl GatewayProcess {
     /// Starts the child on `config` (written into its data directory). The child serves the
     /// first existing mailbox (by name) or creates one.
     pub fn start_with(config: &Config) -> anyhow::Result<Self> {
+        Self::start_wrapped(config, &[])
+    }
+
+    /// Like [`Self::start_with`], the child run by the command `wrapper` (its words; the
+    /// child's command line follows them), e.g. one that puts it under a memory limit.
+    pub fn start_wrapped(config: &Config, wrapper: &[String]) -> anyhow::Result<Self> {
         let data_dir = config.gateway.data_dir.as_path();
         std::fs::create_dir_all(data_dir)?;
         let config_path = data_dir.join("bench-gateway.toml");
         std::fs::write(&config_path, config.to_toml_string())?;
-        let mut child = child_command()?
+        let mut child = child_command(wrapper)?
             .arg(CHILD_FLAG)
             .arg(&config_path)
             .stdin(Stdio::piped())
@@ -241,6 +266,11 @@ impl GatewayProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How the child ended, if it has (killed by a memory limit, crashed), without waiting.
+    pub fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 
     /// Graceful stop; returns the number of messages stored in the mailbox.

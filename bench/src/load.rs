@@ -2,16 +2,23 @@
 //! connection (MAIL, RCPT and DATA pipelined when the server offers PIPELINING), until a
 //! total number of messages or a duration is reached. Only messages the server answered
 //! with 250 after the data count.
+//!
+//! Closed loop by default: each session sends its next message as soon as the last one was
+//! answered. With an offered rate (`rate_bps`) the load is open loop instead: a [`Pacer`]
+//! hands out send times at that rate, every session waits for the next one, and a message's
+//! latency counts from its scheduled time, so a server that falls behind shows it in the
+//! latency instead of slowing the generator down (no coordinated omission).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use test_support::wire::{Conn, Options};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// How to reach the server over TLS.
 #[derive(Clone, Debug)]
@@ -40,6 +47,68 @@ pub struct LoadConfig {
     pub pipelining: bool,
     /// Log in with AUTH PLAIN (user, password) after EHLO; needs `tls`.
     pub auth: Option<(String, String)>,
+    /// Offered rate in bits of message per second (open loop, see the module docs); with a
+    /// `duration`, messages are due during that long from the moment every session is
+    /// connected. None: closed loop.
+    pub rate_bps: Option<f64>,
+}
+
+/// Open-loop pacing, a token bucket: tokens (send times) are issued at the offered rate, one
+/// per message, starting at `start`; every message takes the next token and waits until its
+/// time. A sender that comes late gets a token that is already due and goes at once: the
+/// backlog is sent as fast as the sessions can, and the latency counts from the token's time.
+#[derive(Debug)]
+pub struct Pacer {
+    start: Instant,
+    interval: Duration,
+    /// No tokens at or after this time.
+    end: Option<Instant>,
+    issued: AtomicU64,
+}
+
+impl Pacer {
+    /// Tokens for messages of `message_bytes` at `rate_bps` bits per second, from `start`
+    /// for `duration` (forever without).
+    pub fn new(
+        start: Instant,
+        rate_bps: f64,
+        message_bytes: usize,
+        duration: Option<Duration>,
+    ) -> Self {
+        Self {
+            start,
+            interval: Duration::from_secs_f64(message_bytes as f64 * 8.0 / rate_bps),
+            end: duration.map(|d| start + d),
+            issued: AtomicU64::new(0),
+        }
+    }
+
+    /// When the first token is due.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// The time between two tokens.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Takes the next token: its time, or None when the run is over.
+    pub fn claim(&self) -> Option<Instant> {
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        let due = self.start + self.interval.mul_f64(n as f64);
+        match self.end {
+            Some(end) if due >= end => None,
+            _ => Some(due),
+        }
+    }
+
+    /// Takes the next token and waits until it is due; returns its time.
+    pub async fn next(&self) -> Option<Instant> {
+        let due = self.claim()?;
+        tokio::time::sleep_until(due).await;
+        Some(due)
+    }
 }
 
 /// What a run achieved.
@@ -51,9 +120,15 @@ pub struct LoadReport {
     pub accepted: u64,
     /// Messages refused or lost (non-2xx reply, broken connection).
     pub failed: u64,
+    /// Closed loop: from the start to the last session done. Paced: from the first due
+    /// time to the last reply, and at least the schedule's length, so that a schedule
+    /// holding a single large message does not look like a burst at link speed.
     pub elapsed: Duration,
-    /// Latency from MAIL FROM to the final 250, sorted.
-    latencies: Vec<Duration>,
+    /// The offered rate (bits per second) of a paced run.
+    pub offered_bps: Option<f64>,
+    /// Latency from MAIL FROM (paced: from the message's scheduled time) to the final 250,
+    /// sorted.
+    pub(crate) latencies: Vec<Duration>,
     /// First error seen, for diagnosis.
     pub first_error: Option<String>,
 }
@@ -63,7 +138,12 @@ impl LoadReport {
         self.accepted as f64 / self.elapsed.as_secs_f64()
     }
 
-    /// Accepted message bytes, in megabits per second.
+    /// The offered rate of a paced run, megabits per second.
+    pub fn offered_mbit_per_sec(&self) -> Option<f64> {
+        self.offered_bps.map(|bps| bps / 1e6)
+    }
+
+    /// Accepted message bytes, in megabits per second (achieved, for a paced run).
     pub fn mbit_per_sec(&self) -> f64 {
         self.accepted as f64 * self.size as f64 * 8.0 / self.elapsed.as_secs_f64() / 1e6
     }
@@ -79,7 +159,7 @@ impl LoadReport {
 
     pub fn summary(&self) -> String {
         format!(
-            "{} sessions, {} B: {} accepted, {} failed in {:.2} s = {:.0} msg/s, {:.1} Mbit/s; \
+            "{} sessions, {} B: {} accepted, {} failed in {:.2} s = {:.0} msg/s, {:.1} Mbit/s{}; \
              latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}",
             self.sessions,
             self.size,
@@ -88,6 +168,9 @@ impl LoadReport {
             self.elapsed.as_secs_f64(),
             self.messages_per_sec(),
             self.mbit_per_sec(),
+            self.offered_mbit_per_sec()
+                .map(|o| format!(" (offered {o:.1})"))
+                .unwrap_or_default(),
             ms(self.latency(50.0)),
             ms(self.latency(90.0)),
             ms(self.latency(99.0)),
@@ -146,13 +229,102 @@ struct Shared {
 }
 
 impl Shared {
-    /// Claims the next message, or None when the run is over.
-    fn claim(&self) -> bool {
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            return false;
-        }
+    /// Claims the next message: the time its latency counts from (paced: once it is due),
+    /// or None when the run is over.
+    async fn claim(&self, pacer: Option<&Pacer>) -> Option<Instant> {
+        let at = match pacer {
+            Some(pacer) => pacer.next().await?,
+            None if self.deadline.is_some_and(|d| Instant::now() >= d) => return None,
+            None => Instant::now(),
+        };
         let n = self.started.fetch_add(1, Ordering::Relaxed);
-        self.config.messages.is_none_or(|max| n < max)
+        self.config.messages.is_none_or(|max| n < max).then_some(at)
+    }
+}
+
+/// Starts a paced run once every session is connected, so that connection set-up is not
+/// part of the paced load: each session holds a [`Ticket`] and uses it when it is ready
+/// (or drops it when it failed); [`StartGate::open`] waits for all of them and starts the
+/// [`Pacer`] the tickets then hand out.
+pub struct StartGate {
+    ready_tx: tokio::sync::mpsc::Sender<()>,
+    ready_rx: tokio::sync::mpsc::Receiver<()>,
+    pacer_tx: tokio::sync::watch::Sender<Option<Arc<Pacer>>>,
+    tickets: usize,
+}
+
+/// A session's part of a [`StartGate`].
+pub struct Ticket {
+    ready: tokio::sync::mpsc::Sender<()>,
+    pacer: tokio::sync::watch::Receiver<Option<Arc<Pacer>>>,
+}
+
+impl StartGate {
+    pub fn new() -> Self {
+        // Every ticket sends at most once before it is dropped: no sender waits long.
+        let (ready_tx, ready_rx) = tokio::sync::mpsc::channel(1024);
+        Self {
+            ready_tx,
+            ready_rx,
+            pacer_tx: tokio::sync::watch::channel(None).0,
+            tickets: 0,
+        }
+    }
+
+    pub fn ticket(&mut self) -> Ticket {
+        self.tickets += 1;
+        Ticket {
+            ready: self.ready_tx.clone(),
+            pacer: self.pacer_tx.subscribe(),
+        }
+    }
+
+    /// Waits until every ticket was used or dropped, then starts tokens at `rate_bps` for
+    /// messages of `message_bytes` for `duration`.
+    pub async fn open(
+        self,
+        rate_bps: f64,
+        message_bytes: usize,
+        duration: Option<Duration>,
+    ) -> Arc<Pacer> {
+        let Self {
+            ready_tx,
+            mut ready_rx,
+            pacer_tx,
+            tickets,
+        } = self;
+        // Now only the tickets hold senders: the channel closes when the last one is used
+        // or dropped (its session failed before it was ready).
+        drop(ready_tx);
+        let mut ready = 0;
+        while ready < tickets && ready_rx.recv().await.is_some() {
+            ready += 1;
+        }
+        let pacer = Arc::new(Pacer::new(
+            Instant::now(),
+            rate_bps,
+            message_bytes,
+            duration,
+        ));
+        // Tickets check the value before they look at whether the sender is gone.
+        let _ = pacer_tx.send(Some(pacer.clone()));
+        pacer
+    }
+}
+
+impl Default for StartGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Ticket {
+    /// Says this session is ready and waits for the pacer.
+    pub async fn wait(mut self) -> Option<Arc<Pacer>> {
+        let _ = self.ready.send(()).await;
+        drop(self.ready);
+        let pacer = self.pacer.wait_for(Option::is_some).await.ok()?;
+        pacer.clone()
     }
 }
 
@@ -194,13 +366,75 @@ pub async fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> anyhow::Resul
     Ok(conn)
 }
 
+/// Opens `count` SMTP sessions to `addr` (TLS first with `tls`) that read the greeting and
+/// then wait, at most `in_flight` being opened at a time: a burst would overflow the accept
+/// queue, and a connection dropped from it after the handshake (SYN cookies) would wait for
+/// a greeting forever.
+pub async fn open_idle(
+    addr: SocketAddr,
+    tls: Option<&TlsClient>,
+    count: usize,
+    in_flight: usize,
+) -> anyhow::Result<Vec<Conn>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
+    for _ in 0..count {
+        let tls = tls.cloned();
+        let gate = gate.clone();
+        tasks.spawn(async move {
+            let _slot = gate.acquire_owned().await?;
+            let mut conn = connect(addr, tls.as_ref()).await?;
+            conn.reply().await?.expect(220).context("greeting")?;
+            anyhow::Ok(conn)
+        });
+    }
+    let mut conns = Vec::with_capacity(count);
+    while let Some(joined) = tasks.join_next().await {
+        conns.push(joined??);
+    }
+    Ok(conns)
+}
+
+/// Delivers `count` messages of `size` bytes to `to` over plaintext SMTP (closed loop,
+/// `sessions` sessions, ten minutes at most) and fails unless all were accepted: filling
+/// mailboxes before a measurement.
+pub async fn deliver(
+    addr: SocketAddr,
+    (from, to): (&str, &str),
+    size: usize,
+    count: u64,
+    sessions: usize,
+) -> anyhow::Result<()> {
+    let report = run(LoadConfig {
+        addr,
+        tls: None,
+        sessions,
+        messages: Some(count),
+        duration: Some(Duration::from_secs(600)),
+        size,
+        from: from.to_owned(),
+        to: to.to_owned(),
+        pipelining: true,
+        auth: None,
+        rate_bps: None,
+    })
+    .await?;
+    if report.accepted != count {
+        bail!("delivering {count} messages: {}", report.summary());
+    }
+    Ok(())
+}
+
 /// Runs the load and returns when every session has finished.
 pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     if config.messages.is_none() && config.duration.is_none() {
         bail!("give a number of messages or a duration");
     }
+    if config.rate_bps.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        bail!("the offered rate must be positive");
+    }
     let tls = config.tls.as_ref().map(tls_client).transpose()?;
-    let start = Instant::now();
+    let mut start = Instant::now();
     let shared = Arc::new(Shared {
         message: build_message(config.size, &config.from, &config.to),
         deadline: config.duration.map(|d| start + d),
@@ -208,20 +442,29 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         tls,
         config,
     });
+    let mut gate = StartGate::new();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..shared.config.sessions {
         let shared = shared.clone();
+        let ticket = shared.config.rate_bps.map(|_| gate.ticket());
         tasks.spawn(async move {
             let mut result = SessionResult::default();
-            if let Err(e) = session(&shared, &mut result).await {
+            if let Err(e) = session(&shared, ticket, &mut result).await {
                 result.error = Some(format!("{e:#}"));
             }
             result
         });
     }
+    if let Some(rate) = shared.config.rate_bps {
+        let pacer = gate
+            .open(rate, shared.config.size, shared.config.duration)
+            .await;
+        start = pacer.start();
+    }
     let mut report = LoadReport {
         sessions: shared.config.sessions,
         size: shared.config.size,
+        offered_bps: shared.config.rate_bps,
         ..LoadReport::default()
     };
     while let Some(joined) = tasks.join_next().await {
@@ -233,12 +476,19 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             report.first_error = result.error;
         }
     }
-    report.elapsed = start.elapsed();
+    report.elapsed = match (shared.config.rate_bps, shared.config.duration) {
+        (Some(_), Some(schedule)) => start.elapsed().max(schedule),
+        _ => start.elapsed(),
+    };
     report.latencies.sort();
     Ok(report)
 }
 
-async fn session(shared: &Shared, result: &mut SessionResult) -> anyhow::Result<()> {
+async fn session(
+    shared: &Shared,
+    ticket: Option<Ticket>,
+    result: &mut SessionResult,
+) -> anyhow::Result<()> {
     let mut conn = connect(shared.config.addr, shared.tls.as_ref()).await?;
     conn.reply().await?.expect(220).context("greeting")?;
     let ehlo = conn.command("EHLO loadgen.gateway.test").await?;
@@ -257,10 +507,13 @@ async fn session(shared: &Shared, result: &mut SessionResult) -> anyhow::Result<
         shared.config.from, shared.config.to
     );
     let commands: Vec<&str> = envelope.split_inclusive("\r\n").collect();
+    let pacer = match ticket {
+        Some(ticket) => Some(ticket.wait().await.context("the run never started")?),
+        None => None,
+    };
     let mut in_transaction = false;
     let outcome: anyhow::Result<()> = async {
-        while shared.claim() {
-            let t0 = Instant::now();
+        while let Some(t0) = shared.claim(pacer.as_deref()).await {
             in_transaction = true;
             if pipelining {
                 conn.send(&envelope).await?;
@@ -311,6 +564,113 @@ async fn session(shared: &Shared, result: &mut SessionResult) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_come_at_the_offered_rate_until_the_end() {
+        let start = Instant::now();
+        // 1 MiB at 100 Mbit/s: one message every 83.886 ms.
+        let pacer = Pacer::new(start, 100e6, 1 << 20, Some(Duration::from_secs(1)));
+        assert_eq!(pacer.interval().as_micros(), 83_886);
+        let dues: Vec<Duration> = std::iter::from_fn(|| pacer.claim())
+            .map(|due| due - start)
+            .collect();
+        assert_eq!(dues.len(), 12, "1 s / 83.9 ms");
+        assert_eq!(dues[0], Duration::ZERO);
+        for pair in dues.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap.abs_diff(pacer.interval()) <= Duration::from_nanos(2),
+                "{gap:?}"
+            );
+        }
+        assert!(pacer.claim().is_none(), "no tokens after the end");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn senders_wait_for_their_token_and_late_ones_keep_its_time() {
+        let start = Instant::now();
+        // 10 ms between tokens.
+        let pacer = Pacer::new(start, 8_000.0, 10, None);
+        assert_eq!(pacer.next().await, Some(start));
+        assert_eq!(Instant::now(), start, "the first token is due at once");
+        let second = pacer.next().await.unwrap();
+        assert_eq!(second - start, Duration::from_millis(10));
+        assert_eq!(Instant::now(), second, "waited exactly until it was due");
+        // A slow server keeps the sender busy for 35 ms: the tokens due meanwhile go at
+        // once, each with its own time, so the latency counts from there.
+        tokio::time::advance(Duration::from_millis(35)).await;
+        let late = Instant::now();
+        let third = pacer.next().await.unwrap();
+        let fourth = pacer.next().await.unwrap();
+        assert_eq!(
+            (third - start, fourth - start),
+            (Duration::from_millis(20), Duration::from_millis(30))
+        );
+        assert_eq!(Instant::now(), late, "no waiting for tokens already due");
+        let fifth = pacer.next().await.unwrap();
+        assert_eq!(fifth - start, Duration::from_millis(40));
+        assert_eq!(Instant::now(), late, "due at 40 ms, now is 45 ms: at once");
+        // Caught up: the next token is in the future again.
+        let sixth = pacer.next().await.unwrap();
+        assert_eq!(sixth - start, Duration::from_millis(50));
+        assert_eq!(Instant::now(), sixth);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_opens_when_every_session_is_ready_or_gone() {
+        let mut gate = StartGate::new();
+        let tickets: Vec<Ticket> = (0..3).map(|_| gate.ticket()).collect();
+        let mut tickets = tickets.into_iter();
+        let (a, b, failed) = (
+            tickets.next().unwrap(),
+            tickets.next().unwrap(),
+            tickets.next().unwrap(),
+        );
+        let a = tokio::spawn(a.wait());
+        // The second session takes 50 ms to connect: the clock starts after that.
+        let b = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            b.wait().await
+        });
+        drop(failed);
+        let before = Instant::now();
+        let pacer = gate.open(8_000.0, 10, None).await;
+        assert_eq!(pacer.start() - before, Duration::from_millis(50));
+        for session in [a, b] {
+            let got = session.await.unwrap().expect("a pacer");
+            assert!(Arc::ptr_eq(&got, &pacer));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_senders_share_one_schedule() {
+        let start = Instant::now();
+        let pacer = Arc::new(Pacer::new(
+            start,
+            8_000.0,
+            10,
+            Some(Duration::from_millis(100)),
+        ));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let pacer = pacer.clone();
+            tasks.spawn(async move {
+                let mut sent = Vec::new();
+                while let Some(due) = pacer.next().await {
+                    sent.push((due - start, Instant::now() - start));
+                }
+                sent
+            });
+        }
+        let mut all: Vec<(Duration, Duration)> = tasks.join_all().await.concat();
+        all.sort();
+        let dues: Vec<u128> = all.iter().map(|(due, _)| due.as_millis()).collect();
+        assert_eq!(dues, (0..10).map(|i| i * 10).collect::<Vec<u128>>());
+        assert!(
+            all.iter().all(|(due, went)| due == went),
+            "each went when due"
+        );
+    }
 
     #[test]
     fn message_has_the_requested_size() {

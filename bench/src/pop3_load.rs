@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use test_support::wire::Conn;
 use tokio::net::TcpStream;
 
-use crate::load::{tls_client, TlsClient, TlsTarget};
+use crate::load::{tls_client, LoadReport, StartGate, TlsClient, TlsTarget};
 
 /// Longest trace prefix a server may put before the expected content ([`Verify::AfterTrace`]).
 const MAX_TRACE: usize = 4096;
@@ -195,6 +195,83 @@ pub async fn drain(config: DrainConfig) -> anyhow::Result<DrainReport> {
         }
     }
     report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// A paced pick-up: what an archiver fetching at a steady rate does.
+#[derive(Clone, Debug)]
+pub struct PickupConfig {
+    pub addr: SocketAddr,
+    /// Implicit TLS (POP3S) when set; plaintext otherwise.
+    pub tls: Option<TlsTarget>,
+    /// One session per account (a POP3 mailbox admits one session at a time).
+    pub accounts: Vec<Account>,
+    /// Offered rate, bits of message per second, all sessions together.
+    pub rate_bps: f64,
+    /// The size the rate counts per message (what was sent into the mailboxes).
+    pub message_bytes: usize,
+    /// Messages are due during this long, from the moment every session has logged in.
+    pub duration: Duration,
+}
+
+/// Runs a paced pick-up: every session logs in, then RETRs and DELEs its messages in turn,
+/// each at the time the shared [`crate::load::Pacer`] hands out, until the schedule ends or
+/// its mailbox is empty, and QUITs. A message's latency runs from its scheduled time to the
+/// end of its content; `accepted` counts messages retrieved in full, `failed` the sessions
+/// that broke off with an error (each loses at most the message in flight). The elapsed
+/// time ends with the last message retrieved (at least the schedule's length): the QUITs
+/// that commit the deletions come after it.
+pub async fn pickup(config: PickupConfig) -> anyhow::Result<LoadReport> {
+    let tls = Arc::new(config.tls.as_ref().map(tls_client).transpose()?);
+    let mut gate = StartGate::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for account in config.accounts.clone() {
+        let (tls, ticket, addr) = (tls.clone(), gate.ticket(), config.addr);
+        tasks.spawn(async move {
+            let (mut latencies, mut last) = (Vec::new(), None);
+            let outcome: anyhow::Result<()> = async {
+                let (mut conn, _) = connect(addr, tls.as_ref().as_ref()).await?;
+                login(&mut conn, &account).await?;
+                let (messages, _) = stat(&mut conn).await?;
+                let pacer = ticket.wait().await.context("the run never started")?;
+                for n in 1..=messages {
+                    let Some(due) = pacer.next().await else { break };
+                    ok(&conn.pop(&format!("RETR {n}")).await?, "RETR")?;
+                    conn.multiline_with(|_| ()).await?;
+                    latencies.push(due.elapsed());
+                    last = Some(tokio::time::Instant::now());
+                    ok(&conn.pop(&format!("DELE {n}")).await?, "DELE")?;
+                }
+                ok(&conn.pop("QUIT").await?, "QUIT")
+            }
+            .await;
+            let error = outcome.err().map(|e| format!("{}: {e:#}", account.user));
+            (latencies, last, error)
+        });
+    }
+    let start = gate
+        .open(config.rate_bps, config.message_bytes, Some(config.duration))
+        .await
+        .start();
+    let mut report = LoadReport {
+        sessions: config.accounts.len(),
+        size: config.message_bytes,
+        offered_bps: Some(config.rate_bps),
+        ..LoadReport::default()
+    };
+    let mut last = start;
+    while let Some(joined) = tasks.join_next().await {
+        let (latencies, done, error) = joined?;
+        last = last.max(done.unwrap_or(start));
+        report.accepted += latencies.len() as u64;
+        report.latencies.extend(latencies);
+        if error.is_some() {
+            report.failed += 1;
+            report.first_error = report.first_error.or(error);
+        }
+    }
+    report.elapsed = (last - start).max(config.duration);
+    report.latencies.sort();
     Ok(report)
 }
 

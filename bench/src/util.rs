@@ -51,6 +51,19 @@ pub fn filesystem_of(path: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Raises the open-files limit to its hard limit (the gateway child inherits it) and fails
+/// unless it allows `want` descriptors.
+pub fn ensure_open_files(want: u64) -> anyhow::Result<()> {
+    let limits = gateway::net::raise_open_files_limit()?;
+    if !limits.suffices(want) {
+        anyhow::bail!(
+            "the open-files limit is {}; this run needs {want} (lower --sessions)",
+            limits.now
+        );
+    }
+    Ok(())
+}
+
 /// utime + stime of a process, seconds.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

@@ -28,6 +28,7 @@ const RUNNERS: &[(&str, &str)] = &[
     ("proxy", "proxy_bench"),
     ("tls", "tls_bench"),
     ("mem", "mem_bench"),
+    ("budget", "budget_bench"),
 ];
 
 /// Runs the named benches (criterion targets or runners), or every one when `names` is

@@ -18,16 +18,15 @@
 //! figures as JSON beside it.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, CHILD_FLAG, HOST_NAME};
+use anyhow::bail;
+use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, HOST_NAME};
 use bench::load::{self, LoadConfig, TlsTarget};
 use bench::results::{Better, Results};
-use bench::util::{prepare_run, write_report, KIB};
+use bench::util::{ensure_open_files, prepare_run, write_report, KIB};
 use clap::Parser;
-use test_support::wire::Conn;
 
 const FROM: &str = "loadgen@client.bench.test";
 
@@ -77,10 +76,8 @@ impl Phase {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut argv = std::env::args_os();
-    if argv.nth(1).is_some_and(|a| a == CHILD_FLAG) {
-        let config = argv.next().context("missing configuration path")?;
-        return gateway_proc::child_main(Path::new(&config));
+    if let Some(child) = gateway_proc::child_if_asked() {
+        return child;
     }
     let mut args = Args::parse();
     if args.quick {
@@ -91,13 +88,7 @@ fn main() -> anyhow::Result<()> {
     }
     // Each process (this one, the gateway child) holds one descriptor per session.
     let want = args.sessions.max(args.flood) as u64 + 1024;
-    let limits = gateway::net::raise_open_files_limit()?;
-    if !limits.suffices(want) {
-        bail!(
-            "the open-files limit is {}; this run needs {want} (lower --sessions)",
-            limits.now
-        );
-    }
+    ensure_open_files(want)?;
     let (scratch, out) = prepare_run("mem", args.out.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -158,6 +149,7 @@ fn main() -> anyhow::Result<()> {
             to: gw.mailbox.clone(),
             pipelining: true,
             auth: None,
+            rate_bps: None,
         }));
         let mut peak = 0;
         while !load.is_finished() {
@@ -226,27 +218,7 @@ fn idle(
     let pid = gw.pid();
     let addr = if tls.is_some() { gw.smtps } else { gw.smtp };
     let before = rss(pid)?;
-    let conns = runtime.block_on(async {
-        let mut tasks = tokio::task::JoinSet::new();
-        // Bounded opening rate: a connection the full accept queue dropped after the
-        // handshake (SYN cookies) would wait for a greeting forever.
-        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
-        for _ in 0..count {
-            let tls = tls.cloned();
-            let gate = gate.clone();
-            tasks.spawn(async move {
-                let _slot = gate.acquire_owned().await?;
-                let mut conn: Conn = load::connect(addr, tls.as_ref()).await?;
-                conn.reply().await?.expect(220).context("greeting")?;
-                anyhow::Ok(conn)
-            });
-        }
-        let mut conns = Vec::with_capacity(count);
-        while let Some(joined) = tasks.join_next().await {
-            conns.push(joined??);
-        }
-        anyhow::Ok(conns)
-    })?;
+    let conns = runtime.block_on(load::open_idle(addr, tls, count, 64))?;
     let open = rss(pid)?;
     drop(conns);
     wait_for_fds(pid, fds, settle)?;
@@ -278,6 +250,7 @@ fn flood(
         to: gw.mailbox.clone(),
         pipelining: true,
         auth: None,
+        rate_bps: None,
     }))?;
     if report.accepted == 0 {
         bail!("warm-up: no message accepted: {:?}", report.first_error);

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bench::dovecot::{self, Dovecot};
-use bench::gateway_proc::{self, GatewayProcess, CHILD_FLAG, HOST_NAME};
-use bench::load::{self, LoadConfig, TlsTarget};
+use bench::gateway_proc::{self, GatewayProcess, HOST_NAME};
+use bench::load::{self, TlsTarget};
 use bench::pop3_load::{self, Account, DrainConfig, DrainReport, Verify};
 use bench::results::{Better, Results};
 use bench::util::{cpu_seconds, filesystem_of, human, prepare_run, write_report, KIB, MIB};
@@ -41,8 +41,6 @@ use clap::Parser;
 const FROM: &str = "loadgen@client.bench.test";
 /// Cap on one drain; a drain that hits it is reported as failed.
 const MAX_DRAIN: Duration = Duration::from_secs(120);
-/// Cap on one SMTP fill.
-const MAX_FILL: Duration = Duration::from_secs(120);
 const NOT_IN_BUILD: &str = "gateway POP3 not available in this build";
 
 #[derive(Debug, Parser)]
@@ -115,10 +113,8 @@ struct Cell {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut argv = std::env::args_os();
-    if argv.nth(1).is_some_and(|a| a == CHILD_FLAG) {
-        let config = argv.next().context("missing configuration path")?;
-        return gateway_proc::child_main(Path::new(&config));
+    if let Some(child) = gateway_proc::child_if_asked() {
+        return child;
     }
     let mut args = Args::parse();
     if args.quick {
@@ -364,21 +360,10 @@ impl GatewaySide {
         per_mailbox: u64,
     ) -> anyhow::Result<()> {
         for (_, address, _) in &self.mailboxes[..clients] {
-            let report = runtime.block_on(load::run(LoadConfig {
-                addr: self.process.smtp,
-                tls: None,
-                sessions: if size >= 512 * KIB { 2 } else { 8 },
-                messages: Some(per_mailbox),
-                duration: Some(MAX_FILL),
-                size,
-                from: FROM.to_owned(),
-                to: address.clone(),
-                pipelining: true,
-                auth: None,
-            }))?;
-            if report.accepted != per_mailbox {
-                bail!("SMTP fill: {}", report.summary());
-            }
+            let sessions = if size >= 512 * KIB { 2 } else { 8 };
+            let smtp = self.process.smtp;
+            let deliver = load::deliver(smtp, (FROM, address), size, per_mailbox, sessions);
+            runtime.block_on(deliver).context("SMTP fill")?;
         }
         Ok(())
     }

@@ -115,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         to: "sink@example.org".into(),
         pipelining: false,
         auth: Some((user.to_owned(), password.to_owned())),
+        rate_bps: None,
     };
     let proxied = |sessions| LoadConfig {
         addr: gateway_smtps,

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, CHILD_FLAG, HOST_NAME};
+use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, HOST_NAME};
 use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
 use bench::postfix::{self, Postfix};
 use bench::results::{Better, Results};
@@ -134,10 +134,8 @@ struct Row {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut argv = std::env::args_os();
-    if argv.nth(1).is_some_and(|a| a == CHILD_FLAG) {
-        let config = argv.next().context("missing configuration path")?;
-        return gateway_proc::child_main(Path::new(&config));
+    if let Some(child) = gateway_proc::child_if_asked() {
+        return child;
     }
     let mut args = Args::parse();
     if args.quick {
@@ -210,6 +208,7 @@ fn our_load(
         to: to.to_owned(),
         pipelining: true,
         auth: None,
+        rate_bps: None,
     }))?;
     eprintln!("    {}", report.summary());
     if report.accepted == 0 {

@@ -45,6 +45,10 @@ struct Args {
     /// Send MAIL, RCPT and DATA one at a time even if the server offers PIPELINING.
     #[arg(long)]
     no_pipelining: bool,
+    /// Offer this many megabits of message per second (open loop: latency counts from each
+    /// message's scheduled time) instead of sending as fast as the sessions can.
+    #[arg(long)]
+    rate_mbit: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         to: args.to,
         pipelining: !args.no_pipelining,
         auth: None,
+        rate_bps: args.rate_mbit.map(|m| m * 1e6),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

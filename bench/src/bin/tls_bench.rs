@@ -24,12 +24,12 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, CHILD_FLAG, HOST_NAME};
+use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, HOST_NAME};
 use bench::results::{Better, Results};
 use bench::util::{cpu_seconds, prepare_run, write_report};
 use clap::Parser;
@@ -127,10 +127,8 @@ fn log_level(name: &str) -> Result<LogLevel, String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut argv = std::env::args_os();
-    if argv.nth(1).is_some_and(|a| a == CHILD_FLAG) {
-        let config = argv.next().context("missing configuration path")?;
-        return gateway_proc::child_main(Path::new(&config));
+    if let Some(child) = gateway_proc::child_if_asked() {
+        return child;
     }
     let mut args = Args::parse();
     if args.quick {

@@ -35,7 +35,7 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use bench::cgroup::{Counters, MemoryLimit};
+use bench::cgroup::{Counters, Mechanism, MemoryLimit};
 use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, HOST_NAME};
 use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
 use bench::pop3_load::{self, Account, DrainConfig, PickupConfig, Verify};
@@ -47,6 +47,8 @@ use clap::Parser;
 use upstream_test_util::Provider;
 
 const FROM: &str = "journal@tenant.bench.test";
+/// The address-space limit of a quick run where no memory group can be made.
+const QUICK_RLIMIT_BYTES: u64 = 16 * 1024 * MIB as u64;
 /// The latency bound of the headroom search.
 const P99_BOUND: Duration = Duration::from_millis(100);
 /// A run achieving less than this share of its offered rate falls short.
@@ -202,11 +204,22 @@ fn main() -> anyhow::Result<()> {
     let want = args.sessions.max(args.idle) as u64 + 1024;
     ensure_open_files(want)?;
     let (scratch, out) = prepare_run("budget", args.out.clone())?;
-    let limit = MemoryLimit::establish(
-        args.limit_mib * MIB as u64,
-        &format!("gateway-budget-{}", std::process::id()),
-        args.rlimit,
-    )?;
+    let group = format!("gateway-budget-{}", std::process::id());
+    let mut limit = MemoryLimit::establish(args.limit_mib * MIB as u64, &group, args.rlimit)?;
+    if args.quick && !args.rlimit && limit.mechanism == Mechanism::Rlimit {
+        // An address-space limit of the budget refuses the gateway's reservations (thread
+        // stacks, allocator arenas) long before its memory is near the budget: POP3 logins
+        // fail in Argon2id. The smoke run is about code paths, so it takes a roomy one.
+        let passed_over = std::mem::take(&mut limit.passed_over);
+        drop(limit);
+        limit = MemoryLimit::establish(QUICK_RLIMIT_BYTES, &group, true)?;
+        limit.passed_over = passed_over;
+        limit.passed_over.push(format!(
+            "a {} MiB RLIMIT_AS for this quick run: only an address-space limit is available, \
+             and one of the budget's size refuses the gateway's reservations",
+            QUICK_RLIMIT_BYTES / MIB as u64
+        ));
+    }
     eprintln!("{}", limit.describe());
     let mut bench = Bench::start(args, &scratch, limit)?;
     let mut done = Done::default();

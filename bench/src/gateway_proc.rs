@@ -307,3 +307,8 @@ pub fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| anyhow!("no {field} in /proc/{pid}/status"))
 }
+
+/// Open file descriptors of `pid` (its sockets among them), from /proc.
+pub fn open_descriptors(pid: u32) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}

@@ -25,8 +25,8 @@ pub mod util;
 use std::collections::BTreeMap;
 
 use gateway::crypto::{
-    CryptoError, Envelope, KdfParams, MailboxPassword, MessageId, MessageOpener, MessageSealer,
-    SealedHeader, SealedKeyPair, UnsealedKey,
+    CryptoError, Envelope, KdfParams, MailboxPassword, MessageId, MessageOpener, SealedHeader,
+    SealedKeyPair, SealingEpochs, UnsealedKey,
 };
 use gateway::mailbox::MailboxId;
 
@@ -104,11 +104,13 @@ pub struct SealedMessage {
     pub plaintext_len: u64,
 }
 
-/// Seals `body` for `mailbox`, feeding the sealer [`READ_PIECE`] bytes at a time.
+/// Seals `body` for `mailbox` as the service does (format 2, in an epoch of its own),
+/// feeding the sealer [`READ_PIECE`] bytes at a time.
 pub fn seal(mailbox: &Mailbox, body: &[u8]) -> SealedMessage {
     let id = MessageId::generate();
-    let (header, mut sealer) =
-        MessageSealer::new(&mailbox.keys, &mailbox.id, id, &envelope()).expect("start sealing");
+    let (header, mut sealer) = SealingEpochs::default()
+        .sealer(&mailbox.keys, &mailbox.id, id, &envelope(), 0)
+        .expect("start sealing");
     let mut chunks = Vec::with_capacity(body.len() / gateway::crypto::CHUNK_SIZE + 1);
     for piece in body.chunks(READ_PIECE) {
         sealer

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, HOST_NAME};
+use bench::gateway_proc::{self, open_descriptors, proc_status_kib, GatewayProcess, HOST_NAME};
 use bench::load::{self, LoadConfig, TlsTarget};
 use bench::results::{Better, Results};
 use bench::util::{ensure_open_files, prepare_run, write_report, KIB};
@@ -111,8 +111,11 @@ fn main() -> anyhow::Result<()> {
     let pid = gw.pid();
     let settle = Duration::from_secs_f64(args.settle);
 
-    flood(&runtime, &gw, 4, 5)?;
-    let fds = open_fds(pid)?;
+    accepted_some(
+        "the warm-up",
+        &runtime.block_on(load::run(flood(&gw, 4, 5)))?,
+    )?;
+    let fds = open_descriptors(pid)?;
     let fresh = rss(pid)?;
     let mut phases = Vec::new();
 
@@ -138,19 +141,7 @@ fn main() -> anyhow::Result<()> {
     let before = rss(pid)?;
     let started = Instant::now();
     let peak = runtime.block_on(async {
-        let load = tokio::spawn(load::run(LoadConfig {
-            addr: gw.smtp,
-            tls: None,
-            sessions: args.flood,
-            messages: Some(args.flood as u64 * args.flood_messages),
-            duration: Some(Duration::from_secs(120)),
-            size: 10 * KIB,
-            from: FROM.to_owned(),
-            to: gw.mailbox.clone(),
-            pipelining: true,
-            auth: None,
-            rate_bps: None,
-        }));
+        let load = tokio::spawn(load::run(flood(&gw, args.flood, args.flood_messages)));
         let mut peak = 0;
         while !load.is_finished() {
             peak = peak.max(rss(pid).unwrap_or(0));
@@ -158,12 +149,7 @@ fn main() -> anyhow::Result<()> {
         }
         let report = load.await??;
         eprintln!("flood: {}", report.summary());
-        if report.accepted == 0 {
-            bail!(
-                "the flood got no message accepted: {:?}",
-                report.first_error
-            );
-        }
+        accepted_some("the flood", &report)?;
         anyhow::Ok(peak)
     })?;
     wait_for_fds(pid, fds, settle)?;
@@ -232,28 +218,26 @@ fn idle(
     })
 }
 
-/// A warm-up: `sessions` sessions sending `each` 10 KiB messages.
-fn flood(
-    runtime: &tokio::runtime::Runtime,
-    gw: &GatewayProcess,
-    sessions: usize,
-    each: u64,
-) -> anyhow::Result<()> {
-    let report = runtime.block_on(load::run(LoadConfig {
+/// `sessions` sessions sending `each` 10 KiB messages (the warm-up and the flood).
+fn flood(gw: &GatewayProcess, sessions: usize, each: u64) -> LoadConfig {
+    LoadConfig {
         addr: gw.smtp,
         tls: None,
         sessions,
         messages: Some(sessions as u64 * each),
-        duration: Some(Duration::from_secs(60)),
+        duration: Some(Duration::from_secs(120)),
         size: 10 * KIB,
         from: FROM.to_owned(),
         to: gw.mailbox.clone(),
         pipelining: true,
         auth: None,
         rate_bps: None,
-    }))?;
+    }
+}
+
+fn accepted_some(what: &str, report: &load::LoadReport) -> anyhow::Result<()> {
     if report.accepted == 0 {
-        bail!("warm-up: no message accepted: {:?}", report.first_error);
+        bail!("{what} got no message accepted: {:?}", report.first_error);
     }
     Ok(())
 }
@@ -262,19 +246,15 @@ fn rss(pid: u32) -> anyhow::Result<u64> {
     proc_status_kib(pid, "VmRSS")
 }
 
-fn open_fds(pid: u32) -> anyhow::Result<usize> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
-}
-
 /// Waits until the gateway holds no more descriptors than `fds` (its sessions are gone),
 /// then `settle` longer.
 fn wait_for_fds(pid: u32, fds: usize, settle: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while open_fds(pid)? > fds {
+    while open_descriptors(pid)? > fds {
         if Instant::now() > deadline {
             bail!(
                 "the gateway still holds {} descriptors (expected {fds})",
-                open_fds(pid)?
+                open_descriptors(pid)?
             );
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -14,11 +14,11 @@
 //! - memory: `sessions` connections are opened (handshake done, greeting read) and held
 //!   idle; the gateway's VmRSS and RssAnon before and after, divided by the count.
 //!
-//! What an idle session holds (from the code): the zeroed read buffer `Driver::new`
-//! allocates per connection (SMTP 64 KiB, POP3 16 KiB; its pages become resident only when
-//! `calloc` has to zero reused memory, hence the second fill), the connection's tokio task
-//! (its future holds every state of the session inline, about 20 KiB in a release build),
-//! and with TLS rustls' record buffer (4 KiB, zero-filled) plus its traffic keys.
+//! What an idle session holds (from the code): no read buffer of its own (reads land in one
+//! buffer per worker thread), the connection's tokio task (its future holds the session's
+//! largest state inline, about 4 KiB for SMTP in a release build), and with TLS rustls'
+//! record buffer (4 KiB, zero-filled) plus its traffic keys. The second fill shows what
+//! reused memory costs in a gateway that has been running a while.
 //!
 //! Prints a Markdown report and writes it to `<target dir>/bench-reports/tls.md`.
 
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, HOST_NAME};
+use bench::gateway_proc::{self, open_descriptors, proc_status_kib, GatewayProcess, HOST_NAME};
 use bench::results::{Better, Results};
 use bench::util::{cpu_seconds, prepare_run, write_report};
 use clap::Parser;
@@ -485,14 +485,9 @@ async fn fill(
 /// Waits (up to 10 s) until the gateway has closed the connections the runner dropped.
 async fn wait_closed(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while open_descriptors(pid).is_some_and(|n| n > IDLE_DESCRIPTORS) && Instant::now() < deadline {
+    while open_descriptors(pid).is_ok_and(|n| n > IDLE_DESCRIPTORS) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Open file descriptors of `pid`.
-fn open_descriptors(pid: u32) -> Option<usize> {
-    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 fn results(handshakes: &[HandshakeCell], memory: &[MemoryCell], quick: bool) -> Results {
@@ -580,8 +575,7 @@ fn render(
          greeting (TLS: handshake complete, full handshakes). The gateway's VmRSS and \
          RssAnon (KiB) before and with them open; after closing them, the VmRSS the process \
          keeps (allocator caches); then as many sessions opened again: the second fill reuses \
-         freed memory, which `calloc` must zero (every page of a zeroed read buffer becomes \
-         resident), as in a gateway that has been running a while.\n"
+         freed memory, as in a gateway that has been running a while.\n"
     );
     let _ = writeln!(
         s,

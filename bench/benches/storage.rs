@@ -6,7 +6,7 @@
 //!   directory) plus a redb commit of the index entries; a batch of 16 writes its files one
 //!   after another or on 16 threads at once, as concurrent sessions would.
 //!
-//! Every variant also commits one `MessageRecord` per message through `txn::put_message`, so
+//! Every variant also commits one `MessageRecord` per message through `Writes::put_message`, so
 //! both layouts pay for the same index. The payload is random bytes cut into sealed-chunk
 //! sized pieces (`CHUNK_SIZE + TAG_SIZE`); encryption is measured separately (`crypto`).
 //!
@@ -24,7 +24,7 @@ use bench::body;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gateway::crypto::{MessageFormat, MessageId, SealedHeader, CHUNK_SIZE, TAG_SIZE};
 use gateway::mailbox::MailboxId;
-use gateway::store::{txn, MessageRecord, Store, StoreOptions};
+use gateway::store::{MessageRecord, Store, StoreOptions};
 
 const SIZES: [(&str, usize); 2] = [("10KB", 10 * 1000), ("1MiB", 1024 * 1024)];
 const BATCH: usize = 16;
@@ -124,8 +124,8 @@ impl Fixture {
             .write_blocking(move |t| {
                 let mut seqs = Vec::with_capacity(ids.len());
                 for &id in &ids {
-                    let seq = txn::next_seq(t)?;
-                    txn::put_message(t, &mailbox, seq, &record(id, len, chunk_count))?;
+                    let seq = t.next_seq()?;
+                    t.put_message(&mailbox, seq, &record(id, len, chunk_count))?;
                     seqs.push(seq);
                 }
                 Ok(seqs)
@@ -144,10 +144,10 @@ impl Fixture {
                 for _ in 0..count {
                     let id = MessageId::generate();
                     for (index, chunk) in chunks.iter().enumerate() {
-                        txn::put_chunk(t, id, index as u32, chunk)?;
+                        t.put_chunk(id, index as u32, chunk)?;
                     }
-                    let seq = txn::next_seq(t)?;
-                    txn::put_message(t, &mailbox, seq, &record(id, len, chunks.len()))?;
+                    let seq = t.next_seq()?;
+                    t.put_message(&mailbox, seq, &record(id, len, chunks.len()))?;
                     seqs.push(seq);
                 }
                 Ok(seqs)
@@ -169,7 +169,7 @@ impl Fixture {
         self.store
             .write_blocking(move |t| {
                 for &seq in &seqs {
-                    txn::remove_message(t, &mailbox, seq)?;
+                    t.remove_message(&mailbox, seq)?;
                 }
                 Ok(())
             })

@@ -1141,7 +1141,7 @@ async fn damaged_message_is_refused_permanently_and_the_rest_are_picked_up() {
     service
         .store_for_tests()
         .write(move |txn| {
-            let mut chunks = txn.open_table(CHUNKS)?;
+            let mut chunks = txn.redb_for_tests().unwrap().open_table(CHUNKS)?;
             chunks.remove(chunk_key(id, 0))?;
             Ok(())
         })

@@ -28,7 +28,7 @@ use crate::config::Language;
 use crate::crypto::{self, AdminPassword};
 use crate::metrics::LoginKind;
 use crate::store::schema::ADMIN_ACCOUNT;
-use crate::store::{txn, AdminRecord, ApiKeyRecord, StoreError};
+use crate::store::{AdminRecord, ApiKeyRecord, StoreError};
 use crate::throttle::{ClientKey, Policy, Throttle};
 
 /// The administrator's login is a password login like a pick-up, and throttled the same:
@@ -244,22 +244,19 @@ impl Gateway {
         let changed_at = self.now();
         self.store
             .write(move |t| {
-                let stored = txn::admin(t)?;
+                let stored = t.admin()?;
                 if confirmed
                     .as_ref()
                     .is_some_and(|hash| *hash != stored.password_hash)
                 {
                     return Ok(Err(ServiceError::WrongAdminPassword));
                 }
-                txn::put_admin(
-                    t,
-                    &AdminRecord {
-                        password_hash: new_hash.clone(),
-                        initial: false,
-                        changed_at: Some(changed_at),
-                        ..stored
-                    },
-                )?;
+                t.put_admin(&AdminRecord {
+                    password_hash: new_hash.clone(),
+                    initial: false,
+                    changed_at: Some(changed_at),
+                    ..stored
+                })?;
                 Ok(Ok(()))
             })
             .await?
@@ -283,9 +280,9 @@ impl Gateway {
     pub async fn set_admin_language(&self, language: Option<Language>) -> Result<(), ServiceError> {
         self.store
             .write(move |t| {
-                let mut record = txn::admin(t)?;
+                let mut record = t.admin()?;
                 record.language = language;
-                txn::put_admin(t, &record)
+                t.put_admin(&record)
             })
             .await?;
         Ok(())
@@ -332,9 +329,7 @@ impl Gateway {
         let stored = record.clone();
         self.store
             .write(move |t| {
-                let count = redb::ReadableTableMetadata::len(
-                    &t.open_table(crate::store::schema::API_KEYS)?,
-                )?;
+                let count = t.api_key_count()?;
                 if count >= MAX_API_KEYS as u64 {
                     return Ok(Err(ServiceError::InvalidInput {
                         field: "name",
@@ -344,10 +339,10 @@ impl Gateway {
                     }));
                 }
                 // 64 random bits: a collision is unlikely, and checking is cheap.
-                if txn::api_key(t, &stored.id)?.is_some() {
+                if t.api_key(&stored.id)?.is_some() {
                     return Err(StoreError::Internal("API key id collision".into()));
                 }
-                txn::put_api_key(t, &stored)?;
+                t.put_api_key(&stored)?;
                 Ok(Ok(()))
             })
             .await?
@@ -390,7 +385,7 @@ impl Gateway {
         let target = id.clone();
         let removed = self
             .store
-            .write(move |t| txn::remove_api_key(t, &target))
+            .write(move |t| t.remove_api_key(&target))
             .await?
             .value;
         if !removed {
@@ -453,12 +448,12 @@ impl Gateway {
             .write(move |t| {
                 // Checked again: revoked meanwhile (never bring it back) or noted by another
                 // request of the same minute.
-                let Some(mut record) = txn::api_key(t, &id)? else {
+                let Some(mut record) = t.api_key(&id)? else {
                     return Ok(());
                 };
                 if !fresh(record.last_used_at) {
                     record.last_used_at = Some(now);
-                    txn::put_api_key(t, &record)?;
+                    t.put_api_key(&record)?;
                 }
                 Ok(())
             })
@@ -747,6 +742,7 @@ mod tests {
         // What version 3 left on disk: no account, no key table.
         gw.store()
             .write(|t| {
+                let t = t.redb_for_tests().unwrap();
                 t.open_table(META)?.insert(META_SCHEMA_VERSION, 3)?;
                 t.delete_table(ADMIN)?;
                 t.delete_table(API_KEYS)?;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{Gateway, ServiceError};
 use crate::crypto::{MailboxPassword, SealedKeyPair, UnsealedKey};
 use crate::mailbox::MailboxId;
-use crate::store::{txn, MailboxRecord, MailboxStatus};
+use crate::store::{MailboxRecord, MailboxStatus, Writes};
 
 const MAX_NAME: usize = 200;
 const MAX_DESCRIPTION: usize = 2000;
@@ -72,10 +72,11 @@ pub(super) fn check_name(name: &str) -> Result<String, ServiceError> {
 
 /// Reads the mailbox inside a write transaction, or the typed not-found error.
 fn existing(
-    t: &redb::WriteTransaction,
+    t: &dyn Writes,
     id: &MailboxId,
 ) -> Result<Result<MailboxRecord, ServiceError>, crate::store::StoreError> {
-    Ok(txn::mailbox(t, id)?.ok_or_else(|| ServiceError::MailboxNotFound(id.clone())))
+    Ok(t.mailbox(id)?
+        .ok_or_else(|| ServiceError::MailboxNotFound(id.clone())))
 }
 
 /// The rule for new mail: the mailbox exists and is active.
@@ -150,12 +151,12 @@ impl Gateway {
         self.store
             .write(move |t| {
                 // 128 random bits make a collision practically impossible; checking is cheap.
-                if txn::mailbox(t, &stored.id)?.is_some() {
+                if t.mailbox(&stored.id)?.is_some() {
                     return Err(crate::store::StoreError::Corrupt(
                         "mailbox id collision".into(),
                     ));
                 }
-                txn::put_mailbox(t, &stored)
+                t.put_mailbox(&stored)
             })
             .await?;
         tracing::info!(mailbox = %id, "mailbox created");
@@ -257,8 +258,8 @@ impl Gateway {
                 if let Err(e) = check_suspended_and_empty(&record) {
                     return Ok(Err(e));
                 }
-                txn::remove_mailbox(t, &target)?;
-                txn::remove_retrieved(t, &target)?;
+                t.remove_mailbox(&target)?;
+                t.remove_retrieved(&target)?;
                 Ok(Ok(()))
             })
             .await?
@@ -318,8 +319,8 @@ impl Gateway {
                 if let Err(e) = change(&mut record) {
                     return Ok(Err(e));
                 }
-                txn::put_mailbox(t, &record)?;
-                let oldest = txn::oldest_message_at(t, &target)?;
+                t.put_mailbox(&record)?;
+                let oldest = t.oldest_message_at(&target)?;
                 Ok(Ok((record, oldest)))
             })
             .await?

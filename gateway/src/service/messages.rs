@@ -12,7 +12,7 @@ use crate::crypto::{
     CryptoError, Envelope, MessageId, MessageOpener, MessageSealer, SealedHeader, UnsealedKey,
 };
 use crate::mailbox::MailboxId;
-use crate::store::{txn, Durable, MessageRecord, Snapshot, StoreError};
+use crate::store::{Durable, MessageRecord, Snapshot, StoreError};
 
 /// A message being received: one encrypted copy per recipient mailbox, sealed chunk by chunk
 /// as bytes arrive, so memory stays bounded whatever the message size.
@@ -311,7 +311,7 @@ impl Gateway {
                 // Every precondition first: a refusal must leave the shared transaction as
                 // it found it.
                 for (mailbox, public_key, _, _) in &sealed {
-                    let record = txn::mailbox(t, mailbox)?;
+                    let record = t.mailbox(mailbox)?;
                     let record = match accepts_mail(mailbox, record.as_ref()) {
                         Ok(record) => record,
                         Err(refused) => return Ok(Err(refused)),
@@ -322,7 +322,7 @@ impl Gateway {
                 }
                 if let Some(key) = &retrieval_key {
                     for (mailbox, _, _, _) in &sealed {
-                        if txn::retrieved(t, mailbox, key)? {
+                        if t.retrieved(mailbox, key)? {
                             return Ok(Ok(Vec::new()));
                         }
                     }
@@ -330,25 +330,26 @@ impl Gateway {
                 let mut stored = Vec::with_capacity(sealed.len());
                 for (mailbox, _, record, spool) in &sealed {
                     if let Some(key) = &retrieval_key {
-                        txn::put_retrieved(t, mailbox, key, received_at)?;
+                        t.put_retrieved(mailbox, key, received_at)?;
                     }
                     spool
-                        .for_each(|index, bytes| txn::put_chunk(t, record.id, index, bytes))
+                        .for_each(|index, bytes| t.put_chunk(record.id, index, bytes))
                         .map_err(|e| match e {
                             // Checked above, so only a disk failing right now gets here; it is
                             // still this message's own failure, not the store's.
                             Replay::Unreadable(e) => StoreError::Input(format!("spool: {e}")),
                             Replay::Failed(e) => e,
                         })?;
-                    let seq = txn::next_seq(t)?;
-                    txn::put_message(t, mailbox, seq, record)?;
-                    let mut mailbox_record = txn::mailbox(t, mailbox)?
+                    let seq = t.next_seq()?;
+                    t.put_message(mailbox, seq, record)?;
+                    let mut mailbox_record = t
+                        .mailbox(mailbox)?
                         .ok_or_else(|| StoreError::Corrupt("mailbox vanished".into()))?;
                     // Saturating: a damaged counter must not fail (or wrap) a delivery.
                     mailbox_record.message_count = mailbox_record.message_count.saturating_add(1);
                     mailbox_record.message_bytes =
                         mailbox_record.message_bytes.saturating_add(record.size);
-                    txn::put_mailbox(t, &mailbox_record)?;
+                    t.put_mailbox(&mailbox_record)?;
                     stored.push(StoredMessage {
                         mailbox: mailbox.clone(),
                         seq,
@@ -494,16 +495,16 @@ impl Gateway {
         let committed = self
             .store
             .write(move |t| {
-                let Some(mut record) = txn::mailbox(t, &target)? else {
+                let Some(mut record) = t.mailbox(&target)? else {
                     return Ok(Err(ServiceError::MailboxNotFound(target.clone())));
                 };
                 for &seq in &seqs {
-                    if let Some(message) = txn::remove_message(t, &target, seq)? {
+                    if let Some(message) = t.remove_message(&target, seq)? {
                         record.message_count = record.message_count.saturating_sub(1);
                         record.message_bytes = record.message_bytes.saturating_sub(message.size);
                     }
                 }
-                txn::put_mailbox(t, &record)?;
+                t.put_mailbox(&record)?;
                 Ok(Ok(()))
             })
             .await?;
@@ -587,7 +588,6 @@ mod tests {
 
     #[tokio::test]
     async fn damaged_sizes_and_counters_in_records_do_not_panic() {
-        use redb::ReadableTable;
         let (_dir, gw) = gateway();
         let created = gw.create_mailbox("m", "").await.unwrap();
         let id = created.info.id.clone();
@@ -599,18 +599,13 @@ mod tests {
         let target = id.clone();
         gw.store()
             .write(move |t| {
-                let mut message = t
-                    .open_table(crate::store::schema::MESSAGES)?
-                    .get((target.as_str(), seq))?
-                    .map(|v| MessageRecord::decode(v.value()))
-                    .transpose()?
-                    .unwrap();
+                let mut message = t.message(&target, seq)?.unwrap();
                 message.size = u64::MAX;
-                txn::put_message(t, &target, seq, &message)?;
-                let mut record = txn::mailbox(t, &target)?.unwrap();
+                t.put_message(&target, seq, &message)?;
+                let mut record = t.mailbox(&target)?.unwrap();
                 record.message_count = u64::MAX;
                 record.message_bytes = u64::MAX;
-                txn::put_mailbox(t, &record)
+                t.put_mailbox(&record)
             })
             .await
             .unwrap();
@@ -732,9 +727,9 @@ mod tests {
             .store()
             .write(move |t| {
                 for (index, chunk) in chunks.iter().enumerate() {
-                    txn::put_chunk(t, old_id, index as u32, chunk)?;
+                    t.put_chunk(old_id, index as u32, chunk)?;
                 }
-                let seq = txn::next_seq(t)?;
+                let seq = t.next_seq()?;
                 let record = MessageRecord {
                     id: old_id,
                     received_at: 1,
@@ -742,7 +737,7 @@ mod tests {
                     chunk_count,
                     header: old_header.clone(),
                 };
-                txn::put_message(t, &target, seq, &record)?;
+                t.put_message(&target, seq, &record)?;
                 Ok(seq)
             })
             .await

@@ -39,8 +39,8 @@ impl Store {
         dest: &Path,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<CopyCounts, StoreError> {
-        let snapshot = self.read()?;
-        copy_snapshot(&snapshot.txn, dest, progress)
+        let snapshot = self.redb_snapshot()?;
+        copy_snapshot(&snapshot, dest, progress)
     }
 }
 
@@ -130,7 +130,7 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{txn, StoreOptions};
+    use super::super::StoreOptions;
     use super::*;
     use crate::mailbox::MailboxId;
     use redb::ReadableDatabase;
@@ -149,10 +149,10 @@ mod tests {
             .write_blocking(move |t| {
                 for i in 0..(ROWS_PER_TRANSACTION as u32 * 2 + 7) {
                     let id = crate::crypto::MessageId([i as u8; 16]);
-                    txn::put_chunk(t, id, i, &[i as u8; 40])?;
+                    t.put_chunk(id, i, &[i as u8; 40])?;
                 }
-                txn::put_retrieved(t, &mailbox, &[9; 32], 42)?;
-                txn::next_seq(t)?;
+                t.put_retrieved(&mailbox, &[9; 32], 42)?;
+                t.next_seq()?;
                 Ok(())
             })
             .unwrap();
@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(done, total, "the last report is complete");
         assert!(reports.windows(2).all(|w| w[0].0 <= w[1].0));
 
-        let live = store.read().unwrap();
+        let live = store.redb_snapshot().unwrap();
         let copy = Database::open(&dest).unwrap();
         let copy = copy.begin_read().unwrap();
         let chunks = |t: &ReadTransaction| -> Vec<((u128, u32), Vec<u8>)> {
@@ -180,7 +180,7 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(chunks(&copy), chunks(&live.txn));
+        assert_eq!(chunks(&copy), chunks(&live));
         assert_eq!(
             copy.open_table(RETRIEVED).unwrap().len().unwrap(),
             1,
@@ -203,16 +203,16 @@ mod tests {
     fn a_copy_is_the_store_as_one_commit_left_it_whatever_comes_after() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir.path().join("live.redb"));
-        store.write_blocking(txn::next_seq).unwrap();
-        let snapshot = store.read().unwrap();
+        store.write_blocking(|t| t.next_seq()).unwrap();
+        let snapshot = store.redb_snapshot().unwrap();
         // Written after the snapshot began: not in the copy.
-        store.write_blocking(txn::next_seq).unwrap();
+        store.write_blocking(|t| t.next_seq()).unwrap();
         let dest = dir.path().join("copy.redb");
-        copy_snapshot(&snapshot.txn, &dest, &mut |_, _| {}).unwrap();
+        copy_snapshot(&snapshot, &dest, &mut |_, _| {}).unwrap();
         drop(snapshot);
         let copy = open(&dest);
         assert_eq!(
-            copy.write_blocking(txn::next_seq).unwrap().value,
+            copy.write_blocking(|t| t.next_seq()).unwrap().value,
             2,
             "the copy opens as a store, at the first commit"
         );

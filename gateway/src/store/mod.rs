@@ -1,15 +1,19 @@
-//! The redb store: mailboxes, message metadata and sealed message chunks in one file.
+//! The store: mailboxes, message metadata and sealed message chunks.
 //!
 //! Everything in it is either public (mailbox names, sizes, arrival times, public keys) or
-//! sealed (private keys, envelopes, bodies). Writes go through one group-commit loop
-//! (`writer`), run where [`StoreOptions::executor`] puts it; reads use redb's concurrent read
-//! transactions directly.
+//! sealed (private keys, envelopes, bodies). The service layer reads and writes it only
+//! through the storage boundary ([`Reads`], [`Writes`]), so its rules do not depend on the
+//! backend. The backend today is redb, one file (`redb_access` implements the boundary on
+//! it). Writes go through one group-commit loop (`writer`), run where
+//! [`StoreOptions::executor`] puts it; reads use redb's concurrent read transactions.
 
+mod access;
 mod copy;
 mod durable;
 mod error;
 pub mod faults;
 mod handle;
+mod redb_access;
 pub mod schema;
 pub mod space;
 mod writer;
@@ -17,21 +21,17 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot};
 
+pub use access::{Reads, Writes};
 pub use copy::CopyCounts;
 pub use durable::Durable;
 pub use error::StoreError;
 pub use schema::{AdminRecord, ApiKeyRecord, MailboxRecord, MailboxStatus, MessageRecord};
 pub use space::{DataDirVolume, Space, SpaceStatus, Volume};
 
-use crate::crypto::MessageId;
 use crate::exec::Executor;
-use crate::mailbox::MailboxId;
 use schema::{
     ADMIN, ADMIN_ACCOUNT, API_KEYS, CHUNKS, MAILBOXES, MESSAGES, META, META_SCHEMA_VERSION,
     RETRIEVED, SCHEMA_VERSION,
@@ -300,7 +300,7 @@ impl Store {
     pub async fn write<T, F>(&self, work: F) -> Result<Committed<T>, StoreError>
     where
         T: Send + 'static,
-        F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&dyn Writes) -> Result<T, StoreError> + Send + 'static,
     {
         let rx = self.submit(work)?;
         Self::unpack(rx.await.map_err(|_| Self::abandoned())?)
@@ -310,7 +310,7 @@ impl Store {
     pub fn write_blocking<T, F>(&self, work: F) -> Result<Committed<T>, StoreError>
     where
         T: Send + 'static,
-        F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&dyn Writes) -> Result<T, StoreError> + Send + 'static,
     {
         let rx = self.submit(work)?;
         Self::unpack(rx.blocking_recv().map_err(|_| Self::abandoned())?)
@@ -329,7 +329,7 @@ impl Store {
     ) -> Result<oneshot::Receiver<Result<(writer::Outcome, Durable), StoreError>>, StoreError>
     where
         T: Send + 'static,
-        F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&dyn Writes) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let work: writer::WriteFn =
@@ -367,10 +367,15 @@ impl Store {
     /// this fails with [`StoreError::Reopening`] at once: the writer reopens it, never an
     /// async worker (a reopen waits for readers of the old file).
     pub fn read(&self) -> Result<Snapshot, StoreError> {
-        let db = self.inner.db.current().ok_or(StoreError::Reopening)?;
         Ok(Snapshot {
-            txn: db.begin_read()?,
+            reads: Box::new(self.redb_snapshot()?),
         })
+    }
+
+    /// A redb read transaction on the current database (what [`Store::read`] wraps).
+    fn redb_snapshot(&self) -> Result<redb::ReadTransaction, StoreError> {
+        let db = self.inner.db.current().ok_or(StoreError::Reopening)?;
+        Ok(db.begin_read()?)
     }
 
     /// Tells `observer` of every durable group commit from now on. The first observer set
@@ -405,268 +410,24 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A read-only, consistent view of the store (a redb read transaction).
+/// A read-only, consistent view of the store: a backend's read transaction, read through
+/// [`Reads`] (its methods are callable on the snapshot directly).
 pub struct Snapshot {
-    txn: redb::ReadTransaction,
+    reads: Box<dyn Reads + Send + Sync>,
 }
 
-impl Snapshot {
-    pub fn mailbox(&self, id: &MailboxId) -> Result<Option<MailboxRecord>, StoreError> {
-        let table = self.txn.open_table(MAILBOXES)?;
-        let value = table.get(id.as_str())?;
-        value.map(|v| MailboxRecord::decode(v.value())).transpose()
-    }
+impl std::ops::Deref for Snapshot {
+    type Target = dyn Reads + Send + Sync;
 
-    pub fn mailboxes(&self) -> Result<Vec<MailboxRecord>, StoreError> {
-        self.decode_all(MAILBOXES, MailboxRecord::decode)
-    }
-
-    /// Every record of a table keyed by name, decoded, in key order.
-    fn decode_all<T>(
-        &self,
-        table: TableDefinition<&'static str, &'static [u8]>,
-        decode: fn(&[u8]) -> Result<T, StoreError>,
-    ) -> Result<Vec<T>, StoreError> {
-        let table = self.txn.open_table(table)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (_, value) = entry?;
-            out.push(decode(value.value())?);
-        }
-        Ok(out)
-    }
-
-    /// A mailbox's messages in arrival order, with their sequence numbers.
-    pub fn messages(&self, id: &MailboxId) -> Result<Vec<(u64, MessageRecord)>, StoreError> {
-        let table = self.txn.open_table(MESSAGES)?;
-        let mut out = Vec::new();
-        for entry in table.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
-            let (key, value) = entry?;
-            out.push((key.value().1, MessageRecord::decode(value.value())?));
-        }
-        Ok(out)
-    }
-
-    /// Arrival time (unix milliseconds) of the mailbox's oldest stored message: the first
-    /// row of its range, so one lookup whatever the mailbox holds.
-    pub fn oldest_message_at(&self, id: &MailboxId) -> Result<Option<u64>, StoreError> {
-        oldest_message_at(&self.txn.open_table(MESSAGES)?, id)
-    }
-
-    /// The administrator account (present in every opened store).
-    pub fn admin(&self) -> Result<AdminRecord, StoreError> {
-        let table = self.txn.open_table(ADMIN)?;
-        let value = table
-            .get(ADMIN_ACCOUNT)?
-            .ok_or_else(|| StoreError::Corrupt("the administrator account is missing".into()))?;
-        AdminRecord::decode(value.value())
-    }
-
-    pub fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let table = self.txn.open_table(API_KEYS)?;
-        let value = table.get(id)?;
-        value.map(|v| ApiKeyRecord::decode(v.value())).transpose()
-    }
-
-    /// Every API key, by id.
-    pub fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.decode_all(API_KEYS, ApiKeyRecord::decode)
-    }
-
-    /// One message's record, by arrival sequence.
-    pub fn message(&self, id: &MailboxId, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
-        let table = self.txn.open_table(MESSAGES)?;
-        let value = table.get((id.as_str(), seq))?;
-        value.map(|v| MessageRecord::decode(v.value())).transpose()
-    }
-
-    /// Whether the POP3 proxy already stored a copy under this retrieval key.
-    pub fn retrieved(&self, mailbox: &MailboxId, key: &[u8]) -> Result<bool, StoreError> {
-        let table = self.txn.open_table(RETRIEVED)?;
-        Ok(table.get((mailbox.as_str(), key))?.is_some())
-    }
-
-    /// One sealed chunk of a message.
-    pub fn chunk(&self, id: MessageId, index: u32) -> Result<Vec<u8>, StoreError> {
-        let table = self.txn.open_table(CHUNKS)?;
-        let value = table
-            .get(schema::chunk_key(id, index))?
-            .ok_or_else(|| StoreError::Corrupt(format!("message {id} lacks chunk {index}")))?;
-        Ok(value.value().to_vec())
-    }
-}
-
-/// [`Snapshot::oldest_message_at`] in `MESSAGES` opened for reading or for writing.
-fn oldest_message_at(
-    messages: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    id: &MailboxId,
-) -> Result<Option<u64>, StoreError> {
-    let first = messages
-        .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?
-        .next()
-        .transpose()?;
-    first
-        .map(|(_, value)| MessageRecord::decode(value.value()).map(|r| r.received_at))
-        .transpose()
-}
-
-/// Write-side helpers used inside [`Store::write`] closures.
-pub mod txn {
-    use super::*;
-
-    pub fn mailbox(
-        txn: &WriteTransaction,
-        id: &MailboxId,
-    ) -> Result<Option<MailboxRecord>, StoreError> {
-        let table = txn.open_table(MAILBOXES)?;
-        let value = table.get(id.as_str())?;
-        value.map(|v| MailboxRecord::decode(v.value())).transpose()
-    }
-
-    /// [`Snapshot::oldest_message_at`] inside a write.
-    pub fn oldest_message_at(
-        txn: &WriteTransaction,
-        id: &MailboxId,
-    ) -> Result<Option<u64>, StoreError> {
-        super::oldest_message_at(&txn.open_table(MESSAGES)?, id)
-    }
-
-    pub fn put_mailbox(txn: &WriteTransaction, record: &MailboxRecord) -> Result<(), StoreError> {
-        let mut table = txn.open_table(MAILBOXES)?;
-        table.insert(record.id.as_str(), record.encode().as_slice())?;
-        Ok(())
-    }
-
-    pub fn remove_mailbox(txn: &WriteTransaction, id: &MailboxId) -> Result<(), StoreError> {
-        let mut table = txn.open_table(MAILBOXES)?;
-        table.remove(id.as_str())?;
-        Ok(())
-    }
-
-    pub fn admin(txn: &WriteTransaction) -> Result<AdminRecord, StoreError> {
-        let table = txn.open_table(ADMIN)?;
-        let value = table
-            .get(ADMIN_ACCOUNT)?
-            .ok_or_else(|| StoreError::Corrupt("the administrator account is missing".into()))?;
-        AdminRecord::decode(value.value())
-    }
-
-    pub fn put_admin(txn: &WriteTransaction, record: &AdminRecord) -> Result<(), StoreError> {
-        let mut table = txn.open_table(ADMIN)?;
-        table.insert(ADMIN_ACCOUNT, record.encode().as_slice())?;
-        Ok(())
-    }
-
-    pub fn api_key(txn: &WriteTransaction, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let table = txn.open_table(API_KEYS)?;
-        let value = table.get(id)?;
-        value.map(|v| ApiKeyRecord::decode(v.value())).transpose()
-    }
-
-    pub fn put_api_key(txn: &WriteTransaction, record: &ApiKeyRecord) -> Result<(), StoreError> {
-        let mut table = txn.open_table(API_KEYS)?;
-        table.insert(record.id.as_str(), record.encode().as_slice())?;
-        Ok(())
-    }
-
-    /// Removes an API key; whether it existed.
-    pub fn remove_api_key(txn: &WriteTransaction, id: &str) -> Result<bool, StoreError> {
-        let mut table = txn.open_table(API_KEYS)?;
-        let removed = table.remove(id)?.is_some();
-        Ok(removed)
-    }
-
-    /// Allocates the next arrival sequence number (store-wide, so it never repeats).
-    pub fn next_seq(txn: &WriteTransaction) -> Result<u64, StoreError> {
-        let mut meta = txn.open_table(META)?;
-        let seq = meta
-            .get(schema::META_NEXT_SEQ)?
-            .map(|v| v.value())
-            .unwrap_or(1);
-        meta.insert(schema::META_NEXT_SEQ, seq + 1)?;
-        Ok(seq)
-    }
-
-    pub fn put_message(
-        txn: &WriteTransaction,
-        mailbox: &MailboxId,
-        seq: u64,
-        record: &MessageRecord,
-    ) -> Result<(), StoreError> {
-        let mut table = txn.open_table(MESSAGES)?;
-        table.insert((mailbox.as_str(), seq), record.encode().as_slice())?;
-        Ok(())
-    }
-
-    pub fn put_chunk(
-        txn: &WriteTransaction,
-        id: MessageId,
-        index: u32,
-        sealed: &[u8],
-    ) -> Result<(), StoreError> {
-        let mut table = txn.open_table(CHUNKS)?;
-        table.insert(schema::chunk_key(id, index), sealed)?;
-        Ok(())
-    }
-
-    /// Whether a retrieval key is recorded for the mailbox.
-    pub fn retrieved(
-        txn: &WriteTransaction,
-        mailbox: &MailboxId,
-        key: &[u8],
-    ) -> Result<bool, StoreError> {
-        let table = txn.open_table(RETRIEVED)?;
-        let found = table.get((mailbox.as_str(), key))?.is_some();
-        Ok(found)
-    }
-
-    /// Forgets every retrieval key of a mailbox (when the mailbox is deleted).
-    pub fn remove_retrieved(txn: &WriteTransaction, mailbox: &MailboxId) -> Result<(), StoreError> {
-        let mut table = txn.open_table(RETRIEVED)?;
-        let upper = [0xffu8; 33];
-        table.retain_in(
-            (mailbox.as_str(), &[][..])..=(mailbox.as_str(), &upper[..]),
-            |_, _| false,
-        )?;
-        Ok(())
-    }
-
-    pub fn put_retrieved(
-        txn: &WriteTransaction,
-        mailbox: &MailboxId,
-        key: &[u8],
-        at_millis: u64,
-    ) -> Result<(), StoreError> {
-        let mut table = txn.open_table(RETRIEVED)?;
-        table.insert((mailbox.as_str(), key), at_millis)?;
-        Ok(())
-    }
-
-    /// Removes a message and its chunks; returns its record if it existed.
-    pub fn remove_message(
-        txn: &WriteTransaction,
-        mailbox: &MailboxId,
-        seq: u64,
-    ) -> Result<Option<MessageRecord>, StoreError> {
-        let mut messages = txn.open_table(MESSAGES)?;
-        let Some(record) = messages
-            .remove((mailbox.as_str(), seq))?
-            .map(|v| MessageRecord::decode(v.value()))
-            .transpose()?
-        else {
-            return Ok(None);
-        };
-        let mut chunks = txn.open_table(CHUNKS)?;
-        for index in 0..record.chunk_count {
-            chunks.remove(schema::chunk_key(record.id, index))?;
-        }
-        Ok(Some(record))
+    fn deref(&self) -> &Self::Target {
+        &*self.reads
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::MailboxId;
 
     fn open_temp() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -680,7 +441,7 @@ mod tests {
         let (dir, store) = open_temp();
         store
             .write_blocking(|txn| {
-                let mut meta = txn.open_table(META)?;
+                let mut meta = txn.redb_for_tests().unwrap().open_table(META)?;
                 meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION + 1)?;
                 Ok(())
             })
@@ -698,23 +459,21 @@ mod tests {
         let mailbox = MailboxId::generate();
         store
             .write_blocking(move |txn| {
-                txn.open_table(META)?.insert(META_SCHEMA_VERSION, 2)?;
-                txn::put_retrieved(txn, &mailbox, &[1; 32], 5)
+                let raw = txn.redb_for_tests().unwrap();
+                raw.open_table(META)?.insert(META_SCHEMA_VERSION, 2)?;
+                txn.put_retrieved(&mailbox, &[1; 32], 5)
             })
             .unwrap();
         drop(store);
         let store =
             Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
-        let snapshot = store.read().unwrap();
-        let meta = snapshot.txn.open_table(META).unwrap();
+        let snapshot = store.redb_snapshot().unwrap();
+        let meta = snapshot.open_table(META).unwrap();
         assert_eq!(
             meta.get(META_SCHEMA_VERSION).unwrap().unwrap().value(),
             SCHEMA_VERSION
         );
-        assert_eq!(
-            snapshot.txn.open_table(RETRIEVED).unwrap().len().unwrap(),
-            0
-        );
+        assert_eq!(snapshot.open_table(RETRIEVED).unwrap().len().unwrap(), 0);
     }
 
     #[test]
@@ -730,6 +489,7 @@ mod tests {
     fn downgrade_to_v3(store: &Store) {
         store
             .write_blocking(|txn| {
+                let txn = txn.redb_for_tests().unwrap();
                 txn.open_table(META)?.insert(META_SCHEMA_VERSION, 3)?;
                 txn.delete_table(ADMIN)?;
                 txn.delete_table(API_KEYS)?;
@@ -743,7 +503,7 @@ mod tests {
         let (dir, store) = open_temp();
         let mailbox = MailboxId::generate();
         store
-            .write_blocking(move |txn| txn::put_retrieved(txn, &mailbox, &[1; 32], 5))
+            .write_blocking(move |txn| txn.put_retrieved(&mailbox, &[1; 32], 5))
             .unwrap();
         downgrade_to_v3(&store);
         {
@@ -753,8 +513,8 @@ mod tests {
         drop(store);
         let store =
             Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
-        let snapshot = store.read().unwrap();
-        let meta = snapshot.txn.open_table(META).unwrap();
+        let snapshot = store.redb_snapshot().unwrap();
+        let meta = snapshot.open_table(META).unwrap();
         assert_eq!(
             meta.get(META_SCHEMA_VERSION).unwrap().unwrap().value(),
             SCHEMA_VERSION
@@ -762,7 +522,7 @@ mod tests {
         assert_eq!(snapshot.admin().unwrap(), AdminRecord::initial());
         assert!(snapshot.api_keys().unwrap().is_empty());
         assert_eq!(
-            snapshot.txn.open_table(RETRIEVED).unwrap().len().unwrap(),
+            snapshot.open_table(RETRIEVED).unwrap().len().unwrap(),
             1,
             "3 → 4 keeps the keyed retrieval records"
         );
@@ -778,9 +538,7 @@ mod tests {
             language: Some(crate::config::Language::De),
         };
         let stored = changed.clone();
-        store
-            .write_blocking(move |t| txn::put_admin(t, &stored))
-            .unwrap();
+        store.write_blocking(move |t| t.put_admin(&stored)).unwrap();
         drop(store);
         let store =
             Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
@@ -841,7 +599,7 @@ mod tests {
             let mut writes = tokio::task::JoinSet::new();
             for _ in 0..5 {
                 let store = store.clone();
-                writes.spawn(async move { store.write(txn::next_seq).await.unwrap().value });
+                writes.spawn(async move { store.write(|t| t.next_seq()).await.unwrap().value });
             }
             let mut seqs = writes.join_all().await;
             seqs.sort_unstable();
@@ -860,13 +618,13 @@ mod tests {
         let (_dir, store) = open_temp();
         let err = store
             .write_blocking(|txn| -> Result<u64, StoreError> {
-                txn::next_seq(txn)?;
+                txn.next_seq()?;
                 panic!("a bug in one request");
             })
             .unwrap_err();
         assert!(matches!(err, StoreError::Internal(_)), "{err}");
         assert_eq!(
-            store.write_blocking(txn::next_seq).unwrap().value,
+            store.write_blocking(|t| t.next_seq()).unwrap().value,
             1,
             "later writes land, and nothing of the panicking one did"
         );
@@ -880,9 +638,9 @@ mod tests {
             .db
             .crash_writer
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let err = store.write_blocking(txn::next_seq).unwrap_err();
+        let err = store.write_blocking(|t| t.next_seq()).unwrap_err();
         assert!(matches!(err, StoreError::Internal(_)), "{err}");
-        assert_eq!(store.write_blocking(txn::next_seq).unwrap().value, 1);
+        assert_eq!(store.write_blocking(|t| t.next_seq()).unwrap().value, 1);
         assert!(store.read().is_ok());
     }
 
@@ -898,7 +656,7 @@ mod tests {
             for _ in 0..200 {
                 let store = store.clone();
                 tasks.push(tokio::spawn(async move {
-                    store.write(txn::next_seq).await.unwrap().value
+                    store.write(|t| t.next_seq()).await.unwrap().value
                 }));
             }
             let mut seqs = Vec::new();

@@ -23,7 +23,7 @@ use super::handle::DbHandle;
 use crate::exec::Executor;
 
 use super::durable::Synced;
-use super::{Durable, StoreError};
+use super::{Durable, StoreError, Writes};
 
 /// One unit of work inside a shared transaction. It must check its preconditions before
 /// writing anything and report a broken rule inside its `Ok` value, leaving the transaction
@@ -31,7 +31,7 @@ use super::{Durable, StoreError};
 /// the whole batch; any other `Err`, or a panic, fails this request alone. It may run more
 /// than once (when another request of its batch fails), so it must not consume what it
 /// captured: hence `Fn`.
-pub type WriteFn = Box<dyn Fn(&WriteTransaction) -> Result<Outcome, StoreError> + Send>;
+pub type WriteFn = Box<dyn Fn(&dyn Writes) -> Result<Outcome, StoreError> + Send>;
 pub type Outcome = Box<dyn std::any::Any + Send>;
 
 type Reply = oneshot::Sender<Result<(Outcome, Durable), StoreError>>;
@@ -240,11 +240,17 @@ fn fail_all(batch: Vec<Request>, e: &StoreError) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::{Database, ReadableDatabase, TableDefinition};
-
-    const T: TableDefinition<&str, u64> = TableDefinition::new("writer_test");
+    use crate::mailbox::MailboxId;
+    use crate::store::Reads;
+    use redb::Database;
 
     type Answer = oneshot::Receiver<Result<(Outcome, Durable), StoreError>>;
+
+    const KEYS: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+    fn mailbox() -> MailboxId {
+        MailboxId::parse("mbx-00000000000000000000000000000001").unwrap()
+    }
 
     fn handle() -> (tempfile::TempDir, DbHandle) {
         let dir = tempfile::tempdir().unwrap();
@@ -254,31 +260,24 @@ mod tests {
     }
 
     fn request(
-        work: impl Fn(&WriteTransaction) -> Result<(), StoreError> + Send + 'static,
+        work: impl Fn(&dyn Writes) -> Result<(), StoreError> + Send + 'static,
     ) -> (Request, Answer) {
         let (reply, answer) = oneshot::channel();
         let work: WriteFn = Box::new(move |txn| work(txn).map(|()| Box::new(()) as Outcome));
         (Request { work, reply }, answer)
     }
 
-    fn put(key: &'static str) -> impl Fn(&WriteTransaction) -> Result<(), StoreError> {
-        move |txn| {
-            txn.open_table(T)?.insert(key, 1)?;
-            Ok(())
-        }
+    /// Records `key` as a retrieval key: a row any test write can leave behind.
+    fn put(key: &'static str) -> impl Fn(&dyn Writes) -> Result<(), StoreError> {
+        move |txn| txn.put_retrieved(&mailbox(), key.as_bytes(), 1)
     }
 
     fn keys(handle: &DbHandle) -> Vec<String> {
         let db = handle.current().unwrap();
-        let txn = db.begin_read().unwrap();
-        let Ok(table) = txn.open_table(T) else {
-            return Vec::new();
-        };
-        use redb::ReadableTable;
-        table
-            .iter()
-            .unwrap()
-            .map(|entry| entry.unwrap().0.value().to_owned())
+        let txn = redb::ReadableDatabase::begin_read(&*db).unwrap();
+        KEYS.iter()
+            .filter(|key| txn.retrieved(&mailbox(), key.as_bytes()).unwrap_or(false))
+            .map(|key| key.to_string())
             .collect()
     }
 

@@ -14,6 +14,7 @@ mod error;
 pub mod faults;
 mod handle;
 mod redb_access;
+mod redb_engine;
 pub mod schema;
 pub mod space;
 mod writer;
@@ -161,7 +162,8 @@ impl Store {
         space::with_reserve(options.space.as_deref(), || Self::initialise(&first))?;
         drop(first);
         let db = Arc::new(db);
-        let (writer, writer_thread) = writer::spawn(db.clone(), &options.executor)?;
+        let (writer, writer_thread) =
+            writer::spawn(redb_engine::RedbEngine::new(db.clone()), &options.executor)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,

@@ -21,8 +21,9 @@ pub const TEST_PACKAGES: &[&str] = &[
     "chromium",           // console browser tests: the real browser, run headless
     "chromium-driver",    // console browser tests drive chromium over WebDriver (chromedriver)
     "pebble", // pebble-test-util: the local ACME CA the certificate tests get certificates from
-    "systemd", // ci package step: `systemd-analyze verify` of the installed gateway.service
-    "adduser", // ci package step: the package's postinst creates the `gateway` system user
+    "postgresql", // postgres-test-util: throwaway clusters (initdb, pg_ctl, psql) for the database tests
+    "systemd",    // ci package step: `systemd-analyze verify` of the installed gateway.service
+    "adduser",    // ci package step: the package's postinst creates the `gateway` system user
 ];
 
 /// debconf answers (`debconf-set-selections` lines) given before installing, so that a

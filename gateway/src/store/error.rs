@@ -29,6 +29,15 @@ pub enum StoreError {
     /// write failed and nothing of it was committed; the store itself is fine.
     #[error("a write's input could not be read: {0}")]
     Input(String),
+    /// Another transaction won a conflict (a shared database's serialization failure or
+    /// deadlock, SQLSTATE 40001 or 40P01): nothing of this transaction was committed, the
+    /// database is fine, and running the whole transaction again is safe.
+    #[error("the transaction conflicted with another one: {0}")]
+    Conflict(String),
+    /// The database is set up so that a commit it reports may still be lost (PostgreSQL with
+    /// `synchronous_commit = off`); the store refuses to acknowledge mail on it.
+    #[error("the database does not keep what it commits: {0}")]
+    NotDurable(String),
     /// A write failed on a bug (it panicked). Only that write failed and nothing of it was
     /// committed.
     #[error("internal error: {0}")]
@@ -42,6 +51,12 @@ impl StoreError {
     /// other error belongs to the one write that met it.
     pub fn is_storage_failure(&self) -> bool {
         matches!(self, StoreError::Full(_) | StoreError::Io(_))
+    }
+
+    /// Whether another transaction won a conflict ([`StoreError::Conflict`]): retrying the
+    /// whole transaction is safe and may succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict(_))
     }
 }
 

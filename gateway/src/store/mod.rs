@@ -13,6 +13,7 @@ mod durable;
 mod error;
 pub mod faults;
 mod handle;
+pub mod postgres;
 mod redb_access;
 mod redb_engine;
 pub mod schema;

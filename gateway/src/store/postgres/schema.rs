@@ -1,0 +1,101 @@
+//! The PostgreSQL tables and their migrations.
+//!
+//! The tables mirror redb's (`store::schema`), with the same record encodings, so rows copy
+//! between the backends byte for byte. Text keys use the `C` collation, so they sort by
+//! bytes as redb's `&str` keys do, whatever the database's locale. The arrival counter is a
+//! sequence (`message_seq`): it never repeats, also across nodes and rolled-back
+//! transactions, but may leave gaps.
+//!
+//! The version numbering is this backend's own, starting at 1: redb's `SCHEMA_VERSION` (5)
+//! counts changes of redb's layout that never existed here; version 1 holds what redb's
+//! version 5 holds. A later change to a record's encoding changes both.
+
+use tokio_postgres::Transaction;
+
+use super::runtime::PgClient;
+use super::wait;
+use crate::store::schema::ADMIN_ACCOUNT;
+use crate::store::{AdminRecord, StoreError};
+
+/// The newest version of the tables this gateway knows.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The key of the advisory lock that migrations hold, so that nodes starting together
+/// migrate one after the other (`gateway` in ASCII).
+const MIGRATION_LOCK: i64 = 0x0067_6174_6577_6179;
+
+/// Version 1: the tables of redb's version 5.
+const V1: &str = r#"
+CREATE TABLE mailboxes (id text COLLATE "C" PRIMARY KEY, record bytea NOT NULL);
+CREATE TABLE messages (
+    mailbox text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (mailbox, seq)
+);
+CREATE TABLE chunks (
+    message_id bytea NOT NULL,
+    idx integer NOT NULL,
+    sealed bytea NOT NULL,
+    PRIMARY KEY (message_id, idx)
+);
+-- Sealed chunks do not compress: store them out of line without trying.
+ALTER TABLE chunks ALTER COLUMN sealed SET STORAGE EXTERNAL;
+CREATE TABLE retrieved (
+    mailbox text COLLATE "C" NOT NULL,
+    key bytea NOT NULL,
+    at_millis bigint NOT NULL,
+    PRIMARY KEY (mailbox, key)
+);
+CREATE TABLE admin (account text COLLATE "C" PRIMARY KEY, record bytea NOT NULL);
+CREATE TABLE api_keys (id text COLLATE "C" PRIMARY KEY, record bytea NOT NULL);
+CREATE SEQUENCE message_seq AS bigint START 1;
+"#;
+
+/// Creates the tables or brings them to [`SCHEMA_VERSION`], in one transaction under an
+/// advisory lock (two nodes starting at once do not race), and adds the initial
+/// administrator when there is none, as redb's store does. Refuses a database of a newer
+/// gateway ([`StoreError::TooNew`]). Safe to run at every start; returns the version.
+pub fn migrate(client: &mut PgClient) -> Result<u32, StoreError> {
+    let txn = wait(client.client.transaction())?;
+    let version = migrate_in(&txn)?;
+    wait(txn.commit())?;
+    Ok(version)
+}
+
+fn migrate_in(txn: &Transaction<'_>) -> Result<u32, StoreError> {
+    wait(txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]))?;
+    // One row at most (`one` is always true and the key).
+    wait(txn.batch_execute(
+        "CREATE TABLE IF NOT EXISTS gateway_schema (\
+             one boolean PRIMARY KEY DEFAULT true CHECK (one), \
+             version integer NOT NULL)",
+    ))?;
+    let found: Option<i32> = wait(txn.query_opt("SELECT version FROM gateway_schema", &[]))?
+        .map(|row| row.try_get(0))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("gateway_schema: {e}")))?;
+    match found {
+        None => {
+            wait(txn.batch_execute(V1))?;
+            wait(txn.execute("INSERT INTO gateway_schema (version) VALUES ($1)", &[&1i32]))?;
+        }
+        Some(version) if version > SCHEMA_VERSION as i32 => {
+            return Err(StoreError::TooNew {
+                found: version as u64,
+                supported: SCHEMA_VERSION.into(),
+            });
+        }
+        Some(version) if version < 1 => {
+            return Err(StoreError::Corrupt(format!(
+                "gateway_schema has version {version}"
+            )));
+        }
+        Some(_) => {}
+    }
+    wait(txn.execute(
+        "INSERT INTO admin (account, record) VALUES ($1, $2) ON CONFLICT (account) DO NOTHING",
+        &[&ADMIN_ACCOUNT, &AdminRecord::initial().encode()],
+    ))?;
+    Ok(SCHEMA_VERSION)
+}

@@ -1,0 +1,500 @@
+//! The PostgreSQL backend against a real throwaway server (postgres-test-util): the same
+//! records as redb for the same writes, the locks that make checks atomic across nodes,
+//! migrations, and failures.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use postgres_test_util::{Postgres, PostgresOptions};
+
+use super::*;
+use crate::crypto::{KdfParams, MessageFormat, MessageId, SealedHeader, SealedKeyPair};
+use crate::mailbox::MailboxId;
+use crate::store::{
+    AdminRecord, ApiKeyRecord, MailboxRecord, MailboxStatus, MessageRecord, Reads, Store,
+    StoreOptions, Writes,
+};
+
+/// A server, the runtime that drives our connections to it, and its connection settings.
+struct Db {
+    runtime: PgRuntime,
+    config: tokio_postgres::Config,
+    pg: Postgres,
+}
+
+impl Db {
+    /// Fails (never skips) when PostgreSQL is not installed. No fsync: no test here cuts
+    /// the power, and a killed server still finds its WAL in the page cache.
+    fn start() -> Self {
+        let pg = Postgres::create(PostgresOptions {
+            fsync: false,
+            ..PostgresOptions::default()
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+        let config = pg.url().parse().expect("the fixture's URL parses");
+        Self {
+            runtime: PgRuntime::start().expect("runtime thread"),
+            config,
+            pg,
+        }
+    }
+
+    fn connect(&self) -> Result<PgClient, StoreError> {
+        self.runtime.connect(&self.config, &PgOptions::default())
+    }
+
+    fn client(&self) -> PgClient {
+        self.connect().expect("connect")
+    }
+
+    /// A connection to a migrated database.
+    fn migrated(&self) -> PgClient {
+        let mut client = self.client();
+        assert_eq!(migrate(&mut client).expect("migrate"), SCHEMA_VERSION);
+        client
+    }
+
+    fn reader(&self) -> PgRead {
+        PgRead::new(Arc::new(self.client()))
+    }
+
+    fn psql(&self, sql: &str) -> String {
+        self.pg.psql("gateway", sql).expect("psql")
+    }
+}
+
+fn mailbox_id(digit: char) -> MailboxId {
+    MailboxId::parse(&format!("mbx-{}", digit.to_string().repeat(32))).expect("mailbox id")
+}
+
+fn mailbox(id: &MailboxId, name: &str) -> MailboxRecord {
+    MailboxRecord {
+        id: id.clone(),
+        name: name.into(),
+        description: format!("{name}'s archive"),
+        status: MailboxStatus::Active,
+        created_at: 1_700_000_000_000,
+        message_count: 0,
+        message_bytes: 0,
+        keys: SealedKeyPair {
+            format: 1,
+            suite: "test".into(),
+            public_key: vec![7; 32],
+            kdf: KdfParams::insecure_for_tests(),
+            salt: vec![1; 16],
+            nonce: vec![2; 24],
+            sealed_private_key: vec![3; 48],
+        },
+    }
+}
+
+fn message(n: u8, chunk_count: u32) -> MessageRecord {
+    MessageRecord {
+        id: MessageId([n; 16]),
+        received_at: 1_700_000_000_000 + u64::from(n),
+        size: 1000 * u64::from(n),
+        chunk_count,
+        header: SealedHeader {
+            format: MessageFormat::V2,
+            encapped_key: vec![n; 32],
+            sealed_envelope: vec![n; 40],
+        },
+    }
+}
+
+fn api_key(id: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: id.into(),
+        name: format!("key {id}"),
+        secret_hash: "ab".repeat(32),
+        created_at: 5,
+        last_used_at: None,
+    }
+}
+
+/// Every kind of change, written once for any backend; returns what the changes returned.
+fn scenario(w: &dyn Writes) -> Result<Vec<String>, StoreError> {
+    let mut log = Vec::new();
+    let (a, b, c) = (mailbox_id('a'), mailbox_id('b'), mailbox_id('c'));
+    w.put_mailbox(&mailbox(&a, "first"))?;
+    w.put_mailbox(&mailbox(&b, "second"))?;
+    let mut renamed = mailbox(&a, "first, renamed");
+    renamed.message_count = 2;
+    w.put_mailbox(&renamed)?;
+    w.put_mailbox(&mailbox(&c, "gone"))?;
+    w.remove_mailbox(&c)?;
+    for (to, n) in [(&a, 1u8), (&a, 2), (&b, 3)] {
+        let seq = w.next_seq()?;
+        log.push(format!("seq {seq}"));
+        let record = message(n, 2);
+        for index in 0..2 {
+            w.put_chunk(record.id, index, &[n, index as u8, 0xAA])?;
+        }
+        w.put_message(to, seq, &record)?;
+    }
+    let first = w.messages(&a)?.first().map(|(seq, _)| *seq).unwrap_or(0);
+    log.push(format!("removed {:?}", w.remove_message(&a, first)?));
+    log.push(format!("removed again {:?}", w.remove_message(&a, first)?));
+    w.put_retrieved(&a, &[1; 32], 10)?;
+    w.put_retrieved(&a, &[2; 32], 11)?;
+    w.put_retrieved(&b, &[1; 32], 12)?;
+    w.put_retrieved(&b, &[1; 32], 13)?;
+    w.remove_retrieved(&a)?;
+    let mut admin = w.admin()?;
+    admin.initial = false;
+    admin.changed_at = Some(99);
+    admin.password_hash = "$argon2id$changed".into();
+    w.put_admin(&admin)?;
+    for id in ["k1", "k2", "k3"] {
+        w.put_api_key(&api_key(id))?;
+    }
+    let mut used = api_key("k3");
+    used.last_used_at = Some(77);
+    w.put_api_key(&used)?;
+    log.push(format!("remove k2: {}", w.remove_api_key("k2")?));
+    log.push(format!("remove k9: {}", w.remove_api_key("k9")?));
+    Ok(log)
+}
+
+/// Everything [`Reads`] can say about what [`scenario`] wrote, one line per call.
+fn observe(r: &dyn Reads) -> Vec<String> {
+    let mut out = vec![format!("mailboxes {:?}", r.mailboxes())];
+    for digit in ['a', 'b', 'c'] {
+        let id = mailbox_id(digit);
+        out.push(format!("mailbox {digit} {:?}", r.mailbox(&id)));
+        out.push(format!("messages {digit} {:?}", r.messages(&id)));
+        out.push(format!("oldest {digit} {:?}", r.oldest_message_at(&id)));
+        for seq in 0..5 {
+            let record = r.message(&id, seq).map(|m| m.map(|m| m.encode()));
+            out.push(format!("message {digit} {seq} {record:?}"));
+        }
+        for key in [[1u8; 32], [2; 32]] {
+            out.push(format!("retrieved {digit} {:?}", r.retrieved(&id, &key)));
+        }
+    }
+    for n in 1..=3 {
+        for index in 0..3 {
+            out.push(format!(
+                "chunk {n} {index} {:?}",
+                r.chunk(MessageId([n; 16]), index)
+            ));
+        }
+    }
+    out.push(format!("admin {:?}", r.admin().map(|a| a.encode())));
+    for id in ["k1", "k2", "k3"] {
+        out.push(format!("api key {id} {:?}", r.api_key(id)));
+    }
+    out.push(format!("api keys {:?}", r.api_keys()));
+    out.push(format!("api key count {:?}", r.api_key_count()));
+    out
+}
+
+#[test]
+fn every_method_gives_what_redb_gives_for_the_same_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store.redb"), &StoreOptions::default()).unwrap();
+    let redb_inside = store
+        .write_blocking(|w| Ok((scenario(w), observe(w))))
+        .unwrap()
+        .value;
+    let redb_after = observe(&*store.read().unwrap());
+
+    let db = Db::start();
+    let mut client = db.migrated();
+    let write = client.begin().unwrap();
+    let pg_inside = (scenario(&write), observe(&write));
+    write.commit().unwrap();
+    let pg_after = observe(&db.reader());
+
+    assert!(pg_inside.0.is_ok(), "{:?}", pg_inside.0);
+    assert_eq!(pg_inside, redb_inside, "inside the write");
+    assert_eq!(pg_after, redb_after, "after the commit");
+    // What the comparison relies on, spelled out (so an empty store on both sides fails).
+    let read = db.reader();
+    let (a, b) = (mailbox_id('a'), mailbox_id('b'));
+    assert_eq!(read.mailboxes().unwrap().len(), 2);
+    assert_eq!(read.messages(&a).unwrap().len(), 1);
+    assert!(
+        matches!(read.chunk(MessageId([1; 16]), 0), Err(StoreError::Corrupt(e)) if e.contains("lacks chunk 0")),
+        "the removed message's chunks are gone"
+    );
+    assert_eq!(read.chunk(MessageId([2; 16]), 1).unwrap(), vec![2, 1, 0xAA]);
+    assert!(!read.retrieved(&a, &[1; 32]).unwrap(), "a's keys forgotten");
+    assert!(read.retrieved(&b, &[1; 32]).unwrap(), "b's key kept");
+    assert_eq!(read.api_key_count().unwrap(), 2);
+}
+
+#[test]
+fn removing_a_message_removes_its_chunks_and_only_its_own() {
+    let db = Db::start();
+    let mut client = db.migrated();
+    let a = mailbox_id('a');
+    let write = client.begin().unwrap();
+    for n in [1, 2] {
+        let record = message(n, 3);
+        for index in 0..3 {
+            write.put_chunk(record.id, index, &[n; 100]).unwrap();
+        }
+        write.put_message(&a, u64::from(n), &record).unwrap();
+    }
+    write.commit().unwrap();
+    let write = client.begin().unwrap();
+    assert_eq!(write.remove_message(&a, 1).unwrap(), Some(message(1, 3)));
+    write.commit().unwrap();
+    assert_eq!(
+        db.psql("SELECT message_id, count(*) FROM chunks GROUP BY 1"),
+        format!("\\x{}|3\n", "02".repeat(16))
+    );
+}
+
+#[test]
+fn sequence_numbers_never_repeat_even_after_a_rollback() {
+    let db = Db::start();
+    let mut first = db.migrated();
+    let mut second = db.client();
+    let mut seen = std::collections::BTreeSet::new();
+    let write = first.begin().unwrap();
+    let rolled_back = write.next_seq().unwrap();
+    write.rollback().unwrap();
+    seen.insert(rolled_back);
+    for _ in 0..5 {
+        for client in [&mut first, &mut second] {
+            let write = client.begin().unwrap();
+            let seq = write.next_seq().unwrap();
+            // Dropped without a commit: rolled back too.
+            drop(write);
+            assert!(seen.insert(seq), "{seq} came twice");
+        }
+    }
+    let write = first.begin().unwrap();
+    let seq = write.next_seq().unwrap();
+    write.commit().unwrap();
+    assert!(seen.insert(seq), "{seq} came twice");
+    assert_eq!(seen.len(), 12);
+}
+
+#[test]
+fn migrate_is_idempotent_and_nodes_starting_together_do_not_race() {
+    let db = Db::start();
+    let barrier = Barrier::new(3);
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut client = db.client();
+                    barrier.wait();
+                    migrate(&mut client)
+                })
+            })
+            .collect();
+        for run in runs {
+            assert_eq!(run.join().unwrap(), Ok(SCHEMA_VERSION));
+        }
+    });
+    // Again, after a change: the administrator is not reset.
+    let mut client = db.client();
+    let write = client.begin().unwrap();
+    let mut admin = write.admin().unwrap();
+    admin.initial = false;
+    write.put_admin(&admin).unwrap();
+    write.commit().unwrap();
+    assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
+    assert!(!db.reader().admin().unwrap().initial);
+    assert_eq!(db.psql("SELECT count(*) FROM admin"), "1\n");
+    assert_eq!(db.psql("SELECT version FROM gateway_schema"), "1\n");
+}
+
+#[test]
+fn a_new_database_starts_with_the_initial_administrator() {
+    let db = Db::start();
+    db.migrated();
+    assert_eq!(db.reader().admin().unwrap(), AdminRecord::initial());
+}
+
+#[test]
+fn migrate_refuses_a_database_of_a_newer_gateway() {
+    let db = Db::start();
+    db.migrated();
+    db.psql("UPDATE gateway_schema SET version = 2");
+    assert_eq!(
+        migrate(&mut db.client()),
+        Err(StoreError::TooNew {
+            found: 2,
+            supported: 1
+        })
+    );
+}
+
+/// Waits until `n` sessions of the database wait for a lock (polled: the other threads are
+/// blocked inside PostgreSQL, where nothing else can tell us).
+fn await_lock_waiters(db: &Db, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sql = "SELECT count(*) FROM pg_stat_activity \
+               WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    while db.psql(sql).trim() != n.to_string() {
+        assert!(Instant::now() < deadline, "nobody waits for the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn two_writes_checking_one_mailbox_serialise() {
+    let db = Db::start();
+    let mut first = db.migrated();
+    let mut second = db.client();
+    let a = mailbox_id('a');
+    let setup = first.begin().unwrap();
+    setup.put_mailbox(&mailbox(&a, "shared")).unwrap();
+    setup.commit().unwrap();
+
+    let increment = |write: &PgWrite<'_>| {
+        let mut record = write.mailbox(&a).unwrap().expect("mailbox");
+        record.message_count += 1;
+        write.put_mailbox(&record).unwrap();
+    };
+    let write = first.begin().unwrap();
+    let mut record = write.mailbox(&a).unwrap().expect("mailbox");
+    std::thread::scope(|s| {
+        let other = s.spawn(|| {
+            let write = second.begin().unwrap();
+            increment(&write);
+            write.commit().unwrap();
+        });
+        // The second node's check waits for the first one's transaction...
+        await_lock_waiters(&db, 1);
+        record.message_count += 1;
+        write.put_mailbox(&record).unwrap();
+        write.commit().unwrap();
+        // ... and then sees its committed change.
+        other.join().unwrap();
+    });
+    assert_eq!(db.reader().mailbox(&a).unwrap().unwrap().message_count, 2);
+}
+
+#[test]
+fn counting_api_keys_in_a_write_holds_off_other_nodes_keys() {
+    let db = Db::start();
+    let mut first = db.migrated();
+    let mut second = db.client();
+    let write = first.begin().unwrap();
+    assert_eq!(write.api_key_count().unwrap(), 0);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| {
+            let write = second.begin().unwrap();
+            let count = write.api_key_count().unwrap();
+            write.put_api_key(&api_key("k2")).unwrap();
+            write.commit().unwrap();
+            count
+        });
+        await_lock_waiters(&db, 1);
+        write.put_api_key(&api_key("k1")).unwrap();
+        write.commit().unwrap();
+        assert_eq!(
+            other.join().unwrap(),
+            1,
+            "the second count saw the first key"
+        );
+    });
+}
+
+#[test]
+fn a_deadlock_between_nodes_is_a_conflict_for_one_of_them() {
+    let db = Db::start();
+    let mut first = db.migrated();
+    let mut second = db.client();
+    let (a, b) = (mailbox_id('a'), mailbox_id('b'));
+    let setup = first.begin().unwrap();
+    setup.put_mailbox(&mailbox(&a, "a")).unwrap();
+    setup.put_mailbox(&mailbox(&b, "b")).unwrap();
+    setup.commit().unwrap();
+
+    let one = first.begin().unwrap();
+    one.mailbox(&a).unwrap();
+    let (mine, theirs) = std::thread::scope(|s| {
+        let other = s.spawn(|| {
+            let two = second.begin().unwrap();
+            two.mailbox(&b).unwrap();
+            let result = two.mailbox(&a).map(drop);
+            if result.is_ok() {
+                two.commit().unwrap();
+            }
+            result
+        });
+        await_lock_waiters(&db, 1);
+        let result = one.mailbox(&b).map(drop);
+        drop(one);
+        (result, other.join().unwrap())
+    });
+    let conflict = |r: &Result<(), StoreError>| r.as_ref().is_err_and(StoreError::is_conflict);
+    assert!(
+        conflict(&mine) != conflict(&theirs),
+        "exactly one conflict: {mine:?} {theirs:?}"
+    );
+    let lost = mine.clone().and(theirs.clone()).unwrap_err();
+    assert!(!lost.is_storage_failure(), "{lost}");
+    assert!(lost.to_string().contains("40P01"), "{lost}");
+}
+
+#[tokio::test]
+async fn reads_and_writes_work_inside_a_current_thread_runtime() {
+    let db = Db::start();
+    let mut client = db.migrated();
+    let write = client.begin().unwrap();
+    write.put_api_key(&api_key("k1")).unwrap();
+    write.commit().unwrap();
+    let read = PgRead::new(Arc::new(client));
+    assert_eq!(read.api_key("k1").unwrap(), Some(api_key("k1")));
+    assert_eq!(read.admin().unwrap(), AdminRecord::initial());
+}
+
+#[test]
+fn a_killed_server_fails_calls_with_io_and_a_new_connection_works_after_restart() {
+    let mut db = Db::start();
+    let mut writer = db.migrated();
+    let read = db.reader();
+    db.pg.kill().unwrap();
+
+    let started = Instant::now();
+    assert!(matches!(read.admin(), Err(StoreError::Io(_))));
+    assert!(matches!(writer.begin().map(drop), Err(StoreError::Io(_))));
+    assert!(matches!(db.connect().map(drop), Err(StoreError::Io(_))));
+    assert!(started.elapsed() < Duration::from_secs(20), "no hang");
+    assert!(writer.is_closed());
+
+    db.pg.start().unwrap();
+    let mut writer = db.client();
+    let write = writer.begin().unwrap();
+    write.put_api_key(&api_key("k1")).unwrap();
+    write.commit().unwrap();
+    assert_eq!(db.reader().api_key_count(), Ok(1));
+}
+
+#[test]
+fn a_server_that_does_not_keep_its_commits_is_refused() {
+    let db = Db::start();
+    db.psql("ALTER DATABASE gateway SET synchronous_commit = off");
+    let refused = db.connect().map(drop).unwrap_err();
+    assert!(matches!(refused, StoreError::NotDurable(_)), "{refused}");
+    for level in ["local", "remote_write", "on"] {
+        db.psql(&format!(
+            "ALTER DATABASE gateway SET synchronous_commit = {level}"
+        ));
+        assert!(db.connect().is_ok(), "{level}");
+    }
+}
+
+#[test]
+fn error_messages_never_name_the_password() {
+    let db = Db::start();
+    let mut config = db.config.clone();
+    config.password("wrong-secret-password");
+    let refused = db
+        .runtime
+        .connect(&config, &PgOptions::default())
+        .map(drop)
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Io(_)), "{refused}");
+    let text = format!("{refused} {refused:?}");
+    assert!(!text.contains("wrong-secret-password"), "{text}");
+    assert!(!text.contains(db.pg.password()), "{text}");
+}

@@ -9,7 +9,7 @@ use redb::{Database, WriteTransaction};
 use super::durable::Synced;
 use super::handle::DbHandle;
 use super::writer::WriteEngine;
-use super::{CommitObserver, StoreError};
+use super::StoreError;
 
 pub(super) struct RedbEngine {
     handle: Arc<DbHandle>,
@@ -77,10 +77,6 @@ impl WriteEngine for RedbEngine {
 
     fn try_reopen(&mut self) -> Result<(), StoreError> {
         self.handle.try_reopen()
-    }
-
-    fn observer(&self) -> Option<Arc<dyn CommitObserver>> {
-        self.handle.observer.get().cloned()
     }
 
     #[cfg(test)]

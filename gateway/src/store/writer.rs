@@ -39,6 +39,10 @@ pub struct Request {
     pub reply: Reply,
 }
 
+/// How often a batch runs again after losing a conflict with another node's transaction
+/// (a deadlock PostgreSQL broke by aborting ours) before its requests are told.
+const CONFLICT_RETRIES: u32 = 3;
+
 /// Most requests in one transaction, so one huge batch cannot delay its first request's reply
 /// without bound.
 const MAX_BATCH: usize = 256;
@@ -82,9 +86,6 @@ pub trait WriteEngine: Send + 'static {
     /// One attempt at reopening after [`WriteEngine::close`].
     fn try_reopen(&mut self) -> Result<(), StoreError>;
 
-    /// Told of every durable commit (the metrics).
-    fn observer(&self) -> Option<Arc<dyn CommitObserver>>;
-
     /// Whether a test asked the writer to panic outside any request.
     #[cfg(test)]
     fn crash_requested(&self) -> bool {
@@ -92,25 +93,33 @@ pub trait WriteEngine: Send + 'static {
     }
 }
 
+/// Where the store's commit observer (the metrics) is set, once, after opening.
+pub type ObserverCell = Arc<std::sync::OnceLock<Arc<dyn CommitObserver>>>;
+
 /// Starts the writer loop on `executor` (production: its own thread; the simulation: a task
 /// of its runtime). The loop ends when every sender is gone; join the handle, if any, to know
 /// the database is closed.
 pub fn spawn<E: WriteEngine>(
     engine: E,
+    observer: ObserverCell,
     executor: &Executor,
 ) -> std::io::Result<(
     mpsc::UnboundedSender<Request>,
     Option<std::thread::JoinHandle<()>>,
 )> {
     let (tx, rx) = mpsc::unbounded_channel::<Request>();
-    let thread = executor.background("store-writer", run(engine, rx))?;
+    let thread = executor.background("store-writer", run(engine, observer, rx))?;
     Ok((tx, thread))
 }
 
 /// Takes every request waiting into one batch and commits it, until every sender is gone.
 /// A panic outside the requests (each runs under its own `catch_unwind`) closes the database
 /// and the loop goes on: a fresh open starts from the last commit.
-async fn run<E: WriteEngine>(mut engine: E, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn run<E: WriteEngine>(
+    mut engine: E,
+    observer: ObserverCell,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
     let mut pause = REOPEN_FIRST_PAUSE;
     loop {
         // Wakes now and then even when idle: something other than a commit (a compaction on
@@ -142,7 +151,7 @@ async fn run<E: WriteEngine>(mut engine: E, mut rx: mpsc::UnboundedReceiver<Requ
             if engine.crash_requested() {
                 panic!("writer crash requested by a test");
             }
-            commit_batch(&mut engine, batch);
+            commit_batch(&mut engine, batch, observer.get().map(|o| &**o));
         }));
         if committed.is_err() {
             tracing::error!("the store writer failed unexpectedly; restarting it");
@@ -153,18 +162,31 @@ async fn run<E: WriteEngine>(mut engine: E, mut rx: mpsc::UnboundedReceiver<Requ
 }
 
 /// Commits a batch: every request gets its reply, each committed one with its `Durable`.
-pub fn commit_batch<E: WriteEngine>(engine: &mut E, mut batch: Vec<Request>) {
-    // Each round either ends the batch or leaves one request fewer, so this ends.
+pub fn commit_batch<E: WriteEngine>(
+    engine: &mut E,
+    mut batch: Vec<Request>,
+    observer: Option<&dyn CommitObserver>,
+) {
+    // Each round either ends the batch, leaves one request fewer, or counts a conflict, so
+    // this ends.
+    let mut conflicts = 0;
     while !batch.is_empty() {
         if let Err(e) = engine.prepare() {
             return fail_all(batch, &e);
         }
-        let observer = engine.observer();
-        let round = commit_round(engine, batch, observer.as_deref());
+        let round = commit_round(engine, batch, observer);
         engine.release();
         match round {
             Round::Done => return,
             Round::Again(rest) => batch = rest,
+            Round::Conflict(all, e) => {
+                conflicts += 1;
+                if conflicts > CONFLICT_RETRIES {
+                    return fail_all(all, &e);
+                }
+                tracing::debug!(error = %e, "a batch lost a conflict; it runs again");
+                batch = all;
+            }
             Round::StorageFailed => {
                 engine.close();
                 // Right away if no reader holds the old file; else the writer retries.
@@ -180,6 +202,9 @@ enum Round {
     Done,
     /// One request failed on its own and was answered; these run again in a new transaction.
     Again(Vec<Request>),
+    /// Another transaction won a conflict: nothing was committed or answered, and the whole
+    /// batch may run again.
+    Conflict(Vec<Request>, StoreError),
     /// The storage failed; every request was answered with the error.
     StorageFailed,
 }
@@ -219,6 +244,9 @@ fn commit_round<E: WriteEngine>(
     if let Some((index, e)) = failure {
         // The transaction may hold part of the failed request's writes: drop all of it.
         discard::<E>(txn);
+        if e.is_conflict() {
+            return Round::Conflict(batch, e);
+        }
         if e.is_storage_failure() {
             return storage_failed(batch, &e);
         }
@@ -239,6 +267,7 @@ fn commit_round<E: WriteEngine>(
             }
             Round::Done
         }
+        Ok(Err(e)) if e.is_conflict() => Round::Conflict(batch, e),
         Ok(Err(e)) => storage_failed(batch, &e),
         Err(_) => storage_failed(batch, &panicked("committing")),
     }
@@ -333,7 +362,11 @@ mod tests {
             panic!("a bug in one request");
         });
         let (e, e_answer) = request(put("e"));
-        commit_batch(&mut RedbEngine::new(handle.clone()), vec![a, b, c, d, e]);
+        commit_batch(
+            &mut RedbEngine::new(handle.clone()),
+            vec![a, b, c, d, e],
+            None,
+        );
 
         assert_eq!(outcome(a_answer), Ok(()));
         assert!(matches!(outcome(b_answer), Err(StoreError::Input(_))));
@@ -349,10 +382,55 @@ mod tests {
         let (_dir, handle) = handle();
         let (a, a_answer) = request(put("a"));
         let (b, b_answer) = request(|_| Err(StoreError::Io("disk error".into())));
-        commit_batch(&mut RedbEngine::new(handle.clone()), vec![a, b]);
+        commit_batch(&mut RedbEngine::new(handle.clone()), vec![a, b], None);
         assert!(matches!(outcome(a_answer), Err(StoreError::Io(_))));
         assert!(matches!(outcome(b_answer), Err(StoreError::Io(_))));
         assert_eq!(handle.reopens(), 1);
         assert!(keys(&handle).is_empty());
+    }
+
+    #[test]
+    fn a_batch_that_loses_a_conflict_runs_again_whole() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let (_dir, handle) = handle();
+        let (a, a_answer) = request(put("a"));
+        let tries = Arc::new(AtomicU32::new(0));
+        let counted = tries.clone();
+        // Another node's transaction wins the first time only.
+        let (b, b_answer) = request(move |txn| {
+            put("b")(txn)?;
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(StoreError::Conflict("deadlock detected".into()));
+            }
+            Ok(())
+        });
+        commit_batch(&mut RedbEngine::new(handle.clone()), vec![a, b], None);
+        assert_eq!(outcome(a_answer), Ok(()));
+        assert_eq!(
+            outcome(b_answer),
+            Ok(()),
+            "the conflict is not the request's fault"
+        );
+        assert_eq!(tries.load(Ordering::SeqCst), 2);
+        assert_eq!(keys(&handle), ["a", "b"]);
+        assert_eq!(handle.reopens(), 0, "a conflict is not a storage failure");
+    }
+
+    #[test]
+    fn a_batch_that_keeps_losing_conflicts_is_told_after_a_few_tries() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let (_dir, handle) = handle();
+        let (a, a_answer) = request(put("a"));
+        let tries = Arc::new(AtomicU32::new(0));
+        let counted = tries.clone();
+        let (b, b_answer) = request(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::Conflict("deadlock detected".into()))
+        });
+        commit_batch(&mut RedbEngine::new(handle.clone()), vec![a, b], None);
+        assert!(matches!(outcome(a_answer), Err(StoreError::Conflict(_))));
+        assert!(matches!(outcome(b_answer), Err(StoreError::Conflict(_))));
+        assert_eq!(tries.load(Ordering::SeqCst), CONFLICT_RETRIES + 1);
+        assert!(keys(&handle).is_empty(), "nothing was committed");
     }
 }

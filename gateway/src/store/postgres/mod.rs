@@ -18,6 +18,7 @@
 //! another node winning a conflict is [`StoreError::Conflict`].
 
 mod access;
+mod engine;
 mod error;
 mod runtime;
 mod schema;
@@ -27,8 +28,9 @@ mod tests;
 use std::future::Future;
 
 pub use access::{Autocommit, InTransaction, Pg, PgRead, PgWrite};
+pub use engine::{Connector, PgEngine, PgReadSource, PgReads};
 pub use runtime::{PgClient, PgOptions, PgRuntime};
-pub use schema::{migrate, SCHEMA_VERSION};
+pub use schema::{check, migrate, SCHEMA_VERSION};
 
 use super::StoreError;
 

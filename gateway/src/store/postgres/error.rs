@@ -10,8 +10,15 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         let Some(db) = e.as_db_error() else {
             // Closed connection, socket error, timeout, protocol error: the database is out of
-            // reach for now. tokio-postgres's messages name the failure, not the settings.
-            return StoreError::Io(format!("PostgreSQL: {e}"));
+            // reach for now. tokio-postgres's messages, and their causes (I/O, TLS), name the
+            // failure, not the settings.
+            let mut what = format!("PostgreSQL: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(inner) = cause {
+                what.push_str(&format!(": {inner}"));
+                cause = inner.source();
+            }
+            return StoreError::Io(what);
         };
         let what = format!("PostgreSQL {}: {}", db.code().code(), db.message());
         let code = db.code();

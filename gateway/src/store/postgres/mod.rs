@@ -12,6 +12,7 @@
 //! - [`PgClient`]: one connection with its prepared statements; [`PgClient::begin`] starts a
 //!   [`PgWrite`], and [`PgRead`] reads through a shared client.
 //! - [`migrate`]: creates or upgrades the tables ([`SCHEMA_VERSION`]).
+//! - TLS to the server with rustls, verifying its certificate ([`PgOptions::tls`]).
 //!
 //! Failures map to [`StoreError`]: a lost or unreachable server is
 //! [`StoreError::Io`] (temporary: a node that loses the database answers 451, never 250),
@@ -24,6 +25,7 @@ mod runtime;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::future::Future;
 

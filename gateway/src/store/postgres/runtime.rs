@@ -2,17 +2,19 @@
 //! synchronous calls use.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::access::PgWrite;
+use super::tls::Rustls;
 use super::wait;
 use crate::store::StoreError;
 
-/// How long a connection may take and how long a statement may run.
+/// How to connect: TLS, and how long a connection may take and a statement may run.
 #[derive(Debug, Clone)]
 pub struct PgOptions {
     /// Connecting, TLS and authentication (unless the connection settings name their own).
@@ -24,6 +26,10 @@ pub struct PgOptions {
     /// (`TCP_USER_TIMEOUT`); with TCP keepalives, a vanished server or network fails calls
     /// instead of hanging them.
     pub network_timeout: Duration,
+    /// TLS to the server, required and verified against this configuration's roots (the
+    /// certificate must name the host the settings connect to). `None`: the settings'
+    /// `sslmode` decides, without TLS support, so only plain connections work.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for PgOptions {
@@ -32,6 +38,7 @@ impl Default for PgOptions {
             connect_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
             network_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -86,13 +93,26 @@ impl PgRuntime {
             config.tcp_user_timeout(options.network_timeout);
         }
         config.keepalives(true).keepalives_idle(KEEPALIVE_IDLE);
+        let tls = options.tls.clone();
+        if tls.is_some() {
+            // Never `prefer`: a server (or a man in the middle) declining TLS must not get
+            // the password in clear.
+            config.ssl_mode(SslMode::Require);
+        }
+        // The connection's end (error or not) shows in the client's next call.
         let task = self.handle.spawn(async move {
-            let (client, connection) = config.connect(NoTls).await?;
-            // The connection's end (error or not) shows in the client's next call.
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            Ok::<_, tokio_postgres::Error>(client)
+            Ok::<_, tokio_postgres::Error>(match tls {
+                Some(tls) => {
+                    let (client, connection) = config.connect(Rustls(tls)).await?;
+                    tokio::spawn(async move { drop(connection.await) });
+                    client
+                }
+                None => {
+                    let (client, connection) = config.connect(NoTls).await?;
+                    tokio::spawn(async move { drop(connection.await) });
+                    client
+                }
+            })
         });
         let client = futures_executor::block_on(task)
             .map_err(|_| StoreError::Io("the PostgreSQL runtime thread is gone".into()))??;

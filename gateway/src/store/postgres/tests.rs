@@ -498,3 +498,59 @@ fn error_messages_never_name_the_password() {
     assert!(!text.contains("wrong-secret-password"), "{text}");
     assert!(!text.contains(db.pg.password()), "{text}");
 }
+
+/// A server that accepts TLS only, and options trusting `ca_pem`.
+fn tls_db(ca_pem: Option<&str>) -> (Db, PgOptions) {
+    let pg = Postgres::create(PostgresOptions {
+        fsync: false,
+        tls: postgres_test_util::Tls::Required,
+        ..PostgresOptions::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let ca = ca_pem.unwrap_or_else(|| pg.ca_pem().expect("a CA with TLS"));
+    let client_config = test_support::pki::client_config(ca.as_bytes()).expect("client config");
+    let options = PgOptions {
+        tls: Some(Arc::new(client_config)),
+        ..PgOptions::default()
+    };
+    let config = pg.url().parse().expect("the fixture's URL parses");
+    let db = Db {
+        runtime: PgRuntime::start().expect("runtime thread"),
+        config,
+        pg,
+    };
+    (db, options)
+}
+
+#[test]
+fn tls_verifies_the_server_and_binds_the_password_exchange_to_it() {
+    let (db, options) = tls_db(None);
+    let mut config = db.config.clone();
+    // Fails unless the channel binding we offer is the one the server computes.
+    config.channel_binding(tokio_postgres::config::ChannelBinding::Require);
+    let mut client = db.runtime.connect(&config, &options).expect("TLS connect");
+    assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
+    let encrypted = futures_executor::block_on(client.client.query_one(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        &[],
+    ))
+    .expect("pg_stat_ssl");
+    assert!(encrypted.get::<_, bool>(0));
+
+    // The server takes TLS only (hostssl): without it, no connection.
+    let plain = db.connect().map(drop).unwrap_err();
+    assert!(matches!(plain, StoreError::Io(_)), "{plain}");
+}
+
+#[test]
+fn tls_refuses_a_server_the_roots_do_not_vouch_for() {
+    let stranger = test_support::pki::Ca::new("another CA").expect("CA");
+    let (db, options) = tls_db(Some(&stranger.pem()));
+    let refused = db
+        .runtime
+        .connect(&db.config, &options)
+        .map(drop)
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Io(_)), "{refused}");
+    assert!(refused.to_string().contains("UnknownIssuer"), "{refused}");
+}

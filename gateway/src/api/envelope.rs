@@ -279,6 +279,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Damaged(..)
             | ServiceError::Crypto(_)
             | ServiceError::Spool(_)
+            | ServiceError::StoreSettings(_)
             | ServiceError::Unavailable(_) => Self::new(503, kind, e.to_string()),
         }
     }
@@ -301,6 +302,7 @@ pub fn service_kind(error: &ServiceError) -> &'static str {
         ServiceError::InvalidInput { .. } | ServiceError::MessageTooLarge(_) => "invalid_input",
         ServiceError::Store(e) => store_kind(e),
         ServiceError::Spool(_) if error.is_storage_full() => "disk_full",
+        ServiceError::StoreSettings(_) => "storage",
         ServiceError::Damaged(..)
         | ServiceError::Crypto(_)
         | ServiceError::Spool(_)

@@ -31,6 +31,10 @@ pub enum ServiceError {
     MessageTooLarge(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The configured store cannot be opened as set up (a password file that cannot be
+    /// read, a CA file that is not one).
+    #[error("the store's settings: {0}")]
+    StoreSettings(String),
     #[error("message {0} is damaged: {1}")]
     Damaged(String, CryptoError),
     #[error("cryptographic failure: {0}")]

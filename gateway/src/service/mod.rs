@@ -16,6 +16,7 @@ mod retrieval;
 mod sessions;
 mod spool;
 mod stats;
+mod store_backend;
 mod trace;
 
 use std::path::{Path, PathBuf};
@@ -43,7 +44,7 @@ use crate::config::Config;
 use crate::crypto::{KdfParams, SealingEpochs};
 use crate::metrics::Metrics;
 use crate::settings::EmailDomain;
-use crate::store::{DataDirVolume, Space, Store, StoreOptions};
+use crate::store::Store;
 
 /// Unix milliseconds; injectable so simulations run on simulated time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -157,18 +158,7 @@ impl Gateway {
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
         let data_dir = &config.gateway.data_dir;
         prepare_data_dir(data_dir)?;
-        let space = Space::new(
-            Arc::new(DataDirVolume::new(data_dir)),
-            config.limits.disk_reserve_bytes(),
-        );
-        let store = Store::open(
-            &store_path(data_dir),
-            &StoreOptions {
-                cache_bytes: config.limits.store_cache_bytes() as usize,
-                executor: crate::exec::Executor::threads(),
-                space: Some(Arc::new(space)),
-            },
-        )?;
+        let store = store_backend::open_store(config, data_dir)?;
         // After the store: its lock keeps a second gateway from racing to create the secret.
         let retrieval = RetrievalSecret::load_or_create(data_dir)?;
         let gateway = Self::new(store, ServiceOptions::from_config(config), retrieval);
@@ -239,6 +229,7 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
+    use crate::store::{Space, StoreOptions};
 
     pub fn test_secret() -> RetrievalSecret {
         RetrievalSecret::from_bytes(&[7; 32])

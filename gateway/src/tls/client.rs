@@ -23,6 +23,12 @@ pub struct UpstreamTrust {
 
 /// A connector for upstream connections; build once and share.
 pub fn upstream_connector(trust: &UpstreamTrust) -> Result<TlsConnector, TlsError> {
+    Ok(TlsConnector::from(client_config(trust)?))
+}
+
+/// A verifying TLS client configuration trusting what `trust` says (upstream servers, the
+/// PostgreSQL store's database).
+pub fn client_config(trust: &UpstreamTrust) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     if trust.system_roots {
         let found = rustls_native_certs::load_native_certs();
@@ -65,7 +71,7 @@ pub fn upstream_connector(trust: &UpstreamTrust) -> Result<TlsConnector, TlsErro
         .expect("ring provider supports TLS 1.2 and 1.3")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

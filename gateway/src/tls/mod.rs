@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-pub use client::{upstream_connector, UpstreamTrust};
+pub use client::{client_config, upstream_connector, UpstreamTrust};
 pub use error::TlsError;
 pub use imported::{
     forget_imported, import_pem, import_pkcs12, load_imported, warnings, IMPORTED_CERT_FILE,

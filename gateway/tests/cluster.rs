@@ -1,0 +1,157 @@
+//! Gateway nodes sharing one PostgreSQL database (`[store] backend = "postgres"`): mail that
+//! one node accepted is picked up through the other, byte for byte, and a node that loses
+//! the database answers 451, never 250, and recovers by itself when it returns.
+//!
+//! The database is a throwaway cluster from Debian's `postgresql` (postgres-test-util); the
+//! nodes run in this process on their own loopback ports and data directories.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use gateway::config::{Config, DatabaseTls, StoreBackend};
+use postgres_test_util::{Postgres, PostgresOptions};
+use support::{Client, Pop3Client, TestGateway};
+
+fn database() -> Postgres {
+    Postgres::create(PostgresOptions::default()).expect("a throwaway PostgreSQL")
+}
+
+/// Points `config` at the database: the URL without the password, which goes into a file
+/// only the gateway reads (as an administrator would set it up).
+fn use_database(config: &mut Config, pg: &Postgres, password_file: &Path) {
+    std::fs::write(password_file, pg.password()).expect("password file");
+    config.store.backend = StoreBackend::Postgres;
+    config.store.url = format!(
+        "postgres://postgres@127.0.0.1:{}/{}",
+        pg.port(),
+        pg.database()
+    );
+    config.store.password_file = Some(password_file.to_owned());
+    // Loopback: the only place a plain connection is accepted.
+    config.store.tls = DatabaseTls::Off;
+    config.store.pool_size = 2;
+}
+
+/// A node on the shared database.
+async fn node(pg: &Postgres, scratch: &Path, name: &str) -> TestGateway {
+    let password_file = scratch.join(format!("{name}-db-password"));
+    TestGateway::start_with(|config| use_database(config, pg, &password_file)).await
+}
+
+fn message(subject: &str) -> Vec<u8> {
+    format!(
+        "From: sender@example.org\r\nTo: archive@example.org\r\nSubject: {subject}\r\n\r\n\
+         Body of {subject}.\r\nA second line.\r\n"
+    )
+    .into_bytes()
+}
+
+/// One SMTP transaction; the reply to the end of the data (or to the first refused step).
+async fn try_deliver(gw: &TestGateway, to: &str, body: &[u8]) -> u16 {
+    let (mut client, greeting) = Client::connect(gw.smtp_addr()).await;
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    client.ehlo().await.expect(250, "");
+    let code = async {
+        for command in [
+            "MAIL FROM:<a@example.org>".to_owned(),
+            format!("RCPT TO:<{to}>"),
+        ] {
+            let reply = client.command(&command).await;
+            if reply.code != 250 {
+                return reply.code;
+            }
+        }
+        let reply = client.command("DATA").await;
+        if reply.code != 354 {
+            return reply.code;
+        }
+        client.send(support::dot_stuff(body)).await;
+        client.reply().await.code
+    }
+    .await;
+    let _ = client.command("QUIT").await;
+    code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_accepted_by_one_node_is_picked_up_through_the_other() {
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = node(&pg, scratch.path(), "a").await;
+    let b = node(&pg, scratch.path(), "b").await;
+
+    // Created through A, known to B at once: one database.
+    let (id, address, password) = a.create_mailbox("shared").await;
+    assert_eq!(b.gateway().mailbox(&id).unwrap().id, id);
+
+    a.deliver(&address, &message("through A")).await;
+    b.deliver(&address, &message("through B")).await;
+    let stored = a.messages(&id, &password);
+    assert_eq!(stored.len(), 2);
+    assert_eq!(
+        b.messages(&id, &password),
+        stored,
+        "both nodes read the same bytes"
+    );
+
+    // The archiver picks everything up through B and deletes it.
+    let (mut pop3, greeting) = Pop3Client::connect_tls(b.pop3s_addr(), &b.tls_connector()).await;
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    let login = pop3
+        .login(&id.to_string(), password.reveal_for_display().as_str())
+        .await;
+    assert!(login.starts_with("+OK"), "{login}");
+    assert_eq!(pop3.stat().await.0, 2);
+    for (n, expected) in stored.iter().enumerate() {
+        assert_eq!(&pop3.retr(n + 1).await, expected, "RETR {}", n + 1);
+        pop3.ok(&format!("DELE {}", n + 1)).await;
+    }
+    pop3.ok("QUIT").await;
+    assert_eq!(a.message_count(&id), 0, "A sees B's deletions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_its_database_answers_451_and_recovers_when_it_returns() {
+    let mut pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = node(&pg, scratch.path(), "a").await;
+    let (id, address, password) = a.create_mailbox("outage").await;
+    a.deliver(&address, &message("before")).await;
+
+    pg.stop().expect("stop PostgreSQL");
+    for attempt in 0..3 {
+        let code = try_deliver(&a, &address, &message("during")).await;
+        assert_eq!(
+            code / 100,
+            4,
+            "attempt {attempt}: a temporary refusal, never 250"
+        );
+    }
+
+    pg.start().expect("start PostgreSQL again");
+    // The node reconnects by itself; nothing but more mail tells it the database is back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_deliver(&a, &address, &message("after")).await {
+            250 => break,
+            code => {
+                assert_eq!(code / 100, 4, "only temporary refusals while it recovers");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no recovery within 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let subjects: Vec<String> = a
+        .messages(&id, &password)
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    assert_eq!(subjects.len(), 2, "only what was acknowledged is there");
+    assert!(subjects[0].contains("Subject: before"));
+    assert!(subjects[1].contains("Subject: after"));
+}

@@ -4,6 +4,8 @@
 //! - [`load`]: an SMTP load generator (plain or implicit TLS), used by the `smtp_load`
 //!   binary and by the `smtp_bench` runner.
 //! - [`gateway_proc`]: the gateway run as a child process for the runner.
+//! - [`backends`]: SMTP intake on redb and on PostgreSQL with one and two nodes
+//!   (`smtp_bench --store postgres`).
 //! - [`cgroup`]: a memory limit around that child (cgroup, systemd scope or RLIMIT_AS).
 //! - [`postfix`]: a throwaway local Postfix delivering to a Maildir, the baseline.
 //! - [`pop3_load`]: a POP3 drain client (RETR + DELE every message, plain or implicit TLS),
@@ -13,6 +15,7 @@
 //!   `cargo xtask bench compare`.
 //! - [`util`]: helpers the runners share.
 
+pub mod backends;
 pub mod cgroup;
 pub mod dovecot;
 pub mod gateway_proc;

@@ -33,7 +33,7 @@ const RUNNERS: &[(&str, &str)] = &[
 
 /// Runs the named benches (criterion targets or runners), or every one when `names` is
 /// empty; `quick`: the smoke run.
-pub fn run_benches(names: &[String], quick: bool) -> Result<()> {
+pub fn run_benches(names: &[String], quick: bool, store: Option<&str>) -> Result<()> {
     let (runners, criterion): (Vec<String>, Vec<String>) = names
         .iter()
         .cloned()
@@ -53,10 +53,15 @@ pub fn run_benches(names: &[String], quick: bool) -> Result<()> {
             .expect("partitioned above");
         let mut cmd = cargo();
         cmd.args(["run", "--package", "bench", "--bin", binary]);
-        if quick {
-            cmd.args(["--", "--quick"]);
-        } else {
+        if !quick {
             cmd.arg("--release");
+        }
+        cmd.arg("--");
+        if quick {
+            cmd.arg("--quick");
+        }
+        if let Some(store) = store {
+            cmd.args(["--store", store]);
         }
         run(&mut cmd)?;
     }

@@ -80,7 +80,11 @@ pub fn run_ci(opts: &Options) -> Result<()> {
     // Every benchmark once at a small size, peers included (`cargo xtask bench --quick`): a
     // smoke test with no timing assertion, failing only when a bench or runner fails (an
     // error, a lost message, a peer that does not start). Postfix and Dovecot came with `deps`.
-    steps.push(("bench", |_| crate::bench::run_benches(&[], true)));
+    // The SMTP intake on PostgreSQL (one and two nodes) beside redb, in the same way.
+    steps.push(("bench", |_| {
+        crate::bench::run_benches(&[], true, None)?;
+        crate::bench::run_benches(&["smtp".to_owned()], true, Some("postgres"))
+    }));
 
     let mut tally = Tally::default();
     let mut timings: Vec<Timing> = Vec::new();

@@ -25,12 +25,13 @@ tasks:
                      run the RFC conformance, security, TLS (testssl.sh) and interop suites,
                      print the requirement matrix and write conformance/REPORT.md; fails on
                      any failing MUST (--check: compare the report instead, fail if stale)
-  bench [--quick] [NAME...]
+  bench [--quick] [NAME...] [--store postgres]
                      run benchmarks: criterion targets (crypto, storage, wire) and side-by-side
                      runners against peer servers (smtp: vs Postfix, pop3: vs Dovecot, proxy:
                      vs direct to Postfix); all when no NAME. Runners write
                      target/bench-reports/NAME.md and NAME.json. --quick: smoke run (every
-                     bench once at a small size, no timing; CI runs it)
+                     bench once at a small size, no timing; CI runs it). `bench smtp --store
+                     postgres`: SMTP intake on redb and on PostgreSQL with one and two nodes
   bench compare A B  compare two runs' JSON results (files or directories of them): B/A per
                      cell, better or worse
   sim [--seeds N] [--from S] [--scenario X] [--bug B]
@@ -53,11 +54,26 @@ tasks:
 
 #[derive(Debug, PartialEq)]
 enum Task {
-    Ci { skip_deps: bool },
-    Conformance { check: bool, skip_deps: bool },
-    Bench { names: Vec<String>, quick: bool },
-    BenchCompare { a: PathBuf, b: PathBuf },
-    Sim { args: Vec<String> },
+    Ci {
+        skip_deps: bool,
+    },
+    Conformance {
+        check: bool,
+        skip_deps: bool,
+    },
+    Bench {
+        names: Vec<String>,
+        quick: bool,
+        /// `--store postgres`: the smtp runner compares the store backends instead.
+        store: Option<String>,
+    },
+    BenchCompare {
+        a: PathBuf,
+        b: PathBuf,
+    },
+    Sim {
+        args: Vec<String>,
+    },
     Dist(dist::Options),
     Fuzz(fuzz::Options),
     Fmt,
@@ -100,17 +116,32 @@ fn parse(args: &[String]) -> Result<Task> {
             },
             _ => {
                 let mut quick = false;
+                let mut store = None;
                 let mut names = Vec::new();
-                for arg in rest {
+                let mut args = rest.iter();
+                while let Some(arg) = args.next() {
                     match arg.as_str() {
                         "--quick" => quick = true,
+                        "--store" => match args.next().map(String::as_str) {
+                            Some(backend @ ("redb" | "postgres")) => {
+                                store = Some(backend.to_owned())
+                            }
+                            _ => bail!("bench: --store takes redb or postgres"),
+                        },
                         flag if flag.starts_with('-') => {
-                            bail!("bench: unknown flag `{flag}` (only --quick)")
+                            bail!("bench: unknown flag `{flag}` (only --quick and --store)")
                         }
                         name => names.push(name.to_owned()),
                     }
                 }
-                Task::Bench { names, quick }
+                if store.is_some() && names != ["smtp"] {
+                    bail!("bench: --store goes with the smtp runner alone (`bench smtp --store postgres`)");
+                }
+                Task::Bench {
+                    names,
+                    quick,
+                    store,
+                }
             }
         },
         "sim" => {
@@ -164,7 +195,11 @@ fn main() {
         Task::Conformance { check, skip_deps } => {
             conformance::run_conformance(&conformance::Options { check, skip_deps })
         }
-        Task::Bench { names, quick } => bench::run_benches(&names, quick),
+        Task::Bench {
+            names,
+            quick,
+            store,
+        } => bench::run_benches(&names, quick, store.as_deref()),
         Task::BenchCompare { a, b } => compare::run_compare(&a, &b),
         Task::Sim { args } => sim::run_sim(&args),
         Task::Dist(opts) => dist::run_dist(&opts),
@@ -219,21 +254,24 @@ mod tests {
             p(&["bench"]).unwrap(),
             Task::Bench {
                 names: vec![],
-                quick: false
+                quick: false,
+                store: None
             }
         );
         assert_eq!(
             p(&["bench", "--quick"]).unwrap(),
             Task::Bench {
                 names: vec![],
-                quick: true
+                quick: true,
+                store: None
             }
         );
         assert_eq!(
             p(&["bench", "smtp", "--quick", "crypto"]).unwrap(),
             Task::Bench {
                 names: vec!["smtp".into(), "crypto".into()],
-                quick: true
+                quick: true,
+                store: None
             }
         );
         assert_eq!(
@@ -279,7 +317,8 @@ mod tests {
             p(&["bench", "crypto", "storage"]).unwrap(),
             Task::Bench {
                 names: vec!["crypto".into(), "storage".into()],
-                quick: false
+                quick: false,
+                store: None
             }
         );
     }
@@ -288,6 +327,17 @@ mod tests {
     fn rejects_bad_arguments() {
         assert!(p(&["nope"]).is_err());
         assert!(p(&["ci", "--skip-dep"]).is_err());
+        assert_eq!(
+            p(&["bench", "smtp", "--store", "postgres"]).unwrap(),
+            Task::Bench {
+                names: vec!["smtp".into()],
+                quick: false,
+                store: Some("postgres".into())
+            }
+        );
+        assert!(p(&["bench", "smtp", "--store", "mysql"]).is_err());
+        assert!(p(&["bench", "pop3", "--store", "postgres"]).is_err());
+        assert!(p(&["bench", "--store"]).is_err());
         assert!(p(&["bench", "--noplot"]).is_err());
         assert!(p(&["bench", "--quick", "--fast"]).is_err());
         assert!(p(&["bench", "compare", "a.json"]).is_err());

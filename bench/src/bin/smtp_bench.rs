@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bench::backends;
 use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, HOST_NAME};
 use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
 use bench::postfix::{self, Postfix};
@@ -67,6 +68,17 @@ struct Args {
     /// baseline fails the run.
     #[arg(long)]
     quick: bool,
+    /// `postgres`: instead of the Postfix comparison, the same intake on redb, on one
+    /// gateway node on PostgreSQL and on two nodes sharing it (pipelined plain SMTP);
+    /// written to `smtp-store.md` / `.json`.
+    #[arg(long, value_enum, default_value_t = StoreArg::Redb)]
+    store: StoreArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreArg {
+    Redb,
+    Postgres,
 }
 
 /// Messages per cell: enough for a stable figure, a few seconds at most.
@@ -144,6 +156,9 @@ fn main() -> anyhow::Result<()> {
         args.scale = 0.01;
         args.rss_mib = vec![4];
     }
+    if args.store == StoreArg::Postgres {
+        return store_comparison(&args);
+    }
     let (scratch, out) = prepare_run("smtp", args.out.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -186,6 +201,119 @@ fn main() -> anyhow::Result<()> {
         bail!("{}", notes.join("; "));
     }
     Ok(())
+}
+
+/// `--store postgres`: every size and session count on each backend setup, one run.
+fn store_comparison(args: &Args) -> anyhow::Result<()> {
+    let (scratch, out) = prepare_run("smtp-store", args.out.clone())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut database = backends::Database::start()?;
+    let mut cells = Vec::new();
+    for &size in &args.sizes {
+        for &sessions in &args.sessions {
+            let messages = messages_for(size, sessions, args.scale);
+            eprintln!(
+                "store backends: {} x {sessions} sessions, {messages} messages",
+                human(size)
+            );
+            for setup in backends::Setup::ALL {
+                cells.push(backends::cell(
+                    &runtime,
+                    Some(&mut database),
+                    setup,
+                    &scratch,
+                    backends::Work {
+                        size,
+                        sessions,
+                        messages,
+                        max_run: MAX_RUN,
+                    },
+                )?);
+            }
+        }
+    }
+    let report = render_store(&cells, &scratch);
+    println!("{report}");
+    write_report(&out, &report)?;
+    let mut results = Results::new("smtp-store", args.quick);
+    for cell in &cells {
+        let (size, sessions) = (human(cell.size), format!("{} sessions", cell.sessions));
+        let parts = [size.as_str(), sessions.as_str(), cell.setup.label()];
+        results.add(&parts, "msg/s", Better::Higher, cell.rate(), None);
+        results.add(&parts, "p99 ms", Better::Lower, cell.p99_ms, None);
+        let gateway = cell.per_1000(cell.gateway_cpu);
+        results.add(
+            &parts,
+            "gateway CPU s/1000 msg",
+            Better::Lower,
+            gateway,
+            None,
+        );
+        if let Some(db) = cell.database_cpu {
+            let db = cell.per_1000(db);
+            results.add(&parts, "database CPU s/1000 msg", Better::Lower, db, None);
+        }
+    }
+    let json = results.write_beside(&out)?;
+    eprintln!("report written to {} and {}", out.display(), json.display());
+    drop(database);
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+fn render_store(cells: &[backends::Cell], scratch: &Path) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# SMTP intake by store backend
+"
+    );
+    let _ = writeln!(
+        s,
+        "Machine: {} CPUs; load generator, gateway node(s) and PostgreSQL on the same \
+         machine over 127.0.0.1, data on `{}`. Pipelined plain SMTP; with two nodes the \
+         sessions are split between them and both deliver to one mailbox. Every 250 is a \
+         durable commit: redb's fsync, or PostgreSQL's commit with `synchronous_commit = on` \
+         and `fsync = on` (the WAL flushed).\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        filesystem_of(scratch)
+    );
+    let _ = writeln!(
+        s,
+        "| size | sessions | store | messages | msg/s | vs redb | p50 / p99 ms | gateway CPU s/1000 msg | database CPU s/1000 msg |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for cell in cells {
+        let redb = cells
+            .iter()
+            .find(|c| {
+                c.setup == backends::Setup::Redb
+                    && c.size == cell.size
+                    && c.sessions == cell.sessions
+            })
+            .map(backends::Cell::rate);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.0} | {} | {:.1} / {:.1} | {:.2} | {} |",
+            human(cell.size),
+            cell.sessions,
+            cell.setup.label(),
+            cell.accepted,
+            cell.rate(),
+            redb.filter(|r| *r > 0.0)
+                .map_or("—".to_owned(), |r| format!("{:.2}x", cell.rate() / r)),
+            cell.p50_ms,
+            cell.p99_ms,
+            cell.per_1000(cell.gateway_cpu),
+            cell.database_cpu
+                .map_or("—".to_owned(), |c| format!("{:.2}", cell.per_1000(c))),
+        );
+    }
+    s
 }
 
 fn our_load(

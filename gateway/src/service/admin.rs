@@ -514,7 +514,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
-    use super::super::test_support::{gateway, gateway_in, gateway_with};
+    use super::super::test_support::{gateway, gateway_in, gateway_with, redb_gateway};
     use super::*;
     use crate::crypto::INITIAL_ADMIN_PASSWORD;
 
@@ -737,7 +737,7 @@ mod tests {
     #[tokio::test]
     async fn a_store_upgraded_from_version_3_starts_with_the_initial_administrator() {
         use crate::store::schema::{ADMIN, API_KEYS, META, META_SCHEMA_VERSION};
-        let (dir, gw) = gateway();
+        let (dir, gw) = redb_gateway();
         let mailbox = gw.create_mailbox("kept", "").await.unwrap().info.id;
         // What version 3 left on disk: no account, no key table.
         gw.store()

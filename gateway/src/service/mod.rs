@@ -255,12 +255,79 @@ pub(crate) mod test_support {
         gateway_with(|_| {})
     }
 
+    /// Names the PostgreSQL database the service's behaviour tests run on instead of redb
+    /// (`cargo xtask ci` runs them both ways). Each test directory gets a schema of its own
+    /// there, so tests stay apart and reopening a directory reopens its data.
+    pub const POSTGRES_URL_VAR: &str = "GATEWAY_TEST_POSTGRES_URL";
+
+    /// The store of the test directory `dir`: redb in it, or its schema in the database
+    /// [`POSTGRES_URL_VAR`] names (unless the directory already holds a redb store, which
+    /// [`redb_gateway`] made).
+    pub fn test_store(dir: &std::path::Path, options: &StoreOptions) -> Store {
+        let url = std::env::var(POSTGRES_URL_VAR).ok();
+        let Some(url) = url.filter(|_| !store_path(dir).exists()) else {
+            return Store::open(&store_path(dir), options).unwrap();
+        };
+        let mut config: tokio_postgres::Config = url.parse().expect(POSTGRES_URL_VAR);
+        // A name from the directory: the same directory, the same schema.
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, dir.as_os_str().as_encoded_bytes());
+        let schema: String = digest.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let schema = format!("test_{schema}");
+        create_schema(&config, &schema);
+        config.options(format!("-c search_path={schema}"));
+        let target = crate::store::PostgresTarget {
+            label: format!("postgres test schema {schema}"),
+            config,
+            options: crate::store::postgres::PgOptions::default(),
+            read_connections: 2,
+            migrate: true,
+        };
+        Store::open_postgres(&target, options).unwrap()
+    }
+
+    /// Creates `schema` if missing, on a thread of its own (tests may call this inside a
+    /// runtime, where another one cannot run).
+    fn create_schema(config: &tokio_postgres::Config, schema: &str) {
+        let (config, sql) = (
+            config.clone(),
+            format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
+        );
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+                let driver = tokio::spawn(connection);
+                client.batch_execute(&sql).await.unwrap();
+                drop(client);
+                let _ = driver.await;
+            });
+        })
+        .join()
+        .unwrap();
+    }
+
     pub fn gateway_with(adjust: impl FnOnce(&mut ServiceOptions)) -> (tempfile::TempDir, Gateway) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&store_path(dir.path()), &StoreOptions::default()).unwrap();
+        let store = test_store(dir.path(), &StoreOptions::default());
         let mut options = options_in(dir.path());
         adjust(&mut options);
         (dir, Gateway::new(store, options, test_secret()))
+    }
+
+    /// A gateway on redb whatever [`POSTGRES_URL_VAR`] says, for tests of redb's own file
+    /// (its upgrades from older layouts).
+    pub fn redb_gateway() -> (tempfile::TempDir, Gateway) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&store_path(dir.path()), &StoreOptions::default()).unwrap();
+        let gateway = Gateway::new(store, options_in(dir.path()), test_secret());
+        (dir, gateway)
     }
 
     /// A gateway whose blocking work and store writer are tasks of the test's runtime, for
@@ -271,14 +338,14 @@ pub(crate) mod test_support {
             executor: crate::exec::Executor::runtime_tasks(),
             ..StoreOptions::default()
         };
-        let store = Store::open(&store_path(dir.path()), &options).unwrap();
+        let store = test_store(dir.path(), &options);
         let gateway = Gateway::new(store, options_in(dir.path()), test_secret());
         (dir, gateway)
     }
 
     /// A gateway on the store already in `dir` (opened again, as after a restart).
     pub fn gateway_in(dir: &std::path::Path) -> Gateway {
-        let store = Store::open(&store_path(dir), &StoreOptions::default()).unwrap();
+        let store = test_store(dir, &StoreOptions::default());
         Gateway::new(store, options_in(dir), test_secret())
     }
 

@@ -7,17 +7,17 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use gateway::config::{Config, DatabaseTls, StoreBackend};
-use gateway::crypto::{Envelope, MailboxPassword};
+use gateway::crypto::MailboxPassword;
 use gateway::mailbox::MailboxId;
 use gateway::service::Gateway;
 use postgres_test_util::{Postgres, PostgresOptions};
+use support::storing::{assert_all_there, store_until_killed, Outcomes};
 use support::{Client, Pop3Client, TestGateway};
 
 fn database() -> Postgres {
@@ -162,14 +162,6 @@ async fn a_node_without_its_database_answers_451_and_recovers_when_it_returns() 
     assert!(subjects[1].contains("Subject: after"));
 }
 
-/// Deterministic body of message `n`, from a few bytes to several chunks.
-fn body(n: u64) -> Vec<u8> {
-    let len = [40, 10_000, 200_000, 70_000][(n % 4) as usize];
-    let mut out = format!("Subject: message {n}\r\n\r\n").into_bytes();
-    out.extend((0..len).map(|i| b'a' + ((i as u64 * 7 + n) % 26) as u8));
-    out
-}
-
 /// A node's configuration on the database, in its own data directory under `scratch`.
 fn node_config(pg: &Postgres, scratch: &Path, name: &str) -> Config {
     let mut config = Config::default();
@@ -182,9 +174,7 @@ fn node_config(pg: &Postgres, scratch: &Path, name: &str) -> Config {
     config
 }
 
-/// The child node: stores messages into the mailbox from four concurrent writers until it
-/// is killed, printing `stored N` once message N's commit returned (as a 250 would be
-/// sent) and `refused N` when it failed (as a 451 would be).
+/// The child node: stores into the mailbox until killed (see `support::storing`).
 #[test]
 fn child_node_stores_until_killed() {
     let Ok(config) = std::env::var("CLUSTER_CHILD_CONFIG") else {
@@ -192,198 +182,110 @@ fn child_node_stores_until_killed() {
     };
     let config = Config::load(Path::new(&config)).unwrap();
     let mailbox = MailboxId::parse(&std::env::var("CLUSTER_CHILD_MAILBOX").unwrap()).unwrap();
-    let gateway = Gateway::open(&config).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
-        let mut tasks = Vec::new();
-        for worker in 0..4u64 {
-            let gateway = gateway.clone();
-            let mailbox = mailbox.clone();
-            tasks.push(tokio::spawn(async move {
-                for round in 0.. {
-                    let n = round * 4 + worker;
-                    let stored = async {
-                        let mut draft = gateway
-                            .begin_message(std::slice::from_ref(&mailbox), &Envelope::default())?;
-                        draft.write(&body(n))?;
-                        gateway.commit(draft).await
-                    }
-                    .await;
-                    match stored {
-                        Ok(_) => println!("stored {n}"),
-                        Err(_) => {
-                            println!("refused {n}");
-                            // As a client would, before its next try.
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-    });
+    store_until_killed(Gateway::open(&config).unwrap(), mailbox);
 }
 
-/// Node A as a child process storing into `mailbox`, and its output.
-fn start_child_node(config: &Config, scratch: &Path, mailbox: &MailboxId) -> (Child, ChildStdout) {
-    let path = scratch.join("child-node.toml");
-    std::fs::create_dir_all(&config.gateway.data_dir).unwrap();
-    std::fs::write(&path, config.to_toml_string()).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_node_stores_until_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("CLUSTER_CHILD_CONFIG", &path)
-        .env("CLUSTER_CHILD_MAILBOX", mailbox.as_str())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    (child, stdout)
+/// Node B in this process, with a new mailbox, and node A as a child process storing into
+/// it; the lines A prints.
+struct Pair {
+    b: Gateway,
+    mailbox: MailboxId,
+    password: MailboxPassword,
+    a: Child,
+    lines: std::io::Lines<BufReader<ChildStdout>>,
+    outcomes: Outcomes,
 }
 
-/// What the child printed: acknowledged and refused message numbers.
-#[derive(Default)]
-struct Outcomes {
-    stored: BTreeSet<u64>,
-    refused: usize,
-}
+impl Pair {
+    fn start(pg: &Postgres, scratch: &Path) -> Self {
+        let config = node_config(pg, scratch, "b");
+        std::fs::create_dir_all(&config.gateway.data_dir).unwrap();
+        let b = Gateway::open(&config).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let created = runtime.block_on(b.create_mailbox("cluster", "")).unwrap();
+        let shown = created.password.reveal_for_display().to_string();
+        let mailbox = created.info.id;
 
-impl Outcomes {
-    fn note(&mut self, line: &str) {
-        if let Some(n) = line.strip_prefix("stored ") {
-            self.stored.insert(n.parse().unwrap());
-        } else if line.starts_with("refused ") {
-            self.refused += 1;
+        let config = node_config(pg, scratch, "a");
+        let path = scratch.join("child-node.toml");
+        std::fs::create_dir_all(&config.gateway.data_dir).unwrap();
+        std::fs::write(&path, config.to_toml_string()).unwrap();
+        let mut a = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_node_stores_until_killed",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CLUSTER_CHILD_CONFIG", &path)
+            .env("CLUSTER_CHILD_MAILBOX", mailbox.as_str())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(a.stdout.take().unwrap()).lines();
+        Self {
+            b,
+            mailbox,
+            password: MailboxPassword::from_user_input(&shown),
+            a,
+            lines,
+            outcomes: Outcomes::default(),
         }
     }
 
-    /// Reads lines until `done` holds.
-    fn until(
-        &mut self,
-        lines: &mut impl Iterator<Item = std::io::Result<String>>,
-        done: impl Fn(&Self) -> bool,
-    ) {
-        while !done(self) {
-            let line = lines.next().expect("the child node ended early").unwrap();
-            self.note(&line);
+    /// Reads node A's lines until `done` holds.
+    fn until(&mut self, done: impl Fn(&Outcomes) -> bool) {
+        self.outcomes.until(&mut self.lines, done);
+    }
+
+    /// SIGKILLs node A (no destructors, no clean close), then checks through node B that
+    /// everything A acknowledged is there.
+    fn kill_a_and_check(mut self) {
+        self.a.kill().unwrap();
+        self.a.wait().unwrap();
+        self.outcomes.drain(self.lines);
+        // Node B's connections may have died with a restarted server; its reads come back
+        // by themselves.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.b.list_messages(&self.mailbox).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node B never reconnected"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
+        assert_all_there(
+            &self.b,
+            &self.mailbox,
+            &self.password,
+            &self.outcomes.stored,
+        );
     }
-}
-
-/// Every acknowledged message is in the mailbox, read through another node, byte for byte
-/// and once; the counters match.
-fn assert_all_there(
-    node: &Gateway,
-    mailbox: &MailboxId,
-    password: &MailboxPassword,
-    acknowledged: &BTreeSet<u64>,
-) {
-    let key = node.unseal(mailbox, password).unwrap();
-    let mut found = BTreeSet::new();
-    let listed = node.list_messages(mailbox).unwrap();
-    for message in &listed {
-        let (_, bytes) = node
-            .read_message(&key, message.seq)
-            .expect("every stored message decrypts");
-        let n: u64 = String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
-            .strip_prefix("Subject: message ")
-            .and_then(|rest| rest.split("\r\n").next())
-            .and_then(|n| n.parse().ok())
-            .expect("a message the child wrote");
-        assert_eq!(bytes, body(n), "message {n} is byte-identical");
-        assert!(found.insert(n), "message {n} stored once");
-    }
-    for n in acknowledged {
-        assert!(found.contains(n), "acknowledged message {n} was lost");
-    }
-    assert_eq!(
-        node.mailbox(mailbox).unwrap().message_count as usize,
-        listed.len()
-    );
-}
-
-/// Opens node B in this process (its own data directory) and creates the mailbox.
-fn node_b(config: &Config) -> (Gateway, MailboxId, MailboxPassword) {
-    std::fs::create_dir_all(&config.gateway.data_dir).unwrap();
-    let gateway = Gateway::open(config).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let created = runtime
-        .block_on(gateway.create_mailbox("cluster", ""))
-        .unwrap();
-    let shown = created.password.reveal_for_display().to_string();
-    (
-        gateway,
-        created.info.id,
-        MailboxPassword::from_user_input(&shown),
-    )
 }
 
 #[test]
 fn sigkill_of_a_node_under_load_loses_nothing_it_acknowledged() {
     let pg = database();
     let scratch = tempfile::tempdir().unwrap();
-    let (b, mailbox, password) = node_b(&node_config(&pg, scratch.path(), "b"));
-    let (mut child, stdout) = start_child_node(
-        &node_config(&pg, scratch.path(), "a"),
-        scratch.path(),
-        &mailbox,
-    );
-    let mut lines = BufReader::new(stdout).lines();
-    let mut outcomes = Outcomes::default();
-    outcomes.until(&mut lines, |o| o.stored.len() >= 60);
-    child.kill().unwrap(); // SIGKILL: no destructors, no clean close.
-    child.wait().unwrap();
-    for line in lines.map_while(Result::ok) {
-        outcomes.note(&line);
-    }
-    assert_all_there(&b, &mailbox, &password, &outcomes.stored);
+    let mut pair = Pair::start(&pg, scratch.path());
+    pair.until(|o| o.stored.len() >= 60);
+    pair.kill_a_and_check();
 }
 
 #[test]
 fn restarting_the_database_under_load_refuses_for_a_while_then_recovers_losing_nothing() {
     let mut pg = database();
     let scratch = tempfile::tempdir().unwrap();
-    let (b, mailbox, password) = node_b(&node_config(&pg, scratch.path(), "b"));
-    let (mut child, stdout) = start_child_node(
-        &node_config(&pg, scratch.path(), "a"),
-        scratch.path(),
-        &mailbox,
-    );
-    let mut lines = BufReader::new(stdout).lines();
-    let mut outcomes = Outcomes::default();
-    outcomes.until(&mut lines, |o| o.stored.len() >= 20);
+    let mut pair = Pair::start(&pg, scratch.path());
+    pair.until(|o| o.stored.len() >= 20);
     // An immediate stop (as a crash of the server would) while commits are in flight.
     pg.kill().expect("kill PostgreSQL");
-    outcomes.until(&mut lines, |o| o.refused >= 8);
-    let before_restart = outcomes.stored.len();
+    pair.until(|o| o.refused >= 8);
+    let before_restart = pair.outcomes.stored.len();
     pg.start().expect("PostgreSQL recovers and starts again");
-    outcomes.until(&mut lines, |o| o.stored.len() >= before_restart + 20);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    for line in lines.map_while(Result::ok) {
-        outcomes.note(&line);
-    }
-    // Node B's connections died with the server too; its reads come back by themselves.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while b.list_messages(&mailbox).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node B never reconnected"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_all_there(&b, &mailbox, &password, &outcomes.stored);
+    pair.until(|o| o.stored.len() >= before_restart + 20);
+    pair.kill_a_and_check();
 }

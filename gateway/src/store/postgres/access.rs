@@ -134,7 +134,7 @@ impl Session for InTransaction<'_> {
 }
 
 /// A column of a row, or [`StoreError::Corrupt`].
-fn column<'r, T: tokio_postgres::types::FromSql<'r>>(
+pub(super) fn column<'r, T: tokio_postgres::types::FromSql<'r>>(
     row: &'r Row,
     index: usize,
 ) -> Result<T, StoreError> {

@@ -12,6 +12,7 @@
 
 use tokio_postgres::Transaction;
 
+use super::access::column;
 use super::runtime::PgClient;
 use super::wait;
 use crate::store::schema::ADMIN_ACCOUNT;
@@ -65,18 +66,27 @@ pub fn migrate(client: &mut PgClient) -> Result<u32, StoreError> {
 
 fn migrate_in(txn: &Transaction<'_>) -> Result<u32, StoreError> {
     wait(txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]))?;
-    // One row at most (`one` is always true and the key).
-    wait(txn.batch_execute(
-        "CREATE TABLE IF NOT EXISTS gateway_schema (\
-             one boolean PRIMARY KEY DEFAULT true CHECK (one), \
-             version integer NOT NULL)",
-    ))?;
-    let found: Option<i32> = wait(txn.query_opt("SELECT version FROM gateway_schema", &[]))?
-        .map(|row| row.try_get(0))
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("gateway_schema: {e}")))?;
+    // Looked up rather than `CREATE TABLE IF NOT EXISTS`, so that once the tables exist a
+    // role without the right to create tables can start a node.
+    let exists: bool = column(
+        &wait(txn.query_one("SELECT to_regclass('gateway_schema') IS NOT NULL", &[]))?,
+        0,
+    )?;
+    let found: Option<i32> = if exists {
+        wait(txn.query_opt("SELECT version FROM gateway_schema", &[]))?
+            .map(|row| column(&row, 0))
+            .transpose()?
+    } else {
+        None
+    };
     match found {
         None => {
+            // One row at most (`one` is always true and the key).
+            wait(txn.batch_execute(
+                "CREATE TABLE gateway_schema (\
+                     one boolean PRIMARY KEY DEFAULT true CHECK (one), \
+                     version integer NOT NULL)",
+            ))?;
             wait(txn.batch_execute(V1))?;
             wait(txn.execute("INSERT INTO gateway_schema (version) VALUES ($1)", &[&1i32]))?;
         }

@@ -22,7 +22,9 @@ pub use model::{
     LogLevel, Pop3Section, ProxySection, SmtpSection, TlsSection, UnknownValue,
     DEFAULT_EMAIL_DOMAIN, LETS_ENCRYPT_DIRECTORY, LETS_ENCRYPT_STAGING_DIRECTORY,
 };
-pub use model::{LogFormat, LoggingSection, MetricsSection};
+pub use model::{
+    DatabaseTls, LogFormat, LoggingSection, MetricsSection, StoreBackend, StoreSection,
+};
 pub use network::IpNetwork;
 pub use template::DEFAULT_TEMPLATE;
 pub(crate) use validate::validate_email_domain;

@@ -28,6 +28,7 @@ pub struct Config {
     pub metrics: MetricsSection,
     pub logging: LoggingSection,
     pub backup: BackupSection,
+    pub store: StoreSection,
 }
 
 /// `[gateway]`: identity and storage.
@@ -926,6 +927,65 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// `[store]`: where mail and accounts are kept.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// `redb` (one file in the data directory) or `postgres` (a database several gateways
+    /// share).
+    pub backend: StoreBackend,
+    /// PostgreSQL only: the connection URL (`postgres://user@host:port/database`) or
+    /// key=value string, without a password (that goes in `password_file`).
+    pub url: String,
+    /// PostgreSQL only: a file holding the database password (its first line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL only: connections this node opens for reads (writes have one of their own).
+    pub pool_size: u32,
+    /// PostgreSQL only: `verify` (TLS, the server's certificate checked against the system's
+    /// roots and `ca_file`) or `off` (only to a database on this machine: loopback or a Unix
+    /// socket).
+    pub tls: DatabaseTls,
+    /// PostgreSQL only: a PEM file with the CA that signed the database's certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PostgreSQL only: create or upgrade the schema at start (else `gateway store migrate`
+    /// must have done it).
+    pub migrate: bool,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            backend: StoreBackend::Redb,
+            url: String::new(),
+            password_file: None,
+            pool_size: 8,
+            tls: DatabaseTls::Verify,
+            ca_file: None,
+            migrate: true,
+        }
+    }
+}
+
+/// `store.backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Redb,
+    Postgres,
+}
+
+/// `store.tls`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseTls {
+    #[default]
+    Verify,
+    Off,
 }
 
 /// `[backup]`: the rolling snapshot a file-level backup of the data directory relies on.

@@ -231,4 +231,25 @@ format = "text"
 # snapshot is a full copy of the store and the previous one is kept, so the store's
 # disk space triples. `gateway backup --to DIR` works with or without this.
 snapshot_interval = "off"
+
+[store]
+# Where mail, mailboxes and accounts are kept: "redb", one file in data_dir (the default,
+# and the fastest on one machine), or "postgres", a PostgreSQL database that several
+# gateways share (see the README's deployment section). The keys below are for postgres.
+backend = "redb"
+# The database: "postgres://gateway@db.example.com:5432/gateway". No password here; put
+# it in password_file (this file goes into backups and is shown by `gateway config`).
+url = ""
+# A file whose first line is the database password.
+# password_file = "/etc/gateway/db-password"
+# Connections this gateway opens for reads; writes share one more.
+pool_size = 8
+# "verify": TLS, with the server's certificate checked against the system's roots and
+# ca_file. "off" is accepted only for a database on this machine (loopback or a socket).
+tls = "verify"
+# A PEM file with the CA that signed the database's certificate.
+# ca_file = "/etc/gateway/db-ca.pem"
+# Create or upgrade the database schema at start; with false, run
+# `gateway store migrate` after each upgrade yourself.
+migrate = true
 "#;

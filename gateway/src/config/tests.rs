@@ -701,3 +701,92 @@ fn an_unset_disk_warning_threshold_follows_a_high_minimum() {
     let c = Config::from_toml_str("[limits]\nwarn_free_disk_mib = 2000\n").expect("valid");
     assert_eq!(c.limits.warn_free_disk_bytes(), 2000 * 1024 * 1024);
 }
+
+/// A PostgreSQL store at `url`, TLS as given.
+fn postgres_store(url: &str, tls: DatabaseTls) -> Config {
+    let mut config = Config::default();
+    config.store.backend = StoreBackend::Postgres;
+    config.store.url = url.to_owned();
+    config.store.tls = tls;
+    config
+}
+
+#[test]
+fn the_embedded_store_is_the_default_and_takes_no_url() {
+    let c = Config::default();
+    assert_eq!(c.store.backend, StoreBackend::Redb);
+    assert!(c.validate().is_ok());
+    let mut stray = Config::default();
+    stray.store.url = "postgres://gateway@db.example.com/gateway".into();
+    assert_invalid(&stray, "store.url");
+}
+
+#[test]
+fn a_postgres_store_needs_a_url_without_a_password() {
+    let ok = postgres_store(
+        "postgres://gateway@db.example.com:5432/gateway",
+        DatabaseTls::Verify,
+    );
+    assert!(ok.validate().is_ok(), "{:?}", ok.validate());
+    let keywords = postgres_store(
+        "host=db.example.com user=gateway dbname=gateway",
+        DatabaseTls::Verify,
+    );
+    assert!(keywords.validate().is_ok());
+    assert_invalid(&postgres_store("", DatabaseTls::Verify), "store.url");
+    assert_invalid(
+        &postgres_store("postgres://gateway@/gateway", DatabaseTls::Verify),
+        "store.url",
+    );
+    let secret = "s3cret-in-the-url";
+    let with_password = postgres_store(
+        &format!("postgres://gateway:{secret}@db.example.com/gateway"),
+        DatabaseTls::Verify,
+    );
+    assert_invalid(&with_password, "store.url");
+    let message = with_password.validate().unwrap_err().to_string();
+    assert!(!message.contains(secret), "{message}");
+    let mut pool = ok.clone();
+    pool.store.pool_size = 0;
+    assert_invalid(&pool, "store.pool_size");
+}
+
+#[test]
+fn plain_connections_to_the_database_only_stay_on_this_machine() {
+    for local in [
+        "postgres://gateway@127.0.0.1/gateway",
+        "postgres://gateway@localhost:5433/gateway",
+        "postgres://gateway@[::1]/gateway",
+        "host=/run/postgresql user=gateway dbname=gateway",
+    ] {
+        let config = postgres_store(local, DatabaseTls::Off);
+        assert!(
+            config.validate().is_ok(),
+            "{local}: {:?}",
+            config.validate()
+        );
+    }
+    for remote in [
+        "postgres://gateway@db.example.com/gateway",
+        "postgres://gateway@10.0.0.5/gateway",
+        "host=127.0.0.1,db.example.com user=gateway dbname=gateway",
+    ] {
+        assert_invalid(&postgres_store(remote, DatabaseTls::Off), "store.tls");
+    }
+}
+
+#[test]
+fn the_store_section_parses_from_toml() {
+    let c = Config::from_toml_str(
+        "[store]\nbackend = \"postgres\"\nurl = \"postgres://gw@db/gw\"\npool_size = 4\ntls = \"verify\"\nca_file = \"/etc/gateway/db-ca.pem\"\nmigrate = false\n",
+    )
+    .unwrap();
+    assert_eq!(c.store.backend, StoreBackend::Postgres);
+    assert_eq!(c.store.pool_size, 4);
+    assert_eq!(
+        c.store.ca_file,
+        Some(PathBuf::from("/etc/gateway/db-ca.pem"))
+    );
+    assert!(!c.store.migrate);
+    assert!(parse_err("[store]\nbackend = \"mysql\"\n").contains("backend"));
+}

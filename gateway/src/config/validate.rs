@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::error::ConfigError;
-use super::model::{AcmeRenewal, CertificateSource, Config, Listener};
+use super::model::{AcmeRenewal, CertificateSource, Config, DatabaseTls, Listener, StoreBackend};
 
 const MIN_MESSAGE_SIZE: u64 = 1024;
 const MAX_MESSAGE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
@@ -71,7 +71,68 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_metrics(config)?;
     validate_logging(config)?;
     validate_backup(config)?;
+    validate_store(config)?;
     Ok(())
+}
+
+fn validate_store(config: &Config) -> Result<(), ConfigError> {
+    let store = &config.store;
+    match store.backend {
+        StoreBackend::Redb => {
+            if !store.url.is_empty() {
+                return Err(ConfigError::invalid(
+                    "store.url",
+                    "is set, but store.backend is \"redb\"; set backend = \"postgres\" to use it",
+                ));
+            }
+            Ok(())
+        }
+        StoreBackend::Postgres => {
+            if store.url.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    "store.url",
+                    "must name the database when store.backend is \"postgres\"",
+                ));
+            }
+            // The parser's message never repeats the text it was given (it may hold a
+            // password).
+            let parsed: tokio_postgres::Config = store.url.parse().map_err(|e| {
+                ConfigError::invalid("store.url", format!("is not a PostgreSQL URL: {e}"))
+            })?;
+            if parsed.get_password().is_some() {
+                return Err(ConfigError::invalid(
+                    "store.url",
+                    "holds a password; put it in store.password_file instead (this file \
+                     goes into backups and is shown by `gateway config`)",
+                ));
+            }
+            if parsed.get_hosts().is_empty() {
+                return Err(ConfigError::invalid("store.url", "names no host"));
+            }
+            if store.tls == DatabaseTls::Off && !all_local(parsed.get_hosts()) {
+                return Err(ConfigError::invalid(
+                    "store.tls",
+                    "\"off\" is only for a database on this machine (a loopback address or \
+                     a Unix socket): credentials and mail never cross a network unencrypted",
+                ));
+            }
+            between("store.pool_size", store.pool_size.into(), (1, 256), "")
+        }
+    }
+}
+
+/// Whether every host is this machine: a Unix socket, `localhost` or a loopback address.
+fn all_local(hosts: &[tokio_postgres::config::Host]) -> bool {
+    hosts.iter().all(|host| match host {
+        tokio_postgres::config::Host::Unix(_) => true,
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    })
 }
 
 fn validate_backup(config: &Config) -> Result<(), ConfigError> {

@@ -15,6 +15,10 @@ pub enum StoreError {
     /// Another process has the store open.
     #[error("the store is in use by another gateway process")]
     Locked,
+    /// The database's tables are older than this gateway's (or missing) and the gateway was
+    /// told not to upgrade them itself.
+    #[error("{0}")]
+    Outdated(String),
     /// The store was written by a newer gateway.
     #[error("the store has schema version {found}; this gateway supports up to {supported}")]
     TooNew { found: u64, supported: u64 },

@@ -25,8 +25,6 @@ pub struct DbHandle {
     /// Whether the last reopen failed: the writer retries every few seconds while a disk
     /// stays broken, and one error line says so, not one per attempt.
     reopen_failing: AtomicBool,
-    /// Told of every durable group commit (the metrics); set once, after opening.
-    pub(super) observer: std::sync::OnceLock<Arc<dyn super::CommitObserver>>,
     /// A deliberately wrong store for the simulation's self-test: commits skip the sync.
     #[cfg(feature = "test-support")]
     pub(super) skip_sync: std::sync::atomic::AtomicBool,
@@ -43,7 +41,6 @@ impl DbHandle {
             opener,
             reopens: AtomicU64::new(0),
             reopen_failing: AtomicBool::new(false),
-            observer: std::sync::OnceLock::new(),
             #[cfg(feature = "test-support")]
             skip_sync: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod faults;
 mod handle;
 pub mod postgres;
 mod redb_access;
+mod redb_engine;
 pub mod schema;
 pub mod space;
 mod writer;
@@ -75,6 +76,21 @@ impl Default for StoreOptions {
     }
 }
 
+/// A PostgreSQL database to open the store on ([`Store::open_postgres`]).
+#[derive(Clone)]
+pub struct PostgresTarget {
+    /// Where and as whom to connect (the password included, when there is one).
+    pub config: tokio_postgres::Config,
+    /// Timeouts and TLS.
+    pub options: postgres::PgOptions,
+    /// Connections for reads (the writer has one more).
+    pub read_connections: usize,
+    /// Create or upgrade the tables at open.
+    pub migrate: bool,
+    /// Names the database in messages (host and database, never the password).
+    pub label: String,
+}
+
 /// How often a compaction tries to find the database idle, and how long it waits between.
 const COMPACT_ATTEMPTS: u32 = 20;
 const COMPACT_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
@@ -86,13 +102,29 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Arc<handle::DbHandle>,
+    backend: Backend,
     writer: mpsc::UnboundedSender<writer::Request>,
     /// `None` when the writer is a task (the simulation).
     writer_thread: Option<std::thread::JoinHandle<()>>,
+    /// Told of every durable group commit; the writer reads it.
+    observer: writer::ObserverCell,
     path: PathBuf,
     space: Option<Arc<Space>>,
     executor: Executor,
+}
+
+/// Where reads come from, and what only one kind of backend can do.
+enum Backend {
+    /// The embedded store: snapshots, compaction and copies work on the redb file.
+    Redb(Arc<handle::DbHandle>),
+    /// A database other processes may share.
+    Shared(Arc<dyn ReadSource>),
+}
+
+/// Snapshots of a shared backend.
+pub trait ReadSource: Send + Sync {
+    /// A view to read through; [`StoreError::Reopening`] while the database is out of reach.
+    fn snapshot(&self) -> Result<Box<dyn Reads + Send + Sync>, StoreError>;
 }
 
 impl Drop for Inner {
@@ -162,17 +194,68 @@ impl Store {
         space::with_reserve(options.space.as_deref(), || Self::initialise(&first))?;
         drop(first);
         let db = Arc::new(db);
-        let (writer, writer_thread) = writer::spawn(db.clone(), &options.executor)?;
+        Self::with_engine(
+            redb_engine::RedbEngine::new(db.clone()),
+            Backend::Redb(db),
+            path,
+            options,
+        )
+    }
+
+    /// Opens the store on a PostgreSQL database that other gateway nodes may share: creates
+    /// or upgrades its tables when `target.migrate` says so (else checks they are current),
+    /// opens the writer's connection and the read connections, and starts the writer.
+    pub fn open_postgres(
+        target: &PostgresTarget,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let connector = Arc::new(postgres::Connector::new(
+            target.config.clone(),
+            target.options.clone(),
+        )?);
+        let mut writer = connector.connect()?;
+        if target.migrate {
+            postgres::migrate(&mut writer)?;
+        } else {
+            postgres::check(&writer)?;
+        }
+        let reads = postgres::PgReads::open(connector.clone(), target.read_connections)?;
+        Self::with_engine(
+            postgres::PgEngine::new(connector, writer),
+            Backend::Shared(Arc::new(postgres::PgReadSource(reads))),
+            Path::new(&target.label),
+            options,
+        )
+    }
+
+    /// Starts the writer on `engine`; reads come from `backend`.
+    fn with_engine<E: writer::WriteEngine>(
+        engine: E,
+        backend: Backend,
+        path: &Path,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let observer = writer::ObserverCell::default();
+        let (writer, writer_thread) = writer::spawn(engine, observer.clone(), &options.executor)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
+                backend,
                 writer,
                 writer_thread,
+                observer,
                 path: path.to_owned(),
                 space: options.space.clone(),
                 executor: options.executor.clone(),
             }),
         })
+    }
+
+    /// The redb database's handle; `None` on a shared backend.
+    fn redb(&self) -> Option<&Arc<handle::DbHandle>> {
+        match &self.inner.backend {
+            Backend::Redb(db) => Some(db),
+            Backend::Shared(_) => None,
+        }
     }
 
     fn initialise(db: &Database) -> Result<(), StoreError> {
@@ -232,6 +315,7 @@ impl Store {
         Ok(())
     }
 
+    /// The store file; for a shared database, a label naming it (no file is there).
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -283,9 +367,11 @@ impl Store {
         Ok(false)
     }
 
-    /// One try; `None` while a batch or a read holds the database.
+    /// One try; `None` while a batch or a read holds the database. A shared database
+    /// reclaims space by itself (autovacuum): nothing to do.
     fn compact_once(&self) -> Option<Result<bool, StoreError>> {
-        match self.inner.db.exclusive(space::compact) {
+        let db = self.redb()?;
+        match db.exclusive(space::compact) {
             Some(Ok(false)) | None => None,
             Some(done) => Some(done),
         }
@@ -358,36 +444,42 @@ impl Store {
     /// someone had traded the fsync for speed. Test-support builds only.
     #[cfg(feature = "test-support")]
     pub fn skip_sync_for_tests(&self, skip: bool) {
-        self.inner
-            .db
-            .skip_sync
-            .store(skip, std::sync::atomic::Ordering::Relaxed);
+        if let Some(db) = self.redb() {
+            db.skip_sync
+                .store(skip, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// A consistent snapshot for reading. While the database is closed after a storage error
     /// this fails with [`StoreError::Reopening`] at once: the writer reopens it, never an
     /// async worker (a reopen waits for readers of the old file).
     pub fn read(&self) -> Result<Snapshot, StoreError> {
-        Ok(Snapshot {
-            reads: Box::new(self.redb_snapshot()?),
-        })
+        let reads: Box<dyn Reads + Send + Sync> = match &self.inner.backend {
+            Backend::Redb(_) => Box::new(self.redb_snapshot()?),
+            Backend::Shared(source) => source.snapshot()?,
+        };
+        Ok(Snapshot { reads })
     }
 
     /// A redb read transaction on the current database (what [`Store::read`] wraps).
     fn redb_snapshot(&self) -> Result<redb::ReadTransaction, StoreError> {
-        let db = self.inner.db.current().ok_or(StoreError::Reopening)?;
+        let db = self.redb().ok_or_else(|| {
+            StoreError::Internal("a redb snapshot of a store that is not redb".into())
+        })?;
+        let db = db.current().ok_or(StoreError::Reopening)?;
         Ok(db.begin_read()?)
     }
 
     /// Tells `observer` of every durable group commit from now on. The first observer set
     /// stays (a store shared by two services reports to the first one's metrics).
     pub fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
-        let _ = self.inner.db.observer.set(observer);
+        let _ = self.inner.observer.set(observer);
     }
 
-    /// How often the database was reopened after a storage error since the store opened.
+    /// How often the redb database was reopened after a storage error since the store
+    /// opened (0 for a shared database).
     pub fn reopens(&self) -> u64 {
-        self.inner.db.reopens()
+        self.redb().map_or(0, |db| db.reopens())
     }
 }
 
@@ -635,8 +727,8 @@ mod tests {
     fn the_writer_restarts_after_failing_outside_any_request() {
         let (_dir, store) = open_temp();
         store
-            .inner
-            .db
+            .redb()
+            .unwrap()
             .crash_writer
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let err = store.write_blocking(|t| t.next_seq()).unwrap_err();

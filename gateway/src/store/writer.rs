@@ -16,14 +16,12 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::WriteTransaction;
 use tokio::sync::{mpsc, oneshot};
 
-use super::handle::DbHandle;
 use crate::exec::Executor;
 
 use super::durable::Synced;
-use super::{Durable, StoreError, Writes};
+use super::{CommitObserver, Durable, StoreError, Writes};
 
 /// One unit of work inside a shared transaction. It must check its preconditions before
 /// writing anything and report a broken rule inside its `Ok` value, leaving the transaction
@@ -41,6 +39,10 @@ pub struct Request {
     pub reply: Reply,
 }
 
+/// How often a batch runs again after losing a conflict with another node's transaction
+/// (a deadlock PostgreSQL broke by aborting ours) before its requests are told.
+const CONFLICT_RETRIES: u32 = 3;
+
 /// Most requests in one transaction, so one huge batch cannot delay its first request's reply
 /// without bound.
 const MAX_BATCH: usize = 256;
@@ -50,37 +52,86 @@ const MAX_BATCH: usize = 256;
 const REOPEN_FIRST_PAUSE: Duration = Duration::from_millis(20);
 const REOPEN_MAX_PAUSE: Duration = Duration::from_secs(2);
 
+/// What the writer needs from a backend: transactions to run requests in, a durable commit
+/// (the only way to a [`Synced`] proof), and a way back after the storage failed. The redb
+/// engine is `redb_engine`; the writer's rules (batching, one request's failure is its own,
+/// a storage failure fails the batch) are the same for every backend.
+pub trait WriteEngine: Send + 'static {
+    type Txn<'a>: Writes
+    where
+        Self: 'a;
+
+    /// Whether the database is open (false while closed after a storage failure).
+    fn is_open(&self) -> bool;
+
+    /// Makes the database ready for a batch, reopening it first if a failure closed it.
+    fn prepare(&mut self) -> Result<(), StoreError>;
+
+    /// A new transaction. An error here is a storage failure: the batch fails.
+    fn begin(&mut self) -> Result<Self::Txn<'_>, StoreError>;
+
+    /// Commits `txn` durably.
+    fn commit(txn: Self::Txn<'_>) -> Result<Synced, StoreError>;
+
+    /// Throws `txn` away.
+    fn discard(txn: Self::Txn<'_>);
+
+    /// Lets go of what [`WriteEngine::prepare`] took for the batch.
+    fn release(&mut self);
+
+    /// Closes the database after a storage failure; readers see [`StoreError::Reopening`]
+    /// until a reopen succeeds.
+    fn close(&mut self);
+
+    /// One attempt at reopening after [`WriteEngine::close`].
+    fn try_reopen(&mut self) -> Result<(), StoreError>;
+
+    /// Whether a test asked the writer to panic outside any request.
+    #[cfg(test)]
+    fn crash_requested(&self) -> bool {
+        false
+    }
+}
+
+/// Where the store's commit observer (the metrics) is set, once, after opening.
+pub type ObserverCell = Arc<std::sync::OnceLock<Arc<dyn CommitObserver>>>;
+
 /// Starts the writer loop on `executor` (production: its own thread; the simulation: a task
 /// of its runtime). The loop ends when every sender is gone; join the handle, if any, to know
 /// the database is closed.
-pub fn spawn(
-    db: Arc<DbHandle>,
+pub fn spawn<E: WriteEngine>(
+    engine: E,
+    observer: ObserverCell,
     executor: &Executor,
 ) -> std::io::Result<(
     mpsc::UnboundedSender<Request>,
     Option<std::thread::JoinHandle<()>>,
 )> {
     let (tx, rx) = mpsc::unbounded_channel::<Request>();
-    let thread = executor.background("store-writer", run(db, rx))?;
+    let thread = executor.background("store-writer", run(engine, observer, rx))?;
     Ok((tx, thread))
 }
 
 /// Takes every request waiting into one batch and commits it, until every sender is gone.
 /// A panic outside the requests (each runs under its own `catch_unwind`) closes the database
 /// and the loop goes on: a fresh open starts from the last commit.
-async fn run(db: Arc<DbHandle>, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn run<E: WriteEngine>(
+    mut engine: E,
+    observer: ObserverCell,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
     let mut pause = REOPEN_FIRST_PAUSE;
     loop {
         // Wakes now and then even when idle: something other than a commit (a compaction on
         // a full disk) may have closed the database, and reads wait for the reopen.
-        let open = db.current().is_some();
+        let open = engine.is_open();
         let wait = if open { REOPEN_MAX_PAUSE } else { pause };
         let first = match tokio::time::timeout(wait, rx.recv()).await {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(_elapsed) => {
                 if !open {
-                    pause = match db.try_reopen() {
+                    pause = match engine.try_reopen() {
                         Ok(()) => REOPEN_FIRST_PAUSE,
                         Err(_) => (pause * 2).min(REOPEN_MAX_PAUSE),
                     };
@@ -97,43 +148,49 @@ async fn run(db: Arc<DbHandle>, mut rx: mpsc::UnboundedReceiver<Request>) {
         }
         let committed = panic::catch_unwind(AssertUnwindSafe(|| {
             #[cfg(test)]
-            if db
-                .crash_writer
-                .swap(false, std::sync::atomic::Ordering::SeqCst)
-            {
+            if engine.crash_requested() {
                 panic!("writer crash requested by a test");
             }
-            commit_batch(&db, batch);
+            commit_batch(&mut engine, batch, observer.get().map(|o| &**o));
         }));
         if committed.is_err() {
             tracing::error!("the store writer failed unexpectedly; restarting it");
-            db.close();
+            engine.release();
+            engine.close();
         }
     }
 }
 
 /// Commits a batch: every request gets its reply, each committed one with its `Durable`.
-pub fn commit_batch(handle: &DbHandle, mut batch: Vec<Request>) {
-    #[cfg(feature = "test-support")]
-    let skip_sync = handle.skip_sync.load(std::sync::atomic::Ordering::Relaxed);
-    #[cfg(not(feature = "test-support"))]
-    let skip_sync = false;
-    // Each round either ends the batch or leaves one request fewer, so this ends.
+pub fn commit_batch<E: WriteEngine>(
+    engine: &mut E,
+    mut batch: Vec<Request>,
+    observer: Option<&dyn CommitObserver>,
+) {
+    // Each round either ends the batch, leaves one request fewer, or counts a conflict, so
+    // this ends.
+    let mut conflicts = 0;
     while !batch.is_empty() {
-        let db = match handle.get_or_reopen() {
-            Ok(db) => db,
-            Err(e) => return fail_all(batch, &e),
-        };
-        let observer = handle.observer.get().map(|o| &**o);
-        let round = commit_round(&db, batch, skip_sync, observer);
-        drop(db);
+        if let Err(e) = engine.prepare() {
+            return fail_all(batch, &e);
+        }
+        let round = commit_round(engine, batch, observer);
+        engine.release();
         match round {
             Round::Done => return,
             Round::Again(rest) => batch = rest,
+            Round::Conflict(all, e) => {
+                conflicts += 1;
+                if conflicts > CONFLICT_RETRIES {
+                    return fail_all(all, &e);
+                }
+                tracing::debug!(error = %e, "a batch lost a conflict; it runs again");
+                batch = all;
+            }
             Round::StorageFailed => {
-                handle.close();
+                engine.close();
                 // Right away if no reader holds the old file; else the writer retries.
-                let _ = handle.try_reopen();
+                let _ = engine.try_reopen();
                 return;
             }
         }
@@ -145,28 +202,26 @@ enum Round {
     Done,
     /// One request failed on its own and was answered; these run again in a new transaction.
     Again(Vec<Request>),
+    /// Another transaction won a conflict: nothing was committed or answered, and the whole
+    /// batch may run again.
+    Conflict(Vec<Request>, StoreError),
     /// The storage failed; every request was answered with the error.
     StorageFailed,
 }
 
-/// Runs the requests in one transaction. `skip_sync` is the wrong variant a test-support
-/// build can switch on (see `Store::skip_sync_for_tests`).
-fn commit_round(
-    db: &redb::Database,
+/// Runs the requests in one transaction.
+fn commit_round<E: WriteEngine>(
+    engine: &mut E,
     mut batch: Vec<Request>,
-    skip_sync: bool,
-    observer: Option<&dyn super::CommitObserver>,
+    observer: Option<&dyn CommitObserver>,
 ) -> Round {
     let started = std::time::Instant::now();
-    let begun = panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut txn = db.begin_write()?;
-        if skip_sync {
-            txn.set_durability(redb::Durability::None)
-                .map_err(|e| StoreError::Io(e.to_string()))?;
-        }
-        Ok::<_, StoreError>(txn)
-    }));
-    let txn = match begun {
+    // Moving `engine` into the closure makes it run once, so the transaction may borrow it.
+    let begin = move || {
+        let engine = engine;
+        engine.begin()
+    };
+    let txn = match panic::catch_unwind(AssertUnwindSafe(begin)) {
         Ok(Ok(txn)) => txn,
         Ok(Err(e)) => return storage_failed(batch, &e),
         Err(_) => return storage_failed(batch, &panicked("starting a write transaction")),
@@ -188,7 +243,10 @@ fn commit_round(
     }
     if let Some((index, e)) = failure {
         // The transaction may hold part of the failed request's writes: drop all of it.
-        discard(txn);
+        discard::<E>(txn);
+        if e.is_conflict() {
+            return Round::Conflict(batch, e);
+        }
         if e.is_storage_failure() {
             return storage_failed(batch, &e);
         }
@@ -198,7 +256,7 @@ fn commit_round(
         let _ = culprit.reply.send(Err(e));
         return Round::Again(batch);
     }
-    match panic::catch_unwind(AssertUnwindSafe(|| Synced::commit(txn))) {
+    match panic::catch_unwind(AssertUnwindSafe(|| E::commit(txn))) {
         Ok(Ok(synced)) => {
             tracing::trace!(requests = batch.len(), "store commit");
             if let Some(observer) = observer {
@@ -209,15 +267,16 @@ fn commit_round(
             }
             Round::Done
         }
-        Ok(Err(e)) => storage_failed(batch, &StoreError::from(e)),
+        Ok(Err(e)) if e.is_conflict() => Round::Conflict(batch, e),
+        Ok(Err(e)) => storage_failed(batch, &e),
         Err(_) => storage_failed(batch, &panicked("committing")),
     }
 }
 
 /// Drops a transaction without committing. A panic while dropping is contained; the next
-/// round's `begin_write` shows whether the database is still usable.
-fn discard(txn: WriteTransaction) {
-    let _ = panic::catch_unwind(AssertUnwindSafe(|| txn.abort()));
+/// round's `begin` shows whether the database is still usable.
+fn discard<E: WriteEngine>(txn: E::Txn<'_>) {
+    let _ = panic::catch_unwind(AssertUnwindSafe(|| E::discard(txn)));
 }
 
 fn panicked(what: &str) -> StoreError {
@@ -241,6 +300,8 @@ fn fail_all(batch: Vec<Request>, e: &StoreError) {
 mod tests {
     use super::*;
     use crate::mailbox::MailboxId;
+    use crate::store::handle::DbHandle;
+    use crate::store::redb_engine::RedbEngine;
     use crate::store::Reads;
     use redb::Database;
 
@@ -252,11 +313,11 @@ mod tests {
         MailboxId::parse("mbx-00000000000000000000000000000001").unwrap()
     }
 
-    fn handle() -> (tempfile::TempDir, DbHandle) {
+    fn handle() -> (tempfile::TempDir, Arc<DbHandle>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.redb");
         let (handle, _) = DbHandle::open(Box::new(move || Ok(Database::create(&path)?))).unwrap();
-        (dir, handle)
+        (dir, Arc::new(handle))
     }
 
     fn request(
@@ -301,7 +362,11 @@ mod tests {
             panic!("a bug in one request");
         });
         let (e, e_answer) = request(put("e"));
-        commit_batch(&handle, vec![a, b, c, d, e]);
+        commit_batch(
+            &mut RedbEngine::new(handle.clone()),
+            vec![a, b, c, d, e],
+            None,
+        );
 
         assert_eq!(outcome(a_answer), Ok(()));
         assert!(matches!(outcome(b_answer), Err(StoreError::Input(_))));
@@ -317,10 +382,55 @@ mod tests {
         let (_dir, handle) = handle();
         let (a, a_answer) = request(put("a"));
         let (b, b_answer) = request(|_| Err(StoreError::Io("disk error".into())));
-        commit_batch(&handle, vec![a, b]);
+        commit_batch(&mut RedbEngine::new(handle.clone()), vec![a, b], None);
         assert!(matches!(outcome(a_answer), Err(StoreError::Io(_))));
         assert!(matches!(outcome(b_answer), Err(StoreError::Io(_))));
         assert_eq!(handle.reopens(), 1);
         assert!(keys(&handle).is_empty());
+    }
+
+    #[test]
+    fn a_batch_that_loses_a_conflict_runs_again_whole() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let (_dir, handle) = handle();
+        let (a, a_answer) = request(put("a"));
+        let tries = Arc::new(AtomicU32::new(0));
+        let counted = tries.clone();
+        // Another node's transaction wins the first time only.
+        let (b, b_answer) = request(move |txn| {
+            put("b")(txn)?;
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(StoreError::Conflict("deadlock detected".into()));
+            }
+            Ok(())
+        });
+        commit_batch(&mut RedbEngine::new(handle.clone()), vec![a, b], None);
+        assert_eq!(outcome(a_answer), Ok(()));
+        assert_eq!(
+            outcome(b_answer),
+            Ok(()),
+            "the conflict is not the request's fault"
+        );
+        assert_eq!(tries.load(Ordering::SeqCst), 2);
+        assert_eq!(keys(&handle), ["a", "b"]);
+        assert_eq!(handle.reopens(), 0, "a conflict is not a storage failure");
+    }
+
+    #[test]
+    fn a_batch_that_keeps_losing_conflicts_is_told_after_a_few_tries() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let (_dir, handle) = handle();
+        let (a, a_answer) = request(put("a"));
+        let tries = Arc::new(AtomicU32::new(0));
+        let counted = tries.clone();
+        let (b, b_answer) = request(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::Conflict("deadlock detected".into()))
+        });
+        commit_batch(&mut RedbEngine::new(handle.clone()), vec![a, b], None);
+        assert!(matches!(outcome(a_answer), Err(StoreError::Conflict(_))));
+        assert!(matches!(outcome(b_answer), Err(StoreError::Conflict(_))));
+        assert_eq!(tries.load(Ordering::SeqCst), CONFLICT_RETRIES + 1);
+        assert!(keys(&handle).is_empty(), "nothing was committed");
     }
 }

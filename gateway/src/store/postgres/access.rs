@@ -76,13 +76,6 @@ impl<'a> PgWrite<'a> {
     }
 
     /// Commits; the proof of durability for the store's writer.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the writer commits PostgreSQL writes once it is wired"
-        )
-    )]
     pub(in crate::store) fn commit(self) -> Result<crate::store::durable::Synced, StoreError> {
         crate::store::durable::Synced::commit_postgres(self.0.txn)
     }

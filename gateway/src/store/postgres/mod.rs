@@ -19,6 +19,7 @@
 //! another node winning a conflict is [`StoreError::Conflict`].
 
 mod access;
+mod engine;
 mod error;
 mod runtime;
 mod schema;
@@ -29,8 +30,9 @@ mod tls;
 use std::future::Future;
 
 pub use access::{Autocommit, InTransaction, Pg, PgRead, PgWrite};
+pub use engine::{Connector, PgEngine, PgReadSource, PgReads};
 pub use runtime::{PgClient, PgOptions, PgRuntime};
-pub use schema::{migrate, SCHEMA_VERSION};
+pub use schema::{check, migrate, SCHEMA_VERSION};
 
 use super::StoreError;
 

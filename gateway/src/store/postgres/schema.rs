@@ -109,3 +109,40 @@ fn migrate_in(txn: &Transaction<'_>) -> Result<u32, StoreError> {
     ))?;
     Ok(SCHEMA_VERSION)
 }
+
+/// Checks, without changing anything, that the tables are at [`SCHEMA_VERSION`] (for a
+/// node started with `[store] migrate = false`).
+pub fn check(client: &PgClient) -> Result<(), StoreError> {
+    let exists = wait(
+        client
+            .client
+            .query_one("SELECT to_regclass('gateway_schema') IS NOT NULL", &[]),
+    )?;
+    let exists: bool = exists
+        .try_get(0)
+        .map_err(|e| StoreError::Corrupt(format!("gateway_schema: {e}")))?;
+    let found: Option<i32> = if exists {
+        wait(
+            client
+                .client
+                .query_opt("SELECT version FROM gateway_schema", &[]),
+        )?
+        .map(|row| row.try_get(0))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("gateway_schema: {e}")))?
+    } else {
+        None
+    };
+    match found {
+        Some(version) if version == SCHEMA_VERSION as i32 => Ok(()),
+        Some(version) if version > SCHEMA_VERSION as i32 => Err(StoreError::TooNew {
+            found: version as u64,
+            supported: SCHEMA_VERSION.into(),
+        }),
+        _ => Err(StoreError::Outdated(format!(
+            "the database's tables are not at version {SCHEMA_VERSION} (found {}); run \
+             `gateway store migrate`, or set [store] migrate = true",
+            found.map_or("none".to_owned(), |v| v.to_string())
+        ))),
+    }
+}

@@ -10,7 +10,7 @@
 //! counts changes of redb's layout that never existed here; version 1 holds what redb's
 //! version 5 holds. A later change to a record's encoding changes both.
 
-use tokio_postgres::Transaction;
+use tokio_postgres::{GenericClient, Transaction};
 
 use super::access::column;
 use super::runtime::PgClient;
@@ -66,20 +66,7 @@ pub fn migrate(client: &mut PgClient) -> Result<u32, StoreError> {
 
 fn migrate_in(txn: &Transaction<'_>) -> Result<u32, StoreError> {
     wait(txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]))?;
-    // Looked up rather than `CREATE TABLE IF NOT EXISTS`, so that once the tables exist a
-    // role without the right to create tables can start a node.
-    let exists: bool = column(
-        &wait(txn.query_one("SELECT to_regclass('gateway_schema') IS NOT NULL", &[]))?,
-        0,
-    )?;
-    let found: Option<i32> = if exists {
-        wait(txn.query_opt("SELECT version FROM gateway_schema", &[]))?
-            .map(|row| column(&row, 0))
-            .transpose()?
-    } else {
-        None
-    };
-    match found {
+    match stored_version(txn)? {
         None => {
             // One row at most (`one` is always true and the key).
             wait(txn.batch_execute(
@@ -110,29 +97,26 @@ fn migrate_in(txn: &Transaction<'_>) -> Result<u32, StoreError> {
     Ok(SCHEMA_VERSION)
 }
 
+/// The version in `gateway_schema`; `None` before the first migration. Looked up rather
+/// than created `IF NOT EXISTS`, so that on migrated tables a role without the right to
+/// create tables can start a node.
+fn stored_version(client: &impl GenericClient) -> Result<Option<i32>, StoreError> {
+    let exists: bool = column(
+        &wait(client.query_one("SELECT to_regclass('gateway_schema') IS NOT NULL", &[]))?,
+        0,
+    )?;
+    if !exists {
+        return Ok(None);
+    }
+    wait(client.query_opt("SELECT version FROM gateway_schema", &[]))?
+        .map(|row| column(&row, 0))
+        .transpose()
+}
+
 /// Checks, without changing anything, that the tables are at [`SCHEMA_VERSION`] (for a
 /// node started with `[store] migrate = false`).
 pub fn check(client: &PgClient) -> Result<(), StoreError> {
-    let exists = wait(
-        client
-            .client
-            .query_one("SELECT to_regclass('gateway_schema') IS NOT NULL", &[]),
-    )?;
-    let exists: bool = exists
-        .try_get(0)
-        .map_err(|e| StoreError::Corrupt(format!("gateway_schema: {e}")))?;
-    let found: Option<i32> = if exists {
-        wait(
-            client
-                .client
-                .query_opt("SELECT version FROM gateway_schema", &[]),
-        )?
-        .map(|row| row.try_get(0))
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("gateway_schema: {e}")))?
-    } else {
-        None
-    };
+    let found = stored_version(&client.client)?;
     match found {
         Some(version) if version == SCHEMA_VERSION as i32 => Ok(()),
         Some(version) if version > SCHEMA_VERSION as i32 => Err(StoreError::TooNew {

@@ -14,7 +14,7 @@ use tokio_postgres::{GenericClient, Transaction};
 
 use super::access::column;
 use super::runtime::PgClient;
-use super::wait;
+use super::Deadline;
 use crate::store::schema::ADMIN_ACCOUNT;
 use crate::store::{AdminRecord, StoreError};
 
@@ -58,24 +58,26 @@ CREATE SEQUENCE message_seq AS bigint START 1;
 /// administrator when there is none, as redb's store does. Refuses a database of a newer
 /// gateway ([`StoreError::TooNew`]). Safe to run at every start; returns the version.
 pub fn migrate(client: &mut PgClient) -> Result<u32, StoreError> {
-    let txn = wait(client.client.transaction())?;
-    let version = migrate_in(&txn)?;
-    wait(txn.commit())?;
+    let deadline = &client.deadline;
+    let txn = deadline.wait(client.client.transaction())?;
+    let version = migrate_in(&txn, deadline)?;
+    deadline.wait(txn.commit())?;
     Ok(version)
 }
 
-fn migrate_in(txn: &Transaction<'_>) -> Result<u32, StoreError> {
-    wait(txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]))?;
-    match stored_version(txn)? {
+fn migrate_in(txn: &Transaction<'_>, deadline: &Deadline) -> Result<u32, StoreError> {
+    deadline.wait(txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]))?;
+    match stored_version(txn, deadline)? {
         None => {
             // One row at most (`one` is always true and the key).
-            wait(txn.batch_execute(
+            deadline.wait(txn.batch_execute(
                 "CREATE TABLE gateway_schema (\
                      one boolean PRIMARY KEY DEFAULT true CHECK (one), \
                      version integer NOT NULL)",
             ))?;
-            wait(txn.batch_execute(V1))?;
-            wait(txn.execute("INSERT INTO gateway_schema (version) VALUES ($1)", &[&1i32]))?;
+            deadline.wait(txn.batch_execute(V1))?;
+            deadline
+                .wait(txn.execute("INSERT INTO gateway_schema (version) VALUES ($1)", &[&1i32]))?;
         }
         Some(version) if version > SCHEMA_VERSION as i32 => {
             return Err(StoreError::TooNew {
@@ -90,7 +92,7 @@ fn migrate_in(txn: &Transaction<'_>) -> Result<u32, StoreError> {
         }
         Some(_) => {}
     }
-    wait(txn.execute(
+    deadline.wait(txn.execute(
         "INSERT INTO admin (account, record) VALUES ($1, $2) ON CONFLICT (account) DO NOTHING",
         &[&ADMIN_ACCOUNT, &AdminRecord::initial().encode()],
     ))?;
@@ -100,15 +102,20 @@ fn migrate_in(txn: &Transaction<'_>) -> Result<u32, StoreError> {
 /// The version in `gateway_schema`; `None` before the first migration. Looked up rather
 /// than created `IF NOT EXISTS`, so that on migrated tables a role without the right to
 /// create tables can start a node.
-fn stored_version(client: &impl GenericClient) -> Result<Option<i32>, StoreError> {
+fn stored_version(
+    client: &impl GenericClient,
+    deadline: &Deadline,
+) -> Result<Option<i32>, StoreError> {
     let exists: bool = column(
-        &wait(client.query_one("SELECT to_regclass('gateway_schema') IS NOT NULL", &[]))?,
+        &deadline
+            .wait(client.query_one("SELECT to_regclass('gateway_schema') IS NOT NULL", &[]))?,
         0,
     )?;
     if !exists {
         return Ok(None);
     }
-    wait(client.query_opt("SELECT version FROM gateway_schema", &[]))?
+    deadline
+        .wait(client.query_opt("SELECT version FROM gateway_schema", &[]))?
         .map(|row| column(&row, 0))
         .transpose()
 }
@@ -116,7 +123,7 @@ fn stored_version(client: &impl GenericClient) -> Result<Option<i32>, StoreError
 /// Checks, without changing anything, that the tables are at [`SCHEMA_VERSION`] (for a
 /// node started with `[store] migrate = false`).
 pub fn check(client: &PgClient) -> Result<(), StoreError> {
-    let found = stored_version(&client.client)?;
+    let found = stored_version(&client.client, &client.deadline)?;
     match found {
         Some(version) if version == SCHEMA_VERSION as i32 => Ok(()),
         Some(version) if version > SCHEMA_VERSION as i32 => Err(StoreError::TooNew {

@@ -574,3 +574,32 @@ fn a_node_whose_role_may_only_read_and_write_rows_starts_on_a_migrated_database(
     assert_eq!(write.api_key_count(), Ok(0));
     write.commit().unwrap();
 }
+
+#[test]
+fn a_frozen_server_fails_calls_with_io_instead_of_hanging() {
+    use rustix::process::{kill_process, Pid, Signal};
+
+    let db = Db::start();
+    let options = PgOptions {
+        statement_timeout: Duration::from_millis(200),
+        network_timeout: Duration::from_millis(300),
+        ..PgOptions::default()
+    };
+    let mut client = db.runtime.connect(&db.config, &options).unwrap();
+    assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
+    let pid: i32 =
+        futures_executor::block_on(client.client.query_one("SELECT pg_backend_pid()", &[]))
+            .unwrap()
+            .get(0);
+    let backend = Pid::from_raw(pid).expect("a backend's pid");
+    // Its kernel still acknowledges our packets, and its statement_timeout cannot fire.
+    kill_process(backend, Signal::STOP).unwrap();
+    let started = Instant::now();
+    let frozen = client.begin().map(drop);
+    kill_process(backend, Signal::CONT).unwrap();
+    assert!(
+        matches!(&frozen, Err(StoreError::Io(e)) if e.contains("did not answer")),
+        "{frozen:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -9,6 +9,10 @@
 //!   the client half of tokio-postgres only talks to its connection through channels, so
 //!   each call waits on its future with `futures_executor::block_on`, which works on any
 //!   thread, inside a runtime or not, while the socket work happens on the runtime thread.
+//!   Each wait is bounded ([`PgOptions::statement_timeout`] plus
+//!   [`PgOptions::network_timeout`]), by a timer on the runtime thread, so a frozen server
+//!   fails calls with [`StoreError::Io`] instead of hanging them. Never call the boundary
+//!   from the runtime thread itself (nothing in the backend does): it would wait for itself.
 //! - [`PgClient`]: one connection with its prepared statements; [`PgClient::begin`] starts a
 //!   [`PgWrite`], and [`PgRead`] reads through a shared client.
 //! - [`migrate`]: creates or upgrades the tables ([`SCHEMA_VERSION`]).

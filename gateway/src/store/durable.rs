@@ -51,10 +51,15 @@ impl Synced {
     /// - `off`: not flushed at all before the report; a server crash loses it. The
     ///   PostgreSQL store refuses such a server at connect ([`StoreError::NotDurable`]), so
     ///   every proof made here stands for at least a local flush.
+    ///
+    /// A commit that outlasts `deadline` (a synchronous standby that is down makes the
+    /// server wait for it indefinitely) is an error: its outcome is unknown, so nothing is
+    /// acknowledged, and a retry may store a message twice but never loses one.
     pub(super) fn commit_postgres(
         txn: tokio_postgres::Transaction<'_>,
+        deadline: &super::postgres::Deadline,
     ) -> Result<Self, StoreError> {
-        futures_executor::block_on(txn.commit())?;
+        deadline.wait(txn.commit())?;
         Ok(Self { _private: () })
     }
 

@@ -26,7 +26,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Transaction};
 
 use super::runtime::{PgClient, Statements};
-use super::wait;
+use super::Deadline;
 use crate::crypto::MessageId;
 use crate::mailbox::MailboxId;
 use crate::store::schema::ADMIN_ACCOUNT;
@@ -41,9 +41,9 @@ pub trait Session {
     /// Whether this is a write, whose reads lock what they read.
     const WRITES: bool;
 
+    /// Runs a statement (prepared once per connection) and returns its rows; changes without
+    /// `RETURNING` return none.
     fn query(&self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, StoreError>;
-
-    fn execute(&self, sql: &'static str, params: Params<'_>) -> Result<u64, StoreError>;
 }
 
 /// The storage boundary over statements run in `S`.
@@ -62,6 +62,7 @@ pub struct Autocommit(Arc<PgClient>);
 pub struct InTransaction<'a> {
     txn: Transaction<'a>,
     statements: &'a Statements,
+    deadline: &'a Deadline,
 }
 
 impl PgRead {
@@ -71,18 +72,26 @@ impl PgRead {
 }
 
 impl<'a> PgWrite<'a> {
-    pub(super) fn new(txn: Transaction<'a>, statements: &'a Statements) -> Self {
-        Pg(InTransaction { txn, statements })
+    pub(super) fn new(
+        txn: Transaction<'a>,
+        statements: &'a Statements,
+        deadline: &'a Deadline,
+    ) -> Self {
+        Pg(InTransaction {
+            txn,
+            statements,
+            deadline,
+        })
     }
 
     /// Commits; the proof of durability for the store's writer.
     pub(in crate::store) fn commit(self) -> Result<crate::store::durable::Synced, StoreError> {
-        crate::store::durable::Synced::commit_postgres(self.0.txn)
+        crate::store::durable::Synced::commit_postgres(self.0.txn, self.0.deadline)
     }
 
     /// Rolls back every change of the transaction (dropping it does too, without waiting).
     pub fn rollback(self) -> Result<(), StoreError> {
-        wait(self.0.txn.rollback())
+        self.0.deadline.wait(self.0.txn.rollback())
     }
 }
 
@@ -90,21 +99,13 @@ impl Session for Autocommit {
     const WRITES: bool = false;
 
     fn query(&self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
-        let client = &self.0.client;
-        let statement = self
-            .0
-            .statements
-            .get(sql, |sql| wait(client.prepare(sql)))?;
-        wait(client.query(&statement, params))
-    }
-
-    fn execute(&self, sql: &'static str, params: Params<'_>) -> Result<u64, StoreError> {
-        let client = &self.0.client;
-        let statement = self
-            .0
-            .statements
-            .get(sql, |sql| wait(client.prepare(sql)))?;
-        wait(client.execute(&statement, params))
+        let PgClient {
+            client,
+            statements,
+            deadline,
+        } = &*self.0;
+        let statement = statements.get(sql, |sql| deadline.wait(client.prepare(sql)))?;
+        deadline.wait(client.query(&statement, params))
     }
 }
 
@@ -112,22 +113,16 @@ impl Session for InTransaction<'_> {
     const WRITES: bool = true;
 
     fn query(&self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
+        let deadline = self.deadline;
         let statement = self
             .statements
-            .get(sql, |sql| wait(self.txn.prepare(sql)))?;
-        wait(self.txn.query(&statement, params))
-    }
-
-    fn execute(&self, sql: &'static str, params: Params<'_>) -> Result<u64, StoreError> {
-        let statement = self
-            .statements
-            .get(sql, |sql| wait(self.txn.prepare(sql)))?;
-        wait(self.txn.execute(&statement, params))
+            .get(sql, |sql| deadline.wait(self.txn.prepare(sql)))?;
+        deadline.wait(self.txn.query(&statement, params))
     }
 }
 
 /// A column of a row, or [`StoreError::Corrupt`].
-fn column<'r, T: tokio_postgres::types::FromSql<'r>>(
+pub(super) fn column<'r, T: tokio_postgres::types::FromSql<'r>>(
     row: &'r Row,
     index: usize,
 ) -> Result<T, StoreError> {
@@ -271,7 +266,7 @@ impl<S: Session> Reads for Pg<S> {
         if S::WRITES {
             // Held to the end of the transaction: no other node adds a key meanwhile.
             self.0
-                .execute("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE", &[])?;
+                .query("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE", &[])?;
         }
         let rows = self.0.query("SELECT count(*) FROM api_keys", &[])?;
         let row = rows
@@ -283,7 +278,7 @@ impl<S: Session> Reads for Pg<S> {
 
 impl Writes for PgWrite<'_> {
     fn put_mailbox(&self, record: &MailboxRecord) -> Result<(), StoreError> {
-        self.0.execute(
+        self.0.query(
             "INSERT INTO mailboxes (id, record) VALUES ($1, $2) \
              ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
             &[&record.id.as_str(), &record.encode()],
@@ -293,12 +288,12 @@ impl Writes for PgWrite<'_> {
 
     fn remove_mailbox(&self, id: &MailboxId) -> Result<(), StoreError> {
         self.0
-            .execute("DELETE FROM mailboxes WHERE id = $1", &[&id.as_str()])?;
+            .query("DELETE FROM mailboxes WHERE id = $1", &[&id.as_str()])?;
         Ok(())
     }
 
     fn put_admin(&self, record: &AdminRecord) -> Result<(), StoreError> {
-        self.0.execute(
+        self.0.query(
             "INSERT INTO admin (account, record) VALUES ($1, $2) \
              ON CONFLICT (account) DO UPDATE SET record = EXCLUDED.record",
             &[&ADMIN_ACCOUNT, &record.encode()],
@@ -307,7 +302,7 @@ impl Writes for PgWrite<'_> {
     }
 
     fn put_api_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
-        self.0.execute(
+        self.0.query(
             "INSERT INTO api_keys (id, record) VALUES ($1, $2) \
              ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
             &[&record.id.as_str(), &record.encode()],
@@ -318,8 +313,8 @@ impl Writes for PgWrite<'_> {
     fn remove_api_key(&self, id: &str) -> Result<bool, StoreError> {
         let removed = self
             .0
-            .execute("DELETE FROM api_keys WHERE id = $1", &[&id])?;
-        Ok(removed > 0)
+            .query("DELETE FROM api_keys WHERE id = $1 RETURNING id", &[&id])?;
+        Ok(!removed.is_empty())
     }
 
     /// From the `message_seq` sequence: never repeats, even after a rollback, but numbers
@@ -340,7 +335,7 @@ impl Writes for PgWrite<'_> {
         seq: u64,
         record: &MessageRecord,
     ) -> Result<(), StoreError> {
-        self.0.execute(
+        self.0.query(
             "INSERT INTO messages (mailbox, seq, record) VALUES ($1, $2, $3) \
              ON CONFLICT (mailbox, seq) DO UPDATE SET record = EXCLUDED.record",
             &[
@@ -353,7 +348,7 @@ impl Writes for PgWrite<'_> {
     }
 
     fn put_chunk(&self, id: MessageId, index: u32, sealed: &[u8]) -> Result<(), StoreError> {
-        self.0.execute(
+        self.0.query(
             "INSERT INTO chunks (message_id, idx, sealed) VALUES ($1, $2, $3) \
              ON CONFLICT (message_id, idx) DO UPDATE SET sealed = EXCLUDED.sealed",
             &[&&id.0[..], &to_index(index)?, &sealed],
@@ -374,7 +369,7 @@ impl Writes for PgWrite<'_> {
         let Some(record) = removed.into_iter().next() else {
             return Ok(None);
         };
-        self.0.execute(
+        self.0.query(
             "DELETE FROM chunks WHERE message_id = $1",
             &[&&record.id.0[..]],
         )?;
@@ -387,7 +382,7 @@ impl Writes for PgWrite<'_> {
         key: &[u8],
         at_millis: u64,
     ) -> Result<(), StoreError> {
-        self.0.execute(
+        self.0.query(
             "INSERT INTO retrieved (mailbox, key, at_millis) VALUES ($1, $2, $3) \
              ON CONFLICT (mailbox, key) DO UPDATE SET at_millis = EXCLUDED.at_millis",
             &[&mailbox.as_str(), &key, &to_bigint(at_millis, "time")?],
@@ -396,7 +391,7 @@ impl Writes for PgWrite<'_> {
     }
 
     fn remove_retrieved(&self, mailbox: &MailboxId) -> Result<(), StoreError> {
-        self.0.execute(
+        self.0.query(
             "DELETE FROM retrieved WHERE mailbox = $1",
             &[&mailbox.as_str()],
         )?;

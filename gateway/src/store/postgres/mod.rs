@@ -9,6 +9,10 @@
 //!   the client half of tokio-postgres only talks to its connection through channels, so
 //!   each call waits on its future with `futures_executor::block_on`, which works on any
 //!   thread, inside a runtime or not, while the socket work happens on the runtime thread.
+//!   Each wait is bounded ([`PgOptions::statement_timeout`] plus
+//!   [`PgOptions::network_timeout`]), by a timer on the runtime thread, so a frozen server
+//!   fails calls with [`StoreError::Io`] instead of hanging them. Never call the boundary
+//!   from the runtime thread itself (nothing in the backend does): it would wait for itself.
 //! - [`PgClient`]: one connection with its prepared statements; [`PgClient::begin`] starts a
 //!   [`PgWrite`], and [`PgRead`] reads through a shared client.
 //! - [`migrate`]: creates or upgrades the tables ([`SCHEMA_VERSION`]).
@@ -27,7 +31,10 @@ mod schema;
 mod tests;
 mod tls;
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
 
 pub use access::{Autocommit, InTransaction, Pg, PgRead, PgWrite};
 pub use engine::{Connector, PgEngine, PgReadSource, PgReads};
@@ -36,8 +43,48 @@ pub use schema::{check, migrate, SCHEMA_VERSION};
 
 use super::StoreError;
 
-/// Waits for a client future on the calling thread (see the module docs for why this is
-/// safe on any thread).
-fn wait<T>(work: impl Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T, StoreError> {
-    Ok(futures_executor::block_on(work)?)
+/// How long a call on a connection may wait for the server, beyond which it fails with
+/// [`StoreError::Io`] instead of hanging: the server's own `statement_timeout` cannot end a
+/// wait on a server that is frozen (or a network that swallows packets while the kernel
+/// still acknowledges them), so the client keeps its own clock, on the runtime thread.
+#[derive(Debug, Clone)]
+pub(in crate::store) struct Deadline {
+    runtime: tokio::runtime::Handle,
+    limit: Duration,
+}
+
+impl Deadline {
+    /// Waits for a client future on the calling thread (see the module docs for why this is
+    /// safe on any thread), at most for the limit. A call that runs out leaves its
+    /// connection in an unknown state: the caller must not use it for the same transaction
+    /// again (a write's transaction is lost; a commit's outcome is unknown, so the write was
+    /// not acknowledged and may be retried).
+    pub(in crate::store) fn wait<T>(
+        &self,
+        work: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.limit;
+        // The sleep is made inside the task: its timer is the runtime thread's.
+        let mut timer = self
+            .runtime
+            .spawn(async move { tokio::time::sleep(limit).await });
+        let mut work = pin!(work);
+        let outcome = futures_executor::block_on(poll_fn(|cx| {
+            if let Poll::Ready(result) = work.as_mut().poll(cx) {
+                return Poll::Ready(result.map_err(StoreError::from));
+            }
+            match std::pin::Pin::new(&mut timer).poll(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Err(StoreError::Io(format!(
+                    "PostgreSQL did not answer within {:?}",
+                    self.limit
+                )))),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(StoreError::Io(
+                    "the PostgreSQL runtime thread is gone".into(),
+                ))),
+                Poll::Pending => Poll::Pending,
+            }
+        }));
+        timer.abort();
+        outcome
+    }
 }

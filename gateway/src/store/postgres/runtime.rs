@@ -11,7 +11,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 
 use super::access::PgWrite;
 use super::tls::Rustls;
-use super::wait;
+use super::Deadline;
 use crate::store::StoreError;
 
 /// How to connect: TLS, and how long a connection may take and a statement may run.
@@ -24,7 +24,8 @@ pub struct PgOptions {
     pub statement_timeout: Duration,
     /// Sent data that the server has not acknowledged after this long closes the connection
     /// (`TCP_USER_TIMEOUT`); with TCP keepalives, a vanished server or network fails calls
-    /// instead of hanging them.
+    /// instead of hanging them. A call that gets no answer within `statement_timeout` plus
+    /// this fails with [`StoreError::Io`] whatever the server does (it may be frozen).
     pub network_timeout: Duration,
     /// TLS to the server, required and verified against this configuration's roots (the
     /// certificate must name the host the settings connect to). `None`: the settings'
@@ -116,11 +117,16 @@ impl PgRuntime {
         });
         let client = futures_executor::block_on(task)
             .map_err(|_| StoreError::Io("the PostgreSQL runtime thread is gone".into()))??;
-        wait(client.batch_execute(&format!(
+        // Past the server's own limit, with time for the cancellation to come back.
+        let deadline = Deadline {
+            runtime: self.handle.clone(),
+            limit: options.statement_timeout + options.network_timeout,
+        };
+        deadline.wait(client.batch_execute(&format!(
             "SET statement_timeout = {}",
             options.statement_timeout.as_millis()
         )))?;
-        let row = wait(client.query_one("SHOW synchronous_commit", &[]))?;
+        let row = deadline.wait(client.query_one("SHOW synchronous_commit", &[]))?;
         let level: String = row
             .try_get(0)
             .map_err(|e| StoreError::Corrupt(format!("SHOW synchronous_commit: {e}")))?;
@@ -134,6 +140,7 @@ impl PgRuntime {
         Ok(PgClient {
             client,
             statements: Statements::default(),
+            deadline,
         })
     }
 }
@@ -153,14 +160,19 @@ impl Drop for PgRuntime {
 pub struct PgClient {
     pub(super) client: Client,
     pub(super) statements: Statements,
+    pub(super) deadline: Deadline,
 }
 
 impl PgClient {
     /// Starts a write transaction (`READ COMMITTED`; see [`PgWrite`] for the locks it takes).
     pub fn begin(&mut self) -> Result<PgWrite<'_>, StoreError> {
-        let Self { client, statements } = self;
-        let txn = wait(client.transaction())?;
-        Ok(PgWrite::new(txn, statements))
+        let Self {
+            client,
+            statements,
+            deadline,
+        } = self;
+        let txn = deadline.wait(client.transaction())?;
+        Ok(PgWrite::new(txn, statements, deadline))
     }
 
     /// Whether the connection is gone (a new one is needed).

@@ -10,10 +10,11 @@
 //! counts changes of redb's layout that never existed here; version 1 holds what redb's
 //! version 5 holds. A later change to a record's encoding changes both.
 
-use tokio_postgres::Transaction;
+use tokio_postgres::{GenericClient, Transaction};
 
+use super::access::column;
 use super::runtime::PgClient;
-use super::wait;
+use super::Deadline;
 use crate::store::schema::ADMIN_ACCOUNT;
 use crate::store::{AdminRecord, StoreError};
 
@@ -57,28 +58,26 @@ CREATE SEQUENCE message_seq AS bigint START 1;
 /// administrator when there is none, as redb's store does. Refuses a database of a newer
 /// gateway ([`StoreError::TooNew`]). Safe to run at every start; returns the version.
 pub fn migrate(client: &mut PgClient) -> Result<u32, StoreError> {
-    let txn = wait(client.client.transaction())?;
-    let version = migrate_in(&txn)?;
-    wait(txn.commit())?;
+    let deadline = &client.deadline;
+    let txn = deadline.wait(client.client.transaction())?;
+    let version = migrate_in(&txn, deadline)?;
+    deadline.wait(txn.commit())?;
     Ok(version)
 }
 
-fn migrate_in(txn: &Transaction<'_>) -> Result<u32, StoreError> {
-    wait(txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]))?;
-    // One row at most (`one` is always true and the key).
-    wait(txn.batch_execute(
-        "CREATE TABLE IF NOT EXISTS gateway_schema (\
-             one boolean PRIMARY KEY DEFAULT true CHECK (one), \
-             version integer NOT NULL)",
-    ))?;
-    let found: Option<i32> = wait(txn.query_opt("SELECT version FROM gateway_schema", &[]))?
-        .map(|row| row.try_get(0))
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("gateway_schema: {e}")))?;
-    match found {
+fn migrate_in(txn: &Transaction<'_>, deadline: &Deadline) -> Result<u32, StoreError> {
+    deadline.wait(txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]))?;
+    match stored_version(txn, deadline)? {
         None => {
-            wait(txn.batch_execute(V1))?;
-            wait(txn.execute("INSERT INTO gateway_schema (version) VALUES ($1)", &[&1i32]))?;
+            // One row at most (`one` is always true and the key).
+            deadline.wait(txn.batch_execute(
+                "CREATE TABLE gateway_schema (\
+                     one boolean PRIMARY KEY DEFAULT true CHECK (one), \
+                     version integer NOT NULL)",
+            ))?;
+            deadline.wait(txn.batch_execute(V1))?;
+            deadline
+                .wait(txn.execute("INSERT INTO gateway_schema (version) VALUES ($1)", &[&1i32]))?;
         }
         Some(version) if version > SCHEMA_VERSION as i32 => {
             return Err(StoreError::TooNew {
@@ -93,36 +92,38 @@ fn migrate_in(txn: &Transaction<'_>) -> Result<u32, StoreError> {
         }
         Some(_) => {}
     }
-    wait(txn.execute(
+    deadline.wait(txn.execute(
         "INSERT INTO admin (account, record) VALUES ($1, $2) ON CONFLICT (account) DO NOTHING",
         &[&ADMIN_ACCOUNT, &AdminRecord::initial().encode()],
     ))?;
     Ok(SCHEMA_VERSION)
 }
 
+/// The version in `gateway_schema`; `None` before the first migration. Looked up rather
+/// than created `IF NOT EXISTS`, so that on migrated tables a role without the right to
+/// create tables can start a node.
+fn stored_version(
+    client: &impl GenericClient,
+    deadline: &Deadline,
+) -> Result<Option<i32>, StoreError> {
+    let exists: bool = column(
+        &deadline
+            .wait(client.query_one("SELECT to_regclass('gateway_schema') IS NOT NULL", &[]))?,
+        0,
+    )?;
+    if !exists {
+        return Ok(None);
+    }
+    deadline
+        .wait(client.query_opt("SELECT version FROM gateway_schema", &[]))?
+        .map(|row| column(&row, 0))
+        .transpose()
+}
+
 /// Checks, without changing anything, that the tables are at [`SCHEMA_VERSION`] (for a
 /// node started with `[store] migrate = false`).
 pub fn check(client: &PgClient) -> Result<(), StoreError> {
-    let exists = wait(
-        client
-            .client
-            .query_one("SELECT to_regclass('gateway_schema') IS NOT NULL", &[]),
-    )?;
-    let exists: bool = exists
-        .try_get(0)
-        .map_err(|e| StoreError::Corrupt(format!("gateway_schema: {e}")))?;
-    let found: Option<i32> = if exists {
-        wait(
-            client
-                .client
-                .query_opt("SELECT version FROM gateway_schema", &[]),
-        )?
-        .map(|row| row.try_get(0))
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("gateway_schema: {e}")))?
-    } else {
-        None
-    };
+    let found = stored_version(&client.client, &client.deadline)?;
     match found {
         Some(version) if version == SCHEMA_VERSION as i32 => Ok(()),
         Some(version) if version > SCHEMA_VERSION as i32 => Err(StoreError::TooNew {

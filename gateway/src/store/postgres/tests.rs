@@ -442,7 +442,8 @@ async fn reads_and_writes_work_inside_a_current_thread_runtime() {
     let write = client.begin().unwrap();
     write.put_api_key(&api_key("k1")).unwrap();
     write.commit().unwrap();
-    let read = PgRead::new(Arc::new(client));
+    // What a `Snapshot` holds.
+    let read: Box<dyn Reads + Send + Sync> = Box::new(PgRead::new(Arc::new(client)));
     assert_eq!(read.api_key("k1").unwrap(), Some(api_key("k1")));
     assert_eq!(read.admin().unwrap(), AdminRecord::initial());
 }
@@ -553,4 +554,52 @@ fn tls_refuses_a_server_the_roots_do_not_vouch_for() {
         .unwrap_err();
     assert!(matches!(refused, StoreError::Io(_)), "{refused}");
     assert!(refused.to_string().contains("UnknownIssuer"), "{refused}");
+}
+
+#[test]
+fn a_node_whose_role_may_only_read_and_write_rows_starts_on_a_migrated_database() {
+    let db = Db::start();
+    db.migrated();
+    db.psql(
+        "CREATE ROLE node LOGIN PASSWORD 'node-password'; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO node; \
+         GRANT USAGE ON SEQUENCE message_seq TO node",
+    );
+    let mut config = db.config.clone();
+    config.user("node").password("node-password");
+    let mut client = db.runtime.connect(&config, &PgOptions::default()).unwrap();
+    assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
+    let write = client.begin().unwrap();
+    assert_eq!(write.next_seq(), Ok(1));
+    assert_eq!(write.api_key_count(), Ok(0));
+    write.commit().unwrap();
+}
+
+#[test]
+fn a_frozen_server_fails_calls_with_io_instead_of_hanging() {
+    use rustix::process::{kill_process, Pid, Signal};
+
+    let db = Db::start();
+    let options = PgOptions {
+        statement_timeout: Duration::from_millis(200),
+        network_timeout: Duration::from_millis(300),
+        ..PgOptions::default()
+    };
+    let mut client = db.runtime.connect(&db.config, &options).unwrap();
+    assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
+    let pid: i32 =
+        futures_executor::block_on(client.client.query_one("SELECT pg_backend_pid()", &[]))
+            .unwrap()
+            .get(0);
+    let backend = Pid::from_raw(pid).expect("a backend's pid");
+    // Its kernel still acknowledges our packets, and its statement_timeout cannot fire.
+    kill_process(backend, Signal::STOP).unwrap();
+    let started = Instant::now();
+    let frozen = client.begin().map(drop);
+    kill_process(backend, Signal::CONT).unwrap();
+    assert!(
+        matches!(&frozen, Err(StoreError::Io(e)) if e.contains("did not answer")),
+        "{frozen:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
 }

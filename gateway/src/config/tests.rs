@@ -728,6 +728,12 @@ fn a_postgres_store_needs_a_url_without_a_password() {
         DatabaseTls::Verify,
     );
     assert!(ok.validate().is_ok(), "{:?}", ok.validate());
+    // Several hosts, the one that takes writes chosen at connect (a failover-following URL).
+    let failover = postgres_store(
+        "postgres://gateway@db1.example.com,db2.example.com/gateway?target_session_attrs=read-write",
+        DatabaseTls::Verify,
+    );
+    assert!(failover.validate().is_ok(), "{:?}", failover.validate());
     let keywords = postgres_store(
         "host=db.example.com user=gateway dbname=gateway",
         DatabaseTls::Verify,

@@ -729,7 +729,7 @@ mod tests {
         assert!(!record.initial);
         assert!(record.changed_at.is_some());
         drop(gw);
-        let bytes = std::fs::read(super::super::store_path(dir.path())).unwrap();
+        let bytes = super::super::test_support::stored_bytes(dir.path());
         let shown = password.reveal().as_bytes();
         assert!(!bytes.windows(shown.len()).any(|w| w == shown));
     }
@@ -847,7 +847,7 @@ mod tests {
             .await
             .unwrap();
         drop(gw);
-        let bytes = std::fs::read(super::super::store_path(dir.path())).unwrap();
+        let bytes = super::super::test_support::stored_bytes(dir.path());
         let key = created.key.reveal();
         let secret_hex = &key[21..];
         let secret_raw = data_encoding::HEXLOWER

@@ -351,7 +351,11 @@ mod tests {
         let shown = created.password.reveal_for_display();
         let raw: String = shown.chars().filter(|c| *c != '-').collect();
         drop(gw);
-        let bytes = std::fs::read(dir.path().join("gateway.redb")).unwrap();
+        let bytes = super::super::test_support::stored_bytes(dir.path());
+        // The scan sees what is stored: the mailbox's id and description are.
+        for stored in [created.info.id.as_str().as_bytes(), b"journal of sales@"] {
+            assert!(bytes.windows(stored.len()).any(|w| w == stored));
+        }
         for needle in [shown.as_bytes(), raw.as_bytes()] {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle),

@@ -641,7 +641,7 @@ mod tests {
         assert!(!other.already_retrieved(&id, &key).unwrap());
         drop((gw, other));
         // Nor does the file hold the unkeyed hash anyone could recompute from a guess.
-        let bytes = std::fs::read(dir.path().join("gateway.redb")).unwrap();
+        let bytes = super::super::test_support::stored_bytes(dir.path());
         assert!(!bytes.windows(32).any(|w| w == key.as_bytes()));
     }
 

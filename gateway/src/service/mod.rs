@@ -289,13 +289,45 @@ pub(crate) mod test_support {
         Store::open_postgres(&target, options).unwrap()
     }
 
-    /// Creates `schema` if missing, on a thread of its own (tests may call this inside a
-    /// runtime, where another one cannot run).
-    fn create_schema(config: &tokio_postgres::Config, schema: &str) {
-        let (config, sql) = (
-            config.clone(),
-            format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
-        );
+    /// Every byte the store of test directory `dir` keeps on disk: the redb file, or (on
+    /// PostgreSQL) every file of the database server's data directory, WAL included, after a
+    /// checkpoint wrote everything out. For tests that a secret is never stored.
+    pub fn stored_bytes(dir: &std::path::Path) -> Vec<u8> {
+        let Some(url) = std::env::var(POSTGRES_URL_VAR)
+            .ok()
+            .filter(|_| !store_path(dir).exists())
+        else {
+            return std::fs::read(store_path(dir)).unwrap();
+        };
+        let config: tokio_postgres::Config = url.parse().expect(POSTGRES_URL_VAR);
+        let data_dir = on_own_thread(config, |client| async move {
+            client.batch_execute("CHECKPOINT").await.unwrap();
+            let row = client.query_one("SHOW data_directory", &[]).await.unwrap();
+            row.get::<_, String>(0)
+        });
+        let mut bytes = Vec::new();
+        let mut stack = vec![std::path::PathBuf::from(data_dir)];
+        while let Some(path) = stack.pop() {
+            for entry in std::fs::read_dir(&path).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(content) = std::fs::read(&path) {
+                    bytes.extend(content);
+                }
+            }
+        }
+        bytes
+    }
+
+    /// Runs `work` with a client of `config` on a thread of its own (tests may call this
+    /// inside a runtime, where another one cannot run).
+    fn on_own_thread<T, F, W>(config: tokio_postgres::Config, work: W) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T>,
+        W: FnOnce(tokio_postgres::Client) -> F + Send + 'static,
+    {
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -304,13 +336,22 @@ pub(crate) mod test_support {
             runtime.block_on(async {
                 let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
                 let driver = tokio::spawn(connection);
-                client.batch_execute(&sql).await.unwrap();
-                drop(client);
+                let out = work(client).await;
                 let _ = driver.await;
-            });
+                out
+            })
         })
         .join()
-        .unwrap();
+        .unwrap()
+    }
+
+    /// Creates `schema` if missing, on a thread of its own (tests may call this inside a
+    /// runtime, where another one cannot run).
+    fn create_schema(config: &tokio_postgres::Config, schema: &str) {
+        let sql = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+        on_own_thread(config.clone(), |client| async move {
+            client.batch_execute(&sql).await.unwrap();
+        });
     }
 
     pub fn gateway_with(adjust: impl FnOnce(&mut ServiceOptions)) -> (tempfile::TempDir, Gateway) {

@@ -59,6 +59,9 @@ pub fn run_ci(opts: &Options) -> Result<()> {
     // gateway; running them is `cargo xtask fuzz`, not CI.
     steps.push(("fuzz", |_| crate::fuzz::ci_check()));
     steps.push(("test", test));
+    // The service's behaviour tests (every mailbox rule, the one-copy rule, reopening)
+    // again, on a throwaway PostgreSQL instead of redb: each test gets a schema of its own.
+    steps.push(("test-postgres", test_postgres));
     // The Debian package as an administrator installs it: dpkg -i, the binary runs, the
     // shipped configuration checks, the unit verifies (systemd-analyze), then it is purged.
     // Built from the dev profile (the tests built its dependencies already); `cargo xtask
@@ -170,6 +173,39 @@ fn test(tally: &mut Tally) -> Result<()> {
     if let Some(axe) = deps::find_axe_js() {
         cmd.env("GATEWAY_AXE_JS", axe);
     }
+    run_tests(cmd, tally)
+}
+
+/// The gateway's library tests with `GATEWAY_TEST_POSTGRES_URL` naming a throwaway
+/// PostgreSQL (postgres-test-util's `with_postgres` runs them beside one and removes it).
+fn test_postgres(tally: &mut Tally) -> Result<()> {
+    let cargo_program = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "--package",
+        "postgres-test-util",
+        "--example",
+        "with_postgres",
+        "--",
+        "GATEWAY_TEST_POSTGRES_URL",
+        &cargo_program,
+        "test",
+        "--package",
+        "gateway",
+        "--lib",
+        "--no-fail-fast",
+    ])
+    .env("CI", "true")
+    .env("INSTA_UPDATE", "no")
+    .env("RUST_BACKTRACE", "1")
+    .stdout(Stdio::piped());
+    run_tests(cmd, tally)
+}
+
+/// Runs a test command, echoing its stdout and summing its result lines into `tally`.
+fn run_tests(mut cmd: std::process::Command, tally: &mut Tally) -> Result<()> {
     let shown = display(&cmd);
     eprintln!("$ {shown}");
     let mut child = cmd

@@ -309,7 +309,9 @@ impl Gateway {
             .store
             .write(move |t| {
                 // Every precondition first: a refusal must leave the shared transaction as
-                // it found it.
+                // it found it. The records read here (locked until the commit on a shared
+                // database) are the ones the counters below are added to.
+                let mut records = std::collections::HashMap::with_capacity(sealed.len());
                 for (mailbox, public_key, _, _) in &sealed {
                     let record = t.mailbox(mailbox)?;
                     let record = match accepts_mail(mailbox, record.as_ref()) {
@@ -319,6 +321,7 @@ impl Gateway {
                     if &record.keys.public_key != public_key {
                         return Ok(Err(ServiceError::MailboxChanged(mailbox.clone())));
                     }
+                    records.insert(mailbox.clone(), record.clone());
                 }
                 if let Some(key) = &retrieval_key {
                     for (mailbox, _, _, _) in &sealed {
@@ -342,14 +345,14 @@ impl Gateway {
                         })?;
                     let seq = t.next_seq()?;
                     t.put_message(mailbox, seq, record)?;
-                    let mut mailbox_record = t
-                        .mailbox(mailbox)?
-                        .ok_or_else(|| StoreError::Corrupt("mailbox vanished".into()))?;
+                    let mailbox_record = records
+                        .get_mut(mailbox)
+                        .ok_or_else(|| StoreError::Internal("a mailbox not checked".into()))?;
                     // Saturating: a damaged counter must not fail (or wrap) a delivery.
                     mailbox_record.message_count = mailbox_record.message_count.saturating_add(1);
                     mailbox_record.message_bytes =
                         mailbox_record.message_bytes.saturating_add(record.size);
-                    t.put_mailbox(&mailbox_record)?;
+                    t.put_mailbox(mailbox_record)?;
                     stored.push(StoredMessage {
                         mailbox: mailbox.clone(),
                         seq,

@@ -100,36 +100,45 @@ fn migrate_in(txn: &Transaction<'_>) -> Result<u32, StoreError> {
     Ok(SCHEMA_VERSION)
 }
 
-/// Checks, without changing anything, that the tables are at [`SCHEMA_VERSION`] (for a
-/// node started with `[store] migrate = false`).
-pub fn check(client: &PgClient) -> Result<(), StoreError> {
-    let exists = wait(
+/// The version of the database's tables; `None` when the gateway never created them.
+pub fn version(client: &PgClient) -> Result<Option<u32>, StoreError> {
+    let corrupt = |e: tokio_postgres::Error| StoreError::Corrupt(format!("gateway_schema: {e}"));
+    let exists: bool = wait(
         client
             .client
             .query_one("SELECT to_regclass('gateway_schema') IS NOT NULL", &[]),
-    )?;
-    let exists: bool = exists
-        .try_get(0)
-        .map_err(|e| StoreError::Corrupt(format!("gateway_schema: {e}")))?;
-    let found: Option<i32> = if exists {
-        wait(
-            client
-                .client
-                .query_opt("SELECT version FROM gateway_schema", &[]),
-        )?
-        .map(|row| row.try_get(0))
+    )?
+    .try_get(0)
+    .map_err(corrupt)?;
+    if !exists {
+        return Ok(None);
+    }
+    let found: Option<i32> = wait(
+        client
+            .client
+            .query_opt("SELECT version FROM gateway_schema", &[]),
+    )?
+    .map(|row| row.try_get(0))
+    .transpose()
+    .map_err(corrupt)?;
+    found
+        .map(|v| {
+            u32::try_from(v)
+                .map_err(|_| StoreError::Corrupt(format!("gateway_schema has version {v}")))
+        })
         .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("gateway_schema: {e}")))?
-    } else {
-        None
-    };
-    match found {
-        Some(version) if version == SCHEMA_VERSION as i32 => Ok(()),
-        Some(version) if version > SCHEMA_VERSION as i32 => Err(StoreError::TooNew {
-            found: version as u64,
+}
+
+/// Checks, without changing anything, that the tables are at [`SCHEMA_VERSION`] (for a
+/// node started with `[store] migrate = false`).
+pub fn check(client: &PgClient) -> Result<(), StoreError> {
+    match version(client)? {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(found) if found > SCHEMA_VERSION => Err(StoreError::TooNew {
+            found: found.into(),
             supported: SCHEMA_VERSION.into(),
         }),
-        _ => Err(StoreError::Outdated(format!(
+        found => Err(StoreError::Outdated(format!(
             "the database's tables are not at version {SCHEMA_VERSION} (found {}); run \
              `gateway store migrate`, or set [store] migrate = true",
             found.map_or("none".to_owned(), |v| v.to_string())

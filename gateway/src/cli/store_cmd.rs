@@ -69,6 +69,10 @@ enum Endpoint {
 impl Endpoint {
     fn parse(text: &str, args: &CopyArgs, flag: &str) -> anyhow::Result<Self> {
         if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            // A key=value connection string would otherwise become a file of that name.
+            if text.contains("dbname=") || text.contains("host=") {
+                bail!("{flag}: name a database as a postgres:// URL");
+            }
             return Ok(Endpoint::Redb(PathBuf::from(text)));
         }
         // The parser's message never repeats the text (it may hold a password).

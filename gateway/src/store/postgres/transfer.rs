@@ -67,17 +67,20 @@ fn decode(table: Table, row: &PgRow) -> Result<Row, StoreError> {
     })
 }
 
+/// A copy's statements (counting a large table, a batch of chunks) may take longer than
+/// the store's statement timeout, which is for mail sessions; a dead server still fails
+/// them (the connection's network timeout).
+const NO_TIMEOUT: &str = "SET LOCAL statement_timeout = 0";
+
 impl Connector {
     /// A new connection reading every row of the database, whose tables must be at this
     /// gateway's version, in one transaction.
     pub fn source(self: &Arc<Self>) -> Result<PgSource, StoreError> {
         let client = self.connect()?;
         super::check(&client)?;
-        wait(
-            client
-                .client
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
-        )?;
+        wait(client.client.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {NO_TIMEOUT}"
+        )))?;
         Ok(PgSource {
             client,
             _connector: self.clone(),
@@ -90,10 +93,12 @@ impl Connector {
     pub fn sink(self: &Arc<Self>) -> Result<PgSink, StoreError> {
         let mut client = self.connect()?;
         super::migrate(&mut client)?;
-        wait(client.client.batch_execute(
+        // Waiting for the lock is bounded by the connection's statement timeout; the copy
+        // after it is not.
+        wait(client.client.batch_execute(&format!(
             "BEGIN; LOCK TABLE mailboxes, messages, chunks, retrieved, admin, api_keys \
-             IN EXCLUSIVE MODE",
-        ))?;
+             IN EXCLUSIVE MODE; {NO_TIMEOUT}"
+        )))?;
         let sink = PgSink {
             client,
             open: true,

@@ -158,12 +158,14 @@ fn copy(args: &CopyArgs) -> anyhow::Result<()> {
     let mut source = open_source(&from)?;
     let summary = match &to {
         Endpoint::Redb(path) => {
-            let mut sink = RedbSink::create(path).map_err(|e| {
-                anyhow::Error::new(e).context(format!(
-                    "cannot create {} (a copy goes to a new file: remove or rename the old one)",
+            if path.exists() {
+                bail!(
+                    "{} exists; a copy goes to a new file: remove or rename the old one",
                     path.display()
-                ))
-            })?;
+                );
+            }
+            let mut sink = RedbSink::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
             let copied = copy_rows(&mut *source, &mut sink);
             drop(sink);
             if copied.is_err() {
@@ -266,5 +268,64 @@ fn migrate_redb(path: &Path) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open {}", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(from: &str, to: &str, extra: &[&str]) -> CopyArgs {
+        let mut line = vec!["gateway", "store", "copy", "--from", from, "--to", to];
+        line.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(line)
+            .expect("parses")
+            .command
+        {
+            crate::cli::Command::Store(StoreCommand::Copy(args)) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn refused(from: &str, to: &str, extra: &[&str]) -> String {
+        let args = args(from, to, extra);
+        let error = Endpoint::parse(&args.from, &args, "--from")
+            .and_then(|_| Endpoint::parse(&args.to, &args, "--to"))
+            .err()
+            .expect("refused");
+        format!("{error:#}")
+    }
+
+    #[test]
+    fn databases_are_urls_without_passwords_and_plain_only_on_this_machine() {
+        let secret = "s3cret-on-the-command-line";
+        let said = refused(
+            "old.redb",
+            &format!("postgres://gateway:{secret}@db.example.org/gateway"),
+            &[],
+        );
+        assert!(said.contains("--to holds a password"), "{said}");
+        assert!(!said.contains(secret), "{said}");
+        let said = refused("host=db.example.org dbname=gateway", "new.redb", &[]);
+        assert!(said.contains("postgres:// URL"), "{said}");
+        let said = refused(
+            "old.redb",
+            "postgres://gateway@db.example.org/gateway",
+            &["--tls", "off"],
+        );
+        assert!(said.contains("store.tls"), "{said}");
+
+        let args = args(
+            "postgres://gateway@127.0.0.1:5433/gateway",
+            "new.redb",
+            &["--tls", "off"],
+        );
+        let from = Endpoint::parse(&args.from, &args, "--from").expect("loopback, plain");
+        assert_eq!(from.describe(), "postgres://127.0.0.1:5433/gateway");
+        assert!(matches!(
+            Endpoint::parse(&args.to, &args, "--to"),
+            Ok(Endpoint::Redb(path)) if path == Path::new("new.redb")
+        ));
     }
 }

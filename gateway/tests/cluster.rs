@@ -12,32 +12,16 @@ use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use gateway::config::{Config, DatabaseTls, StoreBackend};
+use gateway::config::Config;
 use gateway::crypto::MailboxPassword;
 use gateway::mailbox::MailboxId;
 use gateway::service::Gateway;
 use postgres_test_util::{Postgres, PostgresOptions};
 use support::storing::{assert_all_there, store_until_killed, Outcomes};
-use support::{Client, Pop3Client, TestGateway};
+use support::{use_database, Client, Pop3Client, TestGateway};
 
 fn database() -> Postgres {
     Postgres::create(PostgresOptions::default()).expect("a throwaway PostgreSQL")
-}
-
-/// Points `config` at the database: the URL without the password, which goes into a file
-/// only the gateway reads (as an administrator would set it up).
-fn use_database(config: &mut Config, pg: &Postgres, password_file: &Path) {
-    std::fs::write(password_file, pg.password()).expect("password file");
-    config.store.backend = StoreBackend::Postgres;
-    config.store.url = format!(
-        "postgres://postgres@127.0.0.1:{}/{}",
-        pg.port(),
-        pg.database()
-    );
-    config.store.password_file = Some(password_file.to_owned());
-    // Loopback: the only place a plain connection is accepted.
-    config.store.tls = DatabaseTls::Off;
-    config.store.pool_size = 2;
 }
 
 /// A node on the shared database.

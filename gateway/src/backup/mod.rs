@@ -1,7 +1,7 @@
 //! Backups while the gateway runs, their restore, and the rolling snapshot.
 //!
 //! A backup is a directory: a consistent copy of the store ([`crate::store::Store::copy_to`],
-//! one read transaction), the proxy's retrieval key, the certificates (`tls/`) and the
+//! one read transaction; a redb file also when the store is PostgreSQL), the proxy's retrieval key, the certificates (`tls/`) and the
 //! configuration file, and last a [`Manifest`] with each file's SHA-256. Messages stay as
 //! the store holds them, sealed per mailbox: a backup reveals no more than the store does,
 //! but it does hold the TLS private key and the retrieval key, so it is written 0700/0600.

@@ -14,6 +14,7 @@ mod reload;
 mod serve;
 mod settings_cmd;
 mod setup;
+mod store_cmd;
 
 use std::path::{Path, PathBuf};
 
@@ -69,6 +70,9 @@ pub enum Command {
     Restore(backup_cmd::RestoreArgs),
     /// Monitoring probe (Nagios/Icinga plugin): listeners, certificates, waiting mail.
     Check(check_cmd::CheckArgs),
+    /// The store itself: copy it between redb and PostgreSQL, create or upgrade its tables.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
 }
 
 /// Parses the command line, runs it, and reports a failure (as a JSON object for a `--json`
@@ -112,7 +116,11 @@ impl Command {
             Command::Cert(command) => command.json(),
             Command::Backup(args) => args.format.json,
             Command::Restore(args) => args.format.json,
-            Command::Serve | Command::Config(_) | Command::Setup(_) | Command::Check(_) => false,
+            Command::Serve
+            | Command::Config(_)
+            | Command::Setup(_)
+            | Command::Check(_)
+            | Command::Store(_) => false,
         }
     }
 }
@@ -133,6 +141,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(cli.config, cli.data_dir)?;
             crate::logging::init(crate::config::LogLevel::Warn);
             backup_cmd::restore(args, &config.gateway.data_dir)
+        }
+        Command::Store(command) => {
+            let config = load_config(cli.config, cli.data_dir)?;
+            crate::logging::init(crate::config::LogLevel::Warn);
+            store_cmd::run(command, &config)
         }
         Command::Check(args) => {
             // Reached only through `run` (tests, embedding): no exit code to give, so a

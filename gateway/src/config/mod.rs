@@ -28,7 +28,7 @@ pub use model::{
 pub use network::IpNetwork;
 pub use template::DEFAULT_TEMPLATE;
 pub(crate) use validate::validate_email_domain;
-pub use validate::{is_dns_name, is_email_address, is_https_url};
+pub use validate::{is_dns_name, is_email_address, is_https_url, validate_store};
 
 /// The configuration file's name: the CLI looks for it in the working directory, and a
 /// gateway started without one keeps settings changes in a file of this name in its data

@@ -4,7 +4,9 @@
 use std::net::IpAddr;
 
 use super::error::ConfigError;
-use super::model::{AcmeRenewal, CertificateSource, Config, DatabaseTls, Listener, StoreBackend};
+use super::model::{
+    AcmeRenewal, CertificateSource, Config, DatabaseTls, Listener, StoreBackend, StoreSection,
+};
 
 const MIN_MESSAGE_SIZE: u64 = 1024;
 const MAX_MESSAGE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
@@ -71,12 +73,13 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_metrics(config)?;
     validate_logging(config)?;
     validate_backup(config)?;
-    validate_store(config)?;
+    validate_store(&config.store)?;
     Ok(())
 }
 
-fn validate_store(config: &Config) -> Result<(), ConfigError> {
-    let store = &config.store;
+/// The rules of `[store]`, also for a database named on the command line
+/// (`gateway store copy`).
+pub fn validate_store(store: &StoreSection) -> Result<(), ConfigError> {
     match store.backend {
         StoreBackend::Redb => {
             if !store.url.is_empty() {

@@ -39,6 +39,7 @@ pub use pickup::{
 pub use retrieval::{RetrievalSecret, RETRIEVAL_KEY_FILE};
 pub use sessions::{Session, SessionPolicy, SessionToken, Sessions, DEFAULT_SESSION_POLICY};
 pub use stats::ServiceStats;
+pub use store_backend::postgres_target;
 
 use crate::config::Config;
 use crate::crypto::{KdfParams, SealingEpochs};

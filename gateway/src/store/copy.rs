@@ -8,122 +8,59 @@
 
 use std::path::Path;
 
-use redb::{
-    Database, Durability, Key, ReadTransaction, ReadableTable, ReadableTableMetadata,
-    TableDefinition, Value,
-};
-
-use super::schema::{
-    ADMIN, API_KEYS, CHUNKS, MAILBOXES, MESSAGES, META, META_SCHEMA_VERSION, RETRIEVED,
-};
-use super::{create_private, Store, StoreError};
-
-/// Rows written per transaction of the copy: bounds the memory a copy of a large store
-/// holds before it reaches the file (chunks are at most a few tens of KiB).
-const ROWS_PER_TRANSACTION: usize = 256;
+use super::transfer::{self, RedbSink, RedbSource, Source, Table};
+use super::{Backend, Store, StoreError, SCHEMA_VERSION};
 
 /// What a copy holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CopyCounts {
+    /// The copy's redb schema version (a copy is a redb file whatever the backend).
     pub schema_version: u64,
     pub mailboxes: u64,
     pub messages: u64,
 }
 
 impl Store {
-    /// Writes a consistent copy of the store to `dest` (a new file, created 0600; an existing
-    /// one is an error) and syncs it. `progress` is told the rows copied so far and the total.
-    /// The live store keeps taking writes throughout.
+    /// Writes a consistent copy of the store to `dest` (a new redb file, created 0600; an
+    /// existing one is an error) and syncs it. `progress` is told the rows copied so far and
+    /// the total. The live store keeps taking writes throughout. A store on PostgreSQL is
+    /// read in one `REPEATABLE READ` transaction and copied into the same redb format, so a
+    /// backup is one format whatever the backend (`gateway store copy` moves it back).
     pub fn copy_to(
         &self,
         dest: &Path,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<CopyCounts, StoreError> {
-        let snapshot = self.redb_snapshot()?;
-        copy_snapshot(&snapshot, dest, progress)
+        let mut source = self.transfer_source()?;
+        copy_source(&mut *source, dest, progress)
+    }
+
+    /// One consistent view of every row, for a copy.
+    pub fn transfer_source(&self) -> Result<Box<dyn Source>, StoreError> {
+        match &self.inner.backend {
+            Backend::Redb(_) => Ok(Box::new(RedbSource::new(self.redb_snapshot()?))),
+            Backend::Shared(reads) => reads.transfer_source(),
+        }
     }
 }
 
-/// [`Store::copy_to`] on a read transaction.
-fn copy_snapshot(
-    src: &ReadTransaction,
+/// [`Store::copy_to`] from a source; a failed copy leaves no file behind.
+fn copy_source(
+    source: &mut dyn Source,
     dest: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<CopyCounts, StoreError> {
-    if dest.exists() {
-        return Err(StoreError::Io(format!(
-            "{} exists already; a copy is only written to a new file",
-            dest.display()
-        )));
-    }
-    let counts = CopyCounts {
-        schema_version: src
-            .open_table(META)?
-            .get(META_SCHEMA_VERSION)?
-            .map(|v| v.value())
-            .ok_or_else(|| StoreError::Corrupt("the schema version is missing".into()))?,
-        mailboxes: src.open_table(MAILBOXES)?.len()?,
-        messages: src.open_table(MESSAGES)?.len()?,
-    };
-    let total = src.open_table(META)?.len()?
-        + counts.mailboxes
-        + counts.messages
-        + src.open_table(CHUNKS)?.len()?
-        + src.open_table(RETRIEVED)?.len()?
-        + src.open_table(ADMIN)?.len()?
-        + src.open_table(API_KEYS)?.len()?;
-    create_private(dest)?;
-    // A small cache: the copy writes each page once and reads none back.
-    let db = Database::builder()
-        .set_cache_size(16 * 1024 * 1024)
-        .create(dest)?;
-    let mut done = 0u64;
-    let mut report = |n: u64| {
-        done += n;
-        progress(done, total);
-    };
-    copy_table(src, &db, META, &mut report)?;
-    copy_table(src, &db, MAILBOXES, &mut report)?;
-    copy_table(src, &db, MESSAGES, &mut report)?;
-    copy_table(src, &db, CHUNKS, &mut report)?;
-    copy_table(src, &db, RETRIEVED, &mut report)?;
-    copy_table(src, &db, ADMIN, &mut report)?;
-    copy_table(src, &db, API_KEYS, &mut report)?;
-    // The batches above are not durable on their own; this empty commit syncs them all.
-    let txn = db.begin_write()?;
-    txn.commit()?;
-    drop(db);
-    std::fs::File::open(dest)?.sync_all()?;
-    Ok(counts)
-}
-
-/// Copies one table (created even when empty) in transactions of a bounded size.
-fn copy_table<K: Key + 'static, V: Value + 'static>(
-    src: &ReadTransaction,
-    dest: &Database,
-    table: TableDefinition<K, V>,
-    report: &mut dyn FnMut(u64),
-) -> Result<(), StoreError> {
-    let source = src.open_table(table)?;
-    let mut rows = source.iter()?.peekable();
-    loop {
-        let mut txn = dest.begin_write()?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let mut copied = 0;
-        {
-            let mut target = txn.open_table(table)?;
-            while copied < ROWS_PER_TRANSACTION {
-                let Some(row) = rows.next() else { break };
-                let (key, value) = row?;
-                target.insert(key.value(), value.value())?;
-                copied += 1;
-            }
-        }
-        txn.commit()?;
-        report(copied as u64);
-        if rows.peek().is_none() {
-            return Ok(());
+    let mut sink = RedbSink::create(dest)?;
+    match transfer::copy(source, &mut sink, progress) {
+        Ok(summary) => Ok(CopyCounts {
+            schema_version: SCHEMA_VERSION,
+            mailboxes: summary.rows(Table::Mailboxes),
+            messages: summary.rows(Table::Messages),
+        }),
+        Err(e) => {
+            drop(sink);
+            let _ = std::fs::remove_file(dest);
+            Err(e)
         }
     }
 }
@@ -133,7 +70,9 @@ mod tests {
     use super::super::StoreOptions;
     use super::*;
     use crate::mailbox::MailboxId;
-    use redb::ReadableDatabase;
+    use crate::store::schema::{ADMIN, CHUNKS, META, RETRIEVED};
+    use crate::store::transfer::BATCH_ROWS;
+    use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
     fn open(path: &Path) -> Store {
         Store::open(path, &StoreOptions::default()).unwrap()
@@ -147,7 +86,7 @@ mod tests {
         // More rows than one copy transaction takes, so the batching is crossed.
         store
             .write_blocking(move |t| {
-                for i in 0..(ROWS_PER_TRANSACTION as u32 * 2 + 7) {
+                for i in 0..(BATCH_ROWS as u32 * 2 + 7) {
                     let id = crate::crypto::MessageId([i as u8; 16]);
                     t.put_chunk(id, i, &[i as u8; 40])?;
                 }
@@ -208,8 +147,7 @@ mod tests {
         // Written after the snapshot began: not in the copy.
         store.write_blocking(|t| t.next_seq()).unwrap();
         let dest = dir.path().join("copy.redb");
-        copy_snapshot(&snapshot, &dest, &mut |_, _| {}).unwrap();
-        drop(snapshot);
+        copy_source(&mut RedbSource::new(snapshot), &dest, &mut |_, _| {}).unwrap();
         let copy = open(&dest);
         assert_eq!(
             copy.write_blocking(|t| t.next_seq()).unwrap().value,

@@ -6,6 +6,8 @@
 //! backend. The backend today is redb, one file (`redb_access` implements the boundary on
 //! it). Writes go through one group-commit loop (`writer`), run where
 //! [`StoreOptions::executor`] puts it; reads use redb's concurrent read transactions.
+//! [`transfer`] moves every row between backends (`gateway store copy`, and
+//! [`Store::copy_to`] for backups, which writes a redb file whatever the backend).
 
 mod access;
 mod copy;
@@ -18,6 +20,7 @@ mod redb_access;
 mod redb_engine;
 pub mod schema;
 pub mod space;
+pub mod transfer;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -125,6 +128,9 @@ enum Backend {
 pub trait ReadSource: Send + Sync {
     /// A view to read through; [`StoreError::Reopening`] while the database is out of reach.
     fn snapshot(&self) -> Result<Box<dyn Reads + Send + Sync>, StoreError>;
+
+    /// One consistent view of every row, for a copy ([`Store::copy_to`]).
+    fn transfer_source(&self) -> Result<Box<dyn transfer::Source>, StoreError>;
 }
 
 impl Drop for Inner {
@@ -261,12 +267,7 @@ impl Store {
     fn initialise(db: &Database) -> Result<(), StoreError> {
         Self::migrate(db)?;
         let txn = db.begin_write()?;
-        txn.open_table(MAILBOXES)?;
-        txn.open_table(MESSAGES)?;
-        txn.open_table(CHUNKS)?;
-        txn.open_table(RETRIEVED)?;
-        txn.open_table(ADMIN)?;
-        txn.open_table(API_KEYS)?;
+        create_tables(&txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -481,6 +482,18 @@ impl Store {
     pub fn reopens(&self) -> u64 {
         self.redb().map_or(0, |db| db.reopens())
     }
+}
+
+/// Creates every table (redb creates a table when a write transaction first opens it), so a
+/// store has them all, also the empty ones.
+fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(MAILBOXES)?;
+    txn.open_table(MESSAGES)?;
+    txn.open_table(CHUNKS)?;
+    txn.open_table(RETRIEVED)?;
+    txn.open_table(ADMIN)?;
+    txn.open_table(API_KEYS)?;
+    Ok(())
 }
 
 /// Creates the store file readable by its owner only (whatever the umask), or tightens an

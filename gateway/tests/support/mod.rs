@@ -27,6 +27,47 @@ pub const HOST_NAME: &str = "mx.archive.test";
 /// How long a test waits for any single reply before failing.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Every message of a mailbox in `gateway`, decrypted, in arrival order.
+pub fn messages(gateway: &Gateway, id: &MailboxId, password: &MailboxPassword) -> Vec<Vec<u8>> {
+    let summaries = gateway.list_messages(id).expect("list messages");
+    if summaries.is_empty() {
+        return Vec::new();
+    }
+    let key = gateway.unseal(id, password).expect("unseal");
+    summaries
+        .iter()
+        .map(|summary| {
+            gateway
+                .read_message(&key, summary.seq)
+                .expect("read message")
+                .1
+        })
+        .collect()
+}
+
+/// Points `config` at a PostgreSQL database of `pg` (its own by default): the URL without
+/// the password, which goes into a file only the gateway reads (as an administrator would
+/// set it up).
+pub fn use_database(config: &mut Config, pg: &postgres_test_util::Postgres, password_file: &Path) {
+    use_named_database(config, pg, pg.database(), password_file);
+}
+
+/// [`use_database`] for another database of the same server.
+pub fn use_named_database(
+    config: &mut Config,
+    pg: &postgres_test_util::Postgres,
+    database: &str,
+    password_file: &Path,
+) {
+    std::fs::write(password_file, pg.password()).expect("password file");
+    config.store.backend = gateway::config::StoreBackend::Postgres;
+    config.store.url = format!("postgres://postgres@127.0.0.1:{}/{database}", pg.port());
+    config.store.password_file = Some(password_file.to_owned());
+    // Loopback: the only place a plain connection is accepted.
+    config.store.tls = gateway::config::DatabaseTls::Off;
+    config.store.pool_size = 2;
+}
+
 /// A gateway with its SMTP and POP3 listeners running on free local ports.
 pub struct TestGateway {
     dir: tempfile::TempDir,
@@ -189,20 +230,7 @@ impl TestGateway {
 
     /// Every message of a mailbox, decrypted, in arrival order.
     pub fn messages(&self, id: &MailboxId, password: &MailboxPassword) -> Vec<Vec<u8>> {
-        let summaries = self.gateway.list_messages(id).expect("list messages");
-        if summaries.is_empty() {
-            return Vec::new();
-        }
-        let key = self.gateway.unseal(id, password).expect("unseal");
-        summaries
-            .iter()
-            .map(|summary| {
-                self.gateway
-                    .read_message(&key, summary.seq)
-                    .expect("read message")
-                    .1
-            })
-            .collect()
+        messages(&self.gateway, id, password)
     }
 
     pub fn message_count(&self, id: &MailboxId) -> usize {

@@ -131,16 +131,16 @@ pub(super) fn column<'r, T: tokio_postgres::types::FromSql<'r>>(
 }
 
 /// `bigint` holds the store's u64 counters; every value the gateway writes fits.
-fn to_bigint(value: u64, what: &str) -> Result<i64, StoreError> {
+pub(super) fn to_bigint(value: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Internal(format!("{what} {value} is too large")))
 }
 
-fn from_bigint(value: i64, what: &str) -> Result<u64, StoreError> {
+pub(super) fn from_bigint(value: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what} {value}")))
 }
 
 /// `integer` holds a chunk's index; a message has far fewer than 2^31 chunks.
-fn to_index(index: u32) -> Result<i32, StoreError> {
+pub(super) fn to_index(index: u32) -> Result<i32, StoreError> {
     i32::try_from(index)
         .map_err(|_| StoreError::Internal(format!("chunk index {index} is too large")))
 }

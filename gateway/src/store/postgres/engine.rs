@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{PgClient, PgOptions, PgRead, PgRuntime, PgWrite};
 use crate::store::durable::Synced;
+use crate::store::transfer::Source;
 use crate::store::writer::WriteEngine;
 use crate::store::{ReadSource, Reads, StoreError};
 
@@ -188,5 +189,10 @@ impl ReadSource for PgReadSource {
     fn snapshot(&self) -> Result<Box<dyn Reads + Send + Sync>, StoreError> {
         let client = self.0.client().ok_or(StoreError::Reopening)?;
         Ok(Box::new(PgRead::new(client)))
+    }
+
+    /// A connection of its own: the copy's transaction holds it throughout.
+    fn transfer_source(&self) -> Result<Box<dyn Source>, StoreError> {
+        Ok(Box::new(self.0.connector.source()?))
     }
 }

@@ -16,6 +16,8 @@
 //! - [`PgClient`]: one connection with its prepared statements; [`PgClient::begin`] starts a
 //!   [`PgWrite`], and [`PgRead`] reads through a shared client.
 //! - [`migrate`]: creates or upgrades the tables ([`SCHEMA_VERSION`]).
+//! - [`PgSource`], [`PgSink`]: every row out of and into a database, for copies between
+//!   backends (`store::transfer`).
 //! - TLS to the server with rustls, verifying its certificate ([`PgOptions::tls`]).
 //!
 //! Failures map to [`StoreError`]: a lost or unreachable server is
@@ -30,6 +32,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod transfer;
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
@@ -39,7 +42,8 @@ use std::time::Duration;
 pub use access::{Autocommit, InTransaction, Pg, PgRead, PgWrite};
 pub use engine::{Connector, PgEngine, PgReadSource, PgReads};
 pub use runtime::{PgClient, PgOptions, PgRuntime};
-pub use schema::{check, migrate, SCHEMA_VERSION};
+pub use schema::{check, migrate, version, SCHEMA_VERSION};
+pub use transfer::{PgSink, PgSource};
 
 use super::StoreError;
 

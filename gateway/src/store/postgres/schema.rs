@@ -120,17 +120,26 @@ fn stored_version(
         .transpose()
 }
 
+/// The version of the database's tables; `None` when the gateway never created them.
+pub fn version(client: &PgClient) -> Result<Option<u32>, StoreError> {
+    stored_version(&client.client, &client.deadline)?
+        .map(|v| {
+            u32::try_from(v)
+                .map_err(|_| StoreError::Corrupt(format!("gateway_schema has version {v}")))
+        })
+        .transpose()
+}
+
 /// Checks, without changing anything, that the tables are at [`SCHEMA_VERSION`] (for a
 /// node started with `[store] migrate = false`).
 pub fn check(client: &PgClient) -> Result<(), StoreError> {
-    let found = stored_version(&client.client, &client.deadline)?;
-    match found {
-        Some(version) if version == SCHEMA_VERSION as i32 => Ok(()),
-        Some(version) if version > SCHEMA_VERSION as i32 => Err(StoreError::TooNew {
-            found: version as u64,
+    match version(client)? {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(found) if found > SCHEMA_VERSION => Err(StoreError::TooNew {
+            found: found.into(),
             supported: SCHEMA_VERSION.into(),
         }),
-        _ => Err(StoreError::Outdated(format!(
+        found => Err(StoreError::Outdated(format!(
             "the database's tables are not at version {SCHEMA_VERSION} (found {}); run \
              `gateway store migrate`, or set [store] migrate = true",
             found.map_or("none".to_owned(), |v| v.to_string())

@@ -10,6 +10,9 @@ use postgres_test_util::{Postgres, PostgresOptions};
 use super::*;
 use crate::crypto::{KdfParams, MessageFormat, MessageId, SealedHeader, SealedKeyPair};
 use crate::mailbox::MailboxId;
+use crate::store::transfer::{
+    copy, verify, Mismatch, RedbSink, RedbSource, Row, Source, Summary, Table, BATCH_ROWS,
+};
 use crate::store::{
     AdminRecord, ApiKeyRecord, MailboxRecord, MailboxStatus, MessageRecord, Reads, Store,
     StoreOptions, Writes,
@@ -52,6 +55,11 @@ impl Db {
         let mut client = self.client();
         assert_eq!(migrate(&mut client).expect("migrate"), SCHEMA_VERSION);
         client
+    }
+
+    /// Connections of a copy's own (`transfer`).
+    fn connector(&self) -> Arc<Connector> {
+        Arc::new(Connector::new(self.config.clone(), PgOptions::default()).expect("connector"))
     }
 
     fn reader(&self) -> PgRead {
@@ -602,4 +610,153 @@ fn a_frozen_server_fails_calls_with_io_instead_of_hanging() {
         "{frozen:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Every row a source holds, table after table.
+fn all_rows(source: &mut dyn Source) -> Vec<Row> {
+    let mut out = Vec::new();
+    for table in Table::ALL {
+        source
+            .rows(table, &mut |batch| {
+                out.extend(batch);
+                Ok(())
+            })
+            .expect("rows");
+    }
+    out
+}
+
+/// A redb store after [`scenario`], with more chunks than one batch holds.
+fn filled_redb(path: &std::path::Path) -> Store {
+    let store = Store::open(path, &StoreOptions::default()).unwrap();
+    store.write_blocking(|w| scenario(w).map(drop)).unwrap();
+    store
+        .write_blocking(|w| {
+            for index in 0..(BATCH_ROWS as u32 + 9) {
+                w.put_chunk(MessageId([0xEE; 16]), index, &[index as u8; 100])?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    store
+}
+
+/// Copies `store` into the database (which must be empty).
+fn copy_into(db: &Db, store: &Store) -> Summary {
+    let mut sink = db.connector().sink().unwrap();
+    copy(
+        &mut *store.transfer_source().unwrap(),
+        &mut sink,
+        &mut |_, _| {},
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_store_moves_to_postgres_and_back_row_for_row() {
+    let db = Db::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = filled_redb(&dir.path().join("live.redb"));
+    let original = all_rows(&mut *store.transfer_source().unwrap());
+
+    let there = copy_into(&db, &store);
+    // The scenario leaves two messages of two chunks each.
+    assert_eq!(there.rows(Table::Chunks), 4 + BATCH_ROWS as u64 + 9);
+    verify(&there, &mut db.connector().source().unwrap())
+        .unwrap()
+        .expect("the PostgreSQL copy matches");
+    assert_eq!(all_rows(&mut db.connector().source().unwrap()), original);
+
+    let back_path = dir.path().join("back.redb");
+    let mut sink = RedbSink::create(&back_path).unwrap();
+    let mut reports = Vec::new();
+    let back = copy(
+        &mut db.connector().source().unwrap(),
+        &mut sink,
+        &mut |done, total| reports.push((done, total)),
+    )
+    .unwrap();
+    drop(sink);
+    assert_eq!(
+        back, there,
+        "the same counts, checksums and counter both ways"
+    );
+    let total = there.total_rows();
+    assert_eq!(reports.last(), Some(&(total, total)));
+    verify(&back, &mut RedbSource::open_file(&back_path).unwrap())
+        .unwrap()
+        .expect("the redb copy matches");
+    assert_eq!(
+        all_rows(&mut RedbSource::open_file(&back_path).unwrap()),
+        original,
+        "byte for byte after the round trip"
+    );
+
+    // The copy is a store that reads as the original, and arrivals continue after the
+    // original's last number on every backend.
+    let copied = Store::open(&back_path, &StoreOptions::default()).unwrap();
+    assert_eq!(
+        observe(&*copied.read().unwrap()),
+        observe(&*store.read().unwrap())
+    );
+    let next = store.write_blocking(|w| w.next_seq()).unwrap().value;
+    assert_eq!(copied.write_blocking(|w| w.next_seq()).unwrap().value, next);
+    let mut client = db.client();
+    let txn = client.begin().unwrap();
+    assert_eq!(txn.next_seq().unwrap(), next);
+}
+
+#[test]
+fn a_database_that_holds_rows_is_refused_as_a_destination() {
+    let db = Db::start();
+    // A new database, and one that only holds what migrating it created, are empty.
+    drop(db.connector().sink().expect("a new database"));
+    drop(db.connector().sink().expect("a migrated, unused database"));
+    let mut client = db.migrated();
+    let txn = client.begin().unwrap();
+    txn.put_mailbox(&mailbox(&mailbox_id('a'), "kept")).unwrap();
+    let _synced = txn.commit().unwrap();
+    let refused = db.connector().sink().err().expect("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("not empty (1 rows in mailboxes)")
+            && refused.to_string().contains("DROP TABLE"),
+        "{refused}"
+    );
+    assert_eq!(
+        db.psql("SELECT count(*) FROM mailboxes"),
+        "1\n",
+        "untouched"
+    );
+}
+
+#[test]
+fn a_damaged_or_incomplete_copy_fails_the_verification() {
+    let db = Db::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = filled_redb(&dir.path().join("live.redb"));
+    let copied = copy_into(&db, &store);
+
+    db.psql(
+        "UPDATE chunks SET sealed = sealed || '\\x00'::bytea \
+         WHERE (message_id, idx) = (SELECT message_id, idx FROM chunks LIMIT 1)",
+    );
+    let found = verify(&copied, &mut db.connector().source().unwrap()).unwrap();
+    assert_eq!(
+        found,
+        Err(Mismatch(vec!["chunks: the rows' SHA-256 differs".into()]))
+    );
+
+    db.psql("DELETE FROM api_keys WHERE id = 'k1'");
+    db.psql("SELECT setval('message_seq', 1, false)");
+    let found = verify(&copied, &mut db.connector().source().unwrap())
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(found.0.len(), 3, "{found}");
+    assert!(
+        found.0[1].contains("api_keys: 1 rows, the source 2"),
+        "{found}"
+    );
+    assert!(found.0[2].contains("arrival counter is 1"), "{found}");
 }

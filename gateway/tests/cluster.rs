@@ -273,3 +273,64 @@ fn restarting_the_database_under_load_refuses_for_a_while_then_recovers_losing_n
     pair.until(|o| o.stored.len() >= before_restart + 20);
     pair.kill_a_and_check();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pop3_proxy_client_alternating_between_nodes_gets_one_copy_per_message() {
+    use support::proxying::{login, provider, python, trust_provider};
+    let provider = provider().await;
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    // Every node has the first node's retrieval key, as the README asks.
+    let key = [0x5a_u8; 32];
+    let node = |name: &'static str, key: [u8; 32]| {
+        let password_file = scratch.path().join(format!("{name}-db-password"));
+        let provider = &provider;
+        let pg = &pg;
+        TestGateway::start_with(move |config| {
+            use_database(config, pg, &password_file);
+            trust_provider(config, provider);
+            std::fs::create_dir_all(&config.gateway.data_dir).unwrap();
+            let path = config
+                .gateway
+                .data_dir
+                .join(gateway::service::RETRIEVAL_KEY_FILE);
+            std::fs::write(path, key).unwrap();
+        })
+    };
+    let a = node("a", key).await;
+    let b = node("b", key).await;
+    let (id, _, password) = a.create_mailbox("office").await;
+    let (user, secret) = provider.user(0);
+    let messages: Vec<Vec<u8>> = (1..=3)
+        .map(|i| format!("Subject: inbox {i}\r\n\r\nbody {i}\r\n").into_bytes())
+        .collect();
+    for message in &messages {
+        provider.put_message(0, message).unwrap();
+    }
+    let out = scratch.path().join("fetched");
+    std::fs::create_dir_all(&out).unwrap();
+    let out = out.to_str().unwrap();
+    let pop3s = login(user, provider.pop3s_addr(), &id);
+    let fetch = |gw: &TestGateway| {
+        let port = gw.pop3s_addr().port().to_string();
+        let pop3s = pop3s.clone();
+        async move { python(&["pop3", &port, "ssl", &pop3s, secret, out]).await }
+    };
+    // A, then B, then A again: the messages stay upstream and are fetched each time.
+    for gw in [&a, &b, &a] {
+        assert_eq!(fetch(gw).await, "3");
+    }
+    assert_eq!(
+        a.message_count(&id),
+        3,
+        "one copy per upstream message, whichever node"
+    );
+    let copies = b.messages(&id, &password);
+    assert_eq!(copies.len(), 3);
+
+    // A node started without the shared key cannot recognise the others' records: it keeps
+    // copies of its own (duplicates, never a loss). This is why the key must be copied.
+    let c = node("c", [0xc3; 32]).await;
+    assert_eq!(fetch(&c).await, "3");
+    assert_eq!(a.message_count(&id), 6);
+}

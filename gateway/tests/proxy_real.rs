@@ -5,37 +5,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
-use gateway::mailbox::MailboxId;
-use support::TestGateway;
+use support::proxying::{gateway_for, login, provider, python};
 use upstream_test_util::{as_submitted, Provider};
 
 const MESSAGE: &[u8] = b"From: alice@provider.test\r\nTo: bob@example.org\r\nSubject: via the gateway\r\n\r\nHello through the proxy.\r\n.a line with a leading dot\r\n\r\nRegards\r\n";
-
-async fn provider() -> Provider {
-    tokio::task::spawn_blocking(Provider::start)
-        .await
-        .unwrap()
-        .expect("start Postfix and Dovecot")
-}
-
-async fn gateway_for(provider: &Provider) -> TestGateway {
-    let ca = provider.ca_file().to_owned();
-    TestGateway::start_with(move |config| {
-        config.proxy.ca_files = vec![ca];
-        config.proxy.system_roots = false;
-        // The provider runs on loopback, on ports of its own.
-        config.proxy.allow_private_networks = true;
-        config.proxy.allowed_ports.clear();
-    })
-    .await
-}
-
-fn login(user: &str, server: std::net::SocketAddr, mailbox: &MailboxId) -> String {
-    format!("{user}%{server}%{mailbox}")
-}
 
 /// The stored copy without our trace header block.
 fn without_trace(copy: &[u8]) -> (String, Vec<u8>) {
@@ -47,23 +22,6 @@ fn without_trace(copy: &[u8]) -> (String, Vec<u8>) {
         rest = &rest[end..];
     }
     (headers, rest.to_vec())
-}
-
-async fn python(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/proxy_client.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .await
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "python client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 async fn wait_sent(provider: &Provider, count: usize) -> Vec<Vec<u8>> {

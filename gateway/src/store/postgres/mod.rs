@@ -19,6 +19,7 @@
 //! another node winning a conflict is [`StoreError::Conflict`].
 
 mod access;
+mod coordination;
 mod engine;
 mod error;
 mod runtime;
@@ -30,6 +31,7 @@ mod tls;
 use std::future::Future;
 
 pub use access::{Autocommit, InTransaction, Pg, PgRead, PgWrite};
+pub use coordination::PgCoordination;
 pub use engine::{Connector, PgEngine, PgReadSource, PgReads};
 pub use runtime::{PgClient, PgOptions, PgRuntime};
 pub use schema::{check, migrate, SCHEMA_VERSION};

@@ -19,11 +19,14 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
-use std::sync::Mutex;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::mailbox::MailboxId;
+use crate::store::{Coordination, SharedFailures};
 
 /// Keys a table holds before it evicts; about 100 bytes each.
 pub const DEFAULT_CAPACITY: usize = 100_000;
@@ -117,9 +120,28 @@ impl<K: Clone + Eq + Hash> Throttle<K> {
     /// Counts an attempt now and says how long it must wait before it runs, or refuses it
     /// (without counting it) when that wait would exceed the policy's `max_queue`.
     pub fn begin(&self, key: &K) -> Result<Duration, Throttled> {
+        self.begin_with(key, None)
+    }
+
+    /// [`Throttle::begin`] counting at least the failures other nodes saw (`shared`): the
+    /// key's count is raised to theirs, and its next attempt waits as long after their last
+    /// failure as the policy says.
+    pub fn begin_with(
+        &self,
+        key: &K,
+        shared: Option<SharedFailures>,
+    ) -> Result<Duration, Throttled> {
         let now = Instant::now();
         let mut entries = self.lock();
         let entry = self.entry(&mut entries, key, now);
+        if let Some(shared) = shared.filter(|s| s.attempts > entry.attempts) {
+            entry.attempts = shared.attempts;
+            let due = self
+                .policy
+                .wait_after(shared.attempts)
+                .saturating_sub(shared.since_last);
+            entry.next = entry.next.max(now + due);
+        }
         let start = entry.next.max(now);
         let wait = start - now;
         if wait > self.policy.max_queue {
@@ -133,10 +155,16 @@ impl<K: Clone + Eq + Hash> Throttle<K> {
     /// Counts a failure that waits for nothing, and returns the wait its answer should get
     /// (for keys where a wall would let others lock the owner out: a delay instead).
     pub fn fail(&self, key: &K) -> Duration {
+        self.fail_with(key, None)
+    }
+
+    /// [`Throttle::fail`] counting at least `shared` failures (every node's, this one
+    /// included).
+    pub fn fail_with(&self, key: &K, shared: Option<u32>) -> Duration {
         let now = Instant::now();
         let mut entries = self.lock();
         let entry = self.entry(&mut entries, key, now);
-        entry.attempts = entry.attempts.saturating_add(1);
+        entry.attempts = entry.attempts.saturating_add(1).max(shared.unwrap_or(0));
         entry.next = now.max(entry.next);
         self.policy.wait_after(entry.attempts)
     }
@@ -220,6 +248,128 @@ impl<K: Clone + Eq + Hash> Throttle<K> {
         by_next.select_nth_unstable_by_key(half, |(next, _)| *next);
         for (_, key) in &by_next[..half] {
             entries.remove(key);
+        }
+    }
+}
+
+/// A key as the shared failure table stores it: an address, a network, a mailbox id or an
+/// account name; never anything secret.
+pub trait SharedKey {
+    fn shared_key(&self) -> String;
+}
+
+impl SharedKey for ClientKey {
+    fn shared_key(&self) -> String {
+        match *self {
+            ClientKey::V4(address) => Ipv4Addr::from(address).to_string(),
+            ClientKey::V6Net(net) => format!("{}/64", Ipv6Addr::from(u128::from(net) << 64)),
+        }
+    }
+}
+
+impl SharedKey for MailboxId {
+    fn shared_key(&self) -> String {
+        self.as_str().to_owned()
+    }
+}
+
+impl SharedKey for &'static str {
+    fn shared_key(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+/// A [`Throttle`] whose failures also count on every other node sharing the store
+/// ([`Coordination`], one table keyed by `scope` and [`SharedKey`]). The local table stays
+/// the fast path and the whole truth on a store of one node. A database that cannot be
+/// reached never lets an attempt through that the local count would refuse: the local
+/// count is used alone then.
+///
+/// The shared calls are single statements on the store's read connections, made on the
+/// calling thread like the store's reads.
+pub struct SharedThrottle<K> {
+    local: Throttle<K>,
+    scope: &'static str,
+    coordination: Arc<dyn Coordination>,
+}
+
+impl<K> std::fmt::Debug for SharedThrottle<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedThrottle")
+            .field("scope", &self.scope)
+            .field("shared", &self.coordination.is_shared())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Clone + Eq + Hash + SharedKey> SharedThrottle<K> {
+    pub fn new(policy: Policy, scope: &'static str, coordination: Arc<dyn Coordination>) -> Self {
+        Self {
+            local: Throttle::new(policy),
+            scope,
+            coordination,
+        }
+    }
+
+    /// This node alone.
+    pub fn local(policy: Policy) -> Self {
+        Self::new(policy, "local", Arc::new(crate::store::coordination::Local))
+    }
+
+    /// [`Throttle::begin`], counting the failures every node saw.
+    pub fn begin(&self, key: &K) -> Result<Duration, Throttled> {
+        let shared = self
+            .shared(|c, scope, policy| c.failures(scope, &key.shared_key(), policy.forget_after));
+        self.local.begin_with(key, shared.flatten())
+    }
+
+    /// An attempt counted by [`SharedThrottle::begin`] failed: other nodes count it too (this
+    /// one counted it when it began).
+    pub fn failed(&self, key: &K) {
+        let _ = self.record(key);
+    }
+
+    /// [`Throttle::fail`], counted on every node.
+    pub fn fail(&self, key: &K) -> Duration {
+        let shared = self.record(key);
+        self.local.fail_with(key, shared)
+    }
+
+    pub fn forgive(&self, key: &K) {
+        self.local.forgive(key);
+    }
+
+    /// Forgets the key here and on every node.
+    pub fn clear(&self, key: &K) {
+        self.local.clear(key);
+        let _ = self.shared(|c, scope, _| c.clear_failures(scope, &key.shared_key()));
+    }
+
+    /// The attempts counted here.
+    pub fn attempts(&self, key: &K) -> u32 {
+        self.local.attempts(key)
+    }
+
+    fn record(&self, key: &K) -> Option<u32> {
+        self.shared(|c, scope, policy| {
+            c.record_failure(scope, &key.shared_key(), policy.forget_after)
+        })
+    }
+
+    /// Runs a shared call if other nodes share the store; `None` if none do, or it failed.
+    fn shared<T>(
+        &self,
+        call: impl FnOnce(&dyn Coordination, &str, &Policy) -> Result<T, crate::store::StoreError>,
+    ) -> Option<T> {
+        if !self.coordination.is_shared() {
+            return None;
+        }
+        match call(&*self.coordination, self.scope, self.local.policy()) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                tracing::debug!(scope = self.scope, error = %e, "shared login failure count unavailable; counting on this node alone");
+                None
+            }
         }
     }
 }

@@ -2,12 +2,17 @@
 //! one node accepted is picked up through the other, byte for byte, and a node that loses
 //! the database answers 451, never 250, and recovers by itself when it returns.
 //!
+//! The POP3 maildrop lock holds across nodes (a lease in the database that a dead node's
+//! expiry frees, and that fences a session which lost it), and failed logins count across
+//! nodes.
+//!
 //! The database is a throwaway cluster from Debian's `postgresql` (postgres-test-util); the
 //! nodes run in this process on their own loopback ports and data directories.
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
@@ -15,10 +20,10 @@ use std::time::Duration;
 use gateway::config::Config;
 use gateway::crypto::MailboxPassword;
 use gateway::mailbox::MailboxId;
-use gateway::service::Gateway;
+use gateway::service::{Gateway, LeasePolicy, ServiceError, CLIENT_POLICY};
 use postgres_test_util::{Postgres, PostgresOptions};
 use support::storing::{assert_all_there, store_until_killed, Outcomes};
-use support::{use_database, Client, Pop3Client, TestGateway};
+use support::{database_url, point_at, use_database, Client, Pop3Client, TestGateway};
 
 fn database() -> Postgres {
     Postgres::create(PostgresOptions::default()).expect("a throwaway PostgreSQL")
@@ -28,6 +33,66 @@ fn database() -> Postgres {
 async fn node(pg: &Postgres, scratch: &Path, name: &str) -> TestGateway {
     let password_file = scratch.join(format!("{name}-db-password"));
     TestGateway::start_with(|config| use_database(config, pg, &password_file)).await
+}
+
+/// A node whose maildrop leases last and are renewed as `lease` says.
+async fn node_with_lease(
+    pg: &Postgres,
+    scratch: &Path,
+    name: &str,
+    lease: LeasePolicy,
+) -> TestGateway {
+    let password_file = scratch.join(format!("{name}-db-password"));
+    TestGateway::start_with_options(
+        |config| use_database(config, pg, &password_file),
+        |options| options.lease = lease,
+    )
+    .await
+}
+
+/// Short leases, so a dead node's maildrops come free within seconds.
+const SHORT_LEASE: LeasePolicy = LeasePolicy {
+    ttl: Duration::from_secs(4),
+    renew_every: Duration::from_millis(500),
+};
+
+/// A POP3S session on `gw` and the answer to its login.
+async fn pop3_login(
+    gw: &TestGateway,
+    id: &MailboxId,
+    password: &MailboxPassword,
+) -> (Pop3Client, String) {
+    let (mut pop3, greeting) = Pop3Client::connect_tls(gw.pop3s_addr(), &gw.tls_connector()).await;
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    let reply = pop3
+        .login(id.as_str(), password.reveal_for_display().as_str())
+        .await;
+    (pop3, reply)
+}
+
+/// Logs in on `gw` again and again while the answer is `[IN-USE]`, up to `within`; the
+/// session that got in, and how many logins were refused first.
+async fn login_once_free(
+    gw: &TestGateway,
+    id: &MailboxId,
+    password: &MailboxPassword,
+    within: Duration,
+) -> (Pop3Client, u32) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut refused = 0;
+    loop {
+        let (pop3, reply) = pop3_login(gw, id, password).await;
+        if reply.starts_with("+OK") {
+            return (pop3, refused);
+        }
+        assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the maildrop was not free within {within:?}"
+        );
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn message(subject: &str) -> Vec<u8> {
@@ -333,4 +398,211 @@ async fn a_pop3_proxy_client_alternating_between_nodes_gets_one_copy_per_message
     let c = node("c", [0xc3; 32]).await;
     assert_eq!(fetch(&c).await, "3");
     assert_eq!(a.message_count(&id), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_archiver_on_another_node_gets_in_use() {
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = node(&pg, scratch.path(), "a").await;
+    let b = node(&pg, scratch.path(), "b").await;
+    let (id, address, password) = a.create_mailbox("in-use").await;
+    a.deliver(&address, &message("held")).await;
+
+    let (mut on_b, login) = pop3_login(&b, &id, &password).await;
+    assert!(login.starts_with("+OK"), "{login}");
+    let (_refused, login) = pop3_login(&a, &id, &password).await;
+    assert!(login.starts_with("-ERR [IN-USE]"), "{login}");
+
+    on_b.ok("QUIT").await;
+    // QUIT's answer comes after the lease is released: the next login on A gets in.
+    let (mut on_a, login) = pop3_login(&a, &id, &password).await;
+    assert!(login.starts_with("+OK"), "{login}");
+    assert_eq!(on_a.stat().await.0, 1);
+    on_a.ok("QUIT").await;
+}
+
+/// What the child prints once it holds the maildrop.
+const HOLDING: &str = "child node holds the maildrop";
+
+/// The dying node of `the_lease_of_a_node_that_dies_expires`: a gateway process on the
+/// database holding a maildrop until it is killed. Runs only as that test's child (the test
+/// binary re-executes itself, as `crash.rs` does); the mailbox password arrives on stdin.
+#[test]
+fn child_node_holds_a_maildrop() {
+    let (Ok(url), Ok(password_file), Ok(mailbox)) = (
+        std::env::var("CLUSTER_CHILD_URL"),
+        std::env::var("CLUSTER_CHILD_PASSWORD_FILE"),
+        std::env::var("CLUSTER_CHILD_MAILBOX"),
+    ) else {
+        return;
+    };
+    let mailbox = MailboxId::parse(&mailbox).unwrap();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    let password = MailboxPassword::from_user_input(line.trim());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let node = TestGateway::start_with_options(
+            |config| point_at(config, &url, Path::new(&password_file)),
+            |options| options.lease = SHORT_LEASE,
+        )
+        .await;
+        let (_session, login) = pop3_login(&node, &mailbox, &password).await;
+        assert!(login.starts_with("+OK"), "{login}");
+        println!("{HOLDING}");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// A child process that does not outlive a failed test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_of_a_node_that_dies_expires() {
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = node_with_lease(&pg, scratch.path(), "a", SHORT_LEASE).await;
+    let (id, address, password) = a.create_mailbox("dies").await;
+    a.deliver(&address, &message("kept")).await;
+
+    let password_file = scratch.path().join("child-db-password");
+    std::fs::write(&password_file, pg.password()).unwrap();
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_node_holds_a_maildrop",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CLUSTER_CHILD_URL", database_url(&pg))
+            .env("CLUSTER_CHILD_PASSWORD_FILE", &password_file)
+            .env("CLUSTER_CHILD_MAILBOX", id.as_str())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
+    writeln!(stdin, "{}", password.reveal_for_display().as_str()).unwrap();
+    drop(stdin);
+    let stdout = child.0.stdout.take().unwrap();
+    let held = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            // libtest may print the test's name on the same line first.
+            .any(|line| line.ends_with(HOLDING))
+    });
+    assert!(
+        held.await.unwrap(),
+        "the child node never held the maildrop"
+    );
+    let (_refused, login) = pop3_login(&a, &id, &password).await;
+    assert!(login.starts_with("-ERR [IN-USE]"), "{login}");
+
+    // SIGKILL: no more renewals, no release, no goodbye to the database.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    assert_eq!(
+        pg.psql(pg.database(), "SELECT count(*) FROM maildrop_leases")
+            .unwrap(),
+        "1\n",
+        "the dead node's lease is still there"
+    );
+    // Renewed at most SHORT_LEASE.renew_every before the kill, it holds a few seconds more,
+    // then the maildrop is A's.
+    let (mut on_a, refused) = login_once_free(&a, &id, &password, Duration::from_secs(30)).await;
+    assert!(
+        refused >= 1,
+        "the lease held for a while after its node died"
+    );
+    assert_eq!(on_a.stat().await.0, 1);
+    on_a.ok("QUIT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_lease_was_taken_deletes_nothing() {
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = node_with_lease(&pg, scratch.path(), "a", SHORT_LEASE).await;
+    // B's renewals never come in time (as if its database connection stalled): its lease
+    // expires a second after the login while its session goes on.
+    let stalled = LeasePolicy {
+        ttl: Duration::from_secs(1),
+        renew_every: Duration::from_secs(3600),
+    };
+    let b = node_with_lease(&pg, scratch.path(), "b", stalled).await;
+    let (id, address, password) = a.create_mailbox("fenced").await;
+    a.deliver(&address, &message("first")).await;
+    a.deliver(&address, &message("second")).await;
+
+    let (mut on_b, login) = pop3_login(&b, &id, &password).await;
+    assert!(login.starts_with("+OK"), "{login}");
+    let (mut on_a, _) = login_once_free(&a, &id, &password, Duration::from_secs(30)).await;
+
+    // B still thinks it holds the maildrop; its UPDATE must not delete.
+    on_b.ok("DELE 1").await;
+    on_b.ok("DELE 2").await;
+    let reply = on_b.command("QUIT").await;
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+    assert_eq!(a.message_count(&id), 2, "nothing was deleted");
+    assert_eq!(on_a.stat().await.0, 2);
+    on_a.ok("QUIT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_on_one_node_count_on_the_other() {
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = node(&pg, scratch.path(), "a").await;
+    let b = node(&pg, scratch.path(), "b").await;
+    let attacker: IpAddr = "192.0.2.7".parse().unwrap();
+
+    // The attempts A lets through without a wait, all failed.
+    for _ in 0..CLIENT_POLICY.free_attempts {
+        let refused = a
+            .gateway()
+            .check_admin_password("admin", "guess", attacker)
+            .await;
+        assert_eq!(refused, Err(ServiceError::WrongAdminPassword));
+    }
+    // On B, alone, four more could start at once; counting A's failures, they are queued
+    // behind ever longer waits and the fourth is refused at once.
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let gateway = b.gateway();
+        attempts.spawn(async move {
+            gateway
+                .check_admin_password("admin", "guess", attacker)
+                .await
+        });
+    }
+    let first = attempts.join_next().await.unwrap().unwrap();
+    assert!(
+        matches!(first, Err(ServiceError::Throttled { .. })),
+        "{first:?}"
+    );
+    attempts.abort_all();
+    // Another client is not affected.
+    let other: IpAddr = "192.0.2.8".parse().unwrap();
+    assert_eq!(
+        b.gateway()
+            .check_admin_password("admin", "guess", other)
+            .await,
+        Err(ServiceError::WrongAdminPassword)
+    );
 }

@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 
 use gateway::config::Config;
 use gateway::service::Gateway;
+use gateway::store::postgres::SCHEMA_VERSION;
 use postgres_test_util::{Postgres, PostgresOptions};
 use support::{messages, use_database, use_named_database, TestGateway};
 
@@ -250,15 +251,22 @@ fn store_migrate_creates_the_tables_once() {
     ];
     let first = succeeds(&gateway_cli(dir, &migrate, None));
     assert!(
-        first.contains("schema version none (new database) -> 1"),
+        first.contains(&format!(
+            "schema version none (new database) -> {SCHEMA_VERSION}"
+        )),
         "{first}"
     );
     let again = succeeds(&gateway_cli(dir, &migrate, None));
-    assert!(again.contains("schema version 1 -> 1"), "{again}");
+    assert!(
+        again.contains(&format!(
+            "schema version {SCHEMA_VERSION} -> {SCHEMA_VERSION}"
+        )),
+        "{again}"
+    );
     assert_eq!(
         pg.psql("fresh", "SELECT version FROM gateway_schema")
             .unwrap(),
-        "1\n"
+        format!("{SCHEMA_VERSION}\n")
     );
     assert_eq!(
         pg.psql("fresh", "SELECT count(*) FROM admin").unwrap(),

@@ -329,17 +329,25 @@ where
                 return self.stream_message(seq, top_lines.is_none()).await
             }
             Action::Commit { delete } => {
-                let Some(maildrop) = &self.maildrop else {
+                let Some(maildrop) = self.maildrop.take() else {
                     self.session.commit_result(Err(CommitFailure::Permanent));
                     return true;
                 };
-                let result = self.server.gateway.delete_messages(maildrop, &delete).await;
+                let result = self
+                    .server
+                    .gateway
+                    .delete_messages(&maildrop, &delete)
+                    .await;
                 let mailbox = maildrop.mailbox();
                 if let Err(e) = &result {
                     tracing::error!(%mailbox, error = %e, "POP3 UPDATE failed");
                 } else {
                     tracing::info!(%mailbox, deleted = delete.len(), "POP3 UPDATE");
                 }
+                // The session ends with UPDATE: the maildrop (its lock, and its lease on a
+                // shared store) is free before the answer, so the archiver's next login,
+                // on this node or another, finds it free.
+                drop(maildrop);
                 self.session
                     .commit_result(result.map_err(|e| CommitFailure::from_service_error(&e)));
             }

@@ -16,6 +16,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -28,8 +29,9 @@ use crate::config::Language;
 use crate::crypto::{self, AdminPassword};
 use crate::metrics::LoginKind;
 use crate::store::schema::ADMIN_ACCOUNT;
+use crate::store::Coordination;
 use crate::store::{AdminRecord, ApiKeyRecord, StoreError};
-use crate::throttle::{ClientKey, Policy, Throttle};
+use crate::throttle::{ClientKey, Policy, SharedThrottle};
 
 /// The administrator's login is a password login like a pick-up, and throttled the same:
 /// per client, 5 failed logins free, then a growing wait and refusals
@@ -89,8 +91,8 @@ pub struct NewApiKey {
 /// Login throttles and password check slots; one per gateway, shared by all transports.
 #[derive(Debug)]
 pub(super) struct AdminGuard {
-    clients: Throttle<ClientKey>,
-    account: Throttle<&'static str>,
+    clients: SharedThrottle<ClientKey>,
+    account: SharedThrottle<&'static str>,
     checks: Semaphore,
     /// One more slot only loopback may take, so a flood of guesses from elsewhere filling
     /// `checks` cannot make the administrator's own login on the host time out.
@@ -100,11 +102,12 @@ pub(super) struct AdminGuard {
     first_login_done: AtomicBool,
 }
 
-impl Default for AdminGuard {
-    fn default() -> Self {
+impl AdminGuard {
+    /// Failures count on every node sharing `coordination` (see [`SharedThrottle`]).
+    pub(super) fn new(coordination: Arc<dyn Coordination>) -> Self {
         Self {
-            clients: Throttle::new(CLIENT_POLICY),
-            account: Throttle::new(ACCOUNT_POLICY),
+            clients: SharedThrottle::new(CLIENT_POLICY, "admin-client", coordination.clone()),
+            account: SharedThrottle::new(ACCOUNT_POLICY, "admin-account", coordination),
             checks: Semaphore::new(CHECK_SLOTS),
             loopback_checks: Semaphore::new(1),
             first_login_done: AtomicBool::new(false),
@@ -128,6 +131,13 @@ impl AdminGuard {
                 retry_after: t.retry_after,
             })?;
         Ok((Attempt(Some(key)), wait))
+    }
+
+    /// The attempt failed: it stays counted here, and counts on the other nodes too.
+    fn failed(&self, attempt: Attempt) {
+        if let Some(key) = attempt.0 {
+            self.clients.failed(&key);
+        }
     }
 
     /// The attempt was right, or never checked: it does not count against the client.
@@ -204,6 +214,7 @@ impl Gateway {
             });
         }
         // The attempt stays counted against the client.
+        guard.failed(attempt);
         if user == ADMIN_ACCOUNT {
             self.admin_failure_delay().await;
         }
@@ -418,11 +429,13 @@ impl Gateway {
             None => None,
         };
         let (Some(parsed), Some(record)) = (parsed, found) else {
+            guard.failed(attempt);
             tracing::info!(%client, "API key refused");
             self.metrics.login_failed(LoginKind::Api);
             return Err(ServiceError::InvalidApiKey);
         };
         if !parsed.matches(&record.secret_hash) {
+            guard.failed(attempt);
             tracing::info!(%client, key = %record.id, "API key refused");
             self.metrics.login_failed(LoginKind::Api);
             return Err(ServiceError::InvalidApiKey);

@@ -12,7 +12,7 @@ use crate::crypto::{
     CryptoError, Envelope, MessageId, MessageOpener, MessageSealer, SealedHeader, UnsealedKey,
 };
 use crate::mailbox::MailboxId;
-use crate::store::{Durable, MessageRecord, Snapshot, StoreError};
+use crate::store::{Durable, Lease, MessageRecord, Snapshot, StoreError};
 
 /// A message being received: one encrypted copy per recipient mailbox, sealed chunk by chunk
 /// as bytes arrive, so memory stays bounded whatever the message size.
@@ -477,10 +477,22 @@ impl Gateway {
         mailbox: &MailboxId,
         seqs: &[u64],
     ) -> Result<Durable, ServiceError> {
-        let durable = match self.delete_once(mailbox, seqs).await {
+        self.remove_messages_fenced(mailbox, seqs, None).await
+    }
+
+    /// [`Gateway::remove_messages`] by a POP3 session holding `fence`, the maildrop's lease
+    /// on a shared store: checked in the deletion's own transaction, so a session whose
+    /// lease another node took deletes nothing (a temporary failure).
+    pub(super) async fn remove_messages_fenced(
+        &self,
+        mailbox: &MailboxId,
+        seqs: &[u64],
+        fence: Option<Lease>,
+    ) -> Result<Durable, ServiceError> {
+        let durable = match self.delete_once(mailbox, seqs, fence.clone()).await {
             Err(e) if self.release_reserve_after(&e) => {
                 tracing::warn!(error = %e, %mailbox, "deletion met a full disk; trying again in the reserve");
-                self.delete_once(mailbox, seqs).await?
+                self.delete_once(mailbox, seqs, fence).await?
             }
             other => other?,
         };
@@ -492,12 +504,20 @@ impl Gateway {
         &self,
         mailbox: &MailboxId,
         seqs: &[u64],
+        fence: Option<Lease>,
     ) -> Result<Durable, ServiceError> {
         let target = mailbox.clone();
         let seqs = seqs.to_vec();
         let committed = self
             .store
             .write(move |t| {
+                if let Some(lease) = &fence {
+                    if !t.holds_lease(lease)? {
+                        return Ok(Err(ServiceError::Unavailable(
+                            "the maildrop's lease was lost; nothing was deleted",
+                        )));
+                    }
+                }
                 let Some(mut record) = t.mailbox(&target)? else {
                     return Ok(Err(ServiceError::MailboxNotFound(target.clone())));
                 };

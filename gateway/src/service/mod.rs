@@ -33,8 +33,8 @@ pub use mailboxes::{MailboxInfo, NewMailbox};
 pub use messages::{MessageDraft, MessageReader, MessageSummary, StoredMessage};
 pub use permissions::prepare_data_dir;
 pub use pickup::{
-    Holder, LoginRefused, Maildrop, Pickup, PickupPolicy, CLIENT_POLICY, MAILBOX_POLICY,
-    MAX_MAILBOX_DELAY,
+    Holder, LeasePolicy, LoginRefused, Maildrop, Pickup, PickupPolicy, CLIENT_POLICY,
+    MAILBOX_POLICY, MAX_MAILBOX_DELAY,
 };
 pub use retrieval::{RetrievalSecret, RETRIEVAL_KEY_FILE};
 pub use sessions::{Session, SessionPolicy, SessionToken, Sessions, DEFAULT_SESSION_POLICY};
@@ -87,6 +87,8 @@ pub struct ServiceOptions {
     /// (`[limits] warn_free_disk_mib`); not below `min_free_disk`.
     pub warn_free_disk: u64,
     pub clock: Clock,
+    /// Maildrop leases on a shared store (how long a dead node holds a maildrop).
+    pub lease: LeasePolicy,
 }
 
 impl ServiceOptions {
@@ -101,6 +103,7 @@ impl ServiceOptions {
             min_free_disk: config.limits.min_free_disk_bytes(),
             warn_free_disk: config.limits.warn_free_disk_bytes(),
             clock: system_clock(),
+            lease: LeasePolicy::default(),
         }
     }
 }
@@ -129,6 +132,7 @@ impl Gateway {
     pub fn new(store: Store, options: ServiceOptions, retrieval: RetrievalSecret) -> Self {
         let metrics = Metrics::new();
         store.observe_commits(Arc::new(metrics.clone()));
+        let admin = Arc::new(admin::AdminGuard::new(store.coordination().clone()));
         Self {
             metrics,
             store,
@@ -137,7 +141,7 @@ impl Gateway {
             retrieval: Arc::new(retrieval),
             stats: Arc::default(),
             intake: Arc::default(),
-            admin: Arc::default(),
+            admin,
             sessions: Arc::default(),
             epochs: Arc::default(),
         }
@@ -157,12 +161,20 @@ impl Gateway {
     /// gateway user's alone), with the retrieval secret and the space reserve beside it (the
     /// reserve is given back if the store cannot be opened on a full disk otherwise).
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
+        Self::open_with_options(config, ServiceOptions::from_config(config))
+    }
+
+    /// [`Gateway::open`] with service options of the caller's (tests shorten the lease).
+    pub fn open_with_options(
+        config: &Config,
+        options: ServiceOptions,
+    ) -> Result<Self, ServiceError> {
         let data_dir = &config.gateway.data_dir;
         prepare_data_dir(data_dir)?;
         let store = store_backend::open_store(config, data_dir)?;
         // After the store: its lock keeps a second gateway from racing to create the secret.
         let retrieval = RetrievalSecret::load_or_create(data_dir)?;
-        let gateway = Self::new(store, ServiceOptions::from_config(config), retrieval);
+        let gateway = Self::new(store, options, retrieval);
         gateway.prepare_disk();
         Ok(gateway)
     }
@@ -248,6 +260,7 @@ pub(crate) mod test_support {
             min_free_disk: 0,
             warn_free_disk: 0,
             clock: system_clock(),
+            lease: LeasePolicy::default(),
         }
     }
 

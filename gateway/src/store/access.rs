@@ -14,6 +14,7 @@
 use crate::crypto::MessageId;
 use crate::mailbox::MailboxId;
 
+use super::coordination::Lease;
 use super::{AdminRecord, ApiKeyRecord, MailboxRecord, MessageRecord, StoreError};
 
 /// Lookups, in a snapshot or inside a write.
@@ -92,6 +93,12 @@ pub trait Writes: Reads {
 
     /// Forgets every retrieval key of a mailbox (when the mailbox is deleted).
     fn remove_retrieved(&self, mailbox: &MailboxId) -> Result<(), StoreError>;
+
+    /// The fence of a POP3 UPDATE: whether `lease` still holds its maildrop, checked inside
+    /// the write so that no other session can take the maildrop before this write commits.
+    /// On the embedded store one node is all there is and its in-process lock is the fence:
+    /// always true.
+    fn holds_lease(&self, lease: &Lease) -> Result<bool, StoreError>;
 
     /// The redb transaction underneath, for tests that must do what no rule allows (damage a
     /// message, put back an old schema). `None` on other backends. Integration tests build

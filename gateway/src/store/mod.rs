@@ -10,6 +10,7 @@
 //! [`Store::copy_to`] for backups, which writes a redb file whatever the backend).
 
 mod access;
+pub mod coordination;
 mod copy;
 mod durable;
 mod error;
@@ -30,6 +31,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot};
 
 pub use access::{Reads, Writes};
+pub use coordination::{Coordination, Lease, SharedFailures};
 pub use copy::CopyCounts;
 pub use durable::Durable;
 pub use error::StoreError;
@@ -114,6 +116,8 @@ struct Inner {
     path: PathBuf,
     space: Option<Arc<Space>>,
     executor: Executor,
+    /// Leases and shared throttle counts: with other nodes on a shared database, or alone.
+    coordination: Arc<dyn Coordination>,
 }
 
 /// Where reads come from, and what only one kind of backend can do.
@@ -203,6 +207,7 @@ impl Store {
         Self::with_engine(
             redb_engine::RedbEngine::new(db.clone()),
             Backend::Redb(db),
+            Arc::new(coordination::Local),
             path,
             options,
         )
@@ -228,7 +233,8 @@ impl Store {
         let reads = postgres::PgReads::open(connector.clone(), target.read_connections)?;
         Self::with_engine(
             postgres::PgEngine::new(connector, writer),
-            Backend::Shared(Arc::new(postgres::PgReadSource(reads))),
+            Backend::Shared(Arc::new(postgres::PgReadSource(reads.clone()))),
+            Arc::new(postgres::PgCoordination(reads)),
             Path::new(&target.label),
             options,
         )
@@ -238,6 +244,7 @@ impl Store {
     fn with_engine<E: writer::WriteEngine>(
         engine: E,
         backend: Backend,
+        coordination: Arc<dyn Coordination>,
         path: &Path,
         options: &StoreOptions,
     ) -> Result<Self, StoreError> {
@@ -252,6 +259,7 @@ impl Store {
                 path: path.to_owned(),
                 space: options.space.clone(),
                 executor: options.executor.clone(),
+                coordination,
             }),
         })
     }
@@ -348,6 +356,11 @@ impl Store {
             }
         }
         Ok(false)
+    }
+
+    /// What nodes sharing this store agree on: maildrop leases and login failure counts.
+    pub fn coordination(&self) -> &Arc<dyn Coordination> {
+        &self.inner.coordination
     }
 
     /// Where this store runs blocking work; the service runs its own there too.

@@ -15,7 +15,7 @@ use gateway::config::Config;
 use gateway::crypto::MailboxPassword;
 use gateway::mailbox::MailboxId;
 use gateway::server::Running;
-use gateway::service::Gateway;
+use gateway::service::{Gateway, ServiceOptions};
 use gateway::tls::{CertificateSourceSpec, SELF_SIGNED_CERT_FILE, TLS_DIR};
 use test_support::wire::{self, Conn, Options};
 use tokio_rustls::TlsConnector;
@@ -61,8 +61,23 @@ pub fn use_named_database(
     password_file: &Path,
 ) {
     std::fs::write(password_file, pg.password()).expect("password file");
+    let url = format!("postgres://postgres@127.0.0.1:{}/{database}", pg.port());
+    point_at(config, &url, password_file);
+}
+
+/// The URL of `pg`'s test database, without the password.
+pub fn database_url(pg: &postgres_test_util::Postgres) -> String {
+    format!(
+        "postgres://postgres@127.0.0.1:{}/{}",
+        pg.port(),
+        pg.database()
+    )
+}
+
+/// Points `config` at the database `url` with the password in `password_file`.
+pub fn point_at(config: &mut Config, url: &str, password_file: &Path) {
     config.store.backend = gateway::config::StoreBackend::Postgres;
-    config.store.url = format!("postgres://postgres@127.0.0.1:{}/{database}", pg.port());
+    config.store.url = url.to_owned();
     config.store.password_file = Some(password_file.to_owned());
     // Loopback: the only place a plain connection is accepted.
     config.store.tls = gateway::config::DatabaseTls::Off;
@@ -91,6 +106,15 @@ impl TestGateway {
 
     /// Starts with the test defaults, adjusted by `adjust` before anything is opened.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_options(adjust, |_| {}).await
+    }
+
+    /// [`TestGateway::start_with`], with the service options from the configuration
+    /// adjusted by `adjust_options` (what no setting reaches, such as the maildrop lease).
+    pub async fn start_with_options(
+        adjust: impl FnOnce(&mut Config),
+        adjust_options: impl FnOnce(&mut ServiceOptions),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
         config.gateway.data_dir = dir.path().join("data");
@@ -115,7 +139,9 @@ impl TestGateway {
         adjust(&mut config);
         std::fs::create_dir_all(&config.gateway.data_dir).expect("data dir");
 
-        let gateway = Gateway::open(&config).expect("open gateway");
+        let mut options = ServiceOptions::from_config(&config);
+        adjust_options(&mut options);
+        let gateway = Gateway::open_with_options(&config, options).expect("open gateway");
         let (resolver, _material) = gateway::tls::prepare(
             &CertificateSourceSpec::SelfSigned,
             &config.gateway.data_dir,

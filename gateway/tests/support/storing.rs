@@ -67,10 +67,12 @@ pub struct Outcomes {
 }
 
 impl Outcomes {
+    /// One line of the child's output. libtest prints the child test's name on the line of
+    /// its first output, so the outcome is looked for at the line's end.
     pub fn note(&mut self, line: &str) {
-        if let Some(n) = line.strip_prefix("stored ") {
-            self.stored.insert(n.parse().unwrap());
-        } else if line.starts_with("refused ") {
+        if let Some((_, n)) = line.rsplit_once("stored ") {
+            self.stored.insert(n.trim().parse().unwrap());
+        } else if line.rsplit_once("refused ").is_some() {
             self.refused += 1;
         }
     }

@@ -104,6 +104,8 @@ pub fn service(store: Store) -> Gateway {
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0)
             }),
+            // The embedded store: one node, no leases.
+            lease: gateway::service::LeasePolicy::default(),
         },
         // The simulated disk has no data directory; the secret only needs to outlive crashes.
         gateway::service::RetrievalSecret::from_bytes(&[7; 32]),

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use crate::config::IpNetwork;
 use crate::mailbox::MailboxId;
-use crate::throttle::{ClientKey, Policy, Throttle, Throttled};
+use crate::store::Coordination;
+use crate::throttle::{ClientKey, Policy, SharedThrottle, Throttled};
 
 /// Per client: 5 attempts free, then 1 s doubling to 15 minutes; an attempt that would wait
 /// more than 10 s is refused; quiet for 15 minutes, a client starts afresh.
@@ -43,8 +44,8 @@ pub const MAX_MAILBOX_DELAY: Duration = Duration::from_secs(10);
 /// The POP3 login policy: per-client throttle, per-mailbox delay, trusted networks.
 #[derive(Debug)]
 pub struct LoginGuard {
-    clients: Throttle<ClientKey>,
-    mailboxes: Throttle<MailboxId>,
+    clients: SharedThrottle<ClientKey>,
+    mailboxes: SharedThrottle<MailboxId>,
     trusted: Vec<IpNetwork>,
 }
 
@@ -66,10 +67,11 @@ impl Attempt {
 }
 
 impl LoginGuard {
-    pub fn new(trusted: Vec<IpNetwork>) -> Self {
+    /// Failures count on every node that shares `coordination` (see [`SharedThrottle`]).
+    pub fn new(trusted: Vec<IpNetwork>, coordination: Arc<dyn Coordination>) -> Self {
         Self {
-            clients: Throttle::new(CLIENT_POLICY),
-            mailboxes: Throttle::new(MAILBOX_POLICY),
+            clients: SharedThrottle::new(CLIENT_POLICY, "pop3-client", coordination.clone()),
+            mailboxes: SharedThrottle::new(MAILBOX_POLICY, "pop3-mailbox", coordination),
             trusted,
         }
     }
@@ -114,10 +116,11 @@ impl LoginGuard {
     /// A wrong password (or no such mailbox): the attempt stays counted against the client,
     /// and for an existing mailbox the returned extra wait goes before the answer.
     pub fn failed(&self, attempt: Attempt, mailbox: Option<&MailboxId>) -> Duration {
-        match (attempt.client, mailbox) {
-            (Some(_), Some(mailbox)) => self.mailboxes.fail(mailbox),
-            _ => Duration::ZERO,
-        }
+        let Some(client) = attempt.client else {
+            return Duration::ZERO;
+        };
+        self.clients.failed(&client);
+        mailbox.map_or(Duration::ZERO, |mailbox| self.mailboxes.fail(mailbox))
     }
 }
 
@@ -154,6 +157,7 @@ impl Drop for MaildropLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::coordination::Local;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -161,7 +165,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn clients_back_off_and_ipv6_counts_per_64() {
-        let guard = LoginGuard::new(Vec::new());
+        let guard = LoginGuard::new(Vec::new(), Arc::new(Local));
         let attacker = "2001:db8:1:2::1";
         for n in 0..CLIENT_POLICY.free_attempts {
             let attempt = guard.admit(ip(&format!("2001:db8:1:2::{n:x}"))).unwrap();
@@ -193,7 +197,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn parallel_attempts_are_counted_when_they_start() {
-        let guard = LoginGuard::new(Vec::new());
+        let guard = LoginGuard::new(Vec::new(), Arc::new(Local));
         // 50 connections start a guess at the same moment, before any of them failed.
         let admitted: Vec<Attempt> = (0..50)
             .filter_map(|_| guard.admit(ip("198.51.100.9")).ok())
@@ -208,7 +212,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn mailbox_failures_delay_failed_answers_but_never_refuse() {
-        let guard = LoginGuard::new(Vec::new());
+        let guard = LoginGuard::new(Vec::new(), Arc::new(Local));
         let mailbox = MailboxId::generate();
         let mut last = Duration::ZERO;
         for i in 0..1000u32 {
@@ -228,7 +232,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn trusted_networks_are_never_throttled() {
-        let guard = LoginGuard::new(vec!["192.0.2.0/24".parse().unwrap()]);
+        let guard = LoginGuard::new(vec!["192.0.2.0/24".parse().unwrap()], Arc::new(Local));
         let mailbox = MailboxId::generate();
         for _ in 0..100 {
             let attempt = guard.admit(ip("::ffff:192.0.2.10")).unwrap();

@@ -103,6 +103,13 @@ impl Holder {
         Some(idle)
     }
 
+    /// Ends the session whatever it is doing (its maildrop's lease was lost): input not yet
+    /// run is not run, and a session waiting for a command ends at once.
+    pub(super) fn revoke(&self) {
+        *self.state() = HolderState::Revoked;
+        self.revoked.notify_one();
+    }
+
     /// Completes when the session has ended and released its lock.
     pub(super) fn released(&self) -> tokio::sync::futures::Notified<'_> {
         self.released.notified()

@@ -22,9 +22,18 @@
 //! committing or has input waiting is never taken over, and input that arrives after the
 //! takeover is not run. Either way the old session ends without UPDATE, so nothing it marked
 //! is deleted (RFC 1939 §6: only QUIT in TRANSACTION deletes).
+//!
+//! ## Several nodes
+//!
+//! On a store that other gateway nodes share, the lock is also a lease in the database
+//! ([`lease`]): a login on another node gets `[IN-USE]`, a node that dies frees its
+//! maildrops when their leases expire, and a session whose lease was lost can neither go on
+//! nor delete. Failed logins count on every node (the throttles are
+//! [`SharedThrottle`](crate::throttle::SharedThrottle)s). Takeover stays within one node.
 
 mod guard;
 mod holders;
+mod lease;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,6 +43,7 @@ use tokio::sync::Semaphore;
 
 pub use guard::{CLIENT_POLICY, MAILBOX_POLICY, MAX_MAILBOX_DELAY};
 pub use holders::Holder;
+pub use lease::LeasePolicy;
 
 use super::{Gateway, MessageReader, MessageSummary, ServiceError};
 use crate::config::IpNetwork;
@@ -44,6 +54,7 @@ use crate::metrics::LoginKind;
 use crate::store::Durable;
 use guard::{LoginGuard, MaildropLock, MaildropLocks};
 use holders::{HolderEntry, Holders, TAKEOVER_WAIT};
+use lease::MaildropLease;
 
 /// How long a login may wait for an unseal slot before it is told to come back later.
 const UNSEAL_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,6 +113,8 @@ pub struct Pickup {
     trusted_unseals: Semaphore,
     locks: Arc<MaildropLocks>,
     holders: Arc<Holders>,
+    /// This node in its maildrop leases (with a shared store): `locks` is its truth.
+    node: Arc<str>,
 }
 
 /// An open maildrop: the mailbox's unsealed key, its exclusive lock and its messages as
@@ -113,6 +126,8 @@ pub struct Maildrop {
     messages: Vec<MessageSummary>,
     /// The message after the last one opened, opened ahead (archivers fetch in order).
     prefetch: Option<(u64, Pending<Result<MessageReader, ServiceError>>)>,
+    /// The lease other nodes see (with a shared store); released before the lock.
+    lease: Option<MaildropLease>,
     /// Declared before `holder`: fields drop in order, so the lock is free when a login
     /// waiting to take over hears of the release.
     _lock: MaildropLock,
@@ -161,10 +176,14 @@ impl Gateway {
             gateway: self.clone(),
             unseals: Semaphore::new(policy.max_concurrent_unseals.max(1)),
             trusted_unseals: Semaphore::new(1),
-            guard: LoginGuard::new(policy.trusted_networks.clone()),
+            guard: LoginGuard::new(
+                policy.trusted_networks.clone(),
+                self.store().coordination().clone(),
+            ),
             policy,
             locks: Arc::default(),
             holders: Arc::default(),
+            node: lease::node_name(),
         }
     }
 
@@ -178,7 +197,9 @@ impl Gateway {
         if let Some(&seq) = seqs.iter().find(|&&seq| !maildrop.listed(seq)) {
             return Err(ServiceError::MessageNotFound(maildrop.mailbox.clone(), seq));
         }
-        self.remove_messages(&maildrop.mailbox, seqs).await
+        let fence = maildrop.lease.as_ref().map(|lease| lease.lease().clone());
+        self.remove_messages_fenced(&maildrop.mailbox, seqs, fence)
+            .await
     }
 }
 
@@ -217,7 +238,12 @@ impl Pickup {
                 .await
                 .ok_or(LoginRefused::Locked)?,
         };
+        let mut lease = self.take_lease(&mailbox, client).await?;
         let holder = self.holders.register(&mailbox);
+        if let Some(lease) = &mut lease {
+            let executor = self.gateway.executor().clone();
+            lease.keep(executor, holder.holder.clone(), self.gateway.options.lease);
+        }
         let messages = self.gateway.list_messages(&mailbox).map_err(|e| {
             tracing::error!(error = %e, "listing the maildrop failed");
             LoginRefused::of(&e)
@@ -228,6 +254,7 @@ impl Pickup {
             key: Arc::new(key),
             messages,
             prefetch: None,
+            lease,
             _lock: lock,
             holder,
         })
@@ -271,6 +298,33 @@ impl Pickup {
             }
         }
         self.gateway.open_message(&maildrop.key, seq)
+    }
+
+    /// With a shared store, the maildrop's lease for this node (this node's lock on it is
+    /// held). Another node's session holding it is `[IN-USE]`; a database that cannot say
+    /// is a temporary failure, never a grant.
+    async fn take_lease(
+        &self,
+        mailbox: &MailboxId,
+        client: IpAddr,
+    ) -> Result<Option<MaildropLease>, LoginRefused> {
+        let coordination = self.gateway.store().coordination();
+        if !coordination.is_shared() {
+            return Ok(None);
+        }
+        let policy = self.gateway.options.lease;
+        let executor = self.gateway.executor();
+        match MaildropLease::take(coordination, executor, &self.node, mailbox, policy).await {
+            Ok(Some(lease)) => Ok(Some(lease)),
+            Ok(None) => {
+                tracing::info!(%client, %mailbox, "POP3 login refused: another node holds the maildrop");
+                Err(LoginRefused::Locked)
+            }
+            Err(e) => {
+                tracing::error!(%client, %mailbox, error = %e, "the maildrop's lease could not be taken");
+                Err(LoginRefused::Unavailable)
+            }
+        }
     }
 
     /// Counts an attempt from `client` as it starts and waits out its place in the client's

@@ -29,6 +29,7 @@ use super::runtime::{PgClient, Statements};
 use super::Deadline;
 use crate::crypto::MessageId;
 use crate::mailbox::MailboxId;
+use crate::store::coordination::Lease;
 use crate::store::schema::ADMIN_ACCOUNT;
 use crate::store::{
     AdminRecord, ApiKeyRecord, MailboxRecord, MessageRecord, Reads, StoreError, Writes,
@@ -396,5 +397,17 @@ impl Writes for PgWrite<'_> {
             &[&mailbox.as_str()],
         )?;
         Ok(())
+    }
+
+    /// `FOR SHARE`: a session of another node taking the lease (its `INSERT … ON CONFLICT
+    /// DO UPDATE`) waits until this write has committed, and then finds it expired or not.
+    fn holds_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let rows = self.0.query(
+            "SELECT 1 FROM maildrop_leases \
+             WHERE mailbox = $1 AND node = $2 AND token = $3 AND expires_at > clock_timestamp() \
+             FOR SHARE",
+            &[&lease.mailbox.as_str(), &&*lease.node, &lease.token],
+        )?;
+        Ok(!rows.is_empty())
     }
 }

@@ -138,7 +138,7 @@ impl PgReads {
 
     /// A live connection, starting at the next slot in turn; dead ones are replaced in the
     /// background. `None` if none is alive.
-    fn client(self: &Arc<Self>) -> Option<Arc<PgClient>> {
+    pub(super) fn client(self: &Arc<Self>) -> Option<Arc<PgClient>> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for offset in 0..self.slots.len() {
             let index = (start + offset) % self.slots.len();

@@ -25,6 +25,7 @@
 //! another node winning a conflict is [`StoreError::Conflict`].
 
 mod access;
+mod coordination;
 mod engine;
 mod error;
 mod runtime;
@@ -40,6 +41,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 pub use access::{Autocommit, InTransaction, Pg, PgRead, PgWrite};
+pub use coordination::PgCoordination;
 pub use engine::{Connector, PgEngine, PgReadSource, PgReads};
 pub use runtime::{PgClient, PgOptions, PgRuntime};
 pub use schema::{check, migrate, version, SCHEMA_VERSION};

@@ -8,7 +8,9 @@
 //!
 //! The version numbering is this backend's own, starting at 1: redb's `SCHEMA_VERSION` (5)
 //! counts changes of redb's layout that never existed here; version 1 holds what redb's
-//! version 5 holds. A later change to a record's encoding changes both.
+//! version 5 holds. A later change to a record's encoding changes both. Version 2 adds what
+//! only several nodes need: the POP3 maildrop leases and the shared login failure counts
+//! (`store::coordination`).
 
 use tokio_postgres::{GenericClient, Transaction};
 
@@ -19,7 +21,7 @@ use crate::store::schema::ADMIN_ACCOUNT;
 use crate::store::{AdminRecord, StoreError};
 
 /// The newest version of the tables this gateway knows.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The key of the advisory lock that migrations hold, so that nodes starting together
 /// migrate one after the other (`gateway` in ASCII).
@@ -53,6 +55,24 @@ CREATE TABLE api_keys (id text COLLATE "C" PRIMARY KEY, record bytea NOT NULL);
 CREATE SEQUENCE message_seq AS bigint START 1;
 "#;
 
+/// Version 2: coordination between nodes. Times are the database's (`clock_timestamp()`),
+/// never a node's, so nodes with skewed clocks agree on when a lease expired.
+const V2: &str = r#"
+CREATE TABLE maildrop_leases (
+    mailbox text COLLATE "C" PRIMARY KEY,
+    node text NOT NULL,
+    token bigint NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE login_failures (
+    scope text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    attempts integer NOT NULL,
+    last_failure timestamptz NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+"#;
+
 /// Creates the tables or brings them to [`SCHEMA_VERSION`], in one transaction under an
 /// advisory lock (two nodes starting at once do not race), and adds the initial
 /// administrator when there is none, as redb's store does. Refuses a database of a newer
@@ -76,8 +96,18 @@ fn migrate_in(txn: &Transaction<'_>, deadline: &Deadline) -> Result<u32, StoreEr
                      version integer NOT NULL)",
             ))?;
             deadline.wait(txn.batch_execute(V1))?;
-            deadline
-                .wait(txn.execute("INSERT INTO gateway_schema (version) VALUES ($1)", &[&1i32]))?;
+            deadline.wait(txn.batch_execute(V2))?;
+            deadline.wait(txn.execute(
+                "INSERT INTO gateway_schema (version) VALUES ($1)",
+                &[&(SCHEMA_VERSION as i32)],
+            ))?;
+        }
+        Some(1) => {
+            deadline.wait(txn.batch_execute(V2))?;
+            deadline.wait(txn.execute(
+                "UPDATE gateway_schema SET version = $1",
+                &[&(SCHEMA_VERSION as i32)],
+            ))?;
         }
         Some(version) if version > SCHEMA_VERSION as i32 => {
             return Err(StoreError::TooNew {

@@ -14,8 +14,8 @@ use crate::store::transfer::{
     copy, verify, Mismatch, RedbSink, RedbSource, Row, Source, Summary, Table, BATCH_ROWS,
 };
 use crate::store::{
-    AdminRecord, ApiKeyRecord, MailboxRecord, MailboxStatus, MessageRecord, Reads, Store,
-    StoreOptions, Writes,
+    AdminRecord, ApiKeyRecord, Coordination, Lease, MailboxRecord, MailboxStatus, MessageRecord,
+    Reads, Store, StoreOptions, Writes,
 };
 
 /// A server, the runtime that drives our connections to it, and its connection settings.
@@ -309,7 +309,10 @@ fn migrate_is_idempotent_and_nodes_starting_together_do_not_race() {
     assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
     assert!(!db.reader().admin().unwrap().initial);
     assert_eq!(db.psql("SELECT count(*) FROM admin"), "1\n");
-    assert_eq!(db.psql("SELECT version FROM gateway_schema"), "1\n");
+    assert_eq!(
+        db.psql("SELECT version FROM gateway_schema"),
+        format!("{SCHEMA_VERSION}\n")
+    );
 }
 
 #[test]
@@ -323,12 +326,12 @@ fn a_new_database_starts_with_the_initial_administrator() {
 fn migrate_refuses_a_database_of_a_newer_gateway() {
     let db = Db::start();
     db.migrated();
-    db.psql("UPDATE gateway_schema SET version = 2");
+    db.psql("UPDATE gateway_schema SET version = 3");
     assert_eq!(
         migrate(&mut db.client()),
         Err(StoreError::TooNew {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         })
     );
 }
@@ -583,6 +586,88 @@ fn a_node_whose_role_may_only_read_and_write_rows_starts_on_a_migrated_database(
     write.commit().unwrap();
 }
 
+/// Coordination through read connections of their own, as a node's store has.
+fn coordination(db: &Db) -> PgCoordination {
+    db.migrated();
+    let connector = Connector::new(db.config.clone(), PgOptions::default()).unwrap();
+    PgCoordination(PgReads::open(Arc::new(connector), 1).unwrap())
+}
+
+fn lease(mailbox: &MailboxId, node: &str, token: i64) -> Lease {
+    Lease {
+        mailbox: mailbox.clone(),
+        node: node.into(),
+        token,
+    }
+}
+
+/// Waits (polling the database's clock) until every lease of `mailbox` has expired.
+fn await_expiry(db: &Db, mailbox: &MailboxId) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sql = format!(
+        "SELECT count(*) FROM maildrop_leases WHERE mailbox = '{}' AND expires_at > clock_timestamp()",
+        mailbox.as_str()
+    );
+    while db.psql(&sql) != "0\n" {
+        assert!(Instant::now() < deadline, "the lease never expired");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const LONG: Duration = Duration::from_secs(600);
+const BRIEF: Duration = Duration::from_millis(300);
+
+#[test]
+fn a_lease_is_granted_once_renewed_by_its_holder_and_released() {
+    let db = Db::start();
+    let shared = coordination(&db);
+    let m = mailbox_id('1');
+    let (first, other) = (lease(&m, "node-1", 1), lease(&m, "node-2", 2));
+    assert_eq!(shared.take_lease(&first, LONG), Ok(true));
+    assert_eq!(shared.take_lease(&other, LONG), Ok(false), "another node's");
+    assert_eq!(shared.renew_lease(&first, LONG), Ok(true));
+    assert_eq!(shared.renew_lease(&other, LONG), Ok(false));
+    // A lease of the node's own is left over (its in-process lock decided it is free).
+    let again = lease(&m, "node-1", 3);
+    assert_eq!(shared.take_lease(&again, LONG), Ok(true));
+    assert_eq!(shared.renew_lease(&first, LONG), Ok(false), "replaced");
+    // Releasing an old token leaves the current lease alone.
+    shared.release_lease(&first).unwrap();
+    assert_eq!(shared.take_lease(&other, LONG), Ok(false));
+    shared.release_lease(&again).unwrap();
+    assert_eq!(shared.take_lease(&other, LONG), Ok(true));
+    // Other maildrops are untouched.
+    assert_eq!(
+        shared.take_lease(&lease(&mailbox_id('2'), "node-1", 4), LONG),
+        Ok(true)
+    );
+}
+
+#[test]
+fn an_expired_lease_may_be_taken_and_fences_its_old_holder() {
+    let db = Db::start();
+    let shared = coordination(&db);
+    let m = mailbox_id('1');
+    let (dead, taker) = (lease(&m, "node-1", 1), lease(&m, "node-2", 2));
+    assert_eq!(shared.take_lease(&dead, BRIEF), Ok(true));
+    assert_eq!(shared.take_lease(&taker, LONG), Ok(false));
+    await_expiry(&db, &m);
+    // Expired but untouched: the holder may still renew it (nobody else held the maildrop).
+    let mut writer = db.client();
+    let write = writer.begin().unwrap();
+    assert_eq!(write.holds_lease(&dead), Ok(false), "expired: no deletions");
+    write.rollback().unwrap();
+    assert_eq!(shared.renew_lease(&dead, BRIEF), Ok(true));
+    await_expiry(&db, &m);
+
+    assert_eq!(shared.take_lease(&taker, LONG), Ok(true));
+    assert_eq!(shared.renew_lease(&dead, LONG), Ok(false), "lost");
+    let write = writer.begin().unwrap();
+    assert_eq!(write.holds_lease(&dead), Ok(false));
+    assert_eq!(write.holds_lease(&taker), Ok(true));
+    write.commit().unwrap();
+}
+
 #[test]
 fn a_frozen_server_fails_calls_with_io_instead_of_hanging() {
     use rustix::process::{kill_process, Pid, Signal};
@@ -759,4 +844,97 @@ fn a_damaged_or_incomplete_copy_fails_the_verification() {
         "{found}"
     );
     assert!(found.0[2].contains("arrival counter is 1"), "{found}");
+}
+
+#[test]
+fn a_taker_waits_for_the_deletion_that_checked_the_lease() {
+    let db = Db::start();
+    let shared = coordination(&db);
+    let m = mailbox_id('1');
+    let (holder, taker) = (lease(&m, "node-1", 1), lease(&m, "node-2", 2));
+    assert_eq!(shared.take_lease(&holder, BRIEF), Ok(true));
+    let mut writer = db.client();
+    let write = writer.begin().unwrap();
+    assert_eq!(write.holds_lease(&holder), Ok(true));
+    // The lease expires while the deletion's transaction is still open.
+    await_expiry(&db, &m);
+    std::thread::scope(|s| {
+        let taking = s.spawn(|| shared.take_lease(&taker, LONG));
+        await_lock_waiters(&db, 1);
+        assert!(!taking.is_finished(), "the taker waits for the deletion");
+        write.commit().unwrap();
+        assert_eq!(taking.join().unwrap(), Ok(true));
+    });
+}
+
+#[test]
+fn failures_count_across_connections_until_forgotten_or_cleared() {
+    let db = Db::start();
+    let (one, two) = (coordination(&db), coordination(&db));
+    for n in 1..=3 {
+        assert_eq!(one.record_failure("pop3-client", "192.0.2.7", LONG), Ok(n));
+    }
+    let seen = two
+        .failures("pop3-client", "192.0.2.7", LONG)
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.attempts, 3);
+    assert!(seen.since_last < Duration::from_secs(60), "{seen:?}");
+    assert_eq!(two.failures("admin-client", "192.0.2.7", LONG), Ok(None));
+    assert_eq!(two.failures("pop3-client", "192.0.2.8", LONG), Ok(None));
+    two.clear_failures("pop3-client", "192.0.2.7").unwrap();
+    assert_eq!(one.failures("pop3-client", "192.0.2.7", LONG), Ok(None));
+
+    // Quiet for `forget_after`: forgotten, and counting starts afresh.
+    assert_eq!(one.record_failure("admin-account", "admin", BRIEF), Ok(1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while one
+        .failures("admin-account", "admin", BRIEF)
+        .unwrap()
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "never forgotten");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(one.record_failure("admin-account", "admin", BRIEF), Ok(1));
+}
+
+#[tokio::test]
+async fn a_throttle_counts_the_failures_another_node_saw() {
+    use crate::throttle::{ClientKey, SharedThrottle};
+    let db = Db::start();
+    let policy = crate::service::CLIENT_POLICY;
+    let node_a = SharedThrottle::new(policy, "pop3-client", Arc::new(coordination(&db)));
+    let node_b = SharedThrottle::new(policy, "pop3-client", Arc::new(coordination(&db)));
+    let alone = SharedThrottle::local(policy);
+    let client = ClientKey::from("192.0.2.7".parse::<std::net::IpAddr>().unwrap());
+    for _ in 0..policy.free_attempts {
+        assert_eq!(node_a.begin(&client), Ok(Duration::ZERO));
+        node_a.failed(&client);
+    }
+    // B saw none of them, yet the next attempt waits about the policy's first wait, as it
+    // would on A; a node counting alone would let it start at once.
+    let wait = node_b.begin(&client).unwrap();
+    assert!(wait > policy.base / 2 && wait <= policy.base, "{wait:?}");
+    assert_eq!(alone.begin(&client), Ok(Duration::ZERO));
+}
+
+#[test]
+fn a_version_1_database_gains_the_coordination_tables_and_keeps_its_rows() {
+    let db = Db::start();
+    let mut client = db.migrated();
+    let write = client.begin().unwrap();
+    write.put_api_key(&api_key("k1")).unwrap();
+    write.commit().unwrap();
+    // What a gateway of version 1 left.
+    db.psql("DROP TABLE maildrop_leases; DROP TABLE login_failures; UPDATE gateway_schema SET version = 1");
+    assert!(matches!(check(&client), Err(StoreError::Outdated(_))));
+    assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
+    check(&client).unwrap();
+    assert_eq!(db.reader().api_key_count(), Ok(1));
+    let shared = coordination(&db);
+    assert_eq!(
+        shared.take_lease(&lease(&mailbox_id('1'), "node-1", 1), LONG),
+        Ok(true)
+    );
 }

@@ -1,0 +1,111 @@
+//! What several gateway nodes on one database must agree on besides the data: who holds a
+//! POP3 maildrop (a lease), and how many logins failed recently (shared throttle counts).
+//!
+//! The service calls it through [`Coordination`], whatever the backend. With the embedded
+//! store ([`Local`]) one node is the whole truth: the in-process maildrop lock decides and
+//! the in-memory throttles count, so leases are always granted and nothing is shared. With
+//! PostgreSQL (`postgres::PgCoordination`) each call is one autocommit statement on a read
+//! connection, timed by the database's clock, never a node's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::mailbox::MailboxId;
+
+use super::StoreError;
+
+/// One session's claim on a maildrop: the node that took it and a token that is new at
+/// every grant, so a later session (of any node) is told apart from this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub mailbox: MailboxId,
+    /// This node: random per start, with the host name for people reading the table.
+    pub node: Arc<str>,
+    pub token: i64,
+}
+
+/// Recent failures of a throttle key across every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedFailures {
+    pub attempts: u32,
+    /// Since the last of them.
+    pub since_last: Duration,
+}
+
+/// Leases and shared failure counts (see the module docs).
+pub trait Coordination: Send + Sync {
+    /// Whether other nodes may share this store (else every method is a no-op).
+    fn is_shared(&self) -> bool;
+
+    /// Takes the maildrop for `ttl` if no lease holds it, its lease expired, or it is this
+    /// node's own (left over: the node's in-process lock already decided it is free).
+    /// False: another node holds it.
+    fn take_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Extends a lease to `ttl` from now; false when it is no longer this lease (another
+    /// session took it after it expired).
+    fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Gives a lease up (if it is still this one).
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// The failures counted for `key` in `scope` since it was last quiet for `forget_after`;
+    /// `None` when there are none.
+    fn failures(
+        &self,
+        scope: &str,
+        key: &str,
+        forget_after: Duration,
+    ) -> Result<Option<SharedFailures>, StoreError>;
+
+    /// Counts one more failure for `key` in `scope` (starting afresh after `forget_after`
+    /// of quiet); the count now.
+    fn record_failure(
+        &self,
+        scope: &str,
+        key: &str,
+        forget_after: Duration,
+    ) -> Result<u32, StoreError>;
+
+    /// Forgets the failures of `key` in `scope` (its owner proved the secret).
+    fn clear_failures(&self, scope: &str, key: &str) -> Result<(), StoreError>;
+}
+
+/// One node alone: the in-process lock and throttles are the whole truth.
+#[derive(Debug, Default)]
+pub struct Local;
+
+impl Coordination for Local {
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    fn take_lease(&self, _: &Lease, _: Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    fn renew_lease(&self, _: &Lease, _: Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    fn release_lease(&self, _: &Lease) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn failures(
+        &self,
+        _: &str,
+        _: &str,
+        _: Duration,
+    ) -> Result<Option<SharedFailures>, StoreError> {
+        Ok(None)
+    }
+
+    fn record_failure(&self, _: &str, _: &str, _: Duration) -> Result<u32, StoreError> {
+        Ok(0)
+    }
+
+    fn clear_failures(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

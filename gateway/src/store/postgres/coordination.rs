@@ -1,0 +1,136 @@
+//! [`Coordination`] on PostgreSQL: maildrop leases and shared login failure counts, each call
+//! one autocommit statement on a read connection. Every time is the database's
+//! (`clock_timestamp()`), so the nodes' clocks never matter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::engine::PgReads;
+use super::runtime::PgClient;
+use crate::store::coordination::{Coordination, Lease, SharedFailures};
+use crate::store::StoreError;
+
+/// Leases and failure counts of a store on PostgreSQL.
+pub struct PgCoordination(pub Arc<PgReads>);
+
+impl PgCoordination {
+    fn client(&self) -> Result<Arc<PgClient>, StoreError> {
+        self.0.client().ok_or(StoreError::Reopening)
+    }
+}
+
+/// Seconds, as `make_interval` takes them.
+fn secs(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+impl Coordination for PgCoordination {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    /// One statement: the row is inserted, or replaced when it expired or is this node's;
+    /// a row of another node that has not expired stays, and no row comes back.
+    fn take_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        let client = self.client()?;
+        let rows = client.deadline.wait(client.client.query(
+            "INSERT INTO maildrop_leases (mailbox, node, token, expires_at) \
+             VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $4)) \
+             ON CONFLICT (mailbox) DO UPDATE \
+             SET node = EXCLUDED.node, token = EXCLUDED.token, expires_at = EXCLUDED.expires_at \
+             WHERE maildrop_leases.expires_at <= clock_timestamp() \
+                OR maildrop_leases.node = EXCLUDED.node \
+             RETURNING token",
+            &[
+                &lease.mailbox.as_str(),
+                &&*lease.node,
+                &lease.token,
+                &secs(ttl),
+            ],
+        ))?;
+        Ok(!rows.is_empty())
+    }
+
+    /// A lease that expired but that nobody took is still this session's: nothing else
+    /// could have touched the maildrop meanwhile, so renewing it is safe.
+    fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        let client = self.client()?;
+        let renewed = client.deadline.wait(client.client.execute(
+            "UPDATE maildrop_leases SET expires_at = clock_timestamp() + make_interval(secs => $4) \
+             WHERE mailbox = $1 AND node = $2 AND token = $3",
+            &[&lease.mailbox.as_str(), &&*lease.node, &lease.token, &secs(ttl)],
+        ))?;
+        Ok(renewed > 0)
+    }
+
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let client = self.client()?;
+        client.deadline.wait(client.client.execute(
+            "DELETE FROM maildrop_leases WHERE mailbox = $1 AND node = $2 AND token = $3",
+            &[&lease.mailbox.as_str(), &&*lease.node, &lease.token],
+        ))?;
+        Ok(())
+    }
+
+    fn failures(
+        &self,
+        scope: &str,
+        key: &str,
+        forget_after: Duration,
+    ) -> Result<Option<SharedFailures>, StoreError> {
+        let client = self.client()?;
+        let row = client.deadline.wait(client.client.query_opt(
+            "SELECT attempts, extract(epoch FROM clock_timestamp() - last_failure)::float8 \
+             FROM login_failures \
+             WHERE scope = $1 AND key = $2 \
+               AND last_failure + make_interval(secs => $3) > clock_timestamp()",
+            &[&scope, &key, &secs(forget_after)],
+        ))?;
+        row.map(|row| {
+            let attempts: i32 = row
+                .try_get(0)
+                .map_err(|e| StoreError::Corrupt(format!("login_failures: {e}")))?;
+            let since: f64 = row
+                .try_get(1)
+                .map_err(|e| StoreError::Corrupt(format!("login_failures: {e}")))?;
+            Ok(SharedFailures {
+                attempts: u32::try_from(attempts).unwrap_or(0),
+                since_last: Duration::try_from_secs_f64(since).unwrap_or(Duration::ZERO),
+            })
+        })
+        .transpose()
+    }
+
+    fn record_failure(
+        &self,
+        scope: &str,
+        key: &str,
+        forget_after: Duration,
+    ) -> Result<u32, StoreError> {
+        let client = self.client()?;
+        let row = client.deadline.wait(client.client.query_one(
+            "INSERT INTO login_failures AS f (scope, key, attempts, last_failure) \
+             VALUES ($1, $2, 1, clock_timestamp()) \
+             ON CONFLICT (scope, key) DO UPDATE \
+             SET attempts = CASE \
+                     WHEN f.last_failure + make_interval(secs => $3) <= clock_timestamp() THEN 1 \
+                     ELSE least(f.attempts, 1000000) + 1 END, \
+                 last_failure = clock_timestamp() \
+             RETURNING attempts",
+            &[&scope, &key, &secs(forget_after)],
+        ))?;
+        let attempts: i32 = row
+            .try_get(0)
+            .map_err(|e| StoreError::Corrupt(format!("login_failures: {e}")))?;
+        Ok(u32::try_from(attempts).unwrap_or(0))
+    }
+
+    fn clear_failures(&self, scope: &str, key: &str) -> Result<(), StoreError> {
+        let client = self.client()?;
+        client.deadline.wait(client.client.execute(
+            "DELETE FROM login_failures WHERE scope = $1 AND key = $2",
+            &[&scope, &key],
+        ))?;
+        Ok(())
+    }
+}

@@ -234,7 +234,7 @@ impl Store {
         Self::with_engine(
             postgres::PgEngine::new(connector, writer),
             Backend::Shared(Arc::new(postgres::PgReadSource(reads.clone()))),
-            Arc::new(postgres::PgCoordination(reads)),
+            Arc::new(postgres::PgCoordination::new(reads)),
             Path::new(&target.label),
             options,
         )

@@ -2,6 +2,7 @@
 //! one autocommit statement on a read connection. Every time is the database's
 //! (`clock_timestamp()`), so the nodes' clocks never matter.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +12,27 @@ use crate::store::coordination::{Coordination, Lease, SharedFailures};
 use crate::store::StoreError;
 
 /// Leases and failure counts of a store on PostgreSQL.
-pub struct PgCoordination(pub Arc<PgReads>);
+pub struct PgCoordination {
+    reads: Arc<PgReads>,
+    /// Failures recorded by this node, so that every [`PRUNE_EVERY`]th also deletes the
+    /// scope's rows that were quiet long enough to be forgotten.
+    recorded: AtomicU32,
+}
+
+/// How often recording a failure also prunes forgotten ones: an attacker from many
+/// addresses leaves at most the rows of one `forget_after`, not one row per address ever.
+pub const PRUNE_EVERY: u32 = 256;
 
 impl PgCoordination {
+    pub fn new(reads: Arc<PgReads>) -> Self {
+        Self {
+            reads,
+            recorded: AtomicU32::new(0),
+        }
+    }
+
     fn client(&self) -> Result<Arc<PgClient>, StoreError> {
-        self.0.client().ok_or(StoreError::Reopening)
+        self.reads.client().ok_or(StoreError::Reopening)
     }
 }
 
@@ -122,6 +139,13 @@ impl Coordination for PgCoordination {
         let attempts: i32 = row
             .try_get(0)
             .map_err(|e| StoreError::Corrupt(format!("login_failures: {e}")))?;
+        if self.recorded.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            client.deadline.wait(client.client.execute(
+                "DELETE FROM login_failures \
+                 WHERE scope = $1 AND last_failure + make_interval(secs => $2) <= clock_timestamp()",
+                &[&scope, &secs(forget_after)],
+            ))?;
+        }
         Ok(u32::try_from(attempts).unwrap_or(0))
     }
 

@@ -41,7 +41,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 pub use access::{Autocommit, InTransaction, Pg, PgRead, PgWrite};
-pub use coordination::PgCoordination;
+pub use coordination::{PgCoordination, PRUNE_EVERY};
 pub use engine::{Connector, PgEngine, PgReadSource, PgReads};
 pub use runtime::{PgClient, PgOptions, PgRuntime};
 pub use schema::{check, migrate, version, SCHEMA_VERSION};

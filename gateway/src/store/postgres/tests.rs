@@ -590,7 +590,7 @@ fn a_node_whose_role_may_only_read_and_write_rows_starts_on_a_migrated_database(
 fn coordination(db: &Db) -> PgCoordination {
     db.migrated();
     let connector = Connector::new(db.config.clone(), PgOptions::default()).unwrap();
-    PgCoordination(PgReads::open(Arc::new(connector), 1).unwrap())
+    PgCoordination::new(PgReads::open(Arc::new(connector), 1).unwrap())
 }
 
 fn lease(mailbox: &MailboxId, node: &str, token: i64) -> Lease {
@@ -897,6 +897,29 @@ fn failures_count_across_connections_until_forgotten_or_cleared() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(one.record_failure("admin-account", "admin", BRIEF), Ok(1));
+}
+
+#[test]
+fn forgotten_failures_are_pruned_now_and_then() {
+    let db = Db::start();
+    let shared = coordination(&db);
+    let forget = Duration::from_secs(60);
+    shared.record_failure("scope", "old", forget).unwrap();
+    shared.record_failure("other-scope", "old", forget).unwrap();
+    db.psql("UPDATE login_failures SET last_failure = clock_timestamp() - interval '1 hour'");
+    shared.record_failure("scope", "recent", forget).unwrap();
+    let rows = || db.psql("SELECT scope || '/' || key FROM login_failures ORDER BY 1");
+    // Until the PRUNE_EVERYth failure this node records, nothing is deleted.
+    for _ in 4..PRUNE_EVERY {
+        shared.record_failure("scope", "recent", forget).unwrap();
+    }
+    assert_eq!(rows(), "other-scope/old\nscope/old\nscope/recent\n");
+    shared.record_failure("scope", "recent", forget).unwrap();
+    assert_eq!(
+        rows(),
+        "other-scope/old\nscope/recent\n",
+        "the scope's quiet rows are gone, the recent one and other scopes stay"
+    );
 }
 
 #[tokio::test]

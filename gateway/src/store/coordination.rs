@@ -1,5 +1,6 @@
 //! What several gateway nodes on one database must agree on besides the data: who holds a
-//! POP3 maildrop (a lease), and how many logins failed recently (shared throttle counts).
+//! POP3 maildrop (a lease), how many logins failed recently (shared throttle counts), and
+//! the settings every node follows (the email domain).
 //!
 //! The service calls it through [`Coordination`], whatever the backend. With the embedded
 //! store ([`Local`]) one node is the whole truth: the in-process maildrop lock decides and
@@ -69,7 +70,21 @@ pub trait Coordination: Send + Sync {
 
     /// Forgets the failures of `key` in `scope` (its owner proved the secret).
     fn clear_failures(&self, scope: &str, key: &str) -> Result<(), StoreError>;
+
+    /// A setting every node follows, as last published; `None` when none was (always for
+    /// one node, whose configuration file is the whole truth).
+    fn shared_setting(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Publishes a setting for every node (they pick it up within
+    /// [`SETTINGS_FOLLOW_EVERY`]).
+    fn publish_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;
 }
+
+/// How often a node of a shared store looks for settings another node published.
+pub const SETTINGS_FOLLOW_EVERY: Duration = Duration::from_secs(2);
+
+/// The shared setting holding the email domain.
+pub const EMAIL_DOMAIN_SETTING: &str = "email_domain";
 
 /// One node alone: the in-process lock and throttles are the whole truth.
 #[derive(Debug, Default)]
@@ -106,6 +121,14 @@ impl Coordination for Local {
     }
 
     fn clear_failures(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn shared_setting(&self, _: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
+    fn publish_setting(&self, _: &str, _: &str) -> Result<(), StoreError> {
         Ok(())
     }
 }

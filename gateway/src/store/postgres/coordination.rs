@@ -157,4 +157,26 @@ impl Coordination for PgCoordination {
         ))?;
         Ok(())
     }
+
+    fn shared_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let client = self.client()?;
+        let row = client.deadline.wait(client.client.query_opt(
+            "SELECT value FROM shared_settings WHERE name = $1",
+            &[&name],
+        ))?;
+        row.map(|row| row.try_get(0))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("shared_settings: {e}")))
+    }
+
+    fn publish_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let client = self.client()?;
+        client.deadline.wait(client.client.execute(
+            "INSERT INTO shared_settings (name, value, changed_at) \
+             VALUES ($1, $2, clock_timestamp()) \
+             ON CONFLICT (name) DO UPDATE SET value = $2, changed_at = clock_timestamp()",
+            &[&name, &value],
+        ))?;
+        Ok(())
+    }
 }

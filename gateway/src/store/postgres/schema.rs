@@ -10,7 +10,7 @@
 //! counts changes of redb's layout that never existed here; version 1 holds what redb's
 //! version 5 holds. A later change to a record's encoding changes both. Version 2 adds what
 //! only several nodes need: the POP3 maildrop leases and the shared login failure counts
-//! (`store::coordination`).
+//! (`store::coordination`); version 3 the settings every node follows.
 
 use tokio_postgres::{GenericClient, Transaction};
 
@@ -21,7 +21,7 @@ use crate::store::schema::ADMIN_ACCOUNT;
 use crate::store::{AdminRecord, StoreError};
 
 /// The newest version of the tables this gateway knows.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The key of the advisory lock that migrations hold, so that nodes starting together
 /// migrate one after the other (`gateway` in ASCII).
@@ -73,6 +73,15 @@ CREATE TABLE login_failures (
 );
 "#;
 
+/// Version 3: the settings every node follows (`store::coordination`), e.g. the email domain.
+const V3: &str = r#"
+CREATE TABLE shared_settings (
+    name text COLLATE "C" PRIMARY KEY,
+    value text NOT NULL,
+    changed_at timestamptz NOT NULL
+);
+"#;
+
 /// Creates the tables or brings them to [`SCHEMA_VERSION`], in one transaction under an
 /// advisory lock (two nodes starting at once do not race), and adds the initial
 /// administrator when there is none, as redb's store does. Refuses a database of a newer
@@ -95,15 +104,19 @@ fn migrate_in(txn: &Transaction<'_>, deadline: &Deadline) -> Result<u32, StoreEr
                      one boolean PRIMARY KEY DEFAULT true CHECK (one), \
                      version integer NOT NULL)",
             ))?;
-            deadline.wait(txn.batch_execute(V1))?;
-            deadline.wait(txn.batch_execute(V2))?;
+            for step in [V1, V2, V3] {
+                deadline.wait(txn.batch_execute(step))?;
+            }
             deadline.wait(txn.execute(
                 "INSERT INTO gateway_schema (version) VALUES ($1)",
                 &[&(SCHEMA_VERSION as i32)],
             ))?;
         }
-        Some(1) => {
-            deadline.wait(txn.batch_execute(V2))?;
+        Some(version @ (1 | 2)) => {
+            // Each version's changes after the one the tables are at.
+            for step in &[V2, V3][version as usize - 1..] {
+                deadline.wait(txn.batch_execute(step))?;
+            }
             deadline.wait(txn.execute(
                 "UPDATE gateway_schema SET version = $1",
                 &[&(SCHEMA_VERSION as i32)],

@@ -950,7 +950,10 @@ fn a_version_1_database_gains_the_coordination_tables_and_keeps_its_rows() {
     write.put_api_key(&api_key("k1")).unwrap();
     write.commit().unwrap();
     // What a gateway of version 1 left.
-    db.psql("DROP TABLE maildrop_leases; DROP TABLE login_failures; UPDATE gateway_schema SET version = 1");
+    db.psql(
+        "DROP TABLE maildrop_leases; DROP TABLE login_failures; DROP TABLE shared_settings; \
+         UPDATE gateway_schema SET version = 1",
+    );
     assert!(matches!(check(&client), Err(StoreError::Outdated(_))));
     assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
     check(&client).unwrap();
@@ -960,4 +963,37 @@ fn a_version_1_database_gains_the_coordination_tables_and_keeps_its_rows() {
         shared.take_lease(&lease(&mailbox_id('1'), "node-1", 1), LONG),
         Ok(true)
     );
+    // What a gateway of version 2 left: the leases stay, the shared settings come.
+    db.psql("DROP TABLE shared_settings; UPDATE gateway_schema SET version = 2");
+    assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
+    assert_eq!(
+        db.psql("SELECT count(*) FROM maildrop_leases"),
+        "1\n",
+        "version 2's rows are kept"
+    );
+    shared
+        .publish_setting("email_domain", "example.net")
+        .unwrap();
+    assert_eq!(
+        shared.shared_setting("email_domain"),
+        Ok(Some("example.net".into()))
+    );
+}
+
+#[test]
+fn a_published_setting_is_read_by_every_node_and_replaced_by_the_next() {
+    let db = Db::start();
+    let (a, b) = (coordination(&db), coordination(&db));
+    assert_eq!(b.shared_setting("email_domain"), Ok(None));
+    a.publish_setting("email_domain", "one.example").unwrap();
+    assert_eq!(
+        b.shared_setting("email_domain"),
+        Ok(Some("one.example".into()))
+    );
+    b.publish_setting("email_domain", "two.example").unwrap();
+    assert_eq!(
+        a.shared_setting("email_domain"),
+        Ok(Some("two.example".into()))
+    );
+    assert_eq!(a.shared_setting("other"), Ok(None));
 }

@@ -3,9 +3,9 @@
 //! schemas in memory, and the faults a network and a database server bring.
 //!
 //! [`ModelDatabase`] is the server, shared as `Arc`; [`Store::open_model`](super::Store::open_model)
-//! opens one node's store on it: a writer connection ([`ModelEngine`], driven by the same
-//! group-commit writer as every backend, committing through [`Synced::commit_model`], the
-//! one way to a proof) and reads ([`ModelReadSource`]).
+//! opens one node's store on it: a writer connection (`ModelEngine`, driven by the same
+//! group-commit writer as every backend, committing through `Synced::commit_model`, the
+//! one way to a proof) and reads (`ModelReadSource`).
 //!
 //! Semantics, simplified from PostgreSQL's `READ COMMITTED` with row locks:
 //! - a write transaction works on its own copy of the committed tables (so it sees its own
@@ -28,7 +28,7 @@
 //!   effect or did not, as armed. The node must not acknowledge, and may store a message
 //!   twice when its sender retries;
 //! - [`ModelDatabase::set_latency`]: a node's round trip, waited (in the runtime's time)
-//!   before each batch of its writer (see [`super::writer::WriteEngine::batch_delay`]).
+//!   before each batch of its writer (the writer engine's `batch_delay`).
 //!   Reads and the statements inside a write are synchronous calls and take no time.
 //!
 //! And the deliberately wrong variant the simulator must catch,
@@ -262,7 +262,7 @@ impl Link {
 }
 
 /// The storage boundary over a view of the tables: [`Committed`] or [`InTransaction`].
-pub struct Model<V>(V);
+pub(super) struct Model<V>(V);
 
 /// Where reads look.
 trait View {
@@ -270,7 +270,7 @@ trait View {
 }
 
 /// Reads outside a write: each call reads the committed tables.
-pub struct Committed(Link);
+pub(super) struct Committed(Link);
 
 impl View for Committed {
     fn view<R>(&self, read: impl FnOnce(&Tables) -> R) -> Result<R, StoreError> {
@@ -280,7 +280,7 @@ impl View for Committed {
 }
 
 /// A write transaction: its own copy of the tables, applied whole at commit.
-pub struct InTransaction<'a> {
+pub(super) struct InTransaction<'a> {
     link: &'a Link,
     serial: u64,
     tables: RefCell<Tables>,
@@ -321,7 +321,7 @@ impl Drop for InTransaction<'_> {
     }
 }
 
-pub type ModelWrite<'a> = Model<InTransaction<'a>>;
+pub(super) type ModelWrite<'a> = Model<InTransaction<'a>>;
 
 impl ModelWrite<'_> {
     /// Commits, and when the commit is reported the proof may be made. An armed ambiguous
@@ -487,7 +487,7 @@ impl Writes for ModelWrite<'_> {
 
 /// One node's writer connection, replaced whenever it broke, before the next batch (as
 /// `PgEngine`).
-pub struct ModelEngine {
+pub(super) struct ModelEngine {
     db: Arc<ModelDatabase>,
     node: NodeId,
     link: Option<Link>,
@@ -495,7 +495,7 @@ pub struct ModelEngine {
 
 impl ModelEngine {
     /// Connects `node`'s writer; fails while the database is out of reach.
-    pub fn connect(db: Arc<ModelDatabase>, node: NodeId) -> Result<Self, StoreError> {
+    pub(super) fn connect(db: Arc<ModelDatabase>, node: NodeId) -> Result<Self, StoreError> {
         let link = db.connect(node, true)?;
         Ok(Self {
             db,
@@ -566,9 +566,9 @@ impl WriteEngine for ModelEngine {
 }
 
 /// A node's reads: each snapshot is a read connection of that node.
-pub struct ModelReadSource {
-    pub db: Arc<ModelDatabase>,
-    pub node: NodeId,
+pub(super) struct ModelReadSource {
+    pub(super) db: Arc<ModelDatabase>,
+    pub(super) node: NodeId,
 }
 
 impl ReadSource for ModelReadSource {

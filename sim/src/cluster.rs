@@ -42,8 +42,10 @@ pub(crate) fn run(options: Options, mut rng: SmallRng) -> Outcome {
         Err(e) => return not_set_up(options, &e),
     };
     // After the set-up, so the mailboxes themselves are flushed.
-    if options.bug == Some(Bug::UnflushedCommit) {
-        db.lose_unflushed_commits(true);
+    match options.bug {
+        Some(Bug::UnflushedCommit) => db.lose_unflushed_commits(true),
+        Some(Bug::TrustedLostCommit) => db.trust_lost_commits(true),
+        _ => {}
     }
     let plan = Plan::draw(options.scenario, &mut rng, &mailboxes);
     for (node, latency) in plan

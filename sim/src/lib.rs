@@ -98,16 +98,25 @@ pub enum Bug {
     /// The cluster's shared database reports commits before it flushes them, and a restart
     /// loses what was not flushed yet (`ModelDatabase::lose_unflushed_commits`).
     UnflushedCommit,
+    /// A cluster node takes a commit whose connection broke for one that happened
+    /// (`ModelDatabase::trust_lost_commits`), so it acknowledges what may not be stored.
+    TrustedLostCommit,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [Bug::UnsyncedCommit, Bug::LyingDisk, Bug::UnflushedCommit];
+    pub const ALL: [Bug; 4] = [
+        Bug::UnsyncedCommit,
+        Bug::LyingDisk,
+        Bug::UnflushedCommit,
+        Bug::TrustedLostCommit,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::UnsyncedCommit => "unsynced-commit",
             Bug::LyingDisk => "lying-disk",
             Bug::UnflushedCommit => "unflushed-commit",
+            Bug::TrustedLostCommit => "trusted-lost-commit",
         }
     }
 

@@ -258,6 +258,21 @@ fn a_database_losing_reported_commits_is_caught_and_its_seed_replays() {
     );
 }
 
+/// A node taking a commit whose connection broke for one that happened: it acknowledges
+/// messages (and UPDATEs) the database never stored.
+#[test]
+fn a_node_trusting_a_lost_commit_is_caught_and_its_seed_replays() {
+    let lost = |v: &String| v.contains("acknowledged with 250 but is not retrievable");
+    let caught = first_caught(Scenario::Cluster, Bug::TrustedLostCommit, 0..BATCH, lost);
+    let (options, outcome) =
+        caught.expect("a node trusting lost commits went unnoticed for a whole batch");
+    assert_eq!(run(options).trace.hash(), outcome.trace.hash());
+    eprintln!(
+        "a node trusting lost commits caught by seed {}",
+        options.seed
+    );
+}
+
 #[test]
 fn a_lying_disk_is_caught_and_its_seed_replays() {
     let seed = caught(Bug::LyingDisk);

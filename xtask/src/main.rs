@@ -42,7 +42,7 @@ tasks:
                      power-cut, network, full-disk, slow-clients, mixed, proxy, guessing,
                      pop3-proxy, cluster (two nodes on a shared model database; never
                      picked without --scenario); bug: unsynced-commit, lying-disk,
-                     unflushed-commit (cluster only)
+                     unflushed-commit, trusted-lost-commit (cluster only)
   dist [--profile P] [--check]
                      build the Debian package into target/dist/ with cargo-deb (profile
                      release unless given); --check installs it with dpkg, runs it, verifies

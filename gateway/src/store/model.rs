@@ -31,10 +31,11 @@
 //!   before each batch of its writer (the writer engine's `batch_delay`).
 //!   Reads and the statements inside a write are synchronous calls and take no time.
 //!
-//! And the deliberately wrong variant the simulator must catch,
-//! [`ModelDatabase::lose_unflushed_commits`]: the server reports commits before they are
-//! flushed (PostgreSQL's `synchronous_commit = off`); what [`ModelDatabase::flush`] has not
-//! yet written is lost at the next restart.
+//! And the deliberately wrong variants the simulator must catch:
+//! [`ModelDatabase::lose_unflushed_commits`], the server reports commits before they are
+//! flushed (PostgreSQL's `synchronous_commit = off`), and what [`ModelDatabase::flush`] has
+//! not yet written is lost at the next restart; [`ModelDatabase::trust_lost_commits`], a
+//! node takes a connection lost at `COMMIT` for a commit that happened.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -107,6 +108,8 @@ struct Server {
     serials: u64,
     /// The next commit loses its connection; true: after taking effect.
     ambiguous: Option<bool>,
+    /// The wrong variant: a commit that lost its connection is reported as done.
+    trust_lost: bool,
 }
 
 /// The shared database. Its methods are the faults; nodes reach it through
@@ -130,6 +133,7 @@ impl ModelDatabase {
                 writing: None,
                 serials: 0,
                 ambiguous: None,
+                trust_lost: false,
             }),
         })
     }
@@ -186,6 +190,12 @@ impl ModelDatabase {
     pub fn lose_unflushed_commits(&self, on: bool) {
         let mut server = self.lock();
         server.flushed = on.then(|| server.tables.clone());
+    }
+
+    /// The wrong variant: from now on a commit that loses its connection (an armed
+    /// ambiguous commit) is reported to the node as done, whether it took effect or not.
+    pub fn trust_lost_commits(&self, on: bool) {
+        self.lock().trust_lost = on;
     }
 
     /// Writes what was committed (the WAL writer's periodic flush, with the wrong variant on;
@@ -340,6 +350,9 @@ impl ModelWrite<'_> {
             server.tables = tables;
         }
         *server.writer_generation.entry(txn.link.node).or_default() += 1;
+        if server.trust_lost {
+            return Ok(());
+        }
         Err(StoreError::Io(
             "the connection to the database broke during COMMIT; its outcome is unknown".into(),
         ))
@@ -695,6 +708,16 @@ mod tests {
             a.write_blocking(put(b"b")).unwrap();
             assert!(has(&a, b"b"));
         }
+    }
+
+    #[test]
+    fn the_wrong_variant_reports_a_lost_commit_as_done() {
+        let db = ModelDatabase::new();
+        let a = open(&db, 0);
+        db.trust_lost_commits(true);
+        db.arm_ambiguous_commit(Some(false));
+        assert!(a.write_blocking(put(b"a")).is_ok(), "reported");
+        assert!(!has(&a, b"a"), "yet never applied");
     }
 
     #[test]

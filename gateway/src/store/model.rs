@@ -694,6 +694,48 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_open_across_a_restart_is_lost() {
+        let db = ModelDatabase::new();
+        let mut a = ModelEngine::connect(db.clone(), 0).unwrap();
+        let txn = a.begin().unwrap();
+        txn.put_retrieved(&mailbox(), b"k", 1).unwrap();
+        db.stop();
+        db.start();
+        assert!(matches!(ModelEngine::commit(txn), Err(StoreError::Io(_))));
+        assert!(!a.is_open(), "the server closed the connection");
+        a.prepare().unwrap();
+        let txn = a.begin().unwrap();
+        assert!(
+            !txn.retrieved(&mailbox(), b"k").unwrap(),
+            "nothing of it stayed"
+        );
+    }
+
+    /// The round trip is waited in the runtime's time, before the batch: a write on a
+    /// node 50 ms away is durable no sooner than 50 ms after it was asked for.
+    #[test]
+    fn a_nodes_latency_delays_its_commits_in_the_runtimes_time() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let db = ModelDatabase::new();
+        db.set_latency(0, Duration::from_millis(50));
+        let options = StoreOptions {
+            executor: crate::exec::Executor::runtime_tasks(),
+            ..StoreOptions::default()
+        };
+        let took = runtime.block_on(async {
+            let a = Store::open_model(db.clone(), 0, &options).unwrap();
+            let started = tokio::time::Instant::now();
+            a.write(put(b"a")).await.unwrap();
+            started.elapsed()
+        });
+        assert!(took >= Duration::from_millis(50), "{took:?}");
+    }
+
+    #[test]
     fn an_ambiguous_commit_fails_either_way_and_the_writer_reconnects() {
         for applied in [false, true] {
             let db = ModelDatabase::new();

@@ -41,12 +41,20 @@
 //! before the copy is durable, one copy per UIDL, deletions upstream only after DELE and
 //! QUIT and a copy) are in [`invariants`].
 //!
+//! The `cluster` scenario ([`cluster`]) runs two gateway nodes, each on its own store on
+//! one model of a networked database they share (`gateway::store::model`), with the
+//! senders and the archiver using either node; the faults are node crashes, a node cut off
+//! from the database, database restarts and commits whose connection breaks after or
+//! without taking effect. The seeds without a named scenario never pick it
+//! ([`scenario::Scenario::ALL`] is the single-node ones); CI runs a batch of its own.
+//!
 //! The `guessing` scenario adds attackers ([`hosts::attacker`]) guessing the password of the
 //! archiver's mailbox from their own addresses while the archiver picks up; the archiver
 //! must never be refused (any `-ERR` to its login other than `[IN-USE]` is a violation).
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod disk;
 pub mod hosts;
 pub mod invariants;
@@ -62,6 +70,7 @@ use std::time::{Duration, SystemTime};
 
 use gateway::crypto::MailboxPassword;
 use gateway::random::seeded_ids;
+use gateway::store::{Store, StoreError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -86,15 +95,28 @@ pub enum Bug {
     UnsyncedCommit,
     /// The disk's sync lies ([`DiskBug::LyingSync`]).
     LyingDisk,
+    /// The cluster's shared database reports commits before it flushes them, and a restart
+    /// loses what was not flushed yet (`ModelDatabase::lose_unflushed_commits`).
+    UnflushedCommit,
+    /// A cluster node takes a commit whose connection broke for one that happened
+    /// (`ModelDatabase::trust_lost_commits`), so it acknowledges what may not be stored.
+    TrustedLostCommit,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 2] = [Bug::UnsyncedCommit, Bug::LyingDisk];
+    pub const ALL: [Bug; 4] = [
+        Bug::UnsyncedCommit,
+        Bug::LyingDisk,
+        Bug::UnflushedCommit,
+        Bug::TrustedLostCommit,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::UnsyncedCommit => "unsynced-commit",
             Bug::LyingDisk => "lying-disk",
+            Bug::UnflushedCommit => "unflushed-commit",
+            Bug::TrustedLostCommit => "trusted-lost-commit",
         }
     }
 
@@ -154,11 +176,14 @@ fn offline_runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Creates the mailboxes on a fresh disk, as `gateway mailbox create` would before `serve`.
-fn create_mailboxes(disk: &Disk) -> Result<Mailboxes, String> {
+/// Opens a store offline (before or after a run).
+type OpenStore<'a> = &'a dyn Fn() -> Result<Store, StoreError>;
+
+/// Creates the mailboxes in a fresh store, as `gateway mailbox create` would before `serve`.
+fn create_mailboxes(open: OpenStore<'_>) -> Result<Mailboxes, String> {
     let runtime = offline_runtime()?;
     let _inside = runtime.enter();
-    let store = hosts::gateway::open_store(disk).map_err(|e| e.to_string())?;
+    let store = open().map_err(|e| e.to_string())?;
     let gateway = hosts::gateway::service(store);
     let mut out = Vec::new();
     for i in 0..MAILBOXES {
@@ -173,22 +198,38 @@ fn create_mailboxes(disk: &Disk) -> Result<Mailboxes, String> {
     Ok(out)
 }
 
-/// Reads every mailbox back from the disk, offline, after the run.
-fn read_store(disk: &Disk, mailboxes: &Mailboxes) -> Result<Vec<FinalMailbox>, String> {
+/// What the store holds after the run: every mailbox's messages, and the mailboxes whose
+/// counters disagree with them.
+type FinalStore = (Vec<FinalMailbox>, Vec<String>);
+
+/// Reads every mailbox back from the store, offline, after the run, and checks that each
+/// mailbox's message count and bytes are those of the messages it holds.
+fn read_store(open: OpenStore<'_>, mailboxes: &Mailboxes) -> Result<FinalStore, String> {
     let runtime = offline_runtime()?;
     let _inside = runtime.enter();
-    let store = hosts::gateway::open_store(disk).map_err(|e| format!("store: {e}"))?;
+    let store = open().map_err(|e| format!("store: {e}"))?;
     let gateway = hosts::gateway::service(store);
     let mut out = Vec::new();
-    for (id, password) in mailboxes {
+    let mut counters = Vec::new();
+    for (i, (id, password)) in mailboxes.iter().enumerate() {
+        let info = gateway.mailbox(id).map_err(|e| format!("mailbox: {e}"))?;
+        let summaries = gateway
+            .list_messages(id)
+            .map_err(|e| format!("list: {e}"))?;
+        let bytes: u64 = summaries.iter().map(|s| s.size).sum();
+        if (info.message_count, info.message_bytes) != (summaries.len() as u64, bytes) {
+            counters.push(format!(
+                "mailbox {i} counts {} messages of {} bytes but holds {} of {bytes}",
+                info.message_count,
+                info.message_bytes,
+                summaries.len()
+            ));
+        }
         let key = gateway
             .unseal(id, &MailboxPassword::from_user_input(password))
             .map_err(|e| format!("unseal: {e}"))?;
         let mut messages = FinalMailbox::new();
-        for summary in gateway
-            .list_messages(id)
-            .map_err(|e| format!("list: {e}"))?
-        {
+        for summary in summaries {
             let (_, body) = gateway
                 .read_message(&key, summary.seq)
                 .map_err(|e| format!("read {}: {e}", summary.id))?;
@@ -196,7 +237,7 @@ fn read_store(disk: &Disk, mailboxes: &Mailboxes) -> Result<Vec<FinalMailbox>, S
         }
         out.push(messages);
     }
-    Ok(out)
+    Ok((out, counters))
 }
 
 /// Runs one seed.
@@ -211,19 +252,14 @@ pub fn run(options: Options) -> Outcome {
 fn run_seeded(options: Options) -> Outcome {
     let mut rng = SmallRng::seed_from_u64(options.seed);
     let disk = Disk::new(rng.random(), None);
+    if options.scenario == Scenario::Cluster {
+        return cluster::run(options, rng);
+    }
     let shared = Rc::new(Shared::default());
     let mut violations = Vec::new();
-    let mailboxes = match create_mailboxes(&disk) {
+    let mailboxes = match create_mailboxes(&|| hosts::gateway::open_store(&disk)) {
         Ok(m) => m,
-        Err(e) => {
-            return Outcome {
-                options,
-                trace: Trace::default(),
-                violations: vec![format!("setting up the mailboxes failed: {e}")],
-                sim_time: Duration::ZERO,
-                paths: paths::Paths::default(),
-            }
-        }
+        Err(e) => return not_set_up(options, &e),
     };
     // The wrong variant starts after the set-up, so the mailboxes themselves are durable.
     if options.bug == Some(Bug::LyingDisk) {
@@ -231,6 +267,59 @@ fn run_seeded(options: Options) -> Outcome {
     }
     let skip_sync = options.bug == Some(Bug::UnsyncedCommit);
     let plan = Plan::draw(options.scenario, &mut rng, &mailboxes);
+    let mut sim = begin(options, &plan, &shared, &mut rng);
+    {
+        let (disk, shared) = (disk.clone(), shared.clone());
+        let proxy = plan.proxy.is_some();
+        sim.host(GATEWAY, move || {
+            let at = hosts::gateway::StoreAt::Disk(disk.clone());
+            hosts::gateway::run(GATEWAY, at, shared.clone(), skip_sync, proxy)
+        });
+    }
+    if let Some(proxy) = &plan.proxy {
+        let (upstream, shared) = (proxy.upstream.clone(), shared.clone());
+        sim.host(UPSTREAM, move || {
+            hosts::upstream::run(upstream.clone(), shared.clone())
+        });
+    }
+    clients(&mut sim, &plan, &shared, &mut rng);
+
+    let finished = drive(&mut sim, &plan, &disk, &shared, &mut violations);
+    let sim_time = sim.elapsed();
+    // The end of the run is one more power cut: everything acknowledged must survive it.
+    disk.crash();
+    if finished {
+        sim.crash(GATEWAY);
+        drop(sim);
+    } else {
+        // A panic left the world half-stepped; dropping it could panic again.
+        std::mem::forget(sim);
+    }
+    disk.power_on();
+    // Taken before the store is read back: reading unseals, and that is not the run's.
+    let paths = paths::take();
+    let final_store = read_store(&|| hosts::gateway::open_store(&disk), &mailboxes);
+    conclude(options, &shared, violations, (sim_time, paths), final_store)
+}
+
+/// The outcome of a run whose mailboxes could not be created.
+fn not_set_up(options: Options, e: &str) -> Outcome {
+    Outcome {
+        options,
+        trace: Trace::default(),
+        violations: vec![format!("setting up the mailboxes failed: {e}")],
+        sim_time: Duration::ZERO,
+        paths: paths::Paths::default(),
+    }
+}
+
+/// Starts counting the run's paths, logs its plan and builds its world.
+fn begin<'a>(
+    options: Options,
+    plan: &Plan,
+    shared: &Shared,
+    rng: &mut SmallRng,
+) -> turmoil::Sim<'a> {
     // Count from here: the set-up's commits are not the run's.
     paths::take();
     shared.trace.borrow_mut().push(
@@ -246,28 +335,18 @@ fn run_seeded(options: Options) -> Outcome {
             plan.faults_end
         ),
     );
-
-    let mut sim = turmoil::Builder::new()
+    turmoil::Builder::new()
         .rng_seed(rng.random())
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000))
         .simulation_duration(TIME_LIMIT)
         .tick_duration(Duration::from_millis(10))
         .min_message_latency(plan.min_latency)
         .max_message_latency(plan.max_latency)
-        .build();
-    {
-        let (disk, shared) = (disk.clone(), shared.clone());
-        let proxy = plan.proxy.is_some();
-        sim.host(GATEWAY, move || {
-            hosts::gateway::run(disk.clone(), shared.clone(), skip_sync, proxy)
-        });
-    }
-    if let Some(proxy) = &plan.proxy {
-        let (upstream, shared) = (proxy.upstream.clone(), shared.clone());
-        sim.host(UPSTREAM, move || {
-            hosts::upstream::run(upstream.clone(), shared.clone())
-        });
-    }
+        .build()
+}
+
+/// The plan's clients: senders, proxy clients, the archiver, attackers.
+fn clients(sim: &mut turmoil::Sim<'_>, plan: &Plan, shared: &Rc<Shared>, rng: &mut SmallRng) {
     shared.senders_left.set(
         plan.senders.len()
             + plan
@@ -308,22 +387,21 @@ fn run_seeded(options: Options) -> Outcome {
             hosts::attacker::run(attacker.clone(), shared.clone(), attacker_rng),
         );
     }
+}
 
-    let finished = drive(&mut sim, &plan, &disk, &shared, &mut violations);
-    let sim_time = sim.elapsed();
-    // The end of the run is one more power cut: everything acknowledged must survive it.
-    disk.crash();
-    if finished {
-        sim.crash(GATEWAY);
-        drop(sim);
-    } else {
-        // A panic left the world half-stepped; dropping it could panic again.
-        std::mem::forget(sim);
-    }
-    disk.power_on();
-    let paths = paths::take();
-    let final_store = match read_store(&disk, &mailboxes) {
-        Ok(store) => store,
+/// Checks what the clients saw against the store read back after the run.
+fn conclude(
+    options: Options,
+    shared: &Shared,
+    mut violations: Vec<String>,
+    (sim_time, paths): (Duration, paths::Paths),
+    final_store: Result<FinalStore, String>,
+) -> Outcome {
+    let final_store = match final_store {
+        Ok((store, counters)) => {
+            violations.extend(counters);
+            store
+        }
         Err(e) => {
             violations.push(format!("the store cannot be read after the run: {e}"));
             Vec::new()
@@ -368,13 +446,13 @@ fn run_seeded(options: Options) -> Outcome {
 /// sends nothing (what was still on its way out is lost with it), and tokio drops the dead
 /// runtime's tasks in an order that follows its process-wide task ids, so the FINs their
 /// sockets would send would make a run depend on the runs before it in the same process.
-fn crash_gateway(sim: &mut turmoil::Sim<'_>, clients: &[String], links: &[Link]) {
+fn crash_gateway(sim: &mut turmoil::Sim<'_>, host: &str, clients: &[String], links: &[Link]) {
     for client in clients {
-        sim.partition_oneway(GATEWAY, client.as_str());
+        sim.partition_oneway(host, client.as_str());
     }
-    sim.crash(GATEWAY);
+    sim.crash(host);
     for client in clients {
-        sim.repair_oneway(GATEWAY, client.as_str());
+        sim.repair_oneway(host, client.as_str());
     }
     // The link faults in force stay in force.
     for (_, client, cut) in links {
@@ -394,6 +472,35 @@ fn heal_link(sim: &mut turmoil::Sim<'_>, client: &str, cut: bool) {
         sim.repair(client, GATEWAY);
     } else {
         sim.release(client, GATEWAY);
+    }
+}
+
+/// The next fault due by `now`, unless the faults are over.
+fn next_due(
+    faults: &mut VecDeque<(Duration, Fault)>,
+    now: Duration,
+    healed: bool,
+) -> Option<Fault> {
+    if healed || faults.front().is_none_or(|(at, _)| *at > now) {
+        return None;
+    }
+    faults.pop_front().map(|(_, fault)| fault)
+}
+
+/// Steps the world once: `Ok(done)`, or `Err(finished)` when the run ends here (a host
+/// failed: true; a panic cut the run short: false).
+fn step(sim: &mut turmoil::Sim<'_>, violations: &mut Vec<String>) -> Result<bool, bool> {
+    let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step()));
+    match step {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => {
+            violations.push(format!("the simulation stopped: {e}"));
+            Err(true)
+        }
+        Err(_) => {
+            violations.push("a host panicked out of the simulation".into());
+            Err(false)
+        }
     }
 }
 
@@ -427,17 +534,9 @@ fn drive(
     let mut disk_free_at: Option<Duration> = None;
     let mut healed = false;
     loop {
-        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step()));
-        let done = match step {
-            Ok(Ok(done)) => done,
-            Ok(Err(e)) => {
-                violations.push(format!("the simulation stopped: {e}"));
-                return true;
-            }
-            Err(_) => {
-                violations.push("a host panicked out of the simulation".into());
-                return false;
-            }
+        let done = match step(sim, violations) {
+            Ok(done) => done,
+            Err(finished) => return finished,
         };
         let now = sim.elapsed();
         if let Some(report) = disk.take_cut() {
@@ -450,7 +549,7 @@ fn drive(
                     if report.torn { ", one torn" } else { "" }
                 ),
             );
-            crash_gateway(sim, &clients, &stalls);
+            crash_gateway(sim, GATEWAY, &clients, &stalls);
             restart_at = Some(now + cut_down.take().unwrap_or(Duration::from_secs(1)));
         }
         if restart_at.is_some_and(|at| at <= now) {
@@ -473,14 +572,11 @@ fn drive(
             disk.free();
             log(now, "disk has space again".into());
         }
-        while !healed && faults.front().is_some_and(|(at, _)| *at <= now) {
-            let Some((_, fault)) = faults.pop_front() else {
-                break;
-            };
+        while let Some(fault) = next_due(&mut faults, now, healed) {
             match fault {
                 Fault::Crash { down } if restart_at.is_none() => {
                     let report = disk.crash();
-                    crash_gateway(sim, &clients, &stalls);
+                    crash_gateway(sim, GATEWAY, &clients, &stalls);
                     restart_at = Some(now + down);
                     cut_down = None;
                     disk.disarm_cut();

@@ -35,7 +35,7 @@ fn parse() -> Result<Args, String> {
             "--seed" => args.seed = Some(number(value()?)?),
             "--scenario" => {
                 let name = value()?;
-                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                let names: Vec<&str> = Scenario::named().map(|s| s.name()).collect();
                 args.scenario = Some(
                     Scenario::parse(&name)
                         .ok_or(format!("unknown scenario {name}; one of {names:?}"))?,

@@ -7,6 +7,8 @@ use gateway::mailbox::MailboxId;
 use rand::rngs::SmallRng;
 use rand::Rng;
 
+use crate::hosts::gateway::{NAME as GATEWAY, NODES};
+
 /// A family of faults. `Mixed` (the default) draws a little of everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -39,9 +41,15 @@ pub enum Scenario {
     /// while the upstream drops connections mid-RETR, stalls and refuses logins for a while,
     /// links stall or break and the gateway crashes and loses power.
     Pop3Proxy,
+    /// Two gateway nodes share one database (the model of a networked one): senders and the
+    /// archiver use either node, while nodes crash, a node loses the database for a while,
+    /// the database restarts, and a commit loses its connection after or without taking
+    /// effect.
+    Cluster,
 }
 
 impl Scenario {
+    /// The single-node scenarios, which seeds without a named scenario rotate through.
     pub const ALL: [Scenario; 10] = [
         Scenario::Calm,
         Scenario::Crash,
@@ -55,6 +63,11 @@ impl Scenario {
         Scenario::Pop3Proxy,
     ];
 
+    /// Every scenario a name selects: [`Scenario::ALL`] and the cluster.
+    pub fn named() -> impl Iterator<Item = Scenario> {
+        Self::ALL.into_iter().chain([Scenario::Cluster])
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Calm => "calm",
@@ -67,11 +80,12 @@ impl Scenario {
             Scenario::Proxy => "proxy",
             Scenario::Guessing => "guessing",
             Scenario::Pop3Proxy => "pop3-proxy",
+            Scenario::Cluster => "cluster",
         }
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
+        Self::named().find(|s| s.name() == name)
     }
 
     fn has(self, other: Scenario) -> bool {
@@ -79,7 +93,11 @@ impl Scenario {
             || (self == Scenario::Mixed
                 && !matches!(
                     other,
-                    Scenario::Calm | Scenario::Proxy | Scenario::Guessing | Scenario::Pop3Proxy
+                    Scenario::Calm
+                        | Scenario::Proxy
+                        | Scenario::Guessing
+                        | Scenario::Pop3Proxy
+                        | Scenario::Cluster
                 ))
     }
 }
@@ -96,6 +114,8 @@ pub struct MessagePlan {
 #[derive(Debug, Clone)]
 pub struct SenderPlan {
     pub name: String,
+    /// The gateway hosts it delivers to (one at random per attempt when several).
+    pub gateways: Vec<String>,
     pub start: Duration,
     pub messages: Vec<MessagePlan>,
     pub mailboxes: Vec<MailboxId>,
@@ -170,6 +190,8 @@ pub struct ProxyPlan {
 
 #[derive(Debug, Clone)]
 pub struct ArchiverPlan {
+    /// The gateway hosts it picks up from (one at random per session when several).
+    pub gateways: Vec<String>,
     /// Mailbox id and password.
     pub mailboxes: Vec<(MailboxId, String)>,
     pub sessions_during_faults: usize,
@@ -211,6 +233,21 @@ pub enum Fault {
     Partition { client: String, for_: Duration },
     /// The disk is full (growth beyond `slack` bytes fails) for a while.
     DiskFull { slack: u64, for_: Duration },
+    /// Cluster: crash a node now and restart it after the pause.
+    NodeCrash { node: usize, down: Duration },
+    /// Cluster: cut the network between a node and the database for a while.
+    DbPartition { node: usize, for_: Duration },
+    /// Cluster: the database server restarts (down for the pause).
+    DbRestart { down: Duration },
+    /// Cluster: the next commit loses its connection; it took effect if `applied`.
+    AmbiguousCommit { applied: bool },
+}
+
+/// The cluster scenario's nodes and their database.
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    /// Each node's round trip to the database, waited before each batch of its writer.
+    pub latency: Vec<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -228,6 +265,8 @@ pub struct Plan {
     pub proxy: Option<ProxyPlan>,
     /// The guessing scenario's attackers.
     pub attackers: Vec<AttackerPlan>,
+    /// The cluster scenario's nodes.
+    pub cluster: Option<ClusterPlan>,
 }
 
 /// Mailboxes created before the run, with their passwords.
@@ -282,6 +321,7 @@ impl Plan {
                 })
                 .collect();
             senders.push(SenderPlan {
+                gateways: vec![GATEWAY.to_owned()],
                 start: Duration::from_millis(rng.random_range(0..20_000)),
                 messages,
                 mailboxes: ids.clone(),
@@ -296,6 +336,7 @@ impl Plan {
             });
         }
         let archiver = ArchiverPlan {
+            gateways: vec![GATEWAY.to_owned()],
             mailboxes: mailboxes.clone(),
             sessions_during_faults: rng.random_range(1..=5),
             max_gap_ms: 30_000,
@@ -429,6 +470,9 @@ impl Plan {
             archiver.sessions_during_faults = 0;
             proxy = Some(pop3_proxy(rng, &ids, &mut faults, &at));
         }
+        // The cluster's, after everything else.
+        let cluster = (scenario == Scenario::Cluster)
+            .then(|| cluster(rng, &mut senders, &mut archiver, &mut faults, &at));
         Plan {
             scenario,
             senders,
@@ -439,6 +483,7 @@ impl Plan {
             max_latency,
             proxy,
             attackers,
+            cluster,
         }
     }
 }
@@ -544,5 +589,55 @@ fn pop3_proxy(
                 .collect(),
         },
         pop3_clients,
+    }
+}
+
+/// The `cluster` scenario's part: every client uses both nodes; node crashes, partitions
+/// between a node and the database, database restarts and ambiguous commits. Sorts
+/// `faults`.
+fn cluster(
+    rng: &mut SmallRng,
+    senders: &mut [SenderPlan],
+    archiver: &mut ArchiverPlan,
+    faults: &mut Vec<(Duration, Fault)>,
+    at: &dyn Fn(&mut SmallRng) -> Duration,
+) -> ClusterPlan {
+    let nodes: Vec<String> = NODES.iter().map(|n| (*n).to_owned()).collect();
+    for sender in senders.iter_mut() {
+        sender.gateways = nodes.clone();
+    }
+    archiver.gateways = nodes;
+    let down = |rng: &mut SmallRng| Duration::from_millis(rng.random_range(100..5_000));
+    for _ in 0..rng.random_range(0..=2) {
+        let node = rng.random_range(0..NODES.len());
+        let down = down(rng);
+        faults.push((at(rng), Fault::NodeCrash { node, down }));
+    }
+    for _ in 0..rng.random_range(1..=3) {
+        let node = rng.random_range(0..NODES.len());
+        let for_ = Duration::from_millis(rng.random_range(100..30_000));
+        faults.push((at(rng), Fault::DbPartition { node, for_ }));
+    }
+    // Restarts and broken commits mostly while the senders are busy, so that commits meet
+    // them (and their retries meet the duplicates an applied one leaves).
+    let busy = |rng: &mut SmallRng| Duration::from_millis(rng.random_range(1_000..40_000));
+    for _ in 0..rng.random_range(0..=2) {
+        let down = down(rng);
+        let when = if rng.random_bool(0.7) {
+            busy(rng)
+        } else {
+            at(rng)
+        };
+        faults.push((when, Fault::DbRestart { down }));
+    }
+    for _ in 0..rng.random_range(1..=3) {
+        let applied = rng.random_bool(0.5);
+        faults.push((busy(rng), Fault::AmbiguousCommit { applied }));
+    }
+    faults.sort_by_key(|(at, _)| *at);
+    ClusterPlan {
+        latency: (0..NODES.len())
+            .map(|_| Duration::from_millis(rng.random_range(0..30)))
+            .collect(),
     }
 }

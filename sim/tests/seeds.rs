@@ -1,6 +1,7 @@
-//! CI's seed budget: a few hundred seeds over every scenario (one in ten each is SMTP proxy
-//! mode, the guessing attack and POP3 proxy mode), the determinism check, the proof that a
-//! wrong variant is caught, and the regression seeds.
+//! CI's seed budget: a few hundred seeds over every single-node scenario (one in ten each is
+//! SMTP proxy mode, the guessing attack and POP3 proxy mode) and a batch of the two-node
+//! cluster, the determinism check, the proof that each wrong variant is caught, and the
+//! regression seeds.
 
 use sim::scenario::Scenario;
 use sim::{run, Bug, Options};
@@ -8,11 +9,16 @@ use sim::{run, Bug, Options};
 /// Seeds per batch; the batches run in parallel test threads.
 const BATCH: u64 = 100;
 
-fn batch(first: u64) {
+/// The single-node scenario a seed runs in the mixed batches.
+fn rotating(seed: u64) -> Scenario {
+    Scenario::ALL[(seed % Scenario::ALL.len() as u64) as usize]
+}
+
+fn batch(first: u64, scenario_of: fn(u64) -> Scenario) {
     let mut failed = Vec::new();
     let mut paths = Vec::new();
     for seed in first..first + BATCH {
-        let scenario = Scenario::ALL[(seed % Scenario::ALL.len() as u64) as usize];
+        let scenario = scenario_of(seed);
         let outcome = run(Options {
             seed,
             scenario,
@@ -63,22 +69,29 @@ fn batch(first: u64) {
 
 #[test]
 fn seeds_0_to_99() {
-    batch(0);
+    batch(0, rotating);
 }
 
 #[test]
 fn seeds_100_to_199() {
-    batch(100);
+    batch(100, rotating);
 }
 
 #[test]
 fn seeds_200_to_299() {
-    batch(200);
+    batch(200, rotating);
 }
 
 #[test]
 fn seeds_300_to_399() {
-    batch(300);
+    batch(300, rotating);
+}
+
+/// Two gateway nodes on one shared (model) database, under node crashes, partitions from
+/// the database, database restarts and commits of unknown outcome.
+#[test]
+fn cluster_seeds_0_to_99() {
+    batch(0, |_| Scenario::Cluster);
 }
 
 /// A run is a function of its seed alone: the same seeds run forwards and then backwards in
@@ -95,6 +108,7 @@ fn a_seed_replays_to_the_same_trace() {
                 Scenario::Proxy,
                 Scenario::Guessing,
                 Scenario::Pop3Proxy,
+                Scenario::Cluster,
             ]
             .into_iter()
             .map(move |scenario| Options {
@@ -115,7 +129,7 @@ fn a_seed_replays_to_the_same_trace() {
         );
     }
     // Seeds 3 and 11, both mixed.
-    assert_ne!(forwards[0], forwards[6], "the seed matters");
+    assert_ne!(forwards[0], forwards[7], "the seed matters");
     let a = run(cases[0]).trace;
     let b = run(cases[0]).trace;
     assert_eq!(a.hash(), b.hash());
@@ -127,7 +141,7 @@ fn a_seed_replays_to_the_same_trace() {
 fn caught(bug: Bug) -> u64 {
     let mut caught = None;
     for seed in 0..BATCH {
-        let scenario = Scenario::ALL[(seed % Scenario::ALL.len() as u64) as usize];
+        let scenario = rotating(seed);
         let options = Options {
             seed,
             scenario,
@@ -153,6 +167,29 @@ fn caught(bug: Bug) -> u64 {
     assert_eq!(again.violations, outcome.violations);
     assert_eq!(again.trace.hash(), outcome.trace.hash());
     options.seed
+}
+
+/// The first of `seeds` whose run of `scenario` with `bug` has a violation that `wanted`
+/// matches.
+fn first_caught(
+    scenario: Scenario,
+    bug: Bug,
+    seeds: std::ops::Range<u64>,
+    wanted: impl Fn(&String) -> bool,
+) -> Option<(Options, sim::Outcome)> {
+    seeds.into_iter().find_map(|seed| {
+        let options = Options {
+            seed,
+            scenario,
+            bug: Some(bug),
+        };
+        let outcome = run(options);
+        outcome
+            .violations
+            .iter()
+            .any(&wanted)
+            .then_some((options, outcome))
+    })
 }
 
 /// The gateway's store answering before its sync: 250 before the message is durable.
@@ -196,23 +233,44 @@ fn committing_without_sync_is_caught_in_pop3_proxy_mode() {
         v.starts_with("pop3 proxy: ")
             && v.contains("reached the client whole but has no durable copy")
     };
-    let caught = (0..20).find_map(|seed| {
-        let options = Options {
-            seed,
-            scenario: Scenario::Pop3Proxy,
-            bug: Some(Bug::UnsyncedCommit),
-        };
-        let outcome = run(options);
-        outcome
-            .violations
-            .iter()
-            .any(pop3)
-            .then_some((options, outcome))
-    });
+    let caught = first_caught(Scenario::Pop3Proxy, Bug::UnsyncedCommit, 0..20, pop3);
     let (options, outcome) =
         caught.expect("unsynced POP3 proxy copies went unnoticed for 20 seeds");
     assert_eq!(run(options).trace.hash(), outcome.trace.hash());
     eprintln!("unsynced POP3 proxy copies caught by seed {}", options.seed);
+}
+
+/// The cluster's shared database reporting commits before flushing them: a database
+/// restart takes away what a node acknowledged with 250 (and brings back what a completed
+/// UPDATE deleted).
+#[test]
+fn a_database_losing_reported_commits_is_caught_and_its_seed_replays() {
+    let lost = |v: &String| v.contains("acknowledged with 250 but is not retrievable");
+    let caught = first_caught(Scenario::Cluster, Bug::UnflushedCommit, 0..BATCH, lost);
+    let (options, outcome) =
+        caught.expect("a database losing reported commits went unnoticed for a whole batch");
+    let again = run(options);
+    assert_eq!(again.violations, outcome.violations);
+    assert_eq!(again.trace.hash(), outcome.trace.hash());
+    eprintln!(
+        "a database losing reported commits caught by seed {}",
+        options.seed
+    );
+}
+
+/// A node taking a commit whose connection broke for one that happened: it acknowledges
+/// messages (and UPDATEs) the database never stored.
+#[test]
+fn a_node_trusting_a_lost_commit_is_caught_and_its_seed_replays() {
+    let lost = |v: &String| v.contains("acknowledged with 250 but is not retrievable");
+    let caught = first_caught(Scenario::Cluster, Bug::TrustedLostCommit, 0..BATCH, lost);
+    let (options, outcome) =
+        caught.expect("a node trusting lost commits went unnoticed for a whole batch");
+    assert_eq!(run(options).trace.hash(), outcome.trace.hash());
+    eprintln!(
+        "a node trusting lost commits caught by seed {}",
+        options.seed
+    );
 }
 
 #[test]

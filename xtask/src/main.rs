@@ -39,7 +39,10 @@ tasks:
                      print the failing ones
   sim --seed S [--scenario X] [--bug B]
                      replay one seed with its readable trace; scenarios: calm, crash,
-                     power-cut, network, full-disk, slow-clients, mixed, proxy; bug: unsynced-commit, lying-disk
+                     power-cut, network, full-disk, slow-clients, mixed, proxy, guessing,
+                     pop3-proxy, cluster (two nodes on a shared model database; never
+                     picked without --scenario); bug: unsynced-commit, lying-disk,
+                     unflushed-commit, trusted-lost-commit (cluster only)
   dist [--profile P] [--check]
                      build the Debian package into target/dist/ with cargo-deb (profile
                      release unless given); --check installs it with dpkg, runs it, verifies

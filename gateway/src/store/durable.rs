@@ -2,8 +2,10 @@
 //!
 //! [`Durable`] has no public constructor and none visible to the rest of the store: the only
 //! way to get one is [`Synced::commit`], which commits a redb write transaction (or
-//! [`Synced::commit_postgres`], a PostgreSQL one), and the writer hands one proof to each request of that commit. A protocol session needs the proof
-//! before it may acknowledge a message, so skipping the commit does not compile.
+//! [`Synced::commit_postgres`], a PostgreSQL one, or in test-support builds
+//! `Synced::commit_model`, the simulator's model database), and the writer hands one proof
+//! to each request of that commit. A protocol session needs the proof before it may
+//! acknowledge a message, so skipping the commit does not compile.
 
 use redb::{CommitError, WriteTransaction};
 
@@ -60,6 +62,14 @@ impl Synced {
         deadline: &super::postgres::Deadline,
     ) -> Result<Self, StoreError> {
         deadline.wait(txn.commit())?;
+        Ok(Self { _private: () })
+    }
+
+    /// Commits a transaction of the simulator's model database ([`super::model`]); returns
+    /// once the model reports the commit.
+    #[cfg(any(test, feature = "test-support"))]
+    pub(super) fn commit_model(txn: super::model::ModelWrite<'_>) -> Result<Self, StoreError> {
+        txn.commit()?;
         Ok(Self { _private: () })
     }
 

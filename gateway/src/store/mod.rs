@@ -16,6 +16,8 @@ mod durable;
 mod error;
 pub mod faults;
 mod handle;
+#[cfg(any(test, feature = "test-support"))]
+pub mod model;
 pub mod postgres;
 mod redb_access;
 mod redb_engine;
@@ -236,6 +238,23 @@ impl Store {
             Backend::Shared(Arc::new(postgres::PgReadSource(reads.clone()))),
             Arc::new(postgres::PgCoordination::new(reads)),
             Path::new(&target.label),
+            options,
+        )
+    }
+
+    /// Opens `node`'s store on the simulator's model of a shared database (see [`model`]):
+    /// fails while the model is out of the node's reach, as a connect would.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn open_model(
+        db: Arc<model::ModelDatabase>,
+        node: model::NodeId,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let engine = model::ModelEngine::connect(db.clone(), node)?;
+        Self::with_engine(
+            engine,
+            Backend::Shared(Arc::new(model::ModelReadSource { db, node })),
+            Path::new(&format!("model-database/node-{node}")),
             options,
         )
     }

@@ -64,6 +64,13 @@ pub trait WriteEngine: Send + 'static {
     /// Whether the database is open (false while closed after a storage failure).
     fn is_open(&self) -> bool;
 
+    /// How long a batch waits before it starts: the model database's round trip in the
+    /// simulation (the only place a wait can be in simulated time, as every other call is
+    /// synchronous). Real backends take their time inside their calls: `None`.
+    fn batch_delay(&self) -> Option<Duration> {
+        None
+    }
+
     /// Makes the database ready for a batch, reopening it first if a failure closed it.
     fn prepare(&mut self) -> Result<(), StoreError>;
 
@@ -139,6 +146,10 @@ async fn run<E: WriteEngine>(
                 continue;
             }
         };
+        if let Some(delay) = engine.batch_delay() {
+            // Requests arriving meanwhile join the batch, as during a real round trip.
+            tokio::time::sleep(delay).await;
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {

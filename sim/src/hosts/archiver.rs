@@ -8,7 +8,7 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 
 use super::conn::{multiline, ok, status, uidl_listing, Broken, Conn};
-use super::gateway::{NAME as GATEWAY, POP3S_PORT};
+use super::gateway::POP3S_PORT;
 use super::SharedRef;
 use crate::invariants::{Pop3Session, SessionEnd};
 use crate::scenario::ArchiverPlan;
@@ -107,7 +107,11 @@ async fn converse(
     rng: &mut SmallRng,
 ) -> Result<(), Broken> {
     let (id, password) = &plan.mailboxes[record.mailbox];
-    let mut conn = Conn::connect(GATEWAY, POP3S_PORT, plan.patience).await?;
+    let host = super::pick(&plan.gateways, rng);
+    if plan.gateways.len() > 1 {
+        shared.log(ME, format!("mailbox {} via {host}", record.mailbox));
+    }
+    let mut conn = Conn::connect(host, POP3S_PORT, plan.patience).await?;
     conn.upgrade().await?;
     ok(&mut conn).await?;
     conn.send(format!("USER {id}\r\n").as_bytes()).await?;

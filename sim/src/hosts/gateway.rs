@@ -1,6 +1,8 @@
 //! The gateway host: the real SMTP and POP3 servers (sessions and shells from the `gateway`
-//! crate) over turmoil listeners, on a store that lives on the simulated [`Disk`]. turmoil
-//! calls [`run`] again at every restart; the disk is all that survives.
+//! crate) over turmoil listeners, on a store that lives on the simulated [`Disk`], or in the
+//! `cluster` scenario on the model of a database shared with the other nodes
+//! ([`StoreAt::Model`]). turmoil calls [`run`] again at every restart; the disk (or the
+//! shared database) is all that survives.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,12 +17,15 @@ use gateway::pop3::{Pop3Server, Pop3Settings};
 use gateway::proxy::{Connector, Upstreams};
 use gateway::service::{Gateway, PickupPolicy, ServiceOptions};
 use gateway::smtp::{SessionConfig, SmtpServer};
-use gateway::store::{Space, Store, StoreOptions};
+use gateway::store::model::{ModelDatabase, NodeId};
+use gateway::store::{Space, Store, StoreError, StoreOptions};
 
 use super::SharedRef;
 use crate::disk::Disk;
 
 pub const NAME: &str = "gateway";
+/// The cluster's nodes, by [`NodeId`].
+pub const NODES: [&str; 2] = ["gateway-a", "gateway-b"];
 pub const SMTP_PORT: u16 = 25;
 pub const POP3S_PORT: u16 = 995;
 /// POP3 with STLS (proxy mode only).
@@ -69,7 +74,7 @@ pub const MIN_FREE_DISK: u64 = 256 * 1024;
 /// Opens the store on the disk as the gateway does at start, with its group-commit writer and
 /// blocking work as tasks of the simulated runtime (the production code, in simulated time
 /// under the seed), a small cache, the space reserve on the same disk.
-pub fn open_store(disk: &Disk) -> Result<Store, gateway::store::StoreError> {
+pub fn open_store(disk: &Disk) -> Result<Store, StoreError> {
     let space = Space::new(Arc::new(disk.clone()), DISK_RESERVE);
     let disk = disk.clone();
     let store = Store::open_with_backend(
@@ -79,6 +84,40 @@ pub fn open_store(disk: &Disk) -> Result<Store, gateway::store::StoreError> {
             cache_bytes: 4 * 1024 * 1024,
             executor: crate::paths::executor(),
             space: Some(Arc::new(space)),
+        },
+    )?;
+    store.observe_commits(Arc::new(crate::paths::Commits));
+    Ok(store)
+}
+
+/// Where a gateway host's store lives.
+#[derive(Clone)]
+pub enum StoreAt {
+    /// redb on the host's own simulated disk.
+    Disk(Disk),
+    /// The model of a database shared with other nodes, as this node.
+    Model(Arc<ModelDatabase>, NodeId),
+}
+
+impl StoreAt {
+    /// Opens the store as the gateway does at start.
+    pub fn open(&self) -> Result<Store, StoreError> {
+        match self {
+            StoreAt::Disk(disk) => open_store(disk),
+            StoreAt::Model(db, node) => open_model_store(db, *node),
+        }
+    }
+}
+
+/// Opens `node`'s store on the shared model database, its writer and blocking work as tasks
+/// of the simulated runtime.
+pub fn open_model_store(db: &Arc<ModelDatabase>, node: NodeId) -> Result<Store, StoreError> {
+    let store = Store::open_model(
+        db.clone(),
+        node,
+        &StoreOptions {
+            executor: crate::paths::executor(),
+            ..StoreOptions::default()
         },
     )?;
     store.observe_commits(Arc::new(crate::paths::Commits));
@@ -113,20 +152,26 @@ pub fn service(store: Store) -> Gateway {
 }
 
 /// The host's software, from boot to crash. A store that cannot be opened (a full disk
-/// where redb's recovery must write) is retried every second, as a service manager
-/// restarting the gateway would.
+/// where redb's recovery must write, a shared database out of reach) is retried every
+/// second, as a service manager restarting the gateway would. `name` is the host's.
 ///
 /// `skip_sync` switches on the store's deliberately wrong variant (commits without a sync);
 /// `proxy` offers proxy logins (SMTP after STARTTLS, POP3 on 995 and after STLS on 110) to
 /// upstreams reached through turmoil.
-pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) -> turmoil::Result {
+pub async fn run(
+    name: &'static str,
+    at: StoreAt,
+    shared: SharedRef,
+    skip_sync: bool,
+    proxy: bool,
+) -> turmoil::Result {
     let mut failures = 0u32;
     let store = loop {
-        match open_store(&disk) {
+        match at.open() {
             Ok(store) => break store,
             Err(e) => {
                 if failures == 0 {
-                    shared.log(NAME, format!("cannot start: {e}"));
+                    shared.log(name, format!("cannot start: {e}"));
                 }
                 failures += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -134,7 +179,7 @@ pub async fn run(disk: Disk, shared: SharedRef, skip_sync: bool, proxy: bool) ->
         }
     };
     if failures > 0 {
-        shared.log(NAME, format!("started after {failures} failed attempts"));
+        shared.log(name, format!("started after {failures} failed attempts"));
     }
     store.skip_sync_for_tests(skip_sync);
     let gateway = service(store);

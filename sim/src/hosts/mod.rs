@@ -73,6 +73,18 @@ impl Cut {
     }
 }
 
+/// The gateway host for one connection: the only one, or in a cluster one at random, as an
+/// MTA picks among equal MX records. Draws from `rng` only when there is a choice, so the
+/// single-node scenarios' runs stay as they were.
+pub(crate) fn pick<'a>(gateways: &'a [String], rng: &mut rand::rngs::SmallRng) -> &'a str {
+    use rand::Rng;
+    match gateways {
+        [] => gateway::NAME,
+        [only] => only,
+        _ => &gateways[rng.random_range(0..gateways.len())],
+    }
+}
+
 /// Puts a client's messages in the ledger as not yet sent.
 pub(crate) fn register(shared: &Shared, messages: &[crate::scenario::MessagePlan], proxy: bool) {
     for message in messages {

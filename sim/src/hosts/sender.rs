@@ -8,7 +8,7 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 
 use super::conn::{Broken, Conn};
-use super::gateway::{EMAIL_DOMAIN, NAME as GATEWAY, SMTP_PORT};
+use super::gateway::{EMAIL_DOMAIN, SMTP_PORT};
 use super::{Cut, SharedRef};
 use crate::invariants::Delivery;
 use crate::scenario::SenderPlan;
@@ -29,16 +29,22 @@ pub async fn run(plan: SenderPlan, shared: SharedRef, mut rng: SmallRng) -> turm
             }
             let cut = Cut::draw(&mut rng, shared.faults_over.get(), plan.cut_rate);
             let tls = rng.random_bool(plan.tls_rate);
-            let result = deliver(&plan, message, cut, tls, &mut rng, &shared).await;
+            let host = super::pick(&plan.gateways, &mut rng);
+            let result = deliver(&plan, host, message, cut, tls, &mut rng, &shared).await;
             let delivery = match &result {
                 Ok(Delivery::Acked) => "250".to_owned(),
                 Ok(other) => format!("{other:?}"),
                 Err(e) => format!("broken: {e}"),
             };
+            let via = if plan.gateways.len() > 1 {
+                format!(" via {host}")
+            } else {
+                String::new()
+            };
             shared.log(
                 &me,
                 format!(
-                    "{} attempt {attempt}{}{}: {delivery}",
+                    "{} attempt {attempt}{via}{}{}: {delivery}",
                     message.label,
                     if tls { " tls" } else { "" },
                     cut.label()
@@ -103,13 +109,14 @@ pub(super) async fn expect(conn: &mut Conn, wanted: u16) -> Result<(), Broken> {
 /// knows about the message; `Err` means it broke before the data ended.
 async fn deliver(
     plan: &SenderPlan,
+    host: &str,
     message: &crate::scenario::MessagePlan,
     cut: Cut,
     tls: bool,
     rng: &mut SmallRng,
     shared: &SharedRef,
 ) -> Result<Delivery, Broken> {
-    let mut conn = Conn::connect(GATEWAY, SMTP_PORT, plan.patience).await?;
+    let mut conn = Conn::connect(host, SMTP_PORT, plan.patience).await?;
     expect(&mut conn, 220).await?;
     conn.send(format!("EHLO {}\r\n", plan.name).as_bytes())
         .await?;

@@ -3,9 +3,10 @@
 //! Everything in it is either public (mailbox names, sizes, arrival times, public keys) or
 //! sealed (private keys, envelopes, bodies). The service layer reads and writes it only
 //! through the storage boundary ([`Reads`], [`Writes`]), so its rules do not depend on the
-//! backend. The backend today is redb, one file (`redb_access` implements the boundary on
-//! it). Writes go through one group-commit loop (`writer`), run where
-//! [`StoreOptions::executor`] puts it; reads use redb's concurrent read transactions.
+//! backend: redb, one file (the default; `redb_access` implements the boundary on it), or
+//! PostgreSQL shared by several nodes ([`postgres`]). Writes go through one group-commit
+//! loop (`writer`), run where [`StoreOptions::executor`] puts it; reads use the backend's
+//! concurrent read transactions or connections.
 //! [`transfer`] moves every row between backends (`gateway store copy`, and
 //! [`Store::copy_to`] for backups, which writes a redb file whatever the backend).
 
@@ -254,6 +255,9 @@ impl Store {
         Self::with_engine(
             engine,
             Backend::Shared(Arc::new(model::ModelReadSource { db, node })),
+            // The simulated archiver holds one maildrop session at a time: the model keeps
+            // no shared leases or throttles.
+            Arc::new(coordination::Local),
             Path::new(&format!("model-database/node-{node}")),
             options,
         )

@@ -417,6 +417,12 @@ impl<V: View> Reads for Model<V> {
 }
 
 impl Writes for ModelWrite<'_> {
+    /// No shared leases in the model (see `Store::open_model`): the node's in-process lock
+    /// is the fence, as with redb.
+    fn holds_lease(&self, _: &super::coordination::Lease) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     fn put_mailbox(&self, record: &MailboxRecord) -> Result<(), StoreError> {
         self.0.change(|t| {
             t.mailboxes.insert(record.id.clone(), record.clone());
@@ -591,6 +597,12 @@ impl ReadSource for ModelReadSource {
             .connect(self.node, false)
             .map_err(|_| StoreError::Reopening)?;
         Ok(Box::new(Model(Committed(link))))
+    }
+
+    fn transfer_source(&self) -> Result<Box<dyn super::transfer::Source>, StoreError> {
+        Err(StoreError::Internal(
+            "the simulator's model database is not copied (no backups in the simulation)".into(),
+        ))
     }
 }
 

@@ -326,12 +326,15 @@ fn a_new_database_starts_with_the_initial_administrator() {
 fn migrate_refuses_a_database_of_a_newer_gateway() {
     let db = Db::start();
     db.migrated();
-    db.psql("UPDATE gateway_schema SET version = 3");
+    db.psql(&format!(
+        "UPDATE gateway_schema SET version = {}",
+        SCHEMA_VERSION + 1
+    ));
     assert_eq!(
         migrate(&mut db.client()),
         Err(StoreError::TooNew {
-            found: 3,
-            supported: 2
+            found: u64::from(SCHEMA_VERSION) + 1,
+            supported: SCHEMA_VERSION.into()
         })
     );
 }

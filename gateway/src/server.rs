@@ -146,6 +146,7 @@ pub async fn start_with_settings(
     settings: LiveSettings,
 ) -> Result<Running, StartError> {
     let upstreams = upstreams(config)?;
+    settings.share_through(gateway.store().coordination().clone());
     gateway
         .metrics()
         .set_per_mailbox_limit(config.metrics.per_mailbox_limit);
@@ -286,6 +287,12 @@ pub async fn start_with_settings(
         api.gateway()
             .clone()
             .watch_disk(crate::service::DISK_WATCH_PERIOD, shutdown.signal()),
+    );
+    // On a shared store: the email domain another node sets reaches this one.
+    tasks.spawn(
+        api.gateway()
+            .clone()
+            .follow_shared_settings(shutdown.signal()),
     );
     // Ended sealing epochs leave memory within this period, even without new mail.
     tasks.spawn(

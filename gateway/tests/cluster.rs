@@ -606,3 +606,32 @@ async fn failed_logins_on_one_node_count_on_the_other() {
         Err(ServiceError::WrongAdminPassword)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_domain_set_through_one_node_is_followed_by_the_others() {
+    use gateway::settings::SettingsChange;
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = node(&pg, scratch.path(), "a").await;
+    let b = node(&pg, scratch.path(), "b").await;
+    let (id, _, password) = a.create_mailbox("moved").await;
+    let change = SettingsChange {
+        email_domain: Some("moved.example".into()),
+        ..SettingsChange::default()
+    };
+    a.api().settings().apply(change).await.unwrap();
+    // B follows within seconds, with nothing but the database between the two nodes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while &*b.gateway().email_domain() != "moved.example" {
+        assert!(tokio::time::Instant::now() < deadline, "B never followed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new_address = format!("{id}@moved.example");
+    assert_eq!(try_deliver(&b, &new_address, &message("moved")).await, 250);
+    let old_address = format!("{id}@{}", support::EMAIL_DOMAIN);
+    assert_ne!(try_deliver(&b, &old_address, &message("old")).await, 250);
+    assert_eq!(a.messages(&id, &password).len(), 1);
+    // A node started later with the old domain in its configuration takes the shared one.
+    let c = node(&pg, scratch.path(), "c").await;
+    assert_eq!(&*c.gateway().email_domain(), "moved.example");
+}

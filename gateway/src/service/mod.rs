@@ -14,6 +14,7 @@ mod permissions;
 mod pickup;
 mod retrieval;
 mod sessions;
+mod shared_settings;
 mod spool;
 mod stats;
 mod store_backend;
@@ -176,6 +177,7 @@ impl Gateway {
         let retrieval = RetrievalSecret::load_or_create(data_dir)?;
         let gateway = Self::new(store, options, retrieval);
         gateway.prepare_disk();
+        gateway.adopt_shared_email_domain()?;
         Ok(gateway)
     }
 

@@ -26,6 +26,8 @@ pub use email_domain::EmailDomain;
 
 use crate::config::{validate_email_domain, Config, ConfigError, Language, LogLevel};
 use crate::logging::{LevelChange, LogControl};
+use crate::store::coordination::{Coordination, EMAIL_DOMAIN_SETTING};
+use crate::store::StoreError;
 
 /// The settings as they are now (`GetSettings`, `gateway settings show`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -104,6 +106,9 @@ pub enum SettingsError {
     /// The blocking task that writes the file did not finish (the runtime is shutting down).
     #[error("the settings change was interrupted (the gateway is stopping)")]
     Interrupted,
+    /// The store the nodes share could not take the new email domain; nothing changed.
+    #[error("the email domain could not be published to the other nodes: {0}")]
+    Shared(StoreError),
 }
 
 impl SettingsError {
@@ -138,6 +143,8 @@ struct Inner {
     file: SettingsFile,
     /// One change at a time, so the file and the live values always change together.
     changing: Mutex<()>,
+    /// On a store several nodes share: where the email domain is published for all of them.
+    shared: std::sync::OnceLock<Arc<dyn Coordination>>,
 }
 
 #[derive(Clone, Copy)]
@@ -167,8 +174,15 @@ impl LiveSettings {
                 log,
                 file,
                 changing: Mutex::new(()),
+                shared: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// From now on an email domain change is published through `coordination` for every
+    /// node of a shared store (before it is saved here) ([`crate::store::coordination`]).
+    pub fn share_through(&self, coordination: Arc<dyn Coordination>) {
+        let _ = self.inner.shared.set(coordination);
     }
 
     /// The settings now.
@@ -214,6 +228,15 @@ impl LiveSettings {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let before = self.current();
+        // The nodes' shared value first: if that fails nothing changed anywhere; if the file
+        // fails after it, every node (this one too) follows the published domain anyway.
+        if let (Some(domain), Some(shared)) = (&change.email_domain, self.inner.shared.get()) {
+            if shared.is_shared() {
+                shared
+                    .publish_setting(EMAIL_DOMAIN_SETTING, domain)
+                    .map_err(SettingsError::Shared)?;
+            }
+        }
         config_file::update(&self.inner.file, &change)?;
         // Saved: from here on nothing can fail, so the running gateway and the file agree.
         if let Some(domain) = &change.email_domain {

@@ -67,5 +67,6 @@ fn settings_error(e: SettingsError) -> ApiError {
             ApiError::new(503, "config", e.to_string())
         }
         SettingsError::Interrupted => ApiError::new(503, "error", e.to_string()),
+        SettingsError::Shared(_) => ApiError::new(503, "storage", e.to_string()),
     }
 }

@@ -162,9 +162,19 @@ pub fn cell(
         }
         (_, None) => bail!("{} needs the database", setup.label()),
     };
-    // One after the other: the first creates the mailbox, the second serves the same one.
+    // One after the other: the first creates the mailbox, the second serves the same one,
+    // with the first's retrieval key (as an administrator copies it; a node with another
+    // refuses to join).
     let mut nodes = Vec::new();
     for config in &configs {
+        if let Some(first) = configs.first().filter(|first| *first != config) {
+            let key = gateway::service::RETRIEVAL_KEY_FILE;
+            std::fs::create_dir_all(&config.gateway.data_dir)?;
+            std::fs::copy(
+                first.gateway.data_dir.join(key),
+                config.gateway.data_dir.join(key),
+            )?;
+        }
         nodes.push(GatewayProcess::start_with(config)?);
     }
     let mailbox = nodes[0].mailbox.clone();

@@ -345,25 +345,18 @@ async fn a_pop3_proxy_client_alternating_between_nodes_gets_one_copy_per_message
     let provider = provider().await;
     let pg = database();
     let scratch = tempfile::tempdir().unwrap();
-    // Every node has the first node's retrieval key, as the README asks.
-    let key = [0x5a_u8; 32];
-    let node = |name: &'static str, key: [u8; 32]| {
+    // Every node has the same retrieval key (support::point_at), as the README asks.
+    let node = |name: &'static str| {
         let password_file = scratch.path().join(format!("{name}-db-password"));
         let provider = &provider;
         let pg = &pg;
         TestGateway::start_with(move |config| {
             use_database(config, pg, &password_file);
             trust_provider(config, provider);
-            std::fs::create_dir_all(&config.gateway.data_dir).unwrap();
-            let path = config
-                .gateway
-                .data_dir
-                .join(gateway::service::RETRIEVAL_KEY_FILE);
-            std::fs::write(path, key).unwrap();
         })
     };
-    let a = node("a", key).await;
-    let b = node("b", key).await;
+    let a = node("a").await;
+    let b = node("b").await;
     let (id, _, password) = a.create_mailbox("office").await;
     let (user, secret) = provider.user(0);
     let messages: Vec<Vec<u8>> = (1..=3)
@@ -393,11 +386,26 @@ async fn a_pop3_proxy_client_alternating_between_nodes_gets_one_copy_per_message
     let copies = b.messages(&id, &password);
     assert_eq!(copies.len(), 3);
 
-    // A node started without the shared key cannot recognise the others' records: it keeps
-    // copies of its own (duplicates, never a loss). This is why the key must be copied.
-    let c = node("c", [0xc3; 32]).await;
-    assert_eq!(fetch(&c).await, "3");
-    assert_eq!(a.message_count(&id), 6);
+    // A node with a key of its own could not recognise the others' records and would keep
+    // copies of its own: it refuses to start, saying what to copy.
+    let mut config = node_config(&pg, scratch.path(), "c");
+    std::fs::write(
+        config
+            .gateway
+            .data_dir
+            .join(gateway::service::RETRIEVAL_KEY_FILE),
+        [0xc3_u8; 32],
+    )
+    .unwrap();
+    trust_provider(&mut config, &provider);
+    match Gateway::open(&config) {
+        Err(ServiceError::StoreSettings(why)) => assert!(why.contains("retrieval.key"), "{why}"),
+        other => panic!(
+            "a node with another retrieval key started: {:?}",
+            other.err()
+        ),
+    }
+    assert_eq!(a.message_count(&id), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

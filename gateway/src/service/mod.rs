@@ -178,6 +178,7 @@ impl Gateway {
         let gateway = Self::new(store, options, retrieval);
         gateway.prepare_disk();
         gateway.adopt_shared_email_domain()?;
+        gateway.check_shared_retrieval_key()?;
         Ok(gateway)
     }
 

@@ -25,6 +25,8 @@ pub const RETRIEVAL_KEY_FILE: &str = "retrieval.key";
 const SECRET_BYTES: usize = 32;
 /// Domain separation, so the secret keys nothing else by accident.
 const LABEL: &[u8] = b"gateway/retrieved/v1\0";
+/// What [`RetrievalSecret::fingerprint`] signs: never a record key's input.
+const FINGERPRINT_LABEL: &[u8] = b"gateway/retrieval-key-fingerprint/v1\0";
 
 /// The HMAC key the store's retrieval records are made with. Never printed.
 #[derive(Clone)]
@@ -88,6 +90,17 @@ impl RetrievalSecret {
         Ok(())
     }
 
+    /// Names this secret without revealing it (an HMAC of a fixed label under it): nodes of
+    /// a shared store compare theirs, since different secrets would each keep a copy of the
+    /// same upstream message.
+    pub(super) fn fingerprint(&self) -> String {
+        let tag = hmac::sign(&self.0, FINGERPRINT_LABEL);
+        tag.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// The key a retrieval record is stored under.
     pub(super) fn record_key(&self, key: &RetrievalKey) -> [u8; 32] {
         let mut context = hmac::Context::with_key(&self.0);
@@ -102,6 +115,20 @@ impl RetrievalSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fingerprint_tells_secrets_apart_and_names_the_same_one_alike() {
+        let (a, b) = (
+            RetrievalSecret::from_bytes(&[1; 32]),
+            RetrievalSecret::from_bytes(&[2; 32]),
+        );
+        assert_eq!(
+            a.fingerprint(),
+            RetrievalSecret::from_bytes(&[1; 32]).fingerprint()
+        );
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint().len(), 32);
+    }
 
     #[test]
     fn the_secret_is_created_once_private_and_reused() {

@@ -9,7 +9,9 @@
 
 use crate::config::validate_email_domain;
 use crate::net::ShutdownSignal;
-use crate::store::coordination::{EMAIL_DOMAIN_SETTING, SETTINGS_FOLLOW_EVERY};
+use crate::store::coordination::{
+    EMAIL_DOMAIN_SETTING, RETRIEVAL_KEY_SETTING, SETTINGS_FOLLOW_EVERY,
+};
 
 use super::{Gateway, ServiceError};
 
@@ -36,6 +38,30 @@ impl Gateway {
             }
             Some(_) => {}
             None => coordination.publish_setting(EMAIL_DOMAIN_SETTING, &configured)?,
+        }
+        Ok(())
+    }
+
+    /// At start: refuses to join nodes whose proxy retrieval key (`retrieval.key`) differs
+    /// from this node's, by fingerprint (the first node publishes its own). Different keys
+    /// would keep one copy per node of every upstream message the POP3 proxy fetched.
+    pub fn check_shared_retrieval_key(&self) -> Result<(), ServiceError> {
+        let coordination = self.store.coordination();
+        if !coordination.is_shared() {
+            return Ok(());
+        }
+        let own = self.retrieval.fingerprint();
+        match coordination.shared_setting(RETRIEVAL_KEY_SETTING)? {
+            None => coordination.publish_setting(RETRIEVAL_KEY_SETTING, &own)?,
+            Some(shared) if shared == own => {}
+            Some(_) => {
+                return Err(ServiceError::StoreSettings(format!(
+                    "this node's {} is not the one the other nodes of this database use; copy \
+                     it from a node that ran before (it keys the proxy's one-copy records: \
+                     nodes with different keys would each store every fetched message)",
+                    super::RETRIEVAL_KEY_FILE
+                )))
+            }
         }
         Ok(())
     }

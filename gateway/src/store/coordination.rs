@@ -86,6 +86,9 @@ pub const SETTINGS_FOLLOW_EVERY: Duration = Duration::from_secs(2);
 /// The shared setting holding the email domain.
 pub const EMAIL_DOMAIN_SETTING: &str = "email_domain";
 
+/// The shared setting holding the fingerprint of the nodes' proxy retrieval key.
+pub const RETRIEVAL_KEY_SETTING: &str = "retrieval_key_fingerprint";
+
 /// One node alone: the in-process lock and throttles are the whole truth.
 #[derive(Debug, Default)]
 pub struct Local;

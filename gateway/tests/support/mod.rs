@@ -74,8 +74,22 @@ pub fn database_url(pg: &postgres_test_util::Postgres) -> String {
     )
 }
 
-/// Points `config` at the database `url` with the password in `password_file`.
+/// The proxy retrieval key every test node of a shared database has, as an administrator
+/// copies it to each node (`retrieval.key` in the data directory).
+pub const SHARED_RETRIEVAL_KEY: [u8; 32] = [0x5a; 32];
+
+/// Points `config` at the database `url` with the password in `password_file`, and gives
+/// its data directory the nodes' shared retrieval key.
 pub fn point_at(config: &mut Config, url: &str, password_file: &Path) {
+    std::fs::create_dir_all(&config.gateway.data_dir).expect("data dir");
+    std::fs::write(
+        config
+            .gateway
+            .data_dir
+            .join(gateway::service::RETRIEVAL_KEY_FILE),
+        SHARED_RETRIEVAL_KEY,
+    )
+    .expect("retrieval key");
     config.store.backend = gateway::config::StoreBackend::Postgres;
     config.store.url = url.to_owned();
     config.store.password_file = Some(password_file.to_owned());

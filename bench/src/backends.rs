@@ -48,12 +48,10 @@ impl Setup {
 #[derive(Debug, Clone)]
 pub struct Cell {
     pub setup: Setup,
-    pub size: usize,
+    /// The sessions the cell asked for (with two nodes each takes at least one).
     pub sessions: usize,
-    pub accepted: u64,
-    pub elapsed: Duration,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
+    /// Every node's load as one.
+    pub load: LoadReport,
     /// CPU seconds of the gateway node(s).
     pub gateway_cpu: f64,
     /// CPU seconds of the database server's processes (PostgreSQL only).
@@ -62,12 +60,17 @@ pub struct Cell {
 
 impl Cell {
     pub fn rate(&self) -> f64 {
-        self.accepted as f64 / self.elapsed.as_secs_f64()
+        self.load.messages_per_sec()
+    }
+
+    /// A latency percentile, milliseconds.
+    pub fn latency_ms(&self, percentile: f64) -> f64 {
+        self.load.latency(percentile).as_secs_f64() * 1e3
     }
 
     /// CPU seconds per 1,000 accepted messages.
     pub fn per_1000(&self, cpu: f64) -> f64 {
-        cpu / self.accepted.max(1) as f64 * 1000.0
+        cpu / self.load.accepted.max(1) as f64 * 1000.0
     }
 }
 
@@ -198,15 +201,17 @@ pub fn cell(
             rate_bps: None,
         })
     });
-    let reports: Vec<LoadReport> = runtime
-        .block_on(futures_join_all(loads.collect()))
-        .into_iter()
-        .collect::<anyhow::Result<_>>()?;
+    let load = LoadReport::combine(
+        runtime
+            .block_on(run_together(loads.collect()))
+            .into_iter()
+            .collect::<anyhow::Result<_>>()?,
+    );
     let gateway_cpu = nodes.iter().map(|n| cpu_seconds(n.pid())).sum::<f64>() - gateway_cpu0;
     let database_cpu = database
         .zip(database_cpu0)
         .map(|(db, before)| db.cpu_seconds() - before);
-    let accepted: u64 = reports.iter().map(|r| r.accepted).sum();
+    let accepted = load.accepted;
     let mut stored = 0;
     for node in nodes {
         // Every node reports the shared mailbox's count: the last one is the total.
@@ -221,27 +226,10 @@ pub fn cell(
     for n in 0..count {
         let _ = std::fs::remove_dir_all(data_dir(n));
     }
-    let mut latencies: Vec<Duration> = reports
-        .iter()
-        .flat_map(|r| r.latencies.iter().copied())
-        .collect();
-    latencies.sort();
-    let at = |p: f64| {
-        latencies
-            .get(
-                ((latencies.len() as f64 * p / 100.0) as usize)
-                    .min(latencies.len().saturating_sub(1)),
-            )
-            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    };
     let cell = Cell {
         setup,
-        size,
         sessions,
-        accepted,
-        elapsed: reports.iter().map(|r| r.elapsed).max().unwrap_or_default(),
-        p50_ms: at(50.0),
-        p99_ms: at(99.0),
+        load,
         gateway_cpu,
         database_cpu,
     };
@@ -254,7 +242,7 @@ pub fn cell(
 }
 
 /// Runs the loads together and returns their reports in order.
-async fn futures_join_all<F>(loads: Vec<F>) -> Vec<anyhow::Result<LoadReport>>
+async fn run_together<F>(loads: Vec<F>) -> Vec<anyhow::Result<LoadReport>>
 where
     F: std::future::Future<Output = anyhow::Result<LoadReport>> + Send + 'static,
 {

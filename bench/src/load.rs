@@ -134,6 +134,23 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// Runs that went on together (the sessions split between gateway nodes) as one: their
+    /// sessions and messages added up, the longest one's time, every latency.
+    pub fn combine(reports: Vec<LoadReport>) -> LoadReport {
+        let mut all = LoadReport::default();
+        for report in reports {
+            all.sessions += report.sessions;
+            all.size = report.size;
+            all.accepted += report.accepted;
+            all.failed += report.failed;
+            all.elapsed = all.elapsed.max(report.elapsed);
+            all.latencies.extend(report.latencies);
+            all.first_error = all.first_error.or(report.first_error);
+        }
+        all.latencies.sort();
+        all
+    }
+
     pub fn messages_per_sec(&self) -> f64 {
         self.accepted as f64 / self.elapsed.as_secs_f64()
     }

@@ -14,7 +14,7 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Stdio};
 use std::time::Duration;
 
 use gateway::config::Config;
@@ -261,17 +261,9 @@ impl Pair {
         let path = scratch.join("child-node.toml");
         std::fs::create_dir_all(&config.gateway.data_dir).unwrap();
         std::fs::write(&path, config.to_toml_string()).unwrap();
-        let mut a = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_node_stores_until_killed",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut a = support::child_test("child_node_stores_until_killed")
             .env("CLUSTER_CHILD_CONFIG", &path)
             .env("CLUSTER_CHILD_MAILBOX", mailbox.as_str())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let lines = BufReader::new(a.stdout.take().unwrap()).lines();
@@ -488,19 +480,11 @@ async fn the_lease_of_a_node_that_dies_expires() {
     let password_file = scratch.path().join("child-db-password");
     std::fs::write(&password_file, pg.password()).unwrap();
     let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_node_holds_a_maildrop",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        support::child_test("child_node_holds_a_maildrop")
             .env("CLUSTER_CHILD_URL", database_url(&pg))
             .env("CLUSTER_CHILD_PASSWORD_FILE", &password_file)
             .env("CLUSTER_CHILD_MAILBOX", id.as_str())
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );

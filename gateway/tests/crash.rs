@@ -7,7 +7,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 mod support;
 
@@ -48,17 +47,9 @@ fn sigkill_during_storage_loses_nothing_acknowledged() {
         (created.info.id, MailboxPassword::from_user_input(&shown))
     };
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_stores_until_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = support::child_test("child_stores_until_killed")
         .env("CRASH_CHILD_DIR", dir.path())
         .env("CRASH_CHILD_MAILBOX", mailbox.as_str())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

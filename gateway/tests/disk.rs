@@ -280,17 +280,9 @@ async fn gateway_starts_on_a_full_disk() {
         support::HOST_NAME,
     )
     .expect("TLS material");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_stores_and_waits_to_be_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = support::child_test("child_stores_and_waits_to_be_killed")
         .env("DISK_CHILD_DATA", &data)
         .env("DISK_CHILD_MAILBOX", id.as_str())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

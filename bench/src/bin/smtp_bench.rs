@@ -239,10 +239,10 @@ fn store_comparison(args: &Args) -> anyhow::Result<()> {
     write_report(&out, &report)?;
     let mut results = Results::new("smtp-store", args.quick);
     for cell in &cells {
-        let (size, sessions) = (human(cell.size), format!("{} sessions", cell.sessions));
+        let (size, sessions) = (human(cell.load.size), format!("{} sessions", cell.sessions));
         let parts = [size.as_str(), sessions.as_str(), cell.setup.label()];
         results.add(&parts, "msg/s", Better::Higher, cell.rate(), None);
-        results.add(&parts, "p99 ms", Better::Lower, cell.p99_ms, None);
+        results.add(&parts, "p99 ms", Better::Lower, cell.latency_ms(99.0), None);
         let gateway = cell.per_1000(cell.gateway_cpu);
         results.add(
             &parts,
@@ -292,22 +292,22 @@ fn render_store(cells: &[backends::Cell], scratch: &Path) -> String {
             .iter()
             .find(|c| {
                 c.setup == backends::Setup::Redb
-                    && c.size == cell.size
+                    && c.load.size == cell.load.size
                     && c.sessions == cell.sessions
             })
             .map(backends::Cell::rate);
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {:.0} | {} | {:.1} / {:.1} | {:.2} | {} |",
-            human(cell.size),
+            human(cell.load.size),
             cell.sessions,
             cell.setup.label(),
-            cell.accepted,
+            cell.load.accepted,
             cell.rate(),
             redb.filter(|r| *r > 0.0)
                 .map_or("—".to_owned(), |r| format!("{:.2}x", cell.rate() / r)),
-            cell.p50_ms,
-            cell.p99_ms,
+            cell.latency_ms(50.0),
+            cell.latency_ms(99.0),
             cell.per_1000(cell.gateway_cpu),
             cell.database_cpu
                 .map_or("—".to_owned(), |c| format!("{:.2}", cell.per_1000(c))),

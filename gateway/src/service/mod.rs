@@ -281,11 +281,9 @@ pub(crate) mod test_support {
     /// [`POSTGRES_URL_VAR`] names (unless the directory already holds a redb store, which
     /// [`redb_gateway`] made).
     pub fn test_store(dir: &std::path::Path, options: &StoreOptions) -> Store {
-        let url = std::env::var(POSTGRES_URL_VAR).ok();
-        let Some(url) = url.filter(|_| !store_path(dir).exists()) else {
+        let Some(mut config) = postgres_for(dir) else {
             return Store::open(&store_path(dir), options).unwrap();
         };
-        let mut config: tokio_postgres::Config = url.parse().expect(POSTGRES_URL_VAR);
         // A name from the directory: the same directory, the same schema.
         let digest =
             ring::digest::digest(&ring::digest::SHA256, dir.as_os_str().as_encoded_bytes());
@@ -306,17 +304,23 @@ pub(crate) mod test_support {
         Store::open_postgres(&target, options).unwrap()
     }
 
+    /// The database the store of test directory `dir` is on: `None` for redb (no
+    /// [`POSTGRES_URL_VAR`], or a redb store already in the directory).
+    fn postgres_for(dir: &std::path::Path) -> Option<tokio_postgres::Config> {
+        let url = std::env::var(POSTGRES_URL_VAR).ok()?;
+        if store_path(dir).exists() {
+            return None;
+        }
+        Some(url.parse().expect(POSTGRES_URL_VAR))
+    }
+
     /// Every byte the store of test directory `dir` keeps on disk: the redb file, or (on
     /// PostgreSQL) every file of the database server's data directory, WAL included, after a
     /// checkpoint wrote everything out. For tests that a secret is never stored.
     pub fn stored_bytes(dir: &std::path::Path) -> Vec<u8> {
-        let Some(url) = std::env::var(POSTGRES_URL_VAR)
-            .ok()
-            .filter(|_| !store_path(dir).exists())
-        else {
+        let Some(config) = postgres_for(dir) else {
             return std::fs::read(store_path(dir)).unwrap();
         };
-        let config: tokio_postgres::Config = url.parse().expect(POSTGRES_URL_VAR);
         let data_dir = on_own_thread(config, |client| async move {
             client.batch_execute("CHECKPOINT").await.unwrap();
             let row = client.query_one("SHOW data_directory", &[]).await.unwrap();

@@ -38,7 +38,7 @@ impl Store {
     /// One consistent view of every row, for a copy.
     pub fn transfer_source(&self) -> Result<Box<dyn Source>, StoreError> {
         match &self.inner.backend {
-            Backend::Redb(_) => Ok(Box::new(RedbSource::new(self.redb_snapshot()?))),
+            Backend::Redb(db) => Ok(Box::new(RedbSource::new(super::redb_snapshot(db)?))),
             Backend::Shared(reads) => reads.transfer_source(),
         }
     }
@@ -105,7 +105,7 @@ mod tests {
         assert_eq!(done, total, "the last report is complete");
         assert!(reports.windows(2).all(|w| w[0].0 <= w[1].0));
 
-        let live = store.redb_snapshot().unwrap();
+        let live = super::super::redb_snapshot(store.redb().unwrap()).unwrap();
         let copy = Database::open(&dest).unwrap();
         let copy = copy.begin_read().unwrap();
         let chunks = |t: &ReadTransaction| -> Vec<((u128, u32), Vec<u8>)> {
@@ -143,7 +143,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir.path().join("live.redb"));
         store.write_blocking(|t| t.next_seq()).unwrap();
-        let snapshot = store.redb_snapshot().unwrap();
+        let snapshot = super::super::redb_snapshot(store.redb().unwrap()).unwrap();
         // Written after the snapshot began: not in the copy.
         store.write_blocking(|t| t.next_seq()).unwrap();
         let dest = dir.path().join("copy.redb");

@@ -492,19 +492,10 @@ impl Store {
     /// async worker (a reopen waits for readers of the old file).
     pub fn read(&self) -> Result<Snapshot, StoreError> {
         let reads: Box<dyn Reads + Send + Sync> = match &self.inner.backend {
-            Backend::Redb(_) => Box::new(self.redb_snapshot()?),
+            Backend::Redb(db) => Box::new(redb_snapshot(db)?),
             Backend::Shared(source) => source.snapshot()?,
         };
         Ok(Snapshot { reads })
-    }
-
-    /// A redb read transaction on the current database (what [`Store::read`] wraps).
-    fn redb_snapshot(&self) -> Result<redb::ReadTransaction, StoreError> {
-        let db = self.redb().ok_or_else(|| {
-            StoreError::Internal("a redb snapshot of a store that is not redb".into())
-        })?;
-        let db = db.current().ok_or(StoreError::Reopening)?;
-        Ok(db.begin_read()?)
     }
 
     /// Tells `observer` of every durable group commit from now on. The first observer set
@@ -530,6 +521,12 @@ fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ADMIN)?;
     txn.open_table(API_KEYS)?;
     Ok(())
+}
+
+/// A redb read transaction on the current database (what [`Store::read`] wraps).
+fn redb_snapshot(db: &handle::DbHandle) -> Result<redb::ReadTransaction, StoreError> {
+    let db = db.current().ok_or(StoreError::Reopening)?;
+    Ok(db.begin_read()?)
 }
 
 /// Creates the store file readable by its owner only (whatever the umask), or tightens an
@@ -609,7 +606,7 @@ mod tests {
         drop(store);
         let store =
             Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
-        let snapshot = store.redb_snapshot().unwrap();
+        let snapshot = redb_snapshot(store.redb().unwrap()).unwrap();
         let meta = snapshot.open_table(META).unwrap();
         assert_eq!(
             meta.get(META_SCHEMA_VERSION).unwrap().unwrap().value(),
@@ -655,7 +652,7 @@ mod tests {
         drop(store);
         let store =
             Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
-        let snapshot = store.redb_snapshot().unwrap();
+        let snapshot = redb_snapshot(store.redb().unwrap()).unwrap();
         let meta = snapshot.open_table(META).unwrap();
         assert_eq!(
             meta.get(META_SCHEMA_VERSION).unwrap().unwrap().value(),

@@ -74,6 +74,18 @@ pub fn database_url(pg: &postgres_test_util::Postgres) -> String {
     )
 }
 
+/// This test binary run again as a child process doing only the test `name` (which does
+/// its part when the caller's environment variables say so), its stdout piped, its stderr
+/// dropped: the crash and cluster tests' way to a process they can kill.
+pub fn child_test(name: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    command
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
 /// The proxy retrieval key every test node of a shared database has, as an administrator
 /// copies it to each node (`retrieval.key` in the data directory).
 pub const SHARED_RETRIEVAL_KEY: [u8; 32] = [0x5a; 32];

@@ -7,11 +7,11 @@
 //!   connection of the backend. The boundary's methods are synchronous and are called from
 //!   the store's writer thread and from inside tokio workers (also current-thread runtimes);
 //!   the client half of tokio-postgres only talks to its connection through channels, so
-//!   each call waits on its future with `futures_executor::block_on`, which works on any
-//!   thread, inside a runtime or not, while the socket work happens on the runtime thread.
-//!   Each wait is bounded ([`PgOptions::statement_timeout`] plus
-//!   [`PgOptions::network_timeout`]), by a timer on the runtime thread, so a frozen server
-//!   fails calls with [`StoreError::Io`] instead of hanging them. Never call the boundary
+//!   each call waits on its future by parking the calling thread (`block_on`), which works
+//!   on any thread, inside a runtime or not, while the socket work happens on the runtime
+//!   thread. Each wait is bounded ([`PgOptions::statement_timeout`] plus
+//!   [`PgOptions::network_timeout`]) by the park's own timeout, so a frozen server fails
+//!   calls with [`StoreError::Io`] instead of hanging them. Never call the boundary
 //!   from the runtime thread itself (nothing in the backend does): it would wait for itself.
 //! - [`PgClient`]: one connection with its prepared statements; [`PgClient::begin`] starts a
 //!   [`PgWrite`], and [`PgRead`] reads through a shared client.
@@ -35,10 +35,11 @@ mod tests;
 mod tls;
 mod transfer;
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::pin;
-use std::task::Poll;
-use std::time::Duration;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 pub use access::{Autocommit, InTransaction, Pg, PgRead, PgWrite};
 pub use coordination::{PgCoordination, PRUNE_EVERY};
@@ -55,11 +56,14 @@ use super::StoreError;
 /// still acknowledges them), so the client keeps its own clock, on the runtime thread.
 #[derive(Debug, Clone)]
 pub(in crate::store) struct Deadline {
-    runtime: tokio::runtime::Handle,
     limit: Duration,
 }
 
 impl Deadline {
+    pub(in crate::store) fn new(limit: Duration) -> Self {
+        Self { limit }
+    }
+
     /// Waits for a client future on the calling thread (see the module docs for why this is
     /// safe on any thread), at most for the limit. A call that runs out leaves its
     /// connection in an unknown state: the caller must not use it for the same transaction
@@ -69,28 +73,59 @@ impl Deadline {
         &self,
         work: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, StoreError> {
-        let limit = self.limit;
-        // The sleep is made inside the task: its timer is the runtime thread's.
-        let mut timer = self
-            .runtime
-            .spawn(async move { tokio::time::sleep(limit).await });
-        let mut work = pin!(work);
-        let outcome = futures_executor::block_on(poll_fn(|cx| {
-            if let Poll::Ready(result) = work.as_mut().poll(cx) {
-                return Poll::Ready(result.map_err(StoreError::from));
-            }
-            match std::pin::Pin::new(&mut timer).poll(cx) {
-                Poll::Ready(Ok(())) => Poll::Ready(Err(StoreError::Io(format!(
-                    "PostgreSQL did not answer within {:?}",
-                    self.limit
-                )))),
-                Poll::Ready(Err(_)) => Poll::Ready(Err(StoreError::Io(
-                    "the PostgreSQL runtime thread is gone".into(),
-                ))),
-                Poll::Pending => Poll::Pending,
-            }
-        }));
-        timer.abort();
-        outcome
+        match poll_until(pin!(work), Some(Instant::now() + self.limit)) {
+            Some(result) => Ok(result?),
+            None => Err(StoreError::Io(format!(
+                "PostgreSQL did not answer within {:?}",
+                self.limit
+            ))),
+        }
+    }
+}
+
+/// Wakes the thread that waits in [`block_on`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Waits for `work` on the calling thread, parking it until the connection's task on the
+/// runtime thread wakes it: no runtime is needed here, nor a timer task per call.
+pub(in crate::store) fn block_on<F: Future>(work: F) -> F::Output {
+    let mut work = pin!(work);
+    loop {
+        // Without a deadline it only returns when done.
+        if let Some(output) = poll_until(work.as_mut(), None) {
+            return output;
+        }
+    }
+}
+
+/// [`block_on`] until `deadline` at most (the park's own timeout): `None` when it passed.
+fn poll_until<F: Future>(
+    mut work: std::pin::Pin<&mut F>,
+    deadline: Option<Instant>,
+) -> Option<F::Output> {
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = work.as_mut().poll(&mut cx) {
+            return Some(output);
+        }
+        // Woken early or spuriously: poll again and see.
+        match deadline {
+            None => std::thread::park(),
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => std::thread::park_timeout(left),
+                _ => return None,
+            },
+        }
     }
 }

@@ -115,13 +115,10 @@ impl PgRuntime {
                 }
             })
         });
-        let client = futures_executor::block_on(task)
+        let client = super::block_on(task)
             .map_err(|_| StoreError::Io("the PostgreSQL runtime thread is gone".into()))??;
         // Past the server's own limit, with time for the cancellation to come back.
-        let deadline = Deadline {
-            runtime: self.handle.clone(),
-            limit: options.statement_timeout + options.network_timeout,
-        };
+        let deadline = Deadline::new(options.statement_timeout + options.network_timeout);
         deadline.wait(client.batch_execute(&format!(
             "SET statement_timeout = {}",
             options.statement_timeout.as_millis()

@@ -545,7 +545,7 @@ fn tls_verifies_the_server_and_binds_the_password_exchange_to_it() {
     config.channel_binding(tokio_postgres::config::ChannelBinding::Require);
     let mut client = db.runtime.connect(&config, &options).expect("TLS connect");
     assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
-    let encrypted = futures_executor::block_on(client.client.query_one(
+    let encrypted = super::block_on(client.client.query_one(
         "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
         &[],
     ))
@@ -683,10 +683,9 @@ fn a_frozen_server_fails_calls_with_io_instead_of_hanging() {
     };
     let mut client = db.runtime.connect(&db.config, &options).unwrap();
     assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
-    let pid: i32 =
-        futures_executor::block_on(client.client.query_one("SELECT pg_backend_pid()", &[]))
-            .unwrap()
-            .get(0);
+    let pid: i32 = super::block_on(client.client.query_one("SELECT pg_backend_pid()", &[]))
+        .unwrap()
+        .get(0);
     let backend = Pid::from_raw(pid).expect("a backend's pid");
     // Its kernel still acknowledges our packets, and its statement_timeout cannot fire.
     kill_process(backend, Signal::STOP).unwrap();

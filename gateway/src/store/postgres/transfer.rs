@@ -73,7 +73,7 @@ fn decode(table: Table, row: &PgRow) -> Result<Row, StoreError> {
 fn wait<T>(
     work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, StoreError> {
-    Ok(futures_executor::block_on(work)?)
+    Ok(super::block_on(work)?)
 }
 
 /// A copy's statements (counting a large table, a batch of chunks) may take longer than

@@ -174,8 +174,13 @@ pub async fn start_with_settings(
         keepalive: config.limits.tcp_keepalive(),
     };
     // `serve` is the one process that renews ACME certificates on schedule.
-    let certificates =
-        Arc::new(CertificateManager::from_config(config, Some(resolver.clone())).with_renewal());
+    let certificates = Arc::new(
+        CertificateManager::from_config(config, Some(resolver.clone()))
+            .with_renewal()
+            .with_share(gateway.certificate_share()),
+    );
+    // On a shared store every node presents one certificate, before it takes a connection.
+    certificates.adopt_shared().await?;
     let api = Api::new(
         gateway.clone(),
         settings,
@@ -275,6 +280,10 @@ pub async fn start_with_settings(
         tracing::info!(service = "acme_http", %addr, "listening");
         addresses.push(("acme_http", addr));
         certificates.start_acme();
+    } else if let Some(addr) = certificates.challenge_listener_addr().await {
+        // Open on a shared store for the other nodes' orders.
+        tracing::info!(service = "acme_http", %addr, "listening");
+        addresses.push(("acme_http", addr));
     }
     let configured: Vec<(&'static str, SocketAddr, bool)> = listen
         .all()
@@ -288,6 +297,8 @@ pub async fn start_with_settings(
             .clone()
             .watch_disk(crate::service::DISK_WATCH_PERIOD, shutdown.signal()),
     );
+    // On a shared store: the certificate another node publishes reaches this one.
+    tasks.spawn(certificates.clone().follow_shared(shutdown.signal()));
     // On a shared store: the email domain another node sets reaches this one.
     tasks.spawn(
         api.gateway()

@@ -155,7 +155,7 @@ async fn obtains_a_certificate_chaining_to_the_cas_issuing_root() {
         assert_eq!(mode & 0o777, 0o600, "{:?}", file.file_name());
     }
     // Tokens are withdrawn once the order is over.
-    assert!(ca.responses.get("anything").is_none());
+    assert!(ca.responses.get("anything").await.is_none());
 }
 
 #[tokio::test]

@@ -627,3 +627,280 @@ async fn an_email_domain_set_through_one_node_is_followed_by_the_others() {
     let c = node(&pg, scratch.path(), "c").await;
     assert_eq!(&*c.gateway().email_domain(), "moved.example");
 }
+
+/// Whether `gw`'s SMTPS listener presents the certificate in `ca_pem` (a client trusting
+/// only it completes the handshake for the host name).
+async fn presents(gw: &TestGateway, ca_pem: &str) -> bool {
+    let connector = test_support::pki::connector(ca_pem.as_bytes()).expect("trust");
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_rustls::TlsConnector::connect(
+            &connector,
+            rustls::pki_types::ServerName::try_from(support::HOST_NAME).expect("name"),
+            tokio::net::TcpStream::connect(gw.smtps_addr())
+                .await
+                .expect("connect"),
+        ),
+    )
+    .await
+    .expect("handshake in time");
+    conn.is_ok()
+}
+
+/// Waits until `gw` presents the certificate in `ca_pem` (nodes follow within seconds).
+async fn until_presented(gw: &TestGateway, ca_pem: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !presents(gw, ca_pem).await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_presents_the_certificate_imported_through_one() {
+    use gateway::api::{Caller, Params};
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = node(&pg, scratch.path(), "a").await;
+    let b = node(&pg, scratch.path(), "b").await;
+    // B started on the certificate A published first, A's self-signed one.
+    let a_self_signed = std::fs::read_to_string(a.ca_file()).unwrap();
+    assert!(
+        presents(&b, &a_self_signed).await,
+        "B presents A's certificate"
+    );
+
+    let imported = test_support::pki::Leaf::names(&[support::HOST_NAME])
+        .days_left(60)
+        .self_signed()
+        .unwrap();
+    let mut params = Params::new();
+    params.insert("certificateChain".into(), imported.cert_pem().into());
+    params.insert("privateKey".into(), imported.key_pem().into());
+    let answer = a
+        .api()
+        .invoke(&Caller::Host, "ImportCertificate", params)
+        .await;
+    assert!(answer.envelope.error.is_none(), "{answer:?}");
+    assert!(presents(&a, imported.cert_pem()).await);
+    until_presented(&b, imported.cert_pem(), "B never presented the import").await;
+
+    // The database holds the key sealed, never in the clear.
+    let stored = pg
+        .psql(
+            pg.database(),
+            "SELECT value FROM shared_settings WHERE name = 'tls.certificate'",
+        )
+        .unwrap();
+    assert!(stored.contains("BEGIN CERTIFICATE"), "{stored}");
+    assert!(!stored.contains("PRIVATE KEY"), "{stored}");
+    let key_body: String = imported
+        .key_pem()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(!stored.replace("\\n", "").contains(&key_body[..40]));
+
+    // A node started later presents it from the start.
+    let c = node(&pg, scratch.path(), "c").await;
+    assert!(presents(&c, imported.cert_pem()).await);
+}
+
+/// A free loopback port (bound, then let go for the gateway to bind).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node on the shared database whose challenge listener is on `port`.
+async fn acme_node(pg: &Postgres, scratch: &Path, name: &str, port: u16) -> TestGateway {
+    let password_file = scratch.join(format!("{name}-db-password"));
+    TestGateway::start_with(|config| {
+        use_database(config, pg, &password_file);
+        config.listen.acme_http.address = "127.0.0.1".parse().unwrap();
+        config.listen.acme_http.port = port;
+        config.listen.acme_http.enabled = true;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_orders_another_answers_the_ca_and_both_present_and_renew_one_certificate() {
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    // The CA dials B's challenge port only: A's order succeeds only if B answers its
+    // tokens from the database.
+    let b_port = free_port();
+    let pebble = pebble_test_util::Pebble::start(pebble_test_util::PebbleOptions {
+        http_port: b_port,
+        mock_dns: true,
+        ..pebble_test_util::PebbleOptions::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let ca_file = scratch.path().join("pebble-ca.pem");
+    std::fs::write(&ca_file, pebble.ca_pem()).unwrap();
+    let a = acme_node(&pg, scratch.path(), "a", free_port()).await;
+    let b = acme_node(&pg, scratch.path(), "b", b_port).await;
+    assert_eq!(
+        b.running_address("acme_http").port(),
+        b_port,
+        "open for A's orders"
+    );
+
+    let settings = gateway::config::AcmeSettings {
+        directory_url: pebble.directory_url(),
+        contact_email: Some("postmaster@example.test".into()),
+        ca_file: Some(ca_file),
+        domains: vec![support::HOST_NAME.to_owned()],
+        staging_directory_url: None,
+    };
+    let a_manager = a.api().server().certificate_manager().clone();
+    let first = a_manager
+        .request_acme(settings, false)
+        .await
+        .unwrap_or_else(|e| panic!("A's order, answered by B: {e}"));
+    let root = pebble.issuing_root_pem().to_owned();
+    assert!(presents(&a, &root).await);
+    until_presented(&b, &root, "B never presented A's ACME certificate").await;
+    let b_manager = b.api().server().certificate_manager().clone();
+    assert_eq!(b_manager.source(), "acme");
+    assert!(b_manager.renewal_handle().is_some(), "B renews too");
+
+    // Exactly one node orders at a time: while another holds the ordering task, a
+    // renewal through A is refused and orders nothing.
+    pg.psql(
+        pg.database(),
+        "INSERT INTO maildrop_leases (mailbox, node, token, expires_at) \
+         VALUES ('task:acme-order', 'elsewhere', 0, clock_timestamp() + interval '10 minutes')",
+    )
+    .unwrap();
+    let refused = a_manager.renew_now().await;
+    assert!(
+        matches!(
+            refused,
+            Err(gateway::tls::acme::AcmeError::OrderedElsewhere)
+        ),
+        "{refused:?}"
+    );
+    pg.psql(
+        pg.database(),
+        "DELETE FROM maildrop_leases WHERE node = 'elsewhere'",
+    )
+    .unwrap();
+
+    // B renews (with the account A registered), A follows.
+    let renewed = b_manager.renew().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(renewed.fingerprint(), first.fingerprint());
+    let account = |gw: &TestGateway| {
+        std::fs::read(gateway::tls::acme::account_path(
+            &gw.config.gateway.data_dir,
+            &pebble.directory_url(),
+        ))
+        .unwrap()
+    };
+    assert_eq!(account(&b), account(&a), "one account for the nodes");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a_manager.resolver().unwrap().current().fingerprint() != renewed.fingerprint() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never followed B's renewal"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(presents(&a, &root).await);
+    // Nobody holds the task after the orders, and no challenge answer was left behind.
+    assert_eq!(
+        pg.psql(
+            pg.database(),
+            "SELECT count(*) FROM maildrop_leases WHERE mailbox LIKE 'task:%'"
+        )
+        .unwrap()
+        .trim(),
+        "0"
+    );
+    assert_eq!(
+        pg.psql(
+            pg.database(),
+            "SELECT count(*) FROM shared_settings WHERE name LIKE 'tls.http01.%'"
+        )
+        .unwrap()
+        .trim(),
+        "0"
+    );
+}
+
+/// A node whose idle POP3 sessions may be taken over after `takeover_secs`, with short
+/// leases renewed every half second.
+async fn takeover_node(
+    pg: &Postgres,
+    scratch: &Path,
+    name: &str,
+    takeover_secs: u64,
+) -> TestGateway {
+    let password_file = scratch.join(format!("{name}-db-password"));
+    TestGateway::start_with_options(
+        |config| {
+            use_database(config, pg, &password_file);
+            config.pop3.lock_takeover_secs = takeover_secs;
+        },
+        |options| options.lease = SHORT_LEASE,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_on_one_node_is_taken_over_by_a_login_on_another_without_deleting() {
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = takeover_node(&pg, scratch.path(), "a", 1).await;
+    let b = takeover_node(&pg, scratch.path(), "b", 1).await;
+    let (id, address, password) = a.create_mailbox("takeover").await;
+    a.deliver(&address, &message("held")).await;
+    let (mut vanished, login) = pop3_login(&a, &id, &password).await;
+    assert!(login.starts_with("+OK"), "{login}");
+    vanished.ok("DELE 1").await;
+
+    // The client on A goes silent. Once its session has waited for a command for the
+    // takeover time, a login on B gets in; the old session's DELE never took effect.
+    let (mut archiver, _) = login_once_free(&b, &id, &password, Duration::from_secs(60)).await;
+    assert_eq!(
+        archiver.stat().await.0,
+        1,
+        "the old session deleted something"
+    );
+    let told = String::from_utf8_lossy(&vanished.until_closed().await).into_owned();
+    assert!(told.contains("-ERR [IN-USE]"), "{told:?}");
+    archiver.ok("DELE 1").await;
+    archiver.ok("QUIT").await;
+    assert_eq!(b.message_count(&id), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_is_not_idle_long_enough_keeps_its_maildrop_against_another_node() {
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    // A keeps its sessions for an hour of silence; B would take over after a second.
+    let a = takeover_node(&pg, scratch.path(), "a", 3600).await;
+    let b = takeover_node(&pg, scratch.path(), "b", 1).await;
+    let (id, address, password) = a.create_mailbox("kept").await;
+    a.deliver(&address, &message("kept")).await;
+    let (mut holder, login) = pop3_login(&a, &id, &password).await;
+    assert!(login.starts_with("+OK"), "{login}");
+    let (_refused, login) = pop3_login(&b, &id, &password).await;
+    assert!(login.starts_with("-ERR [IN-USE]"), "{login}");
+    // The holder's session goes on as before; no request is left behind.
+    assert_eq!(holder.stat().await.0, 1);
+    holder.ok("QUIT").await;
+    assert_eq!(
+        pg.psql(
+            pg.database(),
+            "SELECT count(*) FROM shared_settings WHERE name LIKE 'pop3.takeover.%'"
+        )
+        .unwrap()
+        .trim(),
+        "0"
+    );
+}

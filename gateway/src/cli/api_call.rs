@@ -117,9 +117,12 @@ impl Connection {
         }
         let gateway = Gateway::open(config).map_err(|e| explain_open_error(e, config))?;
         // The certificate rules as the running gateway has them; an ACME order opens the
-        // challenge listener itself.
-        let certificates =
-            std::sync::Arc::new(crate::tls::CertificateManager::from_config(config, None));
+        // challenge listener itself. On a shared store a new certificate reaches the
+        // running nodes.
+        let certificates = std::sync::Arc::new(
+            crate::tls::CertificateManager::from_config(config, None)
+                .with_share(gateway.certificate_share()),
+        );
         let server = ServerContext::new(
             config.gateway.host_name.clone(),
             None,

@@ -64,6 +64,28 @@ impl ShutdownSignal {
     pub async fn triggered(&mut self) {
         let _ = self.receiver.wait_for(|&on| on).await;
     }
+
+    /// Runs `turn` every `period` (the first at once; a late turn delays the next instead
+    /// of bunching them) until shutdown begins or a turn says to stop.
+    pub async fn every<F>(mut self, period: Duration, mut turn: impl FnMut() -> F)
+    where
+        F: std::future::Future<Output = std::ops::ControlFlow<()>>,
+    {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let turns = async {
+            loop {
+                ticks.tick().await;
+                if turn().await.is_break() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = turns => {}
+            () = self.triggered() => {}
+        }
+    }
 }
 
 #[cfg(test)]

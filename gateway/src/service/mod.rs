@@ -15,6 +15,7 @@ mod pickup;
 mod retrieval;
 mod sessions;
 mod shared_settings;
+mod shared_tls;
 mod spool;
 mod stats;
 mod store_backend;

@@ -13,7 +13,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use ring::hmac;
+use ring::{aead, hmac};
 use zeroize::Zeroizing;
 
 use super::messages::RetrievalKey;
@@ -27,6 +27,11 @@ const SECRET_BYTES: usize = 32;
 const LABEL: &[u8] = b"gateway/retrieved/v1\0";
 /// What [`RetrievalSecret::fingerprint`] signs: never a record key's input.
 const FINGERPRINT_LABEL: &[u8] = b"gateway/retrieval-key-fingerprint/v1\0";
+/// Derives the key [`RetrievalSecret::seal`] uses: the nodes of a shared store already hold
+/// this secret alike, and it never leaves them.
+const SEAL_LABEL: &[u8] = b"gateway/shared-secrets-seal/v1\0";
+/// `seal`'s output: version byte, nonce, ciphertext with its tag.
+const SEAL_VERSION: u8 = 1;
 
 /// The HMAC key the store's retrieval records are made with. Never printed.
 #[derive(Clone)]
@@ -101,6 +106,62 @@ impl RetrievalSecret {
             .collect()
     }
 
+    /// Seals `secret` (a private key, ACME account credentials) for the shared database, so
+    /// a copy of the database alone (a dump, a backup, a replica) does not give it away.
+    /// `name` is what it is stored under: bound in as associated data, so one sealed value
+    /// cannot be passed off as another. ChaCha20-Poly1305 with a random nonce under a key
+    /// derived from this secret; base64url text.
+    pub fn seal(&self, name: &str, secret: &[u8]) -> String {
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        crate::random::fill_random(&mut nonce);
+        let key = self.seal_key();
+        let mut sealed = Zeroizing::new(secret.to_vec());
+        // Only fails for inputs beyond ChaCha20's 256 GiB limit.
+        let tag = key
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(name.as_bytes()),
+                &mut sealed,
+            )
+            .expect("a secret far below the AEAD's size limit");
+        let mut out = Vec::with_capacity(1 + nonce.len() + sealed.len() + aead::MAX_TAG_LEN);
+        out.push(SEAL_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out.extend_from_slice(tag.as_ref());
+        data_encoding::BASE64URL_NOPAD.encode(&out)
+    }
+
+    /// Opens what [`Self::seal`] made under `name`; `None` when it was made under another
+    /// secret or name, or was altered.
+    pub fn open(&self, name: &str, sealed: &str) -> Option<Zeroizing<Vec<u8>>> {
+        let bytes = data_encoding::BASE64URL_NOPAD
+            .decode(sealed.as_bytes())
+            .ok()?;
+        let (&version, rest) = bytes.split_first()?;
+        if version != SEAL_VERSION || rest.len() < aead::NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = rest.split_at(aead::NONCE_LEN);
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buffer = Zeroizing::new(ciphertext.to_vec());
+        let plain = self
+            .seal_key()
+            .open_in_place(nonce, aead::Aad::from(name.as_bytes()), &mut buffer)
+            .ok()?
+            .len();
+        buffer.truncate(plain);
+        Some(buffer)
+    }
+
+    fn seal_key(&self) -> aead::LessSafeKey {
+        let derived = hmac::sign(&self.0, SEAL_LABEL);
+        // HMAC-SHA256 gives exactly ChaCha20-Poly1305's 32 key bytes.
+        let unbound = aead::UnboundKey::new(&aead::CHACHA20_POLY1305, derived.as_ref())
+            .expect("a 32-byte key");
+        aead::LessSafeKey::new(unbound)
+    }
+
     /// The key a retrieval record is stored under.
     pub(super) fn record_key(&self, key: &RetrievalKey) -> [u8; 32] {
         let mut context = hmac::Context::with_key(&self.0);
@@ -128,6 +189,39 @@ mod tests {
         );
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint().len(), 32);
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_only_under_its_secret_and_name_and_unaltered() {
+        let secret = RetrievalSecret::from_bytes(&[7; 32]);
+        let sealed = secret.seal("tls.certificate", b"-----BEGIN PRIVATE KEY-----");
+        assert!(!sealed.contains("PRIVATE"), "{sealed}");
+        assert_eq!(
+            secret
+                .open("tls.certificate", &sealed)
+                .as_deref()
+                .map(Vec::as_slice),
+            Some(&b"-----BEGIN PRIVATE KEY-----"[..])
+        );
+        // Random nonces: sealing twice gives different text.
+        assert_ne!(
+            sealed,
+            secret.seal("tls.certificate", b"-----BEGIN PRIVATE KEY-----")
+        );
+        assert!(
+            secret.open("tls.acme_account", &sealed).is_none(),
+            "another name"
+        );
+        assert!(RetrievalSecret::from_bytes(&[8; 32])
+            .open("tls.certificate", &sealed)
+            .is_none());
+        let mut altered = sealed.into_bytes();
+        let last = altered.len() - 2;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).unwrap();
+        assert!(secret.open("tls.certificate", &altered).is_none());
+        assert!(secret.open("tls.certificate", "").is_none());
+        assert!(secret.open("tls.certificate", "not base64!").is_none());
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! own changes (`SetSettings`, `gateway settings set`) before saving them. With the
 //! embedded store nothing is shared and the configuration file is the whole truth.
 
+use std::ops::ControlFlow;
+
 use crate::config::validate_email_domain;
 use crate::net::ShutdownSignal;
 use crate::store::coordination::{
@@ -68,15 +70,12 @@ impl Gateway {
 
     /// Follows the email domain other nodes publish, every [`SETTINGS_FOLLOW_EVERY`], until
     /// `shutdown`. Returns at once for a store nobody shares.
-    pub async fn follow_shared_settings(self, mut shutdown: ShutdownSignal) {
+    pub async fn follow_shared_settings(self, shutdown: ShutdownSignal) {
         if !self.store.coordination().is_shared() {
             return;
         }
-        let mut ticks = tokio::time::interval(SETTINGS_FOLLOW_EVERY);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let follow = async {
-            loop {
-                ticks.tick().await;
+        shutdown
+            .every(SETTINGS_FOLLOW_EVERY, || async {
                 let coordination = self.store.coordination().clone();
                 let read = self
                     .store
@@ -95,14 +94,11 @@ impl Gateway {
                     Ok(Ok(_)) => {}
                     // Out of reach for now: the next tick tries again.
                     Ok(Err(e)) => tracing::debug!(error = %e, "shared settings unreadable"),
-                    Err(_) => return,
+                    Err(_) => return ControlFlow::Break(()),
                 }
-            }
-        };
-        tokio::select! {
-            () = follow => {}
-            () = shutdown.triggered() => {}
-        }
+                ControlFlow::Continue(())
+            })
+            .await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! What several gateway nodes on one database must agree on besides the data: who holds a
-//! POP3 maildrop (a lease), how many logins failed recently (shared throttle counts), and
-//! the settings every node follows (the email domain).
+//! POP3 maildrop (a lease), how many logins failed recently (shared throttle counts), the
+//! settings every node follows (the email domain, the certificate), and which node runs a
+//! job only one may run at a time (ordering the certificate).
 //!
 //! The service calls it through [`Coordination`], whatever the backend. With the embedded
 //! store ([`Local`]) one node is the whole truth: the in-process maildrop lock decides and
@@ -78,6 +79,17 @@ pub trait Coordination: Send + Sync {
     /// Publishes a setting for every node (they pick it up within
     /// [`SETTINGS_FOLLOW_EVERY`]).
     fn publish_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Withdraws a published setting (an ACME challenge answer once its order ended).
+    fn withdraw_setting(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Takes `task` (a job one node at a time may run, such as ordering the shared
+    /// certificate) for `ttl`, unless another node holds it and its time has not run out.
+    /// True: `node` holds it now (again, if it held it already).
+    fn take_task(&self, task: &str, node: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Gives `task` up (if `node` still holds it).
+    fn release_task(&self, task: &str, node: &str) -> Result<(), StoreError>;
 }
 
 /// How often a node of a shared store looks for settings another node published.
@@ -132,6 +144,18 @@ impl Coordination for Local {
     }
 
     fn publish_setting(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn withdraw_setting(&self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn take_task(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    fn release_task(&self, _: &str, _: &str) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -43,6 +43,11 @@ pub enum TlsError {
     #[error("cannot generate a self-signed certificate for {host_name:?}: {reason}")]
     Generate { host_name: String, reason: String },
 
+    /// The certificate, account or challenge answers the nodes of a shared store keep in
+    /// the database cannot be read or written.
+    #[error("the certificate the nodes share: {reason}")]
+    Shared { reason: String },
+
     #[error("the PKCS#12 password is wrong")]
     Pkcs12Password,
 

@@ -8,20 +8,40 @@
 //! [`CertificateManager::renew_now`] is the entry point for renewals (by hand or on
 //! schedule). Choosing a self-signed or imported certificate while the source is ACME ends
 //! ACME: the challenge listener closes and renewals stop.
+//!
+//! On a store several nodes share ([`Self::with_share`]) the certificate is one for all of
+//! them: a node adopts the published one at start (publishing its own when none was),
+//! follows what another node publishes ([`Self::follow_shared`]), publishes its own changes
+//! (an import, a new self-signed certificate, an ACME order or renewal), and orders from
+//! the CA only while it holds the ordering task, so exactly one node orders at a time; the
+//! others answer its HTTP-01 challenges from the database.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::acme::renewal::{
     AttemptOutcome, Issue, Renewal, RenewalError, RenewalHandle, RenewalPolicy, RenewalState,
     SystemClock,
 };
 use super::acme::{self, AcmeError, AcmeOrder, ChallengeListener, Http01Responses};
-use super::{CertResolver, CertificateInfo, CertifiedMaterial};
+use super::{
+    CertResolver, CertificateInfo, CertificateShare, CertifiedMaterial, SharedCertificate, TlsError,
+};
 use crate::config::AcmeSettings;
-use crate::net::{SocketOptions, TcpListener};
+use crate::net::{ShutdownSignal, SocketOptions, TcpListener};
+use crate::store::coordination::SETTINGS_FOLLOW_EVERY;
+
+/// How long a node may hold the ordering task: a staging and a production order, each
+/// bounded by [`acme::ORDER_TIMEOUT`], with room to spare. A node that dies mid-order
+/// holds it no longer than this.
+const ORDERING_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// What a published certificate is told apart by: its source and leaf.
+fn identity(source: &str, material: &CertifiedMaterial) -> String {
+    format!("{source}:{}", material.fingerprint())
+}
 
 /// The order `settings` make for `host_name`; `staging` runs it on the staging directory
 /// first.
@@ -89,6 +109,14 @@ pub struct CertificateManager {
     renews: bool,
     /// The loop while the source is ACME (and `renews`).
     renewal: Mutex<Option<RunningRenewal>>,
+    /// The certificate store of the nodes sharing this node's database, if any.
+    share: Option<Arc<dyn CertificateShare>>,
+    /// The shared certificate this node last published or adopted ([`identity`]): another
+    /// one in the database is a change to follow.
+    shared_seen: Mutex<Option<String>>,
+    /// A change of this node could not be published yet (whether it is a start-up default,
+    /// [`SharedCertificate::by_default`]); the follower tries again.
+    unpublished: Mutex<Option<bool>>,
 }
 
 struct RunningRenewal {
@@ -155,7 +183,20 @@ impl CertificateManager {
             renewal_policy: RenewalPolicy::default(),
             renews: false,
             renewal: Mutex::new(None),
+            share: None,
+            shared_seen: Mutex::new(None),
+            unpublished: Mutex::new(None),
         }
+    }
+
+    /// Shares the certificate with the other nodes of this node's database (see the module
+    /// documentation); `None` for a node alone.
+    pub fn with_share(mut self, share: Option<Arc<dyn CertificateShare>>) -> Self {
+        if let Some(share) = &share {
+            self.responses = Http01Responses::shared(share.clone());
+        }
+        self.share = share;
+        self
     }
 
     /// Renews on schedule (with the policy [`Self::from_config`] read, else the default)
@@ -239,9 +280,17 @@ impl CertificateManager {
         self.state().acme.clone()
     }
 
-    /// Presents `material` from now on (when running) and records where it came from.
-    /// Leaving ACME closes the challenge listener and stops renewals; returns whether it did.
+    /// Presents `material` from now on (when running), records where it came from and, on a
+    /// shared store, publishes it for every node. Leaving ACME closes the challenge listener
+    /// and stops renewals; returns whether it did.
     pub async fn put_in_use(&self, material: &CertifiedMaterial, source: &'static str) -> bool {
+        let left_acme = self.present(material, source).await;
+        self.publish(false).await;
+        left_acme
+    }
+
+    /// [`Self::put_in_use`] without publishing: for what this node adopts from the others.
+    async fn present(&self, material: &CertifiedMaterial, source: &'static str) -> bool {
         if let Some(resolver) = &self.resolver {
             resolver.swap(material.clone());
         }
@@ -257,9 +306,230 @@ impl CertificateManager {
         if left_acme {
             tracing::info!(source, "certificate chosen by hand: ACME renewal stops");
             self.stop_renewal();
-            self.close_challenge_listener().await;
+            if !self.answers_for_other_nodes() {
+                self.close_challenge_listener().await;
+            }
         }
         left_acme
+    }
+
+    /// On a shared store a serving node keeps its challenge listener open whatever its
+    /// source: the CA may ask it for another node's order.
+    fn answers_for_other_nodes(&self) -> bool {
+        self.share.is_some() && self.renews
+    }
+
+    /// Runs `call` on the share off the async workers; `None` without a share.
+    async fn on_share<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn CertificateShare) -> Result<T, TlsError> + Send + 'static,
+    ) -> Option<Result<T, TlsError>> {
+        let share = self.share.clone()?;
+        let done = tokio::task::spawn_blocking(move || call(share.as_ref())).await;
+        Some(done.unwrap_or_else(|e| {
+            Err(TlsError::Shared {
+                reason: format!("the call was lost: {e}"),
+            })
+        }))
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.shared_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn unpublished(&self) -> std::sync::MutexGuard<'_, Option<bool>> {
+        self.unpublished
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes the certificate this node presents for every node of a shared store,
+    /// unless it comes from `[tls] source = "files"` (each node's own) or is not issued
+    /// yet. A failure is logged and retried by [`Self::follow_shared`].
+    async fn publish(&self, by_default: bool) {
+        let Some(data_dir) = self.data_dir.clone() else {
+            return;
+        };
+        let (source, acme) = {
+            let state = self.state();
+            (state.source, state.acme.clone())
+        };
+        let seen = self.seen().clone();
+        let published = self
+            .on_share(move |share| {
+                let Some(mut certificate) =
+                    SharedCertificate::from_data_dir(&data_dir, source, acme.as_ref())?
+                else {
+                    return Ok(None);
+                };
+                certificate.by_default = by_default;
+                let published = identity(source, &certificate.material()?);
+                let new = seen.as_deref() != Some(published.as_str());
+                if new {
+                    share.publish_certificate(&certificate)?;
+                }
+                Ok(Some((published, new)))
+            })
+            .await;
+        match published {
+            None => {}
+            Some(Ok(None)) => *self.unpublished() = None,
+            Some(Ok(Some((published, new)))) => {
+                if new {
+                    tracing::info!(
+                        source,
+                        "published the certificate for every node of the shared store"
+                    );
+                }
+                *self.seen() = Some(published);
+                *self.unpublished() = None;
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot publish the certificate to the other nodes; trying again in a few seconds");
+                *self.unpublished() = Some(by_default);
+            }
+        }
+    }
+
+    /// Whether this node leaves `shared` alone: another node's start-up default while
+    /// this one is configured for ACME (it orders, and publishes what it gets).
+    fn passes_over(&self, shared: &SharedCertificate) -> bool {
+        shared.by_default && self.source() == "acme"
+    }
+
+    /// At start on a shared store: presents the certificate the nodes share, or publishes
+    /// this node's when none was. A database that cannot be read fails the start (the
+    /// node would present another certificate than its peers). A node on `[tls] source =
+    /// "files"` keeps its own.
+    pub async fn adopt_shared(self: &Arc<Self>) -> Result<(), TlsError> {
+        if self.share.is_none() {
+            return Ok(());
+        }
+        if self.answers_for_other_nodes() && self.challenge_port.is_some() {
+            if let Err(e) = self.open_challenge_listener().await {
+                tracing::warn!(error = %e, "ACME: the challenge listener cannot open; this node cannot answer the CA for the other nodes' orders");
+            }
+        }
+        if self.source() == "files" {
+            return Ok(());
+        }
+        match self.on_share(|share| share.certificate()).await {
+            None => Ok(()),
+            Some(Ok(Some(shared))) if self.passes_over(&shared) => {
+                tracing::info!("ACME: the other nodes present a default self-signed certificate; this node orders one for all of them");
+                *self.seen() = shared.material().ok().map(|m| identity(shared.source, &m));
+                Ok(())
+            }
+            Some(Ok(Some(shared))) => {
+                if shared.source != self.source() {
+                    tracing::warn!(
+                        configured = self.source(),
+                        shared = shared.source,
+                        "the nodes share a certificate from another source than this node's configuration names; using the shared one"
+                    );
+                }
+                self.adopt(shared).await;
+                Ok(())
+            }
+            Some(Ok(None)) => {
+                self.publish(self.source() == "self-signed").await;
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// Presents a certificate another node published: written into this node's files for
+    /// its source, ACME settings and renewal taken over. An unusable one is logged and
+    /// the current certificate stays.
+    async fn adopt(self: &Arc<Self>, shared: SharedCertificate) {
+        let Some(data_dir) = self.data_dir.clone() else {
+            return;
+        };
+        let source = shared.source;
+        let installed = tokio::task::spawn_blocking(move || shared.install(&data_dir)).await;
+        let (material, acme) = match installed {
+            Ok(Ok(installed)) => installed,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot use the certificate the other nodes share; this node's stays");
+                return;
+            }
+            Err(_) => return,
+        };
+        let adopted = identity(source, &material);
+        let is_acme = acme.is_some();
+        self.present(&material, source).await;
+        if is_acme {
+            self.state().acme = acme;
+            if self.renews {
+                if let Err(e) = self.open_challenge_listener().await {
+                    tracing::warn!(error = %e, "ACME: the challenge listener cannot open; this node cannot renew the certificate");
+                }
+            }
+            self.start_renewal(&material);
+        }
+        tracing::info!(
+            source,
+            sha256 = material.fingerprint(),
+            "presenting the certificate the nodes of the shared store share"
+        );
+        *self.seen() = Some(adopted);
+    }
+
+    /// Follows the certificate other nodes publish, every [`SETTINGS_FOLLOW_EVERY`], until
+    /// `shutdown`; returns at once without a share.
+    pub async fn follow_shared(self: Arc<Self>, shutdown: ShutdownSignal) {
+        if self.share.is_none() {
+            return;
+        }
+        shutdown
+            .every(SETTINGS_FOLLOW_EVERY, || async {
+                self.follow_once().await;
+                std::ops::ControlFlow::Continue(())
+            })
+            .await;
+    }
+
+    /// One look at the shared certificate: publishes what could not be published before,
+    /// adopts what another node published since.
+    pub async fn follow_once(self: &Arc<Self>) {
+        if self.source() == "files" {
+            return;
+        }
+        let unpublished = *self.unpublished();
+        if let Some(by_default) = unpublished {
+            self.publish(by_default).await;
+            return;
+        }
+        let shared = match self.on_share(|share| share.certificate()).await {
+            Some(Ok(Some(shared))) => shared,
+            Some(Ok(None)) | None => return,
+            // Out of reach for now: the next tick tries again.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "the shared certificate is unreadable");
+                return;
+            }
+        };
+        let Ok(material) = shared.material() else {
+            tracing::error!("the certificate the other nodes share is unusable; this node's stays");
+            return;
+        };
+        let published = identity(shared.source, &material);
+        if self.seen().as_deref() == Some(published.as_str()) {
+            return;
+        }
+        if self.passes_over(&shared) {
+            *self.seen() = Some(published);
+            return;
+        }
+        tracing::info!(
+            source = shared.source,
+            sha256 = material.fingerprint(),
+            "following the certificate another node published"
+        );
+        self.adopt(shared).await;
     }
 
     /// Where the challenge listener listens, if it is open.
@@ -330,10 +600,11 @@ impl CertificateManager {
     ) -> Result<CertifiedMaterial, AcmeError> {
         let order = acme_order(&settings, &self.host_name, staging_first)?;
         let material = self.order(&order, true).await?;
-        self.put_in_use(&material, "acme").await;
+        self.present(&material, "acme").await;
         self.state().acme = Some(settings);
         self.record_new_certificate();
         self.start_renewal(&material);
+        self.publish(false).await;
         Ok(material)
     }
 
@@ -341,16 +612,47 @@ impl CertificateManager {
     /// was made). Stores the certificate but does not present it.
     async fn order_renewal(&self) -> Result<CertifiedMaterial, AcmeError> {
         let settings = self.acme_settings().ok_or(AcmeError::NotAcme)?;
+        if let Some(renewed) = self.renewed_elsewhere().await {
+            return Ok(renewed);
+        }
         let order = acme_order(&settings, &self.host_name, false)?;
         self.order(&order, false).await
     }
 
+    /// On a shared store: an ACME certificate another node renewed that is not due yet,
+    /// installed here (the renewal loop then presents it instead of ordering again).
+    async fn renewed_elsewhere(&self) -> Option<CertifiedMaterial> {
+        let shared = self.on_share(|share| share.certificate()).await?.ok()??;
+        let current = self.resolver.as_ref().map(|r| r.current());
+        let material = shared.material().ok()?;
+        let info = material.info();
+        let fresh = shared.source == "acme"
+            && current.is_none_or(|c| c.fingerprint() != material.fingerprint())
+            && self.renewal_policy.due_at(info.not_before, info.not_after) > SystemTime::now();
+        if !fresh {
+            return None;
+        }
+        let data_dir = self.data_dir.clone()?;
+        let installed = tokio::task::spawn_blocking(move || shared.install(&data_dir)).await;
+        let (material, _) = installed.ok()?.ok()?;
+        tracing::info!(
+            sha256 = material.fingerprint(),
+            "ACME: another node renewed the certificate; using it"
+        );
+        *self.seen() = Some(identity("acme", &material));
+        Some(material)
+    }
+
     /// Presents a renewed certificate on every listener, unless the administrator chose
-    /// another certificate while the order ran.
-    fn present_renewed(&self, material: CertifiedMaterial) {
+    /// another certificate while the order ran, and publishes it for the other nodes.
+    fn present_renewed(self: &Arc<Self>, material: CertifiedMaterial) {
         if self.source() == "acme" {
             if let Some(resolver) = &self.resolver {
                 resolver.swap(material);
+            }
+            if self.share.is_some() {
+                let manager = Arc::clone(self);
+                tokio::spawn(async move { manager.publish(false).await });
             }
         }
     }
@@ -458,7 +760,7 @@ impl CertificateManager {
 
     /// "Renew now": through the loop when it runs, so its record (failures, next attempt)
     /// stays right; directly otherwise (the CLI on a stopped gateway).
-    pub async fn renew(&self) -> Result<CertifiedMaterial, AcmeError> {
+    pub async fn renew(self: &Arc<Self>) -> Result<CertifiedMaterial, AcmeError> {
         let Some(handle) = self.renewal_handle() else {
             return self.renew_now().await;
         };
@@ -482,7 +784,7 @@ impl CertificateManager {
 
     /// Renews the ACME certificate now (production directory only: the setup was proven
     /// when it was made) and presents the new one. The renewal schedule calls this too.
-    pub async fn renew_now(&self) -> Result<CertifiedMaterial, AcmeError> {
+    pub async fn renew_now(self: &Arc<Self>) -> Result<CertifiedMaterial, AcmeError> {
         let material = self.order_renewal().await?;
         self.present_renewed(material.clone());
         Ok(material)
@@ -529,6 +831,9 @@ impl CertificateManager {
                     manager.present_renewed(material);
                 }
                 Ok(_) => {}
+                Err(AcmeError::OrderedElsewhere) => {
+                    tracing::info!("ACME: another node of the shared store is ordering the certificate; this node presents it when it is published")
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "ACME: no certificate obtained; the current certificate stays in use")
                 }
@@ -550,13 +855,276 @@ impl CertificateManager {
                 reason: "this gateway has no data directory to keep the certificate in".to_owned(),
             })?;
         let _one_at_a_time = self.ordering.lock().await;
-        self.open_challenge_listener().await?;
-        let result = acme::obtain(order, &data_dir, &self.responses).await;
-        // Renewals need the port later; anything else closes it again.
-        let keep_open = self.source() == "acme" || (becomes_acme && result.is_ok());
+        match self
+            .on_share(|share| share.take_ordering(ORDERING_TTL))
+            .await
+        {
+            None | Some(Ok(true)) => {}
+            Some(Ok(false)) => return Err(AcmeError::OrderedElsewhere),
+            Some(Err(e)) => return Err(AcmeError::Storage(e)),
+        }
+        let result = self.order_holding_the_task(order, &data_dir).await;
+        if let Some(Err(e)) = self.on_share(|share| share.release_ordering()).await {
+            // It expires by itself; another node only waits longer.
+            tracing::warn!(error = %e, "ACME: cannot hand the ordering task back");
+        }
+        // Renewals need the port later, and so do the other nodes' orders; anything else
+        // closes it again.
+        let keep_open = self.source() == "acme"
+            || (becomes_acme && result.is_ok())
+            || self.answers_for_other_nodes();
         if !keep_open {
             self.close_challenge_listener().await;
         }
         result
+    }
+
+    /// The order itself, with the nodes' ACME account: taken from the share before (so
+    /// the nodes register one account per CA, not one each) and published after.
+    async fn order_holding_the_task(
+        &self,
+        order: &AcmeOrder,
+        data_dir: &Path,
+    ) -> Result<CertifiedMaterial, AcmeError> {
+        let directories: Vec<String> = std::iter::once(order.directory_url.clone())
+            .chain(order.staging_directory_url.clone())
+            .collect();
+        let (dir, urls) = (data_dir.to_owned(), directories.clone());
+        let taken = self
+            .on_share(move |share| {
+                for url in &urls {
+                    if let Some(credentials) = share.account(url)? {
+                        acme::write_account(&dir, url, &credentials)?;
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Some(Err(e)) = taken {
+            return Err(AcmeError::Storage(e));
+        }
+        self.open_challenge_listener().await?;
+        let result = acme::obtain(order, data_dir, &self.responses).await;
+        let dir = data_dir.to_owned();
+        let published = self
+            .on_share(move |share| {
+                for url in &directories {
+                    if let Some(credentials) = acme::read_account(&dir, url)? {
+                        share.publish_account(url, &credentials)?;
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Some(Err(e)) = published {
+            tracing::warn!(error = %e, "ACME: cannot share the account with the other nodes; another node may register its own");
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::tls::shared::memory::MemoryShare;
+    use crate::tls::CertificateSourceSpec;
+
+    const HOST: &str = "mail.example.com";
+
+    /// A serving node on `database` with its own data directory and self-signed
+    /// certificate.
+    fn node(
+        database: &Arc<MemoryShare>,
+        name: &str,
+        source: &'static str,
+    ) -> (tempfile::TempDir, Arc<CertificateManager>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (resolver, _) =
+            crate::tls::prepare(&CertificateSourceSpec::SelfSigned, dir.path(), HOST).unwrap();
+        let manager = CertificateManager::new(
+            HOST.to_owned(),
+            Some(dir.path().to_owned()),
+            Some(resolver),
+            source,
+        )
+        .with_renewal()
+        .with_share(Some(database.node(name)));
+        (dir, Arc::new(manager))
+    }
+
+    fn presented(manager: &CertificateManager) -> String {
+        manager
+            .resolver()
+            .unwrap()
+            .current()
+            .fingerprint()
+            .to_owned()
+    }
+
+    /// A certificate for `HOST` valid from yesterday for 90 days (not due for renewal).
+    fn fresh_pair() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![HOST.to_owned()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(89);
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn imported(dir: &Path) -> CertifiedMaterial {
+        let (chain, key) = fresh_pair();
+        crate::tls::import_pem(dir, chain.as_bytes(), key.as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_nodes_present_the_first_ones_certificate_and_follow_a_change() {
+        let database = Arc::new(MemoryShare::default());
+        let (_a_dir, a) = node(&database, "a", "self-signed");
+        let (b_dir, b) = node(&database, "b", "self-signed");
+        assert_ne!(presented(&a), presented(&b));
+        a.adopt_shared().await.unwrap();
+        b.adopt_shared().await.unwrap();
+        assert_eq!(presented(&b), presented(&a), "B took A's");
+        // The key is in the database only as the share keeps it (the service seals it).
+        let new = imported(_a_dir.path());
+        a.put_in_use(&new, "imported").await;
+        b.follow_once().await;
+        assert_eq!(presented(&b), new.fingerprint());
+        assert_eq!(b.source(), "imported");
+        // Written where B's own start-up finds it.
+        let on_disk = crate::tls::load_imported(b_dir.path()).unwrap().unwrap();
+        assert_eq!(on_disk.fingerprint(), new.fingerprint());
+        // Nothing new: following changes nothing.
+        b.follow_once().await;
+        assert_eq!(presented(&b), new.fingerprint());
+    }
+
+    #[tokio::test]
+    async fn a_change_the_database_missed_is_published_later_and_never_undone() {
+        let database = Arc::new(MemoryShare::default());
+        let (a_dir, a) = node(&database, "a", "self-signed");
+        let (_b_dir, b) = node(&database, "b", "self-signed");
+        a.adopt_shared().await.unwrap();
+        b.adopt_shared().await.unwrap();
+        database.down.store(true, Ordering::Relaxed);
+        let new = imported(a_dir.path());
+        a.put_in_use(&new, "imported").await;
+        a.follow_once().await;
+        assert_eq!(presented(&a), new.fingerprint(), "A keeps its change");
+        database.down.store(false, Ordering::Relaxed);
+        a.follow_once().await;
+        a.follow_once().await;
+        assert_eq!(
+            presented(&a),
+            new.fingerprint(),
+            "not undone by the old one"
+        );
+        b.follow_once().await;
+        assert_eq!(
+            presented(&b),
+            new.fingerprint(),
+            "published once it could be"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_on_its_own_files_neither_publishes_nor_follows() {
+        let database = Arc::new(MemoryShare::default());
+        let (_dir, files) = node(&database, "files", "files");
+        let own = presented(&files);
+        files.adopt_shared().await.unwrap();
+        assert!(database.db().certificate.is_none());
+        let (_a_dir, a) = node(&database, "a", "self-signed");
+        a.adopt_shared().await.unwrap();
+        files.follow_once().await;
+        assert_eq!(presented(&files), own);
+    }
+
+    /// A serving node configured for ACME (it orders nothing in these tests).
+    fn acme_node(
+        database: &Arc<MemoryShare>,
+        name: &str,
+    ) -> (tempfile::TempDir, Arc<CertificateManager>) {
+        let (dir, manager) = node(database, name, "acme");
+        let manager = Arc::into_inner(manager)
+            .unwrap()
+            .with_acme(Some(acme_settings()), None);
+        (dir, Arc::new(manager))
+    }
+
+    fn acme_settings() -> AcmeSettings {
+        AcmeSettings {
+            directory_url: "https://acme.invalid/directory".into(),
+            contact_email: None,
+            ca_file: None,
+            domains: vec![HOST.to_owned()],
+            staging_directory_url: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_node_holding_the_ordering_task_orders() {
+        let database = Arc::new(MemoryShare::default());
+        let (_dir, a) = acme_node(&database, "a");
+        database.db().ordering = Some("b".into());
+        assert!(matches!(
+            a.renew_now().await,
+            Err(AcmeError::OrderedElsewhere)
+        ));
+        // Free: A takes it and gets as far as its challenge port (none here), then hands
+        // the task back.
+        database.db().ordering = None;
+        let failed = a.renew_now().await;
+        assert!(
+            matches!(failed, Err(AcmeError::ChallengeListener { .. })),
+            "{failed:?}"
+        );
+        assert_eq!(database.db().ordering, None);
+    }
+
+    #[tokio::test]
+    async fn a_renewal_another_node_made_is_taken_instead_of_ordering_again() {
+        let database = Arc::new(MemoryShare::default());
+        let (_dir, a) = acme_node(&database, "a");
+        let (chain, key) = fresh_pair();
+        let renewed = SharedCertificate {
+            source: "acme",
+            chain_pem: chain,
+            key_pem: zeroize::Zeroizing::new(key),
+            acme: None,
+            by_default: false,
+        };
+        let fingerprint = renewed.material().unwrap().fingerprint().to_owned();
+        database.db().certificate = Some(renewed);
+        // The other node holds the task: had A tried to order, it would have been refused.
+        database.db().ordering = Some("b".into());
+        let material = a.renew_now().await.unwrap();
+        assert_eq!(material.fingerprint(), fingerprint);
+        assert_eq!(presented(&a), fingerprint);
+    }
+
+    #[tokio::test]
+    async fn an_acme_node_passes_over_another_nodes_default_but_follows_a_choice() {
+        let database = Arc::new(MemoryShare::default());
+        let (a_dir, a) = node(&database, "a", "self-signed");
+        let (_b_dir, b) = acme_node(&database, "b");
+        let own = presented(&b);
+        a.adopt_shared().await.unwrap();
+        assert!(database.db().certificate.as_ref().unwrap().by_default);
+        b.adopt_shared().await.unwrap();
+        b.follow_once().await;
+        assert_eq!(presented(&b), own, "B orders instead");
+        assert_eq!(b.source(), "acme");
+        // A self-signed certificate an administrator creates is a choice for every node.
+        let chosen = crate::tls::create_self_signed(a_dir.path(), HOST, &[]).unwrap();
+        a.put_in_use(&chosen, "self-signed").await;
+        assert!(!database.db().certificate.as_ref().unwrap().by_default);
+        b.follow_once().await;
+        assert_eq!(presented(&b), chosen.fingerprint());
+        assert_eq!(b.source(), "self-signed");
+        assert!(b.acme_settings().is_none(), "ACME ends on B too");
     }
 }

@@ -15,6 +15,7 @@ mod pem_files;
 mod resolver;
 mod self_signed;
 mod server_config;
+mod shared;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub use self_signed::{
     TLS_DIR,
 };
 pub use server_config::{acceptor, server_config, PROTOCOL_VERSIONS};
+pub use shared::{shared_source, CertificateShare, SharedAcme, SharedCertificate};
 
 /// Where the certificate comes from. The configuration maps its own type onto this.
 #[derive(Debug, Clone, PartialEq, Eq)]

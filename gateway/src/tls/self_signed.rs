@@ -136,7 +136,7 @@ pub fn create_self_signed(
 
 /// Stores a generated pair where [`load_or_create_self_signed`] finds it and returns it as
 /// it was parsed, so the served material is exactly what later starts will load.
-fn store(
+pub(crate) fn store(
     data_dir: &Path,
     (cert_pem, key_pem): (String, String),
 ) -> Result<CertifiedMaterial, TlsError> {

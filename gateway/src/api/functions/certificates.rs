@@ -308,7 +308,7 @@ fn acme_settings(api: &Api, params: &RequestAcmeParams) -> Result<(AcmeSettings,
 fn acme_failed(error: tls::acme::AcmeError) -> ApiError {
     use tls::acme::AcmeError;
     let status = match &error {
-        AcmeError::NotAcme => 409,
+        AcmeError::NotAcme | AcmeError::OrderedElsewhere => 409,
         AcmeError::InvalidOrder { .. } | AcmeError::CaFile { .. } | AcmeError::NoHttp01 { .. } => {
             400
         }

@@ -10,14 +10,20 @@
 //! task, and its UPDATE cannot delete anything: the deletion's write checks the lease
 //! ([`crate::store::Writes::holds_lease`]) in its own transaction.
 //!
-//! Taking a maildrop over from an idle session (`[pop3] lock_takeover_secs`) works within
-//! one node only; a session on another node keeps its lease until it ends or its node dies.
+//! Taking a maildrop over from an idle session (`[pop3] lock_takeover_secs`) works across
+//! nodes too: a login that finds another node's lease asks for the maildrop through a
+//! shared setting ([`ask_for_takeover`]); the holding session's renewal task reads the
+//! request at its next turn and, if the session has waited for a command at least as long
+//! as its node's threshold, ends it (without UPDATE, as a takeover within one node does) and
+//! says so; otherwise it refuses, and the login answers `[IN-USE]`. The login waits at most
+//! one renewal period plus the old session's end.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
+use super::holders::TAKEOVER_WAIT;
 use super::Holder;
 use crate::exec::Executor;
 use crate::mailbox::MailboxId;
@@ -45,7 +51,7 @@ impl Default for LeasePolicy {
 /// This node as its leases name it: the host name (for people reading the table) and a
 /// random part new at every start, so a restarted node does not mistake its predecessor's
 /// leases for its own.
-pub(super) fn node_name() -> Arc<str> {
+pub(in crate::service) fn node_name() -> Arc<str> {
     let mut random = [0u8; 8];
     crate::random::fill_random(&mut random);
     let host = crate::config::detect_host_name();
@@ -77,13 +83,11 @@ impl MaildropLease {
             node: node.clone(),
             token: i64::from_le_bytes(token),
         };
-        let (shared, claim) = (coordination.clone(), lease.clone());
-        let taken = executor
-            .run("take maildrop lease", move || {
-                shared.take_lease(&claim, policy.ttl)
-            })
-            .await
-            .map_err(|_| StoreError::Io("the lease task was lost".into()))??;
+        let claim = lease.clone();
+        let taken = on_coordination(coordination, executor, "maildrop lease", move |shared| {
+            shared.take_lease(&claim, policy.ttl)
+        })
+        .await?;
         Ok(taken.then(|| Self {
             coordination: coordination.clone(),
             lease,
@@ -96,7 +100,16 @@ impl MaildropLease {
     }
 
     /// Renews the lease until the session ends; if it is lost, ends the session (`holder`).
-    pub(super) fn keep(&mut self, executor: Executor, holder: Arc<Holder>, policy: LeasePolicy) {
+    /// With `takeover` (`[pop3] lock_takeover_secs`), answers another node's request for
+    /// the maildrop at each turn: granted (the session ends) when the session has waited for
+    /// a command at least that long.
+    pub(super) fn keep(
+        &mut self,
+        executor: Executor,
+        holder: Arc<Holder>,
+        policy: LeasePolicy,
+        takeover: Option<Duration>,
+    ) {
         let (coordination, lease) = (self.coordination.clone(), self.lease.clone());
         let task = tokio::spawn(async move {
             loop {
@@ -108,7 +121,20 @@ impl MaildropLease {
                     })
                     .await;
                 match renewed {
-                    Ok(Ok(true)) => {}
+                    Ok(Ok(true)) => {
+                        let Some(threshold) = takeover else { continue };
+                        if answer_takeover(
+                            &coordination,
+                            &executor,
+                            &lease.mailbox,
+                            &holder,
+                            threshold,
+                        )
+                        .await
+                        {
+                            return;
+                        }
+                    }
                     Ok(Ok(false)) => {
                         tracing::warn!(mailbox = %lease.mailbox, "the maildrop's lease was lost to another session; ending this one");
                         holder.revoke();
@@ -124,6 +150,111 @@ impl MaildropLease {
         });
         self.renewal = Some(task.abort_handle());
     }
+}
+
+/// The shared setting through which a login on another node asks for `mailbox`, and the
+/// holding session answers.
+fn takeover_setting(mailbox: &MailboxId) -> String {
+    format!("pop3.takeover.{mailbox}")
+}
+
+const ASKED: &str = "asked";
+const GRANTED: &str = "granted";
+const REFUSED: &str = "refused";
+
+/// How often a login waiting for another node's answer looks again.
+const TAKEOVER_POLL: Duration = Duration::from_millis(250);
+
+/// Runs one coordination call where blocking work goes.
+async fn on_coordination<T: Send + 'static>(
+    coordination: &Arc<dyn Coordination>,
+    executor: &Executor,
+    label: &'static str,
+    call: impl FnOnce(&dyn Coordination) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let shared = coordination.clone();
+    executor
+        .run(label, move || call(shared.as_ref()))
+        .await
+        .map_err(|_| StoreError::Io(format!("the {label} task was lost")))?
+}
+
+/// The holder's side: answers a pending request for `mailbox`; true when it granted it (the
+/// session is ending).
+async fn answer_takeover(
+    coordination: &Arc<dyn Coordination>,
+    executor: &Executor,
+    mailbox: &MailboxId,
+    holder: &Holder,
+    threshold: Duration,
+) -> bool {
+    let name = takeover_setting(mailbox);
+    let read = name.clone();
+    let asked = on_coordination(coordination, executor, "takeover request", move |shared| {
+        shared.shared_setting(&read)
+    })
+    .await;
+    if !matches!(&asked, Ok(Some(value)) if value == ASKED) {
+        return false;
+    }
+    let granted = match holder.revoke_if_idle(threshold) {
+        Some(idle) => {
+            tracing::info!(%mailbox, idle_secs = idle.as_secs(), "a POP3 login on another node takes the maildrop over from this idle session");
+            true
+        }
+        None => false,
+    };
+    let answer = if granted { GRANTED } else { REFUSED };
+    // Unanswered, the login waits out its time and answers `[IN-USE]`.
+    let _ = on_coordination(coordination, executor, "takeover answer", move |shared| {
+        shared.publish_setting(&name, answer)
+    })
+    .await;
+    granted
+}
+
+/// The login's side, after another node's lease refused it: asks the holding session to
+/// give the maildrop up and waits for its answer (at most one renewal period plus the old
+/// session's end). `Ok(None)`: refused or no answer in time (`[IN-USE]`).
+pub(super) async fn ask_for_takeover(
+    coordination: &Arc<dyn Coordination>,
+    executor: &Executor,
+    node: &Arc<str>,
+    mailbox: &MailboxId,
+    policy: LeasePolicy,
+) -> Result<Option<MaildropLease>, StoreError> {
+    let name = takeover_setting(mailbox);
+    let ask = name.clone();
+    on_coordination(coordination, executor, "takeover request", move |shared| {
+        shared.publish_setting(&ask, ASKED)
+    })
+    .await?;
+    let deadline = tokio::time::Instant::now() + policy.renew_every + TAKEOVER_WAIT;
+    let taken = loop {
+        tokio::time::sleep(TAKEOVER_POLL).await;
+        if let Some(lease) =
+            MaildropLease::take(coordination, executor, node, mailbox, policy).await?
+        {
+            break Some(lease);
+        }
+        let read = name.clone();
+        let answer = on_coordination(coordination, executor, "takeover answer", move |shared| {
+            shared.shared_setting(&read)
+        })
+        .await?;
+        if answer.as_deref() == Some(REFUSED) || tokio::time::Instant::now() >= deadline {
+            break None;
+        }
+    };
+    // Left behind, a request is answered once more, then replaced by the next one.
+    let _ = on_coordination(
+        coordination,
+        executor,
+        "takeover withdrawal",
+        move |shared| shared.withdraw_setting(&name),
+    )
+    .await;
+    Ok(taken)
 }
 
 impl Drop for MaildropLease {

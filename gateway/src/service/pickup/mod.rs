@@ -43,6 +43,7 @@ use tokio::sync::Semaphore;
 
 pub use guard::{CLIENT_POLICY, MAILBOX_POLICY, MAX_MAILBOX_DELAY};
 pub use holders::Holder;
+pub(super) use lease::node_name;
 pub use lease::LeasePolicy;
 
 use super::{Gateway, MessageReader, MessageSummary, ServiceError};
@@ -242,7 +243,12 @@ impl Pickup {
         let holder = self.holders.register(&mailbox);
         if let Some(lease) = &mut lease {
             let executor = self.gateway.executor().clone();
-            lease.keep(executor, holder.holder.clone(), self.gateway.options.lease);
+            lease.keep(
+                executor,
+                holder.holder.clone(),
+                self.gateway.options.lease,
+                self.policy.lock_takeover,
+            );
         }
         let messages = self.gateway.list_messages(&mailbox).map_err(|e| {
             tracing::error!(error = %e, "listing the maildrop failed");
@@ -314,7 +320,15 @@ impl Pickup {
         }
         let policy = self.gateway.options.lease;
         let executor = self.gateway.executor();
-        match MaildropLease::take(coordination, executor, &self.node, mailbox, policy).await {
+        let taken = match MaildropLease::take(coordination, executor, &self.node, mailbox, policy)
+            .await
+        {
+            Ok(None) if self.policy.lock_takeover.is_some() => {
+                lease::ask_for_takeover(coordination, executor, &self.node, mailbox, policy).await
+            }
+            other => other,
+        };
+        match taken {
             Ok(Some(lease)) => Ok(Some(lease)),
             Ok(None) => {
                 tracing::info!(%client, %mailbox, "POP3 login refused: another node holds the maildrop");

@@ -179,4 +179,44 @@ impl Coordination for PgCoordination {
         ))?;
         Ok(())
     }
+
+    fn withdraw_setting(&self, name: &str) -> Result<(), StoreError> {
+        let client = self.client()?;
+        client.deadline.wait(
+            client
+                .client
+                .execute("DELETE FROM shared_settings WHERE name = $1", &[&name]),
+        )?;
+        Ok(())
+    }
+
+    /// A task is a lease row like a maildrop's, under a name no mailbox id can take
+    /// (those start with `mbx-`).
+    fn take_task(&self, task: &str, node: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let client = self.client()?;
+        let rows = client.deadline.wait(client.client.query(
+            "INSERT INTO maildrop_leases (mailbox, node, token, expires_at) \
+             VALUES ($1, $2, 0, clock_timestamp() + make_interval(secs => $3)) \
+             ON CONFLICT (mailbox) DO UPDATE \
+             SET node = EXCLUDED.node, expires_at = EXCLUDED.expires_at \
+             WHERE maildrop_leases.expires_at <= clock_timestamp() \
+                OR maildrop_leases.node = EXCLUDED.node \
+             RETURNING token",
+            &[&task_key(task), &node, &secs(ttl)],
+        ))?;
+        Ok(!rows.is_empty())
+    }
+
+    fn release_task(&self, task: &str, node: &str) -> Result<(), StoreError> {
+        let client = self.client()?;
+        client.deadline.wait(client.client.execute(
+            "DELETE FROM maildrop_leases WHERE mailbox = $1 AND node = $2",
+            &[&task_key(task), &node],
+        ))?;
+        Ok(())
+    }
+}
+
+fn task_key(task: &str) -> String {
+    format!("task:{task}")
 }

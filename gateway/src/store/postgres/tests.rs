@@ -999,3 +999,42 @@ fn a_published_setting_is_read_by_every_node_and_replaced_by_the_next() {
     );
     assert_eq!(a.shared_setting("other"), Ok(None));
 }
+
+#[test]
+fn a_withdrawn_setting_is_gone_for_every_node() {
+    let db = Db::start();
+    let (a, b) = (coordination(&db), coordination(&db));
+    a.publish_setting("tls.http01.token", "answer").unwrap();
+    assert_eq!(
+        b.shared_setting("tls.http01.token"),
+        Ok(Some("answer".into()))
+    );
+    b.withdraw_setting("tls.http01.token").unwrap();
+    assert_eq!(a.shared_setting("tls.http01.token"), Ok(None));
+    // Withdrawing what is not there is no error.
+    a.withdraw_setting("tls.http01.token").unwrap();
+}
+
+#[test]
+fn a_task_is_held_by_one_node_until_released_or_expired_and_no_maildrop_sees_it() {
+    let db = Db::start();
+    let (a, b) = (coordination(&db), coordination(&db));
+    assert_eq!(a.take_task("order", "node-a", LONG), Ok(true));
+    assert_eq!(b.take_task("order", "node-b", LONG), Ok(false));
+    assert_eq!(a.take_task("order", "node-a", LONG), Ok(true), "its own");
+    // Another task, and a maildrop, are separate.
+    assert_eq!(b.take_task("other", "node-b", LONG), Ok(true));
+    let m = mailbox_id('1');
+    assert_eq!(b.take_lease(&lease(&m, "node-b", 1), LONG), Ok(true));
+    // Only the holder's release counts.
+    b.release_task("order", "node-b").unwrap();
+    assert_eq!(b.take_task("order", "node-b", LONG), Ok(false));
+    a.release_task("order", "node-a").unwrap();
+    assert_eq!(b.take_task("order", "node-b", BRIEF), Ok(true));
+    // A holder that died: its task is free once its time ran out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.take_task("order", "node-a", LONG) != Ok(true) {
+        assert!(Instant::now() < deadline, "the task never expired");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

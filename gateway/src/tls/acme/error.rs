@@ -85,6 +85,14 @@ pub enum AcmeError {
         reason: String,
     },
 
+    /// Another node of the shared store holds the ordering task; it publishes the
+    /// certificate for every node when it is issued.
+    #[error(
+        "another node of the shared store is ordering the certificate now; every node \
+         presents it when it is issued (try again in a few minutes if it does not come)"
+    )]
+    OrderedElsewhere,
+
     /// A renewal was asked for, but the certificate does not come from ACME.
     #[error("the certificate does not come from ACME; order one first (`gateway cert acme`)")]
     NotAcme,

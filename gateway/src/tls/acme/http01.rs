@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::net::Listener;
+use crate::tls::{CertificateShare, TlsError};
 
 /// The path prefix the CA asks for.
 pub const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
@@ -33,12 +34,37 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD: usize = 8 * 1024;
 /// Tokens are base64url; real ones are 43 characters.
 const MAX_TOKEN: usize = 128;
+/// Lookups of unknown tokens in the shared store at once; more are answered 404 at once.
+const MAX_SHARED_LOOKUPS: usize = 4;
 
 /// Token → key authorization, shared by the orders that publish and the listener that
-/// answers. Cheap to clone.
-#[derive(Clone, Debug, Default)]
+/// answers. On a shared store the tokens go to the database too, since the CA may ask any
+/// node behind the name, and a token this node does not know is looked up there. Cheap to
+/// clone.
+#[derive(Clone)]
 pub struct Http01Responses {
     tokens: Arc<Mutex<HashMap<String, String>>>,
+    share: Option<Arc<dyn CertificateShare>>,
+    /// Bounds the database lookups a flood of made-up tokens can cause.
+    lookups: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Http01Responses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http01Responses")
+            .field("shared", &self.share.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Http01Responses {
+    fn default() -> Self {
+        Self {
+            tokens: Arc::default(),
+            share: None,
+            lookups: Arc::new(Semaphore::new(MAX_SHARED_LOOKUPS)),
+        }
+    }
 }
 
 /// Keeps a token published; dropping it withdraws the token (the order ended either way).
@@ -51,6 +77,12 @@ pub struct Published {
 impl Drop for Published {
     fn drop(&mut self) {
         self.responses.lock().remove(&self.token);
+        if let Some(share) = &self.responses.share {
+            // A token left behind answers nothing useful (the order is over); only noise.
+            if let Err(e) = share.withdraw_challenge(&self.token) {
+                tracing::warn!(error = %e, "ACME: cannot withdraw a challenge answer from the shared store");
+            }
+        }
     }
 }
 
@@ -59,28 +91,58 @@ impl Http01Responses {
         Self::default()
     }
 
+    /// Answers for every node of a shared store: published tokens go to `share` too, and
+    /// unknown ones are looked up there.
+    pub fn shared(share: Arc<dyn CertificateShare>) -> Self {
+        Self {
+            share: Some(share),
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         // Only whole inserts and removes happen under the lock.
         self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Answers `token` with `key_authorization` until the returned guard is dropped.
-    pub fn publish(&self, token: &str, key_authorization: &str) -> Published {
+    /// Answers `token` with `key_authorization` until the returned guard is dropped. On a
+    /// shared store, a token the other nodes cannot answer fails the order (the CA may ask
+    /// any of them).
+    pub fn publish(&self, token: &str, key_authorization: &str) -> Result<Published, TlsError> {
         self.lock()
             .insert(token.to_owned(), key_authorization.to_owned());
-        Published {
+        let published = Published {
             responses: self.clone(),
             token: token.to_owned(),
+        };
+        if let Some(share) = &self.share {
+            // One short statement, during an order only.
+            share.publish_challenge(token, key_authorization)?;
+        }
+        Ok(published)
+    }
+
+    /// The key authorization for `token`, while an order (of any node) waits for it.
+    pub async fn get(&self, token: &str) -> Option<String> {
+        if let Some(answer) = self.lock().get(token).cloned() {
+            return Some(answer);
+        }
+        let share = self.share.clone()?;
+        let _slot = self.lookups.clone().try_acquire_owned().ok()?;
+        let token = token.to_owned();
+        let found = tokio::task::spawn_blocking(move || share.challenge(&token)).await;
+        match found {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "ACME: cannot look up a challenge answer in the shared store");
+                None
+            }
+            Err(_) => None,
         }
     }
 
-    /// The key authorization for `token`, while an order waits for it.
-    pub fn get(&self, token: &str) -> Option<String> {
-        self.lock().get(token).cloned()
-    }
-
     /// The answer for a request line: (status, body).
-    fn answer(&self, method: &Method, path: &str) -> (StatusCode, String) {
+    async fn answer(&self, method: &Method, path: &str) -> (StatusCode, String) {
         if method != Method::GET && method != Method::HEAD {
             return (StatusCode::METHOD_NOT_ALLOWED, String::new());
         }
@@ -88,7 +150,7 @@ impl Http01Responses {
             Some(token) if is_token(token) => token,
             _ => return (StatusCode::NOT_FOUND, String::new()),
         };
-        match self.get(token) {
+        match self.get(token).await {
             Some(key_authorization) => (StatusCode::OK, key_authorization),
             None => (StatusCode::NOT_FOUND, String::new()),
         }
@@ -175,18 +237,21 @@ async fn serve<L: Listener>(
         tokio::spawn(async move {
             let _slot = slot;
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let (status, body) = responses.answer(request.method(), request.uri().path());
-                tracing::debug!(%peer, path = request.uri().path(), status = status.as_u16(), "ACME challenge request");
-                let body = if request.method() == Method::HEAD {
-                    Bytes::new()
-                } else {
-                    Bytes::from(body)
-                };
-                let response = Response::builder()
-                    .status(status)
-                    .header(hyper::header::CONTENT_TYPE, "text/plain")
-                    .body(Full::new(body));
+                let responses = responses.clone();
                 async move {
+                    let (status, body) = responses
+                        .answer(request.method(), request.uri().path())
+                        .await;
+                    tracing::debug!(%peer, path = request.uri().path(), status = status.as_u16(), "ACME challenge request");
+                    let body = if request.method() == Method::HEAD {
+                        Bytes::new()
+                    } else {
+                        Bytes::from(body)
+                    };
+                    let response = Response::builder()
+                        .status(status)
+                        .header(hyper::header::CONTENT_TYPE, "text/plain")
+                        .body(Full::new(body));
                     Ok::<_, Infallible>(response.unwrap_or_else(|_| {
                         let mut fallback = Response::new(Full::new(Bytes::new()));
                         *fallback.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
@@ -223,7 +288,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = ChallengeListener::start(listener, responses.clone()).unwrap();
         let addr = server.local_addr();
-        let published = responses.publish("tok_EN-1", "tok_EN-1.thumb");
+        let published = responses.publish("tok_EN-1", "tok_EN-1.thumb").unwrap();
 
         let ok = request(
             addr,
@@ -284,5 +349,50 @@ mod tests {
             answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
             "{answer}"
         );
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::tls::shared::memory::MemoryShare;
+
+    #[tokio::test]
+    async fn a_node_answers_the_token_another_node_published_until_it_is_withdrawn() {
+        let database = Arc::new(MemoryShare::default());
+        let ordering = Http01Responses::shared(database.node("a"));
+        let other = Http01Responses::shared(database.node("b"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = ChallengeListener::start(listener, other).unwrap();
+        let ask = |addr: SocketAddr| async move {
+            let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            conn.write_all(
+                b"GET /.well-known/acme-challenge/tok-1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut answer = String::new();
+            let _ = conn.read_to_string(&mut answer).await;
+            answer
+        };
+        assert!(ask(server.local_addr()).await.starts_with("HTTP/1.1 404"));
+        let published = ordering.publish("tok-1", "tok-1.thumb").unwrap();
+        let answer = ask(server.local_addr()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("tok-1.thumb"), "{answer}");
+        drop(published);
+        assert!(database.db().challenges.is_empty());
+        assert!(ask(server.local_addr()).await.starts_with("HTTP/1.1 404"));
+        // A database out of reach fails the publication (the order would fail at the CA
+        // anyway) and answers 404 for unknown tokens.
+        database
+            .down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(ordering.publish("tok-2", "x").is_err());
+        assert!(ask(server.local_addr()).await.starts_with("HTTP/1.1 404"));
+        server.stop().await;
     }
 }

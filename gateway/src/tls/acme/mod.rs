@@ -39,7 +39,8 @@ use rustls::pki_types::CertificateDer;
 pub use error::AcmeError;
 pub use http01::{ChallengeListener, Http01Responses, CHALLENGE_PATH};
 pub use storage::{
-    account_path, acme_dir, load_acme, store_ca_pem, ACME_CHAIN_FILE, ACME_KEY_FILE,
+    account_path, acme_dir, load_acme, read_account, store_ca_pem, store_certificate,
+    write_account, ACME_CA_FILE, ACME_CHAIN_FILE, ACME_KEY_FILE,
 };
 
 use super::{parse_pem, CertifiedMaterial};
@@ -266,7 +267,7 @@ impl Run<'_> {
                 let key_authorization = challenge.key_authorization();
                 published.push(
                     self.http01
-                        .publish(&challenge.token, key_authorization.as_str()),
+                        .publish(&challenge.token, key_authorization.as_str())?,
                 );
                 nonce_retry!(challenge.set_ready().await)
                     .map_err(|e| self.classify(e, Step::Challenge))?;

@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 
 use super::messages::RetrievalKey;
 use super::ServiceError;
+use crate::proxy::throttle::AccountNames;
 
 /// File name of the secret inside the data directory.
 pub const RETRIEVAL_KEY_FILE: &str = "retrieval.key";
@@ -27,6 +28,8 @@ const SECRET_BYTES: usize = 32;
 const LABEL: &[u8] = b"gateway/retrieved/v1\0";
 /// What [`RetrievalSecret::fingerprint`] signs: never a record key's input.
 const FINGERPRINT_LABEL: &[u8] = b"gateway/retrieval-key-fingerprint/v1\0";
+/// What [`RetrievalSecret::proxy_account_names`] derives its key from.
+const ACCOUNT_NAMES_LABEL: &[u8] = b"gateway/proxy-account-names-key/v1\0";
 
 /// The HMAC key the store's retrieval records are made with. Never printed.
 #[derive(Clone)]
@@ -99,6 +102,16 @@ impl RetrievalSecret {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    /// The key the proxy's login throttle names remote accounts with in the failure table
+    /// the nodes share: derived from this secret (which every node of a store has), never
+    /// the secret itself.
+    pub(super) fn proxy_account_names(&self) -> AccountNames {
+        let derived = hmac::sign(&self.0, ACCOUNT_NAMES_LABEL);
+        let mut key = Zeroizing::new([0u8; SECRET_BYTES]);
+        key.copy_from_slice(derived.as_ref());
+        AccountNames::new(&key)
     }
 
     /// The key a retrieval record is stored under.

@@ -676,3 +676,36 @@ async fn failed_proxy_logins_on_one_node_count_on_the_other() {
     );
     attempts.abort_all();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_domain_set_on_a_stopped_node_is_followed_by_the_running_ones() {
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = node(&pg, scratch.path(), "a").await;
+    // B is stopped: `gateway settings set` finds no control socket and opens the store.
+    let b = node_config(&pg, scratch.path(), "b");
+    let file = scratch.path().join("b.toml");
+    std::fs::write(&file, b.to_toml_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--config")
+        .arg(&file)
+        .args(["settings", "set", "--email-domain", "stopped.example"])
+        .env_remove("GATEWAY_CONFIG")
+        .env_remove("GATEWAY_DATA_DIR")
+        .output()
+        .expect("run gateway");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved = Config::load(&file).unwrap();
+    assert_eq!(saved.gateway.email_domain, "stopped.example");
+    // A follows within seconds, with nothing but the database between them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while &*a.gateway().email_domain() != "stopped.example" {
+        assert!(tokio::time::Instant::now() < deadline, "A never followed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

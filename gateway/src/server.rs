@@ -101,17 +101,22 @@ pub fn smtp_session_config(config: &Config, email_domain: &EmailDomain) -> Sessi
     }
 }
 
-/// The proxy's way to upstream servers, from `[proxy]`.
-pub fn upstreams(config: &Config) -> Result<Arc<Upstreams<TcpConnector>>, crate::tls::TlsError> {
+/// The proxy's way to upstream servers, from `[proxy]`; its failed logins count on every
+/// node sharing `gateway`'s store.
+pub fn upstreams(
+    config: &Config,
+    gateway: &Gateway,
+) -> Result<Arc<Upstreams<TcpConnector>>, crate::tls::TlsError> {
     let trust = UpstreamTrust {
         system_roots: config.proxy.system_roots,
         ca_files: config.proxy.ca_files.clone(),
     };
     let connector = crate::tls::upstream_connector(&trust)?;
-    Ok(Upstreams::new(
+    Ok(Upstreams::with_guard(
         TcpConnector,
         connector,
         config.proxy.clone(),
+        gateway.proxy_guard(config.proxy.failed_login_delay()),
     ))
 }
 
@@ -145,7 +150,7 @@ pub async fn start_with_settings(
     resolver: Arc<CertResolver>,
     settings: LiveSettings,
 ) -> Result<Running, StartError> {
-    let upstreams = upstreams(config)?;
+    let upstreams = upstreams(config, &gateway)?;
     settings.share_through(gateway.store().coordination().clone());
     gateway
         .metrics()

@@ -3,8 +3,8 @@
 //! the database answers 451, never 250, and recovers by itself when it returns.
 //!
 //! The POP3 maildrop lock holds across nodes (a lease in the database that a dead node's
-//! expiry frees, and that fences a session which lost it), and failed logins count across
-//! nodes.
+//! expiry frees, and that fences a session which lost it), and failed logins (POP3,
+//! administrator, proxy) count across nodes.
 //!
 //! The database is a throwaway cluster from Debian's `postgresql` (postgres-test-util); the
 //! nodes run in this process on their own loopback ports and data directories.
@@ -903,4 +903,86 @@ async fn a_session_that_is_not_idle_long_enough_keeps_its_maildrop_against_anoth
         .trim(),
         "0"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_proxy_logins_on_one_node_count_on_the_other() {
+    use gateway::proxy::throttle::CLIENT_POLICY as PROXY_CLIENT_POLICY;
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let node = |name: &str| {
+        let password_file = scratch.path().join(format!("{name}-db-password"));
+        let pg = &pg;
+        TestGateway::start_with(move |config| {
+            use_database(config, pg, &password_file);
+            config.proxy.failed_login_delay_ms = 0;
+        })
+    };
+    let a = node("a").await;
+    let b = node("b").await;
+    // A proxy login for a mailbox nobody has: refused before any upstream is asked, and
+    // counted against the client.
+    let login = format!(
+        "someone@example.net%mail.example.net%{}",
+        MailboxId::generate()
+    );
+    let try_login = |gw: &TestGateway| {
+        let (addr, tls) = (gw.pop3s_addr(), gw.tls_connector());
+        let login = login.clone();
+        async move {
+            let (mut pop3, greeting) = Pop3Client::connect_tls(addr, &tls).await;
+            assert!(greeting.starts_with("+OK"), "{greeting}");
+            pop3.login(&login, "guess").await
+        }
+    };
+    for _ in 0..PROXY_CLIENT_POLICY.free_attempts {
+        let reply = try_login(&a).await;
+        assert!(reply.starts_with("-ERR"), "{reply}");
+        assert!(!reply.contains("too many"), "{reply}");
+    }
+    // On B, alone, four more could start at once; counting A's failures, they are queued
+    // behind ever longer waits and the fourth is refused at once.
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        attempts.spawn(try_login(&b));
+    }
+    let first = attempts.join_next().await.unwrap().unwrap();
+    assert!(
+        first.starts_with("-ERR [SYS/TEMP] too many failed logins"),
+        "{first}"
+    );
+    attempts.abort_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_domain_set_on_a_stopped_node_is_followed_by_the_running_ones() {
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = node(&pg, scratch.path(), "a").await;
+    // B is stopped: `gateway settings set` finds no control socket and opens the store.
+    let b = node_config(&pg, scratch.path(), "b");
+    let file = scratch.path().join("b.toml");
+    std::fs::write(&file, b.to_toml_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--config")
+        .arg(&file)
+        .args(["settings", "set", "--email-domain", "stopped.example"])
+        .env_remove("GATEWAY_CONFIG")
+        .env_remove("GATEWAY_DATA_DIR")
+        .output()
+        .expect("run gateway");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved = Config::load(&file).unwrap();
+    assert_eq!(saved.gateway.email_domain, "stopped.example");
+    // A follows within seconds, with nothing but the database between them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while &*a.gateway().email_domain() != "stopped.example" {
+        assert!(tokio::time::Instant::now() < deadline, "A never followed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

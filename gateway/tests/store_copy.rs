@@ -1,6 +1,7 @@
 //! Moving a store between redb and PostgreSQL with `gateway store copy` (run as a process),
-//! `gateway store migrate`, and backups of a gateway whose store is PostgreSQL. Every copy
-//! is opened by a gateway afterwards and its messages read with the mailbox's password.
+//! or between two PostgreSQL servers (a password file for each), `gateway store migrate`,
+//! and backups of a gateway whose store is PostgreSQL. Every copy is opened by a gateway
+//! afterwards and its messages read with the mailbox's password.
 //!
 //! The database is a throwaway cluster from Debian's `postgresql` (postgres-test-util).
 
@@ -223,6 +224,47 @@ async fn a_store_moves_from_postgres_to_redb_and_back_readable_with_its_password
     let out = run(from_redb(&with_password));
     fails_saying(&out, "--to holds a password");
     assert!(!String::from_utf8_lossy(&out.stderr).contains(pg.password()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_moves_between_two_postgres_servers_each_with_its_own_password() {
+    let (pg, other) = (database(), database());
+    assert_ne!(pg.password(), other.password());
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let gw = node(&pg, dir).await;
+    let (id, address, password) = gw.create_mailbox("across servers").await;
+    gw.deliver(&address, &message("across", 20)).await;
+    let expected = gw.messages(&id, &password);
+    other.create_database("moved").unwrap();
+    let other_password = dir.join("other-password");
+    std::fs::write(&other_password, other.password()).unwrap();
+    let (from, to) = (url(&pg, pg.database()), url(&other, "moved"));
+    let copy = |password_flags: &[&str]| {
+        let mut args = vec![
+            "store", "copy", "--from", &from, "--to", &to, "--tls", "off",
+        ];
+        args.extend_from_slice(password_flags);
+        gateway_cli(dir, &args, None)
+    };
+    let (ours, theirs) = (
+        dir.join("node-password").to_str().unwrap().to_owned(),
+        other_password.to_str().unwrap().to_owned(),
+    );
+    // One password for both, as before: the second server refuses it.
+    fails_saying(&copy(&["--password-file", &ours]), "cannot copy into");
+    let printed = succeeds(&copy(&[
+        "--from-password-file",
+        &ours,
+        "--to-password-file",
+        &theirs,
+    ]));
+    assert!(
+        printed.contains("The copy holds the same rows"),
+        "{printed}"
+    );
+    let moved = postgres_gateway(&other, "moved", dir);
+    assert_eq!(messages(&moved, &id, &password), expected);
 }
 
 #[test]

@@ -144,6 +144,10 @@ impl Connection {
             None,
             target.settings_file.clone(),
         );
+        // On a store other nodes share, an email domain set here is published for them
+        // too, as a running node's `SetSettings` does; this node took the shared one when
+        // the store opened.
+        settings.share_through(gateway.store().coordination().clone());
         Ok(Connection::Local(Api::new(gateway, settings, server)))
     }
 

@@ -35,9 +35,16 @@ pub struct CopyArgs {
     /// empty or missing (they are created).
     #[arg(long, value_name = "FILE|URL")]
     pub to: String,
-    /// A file holding the PostgreSQL password (first line); else `PGPASSWORD`.
+    /// A file holding the PostgreSQL password (first line), for both sides unless
+    /// --from-password-file or --to-password-file gives a side its own; else `PGPASSWORD`.
     #[arg(long, value_name = "PATH")]
     pub password_file: Option<PathBuf>,
+    /// The password file of the --from database alone (two servers, two passwords).
+    #[arg(long, value_name = "PATH")]
+    pub from_password_file: Option<PathBuf>,
+    /// The password file of the --to database alone.
+    #[arg(long, value_name = "PATH")]
+    pub to_password_file: Option<PathBuf>,
     /// TLS to PostgreSQL: `verify` (the server's certificate checked against the system's
     /// roots and --ca-file) or `off` (a database on this machine only).
     #[arg(long, value_enum, default_value_t = TlsArg::Verify)]
@@ -67,14 +74,37 @@ enum Endpoint {
 }
 
 impl Endpoint {
-    fn parse(text: &str, args: &CopyArgs, flag: &str) -> anyhow::Result<Self> {
+    /// The store `--from` names.
+    fn from(args: &CopyArgs) -> anyhow::Result<Self> {
+        Self::parse(&args.from, args, "--from", args.from_password_file.as_ref())
+    }
+
+    /// The store `--to` names.
+    fn to(args: &CopyArgs) -> anyhow::Result<Self> {
+        Self::parse(&args.to, args, "--to", args.to_password_file.as_ref())
+    }
+
+    /// `own_password_file`: the side's own (`--from-password-file`...), which wins over
+    /// `--password-file`.
+    fn parse(
+        text: &str,
+        args: &CopyArgs,
+        flag: &str,
+        own_password_file: Option<&PathBuf>,
+    ) -> anyhow::Result<Self> {
         if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
             // A key=value connection string would otherwise become a file of that name.
             if text.contains("dbname=") || text.contains("host=") {
                 bail!("{flag}: name a database as a postgres:// URL");
             }
+            if own_password_file.is_some() {
+                bail!(
+                    "{flag}-password-file is given, but {flag} names a redb file, not a database"
+                );
+            }
             return Ok(Endpoint::Redb(PathBuf::from(text)));
         }
+        let password_file = own_password_file.or(args.password_file.as_ref());
         // The parser's message never repeats the text (it may hold a password).
         let parsed: tokio_postgres::Config = text
             .parse()
@@ -88,7 +118,7 @@ impl Endpoint {
         let section = StoreSection {
             backend: StoreBackend::Postgres,
             url: text.to_owned(),
-            password_file: args.password_file.clone(),
+            password_file: password_file.cloned(),
             pool_size: 1,
             tls: match args.tls {
                 TlsArg::Verify => DatabaseTls::Verify,
@@ -99,7 +129,7 @@ impl Endpoint {
         };
         crate::config::validate_store(&section).with_context(|| flag.to_string())?;
         let mut target = postgres_target(&section)?;
-        if args.password_file.is_none() {
+        if password_file.is_none() {
             if let Ok(password) = std::env::var("PGPASSWORD") {
                 target.config.password(password);
             }
@@ -150,8 +180,8 @@ fn open_source(endpoint: &Endpoint) -> anyhow::Result<Box<dyn Source>> {
 }
 
 fn copy(args: &CopyArgs) -> anyhow::Result<()> {
-    let from = Endpoint::parse(&args.from, args, "--from")?;
-    let to = Endpoint::parse(&args.to, args, "--to")?;
+    let from = Endpoint::from(args)?;
+    let to = Endpoint::to(args)?;
     if from.describe() == to.describe() {
         bail!("--from and --to name the same store");
     }
@@ -290,8 +320,8 @@ mod tests {
 
     fn refused(from: &str, to: &str, extra: &[&str]) -> String {
         let args = args(from, to, extra);
-        let error = Endpoint::parse(&args.from, &args, "--from")
-            .and_then(|_| Endpoint::parse(&args.to, &args, "--to"))
+        let error = Endpoint::from(&args)
+            .and_then(|_| Endpoint::to(&args))
             .err()
             .expect("refused");
         format!("{error:#}")
@@ -321,11 +351,14 @@ mod tests {
             "new.redb",
             &["--tls", "off"],
         );
-        let from = Endpoint::parse(&args.from, &args, "--from").expect("loopback, plain");
+        let from = Endpoint::from(&args).expect("loopback, plain");
         assert_eq!(from.describe(), "postgres://127.0.0.1:5433/gateway");
         assert!(matches!(
-            Endpoint::parse(&args.to, &args, "--to"),
+            Endpoint::to(&args),
             Ok(Endpoint::Redb(path)) if path == Path::new("new.redb")
         ));
+        // A side's own password file is for a database only.
+        let said = refused("old.redb", "new.redb", &["--from-password-file", "pw"]);
+        assert!(said.contains("--from names a redb file"), "{said}");
     }
 }

@@ -846,6 +846,11 @@ impl Default for ProxySection {
 }
 
 impl ProxySection {
+    /// The pause before answering a proxy login the upstream refused.
+    pub fn failed_login_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.failed_login_delay_ms)
+    }
+
     /// Whether clients may name `port` on their upstream.
     pub fn allows_port(&self, port: u16) -> bool {
         self.allowed_ports.is_empty() || self.allowed_ports.contains(&port)

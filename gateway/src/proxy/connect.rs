@@ -96,12 +96,25 @@ pub struct Upstreams<C: Connector> {
 }
 
 impl<C: Connector> Upstreams<C> {
+    /// Counting failed logins on this node alone.
     pub fn new(connector: C, tls: TlsConnector, policy: ProxySection) -> Arc<Self> {
+        let guard = ProxyGuard::new(policy.failed_login_delay());
+        Self::with_guard(connector, tls, policy, guard)
+    }
+
+    /// With the login throttle `guard` (one counting on every node of a shared store:
+    /// [`crate::service::Gateway::proxy_guard`]).
+    pub fn with_guard(
+        connector: C,
+        tls: TlsConnector,
+        policy: ProxySection,
+        guard: ProxyGuard,
+    ) -> Arc<Self> {
         Arc::new(Self {
             connector,
             tls,
             timeout: Duration::from_secs(policy.connect_timeout_secs.max(1)),
-            guard: ProxyGuard::new(Duration::from_millis(policy.failed_login_delay_ms)),
+            guard,
             policy,
         })
     }

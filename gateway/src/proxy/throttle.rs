@@ -4,7 +4,12 @@
 //! Each login the upstream will see is counted when it starts, per client ([`ClientKey`])
 //! and per remote account (user and server, without letter case): a few free attempts,
 //! then waits that double. A login the upstream refused is answered only after
-//! `[proxy] failed_login_delay_ms`. The same [`Throttle`] as POP3 pick-up's.
+//! `[proxy] failed_login_delay_ms`. The same [`SharedThrottle`] as POP3 pick-up's: on a
+//! store several nodes share, failures count on every node.
+//!
+//! An account is counted under its [`AccountNames`] name, an HMAC of the user and server:
+//! the failure table the nodes share holds no user names, and a copy of the database alone
+//! cannot confirm a guessed one.
 //!
 //! Per account this is a wall, not only a delay: while someone sprays an account through
 //! the gateway, its owner may be told to try later too, which the provider would do anyway.
@@ -14,10 +19,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ring::hmac;
 use tokio::sync::watch;
 
 use super::ProxyLogin;
-use crate::throttle::{ClientKey, Policy, Throttle, Throttled};
+use crate::store::Coordination;
+use crate::throttle::{ClientKey, Policy, SharedKey, SharedThrottle, Throttled};
 
 /// Per client: 10 failed logins free (an office behind one address), then 1 s doubling to
 /// 15 minutes; waits over 10 s are refused.
@@ -38,18 +45,63 @@ pub const ACCOUNT_POLICY: Policy = Policy {
     forget_after: Duration::from_secs(30 * 60),
 };
 
-/// An account at a provider, as the throttle counts it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Account {
-    user: String,
-    host: String,
+/// An account at a provider, as the throttle counts it: its [`AccountNames`] name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Account([u8; 16]);
+
+impl SharedKey for Account {
+    fn shared_key(&self) -> String {
+        data_encoding::HEXLOWER.encode(&self.0)
+    }
+}
+
+/// Names remote accounts (user and server, without letter case) for the throttle: an
+/// HMAC-SHA256 under a key every node of a store has, so nodes count an account alike while
+/// the shared table holds no user names. Never printed.
+#[derive(Clone)]
+pub struct AccountNames(hmac::Key);
+
+impl std::fmt::Debug for AccountNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccountNames(<redacted>)")
+    }
+}
+
+/// Domain separation from anything else keyed alike.
+const ACCOUNT_LABEL: &[u8] = b"gateway/proxy-throttle-account/v1\0";
+
+impl AccountNames {
+    pub fn new(key: &[u8; 32]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, key))
+    }
+
+    /// A key of this process alone (its names never leave it).
+    pub fn random() -> Self {
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        crate::random::fill_random(key.as_mut());
+        Self::new(&key)
+    }
+
+    fn account(&self, login: &ProxyLogin) -> Account {
+        let mut context = hmac::Context::with_key(&self.0);
+        context.update(ACCOUNT_LABEL);
+        // Length first, so no (user, server) pair reads as another.
+        let user = login.remote_user.to_lowercase();
+        context.update(&(user.len() as u64).to_be_bytes());
+        context.update(user.as_bytes());
+        context.update(login.host.to_ascii_lowercase().as_bytes());
+        let mut name = [0u8; 16];
+        name.copy_from_slice(&context.sign().as_ref()[..16]);
+        Account(name)
+    }
 }
 
 /// The proxy login policy; one per gateway, shared by the SMTP and POP3 proxies.
 #[derive(Debug)]
 pub struct ProxyGuard {
-    clients: Throttle<ClientKey>,
-    accounts: Throttle<Account>,
+    clients: SharedThrottle<ClientKey>,
+    accounts: SharedThrottle<Account>,
+    names: AccountNames,
     failure_delay: Duration,
     /// Accounts with logins waiting: told when one of the account's logins succeeds.
     /// Logins count while in flight (so a spray cannot outrun its own failures), which
@@ -72,10 +124,26 @@ pub struct ProxyAttempt {
 }
 
 impl ProxyGuard {
+    /// Counting on this node alone.
     pub fn new(failure_delay: Duration) -> Self {
+        Self::shared(
+            failure_delay,
+            Arc::new(crate::store::coordination::Local),
+            AccountNames::random(),
+        )
+    }
+
+    /// Failures count on every node that shares `coordination` (see [`SharedThrottle`]);
+    /// `names` must be the same on all of them.
+    pub fn shared(
+        failure_delay: Duration,
+        coordination: Arc<dyn Coordination>,
+        names: AccountNames,
+    ) -> Self {
         Self {
-            clients: Throttle::new(CLIENT_POLICY),
-            accounts: Throttle::new(ACCOUNT_POLICY),
+            clients: SharedThrottle::new(CLIENT_POLICY, "proxy-client", coordination.clone()),
+            accounts: SharedThrottle::new(ACCOUNT_POLICY, "proxy-account", coordination),
+            names,
             failure_delay,
             waiting: Mutex::new(HashMap::new()),
         }
@@ -85,10 +153,7 @@ impl ProxyGuard {
     /// client or the account waits out earlier failures.
     pub fn admit(&self, ip: IpAddr, login: &ProxyLogin) -> Result<ProxyAttempt, Throttled> {
         let client = ClientKey::from(ip);
-        let account = Account {
-            user: login.remote_user.to_lowercase(),
-            host: login.host.to_ascii_lowercase(),
-        };
+        let account = self.names.account(login);
         let client_wait = self.clients.begin(&client)?;
         let account_wait = match self.accounts.begin(&account) {
             Ok(wait) => wait,
@@ -102,7 +167,7 @@ impl ProxyGuard {
         let released = (!account_wait.is_zero() && client_wait.is_zero()).then(|| {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             waiting
-                .entry(account.clone())
+                .entry(account)
                 .or_insert_with(|| Arc::new(watch::channel(()).0))
                 .subscribe()
         });
@@ -166,13 +231,15 @@ impl ProxyGuard {
     /// pause before the answer.
     pub fn unknown_mailbox(&self, attempt: ProxyAttempt) -> Duration {
         self.accounts.forgive(&attempt.account);
+        self.clients.failed(&attempt.client);
         self.failure_delay
     }
 
-    /// The upstream refused the credentials: the attempt stays counted. Returns the pause
-    /// before the answer.
+    /// The upstream refused the credentials: the attempt stays counted (on every node).
+    /// Returns the pause before the answer.
     pub fn failed(&self, attempt: ProxyAttempt) -> Duration {
-        let _ = attempt;
+        self.clients.failed(&attempt.client);
+        self.accounts.failed(&attempt.account);
         self.failure_delay
     }
 }
@@ -206,6 +273,34 @@ mod tests {
             }
         }
         1000
+    }
+
+    #[test]
+    fn accounts_are_named_alike_by_equal_keys_only() {
+        let names = AccountNames::new(&[1; 32]);
+        let name = |names: &AccountNames, user, host| names.account(&login(user, host));
+        let alice = name(&names, "alice@example.com", "mail.example.com");
+        assert_eq!(
+            alice,
+            name(&names, "ALICE@example.com", "Mail.Example.com"),
+            "without letter case"
+        );
+        assert_ne!(alice, name(&names, "alice@example.com", "mail.example.net"));
+        assert_ne!(
+            alice,
+            name(
+                &AccountNames::new(&[2; 32]),
+                "alice@example.com",
+                "mail.example.com"
+            )
+        );
+        // Where the user ends and the server begins is part of the name.
+        assert_ne!(
+            name(&names, "ab", "c.example"),
+            name(&names, "a", "bc.example")
+        );
+        assert_eq!(alice.shared_key().len(), 32);
+        assert!(!format!("{names:?}").contains('1'));
     }
 
     #[tokio::test(start_paused = true)]

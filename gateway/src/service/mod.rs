@@ -183,6 +183,18 @@ impl Gateway {
         Ok(gateway)
     }
 
+    /// The proxy's login throttle, counting failures on every node that shares the store.
+    pub fn proxy_guard(
+        &self,
+        failure_delay: std::time::Duration,
+    ) -> crate::proxy::throttle::ProxyGuard {
+        crate::proxy::throttle::ProxyGuard::shared(
+            failure_delay,
+            self.store.coordination().clone(),
+            self.retrieval.proxy_account_names(),
+        )
+    }
+
     /// The email domain now; it may change while the gateway runs (`SetSettings`).
     pub fn email_domain(&self) -> Arc<str> {
         self.options.email_domain.get()

@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 
 use super::messages::RetrievalKey;
 use super::ServiceError;
+use crate::proxy::throttle::AccountNames;
 
 /// File name of the secret inside the data directory.
 pub const RETRIEVAL_KEY_FILE: &str = "retrieval.key";
@@ -32,6 +33,8 @@ const FINGERPRINT_LABEL: &[u8] = b"gateway/retrieval-key-fingerprint/v1\0";
 const SEAL_LABEL: &[u8] = b"gateway/shared-secrets-seal/v1\0";
 /// `seal`'s output: version byte, nonce, ciphertext with its tag.
 const SEAL_VERSION: u8 = 1;
+/// What [`RetrievalSecret::proxy_account_names`] derives its key from.
+const ACCOUNT_NAMES_LABEL: &[u8] = b"gateway/proxy-account-names-key/v1\0";
 
 /// The HMAC key the store's retrieval records are made with. Never printed.
 #[derive(Clone)]
@@ -160,6 +163,16 @@ impl RetrievalSecret {
         let unbound = aead::UnboundKey::new(&aead::CHACHA20_POLY1305, derived.as_ref())
             .expect("a 32-byte key");
         aead::LessSafeKey::new(unbound)
+    }
+
+    /// The key the proxy's login throttle names remote accounts with in the failure table
+    /// the nodes share: derived from this secret (which every node of a store has), never
+    /// the secret itself.
+    pub(super) fn proxy_account_names(&self) -> AccountNames {
+        let derived = hmac::sign(&self.0, ACCOUNT_NAMES_LABEL);
+        let mut key = Zeroizing::new([0u8; SECRET_BYTES]);
+        key.copy_from_slice(derived.as_ref());
+        AccountNames::new(&key)
     }
 
     /// The key a retrieval record is stored under.

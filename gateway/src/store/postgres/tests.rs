@@ -944,6 +944,53 @@ async fn a_throttle_counts_the_failures_another_node_saw() {
     assert_eq!(alone.begin(&client), Ok(Duration::ZERO));
 }
 
+#[tokio::test]
+async fn a_proxy_account_throttled_on_one_node_is_on_the_other_under_a_name_only() {
+    use crate::proxy::throttle::{AccountNames, ProxyGuard, ACCOUNT_POLICY};
+    use crate::proxy::ProxyLogin;
+    let db = Db::start();
+    let names = AccountNames::new(&[9; 32]);
+    let node = || ProxyGuard::shared(Duration::ZERO, Arc::new(coordination(&db)), names.clone());
+    let (node_a, node_b) = (node(), node());
+    let alone = ProxyGuard::new(Duration::ZERO);
+    let login = ProxyLogin::parse(
+        "Alice@Example.com%mail.example.com%mbx-0123456789abcdef0123456789abcdef",
+    )
+    .unwrap();
+    // A new client each time: only the account's count matters here.
+    let client = |n: u8| std::net::IpAddr::from([192, 0, 2, n]);
+    for n in 0..ACCOUNT_POLICY.free_attempts as u8 {
+        let attempt = node_a.admit(client(n), &login).unwrap();
+        assert_eq!(attempt.wait, Duration::ZERO);
+        let _ = node_a.failed(attempt);
+    }
+    // B saw none of them, yet its next login waits about the account's first wait, and the
+    // one after that would wait beyond what is queued: refused. Alone it would start at once.
+    let next = node_b.admit(client(100), &login).unwrap();
+    let base = ACCOUNT_POLICY.base;
+    assert!(next.wait > base / 2 && next.wait <= base, "{:?}", next.wait);
+    assert!(node_b.admit(client(101), &login).is_err());
+    assert_eq!(
+        alone.admit(client(100), &login).unwrap().wait,
+        Duration::ZERO
+    );
+
+    // The shared table names the account by an HMAC alone.
+    let rows = db.psql("SELECT key FROM login_failures WHERE scope = 'proxy-account'");
+    assert_eq!(rows.lines().count(), 1, "{rows}");
+    assert_eq!(rows.trim().len(), 32, "{rows}");
+    assert!(
+        !rows.contains("alice") && !rows.contains("example"),
+        "{rows}"
+    );
+    // The owner's success clears it for every node.
+    node_b.succeeded(next);
+    assert_eq!(
+        db.psql("SELECT count(*) FROM login_failures WHERE scope = 'proxy-account'"),
+        "0\n"
+    );
+}
+
 #[test]
 fn a_version_1_database_gains_the_coordination_tables_and_keeps_its_rows() {
     let db = Db::start();

@@ -5,6 +5,9 @@
 //! The POP3 maildrop lock holds across nodes (a lease in the database that a dead node's
 //! expiry frees, and that fences a session which lost it), and failed logins (POP3,
 //! administrator, proxy) count across nodes.
+//! expiry frees, and that fences a session which lost it), failed logins count across
+//! nodes, and a console session signed in through one node works on, and is signed out
+//! through, any other.
 //!
 //! The database is a throwaway cluster from Debian's `postgresql` (postgres-test-util); the
 //! nodes run in this process on their own loopback ports and data directories.
@@ -22,6 +25,7 @@ use gateway::crypto::MailboxPassword;
 use gateway::mailbox::MailboxId;
 use gateway::service::{Gateway, LeasePolicy, ServiceError, CLIENT_POLICY};
 use postgres_test_util::{Postgres, PostgresOptions};
+use support::browser::{first_login, Browser};
 use support::storing::{assert_all_there, store_until_killed, Outcomes};
 use support::{database_url, point_at, use_database, Client, Pop3Client, TestGateway};
 
@@ -33,6 +37,12 @@ fn database() -> Postgres {
 async fn node(pg: &Postgres, scratch: &Path, name: &str) -> TestGateway {
     let password_file = scratch.join(format!("{name}-db-password"));
     TestGateway::start_with(|config| use_database(config, pg, &password_file)).await
+}
+
+/// A node with its console listening (on its own certificate).
+async fn node_with_console(pg: &Postgres, scratch: &Path, name: &str) -> TestGateway {
+    let password_file = scratch.join(format!("{name}-db-password"));
+    TestGateway::start_with_console(|config| use_database(config, pg, &password_file)).await
 }
 
 /// A node whose maildrop leases last and are renewed as `lease` says.
@@ -473,7 +483,9 @@ impl Drop for KillOnDrop {
 async fn the_lease_of_a_node_that_dies_expires() {
     let pg = database();
     let scratch = tempfile::tempdir().unwrap();
-    let a = node_with_lease(&pg, scratch.path(), "a", SHORT_LEASE).await;
+    // Without takeover: a login would otherwise wait for the dead node's answer (none
+    // comes) and get in once the lease expired, never seeing `[IN-USE]`.
+    let a = takeover_node(&pg, scratch.path(), "a", 0).await;
     let (id, address, password) = a.create_mailbox("dies").await;
     a.deliver(&address, &message("kept")).await;
 
@@ -706,22 +718,13 @@ async fn every_node_presents_the_certificate_imported_through_one() {
     assert!(presents(&c, imported.cert_pem()).await);
 }
 
-/// A free loopback port (bound, then let go for the gateway to bind).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A node on the shared database whose challenge listener is on `port`.
-async fn acme_node(pg: &Postgres, scratch: &Path, name: &str, port: u16) -> TestGateway {
+/// A node on the shared database with its challenge listener enabled on a free port.
+async fn acme_node(pg: &Postgres, scratch: &Path, name: &str) -> TestGateway {
     let password_file = scratch.join(format!("{name}-db-password"));
     TestGateway::start_with(|config| {
         use_database(config, pg, &password_file);
         config.listen.acme_http.address = "127.0.0.1".parse().unwrap();
-        config.listen.acme_http.port = port;
+        config.listen.acme_http.port = 0;
         config.listen.acme_http.enabled = true;
     })
     .await
@@ -731,24 +734,19 @@ async fn acme_node(pg: &Postgres, scratch: &Path, name: &str, port: u16) -> Test
 async fn one_node_orders_another_answers_the_ca_and_both_present_and_renew_one_certificate() {
     let pg = database();
     let scratch = tempfile::tempdir().unwrap();
+    // Every node of a shared store keeps its challenge listener open (here on a free port).
+    let a = acme_node(&pg, scratch.path(), "a").await;
+    let b = acme_node(&pg, scratch.path(), "b").await;
     // The CA dials B's challenge port only: A's order succeeds only if B answers its
     // tokens from the database.
-    let b_port = free_port();
     let pebble = pebble_test_util::Pebble::start(pebble_test_util::PebbleOptions {
-        http_port: b_port,
+        http_port: b.running_address("acme_http").port(),
         mock_dns: true,
         ..pebble_test_util::PebbleOptions::default()
     })
     .unwrap_or_else(|err| panic!("{err}"));
     let ca_file = scratch.path().join("pebble-ca.pem");
     std::fs::write(&ca_file, pebble.ca_pem()).unwrap();
-    let a = acme_node(&pg, scratch.path(), "a", free_port()).await;
-    let b = acme_node(&pg, scratch.path(), "b", b_port).await;
-    assert_eq!(
-        b.running_address("acme_http").port(),
-        b_port,
-        "open for A's orders"
-    );
 
     let settings = gateway::config::AcmeSettings {
         directory_url: pebble.directory_url(),
@@ -983,6 +981,107 @@ async fn an_email_domain_set_on_a_stopped_node_is_followed_by_the_running_ones()
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while &*a.gateway().email_domain() != "stopped.example" {
         assert!(tokio::time::Instant::now() < deadline, "A never followed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_session_signed_in_on_one_node_works_on_and_ends_through_the_other() {
+    let pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = node_with_console(&pg, scratch.path(), "a").await;
+    let b = node_with_console(&pg, scratch.path(), "b").await;
+    let mut on_a = Browser::new(&a);
+    first_login(&mut on_a).await;
+    let main_a = on_a.get("/console/").await;
+    main_a.expect_ok();
+    let cookie = on_a.token.clone().expect("a session cookie from A");
+
+    // The same cookie on B: a page that needs a session, and a form with its CSRF token.
+    let mut on_b = Browser::new(&b);
+    on_b.token = Some(cookie.clone());
+    let settings = on_b.get("/console/settings").await;
+    settings.expect_ok();
+    assert_eq!(
+        settings.csrf(),
+        main_a.csrf(),
+        "every node knows the session's token"
+    );
+    on_b.post(
+        "/console/settings/language",
+        &[("csrf", &settings.csrf()), ("language", "de")],
+    )
+    .await
+    .expect_redirect("/console/settings");
+    assert!(on_a
+        .get("/console/settings")
+        .await
+        .body
+        .contains("lang=\"de\""));
+    // A forged token is refused on B as on A.
+    let forged = on_b
+        .post(
+            "/console/settings/language",
+            &[("csrf", "forged"), ("language", "en")],
+        )
+        .await;
+    assert_eq!(forged.status, reqwest::StatusCode::FORBIDDEN);
+
+    // Signing out through B ends the session on A too.
+    let csrf = on_b.get("/console/").await.csrf();
+    on_b.post("/console/logout", &[("csrf", &csrf)])
+        .await
+        .expect_redirect("/console/login");
+    assert_eq!(on_b.token, None, "B's answer cleared the cookie");
+    on_a.token = Some(cookie);
+    on_a.get("/console/")
+        .await
+        .expect_redirect("/console/login");
+    on_a.get("/console/settings")
+        .await
+        .expect_redirect("/console/login");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_session_that_cannot_be_checked_lets_nothing_in_and_keeps_its_cookie() {
+    let mut pg = database();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = node_with_console(&pg, scratch.path(), "a").await;
+    let mut browser = Browser::new(&a);
+    first_login(&mut browser).await;
+    browser.get("/console/settings").await.expect_ok();
+
+    pg.stop().expect("stop PostgreSQL");
+    let page = browser.get("/console/settings").await;
+    assert_eq!(
+        page.status,
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        "{page:#?}"
+    );
+    assert!(page.body.contains("session cannot be checked"), "{page:#?}");
+    assert!(
+        !page.headers.contains_key(reqwest::header::SET_COOKIE),
+        "a passing outage does not sign the administrator out"
+    );
+    assert!(browser.token.is_some());
+
+    pg.start().expect("start PostgreSQL again");
+    // The node reconnects by itself; the same cookie works again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = browser.get("/console/settings").await;
+        if page.status == reqwest::StatusCode::OK {
+            break;
+        }
+        assert_eq!(
+            page.status,
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            "{page:#?}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no recovery within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

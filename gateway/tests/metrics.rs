@@ -330,7 +330,7 @@ async fn metrics_on_the_console_port_refuse_requests_without_a_login() {
     assert_eq!(status, 401);
 
     // A signed-in console session may read them.
-    let (token, _) = gw.gateway().sessions().create(None, false);
+    let (token, _) = gw.gateway().sessions().create(None, false).await.unwrap();
     let cookie = format!("__Host-gw_session={}", token.reveal());
     let (status, _, body) = get(http.get(&url).header("Cookie", cookie)).await;
     assert_eq!(status, 200);

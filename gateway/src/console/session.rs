@@ -100,6 +100,17 @@ fn to_login() -> Response {
     response
 }
 
+/// 503: the session could not be checked or changed (the shared table is out of reach; the
+/// failure is in the log). Nothing is let in, and the cookie stays: the session may well be
+/// alive, so signing the administrator out over a passing outage would be wrong.
+pub fn session_unavailable(viewer: &Viewer) -> Response {
+    render::error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        viewer,
+        &i18n::text(viewer.lang, "error-session-unavailable"),
+    )
+}
+
 /// The signed-in administrator (a live session whose new password, if any, is
 /// acknowledged). See the module docs.
 pub struct SignedIn {
@@ -198,8 +209,16 @@ impl SignedIn {
         let Some(token) = token(&parts.headers) else {
             return Err(to_login());
         };
-        let Some(session) = api.gateway().sessions().get(&token) else {
-            return Err(to_login());
+        let session = match api.gateway().sessions().get(&token).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return Err(to_login()),
+            Err(_) => {
+                let viewer = Viewer {
+                    lang: visitor_language(api, &parts.headers),
+                    csrf: None,
+                };
+                return Err(session_unavailable(&viewer));
+            }
         };
         let chosen = api.gateway().admin_language().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "the administrator's language could not be read");
@@ -425,9 +444,10 @@ impl FromRequest<Api> for VisitorForm {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_cookie_is_host_only_secure_http_only_and_strict() {
-        let (token, _) = crate::service::Sessions::default().create(None, false);
+    #[tokio::test]
+    async fn the_cookie_is_host_only_secure_http_only_and_strict() {
+        let sessions = crate::service::Sessions::default();
+        let (token, _) = sessions.create(None, false).await.unwrap();
         let value = set_cookie(&token);
         let value = value.to_str().unwrap();
         assert!(value.starts_with(&format!("__Host-gw_session={};", token.reveal())));

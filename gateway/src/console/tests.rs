@@ -193,13 +193,18 @@ async fn the_root_and_unknown_console_paths() {
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_session_goes_back_to_the_login_page() {
-    let (_dir, api, password) = set_up().await;
+    let (dir, api, password) = set_up().await;
+    // Time passes for sessions in memory and in a shared database alike.
+    let pass = |by: Duration| {
+        crate::service::test_support::age_shared_sessions(dir.path(), by);
+        tokio::time::advance(by)
+    };
     let mut browser = Browser::new(&api, loopback());
     browser.sign_in(&password).await;
     assert_eq!(browser.get("/console/").await.status, StatusCode::OK);
-    tokio::time::advance(Duration::from_secs(29 * 60)).await;
+    pass(Duration::from_secs(29 * 60)).await;
     assert_eq!(browser.get("/console/").await.status, StatusCode::OK);
-    tokio::time::advance(Duration::from_secs(30 * 60)).await;
+    pass(Duration::from_secs(30 * 60)).await;
     let page = browser.get("/console/").await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert_eq!(page.location(), "/console/login");

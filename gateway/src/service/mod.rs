@@ -39,7 +39,9 @@ pub use pickup::{
     MAILBOX_POLICY, MAX_MAILBOX_DELAY,
 };
 pub use retrieval::{RetrievalSecret, RETRIEVAL_KEY_FILE};
-pub use sessions::{Session, SessionPolicy, SessionToken, Sessions, DEFAULT_SESSION_POLICY};
+pub use sessions::{
+    Session, SessionPolicy, SessionToken, Sessions, DEFAULT_SESSION_POLICY, TOUCH_AFTER,
+};
 pub use stats::ServiceStats;
 pub use store_backend::postgres_target;
 
@@ -122,7 +124,8 @@ pub struct Gateway {
     intake: Arc<disk::IntakeState>,
     /// Administrator login throttles and password check slots, shared by every transport.
     admin: Arc<admin::AdminGuard>,
-    /// The administrator's sign-in sessions (the web console), in memory only.
+    /// The administrator's sign-in sessions (the web console): in memory, or in the
+    /// database when other nodes share the store.
     sessions: Arc<Sessions>,
     /// This gateway's metrics: the front ends count through it, the store reports commits.
     metrics: Metrics,
@@ -135,6 +138,11 @@ impl Gateway {
         let metrics = Metrics::new();
         store.observe_commits(Arc::new(metrics.clone()));
         let admin = Arc::new(admin::AdminGuard::new(store.coordination().clone()));
+        let sessions = Arc::new(Sessions::for_store(
+            DEFAULT_SESSION_POLICY,
+            store.coordination(),
+            store.executor(),
+        ));
         Self {
             metrics,
             store,
@@ -144,7 +152,7 @@ impl Gateway {
             stats: Arc::default(),
             intake: Arc::default(),
             admin,
-            sessions: Arc::default(),
+            sessions,
             epochs: Arc::default(),
         }
     }
@@ -297,14 +305,7 @@ pub(crate) mod test_support {
         let Some(mut config) = postgres_for(dir) else {
             return Store::open(&store_path(dir), options).unwrap();
         };
-        // A name from the directory: the same directory, the same schema.
-        let digest =
-            ring::digest::digest(&ring::digest::SHA256, dir.as_os_str().as_encoded_bytes());
-        let schema: String = digest.as_ref()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let schema = format!("test_{schema}");
+        let schema = schema_of(dir);
         create_schema(&config, &schema);
         config.options(format!("-c search_path={schema}"));
         let target = crate::store::PostgresTarget {
@@ -315,6 +316,36 @@ pub(crate) mod test_support {
             migrate: true,
         };
         Store::open_postgres(&target, options).unwrap()
+    }
+
+    /// The schema of test directory `dir`, named from it: the same directory, the same schema.
+    fn schema_of(dir: &std::path::Path) -> String {
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, dir.as_os_str().as_encoded_bytes());
+        let schema: String = digest.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("test_{schema}")
+    }
+
+    /// Moves every console session of test directory `dir` back by `by`, as if that much
+    /// time had passed, when its store is on PostgreSQL (whose clock tests on paused time
+    /// cannot advance); nothing on redb, whose sessions follow tokio's clock.
+    pub fn age_shared_sessions(dir: &std::path::Path, by: std::time::Duration) {
+        let Some(config) = postgres_for(dir) else {
+            return;
+        };
+        let sql = format!(
+            "UPDATE {schema}.console_sessions \
+             SET created_at = created_at - make_interval(secs => {secs}), \
+                 last_seen = last_seen - make_interval(secs => {secs})",
+            schema = schema_of(dir),
+            secs = by.as_secs_f64()
+        );
+        on_own_thread(config, |client| async move {
+            client.batch_execute(&sql).await.unwrap();
+        });
     }
 
     /// The database the store of test directory `dir` is on: `None` for redb (no

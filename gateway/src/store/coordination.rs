@@ -1,7 +1,8 @@
 //! What several gateway nodes on one database must agree on besides the data: who holds a
 //! POP3 maildrop (a lease), how many logins failed recently (shared throttle counts), the
-//! settings every node follows (the email domain, the certificate), and which node runs a
-//! job only one may run at a time (ordering the certificate).
+//! settings every node follows (the email domain, the certificate), which node runs a job
+//! only one may run at a time (ordering the certificate), and the administrator's console
+//! sessions (signed in through one node, valid on every node, signed out on all at once).
 //!
 //! The service calls it through [`Coordination`], whatever the backend. With the embedded
 //! store ([`Local`]) one node is the whole truth: the in-process maildrop lock decides and
@@ -34,7 +35,25 @@ pub struct SharedFailures {
     pub since_last: Duration,
 }
 
-/// Leases and shared failure counts (see the module docs).
+/// A console session's key in the shared table: SHA-256 of its token, never the token.
+pub type SessionKey = [u8; 32];
+
+/// How long shared console sessions live (the service's `SessionPolicy`, in the store's
+/// terms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// A session not seen for this long has ended.
+    pub idle: Duration,
+    /// A session ends this long after it was created, however busy.
+    pub absolute: Duration,
+    /// Sessions kept at most: creating one prunes ended ones and then the idlest.
+    pub capacity: usize,
+    /// A lookup records the session as seen only when it was last recorded longer ago than
+    /// this, so a busy console does not write a row at every request.
+    pub touch_after: Duration,
+}
+
+/// Leases, shared failure counts, settings and sessions (see the module docs).
 pub trait Coordination: Send + Sync {
     /// Whether other nodes may share this store (else every method is a no-op).
     fn is_shared(&self) -> bool;
@@ -90,6 +109,30 @@ pub trait Coordination: Send + Sync {
 
     /// Gives `task` up (if `node` still holds it).
     fn release_task(&self, task: &str, node: &str) -> Result<(), StoreError>;
+
+    /// Creates a console session (`key`, its acknowledgement flag), ending `replaces` and
+    /// making room within `limits.capacity` (ended sessions first, then the idlest).
+    fn create_session(
+        &self,
+        key: &SessionKey,
+        replaces: Option<&SessionKey>,
+        acknowledgement_pending: bool,
+        limits: &SessionLimits,
+    ) -> Result<(), StoreError>;
+
+    /// The live session `key`'s acknowledgement flag, recording it as seen (see
+    /// [`SessionLimits::touch_after`]); `None` when there is none or it has ended.
+    fn session(&self, key: &SessionKey, limits: &SessionLimits)
+        -> Result<Option<bool>, StoreError>;
+
+    /// Sets session `key`'s acknowledgement flag; false when there is no such session.
+    fn set_session_pending(&self, key: &SessionKey, pending: bool) -> Result<bool, StoreError>;
+
+    /// Ends session `key` (signed out).
+    fn remove_session(&self, key: &SessionKey) -> Result<(), StoreError>;
+
+    /// Ends every session but `keep`.
+    fn remove_other_sessions(&self, keep: &SessionKey) -> Result<(), StoreError>;
 }
 
 /// How often a node of a shared store looks for settings another node published.
@@ -101,7 +144,8 @@ pub const EMAIL_DOMAIN_SETTING: &str = "email_domain";
 /// The shared setting holding the fingerprint of the nodes' proxy retrieval key.
 pub const RETRIEVAL_KEY_SETTING: &str = "retrieval_key_fingerprint";
 
-/// One node alone: the in-process lock and throttles are the whole truth.
+/// One node alone: the in-process lock, throttles and session table are the whole truth
+/// (the service never asks it for sessions; it holds none).
 #[derive(Debug, Default)]
 pub struct Local;
 
@@ -156,6 +200,32 @@ impl Coordination for Local {
     }
 
     fn release_task(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn create_session(
+        &self,
+        _: &SessionKey,
+        _: Option<&SessionKey>,
+        _: bool,
+        _: &SessionLimits,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn session(&self, _: &SessionKey, _: &SessionLimits) -> Result<Option<bool>, StoreError> {
+        Ok(None)
+    }
+
+    fn set_session_pending(&self, _: &SessionKey, _: bool) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    fn remove_session(&self, _: &SessionKey) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn remove_other_sessions(&self, _: &SessionKey) -> Result<(), StoreError> {
         Ok(())
     }
 }

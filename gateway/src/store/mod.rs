@@ -34,7 +34,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot};
 
 pub use access::{Reads, Writes};
-pub use coordination::{Coordination, Lease, SharedFailures};
+pub use coordination::{Coordination, Lease, SessionKey, SessionLimits, SharedFailures};
 pub use copy::CopyCounts;
 pub use durable::Durable;
 pub use error::StoreError;

@@ -3,6 +3,7 @@
 //! TCP or TLS, and helpers to deliver messages and read back what was stored.
 #![allow(dead_code)] // Not every test binary uses every helper.
 
+pub mod browser;
 pub mod proxying;
 pub mod storing;
 pub mod upstream;

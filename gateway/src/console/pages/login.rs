@@ -24,8 +24,8 @@ use crate::api::{Caller, Params};
 use crate::console::i18n;
 use crate::console::render::{self, Viewer};
 use crate::console::session::{
-    clear_cookie, redirect, set_cookie, Acknowledging, Form, Visitor, VisitorForm, LOGIN_PATH,
-    MAIN_PATH,
+    clear_cookie, redirect, session_unavailable, set_cookie, Acknowledging, Form, Visitor,
+    VisitorForm, LOGIN_PATH, MAIN_PATH,
 };
 use crate::service::{AdminLogin, ServiceError};
 
@@ -41,11 +41,13 @@ fn login_form(status: StatusCode, viewer: &Viewer, user: &str, error: Option<Str
 
 /// `GET /console/login`.
 pub async fn login_page(visitor: Visitor) -> Response {
-    let signed_in = visitor
-        .presented
-        .as_deref()
-        .and_then(|token| visitor.api.gateway().sessions().get(token));
-    if signed_in.is_some() {
+    let signed_in = match visitor.presented.as_deref() {
+        // A session that cannot be checked gets the form: it lets nothing in, and signing
+        // in then answers for itself.
+        Some(token) => visitor.api.gateway().sessions().get(token).await,
+        None => Ok(None),
+    };
+    if matches!(signed_in, Ok(Some(_))) {
         return redirect(MAIN_PATH);
     }
     login_form(StatusCode::OK, &visitor.viewer, ADMIN_USER, None)
@@ -100,8 +102,13 @@ pub async fn login(VisitorForm { visitor, fields }: VisitorForm) -> Response {
     let sessions = gateway.sessions();
     match login {
         AdminLogin::Valid => {
-            let (token, _) =
-                sessions.create(visitor.presented.as_deref().map(String::as_str), false);
+            let created = sessions
+                .create(visitor.presented.as_deref().map(String::as_str), false)
+                .await;
+            let (token, _) = match created {
+                Ok(created) => created,
+                Err(e) => return unavailable(&visitor.viewer, user, &e),
+            };
             tracing::info!(client = %visitor.client, "administrator signed in to the console");
             let mut response = redirect(MAIN_PATH);
             response
@@ -133,8 +140,27 @@ pub async fn login(VisitorForm { visitor, fields }: VisitorForm) -> Response {
                     &ServiceError::Unavailable("the new password was not returned"),
                 );
             };
-            let (token, session) =
-                sessions.create(visitor.presented.as_deref().map(String::as_str), true);
+            let created = sessions
+                .create(visitor.presented.as_deref().map(String::as_str), true)
+                .await;
+            // The password was replaced: it must be shown now, session or not (it is shown
+            // only this once). Without a session the acknowledgement cannot be asked for;
+            // the next sign-in uses the new password.
+            let (token, session) = match created {
+                Ok(created) => created,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no console session after the first login; showing the new password without one");
+                    let mut response = new_password_response(
+                        StatusCode::OK,
+                        &visitor.viewer,
+                        Some(new_password),
+                        true,
+                        None,
+                    );
+                    response.headers_mut().insert(SET_COOKIE, clear_cookie());
+                    return response;
+                }
+            };
             tracing::info!(
                 client = %visitor.client,
                 "administrator signed in to the console for the first time; initial password replaced"
@@ -211,14 +237,33 @@ pub async fn acknowledge(form: Form<Acknowledging>) -> Response {
             Some(error),
         );
     }
-    admin.api().gateway().sessions().acknowledge(admin.token());
+    if admin
+        .api()
+        .gateway()
+        .sessions()
+        .acknowledge(admin.token())
+        .await
+        .is_err()
+    {
+        return session_unavailable(admin.viewer());
+    }
     redirect(MAIN_PATH)
 }
 
 /// `POST /console/logout`: ends the session on the server and clears the cookie.
 pub async fn logout(form: Form<Acknowledging>) -> Response {
     let Acknowledging(admin) = form.guard;
-    admin.api().gateway().sessions().remove(admin.token());
+    if admin
+        .api()
+        .gateway()
+        .sessions()
+        .remove(admin.token())
+        .await
+        .is_err()
+    {
+        // Still alive on the server: the cookie stays, so signing out can be tried again.
+        return session_unavailable(admin.viewer());
+    }
     tracing::info!(client = %admin.client(), "administrator signed out of the console");
     let mut response = redirect(LOGIN_PATH);
     response.headers_mut().insert(SET_COOKIE, clear_cookie());

@@ -94,9 +94,13 @@ pub async fn reset_password(
                     Some(i18n::text(admin.lang(), "error-internal")),
                 );
             };
+            // The new password is shown whatever happens below: it is shown only now. The
+            // failures are logged by the sessions.
             let sessions = admin.api().gateway().sessions();
-            sessions.await_acknowledgement(admin.token());
-            sessions.remove_others(admin.token());
+            let _ = sessions.await_acknowledgement(admin.token()).await;
+            if sessions.remove_others(admin.token()).await.is_err() {
+                tracing::error!("the other console sessions could not be ended after the password change; they end by themselves within the session limits");
+            }
             new_password_response(StatusCode::OK, admin.viewer(), Some(password), false, None)
         }
         Err(failure) if failure.status == StatusCode::UNAUTHORIZED => settings(

@@ -1,5 +1,5 @@
-//! [`Coordination`] on PostgreSQL: maildrop leases and shared login failure counts, each call
-//! one autocommit statement on a read connection. Every time is the database's
+//! [`Coordination`] on PostgreSQL: maildrop leases, shared login failure counts, shared
+//! settings and console sessions, each call one autocommit statement on a read connection. Every time is the database's
 //! (`clock_timestamp()`), so the nodes' clocks never matter.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::engine::PgReads;
 use super::runtime::PgClient;
-use crate::store::coordination::{Coordination, Lease, SharedFailures};
+use crate::store::coordination::{Coordination, Lease, SessionKey, SessionLimits, SharedFailures};
 use crate::store::StoreError;
 
 /// Leases and failure counts of a store on PostgreSQL.
@@ -212,6 +212,104 @@ impl Coordination for PgCoordination {
         client.deadline.wait(client.client.execute(
             "DELETE FROM maildrop_leases WHERE mailbox = $1 AND node = $2",
             &[&task_key(task), &node],
+        ))?;
+        Ok(())
+    }
+
+    /// One statement: the replaced session and every ended one are deleted, then the
+    /// idlest live ones beyond `capacity - 1` (the rows the statement's snapshot holds,
+    /// less those just ended), and the new row comes in. Two nodes creating at once may
+    /// leave one row over the bound until the next creation trims it.
+    fn create_session(
+        &self,
+        key: &SessionKey,
+        replaces: Option<&SessionKey>,
+        acknowledgement_pending: bool,
+        limits: &SessionLimits,
+    ) -> Result<(), StoreError> {
+        let client = self.client()?;
+        let keep = i64::try_from(limits.capacity.max(1) - 1).unwrap_or(i64::MAX);
+        client.deadline.wait(client.client.execute(
+            "WITH ended AS ( \
+                 DELETE FROM console_sessions \
+                 WHERE key = $2 \
+                    OR last_seen + make_interval(secs => $4) <= clock_timestamp() \
+                    OR created_at + make_interval(secs => $5) <= clock_timestamp() \
+                 RETURNING key), \
+             crowded AS ( \
+                 DELETE FROM console_sessions WHERE key IN ( \
+                     SELECT key FROM console_sessions \
+                     WHERE key NOT IN (SELECT key FROM ended) \
+                     ORDER BY last_seen DESC OFFSET $6)) \
+             INSERT INTO console_sessions (key, created_at, last_seen, acknowledgement_pending) \
+             VALUES ($1, clock_timestamp(), clock_timestamp(), $3)",
+            &[
+                &key.as_slice(),
+                &replaces.map(|k| k.as_slice()),
+                &acknowledgement_pending,
+                &secs(limits.idle),
+                &secs(limits.absolute),
+                &keep,
+            ],
+        ))?;
+        Ok(())
+    }
+
+    /// One statement: the live row is read, and its `last_seen` moved to now only when it
+    /// is older than `touch_after` (an ended row stays until the next creation prunes it).
+    fn session(
+        &self,
+        key: &SessionKey,
+        limits: &SessionLimits,
+    ) -> Result<Option<bool>, StoreError> {
+        let client = self.client()?;
+        let row = client.deadline.wait(client.client.query_opt(
+            "WITH live AS ( \
+                 SELECT key, acknowledgement_pending, \
+                        last_seen + make_interval(secs => $4) <= clock_timestamp() AS stale \
+                 FROM console_sessions \
+                 WHERE key = $1 \
+                   AND last_seen + make_interval(secs => $2) > clock_timestamp() \
+                   AND created_at + make_interval(secs => $3) > clock_timestamp()), \
+             touched AS ( \
+                 UPDATE console_sessions SET last_seen = clock_timestamp() \
+                 WHERE key IN (SELECT key FROM live WHERE stale)) \
+             SELECT acknowledgement_pending FROM live",
+            &[
+                &key.as_slice(),
+                &secs(limits.idle),
+                &secs(limits.absolute),
+                &secs(limits.touch_after),
+            ],
+        ))?;
+        row.map(|row| row.try_get(0))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("console_sessions: {e}")))
+    }
+
+    fn set_session_pending(&self, key: &SessionKey, pending: bool) -> Result<bool, StoreError> {
+        let client = self.client()?;
+        let changed = client.deadline.wait(client.client.execute(
+            "UPDATE console_sessions SET acknowledgement_pending = $2 WHERE key = $1",
+            &[&key.as_slice(), &pending],
+        ))?;
+        Ok(changed > 0)
+    }
+
+    fn remove_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        let client = self.client()?;
+        client.deadline.wait(client.client.execute(
+            "DELETE FROM console_sessions WHERE key = $1",
+            &[&key.as_slice()],
+        ))?;
+        Ok(())
+    }
+
+    fn remove_other_sessions(&self, keep: &SessionKey) -> Result<(), StoreError> {
+        let client = self.client()?;
+        client.deadline.wait(client.client.execute(
+            "DELETE FROM console_sessions WHERE key <> $1",
+            &[&keep.as_slice()],
         ))?;
         Ok(())
     }

@@ -10,7 +10,8 @@
 //! counts changes of redb's layout that never existed here; version 1 holds what redb's
 //! version 5 holds. A later change to a record's encoding changes both. Version 2 adds what
 //! only several nodes need: the POP3 maildrop leases and the shared login failure counts
-//! (`store::coordination`); version 3 the settings every node follows.
+//! (`store::coordination`); version 3 the settings every node follows; version 4 the
+//! administrator's console sessions.
 
 use tokio_postgres::{GenericClient, Transaction};
 
@@ -21,7 +22,7 @@ use crate::store::schema::ADMIN_ACCOUNT;
 use crate::store::{AdminRecord, StoreError};
 
 /// The newest version of the tables this gateway knows.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The key of the advisory lock that migrations hold, so that nodes starting together
 /// migrate one after the other (`gateway` in ASCII).
@@ -82,6 +83,19 @@ CREATE TABLE shared_settings (
 );
 "#;
 
+/// Version 4: the administrator's console sessions, so that any node knows a cookie another
+/// node issued. Keyed by SHA-256 of the token (a read of the table gives no usable cookie);
+/// the CSRF token is derived from the token, so nothing else is kept. Times are the
+/// database's.
+const V4: &str = r#"
+CREATE TABLE console_sessions (
+    key bytea PRIMARY KEY,
+    created_at timestamptz NOT NULL,
+    last_seen timestamptz NOT NULL,
+    acknowledgement_pending boolean NOT NULL
+);
+"#;
+
 /// Creates the tables or brings them to [`SCHEMA_VERSION`], in one transaction under an
 /// advisory lock (two nodes starting at once do not race), and adds the initial
 /// administrator when there is none, as redb's store does. Refuses a database of a newer
@@ -104,7 +118,7 @@ fn migrate_in(txn: &Transaction<'_>, deadline: &Deadline) -> Result<u32, StoreEr
                      one boolean PRIMARY KEY DEFAULT true CHECK (one), \
                      version integer NOT NULL)",
             ))?;
-            for step in [V1, V2, V3] {
+            for step in [V1, V2, V3, V4] {
                 deadline.wait(txn.batch_execute(step))?;
             }
             deadline.wait(txn.execute(
@@ -112,9 +126,9 @@ fn migrate_in(txn: &Transaction<'_>, deadline: &Deadline) -> Result<u32, StoreEr
                 &[&(SCHEMA_VERSION as i32)],
             ))?;
         }
-        Some(version @ (1 | 2)) => {
+        Some(version @ 1..=3) => {
             // Each version's changes after the one the tables are at.
-            for step in &[V2, V3][version as usize - 1..] {
+            for step in &[V2, V3, V4][version as usize - 1..] {
                 deadline.wait(txn.batch_execute(step))?;
             }
             deadline.wait(txn.execute(

@@ -15,7 +15,7 @@ use crate::store::transfer::{
 };
 use crate::store::{
     AdminRecord, ApiKeyRecord, Coordination, Lease, MailboxRecord, MailboxStatus, MessageRecord,
-    Reads, Store, StoreOptions, Writes,
+    Reads, SessionKey, SessionLimits, Store, StoreOptions, Writes,
 };
 
 /// A server, the runtime that drives our connections to it, and its connection settings.
@@ -1001,7 +1001,7 @@ fn a_version_1_database_gains_the_coordination_tables_and_keeps_its_rows() {
     // What a gateway of version 1 left.
     db.psql(
         "DROP TABLE maildrop_leases; DROP TABLE login_failures; DROP TABLE shared_settings; \
-         UPDATE gateway_schema SET version = 1",
+         DROP TABLE console_sessions; UPDATE gateway_schema SET version = 1",
     );
     assert!(matches!(check(&client), Err(StoreError::Outdated(_))));
     assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
@@ -1013,7 +1013,10 @@ fn a_version_1_database_gains_the_coordination_tables_and_keeps_its_rows() {
         Ok(true)
     );
     // What a gateway of version 2 left: the leases stay, the shared settings come.
-    db.psql("DROP TABLE shared_settings; UPDATE gateway_schema SET version = 2");
+    db.psql(
+        "DROP TABLE shared_settings; DROP TABLE console_sessions; \
+         UPDATE gateway_schema SET version = 2",
+    );
     assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
     assert_eq!(
         db.psql("SELECT count(*) FROM maildrop_leases"),
@@ -1083,5 +1086,169 @@ fn a_task_is_held_by_one_node_until_released_or_expired_and_no_maildrop_sees_it(
     while a.take_task("order", "node-a", LONG) != Ok(true) {
         assert!(Instant::now() < deadline, "the task never expired");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_version_3_database_gains_the_sessions_table_and_keeps_its_rows() {
+    let db = Db::start();
+    let mut client = db.migrated();
+    let shared = coordination(&db);
+    shared
+        .publish_setting("email_domain", "example.net")
+        .unwrap();
+    assert!(shared
+        .take_lease(&lease(&mailbox_id('3'), "node-3", 3), LONG)
+        .unwrap());
+    // What a gateway of version 3 left.
+    db.psql("DROP TABLE console_sessions; UPDATE gateway_schema SET version = 3");
+    assert!(matches!(check(&client), Err(StoreError::Outdated(_))));
+    assert_eq!(migrate(&mut client), Ok(SCHEMA_VERSION));
+    check(&client).unwrap();
+    assert_eq!(
+        shared.shared_setting("email_domain"),
+        Ok(Some("example.net".into())),
+        "version 3's rows are kept"
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM maildrop_leases"), "1\n");
+    shared
+        .create_session(&session_key(1), None, false, &SESSIONS)
+        .unwrap();
+    assert_eq!(shared.session(&session_key(1), &SESSIONS), Ok(Some(false)));
+}
+
+fn session_key(n: u8) -> SessionKey {
+    [n; 32]
+}
+
+/// Long enough that nothing ends by itself during a test; times are moved with SQL.
+const SESSIONS: SessionLimits = SessionLimits {
+    idle: Duration::from_secs(30 * 60),
+    absolute: Duration::from_secs(12 * 60 * 60),
+    capacity: 1000,
+    touch_after: Duration::from_secs(5),
+};
+
+/// Moves session `n`'s times back: `created` and `seen` seconds ago.
+fn age_session(db: &Db, n: u8, created: u32, seen: u32) {
+    db.psql(&format!(
+        "UPDATE console_sessions \
+         SET created_at = clock_timestamp() - make_interval(secs => {created}), \
+             last_seen = clock_timestamp() - make_interval(secs => {seen}) \
+         WHERE key = '\\x{}'",
+        data_encoding::HEXLOWER.encode(&session_key(n))
+    ));
+}
+
+#[test]
+fn a_session_created_on_one_node_is_found_acknowledged_and_removed_on_another() {
+    let db = Db::start();
+    let (a, b) = (coordination(&db), coordination(&db));
+    a.create_session(&session_key(1), None, true, &SESSIONS)
+        .unwrap();
+    assert_eq!(b.session(&session_key(1), &SESSIONS), Ok(Some(true)));
+    assert_eq!(b.session(&session_key(2), &SESSIONS), Ok(None));
+    assert_eq!(b.set_session_pending(&session_key(1), false), Ok(true));
+    assert_eq!(a.session(&session_key(1), &SESSIONS), Ok(Some(false)));
+    assert_eq!(a.set_session_pending(&session_key(2), false), Ok(false));
+    // Only the key is stored: 32 bytes, the token's hash, and nothing else secret.
+    assert_eq!(db.psql("SELECT length(key) FROM console_sessions"), "32\n");
+    b.remove_session(&session_key(1)).unwrap();
+    assert_eq!(a.session(&session_key(1), &SESSIONS), Ok(None));
+    // A sign-in that presents an old token ends it.
+    a.create_session(&session_key(3), None, false, &SESSIONS)
+        .unwrap();
+    a.create_session(&session_key(4), Some(&session_key(3)), false, &SESSIONS)
+        .unwrap();
+    assert_eq!(b.session(&session_key(3), &SESSIONS), Ok(None));
+    a.create_session(&session_key(5), None, false, &SESSIONS)
+        .unwrap();
+    b.remove_other_sessions(&session_key(5)).unwrap();
+    assert_eq!(a.session(&session_key(4), &SESSIONS), Ok(None));
+    assert_eq!(a.session(&session_key(5), &SESSIONS), Ok(Some(false)));
+}
+
+#[test]
+fn a_session_ends_after_its_idle_time_and_after_its_absolute_time() {
+    let db = Db::start();
+    let node = coordination(&db);
+    for n in 1..=3 {
+        node.create_session(&session_key(n), None, false, &SESSIONS)
+            .unwrap();
+    }
+    let (idle, absolute) = (30 * 60, 12 * 60 * 60);
+    // Seen just before the idle time ran out: alive, and seen now.
+    age_session(&db, 1, idle + 5, idle - 5);
+    assert_eq!(node.session(&session_key(1), &SESSIONS), Ok(Some(false)));
+    assert_eq!(
+        db.psql(&format!(
+            "SELECT last_seen > clock_timestamp() - interval '60 seconds' FROM console_sessions \
+             WHERE key = '\\x{}'",
+            data_encoding::HEXLOWER.encode(&session_key(1))
+        )),
+        "t\n",
+        "the lookup recorded the session as seen"
+    );
+    age_session(&db, 2, idle + 5, idle);
+    assert_eq!(node.session(&session_key(2), &SESSIONS), Ok(None), "idle");
+    age_session(&db, 3, absolute, 1);
+    assert_eq!(
+        node.session(&session_key(3), &SESSIONS),
+        Ok(None),
+        "absolute"
+    );
+    // A policy of zero ends every session at once.
+    let none = SessionLimits {
+        idle: Duration::ZERO,
+        ..SESSIONS
+    };
+    assert_eq!(node.session(&session_key(1), &none), Ok(None));
+}
+
+#[test]
+fn a_lookup_writes_last_seen_only_when_it_is_older_than_touch_after() {
+    let db = Db::start();
+    let node = coordination(&db);
+    node.create_session(&session_key(1), None, false, &SESSIONS)
+        .unwrap();
+    age_session(&db, 1, 100, 3);
+    let seen =
+        "SELECT round(extract(epoch FROM clock_timestamp() - last_seen)) FROM console_sessions";
+    assert_eq!(node.session(&session_key(1), &SESSIONS), Ok(Some(false)));
+    assert_eq!(db.psql(seen), "3\n", "seen 3 s ago: not written again");
+    age_session(&db, 1, 100, 6);
+    assert_eq!(node.session(&session_key(1), &SESSIONS), Ok(Some(false)));
+    assert_eq!(db.psql(seen), "0\n", "seen 6 s ago: written");
+}
+
+#[test]
+fn creating_a_session_prunes_ended_ones_then_the_idlest_within_capacity() {
+    let db = Db::start();
+    let node = coordination(&db);
+    let three = SessionLimits {
+        capacity: 3,
+        ..SESSIONS
+    };
+    for n in 1..=3 {
+        node.create_session(&session_key(n), None, false, &three)
+            .unwrap();
+    }
+    // 1 ended (idle); 2 is idlest of the live ones.
+    age_session(&db, 1, 3600, 3600);
+    age_session(&db, 2, 60, 50);
+    age_session(&db, 3, 60, 10);
+    node.create_session(&session_key(4), None, false, &three)
+        .unwrap();
+    let keys = "SELECT string_agg(get_byte(key, 0)::text, ',' ORDER BY key) FROM console_sessions";
+    assert_eq!(db.psql(keys), "2,3,4\n", "the ended one goes first");
+    node.create_session(&session_key(5), None, false, &three)
+        .unwrap();
+    assert_eq!(db.psql(keys), "3,4,5\n", "then the idlest");
+    for n in [3, 4, 5] {
+        assert_eq!(
+            node.session(&session_key(n), &three),
+            Ok(Some(false)),
+            "{n}"
+        );
     }
 }

@@ -52,3 +52,4 @@ error-title = Etwas ist schiefgegangen
 error-not-found = Diese Seite gibt es nicht.
 error-csrf = Dieses Formular ist abgelaufen oder stammt nicht von dieser Oberfläche. Laden Sie die Seite neu und versuchen Sie es noch einmal.
 error-internal = Die Seite konnte nicht angezeigt werden. Einzelheiten stehen im Protokoll des Gateways.
+error-session-unavailable = Ihre Sitzung kann gerade nicht geprüft werden. Versuchen Sie es gleich noch einmal.

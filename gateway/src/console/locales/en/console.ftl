@@ -52,3 +52,4 @@ error-title = Something went wrong
 error-not-found = There is no such page.
 error-csrf = This form has expired or did not come from this console. Reload the page and try again.
 error-internal = The page could not be shown. Details are in the gateway's log.
+error-session-unavailable = Your session cannot be checked right now. Try again in a moment.

@@ -11,7 +11,6 @@ use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use support::{TestGateway, HOST_NAME};
 use test_support::pki::Leaf;
-use tokio_rustls::rustls;
 
 /// A signed-in browser without JavaScript: it keeps the session cookie and follows no
 /// redirect on its own, so each test sees the 303s.
@@ -89,10 +88,6 @@ fn unescape(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
-fn rustls_config(ca_file: &std::path::Path) -> rustls::ClientConfig {
-    support::client_config(ca_file)
-}
-
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 impl Browser {
@@ -113,17 +108,11 @@ impl Browser {
             .as_str()
             .expect("new admin password")
             .to_owned();
-        let addr = gateway.console_addr();
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(rustls_config(&gateway.ca_file()))
-            .resolve(HOST_NAME, addr)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("HTTP client");
+        let (http, base) =
+            support::browser::console_client(gateway.console_addr(), &gateway.ca_file());
         let mut browser = Self {
             http,
-            base: format!("https://{HOST_NAME}:{}", addr.port()),
+            base,
             cookie: String::new(),
         };
         let response = browser
@@ -743,13 +732,7 @@ impl Browser {
             format!("127.0.0.1:{}", self.base.rsplit(':').next().unwrap())
                 .parse()
                 .unwrap();
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(rustls_config(ca_file))
-            .resolve(HOST_NAME, addr)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("HTTP client");
+        let (http, _) = support::browser::console_client(addr, ca_file);
         Self {
             http,
             base: self.base.clone(),

@@ -18,6 +18,22 @@ pub fn rustls_config(ca_file: &std::path::Path) -> rustls::ClientConfig {
     super::client_config(ca_file)
 }
 
+/// An HTTPS client for the console listening on `addr` as a browser trusting only
+/// `ca_file` reaches it (by the host name, redirects not followed), and the base URL.
+pub fn console_client(
+    addr: std::net::SocketAddr,
+    ca_file: &std::path::Path,
+) -> (reqwest::Client, String) {
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(rustls_config(ca_file))
+        .resolve(HOST_NAME, addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("HTTP client");
+    (http, format!("https://{HOST_NAME}:{}", addr.port()))
+}
+
 /// One answer.
 #[derive(Debug)]
 pub struct Page {
@@ -99,17 +115,10 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(gateway: &TestGateway) -> Self {
-        let addr = gateway.console_addr();
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(rustls_config(&gateway.ca_file()))
-            .resolve(HOST_NAME, addr)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("HTTP client");
+        let (http, base) = console_client(gateway.console_addr(), &gateway.ca_file());
         Self {
             http,
-            base: format!("https://{HOST_NAME}:{}", addr.port()),
+            base,
             token: None,
             accept_language: "en-US,en;q=0.9",
         }

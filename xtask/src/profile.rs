@@ -79,14 +79,7 @@ impl Session {
                 dir.display()
             );
         }
-        let out = dir.join(format!("profile-{bench}-"));
-        // `exec`: perf takes the shell's pid, so `$$` names its recording, and the runner's
-        // child is perf itself, which finishes writing before the runner's wait returns.
-        let script = format!(
-            "#!/bin/sh\n# Written by `cargo xtask bench --profile`.\nexec perf record -q -F \
-             {FREQUENCY} --call-graph {CALL_GRAPH} -o {}\"$$.perf\" -- \"$@\"\n",
-            shell_quote(&out.to_string_lossy())
-        );
+        let script = wrapper_script(&dir.join(format!("profile-{bench}-")));
         std::fs::write(&wrapper, script)
             .with_context(|| format!("writing {}", wrapper.display()))?;
         make_executable(&wrapper)?;
@@ -140,6 +133,18 @@ impl Session {
         }
         Ok(profiles)
     }
+}
+
+/// The wrapper: runs its arguments (the gateway child's command line) under perf record,
+/// recording into `<out_prefix>PID.perf`.
+fn wrapper_script(out_prefix: &Path) -> String {
+    // `exec`: perf takes the shell's pid, so `$$` names its recording, and the runner's child
+    // is perf itself, which finishes writing before the runner's wait returns.
+    format!(
+        "#!/bin/sh\n# Written by `cargo xtask bench --profile`.\nexec perf record -q -F \
+         {FREQUENCY} --call-graph {CALL_GRAPH} -o {}\"$$.perf\" -- \"$@\"\n",
+        shell_quote(&out_prefix.to_string_lossy())
+    )
 }
 
 /// `profile-BENCH-*` files in `dir` (recordings, stacks, graphs), sorted.
@@ -491,6 +496,19 @@ mod tests {
             ]
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_wrapper_execs_perf_record_on_its_arguments() {
+        let script = wrapper_script(Path::new("/t/bench-reports/profile-smtp-"));
+        assert_eq!(
+            script.lines().last(),
+            Some(
+                "exec perf record -q -F 499 --call-graph dwarf,32768 \
+                 -o '/t/bench-reports/profile-smtp-'\"$$.perf\" -- \"$@\""
+            )
+        );
+        assert!(script.starts_with("#!/bin/sh\n"));
     }
 
     #[test]

@@ -127,15 +127,18 @@ pub fn child_main(config_path: &Path) -> anyhow::Result<()> {
             .filter(|(name, _)| !matches!(*name, "smtp" | "smtps"))
             .map(|(name, addr)| format!(" {name}={addr}"))
             .collect();
+        // Our own pid last: under a wrapper (perf, a memory limit) the runner's child is the
+        // wrapper, and its CPU time and memory are not the gateway's.
         println!(
-            "READY {} {} {} {}{others}",
+            "READY {} {} {} {}{others} pid={}",
             addr("smtp")?,
             addr("smtps")?,
             mailbox.address,
             data_dir
                 .join(tls::TLS_DIR)
                 .join(tls::SELF_SIGNED_CERT_FILE)
-                .display()
+                .display(),
+            std::process::id()
         );
         std::io::stdout().flush()?;
         // Run until the parent closes our standard input.
@@ -184,6 +187,8 @@ fn child_command(outer: &[String]) -> anyhow::Result<Command> {
 /// A running gateway child.
 pub struct GatewayProcess {
     child: Child,
+    /// The gateway's own process: the child, or the wrapper's child when one runs it.
+    gateway_pid: u32,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     pub smtp: SocketAddr,
@@ -235,17 +240,22 @@ impl GatewayProcess {
         if ready != "READY" {
             bail!("unexpected line from the gateway child: {line:?}");
         }
-        let services = others
-            .iter()
-            .map(|field| {
-                let (name, addr) = field
-                    .split_once('=')
-                    .ok_or_else(|| anyhow!("bad service {field:?} from the gateway child"))?;
-                Ok((name.to_owned(), addr.parse()?))
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let mut gateway_pid = None;
+        let mut services = Vec::new();
+        for field in others {
+            let (name, value) = field
+                .split_once('=')
+                .ok_or_else(|| anyhow!("bad field {field:?} from the gateway child"))?;
+            match name {
+                "pid" => gateway_pid = Some(value.parse()?),
+                _ => services.push((name.to_owned(), value.parse()?)),
+            }
+        }
+        let gateway_pid =
+            gateway_pid.ok_or_else(|| anyhow!("no pid from the gateway child: {line:?}"))?;
         Ok(Self {
             services,
+            gateway_pid,
             smtp: smtp.parse()?,
             smtps: smtps.parse()?,
             mailbox: mailbox.to_owned(),
@@ -264,8 +274,9 @@ impl GatewayProcess {
             .map(|(_, addr)| *addr)
     }
 
+    /// The gateway's process id (not a wrapper's), for its CPU time and memory.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.gateway_pid
     }
 
     /// How the child ended, if it has (killed by a memory limit, crashed), without waiting.

@@ -7,9 +7,14 @@
 //! fails only when a bench or runner fails. It builds in the dev profile: a smoke run checks code paths, not speed,
 //! and CI's test step has built the dependencies in that profile already, where a release
 //! build would add minutes and gigabytes on a fresh CI machine.
+//!
+//! `--profile` runs the named runners' gateway processes under perf and draws flame graphs
+//! ([`crate::profile`]); the quick run of every bench profiles [`CI_PROFILED_RUNNER`] that way,
+//! so CI shows the pipeline working.
 
 use crate::deps;
-use crate::util::{cargo, run, workspace_root};
+use crate::profile;
+use crate::util::{cargo, run, target_dir, workspace_root};
 use anyhow::{bail, Context, Result};
 
 /// Benches that need something on the machine besides the workspace, e.g. a peer MTA or POP3
@@ -31,13 +36,43 @@ const RUNNERS: &[(&str, &str)] = &[
     ("budget", "budget_bench"),
 ];
 
+/// The runner the quick run of every bench (CI's bench step) profiles, and a function its
+/// flame graph must name: the profile pipeline checked end to end at no extra bench time.
+const CI_PROFILED_RUNNER: (&str, &str) = ("smtp", "gateway::smtp");
+
+/// What to run and how.
+pub struct Options<'a> {
+    /// The smoke run.
+    pub quick: bool,
+    /// `--store postgres`: the smtp runner compares the store backends.
+    pub store: Option<&'a str>,
+    /// `--profile`: the gateway processes of the named runners run under perf.
+    pub profile: bool,
+}
+
 /// Runs the named benches (criterion targets or runners), or every one when `names` is
-/// empty; `quick`: the smoke run.
-pub fn run_benches(names: &[String], quick: bool, store: Option<&str>) -> Result<()> {
+/// empty.
+pub fn run_benches(names: &[String], opts: &Options) -> Result<()> {
+    let Options {
+        quick,
+        store,
+        profile,
+    } = *opts;
     let (runners, criterion): (Vec<String>, Vec<String>) = names
         .iter()
         .cloned()
         .partition(|n| RUNNERS.iter().any(|(name, _)| name == n));
+    if profile && (names.is_empty() || !criterion.is_empty()) {
+        bail!(
+            "bench --profile: name the runners to profile ({}); criterion benches run in one \
+             process with no gateway child to profile",
+            RUNNERS
+                .iter()
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if !criterion.is_empty() || runners.is_empty() {
         run_criterion(&criterion, quick)?;
     }
@@ -63,9 +98,42 @@ pub fn run_benches(names: &[String], quick: bool, store: Option<&str>) -> Result
         if let Some(store) = store {
             cmd.args(["--store", store]);
         }
+        let ci_profiled = quick && names.is_empty() && name == CI_PROFILED_RUNNER.0;
+        if !(profile || ci_profiled) {
+            run(&mut cmd)?;
+            continue;
+        }
+        // The runners write their reports there (bench::util::prepare_run).
+        let reports = target_dir().join("bench-reports");
+        let session = profile::Session::prepare(&reports, &name)?;
+        session.wrap(&mut cmd);
         run(&mut cmd)?;
+        let profiles = session.finish()?;
+        let section = profile::markdown(&name, &profiles);
+        println!("{section}");
+        let report = reports.join(format!("{}.md", report_name(&name, store)));
+        crate::util::append(&report, &section)?;
+        eprintln!("profile: top functions added to {}", report.display());
+        if ci_profiled {
+            let (_, function) = CI_PROFILED_RUNNER;
+            if !profile::names_function(&profiles, function)? {
+                bail!(
+                    "the {name} flame graphs name no `{function}` function: perf recorded \
+                     no usable call stacks of the gateway"
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// The name of a runner's report (`bench::util::prepare_run`): the smtp runner comparing
+/// store backends writes `smtp-store.md`.
+fn report_name(runner: &str, store: Option<&str>) -> String {
+    match store {
+        Some(_) => format!("{runner}-store"),
+        None => runner.to_owned(),
+    }
 }
 
 /// Runs criterion bench targets, or every one when `names` is empty; `quick`: each bench

@@ -24,6 +24,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "postgresql", // postgres-test-util: throwaway clusters (initdb, pg_ctl, psql) for the database tests
     "systemd",    // ci package step: `systemd-analyze verify` of the installed gateway.service
     "adduser",    // ci package step: the package's postinst creates the `gateway` system user
+    crate::profile::PERF_PACKAGE, // ci bench step: the smtp quick run's gateway runs under perf
 ];
 
 /// debconf answers (`debconf-set-selections` lines) given before installing, so that a

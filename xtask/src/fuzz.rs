@@ -5,8 +5,8 @@
 use crate::deps;
 use crate::util::{cargo, display, run, workspace_root};
 use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime};
 
@@ -322,7 +322,7 @@ total fuzzing time (`cargo xtask fuzz` prints the totals).
 ";
 
 /// Appends one table row, creating the file with its header first if needed.
-fn append_run(path: &PathBuf, o: &Outcome) -> Result<()> {
+fn append_run(path: &Path, o: &Outcome) -> Result<()> {
     let mut text = String::new();
     if !path.exists() {
         text.push_str(RUNS_HEADER);
@@ -340,12 +340,7 @@ fn append_run(path: &PathBuf, o: &Outcome) -> Result<()> {
         result
     ));
     // One write in append mode: parallel runs of different targets may share the file.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .with_context(|| format!("appending to {}", path.display()))
+    crate::util::append(path, &text)
 }
 
 /// Seconds per target summed over the rows of RUNS.md, in order of first appearance.

@@ -1,5 +1,6 @@
-//! Project tasks: `cargo xtask <task>` (aliased in .cargo/config.toml). Only std, anyhow and
-//! serde_json (for benchmark results) so xtask itself builds in seconds on CI.
+//! Project tasks: `cargo xtask <task>` (aliased in .cargo/config.toml). Only std, anyhow,
+//! serde_json (for benchmark results) and inferno without its default features (flame graphs
+//! of `bench --profile`) so xtask itself builds in seconds on CI.
 
 mod bench;
 mod ci;
@@ -8,6 +9,7 @@ mod conformance;
 mod deps;
 mod dist;
 mod fuzz;
+mod profile;
 mod sim;
 mod tidy;
 mod util;
@@ -25,13 +27,17 @@ tasks:
                      run the RFC conformance, security, TLS (testssl.sh) and interop suites,
                      print the requirement matrix and write conformance/REPORT.md; fails on
                      any failing MUST (--check: compare the report instead, fail if stale)
-  bench [--quick] [NAME...] [--store postgres]
+  bench [--quick] [NAME...] [--store postgres] [--profile]
                      run benchmarks: criterion targets (crypto, storage, wire) and side-by-side
                      runners against peer servers (smtp: vs Postfix, pop3: vs Dovecot, proxy:
                      vs direct to Postfix); all when no NAME. Runners write
                      target/bench-reports/NAME.md and NAME.json. --quick: smoke run (every
-                     bench once at a small size, no timing; CI runs it). `bench smtp --store
-                     postgres`: SMTP intake on redb and on PostgreSQL with one and two nodes
+                     bench once at a small size, no timing; CI runs it, the smtp runner
+                     profiled). `bench smtp --store postgres`: SMTP intake on redb and on
+                     PostgreSQL with one and two nodes. --profile (runners only, needs perf):
+                     their gateway processes run under perf record; flame graphs
+                     profile-NAME-PID.svg and folded stacks beside the report, and the top
+                     functions by self and inclusive share in NAME.md
   bench compare A B  compare two runs' JSON results (files or directories of them): B/A per
                      cell, better or worse
   sim [--seeds N] [--from S] [--scenario X] [--bug B]
@@ -69,6 +75,8 @@ enum Task {
         quick: bool,
         /// `--store postgres`: the smtp runner compares the store backends instead.
         store: Option<String>,
+        /// `--profile`: the runners' gateway processes run under perf.
+        profile: bool,
     },
     BenchCompare {
         a: PathBuf,
@@ -119,12 +127,14 @@ fn parse(args: &[String]) -> Result<Task> {
             },
             _ => {
                 let mut quick = false;
+                let mut profile = false;
                 let mut store = None;
                 let mut names = Vec::new();
                 let mut args = rest.iter();
                 while let Some(arg) = args.next() {
                     match arg.as_str() {
                         "--quick" => quick = true,
+                        "--profile" => profile = true,
                         "--store" => match args.next().map(String::as_str) {
                             Some(backend @ ("redb" | "postgres")) => {
                                 store = Some(backend.to_owned())
@@ -132,7 +142,7 @@ fn parse(args: &[String]) -> Result<Task> {
                             _ => bail!("bench: --store takes redb or postgres"),
                         },
                         flag if flag.starts_with('-') => {
-                            bail!("bench: unknown flag `{flag}` (only --quick and --store)")
+                            bail!("bench: unknown flag `{flag}` (only --quick, --store and --profile)")
                         }
                         name => names.push(name.to_owned()),
                     }
@@ -140,10 +150,14 @@ fn parse(args: &[String]) -> Result<Task> {
                 if store.is_some() && names != ["smtp"] {
                     bail!("bench: --store goes with the smtp runner alone (`bench smtp --store postgres`)");
                 }
+                if profile && names.is_empty() {
+                    bail!("bench: --profile needs the runners to profile named (`bench smtp --profile`)");
+                }
                 Task::Bench {
                     names,
                     quick,
                     store,
+                    profile,
                 }
             }
         },
@@ -202,7 +216,15 @@ fn main() {
             names,
             quick,
             store,
-        } => bench::run_benches(&names, quick, store.as_deref()),
+            profile,
+        } => bench::run_benches(
+            &names,
+            &bench::Options {
+                quick,
+                store: store.as_deref(),
+                profile,
+            },
+        ),
         Task::BenchCompare { a, b } => compare::run_compare(&a, &b),
         Task::Sim { args } => sim::run_sim(&args),
         Task::Dist(opts) => dist::run_dist(&opts),
@@ -258,7 +280,8 @@ mod tests {
             Task::Bench {
                 names: vec![],
                 quick: false,
-                store: None
+                store: None,
+                profile: false
             }
         );
         assert_eq!(
@@ -266,7 +289,8 @@ mod tests {
             Task::Bench {
                 names: vec![],
                 quick: true,
-                store: None
+                store: None,
+                profile: false
             }
         );
         assert_eq!(
@@ -274,7 +298,8 @@ mod tests {
             Task::Bench {
                 names: vec!["smtp".into(), "crypto".into()],
                 quick: true,
-                store: None
+                store: None,
+                profile: false
             }
         );
         assert_eq!(
@@ -321,7 +346,8 @@ mod tests {
             Task::Bench {
                 names: vec!["crypto".into(), "storage".into()],
                 quick: false,
-                store: None
+                store: None,
+                profile: false
             }
         );
     }
@@ -335,12 +361,23 @@ mod tests {
             Task::Bench {
                 names: vec!["smtp".into()],
                 quick: false,
-                store: Some("postgres".into())
+                store: Some("postgres".into()),
+                profile: false
             }
         );
         assert!(p(&["bench", "smtp", "--store", "mysql"]).is_err());
         assert!(p(&["bench", "pop3", "--store", "postgres"]).is_err());
         assert!(p(&["bench", "--store"]).is_err());
+        assert!(p(&["bench", "--profile"]).is_err());
+        assert_eq!(
+            p(&["bench", "smtp", "--quick", "--profile"]).unwrap(),
+            Task::Bench {
+                names: vec!["smtp".into()],
+                quick: true,
+                store: None,
+                profile: true
+            }
+        );
         assert!(p(&["bench", "--noplot"]).is_err());
         assert!(p(&["bench", "--quick", "--fast"]).is_err());
         assert!(p(&["bench", "compare", "a.json"]).is_err());

@@ -32,6 +32,18 @@ pub fn cargo() -> Command {
 /// stdio (echoed first), failing with an error that names it; whether a program is on `PATH`.
 pub use test_support::packages::{display, on_path, run};
 
+/// Appends `text` to the file at `path` in one write, creating the file when missing.
+pub fn append(path: &Path, text: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("appending to {}", path.display()))
+}
+
 /// Names of the targets of one kind (`"[[bench]]"`, `"[[bin]]"`) declared in a Cargo
 /// manifest, in order. Criterion benches and cargo-fuzz targets must be declared there, so
 /// this finds them all without a TOML parser.

@@ -878,16 +878,44 @@ async fn an_idle_session_on_one_node_is_taken_over_by_a_login_on_another_without
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_is_not_idle_long_enough_keeps_its_maildrop_against_another_node() {
+    a_holder_refuses_a_takeover(3600).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_takeover_refuses_another_nodes_request_at_once() {
+    a_holder_refuses_a_takeover(0).await;
+}
+
+/// A holds a maildrop under `takeover_secs` (0: off) and is asked by B, which would take
+/// over after a second: B gets `[IN-USE]` at A's next renewal (not after waiting out its
+/// whole time), and A's session goes on.
+async fn a_holder_refuses_a_takeover(takeover_secs: u64) {
     let pg = database();
     let scratch = tempfile::tempdir().unwrap();
-    // A keeps its sessions for an hour of silence; B would take over after a second.
-    let a = takeover_node(&pg, scratch.path(), "a", 3600).await;
-    let b = takeover_node(&pg, scratch.path(), "b", 1).await;
+    let a = takeover_node(&pg, scratch.path(), "a", takeover_secs).await;
+    // B would wait two minutes for an answer: only A's refusal ends its login sooner.
+    let password_file = scratch.path().join("b-db-password");
+    let b = TestGateway::start_with_options(
+        |config| {
+            use_database(config, &pg, &password_file);
+            config.pop3.lock_takeover_secs = 1;
+        },
+        |options| {
+            options.lease = LeasePolicy {
+                ttl: Duration::from_secs(300),
+                renew_every: Duration::from_secs(120),
+            }
+        },
+    )
+    .await;
     let (id, address, password) = a.create_mailbox("kept").await;
     a.deliver(&address, &message("kept")).await;
     let (mut holder, login) = pop3_login(&a, &id, &password).await;
     assert!(login.starts_with("+OK"), "{login}");
-    let (_refused, login) = pop3_login(&b, &id, &password).await;
+    let (_refused, login) =
+        tokio::time::timeout(Duration::from_secs(60), pop3_login(&b, &id, &password))
+            .await
+            .expect("A answered B's request (B alone would wait two minutes)");
     assert!(login.starts_with("-ERR [IN-USE]"), "{login}");
     // The holder's session goes on as before; no request is left behind.
     assert_eq!(holder.stat().await.0, 1);

@@ -100,9 +100,10 @@ impl MaildropLease {
     }
 
     /// Renews the lease until the session ends; if it is lost, ends the session (`holder`).
-    /// With `takeover` (`[pop3] lock_takeover_secs`), answers another node's request for
-    /// the maildrop at each turn: granted (the session ends) when the session has waited for
-    /// a command at least that long.
+    /// Answers another node's request for the maildrop at each turn: granted (the session
+    /// ends) when the session has waited for a command at least `takeover` (`[pop3]
+    /// lock_takeover_secs`), refused otherwise (and always without `takeover`, so the login
+    /// asking does not wait out its time).
     pub(super) fn keep(
         &mut self,
         executor: Executor,
@@ -122,13 +123,12 @@ impl MaildropLease {
                     .await;
                 match renewed {
                     Ok(Ok(true)) => {
-                        let Some(threshold) = takeover else { continue };
                         if answer_takeover(
                             &coordination,
                             &executor,
                             &lease.mailbox,
                             &holder,
-                            threshold,
+                            takeover,
                         )
                         .await
                         {
@@ -180,13 +180,13 @@ async fn on_coordination<T: Send + 'static>(
 }
 
 /// The holder's side: answers a pending request for `mailbox`; true when it granted it (the
-/// session is ending).
+/// session is ending). Without a `threshold` (takeover off on this node) it refuses.
 async fn answer_takeover(
     coordination: &Arc<dyn Coordination>,
     executor: &Executor,
     mailbox: &MailboxId,
     holder: &Holder,
-    threshold: Duration,
+    threshold: Option<Duration>,
 ) -> bool {
     let name = takeover_setting(mailbox);
     let read = name.clone();
@@ -197,7 +197,7 @@ async fn answer_takeover(
     if !matches!(&asked, Ok(Some(value)) if value == ASKED) {
         return false;
     }
-    let granted = match holder.revoke_if_idle(threshold) {
+    let granted = match threshold.and_then(|threshold| holder.revoke_if_idle(threshold)) {
         Some(idle) => {
             tracing::info!(%mailbox, idle_secs = idle.as_secs(), "a POP3 login on another node takes the maildrop over from this idle session");
             true

@@ -36,6 +36,7 @@ use zeroize::Zeroizing;
 
 use super::ServiceError;
 use crate::exec::Executor;
+use crate::store::coordination::run_on;
 use crate::store::{Coordination, SessionKey, SessionLimits, StoreError};
 
 /// How long sessions live and how many there may be.
@@ -245,17 +246,12 @@ impl Sessions {
         what: &'static str,
         call: impl FnOnce(&dyn Coordination, &SessionLimits) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ServiceError> {
-        let (coordination, limits) = (coordination.clone(), self.limits());
-        let result = match executor
-            .run(what, move || call(coordination.as_ref(), &limits))
-            .await
-        {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(ServiceError::Store(e)),
-            Err(_) => Err(ServiceError::Unavailable(
-                "the session table could not be reached",
-            )),
-        };
+        let limits = self.limits();
+        let result = run_on(coordination, executor, what, move |table| {
+            call(table, &limits)
+        })
+        .await
+        .map_err(ServiceError::Store);
         if let Err(e) = &result {
             // The error names the statement's failure, never a token or its key.
             tracing::warn!(error = %e, operation = what, "console sessions in the database unavailable");

@@ -49,10 +49,9 @@ fn shared_error(e: impl std::fmt::Display) -> TlsError {
 }
 
 fn account_setting(directory_url: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, directory_url.as_bytes());
     format!(
         "{ACCOUNT_PREFIX}{}",
-        data_encoding::HEXLOWER.encode(&digest.as_ref()[..8])
+        crate::tls::acme::account_id(directory_url)
     )
 }
 

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::exec::Executor;
 use crate::mailbox::MailboxId;
 
 use super::StoreError;
@@ -133,6 +134,22 @@ pub trait Coordination: Send + Sync {
 
     /// Ends every session but `keep`.
     fn remove_other_sessions(&self, keep: &SessionKey) -> Result<(), StoreError>;
+}
+
+/// Runs one call of `coordination` on `executor`, off the async workers (a PostgreSQL call
+/// parks its thread until the server answers). An executor that is gone (shutting down) is
+/// an `Io` error named by `label`.
+pub async fn run_on<T: Send + 'static>(
+    coordination: &Arc<dyn Coordination>,
+    executor: &Executor,
+    label: &'static str,
+    call: impl FnOnce(&dyn Coordination) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let shared = coordination.clone();
+    executor
+        .run(label, move || call(shared.as_ref()))
+        .await
+        .map_err(|_| StoreError::Io(format!("the {label} task was lost")))?
 }
 
 /// How often a node of a shared store looks for settings another node published.

@@ -27,6 +27,7 @@ use super::holders::TAKEOVER_WAIT;
 use super::Holder;
 use crate::exec::Executor;
 use crate::mailbox::MailboxId;
+use crate::store::coordination::run_on;
 use crate::store::{Coordination, Lease, StoreError};
 
 /// How long a maildrop lease lasts and how often its holder renews it.
@@ -84,7 +85,7 @@ impl MaildropLease {
             token: i64::from_le_bytes(token),
         };
         let claim = lease.clone();
-        let taken = on_coordination(coordination, executor, "maildrop lease", move |shared| {
+        let taken = run_on(coordination, executor, "maildrop lease", move |shared| {
             shared.take_lease(&claim, policy.ttl)
         })
         .await?;
@@ -165,20 +166,6 @@ const REFUSED: &str = "refused";
 /// How often a login waiting for another node's answer looks again.
 const TAKEOVER_POLL: Duration = Duration::from_millis(250);
 
-/// Runs one coordination call where blocking work goes.
-async fn on_coordination<T: Send + 'static>(
-    coordination: &Arc<dyn Coordination>,
-    executor: &Executor,
-    label: &'static str,
-    call: impl FnOnce(&dyn Coordination) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let shared = coordination.clone();
-    executor
-        .run(label, move || call(shared.as_ref()))
-        .await
-        .map_err(|_| StoreError::Io(format!("the {label} task was lost")))?
-}
-
 /// The holder's side: answers a pending request for `mailbox`; true when it granted it (the
 /// session is ending). Without a `threshold` (takeover off on this node) it refuses.
 async fn answer_takeover(
@@ -190,7 +177,7 @@ async fn answer_takeover(
 ) -> bool {
     let name = takeover_setting(mailbox);
     let read = name.clone();
-    let asked = on_coordination(coordination, executor, "takeover request", move |shared| {
+    let asked = run_on(coordination, executor, "takeover request", move |shared| {
         shared.shared_setting(&read)
     })
     .await;
@@ -206,7 +193,7 @@ async fn answer_takeover(
     };
     let answer = if granted { GRANTED } else { REFUSED };
     // Unanswered, the login waits out its time and answers `[IN-USE]`.
-    let _ = on_coordination(coordination, executor, "takeover answer", move |shared| {
+    let _ = run_on(coordination, executor, "takeover answer", move |shared| {
         shared.publish_setting(&name, answer)
     })
     .await;
@@ -225,7 +212,7 @@ pub(super) async fn ask_for_takeover(
 ) -> Result<Option<MaildropLease>, StoreError> {
     let name = takeover_setting(mailbox);
     let ask = name.clone();
-    on_coordination(coordination, executor, "takeover request", move |shared| {
+    run_on(coordination, executor, "takeover request", move |shared| {
         shared.publish_setting(&ask, ASKED)
     })
     .await?;
@@ -238,7 +225,7 @@ pub(super) async fn ask_for_takeover(
             break Some(lease);
         }
         let read = name.clone();
-        let answer = on_coordination(coordination, executor, "takeover answer", move |shared| {
+        let answer = run_on(coordination, executor, "takeover answer", move |shared| {
             shared.shared_setting(&read)
         })
         .await?;
@@ -247,7 +234,7 @@ pub(super) async fn ask_for_takeover(
         }
     };
     // Left behind, a request is answered once more, then replaced by the next one.
-    let _ = on_coordination(
+    let _ = run_on(
         coordination,
         executor,
         "takeover withdrawal",

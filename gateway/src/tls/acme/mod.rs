@@ -39,7 +39,7 @@ use rustls::pki_types::CertificateDer;
 pub use error::AcmeError;
 pub use http01::{ChallengeListener, Http01Responses, CHALLENGE_PATH};
 pub use storage::{
-    account_path, acme_dir, load_acme, read_account, store_ca_pem, store_certificate,
+    account_id, account_path, acme_dir, load_acme, read_account, store_ca_pem, store_certificate,
     write_account, ACME_CA_FILE, ACME_CHAIN_FILE, ACME_KEY_FILE,
 };
 

@@ -19,11 +19,16 @@ pub fn acme_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(TLS_DIR).join(ACME_DIR)
 }
 
-/// The account file for a directory URL: a test CA and Let's Encrypt never share an account.
-pub fn account_path(data_dir: &Path, directory_url: &str) -> PathBuf {
+/// Names the account of a directory URL (16 hex digits of its SHA-256): a test CA and
+/// Let's Encrypt never share an account.
+pub fn account_id(directory_url: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, directory_url.as_bytes());
-    let hex = data_encoding::HEXLOWER.encode(&digest.as_ref()[..8]);
-    acme_dir(data_dir).join(format!("account-{hex}.json"))
+    data_encoding::HEXLOWER.encode(&digest.as_ref()[..8])
+}
+
+/// The account file for a directory URL.
+pub fn account_path(data_dir: &Path, directory_url: &str) -> PathBuf {
+    acme_dir(data_dir).join(format!("account-{}.json", account_id(directory_url)))
 }
 
 /// The stored credentials for `directory_url`, if any.

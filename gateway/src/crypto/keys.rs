@@ -95,9 +95,10 @@ impl KdfParams {
         let argon2 = self.argon2()?;
         #[cfg(test)]
         tests::DERIVATIONS.with(|n| n.set(n.get() + 1));
-        argon2
-            .hash_password_into(password.kdf_input(), salt, key.as_mut())
-            .map_err(|e| CryptoError::KdfParams(e.to_string()))?;
+        super::kdf_gate::run(|| {
+            argon2.hash_password_into(password.kdf_input(), salt, key.as_mut())
+        })
+        .map_err(|e| CryptoError::KdfParams(e.to_string()))?;
         Ok(key)
     }
 }

@@ -20,6 +20,7 @@
 
 mod epoch;
 mod error;
+mod kdf_gate;
 mod keys;
 mod message;
 mod password;

@@ -22,9 +22,8 @@ const SALT_BYTES: usize = 16;
 pub fn hash_password(password: &[u8], kdf: KdfParams) -> Result<String, CryptoError> {
     let mut salt = [0u8; SALT_BYTES];
     crate::random::fill_random(&mut salt);
-    let hash = kdf
-        .argon2()?
-        .hash_password_with_salt(password, &salt)
+    let argon2 = kdf.argon2()?;
+    let hash = super::kdf_gate::run(|| argon2.hash_password_with_salt(password, &salt))
         .map_err(|e| CryptoError::KdfParams(e.to_string()))?;
     Ok(hash.to_string())
 }
@@ -45,7 +44,7 @@ pub fn verify_password(password: &[u8], stored: &str) -> Result<bool, CryptoErro
         p_cost: params.p_cost(),
     }
     .check()?;
-    match Argon2::default().verify_password(password, &hash) {
+    match super::kdf_gate::run(|| Argon2::default().verify_password(password, &hash)) {
         Ok(()) => Ok(true),
         Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
         Err(e) => Err(CryptoError::KdfParams(e.to_string())),

@@ -79,6 +79,7 @@ pub mod crypto;
 pub mod exec;
 pub mod fs;
 pub mod hardening;
+pub mod host_memory;
 pub mod logging;
 pub mod mailbox;
 pub mod metrics;

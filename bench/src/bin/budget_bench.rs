@@ -85,6 +85,9 @@ struct Args {
     /// Mailboxes (one POP3S session each) the pick-up uses.
     #[arg(long, default_value_t = 4)]
     pickup_sessions: usize,
+    /// The store's cache (`[limits] store_cache_mib`; the gateway's default when not given).
+    #[arg(long)]
+    store_cache_mib: Option<u64>,
     /// Limit memory with `prlimit --as` (RLIMIT_AS) even where a cgroup is available: the
     /// last resort, tried on purpose.
     #[arg(long)]
@@ -285,6 +288,9 @@ impl Bench {
         // Idle sessions read the greeting and say nothing: keep them past the default
         // 60 s before a first command (the 10,000 take a while to open).
         config.limits.preauth_timeout_secs = 3600;
+        if let Some(mib) = args.store_cache_mib {
+            config.limits.store_cache_mib = Some(mib);
+        }
         let proxy = match Provider::start() {
             Ok(provider) => {
                 config.proxy.ca_files = vec![provider.ca_file().to_owned()];
@@ -738,12 +744,16 @@ fn render(
     let _ = writeln!(
         s,
         "Machine: {} CPUs shared by the gateway, the load generator (this process) and, for \
-         the proxy, Postfix; all over 127.0.0.1. Data on `{}`. {}\n",
+         the proxy, Postfix; all over 127.0.0.1. Data on `{}`. {} The store's cache: {}.\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
         filesystem_of(scratch),
-        limit.describe()
+        limit.describe(),
+        match args.store_cache_mib {
+            Some(mib) => format!("{mib} MiB (`--store-cache-mib`)"),
+            None => "the gateway's default".to_owned(),
+        }
     );
     let _ = writeln!(
         s,

@@ -101,7 +101,7 @@ fn main() -> anyhow::Result<()> {
     config.limits.max_connections_per_ip = most;
     config.limits.listen_backlog = 1024;
     if let Some(mib) = args.store_cache_mib {
-        config.limits.store_cache_mib = mib;
+        config.limits.store_cache_mib = Some(mib);
     }
     let gw = GatewayProcess::start_with(&config)?;
     let tls = load::tls_client(&TlsTarget {

@@ -617,8 +617,9 @@ pub struct LimitsSection {
     pub max_connections: u32,
     /// Most simultaneous connections from one IP address, for each of them.
     pub max_connections_per_ip: u32,
-    /// redb page cache, in MiB.
-    pub store_cache_mib: u64,
+    /// redb page cache, in MiB; when not set, a sixteenth of the memory the gateway may use
+    /// (its control group's limit or the machine's RAM), between 16 and 64 MiB.
+    pub store_cache_mib: Option<u64>,
     /// Sealed bytes a message draft keeps in memory before spilling to its spool file, KiB.
     pub spool_memory_kib: u64,
     /// Most bytes all messages in progress may hold in spool files together, MiB; beyond
@@ -665,7 +666,7 @@ impl Default for LimitsSection {
             max_recipients: 100,
             max_connections: 500,
             max_connections_per_ip: 20,
-            store_cache_mib: 64,
+            store_cache_mib: None,
             spool_memory_kib: 256,
             spool_max_mib: 2048,
             write_timeout_secs: 60,
@@ -683,9 +684,13 @@ impl Default for LimitsSection {
 }
 
 impl LimitsSection {
-    /// `store_cache_mib` in bytes (validation bounds it, so this cannot overflow).
+    /// `store_cache_mib` in bytes (validation bounds it, so this cannot overflow), or the
+    /// default for this machine's memory ([`crate::host_memory::default_store_cache`]).
     pub fn store_cache_bytes(&self) -> u64 {
-        self.store_cache_mib.saturating_mul(1024 * 1024)
+        match self.store_cache_mib {
+            Some(mib) => mib.saturating_mul(1024 * 1024),
+            None => crate::host_memory::default_store_cache(crate::host_memory::current()),
+        }
     }
 
     /// `spool_memory_kib` in bytes.

@@ -106,8 +106,10 @@ max_connections = 500
 max_connections_per_ip = 20
 # Memory for the message store's page cache, in MiB. Pages written by recent mail stay
 # in it, so after a busy spell the gateway's memory stays this much above idle; a
-# smaller cache saves memory on a small machine at some cost in throughput.
-store_cache_mib = 64
+# smaller cache saves memory at some cost in throughput at full load. When not set: a
+# sixteenth of the memory the gateway may use (its control group's limit, else the
+# machine's RAM), between 16 and 64 MiB; the log says what it chose at start.
+# store_cache_mib = 64
 # Encrypted bytes of a message kept in memory while it arrives, in KiB; beyond this
 # it is written to a temporary spool file.
 spool_memory_kib = 256

@@ -63,7 +63,7 @@ fn defaults() {
     assert_eq!(c.limits.max_recipients, 100);
     assert_eq!(c.limits.max_connections, 500);
     assert_eq!(c.limits.max_connections_per_ip, 20);
-    assert_eq!(c.limits.store_cache_mib, 64);
+    assert_eq!(c.limits.store_cache_mib, None);
     assert_eq!(c.limits.spool_memory_kib, 256);
     assert_eq!(c.limits.min_free_disk_mib, 256);
     assert_eq!(c.limits.disk_reserve_mib, 32);
@@ -417,11 +417,11 @@ fn validation_rules_name_their_key() {
         "limits.max_connections_per_ip",
     );
     assert_invalid(
-        &with(&|c| c.limits.store_cache_mib = 0),
+        &with(&|c| c.limits.store_cache_mib = Some(0)),
         "limits.store_cache_mib",
     );
     assert_invalid(
-        &with(&|c| c.limits.store_cache_mib = u64::MAX),
+        &with(&|c| c.limits.store_cache_mib = Some(u64::MAX)),
         "limits.store_cache_mib",
     );
     assert_invalid(

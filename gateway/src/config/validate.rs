@@ -323,12 +323,14 @@ fn validate_limits(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
-    between(
-        "limits.store_cache_mib",
-        l.store_cache_mib,
-        (1, MAX_STORE_CACHE_MIB),
-        " MiB",
-    )?;
+    if let Some(mib) = l.store_cache_mib {
+        between(
+            "limits.store_cache_mib",
+            mib,
+            (1, MAX_STORE_CACHE_MIB),
+            " MiB",
+        )?;
+    }
     at_least_one("limits.spool_max_mib", l.spool_max_mib)?;
     for (key, value, max) in [
         (

@@ -5,7 +5,8 @@
 //! and a flood of logins from many addresses (each a wrong password, each still derived)
 //! could take the blocking pool's 512 threads × 19 MiB. Argon2id is CPU-bound, so more
 //! derivations than cores gain no throughput: the gate bounds the memory at cores × m_cost
-//! and costs nothing in logins per second.
+//! and costs nothing in logins per second. A machine with little memory gets fewer slots
+//! than cores (one per 512 MiB), trading logins per second for a lower peak.
 
 use std::sync::{Condvar, Mutex, OnceLock};
 
@@ -47,9 +48,27 @@ impl Gate {
 /// Runs one Argon2id derivation when a slot is free.
 pub(super) fn run<T>(derive: impl FnOnce() -> T) -> T {
     static GATE: OnceLock<Gate> = OnceLock::new();
-    GATE.get_or_init(|| Gate::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
-        .run(derive)
+    GATE.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let memory = crate::host_memory::current().map(|limit| limit.bytes);
+        Gate::new(slots(cores, memory))
+    })
+    .run(derive)
 }
+
+/// One derivation per core, and one per [`MEMORY_PER_SLOT`] of the memory the gateway may
+/// use; at least one.
+fn slots(cores: usize, memory: Option<u64>) -> usize {
+    let by_memory = memory.map_or(usize::MAX, |bytes| {
+        usize::try_from(bytes / MEMORY_PER_SLOT).unwrap_or(usize::MAX)
+    });
+    cores.min(by_memory).max(1)
+}
+
+/// Memory the gateway may use for each derivation at once. On a 512 MiB machine one
+/// derivation at a time: the budget bench's mixed load peaked at 130 MiB with two (four
+/// archivers logging in as the load began) and 116 MiB with one, against a 128 MiB target.
+const MEMORY_PER_SLOT: u64 = 512 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -84,6 +103,16 @@ mod tests {
         }
         assert_eq!(most.load(Ordering::SeqCst), 2);
         assert_eq!(*gate.free.lock().unwrap(), 2, "every slot came back");
+    }
+
+    #[test]
+    fn a_slot_per_core_and_per_512_mib() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(slots(2, Some(24 * 1024 * MIB)), 2);
+        assert_eq!(slots(2, Some(512 * MIB)), 1);
+        assert_eq!(slots(8, Some(2048 * MIB)), 4);
+        assert_eq!(slots(4, Some(100 * MIB)), 1, "always one");
+        assert_eq!(slots(4, None), 4);
     }
 
     #[test]

@@ -19,8 +19,21 @@ pub(super) fn open_store(config: &Config, data_dir: &Path) -> Result<Store, Serv
         Arc::new(DataDirVolume::new(data_dir)),
         config.limits.disk_reserve_bytes(),
     );
+    let cache_bytes = config.limits.store_cache_bytes();
+    match config.limits.store_cache_mib {
+        Some(_) => tracing::info!(mib = cache_bytes >> 20, "store cache as configured"),
+        None => match crate::host_memory::current() {
+            Some(limit) => {
+                tracing::info!(mib = cache_bytes >> 20, memory = %limit, "store cache from the memory the gateway may use ([limits] store_cache_mib sets it)")
+            }
+            None => tracing::info!(
+                mib = cache_bytes >> 20,
+                "store cache ([limits] store_cache_mib sets it)"
+            ),
+        },
+    }
     let options = StoreOptions {
-        cache_bytes: config.limits.store_cache_bytes() as usize,
+        cache_bytes: cache_bytes as usize,
         executor: crate::exec::Executor::threads(),
         space: Some(Arc::new(space)),
     };

@@ -42,9 +42,15 @@ pub fn default_store_cache(limit: Option<MemoryLimit>) -> u64 {
     }
 }
 
-/// The limit for this process, read from `/proc` and `/sys/fs/cgroup`; `None` where neither
-/// says (not Linux).
+/// The limit for this process, read from `/proc` and `/sys/fs/cgroup` once (the store
+/// cache, its log line and the Argon2id gate all ask at start-up); `None` where neither says
+/// (not Linux).
 pub fn current() -> Option<MemoryLimit> {
+    static LIMIT: std::sync::OnceLock<Option<MemoryLimit>> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(read)
+}
+
+fn read() -> Option<MemoryLimit> {
     let ram = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| mem_total(&text));

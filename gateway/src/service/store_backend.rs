@@ -20,17 +20,14 @@ pub(super) fn open_store(config: &Config, data_dir: &Path) -> Result<Store, Serv
         config.limits.disk_reserve_bytes(),
     );
     let cache_bytes = config.limits.store_cache_bytes();
-    match config.limits.store_cache_mib {
-        Some(_) => tracing::info!(mib = cache_bytes >> 20, "store cache as configured"),
-        None => match crate::host_memory::current() {
-            Some(limit) => {
-                tracing::info!(mib = cache_bytes >> 20, memory = %limit, "store cache from the memory the gateway may use ([limits] store_cache_mib sets it)")
-            }
-            None => tracing::info!(
-                mib = cache_bytes >> 20,
-                "store cache ([limits] store_cache_mib sets it)"
-            ),
-        },
+    match (config.limits.store_cache_mib, crate::host_memory::current()) {
+        (None, Some(limit)) => {
+            tracing::info!(mib = cache_bytes >> 20, memory = %limit, "store cache from the memory the gateway may use ([limits] store_cache_mib sets it)")
+        }
+        _ => tracing::info!(
+            mib = cache_bytes >> 20,
+            "store cache ([limits] store_cache_mib)"
+        ),
     }
     let options = StoreOptions {
         cache_bytes: cache_bytes as usize,

@@ -25,15 +25,33 @@ const LABEL: &[u8] = b"gateway/msg/v1\0";
 const KIND_ENVELOPE: u8 = 0;
 const KIND_BODY: u8 = 1;
 
-/// A message's random 128-bit id. Chosen before encryption starts (it is bound into every
-/// chunk), stable for the message's life and unique, so it also serves as the POP3 UIDL.
+/// A message's 128-bit id. Chosen before encryption starts (it is bound into every chunk),
+/// stable for the message's life and unique, so it also serves as the POP3 UIDL.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(pub [u8; 16]);
 
 impl MessageId {
+    /// A fully random id; for tests, where order does not matter.
     pub fn generate() -> Self {
         let mut bytes = [0u8; 16];
         crate::random::fill_random_id(&mut bytes);
+        Self(bytes)
+    }
+
+    /// An id for a message received at `unix_ms`: 48 bits of that time, then 80 random bits.
+    ///
+    /// Time first so that new messages sort after the ones before them: their chunks are
+    /// appended to the store's chunk table instead of landing on a random page of it, which
+    /// each commit would read, copy and write back with its neighbours (a tenth of the
+    /// gateway's CPU at 20 SMTP sessions of 10 KiB). The id stays unguessable, and unique:
+    /// the per-message key is derived from the mailbox, the sealing epoch and the id, so two
+    /// ids alike in one mailbox and epoch would reuse a key, and 80 random bits per
+    /// millisecond make that as unlikely as with 128 random ones at any real rate.
+    pub fn generate_at(unix_ms: u64) -> Self {
+        let mut bytes = [0u8; 16];
+        crate::random::fill_random_id(&mut bytes);
+        let order = crate::random::id_order(unix_ms);
+        bytes[..6].copy_from_slice(&order.to_be_bytes()[2..]);
         Self(bytes)
     }
 
@@ -643,6 +661,16 @@ mod tests {
             .sealed_envelope
             .windows(needle.len())
             .any(|w| w == needle));
+    }
+
+    #[test]
+    fn time_ordered_ids_sort_by_time_and_stay_random_within_a_millisecond() {
+        let (a, b) = (MessageId::generate_at(1_000), MessageId::generate_at(1_000));
+        let later = MessageId::generate_at(1_001);
+        assert_eq!(a.0[..6], 1_000u64.to_be_bytes()[2..]);
+        assert_eq!(a.0[..6], b.0[..6]);
+        assert_ne!(a.0[6..], b.0[6..], "80 random bits after the time");
+        assert!(a < later && b < later);
     }
 
     proptest! {

@@ -234,6 +234,7 @@ impl Gateway {
         }
         self.check_intake(0)?;
         let snapshot = self.store.read()?;
+        let now = self.now();
         let mut copies: Vec<DraftCopy> = Vec::with_capacity(recipients.len());
         for mailbox in recipients {
             if copies.iter().any(|c| &c.mailbox == mailbox) {
@@ -241,10 +242,10 @@ impl Gateway {
             }
             let record = snapshot.mailbox(mailbox)?;
             let record = accepts_mail(mailbox, record.as_ref())?;
-            let id = MessageId::generate();
+            let id = MessageId::generate_at(now);
             let (header, sealer) = self
                 .epochs
-                .sealer(&record.keys, mailbox, id, envelope, self.now())
+                .sealer(&record.keys, mailbox, id, envelope, now)
                 .map_err(ServiceError::Crypto)?;
             copies.push(DraftCopy {
                 mailbox: mailbox.clone(),
@@ -856,6 +857,39 @@ mod tests {
         let mut expected: Vec<String> = (0..50).map(|i| format!("message {i}\r\n")).collect();
         expected.sort();
         assert_eq!(bodies, expected);
+    }
+
+    /// Ids are ordered by the time a message began, whatever order the commits land in, so
+    /// the store appends each message's chunks. Fails with fully random ids.
+    #[tokio::test]
+    async fn message_ids_follow_the_time_messages_began() {
+        let now = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1_700_000_000_000));
+        let clock = now.clone();
+        let (_dir, gw) = gateway_with(|o| {
+            o.clock = std::sync::Arc::new(move || clock.load(std::sync::atomic::Ordering::SeqCst))
+        });
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        let mut drafts = Vec::new();
+        for _ in 0..20 {
+            now.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut draft = gw
+                .begin_message(std::slice::from_ref(&id), &envelope())
+                .unwrap();
+            draft.write(b"x\r\n").unwrap();
+            drafts.push(draft);
+        }
+        // Committed newest first: the ids still sort as the messages began.
+        let mut began = Vec::new();
+        while let Some(draft) = drafts.pop() {
+            began.push(gw.commit(draft).await.unwrap().0[0].id.clone());
+        }
+        began.reverse();
+        let mut sorted = began.clone();
+        sorted.sort();
+        assert_eq!(began, sorted);
+        // The first 48 bits are the service clock's milliseconds.
+        let first = MessageId::from_hex(&began[0]).unwrap();
+        assert_eq!(first.0[..6], 1_700_000_000_001u64.to_be_bytes()[2..]);
     }
 
     #[tokio::test]

@@ -142,7 +142,8 @@ impl Fixture {
             .write_blocking(move |t| {
                 let mut seqs = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let id = MessageId::generate();
+                    // Time-ordered, as the service makes them (so the store appends).
+                    let id = MessageId::generate_at(bench::unix_ms());
                     for (index, chunk) in chunks.iter().enumerate() {
                         t.put_chunk(id, index as u32, chunk)?;
                     }

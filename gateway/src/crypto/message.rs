@@ -31,7 +31,8 @@ const KIND_BODY: u8 = 1;
 pub struct MessageId(pub [u8; 16]);
 
 impl MessageId {
-    /// A fully random id; for tests, where order does not matter.
+    /// A fully random id, for tests and benchmarks where the order of ids does not matter;
+    /// the service makes ids with [`Self::generate_at`].
     pub fn generate() -> Self {
         let mut bytes = [0u8; 16];
         crate::random::fill_random_id(&mut bytes);

@@ -141,9 +141,10 @@ impl Fixture {
         self.store
             .write_blocking(move |t| {
                 let mut seqs = Vec::with_capacity(count);
+                // Time-ordered ids, as the service makes them (so the store appends).
+                let clock = gateway::service::system_clock();
                 for _ in 0..count {
-                    // Time-ordered, as the service makes them (so the store appends).
-                    let id = MessageId::generate_at(bench::unix_ms());
+                    let id = MessageId::generate_at(clock());
                     for (index, chunk) in chunks.iter().enumerate() {
                         t.put_chunk(id, index as u32, chunk)?;
                     }

@@ -107,17 +107,10 @@ pub struct SealedMessage {
     pub plaintext_len: u64,
 }
 
-/// Now in Unix milliseconds, for ids made as the service makes them.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Seals `body` for `mailbox` as the service does (format 2, in an epoch of its own),
 /// feeding the sealer [`READ_PIECE`] bytes at a time.
 pub fn seal(mailbox: &Mailbox, body: &[u8]) -> SealedMessage {
-    let id = MessageId::generate_at(unix_ms());
+    let id = MessageId::generate_at(gateway::service::system_clock()());
     let (header, mut sealer) = SealingEpochs::default()
         .sealer(&mailbox.keys, &mailbox.id, id, &envelope(), 0)
         .expect("start sealing");

@@ -11,6 +11,7 @@
 //! in JSON they are the `span` object. Passwords, keys and message contents are never
 //! logged: credentials live in types whose `Debug` hides them and no call site logs a body.
 
+mod fields;
 pub mod files;
 #[cfg(test)]
 mod session_tests;
@@ -99,6 +100,7 @@ where
 {
     match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .fmt_fields(fields::SpanFields::default())
             .with_ansi(ansi)
             .with_writer(writer)
             .boxed(),

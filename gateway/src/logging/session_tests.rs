@@ -103,6 +103,16 @@ fn tls_client(material: &CertifiedMaterial) -> tokio_rustls::TlsConnector {
 
 /// Delivers one message with `body` to `rcpt` over an in-memory connection.
 async fn deliver(server: &Arc<SmtpServer>, rcpt: &str, body: &str) -> Vec<String> {
+    deliver_many(server, rcpt, body, 1).await
+}
+
+/// Delivers `count` messages with `body` to `rcpt`, one after another over one connection.
+async fn deliver_many(
+    server: &Arc<SmtpServer>,
+    rcpt: &str,
+    body: &str,
+    count: usize,
+) -> Vec<String> {
     let (client, server_side) = tokio::io::duplex(1 << 20);
     let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
     let shutdown = Shutdown::new();
@@ -117,11 +127,13 @@ async fn deliver(server: &Arc<SmtpServer>, rcpt: &str, body: &str) -> Vec<String
     let mut stream = BufReader::new(client);
     let mut replies = read_until(&mut stream, "220 ").await;
     replies.extend(command(&mut stream, "EHLO client.test\r\n", "250 ").await);
-    replies.extend(command(&mut stream, "MAIL FROM:<j@tenant.example>\r\n", "250 ").await);
-    replies.extend(command(&mut stream, &format!("RCPT TO:<{rcpt}>\r\n"), "250 ").await);
-    replies.extend(command(&mut stream, "DATA\r\n", "354 ").await);
-    let message = format!("Subject: t\r\n\r\n{body}\r\n.\r\n");
-    replies.extend(command(&mut stream, &message, "250 ").await);
+    for _ in 0..count {
+        replies.extend(command(&mut stream, "MAIL FROM:<j@tenant.example>\r\n", "250 ").await);
+        replies.extend(command(&mut stream, &format!("RCPT TO:<{rcpt}>\r\n"), "250 ").await);
+        replies.extend(command(&mut stream, "DATA\r\n", "354 ").await);
+        let message = format!("Subject: t\r\n\r\n{body}\r\n.\r\n");
+        replies.extend(command(&mut stream, &message, "250 ").await);
+    }
     replies.extend(command(&mut stream, "QUIT\r\n", "221 ").await);
     task.await.unwrap();
     replies
@@ -286,6 +298,64 @@ async fn session_logs_carry_their_span_and_never_a_password_key_or_message_conte
             .any(|l| l.contains("message stored") && l.contains(&format!("id={smtp_id}"))),
         "{text}"
     );
+}
+
+/// `text` without its ANSI styling (the test subscriber writes as to a terminal).
+fn without_styling(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('\x1b') {
+        plain.push_str(&rest[..start]);
+        rest = &rest[start..];
+        rest = &rest[rest.find('m').map_or(rest.len(), |end| end + 1)..];
+    }
+    plain.push_str(rest);
+    plain
+}
+
+#[tokio::test]
+async fn a_connection_delivering_many_messages_names_its_mailbox_once_per_line() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let (subscriber, _control) = subscriber(LogLevel::Info, None, move || writer.clone());
+    let _default = tracing::subscriber::set_default(subscriber);
+    let f = fixture();
+    let created = f.gateway.create_mailbox("archive", "").await.unwrap();
+    let mailbox = created.info.id.to_string();
+
+    let replies = deliver_many(
+        &smtp_server(&f.gateway, &f.resolver),
+        &created.info.address,
+        "body",
+        40,
+    )
+    .await;
+    assert_eq!(
+        replies
+            .iter()
+            .filter(|r| r.starts_with("250 2.0.0"))
+            .count(),
+        40,
+        "{replies:?}"
+    );
+
+    // The span records the mailbox at every recipient; its text must not grow with them.
+    let text = without_styling(&captured.text());
+    let stored: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("message stored"))
+        .collect();
+    assert_eq!(stored.len(), 40, "{text}");
+    for line in &stored {
+        assert_eq!(
+            line.matches("mailbox=").count(),
+            2,
+            "span and event: {line}"
+        );
+        assert!(line.contains(&format!("mailbox={mailbox}")), "{line}");
+    }
+    let lengths = |line: &str| line.len() - line.find(" INFO ").unwrap();
+    assert_eq!(lengths(stored[0]), lengths(stored[39]), "{text}");
 }
 
 #[tokio::test]

@@ -145,6 +145,7 @@ impl<C: Connector> ProtocolServer for SmtpServer<C> {
             implicit_tls: mode == TlsMode::Implicit,
             leg: None,
             draft_failure_reported: false,
+            logged_mailbox: None,
         };
         connection.run().await;
     }
@@ -182,6 +183,8 @@ struct Connection<'a, S, C: Connector> {
     leg: Option<SmtpLeg<C>>,
     /// The current draft's failure was reported to the session.
     draft_failure_reported: bool,
+    /// The mailbox last recorded on the session span: recorded again only when it changes.
+    logged_mailbox: Option<crate::mailbox::MailboxId>,
 }
 
 impl<S, C> Connection<'_, S, C>
@@ -465,7 +468,7 @@ where
         Err(CommitFailure::from(&failure))
     }
 
-    fn recipient_status(&self, id: &crate::mailbox::MailboxId) -> RecipientStatus {
+    fn recipient_status(&mut self, id: &crate::mailbox::MailboxId) -> RecipientStatus {
         // The service's free-space rule first: a full disk says so (452), not "unknown".
         if let Err(e) = self.server.gateway.check_intake(0) {
             return if e.is_storage_full() {
@@ -478,7 +481,12 @@ where
             Ok(_) => {
                 // The session's lines name the mailbox from here on (the last accepted
                 // recipient when there are several; each stored copy's line names its own).
-                tracing::Span::current().record("mailbox", tracing::field::display(id));
+                // Only a change is recorded: a journaling connection names one mailbox for
+                // thousands of messages.
+                if self.logged_mailbox.as_ref() != Some(id) {
+                    tracing::Span::current().record("mailbox", tracing::field::display(id));
+                    self.logged_mailbox = Some(id.clone());
+                }
                 RecipientStatus::Active
             }
             Err(ServiceError::MailboxSuspended(_)) => RecipientStatus::Suspended,

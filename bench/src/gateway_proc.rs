@@ -18,6 +18,8 @@ use gateway::tls::{self, CertificateSourceSpec};
 
 /// Hidden command-line flag that turns the runner binary into the gateway child.
 pub const CHILD_FLAG: &str = "--gateway-child";
+/// The child's log (its standard error), in its data directory.
+pub const LOG_FILE: &str = "gateway.log";
 /// Name the self-signed certificate is issued for.
 pub const HOST_NAME: &str = "gateway.bench.test";
 pub const EMAIL_DOMAIN: &str = "archive.bench.test";
@@ -29,7 +31,9 @@ pub fn bench_config(data_dir: &Path) -> Config {
     config.gateway.data_dir = data_dir.to_path_buf();
     config.gateway.host_name = HOST_NAME.to_owned();
     config.gateway.email_domain = EMAIL_DOMAIN.to_owned();
-    config.gateway.log_level = gateway::config::LogLevel::Warn;
+    // The default level (info), as an administrator runs it: a line per stored message.
+    // The child's lines go to `LOG_FILE` in its data directory.
+    config.gateway.log_level = gateway::config::LogLevel::default();
     let local = |enabled| Listener {
         address: "127.0.0.1".parse().expect("literal address"),
         port: 0,
@@ -199,6 +203,8 @@ pub struct GatewayProcess {
     pub ca_file: PathBuf,
     /// The other listeners that started, by service name (`pop3`, `pop3s`, ...).
     pub services: Vec<(String, SocketAddr)>,
+    /// Where its data and its log ([`LOG_FILE`]) are.
+    data_dir: PathBuf,
 }
 
 impl GatewayProcess {
@@ -225,6 +231,7 @@ impl GatewayProcess {
             .arg(&config_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(data_dir.join(LOG_FILE))?)
             .spawn()
             .context("cannot start the gateway child process")?;
         let stdin = child.stdin.take();
@@ -235,7 +242,10 @@ impl GatewayProcess {
         let [ready, smtp, smtps, mailbox, ca_file, ref others @ ..] = fields[..] else {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("the gateway child did not start (said {line:?})");
+            bail!(
+                "the gateway child did not start (said {line:?}); its log ends:\n{}",
+                log_tail(data_dir)
+            );
         };
         if ready != "READY" {
             bail!("unexpected line from the gateway child: {line:?}");
@@ -254,6 +264,7 @@ impl GatewayProcess {
         let gateway_pid =
             gateway_pid.ok_or_else(|| anyhow!("no pid from the gateway child: {line:?}"))?;
         Ok(Self {
+            data_dir: data_dir.to_path_buf(),
             services,
             gateway_pid,
             smtp: smtp.parse()?,
@@ -291,7 +302,10 @@ impl GatewayProcess {
         self.stdout.read_line(&mut line)?;
         let status = self.child.wait()?;
         if !status.success() {
-            bail!("the gateway child exited with {status}");
+            bail!(
+                "the gateway child exited with {status}; its log ends:\n{}",
+                log_tail(&self.data_dir)
+            );
         }
         line.trim()
             .strip_prefix("STORED ")
@@ -307,6 +321,13 @@ impl Drop for GatewayProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The last lines of the child's log in `data_dir`, for an error.
+fn log_tail(data_dir: &Path) -> String {
+    let text = std::fs::read_to_string(data_dir.join(LOG_FILE)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// A `/proc/PID/status` field in KiB (VmRSS, VmHWM).

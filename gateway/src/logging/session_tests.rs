@@ -103,13 +103,14 @@ fn tls_client(material: &CertifiedMaterial) -> tokio_rustls::TlsConnector {
 
 /// Delivers one message with `body` to `rcpt` over an in-memory connection.
 async fn deliver(server: &Arc<SmtpServer>, rcpt: &str, body: &str) -> Vec<String> {
-    deliver_many(server, rcpt, body, 1).await
+    deliver_many(server, &[rcpt], body, 1).await
 }
 
-/// Delivers `count` messages with `body` to `rcpt`, one after another over one connection.
+/// Delivers `count` messages with `body`, one after another over one connection, each to
+/// the next of `rcpts` in turn.
 async fn deliver_many(
     server: &Arc<SmtpServer>,
-    rcpt: &str,
+    rcpts: &[&str],
     body: &str,
     count: usize,
 ) -> Vec<String> {
@@ -127,7 +128,7 @@ async fn deliver_many(
     let mut stream = BufReader::new(client);
     let mut replies = read_until(&mut stream, "220 ").await;
     replies.extend(command(&mut stream, "EHLO client.test\r\n", "250 ").await);
-    for _ in 0..count {
+    for rcpt in rcpts.iter().cycle().take(count) {
         replies.extend(command(&mut stream, "MAIL FROM:<j@tenant.example>\r\n", "250 ").await);
         replies.extend(command(&mut stream, &format!("RCPT TO:<{rcpt}>\r\n"), "250 ").await);
         replies.extend(command(&mut stream, "DATA\r\n", "354 ").await);
@@ -313,49 +314,74 @@ fn without_styling(text: &str) -> String {
     plain
 }
 
-#[tokio::test]
-async fn a_connection_delivering_many_messages_names_its_mailbox_once_per_line() {
+/// Delivers `count` messages over one SMTP connection, logged as text at `info`, to new
+/// mailboxes named `names` in turn. Returns the mailboxes and the unstyled "message stored"
+/// lines.
+async fn stored_lines_of_one_connection(
+    names: &[&str],
+    count: usize,
+) -> (Vec<crate::service::MailboxInfo>, Vec<String>) {
     let captured = Captured::default();
     let writer = captured.clone();
     let (subscriber, _control) = subscriber(LogLevel::Info, None, move || writer.clone());
     let _default = tracing::subscriber::set_default(subscriber);
     let f = fixture();
-    let created = f.gateway.create_mailbox("archive", "").await.unwrap();
-    let mailbox = created.info.id.to_string();
-
+    let mut mailboxes = Vec::new();
+    for name in names {
+        mailboxes.push(f.gateway.create_mailbox(name, "").await.unwrap().info);
+    }
+    let addresses: Vec<&str> = mailboxes.iter().map(|m| m.address.as_str()).collect();
     let replies = deliver_many(
         &smtp_server(&f.gateway, &f.resolver),
-        &created.info.address,
+        &addresses,
         "body",
-        40,
+        count,
     )
     .await;
-    assert_eq!(
-        replies
-            .iter()
-            .filter(|r| r.starts_with("250 2.0.0"))
-            .count(),
-        40,
-        "{replies:?}"
-    );
-
-    // The span records the mailbox at every recipient; its text must not grow with them.
+    let accepted = replies
+        .iter()
+        .filter(|r| r.starts_with("250 2.0.0"))
+        .count();
+    assert_eq!(accepted, count, "{replies:?}");
     let text = without_styling(&captured.text());
-    let stored: Vec<&str> = text
+    let stored: Vec<String> = text
         .lines()
         .filter(|l| l.contains("message stored"))
+        .map(str::to_owned)
         .collect();
-    assert_eq!(stored.len(), 40, "{text}");
+    assert_eq!(stored.len(), count, "{text}");
+    (mailboxes, stored)
+}
+
+#[tokio::test]
+async fn a_connection_delivering_many_messages_names_its_mailbox_once_per_line() {
+    let (mailboxes, stored) = stored_lines_of_one_connection(&["archive"], 40).await;
+    // The span records the mailbox at every recipient; its text must not grow with them.
     for line in &stored {
         assert_eq!(
             line.matches("mailbox=").count(),
             2,
             "span and event: {line}"
         );
-        assert!(line.contains(&format!("mailbox={mailbox}")), "{line}");
+        assert!(
+            line.contains(&format!("mailbox={}", mailboxes[0].id)),
+            "{line}"
+        );
     }
-    let lengths = |line: &str| line.len() - line.find(" INFO ").unwrap();
-    assert_eq!(lengths(stored[0]), lengths(stored[39]), "{text}");
+    let length = |line: &str| line.len() - line.find(" INFO ").unwrap();
+    assert_eq!(length(&stored[0]), length(&stored[39]), "{stored:?}");
+}
+
+#[tokio::test]
+async fn a_connection_alternating_mailboxes_names_the_current_one_once_per_line() {
+    let (mailboxes, stored) = stored_lines_of_one_connection(&["a", "b"], 20).await;
+    for (n, line) in stored.iter().enumerate() {
+        let mailbox = &mailboxes[n % 2].id;
+        let (span, event) = line.split_once("}:").expect(line);
+        assert_eq!(span.matches("mailbox=").count(), 1, "{line}");
+        assert!(span.ends_with(&format!("mailbox={mailbox}")), "{line}");
+        assert!(event.contains(&format!("mailbox={mailbox}")), "{line}");
+    }
 }
 
 #[tokio::test]

@@ -301,19 +301,6 @@ async fn session_logs_carry_their_span_and_never_a_password_key_or_message_conte
     );
 }
 
-/// `text` without its ANSI styling (the test subscriber writes as to a terminal).
-fn without_styling(text: &str) -> String {
-    let mut plain = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find('\x1b') {
-        plain.push_str(&rest[..start]);
-        rest = &rest[start..];
-        rest = &rest[rest.find('m').map_or(rest.len(), |end| end + 1)..];
-    }
-    plain.push_str(rest);
-    plain
-}
-
 /// Delivers `count` messages over one SMTP connection, logged as text at `info`, to new
 /// mailboxes named `names` in turn. Returns the mailboxes and the unstyled "message stored"
 /// lines.
@@ -343,7 +330,8 @@ async fn stored_lines_of_one_connection(
         .filter(|r| r.starts_with("250 2.0.0"))
         .count();
     assert_eq!(accepted, count, "{replies:?}");
-    let text = without_styling(&captured.text());
+    // The test subscriber styles its text as for a terminal.
+    let text = ::test_support::process::strip_ansi(&captured.text());
     let stored: Vec<String> = text
         .lines()
         .filter(|l| l.contains("message stored"))

@@ -48,6 +48,11 @@ struct Args {
     /// Scale every cell's message count (e.g. 0.25 for a quick look).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// Rounds of every cell, each round the gateway's cells then Postfix's; each cell
+    /// reports its median round (by msg/s), so a slow minute of a shared machine moves
+    /// neither side alone.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// Do not run (or install) Postfix.
     #[arg(long)]
     skip_postfix: bool,
@@ -155,6 +160,7 @@ fn main() -> anyhow::Result<()> {
         args.sessions = vec![1, 4];
         args.scale = 0.01;
         args.rss_mib = vec![4];
+        args.runs = 1;
     }
     if args.store == StoreArg::Postgres {
         return store_comparison(&args);
@@ -163,26 +169,29 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut rows = Vec::new();
+    let mut rounds = Vec::new();
     let mut notes = Vec::new();
-    for &size in &args.sizes {
-        for &sessions in &args.sessions {
-            let messages = messages_for(size, sessions, args.scale);
-            rows.extend(gateway_cell(
-                &runtime, &args, &scratch, size, sessions, messages,
-            )?);
-        }
-    }
-
-    if !args.skip_postfix {
-        match postfix_cells(&runtime, &args, &scratch, &mut rows) {
-            Ok(()) => {}
-            Err(e) => {
-                eprintln!("Postfix baseline failed: {e:#}");
-                notes.push(format!("Postfix baseline failed: {e:#}"));
+    let runs = args.runs.max(1);
+    for round in 1..=runs {
+        eprintln!("round {round} of {runs}");
+        let mut rows = Vec::new();
+        for &size in &args.sizes {
+            for &sessions in &args.sessions {
+                let messages = messages_for(size, sessions, args.scale);
+                rows.extend(gateway_cell(
+                    &runtime, &args, &scratch, size, sessions, messages,
+                )?);
             }
         }
+        if !args.skip_postfix {
+            if let Err(e) = postfix_cells(&runtime, &args, &scratch, &mut rows) {
+                eprintln!("Postfix baseline failed in round {round}: {e:#}");
+                notes.push(format!("Postfix baseline failed in round {round}: {e:#}"));
+            }
+        }
+        rounds.push(rows);
     }
+    let rows = median_rows(rounds);
 
     let mut rss = Vec::new();
     if !args.skip_rss {
@@ -194,7 +203,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let report = render(&rows, &rss, &notes, &scratch);
+    let report = render(&rows, runs, &rss, &notes, &scratch);
     println!("{report}");
     write_report(&out, &report)?;
     let json = results(&rows, &rss, args.quick).write_beside(&out)?;
@@ -441,6 +450,34 @@ fn gateway_cell(
     Ok(rows)
 }
 
+/// Each cell's median round: the gateway's and Postfix's figures each from their own
+/// median run by msg/s (latency and CPU come with that run). Every round holds the same
+/// cells in the same order.
+fn median_rows(rounds: Vec<Vec<Row>>) -> Vec<Row> {
+    let mut rounds = rounds.into_iter();
+    let Some(mut rows) = rounds.next() else {
+        return Vec::new();
+    };
+    let rest: Vec<Vec<Row>> = rounds.collect();
+    for (index, row) in rows.iter_mut().enumerate() {
+        let same = || rest.iter().filter_map(|round| round.get(index));
+        row.gateway = median_figure(row.gateway.take(), same().map(|r| r.gateway.clone()));
+        row.postfix = median_figure(row.postfix.take(), same().map(|r| r.postfix.clone()));
+    }
+    rows
+}
+
+/// The figure with the median rate (the lower middle of an even count).
+fn median_figure(
+    first: Option<Figure>,
+    others: impl Iterator<Item = Option<Figure>>,
+) -> Option<Figure> {
+    let mut figures: Vec<Figure> = first.into_iter().chain(others.flatten()).collect();
+    figures.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let middle = figures.len().checked_sub(1)? / 2;
+    Some(figures.swap_remove(middle))
+}
+
 fn postfix_cells(
     runtime: &tokio::runtime::Runtime,
     args: &Args,
@@ -637,7 +674,7 @@ fn results(rows: &[Row], rss: &[Rss], quick: bool) -> Results {
     r
 }
 
-fn render(rows: &[Row], rss: &[Rss], notes: &[String], scratch: &Path) -> String {
+fn render(rows: &[Row], runs: usize, rss: &[Rss], notes: &[String], scratch: &Path) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# SMTP throughput: gateway vs Postfix\n");
     let _ = writeln!(
@@ -646,7 +683,8 @@ fn render(rows: &[Row], rss: &[Rss], notes: &[String], scratch: &Path) -> String
          Data directories on `{}`. Every gateway 250 means the encrypted message is \
          durably committed (fsync); Postfix answers 250 after fsyncing its queue file and \
          delivers to the Maildir afterwards (\"delivered\" = until the last message is in \
-         the Maildir).\n",
+         the Maildir). Each figure is the median of {runs} round(s) (by msg/s; each round \
+         runs the gateway's cells, then Postfix's), with that run's latency and CPU.\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -742,4 +780,55 @@ fn render(rows: &[Row], rss: &[Rss], notes: &[String], scratch: &Path) -> String
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure(messages: u64, cpu: f64) -> Figure {
+        Figure {
+            messages,
+            elapsed: Duration::from_secs(1),
+            size: 10 * KIB,
+            server_cpu: Some(cpu),
+            ..Figure::default()
+        }
+    }
+
+    fn row(gateway: u64, postfix: Option<u64>) -> Row {
+        Row {
+            size: 10 * KIB,
+            sessions: 20,
+            client: Client::Source,
+            gateway: Some(figure(gateway, gateway as f64)),
+            postfix: postfix.map(|m| figure(m, 0.0)),
+        }
+    }
+
+    /// Each side of each cell is its own median run, with that run's other figures.
+    #[test]
+    fn each_cell_reports_each_sides_median_round() {
+        let rounds = vec![
+            vec![row(900, Some(80)), row(10, None)],
+            vec![row(700, Some(95)), row(30, None)],
+            vec![row(800, Some(70)), row(20, None)],
+        ];
+        let rows = median_rows(rounds);
+        let gateway = rows[0].gateway.as_ref().unwrap();
+        assert_eq!(gateway.messages, 800);
+        assert_eq!(gateway.server_cpu, Some(800.0), "the CPU of the median run");
+        assert_eq!(rows[0].postfix.as_ref().unwrap().messages, 80);
+        assert_eq!(rows[1].gateway.as_ref().unwrap().messages, 20);
+        assert!(rows[1].postfix.is_none());
+    }
+
+    #[test]
+    fn one_round_is_its_own_median_and_an_even_count_takes_the_lower_middle() {
+        let rows = median_rows(vec![vec![row(5, Some(3))]]);
+        assert_eq!(rows[0].gateway.as_ref().unwrap().messages, 5);
+        let rows = median_rows(vec![vec![row(5, None)], vec![row(9, None)]]);
+        assert_eq!(rows[0].gateway.as_ref().unwrap().messages, 5);
+        assert!(median_rows(Vec::new()).is_empty());
+    }
 }

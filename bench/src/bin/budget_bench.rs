@@ -19,7 +19,8 @@
 //! - `--sessions` sessions in all: idle TLS sessions plus the mix's paced ones.
 //!
 //! For each: the gateway's CPU share of one core (its CPU time over the cell's wall time,
-//! connection set-up included), RSS at the end and its peak (VmHWM, reset before the cell),
+//! connection set-up included), RSS at the end and its peak (VmHWM, reset before the cell,
+//! once the RSS has settled after the cell before it),
 //! the memory group's peak, and per traffic kind p50/p99 reply latency and offered vs
 //! achieved Mbit/s. Then the headroom of ingest: the highest multiple of the rate that
 //! still holds p99 <= 100 ms and achieves 95 % of what it offers (doubling, then bisecting).
@@ -53,6 +54,11 @@ const QUICK_RLIMIT_BYTES: u64 = 16 * 1024 * MIB as u64;
 const P99_BOUND: Duration = Duration::from_millis(100);
 /// A run achieving less than this share of its offered rate falls short.
 const ACHIEVED_SHARE: f64 = 0.95;
+/// [`settle_rss`]: at most this long, settled after this long without a fall of more than
+/// this much.
+const SETTLE_MAX: Duration = Duration::from_secs(20);
+const SETTLE_QUIET: Duration = Duration::from_secs(3);
+const SETTLE_FALL_KIB: u64 = 1024;
 /// Bisection steps after the doubling found a rate that fails.
 const BISECTIONS: usize = 3;
 /// Connections being opened at once (see [`load::open_idle`]).
@@ -130,6 +136,8 @@ struct Cell {
     id: String,
     parts: Vec<Part>,
     idle: usize,
+    /// RSS when the cell began, after [`settle_rss`].
+    settled_kib: u64,
     wall: Duration,
     cpu: f64,
     rss_kib: u64,
@@ -435,6 +443,7 @@ impl Bench {
         } else {
             Vec::new()
         };
+        let settled_kib = settle_rss(pid);
         // Peaks from here on: VmHWM back to the current RSS (Linux: "5" > clear_refs), the
         // group's peak to its current usage.
         let hwm_reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
@@ -457,6 +466,7 @@ impl Bench {
             id,
             parts,
             idle,
+            settled_kib,
             wall,
             cpu,
             rss_kib,
@@ -681,22 +691,50 @@ impl Bench {
     }
 }
 
+/// Waits (at most [`SETTLE_MAX`]) until the gateway's RSS stops falling: the allocator hands
+/// freed memory back about ten seconds after it was freed, so right after a cell the RSS
+/// still holds that cell's garbage, and the next cell's peak (VmHWM, reset to the RSS at its
+/// start) would count it. Settled: no fall of more than [`SETTLE_FALL_KIB`] over
+/// [`SETTLE_QUIET`]. Returns the RSS then.
+fn settle_rss(pid: u32) -> u64 {
+    let rss = || proc_status_kib(pid, "VmRSS").unwrap_or(0);
+    let started = Instant::now();
+    let mut quiet_since = (Instant::now(), rss());
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = rss();
+        if now + SETTLE_FALL_KIB < quiet_since.1 {
+            quiet_since = (Instant::now(), now);
+        } else if quiet_since.0.elapsed() >= SETTLE_QUIET || started.elapsed() >= SETTLE_MAX {
+            return now;
+        }
+    }
+}
+
 /// The run of the mix with the median CPU share (the lower middle of an even count), and a
 /// note of every run's CPU share and peak RSS when there was more than one.
 fn median_mix(mut runs: Vec<Cell>) -> (Cell, Option<String>) {
-    runs.sort_by(|a, b| a.cpu_share().total_cmp(&b.cpu_share()));
     let note = (runs.len() > 1).then(|| {
         let each: Vec<String> = runs
             .iter()
-            .map(|c| format!("{:.1} % / {:.1} MiB", c.cpu_share() * 100.0, mib(c.hwm_kib)))
+            .map(|c| {
+                format!(
+                    "{:.1} % / {:.1} MiB (from {:.1})",
+                    c.cpu_share() * 100.0,
+                    mib(c.hwm_kib),
+                    mib(c.settled_kib)
+                )
+            })
             .collect();
         format!(
-            "The mix ran {} times; CPU share of one core / peak RSS of each run, in CPU order: \
-             {}. The tables and targets show the median run.",
+            "The mix ran {} times; CPU share of one core / peak RSS (from the settled RSS at \
+             its start) of each run, in the order they ran: {}. The tables and targets show \
+             the median run by CPU.",
             runs.len(),
             each.join(", ")
         )
     });
+    runs.sort_by(|a, b| a.cpu_share().total_cmp(&b.cpu_share()));
     let middle = runs.len().saturating_sub(1) / 2;
     (runs.swap_remove(middle), note)
 }
@@ -946,6 +984,7 @@ mod tests {
             id: "mix".into(),
             parts: Vec::new(),
             idle: 0,
+            settled_kib: 100 * 1024,
             wall: Duration::from_secs(10),
             cpu: cpu_seconds,
             rss_kib: 0,
@@ -967,7 +1006,10 @@ mod tests {
         assert_eq!(median.hwm_kib, 115 * 1024, "the median run's own peak");
         let note = note.expect("three runs are named");
         assert!(
-            note.contains("22.0 % / 110.0 MiB, 25.0 % / 115.0 MiB, 31.0 % / 120.0 MiB"),
+            note.contains(
+                "31.0 % / 120.0 MiB (from 100.0), 22.0 % / 110.0 MiB (from 100.0), \
+                 25.0 % / 115.0 MiB (from 100.0)"
+            ),
             "{note}"
         );
         let (only, note) = median_mix(vec![mix_run(1.0, 100)]);

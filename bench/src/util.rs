@@ -100,6 +100,14 @@ pub fn write_report(path: &Path, report: &str) -> anyhow::Result<()> {
     std::fs::write(path, report).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The item with the median `key`, the lower middle of an even count; `None` when empty.
+/// The runners report a cell's median run with that run's other figures.
+pub fn median_by<T>(mut items: Vec<T>, key: impl Fn(&T) -> f64) -> Option<T> {
+    items.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let middle = items.len().checked_sub(1)? / 2;
+    Some(items.swap_remove(middle))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

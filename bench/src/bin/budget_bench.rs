@@ -42,7 +42,8 @@ use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
 use bench::pop3_load::{self, Account, DrainConfig, PickupConfig, Verify};
 use bench::results::{Better, Results};
 use bench::util::{
-    cpu_seconds, ensure_open_files, filesystem_of, human, prepare_run, write_report, KIB, MIB,
+    cpu_seconds, ensure_open_files, filesystem_of, human, median_by, prepare_run, write_report,
+    KIB, MIB,
 };
 use clap::Parser;
 use upstream_test_util::Provider;
@@ -713,7 +714,7 @@ fn settle_rss(pid: u32) -> u64 {
 
 /// The run of the mix with the median CPU share (the lower middle of an even count), and a
 /// note of every run's CPU share and peak RSS when there was more than one.
-fn median_mix(mut runs: Vec<Cell>) -> (Cell, Option<String>) {
+fn median_mix(runs: Vec<Cell>) -> (Cell, Option<String>) {
     let note = (runs.len() > 1).then(|| {
         let each: Vec<String> = runs
             .iter()
@@ -734,9 +735,8 @@ fn median_mix(mut runs: Vec<Cell>) -> (Cell, Option<String>) {
             each.join(", ")
         )
     });
-    runs.sort_by(|a, b| a.cpu_share().total_cmp(&b.cpu_share()));
-    let middle = runs.len().saturating_sub(1) / 2;
-    (runs.swap_remove(middle), note)
+    let median = median_by(runs, Cell::cpu_share).expect("the mix runs at least once");
+    (median, note)
 }
 
 fn mib(kib: u64) -> f64 {

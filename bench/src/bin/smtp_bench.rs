@@ -28,7 +28,9 @@ use bench::gateway_proc::{self, proc_status_kib, GatewayProcess, HOST_NAME};
 use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
 use bench::postfix::{self, Postfix};
 use bench::results::{Better, Results};
-use bench::util::{cpu_seconds, filesystem_of, human, prepare_run, write_report, KIB, MIB};
+use bench::util::{
+    cpu_seconds, filesystem_of, human, median_by, prepare_run, write_report, KIB, MIB,
+};
 use clap::Parser;
 
 const FROM: &str = "loadgen@client.bench.test";
@@ -467,15 +469,15 @@ fn median_rows(rounds: Vec<Vec<Row>>) -> Vec<Row> {
     rows
 }
 
-/// The figure with the median rate (the lower middle of an even count).
+/// The figure with the median rate.
 fn median_figure(
     first: Option<Figure>,
     others: impl Iterator<Item = Option<Figure>>,
 ) -> Option<Figure> {
-    let mut figures: Vec<Figure> = first.into_iter().chain(others.flatten()).collect();
-    figures.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-    let middle = figures.len().checked_sub(1)? / 2;
-    Some(figures.swap_remove(middle))
+    median_by(
+        first.into_iter().chain(others.flatten()).collect(),
+        Figure::rate,
+    )
 }
 
 fn postfix_cells(

@@ -1,5 +1,5 @@
 //! Where work runs that must not hold an async worker: Argon2id unseals and the opening of
-//! the next message ahead of its RETR (blocking jobs), and the store's group-commit writer (a
+//! a message whose key must be agreed (an X25519; blocking jobs), and the store's group-commit writer (a
 //! loop of its own).
 //!
 //! The gateway is handed an [`Executor`] rather than calling `spawn_blocking` or
@@ -7,7 +7,7 @@
 //! thread for the writer. The simulation, and tests on paused time, use [`RuntimeTasks`]: the
 //! same jobs and the same writer loop as tasks of the current runtime, so they run in
 //! simulated time under the seed (an OS thread would run outside it). Either way the code
-//! paths are the production ones: group commit, prefetch and off-thread unseal included.
+//! paths are the production ones: group commit, off-thread key agreement and unseal included.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +23,7 @@ pub type Background = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// Runs blocking jobs and background loops; see the module documentation.
 pub trait Spawn: Send + Sync + 'static {
     /// Runs `job` where it cannot stall the async workers. Must be called inside a runtime.
-    /// `what` names the kind of work (`"unseal"`, `"prefetch"`, `"compact"`).
+    /// `what` names the kind of work (`"unseal"`, `"key-agreement"`, `"compact"`).
     fn blocking(&self, what: &'static str, job: Job);
 
     /// Runs `work` to its end; `Some` is a thread to join when the owner is dropped.

@@ -1,6 +1,6 @@
 //! The gateway's production paths as the simulation runs them, counted: the executor the
-//! simulated gateway is given runs its blocking jobs (Argon2id unseals, messages opened ahead
-//! of their RETR, compactions) and the store's group-commit writer as tasks of the simulated
+//! simulated gateway is given runs its blocking jobs (Argon2id unseals, messages whose opening
+//! needs a key agreement, compactions) and the store's group-commit writer as tasks of the simulated
 //! runtime, and this module counts what ran, so the CI seeds can show these paths are taken.
 
 use std::cell::Cell;
@@ -14,8 +14,9 @@ use gateway::store::CommitObserver;
 pub struct Paths {
     /// Argon2id unseals run off the session tasks.
     pub unseals: u64,
-    /// Messages opened ahead of their RETR.
-    pub prefetches: u64,
+    /// Messages opened off the session's task because they needed a key agreement (the
+    /// first of each epoch a session reads).
+    pub key_agreements: u64,
     /// Other blocking jobs (compactions).
     pub other_jobs: u64,
     /// Durable group commits.
@@ -28,7 +29,7 @@ pub struct Paths {
 
 thread_local! {
     // Each run is one thread's turmoil simulation, so per-thread counts are per run.
-    static PATHS: Cell<Paths> = const { Cell::new(Paths { unseals: 0, prefetches: 0, other_jobs: 0, commits: 0, shared_commits: 0, largest_batch: 0 }) };
+    static PATHS: Cell<Paths> = const { Cell::new(Paths { unseals: 0, key_agreements: 0, other_jobs: 0, commits: 0, shared_commits: 0, largest_batch: 0 }) };
 }
 
 fn update(change: impl FnOnce(&mut Paths)) {
@@ -55,7 +56,7 @@ impl Spawn for Counted {
     fn blocking(&self, what: &'static str, job: Job) {
         update(|p| match what {
             "unseal" => p.unseals += 1,
-            "prefetch" => p.prefetches += 1,
+            "key-agreement" => p.key_agreements += 1,
             _ => p.other_jobs += 1,
         });
         RuntimeTasks.blocking(what, job);

@@ -39,17 +39,17 @@ fn batch(first: u64, scenario_of: fn(u64) -> Scenario) {
         failed.join("\n")
     );
     // The simulation runs the production paths, not stand-ins: every batch of seeds commits
-    // through the group-commit writer, unseals off the session tasks, and opens messages
-    // ahead of their RETR. (A simulated sync takes no simulated time, so writes seldom
+    // through the group-commit writer, unseals off the session tasks, and opens the first
+    // message of an epoch off them too (its key agreement). (A simulated sync takes no simulated time, so writes seldom
     // queue behind one another here; the writer's batching is the store's unit tests'.)
     let seeds_with =
         |taken: fn(&sim::paths::Paths) -> bool| paths.iter().filter(|p| taken(p)).count();
     let committed = seeds_with(|p| p.commits > 0);
     let shared = seeds_with(|p| p.shared_commits > 0);
     let unseals = seeds_with(|p| p.unseals > 0);
-    let prefetches = seeds_with(|p| p.prefetches > 0);
+    let key_agreements = seeds_with(|p| p.key_agreements > 0);
     eprintln!(
-        "seeds {first}..{}: {committed} with group commits ({shared} shared, largest batch {}), {unseals} with unseals, {prefetches} with prefetches",
+        "seeds {first}..{}: {committed} with group commits ({shared} shared, largest batch {}), {unseals} with unseals, {key_agreements} with key agreements",
         first + BATCH,
         paths.iter().map(|p| p.largest_batch).max().unwrap_or(0)
     );
@@ -62,8 +62,8 @@ fn batch(first: u64, scenario_of: fn(u64) -> Scenario) {
         "no seed of the batch unsealed a key off its session's task"
     );
     assert!(
-        prefetches > 0,
-        "no seed of the batch opened a message ahead of its RETR"
+        key_agreements > 0,
+        "no seed of the batch opened a message with a key agreement off its session's task"
     );
 }
 

@@ -315,6 +315,11 @@ impl OpenedEpochs {
         Ok(secret)
     }
 
+    /// Whether the epoch `encapped` names is remembered (its secret needs no decapsulation).
+    pub(super) fn knows(&self, encapped: &[u8]) -> bool {
+        self.lock().iter().any(|(e, _)| e[..] == *encapped)
+    }
+
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.lock().len()

@@ -148,6 +148,13 @@ impl UnsealedKey {
     pub fn mailbox(&self) -> &MailboxId {
         &self.mailbox
     }
+
+    /// Whether opening the message `header` heads needs no key agreement: format 2, in an
+    /// epoch this key opened lately. Otherwise [`super::MessageOpener::new`] runs an X25519
+    /// (format 1: for every message; format 2: once per epoch).
+    pub fn opens_without_key_agreement(&self, header: &super::SealedHeader) -> bool {
+        header.format == super::MessageFormat::V2 && self.epochs.knows(&header.encapped_key)
+    }
 }
 
 fn key_seal_aad(mailbox: &MailboxId, public_key: &[u8]) -> Vec<u8> {

@@ -931,16 +931,21 @@ mod tests {
             assert!(epochs.is_empty());
         }
 
-        #[test]
-        fn a_reader_decapsulates_once_per_epoch() {
+        /// `count` messages of 100 bytes, sealed one millisecond apart in epochs of two.
+        fn small_messages_in_epochs_of_two(count: u8) -> Vec<Sealed> {
             let epochs = SealingEpochs::new(limits(2));
-            let messages: Vec<_> = (0..5)
+            (0..count)
                 .map(|i| {
                     let id = MessageId::generate();
                     let (h, c, _) = seal_v2(&epochs, &body_of(100, i), id, 7, T0 + u64::from(i));
                     (id, h, c)
                 })
-                .collect();
+                .collect()
+        }
+
+        #[test]
+        fn a_reader_decapsulates_once_per_epoch() {
+            let messages = small_messages_in_epochs_of_two(5);
             let key = key();
             let bodies = open_all(&key, &messages).unwrap();
             assert_eq!(bodies[4], body_of(100, 4));
@@ -948,6 +953,23 @@ mod tests {
             // Cached or not, the result is the same (and a second pass uses the cache).
             assert_eq!(open_all(&key, &messages).unwrap(), bodies);
             assert_eq!(key.epochs.len(), 3);
+        }
+
+        #[test]
+        fn only_a_format_2_message_of_an_epoch_opened_before_needs_no_key_agreement() {
+            let messages = small_messages_in_epochs_of_two(3);
+            let key = key();
+            let (first, second, next_epoch) = (&messages[0].1, &messages[1].1, &messages[2].1);
+            assert!(!key.opens_without_key_agreement(first));
+            open_all(&key, &messages[..1]).unwrap();
+            assert!(key.opens_without_key_agreement(first));
+            assert!(key.opens_without_key_agreement(second), "the same epoch");
+            assert!(!key.opens_without_key_agreement(next_epoch));
+            // Format 1 agrees on a key for every message, opened before or not.
+            let id = MessageId::generate();
+            let (v1, chunks, _) = seal(&body_of(100, 9), id, 64);
+            open_with(&key, id, &v1, &chunks).unwrap();
+            assert!(!key.opens_without_key_agreement(&v1));
         }
 
         /// Written by format 1 before format 2 existed (the sealer then was the one that

@@ -47,7 +47,7 @@
 //!             session.auth_result(Err(AuthFailure::from(refused)));
 //!         }
 //!         Next::Event(Action::StreamMessage { seq, .. }) => {
-//!             match pickup.open_message(&mut maildrop, seq).await {
+//!             match pickup.open_message(&maildrop, seq).await {
 //!                 Err(e) => session.message_end(Err(StreamFailure::from_service_error(&e))),
 //!                 Ok(mut reader) => {
 //!                     let mut end = Ok(());

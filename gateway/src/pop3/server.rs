@@ -394,7 +394,7 @@ where
     /// memory stays at about one chunk whatever the message size.
     /// `whole` is a RETR (counted as picked up once it all went out), not a TOP.
     async fn stream_message(&mut self, seq: u64, whole: bool) -> bool {
-        let Some(maildrop) = &mut self.maildrop else {
+        let Some(maildrop) = &self.maildrop else {
             self.session.message_end(Err(StreamFailure::Temporary));
             return true;
         };

@@ -220,6 +220,51 @@ impl MessageReader {
     }
 }
 
+/// A message's record, read but not opened yet ([`Gateway::stored_message`]).
+pub struct StoredForReading {
+    snapshot: Snapshot,
+    seq: u64,
+    record: MessageRecord,
+    stats: Arc<ServiceStats>,
+}
+
+impl StoredForReading {
+    /// Whether [`StoredForReading::open`] runs without a key agreement (an X25519): see
+    /// [`UnsealedKey::opens_without_key_agreement`].
+    pub fn opens_without_key_agreement(&self, key: &UnsealedKey) -> bool {
+        key.opens_without_key_agreement(&self.record.header)
+    }
+
+    /// Opens the envelope with `key`; the body follows through [`MessageReader::next_chunk`].
+    pub fn open(self, key: &UnsealedKey) -> Result<MessageReader, ServiceError> {
+        let Self {
+            snapshot,
+            seq,
+            record,
+            stats,
+        } = self;
+        let mailbox = key.mailbox();
+        let (envelope, opener) =
+            MessageOpener::new(key, record.id, &record.header, record.chunk_count).map_err(
+                |e| {
+                    let error = ServiceError::Damaged(record.id.to_hex(), e);
+                    note_damage(&stats, mailbox, seq, Some(record.id), error)
+                },
+            )?;
+        Ok(MessageReader {
+            snapshot,
+            mailbox: mailbox.clone(),
+            seq,
+            stats,
+            id: record.id,
+            opener,
+            next: 0,
+            envelope,
+            size: record.size,
+        })
+    }
+}
+
 impl Gateway {
     /// Starts a message for `recipients` (duplicates collapse to one copy). Every mailbox
     /// must exist and be active; the commit checks again.
@@ -426,29 +471,27 @@ impl Gateway {
 
     /// Opens one message for streaming decryption with the mailbox's unsealed key.
     pub fn open_message(&self, key: &UnsealedKey, seq: u64) -> Result<MessageReader, ServiceError> {
+        self.stored_message(key, seq)?.open(key)
+    }
+
+    /// Message `seq` of `key`'s mailbox as stored, to open with [`StoredForReading::open`]
+    /// (the snapshot it was read from is kept: the chunks come from the same one).
+    pub fn stored_message(
+        &self,
+        key: &UnsealedKey,
+        seq: u64,
+    ) -> Result<StoredForReading, ServiceError> {
         let mailbox = key.mailbox();
         let snapshot = self.store.read()?;
         let record = snapshot
             .message(mailbox, seq)
             .map_err(|e| note_damage(&self.stats, mailbox, seq, None, e.into()))?
             .ok_or_else(|| ServiceError::MessageNotFound(mailbox.clone(), seq))?;
-        let (envelope, opener) =
-            MessageOpener::new(key, record.id, &record.header, record.chunk_count).map_err(
-                |e| {
-                    let error = ServiceError::Damaged(record.id.to_hex(), e);
-                    note_damage(&self.stats, mailbox, seq, Some(record.id), error)
-                },
-            )?;
-        Ok(MessageReader {
+        Ok(StoredForReading {
             snapshot,
-            mailbox: mailbox.clone(),
             seq,
+            record,
             stats: self.stats.clone(),
-            id: record.id,
-            opener,
-            next: 0,
-            envelope,
-            size: record.size,
         })
     }
 

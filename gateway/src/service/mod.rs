@@ -32,7 +32,7 @@ pub use disk_usage::{
 };
 pub use error::ServiceError;
 pub use mailboxes::{MailboxInfo, NewMailbox};
-pub use messages::{MessageDraft, MessageReader, MessageSummary, StoredMessage};
+pub use messages::{MessageDraft, MessageReader, MessageSummary, StoredForReading, StoredMessage};
 pub use permissions::prepare_data_dir;
 pub use pickup::{
     Holder, LeasePolicy, LoginRefused, Maildrop, Pickup, PickupPolicy, CLIENT_POLICY,

@@ -1,6 +1,6 @@
 //! Where work runs that must not hold an async worker: Argon2id unseals and the opening of
-//! a message whose key must be agreed (an X25519; blocking jobs), and the store's group-commit writer (a
-//! loop of its own).
+//! a message whose key must be agreed (an X25519; blocking jobs), and the store's
+//! group-commit writer (a loop of its own).
 //!
 //! The gateway is handed an [`Executor`] rather than calling `spawn_blocking` or
 //! `std::thread::spawn` itself. Production uses [`Threads`]: tokio's blocking pool and one OS
@@ -96,9 +96,6 @@ impl std::fmt::Debug for Executor {
     }
 }
 
-/// A blocking job's result, not yet there; dropping it leaves the job to finish unheard.
-pub type Pending<T> = oneshot::Receiver<T>;
-
 /// The job's result was lost: it panicked, or the runtime is shutting down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the job ended without a result")]
@@ -119,12 +116,12 @@ impl Executor {
         Self::new(RuntimeTasks)
     }
 
-    /// Starts `job` (named `what`); its result arrives on the returned receiver.
-    pub fn start<T: Send + 'static>(
+    /// Runs `job` (named `what`) off the async workers and waits for its result.
+    pub async fn run<T: Send + 'static>(
         &self,
         what: &'static str,
         job: impl FnOnce() -> T + Send + 'static,
-    ) -> Pending<T> {
+    ) -> Result<T, Lost> {
         let (tx, rx) = oneshot::channel();
         self.0.blocking(
             what,
@@ -132,16 +129,7 @@ impl Executor {
                 let _ = tx.send(job());
             }),
         );
-        rx
-    }
-
-    /// Runs `job` (named `what`) off the async workers and waits for its result.
-    pub async fn run<T: Send + 'static>(
-        &self,
-        what: &'static str,
-        job: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, Lost> {
-        self.start(what, job).await.map_err(|_| Lost)
+        rx.await.map_err(|_| Lost)
     }
 
     /// Starts a long-running loop; see [`Spawn::background`].

@@ -1,7 +1,8 @@
 //! The gateway's production paths as the simulation runs them, counted: the executor the
-//! simulated gateway is given runs its blocking jobs (Argon2id unseals, messages whose opening
-//! needs a key agreement, compactions) and the store's group-commit writer as tasks of the simulated
-//! runtime, and this module counts what ran, so the CI seeds can show these paths are taken.
+//! simulated gateway is given runs its blocking jobs (Argon2id unseals, messages whose
+//! opening needs a key agreement, compactions) and the store's group-commit writer as tasks
+//! of the simulated runtime, and this module counts what ran, so the CI seeds can show these
+//! paths are taken.
 
 use std::cell::Cell;
 use std::time::Duration;

@@ -40,8 +40,9 @@ fn batch(first: u64, scenario_of: fn(u64) -> Scenario) {
     );
     // The simulation runs the production paths, not stand-ins: every batch of seeds commits
     // through the group-commit writer, unseals off the session tasks, and opens the first
-    // message of an epoch off them too (its key agreement). (A simulated sync takes no simulated time, so writes seldom
-    // queue behind one another here; the writer's batching is the store's unit tests'.)
+    // message of an epoch off them too (its key agreement). (A simulated sync takes no
+    // simulated time, so writes seldom queue behind one another here; the writer's batching
+    // is the store's unit tests'.)
     let seeds_with =
         |taken: fn(&sim::paths::Paths) -> bool| paths.iter().filter(|p| taken(p)).count();
     let committed = seeds_with(|p| p.commits > 0);

@@ -246,8 +246,8 @@ async fn messages_open_in_any_order_the_first_of_an_epoch_off_the_task() {
             .opens_without_key_agreement(&maildrop.key)
     };
     assert!(seqs.iter().all(|seq| needs_key_agreement(*seq)));
-    // The first needs a key agreement (run as a blocking job), the others are of its epoch
-    // (opened on the task); then the first again, out of order.
+    // The first one opened needs a key agreement (run as a blocking job), the others are of
+    // its epoch (opened on the task); then that first one again, out of order.
     for (n, seq) in [(2, seqs[2]), (0, seqs[0]), (1, seqs[1]), (2, seqs[2])] {
         let mut reader = f.pickup.open_message(&maildrop, seq).await.unwrap();
         let mut text = Vec::new();

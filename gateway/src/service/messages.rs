@@ -562,7 +562,9 @@ impl Gateway {
                 let Some(mut record) = t.mailbox(&target)? else {
                     return Ok(Err(ServiceError::MailboxNotFound(target.clone())));
                 };
-                for &seq in &seqs {
+                // Newest first: removing a message reads each of its chunk pages, and the
+                // ones a POP3 session retrieved last are the likeliest still in the cache.
+                for &seq in seqs.iter().rev() {
                     if let Some(message) = t.remove_message(&target, seq)? {
                         record.message_count = record.message_count.saturating_sub(1);
                         record.message_bytes = record.message_bytes.saturating_sub(message.size);

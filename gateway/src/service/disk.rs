@@ -116,7 +116,7 @@ impl Gateway {
 
     /// Whether space is short enough that freed store pages should go back to the file
     /// system: the reserve is missing or less than twice the minimum is free.
-    fn space_is_short(&self) -> bool {
+    pub(super) fn space_is_short(&self) -> bool {
         self.space_status().is_some_and(|status| {
             status.reserve_missing > 0
                 || status.room() < self.options.min_free_disk.saturating_mul(2)
@@ -142,6 +142,11 @@ impl Gateway {
     pub(super) async fn give_back_space(&self) {
         if !self.space_is_short() {
             return;
+        }
+        // Chunks of messages retired while there was room go first, so their pages are free
+        // for the compaction to give back.
+        if let Err(e) = self.store.purge_retired().await {
+            tracing::warn!(error = %e, "removing the chunks of deleted messages failed");
         }
         match self.store.compact().await {
             Ok(true) => {

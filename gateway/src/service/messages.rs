@@ -549,6 +549,15 @@ impl Gateway {
     ) -> Result<Durable, ServiceError> {
         let target = mailbox.clone();
         let seqs = seqs.to_vec();
+        // With room on the disk, the chunks wait in the store's purge queue and the writer
+        // removes them when idle: removing one reads its page, which a POP3 QUIT then need not
+        // wait for. Short of space they go now, so the compaction that follows gives their
+        // space back.
+        let purge = if self.space_is_short() {
+            None
+        } else {
+            self.store.purge_signal()
+        };
         let committed = self
             .store
             .write(move |t| {
@@ -565,7 +574,14 @@ impl Gateway {
                 // Newest first: removing a message reads each of its chunk pages, and the
                 // ones a POP3 session retrieved last are the likeliest still in the cache.
                 for &seq in seqs.iter().rev() {
-                    if let Some(message) = t.remove_message(&target, seq)? {
+                    let removed = match &purge {
+                        Some(purge) => {
+                            purge.raise();
+                            t.retire_message(&target, seq)?
+                        }
+                        None => t.remove_message(&target, seq)?,
+                    };
+                    if let Some(message) = removed {
                         record.message_count = record.message_count.saturating_sub(1);
                         record.message_bytes = record.message_bytes.saturating_sub(message.size);
                     }
@@ -932,6 +948,59 @@ mod tests {
         // The first 48 bits are the service clock's milliseconds.
         let first = MessageId::from_hex(&began[0]).unwrap();
         assert_eq!(first.0[..6], 1_700_000_000_001u64.to_be_bytes()[2..]);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_message_is_gone_at_once_and_its_chunks_once_the_writer_is_idle() {
+        let (_dir, gw) = gateway();
+        let id = gw.create_mailbox("m", "").await.unwrap().info.id;
+        for body in [vec![b'a'; 2 * CHUNK_SIZE + 1], b"small".to_vec()] {
+            let mut draft = gw
+                .begin_message(std::slice::from_ref(&id), &envelope())
+                .unwrap();
+            draft.write(&body).unwrap();
+            let _ = gw.commit(draft).await.unwrap();
+        }
+        let list = gw.list_messages(&id).unwrap();
+        let big = gw
+            .store()
+            .read()
+            .unwrap()
+            .message(&id, list[0].seq)
+            .unwrap()
+            .unwrap();
+        assert_eq!(big.chunk_count, 3);
+        let _durable = gw.remove_messages(&id, &[list[0].seq]).await.unwrap();
+        assert_eq!(
+            gw.list_messages(&id).unwrap().len(),
+            1,
+            "gone when the commit is"
+        );
+        assert_eq!(gw.mailbox(&id).unwrap().message_count, 1);
+
+        // Each write gives the writer a turn; it purges in one where nothing else waits.
+        let mut left = 3;
+        for _ in 0..100 {
+            let reads = gw.store().read().unwrap();
+            left = (0..3).filter(|&i| reads.chunk(big.id, i).is_ok()).count();
+            if left == 0 {
+                break;
+            }
+            gw.store().write(|_| Ok(())).await.unwrap();
+        }
+        assert_eq!(left, 0, "the deleted message's chunks are removed");
+        let small = gw.list_messages(&id).unwrap()[0].seq;
+        let reader = gw
+            .store()
+            .read()
+            .unwrap()
+            .message(&id, small)
+            .unwrap()
+            .unwrap();
+        assert!(
+            gw.store().read().unwrap().chunk(reader.id, 0).is_ok(),
+            "the other stays"
+        );
     }
 
     #[tokio::test]

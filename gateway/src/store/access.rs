@@ -84,6 +84,22 @@ pub trait Writes: Reads {
         seq: u64,
     ) -> Result<Option<MessageRecord>, StoreError>;
 
+    /// Removes a message like [`Writes::remove_message`], but where the backend has a purge
+    /// queue (redb) leaves its chunks there for [`Writes::purge_chunks`]: no reader can reach
+    /// them once the record is gone, and removing them costs a read of every chunk's page.
+    fn retire_message(
+        &self,
+        mailbox: &MailboxId,
+        seq: u64,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        self.remove_message(mailbox, seq)
+    }
+
+    /// Removes at most `budget` chunks of retired messages; whether any are left.
+    fn purge_chunks(&self, _budget: u32) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     fn put_retrieved(
         &self,
         mailbox: &MailboxId,

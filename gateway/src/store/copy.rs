@@ -70,7 +70,7 @@ mod tests {
     use super::super::StoreOptions;
     use super::*;
     use crate::mailbox::MailboxId;
-    use crate::store::schema::{ADMIN, CHUNKS, META, RETRIEVED};
+    use crate::store::schema::{ADMIN, CHUNKS, META, PURGE, RETRIEVED};
     use crate::store::transfer::BATCH_ROWS;
     use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
@@ -166,5 +166,48 @@ mod tests {
         assert_eq!(crate::fs::mode(&dest), 0o600);
         let again = store.copy_to(&dest, &mut |_, _| {});
         assert!(matches!(again, Err(StoreError::Io(_))), "{again:?}");
+    }
+
+    #[test]
+    fn a_copy_leaves_out_the_chunks_waiting_in_the_purge_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.redb");
+        drop(open(&path));
+        // The file without a writer, so no purge runs while the queue is looked at.
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut chunks = txn.open_table(CHUNKS).unwrap();
+            for (id, count) in [(1u128, 3u32), (2, 2), (3, 4)] {
+                for index in 0..count {
+                    chunks.insert((id, index), &[id as u8; 8][..]).unwrap();
+                }
+            }
+            // Message 1 retired whole, 3 half purged (its chunks 0 and 1 are left).
+            let mut queue = txn.open_table(PURGE).unwrap();
+            queue.insert(1, 3).unwrap();
+            chunks.remove((3, 3)).unwrap();
+            chunks.remove((3, 2)).unwrap();
+            queue.insert(3, 2).unwrap();
+        }
+        txn.commit().unwrap();
+        let mut source = RedbSource::new(db.begin_read().unwrap());
+        assert_eq!(
+            source.count(Table::Chunks).unwrap(),
+            2,
+            "only message 2's chunks"
+        );
+        let dest = dir.path().join("copy.redb");
+        copy_source(&mut source, &dest, &mut |_, _| {}).unwrap();
+        let copy = Database::open(&dest).unwrap();
+        let copy = copy.begin_read().unwrap();
+        let keys: Vec<(u128, u32)> = copy
+            .open_table(CHUNKS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value())
+            .collect();
+        assert_eq!(keys, [(2, 0), (2, 1)]);
     }
 }

@@ -43,7 +43,7 @@ pub use space::{DataDirVolume, Space, SpaceStatus, Volume};
 
 use crate::exec::Executor;
 use schema::{
-    ADMIN, ADMIN_ACCOUNT, API_KEYS, CHUNKS, MAILBOXES, MESSAGES, META, META_SCHEMA_VERSION,
+    ADMIN, ADMIN_ACCOUNT, API_KEYS, CHUNKS, MAILBOXES, MESSAGES, META, META_SCHEMA_VERSION, PURGE,
     RETRIEVED, SCHEMA_VERSION,
 };
 
@@ -52,6 +52,17 @@ use schema::{
 /// the writer thread, so it must be quick.
 pub trait CommitObserver: Send + Sync {
     fn committed(&self, requests: usize, took: std::time::Duration);
+}
+
+/// Raised by a write that retired messages (see [`Store::purge_signal`]). Raising it inside
+/// the write, before its commit, means the writer sees it as soon as that commit is done.
+#[derive(Clone, Debug)]
+pub struct PurgeSignal(Arc<std::sync::atomic::AtomicBool>);
+
+impl PurgeSignal {
+    pub fn raise(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// A committed write: its result and the proof that it is on stable storage.
@@ -121,6 +132,8 @@ struct Inner {
     executor: Executor,
     /// Leases and shared throttle counts: with other nodes on a shared database, or alone.
     coordination: Arc<dyn Coordination>,
+    /// Set when retired messages' chunks wait; the writer removes them when idle.
+    purge: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where reads come from, and what only one kind of backend can do.
@@ -272,7 +285,11 @@ impl Store {
         options: &StoreOptions,
     ) -> Result<Self, StoreError> {
         let observer = writer::ObserverCell::default();
-        let (writer, writer_thread) = writer::spawn(engine, observer.clone(), &options.executor)?;
+        // Set at start for chunks a previous run left queued.
+        let queue = matches!(backend, Backend::Redb(_));
+        let purge = Arc::new(std::sync::atomic::AtomicBool::new(queue));
+        let (writer, writer_thread) =
+            writer::spawn(engine, observer.clone(), purge.clone(), &options.executor)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 backend,
@@ -283,6 +300,7 @@ impl Store {
                 space: options.space.clone(),
                 executor: options.executor.clone(),
                 coordination,
+                purge,
             }),
         })
     }
@@ -334,7 +352,8 @@ impl Store {
                     }
                     // → 4, and every new store: the administrator account, with the initial
                     // password that is good only to set a new one. (→ 5 changes nothing
-                    // stored: format 1 messages stay as they are and readable.)
+                    // stored: format 1 messages stay as they are and readable. → 6: the purge
+                    // queue, created empty with the other tables.)
                     let mut admin = txn.open_table(ADMIN)?;
                     if admin.get(ADMIN_ACCOUNT)?.is_none() {
                         admin.insert(ADMIN_ACCOUNT, AdminRecord::initial().encode().as_slice())?;
@@ -412,6 +431,28 @@ impl Store {
             Some(Ok(false)) | None => None,
             Some(done) => Some(done),
         }
+    }
+
+    /// What a write that retires messages ([`Writes::retire_message`]) raises, so the writer
+    /// removes their chunks once no request waits; `None` where the backend has no purge
+    /// queue (a shared database removes chunks with their message).
+    pub fn purge_signal(&self) -> Option<PurgeSignal> {
+        match self.inner.backend {
+            Backend::Redb(_) => Some(PurgeSignal(self.inner.purge.clone())),
+            Backend::Shared(_) => None,
+        }
+    }
+
+    /// Removes every chunk retired messages left, one commit of at most
+    /// `PURGE_BUDGET` chunks after another, as the idle writer would (before a
+    /// compaction, so it gives their space back too).
+    pub async fn purge_retired(&self) -> Result<(), StoreError> {
+        while self
+            .write(|t| t.purge_chunks(writer::PURGE_BUDGET))
+            .await?
+            .value
+        {}
+        Ok(())
     }
 
     /// Runs `work` inside the next group commit and waits until that commit is durable.
@@ -517,6 +558,7 @@ fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MAILBOXES)?;
     txn.open_table(MESSAGES)?;
     txn.open_table(CHUNKS)?;
+    txn.open_table(PURGE)?;
     txn.open_table(RETRIEVED)?;
     txn.open_table(ADMIN)?;
     txn.open_table(API_KEYS)?;
@@ -566,6 +608,7 @@ impl std::ops::Deref for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::{MessageFormat, MessageId, SealedHeader};
     use crate::mailbox::MailboxId;
 
     fn open_temp() -> (tempfile::TempDir, Store) {
@@ -807,5 +850,118 @@ mod tests {
             seqs.len()
         });
         assert_eq!(count, 200, "every write landed with a distinct sequence");
+    }
+
+    fn message(n: u8, chunk_count: u32) -> MessageRecord {
+        MessageRecord {
+            id: MessageId([n; 16]),
+            received_at: 1_700_000_000_000,
+            size: 100,
+            chunk_count,
+            header: SealedHeader {
+                format: MessageFormat::V2,
+                encapped_key: vec![n; 32],
+                sealed_envelope: vec![n; 40],
+            },
+        }
+    }
+
+    /// Stores message `n` with its chunks in `mailbox` under sequence `n`.
+    fn put(t: &dyn Writes, mailbox: &MailboxId, n: u8, chunks: u32) -> Result<(), StoreError> {
+        let record = message(n, chunks);
+        t.put_message(mailbox, u64::from(n), &record)?;
+        for index in 0..chunks {
+            t.put_chunk(record.id, index, &[n; 8])?;
+        }
+        Ok(())
+    }
+
+    /// (message id byte, chunk index) of every chunk, and the purge queue, as a write sees them.
+    #[allow(clippy::type_complexity)]
+    fn chunks_and_queue(t: &dyn Writes) -> Result<(Vec<(u8, u32)>, Vec<(u8, u32)>), StoreError> {
+        let raw = t.redb_for_tests().unwrap();
+        let mut chunks = Vec::new();
+        for entry in raw.open_table(CHUNKS)?.iter()? {
+            let (id, index) = entry?.0.value();
+            chunks.push(((id & 0xff) as u8, index));
+        }
+        let mut queue = Vec::new();
+        for entry in raw.open_table(PURGE)?.iter()? {
+            let (id, count) = entry?;
+            queue.push(((id.value() & 0xff) as u8, count.value()));
+        }
+        Ok((chunks, queue))
+    }
+
+    #[test]
+    fn a_retired_message_is_gone_at_once_and_its_chunks_go_in_purges_of_a_budget_each() {
+        let (_dir, store) = open_temp();
+        let mailbox = MailboxId::generate();
+        // One transaction, so the idle writer's own purges cannot interleave.
+        store
+            .write_blocking(move |t| {
+                put(t, &mailbox, 1, 5)?;
+                put(t, &mailbox, 2, 3)?;
+                put(t, &mailbox, 3, 2)?;
+                assert_eq!(
+                    t.retire_message(&mailbox, 1)?.map(|r| r.chunk_count),
+                    Some(5)
+                );
+                assert_eq!(
+                    t.retire_message(&mailbox, 2)?.map(|r| r.chunk_count),
+                    Some(3)
+                );
+                assert_eq!(t.retire_message(&mailbox, 9)?, None, "no such message");
+                assert_eq!(t.message(&mailbox, 1)?, None, "no reader finds it any more");
+                assert_eq!(t.messages(&mailbox)?.len(), 1);
+                let (chunks, queue) = chunks_and_queue(t)?;
+                assert_eq!(chunks.len(), 10, "the chunks wait");
+                assert_eq!(queue, [(1, 5), (2, 3)]);
+
+                assert!(t.purge_chunks(4)?, "more to do");
+                let (chunks, queue) = chunks_and_queue(t)?;
+                assert_eq!(queue, [(1, 1), (2, 3)], "the last four chunks of 1 went");
+                assert!(chunks.contains(&(1, 0)) && !chunks.contains(&(1, 1)));
+
+                assert!(!t.purge_chunks(4)?, "nothing left");
+                let (chunks, queue) = chunks_and_queue(t)?;
+                assert_eq!(
+                    chunks,
+                    [(3, 0), (3, 1)],
+                    "only the live message's chunks are left"
+                );
+                assert_eq!(queue, []);
+                assert!(!t.purge_chunks(4)?);
+
+                assert!(t.remove_message(&mailbox, 3)?.is_some());
+                assert_eq!(
+                    chunks_and_queue(t)?,
+                    (vec![], vec![]),
+                    "removing is at once"
+                );
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn chunks_a_previous_run_left_queued_are_purged_once_the_store_reopens() {
+        let (dir, store) = open_temp();
+        let mailbox = MailboxId::generate();
+        // Retired without raising the purge signal: as a crash right after the commit leaves it.
+        store
+            .write_blocking(move |t| {
+                put(t, &mailbox, 1, 3)?;
+                t.retire_message(&mailbox, 1).map(|_| ())
+            })
+            .unwrap();
+        drop(store);
+        let store =
+            Store::open(&dir.path().join("gateway.redb"), &StoreOptions::default()).unwrap();
+        // Each write gives the writer a turn; it purges in the first one nothing waits in.
+        let purged = (0..100).any(|_| {
+            store.write_blocking(|t| chunks_and_queue(t)).unwrap().value == (vec![], vec![])
+        });
+        assert!(purged, "the writer purges what the last run left");
     }
 }

@@ -9,7 +9,7 @@ use redb::{
 use super::access::{Reads, Writes};
 use super::coordination::Lease;
 use super::schema::{
-    self, ADMIN, ADMIN_ACCOUNT, API_KEYS, CHUNKS, MAILBOXES, MESSAGES, META, RETRIEVED,
+    self, ADMIN, ADMIN_ACCOUNT, API_KEYS, CHUNKS, MAILBOXES, MESSAGES, META, PURGE, RETRIEVED,
 };
 use super::{AdminRecord, ApiKeyRecord, MailboxRecord, MessageRecord, StoreError};
 use crate::crypto::MessageId;
@@ -54,6 +54,18 @@ fn decode_all<T>(
         out.push(decode(value.value())?);
     }
     Ok(out)
+}
+
+/// Removes a message's record; the record if it existed.
+fn remove_record(
+    txn: &WriteTransaction,
+    mailbox: &MailboxId,
+    seq: u64,
+) -> Result<Option<MessageRecord>, StoreError> {
+    txn.open_table(MESSAGES)?
+        .remove((mailbox.as_str(), seq))?
+        .map(|v| MessageRecord::decode(v.value()))
+        .transpose()
 }
 
 fn missing_admin() -> StoreError {
@@ -197,12 +209,7 @@ impl Writes for WriteTransaction {
         mailbox: &MailboxId,
         seq: u64,
     ) -> Result<Option<MessageRecord>, StoreError> {
-        let mut messages = self.open_table(MESSAGES)?;
-        let Some(record) = messages
-            .remove((mailbox.as_str(), seq))?
-            .map(|v| MessageRecord::decode(v.value()))
-            .transpose()?
-        else {
+        let Some(record) = remove_record(self, mailbox, seq)? else {
             return Ok(None);
         };
         let mut chunks = self.open_table(CHUNKS)?;
@@ -210,6 +217,44 @@ impl Writes for WriteTransaction {
             chunks.remove(schema::chunk_key(record.id, index))?;
         }
         Ok(Some(record))
+    }
+
+    fn retire_message(
+        &self,
+        mailbox: &MailboxId,
+        seq: u64,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let Some(record) = remove_record(self, mailbox, seq)? else {
+            return Ok(None);
+        };
+        if record.chunk_count > 0 {
+            let (id, _) = schema::chunk_key(record.id, 0);
+            self.open_table(PURGE)?.insert(id, record.chunk_count)?;
+        }
+        Ok(Some(record))
+    }
+
+    fn purge_chunks(&self, budget: u32) -> Result<bool, StoreError> {
+        let mut queue = self.open_table(PURGE)?;
+        let mut chunks = self.open_table(CHUNKS)?;
+        let mut left = budget;
+        while left > 0 {
+            let Some((id, count)) = queue.first()?.map(|(k, v)| (k.value(), v.value())) else {
+                return Ok(false);
+            };
+            // From the last chunk down, so the entry always names the chunks still there.
+            let rest = count.saturating_sub(left);
+            for index in rest..count {
+                chunks.remove((id, index))?;
+            }
+            if rest == 0 {
+                queue.remove(id)?;
+            } else {
+                queue.insert(id, rest)?;
+            }
+            left -= count - rest;
+        }
+        Ok(!queue.is_empty()?)
     }
 
     fn put_retrieved(

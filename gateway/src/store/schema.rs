@@ -12,8 +12,10 @@ use crate::mailbox::MailboxId;
 /// are HMACs under a secret outside the store (the unkeyed ones of 2 are dropped). 4: adds
 /// [`ADMIN`] (starting with the initial password) and [`API_KEYS`]. 5: [`MessageRecord`]s
 /// of format 2 ([`MessageFormat::V2`]); nothing to migrate, but a build that knows only 4
-/// refuses the store instead of calling new messages corrupt.
-pub const SCHEMA_VERSION: u64 = 5;
+/// refuses the store instead of calling new messages corrupt. 6: adds [`PURGE`]; a build
+/// that knows only 5 would leave the chunks queued there on the disk for ever, so it refuses
+/// the store.
+pub const SCHEMA_VERSION: u64 = 6;
 
 /// Store-wide counters and the schema version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -29,6 +31,12 @@ pub const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("
 
 /// (message id, chunk index) → sealed chunk.
 pub const CHUNKS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("chunks");
+
+/// Message id → how many of its chunks are still to be removed: those with the indices
+/// below it. A message deleted while the disk has room leaves its record at once and its
+/// chunks here; the writer removes them when nothing else waits, so a POP3 QUIT does not
+/// wait for the pages of every chunk it deletes to be read and freed.
+pub const PURGE: TableDefinition<u128, u32> = TableDefinition::new("purge");
 
 /// (mailbox id, retrieval key) → unix milliseconds of the first copy. The POP3 proxy keeps
 /// one copy per upstream message; the key is an HMAC-SHA256, under a secret kept outside this

@@ -20,7 +20,7 @@ use redb::{
 use sha2::{Digest, Sha256};
 
 use super::schema::{
-    ADMIN, API_KEYS, CHUNKS, MAILBOXES, MESSAGES, META, META_NEXT_SEQ, META_SCHEMA_VERSION,
+    ADMIN, API_KEYS, CHUNKS, MAILBOXES, MESSAGES, META, META_NEXT_SEQ, META_SCHEMA_VERSION, PURGE,
     RETRIEVED, SCHEMA_VERSION,
 };
 use super::StoreError;
@@ -354,17 +354,34 @@ impl RedbSource {
         }
     }
 
+    /// Retired messages whose chunks still wait in the purge queue: id → how many. (A copy
+    /// this module wrote has no queue until the gateway first opens it.)
+    fn retired(&self) -> Result<std::collections::HashMap<u128, u32>, StoreError> {
+        let mut retired = std::collections::HashMap::new();
+        let queue = match self.txn.open_table(PURGE) {
+            Ok(queue) => queue,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(retired),
+            Err(e) => return Err(e.into()),
+        };
+        for entry in queue.iter()? {
+            let (id, count) = entry?;
+            retired.insert(id.value(), count.value());
+        }
+        Ok(retired)
+    }
+
+    /// Every row of a table, as `row` turns it into one (`None`: left out).
     fn each<K: redb::Key + 'static, V: redb::Value + 'static>(
         &self,
         definition: TableDefinition<K, V>,
-        row: impl Fn(K::SelfType<'_>, V::SelfType<'_>) -> Row,
+        row: impl Fn(K::SelfType<'_>, V::SelfType<'_>) -> Option<Row>,
         batch: &mut dyn FnMut(Vec<Row>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let table = self.txn.open_table(definition)?;
         let mut rows = Vec::with_capacity(BATCH_ROWS);
         for entry in table.iter()? {
             let (key, value) = entry?;
-            rows.push(row(key.value(), value.value()));
+            rows.extend(row(key.value(), value.value()));
             if rows.len() == BATCH_ROWS {
                 batch(std::mem::replace(&mut rows, Vec::with_capacity(BATCH_ROWS)))?;
             }
@@ -382,7 +399,10 @@ impl Source for RedbSource {
         Ok(match table {
             Table::Mailboxes => txn.open_table(MAILBOXES)?.len()?,
             Table::Messages => txn.open_table(MESSAGES)?.len()?,
-            Table::Chunks => txn.open_table(CHUNKS)?.len()?,
+            Table::Chunks => {
+                let retired: u64 = self.retired()?.values().map(|&n| u64::from(n)).sum();
+                self.txn.open_table(CHUNKS)?.len()?.saturating_sub(retired)
+            }
             Table::Retrieved => txn.open_table(RETRIEVED)?.len()?,
             Table::Admin => txn.open_table(ADMIN)?.len()?,
             Table::ApiKeys => txn.open_table(API_KEYS)?.len()?,
@@ -397,52 +417,68 @@ impl Source for RedbSource {
         match table {
             Table::Mailboxes => self.each(
                 MAILBOXES,
-                |id, record| Row::Mailbox {
-                    id: id.to_owned(),
-                    record: record.to_vec(),
+                |id, record| {
+                    Some(Row::Mailbox {
+                        id: id.to_owned(),
+                        record: record.to_vec(),
+                    })
                 },
                 batch,
             ),
             Table::Messages => self.each(
                 MESSAGES,
-                |(mailbox, seq), record| Row::Message {
-                    mailbox: mailbox.to_owned(),
-                    seq,
-                    record: record.to_vec(),
+                |(mailbox, seq), record| {
+                    Some(Row::Message {
+                        mailbox: mailbox.to_owned(),
+                        seq,
+                        record: record.to_vec(),
+                    })
                 },
                 batch,
             ),
-            Table::Chunks => self.each(
-                CHUNKS,
-                |(message, index), sealed| Row::Chunk {
-                    message: message.to_be_bytes(),
-                    index,
-                    sealed: sealed.to_vec(),
-                },
-                batch,
-            ),
+            Table::Chunks => {
+                // Chunks of retired messages are garbage waiting for the writer: left out.
+                let retired = self.retired()?;
+                self.each(
+                    CHUNKS,
+                    |(message, index), sealed| {
+                        (!retired.contains_key(&message)).then(|| Row::Chunk {
+                            message: message.to_be_bytes(),
+                            index,
+                            sealed: sealed.to_vec(),
+                        })
+                    },
+                    batch,
+                )
+            }
             Table::Retrieved => self.each(
                 RETRIEVED,
-                |(mailbox, key), at_millis| Row::Retrieved {
-                    mailbox: mailbox.to_owned(),
-                    key: key.to_vec(),
-                    at_millis,
+                |(mailbox, key), at_millis| {
+                    Some(Row::Retrieved {
+                        mailbox: mailbox.to_owned(),
+                        key: key.to_vec(),
+                        at_millis,
+                    })
                 },
                 batch,
             ),
             Table::Admin => self.each(
                 ADMIN,
-                |account, record| Row::Admin {
-                    account: account.to_owned(),
-                    record: record.to_vec(),
+                |account, record| {
+                    Some(Row::Admin {
+                        account: account.to_owned(),
+                        record: record.to_vec(),
+                    })
                 },
                 batch,
             ),
             Table::ApiKeys => self.each(
                 API_KEYS,
-                |id, record| Row::ApiKey {
-                    id: id.to_owned(),
-                    record: record.to_vec(),
+                |id, record| {
+                    Some(Row::ApiKey {
+                        id: id.to_owned(),
+                        record: record.to_vec(),
+                    })
                 },
                 batch,
             ),

@@ -11,8 +11,13 @@
 //! request alone is told, and the others run again in a fresh one. Only a failure of the
 //! storage itself fails the whole batch and reopens the database. The loop survives panics:
 //! each request runs under `catch_unwind`, and so does each batch as a whole.
+//!
+//! When no request waits, the loop removes the chunks of retired messages (see
+//! [`Writes::retire_message`]), one small commit at a time, so a deletion's commit (a POP3
+//! QUIT) does not wait for every chunk page it frees to be read.
 
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +51,10 @@ const CONFLICT_RETRIES: u32 = 3;
 /// Most requests in one transaction, so one huge batch cannot delay its first request's reply
 /// without bound.
 const MAX_BATCH: usize = 256;
+
+/// Chunks of retired messages one purge commit removes (64 pages of 64 KiB: a 4 MiB
+/// message), so a request that arrives during a purge waits for little more than that.
+pub const PURGE_BUDGET: u32 = 64;
 
 /// While the database is closed after a storage error, the writer tries to reopen it this
 /// often (doubling up to the maximum), so reads recover even when no write comes.
@@ -105,17 +114,20 @@ pub type ObserverCell = Arc<std::sync::OnceLock<Arc<dyn CommitObserver>>>;
 
 /// Starts the writer loop on `executor` (production: its own thread; the simulation: a task
 /// of its runtime). The loop ends when every sender is gone; join the handle, if any, to know
-/// the database is closed.
+/// the database is closed. While `purge` is set, the loop removes chunks of retired messages
+/// whenever no request waits ([`Writes::purge_chunks`]); it starts set, for chunks a
+/// previous run left.
 pub fn spawn<E: WriteEngine>(
     engine: E,
     observer: ObserverCell,
+    purge: Arc<AtomicBool>,
     executor: &Executor,
 ) -> std::io::Result<(
     mpsc::UnboundedSender<Request>,
     Option<std::thread::JoinHandle<()>>,
 )> {
     let (tx, rx) = mpsc::unbounded_channel::<Request>();
-    let thread = executor.background("store-writer", run(engine, observer, rx))?;
+    let thread = executor.background("store-writer", run(engine, observer, purge, rx))?;
     Ok((tx, thread))
 }
 
@@ -125,10 +137,24 @@ pub fn spawn<E: WriteEngine>(
 async fn run<E: WriteEngine>(
     mut engine: E,
     observer: ObserverCell,
+    purge: Arc<AtomicBool>,
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
     let mut pause = REOPEN_FIRST_PAUSE;
     loop {
+        // One purge commit per turn, and only with no request waiting: requests never wait
+        // for more than one. A purge that fails stops until the next retirement asks again;
+        // at shutdown what is left waits for the next start.
+        if rx.is_empty()
+            && !rx.is_closed()
+            && engine.is_open()
+            && purge.swap(false, Ordering::AcqRel)
+        {
+            if purge_step(&mut engine) {
+                purge.store(true, Ordering::Release);
+            }
+            continue;
+        }
         // Wakes now and then even when idle: something other than a commit (a compaction on
         // a full disk) may have closed the database, and reads wait for the reopen.
         let open = engine.is_open();
@@ -169,6 +195,31 @@ async fn run<E: WriteEngine>(
             engine.release();
             engine.close();
         }
+    }
+}
+
+/// One commit removing at most [`PURGE_BUDGET`] chunks of retired messages, with the
+/// failure handling of any batch; whether chunks are left to remove.
+fn purge_step<E: WriteEngine>(engine: &mut E) -> bool {
+    let (reply, mut outcome) = oneshot::channel();
+    let work: WriteFn = Box::new(|t| Ok(Box::new(t.purge_chunks(PURGE_BUDGET)?) as Outcome));
+    let step = panic::catch_unwind(AssertUnwindSafe(|| {
+        // Not the commit observer's: its metrics count the requests a commit answers.
+        commit_batch(engine, vec![Request { work, reply }], None);
+    }));
+    if step.is_err() {
+        engine.release();
+        engine.close();
+        return false;
+    }
+    // `commit_batch` answers every request before it returns.
+    match outcome.try_recv() {
+        Ok(Ok((more, _))) => more.downcast::<bool>().is_ok_and(|more| *more),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "removing the chunks of deleted messages failed; tried again after the next deletion");
+            false
+        }
+        Err(_) => false,
     }
 }
 

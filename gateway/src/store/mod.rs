@@ -920,8 +920,13 @@ mod tests {
 
                 assert!(t.purge_chunks(4)?, "more to do");
                 let (chunks, queue) = chunks_and_queue(t)?;
-                assert_eq!(queue, [(1, 1), (2, 3)], "the last four chunks of 1 went");
-                assert!(chunks.contains(&(1, 0)) && !chunks.contains(&(1, 1)));
+                assert_eq!(
+                    queue,
+                    [(1, 4)],
+                    "2 (the newer) went, then the last chunk of 1"
+                );
+                assert!(chunks.contains(&(1, 3)) && !chunks.contains(&(1, 4)));
+                assert!(!chunks.iter().any(|&(id, _)| id == 2));
 
                 assert!(!t.purge_chunks(4)?, "nothing left");
                 let (chunks, queue) = chunks_and_queue(t)?;

@@ -239,7 +239,9 @@ impl Writes for WriteTransaction {
         let mut chunks = self.open_table(CHUNKS)?;
         let mut left = budget;
         while left > 0 {
-            let Some((id, count)) = queue.first()?.map(|(k, v)| (k.value(), v.value())) else {
+            // Newest message first (ids begin with their arrival time): its pages are the
+            // likeliest still in the cache from the retrieval that preceded the deletion.
+            let Some((id, count)) = queue.last()?.map(|(k, v)| (k.value(), v.value())) else {
                 return Ok(false);
             };
             // From the last chunk down, so the entry always names the chunks still there.

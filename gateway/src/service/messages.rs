@@ -571,15 +571,16 @@ impl Gateway {
                 let Some(mut record) = t.mailbox(&target)? else {
                     return Ok(Err(ServiceError::MailboxNotFound(target.clone())));
                 };
-                // Newest first: removing a message reads each of its chunk pages, and the
-                // ones a POP3 session retrieved last are the likeliest still in the cache.
+                if let Some(purge) = &purge {
+                    purge.raise();
+                }
+                // Newest first: where chunks go at once, removing one reads its page, and the
+                // pages a POP3 session retrieved last are the likeliest still in the cache.
                 for &seq in seqs.iter().rev() {
-                    let removed = match &purge {
-                        Some(purge) => {
-                            purge.raise();
-                            t.retire_message(&target, seq)?
-                        }
-                        None => t.remove_message(&target, seq)?,
+                    let removed = if purge.is_some() {
+                        t.retire_message(&target, seq)?
+                    } else {
+                        t.remove_message(&target, seq)?
                     };
                     if let Some(message) = removed {
                         record.message_count = record.message_count.saturating_sub(1);

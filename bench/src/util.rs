@@ -65,6 +65,28 @@ pub fn ensure_open_files(want: u64) -> anyhow::Result<()> {
 }
 
 /// utime + stime of a process, seconds.
+/// [`cpu_seconds`] of `pid` once it has used none for `quiet` (polled every 20 ms; at most
+/// `max` in all), so work a server left for after its reply counts too.
+pub fn cpu_seconds_when_idle(
+    pid: u32,
+    quiet: std::time::Duration,
+    max: std::time::Duration,
+) -> f64 {
+    let started = std::time::Instant::now();
+    let mut last = cpu_seconds(pid);
+    let mut still_since = std::time::Instant::now();
+    while started.elapsed() < max {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let now = cpu_seconds(pid);
+        if now != last {
+            (last, still_since) = (now, std::time::Instant::now());
+        } else if still_since.elapsed() >= quiet {
+            break;
+        }
+    }
+    last
+}
+
 pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;

@@ -571,16 +571,12 @@ impl Gateway {
                 let Some(mut record) = t.mailbox(&target)? else {
                     return Ok(Err(ServiceError::MailboxNotFound(target.clone())));
                 };
-                if let Some(purge) = &purge {
-                    purge.raise();
-                }
                 // Newest first: where chunks go at once, removing one reads its page, and the
                 // pages a POP3 session retrieved last are the likeliest still in the cache.
                 for &seq in seqs.iter().rev() {
-                    let removed = if purge.is_some() {
-                        t.retire_message(&target, seq)?
-                    } else {
-                        t.remove_message(&target, seq)?
+                    let removed = match &purge {
+                        Some(purge) => purge.retire(t, &target, seq)?,
+                        None => t.remove_message(&target, seq)?,
                     };
                     if let Some(message) = removed {
                         record.message_count = record.message_count.saturating_sub(1);

@@ -42,6 +42,7 @@ pub use schema::{AdminRecord, ApiKeyRecord, MailboxRecord, MailboxStatus, Messag
 pub use space::{DataDirVolume, Space, SpaceStatus, Volume};
 
 use crate::exec::Executor;
+use crate::mailbox::MailboxId;
 use schema::{
     ADMIN, ADMIN_ACCOUNT, API_KEYS, CHUNKS, MAILBOXES, MESSAGES, META, META_SCHEMA_VERSION, PURGE,
     RETRIEVED, SCHEMA_VERSION,
@@ -54,14 +55,22 @@ pub trait CommitObserver: Send + Sync {
     fn committed(&self, requests: usize, took: std::time::Duration);
 }
 
-/// Raised by a write that retired messages (see [`Store::purge_signal`]). Raising it inside
-/// the write, before its commit, means the writer sees it as soon as that commit is done.
+/// Retires messages and tells the writer (see [`Store::purge_signal`]). Raised inside the
+/// write, before its commit, the signal is there for the writer as soon as that commit is
+/// done.
 #[derive(Clone, Debug)]
 pub struct PurgeSignal(Arc<std::sync::atomic::AtomicBool>);
 
 impl PurgeSignal {
-    pub fn raise(&self) {
+    /// [`Writes::retire_message`], raising the signal so the writer purges after the commit.
+    pub fn retire(
+        &self,
+        t: &dyn Writes,
+        mailbox: &MailboxId,
+        seq: u64,
+    ) -> Result<Option<MessageRecord>, StoreError> {
         self.0.store(true, std::sync::atomic::Ordering::Release);
+        t.retire_message(mailbox, seq)
     }
 }
 

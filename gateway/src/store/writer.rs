@@ -183,18 +183,24 @@ async fn run<E: WriteEngine>(
                 Err(_) => break,
             }
         }
-        let committed = panic::catch_unwind(AssertUnwindSafe(|| {
+        guarded(&mut engine, |engine| {
             #[cfg(test)]
             if engine.crash_requested() {
                 panic!("writer crash requested by a test");
             }
-            commit_batch(&mut engine, batch, observer.get().map(|o| &**o));
-        }));
-        if committed.is_err() {
-            tracing::error!("the store writer failed unexpectedly; restarting it");
-            engine.release();
-            engine.close();
-        }
+            commit_batch(engine, batch, observer.get().map(|o| &**o));
+        });
+    }
+}
+
+/// Runs `commit` on `engine`; a panic outside the requests (each runs under its own
+/// `catch_unwind`) closes the database, and the writer goes on: a fresh open starts from the
+/// last commit.
+fn guarded<E: WriteEngine>(engine: &mut E, commit: impl FnOnce(&mut E)) {
+    if panic::catch_unwind(AssertUnwindSafe(|| commit(&mut *engine))).is_err() {
+        tracing::error!("the store writer failed unexpectedly; restarting it");
+        engine.release();
+        engine.close();
     }
 }
 
@@ -203,16 +209,12 @@ async fn run<E: WriteEngine>(
 fn purge_step<E: WriteEngine>(engine: &mut E) -> bool {
     let (reply, mut outcome) = oneshot::channel();
     let work: WriteFn = Box::new(|t| Ok(Box::new(t.purge_chunks(PURGE_BUDGET)?) as Outcome));
-    let step = panic::catch_unwind(AssertUnwindSafe(|| {
-        // Not the commit observer's: its metrics count the requests a commit answers.
-        commit_batch(engine, vec![Request { work, reply }], None);
-    }));
-    if step.is_err() {
-        engine.release();
-        engine.close();
-        return false;
-    }
-    // `commit_batch` answers every request before it returns.
+    // Not told to the commit observer: its metrics count the requests a commit answers.
+    guarded(engine, |engine| {
+        commit_batch(engine, vec![Request { work, reply }], None)
+    });
+    // `commit_batch` answers every request before it returns; after a panic the reply is
+    // gone, and nothing is purged until the next deletion.
     match outcome.try_recv() {
         Ok(Ok((more, _))) => more.downcast::<bool>().is_ok_and(|more| *more),
         Ok(Err(e)) => {

@@ -265,6 +265,9 @@ async fn an_unreachable_challenge_port_is_reported_in_words_and_the_old_certific
 
     // Nothing listens on the port the CA dials any more.
     ca.listener.take().expect("listener").stop().await;
+    // A new account, so the CA has no valid authorization it could reuse: Pebble reuses one
+    // in a hundred even at `PEBBLE_AUTHZREUSE=0`, and then the order needs no challenge.
+    std::fs::remove_file(account_path(data.path(), &order.directory_url)).expect("account");
     let err = acme::obtain(&order, data.path(), &ca.responses)
         .await
         .expect_err("the CA cannot reach the challenge");

@@ -185,6 +185,8 @@ impl<M: Mode> Stuffer<M> {
         if let Some(error) = self.failed {
             return Err(error);
         }
+        // Once, rather than the line-by-line appends growing (and copying) it.
+        out.reserve(input.len());
         let mut rest = input;
         while let Some(&first) = rest.first() {
             if self.done {

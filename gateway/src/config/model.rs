@@ -622,6 +622,9 @@ pub struct LimitsSection {
     pub store_cache_mib: Option<u64>,
     /// Sealed bytes a message draft keeps in memory before spilling to its spool file, KiB.
     pub spool_memory_kib: u64,
+    /// Sealed bytes all messages in progress together keep in memory, MiB; beyond it their
+    /// chunks spill to spool files (without it: connections × `spool_memory_kib`).
+    pub spool_memory_total_mib: u64,
     /// Most bytes all messages in progress may hold in spool files together, MiB; beyond
     /// it new data gets `452 4.3.1` (without it: connections × max_message_size).
     pub spool_max_mib: u64,
@@ -667,7 +670,8 @@ impl Default for LimitsSection {
             max_connections: 500,
             max_connections_per_ip: 20,
             store_cache_mib: None,
-            spool_memory_kib: 256,
+            spool_memory_kib: 2048,
+            spool_memory_total_mib: 64,
             spool_max_mib: 2048,
             write_timeout_secs: 60,
             preauth_timeout_secs: 60,
@@ -696,6 +700,11 @@ impl LimitsSection {
     /// `spool_memory_kib` in bytes.
     pub fn spool_memory_bytes(&self) -> u64 {
         self.spool_memory_kib.saturating_mul(1024)
+    }
+
+    /// `spool_memory_total_mib` in bytes.
+    pub fn spool_memory_total_bytes(&self) -> u64 {
+        self.spool_memory_total_mib.saturating_mul(1024 * 1024)
     }
 
     /// The POP3 slots actually reserved: at most half of `max_connections`, so a small

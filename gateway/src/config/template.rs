@@ -111,8 +111,11 @@ max_connections_per_ip = 20
 # machine's RAM), between 16 and 64 MiB; the log says what it chose at start.
 # store_cache_mib = 64
 # Encrypted bytes of a message kept in memory while it arrives, in KiB; beyond this
-# it is written to a temporary spool file.
-spool_memory_kib = 256
+# it is written to a temporary spool file (which the store then reads back).
+spool_memory_kib = 2048
+# Encrypted bytes all messages still arriving keep in memory together, in MiB; beyond
+# this their chunks go to spool files too.
+spool_memory_total_mib = 64
 # Most disk space all messages still arriving may use in spool files together, in MiB.
 # When it is reached, new mail gets "452 4.3.1" (try again later).
 spool_max_mib = 2048

@@ -64,7 +64,8 @@ fn defaults() {
     assert_eq!(c.limits.max_connections, 500);
     assert_eq!(c.limits.max_connections_per_ip, 20);
     assert_eq!(c.limits.store_cache_mib, None);
-    assert_eq!(c.limits.spool_memory_kib, 256);
+    assert_eq!(c.limits.spool_memory_kib, 2048);
+    assert_eq!(c.limits.spool_memory_total_mib, 64);
     assert_eq!(c.limits.min_free_disk_mib, 256);
     assert_eq!(c.limits.disk_reserve_mib, 32);
     assert!(!c.smtp.require_tls);
@@ -427,6 +428,10 @@ fn validation_rules_name_their_key() {
     assert_invalid(
         &with(&|c| c.limits.spool_memory_kib = u64::MAX),
         "limits.spool_memory_kib",
+    );
+    assert_invalid(
+        &with(&|c| c.limits.spool_memory_total_mib = u64::MAX),
+        "limits.spool_memory_total_mib",
     );
     assert_invalid(
         &with(&|c| c.limits.min_free_disk_mib = u64::MAX),

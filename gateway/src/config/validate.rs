@@ -14,6 +14,7 @@ const MAX_MESSAGE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
 const MAX_STORE_CACHE_MIB: u64 = 1024 * 1024;
 /// 1 GiB per draft; memory per draft is multiplied by concurrent sessions.
 const MAX_SPOOL_MEMORY_KIB: u64 = 1024 * 1024;
+const MAX_SPOOL_MEMORY_TOTAL_MIB: u64 = 64 * 1024;
 /// An hour; longer client timeouts would just keep dead connections.
 const MAX_TIMEOUT_SECS: u64 = 3600;
 /// A day for one SMTP transaction.
@@ -373,6 +374,12 @@ fn validate_limits(config: &Config) -> Result<(), ConfigError> {
         l.spool_memory_kib,
         MAX_SPOOL_MEMORY_KIB,
         " KiB",
+    )?;
+    at_most(
+        "limits.spool_memory_total_mib",
+        l.spool_memory_total_mib,
+        MAX_SPOOL_MEMORY_TOTAL_MIB,
+        " MiB",
     )?;
     at_most(
         "limits.min_free_disk_mib",

@@ -81,6 +81,8 @@ pub struct ServiceOptions {
     pub spool_dir: PathBuf,
     /// Sealed bytes a draft keeps in memory before spilling to its spool file.
     pub spool_memory_bytes: usize,
+    /// Sealed bytes all drafts together keep in memory; beyond it they spill too.
+    pub spool_memory_total_bytes: u64,
     /// Bytes all spool files together may hold; beyond it drafts fail as a full disk.
     pub spool_max_bytes: u64,
     pub max_message_size: u64,
@@ -102,6 +104,7 @@ impl ServiceOptions {
             kdf: KdfParams::default(),
             spool_dir: config.gateway.data_dir.join(SPOOL_DIR),
             spool_memory_bytes: config.limits.spool_memory_bytes() as usize,
+            spool_memory_total_bytes: config.limits.spool_memory_total_bytes(),
             spool_max_bytes: config.limits.spool_max_bytes(),
             max_message_size: config.limits.max_message_size,
             min_free_disk: config.limits.min_free_disk_bytes(),
@@ -146,7 +149,10 @@ impl Gateway {
         Self {
             metrics,
             store,
-            spool_budget: spool::SpoolBudget::new(options.spool_max_bytes),
+            spool_budget: spool::SpoolBudget::new(
+                options.spool_max_bytes,
+                options.spool_memory_total_bytes,
+            ),
             options: Arc::new(options),
             retrieval: Arc::new(retrieval),
             stats: Arc::default(),
@@ -279,6 +285,7 @@ pub(crate) mod test_support {
             kdf: KdfParams::insecure_for_tests(),
             spool_dir: dir.join(SPOOL_DIR),
             spool_memory_bytes: 128 * 1024,
+            spool_memory_total_bytes: u64::MAX,
             spool_max_bytes: u64::MAX,
             max_message_size: 100 * 1024 * 1024,
             min_free_disk: 0,

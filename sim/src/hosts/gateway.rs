@@ -134,6 +134,7 @@ pub fn service(store: Store) -> Gateway {
             // Drafts never spill: the memory limit is above the largest message.
             spool_dir: "/nonexistent/sim-spool".into(),
             spool_memory_bytes: 4 * MAX_MESSAGE_SIZE as usize,
+            spool_memory_total_bytes: u64::MAX,
             spool_max_bytes: u64::MAX,
             max_message_size: MAX_MESSAGE_SIZE,
             min_free_disk: MIN_FREE_DISK,

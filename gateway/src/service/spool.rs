@@ -316,7 +316,10 @@ mod tests {
         second.push(vec![3; 40]).unwrap();
         assert_eq!(budget.memory_used(), 100);
         assert!(first.file.is_none());
-        assert_eq!(second.file_len, 60, "only the chunk that did not fit spilled");
+        assert_eq!(
+            second.file_len, 60,
+            "only the chunk that did not fit spilled"
+        );
         let mut seen = Vec::new();
         second
             .for_each(|i, bytes| {

@@ -182,6 +182,48 @@ impl<M: Mode> Stuffer<M> {
     }
 
     fn stuff(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), M::Error> {
+        if !M::CHECKED && self.top.is_none() {
+            self.repair_in_bulk(input, out);
+            return Ok(());
+        }
+        self.stuff_lines(input, out)
+    }
+
+    /// RETR's form of [`Self::stuff_lines`]: with no line checked or counted, only the
+    /// line feeds matter. Copies the input in runs between the few places that need a byte
+    /// inserted (a `.` starting a line, a bare LF), instead of line by line: for a body of
+    /// short lines the per-line searches and copies were most of the stuffing's cost.
+    fn repair_in_bulk(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let Some(&last) = input.last() else {
+            return;
+        };
+        out.reserve(input.len() + 16);
+        if self.line_start && input[0] == b'.' {
+            out.push(b'.');
+        }
+        let mut copied = 0;
+        for lf in memchr::memchr_iter(b'\n', input) {
+            let after_cr = match lf.checked_sub(1) {
+                Some(before) => input[before] == b'\r',
+                None => self.pending_cr,
+            };
+            if !after_cr {
+                out.extend_from_slice(&input[copied..lf]);
+                out.push(b'\r');
+                copied = lf;
+            }
+            if input.get(lf + 1) == Some(&b'.') {
+                out.extend_from_slice(&input[copied..=lf]);
+                out.push(b'.');
+                copied = lf + 1;
+            }
+        }
+        out.extend_from_slice(&input[copied..]);
+        self.line_start = last == b'\n';
+        self.pending_cr = last == b'\r';
+    }
+
+    fn stuff_lines(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), M::Error> {
         if let Some(error) = self.failed {
             return Err(error);
         }
@@ -528,6 +570,22 @@ pub(crate) mod tests {
         stuff_in_pieces(Stuffer::new(), body, &[])
     }
 
+    /// [`stuff_in_pieces`] through the line-by-line path that TOP and the checking mode
+    /// take, which RETR's bulk path must match byte for byte.
+    fn stuff_lines_in_pieces(body: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut stuffer = Stuffer::new();
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+        cuts.sort_unstable();
+        for cut in cuts.into_iter().chain([body.len()]) {
+            let Ok(()) = stuffer.stuff_lines(&body[start..cut], &mut out);
+            start = cut;
+        }
+        stuffer.finish(&mut out);
+        out
+    }
+
     #[test]
     fn dots_at_line_start_are_doubled() {
         assert_eq!(
@@ -622,6 +680,19 @@ pub(crate) mod tests {
             let (restored, terminated) = unstuff(&whole);
             prop_assert!(terminated);
             prop_assert_eq!(restored, expected(&body));
+        }
+
+        #[test]
+        fn the_bulk_path_matches_the_line_by_line_one(
+            body in proptest::collection::vec(
+                prop_oneof![Just(b'.'), Just(b'\r'), Just(b'\n'), Just(b'a')], 0..600),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            other_cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            prop_assert_eq!(
+                stuff_in_pieces(Stuffer::new(), &body, &cuts),
+                stuff_lines_in_pieces(&body, &other_cuts)
+            );
         }
 
         #[test]

@@ -186,7 +186,7 @@ impl Drop for MessageCipher {
     /// with an all-zero key's (ring's key holds its round keys and GHASH table inline).
     fn drop(&mut self) {
         self.0 = Self::key(&[0u8; 32]);
-        // Keep the store from being dropped as dead before the memory is freed.
+        // So the compiler cannot discard the overwrite as a write nobody reads.
         std::hint::black_box(&self.0);
     }
 }

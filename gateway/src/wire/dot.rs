@@ -190,9 +190,9 @@ impl<M: Mode> Stuffer<M> {
     }
 
     /// RETR's form of [`Self::stuff_lines`]: with no line checked or counted, only the
-    /// line feeds matter. Copies the input in runs between the few places that need a byte
-    /// inserted (a `.` starting a line, a bare LF), instead of line by line: for a body of
-    /// short lines the per-line searches and copies were most of the stuffing's cost.
+    /// line feeds matter (so `line_len`, which only checks and TOP read, is not kept).
+    /// Copies the input in runs between the few places that need a byte inserted (a `.`
+    /// starting a line, a bare LF), instead of a search and two appends for every line.
     fn repair_in_bulk(&mut self, input: &[u8], out: &mut Vec<u8>) {
         let Some(&last) = input.last() else {
             return;

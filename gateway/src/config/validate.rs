@@ -12,8 +12,9 @@ const MIN_MESSAGE_SIZE: u64 = 1024;
 const MAX_MESSAGE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
 /// 1 TiB of cache; beyond that a typo is likelier than a real machine.
 const MAX_STORE_CACHE_MIB: u64 = 1024 * 1024;
-/// 1 GiB per draft; memory per draft is multiplied by concurrent sessions.
+/// 1 GiB per draft; beyond that a typo is likelier than a real need.
 const MAX_SPOOL_MEMORY_KIB: u64 = 1024 * 1024;
+/// 64 GiB for all drafts together, likewise.
 const MAX_SPOOL_MEMORY_TOTAL_MIB: u64 = 64 * 1024;
 /// An hour; longer client timeouts would just keep dead connections.
 const MAX_TIMEOUT_SECS: u64 = 3600;

@@ -45,10 +45,11 @@ use crate::service::{Gateway, Holder, Maildrop, Pickup, PickupPolicy, ServiceErr
 const READ_BUFFER: usize = 16 * 1024;
 /// The refusal when every slot this client may take is in use.
 const BUSY: &str = "too many connections, try again later";
-/// Pending output that is written out in the middle of a message. Below one chunk (64 KiB
-/// less a little): each chunk of a large message leaves on its own, and the session's
-/// buffer and the driver's trade places instead of the next chunk being copied after it.
-const FLUSH_THRESHOLD: usize = 32 * 1024;
+/// Pending output that is written out in the middle of a message. Just below one chunk:
+/// each chunk of a large message leaves on its own, and the session's buffer and the
+/// driver's trade places instead of the next chunk being copied after it; a message of one
+/// chunk still leaves with its terminator in one write.
+const FLUSH_THRESHOLD: usize = crate::crypto::CHUNK_SIZE - 4 * 1024;
 
 /// POP3 settings from the configuration.
 #[derive(Debug, Clone)]

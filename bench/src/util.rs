@@ -64,7 +64,6 @@ pub fn ensure_open_files(want: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// utime + stime of a process, seconds.
 /// [`cpu_seconds`] of `pid` once it has used none for `quiet` (polled every 20 ms; at most
 /// `max` in all), so work a server left for after its reply counts too.
 pub fn cpu_seconds_when_idle(
@@ -87,6 +86,7 @@ pub fn cpu_seconds_when_idle(
     last
 }
 
+/// utime + stime of a process, seconds.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;

@@ -987,17 +987,9 @@ mod tests {
         }
         assert_eq!(left, 0, "the deleted message's chunks are removed");
         let small = gw.list_messages(&id).unwrap()[0].seq;
-        let reader = gw
-            .store()
-            .read()
-            .unwrap()
-            .message(&id, small)
-            .unwrap()
-            .unwrap();
-        assert!(
-            gw.store().read().unwrap().chunk(reader.id, 0).is_ok(),
-            "the other stays"
-        );
+        let reads = gw.store().read().unwrap();
+        let small = reads.message(&id, small).unwrap().unwrap();
+        assert!(reads.chunk(small.id, 0).is_ok(), "the other stays");
     }
 
     #[tokio::test]

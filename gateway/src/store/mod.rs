@@ -617,7 +617,6 @@ impl std::ops::Deref for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{MessageFormat, MessageId, SealedHeader};
     use crate::mailbox::MailboxId;
 
     fn open_temp() -> (tempfile::TempDir, Store) {
@@ -861,23 +860,9 @@ mod tests {
         assert_eq!(count, 200, "every write landed with a distinct sequence");
     }
 
-    fn message(n: u8, chunk_count: u32) -> MessageRecord {
-        MessageRecord {
-            id: MessageId([n; 16]),
-            received_at: 1_700_000_000_000,
-            size: 100,
-            chunk_count,
-            header: SealedHeader {
-                format: MessageFormat::V2,
-                encapped_key: vec![n; 32],
-                sealed_envelope: vec![n; 40],
-            },
-        }
-    }
-
     /// Stores message `n` with its chunks in `mailbox` under sequence `n`.
     fn put(t: &dyn Writes, mailbox: &MailboxId, n: u8, chunks: u32) -> Result<(), StoreError> {
-        let record = message(n, chunks);
+        let record = MessageRecord::sample(n, chunks);
         t.put_message(mailbox, u64::from(n), &record)?;
         for index in 0..chunks {
             t.put_chunk(record.id, index, &[n; 8])?;

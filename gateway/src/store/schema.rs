@@ -204,6 +204,22 @@ fn record_version(format: MessageFormat) -> u8 {
 }
 
 impl MessageRecord {
+    /// Message `n` of a test: every field derived from `n`, with `chunk_count` chunks.
+    #[cfg(test)]
+    pub(crate) fn sample(n: u8, chunk_count: u32) -> Self {
+        Self {
+            id: MessageId([n; 16]),
+            received_at: 1_700_000_000_000 + u64::from(n),
+            size: 1000 * u64::from(n),
+            chunk_count,
+            header: SealedHeader {
+                format: MessageFormat::V2,
+                encapped_key: vec![n; 32],
+                sealed_envelope: vec![n; 40],
+            },
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let h = &self.header;
         let mut out = Vec::with_capacity(48 + h.encapped_key.len() + h.sealed_envelope.len());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use postgres_test_util::{Postgres, PostgresOptions};
 
 use super::*;
-use crate::crypto::{KdfParams, MessageFormat, MessageId, SealedHeader, SealedKeyPair};
+use crate::crypto::{KdfParams, MessageId, SealedKeyPair};
 use crate::mailbox::MailboxId;
 use crate::store::transfer::{
     copy, verify, Mismatch, RedbSink, RedbSource, Row, Source, Summary, Table, BATCH_ROWS,
@@ -96,20 +96,6 @@ fn mailbox(id: &MailboxId, name: &str) -> MailboxRecord {
     }
 }
 
-fn message(n: u8, chunk_count: u32) -> MessageRecord {
-    MessageRecord {
-        id: MessageId([n; 16]),
-        received_at: 1_700_000_000_000 + u64::from(n),
-        size: 1000 * u64::from(n),
-        chunk_count,
-        header: SealedHeader {
-            format: MessageFormat::V2,
-            encapped_key: vec![n; 32],
-            sealed_envelope: vec![n; 40],
-        },
-    }
-}
-
 fn api_key(id: &str) -> ApiKeyRecord {
     ApiKeyRecord {
         id: id.into(),
@@ -134,7 +120,7 @@ fn scenario(w: &dyn Writes) -> Result<Vec<String>, StoreError> {
     for (to, n) in [(&a, 1u8), (&a, 2), (&b, 3)] {
         let seq = w.next_seq()?;
         log.push(format!("seq {seq}"));
-        let record = message(n, 2);
+        let record = MessageRecord::sample(n, 2);
         for index in 0..2 {
             w.put_chunk(record.id, index, &[n, index as u8, 0xAA])?;
         }
@@ -239,7 +225,7 @@ fn removing_a_message_removes_its_chunks_and_only_its_own() {
     let a = mailbox_id('a');
     let write = client.begin().unwrap();
     for n in [1, 2] {
-        let record = message(n, 3);
+        let record = MessageRecord::sample(n, 3);
         for index in 0..3 {
             write.put_chunk(record.id, index, &[n; 100]).unwrap();
         }
@@ -247,7 +233,10 @@ fn removing_a_message_removes_its_chunks_and_only_its_own() {
     }
     write.commit().unwrap();
     let write = client.begin().unwrap();
-    assert_eq!(write.remove_message(&a, 1).unwrap(), Some(message(1, 3)));
+    assert_eq!(
+        write.remove_message(&a, 1).unwrap(),
+        Some(MessageRecord::sample(1, 3))
+    );
     write.commit().unwrap();
     assert_eq!(
         db.psql("SELECT message_id, count(*) FROM chunks GROUP BY 1"),

@@ -1043,11 +1043,17 @@ mod spool_fault_tests {
         // Hold the writer so that the next two commits queue up and share one transaction.
         let (open_gate, gate) = std::sync::mpsc::channel::<()>();
         let gate = std::sync::Mutex::new(gate);
+        let (inside, writer_inside) = std::sync::mpsc::channel::<()>();
         let mut held = pin!(gw.store().write(move |_| {
+            let _ = inside.send(());
             let _ = gate.lock().unwrap().recv();
             Ok(())
         }));
         assert!(poll_once(held.as_mut()).is_pending());
+        // Only once the writer is inside the held write do the other two queue. Otherwise a
+        // writer still busy (with its idle purge, say) takes all three in one batch, and after
+        // the bad spool fails it runs the held write again, on a gate opened only once.
+        writer_inside.recv().unwrap();
         let mut good = pin!(gw.commit(draft(&gw, &id)));
         assert!(poll_once(good.as_mut()).is_pending());
         let mut bad_draft = draft(&gw, &id);

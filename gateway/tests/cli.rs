@@ -277,6 +277,23 @@ fn serve_refuses_a_test_support_build_unless_the_test_override_is_set() {
     );
 }
 
+/// The binary's allocator gives freed memory back within five seconds, as compiled in from
+/// `.cargo/config.toml` (`gateway/src/allocator.rs` says why), with its background threads on:
+/// jemalloc prints the options it runs with at exit when asked to.
+#[test]
+fn the_binary_allocator_returns_freed_memory_within_five_seconds() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stats = String::from_utf8_lossy(&out.stderr);
+    for option in ["opt.dirty_decay_ms: 5000", "opt.background_thread: true"] {
+        assert!(stats.contains(option), "{option} not in: {stats}");
+    }
+}
+
 /// The running service can be neither dumped nor read by a debugger: its memory holds unsealed
 /// keys and passwords during pick-up.
 #[test]

@@ -693,7 +693,7 @@ impl Bench {
 }
 
 /// Waits (at most [`SETTLE_MAX`]) until the gateway's RSS stops falling: the allocator hands
-/// freed memory back about ten seconds after it was freed, so right after a cell the RSS
+/// freed memory back within about five seconds of freeing it, so right after a cell the RSS
 /// still holds that cell's garbage, and the next cell's peak (VmHWM, reset to the RSS at its
 /// start) would count it. Settled: no fall of more than [`SETTLE_FALL_KIB`] over
 /// [`SETTLE_QUIET`]. Returns the RSS then.

@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     flood_messages: u64,
     /// Seconds to wait after a phase's connections closed before reading RSS again: the
-    /// allocator (jemalloc) purges freed pages about ten seconds after they were freed.
+    /// allocator (jemalloc) purges freed pages within about five seconds of freeing them.
     #[arg(long, default_value_t = 12.0)]
     settle: f64,
     /// The store's cache (`[limits] store_cache_mib`; the default when not given): after a

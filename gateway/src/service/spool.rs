@@ -3,11 +3,11 @@
 //! Chunks stay in memory up to a limit per message and one for all messages together (the
 //! memory a chunk's buffer holds is what counts); beyond either they go to an unlinked
 //! temporary file in the data directory's spool folder, and a later chunk of the same
-//! message may be in memory again once others gave theirs back. Chunks in memory save the store's writer reading them back: at 100 SMTP
-//! sessions of 1 MiB, keeping whole messages (within the shared limit) rather than their
-//! first 256 KiB, the gateway took 6–9 % more messages a second. The file holds ciphertext
-//! only, disappears by itself if the gateway dies, and is never synced: the redb commit is
-//! the durability point.
+//! message may be in memory again once others gave theirs back. Chunks in memory save the
+//! store's writer reading them back: at 100 SMTP sessions of 1 MiB, keeping whole messages
+//! (within the shared limit) rather than their first 256 KiB, the gateway took 6–9 % more
+//! messages a second. The file holds ciphertext only, disappears by itself if the gateway
+//! dies, and is never synced: the redb commit is the durability point.
 //!
 //! A spool file that served its message well is kept open for the next one
 //! ([`IDLE_FILES`] at most, each cut to [`IDLE_FILE_BYTES`]): creating and deleting an inode
@@ -38,9 +38,9 @@ pub struct SpoolBudget {
 }
 
 impl SpoolBudget {
-    pub fn new(limit: u64, memory_limit: u64) -> Arc<Self> {
+    pub fn new(disk_limit: u64, memory_limit: u64) -> Arc<Self> {
         Arc::new(Self {
-            disk: Allowance::new(limit),
+            disk: Allowance::new(disk_limit),
             memory: Allowance::new(memory_limit),
             idle: Mutex::new(Vec::new()),
         })

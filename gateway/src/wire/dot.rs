@@ -553,17 +553,10 @@ pub(crate) mod tests {
         out
     }
 
-    fn stuff_in_pieces(mut stuffer: Stuffer, body: &[u8], cuts: &[usize]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
-        cuts.sort_unstable();
-        for cut in cuts.into_iter().chain([body.len()]) {
-            stuffer.feed(&body[start..cut], &mut out);
-            start = cut;
-        }
-        stuffer.finish(&mut out);
-        out
+    fn stuff_in_pieces(stuffer: Stuffer, body: &[u8], cuts: &[usize]) -> Vec<u8> {
+        feed_in_pieces(stuffer, body, cuts, |stuffer, piece, out| {
+            stuffer.feed(piece, out);
+        })
     }
 
     fn stuffed(body: &[u8]) -> Vec<u8> {
@@ -573,13 +566,24 @@ pub(crate) mod tests {
     /// [`stuff_in_pieces`] through the line-by-line path that TOP and the checking mode
     /// take, which RETR's bulk path must match byte for byte.
     fn stuff_lines_in_pieces(body: &[u8], cuts: &[usize]) -> Vec<u8> {
-        let mut stuffer = Stuffer::new();
+        feed_in_pieces(Stuffer::new(), body, cuts, |stuffer, piece, out| {
+            let Ok(()) = stuffer.stuff_lines(piece, out);
+        })
+    }
+
+    /// Feeds `body` cut at `cuts` (taken modulo its length, in order), then finishes.
+    fn feed_in_pieces(
+        mut stuffer: Stuffer,
+        body: &[u8],
+        cuts: &[usize],
+        mut feed: impl FnMut(&mut Stuffer, &[u8], &mut Vec<u8>),
+    ) -> Vec<u8> {
         let mut out = Vec::new();
         let mut start = 0;
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
         cuts.sort_unstable();
         for cut in cuts.into_iter().chain([body.len()]) {
-            let Ok(()) = stuffer.stuff_lines(&body[start..cut], &mut out);
+            feed(&mut stuffer, &body[start..cut], &mut out);
             start = cut;
         }
         stuffer.finish(&mut out);

@@ -129,6 +129,12 @@ pub struct LoadReport {
     /// Latency from MAIL FROM (paced: from the message's scheduled time) to the final 250,
     /// sorted.
     pub(crate) latencies: Vec<Duration>,
+    /// Where each accepted message's time went, sorted: its envelope (MAIL FROM sent to the
+    /// `354` for DATA) and its end of data (the whole message written to the final reply:
+    /// what the server does after the final dot, such as a proxy's copy and its upstream's
+    /// verdict). The rest is sending the message.
+    pub(crate) envelopes: Vec<Duration>,
+    pub(crate) ends_of_data: Vec<Duration>,
     /// First error seen, for diagnosis.
     pub first_error: Option<String>,
 }
@@ -145,9 +151,11 @@ impl LoadReport {
             all.failed += report.failed;
             all.elapsed = all.elapsed.max(report.elapsed);
             all.latencies.extend(report.latencies);
+            all.envelopes.extend(report.envelopes);
+            all.ends_of_data.extend(report.ends_of_data);
             all.first_error = all.first_error.or(report.first_error);
         }
-        all.latencies.sort();
+        all.sort();
         all
     }
 
@@ -167,11 +175,25 @@ impl LoadReport {
 
     /// Latency percentile (0..=100) over accepted messages.
     pub fn latency(&self, percentile: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = (percentile / 100.0 * (self.latencies.len() - 1) as f64).round() as usize;
-        self.latencies[rank.min(self.latencies.len() - 1)]
+        percentile_of(&self.latencies, percentile)
+    }
+
+    /// The median envelope of an accepted message: from its MAIL FROM sent to the `354`
+    /// for its DATA.
+    pub fn envelope_median(&self) -> Duration {
+        percentile_of(&self.envelopes, 50.0)
+    }
+
+    /// The median end of data of an accepted message: from the whole message written to
+    /// its final reply.
+    pub fn end_of_data_median(&self) -> Duration {
+        percentile_of(&self.ends_of_data, 50.0)
+    }
+
+    fn sort(&mut self) {
+        self.latencies.sort();
+        self.envelopes.sort();
+        self.ends_of_data.sort();
     }
 
     pub fn summary(&self) -> String {
@@ -345,11 +367,22 @@ impl Ticket {
     }
 }
 
+/// `percentile` (0..=100) of `sorted`; zero when it is empty.
+fn percentile_of(sorted: &[Duration], percentile: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (percentile / 100.0 * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
 #[derive(Default)]
 struct SessionResult {
     accepted: u64,
     failed: u64,
     latencies: Vec<Duration>,
+    envelopes: Vec<Duration>,
+    ends_of_data: Vec<Duration>,
     error: Option<String>,
 }
 
@@ -489,6 +522,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         report.accepted += result.accepted;
         report.failed += result.failed;
         report.latencies.extend(result.latencies);
+        report.envelopes.extend(result.envelopes);
+        report.ends_of_data.extend(result.ends_of_data);
         if report.first_error.is_none() {
             report.first_error = result.error;
         }
@@ -497,7 +532,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         (Some(_), Some(schedule)) => start.elapsed().max(schedule),
         _ => start.elapsed(),
     };
-    report.latencies.sort();
+    report.sort();
     Ok(report)
 }
 
@@ -532,6 +567,7 @@ async fn session(
     let outcome: anyhow::Result<()> = async {
         while let Some(t0) = shared.claim(pacer.as_deref()).await {
             in_transaction = true;
+            let envelope_sent = Instant::now();
             if pipelining {
                 conn.send(&envelope).await?;
                 conn.reply().await?.expect(250).context("MAIL")?;
@@ -546,12 +582,16 @@ async fn session(
                         .with_context(|| command.trim_end().to_owned())?;
                 }
             }
+            let go_ahead = Instant::now();
             conn.send(&shared.message).await?;
+            let written = Instant::now();
             let reply = conn.reply().await?;
             in_transaction = false;
             if reply.code == 250 {
                 result.accepted += 1;
                 result.latencies.push(t0.elapsed());
+                result.envelopes.push(go_ahead - envelope_sent);
+                result.ends_of_data.push(written.elapsed());
             } else {
                 result.failed += 1;
                 if result.error.is_none() {
@@ -687,6 +727,20 @@ mod tests {
             all.iter().all(|(due, went)| due == went),
             "each went when due"
         );
+    }
+
+    #[test]
+    fn combined_runs_take_the_median_phase_of_every_message() {
+        let ms = Duration::from_millis;
+        let run = |envelopes: &[u64], ends: &[u64]| LoadReport {
+            envelopes: envelopes.iter().map(|&e| ms(e)).collect(),
+            ends_of_data: ends.iter().map(|&e| ms(e)).collect(),
+            ..LoadReport::default()
+        };
+        let all = LoadReport::combine(vec![run(&[5, 1], &[30, 10]), run(&[2], &[20])]);
+        assert_eq!(all.envelope_median(), ms(2));
+        assert_eq!(all.end_of_data_median(), ms(20));
+        assert_eq!(LoadReport::default().envelope_median(), Duration::ZERO);
     }
 
     #[test]

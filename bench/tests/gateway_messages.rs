@@ -113,6 +113,16 @@ fn smtp_stored_message_is_trace_plus_what_was_sent() {
         .await
         .unwrap();
         assert_eq!(report.accepted, 3, "{}", report.summary());
+        // Each accepted message's time splits into its envelope, its sending and its end
+        // of data; the two measured parts are within the whole.
+        let whole = report.latency(100.0);
+        for part in [report.envelope_median(), report.end_of_data_median()] {
+            assert!(
+                !part.is_zero() && part <= whole,
+                "{part:?} of {whole:?}: {}",
+                report.summary()
+            );
+        }
         running.stop().await;
         gateway
     });

@@ -3,9 +3,12 @@
 //! Dovecot) or through the gateway's proxy (the client logs in as
 //! `user%upstream%mailbox`; the gateway relays to the same Postfix over implicit TLS and
 //! stores an encrypted, fsynced copy of every message). Same client, same upstream, runs
-//! interleaved; the median of the runs per cell, and the ratio proxy/direct.
+//! interleaved; the median of the runs per cell, and the ratio proxy/direct. The gateway
+//! runs as a child process, as in the other runners, so it does not share the load
+//! generator's runtime. Beside the rates, where a message's time goes on each side: the
+//! envelope (MAIL to the `354`) and the end of data (the message written to its `250`).
 //!
-//! `cargo run --release -p bench --bin proxy_bench [-- --runs 3 --messages 40]`
+//! `cargo run --release -p bench --bin proxy_bench [-- --runs 3 --messages 200]`
 //!
 //! `--quick`: a smoke run (64 KiB, 4 messages, 1 and 2 sessions, one run) that fails if a
 //! proxied message has no stored copy. The figures also go to `proxy.json` beside the
@@ -15,7 +18,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
-use bench::gateway_proc::bench_config;
+use bench::gateway_proc::{bench_config, GatewayProcess};
 use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
 use bench::results::{Better, Results};
 use bench::util::{filesystem_of, human, prepare_run, write_report, KIB, MIB};
@@ -26,7 +29,7 @@ use upstream_test_util::Provider;
 #[command(about = "SMTP proxy throughput against a direct connection to the same upstream")]
 struct Args {
     /// Messages per run and session count.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 200)]
     messages: u64,
     /// Runs per cell (interleaved direct/proxy); the median is reported.
     #[arg(long, default_value_t = 3)]
@@ -47,6 +50,9 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    if let Some(child) = bench::gateway_proc::child_if_asked() {
+        return child;
+    }
     let mut args = Args::parse();
     if args.quick {
         args.messages = 4;
@@ -62,43 +68,19 @@ fn main() -> anyhow::Result<()> {
         .build()?;
 
     let data_dir = scratch.join("gateway-data");
-    std::fs::create_dir_all(&data_dir)?;
     let mut config = bench_config(&data_dir);
     config.proxy.ca_files = vec![provider.ca_file().to_owned()];
     config.proxy.system_roots = false;
     // The provider runs on loopback, on ports of its own.
     config.proxy.allow_private_networks = true;
     config.proxy.allowed_ports.clear();
-    let service = gateway::service::Gateway::open(&config).map_err(|e| anyhow!("{e}"))?;
-    let (resolver, material) = gateway::tls::prepare(
-        &gateway::tls::CertificateSourceSpec::SelfSigned,
-        &data_dir,
-        &config.gateway.host_name,
-    )
-    .map_err(|e| anyhow!("{e}"))?;
-    let gateway_ca = scratch.join("gateway-ca.pem");
-    let mut pem = String::new();
-    for cert in material.chain() {
-        pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        let body = data_encoding::BASE64.encode(cert.as_ref());
-        for line in body.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line)?);
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-    }
-    std::fs::write(&gateway_ca, pem)?;
-    let running = runtime
-        .block_on(gateway::server::start(&config, service.clone(), resolver))
-        .map_err(|e| anyhow!("{e}"))?;
-    let gateway_smtps = running
-        .address("smtps")
-        .ok_or_else(|| anyhow!("no smtps listener"))?;
-    let mailbox = runtime
-        .block_on(service.create_mailbox("proxy-bench", ""))
-        .map_err(|e| anyhow!("{e}"))?
-        .info
-        .id;
+    let gateway = GatewayProcess::start_with(&config)?;
+    // The mailbox's address is `<mailbox id>@<email domain>`.
+    let mailbox = gateway
+        .mailbox
+        .split_once('@')
+        .map(|(id, _)| id.to_owned())
+        .ok_or_else(|| anyhow!("odd mailbox address {:?}", gateway.mailbox))?;
 
     let (user, password) = provider.user(0);
     let direct = |sessions| LoadConfig {
@@ -118,9 +100,9 @@ fn main() -> anyhow::Result<()> {
         rate_bps: None,
     };
     let proxied = |sessions| LoadConfig {
-        addr: gateway_smtps,
+        addr: gateway.smtps,
         tls: Some(TlsTarget {
-            ca_file: gateway_ca.clone(),
+            ca_file: gateway.ca_file.clone(),
             server_name: config.gateway.host_name.clone(),
         }),
         auth: Some((
@@ -136,7 +118,10 @@ fn main() -> anyhow::Result<()> {
         "# SMTP proxy vs direct to the same upstream\n\n\
          Upstream: Postfix (SMTPS, SASL via Dovecot) from upstream-test-util on 127.0.0.1.\n\
          Client: bench's load generator, SMTPS + AUTH PLAIN, {} byte messages, {} per run, \
-         median of {} interleaved runs. Gateway data on {}.\n",
+         median of {} interleaved runs. Gateway data on {}. The gateway runs as a child \
+         process. Envelope: MAIL FROM sent to the 354 for DATA; end of data: the message \
+         written to its 250 (a proxied message's copy is durable before its final dot goes \
+         upstream); medians of the runs' medians.\n",
         args.size,
         args.messages,
         args.runs,
@@ -144,13 +129,13 @@ fn main() -> anyhow::Result<()> {
     )?;
     writeln!(
         report,
-        "| sessions | direct msg/s (MB/s) | proxy msg/s (MB/s) | proxy/direct |"
+        "| sessions | direct msg/s (MB/s) | proxy msg/s (MB/s) | proxy/direct | \
+         envelope ms, direct / proxy | end of data ms, direct / proxy |"
     )?;
-    writeln!(report, "|---:|---:|---:|---:|")?;
+    writeln!(report, "|---:|---:|---:|---:|---:|---:|")?;
     let mut sent = 0u64;
     for &sessions in &args.sessions {
-        let mut direct_rates = Vec::new();
-        let mut proxy_rates = Vec::new();
+        let (mut direct_runs, mut proxy_runs) = (Phases::default(), Phases::default());
         for run in 0..args.runs {
             let d = runtime.block_on(load::run(direct(sessions)))?;
             check(&d, args.messages, "direct")?;
@@ -162,17 +147,24 @@ fn main() -> anyhow::Result<()> {
                 d.messages_per_sec(),
                 p.messages_per_sec()
             );
-            direct_rates.push(d.messages_per_sec());
-            proxy_rates.push(p.messages_per_sec());
+            direct_runs.add(&d);
+            proxy_runs.add(&p);
         }
-        let (d, p) = (median(&mut direct_rates), median(&mut proxy_rates));
+        let (d, p) = (
+            median(&mut direct_runs.rates),
+            median(&mut proxy_runs.rates),
+        );
         let mb = |rate: f64| rate * args.size as f64 / 1e6;
         writeln!(
             report,
-            "| {sessions} | {d:.1} ({:.0}) | {p:.1} ({:.0}) | {:.2} |",
+            "| {sessions} | {d:.1} ({:.0}) | {p:.1} ({:.0}) | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
             mb(d),
             mb(p),
-            p / d
+            p / d,
+            median(&mut direct_runs.envelopes),
+            median(&mut proxy_runs.envelopes),
+            median(&mut direct_runs.ends_of_data),
+            median(&mut proxy_runs.ends_of_data),
         )?;
         results.add(
             &[&human(args.size), &format!("{sessions} sessions")],
@@ -182,16 +174,12 @@ fn main() -> anyhow::Result<()> {
             Some(("direct", d)),
         );
     }
-    let copies = service
-        .mailbox(&mailbox)
-        .map_err(|e| anyhow!("{e}"))?
-        .message_count;
+    let copies = gateway.stop()?;
     writeln!(
         report,
         "\n{copies} encrypted copies stored for {} proxied messages.",
         sent / 2
     )?;
-    runtime.block_on(running.stop());
     drop(provider);
     print!("{report}");
     write_report(&out, &report)?;
@@ -201,6 +189,25 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("{copies} copies stored for {} proxied messages", sent / 2);
     }
     Ok(())
+}
+
+/// Each run's rate, and its median envelope and end of data in milliseconds
+/// ([`LoadReport::envelope_median`]).
+#[derive(Default)]
+struct Phases {
+    rates: Vec<f64>,
+    envelopes: Vec<f64>,
+    ends_of_data: Vec<f64>,
+}
+
+impl Phases {
+    fn add(&mut self, run: &LoadReport) {
+        self.rates.push(run.messages_per_sec());
+        self.envelopes
+            .push(run.envelope_median().as_secs_f64() * 1e3);
+        self.ends_of_data
+            .push(run.end_of_data_median().as_secs_f64() * 1e3);
+    }
 }
 
 fn check(report: &LoadReport, want: u64, what: &str) -> anyhow::Result<()> {

@@ -154,24 +154,39 @@ fn main() -> anyhow::Result<()> {
             median(&mut direct_runs.rates),
             median(&mut proxy_runs.rates),
         );
+        let (direct_envelope, proxy_envelope) = (
+            median(&mut direct_runs.envelopes),
+            median(&mut proxy_runs.envelopes),
+        );
+        let (direct_end, proxy_end) = (
+            median(&mut direct_runs.ends_of_data),
+            median(&mut proxy_runs.ends_of_data),
+        );
         let mb = |rate: f64| rate * args.size as f64 / 1e6;
         writeln!(
             report,
-            "| {sessions} | {d:.1} ({:.0}) | {p:.1} ({:.0}) | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            "| {sessions} | {d:.1} ({:.0}) | {p:.1} ({:.0}) | {:.2} | \
+             {direct_envelope:.2} / {proxy_envelope:.2} | {direct_end:.2} / {proxy_end:.2} |",
             mb(d),
             mb(p),
             p / d,
-            median(&mut direct_runs.envelopes),
-            median(&mut proxy_runs.envelopes),
-            median(&mut direct_runs.ends_of_data),
-            median(&mut proxy_runs.ends_of_data),
         )?;
+        let (size, count) = (human(args.size), format!("{sessions} sessions"));
+        let cell = [size.as_str(), count.as_str()];
+        results.add(&cell, "proxy msg/s", Better::Higher, p, Some(("direct", d)));
         results.add(
-            &[&human(args.size), &format!("{sessions} sessions")],
-            "proxy msg/s",
-            Better::Higher,
-            p,
-            Some(("direct", d)),
+            &cell,
+            "envelope ms",
+            Better::Lower,
+            proxy_envelope,
+            Some(("direct", direct_envelope)),
+        );
+        results.add(
+            &cell,
+            "end of data ms",
+            Better::Lower,
+            proxy_end,
+            Some(("direct", direct_end)),
         );
     }
     let copies = gateway.stop()?;

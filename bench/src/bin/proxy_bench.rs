@@ -135,7 +135,7 @@ fn main() -> anyhow::Result<()> {
     writeln!(report, "|---:|---:|---:|---:|---:|---:|")?;
     let mut sent = 0u64;
     for &sessions in &args.sessions {
-        let (mut direct_runs, mut proxy_runs) = (Phases::default(), Phases::default());
+        let (mut direct_runs, mut proxy_runs) = (Runs::default(), Runs::default());
         for run in 0..args.runs {
             let d = runtime.block_on(load::run(direct(sessions)))?;
             check(&d, args.messages, "direct")?;
@@ -150,44 +150,40 @@ fn main() -> anyhow::Result<()> {
             direct_runs.add(&d);
             proxy_runs.add(&p);
         }
-        let (d, p) = (
-            median(&mut direct_runs.rates),
-            median(&mut proxy_runs.rates),
-        );
-        let (direct_envelope, proxy_envelope) = (
-            median(&mut direct_runs.envelopes),
-            median(&mut proxy_runs.envelopes),
-        );
-        let (direct_end, proxy_end) = (
-            median(&mut direct_runs.ends_of_data),
-            median(&mut proxy_runs.ends_of_data),
-        );
+        let (d, p) = (direct_runs.medians(), proxy_runs.medians());
         let mb = |rate: f64| rate * args.size as f64 / 1e6;
         writeln!(
             report,
-            "| {sessions} | {d:.1} ({:.0}) | {p:.1} ({:.0}) | {:.2} | \
-             {direct_envelope:.2} / {proxy_envelope:.2} | {direct_end:.2} / {proxy_end:.2} |",
-            mb(d),
-            mb(p),
-            p / d,
+            "| {sessions} | {:.1} ({:.0}) | {:.1} ({:.0}) | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            d.rate,
+            mb(d.rate),
+            p.rate,
+            mb(p.rate),
+            p.rate / d.rate,
+            d.envelope,
+            p.envelope,
+            d.end_of_data,
+            p.end_of_data,
         )?;
         let (size, count) = (human(args.size), format!("{sessions} sessions"));
-        let cell = [size.as_str(), count.as_str()];
-        results.add(&cell, "proxy msg/s", Better::Higher, p, Some(("direct", d)));
-        results.add(
-            &cell,
-            "envelope ms",
-            Better::Lower,
-            proxy_envelope,
-            Some(("direct", direct_envelope)),
-        );
-        results.add(
-            &cell,
-            "end of data ms",
-            Better::Lower,
-            proxy_end,
-            Some(("direct", direct_end)),
-        );
+        for (metric, better, proxy, direct) in [
+            ("proxy msg/s", Better::Higher, p.rate, d.rate),
+            ("envelope ms", Better::Lower, p.envelope, d.envelope),
+            (
+                "end of data ms",
+                Better::Lower,
+                p.end_of_data,
+                d.end_of_data,
+            ),
+        ] {
+            results.add(
+                &[&size, &count],
+                metric,
+                better,
+                proxy,
+                Some(("direct", direct)),
+            );
+        }
     }
     let copies = gateway.stop()?;
     writeln!(
@@ -206,22 +202,37 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each run's rate, and its median envelope and end of data in milliseconds
-/// ([`LoadReport::envelope_median`]).
+/// One side's runs of a cell: each run's rate, and its median envelope and end of data in
+/// milliseconds ([`LoadReport::envelope_median`]).
 #[derive(Default)]
-struct Phases {
+struct Runs {
     rates: Vec<f64>,
     envelopes: Vec<f64>,
     ends_of_data: Vec<f64>,
 }
 
-impl Phases {
+/// The median of each of a side's figures over its runs.
+struct Figures {
+    rate: f64,
+    envelope: f64,
+    end_of_data: f64,
+}
+
+impl Runs {
     fn add(&mut self, run: &LoadReport) {
         self.rates.push(run.messages_per_sec());
         self.envelopes
             .push(run.envelope_median().as_secs_f64() * 1e3);
         self.ends_of_data
             .push(run.end_of_data_median().as_secs_f64() * 1e3);
+    }
+
+    fn medians(mut self) -> Figures {
+        Figures {
+            rate: median(&mut self.rates),
+            envelope: median(&mut self.envelopes),
+            end_of_data: median(&mut self.ends_of_data),
+        }
     }
 }
 

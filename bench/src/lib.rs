@@ -6,6 +6,8 @@
 //! - [`gateway_proc`]: the gateway run as a child process for the runner.
 //! - [`backends`]: SMTP intake on redb and on PostgreSQL with one and two nodes
 //!   (`smtp_bench --store postgres`).
+//! - [`disk`]: the cost of one durable write on the gateway's disk, and the ceiling it puts
+//!   on the proxy at one session.
 //! - [`cgroup`]: a memory limit around that child (cgroup, systemd scope or RLIMIT_AS).
 //! - [`postfix`]: a throwaway local Postfix delivering to a Maildir, the baseline.
 //! - [`pop3_load`]: a POP3 drain client (RETR + DELE every message, plain or implicit TLS),
@@ -17,6 +19,7 @@
 
 pub mod backends;
 pub mod cgroup;
+pub mod disk;
 pub mod dovecot;
 pub mod gateway_proc;
 pub mod load;

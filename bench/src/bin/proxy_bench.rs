@@ -134,6 +134,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     writeln!(report, "|---:|---:|---:|---:|---:|---:|")?;
     let mut sent = 0u64;
+    let mut one_session_direct = None;
     for &sessions in &args.sessions {
         let (mut direct_runs, mut proxy_runs) = (Runs::default(), Runs::default());
         for run in 0..args.runs {
@@ -151,6 +152,9 @@ fn main() -> anyhow::Result<()> {
             proxy_runs.add(&p);
         }
         let (d, p) = (direct_runs.medians(), proxy_runs.medians());
+        if sessions == 1 {
+            one_session_direct = Some(d.rate);
+        }
         let mb = |rate: f64| rate * args.size as f64 / 1e6;
         writeln!(
             report,
@@ -185,6 +189,9 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(rate) = one_session_direct {
+        floor(&mut report, &mut results, &data_dir, args.size, rate)?;
+    }
     let copies = gateway.stop()?;
     writeln!(
         report,
@@ -199,6 +206,53 @@ fn main() -> anyhow::Result<()> {
     if args.quick && copies != sent / 2 {
         anyhow::bail!("{copies} copies stored for {} proxied messages", sent / 2);
     }
+    Ok(())
+}
+
+/// How many durable writes the floor times (50 MiB at 1 MiB: a fraction of a second).
+const FLOOR_WRITES: usize = 50;
+
+/// The least the proxy adds at one session, in series: its copy's durable write, measured
+/// on its own in the gateway's data directory; and the ceiling that puts on proxy/direct.
+fn floor(
+    report: &mut String,
+    results: &mut Results,
+    data_dir: &std::path::Path,
+    size: usize,
+    direct_rate: f64,
+) -> anyhow::Result<()> {
+    let write = bench::disk::durable_write_median(data_dir, size, FLOOR_WRITES)
+        .context("time a durable write in the gateway's data directory")?;
+    let direct = std::time::Duration::from_secs_f64(1.0 / direct_rate);
+    let ceiling = bench::disk::serial_ceiling(direct, write);
+    writeln!(
+        report,
+        "\nAt one session the proxy has a ceiling below 1: a proxied message's copy is durable \
+         before its final dot goes upstream (so a copy that fails never lets the provider \
+         deliver), so the message takes at least a direct one ({:.2} ms here) plus one durable \
+         write of its size into new space ({:.2} ms on this disk, median of {FLOOR_WRITES} \
+         with nothing else running). That leaves the proxy at most {ceiling:.2} of direct at \
+         one session, before any of its other work (relaying each command, sealing, the \
+         store's own work in the commit).",
+        direct.as_secs_f64() * 1e3,
+        write.as_secs_f64() * 1e3,
+    )?;
+    let (size, count) = (human(size), "1 sessions".to_owned());
+    let write_ms = write.as_secs_f64() * 1e3;
+    results.add(
+        &[&size, &count],
+        "durable write ms",
+        Better::Lower,
+        write_ms,
+        None,
+    );
+    results.add(
+        &[&size, &count],
+        "ceiling proxy/direct",
+        Better::Higher,
+        ceiling,
+        None,
+    );
     Ok(())
 }
 

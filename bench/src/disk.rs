@@ -13,9 +13,14 @@ const PIECE: usize = 64 * 1024;
 
 /// The median of `count` durable writes of `size` bytes into new space: each appends `size`
 /// bytes to a file in `dir` in 64 KiB writes, then `fdatasync`s it, as a growing store's
-/// commit does. The file is removed afterwards. On its own, without the peer's load, so it
-/// is the least such a write costs there.
+/// commit does. The file is removed afterwards. It first writes out everything the system
+/// holds unwritten (`sync`), so no earlier write's backlog is timed: on its own, without the
+/// peer's load, it is the least such a write costs there.
 pub fn durable_write_median(dir: &Path, size: usize, count: usize) -> std::io::Result<Duration> {
+    let synced = std::process::Command::new("sync").status()?;
+    if !synced.success() {
+        return Err(std::io::Error::other(format!("sync: {synced}")));
+    }
     let path = dir.join(".durable-write-probe");
     let file = OpenOptions::new()
         .read(true)

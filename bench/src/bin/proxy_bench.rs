@@ -233,9 +233,9 @@ fn floor(
          before its final dot goes upstream (so a copy that fails never lets the provider \
          deliver), so the message takes at least a direct one ({:.2} ms here) plus one durable \
          write of its size into new space ({:.2} ms on this disk, median of {FLOOR_WRITES} \
-         before the runs, after a sync, with nothing else running). That leaves the proxy at most {ceiling:.2} of direct at \
-         one session, before any of its other work (relaying each command, sealing, the \
-         store's own work in the commit).",
+         before the runs, after a sync, with nothing else running). That leaves the proxy at \
+         most {ceiling:.2} of direct at one session, before any of its other work (relaying \
+         each command, sealing, the store's own work in the commit).",
         direct.as_secs_f64() * 1e3,
         write.as_secs_f64() * 1e3,
     )?;

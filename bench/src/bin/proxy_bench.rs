@@ -21,7 +21,9 @@ use anyhow::{anyhow, Context};
 use bench::gateway_proc::{bench_config, GatewayProcess};
 use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
 use bench::results::{Better, Results};
-use bench::util::{filesystem_of, human, prepare_run, write_report, KIB, MIB};
+use bench::util::{
+    cpu_seconds, filesystem_of, human, machine_busy_seconds, prepare_run, write_report, KIB, MIB,
+};
 use clap::Parser;
 use upstream_test_util::Provider;
 
@@ -121,7 +123,10 @@ fn main() -> anyhow::Result<()> {
          median of {} interleaved runs. Gateway data on {}. The gateway runs as a child \
          process. Envelope: MAIL FROM sent to the 354 for DATA; end of data: the message \
          written to its 250 (a proxied message's copy is durable before its final dot goes \
-         upstream); medians of the runs' medians.\n",
+         upstream); medians of the runs' medians. Machine CPU: the busy time of every process \
+         and the kernel during a run, per message (client, Postfix, Dovecot and, proxied, the \
+         gateway); where the machine is saturated, proxy/direct follows its inverse ratio. \
+         Of it, the gateway process's own CPU per proxied message.\n",
         args.size,
         args.messages,
         args.runs,
@@ -130,9 +135,10 @@ fn main() -> anyhow::Result<()> {
     writeln!(
         report,
         "| sessions | direct msg/s (MB/s) | proxy msg/s (MB/s) | proxy/direct | \
-         envelope ms, direct / proxy | end of data ms, direct / proxy |"
+         envelope ms, direct / proxy | end of data ms, direct / proxy | \
+         machine CPU ms/msg, direct / proxy | gateway CPU ms/msg |"
     )?;
-    writeln!(report, "|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(report, "|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     // Before any run, with the disk's queue drained: the least such a write costs here.
     let durable_write = bench::disk::durable_write_median(&data_dir, args.size, FLOOR_WRITES)
         .context("time a durable write in the gateway's data directory")?;
@@ -141,9 +147,14 @@ fn main() -> anyhow::Result<()> {
     for &sessions in &args.sessions {
         let (mut direct_runs, mut proxy_runs) = (Runs::default(), Runs::default());
         for run in 0..args.runs {
-            let d = runtime.block_on(load::run(direct(sessions)))?;
+            let gateway_pid = gateway.pid();
+            let (d, d_cpu) = timed(gateway_pid, || {
+                runtime.block_on(load::run(direct(sessions)))
+            })?;
             check(&d, args.messages, "direct")?;
-            let p = runtime.block_on(load::run(proxied(sessions)))?;
+            let (p, p_cpu) = timed(gateway_pid, || {
+                runtime.block_on(load::run(proxied(sessions)))
+            })?;
             check(&p, args.messages, "proxy")?;
             sent += 2 * args.messages;
             eprintln!(
@@ -151,8 +162,8 @@ fn main() -> anyhow::Result<()> {
                 d.messages_per_sec(),
                 p.messages_per_sec()
             );
-            direct_runs.add(&d);
-            proxy_runs.add(&p);
+            direct_runs.add(&d, d_cpu);
+            proxy_runs.add(&p, p_cpu);
         }
         let (d, p) = (direct_runs.medians(), proxy_runs.medians());
         if sessions == 1 {
@@ -161,7 +172,8 @@ fn main() -> anyhow::Result<()> {
         let mb = |rate: f64| rate * args.size as f64 / 1e6;
         writeln!(
             report,
-            "| {sessions} | {:.1} ({:.0}) | {:.1} ({:.0}) | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            "| {sessions} | {:.1} ({:.0}) | {:.1} ({:.0}) | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} \
+             | {:.2} / {:.2} | {:.2} |",
             d.rate,
             mb(d.rate),
             p.rate,
@@ -171,6 +183,9 @@ fn main() -> anyhow::Result<()> {
             p.envelope,
             d.end_of_data,
             p.end_of_data,
+            d.cpu,
+            p.cpu,
+            p.gateway_cpu,
         )?;
         let (size, count) = (human(args.size), format!("{sessions} sessions"));
         for (metric, better, proxy, direct) in [
@@ -181,6 +196,13 @@ fn main() -> anyhow::Result<()> {
                 Better::Lower,
                 p.end_of_data,
                 d.end_of_data,
+            ),
+            ("machine CPU ms/msg", Better::Lower, p.cpu, d.cpu),
+            (
+                "gateway CPU ms/msg",
+                Better::Lower,
+                p.gateway_cpu,
+                d.gateway_cpu,
             ),
         ] {
             results.add(
@@ -258,13 +280,37 @@ fn floor(
     Ok(())
 }
 
-/// One side's runs of a cell: each run's rate, and its median envelope and end of data in
-/// milliseconds ([`LoadReport::envelope_median`]).
+/// CPU seconds a run took.
+struct Busy {
+    /// The whole machine's.
+    machine: f64,
+    /// The gateway process's.
+    gateway: f64,
+}
+
+/// A run, and the CPU it took: the machine's and the gateway's (`gateway_pid`).
+fn timed(
+    gateway_pid: u32,
+    run: impl FnOnce() -> anyhow::Result<LoadReport>,
+) -> anyhow::Result<(LoadReport, Busy)> {
+    let (machine, gateway) = (machine_busy_seconds(), cpu_seconds(gateway_pid));
+    let report = run()?;
+    let busy = Busy {
+        machine: machine_busy_seconds() - machine,
+        gateway: cpu_seconds(gateway_pid) - gateway,
+    };
+    Ok((report, busy))
+}
+
+/// One side's runs of a cell: each run's rate, its median envelope and end of data in
+/// milliseconds ([`LoadReport::envelope_median`]), and the machine's CPU per message.
 #[derive(Default)]
 struct Runs {
     rates: Vec<f64>,
     envelopes: Vec<f64>,
     ends_of_data: Vec<f64>,
+    cpu_per_message: Vec<f64>,
+    gateway_cpu_per_message: Vec<f64>,
 }
 
 /// The median of each of a side's figures over its runs.
@@ -272,10 +318,18 @@ struct Figures {
     rate: f64,
     envelope: f64,
     end_of_data: f64,
+    /// Milliseconds of the whole machine's busy CPU per message.
+    cpu: f64,
+    /// Milliseconds of the gateway's CPU per message.
+    gateway_cpu: f64,
 }
 
 impl Runs {
-    fn add(&mut self, run: &LoadReport) {
+    fn add(&mut self, run: &LoadReport, busy: Busy) {
+        let messages = run.accepted.max(1) as f64;
+        self.cpu_per_message.push(busy.machine * 1e3 / messages);
+        self.gateway_cpu_per_message
+            .push(busy.gateway * 1e3 / messages);
         self.rates.push(run.messages_per_sec());
         self.envelopes
             .push(run.envelope_median().as_secs_f64() * 1e3);
@@ -288,6 +342,8 @@ impl Runs {
             rate: median(&mut self.rates),
             envelope: median(&mut self.envelopes),
             end_of_data: median(&mut self.ends_of_data),
+            cpu: median(&mut self.cpu_per_message),
+            gateway_cpu: median(&mut self.gateway_cpu_per_message),
         }
     }
 }

@@ -140,19 +140,18 @@ fn main() -> anyhow::Result<()> {
     )?;
     writeln!(report, "|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     // Before any run, with the disk's queue drained: the least such a write costs here.
-    let durable_write = match args.sessions.contains(&1) {
-        true => Some(
-            bench::disk::durable_write_median(&data_dir, args.size, FLOOR_WRITES)
-                .context("time a durable write in the gateway's data directory")?,
-        ),
-        false => None,
-    };
+    let durable_write = args
+        .sessions
+        .contains(&1)
+        .then(|| bench::disk::durable_write_median(&data_dir, args.size, FLOOR_WRITES))
+        .transpose()
+        .context("time a durable write in the gateway's data directory")?;
     let mut sent = 0u64;
     let mut one_session_direct = None;
+    let gateway_pid = gateway.pid();
     for &sessions in &args.sessions {
         let (mut direct_runs, mut proxy_runs) = (Runs::default(), Runs::default());
         for run in 0..args.runs {
-            let gateway_pid = gateway.pid();
             let (d, d_cpu) = timed(gateway_pid, || {
                 runtime.block_on(load::run(direct(sessions)))
             })?;
@@ -212,10 +211,9 @@ fn main() -> anyhow::Result<()> {
                 Some(("direct", direct)),
             );
         }
-        let gateway_cpu = "gateway CPU ms/msg";
         results.add(
             &[&size, &count],
-            gateway_cpu,
+            "gateway CPU ms/msg",
             Better::Lower,
             p.gateway_cpu,
             None,

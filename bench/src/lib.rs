@@ -19,6 +19,7 @@
 
 pub mod backends;
 pub mod cgroup;
+pub mod delay;
 pub mod disk;
 pub mod dovecot;
 pub mod gateway_proc;

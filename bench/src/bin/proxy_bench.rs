@@ -7,6 +7,9 @@
 //! runs as a child process, as in the other runners, so it does not share the load
 //! generator's runtime. Beside the rates, where a message's time goes on each side: the
 //! envelope (MAIL to the `354`) and the end of data (the message written to its `250`).
+//! Then the same at one session with the provider a round trip away
+//! ([`bench::delay::DelayLink`] in front of Postfix for both sides), with a client that sends
+//! one command at a time and one that pipelines.
 //!
 //! `cargo run --release -p bench --bin proxy_bench [-- --runs 3 --messages 200]`
 //!
@@ -15,9 +18,12 @@
 //! report ([`bench::results`]).
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use bench::delay::DelayLink;
 use bench::gateway_proc::{bench_config, GatewayProcess};
 use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
 use bench::results::{Better, Results};
@@ -46,6 +52,13 @@ struct Args {
     /// beside it (`.json`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also runs one session with the provider this many milliseconds away (round trip),
+    /// with each kind of client; 0 leaves that out.
+    #[arg(long, default_value_t = 20)]
+    upstream_rtt_ms: u64,
+    /// Messages per run with the provider away.
+    #[arg(long, default_value_t = 50)]
+    far_messages: u64,
     /// Smoke run: small size and counts (overrides the options above), strict checks.
     #[arg(long)]
     quick: bool,
@@ -61,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         args.runs = 1;
         args.sessions = vec![1, 2];
         args.size = 64 * KIB;
+        args.far_messages = 4;
     }
     let mut results = Results::new("proxy", args.quick);
     let (scratch, out) = prepare_run("proxy", args.out.clone())?;
@@ -101,17 +115,15 @@ fn main() -> anyhow::Result<()> {
         auth: Some((user.to_owned(), password.to_owned())),
         rate_bps: None,
     };
-    let proxied = |sessions| LoadConfig {
+    // The same load through the gateway, which relays to `upstream`.
+    let proxied = |direct: LoadConfig, upstream: SocketAddr| LoadConfig {
         addr: gateway.smtps,
         tls: Some(TlsTarget {
             ca_file: gateway.ca_file.clone(),
             server_name: config.gateway.host_name.clone(),
         }),
-        auth: Some((
-            format!("{user}%{}%{mailbox}", provider.smtps_addr()),
-            password.to_owned(),
-        )),
-        ..direct(sessions)
+        auth: Some((format!("{user}%{upstream}%{mailbox}"), password.to_owned())),
+        ..direct
     };
 
     let mut report = String::new();
@@ -146,30 +158,20 @@ fn main() -> anyhow::Result<()> {
         .then(|| bench::disk::durable_write_median(&data_dir, args.size, FLOOR_WRITES))
         .transpose()
         .context("time a durable write in the gateway's data directory")?;
-    let mut sent = 0u64;
+    let mut proxied_messages = 0u64;
     let mut one_session_direct = None;
-    let gateway_pid = gateway.pid();
+    let bench = Interleaved {
+        runtime: &runtime,
+        gateway_pid: gateway.pid(),
+        runs: args.runs,
+    };
     for &sessions in &args.sessions {
-        let (mut direct_runs, mut proxy_runs) = (Runs::default(), Runs::default());
-        for run in 0..args.runs {
-            let (d, d_cpu) = timed(gateway_pid, || {
-                runtime.block_on(load::run(direct(sessions)))
-            })?;
-            check(&d, args.messages, "direct")?;
-            let (p, p_cpu) = timed(gateway_pid, || {
-                runtime.block_on(load::run(proxied(sessions)))
-            })?;
-            check(&p, args.messages, "proxy")?;
-            sent += 2 * args.messages;
-            eprintln!(
-                "sessions {sessions} run {run}: direct {:.1} msg/s, proxy {:.1} msg/s",
-                d.messages_per_sec(),
-                p.messages_per_sec()
-            );
-            direct_runs.add(&d, d_cpu);
-            proxy_runs.add(&p, p_cpu);
-        }
-        let (d, p) = (direct_runs.medians(), proxy_runs.medians());
+        let (d, p) = bench.cell(
+            &format!("sessions {sessions}"),
+            &direct(sessions),
+            &proxied(direct(sessions), provider.smtps_addr()),
+        )?;
+        proxied_messages += args.messages * args.runs as u64;
         if sessions == 1 {
             one_session_direct = Some(d.rate);
         }
@@ -192,25 +194,14 @@ fn main() -> anyhow::Result<()> {
             p.gateway_cpu,
         )?;
         let (size, count) = (human(args.size), format!("{sessions} sessions"));
-        for (metric, better, proxy, direct) in [
-            ("proxy msg/s", Better::Higher, p.rate, d.rate),
-            ("envelope ms", Better::Lower, p.envelope, d.envelope),
-            (
-                "end of data ms",
-                Better::Lower,
-                p.end_of_data,
-                d.end_of_data,
-            ),
-            ("machine CPU ms/msg", Better::Lower, p.cpu, d.cpu),
-        ] {
-            results.add(
-                &[&size, &count],
-                metric,
-                better,
-                proxy,
-                Some(("direct", direct)),
-            );
-        }
+        add_timing_cells(&mut results, &[&size, &count], &d, &p);
+        results.add(
+            &[&size, &count],
+            "machine CPU ms/msg",
+            Better::Lower,
+            p.cpu,
+            Some(("direct", d.cpu)),
+        );
         results.add(
             &[&size, &count],
             "gateway CPU ms/msg",
@@ -222,19 +213,41 @@ fn main() -> anyhow::Result<()> {
     if let (Some(rate), Some(write)) = (one_session_direct, durable_write) {
         floor(&mut report, &mut results, write, args.size, rate)?;
     }
+    if args.upstream_rtt_ms > 0 {
+        let rtt = Duration::from_millis(args.upstream_rtt_ms);
+        let link = runtime
+            .block_on(DelayLink::start(provider.smtps_addr(), rtt))
+            .context("start the delay link")?;
+        let far = Far {
+            link: &link,
+            size: args.size,
+            messages: args.far_messages,
+        };
+        for (client, pipelining) in FAR_CLIENTS {
+            let direct = LoadConfig {
+                addr: link.addr(),
+                messages: Some(far.messages),
+                pipelining,
+                ..direct(1)
+            };
+            let proxied = proxied(direct.clone(), link.addr());
+            let cell = bench.cell(&format!("{rtt:?} away, {client}"), &direct, &proxied)?;
+            far.row(&mut report, &mut results, client, cell)?;
+            proxied_messages += far.messages * args.runs as u64;
+        }
+    }
     let copies = gateway.stop()?;
     writeln!(
         report,
-        "\n{copies} encrypted copies stored for {} proxied messages.",
-        sent / 2
+        "\n{copies} encrypted copies stored for {proxied_messages} proxied messages."
     )?;
     drop(provider);
     print!("{report}");
     write_report(&out, &report)?;
     let json = results.write_beside(&out)?;
     eprintln!("report written to {} and {}", out.display(), json.display());
-    if args.quick && copies != sent / 2 {
-        anyhow::bail!("{copies} copies stored for {} proxied messages", sent / 2);
+    if args.quick && copies != proxied_messages {
+        anyhow::bail!("{copies} copies stored for {proxied_messages} proxied messages");
     }
     Ok(())
 }
@@ -248,11 +261,11 @@ const FLOOR_WRITES: usize = 50;
 fn floor(
     report: &mut String,
     results: &mut Results,
-    write: std::time::Duration,
+    write: Duration,
     size: usize,
     direct_rate: f64,
 ) -> anyhow::Result<()> {
-    let direct = std::time::Duration::from_secs_f64(1.0 / direct_rate);
+    let direct = Duration::from_secs_f64(1.0 / direct_rate);
     let ceiling = bench::disk::serial_ceiling(direct, write);
     writeln!(
         report,
@@ -283,6 +296,115 @@ fn floor(
         None,
     );
     Ok(())
+}
+
+/// The clients run with the provider away: one that sends one command at a time, and one
+/// that sends MAIL, RCPT and DATA together (when PIPELINING is advertised).
+const FAR_CLIENTS: [(&str, bool); 2] = [("one command at a time", false), ("pipelining", true)];
+
+/// The section with the provider behind a [`DelayLink`], for both sides; the gateway stays
+/// next to the client, as in an office.
+struct Far<'a> {
+    link: &'a DelayLink,
+    size: usize,
+    messages: u64,
+}
+
+impl Far<'_> {
+    fn row(
+        &self,
+        report: &mut String,
+        results: &mut Results,
+        client: &str,
+        (d, p): (Figures, Figures),
+    ) -> anyhow::Result<()> {
+        let rtt_ms = self.link.rtt().as_millis();
+        if client == FAR_CLIENTS[0].0 {
+            writeln!(
+                report,
+                "\n## The provider {rtt_ms} ms away\n\n\
+                 A relay in front of Postfix holds every byte {} ms in each direction \
+                 (`bench::delay`), for both sides; the gateway stays next to the client, as in \
+                 an office. One session, {} messages a run, the same message size and runs as \
+                 above.\n\n\
+                 | client | direct msg/s | proxy msg/s | proxy/direct | \
+                 envelope ms, direct / proxy | end of data ms, direct / proxy |\n\
+                 |---|---:|---:|---:|---:|---:|",
+                rtt_ms as f64 / 2.0,
+                self.messages,
+            )?;
+        }
+        writeln!(
+            report,
+            "| {client} | {:.1} | {:.1} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} |",
+            d.rate,
+            p.rate,
+            p.rate / d.rate,
+            d.envelope,
+            p.envelope,
+            d.end_of_data,
+            p.end_of_data,
+        )?;
+        let (size, away) = (human(self.size), format!("provider {rtt_ms} ms away"));
+        add_timing_cells(results, &[&size, "1 sessions", &away, client], &d, &p);
+        Ok(())
+    }
+}
+
+/// The cells every table has: the rate, envelope and end of data, proxy against direct.
+fn add_timing_cells(results: &mut Results, ids: &[&str], d: &Figures, p: &Figures) {
+    for (metric, better, proxy, direct) in [
+        ("proxy msg/s", Better::Higher, p.rate, d.rate),
+        ("envelope ms", Better::Lower, p.envelope, d.envelope),
+        (
+            "end of data ms",
+            Better::Lower,
+            p.end_of_data,
+            d.end_of_data,
+        ),
+    ] {
+        results.add(ids, metric, better, proxy, Some(("direct", direct)));
+    }
+}
+
+/// Runs a cell's two sides in turn, `runs` times each.
+struct Interleaved<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    gateway_pid: u32,
+    runs: usize,
+}
+
+impl Interleaved<'_> {
+    /// The medians of each side's runs (direct, then proxied); fails when a run loses a
+    /// message.
+    fn cell(
+        &self,
+        name: &str,
+        direct: &LoadConfig,
+        proxied: &LoadConfig,
+    ) -> anyhow::Result<(Figures, Figures)> {
+        let (mut direct_runs, mut proxy_runs) = (Runs::default(), Runs::default());
+        for run in 0..self.runs {
+            let d = self.run(direct, "direct")?;
+            let p = self.run(proxied, "proxy")?;
+            eprintln!(
+                "{name} run {run}: direct {:.1} msg/s, proxy {:.1} msg/s",
+                d.0.messages_per_sec(),
+                p.0.messages_per_sec()
+            );
+            direct_runs.add(&d.0, d.1);
+            proxy_runs.add(&p.0, p.1);
+        }
+        Ok((direct_runs.medians(), proxy_runs.medians()))
+    }
+
+    fn run(&self, config: &LoadConfig, side: &str) -> anyhow::Result<(LoadReport, Busy)> {
+        let (report, busy) = timed(self.gateway_pid, || {
+            self.runtime.block_on(load::run(config.clone()))
+        })?;
+        check(&report, config.messages.unwrap_or_default(), side)?;
+        Ok((report, busy))
+    }
 }
 
 /// CPU seconds a run took.

@@ -13,11 +13,14 @@
 //!                      └─ (TLS active) AUTH PLAIN <initial response>          ─ 235 ─ Ready
 //!                                   or AUTH LOGIN ─ 334 ─ user ─ 334 ─ pass ─ 235 ─ Ready
 //! Ready ─ MAIL ─ RCPT × n ─ DATA ─ 354 ─ body … "." ─ 250 ─ Ready ─ … ─ QUIT ─ Closed
+//!       └ (PIPELINING offered) MAIL + RCPT × n [+ DATA] in one write ─ their replies in turn
 //! ```
 //!
-//! One command is in flight at a time (no PIPELINING toward the upstream), so any byte the
-//! upstream sends before our next command is a protocol error; after the `220` to STARTTLS
-//! it is [`UpstreamError::ResponseInjection`].
+//! One command is in flight at a time, except a pipelined group
+//! ([`UpstreamSmtp::pipeline`], RFC 2920): its MAIL, RCPTs and DATA leave together and
+//! their replies may come together. Any other byte the upstream sends before our next
+//! command is a protocol error; after the `220` to STARTTLS it is
+//! [`UpstreamError::ResponseInjection`].
 //!
 //! ## TLS, and why the credentials never travel in plaintext
 //!

@@ -883,7 +883,27 @@ fn every_split_of_the_multi_line_ehlo_reply_gives_the_same_result() {
     }
 }
 
+/// A pipelined group whose four replies come in one write, cut into reads at `cuts`.
+fn pipelined_group(cuts: Vec<usize>) -> Vec<String> {
+    let mut fake = ready_fake().with_cuts(cuts);
+    fake.core
+        .pipeline("a@b.example", "", &recipients(&["c@d", "e@f"]), true)
+        .unwrap();
+    fake.drain();
+    fake.server(b"250-sender\r\n250 ok\r\n550 5.1.1 no\r\n250 2.1.5 ok\r\n354 go\r\n");
+    reply_codes(&fake.take_events())
+}
+
 proptest! {
+    /// However a pipelined group's replies are cut into reads, each is taken in turn.
+    #[test]
+    fn pipelined_replies_cut_anywhere(cuts in proptest::collection::vec(any::<usize>(), 0..6)) {
+        prop_assert_eq!(
+            pipelined_group(cuts),
+            ["mail 250", "rcpt 0 550", "rcpt 1 250", "data ready"]
+        );
+    }
+
     /// However the upstream's bytes are cut into reads, the conversation is the same.
     #[test]
     fn read_boundaries_do_not_matter(cuts in proptest::collection::vec(any::<usize>(), 0..6)) {
@@ -1086,4 +1106,162 @@ fn deadlines_count_from_the_command_that_left() {
     fake.take_events();
     fake.timer_at(deadline);
     fake.assert_failed(UpstreamError::TimedOut);
+}
+
+fn reply_codes(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| match event {
+            Event::MailAccepted(reply) => format!("mail {}", reply.code()),
+            Event::MailRejected(reply) => format!("mail refused {}", reply.code()),
+            Event::RcptResult { index, reply } => format!("rcpt {index} {}", reply.code()),
+            Event::DataReady => "data ready".to_owned(),
+            Event::DataRejected(reply) => format!("data refused {}", reply.code()),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_pipelined_group_leaves_in_one_write_and_its_replies_may_come_together() {
+    let mut fake = ready_fake();
+    let rcpt = recipients(&["nobody@example.org", "bob@example.org"]);
+    fake.core
+        .pipeline("alice@provider.example", "SIZE=10", &rcpt, true)
+        .unwrap();
+    let mut write = Vec::new();
+    fake.core.poll_transmit(fake.at, &mut write);
+    assert_eq!(
+        write,
+        b"MAIL FROM:<alice@provider.example> SIZE=10\r\nRCPT TO:<nobody@example.org>\r\n\
+RCPT TO:<bob@example.org>\r\nDATA\r\n"
+    );
+    assert_eq!(
+        fake.core.poll_timeout(),
+        Some(fake.at + COMMAND_TIMEOUT),
+        "the group's first reply is due a command's time after it left"
+    );
+    fake.server(b"250 2.1.0 ok\r\n550 5.1.1 no such user\r\n250 2.1.5 ok\r\n354 go\r\n");
+    assert_eq!(
+        reply_codes(&fake.take_events()),
+        ["mail 250", "rcpt 0 550", "rcpt 1 250", "data ready"]
+    );
+    fake.core.data_chunk(b".dot\r\n").unwrap();
+    fake.core.data_end().unwrap();
+    fake.drain();
+    assert_eq!(fake.take_sent(), b"..dot\r\n.\r\n");
+    fake.server(b"250 2.0.0 queued\r\n");
+    assert!(matches!(fake.take_events()[..], [Event::DataAccepted(_)]));
+    assert!(fake.core.is_ready());
+}
+
+#[test]
+fn a_pipelined_group_behind_a_refused_mail_counts_for_nothing() {
+    let mut fake = ready_fake();
+    fake.core
+        .pipeline("a@b.example", "", &recipients(&["c@d.example"]), true)
+        .unwrap();
+    fake.drain();
+    fake.take_sent();
+    // A server that takes the RCPT and DATA anyway: the lone dot ends it, nothing is sent.
+    fake.server(b"553 5.7.1 sender not owned\r\n250 2.1.5 ok\r\n354 go\r\n");
+    assert_eq!(
+        reply_codes(&fake.take_events()),
+        ["mail refused 553", "rcpt 0 250"]
+    );
+    assert_eq!(fake.take_sent(), b".\r\n");
+    assert_eq!(
+        fake.core.poll_timeout(),
+        Some(fake.at + DATA_TERMINATION_TIMEOUT)
+    );
+    // Whatever the upstream makes of the empty message, the proxy hears the refusal.
+    fake.server(b"250 2.0.0 queued as nothing\r\n");
+    let events = fake.take_events();
+    assert!(
+        matches!(&events[..], [Event::DataRejected(reply)] if reply.code() == 554
+            && reply.status() == Some(EnhancedStatus::new(5, 5, 1))),
+        "{events:?}"
+    );
+    assert!(fake.core.is_ready());
+
+    // The usual answer: DATA refused too; the upstream is reset before the next one.
+    fake.core
+        .pipeline("a@b.example", "", &recipients(&["c@d.example"]), true)
+        .unwrap();
+    fake.drain();
+    fake.take_sent();
+    fake.server(b"553 5.7.1 sender not owned\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n");
+    assert_eq!(
+        reply_codes(&fake.take_events()),
+        ["mail refused 553", "rcpt 0 503"]
+    );
+    assert_eq!(fake.take_sent(), b"RSET\r\n");
+    fake.server(b"250 2.0.0 ok\r\n");
+    assert_eq!(reply_codes(&fake.take_events()), ["data refused 503"]);
+    assert!(fake.core.is_ready());
+}
+
+#[test]
+fn a_pipelined_group_without_data_goes_on_stepwise() {
+    let mut fake = ready_fake();
+    fake.core
+        .pipeline("a@b.example", "", &recipients(&["nobody@d.example"]), false)
+        .unwrap();
+    fake.drain();
+    assert_eq!(
+        fake.take_sent(),
+        b"MAIL FROM:<a@b.example>\r\nRCPT TO:<nobody@d.example>\r\n"
+    );
+    fake.server(b"250 ok\r\n550 no\r\n");
+    assert_eq!(reply_codes(&fake.take_events()), ["mail 250", "rcpt 0 550"]);
+    assert_eq!(fake.core.data(), Err(UsageError::NoRecipients));
+    fake.core.rcpt("c@d.example").unwrap();
+    fake.drain();
+    fake.server(b"250 ok\r\n");
+    assert_eq!(reply_codes(&fake.take_events()), ["rcpt 1 250"]);
+    // Stepwise again: a reply nobody asked for is still an error.
+    fake.core.data().unwrap();
+    fake.drain();
+    fake.server(b"354 go\r\n250 surprise\r\n");
+    assert!(matches!(
+        fake.take_events()[..],
+        [
+            Event::DataReady,
+            Event::Failed(UpstreamError::Protocol(_)),
+            Event::Closed
+        ]
+    ));
+}
+
+#[test]
+fn pipelining_needs_the_extension_a_recipient_and_an_idle_core() {
+    let mut fake = Fake::new(UpstreamTls::Implicit);
+    fake.server(GREETING);
+    fake.server(b"250-smtp.provider.example\r\n250 AUTH PLAIN\r\n");
+    fake.server(b"235 ok\r\n");
+    fake.take_events();
+    assert!(!fake.core.pipelining());
+    let rcpt = recipients(&["c@d.example"]);
+    assert_eq!(
+        fake.core.pipeline("a@b.example", "", &rcpt, true),
+        Err(UsageError::Unsupported("PIPELINING"))
+    );
+    let mut fake = ready_fake();
+    assert!(fake.core.pipelining());
+    assert_eq!(
+        fake.core.pipeline("a@b.example", "", &[], true),
+        Err(UsageError::NoRecipients)
+    );
+    assert_eq!(
+        fake.core
+            .pipeline("a@b.example", "", &recipients(&["x@y\r\nDATA"]), true),
+        Err(UsageError::InvalidEnvelope)
+    );
+    fake.core.pipeline("a@b.example", "", &rcpt, true).unwrap();
+    assert_eq!(
+        fake.core.pipeline("a@b.example", "", &rcpt, true),
+        Err(UsageError::NotReady)
+    );
+    fake.take_sent();
+    assert!(fake.sent.is_empty());
 }

@@ -11,7 +11,7 @@ use super::reply_reader::ReplyReader;
 use crate::net::{Machine, Now, Outbox};
 use crate::smtp::command::Command;
 use crate::smtp::data::BodyViolation;
-use crate::smtp::Reply;
+use crate::smtp::{EnhancedStatus, Reply};
 use crate::wire::dot::{Strict, Stuffer};
 
 /// RFC 5321 §4.5.3.2.1, .2, .3, .4: the initial `220`, MAIL, RCPT and other commands.
@@ -155,8 +155,18 @@ enum AuthStep {
     LoginPassword,
 }
 
+/// A pipelined group in flight ([`UpstreamSmtp::pipeline`]).
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    /// DATA was sent last.
+    data: bool,
+    /// MAIL was refused: the RCPT replies that follow count for nothing.
+    mail_refused: bool,
+}
+
 /// Where the conversation is. Every state but `Ready`, `Body`, `AwaitingTls` and `Closed`
-/// waits for exactly one reply to exactly one command (no pipelining).
+/// waits for exactly one reply to exactly one command, except that `Mail`, `Rcpt` and `Data`
+/// may be steps through a pipelined group's replies ([`UpstreamSmtp::pipeline`]).
 #[derive(Debug)]
 enum State {
     /// Waiting for the `220` greeting.
@@ -182,12 +192,17 @@ enum State {
     Envelope {
         accepted: usize,
     },
-    /// DATA sent.
-    Data,
+    /// DATA sent, with `accepted` recipients.
+    Data {
+        accepted: usize,
+    },
     /// `354` received; the body is flowing.
     Body,
     /// The final dot sent.
     DataEnd,
+    /// A pipelined DATA got `354` though no recipient was accepted: a lone dot was sent to
+    /// end it (RFC 2920 §3.1), and the proxy hears [`Event::DataRejected`] after its reply.
+    LoneDot,
     /// RSET sent; `then` is emitted when it succeeds.
     Rset {
         then: Event,
@@ -223,6 +238,8 @@ pub struct UpstreamSmtp {
     recipients: Vec<String>,
     /// The running transaction is driven command by command ([`UpstreamSmtp::mail`]).
     stepwise: bool,
+    /// The pipelined group whose replies are still coming ([`UpstreamSmtp::pipeline`]).
+    group: Option<Group>,
     body: Stuffer<Strict>,
     /// [`Event::Closed`] was emitted.
     finished: bool,
@@ -254,6 +271,7 @@ impl UpstreamSmtp {
             extensions: None,
             recipients: Vec::new(),
             stepwise: false,
+            group: None,
             body: Stuffer::strict(),
             finished: false,
         })
@@ -285,8 +303,9 @@ impl UpstreamSmtp {
                     return self.fail(UpstreamError::ResponseInjection);
                 }
                 // One command at a time: bytes after a reply that asked for our next
-                // command cannot be an answer to it.
-                if self.state.awaits_reply() {
+                // command cannot be an answer to it; only a pipelined group's replies may
+                // come together.
+                if self.state.awaits_reply() && self.group.is_none() {
                     return self.fail(UpstreamError::Protocol(
                         "the upstream replied before our command".into(),
                     ));
@@ -330,9 +349,9 @@ impl UpstreamSmtp {
     fn timeout(&self) -> Option<Duration> {
         match self.state {
             State::Ready | State::Envelope { .. } | State::Closed => None,
-            State::Data => Some(DATA_INITIATION_TIMEOUT),
+            State::Data { .. } => Some(DATA_INITIATION_TIMEOUT),
             State::Body => Some(DATA_BLOCK_TIMEOUT),
-            State::DataEnd => Some(DATA_TERMINATION_TIMEOUT),
+            State::DataEnd | State::LoneDot => Some(DATA_TERMINATION_TIMEOUT),
             State::Greeting
             | State::Ehlo
             | State::StartTls
@@ -392,6 +411,7 @@ impl UpstreamSmtp {
         let line = self.mail_line(mail_from, params, utf8)?;
         self.recipients = rcpt.to_vec();
         self.stepwise = false;
+        self.group = None;
         self.send_line(&line);
         self.state = State::Mail;
         Ok(())
@@ -410,9 +430,65 @@ impl UpstreamSmtp {
         let line = self.mail_line(mail_from, params, false)?;
         self.recipients.clear();
         self.stepwise = true;
+        self.group = None;
         self.send_line(&line);
         self.state = State::Mail;
         Ok(())
+    }
+
+    /// A stepwise transaction's envelope in one write, for an upstream that offers
+    /// PIPELINING (RFC 2920): MAIL, a RCPT per recipient and, with `data`, DATA. The replies
+    /// are taken in order and said as the stepwise calls' are: [`Event::MailAccepted`] or
+    /// [`Event::MailRejected`], an [`Event::RcptResult`] per recipient (after a refused
+    /// MAIL none of them counts), then with `data` [`Event::DataReady`] or
+    /// [`Event::DataRejected`]. An upstream that answers DATA with `354` though no recipient
+    /// was accepted gets a lone dot, and the proxy hears `DataRejected` (`554 5.5.1`).
+    /// Without `data`, the transaction goes on stepwise after the last `RcptResult` (or is
+    /// over, after a refused MAIL). Parameters as for [`UpstreamSmtp::send_envelope`].
+    pub fn pipeline(
+        &mut self,
+        mail_from: &str,
+        params: &str,
+        rcpt: &[String],
+        data: bool,
+    ) -> Result<(), UsageError> {
+        match self.state {
+            State::Ready => {}
+            State::Closed => return Err(UsageError::Closed),
+            _ => return Err(UsageError::NotReady),
+        }
+        if !self.pipelining() {
+            return Err(UsageError::Unsupported("PIPELINING"));
+        }
+        if rcpt.is_empty() {
+            return Err(UsageError::NoRecipients);
+        }
+        if !rcpt.iter().all(|r| !r.is_empty() && valid_field(r)) {
+            return Err(UsageError::InvalidEnvelope);
+        }
+        let line = self.mail_line(mail_from, params, false)?;
+        self.recipients = rcpt.to_vec();
+        self.stepwise = true;
+        self.group = Some(Group {
+            data,
+            mail_refused: false,
+        });
+        self.send_line(&line);
+        for to in rcpt {
+            self.send_line(&format!("RCPT TO:<{to}>"));
+        }
+        if data {
+            self.send(&Command::Data);
+        }
+        self.state = State::Mail;
+        Ok(())
+    }
+
+    /// The upstream offers PIPELINING (RFC 2920): [`UpstreamSmtp::pipeline`] may be used.
+    pub fn pipelining(&self) -> bool {
+        self.extensions
+            .as_ref()
+            .is_some_and(|extensions| extensions.has("PIPELINING"))
     }
 
     /// One recipient of a stepwise transaction, answered by [`Event::RcptResult`].
@@ -433,9 +509,9 @@ impl UpstreamSmtp {
     pub fn data(&mut self) -> Result<(), UsageError> {
         match self.state {
             State::Envelope { accepted: 0 } => Err(UsageError::NoRecipients),
-            State::Envelope { .. } => {
+            State::Envelope { accepted } => {
                 self.send(&Command::Data);
-                self.state = State::Data;
+                self.state = State::Data { accepted };
                 Ok(())
             }
             _ => Err(self.not_ready()),
@@ -551,13 +627,31 @@ impl UpstreamSmtp {
             State::StartTls => self.fail(UpstreamError::NoTls),
             State::Auth(step) => self.on_auth_reply(step, reply),
             State::Mail => match class {
+                // A pipelined group's RCPT replies come next.
+                2 if self.group.is_some() => {
+                    self.state = State::Rcpt {
+                        next: 0,
+                        accepted: 0,
+                    };
+                    self.outbox.push_event(Event::MailAccepted(reply));
+                }
                 2 if self.stepwise => {
                     self.state = State::Envelope { accepted: 0 };
                     self.outbox.push_event(Event::MailAccepted(reply));
                 }
                 2 => self.send_rcpt(0, 0),
                 4 | 5 => {
-                    self.state = State::Ready;
+                    self.state = match &mut self.group {
+                        // The group's RCPT (and DATA) replies are still to come.
+                        Some(group) => {
+                            group.mail_refused = true;
+                            State::Rcpt {
+                                next: 0,
+                                accepted: 0,
+                            }
+                        }
+                        None => State::Ready,
+                    };
                     self.outbox.push_event(Event::MailRejected(reply));
                 }
                 _ => self.unexpected("MAIL", &reply),
@@ -566,30 +660,55 @@ impl UpstreamSmtp {
                 if !matches!(class, 2 | 4 | 5) {
                     return self.unexpected("RCPT", &reply);
                 }
-                let accepted = accepted + usize::from(class == 2);
+                let mail_refused = self.group.is_some_and(|group| group.mail_refused);
+                let accepted = accepted + usize::from(class == 2 && !mail_refused);
                 self.outbox
                     .push_event(Event::RcptResult { index: next, reply });
-                if self.stepwise {
+                if let Some(group) = self.group {
+                    self.state = if next + 1 < self.recipients.len() {
+                        State::Rcpt {
+                            next: next + 1,
+                            accepted,
+                        }
+                    } else if group.data {
+                        State::Data { accepted }
+                    } else {
+                        self.group = None;
+                        if mail_refused {
+                            State::Ready
+                        } else {
+                            State::Envelope { accepted }
+                        }
+                    };
+                } else if self.stepwise {
                     self.state = State::Envelope { accepted };
                 } else if next + 1 < self.recipients.len() {
                     self.send_rcpt(next + 1, accepted);
                 } else if accepted > 0 {
                     self.send(&Command::Data);
-                    self.state = State::Data;
+                    self.state = State::Data { accepted };
                 } else {
                     self.send_rset(Event::NoRecipientAccepted);
                 }
             }
-            State::Data => match reply.code() {
-                354 => {
-                    self.body = Stuffer::strict();
-                    self.state = State::Body;
-                    self.outbox.push_event(Event::DataReady);
+            State::Data { accepted } => {
+                let pipelined = self.group.take().is_some();
+                match reply.code() {
+                    // RFC 2920 §3.1: DATA taken though no recipient was; a lone dot ends it.
+                    354 if pipelined && accepted == 0 => {
+                        self.send_line(".");
+                        self.state = State::LoneDot;
+                    }
+                    354 => {
+                        self.body = Stuffer::strict();
+                        self.state = State::Body;
+                        self.outbox.push_event(Event::DataReady);
+                    }
+                    // RFC 5321 does not say whether a refused DATA ends the transaction.
+                    _ if matches!(class, 4 | 5) => self.send_rset(Event::DataRejected(reply)),
+                    _ => self.unexpected("DATA", &reply),
                 }
-                // RFC 5321 does not say whether a refused DATA ends the transaction.
-                _ if matches!(class, 4 | 5) => self.send_rset(Event::DataRejected(reply)),
-                _ => self.unexpected("DATA", &reply),
-            },
+            }
             State::DataEnd => {
                 self.recipients.clear();
                 match class {
@@ -604,6 +723,13 @@ impl UpstreamSmtp {
                     _ => self.unexpected("end of data", &reply),
                 }
             }
+            State::LoneDot if matches!(class, 2 | 4 | 5) => {
+                self.recipients.clear();
+                self.state = State::Ready;
+                self.outbox
+                    .push_event(Event::DataRejected(no_valid_recipients()));
+            }
+            State::LoneDot => self.unexpected("a lone dot", &reply),
             State::Rset { then } if class == 2 => {
                 self.recipients.clear();
                 self.state = State::Ready;
@@ -777,6 +903,11 @@ impl UpstreamSmtp {
         self.recipients.clear();
         self.outbox.push_event(Event::Closed);
     }
+}
+
+/// What the proxy hears when a pipelined DATA found no recipient accepted.
+fn no_valid_recipients() -> Reply {
+    Reply::new(554, EnhancedStatus::new(5, 5, 1), "no valid recipients")
 }
 
 /// A path or parameter we may put on a command line: no control character (CR, LF, NUL,

@@ -293,6 +293,41 @@ async fn smtp_proxy_refused_recipient_is_relayed_and_left_out_of_the_copy() {
     assert!(!stored[0].0.contains("nobody"));
 }
 
+/// A client that pipelines MAIL, RCPT and DATA (RFC 2920) to an upstream that offers
+/// PIPELINING: the three go upstream in one write, so the client waits for one round trip
+/// to the upstream, not three. This upstream answers only once DATA has come: relayed one
+/// at a time, MAIL's reply would never come.
+#[tokio::test]
+async fn smtp_proxy_sends_a_pipelined_envelope_upstream_in_one_go() {
+    let upstream =
+        FakeUpstream::start(Protocol::Smtp, true, Fault::AnswersOnlyWholeGroups, vec![]).await;
+    let gw = gateway_trusting(&upstream).await;
+    let (id, _, password) = gw.create_mailbox("office").await;
+    let (mut client, reply) = smtp_login(&gw, &login(&upstream, &id), true).await;
+    reply.expect(235, "");
+    client
+        .send(format!(
+            "MAIL FROM:<{USER}>\r\nRCPT TO:<bob@example.org>\r\nRCPT TO:<carol@example.org>\r\nDATA\r\n"
+        ))
+        .await;
+    for code in [250, 250, 250, 354] {
+        client.reply().await.expect(code, "");
+    }
+    client.send(support::dot_stuff(MESSAGE)).await;
+    client.reply().await.expect(250, "2.0.0");
+    let stored = copies(&gw, &id, &password);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].1, MESSAGE);
+    assert!(
+        stored[0].0.contains(
+            "X-Gateway-Envelope-To: <bob@example.org>\r\nX-Gateway-Envelope-To: <carol@example.org>\r\n"
+        ),
+        "{}",
+        stored[0].0
+    );
+    assert_eq!(upstream.seen.lock().unwrap().messages, [MESSAGE.to_vec()]);
+}
+
 #[tokio::test]
 async fn smtp_proxy_upstream_dropping_in_data_leaves_no_copy() {
     let upstream = FakeUpstream::start(Protocol::Smtp, false, Fault::DropInBody(2), vec![]).await;

@@ -157,6 +157,52 @@ async fn swaks_through_the_proxy_and_postfix_refusals() {
         .any(|w| w == b"Subject: swaks via proxy"));
 }
 
+/// swaks pipelining MAIL, both RCPTs and DATA (RFC 2920): Postfix offers PIPELINING, so
+/// the group goes to it in one write and its replies come back in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn swaks_pipelining_through_the_proxy_to_postfix() {
+    let provider = provider().await;
+    let gw = gateway_for(&provider).await;
+    let (id, _, password) = gw.create_mailbox("office").await;
+    let (user, secret) = provider.user(0);
+    let swaks = |to: &str| {
+        let mut command = tokio::process::Command::new("swaks");
+        command
+            .args(["--server", "127.0.0.1", "--port"])
+            .arg(gw.submission_addr().port().to_string())
+            .args(["--tls", "--pipeline", "--auth", "PLAIN", "--auth-user"])
+            .arg(login(user, provider.submission_addr(), &id))
+            .args(["--auth-password", secret, "--from", user, "--to", to])
+            .args(["--header", "Subject: pipelined via proxy"]);
+        command
+    };
+    let refused = provider.refused_recipient();
+    let out = swaks(&format!("{refused},erin@example.org"))
+        .output()
+        .await
+        .unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{transcript}");
+    for relayed in ["550 5.1.1", "354 ", "250 2.0.0 Ok: queued as"] {
+        assert!(transcript.contains(relayed), "{relayed}: {transcript}");
+    }
+
+    // Every recipient refused: Postfix refuses the pipelined DATA too, and that is relayed.
+    let out = swaks(refused).output().await.unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(transcript.contains("554 5.5.1"), "{transcript}");
+
+    let sent = wait_sent(&provider, 1).await;
+    assert!(sent[0]
+        .windows(27)
+        .any(|w| w == b"Subject: pipelined via prox"));
+    let copies = gw.messages(&id, &password);
+    assert_eq!(copies.len(), 1, "only the message Postfix took is archived");
+    let (trace, _) = without_trace(&copies[0]);
+    assert!(trace.contains("<erin@example.org>"), "{trace}");
+    assert!(!trace.contains(refused), "{trace}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn poplib_through_the_proxy_to_dovecot_pop3_and_pop3s_one_copy_each() {
     let provider = provider().await;

@@ -319,6 +319,24 @@ impl<R: Recipients + Clone> Conversation<R> {
         Step::Progressed
     }
 
+    /// Takes the next buffered command line off the input when it is complete and `wanted`
+    /// (given the line without its CRLF) says so: for a relay gathering a pipelined group.
+    /// A line it does not want, a partial one, an overlong one or one ending in a bare LF
+    /// stays for [`Conversation::step`].
+    pub fn take_line_if(&mut self, wanted: impl FnOnce(&[u8]) -> bool) -> bool {
+        let Frame::Line { wire_len } = COMMAND_LINES.frame(&self.input) else {
+            return false;
+        };
+        let Some(line) = self.input[..wire_len].strip_suffix(b"\r\n") else {
+            return false;
+        };
+        if !wanted(line) {
+            return false;
+        }
+        drop(self.input.take_front(wire_len));
+        true
+    }
+
     /// Parses a command line and answers what both machines answer alike (refused
     /// clients, errors, NOOP, QUIT, VRFY, EXPN, HELP, STARTTLS); the rest is returned.
     pub fn command(&mut self, line: &[u8]) -> Option<Command> {

@@ -154,6 +154,15 @@ pub enum UpstreamCommand {
     Data,
     /// Ends the upstream's transaction; the reply's text does not matter.
     Rset,
+    /// A client's pipelined MAIL, its RCPTs and possibly DATA, sent upstream in one write
+    /// (RFC 2920) when the upstream offers PIPELINING: answered with a reply for each, in
+    /// order.
+    Group {
+        from: String,
+        params: String,
+        rcpt: Vec<String>,
+        data: bool,
+    },
 }
 
 /// Everything the session asks of its shell, in order. Replies to the client are not

@@ -16,9 +16,10 @@ pub enum Machine {
 
 impl Machine {
     /// The session after a successful proxy login: the relay takes over.
-    pub fn login_accepted(&mut self) {
+    /// `upstream_pipelining`: the upstream offers PIPELINING.
+    pub fn login_accepted(&mut self, upstream_pipelining: bool) {
         if let Machine::Session(session) = self {
-            if let Some(relay) = session.login_accepted() {
+            if let Some(relay) = session.login_accepted(upstream_pipelining) {
                 *self = Machine::Relay(relay);
             }
         }

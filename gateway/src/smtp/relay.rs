@@ -2,10 +2,15 @@
 //! [`Session::login_accepted`](super::Session::login_accepted) handed it over.
 //!
 //! Each transaction command goes to the upstream ([`Event::Upstream`]) and the client gets
-//! the upstream's reply ([`Relay::upstream_reply`]); the message is both relayed and copied
+//! the upstream's reply ([`Relay::upstream_reply`]). When the upstream offers PIPELINING,
+//! a MAIL the client pipelined with its RCPTs (and DATA) goes up with them as one
+//! [`UpstreamCommand::Group`], so a pipelining client waits for one round trip to the
+//! upstream, as it would direct, not one per command. The message is both relayed and copied
 //! by the shell, and its `250` reaches the client only with a [`Durable`] proof that the
 //! copy is stored ([`Relay::message_relayed`]). Like the session it is sans-IO; the shell
 //! (`super::server`) drives it with the upstream leg (`super::upstream`).
+
+use std::collections::VecDeque;
 
 use crate::net::Now;
 
@@ -43,15 +48,21 @@ enum Pending {
 pub struct Relay {
     /// Recipients are the addresses the upstream accepted.
     pub(super) conversation: Conversation<String>,
-    /// What the outstanding [`Event::Upstream`] was for.
-    pending: Option<Pending>,
+    /// What the outstanding [`Event::Upstream`] was for: a command, or each of a group's,
+    /// answered in this order.
+    pending: VecDeque<Pending>,
     /// The upstream connection is gone; the relay closes after its next reply.
     upstream_gone: bool,
+    /// The upstream offers PIPELINING: a client's pipelined envelope goes up as a group.
+    upstream_pipelining: bool,
 }
 
 impl Relay {
     /// Takes over a session whose proxy login succeeded, and says so to the client.
-    pub(super) fn logged_in(mut conversation: Conversation<String>) -> Self {
+    pub(super) fn logged_in(
+        mut conversation: Conversation<String>,
+        upstream_pipelining: bool,
+    ) -> Self {
         conversation.mode = Mode::Commands;
         conversation.engaged = true;
         conversation.send(&Reply::new(
@@ -61,8 +72,9 @@ impl Relay {
         ));
         let mut relay = Self {
             conversation,
-            pending: None,
+            pending: VecDeque::new(),
             upstream_gone: false,
+            upstream_pipelining,
         };
         // Commands pipelined behind the AUTH are waiting in the input.
         relay.process();
@@ -81,7 +93,7 @@ impl Relay {
         if !self.conversation.answered(Wait::Upstream, "upstream_reply") {
             return;
         }
-        let Some(pending) = self.pending.take() else {
+        let Some(pending) = self.pending.pop_front() else {
             return;
         };
         let positive = reply.code() / 100 == 2;
@@ -113,6 +125,11 @@ impl Relay {
             }
             Pending::Rset => conversation.send(&ok(2, 0, 0, "Ok")),
             Pending::Hello { name, extended } => conversation.hello_reply(name, extended, false),
+        }
+        if !self.pending.is_empty() && matches!(self.conversation.mode, Mode::Commands) {
+            // The rest of the group's replies are still to come.
+            self.conversation.mode = Mode::Waiting(Wait::Upstream);
+            return;
         }
         self.process();
     }
@@ -153,7 +170,7 @@ impl Relay {
         if conversation.is_waiting_for(Wait::Upstream) || conversation.is_waiting_for(Wait::Commit)
         {
             conversation.mode = Mode::Commands;
-            self.pending = None;
+            self.pending.clear();
             conversation.end_transaction(AbortReason::Closed);
             conversation.send(&reply);
             conversation.close_with(Refusal::UpstreamLost);
@@ -198,27 +215,23 @@ impl Relay {
                 if let Some(refusal) = conversation.mail_refusal(&params) {
                     return conversation.refuse(refusal);
                 }
-                let command = UpstreamCommand::Mail {
-                    from: from.to_string(),
-                    params: params.to_string(),
-                };
-                self.ask_upstream(command, Pending::Mail { from, params });
+                self.mail(from, params);
             }
             Command::Rcpt { to } => self.rcpt(to),
             Command::Data => match conversation.data_refusal() {
                 Some(refusal) => conversation.refuse(refusal),
-                None => self.ask_upstream(UpstreamCommand::Data, Pending::Data),
+                None => self.ask_upstream(UpstreamCommand::Data, [Pending::Data]),
             },
             Command::Bdat { size, last } => {
                 if conversation.bdat(size, last) {
-                    self.ask_upstream(UpstreamCommand::Data, Pending::Bdat { size, last });
+                    self.ask_upstream(UpstreamCommand::Data, [Pending::Bdat { size, last }]);
                 }
             }
             Command::Rset => {
                 let open = conversation.transaction.is_some();
                 conversation.end_transaction(AbortReason::Reset);
                 if open {
-                    self.ask_upstream(UpstreamCommand::Rset, Pending::Rset);
+                    self.ask_upstream(UpstreamCommand::Rset, [Pending::Rset]);
                 } else {
                     conversation.send(&ok(2, 0, 0, "Ok"));
                 }
@@ -242,7 +255,7 @@ impl Relay {
         let open = self.conversation.transaction.is_some();
         self.conversation.end_transaction(AbortReason::Reset);
         if open {
-            return self.ask_upstream(UpstreamCommand::Rset, Pending::Hello { name, extended });
+            return self.ask_upstream(UpstreamCommand::Rset, [Pending::Hello { name, extended }]);
         }
         self.conversation.hello_reply(name, extended, false);
     }
@@ -262,14 +275,75 @@ impl Relay {
         let address = to.to_string();
         self.ask_upstream(
             UpstreamCommand::Rcpt(address.clone()),
-            Pending::Rcpt(address),
+            [Pending::Rcpt(address)],
         );
     }
 
-    fn ask_upstream(&mut self, command: UpstreamCommand, pending: Pending) {
+    /// MAIL, with the RCPTs (and DATA) the client pipelined behind it when the upstream
+    /// takes them in one write too.
+    fn mail(&mut self, from: ReversePath, params: MailParams) {
+        let (rcpt, data) = if self.upstream_pipelining {
+            self.pipelined_after_mail(params.smtputf8)
+        } else {
+            (Vec::new(), false)
+        };
+        let (from_text, params_text) = (from.to_string(), params.to_string());
+        let mail = Pending::Mail { from, params };
+        if rcpt.is_empty() {
+            let command = UpstreamCommand::Mail {
+                from: from_text,
+                params: params_text,
+            };
+            return self.ask_upstream(command, [mail]);
+        }
+        let pending: Vec<Pending> = std::iter::once(mail)
+            .chain(rcpt.iter().cloned().map(Pending::Rcpt))
+            .chain(data.then_some(Pending::Data))
+            .collect();
+        let command = UpstreamCommand::Group {
+            from: from_text,
+            params: params_text,
+            rcpt,
+            data,
+        };
+        self.ask_upstream(command, pending);
+    }
+
+    /// Takes the RCPT lines already buffered behind a MAIL (as many as a transaction may
+    /// have), and a DATA right after them: RFC 2920 lets DATA end a group. Anything else
+    /// stays to be read one command at a time once the group is answered.
+    fn pipelined_after_mail(&mut self, smtputf8: bool) -> (Vec<String>, bool) {
+        let max = self.conversation.config.max_recipients;
+        let (mut rcpt, mut data) = (Vec::new(), false);
+        while !data {
+            let taken =
+                self.conversation
+                    .take_line_if(|line| match Command::parse(line, smtputf8) {
+                        Ok(Command::Rcpt { to }) if rcpt.len() < max => {
+                            rcpt.push(to.to_string());
+                            true
+                        }
+                        Ok(Command::Data) if !rcpt.is_empty() => {
+                            data = true;
+                            true
+                        }
+                        _ => false,
+                    });
+            if !taken {
+                break;
+            }
+        }
+        (rcpt, data)
+    }
+
+    fn ask_upstream(
+        &mut self,
+        command: UpstreamCommand,
+        pending: impl IntoIterator<Item = Pending>,
+    ) {
         self.conversation
             .wait_for(Wait::Upstream, Event::Upstream(command));
-        self.pending = Some(pending);
+        self.pending.extend(pending);
     }
 }
 

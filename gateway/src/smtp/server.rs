@@ -244,7 +244,10 @@ where
                 }
                 Event::ProxyLogin(credentials) => {
                     match Box::pin(self.proxy_login(credentials)).await {
-                        Ok(()) => self.machine.login_accepted(),
+                        Ok(()) => {
+                            let pipelining = self.leg.as_ref().is_some_and(SmtpLeg::pipelining);
+                            self.machine.login_accepted(pipelining);
+                        }
                         Err(failure) => {
                             if let Some(session) = self.machine.session() {
                                 session.auth_failed(failure);
@@ -361,15 +364,17 @@ where
         let (Some(leg), Some(upstreams)) = (self.leg.as_mut(), &self.server.upstreams) else {
             return self.upstream_failed(upstream_gone_reply());
         };
-        match leg.command(upstreams, &command).await {
-            Ok(reply) => {
-                if let Some(relay) = self.machine.relay() {
-                    relay.upstream_reply(reply);
+        for reply in leg.command(upstreams, &command).await {
+            match reply {
+                Ok(reply) => {
+                    if let Some(relay) = self.machine.relay() {
+                        relay.upstream_reply(reply);
+                    }
                 }
-            }
-            Err(reply) => {
-                self.leg = None;
-                self.upstream_failed(reply);
+                Err(reply) => {
+                    self.leg = None;
+                    return self.upstream_failed(reply);
+                }
             }
         }
     }

@@ -23,7 +23,7 @@
 //!             session.tls_established(proof);
 //!         }
 //!         Next::Event(Event::ProxyLogin(credentials)) => match login(credentials).await {
-//!             Ok(upstream) => machine.login_accepted(),   // the Relay serves from now
+//!             Ok(upstream) => machine.login_accepted(upstream.pipelining()), // the Relay serves
 //!             Err(failure) => session.auth_failed(failure),
 //!         },
 //!         Next::Event(Event::Close) | Next::Closed => return,
@@ -173,8 +173,8 @@ impl Session {
     /// The proxy login after [`Event::ProxyLogin`] succeeded: from now on the returned
     /// [`Relay`] serves the connection and passes its transactions to the upstream; this
     /// session is left closed. `None` (the session unchanged) when no login was
-    /// outstanding.
-    pub fn login_accepted(&mut self) -> Option<Relay> {
+    /// outstanding. `upstream_pipelining`: the upstream offers PIPELINING.
+    pub fn login_accepted(&mut self, upstream_pipelining: bool) -> Option<Relay> {
         if !self.conversation.answered(Wait::Auth, "login_accepted") {
             return None;
         }
@@ -185,7 +185,10 @@ impl Session {
         );
         husk.mode = Mode::Closed;
         let conversation = std::mem::replace(&mut self.conversation, husk);
-        Some(Relay::logged_in(conversation.hand_over()))
+        Some(Relay::logged_in(
+            conversation.hand_over(),
+            upstream_pipelining,
+        ))
     }
 
     /// The TLS handshake after [`Event::StartTls`] succeeded. RFC 3207 §4.2: everything

@@ -81,6 +81,8 @@ struct Harness {
     upstream: VecDeque<Reply>,
     /// The answer to a proxy login.
     auth_answer: Result<(), AuthFailure>,
+    /// The upstream of a proxy login offers PIPELINING.
+    upstream_pipelining: bool,
 }
 
 impl Harness {
@@ -112,6 +114,7 @@ impl Harness {
             tls_requested: false,
             upstream: VecDeque::new(),
             auth_answer: Ok(()),
+            upstream_pipelining: false,
         };
         harness.drain();
         harness
@@ -265,7 +268,7 @@ impl Harness {
                     )
                     .unwrap();
                     match self.auth_answer.clone() {
-                        Ok(()) => self.session.login_accepted(),
+                        Ok(()) => self.session.login_accepted(self.upstream_pipelining),
                         Err(failure) => self
                             .session
                             .session()
@@ -275,11 +278,21 @@ impl Harness {
                 }
                 Event::Upstream(command) => {
                     writeln!(self.transcript, "~ upstream {command:?}").unwrap();
-                    let reply = self.upstream.pop_front().unwrap_or_else(|| match command {
-                        UpstreamCommand::Data => Reply::plain(354, vec!["go ahead".into()]),
-                        _ => Reply::new(250, EnhancedStatus::new(2, 0, 0), "upstream ok"),
-                    });
-                    self.session.relay().expect("relay").upstream_reply(reply);
+                    // A reply for each command of a group, DATA's last.
+                    let (commands, data) = match &command {
+                        UpstreamCommand::Group { rcpt, data, .. } => (1 + rcpt.len(), *data),
+                        UpstreamCommand::Data => (0, true),
+                        _ => (1, false),
+                    };
+                    let defaults = std::iter::repeat_n(
+                        Reply::new(250, EnhancedStatus::new(2, 0, 0), "upstream ok"),
+                        commands,
+                    )
+                    .chain(data.then(|| Reply::plain(354, vec!["go ahead".into()])));
+                    for default in defaults {
+                        let reply = self.upstream.pop_front().unwrap_or(default);
+                        self.session.relay().expect("relay").upstream_reply(reply);
+                    }
                 }
             }
         }
@@ -1110,6 +1123,16 @@ fn proxy_transcript_auth_plain_then_relayed_transaction() {
         !after_auth.contains("AUTH"),
         "AUTH offered again after login"
     );
+    one_of_two_recipients_refused(&mut h);
+    insta::assert_snapshot!(h.transcript);
+    assert!(h.stored[0].envelope.rcpt.is_empty());
+    assert!(!h.transcript.contains("s3cret"));
+}
+
+/// MAIL, a recipient the upstream refuses and one it takes, DATA, a message and QUIT in one
+/// write through a relay: one copy, for the recipient taken, with the body as the client
+/// meant it (no Received header of ours, dots unstuffed).
+fn one_of_two_recipients_refused(h: &mut Harness) {
     h.upstream = VecDeque::from([
         Reply::new(250, EnhancedStatus::new(2, 1, 0), "sender ok"),
         Reply::new(550, EnhancedStatus::new(5, 1, 1), "no such user here"),
@@ -1119,17 +1142,156 @@ fn proxy_transcript_auth_plain_then_relayed_transaction() {
         b"MAIL FROM:<alice@provider.example> SIZE=40\r\nRCPT TO:<nobody@example.org>\r\n\
 RCPT TO:<bob@example.org>\r\nDATA\r\nSubject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n",
     );
-    insta::assert_snapshot!(h.transcript);
     assert_eq!(h.stored.len(), 1);
-    let stored = &h.stored[0];
     assert_eq!(
-        stored.envelope.forward_to,
+        h.stored[0].envelope.forward_to,
         vec!["bob@example.org".to_owned()]
     );
-    assert!(stored.envelope.rcpt.is_empty());
-    // Relayed as the client wrote it: no Received header of ours, dots unstuffed.
-    assert_eq!(stored.body, b"Subject: hi\r\n\r\n.dot\r\n");
-    assert!(!h.transcript.contains("s3cret"));
+    assert_eq!(h.stored[0].body, b"Subject: hi\r\n\r\n.dot\r\n");
+}
+
+/// A proxy session logged in to an upstream that offers PIPELINING.
+fn pipelining_proxy() -> Harness {
+    let mut h = proxy_harness();
+    h.upstream_pipelining = true;
+    h.client(format!("AUTH PLAIN {}\r\n", plain(PROXY_LOGIN, "s3cret")).as_bytes());
+    assert!(h.last_reply().starts_with("235 2.7.0"), "{}", h.transcript);
+    h.client(b"EHLO client.example\r\n");
+    h.transcript.clear();
+    h
+}
+
+/// What the relay asked of the upstream, in order.
+fn upstream_commands(h: &Harness) -> Vec<&str> {
+    h.transcript
+        .lines()
+        .filter_map(|line| line.strip_prefix("~ upstream "))
+        .collect()
+}
+
+#[test]
+fn proxy_pipelined_envelope_goes_upstream_as_one_group() {
+    let mut h = pipelining_proxy();
+    one_of_two_recipients_refused(&mut h);
+    insta::assert_snapshot!(h.transcript);
+}
+
+#[test]
+fn proxy_group_ends_at_a_command_that_cannot_join_it() {
+    let mut h = pipelining_proxy();
+    // NOOP is answered here, so it cannot be sent ahead: MAIL goes alone, the rest in turn.
+    h.client(b"MAIL FROM:<a@x.example>\r\nNOOP\r\nRCPT TO:<b@y.example>\r\nDATA\r\n");
+    assert_eq!(
+        upstream_commands(&h),
+        [
+            r#"Mail { from: "a@x.example", params: "" }"#,
+            r#"Rcpt("b@y.example")"#,
+            "Data"
+        ]
+    );
+    assert_eq!(
+        h.replies(),
+        [
+            "250 2.0.0 upstream ok",
+            "250 2.0.0 Ok",
+            "250 2.0.0 upstream ok",
+            "354 end data with <CR><LF>.<CR><LF>"
+        ]
+    );
+    h.client(b"body\r\n.\r\n");
+    h.transcript.clear();
+
+    // A RCPT not yet complete stays behind; so do recipients past the limit (3 here).
+    h.client(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.exa");
+    h.client(
+        b"mple>\r\nRCPT TO:<c@y.example>\r\nRCPT TO:<d@y.example>\r\n\
+RCPT TO:<e@y.example>\r\nDATA\r\n",
+    );
+    assert_eq!(
+        upstream_commands(&h),
+        [
+            r#"Mail { from: "a@x.example", params: "" }"#,
+            r#"Rcpt("b@y.example")"#,
+            r#"Rcpt("c@y.example")"#,
+            r#"Rcpt("d@y.example")"#,
+            "Data"
+        ],
+        "{}",
+        h.transcript
+    );
+    assert!(
+        h.replies().contains(&"452 4.5.3 too many recipients"),
+        "{}",
+        h.transcript
+    );
+}
+
+#[test]
+fn proxy_group_with_no_recipient_accepted_ends_at_the_upstreams_data_refusal() {
+    let mut h = pipelining_proxy();
+    h.upstream = VecDeque::from([
+        Reply::new(250, EnhancedStatus::new(2, 1, 0), "sender ok"),
+        Reply::new(550, EnhancedStatus::new(5, 1, 1), "no such user here"),
+        Reply::new(554, EnhancedStatus::new(5, 5, 1), "no valid recipients"),
+    ]);
+    h.client(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<nobody@y.example>\r\nDATA\r\n");
+    assert_eq!(upstream_commands(&h).len(), 1, "{}", h.transcript);
+    assert_eq!(
+        h.replies(),
+        [
+            "250 2.1.0 sender ok",
+            "550 5.1.1 no such user here",
+            "554 5.5.1 no valid recipients"
+        ]
+    );
+    assert!(h.stored.is_empty());
+    // The transaction is over: a new one may start.
+    h.client(b"MAIL FROM:<a@x.example>\r\n");
+    assert_eq!(h.last_reply(), "250 2.0.0 upstream ok");
+}
+
+/// A copy's recipients and body.
+type StoredCopy = (Vec<String>, Vec<u8>);
+
+/// Two pipelined transactions through a relay whose upstream offers PIPELINING, the client's
+/// bytes cut into writes at `cuts`: the replies, and the copies.
+fn pipelined_relay(cuts: &[usize]) -> (Vec<String>, Vec<StoredCopy>) {
+    const INPUT: &[u8] = b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\n\
+RCPT TO:<c@y.example>\r\nDATA\r\nSubject: s\r\n\r\n..body\r\n.\r\n\
+MAIL FROM:<a@x.example>\r\nRCPT TO:<d@y.example>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n";
+    let mut h = pipelining_proxy();
+    let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % INPUT.len()).collect();
+    cuts.sort_unstable();
+    let mut start = 0;
+    for end in cuts.into_iter().chain([INPUT.len()]) {
+        if end > start {
+            h.client(&INPUT[start..end]);
+            start = end;
+        }
+    }
+    let replies = h.replies().into_iter().map(str::to_owned).collect();
+    let copies = h
+        .stored
+        .iter()
+        .map(|copy| (copy.envelope.forward_to.clone(), copy.body.clone()))
+        .collect();
+    (replies, copies)
+}
+
+proptest! {
+    /// However a pipelining client's bytes are cut, the relay answers and copies the same,
+    /// whether its commands went upstream in groups or one at a time.
+    #[test]
+    fn pipelined_relay_is_the_same_however_the_input_is_cut(
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let (replies, copies) = pipelined_relay(&cuts);
+        let (want_replies, want_copies) = pipelined_relay(&[]);
+        prop_assert_eq!(want_copies.len(), 2);
+        prop_assert_eq!(want_replies.last().map(String::as_str), Some("221 2.0.0 mx.archive.example closing connection"));
+        prop_assert_eq!(replies, want_replies);
+        prop_assert_eq!(copies, want_copies);
+    }
 }
 
 #[test]

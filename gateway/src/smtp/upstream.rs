@@ -1,6 +1,7 @@
 //! The SMTP proxy's connection to the upstream: the tokio shell around [`UpstreamSmtp`].
-//! The SMTP server shell calls it inline, one client command at a time, and it answers
-//! with the upstream's reply or with the reply the client gets for a failure.
+//! The SMTP server shell calls it inline, one client command (or pipelined group) at a
+//! time, and it answers with the upstream's replies or with the reply the client gets for
+//! a failure.
 
 use super::client::{
     AuthPreference, Credentials, Event, UpstreamConfig, UpstreamError, UpstreamSmtp, UpstreamTls,
@@ -97,40 +98,65 @@ impl<C: Connector> SmtpLeg<C> {
         &self.server
     }
 
-    /// Relays one command; `Ok` is the upstream's reply, `Err` the client's reply for a
-    /// failed connection (which is then gone).
+    /// The upstream offers PIPELINING: the relay may send it groups.
+    pub fn pipelining(&self) -> bool {
+        self.core.pipelining()
+    }
+
+    /// Relays one command, or a group in one write; the replies in order, one per command:
+    /// `Ok` is the upstream's reply, `Err` the client's reply for a failed connection
+    /// (which is then gone, and nothing follows it).
     pub async fn command(
         &mut self,
         upstreams: &Upstreams<C>,
         command: &UpstreamCommand,
-    ) -> Result<Reply, Reply> {
-        let started = match command {
-            UpstreamCommand::Mail { from, params } => self.core.mail(from, params),
-            UpstreamCommand::Rcpt(to) => self.core.rcpt(to),
-            UpstreamCommand::Data => self.core.data(),
-            UpstreamCommand::Rset => self.core.reset(),
+    ) -> Vec<Result<Reply, Reply>> {
+        let (started, expected) = match command {
+            UpstreamCommand::Mail { from, params } => (self.core.mail(from, params), 1),
+            UpstreamCommand::Rcpt(to) => (self.core.rcpt(to), 1),
+            UpstreamCommand::Data => (self.core.data(), 1),
+            UpstreamCommand::Rset => (self.core.reset(), 1),
+            UpstreamCommand::Group {
+                from,
+                params,
+                rcpt,
+                data,
+            } => (
+                self.core.pipeline(from, params, rcpt, *data),
+                1 + rcpt.len() + usize::from(*data),
+            ),
         };
         if let Err(usage) = started {
             // The parsed command cannot be passed on (e.g. SMTPUTF8 to an upstream without
             // it): refuse it for the client, the upstream never saw it.
-            return Ok(Reply::new(
+            let refusal = Reply::new(
                 555,
                 EnhancedStatus::new(5, 5, 4),
                 format!("cannot pass this on to the upstream server: {usage}"),
-            ));
+            );
+            return vec![Ok(refusal); expected];
         }
-        match self.next_event(upstreams).await {
-            Event::MailAccepted(reply)
-            | Event::MailRejected(reply)
-            | Event::RcptResult { reply, .. }
-            | Event::DataRejected(reply) => Ok(reply),
-            Event::DataReady => Ok(Reply::plain(354, vec!["go ahead".into()])),
-            Event::ResetDone => Ok(Reply::new(250, EnhancedStatus::new(2, 0, 0), "Ok")),
-            Event::Failed(error) => Err(lost_reply(&error)),
-            other => Err(lost_reply(&UpstreamError::Protocol(format!(
-                "unexpected {other:?}"
-            )))),
+        let mut replies = Vec::with_capacity(expected);
+        while replies.len() < expected {
+            let reply = match self.next_event(upstreams).await {
+                Event::MailAccepted(reply)
+                | Event::MailRejected(reply)
+                | Event::RcptResult { reply, .. }
+                | Event::DataRejected(reply) => Ok(reply),
+                Event::DataReady => Ok(Reply::plain(354, vec!["go ahead".into()])),
+                Event::ResetDone => Ok(Reply::new(250, EnhancedStatus::new(2, 0, 0), "Ok")),
+                Event::Failed(error) => Err(lost_reply(&error)),
+                other => Err(lost_reply(&UpstreamError::Protocol(format!(
+                    "unexpected {other:?}"
+                )))),
+            };
+            let lost = reply.is_err();
+            replies.push(reply);
+            if lost {
+                break;
+            }
         }
+        replies
     }
 
     /// Passes body bytes on (unstuffed CRLF lines as the SMTP session decodes them; the

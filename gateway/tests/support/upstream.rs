@@ -26,6 +26,10 @@ pub enum Fault {
     DropInBody(usize),
     /// The message is refused after the final dot (SMTP).
     RejectMessage,
+    /// SMTP: offers PIPELINING, and answers MAIL and RCPT only once DATA has come: a client
+    /// that waits for each reply before its next command waits forever. (No real server
+    /// holds replies that long; here it proves the group came in one go.)
+    AnswersOnlyWholeGroups,
 }
 
 /// What the fake saw.
@@ -144,6 +148,7 @@ impl Script {
         let mut body_lines = 0usize;
         let mut user_ok = false;
         let mut deleted = Vec::new();
+        let mut held = Vec::new();
         loop {
             let mut line = String::new();
             match conn.read_line(&mut line).await {
@@ -191,6 +196,9 @@ impl Script {
                 (Protocol::Smtp, "EHLO") => {
                     let mut r =
                         "250-fake.upstream\r\n250-8BITMIME\r\n250-SIZE 100000000\r\n".to_owned();
+                    if self.fault == Fault::AnswersOnlyWholeGroups {
+                        r.push_str("250-PIPELINING\r\n");
+                    }
                     if !tls && self.fault != Fault::NoTls {
                         r.push_str("250-STARTTLS\r\n");
                     }
@@ -236,7 +244,9 @@ impl Script {
                 },
                 (Protocol::Smtp, "DATA") => {
                     in_data = true;
-                    b"354 go ahead\r\n".to_vec()
+                    let mut replies = std::mem::take(&mut held);
+                    replies.extend_from_slice(b"354 go ahead\r\n");
+                    replies
                 }
                 (Protocol::Smtp, "RSET") | (Protocol::Smtp, "NOOP") => b"250 2.0.0 ok\r\n".to_vec(),
                 (Protocol::Smtp, "QUIT") => {
@@ -351,6 +361,12 @@ impl Script {
                 (Protocol::Smtp, _) => b"500 5.5.2 unknown command\r\n".to_vec(),
                 (Protocol::Pop3, _) => b"-ERR unknown command\r\n".to_vec(),
             };
+            if self.fault == Fault::AnswersOnlyWholeGroups
+                && ["MAIL", "RCPT"].contains(&verb.as_str())
+            {
+                held.extend_from_slice(&reply);
+                continue;
+            }
             if conn.get_mut().write_all(&reply).await.is_err() {
                 return;
             }

@@ -26,11 +26,14 @@ pub struct Paths {
     pub shared_commits: u64,
     /// The most writes one commit made durable.
     pub largest_batch: usize,
+    /// Envelopes the SMTP proxy sent the upstream as one pipelined group (MAIL came with
+    /// the next command already behind it).
+    pub pipelined_groups: u64,
 }
 
 thread_local! {
     // Each run is one thread's turmoil simulation, so per-thread counts are per run.
-    static PATHS: Cell<Paths> = const { Cell::new(Paths { unseals: 0, key_agreements: 0, other_jobs: 0, commits: 0, shared_commits: 0, largest_batch: 0 }) };
+    static PATHS: Cell<Paths> = const { Cell::new(Paths { unseals: 0, key_agreements: 0, other_jobs: 0, commits: 0, shared_commits: 0, largest_batch: 0, pipelined_groups: 0 }) };
 }
 
 fn update(change: impl FnOnce(&mut Paths)) {
@@ -39,6 +42,11 @@ fn update(change: impl FnOnce(&mut Paths)) {
         change(&mut now);
         paths.set(now);
     });
+}
+
+/// The simulated upstream got a MAIL with the next command already behind it.
+pub fn pipelined_group() {
+    update(|p| p.pipelined_groups += 1);
 }
 
 /// Starts counting a new run; returns what the previous one counted.

@@ -49,8 +49,9 @@ fn batch(first: u64, scenario_of: fn(u64) -> Scenario) {
     let shared = seeds_with(|p| p.shared_commits > 0);
     let unseals = seeds_with(|p| p.unseals > 0);
     let key_agreements = seeds_with(|p| p.key_agreements > 0);
+    let pipelined = seeds_with(|p| p.pipelined_groups > 0);
     eprintln!(
-        "seeds {first}..{}: {committed} with group commits ({shared} shared, largest batch {}), {unseals} with unseals, {key_agreements} with key agreements",
+        "seeds {first}..{}: {committed} with group commits ({shared} shared, largest batch {}), {unseals} with unseals, {key_agreements} with key agreements, {pipelined} with pipelined proxy groups",
         first + BATCH,
         paths.iter().map(|p| p.largest_batch).max().unwrap_or(0)
     );
@@ -66,6 +67,12 @@ fn batch(first: u64, scenario_of: fn(u64) -> Scenario) {
         key_agreements > 0,
         "no seed of the batch opened a message with a key agreement off its session's task"
     );
+    if (first..first + BATCH).any(|seed| scenario_of(seed) == Scenario::Proxy) {
+        assert!(
+            pipelined > 0,
+            "no proxy seed of the batch sent a pipelined envelope upstream as one group"
+        );
+    }
 }
 
 #[test]

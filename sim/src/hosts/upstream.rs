@@ -168,6 +168,7 @@ async fn serve(
         match verb.as_str() {
             "EHLO" => {
                 conn.send("250-upstream.sim").await?;
+                conn.send("250-PIPELINING").await?;
                 if tls {
                     conn.send("250-AUTH PLAIN LOGIN").await?;
                 } else {
@@ -192,6 +193,9 @@ async fn serve(
                 authed = true;
             }
             "MAIL" if authed => {
+                if conn.buffer.windows(2).any(|w| w == b"\r\n") {
+                    crate::paths::pipelined_group();
+                }
                 in_transaction = true;
                 conn.send("250 2.1.0 ok").await?;
             }

@@ -253,6 +253,12 @@ impl<R: Recipients + Clone> Conversation<R> {
         self.mode = Mode::Waiting(wait);
     }
 
+    /// The upstream answered at `now`: the client's idle time counts from then, as from its
+    /// own input, so a slow upstream never uses up the time the client has to go on.
+    pub fn upstream_answered_at(&mut self, now: Instant) {
+        self.activity = self.activity.max(now);
+    }
+
     pub fn is_waiting_for(&self, wait: Wait) -> bool {
         matches!(self.mode, Mode::Waiting(waiting) if waiting == wait)
     }

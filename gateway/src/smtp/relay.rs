@@ -12,6 +12,8 @@
 
 use std::collections::VecDeque;
 
+use std::time::Instant;
+
 use crate::net::Now;
 
 use super::address::{ForwardPath, ReversePath};
@@ -88,11 +90,12 @@ impl Relay {
         }
     }
 
-    /// The upstream's reply to [`Event::Upstream`].
-    pub fn upstream_reply(&mut self, reply: Reply) {
+    /// The upstream's reply to [`Event::Upstream`], which came at `now`.
+    pub fn upstream_reply(&mut self, reply: Reply, now: Instant) {
         if !self.conversation.answered(Wait::Upstream, "upstream_reply") {
             return;
         }
+        self.conversation.upstream_answered_at(now);
         let Some(pending) = self.pending.pop_front() else {
             return;
         };
@@ -105,12 +108,18 @@ impl Relay {
                 }
                 conversation.send(&reply);
             }
-            Pending::Rcpt(address) => {
-                if let (true, Some(transaction)) = (positive, conversation.transaction.as_mut()) {
-                    transaction.recipients.push(address);
+            Pending::Rcpt(address) => match conversation.transaction.as_mut() {
+                Some(transaction) => {
+                    if positive {
+                        transaction.recipients.push(address);
+                    }
+                    conversation.send(&reply);
                 }
-                conversation.send(&reply);
-            }
+                // A group's MAIL was refused: whatever the upstream says to its RCPTs, there
+                // is no transaction to add them to.
+                None if positive => conversation.refuse(Refusal::BadSequence("need MAIL command")),
+                None => conversation.send(&reply),
+            },
             Pending::Data if reply.code() == 354 => conversation.start_data(false),
             Pending::Data => {
                 conversation.transaction = None;
@@ -135,12 +144,13 @@ impl Relay {
     }
 
     /// The end of a relayed message (the answer to [`Event::MessageEnd`]): the upstream's
-    /// reply after the final dot. Its `250` reaches the client only with a [`Durable`]
-    /// proof that the copy is stored; a refusal is passed on.
-    pub fn message_relayed(&mut self, result: Result<(Durable, Reply), Reply>) {
+    /// reply after the final dot, which came at `now`. Its `250` reaches the client only
+    /// with a [`Durable`] proof that the copy is stored; a refusal is passed on.
+    pub fn message_relayed(&mut self, result: Result<(Durable, Reply), Reply>, now: Instant) {
         if !self.conversation.answered(Wait::Commit, "message_relayed") {
             return;
         }
+        self.conversation.upstream_answered_at(now);
         self.conversation.transaction = None;
         match result {
             Ok((_durable, reply)) => self.conversation.send(&reply),

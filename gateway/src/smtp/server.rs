@@ -367,8 +367,9 @@ where
         for reply in leg.command(upstreams, &command).await {
             match reply {
                 Ok(reply) => {
+                    let now = self.driver.now().instant;
                     if let Some(relay) = self.machine.relay() {
-                        relay.upstream_reply(reply);
+                        relay.upstream_reply(reply, now);
                     }
                 }
                 Err(reply) => {
@@ -435,16 +436,18 @@ where
                 }
                 self.metrics.message_received(Mode::ProxySent, size);
                 self.leg = Some(leg);
+                let now = self.driver.now().instant;
                 if let Some(relay) = self.machine.relay() {
-                    relay.message_relayed(Ok((durable, reply)));
+                    relay.message_relayed(Ok((durable, reply)), now);
                 }
             }
             Verdict::Rejected(reply) => {
                 // Not sent, so not archived as sent.
                 self.server.gateway.discard_sent(&stored).await;
                 self.leg = Some(leg);
+                let now = self.driver.now().instant;
                 if let Some(relay) = self.machine.relay() {
-                    relay.message_relayed(Err(reply));
+                    relay.message_relayed(Err(reply), now);
                 }
             }
             Verdict::Lost(reply) => {

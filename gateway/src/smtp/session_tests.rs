@@ -83,6 +83,10 @@ struct Harness {
     auth_answer: Result<(), AuthFailure>,
     /// The upstream of a proxy login offers PIPELINING.
     upstream_pipelining: bool,
+    /// How long after the latest input the upstream answers.
+    upstream_delay: Duration,
+    /// The upstream connection fails after this many more replies.
+    upstream_fails_after: Option<usize>,
 }
 
 impl Harness {
@@ -115,6 +119,8 @@ impl Harness {
             upstream: VecDeque::new(),
             auth_answer: Ok(()),
             upstream_pipelining: false,
+            upstream_delay: Duration::ZERO,
+            upstream_fails_after: None,
         };
         harness.drain();
         harness
@@ -226,7 +232,7 @@ impl Harness {
                         } else {
                             Err(reply)
                         };
-                        relay.message_relayed(result);
+                        relay.message_relayed(result, self.at + self.upstream_delay);
                         continue;
                     }
                     match self.commit_with {
@@ -289,9 +295,22 @@ impl Harness {
                         commands,
                     )
                     .chain(data.then(|| Reply::plain(354, vec!["go ahead".into()])));
+                    let at = self.at + self.upstream_delay;
+                    let relay = self.session.relay().expect("relay");
                     for default in defaults {
+                        if let Some(left) = self.upstream_fails_after.as_mut() {
+                            if *left == 0 {
+                                relay.upstream_failed(Reply::new(
+                                    451,
+                                    EnhancedStatus::new(4, 4, 2),
+                                    "upstream lost",
+                                ));
+                                break;
+                            }
+                            *left -= 1;
+                        }
                         let reply = self.upstream.pop_front().unwrap_or(default);
-                        self.session.relay().expect("relay").upstream_reply(reply);
+                        relay.upstream_reply(reply, at);
                     }
                 }
             }
@@ -1201,28 +1220,110 @@ fn proxy_group_ends_at_a_command_that_cannot_join_it() {
     h.client(b"body\r\n.\r\n");
     h.transcript.clear();
 
-    // A RCPT not yet complete stays behind; so do recipients past the limit (3 here).
+    // A RCPT not yet complete stays behind.
     h.client(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.exa");
-    h.client(
-        b"mple>\r\nRCPT TO:<c@y.example>\r\nRCPT TO:<d@y.example>\r\n\
-RCPT TO:<e@y.example>\r\nDATA\r\n",
-    );
+    h.client(b"mple>\r\nDATA\r\nbody\r\n.\r\n");
     assert_eq!(
         upstream_commands(&h),
         [
             r#"Mail { from: "a@x.example", params: "" }"#,
             r#"Rcpt("b@y.example")"#,
-            r#"Rcpt("c@y.example")"#,
-            r#"Rcpt("d@y.example")"#,
             "Data"
         ],
         "{}",
         h.transcript
     );
-    assert!(
-        h.replies().contains(&"452 4.5.3 too many recipients"),
+    h.transcript.clear();
+
+    // So do recipients past the limit (3 here), and the DATA after them.
+    h.client(
+        b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nRCPT TO:<c@y.example>\r\n\
+RCPT TO:<d@y.example>\r\nRCPT TO:<e@y.example>\r\nDATA\r\n",
+    );
+    assert_eq!(
+        upstream_commands(&h),
+        [
+            r#"Group { from: "a@x.example", params: "", rcpt: ["b@y.example", "c@y.example", "d@y.example"], data: false }"#,
+            "Data"
+        ],
         "{}",
         h.transcript
+    );
+    assert_eq!(
+        h.replies(),
+        [
+            "250 2.0.0 upstream ok",
+            "250 2.0.0 upstream ok",
+            "250 2.0.0 upstream ok",
+            "250 2.0.0 upstream ok",
+            "452 4.5.3 too many recipients",
+            "354 end data with <CR><LF>.<CR><LF>"
+        ]
+    );
+}
+
+/// A group's replies can take as long as the upstream needs: the client's idle time counts
+/// from the last reply, so the client still has its time to send the message.
+#[test]
+fn proxy_client_time_counts_from_the_upstreams_last_reply() {
+    let mut h = pipelining_proxy();
+    h.upstream_delay = Duration::from_secs(4 * 60);
+    h.client(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n");
+    assert_eq!(h.last_reply(), "354 end data with <CR><LF>.<CR><LF>");
+    let answered = h.at + h.upstream_delay;
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(answered + session::DATA_BLOCK_TIMEOUT)
+    );
+    h.client(b"body\r\n.\r\n");
+    assert_eq!(h.last_reply(), "250 2.0.0 queued upstream");
+    let answered = h.at + h.upstream_delay;
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(answered + session::COMMAND_TIMEOUT)
+    );
+}
+
+#[test]
+fn proxy_upstream_lost_in_the_middle_of_a_group_ends_the_session() {
+    let mut h = pipelining_proxy();
+    h.upstream_fails_after = Some(2);
+    h.client(
+        b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nRCPT TO:<c@y.example>\r\n\
+DATA\r\nbody\r\n.\r\n",
+    );
+    assert_eq!(
+        h.replies(),
+        [
+            "250 2.0.0 upstream ok",
+            "250 2.0.0 upstream ok",
+            "451 4.4.2 upstream lost",
+            "421 4.4.2 mx.archive.example connection to the upstream server lost, closing connection"
+        ],
+        "{}",
+        h.transcript
+    );
+    assert!(h.stored.is_empty());
+    assert!(!h.transcript.contains("~ message start"));
+    assert!(h.closed);
+}
+
+#[test]
+fn proxy_group_behind_a_refused_mail_adds_no_recipient() {
+    let mut h = pipelining_proxy();
+    h.upstream = VecDeque::from([
+        Reply::new(553, EnhancedStatus::new(5, 7, 1), "sender not owned"),
+        Reply::new(250, EnhancedStatus::new(2, 1, 5), "recipient ok"),
+        Reply::new(554, EnhancedStatus::new(5, 5, 1), "no valid recipients"),
+    ]);
+    h.client(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n");
+    assert_eq!(
+        h.replies(),
+        [
+            "553 5.7.1 sender not owned",
+            "503 5.5.1 need MAIL command",
+            "554 5.5.1 no valid recipients"
+        ]
     );
 }
 

@@ -1155,6 +1155,58 @@ RCPT TO:<bob@example.org>\r\nDATA\r\n"
     assert!(fake.core.is_ready());
 }
 
+/// A group's replies are each due a command's timeout after the one before, not all of them
+/// within one timeout of the group's write.
+#[test]
+fn each_reply_of_a_pipelined_group_gets_its_own_timeout() {
+    let mut fake = ready_fake();
+    let rcpt = recipients(&["a@d.example", "b@d.example", "c@d.example"]);
+    fake.core.pipeline("x@y.example", "", &rcpt, true).unwrap();
+    fake.drain();
+    let four_minutes = std::time::Duration::from_secs(4 * 60);
+    // MAIL's and the three RCPTs' replies, four minutes apart: 16 minutes in all.
+    for reply in 1..=4 {
+        let at = fake.at + four_minutes;
+        let now = Now {
+            instant: at,
+            utc: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        fake.core.handle_input(b"250 ok\r\n", now);
+        fake.at = at;
+        // The last RCPT's reply leaves DATA's 354 to wait for.
+        let due = if reply < 4 {
+            COMMAND_TIMEOUT
+        } else {
+            DATA_INITIATION_TIMEOUT
+        };
+        assert_eq!(
+            fake.core.poll_timeout(),
+            Some(at + due),
+            "after reply {reply}"
+        );
+        fake.timer_at(at + due - std::time::Duration::from_secs(1));
+        assert!(!fake.core.is_closed(), "timed out after reply {reply}");
+        fake.at = at;
+    }
+    fake.take_events();
+    fake.timer_at(fake.at + DATA_INITIATION_TIMEOUT);
+    fake.assert_failed(UpstreamError::TimedOut);
+}
+
+#[test]
+fn a_connection_lost_in_the_middle_of_a_groups_replies_fails_once() {
+    let mut fake = ready_fake();
+    fake.core
+        .pipeline("x@y.example", "", &recipients(&["a@d.example"]), true)
+        .unwrap();
+    fake.drain();
+    fake.server(b"250 ok\r\n");
+    assert_eq!(reply_codes(&fake.take_events()), ["mail 250"]);
+    fake.core.connection_lost();
+    fake.drain();
+    fake.assert_failed(UpstreamError::ConnectionLost);
+}
+
 #[test]
 fn a_pipelined_group_behind_a_refused_mail_counts_for_nothing() {
     let mut fake = ready_fake();

@@ -240,6 +240,8 @@ pub struct UpstreamSmtp {
     stepwise: bool,
     /// The pipelined group whose replies are still coming ([`UpstreamSmtp::pipeline`]).
     group: Option<Group>,
+    /// Replies taken so far: a group's next reply is due counting from the last one.
+    replies_taken: u64,
     body: Stuffer<Strict>,
     /// [`Event::Closed`] was emitted.
     finished: bool,
@@ -272,6 +274,7 @@ impl UpstreamSmtp {
             recipients: Vec::new(),
             stepwise: false,
             group: None,
+            replies_taken: 0,
             body: Stuffer::strict(),
             finished: false,
         })
@@ -608,6 +611,7 @@ impl UpstreamSmtp {
     // ----- replies -----
 
     fn on_reply(&mut self, reply: Reply) {
+        self.replies_taken += 1;
         if reply.code() == 421 && !matches!(self.state, State::Quit) {
             return self.fail(UpstreamError::ServiceClosing(reply));
         }
@@ -953,8 +957,15 @@ fn filter_params(params: &str, extensions: &Extensions) -> Result<Vec<String>, U
 impl Machine for UpstreamSmtp {
     type Event = Event;
 
-    fn handle_input(&mut self, input: &[u8], _now: Now) {
+    /// Each reply of a pipelined group is due a timeout after the one before it, as if
+    /// its command had left then: a slow upstream gets as long as for one command at a
+    /// time.
+    fn handle_input(&mut self, input: &[u8], now: Now) {
+        let group_before = self.group.is_some().then_some(self.replies_taken);
         self.receive(input);
+        if group_before.is_some_and(|taken| taken != self.replies_taken) {
+            self.deadline = self.timeout().map(|timeout| now.instant + timeout);
+        }
     }
 
     /// A command leaving starts the wait for its reply.

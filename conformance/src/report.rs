@@ -100,6 +100,12 @@ pub const PLANNED: &[(&str, &str, &str, &str)] = &[
         "MUST",
         "proxy POP3: RETR through the proxy is byte-identical to upstream and a copy is archived",
     ),
+    (
+        "2920",
+        "3.1",
+        "MAY",
+        "proxy SMTP: a client's pipelined MAIL, RCPTs and DATA reach an upstream offering PIPELINING in one write; the replies come back in order",
+    ),
 ];
 
 fn verdict_cell(o: &Outcome) -> String {

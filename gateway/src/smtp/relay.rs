@@ -11,7 +11,6 @@
 //! (`super::server`) drives it with the upstream leg (`super::upstream`).
 
 use std::collections::VecDeque;
-
 use std::time::Instant;
 
 use crate::net::Now;

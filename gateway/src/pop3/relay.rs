@@ -20,6 +20,9 @@
 //!
 //! What the proxy remembers of listings is capped ([`MAX_REMEMBERED`]): past it, a `RETR`
 //! asks `UIDL n` again, so a hostile upstream cannot exhaust memory with a huge listing.
+//! A client that retrieves a second message whose uid the proxy lacks (it never listed the
+//! uids itself) gets the whole listing asked for it once, not `UIDL n` per message: against
+//! a distant provider each of those is a round trip the client would not wait for direct.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -93,6 +96,11 @@ enum State {
         message: u32,
         purpose: Purpose,
     },
+    /// Our own `UIDL` listing (not relayed), before the command that needs a uid.
+    ListingUids {
+        message: u32,
+        purpose: Purpose,
+    },
     /// [`Action::IsArchived`] asked before a `DELE n`.
     CheckingArchive {
         message: u32,
@@ -136,6 +144,9 @@ pub struct Pop3Proxy {
     uids: HashMap<u32, String>,
     /// Messages whose copy is safe, from this session (at most [`MAX_REMEMBERED`]).
     kept: HashSet<u32>,
+    /// `UIDL n` asked once, and the listing asked once, in this session.
+    looked_up_a_uid: bool,
+    listing_asked: bool,
     errors: u32,
     shutting_down: bool,
 }
@@ -152,6 +163,8 @@ impl Pop3Proxy {
             timer: Timer::new(now, MIN_IDLE_TIMEOUT),
             uids: HashMap::new(),
             kept: HashSet::new(),
+            looked_up_a_uid: false,
+            listing_asked: false,
             errors: 0,
             shutting_down: false,
         };
@@ -191,6 +204,8 @@ impl Pop3Proxy {
                     }
                 }
             }
+            // Our own listing: nothing of it is for the client.
+            Upstream::MultiLineStart(_) if matches!(self.state, State::ListingUids { .. }) => {}
             Upstream::MultiLineStart(response) => {
                 let (copy, stuffer) = match std::mem::replace(&mut self.state, State::Idle) {
                     State::Retrieving {
@@ -238,8 +253,8 @@ impl Pop3Proxy {
                     }
                 }
             }
-            Upstream::UidlListing(entries) => {
-                if let State::Streaming { stuffer, .. } = &mut self.state {
+            Upstream::UidlListing(entries) => match &mut self.state {
+                State::Streaming { stuffer, .. } => {
                     for (message, uid) in &entries {
                         stuffer.feed(format!("{message} {uid}\r\n").as_bytes(), &mut self.pending);
                     }
@@ -247,7 +262,13 @@ impl Pop3Proxy {
                         self.remember(message, uid);
                     }
                 }
-            }
+                State::ListingUids { .. } => {
+                    for (message, uid) in entries {
+                        self.remember(message, uid);
+                    }
+                }
+                _ => {}
+            },
             Upstream::MultiLineEnd => self.multi_line_end(),
             Upstream::Failed(error) => {
                 tracing::warn!(%error, "POP3 proxy: upstream failed");
@@ -296,6 +317,11 @@ impl Pop3Proxy {
                 stuffer.finish(&mut self.pending);
                 self.command_done();
             }
+            State::ListingUids { message, purpose } => match self.uids.get(&message) {
+                Some(uid) => self.uid_known(message, Some(uid.clone()), purpose),
+                // Past what the proxy remembers, or not listed: ask for it alone.
+                None => self.look_up_uid(message, purpose),
+            },
             other => self.state = other,
         }
     }
@@ -366,6 +392,8 @@ impl Pop3Proxy {
             // `UIDL n` refused (no UIDL support, or no such message): go on without a uid;
             // a missing message gets RETR's (or TOP's) own -ERR.
             State::LookingUpUid { message, purpose } => self.uid_known(message, None, purpose),
+            // The listing refused: ask for the uid alone.
+            State::ListingUids { message, purpose } => self.look_up_uid(message, purpose),
             State::Quitting => {
                 response.write_to(&mut self.pending);
                 self.close();
@@ -480,12 +508,22 @@ impl Pop3Proxy {
         };
         match self.uids.get(&message) {
             Some(uid) => self.uid_known(message, Some(uid.clone()), purpose),
-            None => {
-                self.state = State::LookingUpUid { message, purpose };
+            None if self.looked_up_a_uid && !self.listing_asked => {
+                self.listing_asked = true;
+                self.state = State::ListingUids { message, purpose };
                 self.actions
-                    .push_back(Action::Upstream(Request::Uidl(Some(message))));
+                    .push_back(Action::Upstream(Request::Uidl(None)));
             }
+            None => self.look_up_uid(message, purpose),
         }
+    }
+
+    /// `UIDL message` before the command that needs the uid.
+    fn look_up_uid(&mut self, message: u32, purpose: Purpose) {
+        self.looked_up_a_uid = true;
+        self.state = State::LookingUpUid { message, purpose };
+        self.actions
+            .push_back(Action::Upstream(Request::Uidl(Some(message))));
     }
 
     fn capa(&mut self) {
@@ -717,6 +755,86 @@ mod tests {
         let actions = drain(&mut proxy);
         assert_eq!(sent(&actions), b".\r\n");
         assert_eq!(actions.last(), Some(&Action::Upstream(Request::Noop)));
+    }
+
+    /// Retrieves message `n`, whose uid the proxy knows, and stores its copy.
+    fn retrieve_known(proxy: &mut Pop3Proxy, n: u32, uid: &str) {
+        receive(proxy, format!("RETR {n}\r\n").as_bytes());
+        assert_eq!(drain(proxy), vec![Action::Upstream(Request::Retr(n))]);
+        retr_body(proxy, b"body\r\n");
+        let actions = drain(proxy);
+        assert!(actions.contains(&Action::StoreBegin {
+            uid: Some(uid.into())
+        }));
+        proxy.stored(durable());
+        assert_eq!(sent(&drain(proxy)), b".\r\n");
+    }
+
+    /// A client retrieves message 1 without listing the uids (its uid is asked alone), then
+    /// asks for message 2: the proxy asks the upstream for the listing, for itself.
+    fn second_retr_without_a_listing() -> Pop3Proxy {
+        let mut proxy = new_proxy(b"RETR 1\r\n");
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::Upstream(Request::Uidl(Some(1)))]
+        );
+        proxy.upstream(Upstream::UniqueId {
+            message: 1,
+            uid: "u1".into(),
+        });
+        drain(&mut proxy);
+        retr_body(&mut proxy, b"body\r\n");
+        drain(&mut proxy);
+        proxy.stored(durable());
+        drain(&mut proxy);
+        receive(&mut proxy, b"RETR 2\r\n");
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::Upstream(Request::Uidl(None))]
+        );
+        proxy
+    }
+
+    /// A client that retrieves message after message without listing the uids itself: the
+    /// first uid is asked alone, then the proxy asks the listing once, for itself.
+    #[test]
+    fn a_second_unknown_uid_gets_the_listing_asked_once() {
+        let mut proxy = second_retr_without_a_listing();
+        proxy.upstream(Upstream::MultiLineStart(Response::ok("")));
+        proxy.upstream(Upstream::UidlListing(vec![
+            (1, "u1".into()),
+            (2, "u2".into()),
+        ]));
+        proxy.upstream(Upstream::UidlListing(vec![(3, "u3".into())]));
+        proxy.upstream(Upstream::MultiLineEnd);
+        // Nothing of the listing reaches the client; RETR 2 goes on with its uid.
+        let actions = drain(&mut proxy);
+        assert_eq!(actions, vec![Action::Upstream(Request::Retr(2))]);
+        assert!(sent(&actions).is_empty());
+        retr_body(&mut proxy, b"body\r\n");
+        assert!(drain(&mut proxy).contains(&Action::StoreBegin {
+            uid: Some("u2".into())
+        }));
+        proxy.stored(durable());
+        assert_eq!(sent(&drain(&mut proxy)), b".\r\n");
+        // The next one's uid is known already.
+        retrieve_known(&mut proxy, 3, "u3");
+
+        // A message the listing did not have is asked alone; the listing is not asked again.
+        receive(&mut proxy, b"RETR 4\r\n");
+        assert_eq!(
+            drain(&mut proxy),
+            vec![Action::Upstream(Request::Uidl(Some(4)))]
+        );
+    }
+
+    #[test]
+    fn a_refused_listing_falls_back_to_the_uid_alone() {
+        let mut proxy = second_retr_without_a_listing();
+        proxy.upstream(Upstream::Response(Response::err("not now")));
+        let actions = drain(&mut proxy);
+        assert_eq!(actions, vec![Action::Upstream(Request::Uidl(Some(2)))]);
+        assert!(sent(&actions).is_empty(), "the refusal was the proxy's own");
     }
 
     #[test]

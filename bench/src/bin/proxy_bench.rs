@@ -9,7 +9,9 @@
 //! envelope (MAIL to the `354`) and the end of data (the message written to its `250`).
 //! Then the same at one session with the provider a round trip away
 //! ([`bench::delay::DelayLink`] in front of Postfix for both sides), with a client that sends
-//! one command at a time and one that pipelines.
+//! one command at a time and one that pipelines. Last the POP3 proxy: one client retrieving
+//! and deleting each message from Dovecot, direct or through the gateway, on loopback and
+//! with the provider away.
 //!
 //! `cargo run --release -p bench --bin proxy_bench [-- --runs 3 --messages 200]`
 //!
@@ -26,6 +28,7 @@ use anyhow::{anyhow, Context};
 use bench::delay::DelayLink;
 use bench::gateway_proc::{bench_config, GatewayProcess};
 use bench::load::{self, LoadConfig, LoadReport, TlsTarget};
+use bench::pop3_load::{self, Account, DrainConfig, Verify};
 use bench::results::{Better, Results};
 use bench::util::{
     cpu_seconds, filesystem_of, human, machine_busy_seconds, prepare_run, write_report, KIB, MIB,
@@ -59,6 +62,10 @@ struct Args {
     /// Messages per run with the provider away.
     #[arg(long, default_value_t = 50)]
     far_messages: u64,
+    /// Messages a POP3 client retrieves per run, direct from Dovecot and through the
+    /// gateway's POP3 proxy (on loopback, and with the provider away); 0 leaves that out.
+    #[arg(long, default_value_t = 50)]
+    pop3_messages: u64,
     /// Smoke run: small size and counts (overrides the options above), strict checks.
     #[arg(long)]
     quick: bool,
@@ -75,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         args.sessions = vec![1, 2];
         args.size = 64 * KIB;
         args.far_messages = 4;
+        args.pop3_messages = 4;
     }
     let mut results = Results::new("proxy", args.quick);
     let (scratch, out) = prepare_run("proxy", args.out.clone())?;
@@ -90,6 +98,8 @@ fn main() -> anyhow::Result<()> {
     // The provider runs on loopback, on ports of its own.
     config.proxy.allow_private_networks = true;
     config.proxy.allowed_ports.clear();
+    // The POP3 proxy's clients come in on 995.
+    config.listen.pop3s.enabled = args.pop3_messages > 0;
     let gateway = GatewayProcess::start_with(&config)?;
     // The mailbox's address is `<mailbox id>@<email domain>`.
     let mailbox = gateway
@@ -236,6 +246,35 @@ fn main() -> anyhow::Result<()> {
             proxied_messages += far.messages * args.runs as u64;
         }
     }
+    if args.pop3_messages > 0 {
+        let pop3 = Pop3 {
+            runtime: &runtime,
+            provider: &provider,
+            proxy: gateway
+                .service("pop3s")
+                .context("the gateway has no POP3S listener")?,
+            gateway_tls: TlsTarget {
+                ca_file: gateway.ca_file.clone(),
+                server_name: config.gateway.host_name.clone(),
+            },
+            mailbox: &mailbox,
+            message: load::build_message(args.size, user, "bob@example.org"),
+            messages: args.pop3_messages,
+            runs: args.runs,
+        };
+        let link = match args.upstream_rtt_ms {
+            0 => None,
+            ms => Some(
+                runtime
+                    .block_on(DelayLink::start(
+                        provider.pop3s_addr(),
+                        Duration::from_millis(ms),
+                    ))
+                    .context("start the delay link")?,
+            ),
+        };
+        proxied_messages += pop3.section(&mut report, &mut results, link.as_ref())?;
+    }
     let copies = gateway.stop()?;
     writeln!(
         report,
@@ -348,6 +387,103 @@ impl Far<'_> {
         let (size, away) = (human(self.size), format!("provider {rtt_ms} ms away"));
         add_timing_cells(results, &[&size, "1 sessions", &away, client], &d, &p);
         Ok(())
+    }
+}
+
+/// The POP3 side: one client retrieving each message (RETR, then DELE) from Dovecot over
+/// POP3S, direct or through the gateway's POP3 proxy, which stores a copy of each before the
+/// client gets the message's end.
+struct Pop3<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    provider: &'a Provider,
+    /// The gateway's POP3S listener.
+    proxy: SocketAddr,
+    gateway_tls: TlsTarget,
+    mailbox: &'a str,
+    message: Vec<u8>,
+    messages: u64,
+    runs: usize,
+}
+
+impl Pop3<'_> {
+    /// The table: on loopback, and through `link` when given. Returns how many messages went
+    /// through the proxy.
+    fn section(
+        &self,
+        report: &mut String,
+        results: &mut Results,
+        link: Option<&DelayLink>,
+    ) -> anyhow::Result<u64> {
+        writeln!(
+            report,
+            "\n## POP3: retrieving through the proxy\n\n\
+             Dovecot (POP3S, from upstream-test-util) as the provider; one client logs in with \
+             USER/PASS and retrieves {} messages of {} bytes a run (RETR, then DELE), direct or \
+             through the gateway's POP3 proxy on 995, which stores each message's copy durably \
+             before the client gets its end. The same runs as above, interleaved; medians.\n\n\
+             | provider | direct msg/s | proxy msg/s | proxy/direct |\n|---|---:|---:|---:|",
+            self.messages,
+            self.message.len(),
+        )?;
+        let upstreams = std::iter::once(("on loopback".to_owned(), self.provider.pop3s_addr()))
+            .chain(link.map(|link| {
+                let away = format!("{} ms away", link.rtt().as_millis());
+                (away, link.addr())
+            }));
+        let mut proxied = 0;
+        for (where_, upstream) in upstreams {
+            let (mut direct, mut proxy) = (Vec::new(), Vec::new());
+            for _ in 0..self.runs {
+                direct.push(self.drain(upstream, false)?);
+                proxy.push(self.drain(upstream, true)?);
+                proxied += self.messages;
+            }
+            let (d, p) = (median(&mut direct), median(&mut proxy));
+            writeln!(report, "| {where_} | {d:.1} | {p:.1} | {:.2} |", p / d)?;
+            results.add(
+                &[&human(self.message.len()), "1 sessions", "pop3", &where_],
+                "proxy msg/s",
+                Better::Higher,
+                p,
+                Some(("direct", d)),
+            );
+        }
+        Ok(proxied)
+    }
+
+    /// Fills the maildrop, then drains it with one client: direct from `upstream`, or through
+    /// the proxy to it. The rate in messages per second.
+    fn drain(&self, upstream: SocketAddr, proxied: bool) -> anyhow::Result<f64> {
+        for _ in 0..self.messages {
+            self.provider.put_message(0, &self.message)?;
+        }
+        let (user, password) = self.provider.user(0);
+        let (addr, tls, user) = if proxied {
+            let login = format!("{user}%{upstream}%{}", self.mailbox);
+            (self.proxy, self.gateway_tls.clone(), login)
+        } else {
+            let tls = TlsTarget {
+                ca_file: self.provider.ca_file().to_owned(),
+                server_name: "localhost".into(),
+            };
+            (upstream, tls, user.to_owned())
+        };
+        let report = self.runtime.block_on(pop3_load::drain(DrainConfig {
+            addr,
+            tls: Some(tls),
+            accounts: vec![Account {
+                user,
+                password: password.to_owned(),
+                expect: Verify::Length(self.message.len() as u64),
+            }],
+            delete: true,
+            timeout: Duration::from_secs(600),
+        }))?;
+        if !report.is_complete() || report.messages != self.messages {
+            let side = if proxied { "proxy" } else { "direct" };
+            anyhow::bail!("POP3 {side}: {}", report.summary());
+        }
+        Ok(report.messages_per_sec())
     }
 }
 

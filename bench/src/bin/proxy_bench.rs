@@ -223,11 +223,8 @@ fn main() -> anyhow::Result<()> {
     if let (Some(rate), Some(write)) = (one_session_direct, durable_write) {
         floor(&mut report, &mut results, write, args.size, rate)?;
     }
-    if args.upstream_rtt_ms > 0 {
-        let rtt = Duration::from_millis(args.upstream_rtt_ms);
-        let link = runtime
-            .block_on(DelayLink::start(provider.smtps_addr(), rtt))
-            .context("start the delay link")?;
+    if let Some(link) = delay_link(&runtime, provider.smtps_addr(), args.upstream_rtt_ms)? {
+        let rtt = link.rtt();
         let far = Far {
             link: &link,
             size: args.size,
@@ -262,17 +259,7 @@ fn main() -> anyhow::Result<()> {
             messages: args.pop3_messages,
             runs: args.runs,
         };
-        let link = match args.upstream_rtt_ms {
-            0 => None,
-            ms => Some(
-                runtime
-                    .block_on(DelayLink::start(
-                        provider.pop3s_addr(),
-                        Duration::from_millis(ms),
-                    ))
-                    .context("start the delay link")?,
-            ),
-        };
+        let link = delay_link(&runtime, provider.pop3s_addr(), args.upstream_rtt_ms)?;
         proxied_messages += pop3.section(&mut report, &mut results, link.as_ref())?;
     }
     let copies = gateway.stop()?;
@@ -335,6 +322,20 @@ fn floor(
         None,
     );
     Ok(())
+}
+
+/// A [`DelayLink`] to `target` with a round trip of `rtt_ms`; none for 0.
+fn delay_link(
+    runtime: &tokio::runtime::Runtime,
+    target: SocketAddr,
+    rtt_ms: u64,
+) -> anyhow::Result<Option<DelayLink>> {
+    if rtt_ms == 0 {
+        return Ok(None);
+    }
+    let rtt = Duration::from_millis(rtt_ms);
+    let link = runtime.block_on(DelayLink::start(target, rtt));
+    Ok(Some(link.context("start the delay link")?))
 }
 
 /// The clients run with the provider away: one that sends one command at a time, and one

@@ -84,6 +84,16 @@ enum Purpose {
     Dele,
 }
 
+/// What the proxy has asked the upstream for itself, to learn uids the client did not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UidsAsked {
+    Nothing,
+    /// One `UIDL n`: the next uid it lacks gets the whole listing asked.
+    OneAlone,
+    /// The listing, once; after it only `UIDL n` again.
+    Listing,
+}
+
 /// What the proxy waits for.
 #[derive(Debug)]
 enum State {
@@ -144,9 +154,8 @@ pub struct Pop3Proxy {
     uids: HashMap<u32, String>,
     /// Messages whose copy is safe, from this session (at most [`MAX_REMEMBERED`]).
     kept: HashSet<u32>,
-    /// `UIDL n` asked once, and the listing asked once, in this session.
-    looked_up_a_uid: bool,
-    listing_asked: bool,
+    /// What the proxy has asked the upstream for itself, to learn uids, in this session.
+    uids_asked: UidsAsked,
     errors: u32,
     shutting_down: bool,
 }
@@ -163,8 +172,7 @@ impl Pop3Proxy {
             timer: Timer::new(now, MIN_IDLE_TIMEOUT),
             uids: HashMap::new(),
             kept: HashSet::new(),
-            looked_up_a_uid: false,
-            listing_asked: false,
+            uids_asked: UidsAsked::Nothing,
             errors: 0,
             shutting_down: false,
         };
@@ -253,22 +261,22 @@ impl Pop3Proxy {
                     }
                 }
             }
-            Upstream::UidlListing(entries) => match &mut self.state {
-                State::Streaming { stuffer, .. } => {
-                    for (message, uid) in &entries {
-                        stuffer.feed(format!("{message} {uid}\r\n").as_bytes(), &mut self.pending);
+            Upstream::UidlListing(entries) => {
+                match &mut self.state {
+                    State::Streaming { stuffer, .. } => {
+                        for (message, uid) in &entries {
+                            let line = format!("{message} {uid}\r\n");
+                            stuffer.feed(line.as_bytes(), &mut self.pending);
+                        }
                     }
-                    for (message, uid) in entries {
-                        self.remember(message, uid);
-                    }
+                    // Our own listing: only remembered.
+                    State::ListingUids { .. } => {}
+                    _ => return,
                 }
-                State::ListingUids { .. } => {
-                    for (message, uid) in entries {
-                        self.remember(message, uid);
-                    }
+                for (message, uid) in entries {
+                    self.remember(message, uid);
                 }
-                _ => {}
-            },
+            }
             Upstream::MultiLineEnd => self.multi_line_end(),
             Upstream::Failed(error) => {
                 tracing::warn!(%error, "POP3 proxy: upstream failed");
@@ -508,8 +516,8 @@ impl Pop3Proxy {
         };
         match self.uids.get(&message) {
             Some(uid) => self.uid_known(message, Some(uid.clone()), purpose),
-            None if self.looked_up_a_uid && !self.listing_asked => {
-                self.listing_asked = true;
+            None if self.uids_asked == UidsAsked::OneAlone => {
+                self.uids_asked = UidsAsked::Listing;
                 self.state = State::ListingUids { message, purpose };
                 self.actions
                     .push_back(Action::Upstream(Request::Uidl(None)));
@@ -520,7 +528,9 @@ impl Pop3Proxy {
 
     /// `UIDL message` before the command that needs the uid.
     fn look_up_uid(&mut self, message: u32, purpose: Purpose) {
-        self.looked_up_a_uid = true;
+        if self.uids_asked == UidsAsked::Nothing {
+            self.uids_asked = UidsAsked::OneAlone;
+        }
         self.state = State::LookingUpUid { message, purpose };
         self.actions
             .push_back(Action::Upstream(Request::Uidl(Some(message))));

@@ -27,6 +27,7 @@ pub mod load;
 pub mod pop3_load;
 pub mod postfix;
 pub mod results;
+pub mod tls_relay;
 pub mod util;
 
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@
 //! Postfix writes and fsyncs the queue file before it answers 250 (like the gateway's
 //! commit), then delivers to the Maildir asynchronously; the runner reports both.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,9 +25,15 @@ pub struct Postfix {
 }
 
 impl Postfix {
-    /// Writes `main.cf`/`master.cf` into `dir` and starts Postfix on them.
+    /// Writes `main.cf`/`master.cf` into `dir` and starts Postfix on them, on a port picked
+    /// free (again on another when it was taken before Postfix bound it).
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
-        let port = process::free_port()?;
+        process::start_on_free_ports(Ipv4Addr::LOCALHOST, 1, |ports| {
+            Self::start_on(dir, ports[0])
+        })
+    }
+
+    fn start_on(dir: &Path, port: u16) -> anyhow::Result<Self> {
         let spec = Spec {
             host_name: "postfix.bench.test".to_owned(),
             domain: "bench.test".to_owned(),

@@ -330,20 +330,27 @@ fn relay_table(
          table above. What it loses against direct, any proxy that keeps both legs encrypted \
          loses on this machine; the rest of the gateway's loss is its own work.\n\n\
          | sessions | direct msg/s | relay msg/s | relay/direct | gateway proxy/direct | \
+         envelope ms, direct / relay / proxy | end of data ms, direct / relay / proxy | \
          machine CPU ms/msg, direct / relay / proxy | relay CPU ms/msg | gateway CPU ms/msg | \
          room for {TARGET} ms/msg | the proxy beyond the relay ms/msg |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     for (sessions, d, r, p) in rows {
         let room = d.cpu / TARGET - r.cpu;
         writeln!(
             report,
-            "| {sessions} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} \
-             | {room:.2} | {:.2} |",
+            "| {sessions} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} \
+             | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {room:.2} | {:.2} |",
             d.rate,
             r.rate,
             r.rate / d.rate,
             p.rate / d.rate,
+            d.envelope,
+            r.envelope,
+            p.envelope,
+            d.end_of_data,
+            r.end_of_data,
+            p.end_of_data,
             d.cpu,
             r.cpu,
             p.cpu,
@@ -361,6 +368,20 @@ fn relay_table(
             Some(("direct", d.rate)),
         );
         results.add(&ids, "relay CPU ms/msg", Better::Lower, r.middle_cpu, None);
+        results.add(
+            &ids,
+            "envelope ms",
+            Better::Lower,
+            r.envelope,
+            Some(("direct", d.envelope)),
+        );
+        results.add(
+            &ids,
+            "end of data ms",
+            Better::Lower,
+            r.end_of_data,
+            Some(("direct", d.end_of_data)),
+        );
     }
     writeln!(
         report,

@@ -50,7 +50,13 @@ pub fn durable_write_median(dir: &Path, size: usize, count: usize) -> std::io::R
 /// The most a proxied session can reach as a share of a direct one, when each message takes
 /// `direct` directly and the proxy adds at least `added` in series.
 pub fn serial_ceiling(direct: Duration, added: Duration) -> f64 {
-    let whole = direct + added;
+    ceiling_over(direct, direct, added)
+}
+
+/// The most a proxied session can reach as a share of a direct one (a message in `direct`),
+/// when each message takes at least `base` (a bare relay's) plus `added` in series.
+pub fn ceiling_over(direct: Duration, base: Duration, added: Duration) -> f64 {
+    let whole = base + added;
     if whole.is_zero() {
         return 1.0;
     }
@@ -84,5 +90,7 @@ mod tests {
         assert!((serial_ceiling(ms(6), ms(2)) - 0.75).abs() < 1e-9);
         assert_eq!(serial_ceiling(ms(5), Duration::ZERO), 1.0);
         assert_eq!(serial_ceiling(Duration::ZERO, Duration::ZERO), 1.0);
+        // Over a relay taking 8 ms where direct takes 6: 6 / (8 + 2).
+        assert!((ceiling_over(ms(6), ms(8), ms(2)) - 0.6).abs() < 1e-9);
     }
 }

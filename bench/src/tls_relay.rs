@@ -18,8 +18,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use test_support::pki::{self, Ca, Leaf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::rustls::pki_types::{pem::PemObject, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::load::TlsTarget;
@@ -30,8 +30,10 @@ pub const CHILD_FLAG: &str = "--tls-relay-child";
 pub const HOST_NAME: &str = "relay.bench.test";
 /// The root the relay's certificate chains to, in the directory it is given.
 const CA_FILE: &str = "relay-ca.pem";
-/// Each direction's copy buffer: the size the gateway reads a connection with.
+/// Each direction's copy buffer: the size the gateway reads its clients with.
 const BUFFER: usize = 64 * 1024;
+/// The child's standard error (a failed connection's line), in its directory.
+const LOG_FILE: &str = "relay.log";
 
 /// A running relay child; stopped when dropped.
 pub struct TlsRelay {
@@ -54,6 +56,7 @@ impl TlsRelay {
     /// to `target`; returns once it listens.
     pub fn start(dir: &Path, target: &Target<'_>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        let log = dir.join(LOG_FILE);
         let mut child = Command::new(std::env::current_exe()?)
             .arg(CHILD_FLAG)
             .arg(dir)
@@ -62,27 +65,30 @@ impl TlsRelay {
             .arg(target.server_name)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("start the TLS relay child")?;
-        let stdin = child.stdin.take();
         let stdout = child
             .stdout
             .take()
             .context("the relay child has no stdout")?;
+        // From here on, dropping it (on any error) closes its input and waits for it.
+        let mut relay = Self {
+            stdin: child.stdin.take(),
+            child,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ca_file: dir.join(CA_FILE),
+        };
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
         let Some(addr) = line.trim().strip_prefix("READY ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the TLS relay child did not start: {line:?}");
+            bail!(
+                "the TLS relay child did not start (said {line:?}); its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         };
-        let addr = addr.parse().context("the relay child's address")?;
-        Ok(Self {
-            child,
-            stdin,
-            addr,
-            ca_file: dir.join(CA_FILE),
-        })
+        relay.addr = addr.parse().context("the relay child's address")?;
+        Ok(relay)
     }
 
     /// What a client of the relay connects to and trusts.
@@ -108,6 +114,7 @@ impl Drop for TlsRelay {
         drop(self.stdin.take());
         if self.child.wait().is_err() {
             let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -196,28 +203,31 @@ impl Relay {
     }
 }
 
-/// Issues the relay's certificate (the root written to `dir` for its clients) and the
-/// server configuration serving it: the same provider, versions and cipher order as the
-/// gateway's listeners.
+/// Issues the relay's certificate (the root written to `dir` for its clients) and serves
+/// it with the gateway's own TLS server configuration (provider, versions, cipher order,
+/// tickets, session cache).
 fn server_config(dir: &Path) -> anyhow::Result<Arc<ServerConfig>> {
     let ca = Ca::new("tls relay bench CA")?;
     let leaf = ca.issue(Leaf::names(&[HOST_NAME]))?;
     std::fs::write(dir.join(CA_FILE), ca.pem())?;
-    let chain = pki::certs(leaf.chain_pem().as_bytes())?;
-    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem().as_bytes())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(gateway::tls::PROTOCOL_VERSIONS)?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.ignore_client_order = true;
-    Ok(Arc::new(config))
+    let origin = dir.join("relay certificate (in memory)");
+    let material = gateway::tls::parse_pem(
+        leaf.chain_pem().as_bytes(),
+        leaf.key_pem().as_bytes(),
+        &origin,
+        &origin,
+    )?;
+    Ok(gateway::tls::server_config(Arc::new(
+        gateway::tls::CertResolver::new(material),
+    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, PrivateKeyDer};
 
     /// A TLS server on loopback that echoes each connection's bytes back; its root's path.
     async fn tls_echo(dir: &Path) -> (SocketAddr, PathBuf) {

@@ -717,6 +717,11 @@ mod tests {
         drained
     }
 
+    /// The proxy's only action now: `request` to the upstream.
+    fn assert_asks(proxy: &mut Pop3Proxy, request: Request) {
+        assert_eq!(drain(proxy), vec![Action::Upstream(request)]);
+    }
+
     fn sent(drained: &Drained) -> Vec<u8> {
         drained.sent.clone()
     }
@@ -742,10 +747,7 @@ mod tests {
     #[test]
     fn retr_asks_for_the_uid_first_and_ends_only_once_stored() {
         let mut proxy = new_proxy(b"RETR 2\r\nNOOP\r\n");
-        assert_eq!(
-            drain(&mut proxy),
-            vec![Action::Upstream(Request::Uidl(Some(2)))]
-        );
+        assert_asks(&mut proxy, Request::Uidl(Some(2)));
         proxy.upstream(Upstream::UniqueId {
             message: 2,
             uid: "abc".into(),
@@ -784,10 +786,7 @@ mod tests {
     /// asks for message 2: the proxy asks the upstream for the listing, for itself.
     fn second_retr_without_a_listing() -> Pop3Proxy {
         let mut proxy = new_proxy(b"RETR 1\r\n");
-        assert_eq!(
-            drain(&mut proxy),
-            vec![Action::Upstream(Request::Uidl(Some(1)))]
-        );
+        assert_asks(&mut proxy, Request::Uidl(Some(1)));
         proxy.upstream(Upstream::UniqueId {
             message: 1,
             uid: "u1".into(),
@@ -798,10 +797,7 @@ mod tests {
         proxy.stored(durable());
         drain(&mut proxy);
         receive(&mut proxy, b"RETR 2\r\n");
-        assert_eq!(
-            drain(&mut proxy),
-            vec![Action::Upstream(Request::Uidl(None))]
-        );
+        assert_asks(&mut proxy, Request::Uidl(None));
         proxy
     }
 
@@ -832,10 +828,7 @@ mod tests {
 
         // A message the listing did not have is asked alone; the listing is not asked again.
         receive(&mut proxy, b"RETR 4\r\n");
-        assert_eq!(
-            drain(&mut proxy),
-            vec![Action::Upstream(Request::Uidl(Some(4)))]
-        );
+        assert_asks(&mut proxy, Request::Uidl(Some(4)));
     }
 
     #[test]
@@ -895,10 +888,7 @@ mod tests {
     fn a_copy_that_cannot_be_stored_closes_without_the_terminator() {
         // A UIDL listing the client asked for teaches the proxy the uids.
         let mut proxy = new_proxy(b"UIDL\r\n");
-        assert_eq!(
-            drain(&mut proxy),
-            vec![Action::Upstream(Request::Uidl(None))]
-        );
+        assert_asks(&mut proxy, Request::Uidl(None));
         proxy.upstream(Upstream::MultiLineStart(Response::ok("")));
         proxy.upstream(Upstream::UidlListing(vec![(1, "u1".into())]));
         proxy.upstream(Upstream::MultiLineEnd);
@@ -930,19 +920,13 @@ mod tests {
     #[test]
     fn partial_top_is_relayed_not_stored_and_login_commands_refused() {
         let mut proxy = new_proxy(b"TOP 1 0\r\n");
-        assert_eq!(
-            drain(&mut proxy),
-            vec![Action::Upstream(Request::Uidl(Some(1)))]
-        );
+        assert_asks(&mut proxy, Request::Uidl(Some(1)));
         proxy.upstream(Upstream::UniqueId {
             message: 1,
             uid: "u1".into(),
         });
         // One line more than the client asked for, to learn whether it gets it all.
-        assert_eq!(
-            drain(&mut proxy),
-            vec![Action::Upstream(Request::Top(1, 1))]
-        );
+        assert_asks(&mut proxy, Request::Top(1, 1));
         retr_body(&mut proxy, b"Subject: x\r\n\r\nfirst line\r\n");
         let actions = drain(&mut proxy);
         assert_eq!(sent(&actions), b"+OK 100 octets\r\nSubject: x\r\n\r\n.\r\n");
@@ -964,10 +948,7 @@ mod tests {
         });
         drain(&mut proxy);
         receive(&mut proxy, b"TOP 3 4294967295\r\nNOOP\r\n");
-        assert_eq!(
-            drain(&mut proxy),
-            vec![Action::Upstream(Request::Top(3, u32::MAX))]
-        );
+        assert_asks(&mut proxy, Request::Top(3, u32::MAX));
         retr_body(&mut proxy, b"Subject: x\r\n\r\none\r\ntwo\r\n");
         let actions = drain(&mut proxy);
         assert!(actions.contains(&Action::StoreBegin {
@@ -989,10 +970,7 @@ mod tests {
         proxy.upstream(Upstream::Response(Response::ok("")));
         drain(&mut proxy);
         receive(&mut proxy, b"TOP 3 2\r\n");
-        assert_eq!(
-            drain(&mut proxy),
-            vec![Action::Upstream(Request::Top(3, 3))]
-        );
+        assert_asks(&mut proxy, Request::Top(3, 3));
         retr_body(&mut proxy, b"Subject: x\r\n\r\none\r\ntwo");
         assert_eq!(drain(&mut proxy).last(), Some(&Action::StoreEnd));
         proxy.stored(None);
@@ -1020,10 +998,7 @@ mod tests {
     #[test]
     fn dele_of_a_message_the_archive_lacks_fetches_and_stores_it_first() {
         let mut proxy = new_proxy(b"DELE 2\r\n");
-        assert_eq!(
-            drain(&mut proxy),
-            vec![Action::Upstream(Request::Uidl(Some(2)))]
-        );
+        assert_asks(&mut proxy, Request::Uidl(Some(2)));
         proxy.upstream(Upstream::UniqueId {
             message: 2,
             uid: "u2".into(),
@@ -1123,10 +1098,7 @@ mod tests {
         assert_eq!(proxy.uids.len(), MAX_REMEMBERED);
         // A message past the cap: its uid is asked for again.
         receive(&mut proxy, b"RETR 199999\r\n");
-        assert_eq!(
-            drain(&mut proxy),
-            vec![Action::Upstream(Request::Uidl(Some(199_999)))]
-        );
+        assert_asks(&mut proxy, Request::Uidl(Some(199_999)));
     }
 
     #[test]

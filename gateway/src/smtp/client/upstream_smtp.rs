@@ -399,17 +399,8 @@ impl UpstreamSmtp {
         params: &str,
         rcpt: &[String],
     ) -> Result<(), UsageError> {
-        match self.state {
-            State::Ready => {}
-            State::Closed => return Err(UsageError::Closed),
-            _ => return Err(UsageError::NotReady),
-        }
-        if rcpt.is_empty() {
-            return Err(UsageError::NoRecipients);
-        }
-        if !rcpt.iter().all(|r| !r.is_empty() && valid_field(r)) {
-            return Err(UsageError::InvalidEnvelope);
-        }
+        self.check_ready()?;
+        check_recipients(rcpt)?;
         let utf8 = rcpt.iter().any(|r| !r.is_ascii());
         let line = self.mail_line(mail_from, params, utf8)?;
         self.recipients = rcpt.to_vec();
@@ -425,11 +416,7 @@ impl UpstreamSmtp {
     /// [`Event::MailRejected`]), then [`UpstreamSmtp::rcpt`] per recipient and
     /// [`UpstreamSmtp::data`]. Parameters as for [`UpstreamSmtp::send_envelope`].
     pub fn mail(&mut self, mail_from: &str, params: &str) -> Result<(), UsageError> {
-        match self.state {
-            State::Ready => {}
-            State::Closed => return Err(UsageError::Closed),
-            _ => return Err(UsageError::NotReady),
-        }
+        self.check_ready()?;
         let line = self.mail_line(mail_from, params, false)?;
         self.recipients.clear();
         self.stepwise = true;
@@ -455,20 +442,11 @@ impl UpstreamSmtp {
         rcpt: &[String],
         data: bool,
     ) -> Result<(), UsageError> {
-        match self.state {
-            State::Ready => {}
-            State::Closed => return Err(UsageError::Closed),
-            _ => return Err(UsageError::NotReady),
-        }
+        self.check_ready()?;
         if !self.pipelining() {
             return Err(UsageError::Unsupported("PIPELINING"));
         }
-        if rcpt.is_empty() {
-            return Err(UsageError::NoRecipients);
-        }
-        if !rcpt.iter().all(|r| !r.is_empty() && valid_field(r)) {
-            return Err(UsageError::InvalidEnvelope);
-        }
+        check_recipients(rcpt)?;
         let line = self.mail_line(mail_from, params, false)?;
         self.recipients = rcpt.to_vec();
         self.stepwise = true;
@@ -478,7 +456,7 @@ impl UpstreamSmtp {
         });
         self.send_line(&line);
         for to in rcpt {
-            self.send_line(&format!("RCPT TO:<{to}>"));
+            self.send_line(&rcpt_line(to));
         }
         if data {
             self.send(&Command::Data);
@@ -842,12 +820,21 @@ impl UpstreamSmtp {
     }
 
     fn send_rcpt(&mut self, index: usize, accepted: usize) {
-        let line = format!("RCPT TO:<{}>", self.recipients[index]);
+        let line = rcpt_line(&self.recipients[index]);
         self.send_line(&line);
         self.state = State::Rcpt {
             next: index,
             accepted,
         };
+    }
+
+    /// A transaction may start: the conversation is idle.
+    fn check_ready(&self) -> Result<(), UsageError> {
+        match self.state {
+            State::Ready => Ok(()),
+            State::Closed => Err(UsageError::Closed),
+            _ => Err(UsageError::NotReady),
+        }
     }
 
     fn send_rset(&mut self, then: Event) {
@@ -907,6 +894,21 @@ impl UpstreamSmtp {
         self.recipients.clear();
         self.outbox.push_event(Event::Closed);
     }
+}
+
+/// A transaction's recipients: one at least, each a path we may put on a RCPT line.
+fn check_recipients(rcpt: &[String]) -> Result<(), UsageError> {
+    if rcpt.is_empty() {
+        return Err(UsageError::NoRecipients);
+    }
+    if !rcpt.iter().all(|r| !r.is_empty() && valid_field(r)) {
+        return Err(UsageError::InvalidEnvelope);
+    }
+    Ok(())
+}
+
+fn rcpt_line(to: &str) -> String {
+    format!("RCPT TO:<{to}>")
 }
 
 /// What the proxy hears when a pipelined DATA found no recipient accepted.
